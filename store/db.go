@@ -1,0 +1,287 @@
+// Package store is the broker's durable state: meshes, members, invites,
+// known sessions, and the message queue with its per-recipient delivery
+// records, all in one bbolt file.
+//
+// Every write goes through one committer goroutine (group commit): it drains
+// whatever writes are waiting, applies them in one bbolt transaction and
+// pays one fsync for all of them. Under load that turns N fsyncs into one
+// without the fixed delay of bbolt's DB.Batch, whose 10 ms default alone
+// would break the broker's latency targets. Post-commit callbacks run on the
+// committer goroutine in commit order, which is what lets the hub push
+// messages to a recipient in exactly the order they were made durable.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout this code reads and writes. Open migrates
+// older files forward and refuses newer ones.
+const SchemaVersion = 1
+
+// ErrClosed is returned for writes submitted after Close.
+var ErrClosed = errors.New("store: closed")
+
+// ErrNewerSchema means the file was written by a newer broker.
+var ErrNewerSchema = errors.New("store: file has a newer schema version")
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketMeshes = []byte("meshes")
+	bucketSlugs  = []byte("slugs")
+	keySchema    = []byte("schemaVersion")
+)
+
+// migrations[i] upgrades a file from schema version i to i+1. Each runs in
+// the same transaction that records the new version, so a crash mid-way
+// leaves the old version intact.
+var migrations = []func(tx *bolt.Tx) error{
+	// 0 → 1: the initial layout.
+	func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketMeshes, bucketSlugs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+// Options tune a Store.
+type Options struct {
+	// OpenTimeout bounds the wait for bbolt's file lock, so a second broker
+	// on the same data dir fails fast instead of hanging.
+	OpenTimeout time.Duration
+	// OnCommit observes each group commit's duration and size (metrics).
+	OnCommit func(d time.Duration, writes int)
+	// MaxBatch caps the writes folded into one transaction, bounding the
+	// latency a very large batch could add to its first member.
+	MaxBatch int
+	Logger   *slog.Logger
+}
+
+// Store is the broker's bbolt database plus its group committer.
+type Store struct {
+	db      *bolt.DB
+	opts    Options
+	writes  chan *write
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	mu      sync.RWMutex // guards closed against Submit racing Close
+	closed  bool
+}
+
+// write is one unit of the group commit.
+type write struct {
+	fn    func(tx *bolt.Tx) error
+	after func(err error) // runs on the committer after the commit, in order
+	done  chan error      // nil when the caller does not wait
+}
+
+// Open opens (creating if needed) the store at path and runs migrations.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.OpenTimeout == 0 {
+		opts.OpenTimeout = 5 * time.Second
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = 4096
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        opts.OpenTimeout,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{
+		db:      db,
+		opts:    opts,
+		writes:  make(chan *write, 8192),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+func migrate(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		version := 0
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			if v := meta.Get(keySchema); len(v) == 8 {
+				version = int(be64(v))
+			}
+		}
+		if version > SchemaVersion {
+			return fmt.Errorf("%w (%d > %d)", ErrNewerSchema, version, SchemaVersion)
+		}
+		for ; version < SchemaVersion; version++ {
+			if err := migrations[version](tx); err != nil {
+				return fmt.Errorf("migration %d→%d: %w", version, version+1, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, u64(uint64(SchemaVersion)))
+	})
+}
+
+// Path is the database file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// Update applies fn in a group-committed transaction and returns once it is
+// durable (or failed). fn may run more than once if another write in its
+// batch fails, so it must only touch the transaction.
+func (s *Store) Update(fn func(tx *bolt.Tx) error) error {
+	w := &write{fn: fn, done: make(chan error, 1)}
+	if err := s.submit(w); err != nil {
+		return err
+	}
+	return <-w.done
+}
+
+// Submit queues fn without waiting; after (if non-nil) runs on the committer
+// goroutine once the transaction is durable or has failed, in commit order.
+// after must not block: it is on every later write's critical path.
+func (s *Store) Submit(fn func(tx *bolt.Tx) error, after func(err error)) error {
+	return s.submit(&write{fn: fn, after: after})
+}
+
+func (s *Store) submit(w *write) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.writes <- w
+	return nil
+}
+
+// View runs fn in a read-only transaction. Reads never wait for the
+// committer.
+func (s *Store) View(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	batch := make([]*write, 0, 64)
+	for {
+		var first *write
+		select {
+		case first = <-s.writes:
+		case <-s.closing:
+			// Drain what was submitted before Close so nothing accepted is
+			// dropped.
+			for {
+				select {
+				case w := <-s.writes:
+					batch = append(batch[:0], w)
+					s.commit(batch)
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < s.opts.MaxBatch {
+			select {
+			case w := <-s.writes:
+				batch = append(batch, w)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit applies a batch in one transaction. If any write fails, the whole
+// transaction is rolled back and each write is retried alone, so one bad
+// write never takes its neighbours down with it.
+func (s *Store) commit(batch []*write) {
+	start := time.Now()
+	var failedAt = -1
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for i, w := range batch {
+			if err := w.fn(tx); err != nil {
+				failedAt = i
+				return err
+			}
+		}
+		return nil
+	})
+	if s.opts.OnCommit != nil {
+		s.opts.OnCommit(time.Since(start), len(batch))
+	}
+	if err == nil {
+		for _, w := range batch {
+			s.finish(w, nil)
+		}
+		return
+	}
+	if failedAt < 0 || len(batch) == 1 {
+		// The commit itself failed (disk full, I/O error), or the only
+		// write did: there is nothing to retry separately.
+		for _, w := range batch {
+			s.finish(w, err)
+		}
+		return
+	}
+	for _, w := range batch {
+		t0 := time.Now()
+		err := s.db.Update(w.fn)
+		if s.opts.OnCommit != nil {
+			s.opts.OnCommit(time.Since(t0), 1)
+		}
+		s.finish(w, err)
+	}
+}
+
+func (s *Store) finish(w *write, err error) {
+	if w.after != nil {
+		w.after(err)
+	}
+	if w.done != nil {
+		w.done <- err
+	}
+}
+
+// Ping reports whether the store accepts writes (for /health/ready).
+func (s *Store) Ping() error {
+	return s.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte("ping"), u64(uint64(time.Now().UnixMilli())))
+	})
+}
+
+// Close stops accepting writes, commits what was already submitted, and
+// closes the file.
+func (s *Store) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.closing)
+		<-s.done
+		err = s.db.Close()
+	})
+	return err
+}

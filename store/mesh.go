@@ -1,0 +1,355 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/wire"
+)
+
+// Errors the REST and hub layers map to wire codes.
+var (
+	ErrNotFound  = errors.New("store: not found")
+	ErrSlugTaken = errors.New("store: slug taken")
+	ErrNameTaken = errors.New("store: display name taken")
+	ErrExists    = errors.New("store: already exists")
+)
+
+// Each mesh lives in its own sub-bucket of "meshes", holding these buckets.
+var (
+	keyInfo       = []byte("info")
+	bMembers      = []byte("members")  // memberId → Member
+	bPubkeys      = []byte("pubkeys")  // raw pubkey → memberId
+	bNames        = []byte("names")    // case-folded display name → memberId
+	bSessions     = []byte("sessions") // raw session pubkey → Session
+	bInvites      = []byte("invites")  // inviteId → Invite
+	bMsgs         = []byte("msgs")     // messageId → Message
+	bDlv          = []byte("dlv")      // messageId ‖ raw recipient → Delivery
+	bQueue        = []byte("queue")    // raw recipient ‖ seq → QueueEntry
+	bIdem         = []byte("idem")     // raw sender ‖ clientMessageId → messageId
+	bMsgExp       = []byte("msgexp")   // createdAt ‖ messageId → nil (expiry index)
+	bRcptExp      = []byte("rcptexp")  // createdAt ‖ raw recipient ‖ seq → receiptId
+	bMsgDel       = []byte("msgdel")   // createdAt ‖ messageId → nil: expired, awaiting purge
+	meshSubBucket = [][]byte{bMembers, bPubkeys, bNames, bSessions, bInvites, bMsgs, bDlv, bQueue, bIdem, bMsgExp, bRcptExp, bMsgDel}
+)
+
+// Mesh is one mesh's identity.
+type Mesh struct {
+	ID        string `json:"id"`
+	Slug      string `json:"slug"`
+	Name      string `json:"name"`
+	CreatedAt int64  `json:"createdAt"`
+}
+
+// Member is a person's enrolled key in a mesh, with the profile its member
+// presences share (01-protocol §4 "Profile changes").
+type Member struct {
+	ID          string       `json:"id"`
+	Pubkey      string       `json:"pubkey"`
+	DisplayName string       `json:"displayName"`
+	NameKey     string       `json:"nameKey"`
+	Role        string       `json:"role"`
+	JoinedAt    int64        `json:"joinedAt"`
+	LastSeenAt  int64        `json:"lastSeenAt,omitzero"`
+	RevokedAt   int64        `json:"revokedAt,omitzero"`
+	BanReason   string       `json:"banReason,omitempty"`
+	InviteID    string       `json:"inviteId,omitempty"`
+	Status      string       `json:"status,omitempty"`
+	Summary     string       `json:"summary,omitempty"`
+	Hidden      bool         `json:"hidden,omitzero"`
+	Groups      []wire.Group `json:"groups,omitempty"`
+}
+
+// Session is an agent session key the mesh has seen, kept so DMs to a
+// session that is away are queued rather than refused.
+type Session struct {
+	Pubkey         string           `json:"pubkey"`
+	ParentMemberID string           `json:"parentMemberId"`
+	ParentPubkey   string           `json:"parentPubkey"`
+	SessionID      string           `json:"sessionId"`
+	DisplayName    string           `json:"displayName"`
+	Attestation    wire.Attestation `json:"attestation"`
+	Groups         []wire.Group     `json:"groups,omitempty"`
+	LastSeenAt     int64            `json:"lastSeenAt"`
+}
+
+// Invite is a registered, signed invite token. Token is stored byte for byte:
+// a join must present exactly this token.
+type Invite struct {
+	ID           string `json:"id"`
+	Token        string `json:"token"`
+	Role         string `json:"role"`
+	IssuerPubkey string `json:"issuerPubkey"`
+	ExpiresAt    int64  `json:"expiresAt"`
+	MaxUses      int    `json:"maxUses"`
+	Uses         int    `json:"uses"`
+	CreatedAt    int64  `json:"createdAt"`
+	RevokedAt    int64  `json:"revokedAt,omitzero"`
+}
+
+// Info converts an invite to its wire description.
+func (inv *Invite) Info() wire.InviteInfo {
+	return wire.InviteInfo{InviteID: inv.ID, Role: inv.Role, ExpiresAt: inv.ExpiresAt, MaxUses: inv.MaxUses, Uses: inv.Uses, CreatedAt: inv.CreatedAt, RevokedAt: inv.RevokedAt}
+}
+
+func meshBucket(tx *bolt.Tx, meshID string) *bolt.Bucket {
+	return tx.Bucket(bucketMeshes).Bucket([]byte(meshID))
+}
+
+func sub(tx *bolt.Tx, meshID string, name []byte) (*bolt.Bucket, error) {
+	mb := meshBucket(tx, meshID)
+	if mb == nil {
+		return nil, ErrNotFound
+	}
+	return mb.Bucket(name), nil
+}
+
+// CreateMesh stores a new mesh with its owner as first member.
+func CreateMesh(tx *bolt.Tx, m Mesh, owner *Member) error {
+	slugs := tx.Bucket(bucketSlugs)
+	if slugs.Get([]byte(m.Slug)) != nil {
+		return ErrSlugTaken
+	}
+	meshes := tx.Bucket(bucketMeshes)
+	if meshes.Bucket([]byte(m.ID)) != nil {
+		return ErrExists
+	}
+	mb, err := meshes.CreateBucket([]byte(m.ID))
+	if err != nil {
+		return err
+	}
+	for _, name := range meshSubBucket {
+		if _, err := mb.CreateBucket(name); err != nil {
+			return err
+		}
+	}
+	if err := mb.Put(keyInfo, enc(m)); err != nil {
+		return err
+	}
+	if err := slugs.Put([]byte(m.Slug), []byte(m.ID)); err != nil {
+		return err
+	}
+	return PutMember(tx, m.ID, owner)
+}
+
+// GetMesh loads a mesh by id.
+func GetMesh(tx *bolt.Tx, meshID string) (*Mesh, error) {
+	mb := meshBucket(tx, meshID)
+	if mb == nil {
+		return nil, ErrNotFound
+	}
+	var m Mesh
+	return &m, dec(mb.Get(keyInfo), &m)
+}
+
+// ListMeshes returns every mesh.
+func ListMeshes(tx *bolt.Tx) ([]Mesh, error) {
+	var out []Mesh
+	err := tx.Bucket(bucketMeshes).ForEachBucket(func(k []byte) error {
+		m, err := GetMesh(tx, string(k))
+		if err != nil {
+			return err
+		}
+		out = append(out, *m)
+		return nil
+	})
+	return out, err
+}
+
+// PutMember inserts or updates a member and its pubkey and name indexes.
+// A name already held by another member is ErrNameTaken.
+func PutMember(tx *bolt.Tx, meshID string, m *Member) error {
+	mb := meshBucket(tx, meshID)
+	if mb == nil {
+		return ErrNotFound
+	}
+	members, names := mb.Bucket(bMembers), mb.Bucket(bNames)
+	if holder := names.Get([]byte(m.NameKey)); holder != nil && string(holder) != m.ID {
+		return ErrNameTaken
+	}
+	if prev := members.Get([]byte(m.ID)); prev != nil {
+		var old Member
+		if err := dec(prev, &old); err != nil {
+			return err
+		}
+		if old.NameKey != m.NameKey {
+			if err := names.Delete([]byte(old.NameKey)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := names.Put([]byte(m.NameKey), []byte(m.ID)); err != nil {
+		return err
+	}
+	if err := mb.Bucket(bPubkeys).Put(pk(m.Pubkey), []byte(m.ID)); err != nil {
+		return err
+	}
+	return members.Put([]byte(m.ID), enc(m))
+}
+
+// DeleteMember removes a member who left: its indexes go, so its name can be
+// reused and its key is no longer recognised.
+func DeleteMember(tx *bolt.Tx, meshID string, m *Member) error {
+	mb := meshBucket(tx, meshID)
+	if mb == nil {
+		return ErrNotFound
+	}
+	if err := mb.Bucket(bNames).Delete([]byte(m.NameKey)); err != nil {
+		return err
+	}
+	if err := mb.Bucket(bPubkeys).Delete(pk(m.Pubkey)); err != nil {
+		return err
+	}
+	return mb.Bucket(bMembers).Delete([]byte(m.ID))
+}
+
+// NameTaken reports whether a case-folded display name is held by a member.
+func NameTaken(tx *bolt.Tx, meshID, nameKey string) bool {
+	b, err := sub(tx, meshID, bNames)
+	return err == nil && b.Get([]byte(nameKey)) != nil
+}
+
+// GetMember loads a member by id.
+func GetMember(tx *bolt.Tx, meshID, memberID string) (*Member, error) {
+	b, err := sub(tx, meshID, bMembers)
+	if err != nil {
+		return nil, err
+	}
+	v := b.Get([]byte(memberID))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var m Member
+	return &m, dec(v, &m)
+}
+
+// MemberByPubkey loads a member by its 64-hex key.
+func MemberByPubkey(tx *bolt.Tx, meshID, pubkey string) (*Member, error) {
+	b, err := sub(tx, meshID, bPubkeys)
+	if err != nil {
+		return nil, err
+	}
+	id := b.Get(pk(pubkey))
+	if id == nil {
+		return nil, ErrNotFound
+	}
+	return GetMember(tx, meshID, string(id))
+}
+
+// ListMembers returns every member (revoked ones included).
+func ListMembers(tx *bolt.Tx, meshID string) ([]Member, error) {
+	b, err := sub(tx, meshID, bMembers)
+	if err != nil {
+		return nil, err
+	}
+	var out []Member
+	err = b.ForEach(func(_, v []byte) error {
+		var m Member
+		if err := dec(v, &m); err != nil {
+			return err
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+// PutSession records (or refreshes) a known session key.
+func PutSession(tx *bolt.Tx, meshID string, s *Session) error {
+	b, err := sub(tx, meshID, bSessions)
+	if err != nil {
+		return err
+	}
+	return b.Put(pk(s.Pubkey), enc(s))
+}
+
+// ListSessions returns every known session of a mesh.
+func ListSessions(tx *bolt.Tx, meshID string) ([]Session, error) {
+	b, err := sub(tx, meshID, bSessions)
+	if err != nil {
+		return nil, err
+	}
+	var out []Session
+	err = b.ForEach(func(_, v []byte) error {
+		var s Session
+		if err := dec(v, &s); err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
+
+// DeleteSessionsOf forgets the sessions of a member (who left).
+func DeleteSessionsOf(tx *bolt.Tx, meshID, memberID string) ([]string, error) {
+	b, err := sub(tx, meshID, bSessions)
+	if err != nil {
+		return nil, err
+	}
+	var gone [][]byte
+	var keys []string
+	err = b.ForEach(func(k, v []byte) error {
+		var s Session
+		if err := dec(v, &s); err != nil {
+			return err
+		}
+		if s.ParentMemberID == memberID {
+			gone = append(gone, bytes.Clone(k))
+			keys = append(keys, s.Pubkey)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range gone {
+		if err := b.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// PutInvite stores an invite.
+func PutInvite(tx *bolt.Tx, meshID string, inv *Invite) error {
+	b, err := sub(tx, meshID, bInvites)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(inv.ID), enc(inv))
+}
+
+// GetInvite loads an invite by id.
+func GetInvite(tx *bolt.Tx, meshID, inviteID string) (*Invite, error) {
+	b, err := sub(tx, meshID, bInvites)
+	if err != nil {
+		return nil, err
+	}
+	v := b.Get([]byte(inviteID))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var inv Invite
+	return &inv, dec(v, &inv)
+}
+
+// ListInvites returns a mesh's invites in id (creation) order.
+func ListInvites(tx *bolt.Tx, meshID string) ([]Invite, error) {
+	b, err := sub(tx, meshID, bInvites)
+	if err != nil {
+		return nil, err
+	}
+	var out []Invite
+	err = b.ForEach(func(_, v []byte) error {
+		var inv Invite
+		if err := dec(v, &inv); err != nil {
+			return err
+		}
+		out = append(out, inv)
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,146 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+	"unicode/utf8"
+
+	json "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+)
+
+// RawJSON is an already-encoded JSON value, used where the broker hands out
+// bytes it stored (queued pushes) without decoding and re-encoding them.
+type RawJSON = jsontext.Value
+
+// ErrIllShaped wraps every decoding failure: invalid JSON, a duplicate key,
+// invalid UTF-8, a missing `type` or a field of the wrong JSON type. The
+// broker answers it with `malformed` before the handshake and
+// `invalid_argument` after it.
+var ErrIllShaped = errors.New("ill-shaped frame")
+
+// Decode parses one frame strictly into v. The JSON v2 decoder rejects
+// duplicate object names and invalid UTF-8, and matches names
+// case-sensitively, which is exactly the framing rule of 01-protocol §1
+// ("field names are exact camelCase", "a duplicate key or invalid UTF-8 makes
+// a frame ill-shaped"). Unknown fields are ignored.
+func Decode(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrIllShaped, err)
+	}
+	return nil
+}
+
+// Peek reads the envelope (type and reqId) of a frame and validates the
+// whole frame's JSON well-formedness on the way, so a frame that passes Peek
+// can only fail its typed Decode on a field's shape.
+func Peek(data []byte) (Envelope, error) {
+	var env Envelope
+	if len(data) == 0 || data[0] != '{' {
+		// Only objects are frames; checking the first byte spares the
+		// decoder a pass on obvious junk.
+		trimmed := bytes.TrimLeft(data, " \t\r\n")
+		if len(trimmed) == 0 || trimmed[0] != '{' {
+			return env, fmt.Errorf("%w: a frame must be a JSON object", ErrIllShaped)
+		}
+	}
+	if err := json.Unmarshal(data, &env); err != nil {
+		// Try to salvage the reqId so the error can still be correlated.
+		return env, fmt.Errorf("%w: %v", ErrIllShaped, err)
+	}
+	if env.Type == "" {
+		return env, fmt.Errorf("%w: missing \"type\"", ErrIllShaped)
+	}
+	return env, nil
+}
+
+// Encode serialises a frame. Frames are plain structs, so failure here is a
+// programming error; it is still returned rather than panicking.
+func Encode(v any) ([]byte, error) {
+	return json.Marshal(v)
+}
+
+// MustEncode is Encode for values built by our own code (fixed frames such
+// as OK or Error), where a failure is a bug.
+func MustEncode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("wire: encoding %T: %v", v, err))
+	}
+	return b
+}
+
+// EncodePushWithKey splices a recipient's `key` entry into an encoded push
+// that has none, so a multi message is serialised once per fan-out and each
+// recipient costs only its own small key object. base must be the encoding
+// of a Push whose Key was nil (it ends in '}').
+func EncodePushWithKey(base []byte, key *MultiKey) []byte {
+	if key == nil {
+		return base
+	}
+	kb := MustEncode(key)
+	out := make([]byte, 0, len(base)+len(kb)+8)
+	out = append(out, base[:len(base)-1]...)
+	out = append(out, `,"key":`...)
+	out = append(out, kb...)
+	out = append(out, '}')
+	return out
+}
+
+// Validation of the string shapes the protocol fixes.
+var (
+	reqIDPattern     = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+	sessionIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	groupPattern     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}(/[a-z0-9][a-z0-9_-]{0,31}){0,3}$`)
+	topicNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	// ULIDs are Crockford base32, 26 characters, uppercase.
+	ulidPattern = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
+)
+
+// ValidReqID reports whether s is a legal reqId.
+func ValidReqID(s string) bool { return reqIDPattern.MatchString(s) }
+
+// ValidSessionID reports whether s is a legal sessionId.
+func ValidSessionID(s string) bool { return sessionIDPattern.MatchString(s) }
+
+// ValidGroup reports whether s is a legal group name.
+func ValidGroup(s string) bool { return groupPattern.MatchString(s) }
+
+// ValidTopicName reports whether s is a legal topic name.
+func ValidTopicName(s string) bool { return topicNamePattern.MatchString(s) }
+
+// ValidULID reports whether s looks like a ULID (broker-assigned ids).
+func ValidULID(s string) bool { return ulidPattern.MatchString(s) }
+
+// IsHex reports whether s is exactly n lowercase hex characters. Uppercase is
+// refused on purpose: keys are compared as strings everywhere, and two
+// spellings of one key would make two identities.
+func IsHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidText reports whether s is valid UTF-8 of at most maxBytes bytes with
+// no control characters — the rule for free-text fields a peer can set
+// (cwd, hostname, summary) that other peers will display.
+func ValidText(s string, maxBytes int) bool {
+	if len(s) > maxBytes || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			return false
+		}
+	}
+	return true
+}

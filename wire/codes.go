@@ -1,0 +1,67 @@
+package wire
+
+// Error codes carried in `error` frames, `ack` errors and REST error bodies
+// (01-protocol.md). They are stable snake_case words that clients switch on;
+// the human text travels beside them in `message`.
+const (
+	CodeMalformed            = "malformed"
+	CodeInvalidArgument      = "invalid_argument"
+	CodeUnknownMessageType   = "unknown_message_type"
+	CodeNoHello              = "no_hello"
+	CodeHelloTimeout         = "hello_timeout"
+	CodeTimestampSkew        = "timestamp_skew"
+	CodeBadChallenge         = "bad_challenge"
+	CodeBadSignature         = "bad_signature"
+	CodeUnauthorized         = "unauthorized"
+	CodeRevoked              = "revoked"
+	CodeBanned               = "banned"
+	CodeMemberIDMismatch     = "member_id_mismatch"
+	CodeCapacity             = "capacity"
+	CodeAttestationMismatch  = "attestation_mismatch"
+	CodeExpired              = "expired"
+	CodeTTLTooLong           = "ttl_too_long"
+	CodeBadAttestation       = "bad_attestation"
+	CodePayloadTooLarge      = "payload_too_large"
+	CodeRateLimited          = "rate_limited"
+	CodeUnknownRecipient     = "unknown_recipient"
+	CodeNotAMember           = "not_a_member"
+	CodeStaleKeyGen          = "stale_key_gen"
+	CodeTopicKeyMissing      = "topic_key_missing"
+	CodeBlockedByRecipient   = "blocked_by_recipient"
+	CodeIdempotencyKeyReused = "idempotency_key_reused"
+	CodeRecipientQueueFull   = "recipient_queue_full"
+	CodeForbidden            = "forbidden"
+	CodeNotFound             = "not_found"
+	CodeInternal             = "internal"
+	CodeShuttingDown         = "shutting_down"
+
+	// REST enrollment and administration.
+	CodeMeshNotFound    = "mesh_not_found"
+	CodeInviteNotFound  = "invite_not_found"
+	CodeInviteRevoked   = "invite_revoked"
+	CodeInviteExpired   = "invite_expired"
+	CodeInviteExhausted = "invite_exhausted"
+	CodeIssuerNotAdmin  = "issuer_not_admin"
+	CodeNameTaken       = "name_taken"
+	CodeSlugTaken       = "slug_taken"
+	CodeInviteExists    = "invite_exists"
+)
+
+// WebSocket close codes and their snake_case reasons (01-protocol.md §9).
+const (
+	CloseNormal        = 1000
+	CloseGoingAway     = 1001
+	ClosePolicy        = 1008
+	CloseTooBig        = 1009
+	CloseKicked        = 4001
+	CloseBanned        = 4002
+	CloseSlowConsumer  = 4008
+	ReasonDisconnected = "disconnected"
+	ReasonLeft         = "left"
+	ReasonReplaced     = "session_replaced"
+	ReasonShutdown     = "shutting_down"
+	ReasonFrameTooBig  = "frame_too_big"
+	ReasonKicked       = "kicked"
+	ReasonBanned       = "banned"
+	ReasonSlowConsumer = "slow_consumer"
+)
