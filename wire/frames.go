@@ -438,8 +438,8 @@ type InviteInfo struct {
 
 // InviteReply answers invite_create.
 type InviteReply struct {
-	Type  string `json:"type"`
-	ReqID string `json:"reqId"`
+	Type       string `json:"type"`
+	ReqID      string `json:"reqId"`
 	InviteInfo `json:",inline"`
 }
 

@@ -1,0 +1,328 @@
+// Package broker is the claudemesh broker: it authenticates connections with
+// signed hellos, keeps presence, routes ciphertext it cannot read, and queues
+// it durably for recipients who are away (01-protocol.md).
+//
+// The pieces: Broker (this file) owns the listeners, the store and the
+// keys; hub.go keeps each mesh's members and presences in memory; conn.go is
+// one WebSocket connection with its reader and writer goroutines;
+// handshake.go authenticates it; route.go handles sends, acks and delivery;
+// rest.go is the HTTP API; metrics.go the Prometheus registry.
+package broker
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/fsutil"
+	"claudemesh/store"
+)
+
+// Broker is one running broker. Every field is per instance, so a test can
+// run several brokers in one process.
+type Broker struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *store.Store
+	key      *cmcrypto.Identity
+	keyHex   string
+	opToken  string
+	metrics  *metrics
+	upgrader websocket.Upgrader
+	hub      *hub
+
+	srv, metricsSrv *http.Server
+	ln, metricsLn   net.Listener
+	publicURL       string
+
+	handshakes     atomic.Int64
+	handshakesByIP sync.Map // ip → *atomic.Int64
+	restLimits     *ipLimiter
+
+	shuttingDown atomic.Bool
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	closeOnce    sync.Once
+	readyMu      sync.Mutex
+	readyAt      time.Time
+	readyErr     error
+}
+
+// New opens the store (creating the data dir, broker key and operator token
+// on first start) without listening yet.
+func New(cfg Config) (*Broker, error) {
+	def := DefaultConfig()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = def.MaxFrame
+	}
+	if cfg.SendBuffer <= 0 {
+		cfg.SendBuffer = def.SendBuffer
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = def.MaxPending
+	}
+	for _, d := range []*time.Duration{&cfg.PingInterval, &cfg.PongTimeout, &cfg.Grace, &cfg.RedeliverAfter, &cfg.HelloTimeout, &cfg.QueueTTL, &cfg.WorkingDecay} {
+		if *d <= 0 {
+			return nil, fmt.Errorf("broker: every timer must be positive")
+		}
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = def.MaxHandshakes
+	}
+	if cfg.MaxHandshakesPerIP <= 0 {
+		cfg.MaxHandshakesPerIP = def.MaxHandshakesPerIP
+	}
+	if cfg.Version == "" {
+		cfg.Version = def.Version
+	}
+	if err := fsutil.EnsurePrivateDir(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key"))
+	if err != nil {
+		return nil, err
+	}
+	tokenPath := filepath.Join(cfg.DataDir, "operator.token")
+	token, created, err := loadOrCreateToken(tokenPath)
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		key:        key,
+		keyHex:     key.PublicHex(),
+		opToken:    token,
+		stop:       make(chan struct{}),
+		restLimits: newIPLimiter(20, 60),
+	}
+	b.metrics = newMetrics()
+	st, err := store.Open(filepath.Join(cfg.DataDir, "broker.db"), store.Options{
+		Logger: cfg.Logger,
+		OnCommit: func(d time.Duration, _ int) {
+			b.metrics.storeCommit.Observe(d.Seconds())
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.store = st
+	b.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		WriteBufferPool: &sync.Pool{},
+		// The signed hello is the authentication; any Origin may connect
+		// (01-protocol §1).
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	b.hub, err = newHub(b)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if created {
+		b.log.Info("operator token created", "path", tokenPath)
+	} else {
+		b.log.Info("operator token", "path", tokenPath)
+	}
+	return b, nil
+}
+
+// Start binds the listeners and serves until Close.
+func (b *Broker) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", b.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	b.ln = ln
+	b.publicURL = b.cfg.PublicURL
+	if b.publicURL == "" {
+		b.publicURL = derivePublicURL(ln.Addr().String(), b.cfg.Listen, b.cfg.TLSCert != "")
+	}
+	b.srv = &http.Server{
+		Handler:           b.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		var err error
+		if b.cfg.TLSCert != "" {
+			err = b.srv.ServeTLS(ln, b.cfg.TLSCert, b.cfg.TLSKey)
+		} else {
+			err = b.srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.log.Error("serve", "err", err)
+		}
+	}()
+	if b.cfg.MetricsListen != "" && b.cfg.MetricsListen != "off" {
+		mln, err := net.Listen("tcp", b.cfg.MetricsListen)
+		if err != nil {
+			b.srv.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		b.metricsLn = mln
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(b.metrics.registry, promhttp.HandlerOpts{Registry: b.metrics.registry}))
+		b.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			if err := b.metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				b.log.Error("metrics serve", "err", err)
+			}
+		}()
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.hub.maintain(b.stop)
+	}()
+	b.log.Info("broker listening", "addr", ln.Addr().String(), "publicUrl", b.publicURL, "brokerPubkey", b.keyHex, "metrics", b.MetricsAddr())
+	return nil
+}
+
+// derivePublicURL builds ws://host:port/ws from the bound address, using
+// 127.0.0.1 when the listen host is empty or unspecified.
+func derivePublicURL(bound, listen string, tls bool) string {
+	_, port, _ := net.SplitHostPort(bound)
+	host, _, _ := net.SplitHostPort(listen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	scheme := "ws"
+	if tls {
+		scheme = "wss"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/ws"
+}
+
+// URL is the WebSocket URL clients dial (brokerUrl).
+func (b *Broker) URL() string { return b.publicURL }
+
+// HTTPURL is the REST base URL.
+func (b *Broker) HTTPURL() string {
+	u := strings.TrimSuffix(b.publicURL, "/ws")
+	u = strings.Replace(u, "ws://", "http://", 1)
+	return strings.Replace(u, "wss://", "https://", 1)
+}
+
+// Addr is the bound public address.
+func (b *Broker) Addr() string { return b.ln.Addr().String() }
+
+// MetricsAddr is the bound metrics address, or "" when disabled.
+func (b *Broker) MetricsAddr() string {
+	if b.metricsLn == nil {
+		return ""
+	}
+	return b.metricsLn.Addr().String()
+}
+
+// OperatorToken is the bearer token of the operator REST routes.
+func (b *Broker) OperatorToken() string { return b.opToken }
+
+// PublicKey is the broker key (hex) clients pin.
+func (b *Broker) PublicKey() string { return b.keyHex }
+
+// StorePath is the bbolt file (tests grep it for plaintext).
+func (b *Broker) StorePath() string { return b.store.Path() }
+
+// Registry exposes the broker's own Prometheus registry.
+func (b *Broker) Registry() *prometheus.Registry { return b.metrics.registry }
+
+// Close shuts down gracefully: stop accepting, close every connection with
+// 1001 shutting_down, commit what was accepted, close the store.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		b.shuttingDown.Store(true)
+		close(b.stop)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if b.srv != nil {
+			// Shutdown does not wait for hijacked (WebSocket) connections;
+			// the hub closes those itself.
+			b.srv.Shutdown(ctx)
+		}
+		b.hub.closeAll()
+		if b.metricsSrv != nil {
+			b.metricsSrv.Shutdown(ctx)
+		}
+		b.wg.Wait()
+		err = b.store.Close()
+	})
+	return err
+}
+
+func (b *Broker) operatorAuthorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(b.opToken)) == 1
+}
+
+// loadOrCreateKey reads broker.key (hex seed‖pubkey) or creates it 0600.
+func loadOrCreateKey(path string) (*cmcrypto.Identity, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if err := fsutil.CheckPrivateFile(path); err != nil {
+			return nil, err
+		}
+		id, err := cmcrypto.ParseSecretKey(strings.TrimSpace(string(data)))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	id, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	if err := fsutil.WriteFileAtomic(path, []byte(id.SecretKeyHex()+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+func loadOrCreateToken(path string) (token string, created bool, err error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if err := fsutil.CheckPrivateFile(path); err != nil {
+			return "", false, err
+		}
+		return strings.TrimSpace(string(data)), false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", false, err
+	}
+	token = cmcrypto.RandomToken()
+	if err := fsutil.WriteFileAtomic(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", false, err
+	}
+	return token, true, nil
+}

@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/internal/buildinfo"
+	"claudemesh/internal/cliui"
+)
+
+// Command is `claudemesh broker`: run a broker until SIGTERM or SIGINT.
+func Command() *cli.Command {
+	def := DefaultConfig()
+	return &cli.Command{
+		Name:  "broker",
+		Usage: "run a broker (routes ciphertext, keeps presence, queues for offline peers)",
+		Description: cliui.WithExamples(
+			"Runs the broker in the foreground with JSON logs on stderr. On first start it creates the data directory\n"+
+				"with broker.db, broker.key and operator.token (all 0600); the token's path is in the start-up log.\n"+
+				"Put a TLS proxy in front, or give --tls-cert and --tls-key.",
+			"claudemesh broker",
+			"claudemesh broker --listen :7900 --data /var/lib/claudemesh --public-url wss://mesh.example.com/ws",
+			"claudemesh broker --tls-cert /etc/claudemesh/cert.pem --tls-key /etc/claudemesh/key.pem --listen :443",
+		),
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: def.Listen, Usage: "public `ADDR` for /ws, /v1 and /health"},
+			&cli.StringFlag{Name: "metrics-listen", Value: def.MetricsListen, Usage: "Prometheus `ADDR` (\"off\" disables)"},
+			&cli.StringFlag{Name: "data", Value: def.DataDir, Usage: "data `DIR` (broker.db, broker.key, operator.token)"},
+			&cli.StringFlag{Name: "public-url", Usage: "`URL` returned to clients as brokerUrl (default ws://<listen>/ws)"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate `FILE`"},
+			&cli.StringFlag{Name: "tls-key", Usage: "TLS key `FILE`"},
+			&cli.Int64Flag{Name: "max-frame", Value: def.MaxFrame, Usage: "largest client frame in `BYTES`"},
+			&cli.IntFlag{Name: "max-connections-per-mesh", Value: def.MaxConnsPerMesh, Usage: "connection cap per mesh (0 = unlimited)"},
+			&cli.IntFlag{Name: "max-pending", Value: def.MaxPending, Usage: "undelivered messages per recipient before recipient_queue_full"},
+			&cli.Float64Flag{Name: "rate", Value: def.Rate, Usage: "sends per second per member (0 disables)"},
+			&cli.IntFlag{Name: "burst", Value: def.Burst, Usage: "send burst per member"},
+			&cli.DurationFlag{Name: "queue-ttl", Value: def.QueueTTL, Usage: "how long undelivered messages are kept"},
+			&cli.IntFlag{Name: "send-buffer", Value: def.SendBuffer, Usage: "per-connection outbound `BYTES` before 4008 slow_consumer"},
+			&cli.DurationFlag{Name: "ping-interval", Value: def.PingInterval},
+			&cli.DurationFlag{Name: "pong-timeout", Value: def.PongTimeout},
+			&cli.DurationFlag{Name: "grace", Value: def.Grace, Usage: "how long a dropped presence stays listed"},
+			&cli.DurationFlag{Name: "redeliver-after", Value: def.RedeliverAfter},
+			&cli.DurationFlag{Name: "hello-timeout", Value: def.HelloTimeout},
+			&cli.BoolFlag{Name: "audit-messages", Usage: "also audit message sends"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		},
+		Action: func(c *cli.Context) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+				return cliui.UsageErrorf("--log-level: %v", err)
+			}
+			if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
+				return cliui.UsageErrorf("give both --tls-cert and --tls-key, or neither")
+			}
+			cfg := Config{
+				Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"), DataDir: c.String("data"),
+				PublicURL: c.String("public-url"), TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
+				MaxFrame: c.Int64("max-frame"), MaxConnsPerMesh: c.Int("max-connections-per-mesh"),
+				MaxPending: c.Int("max-pending"), Rate: c.Float64("rate"), Burst: c.Int("burst"),
+				QueueTTL: c.Duration("queue-ttl"), SendBuffer: c.Int("send-buffer"),
+				PingInterval: c.Duration("ping-interval"), PongTimeout: c.Duration("pong-timeout"),
+				Grace: c.Duration("grace"), RedeliverAfter: c.Duration("redeliver-after"),
+				HelloTimeout: c.Duration("hello-timeout"), AuditMessages: c.Bool("audit-messages"),
+				MaxHandshakes: def.MaxHandshakes, MaxHandshakesPerIP: def.MaxHandshakesPerIP,
+				WorkingDecay: def.WorkingDecay, Version: buildinfo.Version,
+				Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+			}
+			return Run(c.Context, cfg)
+		},
+	}
+}
+
+// Run starts a broker and blocks until ctx ends or SIGTERM/SIGINT arrives,
+// then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	b, err := New(cfg)
+	if err != nil {
+		return cliui.Errorf("broker_start", "%v", err)
+	}
+	if err := b.Start(ctx); err != nil {
+		b.Close()
+		return cliui.Errorf("broker_start", "%v", err)
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	<-ctx.Done()
+	cfg.Logger.Info("shutting down")
+	if err := b.Close(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	cfg.Logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,390 @@
+package broker
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"claudemesh/wire"
+)
+
+// conn is one WebSocket connection. Exactly one reader goroutine (serve)
+// decodes and handles frames; exactly one writer goroutine (writeLoop)
+// drains a byte-bounded queue, so a slow client only ever fills its own
+// queue and is cut off with 4008 instead of slowing a fan-out.
+type conn struct {
+	b   *Broker
+	ws  *websocket.Conn
+	raw *coalescingConn
+	ip  string
+
+	// Set once by the handshake, read-only afterwards.
+	ms        *meshState
+	pubkey    string // the identity: session key or member key
+	mem       *member
+	pres      *presence // nil for transient connections
+	transient bool
+	authed    atomic.Bool
+
+	// Writer queue.
+	wmu         sync.Mutex
+	queue       [][]byte
+	qbytes      int
+	closing     bool
+	closeCode   int
+	closeReason string
+	closeSent   bool
+	wake        chan struct{}
+	writerDone  chan struct{}
+	readerDone  chan struct{}
+	needRefill  atomic.Bool
+	endPresence atomic.Bool // set when this close ends the presence at once
+
+	// Delivery bookkeeping, guarded by ms.mu.
+	inflight      map[string]inflight
+	inflightBytes int
+	backlog       bool
+	origins       []string
+	closed        bool
+
+	frames *rate.Limiter // non-send frames
+}
+
+// inflight is a push awaiting its client_ack.
+type inflight struct {
+	size   int
+	sentAt time.Time
+}
+
+func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
+	ip := clientIP(r)
+	if b.shuttingDown.Load() {
+		http.Error(w, `{"error":{"code":"shutting_down","message":"broker is shutting down"}}`, http.StatusServiceUnavailable)
+		return
+	}
+	// Cap unauthenticated handshakes before spending a goroutine pair on
+	// them.
+	if n := b.handshakes.Add(1); n > int64(b.cfg.MaxHandshakes) {
+		b.handshakes.Add(-1)
+		b.metrics.connsRejected.WithLabelValues("handshake_capacity").Inc()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, `{"error":{"code":"capacity","message":"too many connections are handshaking"}}`, http.StatusServiceUnavailable)
+		return
+	}
+	perIP := b.ipCounter(ip)
+	if n := perIP.Add(1); n > int64(b.cfg.MaxHandshakesPerIP) {
+		perIP.Add(-1)
+		b.handshakes.Add(-1)
+		b.metrics.connsRejected.WithLabelValues("handshake_capacity").Inc()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, `{"error":{"code":"rate_limited","message":"too many handshakes from this address"}}`, http.StatusTooManyRequests)
+		return
+	}
+	handshakeDone := sync.OnceFunc(func() { perIP.Add(-1); b.handshakes.Add(-1) })
+	var raw *coalescingConn
+	hw := hijackWrapper{ResponseWriter: w, wrap: func(nc net.Conn) net.Conn {
+		raw = &coalescingConn{Conn: nc}
+		return raw
+	}}
+	ws, err := b.upgrader.Upgrade(hw, r, nil)
+	if err != nil {
+		handshakeDone()
+		return
+	}
+	c := &conn{
+		b: b, ws: ws, raw: raw, ip: ip,
+		wake:       make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
+		readerDone: make(chan struct{}),
+		inflight:   map[string]inflight{},
+		frames:     rate.NewLimiter(frameRate, frameBurst),
+	}
+	go c.writeLoop()
+	c.serve(handshakeDone)
+}
+
+func (b *Broker) ipCounter(ip string) *atomic.Int64 {
+	v, _ := b.handshakesByIP.LoadOrStore(ip, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// serve is the reader goroutine: handshake, then frames until the
+// connection ends; it owns the cleanup.
+func (c *conn) serve(handshakeDone func()) {
+	ok := c.handshake()
+	handshakeDone()
+	if ok {
+		c.ws.SetPongHandler(func(string) error {
+			return c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
+		})
+		for {
+			c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
+			data, err := c.readFrame()
+			if err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
+					// A clean close from the client ends its presence now.
+					c.endPresence.Store(true)
+				}
+				break
+			}
+			if data != nil {
+				c.handle(data)
+			}
+		}
+		c.b.hub.detach(c)
+	} else {
+		// The handshake failed and the writer is sending the error and
+		// close frames: read until the client answers the close.
+		c.ws.SetReadDeadline(time.Now().Add(time.Second))
+		for {
+			if _, _, err := c.ws.NextReader(); err != nil {
+				break
+			}
+		}
+	}
+	c.closeWith(0, "")
+	close(c.readerDone)
+	c.waitClosed(2 * time.Second)
+	c.raw.Close()
+}
+
+var errTooBig = errors.New("frame too big")
+
+// readFrame reads one message, enforcing --max-frame itself so the close
+// carries the spec's `frame_too_big` reason (gorilla's own limit closes with
+// an empty reason). A nil frame with nil error means "skip" (binary frame
+// already answered).
+func (c *conn) readFrame() ([]byte, error) {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	limit := c.b.cfg.MaxFrame
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		c.closeWith(wire.CloseTooBig, wire.ReasonFrameTooBig)
+		return nil, errTooBig
+	}
+	if mt != websocket.TextMessage {
+		code := wire.CodeInvalidArgument
+		if !c.authed.Load() {
+			code = wire.CodeMalformed
+		}
+		c.sendError("", code, "frames must be JSON text frames")
+		return nil, nil
+	}
+	return data, nil
+}
+
+// enqueue adds a frame to the writer queue. Past --send-buffer bytes the
+// client is too slow: drop the queue and close 4008 rather than buffer
+// without bound or block the caller (a fan-out, the committer).
+func (c *conn) enqueue(frame []byte) bool {
+	c.wmu.Lock()
+	if c.closing {
+		c.wmu.Unlock()
+		return false
+	}
+	if c.qbytes+len(frame) > c.b.cfg.SendBuffer {
+		c.queue, c.qbytes = nil, 0
+		c.closing, c.closeCode, c.closeReason = true, wire.CloseSlowConsumer, wire.ReasonSlowConsumer
+		c.wmu.Unlock()
+		c.b.metrics.slowConsumerDrops.Inc()
+		c.signal()
+		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.qbytes += len(frame)
+	c.wmu.Unlock()
+	c.signal()
+	return true
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// closeWith asks the writer to flush what is queued, send a close frame
+// with code and reason, and end the connection. The first reason wins.
+func (c *conn) closeWith(code int, reason string) {
+	c.wmu.Lock()
+	if !c.closing {
+		c.closing, c.closeCode, c.closeReason = true, code, reason
+	}
+	c.wmu.Unlock()
+	c.signal()
+}
+
+// waitClosed waits for the writer to finish (bounded).
+func (c *conn) waitClosed(d time.Duration) {
+	select {
+	case <-c.writerDone:
+	case <-time.After(d):
+		c.raw.Close()
+		<-c.writerDone
+	}
+}
+
+// writeLoop is the writer goroutine: it coalesces everything queued into
+// one syscall, sends pings, performs refills, and writes the close frame.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	ping := time.NewTicker(c.b.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-c.wake:
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+				c.raw.Close()
+				return
+			}
+			continue
+		case <-c.readerDone:
+			// The reader is gone; send what a close still owes the peer
+			// (an error frame, the close frame) and stop.
+			c.writePending()
+			return
+		}
+		if c.needRefill.Swap(false) {
+			c.refill()
+		}
+		closing, err := c.writePending()
+		if err != nil {
+			c.raw.Close()
+			return
+		}
+		if closing {
+			// Give the peer a moment to answer the close, then cut the
+			// TCP connection so the reader unblocks.
+			select {
+			case <-c.readerDone:
+			case <-time.After(time.Second):
+				c.raw.Close()
+			}
+			return
+		}
+	}
+}
+
+// writePending writes every queued frame in one flush and, when the
+// connection is closing, the close frame after them.
+func (c *conn) writePending() (closing bool, err error) {
+	c.wmu.Lock()
+	batch := c.queue
+	c.queue, c.qbytes = nil, 0
+	closing, code, reason := c.closing, c.closeCode, c.closeReason
+	sent := closing && code != 0 && !c.closeSent
+	if sent {
+		c.closeSent = true
+	}
+	c.wmu.Unlock()
+	if len(batch) > 0 {
+		c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+		c.raw.hold()
+		for _, f := range batch {
+			if err = c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
+				break
+			}
+		}
+		if ferr := c.raw.flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			return closing, err
+		}
+	}
+	if sent {
+		msg := websocket.FormatCloseMessage(code, reason)
+		c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	}
+	return closing, nil
+}
+
+// requestRefill asks the writer goroutine to pull queued deliveries from
+// the store (after acks free window space, a status change releases held
+// messages, a redelivery timeout, or a connect).
+func (c *conn) requestRefill() {
+	c.needRefill.Store(true)
+	c.signal()
+}
+
+// hijackWrapper lets the broker wrap the hijacked net.Conn, so gorilla's
+// per-frame writes land in a buffer the writer flushes once per batch.
+type hijackWrapper struct {
+	http.ResponseWriter
+	wrap func(net.Conn) net.Conn
+}
+
+func (h hijackWrapper) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := h.ResponseWriter.(http.Hijacker).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return h.wrap(nc), brw, nil
+}
+
+// coalescingConn buffers writes between hold and flush. Outside a batch it
+// writes through, so control frames written by gorilla (close replies) go
+// out at once.
+type coalescingConn struct {
+	net.Conn
+	mu      sync.Mutex
+	buf     []byte
+	holding bool
+}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.holding {
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+func (c *coalescingConn) hold() {
+	c.mu.Lock()
+	c.holding = true
+	c.mu.Unlock()
+}
+
+func (c *coalescingConn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.holding = false
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	if cap(c.buf) > 64<<10 {
+		c.buf = nil // don't pin a burst's buffer on an idle connection
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}

@@ -1,0 +1,257 @@
+package broker
+
+import (
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// Delivery flow control. Each presence connection has a window of at most
+// maxInflight unacked pushes (and maxInflightBytes). New messages are pushed
+// straight from the commit callback while the window has room and nothing
+// older is waiting; otherwise the connection is marked backlogged and its
+// writer refills from the store as acks free the window. Because refills
+// walk the recipient's queue in sequence order, delivery stays FIFO and a
+// large backlog never trips the slow-consumer limit.
+
+// held reports whether next/low messages wait for this connection's
+// presence to become idle. Caller holds ms.mu.
+func (c *conn) heldLocked() bool {
+	if c.pres == nil {
+		return false
+	}
+	st := c.ms.status(c.pres, c.b.cfg.WorkingDecay)
+	return st == wire.StatusWorking || st == wire.StatusDND
+}
+
+// offerLocked pushes one queue entry to c if flow control and priority
+// holding allow, reporting whether it was pushed. Caller holds ms.mu.
+func (c *conn) offerLocked(id string, seq uint64, priority string, frame []byte) bool {
+	if c.closed || c.transient || c.inflight == nil {
+		return false
+	}
+	if _, ok := c.inflight[id]; ok {
+		return false
+	}
+	if c.backlog {
+		return false // older entries are waiting in the store: keep FIFO
+	}
+	if priority != wire.PriorityNow && c.heldLocked() {
+		return false
+	}
+	if len(c.inflight) >= maxInflight || c.inflightBytes+len(frame) > maxInflightBytes {
+		c.backlog = true
+		return false
+	}
+	if !c.enqueue(frame) {
+		return false
+	}
+	c.inflight[id] = inflight{size: len(frame), sentAt: time.Now()}
+	c.inflightBytes += len(frame)
+	return true
+}
+
+// dropInflightLocked forgets an acked push. Caller holds ms.mu.
+func (c *conn) dropInflightLocked(id string) {
+	if f, ok := c.inflight[id]; ok {
+		delete(c.inflight, id)
+		c.inflightBytes -= f.size
+	}
+}
+
+// refill pushes queued entries the connection has not been sent yet, in
+// queue order, until the window is full. It runs on the writer goroutine.
+func (c *conn) refill() {
+	ms := c.ms
+	if ms == nil || c.transient {
+		return
+	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if c.closed || c.pres == nil || c.pres.conn != c {
+		return
+	}
+	isTarget := false
+	for _, t := range ms.targets(c.pubkey) {
+		isTarget = isTarget || t == c
+	}
+	if !isTarget {
+		return
+	}
+	c.backlog = false
+	held := c.heldLocked()
+	err := c.b.store.View(func(tx *bolt.Tx) error {
+		var inner error
+		err := store.ScanQueue(tx, ms.id, c.pubkey, 0, func(seq uint64, e *store.QueueEntry) bool {
+			if _, ok := c.inflight[e.ID]; ok {
+				return true
+			}
+			if !e.Receipt && e.Priority != wire.PriorityNow && held {
+				return true
+			}
+			var frame []byte
+			if e.Receipt {
+				frame = e.Frame
+			} else {
+				m, err := store.GetMessage(tx, ms.id, e.ID)
+				if err != nil {
+					inner = err
+					return false
+				}
+				frame = wire.EncodePushWithKey(m.Push, e.Key)
+			}
+			if len(c.inflight) >= maxInflight || c.inflightBytes+len(frame) > maxInflightBytes {
+				c.backlog = true
+				return false
+			}
+			// Receipts are not held and bypass the backlog rule.
+			if !c.enqueue(frame) {
+				return false
+			}
+			c.inflight[e.ID] = inflight{size: len(frame), sentAt: time.Now()}
+			c.inflightBytes += len(frame)
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		return inner
+	})
+	if err != nil {
+		c.b.log.Error("refill", "err", err)
+	}
+}
+
+// maintain runs the broker's periodic work: redelivery of unacked pushes,
+// release of decayed `working` holds, queue expiry and purge.
+func (h *hub) maintain(stop <-chan struct{}) {
+	cfg := h.b.cfg
+	tick := clamp(cfg.RedeliverAfter/4, 10*time.Millisecond, 5*time.Second)
+	sweepEvery := clamp(cfg.QueueTTL/4, 50*time.Millisecond, time.Minute)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastSweep := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			for _, ms := range h.meshList() {
+				h.redeliver(ms, now)
+			}
+			if now.Sub(lastSweep) >= sweepEvery {
+				lastSweep = now
+				for _, ms := range h.meshList() {
+					h.sweep(ms, now)
+				}
+			}
+		}
+	}
+}
+
+func clamp(d, lo, hi time.Duration) time.Duration {
+	return min(max(d, lo), hi)
+}
+
+// redeliver re-sends pushes unacked for --redeliver-after: they are dropped
+// from the window and the writer's refill pushes them again in queue order.
+// It also wakes connections whose `working` status has decayed to idle.
+func (h *hub) redeliver(ms *meshState, now time.Time) {
+	cfg := h.b.cfg
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for _, p := range ms.presences {
+		c := p.conn
+		if c == nil || c.closed {
+			continue
+		}
+		expired := 0
+		for id, f := range c.inflight {
+			if now.Sub(f.sentAt) >= cfg.RedeliverAfter {
+				delete(c.inflight, id)
+				c.inflightBytes -= f.size
+				expired++
+			}
+		}
+		if expired > 0 {
+			h.b.metrics.redeliveries.Add(float64(expired))
+			c.requestRefill()
+			continue
+		}
+		st, at := p.status, p.statusAt
+		if !p.session {
+			st, at = p.member.Status, p.member.statusSetAt
+		}
+		if st == wire.StatusWorking && now.Sub(at) >= cfg.WorkingDecay && now.Sub(at) < cfg.WorkingDecay+2*cfg.RedeliverAfter {
+			c.requestRefill()
+		}
+	}
+}
+
+// sweep expires deliveries older than --queue-ttl and purges expired
+// messages a day later (keeping message_status answerable meanwhile and
+// the idempotency window at least 24 h).
+func (h *hub) sweep(ms *meshState, now time.Time) {
+	cfg := h.b.cfg
+	cutoff := now.Add(-cfg.QueueTTL).UnixMilli()
+	for {
+		var expired []store.Expired
+		var more bool
+		err := h.b.store.Update(func(tx *bolt.Tx) error {
+			var err error
+			expired, more, err = store.ExpireBefore(tx, ms.id, cutoff, 1000)
+			return err
+		})
+		if err != nil {
+			h.b.log.Error("expire", "err", err)
+			return
+		}
+		h.settleExpired(ms, expired)
+		if !more {
+			break
+		}
+	}
+	purge := now.Add(-cfg.QueueTTL - 24*time.Hour).UnixMilli()
+	for {
+		var more bool
+		err := h.b.store.Update(func(tx *bolt.Tx) error {
+			var err error
+			_, more, err = store.PurgeBefore(tx, ms.id, purge, 1000)
+			return err
+		})
+		if err != nil {
+			h.b.log.Error("purge", "err", err)
+			return
+		}
+		if !more {
+			break
+		}
+	}
+}
+
+// settleExpired updates counters and windows after deliveries were dropped.
+func (h *hub) settleExpired(ms *meshState, expired []store.Expired) {
+	if len(expired) == 0 {
+		return
+	}
+	n := 0
+	ms.mu.Lock()
+	for _, e := range expired {
+		for c := range ms.conns[e.Recipient] {
+			c.dropInflightLocked(e.MessageID)
+		}
+		if e.Receipt {
+			continue
+		}
+		n++
+		if ms.pending[e.Recipient]--; ms.pending[e.Recipient] <= 0 {
+			delete(ms.pending, e.Recipient)
+		}
+	}
+	ms.mu.Unlock()
+	h.b.metrics.expired.Add(float64(n))
+	h.b.metrics.pending.Sub(float64(n))
+}

@@ -1,0 +1,352 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	bolt "go.etcd.io/bbolt"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+func newID() string { return ulid.Make().String() }
+
+// handshakeError is a refused hello: the code goes in the error frame and
+// as the close reason.
+type handshakeError struct {
+	code, msg string
+	close     int // close code; 1008 unless stated
+}
+
+func (e *handshakeError) Error() string { return e.code + ": " + e.msg }
+
+func refuse(code, format string, args ...any) *handshakeError {
+	return &handshakeError{code: code, msg: fmt.Sprintf(format, args...), close: wire.ClosePolicy}
+}
+
+// handshake sends the signed challenge and waits for a valid hello or
+// session_hello (01-protocol §3). It reports whether the connection is now
+// authenticated; on failure the error frame and close are already queued.
+func (c *conn) handshake() bool {
+	b := c.b
+	nonce := cmcrypto.RandomHex32()
+	now := time.Now().UnixMilli()
+	s, _ := cmcrypto.ChallengeString(nonce, now)
+	c.enqueue(wire.MustEncode(wire.Challenge{
+		Type: wire.TypeChallenge, Nonce: nonce, ServerTime: now, Protocol: wire.ProtocolVersion,
+		BrokerVersion: b.cfg.Version, BrokerPubkey: b.keyHex, Signature: b.key.Sign(s),
+	}))
+	deadline := time.Now().Add(b.cfg.HelloTimeout)
+	for {
+		c.ws.SetReadDeadline(deadline)
+		data, err := c.readFrame()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+				b.metrics.connsRejected.WithLabelValues(wire.CodeHelloTimeout).Inc()
+				c.sendError("", wire.CodeHelloTimeout, "no hello within "+b.cfg.HelloTimeout.String())
+				c.closeWith(wire.ClosePolicy, wire.CodeHelloTimeout)
+			}
+			return false
+		}
+		if data == nil {
+			continue
+		}
+		env, err := wire.Peek(data)
+		if err != nil {
+			c.sendError(env.ReqID, wire.CodeMalformed, err.Error())
+			continue
+		}
+		var herr *handshakeError
+		switch env.Type {
+		case wire.TypeHello:
+			herr = c.acceptHello(data, nonce)
+		case wire.TypeSessionHello:
+			herr = c.acceptSessionHello(data, nonce)
+		default:
+			c.sendError(env.ReqID, wire.CodeNoHello, "send hello or session_hello first")
+			continue
+		}
+		if herr != nil {
+			b.metrics.connsRejected.WithLabelValues(herr.code).Inc()
+			c.sendError("", herr.code, herr.msg)
+			reason := herr.code
+			if herr.close == wire.CloseBanned {
+				reason = wire.ReasonBanned
+			}
+			c.closeWith(herr.close, reason)
+			return false
+		}
+		c.authed.Store(true)
+		return true
+	}
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// helloIdentity is what both hello kinds establish.
+type helloIdentity struct {
+	pubkey      string
+	session     bool
+	role        string
+	sessionID   string
+	presence    bool
+	peerType    string
+	displayName string
+	pid         int
+	cwd         string
+	hostname    string
+	channel     string
+	model       string
+	groups      []wire.Group
+	attestation *wire.Attestation
+}
+
+// checkCommon validates the optional descriptive fields both hellos share.
+func checkCommon(sessionID, peerType, cwd, hostname, channel, model string, groups []wire.Group) *handshakeError {
+	if !wire.ValidSessionID(sessionID) {
+		return refuse(wire.CodeMalformed, "sessionId must match ^[A-Za-z0-9._-]{1,64}$")
+	}
+	switch peerType {
+	case "", wire.PeerAI, wire.PeerHuman, wire.PeerConnector:
+	default:
+		return refuse(wire.CodeMalformed, "peerType must be ai, human or connector")
+	}
+	if !wire.ValidText(cwd, 1024) || !wire.ValidText(hostname, 255) || !wire.ValidText(channel, 32) || !wire.ValidText(model, 64) {
+		return refuse(wire.CodeMalformed, "cwd, hostname, channel or model is too long or has control characters")
+	}
+	if len(groups) > maxGroups {
+		return refuse(wire.CodeMalformed, "at most %d groups", maxGroups)
+	}
+	for _, g := range groups {
+		if !wire.ValidGroup(g.Name) || !wire.ValidText(g.Role, 32) {
+			return refuse(wire.CodeMalformed, "invalid group %q", g.Name)
+		}
+	}
+	return nil
+}
+
+func checkTimeAndChallenge(ts int64, challenge, sent string) *handshakeError {
+	skew := time.Since(time.UnixMilli(ts))
+	if skew > timestampSkew || skew < -timestampSkew {
+		return refuse(wire.CodeTimestampSkew, "hello timestamp is %s away from the broker's clock; fix the system clock", skew.Round(time.Second))
+	}
+	if challenge != sent {
+		return refuse(wire.CodeBadChallenge, "hello does not answer this connection's challenge")
+	}
+	return nil
+}
+
+func (c *conn) acceptHello(data []byte, sentNonce string) *handshakeError {
+	var h wire.Hello
+	if err := wire.Decode(data, &h); err != nil {
+		return refuse(wire.CodeMalformed, "%v", err)
+	}
+	if h.Protocol != wire.ProtocolVersion || h.MeshID == "" || h.MemberID == "" || !wire.IsHex(h.Pubkey, 64) ||
+		!wire.IsHex(h.Challenge, 64) || !wire.IsHex(h.Signature, 128) || h.Timestamp <= 0 {
+		return refuse(wire.CodeMalformed, "hello needs protocol 1, meshId, memberId, pubkey (64 hex), timestamp, challenge and signature")
+	}
+	pub, err := cmcrypto.ParsePublicKey(h.Pubkey)
+	if err != nil {
+		return refuse(wire.CodeMalformed, "pubkey is not a valid ed25519 key")
+	}
+	role := h.Role
+	switch role {
+	case "":
+		role = wire.RoleCLI
+	case wire.RoleCLI, wire.RoleControlPlane, wire.RoleService:
+	default:
+		return refuse(wire.CodeMalformed, "role must be control-plane, cli or service")
+	}
+	if herr := checkCommon(h.SessionID, h.PeerType, h.Cwd, h.Hostname, h.Channel, h.Model, h.Groups); herr != nil {
+		return herr
+	}
+	if herr := checkTimeAndChallenge(h.Timestamp, h.Challenge, sentNonce); herr != nil {
+		return herr
+	}
+	msg, err := cmcrypto.HelloString(h.MeshID, h.MemberID, h.Pubkey, c.b.keyHex, h.Timestamp, h.Challenge)
+	if err != nil {
+		return refuse(wire.CodeMalformed, "%v", err)
+	}
+	if cmcrypto.Verify(pub, msg, h.Signature) != nil {
+		return refuse(wire.CodeBadSignature, "hello signature does not verify")
+	}
+	ms := c.b.hub.mesh(h.MeshID)
+	if ms == nil {
+		return refuse(wire.CodeUnauthorized, "no such member in this mesh")
+	}
+	peerType := h.PeerType
+	if peerType == "" {
+		peerType = wire.PeerHuman
+	}
+	id := helloIdentity{
+		pubkey: h.Pubkey, role: role, sessionID: h.SessionID, presence: h.Presence == nil || *h.Presence,
+		peerType: peerType, displayName: h.DisplayName, cwd: h.Cwd, hostname: h.Hostname,
+		channel: h.Channel, model: h.Model, groups: h.Groups,
+	}
+	if h.PID != nil {
+		id.pid = *h.PID
+	}
+	return c.admit(ms, h.Pubkey, h.MemberID, id)
+}
+
+func (c *conn) acceptSessionHello(data []byte, sentNonce string) *handshakeError {
+	var h wire.SessionHello
+	if err := wire.Decode(data, &h); err != nil {
+		return refuse(wire.CodeMalformed, "%v", err)
+	}
+	a := h.Attestation
+	if h.Protocol != wire.ProtocolVersion || h.MeshID == "" || h.ParentMemberID == "" || !wire.IsHex(h.ParentPubkey, 64) ||
+		!wire.IsHex(h.SessionPubkey, 64) || !wire.IsHex(h.Challenge, 64) || !wire.IsHex(h.Signature, 128) || h.Timestamp <= 0 ||
+		a == nil || !wire.IsHex(a.SessionPubkey, 64) || !wire.IsHex(a.ParentPubkey, 64) || !wire.IsHex(a.Signature, 128) || a.ExpiresAt <= 0 {
+		return refuse(wire.CodeMalformed, "session_hello needs protocol 1, meshId, parentMemberId, parentPubkey, sessionPubkey, attestation, timestamp, challenge and signature")
+	}
+	parentPub, err1 := cmcrypto.ParsePublicKey(h.ParentPubkey)
+	sessionPub, err2 := cmcrypto.ParsePublicKey(h.SessionPubkey)
+	if err1 != nil || err2 != nil {
+		return refuse(wire.CodeMalformed, "parentPubkey or sessionPubkey is not a valid ed25519 key")
+	}
+	name, err := cmcrypto.NormalizeName(h.DisplayName)
+	if err != nil {
+		return refuse(wire.CodeMalformed, "displayName: %v", err)
+	}
+	switch h.PeerType {
+	case wire.PeerAI, wire.PeerHuman, wire.PeerConnector:
+	default:
+		return refuse(wire.CodeMalformed, "peerType must be ai, human or connector")
+	}
+	if herr := checkCommon(h.SessionID, h.PeerType, h.Cwd, h.Hostname, h.Channel, h.Model, h.Groups); herr != nil {
+		return herr
+	}
+	if herr := checkTimeAndChallenge(h.Timestamp, h.Challenge, sentNonce); herr != nil {
+		return herr
+	}
+	if a.SessionPubkey != h.SessionPubkey || a.ParentPubkey != h.ParentPubkey {
+		return refuse(wire.CodeAttestationMismatch, "attestation keys differ from the hello's keys")
+	}
+	until := time.Until(time.UnixMilli(a.ExpiresAt))
+	if until <= 0 {
+		return refuse(wire.CodeExpired, "session attestation has expired; sign a fresh one")
+	}
+	if until > maxAttestationTTL+timestampSkew {
+		return refuse(wire.CodeTTLTooLong, "session attestation may be valid for at most 24h")
+	}
+	attest, err := cmcrypto.SessionAttestString(h.MeshID, h.ParentPubkey, h.SessionPubkey, a.ExpiresAt)
+	if err != nil || cmcrypto.Verify(parentPub, attest, a.Signature) != nil {
+		return refuse(wire.CodeBadAttestation, "attestation is not signed by the parent member key")
+	}
+	msg, err := cmcrypto.SessionHelloString(h.MeshID, h.ParentPubkey, h.SessionPubkey, c.b.keyHex, h.Timestamp, h.Challenge)
+	if err != nil {
+		return refuse(wire.CodeMalformed, "%v", err)
+	}
+	if cmcrypto.Verify(sessionPub, msg, h.Signature) != nil {
+		return refuse(wire.CodeBadSignature, "session hello signature does not verify")
+	}
+	ms := c.b.hub.mesh(h.MeshID)
+	if ms == nil {
+		return refuse(wire.CodeUnauthorized, "no such member in this mesh")
+	}
+	id := helloIdentity{
+		pubkey: h.SessionPubkey, session: true, role: wire.RoleSession, sessionID: h.SessionID, presence: true,
+		peerType: h.PeerType, displayName: name, cwd: h.Cwd, hostname: h.Hostname,
+		channel: h.Channel, model: h.Model, groups: h.Groups, attestation: a,
+	}
+	if h.PID != nil {
+		id.pid = *h.PID
+	}
+	return c.admit(ms, h.ParentPubkey, h.ParentMemberID, id)
+}
+
+// admit runs the membership checks shared by both hellos (member exists,
+// not revoked, memberId matches, capacity), then attaches the connection.
+func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdentity) *handshakeError {
+	ms.mu.Lock()
+	mem := ms.members[memberPubkey]
+	if mem == nil {
+		ms.mu.Unlock()
+		return refuse(wire.CodeUnauthorized, "no such member in this mesh")
+	}
+	if mem.RevokedAt != 0 {
+		ms.mu.Unlock()
+		e := refuse(wire.CodeRevoked, "You've been removed from %q. Contact the mesh owner to rejoin.", ms.name)
+		e.close = wire.CloseBanned
+		return e
+	}
+	if mem.ID != memberID {
+		ms.mu.Unlock()
+		return refuse(wire.CodeMemberIDMismatch, "memberId does not belong to this key")
+	}
+	if max := c.b.cfg.MaxConnsPerMesh; max > 0 && ms.connCount >= max {
+		ms.mu.Unlock()
+		return refuse(wire.CodeCapacity, "this mesh has reached its connection limit")
+	}
+	c.ms, c.pubkey, c.mem = ms, id.pubkey, mem
+	c.transient = !id.presence
+	ack := wire.HelloAck{
+		Type: wire.TypeHelloAck, MeshID: ms.id, MeshName: ms.name, MemberID: mem.ID,
+		MemberRole: mem.Role, DisplayName: mem.DisplayName, BrokerPubkey: c.b.keyHex,
+		ServerTime: time.Now().UnixMilli(), Features: features,
+	}
+	var persist func(tx *bolt.Tx) error
+	if id.session {
+		ack.DisplayName = id.displayName
+		sess := &store.Session{
+			Pubkey: id.pubkey, ParentMemberID: mem.ID, ParentPubkey: mem.Pubkey, SessionID: id.sessionID,
+			DisplayName: id.displayName, Attestation: *id.attestation, Groups: id.groups, LastSeenAt: time.Now().UnixMilli(),
+		}
+		ms.sessions[id.pubkey] = sess
+		persist = func(tx *bolt.Tx) error { return store.PutSession(tx, ms.id, sess) }
+	} else if added := mergeGroups(&mem.Groups, id.groups); added {
+		m := mem.Member
+		persist = func(tx *bolt.Tx) error { return store.PutMember(tx, ms.id, &m) }
+	}
+	replaced := c.b.hub.attach(c, id)
+	if !c.transient {
+		ack.PresenceID = c.pres.id
+	}
+	c.enqueue(wire.MustEncode(ack))
+	ms.mu.Unlock()
+	if replaced != nil {
+		replaced.closeWith(wire.CloseNormal, wire.ReasonReplaced)
+	}
+	if persist != nil {
+		// Best effort and off the handshake's critical path: a lost
+		// session record only means DMs to it are refused until it
+		// reconnects.
+		c.b.store.Submit(persist, nil)
+	}
+	return nil
+}
+
+// features advertised in hello_ack.
+var features = []string{"box", "multi", "receipts", "fetch_queued", "session_hello", "priority", "idempotency", "message_status", "invites"}
+
+// mergeGroups adds groups not yet present; reports whether any was added.
+func mergeGroups(dst *[]wire.Group, add []wire.Group) bool {
+	changed := false
+	for _, g := range add {
+		found := false
+		for i, have := range *dst {
+			if have.Name == g.Name {
+				found = true
+				if g.Role != "" && have.Role != g.Role {
+					(*dst)[i].Role = g.Role
+					changed = true
+				}
+				break
+			}
+		}
+		if !found {
+			*dst = append(*dst, g)
+			changed = true
+		}
+	}
+	return changed
+}

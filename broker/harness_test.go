@@ -1,0 +1,466 @@
+package broker
+
+// A raw protocol harness: these tests speak 01-protocol's frames directly
+// over gorilla/websocket, as an independent client would, so they check the
+// wire contract rather than our own client library's view of it.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+	"github.com/gorilla/websocket"
+	"github.com/oklog/ulid/v2"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/wire"
+)
+
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.MetricsListen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.PingInterval = 200 * time.Millisecond
+	cfg.PongTimeout = 2 * time.Second
+	cfg.Grace = 300 * time.Millisecond
+	cfg.RedeliverAfter = 400 * time.Millisecond
+	cfg.HelloTimeout = time.Second
+	return cfg
+}
+
+func startBroker(t *testing.T, mutate func(*Config)) *Broker {
+	t.Helper()
+	cfg := testConfig(t)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return startWith(t, cfg)
+}
+
+func startWith(t *testing.T, cfg Config) *Broker {
+	t.Helper()
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// ident is a member (or session) key with its mesh coordinates.
+type ident struct {
+	key      *cmcrypto.Identity
+	meshID   string
+	memberID string
+	name     string
+}
+
+func (i ident) pub() string { return i.key.PublicHex() }
+
+func postJSON(t *testing.T, url, bearer string, body any) (int, map[string]any) {
+	t.Helper()
+	data, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(data))
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s: %d %s", url, resp.StatusCode, raw)
+	}
+	return resp.StatusCode, out
+}
+
+func errCode(body map[string]any) string {
+	e, _ := body["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+func createMesh(t *testing.T, b *Broker, slug, owner string) ident {
+	t.Helper()
+	key, _ := cmcrypto.GenerateIdentity()
+	st, body := postJSON(t, b.HTTPURL()+"/v1/admin/meshes", b.OperatorToken(), map[string]string{
+		"name": strings.ToUpper(slug[:1]) + slug[1:], "slug": slug, "ownerPubkey": key.PublicHex(), "ownerDisplayName": owner,
+	})
+	if st != 201 {
+		t.Fatalf("create mesh: %d %v", st, body)
+	}
+	return ident{key: key, meshID: body["meshId"].(string), memberID: body["memberId"].(string), name: owner}
+}
+
+// rawConn is one protocol-level client connection.
+type rawConn struct {
+	t         *testing.T
+	ws        *websocket.Conn
+	b         *Broker
+	challenge wire.Challenge
+	frames    chan []byte
+	readErrCh chan error
+}
+
+// pump reads frames in the background: a gorilla connection whose read
+// timed out is unusable, so tests wait on this channel instead of setting
+// read deadlines.
+func (r *rawConn) pump() {
+	for {
+		_, data, err := r.ws.ReadMessage()
+		if err != nil {
+			r.readErrCh <- err
+			close(r.frames)
+			return
+		}
+		r.frames <- data
+	}
+}
+
+func dial(t *testing.T, b *Broker) *rawConn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(b.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	r := &rawConn{t: t, ws: ws, b: b, frames: make(chan []byte, 100000), readErrCh: make(chan error, 1)}
+	go r.pump()
+	data := r.read()
+	if err := wire.Decode(data, &r.challenge); err != nil || r.challenge.Type != wire.TypeChallenge {
+		t.Fatalf("first frame is not a challenge: %s", data)
+	}
+	return r
+}
+
+func (r *rawConn) read() []byte {
+	r.t.Helper()
+	data, err := r.readErr(3 * time.Second)
+	if err != nil {
+		r.t.Fatalf("read: %v", err)
+	}
+	return data
+}
+
+var errNoFrame = fmt.Errorf("no frame in time")
+
+func (r *rawConn) readErr(d time.Duration) ([]byte, error) {
+	select {
+	case data, ok := <-r.frames:
+		if !ok {
+			err := <-r.readErrCh
+			r.readErrCh <- err // keep it for later callers
+			return nil, err
+		}
+		return data, nil
+	case <-time.After(d):
+		return nil, errNoFrame
+	}
+}
+
+// next reads until a frame of one of the given types arrives (skipping
+// system pushes unless asked for) and decodes it into v.
+func (r *rawConn) next(v any, types ...string) wire.Envelope {
+	r.t.Helper()
+	for {
+		data := r.read()
+		env, err := wire.Peek(data)
+		if err != nil {
+			r.t.Fatalf("bad frame %s: %v", data, err)
+		}
+		for _, ty := range types {
+			if env.Type == ty {
+				if v != nil {
+					if err := wire.Decode(data, v); err != nil {
+						r.t.Fatal(err)
+					}
+				}
+				return env
+			}
+		}
+		if env.Type == wire.TypePush && bytes.Contains(data, []byte(`"subtype":"system"`)) {
+			continue
+		}
+		r.t.Fatalf("want %v, got %s", types, data)
+	}
+}
+
+func (r *rawConn) write(v any) {
+	r.t.Helper()
+	var data []byte
+	switch x := v.(type) {
+	case string:
+		data = []byte(x)
+	case []byte:
+		data = x
+	default:
+		data = wire.MustEncode(v)
+	}
+	if err := r.ws.WriteMessage(websocket.TextMessage, data); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rawConn) helloFrame(id ident, mutate func(*wire.Hello)) wire.Hello {
+	h := wire.Hello{
+		Type: wire.TypeHello, Protocol: 1, MeshID: id.meshID, MemberID: id.memberID, Pubkey: id.pub(),
+		Timestamp: time.Now().UnixMilli(), Challenge: r.challenge.Nonce, SessionID: "test-" + ulid.Make().String()[20:],
+	}
+	if mutate != nil {
+		mutate(&h)
+	}
+	if h.Signature == "" {
+		s, err := cmcrypto.HelloString(h.MeshID, h.MemberID, h.Pubkey, r.b.PublicKey(), h.Timestamp, h.Challenge)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		h.Signature = id.key.Sign(s)
+	}
+	return h
+}
+
+// hello authenticates and returns the hello_ack.
+func (r *rawConn) hello(id ident, mutate func(*wire.Hello)) wire.HelloAck {
+	r.t.Helper()
+	r.write(r.helloFrame(id, mutate))
+	var ack wire.HelloAck
+	r.next(&ack, wire.TypeHelloAck)
+	return ack
+}
+
+// connect dials and says hello as a presence (or transient).
+func connect(t *testing.T, b *Broker, id ident, presence bool, mutate func(*wire.Hello)) *rawConn {
+	t.Helper()
+	r := dial(t, b)
+	r.hello(id, func(h *wire.Hello) {
+		h.Presence = &presence
+		if mutate != nil {
+			mutate(h)
+		}
+	})
+	return r
+}
+
+// expectClose reads until the connection closes and returns the close code
+// and reason, after checking the error frame that preceded it (if code is
+// non-empty).
+func (r *rawConn) expectRefusal(code string, closeCode int, reason string) {
+	r.t.Helper()
+	var e wire.Error
+	r.next(&e, wire.TypeError)
+	if e.Code != code {
+		r.t.Fatalf("error code %q, want %q (%s)", e.Code, code, e.Message)
+	}
+	r.expectClose(closeCode, reason)
+}
+
+func (r *rawConn) expectClose(closeCode int, reason string) {
+	r.t.Helper()
+	for {
+		_, err := r.readErr(3 * time.Second)
+		if err == nil {
+			continue
+		}
+		ce, ok := err.(*websocket.CloseError)
+		if !ok {
+			r.t.Fatalf("want close %d %s, got %v", closeCode, reason, err)
+		}
+		if ce.Code != closeCode || ce.Text != reason {
+			r.t.Fatalf("close %d %q, want %d %q", ce.Code, ce.Text, closeCode, reason)
+		}
+		return
+	}
+}
+
+// request sends a reqId request and decodes the response into v.
+func (r *rawConn) request(frame map[string]any, v any, types ...string) {
+	r.t.Helper()
+	if _, ok := frame["reqId"]; !ok {
+		frame["reqId"] = "r" + ulid.Make().String()
+	}
+	r.write(frame)
+	r.next(v, types...)
+}
+
+// invite registers a signed invite issued by issuer and returns its token.
+func invite(t *testing.T, b *Broker, issuer ident, slug, role string, maxUses int, expires time.Duration) (string, *rawConn) {
+	t.Helper()
+	inv := &cmcrypto.Invite{V: 1, MeshID: issuer.meshID, MeshSlug: slug, MeshName: strings.ToUpper(slug[:1]) + slug[1:],
+		BrokerURL: b.URL(), BrokerPubkey: b.PublicKey(), InviteID: ulid.Make().String(), Role: role,
+		ExpiresAt: time.Now().Add(expires).UnixMilli(), MaxUses: maxUses, IssuerPubkey: issuer.pub()}
+	if err := inv.Sign(issuer.key); err != nil {
+		t.Fatal(err)
+	}
+	token, err := inv.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := connect(t, b, issuer, false, nil)
+	c.write(wire.InviteCreate{Type: wire.TypeInviteCreate, ReqID: "inv1", Token: token})
+	return token, c
+}
+
+func join(t *testing.T, b *Broker, token, name string) (int, map[string]any, ident) {
+	t.Helper()
+	key, _ := cmcrypto.GenerateIdentity()
+	return joinWith(t, b, token, name, key)
+}
+
+func joinWith(t *testing.T, b *Broker, token, name string, key *cmcrypto.Identity) (int, map[string]any, ident) {
+	t.Helper()
+	inv, _, err := cmcrypto.ParseInvite(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Now().UnixMilli()
+	s, err := cmcrypto.EnrollString(inv.MeshID, inv.InviteID, key.PublicHex(), name, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, body := postJSON(t, b.HTTPURL()+"/v1/join", "", map[string]any{
+		"token": token, "pubkey": key.PublicHex(), "displayName": name, "timestamp": ts, "signature": key.Sign(s),
+	})
+	id := ident{key: key, meshID: inv.MeshID, name: name}
+	if st == 200 {
+		id.memberID = body["memberId"].(string)
+	}
+	return st, body, id
+}
+
+// addMember creates a member through a real invite and join.
+func addMember(t *testing.T, b *Broker, owner ident, slug, name string) ident {
+	t.Helper()
+	token, c := invite(t, b, owner, slug, "member", 1, time.Hour)
+	var info wire.InviteReply
+	c.next(&info, wire.TypeInvite)
+	st, body, id := join(t, b, token, name)
+	if st != 200 {
+		t.Fatalf("join %s: %d %v", name, st, body)
+	}
+	return id
+}
+
+// dm builds a box send from a to b.
+func dm(t *testing.T, from ident, to string, text string) wire.Send {
+	t.Helper()
+	toKey, err := cmcrypto.ParsePublicKey(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, ct, err := cmcrypto.SealBox([]byte(text), toKey, from.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wire.Send{Type: wire.TypeSend, ID: ulid.Make().String(), TargetSpec: to, Kind: wire.KindBox, Nonce: nonce, Ciphertext: ct}
+}
+
+// multi builds a multi send.
+func multi(t *testing.T, from ident, target string, text string, to ...string) wire.Send {
+	t.Helper()
+	var keys []cmcrypto.PublicKey
+	for _, k := range to {
+		p, _ := cmcrypto.ParsePublicKey(k)
+		keys = append(keys, p)
+	}
+	env, err := cmcrypto.SealMulti(from.meshID, target, []byte(text), keys, from.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := wire.Send{Type: wire.TypeSend, ID: ulid.Make().String(), TargetSpec: target, Kind: wire.KindMulti, Nonce: env.Nonce, Ciphertext: env.Ciphertext, Signature: env.Signature}
+	for _, k := range env.Keys {
+		s.Keys = append(s.Keys, wire.MultiKey{To: k.To, Nonce: k.Nonce, Box: k.Box})
+	}
+	return s
+}
+
+func (r *rawConn) sendAck(s wire.Send) wire.Ack {
+	r.t.Helper()
+	r.write(s)
+	for {
+		data := r.read()
+		env, _ := wire.Peek(data)
+		if env.Type != wire.TypeAck {
+			continue // receipts and pushes may interleave
+		}
+		var ack wire.Ack
+		if err := wire.Decode(data, &ack); err != nil {
+			r.t.Fatal(err)
+		}
+		if ack.ID == s.ID {
+			return ack
+		}
+	}
+}
+
+// openPush decrypts a push addressed to id.
+func openPush(t *testing.T, p *wire.Push, id ident) string {
+	t.Helper()
+	sender, err := cmcrypto.ParsePublicKey(p.SenderPubkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body []byte
+	switch p.Kind {
+	case wire.KindBox:
+		body, err = cmcrypto.OpenBox(p.Nonce, p.Ciphertext, sender, id.key)
+	case wire.KindMulti:
+		if p.Key == nil {
+			t.Fatalf("multi push without key")
+		}
+		body, err = cmcrypto.OpenMulti(p.MeshID, p.TargetSpec, p.Nonce, p.Ciphertext, p.Signature,
+			cmcrypto.MultiKey{To: p.Key.To, Nonce: p.Key.Nonce, Box: p.Key.Box}, sender, id.key)
+	default:
+		t.Fatalf("kind %s", p.Kind)
+	}
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return string(body)
+}
+
+// nextPush returns the next non-system push.
+func (r *rawConn) nextPush() wire.Push {
+	r.t.Helper()
+	for {
+		var p wire.Push
+		r.next(&p, wire.TypePush)
+		if p.Subtype != wire.SubtypeSystem {
+			return p
+		}
+	}
+}
+
+// expectSilence checks no non-system frame arrives within d.
+func (r *rawConn) expectSilence(d time.Duration) {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		data, err := r.readErr(time.Until(deadline))
+		if err == errNoFrame {
+			return
+		}
+		if err != nil {
+			r.t.Fatalf("connection closed: %v", err)
+		}
+		if bytes.Contains(data, []byte(`"subtype":"system"`)) {
+			continue
+		}
+		r.t.Fatalf("unexpected frame: %s", data)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

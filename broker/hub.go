@@ -1,0 +1,375 @@
+package broker
+
+import (
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
+
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// hub is the in-memory view of every mesh: members, known sessions,
+// presences and live connections. The store is the truth for membership; the
+// hub caches it so the send path never opens a read transaction to route.
+type hub struct {
+	b      *Broker
+	mu     sync.RWMutex
+	meshes map[string]*meshState
+	conns  map[*conn]struct{} // every authenticated connection, for shutdown
+}
+
+// meshState is one mesh. Its mutex guards everything below it, including
+// each connection's delivery bookkeeping (conn.inflight), so routing one
+// mesh never contends with another.
+type meshState struct {
+	id, slug, name string
+
+	mu         sync.Mutex
+	members    map[string]*member        // by pubkey
+	memberByID map[string]*member        // by memberId
+	sessions   map[string]*store.Session // known session keys
+	presences  map[string]*presence      // by presence key
+	// memberPresences indexes the member (non-session) presences of each
+	// member pubkey, so targeting a member is O(its presences).
+	memberPresences map[string]map[string]*presence
+	conns           map[string]map[*conn]struct{} // identity → live conns
+	pending         map[string]int                // recipient → undelivered messages
+	history         map[string]bool               // presence keys ever present
+	connCount       int
+	// origin remembers the transient connection a message came from, so its
+	// receipt reaches a `send --wait` that is still listening.
+	origin map[string]*conn
+}
+
+// member is a store.Member plus what only lives in memory: its send rate
+// limiter and when its status was last set (for `working` decay).
+type member struct {
+	store.Member
+	limiter     *rate.Limiter
+	statusSetAt time.Time
+}
+
+// presence is one listed peer: a member presence (daemon, inbox --follow,
+// bot) or a session presence. It outlives its connection for the grace
+// period, so a reconnect re-attaches silently.
+type presence struct {
+	key         string
+	id          string
+	pubkey      string // the key that addresses it
+	member      *member
+	session     bool
+	role        string
+	sessionID   string
+	displayName string
+	peerType    string
+	channel     string
+	model       string
+	cwd         string
+	hostname    string
+	pid         int
+	groups      []wire.Group // session presences only; members use member.Groups
+	status      string       // session presences only
+	statusAt    time.Time
+	summary     string
+	hidden      bool
+	attestation *wire.Attestation
+	connectedAt int64
+	conn        *conn
+	grace       *time.Timer
+}
+
+func newHub(b *Broker) (*hub, error) {
+	h := &hub{b: b, meshes: map[string]*meshState{}, conns: map[*conn]struct{}{}}
+	var total int
+	err := b.store.View(func(tx *bolt.Tx) error {
+		meshes, err := store.ListMeshes(tx)
+		if err != nil {
+			return err
+		}
+		for _, m := range meshes {
+			ms := h.newMeshState(m)
+			members, err := store.ListMembers(tx, m.ID)
+			if err != nil {
+				return err
+			}
+			for _, mem := range members {
+				ms.addMember(mem, b.cfg)
+			}
+			sessions, err := store.ListSessions(tx, m.ID)
+			if err != nil {
+				return err
+			}
+			for i := range sessions {
+				ms.sessions[sessions[i].Pubkey] = &sessions[i]
+			}
+			ms.pending, err = store.CountPending(tx, m.ID)
+			if err != nil {
+				return err
+			}
+			for _, n := range ms.pending {
+				total += n
+			}
+			h.meshes[m.ID] = ms
+		}
+		return nil
+	})
+	b.metrics.pending.Set(float64(total))
+	return h, err
+}
+
+func (h *hub) newMeshState(m store.Mesh) *meshState {
+	return &meshState{
+		id: m.ID, slug: m.Slug, name: m.Name,
+		members:         map[string]*member{},
+		memberByID:      map[string]*member{},
+		sessions:        map[string]*store.Session{},
+		presences:       map[string]*presence{},
+		memberPresences: map[string]map[string]*presence{},
+		conns:           map[string]map[*conn]struct{}{},
+		pending:         map[string]int{},
+		history:         map[string]bool{},
+		origin:          map[string]*conn{},
+	}
+}
+
+// addMesh registers a mesh created over REST.
+func (h *hub) addMesh(m store.Mesh, owner store.Member) {
+	ms := h.newMeshState(m)
+	ms.addMember(owner, h.b.cfg)
+	h.mu.Lock()
+	h.meshes[m.ID] = ms
+	h.mu.Unlock()
+}
+
+func (h *hub) mesh(id string) *meshState {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.meshes[id]
+}
+
+func (h *hub) meshList() []*meshState {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*meshState, 0, len(h.meshes))
+	for _, ms := range h.meshes {
+		out = append(out, ms)
+	}
+	return out
+}
+
+// addMember inserts or refreshes a member. Caller holds ms.mu (or owns ms).
+func (ms *meshState) addMember(m store.Member, cfg Config) *member {
+	if old, ok := ms.memberByID[m.ID]; ok {
+		old.Member = m
+		ms.members[m.Pubkey] = old
+		return old
+	}
+	var lim *rate.Limiter
+	if cfg.Rate > 0 {
+		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
+	}
+	mem := &member{Member: m, limiter: lim}
+	ms.members[m.Pubkey] = mem
+	ms.memberByID[m.ID] = mem
+	return mem
+}
+
+func (ms *meshState) removeMember(m *member) {
+	delete(ms.members, m.Pubkey)
+	delete(ms.memberByID, m.ID)
+}
+
+// activeMember returns the non-revoked member with this key.
+func (ms *meshState) activeMember(pubkey string) *member {
+	m := ms.members[pubkey]
+	if m == nil || m.RevokedAt != 0 {
+		return nil
+	}
+	return m
+}
+
+// knownRecipient reports whether a key may receive DMs: an active member or
+// a known session of an active member.
+func (ms *meshState) knownRecipient(pubkey string) bool {
+	if ms.activeMember(pubkey) != nil {
+		return true
+	}
+	s := ms.sessions[pubkey]
+	if s == nil {
+		return false
+	}
+	parent := ms.memberByID[s.ParentMemberID]
+	return parent != nil && parent.RevokedAt == 0
+}
+
+// effectiveGroups is member groups ∪ session groups (01-protocol §4).
+func (ms *meshState) effectiveGroups(pubkey string) []wire.Group {
+	if m := ms.members[pubkey]; m != nil {
+		return m.Groups
+	}
+	var out []wire.Group
+	if p := ms.presences[pubkey]; p != nil {
+		out = append(out, p.groups...)
+	} else if s := ms.sessions[pubkey]; s != nil {
+		out = append(out, s.Groups...)
+	}
+	if s := ms.sessions[pubkey]; s != nil {
+		if parent := ms.memberByID[s.ParentMemberID]; parent != nil {
+			out = append(out, parent.Groups...)
+		}
+	}
+	return out
+}
+
+// inGroup reports whether groups contain name or a subgroup name/….
+func inGroup(groups []wire.Group, name string) bool {
+	for _, g := range groups {
+		if g.Name == name || strings.HasPrefix(g.Name, name+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// targets are the connections a delivery to identity pubkey is pushed to:
+// a session's own connection; for a member, its control-plane presence if
+// one is online, else its other member presences (01-protocol §4).
+func (ms *meshState) targets(pubkey string) []*conn {
+	if p := ms.presences[pubkey]; p != nil && p.session {
+		if p.conn != nil {
+			return []*conn{p.conn}
+		}
+		return nil
+	}
+	var control, others []*conn
+	for _, p := range ms.memberPresences[pubkey] {
+		if p.conn == nil {
+			continue
+		}
+		if p.role == wire.RoleControlPlane {
+			control = append(control, p.conn)
+		} else {
+			others = append(others, p.conn)
+		}
+	}
+	if len(control) > 0 {
+		return control
+	}
+	return others
+}
+
+// status returns a presence's effective status, with `working` decaying to
+// `idle` after cfg.WorkingDecay without a refresh.
+func (ms *meshState) status(p *presence, decay time.Duration) string {
+	st, at := p.status, p.statusAt
+	if !p.session {
+		st, at = p.member.Status, p.member.statusSetAt
+	}
+	if st == "" {
+		return wire.StatusIdle
+	}
+	if st == wire.StatusWorking && time.Since(at) > decay {
+		return wire.StatusIdle
+	}
+	return st
+}
+
+// peer renders a presence for list_peers.
+func (ms *meshState) peer(p *presence, decay time.Duration) wire.Peer {
+	groups, summary, hidden := p.groups, p.summary, p.hidden
+	if !p.session {
+		groups, summary, hidden = p.member.Groups, p.member.Summary, p.member.Hidden
+	}
+	if groups == nil {
+		groups = []wire.Group{}
+	}
+	cwd := p.cwd
+	if cwd != "" {
+		cwd = path.Base(strings.ReplaceAll(cwd, "\\", "/"))
+	}
+	return wire.Peer{
+		Pubkey:       p.pubkey,
+		MemberPubkey: p.member.Pubkey,
+		MemberID:     p.member.ID,
+		DisplayName:  p.displayName,
+		Role:         p.role,
+		MemberRole:   p.member.Role,
+		Status:       ms.status(p, decay),
+		Summary:      summary,
+		Groups:       groups,
+		SessionID:    p.sessionID,
+		Cwd:          cwd,
+		Hostname:     p.hostname,
+		PeerType:     p.peerType,
+		Channel:      p.channel,
+		Model:        p.model,
+		ConnectedAt:  p.connectedAt,
+		Online:       p.conn != nil,
+		Visible:      !hidden,
+		Attestation:  p.attestation,
+	}
+}
+
+// listPeers returns the presences visible to viewer (hidden presences are
+// shown only to their own member), oldest first.
+func (ms *meshState) listPeers(viewer *member, decay time.Duration) []wire.Peer {
+	out := make([]wire.Peer, 0, len(ms.presences))
+	for _, p := range ms.presences {
+		hidden := p.hidden
+		if !p.session {
+			hidden = p.member.Hidden
+		}
+		if hidden && p.member != viewer {
+			continue
+		}
+		out = append(out, ms.peer(p, decay))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ConnectedAt != out[j].ConnectedAt {
+			return out[i].ConnectedAt < out[j].ConnectedAt
+		}
+		return out[i].Pubkey+out[i].SessionID < out[j].Pubkey+out[j].SessionID
+	})
+	return out
+}
+
+// online reports whether a member has at least one live connection.
+func (ms *meshState) online(pubkey string) bool { return len(ms.conns[pubkey]) > 0 }
+
+// broadcastSystem pushes a presence event to every presence connection of
+// the mesh except the subject's own. System pushes are not queued.
+func (ms *meshState) broadcastSystem(event string, p *presence) {
+	frame := wire.MustEncode(wire.Push{
+		Type: wire.TypePush, Subtype: wire.SubtypeSystem, Event: event,
+		MessageID: newID(), CreatedAt: time.Now().UnixMilli(),
+		EventData: wire.PeerEvent{Pubkey: p.pubkey, MemberPubkey: p.member.Pubkey, DisplayName: p.displayName, SessionID: p.sessionID, Role: p.role, PeerType: p.peerType},
+	})
+	for _, q := range ms.presences {
+		if q.conn == nil || q == p {
+			continue
+		}
+		q.conn.enqueue(frame)
+	}
+}
+
+// closeAll closes every connection for shutdown (1001 shutting_down).
+func (h *hub) closeAll() {
+	h.mu.RLock()
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.RUnlock()
+	for _, c := range conns {
+		c.closeWith(wire.CloseGoingAway, wire.ReasonShutdown)
+	}
+	for _, c := range conns {
+		c.waitClosed(2 * time.Second)
+	}
+}

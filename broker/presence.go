@@ -1,0 +1,185 @@
+package broker
+
+import (
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// presenceKey identifies a presence: a session key, or (member key,
+// sessionId). One presence per identity is what stops ghost peers when an
+// agent restarts (01-protocol §3).
+func presenceKey(id helloIdentity, memberPubkey string) string {
+	if id.session {
+		return id.pubkey
+	}
+	return memberPubkey + "|" + id.sessionID
+}
+
+// attach registers an authenticated connection. Caller holds ms.mu. It
+// returns the connection this one replaces, if any, for the caller to close
+// after unlocking.
+func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
+	ms := c.ms
+	h.mu.Lock()
+	h.conns[c] = struct{}{}
+	h.mu.Unlock()
+	h.b.metrics.connsActive.Inc()
+	h.b.metrics.connsTotal.Inc()
+	ms.connCount++
+	set := ms.conns[c.pubkey]
+	if set == nil {
+		set = map[*conn]struct{}{}
+		ms.conns[c.pubkey] = set
+	}
+	set[c] = struct{}{}
+	if c.transient {
+		return nil
+	}
+	key := presenceKey(id, c.mem.Pubkey)
+	p := ms.presences[key]
+	now := time.Now()
+	fresh := p == nil
+	if !fresh {
+		// Same identity again: re-attach silently, whether the old
+		// connection is still open (replace it) or within its grace.
+		if p.grace != nil {
+			p.grace.Stop()
+			p.grace = nil
+		}
+		if p.conn != nil {
+			replaced = p.conn
+			replaced.pres = nil // its close must not end this presence
+		}
+	} else {
+		p = &presence{key: key, id: newID(), connectedAt: now.UnixMilli(), status: wire.StatusIdle, statusAt: now}
+		ms.presences[key] = p
+		if !id.session {
+			idx := ms.memberPresences[c.mem.Pubkey]
+			if idx == nil {
+				idx = map[string]*presence{}
+				ms.memberPresences[c.mem.Pubkey] = idx
+			}
+			idx[key] = p
+		}
+	}
+	p.pubkey, p.member, p.session = id.pubkey, c.mem, id.session
+	p.role, p.sessionID, p.peerType = id.role, id.sessionID, id.peerType
+	p.channel, p.model, p.cwd, p.hostname, p.pid = id.channel, id.model, id.cwd, id.hostname, id.pid
+	p.attestation = id.attestation
+	p.displayName = c.mem.DisplayName
+	if id.session {
+		p.displayName, p.groups = id.displayName, id.groups
+	}
+	p.conn = c
+	c.pres = p
+	if fresh {
+		event := wire.EventPeerJoined
+		if ms.history[key] {
+			event = wire.EventPeerReturned
+		}
+		ms.history[key] = true
+		ms.broadcastSystem(event, p)
+	}
+	// A member's first presence resets a stale `working` (a presence starts
+	// idle); `dnd` is sticky.
+	if !id.session && c.mem.Status == wire.StatusWorking && len(ms.memberPresences[c.mem.Pubkey]) == 1 {
+		c.mem.Status = wire.StatusIdle
+	}
+	// Deliver what is queued. A new control-plane presence becomes the
+	// member's target; the others stop being targets until it leaves.
+	c.requestRefill()
+	return replaced
+}
+
+// detach runs when a connection's reader ends: the presence enters its grace
+// period (or ends at once after a clean close, kick, ban or leave).
+func (h *hub) detach(c *conn) {
+	if !c.authed.Load() {
+		return
+	}
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	h.b.metrics.connsActive.Dec()
+	ms := c.ms
+	ms.mu.Lock()
+	h.detachLocked(c)
+	ms.mu.Unlock()
+	if !c.transient {
+		// Outside ms.mu: Submit may block when the commit queue is full,
+		// and the committer's callbacks take ms.mu.
+		memberID, seen := c.mem.ID, time.Now().UnixMilli()
+		h.b.store.Submit(func(tx *bolt.Tx) error {
+			m, err := store.GetMember(tx, ms.id, memberID)
+			if err != nil {
+				return nil // left or removed meanwhile
+			}
+			m.LastSeenAt = seen
+			return store.PutMember(tx, ms.id, m)
+		}, nil)
+	}
+}
+
+func (h *hub) detachLocked(c *conn) {
+	ms := c.ms
+	c.closed = true
+	ms.connCount--
+	if set := ms.conns[c.pubkey]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(ms.conns, c.pubkey)
+		}
+	}
+	for _, id := range c.origins {
+		if ms.origin[id] == c {
+			delete(ms.origin, id)
+		}
+	}
+	c.inflight, c.inflightBytes = nil, 0
+	if !c.transient {
+		c.mem.LastSeenAt = time.Now().UnixMilli()
+	}
+	p := c.pres
+	if p == nil || p.conn != c {
+		return // transient, or replaced by a newer connection
+	}
+	p.conn = nil
+	if c.endPresence.Load() {
+		ms.endPresence(p)
+	} else {
+		p.grace = time.AfterFunc(h.b.cfg.Grace, func() {
+			ms.mu.Lock()
+			defer ms.mu.Unlock()
+			if ms.presences[p.key] == p && p.conn == nil {
+				ms.endPresence(p)
+			}
+		})
+	}
+	// If this was the member's control-plane presence, its other member
+	// presences become targets now and should get the queue.
+	if !p.session {
+		for _, t := range ms.targets(p.member.Pubkey) {
+			t.requestRefill()
+		}
+	}
+}
+
+// endPresence removes a presence and tells the mesh. Caller holds ms.mu.
+func (ms *meshState) endPresence(p *presence) {
+	if p.grace != nil {
+		p.grace.Stop()
+		p.grace = nil
+	}
+	delete(ms.presences, p.key)
+	if idx := ms.memberPresences[p.member.Pubkey]; idx != nil {
+		delete(idx, p.key)
+		if len(idx) == 0 {
+			delete(ms.memberPresences, p.member.Pubkey)
+		}
+	}
+	ms.broadcastSystem(wire.EventPeerLeft, p)
+}

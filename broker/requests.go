@@ -1,0 +1,416 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+	"unicode/utf8"
+
+	bolt "go.etcd.io/bbolt"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+func sortMembers(ms []wire.Member) {
+	sort.Slice(ms, func(i, j int) bool {
+		if ms[i].JoinedAt != ms[j].JoinedAt {
+			return ms[i].JoinedAt < ms[j].JoinedAt
+		}
+		return ms[i].MemberID < ms[j].MemberID
+	})
+}
+
+// handleProfile applies set_status, set_summary, set_visible, join_group and
+// leave_group. Over a session connection they change that session alone;
+// over any other connection, transient included, the member's persisted
+// profile shared by its member presences (01-protocol §4).
+func (c *conn) handleProfile(data []byte, env wire.Envelope) {
+	if !c.requireReqID(env) {
+		return
+	}
+	var u wire.ProfileUpdate
+	if err := wire.Decode(data, &u); err != nil {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	switch u.Type {
+	case wire.TypeSetStatus:
+		switch u.Status {
+		case wire.StatusIdle, wire.StatusWorking, wire.StatusDND:
+		default:
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, "status must be idle, working or dnd")
+			return
+		}
+	case wire.TypeSetSummary:
+		if utf8.RuneCountInString(u.Summary) > maxSummaryRunes || !wire.ValidText(u.Summary, 4*maxSummaryRunes) {
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, "summary is at most 280 characters with no control characters")
+			return
+		}
+	case wire.TypeSetVisible:
+		if u.Visible == nil {
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, "set_visible needs visible: true|false")
+			return
+		}
+	case wire.TypeJoinGroup, wire.TypeLeaveGroup:
+		if !wire.ValidGroup(u.Name) || !wire.ValidText(u.Role, 32) {
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, "group names match ^[a-z0-9][a-z0-9_-]{0,31}(/[a-z0-9][a-z0-9_-]{0,31}){0,3}$")
+			return
+		}
+	}
+	ms := c.ms
+	now := time.Now()
+	ms.mu.Lock()
+	p := c.pres
+	var persist func(tx *bolt.Tx) error
+	if p != nil && p.session {
+		switch u.Type {
+		case wire.TypeSetStatus:
+			p.status, p.statusAt = u.Status, now
+		case wire.TypeSetSummary:
+			p.summary = u.Summary
+		case wire.TypeSetVisible:
+			p.hidden = !*u.Visible
+		case wire.TypeJoinGroup:
+			if len(p.groups) >= maxGroups {
+				ms.mu.Unlock()
+				c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups))
+				return
+			}
+			mergeGroups(&p.groups, []wire.Group{{Name: u.Name, Role: u.Role}})
+		case wire.TypeLeaveGroup:
+			p.groups = removeGroup(p.groups, u.Name)
+		}
+		if s := ms.sessions[p.pubkey]; s != nil && (u.Type == wire.TypeJoinGroup || u.Type == wire.TypeLeaveGroup) {
+			cp := *s
+			cp.Groups = append([]wire.Group(nil), p.groups...)
+			ms.sessions[p.pubkey] = &cp
+			persist = func(tx *bolt.Tx) error { return store.PutSession(tx, ms.id, &cp) }
+		}
+		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle && p.conn != nil {
+			p.conn.requestRefill()
+		}
+	} else {
+		mem := c.mem
+		switch u.Type {
+		case wire.TypeSetStatus:
+			mem.Status, mem.statusSetAt = u.Status, now
+		case wire.TypeSetSummary:
+			mem.Summary = u.Summary
+		case wire.TypeSetVisible:
+			mem.Hidden = !*u.Visible
+		case wire.TypeJoinGroup:
+			if len(mem.Groups) >= maxGroups {
+				ms.mu.Unlock()
+				c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups))
+				return
+			}
+			mergeGroups(&mem.Groups, []wire.Group{{Name: u.Name, Role: u.Role}})
+		case wire.TypeLeaveGroup:
+			mem.Groups = removeGroup(mem.Groups, u.Name)
+		}
+		m := mem.Member
+		m.Groups = append([]wire.Group(nil), mem.Groups...)
+		persist = func(tx *bolt.Tx) error {
+			cur, err := store.GetMember(tx, ms.id, m.ID)
+			if err != nil {
+				return nil
+			}
+			cur.Status, cur.Summary, cur.Hidden, cur.Groups = m.Status, m.Summary, m.Hidden, m.Groups
+			return store.PutMember(tx, ms.id, cur)
+		}
+		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle {
+			for _, t := range ms.targets(mem.Pubkey) {
+				t.requestRefill()
+			}
+		}
+	}
+	ms.mu.Unlock()
+	if persist == nil {
+		c.sendOK(u.ReqID)
+		return
+	}
+	if err := c.b.store.Submit(persist, func(err error) {
+		if err != nil {
+			c.sendError(u.ReqID, wire.CodeInternal, "could not save the profile")
+			return
+		}
+		c.sendOK(u.ReqID)
+	}); err != nil {
+		c.sendError(u.ReqID, wire.CodeShuttingDown, "broker is shutting down")
+	}
+}
+
+func removeGroup(groups []wire.Group, name string) []wire.Group {
+	out := groups[:0]
+	for _, g := range groups {
+		if g.Name != name {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// handleMessageStatus answers message_status for the sending member and its
+// sessions only; anyone else learns nothing, not even that the id exists.
+func (c *conn) handleMessageStatus(data []byte, env wire.Envelope) {
+	if !c.requireReqID(env) {
+		return
+	}
+	var q wire.MessageStatusRequest
+	if err := wire.Decode(data, &q); err != nil {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	if (q.MessageID == "") == (q.ClientMessageID == "") {
+		c.sendError(q.ReqID, wire.CodeInvalidArgument, "give exactly one of messageId or clientMessageId")
+		return
+	}
+	ms := c.ms
+	var msg *store.Message
+	var dl []store.RecipientDelivery
+	err := c.b.store.View(func(tx *bolt.Tx) error {
+		var err error
+		if q.MessageID != "" {
+			msg, err = store.GetMessage(tx, ms.id, q.MessageID)
+		} else if wire.ValidReqID(q.ClientMessageID) {
+			msg, err = store.LookupIdempotent(tx, ms.id, c.pubkey, q.ClientMessageID)
+			if errors.Is(err, store.ErrNotFound) && c.pubkey != c.mem.Pubkey {
+				msg, err = store.LookupIdempotent(tx, ms.id, c.mem.Pubkey, q.ClientMessageID)
+			}
+		} else {
+			err = store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if msg.SenderMember != c.mem.Pubkey {
+			return store.ErrNotFound
+		}
+		dl, err = store.Deliveries(tx, ms.id, msg.ID)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		c.sendError(q.ReqID, wire.CodeNotFound, "no message with that id was sent by you")
+		return
+	}
+	if err != nil {
+		c.sendError(q.ReqID, wire.CodeInternal, "could not read the message")
+		return
+	}
+	out := wire.MessageStatus{Type: wire.TypeMessageStatus, ReqID: q.ReqID, MessageID: msg.ID, TargetSpec: msg.TargetSpec, CreatedAt: msg.CreatedAt, Recipients: []wire.RecipientState{}}
+	ms.mu.Lock()
+	for _, d := range dl {
+		out.Recipients = append(out.Recipients, wire.RecipientState{Pubkey: d.Recipient, DisplayName: ms.nameOf(d.Recipient), State: d.State, DeliveredAt: d.DeliveredAt})
+	}
+	ms.mu.Unlock()
+	c.reply(out)
+}
+
+// nameOf is the display name of a member or known session key.
+func (ms *meshState) nameOf(pubkey string) string {
+	if m := ms.members[pubkey]; m != nil {
+		return m.DisplayName
+	}
+	if s := ms.sessions[pubkey]; s != nil {
+		return s.DisplayName
+	}
+	return ""
+}
+
+// handleMeshLeave removes the caller from the mesh. Its queues are dropped,
+// its connections close 1000 `left`. The sole owner cannot leave.
+func (c *conn) handleMeshLeave(env wire.Envelope) {
+	if !c.requireReqID(env) {
+		return
+	}
+	ms := c.ms
+	mem := c.mem
+	ms.mu.Lock()
+	if mem.Role == wire.MemberOwner {
+		owners := 0
+		for _, m := range ms.members {
+			if m.Role == wire.MemberOwner && m.RevokedAt == 0 {
+				owners++
+			}
+		}
+		if owners <= 1 {
+			ms.mu.Unlock()
+			c.sendError(env.ReqID, wire.CodeForbidden, "the sole owner cannot leave the mesh")
+			return
+		}
+	}
+	ms.mu.Unlock()
+	var dropped []store.Expired
+	err := c.b.store.Update(func(tx *bolt.Tx) error {
+		dropped = nil
+		m, err := store.GetMember(tx, ms.id, mem.ID)
+		if err != nil {
+			return err
+		}
+		sessions, err := store.DeleteSessionsOf(tx, ms.id, mem.ID)
+		if err != nil {
+			return err
+		}
+		for _, k := range append(sessions, mem.Pubkey) {
+			d, err := store.DropQueue(tx, ms.id, k)
+			if err != nil {
+				return err
+			}
+			dropped = append(dropped, d...)
+		}
+		return store.DeleteMember(tx, ms.id, m)
+	})
+	if err != nil {
+		c.sendError(env.ReqID, wire.CodeInternal, "could not leave the mesh")
+		return
+	}
+	c.b.hub.settleExpired(ms, dropped)
+	c.sendOK(env.ReqID)
+	ms.mu.Lock()
+	var victims []*conn
+	for k := range ms.sessions {
+		if s := ms.sessions[k]; s.ParentMemberID == mem.ID {
+			delete(ms.sessions, k)
+		}
+	}
+	for k, set := range ms.conns {
+		for cc := range set {
+			if cc.mem == mem {
+				victims = append(victims, cc)
+			}
+		}
+		_ = k
+	}
+	ms.removeMember(mem)
+	ms.mu.Unlock()
+	for _, v := range victims {
+		v.endPresence.Store(true)
+		v.closeWith(wire.CloseNormal, wire.ReasonLeft)
+	}
+}
+
+// ---- invites ----
+
+func (c *conn) requireAdmin(reqID string) bool {
+	if c.mem.Role != wire.MemberOwner && c.mem.Role != wire.MemberAdmin {
+		c.sendError(reqID, wire.CodeForbidden, "only the mesh owner or an admin can manage invites")
+		return false
+	}
+	return true
+}
+
+func (c *conn) handleInviteCreate(data []byte, env wire.Envelope) {
+	if !c.requireReqID(env) {
+		return
+	}
+	var r wire.InviteCreate
+	if err := wire.Decode(data, &r); err != nil {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	inv, token, err := cmcrypto.ParseInvite(r.Token)
+	if err != nil || token != r.Token {
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, "token must be a bare invite token")
+		return
+	}
+	if err := inv.Verify(); err != nil {
+		code := wire.CodeInvalidArgument
+		if errors.Is(err, cmcrypto.ErrBadSignature) {
+			code = wire.CodeBadSignature
+		}
+		c.sendError(r.ReqID, code, "invite: "+err.Error())
+		return
+	}
+	if !c.requireAdmin(r.ReqID) {
+		return
+	}
+	switch {
+	case inv.IssuerPubkey != c.mem.Pubkey:
+		c.sendError(r.ReqID, wire.CodeForbidden, "the invite must be issued by the connected member")
+		return
+	case inv.Role == wire.MemberAdmin && c.mem.Role != wire.MemberOwner:
+		c.sendError(r.ReqID, wire.CodeForbidden, "only the owner can issue admin invites")
+		return
+	case inv.MeshID != c.ms.id || inv.BrokerPubkey != c.b.keyHex || inv.MeshSlug != c.ms.slug:
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, "the invite names another mesh or broker")
+		return
+	case inv.ExpiresAt <= time.Now().UnixMilli():
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, "the invite has already expired")
+		return
+	}
+	rec := &store.Invite{ID: inv.InviteID, Token: r.Token, Role: inv.Role, IssuerPubkey: inv.IssuerPubkey, ExpiresAt: inv.ExpiresAt, MaxUses: inv.MaxUses, CreatedAt: time.Now().UnixMilli()}
+	ms := c.ms
+	err = c.b.store.Update(func(tx *bolt.Tx) error {
+		if _, err := store.GetInvite(tx, ms.id, rec.ID); err == nil {
+			return store.ErrExists
+		}
+		return store.PutInvite(tx, ms.id, rec)
+	})
+	if errors.Is(err, store.ErrExists) {
+		c.sendError(r.ReqID, wire.CodeInviteExists, "an invite with this id is already registered")
+		return
+	}
+	if err != nil {
+		c.sendError(r.ReqID, wire.CodeInternal, "could not store the invite")
+		return
+	}
+	c.reply(wire.InviteReply{Type: wire.TypeInvite, ReqID: r.ReqID, InviteInfo: rec.Info()})
+}
+
+func (c *conn) handleInviteList(env wire.Envelope) {
+	if !c.requireReqID(env) || !c.requireAdmin(env.ReqID) {
+		return
+	}
+	var invs []store.Invite
+	err := c.b.store.View(func(tx *bolt.Tx) error {
+		var err error
+		invs, err = store.ListInvites(tx, c.ms.id)
+		return err
+	})
+	if err != nil {
+		c.sendError(env.ReqID, wire.CodeInternal, "could not list invites")
+		return
+	}
+	out := wire.Invites{Type: wire.TypeInvites, ReqID: env.ReqID, Invites: make([]wire.InviteInfo, 0, len(invs))}
+	for i := range invs {
+		out.Invites = append(out.Invites, invs[i].Info())
+	}
+	c.reply(out)
+}
+
+func (c *conn) handleInviteRevoke(data []byte, env wire.Envelope) {
+	if !c.requireReqID(env) {
+		return
+	}
+	var r wire.InviteRevoke
+	if err := wire.Decode(data, &r); err != nil || r.InviteID == "" {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, "invite_revoke needs inviteId")
+		return
+	}
+	if !c.requireAdmin(r.ReqID) {
+		return
+	}
+	ms := c.ms
+	err := c.b.store.Update(func(tx *bolt.Tx) error {
+		inv, err := store.GetInvite(tx, ms.id, r.InviteID)
+		if err != nil {
+			return err
+		}
+		if inv.RevokedAt == 0 {
+			inv.RevokedAt = time.Now().UnixMilli()
+		}
+		return store.PutInvite(tx, ms.id, inv)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		c.sendError(r.ReqID, wire.CodeInviteNotFound, "no invite with that id")
+		return
+	}
+	if err != nil {
+		c.sendError(r.ReqID, wire.CodeInternal, "could not revoke the invite")
+		return
+	}
+	c.sendOK(r.ReqID)
+}

@@ -1,0 +1,566 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// sendError queues an error frame.
+func (c *conn) sendError(reqID, code, msg string) {
+	c.enqueue(wire.MustEncode(wire.Error{Type: wire.TypeError, ReqID: reqID, Code: code, Message: msg}))
+}
+
+func (c *conn) sendOK(reqID string) {
+	c.enqueue(wire.MustEncode(wire.OK{Type: wire.TypeOK, ReqID: reqID}))
+}
+
+// handle dispatches one authenticated frame. Every request gets a response
+// or an error; nothing is silently swallowed (01-protocol §1).
+func (c *conn) handle(data []byte) {
+	start := time.Now()
+	env, err := wire.Peek(data)
+	if err != nil {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	if env.ReqID != "" && !wire.ValidReqID(env.ReqID) {
+		c.sendError("", wire.CodeInvalidArgument, "reqId must match ^[A-Za-z0-9._:-]{1,64}$")
+		return
+	}
+	if env.Type != wire.TypeSend && env.Type != wire.TypeClientAck && !c.frames.Allow() {
+		c.sendError(env.ReqID, wire.CodeRateLimited, "too many requests on this connection; slow down")
+		return
+	}
+	switch env.Type {
+	case wire.TypeSend:
+		c.handleSend(data, env, start)
+	case wire.TypeClientAck:
+		c.handleClientAck(data, env)
+	case wire.TypeFetchQueued:
+		c.handleFetchQueued(data, env)
+	case wire.TypeListPeers:
+		c.ms.mu.Lock()
+		peers := c.ms.listPeers(c.mem, c.b.cfg.WorkingDecay)
+		c.ms.mu.Unlock()
+		c.reply(wire.Peers{Type: wire.TypePeers, ReqID: env.ReqID, Peers: peers})
+	case wire.TypeMembersList:
+		c.reply(wire.Members{Type: wire.TypeMembers, ReqID: env.ReqID, Members: c.ms.memberList()})
+	case wire.TypeSetStatus, wire.TypeSetSummary, wire.TypeSetVisible, wire.TypeJoinGroup, wire.TypeLeaveGroup:
+		c.handleProfile(data, env)
+	case wire.TypeMessageStatus:
+		c.handleMessageStatus(data, env)
+	case wire.TypeMeshLeave:
+		c.handleMeshLeave(env)
+	case wire.TypeInviteCreate:
+		c.handleInviteCreate(data, env)
+	case wire.TypeInviteList:
+		c.handleInviteList(env)
+	case wire.TypeInviteRevoke:
+		c.handleInviteRevoke(data, env)
+	case wire.TypeHello, wire.TypeSessionHello:
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, "this connection is already authenticated")
+	default:
+		c.sendError(env.ReqID, wire.CodeUnknownMessageType, fmt.Sprintf("unknown frame type %q", env.Type))
+	}
+}
+
+func (c *conn) reply(v any) { c.enqueue(wire.MustEncode(v)) }
+
+// requireReqID answers requests that must carry a reqId.
+func (c *conn) requireReqID(env wire.Envelope) bool {
+	if env.ReqID == "" {
+		c.sendError("", wire.CodeInvalidArgument, env.Type+" needs a reqId")
+		return false
+	}
+	return true
+}
+
+// ---- send ----
+
+// sendResult carries what the commit decided back to its callback.
+type sendResult struct {
+	messageID string
+	duplicate bool
+	reused    bool
+	pending   int
+	seqs      []uint64
+}
+
+func (c *conn) ackError(s *wire.Send, code, msg string, retryAfterMs int64) {
+	c.b.metrics.rejected.WithLabelValues(code).Inc()
+	c.reply(wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, Error: &wire.AckError{Code: code, Message: msg, RetryAfterMs: retryAfterMs}})
+}
+
+func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
+	var s wire.Send
+	if err := wire.Decode(data, &s); err != nil {
+		c.b.metrics.rejected.WithLabelValues(wire.CodeInvalidArgument).Inc()
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	if !wire.ValidReqID(s.ID) {
+		c.b.metrics.rejected.WithLabelValues(wire.CodeInvalidArgument).Inc()
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, "send needs an id matching ^[A-Za-z0-9._:-]{1,64}$")
+		return
+	}
+	if err := c.validateSend(&s); err != nil {
+		code := wire.CodeInvalidArgument
+		var ce codedError
+		if errors.As(err, &ce) {
+			code = ce.code
+		}
+		c.ackError(&s, code, err.Error(), 0)
+		return
+	}
+	if lim := c.mem.limiter; lim != nil {
+		r := lim.Reserve()
+		if d := r.Delay(); d > 0 {
+			r.Cancel()
+			c.ackError(&s, wire.CodeRateLimited, "sending too fast; retry later", max(d.Milliseconds(), 1))
+			return
+		}
+	}
+	ms := c.ms
+	now := time.Now()
+	ms.mu.Lock()
+	to, code, msg := c.resolveRecipients(&s)
+	p := c.pres
+	senderName := c.mem.DisplayName
+	var attestation *wire.Attestation
+	if p != nil && p.session {
+		senderName, attestation = p.displayName, p.attestation
+	} else if sess := ms.sessions[c.pubkey]; sess != nil {
+		senderName = sess.DisplayName
+	}
+	memberPubkey := c.mem.Pubkey
+	ms.mu.Unlock()
+	if code != "" {
+		c.ackError(&s, code, msg, 0)
+		return
+	}
+	messageID := newID()
+	push := wire.Push{
+		Type: wire.TypePush, MessageID: messageID, MeshID: ms.id, Kind: s.Kind, TargetSpec: s.TargetSpec,
+		SenderPubkey: c.pubkey, SenderMemberPubkey: memberPubkey, SenderName: senderName,
+		SenderAttestation: attestation, Priority: s.Priority, Nonce: s.Nonce, Ciphertext: s.Ciphertext,
+		KeyGen: s.KeyGen, Signature: s.Signature, BodyVersion: s.BodyVersion, ReplyToID: s.ReplyToID,
+		Mentions: s.Mentions, Subtype: s.Subtype, ClientMessageID: s.ClientMessageID, CreatedAt: now.UnixMilli(),
+	}
+	base := wire.MustEncode(push)
+	rec := &store.Message{
+		ID: messageID, ClientMessageID: s.ClientMessageID, SenderPubkey: c.pubkey, SenderMember: memberPubkey,
+		TargetSpec: s.TargetSpec, Kind: s.Kind, Priority: s.Priority, Fingerprint: fingerprint(&s),
+		Push: base, Receipts: s.Receipts == nil || *s.Receipts, CreatedAt: now.UnixMilli(),
+	}
+	var res sendResult
+	err := c.b.store.Submit(func(tx *bolt.Tx) error {
+		res = sendResult{}
+		prev, err := store.LookupIdempotent(tx, ms.id, c.pubkey, s.ClientMessageID)
+		if err == nil {
+			if prev.Fingerprint != rec.Fingerprint {
+				res.reused = true
+				return nil
+			}
+			res.duplicate, res.messageID = true, prev.ID
+			dl, err := store.Deliveries(tx, ms.id, prev.ID)
+			if err != nil {
+				return err
+			}
+			for _, d := range dl {
+				if d.State == store.DeliveryPending {
+					res.pending++
+				}
+			}
+			return nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		res.seqs, err = store.AppendMessage(tx, ms.id, rec, to)
+		res.messageID = messageID
+		return err
+	}, func(err error) {
+		c.afterSend(&s, rec, to, &res, err, start)
+	})
+	if err != nil {
+		c.ackError(&s, wire.CodeShuttingDown, "broker is shutting down; retry", 1000)
+	}
+}
+
+// afterSend runs on the committer goroutine once the message is durable:
+// push to online recipients (in commit order, hence FIFO), then ack.
+func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDelivery, res *sendResult, err error, start time.Time) {
+	if err != nil {
+		c.b.log.Error("send commit failed", "err", err)
+		c.ackError(s, wire.CodeInternal, "the broker could not store the message; retry", 1000)
+		return
+	}
+	if res.reused {
+		c.ackError(s, wire.CodeIdempotencyKeyReused, "clientMessageId was already used for a different message", 0)
+		return
+	}
+	one := func(n int) *int { return &n }
+	if res.duplicate {
+		c.reply(wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: res.messageID, Queued: true, Online: one(0), Pending: one(res.pending), Duplicate: true})
+		return
+	}
+	ms := c.ms
+	online := 0
+	ms.mu.Lock()
+	for i, d := range to {
+		ms.pending[d.Recipient]++
+		frame := wire.EncodePushWithKey(rec.Push, d.Key)
+		for _, t := range ms.targets(d.Recipient) {
+			if t.offerLocked(rec.ID, res.seqs[i], rec.Priority, frame) {
+				online++
+			}
+		}
+	}
+	if c.transient && rec.Receipts && len(to) > 0 && !c.closed {
+		ms.origin[rec.ID] = c
+		c.origins = append(c.origins, rec.ID)
+	}
+	ms.mu.Unlock()
+	c.b.metrics.pending.Add(float64(len(to)))
+	c.b.metrics.routed.WithLabelValues(rec.Kind, rec.Priority).Inc()
+	c.reply(wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: rec.ID, Queued: true, Online: one(online), Pending: one(len(to))})
+	c.b.metrics.sendAck.Observe(time.Since(start).Seconds())
+}
+
+// codedError carries a specific ack code out of validation.
+type codedError struct{ code, msg string }
+
+func (e codedError) Error() string { return e.msg }
+
+// validateSend checks a send's shape and fills defaults.
+func (c *conn) validateSend(s *wire.Send) error {
+	if s.ClientMessageID == "" {
+		s.ClientMessageID = s.ID
+	} else if !wire.ValidReqID(s.ClientMessageID) {
+		return fmt.Errorf("clientMessageId must match ^[A-Za-z0-9._:-]{1,64}$")
+	}
+	switch s.Priority {
+	case "":
+		s.Priority = wire.PriorityNext
+	case wire.PriorityNow, wire.PriorityNext, wire.PriorityLow:
+	default:
+		return fmt.Errorf("priority must be now, next or low")
+	}
+	if _, err := cmcrypto.DecodeB64Len(s.Nonce, 24); err != nil {
+		return fmt.Errorf("nonce must be 24 bytes of canonical base64")
+	}
+	ct, err := cmcrypto.DecodeB64(s.Ciphertext)
+	if err != nil {
+		return fmt.Errorf("ciphertext must be canonical base64")
+	}
+	if len(ct) > maxCiphertext {
+		return codedError{wire.CodePayloadTooLarge, fmt.Sprintf("ciphertext is %d bytes; the limit is %d (64 KiB of plaintext)", len(ct), maxCiphertext)}
+	}
+	if len(ct) < 16 {
+		return fmt.Errorf("ciphertext is shorter than its MAC")
+	}
+	if s.ReplyToID != "" && !wire.ValidReqID(s.ReplyToID) {
+		return fmt.Errorf("replyToId is malformed")
+	}
+	if len(s.Mentions) > 64 {
+		return fmt.Errorf("at most 64 mentions")
+	}
+	for _, m := range s.Mentions {
+		if !wire.IsHex(m, 64) {
+			return fmt.Errorf("mentions must be 64-hex pubkeys")
+		}
+	}
+	if s.Subtype != "" && (s.Subtype == wire.SubtypeSystem || !wire.ValidText(s.Subtype, 32)) {
+		// "system" is reserved for the broker's own presence events: a
+		// peer must not be able to forge one.
+		return fmt.Errorf("subtype %q is reserved or invalid", s.Subtype)
+	}
+	if s.BodyVersion != 0 && s.BodyVersion != 1 && s.BodyVersion != 2 {
+		return fmt.Errorf("bodyVersion must be 1 or 2")
+	}
+	switch s.Kind {
+	case wire.KindBox:
+		if !wire.IsHex(s.TargetSpec, 64) {
+			return fmt.Errorf("a box message targets one 64-hex pubkey")
+		}
+		if len(s.Keys) > 0 {
+			return fmt.Errorf("a box message carries no keys")
+		}
+	case wire.KindMulti:
+		if s.TargetSpec != "*" && !(strings.HasPrefix(s.TargetSpec, "@") && wire.ValidGroup(s.TargetSpec[1:])) {
+			return fmt.Errorf("a multi message targets * or @group")
+		}
+		if !wire.IsHex(s.Signature, 128) {
+			return fmt.Errorf("a multi message needs the sender's signature (128 hex)")
+		}
+		if len(s.Keys) == 0 || len(s.Keys) > maxMultiKeys {
+			return fmt.Errorf("a multi message carries 1 to %d keys", maxMultiKeys)
+		}
+		seen := make(map[string]struct{}, len(s.Keys))
+		for _, k := range s.Keys {
+			if !wire.IsHex(k.To, 64) {
+				return fmt.Errorf("keys[].to must be a 64-hex pubkey")
+			}
+			if _, dup := seen[k.To]; dup {
+				return fmt.Errorf("keys[].to must be unique")
+			}
+			seen[k.To] = struct{}{}
+			if _, err := cmcrypto.DecodeB64Len(k.Nonce, 24); err != nil {
+				return fmt.Errorf("keys[].nonce must be 24 bytes of canonical base64")
+			}
+			if _, err := cmcrypto.DecodeB64Len(k.Box, 48); err != nil {
+				return fmt.Errorf("keys[].box must be a 48-byte box of a 32-byte key")
+			}
+		}
+	case wire.KindTopic:
+		return fmt.Errorf("topic messages are not supported by this broker version")
+	default:
+		return fmt.Errorf("kind must be box or multi")
+	}
+	return nil
+}
+
+// resolveRecipients applies 01-protocol §4's routing table. Caller holds
+// ms.mu. A non-empty code refuses the send.
+func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, msg string) {
+	ms := c.ms
+	maxPending := c.b.cfg.MaxPending
+	if s.Kind == wire.KindBox {
+		if !ms.knownRecipient(s.TargetSpec) {
+			return nil, wire.CodeUnknownRecipient, "no member or session of this mesh has that key"
+		}
+		if ms.pending[s.TargetSpec] >= maxPending {
+			return nil, wire.CodeRecipientQueueFull, "the recipient has too many undelivered messages"
+		}
+		return []store.NewDelivery{{Recipient: s.TargetSpec}}, "", ""
+	}
+	group := strings.TrimPrefix(s.TargetSpec, "@")
+	to = make([]store.NewDelivery, 0, len(s.Keys))
+	for i := range s.Keys {
+		k := &s.Keys[i]
+		if k.To == c.pubkey || !ms.knownRecipient(k.To) {
+			continue
+		}
+		if s.TargetSpec != "*" && !inGroup(ms.effectiveGroups(k.To), group) {
+			continue
+		}
+		if ms.pending[k.To] >= maxPending {
+			c.b.metrics.rejected.WithLabelValues(wire.CodeRecipientQueueFull).Inc()
+			continue
+		}
+		to = append(to, store.NewDelivery{Recipient: k.To, Key: &wire.MultiKey{To: k.To, Nonce: k.Nonce, Box: k.Box}})
+	}
+	return to, "", ""
+}
+
+// fingerprint identifies a send's content for idempotency: a retry with the
+// same clientMessageId must carry the same bytes.
+func fingerprint(s *wire.Send) string {
+	h := sha256.New()
+	for _, part := range []string{s.TargetSpec, s.Kind, s.Nonce, s.Ciphertext} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	for _, k := range s.Keys {
+		h.Write([]byte(k.To + "|" + k.Nonce + "|" + k.Box))
+		h.Write([]byte{0})
+	}
+	if s.KeyGen != nil {
+		h.Write([]byte(strconv.Itoa(*s.KeyGen)))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// ---- client_ack ----
+
+func (c *conn) handleClientAck(data []byte, env wire.Envelope) {
+	var a wire.ClientAck
+	if err := wire.Decode(data, &a); err != nil {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	ids := a.MessageIDs
+	if a.MessageID != "" {
+		ids = append(ids, a.MessageID)
+	}
+	if len(ids) == 0 || len(ids) > maxAckIDs {
+		c.sendError(a.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("client_ack carries 1 to %d ids", maxAckIDs))
+		return
+	}
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if !wire.ValidULID(id) {
+			c.sendError(a.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("%q is not a message id", id))
+			return
+		}
+		valid = append(valid, id)
+	}
+	ms := c.ms
+	var outcomes []store.AckOutcome
+	err := c.b.store.Submit(func(tx *bolt.Tx) error {
+		var err error
+		outcomes, err = store.Ack(tx, ms.id, c.pubkey, valid, time.Now().UnixMilli(), newID)
+		return err
+	}, func(err error) {
+		if err != nil {
+			c.b.log.Error("ack commit failed", "err", err)
+			c.sendError(a.ReqID, wire.CodeInternal, "the broker could not record the ack; retry")
+			return
+		}
+		c.afterAck(outcomes)
+		if a.ReqID != "" {
+			c.reply(wire.Acked{Type: wire.TypeAcked, ReqID: a.ReqID, MessageIDs: ids})
+		}
+	})
+	if err != nil {
+		c.sendError(a.ReqID, wire.CodeShuttingDown, "broker is shutting down; retry")
+	}
+}
+
+// afterAck settles in-memory state and pushes receipts (committer
+// goroutine).
+func (c *conn) afterAck(outcomes []store.AckOutcome) {
+	if len(outcomes) == 0 {
+		return
+	}
+	ms := c.ms
+	settled := 0
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for _, o := range outcomes {
+		for sib := range ms.conns[c.pubkey] {
+			sib.dropInflightLocked(o.ID)
+		}
+		if o.Receipt {
+			continue
+		}
+		settled++
+		if ms.pending[c.pubkey]--; ms.pending[c.pubkey] <= 0 {
+			delete(ms.pending, c.pubkey)
+		}
+		if o.NewReceipt == nil {
+			continue
+		}
+		frame := wire.MustEncode(o.NewReceipt)
+		targets := ms.targets(o.ReceiptFor)
+		for _, t := range targets {
+			t.offerLocked(o.NewReceipt.ReceiptID, o.ReceiptSeq, wire.PriorityNow, frame)
+		}
+		if oc := ms.origin[o.Message.ID]; oc != nil {
+			delete(ms.origin, o.Message.ID)
+			isTarget := false
+			for _, t := range targets {
+				isTarget = isTarget || t == oc
+			}
+			if !isTarget && !oc.closed {
+				oc.enqueue(frame)
+			}
+		}
+	}
+	for sib := range ms.conns[c.pubkey] {
+		if sib.backlog {
+			sib.requestRefill()
+		}
+	}
+	c.b.metrics.pending.Sub(float64(settled))
+}
+
+// ---- fetch_queued ----
+
+func (c *conn) handleFetchQueued(data []byte, env wire.Envelope) {
+	if !c.requireReqID(env) {
+		return
+	}
+	var f wire.FetchQueued
+	if err := wire.Decode(data, &f); err != nil {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	if limit > maxFetch {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("limit is at most %d", maxFetch))
+		return
+	}
+	out := wire.Queued{Type: wire.TypeQueued, ReqID: env.ReqID, Messages: []wire.RawJSON{}, Receipts: []wire.Receipt{}}
+	size := 256
+	err := c.b.store.View(func(tx *bolt.Tx) error {
+		var inner error
+		err := store.ScanQueue(tx, c.ms.id, c.pubkey, 0, func(_ uint64, e *store.QueueEntry) bool {
+			if len(out.Messages)+len(out.Receipts) >= limit {
+				out.More = true
+				return false
+			}
+			if e.Receipt {
+				var r wire.Receipt
+				if inner = wire.Decode(e.Frame, &r); inner != nil {
+					return false
+				}
+				if size+len(e.Frame) > maxFetchBytes {
+					out.More = true
+					return false
+				}
+				size += len(e.Frame)
+				out.Receipts = append(out.Receipts, r)
+				return true
+			}
+			m, err := store.GetMessage(tx, c.ms.id, e.ID)
+			if err != nil {
+				inner = err
+				return false
+			}
+			frame := wire.EncodePushWithKey(m.Push, e.Key)
+			if size+len(frame) > maxFetchBytes {
+				out.More = true
+				return false
+			}
+			size += len(frame)
+			out.Messages = append(out.Messages, frame)
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		return inner
+	})
+	if err != nil {
+		c.sendError(env.ReqID, wire.CodeInternal, "could not read the queue")
+		return
+	}
+	c.reply(out)
+}
+
+// ---- members ----
+
+func (ms *meshState) memberList() []wire.Member {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	online := map[string]bool{}
+	for _, p := range ms.presences {
+		if p.conn != nil {
+			online[p.member.Pubkey] = true
+		}
+	}
+	out := make([]wire.Member, 0, len(ms.members))
+	for _, m := range ms.members {
+		out = append(out, wire.Member{
+			MemberID: m.ID, Pubkey: m.Pubkey, DisplayName: m.DisplayName, MemberRole: m.Role,
+			JoinedAt: m.JoinedAt, LastSeenAt: m.LastSeenAt, Online: online[m.Pubkey], RevokedAt: m.RevokedAt,
+		})
+	}
+	sortMembers(out)
+	return out
+}

@@ -1,0 +1,512 @@
+// Package cliui is the shared look and contract of the claudemesh command
+// line, whatever mode a command belongs to: the global flags, flags accepted
+// anywhere on the line, help that leads with examples, colour only where it
+// belongs, JSON output with a schema version, and one place where an error
+// becomes a message and an exit code (04-cli.md).
+//
+// Commands are ordinary urfave/cli v2 commands. They read the global flags
+// with GlobalsFrom, print with OutFrom, and return errors: an *Error, or any
+// error with an ErrorCode() string method (optionally ErrorHint() string and
+// ErrorCandidates() []Candidate), anywhere in the wrapped chain. Run does the
+// rest.
+//
+// Examples convention: every line of a command's Description that starts
+// with "$ " is an example; help prints them first, before the usage. The
+// other lines are prose. WithExamples builds such a Description.
+package cliui
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Names of the global flags (04-cli "Global flags and environment").
+const (
+	FlagJSON     = "json"
+	FlagMesh     = "mesh"
+	FlagHome     = "home"
+	FlagNoDaemon = "no-daemon"
+	FlagStrict   = "strict"
+	FlagQuiet    = "quiet"
+	FlagNoColor  = "no-color"
+)
+
+// EnvDebug turns on debug output on stderr (including the detail of errors
+// that --json reports on stdout).
+const EnvDebug = "CLAUDEMESH_DEBUG"
+
+// GlobalFlags returns fresh definitions of the global flags. urfave/cli
+// flags hold their parsed value, so every app gets its own.
+func GlobalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: FlagJSON, Usage: "machine-readable output on stdout, errors included"},
+		&cli.StringFlag{Name: FlagMesh, Usage: "choose the mesh by `SLUG`"},
+		&cli.StringFlag{Name: FlagHome, Usage: "client state `DIR` (default ~/.claudemesh)", EnvVars: []string{"CLAUDEMESH_HOME"}},
+		&cli.BoolFlag{Name: FlagNoDaemon, Usage: "never use or start the daemon", EnvVars: []string{"CLAUDEMESH_NO_DAEMON"}},
+		&cli.BoolFlag{Name: FlagStrict, Usage: "fail instead of falling back to a direct broker connection"},
+		&cli.BoolFlag{Name: FlagQuiet, Aliases: []string{"q"}, Usage: "only essential output"},
+		&cli.BoolFlag{Name: FlagNoColor, Usage: "no ANSI colour (also NO_COLOR=1 or TERM=dumb)"},
+	}
+}
+
+// NewApp returns the claudemesh app: the global flags, the given commands
+// plus a hidden `help [COMMAND...]`, and cliui's help, usage-error and
+// unknown-command handling. Run it with Run, which owns argv normalisation,
+// output and exit codes.
+func NewApp(name, usage string, commands []*cli.Command) *cli.App {
+	cmds := make([]*cli.Command, 0, len(commands)+1)
+	cmds = append(cmds, commands...)
+	cmds = append(cmds, &cli.Command{
+		Name:      "help",
+		Usage:     "show help for a command",
+		ArgsUsage: "[COMMAND...]",
+		Hidden:    true,
+		Action:    helpAction,
+	})
+	return &cli.App{
+		Name:            name,
+		HelpName:        name,
+		Usage:           usage,
+		Commands:        cmds,
+		Flags:           GlobalFlags(),
+		HideHelp:        true,
+		HideHelpCommand: true,
+		Action:          groupAction,
+		OnUsageError:    onUsageError,
+		Metadata:        map[string]any{},
+	}
+}
+
+// Globals are the global flags as seen by a command.
+type Globals struct {
+	JSON     bool
+	Mesh     string
+	Home     string // the flag or $CLAUDEMESH_HOME; see config.ResolveHome
+	NoDaemon bool
+	Strict   bool
+	Quiet    bool
+	NoColor  bool
+}
+
+// GlobalsFrom reads the global flags from a command's context. Run places
+// global flags given anywhere on the line where urfave/cli finds them; if a
+// command also defines one of them (say its own --mesh), the value given
+// closest to the command wins.
+func GlobalsFrom(c *cli.Context) Globals {
+	return Globals{
+		JSON:     lookup(c, FlagJSON, (*cli.Context).Bool),
+		Mesh:     lookup(c, FlagMesh, (*cli.Context).String),
+		Home:     lookup(c, FlagHome, (*cli.Context).String),
+		NoDaemon: lookup(c, FlagNoDaemon, (*cli.Context).Bool),
+		Strict:   lookup(c, FlagStrict, (*cli.Context).Bool),
+		Quiet:    lookup(c, FlagQuiet, (*cli.Context).Bool),
+		NoColor:  lookup(c, FlagNoColor, (*cli.Context).Bool),
+	}
+}
+
+// lookup returns name's value from the innermost context where it was set
+// explicitly, else the value visible from c (default or environment).
+func lookup[T any](c *cli.Context, name string, get func(*cli.Context, string) T) T {
+	for _, x := range c.Lineage() {
+		if x.Command == nil {
+			continue
+		}
+		if _, ok := findFlag(x.Command.Flags, name); ok && x.IsSet(name) {
+			return get(x, name)
+		}
+	}
+	return get(c, name)
+}
+
+// runState is what one Run knows about the terminal and the output mode; it
+// travels to commands in App.Metadata.
+type runState struct {
+	mu     sync.Mutex // serialises writes from concurrent goroutines
+	stdout io.Writer
+	stderr io.Writer
+	json   bool
+	quiet  bool
+	debug  bool
+	style  Style // for stdout
+	// errStyle is for stderr, which may be a terminal when stdout is not
+	// (and the other way round).
+	errStyle Style
+}
+
+const metaKey = "cliui.state"
+
+func stateOf(c *cli.Context) *runState {
+	if c != nil && c.App != nil {
+		if st, ok := c.App.Metadata[metaKey].(*runState); ok {
+			return st
+		}
+	}
+	// Not started through Run (a test driving app.Run directly).
+	g := Globals{}
+	w, ew := io.Writer(os.Stdout), io.Writer(os.Stderr)
+	if c != nil {
+		g = GlobalsFrom(c)
+		if c.App != nil && c.App.Writer != nil {
+			w = c.App.Writer
+		}
+		if c.App != nil && c.App.ErrWriter != nil {
+			ew = c.App.ErrWriter
+		}
+	}
+	return &runState{stdout: w, stderr: ew, json: g.JSON, quiet: g.Quiet,
+		debug: os.Getenv(EnvDebug) == "1", style: NewStyle(ColorEnabledFor(w, g.NoColor)),
+		errStyle: NewStyle(ColorEnabledFor(ew, g.NoColor))}
+}
+
+// Run runs app on argv (argv[0] is the program name) and returns the exit
+// code; main is `os.Exit(cliui.Run(app, os.Args, os.Stdout, os.Stderr))`.
+// SIGINT and SIGTERM cancel the commands' context (c.Context); a second
+// signal kills the process as usual, so a command that ignores its context
+// can still be stopped. A command ended by a signal exits 130, silently.
+func Run(app *cli.App, argv []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // restore default handling for the second signal
+	}()
+	return RunContext(ctx, app, argv, stdout, stderr)
+}
+
+// RunContext is Run with the caller's context and no signal handling. It
+// normalises argv (NormalizeArgs), handles -h/--help itself, runs the
+// command, and reports a returned error once: human mode writes
+// "  ✘ message" and a dim "  → hint" to stderr; --json writes
+// {"schemaVersion":1,"ok":false,"error":{code,message,candidates?}} to
+// stdout and nothing to stderr (unless CLAUDEMESH_DEBUG=1). It adjusts app
+// (writers, help and error hooks), so one app must not run concurrently.
+func RunContext(ctx context.Context, app *cli.App, argv []string, stdout, stderr io.Writer) int {
+	if len(argv) == 0 {
+		argv = []string{app.Name}
+	}
+	p := parseArgs(app, argv)
+	st := &runState{
+		stdout: stdout,
+		stderr: stderr,
+		json:   p.boolFlag(0, FlagJSON),
+		quiet:  p.boolFlag(0, FlagQuiet, "q"),
+		debug:  os.Getenv(EnvDebug) == "1",
+	}
+	noColor := p.boolFlag(0, FlagNoColor)
+	st.style = NewStyle(ColorEnabledFor(stdout, noColor))
+	st.errStyle = NewStyle(ColorEnabledFor(stderr, noColor))
+	prepare(app, st)
+
+	if p.help {
+		renderHelp(st.stdout, app, p.path, st.style)
+		return ExitOK
+	}
+	if p.dangling != "" {
+		return st.report(UsageErrorf("flag needs a value: %s", p.dangling).
+			WithHint(helpHint(app, p.path)), false)
+	}
+	if err := checkRequired(app, p); err != nil {
+		return st.report(err, false)
+	}
+	err := app.RunContext(ctx, p.argv())
+	return st.report(err, ctx.Err() != nil)
+}
+
+// silentTemplate replaces urfave/cli's help templates: cliui renders help
+// itself, and urfave/cli must never print help on its own (it does so
+// before returning some errors, which would corrupt --json output).
+const silentTemplate = "{{/* help is rendered by cliui */}}"
+
+// prepare installs cliui's hooks on app and every command in its tree.
+func prepare(app *cli.App, st *runState) {
+	app.Writer = st.stdout
+	app.ErrWriter = st.stderr
+	app.HideHelp = true
+	app.HideHelpCommand = true
+	app.CustomAppHelpTemplate = silentTemplate
+	// Errors are reported by Run; urfave/cli must not print or os.Exit.
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	if app.OnUsageError == nil {
+		app.OnUsageError = onUsageError
+	}
+	if app.Action == nil {
+		app.Action = groupAction
+	}
+	if app.Metadata == nil {
+		app.Metadata = map[string]any{}
+	}
+	app.Metadata[metaKey] = st
+	var walk func([]*cli.Command)
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			c.HideHelp = true
+			c.HideHelpCommand = true
+			c.CustomHelpTemplate = silentTemplate
+			if c.OnUsageError == nil {
+				c.OnUsageError = onUsageError
+			}
+			if c.Action == nil {
+				c.Action = groupAction
+			}
+			walk(c.Subcommands)
+		}
+	}
+	walk(app.Commands)
+}
+
+// onUsageError turns urfave/cli's flag parsing errors into usage errors.
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	name := c.App.HelpName
+	if c.Command != nil && c.Command.HelpName != "" {
+		name = c.Command.HelpName
+	}
+	return &Error{Code: CodeUsage, Message: err.Error(), Cause: err,
+		Hint: "run " + name + " --help for usage"}
+}
+
+// pathOf is the command path of c, outermost first, without the app. The
+// outermost context with a command is urfave/cli's root command (the app).
+func pathOf(c *cli.Context) []*cli.Command {
+	var path []*cli.Command
+	for _, x := range c.Lineage() {
+		if x.Command != nil {
+			path = append(path, x.Command)
+		}
+	}
+	if len(path) > 0 {
+		path = path[:len(path)-1]
+	}
+	slices.Reverse(path)
+	return path
+}
+
+func commandName(app *cli.App, path []*cli.Command) string {
+	parts := []string{app.Name}
+	for _, c := range path {
+		parts = append(parts, c.Name)
+	}
+	return strings.Join(parts, " ")
+}
+
+func helpHint(app *cli.App, path []*cli.Command) string {
+	return "run " + commandName(app, path) + " --help for usage"
+}
+
+// groupAction runs when the app or a command with subcommands is invoked
+// without (a known) subcommand: help when nothing follows, a usage error
+// naming the unknown word otherwise.
+func groupAction(c *cli.Context) error {
+	path := pathOf(c)
+	st := stateOf(c)
+	if c.Args().Present() {
+		first := c.Args().First()
+		if first == "help" {
+			renderHelp(st.stdout, c.App, path, st.style)
+			return nil
+		}
+		if looksLikeFlag(first) {
+			return UsageErrorf("unknown flag %s", first).WithHint(helpHint(c.App, path))
+		}
+		children := c.App.Commands
+		if len(path) > 0 {
+			children = path[len(path)-1].Subcommands
+		}
+		hint := helpHint(c.App, path)
+		if s := suggest(children, first); s != "" {
+			hint = "did you mean " + commandName(c.App, path) + " " + s + "?"
+		}
+		if len(children) == 0 {
+			return UsageErrorf("%s takes no arguments, got %q", commandName(c.App, path), first).WithHint(hint)
+		}
+		return UsageErrorf("unknown command %q for %s", first, commandName(c.App, path)).WithHint(hint)
+	}
+	if st.json {
+		return UsageErrorf("%s needs a command", commandName(c.App, path)).WithHint(helpHint(c.App, path))
+	}
+	renderHelp(st.stdout, c.App, path, st.style)
+	return nil
+}
+
+// suggest returns the visible command name closest to name if it is close
+// enough to be a likely typo (or name is a prefix of it).
+func suggest(cmds []*cli.Command, name string) string {
+	best, bestDist := "", max(1, len(name)/3)+1
+	for _, c := range cmds {
+		if c.Hidden {
+			continue
+		}
+		for _, n := range c.Names() {
+			d := editDistance(n, name)
+			if len(name) >= 2 && strings.HasPrefix(n, name) {
+				d = min(d, 1)
+			}
+			if d < bestDist {
+				best, bestDist = n, d
+			}
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal-string-alignment distance: insertions,
+// deletions, substitutions and adjacent transpositions ("sned") cost 1.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
+// helpAction is `claudemesh help [COMMAND...]`.
+func helpAction(c *cli.Context) error {
+	var path []*cli.Command
+	children := c.App.Commands
+	for _, name := range c.Args().Slice() {
+		sub := subcommand(children, name)
+		if sub == nil {
+			return UsageErrorf("no help for %q: unknown command", strings.Join(c.Args().Slice(), " ")).
+				WithHint(helpHint(c.App, path))
+		}
+		path = append(path, sub)
+		children = sub.Subcommands
+	}
+	st := stateOf(c)
+	renderHelp(st.stdout, c.App, path, st.style)
+	return nil
+}
+
+// checkRequired reports a missing required flag before anything runs, as a
+// usage error (urfave/cli would print help to stdout first).
+func checkRequired(app *cli.App, p *parsedArgs) error {
+	levels := [][]cli.Flag{app.Flags}
+	for _, c := range p.path {
+		levels = append(levels, c.Flags)
+	}
+	for i, flags := range levels {
+		for _, f := range flags {
+			rf, ok := f.(cli.RequiredFlag)
+			if !ok || !rf.IsRequired() || flagGiven(p.flags[i], f) {
+				continue
+			}
+			return UsageErrorf("missing required flag %s", flagNames(f)).
+				WithHint(helpHint(app, p.path[:max(0, i)]))
+		}
+	}
+	return nil
+}
+
+func flagGiven(uses []flagUse, f cli.Flag) bool {
+	for _, u := range uses {
+		if slices.Contains(f.Names(), u.name) {
+			return true
+		}
+	}
+	if d, ok := f.(cli.DocGenerationFlag); ok {
+		for _, env := range d.GetEnvVars() {
+			if os.Getenv(env) != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// report writes err (if any) in the run's output mode and returns the exit
+// code.
+func (st *runState) report(err error, interrupted bool) int {
+	if err == nil {
+		return ExitOK
+	}
+	e := classify(err, interrupted)
+	code := e.exit()
+	if e.Code == CodeInterrupted {
+		return code
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.json {
+		_ = writeJSON(st.stdout, errorDoc{OK: false, Error: errorBody{
+			Code: e.Code, Message: e.Message, Candidates: e.Candidates}})
+		if st.debug {
+			st.writeHuman(e, err)
+		}
+		return code
+	}
+	st.writeHuman(e, err)
+	return code
+}
+
+type errorDoc struct {
+	OK    bool      `json:"ok"`
+	Error errorBody `json:"error"`
+}
+
+type errorBody struct {
+	Code       string      `json:"code"`
+	Message    string      `json:"message"`
+	Candidates []Candidate `json:"candidates,omitzero"`
+}
+
+// writeHuman prints the error block on stderr. Messages may carry text from
+// the broker or peers, so they are sanitised.
+func (st *runState) writeHuman(e *Error, err error) {
+	s := st.errStyle
+	w := st.stderr
+	msg := SanitizePeerText(e.Message)
+	msg = strings.ReplaceAll(msg, "\n", "\n    ")
+	io.WriteString(w, "  "+s.Red("✘")+" "+msg+"\n")
+	if h := SanitizePeerText(e.Hint); h != "" && !strings.Contains(e.Message, e.Hint) {
+		io.WriteString(w, "  "+s.Dim("→ "+h)+"\n")
+	}
+	for _, c := range e.Candidates {
+		line := "    · " + SanitizePeerText(c.DisplayName)
+		var detail []string
+		if c.Pubkey != "" {
+			detail = append(detail, shortKey(SanitizePeerText(c.Pubkey)))
+		}
+		if c.Kind != "" {
+			detail = append(detail, SanitizePeerText(c.Kind))
+		}
+		if len(detail) > 0 {
+			line += " " + s.Dim("("+strings.Join(detail, ", ")+")")
+		}
+		io.WriteString(w, line+"\n")
+	}
+	if st.debug {
+		io.WriteString(w, "  "+s.Dim("debug: code="+e.Code+" error="+SanitizePeerText(err.Error()))+"\n")
+	}
+}
+
+// shortKey abbreviates a 64-hex key to something still long enough to type
+// as an unambiguous prefix.
+func shortKey(k string) string {
+	if len(k) > 16 {
+		return k[:16] + "…"
+	}
+	return k
+}

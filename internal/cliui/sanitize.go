@@ -1,0 +1,125 @@
+package cliui
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// SanitizePeerText makes text from peers (message bodies, display names,
+// summaries, broker error messages) safe to print on a terminal: it is
+// untrusted input, and an escape sequence in it could recolour or rewrite
+// the screen, set the window title, or write the clipboard (OSC 52).
+//
+// Removed: C0 controls other than newline and tab (carriage return too, which
+// could overwrite a line), DEL, C1 controls U+0080–U+009F, and whole escape
+// sequences: CSI (ESC [ … final byte, or U+009B …), OSC/DCS/SOS/PM/APC
+// strings up to their terminator (BEL, ESC \ or U+009C), and two-byte
+// escapes (ESC c …), so no parameter debris is left behind. Bidirectional
+// override and isolate controls (U+202A–U+202E, U+2066–U+2069) are removed
+// too, because they can make text display in a different order than it
+// reads ("Trojan Source"). Invalid UTF-8 becomes U+FFFD.
+func SanitizePeerText(s string) string {
+	if isClean(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b.WriteRune(utf8.RuneError)
+			i++
+		case r == 0x1b:
+			i = skipEscape(s, i+1)
+		case r == 0x9b: // C1 CSI
+			i = skipCSI(s, i+size)
+		case r == 0x9d || r == 0x90 || r == 0x98 || r == 0x9e || r == 0x9f: // C1 OSC, DCS, SOS, PM, APC
+			i = skipString(s, i+size)
+		case r == '\n' || r == '\t':
+			b.WriteRune(r)
+			i += size
+		case isControl(r) || isBidiControl(r):
+			i += size
+		default:
+			b.WriteString(s[i : i+size])
+			i += size
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) }
+
+func isBidiControl(r rune) bool {
+	return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
+}
+
+// isClean is the fast path: most text has nothing to remove.
+func isClean(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError || (isControl(r) && r != '\n' && r != '\t') || isBidiControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// skipEscape skips the rest of an ESC sequence starting at i (just after
+// ESC) and returns the index after it.
+func skipEscape(s string, i int) int {
+	if i >= len(s) {
+		return i
+	}
+	switch s[i] {
+	case '[':
+		return skipCSI(s, i+1)
+	case ']', 'P', 'X', '^', '_': // OSC, DCS, SOS, PM, APC
+		return skipString(s, i+1)
+	}
+	// nF/Fp/Fe/Fs escapes: intermediates 0x20–0x2F, then one final byte.
+	for i < len(s) && s[i] >= 0x20 && s[i] <= 0x2f {
+		i++
+	}
+	if i < len(s) && s[i] >= 0x30 && s[i] <= 0x7e {
+		i++
+	}
+	return i
+}
+
+// skipCSI skips parameter bytes (0x30–0x3F), intermediate bytes (0x20–0x2F)
+// and the final byte (0x40–0x7E). A malformed sequence ends at the first
+// byte outside those ranges, which is then processed normally.
+func skipCSI(s string, i int) int {
+	for i < len(s) && s[i] >= 0x30 && s[i] <= 0x3f {
+		i++
+	}
+	for i < len(s) && s[i] >= 0x20 && s[i] <= 0x2f {
+		i++
+	}
+	if i < len(s) && s[i] >= 0x40 && s[i] <= 0x7e {
+		i++
+	}
+	return i
+}
+
+// skipString skips a control string up to and including its terminator
+// (BEL, ESC \ or U+009C). An unterminated string drops only its introducer:
+// the rest is kept as text (its control bytes are still removed), so a
+// stray ESC ] cannot swallow the remainder of a message.
+func skipString(s string, i int) int {
+	for j := i; j < len(s); {
+		r, size := utf8.DecodeRuneInString(s[j:])
+		switch {
+		case r == 0x07 || r == 0x9c:
+			return j + size
+		case r == 0x1b && j+1 < len(s) && s[j+1] == '\\':
+			return j + 2
+		case r == 0x1b:
+			// Another escape begins: the string was not terminated.
+			return i
+		}
+		j += size
+	}
+	return i
+}

@@ -1,0 +1,57 @@
+// Command claudemesh is one binary for every mode: the broker, the daemon,
+// the one-shot verbs and the MCP server. main only assembles the commands
+// each mode defines; cliui owns argv handling, output and exit codes.
+package main
+
+import (
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/broker"
+	"claudemesh/internal/buildinfo"
+	"claudemesh/internal/cliui"
+)
+
+func main() {
+	os.Exit(cliui.Run(newApp(), os.Args, os.Stdout, os.Stderr))
+}
+
+// newApp assembles the command tree; tests run it in-process.
+func newApp() *cli.App {
+	commands := []*cli.Command{
+		broker.Command(),
+		versionCommand(),
+	}
+	// Each mode contributes its own commands here, for example:
+	//   commands = append(commands, demo.Command(), bench.Command(), daemon.Command())
+	//   commands = append(commands, client.Commands()...)
+	return cliui.NewApp("claudemesh", "end-to-end encrypted messaging between coding-agent sessions", commands)
+}
+
+// versionJSON is `version --json`.
+type versionJSON struct {
+	Version string `json:"version"`
+	Go      string `json:"go"`
+	Commit  string `json:"commit,omitzero"`
+}
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "version",
+		Usage:       "print the version",
+		Description: cliui.WithExamples("", "claudemesh version", "claudemesh version --json"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			info := buildinfo.Read()
+			out := cliui.OutFrom(c)
+			if out.JSONMode() {
+				return out.JSON(versionJSON{Version: info.Version, Go: info.Go, Commit: info.Commit})
+			}
+			out.Resultf("claudemesh %s", info.Version)
+			return nil
+		},
+	}
+}

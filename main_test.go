@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+
+	json "github.com/go-json-experiment/json"
+
+	"claudemesh/internal/buildinfo"
+	"claudemesh/internal/cliui"
+)
+
+func runApp(t *testing.T, argv ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	for _, k := range []string{"NO_COLOR", "CLICOLOR_FORCE", "CLAUDEMESH_DEBUG"} {
+		t.Setenv(k, "")
+	}
+	var out, errb bytes.Buffer
+	code = cliui.RunContext(context.Background(), newApp(), append([]string{"claudemesh"}, argv...), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestVersionJSON(t *testing.T) {
+	for _, argv := range [][]string{{"version", "--json"}, {"--json", "version"}} {
+		code, stdout, stderr := runApp(t, argv...)
+		if code != 0 || stderr != "" {
+			t.Fatalf("%q: exit %d stderr %q", argv, code, stderr)
+		}
+		var v struct {
+			SchemaVersion int    `json:"schemaVersion"`
+			Version       string `json:"version"`
+			Go            string `json:"go"`
+			Commit        string `json:"commit"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &v, json.RejectUnknownMembers(true)); err != nil {
+			t.Fatalf("%q: %q: %v", argv, stdout, err)
+		}
+		if v.SchemaVersion != 1 || v.Version != buildinfo.Version || v.Go != runtime.Version() {
+			t.Fatalf("%q: %+v", argv, v)
+		}
+		if !strings.HasPrefix(stdout, `{"schemaVersion":1,"version":`) || strings.Count(stdout, "\n") != 1 {
+			t.Fatalf("%q: shape %q", argv, stdout)
+		}
+	}
+}
+
+func TestVersionHuman(t *testing.T) {
+	code, stdout, stderr := runApp(t, "version")
+	if code != 0 || stderr != "" || stdout != "  claudemesh "+buildinfo.Version+"\n" {
+		t.Fatalf("exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	if code, stdout, _ := runApp(t, "version", "-q"); code != 0 || !strings.Contains(stdout, buildinfo.Version) {
+		t.Fatalf("--quiet hid the version: %d %q", code, stdout)
+	}
+}
+
+func TestVersionRejectsUnknownFlag(t *testing.T) {
+	code, stdout, stderr := runApp(t, "version", "--frobnicate")
+	if code != 2 || stdout != "" || !strings.Contains(stderr, "unknown flag --frobnicate") {
+		t.Fatalf("exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = runApp(t, "version", "--frobnicate", "--json")
+	if code != 2 || stderr != "" || !strings.Contains(stdout, `"code":"usage"`) {
+		t.Fatalf("json: exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+}
+
+func TestHelpPlainWithExamplesFirst(t *testing.T) {
+	code, stdout, _ := runApp(t, "--help")
+	if code != 0 || strings.Contains(stdout, "\x1b") {
+		t.Fatalf("exit %d, help %q", code, stdout)
+	}
+	if !strings.HasPrefix(stdout, "claudemesh — ") || !strings.Contains(stdout, "\n\nEXAMPLES\n  $ claudemesh version") {
+		t.Fatalf("help:\n%s", stdout)
+	}
+	if strings.Index(stdout, "EXAMPLES") > strings.Index(stdout, "USAGE") {
+		t.Fatalf("examples do not lead:\n%s", stdout)
+	}
+}
