@@ -55,7 +55,8 @@ type conn struct {
 	origins       []string
 	closed        bool
 
-	frames *rate.Limiter // non-send frames
+	frames     *rate.Limiter // non-send frames
+	lastActive atomic.Int64  // unix ms of the last frame read (for kick --stale)
 }
 
 // inflight is a push awaiting its client_ack.
@@ -129,6 +130,7 @@ func clientIP(r *http.Request) string {
 func (c *conn) serve(handshakeDone func()) {
 	ok := c.handshake()
 	handshakeDone()
+	c.lastActive.Store(time.Now().UnixMilli())
 	if ok {
 		c.ws.SetPongHandler(func(string) error {
 			return c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
@@ -145,6 +147,7 @@ func (c *conn) serve(handshakeDone func()) {
 				break
 			}
 			if data != nil {
+				c.lastActive.Store(time.Now().UnixMilli())
 				c.handle(data)
 			}
 		}

@@ -68,6 +68,8 @@ func (c *conn) handle(data []byte) {
 		c.handleInviteList(env)
 	case wire.TypeInviteRevoke:
 		c.handleInviteRevoke(data, env)
+	case wire.TypeDisconnect, wire.TypeKick, wire.TypeBan, wire.TypeUnban, wire.TypeListBans, wire.TypeSetRole:
+		c.handleAdmin(data, env)
 	case wire.TypeHello, wire.TypeSessionHello:
 		c.sendError(env.ReqID, wire.CodeInvalidArgument, "this connection is already authenticated")
 	default:

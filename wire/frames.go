@@ -458,8 +458,73 @@ type OK struct {
 
 // Error reports a failed request or a protocol violation.
 type Error struct {
+	Type       string      `json:"type"`
+	ReqID      string      `json:"reqId,omitempty"`
+	Code       string      `json:"code"`
+	Message    string      `json:"message"`
+	Candidates []Candidate `json:"candidates,omitempty"` // ambiguous_target only
+}
+
+// Administration (01-protocol §6).
+const (
+	TypeDisconnect  = "disconnect"
+	TypeKick        = "kick"
+	TypeBan         = "ban"
+	TypeUnban       = "unban"
+	TypeListBans    = "list_bans"
+	TypeBans        = "bans"
+	TypeSetRole     = "set_role"
+	TypeAdminResult = "admin_result"
+
+	CodeAmbiguousTarget = "ambiguous_target"
+	CodeUnknownTarget   = "unknown_target"
+)
+
+// AdminRequest is disconnect, kick, ban, unban and set_role. Target is a
+// display name, a full pubkey or a pubkey prefix of at least 8 hex; All and
+// StaleMs select many (disconnect and kick only).
+type AdminRequest struct {
 	Type    string `json:"type"`
-	ReqID   string `json:"reqId,omitempty"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	ReqID   string `json:"reqId"`
+	Target  string `json:"target,omitempty"`
+	All     bool   `json:"all,omitzero"`
+	StaleMs int64  `json:"staleMs,omitzero"`
+	Reason  string `json:"reason,omitempty"`
+	Role    string `json:"role,omitempty"`
+}
+
+// PeerRef names a peer in admin results.
+type PeerRef struct {
+	DisplayName string `json:"displayName"`
+	Pubkey      string `json:"pubkey"`
+}
+
+// AdminResult answers disconnect, kick, ban, unban and set_role.
+type AdminResult struct {
+	Type     string    `json:"type"`
+	ReqID    string    `json:"reqId"`
+	Affected []PeerRef `json:"affected"`
+	Skipped  []PeerRef `json:"skipped"`
+}
+
+// BanInfo is one row of list_bans.
+type BanInfo struct {
+	DisplayName string `json:"displayName"`
+	Pubkey      string `json:"pubkey"`
+	RevokedAt   int64  `json:"revokedAt"`
+	Reason      string `json:"reason"`
+}
+
+// Bans answers list_bans.
+type Bans struct {
+	Type  string    `json:"type"`
+	ReqID string    `json:"reqId"`
+	Bans  []BanInfo `json:"bans"`
+}
+
+// Candidate is one match of an ambiguous target.
+type Candidate struct {
+	DisplayName string `json:"displayName"`
+	Pubkey      string `json:"pubkey"`
+	Kind        string `json:"kind"` // member | session
 }
