@@ -43,8 +43,15 @@ type meshState struct {
 	history         map[string]bool               // presence keys ever present
 	connCount       int
 	// origin remembers the transient connection a message came from, so its
-	// receipt reaches a `send --wait` that is still listening.
-	origin map[string]*conn
+	// receipts reach a `send --wait` that is still listening, until every
+	// recipient has acked.
+	origin map[string]*origin
+}
+
+// origin is a transient sender waiting for receipts.
+type origin struct {
+	conn    *conn
+	waiting int // receipts still to come
 }
 
 // member is a store.Member plus what only lives in memory: its send rate
@@ -134,7 +141,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		conns:           map[string]map[*conn]struct{}{},
 		pending:         map[string]int{},
 		history:         map[string]bool{},
-		origin:          map[string]*conn{},
+		origin:          map[string]*origin{},
 	}
 }
 

@@ -135,7 +135,7 @@ func (h *hub) detachLocked(c *conn) {
 		}
 	}
 	for _, id := range c.origins {
-		if ms.origin[id] == c {
+		if o := ms.origin[id]; o != nil && o.conn == c {
 			delete(ms.origin, id)
 		}
 	}

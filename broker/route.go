@@ -230,7 +230,7 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 		}
 	}
 	if c.transient && rec.Receipts && len(to) > 0 && !c.closed {
-		ms.origin[rec.ID] = c
+		ms.origin[rec.ID] = &origin{conn: c, waiting: len(to)}
 		c.origins = append(c.origins, rec.ID)
 	}
 	ms.mu.Unlock()
@@ -459,8 +459,11 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 		for _, t := range targets {
 			t.offerLocked(o.NewReceipt.ReceiptID, o.ReceiptSeq, wire.PriorityNow, frame)
 		}
-		if oc := ms.origin[o.Message.ID]; oc != nil {
-			delete(ms.origin, o.Message.ID)
+		if og := ms.origin[o.Message.ID]; og != nil {
+			if og.waiting--; og.waiting <= 0 {
+				delete(ms.origin, o.Message.ID)
+			}
+			oc := og.conn
 			isTarget := false
 			for _, t := range targets {
 				isTarget = isTarget || t == oc

@@ -1,0 +1,129 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"claudemesh/wire"
+)
+
+// Codes this package produces on its own, beside the broker's codes
+// (wire.Code*), which pass through unchanged. Callers switch on Error.Code
+// whatever its origin, so the CLI can map every failure to one exit code and
+// one hint without string matching.
+const (
+	// CodeUnreachable: the TCP or WebSocket connection (or REST request)
+	// could not be made at all — the broker is down, the URL is wrong, or a
+	// proxy refused the upgrade.
+	CodeUnreachable = "unreachable"
+	// CodeTimeout: the context's deadline (or the handshake timeout) passed
+	// before the broker answered.
+	CodeTimeout = "timeout"
+	// CodeCanceled: the caller's context was cancelled.
+	CodeCanceled = "canceled"
+	// CodeConnectionClosed: the connection ended before the answer came.
+	CodeConnectionClosed = "connection_closed"
+	// CodeBrokerKeyMismatch: the server could not prove it holds the pinned
+	// broker key (02-crypto "Broker key"); never retried silently.
+	CodeBrokerKeyMismatch = "broker_key_mismatch"
+	// CodeProtocol: the broker sent something 01-protocol does not allow
+	// here (wrong frame type, undecodable frame).
+	CodeProtocol = "protocol_error"
+	// CodeUnsupported: a message kind this client cannot open yet.
+	CodeUnsupported = "unsupported"
+	// CodeDecryptFailed: a box or secretbox did not open.
+	CodeDecryptFailed = "decrypt_failed"
+	// CodeUnverified: a signature (multi envelope or session attestation)
+	// did not verify; the message must not be shown under the sender's name.
+	CodeUnverified = "unverified"
+	// CodeNotForUs: the message is addressed to a key this identity does
+	// not hold.
+	CodeNotForUs = "not_for_us"
+)
+
+// Error is the one error type this package returns for protocol-level
+// failures: the broker's own code (from an `error` frame, a failed `ack` or a
+// REST error body) or one of the local codes above. It is errors.As-able so
+// callers can branch on Code; the underlying cause, when there is one (a
+// network error, context.Canceled), is reachable through errors.Unwrap.
+type Error struct {
+	Code         string
+	Message      string
+	RetryAfterMs int64
+	// Status is the HTTP status of a REST failure (0 for WebSocket errors).
+	Status int
+	// Candidates lists the matches of an ambiguous_target error, so the
+	// CLI can show the user which names or keys to choose from.
+	Candidates []wire.Candidate
+	cause      error
+}
+
+func (e *Error) Error() string {
+	msg := e.Code
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	if e.RetryAfterMs > 0 {
+		msg += fmt.Sprintf(" (retry after %d ms)", e.RetryAfterMs)
+	}
+	return msg
+}
+
+// Unwrap exposes the cause, so errors.Is(err, context.DeadlineExceeded)
+// works on a timeout.
+func (e *Error) Unwrap() error { return e.cause }
+
+func newError(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func wrapError(code string, cause error, format string, args ...any) *Error {
+	msg := fmt.Sprintf(format, args...)
+	if cause != nil {
+		if msg != "" {
+			msg += ": "
+		}
+		msg += cause.Error()
+	}
+	return &Error{Code: code, Message: msg, cause: cause}
+}
+
+// ctxError maps a context's end to timeout or canceled.
+func ctxError(ctx context.Context, what string) *Error {
+	err := ctx.Err()
+	if context.Cause(ctx) != nil && !errors.Is(context.Cause(ctx), err) {
+		err = fmt.Errorf("%w (%v)", err, context.Cause(ctx))
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return wrapError(CodeTimeout, err, "%s", what)
+	}
+	return wrapError(CodeCanceled, err, "%s", what)
+}
+
+// CodeOf returns the Code of an *Error in err's chain, or "" if there is
+// none.
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// isUnreachable reports whether a dial error means nothing answered at the
+// address (as opposed to a slow answer, which is a timeout).
+func isUnreachable(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.ECONNRESET) {
+		return true
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "dial" && !opErr.Timeout()
+}

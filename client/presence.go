@@ -1,0 +1,336 @@
+package client
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"claudemesh/wire"
+
+	"github.com/gorilla/websocket"
+)
+
+// State is where a reconnecting presence stands; the daemon reports it per
+// mesh in `daemon status` (03-daemon "Lifecycle").
+type State string
+
+// Presence states. Closed, Kicked and Banned are final.
+const (
+	StateConnecting   State = "connecting"
+	StateOpen         State = "open"
+	StateReconnecting State = "reconnecting"
+	StateClosed       State = "closed"
+	StateKicked       State = "kicked"
+	StateBanned       State = "banned"
+)
+
+// Final reports whether the presence will not reconnect from this state.
+func (s State) Final() bool {
+	return s == StateClosed || s == StateKicked || s == StateBanned
+}
+
+// BackoffEnv names the environment variable that overrides the backoff cap
+// (a Go duration such as "200ms"), so tests can shrink every reconnect.
+const BackoffEnv = "CLAUDEMESH_BACKOFF_MAX"
+
+// Backoff steps of 01-protocol §9: 1, 2, 4, 8, 16 s, then the cap (30 s).
+var backoffSteps = [...]time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second}
+
+// DefaultBackoffMax is the backoff cap without CLAUDEMESH_BACKOFF_MAX.
+const DefaultBackoffMax = 30 * time.Second
+
+// Backoff returns the delay before reconnect attempt n (0-based: the delay
+// after the first failure is Backoff(0, ...)) with ±20 % jitter, so a
+// broker restart is not met by every client in the same millisecond.
+func Backoff(attempt int, max time.Duration) time.Duration {
+	if max <= 0 {
+		max = DefaultBackoffMax
+	}
+	d := max
+	if attempt >= 0 && attempt < len(backoffSteps) && backoffSteps[attempt] < max {
+		d = backoffSteps[attempt]
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// BackoffMaxFromEnv reads CLAUDEMESH_BACKOFF_MAX; 0 when unset or invalid.
+func BackoffMaxFromEnv() time.Duration {
+	v := os.Getenv(BackoffEnv)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0
+	}
+	return d
+}
+
+// PresenceOptions tune a reconnecting presence.
+type PresenceOptions struct {
+	// OnConnected runs after every hello_ack, before the state becomes
+	// open — the daemon refreshes its member and peer cache here, so a
+	// mesh never reports open with stale names (03-daemon "Outbox" step 3).
+	// ctx ends when the presence is closed. It runs on the presence's own
+	// goroutine, so it may use the connection's requests freely.
+	OnConnected func(ctx context.Context, c *Conn)
+	// OnState is told of every state change, with the error that caused
+	// it (nil on open). It must not block.
+	OnState func(s State, err error)
+	// BackoffMax caps the reconnect backoff; 0 means CLAUDEMESH_BACKOFF_MAX
+	// or, unset, DefaultBackoffMax.
+	BackoffMax time.Duration
+}
+
+// Presence keeps one identity connected: it redials with backoff after a
+// drop and stops for good when 01-protocol §9 says the client must (left,
+// session_replaced, kicked, banned). A session's attestation is re-signed on
+// every dial, so a session lives as long as its process.
+type Presence struct {
+	id     MeshIdentity
+	dial   DialOptions
+	opts   PresenceOptions
+	max    time.Duration
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	state   State
+	err     error
+	conn    *Conn
+	changed chan struct{}
+}
+
+// StartPresence starts keeping the identity connected until ctx ends or
+// Close is called (both close the connection cleanly with 1000, which ends
+// the presence on the broker at once).
+func StartPresence(ctx context.Context, id MeshIdentity, dial DialOptions, opts PresenceOptions) *Presence {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &Presence{
+		id: id, dial: dial, opts: opts, cancel: cancel,
+		done:    make(chan struct{}),
+		state:   StateConnecting,
+		changed: make(chan struct{}),
+		log:     dial.Logger,
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.max = opts.BackoffMax
+	if p.max <= 0 {
+		p.max = BackoffMaxFromEnv()
+	}
+	if p.max <= 0 {
+		p.max = DefaultBackoffMax
+	}
+	if opts.OnState != nil {
+		opts.OnState(StateConnecting, nil)
+	}
+	go p.run(ctx)
+	return p
+}
+
+// State returns the current state and the error that led to it.
+func (p *Presence) State() (State, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state, p.err
+}
+
+// Changed returns a channel closed at the next state change; call State
+// after it fires. This lets any number of watchers wait without callbacks.
+func (p *Presence) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// Conn is the open connection, or nil while (re)connecting or after the
+// end. A Conn it returns may close at any moment; calls on it then fail
+// with connection_closed.
+func (p *Presence) Conn() *Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != StateOpen {
+		return nil
+	}
+	return p.conn
+}
+
+// Done is closed when the presence has stopped for good.
+func (p *Presence) Done() <-chan struct{} { return p.done }
+
+// Close stops reconnecting, closes the connection cleanly and waits.
+func (p *Presence) Close() {
+	p.cancel()
+	<-p.done
+}
+
+// WaitState waits until the presence is in one of states (or a final
+// state) and returns it.
+func (p *Presence) WaitState(ctx context.Context, states ...State) (State, error) {
+	for {
+		ch := p.Changed()
+		s, err := p.State()
+		for _, want := range states {
+			if s == want {
+				return s, err
+			}
+		}
+		if s.Final() {
+			return s, err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return s, ctxError(ctx, "waiting for presence state")
+		}
+	}
+}
+
+func (p *Presence) setState(s State, err error, c *Conn) {
+	p.mu.Lock()
+	if p.state == s && p.err == err && p.conn == c {
+		p.mu.Unlock()
+		return
+	}
+	p.state, p.err, p.conn = s, err, c
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+	p.log.Info("broker presence", "mesh", p.id.MeshID, "state", string(s), "err", err)
+	if p.opts.OnState != nil {
+		p.opts.OnState(s, err)
+	}
+}
+
+// verdict is what the close-code table says to do next.
+type verdict int
+
+const (
+	reconnect verdict = iota
+	stopClosed
+	stopKicked
+	stopBanned
+)
+
+// closeVerdict applies 01-protocol §9 to a connection that ended.
+func closeVerdict(code int, reason string) verdict {
+	switch {
+	case code == websocket.CloseNormalClosure && (reason == wire.ReasonLeft || reason == wire.ReasonReplaced):
+		return stopClosed
+	case code == wire.CloseKicked:
+		return stopKicked
+	case code == wire.CloseBanned:
+		return stopBanned
+	}
+	// disconnected, shutting_down, slow_consumer, frame_too_big, network
+	// loss, and 1008 handshake codes: try again later.
+	return reconnect
+}
+
+// dialVerdict applies the same table to a refused handshake: a revoked
+// member is banned; everything else (skew, capacity, unreachable, a
+// mismatched broker key) may change, so it is retried with backoff — never
+// in a tight loop.
+func dialVerdict(err error) verdict {
+	switch CodeOf(err) {
+	case wire.CodeRevoked, wire.CodeBanned:
+		return stopBanned
+	case wire.ReasonKicked:
+		return stopKicked
+	case wire.ReasonLeft, wire.ReasonReplaced, wire.CodeInvalidArgument:
+		// invalid_argument here is our own validation of the identity
+		// or options: retrying cannot fix it.
+		return stopClosed
+	}
+	return reconnect
+}
+
+func (p *Presence) run(ctx context.Context) {
+	defer close(p.done)
+	defer p.cancel()
+	attempt := 0
+	state := StateConnecting
+	var lastErr error
+	for {
+		p.setState(state, lastErr, nil)
+		c, err := Dial(ctx, p.id, p.dial)
+		if err != nil {
+			if ctx.Err() != nil {
+				p.setState(StateClosed, nil, nil)
+				return
+			}
+			switch dialVerdict(err) {
+			case stopBanned:
+				p.setState(StateBanned, err, nil)
+				return
+			case stopKicked:
+				p.setState(StateKicked, err, nil)
+				return
+			case stopClosed:
+				p.setState(StateClosed, err, nil)
+				return
+			}
+			lastErr, state = err, StateReconnecting
+			p.setState(state, lastErr, nil)
+			if !p.sleep(ctx, Backoff(attempt, p.max)) {
+				p.setState(StateClosed, nil, nil)
+				return
+			}
+			attempt++
+			continue
+		}
+		attempt = 0 // reset after a hello_ack
+		if p.opts.OnConnected != nil {
+			p.opts.OnConnected(ctx, c)
+		}
+		select {
+		case <-c.Done():
+		default:
+			p.setState(StateOpen, nil, c)
+		}
+		select {
+		case <-c.Done():
+		case <-ctx.Done():
+			c.Close()
+			p.setState(StateClosed, nil, nil)
+			return
+		}
+		code, reason := c.CloseCode()
+		err = c.Err()
+		switch closeVerdict(code, reason) {
+		case stopClosed:
+			p.setState(StateClosed, err, nil)
+			return
+		case stopKicked:
+			p.setState(StateKicked, err, nil)
+			return
+		case stopBanned:
+			p.setState(StateBanned, err, nil)
+			return
+		}
+		lastErr, state = err, StateReconnecting
+		p.setState(state, lastErr, nil)
+		if !p.sleep(ctx, Backoff(attempt, p.max)) {
+			p.setState(StateClosed, nil, nil)
+			return
+		}
+		attempt++
+	}
+}
+
+func (p *Presence) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,185 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/wire"
+)
+
+// maxRESTBody bounds what is read of a REST answer; the broker's own bodies
+// are far smaller, and a misdirected URL must not fill memory.
+const maxRESTBody = 1 << 20
+
+// RESTBase turns a broker WebSocket URL into the REST base URL (01-protocol
+// §7): ws→http, wss→https, trailing /ws removed. http(s) URLs are accepted
+// as they are, so a user may paste either.
+func RESTBase(brokerURL string) string {
+	u := strings.TrimRight(brokerURL, "/")
+	switch {
+	case strings.HasPrefix(u, "ws://"):
+		u = "http://" + strings.TrimPrefix(u, "ws://")
+	case strings.HasPrefix(u, "wss://"):
+		u = "https://" + strings.TrimPrefix(u, "wss://")
+	}
+	u = strings.TrimSuffix(u, "/ws")
+	return strings.TrimRight(u, "/")
+}
+
+// CreateMeshRequest is the body of POST /v1/admin/meshes.
+type CreateMeshRequest struct {
+	Name             string `json:"name"`
+	Slug             string `json:"slug,omitempty"`
+	OwnerPubkey      string `json:"ownerPubkey"`
+	OwnerDisplayName string `json:"ownerDisplayName"`
+}
+
+// CreateMeshResponse is the broker's answer; BrokerURL and BrokerPubkey are
+// what the creator stores and pins (02-crypto "Which URL is stored").
+type CreateMeshResponse struct {
+	MeshID       string `json:"meshId"`
+	Slug         string `json:"slug"`
+	Name         string `json:"name"`
+	MemberID     string `json:"memberId"`
+	BrokerURL    string `json:"brokerUrl"`
+	BrokerPubkey string `json:"brokerPubkey"`
+}
+
+// CreateMesh creates a mesh with the operator token; the caller becomes its
+// owner with the key whose public half is req.OwnerPubkey.
+func CreateMesh(ctx context.Context, brokerURL, operatorToken string, req CreateMeshRequest) (*CreateMeshResponse, error) {
+	var out CreateMeshResponse
+	if err := postJSON(ctx, RESTBase(brokerURL)+"/v1/admin/meshes", operatorToken, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// JoinRequest is the body of POST /v1/join: the bare invite token and the
+// joiner's enrollment signature (02-crypto "Invite links").
+type JoinRequest struct {
+	Token       string `json:"token"`
+	Pubkey      string `json:"pubkey"`
+	DisplayName string `json:"displayName"`
+	Timestamp   int64  `json:"timestamp"`
+	Signature   string `json:"signature"`
+}
+
+// JoinResponse is the broker's answer to an enrollment. The caller must
+// refuse it when BrokerPubkey differs from the invite's (02-crypto).
+type JoinResponse struct {
+	MeshID       string `json:"meshId"`
+	Slug         string `json:"slug"`
+	Name         string `json:"name"`
+	MemberID     string `json:"memberId"`
+	MemberRole   string `json:"memberRole"`
+	BrokerURL    string `json:"brokerUrl"`
+	BrokerPubkey string `json:"brokerPubkey"`
+	DisplayName  string `json:"displayName"`
+}
+
+// NewJoinRequest signs an enrollment with the joiner's new member key over
+// claudemesh/enroll/v1 (02-crypto "Signed strings").
+func NewJoinRequest(token, meshID, inviteID, displayName string, key *cmcrypto.Identity, now time.Time) (JoinRequest, error) {
+	ts := now.UnixMilli()
+	s, err := cmcrypto.EnrollString(meshID, inviteID, key.PublicHex(), displayName, ts)
+	if err != nil {
+		return JoinRequest{}, wrapError(wire.CodeInvalidArgument, err, "enrollment")
+	}
+	return JoinRequest{Token: token, Pubkey: key.PublicHex(), DisplayName: displayName, Timestamp: ts, Signature: key.Sign(s)}, nil
+}
+
+// Join enrolls with a signed invite at the broker named by the invite.
+func Join(ctx context.Context, brokerURL string, req JoinRequest) (*JoinResponse, error) {
+	var out JoinResponse
+	if err := postJSON(ctx, RESTBase(brokerURL)+"/v1/join", "", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func postJSON(ctx context.Context, url, bearer string, in, out any) error {
+	body, err := wire.Encode(in)
+	if err != nil {
+		return wrapError(wire.CodeInvalidArgument, err, "encoding request")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return wrapError(wire.CodeInvalidArgument, err, "request")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctxError(ctx, "POST "+url)
+		}
+		if isUnreachable(err) {
+			return wrapError(CodeUnreachable, err, "POST %s", url)
+		}
+		var te interface{ Timeout() bool }
+		if errors.As(err, &te) && te.Timeout() {
+			return wrapError(CodeTimeout, err, "POST %s", url)
+		}
+		return wrapError(CodeUnreachable, err, "POST %s", url)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRESTBody))
+	if err != nil {
+		return wrapError(CodeConnectionClosed, err, "reading the answer of %s", url)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return restError(resp, data)
+	}
+	if err := wire.Decode(data, out); err != nil {
+		return wrapError(CodeProtocol, err, "answer of %s", url)
+	}
+	return nil
+}
+
+// restError maps a REST error body {"error":{code,message}} to *Error; a
+// body of another shape (a proxy's HTML page) still yields a stable code.
+func restError(resp *http.Response, body []byte) *Error {
+	var eb struct {
+		Error struct {
+			Code         string `json:"code"`
+			Message      string `json:"message"`
+			RetryAfterMs int64  `json:"retryAfterMs,omitzero"`
+		} `json:"error"`
+	}
+	e := &Error{Status: resp.StatusCode}
+	if wire.Decode(body, &eb) == nil && eb.Error.Code != "" {
+		e.Code, e.Message, e.RetryAfterMs = eb.Error.Code, eb.Error.Message, eb.Error.RetryAfterMs
+	} else {
+		e.Code = fmt.Sprintf("http_%d", resp.StatusCode)
+		e.Message = strings.TrimSpace(string(body))
+		if len(e.Message) > 200 {
+			e.Message = e.Message[:200] + "…"
+		}
+		if e.Message == "" {
+			e.Message = resp.Status
+		}
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		if e.Code == fmt.Sprintf("http_%d", resp.StatusCode) {
+			e.Code = wire.CodeRateLimited
+		}
+		if e.RetryAfterMs == 0 {
+			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+				e.RetryAfterMs = int64(s) * 1000
+			}
+		}
+	}
+	return e
+}
