@@ -11,6 +11,7 @@ import (
 	"claudemesh/broker"
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
+	"claudemesh/internal/demo"
 )
 
 func main() {
@@ -21,6 +22,7 @@ func main() {
 func newApp() *cli.App {
 	commands := []*cli.Command{
 		broker.Command(),
+		demo.Command(),
 		versionCommand(),
 	}
 	// Each mode contributes its own commands here, for example:
