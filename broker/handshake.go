@@ -58,7 +58,11 @@ func (c *conn) handshake() bool {
 		}
 		env, err := wire.Peek(data)
 		if err != nil {
-			c.sendError(env.ReqID, wire.CodeMalformed, err.Error())
+			reqID := env.ReqID
+			if !wire.ValidReqID(reqID) {
+				reqID = ""
+			}
+			c.sendError(reqID, wire.CodeMalformed, err.Error())
 			continue
 		}
 		var herr *handshakeError

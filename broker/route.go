@@ -31,7 +31,11 @@ func (c *conn) handle(data []byte) {
 	start := time.Now()
 	env, err := wire.Peek(data)
 	if err != nil {
-		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		reqID := env.ReqID
+		if !wire.ValidReqID(reqID) {
+			reqID = "" // never echo an unchecked (possibly huge) value
+		}
+		c.sendError(reqID, wire.CodeInvalidArgument, err.Error())
 		return
 	}
 	if env.ReqID != "" && !wire.ValidReqID(env.ReqID) {

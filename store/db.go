@@ -23,8 +23,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// SchemaVersion is the layout this code reads and writes. Open migrates
-// older files forward and refuses newer ones.
+// SchemaVersion is the broker layout this code reads and writes. Open
+// migrates older files forward and refuses newer ones.
 const SchemaVersion = 1
 
 // ErrClosed is returned for writes submitted after Close.
@@ -40,13 +40,16 @@ var (
 	keySchema    = []byte("schemaVersion")
 )
 
-// migrations[i] upgrades a file from schema version i to i+1. Each runs in
-// the same transaction that records the new version, so a crash mid-way
-// leaves the old version intact.
-var migrations = []func(tx *bolt.Tx) error{
+// Migration upgrades a file from schema version i to i+1 (its index in the
+// list). Each runs in the same transaction that records the new version, so
+// a crash mid-way leaves the old version intact.
+type Migration func(tx *bolt.Tx) error
+
+// BrokerMigrations is the broker's schema history; len = SchemaVersion.
+var BrokerMigrations = []Migration{
 	// 0 → 1: the initial layout.
 	func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketMeshes, bucketSlugs} {
+		for _, b := range [][]byte{bucketMeshes, bucketSlugs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -66,6 +69,9 @@ type Options struct {
 	// latency a very large batch could add to its first member.
 	MaxBatch int
 	Logger   *slog.Logger
+	// Migrations is the file's schema history; nil means the broker's.
+	// The daemon keeps its own database on the same committer.
+	Migrations []Migration
 }
 
 // Store is the broker's bbolt database plus its group committer.
@@ -98,6 +104,9 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Migrations == nil {
+		opts.Migrations = BrokerMigrations
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
@@ -109,7 +118,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if err := migrate(db); err != nil {
+	if err := migrate(db, opts.Migrations); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -124,23 +133,26 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func migrate(db *bolt.DB) error {
+func migrate(db *bolt.DB, migrations []Migration) error {
+	target := len(migrations)
 	return db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
 		version := 0
-		if meta := tx.Bucket(bucketMeta); meta != nil {
-			if v := meta.Get(keySchema); len(v) == 8 {
-				version = int(be64(v))
-			}
+		if v := meta.Get(keySchema); len(v) == 8 {
+			version = int(be64(v))
 		}
-		if version > SchemaVersion {
-			return fmt.Errorf("%w (%d > %d)", ErrNewerSchema, version, SchemaVersion)
+		if version > target {
+			return fmt.Errorf("%w (%d > %d)", ErrNewerSchema, version, target)
 		}
-		for ; version < SchemaVersion; version++ {
+		for ; version < target; version++ {
 			if err := migrations[version](tx); err != nil {
 				return fmt.Errorf("migration %d→%d: %w", version, version+1, err)
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keySchema, u64(uint64(SchemaVersion)))
+		return meta.Put(keySchema, u64(uint64(target)))
 	})
 }
 
@@ -228,10 +240,10 @@ func (s *Store) commit(batch []*write) {
 		}
 		return nil
 	})
-	if s.opts.OnCommit != nil {
-		s.opts.OnCommit(time.Since(start), len(batch))
-	}
 	if err == nil {
+		if s.opts.OnCommit != nil {
+			s.opts.OnCommit(time.Since(start), len(batch))
+		}
 		for _, w := range batch {
 			s.finish(w, nil)
 		}
@@ -248,7 +260,7 @@ func (s *Store) commit(batch []*write) {
 	for _, w := range batch {
 		t0 := time.Now()
 		err := s.db.Update(w.fn)
-		if s.opts.OnCommit != nil {
+		if err == nil && s.opts.OnCommit != nil {
 			s.opts.OnCommit(time.Since(t0), 1)
 		}
 		s.finish(w, err)

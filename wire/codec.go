@@ -27,6 +27,11 @@ var ErrIllShaped = errors.New("ill-shaped frame")
 // ("field names are exact camelCase", "a duplicate key or invalid UTF-8 makes
 // a frame ill-shaped"). Unknown fields are ignored.
 func Decode(data []byte, v any) error {
+	// The v2 decoder treats a bare null as "leave v alone"; a frame or body
+	// must be an object.
+	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return fmt.Errorf("%w: a frame must be a JSON object", ErrIllShaped)
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrIllShaped, err)
 	}

@@ -1,0 +1,237 @@
+package store
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/wire"
+)
+
+func TestCreateMeshSlugUnique(t *testing.T) {
+	s := newMeshStore(t)
+	other := &Member{ID: "01J0MEMBER0000000000000002", Pubkey: key(0xB0B), DisplayName: "Bob", NameKey: "bob", Role: wire.MemberOwner}
+
+	err := s.Update(func(tx *bolt.Tx) error {
+		return CreateMesh(tx, Mesh{ID: "01J0MESH000000000000000002", Slug: "team", Name: "Other"}, other)
+	})
+	if !errors.Is(err, ErrSlugTaken) {
+		t.Fatalf("CreateMesh with a taken slug = %v, want ErrSlugTaken", err)
+	}
+	err = s.Update(func(tx *bolt.Tx) error {
+		return CreateMesh(tx, Mesh{ID: meshID, Slug: "fresh", Name: "Dup id"}, other)
+	})
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("CreateMesh with a taken id = %v, want ErrExists", err)
+	}
+	mustView(t, s, func(tx *bolt.Tx) error {
+		if _, err := GetMesh(tx, "01J0MESH000000000000000002"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("refused mesh exists: %v", err)
+		}
+		if NameTaken(tx, meshID, "bob") {
+			t.Error("refused CreateMesh left its owner in the existing mesh")
+		}
+		meshes, err := ListMeshes(tx)
+		if err != nil || len(meshes) != 1 || meshes[0].Name != "Team" {
+			t.Errorf("ListMeshes = %+v, %v", meshes, err)
+		}
+		if v := tx.Bucket(bucketSlugs).Get([]byte("fresh")); v != nil {
+			t.Errorf("refused CreateMesh reserved slug fresh → %q", v)
+		}
+		return nil
+	})
+
+	// A different slug works, and both meshes are listed.
+	mustUpdate(t, s, func(tx *bolt.Tx) error {
+		return CreateMesh(tx, Mesh{ID: "01J0MESH000000000000000002", Slug: "team-2", Name: "Other"}, other)
+	})
+	mustView(t, s, func(tx *bolt.Tx) error {
+		meshes, err := ListMeshes(tx)
+		if err != nil || len(meshes) != 2 {
+			t.Fatalf("ListMeshes = %+v, %v", meshes, err)
+		}
+		m, err := MemberByPubkey(tx, "01J0MESH000000000000000002", other.Pubkey)
+		if err != nil || m.ID != other.ID {
+			t.Errorf("owner of second mesh = %+v, %v", m, err)
+		}
+		// Meshes are separate namespaces: bob is not a member of the first.
+		if _, err := MemberByPubkey(tx, meshID, other.Pubkey); !errors.Is(err, ErrNotFound) {
+			t.Errorf("bob found in the first mesh: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestCreateMeshStoresOwner(t *testing.T) {
+	s := newMeshStore(t)
+	mustView(t, s, func(tx *bolt.Tx) error {
+		m, err := GetMesh(tx, meshID)
+		if err != nil || *m != (Mesh{ID: meshID, Slug: "team", Name: "Team", CreatedAt: 1}) {
+			t.Errorf("GetMesh = %+v, %v", m, err)
+		}
+		o, err := GetMember(tx, meshID, owner().ID)
+		if err != nil || !reflect.DeepEqual(o, owner()) {
+			t.Errorf("GetMember = %+v, %v", o, err)
+		}
+		if _, err := GetMesh(tx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("GetMesh(unknown) = %v", err)
+		}
+		if _, err := GetMember(tx, meshID, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("GetMember(unknown) = %v", err)
+		}
+		if _, err := GetMember(tx, "nope", owner().ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("GetMember(unknown mesh) = %v", err)
+		}
+		return nil
+	})
+}
+
+func TestPutMemberNameUnique(t *testing.T) {
+	s := newMeshStore(t)
+	bob := &Member{ID: "01J0MEMBER0000000000000002", Pubkey: key(0xB0B), DisplayName: "ALICE", NameKey: "alice", Role: wire.MemberMember}
+
+	err := s.Update(func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob) })
+	if !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("PutMember with alice's name = %v, want ErrNameTaken", err)
+	}
+	mustView(t, s, func(tx *bolt.Tx) error {
+		if _, err := GetMember(tx, meshID, bob.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("refused member stored: %v", err)
+		}
+		if _, err := MemberByPubkey(tx, meshID, bob.Pubkey); !errors.Is(err, ErrNotFound) {
+			t.Errorf("refused member's key indexed: %v", err)
+		}
+		return nil
+	})
+
+	bob.DisplayName, bob.NameKey = "Bob", "bob"
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob) })
+
+	// Re-putting a member under its own name is an update, not a clash.
+	a := owner()
+	a.Status = wire.StatusWorking
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, a) })
+
+	// Rename bob → robert frees "bob".
+	bob.DisplayName, bob.NameKey = "Robert", "robert"
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob) })
+	mustView(t, s, func(tx *bolt.Tx) error {
+		if NameTaken(tx, meshID, "bob") {
+			t.Error(`"bob" still taken after the rename`)
+		}
+		if !NameTaken(tx, meshID, "robert") || !NameTaken(tx, meshID, "alice") {
+			t.Error("names robert/alice not taken")
+		}
+		if NameTaken(tx, "nope", "alice") {
+			t.Error("NameTaken in an unknown mesh")
+		}
+		m, err := MemberByPubkey(tx, meshID, bob.Pubkey)
+		if err != nil || m.DisplayName != "Robert" {
+			t.Errorf("bob after rename = %+v, %v", m, err)
+		}
+		return nil
+	})
+	carol := &Member{ID: "01J0MEMBER0000000000000003", Pubkey: key(0xCA401), DisplayName: "bob", NameKey: "bob", Role: wire.MemberMember}
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, carol) })
+	// …and robert is still robert's.
+	dave := &Member{ID: "01J0MEMBER0000000000000004", Pubkey: key(0xDA7E), DisplayName: "Robert", NameKey: "robert"}
+	if err := s.Update(func(tx *bolt.Tx) error { return PutMember(tx, meshID, dave) }); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("PutMember with robert's name = %v, want ErrNameTaken", err)
+	}
+
+	mustView(t, s, func(tx *bolt.Tx) error {
+		ms, err := ListMembers(tx, meshID)
+		if err != nil {
+			return err
+		}
+		names := map[string]string{}
+		for _, m := range ms {
+			names[m.ID] = m.NameKey
+		}
+		want := map[string]string{a.ID: "alice", bob.ID: "robert", carol.ID: "bob"}
+		if !reflect.DeepEqual(names, want) {
+			t.Errorf("members %v, want %v", names, want)
+		}
+		return nil
+	})
+
+	if err := s.Update(func(tx *bolt.Tx) error { return PutMember(tx, "nope", dave) }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("PutMember in unknown mesh = %v, want ErrNotFound", err)
+	}
+}
+
+func TestDeleteMemberFreesNameAndKey(t *testing.T) {
+	s := newMeshStore(t)
+	bob := &Member{ID: "01J0MEMBER0000000000000002", Pubkey: key(0xB0B), DisplayName: "Bob", NameKey: "bob"}
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob) })
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return DeleteMember(tx, meshID, bob) })
+	mustView(t, s, func(tx *bolt.Tx) error {
+		if NameTaken(tx, meshID, "bob") {
+			t.Error("name still taken")
+		}
+		if _, err := MemberByPubkey(tx, meshID, bob.Pubkey); !errors.Is(err, ErrNotFound) {
+			t.Errorf("key still known: %v", err)
+		}
+		if _, err := GetMember(tx, meshID, bob.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("member still stored: %v", err)
+		}
+		return nil
+	})
+	bob2 := &Member{ID: "01J0MEMBER0000000000000005", Pubkey: key(0xB0B2), DisplayName: "bob", NameKey: "bob"}
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob2) })
+}
+
+func TestSessionsAndInvites(t *testing.T) {
+	s := newMeshStore(t)
+	s1 := &Session{Pubkey: key(0x51), ParentMemberID: owner().ID, ParentPubkey: owner().Pubkey, SessionID: "a",
+		Attestation: wire.Attestation{SessionPubkey: key(0x51), ParentPubkey: owner().Pubkey, ExpiresAt: 9, Signature: "s"},
+		Groups:      []wire.Group{{Name: "ops"}}, LastSeenAt: 3}
+	s2 := &Session{Pubkey: key(0x52), ParentMemberID: "someone-else", SessionID: "b"}
+	mustUpdate(t, s, func(tx *bolt.Tx) error {
+		if err := PutSession(tx, meshID, s1); err != nil {
+			return err
+		}
+		return PutSession(tx, meshID, s2)
+	})
+	var gone []string
+	mustUpdate(t, s, func(tx *bolt.Tx) error {
+		var err error
+		gone, err = DeleteSessionsOf(tx, meshID, owner().ID)
+		return err
+	})
+	if !reflect.DeepEqual(gone, []string{s1.Pubkey}) {
+		t.Fatalf("DeleteSessionsOf = %v, want [%s]", gone, s1.Pubkey)
+	}
+	mustView(t, s, func(tx *bolt.Tx) error {
+		ss, err := ListSessions(tx, meshID)
+		if err != nil || len(ss) != 1 || !reflect.DeepEqual(ss[0], *s2) {
+			t.Errorf("ListSessions = %+v, %v", ss, err)
+		}
+		return nil
+	})
+
+	inv := &Invite{ID: "01J0INVITE0000000000000001", Token: "tok.sig", Role: wire.MemberMember, IssuerPubkey: owner().Pubkey,
+		ExpiresAt: 100, MaxUses: 3, CreatedAt: 1}
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutInvite(tx, meshID, inv) })
+	inv.Uses, inv.RevokedAt = 1, 50
+	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutInvite(tx, meshID, inv) })
+	mustView(t, s, func(tx *bolt.Tx) error {
+		got, err := GetInvite(tx, meshID, inv.ID)
+		if err != nil || !reflect.DeepEqual(got, inv) {
+			t.Errorf("GetInvite = %+v, %v", got, err)
+		}
+		if got.Info() != (wire.InviteInfo{InviteID: inv.ID, Role: wire.MemberMember, ExpiresAt: 100, MaxUses: 3, Uses: 1, CreatedAt: 1, RevokedAt: 50}) {
+			t.Errorf("Info = %+v", got.Info())
+		}
+		list, err := ListInvites(tx, meshID)
+		if err != nil || len(list) != 1 {
+			t.Errorf("ListInvites = %+v, %v", list, err)
+		}
+		if _, err := GetInvite(tx, meshID, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("GetInvite(unknown) = %v", err)
+		}
+		return nil
+	})
+}
