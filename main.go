@@ -9,6 +9,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/broker"
+	"claudemesh/daemon"
+	"claudemesh/internal/bench"
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/demo"
@@ -22,9 +24,11 @@ func main() {
 func newApp() *cli.App {
 	commands := []*cli.Command{
 		broker.Command(),
+		daemon.Command(),
 		demo.Command(),
 		versionCommand(),
 	}
+	commands = append(commands, bench.Command())
 	// Each mode contributes its own commands here, for example:
 	//   commands = append(commands, demo.Command(), bench.Command(), daemon.Command())
 	//   commands = append(commands, client.Commands()...)

@@ -1,0 +1,560 @@
+package daemon
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/client"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/buildinfo"
+	"claudemesh/wire"
+)
+
+// apiError is an error answer of the local API.
+type apiError struct {
+	status     int
+	code, msg  string
+	candidates []wire.Candidate
+	rowStatus  string
+}
+
+func badRequest(code, msg string) *apiError { return &apiError{status: 400, code: code, msg: msg} }
+
+func internalError(err error) *apiError {
+	return &apiError{status: 500, code: "internal", msg: err.Error()}
+}
+
+// clientError maps a client package error (resolution, sealing, broker
+// answers) to an API error with the HTTP status its code deserves.
+func clientError(err error) *apiError {
+	var ce *client.Error
+	if !errors.As(err, &ce) {
+		return internalError(err)
+	}
+	status := 502
+	switch ce.Code {
+	case wire.CodeInvalidArgument, wire.CodePayloadTooLarge, wire.CodeMalformed, "mesh_required":
+		status = 400
+	case "unknown_target", wire.CodeUnknownRecipient, "topic_not_found", wire.CodeNotFound, "mesh_not_found":
+		status = 404
+	case wire.CodeAmbiguousTarget, wire.CodeIdempotencyKeyReused:
+		status = 409
+	case wire.CodeForbidden, wire.CodeNotAMember, wire.CodeRevoked:
+		status = 403
+	case "unreachable", "connection_closed", "timeout":
+		status = 503
+	}
+	return &apiError{status: status, code: ce.Code, msg: ce.Message, candidates: ce.Candidates}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.MarshalWrite(w, v)
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, localapi.ErrorBody{Error: localapi.Error{Code: e.code, Message: e.msg, Candidates: e.candidates, Status: e.rowStatus}})
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
+	if err != nil || len(data) > 1<<20 {
+		writeError(w, &apiError{status: 413, code: wire.CodePayloadTooLarge, msg: "bodies are limited to 1 MiB"})
+		return false
+	}
+	if err := wire.Decode(data, v); err != nil {
+		writeError(w, badRequest(wire.CodeMalformed, err.Error()))
+		return false
+	}
+	return true
+}
+
+// guard enforces the local API's browser defences (03-daemon "Local API"):
+// no Origin header (a web page can reach a loopback port, never with our
+// Host and without an Origin), a loopback Host, and no token in a query
+// string (query strings end up in logs and histories).
+func guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Origin") != "" {
+			writeError(w, &apiError{status: 403, code: wire.CodeForbidden, msg: "requests with an Origin header are refused"})
+			return
+		}
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		switch host {
+		case "localhost", "127.0.0.1", "::1", "[::1]":
+		default:
+			writeError(w, &apiError{status: 403, code: wire.CodeForbidden, msg: "the Host must be localhost"})
+			return
+		}
+		for k := range r.URL.Query() {
+			lk := strings.ToLower(k)
+			if strings.Contains(lk, "token") || strings.Contains(lk, "auth") || strings.Contains(lk, "secret") || lk == "key" || lk == "apikey" {
+				writeError(w, badRequest("token_in_query", "tokens are never accepted in query strings; use the Authorization header"))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// tcpGuard requires the local token on the optional TCP listener, which any
+// local user could otherwise reach.
+func (d *Daemon) tcpGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(d.token)) != 1 {
+			writeError(w, &apiError{status: 401, code: wire.CodeUnauthorized, msg: "Authorization: Bearer <daemon/local-token> required"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (d *Daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/version", d.handleVersion)
+	mux.HandleFunc("GET /v1/health", d.handleHealth)
+	mux.HandleFunc("GET /v1/status", d.handleStatus)
+	mux.HandleFunc("POST /v1/send", d.handleSend)
+	mux.HandleFunc("GET /v1/peers", d.handlePeers)
+	mux.HandleFunc("GET /v1/members", d.handleMembers)
+	mux.HandleFunc("GET /v1/inbox", d.handleInbox)
+	mux.HandleFunc("POST /v1/inbox/seen", d.handleSeen)
+	mux.HandleFunc("DELETE /v1/inbox", d.handleDeleteInbox)
+	mux.HandleFunc("DELETE /v1/inbox/{id}", d.handleDeleteInboxRow)
+	mux.HandleFunc("GET /v1/outbox", d.handleOutbox)
+	mux.HandleFunc("POST /v1/outbox/requeue", d.handleRequeue)
+	mux.HandleFunc("GET /v1/messages/{id}", d.handleMessageStatus)
+	mux.HandleFunc("POST /v1/groups", d.handleGroups)
+	mux.HandleFunc("POST /v1/profile", d.handleProfile)
+	mux.HandleFunc("GET /v1/events", d.handleEvents)
+	mux.HandleFunc("POST /v1/reload", d.handleReload)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &apiError{status: 404, code: wire.CodeNotFound, msg: "no such route: " + r.Method + " " + r.URL.Path})
+	})
+	return guard(mux)
+}
+
+var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload"}
+
+func (d *Daemon) handleVersion(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, localapi.Version{DaemonVersion: buildinfo.Version, API: localapi.APIVersion, Features: features, PID: os.Getpid()})
+}
+
+func (d *Daemon) meshStates() map[string]string {
+	out := map[string]string{}
+	for _, m := range d.meshList() {
+		out[m.cfg.Slug] = m.getState()
+	}
+	return out
+}
+
+func (d *Daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, localapi.Health{OK: true, PID: os.Getpid(), Meshes: d.meshStates()})
+}
+
+// handleStatus backs `daemon status`: uptime, mesh states, outbox rows by
+// internal state and unread inbox rows.
+func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
+		Meshes: d.meshStates(), Outbox: &localapi.OutboxCounts{}}
+	d.db.View(func(tx *bolt.Tx) error {
+		tx.Bucket(bOutbox).ForEach(func(_, v []byte) error {
+			var row struct {
+				State string `json:"state"`
+			}
+			if json.Unmarshal(v, &row) != nil {
+				return nil
+			}
+			c := st.Outbox
+			switch row.State {
+			case statePending:
+				c.Pending++
+			case stateInflight:
+				c.Inflight++
+			case stateQueued:
+				c.Queued++
+			case stateSent:
+				c.Sent++
+			case stateDelivered:
+				c.Delivered++
+			case stateDead:
+				c.Dead++
+			case stateAborted:
+				c.Aborted++
+			}
+			return nil
+		})
+		return tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
+			if !bytesContains(v, `"seenAt"`) {
+				st.InboxUnread++
+			}
+			return nil
+		})
+	})
+	writeJSON(w, 200, st)
+}
+
+func (d *Daemon) handleSend(w http.ResponseWriter, r *http.Request) {
+	var req localapi.SendRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	resp, status, aerr := d.accept(req, r.Header.Get("Idempotency-Key"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeJSON(w, status, resp)
+}
+
+// meshesFor returns the meshes a read covers: the named one, or all.
+func (d *Daemon) meshesFor(w http.ResponseWriter, slug string) ([]*meshRT, bool) {
+	if slug == "" {
+		return d.meshList(), true
+	}
+	m := d.meshBySlug(slug)
+	if m == nil {
+		writeError(w, &apiError{status: 404, code: "mesh_not_found", msg: "not joined to a mesh called " + slug})
+		return nil, false
+	}
+	return []*meshRT{m}, true
+}
+
+// livePeers asks the broker when the mesh is open (refreshing the cache),
+// and falls back to the last known list otherwise.
+func (m *meshRT) livePeers(ctx context.Context) ([]wire.Member, []wire.Peer) {
+	if c := m.conn(); c != nil {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if peers, err := c.ListPeers(ctx); err == nil {
+			if members, err := c.MembersList(ctx); err == nil {
+				m.setDirectory(members, peers)
+				return members, peers
+			}
+		}
+	}
+	return m.directory()
+}
+
+func (d *Daemon) handlePeers(w http.ResponseWriter, r *http.Request) {
+	ms, ok := d.meshesFor(w, r.URL.Query().Get("mesh"))
+	if !ok {
+		return
+	}
+	out := []localapi.Peer{}
+	for _, m := range ms {
+		_, peers := m.livePeers(r.Context())
+		self := m.key.PublicHex()
+		for _, p := range peers {
+			out = append(out, localapi.Peer{Mesh: m.cfg.Slug, Peer: p, IsSelf: p.MemberPubkey == self,
+				IsThisSession: p.MemberPubkey == self && p.SessionID == "daemon"})
+		}
+	}
+	writeJSON(w, 200, out)
+}
+
+func (d *Daemon) handleMembers(w http.ResponseWriter, r *http.Request) {
+	ms, ok := d.meshesFor(w, r.URL.Query().Get("mesh"))
+	if !ok {
+		return
+	}
+	out := []localapi.Member{}
+	for _, m := range ms {
+		members, _ := m.livePeers(r.Context())
+		for _, mem := range members {
+			out = append(out, localapi.Member{Mesh: m.cfg.Slug, Member: mem})
+		}
+	}
+	writeJSON(w, 200, out)
+}
+
+func boolParam(r *http.Request, name string) bool {
+	v := r.URL.Query().Get(name)
+	b, _ := strconv.ParseBool(v)
+	return b
+}
+
+func uintParam(r *http.Request, name string) (uint64, bool) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, true
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	return n, err == nil
+}
+
+// handleInbox lists stored rows newest first. Reading never changes state
+// unless markSeen=true is asked for.
+func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	since, ok1 := uintParam(r, "since")
+	limit, ok2 := uintParam(r, "limit")
+	if !ok1 || !ok2 {
+		writeError(w, badRequest(wire.CodeInvalidArgument, "since and limit are non-negative integers"))
+		return
+	}
+	if slug := q.Get("mesh"); slug != "" && d.meshBySlug(slug) == nil {
+		writeError(w, &apiError{status: 404, code: "mesh_not_found", msg: "not joined to a mesh called " + slug})
+		return
+	}
+	rows, err := d.listInbox(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit))
+	if err != nil {
+		writeError(w, internalError(err))
+		return
+	}
+	out := make([]localapi.InboxRow, 0, len(rows))
+	var ids []string
+	for _, row := range rows {
+		out = append(out, row.api())
+		if row.SeenAt == 0 {
+			ids = append(ids, strconv.FormatUint(row.Seq, 10))
+		}
+	}
+	if boolParam(r, "markSeen") && len(ids) > 0 {
+		if _, err := d.markSeen(ids); err != nil {
+			writeError(w, internalError(err))
+			return
+		}
+	}
+	writeJSON(w, 200, out)
+}
+
+func (d *Daemon) handleSeen(w http.ResponseWriter, r *http.Request) {
+	var req localapi.SeenRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	n, err := d.markSeen(req.IDs)
+	if err != nil {
+		writeError(w, internalError(err))
+		return
+	}
+	writeJSON(w, 200, map[string]any{"ok": true, "marked": n})
+}
+
+func (d *Daemon) handleDeleteInbox(w http.ResponseWriter, r *http.Request) {
+	before, ok := uintParam(r, "before")
+	if !ok {
+		writeError(w, badRequest(wire.CodeInvalidArgument, "before is a row id"))
+		return
+	}
+	n, err := d.deleteInbox(r.URL.Query().Get("mesh"), before, 0)
+	if err != nil {
+		writeError(w, internalError(err))
+		return
+	}
+	writeJSON(w, 200, map[string]any{"ok": true, "deleted": n})
+}
+
+func (d *Daemon) handleDeleteInboxRow(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || id == 0 {
+		writeError(w, badRequest(wire.CodeInvalidArgument, "id is a row id"))
+		return
+	}
+	n, err := d.deleteInbox("", 0, id)
+	if err != nil {
+		writeError(w, internalError(err))
+		return
+	}
+	if n == 0 {
+		writeError(w, &apiError{status: 404, code: wire.CodeNotFound, msg: "no inbox row with that id"})
+		return
+	}
+	writeJSON(w, 200, localapi.OK{OK: true})
+}
+
+// handleOutbox lists rows newest first, filtered by public or internal
+// status.
+func (d *Daemon) handleOutbox(w http.ResponseWriter, r *http.Request) {
+	status := r.URL.Query().Get("status")
+	limit, ok := uintParam(r, "limit")
+	if !ok {
+		writeError(w, badRequest(wire.CodeInvalidArgument, "limit is a non-negative integer"))
+		return
+	}
+	out := []localapi.OutboxRow{}
+	d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bOutbox).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			var row outboxRow
+			if json.Unmarshal(v, &row) != nil {
+				continue
+			}
+			if status != "" && status != row.State && status != publicStatus(row.State) {
+				continue
+			}
+			out = append(out, row.api())
+			if limit > 0 && len(out) >= int(limit) {
+				break
+			}
+		}
+		return nil
+	})
+	writeJSON(w, 200, out)
+}
+
+func (d *Daemon) handleRequeue(w http.ResponseWriter, r *http.Request) {
+	var req localapi.RequeueRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	id, err := strconv.ParseUint(req.ID, 10, 64)
+	if err != nil {
+		// Also accept a clientMessageId.
+		d.db.View(func(tx *bolt.Tx) error {
+			if row, err := outboxByCMID(tx, req.ID); err == nil {
+				id = row.Seq
+			}
+			return nil
+		})
+	}
+	if id == 0 {
+		writeError(w, &apiError{status: 404, code: wire.CodeNotFound, msg: "no outbox row " + req.ID})
+		return
+	}
+	row, aerr := d.requeue(id)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeJSON(w, 200, row.api())
+}
+
+// handleMessageStatus asks the broker for a message this member sent, by
+// messageId or clientMessageId (an outbox row tells which mesh).
+func (d *Daemon) handleMessageStatus(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	slug := r.URL.Query().Get("mesh")
+	messageID, cmid := "", ""
+	var row *outboxRow
+	d.db.View(func(tx *bolt.Tx) error {
+		row, _ = outboxByCMID(tx, id)
+		return nil
+	})
+	switch {
+	case row != nil && row.BrokerMessageID != "":
+		messageID, slug = row.BrokerMessageID, row.Mesh
+	case row != nil:
+		writeError(w, &apiError{status: 409, code: "not_sent_yet", msg: "the message is still in the outbox (" + publicStatus(row.State) + ")"})
+		return
+	case wire.ValidULID(id):
+		messageID = id
+	default:
+		cmid = id
+	}
+	m, aerr := d.chooseMesh(slug)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	c := m.conn()
+	if c == nil {
+		writeError(w, &apiError{status: 503, code: "unreachable", msg: "mesh " + m.cfg.Slug + " is not connected (" + m.getState() + ")"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	st, err := c.MessageStatus(ctx, messageID, cmid)
+	if err != nil {
+		writeError(w, clientError(err))
+		return
+	}
+	writeJSON(w, 200, st)
+}
+
+// liveConn returns the open connection of the chosen mesh or answers 503.
+func (d *Daemon) liveConn(w http.ResponseWriter, slug string) (*meshRT, *client.Conn, bool) {
+	m, aerr := d.chooseMesh(slug)
+	if aerr != nil {
+		writeError(w, aerr)
+		return nil, nil, false
+	}
+	c := m.conn()
+	if c == nil {
+		writeError(w, &apiError{status: 503, code: "unreachable", msg: fmt.Sprintf("mesh %s is not connected (%s)", m.cfg.Slug, m.getState())})
+		return nil, nil, false
+	}
+	return m, c, true
+}
+
+func (d *Daemon) handleGroups(w http.ResponseWriter, r *http.Request) {
+	var req localapi.GroupRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Op != "join" && req.Op != "leave" {
+		writeError(w, badRequest(wire.CodeInvalidArgument, "op must be join or leave"))
+		return
+	}
+	_, c, ok := d.liveConn(w, req.Mesh)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	var err error
+	if req.Op == "join" {
+		err = c.JoinGroup(ctx, req.Name, req.Role)
+	} else {
+		err = c.LeaveGroup(ctx, req.Name)
+	}
+	if err != nil {
+		writeError(w, clientError(err))
+		return
+	}
+	writeJSON(w, 200, localapi.OK{OK: true})
+}
+
+func (d *Daemon) handleProfile(w http.ResponseWriter, r *http.Request) {
+	var req localapi.ProfileRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	_, c, ok := d.liveConn(w, req.Mesh)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	var err error
+	if req.Status != "" {
+		err = c.SetStatus(ctx, req.Status)
+	}
+	if err == nil && req.Summary != nil {
+		err = c.SetSummary(ctx, *req.Summary)
+	}
+	if err == nil && req.Visible != nil {
+		err = c.SetVisible(ctx, *req.Visible)
+	}
+	if err != nil {
+		writeError(w, clientError(err))
+		return
+	}
+	writeJSON(w, 200, localapi.OK{OK: true})
+}
+
+func (d *Daemon) handleReload(w http.ResponseWriter, r *http.Request) {
+	if err := d.Reload(); err != nil {
+		writeError(w, internalError(err))
+		return
+	}
+	writeJSON(w, 200, localapi.OK{OK: true})
+}

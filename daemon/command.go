@@ -1,0 +1,349 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client/config"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
+	"claudemesh/internal/fsutil"
+)
+
+// Command is `claudemesh daemon` and its verbs.
+func Command() *cli.Command {
+	return &cli.Command{
+		Name:  "daemon",
+		Usage: "the per-user runtime: one broker connection per mesh, durable outbox and inbox, local API",
+		Description: cliui.WithExamples("",
+			"claudemesh daemon up",
+			"claudemesh daemon status --json",
+			"claudemesh daemon outbox list --status failed",
+			"claudemesh daemon down",
+		),
+		Subcommands: []*cli.Command{
+			upCommand(), downCommand(), statusCommand(), installCommand(), uninstallCommand(), outboxCommand(),
+		},
+	}
+}
+
+func homeOf(c *cli.Context) (string, error) {
+	return config.ResolveHome(cliui.GlobalsFrom(c).Home)
+}
+
+func upCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "up",
+		Usage: "start the daemon (detached unless --foreground)",
+		Description: cliui.WithExamples(
+			"Detached, the daemon re-executes itself in a new session with its output in daemon/daemon.log,\n"+
+				"and this command returns once its socket answers. --foreground runs it in place (service managers).",
+			"claudemesh daemon up",
+			"claudemesh daemon up --foreground",
+			"claudemesh daemon up --tcp 127.0.0.1:7902",
+		),
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "foreground", Usage: "run in this process"},
+			&cli.StringFlag{Name: "tcp", Usage: "also listen on `ADDR` (loopback; requires the bearer token in daemon/local-token)"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			home, err := homeOf(c)
+			if err != nil {
+				return err
+			}
+			out := cliui.OutFrom(c)
+			if c.Bool("foreground") {
+				return runForeground(c.Context, home, c.String("tcp"))
+			}
+			if _, v, err := localapi.Probe(c.Context, home); err == nil {
+				return report(out, v.PID, true)
+			}
+			pid, err := detach(c.Context, home, c.String("tcp"))
+			if err != nil {
+				return err
+			}
+			return report(out, pid, false)
+		},
+	}
+}
+
+func report(out *cliui.Out, pid int, already bool) error {
+	if out.JSONMode() {
+		return out.JSON(map[string]any{"ok": true, "pid": pid, "alreadyRunning": already})
+	}
+	if already {
+		out.Resultf("daemon already running (pid %d)", pid)
+	} else {
+		out.Resultf("daemon started (pid %d)", pid)
+	}
+	return nil
+}
+
+// runForeground runs the daemon in this process until SIGTERM/SIGINT.
+func runForeground(ctx context.Context, home, tcp string) error {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d, err := Open(Options{Home: home, TCP: tcp, Logger: log})
+	if errors.Is(err, ErrAlreadyRunning) {
+		return cliui.Errorf("already_running", "another daemon is running for %s", home).WithHint("claudemesh daemon status")
+	}
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return d.Serve(ctx)
+}
+
+// detach starts `daemon up --foreground` in a new session with stdin from
+// /dev/null and stdout/stderr in daemon.log, inheriting no other
+// descriptor, and waits up to 3 s for its socket.
+func detach(ctx context.Context, home, tcp string) (int, error) {
+	if err := fsutil.EnsurePrivateDir(home); err != nil {
+		return 0, err
+	}
+	if err := fsutil.EnsurePrivateDir(localapi.Dir(home)); err != nil {
+		return 0, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	logf, err := os.OpenFile(localapi.LogPath(home), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, err
+	}
+	defer devnull.Close()
+	args := []string{"--home", home, "daemon", "up", "--foreground"}
+	if tcp != "" {
+		args = append(args, "--tcp", tcp)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(3 * time.Second)
+	for {
+		if _, v, err := localapi.Probe(ctx, home); err == nil {
+			return v.PID, nil
+		}
+		select {
+		case err := <-exited:
+			return 0, cliui.Errorf("daemon_start", "the daemon exited at start (%v); see %s", err, localapi.LogPath(home))
+		case <-deadline:
+			return 0, cliui.Errorf("daemon_start", "the daemon did not answer within 3s; see %s", localapi.LogPath(home))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func downCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "down",
+		Usage:       "stop the daemon (SIGTERM, waits up to 5 s)",
+		Description: cliui.WithExamples("", "claudemesh daemon down"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			home, err := homeOf(c)
+			if err != nil {
+				return err
+			}
+			out := cliui.OutFrom(c)
+			pid := 0
+			if _, v, err := localapi.Probe(c.Context, home); err == nil {
+				pid = v.PID
+			} else if data, err := os.ReadFile(localapi.PIDPath(home)); err == nil {
+				pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+				if pid > 0 && syscall.Kill(pid, 0) != nil {
+					pid = 0
+				}
+			}
+			if pid <= 0 {
+				if out.JSONMode() {
+					return out.JSON(map[string]any{"ok": true, "wasRunning": false})
+				}
+				out.Resultf("daemon not running")
+				return nil
+			}
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				return cliui.Errorf("daemon_stop", "signalling pid %d: %v", pid, err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for syscall.Kill(pid, 0) == nil {
+				if time.Now().After(deadline) {
+					return cliui.Errorf("daemon_stop", "pid %d did not exit within 5s", pid)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if out.JSONMode() {
+				return out.JSON(map[string]any{"ok": true, "wasRunning": true, "pid": pid})
+			}
+			out.Resultf("daemon stopped (pid %d)", pid)
+			return nil
+		},
+	}
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "status",
+		Usage:       "is the daemon running, and how are its meshes, outbox and inbox",
+		Description: cliui.WithExamples("Never starts the daemon; with none running it prints running: false and exits 0.", "claudemesh daemon status", "claudemesh daemon status --json"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			home, err := homeOf(c)
+			if err != nil {
+				return err
+			}
+			out := cliui.OutFrom(c)
+			cl, _, err := localapi.Probe(c.Context, home)
+			if err != nil {
+				if out.JSONMode() {
+					return out.JSON(localapi.Status{Running: false})
+				}
+				out.Resultf("daemon not running")
+				return nil
+			}
+			var st localapi.Status
+			if _, err := cl.Do(c.Context, "GET", "/v1/status", nil, &st); err != nil {
+				return err
+			}
+			if out.JSONMode() {
+				return out.JSON(st)
+			}
+			out.Resultf("daemon running (pid %d, up %s)", st.PID, (time.Duration(st.UptimeSec) * time.Second).String())
+			slugs := make([]string, 0, len(st.Meshes))
+			for s := range st.Meshes {
+				slugs = append(slugs, s)
+			}
+			sort.Strings(slugs)
+			for _, s := range slugs {
+				out.Linef("mesh %-20s %s", s, st.Meshes[s])
+			}
+			o := st.Outbox
+			out.Linef("outbox: %d waiting, %d in flight, %d queued, %d sent, %d delivered, %d failed",
+				o.Pending, o.Inflight, o.Queued, o.Sent, o.Delivered, o.Dead+o.Aborted)
+			out.Linef("inbox: %d unread", st.InboxUnread)
+			return nil
+		},
+	}
+}
+
+func outboxCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "outbox",
+		Usage: "inspect and retry the daemon's outbox",
+		Subcommands: []*cli.Command{
+			{
+				Name:        "list",
+				Usage:       "list outbox rows, newest first",
+				Description: cliui.WithExamples("STATUS is accepted, queued, sent, delivered or failed (or an internal state).", "claudemesh daemon outbox list", "claudemesh daemon outbox list --status failed --json"),
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "status", Usage: "only rows with this `STATUS`"},
+					&cli.IntFlag{Name: "limit", Value: 100, Usage: "at most `N` rows (0 = all)"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := cliui.NoArgs(c); err != nil {
+						return err
+					}
+					cl, err := running(c)
+					if err != nil {
+						return err
+					}
+					var rows []localapi.OutboxRow
+					path := fmt.Sprintf("/v1/outbox?limit=%d", c.Int("limit"))
+					if s := c.String("status"); s != "" {
+						path += "&status=" + s
+					}
+					if _, err := cl.Do(c.Context, "GET", path, nil, &rows); err != nil {
+						return err
+					}
+					out := cliui.OutFrom(c)
+					if out.JSONMode() {
+						return out.JSON(rows)
+					}
+					if len(rows) == 0 {
+						out.Resultf("outbox is empty")
+					}
+					for _, r := range rows {
+						to := r.TargetSpec
+						if r.DisplayName != "" {
+							to = r.DisplayName
+						}
+						line := fmt.Sprintf("%-6s %-10s %-8s → %s  %q", r.ID, r.Status, r.Mesh, to, r.Preview)
+						if r.Error != "" {
+							line += "  (" + r.Error + ")"
+						}
+						out.Resultf("%s", line)
+					}
+					return nil
+				},
+			},
+			{
+				Name:        "requeue",
+				Usage:       "send a failed row again",
+				ArgsUsage:   "ID",
+				Description: cliui.WithExamples("ID is the row id from outbox list, or its clientMessageId.", "claudemesh daemon outbox requeue 42"),
+				Action: func(c *cli.Context) error {
+					if err := cliui.ArgsBetween(c, 1, 1); err != nil {
+						return err
+					}
+					cl, err := running(c)
+					if err != nil {
+						return err
+					}
+					var row localapi.OutboxRow
+					if _, err := cl.Do(c.Context, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: c.Args().First()}, &row); err != nil {
+						return err
+					}
+					out := cliui.OutFrom(c)
+					if out.JSONMode() {
+						return out.JSON(row)
+					}
+					out.Resultf("requeued as row %s (%s)", row.ID, row.Status)
+					return nil
+				},
+			},
+		},
+	}
+}
+
+// running returns a client for a running daemon, without starting one.
+func running(c *cli.Context) (*localapi.Client, error) {
+	home, err := homeOf(c)
+	if err != nil {
+		return nil, err
+	}
+	cl, _, err := localapi.Probe(c.Context, home)
+	if err != nil {
+		return nil, cliui.Errorf("unreachable", "the daemon is not running").WithHint("claudemesh daemon up")
+	}
+	return cl, nil
+}

@@ -1,0 +1,566 @@
+// Package daemon is `claudemesh daemon`: one long-lived process per user that
+// keeps a broker connection per joined mesh, a durable outbox and inbox in
+// daemon.db, and a local API on a Unix socket that the CLI and the MCP server
+// use (03-daemon.md).
+//
+// Pieces: daemon.go (lifecycle of one running daemon, mesh attachment,
+// config reload), outbox.go (accept and drain), inbox.go (store then ack),
+// events.go (SSE fan-out and replay), api.go (HTTP handlers), command.go
+// (the `daemon` verbs: up, down, status, services, outbox).
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/buildinfo"
+	"claudemesh/internal/fsutil"
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// Options configure a daemon.
+type Options struct {
+	Home   string
+	TCP    string // optional TCP listener (requires the local token)
+	Logger *slog.Logger
+	// ConfigPoll is how often config.json is checked for changes (a new
+	// join is attached without a restart even if nobody calls /v1/reload).
+	ConfigPoll time.Duration
+	// AckTimeout is how long the drain waits for a broker ack before it
+	// counts a failed attempt (03-daemon: 30 s).
+	AckTimeout time.Duration
+	// PruneAfter is the inbox retention (30 days).
+	PruneAfter time.Duration
+}
+
+// Daemon is one running daemon.
+type Daemon struct {
+	opts    Options
+	home    string
+	log     *slog.Logger
+	db      *store.Store
+	started time.Time
+	events  *eventHub
+	keys    *sealer
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	meshes    map[string]*meshRT // by meshId
+	cfgStamp  string
+	listeners []net.Listener
+	srv       *http.Server
+	token     string // TCP bearer token
+	inbox     chan inboxItem
+}
+
+// ErrAlreadyRunning means another daemon holds daemon.db's lock.
+var ErrAlreadyRunning = errors.New("another daemon is already running for this home")
+
+// Open prepares a daemon: the 0700 dir, daemon.db (whose bbolt lock is the
+// single-instance lock) and crash recovery of the outbox. It does not listen
+// yet.
+func Open(opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ConfigPoll <= 0 {
+		opts.ConfigPoll = 2 * time.Second
+	}
+	if opts.AckTimeout <= 0 {
+		opts.AckTimeout = 30 * time.Second
+	}
+	if opts.PruneAfter <= 0 {
+		opts.PruneAfter = 30 * 24 * time.Hour
+	}
+	if err := fsutil.EnsurePrivateDir(opts.Home); err != nil {
+		return nil, err
+	}
+	if err := fsutil.EnsurePrivateDir(localapi.Dir(opts.Home)); err != nil {
+		return nil, err
+	}
+	db, err := store.Open(localapi.DBPath(opts.Home), store.Options{
+		OpenTimeout: 500 * time.Millisecond, Migrations: daemonMigrations, Logger: opts.Logger,
+	})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, ErrAlreadyRunning
+		}
+		return nil, err
+	}
+	d := &Daemon{
+		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
+		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096),
+	}
+	d.events = newEventHub()
+	d.keys = newSealer()
+	if err := d.recoverOutbox(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// recoverOutbox puts rows a crash left inflight back to pending: the
+// broker's idempotency makes the resend safe (03-daemon "Drain").
+func (d *Daemon) recoverOutbox() error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bOutbox).Cursor()
+		var fix []*outboxRow
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if !bytesContains(v, `"state":"inflight"`) {
+				continue
+			}
+			r, err := getOutbox(tx, seqOf(k))
+			if err != nil {
+				return err
+			}
+			fix = append(fix, r)
+		}
+		for _, r := range fix {
+			r.State = statePending
+			if err := putOutbox(tx, r); err != nil {
+				return err
+			}
+			if err := setPendingIndex(tx, r, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Serve listens on the socket (and optional TCP address) and runs until ctx
+// ends or Shutdown is called; then it stops accepting, finishes in-flight
+// store writes, closes the broker connections with 1000 and returns.
+func (d *Daemon) Serve(ctx context.Context) error {
+	d.ctx, d.cancel = context.WithCancel(ctx)
+	defer d.cancel()
+	sock := localapi.SocketPath(d.home)
+	if err := fsutil.EnsurePrivateDir(filepath.Dir(sock)); err != nil && filepath.Dir(sock) != "/tmp" {
+		return err
+	}
+	// We hold the database lock, so a socket file left here is stale.
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", sock, err)
+	}
+	os.Chmod(sock, 0o600)
+	d.listeners = append(d.listeners, ln)
+	if d.opts.TCP != "" {
+		tok, err := d.loadOrCreateToken()
+		if err != nil {
+			return err
+		}
+		d.token = tok
+		tln, err := net.Listen("tcp", d.opts.TCP)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen %s: %w", d.opts.TCP, err)
+		}
+		d.listeners = append(d.listeners, tln)
+	}
+	if err := os.WriteFile(localapi.PIDPath(d.home), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		d.log.Warn("pid file", "err", err)
+	}
+	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
+	for i, l := range d.listeners {
+		tcp := i > 0
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			srv := d.srv
+			if tcp {
+				srv = &http.Server{Handler: d.tcpGuard(d.routes()), ReadHeaderTimeout: 10 * time.Second}
+				go func() { <-d.ctx.Done(); srv.Close() }()
+			}
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("serve", "err", err)
+			}
+		}()
+	}
+	d.wg.Add(3)
+	go func() { defer d.wg.Done(); d.inboxLoop() }()
+	go func() { defer d.wg.Done(); d.watchConfig() }()
+	go func() { defer d.wg.Done(); d.pruneLoop() }()
+	if err := d.Reload(); err != nil {
+		d.log.Warn("config", "err", err)
+	}
+	d.log.Info("daemon listening", "socket", sock, "pid", os.Getpid(), "version", buildinfo.Version)
+	<-d.ctx.Done()
+	return d.shutdown()
+}
+
+func (d *Daemon) shutdown() error {
+	d.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	d.srv.Shutdown(sctx)
+	d.events.closeAll()
+	d.mu.Lock()
+	meshes := make([]*meshRT, 0, len(d.meshes))
+	for _, m := range d.meshes {
+		meshes = append(meshes, m)
+	}
+	d.mu.Unlock()
+	for _, m := range meshes {
+		m.stop()
+	}
+	d.wg.Wait()
+	os.Remove(localapi.SocketPath(d.home))
+	os.Remove(localapi.PIDPath(d.home))
+	return d.db.Close()
+}
+
+// Shutdown stops a serving daemon.
+func (d *Daemon) Shutdown() {
+	if d.cancel != nil {
+		d.cancel()
+	}
+}
+
+func (d *Daemon) loadOrCreateToken() (string, error) {
+	path := localapi.TokenPath(d.home)
+	if data, err := fsutil.ReadPrivateFile(path); err == nil {
+		return string(trimSpace(data)), nil
+	}
+	tok := cmcrypto.RandomHex32()
+	if err := fsutil.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// Reload re-reads config.json and attaches new meshes / detaches removed
+// ones, without touching meshes that did not change.
+func (d *Daemon) Reload() error {
+	cfg, err := config.Load(d.home)
+	if err != nil {
+		return err
+	}
+	want := map[string]config.Mesh{}
+	for _, m := range cfg.Meshes {
+		want[m.MeshID] = m
+	}
+	d.mu.Lock()
+	var stop []*meshRT
+	for id, rt := range d.meshes {
+		if m, ok := want[id]; !ok || m != rt.cfg {
+			stop = append(stop, rt)
+			delete(d.meshes, id)
+		}
+	}
+	var start []*meshRT
+	for id, m := range want {
+		if _, ok := d.meshes[id]; ok {
+			continue
+		}
+		key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+		if err != nil {
+			d.log.Error("mesh key", "mesh", m.Slug, "err", err)
+			continue
+		}
+		rt := newMeshRT(d, m, key)
+		d.meshes[id] = rt
+		start = append(start, rt)
+	}
+	d.mu.Unlock()
+	for _, rt := range stop {
+		rt.stop()
+	}
+	for _, rt := range start {
+		rt.start()
+	}
+	return nil
+}
+
+// watchConfig polls config.json's stamp so a `join` that did not reach
+// /v1/reload is still picked up.
+func (d *Daemon) watchConfig() {
+	t := time.NewTicker(d.opts.ConfigPoll)
+	defer t.Stop()
+	d.cfgStamp = d.configStamp()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+			if s := d.configStamp(); s != d.cfgStamp {
+				d.cfgStamp = s
+				if err := d.Reload(); err != nil {
+					d.log.Warn("config reload", "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (d *Daemon) configStamp() string {
+	fi, err := os.Stat(config.Path(d.home))
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d", fi.ModTime().UnixNano(), fi.Size())
+}
+
+// mesh returns the runtime of a mesh by slug or id.
+func (d *Daemon) meshBySlug(slug string) *meshRT {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, m := range d.meshes {
+		if m.cfg.Slug == slug || m.cfg.MeshID == slug {
+			return m
+		}
+	}
+	return nil
+}
+
+// meshList returns the attached meshes ordered by slug.
+func (d *Daemon) meshList() []*meshRT {
+	d.mu.Lock()
+	out := make([]*meshRT, 0, len(d.meshes))
+	for _, m := range d.meshes {
+		out = append(out, m)
+	}
+	d.mu.Unlock()
+	slices.SortFunc(out, func(a, b *meshRT) int {
+		if a.cfg.Slug < b.cfg.Slug {
+			return -1
+		}
+		if a.cfg.Slug > b.cfg.Slug {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// chooseMesh applies "writes need one mesh": the named one, else the only
+// one, else mesh_required with the choices.
+func (d *Daemon) chooseMesh(slug string) (*meshRT, *apiError) {
+	if slug != "" {
+		if m := d.meshBySlug(slug); m != nil {
+			return m, nil
+		}
+		return nil, &apiError{status: 404, code: "mesh_not_found", msg: "not joined to a mesh called " + slug}
+	}
+	ms := d.meshList()
+	switch len(ms) {
+	case 0:
+		return nil, &apiError{status: 403, code: "not_joined", msg: "not joined to any mesh; run claudemesh join LINK"}
+	case 1:
+		return ms[0], nil
+	}
+	var slugs []string
+	for _, m := range ms {
+		slugs = append(slugs, m.cfg.Slug)
+	}
+	return nil, &apiError{status: 400, code: "mesh_required", msg: fmt.Sprintf("several meshes are joined (%s); choose one with --mesh", joinComma(slugs))}
+}
+
+// pruneLoop deletes inbox rows older than the retention, hourly.
+func (d *Daemon) pruneLoop() {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	d.pruneInbox()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+			d.pruneInbox()
+		}
+	}
+}
+
+// meshRT is one attached mesh: its control-plane presence, its member/peer
+// cache and its drain worker. A broker that is down for one mesh never
+// delays another: each has its own connection and worker.
+type meshRT struct {
+	d     *Daemon
+	cfg   config.Mesh
+	key   *cmcrypto.Identity
+	ident client.MeshIdentity
+
+	presence *client.Presence
+	cancel   context.CancelFunc
+	done     chan struct{}
+	wake     chan struct{}
+
+	mu    sync.Mutex
+	cache meshCache
+	state string
+}
+
+func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
+	rt := &meshRT{
+		d: d, cfg: m, key: key, state: localapi.MeshConnecting,
+		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		ident: client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerPubkey: m.BrokerPubkey, Member: key},
+	}
+	// Start from the cached directory so sends by name work before (or
+	// without) a connection.
+	d.db.View(func(tx *bolt.Tx) error {
+		return getJSON(tx.Bucket(bCache), []byte(m.MeshID), &rt.cache)
+	})
+	return rt
+}
+
+func (m *meshRT) start() {
+	ctx, cancel := context.WithCancel(m.d.ctx)
+	m.cancel = cancel
+	host, _ := os.Hostname()
+	m.presence = client.StartPresence(ctx, m.ident, client.DialOptions{
+		Role: wire.RoleControlPlane, Presence: true, SessionID: "daemon", PeerType: wire.PeerHuman,
+		Hostname: host, Logger: m.d.log,
+		OnPush:    func(raw []byte, p *wire.Push) { m.d.enqueueInbox(m, p) },
+		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r) },
+		OnSystem:  func(p *wire.Push) { m.onSystem(p) },
+	}, client.PresenceOptions{
+		OnConnected: m.refreshDirectory,
+		OnState:     m.onState,
+	})
+	m.d.wg.Add(1)
+	go func() {
+		defer m.d.wg.Done()
+		defer close(m.done)
+		m.drain(ctx)
+	}()
+}
+
+// stop closes the presence cleanly (1000) and waits for the drain worker.
+func (m *meshRT) stop() {
+	if m.cancel == nil {
+		return
+	}
+	m.presence.Close()
+	m.cancel()
+	<-m.done
+	<-m.presence.Done()
+}
+
+func (m *meshRT) kick() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *meshRT) onState(s client.State, err error) {
+	m.mu.Lock()
+	m.state = string(s)
+	m.mu.Unlock()
+	ev := localapi.BrokerStatusEvent{Mesh: m.cfg.Slug, State: string(s)}
+	if err != nil {
+		ev.Error = err.Error()
+	}
+	m.d.publishAsync(localapi.EventBrokerStatus, m.cfg.MeshID, ev)
+	m.kick()
+}
+
+func (m *meshRT) getState() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state
+}
+
+// refreshDirectory fetches members and peers at every hello_ack, before the
+// mesh reports open, and persists them for sends while the broker is away.
+func (m *meshRT) refreshDirectory(ctx context.Context, c *client.Conn) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	members, err := c.MembersList(ctx)
+	if err != nil {
+		m.d.log.Warn("members_list", "mesh", m.cfg.Slug, "err", err)
+		return
+	}
+	peers, err := c.ListPeers(ctx)
+	if err != nil {
+		m.d.log.Warn("list_peers", "mesh", m.cfg.Slug, "err", err)
+		return
+	}
+	m.setDirectory(members, peers)
+}
+
+func (m *meshRT) setDirectory(members []wire.Member, peers []wire.Peer) {
+	mc := meshCache{Members: members, Peers: peers, UpdatedAt: time.Now().UnixMilli()}
+	m.mu.Lock()
+	m.cache = mc
+	m.mu.Unlock()
+	m.d.db.Submit(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCache), []byte(m.cfg.MeshID), &mc) }, nil)
+}
+
+func (m *meshRT) directory() ([]wire.Member, []wire.Peer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cache.Members, m.cache.Peers
+}
+
+// conn returns the open connection, or nil.
+func (m *meshRT) conn() *client.Conn {
+	if m.presence == nil {
+		return nil
+	}
+	if s, _ := m.presence.State(); s != client.StateOpen {
+		return nil
+	}
+	return m.presence.Conn()
+}
+
+// onSystem turns broker presence events into daemon events and refreshes
+// the peer list in the background.
+func (m *meshRT) onSystem(p *wire.Push) {
+	kind := ""
+	switch p.Event {
+	case wire.EventPeerJoined:
+		kind = localapi.EventPeerJoined
+	case wire.EventPeerLeft:
+		kind = localapi.EventPeerLeft
+	case wire.EventPeerReturned:
+		kind = localapi.EventPeerReturned
+	default:
+		kind = localapi.EventSystem
+	}
+	m.d.publishAsync(kind, m.cfg.MeshID, map[string]any{"mesh": m.cfg.Slug, "event": p.Event, "data": p.EventData})
+	go func() {
+		c := m.conn()
+		if c == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(m.d.ctx, 10*time.Second)
+		defer cancel()
+		peers, err := c.ListPeers(ctx)
+		if err != nil {
+			return
+		}
+		members, _ := m.directory()
+		m.setDirectory(members, peers)
+	}()
+}
+
+func trimSpace(b []byte) []byte { return bytes.TrimSpace(b) }
+
+func joinComma(s []string) string { return strings.Join(s, ", ") }

@@ -1,0 +1,277 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"claudemesh/broker"
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+// env is a broker with a mesh and member homes, for in-process daemon tests.
+type env struct {
+	t      *testing.T
+	b      *broker.Broker
+	owner  config.Mesh
+	bCfg   broker.Config
+	homes  map[string]string
+	meshes map[string]config.Mesh
+}
+
+func startBroker(t *testing.T, cfg *broker.Config) *broker.Broker {
+	t.Helper()
+	b, err := broker.New(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = b.Addr() // a restart reuses the port
+	return b
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	t.Setenv(client.BackoffEnv, "100ms")
+	cfg := broker.DefaultConfig()
+	cfg.Listen, cfg.MetricsListen, cfg.DataDir = "127.0.0.1:0", "off", t.TempDir()
+	cfg.Grace, cfg.RedeliverAfter, cfg.PingInterval = 300*time.Millisecond, 500*time.Millisecond, time.Second
+	b := startBroker(t, &cfg)
+	e := &env{t: t, b: b, bCfg: cfg, homes: map[string]string{}, meshes: map[string]config.Mesh{}}
+	t.Cleanup(func() { e.b.Close() })
+	ctx := context.Background()
+	key, _ := cmcrypto.GenerateIdentity()
+	res, err := client.CreateMesh(ctx, b.URL(), b.OperatorToken(), client.CreateMeshRequest{Name: "Team", Slug: "team", OwnerPubkey: key.PublicHex(), OwnerDisplayName: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.owner = config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: "team", Name: "Team", Pubkey: key.PublicHex(),
+		SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey, Role: "owner", DisplayName: "alice",
+		JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+	e.save("alice", e.owner)
+	return e
+}
+
+func (e *env) save(name string, m config.Mesh) {
+	home, ok := e.homes[name]
+	if !ok {
+		home = e.t.TempDir()
+		e.homes[name] = home
+	}
+	e.meshes[name] = m
+	if err := config.Update(home, func(c *config.Config) error { c.Upsert(m); return nil }); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// join enrolls a new member with a real invite and saves its home.
+func (e *env) join(name string) config.Mesh {
+	e.t.Helper()
+	ctx := context.Background()
+	ownerKey, _ := cmcrypto.ParseSecretKey(e.owner.SecretKey)
+	inv := &cmcrypto.Invite{V: 1, MeshID: e.owner.MeshID, MeshSlug: "team", MeshName: "Team", BrokerURL: e.owner.BrokerURL,
+		BrokerPubkey: e.owner.BrokerPubkey, InviteID: client.NewID(), Role: "member", ExpiresAt: time.Now().Add(time.Hour).UnixMilli(), MaxUses: 1}
+	if err := inv.Sign(ownerKey); err != nil {
+		e.t.Fatal(err)
+	}
+	tok, _ := inv.Token()
+	c, err := client.Dial(ctx, client.MeshIdentity{MeshID: e.owner.MeshID, MemberID: e.owner.MemberID, BrokerURL: e.owner.BrokerURL, BrokerPubkey: e.owner.BrokerPubkey, Member: ownerKey}, client.DialOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := c.InviteCreate(ctx, tok); err != nil {
+		e.t.Fatal(err)
+	}
+	c.Close()
+	key, _ := cmcrypto.GenerateIdentity()
+	req, _ := client.NewJoinRequest(tok, inv.MeshID, inv.InviteID, name, key, time.Now())
+	res, err := client.Join(ctx, inv.BrokerURL, req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: "team", Name: "Team", Pubkey: key.PublicHex(), SecretKey: key.SecretKeyHex(),
+		BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: "member", DisplayName: name, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+	e.save(name, m)
+	return m
+}
+
+// runningDaemon is an in-process daemon with an API client.
+type runningDaemon struct {
+	d    *Daemon
+	api  *localapi.Client
+	done chan error
+}
+
+func (e *env) daemon(name string) *runningDaemon {
+	e.t.Helper()
+	home := e.homes[name]
+	d, err := Open(Options{Home: home, ConfigPoll: 100 * time.Millisecond, AckTimeout: 2 * time.Second})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rd := &runningDaemon{d: d, api: localapi.New(localapi.SocketPath(home)), done: make(chan error, 1)}
+	go func() { rd.done <- d.Serve(context.Background()) }()
+	e.t.Cleanup(rd.stop)
+	waitFor(e.t, 5*time.Second, "daemon socket", func() bool {
+		_, err := rd.api.Version(context.Background())
+		return err == nil
+	})
+	return rd
+}
+
+func (rd *runningDaemon) stop() {
+	if rd.d == nil {
+		return
+	}
+	rd.d.Shutdown()
+	<-rd.done
+	rd.d = nil
+}
+
+func (rd *runningDaemon) waitOpen(t *testing.T) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "mesh open", func() bool {
+		var h localapi.Health
+		rd.api.Do(context.Background(), "GET", "/v1/health", nil, &h)
+		return h.Meshes["team"] == localapi.MeshOpen
+	})
+}
+
+func (rd *runningDaemon) inbox(t *testing.T) []localapi.InboxRow {
+	t.Helper()
+	var rows []localapi.InboxRow
+	if _, err := rd.api.Do(context.Background(), "GET", "/v1/inbox", nil, &rows); err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSendThroughDaemonsIsDeliveredOnce(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	resp, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "hello via daemons", ClientMessageID: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != localapi.StatusAccepted || resp.Target.Kind != wire.KindBox || resp.Target.DisplayName != "bob" {
+		t.Fatalf("accept: %+v", resp)
+	}
+	waitFor(t, 5*time.Second, "bob's inbox", func() bool { return len(bob.inbox(t)) == 1 })
+	row := bob.inbox(t)[0]
+	if row.Body != "hello via daemons" || !row.Verified || row.SenderName != "alice" || row.Mesh != "team" {
+		t.Fatalf("row %+v", row)
+	}
+	waitFor(t, 5*time.Second, "delivered", func() bool {
+		var rows []localapi.OutboxRow
+		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &rows)
+		return len(rows) == 1 && rows[0].Status == localapi.StatusDelivered
+	})
+	// Idempotency: same id and body → same row; different body → 409.
+	again, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "hello via daemons", ClientMessageID: "c1"})
+	if err != nil || !again.Duplicate || again.Status != localapi.StatusDelivered {
+		t.Fatalf("duplicate: %+v %v", again, err)
+	}
+	_, err = alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "other", ClientMessageID: "c1"})
+	if ae, ok := err.(*localapi.APIError); !ok || ae.HTTPStatus != 409 || ae.Body.Code != wire.CodeIdempotencyKeyReused {
+		t.Fatalf("reuse: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(bob.inbox(t)); n != 1 {
+		t.Fatalf("bob has %d rows", n)
+	}
+}
+
+func TestLocalAPIRefusesBrowsersAndQueryTokens(t *testing.T) {
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	sock := localapi.SocketPath(e.homes["alice"])
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (conn netConn, err error) {
+		return dialUnix(ctx, sock)
+	}}}
+	_ = alice
+	do := func(mutate func(*http.Request)) int {
+		req, _ := http.NewRequest("GET", "http://localhost/v1/version", nil)
+		mutate(req)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := do(func(r *http.Request) {}); st != 200 {
+		t.Fatalf("plain: %d", st)
+	}
+	if st := do(func(r *http.Request) { r.Header.Set("Origin", "http://evil.example") }); st != 403 {
+		t.Fatalf("origin: %d", st)
+	}
+	if st := do(func(r *http.Request) { r.Host = "evil.example" }); st != 403 {
+		t.Fatalf("host: %d", st)
+	}
+	if st := do(func(r *http.Request) { r.URL.RawQuery = "token=abc" }); st != 400 {
+		t.Fatalf("query token: %d", st)
+	}
+}
+
+func TestBrokerDownSendsAreAcceptedThenDelivered(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	e.b.Close()
+	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool {
+		var h localapi.Health
+		alice.api.Do(context.Background(), "GET", "/v1/health", nil, &h)
+		return h.Meshes["team"] != localapi.MeshOpen
+	})
+	for i := 0; i < 20; i++ {
+		resp, err := alice.api.Send(context.Background(), localapi.SendRequest{To: "bob", Message: fmt.Sprintf("during outage %d", i)})
+		if err != nil || resp.Status != localapi.StatusAccepted {
+			t.Fatalf("accept during outage: %+v %v", resp, err)
+		}
+	}
+	e.b = startBroker(t, &e.bCfg)
+	waitFor(t, 15*time.Second, "all 20 delivered", func() bool { return len(bob.inbox(t)) == 20 })
+	seen := map[string]bool{}
+	for _, r := range bob.inbox(t) {
+		if !strings.HasPrefix(r.Body, "during outage") || seen[r.Body] {
+			t.Fatalf("bad or duplicate row %+v", r)
+		}
+		seen[r.Body] = true
+	}
+}
+
+type netConn = net.Conn
+
+func dialUnix(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", path)
+}

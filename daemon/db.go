@@ -1,0 +1,226 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+
+	json "github.com/go-json-experiment/json"
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/daemon/localapi"
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// daemon.db layout. Every row that changes state is written through the
+// store's group committer, so many concurrent accepts share one fsync.
+var (
+	bOutbox     = []byte("outbox")      // seq → outboxRow (enqueue order)
+	bOutboxCMID = []byte("outbox_cmid") // clientMessageId → seq (idempotency comes before the mesh)
+	bInbox      = []byte("inbox")       // seq (event sequence) → inboxRow
+	bInboxKey   = []byte("inbox_key")   // mesh ‖ 0 ‖ recipient ‖ 0 ‖ messageId → seq
+	bInboxNonce = []byte("inbox_nonce") // mesh ‖ 0 ‖ sender ‖ 0 ‖ nonce → seq (replay guard)
+	bEvents     = []byte("events")      // only its NextSequence: the shared event id
+	bCache      = []byte("cache")       // meshId → meshCache (last known members and peers)
+	bSessions   = []byte("sessions")    // reserved for the session registry
+	// bOutboxPending indexes rows waiting to be sent (meshId ‖ 0 ‖ seq), so
+	// a drain round is a prefix scan, not a walk over every row ever sent.
+	bOutboxPending = []byte("outbox_pending")
+)
+
+// daemonMigrations is daemon.db's schema history.
+var daemonMigrations = []store.Migration{
+	func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bOutbox, bOutboxCMID, bOutboxPending, bInbox, bInboxKey, bInboxNonce, bEvents, bCache, bSessions} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+// Internal outbox states (03-daemon "Row fields").
+const (
+	statePending   = "pending"
+	stateInflight  = "inflight"
+	stateQueued    = "queued"
+	stateSent      = "sent"
+	stateDelivered = "delivered"
+	stateDead      = "dead"
+	stateAborted   = "aborted"
+)
+
+// publicStatus maps an internal state to the API vocabulary.
+func publicStatus(state string) string {
+	switch state {
+	case statePending, stateInflight:
+		return localapi.StatusAccepted
+	case stateQueued:
+		return localapi.StatusQueued
+	case stateSent:
+		return localapi.StatusSent
+	case stateDelivered:
+		return localapi.StatusDelivered
+	default:
+		return localapi.StatusFailed
+	}
+}
+
+// outboxRow is one accepted message. The plaintext is not kept beyond a
+// short preview for the human; what is stored is the ciphertext the drain
+// sends as is, so a crash never needs the plaintext again.
+type outboxRow struct {
+	Seq             uint64          `json:"seq"`
+	ClientMessageID string          `json:"clientMessageId"`
+	Fingerprint     string          `json:"fingerprint"`
+	Mesh            string          `json:"mesh"` // slug
+	MeshID          string          `json:"meshId"`
+	To              string          `json:"to"`
+	DisplayName     string          `json:"displayName,omitempty"`
+	TargetSpec      string          `json:"targetSpec"`
+	Kind            string          `json:"kind"`
+	Nonce           string          `json:"nonce"`
+	Ciphertext      string          `json:"ciphertext"`
+	Keys            []wire.MultiKey `json:"keys,omitempty"`
+	KeyGen          *int            `json:"keyGen,omitempty"`
+	Signature       string          `json:"signature,omitempty"`
+	Priority        string          `json:"priority,omitempty"`
+	ReplyToID       string          `json:"replyToId,omitempty"`
+	Mentions        []string        `json:"mentions,omitempty"`
+	SenderPubkey    string          `json:"senderPubkey"`
+	SessionToken    string          `json:"sessionToken,omitempty"`
+	Preview         string          `json:"preview,omitempty"`
+	State           string          `json:"state"`
+	Attempts        int             `json:"attempts"`
+	NextAttemptAt   int64           `json:"nextAttemptAt,omitzero"`
+	LastError       string          `json:"lastError,omitempty"`
+	BrokerMessageID string          `json:"brokerMessageId,omitempty"`
+	Pending         int             `json:"pending"`  // recipients with an open delivery record (ack)
+	Receipts        int             `json:"receipts"` // receipts counted so far
+	Acked           bool            `json:"acked,omitzero"`
+	SentAt          int64           `json:"sentAt,omitzero"`
+	DeliveredAt     int64           `json:"deliveredAt,omitzero"`
+	EnqueuedAt      int64           `json:"enqueuedAt"`
+}
+
+func (r *outboxRow) api() localapi.OutboxRow {
+	return localapi.OutboxRow{
+		ID: strconv.FormatUint(r.Seq, 10), ClientMessageID: r.ClientMessageID, MessageID: r.BrokerMessageID,
+		Mesh: r.Mesh, TargetSpec: r.TargetSpec, DisplayName: r.DisplayName, Status: publicStatus(r.State),
+		State: r.State, Attempts: r.Attempts, Error: r.LastError, Preview: r.Preview,
+		EnqueuedAt: r.EnqueuedAt, SentAt: r.SentAt, DeliveredAt: r.DeliveredAt,
+	}
+}
+
+// send builds the frame the drain writes. The frame id is fixed per row so a
+// resend after a crash is recognised by the broker's idempotency.
+func (r *outboxRow) send() *wire.Send {
+	return &wire.Send{
+		Type: wire.TypeSend, ID: r.ClientMessageID, ClientMessageID: r.ClientMessageID,
+		TargetSpec: r.TargetSpec, Kind: r.Kind, Priority: r.Priority, Nonce: r.Nonce,
+		Ciphertext: r.Ciphertext, Keys: r.Keys, Signature: r.Signature, KeyGen: r.KeyGen,
+		ReplyToID: r.ReplyToID, Mentions: r.Mentions,
+	}
+}
+
+// inboxRow is one received message, stored before it is acked.
+type inboxRow struct {
+	Seq             uint64 `json:"seq"`
+	Mesh            string `json:"mesh"`
+	MeshID          string `json:"meshId"`
+	MessageID       string `json:"messageId"`
+	ClientMessageID string `json:"clientMessageId,omitempty"`
+	Kind            string `json:"kind"`
+	Topic           string `json:"topic,omitempty"`
+	SenderPubkey    string `json:"senderPubkey"`
+	SenderMember    string `json:"senderMemberPubkey"`
+	SenderName      string `json:"senderName"`
+	RecipientPubkey string `json:"recipientPubkey"`
+	RecipientKind   string `json:"recipientKind"` // member | session
+	Body            string `json:"body,omitempty"`
+	DecryptError    string `json:"decryptError,omitempty"`
+	Verified        bool   `json:"verified"`
+	Priority        string `json:"priority"`
+	ReplyToID       string `json:"replyToId,omitempty"`
+	Subtype         string `json:"subtype,omitempty"`
+	ReceivedAt      int64  `json:"receivedAt"`
+	SeenAt          int64  `json:"seenAt,omitzero"`
+}
+
+func (r *inboxRow) api() localapi.InboxRow {
+	return localapi.InboxRow{
+		ID: strconv.FormatUint(r.Seq, 10), MessageID: r.MessageID, Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic,
+		SenderName: r.SenderName, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
+		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
+	}
+}
+
+// meshCache is the last known membership of a mesh, refreshed at every
+// hello_ack, so sends by name are accepted while the broker is away.
+type meshCache struct {
+	Members   []wire.Member `json:"members"`
+	Peers     []wire.Peer   `json:"peers"`
+	UpdatedAt int64         `json:"updatedAt"`
+}
+
+func seqKey(seq uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, seq)
+	return b
+}
+
+func keyOf(parts ...string) []byte {
+	var b bytes.Buffer
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte(0)
+		}
+		b.WriteString(p)
+	}
+	return b.Bytes()
+}
+
+var errNotFound = errors.New("not found")
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, data)
+}
+
+func getJSON(b *bolt.Bucket, k []byte, v any) error {
+	data := b.Get(k)
+	if data == nil {
+		return errNotFound
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("daemon.db: corrupt record: %w", err)
+	}
+	return nil
+}
+
+func getOutbox(tx *bolt.Tx, seq uint64) (*outboxRow, error) {
+	var r outboxRow
+	if err := getJSON(tx.Bucket(bOutbox), seqKey(seq), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func putOutbox(tx *bolt.Tx, r *outboxRow) error {
+	return putJSON(tx.Bucket(bOutbox), seqKey(r.Seq), r)
+}
+
+func outboxByCMID(tx *bolt.Tx, cmid string) (*outboxRow, error) {
+	v := tx.Bucket(bOutboxCMID).Get([]byte(cmid))
+	if v == nil {
+		return nil, errNotFound
+	}
+	return getOutbox(tx, binary.BigEndian.Uint64(v))
+}

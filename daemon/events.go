@@ -1,0 +1,219 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/daemon/localapi"
+)
+
+// event is one Server-Sent Event. id comes from daemon.db's events
+// sequence, shared by every event, so ids are monotonic across restarts and
+// a message event's id is its inbox row's sequence (03-daemon "Events").
+type event struct {
+	id     uint64
+	kind   string
+	meshID string
+	data   any
+}
+
+// eventHub fans events out to SSE subscribers. A subscriber that cannot
+// keep up is dropped (its client reconnects with Last-Event-ID and replays
+// from the inbox), so one stuck reader never holds up the others.
+type eventHub struct {
+	mu   sync.Mutex
+	subs map[*subscriber]struct{}
+}
+
+type subscriber struct {
+	ch      chan event
+	dropped chan struct{}
+	once    sync.Once
+	meshID  string // "" = all meshes
+}
+
+func newEventHub() *eventHub { return &eventHub{subs: map[*subscriber]struct{}{}} }
+
+func (h *eventHub) subscribe(meshID string) *subscriber {
+	s := &subscriber{ch: make(chan event, 1024), dropped: make(chan struct{}), meshID: meshID}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+func (h *eventHub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+	s.once.Do(func() { close(s.dropped) })
+}
+
+func (h *eventHub) publish(ev event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		if s.meshID != "" && ev.meshID != "" && s.meshID != ev.meshID {
+			continue
+		}
+		select {
+		case s.ch <- ev:
+		default:
+			delete(h.subs, s)
+			s.once.Do(func() { close(s.dropped) })
+		}
+	}
+}
+
+func (h *eventHub) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		delete(h.subs, s)
+		s.once.Do(func() { close(s.dropped) })
+	}
+}
+
+// update commits fn and, only if it succeeded, runs published on the
+// committer goroutine before returning. Commit callbacks run in commit
+// order, so events are published in the order of their ids: a client that
+// resumes from the highest id it saw can never skip an earlier one.
+func (d *Daemon) update(fn func(tx *bolt.Tx) error, published func()) error {
+	done := make(chan error, 1)
+	err := d.db.Submit(fn, func(err error) {
+		if err == nil && published != nil {
+			published()
+		}
+		done <- err
+	})
+	if err != nil {
+		return err
+	}
+	return <-done
+}
+
+// publishAsync allocates an event id in the store and publishes after the
+// commit; used for events that carry no row of their own.
+func (d *Daemon) publishAsync(kind, meshID string, data any) {
+	var seq uint64
+	d.db.Submit(func(tx *bolt.Tx) error {
+		var err error
+		seq, err = tx.Bucket(bEvents).NextSequence()
+		return err
+	}, func(err error) {
+		if err == nil {
+			d.events.publish(event{id: seq, kind: kind, meshID: meshID, data: data})
+		}
+	})
+}
+
+// keepalive is how often an idle SSE stream gets a comment line.
+const keepalive = 15 * time.Second
+
+// handleEvents is GET /v1/events: subscribe first, then replay message
+// events after Last-Event-ID from the inbox, then stream live events,
+// skipping any the replay already sent. A restarted MCP server loses
+// nothing this way.
+func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, &apiError{status: 500, code: "internal", msg: "streaming unsupported"})
+		return
+	}
+	meshID := ""
+	if slug := r.URL.Query().Get("mesh"); slug != "" {
+		m := d.meshBySlug(slug)
+		if m == nil {
+			writeError(w, &apiError{status: 404, code: "mesh_not_found", msg: "not joined to " + slug})
+			return
+		}
+		meshID = m.cfg.MeshID
+	}
+	var last uint64
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, badRequest("invalid_argument", "Last-Event-ID must be an event id"))
+			return
+		}
+		last = n
+	}
+	sub := d.events.subscribe(meshID)
+	defer d.events.unsubscribe(sub)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(200)
+	fmt.Fprint(w, ": claudemesh events\n\n")
+	fl.Flush()
+	sent := last
+	if r.Header.Get("Last-Event-ID") != "" {
+		rows, err := d.listInbox("", last, false, 0)
+		if err != nil {
+			return
+		}
+		for i := len(rows) - 1; i >= 0; i-- { // oldest first
+			row := rows[i]
+			if meshID != "" && row.MeshID != meshID {
+				continue
+			}
+			if !writeEvent(w, event{id: row.Seq, kind: localapi.EventMessage, data: row.api()}) {
+				return
+			}
+			sent = row.Seq
+		}
+		fl.Flush()
+	}
+	tick := time.NewTicker(keepalive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-sub.dropped:
+			return
+		case <-tick.C:
+			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+				return
+			}
+			fl.Flush()
+		case ev := <-sub.ch:
+			if ev.kind == localapi.EventMessage && ev.id <= sent {
+				continue
+			}
+			if !writeEvent(w, ev) {
+				return
+			}
+			// Send whatever else is already waiting before flushing.
+			for more := true; more; {
+				select {
+				case ev := <-sub.ch:
+					if ev.kind == localapi.EventMessage && ev.id <= sent {
+						continue
+					}
+					if !writeEvent(w, ev) {
+						return
+					}
+				default:
+					more = false
+				}
+			}
+			fl.Flush()
+		}
+	}
+}
+
+func writeEvent(w http.ResponseWriter, ev event) bool {
+	data, err := json.Marshal(ev.data)
+	if err != nil {
+		return false
+	}
+	_, err = fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.id, ev.kind, data)
+	return err == nil
+}

@@ -1,0 +1,223 @@
+package localapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+)
+
+// Client talks to a daemon over its Unix socket (or, with Bearer set, its
+// optional TCP listener). It always sends Host: localhost and never puts a
+// token in a query string, as the daemon requires.
+type Client struct {
+	hc           *http.Client
+	stream       *http.Client // no timeout: SSE streams live long
+	base         string
+	Bearer       string // TCP listener only
+	SessionToken string // identifies the calling agent session
+}
+
+// New returns a client for the daemon listening on socketPath.
+func New(socketPath string) *Client {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socketPath)
+	}
+	tr := &http.Transport{DialContext: dial, MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second, DisableCompression: true}
+	return &Client{
+		hc:     &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		stream: &http.Client{Transport: tr},
+		base:   "http://localhost",
+	}
+}
+
+// NewTCP returns a client for the daemon's TCP listener at addr.
+func NewTCP(addr, bearer string) *Client {
+	tr := &http.Transport{MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second, DisableCompression: true}
+	return &Client{
+		hc:     &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		stream: &http.Client{Transport: tr},
+		base:   "http://" + addr,
+		Bearer: bearer,
+	}
+}
+
+// APIError is a non-2xx answer from the daemon.
+type APIError struct {
+	HTTPStatus int
+	Body       Error
+}
+
+func (e *APIError) Error() string { return e.Body.Message }
+
+// ErrorCode lets the CLI map the daemon's code to an exit code.
+func (e *APIError) ErrorCode() string { return e.Body.Code }
+
+// ErrUnreachable wraps failures to reach the daemon at all.
+var ErrUnreachable = errors.New("daemon unreachable")
+
+func (c *Client) newRequest(ctx context.Context, method, path string, in any, header map[string]string) (*http.Request, error) {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Host = "localhost"
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Bearer)
+		if c.SessionToken != "" {
+			req.Header.Set("X-ClaudeMesh-Session", c.SessionToken)
+		}
+	} else if c.SessionToken != "" {
+		req.Header.Set("Authorization", "ClaudeMesh-Session "+c.SessionToken)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	return req, nil
+}
+
+// Do performs one request; out (if non-nil) receives the JSON body of a 2xx
+// answer. It returns the HTTP status.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) (int, error) {
+	return c.DoHeader(ctx, method, path, in, out, nil)
+}
+
+// DoHeader is Do with extra request headers (Idempotency-Key).
+func (c *Client) DoHeader(ctx context.Context, method, path string, in, out any, header map[string]string) (int, error) {
+	req, err := c.newRequest(ctx, method, path, in, header)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb ErrorBody
+		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
+			eb.Error = Error{Code: "daemon_error", Message: fmt.Sprintf("daemon answered %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))}
+		}
+		return resp.StatusCode, &APIError{HTTPStatus: resp.StatusCode, Body: eb.Error}
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("decoding the daemon's answer: %w", err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// Version asks which daemon is listening (also the liveness probe).
+func (c *Client) Version(ctx context.Context) (*Version, error) {
+	var v Version
+	_, err := c.Do(ctx, "GET", "/v1/version", nil, &v)
+	return &v, err
+}
+
+// Send accepts a message into the outbox.
+func (c *Client) Send(ctx context.Context, req SendRequest) (*SendResponse, error) {
+	var out SendResponse
+	_, err := c.Do(ctx, "POST", "/v1/send", req, &out)
+	return &out, err
+}
+
+// Event is one Server-Sent Event.
+type Event struct {
+	ID   string
+	Type string
+	Data []byte
+}
+
+// EventStream reads events from GET /v1/events.
+type EventStream struct {
+	resp *http.Response
+	r    *bufio.Reader
+}
+
+// Events subscribes to the daemon's event stream, replaying message events
+// after lastEventID when it is non-empty.
+func (c *Client) Events(ctx context.Context, lastEventID string, query string) (*EventStream, error) {
+	path := "/v1/events"
+	if query != "" {
+		path += "?" + query
+	}
+	req, err := c.newRequest(ctx, "GET", path, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	if resp.StatusCode != 200 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var eb ErrorBody
+		json.Unmarshal(data, &eb)
+		return nil, &APIError{HTTPStatus: resp.StatusCode, Body: eb.Error}
+	}
+	return &EventStream{resp: resp, r: bufio.NewReaderSize(resp.Body, 64<<10)}, nil
+}
+
+// Next blocks for the next event (comments and keepalives are skipped).
+func (s *EventStream) Next() (Event, error) {
+	var ev Event
+	var data []byte
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			return ev, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case line == "":
+			if ev.Type == "" && data == nil {
+				continue
+			}
+			ev.Data = data
+			return ev, nil
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "id:"):
+			ev.ID = strings.TrimSpace(line[3:])
+		case strings.HasPrefix(line, "event:"):
+			ev.Type = strings.TrimSpace(line[6:])
+		case strings.HasPrefix(line, "data:"):
+			if data != nil {
+				data = append(data, '\n')
+			}
+			data = append(data, strings.TrimPrefix(line[5:], " ")...)
+		}
+	}
+}
+
+// Close ends the stream.
+func (s *EventStream) Close() error { return s.resp.Body.Close() }

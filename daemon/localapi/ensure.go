@@ -1,0 +1,65 @@
+package localapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+)
+
+// Probe reports whether a daemon answers on home's socket.
+func Probe(ctx context.Context, home string) (*Client, *Version, error) {
+	c := New(SocketPath(home))
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	v, err := c.Version(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, v, nil
+}
+
+// ErrNoDaemon is returned by Connect when no daemon runs and none may be
+// started.
+var ErrNoDaemon = errors.New("the daemon is not running")
+
+// Connect returns a client for home's daemon. When none answers and
+// autostart is true it runs `claudemesh --home HOME daemon up` (which
+// detaches the daemon and waits for its socket) and tries again; the thin
+// CLI verbs use this so the first `send` of the day just works.
+func Connect(ctx context.Context, home string, autostart bool) (*Client, error) {
+	if c, _, err := Probe(ctx, home); err == nil {
+		return c, nil
+	}
+	if !autostart {
+		return nil, ErrNoDaemon
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoDaemon, err)
+	}
+	cmd := exec.CommandContext(ctx, exe, "--home", home, "--quiet", "daemon", "up")
+	cmd.Env = os.Environ()
+	// The child detaches the real daemon with its own log; nothing it
+	// prints is needed here, and inheriting our stdout could make a caller
+	// that waits for our output wait for the daemon too.
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("%w: starting it failed: %v: %s", ErrNoDaemon, err, out)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if c, _, err := Probe(ctx, home); err == nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: it did not answer within 3s (see %s)", ErrNoDaemon, LogPath(home))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,213 @@
+// Package localapi is the daemon's local API contract (03-daemon.md "Local
+// API"): the request and response shapes of the Unix-socket HTTP API and a
+// small client for them. The CLI and the MCP server import this package, not
+// the daemon itself, the way Tailscale's CLI talks to tailscaled through a
+// local API client.
+package localapi
+
+import "claudemesh/wire"
+
+// APIVersion is the `api` field of /v1/version.
+const APIVersion = "v1"
+
+// Public outbox statuses (03-daemon "Outbox"): one vocabulary for the API,
+// `send --json` and `outbox list`.
+const (
+	StatusAccepted  = "accepted"  // in the outbox, not yet acked by the broker
+	StatusQueued    = "queued"    // broker acked, no recipient online
+	StatusSent      = "sent"      // broker acked and pushed to a recipient connection
+	StatusDelivered = "delivered" // receipt(s) received
+	StatusFailed    = "failed"    // dead or aborted, with error
+)
+
+// Mesh connection states reported by health and status.
+const (
+	MeshConnecting   = "connecting"
+	MeshOpen         = "open"
+	MeshReconnecting = "reconnecting"
+	MeshClosed       = "closed"
+	MeshKicked       = "kicked"
+	MeshBanned       = "banned"
+)
+
+// Error is the API's error body: {"error":{"code","message"}}.
+type Error struct {
+	Code       string           `json:"code"`
+	Message    string           `json:"message"`
+	Candidates []wire.Candidate `json:"candidates,omitempty"`
+	Status     string           `json:"status,omitempty"` // idempotency_key_reused: the existing row's status
+}
+
+// ErrorBody wraps Error on the wire.
+type ErrorBody struct {
+	Error Error `json:"error"`
+}
+
+// Version is GET /v1/version.
+type Version struct {
+	DaemonVersion string   `json:"daemonVersion"`
+	API           string   `json:"api"`
+	Features      []string `json:"features"`
+	PID           int      `json:"pid"`
+}
+
+// Health is GET /v1/health.
+type Health struct {
+	OK     bool              `json:"ok"`
+	PID    int               `json:"pid"`
+	Meshes map[string]string `json:"meshes"`
+}
+
+// Status is `daemon status --json` (04-cli): row counts by internal state.
+type Status struct {
+	Running     bool              `json:"running"`
+	PID         int               `json:"pid,omitzero"`
+	UptimeSec   int64             `json:"uptimeSec,omitzero"`
+	Meshes      map[string]string `json:"meshes,omitempty"`
+	Outbox      *OutboxCounts     `json:"outbox,omitempty"`
+	InboxUnread int               `json:"inboxUnread"`
+	Sessions    int               `json:"sessions"`
+}
+
+// OutboxCounts counts outbox rows by internal state.
+type OutboxCounts struct {
+	Pending   int `json:"pending"`
+	Inflight  int `json:"inflight"`
+	Queued    int `json:"queued"`
+	Sent      int `json:"sent"`
+	Delivered int `json:"delivered"`
+	Dead      int `json:"dead"`
+	Aborted   int `json:"aborted"`
+}
+
+// SendRequest is POST /v1/send. The Idempotency-Key header is an
+// alternative to ClientMessageID.
+type SendRequest struct {
+	To              string   `json:"to"`
+	Message         string   `json:"message"`
+	Mesh            string   `json:"mesh,omitempty"`
+	Priority        string   `json:"priority,omitempty"`
+	ClientMessageID string   `json:"clientMessageId,omitempty"`
+	ReplyToID       string   `json:"replyToId,omitempty"`
+	Mentions        []string `json:"mentions,omitempty"`
+}
+
+// Target describes what a send was resolved to.
+type Target struct {
+	Kind        string `json:"kind"`
+	TargetSpec  string `json:"targetSpec"`
+	DisplayName string `json:"displayName,omitempty"`
+	Online      *bool  `json:"online,omitempty"`
+}
+
+// SendResponse answers POST /v1/send: 202 when accepted, 200 with
+// Duplicate for a repeat of the same request.
+type SendResponse struct {
+	ClientMessageID string `json:"clientMessageId"`
+	MessageID       string `json:"messageId,omitempty"`
+	Mesh            string `json:"mesh"`
+	Status          string `json:"status"`
+	Target          Target `json:"target"`
+	Duplicate       bool   `json:"duplicate,omitzero"`
+	Error           string `json:"error,omitempty"`
+}
+
+// OutboxRow is one row of GET /v1/outbox and `daemon outbox list --json`.
+type OutboxRow struct {
+	ID              string `json:"id"`
+	ClientMessageID string `json:"clientMessageId"`
+	MessageID       string `json:"messageId,omitempty"`
+	Mesh            string `json:"mesh"`
+	TargetSpec      string `json:"targetSpec"`
+	DisplayName     string `json:"displayName,omitempty"`
+	Status          string `json:"status"`
+	State           string `json:"state"` // internal: pending|inflight|queued|sent|delivered|dead|aborted
+	Attempts        int    `json:"attempts"`
+	Error           string `json:"error,omitempty"`
+	Preview         string `json:"preview,omitempty"`
+	EnqueuedAt      int64  `json:"enqueuedAt"`
+	SentAt          int64  `json:"sentAt,omitzero"`
+	DeliveredAt     int64  `json:"deliveredAt,omitzero"`
+}
+
+// InboxRow is the `inbox --json` element (04-cli), also the data of an SSE
+// `message` event.
+type InboxRow struct {
+	ID           string `json:"id"`
+	MessageID    string `json:"messageId"`
+	Mesh         string `json:"mesh"`
+	Kind         string `json:"kind"`
+	Topic        string `json:"topic,omitempty"`
+	SenderName   string `json:"senderName"`
+	SenderPubkey string `json:"senderPubkey"`
+	Body         string `json:"body,omitempty"`
+	DecryptError string `json:"decryptError,omitempty"`
+	Verified     bool   `json:"verified"`
+	Priority     string `json:"priority"`
+	ReceivedAt   int64  `json:"receivedAt"`
+	SeenAt       int64  `json:"seenAt,omitzero"`
+	ReplyToID    string `json:"replyToId,omitempty"`
+}
+
+// Peer is one row of GET /v1/peers: the broker's Peer tagged for the caller.
+type Peer struct {
+	Mesh string `json:"mesh"`
+	wire.Peer
+	IsSelf        bool `json:"isSelf"`
+	IsThisSession bool `json:"isThisSession"`
+}
+
+// Member is one row of GET /v1/members.
+type Member struct {
+	Mesh string `json:"mesh"`
+	wire.Member
+}
+
+// SeenRequest is POST /v1/inbox/seen.
+type SeenRequest struct {
+	IDs []string `json:"ids"`
+}
+
+// RequeueRequest is POST /v1/outbox/requeue.
+type RequeueRequest struct {
+	ID string `json:"id"`
+}
+
+// GroupRequest is POST /v1/groups.
+type GroupRequest struct {
+	Mesh string `json:"mesh,omitempty"`
+	Op   string `json:"op"` // join | leave
+	Name string `json:"name"`
+	Role string `json:"role,omitempty"`
+}
+
+// ProfileRequest is POST /v1/profile.
+type ProfileRequest struct {
+	Mesh    string  `json:"mesh,omitempty"`
+	Status  string  `json:"status,omitempty"`
+	Summary *string `json:"summary,omitempty"`
+	Visible *bool   `json:"visible,omitempty"`
+}
+
+// OK is the body of routes with no result.
+type OK struct {
+	OK bool `json:"ok"`
+}
+
+// Event kinds of GET /v1/events.
+const (
+	EventMessage      = "message"
+	EventPeerJoined   = "peer_joined"
+	EventPeerLeft     = "peer_left"
+	EventPeerReturned = "peer_returned"
+	EventBrokerStatus = "broker_status"
+	EventOutboxStatus = "outbox_status"
+	EventSystem       = "system"
+)
+
+// BrokerStatusEvent is the data of a broker_status event.
+type BrokerStatusEvent struct {
+	Mesh  string `json:"mesh"`
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}

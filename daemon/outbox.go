@@ -1,0 +1,531 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+func pendingKey(meshID string, seq uint64) []byte {
+	return append(append([]byte(meshID), 0), seqKey(seq)...)
+}
+
+func setPendingIndex(tx *bolt.Tx, r *outboxRow, on bool) error {
+	b := tx.Bucket(bOutboxPending)
+	if on {
+		return b.Put(pendingKey(r.MeshID, r.Seq), nil)
+	}
+	return b.Delete(pendingKey(r.MeshID, r.Seq))
+}
+
+func seqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k[len(k)-8:]) }
+
+func bytesContains(b []byte, s string) bool { return bytes.Contains(b, []byte(s)) }
+
+// Drain tuning (03-daemon "Drain").
+const (
+	maxAttempts  = 25
+	drainWindow  = 64 // sends in flight per mesh
+	previewChars = 80
+)
+
+// permanent broker errors kill a row; anything else is retried.
+var permanentCodes = map[string]bool{
+	wire.CodeInvalidArgument: true, wire.CodeUnknownRecipient: true, wire.CodeBlockedByRecipient: true,
+	wire.CodeForbidden: true, wire.CodePayloadTooLarge: true, wire.CodeIdempotencyKeyReused: true,
+	wire.CodeNotAMember: true, wire.CodeStaleKeyGen: true, wire.CodeTopicKeyMissing: true,
+}
+
+// backoff returns the retry delay after a counted attempt: 1, 2, 4, 8, 16,
+// then 30 s, with jitter (the client package's schedule).
+func backoff(attempts int) time.Duration { return client.Backoff(attempts-1, 0) }
+
+// accept runs the outbox accept algorithm in 03-daemon's order:
+// idempotency, mesh, resolution, encryption, durable store, then 202.
+func (d *Daemon) accept(req localapi.SendRequest, idemHeader string) (*localapi.SendResponse, int, *apiError) {
+	if req.ClientMessageID == "" {
+		req.ClientMessageID = idemHeader
+	}
+	if req.ClientMessageID == "" {
+		req.ClientMessageID = client.NewID()
+	} else if !wire.ValidReqID(req.ClientMessageID) {
+		return nil, 0, badRequest("invalid_argument", "clientMessageId must match ^[A-Za-z0-9._:-]{1,64}$")
+	}
+	if strings.TrimSpace(req.To) == "" {
+		return nil, 0, badRequest("invalid_argument", "to is required")
+	}
+	if req.Message == "" {
+		return nil, 0, badRequest("invalid_argument", "message is required")
+	}
+	if len(req.Message) > client.MaxPlaintext {
+		return nil, 0, badRequest(wire.CodePayloadTooLarge, "message is larger than 64 KiB")
+	}
+	if !utf8.ValidString(req.Message) {
+		return nil, 0, badRequest("invalid_argument", "message is not valid UTF-8")
+	}
+	switch req.Priority {
+	case "", wire.PriorityNow, wire.PriorityNext, wire.PriorityLow:
+	default:
+		return nil, 0, badRequest("invalid_argument", "priority must be now, next or low")
+	}
+	fp := fingerprint(req)
+
+	// 1. Idempotency first, without touching the network.
+	if resp, status, aerr := d.existing(req.ClientMessageID, fp); resp != nil || aerr != nil {
+		return resp, status, aerr
+	}
+	// 2. The mesh.
+	m, aerr := d.chooseMesh(req.Mesh)
+	if aerr != nil {
+		return nil, 0, aerr
+	}
+	// 3. Resolve against the cached directory.
+	members, peers := m.directory()
+	self := m.key.PublicHex()
+	t, err := client.ResolveTarget(req.To, members, peers, self)
+	if err != nil {
+		return nil, 0, clientError(err)
+	}
+	// 4. Encrypt now: the plaintext is never stored.
+	row := &outboxRow{
+		ClientMessageID: req.ClientMessageID, Fingerprint: fp, Mesh: m.cfg.Slug, MeshID: m.cfg.MeshID,
+		To: req.To, DisplayName: t.DisplayName, TargetSpec: t.Spec, Kind: t.Kind, Priority: req.Priority,
+		ReplyToID: req.ReplyToID, Mentions: req.Mentions, SenderPubkey: self, Preview: preview(req.Message),
+		State: statePending, EnqueuedAt: time.Now().UnixMilli(),
+	}
+	if err := d.seal(m, row, t, []byte(req.Message)); err != nil {
+		return nil, 0, clientError(err)
+	}
+	// 5. Store durably, then answer.
+	var dup *outboxRow
+	err = d.db.Update(func(tx *bolt.Tx) error {
+		dup = nil
+		if prev, err := outboxByCMID(tx, row.ClientMessageID); err == nil {
+			dup = prev // a concurrent identical request won the race
+			return nil
+		}
+		seq, err := tx.Bucket(bOutbox).NextSequence()
+		if err != nil {
+			return err
+		}
+		row.Seq = seq
+		if err := putOutbox(tx, row); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bOutboxCMID).Put([]byte(row.ClientMessageID), seqKey(seq)); err != nil {
+			return err
+		}
+		return setPendingIndex(tx, row, true)
+	})
+	if err != nil {
+		return nil, 0, internalError(err)
+	}
+	if dup != nil {
+		return d.existing(row.ClientMessageID, fp)
+	}
+	m.kick()
+	online := t.Online
+	resp := &localapi.SendResponse{
+		ClientMessageID: row.ClientMessageID, Mesh: m.cfg.Slug, Status: localapi.StatusAccepted,
+		Target: localapi.Target{Kind: t.Kind, TargetSpec: t.Spec, DisplayName: t.DisplayName},
+	}
+	if t.Kind == wire.KindBox {
+		resp.Target.Online = &online
+	}
+	return resp, 202, nil
+}
+
+// existing answers a repeat of a clientMessageId: the same request returns
+// the row (200, duplicate), a different one is a 409.
+func (d *Daemon) existing(cmid, fp string) (*localapi.SendResponse, int, *apiError) {
+	var prev *outboxRow
+	d.db.View(func(tx *bolt.Tx) error {
+		prev, _ = outboxByCMID(tx, cmid)
+		return nil
+	})
+	if prev == nil {
+		return nil, 0, nil
+	}
+	if prev.Fingerprint != fp {
+		return nil, 0, &apiError{status: 409, code: wire.CodeIdempotencyKeyReused,
+			msg: "clientMessageId " + cmid + " was already used for a different message", rowStatus: publicStatus(prev.State)}
+	}
+	resp := &localapi.SendResponse{
+		ClientMessageID: prev.ClientMessageID, MessageID: prev.BrokerMessageID, Mesh: prev.Mesh,
+		Status: publicStatus(prev.State), Duplicate: true, Error: prev.LastError,
+		Target: localapi.Target{Kind: prev.Kind, TargetSpec: prev.TargetSpec, DisplayName: prev.DisplayName},
+	}
+	return resp, 200, nil
+}
+
+// fingerprint identifies a send request for idempotency (03-daemon step 1).
+func fingerprint(r localapi.SendRequest) string {
+	h := sha256.New()
+	for _, p := range []string{r.Mesh, r.To, r.Priority, r.ReplyToID, r.Message} {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func preview(s string) string {
+	if utf8.RuneCountInString(s) <= previewChars {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:previewChars]) + "…"
+}
+
+// seal encrypts the message per 02-crypto into the row.
+func (d *Daemon) seal(m *meshRT, row *outboxRow, t *client.Target, plaintext []byte) error {
+	switch t.Kind {
+	case wire.KindBox:
+		k, err := d.keys.shared(m.key, t.Spec)
+		if err != nil {
+			return err
+		}
+		row.Nonce, row.Ciphertext = k.Seal(plaintext)
+		return nil
+	case wire.KindMulti:
+		s, err := client.SealMulti(m.cfg.MeshID, t.Spec, plaintext, t.Recipients, m.key, client.SendOptions{})
+		if err != nil {
+			return err
+		}
+		row.Nonce, row.Ciphertext, row.Signature, row.Keys = s.Nonce, s.Ciphertext, s.Signature, s.Keys
+		return nil
+	}
+	return errors.New("unsupported target kind " + t.Kind)
+}
+
+// sealer caches box shared keys per (sender, recipient): the X25519 and
+// point-validation work of a box is ~50x the cost of sealing with a
+// precomputed key, and a daemon mostly talks to the same few peers.
+type sealer struct {
+	mu   sync.Mutex
+	keys map[string]*cmcrypto.SharedKey
+}
+
+func newSealer() *sealer { return &sealer{keys: map[string]*cmcrypto.SharedKey{}} }
+
+func (s *sealer) shared(self *cmcrypto.Identity, peer string) (*cmcrypto.SharedKey, error) {
+	id := self.PublicHex() + peer
+	s.mu.Lock()
+	k := s.keys[id]
+	s.mu.Unlock()
+	if k != nil {
+		return k, nil
+	}
+	pub, err := cmcrypto.ParsePublicKey(peer)
+	if err != nil {
+		return nil, err
+	}
+	k, err = cmcrypto.Precompute(pub, self)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if len(s.keys) > 4096 {
+		clear(s.keys) // bounded; recomputing is cheap enough
+	}
+	s.keys[id] = k
+	s.mu.Unlock()
+	return k, nil
+}
+
+// drain is a mesh's worker: while the mesh is open it sends due pending rows
+// in enqueue order, up to drainWindow in flight, and records each outcome.
+// While the mesh is not open, rows wait as pending and use no attempts, so a
+// long broker outage never kills queued messages.
+func (m *meshRT) drain(ctx context.Context) {
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	sem := make(chan struct{}, drainWindow)
+	busy := map[uint64]bool{}
+	var busyMu sync.Mutex
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		c := m.conn()
+		next := time.Duration(-1)
+		if c != nil {
+			rows, wait := m.due(busy, &busyMu, cap(sem)-len(sem))
+			next = wait
+			if len(rows) > 0 {
+				m.markInflight(rows)
+			}
+			for _, r := range rows {
+				sem <- struct{}{}
+				busyMu.Lock()
+				busy[r.Seq] = true
+				busyMu.Unlock()
+				inflight.Add(1)
+				go func() {
+					defer inflight.Done()
+					m.sendOne(ctx, c, r)
+					busyMu.Lock()
+					delete(busy, r.Seq)
+					busyMu.Unlock()
+					<-sem
+					m.kick()
+				}()
+			}
+		}
+		if next < 0 {
+			next = time.Hour
+		}
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// due returns up to n pending rows of this mesh that are due and not busy,
+// and how long until the next one that is not yet due (-1: none).
+func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow, time.Duration) {
+	var out []*outboxRow
+	wait := time.Duration(-1)
+	now := time.Now().UnixMilli()
+	prefix := append([]byte(m.cfg.MeshID), 0)
+	m.d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bOutboxPending).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, _ = c.Next() {
+			seq := seqOf(k)
+			mu.Lock()
+			b := busy[seq]
+			mu.Unlock()
+			if b {
+				continue
+			}
+			r, err := getOutbox(tx, seq)
+			if err != nil || r.State != statePending {
+				continue
+			}
+			if r.NextAttemptAt > now {
+				if d := time.Duration(r.NextAttemptAt-now) * time.Millisecond; wait < 0 || d < wait {
+					wait = d
+				}
+				continue
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, wait
+}
+
+// markInflight records that rows are being sent, in one commit.
+func (m *meshRT) markInflight(rows []*outboxRow) {
+	m.d.db.Update(func(tx *bolt.Tx) error {
+		for _, r := range rows {
+			cur, err := getOutbox(tx, r.Seq)
+			if err != nil || cur.State != statePending {
+				continue
+			}
+			cur.State = stateInflight
+			if err := putOutbox(tx, cur); err != nil {
+				return err
+			}
+			if err := setPendingIndex(tx, cur, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// sendOne writes a row's frame and records the outcome.
+func (m *meshRT) sendOne(ctx context.Context, c *client.Conn, r *outboxRow) {
+	actx, cancel := context.WithTimeout(ctx, m.d.opts.AckTimeout)
+	defer cancel()
+	ack, err := c.Send(actx, r.send())
+	now := time.Now().UnixMilli()
+	m.d.updateRow(r.Seq, func(cur *outboxRow) bool {
+		if cur.State != stateInflight {
+			return false
+		}
+		switch {
+		case err == nil:
+			cur.BrokerMessageID = ack.MessageID
+			cur.Acked, cur.SentAt, cur.LastError = true, now, ""
+			if ack.Pending != nil {
+				cur.Pending = *ack.Pending
+			}
+			cur.State = stateQueued
+			if ack.Online != nil && *ack.Online > 0 {
+				cur.State = stateSent
+			}
+			if cur.Pending > 0 && cur.Receipts >= cur.Pending {
+				cur.State, cur.DeliveredAt = stateDelivered, now
+			}
+		case client.IsPermanent(err):
+			cur.State, cur.LastError = stateDead, err.Error()
+		default:
+			code := client.CodeOf(err)
+			// Only a transient answer on an open connection, or no ack
+			// in time, counts as an attempt; a dropped connection does
+			// not (the row waits for the next one).
+			counted := code != "connection_closed" && code != "unreachable" && code != "canceled" && ctx.Err() == nil
+			if counted {
+				cur.Attempts++
+			}
+			cur.LastError = err.Error()
+			if cur.Attempts >= maxAttempts {
+				cur.State = stateDead
+				break
+			}
+			cur.State = statePending
+			delay := time.Duration(0)
+			if counted {
+				delay = backoff(cur.Attempts)
+				if ra := client.RetryAfter(err); ra > delay {
+					delay = ra
+				}
+			}
+			cur.NextAttemptAt = now + delay.Milliseconds()
+		}
+		return true
+	})
+}
+
+// updateRow applies fn to a row in a transaction; when fn reports a change
+// the row is stored, its pending index fixed and an outbox_status event
+// published after the commit.
+func (d *Daemon) updateRow(seq uint64, fn func(*outboxRow) bool) {
+	var changed *outboxRow
+	var evSeq uint64
+	err := d.update(func(tx *bolt.Tx) error {
+		changed = nil
+		cur, err := getOutbox(tx, seq)
+		if err != nil {
+			return nil
+		}
+		before := cur.State
+		if !fn(cur) {
+			return nil
+		}
+		if err := putOutbox(tx, cur); err != nil {
+			return err
+		}
+		if (before == statePending) != (cur.State == statePending) {
+			if err := setPendingIndex(tx, cur, cur.State == statePending); err != nil {
+				return err
+			}
+		}
+		if before != cur.State {
+			evSeq, err = tx.Bucket(bEvents).NextSequence()
+			if err != nil {
+				return err
+			}
+			changed = cur
+		}
+		return nil
+	}, func() {
+		if changed != nil {
+			d.events.publish(event{id: evSeq, kind: localapi.EventOutboxStatus, meshID: changed.MeshID, data: changed.api()})
+		}
+	})
+	if err != nil {
+		d.log.Error("outbox update", "err", err)
+	}
+}
+
+// onReceipt counts a delivery receipt against its row (matched by
+// clientMessageId, which receipts carry, so a receipt racing its ack is
+// still counted) and settles it with the broker once recorded.
+func (d *Daemon) onReceipt(m *meshRT, r *wire.Receipt) {
+	var seq uint64
+	d.db.View(func(tx *bolt.Tx) error {
+		if row, err := outboxByCMID(tx, r.ClientMessageID); err == nil && (row.BrokerMessageID == "" || row.BrokerMessageID == r.MessageID) {
+			seq = row.Seq
+		}
+		return nil
+	})
+	if seq != 0 {
+		d.updateRow(seq, func(cur *outboxRow) bool {
+			if cur.State == stateDelivered || cur.State == stateDead || cur.State == stateAborted {
+				return false
+			}
+			cur.Receipts++
+			if cur.Acked && cur.Receipts >= cur.Pending {
+				cur.State, cur.DeliveredAt = stateDelivered, r.DeliveredAt
+			}
+			return true
+		})
+	}
+	if c := m.conn(); c != nil {
+		c.ClientAckAsync([]string{r.ReceiptID})
+	}
+}
+
+// requeue copies a failed row's routing fields into a new pending row and
+// aborts the old one, in one transaction.
+func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
+	var fresh *outboxRow
+	var aerr *apiError
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		fresh, aerr = nil, nil
+		old, err := getOutbox(tx, id)
+		if err != nil {
+			aerr = &apiError{status: 404, code: "not_found", msg: "no outbox row with that id"}
+			return nil
+		}
+		if old.State != stateDead && old.State != stateAborted {
+			aerr = &apiError{status: 409, code: "not_failed", msg: "only failed rows can be requeued (this one is " + publicStatus(old.State) + ")"}
+			return nil
+		}
+		n := *old
+		seq, err := tx.Bucket(bOutbox).NextSequence()
+		if err != nil {
+			return err
+		}
+		n.Seq, n.State, n.Attempts, n.NextAttemptAt, n.LastError = seq, statePending, 0, 0, ""
+		n.BrokerMessageID, n.Pending, n.Receipts, n.Acked, n.SentAt, n.DeliveredAt = "", 0, 0, false, 0, 0
+		n.EnqueuedAt = time.Now().UnixMilli()
+		old.State = stateAborted
+		if err := putOutbox(tx, old); err != nil {
+			return err
+		}
+		if err := putOutbox(tx, &n); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bOutboxCMID).Put([]byte(n.ClientMessageID), seqKey(seq)); err != nil {
+			return err
+		}
+		fresh = &n
+		return setPendingIndex(tx, &n, true)
+	})
+	if err != nil {
+		return nil, internalError(err)
+	}
+	if aerr != nil {
+		return nil, aerr
+	}
+	if m := d.meshBySlug(fresh.MeshID); m != nil {
+		m.kick()
+	}
+	return fresh, nil
+}
