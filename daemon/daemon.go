@@ -73,7 +73,16 @@ type Daemon struct {
 	srv       *http.Server
 	token     string // TCP bearer token
 	inbox     chan inboxItem
+	failpoint string
 }
+
+// Failpoints (CLAUDEMESH_FAILPOINT) let the crash tests kill the daemon at
+// an exact point of a protocol, which no timing-based kill can hit
+// reliably. They are inert unless the variable is set.
+const (
+	envFailpoint        = "CLAUDEMESH_FAILPOINT"
+	failInboxAfterStore = "inbox-after-store"
+)
 
 // ErrAlreadyRunning means another daemon holds daemon.db's lock.
 var ErrAlreadyRunning = errors.New("another daemon is already running for this home")
@@ -112,6 +121,7 @@ func Open(opts Options) (*Daemon, error) {
 	d := &Daemon{
 		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
 		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096),
+		failpoint: os.Getenv(envFailpoint),
 	}
 	d.events = newEventHub()
 	d.keys = newSealer()

@@ -275,3 +275,61 @@ func dialUnix(ctx context.Context, path string) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialContext(ctx, "unix", path)
 }
+
+func TestUnreachableMeshDoesNotDelayAnother(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	// A second mesh on a second broker, which then goes away for good.
+	cfg2 := broker.DefaultConfig()
+	cfg2.Listen, cfg2.MetricsListen, cfg2.DataDir = "127.0.0.1:0", "off", t.TempDir()
+	b2 := startBroker(t, &cfg2)
+	key, _ := cmcrypto.GenerateIdentity()
+	res, err := client.CreateMesh(context.Background(), b2.URL(), b2.OperatorToken(), client.CreateMeshRequest{Name: "Ops", Slug: "ops", OwnerPubkey: key.PublicHex(), OwnerDisplayName: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.save("alice", config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: "ops", Name: "Ops", Pubkey: key.PublicHex(),
+		SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey, Role: "owner", DisplayName: "alice",
+		JoinedAt: time.Now().UTC().Format(time.RFC3339)})
+	b2.Close()
+	alice := e.daemon("alice")
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	// Queue work on the dead mesh first: it must not hold up the live one.
+	for i := 0; i < 5; i++ {
+		if _, err := alice.api.Send(context.Background(), localapi.SendRequest{Mesh: "ops", To: key.PublicHex(), Message: "stuck"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if _, err := alice.api.Send(context.Background(), localapi.SendRequest{Mesh: "team", To: "bob", Message: "fast lane"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "team delivery", func() bool { return len(bob.inbox(t)) == 1 })
+	t.Logf("delivered on the live mesh in %s while the other mesh is down", time.Since(start))
+	var h localapi.Health
+	alice.api.Do(context.Background(), "GET", "/v1/health", nil, &h)
+	if h.Meshes["ops"] == localapi.MeshOpen || h.Meshes["team"] != localapi.MeshOpen {
+		t.Fatalf("states %v", h.Meshes)
+	}
+	// Writes with two meshes joined need --mesh.
+	_, err = alice.api.Send(context.Background(), localapi.SendRequest{To: "bob", Message: "which mesh?"})
+	if ae, ok := err.(*localapi.APIError); !ok || ae.Body.Code != "mesh_required" {
+		t.Fatalf("mesh_required: %v", err)
+	}
+}
+
+func TestJoinWhileRunningIsAttachedWithoutRestart(t *testing.T) {
+	e := newEnv(t)
+	bobHome := t.TempDir()
+	e.homes["bob"] = bobHome
+	bob := e.daemon("bob") // no mesh yet
+	var h localapi.Health
+	bob.api.Do(context.Background(), "GET", "/v1/health", nil, &h)
+	if len(h.Meshes) != 0 {
+		t.Fatalf("meshes %v", h.Meshes)
+	}
+	e.join("bob") // writes config.json; the daemon notices on its own
+	bob.waitOpen(t)
+}

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"bytes"
+	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	json "github.com/go-json-experiment/json"
@@ -137,6 +139,12 @@ func (d *Daemon) storePushes(items []inboxItem) {
 		// Not acked: the broker redelivers and we try again.
 		d.log.Error("inbox store", "err", err)
 		return
+	}
+	if d.failpoint == failInboxAfterStore {
+		// Fault injection for the crash tests: die exactly between the
+		// durable store and the ack, as kill -9 at the worst moment would.
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
 	}
 	acks := map[*meshRT][]string{}
 	for _, it := range items {
