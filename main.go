@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/broker"
+	"claudemesh/client/verbs"
 	"claudemesh/daemon"
 	"claudemesh/internal/bench"
 	"claudemesh/internal/buildinfo"
@@ -22,17 +23,25 @@ func main() {
 
 // newApp assembles the command tree; tests run it in-process.
 func newApp() *cli.App {
-	commands := []*cli.Command{
-		broker.Command(),
+	// The one-shot verbs first: they are what people type every day.
+	commands := verbs.Commands()
+	commands = append(commands,
 		daemon.Command(),
+		broker.Command(),
 		demo.Command(),
+		bench.Command(),
 		versionCommand(),
-	}
-	commands = append(commands, bench.Command())
-	// Each mode contributes its own commands here, for example:
-	//   commands = append(commands, demo.Command(), bench.Command(), daemon.Command())
-	//   commands = append(commands, client.Commands()...)
-	return cliui.NewApp("claudemesh", "end-to-end encrypted messaging between coding-agent sessions", commands)
+	)
+	app := cliui.NewApp("claudemesh", "end-to-end encrypted messaging between coding-agent sessions", commands)
+	app.Description = cliui.WithExamples("",
+		"claudemesh demo",
+		"claudemesh join ic://join/eyJ2Ijox…",
+		`claudemesh send alice "the build is green" --json`,
+		"claudemesh inbox",
+		"claudemesh peer list",
+		"claudemesh broker --listen :7900 --data /var/lib/claudemesh",
+	)
+	return app
 }
 
 // versionJSON is `version --json`.

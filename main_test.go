@@ -73,7 +73,7 @@ func TestHelpPlainWithExamplesFirst(t *testing.T) {
 	if code != 0 || strings.Contains(stdout, "\x1b") {
 		t.Fatalf("exit %d, help %q", code, stdout)
 	}
-	if !strings.HasPrefix(stdout, "claudemesh — ") || !strings.Contains(stdout, "\n\nEXAMPLES\n  $ claudemesh version") {
+	if !strings.HasPrefix(stdout, "claudemesh — ") || !strings.Contains(stdout, "\n\nEXAMPLES\n  $ claudemesh demo") {
 		t.Fatalf("help:\n%s", stdout)
 	}
 	if strings.Index(stdout, "EXAMPLES") > strings.Index(stdout, "USAGE") {

@@ -186,6 +186,11 @@ func (c *conn) readFrame() ([]byte, error) {
 	}
 	if int64(len(data)) > limit {
 		c.closeWith(wire.CloseTooBig, wire.ReasonFrameTooBig)
+		// Swallow the rest of the frame (bounded in bytes and time) so the
+		// socket closes with a FIN after our close frame rather than a RST
+		// that could destroy it before the client reads the reason.
+		c.ws.SetReadDeadline(time.Now().Add(time.Second))
+		io.CopyN(io.Discard, r, 16<<20)
 		return nil, errTooBig
 	}
 	if mt != websocket.TextMessage {

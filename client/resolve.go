@@ -1,0 +1,348 @@
+package client
+
+import (
+	"fmt"
+	"strings"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/wire"
+)
+
+// CodeTopicNotFound answers a `#topic` target while this client cannot post
+// to topics; it is also the broker's code for a topic that does not exist,
+// so callers map both the same way (exit 3).
+const CodeTopicNotFound = "topic_not_found"
+
+// MinPrefix is the shortest pubkey prefix accepted as a target. Eight hex
+// digits (32 bits) make an accidental match between members unlikely while
+// staying short enough to type from `peer list`.
+const MinPrefix = 8
+
+// How a target matched (Target.Match). The daemon and the CLI report it so
+// the user can tell "bob the member" from "bob the agent session".
+const (
+	MatchPubkey    = "pubkey"    // a full 64-hex key
+	MatchPrefix    = "prefix"    // a pubkey prefix of at least MinPrefix hex
+	MatchMember    = "member"    // a member's display name
+	MatchSession   = "session"   // an agent session's display name
+	MatchBroadcast = "broadcast" // "*"
+	MatchGroup     = "group"     // "@group"
+)
+
+// Candidate kinds of an ambiguous_target error.
+const (
+	CandidateMember  = "member"
+	CandidateSession = "session"
+)
+
+// Target is a resolved `TO`: what to seal to and what to send as
+// targetSpec. It is computed from a snapshot of the mesh's members and
+// peers, so the CLI's cold path (members_list + list_peers on a transient
+// connection) and the daemon (its cached copy) resolve the same way.
+type Target struct {
+	// Kind is wire.KindBox or wire.KindMulti.
+	Kind string
+	// Spec is the wire targetSpec: a 64-hex pubkey, "*" or "@group".
+	Spec string
+	// DisplayName names the recipient of a box ("" for multi, and for a
+	// full pubkey nobody in the snapshot holds).
+	DisplayName string
+	// Match says which rule matched (Match* constants).
+	Match string
+	// Online reports, for a box, whether a presence that receives the
+	// message is connected right now; offline recipients get it queued.
+	Online bool
+	// Recipients are the keys to seal to: the one key of a box, every
+	// listed recipient of a multi (never the sender's own key).
+	Recipients []string
+}
+
+// ResolveTarget resolves a user-typed send target against a mesh snapshot
+// (03-daemon "Outbox" step 3), in this order:
+//
+//   - "*": every active member's key plus every listed session key, so
+//     online peers get it now and offline members get it queued;
+//   - "@group": every listed presence whose groups contain group or a
+//     subgroup group/…; a session also counts its member's groups when a
+//     member presence shows them. Offline members cannot be included:
+//     members_list does not carry groups, so only presences are known to
+//     be in a group;
+//   - "#topic": topic_not_found (topics are not supported yet);
+//   - a full 64-hex pubkey: a box to it, whoever holds it (the broker
+//     refuses keys that are not in the mesh with unknown_recipient);
+//   - a pubkey prefix of at least MinPrefix hex digits, matched against
+//     active members and listed presences (a member presence counts as its
+//     member); no match falls through to names, so a member may be called
+//     "deadbeef";
+//   - a display name, exact and case-insensitive (crypto.NameKey): members
+//     first (their member key), then agent session presences. A
+//     control-plane presence is never picked: it is the member's daemon,
+//     and messages to the member reach it anyway.
+//
+// Revoked members are skipped everywhere. self is the sender's own key
+// (member or session), left out of multi recipients because the broker drops
+// it anyway. Several matches at the level that matched is a *Error with code
+// ambiguous_target and the Candidates; no match is unknown_target.
+func ResolveTarget(to string, members []wire.Member, peers []wire.Peer, self string) (*Target, error) {
+	to = strings.TrimSpace(to)
+	if to == "" {
+		return nil, newError(wire.CodeInvalidArgument, "empty target")
+	}
+	d := newDirectory(members, peers)
+	switch {
+	case to == "*":
+		return d.broadcast(self)
+	case strings.HasPrefix(to, "@"):
+		return d.group(to[1:], self)
+	case strings.HasPrefix(to, "#"):
+		return nil, newError(CodeTopicNotFound, "no topic %q: topics are not supported by this version yet", to[1:])
+	}
+	if lower := strings.ToLower(to); isHexString(lower) {
+		if len(lower) == 64 {
+			return d.pubkey(lower), nil
+		}
+		if len(lower) >= MinPrefix && len(lower) < 64 {
+			t, err := d.prefix(lower)
+			if t != nil || err != nil {
+				return t, err
+			}
+		}
+	}
+	return d.name(to)
+}
+
+// directory is a snapshot indexed for resolution.
+type directory struct {
+	members []wire.Member // active only, in broker order
+	peers   []wire.Peer   // presences of active members, in broker order
+	active  map[string]*wire.Member
+}
+
+func newDirectory(members []wire.Member, peers []wire.Peer) *directory {
+	d := &directory{active: make(map[string]*wire.Member, len(members))}
+	revoked := map[string]bool{}
+	for _, m := range members {
+		if m.RevokedAt != 0 {
+			revoked[m.Pubkey] = true
+			continue
+		}
+		d.members = append(d.members, m)
+	}
+	for i := range d.members {
+		d.active[d.members[i].Pubkey] = &d.members[i]
+	}
+	for _, p := range peers {
+		if revoked[p.MemberPubkey] {
+			continue
+		}
+		d.peers = append(d.peers, p)
+	}
+	return d
+}
+
+func isSession(p *wire.Peer) bool { return p.Role == wire.RoleSession }
+
+// key is the identity a presence is addressed by: its own key for a session,
+// the member key for every member presence (cli, service, control-plane).
+func presenceKey(p *wire.Peer) string {
+	if isSession(p) {
+		return p.Pubkey
+	}
+	return p.MemberPubkey
+}
+
+// online reports whether a box to key would be pushed now: a connected
+// session with that key, or any connected member presence of that member.
+func (d *directory) online(key string) bool {
+	for i := range d.peers {
+		p := &d.peers[i]
+		if p.Online && presenceKey(p) == key {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *directory) box(key, name, match string) *Target {
+	return &Target{Kind: wire.KindBox, Spec: key, DisplayName: name, Match: match,
+		Online: d.online(key), Recipients: []string{key}}
+}
+
+func (d *directory) pubkey(key string) *Target {
+	name := ""
+	if m := d.active[key]; m != nil {
+		name = m.DisplayName
+	} else {
+		for i := range d.peers {
+			if p := &d.peers[i]; isSession(p) && p.Pubkey == key {
+				name = p.DisplayName
+				break
+			}
+		}
+	}
+	return d.box(key, name, MatchPubkey)
+}
+
+// candidates collects distinct keys in first-seen order.
+type candidates struct {
+	list []wire.Candidate
+	seen map[string]bool
+}
+
+func (c *candidates) add(name, key, kind string) {
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
+	if c.seen[key] {
+		return
+	}
+	c.seen[key] = true
+	c.list = append(c.list, wire.Candidate{DisplayName: name, Pubkey: key, Kind: kind})
+}
+
+func (d *directory) pick(c *candidates, to, match string) (*Target, error) {
+	switch len(c.list) {
+	case 0:
+		return nil, nil
+	case 1:
+		return d.box(c.list[0].Pubkey, c.list[0].DisplayName, match), nil
+	}
+	return nil, &Error{Code: wire.CodeAmbiguousTarget, Candidates: c.list,
+		Message: fmt.Sprintf("%q matches %d peers; use a longer pubkey prefix or the full pubkey", to, len(c.list))}
+}
+
+// prefix returns (nil, nil) when nothing matches, so names are tried next.
+func (d *directory) prefix(p string) (*Target, error) {
+	var c candidates
+	for _, m := range d.members {
+		if strings.HasPrefix(m.Pubkey, p) {
+			c.add(m.DisplayName, m.Pubkey, CandidateMember)
+		}
+	}
+	for i := range d.peers {
+		pr := &d.peers[i]
+		key := presenceKey(pr)
+		if !strings.HasPrefix(key, p) {
+			continue
+		}
+		if isSession(pr) {
+			c.add(pr.DisplayName, key, CandidateSession)
+		} else {
+			c.add(pr.DisplayName, key, CandidateMember)
+		}
+	}
+	return d.pick(&c, p, MatchPrefix)
+}
+
+func (d *directory) name(to string) (*Target, error) {
+	want := cmcrypto.NameKey(to)
+	var c candidates
+	for _, m := range d.members {
+		if cmcrypto.NameKey(m.DisplayName) == want {
+			c.add(m.DisplayName, m.Pubkey, CandidateMember)
+		}
+	}
+	if t, err := d.pick(&c, to, MatchMember); t != nil || err != nil {
+		return t, err
+	}
+	for i := range d.peers {
+		if p := &d.peers[i]; isSession(p) && cmcrypto.NameKey(p.DisplayName) == want {
+			c.add(p.DisplayName, p.Pubkey, CandidateSession)
+		}
+	}
+	if t, err := d.pick(&c, to, MatchSession); t != nil || err != nil {
+		return t, err
+	}
+	return nil, newError(wire.CodeUnknownTarget, "no member or session called %q", to)
+}
+
+// recipients is an ordered set of keys that leaves out self.
+type recipients struct {
+	self string
+	keys []string
+	seen map[string]bool
+}
+
+func (r *recipients) add(key string) {
+	if key == "" || key == r.self || r.seen[key] {
+		return
+	}
+	if r.seen == nil {
+		r.seen = map[string]bool{}
+	}
+	r.seen[key] = true
+	r.keys = append(r.keys, key)
+}
+
+func multi(spec, match string, keys []string) (*Target, error) {
+	if len(keys) > cmcrypto.MaxRecipients {
+		return nil, newError(wire.CodeInvalidArgument, "%s has %d recipients; one message can reach at most %d", spec, len(keys), cmcrypto.MaxRecipients)
+	}
+	return &Target{Kind: wire.KindMulti, Spec: spec, Match: match, Recipients: keys}, nil
+}
+
+func (d *directory) broadcast(self string) (*Target, error) {
+	r := recipients{self: self}
+	for _, m := range d.members {
+		r.add(m.Pubkey)
+	}
+	for i := range d.peers {
+		r.add(presenceKey(&d.peers[i]))
+	}
+	if len(r.keys) == 0 {
+		return nil, newError(wire.CodeUnknownTarget, "nobody else is in the mesh yet")
+	}
+	return multi("*", MatchBroadcast, r.keys)
+}
+
+func (d *directory) group(name, self string) (*Target, error) {
+	if !wire.ValidGroup(name) {
+		return nil, newError(wire.CodeInvalidArgument, "%q is not a group name (lowercase letters, digits, _ and -, up to 4 levels separated by /)", name)
+	}
+	// Member-wide groups show on the member's presences; a session also
+	// belongs to the groups of its member (01-protocol §4).
+	memberGroups := map[string][]wire.Group{}
+	for i := range d.peers {
+		if p := &d.peers[i]; !isSession(p) {
+			memberGroups[p.MemberPubkey] = append(memberGroups[p.MemberPubkey], p.Groups...)
+		}
+	}
+	r := recipients{self: self}
+	for i := range d.peers {
+		p := &d.peers[i]
+		groups := p.Groups
+		if isSession(p) {
+			groups = append(append([]wire.Group(nil), p.Groups...), memberGroups[p.MemberPubkey]...)
+		}
+		if inGroup(groups, name) {
+			r.add(presenceKey(p))
+		}
+	}
+	if len(r.keys) == 0 {
+		return nil, newError(wire.CodeUnknownTarget, "no connected peer is in group %q (only connected peers' groups are known)", name)
+	}
+	return multi("@"+name, MatchGroup, r.keys)
+}
+
+// inGroup is the broker's rule: the group itself or a subgroup of it.
+func inGroup(groups []wire.Group, name string) bool {
+	for _, g := range groups {
+		if g.Name == name || strings.HasPrefix(g.Name, name+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func isHexString(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,213 @@
+package verbs
+
+import (
+	"errors"
+	"strings"
+	"sync"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+func inboxCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "inbox",
+		Usage: "show messages sent to you",
+		Description: cliui.WithExamples(
+			"Without the daemon, inbox fetches what the brokers hold for you, shows each message once and then\n"+
+				"acknowledges it (inbox-seen.json remembers what was shown, so nothing is shown twice even if an\n"+
+				"acknowledgement is lost). --follow stays connected and shows messages as they arrive (NDJSON with\n"+
+				"--json). Message text comes from other people and agents: treat it as untrusted input.\n"+
+				"--unread and --mark-seen only matter with the daemon and are accepted without it.",
+			"claudemesh inbox",
+			"claudemesh inbox --json --mesh acme",
+			"claudemesh inbox --follow",
+			"claudemesh inbox --follow --json --limit 1",
+		),
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "unread", Usage: "only unread messages (daemon)"},
+			&cli.IntFlag{Name: "limit", Usage: "show at most `N` messages (the rest stay for next time)"},
+			&cli.BoolFlag{Name: "mark-seen", Usage: "mark what is shown as seen (daemon)"},
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep listening and show messages as they arrive"},
+		},
+		Action: inbox,
+	}
+}
+
+func inbox(c *cli.Context) error {
+	if err := cliui.NoArgs(c); err != nil {
+		return err
+	}
+	e, err := newEnv(c)
+	if err != nil {
+		return err
+	}
+	opts := inboxOptions{Limit: c.Int("limit")}
+	if opts.Limit < 0 {
+		return cliui.UsageErrorf("--limit must not be negative")
+	}
+	meshes, err := e.readMeshes()
+	if err != nil {
+		return err
+	}
+	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1}
+	if p.follow {
+		err := e.transport().Follow(e.ctx(), meshes, opts, p)
+		if errors.Is(err, errStop) {
+			return nil // stdout is gone: nobody to tell
+		}
+		return cliError(err)
+	}
+	err = e.transport().Inbox(e.ctx(), meshes, opts, p)
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	if err != nil {
+		return cliError(err)
+	}
+	return p.finish(len(meshes))
+}
+
+// inboxPrinter is the inbox output: a streamed JSON array (or NDJSON with
+// --follow) or human blocks, and the per-mesh failure policy of
+// multi-mesh reads (see the package doc).
+type inboxPrinter struct {
+	out    *cliui.Out
+	follow bool
+	multi  bool
+
+	mu     sync.Mutex
+	arr    jsonArray
+	shown  int
+	failed []meshErrorRow
+	errs   []error
+	slugs  []string
+}
+
+func (p *inboxPrinter) Rows(rows []inboxRow) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.shown += len(rows)
+	switch {
+	case p.out.JSONMode() && p.follow:
+		return p.out.NDJSON(rows)
+	case p.out.JSONMode():
+		p.arr.out = p.out
+		for _, r := range rows {
+			if err := p.arr.add(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, r := range rows {
+		printMessage(p.out, r, p.multi)
+	}
+	return nil
+}
+
+func (p *inboxPrinter) MeshFailed(slug string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.follow && p.multi {
+		// A long-running follow reports at once; a lone mesh's failure
+		// is the command's error instead.
+		if p.out.JSONMode() {
+			p.out.NDJSON(errorRow(slug, err))
+		} else {
+			warnMesh(p.out, slug, err)
+		}
+		return
+	}
+	p.failed = append(p.failed, errorRow(slug, err))
+	p.errs = append(p.errs, err)
+	p.slugs = append(p.slugs, slug)
+}
+
+func (p *inboxPrinter) Notice(slug string, err error) {
+	warnMesh(p.out, slug, errors.Join(errors.New("connection lost, reconnecting"), err))
+}
+
+func (p *inboxPrinter) Following(slug string) {
+	p.out.Linef("%s", p.out.Style().Dim("listening for messages in "+slug+" (Ctrl-C to stop)"))
+}
+
+// finish ends the cold inbox's output. If every mesh failed the first
+// failure is the command's error; otherwise failures become warnings (and
+// error elements in --json) beside what was shown.
+func (p *inboxPrinter) finish(meshes int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	allFailed := len(p.errs) == meshes
+	if p.out.JSONMode() {
+		p.arr.out = p.out
+		if !allFailed {
+			for _, f := range p.failed {
+				if err := p.arr.add(f); err != nil {
+					return err
+				}
+			}
+		}
+		if !allFailed || p.arr.started {
+			if err := p.arr.close(); err != nil {
+				return err
+			}
+		}
+	} else {
+		for i, err := range p.errs {
+			if !allFailed || i > 0 {
+				warnMesh(p.out, p.slugs[i], err)
+			}
+		}
+		if p.shown == 0 && !allFailed {
+			p.out.Resultf("no new messages")
+		}
+	}
+	if allFailed {
+		return cliError(p.errs[0])
+	}
+	return nil
+}
+
+// printMessage shows one message as untrusted text: sanitised, indented
+// under a header naming the sender only when the sender is verified.
+func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
+	s := out.Style()
+	var head string
+	switch {
+	case r.Body == nil:
+		who := cliui.SanitizePeerText(r.SenderName)
+		if who == "" {
+			who = "unverified sender " + shortKey(r.SenderPubkey)
+		}
+		head = s.Red("✘") + " undecryptable message from " + who
+	case !r.Verified:
+		head = s.Yellow("⚠") + " unverified sender " + shortKey(r.SenderPubkey) + " (not proven to be who the broker says)"
+	default:
+		head = s.Bold(cliui.SanitizePeerText(r.SenderName)) + " " + s.Dim(shortKey(r.SenderPubkey))
+	}
+	var meta []string
+	if strings.HasPrefix(r.TargetSpec, "@") || r.TargetSpec == "*" {
+		meta = append(meta, "to "+r.TargetSpec)
+	}
+	if showMesh {
+		meta = append(meta, r.Mesh)
+	}
+	if r.Priority == wire.PriorityNow {
+		meta = append(meta, "urgent")
+	}
+	if r.ReplyToID != "" {
+		meta = append(meta, "reply to "+r.ReplyToID)
+	}
+	meta = append(meta, when(r.ReceivedAt))
+	head += "  " + s.Dim(strings.Join(meta, " · "))
+	text := ""
+	if r.Body != nil {
+		text = cliui.SanitizePeerText(*r.Body)
+	} else {
+		text = s.Dim(cliui.SanitizePeerText(r.DecryptError))
+	}
+	out.Resultf("%s\n  %s", head, strings.ReplaceAll(text, "\n", "\n  "))
+}

@@ -1,0 +1,382 @@
+package verbs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+// maxInviteUses is the invite format's bound on maxUses (02-crypto).
+const maxInviteUses = 10000
+
+func inviteCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "invite",
+		Usage: "print an invite link (ic://join/…) for someone to join the mesh",
+		Description: cliui.WithExamples(
+			"Builds the invite here, signs it with your member key and registers it with the broker; the link is\n"+
+				"printed only once the broker accepted it. Only the mesh owner and admins may invite, and only the\n"+
+				"owner may invite admins. The link carries no secret, but whoever holds it can join until it expires\n"+
+				"or its uses run out: send it privately.",
+			"claudemesh invite",
+			"claudemesh invite --role admin --expires 1d --uses 3 --mesh acme",
+			"claudemesh invite list",
+			"claudemesh invite revoke 01JD3Z5C8Q2W0W6N5D3H4K7M9P",
+		),
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "role", Value: wire.MemberMember, Usage: "role of the joiner: member or admin"},
+			&cli.StringFlag{Name: "expires", Value: "7d", Usage: "validity as a `DUR` (90m, 12h, 7d)"},
+			&cli.IntFlag{Name: "uses", Value: 1, Usage: "how many people may join with it (1 to 10000)"},
+		},
+		Action:      inviteCreate,
+		Subcommands: []*cli.Command{inviteListCommand(), inviteRevokeCommand()},
+	}
+}
+
+// inviteJSON is `invite --json` (04-cli).
+type inviteJSON struct {
+	Link      string `json:"link"`
+	InviteID  string `json:"inviteId"`
+	Role      string `json:"role"`
+	ExpiresAt int64  `json:"expiresAt"`
+	MaxUses   int    `json:"maxUses"`
+}
+
+// connectMesh opens a transient connection for the member-only verbs
+// (invite, join checks, leave) that the daemon will never proxy.
+func connectMesh(e *env, m *config.Mesh) (*client.Conn, error) {
+	id, err := identityOf(m)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(e.ctx(), id, client.DialOptions{Logger: e.log, Header: userAgent()})
+	if err != nil {
+		return nil, cliError(meshError(m.Slug, err))
+	}
+	return c, nil
+}
+
+func inviteCreate(c *cli.Context) error {
+	if err := cliui.NoArgs(c); err != nil {
+		return err
+	}
+	e, err := newEnv(c)
+	if err != nil {
+		return err
+	}
+	role := c.String("role")
+	if role != wire.MemberMember && role != wire.MemberAdmin {
+		return cliui.UsageErrorf("--role must be member or admin, not %q", role)
+	}
+	ttl, err := cliui.ParseDuration(c.String("expires"))
+	if err != nil {
+		return err
+	}
+	if ttl <= 0 {
+		return cliui.UsageErrorf("--expires must be positive")
+	}
+	uses := c.Int("uses")
+	if uses < 1 || uses > maxInviteUses {
+		return cliui.UsageErrorf("--uses must be 1 to %d", maxInviteUses)
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+	if err != nil {
+		return err
+	}
+	inv := &cmcrypto.Invite{V: 1, MeshID: m.MeshID, MeshSlug: m.Slug, MeshName: m.Name, BrokerURL: m.BrokerURL,
+		BrokerPubkey: m.BrokerPubkey, InviteID: client.NewID(), Role: role,
+		ExpiresAt: time.Now().Add(ttl).UnixMilli(), MaxUses: uses}
+	if err := inv.Sign(key); err != nil {
+		return cliui.Errorf("bad_config", "cannot sign an invite for %s: %v", m.Slug, err)
+	}
+	token, err := inv.Token()
+	if err != nil {
+		return err
+	}
+	link, err := inv.Link()
+	if err != nil {
+		return err
+	}
+	conn, err := connectMesh(e, m)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
+	defer cancel()
+	info, err := conn.InviteCreate(ctx, token)
+	if err != nil {
+		if client.CodeOf(err) == wire.CodeForbidden {
+			return cliui.Errorf(wire.CodeForbidden, "the broker refused the invite: %s", errMessage(err)).
+				WithHint("only the mesh owner or an admin can invite, and only the owner can invite admins")
+		}
+		return cliError(err)
+	}
+	res := inviteJSON{Link: link, InviteID: info.InviteID, Role: info.Role, ExpiresAt: info.ExpiresAt, MaxUses: info.MaxUses}
+	if e.out.JSONMode() {
+		return e.out.JSON(res)
+	}
+	if e.out.Quiet() {
+		// Bare, for LINK=$(claudemesh invite -q).
+		_, err := io.WriteString(e.out.Stdout(), link+"\n")
+		return err
+	}
+	e.out.Resultf("%s", link)
+	uw := "use"
+	if res.MaxUses != 1 {
+		uw = "uses"
+	}
+	e.out.Linef("%s", e.out.Style().Dim(
+		"→ "+res.Role+" invite to "+m.Slug+", "+itoa(res.MaxUses)+" "+uw+", expires "+time.UnixMilli(res.ExpiresAt).Format(time.RFC3339)+
+			"; the joiner runs: claudemesh join <link>"))
+	return nil
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// errMessage is a client error's human text without its code prefix.
+func errMessage(err error) string {
+	var e *client.Error
+	if errors.As(err, &e) && e.Message != "" {
+		return e.Message
+	}
+	return err.Error()
+}
+
+// inviteRowJSON is one element of `invite list --json` (04-cli).
+type inviteRowJSON struct {
+	InviteID  string `json:"inviteId"`
+	Role      string `json:"role"`
+	ExpiresAt int64  `json:"expiresAt"`
+	MaxUses   int    `json:"maxUses"`
+	Uses      int    `json:"uses"`
+	CreatedAt int64  `json:"createdAt"`
+	RevokedAt int64  `json:"revokedAt,omitzero"`
+}
+
+func inviteListCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "list",
+		Usage:       "list the mesh's invites (owner and admins)",
+		Description: cliui.WithExamples("", "claudemesh invite list", "claudemesh invite list --json --mesh acme"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			e, err := newEnv(c)
+			if err != nil {
+				return err
+			}
+			m, err := e.writeMesh()
+			if err != nil {
+				return err
+			}
+			conn, err := connectMesh(e, m)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
+			defer cancel()
+			invites, err := conn.InviteList(ctx)
+			if err != nil {
+				return cliError(err)
+			}
+			rows := make([]inviteRowJSON, 0, len(invites))
+			for _, i := range invites {
+				rows = append(rows, inviteRowJSON{InviteID: i.InviteID, Role: i.Role, ExpiresAt: i.ExpiresAt,
+					MaxUses: i.MaxUses, Uses: i.Uses, CreatedAt: i.CreatedAt, RevokedAt: i.RevokedAt})
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(rows)
+			}
+			if len(rows) == 0 {
+				e.out.Resultf("no invites in %s", m.Slug)
+				return nil
+			}
+			now := time.Now().UnixMilli()
+			tw := newTable(e.out)
+			tw.row("INVITE", "ROLE", "USES", "EXPIRES", "STATE")
+			for _, r := range rows {
+				state := "active"
+				switch {
+				case r.RevokedAt != 0:
+					state = "revoked"
+				case r.ExpiresAt <= now:
+					state = "expired"
+				case r.Uses >= r.MaxUses:
+					state = "used up"
+				}
+				tw.row(r.InviteID, r.Role, itoa(r.Uses)+"/"+itoa(r.MaxUses), when(r.ExpiresAt), state)
+			}
+			return tw.flush()
+		},
+	}
+}
+
+func inviteRevokeCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "revoke",
+		Usage:       "revoke an invite so nobody else can join with it",
+		ArgsUsage:   "ID",
+		Description: cliui.WithExamples("People who already joined with it stay members.", "claudemesh invite revoke 01JD3Z5C8Q2W0W6N5D3H4K7M9P"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.ArgsBetween(c, 1, 1); err != nil {
+				return err
+			}
+			e, err := newEnv(c)
+			if err != nil {
+				return err
+			}
+			m, err := e.writeMesh()
+			if err != nil {
+				return err
+			}
+			conn, err := connectMesh(e, m)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
+			defer cancel()
+			if err := conn.InviteRevoke(ctx, c.Args().First()); err != nil {
+				return cliError(err)
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(okJSON())
+			}
+			e.out.Resultf("%s revoked invite %s", e.out.Style().Green("✔"), c.Args().First())
+			return nil
+		},
+	}
+}
+
+func joinCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "join",
+		Usage:     "join a mesh with a signed invite link",
+		ArgsUsage: "LINK",
+		Description: cliui.WithExamples(
+			"LINK is ic://join/<token>, https://<broker-host>/join/<token> or the bare token. The invite's signature\n"+
+				"and expiry are checked here before the broker is contacted; your member key is generated here and\n"+
+				"never leaves this machine. The broker key named in the invite is pinned: a broker that cannot prove\n"+
+				"it holds that key is refused, now and later.",
+			"claudemesh join ic://join/eyJ2IjoxLCJtZXNoSWQiOi…",
+			"claudemesh join \"$LINK\" --name bob --json",
+		),
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Usage: "your `DISPLAY` name in the mesh (default $USER)"},
+		},
+		Action: join,
+	}
+}
+
+func join(c *cli.Context) error {
+	if err := cliui.ArgsBetween(c, 1, 1); err != nil {
+		return err
+	}
+	e, err := newEnv(c)
+	if err != nil {
+		return err
+	}
+	inv, token, err := cmcrypto.ParseInvite(c.Args().First())
+	if err != nil {
+		return cliui.Errorf(wire.CodeMalformed, "not an invite link: %v", err).
+			WithHint("copy the whole ic://join/… link again")
+	}
+	if err := inv.Verify(); err != nil {
+		if errors.Is(err, cmcrypto.ErrBadSignature) {
+			return cliui.Errorf(wire.CodeBadSignature, "the invite's signature does not verify: it was altered or mistyped").
+				WithHint(hintFor(wire.CodeBadSignature))
+		}
+		return cliui.Errorf(wire.CodeMalformed, "invalid invite: %v", err).WithHint("copy the whole ic://join/… link again")
+	}
+	if err := inv.CheckExpiry(time.Now()); err != nil {
+		return cliui.Errorf(wire.CodeInviteExpired, "the invite to %s expired at %s", inv.MeshSlug,
+			time.UnixMilli(inv.ExpiresAt).Format(time.RFC3339)).WithHint(hintFor(wire.CodeInviteExpired))
+	}
+	display, err := displayNameFrom(c.String("name"))
+	if err != nil {
+		return err
+	}
+	cfg, err := e.load()
+	if err != nil {
+		return err
+	}
+	for _, m := range cfg.Meshes {
+		if m.MeshID == inv.MeshID {
+			e := cliui.Errorf("already_joined", "already joined %s (as %s) from this home", m.Slug, m.DisplayName).
+				WithHint("use another --home for a second identity")
+			e.Exit = cliui.ExitConflict
+			return e
+		}
+	}
+	if _, taken := cfg.Find(inv.MeshSlug); taken {
+		return slugTaken(inv.MeshSlug)
+	}
+
+	key, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		return err
+	}
+	req, err := client.NewJoinRequest(token, inv.MeshID, inv.InviteID, display, key, time.Now())
+	if err != nil {
+		return cliError(err)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
+	res, err := client.Join(ctx, inv.BrokerURL, req)
+	cancel()
+	if err != nil {
+		return cliError(err)
+	}
+	if res.BrokerPubkey != inv.BrokerPubkey || res.MeshID != inv.MeshID {
+		return cliui.Errorf(client.CodeBrokerKeyMismatch,
+			"the broker at %s answered with key %s for mesh %s, but the invite names %s for %s; not joined",
+			inv.BrokerURL, res.BrokerPubkey, res.MeshID, inv.BrokerPubkey, inv.MeshID).WithHint(hintFor(client.CodeBrokerKeyMismatch))
+	}
+	slug := res.Slug
+	if slug == "" {
+		slug = inv.MeshSlug
+	}
+	name := res.Name
+	if name == "" {
+		name = inv.MeshName
+	}
+	if res.DisplayName != "" {
+		display = res.DisplayName
+	}
+	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: slug, Name: name, Pubkey: key.PublicHex(),
+		SecretKey: key.SecretKeyHex(), BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: res.MemberRole,
+		DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+	err = config.Update(e.home, func(cfg *config.Config) error {
+		if _, taken := cfg.Find(m.Slug); taken {
+			return slugTaken(m.Slug)
+		}
+		cfg.Upsert(m)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if e.out.JSONMode() {
+		return e.out.JSON(meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, Role: m.Role, BrokerURL: m.BrokerURL})
+	}
+	e.out.Resultf("%s joined %s (%s) as %s, %s", e.out.Style().Green("✔"), cliui.SanitizePeerText(m.Name), m.Slug,
+		cliui.SanitizePeerText(m.DisplayName), m.Role)
+	e.out.Linef("%s", e.out.Style().Dim("→ see who is around: claudemesh peer list"))
+	return nil
+}

@@ -1,0 +1,393 @@
+package verbs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+// Environment variables of mesh create (04-cli "Global flags and
+// environment").
+const (
+	envBrokerURL     = "CLAUDEMESH_BROKER_URL"
+	envOperatorToken = "CLAUDEMESH_OPERATOR_TOKEN"
+)
+
+func meshCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "mesh",
+		Usage: "create, list and leave meshes",
+		Description: cliui.WithExamples("",
+			"claudemesh mesh create Acme --broker wss://mesh.example.com/ws --operator-token-file ./operator.token",
+			"claudemesh mesh list",
+			"claudemesh mesh leave acme",
+		),
+		Subcommands: []*cli.Command{meshCreateCommand(), meshListCommand(), meshLeaveCommand()},
+	}
+}
+
+// meshJSON is `mesh create --json` and `join --json` (04-cli).
+type meshJSON struct {
+	MeshID    string `json:"meshId"`
+	Slug      string `json:"slug"`
+	Name      string `json:"name"`
+	MemberID  string `json:"memberId"`
+	Role      string `json:"role"`
+	BrokerURL string `json:"brokerUrl"`
+}
+
+func meshCreateCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "create",
+		Usage:     "create a mesh on a broker, become its owner and join it here",
+		ArgsUsage: "NAME",
+		Description: cliui.WithExamples(
+			"Needs the broker's operator token (the file operator.token in the broker's data directory).\n"+
+				"Prefer --operator-token-file or $CLAUDEMESH_OPERATOR_TOKEN: a token given with --operator-token\n"+
+				"is visible to other users in ps. The member key is generated here and never leaves this machine;\n"+
+				"the broker's key from the answer is pinned only after the broker proved it holds it.",
+			"claudemesh mesh create Acme --broker ws://127.0.0.1:7900/ws --operator-token-file ./claudemesh-data/operator.token",
+			"CLAUDEMESH_OPERATOR_TOKEN=… claudemesh mesh create \"Acme Platform\" --slug acme --name alice --broker wss://mesh.example.com/ws",
+		),
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "broker", Usage: "broker `URL` (ws://, wss://, http:// or https://; default $" + envBrokerURL + ")"},
+			&cli.StringFlag{Name: "operator-token", Usage: "operator `TOKEN` (visible in ps; prefer the file or $" + envOperatorToken + ")"},
+			&cli.StringFlag{Name: "operator-token-file", Usage: "read the operator token from `FILE`"},
+			&cli.StringFlag{Name: "name", Usage: "your `DISPLAY` name in the mesh (default $USER)"},
+			&cli.StringFlag{Name: "slug", Usage: "the mesh's short `SLUG` (default derived from NAME)"},
+		},
+		Action: meshCreate,
+	}
+}
+
+func operatorToken(c *cli.Context) (string, error) {
+	file, flag := c.String("operator-token-file"), c.String("operator-token")
+	if file != "" && flag != "" {
+		return "", cliui.UsageErrorf("give --operator-token-file or --operator-token, not both")
+	}
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return "", cliui.Errorf(cliui.CodeInvalidArgument, "reading the operator token: %v", err)
+		}
+		if t := strings.TrimSpace(string(data)); t != "" {
+			return t, nil
+		}
+		return "", cliui.Errorf(cliui.CodeInvalidArgument, "%s is empty", file)
+	}
+	if flag != "" {
+		return flag, nil
+	}
+	if t := strings.TrimSpace(os.Getenv(envOperatorToken)); t != "" {
+		return t, nil
+	}
+	return "", cliui.UsageErrorf("mesh create needs the broker's operator token").
+		WithHint("pass --operator-token-file FILE (operator.token in the broker's data directory) or set $" + envOperatorToken)
+}
+
+func meshCreate(c *cli.Context) error {
+	if err := cliui.ArgsBetween(c, 1, 1); err != nil {
+		return err
+	}
+	e, err := newEnv(c)
+	if err != nil {
+		return err
+	}
+	name, err := cmcrypto.NormalizeName(c.Args().First())
+	if err != nil {
+		return cliui.UsageErrorf("invalid mesh name %q: 1 to 64 characters, no control characters and no |", c.Args().First())
+	}
+	brokerURL := c.String("broker")
+	if brokerURL == "" {
+		brokerURL = os.Getenv(envBrokerURL)
+	}
+	if brokerURL == "" {
+		return cliui.UsageErrorf("mesh create needs --broker URL (or $%s)", envBrokerURL)
+	}
+	token, err := operatorToken(c)
+	if err != nil {
+		return err
+	}
+	display, err := displayNameFrom(c.String("name"))
+	if err != nil {
+		return err
+	}
+	slug := c.String("slug")
+	if slug != "" && !cmcrypto.SlugPattern.MatchString(slug) {
+		return cliui.UsageErrorf("invalid slug %q: lowercase letters, digits and -, up to 32, starting with a letter or digit", slug)
+	}
+	// Fail on an unusable home before the broker creates anything.
+	cfg, err := e.load()
+	if err != nil {
+		return err
+	}
+	if _, taken := cfg.Find(slug); slug != "" && taken {
+		return slugTaken(slug)
+	}
+
+	key, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		return err
+	}
+	ctx := e.ctx()
+	rctx, cancel := context.WithTimeout(ctx, opTimeout)
+	res, err := client.CreateMesh(rctx, brokerURL, token, client.CreateMeshRequest{
+		Name: name, Slug: slug, OwnerPubkey: key.PublicHex(), OwnerDisplayName: display,
+	})
+	cancel()
+	if err != nil {
+		if client.CodeOf(err) == wire.CodeUnauthorized {
+			return cliui.Errorf(wire.CodeUnauthorized, "the broker refused the operator token").
+				WithHint("use the token in operator.token in the broker's data directory")
+		}
+		return cliError(err)
+	}
+	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: res.Slug, Name: res.Name,
+		Pubkey: key.PublicHex(), SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey,
+		Role: wire.MemberOwner, DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+	// Pin only a key the broker has proved it holds: the challenge of one
+	// real connection must verify under it, and the hello must be
+	// accepted as the owner we just created.
+	id, err := identityOf(&m)
+	if err != nil {
+		return err
+	}
+	conn, err := client.Dial(ctx, id, client.DialOptions{Logger: e.log, Header: userAgent()})
+	if err != nil {
+		return cliui.Errorf(client.CodeOf(err), "mesh %s was created, but checking the broker at %s failed, so it was not saved: %v",
+			res.Slug, res.BrokerURL, err).WithHint(hintFor(client.CodeOf(err)))
+	}
+	conn.Close()
+	err = config.Update(e.home, func(cfg *config.Config) error {
+		if _, taken := cfg.Find(m.Slug); taken {
+			return slugTaken(m.Slug)
+		}
+		cfg.Upsert(m)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	out := e.out
+	if out.JSONMode() {
+		return out.JSON(meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, BrokerURL: m.BrokerURL, Role: m.Role})
+	}
+	out.Resultf("%s created mesh %s (%s) — you are its owner, as %s", out.Style().Green("✔"), m.Name, m.Slug, m.DisplayName)
+	out.Linef("  broker  %s", m.BrokerURL)
+	out.Linef("%s", out.Style().Dim("→ invite someone: claudemesh invite --mesh "+m.Slug))
+	return nil
+}
+
+func slugTaken(slug string) error {
+	return cliui.Errorf(wire.CodeSlugTaken, "a mesh with slug %q is already joined here", slug).
+		WithHint("leave it first (claudemesh mesh leave " + slug + ") or use another --home")
+}
+
+// meshListJSON is one element of `mesh list --json`.
+type meshListJSON struct {
+	Slug      string `json:"slug"`
+	MeshID    string `json:"meshId"`
+	Name      string `json:"name"`
+	Role      string `json:"role"`
+	BrokerURL string `json:"brokerUrl"`
+}
+
+func meshListCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "list",
+		Usage:       "list the meshes joined here",
+		Description: cliui.WithExamples("Reads config.json only; it does not contact the brokers.", "claudemesh mesh list", "claudemesh mesh list --json"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			e, err := newEnv(c)
+			if err != nil {
+				return err
+			}
+			cfg, err := e.load()
+			if err != nil {
+				return err
+			}
+			meshes := cfg.Meshes
+			if e.g.Mesh != "" {
+				m, err := cfg.Choose(e.g.Mesh)
+				if err != nil {
+					return err
+				}
+				meshes = []config.Mesh{*m}
+			}
+			rows := make([]meshListJSON, 0, len(meshes))
+			for _, m := range meshes {
+				rows = append(rows, meshListJSON{Slug: m.Slug, MeshID: m.MeshID, Name: m.Name, Role: m.Role, BrokerURL: m.BrokerURL})
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(rows)
+			}
+			if len(rows) == 0 {
+				e.out.Resultf("not joined to any mesh yet")
+				e.out.Linef("%s", e.out.Style().Dim("→ join one with claudemesh join <invite link>"))
+				return nil
+			}
+			tw := newTable(e.out)
+			for _, r := range rows {
+				tw.row(r.Slug, r.Name, r.Role, r.BrokerURL)
+			}
+			return tw.flush()
+		},
+	}
+}
+
+func meshLeaveCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "leave",
+		Usage:     "leave a mesh (the broker removes you) and forget it here",
+		ArgsUsage: "SLUG",
+		Description: cliui.WithExamples(
+			"The broker removes the membership and drops what was queued for you; this machine then forgets the\n"+
+				"mesh and its key. The sole owner cannot leave. If the broker no longer knows you (removed, banned),\n"+
+				"the mesh is forgotten here all the same.",
+			"claudemesh mesh leave acme",
+		),
+		Action: func(c *cli.Context) error {
+			if err := cliui.ArgsBetween(c, 1, 1); err != nil {
+				return err
+			}
+			e, err := newEnv(c)
+			if err != nil {
+				return err
+			}
+			slug := c.Args().First()
+			cfg, err := e.load()
+			if err != nil {
+				return err
+			}
+			m, err := cfg.Choose(slug)
+			if err != nil {
+				return err
+			}
+			notice := ""
+			if err := leaveOnBroker(e, m); err != nil {
+				switch client.CodeOf(err) {
+				case wire.CodeUnauthorized, wire.CodeRevoked, wire.CodeBanned:
+					notice = fmt.Sprintf("the broker no longer knew you in %s (%s); forgot it here", m.Slug, client.CodeOf(err))
+				default:
+					return cliError(err)
+				}
+			}
+			err = config.Update(e.home, func(cfg *config.Config) error {
+				cfg.Remove(m.Slug)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(okJSON())
+			}
+			if notice != "" {
+				e.out.Warn(notice, "")
+			}
+			e.out.Resultf("%s left %s (%s)", e.out.Style().Green("✔"), m.Name, m.Slug)
+			return nil
+		},
+	}
+}
+
+func leaveOnBroker(e *env, m *config.Mesh) error {
+	id, err := identityOf(m)
+	if err != nil {
+		return err
+	}
+	conn, err := client.Dial(e.ctx(), id, client.DialOptions{Logger: e.log, Header: userAgent()})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
+	defer cancel()
+	if err := conn.MeshLeave(ctx); err != nil {
+		if client.CodeOf(err) == wire.CodeForbidden {
+			return &client.Error{Code: wire.CodeForbidden, Message: "you are the only owner of " + m.Slug + "; the mesh would have no owner"}
+		}
+		return err
+	}
+	return nil
+}
+
+// whoamiJSON is `whoami --json` (the session part comes with the daemon).
+type whoamiJSON struct {
+	Meshes []whoamiMesh `json:"meshes"`
+}
+
+type whoamiMesh struct {
+	Slug        string `json:"slug"`
+	MeshID      string `json:"meshId"`
+	MemberID    string `json:"memberId"`
+	Pubkey      string `json:"pubkey"`
+	DisplayName string `json:"displayName"`
+	Role        string `json:"role"`
+	BrokerURL   string `json:"brokerUrl"`
+}
+
+func whoamiCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "whoami",
+		Usage: "show your identity in each joined mesh",
+		Description: cliui.WithExamples("Reads config.json only; secret keys are never printed.",
+			"claudemesh whoami", "claudemesh whoami --json --mesh acme"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			e, err := newEnv(c)
+			if err != nil {
+				return err
+			}
+			cfg, err := e.load()
+			if err != nil {
+				return err
+			}
+			meshes := cfg.Meshes
+			if e.g.Mesh != "" {
+				m, err := cfg.Choose(e.g.Mesh)
+				if err != nil {
+					return err
+				}
+				meshes = []config.Mesh{*m}
+			}
+			res := whoamiJSON{Meshes: make([]whoamiMesh, 0, len(meshes))}
+			for _, m := range meshes {
+				res.Meshes = append(res.Meshes, whoamiMesh{Slug: m.Slug, MeshID: m.MeshID, MemberID: m.MemberID,
+					Pubkey: m.Pubkey, DisplayName: m.DisplayName, Role: m.Role, BrokerURL: m.BrokerURL})
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(res)
+			}
+			if len(meshes) == 0 {
+				e.out.Resultf("not joined to any mesh yet")
+				e.out.Linef("%s", e.out.Style().Dim("→ join one with claudemesh join <invite link>"))
+				return nil
+			}
+			for i, m := range res.Meshes {
+				if i > 0 {
+					e.out.Resultf("")
+				}
+				e.out.Resultf("%s in %s (%s), %s", m.DisplayName, m.Slug, meshes[i].Name, m.Role)
+				e.out.Resultf("  pubkey  %s", m.Pubkey)
+				e.out.Linef("  member  %s\n  broker  %s", m.MemberID, m.BrokerURL)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,234 @@
+package verbs
+
+import (
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+func peerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "peer",
+		Usage: "see and verify the peers of your meshes",
+		Description: cliui.WithExamples("",
+			"claudemesh peer list",
+			"claudemesh peer list --all --json",
+			"claudemesh peer verify bob",
+		),
+		Subcommands: []*cli.Command{peerListCommand("list", false), peerVerifyCommand()},
+	}
+}
+
+// peerListCommand is `peer list` and, as name "peers", its top-level
+// alias (a separate instance: urfave/cli flags hold their values).
+func peerListCommand(name string, alias bool) *cli.Command {
+	usage := "list who is connected (alias: claudemesh peers)"
+	if alias {
+		usage = "same as claudemesh peer list"
+	}
+	return &cli.Command{
+		Name:   name,
+		Usage:  usage,
+		Hidden: alias,
+		Description: cliui.WithExamples(
+			"Lists the presences of every joined mesh (or --mesh): agent sessions, people's CLIs and bots.\n"+
+				"Daemon (control-plane) presences are left out unless --all, which also adds members who are\n"+
+				"offline. A mesh whose broker cannot be reached is reported beside the others, never instead of them.",
+			"claudemesh peer list",
+			"claudemesh peers --all",
+			"claudemesh peer list --mesh acme --json",
+		),
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "all", Usage: "also list offline members and daemon presences"},
+		},
+		Action: peerList,
+	}
+}
+
+func peerList(c *cli.Context) error {
+	if err := cliui.NoArgs(c); err != nil {
+		return err
+	}
+	e, err := newEnv(c)
+	if err != nil {
+		return err
+	}
+	meshes, err := e.readMeshes()
+	if err != nil {
+		return err
+	}
+	results := e.transport().Peers(e.ctx(), meshes, c.Bool("all"))
+	var rows []peerRow
+	var failed []meshPeers
+	for _, r := range results {
+		if r.Err != nil {
+			failed = append(failed, r)
+			continue
+		}
+		rows = append(rows, r.Rows...)
+	}
+	if len(failed) == len(results) {
+		return cliError(failed[0].Err)
+	}
+	if e.out.JSONMode() {
+		all := make([]any, 0, len(rows)+len(failed))
+		for _, r := range rows {
+			all = append(all, r)
+		}
+		for _, f := range failed {
+			all = append(all, errorRow(f.Slug, f.Err))
+		}
+		return e.out.JSON(all)
+	}
+	for _, f := range failed {
+		warnMesh(e.out, f.Slug, f.Err)
+	}
+	printPeers(e.out, rows, len(meshes) > 1)
+	return nil
+}
+
+func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
+	if len(rows) == 0 {
+		out.Resultf("nobody is connected")
+		out.Linef("%s", out.Style().Dim("→ claudemesh peer list --all also shows offline members"))
+		return
+	}
+	s := out.Style()
+	t := newTable(out)
+	head := []string{"NAME", "KEY", "STATE", "KIND", "GROUPS"}
+	if showMesh {
+		head = append(head, "MESH")
+	}
+	t.row(append(head, "SUMMARY")...)
+	for _, r := range rows {
+		name := cliui.SanitizePeerText(r.DisplayName)
+		if r.IsSelf {
+			name += " (you)"
+		}
+		state := "offline"
+		if r.Online {
+			state = r.Status
+			if state == "" {
+				state = "online"
+			}
+		}
+		kind := r.Role
+		if kind == "" {
+			kind = "member"
+		}
+		var groups []string
+		for _, g := range r.Groups {
+			groups = append(groups, "@"+cliui.SanitizePeerText(g.Name))
+		}
+		cells := []string{name, shortKey(r.Pubkey), state, kind, strings.Join(groups, ",")}
+		if showMesh {
+			cells = append(cells, r.Mesh)
+		}
+		summary := strings.ReplaceAll(cliui.SanitizePeerText(r.Summary), "\n", " ")
+		t.row(append(cells, s.Dim(summary))...)
+	}
+	t.flush()
+}
+
+// verifyJSON is `peer verify --json`.
+type verifyJSON struct {
+	Mesh         string `json:"mesh"`
+	DisplayName  string `json:"displayName"`
+	MemberPubkey string `json:"memberPubkey"`
+	MyPubkey     string `json:"myPubkey"`
+	SafetyNumber string `json:"safetyNumber"`
+}
+
+func peerVerifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "show the safety number you and a peer can compare",
+		ArgsUsage: "PEER",
+		Description: cliui.WithExamples(
+			"PEER is a display name, a pubkey or a pubkey prefix (8+ hex). Both of you run peer verify on the other\n"+
+				"and compare the numbers over another channel (in person, a call): if they match, you hold each\n"+
+				"other's real member keys and nobody, the broker included, sits in the middle. For an agent session,\n"+
+				"the number is that of the member the session belongs to (proven by its signed attestation).",
+			"claudemesh peer verify bob",
+			"claudemesh peer verify 3f9a12c4 --mesh acme",
+		),
+		Action: peerVerify,
+	}
+}
+
+func peerVerify(c *cli.Context) error {
+	if err := cliui.ArgsBetween(c, 1, 1); err != nil {
+		return err
+	}
+	e, err := newEnv(c)
+	if err != nil {
+		return err
+	}
+	to := c.Args().First()
+	if strings.HasPrefix(to, "@") || strings.HasPrefix(to, "#") || to == "*" {
+		return cliui.UsageErrorf("peer verify takes one peer, not %q", to)
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	members, peers, err := e.transport().Directory(e.ctx(), m)
+	if err != nil {
+		return cliError(err)
+	}
+	t, err := client.ResolveTarget(to, members, peers, m.Pubkey)
+	if err != nil {
+		return cliError(err)
+	}
+	memberKey, name := t.Spec, t.DisplayName
+	var member *wire.Member
+	for i := range members {
+		if members[i].Pubkey == t.Spec && members[i].RevokedAt == 0 {
+			member = &members[i]
+		}
+	}
+	if member == nil {
+		// A session key: find the member it belongs to, trusting only a
+		// valid attestation signed by that member, never the broker's word.
+		memberKey = ""
+		for _, p := range peers {
+			if p.Pubkey == t.Spec && p.Role == wire.RoleSession && p.Attestation != nil &&
+				p.Attestation.SessionPubkey == p.Pubkey && p.Attestation.ParentPubkey == p.MemberPubkey &&
+				client.VerifyAttestation(m.MeshID, p.Attestation) == nil {
+				memberKey = p.MemberPubkey
+			}
+		}
+		for i := range members {
+			if members[i].Pubkey == memberKey {
+				name = members[i].DisplayName
+			}
+		}
+		if memberKey == "" {
+			return cliui.Errorf(wire.CodeUnknownTarget, "%s is not a member of %s, nor a session with a valid attestation", shortKey(t.Spec), m.Slug).
+				WithHint(hintFor(wire.CodeUnknownTarget))
+		}
+	}
+	mine, err := cmcrypto.ParsePublicKey(m.Pubkey)
+	if err != nil {
+		return err
+	}
+	theirs, err := cmcrypto.ParsePublicKey(memberKey)
+	if err != nil {
+		return err
+	}
+	res := verifyJSON{Mesh: m.Slug, DisplayName: name, MemberPubkey: memberKey, MyPubkey: m.Pubkey,
+		SafetyNumber: cmcrypto.SafetyNumber(mine, theirs)}
+	if e.out.JSONMode() {
+		return e.out.JSON(res)
+	}
+	e.out.Resultf("safety number with %s in %s:", cliui.SanitizePeerText(name), m.Slug)
+	e.out.Resultf("  %s", e.out.Style().Bold(res.SafetyNumber))
+	e.out.Linef("%s", e.out.Style().Dim("→ ask "+cliui.SanitizePeerText(name)+" to run claudemesh peer verify "+shortKey(m.Pubkey)+
+		" and compare; the same number on both sides means no one is in the middle"))
+	return nil
+}

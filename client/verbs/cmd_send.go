@@ -1,0 +1,252 @@
+package verbs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+func sendCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "send",
+		Usage:     "send an end-to-end encrypted message",
+		ArgsUsage: "TO MESSAGE...",
+		Description: cliui.WithExamples(
+			"TO is a display name (members first, then agent sessions), a full pubkey, a pubkey prefix of 8+ hex,\n"+
+				"@group (connected peers in the group or a subgroup), or * (everyone: connected peers now, offline\n"+
+				"members queued). MESSAGE words are joined with single spaces; a lone - reads the message from stdin\n"+
+				"(one trailing newline dropped). At most 64 KiB.\n"+
+				"Status: sent (pushed to a connected recipient), queued (held by the broker for an offline one) or,\n"+
+				"with --wait, delivered (the recipient's client acknowledged it).",
+			"claudemesh send bob \"the build is green\"",
+			"claudemesh send '*' deploy starts in 5 minutes --priority now",
+			"claudemesh send @ops \"disk almost full on db-2\" --json",
+			"git log -1 | claudemesh send 3f9a12c4 -",
+			"claudemesh send alice \"ready?\" --wait --wait-timeout 2m",
+		),
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "priority", Usage: "now (interrupts), next (default) or low"},
+			&cli.StringFlag{Name: "reply-to", Usage: "messageId this answers"},
+			&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the message (idempotency key, 1-64 of A-Za-z0-9._:-)"},
+			&cli.BoolFlag{Name: "wait", Usage: "wait until every recipient read it (exit 7 on timeout)"},
+			&cli.StringFlag{Name: "wait-timeout", Value: "30s", Usage: "how long --wait waits, a `DUR`"},
+		},
+		Action: send,
+	}
+}
+
+// sendJSON is `send --json` (04-cli).
+type sendJSON struct {
+	OK              bool       `json:"ok"`
+	MessageID       string     `json:"messageId,omitzero"`
+	ClientMessageID string     `json:"clientMessageId"`
+	Status          string     `json:"status"`
+	Via             string     `json:"via"`
+	Target          targetJSON `json:"target"`
+}
+
+// readMessage joins MESSAGE words, or reads stdin for a lone "-", and
+// refuses what no recipient could receive before anything is dialled.
+func readMessage(args []string, stdin io.Reader) (string, error) {
+	var body string
+	if len(args) == 1 && args[0] == "-" {
+		data, err := io.ReadAll(io.LimitReader(stdin, client.MaxPlaintext+2))
+		if err != nil {
+			return "", cliui.Errorf(cliui.CodeInvalidArgument, "reading the message from stdin: %v", err)
+		}
+		body = string(data)
+		if strings.HasSuffix(body, "\r\n") {
+			body = body[:len(body)-2]
+		} else {
+			body = strings.TrimSuffix(body, "\n")
+		}
+	} else {
+		body = strings.Join(args, " ")
+	}
+	if len(body) > client.MaxPlaintext {
+		return "", cliui.Errorf(wire.CodePayloadTooLarge, "the message is over %d KiB (the limit of one message)", client.MaxPlaintext>>10).
+			WithHint("split it, or send a path or link instead")
+	}
+	if strings.TrimSpace(body) == "" {
+		return "", cliui.UsageErrorf("empty message")
+	}
+	return body, nil
+}
+
+func send(c *cli.Context) error {
+	if err := cliui.ArgsBetween(c, 2, -1); err != nil {
+		return err
+	}
+	e, err := newEnv(c)
+	if err != nil {
+		return err
+	}
+	args := c.Args().Slice()
+	req := sendRequest{To: args[0], Priority: c.String("priority"), ReplyTo: c.String("reply-to"),
+		ClientMessageID: c.String("id"), Wait: c.Bool("wait")}
+	switch req.Priority {
+	case "", wire.PriorityNow, wire.PriorityNext, wire.PriorityLow:
+	default:
+		return cliui.UsageErrorf("--priority must be now, next or low, not %q", req.Priority)
+	}
+	if req.ReplyTo != "" && !wire.ValidReqID(req.ReplyTo) {
+		return cliui.UsageErrorf("--reply-to %q is not a message id", req.ReplyTo)
+	}
+	if req.ClientMessageID != "" && !wire.ValidReqID(req.ClientMessageID) {
+		return cliui.UsageErrorf("--id must be 1 to 64 characters of A-Za-z0-9._:-")
+	}
+	if req.WaitTimeout, err = cliui.ParseDuration(c.String("wait-timeout")); err != nil {
+		return err
+	}
+	if req.Wait && req.WaitTimeout <= 0 {
+		return cliui.UsageErrorf("--wait-timeout must be positive")
+	}
+	stdin := io.Reader(os.Stdin)
+	if c.App != nil && c.App.Reader != nil {
+		stdin = c.App.Reader
+	}
+	if req.Body, err = readMessage(args[1:], stdin); err != nil {
+		return err
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	res, err := e.transport().Send(e.ctx(), m, req)
+	if res != nil && err != nil && !e.out.JSONMode() {
+		// --wait timed out: the message went out, say so before the error.
+		printSent(e, m.Slug, res)
+	}
+	if err != nil {
+		err = cliError(err)
+		var ce *cliui.Error
+		if errors.As(err, &ce) && ce.Code == wire.CodeUnknownTarget && strings.HasPrefix(req.To, "@") {
+			ce.Hint = "@group reaches connected peers only; they join with claudemesh group join NAME"
+		}
+		return err
+	}
+	if e.out.JSONMode() {
+		return e.out.JSON(sendJSON{OK: true, MessageID: res.MessageID, ClientMessageID: res.ClientMessageID,
+			Status: res.Status, Via: res.Via, Target: res.Target})
+	}
+	printSent(e, m.Slug, res)
+	return nil
+}
+
+// printSent says honestly what happened: pushed to a connection (sent),
+// held for an offline recipient (queued), or read (delivered).
+func printSent(e *env, slug string, res *sendResult) {
+	s := e.out.Style()
+	who := cliui.SanitizePeerText(res.Target.DisplayName)
+	if who == "" {
+		who = shortKey(res.Target.TargetSpec)
+	}
+	switch res.Target.TargetSpec {
+	case "*":
+		who = "everyone in " + slug
+	default:
+		if strings.HasPrefix(res.Target.TargetSpec, "@") {
+			who = res.Target.TargetSpec + " in " + slug
+		}
+	}
+	var line string
+	multi := res.Target.Kind == wire.KindMulti
+	switch {
+	case res.Duplicate && res.Status != "delivered":
+		line = fmt.Sprintf("%s already sent to %s with this --id (nothing sent again)", s.Green("✔"), who)
+	case res.Status == "delivered":
+		line = fmt.Sprintf("%s delivered to %s (read)", s.Green("✔"), who)
+	case multi && res.Recipients == 0:
+		line = fmt.Sprintf("%s accepted, but no recipient of %s could be reached", s.Yellow("✘"), who)
+	case multi && res.OnlineNow == 0:
+		line = fmt.Sprintf("%s queued for %s (%s, none connected now)", s.Green("✔"), who, plural(res.Recipients, "recipient"))
+	case multi && res.OnlineNow >= res.Recipients:
+		line = fmt.Sprintf("%s sent to %s (%s, all connected now)", s.Green("✔"), who, plural(res.Recipients, "recipient"))
+	case multi:
+		// OnlineNow counts connections, so it is only a lower bound
+		// of the recipients reached at once.
+		line = fmt.Sprintf("%s sent to %s (%s; pushed to %s now, queued for the others)",
+			s.Green("✔"), who, plural(res.Recipients, "recipient"), plural(res.OnlineNow, "connection"))
+	case res.Status == "sent":
+		line = fmt.Sprintf("%s sent to %s (online now)", s.Green("✔"), who)
+	default:
+		line = fmt.Sprintf("%s queued for %s (offline; the broker delivers it when they connect)", s.Green("✔"), who)
+	}
+	e.out.Resultf("%s", line)
+	e.out.Linef("%s", s.Dim("  message "+res.MessageID+"  id "+res.ClientMessageID))
+}
+
+func messageCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "message",
+		Usage: "look up messages you sent",
+		Description: cliui.WithExamples("",
+			"claudemesh message status 01JD3Z5C8Q2W0W6N5D3H4K7M9P",
+		),
+		Subcommands: []*cli.Command{{
+			Name:      "status",
+			Usage:     "show who has read a message you sent",
+			ArgsUsage: "ID",
+			Description: cliui.WithExamples(
+				"ID is the messageId send printed (a ULID) or your clientMessageId (send --id).",
+				"claudemesh message status 01JD3Z5C8Q2W0W6N5D3H4K7M9P",
+				"claudemesh message status deploy-42 --json",
+			),
+			Action: messageStatus,
+		}},
+	}
+}
+
+func messageStatus(c *cli.Context) error {
+	if err := cliui.ArgsBetween(c, 1, 1); err != nil {
+		return err
+	}
+	e, err := newEnv(c)
+	if err != nil {
+		return err
+	}
+	id := c.Args().First()
+	if !wire.ValidReqID(id) {
+		return cliui.UsageErrorf("%q is not a message id", id)
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	st, err := e.transport().MessageStatus(e.ctx(), m, id)
+	if err != nil {
+		return cliError(err)
+	}
+	if e.out.JSONMode() {
+		return e.out.JSON(st)
+	}
+	e.out.Resultf("message %s to %s, sent %s", st.MessageID, cliui.SanitizePeerText(st.TargetSpec), when(st.CreatedAt))
+	t := newTable(e.out)
+	for _, r := range st.Recipients {
+		at := ""
+		if r.DeliveredAt > 0 {
+			at = when(r.DeliveredAt)
+		}
+		name := cliui.SanitizePeerText(r.DisplayName)
+		if name == "" {
+			name = "?"
+		}
+		t.row("  "+name, shortKey(r.Pubkey), r.State, at)
+	}
+	return t.flush()
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

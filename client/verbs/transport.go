@@ -1,0 +1,176 @@
+package verbs
+
+import (
+	"context"
+	"time"
+
+	"claudemesh/client/config"
+	"claudemesh/wire"
+)
+
+// transport is how the verbs the daemon will serve reach a mesh. Its
+// results are already the rows the verbs print (the --json shapes of
+// 04-cli), so a daemon implementation (which gets those rows from its local
+// API) and the direct one plug in behind the same output code. Nothing here
+// mentions connections: that is the implementation's business.
+type transport interface {
+	// Send resolves req.To, encrypts and sends one message; with req.Wait
+	// it also waits for delivery (status "delivered"). A wait that times
+	// out returns the result so far and a wait_timeout error.
+	Send(ctx context.Context, m *config.Mesh, req sendRequest) (*sendResult, error)
+	// Peers lists the peers of each mesh, one result per mesh in the
+	// given order; a mesh that could not be read has Err set.
+	Peers(ctx context.Context, meshes []config.Mesh, all bool) []meshPeers
+	// Directory is one mesh's members and presences, for resolving a PEER
+	// argument (peer verify).
+	Directory(ctx context.Context, m *config.Mesh) ([]wire.Member, []wire.Peer, error)
+	// Inbox hands new messages of each mesh to sink.Rows before settling
+	// them, so nothing is acknowledged that was not shown; a mesh that
+	// fails is reported to sink.MeshFailed and the others still run.
+	Inbox(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error
+	// Follow is Inbox that keeps listening until ctx ends, handing each
+	// message to sink.Rows as it arrives.
+	Follow(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error
+	// MessageStatus reports the delivery state of a message this member
+	// sent, by broker messageId (a ULID) or by clientMessageId.
+	MessageStatus(ctx context.Context, m *config.Mesh, id string) (*messageStatusJSON, error)
+	// Profile changes this member's status, summary or groups.
+	Profile(ctx context.Context, m *config.Mesh, ch profileChange) error
+}
+
+// sendRequest is one `send` as the user typed it.
+type sendRequest struct {
+	To              string
+	Body            string
+	Priority        string // now|next|low; "" = broker default (next)
+	ReplyTo         string
+	ClientMessageID string // "" = a fresh ULID
+	Wait            bool
+	WaitTimeout     time.Duration
+}
+
+// sendResult is what became of a send.
+type sendResult struct {
+	MessageID       string
+	ClientMessageID string
+	// Status is accepted, queued, sent or delivered (03-daemon's
+	// vocabulary, shared by both transports).
+	Status string
+	Via    string // "direct" or "daemon"
+	Target targetJSON
+	// Recipients is how many recipients the broker holds it for (the
+	// ack's pending); OnlineNow how many connections got it at once.
+	Recipients, OnlineNow int
+	// Duplicate: the broker had this clientMessageId already.
+	Duplicate bool
+}
+
+// targetJSON is send's `target` object.
+type targetJSON struct {
+	Kind        string `json:"kind"`
+	TargetSpec  string `json:"targetSpec"`
+	DisplayName string `json:"displayName,omitzero"`
+	Online      *bool  `json:"online,omitzero"`
+}
+
+// meshPeers is one mesh's part of `peer list`.
+type meshPeers struct {
+	Slug string
+	Rows []peerRow
+	Err  error
+}
+
+// peerRow is one element of `peer list --json` (04-cli). Offline members
+// (--all) have no role, sessionId, status or connectedAt; peerType, which
+// only a presence announces, is omitted for them too.
+type peerRow struct {
+	Mesh          string       `json:"mesh"`
+	Pubkey        string       `json:"pubkey"`
+	MemberPubkey  string       `json:"memberPubkey"`
+	DisplayName   string       `json:"displayName"`
+	Role          string       `json:"role,omitzero"`
+	MemberRole    string       `json:"memberRole"`
+	Status        string       `json:"status,omitzero"`
+	Summary       string       `json:"summary,omitzero"`
+	Groups        []wire.Group `json:"groups"`
+	SessionID     string       `json:"sessionId,omitzero"`
+	Cwd           string       `json:"cwd,omitzero"`
+	Hostname      string       `json:"hostname,omitzero"`
+	PeerType      string       `json:"peerType,omitzero"`
+	Online        bool         `json:"online"`
+	IsSelf        bool         `json:"isSelf"`
+	IsThisSession bool         `json:"isThisSession"`
+	ConnectedAt   int64        `json:"connectedAt,omitzero"`
+}
+
+// inboxOptions are inbox's flags that reach the transport.
+type inboxOptions struct {
+	// Limit caps the messages shown (0 = all); the rest stay queued.
+	Limit int
+}
+
+// inboxSink receives what Inbox and Follow find. Rows is called before the
+// rows' messages are acknowledged: an error from it stops the transport
+// without acknowledging them.
+type inboxSink interface {
+	Rows(rows []inboxRow) error
+	MeshFailed(slug string, err error)
+	// Notice is a non-fatal condition worth telling a human (a follow
+	// connection that dropped and is being retried).
+	Notice(slug string, err error)
+	// Following tells that Follow is now listening in a mesh.
+	Following(slug string)
+}
+
+// inboxRow is one element of `inbox --json` (04-cli). SchemaVersion is a
+// field rather than added at print time because Inbox output is streamed
+// element by element.
+type inboxRow struct {
+	SchemaVersion int     `json:"schemaVersion"`
+	ID            string  `json:"id"`
+	MessageID     string  `json:"messageId"`
+	Mesh          string  `json:"mesh"`
+	Kind          string  `json:"kind"`
+	Topic         string  `json:"topic,omitzero"`
+	SenderName    string  `json:"senderName"`
+	SenderPubkey  string  `json:"senderPubkey"`
+	Body          *string `json:"body,omitzero"`
+	DecryptError  string  `json:"decryptError,omitzero"`
+	Verified      bool    `json:"verified"`
+	Priority      string  `json:"priority"`
+	ReceivedAt    int64   `json:"receivedAt"`
+	SeenAt        int64   `json:"seenAt,omitzero"`
+	ReplyToID     string  `json:"replyToId,omitzero"`
+	// TargetSpec is shown to humans ("to @ops") but is not part of the
+	// JSON contract.
+	TargetSpec string `json:"-"`
+}
+
+// messageStatusJSON is `message status --json` (04-cli).
+type messageStatusJSON struct {
+	MessageID  string          `json:"messageId"`
+	TargetSpec string          `json:"targetSpec"`
+	CreatedAt  int64           `json:"createdAt"`
+	Recipients []recipientJSON `json:"recipients"`
+}
+
+type recipientJSON struct {
+	Pubkey      string `json:"pubkey"`
+	DisplayName string `json:"displayName"`
+	State       string `json:"state"`
+	DeliveredAt int64  `json:"deliveredAt,omitzero"`
+}
+
+// profileChange is one of status set / summary / group join / group leave.
+type profileChange struct {
+	Op    string // one of the op* constants
+	Value string // status, summary text or group name
+	Role  string // group role (join only)
+}
+
+const (
+	opStatus     = "status"
+	opSummary    = "summary"
+	opGroupJoin  = "group_join"
+	opGroupLeave = "group_leave"
+)

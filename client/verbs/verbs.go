@@ -1,0 +1,338 @@
+// Package verbs holds the one-shot CLI verbs a mesh member uses: mesh
+// create/list/leave, invite, join, whoami, peer list/verify, send, inbox,
+// message status and status/summary/group (04-cli.md).
+//
+// The verbs that the daemon will serve (send, peer list, inbox, message
+// status, status/summary/group) reach the mesh only through the transport
+// interface (transport.go). Today its one implementation is direct, the
+// "cold path" of 04-cli: a short transient broker connection per command.
+// The next step adds a daemon implementation and picks it first, keeping
+// direct as the fallback, without touching the flag handling or the output
+// code here. Verbs that only the member itself can do (mesh create, join,
+// invite, mesh leave) talk to the broker directly, as they must work before
+// any daemon knows the mesh.
+//
+// Decisions where the spec is silent are written next to the code; the
+// main ones:
+//
+//   - Reads across several meshes (peer list, inbox) query every mesh and
+//     report a mesh that failed without hiding the others: a warning on
+//     stderr, and in --json an element {mesh, error:{code, message}} at the
+//     end of the array; the exit code is 0 as long as one mesh answered.
+//     When every mesh failed (or only one was asked), the command fails with
+//     that error.
+//   - `send … -` reads the message from stdin and drops one trailing newline.
+//   - `inbox --follow` exits 0 on Ctrl-C; with --limit N it stops after N
+//     messages.
+package verbs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+// opTimeout bounds one exchange with a broker (a request and its answer),
+// so a broker that accepted the connection but went silent fails the
+// command with exit 5 instead of hanging it.
+const opTimeout = 30 * time.Second
+
+// Commands returns the member verbs, fresh on every call (urfave/cli flags
+// hold their parsed values, so two apps must not share them).
+func Commands() []*cli.Command {
+	return []*cli.Command{
+		meshCommand(),
+		inviteCommand(),
+		joinCommand(),
+		whoamiCommand(),
+		peerCommand(),
+		peerListCommand("peers", true),
+		sendCommand(),
+		inboxCommand(),
+		messageCommand(),
+		statusCommand(),
+		summaryCommand("summary", true),
+		groupCommand("group", true),
+	}
+}
+
+// env is what every verb needs before it talks to anyone: the global
+// flags, the output and the client home.
+type env struct {
+	c    *cli.Context
+	g    cliui.Globals
+	out  *cliui.Out
+	home string
+	log  *slog.Logger
+}
+
+func newEnv(c *cli.Context) (*env, error) {
+	g := cliui.GlobalsFrom(c)
+	home, err := config.ResolveHome(g.Home)
+	if err != nil {
+		return nil, cliui.Errorf(cliui.CodeInvalidArgument, "%v", err).WithHint("pass --home DIR")
+	}
+	out := cliui.OutFrom(c)
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv(cliui.EnvDebug) == "1" {
+		log = slog.New(slog.NewTextHandler(out.Stderr(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return &env{c: c, g: g, out: out, home: home, log: log}, nil
+}
+
+func (e *env) ctx() context.Context {
+	if e.c.Context != nil {
+		return e.c.Context
+	}
+	return context.Background()
+}
+
+// transport picks how the daemon-servable verbs reach the mesh. Only the
+// direct (cold) path exists yet; the daemon implementation will be tried
+// first here unless --no-daemon, falling back to direct unless --strict.
+func (e *env) transport() transport {
+	return &direct{home: e.home, log: e.log}
+}
+
+func (e *env) load() (*config.Config, error) {
+	return config.Load(e.home)
+}
+
+// writeMesh is the mesh a write goes to: --mesh, else the only joined mesh,
+// else mesh_required listing the choices (never a prompt).
+func (e *env) writeMesh() (*config.Mesh, error) {
+	cfg, err := e.load()
+	if err != nil {
+		return nil, err
+	}
+	m, err := cfg.Choose(e.g.Mesh)
+	if err != nil {
+		return nil, err
+	}
+	cp := *m
+	return &cp, nil
+}
+
+// readMeshes are the meshes a read covers: --mesh alone, else every joined
+// mesh (04-cli "Reads … default to all joined meshes").
+func (e *env) readMeshes() ([]config.Mesh, error) {
+	cfg, err := e.load()
+	if err != nil {
+		return nil, err
+	}
+	if e.g.Mesh != "" {
+		m, err := cfg.Choose(e.g.Mesh)
+		if err != nil {
+			return nil, err
+		}
+		return []config.Mesh{*m}, nil
+	}
+	if len(cfg.Meshes) == 0 {
+		return nil, &config.SelectionError{Code: config.CodeNotJoined}
+	}
+	return cfg.Meshes, nil
+}
+
+// identityOf turns a config entry into what client.Dial needs, refusing an
+// entry whose secret key does not match its recorded public key (a hand
+// edit gone wrong would otherwise sign with a key the broker rejects).
+func identityOf(m *config.Mesh) (client.MeshIdentity, error) {
+	key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+	if err != nil {
+		return client.MeshIdentity{}, cliui.Errorf("bad_config", "the secret key of mesh %s in config.json is invalid: %v", m.Slug, err).
+			WithHint("re-join the mesh with a new invite")
+	}
+	if key.PublicHex() != m.Pubkey {
+		return client.MeshIdentity{}, cliui.Errorf("bad_config", "the secret key of mesh %s in config.json does not match its pubkey", m.Slug).
+			WithHint("re-join the mesh with a new invite")
+	}
+	return client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL,
+		BrokerPubkey: m.BrokerPubkey, Member: key}, nil
+}
+
+// displayNameFrom is --name, else $USER; a display name is required by the
+// broker and must be the same bytes in the signed enrollment, so it is
+// normalised here.
+func displayNameFrom(flag string) (string, error) {
+	name := flag
+	if name == "" {
+		name = os.Getenv("USER")
+	}
+	if name == "" {
+		return "", cliui.UsageErrorf("no display name: pass --name DISPLAY (or set $USER)")
+	}
+	n, err := cmcrypto.NormalizeName(name)
+	if err != nil {
+		return "", cliui.UsageErrorf("invalid display name %q: 1 to 64 characters, no control characters and no |", name)
+	}
+	return n, nil
+}
+
+// cliError maps a failure to the CLI's error: client and broker codes keep
+// their code and gain a hint and the exit code of 04-cli; cliui errors and
+// other typed errors (config, fsutil) pass through.
+func cliError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *cliui.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	var e *client.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	msg := e.Message
+	if msg == "" {
+		msg = e.Code
+	}
+	if outer := err.Error(); outer != e.Error() {
+		// Keep the caller's context ("acme: …") in front.
+		msg = strings.TrimSuffix(outer, e.Error()) + msg
+	}
+	out := &cliui.Error{Code: e.Code, Message: msg, Cause: err, Hint: hintFor(e.Code)}
+	for _, c := range e.Candidates {
+		out.Candidates = append(out.Candidates, cliui.Candidate{DisplayName: c.DisplayName, Pubkey: c.Pubkey, Kind: c.Kind})
+	}
+	switch e.Code {
+	case client.CodeTimeout, client.CodeConnectionClosed, wire.CodeShuttingDown:
+		// The broker stopped answering: for the user that is an
+		// unreachable broker (exit 5), whatever the transport said.
+		out.Exit = cliui.ExitUnreachable
+	case wire.CodeNotFound:
+		out.Exit = cliui.ExitNotFound
+	}
+	return out
+}
+
+func hintFor(code string) string {
+	switch code {
+	case client.CodeUnreachable, client.CodeTimeout, client.CodeConnectionClosed, wire.CodeShuttingDown:
+		return "check that the broker is running and reachable, then try again"
+	case client.CodeBrokerKeyMismatch:
+		return "this server is not the broker you joined; if its operator really replaced the broker key, join again with a new invite"
+	case wire.CodeUnknownTarget:
+		return "run claudemesh peer list --all to see who you can message"
+	case wire.CodeAmbiguousTarget:
+		return "use one of the pubkeys below (a prefix of 8 or more hex digits is enough)"
+	case wire.CodeUnknownRecipient:
+		return "that key is not in the mesh; run claudemesh peer list --all"
+	case client.CodeTopicNotFound:
+		return "send to a name, a pubkey, @group or * instead"
+	case wire.CodeForbidden, wire.CodeIssuerNotAdmin:
+		return "ask the mesh owner or an admin"
+	case wire.CodeInviteExpired, wire.CodeInviteRevoked, wire.CodeInviteExhausted, wire.CodeInviteNotFound:
+		return "ask the mesh owner or an admin for a new invite"
+	case wire.CodeBadSignature:
+		return "the invite was altered or mistyped; copy the whole link again"
+	case wire.CodeRevoked, wire.CodeBanned, wire.ReasonKicked:
+		return "you were removed from the mesh; contact its owner to rejoin"
+	case wire.CodeUnauthorized:
+		return "the broker does not know this identity (left or removed?); join again with a new invite"
+	case wire.CodeNameTaken:
+		return "choose another display name with --name"
+	case wire.CodeSlugTaken:
+		return "choose another slug with --slug"
+	case wire.CodeIdempotencyKeyReused:
+		return "a different message was already sent with this --id; check it with claudemesh message status <id>"
+	case wire.CodeRateLimited:
+		return "slow down and retry in a moment"
+	case wire.CodeTimestampSkew:
+		return "this machine's clock is off; sync it (NTP) and retry"
+	}
+	return ""
+}
+
+// meshError prefixes an error with the mesh it concerns, for commands that
+// span several meshes.
+func meshError(slug string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", slug, err)
+}
+
+// errorJSON is the {code, message} of a failed mesh in a multi-mesh read.
+type errorJSON struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// meshErrorRow is the array element standing for a mesh that could not be
+// read, so a --json reader learns about it without parsing stderr.
+type meshErrorRow struct {
+	SchemaVersion int       `json:"schemaVersion"`
+	Mesh          string    `json:"mesh"`
+	Error         errorJSON `json:"error"`
+}
+
+func errorRow(slug string, err error) meshErrorRow {
+	code, msg := classify(err)
+	return meshErrorRow{SchemaVersion: cliui.SchemaVersion, Mesh: slug, Error: errorJSON{Code: code, Message: msg}}
+}
+
+// classify is the code and message an error would be reported with.
+func classify(err error) (code, msg string) {
+	err = cliError(err)
+	var ce *cliui.Error
+	if errors.As(err, &ce) {
+		return ce.Code, ce.Error()
+	}
+	var c interface{ ErrorCode() string }
+	if errors.As(err, &c) {
+		return c.ErrorCode(), err.Error()
+	}
+	return cliui.CodeInternal, err.Error()
+}
+
+// warnMesh reports a failed mesh on stderr (human output only).
+func warnMesh(out *cliui.Out, slug string, err error) {
+	_, msg := classify(err)
+	hint := ""
+	var h interface{ ErrorHint() string }
+	if errors.As(cliError(err), &h) {
+		hint = h.ErrorHint()
+	}
+	out.Warn(cliui.SanitizePeerText(fmt.Sprintf("%s: %s", slug, strings.TrimPrefix(msg, slug+": "))), hint)
+}
+
+// shortKey is the 8-hex prefix shown to humans; 8 is also the shortest
+// prefix `send` accepts, so what is shown can be typed back.
+func shortKey(k string) string {
+	if len(k) > client.MinPrefix {
+		return k[:client.MinPrefix]
+	}
+	return k
+}
+
+// when formats a Unix-ms timestamp for humans in local time.
+func when(ms int64) string {
+	if ms <= 0 {
+		return "-"
+	}
+	t := time.UnixMilli(ms)
+	if time.Since(t) < 20*time.Hour && t.Day() == time.Now().Day() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("2006-01-02 15:04")
+}
+
+// okResult is the --json answer of verbs that have no result (04-cli).
+type okResult struct {
+	OK bool `json:"ok"`
+}
+
+func okJSON() okResult { return okResult{OK: true} }

@@ -1,0 +1,386 @@
+package verbs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+// The end-to-end behaviour of every verb is tested in /e2e against the real
+// binary and broker; these tests cover what e2e cannot reach: malformed or
+// forged pushes, the seen file's limits, and the output of partial failures.
+
+func TestSeenStore(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	s, err := lockSeen(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.has("m1", "id1", "snd", "n1") {
+		t.Fatal("empty store has an id")
+	}
+	s.add("m1", "id1", "snd", "n1")
+	if err := s.save(); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+
+	fi, err := os.Stat(filepath.Join(home, seenFileName))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("seen file: %v %v", fi, err)
+	}
+	s, err = lockSeen(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case !s.has("m1", "id1", "x", "y"):
+		t.Fatal("id not remembered")
+	case !s.has("m1", "other-id", "snd", "n1"):
+		t.Fatal("a replay under a new id (same sender and nonce) is not recognised")
+	case s.has("m1", "other-id", "other-sender", "n1"):
+		t.Fatal("the nonce key must include the sender")
+	case s.has("m2", "id1", "snd", "n1"):
+		t.Fatal("meshes must not share their memory")
+	}
+	// The newest maxSeen entries are kept.
+	for i := range maxSeen + 5 {
+		s.add("m1", fmt.Sprintf("bulk%05d", i), "snd", fmt.Sprintf("bn%d", i))
+	}
+	if err := s.save(); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	s, err = lockSeen(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if n := len(s.data.Meshes["m1"].IDs); n != maxSeen {
+		t.Fatalf("%d ids kept", n)
+	}
+	if s.has("m1", "id1", "", "") || s.has("m1", "bulk00004", "", "") || !s.has("m1", "bulk00005", "", "") {
+		t.Fatal("the oldest ids were not the ones dropped")
+	}
+}
+
+// Two inbox runs in one home take turns: the second waits for the first's
+// lock, so both cannot print the same message.
+func TestSeenStoreLocks(t *testing.T) {
+	home := t.TempDir()
+	first, err := lockSeen(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *seenStore)
+	go func() {
+		s, err := lockSeen(home)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- s
+	}()
+	first.add("m", "id", "", "")
+	if err := first.save(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+		t.Fatal("second lock taken while the first was held")
+	case <-time.After(100 * time.Millisecond):
+	}
+	first.close()
+	second := <-got
+	defer second.close()
+	if !second.has("m", "id", "", "") {
+		t.Fatal("second holder does not see the first's write")
+	}
+}
+
+func TestSeenStoreRefusesReadableFile(t *testing.T) {
+	home := t.TempDir()
+	path := filepath.Join(home, seenFileName)
+	if err := os.WriteFile(path, []byte(`{"version":1,"meshes":{}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o644)
+	if _, err := lockSeen(home); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable seen file: %v", err)
+	}
+	os.Chmod(path, 0o600)
+	os.WriteFile(path, []byte(`not json`), 0o600)
+	_, err := lockSeen(home)
+	var ce *cliui.Error
+	if !errors.As(err, &ce) || !strings.Contains(ce.Hint, "remove") {
+		t.Fatalf("corrupt seen file: %v", err)
+	}
+}
+
+func ident(t *testing.T) *cmcrypto.Identity {
+	t.Helper()
+	id, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// pushOf turns a send into the push its recipient would get.
+func pushOf(s *wire.Send, meshID string, from, member *cmcrypto.Identity, key *wire.MultiKey) *wire.Push {
+	return &wire.Push{Type: wire.TypePush, MessageID: client.NewID(), MeshID: meshID, Kind: s.Kind, TargetSpec: s.TargetSpec,
+		SenderPubkey: from.PublicHex(), SenderMemberPubkey: member.PublicHex(), SenderName: "alice",
+		Nonce: s.Nonce, Ciphertext: s.Ciphertext, Signature: s.Signature, Key: key, CreatedAt: time.Now().UnixMilli()}
+}
+
+func TestOpenRow(t *testing.T) {
+	alice, bob, eve := ident(t), ident(t), ident(t)
+	m := &config.Mesh{MeshID: "01MESH", Slug: "acme", Pubkey: bob.PublicHex()}
+
+	dm, err := client.SealDM(bob.PublicHex(), []byte("hi bob"), alice, client.SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := openRow(m, bob, pushOf(dm, m.MeshID, alice, alice, nil), 1)
+	if row.Body == nil || *row.Body != "hi bob" || !row.Verified || row.SenderName != "alice" || row.DecryptError != "" ||
+		row.ID != row.MessageID || row.Priority != wire.PriorityNext || row.Mesh != "acme" || row.SchemaVersion != 1 {
+		t.Fatalf("good DM: %+v", row)
+	}
+
+	// A box that does not open is a row without body, never garbage.
+	row = openRow(m, eve, pushOf(dm, m.MeshID, alice, alice, nil), 1)
+	if row.Body != nil || row.DecryptError == "" || row.Verified {
+		t.Fatalf("DM for someone else: %+v", row)
+	}
+
+	mu, err := client.SealMulti(m.MeshID, "*", []byte("to all"), []string{bob.PublicHex()}, alice, client.SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := mu.Keys[0]
+	row = openRow(m, bob, pushOf(mu, m.MeshID, alice, alice, &k), 1)
+	if row.Body == nil || *row.Body != "to all" || !row.Verified || row.SenderName != "alice" {
+		t.Fatalf("good multi: %+v", row)
+	}
+	// Someone holding the content key pairs it with a forged signature:
+	// unverified, no body, and not shown under alice's name.
+	forged := *mu
+	forged.Signature = strings.Repeat("0", 128)
+	row = openRow(m, bob, pushOf(&forged, m.MeshID, alice, alice, &k), 1)
+	if row.Body != nil || row.Verified || row.SenderName != "" || !strings.Contains(row.DecryptError, "signature") {
+		t.Fatalf("forged multi: %+v", row)
+	}
+
+	// A session sender without an attestation decrypts, but is not
+	// proven to be alice's.
+	session := ident(t)
+	sdm, err := client.SealDM(bob.PublicHex(), []byte("from a session"), session, client.SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row = openRow(m, bob, pushOf(sdm, m.MeshID, session, alice, nil), 1)
+	if row.Body == nil || row.Verified || row.SenderName != "" {
+		t.Fatalf("unattested session: %+v", row)
+	}
+	var out, errb bytes.Buffer
+	printMessage(cliui.NewOut(&out, &errb, false, false, false), row, false)
+	if strings.Contains(out.String(), "alice") || !strings.Contains(out.String(), "unverified") {
+		t.Fatalf("human output of an unverified message: %q", out.String())
+	}
+}
+
+func TestPushRowUndecodable(t *testing.T) {
+	m := &config.Mesh{MeshID: "01MESH", Slug: "acme"}
+	id := client.NewID()
+	raw := []byte(`{"type":"push","messageId":"` + id + `","kind":"box","nonce":42}`)
+	row, _, _, ok := pushRow(m, nil, client.RawPush{Raw: raw, Err: errors.New("bad nonce")}, 1)
+	if !ok || row.MessageID != id || row.DecryptError == "" || row.Body != nil {
+		t.Fatalf("undecodable push with an id: %+v %v", row, ok)
+	}
+	if _, _, _, ok := pushRow(m, nil, client.RawPush{Raw: []byte(`{"type":"push"}`), Err: errors.New("x")}, 1); ok {
+		t.Fatal("a push without an id cannot be settled and must be skipped")
+	}
+}
+
+func TestReadMessage(t *testing.T) {
+	cases := []struct {
+		args  []string
+		stdin string
+		want  string
+		code  string
+	}{
+		{args: []string{"hello", "there"}, want: "hello there"},
+		{args: []string{"  spaced  "}, want: "  spaced  "},
+		{args: []string{"-"}, stdin: "line one\nline two\n", want: "line one\nline two"},
+		{args: []string{"-"}, stdin: "crlf\r\n", want: "crlf"},
+		{args: []string{"-", "x"}, want: "- x"},
+		{args: []string{"-"}, stdin: "\n", code: cliui.CodeUsage},
+		{args: []string{" "}, code: cliui.CodeUsage},
+		{args: []string{"-"}, stdin: strings.Repeat("é", client.MaxPlaintext/2) + "\n", want: strings.Repeat("é", client.MaxPlaintext/2)},
+		{args: []string{"-"}, stdin: strings.Repeat("x", client.MaxPlaintext+1), code: wire.CodePayloadTooLarge},
+		{args: []string{strings.Repeat("x", client.MaxPlaintext), "y"}, code: wire.CodePayloadTooLarge},
+	}
+	for i, tc := range cases {
+		got, err := readMessage(tc.args, strings.NewReader(tc.stdin))
+		var ce *cliui.Error
+		switch {
+		case tc.code != "" && (!errors.As(err, &ce) || ce.Code != tc.code):
+			t.Errorf("#%d: want %s, got %q %v", i, tc.code, got, err)
+		case tc.code == "" && (err != nil || got != tc.want):
+			t.Errorf("#%d: got %q %v", i, got, err)
+		}
+	}
+}
+
+func TestPeerRows(t *testing.T) {
+	me, bob, carol, gone, sess := strings.Repeat("1", 64), strings.Repeat("2", 64), strings.Repeat("3", 64), strings.Repeat("4", 64), strings.Repeat("5", 64)
+	m := &config.Mesh{Slug: "acme", Pubkey: me}
+	members := []wire.Member{
+		{Pubkey: me, DisplayName: "me", MemberRole: "owner"},
+		{Pubkey: bob, DisplayName: "bob", MemberRole: "member", Online: true},
+		{Pubkey: carol, DisplayName: "carol", MemberRole: "member", Online: true},
+		{Pubkey: gone, DisplayName: "gone", MemberRole: "member", RevokedAt: 5},
+	}
+	peers := []wire.Peer{
+		{Pubkey: bob, MemberPubkey: bob, DisplayName: "bob", Role: wire.RoleControlPlane, Online: true, SessionID: "daemon", Status: "idle", ConnectedAt: 1},
+		{Pubkey: sess, MemberPubkey: bob, DisplayName: "bob-agent", Role: wire.RoleSession, Online: true, SessionID: "s1", Status: "working", ConnectedAt: 2},
+		{Pubkey: me, MemberPubkey: me, DisplayName: "me", Role: wire.RoleCLI, Online: false, SessionID: "cli-1", Status: "idle", ConnectedAt: 3},
+	}
+	rows := peerRows(m, nil, peers, false)
+	if len(rows) != 2 || rows[0].Pubkey != sess || rows[1].Pubkey != me || !rows[1].IsSelf || rows[0].IsSelf || rows[0].IsThisSession {
+		t.Fatalf("default: %+v", rows)
+	}
+	for _, r := range rows {
+		if r.Groups == nil || r.Mesh != "acme" {
+			t.Fatalf("row %+v", r)
+		}
+	}
+	// --all adds the daemon presence; carol is online by members_list
+	// (through a presence this snapshot does not show), so no offline row;
+	// never a revoked member; and me only once (my cli presence is listed,
+	// within its grace period).
+	rows = peerRows(m, members, peers, true)
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.DisplayName+"/"+r.Role)
+	}
+	if got := strings.Join(names, ","); got != "bob/control-plane,bob-agent/session,me/cli" {
+		t.Fatalf("--all: %s", got)
+	}
+	members[2].Online = false
+	rows = peerRows(m, members, peers, true)
+	last := rows[len(rows)-1]
+	if last.DisplayName != "carol" || last.Online || last.Role != "" || last.SessionID != "" || last.Status != "" ||
+		last.ConnectedAt != 0 || last.MemberRole != "member" || last.Pubkey != carol || last.MemberPubkey != carol {
+		t.Fatalf("offline member row: %+v", last)
+	}
+}
+
+func TestCLIErrorMapping(t *testing.T) {
+	cases := []struct {
+		err  error
+		code string
+		exit int
+	}{
+		{&client.Error{Code: client.CodeUnreachable, Message: "down"}, "unreachable", 5},
+		{meshError("acme", &client.Error{Code: client.CodeTimeout, Message: "slow"}), "timeout", 5},
+		{&client.Error{Code: client.CodeConnectionClosed}, "connection_closed", 5},
+		{&client.Error{Code: client.CodeBrokerKeyMismatch}, "broker_key_mismatch", 4},
+		{&client.Error{Code: wire.CodeNotFound}, "not_found", 3},
+		{&client.Error{Code: client.CodeTopicNotFound}, "topic_not_found", 3},
+		{&client.Error{Code: wire.CodeAmbiguousTarget, Candidates: []wire.Candidate{{DisplayName: "w", Pubkey: "ab", Kind: "session"}}}, "ambiguous_target", 6},
+		{&client.Error{Code: wire.CodeRateLimited}, "rate_limited", 1},
+	}
+	for _, tc := range cases {
+		var ce *cliui.Error
+		if !errors.As(cliError(tc.err), &ce) || ce.Code != tc.code {
+			t.Fatalf("%v: %+v", tc.err, ce)
+		}
+		exit := ce.Exit
+		if exit == 0 {
+			exit = cliui.ExitCode(ce.Code)
+		}
+		if exit != tc.exit {
+			t.Errorf("%s: exit %d, want %d", tc.code, exit, tc.exit)
+		}
+		if ce.Message == "" || strings.HasPrefix(ce.Message, ce.Code+":") {
+			t.Errorf("%s: message %q", tc.code, ce.Message)
+		}
+	}
+	ce := cliError(meshError("acme", &client.Error{Code: client.CodeUnreachable, Message: "connection refused"})).(*cliui.Error)
+	if ce.Message != "acme: connection refused" || ce.Hint == "" {
+		t.Fatalf("mesh prefix: %+v", ce)
+	}
+	ce = cliError(&client.Error{Code: wire.CodeAmbiguousTarget, Candidates: []wire.Candidate{{DisplayName: "w", Pubkey: "ab", Kind: "session"}}}).(*cliui.Error)
+	if len(ce.Candidates) != 1 || ce.Candidates[0] != (cliui.Candidate{DisplayName: "w", Pubkey: "ab", Kind: "session"}) {
+		t.Fatalf("candidates: %+v", ce.Candidates)
+	}
+}
+
+// A multi-mesh read reports a failed mesh next to the others' rows; when
+// every mesh failed it is the command's error, with nothing else printed.
+func TestInboxPrinterFailures(t *testing.T) {
+	body := "hi"
+	row := inboxRow{SchemaVersion: 1, ID: "01A", MessageID: "01A", Mesh: "a", Kind: "box", Body: &body, Verified: true, Priority: "next"}
+	down := meshError("b", &client.Error{Code: client.CodeUnreachable, Message: "refused"})
+
+	var out, errb bytes.Buffer
+	p := &inboxPrinter{out: cliui.NewOut(&out, &errb, true, false, false), multi: true}
+	p.Rows([]inboxRow{row})
+	p.MeshFailed("b", down)
+	if err := p.finish(2); err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"schemaVersion":1,"id":"01A","messageId":"01A","mesh":"a","kind":"box","senderName":"","senderPubkey":"","body":"hi","verified":true,"priority":"next","receivedAt":0},` +
+		`{"schemaVersion":1,"mesh":"b","error":{"code":"unreachable","message":"b: refused"}}]` + "\n"
+	if out.String() != want || errb.Len() != 0 {
+		t.Fatalf("partial failure:\n%s\nwant\n%s\nstderr %q", out.String(), want, errb.String())
+	}
+
+	out.Reset()
+	p = &inboxPrinter{out: cliui.NewOut(&out, &errb, true, false, false), multi: true}
+	p.MeshFailed("a", down)
+	p.MeshFailed("b", down)
+	if err := p.finish(2); err == nil || out.Len() != 0 {
+		t.Fatalf("all failed: %v, printed %q", err, out.String())
+	}
+
+	out.Reset()
+	p = &inboxPrinter{out: cliui.NewOut(&out, &errb, true, false, false)}
+	if err := p.finish(1); err != nil || out.String() != "[]\n" {
+		t.Fatalf("nothing: %v %q", err, out.String())
+	}
+
+	// Human: a warning naming the mesh on stderr, the rows on stdout.
+	out.Reset()
+	p = &inboxPrinter{out: cliui.NewOut(&out, &errb, false, false, false), multi: true}
+	p.Rows([]inboxRow{row})
+	p.MeshFailed("b", down)
+	if err := p.finish(2); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "  hi\n") || !strings.Contains(errb.String(), "b: refused") {
+		t.Fatalf("human: %q / %q", out.String(), errb.String())
+	}
+}
+
+// The human inbox strips terminal escapes from everything a peer wrote.
+func TestPrintMessageSanitises(t *testing.T) {
+	body := "ok\x1b]0;pwned\x07 \x1b[31mred\x1b[0m\nline2"
+	var out, errb bytes.Buffer
+	printMessage(cliui.NewOut(&out, &errb, false, false, false),
+		inboxRow{SenderName: "ev\x1b[2Jil", SenderPubkey: strings.Repeat("a", 64), Body: &body, Verified: true, Mesh: "m"}, false)
+	if strings.ContainsRune(out.String(), 0x1b) || !strings.Contains(out.String(), "evil") || !strings.Contains(out.String(), "ok red\n    line2") {
+		t.Fatalf("%q", out.String())
+	}
+}

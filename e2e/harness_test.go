@@ -1,0 +1,568 @@
+// Package e2e drives the real claudemesh binary the way a user does: a
+// `claudemesh broker` subprocess with its own data directory and short
+// timers, and CLI subprocesses with one --home per identity
+// (CLAUDEMESH_NO_DAEMON=1, so the one-shot verbs take the direct path).
+// TestMain builds the binary once; every test runs its own broker and homes
+// and may run in parallel with the others. Nothing waits by sleeping: tests
+// poll observable state (peer list, a follower's output) with deadlines.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bin is the claudemesh binary built by TestMain; it is written once,
+// before any test runs.
+var bin string
+
+func TestMain(m *testing.M) { os.Exit(buildAndRun(m)) }
+
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "claudemesh-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin = filepath.Join(dir, "claudemesh")
+	// Built without -race even under `go test -race`: the race detector
+	// watches the test process; the subprocesses only need to be fast.
+	cmd := exec.Command(goTool(), "build", "-o", bin, ".")
+	cmd.Dir = ".." // the module root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building claudemesh: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+func goTool() string {
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+		return p
+	}
+	return "go"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// baseEnv is the environment of every subprocess: the caller's, minus
+// anything that would change claudemesh's behaviour, plus no daemon, no
+// colour and a short reconnect backoff.
+func baseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "CLAUDEMESH_") || k == "NO_COLOR" || k == "CLICOLOR_FORCE" || k == "USER" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "CLAUDEMESH_NO_DAEMON=1", "NO_COLOR=1", "CLAUDEMESH_BACKOFF_MAX=200ms")
+}
+
+// ---- broker ----
+
+type brokerProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	data   string
+	addr   string // host:port it listens on
+	url    string // ws://…/ws
+	pubkey string
+	done   chan struct{} // closed once the process has exited
+
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+// startBroker runs `claudemesh broker` on listen (127.0.0.1:0 for a free
+// port) with data as its data directory and test-sized timers, and returns
+// once it logged "broker listening".
+func startBroker(t *testing.T, data, listen string) *brokerProc {
+	t.Helper()
+	b := &brokerProc{t: t, data: data, done: make(chan struct{})}
+	b.cmd = exec.Command(bin, "broker", "--listen", listen, "--metrics-listen", "off", "--data", data,
+		"--grace", "500ms", "--redeliver-after", "500ms", "--ping-interval", "1s", "--pong-timeout", "5s")
+	b.cmd.Env = baseEnv()
+	stderr, err := b.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	type listening struct {
+		Msg          string `json:"msg"`
+		Addr         string `json:"addr"`
+		PublicURL    string `json:"publicUrl"`
+		BrokerPubkey string `json:"brokerPubkey"`
+	}
+	ready := make(chan listening, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			b.mu.Lock()
+			b.logs.Write(line)
+			b.logs.WriteByte('\n')
+			b.mu.Unlock()
+			var l listening
+			if json.Unmarshal(line, &l) == nil && l.Msg == "broker listening" {
+				select {
+				case ready <- l:
+				default:
+				}
+			}
+		}
+		b.cmd.Wait() // only after the pipe is drained
+		close(b.done)
+	}()
+	t.Cleanup(b.kill)
+	select {
+	case l := <-ready:
+		b.addr, b.url, b.pubkey = l.Addr, l.PublicURL, l.BrokerPubkey
+	case <-b.done:
+		t.Fatalf("broker exited before listening:\n%s", b.log())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("broker did not log \"broker listening\":\n%s", b.log())
+	}
+	if b.url == "" || b.pubkey == "" {
+		t.Fatalf("incomplete listening line:\n%s", b.log())
+	}
+	return b
+}
+
+func (b *brokerProc) log() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.logs.String()
+}
+
+func (b *brokerProc) tokenFile() string { return filepath.Join(b.data, "operator.token") }
+
+func (b *brokerProc) dbPath() string { return filepath.Join(b.data, "broker.db") }
+
+// kill is kill -9: no shutdown code runs.
+func (b *brokerProc) kill() {
+	select {
+	case <-b.done:
+		return
+	default:
+	}
+	b.cmd.Process.Kill()
+	<-b.done
+}
+
+// stop is a clean SIGTERM shutdown (store closed, connections closed 1001).
+func (b *brokerProc) stop() {
+	b.t.Helper()
+	select {
+	case <-b.done:
+		return
+	default:
+	}
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(15 * time.Second):
+		b.t.Errorf("broker did not stop on SIGTERM:\n%s", b.log())
+		b.kill()
+	}
+}
+
+// ---- CLI users ----
+
+// user is one identity: its own --home, driven through the binary.
+type user struct {
+	t      *testing.T
+	name   string
+	home   string
+	pubkey string // set by create/join
+}
+
+func newUser(t *testing.T, name string) *user {
+	return &user{t: t, name: name, home: filepath.Join(t.TempDir(), name)}
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+	args           []string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("claudemesh %q: exit %d\nstdout: %s\nstderr: %s", r.args, r.code, r.stdout, r.stderr)
+}
+
+// run runs the binary with --home first and args as given (so tests can
+// place flags anywhere), with stdin when given.
+func (u *user) runIn(stdin string, args ...string) result {
+	u.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	full := append([]string{"--home", u.home}, args...)
+	cmd := exec.CommandContext(ctx, bin, full...)
+	cmd.Env = baseEnv()
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String(), args: args}
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			u.t.Fatalf("claudemesh %q: %v", args, err)
+		}
+		r.code = ee.ExitCode()
+	}
+	return r
+}
+
+func (u *user) run(args ...string) result {
+	u.t.Helper()
+	return u.runIn("", args...)
+}
+
+// ok runs args and fails the test unless it exits 0.
+func (u *user) ok(args ...string) result {
+	u.t.Helper()
+	r := u.run(args...)
+	if r.code != 0 {
+		u.t.Fatalf("%s", r)
+	}
+	return r
+}
+
+// json runs args with --json appended, requires exit 0 and an empty stderr,
+// and decodes stdout into v.
+func (u *user) json(v any, args ...string) {
+	u.t.Helper()
+	r := u.ok(append(args, "--json")...)
+	if r.stderr != "" {
+		u.t.Fatalf("stderr not empty under --json: %s", r)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		u.t.Fatalf("decoding %s: %v", r, err)
+	}
+}
+
+// cliError is the --json error document.
+type cliError struct {
+	SchemaVersion int  `json:"schemaVersion"`
+	OK            bool `json:"ok"`
+	Error         struct {
+		Code       string `json:"code"`
+		Message    string `json:"message"`
+		Candidates []struct {
+			DisplayName string `json:"displayName"`
+			Pubkey      string `json:"pubkey"`
+			Kind        string `json:"kind"`
+		} `json:"candidates"`
+	} `json:"error"`
+}
+
+// fails runs args with --json and requires exit code `exit` with error
+// code `code`, on stdout, with stderr empty.
+func (u *user) fails(exit int, code string, args ...string) cliError {
+	u.t.Helper()
+	return u.failsIn("", exit, code, args...)
+}
+
+func (u *user) failsIn(stdin string, exit int, code string, args ...string) cliError {
+	u.t.Helper()
+	r := u.runIn(stdin, append(args, "--json")...)
+	var e cliError
+	if err := json.Unmarshal([]byte(r.stdout), &e); err != nil || r.code != exit || e.OK || e.Error.Code != code || e.SchemaVersion != 1 {
+		u.t.Fatalf("want exit %d code %s, got %s", exit, code, r)
+	}
+	if r.stderr != "" {
+		u.t.Fatalf("stderr not empty under --json: %s", r)
+	}
+	return e
+}
+
+type whoami struct {
+	Meshes []struct {
+		Slug, MeshID, MemberID, Pubkey, DisplayName, Role, BrokerURL string
+	} `json:"meshes"`
+}
+
+func (u *user) whoami() whoami {
+	u.t.Helper()
+	var w whoami
+	u.json(&w, "whoami")
+	return w
+}
+
+type meshJSON struct {
+	MeshID, Slug, Name, MemberID, Role, BrokerURL string
+}
+
+// createMesh makes u the owner of a new mesh on b.
+func (u *user) createMesh(b *brokerProc, name, slug string) meshJSON {
+	u.t.Helper()
+	var m meshJSON
+	u.json(&m, "mesh", "create", name, "--slug", slug, "--broker", b.url, "--operator-token-file", b.tokenFile(), "--name", u.name)
+	if m.Role != "owner" || m.Slug != slug || m.BrokerURL != b.url {
+		u.t.Fatalf("mesh create: %+v", m)
+	}
+	u.pubkey = u.whoami().Meshes[0].Pubkey
+	return m
+}
+
+type inviteJSON struct {
+	Link      string `json:"link"`
+	InviteID  string `json:"inviteId"`
+	Role      string `json:"role"`
+	ExpiresAt int64  `json:"expiresAt"`
+	MaxUses   int    `json:"maxUses"`
+}
+
+func (u *user) invite(args ...string) inviteJSON {
+	u.t.Helper()
+	var inv inviteJSON
+	u.json(&inv, append([]string{"invite"}, args...)...)
+	if !strings.HasPrefix(inv.Link, "ic://join/") || inv.InviteID == "" {
+		u.t.Fatalf("invite: %+v", inv)
+	}
+	return inv
+}
+
+func (u *user) join(link string, args ...string) meshJSON {
+	u.t.Helper()
+	var m meshJSON
+	u.json(&m, append([]string{"join", link, "--name", u.name}, args...)...)
+	for _, wm := range u.whoami().Meshes {
+		if wm.MeshID == m.MeshID {
+			u.pubkey = wm.Pubkey
+		}
+	}
+	return m
+}
+
+// setupMesh starts a mesh on b owned by the first name, joined by the
+// others, and returns the users in order.
+func setupMesh(t *testing.T, b *brokerProc, names ...string) []*user {
+	t.Helper()
+	users := make([]*user, len(names))
+	for i, n := range names {
+		users[i] = newUser(t, n)
+	}
+	users[0].createMesh(b, "Test Mesh", "test")
+	if len(names) > 1 {
+		link := users[0].invite("--uses", fmt.Sprint(len(names)-1)).Link
+		for _, u := range users[1:] {
+			u.join(link)
+		}
+	}
+	return users
+}
+
+// ---- inbox rows ----
+
+type inboxRow struct {
+	SchemaVersion int     `json:"schemaVersion"`
+	ID            string  `json:"id"`
+	MessageID     string  `json:"messageId"`
+	Mesh          string  `json:"mesh"`
+	Kind          string  `json:"kind"`
+	SenderName    string  `json:"senderName"`
+	SenderPubkey  string  `json:"senderPubkey"`
+	Body          *string `json:"body"`
+	DecryptError  string  `json:"decryptError"`
+	Verified      bool    `json:"verified"`
+	Priority      string  `json:"priority"`
+	ReceivedAt    int64   `json:"receivedAt"`
+}
+
+func (r inboxRow) body() string {
+	if r.Body == nil {
+		return ""
+	}
+	return *r.Body
+}
+
+func (u *user) inbox(args ...string) []inboxRow {
+	u.t.Helper()
+	var rows []inboxRow
+	u.json(&rows, append([]string{"inbox"}, args...)...)
+	return rows
+}
+
+func bodies(rows []inboxRow) []string {
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = r.body()
+	}
+	return out
+}
+
+// follower is a running `inbox --follow --json`.
+type follower struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu      sync.Mutex
+	rows    []inboxRow
+	changed chan struct{}
+	stderr  bytes.Buffer
+}
+
+func (u *user) follow() *follower {
+	u.t.Helper()
+	f := &follower{t: u.t, done: make(chan struct{}), changed: make(chan struct{})}
+	f.cmd = exec.Command(bin, "--home", u.home, "inbox", "--follow", "--json")
+	f.cmd.Env = baseEnv()
+	f.cmd.Stderr = &lockedWriter{mu: &f.mu, w: &f.stderr}
+	stdout, err := f.cmd.StdoutPipe()
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	if err := f.cmd.Start(); err != nil {
+		u.t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var r inboxRow
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.SchemaVersion != 1 {
+				f.t.Errorf("follower printed a bad line %q: %v", sc.Text(), err)
+				continue
+			}
+			f.mu.Lock()
+			f.rows = append(f.rows, r)
+			close(f.changed)
+			f.changed = make(chan struct{})
+			f.mu.Unlock()
+		}
+		f.cmd.Wait()
+		close(f.done)
+	}()
+	u.t.Cleanup(f.stop)
+	return f
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// waitFor waits until the follower printed a message with body and returns
+// it.
+func (f *follower) waitFor(body string) inboxRow {
+	f.t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		f.mu.Lock()
+		for _, r := range f.rows {
+			if r.body() == body {
+				f.mu.Unlock()
+				return r
+			}
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-f.done:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.t.Fatalf("follower exited before %q arrived; stderr: %s", body, f.stderr.String())
+		case <-deadline:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.t.Fatalf("follower never printed %q; got %v; stderr: %s", body, bodies(f.rows), f.stderr.String())
+		}
+	}
+}
+
+func (f *follower) all() []inboxRow {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]inboxRow(nil), f.rows...)
+}
+
+// stop ends the follower as Ctrl-C would; it must exit 0.
+func (f *follower) stop() {
+	select {
+	case <-f.done:
+		return
+	default:
+	}
+	f.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-f.done:
+		if code := f.cmd.ProcessState.ExitCode(); code != 0 {
+			f.t.Errorf("follower exited %d on SIGINT; stderr: %s", code, f.stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		f.t.Errorf("follower did not stop on SIGINT")
+		f.cmd.Process.Kill()
+		<-f.done
+	}
+}
+
+// ---- peers ----
+
+type peerRow struct {
+	Mesh          string `json:"mesh"`
+	Pubkey        string `json:"pubkey"`
+	MemberPubkey  string `json:"memberPubkey"`
+	DisplayName   string `json:"displayName"`
+	Role          string `json:"role"`
+	MemberRole    string `json:"memberRole"`
+	Status        string `json:"status"`
+	Groups        []struct{ Name, Role string }
+	SessionID     string `json:"sessionId"`
+	PeerType      string `json:"peerType"`
+	Online        bool   `json:"online"`
+	IsSelf        bool   `json:"isSelf"`
+	IsThisSession bool   `json:"isThisSession"`
+	ConnectedAt   int64  `json:"connectedAt"`
+}
+
+// waitPresence polls observer's peer list until a connected presence of
+// member pubkey with connection role `role` is listed.
+func waitPresence(t *testing.T, observer *user, pubkey, role string) peerRow {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var rows []peerRow
+		observer.json(&rows, "peer", "list")
+		for _, p := range rows {
+			if p.MemberPubkey == pubkey && p.Role == role && p.Online {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no online %s presence of %s in %+v", role, pubkey, rows)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval, not synchronisation
+	}
+}

@@ -1,0 +1,458 @@
+// Package bench is `claudemesh bench`, the load generator of 05-quality
+// "Benchmarks": N peers with real keypairs, enrolled with a real signed
+// invite, connected as presences, each sending M crypto_box DMs to random
+// other peers (or one sender broadcasting multi envelopes), timing
+// send→ack and send→push on one process clock.
+//
+// It is built to measure the broker, not itself: the broker runs as a child
+// process (so its peak RSS is its own), box keys are precomputed per
+// (sender, recipient) pair before the clock starts, each sender keeps its
+// window of sends with SendAsync from one goroutine, and recipients settle
+// pushes with batched client_acks. The crypto is still real on both ends:
+// every send is sealed with a fresh nonce and every push is opened and
+// compared with what was sent.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"claudemesh/client"
+	"claudemesh/internal/cliui"
+)
+
+// Defaults of the flags (05-quality "Benchmarks").
+const (
+	DefaultPeers    = 100
+	DefaultMessages = 100
+	DefaultWindow   = 1
+	DefaultPayload  = 256
+	// DefaultDrain is how long after the last ack a push still counts as
+	// delivered.
+	DefaultDrain = 60 * time.Second
+)
+
+// maxMembers is the most members one invite can enroll (maxUses ≤ 10,000).
+const maxMembers = 10000
+
+// Config is one bench run.
+type Config struct {
+	Peers    int // DM mode: senders and recipients; broadcast: recipients
+	Messages int // per sender (DM) or broadcasts (broadcast mode)
+	Window   int // un-acked sends each sender keeps in flight
+	Payload  int // plaintext bytes per message
+	// Broadcast switches to one sender sending Messages multi envelopes
+	// to all Peers recipients, one at a time (with Window 1).
+	Broadcast bool
+	// IdleConnections are extra presence connections that only stay open,
+	// for measuring what an idle connection costs the broker.
+	IdleConnections int
+	// BrokerURL is an existing broker (ws:// or wss://); empty starts a
+	// child broker from Executable.
+	BrokerURL string
+	// OperatorToken creates the bench mesh on BrokerURL.
+	OperatorToken string
+	// Executable is the claudemesh binary run as `broker` when BrokerURL
+	// is empty (default: this process's own executable).
+	Executable string
+	// Drain is how long after the last ack pushes still count (default
+	// DefaultDrain).
+	Drain time.Duration
+	// Progress, when set, receives one-line status updates (set-up phases,
+	// then counts several times a second while sending).
+	Progress func(status string)
+	// Warn, when set, receives problems that do not stop the run.
+	Warn func(msg string)
+
+	// childEnv is added to the child broker's environment (tests use it
+	// to make the test binary act as claudemesh).
+	childEnv []string
+}
+
+// Validate checks the config; errors are usage errors.
+func (c *Config) Validate() error {
+	switch {
+	case c.Peers < 1 || (!c.Broadcast && c.Peers < 2):
+		return cliui.UsageErrorf("--peers must be at least 2 (1 with --broadcast), not %d", c.Peers)
+	case c.Peers+1 > maxMembers:
+		return cliui.UsageErrorf("--peers must be below %d (one invite enrolls at most %d members)", maxMembers, maxMembers)
+	case c.Messages < 0:
+		return cliui.UsageErrorf("--messages must not be negative")
+	case c.Window < 1:
+		return cliui.UsageErrorf("--window must be at least 1")
+	case c.Payload < 1 || c.Payload > client.MaxPlaintext:
+		return cliui.UsageErrorf("--payload must be 1 to %d bytes", client.MaxPlaintext)
+	case c.IdleConnections < 0:
+		return cliui.UsageErrorf("--idle-connections must not be negative")
+	case c.BrokerURL != "" && c.OperatorToken == "":
+		return cliui.UsageErrorf("--broker needs an operator token").
+			WithHint("give --operator-token-file FILE or set CLAUDEMESH_OPERATOR_TOKEN")
+	}
+	return nil
+}
+
+// Result is what a run measured. The JSON shape is the one 05-quality
+// fixes for `bench --json`; the fields tagged "-" are detail for the human
+// report.
+type Result struct {
+	Peers        int     `json:"peers"`
+	Messages     int     `json:"messages"`
+	Window       int     `json:"window"`
+	Delivered    int64   `json:"delivered"`
+	DeliveredPct float64 `json:"deliveredPct"`
+	DurationSec  float64 `json:"durationSec"`
+	MsgsPerSec   float64 `json:"msgsPerSec"`
+	AckMs        Latency `json:"ackMs"`
+	E2eMs        Latency `json:"e2eMs"`
+	// BrokerPeakRssMB is the child broker's VmHWM in MiB; absent with
+	// --broker, whose memory this process cannot see.
+	BrokerPeakRssMB *float64 `json:"brokerPeakRssMB,omitzero"`
+
+	Expected        int64   `json:"-"` // deliveries a perfect run makes
+	Broadcast       bool    `json:"-"`
+	Payload         int     `json:"-"`
+	IdleConnections int     `json:"-"`
+	Sends           int64   `json:"-"` // send frames the broker accepted
+	Refused         int64   `json:"-"` // sends answered with an error ack
+	Retried         int64   `json:"-"` // rate-limited sends sent again
+	Undecryptable   int64   `json:"-"` // pushes that did not open or differed
+	Redelivered     int64   `json:"-"` // duplicate pushes (redeliveries)
+	Late            int64   `json:"-"` // pushes after the drain window
+	SetupSec        float64 `json:"-"` // start-up, enrollment and connects
+	BrokerEndRssMB  float64 `json:"-"` // the child's VmRSS at the end,
+	BrokerEndAnonMB float64 `json:"-"` // of which anonymous (heap, stacks)
+	BrokerEndFileMB float64 `json:"-"` // and file-backed (the bbolt map)
+	SystemEvents    int64   `json:"-"` // presence events pushed to the bench
+	BrokerPID       int     `json:"-"` // the child broker; 0 with --broker
+	BrokerURL       string  `json:"-"`
+}
+
+// run is the state of one bench run.
+type run struct {
+	cfg Config
+	// base is the process clock every timestamp is measured against:
+	// monotonic, and shared by senders and recipients, so send→push needs
+	// no clock synchronisation.
+	base time.Time
+
+	child *childBroker
+	url   string
+	token string
+
+	meshID, slug, meshName string
+	owner                  client.MeshIdentity
+
+	peers      []*peer // every enrolled member, by index
+	senders    []*peer
+	recipients []*peer
+	byPubkey   map[string]*peer // read-only once enrolled
+	joiners    []*joiner
+	idle       []*client.Conn
+
+	jobs     int   // sends per sender (broadcast: envelopes)
+	chunks   int   // multi envelopes per broadcast (≤ 1,000 keys each)
+	expected int64 // deliveries of a perfect run
+
+	acked     atomic.Int64 // sends acked, for progress
+	// systemEvents counts peer_joined/peer_left pushes to all of the
+	// bench's connections: the fan-out cost of presence in a large mesh.
+	systemEvents atomic.Int64
+	delivered atomic.Int64 // distinct deliveries, for progress and the drain
+	// deadlineNs ends counting: pushes received later (ns since base) are
+	// late. Zero while sending.
+	deadlineNs atomic.Int64
+	// verified memoises multi-envelope signature checks by messageId: all
+	// recipients of one broadcast share the same signature, and verifying
+	// it a thousand times in the generator would starve the broker of CPU.
+	verified sync.Map
+
+	progressMu   sync.Mutex
+	ackers       sync.WaitGroup
+	shutdownOnce sync.Once
+}
+
+// Run performs one bench run. It always stops the child broker before
+// returning, on error and cancellation too.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Drain <= 0 {
+		cfg.Drain = DefaultDrain
+	}
+	r := &run{cfg: cfg, base: time.Now()}
+	defer r.shutdown()
+	if err := raiseFileLimit(); err != nil {
+		r.warnf("could not raise the open-file limit: %v", err)
+	}
+
+	if cfg.BrokerURL == "" {
+		exe := cfg.Executable
+		if exe == "" {
+			var err error
+			if exe, err = os.Executable(); err != nil {
+				return nil, fmt.Errorf("finding this executable to run the broker: %w", err)
+			}
+		}
+		r.progressf("starting the broker")
+		child, err := startChild(ctx, exe, cfg.childEnv)
+		if err != nil {
+			return nil, err
+		}
+		r.child, r.url, r.token = child, child.url, child.token
+	} else {
+		r.url, r.token = cfg.BrokerURL, cfg.OperatorToken
+	}
+
+	r.progressf("creating the mesh")
+	if err := r.createMesh(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.makePeers(); err != nil {
+		return nil, err
+	}
+	r.joiners = newJoiners(r.url, setupWorkers)
+	if err := r.enroll(ctx); err != nil {
+		return nil, err
+	}
+	r.progressf("precomputing box keys")
+	if err := r.precomputeKeys(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.connectPeers(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.connectIdle(ctx); err != nil {
+		return nil, err
+	}
+	setup := time.Since(r.base)
+
+	startNs := r.now()
+	lastAckNs, err := r.measure(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	res := &Result{SystemEvents: r.systemEvents.Load(), Peers: cfg.Peers, Messages: cfg.Messages, Window: cfg.Window, Expected: r.expected,
+		Broadcast: cfg.Broadcast, Payload: cfg.Payload, IdleConnections: cfg.IdleConnections,
+		SetupSec: round(setup.Seconds(), 2), BrokerURL: r.url}
+	if r.child != nil {
+		res.BrokerPID = r.child.pid()
+		if m, err := r.child.memory(); err != nil {
+			r.warnf("broker peak RSS: %v", err)
+		} else {
+			mb := toMB(m.peak)
+			res.BrokerPeakRssMB = &mb
+			res.BrokerEndRssMB, res.BrokerEndAnonMB, res.BrokerEndFileMB = toMB(m.now), toMB(m.anon), toMB(m.file)
+		}
+	}
+	r.checkIdle()
+	// Everything the reader and sender goroutines recorded is read only
+	// after their connections are closed.
+	r.shutdown()
+	r.collect(res, startNs, lastAckNs)
+	return res, nil
+}
+
+// measure runs the senders, then waits until every accepted delivery has
+// arrived or Drain has passed since the last ack. It returns the time of
+// the last ack.
+func (r *run) measure(ctx context.Context) (lastAckNs int64, _ error) {
+	totalSends := int64(len(r.senders) * r.jobs)
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			r.progressf("sending: %d/%d acked, %d/%d delivered", r.acked.Load(), totalSends, r.delivered.Load(), r.expected)
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	defer func() {
+		close(stopProgress)
+		<-progressDone
+	}()
+
+	var wg sync.WaitGroup
+	for _, s := range r.senders {
+		wg.Go(func() { r.sendLoop(ctx, s) })
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	lastAckNs = r.now()
+	var accepted int64
+	anyAck := false
+	for _, s := range r.senders {
+		accepted += s.accepted
+		if len(s.ackNs) > 0 {
+			if !anyAck || s.lastAckNs > lastAckNs {
+				lastAckNs = s.lastAckNs
+			}
+			anyAck = true
+		}
+	}
+	deadline := lastAckNs + r.cfg.Drain.Nanoseconds()
+	r.deadlineNs.Store(deadline)
+	for r.delivered.Load() < accepted && r.now() < deadline {
+		if err := sleep(ctx, 2*time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+	return lastAckNs, nil
+}
+
+// collect fills res from what the senders and recipients recorded. Called
+// after shutdown, when no goroutine writes those records any more.
+func (r *run) collect(res *Result, startNs, lastAckNs int64) {
+	var ackNs, e2eNs []int64
+	for _, s := range r.senders {
+		ackNs = append(ackNs, s.ackNs...)
+		res.Sends += int64(len(s.ackNs))
+		res.Refused += s.refused
+		res.Retried += s.retried
+		if s.firstErr != nil {
+			r.warnf("peer %d stopped sending: %v", s.idx, s.firstErr)
+		}
+	}
+	endNs := lastAckNs
+	for _, p := range r.recipients {
+		e2eNs = append(e2eNs, p.e2eNs...)
+		res.Delivered += int64(len(p.e2eNs))
+		res.Undecryptable += p.undecryptable
+		res.Redelivered += p.duplicates
+		res.Late += p.late
+		endNs = max(endNs, p.lastPushNs)
+		if p.firstBad != nil {
+			r.warnf("peer %d received a push it could not accept: %v", p.idx, p.firstBad)
+		}
+	}
+	res.AckMs, res.E2eMs = summarize(ackNs), summarize(e2eNs)
+	dur := time.Duration(max(endNs-startNs, 0))
+	res.DurationSec = round(dur.Seconds(), 3)
+	if dur > 0 {
+		res.MsgsPerSec = round(float64(res.Delivered)/dur.Seconds(), 1)
+	}
+	if r.expected > 0 {
+		res.DeliveredPct = round(100*float64(res.Delivered)/float64(r.expected), 2)
+	} else {
+		res.DeliveredPct = 100
+	}
+}
+
+// checkIdle warns about idle connections the broker closed during the run
+// (a slow_consumer close during a connect storm, say): the broker's memory
+// was then measured with fewer connections than asked for.
+func (r *run) checkIdle() {
+	dead := 0
+	var first error
+	for _, c := range r.idle {
+		select {
+		case <-c.Done():
+			dead++
+			if first == nil {
+				first = c.Err()
+			}
+		default:
+		}
+	}
+	if dead > 0 {
+		r.warnf("%d of %d idle connections ended during the run (first: %v)", dead, len(r.idle), first)
+	}
+}
+
+// shutdown stops the child broker first — its connections then end with
+// the broker, so closing thousands of client connections does not make it
+// broadcast thousands of peer_left events while dying — and then closes
+// every client connection and waits for its goroutines. Idempotent.
+func (r *run) shutdown() {
+	r.shutdownOnce.Do(func() {
+		if r.child != nil {
+			r.child.stop()
+		}
+		var conns []*client.Conn
+		for _, p := range r.peers {
+			if p.stop != nil {
+				close(p.stop) // unblocks callbacks and ends the acker
+			}
+			if p.conn != nil {
+				conns = append(conns, p.conn)
+			}
+		}
+		for _, c := range r.idle {
+			if c != nil {
+				conns = append(conns, c)
+			}
+		}
+		closeAll(conns)
+		r.ackers.Wait()
+	})
+}
+
+// closeAll closes connections in parallel (each Close may wait up to a
+// second for the broker's echo) and waits until each one's reader is done.
+func closeAll(conns []*client.Conn) {
+	ch := make(chan *client.Conn)
+	var wg sync.WaitGroup
+	for range min(64, len(conns)) {
+		wg.Go(func() {
+			for c := range ch {
+				c.Close()
+				<-c.Done()
+			}
+		})
+	}
+	for _, c := range conns {
+		ch <- c
+	}
+	close(ch)
+	wg.Wait()
+}
+
+// toMB converts bytes to MiB with one decimal, the unit `bench` reports
+// memory in.
+func toMB(b int64) float64 { return round(float64(b)/(1<<20), 1) }
+
+// now is the time since base in nanoseconds, on the monotonic clock.
+func (r *run) now() int64 { return int64(time.Since(r.base)) }
+
+func (r *run) progressf(format string, args ...any) {
+	if r.cfg.Progress == nil {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	r.progressMu.Lock()
+	defer r.progressMu.Unlock()
+	r.cfg.Progress(msg)
+}
+
+func (r *run) warnf(format string, args ...any) {
+	if r.cfg.Warn != nil {
+		r.cfg.Warn(fmt.Sprintf(format, args...))
+	}
+}
+
+// errViaDaemon is the answer to --via-daemon until the daemon exists.
+func errViaDaemon() error {
+	return &cliui.Error{Code: client.CodeUnsupported,
+		Message: "--via-daemon is not supported yet: this build has no daemon to send through",
+		Hint:    "run the bench without --via-daemon to measure the broker directly"}
+}
+
+// isClosed reports whether err means the connection is gone, after which
+// a sender stops instead of failing every remaining send.
+func isClosed(err error) bool {
+	return client.CodeOf(err) == client.CodeConnectionClosed || errors.Is(err, context.Canceled)
+}

@@ -1,0 +1,222 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/broker"
+	"claudemesh/internal/cliui"
+)
+
+// childEnvVar makes this test binary act as `claudemesh` (broker command
+// only), so the bench can start it as its child broker exactly as the
+// real binary starts itself.
+const childEnvVar = "CLAUDEMESH_BENCH_TEST_AS_CLAUDEMESH"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnvVar) == "1" {
+		app := cliui.NewApp("claudemesh", "bench test child", []*cli.Command{broker.Command()})
+		os.Exit(cliui.Run(app, os.Args, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// checkPerfect asserts a run delivered everything it should have, once,
+// with plausible latencies.
+func checkPerfect(t *testing.T, res *Result, sends, deliveries int64) {
+	t.Helper()
+	if res.Delivered != deliveries || res.Expected != deliveries || res.DeliveredPct != 100 {
+		t.Errorf("delivered %d of %d expected (%.2f %%), want %d (100 %%)", res.Delivered, res.Expected, res.DeliveredPct, deliveries)
+	}
+	if res.Sends != sends || res.Refused != 0 || res.Undecryptable != 0 || res.Late != 0 {
+		t.Errorf("sends %d (want %d), refused %d, undecryptable %d, late %d", res.Sends, sends, res.Refused, res.Undecryptable, res.Late)
+	}
+	for name, l := range map[string]Latency{"ack": res.AckMs, "e2e": res.E2eMs} {
+		if !(l.P50 > 0 && l.P50 <= l.P95 && l.P95 <= l.P99 && l.P99 <= l.Max) {
+			t.Errorf("%s latency not ordered and positive: %+v", name, l)
+		}
+	}
+	if res.DurationSec <= 0 || res.MsgsPerSec <= 0 {
+		t.Errorf("duration %.3f s, throughput %.1f msgs/s", res.DurationSec, res.MsgsPerSec)
+	}
+}
+
+// TestChildBroker runs the default mode: a child broker process, whose
+// peak RSS is reported and which is gone when Run returns.
+func TestChildBroker(t *testing.T) {
+	var warnings []string
+	res, err := Run(testContext(t), Config{Peers: 3, Messages: 5, Window: 1, Payload: 64,
+		Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"},
+		Warn: func(m string) { warnings = append(warnings, m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPerfect(t, res, 15, 15)
+	if len(warnings) > 0 {
+		t.Errorf("warnings: %q", warnings)
+	}
+	if res.BrokerPeakRssMB == nil || *res.BrokerPeakRssMB <= 0 {
+		t.Errorf("no broker peak RSS: %v", res.BrokerPeakRssMB)
+	}
+	if res.BrokerPID == 0 || res.BrokerPID == os.Getpid() {
+		t.Fatalf("broker pid %d", res.BrokerPID)
+	}
+	if err := syscall.Kill(res.BrokerPID, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("child broker %d still exists after Run (kill 0: %v)", res.BrokerPID, err)
+	}
+}
+
+// TestExistingBroker runs against an in-process broker (--broker URL):
+// DMs with a window and idle connections, then a broadcast.
+func TestExistingBroker(t *testing.T) {
+	cfg := broker.DefaultConfig()
+	cfg.Listen, cfg.MetricsListen, cfg.DataDir = "127.0.0.1:0", "off", t.TempDir()
+	cfg.Rate, cfg.MaxConnsPerMesh = 0, 0
+	b, err := broker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+
+	t.Run("dm", func(t *testing.T) {
+		res, err := Run(testContext(t), Config{Peers: 4, Messages: 6, Window: 3, Payload: 300, IdleConnections: 5,
+			BrokerURL: b.URL(), OperatorToken: b.OperatorToken()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkPerfect(t, res, 24, 24)
+		if res.BrokerPeakRssMB != nil {
+			t.Errorf("RSS of a broker that is not a child: %v", *res.BrokerPeakRssMB)
+		}
+	})
+	t.Run("broadcast", func(t *testing.T) {
+		res, err := Run(testContext(t), Config{Peers: 4, Messages: 3, Window: 1, Payload: 100, Broadcast: true,
+			BrokerURL: b.URL(), OperatorToken: b.OperatorToken()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkPerfect(t, res, 3, 12)
+	})
+	t.Run("wrong token", func(t *testing.T) {
+		_, err := Run(testContext(t), Config{Peers: 2, Messages: 1, Window: 1, Payload: 1,
+			BrokerURL: b.URL(), OperatorToken: "nope"})
+		if err == nil {
+			t.Fatal("a wrong operator token was accepted")
+		}
+	})
+}
+
+// TestCommandJSON runs `claudemesh bench --json` end to end and checks
+// that the document has exactly the fields 05-quality names.
+func TestCommandJSON(t *testing.T) {
+	t.Setenv(childEnvVar, "1") // inherited by the child broker
+	app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})
+	var stdout, stderr bytes.Buffer
+	code := cliui.RunContext(testContext(t), app,
+		[]string{"claudemesh", "bench", "--peers", "3", "--messages", "5", "--payload", "32", "--json"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("%v: %s", err, stdout.String())
+	}
+	var keys []string
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := []string{"ackMs", "brokerPeakRssMB", "delivered", "deliveredPct", "durationSec", "e2eMs",
+		"messages", "msgsPerSec", "peers", "schemaVersion", "window"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("keys %q, want %q", keys, want)
+	}
+	if doc["schemaVersion"] != 1.0 || doc["delivered"] != 15.0 || doc["deliveredPct"] != 100.0 || doc["peers"] != 3.0 {
+		t.Errorf("document: %s", stdout.String())
+	}
+	for _, k := range []string{"ackMs", "e2eMs"} {
+		l, _ := doc[k].(map[string]any)
+		if len(l) != 4 || l["p50"] == nil || l["p95"] == nil || l["p99"] == nil || l["max"] == nil {
+			t.Errorf("%s = %v", k, doc[k])
+		}
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr under --json: %q", stderr.String())
+	}
+}
+
+func TestCommandErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		exit int
+		code string
+	}{
+		{[]string{"--via-daemon"}, cliui.ExitFailure, "unsupported"},
+		{[]string{"--peers", "1"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--window", "0"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--payload", "70000"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--broker", "ws://127.0.0.1:1/ws"}, cliui.ExitUsage, cliui.CodeUsage}, // no token
+		{[]string{"--operator-token-file", "/dev/null"}, cliui.ExitUsage, cliui.CodeUsage},
+	} {
+		t.Setenv(envOperatorToken, "")
+		app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})
+		var stdout, stderr bytes.Buffer
+		argv := append([]string{"claudemesh", "bench", "--json"}, tc.args...)
+		code := cliui.RunContext(context.Background(), app, argv, &stdout, &stderr)
+		var doc struct {
+			OK    bool `json:"ok"`
+			Error struct {
+				Code string `json:"code"`
+			} `json:"error"`
+		}
+		json.Unmarshal(stdout.Bytes(), &doc)
+		if code != tc.exit || doc.Error.Code != tc.code {
+			t.Errorf("%q: exit %d code %q, want %d %q (%s)", tc.args, code, doc.Error.Code, tc.exit, tc.code, stdout.String())
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	samples := make([]int64, 0, 1000)
+	for i := 1000; i >= 1; i-- {
+		samples = append(samples, int64(i)*int64(time.Millisecond))
+	}
+	got := summarize(samples)
+	want := Latency{P50: 500, P95: 950, P99: 990, Max: 1000}
+	if got != want {
+		t.Errorf("summarize = %+v, want %+v", got, want)
+	}
+	if (summarize(nil) != Latency{}) {
+		t.Error("no samples must give zeros")
+	}
+}
+
+func TestSendID(t *testing.T) {
+	id := sendID(12, 345)
+	if seq, ok := parseSendID(id, 12); !ok || seq != 345 {
+		t.Errorf("parseSendID(%q, 12) = %d, %v", id, seq, ok)
+	}
+	for _, bad := range []string{"p1.345", "p12.", "p12.-1", "x12.3", "p12.3x"} {
+		if _, ok := parseSendID(bad, 12); ok {
+			t.Errorf("parseSendID(%q, 12) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,508 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/wire"
+)
+
+// ackQueueLen buffers message and receipt ids between a connection's
+// reader (which must never wait on the broker) and the peer's acker.
+const ackQueueLen = 4096
+
+// peer is one enrolled member: a sender, a recipient, or both.
+type peer struct {
+	idx    int
+	key    *cmcrypto.Identity
+	pubHex string
+	ident  client.MeshIdentity
+	conn   *client.Conn
+	// keys are the precomputed box keys with the peers this one talks
+	// to, by their index; read-only once the clock starts.
+	keys map[int32]*cmcrypto.SharedKey
+	// plain is this peer's pre-generated plaintext: every message it sends
+	// carries it, and recipients compare what they open with it.
+	plain []byte
+	// targets are the recipients of its DMs, chosen before the clock
+	// starts so that the box keys can be precomputed for exactly them.
+	targets []int32
+	// sendAt[seq] is when send seq was handed to the connection (ns since
+	// base). Written by the sender, read by recipients' reader goroutines.
+	sendAt []atomic.Int64
+
+	// Owned by the sender goroutine; read after shutdown.
+	ackNs     []int64
+	lastAckNs int64
+	accepted  int64 // deliveries the broker accepted (sum of ack.pending)
+	refused   int64
+	retried   int64
+	firstErr  error
+
+	// Owned by the connection's reader goroutine (OnPush); read after
+	// shutdown.
+	seen          map[string]struct{}
+	e2eNs         []int64
+	lastPushNs    int64
+	undecryptable int64
+	duplicates    int64
+	late          int64
+	firstBad      error
+
+	ackQ chan string
+	stop chan struct{}
+}
+
+// makePeers generates the identities, plaintexts and (DM mode) targets,
+// and sizes everything the clock-timed part will use, so that nothing is
+// allocated or derived while measuring.
+func (r *run) makePeers() error {
+	cfg := r.cfg
+	n := cfg.Peers
+	if cfg.Broadcast {
+		n++ // the sender
+	}
+	r.peers = make([]*peer, n)
+	r.byPubkey = make(map[string]*peer, n)
+	for i := range n {
+		key, err := cmcrypto.GenerateIdentity()
+		if err != nil {
+			return err
+		}
+		p := &peer{idx: i, key: key, pubHex: key.PublicHex(), keys: map[int32]*cmcrypto.SharedKey{},
+			plain: plaintext(i, cfg.Payload), seen: map[string]struct{}{},
+			ackQ: make(chan string, ackQueueLen), stop: make(chan struct{})}
+		r.peers[i] = p
+		r.byPubkey[p.pubHex] = p
+	}
+	if cfg.Broadcast {
+		r.senders, r.recipients = r.peers[:1], r.peers[1:]
+		r.chunks = (len(r.recipients) + cmcrypto.MaxRecipients - 1) / cmcrypto.MaxRecipients
+		r.jobs = cfg.Messages * r.chunks
+		r.expected = int64(cfg.Messages) * int64(len(r.recipients))
+	} else {
+		r.senders, r.recipients = r.peers, r.peers
+		r.jobs = cfg.Messages
+		r.expected = int64(cfg.Messages) * int64(n)
+		var seed [16]byte
+		rand.Read(seed[:])
+		s1, s2 := binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])
+		for _, p := range r.peers {
+			rng := mrand.New(mrand.NewPCG(s1, s2+uint64(p.idx)))
+			p.targets = make([]int32, r.jobs)
+			for j := range p.targets {
+				t := rng.IntN(n - 1) // any peer but p itself
+				if t >= p.idx {
+					t++
+				}
+				p.targets[j] = int32(t)
+			}
+		}
+	}
+	for _, s := range r.senders {
+		s.sendAt = make([]atomic.Int64, r.jobs)
+		s.ackNs = make([]int64, 0, r.jobs)
+	}
+	return nil
+}
+
+// plaintext is printable ASCII (so it is also valid message text) that
+// names its sender, padded to size.
+func plaintext(idx, size int) []byte {
+	head := fmt.Sprintf("claudemesh bench from peer %d: ", idx)
+	out := make([]byte, size)
+	for i := range out {
+		if i < len(head) {
+			out[i] = head[i]
+		} else {
+			out[i] = 'a' + byte(i%26)
+		}
+	}
+	return out
+}
+
+// precomputeKeys derives the box key (crypto_box_beforenm) of every pair
+// of peers that will exchange a message, in parallel and before the
+// clock starts. The key is symmetric, so each unordered pair costs one
+// X25519 and serves both the sealing sender and the opening recipient.
+func (r *run) precomputeKeys(ctx context.Context) error {
+	type pair struct{ a, b int32 }
+	set := map[pair]struct{}{}
+	add := func(x, y int32) {
+		if x > y {
+			x, y = y, x
+		}
+		set[pair{x, y}] = struct{}{}
+	}
+	for _, s := range r.senders {
+		if r.cfg.Broadcast {
+			for _, rc := range r.recipients {
+				add(int32(s.idx), int32(rc.idx))
+			}
+			continue
+		}
+		for _, t := range s.targets {
+			add(int32(s.idx), t)
+		}
+	}
+	pairs := make([]pair, 0, len(set))
+	for p := range set {
+		pairs = append(pairs, p)
+	}
+	keys := make([]*cmcrypto.SharedKey, len(pairs))
+	err := r.parallel(ctx, len(pairs), func(_, i int) error {
+		a, b := r.peers[pairs[i].a], r.peers[pairs[i].b]
+		k, err := cmcrypto.Precompute(b.key.Public(), a.key)
+		keys[i] = k
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i, p := range pairs {
+		r.peers[p.a].keys[p.b] = keys[i]
+		r.peers[p.b].keys[p.a] = keys[i]
+	}
+	return nil
+}
+
+// connectPeers opens every peer's presence connection. Pushes are opened
+// and acked on the reader goroutine; receipts for the peer's own sends are
+// acked too, as a daemon would, so they do not pile up in its queue.
+func (r *run) connectPeers(ctx context.Context) error {
+	var done atomic.Int64
+	return r.parallel(ctx, len(r.peers), func(_, i int) error {
+		p := r.peers[i]
+		c, err := r.dialRetry(ctx, p.ident, client.DialOptions{
+			Presence: true, Role: wire.RoleCLI, SessionID: "bench",
+			OnPush:    func(_ []byte, m *wire.Push) { r.onPush(p, m) },
+			OnReceipt: func(rc *wire.Receipt) { p.queueAck(rc.ReceiptID) },
+			OnSystem:  func(*wire.Push) { r.systemEvents.Add(1) },
+		})
+		if err != nil {
+			return fmt.Errorf("peer %d connecting: %w", i, err)
+		}
+		p.conn = c
+		r.ackers.Add(1)
+		go p.ackLoop(&r.ackers)
+		r.progressf("connecting peers: %d/%d", done.Add(1), len(r.peers))
+		return nil
+	})
+}
+
+// connectIdle opens the idle presences: member presences of the owner with
+// distinct session ids, so each is a listed presence of its own, and the
+// owner is never a sender or recipient, so no delivery is routed to them.
+func (r *run) connectIdle(ctx context.Context) error {
+	if r.cfg.IdleConnections == 0 {
+		return nil
+	}
+	r.idle = make([]*client.Conn, r.cfg.IdleConnections)
+	var done atomic.Int64
+	return r.parallel(ctx, len(r.idle), func(_, i int) error {
+		c, err := r.dialRetry(ctx, r.owner, client.DialOptions{
+			Presence: true, Role: wire.RoleCLI, SessionID: "idle-" + strconv.Itoa(i),
+			OnSystem: func(*wire.Push) { r.systemEvents.Add(1) },
+		})
+		if err != nil {
+			return fmt.Errorf("idle connection %d: %w", i, err)
+		}
+		r.idle[i] = c
+		r.progressf("opening idle connections: %d/%d", done.Add(1), len(r.idle))
+		return nil
+	})
+}
+
+// sendID names send seq of peer idx; it is also the clientMessageId the
+// broker echoes in the push, which is how a recipient finds the send time.
+func sendID(idx, seq int) string {
+	return "p" + strconv.Itoa(idx) + "." + strconv.Itoa(seq)
+}
+
+// parseSendID is the inverse of sendID for a known sender.
+func parseSendID(id string, idx int) (int, bool) {
+	rest, ok := strings.CutPrefix(id, "p"+strconv.Itoa(idx)+".")
+	if !ok {
+		return 0, false
+	}
+	seq, err := strconv.Atoi(rest)
+	return seq, err == nil && seq >= 0
+}
+
+// sendLoop is one closed-loop sender: at most Window sends un-acked, the
+// next one issued as soon as the oldest is acked. The broker acks one
+// connection's sends in the order it received them (they are committed in
+// submission order), so waiting on the oldest first times every ack as it
+// arrives.
+func (r *run) sendLoop(ctx context.Context, s *peer) {
+	type slot struct {
+		seq  int
+		send *wire.Send
+		at   int64
+		ch   <-chan client.SendResult
+	}
+	win := make([]slot, 0, r.cfg.Window)
+	issue := func(seq int, send *wire.Send) bool {
+		at := r.now()
+		s.sendAt[seq].Store(at)
+		ch, err := s.conn.SendAsync(ctx, send)
+		if err != nil {
+			s.firstErr = err
+			return false
+		}
+		win = append(win, slot{seq, send, at, ch})
+		return true
+	}
+	next := 0
+	for next < r.jobs || len(win) > 0 {
+		for next < r.jobs && len(win) < r.cfg.Window {
+			send, err := r.build(s, next)
+			if err != nil {
+				s.firstErr = err
+				return
+			}
+			if !issue(next, send) {
+				return
+			}
+			next++
+		}
+		var res client.SendResult
+		select {
+		case res = <-win[0].ch:
+		case <-ctx.Done():
+			return
+		}
+		now := r.now()
+		sl := win[0]
+		win = win[1:]
+		if res.Err != nil {
+			if d := client.RetryAfter(res.Err); d > 0 && client.CodeOf(res.Err) == wire.CodeRateLimited {
+				// Only an external broker limits sends; the retry is
+				// the newest send, so FIFO order still holds.
+				s.retried++
+				if sleep(ctx, d) != nil || !issue(sl.seq, sl.send) {
+					return
+				}
+				continue
+			}
+			s.refused++
+			if s.firstErr == nil {
+				s.firstErr = res.Err
+			}
+			if isClosed(res.Err) {
+				return
+			}
+			continue
+		}
+		s.ackNs = append(s.ackNs, now-sl.at)
+		s.lastAckNs = now
+		if res.Ack.Pending != nil {
+			s.accepted += int64(*res.Ack.Pending)
+		}
+		r.acked.Add(1)
+	}
+}
+
+// build seals send seq of sender s with a fresh nonce under the
+// precomputed key: a box to its target, or (broadcast) one multi envelope
+// for a chunk of at most 1,000 recipients.
+func (r *run) build(s *peer, seq int) (*wire.Send, error) {
+	id := sendID(s.idx, seq)
+	if !r.cfg.Broadcast {
+		to := r.peers[s.targets[seq]]
+		nonce, ct := s.keys[int32(to.idx)].Seal(s.plain)
+		return &wire.Send{ID: id, TargetSpec: to.pubHex, Kind: wire.KindBox, Nonce: nonce, Ciphertext: ct}, nil
+	}
+	lo := (seq % r.chunks) * cmcrypto.MaxRecipients
+	hi := min(lo+cmcrypto.MaxRecipients, len(r.recipients))
+	return r.sealMulti(s, id, r.recipients[lo:hi])
+}
+
+// sealMulti is client.SealMulti (02-crypto "Multi-recipient message") with
+// the content key boxed under precomputed keys instead of one X25519 per
+// recipient per message.
+func (r *run) sealMulti(s *peer, id string, to []*peer) (*wire.Send, error) {
+	var k [32]byte
+	rand.Read(k[:])
+	nonce, ctB64 := cmcrypto.SecretSeal(s.plain, &k)
+	ct, err := cmcrypto.DecodeB64(ctB64)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := cmcrypto.MultiString(r.meshID, "*", nonce, ct)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]wire.MultiKey, len(to))
+	for i, rc := range to {
+		n, box := s.keys[int32(rc.idx)].Seal(k[:])
+		keys[i] = wire.MultiKey{To: rc.pubHex, Nonce: n, Box: box}
+	}
+	return &wire.Send{ID: id, TargetSpec: "*", Kind: wire.KindMulti, Nonce: nonce, Ciphertext: ctB64,
+		Signature: s.key.Sign(msg), Keys: keys}, nil
+}
+
+// onPush runs on the recipient's reader goroutine for every message push:
+// settle it, then count it once if it opens to exactly what was sent.
+func (r *run) onPush(me *peer, m *wire.Push) {
+	now := r.now()
+	me.queueAck(m.MessageID) // whatever it is, so it is not redelivered
+	if d := r.deadlineNs.Load(); d > 0 && now > d {
+		me.late++
+		return
+	}
+	if _, dup := me.seen[m.MessageID]; dup {
+		me.duplicates++
+		return
+	}
+	sender, seq, err := r.open(me, m)
+	if err != nil {
+		me.undecryptable++
+		if me.firstBad == nil {
+			me.firstBad = err
+		}
+		return
+	}
+	me.seen[m.MessageID] = struct{}{}
+	me.e2eNs = append(me.e2eNs, now-sender.sendAt[seq].Load())
+	me.lastPushNs = now
+	r.delivered.Add(1)
+}
+
+// open checks a push's addressing, decrypts it with the precomputed key
+// and compares the plaintext with the sender's. It returns the sender and
+// the send's sequence number.
+func (r *run) open(me *peer, m *wire.Push) (*peer, int, error) {
+	if m.MeshID != r.meshID {
+		return nil, 0, fmt.Errorf("push %s is for mesh %q", m.MessageID, m.MeshID)
+	}
+	sender := r.byPubkey[m.SenderPubkey]
+	if sender == nil || sender.sendAt == nil {
+		return nil, 0, fmt.Errorf("push %s from unknown sender %q", m.MessageID, m.SenderPubkey)
+	}
+	seq, ok := parseSendID(m.ClientMessageID, sender.idx)
+	if !ok || seq >= len(sender.sendAt) {
+		return nil, 0, fmt.Errorf("push %s has clientMessageId %q, not one of peer %d's", m.MessageID, m.ClientMessageID, sender.idx)
+	}
+	key := me.keys[int32(sender.idx)]
+	if key == nil {
+		return nil, 0, fmt.Errorf("push %s from peer %d, which never sends to peer %d", m.MessageID, sender.idx, me.idx)
+	}
+	var body []byte
+	var err error
+	switch m.Kind {
+	case wire.KindBox:
+		if m.TargetSpec != me.pubHex {
+			return nil, 0, fmt.Errorf("push %s is addressed to %s", m.MessageID, m.TargetSpec)
+		}
+		body, err = key.Open(m.Nonce, m.Ciphertext)
+	case wire.KindMulti:
+		if m.Key == nil || m.Key.To != me.pubHex {
+			return nil, 0, fmt.Errorf("multi push %s carries no key entry for this peer", m.MessageID)
+		}
+		if err := r.verifyMulti(m, sender); err != nil {
+			return nil, 0, err
+		}
+		var ck []byte
+		if ck, err = key.Open(m.Key.Nonce, m.Key.Box); err == nil && len(ck) != 32 {
+			err = errors.New("content key is not 32 bytes")
+		}
+		if err == nil {
+			body, err = cmcrypto.SecretOpen(m.Nonce, m.Ciphertext, (*[32]byte)(ck))
+		}
+	default:
+		return nil, 0, fmt.Errorf("push %s has kind %q", m.MessageID, m.Kind)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("push %s: %w", m.MessageID, err)
+	}
+	if !bytes.Equal(body, sender.plain) {
+		return nil, 0, fmt.Errorf("push %s opened to a different text than peer %d sent", m.MessageID, sender.idx)
+	}
+	return sender, seq, nil
+}
+
+// verification is one multi envelope's signature check, shared by all of
+// its recipients. It remembers what it verified, so a push that carries the
+// same messageId with other bytes is checked on its own.
+type verification struct {
+	once                         sync.Once
+	nonce, ciphertext, signature string
+	err                          error
+}
+
+func (r *run) verifyMulti(m *wire.Push, sender *peer) error {
+	v, ok := r.verified.Load(m.MessageID)
+	if !ok {
+		v, _ = r.verified.LoadOrStore(m.MessageID, &verification{})
+	}
+	ver := v.(*verification)
+	ver.once.Do(func() {
+		ver.nonce, ver.ciphertext, ver.signature = m.Nonce, m.Ciphertext, m.Signature
+		ver.err = checkMultiSignature(r.meshID, m, sender)
+	})
+	if ver.nonce != m.Nonce || ver.ciphertext != m.Ciphertext || ver.signature != m.Signature {
+		return checkMultiSignature(r.meshID, m, sender)
+	}
+	return ver.err
+}
+
+func checkMultiSignature(meshID string, m *wire.Push, sender *peer) error {
+	ct, err := cmcrypto.DecodeB64(m.Ciphertext)
+	if err != nil {
+		return err
+	}
+	msg, err := cmcrypto.MultiString(meshID, m.TargetSpec, m.Nonce, ct)
+	if err != nil {
+		return err
+	}
+	return cmcrypto.Verify(sender.key.Public(), msg, m.Signature)
+}
+
+// queueAck hands an id to the acker without ever blocking past shutdown.
+func (p *peer) queueAck(id string) {
+	select {
+	case p.ackQ <- id:
+	case <-p.stop:
+	}
+}
+
+// ackLoop settles pushes and receipts with client_ack frames (no reqId, so
+// no answer to wait for), batching whatever queued up while the previous
+// frame was being written: one frame per push when idle, up to 500 ids per
+// frame under load — the same batching a daemon does.
+func (p *peer) ackLoop(wg *sync.WaitGroup) {
+	defer wg.Done()
+	batch := make([]string, 0, client.MaxAckBatch)
+	for {
+		select {
+		case id := <-p.ackQ:
+			batch = append(batch[:0], id)
+		case <-p.stop:
+			return
+		}
+	fill:
+		for len(batch) < client.MaxAckBatch {
+			select {
+			case id := <-p.ackQ:
+				batch = append(batch, id)
+			default:
+				break fill
+			}
+		}
+		if err := p.conn.ClientAckAsync(batch); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,11 @@
+//go:build unix && !linux
+
+package bench
+
+import "syscall"
+
+// childProcAttr puts the child broker in its own process group, so the
+// terminal's Ctrl-C reaches only the bench, which stops the broker itself.
+func childProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
