@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -67,6 +68,7 @@ type Daemon struct {
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
+	reloadMu  sync.Mutex         // one Reload at a time
 	meshes    map[string]*meshRT // by meshId
 	cfgStamp  string
 	listeners []net.Listener
@@ -74,6 +76,8 @@ type Daemon struct {
 	token     string // TCP bearer token
 	inbox     chan inboxItem
 	failpoint string
+	killAfter int64        // from failDrainKillAfter; 0 = off
+	acked     atomic.Int64 // rows acked by the broker in this run
 }
 
 // Failpoints (CLAUDEMESH_FAILPOINT) let the crash tests kill the daemon at
@@ -82,6 +86,9 @@ type Daemon struct {
 const (
 	envFailpoint        = "CLAUDEMESH_FAILPOINT"
 	failInboxAfterStore = "inbox-after-store"
+	// failDrainKillAfter ("drain-kill-after:N") dies once N rows have
+	// been acked by the broker: a kill in the middle of a drain.
+	failDrainKillAfter = "drain-kill-after:"
 )
 
 // ErrAlreadyRunning means another daemon holds daemon.db's lock.
@@ -122,6 +129,9 @@ func Open(opts Options) (*Daemon, error) {
 		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
 		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096),
 		failpoint: os.Getenv(envFailpoint),
+	}
+	if n, ok := strings.CutPrefix(d.failpoint, failDrainKillAfter); ok {
+		d.killAfter, _ = strconv.ParseInt(n, 10, 64)
 	}
 	d.events = newEventHub()
 	d.keys = newSealer()
@@ -275,6 +285,8 @@ func (d *Daemon) Reload() error {
 	for _, m := range cfg.Meshes {
 		want[m.MeshID] = m
 	}
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	d.mu.Lock()
 	var stop []*meshRT
 	for id, rt := range d.meshes {
@@ -283,26 +295,29 @@ func (d *Daemon) Reload() error {
 			delete(d.meshes, id)
 		}
 	}
-	var start []*meshRT
+	var start []config.Mesh
 	for id, m := range want {
-		if _, ok := d.meshes[id]; ok {
-			continue
+		if _, ok := d.meshes[id]; !ok {
+			start = append(start, m)
 		}
-		key, err := cmcrypto.ParseSecretKey(m.SecretKey)
-		if err != nil {
-			d.log.Error("mesh key", "mesh", m.Slug, "err", err)
-			continue
-		}
-		rt := newMeshRT(d, m, key)
-		d.meshes[id] = rt
-		start = append(start, rt)
 	}
 	d.mu.Unlock()
 	for _, rt := range stop {
 		rt.stop()
 	}
-	for _, rt := range start {
+	for _, m := range start {
+		key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+		if err != nil {
+			d.log.Error("mesh key", "mesh", m.Slug, "err", err)
+			continue
+		}
+		// Started before it is published, so API handlers never see a
+		// mesh without its presence.
+		rt := newMeshRT(d, m, key)
 		rt.start()
+		d.mu.Lock()
+		d.meshes[m.MeshID] = rt
+		d.mu.Unlock()
 	}
 	return nil
 }
@@ -521,6 +536,24 @@ func (m *meshRT) setDirectory(members []wire.Member, peers []wire.Peer) {
 	m.cache = mc
 	m.mu.Unlock()
 	m.d.db.Submit(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCache), []byte(m.cfg.MeshID), &mc) }, nil)
+}
+
+// neverConnected reports whether the mesh has no directory at all yet (no
+// cache from an earlier run and no hello_ack in this one).
+func (m *meshRT) neverConnected() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cache.UpdatedAt == 0
+}
+
+// waitOpen waits up to d for the mesh's connection to open.
+func (m *meshRT) waitOpen(d time.Duration) {
+	if m.presence == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(m.d.ctx, d)
+	defer cancel()
+	m.presence.WaitState(ctx, client.StateOpen, client.StateReconnecting, client.StateKicked, client.StateBanned, client.StateClosed)
 }
 
 func (m *meshRT) directory() ([]wire.Member, []wire.Peer) {

@@ -152,9 +152,14 @@ type inboxRow struct {
 }
 
 func (r *inboxRow) api() localapi.InboxRow {
+	name := r.SenderName
+	if !r.Verified {
+		// An unproven sender is never shown under a member's name.
+		name = ""
+	}
 	return localapi.InboxRow{
 		ID: strconv.FormatUint(r.Seq, 10), MessageID: r.MessageID, Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic,
-		SenderName: r.SenderName, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
+		SenderName: name, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
 		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -94,8 +96,13 @@ func (d *Daemon) accept(req localapi.SendRequest, idemHeader string) (*localapi.
 		return nil, 0, aerr
 	}
 	// 3. Resolve against the cached directory.
-	members, peers := m.directory()
 	self := m.key.PublicHex()
+	if m.neverConnected() {
+		// A mesh joined a moment ago has no directory yet: give its first
+		// connection a moment rather than answer unknown_target.
+		m.waitOpen(3 * time.Second)
+	}
+	members, peers := m.directory()
 	t, err := client.ResolveTarget(req.To, members, peers, self)
 	if err != nil {
 		return nil, 0, clientError(err)
@@ -363,6 +370,12 @@ func (m *meshRT) sendOne(ctx context.Context, c *client.Conn, r *outboxRow) {
 	defer cancel()
 	ack, err := c.Send(actx, r.send())
 	now := time.Now().UnixMilli()
+	if err == nil && m.d.killAfter > 0 && m.d.acked.Add(1) == m.d.killAfter {
+		// Failpoint: die mid-drain, after the broker acked this row but
+		// before the ack is recorded.
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
 	m.d.updateRow(r.Seq, func(cur *outboxRow) bool {
 		if cur.State != stateInflight {
 			return false

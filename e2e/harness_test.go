@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -196,6 +197,20 @@ type user struct {
 	name   string
 	home   string
 	pubkey string // set by create/join
+	// useDaemon lets the verbs use (and start) this user's daemon;
+	// otherwise CLAUDEMESH_NO_DAEMON=1 keeps them on the direct path.
+	useDaemon bool
+	// extraEnv is added to every subprocess (failpoints for crash tests).
+	extraEnv []string
+}
+
+// env is the subprocess environment of this user.
+func (u *user) env() []string {
+	env := baseEnv()
+	if u.useDaemon {
+		env = slices.DeleteFunc(env, func(kv string) bool { return kv == "CLAUDEMESH_NO_DAEMON=1" })
+	}
+	return append(env, u.extraEnv...)
 }
 
 func newUser(t *testing.T, name string) *user {
@@ -220,7 +235,7 @@ func (u *user) runIn(stdin string, args ...string) result {
 	defer cancel()
 	full := append([]string{"--home", u.home}, args...)
 	cmd := exec.CommandContext(ctx, bin, full...)
-	cmd.Env = baseEnv()
+	cmd.Env = u.env()
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -44,7 +44,7 @@ func inbox(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := inboxOptions{Limit: c.Int("limit")}
+	opts := inboxOptions{Limit: c.Int("limit"), Unread: c.Bool("unread"), MarkSeen: c.Bool("mark-seen")}
 	if opts.Limit < 0 {
 		return cliui.UsageErrorf("--limit must not be negative")
 	}
@@ -53,14 +53,18 @@ func inbox(c *cli.Context) error {
 		return err
 	}
 	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1}
+	tr, err := e.transport()
+	if err != nil {
+		return err
+	}
 	if p.follow {
-		err := e.transport().Follow(e.ctx(), meshes, opts, p)
+		err := tr.Follow(e.ctx(), meshes, opts, p)
 		if errors.Is(err, errStop) {
 			return nil // stdout is gone: nobody to tell
 		}
 		return cliError(err)
 	}
-	err = e.transport().Inbox(e.ctx(), meshes, opts, p)
+	err = tr.Inbox(e.ctx(), meshes, opts, p)
 	if errors.Is(err, errStop) {
 		return nil
 	}

@@ -372,6 +372,7 @@ func join(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	e.reloadDaemon()
 	if e.out.JSONMode() {
 		return e.out.JSON(meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, Role: m.Role, BrokerURL: m.BrokerURL})
 	}

@@ -178,6 +178,7 @@ func meshCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	e.reloadDaemon()
 	out := e.out
 	if out.JSONMode() {
 		return out.JSON(meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, BrokerURL: m.BrokerURL, Role: m.Role})
@@ -292,6 +293,7 @@ func meshLeaveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			e.reloadDaemon()
 			if e.out.JSONMode() {
 				return e.out.JSON(okJSON())
 			}

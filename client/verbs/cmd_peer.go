@@ -62,7 +62,11 @@ func peerList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	results := e.transport().Peers(e.ctx(), meshes, c.Bool("all"))
+	tr, err := e.transport()
+	if err != nil {
+		return err
+	}
+	results := tr.Peers(e.ctx(), meshes, c.Bool("all"))
 	var rows []peerRow
 	var failed []meshPeers
 	for _, r := range results {
@@ -177,7 +181,11 @@ func peerVerify(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	members, peers, err := e.transport().Directory(e.ctx(), m)
+	tr, err := e.transport()
+	if err != nil {
+		return err
+	}
+	members, peers, err := tr.Directory(e.ctx(), m)
 	if err != nil {
 		return cliError(err)
 	}

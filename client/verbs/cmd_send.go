@@ -120,7 +120,11 @@ func send(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := e.transport().Send(e.ctx(), m, req)
+	tr, err := e.transport()
+	if err != nil {
+		return err
+	}
+	res, err := tr.Send(e.ctx(), m, req)
 	if res != nil && err != nil && !e.out.JSONMode() {
 		// --wait timed out: the message went out, say so before the error.
 		printSent(e, m.Slug, res)
@@ -160,6 +164,13 @@ func printSent(e *env, slug string, res *sendResult) {
 	var line string
 	multi := res.Target.Kind == wire.KindMulti
 	switch {
+	case res.Status == "accepted":
+		// Only in the daemon's outbox so far: say so, and what happens next.
+		where := "it goes out as soon as the broker is reachable"
+		if res.Target.Online != nil && !*res.Target.Online {
+			where = "they are offline, so the broker will hold it for them"
+		}
+		line = fmt.Sprintf("%s accepted for %s into the daemon's outbox (%s)", s.Green("✔"), who, where)
 	case res.Duplicate && res.Status != "delivered":
 		line = fmt.Sprintf("%s already sent to %s with this --id (nothing sent again)", s.Green("✔"), who)
 	case res.Status == "delivered":
@@ -181,7 +192,11 @@ func printSent(e *env, slug string, res *sendResult) {
 		line = fmt.Sprintf("%s queued for %s (offline; the broker delivers it when they connect)", s.Green("✔"), who)
 	}
 	e.out.Resultf("%s", line)
-	e.out.Linef("%s", s.Dim("  message "+res.MessageID+"  id "+res.ClientMessageID))
+	if res.MessageID != "" {
+		e.out.Linef("%s", s.Dim("  message "+res.MessageID+"  id "+res.ClientMessageID))
+	} else {
+		e.out.Linef("%s", s.Dim("  id "+res.ClientMessageID))
+	}
 }
 
 func messageCommand() *cli.Command {
@@ -221,7 +236,11 @@ func messageStatus(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := e.transport().MessageStatus(e.ctx(), m, id)
+	tr, err := e.transport()
+	if err != nil {
+		return err
+	}
+	st, err := tr.MessageStatus(e.ctx(), m, id)
 	if err != nil {
 		return cliError(err)
 	}

@@ -147,7 +147,11 @@ func profile(c *cli.Context, ch profileChange, done string) error {
 	if err != nil {
 		return err
 	}
-	if err := e.transport().Profile(e.ctx(), m, ch); err != nil {
+	tr, err := e.transport()
+	if err != nil {
+		return err
+	}
+	if err := tr.Profile(e.ctx(), m, ch); err != nil {
 		return cliError(err)
 	}
 	if e.out.JSONMode() {

@@ -107,6 +107,9 @@ type peerRow struct {
 type inboxOptions struct {
 	// Limit caps the messages shown (0 = all); the rest stay queued.
 	Limit int
+	// Unread and MarkSeen act on the daemon's stored rows; the cold path
+	// shows each message once anyway and accepts them silently.
+	Unread, MarkSeen bool
 }
 
 // inboxSink receives what Inbox and Follow find. Rows is called before the

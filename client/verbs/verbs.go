@@ -40,6 +40,7 @@ import (
 	"claudemesh/client"
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -99,11 +100,35 @@ func (e *env) ctx() context.Context {
 	return context.Background()
 }
 
-// transport picks how the daemon-servable verbs reach the mesh. Only the
-// direct (cold) path exists yet; the daemon implementation will be tried
-// first here unless --no-daemon, falling back to direct unless --strict.
-func (e *env) transport() transport {
-	return &direct{home: e.home, log: e.log}
+// transport picks how the daemon-servable verbs reach the mesh: the local
+// daemon (started if it is not running), unless --no-daemon or
+// CLAUDEMESH_NO_DAEMON=1; when the daemon cannot be reached, the direct
+// (cold) path, unless --strict, which then fails with exit 5.
+func (e *env) transport() (transport, error) {
+	if !e.g.NoDaemon {
+		api, err := localapi.Connect(e.ctx(), e.home, true)
+		if err == nil {
+			return &viaDaemon{api: api, log: e.log}, nil
+		}
+		if e.g.Strict {
+			return nil, cliui.Errorf("unreachable", "the daemon cannot be reached: %v", err).
+				WithHint("claudemesh daemon up (or drop --strict to use a direct broker connection)")
+		}
+		e.log.Debug("daemon unreachable; using a direct broker connection", "err", err)
+	}
+	return &direct{home: e.home, log: e.log}, nil
+}
+
+// reloadDaemon tells a running daemon that config.json changed (a join, a
+// new mesh, a leave), without starting one. The daemon also notices on its
+// own within seconds; this makes the change immediate.
+func (e *env) reloadDaemon() {
+	if e.g.NoDaemon {
+		return
+	}
+	if api, _, err := localapi.Probe(e.ctx(), e.home); err == nil {
+		api.Do(e.ctx(), "POST", "/v1/reload", nil, nil)
+	}
 }
 
 func (e *env) load() (*config.Config, error) {

@@ -1,0 +1,338 @@
+package verbs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+
+	"claudemesh/client/config"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+// viaDaemon is the thin path: the verbs become requests to the local
+// daemon, which holds the broker connections, the durable outbox and the
+// inbox. A send is accepted into the outbox in milliseconds and never lost;
+// the daemon drains it whenever the broker is reachable.
+type viaDaemon struct {
+	api *localapi.Client
+	log *slog.Logger
+}
+
+const viaDaemonName = "daemon"
+
+// daemonError turns the daemon's API error into the CLI's error, keeping
+// its code (and candidates) so exit codes follow 04-cli.
+func daemonError(err error) error {
+	var ae *localapi.APIError
+	if !errors.As(err, &ae) {
+		if errors.Is(err, localapi.ErrUnreachable) {
+			return cliui.Errorf("unreachable", "the daemon stopped answering: %v", err).WithHint("claudemesh daemon status")
+		}
+		return err
+	}
+	e := cliui.Errorf(ae.Body.Code, "%s", ae.Body.Message)
+	for _, c := range ae.Body.Candidates {
+		e.Candidates = append(e.Candidates, cliui.Candidate{DisplayName: c.DisplayName, Pubkey: c.Pubkey, Kind: c.Kind})
+	}
+	switch ae.Body.Code {
+	case wire.CodeAmbiguousTarget:
+		e.Hint = "use a longer pubkey prefix or the full pubkey"
+	case "unknown_target":
+		e.Hint = "run claudemesh peer list --all to see who is in the mesh"
+	case "mesh_required":
+		e.Hint = "choose one with --mesh SLUG"
+	}
+	return e
+}
+
+func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*sendResult, error) {
+	body := localapi.SendRequest{To: req.To, Message: req.Body, Mesh: m.Slug, Priority: req.Priority,
+		ClientMessageID: req.ClientMessageID, ReplyToID: req.ReplyTo}
+	// With --wait, listen before sending so the delivery event cannot be
+	// missed.
+	var stream *localapi.EventStream
+	if req.Wait {
+		var err error
+		stream, err = v.api.Events(ctx, "", "mesh="+url.QueryEscape(m.Slug))
+		if err != nil {
+			return nil, daemonError(err)
+		}
+		defer stream.Close()
+	}
+	resp, err := v.api.Send(ctx, body)
+	if err != nil {
+		return nil, daemonError(err)
+	}
+	res := &sendResult{MessageID: resp.MessageID, ClientMessageID: resp.ClientMessageID, Status: resp.Status,
+		Via: viaDaemonName, Duplicate: resp.Duplicate,
+		Target: targetJSON{Kind: resp.Target.Kind, TargetSpec: resp.Target.TargetSpec, DisplayName: resp.Target.DisplayName, Online: resp.Target.Online}}
+	if resp.Status == localapi.StatusFailed {
+		return nil, cliui.Errorf("send_failed", "this message (id %s) failed earlier: %s", resp.ClientMessageID, resp.Error).
+			WithHint("claudemesh daemon outbox requeue " + resp.ClientMessageID)
+	}
+	if !req.Wait || res.Status == localapi.StatusDelivered {
+		return res, nil
+	}
+	return v.waitDelivered(ctx, stream, res, req.WaitTimeout)
+}
+
+// waitDelivered follows outbox_status events of the row until delivered.
+func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStream, res *sendResult, timeout time.Duration) (*sendResult, error) {
+	type outcome struct {
+		row localapi.OutboxRow
+		err error
+	}
+	ch := make(chan outcome, 1)
+	go func() {
+		for {
+			ev, err := stream.Next()
+			if err != nil {
+				ch <- outcome{err: err}
+				return
+			}
+			if ev.Type != localapi.EventOutboxStatus {
+				continue
+			}
+			var row localapi.OutboxRow
+			if json.Unmarshal(ev.Data, &row) != nil || row.ClientMessageID != res.ClientMessageID {
+				continue
+			}
+			if row.Status == localapi.StatusDelivered || row.Status == localapi.StatusFailed {
+				ch <- outcome{row: row}
+				return
+			}
+			res.Status, res.MessageID = row.Status, row.MessageID
+		}
+	}()
+	select {
+	case o := <-ch:
+		if o.err != nil {
+			return res, cliui.Errorf("unreachable", "lost the daemon while waiting: %v", o.err)
+		}
+		res.MessageID = o.row.MessageID
+		if o.row.Status == localapi.StatusFailed {
+			return nil, cliui.Errorf("send_failed", "the broker refused the message: %s", o.row.Error).
+				WithHint("claudemesh daemon outbox list --status failed")
+		}
+		res.Status = localapi.StatusDelivered
+		return res, nil
+	case <-time.After(timeout):
+		return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s, but not read within %s", res.Status, timeout).
+			WithHint("it stays in the outbox and at the broker; check with claudemesh daemon outbox list")
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+}
+
+func (v *viaDaemon) directory(ctx context.Context, slug string) ([]wire.Member, []wire.Peer, error) {
+	q := "?mesh=" + url.QueryEscape(slug)
+	var peers []localapi.Peer
+	var members []localapi.Member
+	var perr, merr error
+	var wg sync.WaitGroup
+	wg.Go(func() { _, perr = v.api.Do(ctx, "GET", "/v1/peers"+q, nil, &peers) })
+	wg.Go(func() { _, merr = v.api.Do(ctx, "GET", "/v1/members"+q, nil, &members) })
+	wg.Wait()
+	if err := errors.Join(perr, merr); err != nil {
+		return nil, nil, daemonError(err)
+	}
+	ws := make([]wire.Member, len(members))
+	for i, m := range members {
+		ws[i] = m.Member
+	}
+	wp := make([]wire.Peer, len(peers))
+	for i, p := range peers {
+		wp[i] = p.Peer
+	}
+	return ws, wp, nil
+}
+
+func (v *viaDaemon) Directory(ctx context.Context, m *config.Mesh) ([]wire.Member, []wire.Peer, error) {
+	return v.directory(ctx, m.Slug)
+}
+
+func (v *viaDaemon) Peers(ctx context.Context, meshes []config.Mesh, all bool) []meshPeers {
+	out := make([]meshPeers, len(meshes))
+	var wg sync.WaitGroup
+	for i := range meshes {
+		wg.Go(func() {
+			m := &meshes[i]
+			out[i].Slug = m.Slug
+			members, peers, err := v.directory(ctx, m.Slug)
+			if err != nil {
+				out[i].Err = err
+				return
+			}
+			out[i].Rows = peerRows(m, members, peers, all)
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// inboxRowOf converts a stored row; only a verified sender keeps its name.
+func inboxRowOf(r localapi.InboxRow) inboxRow {
+	row := inboxRow{SchemaVersion: 1, ID: r.ID, MessageID: r.MessageID, Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic,
+		SenderName: r.SenderName, SenderPubkey: r.SenderPubkey, DecryptError: r.DecryptError, Verified: r.Verified,
+		Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID}
+	if r.DecryptError == "" {
+		body := r.Body
+		row.Body = &body
+	}
+	if !r.Verified {
+		row.SenderName = ""
+	}
+	return row
+}
+
+// Inbox lists the daemon's stored rows, oldest first (every time, unless
+// --unread). With --mark-seen, rows are marked only after they were shown.
+func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
+	for _, m := range meshes {
+		q := url.Values{"mesh": {m.Slug}}
+		if opts.Unread {
+			q.Set("unreadOnly", "true")
+		}
+		if opts.Limit > 0 {
+			q.Set("limit", strconv.Itoa(opts.Limit))
+		}
+		var rows []localapi.InboxRow
+		if _, err := v.api.Do(ctx, "GET", "/v1/inbox?"+q.Encode(), nil, &rows); err != nil {
+			sink.MeshFailed(m.Slug, daemonError(err))
+			continue
+		}
+		slices.Reverse(rows)
+		out := make([]inboxRow, len(rows))
+		ids := make([]string, 0, len(rows))
+		for i, r := range rows {
+			out[i] = inboxRowOf(r)
+			if r.SeenAt == 0 {
+				ids = append(ids, r.ID)
+			}
+		}
+		if len(out) > 0 {
+			if err := sink.Rows(out); err != nil {
+				return err
+			}
+		}
+		if opts.MarkSeen && len(ids) > 0 {
+			if _, err := v.api.Do(ctx, "POST", "/v1/inbox/seen", localapi.SeenRequest{IDs: ids}, nil); err != nil {
+				return daemonError(err)
+			}
+		}
+	}
+	return nil
+}
+
+// Follow streams the daemon's message events; a dropped stream resumes
+// from the last event id, so nothing is skipped or shown twice.
+func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
+	want := map[string]bool{}
+	q := ""
+	for _, m := range meshes {
+		want[m.Slug] = true
+		sink.Following(m.Slug)
+	}
+	if len(meshes) == 1 {
+		q = "mesh=" + url.QueryEscape(meshes[0].Slug)
+	}
+	last, shown := "", 0
+	for {
+		stream, err := v.api.Events(ctx, last, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return daemonError(err)
+		}
+		for {
+			ev, err := stream.Next()
+			if err != nil {
+				stream.Close()
+				if ctx.Err() != nil {
+					return nil
+				}
+				sink.Notice("daemon", fmt.Errorf("event stream ended (%v); resuming", err))
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+				break
+			}
+			if ev.ID != "" {
+				last = ev.ID
+			}
+			if ev.Type != localapi.EventMessage {
+				continue
+			}
+			var r localapi.InboxRow
+			if json.Unmarshal(ev.Data, &r) != nil || !want[r.Mesh] {
+				continue
+			}
+			if err := sink.Rows([]inboxRow{inboxRowOf(r)}); err != nil {
+				stream.Close()
+				return err
+			}
+			if opts.MarkSeen {
+				v.api.Do(ctx, "POST", "/v1/inbox/seen", localapi.SeenRequest{IDs: []string{r.ID}}, nil)
+			}
+			shown++
+			if opts.Limit > 0 && shown >= opts.Limit {
+				stream.Close()
+				return nil
+			}
+		}
+	}
+}
+
+func (v *viaDaemon) MessageStatus(ctx context.Context, m *config.Mesh, id string) (*messageStatusJSON, error) {
+	var st wire.MessageStatus
+	if _, err := v.api.Do(ctx, "GET", "/v1/messages/"+url.PathEscape(id)+"?mesh="+url.QueryEscape(m.Slug), nil, &st); err != nil {
+		var ae *localapi.APIError
+		if errors.As(err, &ae) && ae.Body.Code == wire.CodeNotFound {
+			e := cliui.Errorf(wire.CodeNotFound, "you sent no message with id %s in %s", id, m.Slug).
+				WithHint("give the messageId or the clientMessageId that send printed")
+			e.Exit = cliui.ExitNotFound
+			return nil, e
+		}
+		return nil, daemonError(err)
+	}
+	out := &messageStatusJSON{MessageID: st.MessageID, TargetSpec: st.TargetSpec, CreatedAt: st.CreatedAt,
+		Recipients: make([]recipientJSON, 0, len(st.Recipients))}
+	for _, r := range st.Recipients {
+		out.Recipients = append(out.Recipients, recipientJSON{Pubkey: r.Pubkey, DisplayName: r.DisplayName, State: r.State, DeliveredAt: r.DeliveredAt})
+	}
+	return out, nil
+}
+
+func (v *viaDaemon) Profile(ctx context.Context, m *config.Mesh, ch profileChange) error {
+	var err error
+	switch ch.Op {
+	case opStatus:
+		_, err = v.api.Do(ctx, "POST", "/v1/profile", localapi.ProfileRequest{Mesh: m.Slug, Status: ch.Value}, nil)
+	case opSummary:
+		s := ch.Value
+		_, err = v.api.Do(ctx, "POST", "/v1/profile", localapi.ProfileRequest{Mesh: m.Slug, Summary: &s}, nil)
+	case opGroupJoin:
+		_, err = v.api.Do(ctx, "POST", "/v1/groups", localapi.GroupRequest{Mesh: m.Slug, Op: "join", Name: ch.Value, Role: ch.Role}, nil)
+	case opGroupLeave:
+		_, err = v.api.Do(ctx, "POST", "/v1/groups", localapi.GroupRequest{Mesh: m.Slug, Op: "leave", Name: ch.Value}, nil)
+	default:
+		return errors.New("unknown profile change " + ch.Op)
+	}
+	if err != nil {
+		return daemonError(err)
+	}
+	return nil
+}
