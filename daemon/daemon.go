@@ -51,6 +51,10 @@ type Options struct {
 	AckTimeout time.Duration
 	// PruneAfter is the inbox retention (30 days).
 	PruneAfter time.Duration
+
+	// testHookConnected runs at every hello_ack, before the directory is
+	// fetched; tests use it to widen the window before "open".
+	testHookConnected func()
 }
 
 // Daemon is one running daemon.
@@ -438,6 +442,10 @@ type meshRT struct {
 	mu    sync.Mutex
 	cache meshCache
 	state string
+	// latest is the newest connection, set at hello_ack — before the mesh
+	// reports open — because the broker starts pushing queued messages
+	// right after hello_ack and they must be acked on that connection.
+	latest *client.Conn
 }
 
 func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
@@ -515,6 +523,12 @@ func (m *meshRT) getState() string {
 // refreshDirectory fetches members and peers at every hello_ack, before the
 // mesh reports open, and persists them for sends while the broker is away.
 func (m *meshRT) refreshDirectory(ctx context.Context, c *client.Conn) {
+	m.mu.Lock()
+	m.latest = c
+	m.mu.Unlock()
+	if h := m.d.opts.testHookConnected; h != nil {
+		h()
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	members, err := c.MembersList(ctx)
@@ -560,6 +574,24 @@ func (m *meshRT) directory() ([]wire.Member, []wire.Peer) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.cache.Members, m.cache.Peers
+}
+
+// ackConn is the connection to settle pushes and receipts on: the newest
+// one, open or still in its hello_ack phase (nil once it has closed; the
+// broker then redelivers on the next one).
+func (m *meshRT) ackConn() *client.Conn {
+	m.mu.Lock()
+	c := m.latest
+	m.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.Done():
+		return nil
+	default:
+		return c
+	}
 }
 
 // conn returns the open connection, or nil.

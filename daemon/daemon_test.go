@@ -113,9 +113,14 @@ type runningDaemon struct {
 }
 
 func (e *env) daemon(name string) *runningDaemon {
+	return e.daemonWith(name, Options{})
+}
+
+func (e *env) daemonWith(name string, opts Options) *runningDaemon {
 	e.t.Helper()
-	home := e.homes[name]
-	d, err := Open(Options{Home: home, ConfigPoll: 100 * time.Millisecond, AckTimeout: 2 * time.Second})
+	opts.Home, opts.ConfigPoll, opts.AckTimeout = e.homes[name], 100*time.Millisecond, 2*time.Second
+	home := opts.Home
+	d, err := Open(opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -332,4 +337,35 @@ func TestJoinWhileRunningIsAttachedWithoutRestart(t *testing.T) {
 	}
 	e.join("bob") // writes config.json; the daemon notices on its own
 	bob.waitOpen(t)
+}
+
+// TestQueuedMessageDeliveredPromptlyOnConnect: a message queued while the
+// recipient's daemon was down is acked as soon as it arrives on the next
+// connection (not at the broker's redelivery timer), so the sender's row
+// turns delivered quickly.
+func TestQueuedMessageDeliveredPromptlyOnConnect(t *testing.T) {
+	e := newEnv(t)
+	e.bCfg.RedeliverAfter = time.Minute // a missed ack would show
+	e.b.Close()
+	e.b = startBroker(t, &e.bCfg)
+	e.join("bob")
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	if _, err := alice.api.Send(context.Background(), localapi.SendRequest{To: "bob", Message: "while you were out"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "queued at the broker", func() bool {
+		var rows []localapi.OutboxRow
+		alice.api.Do(context.Background(), "GET", "/v1/outbox", nil, &rows)
+		return len(rows) == 1 && rows[0].Status == localapi.StatusQueued
+	})
+	// Hold bob's connection in its hello_ack phase (before "open") while
+	// the queued push arrives and is stored.
+	bob := e.daemonWith("bob", Options{testHookConnected: func() { time.Sleep(500 * time.Millisecond) }})
+	waitFor(t, 5*time.Second, "bob's row", func() bool { return len(bob.inbox(t)) == 1 })
+	waitFor(t, 5*time.Second, "delivered at alice", func() bool {
+		var rows []localapi.OutboxRow
+		alice.api.Do(context.Background(), "GET", "/v1/outbox", nil, &rows)
+		return rows[0].Status == localapi.StatusDelivered
+	})
 }

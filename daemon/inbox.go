@@ -151,7 +151,7 @@ func (d *Daemon) storePushes(items []inboxItem) {
 		acks[it.m] = append(acks[it.m], it.push.MessageID)
 	}
 	for m, ids := range acks {
-		if c := m.conn(); c != nil {
+		if c := m.ackConn(); c != nil {
 			c.ClientAckAsync(ids)
 		}
 	}

@@ -489,7 +489,7 @@ func (d *Daemon) onReceipt(m *meshRT, r *wire.Receipt) {
 			return true
 		})
 	}
-	if c := m.conn(); c != nil {
+	if c := m.ackConn(); c != nil {
 		c.ClientAckAsync([]string{r.ReceiptID})
 	}
 }
