@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -324,5 +326,59 @@ func TestRestartKeepsAckedMessages(t *testing.T) {
 	}
 	if strings.Contains(string(data), "survives-restart") {
 		t.Fatal("plaintext in broker.db")
+	}
+}
+
+func TestQueueTTLExpiresUndelivered(t *testing.T) {
+	b := startBroker(t, func(c *Config) { c.QueueTTL = 300 * time.Millisecond })
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	a := connect(t, b, alice, false, nil)
+	ack := a.sendAck(dm(t, alice, bob.pub(), "too late"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var st wire.MessageStatus
+		a.request(map[string]any{"type": "message_status", "messageId": ack.MessageID}, &st, wire.TypeMessageStatus)
+		if len(st.Recipients) == 1 && st.Recipients[0].State == wire.StateExpired {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never expired: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Bob connects and gets nothing.
+	bc := connect(t, b, bob, true, nil)
+	bc.expectSilence(300 * time.Millisecond)
+}
+
+func TestMetricsAreServed(t *testing.T) {
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	a := connect(t, b, alice, false, nil)
+	a.sendAck(dm(t, alice, bob.pub(), "count me"))
+	resp, err := http.Get("http://" + b.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`claudemesh_messages_routed_total{kind="box",priority="next"} 1`,
+		"claudemesh_connections_active 2",
+		"claudemesh_send_ack_seconds_count 1",
+		"claudemesh_deliveries_pending 1",
+		"claudemesh_store_commit_seconds_bucket",
+		"go_goroutines",
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// The public port does not serve metrics.
+	if r, err := http.Get(b.HTTPURL() + "/metrics"); err == nil && r.StatusCode == 200 {
+		t.Error("metrics on the public port")
 	}
 }

@@ -357,9 +357,16 @@ func (ms *meshState) broadcastSystem(event string, p *presence) {
 		MessageID: newID(), CreatedAt: time.Now().UnixMilli(),
 		EventData: wire.PeerEvent{Pubkey: p.pubkey, MemberPubkey: p.member.Pubkey, DisplayName: p.displayName, SessionID: p.sessionID, Role: p.role, PeerType: p.peerType},
 	})
+	hidden := p.hidden
+	if !p.session {
+		hidden = p.member.Hidden
+	}
 	for _, q := range ms.presences {
 		if q.conn == nil || q == p {
 			continue
+		}
+		if hidden && q.member != p.member {
+			continue // an invisible presence is announced only to its own member
 		}
 		q.conn.enqueue(frame)
 	}
