@@ -2,12 +2,17 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/broker"
 	"claudemesh/client"
@@ -368,4 +373,171 @@ func TestQueuedMessageDeliveredPromptlyOnConnect(t *testing.T) {
 		alice.api.Do(context.Background(), "GET", "/v1/outbox", nil, &rows)
 		return rows[0].Status == localapi.StatusDelivered
 	})
+}
+
+func TestPermanentErrorIsDeadAndRequeueCopiesTheRow(t *testing.T) {
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	stranger, _ := cmcrypto.GenerateIdentity()
+	ctx := context.Background()
+	resp, err := alice.api.Send(ctx, localapi.SendRequest{To: stranger.PublicHex(), Message: "to nobody", Priority: "now", ReplyToID: "r1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []localapi.OutboxRow
+	waitFor(t, 5*time.Second, "dead row", func() bool {
+		alice.api.Do(ctx, "GET", "/v1/outbox?status=failed", nil, &rows)
+		return len(rows) == 1
+	})
+	if rows[0].State != "dead" || !strings.Contains(rows[0].Error, wire.CodeUnknownRecipient) || rows[0].Attempts != 0 {
+		t.Fatalf("row %+v", rows[0])
+	}
+	var fresh localapi.OutboxRow
+	if _, err := alice.api.Do(ctx, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: rows[0].ID}, &fresh); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.ID == rows[0].ID || fresh.ClientMessageID != resp.ClientMessageID || fresh.TargetSpec != stranger.PublicHex() {
+		t.Fatalf("requeued %+v", fresh)
+	}
+	var all []localapi.OutboxRow
+	waitFor(t, 5*time.Second, "old aborted, new dead again", func() bool {
+		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &all)
+		return len(all) == 2 && all[0].State == "dead" && all[1].State == "aborted"
+	})
+	// The copy kept every routing field (checked in the store).
+	alice.d.db.View(func(tx *bolt.Tx) error {
+		a, _ := getOutbox(tx, 1)
+		b, _ := getOutbox(tx, 2)
+		if a.Priority != b.Priority || a.ReplyToID != b.ReplyToID || a.Ciphertext != b.Ciphertext || a.Nonce != b.Nonce || a.Kind != b.Kind || a.MeshID != b.MeshID {
+			t.Errorf("requeue lost a field: %+v vs %+v", a, b)
+		}
+		return nil
+	})
+	// Only failed rows can be requeued.
+	_, err = alice.api.Do(ctx, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: "999"}, nil)
+	if ae, ok := err.(*localapi.APIError); !ok || ae.HTTPStatus != 404 {
+		t.Fatalf("unknown row: %v", err)
+	}
+}
+
+func TestEventsReplayFromLastEventID(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: fmt.Sprintf("m%d", i)})
+	}
+	waitFor(t, 5*time.Second, "3 rows", func() bool { return len(bob.inbox(t)) == 3 })
+	// A subscriber that saw the first message resumes after it.
+	rows := bob.inbox(t) // newest first
+	first := rows[2].ID
+	stream, err := bob.api.Events(ctx, first, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	var got []string
+	for len(got) < 2 {
+		ev, err := stream.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type != localapi.EventMessage {
+			continue
+		}
+		var r localapi.InboxRow
+		json.Unmarshal(ev.Data, &r)
+		if ev.ID != r.ID {
+			t.Fatalf("event id %s != row id %s", ev.ID, r.ID)
+		}
+		got = append(got, r.Body)
+	}
+	if got[0] != "m1" || got[1] != "m2" {
+		t.Fatalf("replayed %v", got)
+	}
+	// Then live events continue on the same stream.
+	alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "live"})
+	for {
+		ev, err := stream.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r localapi.InboxRow
+		if ev.Type == localapi.EventMessage && json.Unmarshal(ev.Data, &r) == nil {
+			if r.Body != "live" {
+				t.Fatalf("live event %q", r.Body)
+			}
+			break
+		}
+	}
+}
+
+func TestTCPListenerNeedsTheBearerToken(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	alice := e.daemonWith("alice", Options{TCP: addr})
+	_ = alice
+	tok, err := os.ReadFile(localapi.TokenPath(e.homes["alice"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(localapi.TokenPath(e.homes["alice"])); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token mode %v", fi.Mode())
+	}
+	good := localapi.NewTCP(addr, strings.TrimSpace(string(tok)))
+	if _, err := good.Version(context.Background()); err != nil {
+		t.Fatalf("with token: %v", err)
+	}
+	bad := localapi.NewTCP(addr, "wrong")
+	_, err = bad.Version(context.Background())
+	if ae, ok := err.(*localapi.APIError); !ok || ae.HTTPStatus != 401 {
+		t.Fatalf("without the right token: %v", err)
+	}
+}
+
+func TestInboxPruneAndSeen(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemonWith("bob", Options{PruneAfter: time.Hour})
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "old news"})
+	waitFor(t, 5*time.Second, "row", func() bool { return len(bob.inbox(t)) == 1 })
+	// Reading never marks seen; markSeen=true does.
+	var rows []localapi.InboxRow
+	bob.api.Do(ctx, "GET", "/v1/inbox?unreadOnly=true", nil, &rows)
+	if len(rows) != 1 {
+		t.Fatal("unread row missing")
+	}
+	bob.api.Do(ctx, "GET", "/v1/inbox?unreadOnly=true&markSeen=true", nil, &rows)
+	bob.api.Do(ctx, "GET", "/v1/inbox?unreadOnly=true", nil, &rows)
+	if len(rows) != 0 {
+		t.Fatal("markSeen did not mark")
+	}
+	// Age the row past the retention and prune.
+	seq, _ := strconv.ParseUint(bob.inbox(t)[0].ID, 10, 64)
+	bob.d.db.Update(func(tx *bolt.Tx) error {
+		var r inboxRow
+		if err := getJSON(tx.Bucket(bInbox), seqKey(seq), &r); err != nil {
+			return err
+		}
+		r.ReceivedAt = time.Now().Add(-2 * time.Hour).UnixMilli()
+		return putJSON(tx.Bucket(bInbox), seqKey(seq), &r)
+	})
+	bob.d.pruneInbox()
+	if n := len(bob.inbox(t)); n != 0 {
+		t.Fatalf("%d rows after prune", n)
+	}
 }
