@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -214,7 +215,17 @@ func (u *user) env() []string {
 }
 
 func newUser(t *testing.T, name string) *user {
-	return &user{t: t, name: name, home: filepath.Join(t.TempDir(), name)}
+	u := &user{t: t, name: name, home: filepath.Join(t.TempDir(), name)}
+	// Whatever a test does (or fails to do), no daemon it started outlives
+	// it: the pid file names it.
+	t.Cleanup(func() {
+		if data, err := os.ReadFile(filepath.Join(u.home, "daemon", "daemon.pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	return u
 }
 
 type result struct {
