@@ -44,7 +44,10 @@ func buildAndRun(m *testing.M) int {
 	// watches the test process; the subprocesses only need to be fast.
 	cmd := exec.Command(goTool(), "build", "-o", bin, ".")
 	cmd.Dir = ".." // the module root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// The binary is built without -race (GOFLAGS may carry it for the test
+	// process): the race detector needs cgo, and the subprocesses are the
+	// product as users run it.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building claudemesh: %v\n%s", err, out)
 		return 1
