@@ -108,8 +108,13 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 		inflight:   map[string]inflight{},
 		frames:     rate.NewLimiter(frameRate, frameBurst),
 	}
+	// The reader runs on a goroutine of its own and the HTTP handler
+	// returns: net/http's per-connection state (its bufio buffers, the
+	// response, the handler's grown stack) becomes garbage instead of
+	// living as long as the WebSocket, which matters at thousands of idle
+	// connections.
 	go c.writeLoop()
-	c.serve(handshakeDone)
+	go c.serve(handshakeDone)
 }
 
 func (b *Broker) ipCounter(ip string) *atomic.Int64 {
