@@ -362,13 +362,17 @@ func (h hijackWrapper) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // coalescingConn buffers writes between hold and flush. Outside a batch it
 // writes through, so control frames written by gorilla (close replies) go
-// out at once.
+// out at once. The batch buffer is borrowed from a pool for the length of
+// one flush, so an idle connection holds none (a connect storm would
+// otherwise leave every connection with a grown buffer).
 type coalescingConn struct {
 	net.Conn
 	mu      sync.Mutex
-	buf     []byte
+	buf     *[]byte
 	holding bool
 }
+
+var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
@@ -376,13 +380,14 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	if !c.holding {
 		return c.Conn.Write(p)
 	}
-	c.buf = append(c.buf, p...)
+	*c.buf = append(*c.buf, p...)
 	return len(p), nil
 }
 
 func (c *coalescingConn) hold() {
 	c.mu.Lock()
 	c.holding = true
+	c.buf = batchBuffers.Get().(*[]byte)
 	c.mu.Unlock()
 }
 
@@ -390,14 +395,18 @@ func (c *coalescingConn) flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.holding = false
-	if len(c.buf) == 0 {
+	buf := c.buf
+	c.buf = nil
+	if buf == nil {
 		return nil
 	}
-	_, err := c.Conn.Write(c.buf)
-	if cap(c.buf) > 64<<10 {
-		c.buf = nil // don't pin a burst's buffer on an idle connection
-	} else {
-		c.buf = c.buf[:0]
+	var err error
+	if len(*buf) > 0 {
+		_, err = c.Conn.Write(*buf)
+	}
+	if cap(*buf) <= 256<<10 {
+		*buf = (*buf)[:0]
+		batchBuffers.Put(buf) // a burst's giant buffer is left to the GC
 	}
 	return err
 }

@@ -1,14 +1,16 @@
 // Package store is the broker's durable state: meshes, members, invites,
 // known sessions, and the message queue with its per-recipient delivery
-// records, all in one bbolt file.
+// records, all in one bbolt file. The daemon reuses its committer for
+// daemon.db with a schema of its own.
 //
 // Every write goes through one committer goroutine (group commit): it drains
 // whatever writes are waiting, applies them in one bbolt transaction and
 // pays one fsync for all of them. Under load that turns N fsyncs into one
 // without the fixed delay of bbolt's DB.Batch, whose 10 ms default alone
-// would break the broker's latency targets. Post-commit callbacks run on the
-// committer goroutine in commit order, which is what lets the hub push
-// messages to a recipient in exactly the order they were made durable.
+// would break the broker's latency targets. Post-commit callbacks run on a
+// second goroutine, the dispatcher, in commit order — which is what lets the
+// hub push messages to a recipient in exactly the order they were made
+// durable — while the committer already applies the next batch.
 package store
 
 import (
@@ -81,9 +83,21 @@ type Store struct {
 	writes  chan *write
 	closing chan struct{}
 	done    chan struct{}
-	once    sync.Once
-	mu      sync.RWMutex // guards closed against Submit racing Close
-	closed  bool
+	// finished carries committed batches to the dispatcher, which runs
+	// their callbacks in commit order while the committer already applies
+	// the next batch: the fan-out of one commit (pushes, acks) overlaps the
+	// fsync of the next instead of adding to it.
+	finished   chan []finished
+	dispatched chan struct{}
+	once       sync.Once
+	mu         sync.RWMutex // guards closed against Submit racing Close
+	closed     bool
+}
+
+// finished is a write with its outcome, waiting for its callbacks.
+type finished struct {
+	w   *write
+	err error
 }
 
 // write is one unit of the group commit.
@@ -123,13 +137,16 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		db:      db,
-		opts:    opts,
-		writes:  make(chan *write, 8192),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
+		db:         db,
+		opts:       opts,
+		writes:     make(chan *write, 8192),
+		closing:    make(chan struct{}),
+		done:       make(chan struct{}),
+		finished:   make(chan []finished, 1024),
+		dispatched: make(chan struct{}),
 	}
 	go s.commitLoop()
+	go s.dispatchLoop()
 	return s, nil
 }
 
@@ -170,9 +187,9 @@ func (s *Store) Update(fn func(tx *bolt.Tx) error) error {
 	return <-w.done
 }
 
-// Submit queues fn without waiting; after (if non-nil) runs on the committer
-// goroutine once the transaction is durable or has failed, in commit order.
-// after must not block: it is on every later write's critical path.
+// Submit queues fn without waiting; after (if non-nil) runs on the
+// dispatcher goroutine once the transaction is durable or has failed, in
+// commit order. after must not block: every later callback waits for it.
 func (s *Store) Submit(fn func(tx *bolt.Tx) error, after func(err error)) error {
 	return s.submit(&write{fn: fn, after: after})
 }
@@ -227,10 +244,12 @@ func (s *Store) commitLoop() {
 
 // commit applies a batch in one transaction. If any write fails, the whole
 // transaction is rolled back and each write is retried alone, so one bad
-// write never takes its neighbours down with it.
+// write never takes its neighbours down with it. Outcomes go to the
+// dispatcher in commit order.
 func (s *Store) commit(batch []*write) {
+	out := make([]finished, 0, len(batch))
 	start := time.Now()
-	var failedAt = -1
+	failedAt := -1
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, w := range batch {
 			if err := w.fn(tx); err != nil {
@@ -240,39 +259,46 @@ func (s *Store) commit(batch []*write) {
 		}
 		return nil
 	})
-	if err == nil {
+	switch {
+	case err == nil:
 		if s.opts.OnCommit != nil {
 			s.opts.OnCommit(time.Since(start), len(batch))
 		}
 		for _, w := range batch {
-			s.finish(w, nil)
+			out = append(out, finished{w, nil})
 		}
-		return
-	}
-	if failedAt < 0 || len(batch) == 1 {
+	case failedAt < 0 || len(batch) == 1:
 		// The commit itself failed (disk full, I/O error), or the only
 		// write did: there is nothing to retry separately.
 		for _, w := range batch {
-			s.finish(w, err)
+			out = append(out, finished{w, err})
 		}
-		return
-	}
-	for _, w := range batch {
-		t0 := time.Now()
-		err := s.db.Update(w.fn)
-		if err == nil && s.opts.OnCommit != nil {
-			s.opts.OnCommit(time.Since(t0), 1)
+	default:
+		for _, w := range batch {
+			t0 := time.Now()
+			err := s.db.Update(w.fn)
+			if err == nil && s.opts.OnCommit != nil {
+				s.opts.OnCommit(time.Since(t0), 1)
+			}
+			out = append(out, finished{w, err})
 		}
-		s.finish(w, err)
 	}
+	s.finished <- out
 }
 
-func (s *Store) finish(w *write, err error) {
-	if w.after != nil {
-		w.after(err)
-	}
-	if w.done != nil {
-		w.done <- err
+// dispatchLoop runs callbacks and wakes waiters, batch by batch in commit
+// order.
+func (s *Store) dispatchLoop() {
+	defer close(s.dispatched)
+	for batch := range s.finished {
+		for _, f := range batch {
+			if f.w.after != nil {
+				f.w.after(f.err)
+			}
+			if f.w.done != nil {
+				f.w.done <- f.err
+			}
+		}
 	}
 }
 
@@ -293,6 +319,8 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		close(s.closing)
 		<-s.done
+		close(s.finished)
+		<-s.dispatched
 		err = s.db.Close()
 	})
 	return err

@@ -43,6 +43,18 @@ type Delivery struct {
 	DeliveredAt int64  `json:"deliveredAt,omitzero"`
 }
 
+// deliveryRec is a Delivery as stored, with what an ack needs of its
+// message copied in, so settling a delivery never decodes the whole message
+// (with its ciphertext): on a broadcast that is a thousand decodes per
+// message.
+type deliveryRec struct {
+	Delivery   `json:",inline"`
+	Receipt    bool   `json:"receipt,omitzero"` // this record locates a receipt
+	Sender     string `json:"sender,omitempty"`
+	CMID       string `json:"cmid,omitempty"`
+	NoReceipts bool   `json:"noReceipts,omitzero"`
+}
+
 // QueueEntry is one item waiting in a recipient's queue: a message (whose
 // bytes are in msgs) or a receipt (whose frame is inline).
 type QueueEntry struct {
@@ -92,7 +104,8 @@ func AppendMessage(tx *bolt.Tx, meshID string, msg *Message, to []NewDelivery) (
 		if err := queue.Put(qkey(d.Recipient, seq), enc(&e)); err != nil {
 			return nil, err
 		}
-		if err := dlv.Put(dkey(msg.ID, d.Recipient), enc(&Delivery{Seq: seq, State: DeliveryPending})); err != nil {
+		rec := deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Sender: msg.SenderPubkey, CMID: msg.ClientMessageID, NoReceipts: !msg.Receipts}
+		if err := dlv.Put(dkey(msg.ID, d.Recipient), enc(&rec)); err != nil {
 			return nil, err
 		}
 		seqs[i] = seq
@@ -160,8 +173,10 @@ func Deliveries(tx *bolt.Tx, meshID, messageID string) ([]RecipientDelivery, err
 type AckOutcome struct {
 	ID      string
 	Seq     uint64
-	Receipt bool     // the id was a receipt, now settled
-	Message *Message // the message now delivered (nil for receipts)
+	Receipt bool // the id was a receipt, now settled
+	// Message is the delivered message's header (ID, ClientMessageID,
+	// SenderPubkey, Receipts); its Push is not loaded. Nil for receipts.
+	Message *Message
 	// NewReceipt is set when the delivery produced a receipt for the
 	// sender, queued at ReceiptSeq under ReceiptFor.
 	NewReceipt *wire.Receipt
@@ -185,7 +200,7 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 		if v == nil {
 			continue
 		}
-		var d Delivery
+		var d deliveryRec
 		if err := dec(v, &d); err != nil {
 			return nil, err
 		}
@@ -197,8 +212,23 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 		if err := queue.Delete(qk); err != nil {
 			return nil, err
 		}
-		mv := msgs.Get([]byte(id))
-		if mv == nil {
+		var m Message
+		switch {
+		case d.Receipt:
+		case d.Sender != "":
+			m = Message{ID: id, ClientMessageID: d.CMID, SenderPubkey: d.Sender, Receipts: !d.NoReceipts}
+		default:
+			// A record written before the header was copied into it.
+			if mv := msgs.Get([]byte(id)); mv != nil {
+				if err := dec(mv, &m); err != nil {
+					return nil, err
+				}
+				m.Push = nil
+			} else {
+				d.Receipt = true
+			}
+		}
+		if d.Receipt {
 			// A receipt: its delivery record only located the entry.
 			if err := dlv.Delete(dk); err != nil {
 				return nil, err
@@ -212,10 +242,6 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 		if err := dlv.Put(dk, enc(&d)); err != nil {
 			return nil, err
 		}
-		var m Message
-		if err := dec(mv, &m); err != nil {
-			return nil, err
-		}
 		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m}
 		if m.Receipts {
 			r := &wire.Receipt{Type: wire.TypeReceipt, ReceiptID: newID(), MessageID: m.ID, ClientMessageID: m.ClientMessageID, RecipientPubkey: recipient, DeliveredAt: now}
@@ -227,7 +253,7 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 			if err := queue.Put(qkey(m.SenderPubkey, seq), enc(&e)); err != nil {
 				return nil, err
 			}
-			if err := dlv.Put(dkey(r.ReceiptID, m.SenderPubkey), enc(&Delivery{Seq: seq, State: DeliveryPending})); err != nil {
+			if err := dlv.Put(dkey(r.ReceiptID, m.SenderPubkey), enc(&deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Receipt: true})); err != nil {
 				return nil, err
 			}
 			if err := mb.Bucket(bRcptExp).Put(cat(u64(uint64(now)), pk(m.SenderPubkey), u64(seq)), []byte(r.ReceiptID)); err != nil {
@@ -322,7 +348,7 @@ func ExpireBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (out []Expi
 			if len(dk) != len(id)+32 {
 				continue
 			}
-			var d Delivery
+			var d deliveryRec
 			if err := dec(dv, &d); err != nil {
 				return nil, false, err
 			}
