@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,7 +67,8 @@ type Config struct {
 	// Progress, when set, receives one-line status updates (set-up phases,
 	// then counts several times a second while sending).
 	Progress func(status string)
-	// Warn, when set, receives problems that do not stop the run.
+	// Warn, when set, receives problems that do not stop the run (a
+	// dropped connection, refused sends); it is called on Run's goroutine.
 	Warn func(msg string)
 
 	// childEnv is added to the child broker's environment (tests use it
@@ -89,6 +91,8 @@ func (c *Config) Validate() error {
 		return cliui.UsageErrorf("--payload must be 1 to %d bytes", client.MaxPlaintext)
 	case c.IdleConnections < 0:
 		return cliui.UsageErrorf("--idle-connections must not be negative")
+	case c.BrokerURL != "" && !strings.HasPrefix(c.BrokerURL, "ws://") && !strings.HasPrefix(c.BrokerURL, "wss://"):
+		return cliui.UsageErrorf("--broker must be a ws:// or wss:// URL, not %q", c.BrokerURL)
 	case c.BrokerURL != "" && c.OperatorToken == "":
 		return cliui.UsageErrorf("--broker needs an operator token").
 			WithHint("give --operator-token-file FILE or set CLAUDEMESH_OPERATOR_TOKEN")
@@ -128,8 +132,13 @@ type Result struct {
 	BrokerEndAnonMB float64 `json:"-"` // of which anonymous (heap, stacks)
 	BrokerEndFileMB float64 `json:"-"` // and file-backed (the bbolt map)
 	SystemEvents    int64   `json:"-"` // presence events pushed to the bench
-	BrokerPID       int     `json:"-"` // the child broker; 0 with --broker
-	BrokerURL       string  `json:"-"`
+	// CPU time used while sending and draining (not set-up), by the
+	// child broker and by this load generator: on a small machine the two
+	// compete for the same cores.
+	BrokerCPUSec float64 `json:"-"`
+	BenchCPUSec  float64 `json:"-"`
+	BrokerPID    int     `json:"-"` // the child broker; 0 with --broker
+	BrokerURL    string  `json:"-"`
 }
 
 // run is the state of one bench run.
@@ -158,11 +167,11 @@ type run struct {
 	chunks   int   // multi envelopes per broadcast (≤ 1,000 keys each)
 	expected int64 // deliveries of a perfect run
 
-	acked     atomic.Int64 // sends acked, for progress
+	acked atomic.Int64 // sends acked, for progress
 	// systemEvents counts peer_joined/peer_left pushes to all of the
 	// bench's connections: the fan-out cost of presence in a large mesh.
 	systemEvents atomic.Int64
-	delivered atomic.Int64 // distinct deliveries, for progress and the drain
+	delivered    atomic.Int64 // distinct deliveries, for progress and the drain
 	// deadlineNs ends counting: pushes received later (ns since base) are
 	// late. Zero while sending.
 	deadlineNs atomic.Int64
@@ -233,12 +242,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	setup := time.Since(r.base)
 
 	startNs := r.now()
+	selfCPU0, brokerCPU0 := selfCPU(), r.childCPU()
 	lastAckNs, err := r.measure(ctx)
 	if err != nil {
 		return nil, err
 	}
+	selfCPU1, brokerCPU1 := selfCPU(), r.childCPU()
 
-	res := &Result{SystemEvents: r.systemEvents.Load(), Peers: cfg.Peers, Messages: cfg.Messages, Window: cfg.Window, Expected: r.expected,
+	res := &Result{SystemEvents: r.systemEvents.Load(),
+		BenchCPUSec: round((selfCPU1 - selfCPU0).Seconds(), 2), BrokerCPUSec: round((brokerCPU1 - brokerCPU0).Seconds(), 2),
+		Peers: cfg.Peers, Messages: cfg.Messages, Window: cfg.Window, Expected: r.expected,
 		Broadcast: cfg.Broadcast, Payload: cfg.Payload, IdleConnections: cfg.IdleConnections,
 		SetupSec: round(setup.Seconds(), 2), BrokerURL: r.url}
 	if r.child != nil {
@@ -323,8 +336,10 @@ func (r *run) collect(res *Result, startNs, lastAckNs int64) {
 		res.Sends += int64(len(s.ackNs))
 		res.Refused += s.refused
 		res.Retried += s.retried
-		if s.firstErr != nil {
-			r.warnf("peer %d stopped sending: %v", s.idx, s.firstErr)
+		if done := int64(len(s.ackNs)) + s.refused; done < int64(r.jobs) {
+			r.warnf("peer %d stopped after %d of %d sends: %v", s.idx, done, r.jobs, s.firstErr)
+		} else if s.firstErr != nil {
+			r.warnf("peer %d had %d sends refused, the first with: %v", s.idx, s.refused, s.firstErr)
 		}
 	}
 	endNs := lastAckNs
@@ -419,6 +434,14 @@ func closeAll(conns []*client.Conn) {
 	}
 	close(ch)
 	wg.Wait()
+}
+
+// childCPU is the child broker's CPU time so far (0 with --broker).
+func (r *run) childCPU() time.Duration {
+	if r.child == nil {
+		return 0
+	}
+	return r.child.cpu()
 }
 
 // toMB converts bytes to MiB with one decimal, the unit `bench` reports

@@ -174,6 +174,7 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"--window", "0"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--payload", "70000"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--broker", "ws://127.0.0.1:1/ws"}, cliui.ExitUsage, cliui.CodeUsage}, // no token
+		{[]string{"--broker", "http://127.0.0.1:1"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--operator-token-file", "/dev/null"}, cliui.ExitUsage, cliui.CodeUsage},
 	} {
 		t.Setenv(envOperatorToken, "")
@@ -214,7 +215,7 @@ func TestSendID(t *testing.T) {
 	if seq, ok := parseSendID(id, 12); !ok || seq != 345 {
 		t.Errorf("parseSendID(%q, 12) = %d, %v", id, seq, ok)
 	}
-	for _, bad := range []string{"p1.345", "p12.", "p12.-1", "x12.3", "p12.3x"} {
+	for _, bad := range []string{"p1.345", "p12.", "p12.-1", "p12.+3", "x12.3", "p12.3x", "p12.99999999999999999999"} {
 		if _, ok := parseSendID(bad, 12); ok {
 			t.Errorf("parseSendID(%q, 12) accepted", bad)
 		}

@@ -34,9 +34,9 @@ func Command() *cli.Command {
 			"claudemesh bench --broker wss://mesh.example.com/ws --operator-token-file /var/lib/claudemesh/operator.token",
 		),
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "peers", Value: DefaultPeers, Usage: "peers (with --broadcast: recipients)"},
-			&cli.IntFlag{Name: "messages", Value: DefaultMessages, Usage: "DMs per peer (with --broadcast: broadcasts)"},
-			&cli.IntFlag{Name: "window", Value: DefaultWindow, Usage: "un-acked sends per sender"},
+			&cli.IntFlag{Name: "peers", Value: DefaultPeers, Usage: "`N` peers (with --broadcast: recipients)"},
+			&cli.IntFlag{Name: "messages", Value: DefaultMessages, Usage: "`M` DMs per peer (with --broadcast: M broadcasts)"},
+			&cli.IntFlag{Name: "window", Value: DefaultWindow, Usage: "at most `W` un-acked sends per sender"},
 			&cli.IntFlag{Name: "payload", Value: DefaultPayload, Usage: "plaintext `BYTES` per message"},
 			&cli.BoolFlag{Name: "broadcast", Usage: "one sender broadcasts to all peers, one message at a time"},
 			&cli.IntFlag{Name: "idle-connections", Usage: "also hold `N` idle presence connections"},
@@ -124,8 +124,12 @@ func report(out *cliui.Out, r *Result) {
 	} else {
 		out.Linef("broker RSS  not measured (not a child process)")
 	}
+	if r.BrokerCPUSec > 0 && r.DurationSec > 0 {
+		out.Linef("cpu         broker %.2f s (%.2f cores), bench %.2f s (%.2f cores) while sending",
+			r.BrokerCPUSec, r.BrokerCPUSec/r.DurationSec, r.BenchCPUSec, r.BenchCPUSec/r.DurationSec)
+	}
 	if r.SystemEvents > 0 {
-		out.Linef("presence    %d peer events pushed to the bench's connections during the run", r.SystemEvents)
+		out.Linef("presence    %d peer events pushed to the bench's connections (set-up included)", r.SystemEvents)
 	}
 	var notes []string
 	for _, n := range []struct {

@@ -80,7 +80,7 @@ func (r *run) enroll(ctx context.Context) error {
 	}
 
 	var done atomic.Int64
-	return r.parallel(ctx, len(r.peers), func(worker, i int) error {
+	return parallel(ctx, len(r.peers), func(worker, i int) error {
 		p := r.peers[i]
 		name := fmt.Sprintf("peer-%05d", i)
 		req, err := client.NewJoinRequest(token, inv.MeshID, inv.InviteID, name, p.key, time.Now())
@@ -103,7 +103,7 @@ func (r *run) enroll(ctx context.Context) error {
 
 // parallel runs fn(worker, i) for i in [0, n) on setupWorkers goroutines and
 // returns the first error, after which the remaining items are skipped.
-func (r *run) parallel(ctx context.Context, n int, fn func(worker, i int) error) error {
+func parallel(ctx context.Context, n int, fn func(worker, i int) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	next := atomic.Int64{}

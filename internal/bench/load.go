@@ -65,8 +65,8 @@ type peer struct {
 }
 
 // makePeers generates the identities, plaintexts and (DM mode) targets,
-// and sizes everything the clock-timed part will use, so that nothing is
-// allocated or derived while measuring.
+// and sizes the per-send records, so that the timed part only seals, sends,
+// opens and acks.
 func (r *run) makePeers() error {
 	cfg := r.cfg
 	n := cfg.Peers
@@ -161,7 +161,7 @@ func (r *run) precomputeKeys(ctx context.Context) error {
 		pairs = append(pairs, p)
 	}
 	keys := make([]*cmcrypto.SharedKey, len(pairs))
-	err := r.parallel(ctx, len(pairs), func(_, i int) error {
+	err := parallel(ctx, len(pairs), func(_, i int) error {
 		a, b := r.peers[pairs[i].a], r.peers[pairs[i].b]
 		k, err := cmcrypto.Precompute(b.key.Public(), a.key)
 		keys[i] = k
@@ -182,7 +182,7 @@ func (r *run) precomputeKeys(ctx context.Context) error {
 // acked too, as a daemon would, so they do not pile up in its queue.
 func (r *run) connectPeers(ctx context.Context) error {
 	var done atomic.Int64
-	return r.parallel(ctx, len(r.peers), func(_, i int) error {
+	return parallel(ctx, len(r.peers), func(_, i int) error {
 		p := r.peers[i]
 		c, err := r.dialRetry(ctx, p.ident, client.DialOptions{
 			Presence: true, Role: wire.RoleCLI, SessionID: "bench",
@@ -210,7 +210,7 @@ func (r *run) connectIdle(ctx context.Context) error {
 	}
 	r.idle = make([]*client.Conn, r.cfg.IdleConnections)
 	var done atomic.Int64
-	return r.parallel(ctx, len(r.idle), func(_, i int) error {
+	return parallel(ctx, len(r.idle), func(_, i int) error {
 		c, err := r.dialRetry(ctx, r.owner, client.DialOptions{
 			Presence: true, Role: wire.RoleCLI, SessionID: "idle-" + strconv.Itoa(i),
 			OnSystem: func(*wire.Push) { r.systemEvents.Add(1) },
@@ -233,11 +233,11 @@ func sendID(idx, seq int) string {
 // parseSendID is the inverse of sendID for a known sender.
 func parseSendID(id string, idx int) (int, bool) {
 	rest, ok := strings.CutPrefix(id, "p"+strconv.Itoa(idx)+".")
-	if !ok {
+	if !ok || rest == "" || strings.TrimLeft(rest, "0123456789") != "" {
 		return 0, false
 	}
 	seq, err := strconv.Atoi(rest)
-	return seq, err == nil && seq >= 0
+	return seq, err == nil
 }
 
 // sendLoop is one closed-loop sender: at most Window sends un-acked, the

@@ -2,8 +2,13 @@
 
 package bench
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+)
 
 func raiseFileLimit() error { return nil }
 
 func childProcAttr() *syscall.SysProcAttr { return nil }
+
+func selfCPU() time.Duration { return 0 }
