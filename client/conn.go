@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -833,6 +834,13 @@ func (c *Conn) dispatch(data []byte) {
 		}
 		c.deliverAck(&a)
 	case wire.TypePush:
+		if c.opts.OnSystem == nil && bytes.Contains(data, []byte(`"subtype":"system"`)) {
+			// Presence events nobody listens to are not worth decoding: in
+			// a large mesh they are most of what an idle presence receives.
+			// (A peer cannot send subtype "system"; the broker refuses it,
+			// and base64 ciphertext holds no quotes.)
+			return
+		}
 		var p wire.Push
 		if err := wire.Decode(data, &p); err != nil {
 			c.log.Warn("undecodable push", "err", err)

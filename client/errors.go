@@ -72,6 +72,10 @@ func (e *Error) Error() string {
 	return msg
 }
 
+// ErrorCode is the stable code, for callers (the CLI) that map codes to
+// exit statuses without importing this package.
+func (e *Error) ErrorCode() string { return e.Code }
+
 // Unwrap exposes the cause, so errors.Is(err, context.DeadlineExceeded)
 // works on a timeout.
 func (e *Error) Unwrap() error { return e.cause }
