@@ -172,6 +172,9 @@ func uninstallCommand() *cli.Command {
 		Name:        "uninstall-service",
 		Usage:       "stop and remove the user service",
 		Description: cliui.WithExamples("", "claudemesh daemon uninstall-service"),
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "no-stop", Usage: "remove the service file without asking the service manager to stop it"},
+		},
 		Action: func(c *cli.Context) error {
 			if err := cliui.NoArgs(c); err != nil {
 				return err
@@ -180,13 +183,14 @@ func uninstallCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if runtime.GOOS == "darwin" {
+			manage := !c.Bool("no-stop")
+			if manage && runtime.GOOS == "darwin" {
 				exec.Command("launchctl", "unload", "-w", path).Run()
-			} else {
+			} else if manage {
 				exec.Command("systemctl", "--user", "disable", "--now", systemdUnitName).Run()
 			}
 			removed := os.Remove(path) == nil
-			if runtime.GOOS != "darwin" {
+			if manage && runtime.GOOS != "darwin" {
 				exec.Command("systemctl", "--user", "daemon-reload").Run()
 			}
 			out := cliui.OutFrom(c)
