@@ -32,6 +32,10 @@ type apiError struct {
 
 func badRequest(code, msg string) *apiError { return &apiError{status: 400, code: code, msg: msg} }
 
+func meshNotFound(slug string) *apiError {
+	return &apiError{status: 404, code: "mesh_not_found", msg: "not joined to a mesh called " + slug}
+}
+
 func internalError(err error) *apiError {
 	return &apiError{status: 500, code: "internal", msg: err.Error()}
 }
@@ -231,7 +235,7 @@ func (d *Daemon) meshesFor(w http.ResponseWriter, slug string) ([]*meshRT, bool)
 	}
 	m := d.meshBySlug(slug)
 	if m == nil {
-		writeError(w, &apiError{status: 404, code: "mesh_not_found", msg: "not joined to a mesh called " + slug})
+		writeError(w, meshNotFound(slug))
 		return nil, false
 	}
 	return []*meshRT{m}, true
@@ -311,7 +315,7 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if slug := q.Get("mesh"); slug != "" && d.meshBySlug(slug) == nil {
-		writeError(w, &apiError{status: 404, code: "mesh_not_found", msg: "not joined to a mesh called " + slug})
+		writeError(w, meshNotFound(slug))
 		return
 	}
 	rows, err := d.listInbox(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit))
@@ -460,39 +464,34 @@ func (d *Daemon) handleMessageStatus(w http.ResponseWriter, r *http.Request) {
 	default:
 		cmid = id
 	}
-	m, aerr := d.chooseMesh(slug)
-	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	c := m.conn()
-	if c == nil {
-		writeError(w, &apiError{status: 503, code: "unreachable", msg: "mesh " + m.cfg.Slug + " is not connected (" + m.getState() + ")"})
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	st, err := c.MessageStatus(ctx, messageID, cmid)
-	if err != nil {
-		writeError(w, clientError(err))
-		return
-	}
-	writeJSON(w, 200, st)
+	d.brokerCall(w, r, slug, func(ctx context.Context, c *client.Conn) (any, error) {
+		return c.MessageStatus(ctx, messageID, cmid)
+	})
 }
 
-// liveConn returns the open connection of the chosen mesh or answers 503.
-func (d *Daemon) liveConn(w http.ResponseWriter, slug string) (*meshRT, *client.Conn, bool) {
+// brokerCall answers a request that is one exchange with the broker of the
+// chosen mesh, on the daemon's open connection and bounded by 10 s: 503
+// when the mesh is not connected, the client error when call fails, else
+// 200 and what call returned.
+func (d *Daemon) brokerCall(w http.ResponseWriter, r *http.Request, slug string, call func(ctx context.Context, c *client.Conn) (any, error)) {
 	m, aerr := d.chooseMesh(slug)
 	if aerr != nil {
 		writeError(w, aerr)
-		return nil, nil, false
+		return
 	}
 	c := m.conn()
 	if c == nil {
 		writeError(w, &apiError{status: 503, code: "unreachable", msg: fmt.Sprintf("mesh %s is not connected (%s)", m.cfg.Slug, m.getState())})
-		return nil, nil, false
+		return
 	}
-	return m, c, true
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	v, err := call(ctx, c)
+	if err != nil {
+		writeError(w, clientError(err))
+		return
+	}
+	writeJSON(w, 200, v)
 }
 
 func (d *Daemon) handleGroups(w http.ResponseWriter, r *http.Request) {
@@ -504,23 +503,12 @@ func (d *Daemon) handleGroups(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest(wire.CodeInvalidArgument, "op must be join or leave"))
 		return
 	}
-	_, c, ok := d.liveConn(w, req.Mesh)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	var err error
-	if req.Op == "join" {
-		err = c.JoinGroup(ctx, req.Name, req.Role)
-	} else {
-		err = c.LeaveGroup(ctx, req.Name)
-	}
-	if err != nil {
-		writeError(w, clientError(err))
-		return
-	}
-	writeJSON(w, 200, localapi.OK{OK: true})
+	d.brokerCall(w, r, req.Mesh, func(ctx context.Context, c *client.Conn) (any, error) {
+		if req.Op == "join" {
+			return localapi.OK{OK: true}, c.JoinGroup(ctx, req.Name, req.Role)
+		}
+		return localapi.OK{OK: true}, c.LeaveGroup(ctx, req.Name)
+	})
 }
 
 func (d *Daemon) handleProfile(w http.ResponseWriter, r *http.Request) {
@@ -528,27 +516,19 @@ func (d *Daemon) handleProfile(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	_, c, ok := d.liveConn(w, req.Mesh)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	var err error
-	if req.Status != "" {
-		err = c.SetStatus(ctx, req.Status)
-	}
-	if err == nil && req.Summary != nil {
-		err = c.SetSummary(ctx, *req.Summary)
-	}
-	if err == nil && req.Visible != nil {
-		err = c.SetVisible(ctx, *req.Visible)
-	}
-	if err != nil {
-		writeError(w, clientError(err))
-		return
-	}
-	writeJSON(w, 200, localapi.OK{OK: true})
+	d.brokerCall(w, r, req.Mesh, func(ctx context.Context, c *client.Conn) (any, error) {
+		var err error
+		if req.Status != "" {
+			err = c.SetStatus(ctx, req.Status)
+		}
+		if err == nil && req.Summary != nil {
+			err = c.SetSummary(ctx, *req.Summary)
+		}
+		if err == nil && req.Visible != nil {
+			err = c.SetVisible(ctx, *req.Visible)
+		}
+		return localapi.OK{OK: true}, err
+	})
 }
 
 func (d *Daemon) handleReload(w http.ResponseWriter, r *http.Request) {

@@ -43,6 +43,28 @@ func homeOf(c *cli.Context) (string, error) {
 	return config.ResolveHome(cliui.GlobalsFrom(c).Home)
 }
 
+// verbStart starts a daemon verb's Action: it checks that the verb got
+// minArgs to maxArgs arguments, and returns the client home and the output.
+func verbStart(c *cli.Context, minArgs, maxArgs int) (string, *cliui.Out, error) {
+	if err := cliui.ArgsBetween(c, minArgs, maxArgs); err != nil {
+		return "", nil, err
+	}
+	home, err := homeOf(c)
+	if err != nil {
+		return "", nil, err
+	}
+	return home, cliui.OutFrom(c), nil
+}
+
+// printResult is a verb's answer: v under --json, else the human line.
+func printResult(out *cliui.Out, v any, format string, args ...any) error {
+	if out.JSONMode() {
+		return out.JSON(v)
+	}
+	out.Resultf(format, args...)
+	return nil
+}
+
 func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "up",
@@ -59,14 +81,10 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "tcp", Usage: "also listen on `ADDR` (loopback; requires the bearer token in daemon/local-token)"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := cliui.NoArgs(c); err != nil {
-				return err
-			}
-			home, err := homeOf(c)
+			home, out, err := verbStart(c, 0, 0)
 			if err != nil {
 				return err
 			}
-			out := cliui.OutFrom(c)
 			if c.Bool("foreground") {
 				return runForeground(c.Context, home, c.String("tcp"))
 			}
@@ -83,15 +101,11 @@ func upCommand() *cli.Command {
 }
 
 func report(out *cliui.Out, pid int, already bool) error {
-	if out.JSONMode() {
-		return out.JSON(map[string]any{"ok": true, "pid": pid, "alreadyRunning": already})
-	}
+	format := "daemon started (pid %d)"
 	if already {
-		out.Resultf("daemon already running (pid %d)", pid)
-	} else {
-		out.Resultf("daemon started (pid %d)", pid)
+		format = "daemon already running (pid %d)"
 	}
-	return nil
+	return printResult(out, map[string]any{"ok": true, "pid": pid, "alreadyRunning": already}, format, pid)
 }
 
 // runForeground runs the daemon in this process until SIGTERM/SIGINT.
@@ -166,14 +180,10 @@ func downCommand() *cli.Command {
 		Usage:       "stop the daemon (SIGTERM, waits up to 5 s)",
 		Description: cliui.WithExamples("", "claudemesh daemon down"),
 		Action: func(c *cli.Context) error {
-			if err := cliui.NoArgs(c); err != nil {
-				return err
-			}
-			home, err := homeOf(c)
+			home, out, err := verbStart(c, 0, 0)
 			if err != nil {
 				return err
 			}
-			out := cliui.OutFrom(c)
 			pid := 0
 			if _, v, err := localapi.Probe(c.Context, home); err == nil {
 				pid = v.PID
@@ -184,11 +194,7 @@ func downCommand() *cli.Command {
 				}
 			}
 			if pid <= 0 {
-				if out.JSONMode() {
-					return out.JSON(map[string]any{"ok": true, "wasRunning": false})
-				}
-				out.Resultf("daemon not running")
-				return nil
+				return printResult(out, map[string]any{"ok": true, "wasRunning": false}, "daemon not running")
 			}
 			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 				return cliui.Errorf("daemon_stop", "signalling pid %d: %v", pid, err)
@@ -200,11 +206,7 @@ func downCommand() *cli.Command {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			if out.JSONMode() {
-				return out.JSON(map[string]any{"ok": true, "wasRunning": true, "pid": pid})
-			}
-			out.Resultf("daemon stopped (pid %d)", pid)
-			return nil
+			return printResult(out, map[string]any{"ok": true, "wasRunning": true, "pid": pid}, "daemon stopped (pid %d)", pid)
 		},
 	}
 }
@@ -215,21 +217,13 @@ func statusCommand() *cli.Command {
 		Usage:       "is the daemon running, and how are its meshes, outbox and inbox",
 		Description: cliui.WithExamples("Never starts the daemon; with none running it prints running: false and exits 0.", "claudemesh daemon status", "claudemesh daemon status --json"),
 		Action: func(c *cli.Context) error {
-			if err := cliui.NoArgs(c); err != nil {
-				return err
-			}
-			home, err := homeOf(c)
+			home, out, err := verbStart(c, 0, 0)
 			if err != nil {
 				return err
 			}
-			out := cliui.OutFrom(c)
 			cl, _, err := localapi.Probe(c.Context, home)
 			if err != nil {
-				if out.JSONMode() {
-					return out.JSON(localapi.Status{Running: false})
-				}
-				out.Resultf("daemon not running")
-				return nil
+				return printResult(out, localapi.Status{Running: false}, "daemon not running")
 			}
 			var st localapi.Status
 			if _, err := cl.Do(c.Context, "GET", "/v1/status", nil, &st); err != nil {
@@ -270,10 +264,7 @@ func outboxCommand() *cli.Command {
 					&cli.IntFlag{Name: "limit", Value: 100, Usage: "at most `N` rows (0 = all)"},
 				},
 				Action: func(c *cli.Context) error {
-					if err := cliui.NoArgs(c); err != nil {
-						return err
-					}
-					cl, err := running(c)
+					cl, out, err := running(c, 0, 0)
 					if err != nil {
 						return err
 					}
@@ -285,7 +276,6 @@ func outboxCommand() *cli.Command {
 					if _, err := cl.Do(c.Context, "GET", path, nil, &rows); err != nil {
 						return err
 					}
-					out := cliui.OutFrom(c)
 					if out.JSONMode() {
 						return out.JSON(rows)
 					}
@@ -312,10 +302,7 @@ func outboxCommand() *cli.Command {
 				ArgsUsage:   "ID",
 				Description: cliui.WithExamples("ID is the row id from outbox list, or its clientMessageId.", "claudemesh daemon outbox requeue 42"),
 				Action: func(c *cli.Context) error {
-					if err := cliui.ArgsBetween(c, 1, 1); err != nil {
-						return err
-					}
-					cl, err := running(c)
+					cl, out, err := running(c, 1, 1)
 					if err != nil {
 						return err
 					}
@@ -323,27 +310,23 @@ func outboxCommand() *cli.Command {
 					if _, err := cl.Do(c.Context, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: c.Args().First()}, &row); err != nil {
 						return err
 					}
-					out := cliui.OutFrom(c)
-					if out.JSONMode() {
-						return out.JSON(row)
-					}
-					out.Resultf("requeued as row %s (%s)", row.ID, row.Status)
-					return nil
+					return printResult(out, row, "requeued as row %s (%s)", row.ID, row.Status)
 				},
 			},
 		},
 	}
 }
 
-// running returns a client for a running daemon, without starting one.
-func running(c *cli.Context) (*localapi.Client, error) {
-	home, err := homeOf(c)
+// running starts a verb that needs the daemon (see verbStart): a client
+// for the running daemon, without starting one.
+func running(c *cli.Context, minArgs, maxArgs int) (*localapi.Client, *cliui.Out, error) {
+	home, out, err := verbStart(c, minArgs, maxArgs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cl, _, err := localapi.Probe(c.Context, home)
 	if err != nil {
-		return nil, cliui.Errorf("unreachable", "the daemon is not running").WithHint("claudemesh daemon up")
+		return nil, nil, cliui.Errorf("unreachable", "the daemon is not running").WithHint("claudemesh daemon up")
 	}
-	return cl, nil
+	return cl, out, nil
 }

@@ -193,16 +193,11 @@ func uninstallCommand() *cli.Command {
 			if manage && runtime.GOOS != "darwin" {
 				exec.Command("systemctl", "--user", "daemon-reload").Run()
 			}
-			out := cliui.OutFrom(c)
-			if out.JSONMode() {
-				return out.JSON(map[string]any{"ok": true, "removed": removed, "path": path})
-			}
+			line := "no service was installed"
 			if removed {
-				out.Resultf("removed %s", path)
-			} else {
-				out.Resultf("no service was installed")
+				line = "removed " + path
 			}
-			return nil
+			return printResult(cliui.OutFrom(c), map[string]any{"ok": true, "removed": removed, "path": path}, "%s", line)
 		},
 	}
 }

@@ -37,10 +37,7 @@ func inboxCommand() *cli.Command {
 }
 
 func inbox(c *cli.Context) error {
-	if err := cliui.NoArgs(c); err != nil {
-		return err
-	}
-	e, err := newEnv(c)
+	e, err := verbEnv(c, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -48,15 +45,11 @@ func inbox(c *cli.Context) error {
 	if opts.Limit < 0 {
 		return cliui.UsageErrorf("--limit must not be negative")
 	}
-	meshes, err := e.readMeshes()
+	meshes, tr, err := withTransport(e, e.readMeshes)
 	if err != nil {
 		return err
 	}
 	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1}
-	tr, err := e.transport()
-	if err != nil {
-		return err
-	}
 	if p.follow {
 		err := tr.Follow(e.ctx(), meshes, opts, p)
 		if errors.Is(err, errStop) {

@@ -52,25 +52,8 @@ type inviteJSON struct {
 	MaxUses   int    `json:"maxUses"`
 }
 
-// connectMesh opens a transient connection for the member-only verbs
-// (invite, join checks, leave) that the daemon will never proxy.
-func connectMesh(e *env, m *config.Mesh) (*client.Conn, error) {
-	id, err := identityOf(m)
-	if err != nil {
-		return nil, err
-	}
-	c, err := client.Dial(e.ctx(), id, client.DialOptions{Logger: e.log, Header: userAgent()})
-	if err != nil {
-		return nil, cliError(meshError(m.Slug, err))
-	}
-	return c, nil
-}
-
 func inviteCreate(c *cli.Context) error {
-	if err := cliui.NoArgs(c); err != nil {
-		return err
-	}
-	e, err := newEnv(c)
+	e, err := verbEnv(c, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -111,20 +94,17 @@ func inviteCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := connectMesh(e, m)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
-	defer cancel()
-	info, err := conn.InviteCreate(ctx, token)
-	if err != nil {
+	var info *wire.InviteInfo
+	err = e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+		info, err = conn.InviteCreate(ctx, token)
 		if client.CodeOf(err) == wire.CodeForbidden {
 			return cliui.Errorf(wire.CodeForbidden, "the broker refused the invite: %s", errMessage(err)).
 				WithHint("only the mesh owner or an admin can invite, and only the owner can invite admins")
 		}
-		return cliError(err)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	res := inviteJSON{Link: link, InviteID: info.InviteID, Role: info.Role, ExpiresAt: info.ExpiresAt, MaxUses: info.MaxUses}
 	if e.out.JSONMode() {
@@ -174,10 +154,7 @@ func inviteListCommand() *cli.Command {
 		Usage:       "list the mesh's invites (owner and admins)",
 		Description: cliui.WithExamples("", "claudemesh invite list", "claudemesh invite list --json --mesh acme"),
 		Action: func(c *cli.Context) error {
-			if err := cliui.NoArgs(c); err != nil {
-				return err
-			}
-			e, err := newEnv(c)
+			e, err := verbEnv(c, 0, 0)
 			if err != nil {
 				return err
 			}
@@ -185,16 +162,13 @@ func inviteListCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			conn, err := connectMesh(e, m)
+			var invites []wire.InviteInfo
+			err = e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+				invites, err = conn.InviteList(ctx)
+				return err
+			})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
-			defer cancel()
-			invites, err := conn.InviteList(ctx)
-			if err != nil {
-				return cliError(err)
 			}
 			rows := make([]inviteRowJSON, 0, len(invites))
 			for _, i := range invites {
@@ -235,10 +209,7 @@ func inviteRevokeCommand() *cli.Command {
 		ArgsUsage:   "ID",
 		Description: cliui.WithExamples("People who already joined with it stay members.", "claudemesh invite revoke 01JD3Z5C8Q2W0W6N5D3H4K7M9P"),
 		Action: func(c *cli.Context) error {
-			if err := cliui.ArgsBetween(c, 1, 1); err != nil {
-				return err
-			}
-			e, err := newEnv(c)
+			e, err := verbEnv(c, 1, 1)
 			if err != nil {
 				return err
 			}
@@ -246,21 +217,13 @@ func inviteRevokeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			conn, err := connectMesh(e, m)
+			err = e.exchange(m, func(ctx context.Context, conn *client.Conn) error {
+				return conn.InviteRevoke(ctx, c.Args().First())
+			})
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
-			defer cancel()
-			if err := conn.InviteRevoke(ctx, c.Args().First()); err != nil {
-				return cliError(err)
-			}
-			if e.out.JSONMode() {
-				return e.out.JSON(okJSON())
-			}
-			e.out.Resultf("%s revoked invite %s", e.out.Style().Green("✔"), c.Args().First())
-			return nil
+			return e.printOK("revoked invite %s", c.Args().First())
 		},
 	}
 }
@@ -286,10 +249,7 @@ func joinCommand() *cli.Command {
 }
 
 func join(c *cli.Context) error {
-	if err := cliui.ArgsBetween(c, 1, 1); err != nil {
-		return err
-	}
-	e, err := newEnv(c)
+	e, err := verbEnv(c, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -362,19 +322,11 @@ func join(c *cli.Context) error {
 	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: slug, Name: name, Pubkey: key.PublicHex(),
 		SecretKey: key.SecretKeyHex(), BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: res.MemberRole,
 		DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
-	err = config.Update(e.home, func(cfg *config.Config) error {
-		if _, taken := cfg.Find(m.Slug); taken {
-			return slugTaken(m.Slug)
-		}
-		cfg.Upsert(m)
-		return nil
-	})
-	if err != nil {
+	if err := e.addMesh(m); err != nil {
 		return err
 	}
-	e.reloadDaemon()
 	if e.out.JSONMode() {
-		return e.out.JSON(meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, Role: m.Role, BrokerURL: m.BrokerURL})
+		return e.out.JSON(meshJSONOf(&m))
 	}
 	e.out.Resultf("%s joined %s (%s) as %s, %s", e.out.Style().Green("✔"), cliui.SanitizePeerText(m.Name), m.Slug,
 		cliui.SanitizePeerText(m.DisplayName), m.Role)

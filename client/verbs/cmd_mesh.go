@@ -96,10 +96,7 @@ func operatorToken(c *cli.Context) (string, error) {
 }
 
 func meshCreate(c *cli.Context) error {
-	if err := cliui.ArgsBetween(c, 1, 1); err != nil {
-		return err
-	}
-	e, err := newEnv(c)
+	e, err := verbEnv(c, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -168,7 +165,23 @@ func meshCreate(c *cli.Context) error {
 			res.Slug, res.BrokerURL, err).WithHint(hintFor(client.CodeOf(err)))
 	}
 	conn.Close()
-	err = config.Update(e.home, func(cfg *config.Config) error {
+	if err := e.addMesh(m); err != nil {
+		return err
+	}
+	out := e.out
+	if out.JSONMode() {
+		return out.JSON(meshJSONOf(&m))
+	}
+	out.Resultf("%s created mesh %s (%s) — you are its owner, as %s", out.Style().Green("✔"), m.Name, m.Slug, m.DisplayName)
+	out.Linef("  broker  %s", m.BrokerURL)
+	out.Linef("%s", out.Style().Dim("→ invite someone: claudemesh invite --mesh "+m.Slug))
+	return nil
+}
+
+// addMesh saves a mesh just created or joined to config.json, unless a
+// joined mesh has its slug already, and tells the daemon.
+func (e *env) addMesh(m config.Mesh) error {
+	err := config.Update(e.home, func(cfg *config.Config) error {
 		if _, taken := cfg.Find(m.Slug); taken {
 			return slugTaken(m.Slug)
 		}
@@ -179,14 +192,11 @@ func meshCreate(c *cli.Context) error {
 		return err
 	}
 	e.reloadDaemon()
-	out := e.out
-	if out.JSONMode() {
-		return out.JSON(meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, BrokerURL: m.BrokerURL, Role: m.Role})
-	}
-	out.Resultf("%s created mesh %s (%s) — you are its owner, as %s", out.Style().Green("✔"), m.Name, m.Slug, m.DisplayName)
-	out.Linef("  broker  %s", m.BrokerURL)
-	out.Linef("%s", out.Style().Dim("→ invite someone: claudemesh invite --mesh "+m.Slug))
 	return nil
+}
+
+func meshJSONOf(m *config.Mesh) meshJSON {
+	return meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, Role: m.Role, BrokerURL: m.BrokerURL}
 }
 
 func slugTaken(slug string) error {
@@ -209,24 +219,13 @@ func meshListCommand() *cli.Command {
 		Usage:       "list the meshes joined here",
 		Description: cliui.WithExamples("Reads config.json only; it does not contact the brokers.", "claudemesh mesh list", "claudemesh mesh list --json"),
 		Action: func(c *cli.Context) error {
-			if err := cliui.NoArgs(c); err != nil {
-				return err
-			}
-			e, err := newEnv(c)
+			e, err := verbEnv(c, 0, 0)
 			if err != nil {
 				return err
 			}
-			cfg, err := e.load()
+			meshes, err := e.selectedMeshes()
 			if err != nil {
 				return err
-			}
-			meshes := cfg.Meshes
-			if e.g.Mesh != "" {
-				m, err := cfg.Choose(e.g.Mesh)
-				if err != nil {
-					return err
-				}
-				meshes = []config.Mesh{*m}
 			}
 			rows := make([]meshListJSON, 0, len(meshes))
 			for _, m := range meshes {
@@ -236,8 +235,7 @@ func meshListCommand() *cli.Command {
 				return e.out.JSON(rows)
 			}
 			if len(rows) == 0 {
-				e.out.Resultf("not joined to any mesh yet")
-				e.out.Linef("%s", e.out.Style().Dim("→ join one with claudemesh join <invite link>"))
+				printNotJoined(e.out)
 				return nil
 			}
 			tw := newTable(e.out)
@@ -261,10 +259,7 @@ func meshLeaveCommand() *cli.Command {
 			"claudemesh mesh leave acme",
 		),
 		Action: func(c *cli.Context) error {
-			if err := cliui.ArgsBetween(c, 1, 1); err != nil {
-				return err
-			}
-			e, err := newEnv(c)
+			e, err := verbEnv(c, 1, 1)
 			if err != nil {
 				return err
 			}
@@ -294,14 +289,10 @@ func meshLeaveCommand() *cli.Command {
 				return err
 			}
 			e.reloadDaemon()
-			if e.out.JSONMode() {
-				return e.out.JSON(okJSON())
-			}
-			if notice != "" {
+			if notice != "" && !e.out.JSONMode() {
 				e.out.Warn(notice, "")
 			}
-			e.out.Resultf("%s left %s (%s)", e.out.Style().Green("✔"), m.Name, m.Slug)
-			return nil
+			return e.printOK("left %s (%s)", m.Name, m.Slug)
 		},
 	}
 }
@@ -349,24 +340,13 @@ func whoamiCommand() *cli.Command {
 		Description: cliui.WithExamples("Reads config.json only; secret keys are never printed.",
 			"claudemesh whoami", "claudemesh whoami --json --mesh acme"),
 		Action: func(c *cli.Context) error {
-			if err := cliui.NoArgs(c); err != nil {
-				return err
-			}
-			e, err := newEnv(c)
+			e, err := verbEnv(c, 0, 0)
 			if err != nil {
 				return err
 			}
-			cfg, err := e.load()
+			meshes, err := e.selectedMeshes()
 			if err != nil {
 				return err
-			}
-			meshes := cfg.Meshes
-			if e.g.Mesh != "" {
-				m, err := cfg.Choose(e.g.Mesh)
-				if err != nil {
-					return err
-				}
-				meshes = []config.Mesh{*m}
 			}
 			res := whoamiJSON{Meshes: make([]whoamiMesh, 0, len(meshes))}
 			for _, m := range meshes {
@@ -377,8 +357,7 @@ func whoamiCommand() *cli.Command {
 				return e.out.JSON(res)
 			}
 			if len(meshes) == 0 {
-				e.out.Resultf("not joined to any mesh yet")
-				e.out.Linef("%s", e.out.Style().Dim("→ join one with claudemesh join <invite link>"))
+				printNotJoined(e.out)
 				return nil
 			}
 			for i, m := range res.Meshes {

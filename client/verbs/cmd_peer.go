@@ -27,13 +27,9 @@ func peerCommand() *cli.Command {
 // peerListCommand is `peer list` and, as name "peers", its top-level
 // alias (a separate instance: urfave/cli flags hold their values).
 func peerListCommand(name string, alias bool) *cli.Command {
-	usage := "list who is connected (alias: claudemesh peers)"
-	if alias {
-		usage = "same as claudemesh peer list"
-	}
 	return &cli.Command{
 		Name:   name,
-		Usage:  usage,
+		Usage:  aliasUsage(alias, "list who is connected (alias: claudemesh peers)", "peer list"),
 		Hidden: alias,
 		Description: cliui.WithExamples(
 			"Lists the presences of every joined mesh (or --mesh): agent sessions, people's CLIs and bots.\n"+
@@ -51,18 +47,11 @@ func peerListCommand(name string, alias bool) *cli.Command {
 }
 
 func peerList(c *cli.Context) error {
-	if err := cliui.NoArgs(c); err != nil {
-		return err
-	}
-	e, err := newEnv(c)
+	e, err := verbEnv(c, 0, 0)
 	if err != nil {
 		return err
 	}
-	meshes, err := e.readMeshes()
-	if err != nil {
-		return err
-	}
-	tr, err := e.transport()
+	meshes, tr, err := withTransport(e, e.readMeshes)
 	if err != nil {
 		return err
 	}
@@ -166,10 +155,7 @@ func peerVerifyCommand() *cli.Command {
 }
 
 func peerVerify(c *cli.Context) error {
-	if err := cliui.ArgsBetween(c, 1, 1); err != nil {
-		return err
-	}
-	e, err := newEnv(c)
+	e, err := verbEnv(c, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -177,11 +163,7 @@ func peerVerify(c *cli.Context) error {
 	if strings.HasPrefix(to, "@") || strings.HasPrefix(to, "#") || to == "*" {
 		return cliui.UsageErrorf("peer verify takes one peer, not %q", to)
 	}
-	m, err := e.writeMesh()
-	if err != nil {
-		return err
-	}
-	tr, err := e.transport()
+	m, tr, err := withTransport(e, e.writeMesh)
 	if err != nil {
 		return err
 	}

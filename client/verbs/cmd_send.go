@@ -82,10 +82,7 @@ func readMessage(args []string, stdin io.Reader) (string, error) {
 }
 
 func send(c *cli.Context) error {
-	if err := cliui.ArgsBetween(c, 2, -1); err != nil {
-		return err
-	}
-	e, err := newEnv(c)
+	e, err := verbEnv(c, 2, -1)
 	if err != nil {
 		return err
 	}
@@ -116,11 +113,7 @@ func send(c *cli.Context) error {
 	if req.Body, err = readMessage(args[1:], stdin); err != nil {
 		return err
 	}
-	m, err := e.writeMesh()
-	if err != nil {
-		return err
-	}
-	tr, err := e.transport()
+	m, tr, err := withTransport(e, e.writeMesh)
 	if err != nil {
 		return err
 	}
@@ -221,10 +214,7 @@ func messageCommand() *cli.Command {
 }
 
 func messageStatus(c *cli.Context) error {
-	if err := cliui.ArgsBetween(c, 1, 1); err != nil {
-		return err
-	}
-	e, err := newEnv(c)
+	e, err := verbEnv(c, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -232,11 +222,7 @@ func messageStatus(c *cli.Context) error {
 	if !wire.ValidReqID(id) {
 		return cliui.UsageErrorf("%q is not a message id", id)
 	}
-	m, err := e.writeMesh()
-	if err != nil {
-		return err
-	}
-	tr, err := e.transport()
+	m, tr, err := withTransport(e, e.writeMesh)
 	if err != nil {
 		return err
 	}

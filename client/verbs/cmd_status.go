@@ -56,13 +56,9 @@ func statusSetCommand() *cli.Command {
 // summaryCommand is `status summary` and, as the top-level `summary`, its
 // alias.
 func summaryCommand(name string, alias bool) *cli.Command {
-	usage := "set the one-line summary others see (alias: claudemesh summary)"
-	if alias {
-		usage = "same as claudemesh status summary"
-	}
 	return &cli.Command{
 		Name:      name,
-		Usage:     usage,
+		Usage:     aliasUsage(alias, "set the one-line summary others see (alias: claudemesh summary)", "status summary"),
 		Hidden:    alias,
 		ArgsUsage: "TEXT...",
 		Description: cliui.WithExamples("Words are joined with single spaces; at most 280 characters.",
@@ -82,13 +78,9 @@ func summaryCommand(name string, alias bool) *cli.Command {
 
 // groupCommand is `status group` and, as the top-level `group`, its alias.
 func groupCommand(name string, alias bool) *cli.Command {
-	usage := "join or leave a group (alias: claudemesh group)"
-	if alias {
-		usage = "same as claudemesh status group"
-	}
 	return &cli.Command{
 		Name:   name,
-		Usage:  usage,
+		Usage:  aliasUsage(alias, "join or leave a group (alias: claudemesh group)", "status group"),
 		Hidden: alias,
 		Description: cliui.WithExamples("",
 			"claudemesh group join ops", "claudemesh status group join ops/east --role lead", "claudemesh group leave ops"),
@@ -143,20 +135,12 @@ func profile(c *cli.Context, ch profileChange, done string) error {
 	if err != nil {
 		return err
 	}
-	m, err := e.writeMesh()
-	if err != nil {
-		return err
-	}
-	tr, err := e.transport()
+	m, tr, err := withTransport(e, e.writeMesh)
 	if err != nil {
 		return err
 	}
 	if err := tr.Profile(e.ctx(), m, ch); err != nil {
 		return cliError(err)
 	}
-	if e.out.JSONMode() {
-		return e.out.JSON(okJSON())
-	}
-	e.out.Resultf("%s %s in %s", e.out.Style().Green("✔"), done, m.Slug)
-	return nil
+	return e.printOK("%s in %s", done, m.Slug)
 }

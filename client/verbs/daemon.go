@@ -162,22 +162,13 @@ func (v *viaDaemon) Directory(ctx context.Context, m *config.Mesh) ([]wire.Membe
 }
 
 func (v *viaDaemon) Peers(ctx context.Context, meshes []config.Mesh, all bool) []meshPeers {
-	out := make([]meshPeers, len(meshes))
-	var wg sync.WaitGroup
-	for i := range meshes {
-		wg.Go(func() {
-			m := &meshes[i]
-			out[i].Slug = m.Slug
-			members, peers, err := v.directory(ctx, m.Slug)
-			if err != nil {
-				out[i].Err = err
-				return
-			}
-			out[i].Rows = peerRows(m, members, peers, all)
-		})
-	}
-	wg.Wait()
-	return out
+	return peersOfEach(meshes, func(m *config.Mesh) ([]peerRow, error) {
+		members, peers, err := v.directory(ctx, m.Slug)
+		if err != nil {
+			return nil, err
+		}
+		return peerRows(m, members, peers, all), nil
+	})
 }
 
 // inboxRowOf converts a stored row; only a verified sender keeps its name.
@@ -301,19 +292,11 @@ func (v *viaDaemon) MessageStatus(ctx context.Context, m *config.Mesh, id string
 	if _, err := v.api.Do(ctx, "GET", "/v1/messages/"+url.PathEscape(id)+"?mesh="+url.QueryEscape(m.Slug), nil, &st); err != nil {
 		var ae *localapi.APIError
 		if errors.As(err, &ae) && ae.Body.Code == wire.CodeNotFound {
-			e := cliui.Errorf(wire.CodeNotFound, "you sent no message with id %s in %s", id, m.Slug).
-				WithHint("give the messageId or the clientMessageId that send printed")
-			e.Exit = cliui.ExitNotFound
-			return nil, e
+			return nil, messageNotFound(id, m.Slug)
 		}
 		return nil, daemonError(err)
 	}
-	out := &messageStatusJSON{MessageID: st.MessageID, TargetSpec: st.TargetSpec, CreatedAt: st.CreatedAt,
-		Recipients: make([]recipientJSON, 0, len(st.Recipients))}
-	for _, r := range st.Recipients {
-		out.Recipients = append(out.Recipients, recipientJSON{Pubkey: r.Pubkey, DisplayName: r.DisplayName, State: r.State, DeliveredAt: r.DeliveredAt})
-	}
-	return out, nil
+	return messageStatusOf(&st), nil
 }
 
 func (v *viaDaemon) Profile(ctx context.Context, m *config.Mesh, ch profileChange) error {

@@ -40,6 +40,19 @@ func (d *direct) dial(ctx context.Context, m *config.Mesh, opts client.DialOptio
 	return c, nil
 }
 
+// exchange runs call on a transient connection to m's broker, bounded by
+// opTimeout (one request and its answer), then closes the connection.
+func (d *direct) exchange(ctx context.Context, m *config.Mesh, call func(ctx context.Context, c *client.Conn) error) error {
+	c, err := d.dial(ctx, m, client.DialOptions{})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	return call(ctx, c)
+}
+
 func userAgent() http.Header {
 	return http.Header{"User-Agent": {"claudemesh/" + buildinfo.Read().Version}}
 }
@@ -175,36 +188,24 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 }
 
 func (d *direct) Peers(ctx context.Context, meshes []config.Mesh, all bool) []meshPeers {
-	out := make([]meshPeers, len(meshes))
-	var wg sync.WaitGroup
-	for i := range meshes {
-		wg.Go(func() {
-			m := &meshes[i]
-			out[i].Slug = m.Slug
-			out[i].Rows, out[i].Err = d.meshPeers(ctx, m, all)
-		})
-	}
-	wg.Wait()
-	return out
+	return peersOfEach(meshes, func(m *config.Mesh) ([]peerRow, error) {
+		return d.meshPeers(ctx, m, all)
+	})
 }
 
 func (d *direct) meshPeers(ctx context.Context, m *config.Mesh, all bool) ([]peerRow, error) {
-	c, err := d.dial(ctx, m, client.DialOptions{})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	rctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
 	var members []wire.Member
 	var peers []wire.Peer
-	if all {
-		members, peers, err = snapshot(rctx, c)
-	} else {
-		peers, err = c.ListPeers(rctx)
-	}
+	err := d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) (err error) {
+		if all {
+			members, peers, err = snapshot(ctx, c)
+		} else {
+			peers, err = c.ListPeers(ctx)
+		}
+		return meshError(m.Slug, err)
+	})
 	if err != nil {
-		return nil, meshError(m.Slug, err)
+		return nil, err
 	}
 	return peerRows(m, members, peers, all), nil
 }
@@ -251,58 +252,41 @@ func peerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool
 }
 
 func (d *direct) MessageStatus(ctx context.Context, m *config.Mesh, id string) (*messageStatusJSON, error) {
-	c, err := d.dial(ctx, m, client.DialOptions{})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	rctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
 	var st *wire.MessageStatus
-	if wire.ValidULID(id) {
-		st, err = c.MessageStatus(rctx, id, "")
-		// A clientMessageId may be a ULID too (send mints one when --id
-		// is not given), so a ULID that is no messageId is tried as one.
-		if client.CodeOf(err) == wire.CodeNotFound {
-			st, err = c.MessageStatus(rctx, "", id)
+	err := d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) (err error) {
+		if wire.ValidULID(id) {
+			st, err = c.MessageStatus(ctx, id, "")
+			// A clientMessageId may be a ULID too (send mints one when --id
+			// is not given), so a ULID that is no messageId is tried as one.
+			if client.CodeOf(err) == wire.CodeNotFound {
+				st, err = c.MessageStatus(ctx, "", id)
+			}
+		} else {
+			st, err = c.MessageStatus(ctx, "", id)
 		}
-	} else {
-		st, err = c.MessageStatus(rctx, "", id)
-	}
+		if client.CodeOf(err) == wire.CodeNotFound {
+			return messageNotFound(id, m.Slug)
+		}
+		return err
+	})
 	if err != nil {
-		if client.CodeOf(err) == wire.CodeNotFound {
-			e := cliui.Errorf(wire.CodeNotFound, "you sent no message with id %s in %s", id, m.Slug).
-				WithHint("give the messageId or the clientMessageId that send printed")
-			e.Exit = cliui.ExitNotFound
-			return nil, e
-		}
 		return nil, err
 	}
-	out := &messageStatusJSON{MessageID: st.MessageID, TargetSpec: st.TargetSpec, CreatedAt: st.CreatedAt,
-		Recipients: make([]recipientJSON, 0, len(st.Recipients))}
-	for _, r := range st.Recipients {
-		out.Recipients = append(out.Recipients, recipientJSON{Pubkey: r.Pubkey, DisplayName: r.DisplayName, State: r.State, DeliveredAt: r.DeliveredAt})
-	}
-	return out, nil
+	return messageStatusOf(st), nil
 }
 
 func (d *direct) Profile(ctx context.Context, m *config.Mesh, ch profileChange) error {
-	c, err := d.dial(ctx, m, client.DialOptions{})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	rctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	switch ch.Op {
-	case opStatus:
-		return c.SetStatus(rctx, ch.Value)
-	case opSummary:
-		return c.SetSummary(rctx, ch.Value)
-	case opGroupJoin:
-		return c.JoinGroup(rctx, ch.Value, ch.Role)
-	case opGroupLeave:
-		return c.LeaveGroup(rctx, ch.Value)
-	}
-	return errors.New("unknown profile change " + ch.Op)
+	return d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) error {
+		switch ch.Op {
+		case opStatus:
+			return c.SetStatus(ctx, ch.Value)
+		case opSummary:
+			return c.SetSummary(ctx, ch.Value)
+		case opGroupJoin:
+			return c.JoinGroup(ctx, ch.Value, ch.Role)
+		case opGroupLeave:
+			return c.LeaveGroup(ctx, ch.Value)
+		}
+		return errors.New("unknown profile change " + ch.Op)
+	})
 }

@@ -2,9 +2,11 @@ package verbs
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"claudemesh/client/config"
+	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
 
@@ -78,6 +80,22 @@ type meshPeers struct {
 	Slug string
 	Rows []peerRow
 	Err  error
+}
+
+// peersOfEach lists the peers of every mesh at once, one result per mesh in
+// the given order (transport.Peers).
+func peersOfEach(meshes []config.Mesh, list func(m *config.Mesh) ([]peerRow, error)) []meshPeers {
+	out := make([]meshPeers, len(meshes))
+	var wg sync.WaitGroup
+	for i := range meshes {
+		wg.Go(func() {
+			m := &meshes[i]
+			out[i].Slug = m.Slug
+			out[i].Rows, out[i].Err = list(m)
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // peerRow is one element of `peer list --json` (04-cli). Offline members
@@ -162,6 +180,25 @@ type recipientJSON struct {
 	DisplayName string `json:"displayName"`
 	State       string `json:"state"`
 	DeliveredAt int64  `json:"deliveredAt,omitzero"`
+}
+
+// messageStatusOf is the broker's answer as `message status` prints it.
+func messageStatusOf(st *wire.MessageStatus) *messageStatusJSON {
+	out := &messageStatusJSON{MessageID: st.MessageID, TargetSpec: st.TargetSpec, CreatedAt: st.CreatedAt,
+		Recipients: make([]recipientJSON, 0, len(st.Recipients))}
+	for _, r := range st.Recipients {
+		out.Recipients = append(out.Recipients, recipientJSON{Pubkey: r.Pubkey, DisplayName: r.DisplayName, State: r.State, DeliveredAt: r.DeliveredAt})
+	}
+	return out
+}
+
+// messageNotFound is `message status` for an id this member never sent in
+// the mesh (exit 4), whichever transport asked.
+func messageNotFound(id, slug string) error {
+	e := cliui.Errorf(wire.CodeNotFound, "you sent no message with id %s in %s", id, slug).
+		WithHint("give the messageId or the clientMessageId that send printed")
+	e.Exit = cliui.ExitNotFound
+	return e
 }
 
 // profileChange is one of status set / summary / group join / group leave.

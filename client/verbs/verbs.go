@@ -69,6 +69,15 @@ func Commands() []*cli.Command {
 	}
 }
 
+// aliasUsage is the usage of a command that also stands, hidden, at the top
+// level (peers, summary, group): the alias points to the full command.
+func aliasUsage(alias bool, usage, full string) string {
+	if alias {
+		return "same as claudemesh " + full
+	}
+	return usage
+}
+
 // env is what every verb needs before it talks to anyone: the global
 // flags, the output and the client home.
 type env struct {
@@ -91,6 +100,15 @@ func newEnv(c *cli.Context) (*env, error) {
 		log = slog.New(slog.NewTextHandler(out.Stderr(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return &env{c: c, g: g, out: out, home: home, log: log}, nil
+}
+
+// verbEnv starts a verb's Action: it checks that the verb got minArgs to
+// maxArgs arguments (-1: no upper bound) and builds the env.
+func verbEnv(c *cli.Context, minArgs, maxArgs int) (*env, error) {
+	if err := cliui.ArgsBetween(c, minArgs, maxArgs); err != nil {
+		return nil, err
+	}
+	return newEnv(c)
 }
 
 func (e *env) ctx() context.Context {
@@ -116,7 +134,19 @@ func (e *env) transport() (transport, error) {
 		}
 		e.log.Debug("daemon unreachable; using a direct broker connection", "err", err)
 	}
-	return &direct{home: e.home, log: e.log}, nil
+	return e.direct(), nil
+}
+
+// direct is the cold path, which is also how the member-only verbs
+// (invite) reach the broker: the daemon never proxies them.
+func (e *env) direct() *direct {
+	return &direct{home: e.home, log: e.log}
+}
+
+// exchange is one request of a member-only verb on a transient connection
+// to m's broker (see direct.exchange), its failure mapped by cliError.
+func (e *env) exchange(m *config.Mesh, call func(ctx context.Context, c *client.Conn) error) error {
+	return cliError(e.direct().exchange(e.ctx(), m, call))
 }
 
 // reloadDaemon tells a running daemon that config.json changed (a join, a
@@ -150,24 +180,52 @@ func (e *env) writeMesh() (*config.Mesh, error) {
 	return &cp, nil
 }
 
-// readMeshes are the meshes a read covers: --mesh alone, else every joined
-// mesh (04-cli "Reads … default to all joined meshes").
-func (e *env) readMeshes() ([]config.Mesh, error) {
+// selectedMeshes are the mesh --mesh names, else every joined mesh, which
+// may be none (mesh list and whoami say so rather than fail).
+func (e *env) selectedMeshes() ([]config.Mesh, error) {
 	cfg, err := e.load()
 	if err != nil {
 		return nil, err
 	}
-	if e.g.Mesh != "" {
-		m, err := cfg.Choose(e.g.Mesh)
-		if err != nil {
-			return nil, err
-		}
-		return []config.Mesh{*m}, nil
+	if e.g.Mesh == "" {
+		return cfg.Meshes, nil
 	}
-	if len(cfg.Meshes) == 0 {
+	m, err := cfg.Choose(e.g.Mesh)
+	if err != nil {
+		return nil, err
+	}
+	return []config.Mesh{*m}, nil
+}
+
+// readMeshes are the meshes a read covers: --mesh alone, else every joined
+// mesh (04-cli "Reads … default to all joined meshes"), at least one.
+func (e *env) readMeshes() ([]config.Mesh, error) {
+	meshes, err := e.selectedMeshes()
+	if err != nil {
+		return nil, err
+	}
+	if len(meshes) == 0 {
 		return nil, &config.SelectionError{Code: config.CodeNotJoined}
 	}
-	return cfg.Meshes, nil
+	return meshes, nil
+}
+
+// withTransport is what a daemon-servable verb needs before it reaches its
+// meshes: the mesh(es) pick chooses (e.writeMesh or e.readMeshes), then the
+// transport (e.transport).
+func withTransport[T any](e *env, pick func() (T, error)) (T, transport, error) {
+	picked, err := pick()
+	if err != nil {
+		return picked, nil, err
+	}
+	tr, err := e.transport()
+	return picked, tr, err
+}
+
+// printNotJoined is what mesh list and whoami print when no mesh is joined.
+func printNotJoined(out *cliui.Out) {
+	out.Resultf("not joined to any mesh yet")
+	out.Linef("%s", out.Style().Dim("→ join one with claudemesh join <invite link>"))
 }
 
 // identityOf turns a config entry into what client.Dial needs, refusing an
@@ -361,3 +419,13 @@ type okResult struct {
 }
 
 func okJSON() okResult { return okResult{OK: true} }
+
+// printOK ends a verb that has no result: {"ok":true} under --json, else a
+// green ✔ and the human line.
+func (e *env) printOK(format string, args ...any) error {
+	if e.out.JSONMode() {
+		return e.out.JSON(okJSON())
+	}
+	e.out.Resultf("%s "+format, append([]any{e.out.Style().Green("✔")}, args...)...)
+	return nil
+}
