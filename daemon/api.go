@@ -318,6 +318,13 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 		writeError(w, meshNotFound(slug))
 		return
 	}
+	if boolParam(r, "sync") {
+		ms := d.meshList()
+		if slug := q.Get("mesh"); slug != "" {
+			ms = []*meshRT{d.meshBySlug(slug)}
+		}
+		d.syncInbox(r.Context(), ms)
+	}
 	rows, err := d.listInbox(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit))
 	if err != nil {
 		writeError(w, internalError(err))

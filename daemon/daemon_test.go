@@ -541,3 +541,27 @@ func TestInboxPruneAndSeen(t *testing.T) {
 		t.Fatalf("%d rows after prune", n)
 	}
 }
+
+// TestInboxSyncShowsQueuedMessagesOfAFreshDaemon: `inbox` right after the
+// daemon started lists what the broker held, not an empty inbox.
+func TestInboxSyncShowsQueuedMessagesOfAFreshDaemon(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	ctx := context.Background()
+	alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "waiting for you"})
+	waitFor(t, 5*time.Second, "queued", func() bool {
+		var rows []localapi.OutboxRow
+		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &rows)
+		return len(rows) == 1 && rows[0].Status == localapi.StatusQueued
+	})
+	bob := e.daemonWith("bob", Options{testHookConnected: func() { time.Sleep(300 * time.Millisecond) }})
+	var rows []localapi.InboxRow
+	if _, err := bob.api.Do(ctx, "GET", "/v1/inbox?sync=true", nil, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Body != "waiting for you" {
+		t.Fatalf("first listing of a fresh daemon: %+v", rows)
+	}
+}

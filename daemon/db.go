@@ -100,11 +100,15 @@ type outboxRow struct {
 	LastError       string          `json:"lastError,omitempty"`
 	BrokerMessageID string          `json:"brokerMessageId,omitempty"`
 	Pending         int             `json:"pending"`  // recipients with an open delivery record (ack)
-	Receipts        int             `json:"receipts"` // receipts counted so far
-	Acked           bool            `json:"acked,omitzero"`
-	SentAt          int64           `json:"sentAt,omitzero"`
-	DeliveredAt     int64           `json:"deliveredAt,omitzero"`
-	EnqueuedAt      int64           `json:"enqueuedAt"`
+	Receipts        int             `json:"receipts"` // distinct recipients that acked (len DeliveredTo)
+	// DeliveredTo are the recipients whose receipt was counted: a
+	// redelivered receipt must not count twice towards a multi message's
+	// pending recipients.
+	DeliveredTo []string `json:"deliveredTo,omitempty"`
+	Acked       bool     `json:"acked,omitzero"`
+	SentAt      int64    `json:"sentAt,omitzero"`
+	DeliveredAt int64    `json:"deliveredAt,omitzero"`
+	EnqueuedAt  int64    `json:"enqueuedAt"`
 }
 
 func (r *outboxRow) api() localapi.OutboxRow {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"strconv"
 	"syscall"
@@ -153,6 +154,55 @@ func (d *Daemon) storePushes(items []inboxItem) {
 	for m, ids := range acks {
 		if c := m.ackConn(); c != nil {
 			c.ClientAckAsync(ids)
+		}
+	}
+}
+
+// syncInbox makes sure what the broker holds for this member is in the
+// inbox before a human lists it: a daemon started a moment ago may still be
+// connecting, and queued pushes may still be on their way through the
+// inbox worker. For each mesh it waits (briefly) for the connection, then
+// fetches the queue and stores and settles it the same way pushes are.
+// Anything already stored is recognised and only acked again.
+func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
+	for _, m := range meshes {
+		if m.getState() == localapi.MeshConnecting {
+			m.waitOpen(3 * time.Second)
+		}
+		c := m.conn()
+		if c == nil {
+			continue // broker unreachable: list what is stored
+		}
+		for page := 0; page < 20; page++ {
+			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			res, err := c.FetchQueued(fctx, 500)
+			if err != nil {
+				cancel()
+				break
+			}
+			var items []inboxItem
+			var ids []string
+			for _, rp := range res.Messages {
+				if rp.Push != nil {
+					items = append(items, inboxItem{m: m, push: rp.Push})
+					ids = append(ids, rp.Push.MessageID)
+				}
+			}
+			if len(items) > 0 {
+				d.storePushes(items)
+			}
+			for i := range res.Receipts {
+				d.onReceipt(m, &res.Receipts[i])
+				ids = append(ids, res.Receipts[i].ReceiptID)
+			}
+			// Settle synchronously so the next page is really the next.
+			if len(ids) > 0 {
+				c.ClientAck(fctx, ids)
+			}
+			cancel()
+			if !res.More {
+				break
+			}
 		}
 	}
 }

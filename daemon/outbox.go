@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -482,7 +483,11 @@ func (d *Daemon) onReceipt(m *meshRT, r *wire.Receipt) {
 			if cur.State == stateDelivered || cur.State == stateDead || cur.State == stateAborted {
 				return false
 			}
-			cur.Receipts++
+			if slices.Contains(cur.DeliveredTo, r.RecipientPubkey) {
+				return false // a redelivered receipt
+			}
+			cur.DeliveredTo = append(cur.DeliveredTo, r.RecipientPubkey)
+			cur.Receipts = len(cur.DeliveredTo)
 			if cur.Acked && cur.Receipts >= cur.Pending {
 				cur.State, cur.DeliveredAt = stateDelivered, r.DeliveredAt
 			}
@@ -517,6 +522,7 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 		}
 		n.Seq, n.State, n.Attempts, n.NextAttemptAt, n.LastError = seq, statePending, 0, 0, ""
 		n.BrokerMessageID, n.Pending, n.Receipts, n.Acked, n.SentAt, n.DeliveredAt = "", 0, 0, false, 0, 0
+		n.DeliveredTo = nil
 		n.EnqueuedAt = time.Now().UnixMilli()
 		old.State = stateAborted
 		if err := putOutbox(tx, old); err != nil {

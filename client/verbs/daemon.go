@@ -190,7 +190,9 @@ func inboxRowOf(r localapi.InboxRow) inboxRow {
 // --unread). With --mark-seen, rows are marked only after they were shown.
 func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
 	for _, m := range meshes {
-		q := url.Values{"mesh": {m.Slug}}
+		// sync: the daemon first collects what the broker holds, so a
+		// daemon started by this very command shows queued messages too.
+		q := url.Values{"mesh": {m.Slug}, "sync": {"true"}}
 		if opts.Unread {
 			q.Set("unreadOnly", "true")
 		}
