@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"regexp"
+	"strings"
 	"unicode/utf8"
 
 	json "github.com/go-json-experiment/json"
@@ -94,30 +94,83 @@ func EncodePushWithKey(base []byte, key *MultiKey) []byte {
 	return out
 }
 
-// Validation of the string shapes the protocol fixes.
-var (
-	reqIDPattern     = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
-	sessionIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-	groupPattern     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}(/[a-z0-9][a-z0-9_-]{0,31}){0,3}$`)
-	topicNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
-	// ULIDs are Crockford base32, 26 characters, uppercase.
-	ulidPattern = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
-)
+// Validation of the string shapes the protocol fixes. These are
+// hand-written rather than regexps: they run on every frame, and compiling
+// the regexps would cost every short-lived CLI process a millisecond at
+// start-up.
 
-// ValidReqID reports whether s is a legal reqId.
-func ValidReqID(s string) bool { return reqIDPattern.MatchString(s) }
+func isAlnum(c byte) bool {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
 
-// ValidSessionID reports whether s is a legal sessionId.
-func ValidSessionID(s string) bool { return sessionIDPattern.MatchString(s) }
+// allIn reports whether s is 1..max bytes, each alphanumeric or in extra.
+func allIn(s string, max int, extra string) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isAlnum(c) && strings.IndexByte(extra, c) < 0 {
+			return false
+		}
+	}
+	return true
+}
 
-// ValidGroup reports whether s is a legal group name.
-func ValidGroup(s string) bool { return groupPattern.MatchString(s) }
+// ValidReqID reports whether s is a legal reqId: ^[A-Za-z0-9._:-]{1,64}$.
+func ValidReqID(s string) bool { return allIn(s, 64, "._:-") }
 
-// ValidTopicName reports whether s is a legal topic name.
-func ValidTopicName(s string) bool { return topicNamePattern.MatchString(s) }
+// ValidSessionID reports whether s is a legal sessionId: ^[A-Za-z0-9._-]{1,64}$.
+func ValidSessionID(s string) bool { return allIn(s, 64, "._-") }
 
-// ValidULID reports whether s looks like a ULID (broker-assigned ids).
-func ValidULID(s string) bool { return ulidPattern.MatchString(s) }
+// validLabel is one segment of a group or a topic name:
+// ^[a-z0-9][a-z0-9_-]{0,max-1}$.
+func validLabel(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		lowerAlnum := (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+		if !lowerAlnum && (i == 0 || (c != '_' && c != '-')) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidGroup reports whether s is a legal group name:
+// ^[a-z0-9][a-z0-9_-]{0,31}(/[a-z0-9][a-z0-9_-]{0,31}){0,3}$.
+func ValidGroup(s string) bool {
+	parts := strings.Split(s, "/")
+	if len(parts) > 4 {
+		return false
+	}
+	for _, p := range parts {
+		if !validLabel(p, 32) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidTopicName reports whether s is a legal topic name: ^[a-z0-9][a-z0-9_-]{0,63}$.
+func ValidTopicName(s string) bool { return validLabel(s, 64) }
+
+// ValidULID reports whether s looks like a ULID (broker-assigned ids):
+// 26 characters of Crockford base32, uppercase (no I, L, O, U).
+func ValidULID(s string) bool {
+	if len(s) != 26 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'A' || c > 'Z' || c == 'I' || c == 'L' || c == 'O' || c == 'U') {
+			return false
+		}
+	}
+	return true
+}
 
 // IsHex reports whether s is exactly n lowercase hex characters. Uppercase is
 // refused on purpose: keys are compared as strings everywhere, and two
