@@ -458,7 +458,10 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 		if o.NewReceipt == nil {
 			continue
 		}
-		frame := wire.MustEncode(o.NewReceipt)
+		frame := o.ReceiptFrame // encoded once, in the store
+		if frame == nil {
+			frame = wire.MustEncode(o.NewReceipt)
+		}
 		targets := ms.targets(o.ReceiptFor)
 		for _, t := range targets {
 			t.offerLocked(o.NewReceipt.ReceiptID, o.ReceiptSeq, wire.PriorityNow, frame)

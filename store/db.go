@@ -27,7 +27,7 @@ import (
 
 // SchemaVersion is the broker layout this code reads and writes. Open
 // migrates older files forward and refuses newer ones.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("store: closed")
@@ -58,6 +58,12 @@ var BrokerMigrations = []Migration{
 		}
 		return nil
 	},
+	// 1 → 2: queue records (messages, queue entries, delivery records)
+	// are written in the binary layout of records.go. Nothing is
+	// rewritten — JSON records are still read — but a broker of schema 1
+	// cannot read the new records, so the bump makes it refuse the file
+	// instead of failing on its first ack.
+	func(tx *bolt.Tx) error { return nil },
 }
 
 // Options tune a Store.

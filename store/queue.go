@@ -84,7 +84,7 @@ func AppendMessage(tx *bolt.Tx, meshID string, msg *Message, to []NewDelivery) (
 		return nil, ErrNotFound
 	}
 	msg.Recipients = len(to)
-	if err := mb.Bucket(bMsgs).Put([]byte(msg.ID), enc(msg)); err != nil {
+	if err := mb.Bucket(bMsgs).Put([]byte(msg.ID), encodeMessage(msg)); err != nil {
 		return nil, err
 	}
 	if err := mb.Bucket(bIdem).Put(cat(pk(msg.SenderPubkey), []byte(msg.ClientMessageID)), []byte(msg.ID)); err != nil {
@@ -101,11 +101,11 @@ func AppendMessage(tx *bolt.Tx, meshID string, msg *Message, to []NewDelivery) (
 			return nil, err
 		}
 		e := QueueEntry{ID: msg.ID, Priority: msg.Priority, Key: d.Key, CreatedAt: msg.CreatedAt}
-		if err := queue.Put(qkey(d.Recipient, seq), enc(&e)); err != nil {
+		if err := queue.Put(qkey(d.Recipient, seq), encodeQueueEntry(&e)); err != nil {
 			return nil, err
 		}
 		rec := deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Sender: msg.SenderPubkey, CMID: msg.ClientMessageID, NoReceipts: !msg.Receipts}
-		if err := dlv.Put(dkey(msg.ID, d.Recipient), enc(&rec)); err != nil {
+		if err := dlv.Put(dkey(msg.ID, d.Recipient), encodeDelivery(&rec)); err != nil {
 			return nil, err
 		}
 		seqs[i] = seq
@@ -138,7 +138,7 @@ func GetMessage(tx *bolt.Tx, meshID, id string) (*Message, error) {
 		return nil, ErrNotFound
 	}
 	var m Message
-	return &m, dec(v, &m)
+	return &m, decodeMessage(v, &m)
 }
 
 // RecipientDelivery is one recipient's row of a message's status.
@@ -160,11 +160,11 @@ func Deliveries(tx *bolt.Tx, meshID, messageID string) ([]RecipientDelivery, err
 		if len(k) != len(prefix)+32 {
 			continue
 		}
-		var d Delivery
-		if err := dec(v, &d); err != nil {
+		var d deliveryRec
+		if err := decodeDelivery(v, &d); err != nil {
 			return nil, err
 		}
-		out = append(out, RecipientDelivery{Recipient: hexKey(k[len(prefix):]), Delivery: d})
+		out = append(out, RecipientDelivery{Recipient: hexKey(k[len(prefix):]), Delivery: d.Delivery})
 	}
 	return out, nil
 }
@@ -178,10 +178,12 @@ type AckOutcome struct {
 	// SenderPubkey, Receipts); its Push is not loaded. Nil for receipts.
 	Message *Message
 	// NewReceipt is set when the delivery produced a receipt for the
-	// sender, queued at ReceiptSeq under ReceiptFor.
-	NewReceipt *wire.Receipt
-	ReceiptFor string
-	ReceiptSeq uint64
+	// sender, queued at ReceiptSeq under ReceiptFor. ReceiptFrame is its
+	// encoding, the bytes queued, so the push need not encode it again.
+	NewReceipt   *wire.Receipt
+	ReceiptFor   string
+	ReceiptSeq   uint64
+	ReceiptFrame []byte
 }
 
 // Ack settles ids for one recipient: pending messages become delivered (and
@@ -201,7 +203,7 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 			continue
 		}
 		var d deliveryRec
-		if err := dec(v, &d); err != nil {
+		if err := decodeDelivery(v, &d); err != nil {
 			return nil, err
 		}
 		if d.State != DeliveryPending {
@@ -220,7 +222,7 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 		default:
 			// A record written before the header was copied into it.
 			if mv := msgs.Get([]byte(id)); mv != nil {
-				if err := dec(mv, &m); err != nil {
+				if err := decodeMessage(mv, &m); err != nil {
 					return nil, err
 				}
 				m.Push = nil
@@ -239,7 +241,7 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 			continue
 		}
 		d.State, d.DeliveredAt = DeliveryDelivered, now
-		if err := dlv.Put(dk, enc(&d)); err != nil {
+		if err := dlv.Put(dk, encodeDelivery(&d)); err != nil {
 			return nil, err
 		}
 		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m}
@@ -249,17 +251,18 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 			if err != nil {
 				return nil, err
 			}
-			e := QueueEntry{ID: r.ReceiptID, Receipt: true, Frame: wire.MustEncode(r), CreatedAt: now}
-			if err := queue.Put(qkey(m.SenderPubkey, seq), enc(&e)); err != nil {
+			frame := wire.MustEncode(r)
+			e := QueueEntry{ID: r.ReceiptID, Receipt: true, Frame: frame, CreatedAt: now}
+			if err := queue.Put(qkey(m.SenderPubkey, seq), encodeQueueEntry(&e)); err != nil {
 				return nil, err
 			}
-			if err := dlv.Put(dkey(r.ReceiptID, m.SenderPubkey), enc(&deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Receipt: true})); err != nil {
+			if err := dlv.Put(dkey(r.ReceiptID, m.SenderPubkey), encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Receipt: true})); err != nil {
 				return nil, err
 			}
 			if err := mb.Bucket(bRcptExp).Put(cat(u64(uint64(now)), pk(m.SenderPubkey), u64(seq)), []byte(r.ReceiptID)); err != nil {
 				return nil, err
 			}
-			o.NewReceipt, o.ReceiptFor, o.ReceiptSeq = r, m.SenderPubkey, seq
+			o.NewReceipt, o.ReceiptFor, o.ReceiptSeq, o.ReceiptFrame = r, m.SenderPubkey, seq, frame
 		}
 		out = append(out, o)
 	}
@@ -277,7 +280,7 @@ func ScanQueue(tx *bolt.Tx, meshID, recipient string, after uint64, fn func(seq 
 	c := b.Cursor()
 	for k, v := c.Seek(qkey(recipient, after+1)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		var e QueueEntry
-		if err := dec(v, &e); err != nil {
+		if err := decodeQueueEntry(v, &e); err != nil {
 			return err
 		}
 		if !fn(be64(k[32:]), &e) {
@@ -297,7 +300,7 @@ func CountPending(tx *bolt.Tx, meshID string) (map[string]int, error) {
 	out := map[string]int{}
 	err = b.ForEach(func(k, v []byte) error {
 		var e QueueEntry
-		if err := dec(v, &e); err != nil {
+		if err := decodeQueueEntry(v, &e); err != nil {
 			return err
 		}
 		if !e.Receipt {
@@ -339,7 +342,7 @@ func ExpireBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (out []Expi
 			continue
 		}
 		var m Message
-		if err := dec(mv, &m); err != nil {
+		if err := decodeMessage(mv, &m); err != nil {
 			return nil, false, err
 		}
 		dc := dlv.Cursor()
@@ -349,7 +352,7 @@ func ExpireBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (out []Expi
 				continue
 			}
 			var d deliveryRec
-			if err := dec(dv, &d); err != nil {
+			if err := decodeDelivery(dv, &d); err != nil {
 				return nil, false, err
 			}
 			if d.State != DeliveryPending {
@@ -360,7 +363,7 @@ func ExpireBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (out []Expi
 				return nil, false, err
 			}
 			d.State = DeliveryExpired
-			updates = append(updates, [2][]byte{bytes.Clone(dk), enc(&d)})
+			updates = append(updates, [2][]byte{bytes.Clone(dk), encodeDelivery(&d)})
 			out = append(out, Expired{Recipient: recipient, MessageID: m.ID, Seq: d.Seq})
 		}
 		for _, u := range updates {
@@ -369,7 +372,7 @@ func ExpireBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (out []Expi
 			}
 		}
 		m.Expired = true
-		if err := msgs.Put(id, enc(&m)); err != nil {
+		if err := msgs.Put(id, encodeMessage(&m)); err != nil {
 			return nil, false, err
 		}
 		if err := del.Put(k, nil); err != nil {
@@ -429,7 +432,7 @@ func PurgeBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (n int, more
 		id := k[8:]
 		if mv := msgs.Get(id); mv != nil {
 			var m Message
-			if err := dec(mv, &m); err != nil {
+			if err := decodeMessage(mv, &m); err != nil {
 				return 0, false, err
 			}
 			if err := idem.Delete(cat(pk(m.SenderPubkey), []byte(m.ClientMessageID))); err != nil {
@@ -475,7 +478,7 @@ func DropQueue(tx *bolt.Tx, meshID, recipient string) ([]Expired, error) {
 	c := queue.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		var e QueueEntry
-		if err := dec(v, &e); err != nil {
+		if err := decodeQueueEntry(v, &e); err != nil {
 			return nil, err
 		}
 		keys = append(keys, bytes.Clone(k))
@@ -492,7 +495,7 @@ func DropQueue(tx *bolt.Tx, meshID, recipient string) ([]Expired, error) {
 			}
 			continue
 		}
-		if err := dlv.Put(dk, enc(&Delivery{Seq: out[i].Seq, State: DeliveryExpired})); err != nil {
+		if err := dlv.Put(dk, encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: out[i].Seq, State: DeliveryExpired}})); err != nil {
 			return nil, err
 		}
 	}
