@@ -71,13 +71,29 @@ type Config struct {
 	// dropped connection, refused sends); it is called on Run's goroutine.
 	Warn func(msg string)
 
-	// childEnv is added to the child broker's environment (tests use it
-	// to make the test binary act as claudemesh).
+	// ViaDaemon measures a sender's daemon instead of the broker (RunDaemon):
+	// Sends sequential `claudemesh send` processes through it and as many
+	// with --no-daemon, then Accepts messages posted to its outbox by
+	// Clients concurrent local API clients, each Payload bytes. Peers,
+	// Messages and Window do not apply.
+	ViaDaemon bool
+	Sends     int
+	Accepts   int
+	Clients   int
+
+	// childEnv is added to the environment of every process the bench
+	// starts (tests use it to make the test binary act as claudemesh).
 	childEnv []string
+	// onDaemonUp, when set, learns the daemon's pid and home as soon as it
+	// runs (tests check that it is gone afterwards, whatever happened).
+	onDaemonUp func(pid int, home string)
 }
 
 // Validate checks the config; errors are usage errors.
 func (c *Config) Validate() error {
+	if c.ViaDaemon {
+		return c.validateDaemon()
+	}
 	switch {
 	case c.Peers < 1 || (!c.Broadcast && c.Peers < 2):
 		return cliui.UsageErrorf("--peers must be at least 2 (1 with --broadcast), not %d", c.Peers)
@@ -131,7 +147,7 @@ type Result struct {
 	BrokerEndRssMB  float64 `json:"-"` // the child's VmRSS at the end,
 	BrokerEndAnonMB float64 `json:"-"` // of which anonymous (heap, stacks)
 	BrokerEndFileMB float64 `json:"-"` // and file-backed (the bbolt map)
-	SystemEvents    int64   `json:"-"` // presence events pushed to the bench
+	SystemEvents    int64   `json:"-"` // presence events pushed to peer 0's connection
 	// CPU time used while sending and draining (not set-up), by the
 	// child broker and by this load generator: on a small machine the two
 	// compete for the same cores.
@@ -168,8 +184,10 @@ type run struct {
 	expected int64 // deliveries of a perfect run
 
 	acked atomic.Int64 // sends acked, for progress
-	// systemEvents counts peer_joined/peer_left pushes to all of the
-	// bench's connections: the fan-out cost of presence in a large mesh.
+	// systemEvents counts peer_joined/peer_left pushes to peer 0's
+	// connection (the only one that decodes them): every presence of the
+	// mesh receives about as many, the fan-out cost of presence in a large
+	// mesh.
 	systemEvents atomic.Int64
 	delivered    atomic.Int64 // distinct deliveries, for progress and the drain
 	// deadlineNs ends counting: pushes received later (ns since base) are
@@ -188,6 +206,9 @@ type run struct {
 // Run performs one bench run. It always stops the child broker before
 // returning, on error and cancellation too.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.ViaDaemon {
+		return nil, errors.New("bench: Run measures the broker; a ViaDaemon config is RunDaemon's")
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -465,13 +486,6 @@ func (r *run) warnf(format string, args ...any) {
 	if r.cfg.Warn != nil {
 		r.cfg.Warn(fmt.Sprintf(format, args...))
 	}
-}
-
-// errViaDaemon is the answer to --via-daemon until the daemon exists.
-func errViaDaemon() error {
-	return &cliui.Error{Code: client.CodeUnsupported,
-		Message: "--via-daemon is not supported yet: this build has no daemon to send through",
-		Hint:    "run the bench without --via-daemon to measure the broker directly"}
 }
 
 // isClosed reports whether err means the connection is gone, after which

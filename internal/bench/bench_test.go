@@ -14,17 +14,21 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/broker"
+	"claudemesh/client/verbs"
+	"claudemesh/daemon"
 	"claudemesh/internal/cliui"
 )
 
-// childEnvVar makes this test binary act as `claudemesh` (broker command
-// only), so the bench can start it as its child broker exactly as the
-// real binary starts itself.
+// childEnvVar makes this test binary act as `claudemesh` (the broker, the
+// daemon and the verbs), so the bench can start it as its child broker,
+// its daemon and its `send` processes exactly as the real binary starts
+// itself — `daemon up` re-executes it too, with the variable inherited.
 const childEnvVar = "CLAUDEMESH_BENCH_TEST_AS_CLAUDEMESH"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnvVar) == "1" {
-		app := cliui.NewApp("claudemesh", "bench test child", []*cli.Command{broker.Command()})
+		cmds := append(verbs.Commands(), daemon.Command(), broker.Command())
+		app := cliui.NewApp("claudemesh", "bench test child", cmds)
 		os.Exit(cliui.Run(app, os.Args, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -169,7 +173,11 @@ func TestCommandErrors(t *testing.T) {
 		exit int
 		code string
 	}{
-		{[]string{"--via-daemon"}, cliui.ExitFailure, "unsupported"},
+		{[]string{"--via-daemon", "--peers", "3"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--via-daemon", "--broadcast"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--via-daemon", "--clients", "0"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--via-daemon", "--accepts", "0"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--sends", "3"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--peers", "1"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--window", "0"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--payload", "70000"}, cliui.ExitUsage, cliui.CodeUsage},

@@ -176,31 +176,9 @@ func (c *childBroker) memory() (memUsage, error) {
 	return memUsage{peak: peak, now: st["VmRSS"], anon: st["RssAnon"], file: st["RssFile"]}, nil
 }
 
-// cpu is the child's user+system CPU time so far, from /proc/<pid>/stat
-// (in USER_HZ ticks, which Linux fixes at 100 per second); 0 where there
-// is no /proc.
-func (c *childBroker) cpu() time.Duration {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(c.pid()) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may contain spaces; fields after its
-	// closing parenthesis are fixed: utime and stime are the 12th and 13th.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return time.Duration(u+s) * (time.Second / 100)
-}
+// cpu is the child's user+system CPU time so far (0 where there is no
+// /proc).
+func (c *childBroker) cpu() time.Duration { return procCPU(c.pid()) }
 
 // procStatus parses the "Name:  123456 kB" lines of /proc/<pid>/status,
 // returning bytes by name.

@@ -19,28 +19,46 @@ const envOperatorToken = "CLAUDEMESH_OPERATOR_TOKEN"
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "load-test a broker: N peers sending end-to-end encrypted DMs or broadcasts",
+		Usage: "load-test a broker (N peers sending end-to-end encrypted DMs or broadcasts) or a daemon",
 		Description: cliui.WithExamples(
 			"Starts `claudemesh broker` as a child process on a temporary store (--rate 0, no connection cap),\n"+
 				"creates a mesh, enrolls --peers members with a signed invite, connects them as presences and has\n"+
 				"each send --messages crypto_box DMs to random other peers, at most --window un-acked at a time.\n"+
 				"Reports delivered %, throughput, send→ack and send→push latency (p50/p95/p99/max) and the\n"+
 				"broker's peak RSS. With --broker URL it loads an existing broker instead (operator token from\n"+
-				"--operator-token-file or $"+envOperatorToken+"; no RSS). Build without -race to measure.",
+				"--operator-token-file or $"+envOperatorToken+"; no RSS). Build without -race to measure\n"+
+				"(go build -o /tmp/claudemesh .); with --via-daemon the timings are of this binary's processes.\n"+
+				"\n"+
+				"--via-daemon measures a sender's daemon: it enrolls a sender and a recipient (held by the bench,\n"+
+				"which opens, counts and acks every push), writes the sender a temporary client home, runs\n"+
+				"`claudemesh --home H daemon up` and waits until its mesh is open; then it times --sends sequential\n"+
+				"`claudemesh --home H send <recipient pubkey> x --json` processes of this binary (whole-process wall\n"+
+				"time; one unmeasured send first), the same with --no-daemon (the cold path), and --clients\n"+
+				"concurrent local API clients posting --accepts messages of --payload bytes (default 100) to\n"+
+				"POST /v1/send (accept latency until the 202, accepts/s), and waits until the recipient has all of\n"+
+				"them (drainSec: first accept to last arrival). The daemon is stopped at the end, always (killed\n"+
+				"if `daemon down` fails). --json prints {schemaVersion, warmSendMs:{p50,p99,max},\n"+
+				"coldSendMs:{p50,p99,max}, acceptPerSec, acceptMs:{p50,p99,max}, drainSec, delivered, deliveredPct}\n"+
+				"(milliseconds; delivered counts accepted messages the recipient received, deliveredPct is of\n"+
+				"--accepts).",
 			"claudemesh bench",
 			"claudemesh bench --peers 100 --messages 1000 --json",
 			"claudemesh bench --broadcast --peers 1000 --messages 100",
 			"claudemesh bench --peers 2 --messages 0 --idle-connections 5000",
+			"claudemesh bench --via-daemon --json",
 			"claudemesh bench --broker wss://mesh.example.com/ws --operator-token-file /var/lib/claudemesh/operator.token",
 		),
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "peers", Value: DefaultPeers, Usage: "`N` peers (with --broadcast: recipients)"},
 			&cli.IntFlag{Name: "messages", Value: DefaultMessages, Usage: "`M` DMs per peer (with --broadcast: M broadcasts)"},
 			&cli.IntFlag{Name: "window", Value: DefaultWindow, Usage: "at most `W` un-acked sends per sender"},
-			&cli.IntFlag{Name: "payload", Value: DefaultPayload, Usage: "plaintext `BYTES` per message"},
+			&cli.IntFlag{Name: "payload", Value: DefaultPayload, Usage: "plaintext `BYTES` per message (--via-daemon: 100 unless given)"},
 			&cli.BoolFlag{Name: "broadcast", Usage: "one sender broadcasts to all peers, one message at a time"},
 			&cli.IntFlag{Name: "idle-connections", Usage: "also hold `N` idle presence connections"},
-			&cli.BoolFlag{Name: "via-daemon", Usage: "send through the local daemon (not supported yet)"},
+			&cli.BoolFlag{Name: "via-daemon", Usage: "measure a sender's daemon: send processes warm and cold, outbox accepts"},
+			&cli.IntFlag{Name: "sends", Value: DefaultSends, Usage: "--via-daemon: `N` sequential send processes per path"},
+			&cli.IntFlag{Name: "accepts", Value: DefaultAccepts, Usage: "--via-daemon: `N` messages posted to the outbox"},
+			&cli.IntFlag{Name: "clients", Value: DefaultClients, Usage: "--via-daemon: `N` concurrent local API clients"},
 			&cli.StringFlag{Name: "broker", Usage: "load an existing broker at `URL` instead of a child broker"},
 			&cli.StringFlag{Name: "operator-token-file", Usage: "`FILE` holding the operator token of --broker"},
 		},
@@ -52,13 +70,17 @@ func action(c *cli.Context) error {
 	if err := cliui.NoArgs(c); err != nil {
 		return err
 	}
-	if c.Bool("via-daemon") {
-		return errViaDaemon()
-	}
 	cfg := Config{
 		Peers: c.Int("peers"), Messages: c.Int("messages"), Window: c.Int("window"),
 		Payload: c.Int("payload"), Broadcast: c.Bool("broadcast"),
 		IdleConnections: c.Int("idle-connections"), BrokerURL: c.String("broker"),
+		ViaDaemon: c.Bool("via-daemon"), Sends: c.Int("sends"), Accepts: c.Int("accepts"), Clients: c.Int("clients"),
+	}
+	if err := modeFlags(c, cfg.ViaDaemon); err != nil {
+		return err
+	}
+	if cfg.ViaDaemon && !c.IsSet("payload") {
+		cfg.Payload = DefaultDaemonPayload
 	}
 	if f := c.String("operator-token-file"); f != "" {
 		if cfg.BrokerURL == "" {
@@ -78,7 +100,13 @@ func action(c *cli.Context) error {
 	var warnings []string
 	cfg.Warn = func(msg string) { warnings = append(warnings, msg) }
 
-	res, err := Run(c.Context, cfg)
+	var res any
+	var err error
+	if cfg.ViaDaemon {
+		res, err = RunDaemon(c.Context, cfg)
+	} else {
+		res, err = Run(c.Context, cfg)
+	}
 	spin.Stop()
 	for _, w := range warnings {
 		out.Warn(w, "")
@@ -92,7 +120,31 @@ func action(c *cli.Context) error {
 	if out.JSONMode() {
 		return out.JSON(res)
 	}
-	report(out, res)
+	switch r := res.(type) {
+	case *DaemonResult:
+		reportDaemon(out, r)
+	case *Result:
+		report(out, r)
+	}
+	return nil
+}
+
+// modeFlags refuses flags of the other mode, which would otherwise be
+// silently ignored: a run that measured something other than what was asked
+// is worse than an error.
+func modeFlags(c *cli.Context, viaDaemon bool) error {
+	other := []string{"sends", "accepts", "clients"}
+	if viaDaemon {
+		other = []string{"peers", "messages", "window", "broadcast", "idle-connections"}
+	}
+	for _, f := range other {
+		if c.IsSet(f) {
+			if viaDaemon {
+				return cliui.UsageErrorf("--%s does not apply to --via-daemon", f)
+			}
+			return cliui.UsageErrorf("--%s needs --via-daemon", f)
+		}
+	}
 	return nil
 }
 
@@ -129,7 +181,12 @@ func report(out *cliui.Out, r *Result) {
 			r.BrokerCPUSec, r.BrokerCPUSec/r.DurationSec, r.BenchCPUSec, r.BenchCPUSec/r.DurationSec)
 	}
 	if r.SystemEvents > 0 {
-		out.Linef("presence    %d peer events pushed to the bench's connections (set-up included)", r.SystemEvents)
+		conns := int64(r.Peers + r.IdleConnections)
+		if r.Broadcast {
+			conns++
+		}
+		out.Linef("presence    %d peer events reached peer 0's connection during set-up; the mesh's %d presences got about %d",
+			r.SystemEvents, conns, r.SystemEvents*conns)
 	}
 	var notes []string
 	for _, n := range []struct {
@@ -157,5 +214,47 @@ func ms(v float64) string {
 		return fmt.Sprintf("%.1f ms", v)
 	default:
 		return fmt.Sprintf("%.2f ms", v)
+	}
+}
+
+// reportDaemon prints the human summary of --via-daemon.
+func reportDaemon(out *cliui.Out, r *DaemonResult) {
+	where := "broker " + r.BrokerURL
+	if r.BrokerPID != 0 {
+		where = fmt.Sprintf("child broker pid %d", r.BrokerPID)
+	}
+	out.Linef("claudemesh bench --via-daemon: daemon pid %d, %s, binary %s", r.DaemonPID, where, r.Executable)
+	lat := func(l Percentiles) string {
+		return fmt.Sprintf("p50 %s  p99 %s  max %s", ms(l.P50), ms(l.P99), ms(l.Max))
+	}
+	out.Resultf("warm send   %s  (%d send processes through the running daemon, whole-process wall time)", lat(r.WarmSendMs), r.Sends)
+	out.Resultf("cold send   %s  (%d with --no-daemon)", lat(r.ColdSendMs), r.Sends)
+	out.Resultf("accept      %.1f sends/s; POST /v1/send → 202 %s  (%d × %d B from %d clients in %.3f s)",
+		r.AcceptPerSec, lat(r.AcceptMs), r.Accepts, r.Payload, r.Clients, r.AcceptSec)
+	out.Resultf("delivered   %d/%d (%.2f %%) in %.3f s from the first accept (%.3f s after the last)",
+		r.Delivered, r.Accepts, r.DeliveredPct, r.DrainSec, r.DrainTailSec)
+	out.Linef("accept→push p50 %s  p95 %s  p99 %s  max %s", ms(r.AcceptE2eMs.P50), ms(r.AcceptE2eMs.P95), ms(r.AcceptE2eMs.P99), ms(r.AcceptE2eMs.Max))
+	if r.SettledSec > 0 {
+		out.Linef("receipts    the daemon's outbox had every row delivered %.3f s after the first accept", r.SettledSec)
+	}
+	if span := max(r.SettledSec, r.DrainSec); span > 0 {
+		out.Linef("cpu         daemon %.2f s (%.2f cores), broker %.2f s, bench %.2f s from the first accept until settled; daemon peak RSS %.1f MB",
+			r.DaemonCPUSec, r.DaemonCPUSec/span, r.BrokerCPUSec, r.BenchCPUSec, r.DaemonPeakRssMB)
+	}
+	var notes []string
+	if r.Refused > 0 {
+		notes = append(notes, fmt.Sprintf("%d sends not accepted (first: %s)", r.Refused, r.FirstRefusal))
+	}
+	if r.SendsDelivered != r.SendsExpected {
+		notes = append(notes, fmt.Sprintf("%d of %d send-process messages arrived", r.SendsDelivered, r.SendsExpected))
+	}
+	if r.Undecryptable > 0 {
+		notes = append(notes, fmt.Sprintf("%d pushes that did not open to what was sent", r.Undecryptable))
+	}
+	if r.Redelivered > 0 {
+		notes = append(notes, fmt.Sprintf("%d redelivered pushes", r.Redelivered))
+	}
+	if len(notes) > 0 {
+		out.Linef("notes       %s", strings.Join(notes, "; "))
 	}
 }
