@@ -179,32 +179,9 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
 		Meshes: d.meshStates(), Outbox: &localapi.OutboxCounts{}}
 	d.db.View(func(tx *bolt.Tx) error {
-		tx.Bucket(bOutbox).ForEach(func(_, v []byte) error {
-			var row struct {
-				State string `json:"state"`
-			}
-			if json.Unmarshal(v, &row) != nil {
-				return nil
-			}
-			c := st.Outbox
-			switch row.State {
-			case statePending:
-				c.Pending++
-			case stateInflight:
-				c.Inflight++
-			case stateQueued:
-				c.Queued++
-			case stateSent:
-				c.Sent++
-			case stateDelivered:
-				c.Delivered++
-			case stateDead:
-				c.Dead++
-			case stateAborted:
-				c.Aborted++
-			}
-			return nil
-		})
+		n := outboxCounts(tx)
+		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],
+			Sent: n[stateSent], Delivered: n[stateDelivered], Dead: n[stateDead], Aborted: n[stateAborted]}
 		return tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
 			if !bytesContains(v, `"seenAt"`) {
 				st.InboxUnread++

@@ -19,6 +19,7 @@ import (
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
+	"claudemesh/store"
 	"claudemesh/wire"
 )
 
@@ -166,6 +167,44 @@ func (rd *runningDaemon) inbox(t *testing.T) []localapi.InboxRow {
 	return rows
 }
 
+// checkCounts compares the kept outbox counts with a count of the rows
+// themselves, which they must always equal.
+func (rd *runningDaemon) checkCounts(t *testing.T) {
+	t.Helper()
+	rd.d.db.View(func(tx *bolt.Tx) error {
+		want := map[string]int{}
+		tx.Bucket(bOutbox).ForEach(func(_, v []byte) error {
+			var r outboxRow
+			if err := json.Unmarshal(v, &r); err != nil {
+				t.Fatal(err)
+			}
+			want[r.State]++
+			return nil
+		})
+		got := outboxCounts(tx)
+		for state, n := range got {
+			if n == 0 {
+				delete(got, state)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("outbox counts %v, rows %v", got, want)
+		}
+		return nil
+	})
+	var st localapi.Status
+	if _, err := rd.api.Do(context.Background(), "GET", "/v1/status", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	rd.d.db.View(func(tx *bolt.Tx) error {
+		n := outboxCounts(tx)
+		if st.Outbox.Delivered != n[stateDelivered] || st.Outbox.Dead != n[stateDead] || st.Outbox.Aborted != n[stateAborted] {
+			t.Errorf("status %+v, counts %v", st.Outbox, n)
+		}
+		return nil
+	})
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -215,6 +254,7 @@ func TestSendThroughDaemonsIsDeliveredOnce(t *testing.T) {
 	if n := len(bob.inbox(t)); n != 1 {
 		t.Fatalf("bob has %d rows", n)
 	}
+	alice.checkCounts(t)
 }
 
 func TestLocalAPIRefusesBrowsersAndQueryTokens(t *testing.T) {
@@ -419,6 +459,7 @@ func TestPermanentErrorIsDeadAndRequeueCopiesTheRow(t *testing.T) {
 	if ae, ok := err.(*localapi.APIError); !ok || ae.HTTPStatus != 404 {
 		t.Fatalf("unknown row: %v", err)
 	}
+	alice.checkCounts(t)
 }
 
 func TestEventsReplayFromLastEventID(t *testing.T) {
@@ -564,4 +605,39 @@ func TestInboxSyncShowsQueuedMessagesOfAFreshDaemon(t *testing.T) {
 	if len(rows) != 1 || rows[0].Body != "waiting for you" {
 		t.Fatalf("first listing of a fresh daemon: %+v", rows)
 	}
+}
+
+// TestOutboxCountsMigration: a daemon.db of schema 1 (no counts) gets its
+// counts computed from the rows when a newer daemon opens it.
+func TestOutboxCountsMigration(t *testing.T) {
+	path := t.TempDir() + "/daemon.db"
+	old, err := store.Open(path, store.Options{Migrations: daemonMigrations[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := []string{stateDelivered, stateDelivered, stateDead, statePending}
+	err = old.Update(func(tx *bolt.Tx) error {
+		for i, st := range states {
+			if err := putJSON(tx.Bucket(bOutbox), seqKey(uint64(i+1)), &outboxRow{Seq: uint64(i + 1), State: st}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	s, err := store.Open(path, store.Options{Migrations: daemonMigrations})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.View(func(tx *bolt.Tx) error {
+		got := outboxCounts(tx)
+		if got[stateDelivered] != 2 || got[stateDead] != 1 || got[statePending] != 1 || len(got) != 3 {
+			t.Errorf("migrated counts %v", got)
+		}
+		return nil
+	})
 }

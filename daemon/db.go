@@ -29,6 +29,10 @@ var (
 	// bOutboxPending indexes rows waiting to be sent (meshId ‖ 0 ‖ seq), so
 	// a drain round is a prefix scan, not a walk over every row ever sent.
 	bOutboxPending = []byte("outbox_pending")
+	// bOutboxCounts holds the number of outbox rows in each state (state →
+	// uint64), kept in the same transaction as every row write, so `daemon
+	// status` costs the same with ten rows or a million.
+	bOutboxCounts = []byte("outbox_counts")
 )
 
 // daemonMigrations is daemon.db's schema history.
@@ -40,6 +44,20 @@ var daemonMigrations = []store.Migration{
 			}
 		}
 		return nil
+	},
+	// 1 → 2: per-state outbox counts, computed once from the rows.
+	func(tx *bolt.Tx) error {
+		counts, err := tx.CreateBucketIfNotExists(bOutboxCounts)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bOutbox).ForEach(func(_, v []byte) error {
+			var r outboxRow
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("daemon.db: corrupt outbox row: %w", err)
+			}
+			return addCount(counts, r.State, 1)
+		})
 	},
 }
 
@@ -109,6 +127,10 @@ type outboxRow struct {
 	SentAt      int64    `json:"sentAt,omitzero"`
 	DeliveredAt int64    `json:"deliveredAt,omitzero"`
 	EnqueuedAt  int64    `json:"enqueuedAt"`
+
+	// stored is the state this row has in daemon.db ("" for a row not
+	// written yet), so putOutbox can move it between the state counts.
+	stored string
 }
 
 func (r *outboxRow) api() localapi.OutboxRow {
@@ -219,11 +241,55 @@ func getOutbox(tx *bolt.Tx, seq uint64) (*outboxRow, error) {
 	if err := getJSON(tx.Bucket(bOutbox), seqKey(seq), &r); err != nil {
 		return nil, err
 	}
+	r.stored = r.State
 	return &r, nil
 }
 
+// putOutbox writes a row and moves it between the state counts. A row must
+// come from getOutbox (or be new): a copy of a stored row counts as
+// stored, so a new row made from one must clear stored first.
 func putOutbox(tx *bolt.Tx, r *outboxRow) error {
-	return putJSON(tx.Bucket(bOutbox), seqKey(r.Seq), r)
+	if err := putJSON(tx.Bucket(bOutbox), seqKey(r.Seq), r); err != nil {
+		return err
+	}
+	if r.stored == r.State {
+		return nil
+	}
+	counts := tx.Bucket(bOutboxCounts)
+	if r.stored != "" {
+		if err := addCount(counts, r.stored, -1); err != nil {
+			return err
+		}
+	}
+	if err := addCount(counts, r.State, 1); err != nil {
+		return err
+	}
+	r.stored = r.State
+	return nil
+}
+
+func addCount(b *bolt.Bucket, state string, delta int64) error {
+	var n int64
+	if v := b.Get([]byte(state)); len(v) == 8 {
+		n = int64(binary.BigEndian.Uint64(v))
+	}
+	// The counts only serve `status`: a count gone wrong must never fail
+	// the write of a message, so it is clamped (tests compare the counts
+	// with the rows).
+	n = max(n+delta, 0)
+	return b.Put([]byte(state), seqKey(uint64(n)))
+}
+
+// outboxCounts reads the per-state counts.
+func outboxCounts(tx *bolt.Tx) map[string]int {
+	out := map[string]int{}
+	tx.Bucket(bOutboxCounts).ForEach(func(k, v []byte) error {
+		if len(v) == 8 {
+			out[string(k)] = int(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	return out
 }
 
 func outboxByCMID(tx *bolt.Tx, cmid string) (*outboxRow, error) {

@@ -60,13 +60,16 @@ func (d *Daemon) inboxLoop() {
 				break fill
 			}
 		}
-		var pushes []inboxItem
+		var pushes, receipts []inboxItem
 		for _, it := range batch {
 			if it.receipt != nil {
-				d.onReceipt(it.m, it.receipt)
+				receipts = append(receipts, it)
 			} else {
 				pushes = append(pushes, it)
 			}
+		}
+		if len(receipts) > 0 {
+			d.recordReceipts(receipts, true)
 		}
 		if len(pushes) > 0 {
 			d.storePushes(pushes)
@@ -191,9 +194,15 @@ func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
 			if len(items) > 0 {
 				d.storePushes(items)
 			}
+			var receipts []inboxItem
 			for i := range res.Receipts {
-				d.onReceipt(m, &res.Receipts[i])
-				ids = append(ids, res.Receipts[i].ReceiptID)
+				receipts = append(receipts, inboxItem{m: m, receipt: &res.Receipts[i]})
+			}
+			// Acked below with the pushes, once recorded.
+			if len(receipts) > 0 && d.recordReceipts(receipts, false) == nil {
+				for _, r := range res.Receipts {
+					ids = append(ids, r.ReceiptID)
+				}
 			}
 			// Settle synchronously so the next page is really the next.
 			if len(ids) > 0 {

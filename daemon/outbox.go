@@ -429,10 +429,9 @@ func (m *meshRT) sendOne(ctx context.Context, c *client.Conn, r *outboxRow) {
 // the row is stored, its pending index fixed and an outbox_status event
 // published after the commit.
 func (d *Daemon) updateRow(seq uint64, fn func(*outboxRow) bool) {
-	var changed *outboxRow
-	var evSeq uint64
+	var changed []rowEvent
 	err := d.update(func(tx *bolt.Tx) error {
-		changed = nil
+		changed = changed[:0]
 		cur, err := getOutbox(tx, seq)
 		if err != nil {
 			return nil
@@ -441,62 +440,101 @@ func (d *Daemon) updateRow(seq uint64, fn func(*outboxRow) bool) {
 		if !fn(cur) {
 			return nil
 		}
-		if err := putOutbox(tx, cur); err != nil {
-			return err
-		}
-		if (before == statePending) != (cur.State == statePending) {
-			if err := setPendingIndex(tx, cur, cur.State == statePending); err != nil {
-				return err
-			}
-		}
-		if before != cur.State {
-			evSeq, err = tx.Bucket(bEvents).NextSequence()
-			if err != nil {
-				return err
-			}
-			changed = cur
-		}
-		return nil
-	}, func() {
-		if changed != nil {
-			d.events.publish(event{id: evSeq, kind: localapi.EventOutboxStatus, meshID: changed.MeshID, data: changed.api()})
-		}
-	})
+		changed, err = writeRow(tx, cur, before, changed)
+		return err
+	}, func() { d.publishRows(changed) })
 	if err != nil {
 		d.log.Error("outbox update", "err", err)
 	}
 }
 
-// onReceipt counts a delivery receipt against its row (matched by
-// clientMessageId, which receipts carry, so a receipt racing its ack is
-// still counted) and settles it with the broker once recorded.
-func (d *Daemon) onReceipt(m *meshRT, r *wire.Receipt) {
-	var seq uint64
-	d.db.View(func(tx *bolt.Tx) error {
-		if row, err := outboxByCMID(tx, r.ClientMessageID); err == nil && (row.BrokerMessageID == "" || row.BrokerMessageID == r.MessageID) {
-			seq = row.Seq
+// rowEvent is a row whose state changed in a commit, with its event id.
+type rowEvent struct {
+	row *outboxRow
+	id  uint64
+}
+
+// writeRow stores a changed row and fixes its pending index; when its state
+// changed it allocates an event id and appends the row to changed.
+func writeRow(tx *bolt.Tx, cur *outboxRow, before string, changed []rowEvent) ([]rowEvent, error) {
+	if err := putOutbox(tx, cur); err != nil {
+		return changed, err
+	}
+	if (before == statePending) != (cur.State == statePending) {
+		if err := setPendingIndex(tx, cur, cur.State == statePending); err != nil {
+			return changed, err
 		}
-		return nil
-	})
-	if seq != 0 {
-		d.updateRow(seq, func(cur *outboxRow) bool {
+	}
+	if before != cur.State {
+		id, err := tx.Bucket(bEvents).NextSequence()
+		if err != nil {
+			return changed, err
+		}
+		changed = append(changed, rowEvent{cur, id})
+	}
+	return changed, nil
+}
+
+// publishRows publishes the outbox_status events of a commit, in order.
+func (d *Daemon) publishRows(changed []rowEvent) {
+	for _, c := range changed {
+		d.events.publish(event{id: c.id, kind: localapi.EventOutboxStatus, meshID: c.row.MeshID, data: c.row.api()})
+	}
+}
+
+// recordReceipts counts delivery receipts against their rows — matched by
+// clientMessageId, which receipts carry, so a receipt racing its ack is
+// still counted — all in one commit, and only then settles them with the
+// broker (unless ack is false: the caller settles them itself). A burst of
+// receipts costs one commit, not one each.
+func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
+	var changed []rowEvent
+	err := d.update(func(tx *bolt.Tx) error {
+		changed = changed[:0]
+		for _, it := range items {
+			r := it.receipt
+			// Read in the transaction: an earlier receipt of this batch
+			// for the same (multi) row is already in it.
+			cur, err := outboxByCMID(tx, r.ClientMessageID)
+			if err != nil || (cur.BrokerMessageID != "" && cur.BrokerMessageID != r.MessageID) {
+				continue
+			}
 			if cur.State == stateDelivered || cur.State == stateDead || cur.State == stateAborted {
-				return false
+				continue
 			}
 			if slices.Contains(cur.DeliveredTo, r.RecipientPubkey) {
-				return false // a redelivered receipt
+				continue // a redelivered receipt
 			}
+			before := cur.State
 			cur.DeliveredTo = append(cur.DeliveredTo, r.RecipientPubkey)
 			cur.Receipts = len(cur.DeliveredTo)
 			if cur.Acked && cur.Receipts >= cur.Pending {
 				cur.State, cur.DeliveredAt = stateDelivered, r.DeliveredAt
 			}
-			return true
-		})
+			if changed, err = writeRow(tx, cur, before, changed); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func() { d.publishRows(changed) })
+	if err != nil {
+		// Not acked: the broker delivers the receipts again.
+		d.log.Error("recording receipts", "err", err)
+		return err
 	}
-	if c := m.ackConn(); c != nil {
-		c.ClientAckAsync([]string{r.ReceiptID})
+	if !ack {
+		return nil
 	}
+	ids := map[*meshRT][]string{}
+	for _, it := range items {
+		ids[it.m] = append(ids[it.m], it.receipt.ReceiptID)
+	}
+	for m, list := range ids {
+		if c := m.ackConn(); c != nil {
+			c.ClientAckAsync(list)
+		}
+	}
+	return nil
 }
 
 // requeue copies a failed row's routing fields into a new pending row and
@@ -516,6 +554,7 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 			return nil
 		}
 		n := *old
+		n.stored = "" // a new row, not the stored one
 		seq, err := tx.Bucket(bOutbox).NextSequence()
 		if err != nil {
 			return err
