@@ -209,6 +209,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := os.WriteFile(localapi.PIDPath(d.home), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		d.log.Warn("pid file", "err", err)
 	}
+	// Meshes are attached before the first request is served: a client
+	// that saw the socket answer (as `daemon up` does) must find them.
+	d.wg.Add(3)
+	go func() { defer d.wg.Done(); d.inboxLoop() }()
+	go func() { defer d.wg.Done(); d.watchConfig() }()
+	go func() { defer d.wg.Done(); d.pruneLoop() }()
+	if err := d.Reload(); err != nil {
+		d.log.Warn("config", "err", err)
+	}
 	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 	for i, l := range d.listeners {
@@ -225,13 +234,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				d.log.Error("serve", "err", err)
 			}
 		}()
-	}
-	d.wg.Add(3)
-	go func() { defer d.wg.Done(); d.inboxLoop() }()
-	go func() { defer d.wg.Done(); d.watchConfig() }()
-	go func() { defer d.wg.Done(); d.pruneLoop() }()
-	if err := d.Reload(); err != nil {
-		d.log.Warn("config", "err", err)
 	}
 	d.log.Info("daemon listening", "socket", sock, "pid", os.Getpid(), "version", buildinfo.Version)
 	<-d.ctx.Done()
