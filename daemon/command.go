@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,6 +121,15 @@ func runForeground(ctx context.Context, home, tcp string) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// CLAUDEMESH_CPUPROFILE=FILE writes a pprof CPU profile of the whole
+	// run, for `claudemesh bench --via-daemon` investigations.
+	if path := os.Getenv("CLAUDEMESH_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	return d.Serve(ctx)
 }
 
