@@ -223,10 +223,17 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	}
 	ms := c.ms
 	online := 0
+	// Each recipient's frame (the push with its own key entry) is encoded
+	// before taking the mesh lock, which every ack and presence change of
+	// the mesh also needs: a broadcast encodes up to a thousand.
+	frames := make([][]byte, len(to))
+	for i, d := range to {
+		frames[i] = wire.EncodePushWithKey(rec.Push, d.Key)
+	}
 	ms.mu.Lock()
 	for i, d := range to {
 		ms.pending[d.Recipient]++
-		frame := wire.EncodePushWithKey(rec.Push, d.Key)
+		frame := frames[i]
 		for _, t := range ms.targets(d.Recipient) {
 			if t.offerLocked(rec.ID, res.seqs[i], rec.Priority, frame) {
 				online++
