@@ -221,26 +221,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.warnf("could not raise the open-file limit: %v", err)
 	}
 
+	exe := "" // unused with --broker
 	if cfg.BrokerURL == "" {
-		exe := cfg.Executable
-		if exe == "" {
-			var err error
-			if exe, err = os.Executable(); err != nil {
-				return nil, fmt.Errorf("finding this executable to run the broker: %w", err)
-			}
-		}
-		r.progressf("starting the broker")
-		child, err := startChild(ctx, exe, cfg.childEnv)
-		if err != nil {
+		var err error
+		if exe, err = executable(cfg, "run the broker"); err != nil {
 			return nil, err
 		}
-		r.child, r.url, r.token = child, child.url, child.token
-	} else {
-		r.url, r.token = cfg.BrokerURL, cfg.OperatorToken
 	}
-
-	r.progressf("creating the mesh")
-	if err := r.createMesh(ctx); err != nil {
+	if err := r.startBroker(ctx, exe); err != nil {
 		return nil, err
 	}
 	if err := r.makePeers(); err != nil {
@@ -492,4 +480,34 @@ func (r *run) warnf(format string, args ...any) {
 // a sender stops instead of failing every remaining send.
 func isClosed(err error) bool {
 	return client.CodeOf(err) == client.CodeConnectionClosed || errors.Is(err, context.Canceled)
+}
+
+// executable is the claudemesh binary the bench runs: cfg.Executable, else
+// this process's own (why says what for, in the error).
+func executable(cfg Config, why string) (string, error) {
+	if cfg.Executable != "" {
+		return cfg.Executable, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding this executable to %s: %w", why, err)
+	}
+	return exe, nil
+}
+
+// startBroker starts the child broker from exe (or, with --broker, uses
+// that one; exe is then unused) and creates the bench's mesh on it.
+func (r *run) startBroker(ctx context.Context, exe string) error {
+	if r.cfg.BrokerURL == "" {
+		r.progressf("starting the broker")
+		child, err := startChild(ctx, exe, r.cfg.childEnv)
+		if err != nil {
+			return err
+		}
+		r.child, r.url, r.token = child, child.url, child.token
+	} else {
+		r.url, r.token = r.cfg.BrokerURL, r.cfg.OperatorToken
+	}
+	r.progressf("creating the mesh")
+	return r.createMesh(ctx)
 }

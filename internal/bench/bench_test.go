@@ -139,15 +139,7 @@ func TestCommandJSON(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
 	}
-	var doc map[string]any
-	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
-		t.Fatalf("%v: %s", err, stdout.String())
-	}
-	var keys []string
-	for k := range doc {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	doc, keys := jsonKeys(t, stdout.Bytes())
 	want := []string{"ackMs", "brokerPeakRssMB", "delivered", "deliveredPct", "durationSec", "e2eMs",
 		"messages", "msgsPerSec", "peers", "schemaVersion", "window"}
 	if !slices.Equal(keys, want) {
@@ -228,4 +220,19 @@ func TestSendID(t *testing.T) {
 			t.Errorf("parseSendID(%q, 12) accepted", bad)
 		}
 	}
+}
+
+// jsonKeys decodes a --json document and returns it with its sorted keys.
+func jsonKeys(t *testing.T, out []byte) (map[string]any, []string) {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return doc, keys
 }

@@ -185,12 +185,9 @@ func RunDaemon(ctx context.Context, cfg Config) (*DaemonResult, error) {
 	d := &daemonRun{run: r, cliSeen: map[string]struct{}{}}
 	defer d.stop()
 
-	exe := cfg.Executable
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("finding this executable to run the daemon and send: %w", err)
-		}
+	exe, err := executable(cfg, "run the daemon and send")
+	if err != nil {
+		return nil, err
 	}
 	d.exe = exe
 	if bi, err := buildinfo.ReadFile(exe); err == nil {
@@ -201,18 +198,7 @@ func RunDaemon(ctx context.Context, cfg Config) (*DaemonResult, error) {
 		}
 	}
 
-	if cfg.BrokerURL == "" {
-		r.progressf("starting the broker")
-		child, err := startChild(ctx, exe, cfg.childEnv)
-		if err != nil {
-			return nil, err
-		}
-		r.child, r.url, r.token = child, child.url, child.token
-	} else {
-		r.url, r.token = cfg.BrokerURL, cfg.OperatorToken
-	}
-	r.progressf("creating the mesh")
-	if err := r.createMesh(ctx); err != nil {
+	if err := r.startBroker(ctx, exe); err != nil {
 		return nil, err
 	}
 	if err := d.makePair(); err != nil {

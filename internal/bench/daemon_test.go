@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"slices"
@@ -119,15 +118,7 @@ func TestCommandJSONViaDaemon(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
 	}
-	var doc map[string]any
-	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
-		t.Fatalf("%v: %s", err, stdout.String())
-	}
-	var keys []string
-	for k := range doc {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	doc, keys := jsonKeys(t, stdout.Bytes())
 	want := []string{"acceptMs", "acceptPerSec", "coldSendMs", "delivered", "deliveredPct", "drainSec", "schemaVersion", "warmSendMs"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("keys %q, want %q", keys, want)
