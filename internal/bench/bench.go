@@ -103,10 +103,17 @@ func (c *Config) Validate() error {
 		return cliui.UsageErrorf("--messages must not be negative")
 	case c.Window < 1:
 		return cliui.UsageErrorf("--window must be at least 1")
-	case c.Payload < 1 || c.Payload > client.MaxPlaintext:
-		return cliui.UsageErrorf("--payload must be 1 to %d bytes", client.MaxPlaintext)
 	case c.IdleConnections < 0:
 		return cliui.UsageErrorf("--idle-connections must not be negative")
+	}
+	return c.validateCommon()
+}
+
+// validateCommon checks what both modes share: the payload and --broker.
+func (c *Config) validateCommon() error {
+	switch {
+	case c.Payload < 1 || c.Payload > client.MaxPlaintext:
+		return cliui.UsageErrorf("--payload must be 1 to %d bytes", client.MaxPlaintext)
 	case c.BrokerURL != "" && !strings.HasPrefix(c.BrokerURL, "ws://") && !strings.HasPrefix(c.BrokerURL, "wss://"):
 		return cliui.UsageErrorf("--broker must be a ws:// or wss:// URL, not %q", c.BrokerURL)
 	case c.BrokerURL != "" && c.OperatorToken == "":

@@ -125,15 +125,8 @@ func (c *Config) validateDaemon() error {
 		return cliui.UsageErrorf("--accepts must be at least 1")
 	case c.Clients < 1 || c.Clients > 1024:
 		return cliui.UsageErrorf("--clients must be 1 to 1024")
-	case c.Payload < 1 || c.Payload > client.MaxPlaintext:
-		return cliui.UsageErrorf("--payload must be 1 to %d bytes", client.MaxPlaintext)
-	case c.BrokerURL != "" && !strings.HasPrefix(c.BrokerURL, "ws://") && !strings.HasPrefix(c.BrokerURL, "wss://"):
-		return cliui.UsageErrorf("--broker must be a ws:// or wss:// URL, not %q", c.BrokerURL)
-	case c.BrokerURL != "" && c.OperatorToken == "":
-		return cliui.UsageErrorf("--broker needs an operator token").
-			WithHint("give --operator-token-file FILE or set CLAUDEMESH_OPERATOR_TOKEN")
 	}
-	return nil
+	return c.validateCommon()
 }
 
 // daemonRun is the state of one --via-daemon run on top of the broker
