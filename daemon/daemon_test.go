@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -640,4 +641,52 @@ func TestOutboxCountsMigration(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestDueSkipsBackingOffRowsByIndex: a drain round finds due rows and the
+// wait until the next one from the pending index alone; a row backing off
+// is not read (here its record is unreadable, so reading it would drop it
+// from the round and lose the wait), and an index entry written before the
+// index carried nextAttemptAt still works by reading its row.
+func TestDueSkipsBackingOffRowsByIndex(t *testing.T) {
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	e.b.Close() // the drain idles: rows stay where the test puts them
+	m := alice.d.meshBySlug("team")
+	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool { return m.conn() == nil })
+	now := time.Now().UnixMilli()
+	err := alice.d.db.Update(func(tx *bolt.Tx) error {
+		for seq, at := range map[uint64]int64{101: now + 60_000, 102: 0, 103: now - 1} {
+			r := &outboxRow{Seq: seq, MeshID: m.cfg.MeshID, State: statePending, NextAttemptAt: at}
+			if err := putOutbox(tx, r); err != nil {
+				return err
+			}
+			if err := setPendingIndex(tx, r, true); err != nil {
+				return err
+			}
+		}
+		// Row 101 backs off; its record is garbage, so only the index
+		// can say when it is due.
+		if err := tx.Bucket(bOutbox).Put(seqKey(101), []byte("not json")); err != nil {
+			return err
+		}
+		// Row 103 has an index entry of the older, empty kind.
+		return tx.Bucket(bOutboxPending).Put(pendingKey(m.cfg.MeshID, 103), nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	rows, wait := m.due(map[uint64]bool{}, &mu, 10)
+	var seqs []uint64
+	for _, r := range rows {
+		seqs = append(seqs, r.Seq)
+	}
+	if fmt.Sprint(seqs) != "[102 103]" {
+		t.Errorf("due rows %v, want [102 103]", seqs)
+	}
+	if wait < 50*time.Second || wait > 60*time.Second {
+		t.Errorf("wait %v, want about a minute (row 101's nextAttemptAt)", wait)
+	}
 }

@@ -27,10 +27,16 @@ func pendingKey(meshID string, seq uint64) []byte {
 	return append(append([]byte(meshID), 0), seqKey(seq)...)
 }
 
+// setPendingIndex adds a row to the pending index, or removes it. The
+// value is the row's nextAttemptAt (8 bytes, big-endian ms), so a drain
+// round skips rows that are backing off without decoding them: a sender
+// that is rate limited with thousands of rows waiting would otherwise
+// decode every one of them on every round. Entries written before the
+// value existed are empty and fall back to reading the row.
 func setPendingIndex(tx *bolt.Tx, r *outboxRow, on bool) error {
 	b := tx.Bucket(bOutboxPending)
 	if on {
-		return b.Put(pendingKey(r.MeshID, r.Seq), nil)
+		return b.Put(pendingKey(r.MeshID, r.Seq), seqKey(uint64(max(r.NextAttemptAt, 0))))
 	}
 	return b.Delete(pendingKey(r.MeshID, r.Seq))
 }
@@ -320,13 +326,21 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	prefix := append([]byte(m.cfg.MeshID), 0)
 	m.d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bOutboxPending).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, _ = c.Next() {
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, v = c.Next() {
 			seq := seqOf(k)
 			mu.Lock()
 			b := busy[seq]
 			mu.Unlock()
 			if b {
 				continue
+			}
+			if len(v) == 8 {
+				if at := int64(binary.BigEndian.Uint64(v)); at > now {
+					if d := time.Duration(at-now) * time.Millisecond; wait < 0 || d < wait {
+						wait = d
+					}
+					continue
+				}
 			}
 			r, err := getOutbox(tx, seq)
 			if err != nil || r.State != statePending {
@@ -460,7 +474,9 @@ func writeRow(tx *bolt.Tx, cur *outboxRow, before string, changed []rowEvent) ([
 	if err := putOutbox(tx, cur); err != nil {
 		return changed, err
 	}
-	if (before == statePending) != (cur.State == statePending) {
+	// A pending row is (re)indexed even if it was pending before: its
+	// nextAttemptAt is the index value.
+	if before == statePending || cur.State == statePending {
 		if err := setPendingIndex(tx, cur, cur.State == statePending); err != nil {
 			return changed, err
 		}
