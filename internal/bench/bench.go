@@ -293,25 +293,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // the last ack.
 func (r *run) measure(ctx context.Context) (lastAckNs int64, _ error) {
 	totalSends := int64(len(r.senders) * r.jobs)
-	stopProgress := make(chan struct{})
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			r.progressf("sending: %d/%d acked, %d/%d delivered", r.acked.Load(), totalSends, r.delivered.Load(), r.expected)
-			select {
-			case <-stopProgress:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	defer func() {
-		close(stopProgress)
-		<-progressDone
-	}()
+	defer r.ticking(func() {
+		r.progressf("sending: %d/%d acked, %d/%d delivered", r.acked.Load(), totalSends, r.delivered.Load(), r.expected)
+	})()
 
 	var wg sync.WaitGroup
 	for _, s := range r.senders {
@@ -517,4 +501,24 @@ func (r *run) startBroker(ctx context.Context, exe string) error {
 	}
 	r.progressf("creating the mesh")
 	return r.createMesh(ctx)
+}
+
+// ticking calls report now and every 200 ms until the returned stop is
+// called (which waits for it): the progress line of a phase.
+func (r *run) ticking(report func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			report()
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }

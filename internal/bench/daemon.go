@@ -633,24 +633,9 @@ func (d *daemonRun) accept(ctx context.Context, res *DaemonResult) error {
 	first := ""
 	cpu0, brokerCPU0, self0 := procCPU(d.pid), d.childCPU(), selfCPU()
 
-	stopProgress := make(chan struct{})
-	var progress sync.WaitGroup
-	progress.Go(func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			d.progressf("accepting: %d/%d posted, %d delivered", min(next.Load(), int64(n)), n, d.acceptDelivered.Load())
-			select {
-			case <-stopProgress:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	defer func() {
-		close(stopProgress)
-		progress.Wait()
-	}()
+	defer d.ticking(func() {
+		d.progressf("accepting: %d/%d posted, %d delivered", min(next.Load(), int64(n)), n, d.acceptDelivered.Load())
+	})()
 
 	startNs := d.now()
 	var wg sync.WaitGroup
