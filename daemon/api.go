@@ -383,7 +383,7 @@ func (d *Daemon) handleOutbox(w http.ResponseWriter, r *http.Request) {
 		c := tx.Bucket(bOutbox).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			var row outboxRow
-			if json.Unmarshal(v, &row) != nil {
+			if decodeOutbox(v, &row) != nil {
 				continue
 			}
 			if status != "" && status != row.State && status != publicStatus(row.State) {

@@ -153,8 +153,8 @@ func (d *Daemon) recoverOutbox() error {
 		c := tx.Bucket(bOutbox).Cursor()
 		var fix []*outboxRow
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if !bytesContains(v, `"state":"inflight"`) {
-				continue
+			if state, err := outboxRowState(v); err != nil || state != stateInflight {
+				continue // a corrupt row is left as it is, not fatal here
 			}
 			r, err := getOutbox(tx, seqOf(k))
 			if err != nil {

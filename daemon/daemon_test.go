@@ -176,7 +176,7 @@ func (rd *runningDaemon) checkCounts(t *testing.T) {
 		want := map[string]int{}
 		tx.Bucket(bOutbox).ForEach(func(_, v []byte) error {
 			var r outboxRow
-			if err := json.Unmarshal(v, &r); err != nil {
+			if err := decodeOutbox(v, &r); err != nil {
 				t.Fatal(err)
 			}
 			want[r.State]++

@@ -52,13 +52,17 @@ var daemonMigrations = []store.Migration{
 			return err
 		}
 		return tx.Bucket(bOutbox).ForEach(func(_, v []byte) error {
-			var r outboxRow
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("daemon.db: corrupt outbox row: %w", err)
+			state, err := outboxRowState(v)
+			if err != nil {
+				return err
 			}
-			return addCount(counts, r.State, 1)
+			return addCount(counts, state, 1)
 		})
 	},
+	// 2 → 3: outbox rows are written in the binary layout of
+	// outboxrec.go. JSON rows are still read; the bump makes a daemon of
+	// schema 2, which cannot read binary rows, refuse the file.
+	func(tx *bolt.Tx) error { return nil },
 }
 
 // Internal outbox states (03-daemon "Row fields").
@@ -237,8 +241,12 @@ func getJSON(b *bolt.Bucket, k []byte, v any) error {
 }
 
 func getOutbox(tx *bolt.Tx, seq uint64) (*outboxRow, error) {
+	v := tx.Bucket(bOutbox).Get(seqKey(seq))
+	if v == nil {
+		return nil, errNotFound
+	}
 	var r outboxRow
-	if err := getJSON(tx.Bucket(bOutbox), seqKey(seq), &r); err != nil {
+	if err := decodeOutbox(v, &r); err != nil {
 		return nil, err
 	}
 	r.stored = r.State
@@ -249,7 +257,11 @@ func getOutbox(tx *bolt.Tx, seq uint64) (*outboxRow, error) {
 // come from getOutbox (or be new): a copy of a stored row counts as
 // stored, so a new row made from one must clear stored first.
 func putOutbox(tx *bolt.Tx, r *outboxRow) error {
-	if err := putJSON(tx.Bucket(bOutbox), seqKey(r.Seq), r); err != nil {
+	v, err := encodeOutbox(r)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bOutbox).Put(seqKey(r.Seq), v); err != nil {
 		return err
 	}
 	if r.stored == r.State {

@@ -3,9 +3,9 @@ package store
 import (
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 
+	"claudemesh/internal/binrec"
 	"claudemesh/wire"
 )
 
@@ -34,10 +34,7 @@ import (
 //	             str id, priority, [str to, nonce, box], bytes frame
 //	deliveryRec: recBinary, flags (1 receipt, 2 noReceipts, 4 sender is raw),
 //	             state, uvarint seq, varint deliveredAt, sender (key), str cmid
-const recBinary byte = 0x01
-
-// errShortRecord means a binary record ended before its last field.
-var errShortRecord = errors.New("truncated record")
+const recBinary = binrec.Format
 
 const (
 	msgReceipts = 1 << iota
@@ -80,24 +77,6 @@ func stateName(b byte) (string, error) {
 	return "", fmt.Errorf("unknown delivery state %d", b)
 }
 
-func appendStr(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func appendBytes(b, p []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(len(p)))
-	return append(b, p...)
-}
-
-func strsLen(ss ...string) int {
-	n := 0
-	for _, s := range ss {
-		n += len(s) + binary.MaxVarintLen64
-	}
-	return n
-}
-
 func encodeMessage(m *Message) []byte {
 	var flags byte
 	if m.Receipts {
@@ -107,30 +86,30 @@ func encodeMessage(m *Message) []byte {
 		flags |= msgExpired
 	}
 	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(m.Push)+
-		strsLen(m.ID, m.ClientMessageID, m.SenderPubkey, m.SenderMember, m.TargetSpec, m.Kind, m.Priority, m.Fingerprint))
+		binrec.SizeOf(m.ID, m.ClientMessageID, m.SenderPubkey, m.SenderMember, m.TargetSpec, m.Kind, m.Priority, m.Fingerprint))
 	b = append(b, recBinary, flags)
 	b = binary.AppendVarint(b, m.CreatedAt)
 	b = binary.AppendUvarint(b, uint64(m.Recipients))
 	for _, s := range [...]string{m.ID, m.ClientMessageID, m.SenderPubkey, m.SenderMember, m.TargetSpec, m.Kind, m.Priority, m.Fingerprint} {
-		b = appendStr(b, s)
+		b = binrec.AppendStr(b, s)
 	}
-	return appendBytes(b, m.Push)
+	return binrec.AppendBytes(b, m.Push)
 }
 
 func decodeMessage(v []byte, m *Message) error {
-	if isJSONRecord(v) {
+	if binrec.IsJSON(v) {
 		return dec(v, m)
 	}
-	r := recordReader{b: v}
-	flags := r.header()
-	m.CreatedAt = r.varint()
-	m.Recipients = int(r.uvarint())
+	r := binrec.NewReader(v)
+	flags := r.Header()
+	m.CreatedAt = r.Varint()
+	m.Recipients = int(r.Uvarint())
 	for _, p := range [...]*string{&m.ID, &m.ClientMessageID, &m.SenderPubkey, &m.SenderMember, &m.TargetSpec, &m.Kind, &m.Priority, &m.Fingerprint} {
-		*p = r.str()
+		*p = r.Str()
 	}
-	m.Push = r.bytes()
+	m.Push = r.Bytes()
 	m.Receipts, m.Expired = flags&msgReceipts != 0, flags&msgExpired != 0
-	return r.done(m)
+	return recordErr(r.Done("message"))
 }
 
 func encodeQueueEntry(e *QueueEntry) []byte {
@@ -138,43 +117,40 @@ func encodeQueueEntry(e *QueueEntry) []byte {
 	if e.Receipt {
 		flags |= qeReceipt
 	}
-	n := 2 + binary.MaxVarintLen64 + strsLen(e.ID, e.Priority) + len(e.Frame) + binary.MaxVarintLen64
+	n := 2 + binary.MaxVarintLen64 + binrec.SizeOf(e.ID, e.Priority) + len(e.Frame) + binary.MaxVarintLen64
 	if e.Key != nil {
 		flags |= qeKey
-		n += strsLen(e.Key.To, e.Key.Nonce, e.Key.Box)
+		n += binrec.SizeOf(e.Key.To, e.Key.Nonce, e.Key.Box)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, recBinary, flags)
 	b = binary.AppendVarint(b, e.CreatedAt)
-	b = appendStr(b, e.ID)
-	b = appendStr(b, e.Priority)
+	b = binrec.AppendStr(b, e.ID)
+	b = binrec.AppendStr(b, e.Priority)
 	if e.Key != nil {
-		b = appendStr(b, e.Key.To)
-		b = appendStr(b, e.Key.Nonce)
-		b = appendStr(b, e.Key.Box)
+		b = binrec.AppendStr(b, e.Key.To)
+		b = binrec.AppendStr(b, e.Key.Nonce)
+		b = binrec.AppendStr(b, e.Key.Box)
 	}
-	return appendBytes(b, e.Frame)
+	return binrec.AppendBytes(b, e.Frame)
 }
 
 func decodeQueueEntry(v []byte, e *QueueEntry) error {
-	if isJSONRecord(v) {
+	if binrec.IsJSON(v) {
 		return dec(v, e)
 	}
-	r := recordReader{b: v}
-	flags := r.header()
-	e.CreatedAt = r.varint()
-	e.ID = r.str()
-	e.Priority = r.str()
+	r := binrec.NewReader(v)
+	flags := r.Header()
+	e.CreatedAt = r.Varint()
+	e.ID = r.Str()
+	e.Priority = r.Str()
 	e.Key = nil
 	if flags&qeKey != 0 {
-		e.Key = &wire.MultiKey{To: r.str(), Nonce: r.str(), Box: r.str()}
+		e.Key = &wire.MultiKey{To: r.Str(), Nonce: r.Str(), Box: r.Str()}
 	}
-	e.Frame = nil
-	if f := r.bytes(); len(f) > 0 {
-		e.Frame = f
-	}
+	e.Frame = r.Bytes()
 	e.Receipt = flags&qeReceipt != 0
-	return r.done(e)
+	return recordErr(r.Done("queue entry"))
 }
 
 func encodeDelivery(d *deliveryRec) []byte {
@@ -197,44 +173,50 @@ func encodeDelivery(d *deliveryRec) []byte {
 		hex.Decode(raw[:], []byte(d.Sender))
 		flags |= dlvRawSender
 	}
-	b := make([]byte, 0, 3+2*binary.MaxVarintLen64+strsLen(d.Sender, d.CMID))
+	b := make([]byte, 0, 3+2*binary.MaxVarintLen64+binrec.SizeOf(d.Sender, d.CMID))
 	b = append(b, recBinary, flags, state)
 	b = binary.AppendUvarint(b, d.Seq)
 	b = binary.AppendVarint(b, d.DeliveredAt)
 	if rawSender {
 		b = append(b, raw[:]...)
 	} else {
-		b = appendStr(b, d.Sender)
+		b = binrec.AppendStr(b, d.Sender)
 	}
-	return appendStr(b, d.CMID)
+	return binrec.AppendStr(b, d.CMID)
 }
 
 func decodeDelivery(v []byte, d *deliveryRec) error {
-	if isJSONRecord(v) {
+	if binrec.IsJSON(v) {
 		*d = deliveryRec{}
 		return dec(v, d)
 	}
-	r := recordReader{b: v}
-	flags := r.header()
-	state := r.byte()
-	d.Seq = r.uvarint()
-	d.DeliveredAt = r.varint()
+	r := binrec.NewReader(v)
+	flags := r.Header()
+	state := r.Byte()
+	d.Seq = r.Uvarint()
+	d.DeliveredAt = r.Varint()
 	if flags&dlvRawSender != 0 {
-		d.Sender = hex.EncodeToString(r.take(32))
+		d.Sender = hex.EncodeToString(r.Take(32))
 	} else {
-		d.Sender = r.str()
+		d.Sender = r.Str()
 	}
-	d.CMID = r.str()
+	d.CMID = r.Str()
 	d.Receipt, d.NoReceipts = flags&dlvReceipt != 0, flags&dlvNoReceipts != 0
-	if r.err == nil {
-		d.State, r.err = stateName(state)
+	st, err := stateName(state)
+	if err != nil {
+		r.Fail(err)
 	}
-	return r.done(d)
+	d.State = st
+	return recordErr(r.Done("delivery"))
 }
 
-// isJSONRecord tells a record written as JSON (before schema version 2)
-// from a binary one.
-func isJSONRecord(v []byte) bool { return len(v) > 0 && v[0] == '{' }
+// recordErr marks a decoding error as the store's.
+func recordErr(err error) error {
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
 
 func isLowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -243,104 +225,4 @@ func isLowerHex(s string) bool {
 		}
 	}
 	return true
-}
-
-// recordReader reads a binary record field by field; the first error
-// sticks and later reads return zero values, so a decoder checks once, at
-// the end.
-type recordReader struct {
-	b   []byte
-	err error
-}
-
-// header checks the format byte and returns the flags byte after it.
-func (r *recordReader) header() byte {
-	if f := r.byte(); r.err == nil && f != recBinary {
-		r.err = fmt.Errorf("unknown record format %#x", f)
-	}
-	return r.byte()
-}
-
-func (r *recordReader) byte() byte {
-	p := r.take(1)
-	if p == nil {
-		return 0
-	}
-	return p[0]
-}
-
-// take returns the next n bytes, aliasing the record (which bbolt owns):
-// callers copy what outlives the transaction.
-func (r *recordReader) take(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n < 0 || n > len(r.b) {
-		r.err = errShortRecord
-		return nil
-	}
-	p := r.b[:n:n]
-	r.b = r.b[n:]
-	return p
-}
-
-func (r *recordReader) uvarint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errShortRecord
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *recordReader) varint() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err = errShortRecord
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *recordReader) str() string {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.err = errShortRecord
-		return ""
-	}
-	return string(r.take(int(n)))
-}
-
-// bytes returns a copy of a length-prefixed field: the record belongs to
-// bbolt and is only valid inside its transaction.
-func (r *recordReader) bytes() []byte {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.err = errShortRecord
-		return nil
-	}
-	p := r.take(int(n))
-	if p == nil {
-		return nil
-	}
-	return append([]byte(nil), p...)
-}
-
-// done reports the first error, or trailing bytes, as a corrupt record.
-func (r *recordReader) done(v any) error {
-	if r.err == nil && len(r.b) > 0 {
-		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
-	}
-	if r.err != nil {
-		return fmt.Errorf("store: corrupt record %T: %w", v, r.err)
-	}
-	return nil
 }
