@@ -257,6 +257,30 @@ func (p *Presence) run(ctx context.Context) {
 	attempt := 0
 	state := StateConnecting
 	var lastErr error
+	// end settles a connection attempt that ended with err: the presence
+	// stops in the state the verdict names, or waits its backoff and
+	// reports whether to try again.
+	end := func(v verdict, err error) bool {
+		switch v {
+		case stopBanned:
+			p.setState(StateBanned, err, nil)
+			return false
+		case stopKicked:
+			p.setState(StateKicked, err, nil)
+			return false
+		case stopClosed:
+			p.setState(StateClosed, err, nil)
+			return false
+		}
+		lastErr, state = err, StateReconnecting
+		p.setState(state, lastErr, nil)
+		if !p.sleep(ctx, Backoff(attempt, p.max)) {
+			p.setState(StateClosed, nil, nil)
+			return false
+		}
+		attempt++
+		return true
+	}
 	for {
 		p.setState(state, lastErr, nil)
 		c, err := Dial(ctx, p.id, p.dial)
@@ -265,24 +289,9 @@ func (p *Presence) run(ctx context.Context) {
 				p.setState(StateClosed, nil, nil)
 				return
 			}
-			switch dialVerdict(err) {
-			case stopBanned:
-				p.setState(StateBanned, err, nil)
-				return
-			case stopKicked:
-				p.setState(StateKicked, err, nil)
-				return
-			case stopClosed:
-				p.setState(StateClosed, err, nil)
+			if !end(dialVerdict(err), err) {
 				return
 			}
-			lastErr, state = err, StateReconnecting
-			p.setState(state, lastErr, nil)
-			if !p.sleep(ctx, Backoff(attempt, p.max)) {
-				p.setState(StateClosed, nil, nil)
-				return
-			}
-			attempt++
 			continue
 		}
 		attempt = 0 // reset after a hello_ack
@@ -301,26 +310,9 @@ func (p *Presence) run(ctx context.Context) {
 			p.setState(StateClosed, nil, nil)
 			return
 		}
-		code, reason := c.CloseCode()
-		err = c.Err()
-		switch closeVerdict(code, reason) {
-		case stopClosed:
-			p.setState(StateClosed, err, nil)
-			return
-		case stopKicked:
-			p.setState(StateKicked, err, nil)
-			return
-		case stopBanned:
-			p.setState(StateBanned, err, nil)
+		if !end(closeVerdict(c.CloseCode()), c.Err()) {
 			return
 		}
-		lastErr, state = err, StateReconnecting
-		p.setState(state, lastErr, nil)
-		if !p.sleep(ctx, Backoff(attempt, p.max)) {
-			p.setState(StateClosed, nil, nil)
-			return
-		}
-		attempt++
 	}
 }
 
