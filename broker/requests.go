@@ -27,6 +27,37 @@ func sortMembers(ms []wire.Member) {
 // leave_group. Over a session connection they change that session alone;
 // over any other connection, transient included, the member's persisted
 // profile shared by its member presences (01-protocol §4).
+// profileFields are what the profile frames change, on a session presence
+// or on a member (whose values its presences without a session share).
+type profileFields struct {
+	status   *string
+	statusAt *time.Time
+	summary  *string
+	hidden   *bool
+	groups   *[]wire.Group
+}
+
+// apply makes the change u asks for; false when a join_group would pass
+// maxGroups (nothing is changed then).
+func (f profileFields) apply(u *wire.ProfileUpdate, now time.Time) bool {
+	switch u.Type {
+	case wire.TypeSetStatus:
+		*f.status, *f.statusAt = u.Status, now
+	case wire.TypeSetSummary:
+		*f.summary = u.Summary
+	case wire.TypeSetVisible:
+		*f.hidden = !*u.Visible
+	case wire.TypeJoinGroup:
+		if len(*f.groups) >= maxGroups {
+			return false
+		}
+		mergeGroups(f.groups, []wire.Group{{Name: u.Name, Role: u.Role}})
+	case wire.TypeLeaveGroup:
+		*f.groups = removeGroup(*f.groups, u.Name)
+	}
+	return true
+}
+
 func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 	if !c.requireReqID(env) {
 		return
@@ -66,22 +97,10 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 	p := c.pres
 	var persist func(tx *bolt.Tx) error
 	if p != nil && p.session {
-		switch u.Type {
-		case wire.TypeSetStatus:
-			p.status, p.statusAt = u.Status, now
-		case wire.TypeSetSummary:
-			p.summary = u.Summary
-		case wire.TypeSetVisible:
-			p.hidden = !*u.Visible
-		case wire.TypeJoinGroup:
-			if len(p.groups) >= maxGroups {
-				ms.mu.Unlock()
-				c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups))
-				return
-			}
-			mergeGroups(&p.groups, []wire.Group{{Name: u.Name, Role: u.Role}})
-		case wire.TypeLeaveGroup:
-			p.groups = removeGroup(p.groups, u.Name)
+		if !(profileFields{&p.status, &p.statusAt, &p.summary, &p.hidden, &p.groups}).apply(&u, now) {
+			ms.mu.Unlock()
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups))
+			return
 		}
 		if s := ms.sessions[p.pubkey]; s != nil && (u.Type == wire.TypeJoinGroup || u.Type == wire.TypeLeaveGroup) {
 			cp := *s
@@ -94,22 +113,10 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		}
 	} else {
 		mem := c.mem
-		switch u.Type {
-		case wire.TypeSetStatus:
-			mem.Status, mem.statusSetAt = u.Status, now
-		case wire.TypeSetSummary:
-			mem.Summary = u.Summary
-		case wire.TypeSetVisible:
-			mem.Hidden = !*u.Visible
-		case wire.TypeJoinGroup:
-			if len(mem.Groups) >= maxGroups {
-				ms.mu.Unlock()
-				c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups))
-				return
-			}
-			mergeGroups(&mem.Groups, []wire.Group{{Name: u.Name, Role: u.Role}})
-		case wire.TypeLeaveGroup:
-			mem.Groups = removeGroup(mem.Groups, u.Name)
+		if !(profileFields{&mem.Status, &mem.statusSetAt, &mem.Summary, &mem.Hidden, &mem.Groups}).apply(&u, now) {
+			ms.mu.Unlock()
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups))
+			return
 		}
 		m := mem.Member
 		m.Groups = append([]wire.Group(nil), mem.Groups...)
