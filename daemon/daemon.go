@@ -49,7 +49,8 @@ type Options struct {
 	// AckTimeout is how long the drain waits for a broker ack before it
 	// counts a failed attempt (03-daemon: 30 s).
 	AckTimeout time.Duration
-	// PruneAfter is the inbox retention (30 days).
+	// PruneAfter is the inbox retention, and that of finished outbox rows
+	// (30 days).
 	PruneAfter time.Duration
 
 	// testHookConnected runs at every hello_ack, before the directory is
@@ -417,12 +418,14 @@ func (d *Daemon) pruneLoop() {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	d.pruneInbox()
+	d.pruneOutbox()
 	for {
 		select {
 		case <-d.ctx.Done():
 			return
 		case <-t.C:
 			d.pruneInbox()
+			d.pruneOutbox()
 		}
 	}
 }

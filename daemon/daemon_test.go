@@ -690,3 +690,73 @@ func TestDueSkipsBackingOffRowsByIndex(t *testing.T) {
 		t.Errorf("wait %v, want about a minute (row 101's nextAttemptAt)", wait)
 	}
 }
+
+// TestOutboxPrune: finished rows past the retention go, with their
+// clientMessageId entries and counts; rows still on their way and recent
+// rows stay, and a requeued message keeps the id pointing at its new row.
+func TestOutboxPrune(t *testing.T) {
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	e.b.Close() // nothing drains while the test arranges rows
+	m := alice.d.meshBySlug("team")
+	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool { return m.conn() == nil })
+	old := time.Now().Add(-31 * 24 * time.Hour).UnixMilli()
+	recent := time.Now().UnixMilli()
+	rows := []struct {
+		seq   uint64
+		cmid  string
+		state string
+		at    int64
+	}{
+		{1, "c1", stateDelivered, old},
+		{2, "c2", stateDead, old},
+		{3, "c3", stateQueued, old}, // still on its way: kept
+		{4, "c4", stateAborted, old},
+		{5, "c5", stateDelivered, old},
+		{6, "c4", statePending, recent}, // the requeued copy of 4
+		{7, "c7", stateDelivered, recent},
+	}
+	err := alice.d.db.Update(func(tx *bolt.Tx) error {
+		for _, r := range rows {
+			row := &outboxRow{Seq: 1000 + r.seq, ClientMessageID: r.cmid, MeshID: m.cfg.MeshID, State: r.state, EnqueuedAt: r.at}
+			if err := putOutbox(tx, row); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bOutboxCMID).Put([]byte(r.cmid), seqKey(row.Seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(n int) { pruneBatch = n }(pruneBatch)
+	pruneBatch = 2 // several rounds
+	alice.d.pruneOutbox()
+
+	var kept []uint64
+	alice.d.db.View(func(tx *bolt.Tx) error {
+		tx.Bucket(bOutbox).ForEach(func(k, _ []byte) error {
+			if s := seqOf(k); s > 1000 {
+				kept = append(kept, s-1000)
+			}
+			return nil
+		})
+		for cmid, want := range map[string]uint64{"c1": 0, "c2": 0, "c3": 1003, "c4": 1006, "c5": 0, "c7": 1007} {
+			var got uint64
+			if v := tx.Bucket(bOutboxCMID).Get([]byte(cmid)); len(v) == 8 {
+				got = seqOf(v)
+			}
+			if got != want {
+				t.Errorf("clientMessageId %s → %d, want %d", cmid, got, want)
+			}
+		}
+		return nil
+	})
+	if fmt.Sprint(kept) != "[3 6 7]" {
+		t.Errorf("kept rows %v, want [3 6 7]", kept)
+	}
+	alice.checkCounts(t)
+}

@@ -603,3 +603,77 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 	}
 	return fresh, nil
 }
+
+// pruneBatch bounds the outbox rows one prune transaction deletes, so a
+// first prune of a large daemon.db does not hold the committer for long.
+var pruneBatch = 5000 // a variable for the tests
+
+// pruneOutbox deletes finished rows (delivered, dead, aborted) enqueued
+// more than PruneAfter ago, with their clientMessageId index entries, so
+// daemon.db does not grow with every message ever sent. 03-daemon gives
+// the inbox a 30-day retention and says nothing of the outbox; the same
+// retention is used here. Rows still on their way (pending, inflight,
+// queued, sent) are kept however old. A clientMessageId reused after its
+// row was pruned is a new message (the broker's own idempotency window,
+// queue TTL plus a day, is far shorter).
+func (d *Daemon) pruneOutbox() {
+	cutoff := time.Now().Add(-d.opts.PruneAfter).UnixMilli()
+	var after uint64 // the last row looked at by a committed round
+	for {
+		n, more, last := 0, false, after
+		// The function may run twice (store.Update retries a write alone
+		// when a neighbour in its batch failed): it only reads after.
+		err := d.db.Update(func(tx *bolt.Tx) error {
+			n, more, last = 0, false, after
+			var dead []*outboxRow
+			scanned := 0
+			c := tx.Bucket(bOutbox).Cursor()
+			for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+				if scanned == pruneBatch {
+					more = true
+					break
+				}
+				scanned++
+				last = seqOf(k)
+				var r outboxRow
+				if err := decodeOutbox(v, &r); err != nil {
+					continue // a corrupt row is left for a human to look at
+				}
+				if r.EnqueuedAt >= cutoff {
+					break // rows are in enqueue order
+				}
+				if r.State == stateDelivered || r.State == stateDead || r.State == stateAborted {
+					dead = append(dead, &r)
+				}
+			}
+			counts, cmids := tx.Bucket(bOutboxCounts), tx.Bucket(bOutboxCMID)
+			for _, r := range dead {
+				if err := tx.Bucket(bOutbox).Delete(seqKey(r.Seq)); err != nil {
+					return err
+				}
+				// A requeued message's id points at its newer row.
+				if v := cmids.Get([]byte(r.ClientMessageID)); len(v) == 8 && binary.BigEndian.Uint64(v) == r.Seq {
+					if err := cmids.Delete([]byte(r.ClientMessageID)); err != nil {
+						return err
+					}
+				}
+				if err := addCount(counts, r.State, -1); err != nil {
+					return err
+				}
+			}
+			n = len(dead)
+			return nil
+		})
+		if err != nil {
+			d.log.Error("outbox prune", "err", err)
+			return
+		}
+		after = last
+		if n > 0 {
+			d.log.Info("outbox pruned", "rows", n)
+		}
+		if !more {
+			return
+		}
+	}
+}
