@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +55,32 @@ func buildAndRun(m *testing.M) int {
 	}
 	return m.Run()
 }
+
+// noteSources opens every source file of the module once per test run.
+// The tests exercise a binary built from them in TestMain, a subprocess
+// whose inputs `go test` cannot see; files a test opens are part of the
+// key of its cached result, so opening them here means a cached pass never
+// stands for a binary that was not tested. (TestMain's own opens happen
+// before the test log starts, so it is done from the tests' helpers.)
+var noteSources = sync.OnceFunc(func() {
+	filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if name := d.Name(); name != ".." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum" {
+			if f, err := os.Open(path); err == nil {
+				f.Close()
+			}
+		}
+		return nil
+	})
+})
 
 func goTool() string {
 	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
@@ -101,6 +128,7 @@ type brokerProc struct {
 // port) with data as its data directory and test-sized timers, and returns
 // once it logged "broker listening".
 func startBroker(t *testing.T, data, listen string) *brokerProc {
+	noteSources()
 	t.Helper()
 	b := &brokerProc{t: t, data: data, done: make(chan struct{})}
 	b.cmd = exec.Command(bin, "broker", "--listen", listen, "--metrics-listen", "off", "--data", data,
@@ -218,6 +246,7 @@ func (u *user) env() []string {
 }
 
 func newUser(t *testing.T, name string) *user {
+	noteSources()
 	u := &user{t: t, name: name, home: filepath.Join(t.TempDir(), name)}
 	// Whatever a test does (or fails to do), no daemon it started outlives
 	// it: the pid file names it.
