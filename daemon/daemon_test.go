@@ -119,6 +119,17 @@ type runningDaemon struct {
 	done chan error
 }
 
+// openPair joins bob and runs alice's and bob's daemons until both have
+// their mesh open.
+func (e *env) openPair(t *testing.T) (alice, bob *runningDaemon) {
+	t.Helper()
+	e.join("bob")
+	alice, bob = e.daemon("alice"), e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	return alice, bob
+}
+
 func (e *env) daemon(name string) *runningDaemon {
 	return e.daemonWith(name, Options{})
 }
@@ -219,11 +230,7 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 
 func TestSendThroughDaemonsIsDeliveredOnce(t *testing.T) {
 	e := newEnv(t)
-	e.join("bob")
-	alice := e.daemon("alice")
-	bob := e.daemon("bob")
-	alice.waitOpen(t)
-	bob.waitOpen(t)
+	alice, bob := e.openPair(t)
 	ctx := context.Background()
 	resp, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "hello via daemons", ClientMessageID: "c1"})
 	if err != nil {
@@ -292,11 +299,7 @@ func TestLocalAPIRefusesBrowsersAndQueryTokens(t *testing.T) {
 
 func TestBrokerDownSendsAreAcceptedThenDelivered(t *testing.T) {
 	e := newEnv(t)
-	e.join("bob")
-	alice := e.daemon("alice")
-	bob := e.daemon("bob")
-	alice.waitOpen(t)
-	bob.waitOpen(t)
+	alice, bob := e.openPair(t)
 	e.b.Close()
 	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool {
 		var h localapi.Health
@@ -465,11 +468,7 @@ func TestPermanentErrorIsDeadAndRequeueCopiesTheRow(t *testing.T) {
 
 func TestEventsReplayFromLastEventID(t *testing.T) {
 	e := newEnv(t)
-	e.join("bob")
-	alice := e.daemon("alice")
-	bob := e.daemon("bob")
-	alice.waitOpen(t)
-	bob.waitOpen(t)
+	alice, bob := e.openPair(t)
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {
 		alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: fmt.Sprintf("m%d", i)})
