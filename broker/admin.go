@@ -246,8 +246,10 @@ func (c *conn) handleBan(r wire.AdminRequest) {
 				}
 			}
 		}
+		ms.memberChanged(wire.MemberBanned, m, nil)
 	} else {
 		m.RevokedAt, m.BanReason = 0, ""
+		ms.memberChanged(wire.MemberUnbanned, m, nil)
 	}
 	ms.mu.Unlock()
 	res.Affected = append(res.Affected, ref)
@@ -309,7 +311,11 @@ func (c *conn) handleSetRole(r wire.AdminRequest) {
 		return
 	}
 	ms.mu.Lock()
+	prev := m.Role
 	m.Role = r.Role
+	if prev != r.Role {
+		ms.memberChanged(wire.MemberRoleChanged, m, &wire.MemberPrevious{MemberRole: prev})
+	}
 	ms.mu.Unlock()
 	res.Affected = append(res.Affected, ref)
 	c.reply(res)

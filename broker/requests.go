@@ -292,6 +292,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 		_ = k
 	}
 	ms.removeMember(mem)
+	ms.memberChanged(wire.MemberLeft, mem, nil)
 	ms.mu.Unlock()
 	for _, v := range victims {
 		v.endPresence.Store(true)

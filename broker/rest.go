@@ -380,7 +380,11 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ms.mu.Lock()
-	ms.addMember(joined, b.cfg)
+	known := ms.memberByID[joined.ID] != nil
+	mem := ms.addMember(joined, b.cfg)
+	if !known {
+		ms.memberChanged(wire.MemberJoined, mem, nil)
+	}
 	ms.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]string{
 		"meshId": ms.id, "slug": ms.slug, "name": ms.name, "memberId": joined.ID, "memberRole": joined.Role,

@@ -575,10 +575,7 @@ func (ms *meshState) memberList() []wire.Member {
 	}
 	out := make([]wire.Member, 0, len(ms.members))
 	for _, m := range ms.members {
-		out = append(out, wire.Member{
-			MemberID: m.ID, Pubkey: m.Pubkey, DisplayName: m.DisplayName, MemberRole: m.Role,
-			JoinedAt: m.JoinedAt, LastSeenAt: m.LastSeenAt, Online: online[m.Pubkey], RevokedAt: m.RevokedAt,
-		})
+		out = append(out, ms.memberRow(m, online[m.Pubkey]))
 	}
 	sortMembers(out)
 	return out

@@ -80,6 +80,20 @@ const (
 	EventPeerJoined   = "peer_joined"
 	EventPeerReturned = "peer_returned"
 	EventPeerLeft     = "peer_left"
+	// EventMemberChanged tells every presence of a mesh that a member
+	// record changed (MemberEvent), so clients that cache the member list
+	// never answer from a stale one.
+	EventMemberChanged = "member_changed"
+)
+
+// The `change` of a member_changed event.
+const (
+	MemberJoined      = "joined"       // enrolled with an invite
+	MemberLeft        = "left"         // mesh_leave: the record is gone
+	MemberBanned      = "banned"       // revoked (revokedAt set)
+	MemberUnbanned    = "unbanned"     // restored
+	MemberRoleChanged = "role_changed" // memberRole changed (set_role, ownership transfer)
+	MemberRenamed     = "renamed"      // displayName changed
 )
 
 // Envelope is the part every frame shares; decoders read it first to learn
@@ -272,6 +286,22 @@ type PeerEvent struct {
 	SessionID    string `json:"sessionId"`
 	Role         string `json:"role"`
 	PeerType     string `json:"peerType"`
+}
+
+// MemberEvent is the eventData of member_changed: what changed and the
+// member's record as members_list would show it now (for "left", the record
+// as it was). Previous holds the old value of a renamed or role_changed
+// member.
+type MemberEvent struct {
+	Change   string          `json:"change"`
+	Member   Member          `json:"member"`
+	Previous *MemberPrevious `json:"previous,omitempty"`
+}
+
+// MemberPrevious is the value a member_changed event replaced.
+type MemberPrevious struct {
+	DisplayName string `json:"displayName,omitempty"`
+	MemberRole  string `json:"memberRole,omitempty"`
 }
 
 // ClientAck settles deliveries (and receipts). MessageID is the accepted
