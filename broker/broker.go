@@ -90,6 +90,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxHandshakesPerIP <= 0 {
 		cfg.MaxHandshakesPerIP = def.MaxHandshakesPerIP
 	}
+	if cfg.MaxGroups <= 0 {
+		cfg.MaxGroups = def.MaxGroups
+	}
 	if cfg.Version == "" {
 		cfg.Version = def.Version
 	}

@@ -48,6 +48,7 @@ func Command() *cli.Command {
 			&cli.DurationFlag{Name: "redeliver-after", Value: def.RedeliverAfter},
 			&cli.DurationFlag{Name: "hello-timeout", Value: def.HelloTimeout},
 			&cli.BoolFlag{Name: "audit-messages", Usage: "also audit message sends"},
+			&cli.IntFlag{Name: "max-groups", Value: def.MaxGroups, Usage: "groups one member (or one session) may hold in total"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -68,6 +69,7 @@ func Command() *cli.Command {
 				Grace: c.Duration("grace"), RedeliverAfter: c.Duration("redeliver-after"),
 				HelloTimeout: c.Duration("hello-timeout"), AuditMessages: c.Bool("audit-messages"),
 				MaxHandshakes: def.MaxHandshakes, MaxHandshakesPerIP: def.MaxHandshakesPerIP,
+				MaxGroups:    c.Int("max-groups"),
 				WorkingDecay: def.WorkingDecay, Version: buildinfo.Version,
 				Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 			}

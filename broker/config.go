@@ -3,6 +3,8 @@ package broker
 import (
 	"log/slog"
 	"time"
+
+	"claudemesh/store"
 )
 
 // Config holds every knob of 01-protocol §8. Each timer is a field so tests
@@ -29,6 +31,11 @@ type Config struct {
 	AuditMessages      bool
 	MaxHandshakes      int // unauthenticated connections open at once
 	MaxHandshakesPerIP int
+	// MaxGroups caps the groups a member holds in total (join_group and
+	// every hello's groups together) and the groups of one session: each
+	// group is in every list_peers entry of its holder, so the cap is what
+	// keeps one member from inflating everyone's peer list.
+	MaxGroups int
 	// WorkingDecay is how long `working` lasts without a refresh before it
 	// reads as `idle` (01-protocol §4: 10 minutes).
 	WorkingDecay time.Duration
@@ -57,6 +64,7 @@ func DefaultConfig() Config {
 		HelloTimeout:       10 * time.Second,
 		MaxHandshakes:      1024,
 		MaxHandshakesPerIP: 32,
+		MaxGroups:          store.MaxGroups,
 		WorkingDecay:       10 * time.Minute,
 		Version:            "dev",
 	}
@@ -78,5 +86,11 @@ const (
 	restBodyLimit     = 1 << 20
 	writeTimeout      = 10 * time.Second
 	maxSummaryRunes   = 280
-	maxGroups         = 32
 )
+
+// peersPageBytes is how much of a list_peers answer one frame carries: an
+// eighth of the send buffer, between 64 KiB and 1 MiB, so the answer never
+// crowds out the pushes queued beside it.
+func (c Config) peersPageBytes() int {
+	return min(max(c.SendBuffer/8, 64<<10), 1<<20)
+}

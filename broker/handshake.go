@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -114,7 +115,7 @@ type helloIdentity struct {
 }
 
 // checkCommon validates the optional descriptive fields both hellos share.
-func checkCommon(sessionID, peerType, cwd, hostname, channel, model string, groups []wire.Group) *handshakeError {
+func checkCommon(sessionID, peerType, cwd, hostname, channel, model string, groups []wire.Group, maxGroups int) *handshakeError {
 	if !wire.ValidSessionID(sessionID) {
 		return refuse(wire.CodeMalformed, "sessionId must match ^[A-Za-z0-9._-]{1,64}$")
 	}
@@ -127,7 +128,7 @@ func checkCommon(sessionID, peerType, cwd, hostname, channel, model string, grou
 		return refuse(wire.CodeMalformed, "cwd, hostname, channel or model is too long or has control characters")
 	}
 	if len(groups) > maxGroups {
-		return refuse(wire.CodeMalformed, "at most %d groups", maxGroups)
+		return refuse(wire.CodeMalformed, "a hello carries at most %d groups", maxGroups)
 	}
 	for _, g := range groups {
 		if !wire.ValidGroup(g.Name) || !wire.ValidText(g.Role, 32) {
@@ -169,7 +170,7 @@ func (c *conn) acceptHello(data []byte, sentNonce string) *handshakeError {
 	default:
 		return refuse(wire.CodeMalformed, "role must be control-plane, cli or service")
 	}
-	if herr := checkCommon(h.SessionID, h.PeerType, h.Cwd, h.Hostname, h.Channel, h.Model, h.Groups); herr != nil {
+	if herr := checkCommon(h.SessionID, h.PeerType, h.Cwd, h.Hostname, h.Channel, h.Model, h.Groups, c.b.cfg.MaxGroups); herr != nil {
 		return herr
 	}
 	if herr := checkTimeAndChallenge(h.Timestamp, h.Challenge, sentNonce); herr != nil {
@@ -226,7 +227,7 @@ func (c *conn) acceptSessionHello(data []byte, sentNonce string) *handshakeError
 	default:
 		return refuse(wire.CodeMalformed, "peerType must be ai, human or connector")
 	}
-	if herr := checkCommon(h.SessionID, h.PeerType, h.Cwd, h.Hostname, h.Channel, h.Model, h.Groups); herr != nil {
+	if herr := checkCommon(h.SessionID, h.PeerType, h.Cwd, h.Hostname, h.Channel, h.Model, h.Groups, c.b.cfg.MaxGroups); herr != nil {
 		return herr
 	}
 	if herr := checkTimeAndChallenge(h.Timestamp, h.Challenge, sentNonce); herr != nil {
@@ -307,9 +308,28 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		}
 		ms.sessions[id.pubkey] = sess
 		persist = func(tx *bolt.Tx) error { return store.PutSession(tx, ms.id, sess) }
-	} else if added := mergeGroups(&mem.Groups, id.groups); added {
-		m := mem.Member
-		persist = func(tx *bolt.Tx) error { return store.PutMember(tx, ms.id, &m) }
+	} else if len(id.groups) > 0 {
+		// Groups in a member hello are added to the member's own (01-protocol
+		// §4), under the same cap as join_group: the total is what every
+		// list_peers entry of the member carries.
+		groups := slices.Clone(mem.Groups)
+		if mergeGroups(&groups, id.groups) {
+			if len(groups) > c.b.cfg.MaxGroups {
+				ms.mu.Unlock()
+				c.b.metrics.limitTripped.WithLabelValues("max_groups").Inc()
+				return refuse(wire.CodeInvalidArgument, "this hello would give the member %d groups; the limit is %d (leave_group some first)", len(groups), c.b.cfg.MaxGroups)
+			}
+			mem.Groups = groups
+			memberID, saved := mem.ID, slices.Clone(groups)
+			persist = func(tx *bolt.Tx) error {
+				cur, err := store.GetMember(tx, ms.id, memberID)
+				if err != nil {
+					return nil // left or removed meanwhile
+				}
+				cur.Groups = saved
+				return store.PutMember(tx, ms.id, cur)
+			}
+		}
 	}
 	replaced := c.b.hub.attach(c, id)
 	if !c.transient {

@@ -106,6 +106,9 @@ func newHub(b *Broker) (*hub, error) {
 				return err
 			}
 			for _, mem := range members {
+				// The store's migration trimmed every record to the
+				// default cap; an operator may have set a lower one.
+				mem.Groups, _ = store.TrimGroups(mem.Groups, b.cfg.MaxGroups)
 				ms.addMember(mem, b.cfg)
 			}
 			sessions, err := store.ListSessions(tx, m.ID)
@@ -113,6 +116,7 @@ func newHub(b *Broker) (*hub, error) {
 				return err
 			}
 			for i := range sessions {
+				sessions[i].Groups, _ = store.TrimGroups(sessions[i].Groups, b.cfg.MaxGroups)
 				ms.sessions[sessions[i].Pubkey] = &sessions[i]
 			}
 			ms.pending, err = store.CountPending(tx, m.ID)

@@ -22,6 +22,10 @@ type metrics struct {
 	sendAck           prometheus.Histogram
 	storeCommit       prometheus.Histogram
 	slowConsumerDrops prometheus.Counter
+	// limitTripped counts refusals by one of the broker's abuse limits
+	// (docs/security.md "Limits"), by limit name: the operator sees which
+	// limit is biting, and whether to raise it or look for an abuser.
+	limitTripped *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -52,9 +56,11 @@ func newMetrics() *metrics {
 			Name: "claudemesh_store_commit_seconds", Help: "Duration of one group commit (including fsync).", Buckets: latency}),
 		slowConsumerDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "claudemesh_slow_consumer_disconnects_total", Help: "Connections closed 4008 because their send buffer overflowed."}),
+		limitTripped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claudemesh_limits_tripped_total", Help: "Requests, frames or connections refused by an abuse limit, by limit."}, []string{"limit"}),
 	}
 	m.registry.MustRegister(m.connsActive, m.connsTotal, m.connsRejected, m.routed, m.rejected,
-		m.droppedByGrant, m.pending, m.redeliveries, m.expired, m.sendAck, m.storeCommit, m.slowConsumerDrops,
+		m.droppedByGrant, m.pending, m.redeliveries, m.expired, m.sendAck, m.storeCommit, m.slowConsumerDrops, m.limitTripped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

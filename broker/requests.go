@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 	"unicode/utf8"
@@ -39,7 +40,7 @@ type profileFields struct {
 
 // apply makes the change u asks for; false when a join_group would pass
 // maxGroups (nothing is changed then).
-func (f profileFields) apply(u *wire.ProfileUpdate, now time.Time) bool {
+func (f profileFields) apply(u *wire.ProfileUpdate, now time.Time, maxGroups int) bool {
 	switch u.Type {
 	case wire.TypeSetStatus:
 		*f.status, *f.statusAt = u.Status, now
@@ -48,12 +49,16 @@ func (f profileFields) apply(u *wire.ProfileUpdate, now time.Time) bool {
 	case wire.TypeSetVisible:
 		*f.hidden = !*u.Visible
 	case wire.TypeJoinGroup:
-		if len(*f.groups) >= maxGroups {
+		// A copy: the slice may be shared with a persist closure that is
+		// encoding it on the committer.
+		groups := slices.Clone(*f.groups)
+		mergeGroups(&groups, []wire.Group{{Name: u.Name, Role: u.Role}})
+		if len(groups) > maxGroups {
 			return false
 		}
-		mergeGroups(f.groups, []wire.Group{{Name: u.Name, Role: u.Role}})
+		*f.groups = groups
 	case wire.TypeLeaveGroup:
-		*f.groups = removeGroup(*f.groups, u.Name)
+		*f.groups = removeGroup(slices.Clone(*f.groups), u.Name)
 	}
 	return true
 }
@@ -97,9 +102,9 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 	p := c.pres
 	var persist func(tx *bolt.Tx) error
 	if p != nil && p.session {
-		if !(profileFields{&p.status, &p.statusAt, &p.summary, &p.hidden, &p.groups}).apply(&u, now) {
+		if !(profileFields{&p.status, &p.statusAt, &p.summary, &p.hidden, &p.groups}).apply(&u, now, c.b.cfg.MaxGroups) {
 			ms.mu.Unlock()
-			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups))
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", c.b.cfg.MaxGroups))
 			return
 		}
 		if s := ms.sessions[p.pubkey]; s != nil && (u.Type == wire.TypeJoinGroup || u.Type == wire.TypeLeaveGroup) {
@@ -113,9 +118,9 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		}
 	} else {
 		mem := c.mem
-		if !(profileFields{&mem.Status, &mem.statusSetAt, &mem.Summary, &mem.Hidden, &mem.Groups}).apply(&u, now) {
+		if !(profileFields{&mem.Status, &mem.statusSetAt, &mem.Summary, &mem.Hidden, &mem.Groups}).apply(&u, now, c.b.cfg.MaxGroups) {
 			ms.mu.Unlock()
-			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups))
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", c.b.cfg.MaxGroups))
 			return
 		}
 		m := mem.Member

@@ -54,10 +54,7 @@ func (c *conn) handle(data []byte) {
 	case wire.TypeFetchQueued:
 		c.handleFetchQueued(data, env)
 	case wire.TypeListPeers:
-		c.ms.mu.Lock()
-		peers := c.ms.listPeers(c.mem, c.b.cfg.WorkingDecay)
-		c.ms.mu.Unlock()
-		c.reply(wire.Peers{Type: wire.TypePeers, ReqID: env.ReqID, Peers: peers})
+		c.handleListPeers(data, env)
 	case wire.TypeMembersList:
 		c.reply(wire.Members{Type: wire.TypeMembers, ReqID: env.ReqID, Members: c.ms.memberList()})
 	case wire.TypeSetStatus, wire.TypeSetSummary, wire.TypeSetVisible, wire.TypeJoinGroup, wire.TypeLeaveGroup:

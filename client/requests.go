@@ -304,13 +304,26 @@ func (c *Conn) WaitReceipts(ctx context.Context, messageID string, n int) ([]wir
 	}
 }
 
-// ListPeers returns the mesh's presences as the broker lists them.
+// ListPeers returns the mesh's presences as the broker lists them,
+// following the broker's pages (`more`/`next`) to the end.
 func (c *Conn) ListPeers(ctx context.Context) ([]wire.Peer, error) {
-	r, err := roundTrip[wire.Peers](ctx, c, &wire.Request{Type: wire.TypeListPeers}, wire.TypePeers)
-	if err != nil {
-		return nil, err
+	var all []wire.Peer
+	after := ""
+	for {
+		r, err := roundTrip[wire.Peers](ctx, c, &wire.ListPeers{Type: wire.TypeListPeers, After: after}, wire.TypePeers)
+		if err != nil {
+			return nil, err
+		}
+		if all == nil {
+			all = r.Peers
+		} else {
+			all = append(all, r.Peers...)
+		}
+		if !r.More || r.Next == "" || r.Next == after || len(r.Peers) == 0 {
+			return all, nil
+		}
+		after = r.Next
 	}
-	return r.Peers, nil
 }
 
 // MembersList returns every member of the mesh, online or not.

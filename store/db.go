@@ -27,7 +27,7 @@ import (
 
 // SchemaVersion is the broker layout this code reads and writes. Open
 // migrates older files forward and refuses newer ones.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("store: closed")
@@ -64,6 +64,11 @@ var BrokerMigrations = []Migration{
 	// cannot read the new records, so the bump makes it refuse the file
 	// instead of failing on its first ack.
 	func(tx *bolt.Tx) error { return nil },
+	// 2 → 3: every member and session keeps at most MaxGroups valid,
+	// distinct groups. Before the cap covered hellos, repeated hellos
+	// could give one member thousands of groups, which made its
+	// list_peers entry megabytes long.
+	trimGroups,
 }
 
 // Options tune a Store.

@@ -35,6 +35,91 @@ var (
 	meshSubBucket = [][]byte{bMembers, bPubkeys, bNames, bSessions, bInvites, bMsgs, bDlv, bQueue, bIdem, bMsgExp, bRcptExp, bMsgDel}
 )
 
+// MaxGroups is the default cap on the groups one member (or one session)
+// holds, and what the 2 → 3 migration trims stored records to.
+const MaxGroups = 32
+
+// TrimGroups keeps the first max groups with valid, distinct names (and
+// valid roles), in order; it reports whether anything was dropped.
+func TrimGroups(groups []wire.Group, max int) ([]wire.Group, bool) {
+	out := make([]wire.Group, 0, min(len(groups), max))
+	seen := make(map[string]bool, len(groups))
+	for _, g := range groups {
+		if len(out) >= max {
+			break
+		}
+		if !wire.ValidGroup(g.Name) || !wire.ValidText(g.Role, 32) || seen[g.Name] {
+			continue
+		}
+		seen[g.Name] = true
+		out = append(out, g)
+	}
+	return out, len(out) != len(groups)
+}
+
+// trimGroups is the 2 → 3 migration: member and session records with more
+// than MaxGroups groups (or invalid ones) are rewritten with the first
+// MaxGroups valid ones. A record that does not decode is left alone for the
+// broker to report at start-up.
+func trimGroups(tx *bolt.Tx) error {
+	meshes := tx.Bucket(bucketMeshes)
+	if meshes == nil {
+		return nil
+	}
+	return meshes.ForEachBucket(func(id []byte) error {
+		mb := meshes.Bucket(id)
+		if b := mb.Bucket(bMembers); b != nil {
+			if err := rewrite(b, func(v []byte) ([]byte, bool) {
+				var m Member
+				if dec(v, &m) != nil {
+					return nil, false
+				}
+				var cut bool
+				if m.Groups, cut = TrimGroups(m.Groups, MaxGroups); !cut {
+					return nil, false
+				}
+				return enc(&m), true
+			}); err != nil {
+				return err
+			}
+		}
+		if b := mb.Bucket(bSessions); b != nil {
+			return rewrite(b, func(v []byte) ([]byte, bool) {
+				var s Session
+				if dec(v, &s) != nil {
+					return nil, false
+				}
+				var cut bool
+				if s.Groups, cut = TrimGroups(s.Groups, MaxGroups); !cut {
+					return nil, false
+				}
+				return enc(&s), true
+			})
+		}
+		return nil
+	})
+}
+
+// rewrite replaces the values fn changes (collected first: a bucket must
+// not be written while a ForEach walks it).
+func rewrite(b *bolt.Bucket, fn func(v []byte) ([]byte, bool)) error {
+	var keys, vals [][]byte
+	if err := b.ForEach(func(k, v []byte) error {
+		if nv, ok := fn(v); ok {
+			keys, vals = append(keys, bytes.Clone(k)), append(vals, nv)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for i := range keys {
+		if err := b.Put(keys[i], vals[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Mesh is one mesh's identity.
 type Mesh struct {
 	ID        string `json:"id"`

@@ -382,6 +382,20 @@ type Peers struct {
 	Type  string `json:"type"`
 	ReqID string `json:"reqId"`
 	Peers []Peer `json:"peers"`
+	// More says the list continues: ask again with After = Next. The
+	// broker pages list_peers by bytes, so no mesh, however many
+	// presences its members open, can make the answer outgrow the
+	// requester's send buffer.
+	More bool   `json:"more,omitzero"`
+	Next string `json:"next,omitempty"`
+}
+
+// ListPeers is the list_peers request; After continues a paged list from
+// the previous answer's Next.
+type ListPeers struct {
+	Type  string `json:"type"`
+	ReqID string `json:"reqId"`
+	After string `json:"after,omitempty"`
 }
 
 // Member is one row of members_list.

@@ -1,0 +1,128 @@
+package broker
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"claudemesh/wire"
+)
+
+// longGroups returns n distinct groups with the longest names the pattern
+// allows (four 32-character segments), so tests reach size limits quickly.
+func longGroups(prefix string, n int) []wire.Group {
+	out := make([]wire.Group, n)
+	for i := range out {
+		seg := fmt.Sprintf("%s%04d", prefix, i)
+		seg += strings.Repeat("x", 32-len(seg))
+		out[i] = wire.Group{Name: seg + "/" + strings.Repeat("y", 32) + "/" + strings.Repeat("z", 32) + "/" + strings.Repeat("w", 32), Role: strings.Repeat("r", 32)}
+	}
+	return out
+}
+
+// TestHelloGroupsShareTheMemberCap: groups in member hellos are added to the
+// member's own under the same total cap as join_group. A hello that would
+// pass it is refused with invalid_argument (before the fix, 600 hellos gave
+// one member 19,200 groups), the same groups again are fine, and the cap
+// holds across a restart.
+func TestHelloGroupsShareTheMemberCap(t *testing.T) {
+	cfg := testConfig(t)
+	b := startWith(t, cfg)
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	first := longGroups("a", 32)
+	connect(t, b, bob, false, func(h *wire.Hello) { h.Groups = first })
+	connect(t, b, bob, false, func(h *wire.Hello) { h.Groups = first[:5] }) // nothing new
+
+	r := dial(t, b)
+	r.write(r.helloFrame(bob, func(h *wire.Hello) { h.Groups = longGroups("b", 1) }))
+	r.expectRefusal(wire.CodeInvalidArgument, 1008, wire.CodeInvalidArgument)
+
+	bc := connect(t, b, bob, true, nil)
+	var e wire.Error
+	bc.request(map[string]any{"type": "join_group", "name": "extra"}, &e, wire.TypeError)
+	if e.Code != wire.CodeInvalidArgument {
+		t.Fatalf("join_group past the cap: %+v", e)
+	}
+	var ok wire.OK
+	bc.request(map[string]any{"type": "join_group", "name": first[3].Name, "role": "lead"}, &ok, wire.TypeOK)
+
+	groupsOf := func(c *rawConn) []wire.Group {
+		t.Helper()
+		var peers wire.Peers
+		c.request(map[string]any{"type": "list_peers"}, &peers, wire.TypePeers)
+		for _, p := range peers.Peers {
+			if p.MemberPubkey == bob.pub() {
+				return p.Groups
+			}
+		}
+		t.Fatalf("bob not listed: %+v", peers.Peers)
+		return nil
+	}
+	if g := groupsOf(bc); len(g) != 32 || g[3].Role != "lead" {
+		t.Fatalf("bob's groups: %d %+v", len(g), g[3])
+	}
+	if got := counterValue(t, b, "claudemesh_limits_tripped_total", "max_groups"); got < 1 {
+		t.Fatalf("limit metric %v", got)
+	}
+
+	b.Close()
+	b2 := startWith(t, cfg)
+	if g := groupsOf(connect(t, b2, bob, true, nil)); len(g) != 32 {
+		t.Fatalf("after restart bob has %d groups", len(g))
+	}
+}
+
+// TestListPeersIsPaged: one member opens presences whose entries are as
+// large as the limits allow; another member's list_peers must still arrive
+// (in pages) instead of overflowing its send buffer and being cut off with
+// 4008, and the pages together list every presence exactly once.
+func TestListPeersIsPaged(t *testing.T) {
+	b := startBroker(t, func(c *Config) { c.SendBuffer = 128 << 10 })
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	connect(t, b, bob, false, func(h *wire.Hello) { h.Groups = longGroups("g", 32) })
+	const n = 40
+	for i := range n {
+		connect(t, b, bob, true, func(h *wire.Hello) {
+			h.SessionID = fmt.Sprintf("big.%02d", i)
+			h.Cwd = strings.Repeat("c", 1000)
+			h.Hostname = strings.Repeat("h", 255)
+		})
+	}
+	a := connect(t, b, alice, true, nil)
+	seen := map[string]bool{}
+	after, pages := "", 0
+	for {
+		req := map[string]any{"type": "list_peers"}
+		if after != "" {
+			req["after"] = after
+		}
+		var page wire.Peers
+		a.request(req, &page, wire.TypePeers)
+		pages++
+		for _, p := range page.Peers {
+			k := p.Pubkey + "|" + p.SessionID
+			if seen[k] {
+				t.Fatalf("%s listed twice", k)
+			}
+			seen[k] = true
+		}
+		if size := len(wire.MustEncode(page)); size > b.cfg.peersPageBytes() {
+			t.Fatalf("page of %d bytes, over %d", size, b.cfg.peersPageBytes())
+		}
+		if !page.More {
+			break
+		}
+		after = page.Next
+	}
+	if len(seen) != n+1 || pages < 2 {
+		t.Fatalf("listed %d presences in %d pages, want %d in several", len(seen), pages, n+1)
+	}
+	var e wire.Error
+	a.request(map[string]any{"type": "list_peers", "after": "junk"}, &e, wire.TypeError)
+	if e.Code != wire.CodeInvalidArgument {
+		t.Fatalf("bad cursor: %+v", e)
+	}
+	bystanderCheck(t, a)
+}

@@ -1,0 +1,89 @@
+package broker
+
+import (
+	"strconv"
+	"strings"
+
+	"claudemesh/wire"
+)
+
+// handleListPeers answers list_peers one page at a time. A page stops
+// before its frame would pass Config.peersPageBytes, and `more`/`next` tell
+// the client to ask again: however many presences a mesh has, and however
+// large one member makes its entries, no requester's answer can outgrow its
+// send buffer and get it cut off with 4008 (issue: a member with thousands
+// of groups took a whole mesh offline this way).
+func (c *conn) handleListPeers(data []byte, env wire.Envelope) {
+	var req wire.ListPeers
+	if err := wire.Decode(data, &req); err != nil {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	var after *peerCursor
+	if req.After != "" {
+		cur, ok := parsePeerCursor(req.After)
+		if !ok {
+			c.sendError(env.ReqID, wire.CodeInvalidArgument, "after must be the next value of a previous peers answer")
+			return
+		}
+		after = &cur
+	}
+	c.ms.mu.Lock()
+	peers := c.ms.listPeers(c.mem, c.b.cfg.WorkingDecay)
+	c.ms.mu.Unlock()
+	out := wire.Peers{Type: wire.TypePeers, ReqID: env.ReqID, Peers: make([]wire.Peer, 0, min(len(peers), 256))}
+	budget := c.b.cfg.peersPageBytes() - 256 // the envelope and cursor
+	for _, p := range peers {
+		cur := cursorOf(&p)
+		if after != nil && !after.before(cur) {
+			continue
+		}
+		size := len(wire.MustEncode(p)) + 1
+		if budget < size && len(out.Peers) > 0 {
+			out.More, out.Next = true, cursorOf(&out.Peers[len(out.Peers)-1]).String()
+			break
+		}
+		budget -= size
+		out.Peers = append(out.Peers, p)
+	}
+	c.reply(out)
+}
+
+// peerCursor is a position in list_peers' order: connectedAt, then pubkey
+// and sessionId.
+type peerCursor struct {
+	connectedAt int64
+	key         string // pubkey + sessionId, as listPeers sorts
+	pubkey      string
+	sessionID   string
+}
+
+func cursorOf(p *wire.Peer) peerCursor {
+	return peerCursor{connectedAt: p.ConnectedAt, key: p.Pubkey + p.SessionID, pubkey: p.Pubkey, sessionID: p.SessionID}
+}
+
+// before reports whether c sorts strictly before o.
+func (c peerCursor) before(o peerCursor) bool {
+	if c.connectedAt != o.connectedAt {
+		return c.connectedAt < o.connectedAt
+	}
+	return c.key < o.key
+}
+
+// String is the wire form: <connectedAt>.<pubkey>.<sessionId> (a sessionId
+// may contain dots; it is last).
+func (c peerCursor) String() string {
+	return strconv.FormatInt(c.connectedAt, 10) + "." + c.pubkey + "." + c.sessionID
+}
+
+func parsePeerCursor(s string) (peerCursor, bool) {
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) != 3 || !wire.IsHex(parts[1], 64) || (parts[2] != "" && !wire.ValidSessionID(parts[2])) {
+		return peerCursor{}, false
+	}
+	at, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil {
+		return peerCursor{}, false
+	}
+	return peerCursor{connectedAt: at, key: parts[1] + parts[2], pubkey: parts[1], sessionID: parts[2]}, true
+}
