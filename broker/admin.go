@@ -13,9 +13,16 @@ import (
 	"claudemesh/wire"
 )
 
-// Administration (01-protocol §6): owner and admins act on members and
+// Administration (01-protocol §6): the owner and admins act on members and
 // sessions. Admins cannot act on the owner or on other admins; only the
-// owner changes roles.
+// owner changes roles and hands over ownership.
+//
+// Every decision that depends on roles is taken inside the store
+// transaction that makes the change, from the stored records: two admin
+// actions racing on the same members are serialised by bbolt, each sees
+// the other's outcome, and each appends its audit entry in that same
+// transaction. The in-memory member is updated afterwards in the commit's
+// callback, which runs in commit order, so memory ends where the store is.
 
 // adminTarget is one resolved target: a member, or one session of a member.
 type adminTarget struct {
@@ -31,21 +38,26 @@ func (t adminTarget) ref() wire.PeerRef {
 	return wire.PeerRef{DisplayName: t.member.DisplayName, Pubkey: t.member.Pubkey}
 }
 
-// resolveTarget matches a display name (exact, case-insensitive; members
-// first, then sessions), a full pubkey, or a pubkey prefix of ≥ 8 hex.
+// adminError is a refusal decided inside an admin transaction.
+type adminError struct{ code, msg string }
+
+func refusal(code, msg string) *adminError { return &adminError{code, msg} }
+
+// matchTargets finds what a target names, at the first level that matches:
+// a full pubkey or a pubkey prefix of ≥ 8 hex (members and sessions), else a
+// display name (exact, case-insensitive) of members, else of sessions.
 // Caller holds ms.mu.
-func (ms *meshState) resolveTarget(target string) ([]adminTarget, []wire.Candidate) {
+func (ms *meshState) matchTargets(target string) []adminTarget {
 	var out []adminTarget
 	sessionTarget := func(pubkey, name, parentID string) {
 		if parent := ms.memberByID[parentID]; parent != nil {
 			out = append(out, adminTarget{member: parent, session: pubkey, name: name})
 		}
 	}
-	isPrefix := len(target) >= 8 && len(target) <= 64 && wire.IsHex(target, len(target))
-	if isPrefix {
+	if len(target) >= 8 && len(target) <= 64 && wire.IsHex(target, len(target)) {
 		for _, m := range ms.members {
 			if strings.HasPrefix(m.Pubkey, target) {
-				out = append(out, adminTarget{member: m})
+				out = append(out, adminTarget{member: m, name: m.DisplayName})
 			}
 		}
 		for k, s := range ms.sessions {
@@ -53,27 +65,30 @@ func (ms *meshState) resolveTarget(target string) ([]adminTarget, []wire.Candida
 				sessionTarget(k, s.DisplayName, s.ParentMemberID)
 			}
 		}
-	}
-	if len(out) == 0 {
-		key := cmcrypto.NameKey(target)
-		for _, m := range ms.members {
-			if m.NameKey == key {
-				out = append(out, adminTarget{member: m})
-			}
-		}
-		if len(out) == 0 {
-			for k, s := range ms.sessions {
-				if cmcrypto.NameKey(s.DisplayName) == key {
-					sessionTarget(k, s.DisplayName, s.ParentMemberID)
-				}
-			}
+		if len(out) > 0 {
+			return out
 		}
 	}
-	if len(out) <= 1 {
-		return out, nil
+	key := cmcrypto.NameKey(target)
+	for _, m := range ms.members {
+		if m.NameKey == key {
+			out = append(out, adminTarget{member: m, name: m.DisplayName})
+		}
 	}
-	cands := make([]wire.Candidate, 0, len(out))
-	for _, t := range out {
+	if len(out) > 0 {
+		return out
+	}
+	for k, s := range ms.sessions {
+		if cmcrypto.NameKey(s.DisplayName) == key {
+			sessionTarget(k, s.DisplayName, s.ParentMemberID)
+		}
+	}
+	return out
+}
+
+func candidatesOf(ts []adminTarget) []wire.Candidate {
+	cands := make([]wire.Candidate, 0, len(ts))
+	for _, t := range ts {
 		kind := "member"
 		if t.session != "" {
 			kind = "session"
@@ -82,15 +97,69 @@ func (ms *meshState) resolveTarget(target string) ([]adminTarget, []wire.Candida
 		cands = append(cands, wire.Candidate{DisplayName: r.DisplayName, Pubkey: r.Pubkey, Kind: kind})
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].Pubkey < cands[j].Pubkey })
-	return nil, cands
+	return cands
 }
 
-// mayActOn reports whether the caller may act on member m.
-func (c *conn) mayActOn(m *member) bool {
-	if c.mem.Role == wire.MemberOwner {
-		return true
+// oneTarget resolves r.Target to exactly one target or answers the error.
+// With membersOnly (ban, unban, set_role, transfer) a session is not a
+// valid target: the verb acts on a member, and acting on a session's
+// parent by the session's name would surprise.
+func (c *conn) oneTarget(r *wire.AdminRequest, membersOnly bool) (adminTarget, bool) {
+	if r.Target == "" {
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, r.Type+" needs a target")
+		return adminTarget{}, false
 	}
-	return m.Role == wire.MemberMember
+	ms := c.ms
+	ms.mu.Lock()
+	ts := ms.matchTargets(r.Target)
+	var sessionOf string
+	if membersOnly {
+		kept := ts[:0]
+		for _, t := range ts {
+			if t.session == "" {
+				kept = append(kept, t)
+			} else {
+				sessionOf = t.name + " is an agent session of " + t.member.DisplayName
+			}
+		}
+		ts = kept
+	}
+	ms.mu.Unlock()
+	switch {
+	case len(ts) > 1:
+		c.reply(wire.Error{Type: wire.TypeError, ReqID: r.ReqID, Code: wire.CodeAmbiguousTarget,
+			Message: "several peers match " + r.Target + "; use a longer pubkey prefix", Candidates: candidatesOf(ts)})
+		return adminTarget{}, false
+	case len(ts) == 0 && sessionOf != "":
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, sessionOf+"; "+r.Type+" acts on members: name the member")
+		return adminTarget{}, false
+	case len(ts) == 0:
+		c.sendError(r.ReqID, wire.CodeUnknownTarget, "no member or session matches "+r.Target)
+		return adminTarget{}, false
+	}
+	return ts[0], true
+}
+
+// role reads the caller's member role under the mesh lock: set_role,
+// mesh_transfer and re-joins change it from other goroutines.
+func (c *conn) role() string {
+	c.ms.mu.Lock()
+	defer c.ms.mu.Unlock()
+	return c.mem.Role
+}
+
+func isManager(role string) bool { return role == wire.MemberOwner || role == wire.MemberAdmin }
+
+// skipReason says why a caller with role callerRole may not act on member
+// m ("" when it may). Caller holds ms.mu.
+func skipReason(callerRole string, m *member) string {
+	switch {
+	case m.Role == wire.MemberOwner:
+		return wire.SkipOwner
+	case m.Role == wire.MemberAdmin && callerRole != wire.MemberOwner:
+		return wire.SkipAdmin
+	}
+	return ""
 }
 
 func (c *conn) handleAdmin(data []byte, env wire.Envelope) {
@@ -102,59 +171,117 @@ func (c *conn) handleAdmin(data []byte, env wire.Envelope) {
 		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
 		return
 	}
-	if c.mem.Role != wire.MemberOwner && c.mem.Role != wire.MemberAdmin {
+	if !isManager(c.role()) {
 		c.sendError(r.ReqID, wire.CodeForbidden, "only the mesh owner or an admin can do that")
 		return
 	}
 	switch r.Type {
 	case wire.TypeListBans:
-		c.handleListBans(r)
+		c.handleListBans(&r)
 	case wire.TypeDisconnect, wire.TypeKick:
-		c.handleDrop(r)
+		c.handleDrop(&r)
 	case wire.TypeBan, wire.TypeUnban:
-		c.handleBan(r)
+		c.handleBan(&r)
 	case wire.TypeSetRole:
-		c.handleSetRole(r)
+		c.handleSetRole(&r)
+	case wire.TypeMeshTransfer:
+		c.handleTransfer(&r)
 	}
 }
 
-// oneTarget resolves r.Target to exactly one target or answers the error.
-func (c *conn) oneTarget(r wire.AdminRequest) (adminTarget, bool) {
-	if r.Target == "" {
-		c.sendError(r.ReqID, wire.CodeInvalidArgument, r.Type+" needs a target")
-		return adminTarget{}, false
-	}
-	c.ms.mu.Lock()
-	ts, cands := c.ms.resolveTarget(r.Target)
-	c.ms.mu.Unlock()
-	if cands != nil {
-		c.reply(wire.Error{Type: wire.TypeError, ReqID: r.ReqID, Code: wire.CodeAmbiguousTarget, Message: "several peers match " + r.Target + "; use a longer pubkey prefix", Candidates: cands})
-		return adminTarget{}, false
-	}
-	if len(ts) == 0 {
-		c.sendError(r.ReqID, wire.CodeUnknownTarget, "no member or session matches "+r.Target)
-		return adminTarget{}, false
-	}
-	return ts[0], true
-}
-
-// handleDrop is disconnect (the client reconnects) and kick (the session
-// ends; control-plane connections are skipped: roles are self-declared, so
-// kick is advisory and ban is the real control).
-func (c *conn) handleDrop(r wire.AdminRequest) {
+// adminTx runs an admin change on the committer. fn decides inside the
+// transaction: it returns a refusal (nothing written), or nil after making
+// the change. done runs in commit order once the change is durable; it
+// updates memory and answers.
+func (c *conn) adminTx(reqID string, fn func(tx *bolt.Tx, me *store.Member) *adminError, done func()) {
 	ms := c.ms
-	res := wire.AdminResult{Type: wire.TypeAdminResult, ReqID: r.ReqID, Affected: []wire.PeerRef{}, Skipped: []wire.PeerRef{}}
-	var victims []*conn
+	var refused *adminError
+	err := c.b.store.Submit(func(tx *bolt.Tx) error {
+		refused = nil
+		me, err := store.GetMember(tx, ms.id, c.mem.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			refused = refusal(wire.CodeForbidden, "you are no longer a member of this mesh")
+			return nil
+		case err != nil:
+			return err
+		case me.RevokedAt != 0:
+			refused = refusal(wire.CodeForbidden, "you were removed from this mesh")
+			return nil
+		}
+		refused = fn(tx, me)
+		return nil
+	}, func(err error) {
+		switch {
+		case err != nil:
+			c.b.log.Error("admin commit failed", "mesh", ms.id, "err", err)
+			c.sendError(reqID, wire.CodeInternal, "the broker could not save the change; nothing was changed")
+		case refused != nil:
+			c.sendError(reqID, refused.code, refused.msg)
+		default:
+			done()
+		}
+	})
+	if err != nil {
+		c.sendError(reqID, wire.CodeShuttingDown, "broker is shutting down; retry")
+	}
+}
+
+func newAdminResult(reqID string) wire.AdminResult {
+	return wire.AdminResult{Type: wire.TypeAdminResult, ReqID: reqID, Affected: []wire.PeerRef{}, Skipped: []wire.PeerRef{}}
+}
+
+func skipped(ref wire.PeerRef, reason string) wire.PeerRef {
+	ref.Reason = reason
+	return ref
+}
+
+// handleDrop is disconnect (the client reconnects) and kick (the client
+// must not reconnect). A named target loses every connection it has; with
+// --all or --stale, control-plane connections (daemons) are skipped and
+// reported: roles are self-declared, so a mass kick is advisory, and ban is
+// the real control. The caller's own member is never dropped by --all.
+func (c *conn) handleDrop(r *wire.AdminRequest) {
+	ms := c.ms
+	selectors := 0
+	if r.Target != "" {
+		selectors++
+	}
+	if r.All {
+		selectors++
+	}
+	if r.StaleMs != 0 {
+		selectors++
+	}
+	switch {
+	case r.StaleMs < 0:
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, "staleMs must be a positive number of milliseconds")
+		return
+	case selectors != 1:
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, r.Type+" takes exactly one of target, all or staleMs")
+		return
+	}
 	var single *adminTarget
-	if !r.All && r.StaleMs == 0 {
-		t, ok := c.oneTarget(r)
+	if r.Target != "" {
+		t, ok := c.oneTarget(r, false)
 		if !ok {
 			return
 		}
 		single = &t
 	}
+	res := newAdminResult(r.ReqID)
+	var victims []*conn
 	now := time.Now()
 	ms.mu.Lock()
+	callerRole := c.mem.Role
+	if single != nil {
+		if why := skipReason(callerRole, single.member); why != "" && single.member != c.mem {
+			ms.mu.Unlock()
+			c.sendError(r.ReqID, wire.CodeForbidden, "admins cannot "+r.Type+" the owner or another admin")
+			return
+		}
+	}
+	seen := map[string]bool{}
 	for _, p := range ms.presences {
 		if p.conn == nil || p.conn == c {
 			continue
@@ -174,100 +301,209 @@ func (c *conn) handleDrop(r wire.AdminRequest) {
 			}
 		}
 		ref := wire.PeerRef{DisplayName: p.displayName, Pubkey: p.pubkey}
-		if !c.mayActOn(p.member) || (r.Type == wire.TypeKick && p.role == wire.RoleControlPlane) {
-			res.Skipped = append(res.Skipped, ref)
+		why := skipReason(callerRole, p.member)
+		switch {
+		case single == nil && p.member == c.mem:
+			why = wire.SkipSelf
+		case single == nil && why == "" && r.Type == wire.TypeKick && p.role == wire.RoleControlPlane:
+			why = wire.SkipControlPlane
+		}
+		if why != "" {
+			res.Skipped = append(res.Skipped, skipped(ref, why))
 			continue
 		}
-		res.Affected = append(res.Affected, ref)
+		if !seen[p.key] {
+			seen[p.key] = true
+			res.Affected = append(res.Affected, ref)
+		}
 		victims = append(victims, p.conn)
 	}
-	ms.mu.Unlock()
-	c.reply(res)
-	for _, v := range victims {
-		if r.Type == wire.TypeKick {
-			v.endPresence.Store(true)
-			v.closeWith(wire.CloseKicked, wire.ReasonKicked)
-		} else {
-			v.closeWith(wire.CloseNormal, wire.ReasonDisconnected)
-		}
+	if single != nil && len(victims) == 0 {
+		res.Skipped = append(res.Skipped, skipped(single.ref(), wire.SkipNotConnected))
 	}
+	ms.mu.Unlock()
+	sortRefs(res.Affected)
+	sortRefs(res.Skipped)
+	if len(victims) == 0 {
+		c.reply(res) // nothing changes, nothing to record
+		return
+	}
+	event := wire.AuditDisconnect
+	if r.Type == wire.TypeKick {
+		event = wire.AuditKick
+	}
+	payload := map[string]any{"affected": res.Affected}
+	switch {
+	case r.All:
+		payload["all"] = true
+	case r.StaleMs > 0:
+		payload["staleMs"] = r.StaleMs
+	}
+	c.adminTx(r.ReqID, func(tx *bolt.Tx, me *store.Member) *adminError {
+		if !isManager(me.Role) {
+			return refusal(wire.CodeForbidden, "only the mesh owner or an admin can do that")
+		}
+		if _, err := store.AppendAudit(tx, ms.id, store.AuditEvent{Type: event, Actor: c.actor(), Payload: payload}); err != nil {
+			return refusal(wire.CodeInternal, "could not record the action")
+		}
+		return nil
+	}, func() {
+		c.reply(res)
+		for _, v := range victims {
+			if r.Type == wire.TypeKick {
+				v.sendError("", wire.ReasonKicked, "You were disconnected from \""+ms.name+"\" by an admin and should not reconnect now. Run the command again (or claudemesh daemon up) to come back.")
+				v.endPresence.Store(true)
+				v.closeWith(wire.CloseKicked, wire.ReasonKicked)
+			} else {
+				v.closeWith(wire.CloseNormal, wire.ReasonDisconnected)
+			}
+		}
+	})
 }
 
-// handleBan revokes (or restores) a member: all its connections close 4002
-// and hello and /v1/join refuse it from then on.
-func (c *conn) handleBan(r wire.AdminRequest) {
-	t, ok := c.oneTarget(r)
-	if !ok {
-		return
-	}
-	m := t.member
-	ref := wire.PeerRef{DisplayName: m.DisplayName, Pubkey: m.Pubkey}
-	res := wire.AdminResult{Type: wire.TypeAdminResult, ReqID: r.ReqID, Affected: []wire.PeerRef{}, Skipped: []wire.PeerRef{}}
-	if m == c.mem || !c.mayActOn(m) || m.Role == wire.MemberOwner {
-		res.Skipped = append(res.Skipped, ref)
-		c.reply(res)
-		return
-	}
-	if !wire.ValidText(r.Reason, 280) {
+func sortRefs(refs []wire.PeerRef) {
+	sort.Slice(refs, func(i, j int) bool {
+		if refs[i].DisplayName != refs[j].DisplayName {
+			return refs[i].DisplayName < refs[j].DisplayName
+		}
+		return refs[i].Pubkey < refs[j].Pubkey
+	})
+}
+
+// bannedMessage is what a removed member is told (01-protocol §3).
+func bannedMessage(meshName string) string {
+	return "You've been removed from \"" + meshName + "\". Contact the mesh owner to rejoin."
+}
+
+// handleBan revokes (or restores) a member. A ban closes every connection
+// of the member and of its sessions (4002), forgets its sessions, drops
+// everything queued for those keys, and from then on hello and /v1/join
+// refuse it. An admin cannot lift a ban the owner imposed.
+func (c *conn) handleBan(r *wire.AdminRequest) {
+	ban := r.Type == wire.TypeBan
+	if ban && !wire.ValidText(r.Reason, 280) {
 		c.sendError(r.ReqID, wire.CodeInvalidArgument, "reason is at most 280 bytes without control characters")
 		return
 	}
+	if !ban && r.Reason != "" {
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, "unban takes no reason")
+		return
+	}
+	t, ok := c.oneTarget(r, true)
+	if !ok {
+		return
+	}
 	ms := c.ms
+	memberID := t.member.ID
+	res := newAdminResult(r.ReqID)
+	var cur store.Member
+	var dropped []store.Expired
+	var sessions []string
+	var skip string
 	now := time.Now().UnixMilli()
-	ban := r.Type == wire.TypeBan
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
-		cur, err := store.GetMember(tx, ms.id, m.ID)
+	c.adminTx(r.ReqID, func(tx *bolt.Tx, me *store.Member) *adminError {
+		dropped, sessions, skip = nil, nil, ""
+		m, err := store.GetMember(tx, ms.id, memberID)
 		if err != nil {
-			return err
+			return refusal(wire.CodeUnknownTarget, "that member is no longer in the mesh")
 		}
+		cur = *m
+		switch {
+		case !isManager(me.Role):
+			return refusal(wire.CodeForbidden, "only the mesh owner or an admin can do that")
+		case m.ID == me.ID:
+			skip = wire.SkipSelf
+			return nil
+		case m.Role == wire.MemberOwner:
+			return refusal(wire.CodeForbidden, "the mesh owner cannot be banned")
+		case m.Role == wire.MemberAdmin && me.Role != wire.MemberOwner:
+			return refusal(wire.CodeForbidden, "admins cannot ban or unban another admin")
+		case ban && m.RevokedAt != 0:
+			skip = wire.SkipAlreadyBanned
+			return nil
+		case !ban && m.RevokedAt == 0:
+			skip = wire.SkipNotBanned
+			return nil
+		case !ban && me.Role != wire.MemberOwner && m.BannedByRole != wire.MemberAdmin:
+			return refusal(wire.CodeForbidden, "the mesh owner banned "+m.DisplayName+"; only the owner can lift that ban")
+		}
+		payload := map[string]any{"member": memberJSON(m)}
+		event := wire.AuditMemberUnbanned
 		if ban {
-			cur.RevokedAt, cur.BanReason = now, r.Reason
+			event = wire.AuditMemberBanned
+			m.RevokedAt, m.BanReason, m.BannedBy, m.BannedByRole = now, r.Reason, me.Pubkey, me.Role
+			if sessions, err = store.DeleteSessionsOf(tx, ms.id, m.ID); err != nil {
+				return refusal(wire.CodeInternal, "could not end the member's sessions")
+			}
+			for _, k := range append([]string{m.Pubkey}, sessions...) {
+				d, err := store.DropQueue(tx, ms.id, k)
+				if err != nil {
+					return refusal(wire.CodeInternal, "could not drop the member's queue")
+				}
+				dropped = append(dropped, d...)
+			}
+			payload["reason"] = r.Reason
+			payload["droppedDeliveries"] = len(dropped)
+			payload["endedSessions"] = len(sessions)
 		} else {
-			cur.RevokedAt, cur.BanReason = 0, ""
+			m.RevokedAt, m.BanReason, m.BannedBy, m.BannedByRole = 0, "", "", ""
 		}
-		return store.PutMember(tx, ms.id, cur)
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		c.sendError(r.ReqID, wire.CodeUnknownTarget, "that member left the mesh")
-		return
-	}
-	if err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not save the ban")
-		return
-	}
-	var victims []*conn
-	ms.mu.Lock()
-	if ban {
-		m.RevokedAt, m.BanReason = now, r.Reason
-		for _, set := range ms.conns {
-			for cc := range set {
-				if cc.mem == m {
-					victims = append(victims, cc)
+		if err := store.PutMember(tx, ms.id, m); err != nil {
+			return refusal(wire.CodeInternal, "could not save the ban")
+		}
+		if _, err := store.AppendAudit(tx, ms.id, store.AuditEvent{Type: event, Actor: me.Pubkey, Payload: payload}); err != nil {
+			return refusal(wire.CodeInternal, "could not record the ban")
+		}
+		cur = *m
+		return nil
+	}, func() {
+		ref := wire.PeerRef{DisplayName: cur.DisplayName, Pubkey: cur.Pubkey}
+		if skip != "" {
+			res.Skipped = append(res.Skipped, skipped(ref, skip))
+			c.reply(res)
+			return
+		}
+		c.b.hub.settleExpired(ms, dropped)
+		var victims []*conn
+		ms.mu.Lock()
+		if m := ms.memberByID[memberID]; m != nil {
+			m.RevokedAt, m.BanReason, m.BannedBy, m.BannedByRole = cur.RevokedAt, cur.BanReason, cur.BannedBy, cur.BannedByRole
+			change := wire.MemberUnbanned
+			if ban {
+				change = wire.MemberBanned
+			}
+			ms.memberChanged(change, m, nil)
+			if ban {
+				for _, k := range sessions {
+					delete(ms.sessions, k)
+				}
+				for _, set := range ms.conns {
+					for cc := range set {
+						if cc.mem == m {
+							victims = append(victims, cc)
+						}
+					}
 				}
 			}
 		}
-		ms.memberChanged(wire.MemberBanned, m, nil)
-	} else {
-		m.RevokedAt, m.BanReason = 0, ""
-		ms.memberChanged(wire.MemberUnbanned, m, nil)
-	}
-	ms.mu.Unlock()
-	res.Affected = append(res.Affected, ref)
-	c.reply(res)
-	msg := "You've been removed from \"" + ms.name + "\". Contact the mesh owner to rejoin."
-	for _, v := range victims {
-		v.sendError("", wire.CodeRevoked, msg)
-		v.endPresence.Store(true)
-		v.closeWith(wire.CloseBanned, wire.ReasonBanned)
-	}
+		ms.mu.Unlock()
+		res.Affected = append(res.Affected, ref)
+		c.reply(res)
+		msg := bannedMessage(ms.name)
+		for _, v := range victims {
+			v.sendError("", wire.CodeRevoked, msg)
+			v.endPresence.Store(true)
+			v.closeWith(wire.CloseBanned, wire.ReasonBanned)
+		}
+	})
 }
 
-func (c *conn) handleListBans(r wire.AdminRequest) {
+func (c *conn) handleListBans(r *wire.AdminRequest) {
 	out := wire.Bans{Type: wire.TypeBans, ReqID: r.ReqID, Bans: []wire.BanInfo{}}
 	c.ms.mu.Lock()
 	for _, m := range c.ms.members {
 		if m.RevokedAt != 0 {
-			out.Bans = append(out.Bans, wire.BanInfo{DisplayName: m.DisplayName, Pubkey: m.Pubkey, RevokedAt: m.RevokedAt, Reason: m.BanReason})
+			out.Bans = append(out.Bans, wire.BanInfo{DisplayName: m.DisplayName, Pubkey: m.Pubkey, RevokedAt: m.RevokedAt, Reason: m.BanReason, BannedBy: m.BannedBy})
 		}
 	}
 	c.ms.mu.Unlock()
@@ -275,9 +511,10 @@ func (c *conn) handleListBans(r wire.AdminRequest) {
 	c.reply(out)
 }
 
-// handleSetRole changes a member's role (owner only).
-func (c *conn) handleSetRole(r wire.AdminRequest) {
-	if c.mem.Role != wire.MemberOwner {
+// handleSetRole changes a member's role between admin and member (owner
+// only; the owner's own role changes only by mesh_transfer).
+func (c *conn) handleSetRole(r *wire.AdminRequest) {
+	if c.role() != wire.MemberOwner {
 		c.sendError(r.ReqID, wire.CodeForbidden, "only the owner changes roles")
 		return
 	}
@@ -285,38 +522,117 @@ func (c *conn) handleSetRole(r wire.AdminRequest) {
 		c.sendError(r.ReqID, wire.CodeInvalidArgument, "role must be admin or member")
 		return
 	}
-	t, ok := c.oneTarget(r)
+	t, ok := c.oneTarget(r, true)
 	if !ok {
 		return
 	}
-	m := t.member
-	res := wire.AdminResult{Type: wire.TypeAdminResult, ReqID: r.ReqID, Affected: []wire.PeerRef{}, Skipped: []wire.PeerRef{}}
-	ref := wire.PeerRef{DisplayName: m.DisplayName, Pubkey: m.Pubkey}
-	if m.Role == wire.MemberOwner {
-		res.Skipped = append(res.Skipped, ref)
+	ms := c.ms
+	memberID := t.member.ID
+	res := newAdminResult(r.ReqID)
+	var cur store.Member
+	var skip, from string
+	c.adminTx(r.ReqID, func(tx *bolt.Tx, me *store.Member) *adminError {
+		skip = ""
+		m, err := store.GetMember(tx, ms.id, memberID)
+		if err != nil {
+			return refusal(wire.CodeUnknownTarget, "that member is no longer in the mesh")
+		}
+		cur = *m
+		switch {
+		case me.Role != wire.MemberOwner:
+			return refusal(wire.CodeForbidden, "only the owner changes roles")
+		case m.ID == me.ID:
+			return refusal(wire.CodeForbidden, "the owner's role changes only by handing over ownership (claudemesh mesh transfer)")
+		case m.RevokedAt != 0:
+			skip = wire.SkipBanned
+			return nil
+		case m.Role == r.Role:
+			skip = wire.SkipUnchanged
+			return nil
+		}
+		from = m.Role
+		m.Role = r.Role
+		if err := store.PutMember(tx, ms.id, m); err != nil {
+			return refusal(wire.CodeInternal, "could not change the role")
+		}
+		if _, err := store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditRoleChanged, Actor: me.Pubkey,
+			Payload: map[string]any{"member": memberJSON(m), "from": from, "to": m.Role}}); err != nil {
+			return refusal(wire.CodeInternal, "could not record the role change")
+		}
+		cur = *m
+		return nil
+	}, func() {
+		ref := wire.PeerRef{DisplayName: cur.DisplayName, Pubkey: cur.Pubkey}
+		if skip != "" {
+			res.Skipped = append(res.Skipped, skipped(ref, skip))
+			c.reply(res)
+			return
+		}
+		ms.mu.Lock()
+		if m := ms.memberByID[memberID]; m != nil {
+			m.Role = cur.Role
+			ms.memberChanged(wire.MemberRoleChanged, m, &wire.MemberPrevious{MemberRole: from})
+		}
+		ms.mu.Unlock()
+		res.Affected = append(res.Affected, ref)
 		c.reply(res)
+	})
+}
+
+// handleTransfer hands ownership to another active member: it becomes the
+// owner and the caller an admin, in one transaction with its audit entry.
+func (c *conn) handleTransfer(r *wire.AdminRequest) {
+	if c.role() != wire.MemberOwner {
+		c.sendError(r.ReqID, wire.CodeForbidden, "only the owner can hand over the mesh")
+		return
+	}
+	t, ok := c.oneTarget(r, true)
+	if !ok {
 		return
 	}
 	ms := c.ms
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
-		cur, err := store.GetMember(tx, ms.id, m.ID)
-		if err != nil {
-			return err
+	memberID := t.member.ID
+	res := newAdminResult(r.ReqID)
+	var newOwner, oldOwner store.Member
+	var newOwnerWas string
+	c.adminTx(r.ReqID, func(tx *bolt.Tx, me *store.Member) *adminError {
+		m, err := store.GetMember(tx, ms.id, memberID)
+		switch {
+		case err != nil:
+			return refusal(wire.CodeUnknownTarget, "that member is no longer in the mesh")
+		case me.Role != wire.MemberOwner:
+			return refusal(wire.CodeForbidden, "only the owner can hand over the mesh")
+		case m.ID == me.ID:
+			return refusal(wire.CodeInvalidArgument, "you already own the mesh")
+		case m.RevokedAt != 0:
+			return refusal(wire.CodeInvalidArgument, m.DisplayName+" is banned; unban them first")
 		}
-		cur.Role = r.Role
-		return store.PutMember(tx, ms.id, cur)
+		newOwnerWas = m.Role
+		m.Role, me.Role = wire.MemberOwner, wire.MemberAdmin
+		if err := store.PutMember(tx, ms.id, m); err != nil {
+			return refusal(wire.CodeInternal, "could not hand over the mesh")
+		}
+		if err := store.PutMember(tx, ms.id, me); err != nil {
+			return refusal(wire.CodeInternal, "could not hand over the mesh")
+		}
+		if _, err := store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditOwnershipTransferred, Actor: me.Pubkey,
+			Payload: map[string]any{"from": memberJSON(me), "to": memberJSON(m), "previousRole": newOwnerWas}}); err != nil {
+			return refusal(wire.CodeInternal, "could not record the hand-over")
+		}
+		newOwner, oldOwner = *m, *me
+		return nil
+	}, func() {
+		ms.mu.Lock()
+		if m := ms.memberByID[newOwner.ID]; m != nil {
+			m.Role = newOwner.Role
+			ms.memberChanged(wire.MemberRoleChanged, m, &wire.MemberPrevious{MemberRole: newOwnerWas})
+		}
+		if m := ms.memberByID[oldOwner.ID]; m != nil {
+			m.Role = oldOwner.Role
+			ms.memberChanged(wire.MemberRoleChanged, m, &wire.MemberPrevious{MemberRole: wire.MemberOwner})
+		}
+		ms.mu.Unlock()
+		res.Affected = append(res.Affected, wire.PeerRef{DisplayName: newOwner.DisplayName, Pubkey: newOwner.Pubkey})
+		c.reply(res)
 	})
-	if err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not change the role")
-		return
-	}
-	ms.mu.Lock()
-	prev := m.Role
-	m.Role = r.Role
-	if prev != r.Role {
-		ms.memberChanged(wire.MemberRoleChanged, m, &wire.MemberPrevious{MemberRole: prev})
-	}
-	ms.mu.Unlock()
-	res.Affected = append(res.Affected, ref)
-	c.reply(res)
 }

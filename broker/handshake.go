@@ -350,7 +350,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 }
 
 // features advertised in hello_ack.
-var features = []string{"box", "multi", "receipts", "fetch_queued", "session_hello", "priority", "idempotency", "message_status", "invites", "member_events"}
+var features = []string{"box", "multi", "receipts", "fetch_queued", "session_hello", "priority", "idempotency", "message_status", "invites", "member_events", "admin", "audit", "mesh_transfer"}
 
 // mergeGroups adds groups not yet present; reports whether any was added.
 func mergeGroups(dst *[]wire.Group, add []wire.Group) bool {

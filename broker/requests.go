@@ -273,7 +273,12 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 			}
 			dropped = append(dropped, d...)
 		}
-		return store.DeleteMember(tx, ms.id, m)
+		if err := store.DeleteMember(tx, ms.id, m); err != nil {
+			return err
+		}
+		_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMemberLeft, Actor: m.Pubkey,
+			Payload: map[string]any{"member": memberJSON(m)}})
+		return err
 	})
 	if err != nil {
 		c.sendError(env.ReqID, wire.CodeInternal, "could not leave the mesh")
@@ -308,7 +313,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 // ---- invites ----
 
 func (c *conn) requireAdmin(reqID string) bool {
-	if c.mem.Role != wire.MemberOwner && c.mem.Role != wire.MemberAdmin {
+	if !isManager(c.role()) {
 		c.sendError(reqID, wire.CodeForbidden, "only the mesh owner or an admin can manage invites")
 		return false
 	}
@@ -344,7 +349,7 @@ func (c *conn) handleInviteCreate(data []byte, env wire.Envelope) {
 	case inv.IssuerPubkey != c.mem.Pubkey:
 		c.sendError(r.ReqID, wire.CodeForbidden, "the invite must be issued by the connected member")
 		return
-	case inv.Role == wire.MemberAdmin && c.mem.Role != wire.MemberOwner:
+	case inv.Role == wire.MemberAdmin && c.role() != wire.MemberOwner:
 		c.sendError(r.ReqID, wire.CodeForbidden, "only the owner can issue admin invites")
 		return
 	case inv.MeshID != c.ms.id || inv.BrokerPubkey != c.b.keyHex || inv.MeshSlug != c.ms.slug:
@@ -360,7 +365,12 @@ func (c *conn) handleInviteCreate(data []byte, env wire.Envelope) {
 		if _, err := store.GetInvite(tx, ms.id, rec.ID); err == nil {
 			return store.ErrExists
 		}
-		return store.PutInvite(tx, ms.id, rec)
+		if err := store.PutInvite(tx, ms.id, rec); err != nil {
+			return err
+		}
+		_, err := store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditInviteCreated, Actor: c.actor(), Payload: map[string]any{
+			"inviteId": rec.ID, "role": rec.Role, "expiresAt": rec.ExpiresAt, "maxUses": rec.MaxUses}})
+		return err
 	})
 	if errors.Is(err, store.ErrExists) {
 		c.sendError(r.ReqID, wire.CodeInviteExists, "an invite with this id is already registered")
@@ -412,10 +422,16 @@ func (c *conn) handleInviteRevoke(data []byte, env wire.Envelope) {
 		if err != nil {
 			return err
 		}
-		if inv.RevokedAt == 0 {
-			inv.RevokedAt = time.Now().UnixMilli()
+		if inv.RevokedAt != 0 {
+			return nil // already revoked: nothing changes, nothing to record
 		}
-		return store.PutInvite(tx, ms.id, inv)
+		inv.RevokedAt = time.Now().UnixMilli()
+		if err := store.PutInvite(tx, ms.id, inv); err != nil {
+			return err
+		}
+		_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditInviteRevoked, Actor: c.actor(),
+			Payload: map[string]any{"inviteId": inv.ID}})
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		c.sendError(r.ReqID, wire.CodeInviteNotFound, "no invite with that id")

@@ -202,7 +202,10 @@ func (b *Broker) handleCreateMesh(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UnixMilli()
 	mesh := store.Mesh{ID: newID(), Slug: slug, Name: name, CreatedAt: now}
 	mem := store.Member{ID: newID(), Pubkey: req.OwnerPubkey, DisplayName: owner, NameKey: cmcrypto.NameKey(owner), Role: wire.MemberOwner, JoinedAt: now}
-	err = b.store.Update(func(tx *bolt.Tx) error { return store.CreateMesh(tx, mesh, &mem) })
+	err = b.audited(mesh.ID, func() store.AuditEvent {
+		return store.AuditEvent{Type: wire.AuditMeshCreated, Actor: b.keyHex, Payload: map[string]any{
+			"by": "operator", "name": name, "slug": slug, "owner": memberJSON(&mem)}}
+	}, func(tx *bolt.Tx) error { return store.CreateMesh(tx, mesh, &mem) })
 	if errors.Is(err, store.ErrSlugTaken) {
 		restError(w, http.StatusConflict, wire.CodeSlugTaken, "a mesh with slug "+slug+" already exists")
 		return
@@ -333,7 +336,9 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UnixMilli()
 	var joined store.Member
+	var fresh bool
 	err = b.store.Update(func(tx *bolt.Tx) error {
+		fresh = false
 		rec, err := store.GetInvite(tx, ms.id, inv.InviteID)
 		if err != nil || rec.Token != req.Token {
 			return &joinError{http.StatusNotFound, wire.CodeInviteNotFound, "this invite was never registered with the broker"}
@@ -368,7 +373,13 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		joined = store.Member{ID: newID(), Pubkey: req.Pubkey, DisplayName: name, NameKey: key, Role: rec.Role, JoinedAt: now, InviteID: rec.ID}
-		return store.PutMember(tx, ms.id, &joined)
+		if err := store.PutMember(tx, ms.id, &joined); err != nil {
+			return err
+		}
+		fresh = true
+		_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMemberJoined, Actor: joined.Pubkey, Payload: map[string]any{
+			"member": memberJSON(&joined), "role": joined.Role, "inviteId": rec.ID, "issuerPubkey": rec.IssuerPubkey}})
+		return err
 	})
 	var je *joinError
 	if errors.As(err, &je) {
@@ -379,13 +390,15 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusInternalServerError, wire.CodeInternal, "could not enroll")
 		return
 	}
-	ms.mu.Lock()
-	known := ms.memberByID[joined.ID] != nil
-	mem := ms.addMember(joined, b.cfg)
-	if !known {
+	if fresh {
+		// An idempotent re-join changes nothing: the member's record in
+		// memory is the live one (its profile may be newer than the
+		// store's) and must not be replaced.
+		ms.mu.Lock()
+		mem := ms.addMember(joined, b.cfg)
 		ms.memberChanged(wire.MemberJoined, mem, nil)
+		ms.mu.Unlock()
 	}
-	ms.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]string{
 		"meshId": ms.id, "slug": ms.slug, "name": ms.name, "memberId": joined.ID, "memberRole": joined.Role,
 		"brokerUrl": b.publicURL, "brokerPubkey": b.keyHex, "displayName": joined.DisplayName,

@@ -69,8 +69,12 @@ func (c *conn) handle(data []byte) {
 		c.handleInviteList(env)
 	case wire.TypeInviteRevoke:
 		c.handleInviteRevoke(data, env)
-	case wire.TypeDisconnect, wire.TypeKick, wire.TypeBan, wire.TypeUnban, wire.TypeListBans, wire.TypeSetRole:
+	case wire.TypeDisconnect, wire.TypeKick, wire.TypeBan, wire.TypeUnban, wire.TypeListBans, wire.TypeSetRole, wire.TypeMeshTransfer:
 		c.handleAdmin(data, env)
+	case wire.TypeAuditQuery:
+		c.handleAuditQuery(data, env)
+	case wire.TypeAuditCheckpoint:
+		c.handleAuditCheckpoint(env)
 	case wire.TypeHello, wire.TypeSessionHello:
 		c.sendError(env.ReqID, wire.CodeInvalidArgument, "this connection is already authenticated")
 	default:
@@ -192,6 +196,13 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		}
 		res.seqs, err = store.AppendMessage(tx, ms.id, rec, to)
 		res.messageID = messageID
+		if err == nil && c.b.cfg.AuditMessages {
+			// Metadata only, as the broker sees it: never a body.
+			_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMessageSent, Actor: memberPubkey,
+				At: now, Payload: map[string]any{
+					"messageId": messageID, "clientMessageId": s.ClientMessageID, "senderPubkey": c.pubkey,
+					"targetSpec": s.TargetSpec, "kind": s.Kind, "recipients": len(to), "fingerprint": rec.Fingerprint}})
+		}
 		return err
 	}, func(err error) {
 		c.afterSend(&s, rec, to, &res, err, start)
@@ -291,9 +302,11 @@ func (c *conn) validateSend(s *wire.Send) error {
 			return fmt.Errorf("mentions must be 64-hex pubkeys")
 		}
 	}
-	if s.Subtype != "" && (s.Subtype == wire.SubtypeSystem || !wire.ValidText(s.Subtype, 32)) {
+	if s.Subtype != "" && (strings.EqualFold(s.Subtype, wire.SubtypeSystem) || !wire.ValidText(s.Subtype, 32)) {
 		// "system" is reserved for the broker's own presence events: a
-		// peer must not be able to forge one.
+		// peer must not be able to forge one, in any letter case (a
+		// client that compares case-insensitively would take "System"
+		// for the broker's).
 		return fmt.Errorf("subtype %q is reserved or invalid", s.Subtype)
 	}
 	if s.BodyVersion != 0 && s.BodyVersion != 1 && s.BodyVersion != 2 {

@@ -27,7 +27,7 @@ import (
 
 // SchemaVersion is the broker layout this code reads and writes. Open
 // migrates older files forward and refuses newer ones.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("store: closed")
@@ -69,6 +69,21 @@ var BrokerMigrations = []Migration{
 	// could give one member thousands of groups, which made its
 	// list_peers entry megabytes long.
 	trimGroups,
+	// 3 → 4: governance. Every mesh gains its audit chain (empty: the
+	// chain starts at the upgrade), grants and skills buckets. A broker of
+	// schema 3 would make changes without recording them, so the bump
+	// makes it refuse the file.
+	func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeshes).ForEachBucket(func(id []byte) error {
+			mb := tx.Bucket(bucketMeshes).Bucket(id)
+			for _, b := range [][]byte{bAudit, bGrants, bSkills} {
+				if _, err := mb.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	},
 }
 
 // Options tune a Store.

@@ -32,7 +32,10 @@ var (
 	bMsgExp       = []byte("msgexp")   // createdAt ‖ messageId → nil (expiry index)
 	bRcptExp      = []byte("rcptexp")  // createdAt ‖ raw recipient ‖ seq → receiptId
 	bMsgDel       = []byte("msgdel")   // createdAt ‖ messageId → nil: expired, awaiting purge
-	meshSubBucket = [][]byte{bMembers, bPubkeys, bNames, bSessions, bInvites, bMsgs, bDlv, bQueue, bIdem, bMsgExp, bRcptExp, bMsgDel}
+	bAudit        = []byte("audit")    // seq → wire.AuditEntry (the audit chain)
+	bGrants       = []byte("grants")   // raw recipient member pubkey → its explicit grants
+	bSkills       = []byte("skills")   // skill name → Skill
+	meshSubBucket = [][]byte{bMembers, bPubkeys, bNames, bSessions, bInvites, bMsgs, bDlv, bQueue, bIdem, bMsgExp, bRcptExp, bMsgDel, bAudit, bGrants, bSkills}
 )
 
 // MaxGroups is the default cap on the groups one member (or one session)
@@ -131,20 +134,24 @@ type Mesh struct {
 // Member is a person's enrolled key in a mesh, with the profile its member
 // presences share (01-protocol §4 "Profile changes").
 type Member struct {
-	ID          string       `json:"id"`
-	Pubkey      string       `json:"pubkey"`
-	DisplayName string       `json:"displayName"`
-	NameKey     string       `json:"nameKey"`
-	Role        string       `json:"role"`
-	JoinedAt    int64        `json:"joinedAt"`
-	LastSeenAt  int64        `json:"lastSeenAt,omitzero"`
-	RevokedAt   int64        `json:"revokedAt,omitzero"`
-	BanReason   string       `json:"banReason,omitempty"`
-	InviteID    string       `json:"inviteId,omitempty"`
-	Status      string       `json:"status,omitempty"`
-	Summary     string       `json:"summary,omitempty"`
-	Hidden      bool         `json:"hidden,omitzero"`
-	Groups      []wire.Group `json:"groups,omitempty"`
+	ID          string `json:"id"`
+	Pubkey      string `json:"pubkey"`
+	DisplayName string `json:"displayName"`
+	NameKey     string `json:"nameKey"`
+	Role        string `json:"role"`
+	JoinedAt    int64  `json:"joinedAt"`
+	LastSeenAt  int64  `json:"lastSeenAt,omitzero"`
+	RevokedAt   int64  `json:"revokedAt,omitzero"`
+	BanReason   string `json:"banReason,omitempty"`
+	// BannedBy and BannedByRole record who banned the member and in which
+	// role, so an admin cannot lift a ban the owner imposed.
+	BannedBy     string       `json:"bannedBy,omitempty"`
+	BannedByRole string       `json:"bannedByRole,omitempty"`
+	InviteID     string       `json:"inviteId,omitempty"`
+	Status       string       `json:"status,omitempty"`
+	Summary      string       `json:"summary,omitempty"`
+	Hidden       bool         `json:"hidden,omitzero"`
+	Groups       []wire.Group `json:"groups,omitempty"`
 }
 
 // Session is an agent session key the mesh has seen, kept so DMs to a

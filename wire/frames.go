@@ -537,10 +537,12 @@ type AdminRequest struct {
 	Role    string `json:"role,omitempty"`
 }
 
-// PeerRef names a peer in admin results.
+// PeerRef names a peer in admin results. Reason says why a skipped peer
+// was skipped (owner, admin, self, control-plane, already_banned, …).
 type PeerRef struct {
 	DisplayName string `json:"displayName"`
 	Pubkey      string `json:"pubkey"`
+	Reason      string `json:"reason,omitempty"`
 }
 
 // AdminResult answers disconnect, kick, ban, unban and set_role.
@@ -557,6 +559,7 @@ type BanInfo struct {
 	Pubkey      string `json:"pubkey"`
 	RevokedAt   int64  `json:"revokedAt"`
 	Reason      string `json:"reason"`
+	BannedBy    string `json:"bannedBy,omitempty"` // pubkey of the owner or admin who banned
 }
 
 // Bans answers list_bans.
