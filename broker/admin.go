@@ -309,11 +309,16 @@ func (c *conn) handleDrop(r *wire.AdminRequest) {
 			why = wire.SkipControlPlane
 		}
 		if why != "" {
-			res.Skipped = append(res.Skipped, skipped(ref, why))
+			if !seen[why+p.pubkey] {
+				seen[why+p.pubkey] = true
+				res.Skipped = append(res.Skipped, skipped(ref, why))
+			}
 			continue
 		}
-		if !seen[p.key] {
-			seen[p.key] = true
+		if !seen[p.pubkey] {
+			// One row per key: a member's presences (daemon, inbox
+			// --follow) all stand for the member.
+			seen[p.pubkey] = true
 			res.Affected = append(res.Affected, ref)
 		}
 		victims = append(victims, p.conn)

@@ -595,19 +595,31 @@ func TestBrokerAdminCloses(t *testing.T) {
 		}
 	}
 
-	// kick: the presence stops; a control-plane connection is skipped.
+	// kick --all: the presence stops; a control-plane connection is
+	// skipped and reported.
 	daemon := mustDial(t, ctx, bob, DialOptions{Presence: true, Role: wire.RoleControlPlane, SessionID: "daemon"})
-	res, err = admin.Admin(ctx, &wire.AdminRequest{Type: wire.TypeKick, Target: "bob"})
-	if err != nil || len(res.Skipped) == 0 {
-		t.Fatalf("kick: %v %+v", err, res)
+	res, err = admin.Admin(ctx, &wire.AdminRequest{Type: wire.TypeKick, All: true})
+	if err != nil || len(res.Skipped) != 1 || res.Skipped[0].Reason != wire.SkipControlPlane || len(res.Affected) != 1 {
+		t.Fatalf("kick --all: %v %+v", err, res)
 	}
 	err = waitState(t, p, StateKicked)
 	wantCode(t, err, wire.ReasonKicked)
 	select {
 	case <-daemon.Done():
-		t.Fatal("kick closed a control-plane connection")
+		t.Fatal("kick --all closed a control-plane connection")
 	default:
 	}
+	// A kick naming the member ends its daemon's connection too (issue 9:
+	// a kicked daemon stops reconnecting).
+	res, err = admin.Admin(ctx, &wire.AdminRequest{Type: wire.TypeKick, Target: "bob"})
+	if err != nil || len(res.Affected) != 1 {
+		t.Fatalf("kick bob: %v %+v", err, res)
+	}
+	recvWithin(t, daemon.Done(), "the daemon connection to be kicked")
+	if code, _ := daemon.CloseCode(); code != wire.CloseKicked {
+		t.Fatalf("daemon connection closed %d", code)
+	}
+	daemon = mustDial(t, ctx, bob, DialOptions{Presence: true, Role: wire.RoleControlPlane, SessionID: "daemon"})
 
 	// ban: every connection closes 4002 with the human message first.
 	p2 := StartPresence(ctx, bob, DialOptions{Presence: true, SessionID: "cli-bob2"}, PresenceOptions{})
