@@ -50,9 +50,8 @@ type Broker struct {
 	ln, metricsLn   net.Listener
 	publicURL       string
 
-	handshakes     atomic.Int64
-	handshakesByIP sync.Map // ip → *atomic.Int64
-	restLimits     *ipLimiter
+	admit      *admission
+	restLimits *ipLimiter
 
 	shuttingDown atomic.Bool
 	stop         chan struct{}
@@ -93,6 +92,19 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxGroups <= 0 {
 		cfg.MaxGroups = def.MaxGroups
 	}
+	if cfg.MaxConnsPerIP < 0 {
+		cfg.MaxConnsPerIP = 0
+	}
+	if cfg.IPLimitExempt == nil {
+		cfg.IPLimitExempt = def.IPLimitExempt
+	}
+	for _, d := range []struct{ v, def *time.Duration }{
+		{&cfg.HTTPReadTimeout, &def.HTTPReadTimeout}, {&cfg.HTTPWriteTimeout, &def.HTTPWriteTimeout}, {&cfg.HTTPIdleTimeout, &def.HTTPIdleTimeout},
+	} {
+		if *d.v <= 0 {
+			*d.v = *d.def
+		}
+	}
 	if cfg.Version == "" {
 		cfg.Version = def.Version
 	}
@@ -118,6 +130,7 @@ func New(cfg Config) (*Broker, error) {
 		restLimits: newIPLimiter(20, 60),
 	}
 	b.metrics = newMetrics()
+	b.admit = newAdmission(cfg, b.metrics)
 	st, err := store.Open(filepath.Join(cfg.DataDir, "broker.db"), store.Options{
 		Logger: cfg.Logger,
 		OnCommit: func(d time.Duration, _ int) {
@@ -160,19 +173,16 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.publicURL == "" {
 		b.publicURL = derivePublicURL(ln.Addr().String(), b.cfg.Listen, b.cfg.TLSCert != "")
 	}
-	b.srv = &http.Server{
-		Handler:           b.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
-	}
+	b.srv = b.newHTTPServer(b.routes())
+	counted := &listener{Listener: ln, a: b.admit}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
 		var err error
 		if b.cfg.TLSCert != "" {
-			err = b.srv.ServeTLS(ln, b.cfg.TLSCert, b.cfg.TLSKey)
+			err = b.srv.ServeTLS(counted, b.cfg.TLSCert, b.cfg.TLSKey)
 		} else {
-			err = b.srv.Serve(ln)
+			err = b.srv.Serve(counted)
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.log.Error("serve", "err", err)
@@ -203,6 +213,21 @@ func (b *Broker) Start(ctx context.Context) error {
 	}()
 	b.log.Info("broker listening", "addr", ln.Addr().String(), "publicUrl", b.publicURL, "brokerPubkey", b.keyHex, "metrics", b.MetricsAddr())
 	return nil
+}
+
+// newHTTPServer is the public server around h. The timeouts and the guard
+// apply to every route, including those added later: nothing
+// unauthenticated can hold a connection, a slow body or a stalled response
+// longer than they allow. Serve it on a listener from admission.go.
+func (b *Broker) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           b.httpGuard(h),
+		ReadHeaderTimeout: b.cfg.HTTPReadTimeout,
+		IdleTimeout:       b.cfg.HTTPIdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ConnContext:       connContext,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
 }
 
 // derivePublicURL builds ws://host:port/ws from the bound address, using

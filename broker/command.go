@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -49,6 +51,13 @@ func Command() *cli.Command {
 			&cli.DurationFlag{Name: "hello-timeout", Value: def.HelloTimeout},
 			&cli.BoolFlag{Name: "audit-messages", Usage: "also audit message sends"},
 			&cli.IntFlag{Name: "max-groups", Value: def.MaxGroups, Usage: "groups one member (or one session) may hold in total"},
+			&cli.IntFlag{Name: "max-handshakes", Value: def.MaxHandshakes, Usage: "upgraded connections waiting for their hello, in total"},
+			&cli.IntFlag{Name: "max-handshakes-per-ip", Value: def.MaxHandshakesPerIP, Usage: "upgraded connections waiting for their hello, per address (IPv6: per /64)"},
+			&cli.IntFlag{Name: "max-conns-per-ip", Value: def.MaxConnsPerIP, Usage: "open connections per address that are not an authenticated WebSocket (0 = unlimited)"},
+			&cli.StringFlag{Name: "ip-limit-exempt", Value: prefixList(def.IPLimitExempt), Usage: "comma-separated `CIDRS` the per-address limits skip (a reverse proxy's address); \"\" for none"},
+			&cli.DurationFlag{Name: "http-read-timeout", Value: def.HTTPReadTimeout, Usage: "time to send a request's headers and body"},
+			&cli.DurationFlag{Name: "http-write-timeout", Value: def.HTTPWriteTimeout, Usage: "time a response may go without progress"},
+			&cli.DurationFlag{Name: "http-idle-timeout", Value: def.HTTPIdleTimeout, Usage: "how long an idle keep-alive connection stays open"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
@@ -59,6 +68,10 @@ func Command() *cli.Command {
 			if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
 				return cliui.UsageErrorf("give both --tls-cert and --tls-key, or neither")
 			}
+			exempt, err := parsePrefixes(c.String("ip-limit-exempt"))
+			if err != nil {
+				return cliui.UsageErrorf("--ip-limit-exempt: %v", err)
+			}
 			cfg := Config{
 				Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"), DataDir: c.String("data"),
 				PublicURL: c.String("public-url"), TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
@@ -68,14 +81,47 @@ func Command() *cli.Command {
 				PingInterval: c.Duration("ping-interval"), PongTimeout: c.Duration("pong-timeout"),
 				Grace: c.Duration("grace"), RedeliverAfter: c.Duration("redeliver-after"),
 				HelloTimeout: c.Duration("hello-timeout"), AuditMessages: c.Bool("audit-messages"),
-				MaxHandshakes: def.MaxHandshakes, MaxHandshakesPerIP: def.MaxHandshakesPerIP,
-				MaxGroups:    c.Int("max-groups"),
-				WorkingDecay: def.WorkingDecay, Version: buildinfo.Version,
+				MaxHandshakes: c.Int("max-handshakes"), MaxHandshakesPerIP: c.Int("max-handshakes-per-ip"),
+				MaxGroups: c.Int("max-groups"), MaxConnsPerIP: c.Int("max-conns-per-ip"), IPLimitExempt: exempt,
+				HTTPReadTimeout: c.Duration("http-read-timeout"), HTTPWriteTimeout: c.Duration("http-write-timeout"),
+				HTTPIdleTimeout: c.Duration("http-idle-timeout"),
+				WorkingDecay:    def.WorkingDecay, Version: buildinfo.Version,
 				Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 			}
 			return Run(c.Context, cfg)
 		},
 	}
+}
+
+// parsePrefixes reads a comma-separated list of CIDRs or bare addresses
+// (a bare address is its own /32 or /128). The result is never nil, so an
+// empty list means "exempt nothing".
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	out := []netip.Prefix{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a CIDR nor an address", f)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+func prefixList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // Run starts a broker and blocks until ctx ends or SIGTERM/SIGINT arrives,

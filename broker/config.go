@@ -2,6 +2,7 @@ package broker
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"claudemesh/store"
@@ -31,6 +32,21 @@ type Config struct {
 	AuditMessages      bool
 	MaxHandshakes      int // unauthenticated connections open at once
 	MaxHandshakesPerIP int
+	// MaxConnsPerIP caps the TCP connections one address (an IPv6 /64)
+	// holds open that are not an authenticated WebSocket: HTTP keep-alive,
+	// REST calls and upgrades waiting for their hello. 0 disables it.
+	MaxConnsPerIP int
+	// IPLimitExempt are addresses the per-address limits do not apply to
+	// (nil means loopback: a reverse proxy on the same host, whose address
+	// every client shares).
+	IPLimitExempt []netip.Prefix
+	// HTTP timeouts of every route: headers and body must arrive within
+	// HTTPReadTimeout, a response must make progress within
+	// HTTPWriteTimeout, and an idle keep-alive connection is closed after
+	// HTTPIdleTimeout.
+	HTTPReadTimeout  time.Duration
+	HTTPWriteTimeout time.Duration
+	HTTPIdleTimeout  time.Duration
 	// MaxGroups caps the groups a member holds in total (join_group and
 	// every hello's groups together) and the groups of one session: each
 	// group is in every list_peers entry of its holder, so the cap is what
@@ -65,9 +81,19 @@ func DefaultConfig() Config {
 		MaxHandshakes:      1024,
 		MaxHandshakesPerIP: 32,
 		MaxGroups:          store.MaxGroups,
+		MaxConnsPerIP:      128,
+		IPLimitExempt:      LoopbackPrefixes(),
+		HTTPReadTimeout:    10 * time.Second,
+		HTTPWriteTimeout:   30 * time.Second,
+		HTTPIdleTimeout:    30 * time.Second,
 		WorkingDecay:       10 * time.Minute,
 		Version:            "dev",
 	}
+}
+
+// LoopbackPrefixes is the default of --ip-limit-exempt.
+func LoopbackPrefixes() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 }
 
 // Protocol limits that are not flags.
@@ -85,6 +111,10 @@ const (
 	frameBurst        = 500
 	restBodyLimit     = 1 << 20
 	writeTimeout      = 10 * time.Second
+	// maxHelloFrame bounds every frame before hello_ack. The largest
+	// legal hello (1 KiB cwd, 32 long groups, an attestation) is about
+	// 9 KB; a stranger gets to send one such frame, not --max-frame.
+	maxHelloFrame = 64 << 10
 	maxSummaryRunes   = 280
 )
 

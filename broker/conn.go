@@ -25,6 +25,10 @@ type conn struct {
 	ws  *websocket.Conn
 	raw *coalescingConn
 	ip  string
+	// tracked is the accepted connection under the WebSocket (nil in
+	// tests that bypass the listener); released from the per-address
+	// count once authenticated.
+	tracked *trackedConn
 
 	// Set once by the handshake, read-only afterwards.
 	ms        *meshState
@@ -71,27 +75,23 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":{"code":"shutting_down","message":"broker is shutting down"}}`, http.StatusServiceUnavailable)
 		return
 	}
-	// Cap unauthenticated handshakes before spending a goroutine pair on
-	// them.
-	if n := b.handshakes.Add(1); n > int64(b.cfg.MaxHandshakes) {
-		b.handshakes.Add(-1)
+	// Take a handshake slot before spending a goroutine pair on the
+	// connection (admission.go: global, per address, fair per network).
+	handshakeDone, status, code, limit := b.admit.acquireHandshake(addrOf(r.RemoteAddr))
+	if handshakeDone == nil {
 		b.metrics.connsRejected.WithLabelValues("handshake_capacity").Inc()
+		b.metrics.limitTripped.WithLabelValues(limit).Inc()
 		w.Header().Set("Retry-After", "1")
-		http.Error(w, `{"error":{"code":"capacity","message":"too many connections are handshaking"}}`, http.StatusServiceUnavailable)
+		restError(w, status, code, "too many connections are handshaking ("+limit+"); retry in a moment")
 		return
 	}
-	perIP := b.ipCounter(ip)
-	if n := perIP.Add(1); n > int64(b.cfg.MaxHandshakesPerIP) {
-		perIP.Add(-1)
-		b.handshakes.Add(-1)
-		b.metrics.connsRejected.WithLabelValues("handshake_capacity").Inc()
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, `{"error":{"code":"rate_limited","message":"too many handshakes from this address"}}`, http.StatusTooManyRequests)
-		return
-	}
-	handshakeDone := sync.OnceFunc(func() { perIP.Add(-1); b.handshakes.Add(-1) })
+	tracked := trackedFrom(r.Context())
 	var raw *coalescingConn
 	hw := hijackWrapper{ResponseWriter: w, wrap: func(nc net.Conn) net.Conn {
+		// The HTTP server's request deadlines stay on a hijacked
+		// connection; from here the connection's own reader and writer
+		// set theirs.
+		nc.SetDeadline(time.Time{})
 		raw = &coalescingConn{Conn: nc}
 		return raw
 	}}
@@ -101,7 +101,7 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &conn{
-		b: b, ws: ws, raw: raw, ip: ip,
+		b: b, ws: ws, raw: raw, ip: ip, tracked: tracked,
 		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}),
@@ -117,11 +117,6 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 	go c.serve(handshakeDone)
 }
 
-func (b *Broker) ipCounter(ip string) *atomic.Int64 {
-	v, _ := b.handshakesByIP.LoadOrStore(ip, new(atomic.Int64))
-	return v.(*atomic.Int64)
-}
-
 func clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -135,6 +130,11 @@ func clientIP(r *http.Request) string {
 func (c *conn) serve(handshakeDone func()) {
 	ok := c.handshake()
 	handshakeDone()
+	if ok && c.tracked != nil {
+		// A member's connection no longer counts toward its address's
+		// cap of unauthenticated connections.
+		c.tracked.release()
+	}
 	c.lastActive.Store(time.Now().UnixMilli())
 	if ok {
 		c.ws.SetPongHandler(func(string) error {
@@ -185,6 +185,9 @@ func (c *conn) readFrame() ([]byte, error) {
 		return nil, err
 	}
 	limit := c.b.cfg.MaxFrame
+	if !c.authed.Load() {
+		limit = min(limit, maxHelloFrame)
+	}
 	data, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, err
@@ -195,7 +198,11 @@ func (c *conn) readFrame() ([]byte, error) {
 		// socket closes with a FIN after our close frame rather than a RST
 		// that could destroy it before the client reads the reason.
 		c.ws.SetReadDeadline(time.Now().Add(time.Second))
-		io.CopyN(io.Discard, r, 16<<20)
+		swallow := int64(16 << 20)
+		if !c.authed.Load() {
+			swallow = maxHelloFrame
+		}
+		io.CopyN(io.Discard, r, swallow)
 		return nil, errTooBig
 	}
 	if mt != websocket.TextMessage {

@@ -54,17 +54,25 @@ func (c *conn) handshake() bool {
 			}
 			return false
 		}
+		// Before hello_ack a client gets exactly one frame, the hello: any
+		// other frame is answered and the connection closed, so a stranger
+		// cannot stream junk at the broker for the whole hello timeout.
 		if data == nil {
-			continue
+			// A binary frame, already answered with malformed.
+			b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
+			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
+			return false
 		}
 		env, err := wire.Peek(data)
+		reqID := env.ReqID
+		if !wire.ValidReqID(reqID) {
+			reqID = "" // never echo an unchecked (possibly huge) value
+		}
 		if err != nil {
-			reqID := env.ReqID
-			if !wire.ValidReqID(reqID) {
-				reqID = ""
-			}
+			b.metrics.connsRejected.WithLabelValues(wire.CodeMalformed).Inc()
 			c.sendError(reqID, wire.CodeMalformed, err.Error())
-			continue
+			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
+			return false
 		}
 		var herr *handshakeError
 		switch env.Type {
@@ -73,8 +81,11 @@ func (c *conn) handshake() bool {
 		case wire.TypeSessionHello:
 			herr = c.acceptSessionHello(data, nonce)
 		default:
-			c.sendError(env.ReqID, wire.CodeNoHello, "send hello or session_hello first")
-			continue
+			b.metrics.connsRejected.WithLabelValues(wire.CodeNoHello).Inc()
+			b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
+			c.sendError(reqID, wire.CodeNoHello, "send hello or session_hello first")
+			c.closeWith(wire.ClosePolicy, wire.CodeNoHello)
+			return false
 		}
 		if herr != nil {
 			b.metrics.connsRejected.WithLabelValues(herr.code).Inc()

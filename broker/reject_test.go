@@ -90,6 +90,8 @@ func TestHandshakeRejections(t *testing.T) {
 	})
 
 	t.Run("frames before hello", func(t *testing.T) {
+		// One frame before hello_ack, and it must be the hello: anything
+		// else is answered and the connection closed.
 		r := dial(t, b)
 		r.write(`{"type":"list_peers","reqId":"x"}`)
 		var e wire.Error
@@ -97,13 +99,28 @@ func TestHandshakeRejections(t *testing.T) {
 		if e.Code != wire.CodeNoHello || e.ReqID != "x" {
 			t.Fatalf("%+v", e)
 		}
+		r.expectClose(1008, wire.CodeNoHello)
+
+		r = dial(t, b)
 		r.write(`{not json`)
+		r.expectRefusal(wire.CodeMalformed, 1008, wire.CodeMalformed)
+
+		// A reqId that is not one is never echoed (it was, 400 KB of it).
+		r = dial(t, b)
+		r.write(`{"type":"list_peers","reqId":"` + strings.Repeat("q", 40000) + `"}`)
+		e = wire.Error{}
 		r.next(&e, wire.TypeError)
-		if e.Code != wire.CodeMalformed {
-			t.Fatalf("%+v", e)
+		if e.Code != wire.CodeNoHello || e.ReqID != "" {
+			t.Fatalf("echoed an invalid reqId of %d bytes: %s", len(e.ReqID), e.Code)
 		}
-		// Still usable: the hello goes through.
-		r.hello(alice, nil)
+		r.expectClose(1008, wire.CodeNoHello)
+
+		// Before the hello, frames are limited to what a hello can be, not
+		// --max-frame.
+		r = dial(t, b)
+		r.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"hello","cwd":"`+strings.Repeat("c", 70<<10)+`"}`))
+		r.expectClose(websocket.CloseMessageTooBig, wire.ReasonFrameTooBig)
+		bystanderCheck(t, by)
 	})
 }
 

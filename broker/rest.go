@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -104,8 +103,14 @@ func (l *ipLimiter) allow(ip string) (bool, time.Duration) {
 
 func (b *Broker) limited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if ok, wait := b.restLimits.allow(clientIP(r)); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		addr := addrOf(r.RemoteAddr)
+		if b.admit.isExempt(addr) {
+			h(w, r)
+			return
+		}
+		if ok, wait := b.restLimits.allow(hostKey(addr)); !ok {
+			b.metrics.limitTripped.WithLabelValues("rest_per_ip").Inc()
+			w.Header().Set("Retry-After", retryAfter(wait))
 			restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from this address; retry later")
 			return
 		}

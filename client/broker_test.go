@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"claudemesh/broker"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/wire"
@@ -680,4 +682,59 @@ func TestBrokerSendErrors(t *testing.T) {
 	if _, err := c.ListPeers(ctx); err != nil {
 		t.Fatalf("connection unusable after refused sends: %v", err)
 	}
+}
+
+// TestDialWaitsOutABusyBroker: with every handshake slot taken, the broker
+// answers the upgrade 503 with Retry-After; Dial waits and tries again, and
+// gets in once a slot is free.
+func TestDialWaitsOutABusyBroker(t *testing.T) {
+	b := startTestBroker(t, func(c *broker.Config) { c.MaxHandshakes = 1 })
+	owner, _ := b.createMesh(t, "Team")
+	holder, _, err := websocket.DefaultDialer.Dial(b.URL(), nil) // upgraded, never says hello
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := Dial(testCtx(t), owner, DialOptions{})
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	// Free the slot only once the broker has refused the dial at least once.
+	deadline := time.Now().Add(10 * time.Second)
+	for refusedHandshakes(t, b) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker never refused a handshake")
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Dial returned before a slot was free: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	holder.Close()
+	if err := recvWithin(t, done, "dial"); err != nil {
+		t.Fatalf("Dial after Retry-After: %v", err)
+	}
+}
+
+func refusedHandshakes(t *testing.T, b *testBroker) float64 {
+	t.Helper()
+	mfs, err := b.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "claudemesh_limits_tripped_total" {
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "handshakes" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -197,8 +197,19 @@ func randomSuffix() string {
 // session (session_hello with a freshly signed attestation). It returns once
 // the broker's hello_ack arrived; any refusal is a *Error with the broker's
 // code (timestamp_skew, unauthorized, revoked, capacity, ...) or
-// unreachable, timeout, broker_key_mismatch, connection_closed.
+// unreachable, timeout, broker_key_mismatch, connection_closed. A broker
+// that answers "busy, retry after N s" (Retry-After, retryAfterMs) is tried
+// again after that wait, a few times, within ctx.
 func Dial(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := dialOnce(ctx, id, opts)
+		if err == nil || !waitRetryAfter(ctx, err, attempt) {
+			return c, err
+		}
+	}
+}
+
+func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, error) {
 	if err := checkIdentity(id); err != nil {
 		return nil, err
 	}

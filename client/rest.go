@@ -106,7 +106,18 @@ func Join(ctx context.Context, brokerURL string, req JoinRequest) (*JoinResponse
 	return &out, nil
 }
 
+// postJSON posts in and decodes the answer into out, waiting and trying
+// again when the broker answers busy with Retry-After (waitRetryAfter).
 func postJSON(ctx context.Context, url, bearer string, in, out any) error {
+	for attempt := 0; ; attempt++ {
+		err := postJSONOnce(ctx, url, bearer, in, out)
+		if err == nil || !waitRetryAfter(ctx, err, attempt) {
+			return err
+		}
+	}
+}
+
+func postJSONOnce(ctx context.Context, url, bearer string, in, out any) error {
 	body, err := wire.Encode(in)
 	if err != nil {
 		return wrapError(wire.CodeInvalidArgument, err, "encoding request")
@@ -171,14 +182,14 @@ func restError(resp *http.Response, body []byte) *Error {
 			e.Message = resp.Status
 		}
 	}
-	if resp.StatusCode == http.StatusTooManyRequests {
-		if e.Code == fmt.Sprintf("http_%d", resp.StatusCode) {
-			e.Code = wire.CodeRateLimited
-		}
-		if e.RetryAfterMs == 0 {
-			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-				e.RetryAfterMs = int64(s) * 1000
-			}
+	if resp.StatusCode == http.StatusTooManyRequests && e.Code == fmt.Sprintf("http_%d", resp.StatusCode) {
+		e.Code = wire.CodeRateLimited
+	}
+	// Retry-After on 429 and 503 (a busy broker; a proxy in maintenance):
+	// the caller waits that long before trying again.
+	if (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && e.RetryAfterMs == 0 {
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			e.RetryAfterMs = int64(s) * 1000
 		}
 	}
 	return e

@@ -1,11 +1,13 @@
 package client
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,8 +83,11 @@ func TestJoinErrors(t *testing.T) {
 	if e := wantCode(t, err, wire.CodeInviteExpired); e.Message != "this invite expired" || e.Status != 410 {
 		t.Fatalf("%+v", e)
 	}
+	// A Retry-After longer than the caller's deadline is not waited for.
 	status, body, retryAfter = http.StatusTooManyRequests, "slow down", "3"
-	_, err = Join(testCtx(t), url, JoinRequest{})
+	short, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	defer cancel()
+	_, err = Join(short, url, JoinRequest{})
 	if e := wantCode(t, err, wire.CodeRateLimited); e.RetryAfterMs != 3000 {
 		t.Fatalf("%+v", e)
 	}
@@ -122,5 +127,36 @@ func TestNewJoinRequest(t *testing.T) {
 	}
 	if _, err := NewJoinRequest("tok", "mesh", "inv", "bo|b", key, now); CodeOf(err) != wire.CodeInvalidArgument {
 		t.Fatalf("a name with '|' must be refused: %v", err)
+	}
+}
+
+// TestJoinHonoursRetryAfter: a busy broker's 429 with Retry-After is waited
+// out and the request tried again, instead of failing at once (or retrying
+// at once, which is how a crowd of clients becomes a storm).
+func TestJoinHonoursRetryAfter(t *testing.T) {
+	var mu sync.Mutex
+	var at []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		at = append(at, time.Now())
+		n := len(at)
+		mu.Unlock()
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"error":{"code":"capacity","message":"busy"}}`))
+			return
+		}
+		w.Write([]byte(`{"meshId":"M","memberRole":"member","brokerPubkey":"k"}`))
+	}))
+	defer srv.Close()
+	res, err := Join(testCtx(t), "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", JoinRequest{})
+	if err != nil || res.MeshID != "M" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(at) != 2 || at[1].Sub(at[0]) < 900*time.Millisecond {
+		t.Fatalf("requests at %v: want a second one after Retry-After", at)
 	}
 }

@@ -1,0 +1,339 @@
+package broker
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"claudemesh/wire"
+)
+
+// Admission of unauthenticated traffic (issue: a stranger on the network
+// held 5,000 idle keep-alive connections, reached the fd limit, and 45
+// addresses held every handshake slot). Everything here runs before a
+// client has proved it is a member, so it is keyed by network address:
+//
+//   - per address, a cap on open TCP connections that are not (yet) an
+//     authenticated WebSocket (--max-conns-per-ip; an IPv6 client counts
+//     per /64, which is what one host can choose addresses from);
+//   - handshake slots (upgraded, no hello yet): a global cap, a cap per
+//     address, and a fair share per network (IPv4 /24, IPv6 /48) that
+//     always leaves room for one more network, so no network can hold
+//     every slot while others wait;
+//   - addresses in --ip-limit-exempt (loopback by default: a reverse proxy
+//     on the same host) skip the per-address and per-network caps, since
+//     every client then shares the proxy's address; the proxy must limit
+//     per client itself.
+
+// addrOf is the client address of a remote "host:port", IPv4-mapped IPv6
+// unmapped; the zero Addr if it does not parse.
+func addrOf(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		a, _ := netip.ParseAddr(remote)
+		return a.Unmap()
+	}
+	return ap.Addr().Unmap()
+}
+
+// hostKey is what "one client" means for per-address limits: an IPv4
+// address, or an IPv6 /64.
+func hostKey(a netip.Addr) string {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// netKey groups addresses for the fair share of handshake slots: IPv4 /24,
+// IPv6 /48.
+func netKey(a netip.Addr) string {
+	bits := 24
+	if a.Is6() {
+		bits = 48
+	}
+	p, _ := a.Prefix(bits)
+	return p.String()
+}
+
+// admission holds the counters. One mutex: every operation is a few map
+// updates, far cheaper than the TLS or WebSocket handshake it guards.
+type admission struct {
+	maxConns, maxHS, maxHSPerIP int
+	exempt                      []netip.Prefix
+	m                           *metrics
+
+	mu      sync.Mutex
+	conns   map[string]int // hostKey → unauthenticated TCP connections
+	hsTotal int
+	hsHost  map[string]int // hostKey → handshakes in progress
+	hsNet   map[string]int // netKey → handshakes in progress
+}
+
+func newAdmission(cfg Config, m *metrics) *admission {
+	return &admission{
+		maxConns: cfg.MaxConnsPerIP, maxHS: cfg.MaxHandshakes, maxHSPerIP: cfg.MaxHandshakesPerIP,
+		exempt: cfg.IPLimitExempt, m: m,
+		conns: map[string]int{}, hsHost: map[string]int{}, hsNet: map[string]int{},
+	}
+}
+
+func (a *admission) isExempt(addr netip.Addr) bool {
+	if !addr.IsValid() {
+		return true // not an IP connection (tests on pipes): nothing to key on
+	}
+	for _, p := range a.exempt {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// dec decrements a counter and deletes it at zero, so the maps hold only
+// addresses with something open (they used to grow with every address
+// ever seen).
+func dec(m map[string]int, k string) {
+	if m[k] <= 1 {
+		delete(m, k)
+	} else {
+		m[k]--
+	}
+}
+
+// acquireHandshake takes a handshake slot for addr, or says why not: the
+// HTTP status and error code to answer, and the limit that tripped.
+func (a *admission) acquireHandshake(addr netip.Addr) (release func(), status int, code, limit string) {
+	exempt := a.isExempt(addr)
+	var hk, nk string
+	if !exempt {
+		hk, nk = hostKey(addr), netKey(addr)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.hsTotal >= a.maxHS {
+		return nil, http.StatusServiceUnavailable, wire.CodeCapacity, "handshakes"
+	}
+	if !exempt {
+		if a.hsHost[hk] >= a.maxHSPerIP {
+			return nil, http.StatusTooManyRequests, wire.CodeRateLimited, "handshakes_per_ip"
+		}
+		// The fair share: the slots divided among the networks holding
+		// one, this one, and one more that may yet arrive. A network past
+		// it waits until its own handshakes end; even alone it can take
+		// only half, so a newcomer always finds room.
+		others := len(a.hsNet)
+		if a.hsNet[nk] > 0 {
+			others--
+		}
+		if a.hsNet[nk] >= max(1, a.maxHS/(others+2)) {
+			return nil, http.StatusTooManyRequests, wire.CodeRateLimited, "handshakes_per_network"
+		}
+		a.hsHost[hk]++
+		a.hsNet[nk]++
+	}
+	a.hsTotal++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.mu.Lock()
+			a.hsTotal--
+			if !exempt {
+				dec(a.hsHost, hk)
+				dec(a.hsNet, nk)
+			}
+			a.mu.Unlock()
+		})
+	}, 0, "", ""
+}
+
+// handshakesOpen reports the slots in use (tests).
+func (a *admission) handshakesOpen() (total, hosts, nets int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.hsTotal, len(a.hsHost), len(a.hsNet)
+}
+
+// connsOpen reports the counted connections and addresses (tests).
+func (a *admission) connsOpen() (conns, hosts int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, n := range a.conns {
+		conns += n
+	}
+	return conns, len(a.conns)
+}
+
+// listener counts connections per address as they are accepted.
+type listener struct {
+	net.Listener
+	a *admission
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: nc}
+	if l.a.maxConns <= 0 {
+		return tc, nil
+	}
+	addr := addrOf(nc.RemoteAddr().String())
+	if l.a.isExempt(addr) {
+		return tc, nil
+	}
+	key := hostKey(addr)
+	l.a.mu.Lock()
+	if l.a.conns[key] >= l.a.maxConns {
+		l.a.mu.Unlock()
+		// Over the cap: not counted, and given a second to hear why (the
+		// HTTP guard answers its request with 429) before it is cut.
+		tc.over, tc.until = true, time.Now().Add(time.Second)
+		tc.Conn.SetDeadline(tc.until)
+		l.a.m.limitTripped.WithLabelValues("conns_per_ip").Inc()
+		return tc, nil
+	}
+	l.a.conns[key]++
+	l.a.mu.Unlock()
+	tc.a, tc.key = l.a, key
+	tc.counted.Store(true)
+	return tc, nil
+}
+
+// trackedConn is an accepted connection. It stops counting toward its
+// address's cap when it closes or becomes an authenticated WebSocket:
+// members are limited per mesh, and an office behind one NAT address must
+// not be capped as if it were one stranger.
+type trackedConn struct {
+	net.Conn
+	a       *admission
+	key     string
+	counted atomic.Bool
+	over    bool
+	until   time.Time
+}
+
+func (c *trackedConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+// release stops counting the connection (idempotent).
+func (c *trackedConn) release() {
+	if c.counted.CompareAndSwap(true, false) {
+		c.a.mu.Lock()
+		dec(c.a.conns, c.key)
+		c.a.mu.Unlock()
+	}
+}
+
+// An over-cap connection keeps its short deadline whatever the HTTP
+// server asks for.
+func (c *trackedConn) clamp(t time.Time) time.Time {
+	if c.over && (t.IsZero() || t.After(c.until)) {
+		return c.until
+	}
+	return t
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c *trackedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
+func (c *trackedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
+
+type trackedKey struct{}
+
+// connContext remembers each request's trackedConn (http.Server.ConnContext).
+func connContext(ctx context.Context, nc net.Conn) context.Context {
+	if t, ok := nc.(*tls.Conn); ok {
+		nc = t.NetConn()
+	}
+	if tc, ok := nc.(*trackedConn); ok {
+		return context.WithValue(ctx, trackedKey{}, tc)
+	}
+	return ctx
+}
+
+func trackedFrom(ctx context.Context) *trackedConn {
+	tc, _ := ctx.Value(trackedKey{}).(*trackedConn)
+	return tc
+}
+
+// httpGuard wraps every route, present and future, in the unauthenticated
+// limits: an over-cap connection gets 429, a request body must arrive
+// within --http-read-timeout, and a response must make progress within
+// --http-write-timeout. A response that turns out to be a stream
+// (Content-Type text/event-stream) lives as long as it keeps writing: its
+// read deadline is lifted and each write moves the write deadline.
+func (b *Broker) httpGuard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tc := trackedFrom(r.Context()); tc != nil && tc.over {
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", "1")
+			restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many connections from this address; retry later")
+			return
+		}
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Now().Add(b.cfg.HTTPReadTimeout))
+		dw := &deadlineWriter{ResponseWriter: w, rc: rc, timeout: b.cfg.HTTPWriteTimeout}
+		dw.extend()
+		h.ServeHTTP(dw, r)
+	})
+}
+
+// deadlineWriter moves the write deadline with each write (an idle-write
+// timeout: a client that stops reading is cut, one that reads is not).
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	stream  bool
+}
+
+func (w *deadlineWriter) extend() { w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
+
+func (w *deadlineWriter) checkStream() {
+	if !w.stream && w.Header().Get("Content-Type") == "text/event-stream" {
+		w.stream = true
+		w.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+func (w *deadlineWriter) WriteHeader(code int) {
+	w.checkStream()
+	w.extend()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.checkStream()
+	w.extend()
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *deadlineWriter) Flush() {
+	w.checkStream()
+	w.extend()
+	w.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController (and gorilla's upgrade, through
+// Hijack) reach the server's writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *deadlineWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// retryAfter formats a Retry-After header value (whole seconds, ≥ 1).
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(max(int((d+time.Second-1)/time.Second), 1))
+}
