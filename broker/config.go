@@ -114,8 +114,8 @@ const (
 	// maxHelloFrame bounds every frame before hello_ack. The largest
 	// legal hello (1 KiB cwd, 32 long groups, an attestation) is about
 	// 9 KB; a stranger gets to send one such frame, not --max-frame.
-	maxHelloFrame = 64 << 10
-	maxSummaryRunes   = 280
+	maxHelloFrame   = 64 << 10
+	maxSummaryRunes = 280
 )
 
 // peersPageBytes is how much of a list_peers answer one frame carries: an
