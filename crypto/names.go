@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
+	"github.com/mtibben/confusables"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 )
@@ -43,4 +45,51 @@ func NormalizeName(s string) (string, error) {
 // call because a cases.Caser is stateful and not safe to share.
 func NameKey(s string) string {
 	return norm.NFC.String(cases.Fold().String(norm.NFC.String(s)))
+}
+
+// NameSkeleton is the form under which two display names count as the same
+// name to a human reader: Unicode case folding and the UTS #39 confusables
+// skeleton (github.com/mtibben/confusables, the Unicode consortium's
+// table), after NFKC and with default-ignorable and bidi control code
+// points removed. "Alice", "ALICE", "аlice" (Cyrillic а), "a1ice",
+// "alice\u200b" and fullwidth "ａｌｉｃｅ" all have the skeleton of
+// "alice". It is for comparison only, never for display.
+//
+// The skeleton is applied before and after folding because folding and the
+// table disagree on a few letters (the table maps capital I to l, folding
+// maps it to i); NamesConfusable also compares NameKey, so two names that
+// differ only in case always collide.
+func NameSkeleton(s string) string {
+	s = stripInvisible(norm.NFKC.String(s))
+	fold := cases.Fold()
+	s = confusables.Skeleton(s)
+	s = fold.String(s)
+	s = confusables.Skeleton(s)
+	return norm.NFC.String(fold.String(s))
+}
+
+// NamesConfusable reports whether a reader could take a for b: equal
+// case-folded (NameKey) or equal skeletons (NameSkeleton). The broker
+// refuses a session display name confusable with another member's enrolled
+// name, and clients show a confusable name next to its key prefix.
+func NamesConfusable(a, b string) bool {
+	return NameKey(a) == NameKey(b) || NameSkeleton(a) == NameSkeleton(b)
+}
+
+// stripInvisible drops code points a reader cannot see: default-ignorable
+// code points (zero-width spaces and joiners, variation selectors, ...) and
+// bidi controls, which would otherwise make "ali\u200bce" a new name.
+func stripInvisible(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || unicode.Is(unicode.Bidi_Control, r) ||
+			unicode.Is(unicode.Join_Control, r) || unicode.Is(unicode.Variation_Selector, r) ||
+			r == '\u00ad' || r == '\u034f' || r == '\u061c' || r == '\u115f' || r == '\u1160' ||
+			r == '\u17b4' || r == '\u17b5' || (r >= '\u180b' && r <= '\u180f') ||
+			(r >= '\u200b' && r <= '\u200f') || (r >= '\u202a' && r <= '\u202e') ||
+			(r >= '\u2060' && r <= '\u206f') || r == '\u3164' || r == '\ufeff' || r == '\uffa0' ||
+			(r >= 0x1d173 && r <= 0x1d17a) || (r >= 0xe0000 && r <= 0xe0fff) {
+			return -1
+		}
+		return r
+	}, s)
 }
