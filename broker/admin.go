@@ -54,6 +54,12 @@ func (ms *meshState) matchTargets(target string) []adminTarget {
 			out = append(out, adminTarget{member: parent, session: pubkey, name: name})
 		}
 	}
+	if m := ms.members[target]; m != nil && len(target) == 64 {
+		// A full member key names that member and nothing else, even if
+		// a session record claims the same key (unban by key must never
+		// become ambiguous).
+		return []adminTarget{{member: m, name: m.DisplayName}}
+	}
 	if len(target) >= 8 && len(target) <= 64 && wire.IsHex(target, len(target)) {
 		for _, m := range ms.members {
 			if strings.HasPrefix(m.Pubkey, target) {
@@ -61,7 +67,7 @@ func (ms *meshState) matchTargets(target string) []adminTarget {
 			}
 		}
 		for k, s := range ms.sessions {
-			if strings.HasPrefix(k, target) {
+			if _, isMember := ms.members[k]; !isMember && strings.HasPrefix(k, target) {
 				sessionTarget(k, s.DisplayName, s.ParentMemberID)
 			}
 		}
@@ -487,6 +493,15 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 						if cc.mem == m {
 							victims = append(victims, cc)
 						}
+					}
+				}
+				// The member's presences end now, its sessions'
+				// included, even those whose connection already
+				// dropped and that would otherwise stay listed for
+				// the grace period.
+				for _, p := range ms.presences {
+					if p.member == m && p.conn == nil {
+						ms.endPresence(p)
 					}
 				}
 			}

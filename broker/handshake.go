@@ -299,6 +299,12 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		ms.mu.Unlock()
 		return refuse(wire.CodeMemberIDMismatch, "memberId does not belong to this key")
 	}
+	if id.session {
+		if herr := ms.checkSessionIdentity(mem, id); herr != nil {
+			ms.mu.Unlock()
+			return herr
+		}
+	}
 	if max := c.b.cfg.MaxConnsPerMesh; max > 0 && ms.connCount >= max {
 		ms.mu.Unlock()
 		return refuse(wire.CodeCapacity, "this mesh has reached its connection limit")
@@ -356,6 +362,35 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		// session record only means DMs to it are refused until it
 		// reconnects.
 		c.b.store.Submit(persist, nil)
+	}
+	return nil
+}
+
+// checkSessionIdentity enforces who a session may claim to be (issue 12,
+// items 2 and 3). Caller holds ms.mu.
+//
+//   - Its key is its own: never a member key of the mesh, current or
+//     revoked (a member colluding with a banned one could otherwise bring
+//     the banned key back as "its session", and DMs to the banned member
+//     would reach it), and never a session key another member attested.
+//   - Its display name is not confusable (case, Unicode confusables,
+//     invisible code points: crypto.NamesConfusable) with the enrolled
+//     name of any other member, revoked ones included, so bob's session
+//     cannot call itself "alice". A session may use its own member's name.
+func (ms *meshState) checkSessionIdentity(parent *member, id helloIdentity) *handshakeError {
+	if m := ms.members[id.pubkey]; m != nil {
+		if m.RevokedAt != 0 {
+			return refuse(wire.CodeRevoked, "this key belongs to a member removed from the mesh; it cannot return as a session")
+		}
+		return refuse(wire.CodeSessionKeyConflict, "this key is a member key of the mesh; a session needs a key of its own")
+	}
+	if s := ms.sessions[id.pubkey]; s != nil && s.ParentPubkey != parent.Pubkey {
+		return refuse(wire.CodeSessionKeyConflict, "this session key is attested by another member")
+	}
+	for _, m := range ms.members {
+		if m != parent && cmcrypto.NamesConfusable(id.displayName, m.DisplayName) {
+			return refuse(wire.CodeNameTaken, "a session cannot be called %q: that is (or looks like) the name of another member", id.displayName)
+		}
 	}
 	return nil
 }

@@ -117,6 +117,12 @@ func newHub(b *Broker) (*hub, error) {
 			}
 			for i := range sessions {
 				sessions[i].Groups, _ = store.TrimGroups(sessions[i].Groups, b.cfg.MaxGroups)
+				if _, isMember := ms.members[sessions[i].Pubkey]; isMember {
+					// Written before session keys were checked against
+					// member keys: never let it route.
+					b.log.Warn("ignoring a session record that holds a member key", "mesh", m.Slug, "pubkey", sessions[i].Pubkey)
+					continue
+				}
 				ms.sessions[sessions[i].Pubkey] = &sessions[i]
 			}
 			ms.pending, err = store.CountPending(tx, m.ID)
@@ -210,6 +216,9 @@ func (ms *meshState) activeMember(pubkey string) *member {
 func (ms *meshState) knownRecipient(pubkey string) bool {
 	if ms.activeMember(pubkey) != nil {
 		return true
+	}
+	if ms.members[pubkey] != nil {
+		return false // a revoked member's key, whoever attested it since
 	}
 	s := ms.sessions[pubkey]
 	if s == nil {

@@ -243,7 +243,10 @@ func dialVerdict(err error) verdict {
 		return stopBanned
 	case wire.ReasonKicked:
 		return stopKicked
-	case wire.ReasonLeft, wire.ReasonReplaced, wire.CodeInvalidArgument:
+	case wire.ReasonLeft, wire.ReasonReplaced, wire.CodeInvalidArgument,
+		wire.CodeNameTaken, wire.CodeSessionKeyConflict:
+		// A session whose name or key the broker refuses gets the same
+		// answer on every retry.
 		// invalid_argument here is our own validation of the identity
 		// or options: retrying cannot fix it.
 		return stopClosed

@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -183,7 +184,7 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	case !r.Verified:
 		head = s.Yellow("⚠") + " unverified sender " + shortKey(r.SenderPubkey) + " (not proven to be who the broker says)"
 	default:
-		head = s.Bold(cliui.SanitizePeerText(r.SenderName)) + " " + s.Dim(shortKey(r.SenderPubkey))
+		head = s.Bold(senderLabel(r)) + " " + s.Dim(shortKey(r.SenderPubkey))
 	}
 	var meta []string
 	if strings.HasPrefix(r.TargetSpec, "@") || r.TargetSpec == "*" {
@@ -207,4 +208,21 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 		text = s.Dim(cliui.SanitizePeerText(r.DecryptError))
 	}
 	out.Resultf("%s\n  %s", head, strings.ReplaceAll(text, "\n", "\n  "))
+}
+
+// senderLabel is how a verified sender is shown: its name, and for an agent
+// session whose name is not its member's, "name (via member-name)", so a
+// session can never pass for another member by choosing its name.
+func senderLabel(r inboxRow) string {
+	name := cliui.SanitizePeerText(r.SenderName)
+	member := cliui.SanitizePeerText(r.SenderMemberName)
+	if r.SenderPubkey != r.SenderMemberPubkey {
+		switch {
+		case member == "":
+			return name + " (via an unknown member " + shortKey(r.SenderMemberPubkey) + ")"
+		case cmcrypto.NameKey(name) != cmcrypto.NameKey(member):
+			return name + " (via " + member + ")"
+		}
+	}
+	return name
 }

@@ -58,6 +58,7 @@ func (d *direct) inboxMesh(ctx context.Context, m *config.Mesh, remaining int, l
 		return 0, err
 	}
 	defer c.Close()
+	names := &memberNames{conn: func() *client.Conn { return c }, ctx: ctx}
 	for {
 		limit := fetchPage
 		if limited && remaining-shown < limit {
@@ -69,7 +70,7 @@ func (d *direct) inboxMesh(ctx context.Context, m *config.Mesh, remaining int, l
 		if err != nil {
 			return shown, meshError(m.Slug, err)
 		}
-		n, settle, err := d.showPage(m, c.Self(), page, sink)
+		n, settle, err := d.showPage(m, c.Self(), page, names, sink)
 		shown += n
 		if err != nil {
 			return shown, err
@@ -94,7 +95,7 @@ func (d *direct) inboxMesh(ctx context.Context, m *config.Mesh, remaining int, l
 // everything that was shown, everything already shown before, and the
 // receipts (this member's delivery receipts, which the cold path only
 // needs to settle).
-func (d *direct) showPage(m *config.Mesh, key *cmcrypto.Identity, page *client.FetchResult, sink inboxSink) (int, []string, error) {
+func (d *direct) showPage(m *config.Mesh, key *cmcrypto.Identity, page *client.FetchResult, names *memberNames, sink inboxSink) (int, []string, error) {
 	seen, err := lockSeen(d.home)
 	if err != nil {
 		return 0, nil, err
@@ -113,6 +114,7 @@ func (d *direct) showPage(m *config.Mesh, key *cmcrypto.Identity, page *client.F
 			continue
 		}
 		seen.add(m.MeshID, row.MessageID, sender, nonce)
+		names.fill(&row)
 		rows = append(rows, row)
 	}
 	for _, r := range page.Receipts {
@@ -176,8 +178,46 @@ func openRow(m *config.Mesh, key *cmcrypto.Identity, p *wire.Push, now int64) in
 	row.Body, row.Verified = &body, verified
 	if !verified {
 		row.SenderName = ""
+		return row
+	}
+	row.SenderMemberPubkey = p.SenderMemberPubkey
+	if p.SenderPubkey == p.SenderMemberPubkey {
+		// A member sends under its enrolled name (the broker never lets a
+		// member presence choose another).
+		row.SenderMemberName = p.SenderName
 	}
 	return row
+}
+
+// memberNames looks up members' enrolled names for rows sent by agent
+// sessions, so a session is shown with the member it belongs to. The
+// member list is fetched once, and only when a session's message needs it.
+type memberNames struct {
+	conn   func() *client.Conn
+	ctx    context.Context
+	names  map[string]string
+	loaded bool
+}
+
+func (n *memberNames) fill(row *inboxRow) {
+	if row.SenderMemberPubkey == "" || row.SenderMemberName != "" {
+		return
+	}
+	if !n.loaded {
+		n.loaded = true
+		if c := n.conn(); c != nil {
+			ctx, cancel := context.WithTimeout(n.ctx, opTimeout)
+			members, err := c.MembersList(ctx)
+			cancel()
+			if err == nil {
+				n.names = map[string]string{}
+				for _, m := range members {
+					n.names[m.Pubkey] = m.DisplayName
+				}
+			}
+		}
+	}
+	row.SenderMemberName = n.names[row.SenderMemberPubkey]
 }
 
 // followItem is one thing a follow connection received, handed from the
@@ -335,6 +375,7 @@ func (d *direct) followItem(m *config.Mesh, p *client.Presence, it followItem, s
 		return 0, nil
 	}
 	row := openRow(m, key, pu, time.Now().UnixMilli())
+	(&memberNames{conn: p.Conn, ctx: context.Background()}).fill(&row)
 	if err := sink.Rows([]inboxRow{row}); err != nil {
 		return 0, errStop
 	}

@@ -147,21 +147,27 @@ type inboxSink interface {
 // field rather than added at print time because Inbox output is streamed
 // element by element.
 type inboxRow struct {
-	SchemaVersion int     `json:"schemaVersion"`
-	ID            string  `json:"id"`
-	MessageID     string  `json:"messageId"`
-	Mesh          string  `json:"mesh"`
-	Kind          string  `json:"kind"`
-	Topic         string  `json:"topic,omitzero"`
-	SenderName    string  `json:"senderName"`
-	SenderPubkey  string  `json:"senderPubkey"`
-	Body          *string `json:"body,omitzero"`
-	DecryptError  string  `json:"decryptError,omitzero"`
-	Verified      bool    `json:"verified"`
-	Priority      string  `json:"priority"`
-	ReceivedAt    int64   `json:"receivedAt"`
-	SeenAt        int64   `json:"seenAt,omitzero"`
-	ReplyToID     string  `json:"replyToId,omitzero"`
+	SchemaVersion int    `json:"schemaVersion"`
+	ID            string `json:"id"`
+	MessageID     string `json:"messageId"`
+	Mesh          string `json:"mesh"`
+	Kind          string `json:"kind"`
+	Topic         string `json:"topic,omitzero"`
+	SenderName    string `json:"senderName"`
+	SenderPubkey  string `json:"senderPubkey"`
+	// SenderMemberPubkey is the member the sending key is proven to
+	// belong to (itself, or the member that attested the session), and
+	// SenderMemberName that member's enrolled name. Both are set only
+	// when verified; senderName is what a session calls itself.
+	SenderMemberPubkey string  `json:"senderMemberPubkey,omitzero"`
+	SenderMemberName   string  `json:"senderMemberName,omitzero"`
+	Body               *string `json:"body,omitzero"`
+	DecryptError       string  `json:"decryptError,omitzero"`
+	Verified           bool    `json:"verified"`
+	Priority           string  `json:"priority"`
+	ReceivedAt         int64   `json:"receivedAt"`
+	SeenAt             int64   `json:"seenAt,omitzero"`
+	ReplyToID          string  `json:"replyToId,omitzero"`
 	// TargetSpec is shown to humans ("to @ops") but is not part of the
 	// JSON contract.
 	TargetSpec string `json:"-"`

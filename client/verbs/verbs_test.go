@@ -197,6 +197,25 @@ func TestOpenRow(t *testing.T) {
 	if strings.Contains(out.String(), "alice") || !strings.Contains(out.String(), "unverified") {
 		t.Fatalf("human output of an unverified message: %q", out.String())
 	}
+
+	// A session of bob's that calls itself "alice", with a valid
+	// attestation by bob: verified (the key chain holds), but shown as
+	// "alice (via bob)" with bob's key as the member (issue 12 item 2).
+	bobMember := ident(t)
+	p := pushOf(sdm, m.MeshID, session, bobMember, nil)
+	exp := time.Now().Add(time.Hour).UnixMilli()
+	as, _ := cmcrypto.SessionAttestString(m.MeshID, bobMember.PublicHex(), session.PublicHex(), exp)
+	p.SenderAttestation = &wire.Attestation{SessionPubkey: session.PublicHex(), ParentPubkey: bobMember.PublicHex(), ExpiresAt: exp, Signature: bobMember.Sign(as)}
+	row = openRow(m, bob, p, 1)
+	row.SenderMemberName = "bob" // what the member list says
+	if !row.Verified || row.SenderName != "alice" || row.SenderMemberPubkey != bobMember.PublicHex() {
+		t.Fatalf("attested session: %+v", row)
+	}
+	out.Reset()
+	printMessage(cliui.NewOut(&out, &errb, false, false, false), row, false)
+	if !strings.Contains(out.String(), "alice (via bob)") {
+		t.Fatalf("a session named like another member must show its member: %q", out.String())
+	}
 }
 
 func TestPushRowUndecodable(t *testing.T) {
