@@ -83,6 +83,12 @@ type PresenceOptions struct {
 	// BackoffMax caps the reconnect backoff; 0 means CLAUDEMESH_BACKOFF_MAX
 	// or, unset, DefaultBackoffMax.
 	BackoffMax time.Duration
+	// BeforeDial, when set, runs before every dial and may wait: the
+	// daemon's session presences wait there for their mesh's own
+	// connection to be open, so after a broker outage they follow the
+	// mesh's backoff instead of each keeping one of its own. An error
+	// stops the presence (state closed).
+	BeforeDial func(ctx context.Context) error
 }
 
 // Presence keeps one identity connected: it redials with backoff after a
@@ -286,6 +292,12 @@ func (p *Presence) run(ctx context.Context) {
 	}
 	for {
 		p.setState(state, lastErr, nil)
+		if p.opts.BeforeDial != nil {
+			if err := p.opts.BeforeDial(ctx); err != nil {
+				p.setState(StateClosed, err, nil)
+				return
+			}
+		}
 		c, err := Dial(ctx, p.id, p.dial)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -149,13 +149,18 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/profile", d.handleProfile)
 	mux.HandleFunc("GET /v1/events", d.handleEvents)
 	mux.HandleFunc("POST /v1/reload", d.handleReload)
+	mux.HandleFunc("POST /v1/sessions/register", d.handleRegister)
+	mux.HandleFunc("DELETE /v1/sessions/{token}", d.handleDeregister)
+	mux.HandleFunc("GET /v1/sessions/me", d.handleSessionMe)
+	mux.HandleFunc("GET /v1/sessions", d.handleSessions)
+	mux.HandleFunc("POST /v1/sessions/hook", d.handleHook)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: 404, code: wire.CodeNotFound, msg: "no such route: " + r.Method + " " + r.URL.Path})
 	})
 	return guard(mux)
 }
 
-var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload"}
+var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload", "sessions", "hook"}
 
 func (d *Daemon) handleVersion(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, localapi.Version{DaemonVersion: buildinfo.Version, API: localapi.APIVersion, Features: features, PID: os.Getpid()})
@@ -177,7 +182,7 @@ func (d *Daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 // internal state and unread inbox rows.
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
-		Meshes: d.meshStates(), Outbox: &localapi.OutboxCounts{}}
+		Meshes: d.meshStates(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList())}
 	d.db.View(func(tx *bolt.Tx) error {
 		n := outboxCounts(tx)
 		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],
@@ -193,11 +198,15 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleSend(w http.ResponseWriter, r *http.Request) {
+	sess, ok := d.caller(w, r)
+	if !ok {
+		return
+	}
 	var req localapi.SendRequest
 	if !readJSON(w, r, &req) {
 		return
 	}
-	resp, status, aerr := d.accept(req, r.Header.Get("Idempotency-Key"))
+	resp, status, aerr := d.accept(req, r.Header.Get("Idempotency-Key"), sess)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -234,7 +243,15 @@ func (m *meshRT) livePeers(ctx context.Context) ([]wire.Member, []wire.Peer) {
 	return m.directory()
 }
 
+// handlePeers lists the presences of one or all meshes. isSelf marks this
+// member's presences (its daemon and its sessions); isThisSession marks
+// the caller's own presence: the calling session's, or, for a caller that
+// is not a session, the daemon's control-plane presence it speaks through.
 func (d *Daemon) handlePeers(w http.ResponseWriter, r *http.Request) {
+	sess, ok := d.caller(w, r)
+	if !ok {
+		return
+	}
 	ms, ok := d.meshesFor(w, r.URL.Query().Get("mesh"))
 	if !ok {
 		return
@@ -244,8 +261,11 @@ func (d *Daemon) handlePeers(w http.ResponseWriter, r *http.Request) {
 		_, peers := m.livePeers(r.Context())
 		self := m.key.PublicHex()
 		for _, p := range peers {
-			out = append(out, localapi.Peer{Mesh: m.cfg.Slug, Peer: p, IsSelf: p.MemberPubkey == self,
-				IsThisSession: p.MemberPubkey == self && p.SessionID == "daemon"})
+			this := p.MemberPubkey == self && p.SessionID == "daemon" && p.Role == wire.RoleControlPlane
+			if sess != nil {
+				this = p.Pubkey == sess.rec.Pubkey
+			}
+			out = append(out, localapi.Peer{Mesh: m.cfg.Slug, Peer: p, IsSelf: p.MemberPubkey == self, IsThisSession: this})
 		}
 	}
 	writeJSON(w, 200, out)
@@ -284,6 +304,14 @@ func uintParam(r *http.Request, name string) (uint64, bool) {
 // handleInbox lists stored rows newest first. Reading never changes state
 // unless markSeen=true is asked for.
 func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
+	sess, ok := d.caller(w, r)
+	if !ok {
+		return
+	}
+	var sc *sessionScope
+	if sess != nil {
+		sc = sess.scope()
+	}
 	q := r.URL.Query()
 	since, ok1 := uintParam(r, "since")
 	limit, ok2 := uintParam(r, "limit")
@@ -302,7 +330,7 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 		}
 		d.syncInbox(r.Context(), ms)
 	}
-	rows, err := d.listInbox(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit))
+	rows, err := d.listInbox(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit), sc)
 	if err != nil {
 		writeError(w, internalError(err))
 		return
@@ -316,7 +344,7 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if boolParam(r, "markSeen") && len(ids) > 0 {
-		if _, err := d.markSeen(ids); err != nil {
+		if _, err := d.markSeen(ids, sc); err != nil {
 			writeError(w, internalError(err))
 			return
 		}
@@ -325,11 +353,19 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleSeen(w http.ResponseWriter, r *http.Request) {
+	sess, ok := d.caller(w, r)
+	if !ok {
+		return
+	}
+	var sc *sessionScope
+	if sess != nil {
+		sc = sess.scope()
+	}
 	var req localapi.SeenRequest
 	if !readJSON(w, r, &req) {
 		return
 	}
-	n, err := d.markSeen(req.IDs)
+	n, err := d.markSeen(req.IDs, sc)
 	if err != nil {
 		writeError(w, internalError(err))
 		return
@@ -479,6 +515,10 @@ func (d *Daemon) brokerCall(w http.ResponseWriter, r *http.Request, slug string,
 }
 
 func (d *Daemon) handleGroups(w http.ResponseWriter, r *http.Request) {
+	sess, ok := d.caller(w, r)
+	if !ok {
+		return
+	}
 	var req localapi.GroupRequest
 	if !readJSON(w, r, &req) {
 		return
@@ -487,7 +527,7 @@ func (d *Daemon) handleGroups(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest(wire.CodeInvalidArgument, "op must be join or leave"))
 		return
 	}
-	d.brokerCall(w, r, req.Mesh, func(ctx context.Context, c *client.Conn) (any, error) {
+	d.profileCall(w, r, sess, req.Mesh, func(ctx context.Context, c *client.Conn) (any, error) {
 		if req.Op == "join" {
 			return localapi.OK{OK: true}, c.JoinGroup(ctx, req.Name, req.Role)
 		}
@@ -496,11 +536,15 @@ func (d *Daemon) handleGroups(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleProfile(w http.ResponseWriter, r *http.Request) {
+	sess, ok := d.caller(w, r)
+	if !ok {
+		return
+	}
 	var req localapi.ProfileRequest
 	if !readJSON(w, r, &req) {
 		return
 	}
-	d.brokerCall(w, r, req.Mesh, func(ctx context.Context, c *client.Conn) (any, error) {
+	d.profileCall(w, r, sess, req.Mesh, func(ctx context.Context, c *client.Conn) (any, error) {
 		var err error
 		if req.Status != "" {
 			err = c.SetStatus(ctx, req.Status)
@@ -521,4 +565,29 @@ func (d *Daemon) handleReload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, localapi.OK{OK: true})
+}
+
+// profileCall runs a profile change (status, summary, visibility, groups)
+// on the calling session's own connection, so it changes that session
+// alone (01-protocol §4), or, for a caller that is not a session (or a
+// session naming another mesh), as the member on the mesh's connection.
+func (d *Daemon) profileCall(w http.ResponseWriter, r *http.Request, sess *sessionRT, slug string, call func(ctx context.Context, c *client.Conn) (any, error)) {
+	if sess == nil || (slug != "" && d.meshBySlug(slug) != nil && d.meshBySlug(slug).cfg.MeshID != sess.rec.MeshID) {
+		d.brokerCall(w, r, slug, call)
+		return
+	}
+	c := sess.conn()
+	if c == nil {
+		st, _ := sess.presence.State()
+		writeError(w, &apiError{status: 503, code: "unreachable", msg: fmt.Sprintf("session %s is not connected (%s)", sess.rec.SessionID, st)})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	v, err := call(ctx, c)
+	if err != nil {
+		writeError(w, clientError(err))
+		return
+	}
+	writeJSON(w, 200, v)
 }

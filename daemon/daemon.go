@@ -52,6 +52,9 @@ type Options struct {
 	// PruneAfter is the inbox retention, and that of finished outbox rows
 	// (30 days).
 	PruneAfter time.Duration
+	// ReapInterval is how often the reaper checks that each registered
+	// session's process still runs (03-daemon: 5 s; tests shrink it).
+	ReapInterval time.Duration
 
 	// testHookConnected runs at every hello_ack, before the directory is
 	// fetched; tests use it to widen the window before "open".
@@ -83,6 +86,9 @@ type Daemon struct {
 	failpoint string
 	killAfter int64        // from failDrainKillAfter; 0 = off
 	acked     atomic.Int64 // rows acked by the broker in this run
+
+	sessMu   sync.Mutex
+	sessions map[string]*sessionRT // by token hash
 }
 
 // Failpoints (CLAUDEMESH_FAILPOINT) let the crash tests kill the daemon at
@@ -115,6 +121,9 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.PruneAfter <= 0 {
 		opts.PruneAfter = 30 * 24 * time.Hour
 	}
+	if opts.ReapInterval <= 0 {
+		opts.ReapInterval = 5 * time.Second
+	}
 	if err := fsutil.EnsurePrivateDir(opts.Home); err != nil {
 		return nil, err
 	}
@@ -132,7 +141,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
-		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096),
+		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), sessions: map[string]*sessionRT{},
 		failpoint: os.Getenv(envFailpoint),
 	}
 	if n, ok := strings.CutPrefix(d.failpoint, failDrainKillAfter); ok {
@@ -219,6 +228,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := d.Reload(); err != nil {
 		d.log.Warn("config", "err", err)
 	}
+	d.reviveSessions()
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.reapLoop() }()
 	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 	for i, l := range d.listeners {
@@ -247,6 +259,7 @@ func (d *Daemon) shutdown() error {
 	defer cancel()
 	d.srv.Shutdown(sctx)
 	d.events.closeAll()
+	d.stopSessions()
 	d.mu.Lock()
 	meshes := make([]*meshRT, 0, len(d.meshes))
 	for _, m := range d.meshes {
@@ -312,6 +325,11 @@ func (d *Daemon) Reload() error {
 	for _, rt := range stop {
 		rt.stop()
 	}
+	defer func() {
+		for _, rt := range stop {
+			d.restartSessions(rt.cfg.MeshID)
+		}
+	}()
 	for _, m := range start {
 		key, err := cmcrypto.ParseSecretKey(m.SecretKey)
 		if err != nil {
@@ -475,7 +493,7 @@ func (m *meshRT) start() {
 		Role: wire.RoleControlPlane, Presence: true, SessionID: "daemon", PeerType: wire.PeerHuman,
 		Hostname: host, Logger: m.d.log,
 		OnPush:    func(raw []byte, p *wire.Push) { m.d.enqueueInbox(m, p) },
-		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r) },
+		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r, nil) },
 		OnSystem:  func(p *wire.Push) { m.onSystem(p) },
 	}, client.PresenceOptions{
 		OnConnected: m.refreshDirectory,
@@ -573,6 +591,19 @@ func (m *meshRT) waitOpen(d time.Duration) {
 	ctx, cancel := context.WithTimeout(m.d.ctx, d)
 	defer cancel()
 	m.presence.WaitState(ctx, client.StateOpen, client.StateReconnecting, client.StateKicked, client.StateBanned, client.StateClosed)
+}
+
+// memberName is the enrolled name of a member key in the last known
+// member list ("" if unknown).
+func (m *meshRT) memberName(pubkey string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mem := range m.cache.Members {
+		if mem.Pubkey == pubkey {
+			return mem.DisplayName
+		}
+	}
+	return ""
 }
 
 func (m *meshRT) directory() ([]wire.Member, []wire.Peer) {

@@ -25,7 +25,11 @@ var (
 	bInboxNonce = []byte("inbox_nonce") // mesh ‖ 0 ‖ sender ‖ 0 ‖ nonce → seq (replay guard)
 	bEvents     = []byte("events")      // only its NextSequence: the shared event id
 	bCache      = []byte("cache")       // meshId → meshCache (last known members and peers)
-	bSessions   = []byte("sessions")    // reserved for the session registry
+	bSessions   = []byte("sessions")    // token hash → sessionRecord (the session registry)
+	// bInboxSeen holds a session's read marks on rows it shares with its
+	// member (session ‖ 0 ‖ seq → ms); rows addressed to the session keep
+	// their own seenAt.
+	bInboxSeen = []byte("inbox_seen")
 	// bOutboxPending indexes rows waiting to be sent (meshId ‖ 0 ‖ seq), so
 	// a drain round is a prefix scan, not a walk over every row ever sent.
 	bOutboxPending = []byte("outbox_pending")
@@ -63,7 +67,18 @@ var daemonMigrations = []store.Migration{
 	// outboxrec.go. JSON rows are still read; the bump makes a daemon of
 	// schema 2, which cannot read binary rows, refuse the file.
 	func(tx *bolt.Tx) error { return nil },
+	// 3 → 4: per-session read marks.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bInboxSeen)
+		return err
+	},
 }
+
+// Recipient kinds of an inbox row.
+const (
+	recipientMember  = "member"
+	recipientSession = "session"
+)
 
 // Internal outbox states (03-daemon "Row fields").
 const (
@@ -169,29 +184,33 @@ type inboxRow struct {
 	SenderPubkey    string `json:"senderPubkey"`
 	SenderMember    string `json:"senderMemberPubkey"`
 	SenderName      string `json:"senderName"`
-	RecipientPubkey string `json:"recipientPubkey"`
-	RecipientKind   string `json:"recipientKind"` // member | session
-	Body            string `json:"body,omitempty"`
-	DecryptError    string `json:"decryptError,omitempty"`
-	Verified        bool   `json:"verified"`
-	Priority        string `json:"priority"`
-	ReplyToID       string `json:"replyToId,omitempty"`
-	Subtype         string `json:"subtype,omitempty"`
-	ReceivedAt      int64  `json:"receivedAt"`
-	SeenAt          int64  `json:"seenAt,omitzero"`
+	// SenderMemberName is the enrolled name of SenderMember when the row
+	// was stored (from the directory cache), for verified rows.
+	SenderMemberName string `json:"senderMemberName,omitempty"`
+	RecipientPubkey  string `json:"recipientPubkey"`
+	RecipientKind    string `json:"recipientKind"` // member | session
+	Body             string `json:"body,omitempty"`
+	DecryptError     string `json:"decryptError,omitempty"`
+	Verified         bool   `json:"verified"`
+	Priority         string `json:"priority"`
+	ReplyToID        string `json:"replyToId,omitempty"`
+	Subtype          string `json:"subtype,omitempty"`
+	ReceivedAt       int64  `json:"receivedAt"`
+	SeenAt           int64  `json:"seenAt,omitzero"`
 }
 
 func (r *inboxRow) api() localapi.InboxRow {
-	name := r.SenderName
-	if !r.Verified {
-		// An unproven sender is never shown under a member's name.
-		name = ""
-	}
-	return localapi.InboxRow{
+	out := localapi.InboxRow{
 		ID: strconv.FormatUint(r.Seq, 10), MessageID: r.MessageID, Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic,
-		SenderName: name, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
+		SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
+		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind,
 		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
 	}
+	if r.Verified {
+		// An unproven sender is never shown under a member's name.
+		out.SenderName, out.SenderMemberPubkey, out.SenderMemberName = r.SenderName, r.SenderMember, r.SenderMemberName
+	}
+	return out
 }
 
 // meshCache is the last known membership of a mesh, refreshed at every

@@ -21,6 +21,23 @@ type event struct {
 	kind   string
 	meshID string
 	data   any
+	// inbox and outbox are the rows behind message and outbox_status
+	// events, which a session subscriber sees only when its scope does.
+	inbox  *inboxRow
+	outbox *outboxRow
+}
+
+// visibleTo reports whether a subscriber with scope sc gets the event.
+func (ev *event) visibleTo(sc *sessionScope) bool {
+	switch {
+	case sc == nil:
+		return true
+	case ev.inbox != nil:
+		return sc.sees(ev.inbox)
+	case ev.outbox != nil:
+		return sc.seesOutbox(ev.outbox)
+	}
+	return sc.seesMesh(ev.meshID)
 }
 
 // eventHub fans events out to SSE subscribers. A subscriber that cannot
@@ -35,13 +52,14 @@ type subscriber struct {
 	ch      chan event
 	dropped chan struct{}
 	once    sync.Once
-	meshID  string // "" = all meshes
+	meshID  string        // "" = all meshes
+	scope   *sessionScope // nil unless a session subscribed
 }
 
 func newEventHub() *eventHub { return &eventHub{subs: map[*subscriber]struct{}{}} }
 
-func (h *eventHub) subscribe(meshID string) *subscriber {
-	s := &subscriber{ch: make(chan event, 1024), dropped: make(chan struct{}), meshID: meshID}
+func (h *eventHub) subscribe(meshID string, sc *sessionScope) *subscriber {
+	s := &subscriber{ch: make(chan event, 1024), dropped: make(chan struct{}), meshID: meshID, scope: sc}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
@@ -60,6 +78,9 @@ func (h *eventHub) publish(ev event) {
 	defer h.mu.Unlock()
 	for s := range h.subs {
 		if s.meshID != "" && ev.meshID != "" && s.meshID != ev.meshID {
+			continue
+		}
+		if !ev.visibleTo(s.scope) {
 			continue
 		}
 		select {
@@ -126,6 +147,14 @@ func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: 500, code: "internal", msg: "streaming unsupported"})
 		return
 	}
+	sess, ok := d.caller(w, r)
+	if !ok {
+		return
+	}
+	var sc *sessionScope
+	if sess != nil {
+		sc = sess.scope()
+	}
 	meshID := ""
 	if slug := r.URL.Query().Get("mesh"); slug != "" {
 		m := d.meshBySlug(slug)
@@ -144,7 +173,7 @@ func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		last = n
 	}
-	sub := d.events.subscribe(meshID)
+	sub := d.events.subscribe(meshID, sc)
 	defer d.events.unsubscribe(sub)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
@@ -154,7 +183,7 @@ func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	sent := last
 	if r.Header.Get("Last-Event-ID") != "" {
-		rows, err := d.listInbox("", last, false, 0)
+		rows, err := d.listInbox("", last, false, 0, sc)
 		if err != nil {
 			return
 		}

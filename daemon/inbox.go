@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"os"
 	"strconv"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 	"claudemesh/wire"
 )
@@ -20,8 +22,17 @@ import (
 // inbox worker. Storing takes an fsync, which must not stall the reader.
 type inboxItem struct {
 	m       *meshRT
+	sess    *sessionRT // the session connection it came on; nil: the mesh's own
 	push    *wire.Push
 	receipt *wire.Receipt
+}
+
+// ackConn is the connection to settle the item on: the one it came on.
+func (it inboxItem) ackConn() *client.Conn {
+	if it.sess != nil {
+		return it.sess.ackConn()
+	}
+	return it.m.ackConn()
 }
 
 func (d *Daemon) enqueueInbox(m *meshRT, p *wire.Push) {
@@ -31,9 +42,18 @@ func (d *Daemon) enqueueInbox(m *meshRT, p *wire.Push) {
 	}
 }
 
-func (d *Daemon) enqueueReceipt(m *meshRT, r *wire.Receipt) {
+func (d *Daemon) enqueueSessionInbox(m *meshRT, s *sessionRT, p *wire.Push) {
 	select {
-	case d.inbox <- inboxItem{m: m, receipt: r}:
+	case d.inbox <- inboxItem{m: m, sess: s, push: p}:
+	case <-d.ctx.Done():
+	}
+}
+
+// enqueueReceipt hands over a receipt that came on the mesh's connection,
+// or on session s's (nil for the mesh's).
+func (d *Daemon) enqueueReceipt(m *meshRT, r *wire.Receipt, s *sessionRT) {
+	select {
+	case d.inbox <- inboxItem{m: m, sess: s, receipt: r}:
 	case <-d.ctx.Done():
 	}
 }
@@ -85,18 +105,26 @@ func (d *Daemon) storePushes(items []inboxItem) {
 		row := &inboxRow{
 			Mesh: it.m.cfg.Slug, MeshID: it.m.cfg.MeshID, MessageID: p.MessageID, ClientMessageID: p.ClientMessageID,
 			Kind: p.Kind, SenderPubkey: p.SenderPubkey, SenderMember: p.SenderMemberPubkey, SenderName: p.SenderName,
-			RecipientPubkey: it.m.key.PublicHex(), RecipientKind: "member", Priority: p.Priority,
+			RecipientPubkey: it.m.key.PublicHex(), RecipientKind: recipientMember, Priority: p.Priority,
 			ReplyToID: p.ReplyToID, Subtype: p.Subtype, ReceivedAt: now,
+		}
+		var sessionKey *cmcrypto.Identity
+		if it.sess != nil {
+			sessionKey = it.sess.key
+			row.RecipientPubkey, row.RecipientKind = it.sess.rec.Pubkey, recipientSession
 		}
 		if p.Topic != nil {
 			row.Topic = p.Topic.Name
 		}
-		body, verified, err := client.Open(p, it.m.cfg.MeshID, it.m.key, nil)
+		body, verified, err := client.Open(p, it.m.cfg.MeshID, it.m.key, sessionKey)
 		if err != nil {
 			// Never shown as garbage text: the reason is stored instead.
 			row.DecryptError = err.Error()
 		} else {
 			row.Body, row.Verified = body, verified
+			if verified {
+				row.SenderMemberName = it.m.memberName(p.SenderMemberPubkey)
+			}
 		}
 		rows[i] = row
 	}
@@ -109,7 +137,12 @@ func (d *Daemon) storePushes(items []inboxItem) {
 			if keys.Get(k) != nil {
 				continue // a redelivery: acked again below, not stored twice
 			}
+			// The replay guard is per recipient: one multi message
+			// carries the same nonce to the member and to each session.
 			nk := keyOf(row.MeshID, row.SenderPubkey, items[i].push.Nonce)
+			if row.RecipientKind == recipientSession {
+				nk = keyOf(row.MeshID, row.SenderPubkey, items[i].push.Nonce, row.RecipientPubkey)
+			}
 			if items[i].push.Nonce != "" && nonces.Get(nk) != nil {
 				continue // the same ciphertext replayed under a new id
 			}
@@ -135,7 +168,7 @@ func (d *Daemon) storePushes(items []inboxItem) {
 	}, func() {
 		for i := range items {
 			if stored[i] {
-				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: rows[i].MeshID, data: rows[i].api()})
+				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: rows[i].MeshID, data: rows[i].api(), inbox: rows[i]})
 			}
 		}
 	})
@@ -150,14 +183,20 @@ func (d *Daemon) storePushes(items []inboxItem) {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	}
-	acks := map[*meshRT][]string{}
+	settleItems(items, func(it inboxItem) string { return it.push.MessageID })
+}
+
+// settleItems acks each item on the connection it came on, one client_ack
+// per connection.
+func settleItems(items []inboxItem, id func(inboxItem) string) {
+	acks := map[*client.Conn][]string{}
 	for _, it := range items {
-		acks[it.m] = append(acks[it.m], it.push.MessageID)
-	}
-	for m, ids := range acks {
-		if c := m.ackConn(); c != nil {
-			c.ClientAckAsync(ids)
+		if c := it.ackConn(); c != nil {
+			acks[c] = append(acks[c], id(it))
 		}
+	}
+	for c, ids := range acks {
+		c.ClientAckAsync(ids)
 	}
 }
 
@@ -216,11 +255,13 @@ func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
 	}
 }
 
-// listInbox returns rows newest first.
-func (d *Daemon) listInbox(mesh string, since uint64, unreadOnly bool, limit int) ([]*inboxRow, error) {
+// listInbox returns rows newest first: those sc sees (all when sc is nil),
+// each with sc's read state.
+func (d *Daemon) listInbox(mesh string, since uint64, unreadOnly bool, limit int, sc *sessionScope) ([]*inboxRow, error) {
 	var out []*inboxRow
 	err := d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bInbox).Cursor()
+		seen := tx.Bucket(bInboxSeen)
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			if seqOf(k) <= since {
 				break
@@ -231,6 +272,15 @@ func (d *Daemon) listInbox(mesh string, since uint64, unreadOnly bool, limit int
 			}
 			if mesh != "" && r.Mesh != mesh && r.MeshID != mesh {
 				continue
+			}
+			if !sc.sees(&r) {
+				continue
+			}
+			if !sc.owns(&r) {
+				r.SeenAt = 0
+				if v := seen.Get(seenKey(sc.session, r.Seq)); len(v) == 8 {
+					r.SeenAt = int64(binary.BigEndian.Uint64(v))
+				}
 			}
 			if unreadOnly && r.SeenAt != 0 {
 				continue
@@ -245,8 +295,15 @@ func (d *Daemon) listInbox(mesh string, since uint64, unreadOnly bool, limit int
 	return out, err
 }
 
-// markSeen stamps rows as seen.
-func (d *Daemon) markSeen(ids []string) (int, error) {
+// seenKey is a session's read mark on a row it shares with its member.
+func seenKey(session string, seq uint64) []byte {
+	return append(append([]byte(session), 0), seqKey(seq)...)
+}
+
+// markSeen stamps rows as seen: for sc (nil: the human), only rows sc
+// sees; a row sc shares with its member gets sc's own read mark, so one
+// session reading a member DM leaves it unread for its siblings.
+func (d *Daemon) markSeen(ids []string, sc *sessionScope) (int, error) {
 	n := 0
 	now := time.Now().UnixMilli()
 	err := d.db.Update(func(tx *bolt.Tx) error {
@@ -258,7 +315,21 @@ func (d *Daemon) markSeen(ids []string) (int, error) {
 				continue
 			}
 			var r inboxRow
-			if getJSON(ib, seqKey(seq), &r) != nil || r.SeenAt != 0 {
+			if getJSON(ib, seqKey(seq), &r) != nil || !sc.sees(&r) {
+				continue
+			}
+			if !sc.owns(&r) {
+				k := seenKey(sc.session, seq)
+				if tx.Bucket(bInboxSeen).Get(k) != nil {
+					continue
+				}
+				if err := tx.Bucket(bInboxSeen).Put(k, seqKey(uint64(now))); err != nil {
+					return err
+				}
+				n++
+				continue
+			}
+			if r.SeenAt != 0 {
 				continue
 			}
 			r.SeenAt = now

@@ -65,7 +65,10 @@ func backoff(attempts int) time.Duration { return client.Backoff(attempts-1, 0) 
 
 // accept runs the outbox accept algorithm in 03-daemon's order:
 // idempotency, mesh, resolution, encryption, durable store, then 202.
-func (d *Daemon) accept(req localapi.SendRequest, idemHeader string) (*localapi.SendResponse, int, *apiError) {
+//
+// A session (sess non-nil) writing to its own mesh sends as its session key;
+// its rows go out on its own connection.
+func (d *Daemon) accept(req localapi.SendRequest, idemHeader string, sess *sessionRT) (*localapi.SendResponse, int, *apiError) {
 	if req.ClientMessageID == "" {
 		req.ClientMessageID = idemHeader
 	}
@@ -97,13 +100,22 @@ func (d *Daemon) accept(req localapi.SendRequest, idemHeader string) (*localapi.
 	if resp, status, aerr := d.existing(req.ClientMessageID, fp); resp != nil || aerr != nil {
 		return resp, status, aerr
 	}
-	// 2. The mesh.
-	m, aerr := d.chooseMesh(req.Mesh)
+	// 2. The mesh: the named one, else the calling session's, else the
+	// only one.
+	slug := req.Mesh
+	if slug == "" && sess != nil {
+		slug = sess.rec.MeshID
+	}
+	m, aerr := d.chooseMesh(slug)
 	if aerr != nil {
 		return nil, 0, aerr
 	}
 	// 3. Resolve against the cached directory.
-	self := m.key.PublicHex()
+	sender := m.key
+	if sess != nil && sess.rec.MeshID == m.cfg.MeshID {
+		sender = sess.key
+	}
+	self := sender.PublicHex()
 	if m.neverConnected() {
 		// A mesh joined a moment ago has no directory yet: give its first
 		// connection a moment rather than answer unknown_target.
@@ -121,7 +133,7 @@ func (d *Daemon) accept(req localapi.SendRequest, idemHeader string) (*localapi.
 		ReplyToID: req.ReplyToID, Mentions: req.Mentions, SenderPubkey: self, Preview: preview(req.Message),
 		State: statePending, EnqueuedAt: time.Now().UnixMilli(),
 	}
-	if err := d.seal(m, row, t, []byte(req.Message)); err != nil {
+	if err := d.seal(m, sender, row, t, []byte(req.Message)); err != nil {
 		return nil, 0, clientError(err)
 	}
 	// 5. Store durably, then answer.
@@ -204,18 +216,19 @@ func preview(s string) string {
 	return string(r[:previewChars]) + "…"
 }
 
-// seal encrypts the message per 02-crypto into the row.
-func (d *Daemon) seal(m *meshRT, row *outboxRow, t *client.Target, plaintext []byte) error {
+// seal encrypts the message per 02-crypto into the row, as sender (the
+// member key, or the calling session's key).
+func (d *Daemon) seal(m *meshRT, sender *cmcrypto.Identity, row *outboxRow, t *client.Target, plaintext []byte) error {
 	switch t.Kind {
 	case wire.KindBox:
-		k, err := d.keys.shared(m.key, t.Spec)
+		k, err := d.keys.shared(sender, t.Spec)
 		if err != nil {
 			return err
 		}
 		row.Nonce, row.Ciphertext = k.Seal(plaintext)
 		return nil
 	case wire.KindMulti:
-		s, err := client.SealMulti(m.cfg.MeshID, t.Spec, plaintext, t.Recipients, m.key, client.SendOptions{})
+		s, err := client.SealMulti(m.cfg.MeshID, t.Spec, plaintext, t.Recipients, sender, client.SendOptions{})
 		if err != nil {
 			return err
 		}
@@ -273,15 +286,27 @@ func (m *meshRT) drain(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		c := m.conn()
 		next := time.Duration(-1)
-		if c != nil {
-			rows, wait := m.due(busy, &busyMu, cap(sem)-len(sem))
+		if m.conn() != nil {
+			due, wait := m.due(busy, &busyMu, cap(sem)-len(sem))
 			next = wait
+			// Each row goes out on the connection of its sender (the
+			// mesh's, or its session's), taken now: a row whose
+			// connection dropped since due() read it waits for the next
+			// round.
+			var rows []*outboxRow
+			conns := map[uint64]*client.Conn{}
+			for _, r := range due {
+				if c := m.sendConn(r.SenderPubkey); c != nil {
+					rows = append(rows, r)
+					conns[r.Seq] = c
+				}
+			}
 			if len(rows) > 0 {
 				m.markInflight(rows)
 			}
 			for _, r := range rows {
+				c := conns[r.Seq]
 				sem <- struct{}{}
 				busyMu.Lock()
 				busy[r.Seq] = true
@@ -345,6 +370,9 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 			r, err := getOutbox(tx, seq)
 			if err != nil || r.State != statePending {
 				continue
+			}
+			if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.sendConn(r.SenderPubkey) == nil {
+				continue // its session is not connected: it waits, using no attempt
 			}
 			if r.NextAttemptAt > now {
 				if d := time.Duration(r.NextAttemptAt-now) * time.Millisecond; wait < 0 || d < wait {
@@ -494,7 +522,7 @@ func writeRow(tx *bolt.Tx, cur *outboxRow, before string, changed []rowEvent) ([
 // publishRows publishes the outbox_status events of a commit, in order.
 func (d *Daemon) publishRows(changed []rowEvent) {
 	for _, c := range changed {
-		d.events.publish(event{id: c.id, kind: localapi.EventOutboxStatus, meshID: c.row.MeshID, data: c.row.api()})
+		d.events.publish(event{id: c.id, kind: localapi.EventOutboxStatus, meshID: c.row.MeshID, data: c.row.api(), outbox: c.row})
 	}
 }
 
@@ -541,15 +569,7 @@ func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
 	if !ack {
 		return nil
 	}
-	ids := map[*meshRT][]string{}
-	for _, it := range items {
-		ids[it.m] = append(ids[it.m], it.receipt.ReceiptID)
-	}
-	for m, list := range ids {
-		if c := m.ackConn(); c != nil {
-			c.ClientAckAsync(list)
-		}
-	}
+	settleItems(items, func(it inboxItem) string { return it.receipt.ReceiptID })
 	return nil
 }
 
@@ -676,4 +696,17 @@ func (d *Daemon) pruneOutbox() {
 			return
 		}
 	}
+}
+
+// sendConn is the open connection that sends as sender: the mesh's own for
+// the member key, else the connection of the registered session with that
+// key (nil while it is not connected, or not registered: its rows wait).
+func (m *meshRT) sendConn(sender string) *client.Conn {
+	if sender == "" || sender == m.key.PublicHex() {
+		return m.conn()
+	}
+	if s := m.d.sessionBySender(sender); s != nil && s.rec.MeshID == m.cfg.MeshID {
+		return s.conn()
+	}
+	return nil
 }

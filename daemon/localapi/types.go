@@ -140,13 +140,23 @@ type InboxRow struct {
 	Topic        string `json:"topic,omitempty"`
 	SenderName   string `json:"senderName"`
 	SenderPubkey string `json:"senderPubkey"`
-	Body         string `json:"body,omitempty"`
-	DecryptError string `json:"decryptError,omitempty"`
-	Verified     bool   `json:"verified"`
-	Priority     string `json:"priority"`
-	ReceivedAt   int64  `json:"receivedAt"`
-	SeenAt       int64  `json:"seenAt,omitzero"`
-	ReplyToID    string `json:"replyToId,omitempty"`
+	// SenderMemberPubkey and SenderMemberName are the member the sending
+	// key is proven to belong to and its enrolled name (verified rows
+	// only); for an agent session they differ from senderPubkey and,
+	// often, from senderName.
+	SenderMemberPubkey string `json:"senderMemberPubkey,omitempty"`
+	SenderMemberName   string `json:"senderMemberName,omitempty"`
+	// RecipientPubkey is the key the message was addressed to: the
+	// member's, or one of its sessions'.
+	RecipientPubkey string `json:"recipientPubkey,omitempty"`
+	RecipientKind   string `json:"recipientKind,omitempty"` // member | session
+	Body            string `json:"body,omitempty"`
+	DecryptError    string `json:"decryptError,omitempty"`
+	Verified        bool   `json:"verified"`
+	Priority        string `json:"priority"`
+	ReceivedAt      int64  `json:"receivedAt"`
+	SeenAt          int64  `json:"seenAt,omitzero"`
+	ReplyToID       string `json:"replyToId,omitempty"`
 }
 
 // Peer is one row of GET /v1/peers: the broker's Peer tagged for the caller.
@@ -210,4 +220,54 @@ type BrokerStatusEvent struct {
 	Mesh  string `json:"mesh"`
 	State string `json:"state"`
 	Error string `json:"error,omitempty"`
+}
+
+// SessionRegister is POST /v1/sessions/register (03-daemon "Sessions"). The
+// token is the caller's secret: the daemon keeps only its hash.
+type SessionRegister struct {
+	Token       string       `json:"token"`
+	SessionID   string       `json:"sessionId"`
+	Mesh        string       `json:"mesh,omitempty"`
+	DisplayName string       `json:"displayName"`
+	PID         int          `json:"pid"`
+	Cwd         string       `json:"cwd,omitempty"`
+	Groups      []wire.Group `json:"groups,omitempty"`
+	PeerType    string       `json:"peerType,omitempty"`
+	Channel     string       `json:"channel,omitempty"`
+}
+
+// Session is one registered session as the registry routes show it (no
+// token, no key).
+type Session struct {
+	SessionID    string       `json:"sessionId"`
+	Mesh         string       `json:"mesh"`
+	Pubkey       string       `json:"pubkey"`
+	MemberPubkey string       `json:"memberPubkey"`
+	DisplayName  string       `json:"displayName"`
+	PID          int          `json:"pid"`
+	Cwd          string       `json:"cwd,omitempty"`
+	Groups       []wire.Group `json:"groups"`
+	PeerType     string       `json:"peerType"`
+	Channel      string       `json:"channel,omitempty"`
+	State        string       `json:"state"` // the session connection's state (connecting, open, ...)
+	Error        string       `json:"error,omitempty"`
+	RegisteredAt int64        `json:"registeredAt"`
+}
+
+// HookRequest is POST /v1/sessions/hook: what `claudemesh hook` learned
+// from Claude Code. The session is the one registered with SessionID (the
+// id `launch` gave claude), else the one registered with the nearest of
+// PIDs (the hook's ancestors: ambient mode registers the `claude` pid).
+type HookRequest struct {
+	Event     string `json:"event"` // working | idle | dnd
+	SessionID string `json:"sessionId,omitempty"`
+	PIDs      []int  `json:"pids,omitempty"`
+}
+
+// HookResponse carries the session's unread messages (for working), oldest
+// first, which the daemon marked seen for that session.
+type HookResponse struct {
+	Session     Session    `json:"session"`
+	Messages    []InboxRow `json:"messages"`
+	StatusError string     `json:"statusError,omitempty"`
 }

@@ -1,0 +1,552 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/fsutil"
+	"claudemesh/internal/proc"
+	"claudemesh/wire"
+)
+
+// Sessions: one presence per registered agent session (03-daemon
+// "Sessions"). A session is registered by `claudemesh launch` or, in ambient
+// mode, by `claudemesh mcp` itself; it is identified on the local API by a
+// 64-hex token that only its registrant holds (the daemon keeps its hash),
+// and on the mesh by its own key, kept per (mesh, session id) in
+// sessions/<slug>/<sessionId>.json so a resumed session keeps its key and
+// what is queued for it. The reaper deregisters a session whose process is
+// gone; registrations survive a daemon restart when the process still runs.
+
+// maxSessions bounds the registry: every session is a broker connection.
+const maxSessions = 256
+
+// sessionRecord is a registration as daemon.db keeps it: no token (only its
+// hash) and no key.
+type sessionRecord struct {
+	TokenHash    string        `json:"tokenHash"`
+	SessionID    string        `json:"sessionId"`
+	MeshID       string        `json:"meshId"`
+	DisplayName  string        `json:"displayName"`
+	Process      proc.Identity `json:"process"`
+	Cwd          string        `json:"cwd,omitempty"`
+	Groups       []wire.Group  `json:"groups,omitempty"`
+	PeerType     string        `json:"peerType"`
+	Channel      string        `json:"channel,omitempty"`
+	Pubkey       string        `json:"pubkey"`
+	RegisteredAt int64         `json:"registeredAt"`
+}
+
+// sessionRT is one registered session at run time: its key and presence.
+type sessionRT struct {
+	d   *Daemon
+	rec sessionRecord
+	key *cmcrypto.Identity
+
+	presence *client.Presence
+	cancel   context.CancelFunc
+
+	mu     sync.Mutex
+	latest *client.Conn
+}
+
+func hashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+// scope is what the session may see (the one scope rule, scope.go).
+func (s *sessionRT) scope() *sessionScope {
+	return &sessionScope{meshID: s.rec.MeshID, session: s.rec.Pubkey, member: s.memberPubkey()}
+}
+
+func (s *sessionRT) memberPubkey() string {
+	if m := s.d.meshByID(s.rec.MeshID); m != nil {
+		return m.key.PublicHex()
+	}
+	return ""
+}
+
+func (s *sessionRT) api() localapi.Session {
+	out := localapi.Session{SessionID: s.rec.SessionID, Pubkey: s.rec.Pubkey, MemberPubkey: s.memberPubkey(),
+		DisplayName: s.rec.DisplayName, PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Groups: s.rec.Groups,
+		PeerType: s.rec.PeerType, Channel: s.rec.Channel, RegisteredAt: s.rec.RegisteredAt, State: string(client.StateConnecting)}
+	if out.Groups == nil {
+		out.Groups = []wire.Group{}
+	}
+	if m := s.d.meshByID(s.rec.MeshID); m != nil {
+		out.Mesh = m.cfg.Slug
+	}
+	if s.presence != nil {
+		st, err := s.presence.State()
+		out.State = string(st)
+		if err != nil {
+			out.Error = err.Error()
+		}
+	}
+	return out
+}
+
+// conn is the session's open connection, or nil.
+func (s *sessionRT) conn() *client.Conn {
+	if s.presence == nil {
+		return nil
+	}
+	return s.presence.Conn()
+}
+
+// ackConn is the newest connection, open or in its hello_ack phase (see
+// meshRT.ackConn).
+func (s *sessionRT) ackConn() *client.Conn {
+	s.mu.Lock()
+	c := s.latest
+	s.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.Done():
+		return nil
+	default:
+		return c
+	}
+}
+
+// sessionKeyPath is sessions/<slug>/<sessionId>.json.
+func sessionKeyPath(home, slug, sessionID string) string {
+	return filepath.Join(home, "sessions", slug, sessionID+".json")
+}
+
+type sessionKeyFile struct {
+	SessionID string `json:"sessionId"`
+	MeshID    string `json:"meshId"`
+	Pubkey    string `json:"pubkey"`
+	SecretKey string `json:"secretKey"`
+	CreatedAt int64  `json:"createdAt"`
+}
+
+// loadOrCreateSessionKey returns the session's keypair, creating it (0600,
+// in 0700 directories) the first time.
+func loadOrCreateSessionKey(home, slug, meshID, sessionID string) (*cmcrypto.Identity, error) {
+	path := sessionKeyPath(home, slug, sessionID)
+	if data, err := fsutil.ReadPrivateFile(path); err == nil {
+		var f sessionKeyFile
+		if err := json.Unmarshal(data, &f); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		key, err := cmcrypto.ParseSecretKey(f.SecretKey)
+		if err != nil || key.PublicHex() != f.Pubkey || f.MeshID != meshID {
+			return nil, fmt.Errorf("%s: not a session key of this mesh", path)
+		}
+		return key, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	key, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	if err := fsutil.EnsurePrivateDir(filepath.Dir(filepath.Dir(path))); err != nil {
+		return nil, err
+	}
+	if err := fsutil.EnsurePrivateDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(sessionKeyFile{SessionID: sessionID, MeshID: meshID, Pubkey: key.PublicHex(),
+		SecretKey: key.SecretKeyHex(), CreatedAt: time.Now().UnixMilli()})
+	if err != nil {
+		return nil, err
+	}
+	if err := fsutil.WriteFileAtomic(path, data, 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// start opens the session's presence. It waits for its mesh's own
+// connection before every dial (client.PresenceOptions.BeforeDial), so
+// after an outage the sessions follow the mesh's backoff.
+func (s *sessionRT) start(m *meshRT) {
+	ctx, cancel := context.WithCancel(m.d.ctx)
+	s.cancel = cancel
+	host, _ := os.Hostname()
+	id := m.ident
+	id.Session = &client.SessionCreds{Key: s.key, SessionID: s.rec.SessionID, DisplayName: s.rec.DisplayName, PeerType: s.rec.PeerType}
+	s.presence = client.StartPresence(ctx, id, client.DialOptions{
+		PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Hostname: host, Channel: s.rec.Channel, Groups: s.rec.Groups,
+		Logger:    m.d.log,
+		OnPush:    func(raw []byte, p *wire.Push) { m.d.enqueueSessionInbox(m, s, p) },
+		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r, s) },
+	}, client.PresenceOptions{
+		BeforeDial: func(ctx context.Context) error {
+			st, err := m.presence.WaitState(ctx, client.StateOpen)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if st != client.StateOpen {
+				return fmt.Errorf("mesh %s is %s: %v", m.cfg.Slug, st, err)
+			}
+			return nil
+		},
+		OnConnected: func(ctx context.Context, c *client.Conn) {
+			s.mu.Lock()
+			s.latest = c
+			s.mu.Unlock()
+		},
+		OnState: func(st client.State, err error) { m.kick() },
+	})
+}
+
+// stop closes the session's connection cleanly (the broker ends the
+// presence at once) and waits for it.
+func (s *sessionRT) stop() {
+	if s.presence != nil {
+		s.presence.Close()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
+// waitSettled waits up to d for the first connection attempt to end: open,
+// or refused for good (a name or key the broker will never accept).
+func (s *sessionRT) waitSettled(d time.Duration) (client.State, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	st, err := s.presence.WaitState(ctx, client.StateOpen, client.StateReconnecting)
+	if ctx.Err() != nil {
+		return s.presence.State()
+	}
+	return st, err
+}
+
+func (d *Daemon) meshByID(id string) *meshRT {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.meshes[id]
+}
+
+// sessionByToken finds a registered session by its token.
+func (d *Daemon) sessionByToken(tok string) *sessionRT {
+	h := hashToken(tok)
+	d.sessMu.Lock()
+	defer d.sessMu.Unlock()
+	for k, s := range d.sessions {
+		if subtle.ConstantTimeCompare([]byte(k), []byte(h)) == 1 {
+			return s
+		}
+	}
+	return nil
+}
+
+// sessionBySender finds the running session that sends as pubkey.
+func (d *Daemon) sessionBySender(pubkey string) *sessionRT {
+	d.sessMu.Lock()
+	defer d.sessMu.Unlock()
+	for _, s := range d.sessions {
+		if s.rec.Pubkey == pubkey {
+			return s
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) sessionList() []*sessionRT {
+	d.sessMu.Lock()
+	out := make([]*sessionRT, 0, len(d.sessions))
+	for _, s := range d.sessions {
+		out = append(out, s)
+	}
+	d.sessMu.Unlock()
+	slices.SortFunc(out, func(a, b *sessionRT) int { return int(a.rec.RegisteredAt - b.rec.RegisteredAt) })
+	return out
+}
+
+// sessionToken reads the calling session's token from the request:
+// `Authorization: ClaudeMesh-Session <token>` on the socket, or
+// `X-ClaudeMesh-Session` on the TCP listener (whose Authorization carries
+// the bearer token).
+func sessionToken(r *http.Request) string {
+	if v := r.Header.Get("X-ClaudeMesh-Session"); v != "" {
+		return strings.TrimSpace(v)
+	}
+	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "ClaudeMesh-Session "); ok {
+		return strings.TrimSpace(v)
+	}
+	return ""
+}
+
+// caller returns the calling session (nil when the caller is not one: the
+// human's CLI, the web page). A token that names no session is refused, so
+// a session whose registration was lost learns it and registers again.
+func (d *Daemon) caller(w http.ResponseWriter, r *http.Request) (*sessionRT, bool) {
+	tok := sessionToken(r)
+	if tok == "" {
+		return nil, true
+	}
+	s := d.sessionByToken(tok)
+	if s == nil {
+		writeError(w, &apiError{status: 401, code: "unknown_session", msg: "no registered session has this token; register it again"})
+		return nil, false
+	}
+	return s, true
+}
+
+func validToken(tok string) bool { return wire.IsHex(tok, 64) }
+
+// register adds (or replaces) a session and opens its presence.
+func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) {
+	if !validToken(req.Token) {
+		return nil, badRequest(wire.CodeInvalidArgument, "token must be 64 lowercase hex characters")
+	}
+	if !wire.ValidSessionID(req.SessionID) {
+		return nil, badRequest(wire.CodeInvalidArgument, "sessionId must match ^[A-Za-z0-9._-]{1,64}$")
+	}
+	name, err := cmcrypto.NormalizeName(req.DisplayName)
+	if err != nil {
+		return nil, badRequest(wire.CodeInvalidArgument, "displayName: "+err.Error())
+	}
+	switch req.PeerType {
+	case "":
+		req.PeerType = wire.PeerAI
+	case wire.PeerAI, wire.PeerHuman, wire.PeerConnector:
+	default:
+		return nil, badRequest(wire.CodeInvalidArgument, "peerType must be ai, human or connector")
+	}
+	if !wire.ValidText(req.Cwd, 1024) || !wire.ValidText(req.Channel, 32) || len(req.Groups) > 32 {
+		return nil, badRequest(wire.CodeInvalidArgument, "cwd, channel or groups are too long or have control characters")
+	}
+	for _, g := range req.Groups {
+		if !wire.ValidGroup(g.Name) {
+			return nil, badRequest(wire.CodeInvalidArgument, "invalid group "+g.Name)
+		}
+	}
+	who, err := proc.Of(req.PID)
+	if err != nil {
+		return nil, badRequest("process_not_found", fmt.Sprintf("no running process %d: a session lives as long as its process", req.PID))
+	}
+	m, aerr := d.chooseMesh(req.Mesh)
+	if aerr != nil {
+		return nil, aerr
+	}
+	key, err := loadOrCreateSessionKey(d.home, m.cfg.Slug, m.cfg.MeshID, req.SessionID)
+	if err != nil {
+		return nil, internalError(err)
+	}
+	rec := sessionRecord{TokenHash: hashToken(req.Token), SessionID: req.SessionID, MeshID: m.cfg.MeshID, DisplayName: name,
+		Process: who, Cwd: req.Cwd, Groups: req.Groups, PeerType: req.PeerType, Channel: req.Channel,
+		Pubkey: key.PublicHex(), RegisteredAt: time.Now().UnixMilli()}
+
+	// Re-registering a session id (or a token) replaces the registration
+	// and its connection: same key, so no ghost peer and no lost DMs.
+	d.sessMu.Lock()
+	var old []*sessionRT
+	for h, s := range d.sessions {
+		if h == rec.TokenHash || (s.rec.MeshID == rec.MeshID && s.rec.SessionID == rec.SessionID) {
+			old = append(old, s)
+			delete(d.sessions, h)
+		}
+	}
+	if len(d.sessions) >= maxSessions {
+		d.sessMu.Unlock()
+		return nil, &apiError{status: 429, code: "too_many_sessions", msg: fmt.Sprintf("this daemon already has %d sessions", maxSessions)}
+	}
+	s := &sessionRT{d: d, rec: rec, key: key}
+	d.sessions[rec.TokenHash] = s
+	d.sessMu.Unlock()
+	for _, o := range old {
+		o.stop()
+		if o.rec.TokenHash != rec.TokenHash {
+			d.deleteSessionRecord(o.rec.TokenHash)
+		}
+	}
+	if err := d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bSessions), []byte(rec.TokenHash), &rec) }); err != nil {
+		d.dropSession(s)
+		return nil, internalError(err)
+	}
+	s.start(m)
+	// Wait for the broker's verdict while it is reachable: a name or key
+	// it refuses is the registrant's error; an unreachable broker is not
+	// (the session connects when the broker is back).
+	if m.getState() == localapi.MeshOpen {
+		st, err := s.waitSettled(5 * time.Second)
+		if st.Final() {
+			d.dropSession(s)
+			code := client.CodeOf(err)
+			if code == "" {
+				code = "session_refused"
+			}
+			status := 403
+			if code == wire.CodeNameTaken || code == wire.CodeSessionKeyConflict {
+				status = 409
+			}
+			msg := "the broker refused the session"
+			if err != nil {
+				msg = err.Error()
+			}
+			return nil, &apiError{status: status, code: code, msg: msg}
+		}
+	}
+	d.log.Info("session registered", "session", rec.SessionID, "mesh", m.cfg.Slug, "pid", rec.Process.PID)
+	return s, nil
+}
+
+// dropSession deregisters a session: its connection closes (peer_left at
+// once) and its record goes. Its key file stays, so the same session id
+// registering again gets its key and its queued messages back.
+func (d *Daemon) dropSession(s *sessionRT) {
+	d.sessMu.Lock()
+	if d.sessions[s.rec.TokenHash] == s {
+		delete(d.sessions, s.rec.TokenHash)
+	}
+	d.sessMu.Unlock()
+	s.stop()
+	d.deleteSessionRecord(s.rec.TokenHash)
+}
+
+func (d *Daemon) deleteSessionRecord(tokenHash string) {
+	if err := d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bSessions).Delete([]byte(tokenHash)) }); err != nil {
+		d.log.Error("session record", "err", err)
+	}
+}
+
+// reviveSessions restarts the registrations daemon.db holds whose process
+// still runs (the same process: pid and start time), and forgets the rest.
+func (d *Daemon) reviveSessions() {
+	var recs []sessionRecord
+	d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bSessions).ForEach(func(k, v []byte) error {
+			var r sessionRecord
+			if json.Unmarshal(v, &r) == nil {
+				recs = append(recs, r)
+			}
+			return nil
+		})
+	})
+	for _, rec := range recs {
+		m := d.meshByID(rec.MeshID)
+		if m == nil || !rec.Process.Alive() {
+			d.deleteSessionRecord(rec.TokenHash)
+			continue
+		}
+		key, err := loadOrCreateSessionKey(d.home, m.cfg.Slug, m.cfg.MeshID, rec.SessionID)
+		if err != nil || key.PublicHex() != rec.Pubkey {
+			d.log.Warn("session key lost; forgetting the session", "session", rec.SessionID, "err", err)
+			d.deleteSessionRecord(rec.TokenHash)
+			continue
+		}
+		s := &sessionRT{d: d, rec: rec, key: key}
+		d.sessMu.Lock()
+		d.sessions[rec.TokenHash] = s
+		d.sessMu.Unlock()
+		s.start(m)
+		d.log.Info("session revived", "session", rec.SessionID, "pid", rec.Process.PID)
+	}
+}
+
+// restartSessions moves the sessions of a mesh whose runtime was replaced
+// (config reload) onto the new one, and drops those of a mesh that left.
+func (d *Daemon) restartSessions(meshID string) {
+	m := d.meshByID(meshID)
+	for _, s := range d.sessionList() {
+		if s.rec.MeshID != meshID {
+			continue
+		}
+		s.stop()
+		if m == nil {
+			d.dropSession(s)
+			continue
+		}
+		s.start(m)
+	}
+}
+
+// reapLoop deregisters sessions whose process is gone, every interval.
+func (d *Daemon) reapLoop() {
+	t := time.NewTicker(d.opts.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+			for _, s := range d.sessionList() {
+				if !s.rec.Process.Alive() {
+					d.log.Info("session process gone; deregistering", "session", s.rec.SessionID, "pid", s.rec.Process.PID)
+					d.dropSession(s)
+				}
+			}
+		}
+	}
+}
+
+// stopSessions closes every session connection (daemon shutdown); their
+// records stay for the next start.
+func (d *Daemon) stopSessions() {
+	for _, s := range d.sessionList() {
+		s.stop()
+	}
+}
+
+// ---- routes ----
+
+func (d *Daemon) handleRegister(w http.ResponseWriter, r *http.Request) {
+	var req localapi.SessionRegister
+	if !readJSON(w, r, &req) {
+		return
+	}
+	s, aerr := d.register(req)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeJSON(w, 200, s.api())
+}
+
+func (d *Daemon) handleDeregister(w http.ResponseWriter, r *http.Request) {
+	s := d.sessionByToken(r.PathValue("token"))
+	if s == nil {
+		writeError(w, &apiError{status: 404, code: wire.CodeNotFound, msg: "no registered session has this token"})
+		return
+	}
+	d.dropSession(s)
+	d.log.Info("session deregistered", "session", s.rec.SessionID)
+	writeJSON(w, 200, localapi.OK{OK: true})
+}
+
+func (d *Daemon) handleSessionMe(w http.ResponseWriter, r *http.Request) {
+	s, ok := d.caller(w, r)
+	if !ok {
+		return
+	}
+	if s == nil {
+		writeError(w, &apiError{status: 401, code: "not_a_session", msg: "this request carries no session token"})
+		return
+	}
+	writeJSON(w, 200, s.api())
+}
+
+func (d *Daemon) handleSessions(w http.ResponseWriter, r *http.Request) {
+	out := []localapi.Session{}
+	for _, s := range d.sessionList() {
+		out = append(out, s.api())
+	}
+	writeJSON(w, 200, out)
+}
