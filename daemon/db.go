@@ -201,8 +201,8 @@ type inboxRow struct {
 
 func (r *inboxRow) api() localapi.InboxRow {
 	out := localapi.InboxRow{
-		ID: strconv.FormatUint(r.Seq, 10), MessageID: r.MessageID, Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic,
-		SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
+		ID: strconv.FormatUint(r.Seq, 10), MessageID: r.MessageID, ClientMessageID: r.ClientMessageID, Subtype: r.Subtype,
+		Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
 		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind,
 		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
 	}

@@ -133,13 +133,15 @@ type OutboxRow struct {
 // InboxRow is the `inbox --json` element (04-cli), also the data of an SSE
 // `message` event.
 type InboxRow struct {
-	ID           string `json:"id"`
-	MessageID    string `json:"messageId"`
-	Mesh         string `json:"mesh"`
-	Kind         string `json:"kind"`
-	Topic        string `json:"topic,omitempty"`
-	SenderName   string `json:"senderName"`
-	SenderPubkey string `json:"senderPubkey"`
+	ID              string `json:"id"`
+	MessageID       string `json:"messageId"`
+	ClientMessageID string `json:"clientMessageId,omitempty"`
+	Subtype         string `json:"subtype,omitempty"`
+	Mesh            string `json:"mesh"`
+	Kind            string `json:"kind"`
+	Topic           string `json:"topic,omitempty"`
+	SenderName      string `json:"senderName"`
+	SenderPubkey    string `json:"senderPubkey"`
 	// SenderMemberPubkey and SenderMemberName are the member the sending
 	// key is proven to belong to and its enrolled name (verified rows
 	// only); for an agent session they differ from senderPubkey and,
