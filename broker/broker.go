@@ -25,11 +25,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/internal/fsutil"
+	cmmetrics "claudemesh/internal/metrics"
 	"claudemesh/store"
 )
 
@@ -74,6 +73,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.SendBuffer <= 0 {
 		cfg.SendBuffer = def.SendBuffer
+	}
+	if cfg.SendBuffer < minSendBuffer {
+		return nil, fmt.Errorf("broker: --send-buffer must be at least %d bytes (256 KiB): the largest push must fit in it", minSendBuffer)
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = def.MaxPending
@@ -196,7 +198,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 		b.metricsLn = mln
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(b.metrics.registry, promhttp.HandlerOpts{Registry: b.metrics.registry}))
+		mux.Handle("/metrics", b.metrics.registry.Handler())
 		b.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		b.wg.Add(1)
 		go func() {
@@ -275,8 +277,8 @@ func (b *Broker) PublicKey() string { return b.keyHex }
 // StorePath is the bbolt file (tests grep it for plaintext).
 func (b *Broker) StorePath() string { return b.store.Path() }
 
-// Registry exposes the broker's own Prometheus registry.
-func (b *Broker) Registry() *prometheus.Registry { return b.metrics.registry }
+// Registry exposes the broker's own metrics registry.
+func (b *Broker) Registry() *cmmetrics.Registry { return b.metrics.registry }
 
 // Close shuts down gracefully: stop accepting, close every connection with
 // 1001 shutting_down, commit what was accepted, close the store.

@@ -98,13 +98,17 @@ func LoopbackPrefixes() []netip.Prefix {
 
 // Protocol limits that are not flags.
 const (
-	maxCiphertext     = 65552   // 64 KiB plaintext + MAC (02-crypto)
-	maxMultiKeys      = 1000    // recipients per multi envelope
-	maxAckIDs         = 500     // ids per client_ack
-	maxFetch          = 500     // messages per fetch_queued
-	maxFetchBytes     = 8 << 20 // a queued frame stops growing here
-	maxInflight       = 256     // unacked pushes per connection
-	maxInflightBytes  = 4 << 20
+	maxCiphertext    = 65552   // 64 KiB plaintext + MAC (02-crypto)
+	maxMultiKeys     = 1000    // recipients per multi envelope
+	maxAckIDs        = 500     // ids per client_ack
+	maxFetch         = 500     // messages per fetch_queued
+	maxFetchBytes    = 8 << 20 // a queued frame stops growing here (or at half the send buffer)
+	maxInflight      = 256     // unacked pushes per connection
+	maxInflightBytes = 4 << 20 // or a quarter of the send buffer
+	// minSendBuffer is the smallest --send-buffer: a push of the largest
+	// message (64 KiB of plaintext is ~88 KB of base64 in its frame) must
+	// fit in the half of it a fetch_queued reply may use.
+	minSendBuffer     = 256 << 10
 	timestampSkew     = 60 * time.Second
 	maxAttestationTTL = 24 * time.Hour
 	frameRate         = 100 // non-send frames per second per connection
@@ -124,3 +128,13 @@ const (
 func (c Config) peersPageBytes() int {
 	return min(max(c.SendBuffer/8, 64<<10), 1<<20)
 }
+
+// windowBytes is the replay window of one connection in bytes and
+// fetchBytes the largest fetch_queued reply: 01-protocol's 4 MiB and 8 MiB,
+// clamped so that both fit in the connection's send buffer together with
+// the frames that are not flow-controlled (responses, receipts, events). A
+// broker run with a small --send-buffer would otherwise push a backlog
+// faster than the buffer can hold it and cut its own recipients off with
+// 4008 on every reconnect.
+func (c Config) windowBytes() int { return min(maxInflightBytes, c.SendBuffer/4) }
+func (c Config) fetchBytes() int  { return min(maxFetchBytes, c.SendBuffer/2) }

@@ -78,7 +78,7 @@ func TestHelloGroupsShareTheMemberCap(t *testing.T) {
 // (in pages) instead of overflowing its send buffer and being cut off with
 // 4008, and the pages together list every presence exactly once.
 func TestListPeersIsPaged(t *testing.T) {
-	b := startBroker(t, func(c *Config) { c.SendBuffer = 128 << 10 })
+	b := startBroker(t, func(c *Config) { c.SendBuffer = minSendBuffer })
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
 	connect(t, b, bob, false, func(h *wire.Hello) { h.Groups = longGroups("g", 32) })

@@ -1,31 +1,40 @@
 package broker
 
-import "testing"
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
 
 // counterValue reads a counter (or gauge) of the broker's registry whose
 // first label has the given value ("" for an unlabelled metric); 0 when
-// absent.
+// absent. It reads the text exposition, as a scraper would.
 func counterValue(t *testing.T, b *Broker, name, label string) float64 {
 	t.Helper()
-	mfs, err := b.Registry().Gather()
-	if err != nil {
+	var out strings.Builder
+	if err := b.Registry().WritePrometheus(&out); err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
+	for _, line := range strings.Split(out.String(), "\n") {
+		series, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") {
 			continue
 		}
-		for _, m := range mf.GetMetric() {
-			if label != "" && (len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() != label) {
+		metric, labels, _ := strings.Cut(series, "{")
+		if metric != name {
+			continue
+		}
+		if label != "" {
+			_, first, _ := strings.Cut(labels, `="`)
+			if v, _, _ := strings.Cut(first, `"`); v != label {
 				continue
 			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
 		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		return v
 	}
 	return 0
 }

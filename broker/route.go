@@ -156,6 +156,15 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		c.ackError(&s, code, msg, 0)
 		return
 	}
+	// resolveRecipients reserved a place in each recipient's queue; a send
+	// that ends up queuing nothing gives them back.
+	release := func() {
+		ms.mu.Lock()
+		for _, d := range to {
+			ms.unreserveLocked(d.Recipient)
+		}
+		ms.mu.Unlock()
+	}
 	messageID := newID()
 	push := wire.Push{
 		Type: wire.TypePush, MessageID: messageID, MeshID: ms.id, Kind: s.Kind, TargetSpec: s.TargetSpec,
@@ -205,10 +214,21 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		}
 		return err
 	}, func(err error) {
+		if err != nil || res.reused || res.duplicate {
+			release()
+		}
 		c.afterSend(&s, rec, to, &res, err, start)
 	})
 	if err != nil {
+		release()
 		c.ackError(&s, wire.CodeShuttingDown, "broker is shutting down; retry", 1000)
+	}
+}
+
+// unreserveLocked gives back a recipient's queue place. Caller holds ms.mu.
+func (ms *meshState) unreserveLocked(recipient string) {
+	if ms.pending[recipient]--; ms.pending[recipient] <= 0 {
+		delete(ms.pending, recipient)
 	}
 }
 
@@ -240,7 +260,6 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	}
 	ms.mu.Lock()
 	for i, d := range to {
-		ms.pending[d.Recipient]++
 		frame := frames[i]
 		for _, t := range ms.targets(d.Recipient) {
 			if t.offerLocked(rec.ID, res.seqs[i], rec.Priority, frame) {
@@ -255,8 +274,10 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	ms.mu.Unlock()
 	c.b.metrics.pending.Add(float64(len(to)))
 	c.b.metrics.routed.WithLabelValues(rec.Kind, rec.Priority).Inc()
-	c.reply(wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: rec.ID, Queued: true, Online: one(online), Pending: one(len(to))})
+	// Observed before the ack is queued, so a client that reads the ack
+	// and then scrapes sees it counted.
 	c.b.metrics.sendAck.Observe(time.Since(start).Seconds())
+	c.reply(wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: rec.ID, Queued: true, Online: one(online), Pending: one(len(to))})
 }
 
 // codedError carries a specific ack code out of validation.
@@ -355,7 +376,11 @@ func (c *conn) validateSend(s *wire.Send) error {
 }
 
 // resolveRecipients applies 01-protocol §4's routing table. Caller holds
-// ms.mu. A non-empty code refuses the send.
+// ms.mu. A non-empty code refuses the send. Each recipient returned has a
+// place reserved in its --max-pending count, taken in the same critical
+// section as the check, so a burst of sends in flight to the committer
+// cannot all pass the check before any is counted; the caller gives the
+// places back if the send queues nothing.
 func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, msg string) {
 	ms := c.ms
 	maxPending := c.b.cfg.MaxPending
@@ -366,6 +391,7 @@ func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, ms
 		if ms.pending[s.TargetSpec] >= maxPending {
 			return nil, wire.CodeRecipientQueueFull, "the recipient has too many undelivered messages"
 		}
+		ms.pending[s.TargetSpec]++
 		return []store.NewDelivery{{Recipient: s.TargetSpec}}, "", ""
 	}
 	group := strings.TrimPrefix(s.TargetSpec, "@")
@@ -382,6 +408,7 @@ func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, ms
 			c.b.metrics.rejected.WithLabelValues(wire.CodeRecipientQueueFull).Inc()
 			continue
 		}
+		ms.pending[k.To]++
 		to = append(to, store.NewDelivery{Recipient: k.To, Key: &wire.MultiKey{To: k.To, Nonce: k.Nonce, Box: k.Box}})
 	}
 	return to, "", ""
@@ -469,9 +496,7 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 			continue
 		}
 		settled++
-		if ms.pending[c.pubkey]--; ms.pending[c.pubkey] <= 0 {
-			delete(ms.pending, c.pubkey)
-		}
+		ms.unreserveLocked(c.pubkey)
 		if o.NewReceipt == nil {
 			continue
 		}
@@ -538,7 +563,7 @@ func (c *conn) handleFetchQueued(data []byte, env wire.Envelope) {
 				if inner = wire.Decode(e.Frame, &r); inner != nil {
 					return false
 				}
-				if size+len(e.Frame) > maxFetchBytes {
+				if size+len(e.Frame) > c.b.cfg.fetchBytes() {
 					out.More = true
 					return false
 				}
@@ -552,7 +577,7 @@ func (c *conn) handleFetchQueued(data []byte, env wire.Envelope) {
 				return false
 			}
 			frame := wire.EncodePushWithKey(m.Push, e.Key)
-			if size+len(frame) > maxFetchBytes {
+			if size+len(frame) > c.b.cfg.fetchBytes() {
 				out.More = true
 				return false
 			}
