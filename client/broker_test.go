@@ -723,18 +723,5 @@ func TestDialWaitsOutABusyBroker(t *testing.T) {
 
 func refusedHandshakes(t *testing.T, b *testBroker) float64 {
 	t.Helper()
-	mfs, err := b.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "claudemesh_limits_tripped_total" {
-			for _, m := range mf.GetMetric() {
-				if m.GetLabel()[0].GetValue() == "handshakes" {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return b.Registry().Value("claudemesh_limits_tripped_total", "handshakes")
 }

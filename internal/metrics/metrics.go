@@ -346,3 +346,34 @@ func escape(s string, quote bool) string {
 	}
 	return b.String()
 }
+
+// Value reads a counter or gauge by name and label values (in declaration
+// order; none for an unlabelled metric), 0 when there is no such series —
+// for tests and health checks, which would otherwise parse the exposition.
+func (r *Registry) Value(name string, labelValues ...string) float64 {
+	r.mu.Lock()
+	ms := slices.Clone(r.metrics)
+	r.mu.Unlock()
+	for _, m := range ms {
+		if m.name() != name {
+			continue
+		}
+		switch x := m.(type) {
+		case *Counter:
+			return x.Value()
+		case *Gauge:
+			return x.Value()
+		case *CounterVec:
+			if len(labelValues) != len(x.labels) {
+				return 0
+			}
+			x.mu.RLock()
+			c := x.byKey[labelString(x.labels, labelValues)]
+			x.mu.RUnlock()
+			if c != nil {
+				return c.Value()
+			}
+		}
+	}
+	return 0
+}

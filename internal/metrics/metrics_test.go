@@ -108,3 +108,21 @@ func BenchmarkCounterVec(b *testing.B) {
 		v.WithLabelValues("rate_limited").Inc()
 	}
 }
+
+func TestValue(t *testing.T) {
+	r := NewRegistry()
+	r.NewCounterVec("v_total", "", "a", "b").WithLabelValues("x", "y").Add(3)
+	r.NewGauge("g", "").Set(4)
+	if v := r.Value("v_total", "x", "y"); v != 3 {
+		t.Errorf("vec %v", v)
+	}
+	if v := r.Value("v_total", "x"); v != 0 {
+		t.Errorf("partial labels %v", v)
+	}
+	if v := r.Value("g"); v != 4 {
+		t.Errorf("gauge %v", v)
+	}
+	if v := r.Value("nope"); v != 0 {
+		t.Errorf("absent %v", v)
+	}
+}
