@@ -282,7 +282,13 @@ func (b *Broker) httpGuard(h http.Handler) http.Handler {
 			return
 		}
 		rc := http.NewResponseController(w)
-		rc.SetReadDeadline(time.Now().Add(b.cfg.HTTPReadTimeout))
+		if r.ContentLength != 0 {
+			// The body's deadline (the headers had theirs). A request
+			// without a body gets none: its connection's next read is
+			// the next request, which the idle timeout covers — and a
+			// stream's request context must not end at a read timeout.
+			rc.SetReadDeadline(time.Now().Add(b.cfg.HTTPReadTimeout))
+		}
 		dw := &deadlineWriter{ResponseWriter: w, rc: rc, timeout: b.cfg.HTTPWriteTimeout}
 		dw.extend()
 		h.ServeHTTP(dw, r)
