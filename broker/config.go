@@ -32,6 +32,9 @@ type Config struct {
 	AuditMessages      bool
 	MaxHandshakes      int // unauthenticated connections open at once
 	MaxHandshakesPerIP int
+	// AckRate caps client_ack frames per connection per second (burst
+	// the same); 0 disables. Honest clients batch up to 500 ids a frame.
+	AckRate float64
 	// MaxConnsPerIP caps the TCP connections one address (an IPv6 /64)
 	// holds open that are not an authenticated WebSocket: HTTP keep-alive,
 	// REST calls and upgrades waiting for their hello. 0 disables it.
@@ -82,6 +85,7 @@ func DefaultConfig() Config {
 		MaxHandshakesPerIP: 32,
 		MaxGroups:          store.MaxGroups,
 		MaxConnsPerIP:      128,
+		AckRate:            1000,
 		IPLimitExempt:      LoopbackPrefixes(),
 		HTTPReadTimeout:    10 * time.Second,
 		HTTPWriteTimeout:   30 * time.Second,

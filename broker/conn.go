@@ -60,6 +60,7 @@ type conn struct {
 	closed        bool
 
 	frames     *rate.Limiter // non-send frames
+	acks       *rate.Limiter // client_ack frames (--ack-rate); nil = unlimited
 	lastActive atomic.Int64  // unix ms of the last frame read (for kick --stale)
 }
 
@@ -107,6 +108,9 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 		readerDone: make(chan struct{}),
 		inflight:   map[string]inflight{},
 		frames:     rate.NewLimiter(frameRate, frameBurst),
+	}
+	if b.cfg.AckRate > 0 {
+		c.acks = rate.NewLimiter(rate.Limit(b.cfg.AckRate), max(int(b.cfg.AckRate), 1))
 	}
 	// The reader runs on a goroutine of its own and the HTTP handler
 	// returns: net/http's per-connection state (its bufio buffers, the

@@ -456,6 +456,18 @@ func (c *conn) handleClientAck(data []byte, env wire.Envelope) {
 		}
 		valid = append(valid, id)
 	}
+	valid, ok := c.settleable(a.ReqID, valid)
+	if !ok {
+		return
+	}
+	if len(valid) == 0 {
+		// Nothing to settle: unknown or already settled ids are a no-op,
+		// answered without a write.
+		if a.ReqID != "" {
+			c.reply(wire.Acked{Type: wire.TypeAcked, ReqID: a.ReqID, MessageIDs: ids})
+		}
+		return
+	}
 	ms := c.ms
 	var outcomes []store.AckOutcome
 	err := c.b.store.Submit(func(tx *bolt.Tx) error {

@@ -175,11 +175,9 @@ type response struct {
 	err error
 }
 
-// errorFrame is wire.Error plus retryAfterMs, which a broker may add to a
-// rate_limited error; reading it costs nothing if absent.
+// errorFrame is an `error` frame; retryAfterMs comes with rate_limited.
 type errorFrame struct {
 	wire.Error
-	RetryAfterMs int64 `json:"retryAfterMs,omitzero"`
 }
 
 func (e *errorFrame) toError() *Error {

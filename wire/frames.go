@@ -507,6 +507,9 @@ type Error struct {
 	Code       string      `json:"code"`
 	Message    string      `json:"message"`
 	Candidates []Candidate `json:"candidates,omitempty"` // ambiguous_target only
+	// RetryAfterMs comes with rate_limited: how long to wait before
+	// trying again.
+	RetryAfterMs int64 `json:"retryAfterMs,omitzero"`
 }
 
 // Administration (01-protocol §6).
