@@ -80,3 +80,15 @@ func TestHelpPlainWithExamplesFirst(t *testing.T) {
 		t.Fatalf("examples do not lead:\n%s", stdout)
 	}
 }
+
+// TestVersionFlag: claudemesh --version is the version command.
+func TestVersionFlag(t *testing.T) {
+	code, stdout, stderr := runApp(t, "--version")
+	if code != 0 || stderr != "" || stdout != "  claudemesh "+buildinfo.Version+"\n" {
+		t.Fatalf("--version: exit %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	code, stdout, _ = runApp(t, "--version", "--json")
+	if code != 0 || !strings.HasPrefix(stdout, `{"schemaVersion":1,"version":"`+buildinfo.Version+`"`) {
+		t.Fatalf("--version --json: exit %d stdout %q", code, stdout)
+	}
+}

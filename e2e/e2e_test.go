@@ -571,7 +571,19 @@ func TestFlagsAnywhere(t *testing.T) {
 		t.Fatalf("outputs differ:\n%s\n%s\n%s", a, c, d)
 	}
 	alice.ok("send", "bob", "--priority", "now", "--", "-dash", "first")
-	alice.ok("--mesh", "test", "send", "bob", "-x", "stays", "--json")
+	// An unknown flag is a usage error with the closest flag suggested,
+	// never message text (issue 11 item 4).
+	e := alice.fails(2, "usage", "--mesh", "test", "send", "bob", "typo test", "-w")
+	if !strings.Contains(e.Error.Message, "unknown flag -w") {
+		t.Fatalf("-w: %+v", e)
+	}
+	if r := alice.run("send", "bob", "hi", "--bogus-flag"); r.code != 2 || !strings.Contains(r.stderr, "unknown flag --bogus-flag") {
+		t.Fatalf("--bogus-flag: %s", r)
+	}
+	if r := alice.run("send", "bob", "typo", "-w"); r.code != 2 || !strings.Contains(r.stderr, "did you mean --wait?") {
+		t.Fatalf("-w suggestion: %s", r)
+	}
+	alice.ok("--mesh", "test", "send", "bob", "--json", "--", "-x", "stays")
 	got := bodies(bob.inbox())
 	want := []string{"hi", "hi", "hi", "-dash first", "-x stays"}
 	if !slices.Equal(got, want) {

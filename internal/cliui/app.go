@@ -37,6 +37,7 @@ const (
 	FlagStrict   = "strict"
 	FlagQuiet    = "quiet"
 	FlagNoColor  = "no-color"
+	FlagVersion  = "version"
 )
 
 // EnvDebug turns on debug output on stderr (including the detail of errors
@@ -54,6 +55,7 @@ func GlobalFlags() []cli.Flag {
 		&cli.BoolFlag{Name: FlagStrict, Usage: "fail instead of falling back to a direct broker connection"},
 		&cli.BoolFlag{Name: FlagQuiet, Aliases: []string{"q"}, Usage: "only essential output"},
 		&cli.BoolFlag{Name: FlagNoColor, Usage: "no ANSI colour (also NO_COLOR=1 or TERM=dumb)"},
+		&cli.BoolFlag{Name: FlagVersion, Usage: "print the version and exit (same as the version command)"},
 	}
 }
 
@@ -67,7 +69,7 @@ func NewApp(name, usage string, commands []*cli.Command) *cli.App {
 	cmds = append(cmds, &cli.Command{
 		Name:      "help",
 		Usage:     "show help for a command",
-		ArgsUsage: "[COMMAND...]",
+		ArgsUsage: "[COMMAND... | exit-codes]",
 		Hidden:    true,
 		Action:    helpAction,
 	})
@@ -208,6 +210,25 @@ func RunContext(ctx context.Context, app *cli.App, argv []string, stdout, stderr
 	if p.help {
 		renderHelp(st.stdout, app, p.path, st.style)
 		return ExitOK
+	}
+	if p.boolFlag(0, FlagVersion) {
+		if v := subcommand(app.Commands, "version"); v != nil {
+			// --version is the version command, whatever else is on the
+			// line (like --help).
+			argv := []string{p.argv0, "version"}
+			if st.json {
+				argv = []string{p.argv0, "--" + FlagJSON, "version"}
+			}
+			return st.report(app.RunContext(ctx, argv), ctx.Err() != nil)
+		}
+	}
+	if len(p.unknown) > 0 {
+		tok := p.unknown[0]
+		hint := "a message that starts with - goes after --: " + commandName(app, p.path) + " … -- " + tok
+		if s := suggestFlag(app, p.path, tok); s != "" {
+			hint = "did you mean " + s + "? (" + hint + ")"
+		}
+		return st.report(UsageErrorf("unknown flag %s for %s", tok, commandName(app, p.path)).WithHint(hint), false)
 	}
 	if p.dangling != "" {
 		return st.report(UsageErrorf("flag needs a value: %s", p.dangling).
@@ -382,8 +403,14 @@ func editDistance(a, b string) int {
 	return d[len(a)][len(b)]
 }
 
-// helpAction is `claudemesh help [COMMAND...]`.
+// helpAction is `claudemesh help [COMMAND...]` and `claudemesh help
+// TOPIC` (exit-codes).
 func helpAction(c *cli.Context) error {
+	if topic, ok := helpTopics[c.Args().First()]; ok && c.Args().Len() == 1 {
+		st := stateOf(c)
+		topic(st.stdout, st.style)
+		return nil
+	}
 	var path []*cli.Command
 	children := c.App.Commands
 	for _, name := range c.Args().Slice() {
@@ -451,7 +478,8 @@ func (st *runState) report(err error, interrupted bool) int {
 	defer st.mu.Unlock()
 	if st.json {
 		_ = writeJSON(st.stdout, errorDoc{OK: false, Error: errorBody{
-			Code: e.Code, Message: e.Message, Candidates: e.Candidates}})
+			Code: e.Code, Message: e.Message, Candidates: e.Candidates,
+			MessageID: e.MessageID, ClientMessageID: e.ClientMessageID}})
 		if st.debug {
 			st.writeHuman(e, err)
 		}
@@ -467,9 +495,11 @@ type errorDoc struct {
 }
 
 type errorBody struct {
-	Code       string      `json:"code"`
-	Message    string      `json:"message"`
-	Candidates []Candidate `json:"candidates,omitzero"`
+	Code            string      `json:"code"`
+	Message         string      `json:"message"`
+	Candidates      []Candidate `json:"candidates,omitzero"`
+	MessageID       string      `json:"messageId,omitzero"`
+	ClientMessageID string      `json:"clientMessageId,omitzero"`
 }
 
 // writeHuman prints the error block on stderr. Messages may carry text from

@@ -35,6 +35,10 @@ type parsedArgs struct {
 	dangling string
 	// help says -h/--help was given outside "--".
 	help bool
+	// unknown are the "-x" tokens before "--" that are no flag of the
+	// command path or the global set: Run refuses them (a typo must not
+	// become message text; text starting with "-" goes after "--").
+	unknown []string
 }
 
 // NormalizeArgs rewrites argv so urfave/cli v2, which stops parsing flags at
@@ -48,7 +52,8 @@ type parsedArgs struct {
 //     deepest command defining it (global flags right after argv[0]),
 //     together with its value when it takes one ("--flag value");
 //     "--flag=value" is one token;
-//   - unknown "-x" tokens stay positional, and "--" ends flag handling:
+//   - unknown "-x" tokens stay positional here (Run refuses them as usage
+//     errors before anything runs), and "--" ends flag handling:
 //     what follows it is passed through untouched. When the first
 //     positional starts with "-", or the user wrote "--", the positionals
 //     are emitted after a single "--" so urfave/cli never reads them as
@@ -221,7 +226,7 @@ pass1:
 				d, known = resolveBelow(children, name)
 			}
 			if !known {
-				break // an unknown -x is the first positional
+				continue // refused later; keep looking for the command
 			}
 			if d.takesValue && !inline {
 				i++
@@ -267,6 +272,7 @@ pass1:
 		d, known := resolve(app, chain, name)
 		if !known {
 			p.positionals = append(p.positionals, tok)
+			p.unknown = append(p.unknown, tok)
 			continue
 		}
 		if d.help {
@@ -304,4 +310,43 @@ func (p *parsedArgs) boolFlag(level int, names ...string) bool {
 		}
 	}
 	return v
+}
+
+// suggestFlag returns the known flag closest to an unknown token, spelled
+// as it would be typed ("--wait", "-q"), or "" when none is close enough to
+// be a likely typo. A token that is a prefix of a flag name ("-w" for
+// --wait) counts as close.
+func suggestFlag(app *cli.App, chain []*cli.Command, tok string) string {
+	name, _, ok := flagToken(tok)
+	if !ok {
+		return ""
+	}
+	levels := [][]cli.Flag{app.Flags}
+	for _, c := range chain {
+		levels = append(levels, c.Flags)
+	}
+	best, bestDist := "", max(1, len(name)/3)+1
+	for _, flags := range levels {
+		for _, f := range flags {
+			for _, n := range f.Names() {
+				d := editDistance(n, name)
+				switch {
+				case strings.HasPrefix(n, name):
+					d = min(d, 1)
+				case len(name) <= 2:
+					continue // one or two letters are a prefix or nothing
+				}
+				if d < bestDist {
+					best, bestDist = n, d
+				}
+			}
+		}
+	}
+	switch {
+	case best == "":
+		return ""
+	case len(best) == 1:
+		return "-" + best
+	}
+	return "--" + best
 }

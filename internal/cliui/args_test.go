@@ -191,7 +191,7 @@ func TestFlagsAnywhereParse(t *testing.T) {
 		{argv: []string{"--json", "send", "bob", "hi"}, cmd: "send", args: []string{"bob", "hi"}, globals: Globals{JSON: true}},
 		{argv: []string{"send", "--json", "bob", "hi"}, cmd: "send", args: []string{"bob", "hi"}, globals: Globals{JSON: true}},
 		{argv: []string{"send", "bob", "--", "-not-a-flag"}, cmd: "send", args: []string{"bob", "-not-a-flag"}},
-		{argv: []string{"send", "bob", "-x", "--wait"}, cmd: "send", args: []string{"bob", "-x"}, flags: map[string]any{"wait": true}},
+		{argv: []string{"send", "bob", "--wait", "--", "-x"}, cmd: "send", args: []string{"bob", "-x"}, flags: map[string]any{"wait": true}},
 		{argv: []string{"send", "bob", "hi", "--priority", "now", "--mesh", "acme", "-q"}, cmd: "send", args: []string{"bob", "hi"},
 			globals: Globals{Mesh: "acme", Quiet: true}, flags: map[string]any{"priority": "now"}},
 		{argv: []string{"send", "bob", "hi", "--no-daemon", "--strict", "--no-color", "--home", "/h"}, cmd: "send", args: []string{"bob", "hi"},
@@ -245,5 +245,44 @@ func TestGlobalsFromEnvironment(t *testing.T) {
 	}
 	if !got.globals.NoDaemon || got.globals.Home != "/from/env" {
 		t.Fatalf("globals = %+v", got.globals)
+	}
+}
+
+// TestUnknownFlagsAreUsageErrors: an unknown flag before "--" is refused
+// (exit 2) before the command runs, with the closest known flag; it never
+// becomes message text.
+func TestUnknownFlagsAreUsageErrors(t *testing.T) {
+	clearColorEnv(t)
+	for _, tc := range []struct {
+		argv    string
+		message string
+		hint    string
+	}{
+		{"send bob typo test -w", "unknown flag -w for claudemesh send", "did you mean --wait?"},
+		{"send bob hi --bogus-flag", "unknown flag --bogus-flag for claudemesh send", "claudemesh send … -- --bogus-flag"},
+		{"send bob hi --priorty now", "unknown flag --priorty for claudemesh send", "did you mean --priority?"},
+		{"send bob -5 degrees", "unknown flag -5 for claudemesh send", "claudemesh send … -- -5"},
+		{"--jsn send bob hi", "unknown flag --jsn for claudemesh send", "did you mean --json?"},
+		{"status group join dev --rol lead", "unknown flag --rol for claudemesh status group join", "did you mean --role?"},
+	} {
+		t.Run(tc.argv, func(t *testing.T) {
+			var got seen
+			var stdout, stderr bytes.Buffer
+			code := RunContext(context.Background(), testApp(&got), append([]string{"claudemesh"}, strings.Fields(tc.argv)...), &stdout, &stderr)
+			if code != ExitUsage || got.cmd != "" {
+				t.Fatalf("exit %d, ran %q, stderr %q", code, got.cmd, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.message) || !strings.Contains(stderr.String(), tc.hint) {
+				t.Fatalf("stderr %q, want %q and %q", stderr.String(), tc.message, tc.hint)
+			}
+		})
+	}
+	// After "--" anything goes, and a lone "-" (stdin) is no flag.
+	for _, argv := range []string{"send bob -- -w --bogus", "send bob -"} {
+		var got seen
+		var stdout, stderr bytes.Buffer
+		if code := RunContext(context.Background(), testApp(&got), append([]string{"claudemesh"}, strings.Fields(argv)...), &stdout, &stderr); code != 0 || got.cmd != "send" {
+			t.Fatalf("%s: exit %d %q", argv, code, stderr.String())
+		}
 	}
 }

@@ -24,6 +24,10 @@ type Error struct {
 	Hint string
 	// Candidates are the possible matches of an ambiguous target.
 	Candidates []Candidate
+	// MessageID and ClientMessageID name the message an error concerns
+	// (a send that timed out, failed or reused an id), so a --json reader
+	// can follow it up without parsing the message.
+	MessageID, ClientMessageID string
 	// Exit overrides ExitCode(Code) when non-zero.
 	Exit int
 	// Cause is the underlying error, for errors.Is/As and debug output.
@@ -73,6 +77,12 @@ func (e *Error) WithHint(hint string) *Error {
 	return e
 }
 
+// WithMessage names the message the error concerns (either id may be "").
+func (e *Error) WithMessage(messageID, clientMessageID string) *Error {
+	e.MessageID, e.ClientMessageID = messageID, clientMessageID
+	return e
+}
+
 // Codes the CLI itself produces (the others come from the broker, 01-protocol).
 const (
 	CodeUsage               = "usage"
@@ -103,23 +113,26 @@ const (
 )
 
 // ExitCode maps an error code to the process exit code (04-cli "Exit
-// codes"); unknown codes are 1.
+// codes", ExitCodeTable); unknown codes are 1.
 func ExitCode(code string) int {
 	switch code {
 	case "":
 		return ExitOK
 	case CodeUsage, CodeMeshRequired, "malformed", CodeInvalidArgument, "payload_too_large":
 		return ExitUsage
-	case "unknown_target", "unknown_recipient", CodeMeshNotFound, "invite_not_found", "topic_not_found":
+	case "unknown_target", "unknown_recipient", CodeMeshNotFound, "invite_not_found", "topic_not_found", "not_found":
 		return ExitNotFound
 	case "forbidden", "unauthorized", "revoked", "banned", "kicked", "not_a_member",
 		"blocked_by_recipient", "issuer_not_admin", "bad_signature", "invite_expired",
 		"invite_revoked", "invite_exhausted", "broker_key_mismatch", CodeNotJoined,
 		CodeInsecurePermissions:
 		return ExitNotAllowed
-	case CodeUnreachable:
+	case CodeUnreachable, "timeout", "connection_closed", "shutting_down":
+		// A broker (or daemon) that stopped answering is, for the user, one
+		// that cannot be reached.
 		return ExitUnreachable
-	case "ambiguous_target", "idempotency_key_reused", "slug_taken", "name_taken", "topic_exists":
+	case "ambiguous_target", "idempotency_key_reused", "slug_taken", "name_taken", "topic_exists",
+		"invite_exists", "already_running":
 		return ExitConflict
 	case CodeWaitTimeout:
 		return ExitTimeout
@@ -152,6 +165,7 @@ func classify(err error, interrupted bool) *Error {
 	switch {
 	case errors.As(err, &ce):
 		out.Code, out.Hint, out.Candidates, out.Exit = ce.Code, ce.Hint, ce.Candidates, ce.Exit
+		out.MessageID, out.ClientMessageID = ce.MessageID, ce.ClientMessageID
 	case errors.As(err, &c):
 		out.Code = c.ErrorCode()
 		var h hinter

@@ -302,7 +302,7 @@ func renderHelp(w io.Writer, app *cli.App, path []*cli.Command, s Style) {
 		section(&b, "GLOBAL FLAGS", s)
 		writeRows(&b, flagRows(app.Flags), func(x string) string { return x }, s)
 		b.WriteString("\n  " + s.Dim("Flags go anywhere on the line; put a message that starts with - after --.") + "\n")
-		b.WriteString("  " + s.Dim("Run "+name+" COMMAND --help for a command's flags and examples.") + "\n")
+		b.WriteString("  " + s.Dim("Run "+name+" COMMAND --help for a command's flags and examples, "+name+" help exit-codes for the exit codes.") + "\n")
 	} else {
 		section(&b, "GLOBAL FLAGS", s)
 		var names []string

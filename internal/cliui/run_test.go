@@ -347,12 +347,12 @@ func TestExitCode(t *testing.T) {
 	want := map[int][]string{
 		0: {""},
 		2: {"usage", "mesh_required", "malformed", "invalid_argument", "payload_too_large"},
-		3: {"unknown_target", "unknown_recipient", "mesh_not_found", "invite_not_found", "topic_not_found"},
+		3: {"unknown_target", "unknown_recipient", "mesh_not_found", "invite_not_found", "topic_not_found", "not_found"},
 		4: {"forbidden", "unauthorized", "revoked", "banned", "kicked", "not_a_member", "blocked_by_recipient",
 			"issuer_not_admin", "bad_signature", "invite_expired", "invite_revoked", "invite_exhausted",
 			"broker_key_mismatch", "not_joined", "insecure_permissions"},
-		5: {"unreachable"},
-		6: {"ambiguous_target", "idempotency_key_reused", "slug_taken", "name_taken", "topic_exists"},
+		5: {"unreachable", "timeout", "connection_closed", "shutting_down"},
+		6: {"ambiguous_target", "idempotency_key_reused", "slug_taken", "name_taken", "topic_exists", "invite_exists", "already_running"},
 		7: {"wait_timeout"},
 		1: {"rate_limited", "timestamp_skew", "capacity", "internal", "something_new"},
 	}
@@ -401,5 +401,29 @@ func TestArgsBetween(t *testing.T) {
 	}
 	if r := run(t, app, "verify", "a"); r.code != 0 {
 		t.Errorf("verify a: exit %d %q", r.code, r.stderr)
+	}
+}
+
+// TestHelpExitCodes: `help exit-codes` prints the one table, every row.
+func TestHelpExitCodes(t *testing.T) {
+	clearColorEnv(t)
+	app := NewApp("claudemesh", "test", nil)
+	r := run(t, app, "help", "exit-codes")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, row := range ExitCodeTable {
+		if !strings.Contains(r.stdout, fmt.Sprintf("%3d  %s", row.Code, row.Meaning)) {
+			t.Errorf("help exit-codes lacks %d: %q", row.Code, r.stdout)
+		}
+		if row.Code != ExitOK && row.Code != ExitFailure && row.Code != ExitInterrupted {
+			found := false
+			for _, code := range []string{"usage", "unknown_target", "forbidden", "unreachable", "ambiguous_target", "wait_timeout"} {
+				found = found || ExitCode(code) == row.Code
+			}
+			if !found {
+				t.Errorf("no code maps to exit %d", row.Code)
+			}
+		}
 	}
 }

@@ -1,0 +1,54 @@
+package cliui
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ExitCodeRow is one line of the exit-code table.
+type ExitCodeRow struct {
+	Code    int
+	Meaning string
+}
+
+// ExitCodeTable is the one exit-code table (04-cli "Exit codes"): what
+// `claudemesh help exit-codes` prints and the README shows, and what
+// ExitCode follows. A test keeps the README's copy identical.
+var ExitCodeTable = []ExitCodeRow{
+	{ExitOK, "success (a message accepted into the daemon's outbox, or acked by the broker, is a success)"},
+	{ExitFailure, "failure not covered below (rate limited, clock skew, broker at capacity, internal error)"},
+	{ExitUsage, "usage error: unknown command or flag, missing or bad argument, --mesh needed, message too large"},
+	{ExitNotFound, "not found: unknown target, mesh, invite, topic, message or outbox row"},
+	{ExitNotAllowed, "not allowed: forbidden, not joined, kicked, banned, bad credentials or signature, invite expired, revoked or used up, broker key mismatch"},
+	{ExitUnreachable, "the broker or the daemon cannot be reached (or stopped answering) and nothing could be queued"},
+	{ExitConflict, "conflict: ambiguous target, already exists, idempotency key reused, daemon already running"},
+	{ExitTimeout, "timed out: send --wait expired before the message was delivered"},
+	{ExitInterrupted, "interrupted (Ctrl-C, SIGINT or SIGTERM)"},
+}
+
+// ExitCodesMarkdown is the table as Markdown, as the README shows it.
+func ExitCodesMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| exit | meaning |\n|---|---|\n")
+	for _, r := range ExitCodeTable {
+		fmt.Fprintf(&b, "| %d | %s |\n", r.Code, r.Meaning)
+	}
+	return b.String()
+}
+
+// helpTopics are `claudemesh help TOPIC` pages that are not commands.
+var helpTopics = map[string]func(w io.Writer, s Style){
+	"exit-codes": renderExitCodes,
+}
+
+func renderExitCodes(w io.Writer, s Style) {
+	var b strings.Builder
+	b.WriteString(s.Brand("claudemesh exit codes") + "\n\n")
+	for _, r := range ExitCodeTable {
+		fmt.Fprintf(&b, "  %s  %s\n", s.Cyan(fmt.Sprintf("%3d", r.Code)), r.Meaning)
+	}
+	b.WriteString("\n  " + s.Dim("With --json, a failure also prints {\"ok\":false,\"error\":{\"code\",\"message\"}} on stdout;") + "\n")
+	b.WriteString("  " + s.Dim("the error code decides the exit code (docs/protocol.md lists the codes).") + "\n")
+	io.WriteString(w, b.String())
+}
