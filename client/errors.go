@@ -131,3 +131,13 @@ func isUnreachable(err error) bool {
 	var opErr *net.OpError
 	return errors.As(err, &opErr) && opErr.Op == "dial" && !opErr.Timeout()
 }
+
+// MessageOf returns the human message of the *Error in err's chain
+// (without its code), or fallback when there is none.
+func MessageOf(err error, fallback string) string {
+	var e *Error
+	if errors.As(err, &e) && e.Message != "" {
+		return e.Message
+	}
+	return fallback
+}

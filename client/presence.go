@@ -17,7 +17,7 @@ import (
 // mesh in `daemon status` (03-daemon "Lifecycle").
 type State string
 
-// Presence states. Closed, Kicked and Banned are final.
+// Presence states. Closed, Kicked, Banned and BrokerKeyMismatch are final.
 const (
 	StateConnecting   State = "connecting"
 	StateOpen         State = "open"
@@ -25,11 +25,16 @@ const (
 	StateClosed       State = "closed"
 	StateKicked       State = "kicked"
 	StateBanned       State = "banned"
+	// StateBrokerKeyMismatch: the server at the broker URL cannot prove it
+	// holds the pinned broker key. Retrying would only keep offering our
+	// hello to an impostor (or to a broker whose key really changed, which
+	// needs a new invite), so the presence stops.
+	StateBrokerKeyMismatch State = "broker_key_mismatch"
 )
 
 // Final reports whether the presence will not reconnect from this state.
 func (s State) Final() bool {
-	return s == StateClosed || s == StateKicked || s == StateBanned
+	return s == StateClosed || s == StateKicked || s == StateBanned || s == StateBrokerKeyMismatch
 }
 
 // BackoffEnv names the environment variable that overrides the backoff cap
@@ -222,6 +227,7 @@ const (
 	stopClosed
 	stopKicked
 	stopBanned
+	stopKeyMismatch
 )
 
 // closeVerdict applies 01-protocol §9 to a connection that ended.
@@ -240,11 +246,14 @@ func closeVerdict(code int, reason string) verdict {
 }
 
 // dialVerdict applies the same table to a refused handshake: a revoked
-// member is banned; everything else (skew, capacity, unreachable, a
-// mismatched broker key) may change, so it is retried with backoff — never
-// in a tight loop.
+// member is banned; a server that cannot sign with the pinned broker key is
+// never offered another hello; everything else (skew, capacity,
+// unreachable) may change, so it is retried with backoff — never in a tight
+// loop.
 func dialVerdict(err error) verdict {
 	switch CodeOf(err) {
+	case CodeBrokerKeyMismatch:
+		return stopKeyMismatch
 	case wire.CodeRevoked, wire.CodeBanned:
 		return stopBanned
 	case wire.ReasonKicked:
@@ -279,6 +288,9 @@ func (p *Presence) run(ctx context.Context) {
 			return false
 		case stopClosed:
 			p.setState(StateClosed, err, nil)
+			return false
+		case stopKeyMismatch:
+			p.setState(StateBrokerKeyMismatch, err, nil)
 			return false
 		}
 		lastErr, state = err, StateReconnecting

@@ -2,10 +2,12 @@ package client
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/wire"
 
 	"github.com/gorilla/websocket"
@@ -230,5 +232,26 @@ func TestPresenceCloseEndsCleanly(t *testing.T) {
 	}
 	if s, _ := p.State(); s != StateClosed || p.Conn() != nil {
 		t.Fatalf("state after Close: %s", s)
+	}
+}
+
+// TestPresenceStopsOnBrokerKeyMismatch: a server that cannot sign with the
+// pinned broker key is not dialled again: the presence stops in
+// broker_key_mismatch with the error that names both keys.
+func TestPresenceStopsOnBrokerKeyMismatch(t *testing.T) {
+	t.Setenv(BackoffEnv, "20ms")
+	f := newFakeBroker(t)
+	id := f.identity(t)
+	other, _ := cmcrypto.GenerateIdentity()
+	id.BrokerPubkey = other.PublicHex()
+	p := StartPresence(testCtx(t), id, DialOptions{Presence: true}, PresenceOptions{})
+	err := waitState(t, p, StateBrokerKeyMismatch)
+	recvWithin(t, p.Done(), "the presence to stop")
+	e := wantCode(t, err, CodeBrokerKeyMismatch)
+	if !strings.Contains(e.Message, other.PublicHex()) || !strings.Contains(e.Message, f.key.PublicHex()) {
+		t.Fatalf("message does not name both keys: %q", e.Message)
+	}
+	if !StateBrokerKeyMismatch.Final() {
+		t.Fatal("broker_key_mismatch must be final")
 	}
 }

@@ -52,6 +52,10 @@ type Target struct {
 	// Online reports, for a box, whether a presence that receives the
 	// message is connected right now; offline recipients get it queued.
 	Online bool
+	// Status is, for an online box recipient, the status of the presence
+	// that receives it (idle, working, dnd): the broker holds next and low
+	// messages while it is working or dnd.
+	Status string
 	// Recipients are the keys to seal to: the one key of a box, every
 	// listed recipient of a multi (never the sender's own key).
 	Recipients []string
@@ -151,21 +155,28 @@ func presenceKey(p *wire.Peer) string {
 	return p.MemberPubkey
 }
 
-// online reports whether a box to key would be pushed now: a connected
-// session with that key, or any connected member presence of that member.
-func (d *directory) online(key string) bool {
+// online reports whether a box to key would be pushed now — a connected
+// session with that key, or a connected member presence of that member
+// (the broker prefers the control-plane one) — and that presence's status.
+func (d *directory) online(key string) (bool, string) {
+	found, status := false, ""
 	for i := range d.peers {
 		p := &d.peers[i]
-		if p.Online && presenceKey(p) == key {
-			return true
+		if !p.Online || presenceKey(p) != key {
+			continue
 		}
+		if !found || p.Role == wire.RoleControlPlane {
+			status = p.Status
+		}
+		found = true
 	}
-	return false
+	return found, status
 }
 
 func (d *directory) box(key, name, match string) *Target {
+	online, status := d.online(key)
 	return &Target{Kind: wire.KindBox, Spec: key, DisplayName: name, Match: match,
-		Online: d.online(key), Recipients: []string{key}}
+		Online: online, Status: status, Recipients: []string{key}}
 }
 
 func (d *directory) pubkey(key string) *Target {
