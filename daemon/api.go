@@ -26,6 +26,7 @@ import (
 type apiError struct {
 	status     int
 	code, msg  string
+	hint       string
 	candidates []wire.Candidate
 	rowStatus  string
 }
@@ -70,7 +71,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
-	writeJSON(w, e.status, localapi.ErrorBody{Error: localapi.Error{Code: e.code, Message: e.msg, Candidates: e.candidates, Status: e.rowStatus}})
+	writeJSON(w, e.status, localapi.ErrorBody{Error: localapi.Error{Code: e.code, Message: e.msg, Candidates: e.candidates, Status: e.rowStatus, Hint: e.hint}})
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -175,14 +176,14 @@ func (d *Daemon) meshStates() map[string]string {
 }
 
 func (d *Daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, localapi.Health{OK: true, PID: os.Getpid(), Meshes: d.meshStates()})
+	writeJSON(w, 200, localapi.Health{OK: true, PID: os.Getpid(), Meshes: d.meshStates(), MeshErrors: d.meshProblems()})
 }
 
 // handleStatus backs `daemon status`: uptime, mesh states, outbox rows by
 // internal state and unread inbox rows.
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
-		Meshes: d.meshStates(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList())}
+		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList())}
 	d.db.View(func(tx *bolt.Tx) error {
 		n := outboxCounts(tx)
 		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],
@@ -206,7 +207,7 @@ func (d *Daemon) handleSend(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	resp, status, aerr := d.accept(req, r.Header.Get("Idempotency-Key"), sess)
+	resp, status, aerr := d.accept(r.Context(), req, r.Header.Get("Idempotency-Key"), sess)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -227,20 +228,45 @@ func (d *Daemon) meshesFor(w http.ResponseWriter, slug string) ([]*meshRT, bool)
 	return []*meshRT{m}, true
 }
 
-// livePeers asks the broker when the mesh is open (refreshing the cache),
-// and falls back to the last known list otherwise.
-func (m *meshRT) livePeers(ctx context.Context) ([]wire.Member, []wire.Peer) {
-	if c := m.conn(); c != nil {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if peers, err := c.ListPeers(ctx); err == nil {
-			if members, err := c.MembersList(ctx); err == nil {
-				m.setDirectory(members, peers)
-				return members, peers
-			}
-		}
+// liveDirectory asks the broker for the mesh's members and presences
+// (refreshing the cache), after waiting briefly for a mesh that is still
+// making its first connection. A mesh that is not open is an error that
+// says why: answering from the cache would show a broker that cannot be
+// reached as "nobody is connected".
+func (m *meshRT) liveList(ctx context.Context) ([]wire.Member, []wire.Peer, *apiError) {
+	c, aerr := m.openConn()
+	if aerr != nil {
+		return nil, nil, aerr
 	}
-	return m.directory()
+	if err := m.fetchDirectory(ctx, c); err != nil {
+		return nil, nil, clientError(err)
+	}
+	members, peers := m.directory()
+	return members, peers, nil
+}
+
+// directoryFor is the directory of each mesh a read covers: live for the
+// named mesh (an error when it is not open); for all meshes, live where
+// open and the last known copy elsewhere.
+func (d *Daemon) directoryFor(w http.ResponseWriter, r *http.Request) ([]*meshRT, [][]wire.Member, [][]wire.Peer, bool) {
+	slug := r.URL.Query().Get("mesh")
+	ms, ok := d.meshesFor(w, slug)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	members, peers := make([][]wire.Member, len(ms)), make([][]wire.Peer, len(ms))
+	for i, m := range ms {
+		mem, ps, aerr := m.liveList(r.Context())
+		if aerr != nil && slug != "" {
+			writeError(w, aerr)
+			return nil, nil, nil, false
+		}
+		if aerr != nil {
+			mem, ps = m.directory()
+		}
+		members[i], peers[i] = mem, ps
+	}
+	return ms, members, peers, true
 }
 
 // handlePeers lists the presences of one or all meshes. isSelf marks this
@@ -252,15 +278,14 @@ func (d *Daemon) handlePeers(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ms, ok := d.meshesFor(w, r.URL.Query().Get("mesh"))
+	ms, _, peers, ok := d.directoryFor(w, r)
 	if !ok {
 		return
 	}
 	out := []localapi.Peer{}
-	for _, m := range ms {
-		_, peers := m.livePeers(r.Context())
+	for i, m := range ms {
 		self := m.key.PublicHex()
-		for _, p := range peers {
+		for _, p := range peers[i] {
 			this := p.MemberPubkey == self && p.SessionID == "daemon" && p.Role == wire.RoleControlPlane
 			if sess != nil {
 				this = p.Pubkey == sess.rec.Pubkey
@@ -272,14 +297,13 @@ func (d *Daemon) handlePeers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleMembers(w http.ResponseWriter, r *http.Request) {
-	ms, ok := d.meshesFor(w, r.URL.Query().Get("mesh"))
+	ms, members, _, ok := d.directoryFor(w, r)
 	if !ok {
 		return
 	}
 	out := []localapi.Member{}
-	for _, m := range ms {
-		members, _ := m.livePeers(r.Context())
-		for _, mem := range members {
+	for i, m := range ms {
+		for _, mem := range members[i] {
 			out = append(out, localapi.Member{Mesh: m.cfg.Slug, Member: mem})
 		}
 	}
@@ -499,9 +523,9 @@ func (d *Daemon) brokerCall(w http.ResponseWriter, r *http.Request, slug string,
 		writeError(w, aerr)
 		return
 	}
-	c := m.conn()
-	if c == nil {
-		writeError(w, &apiError{status: 503, code: "unreachable", msg: fmt.Sprintf("mesh %s is not connected (%s)", m.cfg.Slug, m.getState())})
+	c, aerr := m.openConn()
+	if aerr != nil {
+		writeError(w, aerr)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)

@@ -248,12 +248,20 @@ func statusCommand() *cli.Command {
 				slugs = append(slugs, s)
 			}
 			sort.Strings(slugs)
+			sty := out.Style()
 			for _, s := range slugs {
 				out.Linef("mesh %-20s %s", s, st.Meshes[s])
+				if p, ok := st.MeshErrors[s]; ok {
+					out.Linef("  %s %s", sty.Red("✘"), cliui.SanitizePeerText(p.Message))
+					if p.Hint != "" {
+						out.Linef("  %s", sty.Dim("→ "+cliui.SanitizePeerText(p.Hint)))
+					}
+				}
 			}
+			// The public statuses of outbox list (03-daemon "Outbox").
 			o := st.Outbox
-			out.Linef("outbox: %d waiting, %d in flight, %d queued, %d sent, %d delivered, %d failed",
-				o.Pending, o.Inflight, o.Queued, o.Sent, o.Delivered, o.Dead+o.Aborted)
+			out.Linef("outbox: %d accepted (%d of them being sent), %d queued, %d sent, %d delivered, %d failed",
+				o.Pending+o.Inflight, o.Inflight, o.Queued, o.Sent, o.Delivered, o.Dead+o.Aborted)
 			out.Linef("inbox: %d unread", st.InboxUnread)
 			return nil
 		},

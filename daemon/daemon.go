@@ -56,6 +56,10 @@ type Options struct {
 	// session's process still runs (03-daemon: 5 s; tests shrink it).
 	ReapInterval time.Duration
 
+	// refreshDelay and refreshMinInterval time the full list_peers that
+	// follows presence events (directory.go; tests change them).
+	refreshDelay, refreshMinInterval time.Duration
+
 	// testHookConnected runs at every hello_ack, before the directory is
 	// fetched; tests use it to widen the window before "open".
 	testHookConnected func()
@@ -85,6 +89,9 @@ type Daemon struct {
 	inbox     chan inboxItem
 	failpoint string
 	killAfter int64        // from failDrainKillAfter; 0 = off
+	// shutdownErr is set when requests were still running when the
+	// shutdown timeout expired (the tests check it never is).
+	shutdownErr error
 	acked     atomic.Int64 // rows acked by the broker in this run
 
 	sessMu   sync.Mutex
@@ -123,6 +130,12 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	if opts.ReapInterval <= 0 {
 		opts.ReapInterval = 5 * time.Second
+	}
+	if opts.refreshDelay <= 0 {
+		opts.refreshDelay = defaultRefreshDelay
+	}
+	if opts.refreshMinInterval <= 0 {
+		opts.refreshMinInterval = defaultRefreshMinInterval
 	}
 	if err := fsutil.EnsurePrivateDir(opts.Home); err != nil {
 		return nil, err
@@ -255,10 +268,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 
 func (d *Daemon) shutdown() error {
 	d.log.Info("shutting down")
+	// Event streams first: an SSE request (an attached inbox --follow, an
+	// MCP server) never ends on its own, so Shutdown would wait its whole
+	// timeout for it.
+	d.events.closeAll()
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	d.srv.Shutdown(sctx)
-	d.events.closeAll()
+	if err := d.srv.Shutdown(sctx); err != nil {
+		d.shutdownErr = err
+		d.log.Warn("requests still running at shutdown", "err", err)
+	}
 	d.stopSessions()
 	d.mu.Lock()
 	meshes := make([]*meshRT, 0, len(d.meshes))
@@ -266,9 +285,13 @@ func (d *Daemon) shutdown() error {
 		meshes = append(meshes, m)
 	}
 	d.mu.Unlock()
+	// Each mesh closes its broker connection cleanly (1000), in parallel:
+	// one slow broker must not delay the others.
+	var stops sync.WaitGroup
 	for _, m := range meshes {
-		m.stop()
+		stops.Go(m.stop)
 	}
+	stops.Wait()
 	d.wg.Wait()
 	os.Remove(localapi.SocketPath(d.home))
 	os.Remove(localapi.PIDPath(d.home))
@@ -462,9 +485,11 @@ type meshRT struct {
 	done     chan struct{}
 	wake     chan struct{}
 
-	mu    sync.Mutex
-	cache meshCache
+	mu sync.Mutex
+	dirState
 	state string
+	// stateErr is the error that led to state (nil when open).
+	stateErr error
 	// latest is the newest connection, set at hello_ack — before the mesh
 	// reports open — because the broker starts pushing queued messages
 	// right after hello_ack and they must be acked on that connection.
@@ -475,7 +500,8 @@ func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
 	rt := &meshRT{
 		d: d, cfg: m, key: key, state: localapi.MeshConnecting,
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
-		ident: client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerPubkey: m.BrokerPubkey, Member: key},
+		dirState: dirState{dirWake: make(chan struct{}, 1)},
+		ident:    client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerPubkey: m.BrokerPubkey, Member: key},
 	}
 	// Start from the cached directory so sends by name work before (or
 	// without) a connection.
@@ -503,7 +529,10 @@ func (m *meshRT) start() {
 	go func() {
 		defer m.d.wg.Done()
 		defer close(m.done)
+		var wg sync.WaitGroup
+		wg.Go(func() { m.dirLoop(ctx) })
 		m.drain(ctx)
+		wg.Wait()
 	}()
 }
 
@@ -527,7 +556,7 @@ func (m *meshRT) kick() {
 
 func (m *meshRT) onState(s client.State, err error) {
 	m.mu.Lock()
-	m.state = string(s)
+	m.state, m.stateErr = string(s), err
 	m.mu.Unlock()
 	ev := localapi.BrokerStatusEvent{Mesh: m.cfg.Slug, State: string(s)}
 	if err != nil {
@@ -541,38 +570,6 @@ func (m *meshRT) getState() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.state
-}
-
-// refreshDirectory fetches members and peers at every hello_ack, before the
-// mesh reports open, and persists them for sends while the broker is away.
-func (m *meshRT) refreshDirectory(ctx context.Context, c *client.Conn) {
-	m.mu.Lock()
-	m.latest = c
-	m.mu.Unlock()
-	if h := m.d.opts.testHookConnected; h != nil {
-		h()
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	members, err := c.MembersList(ctx)
-	if err != nil {
-		m.d.log.Warn("members_list", "mesh", m.cfg.Slug, "err", err)
-		return
-	}
-	peers, err := c.ListPeers(ctx)
-	if err != nil {
-		m.d.log.Warn("list_peers", "mesh", m.cfg.Slug, "err", err)
-		return
-	}
-	m.setDirectory(members, peers)
-}
-
-func (m *meshRT) setDirectory(members []wire.Member, peers []wire.Peer) {
-	mc := meshCache{Members: members, Peers: peers, UpdatedAt: time.Now().UnixMilli()}
-	m.mu.Lock()
-	m.cache = mc
-	m.mu.Unlock()
-	m.d.db.Submit(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCache), []byte(m.cfg.MeshID), &mc) }, nil)
 }
 
 // neverConnected reports whether the mesh has no directory at all yet (no
@@ -606,12 +603,6 @@ func (m *meshRT) memberName(pubkey string) string {
 	return ""
 }
 
-func (m *meshRT) directory() ([]wire.Member, []wire.Peer) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.cache.Members, m.cache.Peers
-}
-
 // ackConn is the connection to settle pushes and receipts on: the newest
 // one, open or still in its hello_ack phase (nil once it has closed; the
 // broker then redelivers on the next one).
@@ -639,37 +630,6 @@ func (m *meshRT) conn() *client.Conn {
 		return nil
 	}
 	return m.presence.Conn()
-}
-
-// onSystem turns broker presence events into daemon events and refreshes
-// the peer list in the background.
-func (m *meshRT) onSystem(p *wire.Push) {
-	kind := ""
-	switch p.Event {
-	case wire.EventPeerJoined:
-		kind = localapi.EventPeerJoined
-	case wire.EventPeerLeft:
-		kind = localapi.EventPeerLeft
-	case wire.EventPeerReturned:
-		kind = localapi.EventPeerReturned
-	default:
-		kind = localapi.EventSystem
-	}
-	m.d.publishAsync(kind, m.cfg.MeshID, map[string]any{"mesh": m.cfg.Slug, "event": p.Event, "data": p.EventData})
-	go func() {
-		c := m.conn()
-		if c == nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(m.d.ctx, 10*time.Second)
-		defer cancel()
-		peers, err := c.ListPeers(ctx)
-		if err != nil {
-			return
-		}
-		members, _ := m.directory()
-		m.setDirectory(members, peers)
-	}()
 }
 
 func trimSpace(b []byte) []byte { return bytes.TrimSpace(b) }

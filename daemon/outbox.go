@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,7 +70,7 @@ func backoff(attempts int) time.Duration { return client.Backoff(attempts-1, 0) 
 //
 // A session (sess non-nil) writing to its own mesh sends as its session key;
 // its rows go out on its own connection.
-func (d *Daemon) accept(req localapi.SendRequest, idemHeader string, sess *sessionRT) (*localapi.SendResponse, int, *apiError) {
+func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeader string, sess *sessionRT) (*localapi.SendResponse, int, *apiError) {
 	if req.ClientMessageID == "" {
 		req.ClientMessageID = idemHeader
 	}
@@ -110,21 +112,18 @@ func (d *Daemon) accept(req localapi.SendRequest, idemHeader string, sess *sessi
 	if aerr != nil {
 		return nil, 0, aerr
 	}
-	// 3. Resolve against the cached directory.
+	if aerr := m.refusesSends(); aerr != nil {
+		return nil, 0, aerr
+	}
+	// 3. Resolve.
 	sender := m.key
 	if sess != nil && sess.rec.MeshID == m.cfg.MeshID {
 		sender = sess.key
 	}
 	self := sender.PublicHex()
-	if m.neverConnected() {
-		// A mesh joined a moment ago has no directory yet: give its first
-		// connection a moment rather than answer unknown_target.
-		m.waitOpen(3 * time.Second)
-	}
-	members, peers := m.directory()
-	t, err := client.ResolveTarget(req.To, members, peers, self)
-	if err != nil {
-		return nil, 0, clientError(err)
+	t, aerr := m.resolve(ctx, req.To, self)
+	if aerr != nil {
+		return nil, 0, aerr
 	}
 	// 4. Encrypt now: the plaintext is never stored.
 	row := &outboxRow{
@@ -138,7 +137,7 @@ func (d *Daemon) accept(req localapi.SendRequest, idemHeader string, sess *sessi
 	}
 	// 5. Store durably, then answer.
 	var dup *outboxRow
-	err = d.db.Update(func(tx *bolt.Tx) error {
+	err := d.db.Update(func(tx *bolt.Tx) error {
 		dup = nil
 		if prev, err := outboxByCMID(tx, row.ClientMessageID); err == nil {
 			dup = prev // a concurrent identical request won the race
@@ -165,12 +164,16 @@ func (d *Daemon) accept(req localapi.SendRequest, idemHeader string, sess *sessi
 	}
 	m.kick()
 	online := t.Online
+	state, _ := m.stateOf()
 	resp := &localapi.SendResponse{
-		ClientMessageID: row.ClientMessageID, Mesh: m.cfg.Slug, Status: localapi.StatusAccepted,
+		ClientMessageID: row.ClientMessageID, Mesh: m.cfg.Slug, Status: localapi.StatusAccepted, MeshState: state,
 		Target: localapi.Target{Kind: t.Kind, TargetSpec: t.Spec, DisplayName: t.DisplayName},
 	}
 	if t.Kind == wire.KindBox {
 		resp.Target.Online = &online
+		if online {
+			resp.Target.Status = t.Status
+		}
 	}
 	return resp, 202, nil
 }
@@ -196,6 +199,53 @@ func (d *Daemon) existing(cmid, fp string) (*localapi.SendResponse, int, *apiErr
 		Target: localapi.Target{Kind: prev.Kind, TargetSpec: prev.TargetSpec, DisplayName: prev.DisplayName},
 	}
 	return resp, 200, nil
+}
+
+// resolve resolves a send target (03-daemon "Outbox" step 3) against the
+// directory, which member_changed and presence events keep current. A
+// group is resolved against the broker's live list when the mesh is open
+// (group membership is not announced by events). A target the directory
+// does not know is looked up on the broker before the send is refused:
+// unknown_target only when the broker itself does not know it, and when
+// the broker cannot be asked, an unreachable error that says so — never a
+// "no member called" that is only the cache's opinion.
+func (m *meshRT) resolve(ctx context.Context, to, self string) (*client.Target, *apiError) {
+	since := time.Now()
+	if m.neverConnected() {
+		// A mesh joined a moment ago has no directory yet: give its first
+		// connection a moment.
+		m.waitOpen(connectWait)
+	}
+	members, peers := m.directory()
+	live := false
+	if strings.HasPrefix(strings.TrimSpace(to), "@") && m.conn() != nil {
+		if lm, lp, err := m.liveDirectory(ctx, since); err == nil {
+			members, peers, live = lm, lp, true
+		}
+	}
+	t, err := client.ResolveTarget(to, members, peers, self)
+	if err == nil || client.CodeOf(err) != wire.CodeUnknownTarget || live {
+		if err != nil {
+			return nil, clientError(err)
+		}
+		return t, nil
+	}
+	members, peers, lerr := m.liveDirectory(ctx, since)
+	if lerr != nil {
+		u := m.unavailable()
+		if !errors.Is(lerr, errNotConnected) {
+			u = &apiError{status: 503, code: client.CodeUnreachable, hint: u.hint,
+				msg: fmt.Sprintf("mesh %s: could not ask the broker at %s (%v)", m.cfg.Slug, m.cfg.BrokerURL, lerr)}
+		}
+		u.msg = fmt.Sprintf("%s is not in the last known member list of %s, and it cannot be checked now: %s",
+			strconv.Quote(strings.TrimSpace(to)), m.cfg.Slug, u.msg)
+		return nil, u
+	}
+	t, err = client.ResolveTarget(to, members, peers, self)
+	if err != nil {
+		return nil, clientError(err)
+	}
+	return t, nil
 }
 
 // fingerprint identifies a send request for idempotency (03-daemon step 1).

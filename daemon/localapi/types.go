@@ -28,6 +28,9 @@ const (
 	MeshClosed       = "closed"
 	MeshKicked       = "kicked"
 	MeshBanned       = "banned"
+	// MeshBrokerKeyMismatch: the server at the broker URL cannot sign with
+	// the pinned broker key; the daemon stopped connecting to it.
+	MeshBrokerKeyMismatch = "broker_key_mismatch"
 )
 
 // Error is the API's error body: {"error":{"code","message"}}.
@@ -36,6 +39,8 @@ type Error struct {
 	Message    string           `json:"message"`
 	Candidates []wire.Candidate `json:"candidates,omitempty"`
 	Status     string           `json:"status,omitempty"` // idempotency_key_reused: the existing row's status
+	// Hint says what to do about it, for the CLI's human output.
+	Hint string `json:"hint,omitempty"`
 }
 
 // ErrorBody wraps Error on the wire.
@@ -56,6 +61,9 @@ type Health struct {
 	OK     bool              `json:"ok"`
 	PID    int               `json:"pid"`
 	Meshes map[string]string `json:"meshes"`
+	// MeshErrors says, for each mesh that is not open and has something to
+	// report, why and what to do.
+	MeshErrors map[string]Error `json:"meshErrors,omitempty"`
 }
 
 // Status is `daemon status --json` (04-cli): row counts by internal state.
@@ -64,6 +72,7 @@ type Status struct {
 	PID         int               `json:"pid,omitzero"`
 	UptimeSec   int64             `json:"uptimeSec,omitzero"`
 	Meshes      map[string]string `json:"meshes,omitempty"`
+	MeshErrors  map[string]Error  `json:"meshErrors,omitempty"` // as in Health
 	Outbox      *OutboxCounts     `json:"outbox,omitempty"`
 	InboxUnread int               `json:"inboxUnread"`
 	Sessions    int               `json:"sessions"`
@@ -98,6 +107,9 @@ type Target struct {
 	TargetSpec  string `json:"targetSpec"`
 	DisplayName string `json:"displayName,omitempty"`
 	Online      *bool  `json:"online,omitempty"`
+	// Status of an online box recipient (idle, working, dnd): the broker
+	// holds next and low messages while it is working or dnd.
+	Status string `json:"status,omitempty"`
 }
 
 // SendResponse answers POST /v1/send: 202 when accepted, 200 with
@@ -110,6 +122,10 @@ type SendResponse struct {
 	Target          Target `json:"target"`
 	Duplicate       bool   `json:"duplicate,omitzero"`
 	Error           string `json:"error,omitempty"`
+	// MeshState is the mesh's broker connection when the send was
+	// accepted (open: the daemon is sending it now; otherwise it goes out
+	// when the broker is back).
+	MeshState string `json:"meshState,omitempty"`
 }
 
 // OutboxRow is one row of GET /v1/outbox and `daemon outbox list --json`.

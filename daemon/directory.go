@@ -1,0 +1,354 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/client"
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+// The directory is each mesh's members and presences as last known, which
+// sends resolve names, prefixes and groups against (03-daemon "Outbox"
+// step 3). It is fetched whole at every hello_ack, then kept current from
+// the broker's system pushes themselves: member_changed for the member
+// list, peer_joined / peer_returned / peer_left for presences. A burst of
+// presence events never costs a list_peers each (issue 12 item 6): they
+// are applied in memory, the copy in daemon.db is written at most once per
+// persistEvery, and one full list_peers — for what the events do not carry
+// (groups, status) — follows refreshDelay after the first event, and at
+// most once per refreshMinInterval (Options; 2 s and 10 s).
+const (
+	persistEvery = time.Second
+	// Defaults of Options.refreshDelay and refreshMinInterval.
+	defaultRefreshDelay       = 2 * time.Second
+	defaultRefreshMinInterval = 10 * time.Second
+	// fetchTimeout bounds one members_list + list_peers exchange.
+	fetchTimeout = 10 * time.Second
+)
+
+// errNotConnected: the broker cannot be asked right now.
+var errNotConnected = errors.New("the mesh is not connected")
+
+// dirState is the directory's bookkeeping in meshRT (guarded by meshRT.mu,
+// except fetchMu, which serialises fetches).
+type dirState struct {
+	cache meshCache
+	// dirDirty: the cache changed since it was last written to daemon.db.
+	dirDirty bool
+	// refreshDue is when presence events asked for a full list_peers
+	// (zero: none pending); lastRefresh when the last full fetch ended.
+	refreshDue, lastRefresh time.Time
+	// lastFetchStart lets concurrent misses share one fetch.
+	lastFetchStart time.Time
+	fetchMu        sync.Mutex
+	dirWake        chan struct{}
+	// fetches counts full fetches, for the tests that check presence
+	// churn costs no list_peers each.
+	fetches atomic.Int64
+}
+
+// refreshDirectory runs at every hello_ack, before the mesh reports open:
+// it records the connection pushes are acked on and fetches the whole
+// directory, so an open mesh never resolves against an old one.
+func (m *meshRT) refreshDirectory(ctx context.Context, c *client.Conn) {
+	m.mu.Lock()
+	m.latest = c
+	m.mu.Unlock()
+	if h := m.d.opts.testHookConnected; h != nil {
+		h()
+	}
+	if err := m.fetchDirectory(ctx, c); err != nil {
+		m.d.log.Warn("directory", "mesh", m.cfg.Slug, "err", err)
+	}
+}
+
+// fetchDirectory replaces the directory with the broker's current one.
+func (m *meshRT) fetchDirectory(ctx context.Context, c *client.Conn) error {
+	m.fetches.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	members, err := c.MembersList(ctx)
+	if err != nil {
+		return err
+	}
+	peers, err := c.ListPeers(ctx)
+	if err != nil {
+		return err
+	}
+	m.setDirectory(members, peers)
+	return nil
+}
+
+// setDirectory replaces the cached directory and persists it, for sends
+// while the broker is away (and after a restart).
+func (m *meshRT) setDirectory(members []wire.Member, peers []wire.Peer) {
+	now := time.Now()
+	mc := meshCache{Members: members, Peers: peers, UpdatedAt: now.UnixMilli()}
+	m.mu.Lock()
+	m.cache = mc
+	m.dirDirty = false
+	m.lastRefresh = now
+	m.refreshDue = time.Time{}
+	m.mu.Unlock()
+	m.d.db.Submit(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCache), []byte(m.cfg.MeshID), &mc) }, nil)
+}
+
+func (m *meshRT) directory() ([]wire.Member, []wire.Peer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cache.Members, m.cache.Peers
+}
+
+// liveDirectory is the directory as the broker has it now, for a send that
+// the cached one cannot resolve (a member who joined a moment ago, a group
+// joined since the last full fetch). Concurrent callers share one fetch:
+// a fetch that started after since is as good as a new one. It fails when
+// the mesh is not open.
+func (m *meshRT) liveDirectory(ctx context.Context, since time.Time) ([]wire.Member, []wire.Peer, error) {
+	m.fetchMu.Lock()
+	defer m.fetchMu.Unlock()
+	m.mu.Lock()
+	fresh := m.lastFetchStart.After(since)
+	m.mu.Unlock()
+	if !fresh {
+		c := m.conn()
+		if c == nil {
+			return nil, nil, errNotConnected
+		}
+		m.mu.Lock()
+		m.lastFetchStart = time.Now()
+		m.mu.Unlock()
+		if err := m.fetchDirectory(ctx, c); err != nil {
+			return nil, nil, err
+		}
+	}
+	members, peers := m.directory()
+	return members, peers, nil
+}
+
+// onSystem applies the broker's system pushes to the directory and passes
+// them on as daemon events. It runs on the connection's reader goroutine,
+// so it only changes memory and wakes the directory worker.
+func (m *meshRT) onSystem(p *wire.Push) {
+	kind := localapi.EventSystem
+	switch p.Event {
+	case wire.EventPeerJoined:
+		kind = localapi.EventPeerJoined
+	case wire.EventPeerLeft:
+		kind = localapi.EventPeerLeft
+	case wire.EventPeerReturned:
+		kind = localapi.EventPeerReturned
+	}
+	m.d.publishAsync(kind, m.cfg.MeshID, map[string]any{"mesh": m.cfg.Slug, "event": p.Event, "data": p.EventData})
+	switch p.Event {
+	case wire.EventMemberChanged:
+		var ev wire.MemberEvent
+		if decodeEventData(p.EventData, &ev) != nil || ev.Member.Pubkey == "" {
+			m.d.log.Warn("undecodable member_changed", "mesh", m.cfg.Slug)
+			return
+		}
+		m.applyMember(ev)
+	case wire.EventPeerJoined, wire.EventPeerReturned, wire.EventPeerLeft:
+		var ev wire.PeerEvent
+		if decodeEventData(p.EventData, &ev) != nil || ev.Pubkey == "" {
+			m.d.log.Warn("undecodable presence event", "mesh", m.cfg.Slug, "event", p.Event)
+			return
+		}
+		m.applyPeer(p.Event != wire.EventPeerLeft, ev)
+	default:
+		return
+	}
+	m.pokeDirectory()
+}
+
+// decodeEventData reads a system push's eventData (decoded generically
+// with the frame) into its type.
+func decodeEventData(data any, v any) error {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, v)
+}
+
+// applyMember inserts or replaces a member by memberId; a member that left
+// is removed with its presences, a banned one loses its presences.
+func (m *meshRT) applyMember(ev wire.MemberEvent) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	members := make([]wire.Member, 0, len(m.cache.Members)+1)
+	found := false
+	for _, old := range m.cache.Members {
+		if old.MemberID == ev.Member.MemberID || old.Pubkey == ev.Member.Pubkey {
+			found = true
+			if ev.Change == wire.MemberLeft {
+				continue
+			}
+			members = append(members, ev.Member)
+			continue
+		}
+		members = append(members, old)
+	}
+	if !found && ev.Change != wire.MemberLeft {
+		members = append(members, ev.Member)
+	}
+	m.cache.Members = members
+	if ev.Change == wire.MemberLeft || ev.Change == wire.MemberBanned {
+		m.cache.Peers = dropPeers(m.cache.Peers, func(p *wire.Peer) bool { return p.MemberPubkey == ev.Member.Pubkey })
+	} else {
+		// A rename or role change shows on the member's presences too.
+		for i := range m.cache.Peers {
+			if p := &m.cache.Peers[i]; p.MemberPubkey == ev.Member.Pubkey {
+				p.MemberRole = ev.Member.MemberRole
+				if p.Role != wire.RoleSession {
+					p.DisplayName = ev.Member.DisplayName
+				}
+			}
+		}
+	}
+	m.dirDirty = true
+}
+
+// applyPeer adds (or marks online) the presence an event names, or removes
+// it. A presence is identified by its key and sessionId: member presences
+// share the member key.
+func (m *meshRT) applyPeer(present bool, ev wire.PeerEvent) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	same := func(p *wire.Peer) bool { return p.Pubkey == ev.Pubkey && p.SessionID == ev.SessionID }
+	if !present {
+		m.cache.Peers = dropPeers(m.cache.Peers, same)
+	} else {
+		i := -1
+		for j := range m.cache.Peers {
+			if same(&m.cache.Peers[j]) {
+				i = j
+				break
+			}
+		}
+		if i < 0 {
+			p := wire.Peer{Pubkey: ev.Pubkey, MemberPubkey: ev.MemberPubkey, SessionID: ev.SessionID,
+				Groups: []wire.Group{}, Status: wire.StatusIdle, Visible: true, ConnectedAt: time.Now().UnixMilli()}
+			for _, mem := range m.cache.Members {
+				if mem.Pubkey == ev.MemberPubkey {
+					p.MemberID, p.MemberRole = mem.MemberID, mem.MemberRole
+				}
+			}
+			m.cache.Peers = append(m.cache.Peers, p)
+			i = len(m.cache.Peers) - 1
+		}
+		p := &m.cache.Peers[i]
+		p.DisplayName, p.Role, p.PeerType, p.Online = ev.DisplayName, ev.Role, ev.PeerType, true
+	}
+	m.dirDirty = true
+	// What the event does not carry (groups, status, summary) comes with
+	// the next full list, at most once per refreshMinInterval.
+	if m.refreshDue.IsZero() {
+		m.refreshDue = time.Now().Add(m.d.opts.refreshDelay)
+	}
+}
+
+// dropPeers returns peers without those drop matches, in a new slice (the
+// old one may be held by a caller of directory()).
+func dropPeers(peers []wire.Peer, drop func(*wire.Peer) bool) []wire.Peer {
+	out := make([]wire.Peer, 0, len(peers))
+	for i := range peers {
+		if !drop(&peers[i]) {
+			out = append(out, peers[i])
+		}
+	}
+	return out
+}
+
+func (m *meshRT) pokeDirectory() {
+	select {
+	case m.dirWake <- struct{}{}:
+	default:
+	}
+}
+
+// dirLoop is a mesh's directory worker: it writes the event-updated
+// directory to daemon.db at most once per persistEvery, and runs the one
+// coalesced list_peers that follows presence events.
+func (m *meshRT) dirLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var lastPersist time.Time
+	for {
+		now := time.Now()
+		m.mu.Lock()
+		next := time.Duration(-1)
+		persistAt, refreshAt := time.Time{}, time.Time{}
+		if m.dirDirty {
+			persistAt = lastPersist.Add(persistEvery)
+		}
+		if !m.refreshDue.IsZero() {
+			refreshAt = m.refreshDue
+			if floor := m.lastRefresh.Add(m.d.opts.refreshMinInterval); floor.After(refreshAt) {
+				refreshAt = floor
+			}
+		}
+		mc := m.cache
+		m.mu.Unlock()
+		doPersist := !persistAt.IsZero() && !persistAt.After(now)
+		doRefresh := !refreshAt.IsZero() && !refreshAt.After(now)
+		if doPersist {
+			lastPersist = now
+			m.mu.Lock()
+			m.dirDirty = false
+			m.mu.Unlock()
+			mc.UpdatedAt = now.UnixMilli()
+			m.d.db.Submit(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCache), []byte(m.cfg.MeshID), &mc) }, nil)
+		}
+		if doRefresh {
+			if c := m.conn(); c != nil {
+				m.fetchMu.Lock()
+				m.mu.Lock()
+				m.lastFetchStart = time.Now()
+				m.mu.Unlock()
+				if err := m.fetchDirectory(ctx, c); err != nil {
+					m.d.log.Warn("directory refresh", "mesh", m.cfg.Slug, "err", err)
+				}
+				m.fetchMu.Unlock()
+			}
+			m.mu.Lock()
+			// Done, or not connected: the next hello_ack fetches it all.
+			m.refreshDue, m.lastRefresh = time.Time{}, time.Now()
+			m.mu.Unlock()
+		}
+		if doPersist || doRefresh {
+			continue
+		}
+		for _, at := range []time.Time{persistAt, refreshAt} {
+			if !at.IsZero() {
+				if d := at.Sub(now); next < 0 || d < next {
+					next = d
+				}
+			}
+		}
+		if next < 0 {
+			next = time.Hour
+		}
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.dirWake:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}

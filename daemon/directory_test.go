@@ -1,0 +1,299 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+// mesh is the running daemon's runtime of the test mesh.
+func (rd *runningDaemon) mesh(t *testing.T) *meshRT {
+	t.Helper()
+	m := rd.d.meshBySlug("team")
+	if m == nil {
+		t.Fatal("no mesh team")
+	}
+	return m
+}
+
+// knows reports whether the daemon's directory holds a member called name.
+func (m *meshRT) knows(name string) bool {
+	members, _ := m.directory()
+	for _, mem := range members {
+		if mem.DisplayName == name {
+			return true
+		}
+	}
+	return false
+}
+
+func apiCode(err error) string {
+	var ae *localapi.APIError
+	if errors.As(err, &ae) {
+		return ae.Body.Code
+	}
+	return ""
+}
+
+// TestNewMemberIsReachableByNameAtOnce (issue 11 item 1): a member who
+// joins while alice's daemon runs is in its directory from the broker's
+// member_changed push, without any list call; and a name the directory
+// does not know is looked up on the broker before a send is refused.
+func TestNewMemberIsReachableByNameAtOnce(t *testing.T) {
+	e := newEnv(t)
+	alice, _ := e.openPair(t)
+	m := alice.mesh(t)
+	before := m.fetches.Load()
+	e.join("tina")
+	waitFor(t, 5*time.Second, "tina in alice's directory", func() bool { return m.knows("tina") })
+	if n := m.fetches.Load(); n != before {
+		t.Fatalf("the directory was fetched %d times; the event alone should do", n-before)
+	}
+	resp, err := alice.api.Send(context.Background(), localapi.SendRequest{To: "tina", Message: "welcome"})
+	if err != nil || resp.Target.DisplayName != "tina" || resp.MeshState != localapi.MeshOpen {
+		t.Fatalf("send to tina: %+v %v", resp, err)
+	}
+
+	// A name the directory missed (the event lost, say) is looked up.
+	e.join("uma")
+	waitFor(t, 5*time.Second, "uma in alice's directory", func() bool { return m.knows("uma") })
+	m.mu.Lock()
+	m.cache.Members = dropMember(m.cache.Members, "uma")
+	m.mu.Unlock()
+	resp, err = alice.api.Send(context.Background(), localapi.SendRequest{To: "uma", Message: "hello"})
+	if err != nil || resp.Target.DisplayName != "uma" {
+		t.Fatalf("send to a member the cache missed: %+v %v", resp, err)
+	}
+	// And a name nobody has is refused by the broker's word, not the cache's.
+	before = m.fetches.Load()
+	_, err = alice.api.Send(context.Background(), localapi.SendRequest{To: "nobody", Message: "hello"})
+	if apiCode(err) != wire.CodeUnknownTarget {
+		t.Fatalf("unknown name: %v", err)
+	}
+	if m.fetches.Load() != before+1 {
+		t.Fatalf("unknown name refused without asking the broker")
+	}
+}
+
+func dropMember(members []wire.Member, name string) []wire.Member {
+	var out []wire.Member
+	for _, mem := range members {
+		if mem.DisplayName != name {
+			out = append(out, mem)
+		}
+	}
+	return out
+}
+
+// TestMemberEventsKeepTheDirectory: role changes, bans and leaves reach
+// the directory from the events.
+func TestMemberEventsKeepTheDirectory(t *testing.T) {
+	e := newEnv(t)
+	alice, _ := e.openPair(t)
+	m := alice.mesh(t)
+	carol := e.join("carol")
+	waitFor(t, 5*time.Second, "carol", func() bool { return m.knows("carol") })
+	ownerKey, _ := cmcrypto.ParseSecretKey(e.owner.SecretKey)
+	c, err := client.Dial(context.Background(), client.MeshIdentity{MeshID: e.owner.MeshID, MemberID: e.owner.MemberID,
+		BrokerURL: e.owner.BrokerURL, BrokerPubkey: e.owner.BrokerPubkey, Member: ownerKey}, client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	member := func(pub string) *wire.Member {
+		members, _ := m.directory()
+		for i := range members {
+			if members[i].Pubkey == pub {
+				return &members[i]
+			}
+		}
+		return nil
+	}
+	if _, err := c.Admin(context.Background(), &wire.AdminRequest{Type: wire.TypeSetRole, Target: "carol", Role: wire.MemberAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "carol an admin", func() bool { mem := member(carol.Pubkey); return mem != nil && mem.MemberRole == wire.MemberAdmin })
+	if _, err := c.Admin(context.Background(), &wire.AdminRequest{Type: wire.TypeBan, Target: "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "carol banned", func() bool { mem := member(carol.Pubkey); return mem != nil && mem.RevokedAt != 0 })
+	_, err = alice.api.Send(context.Background(), localapi.SendRequest{To: "carol", Message: "are you there?"})
+	if apiCode(err) != wire.CodeUnknownTarget {
+		t.Fatalf("a banned member must not resolve: %v", err)
+	}
+}
+
+// churn opens n presences of member m (as another daemon, inbox --follow
+// or a bot would) and returns them.
+func (e *env) churn(t *testing.T, name string, n int) []*client.Conn {
+	t.Helper()
+	mesh := e.meshes[name]
+	key, _ := cmcrypto.ParseSecretKey(mesh.SecretKey)
+	id := client.MeshIdentity{MeshID: mesh.MeshID, MemberID: mesh.MemberID, BrokerURL: mesh.BrokerURL, BrokerPubkey: mesh.BrokerPubkey, Member: key}
+	conns := make([]*client.Conn, n)
+	for i := range conns {
+		c, err := client.Dial(context.Background(), id, client.DialOptions{Presence: true, SessionID: fmt.Sprintf("churn-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return conns
+}
+
+// churnPresent reports whether the directory lists want online churn
+// presences.
+func (m *meshRT) churnPresent(want int) func() bool {
+	return func() bool {
+		_, peers := m.directory()
+		got := 0
+		for _, p := range peers {
+			if strings.HasPrefix(p.SessionID, "churn-") && p.Online {
+				got++
+			}
+		}
+		return got == want
+	}
+}
+
+// TestPresenceChurnCostsNoListPeersEach (issue 12 item 6): a burst of
+// presence events is applied to the directory from the events themselves,
+// with no list_peers at all (here the coalesced refresh is held off).
+func TestPresenceChurnCostsNoListPeersEach(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemonWith("alice", Options{refreshDelay: time.Hour})
+	alice.waitOpen(t)
+	m := alice.mesh(t)
+	before := m.fetches.Load()
+	const n = 30
+	conns := e.churn(t, "bob", n)
+	waitFor(t, 5*time.Second, "all churn presences in the directory", m.churnPresent(n))
+	for _, c := range conns {
+		c.Close() // a clean close ends the presence at once: peer_left
+	}
+	waitFor(t, 5*time.Second, "no churn presence left in the directory", m.churnPresent(0))
+	if got := m.fetches.Load() - before; got != 0 {
+		t.Fatalf("%d fetches for %d presence events", got, 2*n)
+	}
+}
+
+// TestPresenceEventsBringOneCoalescedRefresh: after a burst of presence
+// events one full list follows (for groups and status, which events do
+// not carry), not one per event.
+func TestPresenceEventsBringOneCoalescedRefresh(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemonWith("alice", Options{refreshDelay: 200 * time.Millisecond, refreshMinInterval: time.Hour})
+	alice.waitOpen(t)
+	m := alice.mesh(t)
+	m.mu.Lock()
+	m.lastRefresh = time.Time{} // the hello_ack fetch does not count here
+	m.mu.Unlock()
+	before := m.fetches.Load()
+	conns := e.churn(t, "bob", 10)
+	waitFor(t, 5*time.Second, "the coalesced refresh", func() bool { return m.fetches.Load() > before })
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, 5*time.Second, "the events applied", m.churnPresent(0))
+	if got := m.fetches.Load() - before; got != 1 {
+		t.Fatalf("%d refreshes, want 1 (the next waits refreshMinInterval)", got)
+	}
+}
+
+// TestFirstSendWithBrokerDown (issue 11 item 2): a daemon that never
+// reached its broker answers a send by name with unreachable and the
+// broker URL, not "no member called"; a full pubkey is accepted into the
+// outbox, as promised.
+func TestFirstSendWithBrokerDown(t *testing.T) {
+	e := newEnv(t)
+	bob := e.join("bob")
+	e.b.Close()
+	alice := e.daemon("alice")
+	_, err := alice.api.Send(context.Background(), localapi.SendRequest{To: "bob", Message: "hi"})
+	var ae *localapi.APIError
+	if !errors.As(err, &ae) || ae.HTTPStatus != 503 || ae.Body.Code != client.CodeUnreachable ||
+		!strings.Contains(ae.Body.Message, e.owner.BrokerURL) || !strings.Contains(ae.Body.Message, `"bob"`) {
+		t.Fatalf("send by name with the broker down: %v", err)
+	}
+	resp, err := alice.api.Send(context.Background(), localapi.SendRequest{To: bob.Pubkey, Message: "queued for later"})
+	if err != nil || resp.Status != localapi.StatusAccepted || resp.MeshState == localapi.MeshOpen {
+		t.Fatalf("send to a full pubkey: %+v %v", resp, err)
+	}
+	// Reads that need the broker say it cannot be reached.
+	_, err = alice.api.Do(context.Background(), "GET", "/v1/peers?mesh=team", nil, nil)
+	if !errors.As(err, &ae) || ae.Body.Code != client.CodeUnreachable || !strings.Contains(ae.Body.Message, e.owner.BrokerURL) {
+		t.Fatalf("peers with the broker down: %v", err)
+	}
+}
+
+// TestImpostorBrokerIsRefused (issue 11 item 3): a server on the pinned
+// URL that presents another broker key puts the mesh in
+// broker_key_mismatch: no more connection attempts, both keys and what to
+// do in status, sends refused, queued rows kept until the real broker is
+// back.
+func TestImpostorBrokerIsRefused(t *testing.T) {
+	e := newEnv(t)
+	bob := e.join("bob")
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	e.b.Close()
+	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool {
+		s, _ := alice.mesh(t).stateOf()
+		return s != localapi.MeshOpen
+	})
+	// Queued while the broker is away.
+	if _, err := alice.api.Send(context.Background(), localapi.SendRequest{To: "bob", Message: "kept", ClientMessageID: "kept-1"}); err != nil {
+		t.Fatal(err)
+	}
+	// Another broker (its own key) takes the address.
+	impostorCfg := e.bCfg
+	impostorCfg.DataDir = t.TempDir()
+	impostor := startBroker(t, &impostorCfg)
+	var st localapi.Status
+	waitFor(t, 10*time.Second, "broker_key_mismatch", func() bool {
+		alice.api.Do(context.Background(), "GET", "/v1/status", nil, &st)
+		return st.Meshes["team"] == localapi.MeshBrokerKeyMismatch
+	})
+	p := st.MeshErrors["team"]
+	if p.Code != client.CodeBrokerKeyMismatch || !strings.Contains(p.Message, impostor.PublicKey()) ||
+		!strings.Contains(p.Message, e.owner.BrokerPubkey) || !strings.Contains(p.Hint, "join again") {
+		t.Fatalf("status error: %+v", p)
+	}
+	if st.Outbox.Pending != 1 {
+		t.Fatalf("the queued row is gone: %+v", st.Outbox)
+	}
+	_, err := alice.api.Send(context.Background(), localapi.SendRequest{To: bob.Pubkey, Message: "refused"})
+	var ae *localapi.APIError
+	if !errors.As(err, &ae) || ae.Body.Code != client.CodeBrokerKeyMismatch || !strings.Contains(ae.Body.Message, impostor.PublicKey()) {
+		t.Fatalf("send to an impostor: %v", err)
+	}
+	for _, path := range []string{"/v1/peers?mesh=team", "/v1/members?mesh=team", "/v1/messages/" + client.NewID() + "?mesh=team"} {
+		if _, err := alice.api.Do(context.Background(), "GET", path, nil, nil); apiCode(err) != client.CodeBrokerKeyMismatch {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	// It does not keep offering its hello to the impostor.
+	if s, _ := alice.mesh(t).presence.State(); !s.Final() {
+		t.Fatalf("presence still %s", s)
+	}
+	// The real broker back, and a restart: the kept row goes out.
+	impostor.Close()
+	e.b = startBroker(t, &e.bCfg)
+	alice.stop()
+	alice = e.daemon("alice")
+	bobd := e.daemon("bob")
+	waitFor(t, 10*time.Second, "the kept row delivered", func() bool {
+		rows := bobd.inbox(t)
+		return len(rows) == 1 && rows[0].Body == "kept"
+	})
+}

@@ -1,0 +1,125 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"claudemesh/client"
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+// What a request that needs a mesh's broker is told when the mesh is not
+// open: the state, why, and what to do — the same words in `daemon
+// status`, in every verb on that mesh and in the local API.
+
+// connectWait is how long a request waits for a mesh that is still making
+// its first connection (a daemon started by this very command).
+const connectWait = 3 * time.Second
+
+// stateOf returns the mesh's state and the error that led to it.
+func (m *meshRT) stateOf() (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state, m.stateErr
+}
+
+// openConn is the open connection, after waiting up to connectWait for a
+// mesh that is still connecting; nil with the reason otherwise.
+func (m *meshRT) openConn() (*client.Conn, *apiError) {
+	if s, _ := m.stateOf(); s == localapi.MeshConnecting {
+		m.waitOpen(connectWait)
+	}
+	if c := m.conn(); c != nil {
+		return c, nil
+	}
+	return nil, m.unavailable()
+}
+
+// unavailable is the error for a request that needs the broker of m while
+// m is not open.
+func (m *meshRT) unavailable() *apiError {
+	state, err := m.stateOf()
+	p := m.problem(state, err)
+	if p == nil {
+		p = &localapi.Error{Code: client.CodeUnreachable, Message: fmt.Sprintf("mesh %s is %s", m.cfg.Slug, state)}
+	}
+	status := http.StatusServiceUnavailable
+	switch p.Code {
+	case client.CodeBrokerKeyMismatch:
+		status = http.StatusBadGateway
+	case wire.ReasonKicked, wire.CodeBanned, wire.CodeRevoked, wire.ReasonLeft:
+		status = http.StatusForbidden
+	}
+	return &apiError{status: status, code: p.Code, msg: p.Message, hint: p.Hint}
+}
+
+// refusesSends is the error for a send to a mesh that will never drain in
+// this run (a final state): accepting it would promise what cannot happen.
+// A mesh that is only reconnecting accepts sends: they go out when it is
+// back.
+func (m *meshRT) refusesSends() *apiError {
+	state, _ := m.stateOf()
+	switch client.State(state) {
+	case client.StateBrokerKeyMismatch, client.StateKicked, client.StateBanned, client.StateClosed:
+		return m.unavailable()
+	}
+	return nil
+}
+
+// problem describes a mesh that is not open (nil when it is open, or
+// connecting for the first time with nothing to report yet).
+func (m *meshRT) problem(state string, err error) *localapi.Error {
+	why := ""
+	if err != nil {
+		why = err.Error()
+	}
+	url := m.cfg.BrokerURL
+	switch client.State(state) {
+	case client.StateOpen:
+		return nil
+	case client.StateConnecting:
+		return &localapi.Error{Code: client.CodeUnreachable,
+			Message: fmt.Sprintf("mesh %s: still connecting to the broker at %s", m.cfg.Slug, url),
+			Hint:    "try again in a moment; claudemesh daemon status shows the connection"}
+	case client.StateBrokerKeyMismatch:
+		if why == "" {
+			why = "the server cannot prove it holds the pinned broker key " + m.cfg.BrokerPubkey
+		}
+		return &localapi.Error{Code: client.CodeBrokerKeyMismatch,
+			Message: fmt.Sprintf("mesh %s: %s; the daemon stopped connecting to it, and nothing is sent to that mesh (queued messages stay in the outbox)", m.cfg.Slug, client.MessageOf(err, why)),
+			Hint: "if the mesh's operator really replaced the broker key, join again with a new invite; otherwise something at " + url +
+				" is impersonating the broker. Then restart the daemon (claudemesh daemon down; claudemesh daemon up)"}
+	case client.StateKicked:
+		return &localapi.Error{Code: wire.ReasonKicked, Message: fmt.Sprintf("mesh %s: this member was kicked (%s)", m.cfg.Slug, why),
+			Hint: "restart the daemon to reconnect, or ask the mesh owner why"}
+	case client.StateBanned:
+		return &localapi.Error{Code: wire.CodeBanned, Message: fmt.Sprintf("mesh %s: %s", m.cfg.Slug, client.MessageOf(err, "this member was removed from the mesh")),
+			Hint: "contact the mesh owner to rejoin"}
+	case client.StateClosed:
+		return &localapi.Error{Code: wire.ReasonLeft, Message: fmt.Sprintf("mesh %s: the connection was closed for good (%s)", m.cfg.Slug, why),
+			Hint: "restart the daemon (claudemesh daemon down; claudemesh daemon up)"}
+	}
+	msg := fmt.Sprintf("mesh %s: the broker at %s cannot be reached", m.cfg.Slug, url)
+	if why != "" {
+		msg += " (" + why + ")"
+	}
+	return &localapi.Error{Code: client.CodeUnreachable, Message: msg,
+		Hint: "the daemon keeps retrying; sends are kept in its outbox until the broker is back"}
+}
+
+// meshProblems lists the meshes that are not open, with their problem.
+func (d *Daemon) meshProblems() map[string]localapi.Error {
+	out := map[string]localapi.Error{}
+	for _, m := range d.meshList() {
+		state, err := m.stateOf()
+		if state == localapi.MeshOpen || (state == localapi.MeshConnecting && err == nil) {
+			continue
+		}
+		if p := m.problem(state, err); p != nil {
+			out[m.cfg.Slug] = *p
+		}
+	}
+	return out
+}
