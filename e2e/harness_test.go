@@ -566,7 +566,8 @@ func (f *follower) all() []inboxRow {
 	return append([]inboxRow(nil), f.rows...)
 }
 
-// stop ends the follower as Ctrl-C would; it must exit 0.
+// stop ends the follower as Ctrl-C would; it must exit 130, like every
+// interrupted command.
 func (f *follower) stop() {
 	select {
 	case <-f.done:
@@ -576,8 +577,8 @@ func (f *follower) stop() {
 	f.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-f.done:
-		if code := f.cmd.ProcessState.ExitCode(); code != 0 {
-			f.t.Errorf("follower exited %d on SIGINT; stderr: %s", code, f.stderr.String())
+		if code := f.cmd.ProcessState.ExitCode(); code != 130 {
+			f.t.Errorf("follower exited %d on SIGINT, want 130; stderr: %s", code, f.stderr.String())
 		}
 	case <-time.After(10 * time.Second):
 		f.t.Errorf("follower did not stop on SIGINT")

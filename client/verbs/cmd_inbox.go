@@ -52,17 +52,18 @@ func inbox(c *cli.Context) error {
 	}
 	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1}
 	if p.follow {
-		err := tr.Follow(e.ctx(), meshes, opts, p)
-		if errors.Is(err, errStop) {
-			return nil // stdout is gone: nobody to tell
-		}
-		return cliError(err)
+		err = tr.Follow(e.ctx(), meshes, opts, p)
+	} else {
+		err = tr.Inbox(e.ctx(), meshes, opts, p)
 	}
-	err = tr.Inbox(e.ctx(), meshes, opts, p)
+	if e.ctx().Err() != nil {
+		// Ctrl-C: exit 130, like every interrupted command (04-cli).
+		return e.ctx().Err()
+	}
 	if errors.Is(err, errStop) {
-		return nil
+		return nil // stdout is gone: nobody to tell
 	}
-	if err != nil {
+	if err != nil || p.follow {
 		return cliError(err)
 	}
 	return p.finish(len(meshes))
@@ -122,6 +123,19 @@ func (p *inboxPrinter) MeshFailed(slug string, err error) {
 	p.failed = append(p.failed, errorRow(slug, err))
 	p.errs = append(p.errs, err)
 	p.slugs = append(p.slugs, slug)
+}
+
+func (p *inboxPrinter) MeshProblem(slug string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.out.JSONMode() && p.follow:
+		p.out.NDJSON(errorRow(slug, err))
+	case p.out.JSONMode():
+		p.failed = append(p.failed, errorRow(slug, err))
+	default:
+		warnMesh(p.out, slug, err)
+	}
 }
 
 func (p *inboxPrinter) Notice(slug string, err error) {

@@ -220,6 +220,11 @@ func inviteRevokeCommand() *cli.Command {
 			err = e.exchange(m, func(ctx context.Context, conn *client.Conn) error {
 				return conn.InviteRevoke(ctx, c.Args().First())
 			})
+			var ce *cliui.Error
+			if errors.As(err, &ce) && ce.Code == wire.CodeInviteNotFound {
+				ce.Message = "no invite " + c.Args().First() + " in " + m.Slug
+				ce.Hint = "claudemesh invite list shows this mesh's invites and their ids"
+			}
 			if err != nil {
 				return err
 			}
@@ -255,8 +260,11 @@ func join(c *cli.Context) error {
 	}
 	inv, token, err := cmcrypto.ParseInvite(c.Args().First())
 	if err != nil {
-		return cliui.Errorf(wire.CodeMalformed, "not an invite link: %v", err).
-			WithHint("copy the whole ic://join/… link again")
+		// The decoder's detail (an offset in base64 or JSON) helps nobody
+		// holding a link; it stays in the cause for CLAUDEMESH_DEBUG=1.
+		return &cliui.Error{Code: wire.CodeMalformed, Cause: err,
+			Message: "this is not a valid invite link: it is damaged or incomplete (often the end was cut off when it was copied)",
+			Hint:    "copy the whole ic://join/… link again, or ask for a new invite"}
 	}
 	if err := inv.Verify(); err != nil {
 		if errors.Is(err, cmcrypto.ErrBadSignature) {

@@ -3,6 +3,7 @@ package verbs
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -110,6 +111,9 @@ func meshCreate(c *cli.Context) error {
 	}
 	if brokerURL == "" {
 		return cliui.UsageErrorf("mesh create needs --broker URL (or $%s)", envBrokerURL)
+	}
+	if err := checkBrokerURL(brokerURL); err != nil {
+		return err
 	}
 	token, err := operatorToken(c)
 	if err != nil {
@@ -371,4 +375,29 @@ func whoamiCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// checkBrokerURL refuses a --broker that is not a broker URL before
+// anything is created, saying what was probably meant: "127.0.0.1:7900"
+// is not a URL, "ws://127.0.0.1:7900/ws" is.
+func checkBrokerURL(s string) error {
+	guess := func() string {
+		hostPort := s
+		if _, rest, ok := strings.Cut(s, "://"); ok {
+			hostPort = rest
+		}
+		hostPort = strings.TrimSuffix(strings.TrimSuffix(hostPort, "/"), "/ws")
+		return "ws://" + hostPort + "/ws"
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || !strings.Contains(s, "://"):
+		return cliui.UsageErrorf("--broker %q is not a broker URL", s).WithHint("did you mean " + guess() + "?")
+	case u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "http" && u.Scheme != "https":
+		return cliui.UsageErrorf("--broker %q: the scheme must be ws://, wss://, http:// or https://", s).
+			WithHint("did you mean " + guess() + "?")
+	case u.Host == "":
+		return cliui.UsageErrorf("--broker %q has no host", s).WithHint("for example ws://127.0.0.1:7900/ws")
+	}
+	return nil
 }

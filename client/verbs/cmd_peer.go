@@ -29,12 +29,13 @@ func peerCommand() *cli.Command {
 func peerListCommand(name string, alias bool) *cli.Command {
 	return &cli.Command{
 		Name:   name,
-		Usage:  aliasUsage(alias, "list who is connected (alias: claudemesh peers)", "peer list"),
+		Usage:  aliasUsage(alias, "list who is connected, each member once (alias: claudemesh peers)", "peer list"),
 		Hidden: alias,
 		Description: cliui.WithExamples(
-			"Lists the presences of every joined mesh (or --mesh): agent sessions, people's CLIs and bots.\n"+
-				"Daemon (control-plane) presences are left out unless --all, which also adds members who are\n"+
-				"offline. A mesh whose broker cannot be reached is reported beside the others, never instead of them.",
+			"Lists who is connected in every joined mesh (or --mesh): each member once, online if any of its\n"+
+				"connections is (its daemon, an inbox --follow, a bot), with its agent sessions listed under it.\n"+
+				"--all lists every connection separately and adds the members who are offline. A mesh whose broker\n"+
+				"cannot be reached is reported beside the others (exit 5 when it is the only one).",
 			"claudemesh peer list",
 			"claudemesh peers --all",
 			"claudemesh peer list --mesh acme --json",
@@ -100,7 +101,10 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 	t.row(append(head, "SUMMARY")...)
 	for _, r := range rows {
 		name := cliui.SanitizePeerText(r.DisplayName)
-		if r.IsSelf {
+		if r.Nested {
+			name = "  └ " + name
+		}
+		if r.IsSelf && !r.Nested {
 			name += " (you)"
 		}
 		state := "offline"
@@ -111,7 +115,13 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 			}
 		}
 		kind := r.Role
-		if kind == "" {
+		switch {
+		case r.Nested:
+			kind = "session"
+			if r.PeerType != "" {
+				kind += " (" + cliui.SanitizePeerText(r.PeerType) + ")"
+			}
+		case kind == "":
 			kind = "member"
 		}
 		var groups []string

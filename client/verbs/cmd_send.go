@@ -36,7 +36,7 @@ func sendCommand() *cli.Command {
 			&cli.StringFlag{Name: "priority", Usage: "now (interrupts), next (default) or low"},
 			&cli.StringFlag{Name: "reply-to", Usage: "messageId this answers"},
 			&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the message (idempotency key, 1-64 of A-Za-z0-9._:-)"},
-			&cli.BoolFlag{Name: "wait", Usage: "wait until every recipient read it (exit 7 on timeout)"},
+			&cli.BoolFlag{Name: "wait", Usage: "wait until it is delivered: stored by every recipient's client (exit 7 on timeout)"},
 			&cli.StringFlag{Name: "wait-timeout", Value: "30s", Usage: "how long --wait waits, a `DUR`"},
 		},
 		Action: send,
@@ -138,8 +138,11 @@ func send(c *cli.Context) error {
 	return nil
 }
 
-// printSent says honestly what happened: pushed to a connection (sent),
-// held for an offline recipient (queued), or read (delivered).
+// printSent says honestly what happened: accepted into the daemon's outbox
+// (and whether the daemon can send it now), pushed to a connection (sent),
+// held by the broker for an offline or busy recipient (queued), or stored
+// on the recipient's machine (delivered). It never claims "read": no read
+// receipt exists.
 func printSent(e *env, slug string, res *sendResult) {
 	s := e.out.Style()
 	who := cliui.SanitizePeerText(res.Target.DisplayName)
@@ -156,18 +159,31 @@ func printSent(e *env, slug string, res *sendResult) {
 	}
 	var line string
 	multi := res.Target.Kind == wire.KindMulti
+	box := res.Target.Kind == wire.KindBox
+	online := res.Target.Online != nil && *res.Target.Online
+	// held: the recipient is connected, but its status makes the broker
+	// hold next and low messages until it turns idle (01-protocol §4).
+	held := box && online && res.Priority != wire.PriorityNow &&
+		(res.Target.Status == wire.StatusDND || res.Target.Status == wire.StatusWorking)
 	switch {
 	case res.Status == "accepted":
 		// Only in the daemon's outbox so far: say so, and what happens next.
-		where := "it goes out as soon as the broker is reachable"
-		if res.Target.Online != nil && !*res.Target.Online {
-			where = "they are offline, so the broker will hold it for them"
+		var next string
+		switch {
+		case res.MeshState != "" && res.MeshState != "open":
+			next = "the broker is not reachable right now (" + res.MeshState + "), so it goes out as soon as it is back"
+		case held:
+			next = "the daemon is sending it now; they are " + res.Target.Status + ", so the broker holds it until they are idle"
+		case box && !online:
+			next = "the daemon is sending it now; they are offline, so the broker holds it until they connect"
+		default:
+			next = "the daemon is sending it now"
 		}
-		line = fmt.Sprintf("%s accepted for %s into the daemon's outbox (%s)", s.Green("✔"), who, where)
+		line = fmt.Sprintf("%s accepted for %s into the daemon's outbox (%s)", s.Green("✔"), who, next)
 	case res.Duplicate && res.Status != "delivered":
 		line = fmt.Sprintf("%s already sent to %s with this --id (nothing sent again)", s.Green("✔"), who)
 	case res.Status == "delivered":
-		line = fmt.Sprintf("%s delivered to %s (read)", s.Green("✔"), who)
+		line = fmt.Sprintf("%s delivered to %s (stored on their machine)", s.Green("✔"), who)
 	case multi && res.Recipients == 0:
 		line = fmt.Sprintf("%s accepted, but no recipient of %s could be reached", s.Yellow("✘"), who)
 	case multi && res.OnlineNow == 0:
@@ -181,6 +197,11 @@ func printSent(e *env, slug string, res *sendResult) {
 			s.Green("✔"), who, plural(res.Recipients, "recipient"), plural(res.OnlineNow, "connection"))
 	case res.Status == "sent":
 		line = fmt.Sprintf("%s sent to %s (online now)", s.Green("✔"), who)
+	case held:
+		line = fmt.Sprintf("%s queued for %s (online but %s: the broker holds it until they are idle; --priority now interrupts)",
+			s.Green("✔"), who, res.Target.Status)
+	case online:
+		line = fmt.Sprintf("%s queued for %s (the broker holds it for them)", s.Green("✔"), who)
 	default:
 		line = fmt.Sprintf("%s queued for %s (offline; the broker delivers it when they connect)", s.Green("✔"), who)
 	}
@@ -201,7 +222,7 @@ func messageCommand() *cli.Command {
 		),
 		Subcommands: []*cli.Command{{
 			Name:      "status",
-			Usage:     "show who has read a message you sent",
+			Usage:     "show which recipients a message you sent was delivered to",
 			ArgsUsage: "ID",
 			Description: cliui.WithExamples(
 				"ID is the messageId send printed (a ULID) or your clientMessageId (send --id).",
@@ -233,7 +254,7 @@ func messageStatus(c *cli.Context) error {
 	if e.out.JSONMode() {
 		return e.out.JSON(st)
 	}
-	e.out.Resultf("message %s to %s, sent %s", st.MessageID, cliui.SanitizePeerText(st.TargetSpec), when(st.CreatedAt))
+	e.out.Resultf("message %s to %s, sent %s", st.MessageID, targetName(st), when(st.CreatedAt))
 	t := newTable(e.out)
 	for _, r := range st.Recipients {
 		at := ""
@@ -247,6 +268,21 @@ func messageStatus(c *cli.Context) error {
 		t.row("  "+name, shortKey(r.Pubkey), r.State, at)
 	}
 	return t.flush()
+}
+
+// targetName shows a message's target as a person reads it: a direct
+// message's recipient by name (with its key prefix), a group or broadcast
+// as its spec.
+func targetName(st *messageStatusJSON) string {
+	for _, r := range st.Recipients {
+		if r.Pubkey == st.TargetSpec && r.DisplayName != "" {
+			return cliui.SanitizePeerText(r.DisplayName) + " (" + shortKey(r.Pubkey) + ")"
+		}
+	}
+	if wire.IsHex(st.TargetSpec, 64) {
+		return shortKey(st.TargetSpec)
+	}
+	return cliui.SanitizePeerText(st.TargetSpec)
 }
 
 func plural(n int, noun string) string {

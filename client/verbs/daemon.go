@@ -41,6 +41,10 @@ func daemonError(err error) error {
 		return err
 	}
 	e := cliui.Errorf(ae.Body.Code, "%s", ae.Body.Message)
+	e.Hint = ae.Body.Hint
+	if e.Hint == "" {
+		e.Hint = hintFor(ae.Body.Code)
+	}
 	for _, c := range ae.Body.Candidates {
 		e.Candidates = append(e.Candidates, cliui.Candidate{DisplayName: c.DisplayName, Pubkey: c.Pubkey, Kind: c.Kind})
 	}
@@ -74,11 +78,12 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		return nil, daemonError(err)
 	}
 	res := &sendResult{MessageID: resp.MessageID, ClientMessageID: resp.ClientMessageID, Status: resp.Status,
-		Via: viaDaemonName, Duplicate: resp.Duplicate,
-		Target: targetJSON{Kind: resp.Target.Kind, TargetSpec: resp.Target.TargetSpec, DisplayName: resp.Target.DisplayName, Online: resp.Target.Online}}
+		Via: viaDaemonName, Duplicate: resp.Duplicate, MeshState: resp.MeshState, Priority: req.Priority,
+		Target: targetJSON{Kind: resp.Target.Kind, TargetSpec: resp.Target.TargetSpec, DisplayName: resp.Target.DisplayName,
+			Online: resp.Target.Online, Status: resp.Target.Status}}
 	if resp.Status == localapi.StatusFailed {
 		return nil, cliui.Errorf("send_failed", "this message (id %s) failed earlier: %s", resp.ClientMessageID, resp.Error).
-			WithHint("claudemesh daemon outbox requeue " + resp.ClientMessageID)
+			WithHint("claudemesh daemon outbox requeue "+resp.ClientMessageID).WithMessage(resp.MessageID, resp.ClientMessageID)
 	}
 	if !req.Wait || res.Status == localapi.StatusDelivered {
 		return res, nil
@@ -117,18 +122,20 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 	select {
 	case o := <-ch:
 		if o.err != nil {
-			return res, cliui.Errorf("unreachable", "lost the daemon while waiting: %v", o.err)
+			return res, cliui.Errorf("unreachable", "lost the daemon while waiting for the delivery of %s: %v", res.ClientMessageID, o.err).
+				WithMessage(res.MessageID, res.ClientMessageID)
 		}
 		res.MessageID = o.row.MessageID
 		if o.row.Status == localapi.StatusFailed {
-			return nil, cliui.Errorf("send_failed", "the broker refused the message: %s", o.row.Error).
-				WithHint("claudemesh daemon outbox list --status failed")
+			return nil, cliui.Errorf("send_failed", "the broker refused message %s: %s", res.ClientMessageID, o.row.Error).
+				WithHint("claudemesh daemon outbox list --status failed").WithMessage(res.MessageID, res.ClientMessageID)
 		}
 		res.Status = localapi.StatusDelivered
 		return res, nil
 	case <-time.After(timeout):
-		return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s, but not read within %s", res.Status, timeout).
-			WithHint("it stays in the outbox and at the broker; check with claudemesh daemon outbox list")
+		return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s, but not delivered within %s", res.Status, timeout).
+			WithHint("it stays in the outbox and at the broker; check with claudemesh daemon outbox list").
+			WithMessage(res.MessageID, res.ClientMessageID)
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
@@ -186,105 +193,181 @@ func inboxRowOf(r localapi.InboxRow) inboxRow {
 	return row
 }
 
-// Inbox lists the daemon's stored rows, oldest first (every time, unless
-// --unread). With --mark-seen, rows are marked only after they were shown.
-func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
+// meshProblems reports the selected meshes the daemon has stopped
+// connecting to (a broker that cannot prove its key, a kick or ban): what
+// is stored can still be read, but the user must learn that nothing new
+// will come.
+func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink inboxSink) {
+	var h localapi.Health
+	if _, err := v.api.Do(ctx, "GET", "/v1/health", nil, &h); err != nil {
+		return
+	}
 	for _, m := range meshes {
-		// sync: the daemon first collects what the broker holds, so a
-		// daemon started by this very command shows queued messages too.
-		q := url.Values{"mesh": {m.Slug}, "sync": {"true"}}
-		if opts.Unread {
-			q.Set("unreadOnly", "true")
+		p, ok := h.MeshErrors[m.Slug]
+		if !ok || p.Code == "unreachable" {
+			continue // reconnecting is transient; the daemon keeps trying
 		}
-		if opts.Limit > 0 {
-			q.Set("limit", strconv.Itoa(opts.Limit))
+		sink.MeshProblem(m.Slug, &cliui.Error{Code: p.Code, Message: p.Message, Hint: p.Hint})
+	}
+}
+
+// unseenRows lists a mesh's stored rows, oldest first (unread only when
+// asked), after the daemon collected what the broker holds.
+func (v *viaDaemon) storedRows(ctx context.Context, slug string, unread bool, limit int) ([]localapi.InboxRow, error) {
+	// sync: the daemon first collects what the broker holds, so a daemon
+	// started by this very command shows queued messages too.
+	q := url.Values{"mesh": {slug}, "sync": {"true"}}
+	if unread {
+		q.Set("unreadOnly", "true")
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var rows []localapi.InboxRow
+	if _, err := v.api.Do(ctx, "GET", "/v1/inbox?"+q.Encode(), nil, &rows); err != nil {
+		return nil, daemonError(err)
+	}
+	slices.Reverse(rows)
+	return rows, nil
+}
+
+// show hands rows to the sink and then, with --mark-seen, marks them seen
+// (only after they were shown).
+func (v *viaDaemon) show(ctx context.Context, rows []localapi.InboxRow, markSeen bool, sink inboxSink) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	out := make([]inboxRow, len(rows))
+	ids := make([]string, 0, len(rows))
+	for i, r := range rows {
+		out[i] = inboxRowOf(r)
+		if r.SeenAt == 0 {
+			ids = append(ids, r.ID)
 		}
-		var rows []localapi.InboxRow
-		if _, err := v.api.Do(ctx, "GET", "/v1/inbox?"+q.Encode(), nil, &rows); err != nil {
-			sink.MeshFailed(m.Slug, daemonError(err))
-			continue
-		}
-		slices.Reverse(rows)
-		out := make([]inboxRow, len(rows))
-		ids := make([]string, 0, len(rows))
-		for i, r := range rows {
-			out[i] = inboxRowOf(r)
-			if r.SeenAt == 0 {
-				ids = append(ids, r.ID)
-			}
-		}
-		if len(out) > 0 {
-			if err := sink.Rows(out); err != nil {
-				return err
-			}
-		}
-		if opts.MarkSeen && len(ids) > 0 {
-			if _, err := v.api.Do(ctx, "POST", "/v1/inbox/seen", localapi.SeenRequest{IDs: ids}, nil); err != nil {
-				return daemonError(err)
-			}
+	}
+	if err := sink.Rows(out); err != nil {
+		return err
+	}
+	if markSeen && len(ids) > 0 {
+		if _, err := v.api.Do(ctx, "POST", "/v1/inbox/seen", localapi.SeenRequest{IDs: ids}, nil); err != nil {
+			return daemonError(err)
 		}
 	}
 	return nil
 }
 
-// Follow streams the daemon's message events; a dropped stream resumes
-// from the last event id, so nothing is skipped or shown twice.
+// Inbox lists the daemon's stored rows, oldest first (every time, unless
+// --unread). With --mark-seen, rows are marked only after they were shown.
+func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
+	v.meshProblems(ctx, meshes, sink)
+	for _, m := range meshes {
+		rows, err := v.storedRows(ctx, m.Slug, opts.Unread, opts.Limit)
+		if err != nil {
+			sink.MeshFailed(m.Slug, err)
+			continue
+		}
+		if err := v.show(ctx, rows, opts.MarkSeen, sink); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Follow prints the unseen messages first (as the direct path prints what
+// the broker held), then streams the daemon's message events; a dropped
+// stream resumes from the last event id, so nothing is skipped or shown
+// twice. It listens before it lists, and skips the events of rows the
+// backlog already showed.
 func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
 	want := map[string]bool{}
 	q := ""
 	for _, m := range meshes {
 		want[m.Slug] = true
-		sink.Following(m.Slug)
 	}
 	if len(meshes) == 1 {
 		q = "mesh=" + url.QueryEscape(meshes[0].Slug)
 	}
-	last, shown := "", 0
-	for {
-		stream, err := v.api.Events(ctx, last, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return daemonError(err)
+	stream, err := v.api.Events(ctx, "", q)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		for {
-			ev, err := stream.Next()
-			if err != nil {
-				stream.Close()
+		return daemonError(err)
+	}
+	v.meshProblems(ctx, meshes, sink)
+	shown := 0
+	var backlog uint64 // the newest row the backlog showed
+	for _, m := range meshes {
+		rows, err := v.storedRows(ctx, m.Slug, true, 0)
+		if err != nil {
+			sink.MeshFailed(m.Slug, err)
+			continue
+		}
+		if opts.Limit > 0 && len(rows) > opts.Limit-shown {
+			rows = rows[:opts.Limit-shown]
+		}
+		for _, r := range rows {
+			if n, _ := strconv.ParseUint(r.ID, 10, 64); n > backlog {
+				backlog = n
+			}
+		}
+		if err := v.show(ctx, rows, opts.MarkSeen, sink); err != nil {
+			stream.Close()
+			return err
+		}
+		shown += len(rows)
+		sink.Following(m.Slug)
+	}
+	if opts.Limit > 0 && shown >= opts.Limit {
+		stream.Close()
+		return nil
+	}
+	last := ""
+	for {
+		if stream == nil {
+			if stream, err = v.api.Events(ctx, last, q); err != nil {
 				if ctx.Err() != nil {
-					return nil
+					return ctx.Err()
 				}
-				sink.Notice("daemon", fmt.Errorf("event stream ended (%v); resuming", err))
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(200 * time.Millisecond):
-				}
-				break
+				return daemonError(err)
 			}
-			if ev.ID != "" {
-				last = ev.ID
+		}
+		ev, err := stream.Next()
+		if err != nil {
+			stream.Close()
+			stream = nil
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			if ev.Type != localapi.EventMessage {
-				continue
+			sink.Notice("daemon", fmt.Errorf("event stream ended (%v); resuming", err))
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
 			}
-			var r localapi.InboxRow
-			if json.Unmarshal(ev.Data, &r) != nil || !want[r.Mesh] {
-				continue
-			}
-			if err := sink.Rows([]inboxRow{inboxRowOf(r)}); err != nil {
-				stream.Close()
-				return err
-			}
-			if opts.MarkSeen {
-				v.api.Do(ctx, "POST", "/v1/inbox/seen", localapi.SeenRequest{IDs: []string{r.ID}}, nil)
-			}
-			shown++
-			if opts.Limit > 0 && shown >= opts.Limit {
-				stream.Close()
-				return nil
-			}
+			continue
+		}
+		if ev.ID != "" {
+			last = ev.ID
+		}
+		if ev.Type != localapi.EventMessage {
+			continue
+		}
+		var r localapi.InboxRow
+		if json.Unmarshal(ev.Data, &r) != nil || !want[r.Mesh] {
+			continue
+		}
+		if n, _ := strconv.ParseUint(r.ID, 10, 64); n <= backlog {
+			continue // shown with the backlog
+		}
+		if err := v.show(ctx, []localapi.InboxRow{r}, opts.MarkSeen, sink); err != nil {
+			stream.Close()
+			return err
+		}
+		shown++
+		if opts.Limit > 0 && shown >= opts.Limit {
+			stream.Close()
+			return nil
 		}
 	}
 }

@@ -123,16 +123,24 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 		if code := client.CodeOf(err); code == client.CodeTimeout || code == client.CodeConnectionClosed {
 			// The frame may have reached the broker: say how to find out
 			// instead of inviting a blind re-send.
-			return nil, fmt.Errorf("no answer from the broker, so the message may or may not have been accepted "+
-				"(check with claudemesh message status %s): %w", cmid, err)
+			ce := cliError(err).(*cliui.Error)
+			ce.Message = fmt.Sprintf("no answer from the broker, so message %s may or may not have been accepted "+
+				"(check with claudemesh message status %s): %s", cmid, cmid, ce.Message)
+			return nil, ce.WithMessage("", cmid)
+		}
+		if ce, ok := cliError(err).(*cliui.Error); ok {
+			return nil, ce.WithMessage("", cmid)
 		}
 		return nil, err
 	}
-	res := &sendResult{MessageID: ack.MessageID, ClientMessageID: cmid, Via: viaDirect, Duplicate: ack.Duplicate,
+	res := &sendResult{MessageID: ack.MessageID, ClientMessageID: cmid, Via: viaDirect, Duplicate: ack.Duplicate, Priority: req.Priority,
 		Target: targetJSON{Kind: t.Kind, TargetSpec: t.Spec, DisplayName: t.DisplayName}}
 	if t.Kind == wire.KindBox {
 		online := t.Online
 		res.Target.Online = &online
+		if online {
+			res.Target.Status = t.Status
+		}
 	}
 	if ack.Online != nil {
 		res.OnlineNow = *ack.Online
@@ -177,9 +185,10 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 			return res, ctx.Err()
 		}
 		if client.CodeOf(werr) == client.CodeTimeout {
-			return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s %s, but %d of %d recipients did not read it within %s",
+			return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s %s, but it was not delivered to %d of %d recipients within %s",
 				res.Status, res.MessageID, res.Recipients-len(receipts), res.Recipients, req.WaitTimeout).
-				WithHint("it stays queued for them; check later with claudemesh message status " + res.MessageID)
+				WithHint("it stays queued for them; check later with claudemesh message status "+res.MessageID).
+				WithMessage(res.MessageID, res.ClientMessageID)
 		}
 		return res, werr
 	}
@@ -197,11 +206,7 @@ func (d *direct) meshPeers(ctx context.Context, m *config.Mesh, all bool) ([]pee
 	var members []wire.Member
 	var peers []wire.Peer
 	err := d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) (err error) {
-		if all {
-			members, peers, err = snapshot(ctx, c)
-		} else {
-			peers, err = c.ListPeers(ctx)
-		}
+		members, peers, err = snapshot(ctx, c)
 		return meshError(m.Slug, err)
 	})
 	if err != nil {
@@ -210,34 +215,107 @@ func (d *direct) meshPeers(ctx context.Context, m *config.Mesh, all bool) ([]pee
 	return peerRows(m, members, peers, all), nil
 }
 
-// peerRows turns the broker's lists into `peer list` rows. Without all,
-// control-plane presences (daemons) are left out: they stand for their
-// member, who is reachable by name anyway. With all, every active member
-// that has no member presence listed and is not online through a session is
-// added as an offline row.
+// peerRows turns the broker's lists into `peer list` rows (04-cli).
+//
+// By default each member with a listed presence appears once, online if
+// any of its presences is, followed by its agent sessions (Nested): a
+// member's daemon, `inbox --follow` and bot connections are one person, not
+// three peers. The member row takes its connection fields (role,
+// sessionId, status, connectedAt) from the member's earliest online member
+// presence, else its earliest listed one; a member present only through
+// sessions has none of them.
+//
+// With all, every presence is listed as the broker lists it, plus a row for
+// each active member with no listed presence that members_list does not
+// show online (offline members).
 func peerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool) []peerRow {
+	if all {
+		return allPeerRows(m, members, peers)
+	}
+	byKey := map[string]*wire.Member{}
+	for i := range members {
+		byKey[members[i].Pubkey] = &members[i]
+	}
+	type group struct {
+		member   *peerRow
+		rep      *wire.Peer // the presence the member row describes
+		sessions []peerRow
+	}
+	var order []string
+	groups := map[string]*group{}
+	for i := range peers {
+		p := &peers[i]
+		if mem := byKey[p.MemberPubkey]; mem != nil && mem.RevokedAt != 0 {
+			continue
+		}
+		g := groups[p.MemberPubkey]
+		if g == nil {
+			g = &group{member: &peerRow{Mesh: m.Slug, Pubkey: p.MemberPubkey, MemberPubkey: p.MemberPubkey,
+				MemberRole: p.MemberRole, Groups: []wire.Group{}, IsSelf: p.MemberPubkey == m.Pubkey}}
+			if mem := byKey[p.MemberPubkey]; mem != nil {
+				g.member.DisplayName, g.member.MemberRole = mem.DisplayName, mem.MemberRole
+			}
+			groups[p.MemberPubkey] = g
+			order = append(order, p.MemberPubkey)
+		}
+		if p.Online {
+			g.member.Online = true
+		}
+		if p.Role == wire.RoleSession {
+			row := presenceRow(m, p)
+			row.Nested = true
+			g.sessions = append(g.sessions, row)
+			continue
+		}
+		if g.rep == nil || (p.Online && !g.rep.Online) {
+			g.rep = p
+		}
+	}
 	rows := make([]peerRow, 0, len(peers))
+	for _, k := range order {
+		g := groups[k]
+		row := *g.member
+		if p := g.rep; p != nil {
+			if row.DisplayName == "" {
+				row.DisplayName = p.DisplayName
+			}
+			row.Role, row.SessionID, row.Status, row.Summary = p.Role, p.SessionID, p.Status, p.Summary
+			row.Hostname, row.PeerType, row.ConnectedAt = p.Hostname, p.PeerType, p.ConnectedAt
+			if p.Groups != nil {
+				row.Groups = p.Groups
+			}
+		}
+		rows = append(rows, row)
+		rows = append(rows, g.sessions...)
+	}
+	return rows
+}
+
+// presenceRow is one presence as listed.
+func presenceRow(m *config.Mesh, p *wire.Peer) peerRow {
+	groups := p.Groups
+	if groups == nil {
+		groups = []wire.Group{}
+	}
+	return peerRow{
+		Mesh: m.Slug, Pubkey: p.Pubkey, MemberPubkey: p.MemberPubkey, DisplayName: p.DisplayName,
+		Role: p.Role, MemberRole: p.MemberRole, Status: p.Status, Summary: p.Summary, Groups: groups,
+		SessionID: p.SessionID, Cwd: p.Cwd, Hostname: p.Hostname, PeerType: p.PeerType, Online: p.Online,
+		IsSelf: p.MemberPubkey == m.Pubkey, ConnectedAt: p.ConnectedAt,
+	}
+}
+
+// allPeerRows is `peer list --all`: every presence, then the offline
+// members.
+func allPeerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer) []peerRow {
+	rows := make([]peerRow, 0, len(peers)+len(members))
 	listed := map[string]bool{}
-	for _, p := range peers {
+	for i := range peers {
+		p := &peers[i]
 		if p.Role != wire.RoleSession {
 			listed[p.MemberPubkey] = true
 		}
-		if !all && p.Role == wire.RoleControlPlane {
-			continue
-		}
-		groups := p.Groups
-		if groups == nil {
-			groups = []wire.Group{}
-		}
-		rows = append(rows, peerRow{
-			Mesh: m.Slug, Pubkey: p.Pubkey, MemberPubkey: p.MemberPubkey, DisplayName: p.DisplayName,
-			Role: p.Role, MemberRole: p.MemberRole, Status: p.Status, Summary: p.Summary, Groups: groups,
-			SessionID: p.SessionID, Cwd: p.Cwd, Hostname: p.Hostname, PeerType: p.PeerType, Online: p.Online,
-			IsSelf: p.MemberPubkey == m.Pubkey, ConnectedAt: p.ConnectedAt,
-		})
-	}
-	if !all {
-		return rows
+		rows = append(rows, presenceRow(m, p))
 	}
 	for _, mem := range members {
 		if mem.RevokedAt != 0 || mem.Online || listed[mem.Pubkey] {

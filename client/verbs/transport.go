@@ -65,6 +65,11 @@ type sendResult struct {
 	Recipients, OnlineNow int
 	// Duplicate: the broker had this clientMessageId already.
 	Duplicate bool
+	// MeshState is the daemon's connection to the mesh's broker when it
+	// accepted the send ("" on the direct path).
+	MeshState string
+	// Priority is the send's priority as asked ("" = next).
+	Priority string
 }
 
 // targetJSON is send's `target` object.
@@ -73,6 +78,8 @@ type targetJSON struct {
 	TargetSpec  string `json:"targetSpec"`
 	DisplayName string `json:"displayName,omitzero"`
 	Online      *bool  `json:"online,omitzero"`
+	// Status of an online box recipient (idle, working or dnd).
+	Status string `json:"status,omitzero"`
 }
 
 // meshPeers is one mesh's part of `peer list`.
@@ -98,9 +105,12 @@ func peersOfEach(meshes []config.Mesh, list func(m *config.Mesh) ([]peerRow, err
 	return out
 }
 
-// peerRow is one element of `peer list --json` (04-cli). Offline members
-// (--all) have no role, sessionId, status or connectedAt; peerType, which
-// only a presence announces, is omitted for them too.
+// peerRow is one element of `peer list --json` (04-cli): by default one
+// row per member (its connection fields from one of its member presences)
+// followed by a row per agent session of it; with --all, one row per
+// presence plus offline members. Offline members and members present only
+// through sessions have no role, sessionId, status or connectedAt; peerType,
+// which only a presence announces, is omitted for them too.
 type peerRow struct {
 	Mesh          string       `json:"mesh"`
 	Pubkey        string       `json:"pubkey"`
@@ -119,6 +129,9 @@ type peerRow struct {
 	IsSelf        bool         `json:"isSelf"`
 	IsThisSession bool         `json:"isThisSession"`
 	ConnectedAt   int64        `json:"connectedAt,omitzero"`
+	// Nested marks an agent session listed under its member (human
+	// output indents it); not part of the JSON contract.
+	Nested bool `json:"-"`
 }
 
 // inboxOptions are inbox's flags that reach the transport.
@@ -141,6 +154,10 @@ type inboxSink interface {
 	Notice(slug string, err error)
 	// Following tells that Follow is now listening in a mesh.
 	Following(slug string)
+	// MeshProblem reports a mesh that can still be read but will get
+	// nothing new (the daemon stopped connecting to its broker): a warning
+	// beside the rows, not a failure of the read.
+	MeshProblem(slug string, err error)
 }
 
 // inboxRow is one element of `inbox --json` (04-cli). SchemaVersion is a

@@ -275,9 +275,26 @@ func TestPeerRows(t *testing.T) {
 		{Pubkey: sess, MemberPubkey: bob, DisplayName: "bob-agent", Role: wire.RoleSession, Online: true, SessionID: "s1", Status: "working", ConnectedAt: 2},
 		{Pubkey: me, MemberPubkey: me, DisplayName: "me", Role: wire.RoleCLI, Online: false, SessionID: "cli-1", Status: "idle", ConnectedAt: 3},
 	}
-	rows := peerRows(m, nil, peers, false)
-	if len(rows) != 2 || rows[0].Pubkey != sess || rows[1].Pubkey != me || !rows[1].IsSelf || rows[0].IsSelf || rows[0].IsThisSession {
+	// Default: each member once (bob through his daemon, with his agent
+	// session under him; me offline within the grace period of my cli).
+	rows := peerRows(m, members, peers, false)
+	if len(rows) != 3 || rows[0].Pubkey != bob || rows[0].DisplayName != "bob" || !rows[0].Online || rows[0].Status != "idle" ||
+		rows[0].Role != wire.RoleControlPlane || rows[0].Nested ||
+		rows[1].Pubkey != sess || !rows[1].Nested || rows[1].MemberPubkey != bob ||
+		rows[2].Pubkey != me || !rows[2].IsSelf || rows[2].Online || rows[0].IsSelf {
 		t.Fatalf("default: %+v", rows)
+	}
+	// A member online only through a session is listed once, online,
+	// without connection fields of its own.
+	only := peerRows(m, members, peers[1:2], false)
+	if len(only) != 2 || only[0].Pubkey != bob || only[0].DisplayName != "bob" || !only[0].Online || only[0].Role != "" ||
+		only[0].SessionID != "" || !only[1].Nested {
+		t.Fatalf("session only: %+v", only)
+	}
+	// Two member presences of one member are one row.
+	two := append([]wire.Peer{{Pubkey: bob, MemberPubkey: bob, DisplayName: "bob", Role: wire.RoleCLI, Online: true, SessionID: "cli-2", ConnectedAt: 0}}, peers...)
+	if rows := peerRows(m, members, two, false); len(rows) != 3 || rows[0].Pubkey != bob || rows[1].Pubkey != sess {
+		t.Fatalf("two presences: %+v", rows)
 	}
 	for _, r := range rows {
 		if r.Groups == nil || r.Mesh != "acme" {
