@@ -92,3 +92,48 @@ func TestVersionFlag(t *testing.T) {
 		t.Fatalf("--version --json: exit %d stdout %q", code, stdout)
 	}
 }
+
+// TestBrokerFlagsAreDescribed: every flag of `claudemesh broker --help`
+// says what it does.
+func TestBrokerFlagsAreDescribed(t *testing.T) {
+	app := newApp()
+	for _, c := range app.Commands {
+		if c.Name != "broker" {
+			continue
+		}
+		for _, f := range c.Flags {
+			d, ok := f.(interface{ GetUsage() string })
+			if !ok || strings.TrimSpace(d.GetUsage()) == "" {
+				t.Errorf("broker flag %v has no description", f.Names())
+			}
+		}
+		return
+	}
+	t.Fatal("no broker command")
+}
+
+// TestDemoJSON: demo --json prints one JSON document and no human text.
+func TestDemoJSON(t *testing.T) {
+	code, stdout, stderr := runApp(t, "demo", "--json")
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d stderr %q", code, stderr)
+	}
+	var rep struct {
+		SchemaVersion int      `json:"schemaVersion"`
+		OK            bool     `json:"ok"`
+		BrokerURL     string   `json:"brokerUrl"`
+		Steps         []string `json:"steps"`
+		Store         struct {
+			Bytes           int `json:"bytes"`
+			Ciphertexts     int `json:"ciphertexts"`
+			PlaintextsFound int `json:"plaintextsFound"`
+		} `json:"store"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%q: %v", stdout, err)
+	}
+	if rep.SchemaVersion != 1 || !rep.OK || !strings.HasPrefix(rep.BrokerURL, "ws://") || len(rep.Steps) < 5 ||
+		rep.Store.Ciphertexts < 3 || rep.Store.Bytes == 0 || rep.Store.PlaintextsFound != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+}

@@ -19,12 +19,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+	bolt "go.etcd.io/bbolt"
 
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/internal/fsutil"
@@ -133,16 +135,26 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.metrics = newMetrics()
 	b.admit = newAdmission(cfg, b.metrics)
-	st, err := store.Open(filepath.Join(cfg.DataDir, "broker.db"), store.Options{
-		Logger: cfg.Logger,
+	dbPath := filepath.Join(cfg.DataDir, "broker.db")
+	st, err := store.Open(dbPath, store.Options{
+		// bbolt's file lock is the single-instance lock: a second broker
+		// on the same data dir is told at once who holds it.
+		OpenTimeout: 200 * time.Millisecond,
+		Logger:      cfg.Logger,
 		OnCommit: func(d time.Duration, _ int) {
 			b.metrics.storeCommit.Observe(d.Seconds())
 		},
 	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, dataDirInUse(cfg.DataDir)
+	}
 	if err != nil {
 		return nil, err
 	}
 	b.store = st
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		b.log.Warn("pid file", "err", err)
+	}
 	b.upgrader = websocket.Upgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
@@ -166,9 +178,12 @@ func New(cfg Config) (*Broker, error) {
 
 // Start binds the listeners and serves until Close.
 func (b *Broker) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", b.cfg.Listen)
-	if err != nil {
-		return err
+	ln := b.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", b.cfg.Listen); err != nil {
+			return err
+		}
 	}
 	b.ln = ln
 	b.publicURL = b.cfg.PublicURL
@@ -190,11 +205,13 @@ func (b *Broker) Start(ctx context.Context) error {
 			b.log.Error("serve", "err", err)
 		}
 	}()
-	if b.cfg.MetricsListen != "" && b.cfg.MetricsListen != "off" {
-		mln, err := net.Listen("tcp", b.cfg.MetricsListen)
-		if err != nil {
-			b.srv.Close()
-			return fmt.Errorf("metrics listener: %w", err)
+	if mln := b.cfg.MetricsListener; mln != nil || (b.cfg.MetricsListen != "" && b.cfg.MetricsListen != "off") {
+		if mln == nil {
+			var err error
+			if mln, err = net.Listen("tcp", b.cfg.MetricsListen); err != nil {
+				b.srv.Close()
+				return fmt.Errorf("metrics listener: %w", err)
+			}
 		}
 		b.metricsLn = mln
 		mux := http.NewServeMux()
@@ -300,8 +317,23 @@ func (b *Broker) Close() error {
 		}
 		b.wg.Wait()
 		err = b.store.Close()
+		os.Remove(filepath.Join(b.cfg.DataDir, pidFile))
 	})
 	return err
+}
+
+// pidFile names the process holding the data dir (informational: the
+// lock is bbolt's on broker.db).
+const pidFile = "broker.pid"
+
+// dataDirInUse says which broker holds dir, when its pid file tells.
+func dataDirInUse(dir string) error {
+	if data, err := os.ReadFile(filepath.Join(dir, pidFile)); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+			return fmt.Errorf("another broker (pid %d) holds %s; stop it first or give another --data", pid, dir)
+		}
+	}
+	return fmt.Errorf("another broker holds %s (broker.db is locked); stop it first or give another --data", dir)
 }
 
 func (b *Broker) operatorAuthorized(r *http.Request) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -41,14 +42,14 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "max-connections-per-mesh", Value: def.MaxConnsPerMesh, Usage: "connection cap per mesh (0 = unlimited)"},
 			&cli.IntFlag{Name: "max-pending", Value: def.MaxPending, Usage: "undelivered messages per recipient before recipient_queue_full"},
 			&cli.Float64Flag{Name: "rate", Value: def.Rate, Usage: "sends per second per member (0 disables)"},
-			&cli.IntFlag{Name: "burst", Value: def.Burst, Usage: "send burst per member"},
+			&cli.IntFlag{Name: "burst", Value: def.Burst, Usage: "sends a member may make at once above --rate"},
 			&cli.DurationFlag{Name: "queue-ttl", Value: def.QueueTTL, Usage: "how long undelivered messages are kept"},
 			&cli.IntFlag{Name: "send-buffer", Value: def.SendBuffer, Usage: "per-connection outbound `BYTES` before 4008 slow_consumer"},
-			&cli.DurationFlag{Name: "ping-interval", Value: def.PingInterval},
-			&cli.DurationFlag{Name: "pong-timeout", Value: def.PongTimeout},
+			&cli.DurationFlag{Name: "ping-interval", Value: def.PingInterval, Usage: "how often every connection is pinged"},
+			&cli.DurationFlag{Name: "pong-timeout", Value: def.PongTimeout, Usage: "a connection with no pong (or frame) for this long is dropped"},
 			&cli.DurationFlag{Name: "grace", Value: def.Grace, Usage: "how long a dropped presence stays listed"},
-			&cli.DurationFlag{Name: "redeliver-after", Value: def.RedeliverAfter},
-			&cli.DurationFlag{Name: "hello-timeout", Value: def.HelloTimeout},
+			&cli.DurationFlag{Name: "redeliver-after", Value: def.RedeliverAfter, Usage: "an unacknowledged push is sent again after this long"},
+			&cli.DurationFlag{Name: "hello-timeout", Value: def.HelloTimeout, Usage: "a connection must say hello within this long (else 1008 hello_timeout)"},
 			&cli.BoolFlag{Name: "audit-messages", Usage: "also audit message sends"},
 			&cli.IntFlag{Name: "max-groups", Value: def.MaxGroups, Usage: "groups one member (or one session) may hold in total"},
 			&cli.Float64Flag{Name: "ack-rate", Value: def.AckRate, Usage: "client_ack frames per connection per second (0 = unlimited)"},
@@ -128,8 +129,31 @@ func prefixList(ps []netip.Prefix) string {
 // Run starts a broker and blocks until ctx ends or SIGTERM/SIGINT arrives,
 // then shuts down gracefully.
 func Run(ctx context.Context, cfg Config) error {
+	// The ports first: a busy port must not be reported only after a first
+	// start created the data dir, its key and its token.
+	if cfg.Listener == nil {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return cliui.Errorf("broker_start", "cannot listen on %s: %v", cfg.Listen, err).
+				WithHint("another process uses the port; choose another with --listen")
+		}
+		cfg.Listener = ln
+	}
+	if cfg.MetricsListener == nil && cfg.MetricsListen != "" && cfg.MetricsListen != "off" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			cfg.Listener.Close()
+			return cliui.Errorf("broker_start", "cannot listen on %s for metrics: %v", cfg.MetricsListen, err).
+				WithHint("choose another address with --metrics-listen, or --metrics-listen off")
+		}
+		cfg.MetricsListener = mln
+	}
 	b, err := New(cfg)
 	if err != nil {
+		cfg.Listener.Close()
+		if cfg.MetricsListener != nil {
+			cfg.MetricsListener.Close()
+		}
 		return cliui.Errorf("broker_start", "%v", err)
 	}
 	if err := b.Start(ctx); err != nil {

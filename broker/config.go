@@ -2,6 +2,7 @@ package broker
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -61,6 +62,11 @@ type Config struct {
 	// Version is reported as brokerVersion in every challenge.
 	Version string
 	Logger  *slog.Logger
+	// Listener and MetricsListener, when set, are used instead of binding
+	// Listen and MetricsListen in Start: `claudemesh broker` binds its
+	// ports before it creates anything in the data directory, so a busy
+	// port fails before a first start writes a key and a token.
+	Listener, MetricsListener net.Listener
 }
 
 // DefaultConfig returns the defaults of 01-protocol §8.

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -46,9 +48,64 @@ func Command() *cli.Command {
 			out := cliui.OutFrom(c)
 			ctx, cancel := context.WithTimeout(c.Context, time.Minute)
 			defer cancel()
-			return Run(ctx, out.Stdout(), out.Style())
+			// A closed output pipe (claudemesh demo | head) must end the
+			// tour through its clean-up, not kill the process with SIGPIPE
+			// and leave the temporary broker directory behind: writes then
+			// fail with EPIPE, which cancels the tour.
+			sigpipe := make(chan os.Signal, 1)
+			signal.Notify(sigpipe, syscall.SIGPIPE)
+			defer signal.Stop(sigpipe)
+			w := &stopWriter{w: out.Stdout(), stop: cancel}
+			if out.JSONMode() {
+				w.w = io.Discard
+			}
+			rep, err := RunReport(ctx, w, out.Style())
+			if w.err != nil {
+				return cliui.Errorf("output_closed", "the demo stopped: its output could not be written (%v)", w.err)
+			}
+			if err != nil {
+				return err
+			}
+			if out.JSONMode() {
+				return out.JSON(rep)
+			}
+			return nil
 		},
 	}
+}
+
+// stopWriter passes writes on until one fails, then records the error and
+// stops the tour.
+type stopWriter struct {
+	w    io.Writer
+	stop func()
+	err  error
+}
+
+func (s *stopWriter) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.err = err
+		s.stop()
+	}
+	return n, err
+}
+
+// Report is `demo --json`: what the tour did and what it found in the
+// broker's store.
+type Report struct {
+	OK        bool     `json:"ok"`
+	BrokerURL string   `json:"brokerUrl"`
+	Mesh      string   `json:"mesh"`
+	Steps     []string `json:"steps"`
+	Store     struct {
+		Bytes           int `json:"bytes"`
+		Ciphertexts     int `json:"ciphertexts"`
+		PlaintextsFound int `json:"plaintextsFound"`
+	} `json:"store"`
 }
 
 // peer is one demo identity with its live connection and inbox.
@@ -67,10 +124,13 @@ type tour struct {
 	meshID string
 	texts  []string
 	cipher []string // the ciphertexts, which must be in the store
+	rep    *Report
 }
 
 func (t *tour) step(format string, args ...any) {
-	fmt.Fprintf(t.w, "  %s %s\n", t.st.Green("✔"), fmt.Sprintf(format, args...))
+	text := fmt.Sprintf(format, args...)
+	t.rep.Steps = append(t.rep.Steps, text)
+	fmt.Fprintf(t.w, "  %s %s\n", t.st.Green("✔"), text)
 }
 
 func (t *tour) line(format string, args ...any) {
@@ -81,11 +141,27 @@ func (t *tour) header(s string) { fmt.Fprintf(t.w, "\n  %s\n", t.st.Bold(s)) }
 
 // Run executes the tour, writing a human account to w.
 func Run(ctx context.Context, w io.Writer, st cliui.Style) error {
+	_, err := RunReport(ctx, w, st)
+	return err
+}
+
+// RunReport is Run that also returns what the tour did. The temporary
+// broker directory is removed whatever happens, a cancelled ctx included.
+func RunReport(ctx context.Context, w io.Writer, st cliui.Style) (*Report, error) {
+	rep := &Report{Mesh: "demo", Steps: []string{}}
 	dir, err := os.MkdirTemp("", "claudemesh-demo-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	if err := run(ctx, w, st, dir, rep); err != nil {
+		return nil, err
+	}
+	rep.OK = true
+	return rep, nil
+}
+
+func run(ctx context.Context, w io.Writer, st cliui.Style, dir string, rep *Report) error {
 	cfg := broker.DefaultConfig()
 	cfg.Listen, cfg.MetricsListen, cfg.DataDir = "127.0.0.1:0", "off", filepath.Join(dir, "broker")
 	cfg.Version = buildinfo.Version
@@ -97,7 +173,8 @@ func Run(ctx context.Context, w io.Writer, st cliui.Style) error {
 		b.Close()
 		return err
 	}
-	t := &tour{w: w, st: st, b: b}
+	t := &tour{w: w, st: st, b: b, rep: rep}
+	rep.BrokerURL = b.URL()
 	closed := false
 	defer func() {
 		if !closed {
@@ -202,6 +279,7 @@ func Run(ctx context.Context, w io.Writer, st cliui.Style) error {
 			return fmt.Errorf("the broker's store contains the plaintext %q", text)
 		}
 	}
+	rep.Store.Bytes, rep.Store.Ciphertexts = len(data), len(t.cipher)
 	t.step("%s (%d bytes) holds all %d ciphertexts the broker queued", filepath.Base(path), len(data), len(t.cipher))
 	t.step("and none of the %d plaintexts", len(t.texts))
 	fmt.Fprintf(w, "\n  %s the broker's store holds none of the plaintext: it only ever saw ciphertext.\n", st.Green("✔"))
