@@ -88,11 +88,11 @@ type Daemon struct {
 	token     string // TCP bearer token
 	inbox     chan inboxItem
 	failpoint string
-	killAfter int64        // from failDrainKillAfter; 0 = off
+	killAfter int64 // from failDrainKillAfter; 0 = off
 	// shutdownErr is set when requests were still running when the
 	// shutdown timeout expired (the tests check it never is).
 	shutdownErr error
-	acked     atomic.Int64 // rows acked by the broker in this run
+	acked       atomic.Int64 // rows acked by the broker in this run
 
 	sessMu   sync.Mutex
 	sessions map[string]*sessionRT // by token hash
