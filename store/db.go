@@ -27,7 +27,7 @@ import (
 
 // SchemaVersion is the broker layout this code reads and writes. Open
 // migrates older files forward and refuses newer ones.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("store: closed")
@@ -84,6 +84,9 @@ var BrokerMigrations = []Migration{
 			return nil
 		})
 	},
+	// 4 → 5: topics and API keys. Every existing mesh gets the topic and
+	// API-key buckets and its reserved general topic (no key yet).
+	migrateTopics,
 }
 
 // Options tune a Store.

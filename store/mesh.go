@@ -223,6 +223,9 @@ func CreateMesh(tx *bolt.Tx, m Mesh, owner *Member) error {
 	if err := slugs.Put([]byte(m.Slug), []byte(m.ID)); err != nil {
 		return err
 	}
+	if err := initMeshTopics(tx, mb, m.CreatedAt); err != nil {
+		return err
+	}
 	return PutMember(tx, m.ID, owner)
 }
 
