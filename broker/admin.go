@@ -360,6 +360,9 @@ func (c *conn) handleDrop(r *wire.AdminRequest) {
 		return nil
 	}, func() {
 		c.reply(res)
+		if r.Type == wire.TypeKick {
+			c.b.topicsMembersKicked(ms, kickedMembers(victims))
+		}
 		for _, v := range victims {
 			if r.Type == wire.TypeKick {
 				v.sendError("", wire.ReasonKicked, "You were disconnected from \""+ms.name+"\" by an admin and should not reconnect now. Run the command again (or claudemesh daemon up) to come back.")
@@ -509,6 +512,9 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 		ms.mu.Unlock()
 		res.Affected = append(res.Affected, ref)
 		c.reply(res)
+		if ban {
+			c.b.topicsMemberGone(ms, cur.Pubkey)
+		}
 		msg := bannedMessage(ms.name)
 		for _, v := range victims {
 			v.sendError("", wire.CodeRevoked, msg)

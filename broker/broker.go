@@ -53,6 +53,8 @@ type Broker struct {
 
 	admit      *admission
 	restLimits *ipLimiter
+	streams    *streamHub  // topic SSE streams (streams.go)
+	apiLimits  apiLimiters // per API key (apikeys.go)
 
 	shuttingDown atomic.Bool
 	stop         chan struct{}
@@ -109,6 +111,9 @@ func New(cfg Config) (*Broker, error) {
 			*d.v = *d.def
 		}
 	}
+	if cfg.SSEHeartbeat <= 0 {
+		cfg.SSEHeartbeat = def.SSEHeartbeat
+	}
 	if cfg.Version == "" {
 		cfg.Version = def.Version
 	}
@@ -132,6 +137,7 @@ func New(cfg Config) (*Broker, error) {
 		opToken:    token,
 		stop:       make(chan struct{}),
 		restLimits: newIPLimiter(20, 60),
+		streams:    newStreamHub(),
 	}
 	b.metrics = newMetrics()
 	b.admit = newAdmission(cfg, b.metrics)
@@ -225,10 +231,14 @@ func (b *Broker) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go func() {
 		defer b.wg.Done()
 		b.hub.maintain(b.stop)
+	}()
+	go func() {
+		defer b.wg.Done()
+		b.topicRetention(b.stop)
 	}()
 	b.log.Info("broker listening", "addr", ln.Addr().String(), "publicUrl", b.publicURL, "brokerPubkey", b.keyHex, "metrics", b.MetricsAddr())
 	return nil

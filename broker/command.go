@@ -60,12 +60,17 @@ func Command() *cli.Command {
 			&cli.DurationFlag{Name: "http-read-timeout", Value: def.HTTPReadTimeout, Usage: "time to send a request's headers and body"},
 			&cli.DurationFlag{Name: "http-write-timeout", Value: def.HTTPWriteTimeout, Usage: "time a response may go without progress"},
 			&cli.DurationFlag{Name: "http-idle-timeout", Value: def.HTTPIdleTimeout, Usage: "how long an idle keep-alive connection stays open"},
+			&cli.StringFlag{Name: "topic-retention", Value: "keep", Usage: "delete topic posts older than this `DUR` (e.g. 30d); keep = never"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 				return cliui.UsageErrorf("--log-level: %v", err)
+			}
+			retention, err := topicRetentionFlag(c.String("topic-retention"))
+			if err != nil {
+				return err
 			}
 			if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
 				return cliui.UsageErrorf("give both --tls-cert and --tls-key, or neither")
@@ -82,7 +87,7 @@ func Command() *cli.Command {
 				QueueTTL: c.Duration("queue-ttl"), SendBuffer: c.Int("send-buffer"),
 				PingInterval: c.Duration("ping-interval"), PongTimeout: c.Duration("pong-timeout"),
 				Grace: c.Duration("grace"), RedeliverAfter: c.Duration("redeliver-after"),
-				HelloTimeout: c.Duration("hello-timeout"), AuditMessages: c.Bool("audit-messages"),
+				HelloTimeout: c.Duration("hello-timeout"), AuditMessages: c.Bool("audit-messages"), TopicRetention: retention,
 				MaxHandshakes: c.Int("max-handshakes"), MaxHandshakesPerIP: c.Int("max-handshakes-per-ip"),
 				AckRate: c.Float64("ack-rate"), MaxGroups: c.Int("max-groups"), MaxConnsPerIP: c.Int("max-conns-per-ip"), IPLimitExempt: exempt,
 				HTTPReadTimeout: c.Duration("http-read-timeout"), HTTPWriteTimeout: c.Duration("http-write-timeout"),

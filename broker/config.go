@@ -18,19 +18,24 @@ type Config struct {
 	PublicURL       string // returned as brokerUrl; derived from Listen when empty
 	TLSCert, TLSKey string
 
-	MaxFrame           int64 // client→broker frame limit (bytes)
-	MaxConnsPerMesh    int   // 0 = unlimited
-	MaxPending         int   // per recipient
-	Rate               float64
-	Burst              int
-	QueueTTL           time.Duration
-	SendBuffer         int // per-connection outbound bytes before 4008
-	PingInterval       time.Duration
-	PongTimeout        time.Duration
-	Grace              time.Duration
-	RedeliverAfter     time.Duration
-	HelloTimeout       time.Duration
-	AuditMessages      bool
+	MaxFrame        int64 // client→broker frame limit (bytes)
+	MaxConnsPerMesh int   // 0 = unlimited
+	MaxPending      int   // per recipient
+	Rate            float64
+	Burst           int
+	QueueTTL        time.Duration
+	SendBuffer      int // per-connection outbound bytes before 4008
+	PingInterval    time.Duration
+	PongTimeout     time.Duration
+	Grace           time.Duration
+	RedeliverAfter  time.Duration
+	HelloTimeout    time.Duration
+	AuditMessages   bool
+	// TopicRetention deletes topic posts older than this; 0 keeps them
+	// (--topic-retention, default keep).
+	TopicRetention time.Duration
+	// SSEHeartbeat is the comment line interval of topic streams (15 s).
+	SSEHeartbeat       time.Duration
 	MaxHandshakes      int // unauthenticated connections open at once
 	MaxHandshakesPerIP int
 	// AckRate caps client_ack frames per connection per second (burst
@@ -97,6 +102,7 @@ func DefaultConfig() Config {
 		HTTPWriteTimeout:   30 * time.Second,
 		HTTPIdleTimeout:    30 * time.Second,
 		WorkingDecay:       10 * time.Minute,
+		SSEHeartbeat:       15 * time.Second,
 		Version:            "dev",
 	}
 }

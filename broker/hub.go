@@ -46,6 +46,8 @@ type meshState struct {
 	// receipts reach a `send --wait` that is still listening, until every
 	// recipient has acked.
 	origin map[string]*origin
+	// topics is the mesh's topic index (topics.go), loaded on first use.
+	topics *topicIndex
 }
 
 // origin is a transient sender waiting for receipts.

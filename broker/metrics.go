@@ -25,6 +25,7 @@ type metrics struct {
 	// (docs/security.md "Limits"), by limit name: the operator sees which
 	// limit is biting, and whether to raise it or look for an abuser.
 	limitTripped *cmmetrics.CounterVec
+	sseStreams   *cmmetrics.Gauge
 }
 
 func newMetrics() *metrics {
@@ -45,5 +46,6 @@ func newMetrics() *metrics {
 		storeCommit:       r.NewHistogram("claudemesh_store_commit_seconds", "Duration of one group commit (including fsync).", latency),
 		slowConsumerDrops: r.NewCounter("claudemesh_slow_consumer_disconnects_total", "Connections closed 4008 because their send buffer overflowed."),
 		limitTripped:      r.NewCounterVec("claudemesh_limits_tripped_total", "Requests, frames or connections refused by an abuse limit, by limit.", "limit"),
+		sseStreams:        r.NewGauge("claudemesh_sse_streams_active", "Topic SSE streams (GET /v1/topics/{name}/stream) open now."),
 	}
 }

@@ -285,6 +285,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 		return
 	}
 	c.b.hub.settleExpired(ms, dropped)
+	c.b.topicsMemberGone(ms, mem.Pubkey)
 	c.sendOK(env.ReqID)
 	ms.mu.Lock()
 	var victims []*conn

@@ -26,6 +26,7 @@ func (b *Broker) routes() http.Handler {
 	mux.HandleFunc("POST /v1/admin/meshes", b.limited(b.handleCreateMesh))
 	mux.HandleFunc("GET /v1/admin/meshes", b.limited(b.handleListMeshes))
 	mux.HandleFunc("POST /v1/join", b.limited(b.handleJoin))
+	b.apiKeyRoutes(mux)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		restError(w, http.StatusNotFound, wire.CodeNotFound, "no such route")
 	})
@@ -403,6 +404,7 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		mem := ms.addMember(joined, b.cfg)
 		ms.memberChanged(wire.MemberJoined, mem, nil)
 		ms.mu.Unlock()
+		b.topicsMemberEnrolled(ms, joined.Pubkey)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{
 		"meshId": ms.id, "slug": ms.slug, "name": ms.name, "memberId": joined.ID, "memberRole": joined.Role,

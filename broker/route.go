@@ -71,6 +71,11 @@ func (c *conn) handle(data []byte) {
 		c.handleInviteRevoke(data, env)
 	case wire.TypeDisconnect, wire.TypeKick, wire.TypeBan, wire.TypeUnban, wire.TypeListBans, wire.TypeSetRole, wire.TypeMeshTransfer:
 		c.handleAdmin(data, env)
+	case wire.TypeTopicCreate, wire.TypeTopicList, wire.TypeTopicJoin, wire.TypeTopicLeave, wire.TypeTopicAdd,
+		wire.TypeTopicRemove, wire.TypeTopicMembers, wire.TypeTopicHistory, wire.TypeTopicKeys, wire.TypeTopicPendingSeals,
+		wire.TypeTopicSeal, wire.TypeTopicRotate, wire.TypeTopicMarkRead, wire.TypeNotificationsList,
+		wire.TypeNotificationsRead, wire.TypeAPIKeyCreate, wire.TypeAPIKeyList, wire.TypeAPIKeyRevoke:
+		c.handleTopicFrame(data, env)
 	case wire.TypeAuditQuery:
 		c.handleAuditQuery(data, env)
 	case wire.TypeAuditCheckpoint:
@@ -137,6 +142,10 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 			c.ackError(&s, wire.CodeRateLimited, "sending too fast; retry later", max(d.Milliseconds(), 1))
 			return
 		}
+	}
+	if s.Kind == wire.KindTopic {
+		c.handleTopicSend(&s, start) // topic_post.go
+		return
 	}
 	ms := c.ms
 	now := time.Now()
@@ -309,7 +318,7 @@ func (c *conn) validateSend(s *wire.Send) error {
 	if len(ct) > maxCiphertext {
 		return codedError{wire.CodePayloadTooLarge, fmt.Sprintf("ciphertext is %d bytes; the limit is %d (64 KiB of plaintext)", len(ct), maxCiphertext)}
 	}
-	if len(ct) < 16 {
+	if len(ct) < 16 && !(s.Kind == wire.KindTopic && s.BodyVersion == wire.BodyPlaintext) {
 		return fmt.Errorf("ciphertext is shorter than its MAC")
 	}
 	if s.ReplyToID != "" && !wire.ValidReqID(s.ReplyToID) {
@@ -368,9 +377,9 @@ func (c *conn) validateSend(s *wire.Send) error {
 			}
 		}
 	case wire.KindTopic:
-		return fmt.Errorf("topic messages are not supported by this broker version")
+		return validateTopicSend(s)
 	default:
-		return fmt.Errorf("kind must be box or multi")
+		return fmt.Errorf("kind must be box, multi or topic")
 	}
 	return nil
 }

@@ -1,0 +1,177 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// Topic history (newest first with before, oldest first with after), read
+// markers and mention notifications.
+
+// postSeq resolves a message id of this topic to its seq for paging.
+func postSeq(tx *bolt.Tx, meshID, topicID, messageID string) (uint64, error) {
+	tid, seq, err := store.TopicPostLocation(tx, meshID, messageID)
+	if err != nil {
+		return 0, err
+	}
+	if tid != topicID {
+		return 0, store.ErrNotFound
+	}
+	return seq, nil
+}
+
+func (c *conn) handleTopicHistory(r wire.TopicRequest, t topicState) {
+	if !c.requireTopicMember(r.ReqID, &t) {
+		return
+	}
+	limit := r.Limit
+	if limit <= 0 || limit > wire.MaxTopicHistory {
+		limit = wire.MaxTopicHistory
+	}
+	if r.Before != "" && r.After != "" {
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, "give before or after, not both")
+		return
+	}
+	ms := c.ms
+	out := wire.TopicHistory{Type: wire.TypeTopicHistory, ReqID: r.ReqID, Messages: []wire.RawJSON{}}
+	err := c.b.store.View(func(tx *bolt.Tx) error {
+		var posts []store.TopicPost
+		var err error
+		switch {
+		case r.After != "":
+			var seq uint64
+			if seq, err = postSeq(tx, ms.id, t.ID, r.After); err != nil {
+				return err
+			}
+			posts, out.More, err = store.TopicPostsAfter(tx, ms.id, t.ID, seq, limit)
+		case r.Before != "":
+			var seq uint64
+			if seq, err = postSeq(tx, ms.id, t.ID, r.Before); err != nil {
+				return err
+			}
+			posts, out.More, err = store.TopicPostsBefore(tx, ms.id, t.ID, seq, limit)
+		default:
+			posts, out.More, err = store.TopicPostsBefore(tx, ms.id, t.ID, 0, limit)
+		}
+		for _, p := range posts {
+			out.Messages = append(out.Messages, p.Push)
+		}
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, "no message with that id in #"+t.Name+" (it may have expired)")
+		return
+	}
+	if err != nil {
+		c.sendError(r.ReqID, wire.CodeInternal, "could not read the history")
+		return
+	}
+	c.reply(out)
+}
+
+func (c *conn) handleTopicMarkRead(r wire.TopicRequest, t topicState) {
+	if !c.requireTopicMember(r.ReqID, &t) {
+		return
+	}
+	ms := c.ms
+	me := c.mem
+	err := c.b.store.Update(func(tx *bolt.Tx) error {
+		seq := store.TopicLastSeq(tx, ms.id, t.ID)
+		if r.UpTo != "" {
+			var err error
+			if seq, err = postSeq(tx, ms.id, t.ID, r.UpTo); err != nil {
+				return err
+			}
+		}
+		rec, err := store.GetTopicMember(tx, ms.id, t.ID, me.Pubkey)
+		if errors.Is(err, store.ErrNotFound) && t.General {
+			rec, err = &store.TopicMember{MemberID: me.ID, Pubkey: me.Pubkey, Role: wire.TopicMember, JoinedAt: me.JoinedAt}, nil
+		}
+		if err != nil {
+			return err
+		}
+		if seq <= rec.ReadSeq {
+			return nil
+		}
+		rec.ReadSeq = seq
+		return store.PutTopicMember(tx, ms.id, t.ID, rec)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, "no message with that id in #"+t.Name)
+		return
+	}
+	if err != nil {
+		c.sendError(r.ReqID, wire.CodeInternal, "could not store the read marker")
+		return
+	}
+	c.sendOK(r.ReqID)
+}
+
+// ---- notifications ----
+
+const maxNotifications = 500
+
+func (c *conn) handleNotifications(data []byte, env wire.Envelope) {
+	ms := c.ms
+	me := c.mem.Pubkey
+	if env.Type == wire.TypeNotificationsList {
+		var r wire.NotificationsListRequest
+		if err := wire.Decode(data, &r); err != nil {
+			c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+			return
+		}
+		list, err := c.b.listNotifications(ms, me, r.Since, r.Unread)
+		if err != nil {
+			c.sendError(r.ReqID, wire.CodeInternal, "could not read the notifications")
+			return
+		}
+		c.reply(wire.Notifications{Type: wire.TypeNotifications, ReqID: r.ReqID, Notifications: list})
+		return
+	}
+	var r wire.NotificationsReadRequest
+	if err := wire.Decode(data, &r); err != nil {
+		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	if len(r.IDs) == 0 || len(r.IDs) > maxNotifications {
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("notifications_read carries 1 to %d ids", maxNotifications))
+		return
+	}
+	for _, id := range r.IDs {
+		if !wire.ValidULID(id) {
+			c.sendError(r.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("%q is not a notification id", id))
+			return
+		}
+	}
+	now := time.Now().UnixMilli()
+	err := c.b.store.Update(func(tx *bolt.Tx) error {
+		_, err := store.MarkNotificationsRead(tx, ms.id, me, r.IDs, now)
+		return err
+	})
+	if err != nil {
+		c.sendError(r.ReqID, wire.CodeInternal, "could not mark the notifications")
+		return
+	}
+	c.sendOK(r.ReqID)
+}
+
+func (b *Broker) listNotifications(ms *meshState, member string, since int64, unread bool) ([]wire.Notification, error) {
+	var recs []store.Notification
+	err := b.store.View(func(tx *bolt.Tx) error {
+		var err error
+		recs, err = store.ListNotifications(tx, ms.id, member, since, unread, maxNotifications)
+		return err
+	})
+	out := make([]wire.Notification, 0, len(recs))
+	for _, n := range recs {
+		out = append(out, wire.Notification{ID: n.ID, TopicID: n.TopicID, Topic: n.Topic, MessageID: n.MessageID,
+			SenderPubkey: n.SenderPubkey, SenderName: n.SenderName, CreatedAt: n.CreatedAt, ReadAt: n.ReadAt})
+	}
+	return out, err
+}

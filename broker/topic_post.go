@@ -1,0 +1,292 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	bolt "go.etcd.io/bbolt"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// The topic post path: a `send` with kind "topic" (or a REST post by an API
+// key) is checked against the topic, its signature verified, committed to
+// the topic's history by the group committer before it is acknowledged, and
+// then, from the commit callback, pushed once-encoded to every connected
+// presence of every member of the topic (sessions included) and to the
+// topic's SSE streams. There are no per-member delivery records: a member
+// who was away reads the history (and its unread count says how much).
+
+// postSender is who a topic post comes from.
+type postSender struct {
+	pubkey      string // the signing key: a member key, or a session key
+	mem         *member
+	name        string
+	attestation *wire.Attestation
+}
+
+// topicPostResult is what became of a post.
+type topicPostResult struct {
+	code, msg string // a refusal
+	messageID string
+	createdAt int64
+	duplicate bool
+	online    int
+}
+
+// validateTopicSend checks the shape of a topic send; what depends on the
+// topic (encrypted or not, the key generation) is checked in postTopic.
+func validateTopicSend(s *wire.Send) error {
+	ref, ok := strings.CutPrefix(s.TargetSpec, "#")
+	if !ok || !(wire.ValidULID(ref) || wire.ValidTopicName(ref)) {
+		return fmt.Errorf("a topic message targets #<topicId> (or #<name>)")
+	}
+	if len(s.Keys) > 0 {
+		return fmt.Errorf("a topic message carries no keys")
+	}
+	switch s.BodyVersion {
+	case 0, wire.BodyEncrypted:
+		if !wire.IsHex(s.Signature, 128) {
+			return fmt.Errorf("a topic message needs the sender's signature (128 hex)")
+		}
+		if s.KeyGen == nil || *s.KeyGen < 1 {
+			return fmt.Errorf("an encrypted topic message names its key generation (keyGen ≥ 1)")
+		}
+	case wire.BodyPlaintext:
+	}
+	return nil
+}
+
+// handleTopicSend is a `send` of kind topic on a connection.
+func (c *conn) handleTopicSend(s *wire.Send, start time.Time) {
+	ms := c.ms
+	ms.mu.Lock()
+	sender := postSender{pubkey: c.pubkey, mem: c.mem, name: c.mem.DisplayName}
+	if p := c.pres; p != nil && p.session {
+		sender.name, sender.attestation = p.displayName, p.attestation
+	} else if sess := ms.sessions[c.pubkey]; sess != nil {
+		sender.name = sess.DisplayName
+		sender.attestation = &sess.Attestation
+	}
+	ms.mu.Unlock()
+	c.b.postTopic(ms, sender, s, func(r topicPostResult) {
+		if r.code != "" {
+			c.ackError(s, r.code, r.msg, ackRetryAfter(r.code))
+			return
+		}
+		zero, online := 0, r.online
+		c.reply(wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: r.messageID, Queued: true,
+			Online: &online, Pending: &zero, Duplicate: r.duplicate})
+		if !r.duplicate {
+			c.b.metrics.sendAck.Observe(time.Since(start).Seconds())
+		}
+	})
+}
+
+func ackRetryAfter(code string) int64 {
+	if code == wire.CodeShuttingDown || code == wire.CodeInternal {
+		return 1000
+	}
+	return 0
+}
+
+// postTopic runs one topic post and calls done exactly once, from the
+// commit callback (or at once for a refusal). s has passed validateSend.
+func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done func(topicPostResult)) {
+	refuse := func(code, msg string) {
+		b.metrics.rejected.WithLabelValues(code).Inc()
+		done(topicPostResult{code: code, msg: msg})
+	}
+	ref := strings.TrimPrefix(s.TargetSpec, "#")
+	ms.mu.Lock()
+	idx, err := b.topicsLocked(ms)
+	if err != nil {
+		ms.mu.Unlock()
+		refuse(wire.CodeInternal, "could not load the topics")
+		return
+	}
+	t := idx.lookup(ref)
+	var topic topicState
+	var role string
+	var mentioned []string
+	if t != nil {
+		topic = *t
+		role = t.role(ms, from.mem.Pubkey)
+		if !t.isMember(ms, from.mem.Pubkey) {
+			role = ""
+		}
+		mentioned = mentionedMembers(ms, t, s.Mentions)
+	}
+	ms.mu.Unlock()
+	switch {
+	case t == nil || (role == "" && topic.Visibility == wire.VisibilityPrivate):
+		refuse(wire.CodeTopicNotFound, fmt.Sprintf("no topic %q in this mesh", ref))
+		return
+	case role == "":
+		refuse(wire.CodeNotAMember, "you are not a member of #"+topic.Name+"; join it first")
+		return
+	case role == wire.TopicObserver:
+		refuse(wire.CodeForbidden, "observers of #"+topic.Name+" read but do not post")
+		return
+	}
+	ct, _ := cmcrypto.DecodeB64(s.Ciphertext) // validated by validateSend
+	if topic.Encrypted {
+		if s.BodyVersion == wire.BodyPlaintext {
+			refuse(wire.CodeTopicEncrypted, "#"+topic.Name+" is end-to-end encrypted: post ciphertext under its topic key (bodyVersion 2), never plaintext")
+			return
+		}
+		s.BodyVersion = wire.BodyEncrypted
+		if code, msg := verifyTopicPost(ms.id, topic.ID, s, ct, from.pubkey); code != "" {
+			refuse(code, msg)
+			return
+		}
+	} else {
+		if s.BodyVersion != wire.BodyPlaintext {
+			refuse(wire.CodeInvalidArgument, "#"+topic.Name+" is a plaintext topic: post bodyVersion 1 (base64 text)")
+			return
+		}
+		if !utf8.Valid(ct) {
+			refuse(wire.CodeInvalidArgument, "a plaintext post's body is base64 of UTF-8 text")
+			return
+		}
+		// Nothing binds a plaintext post to a key generation.
+		s.KeyGen = nil
+	}
+	now := time.Now()
+	messageID := newID()
+	push := wire.Push{
+		Type: wire.TypePush, MessageID: messageID, MeshID: ms.id, Kind: wire.KindTopic, TargetSpec: s.TargetSpec,
+		SenderPubkey: from.pubkey, SenderMemberPubkey: from.mem.Pubkey, SenderName: from.name,
+		SenderAttestation: from.attestation, Priority: s.Priority, Nonce: s.Nonce, Ciphertext: s.Ciphertext,
+		Topic: &wire.TopicRef{ID: topic.ID, Name: topic.Name}, KeyGen: s.KeyGen, Signature: s.Signature,
+		BodyVersion: s.BodyVersion, ReplyToID: s.ReplyToID, Mentions: s.Mentions, Subtype: s.Subtype,
+		ClientMessageID: s.ClientMessageID, CreatedAt: now.UnixMilli(),
+	}
+	post := &store.TopicPost{ID: messageID, TopicID: topic.ID, SenderPubkey: from.pubkey, SenderMember: from.mem.Pubkey,
+		ClientMessageID: s.ClientMessageID, Fingerprint: fingerprint(s), CreatedAt: now.UnixMilli(), Push: wire.MustEncode(push)}
+	var res topicPostResult
+	err = b.store.Submit(func(tx *bolt.Tx) error {
+		res = topicPostResult{messageID: messageID, createdAt: post.CreatedAt}
+		if prev, err := store.LookupTopicIdempotent(tx, ms.id, from.pubkey, s.ClientMessageID); err == nil {
+			if prev.Fingerprint != post.Fingerprint {
+				res.code, res.msg = wire.CodeIdempotencyKeyReused, "clientMessageId was already used for a different message"
+			} else {
+				res.duplicate, res.messageID, res.createdAt = true, prev.ID, prev.CreatedAt
+			}
+			return nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		cur, err := store.GetTopic(tx, ms.id, topic.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Encrypted {
+			switch {
+			case cur.KeyGen == 0:
+				res.code, res.msg = wire.CodeTopicKeyMissing, "#"+topic.Name+" has no key yet: the mesh owner or an admin makes its first one"
+				return nil
+			case *s.KeyGen < cur.KeyGen:
+				res.code, res.msg = wire.CodeStaleKeyGen, fmt.Sprintf("#%s was rotated to key generation %d; fetch the new key and post again", topic.Name, cur.KeyGen)
+				return nil
+			case *s.KeyGen > cur.KeyGen:
+				res.code, res.msg = wire.CodeInvalidArgument, fmt.Sprintf("#%s has no key generation %d yet", topic.Name, *s.KeyGen)
+				return nil
+			}
+		}
+		seq, err := store.AppendTopicPost(tx, ms.id, post)
+		if err != nil {
+			return err
+		}
+		for _, m := range mentioned {
+			n := &store.Notification{ID: newID(), TopicID: topic.ID, Topic: topic.Name, MessageID: messageID,
+				SenderPubkey: from.pubkey, SenderName: from.name, CreatedAt: post.CreatedAt}
+			if err := store.AddNotification(tx, ms.id, m, n); err != nil {
+				return err
+			}
+		}
+		// The sender has read its own post if it had read everything
+		// before it.
+		if rec, err := store.GetTopicMember(tx, ms.id, topic.ID, from.mem.Pubkey); err == nil && rec.ReadSeq == seq-1 {
+			rec.ReadSeq = seq
+			return store.PutTopicMember(tx, ms.id, topic.ID, rec)
+		}
+		return nil
+	}, func(err error) {
+		if err != nil {
+			b.log.Error("topic post commit failed", "err", err)
+			res = topicPostResult{code: wire.CodeInternal, msg: "the broker could not store the post; retry"}
+		}
+		if res.code == "" && !res.duplicate {
+			res.online = b.fanOutTopicPost(ms, topic.ID, post)
+			b.metrics.routed.WithLabelValues(wire.KindTopic, s.Priority).Inc()
+		} else if res.code != "" {
+			b.metrics.rejected.WithLabelValues(res.code).Inc()
+		}
+		done(res)
+	})
+	if err != nil {
+		refuse(wire.CodeShuttingDown, "broker is shutting down; retry")
+	}
+}
+
+// verifyTopicPost checks the post signature of 02-crypto over the topic this
+// broker will file it under: a post signed for another topic, generation or
+// body never enters a history. (Clients verify again; this spares them
+// forgeries a member could otherwise plant.)
+func verifyTopicPost(meshID, topicID string, s *wire.Send, ct []byte, signer string) (code, msg string) {
+	pub, err := cmcrypto.ParsePublicKey(signer)
+	if err != nil {
+		return wire.CodeInvalidArgument, "sender key: " + err.Error()
+	}
+	str, err := cmcrypto.TopicPostString(meshID, topicID, *s.KeyGen, s.Nonce, ct)
+	if err != nil {
+		return wire.CodeInvalidArgument, err.Error()
+	}
+	if cmcrypto.Verify(pub, str, s.Signature) != nil {
+		return wire.CodeBadSignature, "the post's signature does not verify (02-crypto topic-post/v1 over this topic's id and generation)"
+	}
+	return "", ""
+}
+
+// mentionedMembers maps mentioned pubkeys (member or session keys) to the
+// topic members they name. Caller holds ms.mu.
+func mentionedMembers(ms *meshState, t *topicState, mentions []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range mentions {
+		if s := ms.sessions[k]; s != nil {
+			k = s.ParentPubkey
+		}
+		if seen[k] || !t.isMember(ms, k) {
+			continue
+		}
+		seen[k] = true
+		out = append(out, k)
+	}
+	return out
+}
+
+// fanOutTopicPost pushes a committed post, encoded once, to every connected
+// presence of the topic's members and to its SSE streams; it returns how
+// many connections it reached. It runs on the commit dispatcher, so posts
+// reach everyone in commit order.
+func (b *Broker) fanOutTopicPost(ms *meshState, topicID string, post *store.TopicPost) int {
+	online := 0
+	ms.mu.Lock()
+	if t := ms.topics.lookupID(topicID); t != nil {
+		for _, p := range ms.presences {
+			if p.conn != nil && t.isMember(ms, p.member.Pubkey) && p.conn.enqueue(post.Push) {
+				online++
+			}
+		}
+	}
+	ms.mu.Unlock()
+	b.streams.publish(ms.id, topicID, post)
+	return online
+}
