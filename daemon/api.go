@@ -54,6 +54,8 @@ func clientError(err error) *apiError {
 		status = 400
 	case "unknown_target", wire.CodeUnknownRecipient, "topic_not_found", wire.CodeNotFound, "mesh_not_found":
 		status = 404
+	case wire.CodeTopicKeyMissing, wire.CodeStaleKeyGen, wire.CodeTopicExists, wire.CodeIncompleteSeals:
+		status = 409
 	case wire.CodeAmbiguousTarget, wire.CodeIdempotencyKeyReused:
 		status = 409
 	case wire.CodeForbidden, wire.CodeNotAMember, wire.CodeRevoked:
@@ -155,13 +157,14 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/sessions/me", d.handleSessionMe)
 	mux.HandleFunc("GET /v1/sessions", d.handleSessions)
 	mux.HandleFunc("POST /v1/sessions/hook", d.handleHook)
+	d.topicRoutes(mux) // topics_api.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: 404, code: wire.CodeNotFound, msg: "no such route: " + r.Method + " " + r.URL.Path})
 	})
 	return guard(mux)
 }
 
-var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload", "sessions", "hook"}
+var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload", "sessions", "hook", "topics"}
 
 func (d *Daemon) handleVersion(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, localapi.Version{DaemonVersion: buildinfo.Version, API: localapi.APIVersion, Features: features, PID: os.Getpid()})

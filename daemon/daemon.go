@@ -59,6 +59,10 @@ type Options struct {
 	// refreshDelay and refreshMinInterval time the full list_peers that
 	// follows presence events (directory.go; tests change them).
 	refreshDelay, refreshMinInterval time.Duration
+	// TopicSweep is how often each mesh's topics are maintained when no
+	// event said to (03-daemon: 30 s); TopicJitter bounds the random wait
+	// before acting on a topic event (200 ms).
+	TopicSweep, TopicJitter time.Duration
 
 	// testHookConnected runs at every hello_ack, before the directory is
 	// fetched; tests use it to widen the window before "open".
@@ -136,6 +140,9 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	if opts.refreshMinInterval <= 0 {
 		opts.refreshMinInterval = defaultRefreshMinInterval
+	}
+	if opts.TopicSweep <= 0 {
+		opts.TopicSweep = 30 * time.Second
 	}
 	if err := fsutil.EnsurePrivateDir(opts.Home); err != nil {
 		return nil, err
@@ -494,6 +501,8 @@ type meshRT struct {
 	// reports open — because the broker starts pushing queued messages
 	// right after hello_ack and they must be acked on that connection.
 	latest *client.Conn
+
+	topics *topicsRT // topics.go
 }
 
 func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
@@ -508,6 +517,7 @@ func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
 	d.db.View(func(tx *bolt.Tx) error {
 		return getJSON(tx.Bucket(bCache), []byte(m.MeshID), &rt.cache)
 	})
+	rt.topics = newTopicsRT(rt)
 	return rt
 }
 
@@ -522,10 +532,13 @@ func (m *meshRT) start() {
 		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r, nil) },
 		OnSystem:  func(p *wire.Push) { m.onSystem(p) },
 	}, client.PresenceOptions{
-		OnConnected: m.refreshDirectory,
-		OnState:     m.onState,
+		OnConnected: func(ctx context.Context, c *client.Conn) {
+			m.refreshDirectory(ctx, c)
+			m.topics.connected(c)
+		},
+		OnState: m.onState,
 	})
-	m.d.wg.Add(1)
+	m.d.wg.Add(2)
 	go func() {
 		defer m.d.wg.Done()
 		defer close(m.done)
@@ -533,6 +546,10 @@ func (m *meshRT) start() {
 		wg.Go(func() { m.dirLoop(ctx) })
 		m.drain(ctx)
 		wg.Wait()
+	}()
+	go func() {
+		defer m.d.wg.Done()
+		m.topics.sweepLoop(ctx)
 	}()
 }
 

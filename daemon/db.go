@@ -24,7 +24,7 @@ var (
 	bInboxKey   = []byte("inbox_key")   // mesh ‖ 0 ‖ recipient ‖ 0 ‖ messageId → seq
 	bInboxNonce = []byte("inbox_nonce") // mesh ‖ 0 ‖ sender ‖ 0 ‖ nonce → seq (replay guard)
 	bEvents     = []byte("events")      // only its NextSequence: the shared event id
-	bCache      = []byte("cache")       // meshId → meshCache (last known members and peers)
+	bCache      = []byte("cache")       // meshId → meshCache (last known members and peers); meshId/topic-cursors → topics.go
 	bSessions   = []byte("sessions")    // token hash → sessionRecord (the session registry)
 	// bInboxSeen holds a session's read marks on rows it shares with its
 	// member (session ‖ 0 ‖ seq → ms); rows addressed to the session keep
@@ -168,7 +168,7 @@ func (r *outboxRow) send() *wire.Send {
 		Type: wire.TypeSend, ID: r.ClientMessageID, ClientMessageID: r.ClientMessageID,
 		TargetSpec: r.TargetSpec, Kind: r.Kind, Priority: r.Priority, Nonce: r.Nonce,
 		Ciphertext: r.Ciphertext, Keys: r.Keys, Signature: r.Signature, KeyGen: r.KeyGen,
-		ReplyToID: r.ReplyToID, Mentions: r.Mentions,
+		ReplyToID: r.ReplyToID, Mentions: r.Mentions, BodyVersion: topicBodyVersion(r),
 	}
 }
 

@@ -138,6 +138,9 @@ func (m *meshRT) liveDirectory(ctx context.Context, since time.Time) ([]wire.Mem
 // them on as daemon events. It runs on the connection's reader goroutine,
 // so it only changes memory and wakes the directory worker.
 func (m *meshRT) onSystem(p *wire.Push) {
+	if m.topics.onEvent(p) {
+		return // topic key management (topics.go), not a presence change
+	}
 	kind := localapi.EventSystem
 	switch p.Event {
 	case wire.EventPeerJoined:

@@ -80,13 +80,19 @@ func (d *Daemon) inboxLoop() {
 				break fill
 			}
 		}
-		var pushes, receipts []inboxItem
+		var pushes, receipts, topicPushes []inboxItem
 		for _, it := range batch {
-			if it.receipt != nil {
+			switch {
+			case it.receipt != nil:
 				receipts = append(receipts, it)
-			} else {
+			case it.push.Kind == wire.KindTopic:
+				topicPushes = append(topicPushes, it)
+			default:
 				pushes = append(pushes, it)
 			}
+		}
+		if len(topicPushes) > 0 {
+			d.storeTopicPushes(topicPushes) // topics.go
 		}
 		if len(receipts) > 0 {
 			d.recordReceipts(receipts, true)

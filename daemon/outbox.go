@@ -210,6 +210,9 @@ func (d *Daemon) existing(cmid, fp string) (*localapi.SendResponse, int, *apiErr
 // the broker cannot be asked, an unreachable error that says so — never a
 // "no member called" that is only the cache's opinion.
 func (m *meshRT) resolve(ctx context.Context, to, self string) (*client.Target, *apiError) {
+	if strings.HasPrefix(strings.TrimSpace(to), "#") {
+		return m.topics.target(ctx, to) // topics.go
+	}
 	since := time.Now()
 	if m.neverConnected() {
 		// A mesh joined a moment ago has no directory yet: give its first
@@ -284,6 +287,8 @@ func (d *Daemon) seal(m *meshRT, sender *cmcrypto.Identity, row *outboxRow, t *c
 		}
 		row.Nonce, row.Ciphertext, row.Signature, row.Keys = s.Nonce, s.Ciphertext, s.Signature, s.Keys
 		return nil
+	case wire.KindTopic:
+		return m.topics.sealTopicRow(sender, row, t, plaintext) // topics.go
 	}
 	return errors.New("unsupported target kind " + t.Kind)
 }

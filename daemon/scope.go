@@ -37,7 +37,15 @@ func (s *sessionScope) sees(r *inboxRow) bool {
 	case r.RecipientPubkey == s.session:
 		return true
 	case r.RecipientPubkey == s.member:
-		return r.Kind == wire.KindBox
+		switch r.Kind {
+		case wire.KindBox:
+			return true
+		case wire.KindTopic:
+			// Topic posts are stored once, for the member, and only for
+			// topics it belongs to; its sessions see them all but their
+			// own.
+			return r.SenderPubkey != s.session
+		}
 	}
 	return false
 }

@@ -289,3 +289,116 @@ type HookResponse struct {
 	Messages    []InboxRow `json:"messages"`
 	StatusError string     `json:"statusError,omitempty"`
 }
+
+// ---- topics (03-daemon "Local API": /v1/topics…) ----
+//
+// Every topic route takes the mesh as ?mesh= (GET) or "mesh" in the body
+// (POST); it may be omitted when one mesh is joined. {name} is a topic's
+// name or id. Bodies are decrypted and verified by the daemon: a browser or
+// agent using these routes never holds a key.
+
+// Daemon events about topics (GET /v1/events).
+const (
+	// EventTopicMessage carries every topic post the daemon receives or
+	// catches up on, the member's own included (a TopicMessage); posts by
+	// others are also stored as inbox rows and sent as `message` events.
+	EventTopicMessage = "topic_message"
+	// EventTopicKey says the daemon opened new keys of a topic (a re-seal
+	// or a rotation reached it): what could not be read now can be (a
+	// TopicKeyEvent).
+	EventTopicKey = "topic_key"
+)
+
+// Topic is one element of GET /v1/topics and the answer of POST /v1/topics.
+type Topic struct {
+	Mesh string `json:"mesh"`
+	wire.TopicInfo
+	// HasKey: this daemon holds the key of the current generation (always
+	// false for plaintext topics, which have none).
+	HasKey bool `json:"hasKey"`
+}
+
+// TopicCreateRequest is POST /v1/topics.
+type TopicCreateRequest struct {
+	Mesh        string `json:"mesh,omitempty"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Private     bool   `json:"private,omitzero"`
+	Plaintext   bool   `json:"plaintext,omitzero"`
+}
+
+// TopicMeshRequest is the body of POST /v1/topics/{name}/join, …/leave and
+// …/rotate.
+type TopicMeshRequest struct {
+	Mesh string `json:"mesh,omitempty"`
+}
+
+// TopicReadRequest is POST /v1/topics/{name}/read: move the read marker to
+// upTo (a message id; "" = the newest).
+type TopicReadRequest struct {
+	Mesh string `json:"mesh,omitempty"`
+	UpTo string `json:"upTo,omitempty"`
+}
+
+// TopicMember is one element of GET /v1/topics/{name}/members.
+type TopicMember struct {
+	Mesh string `json:"mesh"`
+	wire.TopicMemberInfo
+}
+
+// TopicMessage is a topic post decrypted for the caller: the
+// `topic tail --json` line of 04-cli ({id, topic, senderName, senderPubkey,
+// body, keyGen, verified, createdAt, replyToId?}) plus mesh, topicId and
+// the reasons a post could not be read. SenderName is empty when Verified is
+// false (except in plaintext topics, which carry no signatures: Plaintext
+// says so).
+type TopicMessage struct {
+	ID                 string   `json:"id"`
+	Mesh               string   `json:"mesh"`
+	Topic              string   `json:"topic"`
+	TopicID            string   `json:"topicId"`
+	SenderName         string   `json:"senderName"`
+	SenderPubkey       string   `json:"senderPubkey"`
+	SenderMemberPubkey string   `json:"senderMemberPubkey"`
+	Body               string   `json:"body"`
+	KeyGen             int      `json:"keyGen"`
+	Verified           bool     `json:"verified"`
+	Plaintext          bool     `json:"plaintext,omitzero"`
+	CreatedAt          int64    `json:"createdAt"`
+	ReplyToID          string   `json:"replyToId,omitempty"`
+	Mentions           []string `json:"mentions,omitempty"`
+	// DecryptError says why Body is empty; KeyMissing when it is for want
+	// of the generation's key (a member who holds it shares it).
+	DecryptError string `json:"decryptError,omitempty"`
+	KeyMissing   bool   `json:"keyMissing,omitzero"`
+}
+
+// TopicMessages is GET /v1/topics/{name}/messages?mesh=&limit=&before=:
+// a page of history, newest first.
+type TopicMessages struct {
+	Messages []TopicMessage `json:"messages"`
+	More     bool           `json:"more"`
+	// WaitingForKey: the daemon does not hold the current generation's key
+	// yet; a member who holds it seals it for this member automatically
+	// when online (a topic_key event follows).
+	WaitingForKey bool `json:"waitingForKey"`
+}
+
+// TopicPostRequest is POST /v1/topics/{name}/messages: accepted into the
+// outbox like POST /v1/send to "#name" (the answer is a SendResponse).
+// Mentions are display names, pubkeys or pubkey prefixes.
+type TopicPostRequest struct {
+	Mesh            string   `json:"mesh,omitempty"`
+	Message         string   `json:"message"`
+	ClientMessageID string   `json:"clientMessageId,omitempty"`
+	ReplyToID       string   `json:"replyToId,omitempty"`
+	Mentions        []string `json:"mentions,omitempty"`
+	Priority        string   `json:"priority,omitempty"`
+}
+
+// TopicKeyEvent is the data of a topic_key event.
+type TopicKeyEvent struct {
+	Mesh    string `json:"mesh"`
+	TopicID string `json:"topicId"`
+	Topic   string `json:"topic"`
+}

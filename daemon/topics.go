@@ -1,0 +1,485 @@
+package daemon
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+// topicsRT is a mesh's topics in the daemon: the member's keyring and key
+// keeper (re-seals for joiners, rotations, general's first key; on the
+// broker's topic events and on a sweep every 30 s), the last known topic
+// list, and a catch-up cursor per joined topic so the inbox gets every post
+// made while the daemon was away or had no key yet.
+//
+// Topic posts are not queued per member on the broker: a live push is the
+// only copy a connected daemon gets, and the topic's history is where it
+// reads what it missed. Posts are stored as inbox rows (kind "topic") and
+// sent as `message` events, except the member's own; every post also goes
+// out as a `topic_message` event (for `topic tail` and the chat page).
+type topicsRT struct {
+	m      *meshRT
+	ring   *client.TopicKeyring
+	keeper *client.TopicKeeper
+
+	mu       sync.Mutex
+	list     map[string]wire.TopicInfo // by id
+	cursors  map[string]string         // topic id → last message id stored ("" = from the start)
+	catching map[string]chan struct{}  // topic id → a catch-up is running; closed when done
+}
+
+func newTopicsRT(m *meshRT) *topicsRT {
+	t := &topicsRT{m: m, ring: client.NewTopicKeyring(), list: map[string]wire.TopicInfo{},
+		cursors: map[string]string{}, catching: map[string]chan struct{}{}}
+	t.keeper = &client.TopicKeeper{MeshID: m.cfg.MeshID, Member: m.key, Ring: t.ring, Log: m.d.log,
+		OnKey: t.onKey, Jitter: m.d.opts.TopicJitter}
+	m.d.db.View(func(tx *bolt.Tx) error {
+		return getJSON(tx.Bucket(bCache), cursorKey(m.cfg.MeshID), &t.cursors)
+	})
+	return t
+}
+
+// cursorKey is where a mesh's topic cursors live in the cache bucket (beside
+// its directory, under meshId): they are a cache too, rebuilt from the
+// broker's history when lost.
+func cursorKey(meshID string) []byte { return []byte(meshID + "/topic-cursors") }
+
+// onEvent takes the broker's topic events; false for other system events.
+func (t *topicsRT) onEvent(p *wire.Push) bool {
+	switch p.Event {
+	case wire.EventTopicSealed, wire.EventTopicMemberJoined, wire.EventTopicRekeyNeeded:
+		t.keeper.OnEvent(t.m.d.ctx, p, t.m.ackConn)
+		return true
+	}
+	return false
+}
+
+// onKey runs when the keeper opened keys of a topic: tell listeners, and
+// catch up on what could not be read.
+func (t *topicsRT) onKey(topicID string) {
+	info, _ := t.topic(topicID)
+	t.m.d.publishAsync(localapi.EventTopicKey, t.m.cfg.MeshID, localapi.TopicKeyEvent{Mesh: t.m.cfg.Slug, TopicID: topicID, Topic: info.Name})
+	go t.catchUp(topicID)
+}
+
+// connected runs at every hello_ack: refresh the list, do what the keeper
+// owes, catch up every joined topic. It returns at once.
+func (t *topicsRT) connected(c *client.Conn) {
+	go t.sweep(c)
+}
+
+// sweepLoop maintains the topics every interval (the fallback when an event
+// was missed: 03-daemon's 30 s).
+func (t *topicsRT) sweepLoop(ctx context.Context) {
+	tick := time.NewTicker(t.m.d.opts.TopicSweep)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if c := t.m.ackConn(); c != nil {
+				t.sweep(c)
+			}
+		}
+	}
+}
+
+func (t *topicsRT) sweep(c *client.Conn) {
+	ctx, cancel := context.WithTimeout(t.m.d.ctx, time.Minute)
+	defer cancel()
+	list, err := t.refresh(ctx, c)
+	if err != nil {
+		return
+	}
+	for _, info := range list {
+		if !info.Joined {
+			continue
+		}
+		if info.Encrypted {
+			if err := t.keeper.Maintain(ctx, c, info); err != nil {
+				t.m.d.log.Debug("topic maintenance", "mesh", t.m.cfg.Slug, "topic", info.Name, "err", err)
+			}
+		}
+		t.catchUp(info.ID)
+	}
+}
+
+// refresh reads the topic list from the broker.
+func (t *topicsRT) refresh(ctx context.Context, c *client.Conn) ([]wire.TopicInfo, error) {
+	list, err := c.TopicList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	t.list = make(map[string]wire.TopicInfo, len(list))
+	for _, info := range list {
+		t.list[info.ID] = info
+	}
+	t.mu.Unlock()
+	return list, nil
+}
+
+// topic finds a topic by id or name in the last known list.
+func (t *topicsRT) topic(ref string) (wire.TopicInfo, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if info, ok := t.list[ref]; ok {
+		return info, true
+	}
+	for _, info := range t.list {
+		if info.Name == ref {
+			return info, true
+		}
+	}
+	return wire.TopicInfo{}, false
+}
+
+// resolve finds a topic, asking the broker when the cached list does not
+// know it (a topic created a moment ago).
+func (t *topicsRT) resolve(ctx context.Context, ref string) (wire.TopicInfo, error) {
+	if info, ok := t.topic(ref); ok {
+		return info, nil
+	}
+	if c := t.m.ackConn(); c != nil {
+		if _, err := t.refresh(ctx, c); err != nil {
+			return wire.TopicInfo{}, err
+		}
+		if info, ok := t.topic(ref); ok {
+			return info, nil
+		}
+	}
+	return wire.TopicInfo{}, &client.Error{Code: client.CodeTopicNotFound, Message: "no topic " + ref + " in " + t.m.cfg.Slug}
+}
+
+// startCursor makes the topic's catch-up begin after its newest post now
+// (a topic this member just joined: its older history is there to read,
+// not to flood the inbox with).
+func (t *topicsRT) startCursor(ctx context.Context, c *client.Conn, topicID string) {
+	page, err := c.TopicHistory(ctx, topicID, client.HistoryPage{Limit: 1})
+	if err != nil {
+		return
+	}
+	newest := ""
+	if len(page.Messages) > 0 && page.Messages[0].Push != nil {
+		newest = page.Messages[0].Push.MessageID
+	}
+	t.setCursor(topicID, newest)
+}
+
+func (t *topicsRT) setCursor(topicID, id string) {
+	t.mu.Lock()
+	t.cursors[topicID] = id
+	cp := make(map[string]string, len(t.cursors))
+	for k, v := range t.cursors {
+		cp[k] = v
+	}
+	t.mu.Unlock()
+	t.m.d.db.Submit(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCache), cursorKey(t.m.cfg.MeshID), cp) }, nil)
+}
+
+// catchUp stores the posts of a topic after its cursor, oldest first, up
+// to the first it cannot open for want of a key (it resumes there when the
+// key comes). One runs at a time per topic; a call while one runs waits
+// for it and runs again.
+func (t *topicsRT) catchUp(topicID string) {
+	for {
+		t.mu.Lock()
+		running, busy := t.catching[topicID]
+		if !busy {
+			t.catching[topicID] = make(chan struct{})
+		}
+		t.mu.Unlock()
+		if !busy {
+			break
+		}
+		select {
+		case <-running:
+		case <-t.m.d.ctx.Done():
+			return
+		}
+	}
+	defer func() {
+		t.mu.Lock()
+		close(t.catching[topicID])
+		delete(t.catching, topicID)
+		t.mu.Unlock()
+	}()
+	c := t.m.ackConn()
+	if c == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.m.d.ctx, time.Minute)
+	defer cancel()
+	t.mu.Lock()
+	cursor, known := t.cursors[topicID]
+	t.mu.Unlock()
+	if !known {
+		t.startCursor(ctx, c, topicID)
+		return
+	}
+	for range 100 { // at most 5,000 posts a round; the next round goes on
+		var posts []*wire.Push
+		var more bool
+		if cursor == "" {
+			// From the start of the topic: read backwards, then replay.
+			var page *client.TopicPage
+			before := ""
+			for range 20 {
+				var err error
+				page, err = c.TopicHistory(ctx, topicID, client.HistoryPage{Before: before})
+				if err != nil {
+					return
+				}
+				for _, m := range page.Messages {
+					if m.Push != nil {
+						posts = append([]*wire.Push{m.Push}, posts...)
+					}
+				}
+				if !page.More || len(page.Messages) == 0 {
+					break
+				}
+				before = page.Messages[len(page.Messages)-1].Push.MessageID
+			}
+		} else {
+			page, err := c.TopicHistory(ctx, topicID, client.HistoryPage{After: cursor})
+			if client.CodeOf(err) == wire.CodeInvalidArgument {
+				// The cursor's post expired (retention): start again
+				// from the newest.
+				t.startCursor(ctx, c, topicID)
+				return
+			}
+			if err != nil {
+				return
+			}
+			for _, m := range page.Messages {
+				if m.Push != nil {
+					posts = append(posts, m.Push)
+				}
+			}
+			more = page.More
+		}
+		if len(posts) == 0 {
+			return
+		}
+		stored, last := t.m.d.storeTopicPosts(t.m, topicID, posts)
+		if last != "" {
+			t.setCursor(topicID, last)
+			cursor = last
+		}
+		if stored < len(posts) || !more {
+			return // waiting for a key, or caught up
+		}
+	}
+}
+
+// storeTopicPosts opens posts of one topic (oldest first) and stores the
+// others' as inbox rows, stopping at the first post whose key is missing.
+// It returns how many it handled and the id of the last one.
+func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push) (int, string) {
+	var msgs []client.TopicMessage
+	for _, p := range posts {
+		tm := client.OpenTopicPush(p, m.cfg.MeshID, topicID, func(g int) *[32]byte { return m.topics.ring.Get(topicID, g) })
+		if tm.KeyMissing {
+			break
+		}
+		msgs = append(msgs, tm)
+	}
+	if len(msgs) == 0 {
+		return 0, ""
+	}
+	if err := d.storeTopicRows(m, msgs); err != nil {
+		d.log.Error("topic inbox store", "err", err)
+		return 0, ""
+	}
+	return len(msgs), msgs[len(msgs)-1].ID
+}
+
+// storeTopicRows stores topic posts by others as inbox rows (once: a post
+// seen live and again by a catch-up is recognised) and publishes their
+// events after the commit.
+func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
+	self := m.key.PublicHex()
+	now := time.Now().UnixMilli()
+	rows := make([]*inboxRow, len(msgs))
+	stored := make([]bool, len(msgs))
+	for i, tm := range msgs {
+		rows[i] = &inboxRow{Mesh: m.cfg.Slug, MeshID: m.cfg.MeshID, MessageID: tm.ID, ClientMessageID: tm.ClientMessageID,
+			Kind: wire.KindTopic, Topic: tm.Topic, SenderPubkey: tm.SenderPubkey, SenderMember: tm.SenderMemberPubkey,
+			SenderName: tm.SenderName, RecipientPubkey: self, RecipientKind: "member", Priority: tm.Priority,
+			ReplyToID: tm.ReplyToID, ReceivedAt: now, Body: tm.Body, DecryptError: tm.DecryptError, Verified: tm.Verified}
+	}
+	return d.update(func(tx *bolt.Tx) error {
+		clear(stored)
+		ib, keys, nonces, evs := tx.Bucket(bInbox), tx.Bucket(bInboxKey), tx.Bucket(bInboxNonce), tx.Bucket(bEvents)
+		for i, row := range rows {
+			if row.SenderPubkey == self {
+				continue // the member's own post: a topic_message event only
+			}
+			k := keyOf(row.MeshID, row.RecipientPubkey, row.MessageID)
+			if keys.Get(k) != nil {
+				continue
+			}
+			nk := keyOf(row.MeshID, row.SenderPubkey, msgs[i].Nonce)
+			if msgs[i].Nonce != "" && nonces.Get(nk) != nil {
+				continue // the same ciphertext replayed under a new id
+			}
+			seq, err := evs.NextSequence()
+			if err != nil {
+				return err
+			}
+			row.Seq = seq
+			if err := putJSON(ib, seqKey(seq), row); err != nil {
+				return err
+			}
+			if err := keys.Put(k, seqKey(seq)); err != nil {
+				return err
+			}
+			if msgs[i].Nonce != "" {
+				if err := nonces.Put(nk, seqKey(seq)); err != nil {
+					return err
+				}
+			}
+			stored[i] = true
+		}
+		return nil
+	}, func() {
+		for i := range rows {
+			if stored[i] {
+				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: m.cfg.MeshID, data: rows[i].api()})
+			}
+		}
+		for i := range msgs {
+			if stored[i] || rows[i].SenderPubkey == self {
+				d.publishAsync(localapi.EventTopicMessage, m.cfg.MeshID, topicMessageAPI(m.cfg.Slug, msgs[i]))
+			}
+		}
+	})
+}
+
+// storeTopicPushes handles live topic pushes from the inbox worker: each is
+// stored (or, without its key, left for the catch-up that follows the key)
+// and none is acked: topic posts have no delivery records to settle.
+func (d *Daemon) storeTopicPushes(items []inboxItem) {
+	for _, it := range items {
+		p, m := it.push, it.m
+		if it.sess != nil || p.Topic == nil || !wire.ValidULID(p.Topic.ID) {
+			continue // a session's copy: the member's own connection has it too
+		}
+		topicID := p.Topic.ID
+		tm := client.OpenTopicPush(p, m.cfg.MeshID, topicID, func(g int) *[32]byte { return m.topics.ring.Get(topicID, g) })
+		if tm.KeyMissing {
+			// A key this daemon has not opened yet: fetch it now (the
+			// seal may already be there) and catch up afterwards.
+			go func() {
+				if c := m.ackConn(); c != nil {
+					ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+					defer cancel()
+					m.topics.keeper.Refresh(ctx, c, topicID)
+				}
+			}()
+			continue
+		}
+		if err := d.storeTopicRows(m, []client.TopicMessage{tm}); err != nil {
+			d.log.Error("topic inbox store", "err", err)
+			continue
+		}
+		m.topics.mu.Lock()
+		_, known := m.topics.cursors[topicID]
+		_, catching := m.topics.catching[topicID]
+		m.topics.mu.Unlock()
+		if known && !catching {
+			m.topics.setCursor(topicID, tm.ID)
+		}
+	}
+}
+
+// topicMessageAPI is a decrypted post as the local API shows it.
+func topicMessageAPI(mesh string, tm client.TopicMessage) localapi.TopicMessage {
+	return localapi.TopicMessage{ID: tm.ID, Mesh: mesh, Topic: tm.Topic, TopicID: tm.TopicID, SenderName: tm.SenderName,
+		SenderPubkey: tm.SenderPubkey, SenderMemberPubkey: tm.SenderMemberPubkey, Body: tm.Body, KeyGen: tm.KeyGen,
+		Verified: tm.Verified, Plaintext: tm.Plaintext, CreatedAt: tm.CreatedAt, ReplyToID: tm.ReplyToID,
+		Mentions: tm.Mentions, DecryptError: tm.DecryptError, KeyMissing: tm.KeyMissing}
+}
+
+// target resolves "#topic" (a name or id) of a topic this member belongs
+// to (03-daemon "Outbox" step 3).
+func (t *topicsRT) target(ctx context.Context, to string) (*client.Target, *apiError) {
+	ref := strings.TrimPrefix(strings.TrimSpace(to), "#")
+	info, err := t.resolve(ctx, ref)
+	if err != nil {
+		return nil, clientError(err)
+	}
+	if !info.Joined {
+		return nil, clientError(&client.Error{Code: wire.CodeNotAMember, Message: "not a member of #" + info.Name + "; join it first (claudemesh topic join " + info.Name + ")"})
+	}
+	return &client.Target{Kind: wire.KindTopic, Spec: "#" + info.ID, DisplayName: "#" + info.Name, Match: "topic"}, nil
+}
+
+// sealTopicRow encrypts an outbox row for a topic target with the current
+// key (03-daemon "Outbox" step 4) and turns its mentions (names, pubkeys or
+// prefixes) into the member keys the broker takes.
+func (t *topicsRT) sealTopicRow(sender *cmcrypto.Identity, row *outboxRow, target *client.Target, plaintext []byte) error {
+	ctx, cancel := context.WithTimeout(t.m.d.ctx, 10*time.Second)
+	defer cancel()
+	info, err := t.resolve(ctx, strings.TrimPrefix(target.Spec, "#"))
+	if err != nil {
+		return err
+	}
+	var key *[32]byte
+	if info.Encrypted {
+		if info.KeyGen == 0 {
+			return &client.Error{Code: wire.CodeTopicKeyMissing, Message: "#" + info.Name + " has no key yet: the mesh owner's or an admin's client makes it"}
+		}
+		key = t.ring.Get(info.ID, info.KeyGen)
+		if c := t.m.ackConn(); key == nil && c != nil {
+			t.keeper.Refresh(ctx, c, info.ID)
+			key = t.ring.Get(info.ID, info.KeyGen)
+		}
+		if key == nil {
+			return &client.Error{Code: wire.CodeTopicKeyMissing, Message: "waiting for a member who holds the key of #" + info.Name +
+				" to share it (their daemon or topic tail does so automatically when online)"}
+		}
+	}
+	if len(row.Mentions) > 0 {
+		members, peers := t.m.directory()
+		keys := make([]string, 0, len(row.Mentions))
+		for _, who := range row.Mentions {
+			mt, err := client.ResolveTarget(who, members, peers, "")
+			if err != nil {
+				return err
+			}
+			if mt.Kind != wire.KindBox {
+				return &client.Error{Code: wire.CodeInvalidArgument, Message: "a mention names one member or session, not " + who}
+			}
+			keys = append(keys, mt.Spec)
+		}
+		row.Mentions = keys
+	}
+	s, err := client.SealTopicPost(t.m.cfg.MeshID, info.ID, info.KeyGen, key, plaintext, sender, client.SendOptions{})
+	if err != nil {
+		return err
+	}
+	row.Nonce, row.Ciphertext, row.Signature, row.KeyGen = s.Nonce, s.Ciphertext, s.Signature, s.KeyGen
+	return nil
+}
+
+// topicBodyVersion is the bodyVersion of an outbox row's send: a topic row
+// without a key generation is a plaintext topic's post.
+func topicBodyVersion(r *outboxRow) int {
+	if r.Kind != wire.KindTopic {
+		return 0
+	}
+	if r.KeyGen == nil {
+		return wire.BodyPlaintext
+	}
+	return wire.BodyEncrypted
+}

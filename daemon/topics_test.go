@@ -1,0 +1,172 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+func (rd *runningDaemon) topics(t *testing.T) map[string]localapi.Topic {
+	t.Helper()
+	var list []localapi.Topic
+	if _, err := rd.api.Do(context.Background(), "GET", "/v1/topics?mesh=team", nil, &list); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]localapi.Topic{}
+	for _, tp := range list {
+		out[tp.Name] = tp
+	}
+	return out
+}
+
+func (rd *runningDaemon) messages(t *testing.T, topic string) localapi.TopicMessages {
+	t.Helper()
+	var page localapi.TopicMessages
+	if _, err := rd.api.Do(context.Background(), "GET", "/v1/topics/"+topic+"/messages?mesh=team", nil, &page); err != nil {
+		t.Fatal(err)
+	}
+	return page
+}
+
+func (rd *runningDaemon) post(t *testing.T, topic, text string) localapi.SendResponse {
+	t.Helper()
+	var resp localapi.SendResponse
+	if _, err := rd.api.Do(context.Background(), "POST", "/v1/topics/"+topic+"/messages", localapi.TopicPostRequest{Message: text}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// Through the daemons: alice creates #ops, bob joins and waits for the key
+// until alice's daemon re-seals it on the broker's event; a post then
+// reaches bob's inbox (a `message` event with the topic) and both read the
+// history decrypted. The owner's daemon gives #general its first key.
+func TestTopicsThroughDaemons(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.openPair(t)
+	ctx := context.Background()
+
+	waitFor(t, 10*time.Second, "general's first key", func() bool {
+		g := bob.topics(t)[wire.GeneralTopic]
+		return g.KeyGen == 1 && g.HasKey && alice.topics(t)[wire.GeneralTopic].HasKey
+	})
+
+	var created localapi.Topic
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops", Description: "operations"}, &created); err != nil {
+		t.Fatal(err)
+	}
+	if created.Name != "ops" || created.Mesh != "team" || !created.HasKey || created.KeyGen != 1 || !created.Joined || created.Role != wire.TopicLead {
+		t.Fatalf("created: %+v", created)
+	}
+	alice.post(t, "ops", "before bob")
+	waitFor(t, 5*time.Second, "alice's post sent", func() bool { return len(alice.messages(t, "ops").Messages) == 1 })
+
+	stream, err := bob.api.Events(ctx, "", "mesh=team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	var joined localapi.Topic
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, &joined); err != nil {
+		t.Fatal(err)
+	}
+	if !joined.Joined {
+		t.Fatalf("joined: %+v", joined)
+	}
+	waitFor(t, 10*time.Second, "bob's key of #ops", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+	page := bob.messages(t, "ops")
+	if len(page.Messages) != 1 || page.Messages[0].Body != "before bob" || !page.Messages[0].Verified ||
+		page.Messages[0].SenderName != "alice" || page.Messages[0].Topic != "ops" || page.Messages[0].KeyGen != 1 {
+		t.Fatalf("bob's history: %+v", page)
+	}
+
+	resp := alice.post(t, "ops", "hello ops")
+	if resp.Target.Kind != wire.KindTopic || resp.Target.DisplayName != "#ops" {
+		t.Fatalf("post accepted as %+v", resp)
+	}
+	var sawMessage, sawTopicMessage bool
+	for !sawMessage || !sawTopicMessage {
+		ev, err := stream.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch ev.Type {
+		case localapi.EventMessage:
+			var r localapi.InboxRow
+			json.Unmarshal(ev.Data, &r)
+			if r.Body == "hello ops" && r.Topic == "ops" && r.Kind == wire.KindTopic && r.Verified && r.SenderName == "alice" {
+				sawMessage = true
+			}
+		case localapi.EventTopicMessage:
+			var m localapi.TopicMessage
+			json.Unmarshal(ev.Data, &m)
+			if m.Body == "hello ops" && m.Topic == "ops" && m.Verified {
+				sawTopicMessage = true
+			}
+		}
+	}
+	rows := bob.inbox(t)
+	if len(rows) != 1 || rows[0].Body != "hello ops" {
+		t.Fatalf("bob's inbox holds %+v (the post before he joined is history, not inbox)", rows)
+	}
+	// alice's own post is not in her inbox.
+	for _, r := range alice.inbox(t) {
+		if r.Kind == wire.KindTopic {
+			t.Fatalf("alice's inbox holds her own post: %+v", r)
+		}
+	}
+	var members []localapi.TopicMember
+	if _, err := bob.api.Do(ctx, "GET", "/v1/topics/ops/members?mesh=team", nil, &members); err != nil || len(members) != 2 {
+		t.Fatalf("members: %+v %v", members, err)
+	}
+	// send "#ops" is the same as posting.
+	if _, err := bob.api.Send(ctx, localapi.SendRequest{To: "#ops", Message: "via send"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "bob's post in the history", func() bool {
+		p := alice.messages(t, "ops")
+		return len(p.Messages) == 3 && p.Messages[0].Body == "via send" && p.Messages[0].SenderName == "bob"
+	})
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/read", localapi.TopicReadRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if u := bob.topics(t)["ops"].Unread; u != 0 {
+		t.Fatalf("bob's unread after read: %d", u)
+	}
+}
+
+// A member who joined while no key holder was online gets the key when one
+// comes back: its daemon's sweep at connect seals for pending members. Posts
+// made before the key arrived reach the inbox by the catch-up.
+func TestTopicSealOnReconnectAndCatchUp(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.openPair(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	alice.stop()
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bob.messages(t, "ops").WaitingForKey {
+		t.Fatal("bob has a key nobody sealed")
+	}
+	var resp localapi.SendResponse
+	_, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/messages", localapi.TopicPostRequest{Message: "too early"}, &resp)
+	if ae, ok := err.(*localapi.APIError); !ok || ae.Body.Code != wire.CodeTopicKeyMissing || ae.HTTPStatus != 409 {
+		t.Fatalf("posting without the key: %v", err)
+	}
+	alice = e.daemon("alice")
+	alice.waitOpen(t)
+	waitFor(t, 10*time.Second, "bob's key after alice's return", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+	alice.post(t, "ops", "welcome back")
+	waitFor(t, 5*time.Second, "bob's inbox", func() bool {
+		rows := bob.inbox(t)
+		return len(rows) == 1 && rows[0].Body == "welcome back" && rows[0].Topic == "ops"
+	})
+}
