@@ -203,6 +203,15 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done fu
 		if err != nil {
 			return err
 		}
+		if b.cfg.AuditMessages {
+			// Metadata only, as the broker sees it: never a body.
+			if _, err := store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMessageSent, Actor: from.mem.Pubkey,
+				At: now, Payload: map[string]any{"messageId": messageID, "clientMessageId": s.ClientMessageID,
+					"senderPubkey": from.pubkey, "targetSpec": s.TargetSpec, "kind": wire.KindTopic, "topicId": topic.ID,
+					"fingerprint": post.Fingerprint}}); err != nil {
+				return err
+			}
+		}
 		for _, m := range mentioned {
 			n := &store.Notification{ID: newID(), TopicID: topic.ID, Topic: topic.Name, MessageID: messageID,
 				SenderPubkey: from.pubkey, SenderName: from.name, CreatedAt: post.CreatedAt}

@@ -326,6 +326,13 @@ func TestTopicRotationAfterLeaveAndBan(t *testing.T) {
 	if g := alice.topic(wire.GeneralTopic); g.RekeyNeeded {
 		t.Fatalf("general without a key marked for rekey: %+v", g)
 	}
+	// Creation and both rotations are in the audit chain.
+	for event, want := range map[string]int{wire.AuditTopicCreated: 1, wire.AuditTopicRotated: 2} {
+		got, err := alice.conn.AuditQuery(alice.ctx(), wire.AuditQuery{Type: wire.TypeAuditQuery, EventType: event, Limit: 10})
+		if err != nil || len(got.Entries) != want {
+			t.Fatalf("audit %s: %+v %v", event, got, err)
+		}
+	}
 }
 
 // The reserved general topic exists in every mesh with keyGen 0; posts get
