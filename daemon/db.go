@@ -180,10 +180,14 @@ type inboxRow struct {
 	MessageID       string `json:"messageId"`
 	ClientMessageID string `json:"clientMessageId,omitempty"`
 	Kind            string `json:"kind"`
-	Topic           string `json:"topic,omitempty"`
-	SenderPubkey    string `json:"senderPubkey"`
-	SenderMember    string `json:"senderMemberPubkey"`
-	SenderName      string `json:"senderName"`
+	// TargetSpec is the sender's spec verbatim (a pubkey, `@group`, `*`
+	// or `#topicId`): it tells a broadcast from a group message. Rows
+	// stored before it existed have none.
+	TargetSpec   string `json:"targetSpec,omitempty"`
+	Topic        string `json:"topic,omitempty"`
+	SenderPubkey string `json:"senderPubkey"`
+	SenderMember string `json:"senderMemberPubkey"`
+	SenderName   string `json:"senderName"`
 	// SenderMemberName is the enrolled name of SenderMember when the row
 	// was stored (from the directory cache), for verified rows.
 	SenderMemberName string `json:"senderMemberName,omitempty"`
@@ -203,7 +207,7 @@ func (r *inboxRow) api() localapi.InboxRow {
 	out := localapi.InboxRow{
 		ID: strconv.FormatUint(r.Seq, 10), MessageID: r.MessageID, ClientMessageID: r.ClientMessageID, Subtype: r.Subtype,
 		Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
-		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind,
+		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind, TargetSpec: r.TargetSpec,
 		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
 	}
 	if r.Verified {

@@ -182,7 +182,7 @@ func (v *viaDaemon) Peers(ctx context.Context, meshes []config.Mesh, all bool) [
 func inboxRowOf(r localapi.InboxRow) inboxRow {
 	row := inboxRow{SchemaVersion: 1, ID: r.ID, MessageID: r.MessageID, Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic,
 		SenderName: r.SenderName, SenderPubkey: r.SenderPubkey, DecryptError: r.DecryptError, Verified: r.Verified,
-		Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID}
+		Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID, TargetSpec: r.TargetSpec}
 	if r.DecryptError == "" {
 		body := r.Body
 		row.Body = &body

@@ -168,13 +168,16 @@ type InboxRow struct {
 	// member's, or one of its sessions'.
 	RecipientPubkey string `json:"recipientPubkey,omitempty"`
 	RecipientKind   string `json:"recipientKind,omitempty"` // member | session
-	Body            string `json:"body,omitempty"`
-	DecryptError    string `json:"decryptError,omitempty"`
-	Verified        bool   `json:"verified"`
-	Priority        string `json:"priority"`
-	ReceivedAt      int64  `json:"receivedAt"`
-	SeenAt          int64  `json:"seenAt,omitzero"`
-	ReplyToID       string `json:"replyToId,omitempty"`
+	// TargetSpec is the sender's spec verbatim (`*`, `@group`, a
+	// pubkey): it tells a broadcast from a group message.
+	TargetSpec   string `json:"targetSpec,omitempty"`
+	Body         string `json:"body,omitempty"`
+	DecryptError string `json:"decryptError,omitempty"`
+	Verified     bool   `json:"verified"`
+	Priority     string `json:"priority"`
+	ReceivedAt   int64  `json:"receivedAt"`
+	SeenAt       int64  `json:"seenAt,omitzero"`
+	ReplyToID    string `json:"replyToId,omitempty"`
 }
 
 // Peer is one row of GET /v1/peers: the broker's Peer tagged for the caller.
