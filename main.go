@@ -15,6 +15,7 @@ import (
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/demo"
+	"claudemesh/web"
 )
 
 func main() {
@@ -27,6 +28,7 @@ func newApp() *cli.App {
 	commands := verbs.Commands()
 	commands = append(commands,
 		daemon.Command(),
+		web.Command(),
 		broker.Command(),
 		demo.Command(),
 		bench.Command(),

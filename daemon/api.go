@@ -158,13 +158,14 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/sessions", d.handleSessions)
 	mux.HandleFunc("POST /v1/sessions/hook", d.handleHook)
 	d.topicRoutes(mux) // topics_api.go
+	d.webRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: 404, code: wire.CodeNotFound, msg: "no such route: " + r.Method + " " + r.URL.Path})
 	})
 	return guard(mux)
 }
 
-var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload", "sessions", "hook", "topics"}
+var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload", "sessions", "hook", "topics", "web"}
 
 func (d *Daemon) handleVersion(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, localapi.Version{DaemonVersion: buildinfo.Version, API: localapi.APIVersion, Features: features, PID: os.Getpid()})

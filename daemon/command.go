@@ -21,6 +21,7 @@ import (
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/fsutil"
+	"claudemesh/web"
 )
 
 // Command is `claudemesh daemon` and its verbs.
@@ -76,23 +77,35 @@ func upCommand() *cli.Command {
 			"claudemesh daemon up",
 			"claudemesh daemon up --foreground",
 			"claudemesh daemon up --tcp 127.0.0.1:7902",
+			"claudemesh daemon up --web 127.0.0.1:8080",
+			"claudemesh daemon up --web off",
 		),
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "foreground", Usage: "run in this process"},
 			&cli.StringFlag{Name: "tcp", Usage: "also listen on `ADDR` (loopback; requires the bearer token in daemon/local-token)"},
+			&cli.StringFlag{Name: "web", Value: web.DefaultAddr, EnvVars: []string{"CLAUDEMESH_WEB"},
+				Usage: "serve the local chat page (claudemesh ui) on `ADDR`, or off"},
+			&cli.BoolFlag{Name: "web-allow-remote", Usage: "UNSAFE: let --web listen on a non-loopback address, giving anyone who reaches it and gets a login link your mesh identity"},
+			&cli.StringFlag{Name: "web-tls-cert", Usage: "serve the page over HTTPS with this certificate `FILE` (with --web-tls-key)"},
+			&cli.StringFlag{Name: "web-tls-key", Usage: "the private key `FILE` of --web-tls-cert"},
 		},
 		Action: func(c *cli.Context) error {
 			home, out, err := verbStart(c, 0, 0)
 			if err != nil {
 				return err
 			}
+			f := upFlags{tcp: c.String("tcp"), web: c.String("web"), webAllowRemote: c.Bool("web-allow-remote"),
+				webTLSCert: c.String("web-tls-cert"), webTLSKey: c.String("web-tls-key")}
+			if err := f.check(); err != nil {
+				return err
+			}
 			if c.Bool("foreground") {
-				return runForeground(c.Context, home, c.String("tcp"))
+				return runForeground(c.Context, home, f)
 			}
 			if _, v, err := localapi.Probe(c.Context, home); err == nil {
 				return report(out, v.PID, true)
 			}
-			pid, err := detach(c.Context, home, c.String("tcp"))
+			pid, err := detach(c.Context, home, f)
 			if err != nil {
 				return err
 			}
@@ -109,10 +122,50 @@ func report(out *cliui.Out, pid int, already bool) error {
 	return printResult(out, map[string]any{"ok": true, "pid": pid, "alreadyRunning": already}, format, pid)
 }
 
+// upFlags are `daemon up`'s listener flags, passed on to the detached
+// process as given.
+type upFlags struct {
+	tcp, web              string
+	webAllowRemote        bool
+	webTLSCert, webTLSKey string
+}
+
+// check refuses a bad --web at once, before anything detaches.
+func (f upFlags) check() error {
+	if f.web == "" || f.web == "off" {
+		return nil
+	}
+	if err := web.CheckAddr(f.web, f.webAllowRemote); err != nil {
+		return cliui.UsageErrorf("%v", err)
+	}
+	if (f.webTLSCert == "") != (f.webTLSKey == "") {
+		return cliui.UsageErrorf("--web-tls-cert and --web-tls-key go together")
+	}
+	return nil
+}
+
+func (f upFlags) args() []string {
+	args := []string{"--web", f.web}
+	if f.web == "" {
+		args[1] = "off"
+	}
+	if f.tcp != "" {
+		args = append(args, "--tcp", f.tcp)
+	}
+	if f.webAllowRemote {
+		args = append(args, "--web-allow-remote")
+	}
+	if f.webTLSCert != "" {
+		args = append(args, "--web-tls-cert", f.webTLSCert, "--web-tls-key", f.webTLSKey)
+	}
+	return args
+}
+
 // runForeground runs the daemon in this process until SIGTERM/SIGINT.
-func runForeground(ctx context.Context, home, tcp string) error {
+func runForeground(ctx context.Context, home string, f upFlags) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d, err := Open(Options{Home: home, TCP: tcp, Logger: log})
+	d, err := Open(Options{Home: home, TCP: f.tcp, Logger: log, Web: f.web, WebAllowRemote: f.webAllowRemote,
+		WebTLSCert: f.webTLSCert, WebTLSKey: f.webTLSKey})
 	if errors.Is(err, ErrAlreadyRunning) {
 		return cliui.Errorf("already_running", "another daemon is running for %s", home).WithHint("claudemesh daemon status")
 	}
@@ -136,7 +189,7 @@ func runForeground(ctx context.Context, home, tcp string) error {
 // detach starts `daemon up --foreground` in a new session with stdin from
 // /dev/null and stdout/stderr in daemon.log, inheriting no other
 // descriptor, and waits up to 3 s for its socket.
-func detach(ctx context.Context, home, tcp string) (int, error) {
+func detach(ctx context.Context, home string, f upFlags) (int, error) {
 	if err := fsutil.EnsurePrivateDir(home); err != nil {
 		return 0, err
 	}
@@ -157,10 +210,7 @@ func detach(ctx context.Context, home, tcp string) (int, error) {
 		return 0, err
 	}
 	defer devnull.Close()
-	args := []string{"--home", home, "daemon", "up", "--foreground"}
-	if tcp != "" {
-		args = append(args, "--tcp", tcp)
-	}
+	args := append([]string{"--home", home, "daemon", "up", "--foreground"}, f.args()...)
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -55,6 +55,11 @@ type Options struct {
 	// ReapInterval is how often the reaper checks that each registered
 	// session's process still runs (03-daemon: 5 s; tests shrink it).
 	ReapInterval time.Duration
+	// Web is the chat page's address ("" or "off": no page); see package
+	// web for WebAllowRemote and the TLS files.
+	Web                   string
+	WebAllowRemote        bool
+	WebTLSCert, WebTLSKey string
 
 	// refreshDelay and refreshMinInterval time the full list_peers that
 	// follows presence events (directory.go; tests change them).
@@ -100,6 +105,7 @@ type Daemon struct {
 
 	sessMu   sync.Mutex
 	sessions map[string]*sessionRT // by token hash
+	web      webState
 }
 
 // Failpoints (CLAUDEMESH_FAILPOINT) let the crash tests kill the daemon at
@@ -269,6 +275,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}()
 	}
 	d.log.Info("daemon listening", "socket", sock, "pid", os.Getpid(), "version", buildinfo.Version)
+	d.startWeb()
 	<-d.ctx.Done()
 	return d.shutdown()
 }
@@ -285,6 +292,7 @@ func (d *Daemon) shutdown() error {
 		d.shutdownErr = err
 		d.log.Warn("requests still running at shutdown", "err", err)
 	}
+	d.stopWeb()
 	d.stopSessions()
 	d.mu.Lock()
 	meshes := make([]*meshRT, 0, len(d.meshes))
@@ -370,6 +378,9 @@ func (d *Daemon) Reload() error {
 		// mesh without its presence.
 		rt := newMeshRT(d, m, key)
 		rt.start()
+		if d.webActive() {
+			rt.setWebPresence(true)
+		}
 		d.mu.Lock()
 		d.meshes[m.MeshID] = rt
 		d.mu.Unlock()
@@ -503,6 +514,11 @@ type meshRT struct {
 	latest *client.Conn
 
 	topics *topicsRT // topics.go
+
+	// web is the human's web presence while a page is connected (web.go);
+	// webMu serialises opening and closing it.
+	webMu sync.Mutex
+	web   atomic.Pointer[client.Presence]
 }
 
 func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
@@ -558,6 +574,7 @@ func (m *meshRT) stop() {
 	if m.cancel == nil {
 		return
 	}
+	m.setWebPresence(false)
 	m.presence.Close()
 	m.cancel()
 	<-m.done

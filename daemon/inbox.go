@@ -25,19 +25,38 @@ type inboxItem struct {
 	sess    *sessionRT // the session connection it came on; nil: the mesh's own
 	push    *wire.Push
 	receipt *wire.Receipt
+	// conn is the connection the push came on when it is not the mesh's
+	// control-plane one (the web presence); the ack goes back on it.
+	conn *client.Conn
 }
 
 // ackConn is the connection to settle the item on: the one it came on.
 func (it inboxItem) ackConn() *client.Conn {
+	if it.conn != nil && !isDone(it.conn) {
+		return it.conn
+	}
 	if it.sess != nil {
 		return it.sess.ackConn()
 	}
 	return it.m.ackConn()
 }
 
-func (d *Daemon) enqueueInbox(m *meshRT, p *wire.Push) {
+func isDone(c *client.Conn) bool {
 	select {
-	case d.inbox <- inboxItem{m: m, push: p}:
+	case <-c.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+func (d *Daemon) enqueueInbox(m *meshRT, p *wire.Push) { d.enqueueInboxFrom(m, p, nil) }
+
+// enqueueInboxFrom hands over a push that came on c, a connection of the
+// mesh other than its control-plane one (the web presence's).
+func (d *Daemon) enqueueInboxFrom(m *meshRT, p *wire.Push, c *client.Conn) {
+	select {
+	case d.inbox <- inboxItem{m: m, push: p, conn: c}:
 	case <-d.ctx.Done():
 	}
 }

@@ -141,6 +141,8 @@ type OutboxRow struct {
 	Attempts        int    `json:"attempts"`
 	Error           string `json:"error,omitempty"`
 	Preview         string `json:"preview,omitempty"`
+	Priority        string `json:"priority,omitempty"`
+	ReplyToID       string `json:"replyToId,omitempty"`
 	EnqueuedAt      int64  `json:"enqueuedAt"`
 	SentAt          int64  `json:"sentAt,omitzero"`
 	DeliveredAt     int64  `json:"deliveredAt,omitzero"`

@@ -1,0 +1,917 @@
+// claudemesh local chat page. One script, no dependencies, no build step.
+//
+// Everything a peer controls (names, summaries, bodies, group and topic
+// names) is untrusted: it reaches the DOM only through textContent (the
+// page's CSP also enables Trusted Types with no policy, so an HTML sink
+// would throw), terminal control characters are stripped as in the CLI,
+// and links are shown, never fetched or followed on their own.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+
+  // ---- untrusted text ----
+
+  // sanitize mirrors the CLI's SanitizePeerText: escape sequences (CSI,
+  // OSC/DCS/SOS/PM/APC strings, two-byte escapes), C0 controls other than
+  // newline and tab, DEL, C1 controls and bidi overrides are removed.
+  const reString = /(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x9c\x1b]*(?:\x07|\x9c|\x1b\\)/g;
+  const reCSI = /(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?/g;
+  const reEsc = /\x1b[ -/]*[0-~]?/g;
+  const reCtl = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g;
+  function sanitize(s) {
+    if (typeof s !== 'string') return '';
+    return s.replace(reString, '').replace(reCSI, '').replace(reEsc, '').replace(reCtl, '');
+  }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = sanitize(String(text));
+    return e;
+  }
+
+  // linkify appends text to parent, with http(s) URLs as links that open
+  // only when clicked, in a new tab, without a referrer or opener.
+  const reURL = /\bhttps?:\/\/[^\s<>"'`]+[^\s<>"'`.,;:!?)\]}]/g;
+  function linkify(parent, text) {
+    text = sanitize(text);
+    let last = 0;
+    for (const m of text.matchAll(reURL)) {
+      let ok = false;
+      try { ok = ['http:', 'https:'].includes(new URL(m[0]).protocol); } catch (_) { ok = false; }
+      if (!ok) continue;
+      if (m.index > last) parent.append(document.createTextNode(text.slice(last, m.index)));
+      const a = document.createElement('a');
+      a.href = m[0];
+      a.textContent = m[0];
+      a.rel = 'noopener noreferrer nofollow';
+      a.target = '_blank';
+      parent.append(a);
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) parent.append(document.createTextNode(text.slice(last)));
+  }
+
+  const shortKey = (k) => (k || '').slice(0, 8);
+
+  // ---- state ----
+
+  const S = {
+    meshes: [], mesh: null, meshInfo: null,
+    members: [], peers: [],
+    threads: new Map(),   // key → {key, kind, name, unread, lastAt, lastPreview}
+    open: null,           // open thread key
+    items: new Map(),     // item key → {item, node}
+    byMessageId: new Map(),
+    before: '', loading: false,
+    lastId: 0, es: null, streamUp: false, opens: 0, loggedOut: false,
+    replyTo: null, searching: false,
+  };
+
+  // Full bodies of what this tab sent (the daemon keeps only an 80-char
+  // preview of a sent message, by design): kept for this tab only.
+  const sentBodies = (() => {
+    let m = {};
+    try { m = JSON.parse(sessionStorage.getItem('cm.sent') || '{}'); } catch (_) { m = {}; }
+    return {
+      get: (id) => m[id],
+      put(id, body) {
+        m[id] = body;
+        const keys = Object.keys(m);
+        if (keys.length > 500) delete m[keys[0]];
+        try { sessionStorage.setItem('cm.sent', JSON.stringify(m)); } catch (_) { /* full: keep in memory */ }
+      },
+    };
+  })();
+
+  // ---- API ----
+
+  class APIError extends Error {
+    constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+  }
+
+  async function api(path, opts = {}) {
+    const init = { method: opts.method || 'GET', credentials: 'same-origin', headers: {} };
+    if (opts.body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(opts.body);
+    }
+    const res = await fetch('/api' + path, init);
+    let data = null;
+    try { data = await res.json(); } catch (_) { data = null; }
+    if (res.status === 401) loggedOut();
+    if (!res.ok) {
+      const e = (data && data.error) || {};
+      throw new APIError(res.status, e.code || 'error', e.message || ('HTTP ' + res.status));
+    }
+    return data;
+  }
+
+  const q = (params) => {
+    const u = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') u.set(k, v);
+    const s = u.toString();
+    return s ? '?' + s : '';
+  };
+
+  // ---- threads ----
+
+  const isPubkey = (s) => /^[0-9a-f]{64}$/.test(s || '');
+
+  function inThread(r) {
+    if (r.recipientKind === 'session') return null; // one of our agents' messages
+    if (r.kind === 'box') return r.senderPubkey;
+    if (r.kind === 'multi') return r.targetSpec && r.targetSpec.length > 1 && r.targetSpec[0] === '@' ? r.targetSpec : '*';
+    if (r.kind === 'topic') return r.topic ? '#' + r.topic : null;
+    return null;
+  }
+
+  function outThread(o) { return o.targetSpec || null; }
+
+  function threadKind(key) {
+    if (key === '*') return 'broadcast';
+    if (key[0] === '@') return 'group';
+    if (key[0] === '#') return 'topic';
+    return 'dm';
+  }
+
+  function thread(key) {
+    let t = S.threads.get(key);
+    if (!t) {
+      t = { key, kind: threadKind(key), name: '', unread: 0, lastAt: 0, lastPreview: '' };
+      S.threads.set(key, t);
+    }
+    return t;
+  }
+
+  // who describes a pubkey from the directory: its member or session.
+  function who(pubkey) {
+    const p = S.peers.find((x) => x.pubkey === pubkey);
+    if (p) {
+      const session = p.role === 'session';
+      const member = S.members.find((m) => m.pubkey === p.memberPubkey);
+      return { name: p.displayName, session, peer: p, member, online: !!p.online };
+    }
+    const m = S.members.find((x) => x.pubkey === pubkey);
+    if (m) {
+      const online = S.peers.some((x) => x.memberPubkey === m.pubkey && x.role !== 'session' && x.online);
+      return { name: m.displayName, session: false, member: m, online };
+    }
+    const t = S.threads.get(pubkey);
+    return { name: (t && t.name) || shortKey(pubkey), session: false, online: false };
+  }
+
+  function threadName(key) {
+    const k = threadKind(key);
+    if (k === 'broadcast') return 'Everyone';
+    if (k === 'group' || k === 'topic') return key;
+    return who(key).name;
+  }
+
+  // ---- boot ----
+
+  async function boot() {
+    bindUI();
+    let st;
+    try {
+      st = await api('/v1/web/state');
+    } catch (e) {
+      if (!S.loggedOut) showBanner('Cannot reach the daemon: ' + e.message, true);
+      return;
+    }
+    S.meshes = st.meshes || [];
+    S.lastId = Number(st.lastEventId) || 0;
+    if (S.meshes.length === 0) {
+      showBanner('This daemon has joined no mesh yet. Run claudemesh join LINK in a terminal.', true);
+      return;
+    }
+    const saved = localStorage.getItem('cm.mesh');
+    S.mesh = (S.meshes.find((m) => m.slug === saved) || S.meshes[0]).slug;
+    renderMeshPick();
+    openStream();
+    await switchMesh(S.mesh, decodeURIComponent(location.hash.slice(1)));
+  }
+
+  async function switchMesh(slug, openKey) {
+    S.mesh = slug;
+    S.meshInfo = S.meshes.find((m) => m.slug === slug);
+    localStorage.setItem('cm.mesh', slug);
+    S.threads.clear();
+    closeThread();
+    renderMe();
+    banner();
+    await Promise.all([loadPeers(), loadThreads()]);
+    if (openKey) openThread(openKey);
+  }
+
+  async function loadPeers() {
+    const mesh = S.mesh;
+    try {
+      const [peers, members] = await Promise.all([api('/v1/peers' + q({ mesh })), api('/v1/members' + q({ mesh }))]);
+      if (mesh !== S.mesh) return;
+      S.peers = peers || [];
+      S.members = (members || []).filter((m) => !m.revokedAt);
+    } catch (_) { /* the banner tells when the daemon is away */ }
+    renderSide();
+    renderThreadHead();
+  }
+
+  async function loadThreads() {
+    const mesh = S.mesh;
+    try {
+      const list = await api('/v1/web/threads' + q({ mesh }));
+      if (mesh !== S.mesh) return;
+      for (const t of list || []) {
+        const x = thread(t.thread);
+        Object.assign(x, { name: t.name || x.name, unread: t.unread, lastAt: t.lastAt, lastPreview: t.lastPreview });
+      }
+    } catch (_) { /* idem */ }
+    renderSide();
+  }
+
+  // ---- event stream ----
+
+  function openStream() {
+    if (S.es) S.es.close();
+    const es = new EventSource('/api/v1/events' + q({ lastEventId: S.lastId }));
+    S.es = es;
+    es.onopen = () => {
+      S.streamUp = true;
+      banner();
+      // After a gap (reload of the stream, sleep, a dropped connection),
+      // messages are replayed by the daemon; delivery states and unread
+      // counts are read again.
+      if (S.opens++ > 0) refreshAfterGap();
+    };
+    es.onerror = () => {
+      S.streamUp = false;
+      banner();
+      if (es.readyState === EventSource.CLOSED) setTimeout(reconnect, 1500);
+    };
+    const on = (type, fn) => es.addEventListener(type, (e) => {
+      const id = Number(e.lastEventId);
+      if (id > S.lastId) S.lastId = id;
+      let data;
+      try { data = JSON.parse(e.data); } catch (_) { return; }
+      fn(data);
+    });
+    on('message', onMessage);
+    on('outbox_status', onOutbox);
+    on('broker_status', (d) => {
+      const m = S.meshes.find((x) => x.slug === d.mesh);
+      if (m) { m.state = d.state; m.error = d.error; }
+      banner();
+      if (d.mesh === S.mesh && d.state === 'open') loadPeers();
+    });
+    for (const t of ['peer_joined', 'peer_left', 'peer_returned', 'system']) on(t, peersChanged);
+  }
+
+  async function reconnect() {
+    if (S.loggedOut) return;
+    try {
+      const st = await api('/v1/web/state');
+      S.meshes = st.meshes || S.meshes;
+      openStream();
+    } catch (e) {
+      if (!S.loggedOut) setTimeout(reconnect, 3000);
+    }
+  }
+
+  function refreshAfterGap() {
+    loadThreads();
+    loadPeers();
+    if (S.open) refreshOpenThread();
+  }
+
+  let peersTimer = 0;
+  function peersChanged() {
+    clearTimeout(peersTimer);
+    peersTimer = setTimeout(loadPeers, 300);
+  }
+  // Status and summary changes send no event: look again now and then.
+  setInterval(() => { if (S.mesh && S.streamUp && document.visibilityState === 'visible') loadPeers(); }, 20000);
+
+  function onMessage(row) {
+    if (row.mesh !== S.mesh) return;
+    const key = inThread(row);
+    if (!key) return;
+    const ikey = 'i' + row.id;
+    if (S.items.has(ikey) || seenIds.has(ikey)) return;
+    seenIds.add(ikey);
+    const t = thread(key);
+    if (!t.name && row.verified && row.senderName && t.kind === 'dm') t.name = row.senderName;
+    if (row.receivedAt >= t.lastAt) { t.lastAt = row.receivedAt; t.lastPreview = row.body || ''; }
+    if (S.open === key) {
+      addItem({ thread: key, at: row.receivedAt, in: row }, true);
+      markSeenSoon();
+    } else if (!row.seenAt) {
+      t.unread++;
+    }
+    renderSide();
+  }
+  // Ids of messages counted already (a replay after a reconnect may bring
+  // a message whose thread is not open; it must not count twice).
+  const seenIds = new Set();
+
+  function onOutbox(row) {
+    if (row.mesh !== S.mesh) return;
+    const key = 'o' + row.clientMessageId;
+    const it = S.items.get(key);
+    if (it) {
+      updateOut(key, row);
+      return;
+    }
+    const tk = outThread(row);
+    if (!tk) return;
+    const t = thread(tk);
+    if (row.enqueuedAt >= t.lastAt) { t.lastAt = row.enqueuedAt; t.lastPreview = row.preview || ''; }
+    if (S.open === tk) addItem({ thread: tk, at: row.enqueuedAt, out: row }, true);
+    renderSide();
+  }
+
+  // ---- sidebar ----
+
+  function renderMeshPick() {
+    const sel = $('mesh');
+    sel.replaceChildren();
+    for (const m of S.meshes) {
+      const o = document.createElement('option');
+      o.value = m.slug;
+      o.textContent = sanitize(m.name || m.slug);
+      sel.append(o);
+    }
+    sel.value = S.mesh;
+    $('mesh-pick').hidden = S.meshes.length < 2;
+  }
+
+  function renderMe() {
+    const m = S.meshInfo;
+    const me = $('me');
+    me.replaceChildren();
+    if (!m) return;
+    me.append('you are ', el('b', '', m.displayName));
+    const tag = el('span', 'tag web', 'web');
+    tag.title = 'Agents see you in peer list as peerType human, channel web, while this page is open';
+    me.append(tag);
+  }
+
+  function statusDot(status, online) {
+    const d = el('span', 'dot');
+    if (online) d.classList.add('on');
+    if (online && (status === 'dnd' || status === 'working')) d.classList.add(status);
+    d.title = online ? (status || 'online') : 'offline';
+    return d;
+  }
+
+  function itemButton(key, cls) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'item' + (cls ? ' ' + cls : '');
+    b.dataset.thread = key;
+    if (S.open === key) b.setAttribute('aria-current', 'true');
+    b.addEventListener('click', () => openThread(key));
+    return b;
+  }
+
+  function badge(key) {
+    const t = S.threads.get(key);
+    if (!t || !t.unread) return null;
+    const b = el('span', 'badge', String(t.unread > 99 ? '99+' : t.unread));
+    b.setAttribute('aria-label', t.unread + ' unread');
+    return b;
+  }
+
+  function row(key, glyphOrDot, name, tags, meta, cls) {
+    const li = document.createElement('li');
+    const b = key ? itemButton(key, cls) : Object.assign(document.createElement('div'), { className: 'item ' + (cls || '') });
+    b.append(glyphOrDot);
+    const main = el('span', 'main');
+    const n = el('span', 'name');
+    n.append(el('span', 'label', name));
+    for (const t of tags) n.append(t);
+    main.append(n);
+    if (meta) main.append(el('span', 'meta', meta));
+    b.append(main);
+    const bd = key && badge(key);
+    if (bd) b.append(bd);
+    li.append(b);
+    return li;
+  }
+
+  function joinMeta(...parts) { return parts.filter(Boolean).map(sanitize).join(' · '); }
+
+  function renderSide() {
+    // Everyone
+    const bl = $('broadcast-list');
+    const bt = S.threads.get('*');
+    const online = new Set(S.peers.filter((p) => p.online).map((p) => p.memberPubkey)).size;
+    bl.replaceChildren(row('*', el('span', 'glyph', '*'), 'Broadcast', [], bt && bt.lastPreview ? bt.lastPreview : 'everyone in the mesh'));
+
+    // Groups: those with messages, and those anyone declared.
+    const groups = new Set();
+    for (const t of S.threads.values()) if (t.kind === 'group') groups.add(t.key);
+    for (const p of S.peers) for (const g of p.groups || []) if (g && g.name) groups.add('@' + g.name);
+    const gl = $('group-list');
+    gl.replaceChildren(...[...groups].sort().map((g) => {
+      const t = S.threads.get(g);
+      const n = S.peers.filter((p) => p.online && (p.groups || []).some((x) => '@' + x.name === g || g.startsWith('@' + x.name + '/') || ('@' + x.name).startsWith(g + '/'))).length;
+      return row(g, el('span', 'glyph', '@'), g.slice(1), [], t && t.lastPreview ? t.lastPreview : n + ' online');
+    }));
+    $('groups-section').hidden = groups.size === 0;
+
+    // Topics
+    const topics = [...S.threads.values()].filter((t) => t.kind === 'topic').sort((a, b) => a.key.localeCompare(b.key));
+    $('topic-list').replaceChildren(...topics.map((t) => row(t.key, el('span', 'glyph', '#'), t.key.slice(1), [], t.lastPreview)));
+    $('topics-section').hidden = topics.length === 0;
+
+    // People: each member once, its agent sessions under it.
+    const self = S.meshInfo && S.meshInfo.pubkey;
+    const shown = new Set();
+    const members = S.members.slice();
+    const rank = (m) => (m.pubkey === self ? 0 : memberOnline(m) ? 1 : 2);
+    members.sort((a, b) => rank(a) - rank(b) || a.displayName.localeCompare(b.displayName));
+    const items = [];
+    for (const m of members) {
+      const pres = S.peers.filter((p) => p.memberPubkey === m.pubkey);
+      const own = pres.filter((p) => p.role !== 'session');
+      const sessions = pres.filter((p) => p.role === 'session');
+      const on = own.some((p) => p.online);
+      const status = (own.find((p) => p.online) || {}).status;
+      const summary = (own.find((p) => p.summary) || {}).summary;
+      const tags = [];
+      if (m.pubkey === self) tags.push(el('span', 'tag', 'you'));
+      if (m.memberRole === 'owner' || m.memberRole === 'admin') tags.push(el('span', 'tag', m.memberRole));
+      if (own.some((p) => p.online && p.channel === 'web')) tags.push(el('span', 'tag web', 'web'));
+      const meta = joinMeta(on ? status || 'online' : 'offline', summary);
+      items.push(row(m.pubkey === self ? null : m.pubkey, statusDot(status, on), m.displayName, tags, meta, on ? '' : 'offline'));
+      shown.add(m.pubkey);
+      for (const s of sessions) {
+        const st = [];
+        if (s.peerType && s.peerType !== 'ai') st.push(el('span', 'tag', s.peerType));
+        if (s.channel === 'web') st.push(el('span', 'tag web', 'web'));
+        items.push(row(s.pubkey, statusDot(s.status, s.online), s.displayName, st,
+          joinMeta(s.cwd, s.online ? s.status : 'offline', s.summary), 'session' + (s.online ? '' : ' offline')));
+        shown.add(s.pubkey);
+      }
+    }
+    // Conversations with keys no longer in the directory (an ended agent
+    // session, a member who left).
+    for (const t of S.threads.values()) {
+      if (t.kind !== 'dm' || shown.has(t.key)) continue;
+      items.push(row(t.key, statusDot('', false), t.name || shortKey(t.key), [], 'not in the mesh now', 'offline'));
+    }
+    $('people-list').replaceChildren(...items);
+    $('online-count').textContent = online ? '· ' + online + ' online' : '';
+
+    let unread = 0;
+    for (const t of S.threads.values()) unread += t.unread;
+    document.title = (unread ? '(' + unread + ') ' : '') + 'claudemesh';
+  }
+
+  function memberOnline(m) { return S.peers.some((p) => p.memberPubkey === m.pubkey && p.online); }
+
+  // ---- banner ----
+
+  const stateText = {
+    connecting: ['Connecting to the broker…', false],
+    reconnecting: ['Your daemon lost its broker connection and is reconnecting. What you send waits in the outbox and goes out when it is back.', true],
+    closed: ['Your daemon is not connected to the broker of this mesh. What you send waits in the outbox.', true],
+    kicked: ['An admin disconnected you from this mesh (kicked). Your daemon will not reconnect on its own; run claudemesh daemon down && claudemesh daemon up to rejoin.', true],
+    banned: ['You are banned from this mesh. Messages can no longer be sent or received here.', true],
+  };
+
+  function showBanner(text, bad) {
+    const b = $('banner');
+    b.textContent = sanitize(text);
+    b.classList.toggle('bad', !!bad);
+    b.hidden = !text;
+  }
+
+  function banner() {
+    if (S.loggedOut) return;
+    if (S.es && !S.streamUp) {
+      showBanner('Lost contact with the daemon; reconnecting…', true);
+      return;
+    }
+    const m = S.meshes.find((x) => x.slug === S.mesh);
+    if (!m || m.state === 'open') { showBanner('', false); return; }
+    const [text, bad] = stateText[m.state] || ['This mesh is ' + m.state + (m.error ? ': ' + m.error : '') + '.', true];
+    showBanner(text, bad);
+  }
+
+  function loggedOut() {
+    if (S.loggedOut) return;
+    S.loggedOut = true;
+    if (S.es) S.es.close();
+    showBanner('This page is logged out (its session ended, or the daemon restarted). Run claudemesh ui in a terminal for a new login link.', true);
+    $('send').disabled = true;
+  }
+
+  // ---- the open thread ----
+
+  function closeThread() {
+    S.open = null;
+    S.items.clear();
+    S.byMessageId.clear();
+    S.before = '';
+    $('message-list').replaceChildren();
+    $('thread').hidden = true;
+    $('empty').hidden = false;
+    document.body.classList.remove('in-thread');
+  }
+
+  async function openThread(key, highlight) {
+    if (!key) return;
+    endSearch(false);
+    if (S.open !== key) {
+      closeThread();
+      S.open = key;
+      thread(key);
+      cancelReply();
+      history.replaceState(null, '', '#' + encodeURIComponent(key));
+      $('empty').hidden = true;
+      $('thread').hidden = false;
+      document.body.classList.add('in-thread');
+      renderThreadHead();
+      renderSide();
+      await loadPage();
+      scrollToEnd();
+      markSeenSoon();
+    }
+    if (highlight) await reveal(highlight);
+    $('text').focus({ preventScroll: true });
+  }
+
+  function renderThreadHead() {
+    const key = S.open;
+    if (!key) return;
+    $('thread-title').textContent = sanitize(threadName(key));
+    const kind = threadKind(key);
+    let sub = '';
+    if (kind === 'broadcast') sub = 'Everyone in ' + (S.meshInfo ? S.meshInfo.name || S.meshInfo.slug : 'the mesh');
+    else if (kind === 'group') sub = 'Everyone in ' + key + ' or a subgroup of it';
+    else if (kind === 'topic') sub = 'Topic';
+    else {
+      const w = who(key);
+      if (w.session) {
+        const owner = w.member ? w.member.displayName : shortKey(w.peer.memberPubkey);
+        sub = joinMeta('agent session of ' + owner, w.peer.cwd, w.online ? w.peer.status : 'offline', w.peer.summary);
+      } else {
+        const p = S.peers.find((x) => x.memberPubkey === key && x.role !== 'session' && x.online);
+        sub = joinMeta('member', w.online ? (p && p.status) || 'online' : 'offline', p && p.summary, shortKey(key));
+      }
+    }
+    $('thread-sub').textContent = sanitize(sub);
+    $('text').placeholder = 'Message ' + sanitize(kind === 'dm' ? threadName(key) : kind === 'broadcast' ? 'everyone' : key);
+  }
+
+  async function loadPage() {
+    if (S.loading) return;
+    const key = S.open;
+    S.loading = true;
+    $('older').hidden = false;
+    try {
+      const page = await api('/v1/web/thread' + q({ mesh: S.mesh, thread: key, before: S.before, limit: 50 }));
+      if (key !== S.open) return;
+      S.before = page.before || '';
+      for (const it of page.items || []) addItem(it, false);
+    } catch (e) {
+      S.before = '';
+    } finally {
+      S.loading = false;
+      $('older').hidden = true;
+    }
+  }
+
+  // refreshOpenThread merges the newest page again (delivery states that
+  // changed while the stream was down).
+  async function refreshOpenThread() {
+    const key = S.open;
+    try {
+      const page = await api('/v1/web/thread' + q({ mesh: S.mesh, thread: key, limit: 50 }));
+      if (key !== S.open) return;
+      const nearEnd = atEnd();
+      for (const it of page.items || []) addItem(it, false);
+      if (nearEnd) scrollToEnd();
+      markSeenSoon();
+    } catch (_) { /* the stream's banner tells */ }
+  }
+
+  async function loadOlder() {
+    if (!S.before || S.loading) return;
+    const box = $('messages');
+    const from = box.scrollHeight - box.scrollTop;
+    await loadPage();
+    box.scrollTop = box.scrollHeight - from;
+  }
+
+  async function reveal(ikey) {
+    for (let i = 0; i < 20 && !S.items.has(ikey) && S.before; i++) await loadOlder();
+    const it = S.items.get(ikey);
+    if (!it) return;
+    it.node.scrollIntoView({ block: 'center' });
+    it.node.classList.add('flash');
+    setTimeout(() => it.node.classList.remove('flash'), 2000);
+  }
+
+  const atEnd = () => { const b = $('messages'); return b.scrollHeight - b.scrollTop - b.clientHeight < 80; };
+  const scrollToEnd = () => { const b = $('messages'); b.scrollTop = b.scrollHeight; };
+
+  const stateRank = { sending: 0, accepted: 1, queued: 2, sent: 3, delivered: 4, failed: 5 };
+
+  function itemKey(it) { return it.in ? 'i' + it.in.id : 'o' + it.out.clientMessageId; }
+
+  // addItem puts an item in the open thread at its time, once.
+  function addItem(it, live) {
+    const key = itemKey(it);
+    const have = S.items.get(key);
+    if (have) {
+      if (it.out) updateOut(key, it.out);
+      return;
+    }
+    if (it.in) seenIds.add(key);
+    const stick = live && atEnd();
+    const node = renderItem(it, key);
+    const rec = { item: it, node };
+    S.items.set(key, rec);
+    const mid = it.in ? it.in.messageId : it.out.messageId;
+    if (mid) S.byMessageId.set(mid, rec);
+    const list = $('message-list');
+    let before = null;
+    for (let n = list.lastElementChild; n; n = n.previousElementSibling) {
+      if (Number(n.dataset.at) <= it.at) break;
+      before = n;
+    }
+    list.insertBefore(node, before);
+    if (stick || (live && it.out)) scrollToEnd();
+  }
+
+  function fmtTime(ms) {
+    const d = new Date(ms);
+    const now = new Date();
+    const hm = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    if (d.toDateString() === now.toDateString()) return hm;
+    return d.toLocaleDateString([], { weekday: 'short', day: 'numeric', month: 'short' }) + ' ' + hm;
+  }
+
+  function quoteFor(replyToId) {
+    const r = S.byMessageId.get(replyToId);
+    if (!r) return 'in reply to an earlier message';
+    const it = r.item;
+    const name = it.in ? (it.in.verified ? it.in.senderName : shortKey(it.in.senderPubkey)) : 'you';
+    const text = it.in ? it.in.body || '' : sentBodies.get(it.out.clientMessageId) || it.out.preview || '';
+    return name + ': ' + text.replace(/\s+/g, ' ').slice(0, 120);
+  }
+
+  function renderItem(it, key) {
+    const li = el('li', 'msg');
+    li.dataset.key = key;
+    li.dataset.at = String(it.at);
+    const bubble = el('div', 'bubble');
+    const head = el('div', 'who');
+    const body = el('div', 'body');
+    const foot = el('div', 'foot');
+    let prio, replyTo;
+    if (it.in) {
+      const r = it.in;
+      prio = r.priority;
+      replyTo = r.replyToId;
+      if (r.verified && r.senderName) {
+        head.append(el('span', 'from', r.senderName));
+      } else {
+        head.append(el('span', 'from', shortKey(r.senderPubkey)), el('span', 'unverified', 'unverified sender'));
+      }
+      if (r.decryptError) {
+        body.classList.add('error');
+        body.textContent = sanitize('could not decrypt: ' + r.decryptError);
+      } else {
+        linkify(body, r.body || '');
+      }
+      const rb = el('button', 'link-btn', 'Reply');
+      rb.type = 'button';
+      rb.addEventListener('click', () => startReply(r.messageId, quoteLine(r.verified ? r.senderName : shortKey(r.senderPubkey), r.body)));
+      foot.append(rb);
+    } else {
+      const o = it.out;
+      li.classList.add('mine');
+      prio = o.priority;
+      replyTo = o.replyToId;
+      head.append(el('span', 'from', 'you'));
+      linkify(body, sentBodies.get(o.clientMessageId) || o.preview || '');
+      const st = el('span', 'state');
+      foot.append(st);
+      setOutState(li, st, o);
+    }
+    head.append(el('span', 'time', fmtTime(it.at)));
+    head.lastChild.title = new Date(it.at).toISOString();
+    if (prio === 'now' || prio === 'low') {
+      head.append(el('span', 'prio ' + prio, prio));
+      if (prio === 'now') li.classList.add('now');
+    }
+    bubble.append(head);
+    if (replyTo) bubble.append(el('div', 'quote', '↪ ' + quoteFor(replyTo)));
+    bubble.append(body);
+    li.append(bubble, foot);
+    return li;
+  }
+
+  const stateLabel = {
+    sending: 'sending…', accepted: 'accepted · in the outbox', queued: 'queued · recipient offline',
+    sent: 'sent', delivered: 'delivered ✓✓', failed: 'failed',
+  };
+
+  function setOutState(li, st, o) {
+    const s = o.status || 'accepted';
+    li.dataset.state = s;
+    st.className = 'state ' + s;
+    st.textContent = sanitize(stateLabel[s] + (s === 'failed' && o.error ? ': ' + o.error : ''));
+    st.title = o.error ? sanitize(o.error) : '';
+  }
+
+  function updateOut(key, o) {
+    const rec = S.items.get(key);
+    if (!rec) return;
+    const cur = rec.item.out;
+    const next = Object.assign({}, cur, o);
+    // States only move forward (an event may overtake the send's answer).
+    if (cur.status !== 'failed' && (stateRank[o.status] ?? -1) < (stateRank[cur.status] ?? -1)) next.status = cur.status;
+    rec.item.out = next;
+    if (next.messageId) S.byMessageId.set(next.messageId, rec);
+    setOutState(rec.node, rec.node.querySelector('.state'), next);
+  }
+
+  // ---- seen ----
+
+  let seenTimer = 0;
+  function markSeenSoon() {
+    clearTimeout(seenTimer);
+    seenTimer = setTimeout(markSeen, 150);
+  }
+
+  async function markSeen() {
+    if (!S.open || document.visibilityState !== 'visible') return;
+    const ids = [];
+    for (const [, rec] of S.items) {
+      const r = rec.item.in;
+      if (r && !r.seenAt) { ids.push(r.id); r.seenAt = Date.now(); }
+    }
+    const t = S.threads.get(S.open);
+    if (t && t.unread) { t.unread = 0; renderSide(); }
+    if (ids.length === 0) return;
+    try { await api('/v1/inbox/seen', { method: 'POST', body: { ids } }); } catch (_) { /* retried next time */ }
+  }
+
+  // ---- compose ----
+
+  function quoteLine(name, text) { return (name || '') + ': ' + (text || '').replace(/\s+/g, ' ').slice(0, 100); }
+
+  function startReply(messageId, line) {
+    if (!messageId) return;
+    S.replyTo = messageId;
+    $('replying-text').textContent = sanitize('Replying to ' + line);
+    $('replying').hidden = false;
+    $('text').focus();
+  }
+
+  function cancelReply() {
+    S.replyTo = null;
+    $('replying').hidden = true;
+  }
+
+  function randomId() {
+    const b = new Uint8Array(12);
+    crypto.getRandomValues(b);
+    return 'web-' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  }
+
+  async function send() {
+    const ta = $('text');
+    const text = ta.value;
+    if (!S.open || !text.trim() || S.loggedOut) return;
+    const cmid = randomId();
+    const priority = $('priority').value;
+    const req = { mesh: S.mesh, to: S.open, message: text, priority, clientMessageId: cmid };
+    if (S.replyTo) req.replyToId = S.replyTo;
+    sentBodies.put(cmid, text);
+    const now = Date.now();
+    addItem({ thread: S.open, at: now, out: { clientMessageId: cmid, targetSpec: S.open, status: 'sending', priority, replyToId: req.replyToId, enqueuedAt: now } }, true);
+    ta.value = '';
+    autoGrow();
+    cancelReply();
+    const t = thread(S.open);
+    t.lastAt = now;
+    t.lastPreview = text;
+    try {
+      const res = await api('/v1/send', { method: 'POST', body: req });
+      updateOut('o' + cmid, { status: res.status, messageId: res.messageId, error: res.error });
+    } catch (e) {
+      updateOut('o' + cmid, { status: 'failed', error: e.message });
+    }
+  }
+
+  function autoGrow() {
+    const ta = $('text');
+    ta.style.height = 'auto';
+    ta.style.height = Math.min(ta.scrollHeight + 2, 180) + 'px';
+  }
+
+  // ---- search ----
+
+  let searchTimer = 0;
+  function searchInput() {
+    clearTimeout(searchTimer);
+    const text = $('search').value.trim();
+    if (!text) { endSearch(true); return; }
+    searchTimer = setTimeout(() => runSearch(text), 200);
+  }
+
+  async function runSearch(text) {
+    let res;
+    try {
+      res = await api('/v1/web/search' + q({ mesh: S.mesh, q: text, limit: 50 }));
+    } catch (e) {
+      return;
+    }
+    if ($('search').value.trim() !== text) return;
+    S.searching = true;
+    $('thread').hidden = true;
+    $('empty').hidden = true;
+    $('results').hidden = false;
+    document.body.classList.add('in-thread');
+    const items = res.items || [];
+    $('results-title').textContent = sanitize(items.length ? items.length + (items.length === 50 ? '+' : '') + ' messages with “' + text + '”' : 'No messages with “' + text + '”');
+    $('result-list').replaceChildren(...items.map((it) => {
+      const li = document.createElement('li');
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'result';
+      const r = it.in;
+      const from = r ? (r.verified ? r.senderName : shortKey(r.senderPubkey)) : 'you';
+      b.append(el('div', 'where', joinMeta(from, 'in ' + threadName(it.thread), fmtTime(it.at))));
+      const tx = el('div', 'text');
+      highlight(tx, r ? r.body || '' : sentBodies.get(it.out.clientMessageId) || it.out.preview || '', text);
+      b.append(tx);
+      b.addEventListener('click', () => openThread(it.thread, itemKey(it)));
+      li.append(b);
+      return li;
+    }));
+  }
+
+  function highlight(parent, body, needle) {
+    body = sanitize(body);
+    const lo = body.toLowerCase();
+    const n = needle.toLowerCase();
+    let i = 0;
+    for (let j = lo.indexOf(n); j >= 0 && n; j = lo.indexOf(n, i)) {
+      parent.append(document.createTextNode(body.slice(i, j)));
+      parent.append(el('mark', '', body.slice(j, j + n.length)));
+      i = j + n.length;
+    }
+    parent.append(document.createTextNode(body.slice(i)));
+  }
+
+  function endSearch(back) {
+    if (!S.searching) return;
+    S.searching = false;
+    $('results').hidden = true;
+    if (S.open) $('thread').hidden = false;
+    else { $('empty').hidden = false; if (back) document.body.classList.remove('in-thread'); }
+  }
+
+  // ---- UI wiring ----
+
+  function bindUI() {
+    $('compose').addEventListener('submit', (e) => { e.preventDefault(); send(); });
+    const ta = $('text');
+    ta.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
+      else if (e.key === 'Escape' && S.replyTo) { e.preventDefault(); cancelReply(); }
+    });
+    ta.addEventListener('input', autoGrow);
+    $('reply-cancel').addEventListener('click', cancelReply);
+    $('messages').addEventListener('scroll', () => { if ($('messages').scrollTop < 150) loadOlder(); });
+    $('search').addEventListener('input', searchInput);
+    $('search-form').addEventListener('submit', (e) => { e.preventDefault(); runSearch($('search').value.trim()); });
+    $('search').addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') { $('search').value = ''; endSearch(true); $('search').blur(); }
+    });
+    $('mesh').addEventListener('change', () => switchMesh($('mesh').value));
+    $('back').addEventListener('click', () => { endSearch(true); closeThread(); history.replaceState(null, '', '#'); });
+    document.addEventListener('visibilitychange', () => { if (document.visibilityState === 'visible') markSeenSoon(); });
+    document.addEventListener('keydown', (e) => {
+      const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
+      if (e.key === '/' && !typing) { e.preventDefault(); $('search').focus(); }
+      if (e.altKey && (e.key === 'ArrowDown' || e.key === 'ArrowUp')) {
+        const keys = [...document.querySelectorAll('#side button.item')].map((b) => b.dataset.thread);
+        if (keys.length === 0) return;
+        e.preventDefault();
+        const i = keys.indexOf(S.open);
+        const next = e.key === 'ArrowDown' ? (i + 1) % keys.length : (i <= 0 ? keys.length - 1 : i - 1);
+        openThread(keys[next]);
+      }
+    });
+  }
+
+  boot();
+})();

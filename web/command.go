@@ -1,0 +1,79 @@
+package web
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client/config"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
+)
+
+// uiJSON is `ui --json`.
+type uiJSON struct {
+	URL       string `json:"url"`
+	ExpiresAt int64  `json:"expiresAt"`
+	Opened    bool   `json:"opened"`
+}
+
+// Command is `claudemesh ui`: a one-time login link for the local chat
+// page, opened in the browser when there is a desktop.
+func Command() *cli.Command {
+	return &cli.Command{
+		Name:  "ui",
+		Usage: "open the local chat page (prints a one-time login link)",
+		Description: cliui.WithExamples(
+			"The daemon serves the page on 127.0.0.1:7901 (daemon up --web ADDR, or --web off).\n"+
+				"The link works once, within 60 seconds; the browser then keeps a session cookie\n"+
+				"until the daemon restarts. The browser never holds a key: the daemon encrypts.",
+			"claudemesh ui",
+			"claudemesh ui --no-open",
+			"claudemesh ui --json",
+		),
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "no-open", Usage: "only print the link, do not start a browser"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			g := cliui.GlobalsFrom(c)
+			home, err := config.ResolveHome(g.Home)
+			if err != nil {
+				return cliui.Errorf(cliui.CodeInvalidArgument, "%v", err).WithHint("pass --home DIR")
+			}
+			if g.NoDaemon {
+				return cliui.Errorf("unreachable", "the chat page is served by the daemon, and --no-daemon (or CLAUDEMESH_NO_DAEMON) forbids it").
+					WithHint("run claudemesh ui without --no-daemon")
+			}
+			api, err := localapi.Connect(c.Context, home, true)
+			if err != nil {
+				return cliui.Errorf("unreachable", "the daemon cannot be reached: %v", err).WithHint("claudemesh daemon up")
+			}
+			var login localapi.WebLogin
+			if _, err := api.Do(c.Context, "POST", "/v1/web/login", nil, &login); err != nil {
+				if ae, ok := err.(*localapi.APIError); ok {
+					return cliui.Errorf(ae.Body.Code, "%s", ae.Body.Message).
+						WithHint("claudemesh daemon down && claudemesh daemon up --web " + DefaultAddr)
+				}
+				return cliui.Errorf("unreachable", "the daemon stopped answering: %v", err).WithHint("claudemesh daemon status")
+			}
+			opened := false
+			if !c.Bool("no-open") {
+				opened = openBrowser(login.URL)
+			}
+			out := cliui.OutFrom(c)
+			if out.JSONMode() {
+				return out.JSON(uiJSON{URL: login.URL, ExpiresAt: login.ExpiresAt, Opened: opened})
+			}
+			secs := int(time.Until(time.UnixMilli(login.ExpiresAt)).Round(time.Second).Seconds())
+			if opened {
+				out.Resultf("opening the chat page in your browser")
+			}
+			out.Resultf("%s", login.URL)
+			out.Linef("this link works once, within %d seconds; run claudemesh ui again for a new one", secs)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,366 @@
+package web
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultAddr is where the daemon serves the page unless told otherwise.
+const DefaultAddr = "127.0.0.1:7901"
+
+// cookieName holds the session id; with TLS the __Host- prefix makes the
+// browser refuse it unless it is Secure, host-only and for the whole path.
+const (
+	cookieName    = "claudemesh_web"
+	cookieNameTLS = "__Host-claudemesh_web"
+)
+
+// Options configure the page's server.
+type Options struct {
+	// Addr is host:port to listen on. A host that is not loopback is
+	// refused unless AllowRemote is set.
+	Addr        string
+	AllowRemote bool
+	// TLSCert and TLSKey, both or neither, serve the page over HTTPS.
+	TLSCert, TLSKey string
+	// API is the daemon's local API handler, guards included. The server
+	// forwards the routes in `forwarded` to it after its own checks, as
+	// a request from the daemon's own host with no Origin.
+	API http.Handler
+	// PageConnected is called when a page opens its event stream; the
+	// returned func when the stream ends. The daemon keeps the human's
+	// web presence while any page is connected.
+	PageConnected func() (release func())
+	Logger        *slog.Logger
+	// Now is the clock of login and session expiry (tests).
+	Now func() time.Time
+}
+
+// Server serves the page.
+type Server struct {
+	opts Options
+	auth *auth
+	h    http.Handler
+
+	mu   sync.Mutex
+	ln   net.Listener
+	srv  *http.Server
+	base string // scheme://host:port the login links use
+}
+
+// CheckAddr validates a --web address: host:port, loopback unless
+// allowRemote.
+func CheckAddr(addr string, allowRemote bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return fmt.Errorf("--web %q: want HOST:PORT (for example %s) or off", addr, DefaultAddr)
+	}
+	if loopbackName(host) {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	if !allowRemote {
+		return fmt.Errorf("--web %s is not a loopback address; the page gives whoever reaches it your mesh identity, so it is refused unless you also pass --web-allow-remote (unsafe)", addr)
+	}
+	return nil
+}
+
+// New builds the server; Listen and Serve run it.
+func New(opts Options) (*Server, error) {
+	if err := CheckAddr(opts.Addr, opts.AllowRemote); err != nil {
+		return nil, err
+	}
+	if (opts.TLSCert == "") != (opts.TLSKey == "") {
+		return nil, errors.New("--web-tls-cert and --web-tls-key go together")
+	}
+	if opts.API == nil {
+		return nil, errors.New("web: no API handler")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.PageConnected == nil {
+		opts.PageConnected = func() func() { return func() {} }
+	}
+	s := &Server{opts: opts, auth: newAuth(opts.Now)}
+	s.h = s.routes()
+	return s, nil
+}
+
+// Handler is the whole page server (tests serve it with httptest).
+func (s *Server) Handler() http.Handler { return s.h }
+
+// Listen binds the address.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return err
+	}
+	scheme := "http"
+	if s.opts.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		scheme = "https"
+	}
+	host, _, _ := net.SplitHostPort(s.opts.Addr)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.base = scheme + "://" + net.JoinHostPort(host, port)
+	s.srv = &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelDebug)}
+	s.mu.Unlock()
+	return nil
+}
+
+// Serve runs until Close.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	srv, ln := s.srv, s.ln
+	s.mu.Unlock()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Close stops the server; open event streams end, and pages reconnect to
+// the next daemon (where they must log in again).
+func (s *Server) Close() {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		srv.Close()
+	}
+}
+
+// BaseURL is scheme://host:port of the listening server ("" before Listen).
+func (s *Server) BaseURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.base
+}
+
+// LoginURL mints a single-use login link valid for LoginTTL.
+func (s *Server) LoginURL() (string, time.Time) {
+	tok, exp := s.auth.newLogin()
+	return s.BaseURL() + "/login?token=" + tok, exp
+}
+
+// forwarded are the local API routes the page may use, by method and path
+// under /api. Everything else the API offers (sessions, reload, outbox
+// requeue, deleting the inbox, minting login links) stays out of reach of
+// the browser.
+var forwarded = []string{
+	"GET /v1/health",
+	"GET /v1/peers",
+	"GET /v1/members",
+	"GET /v1/inbox",
+	"GET /v1/outbox",
+	"GET /v1/events",
+	"POST /v1/send",
+	"POST /v1/inbox/seen",
+	"POST /v1/profile",
+	"GET /v1/web/state",
+	"GET /v1/web/threads",
+	"GET /v1/web/thread",
+	"GET /v1/web/search",
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /login", s.handleLogin)
+	mux.HandleFunc("GET /{$}", s.page(s.serveIndex))
+	mux.HandleFunc("GET /assets/{name}", s.page(s.serveAsset))
+	for _, route := range forwarded {
+		method, path, _ := strings.Cut(route, " ")
+		mux.HandleFunc(method+" /api"+path, s.api(s.forward))
+	}
+	mux.HandleFunc("/api/", s.api(func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, http.StatusNotFound, "not_found", "the page has no route "+r.Method+" "+r.URL.Path)
+	}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	return s.outer(mux)
+}
+
+// outer runs first on every request: security headers, then the Host
+// check, before any route (login included) sees the request.
+func (s *Server) outer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w.Header())
+		if !s.hostAllowed(r.Host) {
+			http.Error(w, "forbidden: this page answers only to localhost, 127.0.0.1 or [::1] (Host "+r.Host+" refused)", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) cookieName(r *http.Request) string {
+	if r.TLS != nil {
+		return cookieNameTLS
+	}
+	return cookieName
+}
+
+// loggedIn checks the session cookie.
+func (s *Server) loggedIn(r *http.Request) bool {
+	c, err := r.Cookie(s.cookieName(r))
+	return err == nil && s.auth.valid(c.Value)
+}
+
+// page wraps the page's own files: a navigation without a session gets
+// the page that explains how to log in.
+func (s *Server) page(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !originAllowed(r) {
+			http.Error(w, "forbidden: foreign Origin", http.StatusForbidden)
+			return
+		}
+		if !s.loggedIn(r) {
+			loggedOut(w, http.StatusUnauthorized, "You are not logged in to this page.")
+			return
+		}
+		next(w, r)
+	}
+}
+
+// api wraps the forwarded routes: same-origin requests with a live
+// session only; writes must say they are JSON (an HTML form cannot).
+func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !originAllowed(r) {
+			apiError(w, http.StatusForbidden, "forbidden", "cross-origin requests are refused")
+			return
+		}
+		if !s.loggedIn(r) {
+			apiError(w, http.StatusUnauthorized, "unauthorized", "not logged in; run claudemesh ui for a login link")
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				apiError(w, http.StatusUnsupportedMediaType, "invalid_argument", "writes are JSON (Content-Type: application/json)")
+				return
+			}
+		}
+		next(w, r)
+	}
+}
+
+func apiError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`, code, msg)
+}
+
+// handleLogin redeems a login token: a session cookie and a redirect to
+// the page, or a refusal that says what to do.
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		loggedOut(w, http.StatusForbidden, "Login links work only when opened directly, not from another site.")
+		return
+	}
+	sid, exp := s.auth.redeem(r.URL.Query().Get("token"))
+	if sid == "" {
+		loggedOut(w, http.StatusForbidden, "This login link has expired or was already used.")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cookieName(r), Value: sid, Path: "/", Expires: exp,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+	})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// forward hands a checked request to the local API as the daemon's own
+// host would send it: Host localhost, no Origin, no cookie, only the
+// headers the API reads. An event stream opened by a page keeps the
+// human's web presence up and asks browsers to reconnect within a second.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.EscapedPath(), "/api")
+	q := r.URL.Query()
+	last := r.Header.Get("Last-Event-ID")
+	if v := q.Get("lastEventId"); v != "" && last == "" {
+		// EventSource cannot set headers on its first request; a page
+		// that reloads passes what it has seen this way.
+		last = v
+	}
+	q.Del("lastEventId")
+	target := "http://localhost" + path
+	if len(q) > 0 {
+		target += "?" + q.Encode()
+	}
+	var body io.Reader
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		body = r.Body
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, target, body)
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+		return
+	}
+	req.Host = "localhost"
+	req.RemoteAddr = r.RemoteAddr
+	for _, h := range []string{"Content-Type", "Idempotency-Key", "Accept"} {
+		if v := r.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	if last != "" {
+		req.Header.Set("Last-Event-ID", last)
+	}
+	if path == "/v1/events" {
+		release := s.opts.PageConnected()
+		defer release()
+		w = &sseRetry{ResponseWriter: w}
+	}
+	s.opts.API.ServeHTTP(w, req)
+}
+
+// sseRetry adds `retry: 1000` to the start of an event stream (browsers
+// otherwise wait about 3 s before reconnecting).
+type sseRetry struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (s *sseRetry) WriteHeader(code int) {
+	s.ResponseWriter.WriteHeader(code)
+	if !s.wrote && code == http.StatusOK {
+		s.wrote = true
+		io.WriteString(s.ResponseWriter, "retry: 1000\n\n")
+	}
+}
+
+func (s *sseRetry) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *sseRetry) Unwrap() http.ResponseWriter { return s.ResponseWriter }
