@@ -106,7 +106,9 @@ func baseEnv() []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env, "CLAUDEMESH_NO_DAEMON=1", "NO_COLOR=1", "CLAUDEMESH_BACKOFF_MAX=200ms")
+	// CLAUDEMESH_WEB=off: daemons of tests never take the chat page's
+	// default port (tests that want the page set an address of their own).
+	return append(env, "CLAUDEMESH_NO_DAEMON=1", "NO_COLOR=1", "CLAUDEMESH_BACKOFF_MAX=200ms", "CLAUDEMESH_WEB=off")
 }
 
 // ---- broker ----
@@ -449,6 +451,7 @@ type inboxRow struct {
 	Verified      bool    `json:"verified"`
 	Priority      string  `json:"priority"`
 	ReceivedAt    int64   `json:"receivedAt"`
+	ReplyToID     string  `json:"replyToId"`
 }
 
 func (r inboxRow) body() string {

@@ -124,6 +124,10 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 		case kind == "":
 			kind = "member"
 		}
+		if r.Channel != "" {
+			// The human's chat page shows as "cli (web)".
+			kind += " (" + cliui.SanitizePeerText(r.Channel) + ")"
+		}
 		var groups []string
 		for _, g := range r.Groups {
 			groups = append(groups, "@"+cliui.SanitizePeerText(g.Name))

@@ -240,6 +240,7 @@ func peerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool
 		member   *peerRow
 		rep      *wire.Peer // the presence the member row describes
 		sessions []peerRow
+		channel  string // a channel an online member presence names (the human's chat page: web)
 	}
 	var order []string
 	groups := map[string]*group{}
@@ -270,6 +271,9 @@ func peerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool
 		if g.rep == nil || (p.Online && !g.rep.Online) {
 			g.rep = p
 		}
+		if p.Online && p.Channel != "" && g.channel == "" {
+			g.channel = p.Channel
+		}
 	}
 	rows := make([]peerRow, 0, len(peers))
 	for _, k := range order {
@@ -281,9 +285,15 @@ func peerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool
 			}
 			row.Role, row.SessionID, row.Status, row.Summary = p.Role, p.SessionID, p.Status, p.Summary
 			row.Hostname, row.PeerType, row.ConnectedAt = p.Hostname, p.PeerType, p.ConnectedAt
+			row.Channel = p.Channel
 			if p.Groups != nil {
 				row.Groups = p.Groups
 			}
+		}
+		if row.Channel == "" {
+			// The member is also reachable there: agents see the human
+			// on its chat page as channel web.
+			row.Channel = g.channel
 		}
 		rows = append(rows, row)
 		rows = append(rows, g.sessions...)
@@ -300,7 +310,7 @@ func presenceRow(m *config.Mesh, p *wire.Peer) peerRow {
 	return peerRow{
 		Mesh: m.Slug, Pubkey: p.Pubkey, MemberPubkey: p.MemberPubkey, DisplayName: p.DisplayName,
 		Role: p.Role, MemberRole: p.MemberRole, Status: p.Status, Summary: p.Summary, Groups: groups,
-		SessionID: p.SessionID, Cwd: p.Cwd, Hostname: p.Hostname, PeerType: p.PeerType, Online: p.Online,
+		SessionID: p.SessionID, Cwd: p.Cwd, Hostname: p.Hostname, PeerType: p.PeerType, Channel: p.Channel, Online: p.Online,
 		IsSelf: p.MemberPubkey == m.Pubkey, ConnectedAt: p.ConnectedAt,
 	}
 }

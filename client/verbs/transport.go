@@ -112,23 +112,27 @@ func peersOfEach(meshes []config.Mesh, list func(m *config.Mesh) ([]peerRow, err
 // through sessions have no role, sessionId, status or connectedAt; peerType,
 // which only a presence announces, is omitted for them too.
 type peerRow struct {
-	Mesh          string       `json:"mesh"`
-	Pubkey        string       `json:"pubkey"`
-	MemberPubkey  string       `json:"memberPubkey"`
-	DisplayName   string       `json:"displayName"`
-	Role          string       `json:"role,omitzero"`
-	MemberRole    string       `json:"memberRole"`
-	Status        string       `json:"status,omitzero"`
-	Summary       string       `json:"summary,omitzero"`
-	Groups        []wire.Group `json:"groups"`
-	SessionID     string       `json:"sessionId,omitzero"`
-	Cwd           string       `json:"cwd,omitzero"`
-	Hostname      string       `json:"hostname,omitzero"`
-	PeerType      string       `json:"peerType,omitzero"`
-	Online        bool         `json:"online"`
-	IsSelf        bool         `json:"isSelf"`
-	IsThisSession bool         `json:"isThisSession"`
-	ConnectedAt   int64        `json:"connectedAt,omitzero"`
+	Mesh         string       `json:"mesh"`
+	Pubkey       string       `json:"pubkey"`
+	MemberPubkey string       `json:"memberPubkey"`
+	DisplayName  string       `json:"displayName"`
+	Role         string       `json:"role,omitzero"`
+	MemberRole   string       `json:"memberRole"`
+	Status       string       `json:"status,omitzero"`
+	Summary      string       `json:"summary,omitzero"`
+	Groups       []wire.Group `json:"groups"`
+	SessionID    string       `json:"sessionId,omitzero"`
+	Cwd          string       `json:"cwd,omitzero"`
+	Hostname     string       `json:"hostname,omitzero"`
+	PeerType     string       `json:"peerType,omitzero"`
+	// Channel is how a presence is attached when it says (the human's
+	// chat page is "web"); beyond 04-cli's shape, omitted when empty. A
+	// member row shows the channel of any of its online presences.
+	Channel       string `json:"channel,omitzero"`
+	Online        bool   `json:"online"`
+	IsSelf        bool   `json:"isSelf"`
+	IsThisSession bool   `json:"isThisSession"`
+	ConnectedAt   int64  `json:"connectedAt,omitzero"`
 	// Nested marks an agent session listed under its member (human
 	// output indents it); not part of the JSON contract.
 	Nested bool `json:"-"`

@@ -454,7 +454,7 @@ func (d *daemonRun) start(ctx context.Context) error {
 		PID            int  `json:"pid"`
 		AlreadyRunning bool `json:"alreadyRunning"`
 	}
-	if _, err := d.claudemesh(ctx, daemonOpenTimeout, &up, "daemon", "up"); err != nil {
+	if _, err := d.claudemesh(ctx, daemonOpenTimeout, &up, "daemon", "up", "--web", "off"); err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	if !up.OK || up.PID <= 0 {

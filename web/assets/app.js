@@ -222,9 +222,12 @@
     try {
       const list = await api('/v1/web/threads' + q({ mesh }));
       if (mesh !== S.mesh) return;
+      const looking = document.visibilityState === 'visible';
       for (const t of list || []) {
         const x = thread(t.thread);
-        Object.assign(x, { name: t.name || x.name, unread: t.unread, lastAt: t.lastAt, lastPreview: t.lastPreview });
+        // The open thread's messages are being marked seen as we look.
+        const unread = t.thread === S.open && looking ? 0 : t.unread;
+        Object.assign(x, { name: t.name || x.name, unread, lastAt: t.lastAt, lastPreview: t.lastPreview });
       }
     } catch (_) { /* idem */ }
     renderSide();
@@ -243,6 +246,8 @@
       // messages are replayed by the daemon; delivery states and unread
       // counts are read again.
       if (S.opens++ > 0) refreshAfterGap();
+      // The first stream brings this page's own web presence up: show it.
+      else setTimeout(loadPeers, 1500);
     };
     es.onerror = () => {
       S.streamUp = false;
@@ -511,6 +516,7 @@
   // ---- the open thread ----
 
   function closeThread() {
+    if (S.open) markSeen();
     S.open = null;
     S.items.clear();
     S.byMessageId.clear();
@@ -537,7 +543,7 @@
       renderSide();
       await loadPage();
       scrollToEnd();
-      markSeenSoon();
+      markSeen();
     }
     if (highlight) await reveal(highlight);
     $('text').focus({ preventScroll: true });
@@ -688,10 +694,6 @@
       } else {
         linkify(body, r.body || '');
       }
-      const rb = el('button', 'link-btn', 'Reply');
-      rb.type = 'button';
-      rb.addEventListener('click', () => startReply(r.messageId, quoteLine(r.verified ? r.senderName : shortKey(r.senderPubkey), r.body)));
-      foot.append(rb);
     } else {
       const o = it.out;
       li.classList.add('mine');
@@ -709,10 +711,20 @@
       head.append(el('span', 'prio ' + prio, prio));
       if (prio === 'now') li.classList.add('now');
     }
+    const mid = it.in ? it.in.messageId : null;
+    if (mid) {
+      const r = it.in;
+      const rb = el('button', 'link-btn reply', 'Reply');
+      rb.type = 'button';
+      rb.setAttribute('aria-label', 'Reply to this message');
+      rb.addEventListener('click', () => startReply(mid, quoteLine(r.verified ? r.senderName : shortKey(r.senderPubkey), r.body)));
+      head.append(rb);
+    }
     bubble.append(head);
     if (replyTo) bubble.append(el('div', 'quote', '↪ ' + quoteFor(replyTo)));
     bubble.append(body);
-    li.append(bubble, foot);
+    li.append(bubble);
+    if (foot.childNodes.length) li.append(foot);
     return li;
   }
 
@@ -749,7 +761,8 @@
     seenTimer = setTimeout(markSeen, 150);
   }
 
-  async function markSeen() {
+  function markSeen() {
+    clearTimeout(seenTimer);
     if (!S.open || document.visibilityState !== 'visible') return;
     const ids = [];
     for (const [, rec] of S.items) {
@@ -759,7 +772,7 @@
     const t = S.threads.get(S.open);
     if (t && t.unread) { t.unread = 0; renderSide(); }
     if (ids.length === 0) return;
-    try { await api('/v1/inbox/seen', { method: 'POST', body: { ids } }); } catch (_) { /* retried next time */ }
+    api('/v1/inbox/seen', { method: 'POST', body: { ids } }).catch(() => { /* shown unread again on the next load */ });
   }
 
   // ---- compose ----
@@ -840,7 +853,8 @@
     $('results').hidden = false;
     document.body.classList.add('in-thread');
     const items = res.items || [];
-    $('results-title').textContent = sanitize(items.length ? items.length + (items.length === 50 ? '+' : '') + ' messages with “' + text + '”' : 'No messages with “' + text + '”');
+    const n = items.length;
+    $('results-title').textContent = sanitize(n ? n + (n === 50 ? '+' : '') + (n === 1 ? ' message' : ' messages') + ' with “' + text + '”' : 'No messages with “' + text + '”');
     $('result-list').replaceChildren(...items.map((it) => {
       const li = document.createElement('li');
       const b = document.createElement('button');

@@ -1,0 +1,359 @@
+package e2e
+
+// Helpers for driving the local chat page in a real headless Chromium
+// (Debian's chromium package) with chromedp: one browser per test, a TCP
+// proxy in front of the page so a test can cut the page's connections the
+// way a network drop or a laptop's sleep would, and DOM conditions waited
+// for with deadlines.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath finds the browser. A missing browser fails the test: CI
+// installs Debian's chromium (.ci/run), so a skip would hide a broken set-up.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("CLAUDEMESH_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("no Chromium found on PATH: the browser test needs Debian's chromium package " +
+		"(apt-get install chromium; .ci/run installs it when missing), or CLAUDEMESH_CHROMIUM=/path/to/chrome")
+	return ""
+}
+
+// browser is one headless Chromium with one tab.
+type browser struct {
+	t      *testing.T
+	ctx    context.Context
+	cancel context.CancelFunc
+	logs   *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() < 1<<20 {
+		l.b.Write(p)
+	}
+	return len(p), nil
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// newBrowser starts Chromium with the flags this machine needs as root
+// (no sandbox) and with everything that would reach out to the network
+// switched off.
+func newBrowser(t *testing.T, width, height int) *browser {
+	t.Helper()
+	logs := &lockedBuffer{}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-breakpad", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-features", "Translate,MediaRouter,OptimizationHints"),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("font-render-hinting", "none"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(width, height),
+		chromedp.CombinedOutput(logs),
+	}
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	b := &browser{t: t, ctx: ctx, logs: logs, cancel: func() { cancel(); acancel() }}
+	t.Cleanup(b.cancel)
+	// The first Run starts the browser; it must not carry a timeout (that
+	// would end the browser with it), so a watchdog bounds it instead.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx, chromedp.Navigate("about:blank")) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("Chromium did not start: %v\n%s", err, logs.String())
+		}
+	case <-time.After(90 * time.Second):
+		b.cancel()
+		t.Fatalf("Chromium did not start within 90s\n%s", logs.String())
+	}
+	return b
+}
+
+// do runs actions with a deadline.
+func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a script in the page. It goes through the DevTools
+// protocol, which the page's CSP does not restrict, so the page runs under
+// its own policy (no eval, Trusted Types) while the test inspects it.
+func eval[T any](b *browser, js string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		b.t.Fatalf("evaluating %s: %v", js, err)
+	}
+	return v
+}
+
+// waitJS waits until the expression is true in the page, polling every
+// 10 ms up to d. It returns how long that took.
+func (b *browser) waitJS(what, js string, d time.Duration) time.Duration {
+	b.t.Helper()
+	start := time.Now()
+	deadline := start.Add(d)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("!!("+js+")"))
+		cancel()
+		if err == nil && ok {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("timed out after %s waiting for %s (%s); last error %v; page text:\n%s", d, what, js, err, b.text())
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+// text is the page's visible text, for failure messages.
+func (b *browser) text() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	s, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("document.body ? document.body.innerText : ''"))
+	if len(s) > 4000 {
+		s = s[:4000] + "…"
+	}
+	return s
+}
+
+// screenshot saves a PNG into $CLAUDEMESH_UI_SCREENSHOTS, when set.
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	dir := os.Getenv("CLAUDEMESH_UI_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// viewport resizes the page (the narrow layout is 360 px wide).
+func (b *browser) viewport(w, h int64, mobile bool) {
+	b.t.Helper()
+	opts := []chromedp.EmulateViewportOption{}
+	if mobile {
+		opts = append(opts, chromedp.EmulateMobile, chromedp.EmulateScale(2))
+	}
+	b.do("viewport", chromedp.EmulateViewport(w, h, opts...))
+}
+
+// colorScheme emulates prefers-color-scheme ("" resets).
+func (b *browser) colorScheme(scheme string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	p := emulation.SetEmulatedMediaParams{}
+	if scheme != "" {
+		p.Features = []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, p); err != nil {
+		b.t.Fatalf("emulating %s: %v", scheme, err)
+	}
+}
+
+// key presses a key the way a keyboard does (keyDown with its text, then
+// keyUp), so a page that prevents the keydown's default also prevents the
+// text (chromedp's SendKeys sends the text as a separate char event, which
+// a textarea inserts whatever its keydown handler did).
+func (b *browser) key(key, code, text string, vk int64, modifiers int64) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	down := input.DispatchKeyEventParams{Type: input.DispatchKeyEventTypeKeyDown, Key: key, Code: code, Text: text,
+		UnmodifiedText: text, WindowsVirtualKeyCode: vk, NativeVirtualKeyCode: vk, Modifiers: modifiers}
+	up := down
+	up.Type, up.Text, up.UnmodifiedText = input.DispatchKeyEventTypeKeyUp, "", ""
+	for _, p := range []input.DispatchKeyEventParams{down, up} {
+		if _, err := chromedp.Call(ctx, input.DispatchKeyEvent, p); err != nil {
+			b.t.Fatalf("key %s: %v", key, err)
+		}
+	}
+}
+
+// enter presses Enter (with Shift when shift is set).
+func (b *browser) enter(shift bool) {
+	b.t.Helper()
+	var mod int64
+	if shift {
+		mod = 8
+	}
+	b.key("Enter", "Enter", "\r", 13, mod)
+}
+
+// jsString quotes s for a script.
+func jsString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x2028 || r == 0x2029 || (r >= 0x7f && r <= 0x9f):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// ---- a proxy in front of the page ----
+
+// cutProxy forwards TCP connections to target until cut: then it closes
+// every open connection and refuses new ones (accepts and closes at once)
+// until resumed, as a dropped network would.
+type cutProxy struct {
+	t      *testing.T
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	paused bool
+}
+
+func startProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{t: t, ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		paused := p.paused
+		if !paused {
+			p.conns[c] = struct{}{}
+		}
+		p.mu.Unlock()
+		if paused {
+			c.Close()
+			continue
+		}
+		go p.pipe(c)
+	}
+}
+
+func (p *cutProxy) pipe(c net.Conn) {
+	defer p.drop(c)
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	if p.paused {
+		p.mu.Unlock()
+		up.Close()
+		return
+	}
+	p.conns[up] = struct{}{}
+	p.mu.Unlock()
+	defer p.drop(up)
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(up, c); done <- struct{}{} }()
+	go func() { io.Copy(c, up); done <- struct{}{} }()
+	<-done
+}
+
+func (p *cutProxy) drop(c net.Conn) {
+	c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// cut closes every connection and refuses new ones.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	p.paused = true
+	conns := p.conns
+	p.conns = map[net.Conn]struct{}{}
+	p.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+}
+
+func (p *cutProxy) resume() {
+	p.mu.Lock()
+	p.paused = false
+	p.mu.Unlock()
+}

@@ -1,0 +1,455 @@
+package e2e
+
+// The local chat page (issue 10) in a real headless Chromium: alice's
+// daemon serves it; bob and carol are other identities on the same broker,
+// using the CLI. One browser runs the whole test.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+)
+
+// evilName is carol's display name: markup that must show as text.
+const evilName = `<img src=x onerror="window.pwned=2">carol`
+
+// xssBody is the message body of the issue's test.
+const xssBody = `<img src=x onerror="window.pwned=1">`
+
+type uiLogin struct {
+	URL       string `json:"url"`
+	ExpiresAt int64  `json:"expiresAt"`
+	Opened    bool   `json:"opened"`
+}
+
+// webMesh is the usual mesh for these tests: alice with a daemon serving
+// the page on a free port, bob and carol on the direct path.
+type webMesh struct {
+	b                 *brokerProc
+	alice, bob, carol *user
+	page              string // scheme://host:port of alice's page
+}
+
+func setupWebMesh(t *testing.T) *webMesh {
+	t.Helper()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice, bob, carol := newUser(t, "alice"), newUser(t, "bob"), newUser(t, "carol")
+	alice.createMesh(b, "Test Mesh", "test")
+	link := alice.invite("--uses", "2").Link
+	bob.join(link)
+	carol.name = evilName
+	carol.join(link)
+	alice.extraEnv = []string{"CLAUDEMESH_WEB=127.0.0.1:0"}
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	w := &webMesh{b: b, alice: alice, bob: bob, carol: carol}
+	u, err := url.Parse(w.login(t).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.page = u.Scheme + "://" + u.Host
+	return w
+}
+
+// login runs `claudemesh ui --json --no-open`.
+func (w *webMesh) login(t *testing.T) uiLogin {
+	t.Helper()
+	var l uiLogin
+	w.alice.json(&l, "ui", "--no-open")
+	if !strings.Contains(l.URL, "/login?token=") || l.Opened {
+		t.Fatalf("ui --json: %+v", l)
+	}
+	if d := time.Until(time.UnixMilli(l.ExpiresAt)); d <= 0 || d > 61*time.Second {
+		t.Fatalf("the login link expires in %s, want at most 60s", d)
+	}
+	return l
+}
+
+// via rewrites a page URL to go through the proxy.
+func via(p *cutProxy, link string) string {
+	u, _ := url.Parse(link)
+	u.Host = p.addr()
+	return u.String()
+}
+
+// noRedirect is an HTTP client that shows redirects instead of following.
+var noRedirect = &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func httpDo(t *testing.T, method, link string, hdr map[string]string, body string) (int, string) {
+	t.Helper()
+	var rb io.Reader
+	if body != "" {
+		rb = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, link, rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	res, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(data)
+}
+
+// peerButton is the sidebar row of a thread.
+func peerButton(key string) string {
+	return `document.querySelector('#side button[data-thread="` + key + `"]')`
+}
+
+// hasMessage is true when the open thread shows a message whose body is
+// exactly body.
+func hasMessage(body string) string {
+	return `[...document.querySelectorAll('#message-list .msg .body')].some(e => e.textContent === ` + jsString(body) + `)`
+}
+
+func countMessage(body string) string {
+	return `[...document.querySelectorAll('#message-list .msg .body')].filter(e => e.textContent === ` + jsString(body) + `).length`
+}
+
+func (b *browser) openThread(key, title string) {
+	b.t.Helper()
+	b.waitJS("the sidebar row of "+title, peerButton(key), 15*time.Second)
+	b.do("opening "+title, chromedp.Click(chromedp.CSS(`#side button[data-thread="`+key+`"]`)))
+	b.waitJS("thread "+title+" open and loaded", `!document.getElementById('thread').hidden && document.getElementById('older').hidden && document.getElementById('thread-title').textContent === `+jsString(title), 10*time.Second)
+}
+
+// send types a message into the compose box and presses Enter.
+func (b *browser) send(text string) {
+	b.t.Helper()
+	b.do("typing", chromedp.SendKeys(chromedp.CSS("#text"), text))
+	b.enter(false)
+}
+
+// received waits until the follower printed a message with body and
+// returns it; failures are reported on t (the subtest), not on the test
+// that started the follower.
+func received(t *testing.T, f *follower, body string) inboxRow {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		f.mu.Lock()
+		for _, r := range f.rows {
+			if r.body() == body {
+				f.mu.Unlock()
+				return r
+			}
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-f.done:
+			t.Fatalf("the follower exited before %q arrived", body)
+		case <-deadline:
+			var got []string
+			for _, r := range f.all() {
+				got = append(got, fmt.Sprintf("%q", r.body()))
+			}
+			t.Fatalf("the follower never printed %q; got %s", body, strings.Join(got, ", "))
+		}
+	}
+}
+
+// TestWebChat is issue 10's browser test.
+func TestWebChat(t *testing.T) {
+	t.Parallel()
+	tt := t // for what must outlive a subtest
+	w := setupWebMesh(t)
+	alice, bob, carol := w.alice, w.bob, w.carol
+	page := strings.TrimPrefix(w.page, "http://")
+	proxy := startProxy(t, page)
+	br := newBrowser(t, 1280, 800)
+
+	// bob listens (an online cli presence whose inbox prints decrypted
+	// messages) and says what he is doing — in markup, which must show as
+	// text.
+	bob.ok("status", "summary", `<b>reviewing</b> PR 42`)
+	bob.ok("status", "group", "join", "dev")
+	alice.ok("status", "group", "join", "dev")
+	bobIn := bob.follow()
+	waitPresence(t, alice, bob.pubkey, "cli")
+
+	// ---- login ----
+	login := w.login(t)
+	br.do("login", chromedp.Navigate(via(proxy, login.URL)))
+	br.waitJS("the page after login", `location.pathname === '/' && document.querySelector('#people-list') !== null`, 15*time.Second)
+	if c := eval[string](br, `document.cookie`); c != "" {
+		t.Fatalf("the session cookie is readable by script: %q", c)
+	}
+	cookies, err := chromedp.Call(br.ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{"http://" + proxy.addr() + "/"}})
+	if err != nil || len(cookies.Cookies) != 1 {
+		t.Fatalf("cookies: %v %+v", err, cookies)
+	}
+	ck := cookies.Cookies[0]
+	if !ck.HTTPOnly || ck.SameSite != network.CookieSameSiteStrict || ck.Secure {
+		t.Fatalf("session cookie %+v", ck)
+	}
+	cookie := ck.Name + "=" + ck.Value
+
+	t.Run("peers", func(t *testing.T) {
+		br.waitJS("bob and carol in the people list, bob online with his summary", `(() => {
+			const bob = `+peerButton(bob.pubkey)+`, carol = `+peerButton(carol.pubkey)+`;
+			return bob && carol && bob.querySelector('.dot.on') && bob.textContent.includes('<b>reviewing</b> PR 42')
+				&& carol.querySelector('.label').textContent === `+jsString(evilName)+`;
+		})()`, 15*time.Second)
+		br.waitJS("the @dev group", peerButton("@dev"), 5*time.Second)
+		// Agents see the human on the web: a presence of alice's member
+		// key with peerType human and channel web.
+		eventually(t, 15*time.Second, "alice's web presence in bob's peer list", func() bool {
+			var rows []struct {
+				MemberPubkey, PeerType, Channel, SessionID, Role string
+				Online                                           bool
+			}
+			bob.json(&rows, "peer", "list")
+			for _, r := range rows {
+				if r.MemberPubkey == alice.pubkey && r.PeerType == "human" && r.Channel == "web" && r.SessionID == "web" && r.Online {
+					return true
+				}
+			}
+			return false
+		})
+		br.screenshot("01-peers")
+	})
+
+	t.Run("dm", func(t *testing.T) {
+		br.openThread(bob.pubkey, "bob")
+		br.send("hello bob, from the page")
+		row := received(t, bobIn, "hello bob, from the page")
+		if row.SenderPubkey != alice.pubkey || !row.Verified || row.SenderName != "alice" {
+			t.Fatalf("bob got %+v", row)
+		}
+		br.waitJS("delivered", `[...document.querySelectorAll('#message-list .msg.mine')].some(m => m.dataset.state === 'delivered' && m.textContent.includes('hello bob, from the page'))`, 20*time.Second)
+
+		// Shift+Enter is a new line; Enter sends.
+		br.do("line one", chromedp.SendKeys(chromedp.CSS("#text"), "line one"))
+		br.enter(true)
+		br.do("line two", chromedp.SendKeys(chromedp.CSS("#text"), "line two"))
+		br.enter(false)
+		received(t, bobIn, "line one\nline two")
+
+		// A DM back shows within 1 s, without a reload.
+		eval[bool](br, `(window.__noReload = true)`)
+		bob.ok("send", "alice", "back at you")
+		took := br.waitJS("bob's DM painted", hasMessage("back at you"), time.Second)
+		t.Logf("bob's DM was on the page %s after his send returned", took.Round(time.Millisecond))
+		if !eval[bool](br, `window.__noReload === true`) {
+			t.Fatal("the page reloaded")
+		}
+
+		// A reply with priority now.
+		br.do("reply", chromedp.Click(chromedp.CSS(`#message-list .msg:not(.mine) .link-btn.reply`)))
+		br.waitJS("the reply bar", `!document.getElementById('replying').hidden`, 5*time.Second)
+		br.do("priority now", chromedp.SetValue(chromedp.CSS("#priority"), "now"))
+		br.send("replying now")
+		got := received(t, bobIn, "replying now")
+		if got.Priority != "now" || got.ReplyToID == "" {
+			t.Fatalf("bob got %+v, want priority now and a replyToId", got)
+		}
+		br.waitJS("the quote of the reply", `[...document.querySelectorAll('#message-list .msg.mine .quote')].some(q => q.textContent.includes('bob: back at you'))`, 5*time.Second)
+		br.do("priority next", chromedp.SetValue(chromedp.CSS("#priority"), "next"))
+		br.screenshot("02-dm-thread")
+	})
+
+	t.Run("untrusted text", func(t *testing.T) {
+		carol.ok("send", "alice", xssBody)
+		bob.ok("send", "alice", "\x1b[31mred\x1b[0m alert \x1b]0;title\x07done")
+		bob.ok("send", "alice", "see https://example.com/x?a=1 now")
+		carol.ok("send", "*", "<b>bold</b> broadcast to everyone")
+		// carol's thread appears with one unread message.
+		br.waitJS("carol's unread badge", `(() => { const b = `+peerButton(carol.pubkey)+`; return b && b.querySelector('.badge') && b.querySelector('.badge').textContent === '1' })()`, 15*time.Second)
+		br.openThread(carol.pubkey, evilName)
+		br.waitJS("carol's body as text", hasMessage(xssBody), 10*time.Second)
+		br.waitJS("carol's badge gone", `!`+peerButton(carol.pubkey)+`.querySelector('.badge')`, 5*time.Second)
+		if n := eval[int](br, `document.querySelectorAll('#message-list img, #side img, #message-list b, #side b').length`); n != 0 {
+			t.Fatalf("%d elements were made from peer markup", n)
+		}
+		if from := eval[string](br, `document.querySelector('#message-list .msg .from').textContent`); from != evilName {
+			t.Fatalf("sender shown as %q", from)
+		}
+		if eval[string](br, `typeof window.pwned`) != "undefined" {
+			t.Fatal("window.pwned is set: peer markup ran")
+		}
+		br.openThread(bob.pubkey, "bob")
+		br.waitJS("the escape sequences stripped", hasMessage("red alert done"), 10*time.Second)
+		br.waitJS("the link", hasMessage("see https://example.com/x?a=1 now"), 10*time.Second)
+		link := eval[map[string]string](br, `(() => { const a = [...document.querySelectorAll('#message-list .body a')].pop(); return {href: a.href, rel: a.rel, target: a.target, text: a.textContent} })()`)
+		if link["href"] != "https://example.com/x?a=1" || link["text"] != link["href"] || !strings.Contains(link["rel"], "noopener") ||
+			!strings.Contains(link["rel"], "noreferrer") || link["target"] != "_blank" {
+			t.Fatalf("link %v", link)
+		}
+		br.openThread("*", "Everyone")
+		br.waitJS("the broadcast as text", hasMessage("<b>bold</b> broadcast to everyone"), 10*time.Second)
+		if eval[string](br, `typeof window.pwned`) != "undefined" {
+			t.Fatal("window.pwned is set")
+		}
+	})
+
+	t.Run("group", func(t *testing.T) {
+		br.openThread("@dev", "@dev")
+		br.send("standup in 5 for @dev")
+		received(t, bobIn, "standup in 5 for @dev")
+		bob.ok("send", "@dev", "on my way")
+		br.waitJS("bob's @dev answer", hasMessage("on my way"), 10*time.Second)
+		br.screenshot("03-group-thread")
+	})
+
+	t.Run("search", func(t *testing.T) {
+		br.do("search", chromedp.SendKeys(chromedp.CSS("#search"), "BROADCAST"))
+		br.waitJS("a search result", `[...document.querySelectorAll('#result-list .result')].some(r => r.textContent.includes('broadcast to everyone'))`, 10*time.Second)
+		br.screenshot("04-search")
+		br.do("open the result", chromedp.Click(chromedp.CSS(`#result-list .result`)))
+		br.waitJS("the broadcast thread from search", `document.getElementById('thread-title').textContent === 'Everyone' && `+hasMessage("<b>bold</b> broadcast to everyone"), 10*time.Second)
+		br.do("focus search", chromedp.Focus(chromedp.CSS("#search")))
+		br.key("Escape", "Escape", "", 27, 0)
+		br.waitJS("search closed", `document.getElementById('results').hidden && document.getElementById('search').value === ''`, 5*time.Second)
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		base := "http://" + proxy.addr()
+		// The token the browser used works once.
+		if code, _ := httpDo(t, "GET", via(proxy, login.URL), nil, ""); code != http.StatusForbidden {
+			t.Fatalf("a used login token: %d, want 403", code)
+		}
+		fresh := w.login(t)
+		if code, _ := httpDo(t, "GET", via(proxy, fresh.URL), map[string]string{"Host": "evil.example"}, ""); code != http.StatusForbidden {
+			t.Fatalf("login with Host evil.example: %d, want 403", code)
+		}
+		if code, _ := httpDo(t, "GET", via(proxy, fresh.URL), nil, ""); code != http.StatusSeeOther {
+			t.Fatalf("a fresh login token: %d, want 303", code)
+		}
+		if code, _ := httpDo(t, "GET", base+"/api/v1/peers", nil, ""); code != http.StatusUnauthorized {
+			t.Fatalf("no cookie: %d, want 401", code)
+		}
+		if code, _ := httpDo(t, "GET", base+"/", nil, ""); code != http.StatusUnauthorized {
+			t.Fatalf("the page without a cookie: %d, want 401", code)
+		}
+		if code, _ := httpDo(t, "GET", base+"/api/v1/peers", map[string]string{"Cookie": cookie}, ""); code != http.StatusOK {
+			t.Fatalf("with the cookie: %d, want 200", code)
+		}
+		if code, _ := httpDo(t, "GET", base+"/api/v1/peers", map[string]string{"Cookie": cookie, "Host": "evil.example"}, ""); code != http.StatusForbidden {
+			t.Fatalf("Host evil.example: %d, want 403", code)
+		}
+		send := `{"to":"bob","message":"forged from evil.example"}`
+		if code, _ := httpDo(t, "POST", base+"/api/v1/send", map[string]string{"Cookie": cookie, "Origin": "https://evil.example", "Content-Type": "application/json"}, send); code != http.StatusForbidden {
+			t.Fatalf("a foreign Origin POST: %d, want 403", code)
+		}
+		if code, html := httpDo(t, "GET", base+"/", map[string]string{"Cookie": cookie}, ""); code != http.StatusOK || !strings.Contains(html, "/assets/app.js") {
+			t.Fatalf("the page with the cookie: %d", code)
+		}
+		// Nothing forged reached bob: a marker sent after it arrives alone.
+		br.openThread(bob.pubkey, "bob")
+		br.send("marker after the forgery")
+		received(t, bobIn, "marker after the forgery")
+		for _, r := range bobIn.all() {
+			if strings.Contains(r.body(), "forged") {
+				t.Fatalf("bob received a forged message: %+v", r)
+			}
+		}
+	})
+
+	t.Run("reconnect", func(t *testing.T) {
+		br.openThread(bob.pubkey, "bob")
+		bob.ok("send", "alice", "before the cut")
+		br.waitJS("before the cut", hasMessage("before the cut"), 10*time.Second)
+		proxy.cut()
+		br.waitJS("the lost-contact banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('Lost contact')`, 15*time.Second)
+		for i := 0; i < 5; i++ {
+			bob.ok("send", "alice", fmt.Sprintf("during the cut %d", i))
+		}
+		carol.ok("send", "alice", "carol during the cut")
+		proxy.resume()
+		for i := 0; i < 5; i++ {
+			br.waitJS("a message sent during the cut", hasMessage(fmt.Sprintf("during the cut %d", i)), 20*time.Second)
+		}
+		br.waitJS("the banner gone", `document.getElementById('banner').hidden`, 10*time.Second)
+		br.waitJS("carol's badge after the gap", `(() => { const b = `+peerButton(carol.pubkey)+`.querySelector('.badge'); return b && b.textContent === '1' })()`, 10*time.Second)
+		// Once each: the replay and any refresh must not double anything.
+		for _, body := range []string{"before the cut", "during the cut 0", "during the cut 4", "back at you"} {
+			if n := eval[int](br, countMessage(body)); n != 1 {
+				t.Fatalf("%q shown %d times", body, n)
+			}
+		}
+		if n := eval[int](br, `new Set([...document.querySelectorAll('#message-list .msg')].map(m => m.dataset.key)).size === document.querySelectorAll('#message-list .msg').length ? 1 : 0`); n != 1 {
+			t.Fatal("a message is shown twice")
+		}
+	})
+
+	t.Run("reload", func(t *testing.T) {
+		bob.ok("send", "alice", "just before the reload")
+		br.do("reload", chromedp.Reload())
+		br.waitJS("the thread after a reload", `document.getElementById('thread-title').textContent === 'bob' && `+hasMessage("just before the reload"), 15*time.Second)
+		if n := eval[int](br, countMessage("during the cut 2")); n != 1 {
+			t.Fatalf("after the reload a message shows %d times", n)
+		}
+	})
+
+	t.Run("broker lost", func(t *testing.T) {
+		addr, data := w.b.addr, w.b.data
+		w.b.stop()
+		br.waitJS("the broker banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('lost its broker')`, 20*time.Second)
+		br.screenshot("05-broker-lost")
+		// What is sent meanwhile waits in the outbox: accepted.
+		br.send("sent while the broker is away")
+		br.waitJS("accepted while away", `[...document.querySelectorAll('#message-list .msg.mine')].some(m => m.dataset.state === 'accepted' && m.textContent.includes('sent while the broker is away'))`, 10*time.Second)
+		w.b = startBroker(tt, data, addr)
+		br.waitJS("the banner gone with the broker back", `document.getElementById('banner').hidden`, 30*time.Second)
+		received(t, bobIn, "sent while the broker is away")
+	})
+
+	t.Run("screens", func(t *testing.T) {
+		br.colorScheme("dark")
+		br.openThread(bob.pubkey, "bob")
+		br.screenshot("06-dm-dark")
+		br.colorScheme("")
+		br.viewport(360, 740, true)
+		br.do("back to the list", chromedp.Navigate("http://"+proxy.addr()+"/"))
+		br.waitJS("the narrow list", `getComputedStyle(document.getElementById('side')).display !== 'none' && `+peerButton(bob.pubkey), 15*time.Second)
+		if wide := eval[bool](br, `document.documentElement.scrollWidth > window.innerWidth + 1`); wide {
+			t.Fatalf("the page is wider than 360 px")
+		}
+		br.screenshot("07-narrow-list")
+		br.openThread(bob.pubkey, "bob")
+		if eval[bool](br, `getComputedStyle(document.getElementById('side')).display !== 'none'`) {
+			t.Fatal("the narrow layout shows the list and the thread at once")
+		}
+		if wide := eval[bool](br, `document.documentElement.scrollWidth > window.innerWidth + 1`); wide {
+			t.Fatalf("the thread is wider than 360 px")
+		}
+		br.screenshot("08-narrow-thread")
+		if dir := os.Getenv("CLAUDEMESH_UI_SCREENSHOTS"); dir != "" {
+			if _, err := os.Stat(filepath.Join(dir, "08-narrow-thread.png")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	// The page's JSON is what it claims; a final check that nothing ran.
+	if eval[string](br, `typeof window.pwned`) != "undefined" {
+		t.Fatal("window.pwned is set")
+	}
+	var rows []json.RawMessage
+	alice.json(&rows, "inbox")
+	if len(rows) == 0 {
+		t.Fatal("alice's inbox is empty")
+	}
+}
