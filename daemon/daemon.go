@@ -257,6 +257,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.reviveSessions()
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); d.reapLoop() }()
+	// The page's server is up before the socket answers, so `claudemesh
+	// ui` right after `daemon up` gets a link (or the reason there is none).
+	d.startWeb()
 	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 	for i, l := range d.listeners {
@@ -275,7 +278,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}()
 	}
 	d.log.Info("daemon listening", "socket", sock, "pid", os.Getpid(), "version", buildinfo.Version)
-	d.startWeb()
 	<-d.ctx.Done()
 	return d.shutdown()
 }
