@@ -357,3 +357,9 @@ func (p *cutProxy) resume() {
 	p.paused = false
 	p.mu.Unlock()
 }
+
+func chromedpNavigate(u string) chromedp.Action[chromedp.Void] { return chromedp.Navigate(u) }
+
+func chromedpSendKeys(sel, text string) chromedp.Action[chromedp.Void] {
+	return chromedp.SendKeys(chromedp.CSS(sel), text)
+}

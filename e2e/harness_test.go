@@ -128,13 +128,13 @@ type brokerProc struct {
 
 // startBroker runs `claudemesh broker` on listen (127.0.0.1:0 for a free
 // port) with data as its data directory and test-sized timers, and returns
-// once it logged "broker listening".
-func startBroker(t *testing.T, data, listen string) *brokerProc {
+// once it logged "broker listening". extra flags are appended.
+func startBroker(t *testing.T, data, listen string, extra ...string) *brokerProc {
 	noteSources()
 	t.Helper()
 	b := &brokerProc{t: t, data: data, done: make(chan struct{})}
-	b.cmd = exec.Command(bin, "broker", "--listen", listen, "--metrics-listen", "off", "--data", data,
-		"--grace", "500ms", "--redeliver-after", "500ms", "--ping-interval", "1s", "--pong-timeout", "5s")
+	b.cmd = exec.Command(bin, append([]string{"broker", "--listen", listen, "--metrics-listen", "off", "--data", data,
+		"--grace", "500ms", "--redeliver-after", "500ms", "--ping-interval", "1s", "--pong-timeout", "5s"}, extra...)...)
 	b.cmd.Env = baseEnv()
 	stderr, err := b.cmd.StderrPipe()
 	if err != nil {

@@ -40,9 +40,9 @@ type webMesh struct {
 	page              string // scheme://host:port of alice's page
 }
 
-func setupWebMesh(t *testing.T) *webMesh {
+func setupWebMesh(t *testing.T, brokerFlags ...string) *webMesh {
 	t.Helper()
-	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0", brokerFlags...)
 	alice, bob, carol := newUser(t, "alice"), newUser(t, "bob"), newUser(t, "carol")
 	alice.createMesh(b, "Test Mesh", "test")
 	link := alice.invite("--uses", "2").Link
