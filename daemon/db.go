@@ -157,7 +157,7 @@ func (r *outboxRow) api() localapi.OutboxRow {
 		ID: strconv.FormatUint(r.Seq, 10), ClientMessageID: r.ClientMessageID, MessageID: r.BrokerMessageID,
 		Mesh: r.Mesh, TargetSpec: r.TargetSpec, DisplayName: r.DisplayName, Status: publicStatus(r.State),
 		State: r.State, Attempts: r.Attempts, Error: r.LastError, Preview: r.Preview,
-		Priority: r.Priority, ReplyToID: r.ReplyToID, EnqueuedAt: r.EnqueuedAt, SentAt: r.SentAt, DeliveredAt: r.DeliveredAt,
+		Priority: r.Priority, ReplyToID: r.ReplyToID, SenderPubkey: r.SenderPubkey, EnqueuedAt: r.EnqueuedAt, SentAt: r.SentAt, DeliveredAt: r.DeliveredAt,
 	}
 }
 

@@ -86,10 +86,11 @@ func inboxThread(r *inboxRow) (thread, kind string, ok bool) {
 	return "", "", false
 }
 
-// outboxThread places a row this member sent (a session's sends are the
-// agent's, not the human's).
-func outboxThread(r *outboxRow) (thread, kind string, ok bool) {
-	if r.SessionToken != "" {
+// outboxThread places a row this member sent; a row sent with another
+// key than the member's (self) is one of its agent sessions', not the
+// human's.
+func outboxThread(r *outboxRow, self string) (thread, kind string, ok bool) {
+	if r.SessionToken != "" || r.SenderPubkey != self {
 		return "", "", false
 	}
 	switch r.Kind {
@@ -185,7 +186,7 @@ func (d *Daemon) handleWebThreads(w http.ResponseWriter, r *http.Request) {
 			if decodeOutbox(v, &row) != nil || row.MeshID != m.cfg.MeshID {
 				return nil
 			}
-			key, kind, ok := outboxThread(&row)
+			key, kind, ok := outboxThread(&row, m.key.PublicHex())
 			if !ok {
 				return nil
 			}
@@ -382,7 +383,7 @@ func (d *Daemon) handleWebThread(w http.ResponseWriter, r *http.Request) {
 			if out.MeshID != m.cfg.MeshID {
 				return "", false
 			}
-			key, _, ok = outboxThread(out)
+			key, _, ok = outboxThread(out, m.key.PublicHex())
 		}
 		return key, ok && key == thread
 	}
@@ -414,6 +415,10 @@ func (d *Daemon) handleWebSearch(w http.ResponseWriter, r *http.Request) {
 		}
 		meshID = m.cfg.MeshID
 	}
+	self := map[string]string{} // meshId → member key
+	for _, m := range d.meshList() {
+		self[m.cfg.MeshID] = m.key.PublicHex()
+	}
 	contains := func(s string) bool { return strings.Contains(strings.ToLower(s), needle) }
 	match := func(in *inboxRow, out *outboxRow) (string, bool) {
 		if in != nil {
@@ -421,7 +426,7 @@ func (d *Daemon) handleWebSearch(w http.ResponseWriter, r *http.Request) {
 			return key, ok && (meshID == "" || in.MeshID == meshID) &&
 				(contains(in.Body) || in.Verified && contains(in.SenderName))
 		}
-		key, _, ok := outboxThread(out)
+		key, _, ok := outboxThread(out, self[out.MeshID])
 		return key, ok && (meshID == "" || out.MeshID == meshID) && (contains(out.Preview) || contains(out.DisplayName))
 	}
 	var res localapi.WebThreadPage

@@ -143,9 +143,12 @@ type OutboxRow struct {
 	Preview         string `json:"preview,omitempty"`
 	Priority        string `json:"priority,omitempty"`
 	ReplyToID       string `json:"replyToId,omitempty"`
-	EnqueuedAt      int64  `json:"enqueuedAt"`
-	SentAt          int64  `json:"sentAt,omitzero"`
-	DeliveredAt     int64  `json:"deliveredAt,omitzero"`
+	// SenderPubkey is the key it is sent with: the member's, or one of
+	// its agent sessions'.
+	SenderPubkey string `json:"senderPubkey,omitempty"`
+	EnqueuedAt   int64  `json:"enqueuedAt"`
+	SentAt       int64  `json:"sentAt,omitzero"`
+	DeliveredAt  int64  `json:"deliveredAt,omitzero"`
 }
 
 // InboxRow is the `inbox --json` element (04-cli), also the data of an SSE

@@ -127,7 +127,12 @@
     return null;
   }
 
-  function outThread(o) { return o.targetSpec || null; }
+  // outThread: a row sent with another key than the member's is one of our
+  // agent sessions' sends, not the human's.
+  function outThread(o) {
+    if (o.senderPubkey && S.meshInfo && o.senderPubkey !== S.meshInfo.pubkey) return null;
+    return o.targetSpec || null;
+  }
 
   function threadKind(key) {
     if (key === '*') return 'broadcast';
