@@ -257,7 +257,7 @@ func TestWebChat(t *testing.T) {
 		}
 
 		// A reply with priority now.
-		br.do("reply", chromedp.Click(chromedp.CSS(`#message-list .msg:not(.mine) .link-btn.reply`)))
+		br.do("reply", chromedp.Click(chromedp.CSS(`#message-list .msg:not(.mine) button.reply`)))
 		br.waitJS("the reply bar", `!document.getElementById('replying').hidden`, 5*time.Second)
 		br.do("priority now", chromedp.SetValue(chromedp.CSS("#priority"), "now"))
 		br.send("replying now")

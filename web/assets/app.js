@@ -587,6 +587,7 @@
       if (key !== S.open) return;
       S.before = page.before || '';
       for (const it of page.items || []) addItem(it, false);
+      $('thread-empty').hidden = S.items.size > 0;
     } catch (e) {
       S.before = '';
     } finally {
@@ -655,7 +656,18 @@
       before = n;
     }
     list.insertBefore(node, before);
+    regroup(node);
+    if (node.nextElementSibling) regroup(node.nextElementSibling);
+    $('thread-empty').hidden = true;
     if (stick || (live && it.out)) scrollToEnd();
+  }
+
+  // regroup hides the name line of a message that follows another from
+  // the same sender within five minutes, as chat clients do.
+  function regroup(node) {
+    const prev = node.previousElementSibling;
+    const same = prev && prev.dataset.from === node.dataset.from && Number(node.dataset.at) - Number(prev.dataset.at) < 5 * 60 * 1000;
+    node.classList.toggle('cont', !!same);
   }
 
   function fmtTime(ms) {
@@ -679,11 +691,12 @@
     const li = el('li', 'msg');
     li.dataset.key = key;
     li.dataset.at = String(it.at);
+    li.dataset.from = it.in ? it.in.senderPubkey : 'me';
     const bubble = el('div', 'bubble');
     const head = el('div', 'who');
     const body = el('div', 'body');
     const foot = el('div', 'foot');
-    let prio, replyTo;
+    let prio, replyTo, reply;
     if (it.in) {
       const r = it.in;
       prio = r.priority;
@@ -719,16 +732,20 @@
     const mid = it.in ? it.in.messageId : null;
     if (mid) {
       const r = it.in;
-      const rb = el('button', 'link-btn reply', 'Reply');
+      const rb = el('button', 'reply', '↩');
+      rb.title = 'Reply';
       rb.type = 'button';
       rb.setAttribute('aria-label', 'Reply to this message');
       rb.addEventListener('click', () => startReply(mid, quoteLine(r.verified ? r.senderName : shortKey(r.senderPubkey), r.body)));
-      head.append(rb);
+      reply = rb;
     }
     bubble.append(head);
     if (replyTo) bubble.append(el('div', 'quote', '↪ ' + quoteFor(replyTo)));
     bubble.append(body);
-    li.append(bubble);
+    const line = el('div', 'line');
+    line.append(bubble);
+    if (reply) line.append(reply);
+    li.append(line);
     if (foot.childNodes.length) li.append(foot);
     return li;
   }
