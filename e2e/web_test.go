@@ -215,19 +215,36 @@ func TestWebChat(t *testing.T) {
 		br.waitJS("the @dev group", peerButton("@dev"), 5*time.Second)
 		// Agents see the human on the web: a presence of alice's member
 		// key with peerType human and channel web.
-		eventually(t, 15*time.Second, "alice's web presence in bob's peer list", func() bool {
-			var rows []struct {
-				MemberPubkey, PeerType, Channel, SessionID, Role string
-				Online                                           bool
-			}
-			bob.json(&rows, "peer", "list")
+		type peerJSON struct {
+			MemberPubkey, PeerType, Channel, SessionID, Role string
+			Online                                           bool
+		}
+		eventually(t, 15*time.Second, "alice's web presence in bob's peer list --all", func() bool {
+			var rows []peerJSON
+			bob.json(&rows, "peer", "list", "--all")
 			for _, r := range rows {
-				if r.MemberPubkey == alice.pubkey && r.PeerType == "human" && r.Channel == "web" && r.SessionID == "web" && r.Online {
+				if r.MemberPubkey == alice.pubkey && r.PeerType == "human" && r.Channel == "web" && r.SessionID == "web" && r.Role == "cli" && r.Online {
 					return true
 				}
 			}
 			return false
 		})
+		// The default list shows each member once; alice's row says she
+		// is on the web.
+		var rows []peerJSON
+		bob.json(&rows, "peer", "list")
+		n := 0
+		for _, r := range rows {
+			if r.MemberPubkey == alice.pubkey {
+				n++
+				if r.Channel != "web" || r.PeerType != "human" || !r.Online {
+					t.Fatalf("alice's row in peer list: %+v", r)
+				}
+			}
+		}
+		if n != 1 {
+			t.Fatalf("alice listed %d times", n)
+		}
 		br.screenshot("01-peers")
 	})
 
