@@ -125,6 +125,25 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// click clicks the element sel matches with the mouse. The page may
+// re-render a list between finding the node and clicking it (a live
+// update); the click is then tried again on the new node, up to a deadline.
+func (b *browser) click(what, sel string) {
+	b.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || !strings.Contains(err.Error(), "node") {
+			b.t.Fatalf("%s: %v", what, err)
+		}
+	}
+}
+
 // eval evaluates a script in the page. It goes through the DevTools
 // protocol, which the page's CSP does not restrict, so the page runs under
 // its own policy (no eval, Trusted Types) while the test inspects it.

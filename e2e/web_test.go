@@ -129,7 +129,7 @@ func countMessage(body string) string {
 func (b *browser) openThread(key, title string) {
 	b.t.Helper()
 	b.waitJS("the sidebar row of "+title, peerButton(key), 15*time.Second)
-	b.do("opening "+title, chromedp.Click(chromedp.CSS(`#side button[data-thread="`+key+`"]`)))
+	b.click("opening "+title, `#side button[data-thread="`+key+`"]`)
 	b.waitJS("thread "+title+" open and loaded", `!document.getElementById('thread').hidden && document.getElementById('older').hidden && document.getElementById('thread-title').textContent === `+jsString(title), 10*time.Second)
 }
 
@@ -274,7 +274,7 @@ func TestWebChat(t *testing.T) {
 		}
 
 		// A reply with priority now.
-		br.do("reply", chromedp.Click(chromedp.CSS(`#message-list .msg:not(.mine) button.reply`)))
+		br.click("reply", `#message-list .msg:not(.mine) button.reply`)
 		br.waitJS("the reply bar", `!document.getElementById('replying').hidden`, 5*time.Second)
 		br.do("priority now", chromedp.SetValue(chromedp.CSS("#priority"), "now"))
 		br.send("replying now")
@@ -334,7 +334,7 @@ func TestWebChat(t *testing.T) {
 		br.do("search", chromedp.SendKeys(chromedp.CSS("#search"), "BROADCAST"))
 		br.waitJS("a search result", `[...document.querySelectorAll('#result-list .result')].some(r => r.textContent.includes('broadcast to everyone'))`, 10*time.Second)
 		br.screenshot("04-search")
-		br.do("open the result", chromedp.Click(chromedp.CSS(`#result-list .result`)))
+		br.click("open the result", `#result-list .result`)
 		br.waitJS("the broadcast thread from search", `document.getElementById('thread-title').textContent === 'Everyone' && `+hasMessage("<b>bold</b> broadcast to everyone"), 10*time.Second)
 		br.do("focus search", chromedp.Focus(chromedp.CSS("#search")))
 		br.key("Escape", "Escape", "", 27, 0)

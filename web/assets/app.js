@@ -409,6 +409,15 @@
     return li;
   }
 
+  // setChildren replaces a list's children only when they changed, so a
+  // refresh that finds nothing new leaves the nodes (and a click in
+  // progress on one of them) alone.
+  function setChildren(parent, nodes) {
+    const old = parent.children;
+    if (old.length === nodes.length && nodes.every((n, i) => n.isEqualNode(old[i]))) return;
+    parent.replaceChildren(...nodes);
+  }
+
   function joinMeta(...parts) { return parts.filter(Boolean).map(sanitize).join(' · '); }
 
   function renderSide() {
@@ -416,14 +425,14 @@
     const bl = $('broadcast-list');
     const bt = S.threads.get('*');
     const online = new Set(S.peers.filter((p) => p.online).map((p) => p.memberPubkey)).size;
-    bl.replaceChildren(row('*', el('span', 'glyph', '*'), 'Broadcast', [], bt && bt.lastPreview ? bt.lastPreview : 'everyone in the mesh'));
+    setChildren(bl, [row('*', el('span', 'glyph', '*'), 'Broadcast', [], bt && bt.lastPreview ? bt.lastPreview : 'everyone in the mesh')]);
 
     // Groups: those with messages, and those anyone declared.
     const groups = new Set();
     for (const t of S.threads.values()) if (t.kind === 'group') groups.add(t.key);
     for (const p of S.peers) for (const g of p.groups || []) if (g && g.name) groups.add('@' + g.name);
     const gl = $('group-list');
-    gl.replaceChildren(...[...groups].sort().map((g) => {
+    setChildren(gl, [...groups].sort().map((g) => {
       const t = S.threads.get(g);
       const n = S.peers.filter((p) => p.online && (p.groups || []).some((x) => '@' + x.name === g || g.startsWith('@' + x.name + '/') || ('@' + x.name).startsWith(g + '/'))).length;
       return row(g, el('span', 'glyph', '@'), g.slice(1), [], t && t.lastPreview ? t.lastPreview : n + ' online');
@@ -432,7 +441,7 @@
 
     // Topics
     const topics = [...S.threads.values()].filter((t) => t.kind === 'topic').sort((a, b) => a.key.localeCompare(b.key));
-    $('topic-list').replaceChildren(...topics.map((t) => row(t.key, el('span', 'glyph', '#'), t.key.slice(1), [], t.lastPreview)));
+    setChildren($('topic-list'), topics.map((t) => row(t.key, el('span', 'glyph', '#'), t.key.slice(1), [], t.lastPreview)));
     $('topics-section').hidden = topics.length === 0;
 
     // People: each member once, its agent sessions under it.
@@ -471,7 +480,7 @@
       if (t.kind !== 'dm' || shown.has(t.key)) continue;
       items.push(row(t.key, statusDot('', false), t.name || shortKey(t.key), [], 'not in the mesh now', 'offline'));
     }
-    $('people-list').replaceChildren(...items);
+    setChildren($('people-list'), items);
     $('online-count').textContent = online ? '· ' + online + ' online' : '';
 
     let unread = 0;
