@@ -38,6 +38,15 @@ type Config struct {
 	SSEHeartbeat       time.Duration
 	MaxHandshakes      int // unauthenticated connections open at once
 	MaxHandshakesPerIP int
+	// PresenceRate and PresenceBurst limit how fast one member may start
+	// new presences (each one a peer_joined to every presence of the
+	// mesh, and a peer_left later); 0 disables.
+	PresenceRate  float64
+	PresenceBurst int
+	// MaxSessionsPerMember caps the session keys the broker remembers per
+	// member (the least recently connected, absent one is forgotten to
+	// make room); 0 disables.
+	MaxSessionsPerMember int
 	// AckRate caps client_ack frames per connection per second (burst
 	// the same); 0 disables. Honest clients batch up to 500 ids a frame.
 	AckRate float64
@@ -77,33 +86,36 @@ type Config struct {
 // DefaultConfig returns the defaults of 01-protocol §8.
 func DefaultConfig() Config {
 	return Config{
-		Listen:             "127.0.0.1:7900",
-		MetricsListen:      "127.0.0.1:9790",
-		DataDir:            "./claudemesh-data",
-		MaxFrame:           1 << 20,
-		MaxConnsPerMesh:    10000,
-		MaxPending:         10000,
-		Rate:               200,
-		Burst:              1000,
-		QueueTTL:           168 * time.Hour,
-		SendBuffer:         8 << 20,
-		PingInterval:       30 * time.Second,
-		PongTimeout:        75 * time.Second,
-		Grace:              90 * time.Second,
-		RedeliverAfter:     30 * time.Second,
-		HelloTimeout:       10 * time.Second,
-		MaxHandshakes:      1024,
-		MaxHandshakesPerIP: 32,
-		MaxGroups:          store.MaxGroups,
-		MaxConnsPerIP:      128,
-		AckRate:            1000,
-		IPLimitExempt:      LoopbackPrefixes(),
-		HTTPReadTimeout:    10 * time.Second,
-		HTTPWriteTimeout:   30 * time.Second,
-		HTTPIdleTimeout:    30 * time.Second,
-		WorkingDecay:       10 * time.Minute,
-		SSEHeartbeat:       15 * time.Second,
-		Version:            "dev",
+		Listen:               "127.0.0.1:7900",
+		MetricsListen:        "127.0.0.1:9790",
+		DataDir:              "./claudemesh-data",
+		MaxFrame:             1 << 20,
+		MaxConnsPerMesh:      10000,
+		MaxPending:           10000,
+		Rate:                 200,
+		Burst:                1000,
+		QueueTTL:             168 * time.Hour,
+		SendBuffer:           8 << 20,
+		PingInterval:         30 * time.Second,
+		PongTimeout:          75 * time.Second,
+		Grace:                90 * time.Second,
+		RedeliverAfter:       30 * time.Second,
+		HelloTimeout:         10 * time.Second,
+		MaxHandshakes:        1024,
+		MaxHandshakesPerIP:   32,
+		MaxGroups:            store.MaxGroups,
+		MaxConnsPerIP:        128,
+		AckRate:              1000,
+		PresenceRate:         5,
+		PresenceBurst:        100,
+		MaxSessionsPerMember: 1000,
+		IPLimitExempt:        LoopbackPrefixes(),
+		HTTPReadTimeout:      10 * time.Second,
+		HTTPWriteTimeout:     30 * time.Second,
+		HTTPIdleTimeout:      30 * time.Second,
+		WorkingDecay:         10 * time.Minute,
+		SSEHeartbeat:         15 * time.Second,
+		Version:              "dev",
 	}
 }
 

@@ -156,6 +156,10 @@ func (h *hub) maintain(stop <-chan struct{}) {
 				lastSweep = now
 				for _, ms := range h.meshList() {
 					h.sweep(ms, now)
+					h.expireSessions(ms, now)
+					ms.mu.Lock()
+					ms.pruneHistory(now)
+					ms.mu.Unlock()
 				}
 			}
 		}

@@ -20,8 +20,9 @@ func newID() string { return ulid.Make().String() }
 // handshakeError is a refused hello: the code goes in the error frame and
 // as the close reason.
 type handshakeError struct {
-	code, msg string
-	close     int // close code; 1008 unless stated
+	code, msg    string
+	close        int   // close code; 1008 unless stated
+	retryAfterMs int64 // with rate_limited
 }
 
 func (e *handshakeError) Error() string { return e.code + ": " + e.msg }
@@ -89,7 +90,7 @@ func (c *conn) handshake() bool {
 		}
 		if herr != nil {
 			b.metrics.connsRejected.WithLabelValues(herr.code).Inc()
-			c.sendError("", herr.code, herr.msg)
+			c.reply(wire.Error{Type: wire.TypeError, Code: herr.code, Message: herr.msg, RetryAfterMs: herr.retryAfterMs})
 			reason := herr.code
 			if herr.close == wire.CloseBanned {
 				reason = wire.ReasonBanned
@@ -309,6 +310,18 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		ms.mu.Unlock()
 		return refuse(wire.CodeCapacity, "this mesh has reached its connection limit")
 	}
+	var evict string
+	if id.session {
+		var herr *handshakeError
+		if evict, herr = ms.makeRoomForSession(c.b, mem, id.pubkey); herr != nil {
+			ms.mu.Unlock()
+			return herr
+		}
+	}
+	if herr := ms.checkPresenceRate(c.b, mem, id); herr != nil {
+		ms.mu.Unlock()
+		return herr
+	}
 	c.ms, c.pubkey, c.mem = ms, id.pubkey, mem
 	c.transient = !id.presence
 	ack := wire.HelloAck{
@@ -324,6 +337,9 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 			DisplayName: id.displayName, Attestation: *id.attestation, Groups: id.groups, LastSeenAt: time.Now().UnixMilli(),
 		}
 		ms.sessions[id.pubkey] = sess
+		if evict != "" {
+			delete(ms.sessions, evict)
+		}
 		persist = func(tx *bolt.Tx) error { return store.PutSession(tx, ms.id, sess) }
 	} else if len(id.groups) > 0 {
 		// Groups in a member hello are added to the member's own (01-protocol
@@ -362,6 +378,9 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		// session record only means DMs to it are refused until it
 		// reconnects.
 		c.b.store.Submit(persist, nil)
+	}
+	if evict != "" {
+		c.b.hub.forgetSessions(ms, []string{evict})
 	}
 	return nil
 }

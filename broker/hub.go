@@ -40,7 +40,7 @@ type meshState struct {
 	memberPresences map[string]map[string]*presence
 	conns           map[string]map[*conn]struct{} // identity → live conns
 	pending         map[string]int                // recipient → undelivered messages
-	history         map[string]bool               // presence keys ever present
+	history         map[string]int64              // presence key → when it last started or ended (ms); pruned after historyTTL
 	connCount       int
 	// origin remembers the transient connection a message came from, so its
 	// receipts reach a `send --wait` that is still listening, until every
@@ -62,6 +62,9 @@ type member struct {
 	store.Member
 	limiter     *rate.Limiter
 	statusSetAt time.Time
+	// presenceLimiter limits how fast the member starts presences
+	// (--presence-rate): each is an event to the whole mesh.
+	presenceLimiter *rate.Limiter
 }
 
 // presence is one listed peer: a member presence (daemon, inbox --follow,
@@ -152,7 +155,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		memberPresences: map[string]map[string]*presence{},
 		conns:           map[string]map[*conn]struct{}{},
 		pending:         map[string]int{},
-		history:         map[string]bool{},
+		history:         map[string]int64{},
 		origin:          map[string]*origin{},
 	}
 }
@@ -194,6 +197,9 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
 	mem := &member{Member: m, limiter: lim}
+	if cfg.PresenceRate > 0 {
+		mem.presenceLimiter = rate.NewLimiter(rate.Limit(cfg.PresenceRate), max(cfg.PresenceBurst, 1))
+	}
 	ms.members[m.Pubkey] = mem
 	ms.memberByID[m.ID] = mem
 	return mem

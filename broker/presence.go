@@ -78,10 +78,10 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 	c.pres = p
 	if fresh {
 		event := wire.EventPeerJoined
-		if ms.history[key] {
+		if _, ok := ms.history[key]; ok {
 			event = wire.EventPeerReturned
 		}
-		ms.history[key] = true
+		ms.history[key] = now.UnixMilli()
 		ms.broadcastSystem(event, p)
 	}
 	// A member's first presence resets a stale `working` (a presence starts
@@ -113,7 +113,16 @@ func (h *hub) detach(c *conn) {
 		// Outside ms.mu: Submit may block when the commit queue is full,
 		// and the committer's callbacks take ms.mu.
 		memberID, seen := c.mem.ID, time.Now().UnixMilli()
+		session := ""
+		if c.pubkey != c.mem.Pubkey {
+			session = c.pubkey // a session's last connection dates its expiry
+		}
 		h.b.store.Submit(func(tx *bolt.Tx) error {
+			if session != "" {
+				if err := store.TouchSession(tx, ms.id, session, seen); err != nil {
+					return err
+				}
+			}
 			m, err := store.GetMember(tx, ms.id, memberID)
 			if err != nil {
 				return nil // left or removed meanwhile
@@ -141,7 +150,13 @@ func (h *hub) detachLocked(c *conn) {
 	}
 	c.inflight, c.inflightBytes = nil, 0
 	if !c.transient {
-		c.mem.LastSeenAt = time.Now().UnixMilli()
+		now := time.Now().UnixMilli()
+		c.mem.LastSeenAt = now
+		if s := ms.sessions[c.pubkey]; s != nil && c.pubkey != c.mem.Pubkey {
+			cp := *s // records are shared with persist closures: copy, never mutate
+			cp.LastSeenAt = now
+			ms.sessions[c.pubkey] = &cp
+		}
 	}
 	p := c.pres
 	if p == nil || p.conn != c {
@@ -175,6 +190,7 @@ func (ms *meshState) endPresence(p *presence) {
 		p.grace = nil
 	}
 	delete(ms.presences, p.key)
+	ms.history[p.key] = time.Now().UnixMilli()
 	if idx := ms.memberPresences[p.member.Pubkey]; idx != nil {
 		delete(idx, p.key)
 		if len(idx) == 0 {

@@ -491,7 +491,10 @@ func executable(cfg Config, why string) (string, error) {
 func (r *run) startBroker(ctx context.Context, exe string) error {
 	if r.cfg.BrokerURL == "" {
 		r.progressf("starting the broker")
-		child, err := startChild(ctx, exe, r.cfg.childEnv)
+		// --idle-connections are presences of one member: the presence
+		// rate limit would stretch a 10,000-connection storm over half an
+		// hour.
+		child, err := startChild(ctx, exe, r.cfg.childEnv, "--presence-rate", "0")
 		if err != nil {
 			return err
 		}

@@ -52,22 +52,24 @@ type listeningLine struct {
 }
 
 // startChild runs exe as `claudemesh broker` with the bench settings of
-// 05-quality: no send rate limit, no per-mesh connection cap, an ephemeral
+// 05-quality: no send rate limit, no per-mesh connection cap (nor, for the
+// idle connections of one member, a presence rate limit), an ephemeral
 // loopback port and no metrics listener (so parallel runs never collide on
 // a port). It returns once the broker logged that it is listening.
-func startChild(ctx context.Context, exe string, extraEnv []string) (*childBroker, error) {
+func startChild(ctx context.Context, exe string, extraEnv []string, extraArgs ...string) (*childBroker, error) {
 	dir, err := os.MkdirTemp("", "claudemesh-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("temporary broker directory: %w", err)
 	}
 	data := filepath.Join(dir, "data")
-	cmd := exec.Command(exe, "broker",
+	args := append([]string{"broker",
 		"--listen", "127.0.0.1:0",
 		"--metrics-listen", "off",
 		"--data", data,
 		"--rate", "0",
 		"--max-connections-per-mesh", "0",
-	)
+	}, extraArgs...)
+	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), extraEnv...)
 	cmd.SysProcAttr = childProcAttr()
 	stderr, err := cmd.StderrPipe()

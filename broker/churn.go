@@ -1,0 +1,159 @@
+package broker
+
+import (
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// Limits on what one member can make the broker remember or announce
+// (issue: 3,000 session joins and leaves from one member, each a presence
+// event to every daemon of the mesh, cut another member's daemon off; and
+// the maps of known sessions and of presence history only ever grew).
+
+// checkPresenceRate refuses a hello that would start a new presence (and
+// so a peer_joined to every presence of the mesh) when its member has
+// started presences faster than --presence-rate (burst --presence-burst).
+// Re-attaching an existing presence announces nothing and is not counted;
+// a presence's end needs a start, so leaves are bounded too. Caller holds
+// ms.mu.
+func (ms *meshState) checkPresenceRate(b *Broker, mem *member, id helloIdentity) *handshakeError {
+	if !id.presence || mem.presenceLimiter == nil || ms.presences[presenceKey(id, mem.Pubkey)] != nil {
+		return nil
+	}
+	r := mem.presenceLimiter.Reserve()
+	d := r.Delay()
+	if d <= 0 {
+		return nil
+	}
+	r.Cancel()
+	b.metrics.limitTripped.WithLabelValues("presence_rate").Inc()
+	e := refuse(wire.CodeRateLimited, "this member is starting presences faster than %g/s; retry in %s", b.cfg.PresenceRate, d.Round(time.Millisecond))
+	e.retryAfterMs = max(d.Milliseconds(), 1)
+	return e
+}
+
+// makeRoomForSession keeps a member's known session keys under
+// --max-sessions-per-member when a new one arrives: the one connected
+// least recently, and not present now, is forgotten (with its queue, as if
+// it had expired). If every one of them is present the hello is refused
+// with capacity. Caller holds ms.mu; evict (if any) is for the caller to
+// run after the hello is accepted.
+func (ms *meshState) makeRoomForSession(b *Broker, mem *member, pubkey string) (evict string, herr *handshakeError) {
+	max := b.cfg.MaxSessionsPerMember
+	if max <= 0 || ms.sessions[pubkey] != nil {
+		return "", nil
+	}
+	n := 0
+	var oldest *store.Session
+	for k, s := range ms.sessions {
+		if s.ParentMemberID != mem.ID {
+			continue
+		}
+		n++
+		if ms.presences[k] != nil {
+			continue
+		}
+		if oldest == nil || s.LastSeenAt < oldest.LastSeenAt {
+			oldest = s
+		}
+	}
+	if n < max {
+		return "", nil
+	}
+	b.metrics.limitTripped.WithLabelValues("sessions_per_member").Inc()
+	if oldest == nil {
+		return "", refuse(wire.CodeCapacity, "this member already has %d sessions connected", n)
+	}
+	return oldest.Pubkey, nil
+}
+
+// forgetSessions removes known session keys (evicted or expired) from the
+// store with their queues, and settles the dropped deliveries. It must be
+// called without ms.mu; the keys are already gone from ms.sessions.
+func (h *hub) forgetSessions(ms *meshState, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	var dropped []store.Expired
+	err := h.b.store.Submit(func(tx *bolt.Tx) error {
+		dropped = dropped[:0]
+		for _, k := range keys {
+			if err := store.DeleteSession(tx, ms.id, k); err != nil {
+				return err
+			}
+			d, err := store.DropQueue(tx, ms.id, k)
+			if err != nil {
+				return err
+			}
+			dropped = append(dropped, d...)
+		}
+		return nil
+	}, func(err error) {
+		if err != nil {
+			h.b.log.Error("forget sessions", "err", err)
+			return
+		}
+		h.settleExpired(ms, dropped)
+	})
+	if err != nil {
+		h.b.log.Warn("forget sessions", "err", err)
+	}
+}
+
+// expireSessions forgets session keys not connected for --queue-ttl: what
+// was queued for them has expired, and a session that comes back says
+// hello again, which records it anew.
+func (h *hub) expireSessions(ms *meshState, now time.Time) {
+	cutoff := now.Add(-h.b.cfg.QueueTTL).UnixMilli()
+	var keys []string
+	ms.mu.Lock()
+	for k, s := range ms.sessions {
+		if s.LastSeenAt < cutoff && ms.presences[k] == nil {
+			keys = append(keys, k)
+			delete(ms.sessions, k)
+		}
+	}
+	ms.mu.Unlock()
+	h.forgetSessions(ms, keys)
+}
+
+// History of presence keys, for peer_joined versus peer_returned: a
+// presence key is remembered for historyTTL after it ends, and a mesh
+// remembers at most maxHistory of them (the oldest go first).
+const (
+	historyTTL = 24 * time.Hour
+	maxHistory = 100_000
+)
+
+// pruneHistory drops ended presences older than historyTTL, then the
+// oldest beyond maxHistory. Caller holds ms.mu.
+func (ms *meshState) pruneHistory(now time.Time) {
+	cutoff := now.Add(-historyTTL).UnixMilli()
+	for k, at := range ms.history {
+		if at < cutoff && ms.presences[k] == nil {
+			delete(ms.history, k)
+		}
+	}
+	if len(ms.history) <= maxHistory {
+		return
+	}
+	type entry struct {
+		key string
+		at  int64
+	}
+	old := make([]entry, 0, len(ms.history))
+	for k, at := range ms.history {
+		if ms.presences[k] == nil {
+			old = append(old, entry{k, at})
+		}
+	}
+	sort.Slice(old, func(i, j int) bool { return old[i].at < old[j].at })
+	for _, e := range old[:max(0, min(len(old), len(ms.history)-maxHistory))] {
+		delete(ms.history, e.key)
+	}
+}
