@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"time"
+
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/store"
@@ -14,9 +16,11 @@ import (
 // (--ack-rate), and keeps only the ids that settle something for this
 // connection's key: those in flight on one of its connections (memory), or
 // with a pending delivery record (a read transaction, which never waits for
-// the committer). An ack that settles nothing is answered without a write
-// and costs a token of the connection's ordinary request budget. ok is
-// false when the frame was refused (the error is sent).
+// the committer). The ids that need that read are charged to the member's
+// lookup budget (5 × --ack-rate ids/s, burst 20 ×): an honest client
+// re-acking redeliveries or acking a fetch_queued backlog stays far below
+// it, a flood of invented ids does not. ok is false when the frame was
+// refused (the error is sent).
 func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) {
 	if c.acks != nil && !c.acks.Allow() {
 		c.b.metrics.limitTripped.WithLabelValues("ack_rate").Inc()
@@ -40,23 +44,25 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 		}
 	}
 	ms.mu.Unlock()
-	if len(rest) > 0 {
-		var pending []string
-		err := c.b.store.View(func(tx *bolt.Tx) error {
-			var err error
-			pending, err = store.PendingFor(tx, ms.id, c.pubkey, rest)
-			return err
-		})
-		if err != nil {
-			// Let the commit decide: it reads the same records.
-			pending = rest
+	if len(rest) == 0 {
+		return known, true
+	}
+	if lim := c.mem.ackLookups; lim != nil {
+		if r := lim.ReserveN(time.Now(), len(rest)); !r.OK() || r.Delay() > 0 {
+			r.Cancel()
+			c.b.metrics.limitTripped.WithLabelValues("unknown_acks").Inc()
+			c.sendError(reqID, wire.CodeRateLimited, "too many acks of ids that are not in flight; slow down")
+			return nil, false
 		}
-		known = append(known, pending...)
 	}
-	if len(known) == 0 && !c.frames.Allow() {
-		c.b.metrics.limitTripped.WithLabelValues("unknown_acks").Inc()
-		c.sendError(reqID, wire.CodeRateLimited, "too many acks of ids that settle nothing; slow down")
-		return nil, false
+	var pending []string
+	err := c.b.store.View(func(tx *bolt.Tx) error {
+		var err error
+		pending, err = store.PendingFor(tx, ms.id, c.pubkey, rest)
+		return err
+	})
+	if err != nil {
+		pending = rest // let the commit decide: it reads the same records
 	}
-	return known, true
+	return append(known, pending...), true
 }

@@ -9,35 +9,19 @@ import (
 	"claudemesh/wire"
 )
 
-// TestUnknownAcksNeverReachTheCommitter: client_ack frames full of ids that
-// settle nothing (a member of another mesh flooding them used to stall
-// every mesh's sends, one commit per frame) are answered without a write,
-// limited per connection, and do not disturb another mesh's traffic; a
-// real ack still settles its message.
-func TestUnknownAcksNeverReachTheCommitter(t *testing.T) {
-	b := startBroker(t, func(c *Config) { c.AckRate = 2 })
-	alice := createMesh(t, b, "team", "alice")
-	bob := addMember(t, b, alice, "team", "bob")
-	mallory := createMesh(t, b, "other", "mallory")
-	mc := connect(t, b, mallory, true, nil)
-	bc := connect(t, b, bob, true, nil)
-	ac := connect(t, b, alice, false, nil)
-
-	junk := make([]string, maxAckIDs)
-	for i := range junk {
-		junk[i] = ulid.Make().String()
+// ackBurst pipelines frames client_ack frames of ids and reads their
+// answers, returning how many were acked and how many refused rate_limited.
+func ackBurst(t *testing.T, c *rawConn, frames int, ids []string) (acked, limited int) {
+	t.Helper()
+	for i := range frames { // pipelined: the limits are per second, not per round trip
+		c.write(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("k%d", i), MessageIDs: ids})
 	}
-	commits := counterValue(t, b, "claudemesh_store_commit_seconds_count", "")
-	const frames = 20
-	for i := range frames { // pipelined: the limit is per second, not per round trip
-		mc.write(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("k%d", i), MessageIDs: junk})
-	}
-	limited := 0
 	for i := range frames {
-		data := mc.read()
+		data := c.read()
 		env, _ := wire.Peek(data)
 		switch env.Type {
 		case wire.TypeAcked:
+			acked++
 		case wire.TypeError:
 			var e wire.Error
 			wire.Decode(data, &e)
@@ -49,22 +33,69 @@ func TestUnknownAcksNeverReachTheCommitter(t *testing.T) {
 			t.Fatalf("ack %d answered %s", i, data)
 		}
 	}
+	return acked, limited
+}
+
+func junkIDs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = ulid.Make().String()
+	}
+	return out
+}
+
+// TestUnknownAcksNeverReachTheCommitter: client_ack frames full of ids that
+// settle nothing (a member of another mesh flooding them used to stall
+// every mesh's sends, one commit per frame) are answered without a write,
+// and past the member's lookup budget refused; another mesh's traffic is
+// undisturbed, and a real ack still settles its message.
+func TestUnknownAcksNeverReachTheCommitter(t *testing.T) {
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	mallory := createMesh(t, b, "other", "mallory")
+	mc := connect(t, b, mallory, true, nil)
+	bc := connect(t, b, bob, true, nil)
+	ac := connect(t, b, alice, false, nil)
+
+	commits := counterValue(t, b, "claudemesh_store_commit_seconds_count", "")
+	// Within the budget: answered, no write.
+	if acked, limited := ackBurst(t, mc, 20, junkIDs(100)); acked != 20 || limited != 0 {
+		t.Fatalf("20 small acks: %d acked, %d refused", acked, limited)
+	}
+	// A flood: 50,000 invented ids against a budget of 20,000 (+5,000/s).
+	if _, limited := ackBurst(t, mc, 100, junkIDs(maxAckIDs)); limited == 0 {
+		t.Fatal("a flood of unknown ids was never refused")
+	}
 	if got := counterValue(t, b, "claudemesh_store_commit_seconds_count", ""); got != commits {
 		t.Fatalf("acks of unknown ids made %v commits", got-commits)
 	}
-	if limited == 0 || counterValue(t, b, "claudemesh_limits_tripped_total", "ack_rate") < 1 {
-		t.Fatalf("%d pipelined ack frames at --ack-rate 2: %d refused", frames, limited)
+	if counterValue(t, b, "claudemesh_limits_tripped_total", "unknown_acks") < 1 {
+		t.Fatal("unknown_acks not counted")
 	}
 
 	// The other mesh is unaffected, and a real ack still settles.
-	ack := ac.sendAck(dm(t, alice, bob.pub(), "through"))
-	if ack.Error != nil {
+	if ack := ac.sendAck(dm(t, alice, bob.pub(), "through")); ack.Error != nil {
 		t.Fatal(ack.Error)
 	}
 	p := bc.nextPush()
 	var acked wire.Acked
-	bc.request(map[string]any{"type": "client_ack", "messageIds": append([]string{p.MessageID}, junk[:10]...)}, &acked, wire.TypeAcked)
+	bc.request(map[string]any{"type": "client_ack", "messageIds": append([]string{p.MessageID}, junkIDs(10)...)}, &acked, wire.TypeAcked)
 	if counterValue(t, b, "claudemesh_deliveries_pending", "") != 0 {
 		t.Fatal("the real ack did not settle the delivery")
+	}
+}
+
+// TestAckFramesAreLimited: --ack-rate bounds client_ack frames per
+// connection (they used to be exempt from every frame limit).
+func TestAckFramesAreLimited(t *testing.T) {
+	b := startBroker(t, func(c *Config) { c.AckRate = 2 })
+	alice := createMesh(t, b, "team", "alice")
+	ac := connect(t, b, alice, true, nil)
+	if _, limited := ackBurst(t, ac, 20, junkIDs(1)); limited == 0 {
+		t.Fatal("20 pipelined ack frames at --ack-rate 2: none refused")
+	}
+	if counterValue(t, b, "claudemesh_limits_tripped_total", "ack_rate") < 1 {
+		t.Fatal("ack_rate not counted")
 	}
 }

@@ -65,6 +65,9 @@ type member struct {
 	// presenceLimiter limits how fast the member starts presences
 	// (--presence-rate): each is an event to the whole mesh.
 	presenceLimiter *rate.Limiter
+	// ackLookups is the member's budget of acked ids that are not in
+	// flight and need a store read (settleable).
+	ackLookups *rate.Limiter
 }
 
 // presence is one listed peer: a member presence (daemon, inbox --follow,
@@ -197,6 +200,9 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
 	mem := &member{Member: m, limiter: lim}
+	if cfg.AckRate > 0 {
+		mem.ackLookups = rate.NewLimiter(rate.Limit(5*cfg.AckRate), int(20*cfg.AckRate))
+	}
 	if cfg.PresenceRate > 0 {
 		mem.presenceLimiter = rate.NewLimiter(rate.Limit(cfg.PresenceRate), max(cfg.PresenceBurst, 1))
 	}
