@@ -31,22 +31,39 @@ func (c *conn) handleListPeers(data []byte, env wire.Envelope) {
 	c.ms.mu.Lock()
 	peers := c.ms.listPeers(c.mem, c.b.cfg.WorkingDecay)
 	c.ms.mu.Unlock()
-	out := wire.Peers{Type: wire.TypePeers, ReqID: env.ReqID, Peers: make([]wire.Peer, 0, min(len(peers), 256))}
+	// Each peer is encoded once, and the page is assembled from those bytes
+	// (reqId and cursor are plain ASCII by their patterns).
 	budget := c.b.cfg.peersPageBytes() - 256 // the envelope and cursor
-	for _, p := range peers {
-		cur := cursorOf(&p)
-		if after != nil && !after.before(cur) {
+	frame := make([]byte, 0, min(budget, 64<<10))
+	frame = append(frame, `{"type":"peers","reqId":"`...)
+	frame = append(frame, env.ReqID...)
+	frame = append(frame, `","peers":[`...)
+	n, next := 0, ""
+	for i := range peers {
+		p := &peers[i]
+		if after != nil && !after.before(cursorOf(p)) {
 			continue
 		}
-		size := len(wire.MustEncode(p)) + 1
-		if budget < size && len(out.Peers) > 0 {
-			out.More, out.Next = true, cursorOf(&out.Peers[len(out.Peers)-1]).String()
+		enc := wire.MustEncode(p)
+		if len(enc)+1 > budget && n > 0 {
+			next = cursorOf(&peers[i-1]).String()
 			break
 		}
-		budget -= size
-		out.Peers = append(out.Peers, p)
+		budget -= len(enc) + 1
+		if n > 0 {
+			frame = append(frame, ',')
+		}
+		frame = append(frame, enc...)
+		n++
 	}
-	c.reply(out)
+	frame = append(frame, ']')
+	if next != "" {
+		frame = append(frame, `,"more":true,"next":"`...)
+		frame = append(frame, next...)
+		frame = append(frame, '"')
+	}
+	frame = append(frame, '}')
+	c.enqueue(frame)
 }
 
 // peerCursor is a position in list_peers' order: connectedAt, then pubkey
