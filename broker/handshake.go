@@ -415,7 +415,7 @@ func (ms *meshState) checkSessionIdentity(parent *member, id helloIdentity) *han
 }
 
 // features advertised in hello_ack.
-var features = []string{"box", "multi", "receipts", "fetch_queued", "session_hello", "priority", "idempotency", "message_status", "invites", "member_events", "admin", "audit", "mesh_transfer", "topics", "notifications", "apikeys"}
+var features = []string{"box", "multi", "receipts", "fetch_queued", "session_hello", "priority", "idempotency", "message_status", "invites", "member_events", "admin", "audit", "mesh_transfer", "topics", "notifications", "apikeys", "grants", "skills"}
 
 // mergeGroups adds groups not yet present; reports whether any was added.
 func mergeGroups(dst *[]wire.Group, add []wire.Group) bool {

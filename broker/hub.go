@@ -48,6 +48,9 @@ type meshState struct {
 	origin map[string]*origin
 	// topics is the mesh's topic index (topics.go), loaded on first use.
 	topics *topicIndex
+	// grants are each recipient member's explicit grants (grants.go),
+	// replaced whole on change, never edited in place.
+	grants map[string]store.Grants
 }
 
 // origin is a transient sender waiting for receipts.
@@ -133,6 +136,9 @@ func newHub(b *Broker) (*hub, error) {
 				}
 				ms.sessions[sessions[i].Pubkey] = &sessions[i]
 			}
+			if ms.grants, err = store.ListGrants(tx, m.ID); err != nil {
+				return err
+			}
 			ms.pending, err = store.CountPending(tx, m.ID)
 			if err != nil {
 				return err
@@ -160,6 +166,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		pending:         map[string]int{},
 		history:         map[string]int64{},
 		origin:          map[string]*origin{},
+		grants:          map[string]store.Grants{},
 	}
 }
 

@@ -273,6 +273,9 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 			}
 			dropped = append(dropped, d...)
 		}
+		if err := store.PutGrants(tx, ms.id, m.Pubkey, nil); err != nil {
+			return err
+		}
 		if err := store.DeleteMember(tx, ms.id, m); err != nil {
 			return err
 		}
@@ -302,6 +305,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 		}
 		_ = k
 	}
+	delete(ms.grants, mem.Pubkey)
 	ms.removeMember(mem)
 	ms.memberChanged(wire.MemberLeft, mem, nil)
 	ms.mu.Unlock()

@@ -25,6 +25,8 @@ func (b *Broker) routes() http.Handler {
 	mux.HandleFunc("GET /health/ready", b.handleReady)
 	mux.HandleFunc("POST /v1/admin/meshes", b.limited(b.handleCreateMesh))
 	mux.HandleFunc("GET /v1/admin/meshes", b.limited(b.handleListMeshes))
+	mux.HandleFunc("GET /v1/admin/meshes/{mesh}/members", b.limited(b.handleOperatorMembers))
+	mux.HandleFunc("DELETE /v1/admin/meshes/{mesh}/members/{target}", b.limited(b.handleRemoveMember))
 	mux.HandleFunc("POST /v1/join", b.limited(b.handleJoin))
 	b.apiKeyRoutes(mux)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {

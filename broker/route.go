@@ -76,6 +76,12 @@ func (c *conn) handle(data []byte) {
 		wire.TypeTopicSeal, wire.TypeTopicRotate, wire.TypeTopicMarkRead, wire.TypeNotificationsList,
 		wire.TypeNotificationsRead, wire.TypeAPIKeyCreate, wire.TypeAPIKeyList, wire.TypeAPIKeyRevoke:
 		c.handleTopicFrame(data, env)
+	case wire.TypeGrantsSet:
+		c.handleGrantsSet(data, env)
+	case wire.TypeGrantsGet:
+		c.handleGrantsGet(env)
+	case wire.TypeSkillPublish, wire.TypeSkillList, wire.TypeSkillGet, wire.TypeSkillRemove:
+		c.handleSkill(data, env)
 	case wire.TypeAuditQuery:
 		c.handleAuditQuery(data, env)
 	case wire.TypeAuditCheckpoint:
@@ -397,6 +403,10 @@ func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, ms
 		if !ms.knownRecipient(s.TargetSpec) {
 			return nil, wire.CodeUnknownRecipient, "no member or session of this mesh has that key"
 		}
+		if !ms.allows(s.TargetSpec, c.mem.Pubkey, wire.CapDM) {
+			c.b.metrics.droppedByGrant.WithLabelValues(wire.CapDM).Inc()
+			return nil, wire.CodeBlockedByRecipient, "the recipient does not accept direct messages from you"
+		}
 		if ms.pending[s.TargetSpec] >= maxPending {
 			return nil, wire.CodeRecipientQueueFull, "the recipient has too many undelivered messages"
 		}
@@ -411,6 +421,11 @@ func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, ms
 			continue
 		}
 		if s.TargetSpec != "*" && !inGroup(ms.effectiveGroups(k.To), group) {
+			continue
+		}
+		if !ms.allows(k.To, c.mem.Pubkey, wire.CapBroadcast) {
+			// Dropped for this recipient only; the others still get it.
+			c.b.metrics.droppedByGrant.WithLabelValues(wire.CapBroadcast).Inc()
 			continue
 		}
 		if ms.pending[k.To] >= maxPending {

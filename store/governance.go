@@ -1,0 +1,122 @@
+package store
+
+import (
+	bolt "go.etcd.io/bbolt"
+)
+
+// Grants and skills: per-mesh records the broker keeps for governance
+// (01-protocol §6). Both are small and written rarely, so they stay JSON.
+
+// Grants are one recipient's explicit grants: sender member pubkey → the
+// capabilities it may use towards the recipient ([] = blocked). Senders not
+// listed have the defaults.
+type Grants map[string][]string
+
+// PutGrants replaces a recipient's explicit grants; an empty map deletes
+// the record.
+func PutGrants(tx *bolt.Tx, meshID, recipient string, g Grants) error {
+	b, err := sub(tx, meshID, bGrants)
+	if err != nil {
+		return err
+	}
+	if len(g) == 0 {
+		return b.Delete(pk(recipient))
+	}
+	return b.Put(pk(recipient), enc(g))
+}
+
+// GetGrants returns a recipient's explicit grants (empty when none).
+func GetGrants(tx *bolt.Tx, meshID, recipient string) (Grants, error) {
+	b, err := sub(tx, meshID, bGrants)
+	if err != nil {
+		return nil, err
+	}
+	g := Grants{}
+	if v := b.Get(pk(recipient)); v != nil {
+		if err := dec(v, &g); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// ListGrants returns every recipient's explicit grants in a mesh.
+func ListGrants(tx *bolt.Tx, meshID string) (map[string]Grants, error) {
+	b, err := sub(tx, meshID, bGrants)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Grants{}
+	err = b.ForEach(func(k, v []byte) error {
+		g := Grants{}
+		if err := dec(v, &g); err != nil {
+			return err
+		}
+		out[hexKey(k)] = g
+		return nil
+	})
+	return out, err
+}
+
+// Skill is a shared agent instruction published to a mesh. Its body is
+// plaintext: every member may read it, and so can the broker's operator.
+type Skill struct {
+	Name         string   `json:"name"`
+	Description  string   `json:"description"`
+	Body         string   `json:"body"`
+	Tags         []string `json:"tags,omitempty"`
+	AuthorPubkey string   `json:"authorPubkey"`
+	AuthorName   string   `json:"authorName"`
+	CreatedAt    int64    `json:"createdAt"`
+	UpdatedAt    int64    `json:"updatedAt"`
+}
+
+// PutSkill inserts or replaces a skill by name.
+func PutSkill(tx *bolt.Tx, meshID string, s *Skill) error {
+	b, err := sub(tx, meshID, bSkills)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(s.Name), enc(s))
+}
+
+// GetSkill loads a skill by name, or ErrNotFound.
+func GetSkill(tx *bolt.Tx, meshID, name string) (*Skill, error) {
+	b, err := sub(tx, meshID, bSkills)
+	if err != nil {
+		return nil, err
+	}
+	v := b.Get([]byte(name))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var s Skill
+	return &s, dec(v, &s)
+}
+
+// DeleteSkill removes a skill by name.
+func DeleteSkill(tx *bolt.Tx, meshID, name string) error {
+	b, err := sub(tx, meshID, bSkills)
+	if err != nil {
+		return err
+	}
+	return b.Delete([]byte(name))
+}
+
+// ListSkills returns a mesh's skills in name order.
+func ListSkills(tx *bolt.Tx, meshID string) ([]Skill, error) {
+	b, err := sub(tx, meshID, bSkills)
+	if err != nil {
+		return nil, err
+	}
+	var out []Skill
+	err = b.ForEach(func(_, v []byte) error {
+		var s Skill
+		if err := dec(v, &s); err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
