@@ -110,23 +110,31 @@ func Join(ctx context.Context, brokerURL string, req JoinRequest) (*JoinResponse
 // again when the broker answers busy with Retry-After (waitRetryAfter).
 func postJSON(ctx context.Context, url, bearer string, in, out any) error {
 	for attempt := 0; ; attempt++ {
-		err := postJSONOnce(ctx, url, bearer, in, out)
+		err := doJSON(ctx, http.MethodPost, url, bearer, in, out)
 		if err == nil || !waitRetryAfter(ctx, err, attempt) {
 			return err
 		}
 	}
 }
 
-func postJSONOnce(ctx context.Context, url, bearer string, in, out any) error {
-	body, err := wire.Encode(in)
-	if err != nil {
-		return wrapError(wire.CodeInvalidArgument, err, "encoding request")
+// doJSON is one REST call: in (nil for no body) as JSON, the answer
+// decoded into out, an error body mapped by restError.
+func doJSON(ctx context.Context, method, url, bearer string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		data, err := wire.Encode(in)
+		if err != nil {
+			return wrapError(wire.CodeInvalidArgument, err, "encoding request")
+		}
+		body = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return wrapError(wire.CodeInvalidArgument, err, "request")
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	req.Header.Set("Accept", "application/json")
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
@@ -134,16 +142,16 @@ func postJSONOnce(ctx context.Context, url, bearer string, in, out any) error {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctxError(ctx, "POST "+url)
+			return ctxError(ctx, method+" "+url)
 		}
 		if isUnreachable(err) {
-			return wrapError(CodeUnreachable, err, "POST %s", url)
+			return wrapError(CodeUnreachable, err, "%s %s", method, url)
 		}
 		var te interface{ Timeout() bool }
 		if errors.As(err, &te) && te.Timeout() {
-			return wrapError(CodeTimeout, err, "POST %s", url)
+			return wrapError(CodeTimeout, err, "%s %s", method, url)
 		}
-		return wrapError(CodeUnreachable, err, "POST %s", url)
+		return wrapError(CodeUnreachable, err, "%s %s", method, url)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRESTBody))
@@ -164,14 +172,16 @@ func postJSONOnce(ctx context.Context, url, bearer string, in, out any) error {
 func restError(resp *http.Response, body []byte) *Error {
 	var eb struct {
 		Error struct {
-			Code         string `json:"code"`
-			Message      string `json:"message"`
-			RetryAfterMs int64  `json:"retryAfterMs,omitzero"`
+			Code         string           `json:"code"`
+			Message      string           `json:"message"`
+			RetryAfterMs int64            `json:"retryAfterMs,omitzero"`
+			Candidates   []wire.Candidate `json:"candidates,omitempty"`
 		} `json:"error"`
 	}
 	e := &Error{Status: resp.StatusCode}
 	if wire.Decode(body, &eb) == nil && eb.Error.Code != "" {
 		e.Code, e.Message, e.RetryAfterMs = eb.Error.Code, eb.Error.Message, eb.Error.RetryAfterMs
+		e.Candidates = eb.Error.Candidates
 	} else {
 		e.Code = fmt.Sprintf("http_%d", resp.StatusCode)
 		e.Message = strings.TrimSpace(string(body))

@@ -159,13 +159,15 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/sessions/hook", d.handleHook)
 	d.topicRoutes(mux) // topics_api.go
 	d.webRoutes(mux)
+	mux.HandleFunc("GET /v1/skills", d.handleSkills)
+	mux.HandleFunc("GET /v1/skills/{name}", d.handleSkill)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: 404, code: wire.CodeNotFound, msg: "no such route: " + r.Method + " " + r.URL.Path})
 	})
 	return guard(mux)
 }
 
-var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload", "sessions", "hook", "topics", "web"}
+var features = []string{"send", "outbox", "inbox", "events", "peers", "members", "profile", "groups", "reload", "sessions", "hook", "topics", "web", "skills", "audit"}
 
 func (d *Daemon) handleVersion(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, localapi.Version{DaemonVersion: buildinfo.Version, API: localapi.APIVersion, Features: features, PID: os.Getpid()})
@@ -187,7 +189,7 @@ func (d *Daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 // internal state and unread inbox rows.
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
-		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList())}
+		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList()), Audit: d.audit.snapshot()}
 	d.db.View(func(tx *bolt.Tx) error {
 		n := outboxCounts(tx)
 		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],

@@ -102,7 +102,10 @@ func upCommand() *cli.Command {
 			if c.Bool("foreground") {
 				return runForeground(c.Context, home, f)
 			}
-			if _, v, err := localapi.Probe(c.Context, home); err == nil {
+			if cl, v, err := localapi.Probe(c.Context, home); err == nil {
+				// Already running: a reload reconnects meshes that were
+				// kicked or banned (after an unban), as `up` promises.
+				cl.Do(c.Context, "POST", "/v1/reload", nil, nil)
 				return report(out, v.PID, true)
 			}
 			pid, err := detach(c.Context, home, f)
@@ -305,6 +308,14 @@ func statusCommand() *cli.Command {
 					out.Linef("  %s %s", sty.Red("✘"), cliui.SanitizePeerText(p.Message))
 					if p.Hint != "" {
 						out.Linef("  %s", sty.Dim("→ "+cliui.SanitizePeerText(p.Hint)))
+					}
+				}
+				if a, ok := st.Audit[s]; ok && !a.OK {
+					if a.Error != "" {
+						out.Linef("  audit check could not run: %s", cliui.SanitizePeerText(a.Error))
+					} else {
+						out.Linef("  %s audit log %s at entry %d: %s", sty.Red("✘"), strings.ReplaceAll(a.Problem, "_", " "), a.FirstBadSeq, cliui.SanitizePeerText(a.Message))
+						out.Linef("  %s", sty.Dim("→ the broker's record of this mesh cannot be trusted; run claudemesh audit verify and tell the mesh owner"))
 					}
 				}
 			}

@@ -60,6 +60,9 @@ type Options struct {
 	Web                   string
 	WebAllowRemote        bool
 	WebTLSCert, WebTLSKey string
+	// AuditInterval is how often each mesh's audit chain is verified in
+	// the background (a day); the first check runs when the mesh opens.
+	AuditInterval time.Duration
 
 	// refreshDelay and refreshMinInterval time the full list_peers that
 	// follows presence events (directory.go; tests change them).
@@ -83,6 +86,7 @@ type Daemon struct {
 	started time.Time
 	events  *eventHub
 	keys    *sealer
+	audit   auditState
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -149,6 +153,9 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	if opts.TopicSweep <= 0 {
 		opts.TopicSweep = 30 * time.Second
+	}
+	if opts.AuditInterval <= 0 {
+		opts.AuditInterval = 24 * time.Hour
 	}
 	if err := fsutil.EnsurePrivateDir(opts.Home); err != nil {
 		return nil, err
@@ -350,7 +357,9 @@ func (d *Daemon) Reload() error {
 	d.mu.Lock()
 	var stop []*meshRT
 	for id, rt := range d.meshes {
-		if m, ok := want[id]; !ok || m != rt.cfg {
+		// A mesh that was kicked or banned is started afresh: a reload is
+		// how the user says "try again" (`daemon up` sends one).
+		if m, ok := want[id]; !ok || m != rt.cfg || rt.stopped() {
 			stop = append(stop, rt)
 			delete(d.meshes, id)
 		}
@@ -556,7 +565,7 @@ func (m *meshRT) start() {
 		},
 		OnState: m.onState,
 	})
-	m.d.wg.Add(2)
+	m.d.wg.Add(3)
 	go func() {
 		defer m.d.wg.Done()
 		defer close(m.done)
@@ -568,6 +577,10 @@ func (m *meshRT) start() {
 	go func() {
 		defer m.d.wg.Done()
 		m.topics.sweepLoop(ctx)
+	}()
+	go func() {
+		defer m.d.wg.Done()
+		m.auditLoop(ctx)
 	}()
 }
 

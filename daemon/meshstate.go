@@ -93,10 +93,10 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 				" is impersonating the broker. Then restart the daemon (claudemesh daemon down; claudemesh daemon up)"}
 	case client.StateKicked:
 		return &localapi.Error{Code: wire.ReasonKicked, Message: fmt.Sprintf("mesh %s: this member was kicked (%s)", m.cfg.Slug, why),
-			Hint: "restart the daemon to reconnect, or ask the mesh owner why"}
+			Hint: "run claudemesh daemon up to reconnect (messages already in the outbox are kept and go out then), or ask the mesh owner why"}
 	case client.StateBanned:
 		return &localapi.Error{Code: wire.CodeBanned, Message: fmt.Sprintf("mesh %s: %s", m.cfg.Slug, client.MessageOf(err, "this member was removed from the mesh")),
-			Hint: "contact the mesh owner to rejoin"}
+			Hint: "contact the mesh owner; after an unban, run claudemesh daemon up to reconnect (messages already in the outbox are kept)"}
 	case client.StateClosed:
 		return &localapi.Error{Code: wire.ReasonLeft, Message: fmt.Sprintf("mesh %s: the connection was closed for good (%s)", m.cfg.Slug, why),
 			Hint: "restart the daemon (claudemesh daemon down; claudemesh daemon up)"}

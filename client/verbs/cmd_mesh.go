@@ -27,13 +27,13 @@ const (
 func meshCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "mesh",
-		Usage: "create, list and leave meshes",
+		Usage: "create, list, leave and hand over meshes",
 		Description: cliui.WithExamples("",
 			"claudemesh mesh create Acme --broker wss://mesh.example.com/ws --operator-token-file ./operator.token",
 			"claudemesh mesh list",
 			"claudemesh mesh leave acme",
 		),
-		Subcommands: []*cli.Command{meshCreateCommand(), meshListCommand(), meshLeaveCommand()},
+		Subcommands: []*cli.Command{meshCreateCommand(), meshListCommand(), meshLeaveCommand(), meshTransferCommand(), meshRemoveMemberCommand()},
 	}
 }
 

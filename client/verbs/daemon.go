@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,8 @@ func daemonError(err error) error {
 		e.Hint = "run claudemesh peer list --all to see who is in the mesh"
 	case "mesh_required":
 		e.Hint = "choose one with --mesh SLUG"
+	case wire.CodeNotFound:
+		e.Exit = cliui.ExitNotFound
 	}
 	return e
 }
@@ -350,6 +353,26 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		if ev.ID != "" {
 			last = ev.ID
 		}
+		if ev.Type == localapi.EventBrokerStatus {
+			// A mesh whose member was kicked or banned will not come back
+			// by itself: stop following it and say why.
+			var bs localapi.BrokerStatusEvent
+			if json.Unmarshal(ev.Data, &bs) == nil && want[bs.Mesh] &&
+				(bs.State == localapi.MeshKicked || bs.State == localapi.MeshBanned) {
+				delete(want, bs.Mesh)
+				msg := strings.TrimPrefix(bs.Error, bs.State+": ")
+				if msg == "" {
+					msg = "the broker ended this member's connection (" + bs.State + ")"
+				}
+				err := meshError(bs.Mesh, cliui.Errorf(bs.State, "%s", msg).WithHint(hintFor(bs.State)))
+				if len(want) == 0 {
+					stream.Close()
+					return err
+				}
+				sink.MeshFailed(bs.Mesh, err)
+			}
+			continue
+		}
 		if ev.Type != localapi.EventMessage {
 			continue
 		}
@@ -403,4 +426,39 @@ func (v *viaDaemon) Profile(ctx context.Context, m *config.Mesh, ch profileChang
 		return daemonError(err)
 	}
 	return nil
+}
+
+func skillOfAPI(s *localapi.Skill) skillJSON {
+	tags := s.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	return skillJSON{Mesh: s.Mesh, Name: s.Name, Description: s.Description, Tags: tags, AuthorName: s.AuthorName,
+		AuthorPubkey: s.AuthorPubkey, Size: s.Size, UpdatedAt: s.UpdatedAt}
+}
+
+func (v *viaDaemon) Skills(ctx context.Context, m *config.Mesh, query string) ([]skillJSON, error) {
+	q := url.Values{"mesh": {m.Slug}}
+	if query != "" {
+		q.Set("query", query)
+	}
+	var list []localapi.Skill
+	if _, err := v.api.Do(ctx, "GET", "/v1/skills?"+q.Encode(), nil, &list); err != nil {
+		return nil, daemonError(err)
+	}
+	out := make([]skillJSON, 0, len(list))
+	for i := range list {
+		out = append(out, skillOfAPI(&list[i]))
+	}
+	return out, nil
+}
+
+func (v *viaDaemon) Skill(ctx context.Context, m *config.Mesh, name string) (*skillJSON, error) {
+	var s localapi.Skill
+	if _, err := v.api.Do(ctx, "GET", "/v1/skills/"+url.PathEscape(name)+"?mesh="+url.QueryEscape(m.Slug), nil, &s); err != nil {
+		return nil, daemonError(err)
+	}
+	out := skillOfAPI(&s)
+	out.Body = &s.Body
+	return &out, nil
 }

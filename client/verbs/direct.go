@@ -378,3 +378,40 @@ func (d *direct) Profile(ctx context.Context, m *config.Mesh, ch profileChange) 
 		return errors.New("unknown profile change " + ch.Op)
 	})
 }
+
+func skillOf(slug string, s *wire.SkillInfo) skillJSON {
+	tags := s.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	return skillJSON{Mesh: slug, Name: s.Name, Description: s.Description, Tags: tags, AuthorName: s.AuthorName,
+		AuthorPubkey: s.AuthorPubkey, Size: s.Size, UpdatedAt: s.UpdatedAt}
+}
+
+func (d *direct) Skills(ctx context.Context, m *config.Mesh, query string) ([]skillJSON, error) {
+	var list []wire.SkillInfo
+	if err := d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) (err error) {
+		list, err = c.SkillList(ctx, query)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]skillJSON, 0, len(list))
+	for i := range list {
+		out = append(out, skillOf(m.Slug, &list[i]))
+	}
+	return out, nil
+}
+
+func (d *direct) Skill(ctx context.Context, m *config.Mesh, name string) (*skillJSON, error) {
+	var s *wire.Skill
+	if err := d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) (err error) {
+		s, err = c.SkillGet(ctx, name)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	out := skillOf(m.Slug, &s.SkillInfo)
+	out.Body = &s.Body
+	return &out, nil
+}

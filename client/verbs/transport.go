@@ -38,6 +38,24 @@ type transport interface {
 	MessageStatus(ctx context.Context, m *config.Mesh, id string) (*messageStatusJSON, error)
 	// Profile changes this member's status, summary or groups.
 	Profile(ctx context.Context, m *config.Mesh, ch profileChange) error
+	// Skills lists the mesh's shared skills whose name, description or
+	// tags contain query (all when empty); Skill reads one, with its body.
+	Skills(ctx context.Context, m *config.Mesh, query string) ([]skillJSON, error)
+	Skill(ctx context.Context, m *config.Mesh, name string) (*skillJSON, error)
+}
+
+// skillJSON is one element of `skill list --json` and, with Body,
+// `skill get --json`.
+type skillJSON struct {
+	Mesh         string   `json:"mesh"`
+	Name         string   `json:"name"`
+	Description  string   `json:"description"`
+	Tags         []string `json:"tags"`
+	AuthorName   string   `json:"authorName"`
+	AuthorPubkey string   `json:"authorPubkey"`
+	Size         int      `json:"size"`
+	UpdatedAt    int64    `json:"updatedAt"`
+	Body         *string  `json:"body,omitzero"`
 }
 
 // sendRequest is one `send` as the user typed it.

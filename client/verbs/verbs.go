@@ -66,6 +66,19 @@ func Commands() []*cli.Command {
 		statusCommand(),
 		summaryCommand("summary", true),
 		groupCommand("group", true),
+		dropCommand(wire.TypeKick),
+		dropCommand(wire.TypeDisconnect),
+		banCommand(),
+		unbanCommand(),
+		bansCommand(),
+		roleCommand(),
+		grantCommand(),
+		revokeCommand(),
+		blockCommand(),
+		unblockCommand(),
+		grantsCommand(),
+		auditCommand(),
+		skillCommand(),
 	}
 }
 
@@ -321,8 +334,10 @@ func hintFor(code string) string {
 		return "ask the mesh owner or an admin for a new invite"
 	case wire.CodeBadSignature:
 		return "the invite was altered or mistyped; copy the whole link again"
-	case wire.CodeRevoked, wire.CodeBanned, wire.ReasonKicked:
+	case wire.CodeRevoked, wire.CodeBanned:
 		return "you were removed from the mesh; contact its owner to rejoin"
+	case wire.ReasonKicked:
+		return "if an admin only kicked you, running the command again (or claudemesh daemon up) reconnects; if you were removed, ask the mesh owner for a new invite"
 	case wire.CodeUnauthorized:
 		return "the broker does not know this identity (left or removed?); join again with a new invite"
 	case wire.CodeNameTaken:

@@ -76,6 +76,8 @@ type Status struct {
 	Outbox      *OutboxCounts     `json:"outbox,omitempty"`
 	InboxUnread int               `json:"inboxUnread"`
 	Sessions    int               `json:"sessions"`
+	// Audit is the last background check of each mesh's audit chain.
+	Audit map[string]AuditStatus `json:"audit,omitempty"`
 }
 
 // OutboxCounts counts outbox rows by internal state.

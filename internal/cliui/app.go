@@ -17,6 +17,7 @@ package cliui
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/signal"
@@ -468,6 +469,10 @@ func flagGiven(uses []flagUse, f cli.Flag) bool {
 func (st *runState) report(err error, interrupted bool) int {
 	if err == nil {
 		return ExitOK
+	}
+	var done *reported
+	if errors.As(err, &done) && !interrupted {
+		return done.exit
 	}
 	e := classify(err, interrupted)
 	code := e.exit()

@@ -83,6 +83,16 @@ func (e *Error) WithMessage(messageID, clientMessageID string) *Error {
 	return e
 }
 
+// Reported is what a command returns when it has already printed its
+// outcome and that outcome is a failure (audit verify printing its
+// findings, in --json too): Run exits with exit and prints nothing more, so
+// stdout holds one document.
+func Reported(exit int) error { return &reported{exit: exit} }
+
+type reported struct{ exit int }
+
+func (r *reported) Error() string { return fmt.Sprintf("reported (exit %d)", r.exit) }
+
 // Codes the CLI itself produces (the others come from the broker, 01-protocol).
 const (
 	CodeUsage               = "usage"

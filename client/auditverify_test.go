@@ -1,0 +1,111 @@
+package client
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/wire"
+)
+
+const testMesh = "01JDQM9S346Q3D25VT4F5V37E3"
+
+// buildChain makes n valid entries, each payload recomputed through
+// CanonicalJSON like the broker does.
+func buildChain(t *testing.T, n int, payload func(i int) string) []wire.AuditEntry {
+	t.Helper()
+	prev := cmcrypto.AuditGenesisHash
+	var out []wire.AuditEntry
+	for i := 1; i <= n; i++ {
+		canon, err := cmcrypto.CanonicalJSON([]byte(payload(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := wire.AuditEntry{Seq: uint64(i), EventType: wire.AuditKick, ActorPubkey: "actor", Payload: canon, PrevHash: prev,
+			CreatedAt: cmcrypto.AuditTime(time.Unix(int64(1700000000+i), 0))}
+		e.Hash, err = cmcrypto.AuditHash(prev, testMesh, e.Seq, e.EventType, e.ActorPubkey, canon, e.CreatedAt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = e.Hash
+		out = append(out, e)
+	}
+	return out
+}
+
+func checkpoint(t *testing.T, key *cmcrypto.Identity, chain []wire.AuditEntry) *wire.AuditCheckpoint {
+	t.Helper()
+	cp := &wire.AuditCheckpoint{MeshID: testMesh, Hash: cmcrypto.AuditGenesisHash, BrokerPubkey: key.PublicHex()}
+	if len(chain) > 0 {
+		cp.Seq, cp.Hash = chain[len(chain)-1].Seq, chain[len(chain)-1].Hash
+	}
+	s, err := cmcrypto.AuditHeadString(testMesh, cp.Seq, cp.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.Signature = key.Sign(s)
+	return cp
+}
+
+func TestVerifyAuditChain(t *testing.T) {
+	broker, _ := cmcrypto.GenerateIdentity()
+	other, _ := cmcrypto.GenerateIdentity()
+	pinned := broker.PublicHex()
+	payload := func(i int) string { return fmt.Sprintf(`{"i":%d,"note":"a|b <c>"}`, i) }
+	chain := buildChain(t, 12, payload)
+	good := checkpoint(t, broker, chain)
+	expect := func(name string, r *AuditReport, problem string, seq uint64) {
+		t.Helper()
+		if r.Problem != problem || r.FirstBadSeq != seq || r.OK != (problem == "") {
+			t.Errorf("%s: %+v, want %q at %d", name, r, problem, seq)
+		}
+	}
+	expect("valid", VerifyAuditChain(testMesh, pinned, good, chain, nil), "", 0)
+	expect("empty", VerifyAuditChain(testMesh, pinned, checkpoint(t, broker, nil), nil, nil), "", 0)
+
+	// Checkpoint signed by another key, or naming another key or mesh.
+	expect("other key", VerifyAuditChain(testMesh, pinned, func() *wire.AuditCheckpoint {
+		cp := checkpoint(t, other, chain)
+		cp.BrokerPubkey = pinned // claims the pinned key, signed by another
+		return cp
+	}(), chain, nil), AuditBadCheckpoint, 0)
+	expect("names other key", VerifyAuditChain(testMesh, pinned, checkpoint(t, other, chain), chain, nil), AuditBadCheckpoint, 0)
+	wrongMesh := *good
+	wrongMesh.MeshID = "01JDQM9S346Q3D25VT4F5V37E4"
+	expect("other mesh", VerifyAuditChain(testMesh, pinned, &wrongMesh, chain, nil), AuditBadCheckpoint, 0)
+
+	// An entry whose payload was edited in place.
+	tampered := append([]wire.AuditEntry(nil), chain...)
+	tampered[6].Payload = []byte(`{"i":7,"note":"edited"}`)
+	expect("tampered", VerifyAuditChain(testMesh, pinned, good, tampered, nil), AuditTampered, 7)
+	// An entry removed from the middle.
+	skipped := append(append([]wire.AuditEntry(nil), chain[:4]...), chain[5:]...)
+	expect("skipped", VerifyAuditChain(testMesh, pinned, good, skipped, nil), AuditIncomplete, 5)
+	// A consistent rewrite from entry 5 on (every hash recomputed) with a
+	// fresh valid checkpoint verifies on its own...
+	rewritten := buildChain(t, 12, func(i int) string {
+		if i >= 5 {
+			return fmt.Sprintf(`{"i":%d,"note":"rewritten"}`, i)
+		}
+		return payload(i)
+	})
+	rcp := checkpoint(t, broker, rewritten)
+	expect("rewrite, fresh client", VerifyAuditChain(testMesh, pinned, rcp, rewritten, nil), "", 0)
+	// ...but not against a head verified before: at the head's entry.
+	seen := &AuditHead{Seq: 9, Hash: chain[8].Hash, VerifiedAt: time.Now()}
+	expect("rewrite", VerifyAuditChain(testMesh, pinned, rcp, rewritten, seen), AuditRewrite, 9)
+	// A shorter valid chain after a longer one was verified.
+	short := chain[:6]
+	expect("rollback", VerifyAuditChain(testMesh, pinned, checkpoint(t, broker, short), short, &AuditHead{Seq: 12, Hash: chain[11].Hash}), AuditRollback, 7)
+	// A longer chain that extends the verified head is fine.
+	expect("extends", VerifyAuditChain(testMesh, pinned, good, chain, seen), "", 0)
+	// A checkpoint over a head that is not the chain's last entry.
+	bad := checkpoint(t, broker, chain[:11])
+	expect("head mismatch", VerifyAuditChain(testMesh, pinned, bad, chain[:11][:10], nil), AuditIncomplete, 11)
+	lie := *good
+	lie.Hash = chain[10].Hash
+	s, _ := cmcrypto.AuditHeadString(testMesh, lie.Seq, lie.Hash)
+	lie.Signature = broker.Sign(s)
+	expect("signed wrong head", VerifyAuditChain(testMesh, pinned, &lie, chain, nil), AuditHeadMismatch, 12)
+}

@@ -1,0 +1,266 @@
+package verbs
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+// Audit verbs: read a mesh's audit chain and verify it (02-crypto "Audit
+// chain"). Verification needs nothing but the broker key pinned at join:
+// `audit verify` recomputes every hash, checks the broker's signature over
+// the head, and compares the head with the last one verified on this
+// machine (audit-heads.json in the home), so a broker that later rolls the
+// chain back or rewrites it is caught.
+
+func auditCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "audit",
+		Usage: "read and verify the mesh's tamper-evident audit log",
+		Description: cliui.WithExamples(
+			"Every governance change (joins, leaves, bans, role changes, kicks, grants, invites, topics, API keys,\n"+
+				"skills) is recorded by the broker in a hash chain it signs. audit verify proves the log you see is\n"+
+				"complete and was never rewritten since you last verified it; it cannot prove the broker recorded\n"+
+				"something it never told anyone about.",
+			"claudemesh audit log --limit 20",
+			"claudemesh audit log --type member_banned --json",
+			"claudemesh audit verify"),
+		Subcommands: []*cli.Command{auditLogCommand(), auditVerifyCommand()},
+	}
+}
+
+// auditEntryJSON is one element of `audit log --json`: the entry as the
+// broker serves it (enough to recompute its hash), tagged with its mesh.
+type auditEntryJSON struct {
+	Mesh string `json:"mesh"`
+	wire.AuditEntry
+}
+
+func auditLogCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "log",
+		Usage: "show audit entries, newest first",
+		Description: cliui.WithExamples("TYPE is an event type: "+strings.Join(wire.AuditEventTypes, ", ")+".",
+			"claudemesh audit log", "claudemesh audit log --before 120 --limit 50", "claudemesh audit log --type kick --json"),
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "limit", Value: 20, Usage: "show at most `N` entries (1 to 500)"},
+			&cli.Uint64Flag{Name: "before", Usage: "only entries before sequence number `SEQ`"},
+			&cli.StringFlag{Name: "type", Usage: "only entries of event `TYPE`"},
+		},
+		Action: func(c *cli.Context) error {
+			e, err := verbEnv(c, 0, 0)
+			if err != nil {
+				return err
+			}
+			limit := c.Int("limit")
+			if limit < 1 || limit > 500 {
+				return cliui.UsageErrorf("--limit must be 1 to 500")
+			}
+			typ := c.String("type")
+			if typ != "" && !slices.Contains(wire.AuditEventTypes, typ) {
+				return cliui.UsageErrorf("unknown event type %q; the types are %s", typ, strings.Join(wire.AuditEventTypes, ", "))
+			}
+			m, err := e.writeMesh()
+			if err != nil {
+				return err
+			}
+			var page *wire.AuditEntries
+			if err := e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+				page, err = conn.AuditQuery(ctx, wire.AuditQuery{Limit: limit, Before: c.Uint64("before"), EventType: typ})
+				return err
+			}); err != nil {
+				return err
+			}
+			rows := make([]auditEntryJSON, 0, len(page.Entries))
+			for _, en := range page.Entries {
+				rows = append(rows, auditEntryJSON{Mesh: m.Slug, AuditEntry: en})
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(rows)
+			}
+			if len(rows) == 0 {
+				e.out.Resultf("no audit entries in %s", m.Slug)
+				return nil
+			}
+			t := newTable(e.out)
+			t.row("SEQ", "TIME", "EVENT", "BY", "DETAILS")
+			for _, r := range rows {
+				at := r.CreatedAt
+				if ts, err := time.Parse(time.RFC3339Nano, r.CreatedAt); err == nil {
+					at = when(ts.UnixMilli())
+				}
+				t.row(strconv.FormatUint(r.Seq, 10), at, r.EventType, shortKey(r.ActorPubkey), cliui.SanitizePeerText(summarizePayload(r.Payload)))
+			}
+			if err := t.flush(); err != nil {
+				return err
+			}
+			if page.More {
+				e.out.Linef("%s", e.out.Style().Dim(fmt.Sprintf("→ older entries: claudemesh audit log --before %d", rows[len(rows)-1].Seq)))
+			}
+			return nil
+		},
+	}
+}
+
+// summarizePayload is a one-line reading of a payload for humans: its
+// top-level fields, a member object shown by its name.
+func summarizePayload(raw jsontext.Value) string {
+	var obj map[string]any
+	if json.Unmarshal(raw, &obj) != nil {
+		return string(raw)
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		v := obj[k]
+		switch x := v.(type) {
+		case map[string]any:
+			if n, ok := x["displayName"].(string); ok {
+				v = n
+			}
+		case []any:
+			names := []string{}
+			for _, it := range x {
+				if m, ok := it.(map[string]any); ok {
+					if n, ok := m["displayName"].(string); ok {
+						names = append(names, n)
+						continue
+					}
+				}
+				names = append(names, fmt.Sprint(it))
+			}
+			v = strings.Join(names, ",")
+		}
+		s := fmt.Sprint(v)
+		if len(s) > 40 {
+			s = s[:40] + "…"
+		}
+		parts = append(parts, k+"="+s)
+	}
+	return strings.ReplaceAll(strings.Join(parts, " "), "\n", " ")
+}
+
+// auditReportJSON is one element of `audit verify --json`.
+type auditReportJSON struct {
+	Mesh        string         `json:"mesh"`
+	MeshID      string         `json:"meshId"`
+	OK          bool           `json:"ok"`
+	Seq         uint64         `json:"seq"`
+	Hash        string         `json:"hash"`
+	Entries     int            `json:"entries"`
+	Problem     string         `json:"problem,omitzero"`
+	FirstBadSeq uint64         `json:"firstBadSeq,omitzero"`
+	Message     string         `json:"message,omitzero"`
+	Previous    *auditHeadJSON `json:"previous,omitzero"`
+	Error       *errorJSON     `json:"error,omitzero"`
+}
+
+type auditHeadJSON struct {
+	Seq        uint64 `json:"seq"`
+	Hash       string `json:"hash"`
+	VerifiedAt string `json:"verifiedAt"`
+}
+
+func reportJSON(slug string, r *client.AuditReport) auditReportJSON {
+	out := auditReportJSON{Mesh: slug, MeshID: r.MeshID, OK: r.OK, Seq: r.Head.Seq, Hash: r.Head.Hash, Entries: r.Entries,
+		Problem: r.Problem, FirstBadSeq: r.FirstBadSeq, Message: r.Message}
+	if p := r.Previous; p != nil {
+		out.Previous = &auditHeadJSON{Seq: p.Seq, Hash: p.Hash, VerifiedAt: p.VerifiedAt.UTC().Format(time.RFC3339)}
+	}
+	return out
+}
+
+func auditVerifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "verify",
+		Usage: "check the audit log of each joined mesh (or --mesh) against the pinned broker key",
+		Description: cliui.WithExamples(
+			"Exit 0 when every chain verifies; exit 1 with the finding (the first bad sequence number) when an entry\n"+
+				"was altered or removed, the chain is shorter than one verified here before (rollback), an entry\n"+
+				"verified before changed (rewrite), or the broker's signature is not by the key pinned at join.",
+			"claudemesh audit verify", "claudemesh audit verify --mesh acme --json"),
+		Action: func(c *cli.Context) error {
+			e, err := verbEnv(c, 0, 0)
+			if err != nil {
+				return err
+			}
+			meshes, err := e.readMeshes()
+			if err != nil {
+				return err
+			}
+			var rows []auditReportJSON
+			var bad, failed int
+			var firstErr error
+			for i := range meshes {
+				m := &meshes[i]
+				var rep *client.AuditReport
+				err := e.direct().exchange(e.ctx(), m, func(ctx context.Context, conn *client.Conn) (err error) {
+					rep, err = client.VerifyMeshAudit(ctx, e.home, m.MeshID, m.BrokerPubkey, conn)
+					return err
+				})
+				if err != nil && rep == nil {
+					failed++
+					firstErr = firstOf(firstErr, cliError(meshError(m.Slug, err)))
+					code, msg := classify(err)
+					rows = append(rows, auditReportJSON{Mesh: m.Slug, MeshID: m.MeshID, Error: &errorJSON{Code: code, Message: msg}})
+					continue
+				}
+				if err != nil {
+					e.out.Warn(fmt.Sprintf("%s: the chain verified, but its head could not be recorded: %v", m.Slug, err), "")
+				}
+				if !rep.OK {
+					bad++
+				}
+				rows = append(rows, reportJSON(m.Slug, rep))
+			}
+			if failed == len(meshes) {
+				return firstErr
+			}
+			if e.out.JSONMode() {
+				if err := e.out.JSON(rows); err != nil {
+					return err
+				}
+			} else {
+				printAuditReports(e.out, rows)
+			}
+			if bad > 0 {
+				return cliui.Reported(cliui.ExitFailure)
+			}
+			return nil
+		},
+	}
+}
+
+func printAuditReports(out *cliui.Out, rows []auditReportJSON) {
+	s := out.Style()
+	for _, r := range rows {
+		switch {
+		case r.Error != nil:
+			out.Warn(r.Mesh+": "+r.Error.Message, hintFor(r.Error.Code))
+		case r.OK:
+			extra := ""
+			if r.Previous != nil {
+				extra = fmt.Sprintf(", extending the head verified %s (entry %d)", r.Previous.VerifiedAt, r.Previous.Seq)
+			}
+			out.Resultf("%s %s: %d entries verified, head %d %s%s", s.Green("✔"), r.Mesh, r.Entries, r.Seq, shortKey(r.Hash), extra)
+		default:
+			out.Resultf("%s %s: %s at entry %d — %s", s.Red("✘"), r.Mesh, strings.ReplaceAll(r.Problem, "_", " "), r.FirstBadSeq, r.Message)
+			out.Linef("%s", s.Dim("→ the broker's record of this mesh cannot be trusted; tell the mesh owner and keep a copy of this output"))
+		}
+	}
+}

@@ -1,0 +1,279 @@
+package verbs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+// Mesh skills (01-protocol §6): shared instructions a member publishes for
+// every agent of the mesh. They are stored on the broker in plaintext, so
+// the broker's operator can read them: never put a secret in one.
+
+// skillSubcommands are the mesh-skill verbs under `claudemesh skill`.
+func skillSubcommands() []*cli.Command {
+	return []*cli.Command{skillListCommand(), skillGetCommand(), skillPublishCommand(), skillRemoveCommand()}
+}
+
+// skillCommand is `claudemesh skill`: the mesh-skill verbs.
+func skillCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "skill",
+		Usage: "share agent instructions (skills) with your mesh",
+		Description: cliui.WithExamples(
+			"Mesh skills are instructions any agent of the mesh can read with claudemesh skill get. They are stored\n"+
+				"on the broker as plaintext: members and the broker's operator can read them, so never put a secret\n"+
+				"in one.",
+			"claudemesh skill list", "claudemesh skill get deploy", "claudemesh skill publish ./deploy.md",
+			"claudemesh skill remove deploy"),
+		Subcommands: skillSubcommands(),
+	}
+}
+
+func skillListCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "list",
+		Usage:       "list the mesh's skills (name, description or tag containing QUERY)",
+		ArgsUsage:   "[QUERY]",
+		Description: cliui.WithExamples("", "claudemesh skill list", "claudemesh skill list deploy --json"),
+		Action: func(c *cli.Context) error {
+			e, err := verbEnv(c, 0, 1)
+			if err != nil {
+				return err
+			}
+			m, tr, err := withTransport(e, e.writeMesh)
+			if err != nil {
+				return err
+			}
+			list, err := tr.Skills(e.ctx(), m, c.Args().First())
+			if err != nil {
+				return cliError(err)
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(list)
+			}
+			if len(list) == 0 {
+				e.out.Resultf("no skills in %s yet", m.Slug)
+				e.out.Linef("%s", e.out.Style().Dim("→ share one with claudemesh skill publish FILE"))
+				return nil
+			}
+			t := newTable(e.out)
+			t.row("NAME", "BY", "SIZE", "UPDATED", "DESCRIPTION")
+			for _, s := range list {
+				t.row(cliui.SanitizePeerText(s.Name), cliui.SanitizePeerText(s.AuthorName), byteSize(s.Size), when(s.UpdatedAt),
+					e.out.Style().Dim(cliui.SanitizePeerText(s.Description)))
+			}
+			return t.flush()
+		},
+	}
+}
+
+func byteSize(n int) string {
+	if n < 1024 {
+		return strconv.Itoa(n) + " B"
+	}
+	return strconv.Itoa((n+512)/1024) + " KiB"
+}
+
+func skillGetCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "get",
+		Usage:     "print a skill's text",
+		ArgsUsage: "NAME",
+		Description: cliui.WithExamples("Prints the body as it was published (control characters other than newline and tab removed).\n"+
+			"Read it as instructions from the member who published it, not from your user.",
+			"claudemesh skill get deploy", "claudemesh skill get deploy --json"),
+		Action: func(c *cli.Context) error {
+			e, err := verbEnv(c, 1, 1)
+			if err != nil {
+				return err
+			}
+			m, tr, err := withTransport(e, e.writeMesh)
+			if err != nil {
+				return err
+			}
+			s, err := tr.Skill(e.ctx(), m, c.Args().First())
+			if err != nil {
+				if client.CodeOf(err) == wire.CodeNotFound || cliCode(err) == wire.CodeNotFound {
+					return notFound("no skill called %s in %s", c.Args().First(), m.Slug).WithHint("claudemesh skill list")
+				}
+				return cliError(err)
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(s)
+			}
+			body := cliui.SanitizePeerText(*s.Body)
+			if !strings.HasSuffix(body, "\n") {
+				body += "\n"
+			}
+			_, err = io.WriteString(e.out.Stdout(), body)
+			return err
+		},
+	}
+}
+
+// cliCode is the code of a *cliui.Error in err's chain ("" if none).
+func cliCode(err error) string {
+	var c interface{ ErrorCode() string }
+	if errors.As(err, &c) {
+		return c.ErrorCode()
+	}
+	return ""
+}
+
+func notFound(format string, args ...any) *cliui.Error {
+	e := cliui.Errorf(wire.CodeNotFound, format, args...)
+	e.Exit = cliui.ExitNotFound
+	return e
+}
+
+// skillFrontmatter reads name and description from a leading
+// "---\nname: …\ndescription: …\n---" block, the layout of Claude Code
+// skill files.
+func skillFrontmatter(body string) (name, description string) {
+	rest, ok := strings.CutPrefix(body, "---\n")
+	if !ok {
+		return "", ""
+	}
+	block, _, ok := strings.Cut(rest, "\n---")
+	if !ok {
+		return "", ""
+	}
+	for _, line := range strings.Split(block, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.Trim(strings.TrimSpace(v), `"'`)
+		switch strings.TrimSpace(k) {
+		case "name":
+			name = v
+		case "description":
+			description = v
+		}
+	}
+	return name, description
+}
+
+// skillNameFrom turns a file name into a skill name: lowercase, extension
+// dropped, other characters folded to '-'.
+func skillNameFrom(path string) string {
+	base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	if strings.EqualFold(base, "skill") {
+		base = filepath.Base(filepath.Dir(path)) // dir/SKILL.md → dir
+	}
+	var b strings.Builder
+	for _, r := range strings.ToLower(base) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	return strings.Trim(b.String(), "-._")
+}
+
+func skillPublishCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "publish",
+		Usage:     "share a skill file with the mesh (replaces your earlier version)",
+		ArgsUsage: "FILE",
+		Description: cliui.WithExamples(
+			"FILE is a text file (- for stdin), at most 64 KiB. The name is --name, else the file's frontmatter\n"+
+				"name:, else the file name; the description likewise. Only the author, the owner or an admin can\n"+
+				"replace a skill. The broker's operator can read skills: never put a secret in one.",
+			"claudemesh skill publish ./deploy.md", "claudemesh skill publish SKILL.md --name review --tag ci --tag go"),
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Usage: "the skill's `N`ame (lowercase letters, digits, . _ -)"},
+			&cli.StringFlag{Name: "description", Usage: "one `LINE` saying when to use it (280 characters at most)"},
+			&cli.StringSliceFlag{Name: "tag", Usage: "a `TAG` to find it by (repeatable)"},
+		},
+		Action: func(c *cli.Context) error {
+			e, err := verbEnv(c, 1, 1)
+			if err != nil {
+				return err
+			}
+			path := c.Args().First()
+			var data []byte
+			if path == "-" {
+				data, err = io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+			} else {
+				data, err = os.ReadFile(path)
+			}
+			if err != nil {
+				return cliui.Errorf(cliui.CodeInvalidArgument, "reading %s: %v", path, err)
+			}
+			body := string(data)
+			fmName, fmDesc := skillFrontmatter(body)
+			name := c.String("name")
+			if name == "" {
+				name = fmName
+			}
+			if name == "" && path != "-" {
+				name = skillNameFrom(path)
+			}
+			if name == "" {
+				return cliui.UsageErrorf("name the skill with --name")
+			}
+			desc := c.String("description")
+			if desc == "" {
+				desc = fmDesc
+			}
+			m, err := e.writeMesh()
+			if err != nil {
+				return err
+			}
+			var s *wire.Skill
+			if err := e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+				s, err = conn.SkillPublish(ctx, wire.SkillPublish{Name: name, Description: desc, Body: body, Tags: c.StringSlice("tag")})
+				return err
+			}); err != nil {
+				return err
+			}
+			out := skillOf(m.Slug, &s.SkillInfo)
+			if e.out.JSONMode() {
+				return e.out.JSON(out)
+			}
+			e.out.Resultf("%s published skill %s in %s (%s)", e.out.Style().Green("✔"), out.Name, m.Slug, byteSize(out.Size))
+			e.out.Linef("%s", e.out.Style().Dim("→ every member (and the broker's operator) can read it: claudemesh skill get "+out.Name))
+			return nil
+		},
+	}
+}
+
+func skillRemoveCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "remove",
+		Usage:       "remove a skill (its author, the owner or an admin)",
+		ArgsUsage:   "NAME",
+		Description: cliui.WithExamples("", "claudemesh skill remove deploy"),
+		Action: func(c *cli.Context) error {
+			e, err := verbEnv(c, 1, 1)
+			if err != nil {
+				return err
+			}
+			name := c.Args().First()
+			m, err := e.writeMesh()
+			if err != nil {
+				return err
+			}
+			if err := e.exchange(m, func(ctx context.Context, conn *client.Conn) error {
+				return conn.SkillRemove(ctx, name)
+			}); err != nil {
+				return err
+			}
+			return e.printOK("removed skill %s from %s", name, m.Slug)
+		},
+	}
+}

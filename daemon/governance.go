@@ -1,0 +1,136 @@
+package daemon
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"claudemesh/client"
+	"claudemesh/daemon/localapi"
+)
+
+// Governance in the daemon: what it does when an admin kicks or bans this
+// member (the mesh's presence stops for good, its outbox rows wait, and
+// `daemon up` or a reload brings it back), the daily audit-chain check of
+// every mesh, and the mesh-skill routes.
+
+// stopped reports whether the mesh's presence ended because the broker
+// told this member to go away (kicked or banned): such a mesh is started
+// afresh by Reload (`daemon up`, POST /v1/reload), after an unban, or at
+// the user's word after a kick.
+func (m *meshRT) stopped() bool {
+	if m.presence == nil {
+		return false
+	}
+	s, _ := m.presence.State()
+	return s == client.StateKicked || s == client.StateBanned
+}
+
+// auditState is the outcome of a mesh's last background audit check.
+type auditState struct {
+	mu  sync.Mutex
+	res map[string]localapi.AuditStatus // by mesh slug
+}
+
+func (a *auditState) set(slug string, st localapi.AuditStatus) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.res == nil {
+		a.res = map[string]localapi.AuditStatus{}
+	}
+	a.res[slug] = st
+}
+
+func (a *auditState) snapshot() map[string]localapi.AuditStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.res) == 0 {
+		return nil
+	}
+	out := make(map[string]localapi.AuditStatus, len(a.res))
+	for k, v := range a.res {
+		out[k] = v
+	}
+	return out
+}
+
+// auditLoop verifies the mesh's audit chain once the mesh is first open,
+// then every AuditInterval (a day), and records the outcome for `daemon
+// status` and `doctor`. A failure is also logged. It shares the verified
+// heads with `audit verify` (audit-heads.json).
+func (m *meshRT) auditLoop(ctx context.Context) {
+	interval := m.d.opts.AuditInterval
+	for {
+		if _, err := m.presence.WaitState(ctx, client.StateOpen); err != nil || ctx.Err() != nil {
+			return
+		}
+		if c := m.conn(); c != nil {
+			m.checkAudit(ctx, c)
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *meshRT) checkAudit(ctx context.Context, c *client.Conn) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	st := localapi.AuditStatus{CheckedAt: time.Now().UnixMilli()}
+	rep, err := client.VerifyMeshAudit(ctx, m.d.home, m.cfg.MeshID, m.cfg.BrokerPubkey, c)
+	switch {
+	case rep == nil && ctx.Err() != nil:
+		return // stopping, or the connection went away: try at the next open
+	case rep == nil:
+		st.Error = err.Error()
+		m.d.log.Warn("audit check could not run", "mesh", m.cfg.Slug, "err", err)
+	default:
+		st.OK, st.Seq, st.Problem, st.FirstBadSeq, st.Message = rep.OK, rep.Head.Seq, rep.Problem, rep.FirstBadSeq, rep.Message
+		if !rep.OK {
+			m.d.log.Error("audit chain check failed", "mesh", m.cfg.Slug, "problem", rep.Problem, "firstBadSeq", rep.FirstBadSeq, "message", rep.Message)
+		}
+	}
+	m.d.audit.set(m.cfg.Slug, st)
+}
+
+func (d *Daemon) handleSkills(w http.ResponseWriter, r *http.Request) {
+	slug, query := r.URL.Query().Get("mesh"), r.URL.Query().Get("query")
+	d.brokerCall(w, r, slug, func(ctx context.Context, c *client.Conn) (any, error) {
+		list, err := c.SkillList(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		mesh := d.meshOfConn(slug)
+		out := make([]localapi.Skill, 0, len(list))
+		for _, s := range list {
+			out = append(out, localapi.Skill{Mesh: mesh, Name: s.Name, Description: s.Description, Tags: s.Tags,
+				AuthorName: s.AuthorName, AuthorPubkey: s.AuthorPubkey, Size: s.Size, UpdatedAt: s.UpdatedAt})
+		}
+		return out, nil
+	})
+}
+
+func (d *Daemon) handleSkill(w http.ResponseWriter, r *http.Request) {
+	slug, name := r.URL.Query().Get("mesh"), r.PathValue("name")
+	d.brokerCall(w, r, slug, func(ctx context.Context, c *client.Conn) (any, error) {
+		s, err := c.SkillGet(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		return localapi.Skill{Mesh: d.meshOfConn(slug), Name: s.Name, Description: s.Description, Tags: s.Tags,
+			AuthorName: s.AuthorName, AuthorPubkey: s.AuthorPubkey, Size: s.Size, UpdatedAt: s.UpdatedAt, Body: s.Body}, nil
+	})
+}
+
+// meshOfConn is the slug brokerCall chose for slug ("" = the only mesh).
+func (d *Daemon) meshOfConn(slug string) string {
+	if m, err := d.chooseMesh(slug); err == nil {
+		return m.cfg.Slug
+	}
+	return slug
+}
