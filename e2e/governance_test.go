@@ -1,0 +1,535 @@
+package e2e
+
+// Governance through the real binary (issue 9): admin verbs and their exit
+// codes, kicked and banned clients and daemons, grants, ownership, the
+// operator's removal, skills, and `audit verify` against a broker whose
+// database was tampered with or rolled back.
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+)
+
+type adminOut struct {
+	Mesh     string `json:"mesh"`
+	Action   string `json:"action"`
+	Affected []struct {
+		DisplayName, Pubkey string
+	} `json:"affected"`
+	Skipped []struct {
+		DisplayName, Pubkey, Reason string
+	} `json:"skipped"`
+}
+
+// TestAdminVerbsRoles: a plain member gets forbidden (exit 4) from every
+// admin verb; an admin cannot act on the owner or another admin; an
+// ambiguous session name lists candidates (exit 6); ownership moves with
+// mesh transfer.
+func TestAdminVerbsRoles(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob", "carol", "dave")
+	alice, bob, carol, dave := us[0], us[1], us[2], us[3]
+
+	for _, args := range [][]string{
+		{"kick", "alice"}, {"disconnect", "--all"}, {"ban", "alice"}, {"unban", "alice"}, {"bans"},
+		{"role", "set", "carol", "admin"}, {"mesh", "transfer", "carol"}, {"kick", "--stale", "1h"},
+	} {
+		bob.fails(4, "forbidden", args...)
+	}
+	var res adminOut
+	alice.json(&res, "role", "set", "carol", "admin")
+	if len(res.Affected) != 1 || res.Affected[0].DisplayName != "carol" {
+		t.Fatalf("role set: %+v", res)
+	}
+	alice.json(&res, "role", "set", "dave", "admin")
+	carol.fails(4, "forbidden", "ban", "alice")
+	carol.fails(4, "forbidden", "kick", "alice")
+	carol.fails(4, "forbidden", "ban", "dave")
+	carol.fails(4, "forbidden", "kick", dave.pubkey[:12])
+	carol.fails(4, "forbidden", "role", "set", "bob", "admin")
+	carol.fails(3, "unknown_target", "ban", "nobody")
+	alice.fails(2, "usage", "kick", "bob", "--all")
+	alice.fails(2, "usage", "kick")
+
+	// Two agent sessions called "helper" (bob's and dave's): kicking by
+	// that name is ambiguous and lists both.
+	for _, u := range []*user{bob, dave} {
+		c := dialSession(t, u, "helper")
+		defer c.Close()
+	}
+	e := alice.fails(6, "ambiguous_target", "kick", "helper")
+	if len(e.Error.Candidates) != 2 || e.Error.Candidates[0].Kind != "session" {
+		t.Fatalf("candidates: %+v", e.Error.Candidates)
+	}
+	// An admin bans a member; the ban is listed; an admin may lift it.
+	carol.json(&res, "ban", "bob", "--reason", "testing")
+	if len(res.Affected) != 1 {
+		t.Fatalf("ban: %+v", res)
+	}
+	var bans []struct {
+		DisplayName, Reason, BannedBy string
+	}
+	alice.json(&bans, "bans")
+	if len(bans) != 1 || bans[0].DisplayName != "bob" || bans[0].Reason != "testing" || bans[0].BannedBy != carol.pubkey {
+		t.Fatalf("bans: %+v", bans)
+	}
+	carol.json(&res, "unban", "bob")
+	carol.json(&res, "unban", "bob")
+	if len(res.Skipped) != 1 || res.Skipped[0].Reason != "not_banned" {
+		t.Fatalf("second unban: %+v", res)
+	}
+
+	// Ownership: alice hands the mesh to bob; bob sets roles, alice no
+	// longer can.
+	alice.json(&res, "mesh", "transfer", "bob")
+	bob.json(&res, "role", "set", "carol", "member")
+	alice.fails(4, "forbidden", "role", "set", "carol", "admin")
+	bob.json(&res, "role", "set", "alice", "member")
+	alice.fails(4, "forbidden", "kick", "carol")
+	if w := alice.whoami(); w.Meshes[0].Role != "admin" {
+		t.Fatalf("config role after transfer: %+v", w)
+	}
+}
+
+// dialSession opens an agent-session connection for u with the given
+// display name, from u's own config (what a launched agent does).
+func dialSession(t *testing.T, u *user, name string) *client.Conn {
+	t.Helper()
+	cfg, err := config.Load(u.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := cfg.Meshes[0]
+	key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _ := cmcrypto.GenerateIdentity()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL,
+		BrokerPubkey: m.BrokerPubkey, Member: key, Session: &client.SessionCreds{Key: sess, SessionID: "s-" + name + "-" + u.name, DisplayName: name}}, client.DialOptions{})
+	if err != nil {
+		t.Fatalf("session for %s: %v", u.name, err)
+	}
+	return c
+}
+
+// TestKickedFollowAndDaemon: a kicked `inbox --follow` exits 4 with the
+// broker's message and does not reconnect; a kicked daemon reports kicked,
+// keeps its outbox rows, and delivers them after `daemon up`. A banned
+// daemon likewise comes back after unban and `daemon up`.
+func TestKickedFollowAndDaemon(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob", "carol")
+	alice, bob, carol := us[0], us[1], us[2]
+
+	// inbox --follow, human output: the message goes to stderr.
+	cmd := exec.Command(bin, "--home", bob.home, "inbox", "--follow")
+	cmd.Env = baseEnv()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+		}
+		exited <- cmd.Wait()
+	}()
+	waitPresence(t, alice, bob.pubkey, "cli")
+	var res adminOut
+	alice.json(&res, "kick", "bob")
+	if len(res.Affected) != 1 {
+		t.Fatalf("kick: %+v", res)
+	}
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the kicked follower did not exit")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 4 || !strings.Contains(stderr.String(), "disconnected from") {
+		t.Fatalf("kicked follower: exit %d, stderr %q", code, stderr.String())
+	}
+
+	// carol's daemon is kicked: it says so, and keeps what she sends.
+	carol.startDaemon()
+	carol.waitDaemonOpen()
+	alice.json(&res, "kick", "carol")
+	eventually(t, 15*time.Second, "carol's daemon to report kicked", func() bool {
+		return carol.daemonStatus().Meshes["test"] == "kicked"
+	})
+	var full struct {
+		MeshDetails map[string]string `json:"meshDetails"`
+	}
+	carol.json(&full, "daemon", "status")
+	if !strings.Contains(full.MeshDetails["test"], "daemon up") {
+		t.Fatalf("status detail: %+v", full)
+	}
+	var sent sendOut
+	carol.json(&sent, "send", "alice", "written while kicked")
+	if sent.Status != "accepted" {
+		t.Fatalf("send while kicked: %+v", sent)
+	}
+	if st := carol.daemonStatus(); st.Outbox.Pending != 1 || st.Meshes["test"] != "kicked" {
+		t.Fatalf("outbox while kicked: %+v", st)
+	}
+	carol.ok("daemon", "up")
+	carol.waitDaemonOpen()
+	eventually(t, 20*time.Second, "the kept row to reach alice", func() bool {
+		for _, r := range alice.inbox() {
+			if r.body() == "written while kicked" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// Banned: the daemon says banned, then comes back after unban + up.
+	alice.json(&res, "ban", "carol")
+	eventually(t, 15*time.Second, "carol's daemon to report banned", func() bool {
+		return carol.daemonStatus().Meshes["test"] == "banned"
+	})
+	carol.json(&sent, "send", "alice", "written while banned")
+	alice.json(&res, "unban", "carol")
+	carol.ok("daemon", "up")
+	carol.waitDaemonOpen()
+	eventually(t, 20*time.Second, "the row written while banned to reach alice", func() bool {
+		for _, r := range alice.inbox() {
+			if r.body() == "written while banned" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestBanRefusesAndForgets: a banned member's verbs exit 4 with the
+// broker's message, it cannot join again, what was queued for it is gone
+// after unban, and it connects again.
+func TestBanRefusesAndForgets(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	alice.ok("send", "bob", "queued before the ban")
+	var res adminOut
+	alice.json(&res, "ban", "bob", "--reason", "spam")
+	e := bob.fails(4, "revoked", "peer", "list")
+	if !strings.Contains(e.Error.Message, "removed from") {
+		t.Fatalf("banned message: %+v", e)
+	}
+	alice.fails(3, "unknown_recipient", "send", bob.pubkey, "to a banned key")
+	alice.json(&res, "unban", bob.pubkey[:10])
+	if rows := bob.inbox(); len(rows) != 0 {
+		t.Fatalf("messages from before the ban came back: %v", bodies(rows))
+	}
+	alice.ok("send", "bob", "after the unban")
+	if rows := bob.inbox(); len(rows) != 1 || rows[0].body() != "after the unban" {
+		t.Fatalf("after unban: %v", bodies(rows))
+	}
+}
+
+// TestGrantsBlockE2E: a blocked sender's DM exits 4 blocked_by_recipient,
+// from its member key and from its agent session; its broadcast reaches the
+// others but not the blocker; unblock restores it.
+func TestGrantsBlockE2E(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob", "carol")
+	alice, bob, carol := us[0], us[1], us[2]
+	var g struct {
+		Pubkey  string   `json:"pubkey"`
+		Caps    []string `json:"caps"`
+		Blocked bool     `json:"blocked"`
+	}
+	bob.json(&g, "block", "alice")
+	if !g.Blocked || g.Pubkey != alice.pubkey {
+		t.Fatalf("block: %+v", g)
+	}
+	alice.fails(4, "blocked_by_recipient", "send", "bob", "let me in")
+	// The same from one of alice's agent sessions.
+	sess := dialSession(t, alice, "alice-agent")
+	defer sess.Close()
+	s, err := client.SealDM(bob.pubkey, []byte("from my agent"), sess.Self(), client.SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := sess.Send(ctx, s); client.CodeOf(err) != "blocked_by_recipient" {
+		t.Fatalf("session DM to a blocker: %v", err)
+	}
+	alice.ok("send", "*", "hello everyone")
+	if rows := carol.inbox(); len(rows) != 1 || rows[0].body() != "hello everyone" {
+		t.Fatalf("carol: %v", bodies(rows))
+	}
+	if rows := bob.inbox(); len(rows) != 0 {
+		t.Fatalf("bob got a blocked broadcast: %v", bodies(rows))
+	}
+	var list []struct {
+		DisplayName string `json:"displayName"`
+		Blocked     bool   `json:"blocked"`
+	}
+	bob.json(&list, "grants")
+	if len(list) != 1 || list[0].DisplayName != "alice" || !list[0].Blocked {
+		t.Fatalf("grants: %+v", list)
+	}
+	bob.json(&g, "grant", "alice", "dm")
+	if g.Blocked || len(g.Caps) != 1 || g.Caps[0] != "dm" {
+		t.Fatalf("grant dm: %+v", g)
+	}
+	alice.ok("send", "bob", "a DM again")
+	alice.ok("send", "*", "a second broadcast")
+	if rows := bob.inbox(); len(rows) != 1 || rows[0].body() != "a DM again" {
+		t.Fatalf("bob with dm only: %v", bodies(rows))
+	}
+	bob.json(&g, "unblock", "alice")
+	bob.json(&list, "grants")
+	if len(list) != 0 {
+		t.Fatalf("grants after unblock: %+v", list)
+	}
+	bob.fails(2, "usage", "grant", "alice", "admin")
+}
+
+// TestOperatorRemovesMember: the operator, who is not a member, removes
+// bob with the operator token; bob's client is told and stops; the audit
+// log shows it under the broker's key.
+func TestOperatorRemovesMember(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	op := newUser(t, "operator")
+	op.fails(4, "unauthorized", "mesh", "remove-member", "bob", "--mesh", "test", "--broker", b.url, "--operator-token", "nope")
+	op.fails(4, "forbidden", "mesh", "remove-member", "alice", "--mesh", "test", "--broker", b.url, "--operator-token-file", b.tokenFile())
+	var out struct {
+		DisplayName string `json:"displayName"`
+		Pubkey      string `json:"pubkey"`
+	}
+	op.json(&out, "mesh", "remove-member", "bob", "--mesh", "test", "--broker", b.url, "--operator-token-file", b.tokenFile())
+	if out.Pubkey != bob.pubkey {
+		t.Fatalf("removed: %+v", out)
+	}
+	bob.fails(4, "unauthorized", "peer", "list")
+	var log []struct {
+		EventType   string `json:"eventType"`
+		ActorPubkey string `json:"actorPubkey"`
+	}
+	alice.json(&log, "audit", "log", "--limit", "1")
+	if len(log) != 1 || log[0].EventType != "member_removed" || log[0].ActorPubkey != b.pubkey {
+		t.Fatalf("audit: %+v", log)
+	}
+}
+
+// TestSkillsE2E: publish from a file, list and get on the direct path and
+// through a daemon, the author/owner rule, and not_found (exit 3).
+func TestSkillsE2E(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob", "carol")
+	alice, bob, carol := us[0], us[1], us[2]
+	dir := t.TempDir()
+	path := filepath.Join(dir, "deploy", "SKILL.md")
+	os.MkdirAll(filepath.Dir(path), 0o700)
+	body := "---\nname: deploy\ndescription: how we ship\n---\n# Deploy\nRun make check first.\n"
+	os.WriteFile(path, []byte(body), 0o600)
+	var s struct {
+		Name        string  `json:"name"`
+		Description string  `json:"description"`
+		AuthorName  string  `json:"authorName"`
+		Body        *string `json:"body"`
+	}
+	bob.json(&s, "skill", "publish", path, "--tag", "ops")
+	if s.Name != "deploy" || s.Description != "how we ship" || s.AuthorName != "bob" {
+		t.Fatalf("publish: %+v", s)
+	}
+	var list []struct{ Name string }
+	carol.json(&list, "skill", "list", "ops")
+	if len(list) != 1 || list[0].Name != "deploy" {
+		t.Fatalf("list: %+v", list)
+	}
+	if r := carol.ok("skill", "get", "deploy"); r.stdout != body {
+		t.Fatalf("get printed %q", r.stdout)
+	}
+	// Through carol's daemon.
+	carol.startDaemon()
+	carol.waitDaemonOpen()
+	carol.json(&s, "skill", "get", "deploy")
+	if s.Body == nil || *s.Body != body {
+		t.Fatalf("get via daemon: %+v", s)
+	}
+	carol.json(&list, "skill", "list")
+	if len(list) != 1 {
+		t.Fatalf("list via daemon: %+v", list)
+	}
+	carol.fails(3, "not_found", "skill", "get", "nope")
+	carol.fails(4, "forbidden", "skill", "remove", "deploy")
+	alice.ok("skill", "remove", "deploy")
+	bob.fails(3, "not_found", "skill", "get", "deploy")
+}
+
+// TestAuditVerifyTamperAndRollback: `audit verify` passes on a sound
+// chain, names the sequence number of an entry edited in broker.db,
+// reports a rollback when a broker serves a shorter (valid) chain after a
+// longer one was verified, and a daemon's background check shows the
+// failure in `daemon status`. A broker with another key is refused.
+func TestAuditVerifyTamperAndRollback(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	b := startBroker(t, data, "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	var res adminOut
+	alice.json(&res, "ban", "bob", "--reason", "first")
+	alice.json(&res, "unban", "bob")
+	type report struct {
+		Mesh        string `json:"mesh"`
+		OK          bool   `json:"ok"`
+		Seq         uint64 `json:"seq"`
+		Problem     string `json:"problem"`
+		FirstBadSeq uint64 `json:"firstBadSeq"`
+		Message     string `json:"message"`
+	}
+	var reps []report
+	alice.json(&reps, "audit", "verify")
+	if len(reps) != 1 || !reps[0].OK || reps[0].Seq != 5 {
+		t.Fatalf("verify: %+v", reps)
+	}
+	// Keep a copy of the 5-entry state, then grow the chain to 7 and
+	// verify it.
+	b.stop()
+	old := t.TempDir()
+	copyDir(t, data, old)
+	b = startBroker(t, data, b.addr)
+	alice.json(&res, "ban", "bob", "--reason", "second")
+	alice.json(&res, "unban", "bob")
+	alice.json(&reps, "audit", "verify")
+	if !reps[0].OK || reps[0].Seq != 7 {
+		t.Fatalf("verify 7: %+v", reps)
+	}
+
+	// Rollback: the old copy (valid, 5 entries) on the same address.
+	b.stop()
+	b = startBroker(t, old, b.addr)
+	r := alice.run("audit", "verify", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil || r.code != 1 || reps[0].Problem != "rollback" || reps[0].FirstBadSeq != 6 {
+		t.Fatalf("rollback: %s", r)
+	}
+	r = alice.run("audit", "verify")
+	if r.code != 1 || !strings.Contains(r.stdout, "rollback at entry 6") {
+		t.Fatalf("rollback, human: %s", r)
+	}
+
+	// Tamper: edit entry 3 (bob's join) in a copy of broker.db.
+	b.stop()
+	tampered := t.TempDir()
+	copyDir(t, data, tampered)
+	editAuditEntry(t, filepath.Join(tampered, "broker.db"), 3, func(e map[string]any) {
+		e["payload"] = map[string]any{"member": map[string]any{"displayName": "someone else"}, "reason": "edited"}
+	})
+	b = startBroker(t, tampered, b.addr)
+	for _, u := range []*user{alice, bob} { // alice verified before; bob never did
+		r := u.run("audit", "verify", "--json")
+		if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil || r.code != 1 || reps[0].Problem != "tampered" || reps[0].FirstBadSeq != 3 {
+			t.Fatalf("tampered, %s: %s", u.name, r)
+		}
+	}
+	// bob's daemon finds it on its own and says so in daemon status.
+	bob.startDaemon()
+	eventually(t, 20*time.Second, "the daemon's audit check", func() bool {
+		var st struct {
+			Audit map[string]struct {
+				OK          bool   `json:"ok"`
+				Problem     string `json:"problem"`
+				FirstBadSeq uint64 `json:"firstBadSeq"`
+			} `json:"audit"`
+		}
+		bob.json(&st, "daemon", "status")
+		a, ok := st.Audit["test"]
+		return ok && !a.OK && a.Problem == "tampered" && a.FirstBadSeq == 3
+	})
+	if r := bob.run("daemon", "status"); !strings.Contains(r.stdout, "tampered at entry 3") {
+		t.Fatalf("daemon status, human: %s", r)
+	}
+
+	// A server with another broker key is refused before any checkpoint
+	// is believed.
+	b.stop()
+	other := t.TempDir()
+	copyDir(t, data, other)
+	os.Remove(filepath.Join(other, "broker.key"))
+	b = startBroker(t, other, b.addr)
+	alice.fails(4, "broker_key_mismatch", "audit", "verify")
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// editAuditEntry rewrites entry seq of the only mesh in a broker.db the
+// way someone with the disk could: in place, without fixing any hash.
+func editAuditEntry(t *testing.T, path string, seq uint64, edit func(map[string]any)) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		meshes := tx.Bucket([]byte("meshes"))
+		return meshes.ForEachBucket(func(id []byte) error {
+			b := meshes.Bucket(id).Bucket([]byte("audit"))
+			k := binary.BigEndian.AppendUint64(nil, seq)
+			var e map[string]any
+			if err := json.Unmarshal(b.Get(k), &e); err != nil {
+				return err
+			}
+			edit(e)
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			return b.Put(k, v)
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
