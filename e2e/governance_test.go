@@ -137,8 +137,8 @@ func dialSession(t *testing.T, u *user, name string) *client.Conn {
 func TestKickedFollowAndDaemon(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
-	us := setupMesh(t, b, "alice", "bob", "carol")
-	alice, bob, carol := us[0], us[1], us[2]
+	us := setupMesh(t, b, "alice", "bob", "carol", "dave")
+	alice, bob, carol, dave := us[0], us[1], us[2], us[3]
 
 	// inbox --follow, human output: the message goes to stderr.
 	cmd := exec.Command(bin, "--home", bob.home, "inbox", "--follow")
@@ -172,51 +172,64 @@ func TestKickedFollowAndDaemon(t *testing.T) {
 		t.Fatalf("kicked follower: exit %d, stderr %q", code, stderr.String())
 	}
 
-	// carol's daemon is kicked: it says so, and keeps what she sends.
+	// carol's daemon is kicked: it says so, refuses new sends, and keeps
+	// the row that waits for dave (offline), which is delivered once the
+	// daemon is back.
 	carol.startDaemon()
 	carol.waitDaemonOpen()
+	var sent sendOut
+	carol.json(&sent, "send", "dave", "waiting for dave")
+	outboxStatus := func(cmid string) string {
+		var rows []struct {
+			ClientMessageID string `json:"clientMessageId"`
+			Status          string `json:"status"`
+		}
+		carol.json(&rows, "daemon", "outbox", "list")
+		for _, r := range rows {
+			if r.ClientMessageID == cmid {
+				return r.Status
+			}
+		}
+		return ""
+	}
+	eventually(t, 15*time.Second, "the row to be queued at the broker", func() bool { return outboxStatus(sent.ClientMessageID) == "queued" })
 	alice.json(&res, "kick", "carol")
 	eventually(t, 15*time.Second, "carol's daemon to report kicked", func() bool {
 		return carol.daemonStatus().Meshes["test"] == "kicked"
 	})
 	var full struct {
-		MeshDetails map[string]string `json:"meshDetails"`
+		MeshErrors map[string]struct {
+			Code, Message, Hint string
+		} `json:"meshErrors"`
 	}
 	carol.json(&full, "daemon", "status")
-	if !strings.Contains(full.MeshDetails["test"], "daemon up") {
-		t.Fatalf("status detail: %+v", full)
+	if p := full.MeshErrors["test"]; p.Code != "kicked" || !strings.Contains(p.Message, "disconnected from") || !strings.Contains(p.Hint, "daemon up") {
+		t.Fatalf("status while kicked: %+v", full)
 	}
-	var sent sendOut
-	carol.json(&sent, "send", "alice", "written while kicked")
-	if sent.Status != "accepted" {
-		t.Fatalf("send while kicked: %+v", sent)
-	}
-	if st := carol.daemonStatus(); st.Outbox.Pending != 1 || st.Meshes["test"] != "kicked" {
-		t.Fatalf("outbox while kicked: %+v", st)
+	carol.fails(4, "kicked", "send", "alice", "refused while kicked")
+	if st := outboxStatus(sent.ClientMessageID); st != "queued" {
+		t.Fatalf("the waiting row is %q while kicked", st)
 	}
 	carol.ok("daemon", "up")
 	carol.waitDaemonOpen()
-	eventually(t, 20*time.Second, "the kept row to reach alice", func() bool {
-		for _, r := range alice.inbox() {
-			if r.body() == "written while kicked" {
-				return true
-			}
-		}
-		return false
-	})
+	if rows := dave.inbox(); len(rows) != 1 || rows[0].body() != "waiting for dave" {
+		t.Fatalf("dave: %v", bodies(rows))
+	}
+	eventually(t, 20*time.Second, "the kept row to be delivered", func() bool { return outboxStatus(sent.ClientMessageID) == "delivered" })
 
 	// Banned: the daemon says banned, then comes back after unban + up.
 	alice.json(&res, "ban", "carol")
 	eventually(t, 15*time.Second, "carol's daemon to report banned", func() bool {
 		return carol.daemonStatus().Meshes["test"] == "banned"
 	})
-	carol.json(&sent, "send", "alice", "written while banned")
+	carol.fails(4, "banned", "send", "alice", "refused while banned")
 	alice.json(&res, "unban", "carol")
 	carol.ok("daemon", "up")
 	carol.waitDaemonOpen()
-	eventually(t, 20*time.Second, "the row written while banned to reach alice", func() bool {
+	carol.json(&sent, "send", "alice", "back after the unban")
+	eventually(t, 20*time.Second, "carol's message to reach alice", func() bool {
 		for _, r := range alice.inbox() {
-			if r.body() == "written while banned" {
+			if r.body() == "back after the unban" {
 				return true
 			}
 		}
