@@ -167,7 +167,9 @@ func (b *Broker) afterRemoval(ms *meshState, memberID string, sessions []string,
 	for _, k := range sessions {
 		delete(ms.sessions, k)
 	}
+	var gonePubkey string
 	if m := ms.memberByID[memberID]; m != nil {
+		gonePubkey = m.Pubkey
 		for _, set := range ms.conns {
 			for cc := range set {
 				if cc.mem == m {
@@ -180,6 +182,9 @@ func (b *Broker) afterRemoval(ms *meshState, memberID string, sessions []string,
 		ms.memberChanged(wire.MemberLeft, m, nil)
 	}
 	ms.mu.Unlock()
+	if gonePubkey != "" {
+		b.topicsMemberGone(ms, gonePubkey) // its topics get a key it never had
+	}
 	msg := "You were removed from \"" + ms.name + "\" by the broker's operator. Ask the mesh owner for a new invite to rejoin."
 	for _, v := range victims {
 		v.sendError("", wire.ReasonKicked, msg)
