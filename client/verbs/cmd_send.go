@@ -89,6 +89,23 @@ func send(c *cli.Context) error {
 	args := c.Args().Slice()
 	req := sendRequest{To: args[0], Priority: c.String("priority"), ReplyTo: c.String("reply-to"),
 		ClientMessageID: c.String("id"), Wait: c.Bool("wait")}
+	if req.WaitTimeout, err = cliui.ParseDuration(c.String("wait-timeout")); err != nil {
+		return err
+	}
+	if req.Wait && req.WaitTimeout <= 0 {
+		return cliui.UsageErrorf("--wait-timeout must be positive")
+	}
+	if req.Wait && strings.HasPrefix(req.To, "#") {
+		return cliui.UsageErrorf("--wait does not apply to topic posts: they have no delivery receipts (read the topic with claudemesh topic tail)")
+	}
+	return sendAndPrint(e, c, req, args[1:])
+}
+
+// sendAndPrint checks the fields of req every send shares, reads the
+// message from msg (or stdin), sends it and prints the result: send and
+// topic post.
+func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
+	var err error
 	switch req.Priority {
 	case "", wire.PriorityNow, wire.PriorityNext, wire.PriorityLow:
 	default:
@@ -100,17 +117,11 @@ func send(c *cli.Context) error {
 	if req.ClientMessageID != "" && !wire.ValidReqID(req.ClientMessageID) {
 		return cliui.UsageErrorf("--id must be 1 to 64 characters of A-Za-z0-9._:-")
 	}
-	if req.WaitTimeout, err = cliui.ParseDuration(c.String("wait-timeout")); err != nil {
-		return err
-	}
-	if req.Wait && req.WaitTimeout <= 0 {
-		return cliui.UsageErrorf("--wait-timeout must be positive")
-	}
 	stdin := io.Reader(os.Stdin)
 	if c.App != nil && c.App.Reader != nil {
 		stdin = c.App.Reader
 	}
-	if req.Body, err = readMessage(args[1:], stdin); err != nil {
+	if req.Body, err = readMessage(msg, stdin); err != nil {
 		return err
 	}
 	m, tr, err := withTransport(e, e.writeMesh)
@@ -180,6 +191,12 @@ func printSent(e *env, slug string, res *sendResult) {
 			next = "the daemon is sending it now"
 		}
 		line = fmt.Sprintf("%s accepted for %s into the daemon's outbox (%s)", s.Green("✔"), who, next)
+	case res.Target.Kind == wire.KindTopic && res.Duplicate:
+		line = fmt.Sprintf("%s already posted to %s with this --id (nothing posted again)", s.Green("✔"), who)
+	case res.Target.Kind == wire.KindTopic && res.OnlineNow > 0:
+		line = fmt.Sprintf("%s posted to %s (in its history; pushed to %s now)", s.Green("✔"), who, plural(res.OnlineNow, "connection"))
+	case res.Target.Kind == wire.KindTopic:
+		line = fmt.Sprintf("%s posted to %s (in its history; no member connected now)", s.Green("✔"), who)
 	case res.Duplicate && res.Status != "delivered":
 		line = fmt.Sprintf("%s already sent to %s with this --id (nothing sent again)", s.Green("✔"), who)
 	case res.Status == "delivered":

@@ -64,7 +64,7 @@ func daemonError(err error) error {
 
 func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*sendResult, error) {
 	body := localapi.SendRequest{To: req.To, Message: req.Body, Mesh: m.Slug, Priority: req.Priority,
-		ClientMessageID: req.ClientMessageID, ReplyToID: req.ReplyTo}
+		ClientMessageID: req.ClientMessageID, ReplyToID: req.ReplyTo, Mentions: req.Mentions}
 	// With --wait, listen before sending so the delivery event cannot be
 	// missed.
 	var stream *localapi.EventStream

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 
 	"claudemesh/client"
@@ -89,6 +90,9 @@ func (d *direct) Directory(ctx context.Context, m *config.Mesh) ([]wire.Member, 
 }
 
 func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*sendResult, error) {
+	if strings.HasPrefix(req.To, "#") {
+		return d.sendTopic(ctx, m, req) // direct_topics.go
+	}
 	c, err := d.dial(ctx, m, client.DialOptions{})
 	if err != nil {
 		return nil, err

@@ -67,6 +67,9 @@ type sendRequest struct {
 	ClientMessageID string // "" = a fresh ULID
 	Wait            bool
 	WaitTimeout     time.Duration
+	// Mentions are the members a topic post mentions (names, pubkeys or
+	// prefixes; topic post --mention).
+	Mentions []string
 }
 
 // sendResult is what became of a send.

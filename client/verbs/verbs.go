@@ -79,6 +79,8 @@ func Commands() []*cli.Command {
 		grantsCommand(),
 		auditCommand(),
 		skillCommand(),
+		topicCommand(),
+		apikeyCommand(),
 	}
 }
 

@@ -1,0 +1,488 @@
+package verbs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	"claudemesh/internal/cliui"
+	"claudemesh/wire"
+)
+
+// `claudemesh topic …` (04-cli): a mesh's end-to-end encrypted rooms.
+
+func topicCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "topic",
+		Usage: "end-to-end encrypted rooms of a mesh (#deploys, #reviews)",
+		Description: cliui.WithExamples(
+			"A topic keeps its history; everyone in it gets new posts live. Its key is made by its creator's\n"+
+				"machine and shared member to member: a member who joins waits until someone who holds the key is\n"+
+				"online (their daemon, or a running topic tail, shares it automatically). Every mesh has #general.",
+			"claudemesh topic create deploys --description \"release train\"",
+			"claudemesh topic join deploys",
+			"claudemesh topic post deploys \"v1.4 is rolling out\" --mention bob",
+			"claudemesh send '#deploys' \"rollback done\"",
+			"claudemesh topic tail deploys --json",
+		),
+		Subcommands: []*cli.Command{
+			{
+				Name: "create", Usage: "create a topic (you hold its first key)", ArgsUsage: "NAME",
+				Description: cliui.WithExamples(
+					"NAME is 1-64 of a-z 0-9 _ - (starting with a letter or digit). --private topics are seen only by their\n"+
+						"members, who join when a lead adds them. --plaintext topics are not end-to-end encrypted (the broker\n"+
+						"can read them): they are for bots that post over the REST API without keys.",
+					"claudemesh topic create ops",
+					"claudemesh topic create incidents --private --description \"on-call only\"",
+				),
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "description", Usage: "what the topic is for"},
+					&cli.BoolFlag{Name: "private", Usage: "only members see it; a lead adds them"},
+					&cli.BoolFlag{Name: "plaintext", Usage: "not end-to-end encrypted (for bots over REST)"},
+				},
+				Action: topicCreate,
+			},
+			{Name: "list", Usage: "the topics you can see, with unread counts", Action: topicList,
+				Description: cliui.WithExamples("", "claudemesh topic list", "claudemesh topic list --json")},
+			{Name: "join", Usage: "join a public topic", ArgsUsage: "NAME", Action: topicJoin,
+				Description: cliui.WithExamples("", "claudemesh topic join deploys")},
+			{Name: "leave", Usage: "leave a topic (its key is then replaced)", ArgsUsage: "NAME", Action: topicLeave,
+				Description: cliui.WithExamples("", "claudemesh topic leave deploys")},
+			{Name: "members", Usage: "who is in a topic, and who holds its key", ArgsUsage: "NAME", Action: topicMembers,
+				Description: cliui.WithExamples("", "claudemesh topic members deploys --json")},
+			{Name: "rotate", Usage: "replace a topic's key, sealed to every member", ArgsUsage: "NAME", Action: topicRotate,
+				Description: cliui.WithExamples(
+					"Done automatically when someone leaves or is removed; a lead may also rotate at will.",
+					"claudemesh topic rotate deploys")},
+			{
+				Name: "post", Usage: "post to a topic", ArgsUsage: "NAME MESSAGE...",
+				Description: cliui.WithExamples("Same as claudemesh send '#NAME' MESSAGE. A lone - reads the message from stdin.",
+					"claudemesh topic post deploys \"v1.4 is out\"",
+					"claudemesh topic post reviews \"please look\" --mention alice --mention bob",
+					"claudemesh topic post deploys \"ack\" --reply-to 01JD3Z5C8Q2W0W6N5D3H4K7M9P"),
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "reply-to", Usage: "messageId this answers"},
+					&cli.StringSliceFlag{Name: "mention", Usage: "a `PEER` to notify (repeatable)"},
+					&cli.StringFlag{Name: "priority", Usage: "now, next (default) or low"},
+					&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the post (idempotency key)"},
+				},
+				Action: topicPost,
+			},
+			{
+				Name: "tail", Usage: "print a topic's recent posts, then new ones as they come", ArgsUsage: "NAME",
+				Description: cliui.WithExamples(
+					"Posts are decrypted and their signatures checked: a post that does not verify is marked unverified\n"+
+						"and never shown under the name it claims. While it runs, tail shares the topic's key with members\n"+
+						"who join. Ctrl-C stops it. --json prints one post per line ({id, topic, senderName, senderPubkey,\n"+
+						"body, keyGen, verified, createdAt, replyToId?}); a line without an id, {topic, waitingForKey:true,\n"+
+						"message}, says it waits for a member to share the key.",
+					"claudemesh topic tail deploys",
+					"claudemesh topic tail deploys --limit 50 --no-follow --json",
+				),
+				Flags: []cli.Flag{
+					&cli.IntFlag{Name: "limit", Value: 20, Usage: "how many recent posts first (at most 50)"},
+					&cli.BoolFlag{Name: "no-follow", Usage: "print the recent posts and exit"},
+				},
+				Action: topicTail,
+			},
+			{
+				Name: "history", Usage: "older posts of a topic, a page at a time", ArgsUsage: "NAME",
+				Description: cliui.WithExamples("Oldest first within the page; --before the id of its oldest post gives the page before.",
+					"claudemesh topic history deploys --limit 50",
+					"claudemesh topic history deploys --before 01JD3Z5C8Q2W0W6N5D3H4K7M9P --json"),
+				Flags: []cli.Flag{
+					&cli.IntFlag{Name: "limit", Value: 20, Usage: "posts in the page (at most 50)"},
+					&cli.StringFlag{Name: "before", Usage: "only posts older than this message `ID`"},
+				},
+				Action: topicHistory,
+			},
+		},
+	}
+}
+
+// topicEnv starts a topic verb: args checked, the topic half of the
+// transport chosen (the daemon when it runs, else direct).
+func topicEnv(c *cli.Context, minArgs, maxArgs int) (*env, []string, topicTransport, error) {
+	e, err := verbEnv(c, minArgs, maxArgs)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tr, err := e.transport()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return e, c.Args().Slice(), tr.(topicTransport), nil
+}
+
+func topicName(arg string) (string, error) {
+	name := strings.TrimPrefix(arg, "#")
+	if !wire.ValidTopicName(name) && !wire.ValidULID(name) {
+		return "", cliui.UsageErrorf("%q is not a topic name (1-64 of a-z 0-9 _ -)", arg)
+	}
+	return name, nil
+}
+
+func errKeyMissing(topic string) error {
+	return cliui.Errorf(wire.CodeTopicKeyMissing, "you do not hold the key of #%s yet", topic).
+		WithHint("a member who holds it shares it automatically when online (their daemon, or a running claudemesh topic tail)")
+}
+
+func topicCreate(c *cli.Context) error {
+	e, args, tr, err := topicEnv(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	name := strings.TrimPrefix(args[0], "#")
+	if !wire.ValidTopicName(name) {
+		return cliui.UsageErrorf("%q is not a topic name (1-64 of a-z 0-9 _ -, starting with a letter or digit)", args[0])
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	row, err := tr.TopicCreate(e.ctx(), m, client.TopicCreateOptions{Name: name, Description: c.String("description"),
+		Private: c.Bool("private"), Plaintext: c.Bool("plaintext")})
+	if err != nil {
+		return cliError(err)
+	}
+	if e.out.JSONMode() {
+		return e.out.JSON(row)
+	}
+	how := "end-to-end encrypted; its first key was made on this machine"
+	if !row.Encrypted {
+		how = "plaintext: the broker can read it"
+	}
+	e.out.Resultf("%s created #%s in %s (%s, %s)", e.out.Style().Green("✔"), row.Name, m.Slug, row.Visibility, how)
+	return nil
+}
+
+func topicList(c *cli.Context) error {
+	e, _, tr, err := topicEnv(c, 0, 0)
+	if err != nil {
+		return err
+	}
+	meshes, err := e.readMeshes()
+	if err != nil {
+		return err
+	}
+	results := tr.TopicList(e.ctx(), meshes)
+	var rows []any
+	failed := 0
+	for _, r := range results {
+		if r.Err != nil {
+			failed++
+			continue
+		}
+		for _, row := range r.Rows {
+			rows = append(rows, row)
+		}
+	}
+	if failed == len(results) {
+		return cliError(results[0].Err)
+	}
+	if e.out.JSONMode() {
+		for _, r := range results {
+			if r.Err != nil {
+				rows = append(rows, errorRow(r.Slug, r.Err))
+			}
+		}
+		if rows == nil {
+			rows = []any{}
+		}
+		return e.out.JSON(rows)
+	}
+	s := e.out.Style()
+	t := newTable(e.out)
+	for _, r := range results {
+		if r.Err != nil {
+			warnMesh(e.out, r.Slug, r.Err)
+			continue
+		}
+		for _, row := range r.Rows {
+			state := "not joined"
+			switch {
+			case row.Joined && !row.Encrypted:
+				state = "joined · plaintext"
+			case row.Joined && row.KeyGen == 0:
+				state = "joined · no key yet"
+			case row.Joined && !row.HasKey:
+				state = "joined · waiting for the key"
+			case row.Joined:
+				state = "joined"
+			}
+			unread := ""
+			if row.Unread > 0 {
+				unread = s.Bold(fmt.Sprintf("%d unread", row.Unread))
+			}
+			vis := ""
+			if row.Visibility == wire.VisibilityPrivate {
+				vis = "private"
+			}
+			t.row("  #"+cliui.SanitizePeerText(row.Name), row.Mesh, state, vis, plural(row.MemberCount, "member"), unread,
+				s.Dim(cliui.SanitizePeerText(row.Description)))
+		}
+	}
+	return t.flush()
+}
+
+func topicJoin(c *cli.Context) error {
+	e, args, tr, err := topicEnv(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	name, err := topicName(args[0])
+	if err != nil {
+		return err
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	row, err := tr.TopicJoin(e.ctx(), m, name)
+	if err != nil {
+		return cliError(err)
+	}
+	if e.out.JSONMode() {
+		return e.out.JSON(row)
+	}
+	e.out.Resultf("%s joined #%s", e.out.Style().Green("✔"), row.Name)
+	if row.Encrypted && !row.HasKey {
+		e.out.Linef("%s", e.out.Style().Dim("  → you cannot read it until a member who holds its key is online: their daemon (or a running topic tail) shares it with you automatically"))
+	}
+	return nil
+}
+
+func topicLeave(c *cli.Context) error {
+	e, args, tr, err := topicEnv(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	name, err := topicName(args[0])
+	if err != nil {
+		return err
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	if err := tr.TopicLeave(e.ctx(), m, name); err != nil {
+		return cliError(err)
+	}
+	return e.printOK("left #%s; its key will be replaced so you cannot read what follows", name)
+}
+
+func topicMembers(c *cli.Context) error {
+	e, args, tr, err := topicEnv(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	name, err := topicName(args[0])
+	if err != nil {
+		return err
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	rows, err := tr.TopicMembers(e.ctx(), m, name)
+	if err != nil {
+		return cliError(err)
+	}
+	if e.out.JSONMode() {
+		if rows == nil {
+			rows = []topicMemberRow{}
+		}
+		return e.out.JSON(rows)
+	}
+	t := newTable(e.out)
+	for _, r := range rows {
+		key := "has the key"
+		if !r.HasCurrentKey {
+			key = "waiting for the key"
+		}
+		t.row("  "+cliui.SanitizePeerText(r.DisplayName), shortKey(r.Pubkey), r.Role, key)
+	}
+	return t.flush()
+}
+
+func topicRotate(c *cli.Context) error {
+	e, args, tr, err := topicEnv(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	name, err := topicName(args[0])
+	if err != nil {
+		return err
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	row, err := tr.TopicRotate(e.ctx(), m, name)
+	if err != nil {
+		return cliError(err)
+	}
+	if e.out.JSONMode() {
+		return e.out.JSON(row)
+	}
+	e.out.Resultf("%s #%s now uses key generation %d, sealed to each of its %s", e.out.Style().Green("✔"), row.Name, row.KeyGen, plural(row.MemberCount, "member"))
+	return nil
+}
+
+func topicPost(c *cli.Context) error {
+	e, err := verbEnv(c, 2, -1)
+	if err != nil {
+		return err
+	}
+	args := c.Args().Slice()
+	name, err := topicName(args[0])
+	if err != nil {
+		return err
+	}
+	req := sendRequest{To: "#" + name, Priority: c.String("priority"), ReplyTo: c.String("reply-to"),
+		ClientMessageID: c.String("id"), Mentions: c.StringSlice("mention")}
+	return sendAndPrint(e, c, req, args[1:])
+}
+
+// historyLimit checks --limit (1..50, one page).
+func historyLimit(c *cli.Context) (int, error) {
+	n := c.Int("limit")
+	if n < 1 || n > wire.MaxTopicHistory {
+		return 0, cliui.UsageErrorf("--limit is 1 to %d", wire.MaxTopicHistory)
+	}
+	return n, nil
+}
+
+func topicHistory(c *cli.Context) error {
+	e, args, tr, err := topicEnv(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	name, err := topicName(args[0])
+	if err != nil {
+		return err
+	}
+	limit, err := historyLimit(c)
+	if err != nil {
+		return err
+	}
+	before := c.String("before")
+	if before != "" && !wire.ValidULID(before) {
+		return cliui.UsageErrorf("--before %q is not a message id", before)
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	page, err := tr.TopicHistory(e.ctx(), m, name, limit, before)
+	if err != nil {
+		return cliError(err)
+	}
+	lines := reversed(page.Lines)
+	readable := 0
+	for _, l := range lines {
+		if !l.keyMissing {
+			readable++
+		}
+	}
+	if page.WaitingForKey && readable == 0 {
+		// Nothing here can be read: say why instead of printing blanks.
+		return errKeyMissing(name)
+	}
+	sink := &linePrinter{e: e}
+	if err := sink.Lines(lines); err != nil {
+		return err
+	}
+	if page.WaitingForKey {
+		sink.Waiting(name)
+	}
+	if page.More && !e.out.JSONMode() && len(lines) > 0 {
+		e.out.Linef("%s", e.out.Style().Dim("  → older: claudemesh topic history "+name+" --before "+lines[0].ID))
+	}
+	return nil
+}
+
+func topicTail(c *cli.Context) error {
+	e, args, tr, err := topicEnv(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	name, err := topicName(args[0])
+	if err != nil {
+		return err
+	}
+	limit, err := historyLimit(c)
+	if err != nil {
+		return err
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	follow := !c.Bool("no-follow")
+	ctx := e.ctx()
+	if follow {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
+	err = tr.TopicTail(ctx, m, name, limit, follow, &linePrinter{e: e})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return cliError(err)
+	}
+	return nil
+}
+
+// linePrinter prints topic posts: NDJSON under --json, else one line each,
+// peer text sanitised, an unverified post never under a name.
+type linePrinter struct{ e *env }
+
+func (p *linePrinter) Lines(lines []topicLine) error {
+	if p.e.out.JSONMode() {
+		return p.e.out.NDJSON(lines)
+	}
+	s := p.e.out.Style()
+	for _, l := range lines {
+		who := cliui.SanitizePeerText(l.SenderName)
+		switch {
+		case l.Plaintext:
+			who += s.Dim(" (plaintext topic: sender not verified)")
+		case !l.Verified:
+			who = s.Yellow("⚠ unverified sender " + shortKey(l.SenderPubkey))
+		}
+		body := cliui.SanitizePeerText(l.Body)
+		if l.DecryptError != "" {
+			body = s.Yellow("[cannot read: " + cliui.SanitizePeerText(l.DecryptError) + "]")
+		}
+		p.e.out.Linef("%s %s %s: %s", s.Dim(when(l.CreatedAt)), s.Cyan("#"+l.Topic), who, body)
+	}
+	return nil
+}
+
+// waitingLine is what `topic tail --json` prints when it starts waiting for
+// a key: a line without an id, so a reader of posts can tell it apart.
+type waitingLine struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	Topic         string `json:"topic"`
+	WaitingForKey bool   `json:"waitingForKey"`
+	Message       string `json:"message"`
+}
+
+func (p *linePrinter) Waiting(topic string) {
+	if p.e.out.JSONMode() {
+		p.e.out.NDJSON(waitingLine{SchemaVersion: 1, Topic: topic, WaitingForKey: true,
+			Message: "waiting for a member who holds the key of #" + topic + " to share it (automatic when one is online)"})
+		return
+	}
+	p.e.out.Warn(fmt.Sprintf("waiting for the key of #%s: a member who holds it shares it with you automatically when they are online", topic),
+		"their daemon (claudemesh daemon up) or a running claudemesh topic tail does it; this keeps waiting")
+}
+
+func (p *linePrinter) Notice(err error) { p.e.out.Warn(err.Error(), "") }

@@ -1,0 +1,198 @@
+package verbs
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	json "github.com/go-json-experiment/json"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	"claudemesh/daemon/localapi"
+)
+
+// The topic verbs through the daemon's /v1/topics routes: the daemon holds
+// the keys (and does this member's key duties all the time), so these are
+// plain requests.
+
+func topicPath(name, rest string) string {
+	return "/v1/topics/" + url.PathEscape(strings.TrimPrefix(name, "#")) + rest
+}
+
+func topicRowOfAPI(t localapi.Topic) topicRow { return topicRowOf(t.Mesh, t.TopicInfo, t.HasKey) }
+
+func (v *viaDaemon) TopicList(ctx context.Context, meshes []config.Mesh) []meshTopics {
+	out := make([]meshTopics, len(meshes))
+	for i, m := range meshes {
+		out[i].Slug = m.Slug
+		var list []localapi.Topic
+		if _, err := v.api.Do(ctx, "GET", "/v1/topics?mesh="+url.QueryEscape(m.Slug), nil, &list); err != nil {
+			out[i].Err = daemonError(err)
+			continue
+		}
+		out[i].Rows = make([]topicRow, 0, len(list))
+		for _, t := range list {
+			out[i].Rows = append(out[i].Rows, topicRowOfAPI(t))
+		}
+	}
+	return out
+}
+
+func (v *viaDaemon) TopicCreate(ctx context.Context, m *config.Mesh, o client.TopicCreateOptions) (*topicRow, error) {
+	var t localapi.Topic
+	_, err := v.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Mesh: m.Slug, Name: o.Name,
+		Description: o.Description, Private: o.Private, Plaintext: o.Plaintext}, &t)
+	if err != nil {
+		return nil, daemonError(err)
+	}
+	row := topicRowOfAPI(t)
+	return &row, nil
+}
+
+func (v *viaDaemon) topicPost(ctx context.Context, m *config.Mesh, name, op string) (*topicRow, error) {
+	var t localapi.Topic
+	if _, err := v.api.Do(ctx, "POST", topicPath(name, "/"+op), localapi.TopicMeshRequest{Mesh: m.Slug}, &t); err != nil {
+		return nil, daemonError(err)
+	}
+	row := topicRowOfAPI(t)
+	return &row, nil
+}
+
+func (v *viaDaemon) TopicJoin(ctx context.Context, m *config.Mesh, name string) (*topicRow, error) {
+	return v.topicPost(ctx, m, name, "join")
+}
+
+func (v *viaDaemon) TopicLeave(ctx context.Context, m *config.Mesh, name string) error {
+	_, err := v.api.Do(ctx, "POST", topicPath(name, "/leave"), localapi.TopicMeshRequest{Mesh: m.Slug}, nil)
+	return daemonError(err)
+}
+
+func (v *viaDaemon) TopicRotate(ctx context.Context, m *config.Mesh, name string) (*topicRow, error) {
+	return v.topicPost(ctx, m, name, "rotate")
+}
+
+func (v *viaDaemon) TopicMembers(ctx context.Context, m *config.Mesh, name string) ([]topicMemberRow, error) {
+	var list []localapi.TopicMember
+	if _, err := v.api.Do(ctx, "GET", topicPath(name, "/members?mesh="+url.QueryEscape(m.Slug)), nil, &list); err != nil {
+		return nil, daemonError(err)
+	}
+	rows := make([]topicMemberRow, 0, len(list))
+	for _, tm := range list {
+		rows = append(rows, topicMemberRow{Mesh: tm.Mesh, MemberID: tm.MemberID, Pubkey: tm.Pubkey, DisplayName: tm.DisplayName,
+			Role: tm.Role, JoinedAt: tm.JoinedAt, HasCurrentKey: tm.HasCurrentKey})
+	}
+	return rows, nil
+}
+
+func (v *viaDaemon) TopicHistory(ctx context.Context, m *config.Mesh, name string, limit int, before string) (*topicPage, error) {
+	q := url.Values{"mesh": {m.Slug}}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if before != "" {
+		q.Set("before", before)
+	}
+	var page localapi.TopicMessages
+	if _, err := v.api.Do(ctx, "GET", topicPath(name, "/messages?"+q.Encode()), nil, &page); err != nil {
+		return nil, daemonError(err)
+	}
+	out := &topicPage{More: page.More, WaitingForKey: page.WaitingForKey}
+	for _, msg := range page.Messages {
+		out.Lines = append(out.Lines, lineOfAPI(msg))
+	}
+	return out, nil
+}
+
+// TopicTail subscribes to the daemon's events before reading the history,
+// so nothing falls between the two: topic_message events carry new posts
+// (the member's own included), topic_key events say a key arrived and the
+// history is read again.
+func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, limit int, follow bool, sink topicSink) error {
+	var stream *localapi.EventStream
+	if follow {
+		var err error
+		if stream, err = v.api.Events(ctx, "", "mesh="+url.QueryEscape(m.Slug)); err != nil {
+			return daemonError(err)
+		}
+		defer stream.Close()
+	}
+	var info localapi.Topic
+	var list []localapi.Topic
+	if _, err := v.api.Do(ctx, "GET", "/v1/topics?mesh="+url.QueryEscape(m.Slug), nil, &list); err != nil {
+		return daemonError(err)
+	}
+	ref := strings.TrimPrefix(name, "#")
+	for _, t := range list {
+		if t.Name == ref || t.ID == ref {
+			info = t
+		}
+	}
+	if info.ID == "" {
+		return &client.Error{Code: client.CodeTopicNotFound, Message: fmt.Sprintf("no topic %q in %s", ref, m.Slug)}
+	}
+	if !info.Joined {
+		return &client.Error{Code: "not_a_member", Message: "you are not a member of #" + info.Name + "; join it with claudemesh topic join " + info.Name}
+	}
+	p := newTailPrinter(info.Name, sink)
+	read := func() error {
+		page, err := v.TopicHistory(ctx, m, info.ID, limit, "")
+		if err != nil {
+			return err
+		}
+		all, err := p.offer(reversed(page.Lines))
+		p.setWaiting(!all || page.WaitingForKey)
+		return err
+	}
+	if err := read(); err != nil {
+		return err
+	}
+	if !follow {
+		if p.waiting {
+			return errKeyMissing(info.Name)
+		}
+		return nil
+	}
+	for {
+		ev, err := stream.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			sink.Notice(fmt.Errorf("the daemon's event stream ended (%v); reconnecting", err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(200 * time.Millisecond):
+			}
+			if stream, err = v.api.Events(ctx, "", "mesh="+url.QueryEscape(m.Slug)); err != nil {
+				return daemonError(err)
+			}
+			defer stream.Close()
+			if err := read(); err != nil { // what passed while it was down
+				return err
+			}
+			continue
+		}
+		switch ev.Type {
+		case localapi.EventTopicKey:
+			var k localapi.TopicKeyEvent
+			if json.Unmarshal(ev.Data, &k) == nil && k.TopicID == info.ID {
+				if err := read(); err != nil {
+					return err
+				}
+			}
+		case localapi.EventTopicMessage:
+			var msg localapi.TopicMessage
+			if json.Unmarshal(ev.Data, &msg) != nil || msg.TopicID != info.ID || p.waiting {
+				continue
+			}
+			if _, err := p.offer([]topicLine{lineOfAPI(msg)}); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,185 @@
+package verbs
+
+import (
+	"context"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+// topicTransport is the topic verbs' half of the transport (transport.go):
+// the daemon (its /v1/topics routes) or a direct broker connection, written
+// once behind the same output code. Both implementations of transport
+// implement it too; posting is transport.Send to "#name".
+type topicTransport interface {
+	TopicList(ctx context.Context, meshes []config.Mesh) []meshTopics
+	TopicCreate(ctx context.Context, m *config.Mesh, o client.TopicCreateOptions) (*topicRow, error)
+	TopicJoin(ctx context.Context, m *config.Mesh, name string) (*topicRow, error)
+	TopicLeave(ctx context.Context, m *config.Mesh, name string) error
+	TopicMembers(ctx context.Context, m *config.Mesh, name string) ([]topicMemberRow, error)
+	// TopicRotate makes a new key generation sealed to every member.
+	TopicRotate(ctx context.Context, m *config.Mesh, name string) (*topicRow, error)
+	// TopicHistory reads one page, newest first, decrypted and verified.
+	TopicHistory(ctx context.Context, m *config.Mesh, name string, limit int, before string) (*topicPage, error)
+	// TopicTail hands the last limit posts, then (with follow) every new
+	// one, to sink in order, each once, until ctx ends. It tells sink when
+	// it waits for a key and keeps waiting; a running tail also does its
+	// member's key duties (re-seals for joiners, rotations).
+	TopicTail(ctx context.Context, m *config.Mesh, name string, limit int, follow bool, sink topicSink) error
+}
+
+// topicSink receives a tail's output.
+type topicSink interface {
+	Lines(lines []topicLine) error
+	// Waiting says the current key is not held yet (once per wait).
+	Waiting(topic string)
+	// Notice is a non-fatal condition worth telling a human.
+	Notice(err error)
+}
+
+// meshTopics is one mesh's part of `topic list`.
+type meshTopics struct {
+	Slug string
+	Rows []topicRow
+	Err  error
+}
+
+// topicRow is one element of `topic list --json` (and the answer of
+// create, join and rotate).
+type topicRow struct {
+	Mesh        string `json:"mesh"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Visibility  string `json:"visibility"`
+	Encrypted   bool   `json:"encrypted"`
+	KeyGen      int    `json:"keyGen"`
+	MemberCount int    `json:"memberCount"`
+	Joined      bool   `json:"joined"`
+	Unread      int    `json:"unread"`
+	CreatedAt   int64  `json:"createdAt"`
+	Role        string `json:"role,omitzero"`
+	RekeyNeeded bool   `json:"rekeyNeeded,omitzero"`
+	// HasKey: this member holds the current generation's key here (the
+	// daemon's keyring, or the seals opened by this command).
+	HasKey bool `json:"hasKey"`
+}
+
+func topicRowOf(mesh string, t wire.TopicInfo, hasKey bool) topicRow {
+	return topicRow{Mesh: mesh, ID: t.ID, Name: t.Name, Description: t.Description, Visibility: t.Visibility,
+		Encrypted: t.Encrypted, KeyGen: t.KeyGen, MemberCount: t.MemberCount, Joined: t.Joined, Unread: t.Unread,
+		CreatedAt: t.CreatedAt, Role: t.Role, RekeyNeeded: t.RekeyNeeded, HasKey: hasKey}
+}
+
+// topicMemberRow is one element of `topic members --json`.
+type topicMemberRow struct {
+	Mesh          string `json:"mesh"`
+	MemberID      string `json:"memberId"`
+	Pubkey        string `json:"pubkey"`
+	DisplayName   string `json:"displayName"`
+	Role          string `json:"role"`
+	JoinedAt      int64  `json:"joinedAt"`
+	HasCurrentKey bool   `json:"hasCurrentKey"`
+}
+
+// topicLine is one NDJSON line of `topic tail --json` and `topic history
+// --json` (04-cli: {id, topic, senderName, senderPubkey, body, keyGen,
+// verified, createdAt, replyToId?}); decryptError says why body is empty.
+// senderName is empty for an unverified post: it is never shown as from the
+// sender it claims.
+type topicLine struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	ID            string `json:"id"`
+	Topic         string `json:"topic"`
+	SenderName    string `json:"senderName"`
+	SenderPubkey  string `json:"senderPubkey"`
+	Body          string `json:"body"`
+	KeyGen        int    `json:"keyGen"`
+	Verified      bool   `json:"verified"`
+	CreatedAt     int64  `json:"createdAt"`
+	ReplyToID     string `json:"replyToId,omitzero"`
+	Plaintext     bool   `json:"plaintext,omitzero"`
+	DecryptError  string `json:"decryptError,omitzero"`
+	keyMissing    bool
+}
+
+func lineOf(topic string, m client.TopicMessage) topicLine {
+	if m.Topic != "" {
+		topic = m.Topic
+	}
+	return topicLine{SchemaVersion: 1, ID: m.ID, Topic: topic, SenderName: m.SenderName, SenderPubkey: m.SenderPubkey,
+		Body: m.Body, KeyGen: m.KeyGen, Verified: m.Verified, CreatedAt: m.CreatedAt, ReplyToID: m.ReplyToID,
+		Plaintext: m.Plaintext, DecryptError: m.DecryptError, keyMissing: m.KeyMissing}
+}
+
+func lineOfAPI(m localapi.TopicMessage) topicLine {
+	return topicLine{SchemaVersion: 1, ID: m.ID, Topic: m.Topic, SenderName: m.SenderName, SenderPubkey: m.SenderPubkey,
+		Body: m.Body, KeyGen: m.KeyGen, Verified: m.Verified, CreatedAt: m.CreatedAt, ReplyToID: m.ReplyToID,
+		Plaintext: m.Plaintext, DecryptError: m.DecryptError, keyMissing: m.KeyMissing}
+}
+
+// topicPage is a page of history, newest first.
+type topicPage struct {
+	Lines         []topicLine
+	More          bool
+	WaitingForKey bool
+}
+
+// tailPrinter keeps a tail's output in order and each post once: posts it
+// cannot read yet (no key) hold back everything after them until the key
+// comes.
+type tailPrinter struct {
+	sink    topicSink
+	topic   string
+	printed map[string]bool
+	waiting bool
+}
+
+func newTailPrinter(topic string, sink topicSink) *tailPrinter {
+	return &tailPrinter{sink: sink, topic: topic, printed: map[string]bool{}}
+}
+
+// offer prints lines (oldest first) up to the first one still waiting for a
+// key, and reports whether all were printed (the caller then says whether
+// it waits, with setWaiting).
+func (p *tailPrinter) offer(lines []topicLine) (bool, error) {
+	var out []topicLine
+	all := true
+	for _, l := range lines {
+		if p.printed[l.ID] {
+			continue
+		}
+		if l.keyMissing {
+			all = false
+			break
+		}
+		p.printed[l.ID] = true
+		out = append(out, l)
+	}
+	if len(out) > 0 {
+		if err := p.sink.Lines(out); err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+// setWaiting records whether the tail waits for a key, telling the sink
+// when a wait begins.
+func (p *tailPrinter) setWaiting(w bool) {
+	if w && !p.waiting {
+		p.sink.Waiting(p.topic)
+	}
+	p.waiting = w
+}
+
+// reversed turns a newest-first page into oldest-first lines.
+func reversed(lines []topicLine) []topicLine {
+	out := make([]topicLine, len(lines))
+	for i, l := range lines {
+		out[len(lines)-1-i] = l
+	}
+	return out
+}
