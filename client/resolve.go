@@ -8,9 +8,8 @@ import (
 	"claudemesh/wire"
 )
 
-// CodeTopicNotFound answers a `#topic` target while this client cannot post
-// to topics; it is also the broker's code for a topic that does not exist,
-// so callers map both the same way (exit 3).
+// CodeTopicNotFound is the broker's code for a topic that does not exist
+// (or is private and the caller not in it); the CLI maps it to exit 3.
 const CodeTopicNotFound = "topic_not_found"
 
 // MinPrefix is the shortest pubkey prefix accepted as a target. Eight hex
@@ -71,7 +70,8 @@ type Target struct {
 //     member presence shows them. Offline members cannot be included:
 //     members_list does not carry groups, so only presences are known to
 //     be in a group;
-//   - "#topic": topic_not_found (topics are not supported yet);
+//   - "#topic": topic_not_found (topics are resolved by the topic code
+//     that posts to them, not here);
 //   - a full 64-hex pubkey: a box to it, whoever holds it (the broker
 //     refuses keys that are not in the mesh with unknown_recipient);
 //   - a pubkey prefix of at least MinPrefix hex digits, matched against
@@ -99,7 +99,10 @@ func ResolveTarget(to string, members []wire.Member, peers []wire.Peer, self str
 	case strings.HasPrefix(to, "@"):
 		return d.group(to[1:], self)
 	case strings.HasPrefix(to, "#"):
-		return nil, newError(CodeTopicNotFound, "no topic %q: topics are not supported by this version yet", to[1:])
+		// Topic targets are resolved against the topic list by the
+		// callers that post (the daemon's outbox, the CLI's direct
+		// path); here (a mention, a DM) a topic names no peer.
+		return nil, newError(CodeTopicNotFound, "%q names a topic, not a member or session", to)
 	}
 	if lower := strings.ToLower(to); isHexString(lower) {
 		if len(lower) == 64 {

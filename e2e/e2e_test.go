@@ -304,7 +304,8 @@ func TestSendErrorsAndWait(t *testing.T) {
 	alice, bob, carol := u[0], u[1], u[2]
 
 	alice.fails(3, "unknown_target", "send", "nobody", "hi")
-	alice.fails(3, "topic_not_found", "send", "#general", "hi")
+	alice.fails(3, "topic_not_found", "send", "#nope", "hi")
+	alice.fails(1, "topic_key_missing", "send", "#general", "hi") // no owner client has made its key yet
 	alice.fails(2, "invalid_argument", "send", "@Not A Group", "hi")
 	alice.failsIn(strings.Repeat("x", 64<<10+1), 2, "payload_too_large", "send", "bob", "-")
 	alice.fails(2, "usage", "send", "bob")

@@ -329,7 +329,7 @@ func hintFor(code string) string {
 	case wire.CodeUnknownRecipient:
 		return "that key is not in the mesh; run claudemesh peer list --all"
 	case client.CodeTopicNotFound:
-		return "send to a name, a pubkey, @group or * instead"
+		return "run claudemesh topic list to see the topics you can reach"
 	case wire.CodeForbidden, wire.CodeIssuerNotAdmin:
 		return "ask the mesh owner or an admin"
 	case wire.CodeInviteExpired, wire.CodeInviteRevoked, wire.CodeInviteExhausted, wire.CodeInviteNotFound:
