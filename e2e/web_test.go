@@ -5,6 +5,7 @@ package e2e
 // using the CLI. One browser runs the whole test.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"claudemesh/daemon/localapi"
 )
 
 // evilName is carol's display name: markup that must show as text.
@@ -330,10 +333,77 @@ func TestWebChat(t *testing.T) {
 		br.screenshot("03-group-thread")
 	})
 
+	t.Run("topic", func(t *testing.T) {
+		// dave runs a daemon and keeps a topic with more history than
+		// one page.
+		dave := newUser(tt, "dave")
+		dave.join(alice.invite().Link)
+		dave.startDaemon()
+		dave.waitDaemonOpen()
+		api := localapi.New(localapi.SocketPath(dave.home))
+		ctx := context.Background()
+		if _, err := api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "deploys", Description: "deploy announcements"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		const posts = 55
+		for i := 0; i < posts; i++ {
+			if _, err := api.Do(ctx, "POST", "/v1/topics/deploys/messages", localapi.TopicPostRequest{Message: fmt.Sprintf("deploy %d", i)}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 30*time.Second, "dave's posts in the topic", func() bool {
+			var rows []localapi.OutboxRow
+			api.Do(ctx, "GET", "/v1/outbox?limit=0", nil, &rows)
+			for _, r := range rows {
+				if r.Status == "accepted" || r.Status == "failed" {
+					return false
+				}
+			}
+			return len(rows) >= posts
+		})
+		br.do("reload", chromedp.Reload())
+		br.openThread("#deploys", "#deploys")
+		br.waitJS("the join bar", `!document.getElementById('join-bar').hidden && document.getElementById('compose').hidden`, 10*time.Second)
+		br.click("join", "#join-topic")
+		br.waitJS("the newest post, readable once dave's daemon shared the key", hasMessage("deploy 54"), 30*time.Second)
+		if n := eval[int](br, `document.querySelectorAll('#message-list .msg').length`); n > 50 {
+			t.Fatalf("%d posts on the first page, want at most 50", n)
+		}
+		// Infinite scroll: scrolling to the top loads the older page.
+		eval[bool](br, `(document.getElementById('messages').scrollTop = 0, true)`)
+		br.waitJS("the oldest post after scrolling up", hasMessage("deploy 0"), 15*time.Second)
+		// Live posts, and the page's own.
+		if _, err := api.Do(ctx, "POST", "/v1/topics/deploys/messages", localapi.TopicPostRequest{Message: "live deploy"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		br.waitJS("dave's live post", hasMessage("live deploy"), 15*time.Second)
+		br.send("ship it")
+		eventually(t, 15*time.Second, "alice's post in dave's topic history", func() bool {
+			var page localapi.TopicMessages
+			api.Do(ctx, "GET", "/v1/topics/deploys/messages?limit=5", nil, &page)
+			for _, m := range page.Messages {
+				if m.Body == "ship it" && m.SenderName == "alice" && m.Verified {
+					return true
+				}
+			}
+			return false
+		})
+		for _, body := range []string{"deploy 0", "deploy 49", "deploy 54", "live deploy", "ship it"} {
+			if n := eval[int](br, countMessage(body)); n != 1 {
+				t.Fatalf("%q shown %d times", body, n)
+			}
+		}
+		if n := eval[int](br, `document.querySelectorAll('#message-list .msg').length`); n != posts+2 {
+			t.Fatalf("%d posts shown, want %d", n, posts+2)
+		}
+		eval[bool](br, `(document.getElementById('messages').scrollTop = 1e9, true)`)
+		br.screenshot("04-topic")
+	})
+
 	t.Run("search", func(t *testing.T) {
 		br.do("search", chromedp.SendKeys(chromedp.CSS("#search"), "BROADCAST"))
 		br.waitJS("a search result", `[...document.querySelectorAll('#result-list .result')].some(r => r.textContent.includes('broadcast to everyone'))`, 10*time.Second)
-		br.screenshot("04-search")
+		br.screenshot("05-search")
 		br.click("open the result", `#result-list .result`)
 		br.waitJS("the broadcast thread from search", `document.getElementById('thread-title').textContent === 'Everyone' && `+hasMessage("<b>bold</b> broadcast to everyone"), 10*time.Second)
 		br.do("focus search", chromedp.Focus(chromedp.CSS("#search")))
@@ -424,7 +494,7 @@ func TestWebChat(t *testing.T) {
 		addr, data := w.b.addr, w.b.data
 		w.b.stop()
 		br.waitJS("the broker banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('lost its broker')`, 20*time.Second)
-		br.screenshot("05-broker-lost")
+		br.screenshot("06-broker-lost")
 		// What is sent meanwhile waits in the outbox: accepted.
 		br.send("sent while the broker is away")
 		br.waitJS("accepted while away", `[...document.querySelectorAll('#message-list .msg.mine')].some(m => m.dataset.state === 'accepted' && m.textContent.includes('sent while the broker is away'))`, 10*time.Second)
@@ -436,7 +506,7 @@ func TestWebChat(t *testing.T) {
 	t.Run("screens", func(t *testing.T) {
 		br.colorScheme("dark")
 		br.openThread(bob.pubkey, "bob")
-		br.screenshot("06-dm-dark")
+		br.screenshot("07-dm-dark")
 		br.colorScheme("")
 		br.viewport(360, 740, true)
 		br.do("back to the list", chromedp.Navigate("http://"+proxy.addr()+"/"))
@@ -444,7 +514,7 @@ func TestWebChat(t *testing.T) {
 		if wide := eval[bool](br, `document.documentElement.scrollWidth > window.innerWidth + 1`); wide {
 			t.Fatalf("the page is wider than 360 px")
 		}
-		br.screenshot("07-narrow-list")
+		br.screenshot("08-narrow-list")
 		br.openThread(bob.pubkey, "bob")
 		if eval[bool](br, `getComputedStyle(document.getElementById('side')).display !== 'none'`) {
 			t.Fatal("the narrow layout shows the list and the thread at once")
@@ -452,9 +522,9 @@ func TestWebChat(t *testing.T) {
 		if wide := eval[bool](br, `document.documentElement.scrollWidth > window.innerWidth + 1`); wide {
 			t.Fatalf("the thread is wider than 360 px")
 		}
-		br.screenshot("08-narrow-thread")
+		br.screenshot("09-narrow-thread")
 		if dir := os.Getenv("CLAUDEMESH_UI_SCREENSHOTS"); dir != "" {
-			if _, err := os.Stat(filepath.Join(dir, "08-narrow-thread.png")); err != nil {
+			if _, err := os.Stat(filepath.Join(dir, "09-narrow-thread.png")); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -190,6 +190,11 @@ var forwarded = []string{
 	"GET /v1/web/threads",
 	"GET /v1/web/thread",
 	"GET /v1/web/search",
+	"GET /v1/topics",
+	"GET /v1/topics/{name}/messages",
+	"GET /v1/topics/{name}/members",
+	"POST /v1/topics/{name}/join",
+	"POST /v1/topics/{name}/read",
 }
 
 func (s *Server) routes() http.Handler {

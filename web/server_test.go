@@ -286,6 +286,7 @@ func TestOnlyTheAllowlistIsForwarded(t *testing.T) {
 		{"POST", "/api/v1/web/login"}, {"POST", "/api/v1/reload"}, {"DELETE", "/api/v1/inbox"},
 		{"POST", "/api/v1/outbox/requeue"}, {"GET", "/api/v1/sessions"}, {"POST", "/api/v1/sessions/register"},
 		{"GET", "/api/v1/status"}, {"GET", "/api/../v1/peers"},
+		{"POST", "/api/v1/topics"}, {"POST", "/api/v1/topics/x/rotate"}, {"POST", "/api/v1/topics/x/leave"},
 	} {
 		hdr := cookieHdr(c, map[string]string{"Origin": f.origin(), "Content-Type": "application/json"})
 		res := f.do(r.method, r.path, "", hdr, "{}")

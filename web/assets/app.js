@@ -67,6 +67,8 @@
     before: '', loading: false,
     lastId: 0, es: null, streamUp: false, opens: 0, loggedOut: false,
     replyTo: null, searching: false,
+    topics: [],           // GET /v1/topics of the mesh
+    topicBefore: '', topicMore: false,
   };
 
   // Full bodies of what this tab sent (the daemon keeps only an 80-char
@@ -131,6 +133,8 @@
   // agent sessions' sends, not the human's.
   function outThread(o) {
     if (o.senderPubkey && S.meshInfo && o.senderPubkey !== S.meshInfo.pubkey) return null;
+    // A topic post's spec is #<topicId>; the thread is #<name>.
+    if (o.targetSpec && o.targetSpec[0] === '#') return o.displayName || o.targetSpec;
     return o.targetSpec || null;
   }
 
@@ -206,7 +210,7 @@
     closeThread();
     renderMe();
     banner();
-    await Promise.all([loadPeers(), loadThreads()]);
+    await Promise.all([loadPeers(), loadThreads(), loadTopics()]);
     if (openKey) openThread(openKey);
   }
 
@@ -221,6 +225,19 @@
     renderSide();
     renderThreadHead();
   }
+
+  async function loadTopics() {
+    const mesh = S.mesh;
+    try {
+      const list = await api('/v1/topics' + q({ mesh }));
+      if (mesh !== S.mesh) return;
+      S.topics = list || [];
+    } catch (_) { /* topics need the broker; the banner tells when it is away */ }
+    renderSide();
+    if (S.open && S.open[0] === '#') renderThreadHead();
+  }
+
+  const topicOf = (key) => S.topics.find((t) => '#' + t.name === key);
 
   async function loadThreads() {
     const mesh = S.mesh;
@@ -272,7 +289,12 @@
       const m = S.meshes.find((x) => x.slug === d.mesh);
       if (m) { m.state = d.state; m.error = d.error; }
       banner();
-      if (d.mesh === S.mesh && d.state === 'open') loadPeers();
+      if (d.mesh === S.mesh && d.state === 'open') { loadPeers(); loadTopics(); }
+    });
+    on('topic_key', (d) => {
+      // New keys: what was waiting for one can be read now.
+      if (d.mesh === S.mesh && S.open === '#' + d.topic) refreshOpenThread();
+      if (d.mesh === S.mesh) loadTopics();
     });
     for (const t of ['peer_joined', 'peer_left', 'peer_returned', 'system']) on(t, peersChanged);
   }
@@ -291,6 +313,7 @@
   function refreshAfterGap() {
     loadThreads();
     loadPeers();
+    loadTopics();
     if (S.open) refreshOpenThread();
   }
 
@@ -300,16 +323,19 @@
     peersTimer = setTimeout(loadPeers, 300);
   }
   // Status and summary changes send no event: look again now and then.
-  setInterval(() => { if (S.mesh && S.streamUp && document.visibilityState === 'visible') loadPeers(); }, 20000);
+  setInterval(() => {
+    if (S.mesh && S.streamUp && document.visibilityState === 'visible') { loadPeers(); loadTopics(); }
+  }, 20000);
 
   function onMessage(row) {
     if (row.mesh !== S.mesh) return;
     const key = inThread(row);
     if (!key) return;
     const ikey = 'i' + row.id;
-    if (S.items.has(ikey) || seenIds.has(ikey)) return;
+    if (S.items.has(ikey) || seenIds.has(ikey) || (row.messageId && S.byMessageId.has(row.messageId))) return;
     seenIds.add(ikey);
     const t = thread(key);
+    if (t.kind === 'topic' && !topicOf(key)) loadTopics();
     if (!t.name && row.verified && row.senderName && t.kind === 'dm') t.name = row.senderName;
     if (row.receivedAt >= t.lastAt) { t.lastAt = row.receivedAt; t.lastPreview = row.body || ''; }
     if (S.open === key) {
@@ -439,10 +465,21 @@
     }));
     $('groups-section').hidden = groups.size === 0;
 
-    // Topics
-    const topics = [...S.threads.values()].filter((t) => t.kind === 'topic').sort((a, b) => a.key.localeCompare(b.key));
-    setChildren($('topic-list'), topics.map((t) => row(t.key, el('span', 'glyph', '#'), t.key.slice(1), [], t.lastPreview)));
-    $('topics-section').hidden = topics.length === 0;
+    // Topics: those the mesh has (joined first), and any with messages.
+    const tkeys = new Set(S.topics.map((t) => '#' + t.name));
+    for (const t of S.threads.values()) if (t.kind === 'topic') tkeys.add(t.key);
+    const tinfo = (k) => topicOf(k) || { joined: true };
+    const topicRows = [...tkeys].sort((a, b) => (tinfo(b).joined - tinfo(a).joined) || a.localeCompare(b)).map((k) => {
+      const info = tinfo(k);
+      const t = S.threads.get(k);
+      const tags = [];
+      if (!info.joined) tags.push(el('span', 'tag', 'not joined'));
+      else if (info.visibility === 'private') tags.push(el('span', 'tag', 'private'));
+      const meta = t && t.lastPreview ? t.lastPreview : info.description || (info.memberCount ? info.memberCount + ' members' : '');
+      return row(k, el('span', 'glyph', '#'), k.slice(1), tags, meta, info.joined ? '' : 'offline');
+    });
+    setChildren($('topic-list'), topicRows);
+    $('topics-section').hidden = topicRows.length === 0;
 
     // People: each member once, its agent sessions under it.
     const self = S.meshInfo && S.meshInfo.pubkey;
@@ -529,12 +566,20 @@
 
   // ---- the open thread ----
 
+  const topicWaitText = document.getElementById('topic-wait').textContent;
+
   function closeThread() {
     if (S.open) markSeen();
     S.open = null;
     S.items.clear();
     S.byMessageId.clear();
     S.before = '';
+    S.topicBefore = '';
+    S.topicMore = false;
+    $('topic-wait').hidden = true;
+    $('topic-wait').textContent = topicWaitText;
+    $('join-bar').hidden = true;
+    $('compose').hidden = false;
     $('message-list').replaceChildren();
     $('thread').hidden = true;
     $('empty').hidden = false;
@@ -558,6 +603,8 @@
       await loadPage();
       scrollToEnd();
       markSeen();
+      fillUp();
+      if (threadKind(key) === 'topic') markTopicRead(key);
     }
     if (highlight) await reveal(highlight);
     $('text').focus({ preventScroll: true });
@@ -571,7 +618,11 @@
     let sub = '';
     if (kind === 'broadcast') sub = 'Everyone in ' + (S.meshInfo ? S.meshInfo.name || S.meshInfo.slug : 'the mesh');
     else if (kind === 'group') sub = 'Everyone in ' + key + ' or a subgroup of it';
-    else if (kind === 'topic') sub = 'Topic';
+    else if (kind === 'topic') {
+      const t = topicOf(key);
+      sub = t ? joinMeta(t.description, (t.visibility === 'private' ? 'private' : 'public') + ' topic',
+        t.memberCount ? t.memberCount + ' members' : '', t.encrypted ? 'end-to-end encrypted' : 'plaintext') : 'topic';
+    }
     else {
       const w = who(key);
       if (w.session) {
@@ -583,12 +634,65 @@
       }
     }
     $('thread-sub').textContent = sanitize(sub);
+    const notJoined = !!(kind === 'topic' && topicOf(key) && !topicOf(key).joined);
+    $('join-bar').hidden = !notJoined;
+    $('compose').hidden = notJoined;
     $('text').placeholder = 'Message ' + sanitize(kind === 'dm' ? threadName(key) : kind === 'broadcast' ? 'everyone' : key);
+  }
+
+  // A topic's history comes from the broker (every post, from before this
+  // member joined too), decrypted by the daemon; live posts arrive as
+  // inbox rows and this tab's own posts as outbox rows, all matched by
+  // message id so each shows once.
+  async function loadTopicPage(first) {
+    const key = S.open;
+    const page = await api('/v1/topics/' + encodeURIComponent(key.slice(1)) + '/messages' +
+      q({ mesh: S.mesh, before: first ? '' : S.topicBefore, limit: 50 }));
+    if (key !== S.open) return;
+    const msgs = page.messages || [];
+    for (const m of msgs) {
+      const had = S.byMessageId.get(m.id);
+      if (had && !had.item.topic) continue; // shown from the inbox or as sent by this tab
+      addItem({ thread: key, at: m.createdAt, topic: m }, false);
+    }
+    if (!first || !S.topicBefore) {
+      // newest first: the last one is the oldest of the page
+      if (msgs.length) S.topicBefore = msgs[msgs.length - 1].id;
+      S.topicMore = !!page.more;
+    }
+    $('topic-wait').hidden = !page.waitingForKey;
+  }
+
+  async function markTopicRead(key) {
+    const t = topicOf(key);
+    if (!t || !t.joined) return;
+    try {
+      // The inbox rows of the topic, then the broker's read marker.
+      const page = await api('/v1/web/thread' + q({ mesh: S.mesh, thread: key, limit: 500 }));
+      const ids = (page.items || []).filter((it) => it.in && !it.in.seenAt).map((it) => it.in.id);
+      if (ids.length) await api('/v1/inbox/seen', { method: 'POST', body: { ids } });
+      await api('/v1/topics/' + encodeURIComponent(key.slice(1)) + '/read', { method: 'POST', body: { mesh: S.mesh } });
+    } catch (_) { /* shown unread again on the next load */ }
   }
 
   async function loadPage() {
     if (S.loading) return;
     const key = S.open;
+    if (threadKind(key) === 'topic') {
+      S.loading = true;
+      $('older').hidden = false;
+      try {
+        await loadTopicPage(S.items.size === 0);
+        $('thread-empty').hidden = S.items.size > 0;
+      } catch (e) {
+        S.topicMore = false;
+        showTopicError(e);
+      } finally {
+        S.loading = false;
+        $('older').hidden = true;
+      }
+      return;
+    }
     S.loading = true;
     $('older').hidden = false;
     try {
@@ -609,6 +713,14 @@
   // changed while the stream was down).
   async function refreshOpenThread() {
     const key = S.open;
+    if (threadKind(key) === 'topic') {
+      const nearEnd = atEnd();
+      try { await loadTopicPage(true); } catch (_) { return; }
+      if (nearEnd) scrollToEnd();
+      markSeenSoon();
+      fillUp();
+      return;
+    }
     try {
       const page = await api('/v1/web/thread' + q({ mesh: S.mesh, thread: key, limit: 50 }));
       if (key !== S.open) return;
@@ -619,8 +731,20 @@
     } catch (_) { /* the stream's banner tells */ }
   }
 
+  // fillUp loads older pages while the thread does not fill its pane
+  // (nothing to scroll means no scroll event to ask for more).
+  async function fillUp() {
+    const box = $('messages');
+    for (let i = 0; i < 5 && box.scrollHeight <= box.clientHeight + 10; i++) {
+      const more = threadKind(S.open || '') === 'topic' ? S.topicMore : !!S.before;
+      if (!more || S.loading) return;
+      await loadOlder();
+    }
+  }
+
   async function loadOlder() {
-    if (!S.before || S.loading) return;
+    const more = threadKind(S.open || '') === 'topic' ? S.topicMore : !!S.before;
+    if (!more || S.loading) return;
     const box = $('messages');
     const from = box.scrollHeight - box.scrollTop;
     await loadPage();
@@ -628,7 +752,7 @@
   }
 
   async function reveal(ikey) {
-    for (let i = 0; i < 20 && !S.items.has(ikey) && S.before; i++) await loadOlder();
+    for (let i = 0; i < 20 && !S.items.has(ikey) && (S.before || S.topicMore); i++) await loadOlder();
     const it = S.items.get(ikey);
     if (!it) return;
     it.node.scrollIntoView({ block: 'center' });
@@ -639,14 +763,27 @@
   const atEnd = () => { const b = $('messages'); return b.scrollHeight - b.scrollTop - b.clientHeight < 80; };
   const scrollToEnd = () => { const b = $('messages'); b.scrollTop = b.scrollHeight; };
 
-  const stateRank = { sending: 0, accepted: 1, queued: 2, sent: 3, delivered: 4, failed: 5 };
+  const stateRank = { sending: 0, accepted: 1, queued: 2, sent: 3, posted: 3, delivered: 4, failed: 5 };
 
-  function itemKey(it) { return it.in ? 'i' + it.in.id : 'o' + it.out.clientMessageId; }
+  function itemKey(it) {
+    if (it.topic) return 'm' + it.topic.id;
+    return it.in ? 'i' + it.in.id : 'o' + it.out.clientMessageId;
+  }
 
   // addItem puts an item in the open thread at its time, once.
   function addItem(it, live) {
     const key = itemKey(it);
     const have = S.items.get(key);
+    if (have && it.topic && have.item.topic && (have.item.topic.keyMissing || have.item.topic.decryptError) && !it.topic.keyMissing && !it.topic.decryptError) {
+      // The topic's key arrived: show the post instead of the placeholder.
+      const node = renderItem(it, key);
+      have.node.replaceWith(node);
+      have.node = node;
+      have.item = it;
+      regroup(node);
+      if (node.nextElementSibling) regroup(node.nextElementSibling);
+      return;
+    }
     if (have) {
       if (it.out) updateOut(key, it.out);
       return;
@@ -656,7 +793,7 @@
     const node = renderItem(it, key);
     const rec = { item: it, node };
     S.items.set(key, rec);
-    const mid = it.in ? it.in.messageId : it.out.messageId;
+    const mid = it.topic ? it.topic.id : it.in ? it.in.messageId : it.out.messageId;
     if (mid) S.byMessageId.set(mid, rec);
     const list = $('message-list');
     let before = null;
@@ -696,7 +833,24 @@
     return name + ': ' + text.replace(/\s+/g, ' ').slice(0, 120);
   }
 
+  // A topic history message, shown like a received one (or as ours).
+  function topicAsRow(m) {
+    let err = m.decryptError || '';
+    if (m.keyMissing) err = 'waiting for the key of this topic generation';
+    return { id: '', messageId: m.id, senderName: m.senderName, senderPubkey: m.senderPubkey,
+      senderMemberPubkey: m.senderMemberPubkey, body: m.body, decryptError: err,
+      verified: m.verified || m.plaintext, priority: 'next', replyToId: m.replyToId, seenAt: 1 };
+  }
+
   function renderItem(it, key) {
+    if (it.topic) {
+      const mine = S.meshInfo && it.topic.senderMemberPubkey === S.meshInfo.pubkey && it.topic.senderPubkey === S.meshInfo.pubkey;
+      if (mine) {
+        return renderItem({ thread: it.thread, at: it.at, out: { clientMessageId: '', messageId: it.topic.id,
+          preview: it.topic.body, status: 'posted', replyToId: it.topic.replyToId } }, key);
+      }
+      return renderItem({ thread: it.thread, at: it.at, in: topicAsRow(it.topic) }, key);
+    }
     const li = el('li', 'msg');
     li.dataset.key = key;
     li.dataset.at = String(it.at);
@@ -727,7 +881,7 @@
       prio = o.priority;
       replyTo = o.replyToId;
       head.append(el('span', 'from', 'you'));
-      linkify(body, sentBodies.get(o.clientMessageId) || o.preview || '');
+      linkify(body, (o.clientMessageId && sentBodies.get(o.clientMessageId)) || o.preview || '');
       const st = el('span', 'state');
       foot.append(st);
       setOutState(li, st, o);
@@ -760,6 +914,7 @@
   }
 
   const stateLabel = {
+    posted: 'posted',
     sending: 'sending…', accepted: 'accepted · in the outbox', queued: 'queued · recipient offline',
     sent: 'sent', delivered: 'delivered ✓✓', failed: 'failed',
   };
@@ -780,7 +935,15 @@
     // States only move forward (an event may overtake the send's answer).
     if (cur.status !== 'failed' && (stateRank[o.status] ?? -1) < (stateRank[cur.status] ?? -1)) next.status = cur.status;
     rec.item.out = next;
-    if (next.messageId) S.byMessageId.set(next.messageId, rec);
+    if (next.messageId) {
+      const other = S.byMessageId.get(next.messageId);
+      if (other && other !== rec) {
+        // The same post came back in a history page first: keep ours.
+        other.node.remove();
+        S.items.delete(itemKey(other.item));
+      }
+      S.byMessageId.set(next.messageId, rec);
+    }
     setOutState(rec.node, rec.node.querySelector('.state'), next);
   }
 
@@ -804,6 +967,26 @@
     if (t && t.unread) { t.unread = 0; renderSide(); }
     if (ids.length === 0) return;
     api('/v1/inbox/seen', { method: 'POST', body: { ids } }).catch(() => { /* shown unread again on the next load */ });
+  }
+
+  function showTopicError(e) {
+    $('topic-wait').hidden = false;
+    $('topic-wait').textContent = sanitize('This topic cannot be read here: ' + e.message);
+  }
+
+  async function joinTopic() {
+    const key = S.open;
+    if (!key || key[0] !== '#') return;
+    try {
+      await api('/v1/topics/' + encodeURIComponent(key.slice(1)) + '/join', { method: 'POST', body: { mesh: S.mesh } });
+    } catch (e) {
+      showTopicError(e);
+      return;
+    }
+    await loadTopics();
+    renderThreadHead();
+    refreshOpenThread();
+    $('text').focus();
   }
 
   // ---- compose ----
@@ -935,6 +1118,7 @@
     });
     ta.addEventListener('input', autoGrow);
     $('reply-cancel').addEventListener('click', cancelReply);
+    $('join-topic').addEventListener('click', joinTopic);
     $('messages').addEventListener('scroll', () => { if ($('messages').scrollTop < 150) loadOlder(); });
     $('search').addEventListener('input', searchInput);
     $('search-form').addEventListener('submit', (e) => { e.preventDefault(); runSearch($('search').value.trim()); });
