@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -171,6 +172,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// CLAUDEMESH_BROKER_CPUPROFILE=FILE writes a pprof CPU profile of the
+	// whole run, for `claudemesh bench` investigations (the bench's child
+	// broker inherits the environment).
+	if path := os.Getenv("CLAUDEMESH_BROKER_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	<-ctx.Done()
 	cfg.Logger.Info("shutting down")
 	if err := b.Close(); err != nil {

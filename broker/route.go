@@ -496,7 +496,7 @@ func (c *conn) handleClientAck(data []byte, env wire.Envelope) {
 	var outcomes []store.AckOutcome
 	err := c.b.store.Submit(func(tx *bolt.Tx) error {
 		var err error
-		outcomes, err = store.Ack(tx, ms.id, c.pubkey, valid, time.Now().UnixMilli(), newID)
+		outcomes, err = store.Ack(tx, ms.id, c.pubkey, valid, time.Now().UnixMilli())
 		return err
 	}, func(err error) {
 		if err != nil {

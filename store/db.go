@@ -27,7 +27,7 @@ import (
 
 // SchemaVersion is the broker layout this code reads and writes. Open
 // migrates older files forward and refuses newer ones.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("store: closed")
@@ -87,6 +87,8 @@ var BrokerMigrations = []Migration{
 	// 4 → 5: topics and API keys. Every existing mesh gets the topic and
 	// API-key buckets and its reserved general topic (no key yet).
 	migrateTopics,
+	// 5 → 6: the append-friendly queue layout (migrate_queue.go).
+	migrateQueueLayout,
 }
 
 // Options tune a Store.

@@ -173,12 +173,12 @@ func scanIDs(t testing.TB, s *Store, recipient string) string {
 	return strings.Join(ids, ",")
 }
 
-func ack(t testing.TB, s *Store, recipient string, now int64, newID func() string, ids ...string) []AckOutcome {
+func ack(t testing.TB, s *Store, recipient string, now int64, ids ...string) []AckOutcome {
 	t.Helper()
 	var out []AckOutcome
 	mustUpdate(t, s, func(tx *bolt.Tx) error {
 		var err error
-		out, err = Ack(tx, meshID, recipient, ids, now, newID)
+		out, err = Ack(tx, meshID, recipient, ids, now)
 		return err
 	})
 	return out

@@ -28,14 +28,12 @@ var (
 	bMsgs         = []byte("msgs")     // messageId → Message
 	bDlv          = []byte("dlv")      // messageId ‖ raw recipient → Delivery
 	bQueue        = []byte("queue")    // raw recipient ‖ seq → QueueEntry
-	bIdem         = []byte("idem")     // raw sender ‖ clientMessageId → messageId
-	bMsgExp       = []byte("msgexp")   // createdAt ‖ messageId → nil (expiry index)
-	bRcptExp      = []byte("rcptexp")  // createdAt ‖ raw recipient ‖ seq → receiptId
-	bMsgDel       = []byte("msgdel")   // createdAt ‖ messageId → nil: expired, awaiting purge
+	bIdem         = []byte("idem")     // clientMessageId ‖ raw sender → messageId
+	bBodies       = []byte("bodies")   // messageId → recipients left ‖ push frame
 	bAudit        = []byte("audit")    // seq → wire.AuditEntry (the audit chain)
 	bGrants       = []byte("grants")   // raw recipient member pubkey → its explicit grants
 	bSkills       = []byte("skills")   // skill name → Skill
-	meshSubBucket = [][]byte{bMembers, bPubkeys, bNames, bSessions, bInvites, bMsgs, bDlv, bQueue, bIdem, bMsgExp, bRcptExp, bMsgDel, bAudit, bGrants, bSkills}
+	meshSubBucket = [][]byte{bMembers, bPubkeys, bNames, bSessions, bInvites, bMsgs, bDlv, bQueue, bIdem, bBodies, bAudit, bGrants, bSkills}
 )
 
 // MaxGroups is the default cap on the groups one member (or one session)

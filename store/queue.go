@@ -2,12 +2,35 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/oklog/ulid/v2"
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/wire"
 )
+
+// The message queue's layout is shaped by the group committer, which is the
+// broker's throughput ceiling: every write lands on one goroutine, and in
+// bbolt the cost of a transaction is the B+tree pages it touches (each is
+// read into a node, rewritten and written back). So:
+//
+//   - Records that live long are written once, with keys that grow in time
+//     (broker ULIDs; client ids, which our clients also mint as ULIDs), so
+//     each commit appends at the right edge of its trees, filled to the
+//     brim (fillAppend), instead of rewriting pages all over the file.
+//   - The ciphertext lives apart from the message's header, in bodies, and
+//     goes in the commit of the last recipient's ack (or expiry): what the
+//     broker keeps afterwards is what message_status and idempotency need.
+//   - An ack writes small records only: the delivery record (state and
+//     time), and a queue entry out, a receipt in. A receipt is one queue
+//     entry, found again by the sequence number its id carries, with no
+//     delivery record of its own.
+//   - Expiry walks each recipient's queue from its head (the queue is FIFO,
+//     so the oldest entries are there), and purge walks the messages from
+//     the oldest: no index is written per message just to find it again.
 
 // Delivery states of a (message, recipient) record.
 const (
@@ -16,9 +39,15 @@ const (
 	DeliveryExpired   = "expired"
 )
 
+// fillAppend is the fill percent of buckets written in key order: a page
+// left behind at the right edge is never written again, so it is packed
+// full instead of bbolt's half-full split.
+const fillAppend = 1.0
+
 // Message is a stored message. Push is the encoded push frame without any
 // recipient's key: encoded once at send time, it is what every delivery and
-// redelivery writes to the wire (with a multi key spliced in).
+// redelivery writes to the wire (with a multi key spliced in). Push is nil
+// once every recipient has settled the message.
 type Message struct {
 	ID              string         `json:"id"`
 	ClientMessageID string         `json:"clientMessageId"`
@@ -32,31 +61,29 @@ type Message struct {
 	Receipts        bool           `json:"receipts"`
 	CreatedAt       int64          `json:"createdAt"`
 	Recipients      int            `json:"recipients"`
-	Expired         bool           `json:"expired,omitzero"`
+	Expired         bool           `json:"expired,omitzero"` // records before schema 6 only
 }
 
-// Delivery is the state of one message for one recipient. For receipts it
-// only locates the queue entry.
+// Delivery is the state of one message for one recipient.
 type Delivery struct {
 	Seq         uint64 `json:"seq"`
 	State       string `json:"state"`
 	DeliveredAt int64  `json:"deliveredAt,omitzero"`
 }
 
-// deliveryRec is a Delivery as stored, with what an ack needs of its
-// message copied in, so settling a delivery never decodes the whole message
-// (with its ciphertext): on a broadcast that is a thousand decodes per
-// message.
+// deliveryRec is a Delivery as stored. While it is pending it carries what
+// an ack needs of its message, so settling a delivery never reads the
+// message; the settled record drops those copies.
 type deliveryRec struct {
 	Delivery   `json:",inline"`
-	Receipt    bool   `json:"receipt,omitzero"` // this record locates a receipt
+	Receipt    bool   `json:"receipt,omitzero"` // a receipt's record (before schema 6 only)
 	Sender     string `json:"sender,omitempty"`
 	CMID       string `json:"cmid,omitempty"`
 	NoReceipts bool   `json:"noReceipts,omitzero"`
 }
 
 // QueueEntry is one item waiting in a recipient's queue: a message (whose
-// bytes are in msgs) or a receipt (whose frame is inline).
+// bytes are in bodies) or a receipt (whose frame is inline).
 type QueueEntry struct {
 	ID        string         `json:"id"`
 	Receipt   bool           `json:"receipt,omitzero"`
@@ -75,26 +102,44 @@ type NewDelivery struct {
 func qkey(recipient string, seq uint64) []byte { return cat(pk(recipient), u64(seq)) }
 func dkey(id, recipient string) []byte         { return cat([]byte(id), pk(recipient)) }
 
-// AppendMessage stores a message, its idempotency record and one queue entry
-// plus delivery record per recipient, returning each recipient's queue
-// sequence number (in the order of to).
+// idemKey leads with the client's id: ULIDs, as every client of this
+// project mints them, make the index grow at its right edge like the
+// others. The sender's raw key closes it, so ids of any length stay
+// unambiguous.
+func idemKey(sender, clientMessageID string) []byte {
+	return cat([]byte(clientMessageID), pk(sender))
+}
+
+// appendOnly returns a bucket of mb set up for in-order writes.
+func appendOnly(mb *bolt.Bucket, name []byte) *bolt.Bucket {
+	b := mb.Bucket(name)
+	b.FillPercent = fillAppend
+	return b
+}
+
+// AppendMessage stores a message, its idempotency record, its body and one
+// queue entry plus delivery record per recipient, returning each
+// recipient's queue sequence number (in the order of to).
 func AppendMessage(tx *bolt.Tx, meshID string, msg *Message, to []NewDelivery) ([]uint64, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
 	}
 	msg.Recipients = len(to)
-	if err := mb.Bucket(bMsgs).Put([]byte(msg.ID), encodeMessage(msg)); err != nil {
+	if err := appendOnly(mb, bMsgs).Put([]byte(msg.ID), encodeHeader(msg)); err != nil {
 		return nil, err
 	}
-	if err := mb.Bucket(bIdem).Put(cat(pk(msg.SenderPubkey), []byte(msg.ClientMessageID)), []byte(msg.ID)); err != nil {
+	if err := appendOnly(mb, bIdem).Put(idemKey(msg.SenderPubkey, msg.ClientMessageID), []byte(msg.ID)); err != nil {
 		return nil, err
 	}
-	if err := mb.Bucket(bMsgExp).Put(cat(u64(uint64(msg.CreatedAt)), []byte(msg.ID)), nil); err != nil {
-		return nil, err
+	if len(to) > 0 {
+		if err := appendOnly(mb, bBodies).Put([]byte(msg.ID), encodeBody(len(to), msg.Push)); err != nil {
+			return nil, err
+		}
 	}
-	queue, dlv := mb.Bucket(bQueue), mb.Bucket(bDlv)
+	queue, dlv := mb.Bucket(bQueue), appendOnly(mb, bDlv)
 	seqs := make([]uint64, len(to))
+	rec := deliveryRec{Delivery: Delivery{State: DeliveryPending}, Sender: msg.SenderPubkey, CMID: msg.ClientMessageID, NoReceipts: !msg.Receipts}
 	for i, d := range to {
 		seq, err := queue.NextSequence()
 		if err != nil {
@@ -104,7 +149,7 @@ func AppendMessage(tx *bolt.Tx, meshID string, msg *Message, to []NewDelivery) (
 		if err := queue.Put(qkey(d.Recipient, seq), encodeQueueEntry(&e)); err != nil {
 			return nil, err
 		}
-		rec := deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Sender: msg.SenderPubkey, CMID: msg.ClientMessageID, NoReceipts: !msg.Receipts}
+		rec.Seq = seq
 		if err := dlv.Put(dkey(msg.ID, d.Recipient), encodeDelivery(&rec)); err != nil {
 			return nil, err
 		}
@@ -120,25 +165,41 @@ func LookupIdempotent(tx *bolt.Tx, meshID, sender, clientMessageID string) (*Mes
 	if mb == nil {
 		return nil, ErrNotFound
 	}
-	id := mb.Bucket(bIdem).Get(cat(pk(sender), []byte(clientMessageID)))
+	id := mb.Bucket(bIdem).Get(idemKey(sender, clientMessageID))
 	if id == nil {
 		return nil, ErrNotFound
 	}
 	return GetMessage(tx, meshID, string(id))
 }
 
-// GetMessage loads a message by id.
+// GetMessage loads a message by id, with its push frame while any
+// recipient has yet to settle it.
 func GetMessage(tx *bolt.Tx, meshID, id string) (*Message, error) {
-	b, err := sub(tx, meshID, bMsgs)
-	if err != nil {
-		return nil, err
+	mb := meshBucket(tx, meshID)
+	if mb == nil {
+		return nil, ErrNotFound
 	}
-	v := b.Get([]byte(id))
+	v := mb.Bucket(bMsgs).Get([]byte(id))
 	if v == nil {
 		return nil, ErrNotFound
 	}
 	var m Message
-	return &m, decodeMessage(v, &m)
+	if err := decodeMessage(v, &m); err != nil {
+		return nil, err
+	}
+	if m.ID == "" {
+		m.ID = id
+	}
+	if m.Push == nil {
+		if bv := mb.Bucket(bBodies).Get([]byte(id)); bv != nil {
+			_, push, err := decodeBody(bv)
+			if err != nil {
+				return nil, err
+			}
+			m.Push = push
+		}
+	}
+	return &m, nil
 }
 
 // RecipientDelivery is one recipient's row of a message's status.
@@ -186,19 +247,55 @@ type AckOutcome struct {
 	ReceiptFrame []byte
 }
 
+// queueBuckets are the buckets settling a delivery touches.
+type queueBuckets struct {
+	queue, dlv, bodies *bolt.Bucket
+}
+
+func openQueue(mb *bolt.Bucket) queueBuckets {
+	return queueBuckets{queue: mb.Bucket(bQueue), dlv: appendOnly(mb, bDlv), bodies: appendOnly(mb, bBodies)}
+}
+
+// release drops one recipient's hold on a message's body, deleting the body
+// with the last one.
+func (qb queueBuckets) release(id []byte) error {
+	v := qb.bodies.Get(id)
+	if v == nil {
+		return nil // settled before bodies were kept apart, or already gone
+	}
+	left, push, err := decodeBody(v)
+	if err != nil {
+		return err
+	}
+	if left <= 1 {
+		return qb.bodies.Delete(id)
+	}
+	return qb.bodies.Put(id, encodeBody(left-1, push))
+}
+
 // Ack settles ids for one recipient: pending messages become delivered (and
 // queue a receipt for their sender when asked), receipts are removed.
 // Unknown or already-settled ids are skipped: acks are idempotent.
-func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID func() string) ([]AckOutcome, error) {
+func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcome, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
 	}
-	queue, dlv, msgs := mb.Bucket(bQueue), mb.Bucket(bDlv), mb.Bucket(bMsgs)
+	qb := openQueue(mb)
 	var out []AckOutcome
 	for _, id := range ids {
+		if seq, ok := receiptSeq(id); ok {
+			qk := qkey(recipient, seq)
+			if v := qb.queue.Get(qk); v != nil && entryIs(v, id) {
+				if err := qb.queue.Delete(qk); err != nil {
+					return nil, err
+				}
+				out = append(out, AckOutcome{ID: id, Seq: seq, Receipt: true})
+				continue
+			}
+		}
 		dk := dkey(id, recipient)
-		v := dlv.Get(dk)
+		v := qb.dlv.Get(dk)
 		if v == nil {
 			continue
 		}
@@ -210,56 +307,52 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 			continue
 		}
 		qk := qkey(recipient, d.Seq)
-		qv := queue.Get(qk)
-		if err := queue.Delete(qk); err != nil {
-			return nil, err
-		}
-		var m Message
-		switch {
-		case d.Receipt:
-		case d.Sender != "":
-			m = Message{ID: id, ClientMessageID: d.CMID, SenderPubkey: d.Sender, Receipts: !d.NoReceipts}
-		default:
-			// A record written before the header was copied into it.
-			if mv := msgs.Get([]byte(id)); mv != nil {
-				if err := decodeMessage(mv, &m); err != nil {
-					return nil, err
-				}
-				m.Push = nil
-			} else {
-				d.Receipt = true
-			}
-		}
 		if d.Receipt {
-			// A receipt: its delivery record only located the entry.
-			if err := dlv.Delete(dk); err != nil {
+			// A receipt queued before schema 6, located by its record.
+			present := qb.queue.Get(qk) != nil
+			if err := qb.queue.Delete(qk); err != nil {
 				return nil, err
 			}
-			if qv != nil {
+			if err := qb.dlv.Delete(dk); err != nil {
+				return nil, err
+			}
+			if present {
 				out = append(out, AckOutcome{ID: id, Seq: d.Seq, Receipt: true})
 			}
 			continue
 		}
-		d.State, d.DeliveredAt = DeliveryDelivered, now
-		if err := dlv.Put(dk, encodeDelivery(&d)); err != nil {
+		if err := qb.queue.Delete(qk); err != nil {
+			return nil, err
+		}
+		m := Message{ID: id, ClientMessageID: d.CMID, SenderPubkey: d.Sender, Receipts: !d.NoReceipts}
+		if d.Sender == "" {
+			// A record written before the header was copied into it.
+			mv := mb.Bucket(bMsgs).Get([]byte(id))
+			if mv == nil {
+				continue
+			}
+			if err := decodeMessage(mv, &m); err != nil {
+				return nil, err
+			}
+			m.ID, m.Push = id, nil
+		}
+		if err := qb.release([]byte(id)); err != nil {
+			return nil, err
+		}
+		settled := deliveryRec{Delivery: Delivery{Seq: d.Seq, State: DeliveryDelivered, DeliveredAt: now}}
+		if err := qb.dlv.Put(dk, encodeDelivery(&settled)); err != nil {
 			return nil, err
 		}
 		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m}
 		if m.Receipts {
-			r := &wire.Receipt{Type: wire.TypeReceipt, ReceiptID: newID(), MessageID: m.ID, ClientMessageID: m.ClientMessageID, RecipientPubkey: recipient, DeliveredAt: now}
-			seq, err := queue.NextSequence()
+			seq, err := qb.queue.NextSequence()
 			if err != nil {
 				return nil, err
 			}
+			r := &wire.Receipt{Type: wire.TypeReceipt, ReceiptID: newReceiptID(now, seq), MessageID: m.ID, ClientMessageID: m.ClientMessageID, RecipientPubkey: recipient, DeliveredAt: now}
 			frame := wire.MustEncode(r)
 			e := QueueEntry{ID: r.ReceiptID, Receipt: true, Frame: frame, CreatedAt: now}
-			if err := queue.Put(qkey(m.SenderPubkey, seq), encodeQueueEntry(&e)); err != nil {
-				return nil, err
-			}
-			if err := dlv.Put(dkey(r.ReceiptID, m.SenderPubkey), encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Receipt: true})); err != nil {
-				return nil, err
-			}
-			if err := mb.Bucket(bRcptExp).Put(cat(u64(uint64(now)), pk(m.SenderPubkey), u64(seq)), []byte(r.ReceiptID)); err != nil {
+			if err := qb.queue.Put(qkey(m.SenderPubkey, seq), encodeQueueEntry(&e)); err != nil {
 				return nil, err
 			}
 			o.NewReceipt, o.ReceiptFor, o.ReceiptSeq, o.ReceiptFrame = r, m.SenderPubkey, seq, frame
@@ -267,6 +360,44 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64, newID f
 		out = append(out, o)
 	}
 	return out, nil
+}
+
+// Receipt ids are ULIDs (the time of the ack, then 80 bits) whose 80 bits
+// are a tag byte, the receipt's 48-bit queue sequence number and 24 random
+// bits: the ack that settles a receipt finds its queue entry from the id
+// alone. The tag only saves message acks a lookup; a receipt is settled
+// only when the entry at that place really carries the id.
+const receiptTag = 0xA5
+
+func newReceiptID(now int64, seq uint64) string {
+	var u ulid.ULID
+	if err := u.SetTime(uint64(now)); err != nil {
+		u.SetTime(0)
+	}
+	u[6] = receiptTag
+	var s [8]byte
+	binary.BigEndian.PutUint64(s[:], seq)
+	copy(u[7:13], s[2:])
+	r := rand.Uint32()
+	u[13], u[14], u[15] = byte(r>>16), byte(r>>8), byte(r)
+	return u.String()
+}
+
+// receiptSeq extracts the queue sequence number from a receipt id.
+func receiptSeq(id string) (uint64, bool) {
+	u, err := ulid.ParseStrict(id)
+	if err != nil || u[6] != receiptTag {
+		return 0, false
+	}
+	var s [8]byte
+	copy(s[2:], u[7:13])
+	return binary.BigEndian.Uint64(s[:]), true
+}
+
+// entryIs reports whether an encoded queue entry carries id.
+func entryIs(v []byte, id string) bool {
+	var e QueueEntry
+	return decodeQueueEntry(v, &e) == nil && e.ID == id
 }
 
 // ScanQueue walks a recipient's queue in FIFO order starting after seq
@@ -319,149 +450,156 @@ type Expired struct {
 	Receipt   bool
 }
 
-// ExpireBefore expires, at most max at a time, the pending deliveries of
-// messages created before cutoff and the receipts queued before it. Expired
-// messages stay readable (for message_status) until PurgeBefore.
+// ExpireBefore expires, at most max at a time, the queue entries (message
+// deliveries and receipts) created before cutoff. Each recipient's queue is
+// FIFO, so the walk looks at the head of each queue and stops there at the
+// first entry young enough to stay. Expired deliveries stay readable (for
+// message_status) until the message is purged.
 func ExpireBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (out []Expired, more bool, err error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, false, ErrNotFound
 	}
-	queue, dlv, msgs, exp, del := mb.Bucket(bQueue), mb.Bucket(bDlv), mb.Bucket(bMsgs), mb.Bucket(bMsgExp), mb.Bucket(bMsgDel)
-	c := exp.Cursor()
-	var done [][]byte
-	for k, _ := c.First(); k != nil && int64(be64(k[:8])) < cutoff; k, _ = c.Next() {
-		if len(done) >= max {
-			more = true
-			break
+	qb := openQueue(mb)
+	var keys [][]byte
+	c := qb.queue.Cursor()
+	for k, v := c.First(); k != nil; {
+		var e QueueEntry
+		if err := decodeQueueEntry(v, &e); err != nil {
+			return nil, false, err
 		}
-		id := k[8:]
-		done = append(done, bytes.Clone(k))
-		mv := msgs.Get(id)
-		if mv == nil {
+		if e.CreatedAt >= cutoff {
+			// The rest of this recipient's queue is younger: next one.
+			next := nextPrefix(k[:32])
+			if next == nil {
+				break
+			}
+			k, v = c.Seek(next)
 			continue
 		}
-		var m Message
-		if err := decodeMessage(mv, &m); err != nil {
-			return nil, false, err
-		}
-		dc := dlv.Cursor()
-		var updates [][2][]byte
-		for dk, dv := dc.Seek(id); dk != nil && bytes.HasPrefix(dk, id); dk, dv = dc.Next() {
-			if len(dk) != len(id)+32 {
-				continue
-			}
-			var d deliveryRec
-			if err := decodeDelivery(dv, &d); err != nil {
-				return nil, false, err
-			}
-			if d.State != DeliveryPending {
-				continue
-			}
-			recipient := hexKey(dk[len(id):])
-			if err := queue.Delete(qkey(recipient, d.Seq)); err != nil {
-				return nil, false, err
-			}
-			d.State = DeliveryExpired
-			updates = append(updates, [2][]byte{bytes.Clone(dk), encodeDelivery(&d)})
-			out = append(out, Expired{Recipient: recipient, MessageID: m.ID, Seq: d.Seq})
-		}
-		for _, u := range updates {
-			if err := dlv.Put(u[0], u[1]); err != nil {
-				return nil, false, err
-			}
-		}
-		m.Expired = true
-		if err := msgs.Put(id, encodeMessage(&m)); err != nil {
-			return nil, false, err
-		}
-		if err := del.Put(k, nil); err != nil {
-			return nil, false, err
-		}
-	}
-	for _, k := range done {
-		if err := exp.Delete(k); err != nil {
-			return nil, false, err
-		}
-	}
-	// Receipts nobody collected.
-	rexp := mb.Bucket(bRcptExp)
-	rc := rexp.Cursor()
-	var rdone [][]byte
-	for k, v := rc.First(); k != nil && int64(be64(k[:8])) < cutoff; k, v = rc.Next() {
-		if len(rdone) >= max {
+		if len(out) == max {
 			more = true
 			break
 		}
-		rdone = append(rdone, bytes.Clone(k))
-		recipient, seq := hexKey(k[8:40]), be64(k[40:48])
-		if queue.Get(k[8:48]) != nil {
-			if err := queue.Delete(k[8:48]); err != nil {
-				return nil, false, err
-			}
-			out = append(out, Expired{Recipient: recipient, MessageID: string(v), Seq: seq, Receipt: true})
-		}
-		if err := dlv.Delete(dkey(string(v), recipient)); err != nil {
-			return nil, false, err
-		}
+		keys = append(keys, bytes.Clone(k))
+		out = append(out, Expired{Recipient: hexKey(k[:32]), MessageID: e.ID, Seq: be64(k[32:]), Receipt: e.Receipt})
+		k, v = c.Next()
 	}
-	for _, k := range rdone {
-		if err := rexp.Delete(k); err != nil {
+	for i, k := range keys {
+		if err := qb.expire(k, out[i]); err != nil {
 			return nil, false, err
 		}
 	}
 	return out, more, nil
 }
 
-// PurgeBefore deletes, at most max at a time, expired messages created before
-// cutoff, with their delivery records and idempotency keys.
+// expire removes one queue entry and marks what it delivered expired.
+func (qb queueBuckets) expire(qk []byte, e Expired) error {
+	if err := qb.queue.Delete(qk); err != nil {
+		return err
+	}
+	dk := dkey(e.MessageID, e.Recipient)
+	if e.Receipt {
+		if _, ok := receiptSeq(e.MessageID); !ok {
+			// A receipt from before schema 6 has a delivery record.
+			return qb.dlv.Delete(dk)
+		}
+		return nil
+	}
+	if err := qb.release([]byte(e.MessageID)); err != nil {
+		return err
+	}
+	return qb.dlv.Put(dk, encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: e.Seq, State: DeliveryExpired}}))
+}
+
+// nextPrefix is the smallest key after every key starting with p (nil when
+// p is all 0xff).
+func nextPrefix(p []byte) []byte {
+	n := bytes.Clone(p)
+	for i := len(n) - 1; i >= 0; i-- {
+		if n[i]++; n[i] != 0 {
+			return n
+		}
+	}
+	return nil
+}
+
+// PurgeBefore deletes, at most max at a time, the messages created before
+// cutoff with their delivery records and idempotency keys, oldest first. A
+// message with a delivery still pending is left for expiry to settle.
 func PurgeBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (n int, more bool, err error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return 0, false, ErrNotFound
 	}
-	dlv, msgs, del, idem := mb.Bucket(bDlv), mb.Bucket(bMsgs), mb.Bucket(bMsgDel), mb.Bucket(bIdem)
-	c := del.Cursor()
-	var done [][]byte
-	for k, _ := c.First(); k != nil && int64(be64(k[:8])) < cutoff; k, _ = c.Next() {
-		if len(done) >= max {
+	msgs, dlv, idem, bodies := mb.Bucket(bMsgs), mb.Bucket(bDlv), mb.Bucket(bIdem), mb.Bucket(bBodies)
+	type gone struct {
+		id   []byte
+		idem [][]byte
+		dks  [][]byte
+	}
+	var purge []gone
+	c := msgs.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var m Message
+		if err := decodeMessage(v, &m); err != nil {
+			return 0, false, err
+		}
+		if m.CreatedAt >= cutoff {
+			break // messages are keyed by time-ordered ids
+		}
+		if len(purge) == max {
 			more = true
 			break
 		}
-		done = append(done, bytes.Clone(k))
-		id := k[8:]
-		if mv := msgs.Get(id); mv != nil {
-			var m Message
-			if err := decodeMessage(mv, &m); err != nil {
-				return 0, false, err
-			}
-			if err := idem.Delete(cat(pk(m.SenderPubkey), []byte(m.ClientMessageID))); err != nil {
-				return 0, false, err
-			}
-		}
-		var dks [][]byte
+		g := gone{id: bytes.Clone(k)}
+		pending := false
 		dc := dlv.Cursor()
-		for dk, _ := dc.Seek(id); dk != nil && bytes.HasPrefix(dk, id); dk, _ = dc.Next() {
-			if len(dk) == len(id)+32 {
-				dks = append(dks, bytes.Clone(dk))
+		for dk, dv := dc.Seek(k); dk != nil && bytes.HasPrefix(dk, k); dk, dv = dc.Next() {
+			if len(dk) != len(k)+32 {
+				continue
+			}
+			var d deliveryRec
+			if err := decodeDelivery(dv, &d); err != nil {
+				return 0, false, err
+			}
+			if d.State == DeliveryPending {
+				pending = true
+				break
+			}
+			g.dks = append(g.dks, bytes.Clone(dk))
+		}
+		if pending {
+			continue
+		}
+		if isHexKey(m.SenderPubkey) {
+			g.idem = append(g.idem, idemKey(m.SenderPubkey, m.ClientMessageID), legacyIdemKey(m.SenderPubkey, m.ClientMessageID))
+		}
+		purge = append(purge, g)
+	}
+	for _, g := range purge {
+		for _, k := range g.idem {
+			// Only if it still names this message: a client may have
+			// reused its id since.
+			if v := idem.Get(k); v != nil && bytes.Equal(v, g.id) {
+				if err := idem.Delete(k); err != nil {
+					return 0, false, err
+				}
 			}
 		}
-		for _, dk := range dks {
+		for _, dk := range g.dks {
 			if err := dlv.Delete(dk); err != nil {
 				return 0, false, err
 			}
 		}
-		if err := msgs.Delete(id); err != nil {
+		if err := bodies.Delete(g.id); err != nil {
 			return 0, false, err
 		}
-		n++
-	}
-	for _, k := range done {
-		if err := del.Delete(k); err != nil {
+		if err := msgs.Delete(g.id); err != nil {
 			return 0, false, err
 		}
 	}
-	return n, more, nil
+	return len(purge), more, nil
 }
 
 // DropQueue expires everything queued for a recipient (a member who left or
@@ -471,11 +609,11 @@ func DropQueue(tx *bolt.Tx, meshID, recipient string) ([]Expired, error) {
 	if mb == nil {
 		return nil, ErrNotFound
 	}
-	queue, dlv := mb.Bucket(bQueue), mb.Bucket(bDlv)
+	qb := openQueue(mb)
 	var out []Expired
 	var keys [][]byte
 	prefix := pk(recipient)
-	c := queue.Cursor()
+	c := qb.queue.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		var e QueueEntry
 		if err := decodeQueueEntry(v, &e); err != nil {
@@ -485,17 +623,7 @@ func DropQueue(tx *bolt.Tx, meshID, recipient string) ([]Expired, error) {
 		out = append(out, Expired{Recipient: recipient, MessageID: e.ID, Seq: be64(k[32:]), Receipt: e.Receipt})
 	}
 	for i, k := range keys {
-		if err := queue.Delete(k); err != nil {
-			return nil, err
-		}
-		dk := dkey(out[i].MessageID, recipient)
-		if out[i].Receipt {
-			if err := dlv.Delete(dk); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err := dlv.Put(dk, encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: out[i].Seq, State: DeliveryExpired}})); err != nil {
+		if err := qb.expire(k, out[i]); err != nil {
 			return nil, err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/oklog/ulid/v2"
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/wire"
@@ -159,12 +160,23 @@ func TestAckSettlesAndQueuesReceipt(t *testing.T) {
 	m := msg(id("M", 1), sender, 10, true)
 	seqs := appendMsg(t, s, m, r1, r2)
 
-	out := ack(t, s, r1, 500, ids("R"), m.ID)
+	out := ack(t, s, r1, 500, m.ID)
 	if len(out) != 1 {
 		t.Fatalf("Ack = %+v, want one outcome", out)
 	}
 	o := out[0]
-	wantReceipt := &wire.Receipt{Type: wire.TypeReceipt, ReceiptID: id("R", 1), MessageID: m.ID, ClientMessageID: m.ClientMessageID,
+	if o.NewReceipt == nil {
+		t.Fatalf("no receipt: %+v", o)
+	}
+	// The receipt's id is a ULID of the ack's time that carries the
+	// receipt's place in the sender's queue.
+	if u, err := ulid.ParseStrict(o.NewReceipt.ReceiptID); err != nil || u.Time() != 500 {
+		t.Fatalf("receipt id %q: %v", o.NewReceipt.ReceiptID, err)
+	}
+	if seq, ok := receiptSeq(o.NewReceipt.ReceiptID); !ok || seq != o.ReceiptSeq {
+		t.Fatalf("receipt id carries seq %d (%v), queued at %d", seq, ok, o.ReceiptSeq)
+	}
+	wantReceipt := &wire.Receipt{Type: wire.TypeReceipt, ReceiptID: o.NewReceipt.ReceiptID, MessageID: m.ID, ClientMessageID: m.ClientMessageID,
 		RecipientPubkey: r1, DeliveredAt: 500}
 	if o.ID != m.ID || o.Seq != seqs[0] || o.Receipt || o.Message == nil || o.Message.ID != m.ID ||
 		!reflect.DeepEqual(o.NewReceipt, wantReceipt) || o.ReceiptFor != sender || o.ReceiptSeq == 0 {
@@ -200,7 +212,7 @@ func TestAckSettlesAndQueuesReceipt(t *testing.T) {
 	}
 
 	// The sender acks the receipt: it is removed, nothing else changes.
-	out = ack(t, s, sender, 600, ids("X"), wantReceipt.ReceiptID)
+	out = ack(t, s, sender, 600, wantReceipt.ReceiptID)
 	if len(out) != 1 || !out[0].Receipt || out[0].ID != wantReceipt.ReceiptID || out[0].Seq != o.ReceiptSeq ||
 		out[0].Message != nil || out[0].NewReceipt != nil {
 		t.Fatalf("receipt ack = %+v", out)
@@ -212,7 +224,7 @@ func TestAckSettlesAndQueuesReceipt(t *testing.T) {
 		t.Fatalf("receipt delivery record survived its ack: %+v", d)
 	}
 	// Acking the receipt again is a no-op.
-	if out := ack(t, s, sender, 700, ids("Y"), wantReceipt.ReceiptID); len(out) != 0 {
+	if out := ack(t, s, sender, 700, wantReceipt.ReceiptID); len(out) != 0 {
 		t.Fatalf("second receipt ack = %+v", out)
 	}
 }
@@ -221,18 +233,16 @@ func TestAckIsIdempotent(t *testing.T) {
 	s := newMeshStore(t)
 	m := msg(id("M", 1), sender, 10, true)
 	appendMsg(t, s, m, r1)
-	newID := ids("R")
-	if out := ack(t, s, r1, 500, newID, m.ID); len(out) != 1 || out[0].NewReceipt == nil {
+	if out := ack(t, s, r1, 500, m.ID); len(out) != 1 || out[0].NewReceipt == nil {
 		t.Fatalf("first ack = %+v", out)
 	}
 	before := deliveries(t, s, m.ID)
 	senderQ := scan(t, s, sender, 0)
 
 	// Again, later, and twice in one call: nothing changes, no second receipt.
-	calls := 0
-	out := ack(t, s, r1, 900, func() string { calls++; return newID() }, m.ID, m.ID)
-	if len(out) != 0 || calls != 0 {
-		t.Fatalf("second ack = %+v (newID called %d times)", out, calls)
+	out := ack(t, s, r1, 900, m.ID, m.ID)
+	if len(out) != 0 {
+		t.Fatalf("second ack = %+v", out)
 	}
 	if after := deliveries(t, s, m.ID); !reflect.DeepEqual(after, before) {
 		t.Fatalf("deliveries changed: %+v → %+v", before, after)
@@ -244,7 +254,7 @@ func TestAckIsIdempotent(t *testing.T) {
 	// The same id twice in the first call settles once.
 	m2 := msg(id("M", 2), sender, 11, true)
 	appendMsg(t, s, m2, r1)
-	if out := ack(t, s, r1, 950, newID, m2.ID, m2.ID); len(out) != 1 {
+	if out := ack(t, s, r1, 950, m2.ID, m2.ID); len(out) != 1 {
 		t.Fatalf("duplicate ids in one ack = %d outcomes, want 1", len(out))
 	}
 	if got := len(scan(t, s, sender, 0)); got != 2 {
@@ -256,20 +266,18 @@ func TestAckUnknownIsNoop(t *testing.T) {
 	s := newMeshStore(t)
 	m := msg(id("M", 1), sender, 10, true)
 	appendMsg(t, s, m, r1)
-	called := false
-	newID := func() string { called = true; return "x" }
 	// Unknown ids, an id for another recipient, and the empty id.
-	if out := ack(t, s, r1, 5, newID, id("M", 404), "", "not-a-ulid"); len(out) != 0 {
+	if out := ack(t, s, r1, 5, id("M", 404), "", "not-a-ulid"); len(out) != 0 {
 		t.Fatalf("unknown ids = %+v", out)
 	}
-	if out := ack(t, s, r2, 5, newID, m.ID); len(out) != 0 {
+	if out := ack(t, s, r2, 5, m.ID); len(out) != 0 {
 		t.Fatalf("r2 acked r1's message: %+v", out)
 	}
-	if out := ack(t, s, sender, 5, newID, m.ID); len(out) != 0 {
+	if out := ack(t, s, sender, 5, m.ID); len(out) != 0 {
 		t.Fatalf("the sender acked its own message: %+v", out)
 	}
-	if called {
-		t.Fatal("newID called for a no-op ack")
+	if q := scan(t, s, sender, 0); len(q) != 0 {
+		t.Fatalf("a no-op ack queued %+v", q)
 	}
 	if got := scanIDs(t, s, r1); got != m.ID {
 		t.Fatalf("r1 queue = %q", got)
@@ -278,7 +286,7 @@ func TestAckUnknownIsNoop(t *testing.T) {
 		t.Fatalf("deliveries = %+v", d)
 	}
 	if err := s.Update(func(tx *bolt.Tx) error {
-		_, err := Ack(tx, "nope", r1, []string{m.ID}, 1, newID)
+		_, err := Ack(tx, "nope", r1, []string{m.ID}, 1)
 		return err
 	}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Ack(unknown mesh) = %v", err)
@@ -289,7 +297,7 @@ func TestAckWithoutReceipts(t *testing.T) {
 	s := newMeshStore(t)
 	m := msg(id("M", 1), sender, 10, false)
 	appendMsg(t, s, m, r1)
-	out := ack(t, s, r1, 500, func() string { t.Fatal("newID called for receipts:false"); return "" }, m.ID)
+	out := ack(t, s, r1, 500, m.ID)
 	if len(out) != 1 || out[0].NewReceipt != nil || out[0].ReceiptFor != "" || out[0].ReceiptSeq != 0 || out[0].Message == nil {
 		t.Fatalf("Ack = %+v", out)
 	}
@@ -305,7 +313,7 @@ func TestDeliveriesStates(t *testing.T) {
 	other := msg(id("M", 2), sender, 10, false) // must not leak into M1's rows
 	appendMsg(t, s, other, r1)
 
-	ack(t, s, r1, 77, ids("R"), m.ID)
+	ack(t, s, r1, 77, m.ID)
 	mustUpdate(t, s, func(tx *bolt.Tx) error { _, err := DropQueue(tx, meshID, r3); return err })
 
 	got := deliveries(t, s, m.ID)
@@ -330,14 +338,14 @@ func TestCountPendingExcludesReceipts(t *testing.T) {
 	a, b := msg(id("M", 1), sender, 10, true), msg(id("M", 2), sender, 11, true)
 	appendMsg(t, s, a, r1, r2)
 	appendMsg(t, s, b, r1)
-	ack(t, s, r2, 20, ids("R"), a.ID) // queues a receipt for sender
+	ack(t, s, r2, 20, a.ID) // queues a receipt for sender
 	if n := len(scan(t, s, sender, 0)); n != 1 {
 		t.Fatalf("setup: sender has %d queued receipts", n)
 	}
 	if got, want := countPending(t, s), map[string]int{r1: 2}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("CountPending = %v, want %v", got, want)
 	}
-	ack(t, s, r1, 30, ids("S"), b.ID)
+	ack(t, s, r1, 30, b.ID)
 	if got, want := countPending(t, s), map[string]int{r1: 1}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("CountPending after ack = %v, want %v", got, want)
 	}
@@ -387,16 +395,17 @@ type expiryFixture struct {
 
 func newExpiryFixture(t *testing.T, s *Store) expiryFixture {
 	var f expiryFixture
+	// Ids sort by creation time, as the broker's ULIDs do.
 	f.old = msg(id("M", 1), sender, 1000, true)
-	f.fresh = msg(id("M", 2), sender, 5000, true)
-	f.collected = msg(id("M", 3), sender, 1000, true)
+	f.collected = msg(id("M", 2), sender, 1000, true)
+	f.fresh = msg(id("M", 3), sender, 5000, true)
 	f.oldSeqs = appendMsg(t, s, f.old, r1, r2)
 	f.freshSeqs = appendMsg(t, s, f.fresh, r1)
 	appendMsg(t, s, f.collected, r3)
-	out := ack(t, s, r2, 1500, ids("R"), f.old.ID)
+	out := ack(t, s, r2, 1500, f.old.ID)
 	f.rc = &out[0]
-	out = ack(t, s, r3, 1600, ids("Q"), f.collected.ID)
-	ack(t, s, sender, 1700, ids("Z"), out[0].NewReceipt.ReceiptID)
+	out = ack(t, s, r3, 1600, f.collected.ID)
+	ack(t, s, sender, 1700, out[0].NewReceipt.ReceiptID)
 	return f
 }
 
@@ -427,10 +436,11 @@ func TestExpireBefore(t *testing.T) {
 	if !reflect.DeepEqual(got, wantD) {
 		t.Fatalf("old deliveries = %+v\nwant %+v", got, wantD)
 	}
-	if m, err := getMsg(t, s, f.old.ID); err != nil || !m.Expired {
-		t.Fatalf("old message = %+v, %v; want Expired", m, err)
+	// Its body went with its last holder; the fresh one keeps its body.
+	if m, err := getMsg(t, s, f.old.ID); err != nil || m.Push != nil {
+		t.Fatalf("old message = %+v, %v; want its header only", m, err)
 	}
-	if m, err := getMsg(t, s, f.fresh.ID); err != nil || m.Expired {
+	if m, err := getMsg(t, s, f.fresh.ID); err != nil || m.Push == nil {
 		t.Fatalf("fresh message = %+v, %v", m, err)
 	}
 	if d := deliveries(t, s, f.fresh.ID); len(d) != 1 || d[0].State != DeliveryPending {
@@ -449,10 +459,10 @@ func TestExpireBefore(t *testing.T) {
 		t.Fatalf("CountPending = %v", got)
 	}
 	// Acking the expired delivery or receipt now does nothing.
-	if o := ack(t, s, r1, 2500, ids("A"), f.old.ID); len(o) != 0 {
+	if o := ack(t, s, r1, 2500, f.old.ID); len(o) != 0 {
 		t.Fatalf("ack of an expired delivery = %+v", o)
 	}
-	if o := ack(t, s, sender, 2500, ids("B"), f.rc.NewReceipt.ReceiptID); len(o) != 0 {
+	if o := ack(t, s, sender, 2500, f.rc.NewReceipt.ReceiptID); len(o) != 0 {
 		t.Fatalf("ack of an expired receipt = %+v", o)
 	}
 
@@ -528,21 +538,21 @@ func TestPurgeBefore(t *testing.T) {
 	s := newMeshStore(t)
 	f := newExpiryFixture(t, s)
 
-	// Nothing is purged before it has expired, however old.
-	if n, more := purge(t, s, 10000, 100); n != 0 || more {
-		t.Fatalf("PurgeBefore before expiry = %d, %v", n, more)
-	}
-	if _, err := getMsg(t, s, f.old.ID); err != nil {
-		t.Fatalf("unexpired message purged: %v", err)
-	}
-
-	expire(t, s, 2000, 100) // expires old and collected (both t=1000)
+	// A message someone has yet to settle is not purged, however old;
+	// one every recipient settled is, once older than the cutoff.
 	if n, _ := purge(t, s, 1000, 100); n != 0 {
 		t.Fatalf("PurgeBefore(1000) purged %d messages created at 1000", n)
 	}
+	if n, more := purge(t, s, 2000, 100); n != 1 || more {
+		t.Fatalf("PurgeBefore before expiry = %d, %v; want only the settled one", n, more)
+	}
+	if _, err := getMsg(t, s, f.old.ID); err != nil {
+		t.Fatalf("unsettled message purged: %v", err)
+	}
+	expire(t, s, 2000, 100) // expires old's delivery to r1 (t=1000)
 	n, more := purge(t, s, 2000, 100)
-	if n != 2 || more {
-		t.Fatalf("PurgeBefore = %d, %v; want 2, false", n, more)
+	if n != 1 || more {
+		t.Fatalf("PurgeBefore after expiry = %d, %v; want 1, false", n, more)
 	}
 	for _, m := range []*Message{f.old, f.collected} {
 		if _, err := getMsg(t, s, m.ID); !errors.Is(err, ErrNotFound) {
@@ -615,7 +625,7 @@ func TestDropQueue(t *testing.T) {
 	bSeqs := appendMsg(t, s, b, r1)
 	fromR1 := msg(id("M", 3), r1, 12, true)
 	appendMsg(t, s, fromR1, r2)
-	rc := ack(t, s, r2, 20, ids("R"), fromR1.ID)[0]
+	rc := ack(t, s, r2, 20, fromR1.ID)[0]
 
 	var out []Expired
 	mustUpdate(t, s, func(tx *bolt.Tx) error {
@@ -644,7 +654,7 @@ func TestDropQueue(t *testing.T) {
 	if got := scanIDs(t, s, r2); got != a.ID {
 		t.Fatalf("r2 queue = %q", got)
 	}
-	if o := ack(t, s, r1, 30, ids("X"), a.ID, b.ID, rc.NewReceipt.ReceiptID); len(o) != 0 {
+	if o := ack(t, s, r1, 30, a.ID, b.ID, rc.NewReceipt.ReceiptID); len(o) != 0 {
 		t.Fatalf("acks after drop = %+v", o)
 	}
 	if got := countPending(t, s); !reflect.DeepEqual(got, map[string]int{r2: 1}) {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -39,6 +40,8 @@ const recBinary = binrec.Format
 const (
 	msgReceipts = 1 << iota
 	msgExpired
+	msgHeader // schema 6: a header without its push (in bodies), keys raw
+	msgSelf   // the sending member is the sender (no second key stored)
 )
 
 const (
@@ -96,9 +99,84 @@ func encodeMessage(m *Message) []byte {
 	return binrec.AppendBytes(b, m.Push)
 }
 
+// encodeHeader is a message's record from schema 6 on: what it keeps after
+// delivery, for message_status and idempotency, without the push (which
+// lives in bodies until the last recipient settles it) and without the id
+// (the record's key). Keys and the fingerprint are stored raw:
+//
+//	recBinary, flags (1 receipts, 4 header, 8 self), varint createdAt,
+//	uvarint recipients, str clientMessageId, key sender, [key
+//	senderMember unless self], key targetSpec, str kind, str priority,
+//	key fingerprint
+func encodeHeader(m *Message) []byte {
+	flags := byte(msgHeader)
+	if m.Receipts {
+		flags |= msgReceipts
+	}
+	if m.SenderMember == m.SenderPubkey {
+		flags |= msgSelf
+	}
+	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+4*33+binrec.SizeOf(m.ClientMessageID, m.Kind, m.Priority))
+	b = append(b, recBinary, flags)
+	b = binary.AppendVarint(b, m.CreatedAt)
+	b = binary.AppendUvarint(b, uint64(m.Recipients))
+	b = binrec.AppendStr(b, m.ClientMessageID)
+	b = appendKey(b, m.SenderPubkey)
+	if flags&msgSelf == 0 {
+		b = appendKey(b, m.SenderMember)
+	}
+	b = appendKey(b, m.TargetSpec)
+	b = binrec.AppendStr(b, m.Kind)
+	b = binrec.AppendStr(b, m.Priority)
+	return appendKey(b, m.Fingerprint)
+}
+
+// appendKey stores a 64-hex string as a marker byte (32) and its 32 raw
+// bytes, anything else as a marker byte 0 and a length-prefixed string.
+func appendKey(b []byte, s string) []byte {
+	if isHexKey(s) {
+		b = append(b, 32)
+		var raw [32]byte
+		hex.Decode(raw[:], []byte(s))
+		return append(b, raw[:]...)
+	}
+	b = append(b, 0)
+	return binrec.AppendStr(b, s)
+}
+
+func readKey(r *binrec.Reader) string {
+	if r.Byte() == 32 {
+		return hex.EncodeToString(r.Take(32))
+	}
+	return r.Str()
+}
+
+func isHexKey(s string) bool { return len(s) == 64 && isLowerHex(s) }
+
+// encodeBody is a message's push while recipients still hold it: the number
+// of recipients yet to settle it, then the frame.
+func encodeBody(left int, push []byte) []byte {
+	b := make([]byte, 0, binary.MaxVarintLen64+len(push))
+	b = binary.AppendUvarint(b, uint64(left))
+	return append(b, push...)
+}
+
+// decodeBody returns the count and a copy of the frame (the record is
+// bbolt's, valid only in its transaction).
+func decodeBody(v []byte) (int, []byte, error) {
+	left, n := binary.Uvarint(v)
+	if n <= 0 {
+		return 0, nil, fmt.Errorf("store: corrupt message body")
+	}
+	return int(left), bytes.Clone(v[n:]), nil
+}
+
 func decodeMessage(v []byte, m *Message) error {
 	if binrec.IsJSON(v) {
 		return dec(v, m)
+	}
+	if len(v) > 1 && v[1]&msgHeader != 0 {
+		return decodeHeader(v, m)
 	}
 	r := binrec.NewReader(v)
 	flags := r.Header()
@@ -109,6 +187,23 @@ func decodeMessage(v []byte, m *Message) error {
 	}
 	m.Push = r.Bytes()
 	m.Receipts, m.Expired = flags&msgReceipts != 0, flags&msgExpired != 0
+	return recordErr(r.Done("message"))
+}
+
+func decodeHeader(v []byte, m *Message) error {
+	r := binrec.NewReader(v)
+	flags := r.Header()
+	*m = Message{CreatedAt: r.Varint(), Recipients: int(r.Uvarint()), ClientMessageID: r.Str()}
+	m.SenderPubkey = readKey(r)
+	m.SenderMember = m.SenderPubkey
+	if flags&msgSelf == 0 {
+		m.SenderMember = readKey(r)
+	}
+	m.TargetSpec = readKey(r)
+	m.Kind = r.Str()
+	m.Priority = r.Str()
+	m.Fingerprint = readKey(r)
+	m.Receipts = flags&msgReceipts != 0
 	return recordErr(r.Done("message"))
 }
 

@@ -123,7 +123,7 @@ type tour struct {
 	b      *broker.Broker
 	meshID string
 	texts  []string
-	cipher []string // the ciphertexts, which must be in the store
+	cipher []string // ciphertexts still queued, which must be in the store
 	rep    *Report
 }
 
@@ -255,6 +255,15 @@ func run(ctx context.Context, w io.Writer, st cliui.Style, dir string, rep *Repo
 	}
 
 	t.header("What the broker stored")
+	// A message nobody has read yet is certainly in the store: the
+	// ciphertext of a delivered one goes with its last recipient's ack.
+	carol.conn.Close()
+	laterText := "carol, the retro moved to Friday"
+	t.cipher = t.cipher[:0]
+	if _, err := t.sendDM(ctx, alice, carol, laterText); err != nil {
+		return err
+	}
+	t.step("carol went offline; alice's next message to her waits in the broker's queue")
 	path := b.StorePath()
 	alice.conn.Close()
 	bob.conn.Close()
@@ -280,8 +289,8 @@ func run(ctx context.Context, w io.Writer, st cliui.Style, dir string, rep *Repo
 		}
 	}
 	rep.Store.Bytes, rep.Store.Ciphertexts = len(data), len(t.cipher)
-	t.step("%s (%d bytes) holds all %d ciphertexts the broker queued", filepath.Base(path), len(data), len(t.cipher))
-	t.step("and none of the %d plaintexts", len(t.texts))
+	t.step("%s (%d bytes) holds the ciphertext still queued for carol", filepath.Base(path), len(data))
+	t.step("and none of the %d plaintexts; delivered messages' ciphertext records were deleted with their last ack", len(t.texts))
 	fmt.Fprintf(w, "\n  %s the broker's store holds none of the plaintext: it only ever saw ciphertext.\n", st.Green("✔"))
 	return nil
 }

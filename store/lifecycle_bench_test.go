@@ -1,0 +1,136 @@
+package store
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/oklog/ulid/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/wire"
+)
+
+// BenchmarkDMLifecycle is the broker's store work for one DM in the steady
+// state of `bench --peers 100`: each transaction appends a batch of
+// messages, settles the batch before it (each recipient acks, which queues
+// a receipt for the sender) and settles the receipts of the batch before
+// that (each sender acks its receipt). One op is one message through its
+// whole life; fsync is off so the number is the committer's CPU. The
+// "after" variants first push that many messages through, to show how the
+// cost and the file grow with what was ever written.
+func BenchmarkDMLifecycle(b *testing.B) {
+	for _, prefill := range []int{0, 100_000} {
+		b.Run(fmt.Sprintf("after=%d", prefill), func(b *testing.B) { benchLifecycle(b, prefill) })
+	}
+}
+
+type lifecycleMsg struct {
+	id, sender, recipient string
+	receipt               string // the receipt's id once acked
+}
+
+func benchLifecycle(b *testing.B, prefill int) {
+	const peers, batch = 100, 40
+	s := openAt(b, dbPath(b), Options{})
+	s.db.NoSync = true
+	mustUpdate(b, s, func(tx *bolt.Tx) error {
+		return CreateMesh(tx, Mesh{ID: meshID, Slug: "bench"}, owner())
+	})
+	ct := strings.Repeat("A", 364)
+	rng := rand.New(rand.NewPCG(1, 2))
+	newMsg := func() (*Message, lifecycleMsg) {
+		from, to := rng.IntN(peers), rng.IntN(peers-1)
+		if to >= from {
+			to++
+		}
+		mid, cmid := ulid.Make().String(), ulid.Make().String()
+		push := wire.MustEncode(&wire.Push{Type: wire.TypePush, MessageID: mid, MeshID: meshID, Kind: wire.KindBox, TargetSpec: key(to),
+			SenderPubkey: key(from), SenderMemberPubkey: key(from), SenderName: "peer", Priority: wire.PriorityNext,
+			Nonce: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX", Ciphertext: ct, ClientMessageID: cmid, CreatedAt: 1})
+		return &Message{ID: mid, ClientMessageID: cmid, SenderPubkey: key(from), SenderMember: key(from), TargetSpec: key(to),
+				Kind: wire.KindBox, Priority: wire.PriorityNext, Fingerprint: strings.Repeat("f", 64), Push: push, Receipts: true,
+				CreatedAt: int64(ulid.Now())},
+			lifecycleMsg{id: mid, sender: key(from), recipient: key(to)}
+	}
+	// step runs one transaction of the pipeline: append n new messages,
+	// ack the previous batch, ack the receipts of the one before.
+	var prev, prev2 []lifecycleMsg
+	step := func(n int) {
+		cur := make([]lifecycleMsg, 0, n)
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i := 0; i < n; i++ {
+				m, lm := newMsg()
+				if _, err := AppendMessage(tx, meshID, m, []NewDelivery{{Recipient: lm.recipient}}); err != nil {
+					return err
+				}
+				cur = append(cur, lm)
+			}
+			now := int64(ulid.Now())
+			for i := range prev {
+				out, err := Ack(tx, meshID, prev[i].recipient, []string{prev[i].id}, now)
+				if err != nil {
+					return err
+				}
+				if len(out) != 1 || out[0].NewReceipt == nil {
+					return fmt.Errorf("ack of %s settled %d", prev[i].id, len(out))
+				}
+				prev[i].receipt = out[0].NewReceipt.ReceiptID
+			}
+			for _, m := range prev2 {
+				out, err := Ack(tx, meshID, m.sender, []string{m.receipt}, now)
+				if err != nil {
+					return err
+				}
+				if len(out) != 1 || !out[0].Receipt {
+					return fmt.Errorf("receipt ack of %s settled %d", m.receipt, len(out))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		prev2, prev = prev, cur
+	}
+	for done := 0; done < prefill; done += batch {
+		step(batch)
+	}
+	before := fileSize(b, s)
+	st0 := s.db.Stats().TxStats
+	cpu0 := cpuTime()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += batch {
+		step(min(batch, b.N-done))
+	}
+	step(0)
+	step(0)
+	b.StopTimer()
+	// CPU time (user + system) per message is steadier than wall time on
+	// a machine shared with other work.
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/msg")
+	b.ReportMetric(float64(fileSize(b, s)-before)/float64(b.N), "file-B/msg")
+	st := s.db.Stats().TxStats
+	b.ReportMetric(float64(st.GetWrite()-st0.GetWrite())/float64(b.N), "writes/msg")
+	b.ReportMetric(float64(st.GetPageAlloc()-st0.GetPageAlloc())/float64(b.N), "pageB/msg")
+	b.ReportMetric(float64(st.GetSplit()-st0.GetSplit())/float64(b.N), "splits/msg")
+}
+
+// cpuTime is the process's user and system CPU time in nanoseconds.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func fileSize(b *testing.B, s *Store) int64 {
+	fi, err := os.Stat(s.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return fi.Size()
+}
