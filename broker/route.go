@@ -29,18 +29,20 @@ func (c *conn) sendOK(reqID string) {
 // or an error; nothing is silently swallowed (01-protocol §1).
 func (c *conn) handle(data []byte) {
 	start := time.Now()
-	env, err := wire.Peek(data)
-	if err != nil {
-		reqID := env.ReqID
-		if !wire.ValidReqID(reqID) {
-			reqID = "" // never echo an unchecked (possibly huge) value
+	var env wire.Envelope
+	if typ, ok := wire.FrameType(data); ok && (typ == wire.TypeSend || typ == wire.TypeClientAck) {
+		// The hot frames are parsed once, by their typed decode, which
+		// also reads and checks the reqId (checkReqID).
+		env.Type = typ
+	} else {
+		var err error
+		if env, err = wire.Peek(data); err != nil {
+			c.sendError(safeReqID(env.ReqID), wire.CodeInvalidArgument, err.Error())
+			return
 		}
-		c.sendError(reqID, wire.CodeInvalidArgument, err.Error())
-		return
-	}
-	if env.ReqID != "" && !wire.ValidReqID(env.ReqID) {
-		c.sendError("", wire.CodeInvalidArgument, "reqId must match ^[A-Za-z0-9._:-]{1,64}$")
-		return
+		if !c.checkReqID(env.ReqID) {
+			return
+		}
 	}
 	if env.Type != wire.TypeSend && env.Type != wire.TypeClientAck && !c.frames.Allow() {
 		c.sendError(env.ReqID, wire.CodeRateLimited, "too many requests on this connection; slow down")
@@ -95,6 +97,36 @@ func (c *conn) handle(data []byte) {
 
 func (c *conn) reply(v any) { c.enqueue(wire.MustEncode(v)) }
 
+// safeReqID is a reqId that may be echoed: never an unchecked (possibly
+// huge) value.
+func safeReqID(reqID string) string {
+	if !wire.ValidReqID(reqID) {
+		return ""
+	}
+	return reqID
+}
+
+// checkReqID answers a frame whose reqId is malformed.
+func (c *conn) checkReqID(reqID string) bool {
+	if reqID != "" && !wire.ValidReqID(reqID) {
+		c.sendError("", wire.CodeInvalidArgument, "reqId must match ^[A-Za-z0-9._:-]{1,64}$")
+		return false
+	}
+	return true
+}
+
+// decodeHot decodes a send or client_ack that handle did not Peek: on
+// failure it answers with the reqId Peek salvages, as for any ill-shaped
+// frame; on success it checks the reqId the frame carried.
+func (c *conn) decodeHot(data []byte, v any, reqID func() string) bool {
+	if err := wire.Decode(data, v); err != nil {
+		env, _ := wire.Peek(data)
+		c.sendError(safeReqID(env.ReqID), wire.CodeInvalidArgument, err.Error())
+		return false
+	}
+	return c.checkReqID(reqID())
+}
+
 // requireReqID answers requests that must carry a reqId.
 func (c *conn) requireReqID(env wire.Envelope) bool {
 	if env.ReqID == "" {
@@ -122,11 +154,11 @@ func (c *conn) ackError(s *wire.Send, code, msg string, retryAfterMs int64) {
 
 func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	var s wire.Send
-	if err := wire.Decode(data, &s); err != nil {
+	if !c.decodeHot(data, &s, func() string { return s.ReqID }) {
 		c.b.metrics.rejected.WithLabelValues(wire.CodeInvalidArgument).Inc()
-		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
 		return
 	}
+	env.ReqID = s.ReqID
 	if !wire.ValidReqID(s.ID) {
 		c.b.metrics.rejected.WithLabelValues(wire.CodeInvalidArgument).Inc()
 		c.sendError(env.ReqID, wire.CodeInvalidArgument, "send needs an id matching ^[A-Za-z0-9._:-]{1,64}$")
@@ -188,7 +220,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		KeyGen: s.KeyGen, Signature: s.Signature, BodyVersion: s.BodyVersion, ReplyToID: s.ReplyToID,
 		Mentions: s.Mentions, Subtype: s.Subtype, ClientMessageID: s.ClientMessageID, CreatedAt: now.UnixMilli(),
 	}
-	base := wire.MustEncode(push)
+	base := wire.EncodePush(&push)
 	rec := &store.Message{
 		ID: messageID, ClientMessageID: s.ClientMessageID, SenderPubkey: c.pubkey, SenderMember: memberPubkey,
 		TargetSpec: s.TargetSpec, Kind: s.Kind, Priority: s.Priority, Fingerprint: fingerprint(&s),
@@ -292,7 +324,7 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	// Observed before the ack is queued, so a client that reads the ack
 	// and then scrapes sees it counted.
 	c.b.metrics.sendAck.Observe(time.Since(start).Seconds())
-	c.reply(wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: rec.ID, Queued: true, Online: one(online), Pending: one(len(to))})
+	c.enqueue(wire.EncodeAck(&wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: rec.ID, Queued: true, Online: one(online), Pending: one(len(to))}))
 }
 
 // codedError carries a specific ack code out of validation.
@@ -460,8 +492,7 @@ func fingerprint(s *wire.Send) string {
 
 func (c *conn) handleClientAck(data []byte, env wire.Envelope) {
 	var a wire.ClientAck
-	if err := wire.Decode(data, &a); err != nil {
-		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
+	if !c.decodeHot(data, &a, func() string { return a.ReqID }) {
 		return
 	}
 	ids := a.MessageIDs

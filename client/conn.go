@@ -829,10 +829,16 @@ func (c *Conn) teardown(readErr error) {
 // waiter channel is buffered for exactly the one value it will get.
 func (c *Conn) dispatch(data []byte) {
 	c.finalError = nil
-	env, err := wire.Peek(data)
-	if err != nil {
-		c.log.Warn("undecodable frame from broker", "err", err)
-		return
+	var env wire.Envelope
+	if typ, ok := wire.FrameType(data); ok && (typ == wire.TypeAck || typ == wire.TypePush || typ == wire.TypeReceipt) {
+		// The hot frames are parsed once, by their typed decode.
+		env.Type = typ
+	} else {
+		var err error
+		if env, err = wire.Peek(data); err != nil {
+			c.log.Warn("undecodable frame from broker", "err", err)
+			return
+		}
 	}
 	switch env.Type {
 	case wire.TypeAck:

@@ -154,7 +154,7 @@ func (c *Conn) SendAsync(ctx context.Context, s *wire.Send) (<-chan SendResult, 
 	if s.ReqID != "" && !wire.ValidReqID(s.ReqID) {
 		return nil, newError(wire.CodeInvalidArgument, "invalid reqId %q", s.ReqID)
 	}
-	data, err := wire.Encode(s)
+	data, err := wire.EncodeSend(s)
 	if err != nil {
 		return nil, wrapError(wire.CodeInvalidArgument, err, "encoding send")
 	}
@@ -410,10 +410,7 @@ func (c *Conn) ClientAckAsync(ids []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
 	for _, batch := range chunks(ids) {
-		data, err := wire.Encode(&wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: batch})
-		if err != nil {
-			return wrapError(wire.CodeInvalidArgument, err, "encoding client_ack")
-		}
+		data := wire.EncodeClientAck(&wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: batch})
 		if err := c.enqueue(ctx, data); err != nil {
 			return err
 		}

@@ -350,7 +350,7 @@ func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64) ([]AckO
 				return nil, err
 			}
 			r := &wire.Receipt{Type: wire.TypeReceipt, ReceiptID: newReceiptID(now, seq), MessageID: m.ID, ClientMessageID: m.ClientMessageID, RecipientPubkey: recipient, DeliveredAt: now}
-			frame := wire.MustEncode(r)
+			frame := wire.EncodeReceipt(r)
 			e := QueueEntry{ID: r.ReceiptID, Receipt: true, Frame: frame, CreatedAt: now}
 			if err := qb.queue.Put(qkey(m.SenderPubkey, seq), encodeQueueEntry(&e)); err != nil {
 				return nil, err

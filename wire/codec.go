@@ -85,13 +85,11 @@ func EncodePushWithKey(base []byte, key *MultiKey) []byte {
 	if key == nil {
 		return base
 	}
-	kb := MustEncode(key)
-	out := make([]byte, 0, len(base)+len(kb)+8)
+	out := make([]byte, 0, len(base)+len(key.To)+len(key.Nonce)+len(key.Box)+40)
 	out = append(out, base[:len(base)-1]...)
 	out = append(out, `,"key":`...)
-	out = append(out, kb...)
-	out = append(out, '}')
-	return out
+	out = appendMultiKey(out, key)
+	return append(out, '}')
 }
 
 // Validation of the string shapes the protocol fixes. These are

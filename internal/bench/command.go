@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -69,6 +70,13 @@ func Command() *cli.Command {
 func action(c *cli.Context) error {
 	if err := cliui.NoArgs(c); err != nil {
 		return err
+	}
+	// CLAUDEMESH_BENCH_CPUPROFILE=FILE profiles the load generator itself
+	// (CLAUDEMESH_BROKER_CPUPROFILE profiles its child broker).
+	if path := os.Getenv("CLAUDEMESH_BENCH_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 	}
 	cfg := Config{
 		Peers: c.Int("peers"), Messages: c.Int("messages"), Window: c.Int("window"),

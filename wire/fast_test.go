@@ -1,0 +1,147 @@
+package wire
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	json "github.com/go-json-experiment/json"
+)
+
+// randStr returns a string that is often empty, usually plain, and
+// sometimes needs escaping or holds non-ASCII text.
+func randStr(r *rand.Rand) string {
+	switch r.IntN(6) {
+	case 0:
+		return ""
+	case 1:
+		return string([]rune{rune(r.IntN(0x20)), '"', '\\', 'é', '\u2028', rune(0x7f), '<', '&', '>', '😀'}[r.IntN(10):])
+	}
+	const alphabet = "abcdefABCDEF0123456789+/=._:-"
+	n := r.IntN(80)
+	var b strings.Builder
+	for range n {
+		b.WriteByte(alphabet[r.IntN(len(alphabet))])
+	}
+	return b.String()
+}
+
+func randInt(r *rand.Rand) *int {
+	if r.IntN(2) == 0 {
+		return nil
+	}
+	v := r.IntN(1000) - 500
+	return &v
+}
+
+func randStrs(r *rand.Rand) []string {
+	var out []string
+	switch r.IntN(3) {
+	case 0:
+		return nil
+	case 1:
+		return []string{}
+	}
+	for range r.IntN(4) + 1 {
+		out = append(out, randStr(r))
+	}
+	return out
+}
+
+func randKey(r *rand.Rand) *MultiKey {
+	if r.IntN(2) == 0 {
+		return nil
+	}
+	return &MultiKey{To: randStr(r), Nonce: randStr(r), Box: randStr(r)}
+}
+
+// TestFastEncodersMatchEncode: the hand-written encoders of the hot frames
+// produce exactly what the reflective encoder does.
+func TestFastEncodersMatchEncode(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	check := func(what string, fast []byte, v any) {
+		t.Helper()
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fast, want) {
+			t.Fatalf("%s:\nfast %s\nwant %s", what, fast, want)
+		}
+	}
+	for i := 0; i < 5000; i++ {
+		p := &Push{Type: TypePush, MessageID: randStr(r), MeshID: randStr(r), Kind: randStr(r), TargetSpec: randStr(r),
+			SenderPubkey: randStr(r), SenderMemberPubkey: randStr(r), SenderName: randStr(r), Priority: randStr(r),
+			Nonce: randStr(r), Ciphertext: randStr(r), Key: randKey(r), KeyGen: randInt(r), Signature: randStr(r),
+			BodyVersion: r.IntN(3), ReplyToID: randStr(r), Mentions: randStrs(r), Subtype: randStr(r), Event: randStr(r),
+			ClientMessageID: randStr(r), CreatedAt: r.Int64N(1 << 45)}
+		switch r.IntN(8) {
+		case 0:
+			p.SenderAttestation = &Attestation{SessionPubkey: randStr(r)}
+		case 1:
+			p.Topic = &TopicRef{ID: randStr(r), Name: randStr(r)}
+		case 2:
+			p.EventData = PeerEvent{Pubkey: randStr(r)}
+		}
+		check("push", EncodePush(p), p)
+		var e *AckError
+		if r.IntN(2) == 0 {
+			e = &AckError{Code: randStr(r), Message: randStr(r), RetryAfterMs: r.Int64N(3)}
+		}
+		a := &Ack{Type: TypeAck, ID: randStr(r), ReqID: randStr(r), MessageID: randStr(r), Queued: r.IntN(2) == 0,
+			Online: randInt(r), Pending: randInt(r), Duplicate: r.IntN(2) == 0, Error: e}
+		check("ack", EncodeAck(a), a)
+		rc := &Receipt{Type: TypeReceipt, ReceiptID: randStr(r), MessageID: randStr(r), ClientMessageID: randStr(r),
+			RecipientPubkey: randStr(r), DeliveredAt: r.Int64N(1 << 45)}
+		check("receipt", EncodeReceipt(rc), rc)
+		var receipts *bool
+		if x := r.IntN(3); x < 2 {
+			v := x == 0
+			receipts = &v
+		}
+		s := &Send{Type: TypeSend, ID: randStr(r), ReqID: randStr(r), ClientMessageID: randStr(r), TargetSpec: randStr(r),
+			Kind: randStr(r), Priority: randStr(r), Nonce: randStr(r), Ciphertext: randStr(r), Signature: randStr(r),
+			KeyGen: randInt(r), BodyVersion: r.IntN(3), ReplyToID: randStr(r), Mentions: randStrs(r), Subtype: randStr(r), Receipts: receipts}
+		for range r.IntN(3) {
+			s.Keys = append(s.Keys, MultiKey{To: randStr(r), Nonce: randStr(r), Box: randStr(r)})
+		}
+		sb, err := EncodeSend(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check("send", sb, s)
+		ca := &ClientAck{Type: TypeClientAck, ReqID: randStr(r), MessageIDs: randStrs(r), MessageID: randStr(r)}
+		check("client_ack", EncodeClientAck(ca), ca)
+	}
+}
+
+func TestFrameType(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{`{"type":"send","id":"x"}`, TypeSend, true},
+		{`{"type":"client_ack"}`, TypeClientAck, true},
+		{`{"type":"push","messageId":"m"}`, TypePush, true},
+		{`{"type":"ack","id":"a"}`, TypeAck, true},
+		{`{"type":"receipt","receiptId":"r"}`, TypeReceipt, true},
+		{`{"type":"list_peers","reqId":"r"}`, "", false}, // not a hot frame
+		{`{"id":"x","type":"send"}`, "", false},          // other key order
+		{`{ "type":"send"}`, "", false},                  // whitespace
+		{`{"type":"send"x}`, "", false},
+		{`{"type":"se\"nd"}`, "", false},
+		{`{"type":"sendsendsendsendsendsend"}`, "", false},
+		{`{"type":"send`, "", false},
+		{``, "", false},
+	} {
+		got, ok := FrameType([]byte(c.in))
+		if got != c.want || ok != c.ok {
+			t.Errorf("FrameType(%s) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { FrameType([]byte(`{"type":"client_ack","messageIds":[]}`)) }); n != 0 {
+		t.Errorf("FrameType allocates %v times", n)
+	}
+}
