@@ -149,7 +149,9 @@ func dial(t *testing.T, b *Broker) *rawConn {
 
 func (r *rawConn) read() []byte {
 	r.t.Helper()
-	data, err := r.readErr(3 * time.Second)
+	// A deadline for a frame that must come, not a timing assumption: it
+	// is generous because the machine may be loaded (CI shares it).
+	data, err := r.readErr(expectWithin)
 	if err != nil {
 		r.t.Fatalf("read: %v", err)
 	}
@@ -157,6 +159,9 @@ func (r *rawConn) read() []byte {
 }
 
 var errNoFrame = fmt.Errorf("no frame in time")
+
+// expectWithin bounds the wait for a frame (or close) a test expects.
+const expectWithin = 20 * time.Second
 
 func (r *rawConn) readErr(d time.Duration) ([]byte, error) {
 	select {
@@ -271,7 +276,7 @@ func (r *rawConn) expectRefusal(code string, closeCode int, reason string) {
 func (r *rawConn) expectClose(closeCode int, reason string) {
 	r.t.Helper()
 	for {
-		_, err := r.readErr(3 * time.Second)
+		_, err := r.readErr(expectWithin)
 		if err == nil {
 			continue
 		}
