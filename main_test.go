@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -135,5 +137,28 @@ func TestDemoJSON(t *testing.T) {
 	if rep.SchemaVersion != 1 || !rep.OK || !strings.HasPrefix(rep.BrokerURL, "ws://") || len(rep.Steps) < 5 ||
 		rep.Store.Ciphertexts < 1 || rep.Store.Bytes == 0 || rep.Store.PlaintextsFound != 0 {
 		t.Fatalf("report %+v", rep)
+	}
+}
+
+// TestREADMEExitCodes: the README shows the same exit-code table as
+// `claudemesh help exit-codes`, and the docs never send a reader outside
+// the repository.
+func TestREADMEExitCodes(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), cliui.ExitCodesMarkdown()) {
+		t.Errorf("README.md lacks the exit-code table:\n%s", cliui.ExitCodesMarkdown())
+	}
+	docs, _ := filepath.Glob("docs/*.md")
+	for _, p := range append(docs, "README.md", "testdata/README.md") {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(data), "../shared") || strings.Contains(string(data), "shared/spec") {
+			t.Errorf("%s points outside the repository (../shared)", p)
+		}
 	}
 }

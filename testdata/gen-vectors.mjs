@@ -228,7 +228,7 @@ for (const m of malformedInputs.filter((m) => m.field === 'nonce')) {
 // ---- assemble, in the committed file's key order -------------------------
 
 const vectors = {
-  about: `Generated with libsodium-wrappers ${LIBSODIUM_WRAPPERS_VERSION} from fixed inputs. Formats: shared/spec/02-crypto.md. Every implementation must reproduce every value here and refuse every reject vector.`,
+  about: `Generated with libsodium-wrappers ${LIBSODIUM_WRAPPERS_VERSION} from fixed inputs. Formats: docs/crypto.md. Every implementation must reproduce every value here and refuse every reject vector.`,
   identities,
   meshId,
   memberId,
