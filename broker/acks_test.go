@@ -50,6 +50,7 @@ func junkIDs(n int) []string {
 // and past the member's lookup budget refused; another mesh's traffic is
 // undisturbed, and a real ack still settles its message.
 func TestUnknownAcksNeverReachTheCommitter(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.AckRate = 10 }) // lookups: 50 ids/s, burst 200
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
@@ -89,6 +90,7 @@ func TestUnknownAcksNeverReachTheCommitter(t *testing.T) {
 // TestAckFramesAreLimited: --ack-rate bounds client_ack frames per
 // connection (they used to be exempt from every frame limit).
 func TestAckFramesAreLimited(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.AckRate = 2 })
 	alice := createMesh(t, b, "team", "alice")
 	ac := connect(t, b, alice, true, nil)

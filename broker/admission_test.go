@@ -25,7 +25,8 @@ func noExemption(c *Config) { c.IPLimitExempt = []netip.Prefix{} }
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	// A deadline, not a duration: generous for a loaded machine.
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -68,6 +69,7 @@ const getHealth = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 // indefinitely); the next one is answered 429 with Retry-After, a closed one
 // frees its place, and members' authenticated connections do not count.
 func TestConnectionsPerAddressCapped(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { noExemption(c); c.MaxConnsPerIP = 3 })
 	alice := createMesh(t, b, "team", "alice")
 	http.DefaultClient.CloseIdleConnections()
@@ -101,6 +103,7 @@ func TestConnectionsPerAddressCapped(t *testing.T) {
 // within --http-read-timeout is answered and cut (a slow /v1/join body used
 // to be held for over a minute).
 func TestIdleAndSlowHTTPConnectionsAreCut(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) {
 		c.HTTPIdleTimeout = 200 * time.Millisecond
 		c.HTTPReadTimeout = 300 * time.Millisecond
@@ -133,6 +136,7 @@ func TestIdleAndSlowHTTPConnectionsAreCut(t *testing.T) {
 // stream does) must not be cut by the read or write timeout while it keeps
 // writing.
 func TestStreamingResponsesOutliveTheTimeouts(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t)
 	cfg.HTTPReadTimeout, cfg.HTTPWriteTimeout = 150*time.Millisecond, 150*time.Millisecond
 	b, err := New(cfg)
@@ -204,6 +208,7 @@ func dialFrom(t *testing.T, b *Broker, src string) (*websocket.Conn, *http.Respo
 // client from another network still gets one and authenticates (45
 // addresses used to hold all 1,024 slots, and CLIs got 503).
 func TestHandshakeSlotsAreSharedAcrossNetworks(t *testing.T) {
+	t.Parallel()
 	if runtime.GOOS != "linux" {
 		t.Skip("needs loopback source addresses beyond 127.0.0.1")
 	}
@@ -246,6 +251,7 @@ func TestHandshakeSlotsAreSharedAcrossNetworks(t *testing.T) {
 }
 
 func TestAddressKeys(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, host, net string }{
 		{"203.0.113.9:443", "203.0.113.9", "203.0.113.0/24"},
 		{"[::ffff:203.0.113.9]:443", "203.0.113.9", "203.0.113.0/24"},

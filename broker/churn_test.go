@@ -40,6 +40,7 @@ func (r *rawConn) closeClean() {
 // --presence-rate is refused (rate_limited with retryAfterMs); re-attaching
 // an existing presence is not an event and is never refused.
 func TestPresenceChurnIsRateLimitedPerMember(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.PresenceRate, c.PresenceBurst = 0.01, 3 })
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
@@ -98,6 +99,7 @@ func TestPresenceChurnIsRateLimitedPerMember(t *testing.T) {
 // forgotten with what was queued for it, so DMs to it become
 // unknown_recipient, and it stays forgotten across a restart.
 func TestSessionKeysAreBounded(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t)
 	cfg.MaxSessionsPerMember = 3
 	b := startWith(t, cfg)
@@ -136,6 +138,7 @@ func TestSessionKeysAreBounded(t *testing.T) {
 // TestSessionRecordsExpire: a session key not connected for --queue-ttl is
 // forgotten (what was queued for it has expired by then anyway).
 func TestSessionRecordsExpire(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.QueueTTL = 300 * time.Millisecond })
 	alice := createMesh(t, b, "team", "alice")
 	r, sess := connectSession(t, b, alice, "s0")
@@ -150,6 +153,7 @@ func TestSessionRecordsExpire(t *testing.T) {
 // TestPresenceHistoryIsBounded: the memory of ended presences (for
 // peer_returned) is pruned by age and by count.
 func TestPresenceHistoryIsBounded(t *testing.T) {
+	t.Parallel()
 	ms := (&hub{}).newMeshState(storeMesh("m"))
 	now := time.Now()
 	old := now.Add(-historyTTL - time.Minute).UnixMilli()

@@ -65,6 +65,7 @@ func eventTypes(chain []wire.AuditEntry) string {
 // role changes, kicks and leaves each land in the chain once, in order,
 // with a checkpoint signed by the broker key over the head.
 func TestAuditChainRecordsGovernance(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	owner := createMesh(t, b, "gov", "alice")
 	bob := addMember(t, b, owner, "gov", "bob")
@@ -136,6 +137,7 @@ func TestAuditChainRecordsGovernance(t *testing.T) {
 
 // TestAdminEdgeCases covers issue 12 item 18 and the role rules of §6.
 func TestAdminEdgeCases(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	owner := createMesh(t, b, "edge", "alice")
 	bob := addMember(t, b, owner, "edge", "bob")
@@ -223,6 +225,7 @@ func TestAdminEdgeCases(t *testing.T) {
 // TestMeshTransfer: the new owner can set roles, the old one (now admin)
 // cannot, and the chain records the hand-over.
 func TestMeshTransfer(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	owner := createMesh(t, b, "xfer", "alice")
 	bob := addMember(t, b, owner, "xfer", "bob")
@@ -279,6 +282,7 @@ func TestMeshTransfer(t *testing.T) {
 // TestConcurrentAdminActions: 50 admin actions at once across two meshes
 // leave one valid chain per mesh with every action in it exactly once.
 func TestConcurrentAdminActions(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	type meshSet struct {
 		owner   ident
@@ -363,6 +367,7 @@ func TestConcurrentAdminActions(t *testing.T) {
 // failed while re-join replaced the member record in place and admin
 // checks read the role without the mesh lock.
 func TestRaceRejoinRoleAdmin(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	owner := createMesh(t, b, "race", "alice")
 	token, ic := invite(t, b, owner, "race", "member", 5, time.Hour)
@@ -413,6 +418,7 @@ func TestRaceRejoinRoleAdmin(t *testing.T) {
 // TestAuditMessages: with --audit-messages every accepted send is in the
 // chain, metadata only; without it none is.
 func TestAuditMessages(t *testing.T) {
+	t.Parallel()
 	for _, on := range []bool{false, true} {
 		b := startBroker(t, func(c *Config) { c.AuditMessages = on })
 		owner := createMesh(t, b, "msgs", "alice")

@@ -26,6 +26,7 @@ func longGroups(prefix string, n int) []wire.Group {
 // one member 19,200 groups), the same groups again are fine, and the cap
 // holds across a restart.
 func TestHelloGroupsShareTheMemberCap(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t)
 	b := startWith(t, cfg)
 	alice := createMesh(t, b, "team", "alice")
@@ -78,6 +79,7 @@ func TestHelloGroupsShareTheMemberCap(t *testing.T) {
 // (in pages) instead of overflowing its send buffer and being cut off with
 // 4008, and the pages together list every presence exactly once.
 func TestListPeersIsPaged(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.SendBuffer = minSendBuffer })
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")

@@ -31,7 +31,9 @@ func testConfig(t *testing.T) Config {
 	cfg.PongTimeout = 2 * time.Second
 	cfg.Grace = 300 * time.Millisecond
 	cfg.RedeliverAfter = 400 * time.Millisecond
-	cfg.HelloTimeout = time.Second
+	// Generous: a loaded machine may take a while between the upgrade and
+	// the hello. TestHelloTimeout sets its own.
+	cfg.HelloTimeout = 10 * time.Second
 	return cfg
 }
 
@@ -107,6 +109,14 @@ func createMesh(t *testing.T, b *Broker, slug, owner string) ident {
 }
 
 // rawConn is one protocol-level client connection.
+//
+// It remembers the messages it was pushed, the ones it acked and the ones
+// whose ack the broker confirmed (acked), because a loaded machine makes
+// redeliveries ordinary: a push that was not acked within
+// --redeliver-after, or whose ack was still on its way, comes again, which
+// the protocol allows and clients de-duplicate. Waits skip such
+// redeliveries; a push of a message whose ack was confirmed is still a
+// failure.
 type rawConn struct {
 	t         *testing.T
 	ws        *websocket.Conn
@@ -114,6 +124,40 @@ type rawConn struct {
 	challenge wire.Challenge
 	frames    chan []byte
 	readErrCh chan error
+
+	pushed    map[string]bool // message ids pushed to this connection
+	acked     map[string]bool // ids this connection sent a client_ack for
+	confirmed map[string]bool // ids an `acked` answer confirmed
+}
+
+// note records what a frame tells about pushes and acks, and reports
+// whether it is a redelivery of a message this connection already acked
+// (noise for every wait).
+func (r *rawConn) note(data []byte, env wire.Envelope) (redelivery bool) {
+	switch env.Type {
+	case wire.TypePush:
+		var p struct {
+			MessageID string `json:"messageId"`
+			Subtype   string `json:"subtype"`
+		}
+		if wire.Decode(data, &p) != nil || p.Subtype == wire.SubtypeSystem {
+			return false
+		}
+		if r.confirmed[p.MessageID] {
+			r.t.Fatalf("pushed again after its ack was confirmed: %s", data)
+		}
+		seen := r.pushed[p.MessageID]
+		r.pushed[p.MessageID] = true
+		return seen && r.acked[p.MessageID]
+	case wire.TypeAcked:
+		var a wire.Acked
+		if wire.Decode(data, &a) == nil {
+			for _, id := range a.MessageIDs {
+				r.confirmed[id] = true
+			}
+		}
+	}
+	return false
 }
 
 // pump reads frames in the background: a gorilla connection whose read
@@ -138,7 +182,8 @@ func dial(t *testing.T, b *Broker) *rawConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ws.Close() })
-	r := &rawConn{t: t, ws: ws, b: b, frames: make(chan []byte, 100000), readErrCh: make(chan error, 1)}
+	r := &rawConn{t: t, ws: ws, b: b, frames: make(chan []byte, 100000), readErrCh: make(chan error, 1),
+		pushed: map[string]bool{}, acked: map[string]bool{}, confirmed: map[string]bool{}}
 	go r.pump()
 	data := r.read()
 	if err := wire.Decode(data, &r.challenge); err != nil || r.challenge.Type != wire.TypeChallenge {
@@ -187,6 +232,9 @@ func (r *rawConn) next(v any, types ...string) wire.Envelope {
 		if err != nil {
 			r.t.Fatalf("bad frame %s: %v", data, err)
 		}
+		if r.note(data, env) {
+			continue // a redelivery of a message already acked
+		}
 		for _, ty := range types {
 			if env.Type == ty {
 				if v != nil {
@@ -214,6 +262,11 @@ func (r *rawConn) write(v any) {
 		data = x
 	default:
 		data = wire.MustEncode(v)
+	}
+	if a, ok := v.(wire.ClientAck); ok {
+		for _, id := range append(a.MessageIDs, a.MessageID) {
+			r.acked[id] = true
+		}
 	}
 	if err := r.ws.WriteMessage(websocket.TextMessage, data); err != nil {
 		r.t.Fatal(err)
@@ -449,7 +502,10 @@ func (r *rawConn) nextPush() wire.Push {
 	}
 }
 
-// expectSilence checks no non-system frame arrives within d.
+// expectSilence checks that nothing new arrives within d: system pushes
+// and redeliveries of messages pushed before (unacked, or acked without a
+// confirmation yet) are allowed; a new message, a push of a message whose
+// ack was confirmed, or any other frame is not.
 func (r *rawConn) expectSilence(d time.Duration) {
 	r.t.Helper()
 	deadline := time.Now().Add(d)
@@ -464,7 +520,28 @@ func (r *rawConn) expectSilence(d time.Duration) {
 		if bytes.Contains(data, []byte(`"subtype":"system"`)) {
 			continue
 		}
+		env, _ := wire.Peek(data)
+		var p wire.Push
+		if env.Type == wire.TypePush && wire.Decode(data, &p) == nil && r.pushed[p.MessageID] {
+			r.note(data, env) // fails on a confirmed one
+			continue
+		}
 		r.t.Fatalf("unexpected frame: %s", data)
+	}
+}
+
+// ack settles ids and waits for the broker's `acked`, after which the
+// broker never pushes them again.
+func (r *rawConn) ack(ids ...string) {
+	r.t.Helper()
+	reqID := "ack-" + ulid.Make().String()
+	r.write(wire.ClientAck{Type: wire.TypeClientAck, ReqID: reqID, MessageIDs: ids})
+	for {
+		var a wire.Acked
+		r.next(&a, wire.TypeAcked)
+		if a.ReqID == reqID {
+			return
+		}
 	}
 }
 

@@ -26,6 +26,7 @@ func sessionConnect(t *testing.T, b *Broker, parent ident, sess *cmcrypto.Identi
 }
 
 func TestSessionNameMayNotPassForAnotherMember(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 	addMember(t, b, alice, "team", "bob")
@@ -43,6 +44,7 @@ func TestSessionNameMayNotPassForAnotherMember(t *testing.T) {
 }
 
 func TestSessionKeyMayNotBeAMemberKey(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
@@ -59,6 +61,7 @@ func TestSessionKeyMayNotBeAMemberKey(t *testing.T) {
 }
 
 func TestSessionAttestationForAnotherMesh(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 	other := createMesh(t, b, "other", "alice2")
@@ -78,6 +81,7 @@ func TestSessionAttestationForAnotherMesh(t *testing.T) {
 // own session ends with the ban, and unban by bob's full key is not
 // ambiguous even if a session record claims bob's key.
 func TestBanEndsEveryRouteToTheBannedKeys(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")

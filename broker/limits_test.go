@@ -14,6 +14,7 @@ import (
 // recipient with a large backlog is never cut off with 4008 (issue #12
 // item 13).
 func TestSmallSendBufferStillDeliversBacklog(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.SendBuffer = 512 << 10; c.Rate = 0 })
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
@@ -57,6 +58,7 @@ func TestSmallSendBufferStillDeliversBacklog(t *testing.T) {
 // --max-pending is checked and counted atomically: a burst of pipelined
 // sends to an offline recipient queues exactly the cap (issue #12 item 14).
 func TestMaxPendingHoldsUnderABurst(t *testing.T) {
+	t.Parallel()
 	const limit = 50
 	b := startBroker(t, func(c *Config) { c.MaxPending = limit; c.Rate = 0 })
 	alice := createMesh(t, b, "team", "alice")

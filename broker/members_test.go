@@ -38,6 +38,7 @@ func (r *rawConn) nextMemberEvent() wire.MemberEvent {
 // member_changed system push carrying the member's new record, and never a
 // transient connection.
 func TestMemberChangesArePushed(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 	ac := connect(t, b, alice, true, func(h *wire.Hello) { h.SessionID = "daemon"; h.Role = wire.RoleControlPlane })

@@ -24,6 +24,7 @@ func bystanderCheck(t *testing.T, c *rawConn) {
 }
 
 func TestHandshakeRejections(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.MaxConnsPerMesh = 3 })
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
@@ -125,12 +126,14 @@ func TestHandshakeRejections(t *testing.T) {
 }
 
 func TestHelloTimeout(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.HelloTimeout = 200 * time.Millisecond })
 	r := dial(t, b)
 	r.expectRefusal(wire.CodeHelloTimeout, 1008, "hello_timeout")
 }
 
 func TestChallengeIsSignedByBrokerKey(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	r := dial(t, b)
 	c := r.challenge
@@ -145,6 +148,7 @@ func TestChallengeIsSignedByBrokerKey(t *testing.T) {
 }
 
 func TestBadFramesHarmNothing(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.MaxFrame = 64 << 10 })
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
@@ -220,6 +224,7 @@ func TestBadFramesHarmNothing(t *testing.T) {
 }
 
 func TestPayloadTooLargeKeepsConnection(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
@@ -235,6 +240,7 @@ func TestPayloadTooLargeKeepsConnection(t *testing.T) {
 }
 
 func TestRateLimitedSend(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, func(c *Config) { c.Rate = 1; c.Burst = 2 })
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")
@@ -248,6 +254,7 @@ func TestRateLimitedSend(t *testing.T) {
 }
 
 func TestInviteAndJoinErrors(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 
@@ -333,6 +340,7 @@ func forgeToken(inv *cmcrypto.Invite) (string, error) {
 func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 func TestBanClosesConnectionsAndBlocksRejoin(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 	tok, c := invite(t, b, alice, "team", "member", 5, time.Hour)

@@ -44,6 +44,7 @@ func resign(m ident, a *wire.Attestation) {
 }
 
 func TestSessionHelloChecks(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")

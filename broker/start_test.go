@@ -13,6 +13,7 @@ import (
 // one holds is told at once which process holds it, instead of a bbolt
 // timeout.
 func TestSecondBrokerOnADataDirInUse(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	cfg := b.cfg
 	cfg.Listen, cfg.MetricsListen, cfg.Listener, cfg.MetricsListener = "127.0.0.1:0", "off", nil, nil
@@ -29,6 +30,7 @@ func TestSecondBrokerOnADataDirInUse(t *testing.T) {
 // TestBusyPortCreatesNothing: `claudemesh broker` on a port in use fails
 // before it creates the data dir, its key or its token.
 func TestBusyPortCreatesNothing(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t, nil)
 	cfg := testConfig(t)
 	cfg.DataDir = filepath.Join(t.TempDir(), "fresh")
