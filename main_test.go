@@ -162,3 +162,23 @@ func TestREADMEExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestRawInternalsStayOut (issue 11 item 11): a damaged invite link and a
+// broker address that is not a URL get plain words and a hint, not a
+// decoder offset or a URL parser's error.
+func TestRawInternalsStayOut(t *testing.T) {
+	home := t.TempDir()
+	code, _, stderr := runApp(t, "--home", home, "join", "ic://join/eyJ2IjoxLCJtZXNoSWQiOiIwMUpEUU05", "--name", "bob")
+	if code != 2 || !strings.Contains(stderr, "damaged or incomplete") || strings.Contains(stderr, "offset") ||
+		strings.Contains(stderr, "JSON") || strings.Contains(stderr, "unexpected EOF") {
+		t.Fatalf("garbled invite: exit %d %q", code, stderr)
+	}
+	code, _, stderr = runApp(t, "--home", home, "mesh", "create", "Acme", "--broker", "127.0.0.1:17900", "--operator-token", "x", "--name", "alice")
+	if code != 2 || !strings.Contains(stderr, "did you mean ws://127.0.0.1:17900/ws?") || strings.Contains(stderr, "parse") {
+		t.Fatalf("bare host:port: exit %d %q", code, stderr)
+	}
+	code, _, stderr = runApp(t, "--home", home, "mesh", "create", "Acme", "--broker", "ftp://example.com/ws", "--operator-token", "x", "--name", "alice")
+	if code != 2 || !strings.Contains(stderr, "ws://example.com/ws") {
+		t.Fatalf("wrong scheme: exit %d %q", code, stderr)
+	}
+}

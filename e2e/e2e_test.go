@@ -460,6 +460,11 @@ func TestInvites(t *testing.T) {
 		t.Fatalf("invite list: %+v", list)
 	}
 	alice.fails(3, "invite_not_found", "invite", "revoke", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+	// The owner is not told to ask the owner (issue 11 item 11).
+	if r := alice.run("invite", "revoke", "01ARZ3NDEKTSV4RRFFQ69G5FAV"); r.code != 3 ||
+		strings.Contains(r.stderr, "ask the mesh owner") || !strings.Contains(r.stderr, "invite list") {
+		t.Fatalf("revoke of an unknown invite: %s", r)
+	}
 
 	// An admin invite lets its joiner invite.
 	admin := newUser(t, "frank")
