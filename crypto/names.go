@@ -36,6 +36,13 @@ func NormalizeName(s string) (string, error) {
 	if err := checkField("name", n); err != nil {
 		return "", err
 	}
+	for _, r := range n {
+		if IsInvisible(r) {
+			// "alice\u200b" and "ali\u202ece" read as "alice": a name is
+			// what a human reads, so what they cannot see is refused.
+			return "", fmt.Errorf("%w: name contains the invisible or direction-changing character %U", ErrBadField, r)
+		}
+	}
 	return n, nil
 }
 
@@ -76,20 +83,28 @@ func NamesConfusable(a, b string) bool {
 	return NameKey(a) == NameKey(b) || NameSkeleton(a) == NameSkeleton(b)
 }
 
-// stripInvisible drops code points a reader cannot see: default-ignorable
-// code points (zero-width spaces and joiners, variation selectors, ...) and
-// bidi controls, which would otherwise make "ali\u200bce" a new name.
+// stripInvisible drops code points a reader cannot see (IsInvisible),
+// which would otherwise make "ali\u200bce" a new name.
 func stripInvisible(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || unicode.Is(unicode.Bidi_Control, r) ||
-			unicode.Is(unicode.Join_Control, r) || unicode.Is(unicode.Variation_Selector, r) ||
-			r == '\u00ad' || r == '\u034f' || r == '\u061c' || r == '\u115f' || r == '\u1160' ||
-			r == '\u17b4' || r == '\u17b5' || (r >= '\u180b' && r <= '\u180f') ||
-			(r >= '\u200b' && r <= '\u200f') || (r >= '\u202a' && r <= '\u202e') ||
-			(r >= '\u2060' && r <= '\u206f') || r == '\u3164' || r == '\ufeff' || r == '\uffa0' ||
-			(r >= 0x1d173 && r <= 0x1d17a) || (r >= 0xe0000 && r <= 0xe0fff) {
+		if IsInvisible(r) {
 			return -1
 		}
 		return r
 	}, s)
+}
+
+// IsInvisible reports whether r is a code point a reader cannot see:
+// default-ignorable code points (zero-width spaces and joiners, variation
+// selectors, tags, ...) and bidi controls (which reorder what is shown).
+// Names may not contain them (NormalizeName); where an old name still does,
+// the CLI shows them as escapes.
+func IsInvisible(r rune) bool {
+	return unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || unicode.Is(unicode.Bidi_Control, r) ||
+		unicode.Is(unicode.Join_Control, r) || unicode.Is(unicode.Variation_Selector, r) ||
+		r == '\u00ad' || r == '\u034f' || r == '\u061c' || r == '\u115f' || r == '\u1160' ||
+		r == '\u17b4' || r == '\u17b5' || (r >= '\u180b' && r <= '\u180f') ||
+		(r >= '\u200b' && r <= '\u200f') || (r >= '\u202a' && r <= '\u202e') ||
+		(r >= '\u2060' && r <= '\u206f') || r == '\u3164' || r == '\ufeff' || r == '\uffa0' ||
+		(r >= 0x1d173 && r <= 0x1d17a) || (r >= 0xe0000 && r <= 0xe0fff)
 }

@@ -251,12 +251,12 @@ func editGrant(c *cli.Context, done string, edit grantsEdit) error {
 	what := strings.Join(row.Caps, " and ")
 	switch {
 	case row.Blocked:
-		e.out.Resultf("%s %s (%s) %s they cannot message you, nor can their agent sessions", e.out.Style().Green("✔"), cliui.SanitizePeerText(row.DisplayName), shortKey(row.Pubkey), done)
+		e.out.Resultf("%s %s (%s) %s they cannot message you, nor can their agent sessions", e.out.Style().Green("✔"), cliui.SanitizeName(row.DisplayName), shortKey(row.Pubkey), done)
 		return nil
 	case row.Default:
 		what = capList + " (the defaults)"
 	}
-	e.out.Resultf("%s %s (%s) %s %s", e.out.Style().Green("✔"), cliui.SanitizePeerText(row.DisplayName), shortKey(row.Pubkey), done, what)
+	e.out.Resultf("%s %s (%s) %s %s", e.out.Style().Green("✔"), cliui.SanitizeName(row.DisplayName), shortKey(row.Pubkey), done, what)
 	return nil
 }
 
@@ -324,7 +324,7 @@ func grantsCommand() *cli.Command {
 				if r.Blocked {
 					may = "nothing (blocked)"
 				}
-				t.row(cliui.SanitizePeerText(r.DisplayName), shortKey(r.Pubkey), may)
+				t.row(cliui.SanitizeName(r.DisplayName), shortKey(r.Pubkey), may)
 			}
 			if err := t.flush(); err != nil {
 				return err

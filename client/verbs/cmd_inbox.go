@@ -190,7 +190,7 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	var head string
 	switch {
 	case r.Body == nil:
-		who := cliui.SanitizePeerText(r.SenderName)
+		who := cliui.SanitizeName(r.SenderName)
 		if who == "" {
 			who = "unverified sender " + shortKey(r.SenderPubkey)
 		}
@@ -228,8 +228,8 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 // session whose name is not its member's, "name (via member-name)", so a
 // session can never pass for another member by choosing its name.
 func senderLabel(r inboxRow) string {
-	name := cliui.SanitizePeerText(r.SenderName)
-	member := cliui.SanitizePeerText(r.SenderMemberName)
+	name := cliui.SanitizeName(r.SenderName)
+	member := cliui.SanitizeName(r.SenderMemberName)
 	if r.SenderPubkey != r.SenderMemberPubkey {
 		switch {
 		case member == "":

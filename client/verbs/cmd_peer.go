@@ -100,7 +100,7 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 	}
 	t.row(append(head, "SUMMARY")...)
 	for _, r := range rows {
-		name := cliui.SanitizePeerText(r.DisplayName)
+		name := cliui.SanitizeName(r.DisplayName)
 		if r.Nested {
 			name = "  └ " + name
 		}
@@ -230,9 +230,9 @@ func peerVerify(c *cli.Context) error {
 	if e.out.JSONMode() {
 		return e.out.JSON(res)
 	}
-	e.out.Resultf("safety number with %s in %s:", cliui.SanitizePeerText(name), m.Slug)
+	e.out.Resultf("safety number with %s in %s:", cliui.SanitizeName(name), m.Slug)
 	e.out.Resultf("  %s", e.out.Style().Bold(res.SafetyNumber))
-	e.out.Linef("%s", e.out.Style().Dim("→ ask "+cliui.SanitizePeerText(name)+" to run claudemesh peer verify "+shortKey(m.Pubkey)+
+	e.out.Linef("%s", e.out.Style().Dim("→ ask "+cliui.SanitizeName(name)+" to run claudemesh peer verify "+shortKey(m.Pubkey)+
 		" and compare; the same number on both sides means no one is in the middle"))
 	return nil
 }

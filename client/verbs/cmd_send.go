@@ -156,9 +156,13 @@ func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 // receipt exists.
 func printSent(e *env, slug string, res *sendResult) {
 	s := e.out.Style()
-	who := cliui.SanitizePeerText(res.Target.DisplayName)
+	who := cliui.SanitizeName(res.Target.DisplayName)
 	if who == "" {
 		who = shortKey(res.Target.TargetSpec)
+	} else if wire.IsHex(res.Target.TargetSpec, 64) {
+		// A name with its key prefix: two names can look alike ("alice",
+		// "аlice" with a Cyrillic а), two keys cannot.
+		who += " (" + shortKey(res.Target.TargetSpec) + ")"
 	}
 	switch res.Target.TargetSpec {
 	case "*":
@@ -278,7 +282,7 @@ func messageStatus(c *cli.Context) error {
 		if r.DeliveredAt > 0 {
 			at = when(r.DeliveredAt)
 		}
-		name := cliui.SanitizePeerText(r.DisplayName)
+		name := cliui.SanitizeName(r.DisplayName)
 		if name == "" {
 			name = "?"
 		}
@@ -293,7 +297,7 @@ func messageStatus(c *cli.Context) error {
 func targetName(st *messageStatusJSON) string {
 	for _, r := range st.Recipients {
 		if r.Pubkey == st.TargetSpec && r.DisplayName != "" {
-			return cliui.SanitizePeerText(r.DisplayName) + " (" + shortKey(r.Pubkey) + ")"
+			return cliui.SanitizeName(r.DisplayName) + " (" + shortKey(r.Pubkey) + ")"
 		}
 	}
 	if wire.IsHex(st.TargetSpec, 64) {

@@ -1,8 +1,11 @@
 package cliui
 
 import (
+	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	cmcrypto "claudemesh/crypto"
 )
 
 // SanitizePeerText makes text from peers (message bodies, display names,
@@ -165,4 +168,23 @@ func (z *sanitizer) nextStop(i int) int {
 	z.scanned += j - i
 	z.stopFrom, z.stopAt = i, j
 	return j
+}
+
+// SanitizeName is SanitizePeerText for a display or mesh name, which must
+// also show what a reader could not see: invisible and direction-changing
+// code points (refused in new names, possible in old ones) are shown as
+// ⟨U+200B⟩, so neither "alice\u200b" nor "ali\u202ece" passes for "alice".
+func SanitizeName(s string) string {
+	if strings.ContainsFunc(s, cmcrypto.IsInvisible) {
+		var b strings.Builder
+		for _, r := range s {
+			if cmcrypto.IsInvisible(r) {
+				fmt.Fprintf(&b, "⟨%U⟩", r)
+			} else {
+				b.WriteRune(r)
+			}
+		}
+		s = b.String()
+	}
+	return SanitizePeerText(s)
 }

@@ -147,3 +147,18 @@ func refSkipString(s string, i int) int {
 	}
 	return i
 }
+
+func TestSanitizeNameShowsInvisibles(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice":             "alice",
+		"alice\u200b":       "alice⟨U+200B⟩",
+		"ali\u202ece":       "ali⟨U+202E⟩ce",
+		"al\u2066ice":       "al⟨U+2066⟩ice",
+		"a\u200db":          "a⟨U+200D⟩b",
+		"\x1b[31malice\x07": "alice",
+	} {
+		if got := SanitizeName(in); got != want {
+			t.Errorf("SanitizeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
