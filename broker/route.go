@@ -226,6 +226,20 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		TargetSpec: s.TargetSpec, Kind: s.Kind, Priority: s.Priority, Fingerprint: fingerprint(&s),
 		Push: base, Receipts: s.Receipts == nil || *s.Receipts, CreatedAt: now.UnixMilli(),
 	}
+	// With --audit-messages, the entry's payload (metadata only, as the
+	// broker sees it: never a body) is made canonical here, off the
+	// committer every mesh shares.
+	var auditPayload store.CanonicalPayload
+	if c.b.cfg.AuditMessages {
+		var err error
+		auditPayload, err = store.Canonicalize(map[string]any{
+			"messageId": messageID, "clientMessageId": s.ClientMessageID, "senderPubkey": c.pubkey,
+			"targetSpec": s.TargetSpec, "kind": s.Kind, "recipients": len(to), "fingerprint": rec.Fingerprint})
+		if err != nil {
+			c.ackError(&s, wire.CodeInternal, "could not prepare the audit entry", 1000)
+			return
+		}
+	}
 	var res sendResult
 	err := c.b.store.Submit(func(tx *bolt.Tx) error {
 		res = sendResult{}
@@ -252,12 +266,8 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		}
 		res.seqs, err = store.AppendMessage(tx, ms.id, rec, to)
 		res.messageID = messageID
-		if err == nil && c.b.cfg.AuditMessages {
-			// Metadata only, as the broker sees it: never a body.
-			_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMessageSent, Actor: memberPubkey,
-				At: now, Payload: map[string]any{
-					"messageId": messageID, "clientMessageId": s.ClientMessageID, "senderPubkey": c.pubkey,
-					"targetSpec": s.TargetSpec, "kind": s.Kind, "recipients": len(to), "fingerprint": rec.Fingerprint}})
+		if err == nil && auditPayload != nil {
+			_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMessageSent, Actor: memberPubkey, At: now, Payload: auditPayload})
 		}
 		return err
 	}, func(err error) {

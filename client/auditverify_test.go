@@ -13,7 +13,7 @@ const testMesh = "01JDQM9S346Q3D25VT4F5V37E3"
 
 // buildChain makes n valid entries, each payload recomputed through
 // CanonicalJSON like the broker does.
-func buildChain(t *testing.T, n int, payload func(i int) string) []wire.AuditEntry {
+func buildChain(t testing.TB, n int, payload func(i int) string) []wire.AuditEntry {
 	t.Helper()
 	prev := cmcrypto.AuditGenesisHash
 	var out []wire.AuditEntry
@@ -34,7 +34,7 @@ func buildChain(t *testing.T, n int, payload func(i int) string) []wire.AuditEnt
 	return out
 }
 
-func checkpoint(t *testing.T, key *cmcrypto.Identity, chain []wire.AuditEntry) *wire.AuditCheckpoint {
+func checkpoint(t testing.TB, key *cmcrypto.Identity, chain []wire.AuditEntry) *wire.AuditCheckpoint {
 	t.Helper()
 	cp := &wire.AuditCheckpoint{MeshID: testMesh, Hash: cmcrypto.AuditGenesisHash, BrokerPubkey: key.PublicHex()}
 	if len(chain) > 0 {
@@ -108,4 +108,21 @@ func TestVerifyAuditChain(t *testing.T) {
 	s, _ := cmcrypto.AuditHeadString(testMesh, lie.Seq, lie.Hash)
 	lie.Signature = broker.Sign(s)
 	expect("signed wrong head", VerifyAuditChain(testMesh, pinned, &lie, chain, nil), AuditHeadMismatch, 12)
+}
+
+// BenchmarkVerifyAuditChain10k verifies a 10,000-entry chain (what audit
+// verify does after fetching it): per op, the whole chain.
+func BenchmarkVerifyAuditChain10k(b *testing.B) {
+	t := b
+	broker, _ := cmcrypto.GenerateIdentity()
+	chain := buildChain(t, 10000, func(i int) string {
+		return fmt.Sprintf(`{"messageId":"01JDQM9S346Q3D25VT4F5V%04d","kind":"box","recipients":1,"targetSpec":"%064d"}`, i, i)
+	})
+	cp := checkpoint(t, broker, chain)
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := VerifyAuditChain(testMesh, broker.PublicHex(), cp, chain, nil); !r.OK {
+			b.Fatal(r.Message)
+		}
+	}
 }

@@ -23,9 +23,31 @@ import (
 type AuditEvent struct {
 	Type    string // wire.Audit*
 	Actor   string // pubkey of who made the change (the broker's for the operator)
-	Payload any    // a JSON object; nil is {}
+	Payload any    // a JSON object (or a CanonicalPayload); nil is {}
 	// At is when it happened; zero means now.
 	At time.Time
+}
+
+// CanonicalPayload is an audit payload already in canonical JSON
+// (Canonicalize). A hot path (--audit-messages) prepares it before
+// submitting its write, so the store's single committer only hashes and
+// stores.
+type CanonicalPayload []byte
+
+// Canonicalize turns a payload (a JSON object; nil is {}) into the
+// canonical JSON the chain hashes.
+func Canonicalize(payload any) (CanonicalPayload, error) {
+	if payload == nil {
+		payload = struct{}{}
+	}
+	raw, err := json.Marshal(payload, json.Deterministic(true))
+	if err != nil {
+		return nil, fmt.Errorf("store: audit payload: %w", err)
+	}
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil, fmt.Errorf("store: audit payload must be a JSON object, not %s", raw)
+	}
+	return cmcrypto.CanonicalJSON(raw)
 }
 
 // ErrAuditNoChain means the mesh has no audit bucket (a store that was not
@@ -55,20 +77,11 @@ func AppendAudit(tx *bolt.Tx, meshID string, ev AuditEvent) (*wire.AuditEntry, e
 	if ev.Type == "" {
 		return nil, fmt.Errorf("store: audit event without a type")
 	}
-	payload := ev.Payload
-	if payload == nil {
-		payload = struct{}{}
-	}
-	raw, err := json.Marshal(payload, json.Deterministic(true))
-	if err != nil {
-		return nil, fmt.Errorf("store: audit payload: %w", err)
-	}
-	if len(raw) == 0 || raw[0] != '{' {
-		return nil, fmt.Errorf("store: audit payload must be a JSON object, not %s", raw)
-	}
-	canon, err := cmcrypto.CanonicalJSON(raw)
-	if err != nil {
-		return nil, err
+	canon, ok := ev.Payload.(CanonicalPayload)
+	if !ok {
+		if canon, err = Canonicalize(ev.Payload); err != nil {
+			return nil, err
+		}
 	}
 	seq, prev, err := auditHead(b)
 	if err != nil {
@@ -79,7 +92,7 @@ func AppendAudit(tx *bolt.Tx, meshID string, ev AuditEvent) (*wire.AuditEntry, e
 		at = time.Now()
 	}
 	e := &wire.AuditEntry{
-		Seq: seq + 1, EventType: ev.Type, ActorPubkey: ev.Actor, Payload: canon,
+		Seq: seq + 1, EventType: ev.Type, ActorPubkey: ev.Actor, Payload: wire.RawJSON(canon),
 		PrevHash: prev, CreatedAt: cmcrypto.AuditTime(at),
 	}
 	e.Hash, err = cmcrypto.AuditHash(e.PrevHash, meshID, e.Seq, e.EventType, e.ActorPubkey, canon, e.CreatedAt)

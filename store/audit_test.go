@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,4 +227,25 @@ func TestMigrationAddsGovernanceBuckets(t *testing.T) {
 		return err
 	})
 	verifyChain(t, meshID, chainOf(t, s, meshID))
+}
+
+// BenchmarkAppendAuditInTx is the cost AppendAudit adds to a transaction
+// (canonical payload, head lookup, hash, put), without the commit: many
+// appends in one transaction, as a chain of --audit-messages entries grows.
+func BenchmarkAppendAuditInTx(b *testing.B) {
+	s := newMeshStore(b)
+	payload := map[string]any{"messageId": id("M", 1), "clientMessageId": id("C", 1), "senderPubkey": key(1),
+		"targetSpec": key(2), "kind": "box", "recipients": 1, "fingerprint": strings.Repeat("ab", 32)}
+	b.ReportAllocs()
+	err := s.Update(func(tx *bolt.Tx) error {
+		for b.Loop() {
+			if _, err := AppendAudit(tx, meshID, AuditEvent{Type: wire.AuditMessageSent, Actor: key(1), Payload: payload}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
 }
