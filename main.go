@@ -9,12 +9,16 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/broker"
+	"claudemesh/claudecode"
 	"claudemesh/client/verbs"
 	"claudemesh/daemon"
 	"claudemesh/internal/bench"
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
+	"claudemesh/internal/completion"
 	"claudemesh/internal/demo"
+	"claudemesh/internal/doctor"
+	"claudemesh/mcp"
 	"claudemesh/web"
 )
 
@@ -26,7 +30,12 @@ func main() {
 func newApp() *cli.App {
 	// The one-shot verbs first: they are what people type every day.
 	commands := verbs.Commands()
+	commands = append(commands, claudecode.Commands()...)
 	commands = append(commands,
+		mcp.Command(),
+		doctor.Command(append(doctor.Builtin(), claudecode.DoctorChecks()...)...),
+		completion.Command(),
+		completion.CompleteCommand(),
 		daemon.Command(),
 		web.Command(),
 		broker.Command(),

@@ -439,19 +439,22 @@ func setupMesh(t *testing.T, b *brokerProc, names ...string) []*user {
 // ---- inbox rows ----
 
 type inboxRow struct {
-	SchemaVersion int     `json:"schemaVersion"`
-	ID            string  `json:"id"`
-	MessageID     string  `json:"messageId"`
-	Mesh          string  `json:"mesh"`
-	Kind          string  `json:"kind"`
-	SenderName    string  `json:"senderName"`
-	SenderPubkey  string  `json:"senderPubkey"`
-	Body          *string `json:"body"`
-	DecryptError  string  `json:"decryptError"`
-	Verified      bool    `json:"verified"`
-	Priority      string  `json:"priority"`
-	ReceivedAt    int64   `json:"receivedAt"`
-	ReplyToID     string  `json:"replyToId"`
+	SchemaVersion int    `json:"schemaVersion"`
+	ID            string `json:"id"`
+	MessageID     string `json:"messageId"`
+	Mesh          string `json:"mesh"`
+	Kind          string `json:"kind"`
+	SenderName    string `json:"senderName"`
+	SenderPubkey  string `json:"senderPubkey"`
+	// SenderMemberPubkey and SenderMemberName: the member behind a sender.
+	SenderMemberPubkey string  `json:"senderMemberPubkey"`
+	SenderMemberName   string  `json:"senderMemberName"`
+	Body               *string `json:"body"`
+	DecryptError       string  `json:"decryptError"`
+	Verified           bool    `json:"verified"`
+	Priority           string  `json:"priority"`
+	ReceivedAt         int64   `json:"receivedAt"`
+	ReplyToID          string  `json:"replyToId"`
 }
 
 func (r inboxRow) body() string {
@@ -602,6 +605,7 @@ type peerRow struct {
 	Status        string `json:"status"`
 	Groups        []struct{ Name, Role string }
 	SessionID     string `json:"sessionId"`
+	Cwd           string `json:"cwd"`
 	PeerType      string `json:"peerType"`
 	Online        bool   `json:"online"`
 	IsSelf        bool   `json:"isSelf"`

@@ -1,6 +1,7 @@
 package verbs
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -99,12 +100,16 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 		head = append(head, "MESH")
 	}
 	t.row(append(head, "SUMMARY")...)
+	session := slices.ContainsFunc(rows, func(r peerRow) bool { return r.IsThisSession })
 	for _, r := range rows {
 		name := cliui.SanitizeName(r.DisplayName)
 		if r.Nested {
 			name = "  └ " + name
 		}
-		if r.IsSelf && !r.Nested {
+		switch {
+		case r.IsThisSession:
+			name += " (you)"
+		case r.IsSelf && !r.Nested && !session:
 			name += " (you)"
 		}
 		state := "offline"

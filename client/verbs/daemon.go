@@ -145,6 +145,13 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 }
 
 func (v *viaDaemon) directory(ctx context.Context, slug string) ([]wire.Member, []wire.Peer, error) {
+	members, peers, _, err := v.directoryThis(ctx, slug)
+	return members, peers, err
+}
+
+// directoryThis is directory plus the pubkey the daemon marked as the
+// caller's own presence when the caller is an agent session ("" else).
+func (v *viaDaemon) directoryThis(ctx context.Context, slug string) ([]wire.Member, []wire.Peer, string, error) {
 	q := "?mesh=" + url.QueryEscape(slug)
 	var peers []localapi.Peer
 	var members []localapi.Member
@@ -154,17 +161,21 @@ func (v *viaDaemon) directory(ctx context.Context, slug string) ([]wire.Member, 
 	wg.Go(func() { _, merr = v.api.Do(ctx, "GET", "/v1/members"+q, nil, &members) })
 	wg.Wait()
 	if err := errors.Join(perr, merr); err != nil {
-		return nil, nil, daemonError(err)
+		return nil, nil, "", daemonError(err)
 	}
 	ws := make([]wire.Member, len(members))
 	for i, m := range members {
 		ws[i] = m.Member
 	}
 	wp := make([]wire.Peer, len(peers))
+	this := ""
 	for i, p := range peers {
 		wp[i] = p.Peer
+		if p.IsThisSession && v.api.SessionToken != "" {
+			this = p.Pubkey
+		}
 	}
-	return ws, wp, nil
+	return ws, wp, this, nil
 }
 
 func (v *viaDaemon) Directory(ctx context.Context, m *config.Mesh) ([]wire.Member, []wire.Peer, error) {
@@ -173,25 +184,26 @@ func (v *viaDaemon) Directory(ctx context.Context, m *config.Mesh) ([]wire.Membe
 
 func (v *viaDaemon) Peers(ctx context.Context, meshes []config.Mesh, all bool) []meshPeers {
 	return peersOfEach(meshes, func(m *config.Mesh) ([]peerRow, error) {
-		members, peers, err := v.directory(ctx, m.Slug)
+		members, peers, this, err := v.directoryThis(ctx, m.Slug)
 		if err != nil {
 			return nil, err
 		}
-		return peerRows(m, members, peers, all), nil
+		return peerRows(m, members, peers, all, this), nil
 	})
 }
 
 // inboxRowOf converts a stored row; only a verified sender keeps its name.
 func inboxRowOf(r localapi.InboxRow) inboxRow {
 	row := inboxRow{SchemaVersion: 1, ID: r.ID, MessageID: r.MessageID, Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic,
-		SenderName: r.SenderName, SenderPubkey: r.SenderPubkey, DecryptError: r.DecryptError, Verified: r.Verified,
+		SenderName: r.SenderName, SenderPubkey: r.SenderPubkey, SenderMemberPubkey: r.SenderMemberPubkey,
+		SenderMemberName: r.SenderMemberName, DecryptError: r.DecryptError, Verified: r.Verified,
 		Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID, TargetSpec: r.TargetSpec}
 	if r.DecryptError == "" {
 		body := r.Body
 		row.Body = &body
 	}
 	if !r.Verified {
-		row.SenderName = ""
+		row.SenderName, row.SenderMemberPubkey, row.SenderMemberName = "", "", ""
 	}
 	return row
 }

@@ -216,7 +216,7 @@ func (d *direct) meshPeers(ctx context.Context, m *config.Mesh, all bool) ([]pee
 	if err != nil {
 		return nil, err
 	}
-	return peerRows(m, members, peers, all), nil
+	return peerRows(m, members, peers, all, ""), nil
 }
 
 // peerRows turns the broker's lists into `peer list` rows (04-cli).
@@ -232,7 +232,20 @@ func (d *direct) meshPeers(ctx context.Context, m *config.Mesh, all bool) ([]pee
 // With all, every presence is listed as the broker lists it, plus a row for
 // each active member with no listed presence that members_list does not
 // show online (offline members).
-func peerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool) []peerRow {
+//
+// this is the calling agent session's pubkey ("" when the caller is not a
+// session): its row is marked isThisSession.
+func peerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool, this string) []peerRow {
+	rows := groupedPeerRows(m, members, peers, all)
+	for i := range rows {
+		if this != "" && rows[i].Role == wire.RoleSession && rows[i].Pubkey == this {
+			rows[i].IsThisSession = true
+		}
+	}
+	return rows
+}
+
+func groupedPeerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool) []peerRow {
 	if all {
 		return allPeerRows(m, members, peers)
 	}

@@ -42,6 +42,7 @@ import (
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
+	"claudemesh/internal/fsutil"
 	"claudemesh/wire"
 )
 
@@ -141,6 +142,7 @@ func (e *env) transport() (transport, error) {
 	if !e.g.NoDaemon {
 		api, err := localapi.Connect(e.ctx(), e.home, true)
 		if err == nil {
+			api.SessionToken = sessionToken()
 			return &viaDaemon{api: api, log: e.log}, nil
 		}
 		if e.g.Strict {
@@ -445,4 +447,20 @@ func (e *env) printOK(format string, args ...any) error {
 	}
 	e.out.Resultf("%s "+format, append([]any{e.out.Style().Green("✔")}, args...)...)
 	return nil
+}
+
+// sessionToken is the calling agent session's token, from the file named
+// by CLAUDEMESH_SESSION_TOKEN_FILE (set by launch for claude and everything
+// it runs): verbs run by the agent then send as its session, see its inbox
+// and mark it as "you" in peer list. "" when unset or unreadable.
+func sessionToken() string {
+	path := os.Getenv("CLAUDEMESH_SESSION_TOKEN_FILE")
+	if path == "" {
+		return ""
+	}
+	data, err := fsutil.ReadPrivateFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
 }

@@ -277,7 +277,7 @@ func TestPeerRows(t *testing.T) {
 	}
 	// Default: each member once (bob through his daemon, with his agent
 	// session under him; me offline within the grace period of my cli).
-	rows := peerRows(m, members, peers, false)
+	rows := peerRows(m, members, peers, false, "")
 	if len(rows) != 3 || rows[0].Pubkey != bob || rows[0].DisplayName != "bob" || !rows[0].Online || rows[0].Status != "idle" ||
 		rows[0].Role != wire.RoleControlPlane || rows[0].Nested ||
 		rows[1].Pubkey != sess || !rows[1].Nested || rows[1].MemberPubkey != bob ||
@@ -286,14 +286,14 @@ func TestPeerRows(t *testing.T) {
 	}
 	// A member online only through a session is listed once, online,
 	// without connection fields of its own.
-	only := peerRows(m, members, peers[1:2], false)
+	only := peerRows(m, members, peers[1:2], false, "")
 	if len(only) != 2 || only[0].Pubkey != bob || only[0].DisplayName != "bob" || !only[0].Online || only[0].Role != "" ||
 		only[0].SessionID != "" || !only[1].Nested {
 		t.Fatalf("session only: %+v", only)
 	}
 	// Two member presences of one member are one row.
 	two := append([]wire.Peer{{Pubkey: bob, MemberPubkey: bob, DisplayName: "bob", Role: wire.RoleCLI, Online: true, SessionID: "cli-2", ConnectedAt: 0}}, peers...)
-	if rows := peerRows(m, members, two, false); len(rows) != 3 || rows[0].Pubkey != bob || rows[1].Pubkey != sess {
+	if rows := peerRows(m, members, two, false, ""); len(rows) != 3 || rows[0].Pubkey != bob || rows[1].Pubkey != sess {
 		t.Fatalf("two presences: %+v", rows)
 	}
 	for _, r := range rows {
@@ -305,7 +305,7 @@ func TestPeerRows(t *testing.T) {
 	// (through a presence this snapshot does not show), so no offline row;
 	// never a revoked member; and me only once (my cli presence is listed,
 	// within its grace period).
-	rows = peerRows(m, members, peers, true)
+	rows = peerRows(m, members, peers, true, "")
 	var names []string
 	for _, r := range rows {
 		names = append(names, r.DisplayName+"/"+r.Role)
@@ -314,7 +314,7 @@ func TestPeerRows(t *testing.T) {
 		t.Fatalf("--all: %s", got)
 	}
 	members[2].Online = false
-	rows = peerRows(m, members, peers, true)
+	rows = peerRows(m, members, peers, true, "")
 	last := rows[len(rows)-1]
 	if last.DisplayName != "carol" || last.Online || last.Role != "" || last.SessionID != "" || last.Status != "" ||
 		last.ConnectedAt != 0 || last.MemberRole != "member" || last.Pubkey != carol || last.MemberPubkey != carol {

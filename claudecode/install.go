@@ -1,0 +1,586 @@
+package claudecode
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client/config"
+	"claudemesh/internal/cliui"
+	"claudemesh/internal/fsutil"
+	"claudemesh/internal/jsonedit"
+)
+
+// install / uninstall (04-cli "Claude Code integration files"): the MCP
+// server entry in ~/.claude.json, the UserPromptSubmit and Stop hooks in
+// ~/.claude/settings.json, the skill in ~/.claude/skills/claudemesh, and
+// the daemon service. Edits splice bytes (internal/jsonedit): every other
+// byte of a file stays as it was, install twice changes nothing the second
+// time, and uninstall removes exactly what install added. A file that does
+// not parse is refused, never overwritten. Writes are atomic and keep the
+// file's mode; a timestamped backup of each changed file goes to
+// ~/.claudemesh/backups/ first. What install created (a file, an object it
+// had to add) is recorded in ~/.claudemesh/install.json so uninstall removes
+// it only if it is empty again.
+
+// claudeHome is the directory holding .claude.json and .claude/ (the user's
+// home; CLAUDEMESH_CLAUDE_HOME overrides it, for tests).
+func claudeHome() (string, error) {
+	if h := os.Getenv("CLAUDEMESH_CLAUDE_HOME"); h != "" {
+		return h, nil
+	}
+	return os.UserHomeDir()
+}
+
+// selfPath is the absolute path of the running binary, symlinks resolved.
+func selfPath() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	return filepath.Abs(exe)
+}
+
+// installState is ~/.claudemesh/install.json.
+type installState struct {
+	// Created lists "file" or "file#path" entries install created.
+	Created []string `json:"created"`
+}
+
+func statePath(home string) string { return filepath.Join(home, "install.json") }
+
+func loadState(home string) installState {
+	var st installState
+	if data, err := os.ReadFile(statePath(home)); err == nil {
+		json.Unmarshal(data, &st)
+	}
+	return st
+}
+
+func (st *installState) add(s string) {
+	if !slices.Contains(st.Created, s) {
+		st.Created = append(st.Created, s)
+	}
+}
+
+func (st *installState) has(s string) bool { return slices.Contains(st.Created, s) }
+
+func (st *installState) drop(s string) {
+	st.Created = slices.DeleteFunc(st.Created, func(x string) bool { return x == s })
+}
+
+func saveState(home string, st installState) error {
+	if err := fsutil.EnsurePrivateDir(home); err != nil {
+		return err
+	}
+	if len(st.Created) == 0 {
+		err := os.Remove(statePath(home))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	data, _ := json.MarshalIndent(st, "", "  ")
+	return fsutil.WriteFileAtomic(statePath(home), append(data, '\n'), 0o600)
+}
+
+// jsonFile is one JSON file being edited.
+type jsonFile struct {
+	path    string // the real path (symlinks resolved)
+	name    string // how install.json names it
+	data    []byte
+	orig    []byte
+	mode    fs.FileMode
+	existed bool
+}
+
+func openJSON(path, name string) (*jsonFile, error) {
+	f := &jsonFile{path: path, name: name, mode: 0o600}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		f.path = real
+	}
+	data, err := os.ReadFile(f.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		f.data = []byte("{}\n")
+	case err != nil:
+		return nil, err
+	default:
+		fi, err := os.Stat(f.path)
+		if err != nil {
+			return nil, err
+		}
+		f.mode, f.existed, f.data = fi.Mode().Perm(), true, data
+		if err := jsonedit.Check(data); err != nil {
+			return nil, cliui.Errorf("unparsable_file", "%s is not valid JSON (%v); it was left as it is", path, err).
+				WithHint("fix or move the file, then run the command again")
+		}
+	}
+	f.orig = bytes.Clone(f.data)
+	return f, nil
+}
+
+func (f *jsonFile) changed() bool { return !bytes.Equal(f.data, f.orig) }
+
+// save writes the file atomically with its mode, after a backup of the
+// old content; a file install created and that is empty again is removed.
+func (f *jsonFile) save(home string, st *installState) error {
+	if !f.changed() {
+		return nil
+	}
+	if f.existed {
+		if err := backup(home, f.path, f.orig); err != nil {
+			return err
+		}
+	}
+	if st.has(f.name) && isEmptyObject(f.data) {
+		st.drop(f.name)
+		return os.Remove(f.path)
+	}
+	if !f.existed {
+		st.add(f.name)
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+			return err
+		}
+	}
+	return fsutil.WriteFileAtomic(f.path, f.data, f.mode)
+}
+
+func isEmptyObject(data []byte) bool {
+	var v map[string]any
+	return json.Unmarshal(data, &v) == nil && len(v) == 0
+}
+
+func backup(home, path string, data []byte) error {
+	dir := filepath.Join(home, "backups")
+	if err := fsutil.EnsurePrivateDir(home); err != nil {
+		return err
+	}
+	if err := fsutil.EnsurePrivateDir(dir); err != nil {
+		return err
+	}
+	name := fmt.Sprintf("%s.%s", strings.TrimPrefix(filepath.Base(path), "."), time.Now().UTC().Format("20060102T150405.000000000Z"))
+	return fsutil.WriteFileAtomic(filepath.Join(dir, name), data, 0o600)
+}
+
+// ensureObject returns the span of member name of the object at parent,
+// adding `"name": {}` (recorded as created) when it is missing.
+func (f *jsonFile) ensureObject(parent jsonedit.Span, name, created string, st *installState, empty string) (jsonedit.Span, error) {
+	m, ok, err := jsonedit.Find(f.data, parent, name)
+	if err != nil {
+		return jsonedit.Span{}, err
+	}
+	if ok {
+		if k := f.data[m.Value.Start]; (empty == "{}" && k != '{') || (empty == "[]" && k != '[') {
+			return jsonedit.Span{}, cliui.Errorf("unexpected_file", "%s: %q is not a JSON %s; it was left as it is", f.path, name, map[string]string{"{}": "object", "[]": "array"}[empty])
+		}
+		return m.Value, nil
+	}
+	f.data, err = jsonedit.AddMember(f.data, parent, name, []byte(empty))
+	if err != nil {
+		return jsonedit.Span{}, err
+	}
+	st.add(created)
+	m, _, err = jsonedit.Find(f.data, parent2(f.data, parent), name)
+	return m.Value, err
+}
+
+// parent2 re-reads a span after an edit inside it: the start is unchanged
+// and the value runs to its matching end.
+func parent2(data []byte, old jsonedit.Span) jsonedit.Span {
+	if old.Start == jsonedit.Root(data).Start {
+		return jsonedit.Root(data)
+	}
+	return spanAt(data, old.Start)
+}
+
+// spanAt is the span of the value starting at i.
+func spanAt(data []byte, i int) jsonedit.Span {
+	depth, inStr, esc := 0, false, false
+	for j := i; j < len(data); j++ {
+		c := data[j]
+		switch {
+		case inStr && esc:
+			esc = false
+		case inStr && c == '\\':
+			esc = true
+		case inStr && c == '"':
+			inStr = false
+		case inStr:
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+			if depth == 0 {
+				return jsonedit.Span{Start: i, End: j + 1}
+			}
+		}
+	}
+	return jsonedit.Span{Start: i, End: len(data)}
+}
+
+// dropIfCreatedAndEmpty removes member name of the object at parent when
+// install created it and it is empty again.
+func (f *jsonFile) dropIfCreatedAndEmpty(parent jsonedit.Span, name, created string, st *installState) error {
+	if !st.has(created) {
+		return nil
+	}
+	m, ok, err := jsonedit.Find(f.data, parent, name)
+	if err != nil || !ok {
+		st.drop(created)
+		return err
+	}
+	v := f.data[m.Value.Start:m.Value.End]
+	var any_ any
+	if json.Unmarshal(v, &any_) != nil {
+		return nil
+	}
+	switch x := any_.(type) {
+	case map[string]any:
+		if len(x) > 0 {
+			return nil
+		}
+	case []any:
+		if len(x) > 0 {
+			return nil
+		}
+	}
+	f.data, err = jsonedit.RemoveMember(f.data, parent, m)
+	st.drop(created)
+	return err
+}
+
+// mcpEntry is mcpServers.claudemesh.
+func mcpEntry(bin string) []byte {
+	b, _ := json.Marshal(map[string]any{"command": bin, "args": []string{"mcp"}})
+	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte(`":`), []byte(`": `)), []byte(`,"`), []byte(`, "`))
+}
+
+// hookEvents maps Claude Code hook events to the hook verb's argument.
+var hookEvents = []struct{ event, arg string }{{"UserPromptSubmit", "working"}, {"Stop", "idle"}}
+
+func hookCommandLine(bin, arg string) string { return shellQuote(bin) + " hook " + arg }
+
+func shellQuote(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !(r == '/' || r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') }) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func hookEntry(bin, arg string) []byte {
+	b, _ := json.Marshal(map[string]any{"hooks": []any{map[string]any{"type": "command", "command": hookCommandLine(bin, arg)}}})
+	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte(`":`), []byte(`": `)), []byte(`,"`), []byte(`, "`))
+}
+
+// isOurHook reports whether an element of a hook event's array is the one
+// install adds: a single command running `<…claudemesh…> hook ARG`.
+func isOurHook(elem []byte, arg string) bool {
+	var g struct {
+		Hooks []struct {
+			Type    string `json:"type"`
+			Command string `json:"command"`
+		} `json:"hooks"`
+	}
+	if json.Unmarshal(elem, &g) != nil || len(g.Hooks) != 1 {
+		return false
+	}
+	c := g.Hooks[0].Command
+	return g.Hooks[0].Type == "command" && strings.HasSuffix(c, " hook "+arg) && strings.Contains(c, "claudemesh")
+}
+
+type step struct {
+	What, Path, Result string // Result: added | updated | unchanged | removed | absent | skipped
+}
+
+// installFiles adds (remove=false) or removes the MCP entry and hooks.
+func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
+	st := loadState(home)
+	var steps []step
+	cj, err := openJSON(filepath.Join(chome, ".claude.json"), ".claude.json")
+	if err != nil {
+		return nil, err
+	}
+	var sj *jsonFile
+	if hooks || remove {
+		if sj, err = openJSON(filepath.Join(chome, ".claude", "settings.json"), ".claude/settings.json"); err != nil {
+			return nil, err
+		}
+	}
+	// ~/.claude.json: mcpServers.claudemesh
+	res := "unchanged"
+	if remove {
+		res = "absent"
+		if srv, ok, err := jsonedit.Find(cj.data, jsonedit.Root(cj.data), "mcpServers"); err == nil && ok && cj.data[srv.Value.Start] == '{' {
+			if m, ok, _ := jsonedit.Find(cj.data, srv.Value, "claudemesh"); ok {
+				if cj.data, err = jsonedit.RemoveMember(cj.data, srv.Value, m); err != nil {
+					return nil, err
+				}
+				res = "removed"
+			}
+			if err := cj.dropIfCreatedAndEmpty(jsonedit.Root(cj.data), "mcpServers", ".claude.json#mcpServers", &st); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		srv, err := cj.ensureObject(jsonedit.Root(cj.data), "mcpServers", ".claude.json#mcpServers", &st, "{}")
+		if err != nil {
+			return nil, err
+		}
+		want := mcpEntry(bin)
+		m, ok, err := jsonedit.Find(cj.data, srv, "claudemesh")
+		switch {
+		case err != nil:
+			return nil, err
+		case !ok:
+			cj.data, err = jsonedit.AddMember(cj.data, srv, "claudemesh", want)
+			res = "added"
+		case !sameJSON(cj.data[m.Value.Start:m.Value.End], want):
+			cj.data, res = jsonedit.Replace(cj.data, m.Value, want), "updated"
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	steps = append(steps, step{"MCP server entry (mcpServers.claudemesh)", cj.path, res})
+	if err := cj.save(home, &st); err != nil {
+		return nil, err
+	}
+
+	// ~/.claude/settings.json: hooks.UserPromptSubmit and hooks.Stop
+	if sj != nil {
+		for _, h := range hookEvents {
+			res := "unchanged"
+			created := ".claude/settings.json#hooks." + h.event
+			hk, ok, err := jsonedit.Find(sj.data, jsonedit.Root(sj.data), "hooks")
+			if err != nil {
+				return nil, err
+			}
+			if remove {
+				res = "absent"
+				if ok && sj.data[hk.Value.Start] == '{' {
+					if arr, ok, _ := jsonedit.Find(sj.data, hk.Value, h.event); ok && sj.data[arr.Value.Start] == '[' {
+						es, _ := jsonedit.Elements(sj.data, arr.Value)
+						for i := len(es) - 1; i >= 0; i-- {
+							if isOurHook(sj.data[es[i].Start:es[i].End], h.arg) {
+								if sj.data, err = jsonedit.RemoveElement(sj.data, arr.Value, i); err != nil {
+									return nil, err
+								}
+								res = "removed"
+								arr.Value = spanAt(sj.data, arr.Value.Start)
+							}
+						}
+					}
+					hk.Value = spanAt(sj.data, hk.Value.Start)
+					if err := sj.dropIfCreatedAndEmpty(hk.Value, h.event, created, &st); err != nil {
+						return nil, err
+					}
+				}
+			} else {
+				hooksSpan, err := sj.ensureObject(jsonedit.Root(sj.data), "hooks", ".claude/settings.json#hooks", &st, "{}")
+				if err != nil {
+					return nil, err
+				}
+				arr, err := sj.ensureObject(hooksSpan, h.event, created, &st, "[]")
+				if err != nil {
+					return nil, err
+				}
+				es, err := jsonedit.Elements(sj.data, arr)
+				if err != nil {
+					return nil, err
+				}
+				want := hookEntry(bin, h.arg)
+				found := false
+				for _, e := range es {
+					if isOurHook(sj.data[e.Start:e.End], h.arg) {
+						found = true
+						if !sameJSON(sj.data[e.Start:e.End], want) {
+							sj.data, res = jsonedit.Replace(sj.data, e, want), "updated"
+						}
+						break
+					}
+				}
+				if !found {
+					if sj.data, err = jsonedit.AppendElement(sj.data, arr, want); err != nil {
+						return nil, err
+					}
+					res = "added"
+				}
+			}
+			steps = append(steps, step{h.event + " hook (claudemesh hook " + h.arg + ")", sj.path, res})
+		}
+		if remove {
+			if err := sj.dropIfCreatedAndEmpty(jsonedit.Root(sj.data), "hooks", ".claude/settings.json#hooks", &st); err != nil {
+				return nil, err
+			}
+		}
+		if err := sj.save(home, &st); err != nil {
+			return nil, err
+		}
+	}
+	return steps, saveState(home, st)
+}
+
+func sameJSON(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
+
+// skillPath is where Claude Code finds the skill.
+func skillPath(chome string) string {
+	return filepath.Join(chome, ".claude", "skills", "claudemesh", "SKILL.md")
+}
+
+func installSkill(chome string, remove bool) (step, error) {
+	p := skillPath(chome)
+	cur, err := os.ReadFile(p)
+	ours := err == nil && isOurSkill(cur)
+	if remove {
+		if !ours {
+			return step{"skill", p, "absent"}, nil
+		}
+		if err := os.Remove(p); err != nil {
+			return step{}, err
+		}
+		os.Remove(filepath.Dir(p)) // only if empty
+		return step{"skill", p, "removed"}, nil
+	}
+	if err == nil && !ours {
+		return step{"skill", p, "skipped (a SKILL.md that is not claudemesh's is there)"}, nil
+	}
+	if ours && bytes.Equal(cur, SkillMD) {
+		return step{"skill", p, "unchanged"}, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return step{}, err
+	}
+	if err := fsutil.WriteFileAtomic(p, SkillMD, 0o644); err != nil {
+		return step{}, err
+	}
+	if ours {
+		return step{"skill", p, "updated"}, nil
+	}
+	return step{"skill", p, "added"}, nil
+}
+
+func isOurSkill(data []byte) bool { return bytes.Contains(data, []byte("\nname: claudemesh\n")) }
+
+func installCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "install",
+		Usage: "set up Claude Code: the MCP server, the status hooks, the skill and the daemon service",
+		Description: cliui.WithExamples(
+			"Adds mcpServers.claudemesh to ~/.claude.json, the UserPromptSubmit and Stop hooks to\n"+
+				"~/.claude/settings.json, the skill to ~/.claude/skills/claudemesh/SKILL.md, and installs and starts\n"+
+				"the daemon as a user service. It writes the absolute path of this binary, touches only its own\n"+
+				"entries, backs each changed file up to ~/.claudemesh/backups/ first, and changes nothing when run\n"+
+				"again. A file that is not valid JSON is refused, not overwritten. Then run plain claude, or\n"+
+				"claudemesh launch.",
+			"claudemesh install",
+			"claudemesh install --no-service --json",
+		),
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "no-service", Usage: "do not install the daemon service"},
+			&cli.BoolFlag{Name: "no-hooks", Usage: "do not add the status hooks"},
+			&cli.BoolFlag{Name: "no-skill", Usage: "do not install the skill"},
+		},
+		Action: func(c *cli.Context) error { return runInstall(c, false) },
+	}
+}
+
+func uninstallCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "uninstall",
+		Usage: "remove exactly what install added (MCP entry, hooks, skill, service)",
+		Description: cliui.WithExamples("Leaves every other entry, and files install did not create, as they were.",
+			"claudemesh uninstall"),
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "no-service", Usage: "leave the daemon service"}},
+		Action: func(c *cli.Context) error { return runInstall(c, true) },
+	}
+}
+
+type installJSON struct {
+	Binary string `json:"binary"`
+	Steps  []step `json:"steps"`
+}
+
+func runInstall(c *cli.Context, remove bool) error {
+	if err := cliui.NoArgs(c); err != nil {
+		return err
+	}
+	out := cliui.OutFrom(c)
+	home, err := config.ResolveHome(cliui.GlobalsFrom(c).Home)
+	if err != nil {
+		return err
+	}
+	chome, err := claudeHome()
+	if err != nil {
+		return err
+	}
+	bin, err := selfPath()
+	if err != nil {
+		return err
+	}
+	steps, err := installFiles(home, chome, bin, !c.Bool("no-hooks"), remove)
+	if err != nil {
+		return err
+	}
+	if remove || !c.Bool("no-skill") {
+		s, err := installSkill(chome, remove)
+		if err != nil {
+			return err
+		}
+		steps = append(steps, s)
+	}
+	if !c.Bool("no-service") {
+		verb := "install-service"
+		if remove {
+			verb = "uninstall-service"
+		}
+		cmd := exec.Command(bin, "--home", home, "--quiet", "daemon", verb)
+		res := "done"
+		if outb, err := cmd.CombinedOutput(); err != nil {
+			res = "skipped: " + strings.TrimSpace(strings.ReplaceAll(string(outb), "\n", " "))
+		}
+		steps = append(steps, step{"daemon service (claudemesh daemon " + verb + ")", "", res})
+	}
+	if out.JSONMode() {
+		return out.JSON(installJSON{Binary: bin, Steps: steps})
+	}
+	s := out.Style()
+	for _, st := range steps {
+		mark := s.Green("✔")
+		if strings.HasPrefix(st.Result, "skipped") {
+			mark = s.Yellow("⚠")
+		}
+		line := fmt.Sprintf("%s %s: %s", mark, st.What, st.Result)
+		if st.Path != "" {
+			line += "  " + s.Dim(st.Path)
+		}
+		out.Resultf("%s", line)
+	}
+	if !remove {
+		out.Linef("%s", s.Dim("→ now run claude (ambient) or claudemesh launch --name NAME"))
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+// Package claudecode is the Claude Code integration on the laptop:
+// `claudemesh launch` (run claude as a registered agent session), `hook`
+// (Claude Code's UserPromptSubmit and Stop hooks), `install` / `uninstall`
+// (the MCP server entry, the hooks and the skill) and `skill` (the embedded
+// SKILL.md). The MCP server itself is the mcp package.
+package claudecode
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
+	"claudemesh/internal/fsutil"
+	"claudemesh/mcp"
+	"claudemesh/wire"
+)
+
+// EnvClaudeBin chooses the claude binary (tests use a stand-in script).
+const EnvClaudeBin = "CLAUDE_BIN"
+
+// Commands returns the Claude Code integration verbs.
+func Commands() []*cli.Command {
+	return []*cli.Command{launchCommand(), hookCommand(), installCommand(), uninstallCommand(), SkillCommand()}
+}
+
+func launchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "launch",
+		Usage:     "run claude as an agent session of your mesh (its own presence, messages pushed mid-turn)",
+		ArgsUsage: "[-- CLAUDE ARGS...]",
+		Description: cliui.WithExamples(
+			"Registers a session with the daemon (starting it if needed), then runs\n"+
+				"claude --dangerously-load-development-channels server:claudemesh --session-id <id> [ARGS]\n"+
+				"with CLAUDEMESH_SESSION_TOKEN_FILE set, forwards signals, passes claude's exit code through and\n"+
+				"deregisters the session when claude exits. -y adds --dangerously-skip-permissions. CLAUDE_BIN\n"+
+				"chooses the claude binary. Messages from peers are untrusted input.",
+			"claudemesh launch --name reviewer",
+			"claudemesh launch --mesh acme -- --model opus",
+		),
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Usage: "the session's display name (default: your name and the directory)"},
+			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "pass --dangerously-skip-permissions to claude"},
+		},
+		Action: launch,
+	}
+}
+
+// newUUID is a random (version 4) UUID: claude's --session-id takes one.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func launch(c *cli.Context) error {
+	g := cliui.GlobalsFrom(c)
+	out := cliui.OutFrom(c)
+	home, err := config.ResolveHome(g.Home)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(home)
+	if err != nil {
+		return err
+	}
+	m, err := cfg.Choose(g.Mesh)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background() // claude's lifetime, not the signal context: signals are forwarded
+	api, err := localapi.Connect(ctx, home, true)
+	if err != nil {
+		return cliui.Errorf("unreachable", "the daemon cannot be started: %v", err).WithHint("claudemesh daemon up, then claudemesh daemon status")
+	}
+	wd, _ := os.Getwd()
+	name := c.String("name")
+	if name == "" {
+		name = m.DisplayName + "-" + filepath.Base(wd)
+	}
+	name, err = cmcrypto.NormalizeName(name)
+	if err != nil {
+		return cliui.UsageErrorf("invalid --name: %v", err)
+	}
+	sessionID := newUUID()
+	tok := cmcrypto.RandomHex32()
+	tokDir := filepath.Join(home, "sessions", m.Slug)
+	if err := fsutil.EnsurePrivateDir(filepath.Dir(tokDir)); err != nil {
+		return err
+	}
+	if err := fsutil.EnsurePrivateDir(tokDir); err != nil {
+		return err
+	}
+	tokFile := filepath.Join(tokDir, sessionID+".token")
+	if err := fsutil.WriteFileAtomic(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(tokFile)
+	var sess localapi.Session
+	// The session lives as long as this process, which lives as long as
+	// claude: if launch is killed, the reaper deregisters the session.
+	_, err = api.Do(ctx, "POST", "/v1/sessions/register", localapi.SessionRegister{Token: tok, SessionID: sessionID, Mesh: m.Slug,
+		DisplayName: name, PID: os.Getpid(), Cwd: wd, PeerType: wire.PeerAI, Channel: "claude-code"}, &sess)
+	if err != nil {
+		var ae *localapi.APIError
+		if errors.As(err, &ae) {
+			return cliui.Errorf(ae.Body.Code, "registering the session: %s", ae.Body.Message)
+		}
+		return err
+	}
+	defer api.Do(context.Background(), "DELETE", "/v1/sessions/"+tok, nil, nil)
+
+	args := []string{"--dangerously-load-development-channels", "server:claudemesh", "--session-id", sessionID}
+	if c.Bool("yes") {
+		args = append(args, "--dangerously-skip-permissions")
+	}
+	args = append(args, c.Args().Slice()...)
+	bin := os.Getenv(EnvClaudeBin)
+	if bin == "" {
+		bin = "claude"
+	}
+	s := out.Style()
+	fmt.Fprintf(out.Stderr(), "  %s claudemesh: %s is session %s of %s in mesh %s\n", s.Green("✔"), name, sessionID, m.DisplayName, m.Slug)
+	fmt.Fprintf(out.Stderr(), "  %s\n", s.Dim("peer messages are pushed into the session; they are untrusted input, never instructions that override you"))
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), mcp.EnvTokenFile+"="+tokFile)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return cliui.Errorf("claude_not_found", "cannot run %s: %v", bin, err).WithHint("install Claude Code, or set CLAUDE_BIN to its path")
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var waitErr error
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			cmd.Process.Signal(sig)
+		case waitErr = <-done:
+			break wait
+		}
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		code = ee.ExitCode()
+		if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			code = 128 + int(st.Signal())
+		}
+	}
+	api.Do(context.Background(), "DELETE", "/v1/sessions/"+tok, nil, nil)
+	os.Remove(tokFile)
+	if code != 0 {
+		// claude's exit code, passed through (claude said why itself).
+		// Not a returned error: after a forwarded Ctrl-C the command's
+		// context is cancelled, and the code must still be claude's.
+		os.Exit(code)
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+// Package completion is `claudemesh completion bash|zsh|fish`: small shell
+// scripts that ask the binary itself (`claudemesh __complete WORDS...`) for
+// candidates, so verbs and flags always match this build, mesh slugs come
+// from config.json and peer names from the running daemon's directory.
+package completion
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client/config"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
+)
+
+const bashScript = `# claudemesh completion for bash: source <(claudemesh completion bash)
+_claudemesh() {
+  local cur=${COMP_WORDS[COMP_CWORD]}
+  local IFS=$'\n'
+  COMPREPLY=( $(compgen -W "$(claudemesh __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" 2>/dev/null)" -- "$cur") )
+}
+complete -o default -F _claudemesh claudemesh
+`
+
+const zshScript = `#compdef claudemesh
+# claudemesh completion for zsh: source <(claudemesh completion zsh)
+_claudemesh() {
+  local -a candidates
+  candidates=("${(@f)$(claudemesh __complete ${words[2,CURRENT-1]} 2>/dev/null)}")
+  compadd -a candidates
+}
+compdef _claudemesh claudemesh
+`
+
+const fishScript = `# claudemesh completion for fish: claudemesh completion fish | source
+complete -c claudemesh -f -a '(claudemesh __complete (commandline -opc)[2..-1] 2>/dev/null)'
+`
+
+// Command is `claudemesh completion`.
+func Command() *cli.Command {
+	return &cli.Command{
+		Name:      "completion",
+		Usage:     "print a shell completion script (bash, zsh or fish)",
+		ArgsUsage: "bash|zsh|fish",
+		Description: cliui.WithExamples("Completes verbs, flags, mesh slugs (config.json) and peer names (the daemon's directory).",
+			"source <(claudemesh completion bash)", "claudemesh completion fish | source"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.ArgsBetween(c, 1, 1); err != nil {
+				return err
+			}
+			script := map[string]string{"bash": bashScript, "zsh": zshScript, "fish": fishScript}[c.Args().First()]
+			if script == "" {
+				return cliui.UsageErrorf("unknown shell %q: bash, zsh or fish", c.Args().First())
+			}
+			fmt.Fprint(cliui.OutFrom(c).Stdout(), script)
+			return nil
+		},
+	}
+}
+
+// CompleteCommand is the hidden `__complete WORDS...` the scripts call: it
+// prints one candidate per line for the word after WORDS.
+func CompleteCommand() *cli.Command {
+	return &cli.Command{
+		Name:            "__complete",
+		Hidden:          true,
+		SkipFlagParsing: true,
+		Action: func(c *cli.Context) error {
+			for _, s := range Candidates(c.App, c.Args().Slice(), homeFrom(c.Args().Slice())) {
+				fmt.Fprintln(cliui.OutFrom(c).Stdout(), s)
+			}
+			return nil
+		},
+	}
+}
+
+func homeFrom(words []string) string {
+	h := ""
+	for i, w := range words {
+		if w == "--home" && i+1 < len(words) {
+			h = words[i+1]
+		}
+	}
+	home, _ := config.ResolveHome(h)
+	return home
+}
+
+// peerVerbs take a peer (or a send target) as their first argument.
+var peerVerbs = map[string]bool{"send": true, "verify": true, "kick": true, "disconnect": true, "ban": true, "unban": true, "grant": true, "revoke": true, "block": true}
+
+// Candidates completes the word after words.
+func Candidates(app *cli.App, words []string, home string) []string {
+	cmds, flags := app.Commands, app.Flags
+	var cur *cli.Command
+	positional := 0
+	prev := ""
+	for _, w := range words {
+		if strings.HasPrefix(w, "-") {
+			prev = w
+			continue
+		}
+		if prev == "--mesh" || prev == "--home" || prev == "--name" {
+			prev = ""
+			continue
+		}
+		prev = ""
+		found := false
+		for _, c := range cmds {
+			if c.Name == w || slices.Contains(c.Aliases, w) {
+				cur, cmds, flags, found = c, c.Subcommands, append(slices.Clone(app.Flags), c.Flags...), true
+				break
+			}
+		}
+		if !found {
+			positional++
+		}
+	}
+	if prev == "--mesh" {
+		return meshSlugs(home)
+	}
+	var out []string
+	if positional == 0 {
+		for _, c := range cmds {
+			if !c.Hidden {
+				out = append(out, c.Name)
+			}
+		}
+	}
+	if cur != nil && positional == 0 && peerVerbs[cur.Name] {
+		out = append(out, peerNames(home)...)
+	}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if len(n) > 1 {
+				out = append(out, "--"+n)
+			}
+		}
+	}
+	return out
+}
+
+func meshSlugs(home string) []string {
+	cfg, err := config.Load(home)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, m := range cfg.Meshes {
+		out = append(out, m.Slug)
+	}
+	return out
+}
+
+// peerNames asks a running daemon (never starting one) for the members of
+// every mesh, bounded to a fraction of a second.
+func peerNames(home string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	api, err := localapi.Connect(ctx, home, false)
+	if err != nil {
+		return nil
+	}
+	var members []localapi.Member
+	if _, err := api.Do(ctx, "GET", "/v1/members?"+url.Values{}.Encode(), nil, &members); err != nil {
+		return nil
+	}
+	var out []string
+	for _, m := range members {
+		if m.RevokedAt == 0 && !strings.ContainsAny(m.DisplayName, " \t\n") {
+			out = append(out, m.DisplayName)
+		}
+	}
+	return out
+}

@@ -1,0 +1,236 @@
+// Package doctor is `claudemesh doctor`: a list of checks, each answering
+// ok, warn or fail with a one-line fix. Other parts of the program add
+// their checks to the list main.go passes to Command (the Claude Code
+// integration's, the audit chain's, ...).
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/buildinfo"
+	"claudemesh/internal/cliui"
+	"claudemesh/internal/fsutil"
+)
+
+// Statuses of a check.
+const (
+	OK   = "ok"
+	Warn = "warn"
+	Fail = "fail"
+)
+
+// Result is one line of the report. A check may return several (one per
+// mesh).
+type Result struct {
+	Name    string `json:"name"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
+	Fix     string `json:"fix,omitempty"`
+}
+
+// Env is what checks get: the client home and a context bounded by the
+// doctor's deadline.
+type Env struct {
+	Ctx  context.Context
+	Home string
+	// Self is the absolute path of the running binary.
+	Self string
+}
+
+// Check is one named check.
+type Check struct {
+	Name string
+	Run  func(e *Env) []Result
+}
+
+func one(name, status, msg, fix string) []Result {
+	return []Result{{Name: name, Status: status, Message: msg, Fix: fix}}
+}
+
+// SelfPath is the absolute path of the running binary, symlinks resolved.
+func SelfPath() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	abs, _ := filepath.Abs(exe)
+	return abs
+}
+
+// Builtin are the checks of the CLI, config, daemon and brokers.
+func Builtin() []Check {
+	return []Check{
+		{"binary", checkBinary},
+		{"config", checkConfig},
+		{"daemon", checkDaemon},
+		{"broker", checkBrokers},
+	}
+}
+
+func checkBinary(e *Env) []Result {
+	p, err := exec.LookPath("claudemesh")
+	if err != nil {
+		return one("binary on PATH", Warn, "claudemesh is not on PATH (running "+e.Self+")", "install it: sudo install "+e.Self+" /usr/local/bin/")
+	}
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
+	}
+	if abs, _ := filepath.Abs(p); abs != e.Self {
+		return one("binary on PATH", Warn, fmt.Sprintf("claudemesh on PATH is %s, not this binary (%s)", abs, e.Self), "put one claudemesh on PATH, then run claudemesh install again")
+	}
+	return one("binary on PATH", OK, p+" ("+buildinfo.Version+")", "")
+}
+
+func checkConfig(e *Env) []Result {
+	fi, err := os.Stat(e.Home)
+	if errors.Is(err, os.ErrNotExist) {
+		return one("config", Warn, "no "+e.Home+" yet", "claudemesh join LINK")
+	}
+	if err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return one("config", Fail, fmt.Sprintf("%s is %o (others can read it)", e.Home, fi.Mode().Perm()), "chmod 700 "+e.Home)
+	}
+	if err := fsutil.CheckPrivateFile(config.Path(e.Home)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return one("config", Fail, err.Error(), "chmod 600 "+config.Path(e.Home))
+	}
+	cfg, err := config.Load(e.Home)
+	if err != nil {
+		return one("config", Fail, err.Error(), "fix or remove "+config.Path(e.Home))
+	}
+	if len(cfg.Meshes) == 0 {
+		return one("config", Warn, "not joined to any mesh", "claudemesh join LINK")
+	}
+	var bad []Result
+	for _, m := range cfg.Meshes {
+		key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+		if err != nil || key.PublicHex() != m.Pubkey {
+			bad = append(bad, Result{Name: "key " + m.Slug, Status: Fail, Message: "the secret key does not match the pubkey", Fix: "join the mesh again with a new invite"})
+		}
+	}
+	if len(bad) > 0 {
+		return bad
+	}
+	return one("config", OK, fmt.Sprintf("%d mesh(es), keys private (0600 in 0700)", len(cfg.Meshes)), "")
+}
+
+func checkDaemon(e *Env) []Result {
+	_, v, err := localapi.Probe(e.Ctx, e.Home)
+	if err != nil {
+		return one("daemon", Warn, "not running", "claudemesh daemon up (or claudemesh install for a service)")
+	}
+	if v.DaemonVersion != buildinfo.Version {
+		return one("daemon", Fail, fmt.Sprintf("pid %d runs %s, this CLI is %s", v.PID, v.DaemonVersion, buildinfo.Version), "claudemesh daemon down && claudemesh daemon up")
+	}
+	return one("daemon", OK, fmt.Sprintf("pid %d, %s", v.PID, v.DaemonVersion), "")
+}
+
+// checkBrokers dials every mesh's broker: a completed handshake proves it
+// is reachable and signs with the pinned key; hello_ack's server time gives
+// the clock skew.
+func checkBrokers(e *Env) []Result {
+	cfg, err := config.Load(e.Home)
+	if err != nil || len(cfg.Meshes) == 0 {
+		return nil
+	}
+	var out []Result
+	for _, m := range cfg.Meshes {
+		key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(e.Ctx, 5*time.Second)
+		start := time.Now()
+		c, err := client.Dial(ctx, client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerPubkey: m.BrokerPubkey, Member: key}, client.DialOptions{})
+		cancel()
+		name := "broker " + m.Slug
+		if err != nil {
+			fix := "check that " + m.BrokerURL + " is up and reachable from here"
+			if client.CodeOf(err) == client.CodeBrokerKeyMismatch {
+				fix = "this server is not the broker you joined; join again if its operator replaced the key"
+			}
+			out = append(out, Result{Name: name, Status: Fail, Message: err.Error(), Fix: fix})
+			continue
+		}
+		rtt := time.Since(start)
+		skew := time.Duration(time.Now().UnixMilli()-c.HelloAck().ServerTime) * time.Millisecond
+		c.Close()
+		out = append(out, Result{Name: name, Status: OK, Message: fmt.Sprintf("%s reachable, key matches the pin, handshake %s", m.BrokerURL, rtt.Round(time.Millisecond))})
+		r := Result{Name: "clock " + m.Slug, Status: OK, Message: fmt.Sprintf("skew %s against the broker", skew.Round(time.Millisecond))}
+		if abs := max(skew, -skew); abs > 30*time.Second {
+			r.Status, r.Fix = Fail, "sync this machine's clock (NTP): the broker refuses hellos 60 s off"
+		} else if abs > 5*time.Second+rtt {
+			r.Status, r.Fix = Warn, "sync this machine's clock (NTP)"
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+type reportJSON struct {
+	OK     bool     `json:"ok"`
+	Checks []Result `json:"checks"`
+}
+
+// Command is `claudemesh doctor` running checks in order.
+func Command(checks ...Check) *cli.Command {
+	return &cli.Command{
+		Name:  "doctor",
+		Usage: "check the set-up: binary, config, daemon, brokers, clock, Claude Code integration",
+		Description: cliui.WithExamples("Each check says ok, warn or fail, with a one-line fix. Exits 0 unless a check fails.",
+			"claudemesh doctor", "claudemesh doctor --json"),
+		Action: func(c *cli.Context) error {
+			if err := cliui.NoArgs(c); err != nil {
+				return err
+			}
+			out := cliui.OutFrom(c)
+			home, err := config.ResolveHome(cliui.GlobalsFrom(c).Home)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			e := &Env{Ctx: ctx, Home: home, Self: SelfPath()}
+			rep := reportJSON{OK: true, Checks: []Result{}}
+			for _, ch := range checks {
+				for _, r := range ch.Run(e) {
+					rep.Checks = append(rep.Checks, r)
+					if r.Status == Fail {
+						rep.OK = false
+					}
+				}
+			}
+			if out.JSONMode() {
+				if err := out.JSON(rep); err != nil {
+					return err
+				}
+			} else {
+				s := out.Style()
+				for _, r := range rep.Checks {
+					mark := map[string]string{OK: s.Green("✔"), Warn: s.Yellow("⚠"), Fail: s.Red("✘")}[r.Status]
+					out.Resultf("%s %s: %s", mark, r.Name, r.Message)
+					if r.Fix != "" {
+						out.Resultf("  %s", s.Dim("→ "+r.Fix))
+					}
+				}
+			}
+			if !rep.OK {
+				return cliui.Reported(cliui.ExitFailure)
+			}
+			return nil
+		},
+	}
+}
