@@ -277,7 +277,9 @@ var hookEvents = []struct{ event, arg string }{{"UserPromptSubmit", "working"}, 
 func hookCommandLine(bin, arg string) string { return shellQuote(bin) + " hook " + arg }
 
 func shellQuote(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool { return !(r == '/' || r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') }) < 0 {
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) < 0 {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
@@ -514,7 +516,7 @@ func uninstallCommand() *cli.Command {
 		Usage: "remove exactly what install added (MCP entry, hooks, skill, service)",
 		Description: cliui.WithExamples("Leaves every other entry, and files install did not create, as they were.",
 			"claudemesh uninstall"),
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "no-service", Usage: "leave the daemon service"}},
+		Flags:  []cli.Flag{&cli.BoolFlag{Name: "no-service", Usage: "leave the daemon service"}},
 		Action: func(c *cli.Context) error { return runInstall(c, true) },
 	}
 }
