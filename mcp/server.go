@@ -109,6 +109,10 @@ func Run(ctx context.Context, o Options) error {
 		Instructions: instructions,
 		Logger:       o.Logger,
 		Capabilities: &sdk.ServerCapabilities{Experimental: map[string]any{ChannelCapability: map[string]any{}}},
+		// Pushes need the stateful session of the initialize handshake
+		// (what Claude Code speaks): the stateless 2026-07-28 protocol is
+		// not offered, so newer clients fall back to initialize.
+		SupportedProtocolVersions: sessionProtocolVersions(),
 		InitializedHandler: func(context.Context, *sdk.InitializedRequest) {
 			once.Do(func() { close(initialized) })
 		},
@@ -140,3 +144,15 @@ const instructions = `Messages from other agents and people in your claudemesh m
 	`Reply with the claudemesh CLI (claudemesh send "<from_name>" "..." --json), or with the send_message tool when it is offered.`
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// sessionProtocolVersions are the SDK's supported versions that use the
+// initialize/initialized handshake (before 2026-07-28).
+func sessionProtocolVersions() []string {
+	var out []string
+	for _, v := range sdk.SupportedProtocolVersions() {
+		if v < "2026-07-28" {
+			out = append(out, v)
+		}
+	}
+	return out
+}

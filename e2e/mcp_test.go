@@ -1,0 +1,275 @@
+package e2e
+
+// `claudemesh mcp` driven by an MCP client that is not ours: the official
+// Go SDK's client over stdio, as Claude Code would run it.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// channelNote is one notifications/claude/channel as received.
+type channelNote struct {
+	Content string
+	Meta    map[string]string
+	At      time.Time
+}
+
+// captureTransport wraps the client's transport and takes the channel
+// notifications out of the stream (the SDK client has no handler for a
+// method outside the MCP specification), checking that meta holds strings
+// only.
+type captureTransport struct {
+	inner sdk.Transport
+	t     *testing.T
+
+	mu      sync.Mutex
+	notes   []channelNote
+	changed chan struct{}
+}
+
+func newCapture(t *testing.T, cmd *exec.Cmd) *captureTransport {
+	return &captureTransport{inner: &sdk.CommandTransport{Command: cmd}, t: t, changed: make(chan struct{})}
+}
+
+func (c *captureTransport) Connect(ctx context.Context) (sdk.Connection, error) {
+	conn, err := c.inner.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &captureConn{Connection: conn, c: c}, nil
+}
+
+type captureConn struct {
+	sdk.Connection
+	c *captureTransport
+}
+
+func (cc *captureConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	for {
+		m, err := cc.Connection.Read(ctx)
+		if err != nil {
+			return m, err
+		}
+		r, ok := m.(*jsonrpc.Request)
+		if !ok || r.Method != "notifications/claude/channel" {
+			return m, nil
+		}
+		var raw struct {
+			Content string         `json:"content"`
+			Meta    map[string]any `json:"meta"`
+		}
+		if err := json.Unmarshal(r.Params, &raw); err != nil {
+			cc.c.t.Errorf("channel params: %v: %s", err, r.Params)
+			continue
+		}
+		n := channelNote{Content: raw.Content, Meta: map[string]string{}, At: time.Now()}
+		for k, v := range raw.Meta {
+			s, ok := v.(string)
+			if !ok {
+				cc.c.t.Errorf("meta %q is %T, not a string: %s", k, v, r.Params)
+			}
+			n.Meta[k] = s
+		}
+		cc.c.mu.Lock()
+		cc.c.notes = append(cc.c.notes, n)
+		close(cc.c.changed)
+		cc.c.changed = make(chan struct{})
+		cc.c.mu.Unlock()
+	}
+}
+
+// waitNote waits for a notification that match accepts.
+func (c *captureTransport) waitNote(what string, match func(channelNote) bool) channelNote {
+	c.t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		c.mu.Lock()
+		for _, n := range c.notes {
+			if match(n) {
+				c.mu.Unlock()
+				return n
+			}
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.t.Fatalf("no notification %s; got %+v", what, c.notes)
+		}
+	}
+}
+
+func (c *captureTransport) all() []channelNote {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.notes)
+}
+
+// startMCP runs `claudemesh mcp` for u under the SDK's client.
+func startMCP(t *testing.T, u *user, args ...string) (*sdk.ClientSession, *captureTransport, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"--home", u.home, "mcp"}, args...)...)
+	cmd.Env = append(u.env(), "CLAUDEMESH_NAME="+u.name+"-mcp")
+	var stderr bytes.Buffer
+	cmd.Stderr = &lockedWriter{mu: &sync.Mutex{}, w: &stderr}
+	capture := newCapture(t, cmd)
+	client := sdk.NewClient(&sdk.Implementation{Name: "e2e-client", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := client.Connect(ctx, capture, nil)
+	if err != nil {
+		t.Fatalf("initialize: %v; stderr: %s", err, stderr.String())
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("mcp stderr:\n%s", stderr.String())
+		}
+		cs.Close()
+	})
+	return cs, capture, &stderr
+}
+
+func daemonPID(t *testing.T, u *user) int {
+	data, err := os.ReadFile(filepath.Join(u.home, "daemon", "daemon.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
+
+func TestMCPServerPushesMessagesAcrossADaemonRestart(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.startDaemon()
+	bob.startDaemon()
+	alice.waitDaemonOpen()
+
+	cs, capture, stderr := startMCP(t, alice)
+	caps := cs.InitializeResult().Capabilities
+	if caps.Experimental == nil || caps.Experimental["claude/channel"] == nil {
+		t.Fatalf("no claude/channel capability: %+v", caps)
+	}
+	if caps.Tools != nil {
+		t.Fatalf("tools advertised without --tools: %+v", caps.Tools)
+	}
+	welcome := capture.waitNote("welcome", func(n channelNote) bool { return n.Meta["kind"] == "welcome" })
+	sessionKey := welcome.Meta["pubkey"]
+	if len(sessionKey) != 64 || !strings.Contains(welcome.Content, "untrusted") {
+		t.Fatalf("welcome: %+v", welcome)
+	}
+	// The session is a peer bob can see.
+	eventually(t, 20*time.Second, "bob sees the ambient session", func() bool {
+		var rows []peerRow
+		bob.json(&rows, "peer", "list")
+		for _, r := range rows {
+			if r.Pubkey == sessionKey && r.Online && r.DisplayName == "alice-mcp" {
+				return true
+			}
+		}
+		return false
+	})
+
+	body := func(text string) func(channelNote) bool {
+		return func(n channelNote) bool { return strings.HasSuffix(n.Content, ": "+text) }
+	}
+	sent := time.Now()
+	bob.ok("send", sessionKey, "one")
+	n := capture.waitNote("one", body("one"))
+	t.Logf("send → notification (CLI process included): %s", n.At.Sub(sent).Round(time.Millisecond))
+	if n.Content != "bob: one" || n.Meta["from_name"] != "bob" || n.Meta["from_pubkey"] != bob.pubkey || n.Meta["from_member_pubkey"] != bob.pubkey ||
+		n.Meta["mesh"] != "test" || n.Meta["priority"] != "next" || n.Meta["kind"] != "box" || n.Meta["message_id"] == "" || n.Meta["client_message_id"] == "" {
+		t.Fatalf("notification: %+v", n)
+	}
+	bob.ok("send", sessionKey, "urgent one", "--priority", "now")
+	if u := capture.waitNote("urgent", body("urgent one")); !strings.HasPrefix(u.Content, "[URGENT] bob: ") || u.Meta["priority"] != "now" {
+		t.Fatalf("urgent: %+v", u)
+	}
+
+	// Kill the daemon under the running MCP server; a message sent
+	// meanwhile arrives once it is back, and nothing is shown twice.
+	pid := daemonPID(t, alice)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitExit(t, pid)
+	bob.ok("send", sessionKey, "two")
+	alice.startDaemon()
+	capture.waitNote("two", body("two"))
+	bob.ok("send", sessionKey, "three")
+	capture.waitNote("three", body("three"))
+	count := map[string]int{}
+	for _, n := range capture.all() {
+		count[n.Content]++
+	}
+	for c, k := range count {
+		if k != 1 {
+			t.Fatalf("%q shown %d times: %+v", c, k, capture.all())
+		}
+	}
+	if !strings.Contains(stderr.String(), "daemon") {
+		t.Logf("mcp stderr: %s", stderr.String())
+	}
+}
+
+func TestMCPToolsSendMessage(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	cs, capture, _ := startMCP(t, alice, "--tools")
+	capture.waitNote("welcome", func(n channelNote) bool { return n.Meta["kind"] == "welcome" })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+		if tool.InputSchema == nil {
+			t.Fatalf("tool %s has no input schema", tool.Name)
+		}
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"check_messages", "list_peers", "send_message", "set_status", "set_summary"}) {
+		t.Fatalf("tools: %v", names)
+	}
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "send_message", Arguments: map[string]any{"to": "bob", "message": "via the tool"}})
+	if err != nil || res.IsError {
+		t.Fatalf("send_message: %+v %v", res, err)
+	}
+	res, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "send_message", Arguments: map[string]any{"to": "nobody-here", "message": "x"}})
+	if err != nil || !res.IsError {
+		t.Fatalf("an unknown target must be a tool error: %+v %v", res, err)
+	}
+	eventually(t, 20*time.Second, "bob got the tool's message", func() bool {
+		for _, r := range bob.inbox() {
+			if r.body() == "via the tool" && r.SenderName == "alice-mcp" && r.SenderMemberName == "alice" {
+				return true
+			}
+		}
+		return false
+	})
+}
