@@ -254,6 +254,50 @@ func run(ctx context.Context, w io.Writer, st cliui.Style, dir string, rep *Repo
 		t.step("carol (not in @dev) received nothing")
 	}
 
+	t.header("Two agent sessions of alice: each its own peer")
+	sessions, err := t.sessions(ctx, alice, "alice-api", "alice-web")
+	if err != nil {
+		return err
+	}
+	api, web := sessions[0], sessions[1]
+	defer api.conn.Close()
+	defer web.conn.Close()
+	peers, err := web.conn.ListPeers(ctx)
+	if err != nil {
+		return err
+	}
+	seen := 0
+	for _, p := range peers {
+		if p.Role == wire.RoleSession && p.MemberPubkey == alice.id.Member.PublicHex() && p.Attestation != nil &&
+			client.VerifyAttestation(t.meshID, p.Attestation) == nil {
+			seen++
+		}
+	}
+	if seen != 2 {
+		return fmt.Errorf("alice-web sees %d attested sessions of alice, want 2", seen)
+	}
+	t.step("alice-web lists itself and alice-api, each with its own key, attested by alice's member key")
+	sessText := "alice-api: please rerun the failing test"
+	s, err := client.SealDM(api.conn.Self().PublicHex(), []byte(sessText), bob.id.Member, client.SendOptions{})
+	if err != nil {
+		return err
+	}
+	t.texts = append(t.texts, sessText)
+	t.cipher = append(t.cipher, s.Ciphertext)
+	if _, err := bob.conn.Send(ctx, s); err != nil {
+		return err
+	}
+	t.step("bob → alice-api's session key")
+	if err := t.receive(ctx, api, sessText); err != nil {
+		return err
+	}
+	select {
+	case p := <-web.inbox:
+		return fmt.Errorf("alice-web received %s, a DM for its sibling", p.MessageID)
+	case <-time.After(300 * time.Millisecond):
+		t.step("alice-web (the sibling session) received nothing: a session's DMs are its own")
+	}
+
 	t.header("What the broker stored")
 	// A message nobody has read yet is certainly in the store: the
 	// ciphertext of a delivered one goes with its last recipient's ack.
@@ -265,6 +309,8 @@ func run(ctx context.Context, w io.Writer, st cliui.Style, dir string, rep *Repo
 	}
 	t.step("carol went offline; alice's next message to her waits in the broker's queue")
 	path := b.StorePath()
+	api.conn.Close()
+	web.conn.Close()
 	alice.conn.Close()
 	bob.conn.Close()
 	carol.conn.Close()
@@ -424,4 +470,28 @@ func (t *tour) receive(ctx context.Context, p *peer, want string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("%s waiting for %q: %w", p.name, want, ctx.Err())
 	}
+}
+
+// sessions opens one agent-session presence per name for member m, as the
+// daemon does for each `claudemesh launch`: a key of its own, attested by
+// the member key in its session_hello.
+func (t *tour) sessions(ctx context.Context, m *peer, names ...string) ([]*peer, error) {
+	var out []*peer
+	for _, name := range names {
+		key, err := cmcrypto.GenerateIdentity()
+		if err != nil {
+			return nil, err
+		}
+		id := m.id
+		id.Session = &client.SessionCreds{Key: key, SessionID: name, DisplayName: name}
+		p := &peer{name: name, id: id, inbox: make(chan *wire.Push, 16)}
+		c, err := client.Dial(ctx, id, client.DialOptions{OnPush: func(_ []byte, push *wire.Push) { p.inbox <- push }})
+		if err != nil {
+			return nil, fmt.Errorf("%s connecting: %w", name, err)
+		}
+		p.conn = c
+		out = append(out, p)
+	}
+	t.step("alice runs two agent sessions, %s", strings.Join(names, " and "))
+	return out, nil
 }
