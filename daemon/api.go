@@ -608,7 +608,10 @@ func (d *Daemon) profileCall(w http.ResponseWriter, r *http.Request, sess *sessi
 	}
 	c := sess.conn()
 	if c == nil {
-		st, _ := sess.presence.State()
+		st := client.StateClosed
+		if p := sess.pres(); p != nil {
+			st, _ = p.State()
+		}
 		writeError(w, &apiError{status: 503, code: "unreachable", msg: fmt.Sprintf("session %s is not connected (%s)", sess.rec.SessionID, st)})
 		return
 	}

@@ -94,8 +94,8 @@ func (s *sessionRT) api() localapi.Session {
 	if m := s.d.meshByID(s.rec.MeshID); m != nil {
 		out.Mesh = m.cfg.Slug
 	}
-	if s.presence != nil {
-		st, err := s.presence.State()
+	if p := s.pres(); p != nil {
+		st, err := p.State()
 		out.State = string(st)
 		if err != nil {
 			out.Error = err.Error()
@@ -106,10 +106,11 @@ func (s *sessionRT) api() localapi.Session {
 
 // conn is the session's open connection, or nil.
 func (s *sessionRT) conn() *client.Conn {
-	if s.presence == nil {
+	p := s.pres()
+	if p == nil {
 		return nil
 	}
-	return s.presence.Conn()
+	return p.Conn()
 }
 
 // ackConn is the newest connection, open or in its hello_ack phase (see
@@ -185,11 +186,10 @@ func loadOrCreateSessionKey(home, slug, meshID, sessionID string) (*cmcrypto.Ide
 // after an outage the sessions follow the mesh's backoff.
 func (s *sessionRT) start(m *meshRT) {
 	ctx, cancel := context.WithCancel(m.d.ctx)
-	s.cancel = cancel
 	host, _ := os.Hostname()
 	id := m.ident
 	id.Session = &client.SessionCreds{Key: s.key, SessionID: s.rec.SessionID, DisplayName: s.rec.DisplayName, PeerType: s.rec.PeerType}
-	s.presence = client.StartPresence(ctx, id, client.DialOptions{
+	p := client.StartPresence(ctx, id, client.DialOptions{
 		PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Hostname: host, Channel: s.rec.Channel, Groups: s.rec.Groups,
 		Logger:    m.d.log,
 		OnPush:    func(raw []byte, p *wire.Push) { m.d.enqueueSessionInbox(m, s, p) },
@@ -212,16 +212,29 @@ func (s *sessionRT) start(m *meshRT) {
 		},
 		OnState: func(st client.State, err error) { m.kick() },
 	})
+	s.mu.Lock()
+	s.presence, s.cancel = p, cancel
+	s.mu.Unlock()
+}
+
+// pres is the current presence (start replaces it).
+func (s *sessionRT) pres() *client.Presence {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.presence
 }
 
 // stop closes the session's connection cleanly (the broker ends the
 // presence at once) and waits for it.
 func (s *sessionRT) stop() {
-	if s.presence != nil {
-		s.presence.Close()
+	s.mu.Lock()
+	p, cancel := s.presence, s.cancel
+	s.mu.Unlock()
+	if p != nil {
+		p.Close()
 	}
-	if s.cancel != nil {
-		s.cancel()
+	if cancel != nil {
+		cancel()
 	}
 }
 
@@ -230,9 +243,10 @@ func (s *sessionRT) stop() {
 func (s *sessionRT) waitSettled(d time.Duration) (client.State, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	st, err := s.presence.WaitState(ctx, client.StateOpen, client.StateReconnecting)
+	p := s.pres()
+	st, err := p.WaitState(ctx, client.StateOpen, client.StateReconnecting)
 	if ctx.Err() != nil {
-		return s.presence.State()
+		return p.State()
 	}
 	return st, err
 }

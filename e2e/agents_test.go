@@ -129,6 +129,17 @@ func TestAgentSessionsLaunchAndScope(t *testing.T) {
 		t.Fatalf("the banner must say peer messages are untrusted: %q", api.errb.String())
 	}
 
+	// whoami inside the session names it.
+	var who struct {
+		Session struct {
+			SessionID, Pubkey, Mesh string
+		} `json:"session"`
+	}
+	alice.asSession(api).json(&who, "whoami")
+	if who.Session.SessionID == "" || who.Session.Mesh != "test" || !strings.Contains(args, who.Session.SessionID) {
+		t.Fatalf("whoami in a session: %+v (claude args %q)", who, args)
+	}
+
 	// Each session sees its sibling and itself as "you".
 	apiUser, webUser := alice.asSession(api), alice.asSession(web)
 	var mine []peerRow

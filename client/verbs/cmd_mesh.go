@@ -13,6 +13,7 @@ import (
 	"claudemesh/client"
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -324,7 +325,8 @@ func leaveOnBroker(e *env, m *config.Mesh) error {
 
 // whoamiJSON is `whoami --json` (the session part comes with the daemon).
 type whoamiJSON struct {
-	Meshes []whoamiMesh `json:"meshes"`
+	Meshes  []whoamiMesh   `json:"meshes"`
+	Session *whoamiSession `json:"session,omitzero"`
 }
 
 type whoamiMesh struct {
@@ -357,6 +359,7 @@ func whoamiCommand() *cli.Command {
 				res.Meshes = append(res.Meshes, whoamiMesh{Slug: m.Slug, MeshID: m.MeshID, MemberID: m.MemberID,
 					Pubkey: m.Pubkey, DisplayName: m.DisplayName, Role: m.Role, BrokerURL: m.BrokerURL})
 			}
+			res.Session = e.callingSession()
 			if e.out.JSONMode() {
 				return e.out.JSON(res)
 			}
@@ -371,6 +374,11 @@ func whoamiCommand() *cli.Command {
 				e.out.Resultf("%s in %s (%s), %s", m.DisplayName, m.Slug, meshes[i].Name, m.Role)
 				e.out.Resultf("  pubkey  %s", m.Pubkey)
 				e.out.Linef("  member  %s\n  broker  %s", m.MemberID, m.BrokerURL)
+			}
+			if s := res.Session; s != nil {
+				e.out.Resultf("")
+				e.out.Resultf("this agent session: %s in %s", s.SessionID, s.Mesh)
+				e.out.Resultf("  pubkey  %s", s.Pubkey)
 			}
 			return nil
 		},
@@ -400,4 +408,30 @@ func checkBrokerURL(s string) error {
 		return cliui.UsageErrorf("--broker %q has no host", s).WithHint("for example ws://127.0.0.1:7900/ws")
 	}
 	return nil
+}
+
+// whoamiSession is whoami's `session` (04-cli): the calling agent session.
+type whoamiSession struct {
+	SessionID string `json:"sessionId"`
+	Pubkey    string `json:"pubkey"`
+	Mesh      string `json:"mesh"`
+}
+
+// callingSession asks a running daemon (never starting one) who the calling
+// session is, when CLAUDEMESH_SESSION_TOKEN_FILE names one.
+func (e *env) callingSession() *whoamiSession {
+	tok := sessionToken()
+	if tok == "" || e.g.NoDaemon {
+		return nil
+	}
+	api, err := localapi.Connect(e.ctx(), e.home, false)
+	if err != nil {
+		return nil
+	}
+	api.SessionToken = tok
+	var s localapi.Session
+	if _, err := api.Do(e.ctx(), "GET", "/v1/sessions/me", nil, &s); err != nil {
+		return nil
+	}
+	return &whoamiSession{SessionID: s.SessionID, Pubkey: s.Pubkey, Mesh: s.Mesh}
 }
