@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,7 +45,14 @@ type launched struct {
 	cmd  *exec.Cmd
 	out  string // STANDIN_OUT prefix
 	done chan struct{}
-	errb bytes.Buffer
+	mu   sync.Mutex
+	errb bytes.Buffer // written by exec's copying goroutine
+}
+
+func (l *launched) stderr() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.errb.String()
 }
 
 func (u *user) launch(claude, name string, extra ...string) *launched {
@@ -53,7 +61,7 @@ func (u *user) launch(claude, name string, extra ...string) *launched {
 	args := append([]string{"--home", u.home, "launch", "--name", name}, extra...)
 	l.cmd = exec.Command(bin, args...)
 	l.cmd.Env = append(u.env(), "CLAUDE_BIN="+claude, "STANDIN_OUT="+l.out)
-	l.cmd.Stderr = &l.errb
+	l.cmd.Stderr = &lockedWriter{mu: &l.mu, w: &l.errb}
 	// Its own process group, so the test can also end the stand-in if
 	// launch is killed.
 	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -125,8 +133,8 @@ func TestAgentSessionsLaunchAndScope(t *testing.T) {
 	if fi, err := os.Stat(api.read(".tokenfile")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("token file: %v %v", fi, err)
 	}
-	if !strings.Contains(api.errb.String(), "untrusted input") {
-		t.Fatalf("the banner must say peer messages are untrusted: %q", api.errb.String())
+	if !strings.Contains(api.stderr(), "untrusted input") {
+		t.Fatalf("the banner must say peer messages are untrusted: %q", api.stderr())
 	}
 
 	// whoami inside the session names it.
@@ -256,7 +264,7 @@ func TestAgentSessionsLaunchAndScope(t *testing.T) {
 		t.Fatal("launch did not exit after SIGTERM")
 	}
 	if code := api.cmd.ProcessState.ExitCode(); code != 143 || api.read(".sig") != "TERM" {
-		t.Fatalf("launch exit %d, stand-in saw %q; stderr: %s", code, api.read(".sig"), api.errb.String())
+		t.Fatalf("launch exit %d, stand-in saw %q; stderr: %s", code, api.read(".sig"), api.stderr())
 	}
 	var sessions []struct {
 		SessionID string `json:"sessionId"`
@@ -292,7 +300,7 @@ func TestLaunchForwardsSIGINT(t *testing.T) {
 		t.Fatal("launch did not exit after SIGINT")
 	}
 	if code := l.cmd.ProcessState.ExitCode(); code != 130 || l.read(".sig") != "INT" {
-		t.Fatalf("launch exit %d, stand-in saw %q; stderr: %s", code, l.read(".sig"), l.errb.String())
+		t.Fatalf("launch exit %d, stand-in saw %q; stderr: %s", code, l.read(".sig"), l.stderr())
 	}
 	var st daemonStatus
 	eventually(t, 10*time.Second, "the session deregistered", func() bool {

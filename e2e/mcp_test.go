@@ -124,12 +124,31 @@ func (c *captureTransport) all() []channelNote {
 }
 
 // startMCP runs `claudemesh mcp` for u under the SDK's client.
-func startMCP(t *testing.T, u *user, args ...string) (*sdk.ClientSession, *captureTransport, *bytes.Buffer) {
+// syncBuffer is a bytes.Buffer written by exec's copying goroutine and
+// read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startMCP(t *testing.T, u *user, args ...string) (*sdk.ClientSession, *captureTransport, *syncBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--home", u.home, "mcp"}, args...)...)
 	cmd.Env = append(u.env(), "CLAUDEMESH_NAME="+u.name+"-mcp")
-	var stderr bytes.Buffer
-	cmd.Stderr = &lockedWriter{mu: &sync.Mutex{}, w: &stderr}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	capture := newCapture(t, cmd)
 	client := sdk.NewClient(&sdk.Implementation{Name: "e2e-client", Version: "1"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -144,7 +163,7 @@ func startMCP(t *testing.T, u *user, args ...string) (*sdk.ClientSession, *captu
 		}
 		cs.Close()
 	})
-	return cs, capture, &stderr
+	return cs, capture, stderr
 }
 
 func daemonPID(t *testing.T, u *user) int {
