@@ -23,7 +23,7 @@ import (
 	"claudemesh/daemon/localapi"
 )
 
-func percentile(ds []time.Duration, p float64) time.Duration {
+func pctl(ds []time.Duration, p float64) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	i := int(float64(len(s)-1) * p)
@@ -86,7 +86,7 @@ func TestAgentMeasurements(t *testing.T) {
 		}
 		vis = append(vis, time.Since(start))
 	}
-	t.Logf("register → visible to a sibling: p50 %s p99 %s (n=%d)", percentile(vis, .5), percentile(vis, .99), len(vis))
+	t.Logf("register → visible to a sibling: p50 %s p99 %s (n=%d)", pctl(vis, .5), pctl(vis, .99), len(vis))
 	t.Logf("daemon RSS with %d registered sessions: %d KiB", 51, rssKB(daemonPID(t, alice)))
 
 	// 2. Send → notification written by claudemesh mcp.
@@ -104,7 +104,7 @@ func TestAgentMeasurements(t *testing.T) {
 		lat = append(lat, n.At.Sub(start))
 	}
 	t.Logf("send (bob's daemon API) → notifications/claude/channel read from claudemesh mcp's stdout: p50 %s p99 %s (n=%d)",
-		percentile(lat, .5), percentile(lat, .99), len(lat))
+		pctl(lat, .5), pctl(lat, .99), len(lat))
 
 	// 3. hook, the whole process.
 	var hooks []time.Duration
@@ -118,6 +118,6 @@ func TestAgentMeasurements(t *testing.T) {
 		}
 		hooks = append(hooks, time.Since(start))
 	}
-	t.Logf("claudemesh hook idle, whole process: p50 %s p99 %s (n=%d)", percentile(hooks, .5), percentile(hooks, .99), len(hooks))
+	t.Logf("claudemesh hook idle, whole process: p50 %s p99 %s (n=%d)", pctl(hooks, .5), pctl(hooks, .99), len(hooks))
 	_ = filepath.Join
 }
