@@ -30,6 +30,16 @@ func main() {
 func newApp() *cli.App {
 	// The one-shot verbs first: they are what people type every day.
 	commands := verbs.Commands()
+	skill := false
+	for _, c := range commands {
+		if c.Name == "skill" {
+			claudecode.AttachSkill(c) // one `skill`: SKILL.md, and the mesh skills under it
+			skill = true
+		}
+	}
+	if !skill {
+		commands = append(commands, claudecode.SkillCommand())
+	}
 	commands = append(commands, claudecode.Commands()...)
 	commands = append(commands,
 		mcp.Command(),

@@ -30,9 +30,10 @@ import (
 // EnvClaudeBin chooses the claude binary (tests use a stand-in script).
 const EnvClaudeBin = "CLAUDE_BIN"
 
-// Commands returns the Claude Code integration verbs.
+// Commands returns the Claude Code integration verbs. `skill` is not among
+// them: AttachSkill adds the SKILL.md printing to the one `skill` command.
 func Commands() []*cli.Command {
-	return []*cli.Command{launchCommand(), hookCommand(), installCommand(), uninstallCommand(), SkillCommand()}
+	return []*cli.Command{launchCommand(), hookCommand(), installCommand(), uninstallCommand()}
 }
 
 func launchCommand() *cli.Command {
