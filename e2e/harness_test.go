@@ -541,6 +541,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // it.
 func (f *follower) waitFor(body string) inboxRow {
 	f.t.Helper()
+	return f.waitForOn(f.t, body)
+}
+
+// waitForOn is waitFor reporting a failure on t (a subtest of the test
+// that started the follower).
+func (f *follower) waitForOn(t *testing.T, body string) inboxRow {
+	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
 		f.mu.Lock()
@@ -557,11 +564,11 @@ func (f *follower) waitFor(body string) inboxRow {
 		case <-f.done:
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.t.Fatalf("follower exited before %q arrived; stderr: %s", body, f.stderr.String())
+			t.Fatalf("follower exited before %q arrived; stderr: %s", body, f.stderr.String())
 		case <-deadline:
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.t.Fatalf("follower never printed %q; got %v; stderr: %s", body, bodies(f.rows), f.stderr.String())
+			t.Fatalf("follower never printed %q; got %v; stderr: %s", body, bodies(f.rows), f.stderr.String())
 		}
 	}
 }

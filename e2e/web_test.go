@@ -143,34 +143,10 @@ func (b *browser) send(text string) {
 	b.enter(false)
 }
 
-// received waits until the follower printed a message with body and
-// returns it; failures are reported on t (the subtest), not on the test
-// that started the follower.
+// received waits on the follower, reporting on t (the subtest).
 func received(t *testing.T, f *follower, body string) inboxRow {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		f.mu.Lock()
-		for _, r := range f.rows {
-			if r.body() == body {
-				f.mu.Unlock()
-				return r
-			}
-		}
-		ch := f.changed
-		f.mu.Unlock()
-		select {
-		case <-ch:
-		case <-f.done:
-			t.Fatalf("the follower exited before %q arrived", body)
-		case <-deadline:
-			var got []string
-			for _, r := range f.all() {
-				got = append(got, fmt.Sprintf("%q", r.body()))
-			}
-			t.Fatalf("the follower never printed %q; got %s", body, strings.Join(got, ", "))
-		}
-	}
+	return f.waitForOn(t, body)
 }
 
 // TestWebChat is issue 10's browser test.
@@ -501,6 +477,25 @@ func TestWebChat(t *testing.T) {
 		w.b = startBroker(tt, data, addr)
 		br.waitJS("the banner gone with the broker back", `document.getElementById('banner').hidden`, 30*time.Second)
 		received(t, bobIn, "sent while the broker is away")
+	})
+
+	t.Run("keyboard", func(t *testing.T) {
+		br.openThread(bob.pubkey, "bob")
+		eval[bool](br, `(document.activeElement.blur(), true)`)
+		br.key("/", "Slash", "/", 191, 0)
+		br.waitJS("/ focuses search", `document.activeElement === document.getElementById('search') && document.getElementById('search').value === ''`, 5*time.Second)
+		br.key("Escape", "Escape", "", 27, 0)
+		br.waitJS("Esc leaves search", `document.activeElement !== document.getElementById('search')`, 5*time.Second)
+		before := eval[string](br, `document.getElementById('thread-title').textContent`)
+		br.key("ArrowDown", "ArrowDown", "", 40, 1) // Alt+Down: the next conversation
+		br.waitJS("Alt+Down opens the next conversation", `document.getElementById('thread-title').textContent !== `+jsString(before), 5*time.Second)
+		br.key("ArrowUp", "ArrowUp", "", 38, 1)
+		br.waitJS("Alt+Up goes back", `document.getElementById('thread-title').textContent === `+jsString(before), 5*time.Second)
+		// Every control of the page is reachable by Tab: sidebar rows are
+		// buttons (only your own row, which opens nothing, is not).
+		if n := eval[int](br, `[...document.querySelectorAll('[onclick], div.item:not(.self), span.item')].length`); n != 0 {
+			t.Fatalf("%d click-only elements", n)
+		}
 	})
 
 	t.Run("screens", func(t *testing.T) {

@@ -420,7 +420,7 @@
 
   function row(key, glyphOrDot, name, tags, meta, cls) {
     const li = document.createElement('li');
-    const b = key ? itemButton(key, cls) : Object.assign(document.createElement('div'), { className: 'item ' + (cls || '') });
+    const b = key ? itemButton(key, cls) : Object.assign(document.createElement('div'), { className: 'item self ' + (cls || '') });
     b.append(glyphOrDot);
     const main = el('span', 'main');
     const n = el('span', 'name');
