@@ -374,6 +374,38 @@ func TestWebChat(t *testing.T) {
 		}
 		eval[bool](br, `(document.getElementById('messages').scrollTop = 1e9, true)`)
 		br.screenshot("04-topic")
+
+		// An agent session of dave shows under dave, and a DM to it
+		// reaches that session (not dave's member inbox).
+		token := strings.Repeat("5e", 32)
+		if _, err := api.Do(ctx, "POST", "/v1/sessions/register", localapi.SessionRegister{Token: token, SessionID: "s-dave-1",
+			DisplayName: "dave-agent", PID: os.Getpid(), Cwd: "/home/dave/src/api", PeerType: "ai"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		br.waitJS("dave's agent session under dave", `(() => {
+			const rows = [...document.querySelectorAll('#people-list .item')];
+			const d = rows.findIndex(r => r.querySelector('.label').textContent === 'dave');
+			const s = rows[d + 1];
+			return d >= 0 && s && s.classList.contains('session') && s.querySelector('.label').textContent === 'dave-agent' && s.textContent.includes('api');
+		})()`, 30*time.Second)
+		sessKey := eval[string](br, `[...document.querySelectorAll('#people-list .item.session')].find(r => r.querySelector('.label').textContent === 'dave-agent').dataset.thread`)
+		br.openThread(sessKey, "dave-agent")
+		if sub := eval[string](br, `document.getElementById('thread-sub').textContent`); !strings.HasPrefix(sub, "agent session of dave") {
+			t.Fatalf("the session's thread says %q", sub)
+		}
+		br.send("hello dave's agent")
+		sess := localapi.New(localapi.SocketPath(dave.home))
+		sess.SessionToken = token
+		eventually(t, 15*time.Second, "the DM in the agent session's inbox", func() bool {
+			var rows []localapi.InboxRow
+			sess.Do(ctx, "GET", "/v1/inbox", nil, &rows)
+			for _, r := range rows {
+				if r.Body == "hello dave's agent" && r.RecipientKind == "session" && r.SenderName == "alice" {
+					return true
+				}
+			}
+			return false
+		})
 	})
 
 	t.Run("search", func(t *testing.T) {
