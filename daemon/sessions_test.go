@@ -185,6 +185,52 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 		t.Fatalf("bob's row of s1's message: %+v", row)
 	}
 
+	// Topics: a post to a topic the member belongs to reaches every
+	// session of the member (stored once, for the member); a session posts
+	// as itself and does not see its own post, its sibling does.
+	ctx := context.Background()
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "alice's daemon holds the key of #ops", func() bool {
+		var list []localapi.Topic
+		alice.api.Do(ctx, "GET", "/v1/topics", nil, &list)
+		for _, tp := range list {
+			if tp.Name == "ops" && tp.HasKey {
+				return true
+			}
+		}
+		return false
+	})
+	send(t, bob.api, "#ops", "topic for all sessions")
+	seesTopic := func(c *localapi.Client, body string) bool {
+		for _, r := range inboxOf(t, c) {
+			if r.Body == body && r.Kind == wire.KindTopic && r.Topic == "ops" && r.Verified {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 10*time.Second, "both sessions see the topic post", func() bool {
+		return seesTopic(s1, "topic for all sessions") && seesTopic(s2, "topic for all sessions")
+	})
+	send(t, s1, "#ops", "s1 posts to ops")
+	waitFor(t, 10*time.Second, "s2 sees its sibling's post", func() bool { return seesTopic(s2, "s1 posts to ops") })
+	if seesTopic(s1, "s1 posts to ops") {
+		t.Fatal("s1 sees its own topic post as news")
+	}
+	waitFor(t, 10*time.Second, "bob reads s1's post as from s1", func() bool {
+		for _, r := range bob.inbox(t) {
+			if r.Body == "s1 posts to ops" {
+				return r.SenderPubkey == s1info.Pubkey && r.SenderName == "alice-api" && r.SenderMemberPubkey == e.owner.Pubkey && r.Verified
+			}
+		}
+		return false
+	})
+
 	// The reaper drops a session whose process died.
 	p2.Process.Kill()
 	p2.Wait()
