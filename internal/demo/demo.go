@@ -8,6 +8,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,12 +34,14 @@ import (
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
-		Usage: "a local tour: broker + peers, DM, broadcast, @group; shows the broker holds only ciphertext",
+		Usage: "a local tour: broker + peers, DM, broadcast, @group, a topic; shows the broker holds only ciphertext",
 		Description: cliui.WithExamples(
 			"Starts a broker in this process on a temporary store (nothing leaves this machine), creates a mesh,\n"+
 				"enrolls bob and carol with signed invites, and sends an end-to-end encrypted direct message\n"+
-				"(queued while bob is offline), a broadcast and an @dev group message. Finally it searches the\n"+
-				"broker's bbolt file for every plaintext it sent and reports that none is there.",
+				"(queued while bob is offline), a broadcast and an @dev group message. Then alice creates the topic\n"+
+				"#deploys, bob joins it and gets its key re-sealed by alice's client, and both read a post. Finally\n"+
+				"it searches the broker's bbolt file for every plaintext it sent and the topic key, and reports that\n"+
+				"none is there.",
 			"claudemesh demo",
 			"go run . demo",
 		),
@@ -108,12 +112,16 @@ type Report struct {
 	} `json:"store"`
 }
 
-// peer is one demo identity with its live connection and inbox.
+// peer is one demo identity with its live connection and inbox, and the
+// topic key keeper its client runs (topics.go).
 type peer struct {
-	name  string
-	id    client.MeshIdentity
-	conn  *client.Conn
-	inbox chan *wire.Push
+	name   string
+	id     client.MeshIdentity
+	conn   *client.Conn
+	cur    atomic.Pointer[client.Conn]
+	inbox  chan *wire.Push
+	keeper *client.TopicKeeper
+	keys   chan string // topics whose keys the keeper opened
 }
 
 // tour holds the demo's state so each step reads as a sentence.
@@ -123,7 +131,9 @@ type tour struct {
 	b      *broker.Broker
 	meshID string
 	texts  []string
-	cipher []string // ciphertexts still queued, which must be in the store
+	cipher []string // ciphertexts still queued (or in a topic's history), which must be in the store
+	keys   [][]byte // topic keys, which must not be in the store in any form
+	kept   []string // ciphertexts that stay whatever is read (topic history)
 	rep    *Report
 }
 
@@ -297,13 +307,16 @@ func run(ctx context.Context, w io.Writer, st cliui.Style, dir string, rep *Repo
 	case <-time.After(300 * time.Millisecond):
 		t.step("alice-web (the sibling session) received nothing: a session's DMs are its own")
 	}
+	if err := t.topic(ctx, alice, bob); err != nil {
+		return err
+	}
 
 	t.header("What the broker stored")
 	// A message nobody has read yet is certainly in the store: the
 	// ciphertext of a delivered one goes with its last recipient's ack.
 	carol.conn.Close()
 	laterText := "carol, the retro moved to Friday"
-	t.cipher = t.cipher[:0]
+	t.cipher = append(t.cipher[:0], t.kept...)
 	if _, err := t.sendDM(ctx, alice, carol, laterText); err != nil {
 		return err
 	}
@@ -334,9 +347,16 @@ func run(ctx context.Context, w io.Writer, st cliui.Style, dir string, rep *Repo
 			return fmt.Errorf("the broker's store contains the plaintext %q", text)
 		}
 	}
+	for _, k := range t.keys {
+		for _, form := range [][]byte{k, []byte(hex.EncodeToString(k)), []byte(cmcrypto.EncodeB64(k))} {
+			if bytes.Contains(data, form) {
+				return fmt.Errorf("the broker's store contains a topic key")
+			}
+		}
+	}
 	rep.Store.Bytes, rep.Store.Ciphertexts = len(data), len(t.cipher)
-	t.step("%s (%d bytes) holds the ciphertext still queued for carol", filepath.Base(path), len(data))
-	t.step("and none of the %d plaintexts; delivered messages' ciphertext records were deleted with their last ack", len(t.texts))
+	t.step("%s (%d bytes) holds the ciphertext still queued for carol and the post in #deploys's history", filepath.Base(path), len(data))
+	t.step("and none of the %d plaintexts, nor the topic key (raw, hex or base64); delivered messages' ciphertext records were deleted with their last ack", len(t.texts))
 	fmt.Fprintf(w, "\n  %s the broker's store holds none of the plaintext: it only ever saw ciphertext.\n", st.Green("✔"))
 	return nil
 }
@@ -407,17 +427,28 @@ func (t *tour) enroll(ctx context.Context, owner *peer, name string) (*peer, err
 		BrokerURL: parsed.BrokerURL, BrokerPubkey: parsed.BrokerPubkey, Member: key}}, nil
 }
 
-// connect opens a presence connection that collects pushes.
+// connect opens a presence connection that collects pushes; its topic
+// keeper acts on the broker's topic events, as a daemon's does.
 func (p *peer) connect(ctx context.Context, groups []wire.Group) error {
 	p.inbox = make(chan *wire.Push, 16)
+	p.keys = make(chan string, 16)
+	p.keeper = &client.TopicKeeper{MeshID: p.id.MeshID, Member: p.id.Member, Ring: client.NewTopicKeyring(),
+		OnKey: func(topicID string) {
+			select {
+			case p.keys <- topicID:
+			default:
+			}
+		}}
 	c, err := client.Dial(ctx, p.id, client.DialOptions{
 		Presence: true, Role: wire.RoleCLI, PeerType: wire.PeerHuman, Groups: groups,
-		OnPush: func(_ []byte, push *wire.Push) { p.inbox <- push },
+		OnPush:   func(_ []byte, push *wire.Push) { p.inbox <- push },
+		OnSystem: func(push *wire.Push) { p.keeper.OnEvent(ctx, push, func() *client.Conn { return p.cur.Load() }) },
 	})
 	if err != nil {
 		return fmt.Errorf("%s connecting: %w", p.name, err)
 	}
 	p.conn = c
+	p.cur.Store(c)
 	return nil
 }
 

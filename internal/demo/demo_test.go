@@ -24,6 +24,11 @@ func TestDemoRuns(t *testing.T) {
 		`bob received from alice, decrypted and verified: "hi bob`,
 		`carol received from alice, decrypted and verified: "standup`,
 		"carol (not in @dev) received nothing",
+		"bob joined #deploys; he holds no key yet",
+		"alice's client sealed the key for bob",
+		`bob read it from #deploys, decrypted and its signature verified: "deploy of v1.4`,
+		`alice read it from #deploys`,
+		"nor the topic key",
 		"holds none of the plaintext",
 	} {
 		if !strings.Contains(out.String(), want) {
