@@ -81,6 +81,13 @@ type Config struct {
 	Accepts   int
 	Clients   int
 
+	// Topic measures topics instead (RunTopic): Peers members in one
+	// topic, Messages posts at TopicRate per second, a history page in a
+	// topic of TopicHistory posts.
+	Topic        bool
+	TopicRate    float64
+	TopicHistory int
+
 	// childEnv is added to the environment of every process the bench
 	// starts (tests use it to make the test binary act as claudemesh).
 	childEnv []string

@@ -30,6 +30,12 @@ func Command() *cli.Command {
 				"--operator-token-file or $"+envOperatorToken+"; no RSS). Build without -race to measure\n"+
 				"(go build -o /tmp/claudemesh .); with --via-daemon the timings are of this binary's processes.\n"+
 				"\n"+
+				"--topic measures a topic: --peers members join one encrypted topic (the key sealed to each), one\n"+
+				"of them posts --messages posts at --rate per second; it reports post→ack, post→push at each other\n"+
+				"member, post→event on an SSE stream of the topic (GET /v1/topics/{name}/stream with a read API\n"+
+				"key), a page of 50 posts at a random place in a topic of --history posts (made first, 100,000 by\n"+
+				"default), and the broker's RSS. Every post is sealed and signed, every push opened and verified.\n"+
+				"\n"+
 				"--via-daemon measures a sender's daemon: it enrolls a sender and a recipient (held by the bench,\n"+
 				"which opens, counts and acks every push), writes the sender a temporary client home, runs\n"+
 				"`claudemesh --home H daemon up` and waits until its mesh is open; then it times --sends sequential\n"+
@@ -47,6 +53,7 @@ func Command() *cli.Command {
 			"claudemesh bench --broadcast --peers 1000 --messages 100",
 			"claudemesh bench --peers 2 --messages 0 --idle-connections 5000",
 			"claudemesh bench --via-daemon --json",
+			"claudemesh bench --topic --peers 100 --messages 600 --rate 20",
 			"claudemesh bench --broker wss://mesh.example.com/ws --operator-token-file /var/lib/claudemesh/operator.token",
 		),
 		Flags: []cli.Flag{
@@ -60,6 +67,9 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "sends", Value: DefaultSends, Usage: "--via-daemon: `N` sequential send processes per path"},
 			&cli.IntFlag{Name: "accepts", Value: DefaultAccepts, Usage: "--via-daemon: `N` messages posted to the outbox"},
 			&cli.IntFlag{Name: "clients", Value: DefaultClients, Usage: "--via-daemon: `N` concurrent local API clients"},
+			&cli.BoolFlag{Name: "topic", Usage: "measure a topic: --peers members, --messages posts at --rate, a history page in --history posts"},
+			&cli.Float64Flag{Name: "rate", Value: DefaultTopicRate, Usage: "--topic: posts per second"},
+			&cli.IntFlag{Name: "history", Value: DefaultTopicHistory, Usage: "--topic: `N` posts made first, to time a history page in"},
 			&cli.StringFlag{Name: "broker", Usage: "load an existing broker at `URL` instead of a child broker"},
 			&cli.StringFlag{Name: "operator-token-file", Usage: "`FILE` holding the operator token of --broker"},
 		},
@@ -83,6 +93,10 @@ func action(c *cli.Context) error {
 		Payload: c.Int("payload"), Broadcast: c.Bool("broadcast"),
 		IdleConnections: c.Int("idle-connections"), BrokerURL: c.String("broker"),
 		ViaDaemon: c.Bool("via-daemon"), Sends: c.Int("sends"), Accepts: c.Int("accepts"), Clients: c.Int("clients"),
+		Topic: c.Bool("topic"), TopicRate: c.Float64("rate"), TopicHistory: c.Int("history"),
+	}
+	if err := topicFlags(c, cfg); err != nil {
+		return err
 	}
 	if err := modeFlags(c, cfg.ViaDaemon); err != nil {
 		return err
@@ -110,9 +124,12 @@ func action(c *cli.Context) error {
 
 	var res any
 	var err error
-	if cfg.ViaDaemon {
+	switch {
+	case cfg.ViaDaemon:
 		res, err = RunDaemon(c.Context, cfg)
-	} else {
+	case cfg.Topic:
+		res, err = RunTopic(c.Context, cfg)
+	default:
 		res, err = Run(c.Context, cfg)
 	}
 	spin.Stop()
@@ -131,8 +148,28 @@ func action(c *cli.Context) error {
 	switch r := res.(type) {
 	case *DaemonResult:
 		reportDaemon(out, r)
+	case *TopicResult:
+		reportTopic(out, r)
 	case *Result:
 		report(out, r)
+	}
+	return nil
+}
+
+// topicFlags refuses what --topic and the other modes do not share.
+func topicFlags(c *cli.Context, cfg Config) error {
+	if !cfg.Topic {
+		for _, f := range []string{"rate", "history"} {
+			if c.IsSet(f) {
+				return cliui.UsageErrorf("--%s needs --topic", f)
+			}
+		}
+		return nil
+	}
+	for _, f := range []string{"via-daemon", "broadcast", "window", "idle-connections"} {
+		if c.IsSet(f) {
+			return cliui.UsageErrorf("--%s does not apply to --topic", f)
+		}
 	}
 	return nil
 }
