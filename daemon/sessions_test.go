@@ -101,7 +101,9 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 	p1, p2 := standIn(t), standIn(t)
 	s1, s1info := register(t, alice, e.homes["alice"], "sess-one", "alice-api", p1.Process.Pid)
 	s2, s2info := register(t, alice, e.homes["alice"], "sess-two", "alice-web", p2.Process.Pid)
-	if s1info.Pubkey == s2info.Pubkey || s1info.MemberPubkey != e.owner.Pubkey || s1info.State != "open" {
+	// Registration waits (a bounded time) for the broker's verdict, so on
+	// a slow machine a session may still be connecting: never closed.
+	if s1info.Pubkey == s2info.Pubkey || s1info.MemberPubkey != e.owner.Pubkey || s1info.State == "closed" {
 		t.Fatalf("sessions %+v %+v", s1info, s2info)
 	}
 	// The key file is 0600 and holds the key the session announced.
@@ -110,7 +112,7 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 		t.Fatalf("session key file: %v %v", fi, err)
 	}
 
-	waitFor(t, 5*time.Second, "bob sees both sessions", func() bool {
+	waitFor(t, 20*time.Second, "bob sees both sessions", func() bool {
 		p := peersOf(t, bob.api)
 		return listed(p, s1info.Pubkey) == 1 && listed(p, s2info.Pubkey) == 1
 	})
@@ -126,7 +128,7 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 	send(t, bob.api, s1info.Pubkey, "for s1")
 	send(t, bob.api, "alice", "for alice")
 	send(t, bob.api, "*", "to all")
-	waitFor(t, 10*time.Second, "alice's daemon stored every copy", func() bool {
+	waitFor(t, 20*time.Second, "alice's daemon stored every copy", func() bool {
 		rows := alice.inbox(t)
 		if len(rows) != 5 {
 			t.Logf("alice has %d rows: %q", len(rows), bodiesOf(rows))
@@ -171,7 +173,7 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 	// s1 sends as itself; bob sees who it belongs to.
 	send(t, s1, "bob", "from s1")
 	var row localapi.InboxRow
-	waitFor(t, 10*time.Second, "bob got s1's message", func() bool {
+	waitFor(t, 20*time.Second, "bob got s1's message", func() bool {
 		for _, r := range bob.inbox(t) {
 			if r.Body == "from s1" {
 				row = r
@@ -195,7 +197,7 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 	if _, err := alice.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "alice's daemon holds the key of #ops", func() bool {
+	waitFor(t, 20*time.Second, "alice's daemon holds the key of #ops", func() bool {
 		var list []localapi.Topic
 		alice.api.Do(ctx, "GET", "/v1/topics", nil, &list)
 		for _, tp := range list {
@@ -214,15 +216,15 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 		}
 		return false
 	}
-	waitFor(t, 10*time.Second, "both sessions see the topic post", func() bool {
+	waitFor(t, 20*time.Second, "both sessions see the topic post", func() bool {
 		return seesTopic(s1, "topic for all sessions") && seesTopic(s2, "topic for all sessions")
 	})
 	send(t, s1, "#ops", "s1 posts to ops")
-	waitFor(t, 10*time.Second, "s2 sees its sibling's post", func() bool { return seesTopic(s2, "s1 posts to ops") })
+	waitFor(t, 20*time.Second, "s2 sees its sibling's post", func() bool { return seesTopic(s2, "s1 posts to ops") })
 	if seesTopic(s1, "s1 posts to ops") {
 		t.Fatal("s1 sees its own topic post as news")
 	}
-	waitFor(t, 10*time.Second, "bob reads s1's post as from s1", func() bool {
+	waitFor(t, 20*time.Second, "bob reads s1's post as from s1", func() bool {
 		for _, r := range bob.inbox(t) {
 			if r.Body == "s1 posts to ops" {
 				return r.SenderPubkey == s1info.Pubkey && r.SenderName == "alice-api" && r.SenderMemberPubkey == e.owner.Pubkey && r.Verified
@@ -234,14 +236,14 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 	// The reaper drops a session whose process died.
 	p2.Process.Kill()
 	p2.Wait()
-	waitFor(t, 5*time.Second, "s2 gone from bob's peer list", func() bool {
+	waitFor(t, 20*time.Second, "s2 gone from bob's peer list", func() bool {
 		return listed(peersOf(t, bob.api), s2info.Pubkey) == 0
 	})
 
 	// A restarted daemon revives s1 (same key) and not s2.
 	alice.stop()
 	alice = e.daemonWith("alice", Options{ReapInterval: 50 * time.Millisecond})
-	waitFor(t, 10*time.Second, "s1 back in bob's peer list", func() bool {
+	waitFor(t, 20*time.Second, "s1 back in bob's peer list", func() bool {
 		return listed(peersOf(t, bob.api), s1info.Pubkey) == 1
 	})
 	var sessions []localapi.Session
@@ -291,7 +293,7 @@ func TestHookHoldsNextUntilIdle(t *testing.T) {
 		return res
 	}
 	hook(wire.StatusWorking)
-	waitFor(t, 5*time.Second, "bob sees the session working", func() bool {
+	waitFor(t, 20*time.Second, "bob sees the session working", func() bool {
 		for _, p := range peersOf(t, bob.api) {
 			if p.Pubkey == info.Pubkey && p.Status == wire.StatusWorking {
 				return true
@@ -305,14 +307,14 @@ func TestHookHoldsNextUntilIdle(t *testing.T) {
 	if _, err := bob.api.Send(context.Background(), localapi.SendRequest{To: info.Pubkey, Message: "urgent", Priority: wire.PriorityNow}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the now DM", func() bool {
+	waitFor(t, 20*time.Second, "the now DM", func() bool {
 		return slices.Contains(bodiesOf(inboxOf(t, s)), "urgent")
 	})
 	if slices.Contains(bodiesOf(inboxOf(t, s)), "later") {
 		t.Fatal("a next DM reached a working session")
 	}
 	hook(wire.StatusIdle)
-	waitFor(t, 10*time.Second, "the next DM after idle", func() bool {
+	waitFor(t, 20*time.Second, "the next DM after idle", func() bool {
 		return slices.Contains(bodiesOf(inboxOf(t, s)), "later")
 	})
 	res := hook(wire.StatusWorking)
