@@ -281,6 +281,11 @@ func TestHookHoldsNextUntilIdle(t *testing.T) {
 	alice, bob := e.openPair(t)
 	p := standIn(t)
 	s, info := register(t, alice, e.homes["alice"], "sess-hook", "alice-hook", p.Process.Pid)
+	waitFor(t, 20*time.Second, "the session connected", func() bool {
+		var me localapi.Session
+		s.Do(context.Background(), "GET", "/v1/sessions/me", nil, &me)
+		return me.State == "open"
+	})
 	hook := func(event string) localapi.HookResponse {
 		var res localapi.HookResponse
 		if _, err := alice.api.Do(context.Background(), "POST", "/v1/sessions/hook",
