@@ -439,3 +439,37 @@ func TestSkillAndCompletion(t *testing.T) {
 		t.Fatalf("__complete peer: %q", r.stdout)
 	}
 }
+
+// TestDoctor: every check answers ok|warn|fail with a fix; a failing check
+// (config readable by others) makes the exit code 1, with one JSON
+// document on stdout.
+func TestDoctor(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "gina")[0]
+	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + t.TempDir()}
+	type report struct {
+		OK     bool `json:"ok"`
+		Checks []struct {
+			Name, Status, Message, Fix string
+		} `json:"checks"`
+	}
+	var rep report
+	u.json(&rep, "doctor")
+	status := map[string]string{}
+	for _, c := range rep.Checks {
+		status[c.Name] = c.Status
+		if c.Status != "ok" && c.Fix == "" {
+			t.Fatalf("a %s check without a fix: %+v", c.Status, c)
+		}
+	}
+	if !rep.OK || status["broker test"] != "ok" || status["clock test"] != "ok" || status["config"] != "ok" || status["claude code MCP entry"] != "warn" {
+		t.Fatalf("doctor: %+v", rep)
+	}
+	os.Chmod(filepath.Join(u.home, "config.json"), 0o644)
+	r := u.run("doctor", "--json")
+	var bad report
+	if err := json.Unmarshal([]byte(r.stdout), &bad); err != nil || r.code != 1 || bad.OK {
+		t.Fatalf("doctor with a world-readable config: %s", r)
+	}
+}
