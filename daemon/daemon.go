@@ -18,7 +18,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -225,8 +224,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.ctx, d.cancel = context.WithCancel(ctx)
 	defer d.cancel()
 	sock := localapi.SocketPath(d.home)
-	if err := fsutil.EnsurePrivateDir(filepath.Dir(sock)); err != nil && filepath.Dir(sock) != "/tmp" {
-		return err
+	// The socket's directory is the user's own (created 0700, refused if
+	// anyone else owns it or may write to it), so nobody else can have
+	// created the socket's name first or replace it.
+	if err := localapi.PrepareSocketDir(sock); err != nil {
+		return fmt.Errorf("daemon socket: %w", err)
 	}
 	// We hold the database lock, so a socket file left here is stale.
 	os.Remove(sock)

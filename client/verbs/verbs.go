@@ -145,6 +145,16 @@ func (e *env) transport() (transport, error) {
 			api.SessionToken = sessionToken()
 			return &viaDaemon{api: api, log: e.log}, nil
 		}
+		if errors.Is(err, localapi.ErrUnsafeSocket) {
+			// Someone else could be behind that socket: nothing goes to it,
+			// and the user must hear why the daemon is not used.
+			if e.g.Strict {
+				return nil, cliui.Errorf("unreachable", "the daemon cannot be used: %v", err).
+					WithHint("remove the socket or fix its directory's owner and mode, then claudemesh daemon up")
+			}
+			e.out.Warn(err.Error()+"; using a direct broker connection instead", "remove the socket or fix its directory's owner and mode, then claudemesh daemon up")
+			return e.direct(), nil
+		}
 		if e.g.Strict {
 			return nil, cliui.Errorf("unreachable", "the daemon cannot be reached: %v", err).
 				WithHint("claudemesh daemon up (or drop --strict to use a direct broker connection)")

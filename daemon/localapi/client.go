@@ -28,9 +28,11 @@ type Client struct {
 
 // New returns a client for the daemon listening on socketPath.
 func New(socketPath string) *Client {
+	// Every connection is checked before a byte is written to it: the
+	// socket and its directory belong to this user, and so does the
+	// process listening (socketsafe.go).
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socketPath)
+		return dialChecked(ctx, socketPath)
 	}
 	tr := &http.Transport{DialContext: dial, MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second, DisableCompression: true}
 	return &Client{
@@ -110,12 +112,12 @@ func (c *Client) DoHeader(ctx context.Context, method, path string, in, out any,
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnreachable, err)
+		return 0, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return resp.StatusCode, fmt.Errorf("%w: %v", ErrUnreachable, err)
+		return resp.StatusCode, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	if resp.StatusCode >= 300 {
 		var eb ErrorBody
@@ -176,7 +178,7 @@ func (c *Client) Events(ctx context.Context, lastEventID string, query string) (
 	}
 	resp, err := c.stream.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	if resp.StatusCode != 200 {
 		defer resp.Body.Close()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"time"
@@ -22,14 +21,20 @@ func Probe(ctx context.Context, home string) (*Client, *Version, error) {
 	return c, v, nil
 }
 
-// listening reports whether something accepts connections on the socket.
-func listening(sock string) bool {
-	c, err := net.DialTimeout("unix", sock, time.Second)
+// listening reports whether a daemon of this user accepts connections on
+// the socket; an unsafe socket is an error (ErrUnsafeSocket).
+func listening(sock string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := dialChecked(ctx, sock)
 	if err != nil {
-		return false
+		if errors.Is(err, ErrUnsafeSocket) {
+			return false, err
+		}
+		return false, nil
 	}
 	c.Close()
-	return true
+	return true, nil
 }
 
 // ErrNoDaemon is returned by Connect when no daemon runs and none may be
@@ -44,8 +49,10 @@ func Connect(ctx context.Context, home string, autostart bool) (*Client, error) 
 	// A daemon that accepts a connection on the socket is there (a stale
 	// socket file refuses it). Dialling, rather than a version round trip,
 	// keeps the warm path of every thin verb to the one request it makes.
-	if listening(SocketPath(home)) {
+	if ok, err := listening(SocketPath(home)); ok {
 		return New(SocketPath(home)), nil
+	} else if err != nil {
+		return nil, err // never start, or talk to, a daemon over an unsafe socket
 	}
 	if !autostart {
 		return nil, ErrNoDaemon

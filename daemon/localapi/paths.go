@@ -20,8 +20,12 @@ func Dir(home string) string { return filepath.Join(home, "daemon") }
 
 // SocketPath is where the daemon for home listens: <home>/daemon/daemon.sock,
 // or, when that path is too long for a Unix socket (deep test dirs), a short
-// path derived from a hash of home under $XDG_RUNTIME_DIR or /tmp
-// (03-daemon "Local API"). CLAUDEMESH_DAEMON_SOCK overrides both.
+// path derived from a hash of home: $XDG_RUNTIME_DIR/claudemesh-<hash>.sock,
+// else /tmp/claudemesh-<uid>/<hash>.sock. The last one is in a directory of
+// the user's own (0700), never directly in the shared temp directory, where
+// another local user could create the name first and serve a fake daemon
+// (03-daemon "Local API"; the directory is checked before every use, see
+// CheckSocket). CLAUDEMESH_DAEMON_SOCK overrides all of them.
 func SocketPath(home string) string {
 	if p := os.Getenv(EnvSocket); p != "" {
 		return p
@@ -37,7 +41,13 @@ func SocketPath(home string) string {
 			return q
 		}
 	}
-	return filepath.Join("/tmp", fmt.Sprintf("claudemesh-%d-%s.sock", os.Getuid(), tag))
+	return filepath.Join(FallbackSocketDir(), tag+".sock")
+}
+
+// FallbackSocketDir is the user's own directory for short socket paths in
+// the shared temp directory: /tmp/claudemesh-<uid>.
+func FallbackSocketDir() string {
+	return filepath.Join("/tmp", fmt.Sprintf("claudemesh-%d", os.Getuid()))
 }
 
 // PIDPath, LogPath, DBPath and TokenPath name the daemon's other files.
