@@ -3,8 +3,6 @@ package broker
 import (
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/store"
 	"claudemesh/wire"
 )
@@ -56,7 +54,7 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 		}
 	}
 	var pending []string
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
 		pending, err = store.PendingFor(tx, ms.id, c.pubkey, rest)
 		return err

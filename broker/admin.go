@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -199,10 +197,10 @@ func (c *conn) handleAdmin(data []byte, env wire.Envelope) {
 // transaction: it returns a refusal (nothing written), or nil after making
 // the change. done runs in commit order once the change is durable; it
 // updates memory and answers.
-func (c *conn) adminTx(reqID string, fn func(tx *bolt.Tx, me *store.Member) *adminError, done func()) {
+func (c *conn) adminTx(reqID string, fn func(tx *store.Tx, me *store.Member) *adminError, done func()) {
 	ms := c.ms
 	var refused *adminError
-	err := c.b.store.Submit(func(tx *bolt.Tx) error {
+	err := c.b.store.Submit(func(tx *store.Tx) error {
 		refused = nil
 		me, err := store.GetMember(tx, ms.id, c.mem.ID)
 		switch {
@@ -350,7 +348,7 @@ func (c *conn) handleDrop(r *wire.AdminRequest) {
 	case r.StaleMs > 0:
 		payload["staleMs"] = r.StaleMs
 	}
-	c.adminTx(r.ReqID, func(tx *bolt.Tx, me *store.Member) *adminError {
+	c.adminTx(r.ReqID, func(tx *store.Tx, me *store.Member) *adminError {
 		if !isManager(me.Role) {
 			return refusal(wire.CodeForbidden, "only the mesh owner or an admin can do that")
 		}
@@ -415,7 +413,7 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 	var sessions []string
 	var skip string
 	now := time.Now().UnixMilli()
-	c.adminTx(r.ReqID, func(tx *bolt.Tx, me *store.Member) *adminError {
+	c.adminTx(r.ReqID, func(tx *store.Tx, me *store.Member) *adminError {
 		dropped, sessions, skip = nil, nil, ""
 		m, err := store.GetMember(tx, ms.id, memberID)
 		if err != nil {
@@ -557,7 +555,7 @@ func (c *conn) handleSetRole(r *wire.AdminRequest) {
 	res := newAdminResult(r.ReqID)
 	var cur store.Member
 	var skip, from string
-	c.adminTx(r.ReqID, func(tx *bolt.Tx, me *store.Member) *adminError {
+	c.adminTx(r.ReqID, func(tx *store.Tx, me *store.Member) *adminError {
 		skip = ""
 		m, err := store.GetMember(tx, ms.id, memberID)
 		if err != nil {
@@ -621,7 +619,7 @@ func (c *conn) handleTransfer(r *wire.AdminRequest) {
 	res := newAdminResult(r.ReqID)
 	var newOwner, oldOwner store.Member
 	var newOwnerWas string
-	c.adminTx(r.ReqID, func(tx *bolt.Tx, me *store.Member) *adminError {
+	c.adminTx(r.ReqID, func(tx *store.Tx, me *store.Member) *adminError {
 		m, err := store.GetMember(tx, ms.id, memberID)
 		switch {
 		case err != nil:

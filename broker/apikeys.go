@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/time/rate"
 
 	cmcrypto "claudemesh/crypto"
@@ -106,7 +105,7 @@ func (c *conn) handleAPIKeyCreate(r wire.APIKeyCreate) {
 		sum := sha256.Sum256([]byte(secret))
 		rec = &store.APIKey{ID: newID(), Prefix: secret[:apiKeyPrefixLen], Hash: hex.EncodeToString(sum[:]), Label: label,
 			Capabilities: caps, Topics: topics, MemberID: c.mem.ID, MemberPubkey: c.mem.Pubkey, CreatedAt: now, ExpiresAt: r.ExpiresAt}
-		err := c.b.store.Update(func(tx *bolt.Tx) error {
+		err := c.b.store.Update(func(tx *store.Tx) error {
 			if err := store.PutAPIKey(tx, ms.id, rec); err != nil {
 				return err
 			}
@@ -140,7 +139,7 @@ func apiKeyInfo(k *store.APIKey) wire.APIKeyInfo {
 func (c *conn) handleAPIKeyList(env wire.Envelope) {
 	all := c.mem.Role == wire.MemberOwner || c.mem.Role == wire.MemberAdmin
 	var keys []store.APIKey
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
 		keys, err = store.ListAPIKeys(tx, c.ms.id)
 		return err
@@ -163,7 +162,7 @@ func (c *conn) handleAPIKeyList(env wire.Envelope) {
 func (c *conn) handleAPIKeyRevoke(r wire.APIKeyRevoke) {
 	all := c.mem.Role == wire.MemberOwner || c.mem.Role == wire.MemberAdmin
 	ms := c.ms
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		k, err := store.GetAPIKey(tx, ms.id, r.ID)
 		if err != nil {
 			return err
@@ -254,7 +253,7 @@ func (b *Broker) authAPIKey(w http.ResponseWriter, r *http.Request) (*apiCaller,
 	}
 	var meshID string
 	var key *store.APIKey
-	err := b.store.View(func(tx *bolt.Tx) error {
+	err := b.store.View(func(tx *store.Tx) error {
 		var err error
 		meshID, key, err = store.APIKeyByPrefix(tx, secret[:apiKeyPrefixLen])
 		return err
@@ -292,7 +291,7 @@ func (b *Broker) authAPIKey(w http.ResponseWriter, r *http.Request) (*apiCaller,
 // revoked or expires, or its member leaves).
 func (b *Broker) stillValid(a *apiCaller) bool {
 	var k *store.APIKey
-	if b.store.View(func(tx *bolt.Tx) error {
+	if b.store.View(func(tx *store.Tx) error {
 		var err error
 		k, err = store.GetAPIKey(tx, a.ms.id, a.key.ID)
 		return err

@@ -3,8 +3,6 @@ package broker
 import (
 	"fmt"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -38,8 +36,8 @@ func memberJSON(m *store.Member) peerJSON {
 func (c *conn) actor() string { return c.mem.Pubkey }
 
 // audited runs fn and appends ev in the same group-committed transaction.
-func (b *Broker) audited(meshID string, ev func() store.AuditEvent, fn func(tx *bolt.Tx) error) error {
-	return b.store.Update(func(tx *bolt.Tx) error {
+func (b *Broker) audited(meshID string, ev func() store.AuditEvent, fn func(tx *store.Tx) error) error {
+	return b.store.Update(func(tx *store.Tx) error {
 		if fn != nil {
 			if err := fn(tx); err != nil {
 				return err
@@ -72,7 +70,7 @@ func (c *conn) handleAuditQuery(data []byte, env wire.Envelope) {
 		return
 	}
 	out := wire.AuditEntries{Type: wire.TypeAuditEntries, ReqID: q.ReqID}
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
 		out.Entries, out.More, err = store.QueryAudit(tx, c.ms.id, store.AuditQuery{Limit: limit, Before: q.Before, EventType: q.EventType})
 		return err
@@ -91,7 +89,7 @@ func (c *conn) handleAuditCheckpoint(env wire.Envelope) {
 	}
 	var seq uint64
 	var hash string
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
 		seq, hash, err = store.AuditHead(tx, c.ms.id)
 		return err

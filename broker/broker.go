@@ -39,7 +39,7 @@ import (
 type Broker struct {
 	cfg      Config
 	log      *slog.Logger
-	store    *store.Store
+	store    store.Engine
 	key      *cmcrypto.Identity
 	keyHex   string
 	opToken  string
@@ -142,7 +142,7 @@ func New(cfg Config) (*Broker, error) {
 	b.metrics = newMetrics()
 	b.admit = newAdmission(cfg, b.metrics)
 	dbPath := filepath.Join(cfg.DataDir, "broker.db")
-	st, err := store.Open(dbPath, store.Options{
+	st, err := store.OpenLocal(dbPath, store.Options{
 		// bbolt's file lock is the single-instance lock: a second broker
 		// on the same data dir is told at once who holds it.
 		OpenTimeout: 200 * time.Millisecond,

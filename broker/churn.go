@@ -4,8 +4,6 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/store"
 	"claudemesh/wire"
 )
@@ -80,7 +78,7 @@ func (h *hub) forgetSessions(ms *meshState, keys []string) {
 		return
 	}
 	var dropped []store.Expired
-	err := h.b.store.Submit(func(tx *bolt.Tx) error {
+	err := h.b.store.Submit(func(tx *store.Tx) error {
 		dropped = dropped[:0]
 		for _, k := range keys {
 			if err := store.DeleteSession(tx, ms.id, k); err != nil {

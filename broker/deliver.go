@@ -3,8 +3,6 @@ package broker
 import (
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/store"
 	"claudemesh/wire"
 )
@@ -93,7 +91,7 @@ func (c *conn) refill() {
 	}
 	c.backlog = false
 	held := c.heldLocked()
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var inner error
 		err := store.ScanQueue(tx, ms.id, c.pubkey, 0, func(seq uint64, e *store.QueueEntry) bool {
 			if _, ok := c.inflight[e.ID]; ok {
@@ -214,7 +212,7 @@ func (h *hub) sweep(ms *meshState, now time.Time) {
 	for {
 		var expired []store.Expired
 		var more bool
-		err := h.b.store.Update(func(tx *bolt.Tx) error {
+		err := h.b.store.Update(func(tx *store.Tx) error {
 			var err error
 			expired, more, err = store.ExpireBefore(tx, ms.id, cutoff, 1000)
 			return err
@@ -231,7 +229,7 @@ func (h *hub) sweep(ms *meshState, now time.Time) {
 	purge := now.Add(-cfg.QueueTTL - 24*time.Hour).UnixMilli()
 	for {
 		var more bool
-		err := h.b.store.Update(func(tx *bolt.Tx) error {
+		err := h.b.store.Update(func(tx *store.Tx) error {
 			var err error
 			_, more, err = store.PurgeBefore(tx, ms.id, purge, 1000)
 			return err

@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	json "github.com/go-json-experiment/json"
-	bolt "go.etcd.io/bbolt"
 
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
@@ -146,7 +145,7 @@ func (c *conn) handleGrantsSet(data []byte, env wire.Envelope) {
 	ms.mu.Unlock()
 	var next store.Grants
 	var changed bool
-	c.adminTx(r.ReqID, func(tx *bolt.Tx, _ *store.Member) *adminError {
+	c.adminTx(r.ReqID, func(tx *store.Tx, _ *store.Member) *adminError {
 		changed = false
 		cur, err := store.GetGrants(tx, ms.id, me)
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
-	bolt "go.etcd.io/bbolt"
 
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
@@ -329,7 +328,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		MemberRole: mem.Role, DisplayName: mem.DisplayName, BrokerPubkey: c.b.keyHex,
 		ServerTime: time.Now().UnixMilli(), Features: features,
 	}
-	var persist func(tx *bolt.Tx) error
+	var persist func(tx *store.Tx) error
 	if id.session {
 		ack.DisplayName = id.displayName
 		sess := &store.Session{
@@ -340,7 +339,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		if evict != "" {
 			delete(ms.sessions, evict)
 		}
-		persist = func(tx *bolt.Tx) error { return store.PutSession(tx, ms.id, sess) }
+		persist = func(tx *store.Tx) error { return store.PutSession(tx, ms.id, sess) }
 	} else if len(id.groups) > 0 {
 		// Groups in a member hello are added to the member's own (01-protocol
 		// §4), under the same cap as join_group: the total is what every
@@ -354,7 +353,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 			}
 			mem.Groups = groups
 			memberID, saved := mem.ID, slices.Clone(groups)
-			persist = func(tx *bolt.Tx) error {
+			persist = func(tx *store.Tx) error {
 				cur, err := store.GetMember(tx, ms.id, memberID)
 				if err != nil {
 					return nil // left or removed meanwhile

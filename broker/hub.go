@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/time/rate"
 
 	"claudemesh/store"
@@ -105,7 +104,7 @@ type presence struct {
 func newHub(b *Broker) (*hub, error) {
 	h := &hub{b: b, meshes: map[string]*meshState{}, conns: map[*conn]struct{}{}}
 	var total int
-	err := b.store.View(func(tx *bolt.Tx) error {
+	err := b.store.View(func(tx *store.Tx) error {
 		meshes, err := store.ListMeshes(tx)
 		if err != nil {
 			return err

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"net/http"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/store"
 	"claudemesh/wire"
 )
@@ -98,7 +96,7 @@ func (b *Broker) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
 	var sessions []string
 	var refused *adminError
 	done := make(chan error, 1)
-	err := b.store.Submit(func(tx *bolt.Tx) error {
+	err := b.store.Submit(func(tx *store.Tx) error {
 		refused, dropped, sessions = nil, nil, nil
 		m, err := store.GetMember(tx, ms.id, memberID)
 		if errors.Is(err, store.ErrNotFound) {

@@ -3,8 +3,6 @@ package broker
 import (
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/store"
 	"claudemesh/wire"
 )
@@ -117,7 +115,7 @@ func (h *hub) detach(c *conn) {
 		if c.pubkey != c.mem.Pubkey {
 			session = c.pubkey // a session's last connection dates its expiry
 		}
-		h.b.store.Submit(func(tx *bolt.Tx) error {
+		h.b.store.Submit(func(tx *store.Tx) error {
 			if session != "" {
 				if err := store.TouchSession(tx, ms.id, session, seen); err != nil {
 					return err

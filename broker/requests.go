@@ -8,8 +8,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -100,7 +98,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 	now := time.Now()
 	ms.mu.Lock()
 	p := c.pres
-	var persist func(tx *bolt.Tx) error
+	var persist func(tx *store.Tx) error
 	if p != nil && p.session {
 		if !(profileFields{&p.status, &p.statusAt, &p.summary, &p.hidden, &p.groups}).apply(&u, now, c.b.cfg.MaxGroups) {
 			ms.mu.Unlock()
@@ -111,7 +109,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 			cp := *s
 			cp.Groups = append([]wire.Group(nil), p.groups...)
 			ms.sessions[p.pubkey] = &cp
-			persist = func(tx *bolt.Tx) error { return store.PutSession(tx, ms.id, &cp) }
+			persist = func(tx *store.Tx) error { return store.PutSession(tx, ms.id, &cp) }
 		}
 		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle && p.conn != nil {
 			p.conn.requestRefill()
@@ -125,7 +123,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		}
 		m := mem.Member
 		m.Groups = append([]wire.Group(nil), mem.Groups...)
-		persist = func(tx *bolt.Tx) error {
+		persist = func(tx *store.Tx) error {
 			cur, err := store.GetMember(tx, ms.id, m.ID)
 			if err != nil {
 				return nil
@@ -183,7 +181,7 @@ func (c *conn) handleMessageStatus(data []byte, env wire.Envelope) {
 	ms := c.ms
 	var msg *store.Message
 	var dl []store.RecipientDelivery
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
 		if q.MessageID != "" {
 			msg, err = store.GetMessage(tx, ms.id, q.MessageID)
@@ -256,7 +254,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 	}
 	ms.mu.Unlock()
 	var dropped []store.Expired
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		dropped = nil
 		m, err := store.GetMember(tx, ms.id, mem.ID)
 		if err != nil {
@@ -366,7 +364,7 @@ func (c *conn) handleInviteCreate(data []byte, env wire.Envelope) {
 	}
 	rec := &store.Invite{ID: inv.InviteID, Token: r.Token, Role: inv.Role, IssuerPubkey: inv.IssuerPubkey, ExpiresAt: inv.ExpiresAt, MaxUses: inv.MaxUses, CreatedAt: time.Now().UnixMilli()}
 	ms := c.ms
-	err = c.b.store.Update(func(tx *bolt.Tx) error {
+	err = c.b.store.Update(func(tx *store.Tx) error {
 		if _, err := store.GetInvite(tx, ms.id, rec.ID); err == nil {
 			return store.ErrExists
 		}
@@ -393,7 +391,7 @@ func (c *conn) handleInviteList(env wire.Envelope) {
 		return
 	}
 	var invs []store.Invite
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
 		invs, err = store.ListInvites(tx, c.ms.id)
 		return err
@@ -422,7 +420,7 @@ func (c *conn) handleInviteRevoke(data []byte, env wire.Envelope) {
 		return
 	}
 	ms := c.ms
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		inv, err := store.GetInvite(tx, ms.id, r.InviteID)
 		if err != nil {
 			return err

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	json "github.com/go-json-experiment/json"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/time/rate"
 
 	cmcrypto "claudemesh/crypto"
@@ -213,7 +212,7 @@ func (b *Broker) handleCreateMesh(w http.ResponseWriter, r *http.Request) {
 	err = b.audited(mesh.ID, func() store.AuditEvent {
 		return store.AuditEvent{Type: wire.AuditMeshCreated, Actor: b.keyHex, Payload: map[string]any{
 			"by": "operator", "name": name, "slug": slug, "owner": memberJSON(&mem)}}
-	}, func(tx *bolt.Tx) error { return store.CreateMesh(tx, mesh, &mem) })
+	}, func(tx *store.Tx) error { return store.CreateMesh(tx, mesh, &mem) })
 	if errors.Is(err, store.ErrSlugTaken) {
 		restError(w, http.StatusConflict, wire.CodeSlugTaken, "a mesh with slug "+slug+" already exists")
 		return
@@ -245,7 +244,7 @@ func (b *Broker) handleListMeshes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var meshes []store.Mesh
-	if err := b.store.View(func(tx *bolt.Tx) error {
+	if err := b.store.View(func(tx *store.Tx) error {
 		var err error
 		meshes, err = store.ListMeshes(tx)
 		return err
@@ -345,7 +344,7 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UnixMilli()
 	var joined store.Member
 	var fresh bool
-	err = b.store.Update(func(tx *bolt.Tx) error {
+	err = b.store.Update(func(tx *store.Tx) error {
 		fresh = false
 		rec, err := store.GetInvite(tx, ms.id, inv.InviteID)
 		if err != nil || rec.Token != req.Token {

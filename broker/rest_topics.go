@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -123,7 +121,7 @@ func (b *Broker) restTopicMessages(w http.ResponseWriter, r *http.Request, a *ap
 	}
 	msgs := []wire.RawJSON{}
 	var more bool
-	err := b.store.View(func(tx *bolt.Tx) error {
+	err := b.store.View(func(tx *store.Tx) error {
 		var before uint64
 		if v := q.Get("before"); v != "" {
 			var err error
@@ -334,7 +332,7 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 	rc := http.NewResponseController(w)
 	ms := a.ms
 	var last uint64
-	err := b.store.View(func(tx *bolt.Tx) error {
+	err := b.store.View(func(tx *store.Tx) error {
 		id := r.Header.Get("Last-Event-ID")
 		if id == "" {
 			last = store.TopicLastSeq(tx, ms.id, t.ID)
@@ -436,7 +434,7 @@ func (b *Broker) streamCatchUp(w http.ResponseWriter, rc *http.ResponseControlle
 	for {
 		var posts []store.TopicPost
 		var more bool
-		err := b.store.View(func(tx *bolt.Tx) error {
+		err := b.store.View(func(tx *store.Tx) error {
 			var err error
 			posts, more, err = store.TopicPostsAfter(tx, meshID, topicID, last, 100)
 			return err

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	json "github.com/go-json-experiment/json"
-	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
@@ -134,7 +133,7 @@ func TestAPIKeysAndREST(t *testing.T) {
 	}
 	// Only the hash is stored.
 	var stored *store.APIKey
-	b.store.View(func(tx *bolt.Tx) error {
+	b.store.View(func(tx *store.Tx) error {
 		_, stored, _ = store.APIKeyByPrefix(tx, writer.Prefix)
 		return nil
 	})
@@ -148,7 +147,7 @@ func TestAPIKeysAndREST(t *testing.T) {
 	if st, body := rest(t, b, "GET", "/v1/topics", reader.Secret, nil); st != 401 || errCode(body) != wire.CodeAPIKeyInvalid {
 		t.Fatalf("revoked key: %d %v", st, body)
 	}
-	if err := b.store.Update(func(tx *bolt.Tx) error {
+	if err := b.store.Update(func(tx *store.Tx) error {
 		k, _ := store.GetAPIKey(tx, alice.id.meshID, writer.ID)
 		k.ExpiresAt = time.Now().Add(-time.Second).UnixMilli()
 		return store.UpdateAPIKey(tx, alice.id.meshID, k)

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -241,7 +239,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		}
 	}
 	var res sendResult
-	err := c.b.store.Submit(func(tx *bolt.Tx) error {
+	err := c.b.store.Submit(func(tx *store.Tx) error {
 		res = sendResult{}
 		prev, err := store.LookupIdempotent(tx, ms.id, c.pubkey, s.ClientMessageID)
 		if err == nil {
@@ -535,7 +533,7 @@ func (c *conn) handleClientAck(data []byte, env wire.Envelope) {
 	}
 	ms := c.ms
 	var outcomes []store.AckOutcome
-	err := c.b.store.Submit(func(tx *bolt.Tx) error {
+	err := c.b.store.Submit(func(tx *store.Tx) error {
 		var err error
 		outcomes, err = store.Ack(tx, ms.id, c.pubkey, valid, time.Now().UnixMilli())
 		return err
@@ -628,7 +626,7 @@ func (c *conn) handleFetchQueued(data []byte, env wire.Envelope) {
 	}
 	out := wire.Queued{Type: wire.TypeQueued, ReqID: env.ReqID, Messages: []wire.RawJSON{}, Receipts: []wire.Receipt{}}
 	size := 256
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var inner error
 		err := store.ScanQueue(tx, c.ms.id, c.pubkey, 0, func(_ uint64, e *store.QueueEntry) bool {
 			if len(out.Messages)+len(out.Receipts) >= limit {

@@ -8,8 +8,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -127,7 +125,7 @@ func (c *conn) handleSkillPublish(p *wire.SkillPublish) {
 	me := c.mem.Pubkey
 	now := time.Now().UnixMilli()
 	var saved store.Skill
-	c.adminTx(p.ReqID, func(tx *bolt.Tx, meRec *store.Member) *adminError {
+	c.adminTx(p.ReqID, func(tx *store.Tx, meRec *store.Member) *adminError {
 		prev, err := store.GetSkill(tx, ms.id, p.Name)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return refusal(wire.CodeInternal, "could not read the skill")
@@ -173,7 +171,7 @@ func (c *conn) handleSkillPublish(p *wire.SkillPublish) {
 
 func (c *conn) handleSkillList(r *wire.SkillRequest) {
 	var all []store.Skill
-	if err := c.b.store.View(func(tx *bolt.Tx) error {
+	if err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
 		all, err = store.ListSkills(tx, c.ms.id)
 		return err
@@ -196,7 +194,7 @@ func (c *conn) handleSkillList(r *wire.SkillRequest) {
 
 func (c *conn) handleSkillGet(r *wire.SkillRequest) {
 	var s *store.Skill
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
 		s, err = store.GetSkill(tx, c.ms.id, r.Name)
 		return err
@@ -215,7 +213,7 @@ func (c *conn) handleSkillGet(r *wire.SkillRequest) {
 func (c *conn) handleSkillRemove(r *wire.SkillRequest) {
 	ms := c.ms
 	me := c.mem.Pubkey
-	c.adminTx(r.ReqID, func(tx *bolt.Tx, meRec *store.Member) *adminError {
+	c.adminTx(r.ReqID, func(tx *store.Tx, meRec *store.Member) *adminError {
 		s, err := store.GetSkill(tx, ms.id, r.Name)
 		if errors.Is(err, store.ErrNotFound) {
 			return refusal(wire.CodeNotFound, "no skill called "+r.Name+" in this mesh")

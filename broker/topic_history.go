@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/store"
 	"claudemesh/wire"
 )
@@ -15,7 +13,7 @@ import (
 // markers and mention notifications.
 
 // postSeq resolves a message id of this topic to its seq for paging.
-func postSeq(tx *bolt.Tx, meshID, topicID, messageID string) (uint64, error) {
+func postSeq(tx *store.Tx, meshID, topicID, messageID string) (uint64, error) {
 	tid, seq, err := store.TopicPostLocation(tx, meshID, messageID)
 	if err != nil {
 		return 0, err
@@ -40,7 +38,7 @@ func (c *conn) handleTopicHistory(r wire.TopicRequest, t topicState) {
 	}
 	ms := c.ms
 	out := wire.TopicHistory{Type: wire.TypeTopicHistory, ReqID: r.ReqID, Messages: []wire.RawJSON{}}
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		var posts []store.TopicPost
 		var err error
 		switch {
@@ -81,7 +79,7 @@ func (c *conn) handleTopicMarkRead(r wire.TopicRequest, t topicState) {
 	}
 	ms := c.ms
 	me := c.mem
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		seq := store.TopicLastSeq(tx, ms.id, t.ID)
 		if r.UpTo != "" {
 			var err error
@@ -150,7 +148,7 @@ func (c *conn) handleNotifications(data []byte, env wire.Envelope) {
 		}
 	}
 	now := time.Now().UnixMilli()
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		_, err := store.MarkNotificationsRead(tx, ms.id, me, r.IDs, now)
 		return err
 	})
@@ -163,7 +161,7 @@ func (c *conn) handleNotifications(data []byte, env wire.Envelope) {
 
 func (b *Broker) listNotifications(ms *meshState, member string, since int64, unread bool) ([]wire.Notification, error) {
 	var recs []store.Notification
-	err := b.store.View(func(tx *bolt.Tx) error {
+	err := b.store.View(func(tx *store.Tx) error {
 		var err error
 		recs, err = store.ListNotifications(tx, ms.id, member, since, unread, maxNotifications)
 		return err

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/store"
 	"claudemesh/wire"
 )
@@ -34,7 +32,7 @@ func (c *conn) handleTopicMembers(r wire.TopicRequest, t topicState) {
 		return
 	}
 	holders := c.b.keyHolders(ms, &t, keys)
-	c.b.store.View(func(tx *bolt.Tx) error {
+	c.b.store.View(func(tx *store.Tx) error {
 		for i := range out {
 			out[i].HasCurrentKey = holders[out[i].Pubkey]
 			if tm, err := store.GetTopicMember(tx, ms.id, t.ID, out[i].Pubkey); err == nil && !t.General {
@@ -58,7 +56,7 @@ func (c *conn) handleTopicKeys(r wire.TopicRequest, t topicState) {
 	}
 	out := wire.TopicKeys{Type: wire.TypeTopicKeys, ReqID: r.ReqID, Seals: []wire.TopicSealOut{}}
 	ms := c.ms
-	err := c.b.store.View(func(tx *bolt.Tx) error {
+	err := c.b.store.View(func(tx *store.Tx) error {
 		cur, err := store.GetTopic(tx, ms.id, t.ID)
 		if err != nil {
 			return err
@@ -136,7 +134,7 @@ func (c *conn) handleTopicSeal(r wire.TopicRequest, t topicState) {
 		seals = append(seals, rec)
 	}
 	var stale bool
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		stale = false
 		cur, err := store.GetTopic(tx, ms.id, t.ID)
 		if err != nil {
@@ -249,7 +247,7 @@ func (c *conn) handleTopicRotate(r wire.TopicRequest, t topicState) {
 	}
 	ms.mu.Unlock()
 	var stale bool
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		stale = false
 		cur, err := store.GetTopic(tx, ms.id, t.ID)
 		if err != nil {

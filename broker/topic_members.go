@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -40,7 +38,7 @@ func (c *conn) addTopicMember(reqID string, t *topicState, m *member, role strin
 	ms := c.ms
 	now := time.Now().UnixMilli()
 	rec := &store.TopicMember{MemberID: m.ID, Pubkey: m.Pubkey, Role: role, JoinedAt: now}
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		if _, err := store.GetTopic(tx, ms.id, t.ID); err != nil {
 			return err
 		}
@@ -142,7 +140,7 @@ func (ms *meshState) topicTarget(ref string) *member {
 // member had the key), telling the key holders.
 func (b *Broker) removeFromTopic(ms *meshState, topicID, pubkey string) error {
 	var marked []string
-	err := b.store.Update(func(tx *bolt.Tx) error {
+	err := b.store.Update(func(tx *store.Tx) error {
 		marked = nil
 		removed, err := store.RemoveTopicMember(tx, ms.id, topicID, pubkey)
 		if err != nil || !removed {
@@ -167,7 +165,7 @@ func (b *Broker) removeFromTopic(ms *meshState, topicID, pubkey string) error {
 
 // markRekey sets rekeyNeeded on the encrypted topics among ids that have a
 // key, returning those it marked.
-func markRekey(tx *bolt.Tx, meshID string, ids []string) ([]string, error) {
+func markRekey(tx *store.Tx, meshID string, ids []string) ([]string, error) {
 	var out []string
 	for _, id := range ids {
 		t, err := store.GetTopic(tx, meshID, id)
@@ -207,7 +205,7 @@ func (b *Broker) topicsMemberGone(ms *meshState, pubkey string) {
 
 func (b *Broker) removeDeparted(ms *meshState, pubkey string) {
 	var marked []string
-	err := b.store.Update(func(tx *bolt.Tx) error {
+	err := b.store.Update(func(tx *store.Tx) error {
 		marked = nil
 		ids, err := store.MemberTopicIDs(tx, ms.id, pubkey)
 		if err != nil {
@@ -250,7 +248,7 @@ func (b *Broker) topicsMembersKicked(ms *meshState, pubkeys []string) {
 
 func (b *Broker) rekeyKicked(ms *meshState, pubkeys []string) {
 	var marked []string
-	err := b.store.Update(func(tx *bolt.Tx) error {
+	err := b.store.Update(func(tx *store.Tx) error {
 		marked = nil
 		seen := map[string]bool{}
 		var ids []string
@@ -307,7 +305,7 @@ func (b *Broker) keyHolders(ms *meshState, t *topicState, members []string) map[
 	if !t.Encrypted || t.KeyGen == 0 {
 		return out
 	}
-	b.store.View(func(tx *bolt.Tx) error {
+	b.store.View(func(tx *store.Tx) error {
 		for _, m := range members {
 			sealers, err := store.Sealers(tx, ms.id, t.ID, m, t.KeyGen)
 			if err != nil {

@@ -7,8 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -170,7 +168,7 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done fu
 	post := &store.TopicPost{ID: messageID, TopicID: topic.ID, SenderPubkey: from.pubkey, SenderMember: from.mem.Pubkey,
 		ClientMessageID: s.ClientMessageID, Fingerprint: fingerprint(s), CreatedAt: now.UnixMilli(), Push: wire.MustEncode(push)}
 	var res topicPostResult
-	err = b.store.Submit(func(tx *bolt.Tx) error {
+	err = b.store.Submit(func(tx *store.Tx) error {
 		res = topicPostResult{messageID: messageID, createdAt: post.CreatedAt}
 		if prev, err := store.LookupTopicIdempotent(tx, ms.id, from.pubkey, s.ClientMessageID); err == nil {
 			if prev.Fingerprint != post.Fingerprint {

@@ -4,8 +4,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/internal/cliui"
 	"claudemesh/store"
 )
@@ -50,7 +48,7 @@ func (b *Broker) topicRetention(stop <-chan struct{}) {
 func (b *Broker) purgeTopics(cutoff int64) {
 	for _, ms := range b.hub.meshList() {
 		var topics []store.Topic
-		if err := b.store.View(func(tx *bolt.Tx) error {
+		if err := b.store.View(func(tx *store.Tx) error {
 			var err error
 			topics, err = store.ListTopics(tx, ms.id)
 			return err
@@ -60,7 +58,7 @@ func (b *Broker) purgeTopics(cutoff int64) {
 		}
 		for _, t := range topics {
 			for more := true; more; {
-				err := b.store.Update(func(tx *bolt.Tx) error {
+				err := b.store.Update(func(tx *store.Tx) error {
 					var err error
 					_, more, err = store.PurgeTopicPosts(tx, ms.id, t.ID, cutoff, 1000)
 					return err

@@ -6,8 +6,6 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -46,7 +44,7 @@ func (b *Broker) topicsLocked(ms *meshState) (*topicIndex, error) {
 		return ms.topics, nil
 	}
 	idx := &topicIndex{byID: map[string]*topicState{}, byName: map[string]*topicState{}}
-	err := b.store.View(func(tx *bolt.Tx) error {
+	err := b.store.View(func(tx *store.Tx) error {
 		topics, err := store.ListTopics(tx, ms.id)
 		if err != nil {
 			return err
@@ -335,7 +333,7 @@ func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 	}
 	creator := &store.TopicMember{MemberID: c.mem.ID, Pubkey: me, Role: wire.TopicLead, JoinedAt: now}
 	ms := c.ms
-	err := c.b.store.Update(func(tx *bolt.Tx) error {
+	err := c.b.store.Update(func(tx *store.Tx) error {
 		if err := store.CreateTopic(tx, ms.id, t, creator, seal); err != nil {
 			return err
 		}
@@ -419,7 +417,7 @@ func (b *Broker) topicInfos(ms *meshState, me string) ([]wire.TopicInfo, error) 
 		infos = append(infos, info)
 	}
 	ms.mu.Unlock()
-	err = b.store.View(func(tx *bolt.Tx) error {
+	err = b.store.View(func(tx *store.Tx) error {
 		for i := range infos {
 			if infos[i].Joined {
 				infos[i].Unread = unreadCount(tx, ms.id, infos[i].ID, me)
@@ -433,7 +431,7 @@ func (b *Broker) topicInfos(ms *meshState, me string) ([]wire.TopicInfo, error) 
 
 // unreadCount is how many stored posts are newer than the member's read
 // marker: O(1), from the topic's sequence and its oldest stored post.
-func unreadCount(tx *bolt.Tx, meshID, topicID, member string) int {
+func unreadCount(tx *store.Tx, meshID, topicID, member string) int {
 	last := store.TopicLastSeq(tx, meshID, topicID)
 	if last == 0 {
 		return 0
@@ -462,7 +460,7 @@ func shortHex(k string) string {
 
 // auditTopic appends a topic or API-key change to the mesh's audit chain in
 // the caller's transaction, so the change commits with its entry.
-func (b *Broker) auditTopic(tx *bolt.Tx, ms *meshState, event, actor string, payload map[string]any) error {
+func (b *Broker) auditTopic(tx *store.Tx, ms *meshState, event, actor string, payload map[string]any) error {
 	_, err := store.AppendAudit(tx, ms.id, store.AuditEvent{Type: event, Actor: actor, Payload: payload})
 	return err
 }

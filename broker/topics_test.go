@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
@@ -102,7 +100,7 @@ func TestTopicForgedSealsRefused(t *testing.T) {
 	}
 	plant := func(s *store.TopicSeal) {
 		t.Helper()
-		if err := b.store.Update(func(tx *bolt.Tx) error { return store.PutTopicSeal(tx, meshID, ops.ID, s) }); err != nil {
+		if err := b.store.Update(func(tx *store.Tx) error { return store.PutTopicSeal(tx, meshID, ops.ID, s) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -199,7 +197,7 @@ func TestTopicForgedPostsUnverified(t *testing.T) {
 		Topic: &wire.TopicRef{ID: ops.ID, Name: "ops"}, KeyGen: &one, Signature: sig, BodyVersion: 2, CreatedAt: time.Now().UnixMilli()}
 	inject := func(topicID string, push wire.Push) {
 		t.Helper()
-		err := b.store.Update(func(tx *bolt.Tx) error {
+		err := b.store.Update(func(tx *store.Tx) error {
 			_, err := store.AppendTopicPost(tx, alice.id.meshID, &store.TopicPost{ID: push.MessageID, TopicID: topicID,
 				SenderPubkey: push.SenderPubkey, SenderMember: push.SenderMemberPubkey, ClientMessageID: push.MessageID,
 				CreatedAt: push.CreatedAt, Push: wire.MustEncode(push)})

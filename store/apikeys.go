@@ -2,8 +2,6 @@ package store
 
 import (
 	"bytes"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // API keys (01-protocol §6, 02-crypto "Other secrets"): a mesh's keys live in
@@ -31,7 +29,7 @@ type APIKey struct {
 	RevokedAt    int64    `json:"revokedAt,omitzero"`
 }
 
-func initAPIKeys(tx *bolt.Tx, mb *bolt.Bucket) error {
+func initAPIKeys(tx *Tx, mb *Bucket) error {
 	if _, err := tx.CreateBucketIfNotExists(bucketKeyPrefixes); err != nil {
 		return err
 	}
@@ -41,7 +39,7 @@ func initAPIKeys(tx *bolt.Tx, mb *bolt.Bucket) error {
 
 // PutAPIKey stores a new key. A prefix already in use is ErrExists (the
 // caller draws another secret).
-func PutAPIKey(tx *bolt.Tx, meshID string, k *APIKey) error {
+func PutAPIKey(tx *Tx, meshID string, k *APIKey) error {
 	b, err := topicSub(tx, meshID, bAPIKeys)
 	if err != nil {
 		return err
@@ -57,7 +55,7 @@ func PutAPIKey(tx *bolt.Tx, meshID string, k *APIKey) error {
 }
 
 // UpdateAPIKey rewrites an existing key's record (revocation).
-func UpdateAPIKey(tx *bolt.Tx, meshID string, k *APIKey) error {
+func UpdateAPIKey(tx *Tx, meshID string, k *APIKey) error {
 	b, err := topicSub(tx, meshID, bAPIKeys)
 	if err != nil {
 		return err
@@ -69,7 +67,7 @@ func UpdateAPIKey(tx *bolt.Tx, meshID string, k *APIKey) error {
 }
 
 // GetAPIKey loads a key by id.
-func GetAPIKey(tx *bolt.Tx, meshID, id string) (*APIKey, error) {
+func GetAPIKey(tx *Tx, meshID, id string) (*APIKey, error) {
 	b, err := topicSub(tx, meshID, bAPIKeys)
 	if err != nil {
 		return nil, err
@@ -83,7 +81,7 @@ func GetAPIKey(tx *bolt.Tx, meshID, id string) (*APIKey, error) {
 }
 
 // APIKeyByPrefix finds the mesh and key a secret's prefix names.
-func APIKeyByPrefix(tx *bolt.Tx, prefix string) (meshID string, k *APIKey, err error) {
+func APIKeyByPrefix(tx *Tx, prefix string) (meshID string, k *APIKey, err error) {
 	pb := tx.Bucket(bucketKeyPrefixes)
 	if pb == nil {
 		return "", nil, ErrNotFound
@@ -99,7 +97,7 @@ func APIKeyByPrefix(tx *bolt.Tx, prefix string) (meshID string, k *APIKey, err e
 }
 
 // ListAPIKeys returns a mesh's keys in id (creation) order.
-func ListAPIKeys(tx *bolt.Tx, meshID string) ([]APIKey, error) {
+func ListAPIKeys(tx *Tx, meshID string) ([]APIKey, error) {
 	b, err := topicSub(tx, meshID, bAPIKeys)
 	if err != nil {
 		return nil, err

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	json "github.com/go-json-experiment/json"
-	bolt "go.etcd.io/bbolt"
 
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/wire"
@@ -54,7 +53,7 @@ func Canonicalize(payload any) (CanonicalPayload, error) {
 // migrated; Open migrates every store, so this is a bug).
 var ErrAuditNoChain = errors.New("store: mesh has no audit chain")
 
-func auditBucket(tx *bolt.Tx, meshID string) (*bolt.Bucket, error) {
+func auditBucket(tx *Tx, meshID string) (*Bucket, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
@@ -69,7 +68,7 @@ func auditBucket(tx *bolt.Tx, meshID string) (*bolt.Bucket, error) {
 // AppendAudit appends ev to the mesh's chain inside the caller's write
 // transaction and returns the entry. If the transaction rolls back, so does
 // the entry: callers put it in the same transaction as the change.
-func AppendAudit(tx *bolt.Tx, meshID string, ev AuditEvent) (*wire.AuditEntry, error) {
+func AppendAudit(tx *Tx, meshID string, ev AuditEvent) (*wire.AuditEntry, error) {
 	b, err := auditBucket(tx, meshID)
 	if err != nil {
 		return nil, err
@@ -107,7 +106,7 @@ func AppendAudit(tx *bolt.Tx, meshID string, ev AuditEvent) (*wire.AuditEntry, e
 
 // auditHead is the last entry's (seq, hash), or (0, genesis) for an empty
 // chain.
-func auditHead(b *bolt.Bucket) (uint64, string, error) {
+func auditHead(b *Bucket) (uint64, string, error) {
 	k, v := b.Cursor().Last()
 	if k == nil {
 		return 0, cmcrypto.AuditGenesisHash, nil
@@ -122,7 +121,7 @@ func auditHead(b *bolt.Bucket) (uint64, string, error) {
 // AuditHead returns the head of a mesh's chain: the last entry's seq and
 // hash, or (0, 64 zeros) when nothing was recorded yet. The broker signs it
 // for audit_checkpoint.
-func AuditHead(tx *bolt.Tx, meshID string) (seq uint64, hash string, err error) {
+func AuditHead(tx *Tx, meshID string) (seq uint64, hash string, err error) {
 	b, err := auditBucket(tx, meshID)
 	if err != nil {
 		return 0, "", err
@@ -140,7 +139,7 @@ type AuditQuery struct {
 // QueryAudit returns entries newest first, and whether older matching
 // entries remain. Entries are returned as stored, so a verifier sees
 // exactly what the broker holds.
-func QueryAudit(tx *bolt.Tx, meshID string, q AuditQuery) ([]wire.AuditEntry, bool, error) {
+func QueryAudit(tx *Tx, meshID string, q AuditQuery) ([]wire.AuditEntry, bool, error) {
 	b, err := auditBucket(tx, meshID)
 	if err != nil {
 		return nil, false, err

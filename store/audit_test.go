@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/wire"
 )
@@ -18,7 +16,7 @@ import (
 func chainOf(t *testing.T, s *Store, mesh string) []wire.AuditEntry {
 	t.Helper()
 	var all []wire.AuditEntry
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		var before uint64
 		for {
 			page, more, err := QueryAudit(tx, mesh, AuditQuery{Limit: 7, Before: before})
@@ -64,7 +62,7 @@ func verifyChain(t *testing.T, mesh string, chain []wire.AuditEntry) {
 
 func TestAuditAppendQueryHead(t *testing.T) {
 	s := newMeshStore(t)
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		seq, hash, err := AuditHead(tx, meshID)
 		if err != nil || seq != 0 || hash != cmcrypto.AuditGenesisHash {
 			t.Errorf("empty head = %d %s %v", seq, hash, err)
@@ -77,7 +75,7 @@ func TestAuditAppendQueryHead(t *testing.T) {
 		if i%3 == 0 {
 			typ = wire.AuditMemberBanned
 		}
-		mustUpdate(t, s, func(tx *bolt.Tx) error {
+		mustUpdate(t, s, func(tx *Tx) error {
 			e, err := AppendAudit(tx, meshID, AuditEvent{Type: typ, Actor: key(1), At: at,
 				Payload: map[string]any{"z": i, "a": "<b>&|" + fmt.Sprint(i)}})
 			if err == nil && e.Seq != uint64(i+1) {
@@ -97,7 +95,7 @@ func TestAuditAppendQueryHead(t *testing.T) {
 	if chain[0].CreatedAt != "2025-11-25T18:00:00.000000005Z" {
 		t.Errorf("createdAt %s", chain[0].CreatedAt)
 	}
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		seq, hash, err := AuditHead(tx, meshID)
 		if err != nil || seq != 20 || hash != chain[19].Hash {
 			t.Errorf("head = %d %s %v", seq, hash, err)
@@ -132,7 +130,7 @@ func TestAuditAppendQueryHead(t *testing.T) {
 func TestAuditAppendRollsBackWithTheChange(t *testing.T) {
 	s := newMeshStore(t)
 	boom := errors.New("boom")
-	err := s.Update(func(tx *bolt.Tx) error {
+	err := s.updateTx(func(tx *Tx) error {
 		if _, err := AppendAudit(tx, meshID, AuditEvent{Type: wire.AuditKick, Actor: key(1)}); err != nil {
 			return err
 		}
@@ -141,14 +139,14 @@ func TestAuditAppendRollsBackWithTheChange(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatal(err)
 	}
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		e, err := AppendAudit(tx, meshID, AuditEvent{Type: wire.AuditKick, Actor: key(1)})
 		if err == nil && (e.Seq != 1 || string(e.Payload) != "{}") {
 			t.Errorf("after rollback: %+v", e)
 		}
 		return err
 	})
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		if _, err := AppendAudit(tx, meshID, AuditEvent{Type: wire.AuditKick, Payload: []int{1}}); err == nil {
 			t.Error("a non-object payload was accepted")
 		}
@@ -165,7 +163,7 @@ func TestAuditAppendRollsBackWithTheChange(t *testing.T) {
 func TestAuditConcurrentMeshes(t *testing.T) {
 	s := newMeshStore(t)
 	const other = "01J0MESH000000000000000002"
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		o := owner()
 		return CreateMesh(tx, Mesh{ID: other, Slug: "other"}, o)
 	})
@@ -177,7 +175,7 @@ func TestAuditConcurrentMeshes(t *testing.T) {
 			if i%2 == 1 {
 				mesh = other
 			}
-			if err := s.Update(func(tx *bolt.Tx) error {
+			if err := s.updateTx(func(tx *Tx) error {
 				_, err := AppendAudit(tx, mesh, AuditEvent{Type: wire.AuditKick, Actor: key(i), Payload: map[string]int{"i": i}})
 				return err
 			}); err != nil {
@@ -207,7 +205,7 @@ func TestAuditConcurrentMeshes(t *testing.T) {
 func TestMigrationAddsGovernanceBuckets(t *testing.T) {
 	path := dbPath(t)
 	s := openAt(t, path, Options{})
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		if err := CreateMesh(tx, Mesh{ID: meshID, Slug: "team"}, owner()); err != nil {
 			return err
 		}
@@ -222,7 +220,7 @@ func TestMigrationAddsGovernanceBuckets(t *testing.T) {
 	})
 	s.Close()
 	s = openAt(t, path, Options{})
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		_, err := AppendAudit(tx, meshID, AuditEvent{Type: wire.AuditKick})
 		return err
 	})

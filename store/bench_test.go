@@ -5,8 +5,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/wire"
 )
 
@@ -24,7 +22,7 @@ func BenchmarkAppendMessageSerial(b *testing.B) { benchAppend(b, 0) }
 func benchAppend(b *testing.B, parallelism int) {
 	var log commitLog
 	s := openAt(b, dbPath(b), Options{OnCommit: log.observe})
-	mustUpdate(b, s, func(tx *bolt.Tx) error {
+	mustUpdate(b, s, func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: meshID, Slug: "bench"}, owner())
 	})
 	push := wire.MustEncode(&wire.Push{Type: wire.TypePush, MessageID: id("M", 0), Kind: wire.KindBox, SenderPubkey: sender,
@@ -36,7 +34,7 @@ func benchAppend(b *testing.B, parallelism int) {
 		m := &Message{ID: id("M", i), ClientMessageID: id("C", i), SenderPubkey: sender, SenderMember: sender,
 			TargetSpec: r1, Kind: wire.KindBox, Priority: wire.PriorityNext, Fingerprint: "fp", Push: push,
 			Receipts: true, CreatedAt: int64(i)}
-		return s.Update(func(tx *bolt.Tx) error {
+		return s.updateTx(func(tx *Tx) error {
 			_, err := AppendMessage(tx, meshID, m, []NewDelivery{{Recipient: key(1 + i%100)}})
 			return err
 		})
@@ -69,13 +67,13 @@ func benchAppend(b *testing.B, parallelism int) {
 // whose queue holds 10,000, among other recipients' entries.
 func BenchmarkScanQueue(b *testing.B) {
 	s := openAt(b, dbPath(b), Options{})
-	mustUpdate(b, s, func(tx *bolt.Tx) error {
+	mustUpdate(b, s, func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: meshID, Slug: "bench"}, owner())
 	})
 	push := wire.MustEncode(&wire.Push{Type: wire.TypePush, MessageID: id("M", 0), Ciphertext: strings.Repeat("A", 364)})
 	const total = 10000
 	for start := 0; start < total; start += 1000 {
-		mustUpdate(b, s, func(tx *bolt.Tx) error {
+		mustUpdate(b, s, func(tx *Tx) error {
 			for i := start; i < start+1000; i++ {
 				m := &Message{ID: id("M", i), ClientMessageID: id("C", i), SenderPubkey: sender, Push: push, CreatedAt: int64(i)}
 				if _, err := AppendMessage(tx, meshID, m, []NewDelivery{{Recipient: r1}, {Recipient: r2}}); err != nil {
@@ -89,7 +87,7 @@ func BenchmarkScanQueue(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		n := 0
-		if err := s.View(func(tx *bolt.Tx) error {
+		if err := s.viewTx(func(tx *Tx) error {
 			return ScanQueue(tx, meshID, r1, 0, func(uint64, *QueueEntry) bool { n++; return n < 256 })
 		}); err != nil || n != 256 {
 			b.Fatalf("scanned %d, %v", n, err)

@@ -419,7 +419,7 @@ func schemaOf(t *testing.T, path string) (uint64, bool) {
 func TestReopenKeepsData(t *testing.T) {
 	path := dbPath(t)
 	s := openAt(t, path, Options{})
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: meshID, Slug: "team", Name: "Team", CreatedAt: 7}, owner())
 	})
 	m := msg(id("M", 1), key(1), 100, true)
@@ -432,7 +432,7 @@ func TestReopenKeepsData(t *testing.T) {
 	}
 
 	s = openAt(t, path, Options{})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		meshes, err := ListMeshes(tx)
 		if err != nil || len(meshes) != 1 || meshes[0] != (Mesh{ID: meshID, Slug: "team", Name: "Team", CreatedAt: 7}) {
 			t.Errorf("ListMeshes = %+v, %v", meshes, err)
@@ -477,7 +477,7 @@ func TestOpenMigratesVersionZero(t *testing.T) {
 	}
 
 	s := openAt(t, path, Options{})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		if v := tx.Bucket(bucketSlugs).Get([]byte("legacy")); string(v) != "mesh-0" {
 			t.Errorf("legacy slug after migration = %q", v)
 		}
@@ -487,7 +487,7 @@ func TestOpenMigratesVersionZero(t *testing.T) {
 		return nil
 	})
 	// The migrated store is fully usable.
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: meshID, Slug: "team"}, owner())
 	})
 	s.Close()
@@ -621,7 +621,7 @@ func TestOpenRunsPendingMigrationsOnce(t *testing.T) {
 	}
 
 	s = openAt(t, path, Options{Migrations: []Migration{v1, v2}})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		if tx.Bucket([]byte("a")) != nil {
 			t.Error("bucket a survived its migration")
 		}

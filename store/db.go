@@ -68,7 +68,7 @@ var BrokerMigrations = []Migration{
 	// distinct groups. Before the cap covered hellos, repeated hellos
 	// could give one member thousands of groups, which made its
 	// list_peers entry megabytes long.
-	trimGroups,
+	func(tx *bolt.Tx) error { return trimGroups(WrapTx(tx, nil)) },
 	// 3 → 4: governance. Every mesh gains its audit chain (empty: the
 	// chain starts at the upgrade), grants and skills buckets. A broker of
 	// schema 3 would make changes without recording them, so the bump
@@ -86,9 +86,9 @@ var BrokerMigrations = []Migration{
 	},
 	// 4 → 5: topics and API keys. Every existing mesh gets the topic and
 	// API-key buckets and its reserved general topic (no key yet).
-	migrateTopics,
+	func(tx *bolt.Tx) error { return migrateTopics(WrapTx(tx, nil)) },
 	// 5 → 6: the append-friendly queue layout (migrate_queue.go).
-	migrateQueueLayout,
+	func(tx *bolt.Tx) error { return migrateQueueLayout(WrapTx(tx, nil)) },
 }
 
 // Options tune a Store.

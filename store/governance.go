@@ -1,8 +1,6 @@
 package store
 
-import (
-	bolt "go.etcd.io/bbolt"
-)
+import ()
 
 // Grants and skills: per-mesh records the broker keeps for governance
 // (01-protocol §6). Both are small and written rarely, so they stay JSON.
@@ -14,7 +12,7 @@ type Grants map[string][]string
 
 // PutGrants replaces a recipient's explicit grants; an empty map deletes
 // the record.
-func PutGrants(tx *bolt.Tx, meshID, recipient string, g Grants) error {
+func PutGrants(tx *Tx, meshID, recipient string, g Grants) error {
 	b, err := sub(tx, meshID, bGrants)
 	if err != nil {
 		return err
@@ -26,7 +24,7 @@ func PutGrants(tx *bolt.Tx, meshID, recipient string, g Grants) error {
 }
 
 // GetGrants returns a recipient's explicit grants (empty when none).
-func GetGrants(tx *bolt.Tx, meshID, recipient string) (Grants, error) {
+func GetGrants(tx *Tx, meshID, recipient string) (Grants, error) {
 	b, err := sub(tx, meshID, bGrants)
 	if err != nil {
 		return nil, err
@@ -41,7 +39,7 @@ func GetGrants(tx *bolt.Tx, meshID, recipient string) (Grants, error) {
 }
 
 // ListGrants returns every recipient's explicit grants in a mesh.
-func ListGrants(tx *bolt.Tx, meshID string) (map[string]Grants, error) {
+func ListGrants(tx *Tx, meshID string) (map[string]Grants, error) {
 	b, err := sub(tx, meshID, bGrants)
 	if err != nil {
 		return nil, err
@@ -72,7 +70,7 @@ type Skill struct {
 }
 
 // PutSkill inserts or replaces a skill by name.
-func PutSkill(tx *bolt.Tx, meshID string, s *Skill) error {
+func PutSkill(tx *Tx, meshID string, s *Skill) error {
 	b, err := sub(tx, meshID, bSkills)
 	if err != nil {
 		return err
@@ -81,7 +79,7 @@ func PutSkill(tx *bolt.Tx, meshID string, s *Skill) error {
 }
 
 // GetSkill loads a skill by name, or ErrNotFound.
-func GetSkill(tx *bolt.Tx, meshID, name string) (*Skill, error) {
+func GetSkill(tx *Tx, meshID, name string) (*Skill, error) {
 	b, err := sub(tx, meshID, bSkills)
 	if err != nil {
 		return nil, err
@@ -95,7 +93,7 @@ func GetSkill(tx *bolt.Tx, meshID, name string) (*Skill, error) {
 }
 
 // DeleteSkill removes a skill by name.
-func DeleteSkill(tx *bolt.Tx, meshID, name string) error {
+func DeleteSkill(tx *Tx, meshID, name string) error {
 	b, err := sub(tx, meshID, bSkills)
 	if err != nil {
 		return err
@@ -104,7 +102,7 @@ func DeleteSkill(tx *bolt.Tx, meshID, name string) error {
 }
 
 // ListSkills returns a mesh's skills in name order.
-func ListSkills(tx *bolt.Tx, meshID string) ([]Skill, error) {
+func ListSkills(tx *Tx, meshID string) ([]Skill, error) {
 	b, err := sub(tx, meshID, bSkills)
 	if err != nil {
 		return nil, err

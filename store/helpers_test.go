@@ -68,23 +68,30 @@ func openAt(t testing.TB, path string, opts Options) *Store {
 
 func newStore(t testing.TB) *Store { return openAt(t, dbPath(t), Options{}) }
 
-func mustUpdate(t testing.TB, s *Store, fn func(tx *bolt.Tx) error) {
+func mustUpdate[F func(*Tx) error | func(*bolt.Tx) error](t testing.TB, s *Store, fn F) {
 	t.Helper()
-	if err := s.Update(fn); err != nil {
+	var err error
+	switch f := any(fn).(type) {
+	case func(*Tx) error:
+		err = s.updateTx(f)
+	case func(*bolt.Tx) error:
+		err = s.Update(f)
+	}
+	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
 }
 
-func mustView(t testing.TB, s *Store, fn func(tx *bolt.Tx) error) {
+func mustView(t testing.TB, s *Store, fn func(tx *Tx) error) {
 	t.Helper()
-	if err := s.View(fn); err != nil {
+	if err := s.viewTx(fn); err != nil {
 		t.Fatalf("View: %v", err)
 	}
 }
 
 func createTestBucket(t testing.TB, s *Store) {
 	t.Helper()
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		_, err := tx.CreateBucketIfNotExists(testBucket)
 		return err
 	})
@@ -97,7 +104,7 @@ func putRaw(k, v string) func(tx *bolt.Tx) error {
 func getRaw(t testing.TB, s *Store, k string) string {
 	t.Helper()
 	var v []byte
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		v = bytes.Clone(tx.Bucket(testBucket).Get([]byte(k)))
 		return nil
 	})
@@ -114,7 +121,7 @@ func owner() *Member {
 // newMeshStore is a store holding one mesh owned by alice.
 func newMeshStore(t testing.TB) *Store {
 	s := newStore(t)
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: meshID, Slug: "team", Name: "Team", CreatedAt: 1}, owner())
 	})
 	return s
@@ -136,7 +143,7 @@ func appendMsg(t testing.TB, s *Store, m *Message, to ...string) []uint64 {
 		ds[i] = NewDelivery{Recipient: r}
 	}
 	var seqs []uint64
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		var err error
 		seqs, err = AppendMessage(tx, meshID, m, ds)
 		return err
@@ -155,7 +162,7 @@ type queued struct {
 func scan(t testing.TB, s *Store, recipient string, after uint64) []queued {
 	t.Helper()
 	var out []queued
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		return ScanQueue(tx, meshID, recipient, after, func(seq uint64, e *QueueEntry) bool {
 			out = append(out, queued{seq, *e})
 			return true
@@ -176,7 +183,7 @@ func scanIDs(t testing.TB, s *Store, recipient string) string {
 func ack(t testing.TB, s *Store, recipient string, now int64, ids ...string) []AckOutcome {
 	t.Helper()
 	var out []AckOutcome
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		var err error
 		out, err = Ack(tx, meshID, recipient, ids, now)
 		return err
@@ -187,7 +194,7 @@ func ack(t testing.TB, s *Store, recipient string, now int64, ids ...string) []A
 func deliveries(t testing.TB, s *Store, mid string) []RecipientDelivery {
 	t.Helper()
 	var out []RecipientDelivery
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		var err error
 		out, err = Deliveries(tx, meshID, mid)
 		return err
@@ -199,7 +206,7 @@ func getMsg(t testing.TB, s *Store, mid string) (*Message, error) {
 	t.Helper()
 	var m *Message
 	var gerr error
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		m, gerr = GetMessage(tx, meshID, mid)
 		return nil
 	})
@@ -209,7 +216,7 @@ func getMsg(t testing.TB, s *Store, mid string) (*Message, error) {
 func countPending(t testing.TB, s *Store) map[string]int {
 	t.Helper()
 	var out map[string]int
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		var err error
 		out, err = CountPending(tx, meshID)
 		return err
@@ -221,4 +228,12 @@ func countPending(t testing.TB, s *Store) map[string]int {
 func ids(prefix string) func() string {
 	n := 0
 	return func() string { n++; return id(prefix, n) }
+}
+
+// updateTx, viewTx and submitTx run record functions (which take a *Tx)
+// on the bbolt committer, as the Local engine does.
+func (s *Store) updateTx(fn func(tx *Tx) error) error { return s.Update(wrapFn(fn)) }
+func (s *Store) viewTx(fn func(tx *Tx) error) error   { return s.View(wrapFn(fn)) }
+func (s *Store) submitTx(fn func(tx *Tx) error, after func(error)) error {
+	return s.Submit(wrapFn(fn), after)
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/oklog/ulid/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/wire"
 )
@@ -37,7 +36,7 @@ func benchLifecycle(b *testing.B, prefill int) {
 	const peers, batch = 100, 40
 	s := openAt(b, dbPath(b), Options{})
 	s.db.NoSync = true
-	mustUpdate(b, s, func(tx *bolt.Tx) error {
+	mustUpdate(b, s, func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: meshID, Slug: "bench"}, owner())
 	})
 	ct := strings.Repeat("A", 364)
@@ -61,7 +60,7 @@ func benchLifecycle(b *testing.B, prefill int) {
 	var prev, prev2 []lifecycleMsg
 	step := func(n int) {
 		cur := make([]lifecycleMsg, 0, n)
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.db.Update(wrapFn(func(tx *Tx) error {
 			for i := 0; i < n; i++ {
 				m, lm := newMsg()
 				if _, err := AppendMessage(tx, meshID, m, []NewDelivery{{Recipient: lm.recipient}}); err != nil {
@@ -90,7 +89,7 @@ func benchLifecycle(b *testing.B, prefill int) {
 				}
 			}
 			return nil
-		})
+		}))
 		if err != nil {
 			b.Fatal(err)
 		}

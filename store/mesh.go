@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/wire"
 )
 
@@ -62,7 +60,7 @@ func TrimGroups(groups []wire.Group, max int) ([]wire.Group, bool) {
 // than MaxGroups groups (or invalid ones) are rewritten with the first
 // MaxGroups valid ones. A record that does not decode is left alone for the
 // broker to report at start-up.
-func trimGroups(tx *bolt.Tx) error {
+func trimGroups(tx *Tx) error {
 	meshes := tx.Bucket(bucketMeshes)
 	if meshes == nil {
 		return nil
@@ -103,7 +101,7 @@ func trimGroups(tx *bolt.Tx) error {
 
 // rewrite replaces the values fn changes (collected first: a bucket must
 // not be written while a ForEach walks it).
-func rewrite(b *bolt.Bucket, fn func(v []byte) ([]byte, bool)) error {
+func rewrite(b *Bucket, fn func(v []byte) ([]byte, bool)) error {
 	var keys, vals [][]byte
 	if err := b.ForEach(func(k, v []byte) error {
 		if nv, ok := fn(v); ok {
@@ -184,11 +182,11 @@ func (inv *Invite) Info() wire.InviteInfo {
 	return wire.InviteInfo{InviteID: inv.ID, Role: inv.Role, ExpiresAt: inv.ExpiresAt, MaxUses: inv.MaxUses, Uses: inv.Uses, CreatedAt: inv.CreatedAt, RevokedAt: inv.RevokedAt}
 }
 
-func meshBucket(tx *bolt.Tx, meshID string) *bolt.Bucket {
+func meshBucket(tx *Tx, meshID string) *Bucket {
 	return tx.Bucket(bucketMeshes).Bucket([]byte(meshID))
 }
 
-func sub(tx *bolt.Tx, meshID string, name []byte) (*bolt.Bucket, error) {
+func sub(tx *Tx, meshID string, name []byte) (*Bucket, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
@@ -197,7 +195,7 @@ func sub(tx *bolt.Tx, meshID string, name []byte) (*bolt.Bucket, error) {
 }
 
 // CreateMesh stores a new mesh with its owner as first member.
-func CreateMesh(tx *bolt.Tx, m Mesh, owner *Member) error {
+func CreateMesh(tx *Tx, m Mesh, owner *Member) error {
 	slugs := tx.Bucket(bucketSlugs)
 	if slugs.Get([]byte(m.Slug)) != nil {
 		return ErrSlugTaken
@@ -228,7 +226,7 @@ func CreateMesh(tx *bolt.Tx, m Mesh, owner *Member) error {
 }
 
 // GetMesh loads a mesh by id.
-func GetMesh(tx *bolt.Tx, meshID string) (*Mesh, error) {
+func GetMesh(tx *Tx, meshID string) (*Mesh, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
@@ -238,7 +236,7 @@ func GetMesh(tx *bolt.Tx, meshID string) (*Mesh, error) {
 }
 
 // ListMeshes returns every mesh.
-func ListMeshes(tx *bolt.Tx) ([]Mesh, error) {
+func ListMeshes(tx *Tx) ([]Mesh, error) {
 	var out []Mesh
 	err := tx.Bucket(bucketMeshes).ForEachBucket(func(k []byte) error {
 		m, err := GetMesh(tx, string(k))
@@ -253,7 +251,7 @@ func ListMeshes(tx *bolt.Tx) ([]Mesh, error) {
 
 // PutMember inserts or updates a member and its pubkey and name indexes.
 // A name already held by another member is ErrNameTaken.
-func PutMember(tx *bolt.Tx, meshID string, m *Member) error {
+func PutMember(tx *Tx, meshID string, m *Member) error {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return ErrNotFound
@@ -284,7 +282,7 @@ func PutMember(tx *bolt.Tx, meshID string, m *Member) error {
 
 // DeleteMember removes a member who left: its indexes go, so its name can be
 // reused and its key is no longer recognised.
-func DeleteMember(tx *bolt.Tx, meshID string, m *Member) error {
+func DeleteMember(tx *Tx, meshID string, m *Member) error {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return ErrNotFound
@@ -299,13 +297,13 @@ func DeleteMember(tx *bolt.Tx, meshID string, m *Member) error {
 }
 
 // NameTaken reports whether a case-folded display name is held by a member.
-func NameTaken(tx *bolt.Tx, meshID, nameKey string) bool {
+func NameTaken(tx *Tx, meshID, nameKey string) bool {
 	b, err := sub(tx, meshID, bNames)
 	return err == nil && b.Get([]byte(nameKey)) != nil
 }
 
 // GetMember loads a member by id.
-func GetMember(tx *bolt.Tx, meshID, memberID string) (*Member, error) {
+func GetMember(tx *Tx, meshID, memberID string) (*Member, error) {
 	b, err := sub(tx, meshID, bMembers)
 	if err != nil {
 		return nil, err
@@ -319,7 +317,7 @@ func GetMember(tx *bolt.Tx, meshID, memberID string) (*Member, error) {
 }
 
 // MemberByPubkey loads a member by its 64-hex key.
-func MemberByPubkey(tx *bolt.Tx, meshID, pubkey string) (*Member, error) {
+func MemberByPubkey(tx *Tx, meshID, pubkey string) (*Member, error) {
 	b, err := sub(tx, meshID, bPubkeys)
 	if err != nil {
 		return nil, err
@@ -332,7 +330,7 @@ func MemberByPubkey(tx *bolt.Tx, meshID, pubkey string) (*Member, error) {
 }
 
 // ListMembers returns every member (revoked ones included).
-func ListMembers(tx *bolt.Tx, meshID string) ([]Member, error) {
+func ListMembers(tx *Tx, meshID string) ([]Member, error) {
 	b, err := sub(tx, meshID, bMembers)
 	if err != nil {
 		return nil, err
@@ -350,7 +348,7 @@ func ListMembers(tx *bolt.Tx, meshID string) ([]Member, error) {
 }
 
 // PutSession records (or refreshes) a known session key.
-func PutSession(tx *bolt.Tx, meshID string, s *Session) error {
+func PutSession(tx *Tx, meshID string, s *Session) error {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
 		return err
@@ -359,7 +357,7 @@ func PutSession(tx *bolt.Tx, meshID string, s *Session) error {
 }
 
 // ListSessions returns every known session of a mesh.
-func ListSessions(tx *bolt.Tx, meshID string) ([]Session, error) {
+func ListSessions(tx *Tx, meshID string) ([]Session, error) {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
 		return nil, err
@@ -377,7 +375,7 @@ func ListSessions(tx *bolt.Tx, meshID string) ([]Session, error) {
 }
 
 // DeleteSessionsOf forgets the sessions of a member (who left).
-func DeleteSessionsOf(tx *bolt.Tx, meshID, memberID string) ([]string, error) {
+func DeleteSessionsOf(tx *Tx, meshID, memberID string) ([]string, error) {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
 		return nil, err
@@ -407,7 +405,7 @@ func DeleteSessionsOf(tx *bolt.Tx, meshID, memberID string) ([]string, error) {
 }
 
 // PutInvite stores an invite.
-func PutInvite(tx *bolt.Tx, meshID string, inv *Invite) error {
+func PutInvite(tx *Tx, meshID string, inv *Invite) error {
 	b, err := sub(tx, meshID, bInvites)
 	if err != nil {
 		return err
@@ -416,7 +414,7 @@ func PutInvite(tx *bolt.Tx, meshID string, inv *Invite) error {
 }
 
 // GetInvite loads an invite by id.
-func GetInvite(tx *bolt.Tx, meshID, inviteID string) (*Invite, error) {
+func GetInvite(tx *Tx, meshID, inviteID string) (*Invite, error) {
 	b, err := sub(tx, meshID, bInvites)
 	if err != nil {
 		return nil, err
@@ -430,7 +428,7 @@ func GetInvite(tx *bolt.Tx, meshID, inviteID string) (*Invite, error) {
 }
 
 // ListInvites returns a mesh's invites in id (creation) order.
-func ListInvites(tx *bolt.Tx, meshID string) ([]Invite, error) {
+func ListInvites(tx *Tx, meshID string) ([]Invite, error) {
 	b, err := sub(tx, meshID, bInvites)
 	if err != nil {
 		return nil, err

@@ -5,8 +5,6 @@ import (
 	"reflect"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/wire"
 )
 
@@ -14,19 +12,19 @@ func TestCreateMeshSlugUnique(t *testing.T) {
 	s := newMeshStore(t)
 	other := &Member{ID: "01J0MEMBER0000000000000002", Pubkey: key(0xB0B), DisplayName: "Bob", NameKey: "bob", Role: wire.MemberOwner}
 
-	err := s.Update(func(tx *bolt.Tx) error {
+	err := s.updateTx(func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: "01J0MESH000000000000000002", Slug: "team", Name: "Other"}, other)
 	})
 	if !errors.Is(err, ErrSlugTaken) {
 		t.Fatalf("CreateMesh with a taken slug = %v, want ErrSlugTaken", err)
 	}
-	err = s.Update(func(tx *bolt.Tx) error {
+	err = s.updateTx(func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: meshID, Slug: "fresh", Name: "Dup id"}, other)
 	})
 	if !errors.Is(err, ErrExists) {
 		t.Fatalf("CreateMesh with a taken id = %v, want ErrExists", err)
 	}
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		if _, err := GetMesh(tx, "01J0MESH000000000000000002"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("refused mesh exists: %v", err)
 		}
@@ -44,10 +42,10 @@ func TestCreateMeshSlugUnique(t *testing.T) {
 	})
 
 	// A different slug works, and both meshes are listed.
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		return CreateMesh(tx, Mesh{ID: "01J0MESH000000000000000002", Slug: "team-2", Name: "Other"}, other)
 	})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		meshes, err := ListMeshes(tx)
 		if err != nil || len(meshes) != 2 {
 			t.Fatalf("ListMeshes = %+v, %v", meshes, err)
@@ -66,7 +64,7 @@ func TestCreateMeshSlugUnique(t *testing.T) {
 
 func TestCreateMeshStoresOwner(t *testing.T) {
 	s := newMeshStore(t)
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		m, err := GetMesh(tx, meshID)
 		if err != nil || *m != (Mesh{ID: meshID, Slug: "team", Name: "Team", CreatedAt: 1}) {
 			t.Errorf("GetMesh = %+v, %v", m, err)
@@ -92,11 +90,11 @@ func TestPutMemberNameUnique(t *testing.T) {
 	s := newMeshStore(t)
 	bob := &Member{ID: "01J0MEMBER0000000000000002", Pubkey: key(0xB0B), DisplayName: "ALICE", NameKey: "alice", Role: wire.MemberMember}
 
-	err := s.Update(func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob) })
+	err := s.updateTx(func(tx *Tx) error { return PutMember(tx, meshID, bob) })
 	if !errors.Is(err, ErrNameTaken) {
 		t.Fatalf("PutMember with alice's name = %v, want ErrNameTaken", err)
 	}
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		if _, err := GetMember(tx, meshID, bob.ID); !errors.Is(err, ErrNotFound) {
 			t.Errorf("refused member stored: %v", err)
 		}
@@ -107,17 +105,17 @@ func TestPutMemberNameUnique(t *testing.T) {
 	})
 
 	bob.DisplayName, bob.NameKey = "Bob", "bob"
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob) })
+	mustUpdate(t, s, func(tx *Tx) error { return PutMember(tx, meshID, bob) })
 
 	// Re-putting a member under its own name is an update, not a clash.
 	a := owner()
 	a.Status = wire.StatusWorking
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, a) })
+	mustUpdate(t, s, func(tx *Tx) error { return PutMember(tx, meshID, a) })
 
 	// Rename bob → robert frees "bob".
 	bob.DisplayName, bob.NameKey = "Robert", "robert"
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob) })
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error { return PutMember(tx, meshID, bob) })
+	mustView(t, s, func(tx *Tx) error {
 		if NameTaken(tx, meshID, "bob") {
 			t.Error(`"bob" still taken after the rename`)
 		}
@@ -134,14 +132,14 @@ func TestPutMemberNameUnique(t *testing.T) {
 		return nil
 	})
 	carol := &Member{ID: "01J0MEMBER0000000000000003", Pubkey: key(0xCA401), DisplayName: "bob", NameKey: "bob", Role: wire.MemberMember}
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, carol) })
+	mustUpdate(t, s, func(tx *Tx) error { return PutMember(tx, meshID, carol) })
 	// …and robert is still robert's.
 	dave := &Member{ID: "01J0MEMBER0000000000000004", Pubkey: key(0xDA7E), DisplayName: "Robert", NameKey: "robert"}
-	if err := s.Update(func(tx *bolt.Tx) error { return PutMember(tx, meshID, dave) }); !errors.Is(err, ErrNameTaken) {
+	if err := s.updateTx(func(tx *Tx) error { return PutMember(tx, meshID, dave) }); !errors.Is(err, ErrNameTaken) {
 		t.Fatalf("PutMember with robert's name = %v, want ErrNameTaken", err)
 	}
 
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		ms, err := ListMembers(tx, meshID)
 		if err != nil {
 			return err
@@ -157,7 +155,7 @@ func TestPutMemberNameUnique(t *testing.T) {
 		return nil
 	})
 
-	if err := s.Update(func(tx *bolt.Tx) error { return PutMember(tx, "nope", dave) }); !errors.Is(err, ErrNotFound) {
+	if err := s.updateTx(func(tx *Tx) error { return PutMember(tx, "nope", dave) }); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("PutMember in unknown mesh = %v, want ErrNotFound", err)
 	}
 }
@@ -165,9 +163,9 @@ func TestPutMemberNameUnique(t *testing.T) {
 func TestDeleteMemberFreesNameAndKey(t *testing.T) {
 	s := newMeshStore(t)
 	bob := &Member{ID: "01J0MEMBER0000000000000002", Pubkey: key(0xB0B), DisplayName: "Bob", NameKey: "bob"}
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob) })
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return DeleteMember(tx, meshID, bob) })
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error { return PutMember(tx, meshID, bob) })
+	mustUpdate(t, s, func(tx *Tx) error { return DeleteMember(tx, meshID, bob) })
+	mustView(t, s, func(tx *Tx) error {
 		if NameTaken(tx, meshID, "bob") {
 			t.Error("name still taken")
 		}
@@ -180,7 +178,7 @@ func TestDeleteMemberFreesNameAndKey(t *testing.T) {
 		return nil
 	})
 	bob2 := &Member{ID: "01J0MEMBER0000000000000005", Pubkey: key(0xB0B2), DisplayName: "bob", NameKey: "bob"}
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutMember(tx, meshID, bob2) })
+	mustUpdate(t, s, func(tx *Tx) error { return PutMember(tx, meshID, bob2) })
 }
 
 func TestSessionsAndInvites(t *testing.T) {
@@ -189,14 +187,14 @@ func TestSessionsAndInvites(t *testing.T) {
 		Attestation: wire.Attestation{SessionPubkey: key(0x51), ParentPubkey: owner().Pubkey, ExpiresAt: 9, Signature: "s"},
 		Groups:      []wire.Group{{Name: "ops"}}, LastSeenAt: 3}
 	s2 := &Session{Pubkey: key(0x52), ParentMemberID: "someone-else", SessionID: "b"}
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		if err := PutSession(tx, meshID, s1); err != nil {
 			return err
 		}
 		return PutSession(tx, meshID, s2)
 	})
 	var gone []string
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		var err error
 		gone, err = DeleteSessionsOf(tx, meshID, owner().ID)
 		return err
@@ -204,7 +202,7 @@ func TestSessionsAndInvites(t *testing.T) {
 	if !reflect.DeepEqual(gone, []string{s1.Pubkey}) {
 		t.Fatalf("DeleteSessionsOf = %v, want [%s]", gone, s1.Pubkey)
 	}
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		ss, err := ListSessions(tx, meshID)
 		if err != nil || len(ss) != 1 || !reflect.DeepEqual(ss[0], *s2) {
 			t.Errorf("ListSessions = %+v, %v", ss, err)
@@ -214,10 +212,10 @@ func TestSessionsAndInvites(t *testing.T) {
 
 	inv := &Invite{ID: "01J0INVITE0000000000000001", Token: "tok.sig", Role: wire.MemberMember, IssuerPubkey: owner().Pubkey,
 		ExpiresAt: 100, MaxUses: 3, CreatedAt: 1}
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutInvite(tx, meshID, inv) })
+	mustUpdate(t, s, func(tx *Tx) error { return PutInvite(tx, meshID, inv) })
 	inv.Uses, inv.RevokedAt = 1, 50
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return PutInvite(tx, meshID, inv) })
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error { return PutInvite(tx, meshID, inv) })
+	mustView(t, s, func(tx *Tx) error {
 		got, err := GetInvite(tx, meshID, inv.ID)
 		if err != nil || !reflect.DeepEqual(got, inv) {
 			t.Errorf("GetInvite = %+v, %v", got, err)

@@ -2,8 +2,6 @@ package store
 
 import (
 	"bytes"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Buckets of schema 5 and earlier that schema 6 drops: expiry and purge
@@ -26,7 +24,7 @@ func legacyIdemKey(sender, clientMessageID string) []byte {
 // Messages written before keep their push inline (GetMessage reads both),
 // and receipts queued before keep their delivery records (Ack and expiry
 // settle both kinds), so nothing in flight is lost or delivered twice.
-func migrateQueueLayout(tx *bolt.Tx) error {
+func migrateQueueLayout(tx *Tx) error {
 	meshes := tx.Bucket(bucketMeshes)
 	return meshes.ForEachBucket(func(id []byte) error {
 		mb := meshes.Bucket(id)

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/oklog/ulid/v2"
-	bolt "go.etcd.io/bbolt"
 )
 
 // TestMigrationToAppendLayout: a schema-5 file with a message queued the
@@ -20,7 +19,7 @@ func TestMigrationToAppendLayout(t *testing.T) {
 	m := msg(ulid.Make().String(), sender, 1000, true)
 	rc1, rc2 := ulid.Make().String(), ulid.Make().String() // receipt ids before schema 6: no seq inside
 	var mseq, rseq1, rseq2 uint64
-	mustUpdate(t, old, func(tx *bolt.Tx) error {
+	mustUpdate(t, old, func(tx *Tx) error {
 		if err := CreateMesh(tx, Mesh{ID: meshID, Slug: "team"}, owner()); err != nil {
 			return err
 		}
@@ -63,13 +62,13 @@ func TestMigrationToAppendLayout(t *testing.T) {
 	old.Close()
 
 	s := openAt(t, path, Options{})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		if v := be64(tx.Bucket(bucketMeta).Get(keySchema)); v != SchemaVersion {
 			t.Fatalf("schema %d after open", v)
 		}
 		return nil
 	})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		mb := meshBucket(tx, meshID)
 		for _, name := range [][]byte{bMsgExp, bRcptExp, bMsgDel} {
 			if mb.Bucket(name) != nil {
@@ -127,7 +126,7 @@ func TestBodyGoesWithLastHolder(t *testing.T) {
 		return m.Push != nil
 	}
 	ack(t, s, r1, 20, a.ID)
-	mustUpdate(t, s, func(tx *bolt.Tx) error { _, err := DropQueue(tx, meshID, r2); return err })
+	mustUpdate(t, s, func(tx *Tx) error { _, err := DropQueue(tx, meshID, r2); return err })
 	if !hasBody(a.ID) {
 		t.Fatal("body gone while r3 still holds the message")
 	}
@@ -145,7 +144,7 @@ func TestBodyGoesWithLastHolder(t *testing.T) {
 	if hasBody(b.ID) {
 		t.Fatal("body kept after expiry")
 	}
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		if n := meshBucket(tx, meshID).Bucket(bBodies).Stats().KeyN; n != 0 {
 			t.Errorf("%d bodies left", n)
 		}

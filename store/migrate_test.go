@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/wire"
 )
 
@@ -22,7 +20,7 @@ func TestMigrationTrimsOversizedGroups(t *testing.T) {
 		many = append(many, wire.Group{Name: fmt.Sprintf("g%04d/%s", i, strings.Repeat("x", 30)), Role: "r"})
 	}
 	bad := []wire.Group{{Name: "Upper"}, {Name: "ok"}, {Name: "ok"}, {Name: "fine", Role: "bad\x01role"}, {Name: "last"}}
-	mustUpdate(t, old, func(tx *bolt.Tx) error {
+	mustUpdate(t, old, func(tx *Tx) error {
 		o := owner()
 		o.Groups = many
 		if err := CreateMesh(tx, Mesh{ID: meshID, Slug: "team"}, o); err != nil {
@@ -36,7 +34,7 @@ func TestMigrationTrimsOversizedGroups(t *testing.T) {
 	}
 
 	s := openAt(t, path, Options{})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		m, err := MemberByPubkey(tx, meshID, owner().Pubkey)
 		if err != nil {
 			t.Fatal(err)

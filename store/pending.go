@@ -1,13 +1,11 @@
 package store
 
-import bolt "go.etcd.io/bbolt"
-
 // PendingFor returns the ids among ids that have a pending delivery (or
 // receipt) record for recipient: the ones a client_ack from recipient would
 // settle. It only reads, so the broker can drop unknown and already-settled
 // ids before they reach the committer, which every mesh shares: a flood of
 // acks for ids that settle nothing must cost its sender, not everyone.
-func PendingFor(tx *bolt.Tx, meshID, recipient string, ids []string) ([]string, error) {
+func PendingFor(tx *Tx, meshID, recipient string, ids []string) ([]string, error) {
 	b, err := sub(tx, meshID, bDlv)
 	if err != nil {
 		return nil, err

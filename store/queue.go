@@ -7,7 +7,6 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/oklog/ulid/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/wire"
 )
@@ -111,16 +110,16 @@ func idemKey(sender, clientMessageID string) []byte {
 }
 
 // appendOnly returns a bucket of mb set up for in-order writes.
-func appendOnly(mb *bolt.Bucket, name []byte) *bolt.Bucket {
+func appendOnly(mb *Bucket, name []byte) *Bucket {
 	b := mb.Bucket(name)
-	b.FillPercent = fillAppend
+	b.SetFillPercent(fillAppend)
 	return b
 }
 
 // AppendMessage stores a message, its idempotency record, its body and one
 // queue entry plus delivery record per recipient, returning each
 // recipient's queue sequence number (in the order of to).
-func AppendMessage(tx *bolt.Tx, meshID string, msg *Message, to []NewDelivery) ([]uint64, error) {
+func AppendMessage(tx *Tx, meshID string, msg *Message, to []NewDelivery) ([]uint64, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
@@ -160,7 +159,7 @@ func AppendMessage(tx *bolt.Tx, meshID string, msg *Message, to []NewDelivery) (
 
 // LookupIdempotent returns the message a sender already sent under a
 // clientMessageId, or ErrNotFound.
-func LookupIdempotent(tx *bolt.Tx, meshID, sender, clientMessageID string) (*Message, error) {
+func LookupIdempotent(tx *Tx, meshID, sender, clientMessageID string) (*Message, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
@@ -174,7 +173,7 @@ func LookupIdempotent(tx *bolt.Tx, meshID, sender, clientMessageID string) (*Mes
 
 // GetMessage loads a message by id, with its push frame while any
 // recipient has yet to settle it.
-func GetMessage(tx *bolt.Tx, meshID, id string) (*Message, error) {
+func GetMessage(tx *Tx, meshID, id string) (*Message, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
@@ -209,7 +208,7 @@ type RecipientDelivery struct {
 }
 
 // Deliveries lists a message's per-recipient states.
-func Deliveries(tx *bolt.Tx, meshID, messageID string) ([]RecipientDelivery, error) {
+func Deliveries(tx *Tx, meshID, messageID string) ([]RecipientDelivery, error) {
 	b, err := sub(tx, meshID, bDlv)
 	if err != nil {
 		return nil, err
@@ -249,10 +248,10 @@ type AckOutcome struct {
 
 // queueBuckets are the buckets settling a delivery touches.
 type queueBuckets struct {
-	queue, dlv, bodies *bolt.Bucket
+	queue, dlv, bodies *Bucket
 }
 
-func openQueue(mb *bolt.Bucket) queueBuckets {
+func openQueue(mb *Bucket) queueBuckets {
 	return queueBuckets{queue: mb.Bucket(bQueue), dlv: appendOnly(mb, bDlv), bodies: appendOnly(mb, bBodies)}
 }
 
@@ -276,7 +275,7 @@ func (qb queueBuckets) release(id []byte) error {
 // Ack settles ids for one recipient: pending messages become delivered (and
 // queue a receipt for their sender when asked), receipts are removed.
 // Unknown or already-settled ids are skipped: acks are idempotent.
-func Ack(tx *bolt.Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcome, error) {
+func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcome, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
@@ -402,7 +401,7 @@ func entryIs(v []byte, id string) bool {
 
 // ScanQueue walks a recipient's queue in FIFO order starting after seq
 // `after` (0 = from the start) until fn returns false.
-func ScanQueue(tx *bolt.Tx, meshID, recipient string, after uint64, fn func(seq uint64, e *QueueEntry) bool) error {
+func ScanQueue(tx *Tx, meshID, recipient string, after uint64, fn func(seq uint64, e *QueueEntry) bool) error {
 	b, err := sub(tx, meshID, bQueue)
 	if err != nil {
 		return err
@@ -423,7 +422,7 @@ func ScanQueue(tx *bolt.Tx, meshID, recipient string, after uint64, fn func(seq 
 
 // CountPending counts the undelivered messages (not receipts) per recipient,
 // which the hub keeps in memory to enforce --max-pending.
-func CountPending(tx *bolt.Tx, meshID string) (map[string]int, error) {
+func CountPending(tx *Tx, meshID string) (map[string]int, error) {
 	b, err := sub(tx, meshID, bQueue)
 	if err != nil {
 		return nil, err
@@ -455,7 +454,7 @@ type Expired struct {
 // FIFO, so the walk looks at the head of each queue and stops there at the
 // first entry young enough to stay. Expired deliveries stay readable (for
 // message_status) until the message is purged.
-func ExpireBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (out []Expired, more bool, err error) {
+func ExpireBefore(tx *Tx, meshID string, cutoff int64, max int) (out []Expired, more bool, err error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, false, ErrNotFound
@@ -527,7 +526,7 @@ func nextPrefix(p []byte) []byte {
 // PurgeBefore deletes, at most max at a time, the messages created before
 // cutoff with their delivery records and idempotency keys, oldest first. A
 // message with a delivery still pending is left for expiry to settle.
-func PurgeBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (n int, more bool, err error) {
+func PurgeBefore(tx *Tx, meshID string, cutoff int64, max int) (n int, more bool, err error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return 0, false, ErrNotFound
@@ -604,7 +603,7 @@ func PurgeBefore(tx *bolt.Tx, meshID string, cutoff int64, max int) (n int, more
 
 // DropQueue expires everything queued for a recipient (a member who left or
 // was removed), returning what was dropped.
-func DropQueue(tx *bolt.Tx, meshID, recipient string) ([]Expired, error) {
+func DropQueue(tx *Tx, meshID, recipient string) ([]Expired, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/oklog/ulid/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/wire"
 )
@@ -38,7 +37,7 @@ func TestAppendMessageScanQueueFIFO(t *testing.T) {
 	seqOf := map[string]uint64{} // "msg/recipient" → seq
 	for _, p := range plan {
 		var seqs []uint64
-		mustUpdate(t, s, func(tx *bolt.Tx) error {
+		mustUpdate(t, s, func(tx *Tx) error {
 			var err error
 			seqs, err = AppendMessage(tx, meshID, p.m, p.to)
 			return err
@@ -92,7 +91,7 @@ func TestAppendMessageScanQueueFIFO(t *testing.T) {
 
 	// fn returning false stops the walk.
 	n := 0
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		return ScanQueue(tx, meshID, r1, 0, func(uint64, *QueueEntry) bool { n++; return n < 2 })
 	})
 	if n != 2 {
@@ -110,13 +109,13 @@ func TestAppendMessageScanQueueFIFO(t *testing.T) {
 	if _, err := getMsg(t, s, id("M", 99)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetMessage(unknown) = %v", err)
 	}
-	if err := s.Update(func(tx *bolt.Tx) error {
+	if err := s.updateTx(func(tx *Tx) error {
 		_, err := AppendMessage(tx, "nope", msg(id("M", 9), sender, 1, true), []NewDelivery{{Recipient: r1}})
 		return err
 	}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("AppendMessage(unknown mesh) = %v", err)
 	}
-	if err := s.View(func(tx *bolt.Tx) error {
+	if err := s.viewTx(func(tx *Tx) error {
 		return ScanQueue(tx, "nope", r1, 0, func(uint64, *QueueEntry) bool { return true })
 	}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("ScanQueue(unknown mesh) = %v", err)
@@ -135,7 +134,7 @@ func TestLookupIdempotent(t *testing.T) {
 	other.ClientMessageID = "retry-me" // same client id, different sender
 	appendMsg(t, s, other, r1)
 
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		got, err := LookupIdempotent(tx, meshID, sender, "retry-me")
 		if err != nil || got.ID != m.ID || got.Fingerprint != m.Fingerprint {
 			t.Errorf("LookupIdempotent(sender) = %+v, %v", got, err)
@@ -285,7 +284,7 @@ func TestAckUnknownIsNoop(t *testing.T) {
 	if d := deliveries(t, s, m.ID); len(d) != 1 || d[0].State != DeliveryPending {
 		t.Fatalf("deliveries = %+v", d)
 	}
-	if err := s.Update(func(tx *bolt.Tx) error {
+	if err := s.updateTx(func(tx *Tx) error {
 		_, err := Ack(tx, "nope", r1, []string{m.ID}, 1)
 		return err
 	}); !errors.Is(err, ErrNotFound) {
@@ -314,7 +313,7 @@ func TestDeliveriesStates(t *testing.T) {
 	appendMsg(t, s, other, r1)
 
 	ack(t, s, r1, 77, m.ID)
-	mustUpdate(t, s, func(tx *bolt.Tx) error { _, err := DropQueue(tx, meshID, r3); return err })
+	mustUpdate(t, s, func(tx *Tx) error { _, err := DropQueue(tx, meshID, r3); return err })
 
 	got := deliveries(t, s, m.ID)
 	want := []RecipientDelivery{ // sorted by raw recipient key
@@ -328,7 +327,7 @@ func TestDeliveriesStates(t *testing.T) {
 	if d := deliveries(t, s, id("M", 3)); len(d) != 0 {
 		t.Fatalf("Deliveries(unknown) = %+v", d)
 	}
-	if err := s.View(func(tx *bolt.Tx) error { _, err := Deliveries(tx, "nope", m.ID); return err }); !errors.Is(err, ErrNotFound) {
+	if err := s.viewTx(func(tx *Tx) error { _, err := Deliveries(tx, "nope", m.ID); return err }); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Deliveries(unknown mesh) = %v", err)
 	}
 }
@@ -355,7 +354,7 @@ func expire(t *testing.T, s *Store, cutoff int64, max int) ([]Expired, bool) {
 	t.Helper()
 	var out []Expired
 	var more bool
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		var err error
 		out, more, err = ExpireBefore(tx, meshID, cutoff, max)
 		return err
@@ -367,7 +366,7 @@ func purge(t *testing.T, s *Store, cutoff int64, max int) (int, bool) {
 	t.Helper()
 	var n int
 	var more bool
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		var err error
 		n, more, err = PurgeBefore(tx, meshID, cutoff, max)
 		return err
@@ -478,7 +477,7 @@ func TestExpireBefore(t *testing.T) {
 	if got := countPending(t, s); len(got) != 0 {
 		t.Fatalf("CountPending after everything expired = %v", got)
 	}
-	if err := s.Update(func(tx *bolt.Tx) error { _, _, err := ExpireBefore(tx, "nope", 1, 1); return err }); !errors.Is(err, ErrNotFound) {
+	if err := s.updateTx(func(tx *Tx) error { _, _, err := ExpireBefore(tx, "nope", 1, 1); return err }); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("ExpireBefore(unknown mesh) = %v", err)
 	}
 }
@@ -561,7 +560,7 @@ func TestPurgeBefore(t *testing.T) {
 		if d := deliveries(t, s, m.ID); len(d) != 0 {
 			t.Fatalf("purged message %s kept deliveries %+v", m.ID, d)
 		}
-		mustView(t, s, func(tx *bolt.Tx) error {
+		mustView(t, s, func(tx *Tx) error {
 			if _, err := LookupIdempotent(tx, meshID, sender, m.ClientMessageID); !errors.Is(err, ErrNotFound) {
 				t.Errorf("idempotency key of purged %s survived: %v", m.ID, err)
 			}
@@ -569,7 +568,7 @@ func TestPurgeBefore(t *testing.T) {
 		})
 	}
 	// The fresh message is intact, with its idempotency key.
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		got, err := LookupIdempotent(tx, meshID, sender, f.fresh.ClientMessageID)
 		if err != nil || got.ID != f.fresh.ID {
 			t.Errorf("fresh message after purge = %+v, %v", got, err)
@@ -586,14 +585,14 @@ func TestPurgeBefore(t *testing.T) {
 	again := msg(id("M", 9), sender, 9000, true)
 	again.ClientMessageID = f.old.ClientMessageID
 	appendMsg(t, s, again, r1)
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		got, err := LookupIdempotent(tx, meshID, sender, f.old.ClientMessageID)
 		if err != nil || got.ID != again.ID {
 			t.Errorf("reused client id = %+v, %v", got, err)
 		}
 		return nil
 	})
-	if err := s.Update(func(tx *bolt.Tx) error { _, _, err := PurgeBefore(tx, "nope", 1, 1); return err }); !errors.Is(err, ErrNotFound) {
+	if err := s.updateTx(func(tx *Tx) error { _, _, err := PurgeBefore(tx, "nope", 1, 1); return err }); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("PurgeBefore(unknown mesh) = %v", err)
 	}
 }
@@ -628,7 +627,7 @@ func TestDropQueue(t *testing.T) {
 	rc := ack(t, s, r2, 20, fromR1.ID)[0]
 
 	var out []Expired
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		var err error
 		out, err = DropQueue(tx, meshID, r1)
 		return err
@@ -666,7 +665,7 @@ func TestDropQueue(t *testing.T) {
 		t.Fatalf("ExpireBefore after DropQueue = %+v", out)
 	}
 	// Dropping an empty queue is a no-op.
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		out, err := DropQueue(tx, meshID, r3)
 		if len(out) != 0 {
 			t.Errorf("DropQueue(empty) = %+v", out)

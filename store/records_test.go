@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/wire"
 )
 
@@ -101,7 +99,7 @@ func TestRecordsCorrupt(t *testing.T) {
 func TestLegacyJSONRecords(t *testing.T) {
 	s := newMeshStore(t)
 	old := msg(id("M", 1), sender, 10, true)
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		mb := meshBucket(tx, meshID)
 		old.Recipients = 1
 		if err := mb.Bucket(bMsgs).Put([]byte(old.ID), enc(old)); err != nil {

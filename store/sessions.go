@@ -1,10 +1,8 @@
 package store
 
-import bolt "go.etcd.io/bbolt"
-
 // DeleteSession forgets one known session key. Its queue is the caller's
 // to drop (DropQueue) in the same transaction.
-func DeleteSession(tx *bolt.Tx, meshID, pubkey string) error {
+func DeleteSession(tx *Tx, meshID, pubkey string) error {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
 		return err
@@ -14,7 +12,7 @@ func DeleteSession(tx *bolt.Tx, meshID, pubkey string) error {
 
 // TouchSession records when a session key was last connected; a missing
 // record is left missing.
-func TouchSession(tx *bolt.Tx, meshID, pubkey string, at int64) error {
+func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"errors"
 
 	"github.com/oklog/ulid/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/internal/binrec"
 	"claudemesh/wire"
@@ -116,7 +115,7 @@ type Notification struct {
 	ReadAt       int64  `json:"readAt,omitzero"`
 }
 
-func topicSub(tx *bolt.Tx, meshID string, name []byte) (*bolt.Bucket, error) {
+func topicSub(tx *Tx, meshID string, name []byte) (*Bucket, error) {
 	b, err := sub(tx, meshID, name)
 	if err != nil {
 		return nil, err
@@ -131,7 +130,7 @@ func topicSub(tx *bolt.Tx, meshID string, name []byte) (*bolt.Bucket, error) {
 // (no key yet: the first owner or admin client to see keyGen 0 rotates it to
 // generation 1). It runs when a mesh is created and, by migration, for
 // meshes created before topics existed.
-func initTopics(tx *bolt.Tx, mb *bolt.Bucket, createdAt int64) error {
+func initTopics(tx *Tx, mb *Bucket, createdAt int64) error {
 	for _, name := range topicBuckets {
 		if _, err := mb.CreateBucketIfNotExists(name); err != nil {
 			return err
@@ -146,7 +145,7 @@ func initTopics(tx *bolt.Tx, mb *bolt.Bucket, createdAt int64) error {
 	return putNewTopic(mb, t)
 }
 
-func putNewTopic(mb *bolt.Bucket, t *Topic) error {
+func putNewTopic(mb *Bucket, t *Topic) error {
 	names, topics := mb.Bucket(bTopicNames), mb.Bucket(bTopics)
 	if names.Get([]byte(t.Name)) != nil || topics.Get([]byte(t.ID)) != nil {
 		return ErrTopicExists
@@ -163,7 +162,7 @@ func putNewTopic(mb *bolt.Bucket, t *Topic) error {
 // CreateTopic stores a new topic with its creator as lead and, for an
 // encrypted topic, the creator's own seal of generation 1. A name or id in
 // use is ErrTopicExists.
-func CreateTopic(tx *bolt.Tx, meshID string, t *Topic, creator *TopicMember, seal *TopicSeal) error {
+func CreateTopic(tx *Tx, meshID string, t *Topic, creator *TopicMember, seal *TopicSeal) error {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return ErrNotFound
@@ -181,7 +180,7 @@ func CreateTopic(tx *bolt.Tx, meshID string, t *Topic, creator *TopicMember, sea
 }
 
 // PutTopic rewrites a topic's record (key generation, rekey flag).
-func PutTopic(tx *bolt.Tx, meshID string, t *Topic) error {
+func PutTopic(tx *Tx, meshID string, t *Topic) error {
 	b, err := topicSub(tx, meshID, bTopics)
 	if err != nil {
 		return err
@@ -190,7 +189,7 @@ func PutTopic(tx *bolt.Tx, meshID string, t *Topic) error {
 }
 
 // GetTopic loads a topic by id.
-func GetTopic(tx *bolt.Tx, meshID, topicID string) (*Topic, error) {
+func GetTopic(tx *Tx, meshID, topicID string) (*Topic, error) {
 	b, err := topicSub(tx, meshID, bTopics)
 	if err != nil {
 		return nil, err
@@ -204,7 +203,7 @@ func GetTopic(tx *bolt.Tx, meshID, topicID string) (*Topic, error) {
 }
 
 // TopicByName loads a topic by name.
-func TopicByName(tx *bolt.Tx, meshID, name string) (*Topic, error) {
+func TopicByName(tx *Tx, meshID, name string) (*Topic, error) {
 	b, err := topicSub(tx, meshID, bTopicNames)
 	if err != nil {
 		return nil, err
@@ -217,7 +216,7 @@ func TopicByName(tx *bolt.Tx, meshID, name string) (*Topic, error) {
 }
 
 // ListTopics returns every topic of a mesh, in id (creation) order.
-func ListTopics(tx *bolt.Tx, meshID string) ([]Topic, error) {
+func ListTopics(tx *Tx, meshID string) ([]Topic, error) {
 	b, err := topicSub(tx, meshID, bTopics)
 	if err != nil {
 		return nil, err
@@ -237,7 +236,7 @@ func ListTopics(tx *bolt.Tx, meshID string) ([]Topic, error) {
 func tmKey(topicID, pubkey string) []byte { return cat([]byte(topicID), pk(pubkey)) }
 
 // PutTopicMember inserts or updates a membership record.
-func PutTopicMember(tx *bolt.Tx, meshID, topicID string, m *TopicMember) error {
+func PutTopicMember(tx *Tx, meshID, topicID string, m *TopicMember) error {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return ErrNotFound
@@ -251,7 +250,7 @@ func PutTopicMember(tx *bolt.Tx, meshID, topicID string, m *TopicMember) error {
 // GetTopicMember loads a membership record (ErrNotFound when the member has
 // none: not a member, or general's implicit membership before any read
 // marker was stored).
-func GetTopicMember(tx *bolt.Tx, meshID, topicID, pubkey string) (*TopicMember, error) {
+func GetTopicMember(tx *Tx, meshID, topicID, pubkey string) (*TopicMember, error) {
 	b, err := topicSub(tx, meshID, bTopicMembers)
 	if err != nil {
 		return nil, err
@@ -265,7 +264,7 @@ func GetTopicMember(tx *bolt.Tx, meshID, topicID, pubkey string) (*TopicMember, 
 }
 
 // RemoveTopicMember deletes a membership; false when there was none.
-func RemoveTopicMember(tx *bolt.Tx, meshID, topicID, pubkey string) (bool, error) {
+func RemoveTopicMember(tx *Tx, meshID, topicID, pubkey string) (bool, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return false, ErrNotFound
@@ -282,7 +281,7 @@ func RemoveTopicMember(tx *bolt.Tx, meshID, topicID, pubkey string) (bool, error
 
 // TopicMembers returns a topic's membership records (for general: the
 // read markers stored so far, not the membership).
-func TopicMembers(tx *bolt.Tx, meshID, topicID string) ([]TopicMember, error) {
+func TopicMembers(tx *Tx, meshID, topicID string) ([]TopicMember, error) {
 	b, err := topicSub(tx, meshID, bTopicMembers)
 	if err != nil {
 		return nil, err
@@ -301,7 +300,7 @@ func TopicMembers(tx *bolt.Tx, meshID, topicID string) ([]TopicMember, error) {
 }
 
 // MemberTopicIDs returns the ids of the topics a member has a record in.
-func MemberTopicIDs(tx *bolt.Tx, meshID, pubkey string) ([]string, error) {
+func MemberTopicIDs(tx *Tx, meshID, pubkey string) ([]string, error) {
 	b, err := topicSub(tx, meshID, bMemberTopics)
 	if err != nil {
 		return nil, err
@@ -323,7 +322,7 @@ func sealKey(topicID, recipient string, keyGen int, sealer string) []byte {
 // for the same recipient and generation. Seals by different sealers are
 // kept side by side, so a recipient handed one it must refuse can still use
 // another.
-func PutTopicSeal(tx *bolt.Tx, meshID, topicID string, s *TopicSeal) error {
+func PutTopicSeal(tx *Tx, meshID, topicID string, s *TopicSeal) error {
 	b, err := topicSub(tx, meshID, bTopicSeals)
 	if err != nil {
 		return err
@@ -333,7 +332,7 @@ func PutTopicSeal(tx *bolt.Tx, meshID, topicID string, s *TopicSeal) error {
 
 // SealsFor returns every seal stored for a recipient in a topic, oldest
 // generation first.
-func SealsFor(tx *bolt.Tx, meshID, topicID, recipient string) ([]TopicSeal, error) {
+func SealsFor(tx *Tx, meshID, topicID, recipient string) ([]TopicSeal, error) {
 	b, err := topicSub(tx, meshID, bTopicSeals)
 	if err != nil {
 		return nil, err
@@ -352,7 +351,7 @@ func SealsFor(tx *bolt.Tx, meshID, topicID, recipient string) ([]TopicSeal, erro
 }
 
 // Sealers returns who sealed generation keyGen for recipient.
-func Sealers(tx *bolt.Tx, meshID, topicID, recipient string, keyGen int) ([]string, error) {
+func Sealers(tx *Tx, meshID, topicID, recipient string, keyGen int) ([]string, error) {
 	b, err := topicSub(tx, meshID, bTopicSeals)
 	if err != nil {
 		return nil, err
@@ -406,7 +405,7 @@ func postCreatedAt(v []byte) (int64, error) {
 	return t, nil
 }
 
-func topicMsgs(tx *bolt.Tx, meshID, topicID string) (*bolt.Bucket, error) {
+func topicMsgs(tx *Tx, meshID, topicID string) (*Bucket, error) {
 	b, err := topicSub(tx, meshID, bTopicMsgs)
 	if err != nil {
 		return nil, err
@@ -421,7 +420,7 @@ func topicMsgs(tx *bolt.Tx, meshID, topicID string) (*bolt.Bucket, error) {
 // AppendTopicPost stores a post at the end of its topic's history with its
 // idempotency record, and returns its seq (its place in commit order,
 // without gaps).
-func AppendTopicPost(tx *bolt.Tx, meshID string, p *TopicPost) (uint64, error) {
+func AppendTopicPost(tx *Tx, meshID string, p *TopicPost) (uint64, error) {
 	tb, err := topicMsgs(tx, meshID, p.TopicID)
 	if err != nil {
 		return 0, err
@@ -445,7 +444,7 @@ func AppendTopicPost(tx *bolt.Tx, meshID string, p *TopicPost) (uint64, error) {
 }
 
 // TopicPostLocation finds a post by message id: its topic and seq.
-func TopicPostLocation(tx *bolt.Tx, meshID, messageID string) (topicID string, seq uint64, err error) {
+func TopicPostLocation(tx *Tx, meshID, messageID string) (topicID string, seq uint64, err error) {
 	b, err := topicSub(tx, meshID, bTopicMsgIdx)
 	if err != nil {
 		return "", 0, err
@@ -458,7 +457,7 @@ func TopicPostLocation(tx *bolt.Tx, meshID, messageID string) (topicID string, s
 }
 
 // GetTopicPost loads one post by topic and seq.
-func GetTopicPost(tx *bolt.Tx, meshID, topicID string, seq uint64) (*TopicPost, error) {
+func GetTopicPost(tx *Tx, meshID, topicID string, seq uint64) (*TopicPost, error) {
 	tb, err := topicMsgs(tx, meshID, topicID)
 	if err != nil {
 		return nil, err
@@ -473,7 +472,7 @@ func GetTopicPost(tx *bolt.Tx, meshID, topicID string, seq uint64) (*TopicPost, 
 
 // LookupTopicIdempotent returns the post a sender already made under a
 // clientMessageId, or ErrNotFound.
-func LookupTopicIdempotent(tx *bolt.Tx, meshID, sender, clientMessageID string) (*TopicPost, error) {
+func LookupTopicIdempotent(tx *Tx, meshID, sender, clientMessageID string) (*TopicPost, error) {
 	b, err := topicSub(tx, meshID, bTopicIdem)
 	if err != nil {
 		return nil, err
@@ -491,7 +490,7 @@ func LookupTopicIdempotent(tx *bolt.Tx, meshID, sender, clientMessageID string) 
 
 // TopicLastSeq is the seq of the newest post ever made in a topic (posts
 // removed by retention included), 0 for none.
-func TopicLastSeq(tx *bolt.Tx, meshID, topicID string) uint64 {
+func TopicLastSeq(tx *Tx, meshID, topicID string) uint64 {
 	tb, err := topicMsgs(tx, meshID, topicID)
 	if err != nil {
 		return 0
@@ -500,7 +499,7 @@ func TopicLastSeq(tx *bolt.Tx, meshID, topicID string) uint64 {
 }
 
 // TopicFirstSeq is the seq of the oldest post still stored, 0 for none.
-func TopicFirstSeq(tx *bolt.Tx, meshID, topicID string) uint64 {
+func TopicFirstSeq(tx *Tx, meshID, topicID string) uint64 {
 	tb, err := topicMsgs(tx, meshID, topicID)
 	if err != nil {
 		return 0
@@ -514,7 +513,7 @@ func TopicFirstSeq(tx *bolt.Tx, meshID, topicID string) uint64 {
 
 // TopicPostsBefore returns up to limit posts older than seq before (0: from
 // the newest), newest first, and whether older ones remain.
-func TopicPostsBefore(tx *bolt.Tx, meshID, topicID string, before uint64, limit int) ([]TopicPost, bool, error) {
+func TopicPostsBefore(tx *Tx, meshID, topicID string, before uint64, limit int) ([]TopicPost, bool, error) {
 	tb, err := topicMsgs(tx, meshID, topicID)
 	if err != nil {
 		return nil, false, err
@@ -548,7 +547,7 @@ func TopicPostsBefore(tx *bolt.Tx, meshID, topicID string, before uint64, limit 
 
 // TopicPostsAfter returns up to limit posts newer than seq after, oldest
 // first, and whether newer ones remain.
-func TopicPostsAfter(tx *bolt.Tx, meshID, topicID string, after uint64, limit int) ([]TopicPost, bool, error) {
+func TopicPostsAfter(tx *Tx, meshID, topicID string, after uint64, limit int) ([]TopicPost, bool, error) {
 	tb, err := topicMsgs(tx, meshID, topicID)
 	if err != nil {
 		return nil, false, err
@@ -571,7 +570,7 @@ func TopicPostsAfter(tx *bolt.Tx, meshID, topicID string, after uint64, limit in
 // PurgeTopicPosts deletes up to max of a topic's posts made before cutoff
 // (Unix ms), oldest first, with their index and idempotency records; more
 // reports whether older posts remain.
-func PurgeTopicPosts(tx *bolt.Tx, meshID, topicID string, cutoff int64, max int) (n int, more bool, err error) {
+func PurgeTopicPosts(tx *Tx, meshID, topicID string, cutoff int64, max int) (n int, more bool, err error) {
 	tb, err := topicMsgs(tx, meshID, topicID)
 	if err != nil {
 		return 0, false, err
@@ -613,7 +612,7 @@ func PurgeTopicPosts(tx *bolt.Tx, meshID, topicID string, cutoff int64, max int)
 func notifKey(member, id string) []byte { return cat(pk(member), []byte(id)) }
 
 // AddNotification stores a mention for member.
-func AddNotification(tx *bolt.Tx, meshID, member string, n *Notification) error {
+func AddNotification(tx *Tx, meshID, member string, n *Notification) error {
 	b, err := topicSub(tx, meshID, bNotifs)
 	if err != nil {
 		return err
@@ -623,7 +622,7 @@ func AddNotification(tx *bolt.Tx, meshID, member string, n *Notification) error 
 
 // ListNotifications returns a member's notifications newer than since
 // (Unix ms), oldest first, at most limit.
-func ListNotifications(tx *bolt.Tx, meshID, member string, since int64, unreadOnly bool, limit int) ([]Notification, error) {
+func ListNotifications(tx *Tx, meshID, member string, since int64, unreadOnly bool, limit int) ([]Notification, error) {
 	b, err := topicSub(tx, meshID, bNotifs)
 	if err != nil {
 		return nil, err
@@ -649,7 +648,7 @@ func ListNotifications(tx *bolt.Tx, meshID, member string, since int64, unreadOn
 
 // MarkNotificationsRead stamps a member's notifications as read; ids that
 // are unknown or another member's are skipped.
-func MarkNotificationsRead(tx *bolt.Tx, meshID, member string, ids []string, now int64) (int, error) {
+func MarkNotificationsRead(tx *Tx, meshID, member string, ids []string, now int64) (int, error) {
 	b, err := topicSub(tx, meshID, bNotifs)
 	if err != nil {
 		return 0, err
@@ -678,7 +677,7 @@ func MarkNotificationsRead(tx *bolt.Tx, meshID, member string, ids []string, now
 }
 
 // initMeshTopics sets up a new mesh's topics and API keys.
-func initMeshTopics(tx *bolt.Tx, mb *bolt.Bucket, createdAt int64) error {
+func initMeshTopics(tx *Tx, mb *Bucket, createdAt int64) error {
 	if err := initTopics(tx, mb, createdAt); err != nil {
 		return err
 	}
@@ -686,7 +685,7 @@ func initMeshTopics(tx *bolt.Tx, mb *bolt.Bucket, createdAt int64) error {
 }
 
 // migrateTopics (schema 2 → 3) gives every existing mesh what a new one gets.
-func migrateTopics(tx *bolt.Tx) error {
+func migrateTopics(tx *Tx) error {
 	if _, err := tx.CreateBucketIfNotExists(bucketKeyPrefixes); err != nil {
 		return err
 	}

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/wire"
 )
 
@@ -13,7 +11,7 @@ func testMesh(t *testing.T, s *Store) Mesh {
 	t.Helper()
 	m := Mesh{ID: id("M", 1), Slug: "acme", Name: "Acme", CreatedAt: 1000}
 	owner := &Member{ID: id("U", 1), Pubkey: key(1), DisplayName: "alice", NameKey: "alice", Role: "owner", JoinedAt: 1000}
-	mustUpdate(t, s, func(tx *bolt.Tx) error { return CreateMesh(tx, m, owner) })
+	mustUpdate(t, s, func(tx *Tx) error { return CreateMesh(tx, m, owner) })
 	return m
 }
 
@@ -23,7 +21,7 @@ func TestGeneralTopicForNewAndMigratedMeshes(t *testing.T) {
 	path := dbPath(t)
 	s := openAt(t, path, Options{Migrations: BrokerMigrations[:2]})
 	m := Mesh{ID: id("M", 1), Slug: "acme", Name: "Acme", CreatedAt: 1000}
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		if err := CreateMesh(tx, m, &Member{ID: id("U", 1), Pubkey: key(1), DisplayName: "alice", NameKey: "alice", Role: "owner"}); err != nil {
 			return err
 		}
@@ -38,7 +36,7 @@ func TestGeneralTopicForNewAndMigratedMeshes(t *testing.T) {
 	})
 	s.Close()
 	s = openAt(t, path, Options{})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		g, err := TopicByName(tx, m.ID, wire.GeneralTopic)
 		if err != nil {
 			t.Fatalf("general after migration: %v", err)
@@ -52,10 +50,10 @@ func TestGeneralTopicForNewAndMigratedMeshes(t *testing.T) {
 		return nil
 	})
 	m2 := Mesh{ID: id("M", 2), Slug: "beta", Name: "Beta", CreatedAt: 2000}
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		return CreateMesh(tx, m2, &Member{ID: id("U", 2), Pubkey: key(2), DisplayName: "bob", NameKey: "bob", Role: "owner"})
 	})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		if _, err := TopicByName(tx, m2.ID, wire.GeneralTopic); err != nil {
 			t.Fatalf("general of a new mesh: %v", err)
 		}
@@ -69,7 +67,7 @@ func TestTopicHistoryPagingAndPurge(t *testing.T) {
 	s := newStore(t)
 	m := testMesh(t, s)
 	topic := &Topic{ID: id("T", 1), Name: "ops", Visibility: "public", Encrypted: true, KeyGen: 1}
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		if err := CreateTopic(tx, m.ID, topic, &TopicMember{MemberID: id("U", 1), Pubkey: key(1), Role: "lead"}, nil); err != nil {
 			return err
 		}
@@ -79,7 +77,7 @@ func TestTopicHistoryPagingAndPurge(t *testing.T) {
 		return nil
 	})
 	for i := 1; i <= 10; i++ {
-		mustUpdate(t, s, func(tx *bolt.Tx) error {
+		mustUpdate(t, s, func(tx *Tx) error {
 			seq, err := AppendTopicPost(tx, m.ID, &TopicPost{ID: id("P", i), TopicID: topic.ID, SenderPubkey: key(1), SenderMember: key(1),
 				ClientMessageID: id("C", i), CreatedAt: int64(i * 100), Push: []byte(`{"n":` + string(rune('0'+i%10)) + `}`)})
 			if err == nil && seq != uint64(i) {
@@ -88,7 +86,7 @@ func TestTopicHistoryPagingAndPurge(t *testing.T) {
 			return err
 		})
 	}
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		page, more, err := TopicPostsBefore(tx, m.ID, topic.ID, 0, 4)
 		if err != nil || !more || len(page) != 4 || page[0].ID != id("P", 10) || page[3].ID != id("P", 7) {
 			t.Fatalf("newest page: %v %v %+v", err, more, page)
@@ -106,7 +104,7 @@ func TestTopicHistoryPagingAndPurge(t *testing.T) {
 		}
 		return nil
 	})
-	mustUpdate(t, s, func(tx *bolt.Tx) error {
+	mustUpdate(t, s, func(tx *Tx) error {
 		n, more, err := PurgeTopicPosts(tx, m.ID, topic.ID, 450, 2)
 		if err != nil || n != 2 || !more {
 			t.Fatalf("first purge: %d %v %v", n, more, err)
@@ -117,7 +115,7 @@ func TestTopicHistoryPagingAndPurge(t *testing.T) {
 		}
 		return nil
 	})
-	mustView(t, s, func(tx *bolt.Tx) error {
+	mustView(t, s, func(tx *Tx) error {
 		if first := TopicFirstSeq(tx, m.ID, topic.ID); first != 5 {
 			t.Fatalf("first seq %d", first)
 		}

@@ -1,0 +1,80 @@
+package store
+
+import (
+	"errors"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Engine is where the broker keeps its records: one interface, two
+// implementations. Local (below) is a single broker's bbolt file behind the
+// group committer; the cluster package's JetStream engine runs the same
+// writes against each node's bbolt copy and replicates what they changed
+// through a RAFT-replicated JetStream stream, so that every node of a
+// cluster holds the same records. The broker's code is the same on both.
+//
+// Contract, on both:
+//   - Update and Submit run fn in a write transaction. fn may run more than
+//     once (when another write of its batch fails, or, in a cluster, when
+//     another node wrote first), so it must only touch the transaction and
+//     reset what it computes at its start.
+//   - A write is acknowledged (Update returns nil, after gets nil) only
+//     once it is durable: fsynced on one node, or stored by a quorum of a
+//     cluster.
+//   - after callbacks run on one goroutine in commit order and must not
+//     block.
+//   - View reads the local copy. In a cluster it reflects every write this
+//     node acknowledged and the other nodes' writes it has applied so far.
+type Engine interface {
+	Update(fn func(tx *Tx) error) error
+	Submit(fn func(tx *Tx) error, after func(err error)) error
+	View(fn func(tx *Tx) error) error
+	// Ping reports whether writes are accepted now (for /health/ready).
+	Ping() error
+	// Path is the local bbolt file.
+	Path() string
+	Close() error
+}
+
+// ErrUnavailable means a clustered store cannot make writes durable now
+// (no quorum): nothing was written. Retry later.
+var ErrUnavailable = errors.New("store: the cluster has no quorum; nothing was written")
+
+// Local is a single broker's Engine: the bbolt file and its committer.
+type Local struct{ s *Store }
+
+// OpenLocal opens the broker's bbolt store.
+func OpenLocal(path string, opts Options) (*Local, error) {
+	s, err := Open(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Local{s}, nil
+}
+
+// Store is the committer underneath (tests, benchmarks).
+func (l *Local) Store() *Store { return l.s }
+
+func wrapFn(fn func(tx *Tx) error) func(*bolt.Tx) error {
+	return func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) }
+}
+
+// Update implements Engine.
+func (l *Local) Update(fn func(tx *Tx) error) error { return l.s.Update(wrapFn(fn)) }
+
+// Submit implements Engine.
+func (l *Local) Submit(fn func(tx *Tx) error, after func(err error)) error {
+	return l.s.Submit(wrapFn(fn), after)
+}
+
+// View implements Engine.
+func (l *Local) View(fn func(tx *Tx) error) error { return l.s.View(wrapFn(fn)) }
+
+// Ping implements Engine.
+func (l *Local) Ping() error { return l.s.Ping() }
+
+// Path implements Engine.
+func (l *Local) Path() string { return l.s.Path() }
+
+// Close implements Engine.
+func (l *Local) Close() error { return l.s.Close() }
