@@ -235,7 +235,7 @@ func BenchmarkAppendAuditInTx(b *testing.B) {
 	payload := map[string]any{"messageId": id("M", 1), "clientMessageId": id("C", 1), "senderPubkey": key(1),
 		"targetSpec": key(2), "kind": "box", "recipients": 1, "fingerprint": strings.Repeat("ab", 32)}
 	b.ReportAllocs()
-	err := s.Update(func(tx *bolt.Tx) error {
+	err := s.updateTx(func(tx *Tx) error {
 		for b.Loop() {
 			if _, err := AppendAudit(tx, meshID, AuditEvent{Type: wire.AuditMessageSent, Actor: key(1), Payload: payload}); err != nil {
 				return err
