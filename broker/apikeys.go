@@ -29,6 +29,9 @@ const (
 	apiKeyPrefixLen = 11
 	maxAPIKeyLabel  = 64
 	maxAPIKeyTopics = 64
+	// maxAPIKeysPerMember counts a member's keys that are neither revoked
+	// nor expired.
+	maxAPIKeysPerMember = 100
 )
 
 func (c *conn) handleAPIKey(data []byte, env wire.Envelope) {
@@ -105,7 +108,23 @@ func (c *conn) handleAPIKeyCreate(r wire.APIKeyCreate) {
 		sum := sha256.Sum256([]byte(secret))
 		rec = &store.APIKey{ID: newID(), Prefix: secret[:apiKeyPrefixLen], Hash: hex.EncodeToString(sum[:]), Label: label,
 			Capabilities: caps, Topics: topics, MemberID: c.mem.ID, MemberPubkey: c.mem.Pubkey, CreatedAt: now, ExpiresAt: r.ExpiresAt}
+		var tooMany bool
 		err := c.b.store.Update(func(tx *store.Tx) error {
+			tooMany = false
+			keys, err := store.ListAPIKeys(tx, ms.id)
+			if err != nil {
+				return err
+			}
+			live := 0
+			for _, k := range keys {
+				if k.MemberPubkey == rec.MemberPubkey && k.RevokedAt == 0 && (k.ExpiresAt == 0 || k.ExpiresAt > now) {
+					live++
+				}
+			}
+			if live >= maxAPIKeysPerMember {
+				tooMany = true
+				return nil
+			}
 			if err := store.PutAPIKey(tx, ms.id, rec); err != nil {
 				return err
 			}
@@ -117,6 +136,10 @@ func (c *conn) handleAPIKeyCreate(r wire.APIKeyCreate) {
 		}
 		if err != nil {
 			fail(wire.CodeInternal, "could not store the key")
+			return
+		}
+		if tooMany {
+			fail(wire.CodeTooManyAPIKeys, fmt.Sprintf("you already have %d live API keys; revoke one first", maxAPIKeysPerMember))
 			return
 		}
 		c.reply(wire.APIKeyReply{Type: wire.TypeAPIKey, ReqID: r.ReqID, Secret: secret, APIKeyInfo: apiKeyInfo(rec)})

@@ -267,7 +267,12 @@ func (c *conn) requireTopicMember(reqID string, t *topicState) bool {
 
 // ---- create and list ----
 
-const maxTopicDescription = 1024
+const (
+	maxTopicDescription = 1024
+	// maxTopicsPerMesh bounds what members can make the store keep; a
+	// mesh's topics are also listed whole in topic_list.
+	maxTopicsPerMesh = 1000
+)
 
 func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 	var r wire.TopicCreate
@@ -333,6 +338,14 @@ func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 	}
 	creator := &store.TopicMember{MemberID: c.mem.ID, Pubkey: me, Role: wire.TopicLead, JoinedAt: now}
 	ms := c.ms
+	ms.mu.Lock()
+	idx, ierr := c.b.topicsLocked(ms)
+	full := ierr == nil && len(idx.byID) >= maxTopicsPerMesh
+	ms.mu.Unlock()
+	if full {
+		fail(wire.CodeTooManyTopics, fmt.Sprintf("this mesh already has %d topics, the most it may have", maxTopicsPerMesh))
+		return
+	}
 	err := c.b.store.Update(func(tx *store.Tx) error {
 		if err := store.CreateTopic(tx, ms.id, t, creator, seal); err != nil {
 			return err

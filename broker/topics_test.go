@@ -566,3 +566,65 @@ func TestTopicStoreHoldsNoPlaintextOrKey(t *testing.T) {
 		}
 	}
 }
+
+// A kick marks the kicked member's topics for a new key (it stays a
+// member: the new generation is sealed to it too); mesh_leave removes the
+// member and the next key holder rotates it out.
+func TestTopicRekeyOnKickAndMeshLeave(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	peers := topicMesh(t, b, "acme", "alice", "bob", "carol")
+	alice, bob, carol := peers[0], peers[1], peers[2]
+	ops := alice.create("ops", client.TopicCreateOptions{})
+	for _, p := range []*topicPeer{bob, carol} {
+		if err := p.conn.TopicJoin(p.ctx(), "ops"); err != nil {
+			t.Fatal(err)
+		}
+		p.waitKey(ops.ID, 1)
+	}
+	if r, err := alice.conn.Admin(alice.ctx(), &wire.AdminRequest{Type: wire.TypeKick, Target: "bob"}); err != nil || len(r.Affected) != 1 {
+		t.Fatalf("kick: %+v %v", r, err)
+	}
+	alice.waitKey(ops.ID, 2)
+	carol.waitKey(ops.ID, 2)
+	// bob is still a member: his seal of generation 2 is there for him.
+	bob2 := connectPeer(t, b, bob.id, false)
+	if _, err := bob2.keeper.Refresh(bob2.ctx(), bob2.conn, ops.ID); err != nil || !bob2.keeper.Ring.Has(ops.ID, 2) {
+		t.Fatalf("the kicked member's seal of the refreshed key: %v", err)
+	}
+	if err := carol.conn.MeshLeave(carol.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitKey(ops.ID, 3)
+	members, err := alice.conn.TopicMembers(alice.ctx(), "ops")
+	if err != nil || len(members) != 2 {
+		t.Fatalf("members after carol left the mesh: %+v %v", members, err)
+	}
+}
+
+// --topic-retention deletes old posts (the ack says the post was stored;
+// nothing here checks its presence in between, which a loaded machine
+// could outlast).
+func TestTopicRetention(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.TopicRetention = 300 * time.Millisecond })
+	alice := topicMesh(t, b, "acme", "alice")[0]
+	ops := alice.create("ops", client.TopicCreateOptions{})
+	if _, err := alice.post(ops, 1, "short-lived"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msgs, _ := alice.history(ops.ID, client.HistoryPage{})
+		if len(msgs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the post outlived --topic-retention")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a wall-clock expiry, not synchronising
+	}
+	if got := alice.topic("ops"); got.Unread != 0 {
+		t.Fatalf("unread counts an expired post: %+v", got)
+	}
+}

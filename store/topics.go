@@ -611,13 +611,34 @@ func PurgeTopicPosts(tx *Tx, meshID, topicID string, cutoff int64, max int) (n i
 
 func notifKey(member, id string) []byte { return cat(pk(member), []byte(id)) }
 
-// AddNotification stores a mention for member.
+// MaxNotifications is how many notifications a member keeps: the oldest go
+// when a new one would pass it, so mentions cannot grow a member's record
+// without bound.
+const MaxNotifications = 1000
+
+// AddNotification stores a mention for member, dropping its oldest past
+// MaxNotifications.
 func AddNotification(tx *Tx, meshID, member string, n *Notification) error {
 	b, err := topicSub(tx, meshID, bNotifs)
 	if err != nil {
 		return err
 	}
-	return b.Put(notifKey(member, n.ID), enc(n))
+	if err := b.Put(notifKey(member, n.ID), enc(n)); err != nil {
+		return err
+	}
+	prefix := pk(member)
+	c := b.Cursor()
+	count := 0
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		count++
+	}
+	for k, _ := c.Seek(prefix); count > MaxNotifications && k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		count--
+	}
+	return nil
 }
 
 // ListNotifications returns a member's notifications newer than since

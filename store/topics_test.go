@@ -131,3 +131,27 @@ func TestTopicHistoryPagingAndPurge(t *testing.T) {
 		return nil
 	})
 }
+
+// A member keeps at most MaxNotifications; the oldest go first.
+func TestNotificationsCapped(t *testing.T) {
+	s := newStore(t)
+	m := testMesh(t, s)
+	mustUpdate(t, s, func(tx *Tx) error {
+		for i := 1; i <= MaxNotifications+5; i++ {
+			if err := AddNotification(tx, m.ID, key(1), &Notification{ID: id("N", i), CreatedAt: int64(i)}); err != nil {
+				return err
+			}
+		}
+		return AddNotification(tx, m.ID, key(2), &Notification{ID: id("N", 0), CreatedAt: 1})
+	})
+	mustView(t, s, func(tx *Tx) error {
+		list, err := ListNotifications(tx, m.ID, key(1), 0, false, 2*MaxNotifications)
+		if err != nil || len(list) != MaxNotifications || list[0].ID != id("N", 6) {
+			t.Fatalf("kept %d, oldest %v: %v", len(list), list[0].ID, err)
+		}
+		if other, _ := ListNotifications(tx, m.ID, key(2), 0, false, 10); len(other) != 1 {
+			t.Fatalf("another member's notifications: %+v", other)
+		}
+		return nil
+	})
+}

@@ -81,6 +81,10 @@ const (
 	CodeAPIKeyInvalid     = "api_key_invalid"
 	CodeMissingCapability = "missing_capability"
 	CodeTopicOutOfScope   = "topic_out_of_scope"
+	// CodeTooManyTopics and CodeTooManyAPIKeys refuse what would pass a
+	// per-mesh or per-member cap (so one member cannot fill the store).
+	CodeTooManyTopics  = "too_many_topics"
+	CodeTooManyAPIKeys = "too_many_api_keys"
 )
 
 // TopicEvent is the eventData of the topic system events.
