@@ -240,6 +240,19 @@ func skipped(ref wire.PeerRef, reason string) wire.PeerRef {
 	return ref
 }
 
+// replySkipped answers a one-member action its transaction skipped (skip
+// is the reason, "" when it was done) and reports whether it did; ref
+// names the member either way.
+func (c *conn) replySkipped(res *wire.AdminResult, m *store.Member, skip string) (ref wire.PeerRef, done bool) {
+	ref = wire.PeerRef{DisplayName: m.DisplayName, Pubkey: m.Pubkey}
+	if skip == "" {
+		return ref, false
+	}
+	res.Skipped = append(res.Skipped, skipped(ref, skip))
+	c.reply(*res)
+	return ref, true
+}
+
 // handleDrop is disconnect (the client reconnects) and kick (the client
 // must not reconnect). A named target loses every connection it has; with
 // --all or --stale, control-plane connections (daemons) are skipped and
@@ -469,10 +482,8 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 		cur = *m
 		return nil
 	}, func() {
-		ref := wire.PeerRef{DisplayName: cur.DisplayName, Pubkey: cur.Pubkey}
-		if skip != "" {
-			res.Skipped = append(res.Skipped, skipped(ref, skip))
-			c.reply(res)
+		ref, done := c.replySkipped(&res, &cur, skip)
+		if done {
 			return
 		}
 		c.b.hub.settleExpired(ms, dropped)
@@ -586,10 +597,8 @@ func (c *conn) handleSetRole(r *wire.AdminRequest) {
 		cur = *m
 		return nil
 	}, func() {
-		ref := wire.PeerRef{DisplayName: cur.DisplayName, Pubkey: cur.Pubkey}
-		if skip != "" {
-			res.Skipped = append(res.Skipped, skipped(ref, skip))
-			c.reply(res)
+		ref, done := c.replySkipped(&res, &cur, skip)
+		if done {
 			return
 		}
 		ms.mu.Lock()

@@ -79,14 +79,32 @@ func isHexWord(s string) bool {
 	return true
 }
 
-// runAdmin sends one admin request to the chosen mesh and prints its result.
-func runAdmin(e *env, req *wire.AdminRequest, done string) error {
+// onWriteMesh runs call on a transient connection to the mesh a write goes
+// to (--mesh, else the only one) and returns that mesh: the shape of every
+// member-only verb here.
+func (e *env) onWriteMesh(call func(ctx context.Context, conn *client.Conn) error) (*config.Mesh, error) {
 	m, err := e.writeMesh()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return m, e.exchange(m, call)
+}
+
+// peerVerb starts a verb whose first argument is a PEER, taking n
+// arguments in all.
+func peerVerb(c *cli.Context, n int) (*env, string, error) {
+	e, err := verbEnv(c, n, n)
+	if err != nil {
+		return nil, "", err
+	}
+	target, err := peerArg(c)
+	return e, target, err
+}
+
+// runAdmin sends one admin request to the chosen mesh and prints its result.
+func runAdmin(e *env, req *wire.AdminRequest, done string) error {
 	var res *wire.AdminResult
-	err = e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+	m, err := e.onWriteMesh(func(ctx context.Context, conn *client.Conn) (err error) {
 		res, err = conn.Admin(ctx, req)
 		return err
 	})
@@ -185,11 +203,7 @@ func banCommand() *cli.Command {
 			"claudemesh ban mallory --reason \"spam\"", "claudemesh ban 3f9a12c4"),
 		Flags: []cli.Flag{&cli.StringFlag{Name: "reason", Usage: "why, kept with the ban (`R`, 280 characters at most)"}},
 		Action: func(c *cli.Context) error {
-			e, err := verbEnv(c, 1, 1)
-			if err != nil {
-				return err
-			}
-			target, err := peerArg(c)
+			e, target, err := peerVerb(c, 1)
 			if err != nil {
 				return err
 			}
@@ -206,11 +220,7 @@ func unbanCommand() *cli.Command {
 		Description: cliui.WithExamples("Only the owner can lift a ban the owner imposed. The member reconnects with its existing key.",
 			"claudemesh unban mallory", "claudemesh unban 3f9a12c4 --json"),
 		Action: func(c *cli.Context) error {
-			e, err := verbEnv(c, 1, 1)
-			if err != nil {
-				return err
-			}
-			target, err := peerArg(c)
+			e, target, err := peerVerb(c, 1)
 			if err != nil {
 				return err
 			}
@@ -239,15 +249,12 @@ func bansCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			m, err := e.writeMesh()
-			if err != nil {
-				return err
-			}
 			var bans []wire.BanInfo
-			if err := e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+			m, err := e.onWriteMesh(func(ctx context.Context, conn *client.Conn) (err error) {
 				bans, err = conn.ListBans(ctx)
 				return err
-			}); err != nil {
+			})
+			if err != nil {
 				return err
 			}
 			rows := make([]banJSON, 0, len(bans))
@@ -283,11 +290,7 @@ func roleCommand() *cli.Command {
 				"role changes only with claudemesh mesh transfer.",
 				"claudemesh role set carol admin", "claudemesh role set carol member --mesh acme"),
 			Action: func(c *cli.Context) error {
-				e, err := verbEnv(c, 2, 2)
-				if err != nil {
-					return err
-				}
-				target, err := peerArg(c)
+				e, target, err := peerVerb(c, 2)
 				if err != nil {
 					return err
 				}
@@ -309,20 +312,12 @@ func meshTransferCommand() *cli.Command {
 		Description: cliui.WithExamples("PEER becomes the owner; you become an admin. It is recorded in the mesh's audit log.",
 			"claudemesh mesh transfer bob", "claudemesh mesh transfer 3f9a12c4 --mesh acme"),
 		Action: func(c *cli.Context) error {
-			e, err := verbEnv(c, 1, 1)
-			if err != nil {
-				return err
-			}
-			target, err := peerArg(c)
-			if err != nil {
-				return err
-			}
-			m, err := e.writeMesh()
+			e, target, err := peerVerb(c, 1)
 			if err != nil {
 				return err
 			}
 			var res *wire.AdminResult
-			err = e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+			m, err := e.onWriteMesh(func(ctx context.Context, conn *client.Conn) (err error) {
 				res, err = conn.Admin(ctx, &wire.AdminRequest{Type: wire.TypeMeshTransfer, Target: target})
 				return err
 			})

@@ -71,15 +71,12 @@ func auditLogCommand() *cli.Command {
 			if typ != "" && !slices.Contains(wire.AuditEventTypes, typ) {
 				return cliui.UsageErrorf("unknown event type %q; the types are %s", typ, strings.Join(wire.AuditEventTypes, ", "))
 			}
-			m, err := e.writeMesh()
-			if err != nil {
-				return err
-			}
 			var page *wire.AuditEntries
-			if err := e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+			m, err := e.onWriteMesh(func(ctx context.Context, conn *client.Conn) (err error) {
 				page, err = conn.AuditQuery(ctx, wire.AuditQuery{Limit: limit, Before: c.Uint64("before"), EventType: typ})
 				return err
-			}); err != nil {
+			})
+			if err != nil {
 				return err
 			}
 			rows := make([]auditEntryJSON, 0, len(page.Entries))

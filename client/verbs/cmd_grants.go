@@ -283,12 +283,8 @@ func grantsCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			m, err := e.writeMesh()
-			if err != nil {
-				return err
-			}
 			var rows []grantJSON
-			err = e.exchange(m, func(ctx context.Context, conn *client.Conn) error {
+			m, err := e.onWriteMesh(func(ctx context.Context, conn *client.Conn) error {
 				members, err := conn.MembersList(ctx)
 				if err != nil {
 					return err
@@ -302,12 +298,15 @@ func grantsCommand() *cli.Command {
 					names[mem.Pubkey] = mem.DisplayName
 				}
 				for key := range g.Grants {
-					rows = append(rows, grantRow(m.Slug, key, names[key], g))
+					rows = append(rows, grantRow("", key, names[key], g))
 				}
 				return nil
 			})
 			if err != nil {
 				return err
+			}
+			for i := range rows {
+				rows[i].Mesh = m.Slug
 			}
 			sort.Slice(rows, func(i, j int) bool { return rows[i].DisplayName+rows[i].Pubkey < rows[j].DisplayName+rows[j].Pubkey })
 			if e.out.JSONMode() {

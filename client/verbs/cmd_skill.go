@@ -230,15 +230,12 @@ func skillPublishCommand() *cli.Command {
 			if desc == "" {
 				desc = fmDesc
 			}
-			m, err := e.writeMesh()
-			if err != nil {
-				return err
-			}
 			var s *wire.Skill
-			if err := e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
+			m, err := e.onWriteMesh(func(ctx context.Context, conn *client.Conn) (err error) {
 				s, err = conn.SkillPublish(ctx, wire.SkillPublish{Name: name, Description: desc, Body: body, Tags: c.StringSlice("tag")})
 				return err
-			}); err != nil {
+			})
+			if err != nil {
 				return err
 			}
 			out := skillOf(m.Slug, &s.SkillInfo)
@@ -264,13 +261,10 @@ func skillRemoveCommand() *cli.Command {
 				return err
 			}
 			name := c.Args().First()
-			m, err := e.writeMesh()
-			if err != nil {
-				return err
-			}
-			if err := e.exchange(m, func(ctx context.Context, conn *client.Conn) error {
+			m, err := e.onWriteMesh(func(ctx context.Context, conn *client.Conn) error {
 				return conn.SkillRemove(ctx, name)
-			}); err != nil {
+			})
+			if err != nil {
 				return err
 			}
 			return e.printOK("removed skill %s from %s", name, m.Slug)
