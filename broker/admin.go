@@ -194,8 +194,9 @@ func (c *conn) handleAdmin(data []byte, env wire.Envelope) {
 }
 
 // adminTx runs an admin change on the committer. fn decides inside the
-// transaction: it returns a refusal (nothing written), or nil after making
-// the change. done runs in commit order once the change is durable; it
+// transaction: it returns a refusal (decided before anything is written),
+// a refusal with code internal (a store failure: the transaction is rolled
+// back), or nil after making the change. done runs in commit order once the change is durable; it
 // updates memory and answers.
 func (c *conn) adminTx(reqID string, fn func(tx *store.Tx, me *store.Member) *adminError, done func()) {
 	ms := c.ms
@@ -214,6 +215,11 @@ func (c *conn) adminTx(reqID string, fn func(tx *store.Tx, me *store.Member) *ad
 			return nil
 		}
 		refused = fn(tx, me)
+		if refused != nil && refused.code == wire.CodeInternal {
+			// A failure after fn began writing: roll the whole
+			// transaction back (a refusal is decided before any write).
+			return errors.New(refused.msg)
+		}
 		return nil
 	}, func(err error) {
 		switch {
@@ -457,15 +463,8 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 		if ban {
 			event = wire.AuditMemberBanned
 			m.RevokedAt, m.BanReason, m.BannedBy, m.BannedByRole = now, r.Reason, me.Pubkey, me.Role
-			if sessions, err = store.DeleteSessionsOf(tx, ms.id, m.ID); err != nil {
+			if sessions, dropped, err = store.EndMemberSessions(tx, ms.id, m); err != nil {
 				return refusal(wire.CodeInternal, "could not end the member's sessions")
-			}
-			for _, k := range append([]string{m.Pubkey}, sessions...) {
-				d, err := store.DropQueue(tx, ms.id, k)
-				if err != nil {
-					return refusal(wire.CodeInternal, "could not drop the member's queue")
-				}
-				dropped = append(dropped, d...)
 			}
 			payload["reason"] = r.Reason
 			payload["droppedDeliveries"] = len(dropped)

@@ -110,20 +110,7 @@ func (b *Broker) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
 			refused = refusal(wire.CodeForbidden, "the owner cannot be removed; the owner can hand the mesh over first (claudemesh mesh transfer)")
 			return nil
 		}
-		if sessions, err = store.DeleteSessionsOf(tx, ms.id, m.ID); err != nil {
-			return err
-		}
-		for _, k := range append([]string{m.Pubkey}, sessions...) {
-			d, err := store.DropQueue(tx, ms.id, k)
-			if err != nil {
-				return err
-			}
-			dropped = append(dropped, d...)
-		}
-		if err := store.PutGrants(tx, ms.id, m.Pubkey, nil); err != nil {
-			return err
-		}
-		if err := store.DeleteMember(tx, ms.id, m); err != nil {
+		if sessions, dropped, err = store.RemoveMember(tx, ms.id, m); err != nil {
 			return err
 		}
 		_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMemberRemoved, Actor: b.keyHex, Payload: map[string]any{

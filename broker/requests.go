@@ -260,21 +260,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 		if err != nil {
 			return err
 		}
-		sessions, err := store.DeleteSessionsOf(tx, ms.id, mem.ID)
-		if err != nil {
-			return err
-		}
-		for _, k := range append(sessions, mem.Pubkey) {
-			d, err := store.DropQueue(tx, ms.id, k)
-			if err != nil {
-				return err
-			}
-			dropped = append(dropped, d...)
-		}
-		if err := store.PutGrants(tx, ms.id, m.Pubkey, nil); err != nil {
-			return err
-		}
-		if err := store.DeleteMember(tx, ms.id, m); err != nil {
+		if _, dropped, err = store.RemoveMember(tx, ms.id, m); err != nil {
 			return err
 		}
 		_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMemberLeft, Actor: m.Pubkey,

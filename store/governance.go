@@ -1,7 +1,5 @@
 package store
 
-import ()
-
 // Grants and skills: per-mesh records the broker keeps for governance
 // (01-protocol §6). Both are small and written rarely, so they stay JSON.
 
@@ -117,4 +115,34 @@ func ListSkills(tx *Tx, meshID string) ([]Skill, error) {
 		return nil
 	})
 	return out, err
+}
+
+// EndMemberSessions forgets a member's agent sessions and drops everything
+// queued for the member key and those session keys (a ban, a removal, a
+// leave), returning the session keys and what was dropped.
+func EndMemberSessions(tx *Tx, meshID string, m *Member) (sessions []string, dropped []Expired, err error) {
+	if sessions, err = DeleteSessionsOf(tx, meshID, m.ID); err != nil {
+		return nil, nil, err
+	}
+	for _, k := range append([]string{m.Pubkey}, sessions...) {
+		d, err := DropQueue(tx, meshID, k)
+		if err != nil {
+			return nil, nil, err
+		}
+		dropped = append(dropped, d...)
+	}
+	return sessions, dropped, nil
+}
+
+// RemoveMember deletes a member that left or was removed: its sessions and
+// queues (EndMemberSessions), its grants and its record, whose name and key
+// become free.
+func RemoveMember(tx *Tx, meshID string, m *Member) (sessions []string, dropped []Expired, err error) {
+	if sessions, dropped, err = EndMemberSessions(tx, meshID, m); err != nil {
+		return nil, nil, err
+	}
+	if err := PutGrants(tx, meshID, m.Pubkey, nil); err != nil {
+		return nil, nil, err
+	}
+	return sessions, dropped, DeleteMember(tx, meshID, m)
 }
