@@ -485,6 +485,22 @@ func TestAuditVerifyTamperAndRollback(t *testing.T) {
 	if r := bob.run("daemon", "status"); !strings.Contains(r.stdout, "tampered at entry 3") {
 		t.Fatalf("daemon status, human: %s", r)
 	}
+	// doctor reports it as a failure (exit 1), naming the mesh.
+	r = bob.run("doctor", "--json")
+	var doc struct {
+		OK     bool `json:"ok"`
+		Checks []struct{ Name, Status, Message string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 1 || doc.OK {
+		t.Fatalf("doctor: %s", r)
+	}
+	found := false
+	for _, c := range doc.Checks {
+		found = found || (c.Name == "audit test" && c.Status == "fail" && strings.Contains(c.Message, "tampered at entry 3"))
+	}
+	if !found {
+		t.Fatalf("doctor has no failing audit check: %+v", doc.Checks)
+	}
 
 	// A server with another broker key is refused before any checkpoint
 	// is believed.
