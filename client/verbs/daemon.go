@@ -366,11 +366,12 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 			last = ev.ID
 		}
 		if ev.Type == localapi.EventBrokerStatus {
-			// A mesh whose member was kicked or banned will not come back
-			// by itself: stop following it and say why.
+			// A mesh whose member was kicked or banned, or whose broker
+			// cannot prove its key, will not come back by itself: stop
+			// following it and say why.
 			var bs localapi.BrokerStatusEvent
 			if json.Unmarshal(ev.Data, &bs) == nil && want[bs.Mesh] &&
-				(bs.State == localapi.MeshKicked || bs.State == localapi.MeshBanned) {
+				(bs.State == localapi.MeshKicked || bs.State == localapi.MeshBanned || bs.State == localapi.MeshBrokerKeyMismatch) {
 				delete(want, bs.Mesh)
 				msg := strings.TrimPrefix(bs.Error, bs.State+": ")
 				if msg == "" {
