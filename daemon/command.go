@@ -263,7 +263,7 @@ func downCommand() *cli.Command {
 				return cliui.Errorf("daemon_stop", "signalling pid %d: %v", pid, err)
 			}
 			deadline := time.Now().Add(5 * time.Second)
-			for syscall.Kill(pid, 0) == nil {
+			for !stopped(home, pid) {
 				if time.Now().After(deadline) {
 					return cliui.Errorf("daemon_stop", "pid %d did not exit within 5s", pid)
 				}
@@ -394,6 +394,28 @@ func outboxCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// stopped reports whether the daemon pid has ended: the process is gone,
+// or it no longer holds daemon.db's lock — which it releases when it exits,
+// even while its exit is not reaped yet (a zombie still answers kill 0, and
+// some containers' init reaps orphans late).
+func stopped(home string, pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return true
+	}
+	f, err := os.Open(localapi.DBPath(home))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	// bbolt holds an exclusive flock for as long as the daemon has the
+	// store open; a shared one succeeds only once it let go.
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) != nil {
+		return false
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return true
 }
 
 // running starts a verb that needs the daemon (see verbStart): a client

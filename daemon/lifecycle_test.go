@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 )
@@ -41,5 +42,21 @@ func TestShutdownDoesNotWaitForEventStreams(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("an event stream outlived the daemon")
 		}
+	}
+}
+
+// TestStoppedWhenTheStoreIsReleased: `daemon down` counts a daemon as
+// stopped once it let go of daemon.db, even if its pid still answers (an
+// exited process nobody reaped yet).
+func TestStoppedWhenTheStoreIsReleased(t *testing.T) {
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	home := e.homes["alice"]
+	if stopped(home, os.Getpid()) {
+		t.Fatal("stopped while the daemon holds its store")
+	}
+	alice.stop()
+	if !stopped(home, os.Getpid()) { // this pid lives on; the store is free
+		t.Fatal("not stopped after the store was closed")
 	}
 }
