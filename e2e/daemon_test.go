@@ -76,11 +76,27 @@ func eventually(t *testing.T, d time.Duration, what string, ok func() bool) {
 	}
 }
 
+// exited reports whether pid has ended: gone, or a zombie nobody reaped
+// yet (an orphaned daemon's parent is init, which may reap late).
+func exited(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false // not Linux: wait for the reaping
+	}
+	// The state follows the command name in parentheses: "pid (comm) Z …".
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
 // waitExit waits for a killed process to disappear.
 func waitExit(t *testing.T, pid int) {
 	t.Helper()
 	eventually(t, 10*time.Second, fmt.Sprintf("pid %d to exit", pid), func() bool {
-		return syscall.Kill(pid, 0) != nil
+		return exited(pid)
 	})
 }
 
