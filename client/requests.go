@@ -202,6 +202,15 @@ func (c *Conn) Send(ctx context.Context, s *wire.Send) (*wire.Ack, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.AwaitAck(ctx, s, ch)
+}
+
+// AwaitAck waits for the ack of a send that SendAsync queued. When ctx ends
+// first, the send is forgotten (a late ack is dropped), so the same id can
+// be sent again. Queuing several sends with SendAsync and then awaiting
+// them keeps their order on the wire, which goroutines calling Send each
+// would not.
+func (c *Conn) AwaitAck(ctx context.Context, s *wire.Send, ch <-chan SendResult) (*wire.Ack, error) {
 	select {
 	case r := <-ch:
 		return r.Ack, r.Err

@@ -360,6 +360,10 @@ func (m *meshRT) drain(ctx context.Context) {
 			if len(rows) > 0 {
 				m.markInflight(rows)
 			}
+			// The frames are written here, in enqueue order, and only the
+			// waits for their acks run concurrently: sends to one
+			// recipient must reach the broker in the order they were
+			// accepted (it keeps FIFO per recipient from there).
 			for _, r := range rows {
 				c := conns[r.Seq]
 				sem <- struct{}{}
@@ -367,9 +371,10 @@ func (m *meshRT) drain(ctx context.Context) {
 				busy[r.Seq] = true
 				busyMu.Unlock()
 				inflight.Add(1)
+				await := m.startSend(ctx, c, r)
 				go func() {
 					defer inflight.Done()
-					m.sendOne(ctx, c, r)
+					await()
 					busyMu.Lock()
 					delete(busy, r.Seq)
 					busyMu.Unlock()
@@ -462,11 +467,24 @@ func (m *meshRT) markInflight(rows []*outboxRow) {
 	})
 }
 
-// sendOne writes a row's frame and records the outcome.
-func (m *meshRT) sendOne(ctx context.Context, c *client.Conn, r *outboxRow) {
+// startSend queues a row's frame on c now and returns the wait for its ack,
+// which records the outcome.
+func (m *meshRT) startSend(ctx context.Context, c *client.Conn, r *outboxRow) func() {
 	actx, cancel := context.WithTimeout(ctx, m.d.opts.AckTimeout)
-	defer cancel()
-	ack, err := c.Send(actx, r.send())
+	s := r.send()
+	ch, err := c.SendAsync(actx, s)
+	return func() {
+		defer cancel()
+		var ack *wire.Ack
+		if err == nil {
+			ack, err = c.AwaitAck(actx, s, ch)
+		}
+		m.recordSend(ctx, r, ack, err)
+	}
+}
+
+// recordSend records what became of one send of a row.
+func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, err error) {
 	now := time.Now().UnixMilli()
 	if err == nil && m.d.killAfter > 0 && m.d.acked.Add(1) == m.d.killAfter {
 		// Failpoint: die mid-drain, after the broker acked this row but
