@@ -53,6 +53,10 @@ type dirState struct {
 	// fetches counts full fetches, for the tests that check presence
 	// churn costs no list_peers each.
 	fetches atomic.Int64
+	// fetching counts running fetches; journal holds the events applied
+	// while one runs, to replay on its snapshot.
+	fetching int
+	journal  []func(*meshCache)
 }
 
 // refreshDirectory runs at every hello_ack, before the mesh reports open:
@@ -71,8 +75,26 @@ func (m *meshRT) refreshDirectory(ctx context.Context, c *client.Conn) {
 }
 
 // fetchDirectory replaces the directory with the broker's current one.
+//
+// Events keep arriving while the answers are on their way, and an event
+// applied before the snapshot lands would be undone by it (a peer that
+// left during the fetch would come back for good). So every event applied
+// while a fetch runs is also journaled, and replayed in order on top of
+// the snapshot: each event sets the state of its key, so replaying the
+// ones the snapshot already reflects changes nothing, and the later ones
+// are kept.
 func (m *meshRT) fetchDirectory(ctx context.Context, c *client.Conn) error {
 	m.fetches.Add(1)
+	m.mu.Lock()
+	m.fetching++
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		if m.fetching--; m.fetching == 0 {
+			m.journal = nil
+		}
+		m.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	members, err := c.MembersList(ctx)
@@ -87,12 +109,16 @@ func (m *meshRT) fetchDirectory(ctx context.Context, c *client.Conn) error {
 	return nil
 }
 
-// setDirectory replaces the cached directory and persists it, for sends
-// while the broker is away (and after a restart).
+// setDirectory replaces the cached directory (replaying the events of a
+// running fetch, see fetchDirectory) and persists it, for sends while the
+// broker is away (and after a restart).
 func (m *meshRT) setDirectory(members []wire.Member, peers []wire.Peer) {
 	now := time.Now()
 	mc := meshCache{Members: members, Peers: peers, UpdatedAt: now.UnixMilli()}
 	m.mu.Lock()
+	for _, apply := range m.journal {
+		apply(&mc)
+	}
 	m.cache = mc
 	m.dirDirty = false
 	m.lastRefresh = now
@@ -151,6 +177,7 @@ func (m *meshRT) onSystem(p *wire.Push) {
 		kind = localapi.EventPeerReturned
 	}
 	m.d.publishAsync(kind, m.cfg.MeshID, map[string]any{"mesh": m.cfg.Slug, "event": p.Event, "data": p.EventData})
+	var apply func(*meshCache)
 	switch p.Event {
 	case wire.EventMemberChanged:
 		var ev wire.MemberEvent
@@ -158,17 +185,31 @@ func (m *meshRT) onSystem(p *wire.Push) {
 			m.d.log.Warn("undecodable member_changed", "mesh", m.cfg.Slug)
 			return
 		}
-		m.applyMember(ev)
+		apply = func(mc *meshCache) { applyMember(mc, ev) }
 	case wire.EventPeerJoined, wire.EventPeerReturned, wire.EventPeerLeft:
 		var ev wire.PeerEvent
 		if decodeEventData(p.EventData, &ev) != nil || ev.Pubkey == "" {
 			m.d.log.Warn("undecodable presence event", "mesh", m.cfg.Slug, "event", p.Event)
 			return
 		}
-		m.applyPeer(p.Event != wire.EventPeerLeft, ev)
+		present, at := p.Event != wire.EventPeerLeft, time.Now().UnixMilli()
+		apply = func(mc *meshCache) { applyPeer(mc, present, ev, at) }
 	default:
 		return
 	}
+	m.mu.Lock()
+	apply(&m.cache)
+	if m.fetching > 0 {
+		m.journal = append(m.journal, apply)
+	}
+	m.dirDirty = true
+	if p.Event != wire.EventMemberChanged && m.refreshDue.IsZero() {
+		// What presence events do not carry (groups, status, summary)
+		// comes with the next full list, at most once per
+		// refreshMinInterval.
+		m.refreshDue = time.Now().Add(m.d.opts.refreshDelay)
+	}
+	m.mu.Unlock()
 	m.pokeDirectory()
 }
 
@@ -183,19 +224,18 @@ func decodeEventData(data any, v any) error {
 }
 
 // applyMember inserts or replaces a member by memberId; a member that left
-// is removed with its presences, a banned one loses its presences.
-func (m *meshRT) applyMember(ev wire.MemberEvent) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	members := make([]wire.Member, 0, len(m.cache.Members)+1)
+// is removed with its presences, a banned one loses its presences. The
+// cache's slices are replaced, never changed in place: callers of
+// directory() may still be reading the old ones.
+func applyMember(mc *meshCache, ev wire.MemberEvent) {
+	members := make([]wire.Member, 0, len(mc.Members)+1)
 	found := false
-	for _, old := range m.cache.Members {
+	for _, old := range mc.Members {
 		if old.MemberID == ev.Member.MemberID || old.Pubkey == ev.Member.Pubkey {
 			found = true
-			if ev.Change == wire.MemberLeft {
-				continue
+			if ev.Change != wire.MemberLeft {
+				members = append(members, ev.Member)
 			}
-			members = append(members, ev.Member)
 			continue
 		}
 		members = append(members, old)
@@ -203,60 +243,56 @@ func (m *meshRT) applyMember(ev wire.MemberEvent) {
 	if !found && ev.Change != wire.MemberLeft {
 		members = append(members, ev.Member)
 	}
-	m.cache.Members = members
+	mc.Members = members
 	if ev.Change == wire.MemberLeft || ev.Change == wire.MemberBanned {
-		m.cache.Peers = dropPeers(m.cache.Peers, func(p *wire.Peer) bool { return p.MemberPubkey == ev.Member.Pubkey })
-	} else {
-		// A rename or role change shows on the member's presences too.
-		for i := range m.cache.Peers {
-			if p := &m.cache.Peers[i]; p.MemberPubkey == ev.Member.Pubkey {
-				p.MemberRole = ev.Member.MemberRole
-				if p.Role != wire.RoleSession {
-					p.DisplayName = ev.Member.DisplayName
-				}
+		mc.Peers = dropPeers(mc.Peers, func(p *wire.Peer) bool { return p.MemberPubkey == ev.Member.Pubkey })
+		return
+	}
+	// A rename or role change shows on the member's presences too.
+	peers := append([]wire.Peer(nil), mc.Peers...)
+	for i := range peers {
+		if p := &peers[i]; p.MemberPubkey == ev.Member.Pubkey {
+			p.MemberRole = ev.Member.MemberRole
+			if p.Role != wire.RoleSession {
+				p.DisplayName = ev.Member.DisplayName
 			}
 		}
 	}
-	m.dirDirty = true
+	mc.Peers = peers
 }
 
 // applyPeer adds (or marks online) the presence an event names, or removes
 // it. A presence is identified by its key and sessionId: member presences
-// share the member key.
-func (m *meshRT) applyPeer(present bool, ev wire.PeerEvent) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// share the member key. at is when the event came (a new presence's
+// connectedAt until the next full list).
+func applyPeer(mc *meshCache, present bool, ev wire.PeerEvent, at int64) {
 	same := func(p *wire.Peer) bool { return p.Pubkey == ev.Pubkey && p.SessionID == ev.SessionID }
 	if !present {
-		m.cache.Peers = dropPeers(m.cache.Peers, same)
-	} else {
-		i := -1
-		for j := range m.cache.Peers {
-			if same(&m.cache.Peers[j]) {
-				i = j
-				break
+		mc.Peers = dropPeers(mc.Peers, same)
+		return
+	}
+	peers := append([]wire.Peer(nil), mc.Peers...)
+	i := -1
+	for j := range peers {
+		if same(&peers[j]) {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		p := wire.Peer{Pubkey: ev.Pubkey, MemberPubkey: ev.MemberPubkey, SessionID: ev.SessionID,
+			Groups: []wire.Group{}, Status: wire.StatusIdle, Visible: true, ConnectedAt: at}
+		for _, mem := range mc.Members {
+			if mem.Pubkey == ev.MemberPubkey {
+				p.MemberID, p.MemberRole = mem.MemberID, mem.MemberRole
 			}
 		}
-		if i < 0 {
-			p := wire.Peer{Pubkey: ev.Pubkey, MemberPubkey: ev.MemberPubkey, SessionID: ev.SessionID,
-				Groups: []wire.Group{}, Status: wire.StatusIdle, Visible: true, ConnectedAt: time.Now().UnixMilli()}
-			for _, mem := range m.cache.Members {
-				if mem.Pubkey == ev.MemberPubkey {
-					p.MemberID, p.MemberRole = mem.MemberID, mem.MemberRole
-				}
-			}
-			m.cache.Peers = append(m.cache.Peers, p)
-			i = len(m.cache.Peers) - 1
-		}
-		p := &m.cache.Peers[i]
-		p.DisplayName, p.Role, p.PeerType, p.Online = ev.DisplayName, ev.Role, ev.PeerType, true
+		peers = append(peers, p)
+		i = len(peers) - 1
 	}
-	m.dirDirty = true
-	// What the event does not carry (groups, status, summary) comes with
-	// the next full list, at most once per refreshMinInterval.
-	if m.refreshDue.IsZero() {
-		m.refreshDue = time.Now().Add(m.d.opts.refreshDelay)
-	}
+	p := &peers[i]
+	p.DisplayName, p.Role, p.PeerType, p.Online = ev.DisplayName, ev.Role, ev.PeerType, true
+	mc.Peers = peers
 }
 
 // dropPeers returns peers without those drop matches, in a new slice (the

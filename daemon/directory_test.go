@@ -297,3 +297,31 @@ func TestImpostorBrokerIsRefused(t *testing.T) {
 		return len(rows) == 1 && rows[0].Body == "kept"
 	})
 }
+
+// TestEventsDuringAFetchSurviveItsSnapshot: a presence event applied while
+// a full fetch is on its way is not undone when the fetch's older snapshot
+// lands (a peer that left during the fetch must not come back for good).
+func TestEventsDuringAFetchSurviveItsSnapshot(t *testing.T) {
+	e := newEnv(t)
+	alice, _ := e.openPair(t)
+	m := alice.mesh(t)
+	ghost := wire.PeerEvent{Pubkey: strings.Repeat("7", 64), MemberPubkey: e.meshes["bob"].Pubkey, DisplayName: "bob",
+		SessionID: "cli-ghost", Role: wire.RoleCLI, PeerType: wire.PeerHuman}
+	members, peers := m.directory()
+	stale := append(append([]wire.Peer(nil), peers...), wire.Peer{Pubkey: ghost.Pubkey, MemberPubkey: ghost.MemberPubkey,
+		SessionID: ghost.SessionID, Role: ghost.Role, Online: true})
+	m.mu.Lock()
+	m.fetching++ // a fetch whose answer (stale) was taken before the event
+	m.mu.Unlock()
+	m.onSystem(&wire.Push{Subtype: wire.SubtypeSystem, Event: wire.EventPeerLeft, EventData: ghost})
+	m.setDirectory(members, stale)
+	m.mu.Lock()
+	m.fetching--
+	m.mu.Unlock()
+	_, now := m.directory()
+	for _, p := range now {
+		if p.SessionID == ghost.SessionID {
+			t.Fatalf("the peer that left came back with the snapshot: %+v", p)
+		}
+	}
+}

@@ -44,7 +44,7 @@ func (u *user) startDaemon() int {
 	if up.PID <= 0 {
 		u.t.Fatalf("daemon up gave no pid")
 	}
-	u.t.Cleanup(func() { syscall.Kill(up.PID, syscall.SIGKILL) })
+	u.t.Cleanup(func() { killAndWait(up.PID) })
 	return up.PID
 }
 
@@ -313,7 +313,7 @@ func TestDaemonThinVerbs(t *testing.T) {
 		t.Fatalf("send --wait: %+v", out)
 	}
 	st := alice.daemonStatus()
-	t.Cleanup(func() { syscall.Kill(st.PID, syscall.SIGKILL) })
+	t.Cleanup(func() { killAndWait(st.PID) })
 	if !st.Running || st.Meshes["test"] != "open" {
 		t.Fatalf("status %+v", st)
 	}
@@ -322,7 +322,7 @@ func TestDaemonThinVerbs(t *testing.T) {
 		t.Fatalf("bob's inbox: %v", bodies(rows))
 	}
 	bst := bob.daemonStatus()
-	t.Cleanup(func() { syscall.Kill(bst.PID, syscall.SIGKILL) })
+	t.Cleanup(func() { killAndWait(bst.PID) })
 	if rows[0].body() != "hello daemon" || rows[0].SenderName != "alice" {
 		t.Fatalf("row %+v", rows[0])
 	}

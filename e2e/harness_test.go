@@ -255,11 +255,21 @@ func newUser(t *testing.T, name string) *user {
 	t.Cleanup(func() {
 		if data, err := os.ReadFile(filepath.Join(u.home, "daemon", "daemon.pid")); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
-				syscall.Kill(pid, syscall.SIGKILL)
+				killAndWait(pid)
 			}
 		}
 	})
 	return u
+}
+
+// killAndWait kills pid and waits (briefly) until it has exited, so the
+// test's temporary directories are not removed while it still writes to
+// them.
+func killAndWait(pid int) {
+	syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); !exited(pid) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 type result struct {
