@@ -168,5 +168,17 @@ func topicMesh(t *testing.T, b *Broker, slug string, names ...string) []*topicPe
 	return peers
 }
 
+// joinAndWaitKey has each peer join the topic and waits until a key holder
+// (the creator's keeper) has sealed generation 1 for it.
+func joinAndWaitKey(t *testing.T, topic wire.TopicInfo, peers ...*topicPeer) {
+	t.Helper()
+	for _, p := range peers {
+		if err := p.conn.TopicJoin(p.ctx(), topic.Name); err != nil {
+			t.Fatal(err)
+		}
+		p.waitKey(topic.ID, 1)
+	}
+}
+
 // errCodeOf is a client error's code.
 func errCodeOf(err error) string { return client.CodeOf(err) }

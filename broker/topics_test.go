@@ -251,12 +251,7 @@ func TestTopicRotationAfterLeaveAndBan(t *testing.T) {
 	peers := topicMesh(t, b, "acme", "alice", "bob", "carol")
 	alice, bob, carol := peers[0], peers[1], peers[2]
 	ops := alice.create("ops", client.TopicCreateOptions{})
-	for _, p := range []*topicPeer{bob, carol} {
-		if err := p.conn.TopicJoin(p.ctx(), "ops"); err != nil {
-			t.Fatal(err)
-		}
-		p.waitKey(ops.ID, 1)
-	}
+	joinAndWaitKey(t, ops, bob, carol)
 	if _, err := bob.post(ops, 1, "bob was here"); err != nil {
 		t.Fatal(err)
 	}
@@ -576,12 +571,7 @@ func TestTopicRekeyOnKickAndMeshLeave(t *testing.T) {
 	peers := topicMesh(t, b, "acme", "alice", "bob", "carol")
 	alice, bob, carol := peers[0], peers[1], peers[2]
 	ops := alice.create("ops", client.TopicCreateOptions{})
-	for _, p := range []*topicPeer{bob, carol} {
-		if err := p.conn.TopicJoin(p.ctx(), "ops"); err != nil {
-			t.Fatal(err)
-		}
-		p.waitKey(ops.ID, 1)
-	}
+	joinAndWaitKey(t, ops, bob, carol)
 	if r, err := alice.conn.Admin(alice.ctx(), &wire.AdminRequest{Type: wire.TypeKick, Target: "bob"}); err != nil || len(r.Affected) != 1 {
 		t.Fatalf("kick: %+v %v", r, err)
 	}

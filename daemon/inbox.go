@@ -156,38 +156,11 @@ func (d *Daemon) storePushes(items []inboxItem) {
 	stored := make([]bool, len(items))
 	err := d.update(func(tx *bolt.Tx) error {
 		clear(stored)
-		ib, keys, nonces, evs := tx.Bucket(bInbox), tx.Bucket(bInboxKey), tx.Bucket(bInboxNonce), tx.Bucket(bEvents)
 		for i, row := range rows {
-			k := keyOf(row.MeshID, row.RecipientPubkey, row.MessageID)
-			if keys.Get(k) != nil {
-				continue // a redelivery: acked again below, not stored twice
-			}
-			// The replay guard is per recipient: one multi message
-			// carries the same nonce to the member and to each session.
-			nk := keyOf(row.MeshID, row.SenderPubkey, items[i].push.Nonce)
-			if row.RecipientKind == recipientSession {
-				nk = keyOf(row.MeshID, row.SenderPubkey, items[i].push.Nonce, row.RecipientPubkey)
-			}
-			if items[i].push.Nonce != "" && nonces.Get(nk) != nil {
-				continue // the same ciphertext replayed under a new id
-			}
-			seq, err := evs.NextSequence()
-			if err != nil {
+			var err error
+			if stored[i], err = putInboxRow(tx, row, items[i].push.Nonce); err != nil {
 				return err
 			}
-			row.Seq = seq
-			if err := putJSON(ib, seqKey(seq), row); err != nil {
-				return err
-			}
-			if err := keys.Put(k, seqKey(seq)); err != nil {
-				return err
-			}
-			if items[i].push.Nonce != "" {
-				if err := nonces.Put(nk, seqKey(seq)); err != nil {
-					return err
-				}
-			}
-			stored[i] = true
 		}
 		return nil
 	}, func() {
@@ -209,6 +182,44 @@ func (d *Daemon) storePushes(items []inboxItem) {
 		select {}
 	}
 	settleItems(items, func(it inboxItem) string { return it.push.MessageID })
+}
+
+// putInboxRow stores a received row under the next event sequence, once: a
+// redelivery (same recipient and message id) or the same ciphertext
+// replayed under a new id (same sender and nonce) is recognised and not
+// stored again (false).
+func putInboxRow(tx *bolt.Tx, row *inboxRow, nonce string) (bool, error) {
+	ib, keys, nonces, evs := tx.Bucket(bInbox), tx.Bucket(bInboxKey), tx.Bucket(bInboxNonce), tx.Bucket(bEvents)
+	k := keyOf(row.MeshID, row.RecipientPubkey, row.MessageID)
+	if keys.Get(k) != nil {
+		return false, nil
+	}
+	// The replay guard is per recipient: one multi message carries the
+	// same nonce to the member and to each session.
+	nk := keyOf(row.MeshID, row.SenderPubkey, nonce)
+	if row.RecipientKind == recipientSession {
+		nk = keyOf(row.MeshID, row.SenderPubkey, nonce, row.RecipientPubkey)
+	}
+	if nonce != "" && nonces.Get(nk) != nil {
+		return false, nil
+	}
+	seq, err := evs.NextSequence()
+	if err != nil {
+		return false, err
+	}
+	row.Seq = seq
+	if err := putJSON(ib, seqKey(seq), row); err != nil {
+		return false, err
+	}
+	if err := keys.Put(k, seqKey(seq)); err != nil {
+		return false, err
+	}
+	if nonce != "" {
+		if err := nonces.Put(nk, seqKey(seq)); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // settleItems acks each item on the connection it came on, one client_ack

@@ -219,10 +219,33 @@ func TestSessionsArePeersWithScopedInboxes(t *testing.T) {
 	waitFor(t, 20*time.Second, "both sessions see the topic post", func() bool {
 		return seesTopic(s1, "topic for all sessions") && seesTopic(s2, "topic for all sessions")
 	})
+	// The live events follow the same scope: s1's stream gets bob's next
+	// post but not its own before it.
+	s1events, err := s1.Events(ctx, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1events.Close()
 	send(t, s1, "#ops", "s1 posts to ops")
 	waitFor(t, 20*time.Second, "s2 sees its sibling's post", func() bool { return seesTopic(s2, "s1 posts to ops") })
 	if seesTopic(s1, "s1 posts to ops") {
 		t.Fatal("s1 sees its own topic post as news")
+	}
+	send(t, bob.api, "#ops", "marker")
+	for {
+		ev, err := s1events.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type != localapi.EventMessage {
+			continue
+		}
+		if contains(string(ev.Data), "s1 posts to ops") {
+			t.Fatalf("s1's event stream carried its own topic post: %s", ev.Data)
+		}
+		if contains(string(ev.Data), "marker") {
+			break
+		}
 	}
 	waitFor(t, 20*time.Second, "bob reads s1's post as from s1", func() bool {
 		for _, r := range bob.inbox(t) {

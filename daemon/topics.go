@@ -323,42 +323,20 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 	}
 	return d.update(func(tx *bolt.Tx) error {
 		clear(stored)
-		ib, keys, nonces, evs := tx.Bucket(bInbox), tx.Bucket(bInboxKey), tx.Bucket(bInboxNonce), tx.Bucket(bEvents)
 		for i, row := range rows {
 			if row.SenderPubkey == self {
 				continue // the member's own post: a topic_message event only
 			}
-			k := keyOf(row.MeshID, row.RecipientPubkey, row.MessageID)
-			if keys.Get(k) != nil {
-				continue
-			}
-			nk := keyOf(row.MeshID, row.SenderPubkey, msgs[i].Nonce)
-			if msgs[i].Nonce != "" && nonces.Get(nk) != nil {
-				continue // the same ciphertext replayed under a new id
-			}
-			seq, err := evs.NextSequence()
-			if err != nil {
+			var err error
+			if stored[i], err = putInboxRow(tx, row, msgs[i].Nonce); err != nil {
 				return err
 			}
-			row.Seq = seq
-			if err := putJSON(ib, seqKey(seq), row); err != nil {
-				return err
-			}
-			if err := keys.Put(k, seqKey(seq)); err != nil {
-				return err
-			}
-			if msgs[i].Nonce != "" {
-				if err := nonces.Put(nk, seqKey(seq)); err != nil {
-					return err
-				}
-			}
-			stored[i] = true
 		}
 		return nil
 	}, func() {
 		for i := range rows {
 			if stored[i] {
-				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: m.cfg.MeshID, data: rows[i].api()})
+				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: m.cfg.MeshID, data: rows[i].api(), inbox: rows[i]})
 			}
 		}
 		for i := range msgs {

@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/client"
+	"claudemesh/client/config"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -119,6 +120,24 @@ func topicEnv(c *cli.Context, minArgs, maxArgs int) (*env, []string, topicTransp
 		return nil, nil, nil, err
 	}
 	return e, c.Args().Slice(), tr.(topicTransport), nil
+}
+
+// topicVerb starts a verb of one topic: NAME checked, the mesh and the
+// transport chosen.
+func topicVerb(c *cli.Context) (*env, string, *config.Mesh, topicTransport, error) {
+	e, args, tr, err := topicEnv(c, 1, 1)
+	if err != nil {
+		return nil, "", nil, nil, err
+	}
+	name, err := topicName(args[0])
+	if err != nil {
+		return nil, "", nil, nil, err
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return nil, "", nil, nil, err
+	}
+	return e, name, m, tr, nil
 }
 
 func topicName(arg string) (string, error) {
@@ -233,15 +252,7 @@ func topicList(c *cli.Context) error {
 }
 
 func topicJoin(c *cli.Context) error {
-	e, args, tr, err := topicEnv(c, 1, 1)
-	if err != nil {
-		return err
-	}
-	name, err := topicName(args[0])
-	if err != nil {
-		return err
-	}
-	m, err := e.writeMesh()
+	e, name, m, tr, err := topicVerb(c)
 	if err != nil {
 		return err
 	}
@@ -260,15 +271,7 @@ func topicJoin(c *cli.Context) error {
 }
 
 func topicLeave(c *cli.Context) error {
-	e, args, tr, err := topicEnv(c, 1, 1)
-	if err != nil {
-		return err
-	}
-	name, err := topicName(args[0])
-	if err != nil {
-		return err
-	}
-	m, err := e.writeMesh()
+	e, name, m, tr, err := topicVerb(c)
 	if err != nil {
 		return err
 	}
@@ -279,15 +282,7 @@ func topicLeave(c *cli.Context) error {
 }
 
 func topicMembers(c *cli.Context) error {
-	e, args, tr, err := topicEnv(c, 1, 1)
-	if err != nil {
-		return err
-	}
-	name, err := topicName(args[0])
-	if err != nil {
-		return err
-	}
-	m, err := e.writeMesh()
+	e, name, m, tr, err := topicVerb(c)
 	if err != nil {
 		return err
 	}
@@ -313,15 +308,7 @@ func topicMembers(c *cli.Context) error {
 }
 
 func topicRotate(c *cli.Context) error {
-	e, args, tr, err := topicEnv(c, 1, 1)
-	if err != nil {
-		return err
-	}
-	name, err := topicName(args[0])
-	if err != nil {
-		return err
-	}
-	m, err := e.writeMesh()
+	e, name, m, tr, err := topicVerb(c)
 	if err != nil {
 		return err
 	}
@@ -361,11 +348,7 @@ func historyLimit(c *cli.Context) (int, error) {
 }
 
 func topicHistory(c *cli.Context) error {
-	e, args, tr, err := topicEnv(c, 1, 1)
-	if err != nil {
-		return err
-	}
-	name, err := topicName(args[0])
+	e, name, m, tr, err := topicVerb(c)
 	if err != nil {
 		return err
 	}
@@ -376,10 +359,6 @@ func topicHistory(c *cli.Context) error {
 	before := c.String("before")
 	if before != "" && !wire.ValidULID(before) {
 		return cliui.UsageErrorf("--before %q is not a message id", before)
-	}
-	m, err := e.writeMesh()
-	if err != nil {
-		return err
 	}
 	page, err := tr.TopicHistory(e.ctx(), m, name, limit, before)
 	if err != nil {
@@ -410,19 +389,11 @@ func topicHistory(c *cli.Context) error {
 }
 
 func topicTail(c *cli.Context) error {
-	e, args, tr, err := topicEnv(c, 1, 1)
-	if err != nil {
-		return err
-	}
-	name, err := topicName(args[0])
+	e, name, m, tr, err := topicVerb(c)
 	if err != nil {
 		return err
 	}
 	limit, err := historyLimit(c)
-	if err != nil {
-		return err
-	}
-	m, err := e.writeMesh()
 	if err != nil {
 		return err
 	}
