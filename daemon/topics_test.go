@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 	"claudemesh/wire"
 )
@@ -140,8 +142,10 @@ func TestTopicsThroughDaemons(t *testing.T) {
 }
 
 // A member who joined while no key holder was online gets the key when one
-// comes back: its daemon's sweep at connect seals for pending members. Posts
-// made before the key arrived reach the inbox by the catch-up.
+// comes back: its daemon's sweep at connect seals for pending members. A
+// post made before bob's key came (bob's daemon got it live and could not
+// open it) and posts made while bob's daemon was down reach his inbox by
+// the catch-up, once each.
 func TestTopicSealOnReconnectAndCatchUp(t *testing.T) {
 	e := newEnv(t)
 	alice, bob := e.openPair(t)
@@ -161,12 +165,74 @@ func TestTopicSealOnReconnectAndCatchUp(t *testing.T) {
 	if ae, ok := err.(*localapi.APIError); !ok || ae.Body.Code != wire.CodeTopicKeyMissing || ae.HTTPStatus != 409 {
 		t.Fatalf("posting without the key: %v", err)
 	}
+	// alice posts from another machine of hers (a direct connection that
+	// takes no part in sealing): bob's daemon gets the post live without
+	// the key.
+	postDirect(t, e, "alice", "ops", "before bob's key")
+	waitFor(t, 10*time.Second, "the post, unreadable to bob for now", func() bool {
+		page := bob.messages(t, "ops")
+		return len(page.Messages) == 1 && page.Messages[0].KeyMissing
+	})
 	alice = e.daemon("alice")
 	alice.waitOpen(t)
 	waitFor(t, 10*time.Second, "bob's key after alice's return", func() bool { return !bob.messages(t, "ops").WaitingForKey })
-	alice.post(t, "ops", "welcome back")
-	waitFor(t, 5*time.Second, "bob's inbox", func() bool {
+	waitFor(t, 10*time.Second, "the early post in bob's inbox", func() bool {
 		rows := bob.inbox(t)
-		return len(rows) == 1 && rows[0].Body == "welcome back" && rows[0].Topic == "ops"
+		return len(rows) == 1 && rows[0].Body == "before bob's key" && rows[0].Verified
 	})
+	// bob's daemon is away while alice posts twice; back, it catches up.
+	bob.stop()
+	alice.post(t, "ops", "while bob was away 1")
+	alice.post(t, "ops", "while bob was away 2")
+	waitFor(t, 10*time.Second, "alice's posts sent", func() bool { return len(alice.messages(t, "ops").Messages) == 3 })
+	bob = e.daemon("bob")
+	bob.waitOpen(t)
+	waitFor(t, 10*time.Second, "the catch-up", func() bool { return len(bob.inbox(t)) == 3 })
+	got := map[string]int{}
+	for _, r := range bob.inbox(t) {
+		got[r.Body]++
+	}
+	if got["while bob was away 1"] != 1 || got["while bob was away 2"] != 1 || got["before bob's key"] != 1 {
+		t.Fatalf("bob's inbox after the catch-up: %v", got)
+	}
+}
+
+// postDirect posts to a topic as name's member key over a connection of
+// its own, with the key opened from the member's seals.
+func postDirect(t *testing.T, e *env, name, topic, text string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m := e.meshes[name]
+	key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Dial(ctx, client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL,
+		BrokerPubkey: m.BrokerPubkey, Member: key}, client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	list, err := c.TopicList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info wire.TopicInfo
+	for _, tp := range list {
+		if tp.Name == topic {
+			info = tp
+		}
+	}
+	k := &client.TopicKeeper{MeshID: m.MeshID, Member: key, Ring: client.NewTopicKeyring()}
+	if _, err := k.Refresh(ctx, c, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	s, err := client.SealTopicPost(m.MeshID, info.ID, info.KeyGen, k.Ring.Get(info.ID, info.KeyGen), []byte(text), key, client.SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, s); err != nil {
+		t.Fatal(err)
+	}
 }
