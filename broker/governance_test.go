@@ -159,6 +159,12 @@ func TestAdminEdgeCases(t *testing.T) {
 	if e.Code != wire.CodeInvalidArgument {
 		t.Fatalf("target and all: %+v", e)
 	}
+	// A real staleMs selects only connections quiet that long: bob was
+	// active within the hour.
+	cc.request(map[string]any{"type": "disconnect", "staleMs": 3600000}, &res, wire.TypeAdminResult)
+	if len(res.Affected) != 0 || len(res.Skipped) != 0 {
+		t.Fatalf("staleMs 1h: %+v", res)
+	}
 	bobPresence.expectSilence(100 * time.Millisecond)
 
 	// An admin cannot ban or kick the owner or another admin.

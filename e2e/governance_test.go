@@ -429,6 +429,9 @@ func TestAuditVerifyTamperAndRollback(t *testing.T) {
 	if len(reps) != 1 || !reps[0].OK || reps[0].Seq != 5 {
 		t.Fatalf("verify: %+v", reps)
 	}
+	if fi, err := os.Stat(filepath.Join(alice.home, "audit-heads.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("audit-heads.json: %v %v", fi, err)
+	}
 	// Keep a copy of the 5-entry state, then grow the chain to 7 and
 	// verify it.
 	b.stop()

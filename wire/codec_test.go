@@ -231,6 +231,15 @@ func TestEncodeNeverNull(t *testing.T) {
 		&AdminRequest{Type: TypeKick},
 		&AdminResult{Type: TypeAdminResult, Affected: []PeerRef{}, Skipped: []PeerRef{}},
 		&Bans{Type: TypeBans, Bans: []BanInfo{{}}},
+		&AuditQuery{Type: TypeAuditQuery},
+		&AuditEntries{Type: TypeAuditEntries, Entries: []AuditEntry{{Payload: RawJSON(`{}`)}}},
+		&AuditCheckpoint{Type: TypeAuditCheckpoint},
+		&GrantsSet{Type: TypeGrantsSet, Grants: map[string]*[]string{}},
+		&Grants{Type: TypeGrants, Grants: map[string][]string{}, Defaults: []string{}},
+		&SkillPublish{Type: TypeSkillPublish},
+		&SkillRequest{Type: TypeSkillList},
+		&Skill{Type: TypeSkill, SkillInfo: SkillInfo{Tags: []string{}}},
+		&Skills{Type: TypeSkills, Skills: []SkillInfo{{Tags: []string{}}}},
 	}
 	for _, f := range frames {
 		b := MustEncode(f)
@@ -385,7 +394,17 @@ func TestRoundTripEveryFrame(t *testing.T) {
 		&Error{Type: TypeError, ReqID: "r", Code: CodeAmbiguousTarget, Message: "m", Candidates: []Candidate{{DisplayName: "a", Pubkey: hexA, Kind: "member"}}},
 		&AdminRequest{Type: TypeDisconnect, ReqID: "r", All: true, StaleMs: 1000, Reason: "x"},
 		&AdminResult{Type: TypeAdminResult, ReqID: "r", Affected: []PeerRef{{DisplayName: "a", Pubkey: hexA}}, Skipped: []PeerRef{}},
-		&Bans{Type: TypeBans, ReqID: "r", Bans: []BanInfo{{DisplayName: "a", Pubkey: hexA, RevokedAt: 1, Reason: "r"}}},
+		&Bans{Type: TypeBans, ReqID: "r", Bans: []BanInfo{{DisplayName: "a", Pubkey: hexA, RevokedAt: 1, Reason: "r", BannedBy: hexB}}},
+		&AuditQuery{Type: TypeAuditQuery, ReqID: "r", Limit: 5, Before: 9, EventType: AuditKick},
+		&AuditEntries{Type: TypeAuditEntries, ReqID: "r", More: true, Entries: []AuditEntry{{Seq: 1, EventType: AuditKick,
+			ActorPubkey: hexA, Payload: RawJSON(`{"a":1}`), PrevHash: hexA, Hash: hexB, CreatedAt: "2025-11-25T18:00:00.000000000Z"}}},
+		&AuditCheckpoint{Type: TypeAuditCheckpoint, ReqID: "r", MeshID: "m", Seq: 3, Hash: hexA, Signature: "s", BrokerPubkey: hexB},
+		&GrantsSet{Type: TypeGrantsSet, ReqID: "r", Grants: map[string]*[]string{hexA: {CapDM}, hexB: {}}},
+		&Grants{Type: TypeGrants, ReqID: "r", Grants: map[string][]string{hexA: {}}, Defaults: DefaultCaps},
+		&SkillPublish{Type: TypeSkillPublish, ReqID: "r", Name: "n", Description: "d", Body: "b", Tags: []string{"t"}},
+		&SkillRequest{Type: TypeSkillGet, ReqID: "r", Name: "n"},
+		&Skill{Type: TypeSkill, ReqID: "r", SkillInfo: SkillInfo{Name: "n", Tags: []string{"t"}, Size: 1, UpdatedAt: 2}, Body: "b"},
+		&Skills{Type: TypeSkills, ReqID: "r", Skills: []SkillInfo{{Name: "n", Tags: []string{}}}},
 	}
 	for _, f := range frames {
 		b, err := Encode(f)
