@@ -73,7 +73,7 @@ func (c *conn) handleAPIKeyCreate(r wire.APIKeyCreate) {
 		switch cp {
 		case wire.CapRead, wire.CapSend:
 		case wire.CapAdmin:
-			if c.mem.Role != wire.MemberOwner && c.mem.Role != wire.MemberAdmin {
+			if !isManager(c.role()) {
 				fail(wire.CodeForbidden, "only the mesh owner or an admin may grant the admin capability")
 				return
 			}
@@ -160,7 +160,7 @@ func apiKeyInfo(k *store.APIKey) wire.APIKeyInfo {
 // handleAPIKeyList lists the caller's own keys; the owner and admins see
 // every key of the mesh.
 func (c *conn) handleAPIKeyList(env wire.Envelope) {
-	all := c.mem.Role == wire.MemberOwner || c.mem.Role == wire.MemberAdmin
+	all := isManager(c.role())
 	var keys []store.APIKey
 	err := c.b.store.View(func(tx *store.Tx) error {
 		var err error
@@ -183,7 +183,7 @@ func (c *conn) handleAPIKeyList(env wire.Envelope) {
 // handleAPIKeyRevoke revokes a key of the caller's (any key, for the owner
 // and admins). Revoking twice is fine.
 func (c *conn) handleAPIKeyRevoke(r wire.APIKeyRevoke) {
-	all := c.mem.Role == wire.MemberOwner || c.mem.Role == wire.MemberAdmin
+	all := isManager(c.role())
 	ms := c.ms
 	err := c.b.store.Update(func(tx *store.Tx) error {
 		k, err := store.GetAPIKey(tx, ms.id, r.ID)

@@ -406,9 +406,11 @@ func TestRaceRejoinRoleAdmin(t *testing.T) {
 	})
 	wg.Go(func() {
 		for range 20 {
-			// An admin check: answered invites or forbidden, never a race.
+			// Admin checks: answered or forbidden, never a race.
 			bc.write(map[string]any{"type": "invite_list", "reqId": "il"})
 			bc.next(nil, wire.TypeInvites, wire.TypeError)
+			bc.write(map[string]any{"type": "apikey_list", "reqId": "al"})
+			bc.next(nil, wire.TypeAPIKeys, wire.TypeError)
 		}
 	})
 	wg.Wait()

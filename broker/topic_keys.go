@@ -189,7 +189,7 @@ func (c *conn) handleTopicRotate(r wire.TopicRequest, t topicState) {
 	}
 	ms := c.ms
 	me := c.mem.Pubkey
-	admin := c.mem.Role == wire.MemberOwner || c.mem.Role == wire.MemberAdmin
+	admin := isManager(c.role())
 	ms.mu.Lock()
 	lead := t.role(ms, me) == wire.TopicLead
 	ms.mu.Unlock()

@@ -87,7 +87,7 @@ func (c *conn) handleTopicAddRemove(r wire.TopicRequest, t topicState) {
 	ms := c.ms
 	ms.mu.Lock()
 	lead := t.role(ms, c.mem.Pubkey) == wire.TopicLead && t.isMember(ms, c.mem.Pubkey)
-	admin := c.mem.Role == wire.MemberOwner || c.mem.Role == wire.MemberAdmin
+	admin := isManager(c.mem.Role) // under ms.mu
 	target := ms.topicTarget(r.Member)
 	ms.mu.Unlock()
 	if !lead && !admin {

@@ -196,7 +196,7 @@ func (c *conn) handleTopicFrame(data []byte, env wire.Envelope) {
 		ms.mu.Lock()
 		member := t.isMember(ms, c.mem.Pubkey)
 		ms.mu.Unlock()
-		admin := c.mem.Role == wire.MemberOwner || c.mem.Role == wire.MemberAdmin
+		admin := isManager(c.role())
 		if !member && !(admin && (r.Type == wire.TypeTopicAdd || r.Type == wire.TypeTopicRemove)) {
 			c.sendError(r.ReqID, wire.CodeTopicNotFound, fmt.Sprintf("no topic %q in this mesh", r.Topic))
 			return
