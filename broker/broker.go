@@ -120,6 +120,15 @@ func New(cfg Config) (*Broker, error) {
 	if err := fsutil.EnsurePrivateDir(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	dbPath := filepath.Join(cfg.DataDir, "broker.db")
+	// A data directory that has a key but no broker.db lost its database:
+	// starting would make an empty one and the broker would look healthy
+	// with no meshes.
+	if _, kerr := os.Stat(filepath.Join(cfg.DataDir, "broker.key")); kerr == nil && !cfg.Init {
+		if _, derr := os.Stat(dbPath); errors.Is(derr, os.ErrNotExist) {
+			return nil, storeRefusal(dbPath, fmt.Errorf("%s is missing, but broker.key is there: this broker had a database", dbPath))
+		}
+	}
 	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key"))
 	if err != nil {
 		return nil, err
@@ -141,8 +150,8 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.metrics = newMetrics()
 	b.admit = newAdmission(cfg, b.metrics)
-	dbPath := filepath.Join(cfg.DataDir, "broker.db")
 	st, err := store.OpenLocal(dbPath, store.Options{
+		Init: cfg.Init,
 		// bbolt's file lock is the single-instance lock: a second broker
 		// on the same data dir is told at once who holds it.
 		OpenTimeout: 200 * time.Millisecond,
@@ -153,6 +162,9 @@ func New(cfg Config) (*Broker, error) {
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, dataDirInUse(cfg.DataDir)
+	}
+	if errors.Is(err, store.ErrEmptyFile) || errors.Is(err, store.ErrCorrupt) {
+		return nil, storeRefusal(dbPath, err)
 	}
 	if err != nil {
 		return nil, err
@@ -169,7 +181,15 @@ func New(cfg Config) (*Broker, error) {
 		// (01-protocol §1).
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	b.hub, err = newHub(b)
+	err = store.Guard(func() error {
+		var err error
+		b.hub, err = newHub(b)
+		return err
+	})
+	if errors.Is(err, store.ErrCorrupt) {
+		st.Close()
+		return nil, storeRefusal(dbPath, err)
+	}
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -353,6 +373,25 @@ func (b *Broker) operatorAuthorized(r *http.Request) bool {
 		return false
 	}
 	return subtle.ConstantTimeCompare([]byte(tok), []byte(b.opToken)) == 1
+}
+
+// storeRefusal is the message of a broker that will not start on its
+// database, with what to do about it. Nothing was changed on disk.
+func storeRefusal(path string, err error) error {
+	var steps string
+	switch {
+	case errors.Is(err, store.ErrEmptyFile):
+		steps = "it is empty: a crash or a failed copy truncated it"
+	case errors.Is(err, store.ErrCorrupt):
+		steps = "it is damaged"
+	default:
+		steps = "it cannot be used"
+	}
+	return fmt.Errorf("refusing to start on %s (%s): %w.\n"+
+		"Nothing was changed. To recover:\n"+
+		"  1. stop here, and restore broker.db from your latest backup (docs/operating-a-broker.md, Backups);\n"+
+		"  2. or keep the file for inspection (mv %s %s.damaged) and start with --init for an empty store:\n"+
+		"     every mesh is gone, and every member must be invited and join again", path, steps, err, path, path)
 }
 
 // loadOrCreateKey reads broker.key (hex seed‖pubkey) or creates it 0600.

@@ -73,6 +73,10 @@ type Config struct {
 	// WorkingDecay is how long `working` lasts without a refresh before it
 	// reads as `idle` (01-protocol §4: 10 minutes).
 	WorkingDecay time.Duration
+	// Init lets the broker make a new database where broker.db is empty
+	// (0 bytes) or missing beside an existing broker.key; without it the
+	// broker refuses to start there (storeRefusal).
+	Init bool
 	// Version is reported as brokerVersion in every challenge.
 	Version string
 	Logger  *slog.Logger

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"path"
 	"sort"
 	"strings"
@@ -17,10 +18,11 @@ import (
 // presences and live connections. The store is the truth for membership; the
 // hub caches it so the send path never opens a read transaction to route.
 type hub struct {
-	b      *Broker
-	mu     sync.RWMutex
-	meshes map[string]*meshState
-	conns  map[*conn]struct{} // every authenticated connection, for shutdown
+	b       *Broker
+	corrupt int // records skipped at start-up because they did not decode
+	mu      sync.RWMutex
+	meshes  map[string]*meshState
+	conns   map[*conn]struct{} // every authenticated connection, for shutdown
 }
 
 // meshState is one mesh. Its mutex guards everything below it, including
@@ -104,41 +106,41 @@ type presence struct {
 func newHub(b *Broker) (*hub, error) {
 	h := &hub{b: b, meshes: map[string]*meshState{}, conns: map[*conn]struct{}{}}
 	var total int
+	// A record that does not decode is skipped and reported, not fatal:
+	// one bad member must not keep every mesh offline.
+	var corrupt []store.Corrupt
+	bad := func(c store.Corrupt) { corrupt = append(corrupt, c) }
 	err := b.store.View(func(tx *store.Tx) error {
-		meshes, err := store.ListMeshes(tx)
-		if err != nil {
-			return err
-		}
-		for _, m := range meshes {
+		return store.EachMesh(tx, func(m store.Mesh) error {
 			ms := h.newMeshState(m)
-			members, err := store.ListMembers(tx, m.ID)
-			if err != nil {
-				return err
-			}
-			for _, mem := range members {
+			err := store.EachMember(tx, m.ID, func(mem store.Member) error {
 				// The store's migration trimmed every record to the
 				// default cap; an operator may have set a lower one.
 				mem.Groups, _ = store.TrimGroups(mem.Groups, b.cfg.MaxGroups)
 				ms.addMember(mem, b.cfg)
-			}
-			sessions, err := store.ListSessions(tx, m.ID)
+				return nil
+			}, bad)
 			if err != nil {
 				return err
 			}
-			for i := range sessions {
-				sessions[i].Groups, _ = store.TrimGroups(sessions[i].Groups, b.cfg.MaxGroups)
-				if _, isMember := ms.members[sessions[i].Pubkey]; isMember {
+			err = store.EachSession(tx, m.ID, func(sess store.Session) error {
+				sess.Groups, _ = store.TrimGroups(sess.Groups, b.cfg.MaxGroups)
+				if _, isMember := ms.members[sess.Pubkey]; isMember {
 					// Written before session keys were checked against
 					// member keys: never let it route.
-					b.log.Warn("ignoring a session record that holds a member key", "mesh", m.Slug, "pubkey", sessions[i].Pubkey)
-					continue
+					b.log.Warn("ignoring a session record that holds a member key", "mesh", m.Slug, "pubkey", sess.Pubkey)
+					return nil
 				}
-				ms.sessions[sessions[i].Pubkey] = &sessions[i]
+				ms.sessions[sess.Pubkey] = &sess
+				return nil
+			}, bad)
+			if err != nil {
+				return err
 			}
 			if ms.grants, err = store.ListGrants(tx, m.ID); err != nil {
 				return err
 			}
-			ms.pending, err = store.CountPending(tx, m.ID)
+			ms.pending, err = store.CountPendingSkipping(tx, m.ID, bad)
 			if err != nil {
 				return err
 			}
@@ -146,9 +148,13 @@ func newHub(b *Broker) (*hub, error) {
 				total += n
 			}
 			h.meshes[m.ID] = ms
-		}
-		return nil
+			return nil
+		}, bad)
 	})
+	for _, c := range corrupt {
+		b.log.Error("corrupt record skipped; restore broker.db from a backup to get it back", "mesh", c.MeshID, "bucket", c.Bucket, "key", recordKey(c.Key), "err", c.Err)
+	}
+	h.corrupt = len(corrupt)
 	b.metrics.pending.Set(float64(total))
 	return h, err
 }
@@ -419,4 +425,15 @@ func (h *hub) closeAll() {
 	for _, c := range conns {
 		c.waitClosed(2 * time.Second)
 	}
+}
+
+// recordKey shows a store key in a log: as text when it is printable (ids),
+// else in hex (raw pubkeys, sequence numbers).
+func recordKey(k []byte) string {
+	for _, c := range k {
+		if c < 0x20 || c > 0x7e {
+			return fmt.Sprintf("%x", k)
+		}
+	}
+	return string(k)
 }

@@ -21,6 +21,7 @@ import (
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/fsutil"
+	"claudemesh/store"
 	"claudemesh/web"
 )
 
@@ -82,6 +83,7 @@ func upCommand() *cli.Command {
 		),
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "foreground", Usage: "run in this process"},
+			&cli.BoolFlag{Name: "init", Usage: "make a new daemon.db where the file is empty (a truncated file; its inbox and outbox are lost)"},
 			&cli.StringFlag{Name: "tcp", Usage: "also listen on `ADDR` (loopback; requires the bearer token in daemon/local-token)"},
 			&cli.StringFlag{Name: "web", Value: web.DefaultAddr, EnvVars: []string{"CLAUDEMESH_WEB"},
 				Usage: "serve the local chat page (claudemesh ui) on `ADDR`, or off"},
@@ -95,7 +97,7 @@ func upCommand() *cli.Command {
 				return err
 			}
 			f := upFlags{tcp: c.String("tcp"), web: c.String("web"), webAllowRemote: c.Bool("web-allow-remote"),
-				webTLSCert: c.String("web-tls-cert"), webTLSKey: c.String("web-tls-key")}
+				webTLSCert: c.String("web-tls-cert"), webTLSKey: c.String("web-tls-key"), init: c.Bool("init")}
 			if err := f.check(); err != nil {
 				return err
 			}
@@ -107,6 +109,11 @@ func upCommand() *cli.Command {
 				// kicked or banned (after an unban), as `up` promises.
 				cl.Do(c.Context, "POST", "/v1/reload", nil, nil)
 				return report(out, v.PID, true)
+			}
+			// An empty or damaged daemon.db is said here, not only in
+			// the detached daemon's log.
+			if err := store.CheckFile(localapi.DBPath(home), f.init); err != nil {
+				return DBRefusal(localapi.DBPath(home), err)
 			}
 			pid, err := detach(c.Context, home, f)
 			if err != nil {
@@ -131,6 +138,7 @@ type upFlags struct {
 	tcp, web              string
 	webAllowRemote        bool
 	webTLSCert, webTLSKey string
+	init                  bool
 }
 
 // check refuses a bad --web at once, before anything detaches.
@@ -161,6 +169,9 @@ func (f upFlags) args() []string {
 	if f.webTLSCert != "" {
 		args = append(args, "--web-tls-cert", f.webTLSCert, "--web-tls-key", f.webTLSKey)
 	}
+	if f.init {
+		args = append(args, "--init")
+	}
 	return args
 }
 
@@ -168,7 +179,7 @@ func (f upFlags) args() []string {
 func runForeground(ctx context.Context, home string, f upFlags) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := Open(Options{Home: home, TCP: f.tcp, Logger: log, Web: f.web, WebAllowRemote: f.webAllowRemote,
-		WebTLSCert: f.webTLSCert, WebTLSKey: f.webTLSKey})
+		WebTLSCert: f.webTLSCert, WebTLSKey: f.webTLSKey, Init: f.init})
 	if errors.Is(err, ErrAlreadyRunning) {
 		return cliui.Errorf("already_running", "another daemon is running for %s", home).WithHint("claudemesh daemon status")
 	}

@@ -32,6 +32,7 @@ import (
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/buildinfo"
+	"claudemesh/internal/cliui"
 	"claudemesh/internal/fsutil"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -70,6 +71,10 @@ type Options struct {
 	// event said to (03-daemon: 30 s); TopicJitter bounds the random wait
 	// before acting on a topic event (200 ms).
 	TopicSweep, TopicJitter time.Duration
+
+	// Init lets Open make a new daemon.db where the file is empty
+	// (0 bytes); without it Open refuses (DBRefusal).
+	Init bool
 
 	// testHookConnected runs at every hello_ack, before the directory is
 	// fetched; tests use it to widen the window before "open".
@@ -122,6 +127,22 @@ const (
 	failDrainKillAfter = "drain-kill-after:"
 )
 
+// DBRefusal is the message of a daemon that will not start on its
+// daemon.db, with what to do about it. Nothing was changed on disk.
+func DBRefusal(path string, err error) error {
+	what := "it cannot be used"
+	switch {
+	case errors.Is(err, store.ErrEmptyFile):
+		what = "it is empty: a crash or a failed copy truncated it"
+	case errors.Is(err, store.ErrCorrupt):
+		what = "it is damaged"
+	}
+	return cliui.Errorf("store_damaged", "refusing to start on %s (%s): %v", path, what, err).
+		WithHint("nothing was changed. Restore daemon.db from a backup if you have one; or keep it for inspection (mv " + path + " " + path + ".damaged) " +
+			"and run claudemesh daemon up --init, which starts with an empty inbox and outbox: messages already received are gone, " +
+			"messages accepted but not yet sent are lost, and anything still queued on the broker arrives again")
+}
+
 // ErrAlreadyRunning means another daemon holds daemon.db's lock.
 var ErrAlreadyRunning = errors.New("another daemon is already running for this home")
 
@@ -163,11 +184,14 @@ func Open(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	db, err := store.Open(localapi.DBPath(opts.Home), store.Options{
-		OpenTimeout: 500 * time.Millisecond, Migrations: daemonMigrations, Logger: opts.Logger,
+		OpenTimeout: 500 * time.Millisecond, Migrations: daemonMigrations, Logger: opts.Logger, Init: opts.Init,
 	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, ErrAlreadyRunning
+		}
+		if errors.Is(err, store.ErrEmptyFile) || errors.Is(err, store.ErrCorrupt) {
+			return nil, DBRefusal(localapi.DBPath(opts.Home), err)
 		}
 		return nil, err
 	}

@@ -105,6 +105,9 @@ type Options struct {
 	// Migrations is the file's schema history; nil means the broker's.
 	// The daemon keeps its own database on the same committer.
 	Migrations []Migration
+	// Init allows an existing empty (0-byte) file to be made a new
+	// database; without it Open refuses one with ErrEmptyFile.
+	Init bool
 }
 
 // Store is the broker's bbolt database plus its group committer.
@@ -155,17 +158,20 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	if err := checkFile(path, opts.Init); err != nil {
+		return nil, err
+	}
+	db, err := openBolt(path, &bolt.Options{
 		Timeout:        opts.OpenTimeout,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	if err := migrate(db, opts.Migrations); err != nil {
-		db.Close()
 		return nil, err
+	}
+	if err := Guard(func() error { return migrate(db, opts.Migrations) }); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	s := &Store{
 		db:         db,

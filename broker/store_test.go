@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/wire"
+)
+
+// TestBrokerRefusesAnEmptyOrMissingStore: a 0-byte broker.db, or none
+// beside an existing broker.key, used to start "ready" with no meshes. Now
+// the broker refuses with the recovery steps, unless --init.
+func TestBrokerRefusesAnEmptyOrMissingStore(t *testing.T) {
+	cfg := testConfig(t)
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	db := filepath.Join(cfg.DataDir, "broker.db")
+	for name, damage := range map[string]func(){
+		"empty":   func() { os.Truncate(db, 0) },
+		"missing": func() { os.Remove(db) },
+	} {
+		damage()
+		_, err := New(cfg)
+		if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "--init") || !strings.Contains(err.Error(), "backup") {
+			t.Fatalf("%s broker.db: %v", name, err)
+		}
+		init := cfg
+		init.Init = true
+		b, err := New(init)
+		if err != nil {
+			t.Fatalf("%s broker.db with --init: %v", name, err)
+		}
+		b.Close()
+	}
+}
+
+// syncBuffer is a log sink the broker may write to from any goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestBrokerSkipsACorruptRecord: one member record that does not decode
+// used to stop the broker from starting. It is skipped and reported; the
+// mesh and its other members work.
+func TestBrokerSkipsACorruptRecord(t *testing.T) {
+	cfg := testConfig(t)
+	b := startWith(t, cfg)
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	b.Close()
+
+	raw, err := bolt.Open(filepath.Join(cfg.DataDir, "broker.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = raw.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meshes")).Bucket([]byte(alice.meshID)).Bucket([]byte("members")).Put([]byte(bob.memberID), []byte("{broken"))
+	})
+	raw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	b2 := startWith(t, cfg)
+	if !strings.Contains(logs.String(), "corrupt record skipped") || !strings.Contains(logs.String(), bob.memberID) {
+		t.Fatalf("the skipped record was not reported: %s", logs.String())
+	}
+	a := connect(t, b2, alice, true, nil)
+	var members wire.Members
+	a.request(map[string]any{"type": "members_list"}, &members, wire.TypeMembers)
+	if len(members.Members) != 1 || members.Members[0].Pubkey != alice.pub() {
+		t.Fatalf("members after the skip: %+v", members.Members)
+	}
+}

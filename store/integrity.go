@@ -1,0 +1,151 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"runtime/debug"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrEmptyFile means the database file exists and has no bytes: a crash
+// or a failed copy truncated it. bbolt would quietly make a new, empty
+// database of it, and the broker would start "ready" with no meshes (the
+// daemon without its inbox and replay guard), so Open refuses it unless
+// Options.Init says a new database is wanted.
+var ErrEmptyFile = errors.New("the database file is empty (0 bytes)")
+
+// ErrCorrupt means the database file is damaged: not a bbolt file, a bad
+// checksum, shorter than its header says, or a page that makes bbolt
+// panic while it is read.
+var ErrCorrupt = errors.New("the database file is damaged")
+
+// Guard runs fn, turning a panic — bbolt's own on an inconsistent page, or
+// a memory fault in the map of a truncated file — into ErrCorrupt, so a
+// damaged file gives a clear message instead of a stack trace.
+func Guard(fn func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
+}
+
+// checkFile refuses an empty file (unless init) before bbolt sees it.
+func checkFile(path string, init bool) error {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() != 0 || init {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", path, ErrEmptyFile)
+}
+
+// preflight reads bbolt's two meta pages itself and refuses a file
+// shorter than the newer valid one says (a truncated copy), before bbolt
+// maps it: bbolt would fault reading past the end, and a fault in the
+// middle of its Open leaks the file lock. A file whose meta pages do not
+// check out is left to bbolt, which reports it.
+func preflight(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	const header = 16 // bbolt's page header: id, flags, count, overflow
+	meta := func(off int64) (pageSize, pgid, txid uint64, ok bool) {
+		var b [header + 64]byte
+		if _, err := f.ReadAt(b[:], off); err != nil {
+			return 0, 0, 0, false
+		}
+		m := b[header:]
+		le := binary.LittleEndian
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if le.Uint32(m[0:]) != 0xED0CDAED || h.Sum64() != le.Uint64(m[56:]) {
+			return 0, 0, 0, false
+		}
+		return uint64(le.Uint32(m[8:])), le.Uint64(m[40:]), le.Uint64(m[48:]), true
+	}
+	ps0, pg0, tx0, ok0 := meta(0)
+	if !ok0 {
+		return nil
+	}
+	ps1, pg1, tx1, ok1 := meta(int64(ps0))
+	pageSize, pages := ps0, pg0
+	if ok1 && tx1 > tx0 {
+		pageSize, pages = ps1, pg1
+	}
+	if want := pageSize * pages; uint64(fi.Size()) < want {
+		return fmt.Errorf("%w: the file is %d bytes but its header counts %d (truncated)", ErrCorrupt, fi.Size(), want)
+	}
+	return nil
+}
+
+// openBolt opens the file and checks what can be checked cheaply: bbolt's
+// header (magic, version, checksum) and that the file holds every page the
+// header counts.
+func openBolt(path string, opts *bolt.Options) (*bolt.DB, error) {
+	var db *bolt.DB
+	err := Guard(func() error {
+		if err := preflight(path); err != nil {
+			return err
+		}
+		var err error
+		db, err = bolt.Open(path, 0o600, opts)
+		if err != nil {
+			if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrChecksum) {
+				return fmt.Errorf("%w: %v", ErrCorrupt, err)
+			}
+			return err
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		return db.View(func(tx *bolt.Tx) error {
+			if want := tx.Size(); fi.Size() < want {
+				return fmt.Errorf("%w: the file is %d bytes but its header counts %d (truncated)", ErrCorrupt, fi.Size(), want)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		if db != nil {
+			db.Close()
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// CheckFile reports, without taking the writer's lock or changing
+// anything, whether Open would refuse the file at path as empty
+// (ErrEmptyFile, unless init) or damaged (ErrCorrupt). A file that is
+// missing, or locked by a running process, is fine as far as it can tell.
+func CheckFile(path string, init bool) error {
+	if err := checkFile(path, init); err != nil {
+		return err
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return err
+		}
+		return nil
+	}
+	return db.Close()
+}
