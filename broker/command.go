@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -184,6 +185,18 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	<-ctx.Done()
+	// CLAUDEMESH_BROKER_MEMPROFILE=FILE writes a heap profile at shutdown
+	// (what is live just before the connections close).
+	if path := os.Getenv("CLAUDEMESH_BROKER_MEMPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		os.WriteFile(path+".txt", fmt.Appendf(nil, "heapInuse %d\nheapAlloc %d\nstackInuse %d\nsys %d\ngoroutines %d\nheapIdle %d\nheapReleased %d\nnumGC %d\n",
+			m.HeapInuse, m.HeapAlloc, m.StackInuse, m.Sys, runtime.NumGoroutine(), m.HeapIdle, m.HeapReleased, m.NumGC), 0o600)
+	}
 	cfg.Logger.Info("shutting down")
 	if err := b.Close(); err != nil {
 		return fmt.Errorf("shutdown: %w", err)

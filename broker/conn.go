@@ -17,9 +17,11 @@ import (
 )
 
 // conn is one WebSocket connection. Exactly one reader goroutine (serve)
-// decodes and handles frames; exactly one writer goroutine (writeLoop)
+// decodes and handles frames; at most one writer goroutine (writeRun)
 // drains a byte-bounded queue, so a slow client only ever fills its own
-// queue and is cut off with 4008 instead of slowing a fan-out.
+// queue and is cut off with 4008 instead of slowing a fan-out. The writer
+// runs while there is something to write and exits a moment after, so an
+// idle connection costs one goroutine, not two.
 type conn struct {
 	b   *Broker
 	ws  *websocket.Conn
@@ -47,6 +49,9 @@ type conn struct {
 	closeReason string
 	closeSent   bool
 	wake        chan struct{}
+	writing     atomic.Bool // a writer goroutine is running
+	needPing    atomic.Bool
+	pingTimer   *time.Timer
 	writerDone  chan struct{}
 	readerDone  chan struct{}
 	needRefill  atomic.Bool
@@ -58,6 +63,8 @@ type conn struct {
 	backlog       bool
 	origins       []string
 	closed        bool
+
+	eventSeen uint64 // the last presence event handed to it (events.go), guarded by ms.mu
 
 	frames     *rate.Limiter // non-send frames
 	acks       *rate.Limiter // client_ack frames (--ack-rate); nil = unlimited
@@ -117,7 +124,10 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 	// response, the handler's grown stack) becomes garbage instead of
 	// living as long as the WebSocket, which matters at thousands of idle
 	// connections.
-	go c.writeLoop()
+	c.pingTimer = time.AfterFunc(b.cfg.PingInterval, func() {
+		c.needPing.Store(true)
+		c.signal()
+	})
 	go c.serve(handshakeDone)
 }
 
@@ -141,36 +151,50 @@ func (c *conn) serve(handshakeDone func()) {
 	}
 	c.lastActive.Store(time.Now().UnixMilli())
 	if ok {
-		c.ws.SetPongHandler(func(string) error {
-			return c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
-		})
-		for {
-			c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
-			data, err := c.readFrame()
-			if err != nil {
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
-					// A clean close from the client ends its presence now.
-					c.endPresence.Store(true)
-				}
-				break
-			}
-			if data != nil {
-				c.lastActive.Store(time.Now().UnixMilli())
-				c.handle(data)
-			}
-		}
-		c.b.hub.detach(c)
-	} else {
-		// The handshake failed and the writer is sending the error and
-		// close frames: read until the client answers the close.
-		c.ws.SetReadDeadline(time.Now().Add(time.Second))
-		for {
-			if _, _, err := c.ws.NextReader(); err != nil {
-				break
-			}
+		// The frames are read on a fresh goroutine: the handshake's
+		// signature checks grew this one's stack, and an idle connection
+		// would keep that stack for as long as it stays open.
+		go c.readLoop()
+		return
+	}
+	// The handshake failed and the writer is sending the error and close
+	// frames: read until the client answers the close.
+	c.ws.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		if _, _, err := c.ws.NextReader(); err != nil {
+			break
 		}
 	}
+	c.finish()
+}
+
+// readLoop reads and handles frames until the connection ends.
+func (c *conn) readLoop() {
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
+	})
+	for {
+		c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
+		data, err := c.readFrame()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
+				// A clean close from the client ends its presence now.
+				c.endPresence.Store(true)
+			}
+			break
+		}
+		if data != nil {
+			c.lastActive.Store(time.Now().UnixMilli())
+			c.handle(data)
+		}
+	}
+	c.b.hub.detach(c)
+	c.finish()
+}
+
+// finish ends the connection once its reader is done.
+func (c *conn) finish() {
 	c.closeWith(0, "")
 	close(c.readerDone)
 	c.waitClosed(2 * time.Second)
@@ -244,10 +268,14 @@ func (c *conn) enqueue(frame []byte) bool {
 	return true
 }
 
+// signal wakes the writer, starting one if none is running.
 func (c *conn) signal() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
+	}
+	if c.writing.CompareAndSwap(false, true) {
+		go c.writeRun()
 	}
 }
 
@@ -272,46 +300,72 @@ func (c *conn) waitClosed(d time.Duration) {
 	}
 }
 
-// writeLoop is the writer goroutine: it coalesces everything queued into
-// one syscall, sends pings, performs refills, and writes the close frame.
-func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	ping := time.NewTicker(c.b.cfg.PingInterval)
-	defer ping.Stop()
+// writerLinger is how long a writer waits for more work before it exits:
+// long enough that a busy connection keeps its writer, short enough that
+// the connections of an idle mesh hold none.
+const writerLinger = 50 * time.Millisecond
+
+// writeRun is the writer goroutine: it coalesces everything queued into
+// one syscall, sends pings, performs refills and writes the close frame,
+// for as long as work keeps coming.
+func (c *conn) writeRun() {
+	linger := time.NewTimer(writerLinger)
+	defer linger.Stop()
 	for {
+		if c.writeOnce() {
+			c.pingTimer.Stop()
+			close(c.writerDone) // c.writing stays set: no writer ever again
+			return
+		}
+		linger.Reset(writerLinger)
 		select {
 		case <-c.wake:
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
-				c.raw.Close()
-				return
-			}
 			continue
-		case <-c.readerDone:
-			// The reader is gone; send what a close still owes the peer
-			// (an error frame, the close frame) and stop.
-			c.writePending()
-			return
+		case <-linger.C:
 		}
-		if c.needRefill.Swap(false) {
-			c.refill()
-		}
-		closing, err := c.writePending()
-		if err != nil {
-			c.raw.Close()
-			return
-		}
-		if closing {
-			// Give the peer a moment to answer the close, then cut the
-			// TCP connection so the reader unblocks.
-			select {
-			case <-c.readerDone:
-			case <-time.After(time.Second):
-				c.raw.Close()
+		c.writing.Store(false)
+		// A signal between the timeout and the flag found the flag still
+		// set and started nothing: its token is in wake.
+		select {
+		case <-c.wake:
+			if c.writing.CompareAndSwap(false, true) {
+				continue
 			}
-			return
+		default:
 		}
+		return
 	}
+}
+
+// writeOnce does what is pending; it reports true when the connection is
+// finished (closed, or the socket failed).
+func (c *conn) writeOnce() bool {
+	if c.needPing.Swap(false) {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+			c.raw.Close()
+			return true
+		}
+		c.pingTimer.Reset(c.b.cfg.PingInterval)
+	}
+	if c.needRefill.Swap(false) {
+		c.refill()
+	}
+	closing, err := c.writePending()
+	if err != nil {
+		c.raw.Close()
+		return true
+	}
+	if closing {
+		// Give the peer a moment to answer the close, then cut the TCP
+		// connection so the reader unblocks.
+		select {
+		case <-c.readerDone:
+		case <-time.After(time.Second):
+			c.raw.Close()
+		}
+		return true
+	}
+	return false
 }
 
 // writePending writes every queued frame in one flush and, when the

@@ -82,11 +82,7 @@ func (c *conn) refill() {
 	if c.closed || c.pres == nil || c.pres.conn != c {
 		return
 	}
-	isTarget := false
-	for _, t := range ms.targets(c.pubkey) {
-		isTarget = isTarget || t == c
-	}
-	if !isTarget {
+	if !ms.isTargetLocked(c) {
 		return
 	}
 	c.backlog = false

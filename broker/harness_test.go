@@ -28,7 +28,9 @@ func testConfig(t *testing.T) Config {
 	cfg.MetricsListen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.PingInterval = 200 * time.Millisecond
-	cfg.PongTimeout = 2 * time.Second
+	// Generous against a loaded machine (-race, other builds): no test
+	// here waits for these two to expire unless it sets its own.
+	cfg.PongTimeout = 5 * time.Second
 	cfg.Grace = 300 * time.Millisecond
 	cfg.RedeliverAfter = 400 * time.Millisecond
 	// Generous: a loaded machine may take a while between the upgrade and

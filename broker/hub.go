@@ -43,6 +43,11 @@ type meshState struct {
 	pending         map[string]int                // recipient → undelivered messages
 	history         map[string]int64              // presence key → when it last started or ended (ms); pruned after historyTTL
 	connCount       int
+	// controlPlanes counts each member's connected control-plane
+	// presences (setConnLocked).
+	controlPlanes map[string]int
+	// eventLog holds presence events until they are handed out (events.go).
+	eventLog eventLog
 	// origin remembers the transient connection a message came from, so its
 	// receipts reach a `send --wait` that is still listening, until every
 	// recipient has acked.
@@ -169,6 +174,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		memberPresences: map[string]map[string]*presence{},
 		conns:           map[string]map[*conn]struct{}{},
 		pending:         map[string]int{},
+		controlPlanes:   map[string]int{},
 		history:         map[string]int64{},
 		origin:          map[string]*origin{},
 		grants:          map[string]store.Grants{},
@@ -400,15 +406,11 @@ func (ms *meshState) broadcastSystem(event string, p *presence) {
 	if !p.session {
 		hidden = p.member.Hidden
 	}
-	for _, q := range ms.presences {
-		if q.conn == nil || q == p {
-			continue
-		}
-		if hidden && q.member != p.member {
-			continue // an invisible presence is announced only to its own member
-		}
-		q.conn.enqueue(frame)
+	var onlyFor *member
+	if hidden {
+		onlyFor = p.member // an invisible presence is announced only to its own member
 	}
+	ms.logEventLocked(frame, p, onlyFor)
 }
 
 // closeAll closes every connection for shutdown (1001 shutting_down).

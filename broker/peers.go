@@ -30,6 +30,9 @@ func (c *conn) handleListPeers(data []byte, env wire.Envelope) {
 	}
 	c.ms.mu.Lock()
 	peers := c.ms.listPeers(c.mem, c.b.cfg.WorkingDecay)
+	// Presence events held back for this connection go before the answer,
+	// so events and peers stay in the order they happened.
+	c.releaseEventsLocked()
 	c.ms.mu.Unlock()
 	// Each peer is encoded once, and the page is assembled from those bytes
 	// (reqId and cursor are plain ASCII by their patterns).

@@ -51,6 +51,7 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 		if p.conn != nil {
 			replaced = p.conn
 			replaced.pres = nil // its close must not end this presence
+			ms.setConnLocked(p, nil)
 		}
 	} else {
 		p = &presence{key: key, id: newID(), connectedAt: now.UnixMilli(), status: wire.StatusIdle, statusAt: now}
@@ -72,8 +73,9 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 	if id.session {
 		p.displayName, p.groups = id.displayName, id.groups
 	}
-	p.conn = c
+	ms.setConnLocked(p, c)
 	c.pres = p
+	c.startEventsLocked()
 	if fresh {
 		event := wire.EventPeerJoined
 		if _, ok := ms.history[key]; ok {
@@ -160,7 +162,7 @@ func (h *hub) detachLocked(c *conn) {
 	if p == nil || p.conn != c {
 		return // transient, or replaced by a newer connection
 	}
-	p.conn = nil
+	ms.setConnLocked(p, nil)
 	if c.endPresence.Load() {
 		ms.endPresence(p)
 	} else {
@@ -172,9 +174,9 @@ func (h *hub) detachLocked(c *conn) {
 			}
 		})
 	}
-	// If this was the member's control-plane presence, its other member
-	// presences become targets now and should get the queue.
-	if !p.session {
+	// If this was the member's last control-plane presence, its other
+	// member presences become targets now and should get the queue.
+	if !p.session && p.role == wire.RoleControlPlane && ms.controlPlanes[p.member.Pubkey] == 0 {
 		for _, t := range ms.targets(p.member.Pubkey) {
 			t.requestRefill()
 		}
@@ -196,4 +198,36 @@ func (ms *meshState) endPresence(p *presence) {
 		}
 	}
 	ms.broadcastSystem(wire.EventPeerLeft, p)
+}
+
+// setConnLocked sets (or clears) the live connection of p, counting each
+// member's connected control-plane presences so that "is this connection a
+// target of its member's messages" costs O(1) even for a member with
+// thousands of presences. Caller holds ms.mu.
+func (ms *meshState) setConnLocked(p *presence, c *conn) {
+	control := !p.session && p.role == wire.RoleControlPlane
+	if control && p.conn != nil {
+		if ms.controlPlanes[p.member.Pubkey]--; ms.controlPlanes[p.member.Pubkey] <= 0 {
+			delete(ms.controlPlanes, p.member.Pubkey)
+		}
+	}
+	p.conn = c
+	if control && c != nil {
+		ms.controlPlanes[p.member.Pubkey]++
+	}
+}
+
+// isTargetLocked reports whether c is among ms.targets(c.pubkey): a
+// session's connection, a control-plane presence, or any member presence
+// of a member with no control-plane presence connected (01-protocol §4).
+// Caller holds ms.mu.
+func (ms *meshState) isTargetLocked(c *conn) bool {
+	p := c.pres
+	if p == nil || p.conn != c {
+		return false
+	}
+	if p.session || p.role == wire.RoleControlPlane {
+		return true
+	}
+	return ms.controlPlanes[p.member.Pubkey] == 0
 }

@@ -194,6 +194,10 @@ func (m *meshRT) onSystem(p *wire.Push) {
 		}
 		present, at := p.Event != wire.EventPeerLeft, time.Now().UnixMilli()
 		apply = func(mc *meshCache) { applyPeer(mc, present, ev, at) }
+	case wire.EventPeersChanged:
+		// Presence events the broker folded into one: nothing to apply;
+		// the refresh scheduled below brings the directory up to date.
+		apply = func(*meshCache) {}
 	default:
 		return
 	}

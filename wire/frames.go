@@ -84,7 +84,21 @@ const (
 	// record changed (MemberEvent), so clients that cache the member list
 	// never answer from a stale one.
 	EventMemberChanged = "member_changed"
+	// EventPeersChanged stands for presence events the broker did not
+	// send one by one: a receiver that a burst of joins and leaves would
+	// have sent more than a handful within one interval gets this single
+	// event (PeersChangedEvent) instead, and re-reads list_peers if it
+	// keeps a directory. It is what keeps a reconnect storm of N
+	// presences at O(N) frames instead of O(N²).
+	EventPeersChanged = "peers_changed"
 )
+
+// PeersChangedEvent is the eventData of peers_changed.
+type PeersChangedEvent struct {
+	// Events is how many presence events (peer_joined, peer_returned,
+	// peer_left) the broker folded into this one.
+	Events int `json:"events"`
+}
 
 // The `change` of a member_changed event.
 const (

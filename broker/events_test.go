@@ -1,0 +1,212 @@
+package broker
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"claudemesh/wire"
+)
+
+// TestPresenceEventsCoalescePerReceiver drives a mesh's event log by hand:
+// a lone event goes out at once; a burst within the interval waits for the
+// flush, which hands each receiver one peers_changed counting the events
+// it would have got (not its own, not a hidden presence of another
+// member); a small burst goes out event by event; a receiver that asked
+// for list_peers meanwhile has its share already.
+func TestPresenceEventsCoalescePerReceiver(t *testing.T) {
+	b := startBroker(t, nil)
+	ms := &meshState{presences: map[string]*presence{}}
+	alice, bob := &member{}, &member{}
+	newReceiver := func(key string, m *member) (*presence, *conn) {
+		c := &conn{b: b, ms: ms, wake: make(chan struct{}, 1)}
+		c.writing.Store(true) // no writer: the test reads the queue itself
+		p := &presence{key: key, member: m, conn: c}
+		c.pres = p
+		ms.presences[key] = p
+		return p, c
+	}
+	pa, ca := newReceiver("a", alice)
+	_, cb := newReceiver("b", bob)
+	queued := func(c *conn) []wire.Push {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		var out []wire.Push
+		for _, f := range c.queue {
+			var p wire.Push
+			if err := wire.Decode(f, &p); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, p)
+		}
+		c.queue, c.qbytes = nil, 0
+		return out
+	}
+	event := func(i int) []byte {
+		return wire.MustEncode(wire.Push{Type: wire.TypePush, Subtype: wire.SubtypeSystem, Event: wire.EventPeerJoined,
+			MessageID: newID(), EventData: wire.PeerEvent{Pubkey: fmt.Sprint(i)}})
+	}
+	other := &presence{key: "x", member: bob}
+	flush := func() {
+		ms.mu.Lock()
+		if ms.eventLog.timer != nil {
+			ms.eventLog.timer.Stop()
+			ms.eventLog.timer = nil
+		}
+		ms.flushEventsLocked(time.Now())
+		ms.mu.Unlock()
+	}
+	summary := func(q []wire.Push) int {
+		t.Helper()
+		if len(q) != 1 || q[0].Event != wire.EventPeersChanged || q[0].Subtype != wire.SubtypeSystem {
+			t.Fatalf("want one peers_changed, got %+v", q)
+		}
+		var ev wire.PeersChangedEvent
+		if err := decodeInto(q[0].EventData, &ev); err != nil {
+			t.Fatal(err)
+		}
+		return ev.Events
+	}
+
+	ms.mu.Lock()
+	ms.logEventLocked(event(0), other, nil)
+	ms.mu.Unlock()
+	if qa, qb := queued(ca), queued(cb); len(qa) != 1 || len(qb) != 1 {
+		t.Fatalf("a lone event: %d and %d frames", len(qa), len(qb))
+	}
+	// A burst: eventBatch+10 public events, 2 about alice's presence, 3
+	// of a hidden presence of bob's.
+	const burst = eventBatch + 10
+	ms.mu.Lock()
+	for i := 1; i <= burst; i++ {
+		ms.logEventLocked(event(i), other, nil)
+	}
+	ms.logEventLocked(event(burst+1), pa, nil)
+	ms.logEventLocked(event(burst+2), pa, nil)
+	for i := burst + 3; i < burst+6; i++ {
+		ms.logEventLocked(event(i), other, bob)
+	}
+	ms.mu.Unlock()
+	if qa := queued(ca); len(qa) != 0 {
+		t.Fatalf("a burst went out before the flush: %d frames", len(qa))
+	}
+	flush()
+	if n := summary(queued(ca)); n != burst {
+		t.Fatalf("alice's peers_changed counts %d, want %d (not her own 2, not bob's hidden 3)", n, burst)
+	}
+	if n := summary(queued(cb)); n != burst+5 {
+		t.Fatalf("bob's peers_changed counts %d, want %d", n, burst+5)
+	}
+	// A small burst goes out as it is; a list_peers answer releases the
+	// asker's share early, and the flush does not repeat it.
+	ms.mu.Lock()
+	for i := burst + 6; i < burst+9; i++ {
+		ms.logEventLocked(event(i), other, nil)
+	}
+	ca.releaseEventsLocked()
+	ms.mu.Unlock()
+	if qa := queued(ca); len(qa) != 3 || qa[0].Event != wire.EventPeerJoined {
+		t.Fatalf("released early: %+v", qa)
+	}
+	flush()
+	if qa, qb := queued(ca), queued(cb); len(qa) != 0 || len(qb) != 3 {
+		t.Fatalf("after the flush: alice %d frames (want 0), bob %d (want 3)", len(qa), len(qb))
+	}
+}
+
+func decodeInto(data any, v any) error {
+	return wire.Decode(wire.MustEncode(data), v)
+}
+
+// TestPresenceStormReachesEveryReceiverComplete: many presences joining at
+// once reach a receiver as individual events and peers_changed counts that
+// add up to exactly the number of joins, in fewer frames than events.
+func TestPresenceStormReachesEveryReceiverComplete(t *testing.T) {
+	b := startBroker(t, func(c *Config) { c.PresenceRate = 0 })
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	ac := connect(t, b, alice, true, nil)
+	const n = eventBatch + 16
+	for i := 0; i < n; i++ {
+		connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = fmt.Sprintf("storm.%02d", i) })
+	}
+	events, frames := 0, 0
+	deadline := time.Now().Add(30 * time.Second)
+	for events < n {
+		data, err := ac.readErr(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("after %d events in %d frames: %v", events, frames, err)
+		}
+		var p wire.Push
+		if wire.Decode(data, &p) != nil || p.Subtype != wire.SubtypeSystem {
+			continue
+		}
+		frames++
+		switch p.Event {
+		case wire.EventPeerJoined:
+			events++
+		case wire.EventPeersChanged:
+			var ev wire.PeersChangedEvent
+			if err := decodeInto(p.EventData, &ev); err != nil || ev.Events < 1 {
+				t.Fatalf("peers_changed %+v", p.EventData)
+			}
+			events += ev.Events
+		}
+	}
+	if events != n {
+		t.Fatalf("%d events announced for %d joins", events, n)
+	}
+	t.Logf("%d joins in %d frames", n, frames)
+	// And the directory is complete.
+	var peers wire.Peers
+	ac.request(map[string]any{"type": "list_peers"}, &peers, wire.TypePeers)
+	if len(peers.Peers) != n+1 {
+		t.Fatalf("list_peers has %d presences, want %d", len(peers.Peers), n+1)
+	}
+}
+
+// TestMemberDMTargetsFollowTheControlPlane: a DM to a member goes to its
+// control-plane presence while one is connected, and to its other member
+// presences once that one is gone — the target rule of 01-protocol §4,
+// which the broker decides with a count rather than a walk of the
+// member's presences.
+func TestMemberDMTargetsFollowTheControlPlane(t *testing.T) {
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	cli1 := connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "cli-1" })
+	cli2 := connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "cli-2" })
+	daemon := connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "daemon"; h.Role = wire.RoleControlPlane })
+	a := connect(t, b, alice, false, nil)
+	ack := a.sendAck(dm(t, alice, bob.pub(), "to the daemon"))
+	if p := daemon.nextPush(); p.MessageID != ack.MessageID {
+		t.Fatalf("daemon got %s", p.MessageID)
+	}
+	cli1.expectSilence(200 * time.Millisecond)
+	// The daemon goes (cleanly, unacked): the CLI presences are targets now
+	// and get what is still queued.
+	daemon.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	for _, c := range []*rawConn{cli1, cli2} {
+		if p := c.nextPush(); p.MessageID != ack.MessageID {
+			t.Fatalf("cli got %s", p.MessageID)
+		}
+	}
+	// A second control-plane presence takes over again.
+	daemon2 := connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "daemon"; h.Role = wire.RoleControlPlane })
+	ack2 := a.sendAck(dm(t, alice, bob.pub(), "back to the daemon"))
+	for {
+		p := daemon2.nextPush()
+		if p.MessageID == ack2.MessageID {
+			break
+		}
+	}
+	ms := b.hub.mesh(alice.meshID)
+	ms.mu.Lock()
+	n := ms.controlPlanes[bob.pub()]
+	ms.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("bob counts %d connected control-plane presences, want 1", n)
+	}
+}
