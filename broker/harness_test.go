@@ -29,7 +29,7 @@ func testConfig(t *testing.T) Config {
 	cfg.DataDir = t.TempDir()
 	cfg.PingInterval = 200 * time.Millisecond
 	// Generous against a loaded machine (-race, other builds): no test
-	// here waits for these two to expire unless it sets its own.
+	// here waits for it to expire unless it sets its own.
 	cfg.PongTimeout = 5 * time.Second
 	cfg.Grace = 300 * time.Millisecond
 	cfg.RedeliverAfter = 400 * time.Millisecond
