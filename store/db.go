@@ -210,6 +210,34 @@ func migrate(db *bolt.DB, migrations []Migration) error {
 	})
 }
 
+// OpenDB opens (creating if needed) a bbolt file and runs the migrations,
+// without a committer: for an engine that writes on its own goroutine (the
+// cluster's).
+func OpenDB(path string, opts Options) (*bolt.DB, error) {
+	if opts.OpenTimeout == 0 {
+		opts.OpenTimeout = 5 * time.Second
+	}
+	if opts.Migrations == nil {
+		opts.Migrations = BrokerMigrations
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        opts.OpenTimeout,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := migrate(db, opts.Migrations); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
 // Path is the database file's path.
 func (s *Store) Path() string { return s.db.Path() }
 

@@ -1,0 +1,705 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/store"
+)
+
+// The engine: a store.Engine whose writes are replicated through one
+// JetStream stream, the log.
+//
+// Every node keeps the broker's records in its own bbolt file, exactly as a
+// single broker does. A write is the broker's ordinary Go function over a
+// store.Tx; the node that takes the request runs it against its own copy,
+// recording what it changed (store.Redo), and publishes that redo to the
+// log with JetStream's expected-last-sequence set to the last entry it has
+// applied. JetStream accepts it only if nothing else was appended since, so
+// the write ran against exactly the state every node will have when it
+// reaches that entry: the log is serialisable, and every check a write makes
+// (a name taken, an invite's uses, an admin's role, the audit chain's head)
+// holds cluster-wide, as it does in one bbolt transaction. When another node
+// wrote first, the node applies that entry and runs its write again (writes
+// may run more than once, as on one node). The PubAck means a quorum of the
+// stream's replicas stored the entry: only then does the node commit its
+// transaction, with the entry's sequence, and acknowledge the write.
+//
+// Every node follows the log with an ordered consumer and replays the
+// entries written by others (store.ApplyRedo) in order, recording the
+// sequence applied in the same bbolt transaction, so a restarted node
+// resumes exactly where it stopped. What a replayed entry changed is handed
+// to OnRemote (the broker's hub turns it into pushes and updates of its
+// caches), on the same goroutine and in the same order as the callbacks of
+// the node's own writes.
+//
+// A write that changes nothing (a refusal, a duplicate) is not published.
+
+// EngineOptions tune an Engine.
+type EngineOptions struct {
+	// Path of the node's bbolt file.
+	Path string
+	// PublishTimeout bounds the wait for a quorum to store an entry;
+	// past it the write fails with store.ErrUnavailable.
+	PublishTimeout time.Duration
+	// CatchUpTimeout bounds the wait at open for the node to apply the
+	// log written while it was away.
+	CatchUpTimeout time.Duration
+	// OnRemote receives the changes of each entry another node wrote,
+	// after it is committed locally, in log order.
+	OnRemote func(changes []Change)
+	// OnCommit observes each local commit (metrics).
+	OnCommit func(d time.Duration, writes int)
+	// MaxBatch caps the writes folded into one entry.
+	MaxBatch int
+	Logger   *slog.Logger
+}
+
+// Change is one put or delete an entry from another node made, with the
+// value the key held before (nil if none) and after (nil for a delete).
+// Path is the bucket path from the root.
+type Change struct {
+	Path     [][]byte
+	Key      []byte
+	Old, New []byte
+}
+
+// Stream and subject names of one cluster's log.
+func logStream(cluster string) string  { return "CLAUDEMESH_" + cluster + "_LOG" }
+func logSubject(cluster string) string { return "claudemesh." + cluster + ".log" }
+
+var (
+	bucketMeta = []byte("meta")
+	keyApplied = []byte("clusterApplied")
+)
+
+// Engine implements store.Engine on a JetStream log.
+type Engine struct {
+	opts    EngineOptions
+	log     *slog.Logger
+	db      *bolt.DB
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	subject string
+	node    string
+	maxSize int
+
+	writes   chan *write
+	incoming chan jetstream.Msg
+	finished chan []outcome
+	closing  chan struct{}
+	done     chan struct{}
+	dispatch chan struct{}
+	cons     jetstream.ConsumeContext
+	once     sync.Once
+	mu       sync.RWMutex
+	closed   bool
+
+	applied   atomic.Uint64 // the log sequence the bbolt file is at
+	published atomic.Uint64 // entries this node wrote
+	conflicts atomic.Uint64 // publishes refused because another node wrote first
+	msgSeq    uint64
+	startID   string
+	ready     atomic.Bool // caught up once
+	halted    atomic.Pointer[error]
+}
+
+type write struct {
+	fn    func(tx *store.Tx) error
+	after func(err error)
+	done  chan error
+}
+
+// outcome is one item for the dispatcher: a local write's result, or the
+// changes of a remote entry.
+type outcome struct {
+	w       *write
+	err     error
+	changes []Change
+}
+
+// OpenEngine opens (creating and migrating) the node's bbolt file, makes
+// sure the log stream exists with the cluster's replication, and catches
+// up with the log.
+func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
+	if opts.PublishTimeout <= 0 {
+		opts.PublishTimeout = 5 * time.Second
+	}
+	if opts.CatchUpTimeout <= 0 {
+		opts.CatchUpTimeout = 60 * time.Second
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 4096
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	db, err := store.OpenDB(opts.Path, store.Options{OpenTimeout: 200 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		opts: opts, log: opts.Logger, db: db, subject: logSubject(n.cfg.Name), node: n.cfg.NodeID,
+		writes:   make(chan *write, 8192),
+		incoming: make(chan jetstream.Msg, 4096),
+		finished: make(chan []outcome, 1024),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		dispatch: make(chan struct{}),
+		startID:  strconv.FormatInt(time.Now().UnixNano(), 36),
+	}
+	e.maxSize = int(n.nc.MaxPayload()) / 2
+	if err := db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyApplied); len(v) == 8 {
+			e.applied.Store(be64(v))
+		}
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if e.js, err = jetstream.New(n.nc); err != nil {
+		db.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opts.CatchUpTimeout)
+	defer cancel()
+	if e.stream, err = ensureStream(ctx, e.js, jetstream.StreamConfig{
+		Name: logStream(n.cfg.Name), Subjects: []string{e.subject},
+		Storage: jetstream.FileStorage, Replicas: n.cfg.Replicas,
+		Retention: jetstream.LimitsPolicy, Duplicates: 2 * time.Minute,
+		DenyDelete: true,
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := e.follow(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go e.loop()
+	go e.dispatchLoop()
+	if err := e.catchUp(ctx); err != nil {
+		e.log.Warn("cluster: starting before catching up with the log", "err", err, "applied", e.applied.Load())
+	}
+	return e, nil
+}
+
+// ensureStream creates or updates a stream, retrying while the cluster
+// forms (the meta leader is elected a few seconds after the nodes meet).
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	for {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.CreateOrUpdateStream(c, cfg)
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: create stream %s: %w", cfg.Name, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// follow starts the ordered consumer that feeds the log to the loop.
+func (e *Engine) follow(ctx context.Context) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if a := e.applied.Load(); a > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, a+1
+	}
+	cons, err := e.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("cluster: follow the log: %w", err)
+	}
+	e.cons, err = cons.Consume(func(m jetstream.Msg) {
+		select {
+		case e.incoming <- m:
+		case <-e.closing:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: follow the log: %w", err)
+	}
+	return nil
+}
+
+// catchUp waits until the node has applied the log as it was when asked.
+func (e *Engine) catchUp(ctx context.Context) error {
+	info, err := e.stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	last := info.State.LastSeq
+	for e.applied.Load() < last {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	e.ready.Store(true)
+	return nil
+}
+
+// Update implements store.Engine.
+func (e *Engine) Update(fn func(tx *store.Tx) error) error {
+	w := &write{fn: fn, done: make(chan error, 1)}
+	if err := e.submit(w); err != nil {
+		return err
+	}
+	return <-w.done
+}
+
+// Submit implements store.Engine.
+func (e *Engine) Submit(fn func(tx *store.Tx) error, after func(err error)) error {
+	return e.submit(&write{fn: fn, after: after})
+}
+
+func (e *Engine) submit(w *write) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return store.ErrClosed
+	}
+	e.writes <- w
+	return nil
+}
+
+// View implements store.Engine: a read of the node's copy.
+func (e *Engine) View(fn func(tx *store.Tx) error) error {
+	return e.db.View(func(tx *bolt.Tx) error { return fn(store.WrapTx(tx, nil)) })
+}
+
+// Path implements store.Engine.
+func (e *Engine) Path() string { return e.opts.Path }
+
+// Applied is the log sequence this node's copy is at.
+func (e *Engine) Applied() uint64 { return e.applied.Load() }
+
+// Stats are counters for metrics.
+func (e *Engine) Stats() (published, conflicts uint64) {
+	return e.published.Load(), e.conflicts.Load()
+}
+
+// Ping implements store.Engine: the log has a leader that answers, so a
+// quorum of its replicas is up and writes can be made durable.
+func (e *Engine) Ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := e.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("%w (%v)", store.ErrUnavailable, err)
+	}
+	if info.Cluster != nil && info.Cluster.Leader == "" {
+		return fmt.Errorf("%w (the log has no leader)", store.ErrUnavailable)
+	}
+	return nil
+}
+
+// Lag is how many entries of the log this node has yet to apply.
+func (e *Engine) Lag() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := e.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if a := e.applied.Load(); info.State.LastSeq > a {
+		return info.State.LastSeq - a, nil
+	}
+	return 0, nil
+}
+
+// Close stops accepting writes, finishes those already submitted, and
+// closes the file.
+func (e *Engine) Close() error {
+	var err error
+	e.once.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+		close(e.closing)
+		<-e.done
+		if e.cons != nil {
+			e.cons.Stop()
+		}
+		close(e.finished)
+		<-e.dispatch
+		err = e.db.Close()
+	})
+	return err
+}
+
+// loop is the engine's one writer: it applies the log and publishes this
+// node's writes, so bbolt's single writer is never contended.
+func (e *Engine) loop() {
+	defer close(e.done)
+	for {
+		select {
+		case m := <-e.incoming:
+			e.applyIncoming(m)
+		case w := <-e.writes:
+			e.writeBatch(e.fill(w))
+		case <-e.closing:
+			for {
+				select {
+				case w := <-e.writes:
+					e.writeBatch(e.fill(w))
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (e *Engine) fill(first *write) []*write {
+	batch := []*write{first}
+	for len(batch) < e.opts.MaxBatch {
+		select {
+		case w := <-e.writes:
+			batch = append(batch, w)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drainIncoming applies every entry already received.
+func (e *Engine) drainIncoming() {
+	for {
+		select {
+		case m := <-e.incoming:
+			e.applyIncoming(m)
+		default:
+			return
+		}
+	}
+}
+
+// applyIncoming applies one entry of the log, and any that follow it
+// already received, in one transaction.
+func (e *Engine) applyIncoming(first jetstream.Msg) {
+	if e.haltErr() != nil {
+		return
+	}
+	msgs := []jetstream.Msg{first}
+more:
+	for len(msgs) < 256 {
+		select {
+		case m := <-e.incoming:
+			msgs = append(msgs, m)
+		default:
+			break more
+		}
+	}
+	var out []outcome
+	var applied uint64
+	start := time.Now()
+	err := e.db.Update(func(tx *bolt.Tx) error {
+		out = out[:0]
+		applied = e.applied.Load()
+		for _, m := range msgs {
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			seq := md.Sequence.Stream
+			if seq <= applied {
+				continue // this node's own entry, or one applied before a restart
+			}
+			if seq != applied+1 {
+				return fmt.Errorf("cluster: the log skips from %d to %d (purged?); this node needs a snapshot", applied, seq)
+			}
+			var changes []Change
+			err = store.ApplyRedo(tx, m.Data(), func(op *store.RedoOp, old []byte) {
+				c := Change{Path: clonePath(op.Path), Key: clone(op.Key), Old: clone(old)}
+				if op.Op == store.OpPut {
+					c.New = clone(op.Value)
+				}
+				changes = append(changes, c)
+			})
+			if err != nil {
+				return fmt.Errorf("cluster: apply entry %d: %w", seq, err)
+			}
+			applied = seq
+			if len(changes) > 0 {
+				out = append(out, outcome{changes: changes})
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyApplied, u64(applied))
+	})
+	if err != nil {
+		// The file and the log disagree: applying further would corrupt
+		// the node's copy. Stop writing; the operator restores it.
+		e.log.Error("cluster: cannot apply the log; this node stops applying", "err", err)
+		e.halt(err)
+		return
+	}
+	if e.opts.OnCommit != nil {
+		e.opts.OnCommit(time.Since(start), len(msgs))
+	}
+	e.applied.Store(applied)
+	if len(out) > 0 {
+		e.finished <- out
+	}
+}
+
+// halt makes every later write fail: the node's copy cannot follow the
+// log. The operator restores the node (docs/operating-a-broker.md).
+func (e *Engine) halt(err error) { e.halted.Store(&err) }
+
+func (e *Engine) haltErr() error {
+	if p := e.halted.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// writeBatch runs a batch of writes against the node's copy and publishes
+// what they changed, until it is accepted, refused for good, or the log is
+// unreachable.
+func (e *Engine) writeBatch(batch []*write) {
+	failed := make([]error, len(batch))
+	if err := e.haltErr(); err != nil {
+		e.finish(batch, failed, err)
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		e.drainIncoming()
+		applied := e.applied.Load()
+		btx, err := e.db.Begin(true)
+		if err != nil {
+			e.finish(batch, failed, err)
+			return
+		}
+		rec := &store.Redo{}
+		tx := store.WrapTx(btx, rec)
+		rerun := false
+		for i, w := range batch {
+			if failed[i] != nil {
+				continue
+			}
+			if err := w.fn(tx); err != nil {
+				// Its changes are in the transaction: roll back and run
+				// the batch again without it.
+				failed[i] = err
+				rerun = true
+				break
+			}
+		}
+		if rerun {
+			btx.Rollback()
+			attempt--
+			continue
+		}
+		if rec.Len() == 0 {
+			// Nothing to publish: every write refused or found its work
+			// done, judging by this node's copy. A copy behind the log
+			// may judge wrong (an invite registered on another node a
+			// moment ago), so the answer stands only if the copy is
+			// current; otherwise catch up and run the batch again.
+			btx.Rollback()
+			if last, err := e.lastSeq(); err == nil && last > applied {
+				if !e.waitApplied(last) {
+					e.finish(batch, failed, store.ErrUnavailable)
+					return
+				}
+				clear(failed)
+				continue
+			}
+			e.finish(batch, failed, nil)
+			return
+		}
+		start := time.Now()
+		seq, err := e.publish(rec.Bytes(), applied)
+		switch {
+		case err == nil && seq == applied+1:
+			if err := btx.Bucket(bucketMeta).Put(keyApplied, u64(seq)); err != nil {
+				btx.Rollback()
+				e.finish(batch, failed, err)
+				return
+			}
+			if err := btx.Commit(); err != nil {
+				// The entry is in the log but not in this file: stop, as
+				// for any disagreement between the two.
+				e.log.Error("cluster: local commit failed after the log took the entry", "err", err)
+				e.finish(batch, failed, err)
+				e.halt(err)
+				return
+			}
+			e.applied.Store(seq)
+			e.published.Add(1)
+			if e.opts.OnCommit != nil {
+				e.opts.OnCommit(time.Since(start), len(batch))
+			}
+			e.finish(batch, failed, nil)
+			return
+		case err == nil:
+			// Accepted at another place than expected: impossible with
+			// the expected-sequence check; treat as a disagreement.
+			btx.Rollback()
+			err = fmt.Errorf("cluster: the log stored the entry at %d, expected %d", seq, applied+1)
+			e.finish(batch, failed, err)
+			e.halt(err)
+			return
+		case errors.Is(err, errConflict):
+			// Another node wrote first: this node's copy was behind, so
+			// every outcome of the batch, refusals included, is redone
+			// on the state after that entry.
+			btx.Rollback()
+			e.conflicts.Add(1)
+			if !e.waitApplied(applied + 1) {
+				e.finish(batch, failed, store.ErrUnavailable)
+				return
+			}
+			clear(failed)
+		default:
+			btx.Rollback()
+			e.log.Warn("cluster: write not made durable", "err", err)
+			e.finish(batch, failed, store.ErrUnavailable)
+			return
+		}
+	}
+}
+
+// lastSeq asks the log's leader for its last entry.
+func (e *Engine) lastSeq() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.opts.PublishTimeout)
+	defer cancel()
+	info, err := e.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
+}
+
+// waitApplied applies the log until this node is at seq or later.
+func (e *Engine) waitApplied(seq uint64) bool {
+	deadline := time.NewTimer(e.opts.PublishTimeout)
+	defer deadline.Stop()
+	for e.applied.Load() < seq {
+		select {
+		case m := <-e.incoming:
+			e.applyIncoming(m)
+		case <-deadline.C:
+			return false
+		case <-e.closing:
+			return false
+		}
+	}
+	return true
+}
+
+var errConflict = errors.New("cluster: another node wrote first")
+
+// publish appends one entry, expecting the log to end at last.
+func (e *Engine) publish(data []byte, last uint64) (uint64, error) {
+	e.msgSeq++
+	id := e.node + "-" + e.startID + "-" + strconv.FormatUint(e.msgSeq, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), e.opts.PublishTimeout)
+	defer cancel()
+	msg := &nats.Msg{Subject: e.subject, Data: data, Header: nats.Header{}}
+	for {
+		ack, err := e.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectLastSequence(last))
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, errConflict
+		}
+		if ctx.Err() != nil {
+			return 0, err
+		}
+		// No responders while the stream elects a leader: retry within
+		// the deadline with the same message id, so an entry that was
+		// stored after all is not stored twice.
+		select {
+		case <-ctx.Done():
+			return 0, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// finish hands a batch's outcomes to the dispatcher.
+func (e *Engine) finish(batch []*write, failed []error, err error) {
+	out := make([]outcome, len(batch))
+	for i, w := range batch {
+		out[i] = outcome{w: w, err: err}
+		if failed[i] != nil {
+			out[i].err = failed[i]
+		}
+	}
+	e.finished <- out
+}
+
+// dispatchLoop runs callbacks, wakes waiters and hands remote changes to
+// OnRemote, in log order.
+func (e *Engine) dispatchLoop() {
+	defer close(e.dispatch)
+	for batch := range e.finished {
+		for _, o := range batch {
+			if o.w == nil {
+				if e.opts.OnRemote != nil {
+					e.opts.OnRemote(o.changes)
+				}
+				continue
+			}
+			if o.w.after != nil {
+				o.w.after(o.err)
+			}
+			if o.w.done != nil {
+				o.w.done <- o.err
+			}
+		}
+	}
+}
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func clonePath(p [][]byte) [][]byte {
+	out := make([][]byte, len(p))
+	for i := range p {
+		out[i] = clone(p[i])
+	}
+	return out
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+	return b
+}
+
+func be64(b []byte) uint64 {
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
+
+var _ store.Engine = (*Engine)(nil)

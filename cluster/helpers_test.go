@@ -1,0 +1,101 @@
+package cluster
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"claudemesh/store"
+)
+
+// testSecret is the route secret of test clusters (a broker key's seed in
+// production).
+var testSecret = []byte("claudemesh test cluster secret, not a real key")
+
+// startNodes starts n embedded nodes of one cluster on loopback, each with
+// its own data dir and every node's route address in its routes, as an
+// operator configures them.
+func startNodes(t testing.TB, name string, n int) []*Node {
+	t.Helper()
+	replicas := 3
+	if n == 1 {
+		replicas = 1
+	}
+	cfgs := make([]Config, n)
+	var routes []string
+	for i := range n {
+		addr := freePort(t)
+		cfgs[i] = Config{Name: name, NodeID: fmt.Sprintf("n%d", i+1), Listen: addr,
+			DataDir: filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1)), Replicas: replicas, RouteSecret: testSecret}
+		routes = append(routes, addr)
+	}
+	nodes := make([]*Node, n)
+	errs := make(chan error, n)
+	for i := range cfgs {
+		if n > 1 {
+			cfgs[i].Routes = routes
+		}
+		go func() {
+			var err error
+			nodes[i], err = Start(cfgs[i])
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, node := range nodes {
+		t.Cleanup(node.Close)
+	}
+	return nodes
+}
+
+// freePort is a loopback address with a port free a moment ago.
+func freePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// openEngines opens an engine on every node, concurrently (the log's
+// stream needs its replicas up to be created).
+func openEngines(t testing.TB, nodes []*Node, opts EngineOptions) []*Engine {
+	t.Helper()
+	out := make([]*Engine, len(nodes))
+	errs := make(chan error, len(nodes))
+	for i, n := range nodes {
+		go func() {
+			o := opts
+			o.Path = filepath.Join(n.cfg.DataDir, "broker.db")
+			o.PublishTimeout = 10 * time.Second
+			e, err := OpenEngine(n, o)
+			out[i] = e
+			errs <- err
+		}()
+	}
+	for range nodes {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range out {
+		t.Cleanup(func() { e.Close() })
+	}
+	return out
+}
+
+func engines(es []*Engine) []store.Engine {
+	out := make([]store.Engine, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}

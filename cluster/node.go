@@ -1,0 +1,228 @@
+// Package cluster lets several brokers share one state through NATS
+// JetStream (issue 14): each broker runs an embedded JetStream node (or
+// connects to an existing NATS cluster), the brokers' writes are replicated
+// as a RAFT-replicated command log (engine.go), and presence and node
+// liveness live in replicated key-value buckets (presence.go).
+//
+// Nothing here runs unless the broker is started with --cluster or --nats:
+// a single broker, and every CLI verb, never opens a NATS connection.
+package cluster
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Config says how a broker joins its cluster.
+type Config struct {
+	// Name is the cluster's name (--cluster): every node of one cluster
+	// uses the same, and it names the streams and buckets, so several
+	// clusters can share one NATS system (--nats).
+	Name string
+	// NodeID names this node (--node), unique in the cluster.
+	NodeID string
+	// Listen is the address for routes from the other nodes
+	// (--cluster-listen), with an embedded server.
+	Listen string
+	// Routes are the other nodes' route addresses (--cluster-routes);
+	// this node's own may be listed too.
+	Routes []string
+	// NATSURL connects to an existing NATS system instead of embedding a
+	// server (--nats).
+	NATSURL string
+	// DataDir holds the embedded server's JetStream files (DataDir/jetstream).
+	DataDir string
+	// Replicas of the log and the buckets: 3 for a real cluster, 1 for a
+	// single-node test.
+	Replicas int
+	// RouteSecret authenticates routes between embedded nodes: every node
+	// derives the same password from the broker key they share, so only
+	// holders of broker.key can join.
+	RouteSecret []byte
+	Logger      *slog.Logger
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// Validate checks the configuration before anything starts.
+func (c *Config) Validate() error {
+	if !namePattern.MatchString(c.Name) {
+		return fmt.Errorf("--cluster must match ^[A-Za-z0-9_-]{1,32}$")
+	}
+	if !namePattern.MatchString(c.NodeID) {
+		return fmt.Errorf("--node must match ^[A-Za-z0-9_-]{1,32}$ and be unique in the cluster")
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		return fmt.Errorf("replicas must be 1, 3 or 5")
+	}
+	if c.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("--cluster-listen: %v", err)
+		}
+		for _, r := range c.Routes {
+			if _, _, err := net.SplitHostPort(r); err != nil {
+				return fmt.Errorf("--cluster-routes: %q: %v", r, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Node is this broker's connection to the cluster: an embedded server (nil
+// with --nats) and a client connection.
+type Node struct {
+	cfg Config
+	srv *server.Server
+	nc  *nats.Conn
+}
+
+// Start starts the embedded server (or dials --nats) and connects to it.
+func Start(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg}
+	var opts []nats.Option
+	opts = append(opts, nats.Name("claudemesh-broker-"+cfg.NodeID), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond), nats.PingInterval(5*time.Second))
+	if cfg.NATSURL == "" {
+		srv, err := startServer(cfg)
+		if err != nil {
+			return nil, err
+		}
+		n.srv = srv
+		opts = append(opts, nats.InProcessServer(srv), nats.UserInfo("broker", clientPassword))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: connect: %w", err)
+	}
+	n.nc = nc
+	return n, nil
+}
+
+// clientPassword guards the embedded server's loopback client port.
+var clientPassword = func() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}()
+
+// RoutePassword derives the route password from the shared secret.
+func RoutePassword(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("claudemesh/cluster-route/v1"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func startServer(cfg Config) (*server.Server, error) {
+	host, portStr, _ := net.SplitHostPort(cfg.Listen)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("--cluster-listen: bad port %q", portStr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if len(cfg.RouteSecret) == 0 {
+		return nil, errors.New("cluster: no route secret")
+	}
+	pass := RoutePassword(cfg.RouteSecret)
+	var routes []*url.URL
+	for _, r := range cfg.Routes {
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: r, User: url.UserPassword("claudemesh", pass)})
+	}
+	o := &server.Options{
+		ServerName: cfg.NodeID,
+		// The broker connects in-process. The server still needs a client
+		// listener (its routes wait for one): loopback, a random port, and
+		// a password drawn at start that only this process knows.
+		Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		Username: "broker", Password: clientPassword,
+		JetStream: true,
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		MaxPayload: 8 << 20,
+		NoSigs:     true,
+	}
+	if len(routes) > 0 {
+		o.Cluster = server.ClusterOpts{
+			Name: cfg.Name, Host: host, Port: port,
+			Username: "claudemesh", Password: pass,
+			ConnectRetries: -1,
+		}
+		o.Routes = routes
+	}
+	// Without routes (a one-node cluster) JetStream runs standalone: a
+	// JetStream cluster needs routes to form its meta group.
+	srv, err := server.NewServer(o)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	srv.SetLoggerV2(&natsLogger{log: cfg.Logger.With("component", "nats")}, false, false, false)
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("cluster: the embedded NATS server did not start (route port %s in use? see the log)", cfg.Listen)
+	}
+	return srv, nil
+}
+
+// Conn is the client connection.
+func (n *Node) Conn() *nats.Conn { return n.nc }
+
+// Server is the embedded server, nil with --nats.
+func (n *Node) Server() *server.Server { return n.srv }
+
+// RouteAddr is the bound route address of the embedded server.
+func (n *Node) RouteAddr() string {
+	if n.srv == nil {
+		return ""
+	}
+	if a := n.srv.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// Close closes the connection and shuts the embedded server down.
+func (n *Node) Close() {
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+	}
+}
+
+// natsLogger sends the embedded server's log lines to slog: notices at
+// debug (they are many), warnings and errors as such.
+type natsLogger struct{ log *slog.Logger }
+
+func (l *natsLogger) Noticef(f string, v ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Warnf(f string, v ...any)   { l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Fatalf(f string, v ...any)  { l.log.Error(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Errorf(f string, v ...any)  { l.log.Error(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Debugf(f string, v ...any)  { l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Tracef(f string, v ...any)  {}
