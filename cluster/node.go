@@ -160,7 +160,7 @@ func startServer(cfg Config) (*server.Server, error) {
 		// a password drawn at start that only this process knows.
 		Host: "127.0.0.1", Port: server.RANDOM_PORT,
 		Username: "broker", Password: clientPassword,
-		JetStream: true,
+		JetStream:  true,
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		MaxPayload: 8 << 20,
 		NoSigs:     true,
@@ -220,9 +220,11 @@ func (n *Node) Close() {
 // debug (they are many), warnings and errors as such.
 type natsLogger struct{ log *slog.Logger }
 
-func (l *natsLogger) Noticef(f string, v ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, v...))) }
-func (l *natsLogger) Warnf(f string, v ...any)   { l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, v...))) }
-func (l *natsLogger) Fatalf(f string, v ...any)  { l.log.Error(strings.TrimSpace(fmt.Sprintf(f, v...))) }
-func (l *natsLogger) Errorf(f string, v ...any)  { l.log.Error(strings.TrimSpace(fmt.Sprintf(f, v...))) }
-func (l *natsLogger) Debugf(f string, v ...any)  { l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, v...))) }
-func (l *natsLogger) Tracef(f string, v ...any)  {}
+func (l *natsLogger) Noticef(f string, v ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, v...)))
+}
+func (l *natsLogger) Warnf(f string, v ...any)  { l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Fatalf(f string, v ...any) { l.log.Error(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Errorf(f string, v ...any) { l.log.Error(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Debugf(f string, v ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Tracef(f string, v ...any) {}
