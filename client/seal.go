@@ -159,7 +159,9 @@ func Open(p *wire.Push, meshID string, member, session *cmcrypto.Identity) (body
 			return "", false, cryptoError(err, "multi message")
 		}
 	case wire.KindTopic:
-		return "", false, newError(CodeUnsupported, "topic messages are not supported by this client yet")
+		// A topic post opens with its topic's key, not a member key:
+		// OpenTopicPush, with a TopicKeyring.
+		return "", false, newError(CodeUnsupported, "a topic post opens with its topic's key (OpenTopicPush)")
 	default:
 		return "", false, newError(CodeUnsupported, "unknown message kind %q", p.Kind)
 	}

@@ -201,7 +201,13 @@ func TestTopicVerbsDirect(t *testing.T) {
 	bt.waitFor("the waiting line", func(l topicLine) bool { return l.WaitingForKey })
 	at := alice.tail("ops")
 	bt.waitBody("first post")
+	fb := bob.follow() // inbox --follow shows topic posts too
+	waitPresence(t, alice, bob.pubkey, "cli")
 	alice.ok("topic", "post", "ops", "second post", "--mention", "bob")
+	if r := fb.waitFor("second post"); r.Kind != "topic" || !r.Verified || r.SenderName != "alice" {
+		t.Fatalf("bob's inbox --follow row: %+v", r)
+	}
+	fb.stop()
 	alice.ok("send", "#ops", "via send")
 	for _, body := range []string{"first post", "second post", "via send"} {
 		l := bt.waitBody(body)

@@ -22,6 +22,9 @@ import (
 type direct struct {
 	home string
 	log  *slog.Logger
+	// topicKeys holds, per mesh id, the keyring inbox --follow opens topic
+	// posts with (direct_topics.go).
+	topicKeys sync.Map
 }
 
 const viaDirect = "direct"

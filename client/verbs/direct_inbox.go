@@ -370,11 +370,23 @@ func (d *direct) followItem(m *config.Mesh, p *client.Presence, it followItem, s
 	}
 	defer seen.close()
 	pu := it.push
+	topic := pu.Kind == wire.KindTopic
+	if topic {
+		// Topic posts have no delivery record to settle, and the member's
+		// own are not news to it.
+		settle = func(string) {}
+		if pu.SenderPubkey == m.Pubkey {
+			return 0, nil
+		}
+	}
 	if seen.has(m.MeshID, pu.MessageID, pu.SenderPubkey, pu.Nonce) {
 		settle(pu.MessageID)
 		return 0, nil
 	}
 	row := openRow(m, key, pu, time.Now().UnixMilli())
+	if topic {
+		row = d.topicRow(m, p.Conn(), pu, row)
+	}
 	(&memberNames{conn: p.Conn, ctx: context.Background()}).fill(&row)
 	if err := sink.Rows([]inboxRow{row}); err != nil {
 		return 0, errStop

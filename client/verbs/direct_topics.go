@@ -386,3 +386,33 @@ func (d *direct) sendTopic(ctx context.Context, m *config.Mesh, req sendRequest)
 	}
 	return res, nil
 }
+
+// topicRow opens a topic post that `inbox --follow` received live on the
+// cold path, fetching this member's seals when it lacks the post's key.
+func (d *direct) topicRow(m *config.Mesh, c *client.Conn, p *wire.Push, row inboxRow) inboxRow {
+	if p.Topic == nil || c == nil {
+		return row
+	}
+	v, _ := d.topicKeys.LoadOrStore(m.MeshID, &client.TopicKeeper{MeshID: m.MeshID, Member: c.Identity().Member, Ring: client.NewTopicKeyring()})
+	k := v.(*client.TopicKeeper)
+	tm := client.OpenTopicPush(p, m.MeshID, p.Topic.ID, ringOf(k, p.Topic.ID))
+	if tm.KeyMissing {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		k.Refresh(ctx, c, p.Topic.ID)
+		cancel()
+		tm = client.OpenTopicPush(p, m.MeshID, p.Topic.ID, ringOf(k, p.Topic.ID))
+	}
+	row.Topic, row.DecryptError, row.Body, row.Verified, row.SenderName = tm.Topic, tm.DecryptError, nil, tm.Verified, tm.SenderName
+	if tm.DecryptError == "" {
+		body := tm.Body
+		row.Body = &body
+	}
+	row.SenderMemberPubkey, row.SenderMemberName = "", ""
+	if tm.Verified {
+		row.SenderMemberPubkey = p.SenderMemberPubkey
+		if p.SenderPubkey == p.SenderMemberPubkey {
+			row.SenderMemberName = p.SenderName
+		}
+	}
+	return row
+}
