@@ -79,6 +79,10 @@ func TestConnectionsPerAddressCapped(t *testing.T) {
 	for range 4 {
 		connect(t, b, alice, true, nil)
 	}
+	// Each is released just after its hello_ack is written, so wait for
+	// that before counting: a WebSocket still counted here would take an
+	// idle connection's place and be released later, off by one.
+	waitFor(t, "the WebSockets to stop counting", func() bool { n, _ := b.admit.connsOpen(); return n == 0 })
 	idle := []net.Conn{tcpDial(t, b.Addr()), tcpDial(t, b.Addr()), tcpDial(t, b.Addr())}
 	waitFor(t, "three counted connections", func() bool { n, _ := b.admit.connsOpen(); return n == 3 })
 
