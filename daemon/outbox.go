@@ -242,6 +242,8 @@ func (m *meshRT) resolve(ctx context.Context, to, self string) (*client.Target, 
 		}
 		u.msg = fmt.Sprintf("%s is not in the last known member list of %s, and it cannot be checked now: %s",
 			strconv.Quote(strings.TrimSpace(to)), m.cfg.Slug, u.msg)
+		// Nothing was accepted: say how to send it anyway.
+		u.hint = "nothing was sent; retry once the broker is reachable (claudemesh daemon status), or send to the full 64-hex pubkey, which is queued while the broker is away"
 		return nil, u
 	}
 	t, err = client.ResolveTarget(to, members, peers, self)

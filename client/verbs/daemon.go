@@ -208,19 +208,19 @@ func inboxRowOf(r localapi.InboxRow) inboxRow {
 	return row
 }
 
-// meshProblems reports the selected meshes the daemon has stopped
-// connecting to (a broker that cannot prove its key, a kick or ban): what
-// is stored can still be read, but the user must learn that nothing new
-// will come.
-func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink inboxSink) {
+// meshProblems reports the selected meshes that are not connected (a
+// broker that cannot be reached or cannot prove its key, a kick or ban):
+// what is stored can still be read, but the user must learn that what the
+// broker holds could not be collected, or will never be.
+func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink inboxSink, failed map[string]bool) {
 	var h localapi.Health
 	if _, err := v.api.Do(ctx, "GET", "/v1/health", nil, &h); err != nil {
 		return
 	}
 	for _, m := range meshes {
 		p, ok := h.MeshErrors[m.Slug]
-		if !ok || p.Code == "unreachable" {
-			continue // reconnecting is transient; the daemon keeps trying
+		if !ok || failed[m.Slug] {
+			continue // failed meshes were reported already
 		}
 		sink.MeshProblem(m.Slug, &cliui.Error{Code: p.Code, Message: p.Message, Hint: p.Hint})
 	}
@@ -274,17 +274,21 @@ func (v *viaDaemon) show(ctx context.Context, rows []localapi.InboxRow, markSeen
 // Inbox lists the daemon's stored rows, oldest first (every time, unless
 // --unread). With --mark-seen, rows are marked only after they were shown.
 func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
-	v.meshProblems(ctx, meshes, sink)
+	failed := map[string]bool{}
 	for _, m := range meshes {
 		rows, err := v.storedRows(ctx, m.Slug, opts.Unread, opts.Limit)
 		if err != nil {
 			sink.MeshFailed(m.Slug, err)
+			failed[m.Slug] = true
 			continue
 		}
 		if err := v.show(ctx, rows, opts.MarkSeen, sink); err != nil {
 			return err
 		}
 	}
+	// Reported after the listing, whose sync waits for a mesh that is
+	// still connecting.
+	v.meshProblems(ctx, meshes, sink, failed)
 	return nil
 }
 
@@ -309,7 +313,7 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		}
 		return daemonError(err)
 	}
-	v.meshProblems(ctx, meshes, sink)
+	v.meshProblems(ctx, meshes, sink, nil)
 	shown := 0
 	var backlog uint64 // the newest row the backlog showed
 	for _, m := range meshes {
