@@ -108,21 +108,24 @@ func TestConnectionsPerAddressCapped(t *testing.T) {
 // to be held for over a minute).
 func TestIdleAndSlowHTTPConnectionsAreCut(t *testing.T) {
 	t.Parallel()
+	// Timeouts long enough that a loaded machine reads a prompt request
+	// well within them (300 ms cut the first request itself at load 40),
+	// and far below the 10 s the checks below wait.
 	b := startBroker(t, func(c *Config) {
-		c.HTTPIdleTimeout = 200 * time.Millisecond
-		c.HTTPReadTimeout = 300 * time.Millisecond
+		c.HTTPIdleTimeout = time.Second
+		c.HTTPReadTimeout = 2 * time.Second
 	})
 	idle := tcpDial(t, b.Addr())
 	if resp := rawHTTP(t, idle, getHealth); resp.StatusCode != http.StatusOK {
 		t.Fatalf("health %d", resp.StatusCode)
 	}
-	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := idle.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Fatalf("idle keep-alive connection still open: %v", err)
 	}
 
 	slow := tcpDial(t, b.Addr())
-	slow.SetDeadline(time.Now().Add(5 * time.Second))
+	slow.SetDeadline(time.Now().Add(10 * time.Second))
 	fmt.Fprintf(slow, "POST /v1/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"token\":")
 	resp, err := http.ReadResponse(bufio.NewReader(slow), nil)
 	if err == nil {
