@@ -85,6 +85,9 @@ func upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "foreground", Usage: "run in this process"},
 			&cli.BoolFlag{Name: "init", Usage: "make a new daemon.db where the file is empty (a truncated file; its inbox and outbox are lost)"},
 			&cli.StringFlag{Name: "tcp", Usage: "also listen on `ADDR` (loopback; requires the bearer token in daemon/local-token)"},
+			&cli.BoolFlag{Name: "tcp-allow-remote", Usage: "let --tcp listen on a non-loopback address (needs --tcp-tls-cert and --tcp-tls-key)"},
+			&cli.StringFlag{Name: "tcp-tls-cert", Usage: "serve --tcp over HTTPS with this certificate `FILE`"},
+			&cli.StringFlag{Name: "tcp-tls-key", Usage: "the private key `FILE` of --tcp-tls-cert"},
 			&cli.StringFlag{Name: "web", Value: web.DefaultAddr, EnvVars: []string{"CLAUDEMESH_WEB"},
 				Usage: "serve the local chat page (claudemesh ui) on `ADDR`, or off"},
 			&cli.BoolFlag{Name: "web-allow-remote", Usage: "UNSAFE: let --web listen on a non-loopback address, giving anyone who reaches it and gets a login link your mesh identity"},
@@ -97,7 +100,8 @@ func upCommand() *cli.Command {
 				return err
 			}
 			f := upFlags{tcp: c.String("tcp"), web: c.String("web"), webAllowRemote: c.Bool("web-allow-remote"),
-				webTLSCert: c.String("web-tls-cert"), webTLSKey: c.String("web-tls-key"), init: c.Bool("init")}
+				webTLSCert: c.String("web-tls-cert"), webTLSKey: c.String("web-tls-key"), init: c.Bool("init"),
+				tcpAllowRemote: c.Bool("tcp-allow-remote"), tcpTLSCert: c.String("tcp-tls-cert"), tcpTLSKey: c.String("tcp-tls-key")}
 			if err := f.check(); err != nil {
 				return err
 			}
@@ -139,10 +143,15 @@ type upFlags struct {
 	webAllowRemote        bool
 	webTLSCert, webTLSKey string
 	init                  bool
+	tcpAllowRemote        bool
+	tcpTLSCert, tcpTLSKey string
 }
 
-// check refuses a bad --web at once, before anything detaches.
+// check refuses a bad --tcp or --web at once, before anything detaches.
 func (f upFlags) check() error {
+	if err := CheckTCP(f.tcp, f.tcpAllowRemote, f.tcpTLSCert, f.tcpTLSKey); err != nil {
+		return cliui.UsageErrorf("%v", err)
+	}
 	if f.web == "" || f.web == "off" {
 		return nil
 	}
@@ -172,6 +181,12 @@ func (f upFlags) args() []string {
 	if f.init {
 		args = append(args, "--init")
 	}
+	if f.tcpAllowRemote {
+		args = append(args, "--tcp-allow-remote")
+	}
+	if f.tcpTLSCert != "" {
+		args = append(args, "--tcp-tls-cert", f.tcpTLSCert, "--tcp-tls-key", f.tcpTLSKey)
+	}
 	return args
 }
 
@@ -179,7 +194,8 @@ func (f upFlags) args() []string {
 func runForeground(ctx context.Context, home string, f upFlags) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := Open(Options{Home: home, TCP: f.tcp, Logger: log, Web: f.web, WebAllowRemote: f.webAllowRemote,
-		WebTLSCert: f.webTLSCert, WebTLSKey: f.webTLSKey, Init: f.init})
+		WebTLSCert: f.webTLSCert, WebTLSKey: f.webTLSKey, Init: f.init,
+		TCPAllowRemote: f.tcpAllowRemote, TCPTLSCert: f.tcpTLSCert, TCPTLSKey: f.tcpTLSKey})
 	if errors.Is(err, ErrAlreadyRunning) {
 		return cliui.Errorf("already_running", "another daemon is running for %s", home).WithHint("claudemesh daemon status")
 	}

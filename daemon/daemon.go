@@ -55,6 +55,10 @@ type Options struct {
 	// ReapInterval is how often the reaper checks that each registered
 	// session's process still runs (03-daemon: 5 s; tests shrink it).
 	ReapInterval time.Duration
+	// TCPAllowRemote lets TCP be a non-loopback address; it needs
+	// TCPTLSCert and TCPTLSKey (CheckTCP).
+	TCPAllowRemote        bool
+	TCPTLSCert, TCPTLSKey string
 	// Web is the chat page's address ("" or "off": no page); see package
 	// web for WebAllowRemote and the TLS files.
 	Web                   string
@@ -109,7 +113,8 @@ type Daemon struct {
 	// shutdownErr is set when requests were still running when the
 	// shutdown timeout expired (the tests check it never is).
 	shutdownErr error
-	acked       atomic.Int64 // rows acked by the broker in this run
+	acked       atomic.Int64           // rows acked by the broker in this run
+	tcpAddr     atomic.Pointer[string] // the --tcp listener's bound address
 
 	sessMu   sync.Mutex
 	sessions map[string]*sessionRT // by token hash
@@ -262,6 +267,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	os.Chmod(sock, 0o600)
 	d.listeners = append(d.listeners, ln)
+	if err := CheckTCP(d.opts.TCP, d.opts.TCPAllowRemote, d.opts.TCPTLSCert, d.opts.TCPTLSKey); err != nil {
+		ln.Close()
+		return err
+	}
 	if d.opts.TCP != "" {
 		tok, err := d.loadOrCreateToken()
 		if err != nil {
@@ -274,6 +283,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			return fmt.Errorf("listen %s: %w", d.opts.TCP, err)
 		}
 		d.listeners = append(d.listeners, tln)
+		addr := tln.Addr().String()
+		d.tcpAddr.Store(&addr)
 	}
 	if err := os.WriteFile(localapi.PIDPath(d.home), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		d.log.Warn("pid file", "err", err)
@@ -301,11 +312,22 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		go func() {
 			defer d.wg.Done()
 			srv := d.srv
+			var err error
 			if tcp {
-				srv = &http.Server{Handler: d.tcpGuard(d.routes()), ReadHeaderTimeout: 10 * time.Second}
+				h := d.routes()
+				if d.opts.TCPAllowRemote {
+					h = remoteHost(h)
+				}
+				srv = &http.Server{Handler: d.tcpGuard(h), ReadHeaderTimeout: 10 * time.Second,
+					ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 				go func() { <-d.ctx.Done(); srv.Close() }()
 			}
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if tcp && d.opts.TCPTLSCert != "" {
+				err = srv.ServeTLS(l, d.opts.TCPTLSCert, d.opts.TCPTLSKey)
+			} else {
+				err = srv.Serve(l)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				d.log.Error("serve", "err", err)
 			}
 		}()
