@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/agentview"
 	"claudemesh/wire"
 )
 
@@ -51,11 +52,19 @@ func (d *Daemon) handleHook(w http.ResponseWriter, r *http.Request) {
 			writeError(w, internalError(err))
 			return
 		}
-		slices.Reverse(rows)
-		ids := make([]string, 0, len(rows))
-		for _, row := range rows {
-			resp.Messages = append(resp.Messages, row.api())
-			ids = append(ids, strconv.FormatUint(row.Seq, 10))
+		slices.Reverse(rows) // oldest first
+		api := make([]localapi.InboxRow, len(rows))
+		for i, row := range rows {
+			api[i] = row.api()
+		}
+		// Only what fits in the context is handed over and marked seen:
+		// the rest waits for the next prompt.
+		text, n := agentview.HookContext(api, 0, agentview.DefaultHookBudget)
+		resp.Context = text
+		ids := make([]string, 0, n)
+		for i := range n {
+			resp.Messages = append(resp.Messages, api[i])
+			ids = append(ids, strconv.FormatUint(rows[i].Seq, 10))
 		}
 		if len(ids) > 0 {
 			if _, err := d.markSeen(ids, s.scope()); err != nil {

@@ -18,6 +18,7 @@ import (
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/agentview"
 	"claudemesh/internal/fsutil"
 	"claudemesh/wire"
 )
@@ -289,54 +290,10 @@ func (l *daemonLink) welcome(ctx context.Context, tr *channelTransport, api *loc
 
 // channelNotification renders an inbox row as 03-daemon specifies: content
 // `<sender name>[ (#topic)]: <text>`, `[URGENT] ` first for `now`, and
-// string-only meta.
+// string-only meta, with peer text escaped so it cannot forge a block or an
+// attribute (agentview).
 func channelNotification(r localapi.InboxRow) ChannelParams {
-	from := senderLabel(r)
-	head := from
-	if r.Topic != "" {
-		head += " (#" + r.Topic + ")"
-	}
-	text := r.Body
-	if r.DecryptError != "" {
-		text = "[a message that could not be opened: " + r.DecryptError + "]"
-	}
-	content := head + ": " + text
-	if r.Priority == wire.PriorityNow {
-		content = "[URGENT] " + content
-	}
-	meta := map[string]string{
-		"from_name": r.SenderName, "from_pubkey": r.SenderPubkey, "from_member_pubkey": r.SenderMemberPubkey,
-		"mesh": r.Mesh, "priority": r.Priority, "message_id": r.MessageID, "client_message_id": r.ClientMessageID, "kind": r.Kind,
-	}
-	if meta["from_name"] == "" {
-		meta["from_name"] = r.SenderPubkey // unverified: the key is all that is known
-	}
-	for k, v := range map[string]string{"topic": r.Topic, "reply_to_id": r.ReplyToID, "subtype": r.Subtype} {
-		if v != "" {
-			meta[k] = v
-		}
-	}
-	return ChannelParams{Content: content, Meta: meta}
-}
-
-// senderLabel names the sender as the CLI does: a session whose name is not
-// its member's as "name (via member)", an unproven sender by its key.
-func senderLabel(r localapi.InboxRow) string {
-	if !r.Verified || r.SenderName == "" {
-		return "unverified sender " + short(r.SenderPubkey)
-	}
-	if r.SenderPubkey != r.SenderMemberPubkey && r.SenderMemberName != "" &&
-		cmcrypto.NameKey(r.SenderName) != cmcrypto.NameKey(r.SenderMemberName) {
-		return r.SenderName + " (via " + r.SenderMemberName + ")"
-	}
-	return r.SenderName
-}
-
-func short(k string) string {
-	if len(k) > 8 {
-		return k[:8]
-	}
-	return k
+	return ChannelParams{Content: agentview.ChannelContent(r), Meta: agentview.Meta(r)}
 }
 
 // cwd is the working directory, for ambient registration.

@@ -293,10 +293,13 @@ type HookRequest struct {
 }
 
 // HookResponse carries the session's unread messages (for working), oldest
-// first, which the daemon marked seen for that session.
+// first, which the daemon marked seen for that session, and Context: the
+// same messages rendered as the hook's additionalContext (agentview), within
+// Claude Code's size limit. Unread messages that did not fit stay unread.
 type HookResponse struct {
 	Session     Session    `json:"session"`
 	Messages    []InboxRow `json:"messages"`
+	Context     string     `json:"context,omitempty"`
 	StatusError string     `json:"statusError,omitempty"`
 }
 
