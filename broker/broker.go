@@ -28,6 +28,7 @@ import (
 	"github.com/gorilla/websocket"
 	bolt "go.etcd.io/bbolt"
 
+	"claudemesh/cluster"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/internal/fsutil"
 	cmmetrics "claudemesh/internal/metrics"
@@ -37,9 +38,15 @@ import (
 // Broker is one running broker. Every field is per instance, so a test can
 // run several brokers in one process.
 type Broker struct {
-	cfg      Config
-	log      *slog.Logger
-	store    store.Engine
+	cfg   Config
+	log   *slog.Logger
+	store store.Engine
+	// node and engine are the cluster (nil on a single broker).
+	node   *cluster.Node
+	engine *cluster.Engine
+	// hubReady is closed once the hub is loaded: the cluster's feed of
+	// other nodes' writes waits for it.
+	hubReady chan struct{}
 	key      *cmcrypto.Identity
 	keyHex   string
 	opToken  string
@@ -124,7 +131,9 @@ func New(cfg Config) (*Broker, error) {
 	// A data directory that has a key but no broker.db lost its database:
 	// starting would make an empty one and the broker would look healthy
 	// with no meshes.
-	if _, kerr := os.Stat(filepath.Join(cfg.DataDir, "broker.key")); kerr == nil && !cfg.Init {
+	// (A cluster node without one is new, or restored: it rebuilds its
+	// copy from the log.)
+	if _, kerr := os.Stat(filepath.Join(cfg.DataDir, "broker.key")); kerr == nil && !cfg.Init && cfg.Cluster == nil {
 		if _, derr := os.Stat(dbPath); errors.Is(derr, os.ErrNotExist) {
 			return nil, storeRefusal(dbPath, fmt.Errorf("%s is missing, but broker.key is there: this broker had a database", dbPath))
 		}
@@ -147,29 +156,18 @@ func New(cfg Config) (*Broker, error) {
 		stop:       make(chan struct{}),
 		restLimits: newIPLimiter(20, 60),
 		streams:    newStreamHub(),
+		hubReady:   make(chan struct{}),
 	}
 	b.metrics = newMetrics()
 	b.admit = newAdmission(cfg, b.metrics)
-	st, err := store.OpenLocal(dbPath, store.Options{
-		Init: cfg.Init,
-		// bbolt's file lock is the single-instance lock: a second broker
-		// on the same data dir is told at once who holds it.
-		OpenTimeout: 200 * time.Millisecond,
-		Logger:      cfg.Logger,
-		OnCommit: func(d time.Duration, _ int) {
-			b.metrics.storeCommit.Observe(d.Seconds())
-		},
-	})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, dataDirInUse(cfg.DataDir)
-	}
-	if errors.Is(err, store.ErrEmptyFile) || errors.Is(err, store.ErrCorrupt) {
-		return nil, storeRefusal(dbPath, err)
-	}
-	if err != nil {
+	if cfg.Cluster != nil {
+		if err := b.openClusterStore(dbPath); err != nil {
+			return nil, err
+		}
+	} else if err := b.openLocalStore(dbPath); err != nil {
 		return nil, err
 	}
-	b.store = st
+	st := b.store
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		b.log.Warn("pid file", "err", err)
 	}
@@ -186,12 +184,15 @@ func New(cfg Config) (*Broker, error) {
 		b.hub, err = newHub(b)
 		return err
 	})
+	close(b.hubReady)
 	if errors.Is(err, store.ErrCorrupt) {
 		st.Close()
+		b.closeCluster()
 		return nil, storeRefusal(dbPath, err)
 	}
 	if err != nil {
 		st.Close()
+		b.closeCluster()
 		return nil, err
 	}
 	if created {
@@ -200,6 +201,32 @@ func New(cfg Config) (*Broker, error) {
 		b.log.Info("operator token", "path", tokenPath)
 	}
 	return b, nil
+}
+
+// openLocalStore opens a single broker's bbolt file.
+func (b *Broker) openLocalStore(dbPath string) error {
+	cfg := b.cfg
+	st, err := store.OpenLocal(dbPath, store.Options{
+		Init: cfg.Init,
+		// bbolt's file lock is the single-instance lock: a second broker
+		// on the same data dir is told at once who holds it.
+		OpenTimeout: 200 * time.Millisecond,
+		Logger:      cfg.Logger,
+		OnCommit: func(d time.Duration, _ int) {
+			b.metrics.storeCommit.Observe(d.Seconds())
+		},
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return dataDirInUse(cfg.DataDir)
+	}
+	if errors.Is(err, store.ErrEmptyFile) || errors.Is(err, store.ErrCorrupt) {
+		return storeRefusal(dbPath, err)
+	}
+	if err != nil {
+		return err
+	}
+	b.store = st
+	return nil
 }
 
 // Start binds the listeners and serves until Close.
@@ -347,6 +374,7 @@ func (b *Broker) Close() error {
 		}
 		b.wg.Wait()
 		err = b.store.Close()
+		b.closeCluster()
 		os.Remove(filepath.Join(b.cfg.DataDir, pidFile))
 	})
 	return err

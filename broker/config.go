@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"claudemesh/cluster"
 	"claudemesh/store"
 )
 
@@ -85,6 +86,13 @@ type Config struct {
 	// ports before it creates anything in the data directory, so a busy
 	// port fails before a first start writes a key and a token.
 	Listener, MetricsListener net.Listener
+	// Cluster, when set, makes this broker a node of a cluster that keeps
+	// its records in NATS JetStream (cluster.go); nil is a single broker
+	// on its own bbolt file.
+	Cluster *cluster.Config
+	// ClusterPublishTimeout bounds the wait for a quorum of the cluster
+	// to store a write; past it the write is refused `unavailable`.
+	ClusterPublishTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults of 01-protocol §8.

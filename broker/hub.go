@@ -23,6 +23,9 @@ type hub struct {
 	mu      sync.RWMutex
 	meshes  map[string]*meshState
 	conns   map[*conn]struct{} // every authenticated connection, for shutdown
+	// loadedSeq is the cluster log entry the hub was loaded at (0 on a
+	// single broker).
+	loadedSeq uint64
 }
 
 // meshState is one mesh. Its mutex guards everything below it, including
@@ -116,42 +119,15 @@ func newHub(b *Broker) (*hub, error) {
 	var corrupt []store.Corrupt
 	bad := func(c store.Corrupt) { corrupt = append(corrupt, c) }
 	err := b.store.View(func(tx *store.Tx) error {
+		// In a cluster, the log entry this read is at: the feed of the
+		// other nodes' writes skips what it already contains.
+		h.loadedSeq = store.LogSeq(tx)
 		return store.EachMesh(tx, func(m store.Mesh) error {
-			ms := h.newMeshState(m)
-			err := store.EachMember(tx, m.ID, func(mem store.Member) error {
-				// The store's migration trimmed every record to the
-				// default cap; an operator may have set a lower one.
-				mem.Groups, _ = store.TrimGroups(mem.Groups, b.cfg.MaxGroups)
-				ms.addMember(mem, b.cfg)
-				return nil
-			}, bad)
+			ms, n, err := h.loadMeshTx(tx, m, bad)
 			if err != nil {
 				return err
 			}
-			err = store.EachSession(tx, m.ID, func(sess store.Session) error {
-				sess.Groups, _ = store.TrimGroups(sess.Groups, b.cfg.MaxGroups)
-				if _, isMember := ms.members[sess.Pubkey]; isMember {
-					// Written before session keys were checked against
-					// member keys: never let it route.
-					b.log.Warn("ignoring a session record that holds a member key", "mesh", m.Slug, "pubkey", sess.Pubkey)
-					return nil
-				}
-				ms.sessions[sess.Pubkey] = &sess
-				return nil
-			}, bad)
-			if err != nil {
-				return err
-			}
-			if ms.grants, err = store.ListGrants(tx, m.ID); err != nil {
-				return err
-			}
-			ms.pending, err = store.CountPendingSkipping(tx, m.ID, bad)
-			if err != nil {
-				return err
-			}
-			for _, n := range ms.pending {
-				total += n
-			}
+			total += n
 			h.meshes[m.ID] = ms
 			return nil
 		}, bad)
@@ -162,6 +138,73 @@ func newHub(b *Broker) (*hub, error) {
 	h.corrupt = len(corrupt)
 	b.metrics.pending.Set(float64(total))
 	return h, err
+}
+
+// loadMeshTx reads one mesh's members, sessions, grants and pending counts
+// into a new meshState; n is its undelivered messages.
+func (h *hub) loadMeshTx(tx *store.Tx, m store.Mesh, bad func(store.Corrupt)) (ms *meshState, n int, err error) {
+	b := h.b
+	ms = h.newMeshState(m)
+	err = store.EachMember(tx, m.ID, func(mem store.Member) error {
+		// The store's migration trimmed every record to the
+		// default cap; an operator may have set a lower one.
+		mem.Groups, _ = store.TrimGroups(mem.Groups, b.cfg.MaxGroups)
+		ms.addMember(mem, b.cfg)
+		return nil
+	}, bad)
+	if err != nil {
+		return nil, 0, err
+	}
+	err = store.EachSession(tx, m.ID, func(sess store.Session) error {
+		sess.Groups, _ = store.TrimGroups(sess.Groups, b.cfg.MaxGroups)
+		if _, isMember := ms.members[sess.Pubkey]; isMember {
+			// Written before session keys were checked against
+			// member keys: never let it route.
+			b.log.Warn("ignoring a session record that holds a member key", "mesh", m.Slug, "pubkey", sess.Pubkey)
+			return nil
+		}
+		ms.sessions[sess.Pubkey] = &sess
+		return nil
+	}, bad)
+	if err != nil {
+		return nil, 0, err
+	}
+	if ms.grants, err = store.ListGrants(tx, m.ID); err != nil {
+		return nil, 0, err
+	}
+	if ms.pending, err = store.CountPendingSkipping(tx, m.ID, bad); err != nil {
+		return nil, 0, err
+	}
+	for _, c := range ms.pending {
+		n += c
+	}
+	return ms, n, nil
+}
+
+// loadMesh adds a mesh another cluster node created, as it is now.
+func (h *hub) loadMesh(id string) error {
+	var ms *meshState
+	var n int
+	err := h.b.store.View(func(tx *store.Tx) error {
+		m, err := store.GetMesh(tx, id)
+		if err != nil {
+			return err
+		}
+		ms, n, err = h.loadMeshTx(tx, *m, func(c store.Corrupt) {
+			h.b.log.Error("corrupt record skipped", "mesh", c.MeshID, "bucket", c.Bucket, "key", recordKey(c.Key), "err", c.Err)
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	if h.meshes[id] == nil {
+		h.meshes[id] = ms
+		h.b.metrics.pending.Add(float64(n))
+	}
+	h.mu.Unlock()
+	return nil
 }
 
 func (h *hub) newMeshState(m store.Mesh) *meshState {

@@ -57,7 +57,7 @@ type EngineOptions struct {
 	CatchUpTimeout time.Duration
 	// OnRemote receives the changes of each entry another node wrote,
 	// after it is committed locally, in log order.
-	OnRemote func(changes []Change)
+	OnRemote func(seq uint64, changes []Change)
 	// OnCommit observes each local commit (metrics).
 	OnCommit func(d time.Duration, writes int)
 	// MaxBatch caps the writes folded into one entry.
@@ -125,6 +125,7 @@ type write struct {
 type outcome struct {
 	w       *write
 	err     error
+	seq     uint64
 	changes []Change
 }
 
@@ -437,7 +438,7 @@ more:
 			}
 			applied = seq
 			if len(changes) > 0 {
-				out = append(out, outcome{changes: changes})
+				out = append(out, outcome{seq: seq, changes: changes})
 			}
 		}
 		return tx.Bucket(bucketMeta).Put(keyApplied, u64(applied))
@@ -656,7 +657,7 @@ func (e *Engine) dispatchLoop() {
 		for _, o := range batch {
 			if o.w == nil {
 				if e.opts.OnRemote != nil {
-					e.opts.OnRemote(o.changes)
+					e.opts.OnRemote(o.seq, o.changes)
 				}
 				continue
 			}

@@ -1,0 +1,264 @@
+package broker
+
+import (
+	"time"
+
+	"claudemesh/cluster"
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// The hub of a cluster node follows the other nodes' writes. The node that
+// took a request updates its own hub in the write's callback, as a single
+// broker does; every other node learns of the write from the log entry it
+// replays, as the list of records it changed (with their values before and
+// after), and brings its hub to the same place here: new meshes, members
+// and their bans, roles and profiles, known sessions, grants, pending
+// counts, and pushes to the connections it holds — queued messages and
+// receipts through the ordinary refill (FIFO, flow control and priority
+// holding as on one node), topic posts through the ordinary fan-out.
+// Everything runs on the engine's dispatcher, in log order.
+
+// closeAction is a connection to close once the mesh lock is released.
+type closeAction struct {
+	c            *conn
+	code         int
+	reason, text string
+	errCode      string
+}
+
+func (h *hub) applyRemote(changes []cluster.Change) {
+	type post struct {
+		ms    *meshState
+		topic string
+		p     *store.TopicPost
+	}
+	var (
+		posts   []post
+		closes  []closeAction
+		fresh   = map[string]bool{} // meshes loaded whole from this entry
+		removed = map[string]bool{} // meshes whose removal this entry records by the operator
+	)
+	for _, c := range changes {
+		meshID, kind, _ := store.ClassifyChange(c.Path, c.Key)
+		if kind == store.ChangeAudit && c.New != nil {
+			if e, err := store.DecodeAuditEntry(c.New); err == nil && e.EventType == wire.AuditMemberRemoved {
+				removed[meshID] = true
+			}
+		}
+	}
+	for _, c := range changes {
+		meshID, kind, sub := store.ClassifyChange(c.Path, c.Key)
+		if meshID == "" || fresh[meshID] {
+			continue
+		}
+		ms := h.mesh(meshID)
+		if ms == nil {
+			// A mesh another node created: load it as it is now, this
+			// entry included.
+			if err := h.loadMesh(meshID); err != nil {
+				h.b.log.Error("cluster: load a new mesh", "mesh", meshID, "err", err)
+			}
+			fresh[meshID] = true
+			continue
+		}
+		ms.mu.Lock()
+		switch kind {
+		case store.ChangeMember:
+			closes = append(closes, h.remoteMember(ms, c, removed[meshID])...)
+		case store.ChangeSession:
+			pk := store.HexKey(c.Key)
+			if c.New == nil {
+				delete(ms.sessions, pk)
+			} else if s, err := store.DecodeSession(c.New); err == nil && ms.members[pk] == nil {
+				ms.sessions[pk] = s
+			}
+		case store.ChangeGrants:
+			pk := store.HexKey(c.Key)
+			if c.New == nil {
+				delete(ms.grants, pk)
+			} else if g, err := store.DecodeGrants(c.New); err == nil {
+				ms.grants[pk] = g
+			}
+		case store.ChangeQueue:
+			h.remoteQueue(ms, c)
+		case store.ChangeTopic:
+			ms.topics = nil // reloaded from the store on next use
+		case store.ChangeTopicPost:
+			if c.Old == nil && c.New != nil {
+				if p, err := store.DecodeTopicPost(sub, store.Be64(c.Key), c.New); err == nil {
+					posts = append(posts, post{ms, sub, p})
+				}
+			}
+		}
+		ms.mu.Unlock()
+	}
+	for _, p := range posts {
+		p.ms.mu.Lock()
+		_, err := h.b.topicsLocked(p.ms)
+		p.ms.mu.Unlock()
+		if err == nil {
+			h.b.fanOutTopicPost(p.ms, p.topic, p.p)
+		}
+	}
+	for _, a := range closes {
+		if a.errCode != "" {
+			a.c.sendError("", a.errCode, a.text)
+		}
+		a.c.endPresence.Store(true)
+		a.c.closeWith(a.code, a.reason)
+	}
+}
+
+// remoteMember applies a change of a member record. Caller holds ms.mu.
+func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []closeAction {
+	var old, cur *store.Member
+	if c.Old != nil {
+		old, _ = store.DecodeMember(c.Old)
+	}
+	if c.New != nil {
+		cur, _ = store.DecodeMember(c.New)
+	}
+	switch {
+	case old == nil && cur == nil:
+		return nil
+	case cur == nil:
+		m := ms.memberByID[old.ID]
+		if m == nil {
+			return nil
+		}
+		closes := ms.connsOf(m)
+		for k, s := range ms.sessions {
+			if s.ParentMemberID == m.ID {
+				delete(ms.sessions, k)
+			}
+		}
+		delete(ms.grants, m.Pubkey)
+		ms.removeMember(m)
+		ms.topics = nil
+		ms.memberChanged(wire.MemberLeft, m, nil)
+		out := make([]closeAction, 0, len(closes))
+		for _, cc := range closes {
+			if byOperator {
+				out = append(out, closeAction{c: cc, code: wire.CloseKicked, reason: wire.ReasonKicked, errCode: wire.ReasonKicked,
+					text: "You were removed from \"" + ms.name + "\" by the broker's operator. Ask the mesh owner for a new invite to rejoin."})
+			} else {
+				out = append(out, closeAction{c: cc, code: wire.CloseNormal, reason: wire.ReasonLeft})
+			}
+		}
+		return out
+	}
+	m := ms.memberByID[cur.ID]
+	if m == nil {
+		m = ms.addMember(*cur, h.b.cfg)
+		ms.topics = nil
+		ms.memberChanged(wire.MemberJoined, m, nil)
+		return nil
+	}
+	prev := m.Member
+	m.Member = *cur
+	var out []closeAction
+	switch {
+	case prev.RevokedAt == 0 && cur.RevokedAt != 0:
+		ms.memberChanged(wire.MemberBanned, m, nil)
+		for _, cc := range ms.connsOf(m) {
+			out = append(out, closeAction{c: cc, code: wire.CloseBanned, reason: wire.ReasonBanned, errCode: wire.CodeRevoked, text: bannedMessage(ms.name)})
+		}
+		for _, p := range ms.presences {
+			if p.member == m && p.conn == nil {
+				ms.endPresence(p)
+			}
+		}
+		ms.topics = nil
+	case prev.RevokedAt != 0 && cur.RevokedAt == 0:
+		ms.memberChanged(wire.MemberUnbanned, m, nil)
+		ms.topics = nil
+	}
+	if prev.Role != cur.Role {
+		ms.memberChanged(wire.MemberRoleChanged, m, &wire.MemberPrevious{MemberRole: prev.Role})
+	}
+	if prev.DisplayName != cur.DisplayName {
+		ms.memberChanged(wire.MemberRenamed, m, &wire.MemberPrevious{DisplayName: prev.DisplayName})
+	}
+	if prev.Status != cur.Status {
+		m.statusSetAt = time.Now()
+		if cur.Status == wire.StatusIdle {
+			for _, t := range ms.targets(m.Pubkey) {
+				t.requestRefill()
+			}
+		}
+	}
+	return out
+}
+
+// connsOf lists the live connections of a member and of its sessions.
+// Caller holds ms.mu.
+func (ms *meshState) connsOf(m *member) []*conn {
+	var out []*conn
+	for _, set := range ms.conns {
+		for cc := range set {
+			if cc.mem == m {
+				out = append(out, cc)
+			}
+		}
+	}
+	return out
+}
+
+// remoteQueue applies a queue entry another node added or removed: pending
+// counts, and what this node's connections of the recipient are sent.
+// Caller holds ms.mu.
+func (h *hub) remoteQueue(ms *meshState, c cluster.Change) {
+	recipient, _, ok := store.QueueKey(c.Key)
+	if !ok {
+		return
+	}
+	switch {
+	case c.Old == nil && c.New != nil:
+		e, err := store.DecodeQueueEntry(c.New)
+		if err != nil {
+			return
+		}
+		if !e.Receipt {
+			ms.pending[recipient]++
+			h.b.metrics.pending.Add(1)
+		}
+		targets := ms.targets(recipient)
+		for _, t := range targets {
+			t.requestRefill()
+		}
+		if e.Receipt {
+			// A `send --wait` connected here waits for this receipt.
+			var r wire.Receipt
+			if wire.Decode(e.Frame, &r) == nil {
+				if og := ms.origin[r.MessageID]; og != nil {
+					if og.waiting--; og.waiting <= 0 {
+						delete(ms.origin, r.MessageID)
+					}
+					isTarget := false
+					for _, t := range targets {
+						isTarget = isTarget || t == og.conn
+					}
+					if !isTarget && !og.conn.closed {
+						og.conn.enqueue(e.Frame)
+					}
+				}
+			}
+		}
+	case c.Old != nil && c.New == nil:
+		e, err := store.DecodeQueueEntry(c.Old)
+		if err != nil {
+			return
+		}
+		for cc := range ms.conns[recipient] {
+			cc.dropInflightLocked(e.ID)
+			if cc.backlog {
+				cc.requestRefill()
+			}
+		}
+		if !e.Receipt {
+			ms.unreserveLocked(recipient)
+			h.b.metrics.pending.Sub(1)
+		}
+	}
+}

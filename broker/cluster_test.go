@@ -1,0 +1,221 @@
+package broker
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"claudemesh/cluster"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/wire"
+)
+
+// startCluster starts n brokers forming one cluster on loopback (real
+// embedded NATS servers, R3 for three nodes), all with the same broker key,
+// as an operator sets them up.
+func startCluster(t *testing.T, name string, n int, mutate func(*Config)) []*Broker {
+	t.Helper()
+	key, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas := 3
+	if n == 1 {
+		replicas = 1
+	}
+	var routes []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, ln.Addr().String())
+		ln.Close()
+	}
+	cfgs := make([]Config, n)
+	for i := range n {
+		cfg := testConfig(t)
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, "broker.key"), []byte(key.SecretKeyHex()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cc := &cluster.Config{Name: name, NodeID: fmt.Sprintf("n%d", i+1), Listen: routes[i], Replicas: replicas}
+		if n > 1 {
+			cc.Routes = routes
+		}
+		cfg.Cluster = cc
+		cfg.ClusterPublishTimeout = 10 * time.Second
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		cfgs[i] = cfg
+	}
+	out := make([]*Broker, n)
+	errs := make(chan error, n)
+	for i := range cfgs {
+		go func() {
+			var err error
+			out[i], err = New(cfgs[i])
+			if err == nil {
+				err = out[i].Start(t.Context())
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range out {
+		t.Cleanup(func() { b.Close() })
+	}
+	return out
+}
+
+// waitMember waits until a broker's hub knows a member (another node's
+// join reaches it through the log).
+func waitMember(t *testing.T, b *Broker, meshID, pubkey string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if ms := b.hub.mesh(meshID); ms != nil {
+			ms.mu.Lock()
+			ok := ms.members[pubkey] != nil
+			ms.mu.Unlock()
+			if ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker %s never learned member %s…", b.URL(), pubkey[:8])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// One three-node cluster for the cross-node routing tests of this file.
+func TestClusterRoutesAcrossNodes(t *testing.T) {
+	t.Parallel()
+	bs := startCluster(t, "routes", 3, nil)
+	alice := createMesh(t, bs[0], "team", "alice")
+	bob := addMember(t, bs[0], alice, "team", "bob")
+	carol := addMember(t, bs[0], alice, "team", "carol")
+	for _, b := range bs {
+		for _, m := range []ident{alice, bob, carol} {
+			waitMember(t, b, alice.meshID, m.pub())
+		}
+	}
+	// Every broker signs with the one broker key the clients pinned.
+	for _, b := range bs[1:] {
+		if b.PublicKey() != bs[0].PublicKey() {
+			t.Fatalf("brokers sign with different keys")
+		}
+	}
+	a := connect(t, bs[0], alice, true, nil)
+	bc := connect(t, bs[1], bob, true, nil)
+	cc := connect(t, bs[2], carol, true, func(h *wire.Hello) { h.Groups = []wire.Group{{Name: "dev"}} })
+
+	t.Run("DMWithReceipt", func(t *testing.T) {
+		s := dm(t, alice, bob.pub(), "hi bob, from node 1")
+		ack := a.sendAck(s)
+		if ack.Error != nil {
+			t.Fatalf("ack %+v", ack.Error)
+		}
+		p := bc.nextPush()
+		if p.MessageID != ack.MessageID || openPush(t, &p, bob) != "hi bob, from node 1" {
+			t.Fatalf("bob got %+v", p)
+		}
+		bc.ack(p.MessageID)
+		var r wire.Receipt
+		a.next(&r, wire.TypeReceipt)
+		if r.MessageID != ack.MessageID || r.RecipientPubkey != bob.pub() {
+			t.Fatalf("receipt %+v", r)
+		}
+		a.ack(r.ReceiptID)
+	})
+	t.Run("Broadcast", func(t *testing.T) {
+		s := multi(t, carol, "*", "hello all, from node 3", alice.pub(), bob.pub())
+		ack := cc.sendAck(s)
+		if ack.Error != nil || *ack.Pending != 2 {
+			t.Fatalf("ack %+v", ack)
+		}
+		for _, r := range []struct {
+			c  *rawConn
+			id ident
+		}{{a, alice}, {bc, bob}} {
+			p := r.c.nextPush()
+			if p.MessageID != ack.MessageID || openPush(t, &p, r.id) != "hello all, from node 3" {
+				t.Fatalf("%s got %+v", r.id.name, p)
+			}
+			r.c.ack(p.MessageID)
+		}
+		// Both acks (nodes 1 and 2) come back to carol as receipts.
+		var rids []string
+		for range 2 {
+			var r wire.Receipt
+			cc.next(&r, wire.TypeReceipt)
+			if r.MessageID != ack.MessageID {
+				t.Fatalf("receipt %+v", r)
+			}
+			rids = append(rids, r.ReceiptID)
+		}
+		cc.ack(rids...)
+	})
+	t.Run("Group", func(t *testing.T) {
+		// bob (node 2) is listed but not in @dev: only carol (node 3)
+		// gets it, through her hello's groups, which node 2 never saw.
+		s := multi(t, bob, "@dev", "to dev", alice.pub(), carol.pub())
+		ack := bc.sendAck(s)
+		if ack.Error != nil || *ack.Pending != 1 {
+			t.Fatalf("ack %+v %+v", ack, ack.Error)
+		}
+		p := cc.nextPush()
+		if p.MessageID != ack.MessageID || openPush(t, &p, carol) != "to dev" {
+			t.Fatalf("carol got %+v", p)
+		}
+		cc.ack(p.MessageID)
+		var r wire.Receipt
+		bc.next(&r, wire.TypeReceipt)
+		bc.ack(r.ReceiptID)
+	})
+	t.Run("TopicPost", func(t *testing.T) {
+		var tr wire.TopicReply
+		a.request(map[string]any{"type": wire.TypeTopicCreate, "name": "builds", "visibility": "public", "encrypted": false}, &tr, wire.TypeTopic)
+		for _, c := range []*rawConn{bc, cc} {
+			var ok wire.OK
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				// The topic reaches the other nodes through the log.
+				reqID := ulid.Make().String()
+				c.write(map[string]any{"type": wire.TypeTopicJoin, "reqId": reqID, "topic": "builds"})
+				env := c.next(&ok, wire.TypeOK, wire.TypeError)
+				if env.Type == wire.TypeOK {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("topic_join never succeeded")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		s := wire.Send{Type: wire.TypeSend, ID: ulid.Make().String(), TargetSpec: "#" + tr.Topic.ID, Kind: wire.KindTopic,
+			BodyVersion: wire.BodyPlaintext, Nonce: base64.StdEncoding.EncodeToString(make([]byte, 24)),
+			Ciphertext: base64.StdEncoding.EncodeToString([]byte("build 42 is green"))}
+		ack := a.sendAck(s)
+		if ack.Error != nil {
+			t.Fatalf("ack %+v", ack.Error)
+		}
+		for _, c := range []*rawConn{bc, cc} {
+			p := c.nextPush()
+			if p.MessageID != ack.MessageID || p.Topic == nil || p.Topic.ID != tr.Topic.ID {
+				t.Fatalf("topic push %+v", p)
+			}
+		}
+	})
+}
