@@ -6,11 +6,11 @@ package broker
 
 import (
 	"bytes"
-	"slices"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
