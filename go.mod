@@ -32,7 +32,6 @@ require (
 	github.com/nats-io/jwt/v2 v2.8.3 // indirect
 	github.com/nats-io/nkeys v0.4.17 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
-	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/segmentio/asm v1.1.3 // indirect
 	github.com/segmentio/encoding v0.5.4 // indirect
 	github.com/stretchr/testify v1.12.1 // indirect
@@ -41,3 +40,8 @@ require (
 	golang.org/x/oauth2 v0.35.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 )
+
+// urfave/cli/v2 links a man-page renderer (md2man, blackfriday) whose
+// package initialisation every command paid at process start; claudemesh
+// renders no man pages (internal/nomd2man says more).
+replace github.com/cpuguy83/go-md2man/v2 => ./internal/nomd2man
