@@ -571,6 +571,8 @@ type meshRT struct {
 	// reports open — because the broker starts pushing queued messages
 	// right after hello_ack and they must be acked on that connection.
 	latest *client.Conn
+	// roleNow is the member's role as the broker last stated it (role.go).
+	roleNow string
 
 	topics *topicsRT // topics.go
 
@@ -608,6 +610,7 @@ func (m *meshRT) start() {
 		OnSystem:  func(p *wire.Push) { m.onSystem(p) },
 	}, client.PresenceOptions{
 		OnConnected: func(ctx context.Context, c *client.Conn) {
+			m.noteRole(c.HelloAck().MemberRole)
 			m.refreshDirectory(ctx, c)
 			m.topics.connected(c)
 		},

@@ -185,6 +185,9 @@ func (m *meshRT) onSystem(p *wire.Push) {
 			m.d.log.Warn("undecodable member_changed", "mesh", m.cfg.Slug)
 			return
 		}
+		if ev.Member.Pubkey == m.cfg.Pubkey && ev.Change != wire.MemberLeft && ev.Change != wire.MemberBanned {
+			m.noteRole(ev.Member.MemberRole) // rare: a role change or a transfer
+		}
 		apply = func(mc *meshCache) { applyMember(mc, ev) }
 	case wire.EventPeerJoined, wire.EventPeerReturned, wire.EventPeerLeft:
 		var ev wire.PeerEvent

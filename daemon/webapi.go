@@ -48,7 +48,7 @@ func (d *Daemon) handleWebState(w http.ResponseWriter, r *http.Request) {
 	for _, m := range d.meshList() {
 		st.Meshes = append(st.Meshes, localapi.WebMesh{
 			Slug: m.cfg.Slug, MeshID: m.cfg.MeshID, Name: m.cfg.Name, DisplayName: m.cfg.DisplayName,
-			Pubkey: m.cfg.Pubkey, Role: m.cfg.Role, State: m.getState(), WebPresence: m.webConnected(),
+			Pubkey: m.cfg.Pubkey, Role: m.role(), State: m.getState(), WebPresence: m.webConnected(),
 		})
 	}
 	d.db.View(func(tx *bolt.Tx) error {

@@ -101,8 +101,14 @@ func TestAdminVerbsRoles(t *testing.T) {
 	alice.fails(4, "forbidden", "role", "set", "carol", "admin")
 	bob.json(&res, "role", "set", "alice", "member")
 	alice.fails(4, "forbidden", "kick", "carol")
-	if w := alice.whoami(); w.Meshes[0].Role != "admin" {
+	// Each config.json learnt its member's role from the next connection
+	// (alice: admin by the transfer, then member by bob; bob: owner), so
+	// whoami and mesh list tell the truth.
+	if w := alice.whoami(); w.Meshes[0].Role != "member" {
 		t.Fatalf("config role after transfer: %+v", w)
+	}
+	if w := bob.whoami(); w.Meshes[0].Role != "owner" {
+		t.Fatalf("the new owner's config role after transfer: %+v", w)
 	}
 }
 

@@ -313,3 +313,22 @@ func (e *SelectionError) ErrorHint() string {
 		return "join a mesh with claudemesh join <invite link>"
 	}
 }
+
+// RecordRole sets the role of the mesh meshID to role, as the broker
+// stated it (hello_ack, or a member_changed event about this member): the
+// role written at join goes stale when an owner changes it or hands the
+// mesh over, and `mesh list` and `whoami` print it. It writes only when
+// the role differs.
+func RecordRole(home, meshID, role string) error {
+	if role == "" {
+		return nil
+	}
+	return Update(home, func(c *Config) error {
+		for i := range c.Meshes {
+			if c.Meshes[i].MeshID == meshID {
+				c.Meshes[i].Role = role
+			}
+		}
+		return nil
+	})
+}

@@ -41,6 +41,13 @@ func (d *direct) dial(ctx context.Context, m *config.Mesh, opts client.DialOptio
 	if err != nil {
 		return nil, meshError(m.Slug, err)
 	}
+	if role := c.HelloAck().MemberRole; role != "" && role != m.Role {
+		// An owner changed it, or handed the mesh over (config.RecordRole).
+		if err := config.RecordRole(d.home, m.MeshID, role); err != nil {
+			d.log.Warn("could not record the member's new role in config.json", "mesh", m.Slug, "err", err)
+		}
+		m.Role = role
+	}
 	return c, nil
 }
 
