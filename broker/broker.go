@@ -91,6 +91,7 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = def.MaxPending
 	}
+	cfg.defaultQuotas(def)
 	for _, d := range []*time.Duration{&cfg.PingInterval, &cfg.PongTimeout, &cfg.Grace, &cfg.RedeliverAfter, &cfg.HelloTimeout, &cfg.QueueTTL, &cfg.WorkingDecay} {
 		if *d <= 0 {
 			return nil, fmt.Errorf("broker: every timer must be positive")

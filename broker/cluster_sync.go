@@ -220,7 +220,7 @@ func (h *hub) remoteQueue(ms *meshState, c cluster.Change) {
 			return
 		}
 		if !e.Receipt {
-			ms.pending[recipient]++
+			ms.holdLocked(recipient, e.From, e.Charge)
 			h.b.metrics.pending.Add(1)
 		}
 		targets := ms.targets(recipient)
@@ -257,7 +257,7 @@ func (h *hub) remoteQueue(ms *meshState, c cluster.Change) {
 			}
 		}
 		if !e.Receipt {
-			ms.unreserveLocked(recipient)
+			ms.releaseLocked(recipient, e.From, e.Charge)
 			h.b.metrics.pending.Sub(1)
 		}
 	}

@@ -22,16 +22,23 @@ type Config struct {
 	MaxFrame        int64 // client→broker frame limit (bytes)
 	MaxConnsPerMesh int   // 0 = unlimited
 	MaxPending      int   // per recipient
-	Rate            float64
-	Burst           int
-	QueueTTL        time.Duration
-	SendBuffer      int // per-connection outbound bytes before 4008
-	PingInterval    time.Duration
-	PongTimeout     time.Duration
-	Grace           time.Duration
-	RedeliverAfter  time.Duration
-	HelloTimeout    time.Duration
-	AuditMessages   bool
+	// MaxPendingPerSender caps the places of one recipient's queue one
+	// sending member may hold; MaxQueuedBytesPerSender and
+	// MaxQueuedBytesPerMesh cap the undelivered bytes one member, and a
+	// whole mesh, keep in the broker (quota.go). 0 takes the default.
+	MaxPendingPerSender     int
+	MaxQueuedBytesPerSender int64
+	MaxQueuedBytesPerMesh   int64
+	Rate                    float64
+	Burst                   int
+	QueueTTL                time.Duration
+	SendBuffer              int // per-connection outbound bytes before 4008
+	PingInterval            time.Duration
+	PongTimeout             time.Duration
+	Grace                   time.Duration
+	RedeliverAfter          time.Duration
+	HelloTimeout            time.Duration
+	AuditMessages           bool
 	// TopicRetention deletes topic posts older than this; 0 keeps them
 	// (--topic-retention, default keep).
 	TopicRetention time.Duration
@@ -98,36 +105,39 @@ type Config struct {
 // DefaultConfig returns the defaults of 01-protocol §8.
 func DefaultConfig() Config {
 	return Config{
-		Listen:               "127.0.0.1:7900",
-		MetricsListen:        "127.0.0.1:9790",
-		DataDir:              "./claudemesh-data",
-		MaxFrame:             1 << 20,
-		MaxConnsPerMesh:      10000,
-		MaxPending:           10000,
-		Rate:                 200,
-		Burst:                1000,
-		QueueTTL:             168 * time.Hour,
-		SendBuffer:           8 << 20,
-		PingInterval:         30 * time.Second,
-		PongTimeout:          75 * time.Second,
-		Grace:                90 * time.Second,
-		RedeliverAfter:       30 * time.Second,
-		HelloTimeout:         10 * time.Second,
-		MaxHandshakes:        1024,
-		MaxHandshakesPerIP:   32,
-		MaxGroups:            store.MaxGroups,
-		MaxConnsPerIP:        128,
-		AckRate:              1000,
-		PresenceRate:         5,
-		PresenceBurst:        100,
-		MaxSessionsPerMember: 1000,
-		IPLimitExempt:        LoopbackPrefixes(),
-		HTTPReadTimeout:      10 * time.Second,
-		HTTPWriteTimeout:     30 * time.Second,
-		HTTPIdleTimeout:      30 * time.Second,
-		WorkingDecay:         10 * time.Minute,
-		SSEHeartbeat:         15 * time.Second,
-		Version:              "dev",
+		Listen:                  "127.0.0.1:7900",
+		MetricsListen:           "127.0.0.1:9790",
+		DataDir:                 "./claudemesh-data",
+		MaxFrame:                1 << 20,
+		MaxConnsPerMesh:         10000,
+		MaxPending:              10000,
+		MaxPendingPerSender:     2500,
+		MaxQueuedBytesPerSender: 128 << 20,
+		MaxQueuedBytesPerMesh:   1 << 30,
+		Rate:                    200,
+		Burst:                   1000,
+		QueueTTL:                168 * time.Hour,
+		SendBuffer:              8 << 20,
+		PingInterval:            30 * time.Second,
+		PongTimeout:             75 * time.Second,
+		Grace:                   90 * time.Second,
+		RedeliverAfter:          30 * time.Second,
+		HelloTimeout:            10 * time.Second,
+		MaxHandshakes:           1024,
+		MaxHandshakesPerIP:      32,
+		MaxGroups:               store.MaxGroups,
+		MaxConnsPerIP:           128,
+		AckRate:                 1000,
+		PresenceRate:            5,
+		PresenceBurst:           100,
+		MaxSessionsPerMember:    1000,
+		IPLimitExempt:           LoopbackPrefixes(),
+		HTTPReadTimeout:         10 * time.Second,
+		HTTPWriteTimeout:        30 * time.Second,
+		HTTPIdleTimeout:         30 * time.Second,
+		WorkingDecay:            10 * time.Minute,
+		SSEHeartbeat:            15 * time.Second,
+		Version:                 "dev",
 	}
 }
 

@@ -255,9 +255,7 @@ func (h *hub) settleExpired(ms *meshState, expired []store.Expired) {
 			continue
 		}
 		n++
-		if ms.pending[e.Recipient]--; ms.pending[e.Recipient] <= 0 {
-			delete(ms.pending, e.Recipient)
-		}
+		ms.releaseLocked(e.Recipient, e.From, e.Charge)
 	}
 	ms.mu.Unlock()
 	h.b.metrics.expired.Add(float64(n))

@@ -44,6 +44,7 @@ type meshState struct {
 	memberPresences map[string]map[string]*presence
 	conns           map[string]map[*conn]struct{} // identity → live conns
 	pending         map[string]int                // recipient → undelivered messages
+	quota           quotaCounts                   // queue quotas (quota.go)
 	history         map[string]int64              // presence key → when it last started or ended (ms); pruned after historyTTL
 	connCount       int
 	// controlPlanes counts each member's connected control-plane
@@ -172,11 +173,8 @@ func (h *hub) loadMeshTx(tx *store.Tx, m store.Mesh, bad func(store.Corrupt)) (m
 	if ms.grants, err = store.ListGrants(tx, m.ID); err != nil {
 		return nil, 0, err
 	}
-	if ms.pending, err = store.CountPendingSkipping(tx, m.ID, bad); err != nil {
+	if n, err = ms.loadQueueCounts(tx, bad); err != nil {
 		return nil, 0, err
-	}
-	for _, c := range ms.pending {
-		n += c
 	}
 	return ms, n, nil
 }

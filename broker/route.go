@@ -206,7 +206,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	release := func() {
 		ms.mu.Lock()
 		for _, d := range to {
-			ms.unreserveLocked(d.Recipient)
+			ms.releaseLocked(d.Recipient, d.From, d.Charge)
 		}
 		ms.mu.Unlock()
 	}
@@ -435,10 +435,12 @@ func (c *conn) validateSend(s *wire.Send) error {
 // place reserved in its --max-pending count, taken in the same critical
 // section as the check, so a burst of sends in flight to the committer
 // cannot all pass the check before any is counted; the caller gives the
-// places back if the send queues nothing.
+// places back if the send queues nothing. The sender's share of each
+// queue and its and the mesh's queued bytes (quota.go) are checked and
+// reserved the same way.
 func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, msg string) {
 	ms := c.ms
-	maxPending := c.b.cfg.MaxPending
+	from := c.mem.Pubkey // quotas count the member, whichever of its keys sends
 	if s.Kind == wire.KindBox {
 		if !ms.knownRecipient(s.TargetSpec) {
 			return nil, wire.CodeUnknownRecipient, "no member or session of this mesh has that key"
@@ -447,11 +449,11 @@ func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, ms
 			c.b.metrics.droppedByGrant.WithLabelValues(wire.CapDM).Inc()
 			return nil, wire.CodeBlockedByRecipient, "the recipient does not accept direct messages from you"
 		}
-		if ms.pending[s.TargetSpec] >= maxPending {
-			return nil, wire.CodeRecipientQueueFull, "the recipient has too many undelivered messages"
+		if !c.queueRoomLocked(s.TargetSpec, from) {
+			return nil, wire.CodeRecipientQueueFull, "the recipient has too many undelivered messages (from you, or in all)"
 		}
-		ms.pending[s.TargetSpec]++
-		return []store.NewDelivery{{Recipient: s.TargetSpec}}, "", ""
+		to = []store.NewDelivery{{Recipient: s.TargetSpec}}
+		return c.reserveLocked(to, from, len(s.Ciphertext))
 	}
 	group := strings.TrimPrefix(s.TargetSpec, "@")
 	to = make([]store.NewDelivery, 0, len(s.Keys))
@@ -468,12 +470,28 @@ func (c *conn) resolveRecipients(s *wire.Send) (to []store.NewDelivery, code, ms
 			c.b.metrics.droppedByGrant.WithLabelValues(wire.CapBroadcast).Inc()
 			continue
 		}
-		if ms.pending[k.To] >= maxPending {
+		if !c.queueRoomLocked(k.To, from) {
 			c.b.metrics.rejected.WithLabelValues(wire.CodeRecipientQueueFull).Inc()
 			continue
 		}
-		ms.pending[k.To]++
 		to = append(to, store.NewDelivery{Recipient: k.To, Key: &wire.MultiKey{To: k.To, Nonce: k.Nonce, Box: k.Box}})
+	}
+	return c.reserveLocked(to, from, len(s.Ciphertext))
+}
+
+// reserveLocked charges the deliveries to their sender (chargeDeliveries)
+// and, unless that goes over a byte quota, takes their places and bytes.
+// Caller holds ms.mu.
+func (c *conn) reserveLocked(to []store.NewDelivery, from string, ciphertextLen int) ([]store.NewDelivery, string, string) {
+	total := chargeDeliveries(to, from, ciphertextLen)
+	if len(to) == 0 {
+		return to, "", ""
+	}
+	if code, msg := c.checkQueueBytes(from, total); code != "" {
+		return nil, code, msg
+	}
+	for _, d := range to {
+		c.ms.holdLocked(d.Recipient, d.From, d.Charge)
 	}
 	return to, "", ""
 }
@@ -571,7 +589,7 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 			continue
 		}
 		settled++
-		ms.unreserveLocked(c.pubkey)
+		ms.releaseLocked(c.pubkey, o.From, o.Charge)
 		if o.NewReceipt == nil {
 			continue
 		}

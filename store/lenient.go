@@ -63,21 +63,30 @@ func EachSession(tx *Tx, meshID string, fn func(Session) error, bad func(Corrupt
 // CountPendingSkipping is CountPending that skips (and reports) queue
 // entries that do not decode.
 func CountPendingSkipping(tx *Tx, meshID string, bad func(Corrupt)) (map[string]int, error) {
+	out := map[string]int{}
+	err := EachQueued(tx, meshID, func(recipient string, e *QueueEntry) {
+		if !e.Receipt {
+			out[recipient]++
+		}
+	}, bad)
+	return out, err
+}
+
+// EachQueued calls fn for every queue entry of a mesh (messages and
+// receipts, in key order) that decodes, and bad for the others: the broker
+// derives its per-recipient counts and its quotas from it at start.
+func EachQueued(tx *Tx, meshID string, fn func(recipient string, e *QueueEntry), bad func(Corrupt)) error {
 	b, err := sub(tx, meshID, bQueue)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := map[string]int{}
-	err = b.ForEach(func(k, v []byte) error {
+	return b.ForEach(func(k, v []byte) error {
 		var e QueueEntry
 		if len(k) < 32 || decodeQueueEntry(v, &e) != nil {
 			bad(Corrupt{MeshID: meshID, Bucket: string(bQueue), Key: bytes.Clone(k), Err: ErrCorrupt})
 			return nil
 		}
-		if !e.Receipt {
-			out[hexKey(k[:32])]++
-		}
+		fn(hexKey(k[:32]), &e)
 		return nil
 	})
-	return out, err
 }

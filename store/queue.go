@@ -90,12 +90,22 @@ type QueueEntry struct {
 	Key       *wire.MultiKey `json:"key,omitempty"`
 	Frame     jsontext.Value `json:"frame,omitempty"`
 	CreatedAt int64          `json:"createdAt"`
+	// From and Charge say whose quota this delivery counts against (the
+	// sending member's key) and by how many bytes, as the broker reserved
+	// them at send time: settling the entry gives back exactly what was
+	// taken, and the counts are derived again from the queue at start.
+	// Empty and 0 for entries queued before quotas (they count nowhere).
+	From   string `json:"from,omitempty"`
+	Charge int64  `json:"charge,omitzero"`
 }
 
-// NewDelivery addresses a new message to one recipient key.
+// NewDelivery addresses a new message to one recipient key. From and
+// Charge are stored in its queue entry (QueueEntry).
 type NewDelivery struct {
 	Recipient string
 	Key       *wire.MultiKey
+	From      string
+	Charge    int64
 }
 
 func qkey(recipient string, seq uint64) []byte { return cat(pk(recipient), u64(seq)) }
@@ -144,7 +154,7 @@ func AppendMessage(tx *Tx, meshID string, msg *Message, to []NewDelivery) ([]uin
 		if err != nil {
 			return nil, err
 		}
-		e := QueueEntry{ID: msg.ID, Priority: msg.Priority, Key: d.Key, CreatedAt: msg.CreatedAt}
+		e := QueueEntry{ID: msg.ID, Priority: msg.Priority, Key: d.Key, CreatedAt: msg.CreatedAt, From: d.From, Charge: d.Charge}
 		if err := queue.Put(qkey(d.Recipient, seq), encodeQueueEntry(&e)); err != nil {
 			return nil, err
 		}
@@ -244,6 +254,10 @@ type AckOutcome struct {
 	ReceiptFor   string
 	ReceiptSeq   uint64
 	ReceiptFrame []byte
+	// From and Charge are the settled queue entry's (QueueEntry): the
+	// quota the delivery held, now free.
+	From   string
+	Charge int64
 }
 
 // queueBuckets are the buckets settling a delivery touches.
@@ -320,6 +334,12 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 			}
 			continue
 		}
+		var held QueueEntry
+		if v := qb.queue.Get(qk); v != nil {
+			if err := decodeQueueEntry(v, &held); err != nil {
+				held = QueueEntry{}
+			}
+		}
 		if err := qb.queue.Delete(qk); err != nil {
 			return nil, err
 		}
@@ -342,7 +362,7 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 		if err := qb.dlv.Put(dk, encodeDelivery(&settled)); err != nil {
 			return nil, err
 		}
-		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m}
+		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m, From: held.From, Charge: held.Charge}
 		if m.Receipts {
 			seq, err := qb.queue.NextSequence()
 			if err != nil {
@@ -447,6 +467,8 @@ type Expired struct {
 	MessageID string
 	Seq       uint64
 	Receipt   bool
+	From      string // the quota the entry held (QueueEntry)
+	Charge    int64
 }
 
 // ExpireBefore expires, at most max at a time, the queue entries (message
@@ -481,7 +503,7 @@ func ExpireBefore(tx *Tx, meshID string, cutoff int64, max int) (out []Expired, 
 			break
 		}
 		keys = append(keys, bytes.Clone(k))
-		out = append(out, Expired{Recipient: hexKey(k[:32]), MessageID: e.ID, Seq: be64(k[32:]), Receipt: e.Receipt})
+		out = append(out, Expired{Recipient: hexKey(k[:32]), MessageID: e.ID, Seq: be64(k[32:]), Receipt: e.Receipt, From: e.From, Charge: e.Charge})
 		k, v = c.Next()
 	}
 	for i, k := range keys {
@@ -619,7 +641,7 @@ func DropQueue(tx *Tx, meshID, recipient string) ([]Expired, error) {
 			return nil, err
 		}
 		keys = append(keys, bytes.Clone(k))
-		out = append(out, Expired{Recipient: recipient, MessageID: e.ID, Seq: be64(k[32:]), Receipt: e.Receipt})
+		out = append(out, Expired{Recipient: recipient, MessageID: e.ID, Seq: be64(k[32:]), Receipt: e.Receipt, From: e.From, Charge: e.Charge})
 	}
 	for i, k := range keys {
 		if err := qb.expire(k, out[i]); err != nil {

@@ -32,7 +32,8 @@ import (
 //	             senderMember, targetSpec, kind, priority, fingerprint,
 //	             bytes push
 //	QueueEntry:  recBinary, flags (1 receipt, 2 key), varint createdAt,
-//	             str id, priority, [str to, nonce, box], bytes frame
+//	             str id, priority, [str to, nonce, box], bytes frame,
+//	             [32-byte from, uvarint charge]
 //	deliveryRec: recBinary, flags (1 receipt, 2 noReceipts, 4 sender is raw),
 //	             state, uvarint seq, varint deliveredAt, sender (key), str cmid
 const recBinary = binrec.Format
@@ -47,6 +48,7 @@ const (
 const (
 	qeReceipt = 1 << iota
 	qeKey
+	qeQuota // From (raw key) and Charge follow the frame
 )
 
 const (
@@ -217,6 +219,13 @@ func encodeQueueEntry(e *QueueEntry) []byte {
 		flags |= qeKey
 		n += binrec.SizeOf(e.Key.To, e.Key.Nonce, e.Key.Box)
 	}
+	var from [32]byte
+	quota := isHexKey(e.From)
+	if quota {
+		hex.Decode(from[:], []byte(e.From))
+		flags |= qeQuota
+		n += 32 + binary.MaxVarintLen64
+	}
 	b := make([]byte, 0, n)
 	b = append(b, recBinary, flags)
 	b = binary.AppendVarint(b, e.CreatedAt)
@@ -227,7 +236,12 @@ func encodeQueueEntry(e *QueueEntry) []byte {
 		b = binrec.AppendStr(b, e.Key.Nonce)
 		b = binrec.AppendStr(b, e.Key.Box)
 	}
-	return binrec.AppendBytes(b, e.Frame)
+	b = binrec.AppendBytes(b, e.Frame)
+	if quota {
+		b = append(b, from[:]...)
+		b = binary.AppendUvarint(b, uint64(e.Charge))
+	}
+	return b
 }
 
 func decodeQueueEntry(v []byte, e *QueueEntry) error {
@@ -244,6 +258,11 @@ func decodeQueueEntry(v []byte, e *QueueEntry) error {
 		e.Key = &wire.MultiKey{To: r.Str(), Nonce: r.Str(), Box: r.Str()}
 	}
 	e.Frame = r.Bytes()
+	e.From, e.Charge = "", 0
+	if flags&qeQuota != 0 {
+		e.From = hex.EncodeToString(r.Take(32))
+		e.Charge = int64(r.Uvarint())
+	}
 	e.Receipt = flags&qeReceipt != 0
 	return recordErr(r.Done("queue entry"))
 }

@@ -34,10 +34,13 @@ const (
 	CodeBlockedByRecipient   = "blocked_by_recipient"
 	CodeIdempotencyKeyReused = "idempotency_key_reused"
 	CodeRecipientQueueFull   = "recipient_queue_full"
-	CodeForbidden            = "forbidden"
-	CodeNotFound             = "not_found"
-	CodeInternal             = "internal"
-	CodeShuttingDown         = "shutting_down"
+	// CodeQuotaExceeded refuses a send that would take its sender's (or
+	// its mesh's) undelivered bytes over the broker's quota.
+	CodeQuotaExceeded = "quota_exceeded"
+	CodeForbidden     = "forbidden"
+	CodeNotFound      = "not_found"
+	CodeInternal      = "internal"
+	CodeShuttingDown  = "shutting_down"
 
 	// REST enrollment and administration.
 	CodeMeshNotFound    = "mesh_not_found"
