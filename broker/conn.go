@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -124,10 +125,13 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 	// response, the handler's grown stack) becomes garbage instead of
 	// living as long as the WebSocket, which matters at thousands of idle
 	// connections.
-	c.pingTimer = time.AfterFunc(b.cfg.PingInterval, func() {
+	// The timer is armed only once c.pingTimer is set: with a short
+	// interval it could fire first, and its writer reads c.pingTimer.
+	c.pingTimer = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		c.needPing.Store(true)
 		c.signal()
 	})
+	c.pingTimer.Reset(b.cfg.PingInterval)
 	go c.serve(handshakeDone)
 }
 

@@ -82,7 +82,7 @@ func TestRedeliveryAndReconnect(t *testing.T) {
 	}
 	p1 := bc.nextPush()
 	// Not acked: pushed again after --redeliver-after.
-	p2 := bc.nextPush()
+	p2 := bc.nextPushAgain()
 	if p1.MessageID != p2.MessageID {
 		t.Fatalf("redelivered a different message")
 	}
