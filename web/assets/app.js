@@ -690,6 +690,7 @@
       } finally {
         S.loading = false;
         $('older').hidden = true;
+        olderIfWanted();
       }
       return;
     }
@@ -706,6 +707,7 @@
     } finally {
       S.loading = false;
       $('older').hidden = true;
+      olderIfWanted();
     }
   }
 
@@ -744,11 +746,26 @@
 
   async function loadOlder() {
     const more = threadKind(S.open || '') === 'topic' ? S.topicMore : !!S.before;
-    if (!more || S.loading) return;
     const box = $('messages');
+    if (more && S.loading) {
+      // A scroll to the top while another load runs (a refresh, the
+      // topic key arriving) would otherwise ask for nothing, and no
+      // further scroll event comes while the user stays at the top.
+      S.olderWanted = true;
+      return;
+    }
+    if (!more) return;
+    S.olderWanted = false;
     const from = box.scrollHeight - box.scrollTop;
     await loadPage();
     box.scrollTop = box.scrollHeight - from;
+  }
+
+  // olderIfWanted runs what a scroll asked for during a load, if the pane
+  // is still at its top.
+  function olderIfWanted() {
+    if (S.olderWanted && !S.loading && $('messages').scrollTop < 150) setTimeout(loadOlder, 0);
+    else if (!S.loading) S.olderWanted = false;
   }
 
   async function reveal(ikey) {
