@@ -12,9 +12,11 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"claudemesh/cluster"
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
 )
@@ -28,10 +30,16 @@ func Command() *cli.Command {
 		Description: cliui.WithExamples(
 			"Runs the broker in the foreground with JSON logs on stderr. On first start it creates the data directory\n"+
 				"with broker.db, broker.key and operator.token (all 0600); the token's path is in the start-up log.\n"+
-				"Put a TLS proxy in front, or give --tls-cert and --tls-key.",
+				"Put a TLS proxy in front, or give --tls-cert and --tls-key.\n"+
+				"With --cluster the broker is one node of a cluster: its records are replicated through NATS JetStream\n"+
+				"(an embedded server whose files are in <data>/jetstream, or --nats), every node must have the same\n"+
+				"broker.key (copy it from the first node before starting the others), and writes are refused while\n"+
+				"a quorum of the nodes is unreachable. See docs/operating-a-broker.md \"Running a cluster\".",
 			"claudemesh broker",
 			"claudemesh broker --listen :7900 --data /var/lib/claudemesh --public-url wss://mesh.example.com/ws",
 			"claudemesh broker --tls-cert /etc/claudemesh/cert.pem --tls-key /etc/claudemesh/key.pem --listen :443",
+			"claudemesh broker --cluster prod --node b1 --cluster-listen 10.0.0.1:7901 --cluster-routes 10.0.0.1:7901,10.0.0.2:7901,10.0.0.3:7901",
+			"claudemesh broker --cluster prod --node b1 --nats nats://user:pass@nats.internal:4222",
 		),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: def.Listen, Usage: "public `ADDR` for /ws, /v1 and /health"},
@@ -71,6 +79,13 @@ func Command() *cli.Command {
 			&cli.DurationFlag{Name: "http-idle-timeout", Value: def.HTTPIdleTimeout, Usage: "how long an idle keep-alive connection stays open"},
 			&cli.StringFlag{Name: "topic-retention", Value: "keep", Usage: "delete topic posts older than this `DUR` (e.g. 30d); keep = never"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "cluster", Category: "Cluster", Usage: "run as a node of the cluster `NAME` (records replicated through NATS JetStream; every node shares broker.key)"},
+			&cli.StringFlag{Name: "node", Category: "Cluster", Usage: "this node's `ID`, unique in the cluster (with --cluster)"},
+			&cli.StringFlag{Name: "cluster-listen", Category: "Cluster", Usage: "`ADDR` of the embedded NATS server's route port, which the other nodes dial"},
+			&cli.StringFlag{Name: "cluster-routes", Category: "Cluster", Usage: "comma-separated route `ADDRS` of every node (this one may be listed); none = a one-node cluster"},
+			&cli.StringFlag{Name: "nats", Category: "Cluster", Usage: "connect to the existing NATS (JetStream) system at `URL` instead of embedding a server"},
+			&cli.IntFlag{Name: "cluster-replicas", Category: "Cluster", Usage: "replicas of the replicated log: 1, 3 or 5 (default 3, or 1 for an embedded node without routes)"},
+			&cli.DurationFlag{Name: "cluster-write-timeout", Category: "Cluster", Value: 5 * time.Second, Usage: "how long a write waits for a quorum of the cluster before it is refused (unavailable)"},
 		},
 		Action: func(c *cli.Context) error {
 			var level slog.Level
@@ -88,6 +103,10 @@ func Command() *cli.Command {
 			if err != nil {
 				return cliui.UsageErrorf("--ip-limit-exempt: %v", err)
 			}
+			cc, err := clusterFlags(c)
+			if err != nil {
+				return err
+			}
 			cfg := Config{
 				Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"), DataDir: c.String("data"),
 				PublicURL: c.String("public-url"), TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
@@ -104,11 +123,61 @@ func Command() *cli.Command {
 				HTTPReadTimeout: c.Duration("http-read-timeout"), HTTPWriteTimeout: c.Duration("http-write-timeout"),
 				HTTPIdleTimeout: c.Duration("http-idle-timeout"),
 				WorkingDecay:    def.WorkingDecay, Version: buildinfo.Version,
-				Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+				Logger:  slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+				Cluster: cc, ClusterPublishTimeout: c.Duration("cluster-write-timeout"),
 			}
 			return Run(c.Context, cfg)
 		},
 	}
+}
+
+// clusterFlags reads the cluster flags: nil (a single broker on its own
+// bbolt file, exactly as without them) unless --cluster is given.
+func clusterFlags(c *cli.Context) (*cluster.Config, error) {
+	name := c.String("cluster")
+	if name == "" {
+		for _, f := range []string{"node", "cluster-listen", "cluster-routes", "nats", "cluster-replicas"} {
+			if c.IsSet(f) {
+				return nil, cliui.UsageErrorf("--%s needs --cluster NAME", f)
+			}
+		}
+		return nil, nil
+	}
+	cc := &cluster.Config{Name: name, NodeID: c.String("node"), Listen: c.String("cluster-listen"), NATSURL: c.String("nats"), Replicas: c.Int("cluster-replicas")}
+	if cc.NodeID == "" {
+		return nil, cliui.UsageErrorf("--cluster needs --node ID, unique in the cluster")
+	}
+	for _, r := range strings.Split(c.String("cluster-routes"), ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			cc.Routes = append(cc.Routes, r)
+		}
+	}
+	if cc.NATSURL != "" {
+		if cc.Listen != "" || len(cc.Routes) > 0 {
+			return nil, cliui.UsageErrorf("--nats connects to an existing NATS system: give it without --cluster-listen and --cluster-routes")
+		}
+	} else {
+		if len(cc.Routes) > 0 && cc.Listen == "" {
+			return nil, cliui.UsageErrorf("--cluster-routes needs --cluster-listen ADDR (this node's route port, which the others dial)")
+		}
+		if cc.Listen == "" {
+			// A one-node cluster: no other node dials in.
+			cc.Listen = "127.0.0.1:0"
+		}
+	}
+	if cc.Replicas == 0 {
+		cc.Replicas = 3
+		if cc.NATSURL == "" && len(cc.Routes) == 0 {
+			cc.Replicas = 1
+		}
+	}
+	if cc.NATSURL == "" && len(cc.Routes) == 0 && cc.Replicas != 1 {
+		return nil, cliui.UsageErrorf("--cluster-replicas %d needs --cluster-routes (a node without routes is alone)", cc.Replicas)
+	}
+	if err := cc.Validate(); err != nil {
+		return nil, cliui.UsageErrorf("%v", err)
+	}
+	return cc, nil
 }
 
 // parsePrefixes reads a comma-separated list of CIDRs or bare addresses
