@@ -44,6 +44,7 @@ type Broker struct {
 	// node and engine are the cluster (nil on a single broker).
 	node   *cluster.Node
 	engine *cluster.Engine
+	cpres  *clusterPresence // presence across the nodes (nil on a single broker)
 	// hubReady is closed once the hub is loaded: the cluster's feed of
 	// other nodes' writes waits for it.
 	hubReady chan struct{}
@@ -195,6 +196,13 @@ func New(cfg Config) (*Broker, error) {
 		st.Close()
 		b.closeCluster()
 		return nil, err
+	}
+	if b.node != nil {
+		if err := b.startClusterPresence(); err != nil {
+			st.Close()
+			b.closeCluster()
+			return nil, fmt.Errorf("cluster: presence: %w", err)
+		}
 	}
 	if created {
 		b.log.Info("operator token created", "path", tokenPath)
@@ -374,6 +382,7 @@ func (b *Broker) Close() error {
 			b.metricsSrv.Shutdown(ctx)
 		}
 		b.wg.Wait()
+		b.cpres.close()
 		err = b.store.Close()
 		b.closeCluster()
 		os.Remove(filepath.Join(b.cfg.DataDir, pidFile))

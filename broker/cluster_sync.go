@@ -134,6 +134,13 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 			}
 		}
 		delete(ms.grants, m.Pubkey)
+		// Its presences held by other nodes end here; those held here
+		// end as their connections close.
+		for _, p := range ms.presences {
+			if p.member == m && p.node != "" {
+				ms.endPresence(p)
+			}
+		}
 		ms.removeMember(m)
 		ms.topics = nil
 		ms.memberChanged(wire.MemberLeft, m, nil)

@@ -6,9 +6,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/oklog/ulid/v2"
 
 	"claudemesh/cluster"
@@ -20,6 +22,14 @@ import (
 // embedded NATS servers, R3 for three nodes), all with the same broker key,
 // as an operator sets them up.
 func startCluster(t *testing.T, name string, n int, mutate func(*Config)) []*Broker {
+	t.Helper()
+	bs, _ := startClusterConfigs(t, name, n, mutate)
+	return bs
+}
+
+// startClusterConfigs also returns each node's configuration, for a test
+// that stops a node and starts it again.
+func startClusterConfigs(t *testing.T, name string, n int, mutate func(*Config)) ([]*Broker, []Config) {
 	t.Helper()
 	key, err := cmcrypto.GenerateIdentity()
 	if err != nil {
@@ -50,6 +60,7 @@ func startCluster(t *testing.T, name string, n int, mutate func(*Config)) []*Bro
 		}
 		cfg.Cluster = cc
 		cfg.ClusterPublishTimeout = 10 * time.Second
+		cfg.ClusterHeartbeat = 100 * time.Millisecond
 		if mutate != nil {
 			mutate(&cfg)
 		}
@@ -72,10 +83,22 @@ func startCluster(t *testing.T, name string, n int, mutate func(*Config)) []*Bro
 			t.Fatal(err)
 		}
 	}
-	for _, b := range out {
-		t.Cleanup(func() { b.Close() })
+	// All at once: a node closed after the others would wait for a
+	// quorum for its last writes (the presences' last-seen times).
+	t.Cleanup(func() { closeAll(out) })
+	return out, cfgs
+}
+
+// closeAll closes brokers concurrently.
+func closeAll(bs []*Broker) {
+	var wg sync.WaitGroup
+	for _, b := range bs {
+		if b != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); b.Close() }()
+		}
 	}
-	return out
+	wg.Wait()
 }
 
 // waitMember waits until a broker's hub knows a member (another node's
@@ -118,7 +141,7 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 		}
 	}
 	a := connect(t, bs[0], alice, true, nil)
-	bc := connect(t, bs[1], bob, true, nil)
+	bc := connect(t, bs[1], bob, true, func(h *wire.Hello) { h.SessionID = "bob-main" })
 	cc := connect(t, bs[2], carol, true, func(h *wire.Hello) { h.Groups = []wire.Group{{Name: "dev"}} })
 
 	t.Run("DMWithReceipt", func(t *testing.T) {
@@ -218,4 +241,140 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 			}
 		}
 	})
+
+	// Presence is cluster-wide: every node lists every presence, whichever
+	// node holds its connection.
+	t.Run("PeersFromEveryNode", func(t *testing.T) {
+		for _, c := range []*rawConn{a, bc, cc} {
+			waitPeers(t, c, "everyone online", func(ps []wire.Peer) bool {
+				return onlineKeys(ps)[alice.pub()] && onlineKeys(ps)[bob.pub()] && onlineKeys(ps)[carol.pub()]
+			})
+		}
+	})
+	t.Run("JoinedLeftAcrossNodes", func(t *testing.T) {
+		b2 := connect(t, bs[2], bob, true, func(h *wire.Hello) { h.SessionID = "bob-second"; h.Hostname = "laptop-2" })
+		ev := nextPeerEvent(t, a, wire.EventPeerJoined, "bob-second")
+		if ev.MemberPubkey != bob.pub() {
+			t.Fatalf("peer_joined %+v", ev)
+		}
+		ps := waitPeers(t, a, "bob-second listed", func(ps []wire.Peer) bool { return findPeer(ps, bob.pub(), "bob-second") != nil })
+		if p := findPeer(ps, bob.pub(), "bob-second"); !p.Online || p.Hostname != "laptop-2" || p.DisplayName != "bob" {
+			t.Fatalf("peer on node 1 %+v", p)
+		}
+		if err := b2.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")); err != nil {
+			t.Fatal(err)
+		}
+		nextPeerEvent(t, a, wire.EventPeerLeft, "bob-second")
+		waitPeers(t, cc, "bob-second gone from node 3 too", func(ps []wire.Peer) bool { return findPeer(ps, bob.pub(), "bob-second") == nil })
+	})
+	t.Run("SessionProfileAcrossNodes", func(t *testing.T) {
+		sess, err := cmcrypto.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := dial(t, bs[1])
+		r.write(r.sessionHello(alice, sess, func(h *wire.SessionHello) { h.SessionID = "alice-worker" }))
+		var ack wire.HelloAck
+		r.next(&ack, wire.TypeHelloAck)
+		var ok wire.OK
+		r.request(map[string]any{"type": wire.TypeSetSummary, "summary": "compiling node 2"}, &ok, wire.TypeOK)
+		r.request(map[string]any{"type": wire.TypeJoinGroup, "name": "builders"}, &ok, wire.TypeOK)
+		for _, c := range []*rawConn{a, cc} {
+			waitPeers(t, c, "the session's profile", func(ps []wire.Peer) bool {
+				p := findPeer(ps, sess.PublicHex(), "alice-worker")
+				return p != nil && p.Summary == "compiling node 2" && len(p.Groups) == 1 && p.Groups[0].Name == "builders" && p.Role == wire.RoleSession
+			})
+		}
+	})
+	// The one-presence rule across nodes: bob's presence reconnecting to
+	// node 3 replaces its connection on node 2, and stays listed once.
+	t.Run("OnePresenceAcrossNodes", func(t *testing.T) {
+		moved := connect(t, bs[2], bob, true, func(h *wire.Hello) { h.SessionID = "bob-main" })
+		bc.expectClose(wire.CloseNormal, wire.ReasonReplaced)
+		waitPeers(t, a, "bob listed once, online", func(ps []wire.Peer) bool {
+			n := 0
+			for _, p := range ps {
+				if p.Pubkey == bob.pub() && p.SessionID == "bob-main" && p.Online {
+					n++
+				}
+			}
+			return n == 1
+		})
+		// And his messages now reach him on node 3.
+		ack := a.sendAck(dm(t, alice, bob.pub(), "you moved"))
+		if ack.Error != nil {
+			t.Fatalf("ack %+v", ack.Error)
+		}
+		p := moved.nextPush()
+		if p.MessageID != ack.MessageID || openPush(t, &p, bob) != "you moved" {
+			t.Fatalf("bob on node 3 got %+v", p)
+		}
+		moved.ack(p.MessageID)
+		var r wire.Receipt
+		a.next(&r, wire.TypeReceipt)
+		a.ack(r.ReceiptID)
+	})
+	// A node that dies takes its connections with it: after its
+	// heartbeats stop and the grace period passes, the other nodes end its
+	// presences with peer_left.
+	t.Run("DeadNodesPresencesEnd", func(t *testing.T) {
+		bs[2].Close()
+		nextPeerEvent(t, a, wire.EventPeerLeft, "")
+		waitPeers(t, a, "node 3's presences gone", func(ps []wire.Peer) bool {
+			return !onlineKeys(ps)[carol.pub()] && findPeer(ps, bob.pub(), "bob-main") == nil
+		})
+	})
+}
+
+// waitPeers asks c for list_peers until ok holds.
+func waitPeers(t *testing.T, c *rawConn, what string, ok func([]wire.Peer) bool) []wire.Peer {
+	t.Helper()
+	deadline := time.Now().Add(expectWithin)
+	for {
+		var ps wire.Peers
+		c.request(map[string]any{"type": wire.TypeListPeers}, &ps, wire.TypePeers)
+		if ok(ps.Peers) {
+			return ps.Peers
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: never true; peers %+v", what, ps.Peers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func onlineKeys(ps []wire.Peer) map[string]bool {
+	out := map[string]bool{}
+	for _, p := range ps {
+		if p.Online {
+			out[p.Pubkey] = true
+		}
+	}
+	return out
+}
+
+func findPeer(ps []wire.Peer, pubkey, sessionID string) *wire.Peer {
+	for i := range ps {
+		if ps[i].Pubkey == pubkey && ps[i].SessionID == sessionID {
+			return &ps[i]
+		}
+	}
+	return nil
+}
+
+// nextPeerEvent reads c's frames until a presence event of this kind about
+// sessionID ("" = any) arrives.
+func nextPeerEvent(t *testing.T, c *rawConn, event, sessionID string) wire.PeerEvent {
+	t.Helper()
+	for {
+		var p struct {
+			Subtype   string         `json:"subtype"`
+			Event     string         `json:"event"`
+			EventData wire.PeerEvent `json:"eventData"`
+		}
+		c.next(&p, wire.TypePush)
+		if p.Subtype == wire.SubtypeSystem && p.Event == event && (sessionID == "" || p.EventData.SessionID == sessionID) {
+			return p.EventData
+		}
+	}
 }

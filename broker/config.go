@@ -100,6 +100,10 @@ type Config struct {
 	// ClusterPublishTimeout bounds the wait for a quorum of the cluster
 	// to store a write; past it the write is refused `unavailable`.
 	ClusterPublishTimeout time.Duration
+	// ClusterHeartbeat is how often a node tells the others it is alive
+	// (1 s); one silent for 4 of them is taken for dead and its presences
+	// end after Grace unless they reconnect elsewhere.
+	ClusterHeartbeat time.Duration
 }
 
 // DefaultConfig returns the defaults of 01-protocol §8.

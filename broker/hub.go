@@ -33,6 +33,7 @@ type hub struct {
 // mesh never contends with another.
 type meshState struct {
 	id, slug, name string
+	hub            *hub
 
 	mu         sync.Mutex
 	members    map[string]*member        // by pubkey
@@ -110,6 +111,12 @@ type presence struct {
 	connectedAt int64
 	conn        *conn
 	grace       *time.Timer
+	// In a cluster (cluster_presence.go): the node that holds the
+	// presence's connection ("" = this one) and its epoch, whether it said
+	// the connection is up, and the stamp ordering attaches across nodes.
+	node, epoch string
+	remoteUp    bool
+	stamp       int64
 }
 
 func newHub(b *Broker) (*hub, error) {
@@ -207,7 +214,7 @@ func (h *hub) loadMesh(id string) error {
 
 func (h *hub) newMeshState(m store.Mesh) *meshState {
 	return &meshState{
-		id: m.ID, slug: m.Slug, name: m.Name,
+		id: m.ID, slug: m.Slug, name: m.Name, hub: h,
 		members:         map[string]*member{},
 		memberByID:      map[string]*member{},
 		sessions:        map[string]*store.Session{},
@@ -403,7 +410,7 @@ func (ms *meshState) peer(p *presence, decay time.Duration) wire.Peer {
 		Channel:      p.channel,
 		Model:        p.model,
 		ConnectedAt:  p.connectedAt,
-		Online:       p.conn != nil,
+		Online:       p.online(),
 		Visible:      !hidden,
 		Attestation:  p.attestation,
 	}

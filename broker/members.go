@@ -40,7 +40,7 @@ func (ms *meshState) memberChanged(change string, m *member, prev *wire.MemberPr
 // connected, as members_list's `online`. Caller holds ms.mu.
 func (ms *meshState) memberOnline(m *member) bool {
 	for _, p := range ms.presences {
-		if p.member == m && p.conn != nil {
+		if p.member == m && p.online() {
 			return true
 		}
 	}

@@ -53,8 +53,13 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 			replaced.pres = nil // its close must not end this presence
 			ms.setConnLocked(p, nil)
 		}
+		// Held by another node of a cluster (connected there, or in its
+		// grace): this node takes it over, and the other closes its
+		// connection (cluster_presence.go).
+		p.node, p.epoch, p.remoteUp = "", "", false
+		p.stamp = attachStamp(p)
 	} else {
-		p = &presence{key: key, id: newID(), connectedAt: now.UnixMilli(), status: wire.StatusIdle, statusAt: now}
+		p = &presence{key: key, id: newID(), connectedAt: now.UnixMilli(), status: wire.StatusIdle, statusAt: now, stamp: attachStamp(nil)}
 		ms.presences[key] = p
 		if !id.session {
 			idx := ms.memberPresences[c.mem.Pubkey]
@@ -76,6 +81,7 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 	ms.setConnLocked(p, c)
 	c.pres = p
 	c.startEventsLocked()
+	ms.cluster().up(ms, p)
 	if fresh {
 		event := wire.EventPeerJoined
 		if _, ok := ms.history[key]; ok {
@@ -166,6 +172,7 @@ func (h *hub) detachLocked(c *conn) {
 	if c.endPresence.Load() {
 		ms.endPresence(p)
 	} else {
+		ms.cluster().up(ms, p) // listed, offline, for the grace period
 		p.grace = time.AfterFunc(h.b.cfg.Grace, func() {
 			ms.mu.Lock()
 			defer ms.mu.Unlock()
@@ -190,6 +197,7 @@ func (ms *meshState) endPresence(p *presence) {
 		p.grace = nil
 	}
 	delete(ms.presences, p.key)
+	ms.cluster().end(ms, p)
 	ms.history[p.key] = time.Now().UnixMilli()
 	if idx := ms.memberPresences[p.member.Pubkey]; idx != nil {
 		delete(idx, p.key)

@@ -114,6 +114,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle && p.conn != nil {
 			p.conn.requestRefill()
 		}
+		ms.cluster().up(ms, p)
 	} else {
 		mem := c.mem
 		if !(profileFields{&mem.Status, &mem.statusSetAt, &mem.Summary, &mem.Hidden, &mem.Groups}).apply(&u, now, c.b.cfg.MaxGroups) {

@@ -697,7 +697,7 @@ func (ms *meshState) memberList() []wire.Member {
 	defer ms.mu.Unlock()
 	online := map[string]bool{}
 	for _, p := range ms.presences {
-		if p.conn != nil {
+		if p.online() {
 			online[p.member.Pubkey] = true
 		}
 	}

@@ -106,6 +106,8 @@ type Engine struct {
 	closed   bool
 
 	applied   atomic.Uint64 // the log sequence the bbolt file is at
+	appliedMu sync.Mutex
+	advanced  chan struct{} // closed (and replaced) whenever applied moves
 	published atomic.Uint64 // entries this node wrote
 	conflicts atomic.Uint64 // publishes refused because another node wrote first
 	msgSeq    uint64
@@ -158,6 +160,7 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		done:     make(chan struct{}),
 		dispatch: make(chan struct{}),
 		startID:  strconv.FormatInt(time.Now().UnixNano(), 36),
+		advanced: make(chan struct{}),
 	}
 	e.maxSize = int(n.nc.MaxPayload()) / 2
 	if err := db.View(func(tx *bolt.Tx) error {
@@ -200,7 +203,7 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 // forms (the meta leader is elected a few seconds after the nodes meet).
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	for {
-		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, cancel := context.WithTimeout(ctx, time.Second)
 		s, err := js.CreateOrUpdateStream(c, cfg)
 		cancel()
 		if err == nil {
@@ -285,6 +288,42 @@ func (e *Engine) View(fn func(tx *store.Tx) error) error {
 
 // Path implements store.Engine.
 func (e *Engine) Path() string { return e.opts.Path }
+
+// setApplied records the sequence the copy is at and wakes WaitApplied.
+func (e *Engine) setApplied(seq uint64) {
+	e.applied.Store(seq)
+	e.appliedMu.Lock()
+	close(e.advanced)
+	e.advanced = make(chan struct{})
+	e.appliedMu.Unlock()
+}
+
+// WaitApplied waits until this node's copy is at seq or later (another
+// node's news that refers to records it wrote, such as a presence of a
+// member who joined there a moment ago), or until timeout; false then.
+func (e *Engine) WaitApplied(seq uint64, timeout time.Duration) bool {
+	var deadline <-chan time.Time
+	for {
+		e.appliedMu.Lock()
+		ch := e.advanced
+		e.appliedMu.Unlock()
+		if e.applied.Load() >= seq {
+			return true
+		}
+		if deadline == nil {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			return false
+		case <-e.closing:
+			return false
+		}
+	}
+}
 
 // Applied is the log sequence this node's copy is at.
 func (e *Engine) Applied() uint64 { return e.applied.Load() }
@@ -453,7 +492,7 @@ more:
 	if e.opts.OnCommit != nil {
 		e.opts.OnCommit(time.Since(start), len(msgs))
 	}
-	e.applied.Store(applied)
+	e.setApplied(applied)
 	if len(out) > 0 {
 		e.finished <- out
 	}
@@ -542,7 +581,7 @@ func (e *Engine) writeBatch(batch []*write) {
 				e.halt(err)
 				return
 			}
-			e.applied.Store(seq)
+			e.setApplied(seq)
 			e.published.Add(1)
 			if e.opts.OnCommit != nil {
 				e.opts.OnCommit(time.Since(start), len(batch))

@@ -21,6 +21,10 @@ import (
 // every one must end up with the same records. Each test works in a mesh
 // of its own, so one store (and one cluster) serves them all.
 func Run(t *testing.T, es []store.Engine) {
+	// The suite's mesh is a package variable: runs of parallel tests (one
+	// per engine) take turns.
+	runMu.Lock()
+	defer runMu.Unlock()
 	for i, tc := range []struct {
 		name string
 		fn   func(t *testing.T, es []store.Engine)
@@ -44,7 +48,10 @@ func Run(t *testing.T, es []store.Engine) {
 }
 
 // The mesh of the running test (tests run one after the other).
-var meshID, slug string
+var (
+	meshID, slug string
+	runMu        sync.Mutex
+)
 
 func key(n int) string { return fmt.Sprintf("%064x", n) }
 
