@@ -190,6 +190,8 @@ func (d *Daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
 		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList()), Audit: d.audit.snapshot()}
+	var size int64
+	var rows int
 	d.db.View(func(tx *bolt.Tx) error {
 		n := outboxCounts(tx)
 		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],
@@ -198,9 +200,12 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 			if !bytesContains(v, `"seenAt"`) {
 				st.InboxUnread++
 			}
+			size += int64(len(v))
+			rows++
 			return nil
 		})
 	})
+	st.Inbox, st.Warnings = d.inboxStatus(size, rows, st.InboxUnread)
 	writeJSON(w, 200, st)
 }
 

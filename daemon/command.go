@@ -93,6 +93,7 @@ func upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "web-allow-remote", Usage: "UNSAFE: let --web listen on a non-loopback address, giving anyone who reaches it and gets a login link your mesh identity"},
 			&cli.StringFlag{Name: "web-tls-cert", Usage: "serve the page over HTTPS with this certificate `FILE` (with --web-tls-key)"},
 			&cli.StringFlag{Name: "web-tls-key", Usage: "the private key `FILE` of --web-tls-cert"},
+			&cli.Int64Flag{Name: "inbox-max-bytes", Value: DefaultInboxMaxBytes, Usage: "cap the inbox at `BYTES`: past it the oldest seen messages are dropped (unseen ones are kept, and daemon status warns)"},
 		},
 		Action: func(c *cli.Context) error {
 			home, out, err := verbStart(c, 0, 0)
@@ -101,7 +102,8 @@ func upCommand() *cli.Command {
 			}
 			f := upFlags{tcp: c.String("tcp"), web: c.String("web"), webAllowRemote: c.Bool("web-allow-remote"),
 				webTLSCert: c.String("web-tls-cert"), webTLSKey: c.String("web-tls-key"), init: c.Bool("init"),
-				tcpAllowRemote: c.Bool("tcp-allow-remote"), tcpTLSCert: c.String("tcp-tls-cert"), tcpTLSKey: c.String("tcp-tls-key")}
+				tcpAllowRemote: c.Bool("tcp-allow-remote"), tcpTLSCert: c.String("tcp-tls-cert"), tcpTLSKey: c.String("tcp-tls-key"),
+				inboxMaxBytes: c.Int64("inbox-max-bytes")}
 			if err := f.check(); err != nil {
 				return err
 			}
@@ -145,6 +147,7 @@ type upFlags struct {
 	init                  bool
 	tcpAllowRemote        bool
 	tcpTLSCert, tcpTLSKey string
+	inboxMaxBytes         int64
 }
 
 // check refuses a bad --tcp or --web at once, before anything detaches.
@@ -187,6 +190,9 @@ func (f upFlags) args() []string {
 	if f.tcpTLSCert != "" {
 		args = append(args, "--tcp-tls-cert", f.tcpTLSCert, "--tcp-tls-key", f.tcpTLSKey)
 	}
+	if f.inboxMaxBytes > 0 {
+		args = append(args, "--inbox-max-bytes", strconv.FormatInt(f.inboxMaxBytes, 10))
+	}
 	return args
 }
 
@@ -195,7 +201,7 @@ func runForeground(ctx context.Context, home string, f upFlags) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := Open(Options{Home: home, TCP: f.tcp, Logger: log, Web: f.web, WebAllowRemote: f.webAllowRemote,
 		WebTLSCert: f.webTLSCert, WebTLSKey: f.webTLSKey, Init: f.init,
-		TCPAllowRemote: f.tcpAllowRemote, TCPTLSCert: f.tcpTLSCert, TCPTLSKey: f.tcpTLSKey})
+		TCPAllowRemote: f.tcpAllowRemote, TCPTLSCert: f.tcpTLSCert, TCPTLSKey: f.tcpTLSKey, InboxMaxBytes: f.inboxMaxBytes})
 	if errors.Is(err, ErrAlreadyRunning) {
 		return cliui.Errorf("already_running", "another daemon is running for %s", home).WithHint("claudemesh daemon status")
 	}
@@ -350,7 +356,14 @@ func statusCommand() *cli.Command {
 			o := st.Outbox
 			out.Linef("outbox: %d accepted (%d of them being sent), %d queued, %d sent, %d delivered, %d failed",
 				o.Pending+o.Inflight, o.Inflight, o.Queued, o.Sent, o.Delivered, o.Dead+o.Aborted)
-			out.Linef("inbox: %d unread", st.InboxUnread)
+			if u := st.Inbox; u != nil {
+				out.Linef("inbox: %d unread, %d rows, %.1f of %.1f MiB", st.InboxUnread, u.Rows, float64(u.Bytes)/(1<<20), float64(u.MaxBytes)/(1<<20))
+			} else {
+				out.Linef("inbox: %d unread", st.InboxUnread)
+			}
+			for _, w := range st.Warnings {
+				out.Linef("%s %s", sty.Yellow("!"), w)
+			}
 			return nil
 		},
 	}

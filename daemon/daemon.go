@@ -52,6 +52,9 @@ type Options struct {
 	// PruneAfter is the inbox retention, and that of finished outbox rows
 	// (30 days).
 	PruneAfter time.Duration
+	// InboxMaxBytes caps the inbox's rows (inboxcap.go); 0 takes
+	// DefaultInboxMaxBytes.
+	InboxMaxBytes int64
 	// ReapInterval is how often the reaper checks that each registered
 	// session's process still runs (03-daemon: 5 s; tests shrink it).
 	ReapInterval time.Duration
@@ -114,6 +117,7 @@ type Daemon struct {
 	// shutdown timeout expired (the tests check it never is).
 	shutdownErr error
 	acked       atomic.Int64           // rows acked by the broker in this run
+	icap        inboxCap               // the inbox's size cap (inboxcap.go)
 	tcpAddr     atomic.Pointer[string] // the --tcp listener's bound address
 
 	sessMu   sync.Mutex
@@ -167,6 +171,9 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.PruneAfter <= 0 {
 		opts.PruneAfter = 30 * 24 * time.Hour
 	}
+	if opts.InboxMaxBytes <= 0 {
+		opts.InboxMaxBytes = DefaultInboxMaxBytes
+	}
 	if opts.ReapInterval <= 0 {
 		opts.ReapInterval = 5 * time.Second
 	}
@@ -211,6 +218,10 @@ func Open(opts Options) (*Daemon, error) {
 	d.events = newEventHub()
 	d.keys = newSealer()
 	if err := d.recoverOutbox(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := d.loadInboxSize(); err != nil {
 		db.Close()
 		return nil, err
 	}

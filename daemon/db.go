@@ -201,6 +201,7 @@ type inboxRow struct {
 	Subtype          string `json:"subtype,omitempty"`
 	ReceivedAt       int64  `json:"receivedAt"`
 	SeenAt           int64  `json:"seenAt,omitzero"`
+	size             int    // bytes as stored, set by putInboxRow
 }
 
 func (r *inboxRow) api() localapi.InboxRow {

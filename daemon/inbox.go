@@ -119,6 +119,7 @@ func (d *Daemon) inboxLoop() {
 		if len(pushes) > 0 {
 			d.storePushes(pushes)
 		}
+		d.trimInbox()
 	}
 }
 
@@ -169,6 +170,7 @@ func (d *Daemon) storePushes(items []inboxItem) {
 				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: rows[i].MeshID, data: rows[i].api(), inbox: rows[i]})
 			}
 		}
+		d.inboxGrew(rows, stored)
 	})
 	if err != nil {
 		// Not acked: the broker redelivers and we try again.
@@ -211,6 +213,7 @@ func putInboxRow(tx *bolt.Tx, row *inboxRow, nonce string) (bool, error) {
 	if err := putJSON(ib, seqKey(seq), row); err != nil {
 		return false, err
 	}
+	row.size = len(ib.Get(seqKey(seq)))
 	if err := keys.Put(k, seqKey(seq)); err != nil {
 		return false, err
 	}
@@ -376,6 +379,10 @@ func (d *Daemon) markSeen(ids []string, sc *sessionScope) (int, error) {
 		}
 		return nil
 	})
+	if n > 0 {
+		d.inboxChanged()
+		d.trimInbox()
+	}
 	return n, err
 }
 
@@ -383,6 +390,7 @@ func (d *Daemon) markSeen(ids []string, sc *sessionScope) (int, error) {
 // below before (all when 0), or the single row id.
 func (d *Daemon) deleteInbox(mesh string, before uint64, only uint64) (int, error) {
 	n := 0
+	var freed int64
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		n = 0
 		var dead [][]byte
@@ -406,7 +414,9 @@ func (d *Daemon) deleteInbox(mesh string, before uint64, only uint64) (int, erro
 		}
 		// The dedupe keys stay: a late redelivery of a deleted message
 		// must not bring it back.
+		freed = 0
 		for _, k := range dead {
+			freed += int64(len(tx.Bucket(bInbox).Get(k)))
 			if err := tx.Bucket(bInbox).Delete(k); err != nil {
 				return err
 			}
@@ -414,6 +424,9 @@ func (d *Daemon) deleteInbox(mesh string, before uint64, only uint64) (int, erro
 		}
 		return nil
 	})
+	if err == nil {
+		d.inboxShrank(freed)
+	}
 	return n, err
 }
 
@@ -421,10 +434,12 @@ func (d *Daemon) deleteInbox(mesh string, before uint64, only uint64) (int, erro
 // which by then no broker will redeliver against: the queue TTL is shorter).
 func (d *Daemon) pruneInbox() {
 	cutoff := time.Now().Add(-d.opts.PruneAfter).UnixMilli()
+	var freed int64
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		ib := tx.Bucket(bInbox)
 		var dead [][]byte
 		var rows []inboxRow
+		freed = 0
 		c := ib.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var r inboxRow
@@ -434,6 +449,7 @@ func (d *Daemon) pruneInbox() {
 			if r.ReceivedAt >= cutoff {
 				break // rows are in arrival order
 			}
+			freed += int64(len(v))
 			dead = append(dead, bytes.Clone(k))
 			rows = append(rows, r)
 		}
@@ -448,7 +464,10 @@ func (d *Daemon) pruneInbox() {
 	})
 	if err != nil {
 		d.log.Error("inbox prune", "err", err)
+		return
 	}
+	d.inboxShrank(freed)
+	d.trimInbox()
 }
 
 func decodeRow(v []byte, r any) error { return json.Unmarshal(v, r) }

@@ -339,6 +339,7 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: m.cfg.MeshID, data: rows[i].api(), inbox: rows[i]})
 			}
 		}
+		d.inboxGrew(rows, stored)
 		for i := range msgs {
 			if stored[i] || rows[i].SenderPubkey == self {
 				d.publishAsync(localapi.EventTopicMessage, m.cfg.MeshID, topicMessageAPI(m.cfg.Slug, msgs[i]))

@@ -78,6 +78,25 @@ type Status struct {
 	Sessions    int               `json:"sessions"`
 	// Audit is the last background check of each mesh's audit chain.
 	Audit map[string]AuditStatus `json:"audit,omitempty"`
+	// Inbox is the inbox's size against its cap (daemon up
+	// --inbox-max-bytes).
+	Inbox *InboxUsage `json:"inbox,omitempty"`
+	// Warnings are conditions the user should act on, in words (the
+	// inbox over its cap).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// InboxUsage is the inbox's size: Bytes of Rows stored, MaxBytes the cap.
+// Past the cap the oldest seen rows are dropped (DroppedSeen counts them
+// since the daemon started); unseen rows are never dropped, and OverCap
+// with UnseenHeld says they alone keep the inbox over its cap.
+type InboxUsage struct {
+	Bytes       int64 `json:"bytes"`
+	Rows        int   `json:"rows"`
+	MaxBytes    int64 `json:"maxBytes"`
+	DroppedSeen int64 `json:"droppedSeen"`
+	OverCap     bool  `json:"overCap"`
+	UnseenHeld  int   `json:"unseenHeld,omitzero"`
 }
 
 // OutboxCounts counts outbox rows by internal state.

@@ -1,0 +1,171 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/daemon/localapi"
+)
+
+// The inbox's size cap (issue 12 item 7: a peer flooding a victim grew its
+// daemon.db from 34 MB to 278 MB in 20 s). When the rows' bytes pass
+// Options.InboxMaxBytes, the oldest rows already seen are dropped until the
+// inbox is back under nine tenths of the cap. Unseen rows are never dropped:
+// the broker was told they arrived (client_ack), so dropping one would lose
+// a message nobody read. While unseen rows alone hold the inbox over its
+// cap, `daemon status` says so, and trimming waits for something to change
+// (a row marked seen or deleted) instead of rescanning on every push.
+
+// DefaultInboxMaxBytes is `daemon up --inbox-max-bytes`'s default.
+const DefaultInboxMaxBytes = 256 << 20
+
+// inboxCap is the cap's state. bytes is the inbox's size as of the last
+// scan plus what was stored since (rewrites by markSeen are not counted:
+// a few bytes a row, corrected by the next scan).
+type inboxCap struct {
+	mu      sync.Mutex
+	bytes   int64
+	stuck   bool  // the last trim found too few seen rows to drop
+	dropped int64 // seen rows dropped since the daemon started
+	held    int   // unseen rows over the cap at the last trim
+}
+
+// loadInboxSize measures the inbox at start.
+func (d *Daemon) loadInboxSize() error {
+	var n int64
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
+			n += int64(len(v))
+			return nil
+		})
+	})
+	d.icap.mu.Lock()
+	d.icap.bytes = n
+	d.icap.mu.Unlock()
+	return err
+}
+
+// inboxGrew counts rows just committed (their stored sizes).
+func (d *Daemon) inboxGrew(rows []*inboxRow, stored []bool) {
+	var n int64
+	for i, r := range rows {
+		if stored[i] {
+			n += int64(r.size)
+		}
+	}
+	d.icap.mu.Lock()
+	d.icap.bytes += n
+	d.icap.mu.Unlock()
+}
+
+// inboxChanged is called when rows were marked seen or deleted: a stuck
+// trim may now find something to drop.
+func (d *Daemon) inboxChanged() {
+	d.icap.mu.Lock()
+	d.icap.stuck = false
+	d.icap.mu.Unlock()
+}
+
+// trimInbox drops the oldest seen rows while the inbox is over its cap.
+// It runs on the inbox worker after each batch, and with the prune.
+func (d *Daemon) trimInbox() {
+	max := d.opts.InboxMaxBytes
+	d.icap.mu.Lock()
+	skip := d.icap.bytes <= max || d.icap.stuck
+	d.icap.mu.Unlock()
+	if skip {
+		return
+	}
+	low := max / 10 * 9
+	var total int64
+	var dropped, held int
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		total, dropped, held = 0, 0, 0
+		ib := tx.Bucket(bInbox)
+		var seen [][]byte
+		var seenBytes []int64
+		err := ib.ForEach(func(k, v []byte) error {
+			total += int64(len(v))
+			if bytesContains(v, `"seenAt"`) {
+				seen = append(seen, bytes.Clone(k))
+				seenBytes = append(seenBytes, int64(len(v)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Oldest first (keys are the arrival sequence). The dedupe keys
+		// stay, as for a deleted row: a late redelivery must not bring
+		// the message back.
+		for i, k := range seen {
+			if total <= low {
+				break
+			}
+			if err := ib.Delete(k); err != nil {
+				return err
+			}
+			total -= seenBytes[i]
+			dropped++
+		}
+		if total > max {
+			return ib.ForEach(func(_, v []byte) error {
+				if !bytesContains(v, `"seenAt"`) {
+					held++
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		d.log.Error("inbox cap", "err", err)
+		return
+	}
+	d.icap.mu.Lock()
+	d.icap.bytes, d.icap.held = total, held
+	d.icap.dropped += int64(dropped)
+	d.icap.stuck = total > max
+	d.icap.mu.Unlock()
+	if dropped > 0 {
+		d.log.Warn("inbox over its cap: dropped the oldest seen rows", "dropped", dropped, "bytes", total, "maxBytes", max)
+	}
+	if held > 0 {
+		d.log.Warn("inbox over its cap with unseen rows; they are kept until read or deleted", "unseen", held, "bytes", total, "maxBytes", max)
+	}
+}
+
+// inboxStatus is the cap's part of `daemon status`: bytes and rows as
+// measured now by the caller's scan.
+func (d *Daemon) inboxStatus(bytes int64, rows, unseen int) (*localapi.InboxUsage, []string) {
+	max := d.opts.InboxMaxBytes
+	d.icap.mu.Lock()
+	u := &localapi.InboxUsage{Bytes: bytes, Rows: rows, MaxBytes: max, DroppedSeen: d.icap.dropped}
+	d.icap.mu.Unlock()
+	var warnings []string
+	if bytes > max {
+		u.OverCap, u.UnseenHeld = true, unseen
+		warnings = append(warnings, fmt.Sprintf("the inbox is over its cap (%s of %s) with %d unseen rows, which are kept until read or deleted: mark them seen (claudemesh inbox --mark-seen) so the oldest can be dropped, or restart the daemon with a larger daemon up --inbox-max-bytes",
+			mib(bytes), mib(max), unseen))
+	} else if u.DroppedSeen > 0 {
+		warnings = append(warnings, fmt.Sprintf("the inbox reached its cap (%s): %d of the oldest seen rows were dropped since the daemon started", mib(max), u.DroppedSeen))
+	}
+	return u, warnings
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// inboxShrank counts rows deleted (a prune, a delete): the cap may be met
+// again, or a stuck trim find room.
+func (d *Daemon) inboxShrank(n int64) {
+	if n <= 0 {
+		return
+	}
+	d.icap.mu.Lock()
+	d.icap.bytes -= n
+	d.icap.stuck = false
+	d.icap.mu.Unlock()
+}

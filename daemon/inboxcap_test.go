@@ -1,0 +1,85 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"claudemesh/daemon/localapi"
+)
+
+// The inbox has a size cap (issue 12 item 7: a flood grew a victim's
+// daemon.db by 244 MB in 20 s): past it the oldest seen rows are dropped,
+// never an unseen one, and `daemon status` warns while unseen rows alone
+// hold it over the cap.
+func TestInboxCapDropsOldestSeenRowsAndWarns(t *testing.T) {
+	const limit = 40 << 10
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit})
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	body := strings.Repeat("y", 4000)
+	send := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: fmt.Sprintf("%03d %s", i, body)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	status := func() localapi.Status {
+		var st localapi.Status
+		if _, err := bob.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	send(0, 20)
+	waitFor(t, 20*time.Second, "20 rows", func() bool { return len(bob.inbox(t)) == 20 })
+	// All unseen: kept, over the cap, and said so.
+	st := status()
+	if st.Inbox == nil || !st.Inbox.OverCap || st.Inbox.UnseenHeld != 20 || st.Inbox.Bytes <= limit || len(st.Warnings) == 0 || !strings.Contains(st.Warnings[0], "over its cap") {
+		t.Fatalf("status with 20 unseen rows over the cap: %+v %q", st.Inbox, st.Warnings)
+	}
+	if n := len(bob.inbox(t)); n != 20 {
+		t.Fatalf("an unseen row was dropped: %d rows", n)
+	}
+	// Once seen, the oldest go until the inbox fits.
+	var rows []localapi.InboxRow
+	bob.api.Do(ctx, "GET", "/v1/inbox?markSeen=true", nil, &rows)
+	st = status()
+	if st.Inbox.OverCap || st.Inbox.Bytes > limit || st.Inbox.DroppedSeen == 0 || len(st.Warnings) == 0 || !strings.Contains(st.Warnings[0], "dropped") {
+		t.Fatalf("status after marking seen: %+v %q", st.Inbox, st.Warnings)
+	}
+	kept := bob.inbox(t)
+	if len(kept) == 0 || len(kept)+int(st.Inbox.DroppedSeen) != 20 || !strings.HasPrefix(kept[0].Body, "019 ") {
+		t.Fatalf("%d rows kept, %d dropped; the newest is %.3q", len(kept), st.Inbox.DroppedSeen, kept[0].Body)
+	}
+	// New (unseen) rows push out more of the old seen ones, never
+	// themselves.
+	send(20, 5)
+	waitFor(t, 20*time.Second, "the new rows, and the inbox trimmed under its cap", func() bool {
+		rows := bob.inbox(t)
+		return len(rows) > 0 && strings.HasPrefix(rows[0].Body, "024 ") && status().Inbox.Bytes <= limit
+	})
+	unseen := 0
+	oldest := 100
+	for _, r := range bob.inbox(t) {
+		if r.SeenAt == 0 {
+			unseen++
+		}
+		n, _ := strconv.Atoi(r.Body[:3])
+		oldest = min(oldest, n)
+	}
+	if unseen != 5 {
+		t.Fatalf("%d unseen rows kept, want 5", unseen)
+	}
+	if oldest <= 20-len(kept) {
+		t.Fatalf("after 5 more the oldest row is still %d", oldest)
+	}
+}
