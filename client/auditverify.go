@@ -35,6 +35,9 @@ type AuditHead struct {
 	Seq        uint64
 	Hash       string
 	VerifiedAt time.Time
+	// Hashes, when known, are the hashes of entries 1 to Seq as verified
+	// then: they locate the first entry a rewrite changed.
+	Hashes []string
 }
 
 // AuditReport is the outcome of verifying one mesh's chain.
@@ -47,8 +50,9 @@ type AuditReport struct {
 	Entries int
 	// Problem, FirstBadSeq and Message describe a failure: the first
 	// sequence number that is wrong (for a rollback, the first one that
-	// disappeared; for a consistent rewrite, the newest entry known to
-	// differ — history at or before it was changed).
+	// disappeared; for a consistent rewrite, the first entry that differs
+	// from the one verified here — or, when this machine kept only the
+	// head, the head's entry: history at or before it was changed).
 	Problem     string
 	FirstBadSeq uint64
 	Message     string
@@ -120,6 +124,14 @@ func VerifyAuditChain(meshID, pinned string, cp *wire.AuditCheckpoint, entries [
 			return r.fail(AuditRollback, cp.Seq+1, "the broker now serves %d entries, but %d were verified here on %s: entries from %d on are gone",
 				cp.Seq, last.Seq, last.VerifiedAt.UTC().Format(time.RFC3339), cp.Seq+1)
 		case last.Seq > 0 && entries[last.Seq-1].Hash != last.Hash:
+			if uint64(len(last.Hashes)) >= last.Seq && last.Hashes[last.Seq-1] == last.Hash {
+				for i := range last.Seq {
+					if entries[i].Hash != last.Hashes[i] {
+						return r.fail(AuditRewrite, i+1, "entries %d to %d are not the ones verified here on %s: history was rewritten from entry %d on",
+							i+1, last.Seq, last.VerifiedAt.UTC().Format(time.RFC3339), i+1)
+					}
+				}
+			}
 			return r.fail(AuditRewrite, last.Seq, "entry %d is not the one verified here on %s: history at or before entry %d was rewritten",
 				last.Seq, last.VerifiedAt.UTC().Format(time.RFC3339), last.Seq)
 		}
@@ -181,9 +193,21 @@ func VerifyMeshAudit(ctx context.Context, home, meshID, pinned string, conn *Con
 	if h, ok := heads[meshID]; ok {
 		at, _ := time.Parse(time.RFC3339, h.VerifiedAt)
 		last = &AuditHead{Seq: h.Seq, Hash: h.Hash, VerifiedAt: at}
+		// Kept since this machine's first verification with this
+		// build; without them a rewrite is located at the head only.
+		if last.Hashes, err = config.AuditHashes(home, meshID); err != nil {
+			return nil, err
+		}
 	}
 	rep := VerifyAuditChain(meshID, pinned, cp, entries, last)
 	if rep.OK {
+		hashes := make([]string, len(entries))
+		for i := range entries {
+			hashes[i] = entries[i].Hash
+		}
+		if err := config.RecordAuditHashes(home, meshID, hashes); err != nil {
+			return rep, err
+		}
 		now := time.Now().UTC().Format(time.RFC3339)
 		if err := config.RecordAuditHead(home, meshID, config.AuditHead{Seq: rep.Head.Seq, Hash: rep.Head.Hash, VerifiedAt: now}); err != nil {
 			return rep, err

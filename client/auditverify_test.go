@@ -95,6 +95,13 @@ func TestVerifyAuditChain(t *testing.T) {
 	// ...but not against a head verified before: at the head's entry.
 	seen := &AuditHead{Seq: 9, Hash: chain[8].Hash, VerifiedAt: time.Now()}
 	expect("rewrite", VerifyAuditChain(testMesh, pinned, rcp, rewritten, seen), AuditRewrite, 9)
+	// With the hashes verified then, the first changed entry is named.
+	var known []string
+	for _, e := range chain[:9] {
+		known = append(known, e.Hash)
+	}
+	seenAll := &AuditHead{Seq: 9, Hash: chain[8].Hash, VerifiedAt: time.Now(), Hashes: known}
+	expect("rewrite located", VerifyAuditChain(testMesh, pinned, rcp, rewritten, seenAll), AuditRewrite, 5)
 	// A shorter valid chain after a longer one was verified.
 	short := chain[:6]
 	expect("rollback", VerifyAuditChain(testMesh, pinned, checkpoint(t, broker, short), short, &AuditHead{Seq: 12, Hash: chain[11].Hash}), AuditRollback, 7)

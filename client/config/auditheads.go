@@ -1,8 +1,10 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	json "github.com/go-json-experiment/json"
@@ -80,4 +82,82 @@ func RecordAuditHead(home, meshID string, h AuditHead) error {
 		return err
 	}
 	return fsutil.WriteFileAtomic(auditHeadsPath(home), append(data, '\n'), 0o600)
+}
+
+// AuditHashesDir holds, per mesh, the hash of every audit entry verified on
+// this machine (`<meshId>.hashes`: entry n's 32 raw bytes at offset
+// 32·(n−1)). The head alone proves that a broker rewrote history at or
+// before it; the hashes name the first entry it changed, since in a hash
+// chain every entry from the first changed one on hashes differently and
+// every entry before it the same.
+const AuditHashesDir = "audit-hashes"
+
+func auditHashesPath(home, meshID string) string {
+	return filepath.Join(home, AuditHashesDir, meshID+".hashes")
+}
+
+// AuditHashes returns the hashes (lowercase hex) of the entries verified
+// here for meshID, oldest first; none when nothing was recorded.
+func AuditHashes(home, meshID string) ([]string, error) {
+	if !safeFileName(meshID) {
+		return nil, errors.New("audit hashes: bad mesh id")
+	}
+	data, err := fsutil.ReadPrivateFile(auditHashesPath(home, meshID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(data)%32 != 0 {
+		return nil, errors.New("audit hashes: " + auditHashesPath(home, meshID) + " is truncated")
+	}
+	out := make([]string, len(data)/32)
+	for i := range out {
+		out[i] = hex.EncodeToString(data[32*i : 32*i+32])
+	}
+	return out, nil
+}
+
+// RecordAuditHashes remembers the hashes of a verified chain (entries 1 to
+// len(hashes)), unless a longer one was recorded meanwhile. Written 0600,
+// atomically, under the home's lock.
+func RecordAuditHashes(home, meshID string, hashes []string) error {
+	if !safeFileName(meshID) {
+		return errors.New("audit hashes: bad mesh id")
+	}
+	data := make([]byte, 0, 32*len(hashes))
+	for _, h := range hashes {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			return errors.New("audit hashes: not a 32-byte hex hash: " + h)
+		}
+		data = append(data, b...)
+	}
+	dir := filepath.Join(home, AuditHashesDir)
+	if err := fsutil.EnsurePrivateDir(dir); err != nil {
+		return err
+	}
+	unlock, err := lock(filepath.Join(home, LockName))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if cur, err := os.Stat(auditHashesPath(home, meshID)); err == nil && cur.Size() > int64(len(data)) {
+		return nil
+	}
+	return fsutil.WriteFileAtomic(auditHashesPath(home, meshID), data, 0o600)
+}
+
+// safeFileName: a mesh id (a ULID) names a file; nothing else may.
+func safeFileName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z') {
+			return false
+		}
+	}
+	return true
 }
