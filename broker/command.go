@@ -87,6 +87,7 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "cluster-replicas", Category: "Cluster", Usage: "replicas of the replicated log: 1, 3 or 5 (default 3, or 1 for an embedded node without routes)"},
 			&cli.DurationFlag{Name: "cluster-write-timeout", Category: "Cluster", Value: 5 * time.Second, Usage: "how long a write waits for a quorum of the cluster before it is refused (unavailable)"},
 		},
+		Subcommands: []*cli.Command{compactCommand()},
 		Action: func(c *cli.Context) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
