@@ -109,12 +109,9 @@ func guard(next http.Handler) http.Handler {
 			writeError(w, &apiError{status: 403, code: wire.CodeForbidden, msg: "the Host must be localhost"})
 			return
 		}
-		for k := range r.URL.Query() {
-			lk := strings.ToLower(k)
-			if strings.Contains(lk, "token") || strings.Contains(lk, "auth") || strings.Contains(lk, "secret") || lk == "key" || lk == "apikey" {
-				writeError(w, badRequest("token_in_query", "tokens are never accepted in query strings; use the Authorization header"))
-				return
-			}
+		if localapi.SecretInQuery(r.URL.Query()) != "" {
+			writeError(w, badRequest("token_in_query", "tokens are never accepted in query strings; use the Authorization header"))
+			return
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -9,9 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"claudemesh/daemon/localapi"
 )
 
 // DefaultAddr is where the daemon serves the page unless told otherwise.
@@ -265,6 +268,12 @@ func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
 		}
 		if !s.loggedIn(r) {
 			apiError(w, http.StatusUnauthorized, "unauthorized", "not logged in; run claudemesh ui for a login link")
+			return
+		}
+		if k := localapi.SecretInQuery(r.URL.Query()); k != "" {
+			// The daemon's API would refuse it too, naming the
+			// Authorization header the page never uses.
+			apiError(w, http.StatusBadRequest, "token_in_query", "credentials are never accepted in query strings (found "+strconv.Quote(k)+"); the page signs in with its session cookie")
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -411,3 +411,47 @@ func TestBoundedLoginsAndSessions(t *testing.T) {
 		t.Fatalf("%d logins kept", n)
 	}
 }
+
+// A login link opened from another site is refused without using it up
+// (docs/security.md): a foreign page cannot burn the link, and the human
+// who then opens it directly is logged in. A refused Host is the same.
+func TestRefusedLoginLeavesTheTokenUsable(t *testing.T) {
+	f := newFixture(t, false)
+	tok := f.token()
+	if res := f.do("GET", "/login?token="+tok, "", map[string]string{"Sec-Fetch-Site": "cross-site"}, ""); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("a cross-site login: %d, want 403", res.StatusCode)
+	}
+	if res := f.do("GET", "/login?token="+tok, "evil.example", nil, ""); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("a login with Host evil.example: %d, want 403", res.StatusCode)
+	}
+	if res := f.do("GET", "/login?token="+tok, "", nil, ""); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the link opened directly after the refusals: %d, want 303", res.StatusCode)
+	}
+	if res := f.do("GET", "/login?token="+tok, "", nil, ""); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("a second direct use: %d, want 403", res.StatusCode)
+	}
+}
+
+// A credential in the query string of an API route is refused by the page
+// server itself, with a message about the page's own credential (the
+// cookie), not the daemon API's Authorization header; nothing is forwarded.
+func TestAPITokenInQueryNamesTheCookie(t *testing.T) {
+	f := newFixture(t, false)
+	c := f.login()
+	for _, q := range []string{"token=x", "access_token=x", "apiKey=x", "key=x"} {
+		res := f.do("GET", "/api/v1/peers?"+q, "", cookieHdr(c, nil), "")
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"token_in_query"`) {
+			t.Fatalf("?%s: %d %s", q, res.StatusCode, body)
+		}
+		if strings.Contains(string(body), "Authorization") || !strings.Contains(string(body), "session cookie") {
+			t.Fatalf("?%s: the message names the wrong credential: %s", q, body)
+		}
+	}
+	if n := f.rec.count(); n != 0 {
+		t.Fatalf("%d requests with a credential in the query were forwarded", n)
+	}
+	if res := f.do("GET", "/api/v1/peers?mesh=acme&limit=5", "", cookieHdr(c, nil), ""); res.StatusCode != 200 {
+		t.Fatalf("an ordinary query: %d", res.StatusCode)
+	}
+}

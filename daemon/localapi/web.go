@@ -1,5 +1,7 @@
 package localapi
 
+import "strings"
+
 // Routes the local chat page needs beyond 03-daemon's table. They are on
 // the socket API like every other route (so they can be tested and used
 // without a browser); the page reaches the read-only ones, and never
@@ -62,4 +64,18 @@ type WebItem struct {
 type WebThreadPage struct {
 	Items  []WebItem `json:"items"`
 	Before string    `json:"before,omitempty"`
+}
+
+// SecretInQuery names the first query parameter that looks like a
+// credential (token, auth, secret, key), or "". The local API refuses
+// such a request (query strings end up in logs and histories), and so
+// does the page's server, each with the credential it does take.
+func SecretInQuery(q map[string][]string) string {
+	for k := range q {
+		lk := strings.ToLower(k)
+		if strings.Contains(lk, "token") || strings.Contains(lk, "auth") || strings.Contains(lk, "secret") || lk == "key" || lk == "apikey" {
+			return k
+		}
+	}
+	return ""
 }
