@@ -130,7 +130,8 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 			kind = "member"
 		}
 		if r.Channel != "" {
-			// The human's chat page shows as "cli (web)".
+			// A member whose human has the chat page open shows as
+			// "control-plane (web)" (its page presence, in --all: "cli (web)").
 			kind += " (" + cliui.SanitizePeerText(r.Channel) + ")"
 		}
 		var groups []string

@@ -295,7 +295,7 @@ func groupedPeerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, a
 			g.sessions = append(g.sessions, row)
 			continue
 		}
-		if g.rep == nil || (p.Online && !g.rep.Online) {
+		if g.rep == nil || betterRep(p, g.rep) {
 			g.rep = p
 		}
 		if p.Online && p.Channel != "" && g.channel == "" {
@@ -326,6 +326,20 @@ func groupedPeerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, a
 		rows = append(rows, g.sessions...)
 	}
 	return rows
+}
+
+// betterRep reports whether p describes its member better than cur: an
+// online presence over an offline one, then the daemon's control-plane
+// presence (where the broker delivers the member's messages) over others.
+// The broker lists presences in connection order, which a reconnect
+// changes; the member row must not change its kind with it (the human's
+// web presence made alice "control-plane (web)" one time, "cli (web)" the
+// next).
+func betterRep(p, cur *wire.Peer) bool {
+	if p.Online != cur.Online {
+		return p.Online
+	}
+	return p.Role == wire.RoleControlPlane && cur.Role != wire.RoleControlPlane
 }
 
 // presenceRow is one presence as listed.
