@@ -186,7 +186,7 @@ func (d *Daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 // internal state and unread inbox rows.
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
-		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList()), Audit: d.audit.snapshot()}
+		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList()), Audit: d.audit.snapshot(), Web: d.webStatus()}
 	var size int64
 	var rows int
 	d.db.View(func(tx *bolt.Tx) error {

@@ -361,6 +361,17 @@ func statusCommand() *cli.Command {
 			} else {
 				out.Linef("inbox: %d unread", st.InboxUnread)
 			}
+			if wst := st.Web; wst != nil {
+				switch wst.State {
+				case "serving":
+					out.Linef("chat page: %s (claudemesh ui prints a login link)", wst.URL)
+				case "unavailable":
+					out.Linef("chat page: %s not served on %s: %s", sty.Red("✘"), wst.Addr, cliui.SanitizePeerText(wst.Error))
+					out.Linef("  %s", sty.Dim("→ "+web.UnavailableHint))
+				default:
+					out.Linef("chat page: off (daemon up --web %s serves it)", web.DefaultAddr)
+				}
+			}
 			for _, w := range st.Warnings {
 				out.Linef("%s %s", sty.Yellow("!"), w)
 			}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"claudemesh/client"
+	"claudemesh/daemon/localapi"
 	"claudemesh/web"
 	"claudemesh/wire"
 )
@@ -58,6 +59,18 @@ func (d *Daemon) startWeb() {
 		}
 	}()
 	d.log.Info("chat page listening", "url", srv.BaseURL(), "pid", os.Getpid())
+}
+
+// webStatus is the page's state for `daemon status`.
+func (d *Daemon) webStatus() *localapi.WebStatus {
+	switch {
+	case d.web.srv != nil:
+		return &localapi.WebStatus{State: "serving", Addr: d.opts.Web, URL: d.web.srv.BaseURL()}
+	case d.web.err != nil:
+		return &localapi.WebStatus{State: "unavailable", Addr: d.opts.Web, Error: d.web.err.Error()}
+	default:
+		return &localapi.WebStatus{State: "off"}
+	}
 }
 
 func (d *Daemon) stopWeb() {

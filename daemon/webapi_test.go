@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
 
@@ -189,4 +191,56 @@ func TestWebPresenceWhileAPageIsConnected(t *testing.T) {
 	release()
 	release() // idempotent
 	waitFor(t, 10*time.Second, "the web presence gone", func() bool { return webPeer() == nil })
+}
+
+// TestDaemonStatusShowsThePage: `daemon status` says where the page is
+// served, that it is off, or that it could not be served and why — the
+// second identity's daemon on one machine finds the first one's port
+// taken (QA R4).
+func TestDaemonStatusShowsThePage(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	e.join("carol")
+	alice := e.daemonWith("alice", Options{Web: "127.0.0.1:0"})
+	status := func(rd *runningDaemon) *localapi.WebStatus {
+		st := webGet[localapi.Status](t, rd, "/v1/status", nil)
+		if st.Web == nil {
+			t.Fatalf("status without the page's state: %+v", st)
+		}
+		return st.Web
+	}
+	w := status(alice)
+	if w.State != "serving" || !strings.HasPrefix(w.URL, "http://127.0.0.1:") || w.Error != "" {
+		t.Fatalf("alice's page %+v", w)
+	}
+	taken := strings.TrimPrefix(w.URL, "http://")
+	bob := e.daemonWith("bob", Options{Web: taken})
+	if w := status(bob); w.State != "unavailable" || w.Addr != taken || w.URL != "" || !strings.Contains(w.Error, "address already in use") {
+		t.Fatalf("bob's page on alice's port %+v", w)
+	}
+	var aerr *localapi.APIError
+	if _, err := bob.api.Do(context.Background(), "POST", "/v1/web/login", nil, nil); !asAPIError(err, &aerr) || aerr.Body.Code != "web_unavailable" {
+		t.Fatalf("login on bob's daemon: %v", err)
+	}
+	carol := e.daemonWith("carol", Options{Web: "off"})
+	if w := status(carol); w.State != "off" || w.URL != "" {
+		t.Fatalf("carol's page %+v", w)
+	}
+}
+
+// A malformed --web is a usage error at `daemon up` (exit 2), before
+// anything detaches, not a warning in the log of a daemon that started.
+func TestUpRefusesAMalformedWebAddress(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:notaport", "127.0.0.1:99999", "127.0.0.1", "0.0.0.0:7901"} {
+		err := upFlags{web: addr}.check()
+		var ce *cliui.Error
+		if !errors.As(err, &ce) || cliui.ExitCode(ce.Code) != 2 || !strings.Contains(ce.Message, addr) {
+			t.Errorf("--web %s: %v, want a usage error naming it", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:7901", "localhost:0", "off", ""} {
+		if err := (upFlags{web: addr}).check(); err != nil {
+			t.Errorf("--web %q: %v", addr, err)
+		}
+	}
 }

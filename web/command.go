@@ -10,6 +10,11 @@ import (
 	"claudemesh/internal/cliui"
 )
 
+// UnavailableHint is what to do when the daemon could not serve the page
+// on its address: usually another identity's daemon on this machine holds
+// it, and the address that is busy is the one not to suggest.
+const UnavailableHint = "another daemon on this machine may hold the port: claudemesh daemon down && claudemesh daemon up --web 127.0.0.1:0 (any free port; CLAUDEMESH_WEB sets it for every start)"
+
 // uiJSON is `ui --json`.
 type uiJSON struct {
 	URL       string `json:"url"`
@@ -54,8 +59,11 @@ func Command() *cli.Command {
 			var login localapi.WebLogin
 			if _, err := api.Do(c.Context, "POST", "/v1/web/login", nil, &login); err != nil {
 				if ae, ok := err.(*localapi.APIError); ok {
-					return cliui.Errorf(ae.Body.Code, "%s", ae.Body.Message).
-						WithHint("claudemesh daemon down && claudemesh daemon up --web " + DefaultAddr)
+					hint := "claudemesh daemon down && claudemesh daemon up --web " + DefaultAddr
+					if ae.Body.Code == "web_unavailable" {
+						hint = UnavailableHint
+					}
+					return cliui.Errorf(ae.Body.Code, "%s", ae.Body.Message).WithHint(hint)
 				}
 				return cliui.Errorf("unreachable", "the daemon stopped answering: %v", err).WithHint("claudemesh daemon status")
 			}

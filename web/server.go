@@ -67,6 +67,11 @@ func CheckAddr(addr string, allowRemote bool) error {
 	if err != nil || port == "" {
 		return fmt.Errorf("--web %q: want HOST:PORT (for example %s) or off", addr, DefaultAddr)
 	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || strconv.FormatUint(n, 10) != port {
+		// A port name ("http") or a number out of range would only fail
+		// later, in the daemon's log, with `daemon up` already done.
+		return fmt.Errorf("--web %q: the port must be a number from 0 to 65535 (0 picks a free one), for example %s", addr, DefaultAddr)
+	}
 	if loopbackName(host) {
 		return nil
 	}

@@ -356,7 +356,8 @@ func TestCheckAddr(t *testing.T) {
 			t.Errorf("%s: %v", a, err)
 		}
 	}
-	for _, a := range []string{"0.0.0.0:7901", ":7901", "192.168.1.2:7901", "example.com:80", "7901", "127.0.0.1"} {
+	for _, a := range []string{"0.0.0.0:7901", ":7901", "192.168.1.2:7901", "example.com:80", "7901", "127.0.0.1",
+		"127.0.0.1:notaport", "127.0.0.1:http", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:+80", "localhost:7901x"} {
 		if err := CheckAddr(a, false); err == nil {
 			t.Errorf("%s accepted without --web-allow-remote", a)
 		}

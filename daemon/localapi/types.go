@@ -84,6 +84,8 @@ type Status struct {
 	// Warnings are conditions the user should act on, in words (the
 	// inbox over its cap).
 	Warnings []string `json:"warnings,omitempty"`
+	// Web is the local chat page's state (absent when not running).
+	Web *WebStatus `json:"web,omitempty"`
 }
 
 // InboxUsage is the inbox's size: Bytes of Rows stored, MaxBytes the cap.
@@ -97,6 +99,17 @@ type InboxUsage struct {
 	DroppedSeen int64 `json:"droppedSeen"`
 	OverCap     bool  `json:"overCap"`
 	UnseenHeld  int   `json:"unseenHeld,omitzero"`
+}
+
+// WebStatus is the chat page in `daemon status`: State is "serving" (URL
+// is where; `claudemesh ui` gives a login link), "off" (--web off) or
+// "unavailable" (Addr could not be served; Error says why, for example
+// another daemon of this machine has the port).
+type WebStatus struct {
+	State string `json:"state"`
+	Addr  string `json:"addr,omitempty"`
+	URL   string `json:"url,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // OutboxCounts counts outbox rows by internal state.
