@@ -149,6 +149,27 @@ func received(t *testing.T, f *follower, body string) inboxRow {
 	return f.waitForOn(t, body)
 }
 
+// bobSummary is long enough to need cutting in the sidebar, and markup.
+const bobSummary = `<b>reviewing</b> PR 42, then the whole payments service one file at a time until every test passes again`
+
+// replyQuoted: the page's reply to "back at you" quotes it.
+const replyQuoted = `[...document.querySelectorAll('#message-list .msg.mine')].some(m => m.textContent.includes('replying now') && m.querySelector('.quote') && m.querySelector('.quote').textContent.includes('bob: back at you'))`
+
+// summaryCut checks that a long summary in a sidebar row ends in an
+// ellipsis inside the sidebar instead of running past its edge.
+func summaryCut(t *testing.T, br *browser, key string) {
+	t.Helper()
+	got := eval[map[string]any](br, `(() => {
+		const meta = `+peerButton(key)+`.querySelector('.meta'), side = document.getElementById('side').getBoundingClientRect();
+		const r = meta.getBoundingClientRect(), cs = getComputedStyle(meta);
+		return {right: r.right, sideRight: side.right, clipped: meta.scrollWidth > meta.clientWidth && meta.clientWidth > 0,
+			ellipsis: cs.textOverflow, sideScrolls: document.getElementById('side').scrollWidth > document.getElementById('side').clientWidth};
+	})()`)
+	if got["right"].(float64) > got["sideRight"].(float64) || got["clipped"] != true || got["ellipsis"] != "ellipsis" || got["sideScrolls"] != false {
+		t.Fatalf("a long summary in the sidebar is not cut with an ellipsis: %v", got)
+	}
+}
+
 // TestWebChat is issue 10's browser test.
 func TestWebChat(t *testing.T) {
 	t.Parallel()
@@ -162,7 +183,7 @@ func TestWebChat(t *testing.T) {
 	// bob listens (an online cli presence whose inbox prints decrypted
 	// messages) and says what he is doing — in markup, which must show as
 	// text.
-	bob.ok("status", "summary", `<b>reviewing</b> PR 42`)
+	bob.ok("status", "summary", bobSummary)
 	bob.ok("status", "group", "join", "dev")
 	alice.ok("status", "group", "join", "dev")
 	bobIn := bob.follow()
@@ -188,10 +209,11 @@ func TestWebChat(t *testing.T) {
 	t.Run("peers", func(t *testing.T) {
 		br.waitJS("bob and carol in the people list, bob online with his summary", `(() => {
 			const bob = `+peerButton(bob.pubkey)+`, carol = `+peerButton(carol.pubkey)+`;
-			return bob && carol && bob.querySelector('.dot.on') && bob.textContent.includes('<b>reviewing</b> PR 42')
+			return bob && carol && bob.querySelector('.dot.on') && bob.textContent.includes(`+jsString(bobSummary)+`)
 				&& carol.querySelector('.label').textContent === `+jsString(evilName)+`;
 		})()`, 15*time.Second)
 		br.waitJS("the @dev group", peerButton("@dev"), 5*time.Second)
+		summaryCut(t, br, bob.pubkey)
 		// Agents see the human on the web: a presence of alice's member
 		// key with peerType human and channel web.
 		type peerJSON struct {
@@ -261,8 +283,11 @@ func TestWebChat(t *testing.T) {
 		if got.Priority != "now" || got.ReplyToID == "" {
 			t.Fatalf("bob got %+v, want priority now and a replyToId", got)
 		}
-		br.waitJS("the quote of the reply", `[...document.querySelectorAll('#message-list .msg.mine .quote')].some(q => q.textContent.includes('bob: back at you'))`, 5*time.Second)
-		br.do("priority next", chromedp.SetValue(chromedp.CSS("#priority"), "next"))
+		br.waitJS("the quote of the reply", replyQuoted, 5*time.Second)
+		// "now" was for that message: the next one is "next" again.
+		if p := eval[string](br, `document.getElementById('priority').value`); p != "next" {
+			t.Fatalf("after an urgent send the priority selector says %q, want next", p)
+		}
 		br.screenshot("02-dm-thread")
 	})
 
@@ -468,6 +493,11 @@ func TestWebChat(t *testing.T) {
 		br.waitJS("before the cut", hasMessage("before the cut"), 10*time.Second)
 		proxy.cut()
 		br.waitJS("the lost-contact banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('Lost contact')`, 15*time.Second)
+		// A send the daemon never got says so in words, with a retry.
+		br.send("typed during the cut")
+		notSent := `[...document.querySelectorAll('#message-list .msg.mine')].find(m => m.textContent.includes('typed during the cut'))`
+		br.waitJS("the send that could not reach the daemon", `(() => { const m = `+notSent+`; return m && m.dataset.state === 'failed' && m.querySelector('button.retry') &&
+			m.querySelector('.state').textContent === 'not sent: lost contact with your daemon' })()`, 15*time.Second)
 		for i := 0; i < 5; i++ {
 			bob.ok("send", "alice", fmt.Sprintf("during the cut %d", i))
 		}
@@ -477,6 +507,9 @@ func TestWebChat(t *testing.T) {
 			br.waitJS("a message sent during the cut", hasMessage(fmt.Sprintf("during the cut %d", i)), 20*time.Second)
 		}
 		br.waitJS("the banner gone", `document.getElementById('banner').hidden`, 10*time.Second)
+		br.click("retry the send", `#message-list .msg.mine button.retry`)
+		received(t, bobIn, "typed during the cut")
+		br.waitJS("the retried send delivered, its retry gone", `(() => { const m = `+notSent+`; return m && m.dataset.state === 'delivered' && !m.querySelector('button.retry') })()`, 20*time.Second)
 		br.waitJS("carol's badge after the gap", `(() => { const b = `+peerButton(carol.pubkey)+`.querySelector('.badge'); return b && b.textContent === '1' })()`, 10*time.Second)
 		// Once each: the replay and any refresh must not double anything.
 		for _, body := range []string{"before the cut", "during the cut 0", "during the cut 4", "back at you"} {
@@ -496,6 +529,21 @@ func TestWebChat(t *testing.T) {
 		if n := eval[int](br, countMessage("during the cut 2")); n != 1 {
 			t.Fatalf("after the reload a message shows %d times", n)
 		}
+		if n := eval[int](br, countMessage("typed during the cut")); n != 1 {
+			t.Fatalf("after the reload the retried send shows %d times", n)
+		}
+		n := 0
+		for _, r := range bobIn.all() {
+			if r.body() == "typed during the cut" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("bob received the retried send %d times", n)
+		}
+		// History comes newest first: the reply is drawn before the
+		// message it answers, and its quote must still name it.
+		br.waitJS("the reply's quote after the reload", replyQuoted, 10*time.Second)
 	})
 
 	t.Run("broker lost", func(t *testing.T) {
@@ -540,6 +588,15 @@ func TestWebChat(t *testing.T) {
 		br.waitJS("the narrow list", `getComputedStyle(document.getElementById('side')).display !== 'none' && `+peerButton(bob.pubkey), 15*time.Second)
 		if wide := eval[bool](br, `document.documentElement.scrollWidth > window.innerWidth + 1`); wide {
 			t.Fatalf("the page is wider than 360 px")
+		}
+		// bob may be offline by now (the broker restarted): whatever each
+		// row says, it stays inside the sidebar.
+		if got := eval[map[string]any](br, `(() => {
+			const side = document.getElementById('side'), right = side.getBoundingClientRect().right;
+			const out = [...side.querySelectorAll('.meta, .label')].filter(m => m.getBoundingClientRect().right > right + 0.5).map(m => m.textContent);
+			return {out, sideScrolls: side.scrollWidth > side.clientWidth};
+		})()`); len(got["out"].([]any)) != 0 || got["sideScrolls"] != false {
+			t.Fatalf("the narrow sidebar's rows run past its edge: %v", got)
 		}
 		br.screenshot("08-narrow-list")
 		br.openThread(bob.pubkey, "bob")

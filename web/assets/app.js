@@ -64,6 +64,7 @@
     open: null,           // open thread key
     items: new Map(),     // item key → {item, node}
     byMessageId: new Map(),
+    quotes: new Map(),    // replyToId → quote nodes still waiting for that message
     before: '', loading: false,
     lastId: 0, es: null, streamUp: false, opens: 0, loggedOut: false,
     replyTo: null, searching: false,
@@ -573,6 +574,7 @@
     S.open = null;
     S.items.clear();
     S.byMessageId.clear();
+    S.quotes.clear();
     S.before = '';
     S.topicBefore = '';
     S.topicMore = false;
@@ -811,7 +813,7 @@
     const rec = { item: it, node };
     S.items.set(key, rec);
     const mid = it.topic ? it.topic.id : it.in ? it.in.messageId : it.out.messageId;
-    if (mid) S.byMessageId.set(mid, rec);
+    if (mid) knowMessage(mid, rec);
     const list = $('message-list');
     let before = null;
     for (let n = list.lastElementChild; n; n = n.previousElementSibling) {
@@ -839,6 +841,27 @@
     const hm = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
     if (d.toDateString() === now.toDateString()) return hm;
     return d.toLocaleDateString([], { weekday: 'short', day: 'numeric', month: 'short' }) + ' ' + hm;
+  }
+
+  // knowMessage files a shown message by its id, and fills in the quotes
+  // of replies to it that were shown first (a page of history arrives
+  // newest first, so a reply comes before what it answers).
+  function knowMessage(mid, rec) {
+    S.byMessageId.set(mid, rec);
+    const waiting = S.quotes.get(mid);
+    if (!waiting) return;
+    S.quotes.delete(mid);
+    for (const q of waiting) q.textContent = sanitize('↪ ' + quoteFor(mid));
+  }
+
+  function quoteNode(replyToId) {
+    const q = el('div', 'quote', '↪ ' + quoteFor(replyToId));
+    if (!S.byMessageId.has(replyToId)) {
+      const waiting = S.quotes.get(replyToId) || [];
+      waiting.push(q);
+      S.quotes.set(replyToId, waiting);
+    }
+    return q;
   }
 
   function quoteFor(replyToId) {
@@ -920,7 +943,7 @@
       reply = rb;
     }
     bubble.append(head);
-    if (replyTo) bubble.append(el('div', 'quote', '↪ ' + quoteFor(replyTo)));
+    if (replyTo) bubble.append(quoteNode(replyTo));
     bubble.append(body);
     const line = el('div', 'line');
     line.append(bubble);
@@ -938,10 +961,21 @@
 
   function setOutState(li, st, o) {
     const s = o.status || 'accepted';
+    const retry = s === 'failed' && !!o.retry;
     li.dataset.state = s;
     st.className = 'state ' + s;
-    st.textContent = sanitize(stateLabel[s] + (s === 'failed' && o.error ? ': ' + o.error : ''));
+    st.textContent = sanitize((retry ? 'not sent' : stateLabel[s]) + (s === 'failed' && o.error ? ': ' + o.error : ''));
     st.title = o.error ? sanitize(o.error) : '';
+    let rb = li.querySelector('button.retry');
+    if (retry && !rb) {
+      rb = el('button', 'retry', 'Retry');
+      rb.type = 'button';
+      rb.setAttribute('aria-label', 'Send this message again');
+      rb.addEventListener('click', () => retrySend(li.dataset.key));
+      st.after(rb);
+    } else if (!retry && rb) {
+      rb.remove();
+    }
   }
 
   function updateOut(key, o) {
@@ -959,7 +993,7 @@
         other.node.remove();
         S.items.delete(itemKey(other.item));
       }
-      S.byMessageId.set(next.messageId, rec);
+      knowMessage(next.messageId, rec);
     }
     setOutState(rec.node, rec.node.querySelector('.state'), next);
   }
@@ -1043,15 +1077,37 @@
     ta.value = '';
     autoGrow();
     cancelReply();
+    // "now" interrupts an agent mid-turn: it is chosen per message, never
+    // left on for the next one.
+    $('priority').value = 'next';
     const t = thread(S.open);
     t.lastAt = now;
     t.lastPreview = text;
+    await post(req);
+  }
+
+  // post hands a send to the daemon. When the daemon cannot be reached
+  // (the browser's fetch fails: no answer at all), the message is "not
+  // sent" and keeps its request for a retry; the retry reuses the
+  // clientMessageId, so a send that did reach the daemon is not sent twice.
+  async function post(req) {
+    const key = 'o' + req.clientMessageId;
     try {
       const res = await api('/v1/send', { method: 'POST', body: req });
-      updateOut('o' + cmid, { status: res.status, messageId: res.messageId, error: res.error });
+      updateOut(key, { status: res.status, messageId: res.messageId, error: res.error });
     } catch (e) {
-      updateOut('o' + cmid, { status: 'failed', error: e.message });
+      if (e instanceof APIError) updateOut(key, { status: 'failed', error: e.message });
+      else updateOut(key, { status: 'failed', error: 'lost contact with your daemon', retry: req });
     }
+  }
+
+  function retrySend(key) {
+    const rec = S.items.get(key);
+    if (!rec || rec.item.out.status !== 'failed' || !rec.item.out.retry) return;
+    const req = rec.item.out.retry;
+    rec.item.out = Object.assign({}, rec.item.out, { status: 'sending', error: '', retry: null });
+    setOutState(rec.node, rec.node.querySelector('.state'), rec.item.out);
+    post(req);
   }
 
   function autoGrow() {
