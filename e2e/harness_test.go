@@ -251,15 +251,54 @@ func newUser(t *testing.T, name string) *user {
 	noteSources()
 	u := &user{t: t, name: name, home: filepath.Join(t.TempDir(), name)}
 	// Whatever a test does (or fails to do), no daemon it started outlives
-	// it: the pid file names it.
+	// it. The pid file names the running one; but a daemon may also be
+	// on its way up (`claudemesh mcp` and the thin verbs start one when
+	// they find none, and a `daemon up` spawned a moment ago has not
+	// written its pid yet), so every process whose arguments name this
+	// home is stopped, until none is left, before the temp dir goes.
 	t.Cleanup(func() {
 		if data, err := os.ReadFile(filepath.Join(u.home, "daemon", "daemon.pid")); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
 				killAndWait(pid)
 			}
 		}
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			pids := processesOfHome(u.home)
+			if len(pids) == 0 {
+				return
+			}
+			for _, pid := range pids {
+				killAndWait(pid)
+			}
+		}
+		t.Errorf("processes of %s still running after 10s: %v", u.home, processesOfHome(u.home))
 	})
 	return u
+}
+
+// processesOfHome lists the live processes whose arguments include
+// `--home HOME` (every process the harness or the binary starts for a
+// user carries it, a child between fork and exec included). Linux only:
+// elsewhere it finds nothing and the pid file is all there is.
+func processesOfHome(home string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	needle := "\x00--home\x00" + home + "\x00"
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.Contains("\x00"+string(cmd), needle) || exited(pid) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
 }
 
 // killAndWait kills pid and waits (briefly) until it has exited, so the

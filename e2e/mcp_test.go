@@ -161,6 +161,10 @@ func startMCP(t *testing.T, u *user, args ...string) (*sdk.ClientSession, *captu
 		if t.Failed() {
 			t.Logf("mcp stderr:\n%s", stderr.String())
 		}
+		// Closes its stdin and waits for the process to exit. A daemon it
+		// started (it does whenever its event stream ends, also when a
+		// test's cleanup killed the daemon a moment before) is stopped by
+		// newUser's cleanup, which runs after this one.
 		cs.Close()
 	})
 	return cs, capture, stderr
