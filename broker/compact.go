@@ -42,6 +42,10 @@ func compactCommand() *cli.Command {
 			if out.JSONMode() {
 				return out.JSON(res)
 			}
+			if !res.Replaced {
+				out.Resultf("%s (%s) has no free space worth reclaiming; left as it was", res.Path, humanBytes(res.Before))
+				return nil
+			}
 			out.Resultf("compacted %s: %s → %s", res.Path, humanBytes(res.Before), humanBytes(res.After))
 			return nil
 		},
@@ -53,6 +57,9 @@ type compactResult struct {
 	Path   string `json:"path"`
 	Before int64  `json:"bytesBefore"`
 	After  int64  `json:"bytesAfter"`
+	// Replaced is false when the compacted copy was no smaller (bbolt's
+	// Compact fills pages half full) and broker.db was left as it was.
+	Replaced bool `json:"replaced"`
 }
 
 // compactStore compacts dataDir/broker.db, or says why it cannot.
@@ -60,6 +67,8 @@ func compactStore(dataDir string) (compactResult, error) {
 	path := filepath.Join(dataDir, "broker.db")
 	before, after, err := store.CompactFile(path, time.Second)
 	switch {
+	case errors.Is(err, store.ErrNothingToReclaim):
+		return compactResult{Path: path, Before: before, After: before}, nil
 	case errors.Is(err, store.ErrLocked):
 		return compactResult{}, cliui.Errorf("broker_running", "%s is open in another process (a running broker): compaction needs it stopped", path).
 			WithHint("stop the broker (systemctl stop claudemesh-broker), run claudemesh broker compact again, then start it")
@@ -67,5 +76,5 @@ func compactStore(dataDir string) (compactResult, error) {
 		return compactResult{}, cliui.Errorf(cliui.CodeInternal, "%s could not be compacted: %v", path, err).
 			WithHint("broker.db was left as it was")
 	}
-	return compactResult{Path: path, Before: before, After: after}, nil
+	return compactResult{Path: path, Before: before, After: after, Replaced: true}, nil
 }

@@ -14,6 +14,10 @@ import (
 // database's file lock.
 var ErrLocked = errors.New("the database is open in another process")
 
+// ErrNothingToReclaim means the compacted copy was no smaller than the
+// file, which was left as it was.
+var ErrNothingToReclaim = errors.New("compacting would not make the file smaller")
+
 // compactTxSize bounds each transaction of the copy, so a large file is
 // not copied in one transaction held in memory.
 const compactTxSize = 64 << 20
@@ -74,6 +78,13 @@ func CompactFile(path string, lockTimeout time.Duration) (before, after int64, e
 	if err := dst.Close(); err != nil {
 		os.Remove(tmp)
 		return 0, 0, err
+	}
+	// bbolt's Compact fills pages half full, where the broker packs its
+	// append-only buckets: a file with little free space can come out
+	// larger. Then the old file stays.
+	if fi, err := os.Stat(tmp); err != nil || fi.Size() >= before {
+		os.Remove(tmp)
+		return before, before, ErrNothingToReclaim
 	}
 	// Renamed while the old file is still open and locked: nothing can
 	// open the old file in between and write what the copy lacks.
