@@ -137,9 +137,10 @@ type rawConn struct {
 	confirmed map[string]bool // ids an `acked` answer confirmed
 }
 
-// note records what a frame tells about pushes and acks. It reports
-// whether the frame is a push of a message pushed here before (seen), and
-// whether that message was acked already (noise for every wait).
+// note records what a frame tells about pushes, receipts and acks. It
+// reports whether the frame is a push of a message (or a receipt) pushed
+// here before (seen), and whether it was acked already (noise for every
+// wait).
 func (r *rawConn) note(data []byte, env wire.Envelope) (ackedAgain, seen bool) {
 	switch env.Type {
 	case wire.TypePush:
@@ -156,6 +157,21 @@ func (r *rawConn) note(data []byte, env wire.Envelope) (ackedAgain, seen bool) {
 		seen = r.pushed[p.MessageID]
 		r.pushed[p.MessageID] = true
 		return seen && r.acked[p.MessageID], seen
+	case wire.TypeReceipt:
+		// Receipts are redelivered like pushes until acked (by
+		// receiptId), and a wait must not take an old one for news.
+		var rc struct {
+			ReceiptID string `json:"receiptId"`
+		}
+		if wire.Decode(data, &rc) != nil || rc.ReceiptID == "" {
+			return false, false
+		}
+		if r.confirmed[rc.ReceiptID] {
+			r.t.Fatalf("receipt pushed again after its ack was confirmed: %s", data)
+		}
+		seen = r.pushed[rc.ReceiptID]
+		r.pushed[rc.ReceiptID] = true
+		return seen && r.acked[rc.ReceiptID], seen
 	case wire.TypeAcked:
 		var a wire.Acked
 		if wire.Decode(data, &a) == nil {
