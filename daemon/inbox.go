@@ -123,7 +123,12 @@ func (d *Daemon) inboxLoop() {
 	}
 }
 
-func (d *Daemon) storePushes(items []inboxItem) {
+// storePushes stores and acks items; false when it stored none (the
+// inbox is full, or the store failed), leaving them unacked on the broker.
+func (d *Daemon) storePushes(items []inboxItem) bool {
+	if d.inboxFull(len(items)) {
+		return false // left on the broker, which pushes them again later
+	}
 	rows := make([]*inboxRow, len(items))
 	now := time.Now().UnixMilli()
 	for i, it := range items {
@@ -175,7 +180,7 @@ func (d *Daemon) storePushes(items []inboxItem) {
 	if err != nil {
 		// Not acked: the broker redelivers and we try again.
 		d.log.Error("inbox store", "err", err)
-		return
+		return false
 	}
 	if d.failpoint == failInboxAfterStore {
 		// Fault injection for the crash tests: die exactly between the
@@ -184,6 +189,7 @@ func (d *Daemon) storePushes(items []inboxItem) {
 		select {}
 	}
 	settleItems(items, func(it inboxItem) string { return it.push.MessageID })
+	return true
 }
 
 // putInboxRow stores a received row under the next event sequence, once: a
@@ -269,8 +275,11 @@ func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
 					ids = append(ids, rp.Push.MessageID)
 				}
 			}
-			if len(items) > 0 {
-				d.storePushes(items)
+			full := false
+			if len(items) > 0 && !d.storePushes(items) {
+				// Not stored (the inbox is full): not acked either;
+				// they stay on the broker.
+				ids, full = ids[:0], true
 			}
 			var receipts []inboxItem
 			for i := range res.Receipts {
@@ -287,7 +296,7 @@ func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
 				c.ClientAck(fctx, ids)
 			}
 			cancel()
-			if !res.More {
+			if !res.More || full {
 				break
 			}
 		}

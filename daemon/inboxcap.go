@@ -17,7 +17,10 @@ import (
 // the broker was told they arrived (client_ack), so dropping one would lose
 // a message nobody read. While unseen rows alone hold the inbox over its
 // cap, `daemon status` says so, and trimming waits for something to change
-// (a row marked seen or deleted) instead of rescanning on every push.
+// (a row marked seen or deleted) instead of rescanning on every push. At
+// twice the cap the inbox is full: new pushes are neither stored nor
+// acked, so they wait on the broker (where the sender's quota bounds them)
+// and come again with its redelivery once rows are read.
 
 // DefaultInboxMaxBytes is `daemon up --inbox-max-bytes`'s default.
 const DefaultInboxMaxBytes = 256 << 20
@@ -31,6 +34,29 @@ type inboxCap struct {
 	stuck   bool  // the last trim found too few seen rows to drop
 	dropped int64 // seen rows dropped since the daemon started
 	held    int   // unseen rows over the cap at the last trim
+	full    bool  // pushes are being left on the broker (inboxFull)
+}
+
+// inboxFull reports whether the inbox is at its hard limit, twice the cap,
+// after trying to trim it: the n pushes at hand are then left on the
+// broker, unacked.
+func (d *Daemon) inboxFull(n int) bool {
+	hard := 2 * d.opts.InboxMaxBytes
+	d.icap.mu.Lock()
+	over := d.icap.bytes >= hard
+	d.icap.mu.Unlock()
+	if over {
+		d.trimInbox() // rows may have been read since
+	}
+	d.icap.mu.Lock()
+	over = d.icap.bytes >= hard
+	was := d.icap.full
+	d.icap.full = over
+	d.icap.mu.Unlock()
+	if over && !was {
+		d.log.Warn("inbox full of unseen rows: new messages are left on the broker until some are read", "pushes", n, "maxBytes", d.opts.InboxMaxBytes)
+	}
+	return over
 }
 
 // loadInboxSize measures the inbox at start.
@@ -144,9 +170,13 @@ func (d *Daemon) inboxStatus(bytes int64, rows, unseen int) (*localapi.InboxUsag
 	max := d.opts.InboxMaxBytes
 	d.icap.mu.Lock()
 	u := &localapi.InboxUsage{Bytes: bytes, Rows: rows, MaxBytes: max, DroppedSeen: d.icap.dropped}
-	d.icap.mu.Unlock()
+	defer d.icap.mu.Unlock()
 	var warnings []string
-	if bytes > max {
+	if u.Full = d.icap.full; u.Full {
+		u.OverCap, u.UnseenHeld = true, unseen
+		warnings = append(warnings, fmt.Sprintf("the inbox is full (%s, twice its cap of %s) with %d unseen rows: new messages stay on the broker until you mark some seen (claudemesh inbox --mark-seen), or restart the daemon with a larger daemon up --inbox-max-bytes",
+			mib(bytes), mib(max), unseen))
+	} else if bytes > max {
 		u.OverCap, u.UnseenHeld = true, unseen
 		warnings = append(warnings, fmt.Sprintf("the inbox is over its cap (%s of %s) with %d unseen rows, which are kept until read or deleted: mark them seen (claudemesh inbox --mark-seen) so the oldest can be dropped, or restart the daemon with a larger daemon up --inbox-max-bytes",
 			mib(bytes), mib(max), unseen))

@@ -24,7 +24,7 @@ func TestInboxCapDropsOldestSeenRowsAndWarns(t *testing.T) {
 	alice.waitOpen(t)
 	bob.waitOpen(t)
 	ctx := context.Background()
-	body := strings.Repeat("y", 4000)
+	body := strings.Repeat("y", 3000) // 20 rows: over the cap, under twice it
 	send := func(from, n int) {
 		for i := from; i < from+n; i++ {
 			if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: fmt.Sprintf("%03d %s", i, body)}); err != nil {
@@ -81,5 +81,74 @@ func TestInboxCapDropsOldestSeenRowsAndWarns(t *testing.T) {
 	}
 	if oldest <= 20-len(kept) {
 		t.Fatalf("after 5 more the oldest row is still %d", oldest)
+	}
+}
+
+// At twice its cap, with unseen rows only, the inbox is full: new messages
+// are not stored and not acked, so they wait on the broker, and arrive
+// with its redelivery once rows are read. Nothing is lost and daemon.db
+// stays bounded.
+func TestFullInboxLeavesMessagesOnTheBroker(t *testing.T) {
+	const limit = 16 << 10
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit})
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	body := strings.Repeat("w", 4000)
+	const n = 15
+	for i := range n {
+		if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: fmt.Sprintf("%03d %s", i, body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func() localapi.Status {
+		var st localapi.Status
+		if _, err := bob.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	delivered := func() int {
+		var rows []localapi.OutboxRow
+		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &rows)
+		k := 0
+		for _, r := range rows {
+			if r.Status == localapi.StatusDelivered {
+				k++
+			}
+		}
+		return k
+	}
+	waitFor(t, 20*time.Second, "bob's inbox to fill", func() bool { return status().Inbox.Full })
+	st := status()
+	if rows := len(bob.inbox(t)); rows >= n || st.Inbox.UnseenHeld != rows || len(st.Warnings) == 0 || !strings.Contains(st.Warnings[0], "stay on the broker") {
+		t.Fatalf("full inbox: %d rows, %+v %q", rows, st.Inbox, st.Warnings)
+	}
+	if k := delivered(); k >= n {
+		t.Fatalf("%d of %d delivered: the full inbox acked what it did not keep", k, n)
+	}
+	// Reading makes room; the broker's redelivery brings the rest.
+	read := map[string]bool{}
+	for {
+		var rows []localapi.InboxRow
+		bob.api.Do(ctx, "GET", "/v1/inbox?markSeen=true", nil, &rows)
+		for _, r := range rows {
+			if len(r.Body) >= 3 {
+				read[r.Body[:3]] = true
+			}
+		}
+		if delivered() == n && len(read) == n {
+			break
+		}
+		waitFor(t, 20*time.Second, "more of alice's messages", func() bool {
+			rows := bob.inbox(t)
+			return (delivered() == n && len(read) == n) || (len(rows) > 0 && rows[0].SeenAt == 0)
+		})
+	}
+	if st := status(); st.Inbox.Full || st.Inbox.Bytes > 2*limit+8<<10 {
+		t.Fatalf("after reading: %+v", st.Inbox)
 	}
 }

@@ -91,7 +91,8 @@ type Status struct {
 // InboxUsage is the inbox's size: Bytes of Rows stored, MaxBytes the cap.
 // Past the cap the oldest seen rows are dropped (DroppedSeen counts them
 // since the daemon started); unseen rows are never dropped, and OverCap
-// with UnseenHeld says they alone keep the inbox over its cap.
+// with UnseenHeld says they alone keep the inbox over its cap; at twice
+// the cap it is Full.
 type InboxUsage struct {
 	Bytes       int64 `json:"bytes"`
 	Rows        int   `json:"rows"`
@@ -99,6 +100,9 @@ type InboxUsage struct {
 	DroppedSeen int64 `json:"droppedSeen"`
 	OverCap     bool  `json:"overCap"`
 	UnseenHeld  int   `json:"unseenHeld,omitzero"`
+	// Full: unseen rows fill twice the cap, and new messages are left on
+	// the broker (not acked) until some are read.
+	Full bool `json:"full"`
 }
 
 // WebStatus is the chat page in `daemon status`: State is "serving" (URL
