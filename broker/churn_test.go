@@ -110,6 +110,18 @@ func TestSessionKeysAreBounded(t *testing.T) {
 		r, sess := connectSession(t, b, bob, fmt.Sprintf("s%d", i))
 		r.closeClean()
 		keys = append(keys, sess.PublicHex())
+		// "Least recently connected" is the order in which the broker
+		// detached them (the close echo comes before that, and a loaded
+		// machine can run s0's detach after s1's), to the millisecond
+		// (LastSeenAt): wait for this one to be detached and stamped in a
+		// millisecond that has passed before the next connects.
+		waitFor(t, fmt.Sprintf("s%d detached", i), func() bool {
+			ms := b.hub.mesh(bob.meshID)
+			ms.mu.Lock()
+			defer ms.mu.Unlock()
+			s := ms.sessions[keys[i]]
+			return ms.conns[keys[i]] == nil && s != nil && s.LastSeenAt < time.Now().UnixMilli()
+		})
 	}
 	ac := connect(t, b, alice, false, nil)
 	if ack := ac.sendAck(dm(t, alice, keys[0], "queued for s0")); ack.Error != nil {
