@@ -217,16 +217,25 @@ func (rd *runningDaemon) checkCounts(t *testing.T) {
 	})
 }
 
+// waitFor polls ok until it holds. d is how long the wait should take at
+// most on a quiet machine; the deadline is never shorter than
+// minWaitDeadline, because on a loaded 2-core machine (CI, or four
+// developers' builds) a daemon, a broker and the race detector can stall
+// for seconds, and a deadline is only the point of giving up on a
+// condition, not a measure of speed.
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	t.Helper()
+	d = max(d, minWaitDeadline)
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+const minWaitDeadline = 30 * time.Second
 
 func TestSendThroughDaemonsIsDeliveredOnce(t *testing.T) {
 	e := newEnv(t)
