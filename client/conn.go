@@ -114,6 +114,11 @@ type DialOptions struct {
 	Header http.Header
 	Logger *slog.Logger
 
+	// OnReady is called with the connection once its handshake is done,
+	// before the first frame after hello_ack is read: whoever acks what
+	// arrives on it (the daemon) knows the connection before the first
+	// push, which the broker sends right behind hello_ack.
+	OnReady func(c *Conn)
 	// OnPush receives every message push with its raw frame bytes (which
 	// the callee may keep: they are not reused). The daemon stores and then
 	// acks; the push is redelivered if it never does.
@@ -288,6 +293,9 @@ func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, er
 	c.extendReadDeadline()
 	ws.SetPingHandler(c.onPing)
 	go c.writeLoop()
+	if opts.OnReady != nil {
+		opts.OnReady(c)
+	}
 	go c.readLoop()
 	return c, nil
 }

@@ -83,8 +83,9 @@ type Options struct {
 	// (0 bytes); without it Open refuses (DBRefusal).
 	Init bool
 
-	// testHookConnected runs at every hello_ack, before the directory is
-	// fetched; tests use it to widen the window before "open".
+	// testHookConnected runs at every hello_ack, first in OnConnected
+	// (before the role is noted and the directory fetched); tests use it
+	// to widen the window before "open", in which pushes already arrive.
 	testHookConnected func()
 }
 
@@ -616,11 +617,18 @@ func (m *meshRT) start() {
 	m.presence = client.StartPresence(ctx, m.ident, client.DialOptions{
 		Role: wire.RoleControlPlane, Presence: true, SessionID: "daemon", PeerType: wire.PeerHuman,
 		Hostname: host, Logger: m.d.log,
+		// Pushes are acked on m.latest: it must name the connection
+		// before the first push, which can be stored while OnConnected
+		// is still busy (noteRole writes config.json).
+		OnReady:   func(c *client.Conn) { m.setLatest(c) },
 		OnPush:    func(raw []byte, p *wire.Push) { m.d.enqueueInbox(m, p) },
 		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r, nil) },
 		OnSystem:  func(p *wire.Push) { m.onSystem(p) },
 	}, client.PresenceOptions{
 		OnConnected: func(ctx context.Context, c *client.Conn) {
+			if h := m.d.opts.testHookConnected; h != nil {
+				h()
+			}
 			m.noteRole(c.HelloAck().MemberRole)
 			m.refreshDirectory(ctx, c)
 			m.topics.connected(c)
@@ -717,6 +725,12 @@ func (m *meshRT) memberName(pubkey string) string {
 // ackConn is the connection to settle pushes and receipts on: the newest
 // one, open or still in its hello_ack phase (nil once it has closed; the
 // broker then redelivers on the next one).
+func (m *meshRT) setLatest(c *client.Conn) {
+	m.mu.Lock()
+	m.latest = c
+	m.mu.Unlock()
+}
+
 func (m *meshRT) ackConn() *client.Conn {
 	m.mu.Lock()
 	c := m.latest

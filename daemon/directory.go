@@ -60,15 +60,10 @@ type dirState struct {
 }
 
 // refreshDirectory runs at every hello_ack, before the mesh reports open:
-// it records the connection pushes are acked on and fetches the whole
-// directory, so an open mesh never resolves against an old one.
+// it fetches the whole directory, so an open mesh never resolves against
+// an old one. (The connection pushes are acked on is recorded earlier, by
+// DialOptions.OnReady.)
 func (m *meshRT) refreshDirectory(ctx context.Context, c *client.Conn) {
-	m.mu.Lock()
-	m.latest = c
-	m.mu.Unlock()
-	if h := m.d.opts.testHookConnected; h != nil {
-		h()
-	}
 	if err := m.fetchDirectory(ctx, c); err != nil {
 		m.d.log.Warn("directory", "mesh", m.cfg.Slug, "err", err)
 	}

@@ -191,7 +191,13 @@ func (s *sessionRT) start(m *meshRT) {
 	id.Session = &client.SessionCreds{Key: s.key, SessionID: s.rec.SessionID, DisplayName: s.rec.DisplayName, PeerType: s.rec.PeerType}
 	p := client.StartPresence(ctx, id, client.DialOptions{
 		PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Hostname: host, Channel: s.rec.Channel, Groups: s.rec.Groups,
-		Logger:    m.d.log,
+		Logger: m.d.log,
+		// The ack connection is known before the first push (see meshRT.start).
+		OnReady: func(c *client.Conn) {
+			s.mu.Lock()
+			s.latest = c
+			s.mu.Unlock()
+		},
 		OnPush:    func(raw []byte, p *wire.Push) { m.d.enqueueSessionInbox(m, s, p) },
 		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r, s) },
 	}, client.PresenceOptions{

@@ -3,6 +3,7 @@ package daemon
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"claudemesh/client"
@@ -157,10 +158,14 @@ func (m *meshRT) setWebPresence(on bool) {
 		return
 	}
 	host, _ := os.Hostname()
+	// The connection a push came on, known before its first push (the
+	// presence's Conn is set only once OnConnected is done).
+	var latest atomic.Pointer[client.Conn]
 	m.web.Store(client.StartPresence(m.d.ctx, m.ident, client.DialOptions{
 		Role: wire.RoleCLI, Presence: true, SessionID: webSessionID, PeerType: wire.PeerHuman, Channel: webChannel,
 		Hostname: host, Logger: m.d.log,
-		OnPush:    func(raw []byte, push *wire.Push) { m.d.enqueueInboxFrom(m, push, m.webConn()) },
+		OnReady:   func(c *client.Conn) { latest.Store(c) },
+		OnPush:    func(raw []byte, push *wire.Push) { m.d.enqueueInboxFrom(m, push, latest.Load()) },
 		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r, nil) },
 	}, client.PresenceOptions{}))
 }
