@@ -334,11 +334,10 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 			}
 			continue
 		}
-		var held QueueEntry
+		var from string
+		var charge int64
 		if v := qb.queue.Get(qk); v != nil {
-			if err := decodeQueueEntry(v, &held); err != nil {
-				held = QueueEntry{}
-			}
+			from, charge = entryQuota(v)
 		}
 		if err := qb.queue.Delete(qk); err != nil {
 			return nil, err
@@ -362,7 +361,7 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 		if err := qb.dlv.Put(dk, encodeDelivery(&settled)); err != nil {
 			return nil, err
 		}
-		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m, From: held.From, Charge: held.Charge}
+		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m, From: from, Charge: charge}
 		if m.Receipts {
 			seq, err := qb.queue.NextSequence()
 			if err != nil {

@@ -267,6 +267,38 @@ func decodeQueueEntry(v []byte, e *QueueEntry) error {
 	return recordErr(r.Done("queue entry"))
 }
 
+// entryQuota reads only From and Charge of an encoded queue entry (what
+// an ack gives back), skipping the rest without copying it: the ack path
+// runs on the committer.
+func entryQuota(v []byte) (from string, charge int64) {
+	if binrec.IsJSON(v) {
+		var e QueueEntry
+		if dec(v, &e) != nil {
+			return "", 0
+		}
+		return e.From, e.Charge
+	}
+	r := binrec.NewReader(v)
+	flags := r.Header()
+	if flags&qeQuota == 0 {
+		return "", 0
+	}
+	r.Varint()
+	skip := 3 // id, priority, frame
+	if flags&qeKey != 0 {
+		skip += 3 // to, nonce, box
+	}
+	for range skip {
+		r.Take(int(r.Uvarint()))
+	}
+	raw := r.Take(32)
+	charge = int64(r.Uvarint())
+	if r.Done("queue entry") != nil {
+		return "", 0
+	}
+	return hex.EncodeToString(raw), charge
+}
+
 func encodeDelivery(d *deliveryRec) []byte {
 	state, err := stateByte(d.State)
 	if err != nil {

@@ -29,14 +29,20 @@ func TestRecordsRoundTrip(t *testing.T) {
 		{ID: id("M", 1), Priority: wire.PriorityNow, CreatedAt: 42},
 		{ID: id("M", 2), Key: &wire.MultiKey{To: r1, Nonce: "bm9uY2U=", Box: "Ym94"}, CreatedAt: -1},
 		{ID: id("R", 1), Receipt: true, Frame: receipt, CreatedAt: 7},
+		{ID: id("M", 3), Priority: wire.PriorityLow, CreatedAt: 9, From: sender, Charge: 89000},
+		{ID: id("M", 4), Key: &wire.MultiKey{To: r1, Nonce: "bm9uY2U=", Box: "Ym94"}, CreatedAt: 9, From: sender, Charge: 1 << 40},
 		{},
 	} {
 		var got QueueEntry
-		if err := decodeQueueEntry(encodeQueueEntry(want), &got); err != nil {
+		v := encodeQueueEntry(want)
+		if err := decodeQueueEntry(v, &got); err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(&got, want) {
 			t.Errorf("queue entry round trip:\n got %+v\nwant %+v", got, *want)
+		}
+		if from, charge := entryQuota(v); from != want.From || charge != want.Charge {
+			t.Errorf("entryQuota of %+v: %q %d", *want, from, charge)
 		}
 	}
 
