@@ -10,8 +10,8 @@ import (
 // settleable is the gate in front of client_ack's commit (issue: a member
 // of one mesh sending 1,728 acks/s of ids that settled nothing turned every
 // mesh's 30 ms sends into 5–8 s, because each ack was a write on the one
-// committer all meshes share). It limits ack frames per connection
-// (--ack-rate), and keeps only the ids that settle something for this
+// committer all meshes share). Ack frames per connection (--ack-rate)
+// are limited before the frame is decoded (route.go); this keeps only the ids that settle something for this
 // connection's key: those in flight on one of its connections (memory), or
 // with a pending delivery record (a read transaction, which never waits for
 // the committer). The ids that need that read are charged to the member's
@@ -20,11 +20,6 @@ import (
 // it, a flood of invented ids does not. ok is false when the frame was
 // refused (the error is sent).
 func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) {
-	if c.acks != nil && !c.acks.Allow() {
-		c.b.metrics.limitTripped.WithLabelValues("ack_rate").Inc()
-		c.sendError(reqID, wire.CodeRateLimited, "too many client_ack frames on this connection; batch ids (up to 500 per frame)")
-		return nil, false
-	}
 	ms := c.ms
 	var rest []string
 	ms.mu.Lock()
@@ -50,6 +45,7 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 			r.Cancel()
 			c.b.metrics.limitTripped.WithLabelValues("unknown_acks").Inc()
 			c.sendError(reqID, wire.CodeRateLimited, "too many acks of ids that are not in flight; slow down")
+			c.refusedForRate()
 			return nil, false
 		}
 	}

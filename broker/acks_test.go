@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
+	"syscall"
 	"testing"
 
+	"github.com/gorilla/websocket"
 	"github.com/oklog/ulid/v2"
 
 	"claudemesh/wire"
@@ -99,5 +102,48 @@ func TestAckFramesAreLimited(t *testing.T) {
 	}
 	if counterValue(t, b, "claudemesh_limits_tripped_total", "ack_rate") < 1 {
 		t.Fatal("ack_rate not counted")
+	}
+}
+
+// TestIgnoringRateLimitsClosesTheConnection: a connection that keeps
+// sending ack frames after being answered rate_limited (past a burst of
+// refusals) is closed with 1008 rate_limited; parsing and answering a
+// flood costs every mesh's CPU even when each frame is refused.
+func TestIgnoringRateLimitsClosesTheConnection(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.AckRate = 2 })
+	alice := createMesh(t, b, "team", "alice")
+	ac := connect(t, b, alice, true, nil)
+	ids := junkIDs(1)
+	for i := range refusalBurst + 100 {
+		if err := ac.ws.WriteJSON(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("f%d", i), MessageIDs: ids}); err != nil {
+			break // closed while writing: what this test expects
+		}
+	}
+	for {
+		_, err := ac.readErr(expectWithin)
+		if err == errNoFrame {
+			t.Fatal("the flooding connection is still open")
+		}
+		if err == nil {
+			continue
+		}
+		// The close frame, or a reset when the broker cut the socket
+		// with frames of the flood still unread in it.
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && (ce.Code != wire.ClosePolicy || ce.Text != wire.CodeRateLimited) {
+			t.Fatalf("closed with %v, want 1008 %s", err, wire.CodeRateLimited)
+		}
+		if !errors.As(err, &ce) && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("connection ended with %v", err)
+		}
+		break
+	}
+	if counterValue(t, b, "claudemesh_limits_tripped_total", "refusals") != 1 {
+		t.Fatal("refusals not counted")
+	}
+	// An honest connection of the same member is untouched.
+	if _, limited := ackBurst(t, connect(t, b, alice, true, nil), 2, junkIDs(1)); limited != 0 {
+		t.Fatal("a new connection starts with its own budget")
 	}
 }

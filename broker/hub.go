@@ -82,6 +82,10 @@ type member struct {
 	// ackLookups is the member's budget of acked ids that are not in
 	// flight and need a store read (settleable).
 	ackLookups *rate.Limiter
+	// refusals are the rate_limited answers the member's connections may
+	// get before the one that gets another is closed (refusedForRate):
+	// per member, so reconnecting does not buy a fresh budget.
+	refusals *rate.Limiter
 }
 
 // presence is one listed peer: a member presence (daemon, inbox --follow,
@@ -265,7 +269,7 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 	if cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
-	mem := &member{Member: m, limiter: lim}
+	mem := &member{Member: m, limiter: lim, refusals: rate.NewLimiter(refusalRate, refusalBurst)}
 	if cfg.AckRate > 0 {
 		mem.ackLookups = rate.NewLimiter(rate.Limit(5*cfg.AckRate), int(20*cfg.AckRate))
 	}

@@ -44,6 +44,15 @@ func (c *conn) handle(data []byte) {
 	}
 	if env.Type != wire.TypeSend && env.Type != wire.TypeClientAck && !c.frames.Allow() {
 		c.sendError(env.ReqID, wire.CodeRateLimited, "too many requests on this connection; slow down")
+		c.refusedForRate()
+		return
+	}
+	if env.Type == wire.TypeClientAck && c.acks != nil && !c.acks.Allow() {
+		// Before the frame is decoded: a flood of 500-id frames costs
+		// its parse otherwise.
+		c.b.metrics.limitTripped.WithLabelValues("ack_rate").Inc()
+		c.sendError(env.ReqID, wire.CodeRateLimited, "too many client_ack frames on this connection; batch ids (up to 500 per frame)")
+		c.refusedForRate()
 		return
 	}
 	switch env.Type {
@@ -707,4 +716,26 @@ func (ms *meshState) memberList() []wire.Member {
 	}
 	sortMembers(out)
 	return out
+}
+
+// refusedForRate counts a frame refused with rate_limited. A connection
+// that keeps sending after it was told to slow down (past a burst of
+// refusals for its member, then more than a few a second) is closed with
+// 1008 rate_limited, and a new connection of that member is closed at its
+// next refusal until the budget refills: answering and parsing a flood costs the broker's CPU,
+// which every mesh shares, even when each frame is refused (bench
+// --adversary). A client that honours rate_limited never gets near it.
+func (c *conn) refusedForRate() {
+	lim := c.refusals
+	if c.mem != nil && c.mem.refusals != nil {
+		lim = c.mem.refusals
+	}
+	if lim.Allow() {
+		return
+	}
+	if c.refusalClosed.CompareAndSwap(false, true) {
+		c.b.metrics.limitTripped.WithLabelValues("refusals").Inc()
+		c.b.log.Warn("connection closed: it kept sending after rate_limited", "member", c.pubkey, "ip", c.ip)
+		c.closeWith(wire.ClosePolicy, wire.CodeRateLimited)
+	}
 }

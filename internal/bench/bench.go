@@ -88,6 +88,17 @@ type Config struct {
 	TopicRate    float64
 	TopicHistory int
 
+	// Attacks limits --adversary to these attacks (AttackNames; all when
+	// empty).
+	Attacks []string
+
+	// brokerArgs are added to the child broker's flags (the adversary
+	// mode restores the default limits the bench otherwise lifts).
+	brokerArgs []string
+	// adversary, when set, runs the attacks of adversary.go during the
+	// measured part and counts them there.
+	adversary *AdversaryStats
+
 	// childEnv is added to the environment of every process the bench
 	// starts (tests use it to make the test binary act as claudemesh).
 	childEnv []string
@@ -264,9 +275,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	setup := time.Since(r.base)
 
+	var adv *adversary
+	if cfg.adversary != nil {
+		r.progressf("starting the attacks")
+		var err error
+		if adv, err = r.startAdversary(ctx); err != nil {
+			return nil, err
+		}
+	}
 	startNs := r.now()
 	selfCPU0, brokerCPU0 := selfCPU(), r.childCPU()
 	lastAckNs, err := r.measure(ctx)
+	if adv != nil {
+		adv.stop()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -501,7 +523,7 @@ func (r *run) startBroker(ctx context.Context, exe string) error {
 		// --idle-connections are presences of one member: the presence
 		// rate limit would stretch a 10,000-connection storm over half an
 		// hour.
-		child, err := startChild(ctx, exe, r.cfg.childEnv, "--presence-rate", "0")
+		child, err := startChild(ctx, exe, r.cfg.childEnv, append([]string{"--presence-rate", "0"}, r.cfg.brokerArgs...)...)
 		if err != nil {
 			return err
 		}

@@ -47,13 +47,21 @@ func Command() *cli.Command {
 				"if `daemon down` fails). --json prints {schemaVersion, warmSendMs:{p50,p99,max},\n"+
 				"coldSendMs:{p50,p99,max}, acceptPerSec, acceptMs:{p50,p99,max}, drainSec, delivered, deliveredPct}\n"+
 				"(milliseconds; delivered counts accepted messages the recipient received, deliveredPct is of\n"+
-				"--accepts).",
+				"--accepts).\n"+
+				"\n"+
+				"--adversary runs the DM load twice, each on a fresh child broker with its default limits (send rate\n"+
+				"200/s, presence rate 5/s, ack rate, group cap): alone, then while a member, mallory, floods\n"+
+				"client_acks of unknown ids, churns her presence, sends hellos over the group cap and 64 KiB DMs\n"+
+				"to herself that she never acks, and a stranger holds 200 idle TCP connections and 4 WebSockets\n"+
+				"writing junk before any hello. It reports both runs, what each attack did, and attacked ÷\n"+
+				"baseline for the honest peers' send→ack and send→push p99 (the attacks share this process's CPU).",
 			"claudemesh bench",
 			"claudemesh bench --peers 100 --messages 1000 --json",
 			"claudemesh bench --broadcast --peers 1000 --messages 100",
 			"claudemesh bench --peers 2 --messages 0 --idle-connections 5000",
 			"claudemesh bench --via-daemon --json",
 			"claudemesh bench --topic --peers 100 --messages 600 --rate 20",
+			"claudemesh bench --adversary --peers 100 --messages 100",
 			"claudemesh bench --broker wss://mesh.example.com/ws --operator-token-file /var/lib/claudemesh/operator.token",
 		),
 		Flags: []cli.Flag{
@@ -67,6 +75,8 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "sends", Value: DefaultSends, Usage: "--via-daemon: `N` sequential send processes per path"},
 			&cli.IntFlag{Name: "accepts", Value: DefaultAccepts, Usage: "--via-daemon: `N` messages posted to the outbox"},
 			&cli.IntFlag{Name: "clients", Value: DefaultClients, Usage: "--via-daemon: `N` concurrent local API clients"},
+			&cli.BoolFlag{Name: "adversary", Usage: "the DM load alone, then while one member and a stranger misbehave; compare the honest peers' p99"},
+			&cli.StringSliceFlag{Name: "attacks", Usage: "--adversary: only these `LIST` of attacks (ack, churn, groups, self, idle, junk)"},
 			&cli.BoolFlag{Name: "topic", Usage: "measure a topic: --peers members, --messages posts at --rate, a history page in --history posts"},
 			&cli.Float64Flag{Name: "rate", Value: DefaultTopicRate, Usage: "--topic: posts per second"},
 			&cli.IntFlag{Name: "history", Value: DefaultTopicHistory, Usage: "--topic: `N` posts made first, to time a history page in"},
@@ -129,6 +139,12 @@ func action(c *cli.Context) error {
 		res, err = RunDaemon(c.Context, cfg)
 	case cfg.Topic:
 		res, err = RunTopic(c.Context, cfg)
+	case c.Bool("adversary"):
+		if cfg.ViaDaemon || cfg.Topic {
+			return cliui.UsageErrorf("--adversary is a DM load; it does not combine with --via-daemon or --topic")
+		}
+		cfg.Attacks = c.StringSlice("attacks")
+		res, err = RunAdversary(c.Context, cfg)
 	default:
 		res, err = Run(c.Context, cfg)
 	}
@@ -152,8 +168,25 @@ func action(c *cli.Context) error {
 		reportTopic(out, r)
 	case *Result:
 		report(out, r)
+	case *AdversaryResult:
+		reportAdversary(out, r)
 	}
 	return nil
+}
+
+func reportAdversary(out *cliui.Out, r *AdversaryResult) {
+	out.Linef("baseline (the honest load alone):")
+	report(out, r.Baseline)
+	out.Linef("")
+	out.Linef("under attack:")
+	report(out, r.Attacked)
+	a := r.Attacks
+	out.Linef("")
+	out.Linef("attacks     %d client_ack frames of 500 unknown ids; %d presence churns; %d hellos over the group cap (%d refused);",
+		a.AckFrames, a.PresenceChurns, a.GroupHellos, a.GroupHellosRefused)
+	out.Linef("            %d junk WebSockets (%d MiB before hello); %d idle TCP connections; %d 64 KiB self-DMs accepted, %d refused; %d reconnects",
+		a.JunkConns, a.JunkBytes>>20, a.IdleConns, a.SelfSends, a.SelfRefused, a.Reconnects)
+	out.Resultf("honest p99  send→push ×%.2f, send→ack ×%.2f under attack; delivered %+.2f points", r.E2eP99Ratio, r.AckP99Ratio, r.DeliveredDelta)
 }
 
 // topicFlags refuses what --topic and the other modes do not share.

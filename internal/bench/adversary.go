@@ -1,0 +1,411 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/wire"
+)
+
+// The adversary mode (`bench --adversary`, issue 12's "Done when"): the
+// same DM load between honest peers, once alone and once while one member,
+// mallory, and a stranger misbehave in the ways the adversarial review
+// found, each as fast as one client can, against a broker with its default
+// limits (send rate, presence rate, ack rate, group cap). The honest
+// peers' latency and delivery are compared between the two runs.
+//
+// The attacks run in this process, so they also take CPU from the load
+// generator on a small machine; the comparison is an upper bound on what
+// they cost the honest peers.
+
+// AttackNames are the attacks --attacks can choose from.
+var AttackNames = []string{"ack", "churn", "groups", "self", "idle", "junk"}
+
+// AdversaryStats counts what each attack did during the measured run.
+type AdversaryStats struct {
+	// AckFrames: client_ack frames of 500 unknown ids each (item 5).
+	AckFrames int64 `json:"ackFrames"`
+	// PresenceChurns: mallory's presences opened and closed (item 6).
+	PresenceChurns int64 `json:"presenceChurns"`
+	// GroupHellos / GroupHellosRefused: hellos asking for 64 groups, over
+	// the cap (item 1).
+	GroupHellos        int64 `json:"groupHellos"`
+	GroupHellosRefused int64 `json:"groupHellosRefused"`
+	// JunkConns / JunkBytes: WebSocket connections of a stranger writing
+	// 64 KiB frames before any hello (item 4).
+	JunkConns int64 `json:"junkConns"`
+	JunkBytes int64 `json:"junkBytes"`
+	// IdleConns: TCP connections a stranger opened and left idle (item 4).
+	IdleConns int64 `json:"idleConns"`
+	// SelfSends / SelfRefused: 64 KiB DMs mallory sent to herself and never
+	// acked (item 7): accepted, and refused by a limit or a quota.
+	SelfSends   int64 `json:"selfSends"`
+	SelfRefused int64 `json:"selfRefused"`
+	// Reconnects: times an attack's connection was cut by the broker and
+	// opened again.
+	Reconnects int64 `json:"reconnects"`
+}
+
+// AdversaryResult is `bench --adversary`: the honest load alone, then
+// under attack, and how much worse the second is.
+type AdversaryResult struct {
+	SchemaVersion int            `json:"schemaVersion"`
+	Baseline      *Result        `json:"baseline"`
+	Attacked      *Result        `json:"attacked"`
+	Attacks       AdversaryStats `json:"attacks"`
+	// E2eP99Ratio and AckP99Ratio are attacked ÷ baseline; DeliveredDelta
+	// is the attacked run's delivered % minus the baseline's.
+	E2eP99Ratio    float64 `json:"e2eP99Ratio"`
+	AckP99Ratio    float64 `json:"ackP99Ratio"`
+	DeliveredDelta float64 `json:"deliveredDelta"`
+}
+
+// adversaryBrokerArgs are the broker's defaults for what the attacks
+// test (the child broker otherwise runs without a send rate limit, and
+// without a presence rate limit for --idle-connections).
+//
+// The per-address limits exempt loopback by default; here only 127.0.0.1
+// (the honest peers and mallory) is exempt, and the stranger connects from
+// 127.0.0.2, as one address on the internet would.
+var adversaryBrokerArgs = []string{"--rate", "200", "--burst", "1000", "--presence-rate", "5", "--ip-limit-exempt", "127.0.0.1/32"}
+
+// strangerDialer dials from 127.0.0.2, an address the broker limits.
+var strangerDialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+
+// RunAdversary runs cfg's DM load twice on fresh child brokers with their
+// default limits: alone, then under attack.
+func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
+	for _, a := range cfg.Attacks {
+		if !slices.Contains(AttackNames, a) {
+			return nil, fmt.Errorf("bench: unknown attack %q (known: %v)", a, AttackNames)
+		}
+	}
+	if cfg.BrokerURL != "" || cfg.Broadcast || cfg.IdleConnections > 0 {
+		return nil, fmt.Errorf("bench: --adversary runs its own child brokers with DM load; it takes no --broker, --broadcast or --idle-connections")
+	}
+	cfg.brokerArgs = adversaryBrokerArgs
+	progress := cfg.Progress
+	cfg.Progress = func(s string) {
+		if progress != nil {
+			progress("baseline: " + s)
+		}
+	}
+	base, err := Run(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("baseline run: %w", err)
+	}
+	stats := &AdversaryStats{}
+	cfg.adversary = stats
+	cfg.Progress = func(s string) {
+		if progress != nil {
+			progress("under attack: " + s)
+		}
+	}
+	att, err := Run(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("run under attack: %w", err)
+	}
+	res := &AdversaryResult{SchemaVersion: 1, Baseline: base, Attacked: att, Attacks: *stats,
+		DeliveredDelta: round(att.DeliveredPct-base.DeliveredPct, 2)}
+	if base.E2eMs.P99 > 0 {
+		res.E2eP99Ratio = round(att.E2eMs.P99/base.E2eMs.P99, 2)
+	}
+	if base.AckMs.P99 > 0 {
+		res.AckP99Ratio = round(att.AckMs.P99/base.AckMs.P99, 2)
+	}
+	return res, nil
+}
+
+// adversary is the attacks of one run.
+type adversary struct {
+	r       *run
+	stats   *AdversaryStats
+	mallory client.MeshIdentity
+	wsURL   string
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+}
+
+// startAdversary enrolls mallory and starts every attack; stop ends them.
+func (r *run) startAdversary(ctx context.Context) (*adversary, error) {
+	key, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	inv := &cmcrypto.Invite{V: 1, MeshID: r.meshID, MeshSlug: r.slug, MeshName: r.meshName,
+		BrokerURL: r.url, BrokerPubkey: r.owner.BrokerPubkey, InviteID: client.NewID(),
+		Role: wire.MemberMember, ExpiresAt: time.Now().Add(time.Hour).UnixMilli(), MaxUses: 1}
+	if err := inv.Sign(r.owner.Member); err != nil {
+		return nil, err
+	}
+	token, err := inv.Token()
+	if err != nil {
+		return nil, err
+	}
+	oc, err := r.dialRetry(ctx, r.owner, client.DialOptions{})
+	if err != nil {
+		return nil, err
+	}
+	_, err = oc.InviteCreate(ctx, token)
+	oc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("mallory's invite: %w", err)
+	}
+	req, err := client.NewJoinRequest(token, inv.MeshID, inv.InviteID, "mallory", key, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.joiners[0].join(ctx, r.url, req)
+	if err != nil {
+		return nil, fmt.Errorf("mallory joining: %w", err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	a := &adversary{r: r, stats: r.cfg.adversary, cancel: cancel, wsURL: r.url,
+		mallory: client.MeshIdentity{MeshID: res.MeshID, MemberID: res.MemberID, BrokerURL: r.url,
+			BrokerPubkey: inv.BrokerPubkey, Member: key}}
+	for _, at := range []struct {
+		name string
+		run  func(context.Context)
+		n    int
+	}{{"ack", a.ackFlood, 1}, {"churn", a.presenceChurn, 1}, {"groups", a.groupHellos, 1}, {"self", a.selfFlood, 1}, {"idle", a.idleConns, 1}, {"junk", a.junk, 4}} {
+		if !a.chosen(at.name) {
+			continue
+		}
+		for range at.n {
+			a.wg.Go(func() { at.run(actx) })
+		}
+	}
+	return a, nil
+}
+
+// stop ends the attacks, once each has done something (at most 10 s
+// more): a short run must not report an attack that never got going.
+func (a *adversary) stop() {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && !a.allStarted() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.cancel()
+	a.wg.Wait()
+}
+
+// allStarted reports whether every chosen attack counted something.
+func (a *adversary) allStarted() bool {
+	s := a.stats
+	for name, n := range map[string]*int64{"ack": &s.AckFrames, "churn": &s.PresenceChurns, "groups": &s.GroupHellosRefused,
+		"self": &s.SelfSends, "idle": &s.IdleConns, "junk": &s.JunkConns} {
+		if a.chosen(name) && atomic.LoadInt64(n) == 0 {
+			if name == "self" && atomic.LoadInt64(&s.SelfRefused) > 0 {
+				continue
+			}
+			return false
+		}
+	}
+	return true
+}
+
+func (a *adversary) chosen(name string) bool {
+	return len(a.r.cfg.Attacks) == 0 || slices.Contains(a.r.cfg.Attacks, name)
+}
+
+// dial opens one of mallory's connections, counting a reconnect after
+// the first.
+func (a *adversary) dial(ctx context.Context, opts client.DialOptions, first *bool) (*client.Conn, error) {
+	if !*first {
+		atomic.AddInt64(&a.stats.Reconnects, 1)
+	}
+	*first = false
+	return client.Dial(ctx, a.mallory, opts)
+}
+
+// pause waits d or until ctx ends; false once it ended.
+func pause(ctx context.Context, d time.Duration) bool {
+	return sleep(ctx, d) == nil
+}
+
+// ackFlood: client_ack frames of 500 ids nobody was pushed (item 5).
+func (a *adversary) ackFlood(ctx context.Context) {
+	ids := make([]string, 500)
+	for i := range ids {
+		ids[i] = client.NewID()
+	}
+	first := true
+	for ctx.Err() == nil {
+		c, err := a.dial(ctx, client.DialOptions{SessionID: "ack-flood"}, &first)
+		if err != nil {
+			if !pause(ctx, 50*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		for ctx.Err() == nil && c.ClientAckAsync(ids) == nil {
+			atomic.AddInt64(&a.stats.AckFrames, 1)
+		}
+		c.Close()
+	}
+}
+
+// presenceChurn: mallory's presence opened and closed in a loop, each an
+// event to every peer (item 6).
+func (a *adversary) presenceChurn(ctx context.Context) {
+	first := true
+	for ctx.Err() == nil {
+		c, err := a.dial(ctx, client.DialOptions{Presence: true, Role: wire.RoleCLI, SessionID: "churn"}, &first)
+		if err != nil {
+			if !pause(ctx, 20*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		atomic.AddInt64(&a.stats.PresenceChurns, 1)
+		c.Close()
+	}
+}
+
+// groupHellos: hellos asking for more groups than the cap (item 1).
+func (a *adversary) groupHellos(ctx context.Context) {
+	groups := make([]wire.Group, 64)
+	for i := range groups {
+		groups[i] = wire.Group{Name: "g" + strconv.Itoa(i)}
+	}
+	for ctx.Err() == nil {
+		atomic.AddInt64(&a.stats.GroupHellos, 1)
+		c, err := client.Dial(ctx, a.mallory, client.DialOptions{Presence: true, Role: wire.RoleCLI, SessionID: "groups", Groups: groups})
+		if err != nil {
+			atomic.AddInt64(&a.stats.GroupHellosRefused, 1)
+			continue
+		}
+		c.Close()
+	}
+}
+
+// selfFlood: 64 KiB DMs mallory sends to herself and never acks, eight
+// in flight, until a limit or quota refuses them (item 7).
+func (a *adversary) selfFlood(ctx context.Context) {
+	body := make([]byte, 64<<10)
+	rand.Read(body)
+	for i := range body {
+		body[i] = 'a' + body[i]%26
+	}
+	self := a.mallory.Member.PublicHex()
+	first := true
+	for ctx.Err() == nil {
+		c, err := a.dial(ctx, client.DialOptions{SessionID: "self-flood"}, &first)
+		if err != nil {
+			if !pause(ctx, 50*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		var inflight []<-chan client.SendResult
+		for ctx.Err() == nil {
+			s, err := client.SealDM(self, body, a.mallory.Member, client.SendOptions{})
+			if err != nil {
+				break
+			}
+			ch, err := c.SendAsync(ctx, s)
+			if err != nil {
+				break
+			}
+			inflight = append(inflight, ch)
+			if len(inflight) < 8 {
+				continue
+			}
+			res := <-inflight[0]
+			inflight = inflight[1:]
+			if res.Err != nil || res.Ack == nil || res.Ack.Error != nil {
+				atomic.AddInt64(&a.stats.SelfRefused, 1)
+				if !pause(ctx, 10*time.Millisecond) {
+					break
+				}
+			} else {
+				atomic.AddInt64(&a.stats.SelfSends, 1)
+			}
+		}
+		c.Close()
+	}
+}
+
+// idleConns: a stranger's TCP connections that send nothing (item 4),
+// reopened when the broker cuts them.
+func (a *adversary) idleConns(ctx context.Context) {
+	host := hostOf(a.wsURL)
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				nc, err := strangerDialer.DialContext(ctx, "tcp", host)
+				if err != nil {
+					if !pause(ctx, 50*time.Millisecond) {
+						return
+					}
+					continue
+				}
+				atomic.AddInt64(&a.stats.IdleConns, 1)
+				stop := context.AfterFunc(ctx, func() { nc.Close() })
+				nc.Read(make([]byte, 1)) // until the broker (or the end) closes it
+				stop()
+				nc.Close()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// junk: a stranger's WebSocket writing 64 KiB frames before any hello
+// (item 4).
+func (a *adversary) junk(ctx context.Context) {
+	frame := make([]byte, 64<<10)
+	for i := range frame {
+		frame[i] = '{'
+	}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: strangerDialer.DialContext}
+	for ctx.Err() == nil {
+		ws, _, err := d.DialContext(ctx, a.wsURL, http.Header{})
+		if err != nil {
+			if !pause(ctx, 50*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		atomic.AddInt64(&a.stats.JunkConns, 1)
+		stop := context.AfterFunc(ctx, func() { ws.Close() })
+		for ctx.Err() == nil {
+			ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if ws.WriteMessage(websocket.TextMessage, frame) != nil {
+				break
+			}
+			atomic.AddInt64(&a.stats.JunkBytes, int64(len(frame)))
+		}
+		stop()
+		ws.Close()
+	}
+}
+
+// hostOf is host:port of a ws:// URL.
+func hostOf(u string) string {
+	for _, p := range []string{"ws://", "wss://"} {
+		if len(u) > len(p) && u[:len(p)] == p {
+			u = u[len(p):]
+			break
+		}
+	}
+	for i := range len(u) {
+		if u[i] == '/' {
+			return u[:i]
+		}
+	}
+	return u
+}
