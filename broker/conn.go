@@ -67,13 +67,13 @@ type conn struct {
 
 	eventSeen uint64 // the last presence event handed to it (events.go), guarded by ms.mu
 
-	frames     *rate.Limiter // non-send frames
-	acks       *rate.Limiter // client_ack frames (--ack-rate); nil = unlimited
+	frames *rate.Limiter // non-send frames
+	acks   *rate.Limiter // client_ack frames (--ack-rate); nil = unlimited
 	// refusals are the rate_limited answers a connection may get before
 	// it is closed for ignoring them (refusedForRate).
 	refusals      *rate.Limiter
 	refusalClosed atomic.Bool
-	lastActive atomic.Int64  // unix ms of the last frame read (for kick --stale)
+	lastActive    atomic.Int64 // unix ms of the last frame read (for kick --stale)
 }
 
 // inflight is a push awaiting its client_ack.
