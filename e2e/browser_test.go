@@ -178,6 +178,25 @@ func (b *browser) waitJS(what, js string, d time.Duration) time.Duration {
 	}
 }
 
+// holdsWithin reports whether the expression becomes true within d
+// (polling as waitJS does), without failing the test.
+func (b *browser) holdsWithin(js string, d time.Duration) bool {
+	b.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("!!("+js+")"))
+		cancel()
+		if err == nil && ok {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
 // text is the page's visible text, for failure messages.
 func (b *browser) text() string {
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)

@@ -132,8 +132,17 @@ func countMessage(body string) string {
 func (b *browser) openThread(key, title string) {
 	b.t.Helper()
 	b.waitJS("the sidebar row of "+title, peerButton(key), 15*time.Second)
-	b.click("opening "+title, `#side button[data-thread="`+key+`"]`)
-	b.waitJS("thread "+title+" open and loaded", `!document.getElementById('thread').hidden && document.getElementById('older').hidden && document.getElementById('thread-title').textContent === `+jsString(title), 10*time.Second)
+	open := `!document.getElementById('thread').hidden && document.getElementById('older').hidden && document.getElementById('thread-title').textContent === ` + jsString(title)
+	// A live update can replace the row between the mouse's press and
+	// release, and the click is then lost, as a person's would be: click
+	// again, as they would.
+	for range 3 {
+		b.click("opening "+title, `#side button[data-thread="`+key+`"]`)
+		if b.holdsWithin(open, 5*time.Second) {
+			return
+		}
+	}
+	b.waitJS("thread "+title+" open and loaded", open, 10*time.Second)
 }
 
 // send types a message into the compose box and presses Enter.
