@@ -223,6 +223,8 @@ func (c *conn) adminTx(reqID string, fn func(tx *store.Tx, me *store.Member) *ad
 		return nil
 	}, func(err error) {
 		switch {
+		case errors.Is(err, store.ErrUnavailable):
+			c.sendUnavailable(reqID, "the change")
 		case err != nil:
 			c.b.log.Error("admin commit failed", "mesh", ms.id, "err", err)
 			c.sendError(reqID, wire.CodeInternal, "the broker could not save the change; nothing was changed")

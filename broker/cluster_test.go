@@ -2,10 +2,13 @@ package broker
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -377,4 +380,118 @@ func nextPeerEvent(t *testing.T, c *rawConn, event, sessionID string) wire.PeerE
 			return p.EventData
 		}
 	}
+}
+
+// Quorum lost: with two of three nodes down, the last one refuses writes
+// with `unavailable` (retryAfterMs), acknowledges nothing, and is not
+// ready; when a second node is back, everything resumes and nothing acked
+// before was lost.
+func TestClusterQuorumLoss(t *testing.T) {
+	t.Parallel()
+	bs, cfgs := startClusterConfigs(t, "quorum", 3, func(c *Config) { c.ClusterPublishTimeout = time.Second })
+	alice := createMesh(t, bs[0], "team", "alice")
+	bob := addMember(t, bs[0], alice, "team", "bob")
+	for _, b := range bs {
+		waitMember(t, b, alice.meshID, bob.pub())
+	}
+	a := connect(t, bs[0], alice, true, nil)
+	before := a.sendAck(dm(t, alice, bob.pub(), "before the outage"))
+	if before.Error != nil {
+		t.Fatalf("ack %+v", before.Error)
+	}
+	closeAll(bs[1:])
+
+	var refused []wire.Send
+	t.Run("SendsRefused", func(t *testing.T) {
+		// The first refusal waits the write timeout; the next ones come at once.
+		for i := range 3 {
+			s := dm(t, alice, bob.pub(), fmt.Sprintf("during the outage %d", i))
+			refused = append(refused, s)
+			ack := a.sendAck(s)
+			if ack.Error == nil || ack.Error.Code != wire.CodeUnavailable || ack.Error.RetryAfterMs <= 0 {
+				t.Fatalf("send without quorum: %+v %+v", ack, ack.Error)
+			}
+		}
+	})
+	t.Run("NotReady", func(t *testing.T) {
+		code, body := getJSON(t, bs[0].HTTPURL()+"/health/ready")
+		if code != http.StatusServiceUnavailable || !strings.Contains(body["reason"].(string), "quorum") {
+			t.Fatalf("ready without quorum: %d %v", code, body)
+		}
+	})
+	t.Run("QuorumBack", func(t *testing.T) {
+		n2, err := New(cfgs[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n2.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { closeAll([]*Broker{n2, bs[0]}) })
+		for _, b := range []*Broker{bs[0], n2} {
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				code, body := getJSON(t, b.HTTPURL()+"/health/ready")
+				if code == http.StatusOK {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("never ready again: %d %v", code, body)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		// The refused sends, retried with their ids as a client does,
+		// go through now (each may have been stored after all when the
+		// quorum came back: then the retry is answered as a duplicate).
+		want := map[string]string{before.MessageID: "before the outage"}
+		for i, s := range refused {
+			var ack wire.Ack
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				ack = a.sendAck(s)
+				if ack.Error == nil || ack.Error.Code != wire.CodeUnavailable || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond)
+			}
+			if ack.Error != nil {
+				t.Fatalf("retry with quorum back: %+v", ack.Error)
+			}
+			want[ack.MessageID] = fmt.Sprintf("during the outage %d", i)
+		}
+		// bob, on the node that came back, gets the message acked before
+		// the outage and the retried ones, once each.
+		waitMember(t, n2, alice.meshID, bob.pub())
+		bc := connect(t, n2, bob, true, nil)
+		got := map[string]string{}
+		var ids []string
+		for len(got) < len(want) {
+			p := bc.nextPush()
+			if _, dup := got[p.MessageID]; dup {
+				t.Fatalf("pushed twice: %s", p.MessageID)
+			}
+			got[p.MessageID] = openPush(t, &p, bob)
+			ids = append(ids, p.MessageID)
+		}
+		bc.ack(ids...)
+		for id, body := range want {
+			if got[id] != body {
+				t.Fatalf("bob got %v, want %v", got, want)
+			}
+		}
+		bc.expectSilence(300 * time.Millisecond)
+	})
+}
+
+func getJSON(t *testing.T, url string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
 }

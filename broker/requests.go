@@ -144,6 +144,10 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		return
 	}
 	if err := c.b.store.Submit(persist, func(err error) {
+		if errors.Is(err, store.ErrUnavailable) {
+			c.sendUnavailable(u.ReqID, "the profile change")
+			return
+		}
 		if err != nil {
 			c.sendError(u.ReqID, wire.CodeInternal, "could not save the profile")
 			return

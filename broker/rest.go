@@ -39,6 +39,14 @@ func restError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
+// restUnavailable is 503 `unavailable` with retryAfterMs (and Retry-After):
+// a cluster without quorum refused the write.
+func restUnavailable(w http.ResponseWriter, what string) {
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]any{
+		"code": wire.CodeUnavailable, "message": unavailableText(what), "retryAfterMs": unavailableRetryMs}})
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -140,7 +148,11 @@ func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
 	err := b.readyErr
 	b.readyMu.Unlock()
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "store: " + err.Error()})
+		reason := "store: " + err.Error()
+		if errors.Is(err, store.ErrUnavailable) {
+			reason = "cluster: " + err.Error() // no quorum (cluster.Engine.Ping)
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": reason})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "version": b.cfg.Version})
@@ -215,6 +227,10 @@ func (b *Broker) handleCreateMesh(w http.ResponseWriter, r *http.Request) {
 	}, func(tx *store.Tx) error { return store.CreateMesh(tx, mesh, &mem) })
 	if errors.Is(err, store.ErrSlugTaken) {
 		restError(w, http.StatusConflict, wire.CodeSlugTaken, "a mesh with slug "+slug+" already exists")
+		return
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		restUnavailable(w, "the new mesh")
 		return
 	}
 	if err != nil {
@@ -391,6 +407,10 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var je *joinError
 	if errors.As(err, &je) {
 		fail(je.status, je.code, je.msg)
+		return
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		restUnavailable(w, "the enrollment")
 		return
 	}
 	if err != nil {

@@ -19,6 +19,24 @@ func (c *conn) sendError(reqID, code, msg string) {
 	c.enqueue(wire.MustEncode(wire.Error{Type: wire.TypeError, ReqID: reqID, Code: code, Message: msg}))
 }
 
+// unavailableRetryMs is the retryAfterMs of `unavailable`: about how long
+// a cluster takes to elect a leader for its log once a quorum is back.
+const unavailableRetryMs = 1000
+
+// unavailableText explains an `unavailable` refusal. The write is not
+// acknowledged; it may still be stored if the quorum comes back before the
+// log's leader gives it up, which is why a retry reuses the id (a send's
+// idempotency makes it land once).
+func unavailableText(what string) string {
+	return "the broker's cluster cannot reach a quorum of its nodes: " + what + " is not acknowledged; retry in a moment, here or on another node, with the same id (it is never applied twice)"
+}
+
+// sendUnavailable answers a request whose write a cluster without quorum
+// refused.
+func (c *conn) sendUnavailable(reqID, what string) {
+	c.enqueue(wire.MustEncode(wire.Error{Type: wire.TypeError, ReqID: reqID, Code: wire.CodeUnavailable, Message: unavailableText(what), RetryAfterMs: unavailableRetryMs}))
+}
+
 func (c *conn) sendOK(reqID string) {
 	c.enqueue(wire.MustEncode(wire.OK{Type: wire.TypeOK, ReqID: reqID}))
 }
@@ -299,6 +317,11 @@ func (ms *meshState) unreserveLocked(recipient string) {
 // afterSend runs on the committer goroutine once the message is durable:
 // push to online recipients (in commit order, hence FIFO), then ack.
 func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDelivery, res *sendResult, err error, start time.Time) {
+	if errors.Is(err, store.ErrUnavailable) {
+		c.b.log.Warn("send refused: no quorum", "err", err)
+		c.ackError(s, wire.CodeUnavailable, unavailableText("the message"), unavailableRetryMs)
+		return
+	}
 	if err != nil {
 		c.b.log.Error("send commit failed", "err", err)
 		c.ackError(s, wire.CodeInternal, "the broker could not store the message; retry", 1000)
@@ -565,6 +588,10 @@ func (c *conn) handleClientAck(data []byte, env wire.Envelope) {
 		outcomes, err = store.Ack(tx, ms.id, c.pubkey, valid, time.Now().UnixMilli())
 		return err
 	}, func(err error) {
+		if errors.Is(err, store.ErrUnavailable) {
+			c.sendUnavailable(a.ReqID, "the ack")
+			return
+		}
 		if err != nil {
 			c.b.log.Error("ack commit failed", "err", err)
 			c.sendError(a.ReqID, wire.CodeInternal, "the broker could not record the ack; retry")

@@ -87,7 +87,7 @@ func (c *conn) handleTopicSend(s *wire.Send, start time.Time) {
 }
 
 func ackRetryAfter(code string) int64 {
-	if code == wire.CodeShuttingDown || code == wire.CodeInternal {
+	if code == wire.CodeShuttingDown || code == wire.CodeInternal || code == wire.CodeUnavailable {
 		return 1000
 	}
 	return 0
@@ -225,7 +225,9 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done fu
 		}
 		return nil
 	}, func(err error) {
-		if err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			res = topicPostResult{code: wire.CodeUnavailable, msg: unavailableText("the post")}
+		} else if err != nil {
 			b.log.Error("topic post commit failed", "err", err)
 			res = topicPostResult{code: wire.CodeInternal, msg: "the broker could not store the post; retry"}
 		}

@@ -114,6 +114,13 @@ type Engine struct {
 	startID   string
 	ready     atomic.Bool // caught up once
 	halted    atomic.Pointer[error]
+	// refuseUntil (unix nanos): after a write found no quorum, the next
+	// writes are refused at once for a moment instead of each waiting
+	// PublishTimeout in turn behind the one writer.
+	refuseUntil atomic.Int64
+	// lastNoQuorum (unix nanos) is when a write last failed for want of
+	// a quorum; 0 once one succeeds again.
+	lastNoQuorum atomic.Int64
 }
 
 type write struct {
@@ -340,13 +347,37 @@ func (e *Engine) Ping() error {
 	defer cancel()
 	info, err := e.stream.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("%w (%v)", store.ErrUnavailable, err)
+		return &noQuorum{fmt.Sprintf("no quorum: the replicated log does not answer (%v); writes are refused until a majority of the nodes is back", err)}
 	}
 	if info.Cluster != nil && info.Cluster.Leader == "" {
-		return fmt.Errorf("%w (the log has no leader)", store.ErrUnavailable)
+		return &noQuorum{"no quorum: the replicated log has no leader; writes are refused until a majority of the nodes is back"}
+	}
+	if info.Cluster != nil && len(info.Cluster.Replicas) > 0 {
+		up := 1 // the leader
+		for _, r := range info.Cluster.Replicas {
+			if r.Current && !r.Offline {
+				up++
+			}
+		}
+		if total := len(info.Cluster.Replicas) + 1; up <= total/2 {
+			return &noQuorum{fmt.Sprintf("no quorum: %d of the log's %d replicas are reachable; writes are refused until a majority is back", up, total)}
+		}
+	}
+	if at := e.lastNoQuorum.Load(); at != 0 && time.Since(time.Unix(0, at)) < 3*refuseFor {
+		return &noQuorum{"no quorum: a write found no quorum a moment ago; writes are refused until a majority of the nodes is back"}
+	}
+	if err := e.haltErr(); err != nil {
+		return fmt.Errorf("this node stopped applying the log: %v", err)
 	}
 	return nil
 }
+
+// noQuorum is Ping's answer without a quorum: store.ErrUnavailable with
+// words for /health/ready.
+type noQuorum struct{ msg string }
+
+func (e *noQuorum) Error() string { return e.msg }
+func (e *noQuorum) Unwrap() error { return store.ErrUnavailable }
 
 // Lag is how many entries of the log this node has yet to apply.
 func (e *Engine) Lag() (uint64, error) {
@@ -518,6 +549,10 @@ func (e *Engine) writeBatch(batch []*write) {
 		e.finish(batch, failed, err)
 		return
 	}
+	if time.Now().UnixNano() < e.refuseUntil.Load() {
+		e.finish(batch, failed, store.ErrUnavailable)
+		return
+	}
 	for attempt := 0; ; attempt++ {
 		e.drainIncoming()
 		applied := e.applied.Load()
@@ -583,6 +618,7 @@ func (e *Engine) writeBatch(batch []*write) {
 			}
 			e.setApplied(seq)
 			e.published.Add(1)
+			e.lastNoQuorum.Store(0)
 			if e.opts.OnCommit != nil {
 				e.opts.OnCommit(time.Since(start), len(batch))
 			}
@@ -610,6 +646,8 @@ func (e *Engine) writeBatch(batch []*write) {
 		default:
 			btx.Rollback()
 			e.log.Warn("cluster: write not made durable", "err", err)
+			e.refuseUntil.Store(time.Now().Add(refuseFor).UnixNano())
+			e.lastNoQuorum.Store(time.Now().UnixNano())
 			e.finish(batch, failed, store.ErrUnavailable)
 			return
 		}
@@ -643,6 +681,10 @@ func (e *Engine) waitApplied(seq uint64) bool {
 	}
 	return true
 }
+
+// refuseFor is how long writes are refused at once after one found no
+// quorum (the broker's retryAfterMs says the same).
+const refuseFor = time.Second
 
 var errConflict = errors.New("cluster: another node wrote first")
 

@@ -38,7 +38,7 @@ type Engine interface {
 
 // ErrUnavailable means a clustered store cannot make writes durable now
 // (no quorum): nothing was written. Retry later.
-var ErrUnavailable = errors.New("store: the cluster has no quorum; nothing was written")
+var ErrUnavailable = errors.New("store: the cluster has no quorum; the write is not acknowledged")
 
 // Local is a single broker's Engine: the bbolt file and its committer.
 type Local struct{ s *Store }

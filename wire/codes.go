@@ -41,6 +41,11 @@ const (
 	CodeNotFound      = "not_found"
 	CodeInternal      = "internal"
 	CodeShuttingDown  = "shutting_down"
+	// CodeUnavailable: a broker of a cluster cannot reach a quorum of its
+	// nodes, so the write is not acknowledged. Comes with retryAfterMs;
+	// the retry (same id: it may have been stored after all) may go to
+	// this or another node.
+	CodeUnavailable = "unavailable"
 
 	// REST enrollment and administration.
 	CodeMeshNotFound    = "mesh_not_found"
