@@ -520,6 +520,14 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, er
 			// in time, counts as an attempt; a dropped connection does
 			// not (the row waits for the next one).
 			counted := code != "connection_closed" && code != "unreachable" && code != "canceled" && ctx.Err() == nil
+			// `unavailable` is a broker cluster without quorum: an
+			// outage, like a dropped connection, however long it lasts
+			// (docs/protocol.md "Readings"). Not counted, but not retried
+			// at once either.
+			outage := code == wire.CodeUnavailable
+			if outage {
+				counted = false
+			}
 			if counted {
 				cur.Attempts++
 			}
@@ -530,6 +538,9 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, er
 			}
 			cur.State = statePending
 			delay := time.Duration(0)
+			if outage {
+				delay = max(client.RetryAfter(err), backoff(3))
+			}
 			if counted {
 				delay = backoff(cur.Attempts)
 				if ra := client.RetryAfter(err); ra > delay {

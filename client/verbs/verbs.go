@@ -318,7 +318,7 @@ func cliError(err error) error {
 		out.Candidates = append(out.Candidates, cliui.Candidate{DisplayName: c.DisplayName, Pubkey: c.Pubkey, Kind: c.Kind})
 	}
 	switch e.Code {
-	case client.CodeTimeout, client.CodeConnectionClosed, wire.CodeShuttingDown:
+	case client.CodeTimeout, client.CodeConnectionClosed, wire.CodeShuttingDown, wire.CodeUnavailable:
 		// The broker stopped answering: for the user that is an
 		// unreachable broker (exit 5), whatever the transport said.
 		out.Exit = cliui.ExitUnreachable
@@ -332,6 +332,8 @@ func hintFor(code string) string {
 	switch code {
 	case client.CodeUnreachable, client.CodeTimeout, client.CodeConnectionClosed, wire.CodeShuttingDown:
 		return "check that the broker is running and reachable, then try again"
+	case wire.CodeUnavailable:
+		return "the broker's cluster has lost a majority of its nodes; try again in a moment (the daemon's outbox retries by itself)"
 	case client.CodeBrokerKeyMismatch:
 		return "this server is not the broker you joined; if its operator really replaced the broker key, join again with a new invite"
 	case wire.CodeUnknownTarget:
