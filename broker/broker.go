@@ -203,6 +203,7 @@ func New(cfg Config) (*Broker, error) {
 			b.closeCluster()
 			return nil, fmt.Errorf("cluster: presence: %w", err)
 		}
+		b.startClusterMetrics()
 	}
 	if created {
 		b.log.Info("operator token created", "path", tokenPath)

@@ -125,6 +125,9 @@ type clusterPresence struct {
 	in    chan *nats.Msg
 	subs  []*nats.Subscription
 	nodes map[string]*peerNode // owned by run
+	// aliveN is how many of them are not taken for dead, for metrics.
+	aliveMu sync.Mutex
+	aliveN  int
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -425,6 +428,17 @@ func (cp *clusterPresence) apply(node, epoch, kind, meshID string, logSeq uint64
 
 // checkNodes takes a node silent for clusterDeadAfter heartbeats for dead.
 func (cp *clusterPresence) checkNodes(now time.Time) {
+	defer func() {
+		n := 0
+		for _, p := range cp.nodes {
+			if !p.dead {
+				n++
+			}
+		}
+		cp.aliveMu.Lock()
+		cp.aliveN = n
+		cp.aliveMu.Unlock()
+	}()
 	for id, n := range cp.nodes {
 		if !n.dead && now.Sub(n.lastHeard) > clusterDeadAfter*cp.hb {
 			n.dead = true
@@ -483,4 +497,14 @@ func (ms *meshState) cluster() *clusterPresence {
 		return nil
 	}
 	return ms.hub.b.cpres
+}
+
+// alive counts the nodes this one heard from lately, itself included.
+func (cp *clusterPresence) alive() int {
+	if cp == nil {
+		return 0
+	}
+	cp.aliveMu.Lock()
+	defer cp.aliveMu.Unlock()
+	return 1 + cp.aliveN
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -316,6 +317,22 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 		var r wire.Receipt
 		a.next(&r, wire.TypeReceipt)
 		a.ack(r.ReceiptID)
+	})
+	t.Run("Metrics", func(t *testing.T) {
+		deadline := time.Now().Add(expectWithin)
+		for {
+			var buf bytes.Buffer
+			bs[0].Registry().WritePrometheus(&buf)
+			m := buf.String()
+			if strings.Contains(m, "claudemesh_cluster_quorum 1\n") && strings.Contains(m, "claudemesh_cluster_nodes_alive 3\n") &&
+				strings.Contains(m, "claudemesh_cluster_log_lag 0\n") && !strings.Contains(m, "claudemesh_cluster_log_applied 0\n") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster metrics:\n%s", m)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	})
 	// A node that dies takes its connections with it: after its
 	// heartbeats stop and the grace period passes, the other nodes end its

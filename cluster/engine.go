@@ -379,6 +379,21 @@ type noQuorum struct{ msg string }
 func (e *noQuorum) Error() string { return e.msg }
 func (e *noQuorum) Unwrap() error { return store.ErrUnavailable }
 
+// LogInfo is the log as its leader describes it: the last sequence and
+// the leader's name (empty without a quorum; err when nobody answers).
+func (e *Engine) LogInfo() (last uint64, leader string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := e.stream.Info(ctx)
+	if err != nil {
+		return 0, "", err
+	}
+	if info.Cluster != nil {
+		leader = info.Cluster.Leader
+	}
+	return info.State.LastSeq, leader, nil
+}
+
 // Lag is how many entries of the log this node has yet to apply.
 func (e *Engine) Lag() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
