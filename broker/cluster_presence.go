@@ -128,8 +128,8 @@ type clusterPresence struct {
 	// aliveN is how many of them are not taken for dead, for metrics.
 	aliveMu sync.Mutex
 	aliveN  int
-	stop  chan struct{}
-	done  chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func presenceSubject(cluster string) string { return "claudemesh." + cluster + ".presence" }
