@@ -2,9 +2,13 @@ package broker
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/cluster"
 	"claudemesh/store"
@@ -29,6 +33,9 @@ func (b *Broker) openClusterStore(dbPath string) error {
 	if cc.Logger == nil {
 		cc.Logger = b.log
 	}
+	if err := refuseSingleBrokerDB(dbPath); err != nil {
+		return err
+	}
 	seed := sha256.Sum256([]byte("claudemesh/cluster-secret/v1|" + b.key.SecretKeyHex()))
 	cc.RouteSecret = seed[:]
 	node, err := cluster.Start(cc)
@@ -50,6 +57,37 @@ func (b *Broker) openClusterStore(dbPath string) error {
 	}
 	b.node, b.engine, b.store = node, eng, eng
 	b.log.Info("cluster node up", "cluster", cc.Name, "node", cc.NodeID, "routes", node.RouteAddr(), "applied", eng.Applied())
+	return nil
+}
+
+// refuseSingleBrokerDB refuses to start a cluster node on the broker.db of
+// a single broker: its meshes are in no log, so the other nodes would never
+// see them, and the log replayed on top of them would mix two histories.
+// (A cluster node's file records the log position it is at.)
+func refuseSingleBrokerDB(dbPath string) error {
+	if _, err := os.Stat(dbPath); err != nil {
+		return nil
+	}
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		return nil // the engine's own open says what is wrong
+	}
+	defer db.Close()
+	single := false
+	errFound := errors.New("found")
+	db.View(func(btx *bolt.Tx) error {
+		if btx.Bucket([]byte("meta")) == nil || btx.Bucket([]byte("meshes")) == nil {
+			return nil
+		}
+		tx := store.WrapTx(btx, nil)
+		if store.LogSeq(tx) != 0 {
+			return nil
+		}
+		return store.EachMesh(tx, func(store.Mesh) error { single = true; return errFound }, func(store.Corrupt) { single = true })
+	})
+	if single {
+		return fmt.Errorf("%s holds the meshes of a single broker, which are in no cluster's log; a cluster node starts with a data directory holding only broker.key (turning a single broker into a cluster is not supported: see docs/operating-a-broker.md, \"Running a cluster\")", dbPath)
+	}
 	return nil
 }
 

@@ -512,3 +512,17 @@ func getJSON(t *testing.T, url string) (int, map[string]any) {
 	json.NewDecoder(resp.Body).Decode(&body)
 	return resp.StatusCode, body
 }
+
+// A single broker's data directory cannot become a cluster node: its
+// meshes are in no log.
+func TestClusterRefusesSingleBrokerData(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	b := startWith(t, cfg)
+	createMesh(t, b, "team", "alice")
+	b.Close()
+	cfg.Cluster = &cluster.Config{Name: "conv", NodeID: "n1", Listen: "127.0.0.1:0", Replicas: 1}
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "single broker") {
+		t.Fatalf("New on a single broker's data as a cluster node: %v", err)
+	}
+}
