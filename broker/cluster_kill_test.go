@@ -216,15 +216,7 @@ func TestClusterKill9DuringBurst(t *testing.T) {
 	a2 := connectWhenKnown(t, n1, alice)
 	reconnect := time.Since(down)
 	for _, s := range sends {
-		var ack wire.Ack
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			ack = a2.sendAck(s)
-			if ack.Error == nil || ack.Error.Code != wire.CodeUnavailable || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond)
-		}
+		ack := sendWhileUnavailable(a2, s)
 		if ack.Error != nil {
 			t.Fatalf("resend %s: %+v", s.ID, ack.Error)
 		}

@@ -463,15 +463,7 @@ func TestClusterQuorumLoss(t *testing.T) {
 		// quorum came back: then the retry is answered as a duplicate).
 		want := map[string]string{before.MessageID: "before the outage"}
 		for i, s := range refused {
-			var ack wire.Ack
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				ack = a.sendAck(s)
-				if ack.Error == nil || ack.Error.Code != wire.CodeUnavailable || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond)
-			}
+			ack := sendWhileUnavailable(a, s)
 			if ack.Error != nil {
 				t.Fatalf("retry with quorum back: %+v", ack.Error)
 			}
@@ -499,6 +491,20 @@ func TestClusterQuorumLoss(t *testing.T) {
 		}
 		bc.expectSilence(300 * time.Millisecond)
 	})
+}
+
+// sendWhileUnavailable sends s, and again (same id) after retryAfterMs
+// while the answer is `unavailable`, as a client does, for up to 30 s.
+func sendWhileUnavailable(c *rawConn, s wire.Send) wire.Ack {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ack := c.sendAck(s)
+		if ack.Error == nil || ack.Error.Code != wire.CodeUnavailable || time.Now().After(deadline) {
+			return ack
+		}
+		time.Sleep(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond)
+	}
 }
 
 func getJSON(t *testing.T, url string) (int, map[string]any) {

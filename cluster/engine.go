@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -568,6 +569,10 @@ func (e *Engine) writeBatch(batch []*write) {
 		e.finish(batch, failed, store.ErrUnavailable)
 		return
 	}
+	// judged is the log position at which the refusals in failed were
+	// decided: a refusal stands only if it was decided on the state the
+	// batch is published on (or answered on).
+	var judged uint64
 	for attempt := 0; ; attempt++ {
 		e.drainIncoming()
 		applied := e.applied.Load()
@@ -587,6 +592,7 @@ func (e *Engine) writeBatch(batch []*write) {
 				// Its changes are in the transaction: roll back and run
 				// the batch again without it.
 				failed[i] = err
+				judged = applied
 				rerun = true
 				break
 			}
@@ -594,6 +600,14 @@ func (e *Engine) writeBatch(batch []*write) {
 		if rerun {
 			btx.Rollback()
 			attempt--
+			continue
+		}
+		if judged != applied && slices.ContainsFunc(failed, func(err error) bool { return err != nil }) {
+			// Entries of other nodes were applied since a write was
+			// refused (a mesh created there a moment ago): judge every
+			// write again on this state.
+			btx.Rollback()
+			clear(failed)
 			continue
 		}
 		if rec.Len() == 0 {
