@@ -669,15 +669,17 @@ func TestIdleTimeout(t *testing.T) {
 func TestPingsKeepAlive(t *testing.T) {
 	f := newFakeBroker(t)
 	ctx := testCtx(t)
-	c := mustDial(t, ctx, f.identity(t), DialOptions{IdleTimeout: 300 * time.Millisecond})
+	// An idle timeout with room for a loaded machine's pauses (300 ms
+	// dropped the connection under CI-like load between two pings).
+	c := mustDial(t, ctx, f.identity(t), DialOptions{IdleTimeout: 750 * time.Millisecond})
 	fc := f.next(t)
-	// Ten pings 100 ms apart span 1 s, more than three idle timeouts: the
+	// 25 pings 100 ms apart span 2.5 s, more than three idle timeouts: the
 	// connection survives only if the client answers pings and counts
 	// them as signs of life. (The ticker paces the pings; it is not used
 	// to wait for anything.)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for range 10 {
+	for range 25 {
 		<-tick.C
 		fc.wmu.Lock()
 		fc.ws.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second))
