@@ -94,6 +94,10 @@ type PresenceOptions struct {
 	// mesh's backoff instead of each keeping one of its own. An error
 	// stops the presence (state closed).
 	BeforeDial func(ctx context.Context) error
+	// PrepareDial, when set, may change the dial options before every
+	// dial: the daemon puts a session's current groups into its
+	// session_hello, so a reconnect restores them.
+	PrepareDial func(o *DialOptions)
 }
 
 // Presence keeps one identity connected: it redials with backoff after a
@@ -310,7 +314,11 @@ func (p *Presence) run(ctx context.Context) {
 				return
 			}
 		}
-		c, err := Dial(ctx, p.id, p.dial)
+		dial := p.dial
+		if p.opts.PrepareDial != nil {
+			p.opts.PrepareDial(&dial)
+		}
+		c, err := Dial(ctx, p.id, dial)
 		if err != nil {
 			if ctx.Err() != nil {
 				p.setState(StateClosed, nil, nil)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -564,6 +565,12 @@ func (d *Daemon) handleGroups(w http.ResponseWriter, r *http.Request) {
 			return localapi.OK{OK: true}, c.JoinGroup(ctx, req.Name, req.Role)
 		}
 		return localapi.OK{OK: true}, c.LeaveGroup(ctx, req.Name)
+	}, func(rec *sessionRecord) {
+		if req.Op == "join" {
+			rec.Groups = joinedGroups(rec.Groups, wire.Group{Name: req.Name, Role: req.Role})
+		} else {
+			rec.Groups = slices.DeleteFunc(rec.Groups, func(g wire.Group) bool { return g.Name == req.Name })
+		}
 	})
 }
 
@@ -588,6 +595,16 @@ func (d *Daemon) handleProfile(w http.ResponseWriter, r *http.Request) {
 			err = c.SetVisible(ctx, *req.Visible)
 		}
 		return localapi.OK{OK: true}, err
+	}, func(rec *sessionRecord) {
+		if req.Status != "" {
+			rec.Status, rec.StatusAt = req.Status, time.Now().UnixMilli()
+		}
+		if req.Summary != nil {
+			rec.Summary = *req.Summary
+		}
+		if req.Visible != nil {
+			rec.Hidden = !*req.Visible
+		}
 	})
 }
 
@@ -603,7 +620,9 @@ func (d *Daemon) handleReload(w http.ResponseWriter, r *http.Request) {
 // on the calling session's own connection, so it changes that session
 // alone (01-protocol §4), or, for a caller that is not a session (or a
 // session naming another mesh), as the member on the mesh's connection.
-func (d *Daemon) profileCall(w http.ResponseWriter, r *http.Request, sess *sessionRT, slug string, call func(ctx context.Context, c *client.Conn) (any, error)) {
+// After a session's change succeeds, record applies it to the session's
+// registration, which its next session_hello restores.
+func (d *Daemon) profileCall(w http.ResponseWriter, r *http.Request, sess *sessionRT, slug string, call func(ctx context.Context, c *client.Conn) (any, error), record func(rec *sessionRecord)) {
 	if sess == nil || (slug != "" && d.meshBySlug(slug) != nil && d.meshBySlug(slug).cfg.MeshID != sess.rec.MeshID) {
 		d.brokerCall(w, r, slug, call)
 		return
@@ -624,5 +643,6 @@ func (d *Daemon) profileCall(w http.ResponseWriter, r *http.Request, sess *sessi
 		writeError(w, clientError(err))
 		return
 	}
+	sess.recordProfile(record)
 	writeJSON(w, 200, v)
 }

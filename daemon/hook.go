@@ -41,6 +41,8 @@ func (d *Daemon) handleHook(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		if err := c.SetStatus(ctx, req.Event); err != nil {
 			resp.StatusError = err.Error()
+		} else {
+			s.recordProfile(func(rec *sessionRecord) { rec.Status, rec.StatusAt = req.Event, time.Now().UnixMilli() })
 		}
 		cancel()
 	} else {

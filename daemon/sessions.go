@@ -52,7 +52,21 @@ type sessionRecord struct {
 	Channel      string        `json:"channel,omitempty"`
 	Pubkey       string        `json:"pubkey"`
 	RegisteredAt int64         `json:"registeredAt"`
+
+	// The session's profile as it last set it (Groups above too): the
+	// broker keeps a session's status and summary only while its presence
+	// lives, so the daemon sends them again after every session_hello
+	// (groups go in the hello itself) and keeps them across its restarts.
+	// Guarded by sessionRT.mu.
+	Status   string `json:"status,omitempty"`
+	StatusAt int64  `json:"statusAt,omitempty"` // ms
+	Summary  string `json:"summary,omitempty"`
+	Hidden   bool   `json:"hidden,omitempty"`
 }
+
+// workingDecay is how long the broker keeps a "working" status without a
+// refresh (01-protocol §4); a restored status older than that is idle.
+const workingDecay = 10 * time.Minute
 
 // sessionRT is one registered session at run time: its key and presence.
 type sessionRT struct {
@@ -65,6 +79,72 @@ type sessionRT struct {
 
 	mu     sync.Mutex
 	latest *client.Conn
+}
+
+// profile returns a copy of the session's current profile fields.
+func (s *sessionRT) profile() (groups []wire.Group, status string, statusAt int64, summary string, hidden bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.rec.Groups), s.rec.Status, s.rec.StatusAt, s.rec.Summary, s.rec.Hidden
+}
+
+// recordProfile applies a profile change the broker accepted to the
+// registration and saves it, so the next session_hello (after a broker
+// outage or a daemon restart) carries it again. A session deregistered
+// meanwhile is not written back.
+func (s *sessionRT) recordProfile(change func(r *sessionRecord)) {
+	s.mu.Lock()
+	change(&s.rec)
+	rec := s.rec
+	rec.Groups = slices.Clone(rec.Groups)
+	s.mu.Unlock()
+	d := s.d
+	d.sessMu.Lock()
+	defer d.sessMu.Unlock()
+	if d.sessions[rec.TokenHash] != s {
+		return
+	}
+	if err := d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bSessions), []byte(rec.TokenHash), &rec) }); err != nil {
+		d.log.Error("session record", "session", rec.SessionID, "err", err)
+	}
+}
+
+// replayProfile sends what session_hello cannot carry (status, summary,
+// visibility) on a new connection, before the session reports open.
+func (s *sessionRT) replayProfile(ctx context.Context, c *client.Conn) {
+	_, status, statusAt, summary, hidden := s.profile()
+	if status == wire.StatusWorking && time.Since(time.UnixMilli(statusAt)) >= workingDecay {
+		status = wire.StatusIdle
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var errs []error
+	if status != "" && status != wire.StatusIdle {
+		errs = append(errs, c.SetStatus(ctx, status))
+	}
+	if summary != "" {
+		errs = append(errs, c.SetSummary(ctx, summary))
+	}
+	if hidden {
+		errs = append(errs, c.SetVisible(ctx, false))
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.d.log.Warn("could not restore the session's status/summary", "session", s.rec.SessionID, "err", err)
+	}
+}
+
+// joinedGroups is groups with g added (or its role updated), as the
+// broker's join_group does.
+func joinedGroups(groups []wire.Group, g wire.Group) []wire.Group {
+	for i, have := range groups {
+		if have.Name == g.Name {
+			if g.Role != "" {
+				groups[i].Role = g.Role
+			}
+			return groups
+		}
+	}
+	return append(groups, g)
 }
 
 func hashToken(tok string) string {
@@ -85,9 +165,14 @@ func (s *sessionRT) memberPubkey() string {
 }
 
 func (s *sessionRT) api() localapi.Session {
+	groups, status, _, summary, _ := s.profile()
+	if status == "" {
+		status = wire.StatusIdle
+	}
 	out := localapi.Session{SessionID: s.rec.SessionID, Pubkey: s.rec.Pubkey, MemberPubkey: s.memberPubkey(),
-		DisplayName: s.rec.DisplayName, PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Groups: s.rec.Groups,
-		PeerType: s.rec.PeerType, Channel: s.rec.Channel, RegisteredAt: s.rec.RegisteredAt, State: string(client.StateConnecting)}
+		DisplayName: s.rec.DisplayName, PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Groups: groups,
+		PeerType: s.rec.PeerType, Channel: s.rec.Channel, RegisteredAt: s.rec.RegisteredAt, State: string(client.StateConnecting),
+		Status: status, Summary: summary}
 	if out.Groups == nil {
 		out.Groups = []wire.Group{}
 	}
@@ -190,7 +275,7 @@ func (s *sessionRT) start(m *meshRT) {
 	id := m.ident
 	id.Session = &client.SessionCreds{Key: s.key, SessionID: s.rec.SessionID, DisplayName: s.rec.DisplayName, PeerType: s.rec.PeerType}
 	p := client.StartPresence(ctx, id, client.DialOptions{
-		PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Hostname: host, Channel: s.rec.Channel, Groups: s.rec.Groups,
+		PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Hostname: host, Channel: s.rec.Channel,
 		Logger: m.d.log,
 		// The ack connection is known before the first push (see meshRT.start).
 		OnReady: func(c *client.Conn) {
@@ -211,10 +296,12 @@ func (s *sessionRT) start(m *meshRT) {
 			}
 			return nil
 		},
+		PrepareDial: func(o *client.DialOptions) { o.Groups, _, _, _, _ = s.profile() },
 		OnConnected: func(ctx context.Context, c *client.Conn) {
 			s.mu.Lock()
 			s.latest = c
 			s.mu.Unlock()
+			s.replayProfile(ctx, c)
 		},
 		OnState: func(st client.State, err error) { m.kick() },
 	})

@@ -659,6 +659,7 @@ type peerRow struct {
 	Role          string `json:"role"`
 	MemberRole    string `json:"memberRole"`
 	Status        string `json:"status"`
+	Summary       string `json:"summary"`
 	Groups        []struct{ Name, Role string }
 	SessionID     string `json:"sessionId"`
 	Cwd           string `json:"cwd"`

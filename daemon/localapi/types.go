@@ -313,7 +313,9 @@ type Session struct {
 	Groups       []wire.Group `json:"groups"`
 	PeerType     string       `json:"peerType"`
 	Channel      string       `json:"channel,omitempty"`
-	State        string       `json:"state"` // the session connection's state (connecting, open, ...)
+	State        string       `json:"state"`  // the session connection's state (connecting, open, ...)
+	Status       string       `json:"status"` // idle | working | dnd, as the session last set it
+	Summary      string       `json:"summary,omitempty"`
 	Error        string       `json:"error,omitempty"`
 	RegisteredAt int64        `json:"registeredAt"`
 }
