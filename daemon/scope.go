@@ -15,7 +15,11 @@ import "claudemesh/wire"
 //     session of the member, and the human, sees;
 //   - never a row addressed to a sibling session, and never the member's
 //     own copy of a broadcast or group message (the session has a copy of
-//     its own when the sender listed it, and would otherwise see it twice).
+//     its own when the sender listed it, and would otherwise see it twice);
+//   - of the rows it shares with its member (member DMs, topic posts), only
+//     those stored after the session first registered (from): what came
+//     before is the member's history, which a new agent session is not
+//     handed as unread (its human has it in `inbox`).
 //
 // Topic rows extend the switch below (topics are stored once, for the
 // member, and a session sees those of the topics its member belongs to).
@@ -23,6 +27,7 @@ type sessionScope struct {
 	meshID  string
 	session string // the session's pubkey
 	member  string // its member's pubkey
+	from    uint64 // rows shared with the member up to this sequence predate the session
 }
 
 // sees reports whether a stored row is the session's to see.
@@ -37,6 +42,9 @@ func (s *sessionScope) sees(r *inboxRow) bool {
 	case r.RecipientPubkey == s.session:
 		return true
 	case r.RecipientPubkey == s.member:
+		if r.Seq <= s.from {
+			return false
+		}
 		switch r.Kind {
 		case wire.KindBox:
 			return true

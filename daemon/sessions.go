@@ -73,6 +73,8 @@ type sessionRT struct {
 	d   *Daemon
 	rec sessionRecord
 	key *cmcrypto.Identity
+	// inboxFrom bounds the rows it shares with its member (sessionScope.from).
+	inboxFrom uint64
 
 	presence *client.Presence
 	cancel   context.CancelFunc
@@ -154,7 +156,7 @@ func hashToken(tok string) string {
 
 // scope is what the session may see (the one scope rule, scope.go).
 func (s *sessionRT) scope() *sessionScope {
-	return &sessionScope{meshID: s.rec.MeshID, session: s.rec.Pubkey, member: s.memberPubkey()}
+	return &sessionScope{meshID: s.rec.MeshID, session: s.rec.Pubkey, member: s.memberPubkey(), from: s.inboxFrom}
 }
 
 func (s *sessionRT) memberPubkey() string {
@@ -226,44 +228,63 @@ type sessionKeyFile struct {
 	Pubkey    string `json:"pubkey"`
 	SecretKey string `json:"secretKey"`
 	CreatedAt int64  `json:"createdAt"`
+	// InboxFrom is the daemon's last event id when the session first
+	// registered: rows it shares with its member (member DMs, topic
+	// posts) stored up to there predate it and are not its to see, so a
+	// new session is not flooded with its member's history. 0 (key files
+	// written before this field): no such bound.
+	InboxFrom uint64 `json:"inboxFrom,omitempty"`
 }
 
-// loadOrCreateSessionKey returns the session's keypair, creating it (0600,
-// in 0700 directories) the first time.
-func loadOrCreateSessionKey(home, slug, meshID, sessionID string) (*cmcrypto.Identity, error) {
+// loadOrCreateSessionKey returns the session's keypair and inbox bound
+// (sessionKeyFile.InboxFrom), creating them (0600, in 0700 directories) the
+// first time, with the bound horizon() gives.
+func loadOrCreateSessionKey(home, slug, meshID, sessionID string, horizon func() uint64) (*cmcrypto.Identity, uint64, error) {
 	path := sessionKeyPath(home, slug, sessionID)
 	if data, err := fsutil.ReadPrivateFile(path); err == nil {
 		var f sessionKeyFile
 		if err := json.Unmarshal(data, &f); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, 0, fmt.Errorf("%s: %w", path, err)
 		}
 		key, err := cmcrypto.ParseSecretKey(f.SecretKey)
 		if err != nil || key.PublicHex() != f.Pubkey || f.MeshID != meshID {
-			return nil, fmt.Errorf("%s: not a session key of this mesh", path)
+			return nil, 0, fmt.Errorf("%s: not a session key of this mesh", path)
 		}
-		return key, nil
+		return key, f.InboxFrom, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return nil, 0, err
 	}
 	key, err := cmcrypto.GenerateIdentity()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := fsutil.EnsurePrivateDir(filepath.Dir(filepath.Dir(path))); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := fsutil.EnsurePrivateDir(filepath.Dir(path)); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	from := horizon()
 	data, err := json.Marshal(sessionKeyFile{SessionID: sessionID, MeshID: meshID, Pubkey: key.PublicHex(),
-		SecretKey: key.SecretKeyHex(), CreatedAt: time.Now().UnixMilli()})
+		SecretKey: key.SecretKeyHex(), CreatedAt: time.Now().UnixMilli(), InboxFrom: from})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := fsutil.WriteFileAtomic(path, data, 0o600); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return key, nil
+	return key, from, nil
+}
+
+// lastEventID is the newest event id handed out so far (the inbox bound of
+// a session registering now).
+func (d *Daemon) lastEventID() uint64 {
+	var n uint64
+	d.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bEvents).Sequence()
+		return nil
+	})
+	return n
 }
 
 // start opens the session's presence. It waits for its mesh's own
@@ -453,7 +474,7 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 	if aerr != nil {
 		return nil, aerr
 	}
-	key, err := loadOrCreateSessionKey(d.home, m.cfg.Slug, m.cfg.MeshID, req.SessionID)
+	key, inboxFrom, err := loadOrCreateSessionKey(d.home, m.cfg.Slug, m.cfg.MeshID, req.SessionID, d.lastEventID)
 	if err != nil {
 		return nil, internalError(err)
 	}
@@ -475,7 +496,7 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 		d.sessMu.Unlock()
 		return nil, &apiError{status: 429, code: "too_many_sessions", msg: fmt.Sprintf("this daemon already has %d sessions", maxSessions)}
 	}
-	s := &sessionRT{d: d, rec: rec, key: key}
+	s := &sessionRT{d: d, rec: rec, key: key, inboxFrom: inboxFrom}
 	d.sessions[rec.TokenHash] = s
 	d.sessMu.Unlock()
 	for _, o := range old {
@@ -553,13 +574,13 @@ func (d *Daemon) reviveSessions() {
 			d.deleteSessionRecord(rec.TokenHash)
 			continue
 		}
-		key, err := loadOrCreateSessionKey(d.home, m.cfg.Slug, m.cfg.MeshID, rec.SessionID)
+		key, inboxFrom, err := loadOrCreateSessionKey(d.home, m.cfg.Slug, m.cfg.MeshID, rec.SessionID, d.lastEventID)
 		if err != nil || key.PublicHex() != rec.Pubkey {
 			d.log.Warn("session key lost; forgetting the session", "session", rec.SessionID, "err", err)
 			d.deleteSessionRecord(rec.TokenHash)
 			continue
 		}
-		s := &sessionRT{d: d, rec: rec, key: key}
+		s := &sessionRT{d: d, rec: rec, key: key, inboxFrom: inboxFrom}
 		d.sessMu.Lock()
 		d.sessions[rec.TokenHash] = s
 		d.sessMu.Unlock()
