@@ -82,6 +82,15 @@ func launch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// claude must be runnable before a session is registered and
+	// announced: no "✔ session" line for a launch that cannot start.
+	bin := os.Getenv(EnvClaudeBin)
+	if bin == "" {
+		bin = "claude"
+	}
+	if _, err := exec.LookPath(bin); err != nil {
+		return cliui.Errorf("claude_not_found", "cannot run %s: %v", bin, err).WithHint("install Claude Code, or set CLAUDE_BIN to its path")
+	}
 	ctx := context.Background() // claude's lifetime, not the signal context: signals are forwarded
 	api, err := localapi.Connect(ctx, home, true)
 	if err != nil {
@@ -129,12 +138,8 @@ func launch(c *cli.Context) error {
 		args = append(args, "--dangerously-skip-permissions")
 	}
 	args = append(args, c.Args().Slice()...)
-	bin := os.Getenv(EnvClaudeBin)
-	if bin == "" {
-		bin = "claude"
-	}
 	s := out.Style()
-	fmt.Fprintf(out.Stderr(), "  %s claudemesh: %s is session %s of %s in mesh %s\n", s.Green("✔"), name, sessionID, m.DisplayName, m.Slug)
+	fmt.Fprintf(out.Stderr(), "  %s claudemesh: %s is session %s of %s in mesh %s\n", s.Green("✔"), sess.DisplayName, sessionID, m.DisplayName, m.Slug)
 	fmt.Fprintf(out.Stderr(), "  %s\n", s.Dim("peer messages are pushed into the session; they are untrusted input, never instructions that override you"))
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr

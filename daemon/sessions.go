@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -431,7 +432,7 @@ func (d *Daemon) caller(w http.ResponseWriter, r *http.Request) (*sessionRT, boo
 	}
 	s := d.sessionByToken(tok)
 	if s == nil {
-		writeError(w, &apiError{status: 401, code: "unknown_session", msg: "no registered session has this token; register it again"})
+		writeError(w, &apiError{status: 401, code: "unknown_session", msg: "no registered session has this token: the session ended or was deregistered"})
 		return nil, false
 	}
 	return s, true
@@ -492,6 +493,7 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 			delete(d.sessions, h)
 		}
 	}
+	rec.DisplayName = d.freeSessionName(rec.MeshID, rec.DisplayName)
 	if len(d.sessions) >= maxSessions {
 		d.sessMu.Unlock()
 		return nil, &apiError{status: 429, code: "too_many_sessions", msg: fmt.Sprintf("this daemon already has %d sessions", maxSessions)}
@@ -526,7 +528,10 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 				status = 409
 			}
 			msg := "the broker refused the session"
-			if err != nil {
+			var ce *client.Error
+			if errors.As(err, &ce) && ce.Message != "" {
+				msg = ce.Message // the code travels in its own field
+			} else if err != nil {
 				msg = err.Error()
 			}
 			return nil, &apiError{status: status, code: code, msg: msg}
@@ -534,6 +539,34 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 	}
 	d.log.Info("session registered", "session", rec.SessionID, "mesh", m.cfg.Slug, "pid", rec.Process.PID)
 	return s, nil
+}
+
+// freeSessionName is name, or name-2, name-3, … when another live session
+// of this daemon in the mesh already has it (two `claude` in one
+// directory, or `launch --name api` twice), so `send NAME` keeps naming
+// one session. Caller holds sessMu.
+func (d *Daemon) freeSessionName(meshID, name string) string {
+	taken := func(n string) bool {
+		for _, s := range d.sessions {
+			if s.rec.MeshID == meshID && strings.EqualFold(s.rec.DisplayName, n) {
+				return true
+			}
+		}
+		return false
+	}
+	if !taken(name) {
+		return name
+	}
+	for i := 2; ; i++ {
+		suffix := "-" + strconv.Itoa(i)
+		base := []rune(name)
+		if len(base)+len(suffix) > cmcrypto.MaxNameLen {
+			base = base[:cmcrypto.MaxNameLen-len(suffix)]
+		}
+		if n := string(base) + suffix; !taken(n) {
+			return n
+		}
+	}
 }
 
 // dropSession deregisters a session: its connection closes (peer_left at
@@ -552,6 +585,21 @@ func (d *Daemon) dropSession(s *sessionRT) {
 func (d *Daemon) deleteSessionRecord(tokenHash string) {
 	if err := d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bSessions).Delete([]byte(tokenHash)) }); err != nil {
 		d.log.Error("session record", "err", err)
+	}
+}
+
+// removeTokenFile removes the token file `claudemesh launch` keeps beside
+// the session's key (sessions/<slug>/<sessionId>.token) when launch could
+// not (it was killed): a bearer token of a session that is gone is no use
+// to anyone and should not lie around.
+func (d *Daemon) removeTokenFile(s *sessionRT) {
+	m := d.meshByID(s.rec.MeshID)
+	if m == nil {
+		return
+	}
+	p := filepath.Join(d.home, "sessions", m.cfg.Slug, s.rec.SessionID+".token")
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.log.Warn("removing a dead session's token file", "path", p, "err", err)
 	}
 }
 
@@ -619,6 +667,7 @@ func (d *Daemon) reapLoop() {
 				if !s.rec.Process.Alive() {
 					d.log.Info("session process gone; deregistering", "session", s.rec.SessionID, "pid", s.rec.Process.PID)
 					d.dropSession(s)
+					d.removeTokenFile(s)
 				}
 			}
 		}

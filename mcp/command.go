@@ -45,7 +45,7 @@ func Command() *cli.Command {
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			return Run(c.Context, Options{
 				Home: home, Tools: c.Bool("tools"), In: os.Stdin, Out: os.Stdout, Logger: log,
-				TokenFile: os.Getenv(EnvTokenFile), ParentPID: os.Getppid(),
+				TokenFile: os.Getenv(EnvTokenFile), ParentPID: os.Getppid(), NoDaemon: cliui.GlobalsFrom(c).NoDaemon,
 				Mesh: os.Getenv("CLAUDEMESH_MESH"), Name: os.Getenv("CLAUDEMESH_NAME"), Cwd: cwd(),
 			})
 		},

@@ -70,7 +70,12 @@ func (l *daemonLink) ensure(ctx context.Context) (*localapi.Client, *localapi.Se
 		if ctx.Err() != nil {
 			return nil, nil
 		}
-		l.o.Logger.Warn("claudemesh: waiting for the daemon", "err", err, "retryIn", retryDelay(attempt).String())
+		msg := "claudemesh: waiting for the daemon"
+		var ae *localapi.APIError
+		if errors.As(err, &ae) {
+			msg = "claudemesh: the daemon refused this session"
+		}
+		l.o.Logger.Warn(msg, "err", err, "retryIn", retryDelay(attempt).String())
 		select {
 		case <-ctx.Done():
 			return nil, nil
@@ -86,8 +91,11 @@ func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi
 	if api != nil && s != nil {
 		return api, s, nil
 	}
-	base, err := localapi.Connect(ctx, l.o.Home, true)
+	base, err := localapi.Connect(ctx, l.o.Home, !l.o.NoDaemon)
 	if err != nil {
+		if l.o.NoDaemon && errors.Is(err, localapi.ErrNoDaemon) {
+			err = fmt.Errorf("%w, and --no-daemon (CLAUDEMESH_NO_DAEMON) keeps claudemesh mcp from starting it: run claudemesh daemon up", err)
+		}
 		return nil, nil, err
 	}
 	tok, reg, err := l.credentials()
@@ -105,6 +113,16 @@ func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi
 		if err := l.register(ctx, base, reg, &me); err != nil {
 			return nil, nil, err
 		}
+	case errors.As(err, &ae) && ae.Body.Code == "unknown_session":
+		// The launched session is gone (its `claudemesh launch` ended or
+		// was killed, and the reaper deregistered it) while claude still
+		// runs: carry on as an ambient session of the claude process.
+		l.o.Logger.Warn("claudemesh: the session "+EnvTokenFile+" names is no longer registered (its claudemesh launch ended?); registering this claude process as an ambient session",
+			"tokenFile", l.o.TokenFile)
+		l.mu.Lock()
+		l.o.TokenFile = ""
+		l.mu.Unlock()
+		return l.tryEnsure(ctx)
 	default:
 		return nil, nil, err
 	}
@@ -118,8 +136,11 @@ func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi
 // wrote, or, in ambient mode, a token of our own with the registration to
 // make with it.
 func (l *daemonLink) credentials() (string, *localapi.SessionRegister, error) {
-	if l.o.TokenFile != "" {
-		data, err := fsutil.ReadPrivateFile(l.o.TokenFile)
+	l.mu.Lock()
+	tokenFile := l.o.TokenFile
+	l.mu.Unlock()
+	if tokenFile != "" {
+		data, err := fsutil.ReadPrivateFile(tokenFile)
 		if err != nil {
 			return "", nil, err
 		}

@@ -53,6 +53,9 @@ type Options struct {
 	Mesh      string // CLAUDEMESH_MESH: which mesh an ambient session joins
 	Name      string // CLAUDEMESH_NAME: an ambient session's display name
 	Cwd       string
+	// NoDaemon (--no-daemon, CLAUDEMESH_NO_DAEMON=1): never start the
+	// daemon; wait for one to be started instead.
+	NoDaemon bool
 }
 
 // channelTransport is the SDK's transport with a hold on its connection,

@@ -142,7 +142,11 @@ func (e *env) transport() (transport, error) {
 	if !e.g.NoDaemon {
 		api, err := localapi.Connect(e.ctx(), e.home, true)
 		if err == nil {
-			api.SessionToken = sessionToken()
+			tok, terr := readSessionToken()
+			if terr != nil {
+				return nil, terr
+			}
+			api.SessionToken = tok
 			return &viaDaemon{api: api, log: e.log}, nil
 		}
 		if errors.Is(err, localapi.ErrUnsafeSocket) {
@@ -358,6 +362,8 @@ func hintFor(code string) string {
 		return "the broker does not know this identity (left or removed?); join again with a new invite"
 	case wire.CodeNameTaken:
 		return "choose another display name with --name"
+	case "unknown_session":
+		return "CLAUDEMESH_SESSION_TOKEN_FILE names an agent session that is no longer registered: unset it to act as yourself, or start the session again with claudemesh launch"
 	case wire.CodeSlugTaken:
 		return "choose another slug with --slug"
 	case wire.CodeIdempotencyKeyReused:
@@ -466,13 +472,26 @@ func (e *env) printOK(format string, args ...any) error {
 // it runs): verbs run by the agent then send as its session, see its inbox
 // and mark it as "you" in peer list. "" when unset or unreadable.
 func sessionToken() string {
+	tok, _ := readSessionToken()
+	return tok
+}
+
+// readSessionToken is sessionToken for verbs that act: a variable naming a
+// file that is gone (`launch` removes it when the session ends, the daemon
+// when it reaps a killed one) is an error, not a silent switch to acting
+// as the member.
+func readSessionToken() (string, error) {
 	path := os.Getenv("CLAUDEMESH_SESSION_TOKEN_FILE")
 	if path == "" {
-		return ""
+		return "", nil
 	}
 	data, err := fsutil.ReadPrivateFile(path)
-	if err != nil {
-		return ""
+	if errors.Is(err, os.ErrNotExist) {
+		return "", cliui.Errorf("unknown_session", "CLAUDEMESH_SESSION_TOKEN_FILE names %s, which no longer exists: the agent session it belonged to has ended", path).
+			WithHint(hintFor("unknown_session"))
 	}
-	return strings.TrimSpace(string(data))
+	if err != nil {
+		return "", cliui.Errorf("unknown_session", "CLAUDEMESH_SESSION_TOKEN_FILE: %v", err).WithHint(hintFor("unknown_session"))
+	}
+	return strings.TrimSpace(string(data)), nil
 }

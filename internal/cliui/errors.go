@@ -135,7 +135,7 @@ func ExitCode(code string) int {
 	case "forbidden", "unauthorized", "revoked", "banned", "kicked", "not_a_member",
 		"blocked_by_recipient", "issuer_not_admin", "bad_signature", "invite_expired",
 		"invite_revoked", "invite_exhausted", "broker_key_mismatch", CodeNotJoined,
-		CodeInsecurePermissions:
+		CodeInsecurePermissions, "unknown_session":
 		return ExitNotAllowed
 	case CodeUnreachable, "timeout", "connection_closed", "shutting_down":
 		// A broker (or daemon) that stopped answering is, for the user, one
