@@ -30,7 +30,7 @@ func TestStaleSessionsAndLaunchRefusals(t *testing.T) {
 	claude := standInClaude(t)
 
 	// A claude that cannot run: refused before any session is announced.
-	r := alice.withEnv("CLAUDE_BIN=" + filepath.Join(t.TempDir(), "no-claude")).run("launch", "--name", "x")
+	r := alice.withEnv("CLAUDE_BIN="+filepath.Join(t.TempDir(), "no-claude")).run("launch", "--name", "x")
 	if r.code != 1 || !strings.Contains(r.stderr, "cannot run") || strings.Contains(r.stderr, "is session") {
 		t.Fatalf("launch without claude: %s", r)
 	}
