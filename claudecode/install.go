@@ -58,6 +58,35 @@ func selfPath() (string, error) {
 type installState struct {
 	// Created lists "file" or "file#path" entries install created.
 	Created []string `json:"created"`
+	// Replaced holds, per "file#path", the JSON an entry of ours had
+	// before install updated it (a claudemesh entry the user or an older
+	// install wrote): uninstall puts it back instead of deleting it.
+	// Kept as strings: MarshalIndent would re-indent raw JSON.
+	Replaced map[string]string `json:"replaced,omitempty"`
+}
+
+// remember records the value an entry had before install first changed
+// it (a later install keeps the first value; an entry install added itself
+// has nothing to restore).
+func (st *installState) remember(key string, old []byte) {
+	if st.has(key) {
+		return
+	}
+	if st.Replaced == nil {
+		st.Replaced = map[string]string{}
+	}
+	if _, ok := st.Replaced[key]; !ok {
+		st.Replaced[key] = string(old)
+	}
+}
+
+// previous returns (and forgets) what an entry was before install.
+func (st *installState) previous(key string) ([]byte, bool) {
+	v, ok := st.Replaced[key]
+	if ok {
+		delete(st.Replaced, key)
+	}
+	return []byte(v), ok
 }
 
 func statePath(home string) string { return filepath.Join(home, "install.json") }
@@ -86,7 +115,7 @@ func saveState(home string, st installState) error {
 	if err := fsutil.EnsurePrivateDir(home); err != nil {
 		return err
 	}
-	if len(st.Created) == 0 {
+	if len(st.Created) == 0 && len(st.Replaced) == 0 {
 		err := os.Remove(statePath(home))
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -265,6 +294,41 @@ func (f *jsonFile) dropIfCreatedAndEmpty(parent jsonedit.Span, name, created str
 	return err
 }
 
+// mcpKey names the MCP entry in installState.
+const mcpKey = ".claude.json#mcpServers.claudemesh"
+
+// entryMembers are the members of mcpServers.claudemesh that install owns.
+func entryMembers(bin string) [][2]string {
+	cmd, _ := json.Marshal(bin)
+	return [][2]string{{"command", string(cmd)}, {"args", `["mcp"]`}}
+}
+
+// setMembers gives the object at obj the members want (name, JSON value),
+// replacing a value that differs and adding a missing member, and leaves
+// every other member as it is. It reports whether anything changed.
+func setMembers(data []byte, obj jsonedit.Span, want [][2]string) ([]byte, bool, error) {
+	changed := false
+	for _, w := range want {
+		m, ok, err := jsonedit.Find(data, obj, w[0])
+		if err != nil {
+			return nil, false, err
+		}
+		switch {
+		case !ok:
+			if data, err = jsonedit.AddMember(data, obj, w[0], []byte(w[1])); err != nil {
+				return nil, false, err
+			}
+		case !sameJSON(data[m.Value.Start:m.Value.End], []byte(w[1])):
+			data = jsonedit.Replace(data, m.Value, []byte(w[1]))
+		default:
+			continue
+		}
+		changed = true
+		obj = spanAt(data, obj.Start)
+	}
+	return data, changed, nil
+}
+
 // mcpEntry is mcpServers.claudemesh.
 func mcpEntry(bin string) []byte {
 	b, _ := json.Marshal(map[string]any{"command": bin, "args": []string{"mcp"}})
@@ -307,7 +371,11 @@ func isOurHook(elem []byte, arg string) bool {
 }
 
 type step struct {
-	What, Path, Result string // Result: added | updated | unchanged | removed | absent | skipped
+	What   string `json:"what"`
+	Path   string `json:"path,omitempty"`
+	Result string `json:"result"` // added | updated | unchanged | removed | restored | absent | installed and started | not started: … | skipped: …
+	// Warn marks a step that did not do what it is for (shown with ⚠).
+	Warn bool `json:"warning,omitempty"`
 }
 
 // installFiles adds (remove=false) or removes the MCP entry and hooks.
@@ -330,10 +398,15 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 		res = "absent"
 		if srv, ok, err := jsonedit.Find(cj.data, jsonedit.Root(cj.data), "mcpServers"); err == nil && ok && cj.data[srv.Value.Start] == '{' {
 			if m, ok, _ := jsonedit.Find(cj.data, srv.Value, "claudemesh"); ok {
-				if cj.data, err = jsonedit.RemoveMember(cj.data, srv.Value, m); err != nil {
-					return nil, err
+				st.drop(mcpKey)
+				if old, ok := st.previous(mcpKey); ok {
+					cj.data, res = jsonedit.Replace(cj.data, m.Value, old), "restored"
+				} else {
+					if cj.data, err = jsonedit.RemoveMember(cj.data, srv.Value, m); err != nil {
+						return nil, err
+					}
+					res = "removed"
 				}
-				res = "removed"
 			}
 			if err := cj.dropIfCreatedAndEmpty(jsonedit.Root(cj.data), "mcpServers", ".claude.json#mcpServers", &st); err != nil {
 				return nil, err
@@ -352,14 +425,26 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 		case !ok:
 			cj.data, err = jsonedit.AddMember(cj.data, srv, "claudemesh", want)
 			res = "added"
+			st.add(mcpKey)
+		case cj.data[m.Value.Start] == '{':
+			// An entry that is there already (an older install's, or the
+			// user's own): only command and args are ours to set; env and
+			// anything else the user put there stay.
+			old := bytes.Clone(cj.data[m.Value.Start:m.Value.End])
+			var changed bool
+			if cj.data, changed, err = setMembers(cj.data, m.Value, entryMembers(bin)); err == nil && changed {
+				st.remember(mcpKey, old)
+				res = "updated"
+			}
 		case !sameJSON(cj.data[m.Value.Start:m.Value.End], want):
+			st.remember(mcpKey, cj.data[m.Value.Start:m.Value.End])
 			cj.data, res = jsonedit.Replace(cj.data, m.Value, want), "updated"
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
-	steps = append(steps, step{"MCP server entry (mcpServers.claudemesh)", cj.path, res})
+	steps = append(steps, step{What: "MCP server entry (mcpServers.claudemesh)", Path: cj.path, Result: res})
 	if err := cj.save(home, &st); err != nil {
 		return nil, err
 	}
@@ -378,12 +463,17 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 				if ok && sj.data[hk.Value.Start] == '{' {
 					if arr, ok, _ := jsonedit.Find(sj.data, hk.Value, h.event); ok && sj.data[arr.Value.Start] == '[' {
 						es, _ := jsonedit.Elements(sj.data, arr.Value)
+						st.drop(created + "[claudemesh]")
+						old, hadOld := st.previous(created)
 						for i := len(es) - 1; i >= 0; i-- {
 							if isOurHook(sj.data[es[i].Start:es[i].End], h.arg) {
-								if sj.data, err = jsonedit.RemoveElement(sj.data, arr.Value, i); err != nil {
+								if hadOld {
+									sj.data, res, hadOld = jsonedit.Replace(sj.data, es[i], old), "restored", false
+								} else if sj.data, err = jsonedit.RemoveElement(sj.data, arr.Value, i); err != nil {
 									return nil, err
+								} else {
+									res = "removed"
 								}
-								res = "removed"
 								arr.Value = spanAt(sj.data, arr.Value.Start)
 							}
 						}
@@ -412,6 +502,9 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 					if isOurHook(sj.data[e.Start:e.End], h.arg) {
 						found = true
 						if !sameJSON(sj.data[e.Start:e.End], want) {
+							if !st.has(created + "[claudemesh]") {
+								st.remember(created, sj.data[e.Start:e.End])
+							}
 							sj.data, res = jsonedit.Replace(sj.data, e, want), "updated"
 						}
 						break
@@ -422,9 +515,10 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 						return nil, err
 					}
 					res = "added"
+					st.add(created + "[claudemesh]")
 				}
 			}
-			steps = append(steps, step{h.event + " hook (claudemesh hook " + h.arg + ")", sj.path, res})
+			steps = append(steps, step{What: h.event + " hook (claudemesh hook " + h.arg + ")", Path: sj.path, Result: res})
 		}
 		if remove {
 			if err := sj.dropIfCreatedAndEmpty(jsonedit.Root(sj.data), "hooks", ".claude/settings.json#hooks", &st); err != nil {
@@ -453,25 +547,42 @@ func skillPath(chome string) string {
 	return filepath.Join(chome, ".claude", "skills", "claudemesh", "SKILL.md")
 }
 
-func installSkill(chome string, remove bool) (step, error) {
+func installSkill(home, chome string, remove bool) (step, error) {
 	p := skillPath(chome)
+	skills := filepath.Dir(filepath.Dir(p))
 	cur, err := os.ReadFile(p)
 	ours := err == nil && isOurSkill(cur)
 	if remove {
 		if !ours {
-			return step{"skill", p, "absent"}, nil
+			return step{What: "skill", Path: p, Result: "absent"}, nil
 		}
 		if err := os.Remove(p); err != nil {
 			return step{}, err
 		}
 		os.Remove(filepath.Dir(p)) // only if empty
-		return step{"skill", p, "removed"}, nil
+		// ~/.claude/skills too, when install created it and it is empty.
+		if st := loadState(home); st.has(".claude/skills") {
+			if err := os.Remove(skills); err == nil || errors.Is(err, fs.ErrNotExist) {
+				st.drop(".claude/skills")
+				if err := saveState(home, st); err != nil {
+					return step{}, err
+				}
+			}
+		}
+		return step{What: "skill", Path: p, Result: "removed"}, nil
 	}
 	if err == nil && !ours {
-		return step{"skill", p, "skipped (a SKILL.md that is not claudemesh's is there)"}, nil
+		return step{What: "skill", Path: p, Result: "skipped (a SKILL.md that is not claudemesh's is there)"}, nil
 	}
 	if ours && bytes.Equal(cur, SkillMD) {
-		return step{"skill", p, "unchanged"}, nil
+		return step{What: "skill", Path: p, Result: "unchanged"}, nil
+	}
+	if _, err := os.Stat(skills); errors.Is(err, fs.ErrNotExist) {
+		st := loadState(home)
+		st.add(".claude/skills")
+		if err := saveState(home, st); err != nil {
+			return step{}, err
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return step{}, err
@@ -480,9 +591,9 @@ func installSkill(chome string, remove bool) (step, error) {
 		return step{}, err
 	}
 	if ours {
-		return step{"skill", p, "updated"}, nil
+		return step{What: "skill", Path: p, Result: "updated"}, nil
 	}
-	return step{"skill", p, "added"}, nil
+	return step{What: "skill", Path: p, Result: "added"}, nil
 }
 
 func isOurSkill(data []byte) bool { return bytes.Contains(data, []byte("\nname: claudemesh\n")) }
@@ -526,6 +637,43 @@ type installJSON struct {
 	Steps  []step `json:"steps"`
 }
 
+// serviceStep runs `claudemesh daemon install-service|uninstall-service
+// --json` and says what really happened: a unit written but not started
+// (no systemd user session, say) is a warning, not "done".
+func serviceStep(bin, home, verb string) step {
+	st := step{What: "daemon service (claudemesh daemon " + verb + ")"}
+	outb, err := exec.Command(bin, "--home", home, "daemon", verb, "--json").Output()
+	var res struct {
+		Path    string `json:"path"`
+		Started bool   `json:"started"`
+		Removed bool   `json:"removed"`
+		Reason  string `json:"startError"`
+		Error   struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if jerr := json.Unmarshal(outb, &res); err != nil || jerr != nil {
+		msg := res.Error.Message
+		if msg == "" && err != nil {
+			msg = err.Error()
+		}
+		st.Result, st.Warn = "skipped: "+msg, true
+		return st
+	}
+	st.Path = res.Path
+	switch {
+	case verb == "uninstall-service" && res.Removed:
+		st.Result = "removed"
+	case verb == "uninstall-service":
+		st.Result = "absent"
+	case res.Started:
+		st.Result = "installed and started"
+	default:
+		st.Result, st.Warn = "written, but not started ("+res.Reason+"): run claudemesh daemon up", true
+	}
+	return st
+}
+
 func runInstall(c *cli.Context, remove bool) error {
 	if err := cliui.NoArgs(c); err != nil {
 		return err
@@ -548,7 +696,7 @@ func runInstall(c *cli.Context, remove bool) error {
 		return err
 	}
 	if remove || !c.Bool("no-skill") {
-		s, err := installSkill(chome, remove)
+		s, err := installSkill(home, chome, remove)
 		if err != nil {
 			return err
 		}
@@ -559,12 +707,7 @@ func runInstall(c *cli.Context, remove bool) error {
 		if remove {
 			verb = "uninstall-service"
 		}
-		cmd := exec.Command(bin, "--home", home, "--quiet", "daemon", verb)
-		res := "done"
-		if outb, err := cmd.CombinedOutput(); err != nil {
-			res = "skipped: " + strings.TrimSpace(strings.ReplaceAll(string(outb), "\n", " "))
-		}
-		steps = append(steps, step{"daemon service (claudemesh daemon " + verb + ")", "", res})
+		steps = append(steps, serviceStep(bin, home, verb))
 	}
 	if out.JSONMode() {
 		return out.JSON(installJSON{Binary: bin, Steps: steps})
@@ -572,7 +715,7 @@ func runInstall(c *cli.Context, remove bool) error {
 	s := out.Style()
 	for _, st := range steps {
 		mark := s.Green("✔")
-		if strings.HasPrefix(st.Result, "skipped") {
+		if st.Warn || strings.HasPrefix(st.Result, "skipped") {
 			mark = s.Yellow("⚠")
 		}
 		line := fmt.Sprintf("%s %s: %s", mark, st.What, st.Result)

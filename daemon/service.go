@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,17 +142,25 @@ func installCommand() *cli.Command {
 			if err := fsutil.WriteFileAtomic(path, []byte(body), 0o644); err != nil {
 				return err
 			}
-			started := false
+			started, why := false, "--no-start"
 			if !c.Bool("no-start") {
-				started = startService(path) == nil
+				if err := startService(path); err != nil {
+					why = err.Error()
+				} else {
+					started, why = true, ""
+				}
 			}
 			out := cliui.OutFrom(c)
 			if out.JSONMode() {
-				return out.JSON(map[string]any{"ok": true, "path": path, "started": started})
+				res := map[string]any{"ok": true, "path": path, "started": started}
+				if !started {
+					res["startError"] = why
+				}
+				return out.JSON(res)
 			}
 			out.Resultf("service written to %s", path)
 			if !started && !c.Bool("no-start") {
-				out.Warn("could not start it with the service manager", "start it yourself, or run claudemesh daemon up")
+				out.Warn("could not start it with the service manager: "+why, "start it yourself, or run claudemesh daemon up")
 			}
 			return nil
 		},
@@ -159,12 +169,25 @@ func installCommand() *cli.Command {
 
 func startService(path string) error {
 	if runtime.GOOS == "darwin" {
-		return exec.Command("launchctl", "load", "-w", path).Run()
+		return runManager("launchctl", "load", "-w", path)
 	}
-	if err := exec.Command("systemctl", "--user", "daemon-reload").Run(); err != nil {
+	if err := runManager("systemctl", "--user", "daemon-reload"); err != nil {
 		return err
 	}
-	return exec.Command("systemctl", "--user", "enable", "--now", systemdUnitName).Run()
+	return runManager("systemctl", "--user", "enable", "--now", systemdUnitName)
+}
+
+// runManager runs a service-manager command; its error says what the
+// command said (systemctl's "Failed to connect to bus", …).
+func runManager(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		if msg := strings.TrimSpace(strings.ReplaceAll(string(out), "\n", " ")); msg != "" {
+			return fmt.Errorf("%s %s: %s", name, args[len(args)-1], msg)
+		}
+		return fmt.Errorf("%s %s: %v", name, args[len(args)-1], err)
+	}
+	return nil
 }
 
 func uninstallCommand() *cli.Command {
@@ -182,6 +205,11 @@ func uninstallCommand() *cli.Command {
 			path, err := servicePath()
 			if err != nil {
 				return err
+			}
+			if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+				// Nothing of ours to stop: the service manager is not
+				// asked about a unit we never wrote.
+				return printResult(cliui.OutFrom(c), map[string]any{"ok": true, "removed": false, "path": path}, "%s", "no service was installed")
 			}
 			manage := !c.Bool("no-stop")
 			if manage && runtime.GOOS == "darwin" {

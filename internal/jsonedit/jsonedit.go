@@ -186,7 +186,9 @@ func RemoveMember(data []byte, obj Span, m Member) ([]byte, error) {
 	case len(ms) > 1:
 		return splice(data, ms[0].Key.Start, ms[1].Key.Start, ""), nil
 	default:
-		return splice(data, ms[0].Key.Start, ms[0].Value.End, ""), nil
+		// The only member: the layout in front of it goes too (AddMember
+		// puts a first member right after `{`), so no blank line is left.
+		return splice(data, obj.Start+1, ms[0].Value.End, ""), nil
 	}
 }
 
@@ -222,7 +224,8 @@ func RemoveElement(data []byte, arr Span, i int) ([]byte, error) {
 	case len(es) > 1:
 		return splice(data, es[0].Start, es[1].Start, ""), nil
 	default:
-		return splice(data, es[0].Start, es[0].End, ""), nil
+		// The only element: the layout in front of it goes too.
+		return splice(data, arr.Start+1, es[0].End, ""), nil
 	}
 }
 

@@ -45,3 +45,21 @@ func TestAddRemoveRestores(t *testing.T) {
 		t.Fatal("bad documents must not pass")
 	}
 }
+
+// Removing the only member or element leaves no blank line behind.
+func TestRemoveOnlyLeavesNoBlankLine(t *testing.T) {
+	data := []byte("{\n  \"s\": {\n    \"claudemesh\": {\"a\": 1}\n  },\n  \"h\": [\n    {\"b\": 2}\n  ]\n}\n")
+	s, _, _ := Find(data, Root(data), "s")
+	m, _, _ := Find(data, s.Value, "claudemesh")
+	data, err := RemoveMember(data, s.Value, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, _ := Find(data, Root(data), "h")
+	if data, err = RemoveElement(data, h.Value, 0); err != nil {
+		t.Fatal(err)
+	}
+	if want := "{\n  \"s\": {\n  },\n  \"h\": [\n  ]\n}\n"; string(data) != want {
+		t.Fatalf("got %q, want %q", data, want)
+	}
+}

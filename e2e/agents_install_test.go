@@ -1,0 +1,87 @@
+package e2e
+
+// install over an existing claudemesh entry keeps the user's fields and
+// uninstall gives it back; the service step says what really happened
+// (QA 7-G, 7-H).
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestInstallKeepsExistingEntriesAndTellsTheTruth(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "finn")
+	chome := t.TempDir()
+	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + chome}
+	claudeJSON := "{\n  \"mcpServers\": {\n    \"claudemesh\": {\n      \"command\": \"/old/claudemesh\",\n      \"args\": [\"mcp\"],\n      \"env\": {\"X\": \"1\"}\n    }\n  }\n}\n"
+	settings := "{\n  \"hooks\": {\n    \"Stop\": [\n      {\"hooks\": [{\"type\": \"command\", \"command\": \"/old/claudemesh hook idle\"}]}\n    ]\n  }\n}\n"
+	os.MkdirAll(filepath.Join(chome, ".claude"), 0o755)
+	os.WriteFile(filepath.Join(chome, ".claude.json"), []byte(claudeJSON), 0o600)
+	os.WriteFile(filepath.Join(chome, ".claude", "settings.json"), []byte(settings), 0o600)
+
+	u.ok("install", "--no-service")
+	cj, _ := os.ReadFile(filepath.Join(chome, ".claude.json"))
+	var parsed struct {
+		MCPServers map[string]struct {
+			Command string            `json:"command"`
+			Args    []string          `json:"args"`
+			Env     map[string]string `json:"env"`
+		} `json:"mcpServers"`
+	}
+	if err := json.Unmarshal(cj, &parsed); err != nil {
+		t.Fatalf("%v\n%s", err, cj)
+	}
+	if e := parsed.MCPServers["claudemesh"]; e.Command != bin || e.Env["X"] != "1" {
+		t.Fatalf("the entry after install (env must stay): %s", cj)
+	}
+	st, _ := os.ReadFile(filepath.Join(chome, ".claude", "settings.json"))
+	if strings.Contains(string(st), "/old/claudemesh") || !strings.Contains(string(st), bin+" hook idle") {
+		t.Fatalf("settings.json after install:\n%s", st)
+	}
+	u.ok("install", "--no-service")
+	if cj2, _ := os.ReadFile(filepath.Join(chome, ".claude.json")); string(cj2) != string(cj) {
+		t.Fatalf("a second install changed .claude.json:\n%s", cj2)
+	}
+
+	// uninstall gives back what was there, byte for byte, and removes the
+	// skills directory install created.
+	var res struct {
+		Steps []map[string]any `json:"steps"`
+	}
+	u.json(&res, "uninstall", "--no-service")
+	for _, s := range res.Steps {
+		if _, ok := s["what"]; !ok || s["What"] != nil {
+			t.Fatalf("--json steps are camelCase: %+v", res.Steps)
+		}
+	}
+	cj3, _ := os.ReadFile(filepath.Join(chome, ".claude.json"))
+	st3, _ := os.ReadFile(filepath.Join(chome, ".claude", "settings.json"))
+	if string(cj3) != claudeJSON || string(st3) != settings {
+		t.Fatalf("uninstall did not restore the user's entries:\n%s\n---\n%s", cj3, st3)
+	}
+	if fileExists(filepath.Join(chome, ".claude", "skills")) {
+		t.Fatal("uninstall left the skills directory install created")
+	}
+
+	// The service step: refused on CI is a warning, not "done"; uninstall
+	// with no service installed says "absent" (and asks no service
+	// manager anything).
+	fakeHome := t.TempDir()
+	svc := u.withEnv("HOME="+fakeHome, "XDG_CONFIG_HOME="+filepath.Join(fakeHome, ".config"), "CI=true")
+	r := svc.ok("install", "--no-hooks", "--no-skill")
+	if !strings.Contains(r.stdout, "⚠ daemon service (claudemesh daemon install-service): skipped: refusing") || strings.Contains(r.stdout, "done") {
+		t.Fatalf("install on CI: %s", r)
+	}
+	var un struct {
+		Steps []struct{ What, Result string } `json:"steps"`
+	}
+	svc.json(&un, "uninstall")
+	last := un.Steps[len(un.Steps)-1]
+	if !strings.HasPrefix(last.What, "daemon service") || last.Result != "absent" {
+		t.Fatalf("uninstall without a service: %+v", un.Steps)
+	}
+}
