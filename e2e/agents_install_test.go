@@ -85,3 +85,13 @@ func TestInstallKeepsExistingEntriesAndTellsTheTruth(t *testing.T) {
 		t.Fatalf("uninstall without a service: %+v", un.Steps)
 	}
 }
+
+// SKILL.md never tells an agent that --wait means "read": it waits for the
+// delivery receipt (QA 7-N).
+func TestSkillSaysDeliveredNotRead(t *testing.T) {
+	t.Parallel()
+	out := newUser(t, "gil").ok("skill").stdout
+	if strings.Contains(out, "was read") || !strings.Contains(out, "--wait` | wait until it was delivered") {
+		t.Fatalf("SKILL.md on --wait:\n%s", out)
+	}
+}
