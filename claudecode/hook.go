@@ -68,21 +68,30 @@ func hook(c *cli.Context) error {
 	}
 	var in hookInput
 	data, _ := io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+	badInput := ""
 	if len(strings.TrimSpace(string(data))) > 0 {
 		if err := json.Unmarshal(data, &in); err != nil {
-			logf("hook: stdin is not the hook JSON: %v", err)
+			badInput = err.Error()
+			logf("hook %s: stdin is not the hook JSON (%v); looking for the session by process ancestry only", event, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), hookBudget)
 	defer cancel()
 	api, err := localapi.Connect(ctx, home, false)
 	if err != nil {
-		return nil // no daemon, no sessions: nothing to do, and nothing to start before a prompt
+		// No daemon, no sessions: nothing to do, and nothing to start
+		// before a prompt; but the status was not set, which is said.
+		logf("hook %s: status not set: %v (start it with claudemesh daemon up)", event, err)
+		return nil
 	}
 	req := localapi.HookRequest{Event: event, SessionID: in.SessionID, PIDs: proc.Ancestors(os.Getpid(), 8)}
 	var res localapi.HookResponse
 	if _, err := api.Do(ctx, "POST", "/v1/sessions/hook", req, &res); err != nil {
-		logf("hook %s: %v", event, err)
+		if badInput != "" {
+			logf("hook %s: %v (stdin was not the hook JSON, so no session id was given)", event, err)
+		} else {
+			logf("hook %s: %v", event, err)
+		}
 		return nil
 	}
 	if res.StatusError != "" {

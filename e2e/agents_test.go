@@ -320,6 +320,10 @@ func TestHookWithoutDaemon(t *testing.T) {
 	t.Parallel()
 	u := newUser(t, "dave")
 	u.useDaemon = true
+	// A daemon ran here once (its directory and log exist), but not now.
+	if err := os.MkdirAll(filepath.Join(u.home, "daemon"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	r := u.runIn(`{"session_id":"x","cwd":"/tmp","hook_event_name":"UserPromptSubmit"}`, "hook", "working")
 	if r.code != 0 || r.stdout != "" {
@@ -331,6 +335,16 @@ func TestHookWithoutDaemon(t *testing.T) {
 	t.Logf("hook with the daemon down took %s", time.Since(start).Round(time.Millisecond))
 	if r := u.runIn("not json", "hook", "bogus"); r.code != 0 {
 		t.Fatalf("a bad hook call must still exit 0: %s", r)
+	}
+	if r := u.runIn("garbage{", "hook", "working"); r.code != 0 || r.stdout != "" {
+		t.Fatalf("hook with bad stdin: %s", r)
+	}
+	// Problems go to the daemon log, said as they are (QA 7-L).
+	log, _ := os.ReadFile(filepath.Join(u.home, "daemon", "daemon.log"))
+	for _, want := range []string{"hook working: status not set: the daemon is not running", "hook working: stdin is not the hook JSON", `unknown event \"bogus\"`} {
+		if !strings.Contains(string(log), want) {
+			t.Fatalf("daemon log lacks %q:\n%s", want, log)
+		}
 	}
 }
 
