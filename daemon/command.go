@@ -328,7 +328,8 @@ func statusCommand() *cli.Command {
 			if out.JSONMode() {
 				return out.JSON(st)
 			}
-			out.Resultf("daemon running (pid %d, up %s)", st.PID, (time.Duration(st.UptimeSec) * time.Second).String())
+			out.Resultf("daemon running (pid %d, up %s, %s)", st.PID, (time.Duration(st.UptimeSec) * time.Second).String(),
+				map[bool]string{true: "1 agent session", false: strconv.Itoa(st.Sessions) + " agent sessions"}[st.Sessions == 1])
 			slugs := make([]string, 0, len(st.Meshes))
 			for s := range st.Meshes {
 				slugs = append(slugs, s)

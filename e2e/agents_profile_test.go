@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,6 +46,30 @@ func TestSessionProfileSurvivesReconnectAndDaemonRestart(t *testing.T) {
 		return got
 	}
 	first := profiled("bob sees alice-api's profile", 0)
+
+	// The human views (QA 7-K): a session row names its directory and
+	// reads the same in both views; alice's --all marks her own presences
+	// "(you)", not her agent session; daemon status counts sessions.
+	line := func(out, name string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, name) {
+				return l
+			}
+		}
+		t.Fatalf("no %s line in:\n%s", name, out)
+		return ""
+	}
+	for _, who := range []*user{bob, alice} {
+		for _, args := range [][]string{{"peer", "list"}, {"peer", "list", "--all"}} {
+			l := line(who.ok(args...).stdout, "alice-api")
+			if !strings.Contains(l, "session (ai) (claude-code)") || !strings.Contains(l, " e2e ") || strings.Contains(l, "(you)") {
+				t.Fatalf("%s %q: alice-api's row: %q", who.name, args, l)
+			}
+		}
+	}
+	if out := alice.ok("daemon", "status").stdout; !strings.Contains(out, ", 1 agent session)") {
+		t.Fatalf("daemon status: %s", out)
+	}
 
 	// The broker restarts: it knows nothing of the session's presence.
 	addr, data := b.addr, b.data

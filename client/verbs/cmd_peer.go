@@ -1,6 +1,7 @@
 package verbs
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -95,7 +96,7 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 	}
 	s := out.Style()
 	t := newTable(out)
-	head := []string{"NAME", "KEY", "STATE", "KIND", "GROUPS"}
+	head := []string{"NAME", "KEY", "STATE", "KIND", "DIR", "GROUPS"}
 	if showMesh {
 		head = append(head, "MESH")
 	}
@@ -106,10 +107,12 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 		if r.Nested {
 			name = "  └ " + name
 		}
+		isSession := r.Nested || r.Role == wire.RoleSession
 		switch {
 		case r.IsThisSession:
 			name += " (you)"
-		case r.IsSelf && !r.Nested && !session:
+		case r.IsSelf && !isSession && !session:
+			// The human's own presences, not its agent sessions.
 			name += " (you)"
 		}
 		state := "offline"
@@ -121,7 +124,8 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 		}
 		kind := r.Role
 		switch {
-		case r.Nested:
+		case isSession:
+			// The same words in both views (nested and --all).
 			kind = "session"
 			if r.PeerType != "" {
 				kind += " (" + cliui.SanitizePeerText(r.PeerType) + ")"
@@ -138,7 +142,11 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 		for _, g := range r.Groups {
 			groups = append(groups, "@"+cliui.SanitizePeerText(g.Name))
 		}
-		cells := []string{name, shortKey(r.Pubkey), state, kind, strings.Join(groups, ",")}
+		dir := ""
+		if isSession && r.Cwd != "" {
+			dir = cliui.SanitizePeerText(filepath.Base(r.Cwd))
+		}
+		cells := []string{name, shortKey(r.Pubkey), state, kind, dir, strings.Join(groups, ",")}
 		if showMesh {
 			cells = append(cells, r.Mesh)
 		}

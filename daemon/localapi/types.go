@@ -70,7 +70,7 @@ type Health struct {
 type Status struct {
 	Running     bool              `json:"running"`
 	PID         int               `json:"pid,omitzero"`
-	UptimeSec   int64             `json:"uptimeSec,omitzero"`
+	UptimeSec   int64             `json:"uptimeSec"`
 	Meshes      map[string]string `json:"meshes,omitempty"`
 	MeshErrors  map[string]Error  `json:"meshErrors,omitempty"` // as in Health
 	Outbox      *OutboxCounts     `json:"outbox,omitempty"`
