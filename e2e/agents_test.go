@@ -202,6 +202,21 @@ func TestAgentSessionsLaunchAndScope(t *testing.T) {
 	if got := sortedBodies(webRows); !slices.Equal(got, []string{"for alice", "for everyone"}) {
 		t.Fatalf("web session inbox: %q", got)
 	}
+	// The human's inbox shows the broadcast once (it is stored for alice
+	// and each session) and says which DM was for a session alone (QA 7-K).
+	eventually(t, 20*time.Second, "alice stored the three copies of the broadcast", func() bool {
+		n := 0
+		for _, r := range alice.inbox() {
+			if r.body() == "for everyone" {
+				n++
+			}
+		}
+		return n == 3
+	})
+	humanInbox := alice.ok("inbox").stdout
+	if strings.Count(humanInbox, "for everyone") != 1 || !strings.Contains(humanInbox, "for your agent session "+apiKey[:8]) {
+		t.Fatalf("alice's human inbox:\n%s", humanInbox)
+	}
 
 	// A session sends as itself; bob sees it with its member.
 	apiUser.ok("send", "bob", "hello from the api session")

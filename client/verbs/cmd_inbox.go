@@ -50,7 +50,7 @@ func inbox(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1}
+	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1, human: sessionToken() == ""}
 	if p.follow {
 		err = tr.Follow(e.ctx(), meshes, opts, p)
 	} else {
@@ -77,9 +77,14 @@ type inboxPrinter struct {
 	follow bool
 	multi  bool
 
-	mu     sync.Mutex
-	arr    jsonArray
-	shown  int
+	// human: the caller is the member itself, not one of its agent
+	// sessions, so it sees its sessions' copies too (daemon path).
+	human bool
+
+	mu      sync.Mutex
+	arr     jsonArray
+	shown   int
+	printed map[string]bool // mesh/messageId of broadcasts and group messages shown
 	failed []meshErrorRow
 	errs   []error
 	slugs  []string
@@ -102,6 +107,22 @@ func (p *inboxPrinter) Rows(rows []inboxRow) error {
 		return nil
 	}
 	for _, r := range rows {
+		if strings.HasPrefix(r.TargetSpec, "@") || r.TargetSpec == "*" {
+			// One broadcast or group message is stored once per
+			// recipient (the member and each session it reached): a
+			// human reads it once.
+			k := r.Mesh + "/" + r.MessageID
+			if r.MessageID != "" && p.printed[k] {
+				p.shown--
+				continue
+			}
+			if p.printed == nil {
+				p.printed = map[string]bool{}
+			}
+			p.printed[k] = true
+		} else if p.human && r.RecipientKind == "session" {
+			r.forSession = true
+		}
 		printMessage(p.out, r, p.multi)
 	}
 	return nil
@@ -203,6 +224,9 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	var meta []string
 	if strings.HasPrefix(r.TargetSpec, "@") || r.TargetSpec == "*" {
 		meta = append(meta, "to "+r.TargetSpec)
+	}
+	if r.forSession {
+		meta = append(meta, "for your agent session "+shortKey(r.RecipientPubkey))
 	}
 	if showMesh {
 		meta = append(meta, r.Mesh)

@@ -210,9 +210,17 @@ type inboxRow struct {
 	ReceivedAt         int64   `json:"receivedAt"`
 	SeenAt             int64   `json:"seenAt,omitzero"`
 	ReplyToID          string  `json:"replyToId,omitzero"`
+	// RecipientPubkey and RecipientKind (member | session) say whom the
+	// stored copy was for: the member, or one of its agent sessions (the
+	// daemon path; the direct path only ever reads the member's own).
+	RecipientPubkey string `json:"recipientPubkey,omitzero"`
+	RecipientKind   string `json:"recipientKind,omitzero"`
 	// TargetSpec is shown to humans ("to @ops") but is not part of the
 	// JSON contract.
 	TargetSpec string `json:"-"`
+	// forSession marks, for the human's view, a DM addressed to one of
+	// its agent sessions alone.
+	forSession bool
 }
 
 // messageStatusJSON is `message status --json` (04-cli).
