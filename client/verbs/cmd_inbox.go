@@ -85,9 +85,9 @@ type inboxPrinter struct {
 	arr     jsonArray
 	shown   int
 	printed map[string]bool // mesh/messageId of broadcasts and group messages shown
-	failed []meshErrorRow
-	errs   []error
-	slugs  []string
+	failed  []meshErrorRow
+	errs    []error
+	slugs   []string
 }
 
 func (p *inboxPrinter) Rows(rows []inboxRow) error {
