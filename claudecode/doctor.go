@@ -9,6 +9,16 @@ import (
 	"claudemesh/internal/doctor"
 )
 
+// hookRuns reports whether a hook element runs exactly command.
+func hookRuns(elem []byte, command string) bool {
+	var g struct {
+		Hooks []struct {
+			Command string `json:"command"`
+		} `json:"hooks"`
+	}
+	return json.Unmarshal(elem, &g) == nil && len(g.Hooks) == 1 && g.Hooks[0].Command == command
+}
+
 // DoctorChecks are the Claude Code integration's checks: the MCP entry
 // runs this binary, the hooks and the skill are there.
 func DoctorChecks() []doctor.Check {
@@ -47,19 +57,30 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 		Hooks map[string][]json.RawMessage `json:"hooks"`
 	}
 	json.Unmarshal(settings, &sj)
-	var missing []string
+	var missing, other []string
 	for _, h := range hookEvents {
-		found := false
+		found, ours := false, false
 		for _, el := range sj.Hooks[h.event] {
-			found = found || isOurHook(el, h.arg)
+			if isOurHook(el, h.arg) {
+				found = true
+				ours = ours || hookRuns(el, hookCommandLine(e.Self, h.arg))
+			}
 		}
-		if !found {
+		switch {
+		case !found:
 			missing = append(missing, h.event)
+		case !ours:
+			other = append(other, h.event)
 		}
 	}
-	if len(missing) > 0 {
+	switch {
+	case len(missing) > 0:
 		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Warn, Message: "missing: " + strings.Join(missing, ", "), Fix: "claudemesh install"})
-	} else {
+	case len(other) > 0:
+		// The same mismatch the MCP entry check reports.
+		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Warn,
+			Message: strings.Join(other, ", ") + " run another claudemesh binary, not " + e.Self, Fix: "claudemesh install (it updates the hooks)"})
+	default:
 		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.OK, Message: "UserPromptSubmit and Stop run claudemesh hook"})
 	}
 	if b, err := os.ReadFile(skillPath(chome)); err != nil || !isOurSkill(b) {

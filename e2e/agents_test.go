@@ -476,7 +476,8 @@ func TestDoctor(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
 	u := setupMesh(t, b, "gina")[0]
-	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + t.TempDir()}
+	chome := t.TempDir()
+	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + chome}
 	type report struct {
 		OK     bool `json:"ok"`
 		Checks []struct {
@@ -500,5 +501,44 @@ func TestDoctor(t *testing.T) {
 	var bad report
 	if err := json.Unmarshal([]byte(r.stdout), &bad); err != nil || r.code != 1 || bad.OK {
 		t.Fatalf("doctor with a world-readable config: %s", r)
+	}
+	// QA 7-O: the broker check says it was skipped; hooks that run another
+	// binary are a warning; a pinned key that is not a valid point is said
+	// in words, with a fix that fits.
+	find := func(rep report, name string) (c struct{ Name, Status, Message, Fix string }) {
+		for _, c := range rep.Checks {
+			if c.Name == name {
+				return c
+			}
+		}
+		t.Fatalf("no %q check in %+v", name, rep)
+		return
+	}
+	if c := find(bad, "broker"); c.Status != "warn" || !strings.HasPrefix(c.Message, "skipped: the config cannot be read") {
+		t.Fatalf("broker check with a bad config: %+v", c)
+	}
+	os.Chmod(filepath.Join(u.home, "config.json"), 0o600)
+	os.MkdirAll(filepath.Join(chome, ".claude"), 0o700)
+	other := `{"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "'/tmp/my bin/claudemesh' hook working"}]}],` +
+		` "Stop": [{"hooks": [{"type": "command", "command": "'/tmp/my bin/claudemesh' hook idle"}]}]}}`
+	os.WriteFile(filepath.Join(chome, ".claude", "settings.json"), []byte(other), 0o600)
+	cfgPath := filepath.Join(u.home, "config.json")
+	cfg, _ := os.ReadFile(cfgPath)
+	var doc map[string]any
+	json.Unmarshal(cfg, &doc)
+	doc["meshes"].([]any)[0].(map[string]any)["brokerPubkey"] = "01" + strings.Repeat("00", 31)
+	cfg, _ = json.Marshal(doc)
+	os.WriteFile(cfgPath, cfg, 0o600)
+	r = u.run("doctor", "--json")
+	var rep2 report
+	if err := json.Unmarshal([]byte(r.stdout), &rep2); err != nil {
+		t.Fatalf("doctor: %s", r)
+	}
+	if c := find(rep2, "claude code hooks"); c.Status != "warn" || !strings.Contains(c.Message, "another claudemesh binary") {
+		t.Fatalf("hooks running another binary: %+v", c)
+	}
+	if c := find(rep2, "broker test"); c.Status != "fail" || strings.Contains(c.Message, "invalid_argument") ||
+		!strings.Contains(c.Message, "cannot be used") || !strings.Contains(c.Fix, "join the mesh again") {
+		t.Fatalf("a pinned key that is not a valid point: %+v", c)
 	}
 }

@@ -144,7 +144,11 @@ func checkDaemon(e *Env) []Result {
 // the clock skew.
 func checkBrokers(e *Env) []Result {
 	cfg, err := config.Load(e.Home)
-	if err != nil || len(cfg.Meshes) == 0 {
+	if err != nil {
+		// Said, not silently left out: no broker or clock line otherwise.
+		return one("broker", Warn, "skipped: the config cannot be read ("+err.Error()+")", "fix the config (see the config check), then run claudemesh doctor again")
+	}
+	if len(cfg.Meshes) == 0 {
 		return nil
 	}
 	var out []Result
@@ -159,11 +163,20 @@ func checkBrokers(e *Env) []Result {
 		cancel()
 		name := "broker " + m.Slug
 		if err != nil {
-			fix := "check that " + m.BrokerURL + " is up and reachable from here"
-			if client.CodeOf(err) == client.CodeBrokerKeyMismatch {
+			msg, fix := err.Error(), "check that "+m.BrokerURL+" is up and reachable from here"
+			switch client.CodeOf(err) {
+			case client.CodeBrokerKeyMismatch:
 				fix = "this server is not the broker you joined; join again if its operator replaced the key"
+			case cliui.CodeInvalidArgument:
+				// Nothing was dialled: what we hold for this mesh is bad.
+				var ce *client.Error
+				if errors.As(err, &ce) && ce.Message != "" {
+					msg = ce.Message
+				}
+				msg = "the mesh's entry in " + config.Path(e.Home) + " cannot be used: " + msg
+				fix = "restore config.json from a backup, or join the mesh again with a new invite"
 			}
-			out = append(out, Result{Name: name, Status: Fail, Message: err.Error(), Fix: fix})
+			out = append(out, Result{Name: name, Status: Fail, Message: msg, Fix: fix})
 			continue
 		}
 		rtt := time.Since(start)
