@@ -70,6 +70,10 @@ func TestSessionProfileSurvivesReconnectAndDaemonRestart(t *testing.T) {
 	if out := alice.ok("daemon", "status").stdout; !strings.Contains(out, ", 1 agent session)") {
 		t.Fatalf("daemon status: %s", out)
 	}
+	// send completes session names and groups from the daemon (QA 7-M).
+	if out := alice.ok("__complete", "send").stdout; !strings.Contains(out, "\nalice-api\n") || !strings.Contains(out, "\n@apigroup\n") {
+		t.Fatalf("__complete send: %q", out)
+	}
 
 	// The broker restarts: it knows nothing of the session's presence.
 	addr, data := b.addr, b.data

@@ -467,6 +467,20 @@ func TestSkillAndCompletion(t *testing.T) {
 	if r := u.ok("__complete", "peer"); !strings.Contains(r.stdout, "list\n") || !strings.Contains(r.stdout, "--json") {
 		t.Fatalf("__complete peer: %q", r.stdout)
 	}
+	// Argument and flag values (QA 7-M).
+	for _, c := range []struct {
+		words []string
+		want  string
+	}{
+		{[]string{"hook"}, "working\nidle\ndnd\n"},
+		{[]string{"completion"}, "bash\nzsh\nfish\n"},
+		{[]string{"status", "set"}, "idle\nworking\ndnd\n"},
+		{[]string{"send", "bob", "hi", "--priority"}, "now\nnext\nlow\n"},
+	} {
+		if r := u.ok(append([]string{"__complete"}, c.words...)...); r.stdout != c.want {
+			t.Fatalf("__complete %q: %q, want %q", c.words, r.stdout, c.want)
+		}
+	}
 }
 
 // TestDoctor: every check answers ok|warn|fail with a fix; a failing check

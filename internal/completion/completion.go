@@ -17,6 +17,7 @@ import (
 	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
+	"claudemesh/wire"
 )
 
 const bashScript = `# claudemesh completion for bash: source <(claudemesh completion bash)
@@ -72,7 +73,7 @@ func CompleteCommand() *cli.Command {
 		Hidden:          true,
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
-			for _, s := range Candidates(c.App, c.Args().Slice(), homeFrom(c.Args().Slice())) {
+			for _, s := range Candidates(c.App, c.Args().Slice(), homeFrom(c.Args().Slice(), cliui.GlobalsFrom(c).Home)) {
 				fmt.Fprintln(cliui.OutFrom(c).Stdout(), s)
 			}
 			return nil
@@ -80,8 +81,10 @@ func CompleteCommand() *cli.Command {
 	}
 }
 
-func homeFrom(words []string) string {
-	h := ""
+// homeFrom is the --home among the words being completed, else the one
+// given to __complete itself (def), else the default.
+func homeFrom(words []string, def string) string {
+	h := def
 	for i, w := range words {
 		if w == "--home" && i+1 < len(words) {
 			h = words[i+1]
@@ -94,10 +97,42 @@ func homeFrom(words []string) string {
 // peerVerbs take a peer (or a send target) as their first argument.
 var peerVerbs = map[string]bool{"send": true, "verify": true, "kick": true, "disconnect": true, "ban": true, "unban": true, "grant": true, "revoke": true, "block": true}
 
+// flagValues are the values of flags that take one of a few words.
+var flagValues = map[string][]string{"--priority": {"now", "next", "low"}}
+
+// argValues are the words a command's first argument takes, by command
+// path.
+var argValues = map[string][]string{
+	"hook":       {"working", "idle", "dnd"},
+	"completion": {"bash", "zsh", "fish"},
+	"status set": {"idle", "working", "dnd"},
+}
+
+// topicVerbs take a topic name as their first argument.
+var topicVerbs = map[string]bool{"topic post": true, "topic history": true, "topic tail": true, "topic join": true,
+	"topic leave": true, "topic members": true, "topic rotate": true, "topic read": true}
+
+// takesValue reports whether flag name (with its dashes) of flags is
+// followed by a value (any flag but a boolean one).
+func takesValue(flags []cli.Flag, name string) bool {
+	name = strings.TrimLeft(name, "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	for _, f := range flags {
+		if slices.Contains(f.Names(), name) {
+			_, isBool := f.(*cli.BoolFlag)
+			return !isBool
+		}
+	}
+	return false
+}
+
 // Candidates completes the word after words.
 func Candidates(app *cli.App, words []string, home string) []string {
 	cmds, flags := app.Commands, app.Flags
 	var cur *cli.Command
+	var path []string
 	positional := 0
 	prev := ""
 	for _, w := range words {
@@ -105,7 +140,7 @@ func Candidates(app *cli.App, words []string, home string) []string {
 			prev = w
 			continue
 		}
-		if prev == "--mesh" || prev == "--home" || prev == "--name" {
+		if prev != "" && takesValue(flags, prev) {
 			prev = ""
 			continue
 		}
@@ -114,6 +149,7 @@ func Candidates(app *cli.App, words []string, home string) []string {
 		for _, c := range cmds {
 			if c.Name == w || slices.Contains(c.Aliases, w) {
 				cur, cmds, flags, found = c, c.Subcommands, append(slices.Clone(app.Flags), c.Flags...), true
+				path = append(path, c.Name)
 				break
 			}
 		}
@@ -123,6 +159,18 @@ func Candidates(app *cli.App, words []string, home string) []string {
 	}
 	if prev == "--mesh" {
 		return meshSlugs(home)
+	}
+	if v, ok := flagValues[prev]; ok {
+		return v
+	}
+	cmd := strings.Join(path, " ")
+	if positional == 0 {
+		if v, ok := argValues[cmd]; ok {
+			return v
+		}
+		if topicVerbs[cmd] {
+			return topicNames(home, "")
+		}
 	}
 	var out []string
 	if positional == 0 {
@@ -134,6 +182,9 @@ func Candidates(app *cli.App, words []string, home string) []string {
 	}
 	if cur != nil && positional == 0 && peerVerbs[cur.Name] {
 		out = append(out, peerNames(home)...)
+		if cur.Name == "send" {
+			out = append(out, sendTargets(home)...)
+		}
 	}
 	for _, f := range flags {
 		for _, n := range f.Names() {
@@ -153,6 +204,58 @@ func meshSlugs(home string) []string {
 	var out []string
 	for _, m := range cfg.Meshes {
 		out = append(out, m.Slug)
+	}
+	return out
+}
+
+// sendTargets are what `send` takes beside member names, from a running
+// daemon (never starting one): agent session names, @groups and #topics.
+func sendTargets(home string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	api, err := localapi.Connect(ctx, home, false)
+	if err != nil {
+		return nil
+	}
+	var peers []localapi.Peer
+	api.Do(ctx, "GET", "/v1/peers", nil, &peers)
+	var out []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		if s != "" && !seen[s] && !strings.ContainsAny(s, " \t\n") {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, p := range peers {
+		if p.Role == wire.RoleSession {
+			add(p.DisplayName)
+		}
+		for _, g := range p.Groups {
+			add("@" + g.Name)
+		}
+	}
+	for _, t := range topicNames(home, "#") {
+		add(t)
+	}
+	return out
+}
+
+// topicNames are the topics a running daemon knows, each with prefix.
+func topicNames(home, prefix string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	api, err := localapi.Connect(ctx, home, false)
+	if err != nil {
+		return nil
+	}
+	var topics []localapi.Topic
+	if _, err := api.Do(ctx, "GET", "/v1/topics", nil, &topics); err != nil {
+		return nil
+	}
+	var out []string
+	for _, t := range topics {
+		out = append(out, prefix+t.Name)
 	}
 	return out
 }
