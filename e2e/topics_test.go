@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -202,7 +203,16 @@ func TestTopicVerbsDirect(t *testing.T) {
 	at := alice.tail("ops")
 	bt.waitBody("first post")
 	fb := bob.follow() // inbox --follow shows topic posts too
-	waitPresence(t, alice, bob.pubkey, "cli")
+	// The follower's own presence (sessionId cli-…): bob's tail is a cli
+	// presence too (tail-…), and a post made before the follower is
+	// connected never reaches it (a load flake seen in a full run).
+	eventually(t, 20*time.Second, "bob's follower is connected", func() bool {
+		var rows []peerRow
+		alice.json(&rows, "peer", "list", "--all")
+		return slices.ContainsFunc(rows, func(p peerRow) bool {
+			return p.MemberPubkey == bob.pubkey && p.Online && strings.HasPrefix(p.SessionID, "cli-")
+		})
+	})
 	alice.ok("topic", "post", "ops", "second post", "--mention", "bob")
 	if r := fb.waitFor("second post"); r.Kind != "topic" || !r.Verified || r.SenderName != "alice" {
 		t.Fatalf("bob's inbox --follow row: %+v", r)
