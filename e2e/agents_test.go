@@ -214,7 +214,7 @@ func TestAgentSessionsLaunchAndScope(t *testing.T) {
 		return n == 3
 	})
 	humanInbox := alice.ok("inbox").stdout
-	if strings.Count(humanInbox, "for everyone") != 1 || !strings.Contains(humanInbox, "for your agent session "+apiKey[:8]) {
+	if strings.Count(humanInbox, "for everyone") != 1 || !strings.Contains(humanInbox, "for your agent session alice-api "+apiKey[:8]) {
 		t.Fatalf("alice's human inbox:\n%s", humanInbox)
 	}
 

@@ -51,6 +51,9 @@ func inbox(c *cli.Context) error {
 		return err
 	}
 	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1, human: sessionToken() == ""}
+	if d, ok := tr.(*viaDaemon); ok && p.human && !e.out.JSONMode() {
+		p.sessionNames = func() map[string]string { return d.sessionNames(e.ctx()) }
+	}
 	if p.follow {
 		err = tr.Follow(e.ctx(), meshes, opts, p)
 	} else {
@@ -85,9 +88,13 @@ type inboxPrinter struct {
 	arr     jsonArray
 	shown   int
 	printed map[string]bool // mesh/messageId of broadcasts and group messages shown
-	failed  []meshErrorRow
-	errs    []error
-	slugs   []string
+	// sessionNames gives the names of the daemon's registered sessions by
+	// pubkey (asked once, when a row for a session is shown).
+	sessionNames func() map[string]string
+	names        map[string]string
+	failed       []meshErrorRow
+	errs         []error
+	slugs        []string
 }
 
 func (p *inboxPrinter) Rows(rows []inboxRow) error {
@@ -122,6 +129,10 @@ func (p *inboxPrinter) Rows(rows []inboxRow) error {
 			p.printed[k] = true
 		} else if p.human && r.RecipientKind == "session" {
 			r.forSession = true
+			if p.names == nil && p.sessionNames != nil {
+				p.names = p.sessionNames()
+			}
+			r.recipientName = p.names[r.RecipientPubkey]
 		}
 		printMessage(p.out, r, p.multi)
 	}
@@ -226,7 +237,11 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 		meta = append(meta, "to "+r.TargetSpec)
 	}
 	if r.forSession {
-		meta = append(meta, "for your agent session "+shortKey(r.RecipientPubkey))
+		who := shortKey(r.RecipientPubkey)
+		if r.recipientName != "" {
+			who = cliui.SanitizeName(r.recipientName) + " " + who
+		}
+		meta = append(meta, "for your agent session "+who)
 	}
 	if showMesh {
 		meta = append(meta, r.Mesh)

@@ -480,3 +480,17 @@ func (v *viaDaemon) Skill(ctx context.Context, m *config.Mesh, name string) (*sk
 	out.Body = &s.Body
 	return &out, nil
 }
+
+// sessionNames are the daemon's registered sessions' names by pubkey (for
+// the human's inbox: "for your agent session alice-api"); empty when the
+// daemon cannot say.
+func (v *viaDaemon) sessionNames(ctx context.Context) map[string]string {
+	out := map[string]string{}
+	var list []localapi.Session
+	if _, err := v.api.Do(ctx, "GET", "/v1/sessions", nil, &list); err == nil {
+		for _, s := range list {
+			out[s.Pubkey] = s.DisplayName
+		}
+	}
+	return out
+}

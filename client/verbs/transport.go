@@ -220,7 +220,8 @@ type inboxRow struct {
 	TargetSpec string `json:"-"`
 	// forSession marks, for the human's view, a DM addressed to one of
 	// its agent sessions alone.
-	forSession bool
+	forSession    bool
+	recipientName string // that session's name, when its daemon still has it
 }
 
 // messageStatusJSON is `message status --json` (04-cli).
