@@ -515,19 +515,7 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, er
 		case client.IsPermanent(err):
 			cur.State, cur.LastError = stateDead, err.Error()
 		default:
-			code := client.CodeOf(err)
-			// Only a transient answer on an open connection, or no ack
-			// in time, counts as an attempt; a dropped connection does
-			// not (the row waits for the next one).
-			counted := code != "connection_closed" && code != "unreachable" && code != "canceled" && ctx.Err() == nil
-			// `unavailable` is a broker cluster without quorum: an
-			// outage, like a dropped connection, however long it lasts
-			// (docs/protocol.md "Readings"). Not counted, but not retried
-			// at once either.
-			outage := code == wire.CodeUnavailable
-			if outage {
-				counted = false
-			}
+			counted, outage := classifyFailure(client.CodeOf(err), ctx.Err() != nil)
 			if counted {
 				cur.Attempts++
 			}
@@ -795,4 +783,20 @@ func (m *meshRT) sendConn(sender string) *client.Conn {
 		return s.conn()
 	}
 	return nil
+}
+
+// classifyFailure says whether a send's transient failure counts as one
+// of the row's attempts (maxAttempts make it dead), and whether it is an
+// outage (retried after a pause, never counted). Only a transient answer
+// on an open connection, or no ack in time, counts; a dropped connection
+// does not (the row waits for the next one), nor does a cancelled drain.
+// `unavailable` is a broker cluster without quorum: an outage, like a
+// dropped connection, however long it lasts (docs/protocol.md
+// "Readings").
+func classifyFailure(code string, cancelled bool) (counted, outage bool) {
+	if code == wire.CodeUnavailable {
+		return false, true
+	}
+	counted = code != "connection_closed" && code != "unreachable" && code != "canceled" && !cancelled
+	return counted, false
 }
