@@ -42,21 +42,24 @@ type conn struct {
 	authed    atomic.Bool
 
 	// Writer queue.
-	wmu         sync.Mutex
-	queue       [][]byte
-	qbytes      int
-	closing     bool
-	closeCode   int
-	closeReason string
-	closeSent   bool
-	wake        chan struct{}
-	writing     atomic.Bool // a writer goroutine is running
-	needPing    atomic.Bool
-	pingTimer   *time.Timer
-	writerDone  chan struct{}
-	readerDone  chan struct{}
-	needRefill  atomic.Bool
-	endPresence atomic.Bool // set when this close ends the presence at once
+	wmu     sync.Mutex
+	queue   [][]byte
+	qbytes  int
+	closing bool
+	// closeDecided mirrors closing for the reader, which checks it at
+	// every frame without taking wmu.
+	closeDecided atomic.Bool
+	closeCode    int
+	closeReason  string
+	closeSent    bool
+	wake         chan struct{}
+	writing      atomic.Bool // a writer goroutine is running
+	needPing     atomic.Bool
+	pingTimer    *time.Timer
+	writerDone   chan struct{}
+	readerDone   chan struct{}
+	needRefill   atomic.Bool
+	endPresence  atomic.Bool // set when this close ends the presence at once
 
 	// Delivery bookkeeping, guarded by ms.mu.
 	inflight      map[string]inflight
@@ -69,9 +72,7 @@ type conn struct {
 
 	frames *rate.Limiter // non-send frames
 	acks   *rate.Limiter // client_ack frames (--ack-rate); nil = unlimited
-	// refusals are the rate_limited answers a connection may get before
-	// it is closed for ignoring them (refusedForRate).
-	refusals      *rate.Limiter
+	// refusalClosed: refusedForRate closed it (once).
 	refusalClosed atomic.Bool
 	lastActive    atomic.Int64 // unix ms of the last frame read (for kick --stale)
 }
@@ -120,7 +121,6 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 		readerDone: make(chan struct{}),
 		inflight:   map[string]inflight{},
 		frames:     rate.NewLimiter(frameRate, frameBurst),
-		refusals:   rate.NewLimiter(refusalRate, refusalBurst),
 	}
 	if b.cfg.AckRate > 0 {
 		c.acks = rate.NewLimiter(rate.Limit(b.cfg.AckRate), max(int(b.cfg.AckRate), 1))
@@ -171,13 +171,7 @@ func (c *conn) serve(handshakeDone func()) {
 	// but read nothing else of substance. Draining whatever came let a
 	// stranger stream junk for that second at every connection (bench
 	// --adversary: 53 MB read per connection, the honest peers' p99 ×4).
-	c.ws.SetReadDeadline(time.Now().Add(time.Second))
-	c.ws.SetReadLimit(closeAnswerLimit)
-	for range 4 {
-		if _, _, err := c.ws.NextReader(); err != nil {
-			break
-		}
-	}
+	c.awaitCloseAnswer()
 	c.finish()
 }
 
@@ -197,18 +191,10 @@ func (c *conn) readLoop() {
 			}
 			break
 		}
-		if c.isClosing() {
+		if c.closeDecided.Load() {
 			// Closed by the broker (a policy close, a kick, a slow
-			// consumer): what still comes is not acted on, and only
-			// until the close is answered, briefly and in small frames,
-			// as after a failed handshake.
-			c.ws.SetReadDeadline(time.Now().Add(time.Second))
-			c.ws.SetReadLimit(closeAnswerLimit)
-			for range 4 {
-				if _, _, err := c.ws.NextReader(); err != nil {
-					break
-				}
-			}
+			// consumer): what still comes is not acted on.
+			c.awaitCloseAnswer()
 			break
 		}
 		if data != nil {
@@ -220,11 +206,17 @@ func (c *conn) readLoop() {
 	c.finish()
 }
 
-// isClosing reports whether closeWith was called.
-func (c *conn) isClosing() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.closing
+// awaitCloseAnswer waits, once the broker has decided to close, for the
+// client to answer the close: a second at most, four frames of at most
+// closeAnswerLimit bytes, none acted on.
+func (c *conn) awaitCloseAnswer() {
+	c.ws.SetReadDeadline(time.Now().Add(time.Second))
+	c.ws.SetReadLimit(closeAnswerLimit)
+	for range 4 {
+		if _, _, err := c.ws.NextReader(); err != nil {
+			return
+		}
+	}
 }
 
 // finish ends the connection once its reader is done.
@@ -290,6 +282,7 @@ func (c *conn) enqueue(frame []byte) bool {
 	if c.qbytes+len(frame) > c.b.cfg.SendBuffer {
 		c.queue, c.qbytes = nil, 0
 		c.closing, c.closeCode, c.closeReason = true, wire.CloseSlowConsumer, wire.ReasonSlowConsumer
+		c.closeDecided.Store(true)
 		c.wmu.Unlock()
 		c.b.metrics.slowConsumerDrops.Inc()
 		c.signal()
@@ -319,6 +312,7 @@ func (c *conn) closeWith(code int, reason string) {
 	c.wmu.Lock()
 	if !c.closing {
 		c.closing, c.closeCode, c.closeReason = true, code, reason
+		c.closeDecided.Store(true)
 	}
 	c.wmu.Unlock()
 	c.signal()

@@ -753,11 +753,9 @@ func (ms *meshState) memberList() []wire.Member {
 // which every mesh shares, even when each frame is refused (bench
 // --adversary). A client that honours rate_limited never gets near it.
 func (c *conn) refusedForRate() {
-	lim := c.refusals
-	if c.mem != nil && c.mem.refusals != nil {
-		lim = c.mem.refusals
-	}
-	if lim.Allow() {
+	// c.mem is set by every accepted hello, and frames are refused only
+	// after one.
+	if c.mem.refusals.Allow() {
 		return
 	}
 	if c.refusalClosed.CompareAndSwap(false, true) {
