@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -144,22 +145,7 @@ func (r *run) startAdversary(ctx context.Context) (*adversary, error) {
 	if err != nil {
 		return nil, err
 	}
-	inv := &cmcrypto.Invite{V: 1, MeshID: r.meshID, MeshSlug: r.slug, MeshName: r.meshName,
-		BrokerURL: r.url, BrokerPubkey: r.owner.BrokerPubkey, InviteID: client.NewID(),
-		Role: wire.MemberMember, ExpiresAt: time.Now().Add(time.Hour).UnixMilli(), MaxUses: 1}
-	if err := inv.Sign(r.owner.Member); err != nil {
-		return nil, err
-	}
-	token, err := inv.Token()
-	if err != nil {
-		return nil, err
-	}
-	oc, err := r.dialRetry(ctx, r.owner, client.DialOptions{})
-	if err != nil {
-		return nil, err
-	}
-	_, err = oc.InviteCreate(ctx, token)
-	oc.Close()
+	inv, token, err := r.registerInvite(ctx, 1)
 	if err != nil {
 		return nil, fmt.Errorf("mallory's invite: %w", err)
 	}
@@ -341,7 +327,11 @@ func (a *adversary) selfFlood(ctx context.Context) {
 // idleConns: a stranger's TCP connections that send nothing (item 4),
 // reopened when the broker cuts them.
 func (a *adversary) idleConns(ctx context.Context) {
-	host := hostOf(a.wsURL)
+	u, err := url.Parse(a.wsURL)
+	if err != nil {
+		return
+	}
+	host := u.Host
 	var wg sync.WaitGroup
 	for range 200 {
 		wg.Go(func() {
@@ -392,20 +382,4 @@ func (a *adversary) junk(ctx context.Context) {
 		stop()
 		ws.Close()
 	}
-}
-
-// hostOf is host:port of a ws:// URL.
-func hostOf(u string) string {
-	for _, p := range []string{"ws://", "wss://"} {
-		if len(u) > len(p) && u[:len(p)] == p {
-			u = u[len(p):]
-			break
-		}
-	}
-	for i := range len(u) {
-		if u[i] == '/' {
-			return u[:i]
-		}
-	}
-	return u
 }

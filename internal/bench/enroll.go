@@ -59,24 +59,9 @@ func (r *run) createMesh(ctx context.Context) error {
 // invite_create, then each peer enrolls with its own new key and a signed
 // enrollment over POST /v1/join.
 func (r *run) enroll(ctx context.Context) error {
-	inv := &cmcrypto.Invite{V: 1, MeshID: r.meshID, MeshSlug: r.slug, MeshName: r.meshName,
-		BrokerURL: r.url, BrokerPubkey: r.owner.BrokerPubkey, InviteID: client.NewID(),
-		Role: wire.MemberMember, ExpiresAt: time.Now().Add(time.Hour).UnixMilli(), MaxUses: len(r.peers)}
-	if err := inv.Sign(r.owner.Member); err != nil {
-		return err
-	}
-	token, err := inv.Token()
+	inv, token, err := r.registerInvite(ctx, len(r.peers))
 	if err != nil {
 		return err
-	}
-	oc, err := r.dialRetry(ctx, r.owner, client.DialOptions{})
-	if err != nil {
-		return fmt.Errorf("owner connection: %w", err)
-	}
-	_, err = oc.InviteCreate(ctx, token)
-	oc.Close()
-	if err != nil {
-		return fmt.Errorf("registering the invite: %w", err)
 	}
 
 	var done atomic.Int64
@@ -99,6 +84,31 @@ func (r *run) enroll(ctx context.Context) error {
 		r.progressf("enrolling peers: %d/%d", done.Add(1), len(r.peers))
 		return nil
 	})
+}
+
+// registerInvite has the owner sign an invite for maxUses members and
+// register it with invite_create, as `claudemesh invite` does.
+func (r *run) registerInvite(ctx context.Context, maxUses int) (*cmcrypto.Invite, string, error) {
+	inv := &cmcrypto.Invite{V: 1, MeshID: r.meshID, MeshSlug: r.slug, MeshName: r.meshName,
+		BrokerURL: r.url, BrokerPubkey: r.owner.BrokerPubkey, InviteID: client.NewID(),
+		Role: wire.MemberMember, ExpiresAt: time.Now().Add(time.Hour).UnixMilli(), MaxUses: maxUses}
+	if err := inv.Sign(r.owner.Member); err != nil {
+		return nil, "", err
+	}
+	token, err := inv.Token()
+	if err != nil {
+		return nil, "", err
+	}
+	oc, err := r.dialRetry(ctx, r.owner, client.DialOptions{})
+	if err != nil {
+		return nil, "", fmt.Errorf("owner connection: %w", err)
+	}
+	_, err = oc.InviteCreate(ctx, token)
+	oc.Close()
+	if err != nil {
+		return nil, "", fmt.Errorf("registering the invite: %w", err)
+	}
+	return inv, token, nil
 }
 
 // parallel runs fn(worker, i) for i in [0, n) on setupWorkers goroutines and
