@@ -151,12 +151,7 @@ func (r *rawConn) note(data []byte, env wire.Envelope) (ackedAgain, seen bool) {
 		if wire.Decode(data, &p) != nil || p.Subtype == wire.SubtypeSystem {
 			return false, false
 		}
-		if r.confirmed[p.MessageID] {
-			r.t.Fatalf("pushed again after its ack was confirmed: %s", data)
-		}
-		seen = r.pushed[p.MessageID]
-		r.pushed[p.MessageID] = true
-		return seen && r.acked[p.MessageID], seen
+		return r.pushedBefore(p.MessageID, data)
 	case wire.TypeReceipt:
 		// Receipts are redelivered like pushes until acked (by
 		// receiptId), and a wait must not take an old one for news.
@@ -166,12 +161,7 @@ func (r *rawConn) note(data []byte, env wire.Envelope) (ackedAgain, seen bool) {
 		if wire.Decode(data, &rc) != nil || rc.ReceiptID == "" {
 			return false, false
 		}
-		if r.confirmed[rc.ReceiptID] {
-			r.t.Fatalf("receipt pushed again after its ack was confirmed: %s", data)
-		}
-		seen = r.pushed[rc.ReceiptID]
-		r.pushed[rc.ReceiptID] = true
-		return seen && r.acked[rc.ReceiptID], seen
+		return r.pushedBefore(rc.ReceiptID, data)
 	case wire.TypeAcked:
 		var a wire.Acked
 		if wire.Decode(data, &a) == nil {
@@ -181,6 +171,17 @@ func (r *rawConn) note(data []byte, env wire.Envelope) (ackedAgain, seen bool) {
 		}
 	}
 	return false, false
+}
+
+// pushedBefore records that id (a message's or a receipt's) was pushed
+// here; a push of one whose ack the broker confirmed fails the test.
+func (r *rawConn) pushedBefore(id string, data []byte) (ackedAgain, seen bool) {
+	if r.confirmed[id] {
+		r.t.Fatalf("pushed again after its ack was confirmed: %s", data)
+	}
+	seen = r.pushed[id]
+	r.pushed[id] = true
+	return seen && r.acked[id], seen
 }
 
 // pump reads frames in the background: a gorilla connection whose read
