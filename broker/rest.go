@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -165,8 +164,6 @@ type createMeshRequest struct {
 	OwnerDisplayName string `json:"ownerDisplayName"`
 }
 
-var slugPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
-
 // slugify derives a slug from a mesh name: lowercase ASCII letters and
 // digits, other runs become one dash.
 func slugify(name string) string {
@@ -214,7 +211,7 @@ func (b *Broker) handleCreateMesh(w http.ResponseWriter, r *http.Request) {
 	if slug == "" {
 		slug = slugify(name)
 	}
-	if !slugPattern.MatchString(slug) {
+	if !cmcrypto.ValidSlug(slug) {
 		restError(w, http.StatusBadRequest, wire.CodeMalformed, "slug must match ^[a-z0-9][a-z0-9-]{0,31}$")
 		return
 	}

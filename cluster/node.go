@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -57,14 +56,27 @@ type Config struct {
 	Logger      *slog.Logger
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+// validName reports whether s matches ^[A-Za-z0-9_-]{1,32}$ (checked by
+// hand: a package-level regexp would be compiled in every process).
+func validName(s string) bool {
+	if len(s) < 1 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks the configuration before anything starts.
 func (c *Config) Validate() error {
-	if !namePattern.MatchString(c.Name) {
+	if !validName(c.Name) {
 		return fmt.Errorf("--cluster must match ^[A-Za-z0-9_-]{1,32}$")
 	}
-	if !namePattern.MatchString(c.NodeID) {
+	if !validName(c.NodeID) {
 		return fmt.Errorf("--node must match ^[A-Za-z0-9_-]{1,32}$ and be unique in the cluster")
 	}
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {

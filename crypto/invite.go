@@ -67,7 +67,7 @@ func (inv *Invite) validate() (PublicKey, error) {
 	if inv.MeshID == "" {
 		return PublicKey{}, badInvite("empty meshId")
 	}
-	if !SlugPattern.MatchString(inv.MeshSlug) {
+	if !ValidSlug(inv.MeshSlug) {
 		return PublicKey{}, badInvite("meshSlug %q is not a valid slug", inv.MeshSlug)
 	}
 	if n, err := NormalizeName(inv.MeshName); err != nil || n != inv.MeshName {

@@ -2,12 +2,11 @@ package crypto
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/mtibben/confusables"
+	"claudemesh/internal/confusables"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 )
@@ -15,10 +14,26 @@ import (
 // MaxNameLen is the longest display or mesh name, in code points.
 const MaxNameLen = 64
 
-// SlugPattern is the shape of a mesh slug. It leaves no room for '|',
-// control characters or case variants, so a slug is safe in signed strings
-// and unique as typed.
-var SlugPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+// ValidSlug reports whether s has the shape of a mesh slug,
+// ^[a-z0-9][a-z0-9-]{0,31}$. It leaves no room for '|', control characters
+// or case variants, so a slug is safe in signed strings and unique as typed.
+// (A hand-written check, not a regexp: a package-level regexp is compiled
+// in every process at start, whether or not it ever checks a slug.)
+func ValidSlug(s string) bool {
+	if len(s) < 1 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // NormalizeName returns the canonical form of a display or mesh name: NFC,
 // trimmed of surrounding white space, 1..64 code points, no control
@@ -56,7 +71,7 @@ func NameKey(s string) string {
 
 // NameSkeleton is the form under which two display names count as the same
 // name to a human reader: Unicode case folding and the UTS #39 confusables
-// skeleton (github.com/mtibben/confusables, the Unicode consortium's
+// skeleton (internal/confusables, the Unicode consortium's
 // table), after NFKC and with default-ignorable and bidi control code
 // points removed. "Alice", "ALICE", "аlice" (Cyrillic а), "a1ice",
 // "alice\u200b" and fullwidth "ａｌｉｃｅ" all have the skeleton of

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -739,9 +740,13 @@ func TestNames(t *testing.T) {
 		t.Error("NameKey collides distinct names")
 	}
 	for s, ok := range map[string]bool{"team": true, "0": true, "a-b-c": true, strings.Repeat("a", 32): true,
-		strings.Repeat("a", 33): false, "-team": false, "Team": false, "te_am": false, "": false, "team\n": false} {
-		if SlugPattern.MatchString(s) != ok {
-			t.Errorf("SlugPattern(%q) != %v", s, ok)
+		strings.Repeat("a", 33): false, "-team": false, "Team": false, "te_am": false, "": false, "team\n": false,
+		"team-": true, "a--b": true, "9-": true, "té": false, "a|b": false, "a b": false} {
+		if ValidSlug(s) != ok {
+			t.Errorf("ValidSlug(%q) != %v", s, ok)
+		}
+		if want := regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`).MatchString(s); want != ok {
+			t.Errorf("test table: %q against the spec's pattern is %v", s, want)
 		}
 	}
 }

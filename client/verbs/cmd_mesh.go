@@ -125,7 +125,7 @@ func meshCreate(c *cli.Context) error {
 		return err
 	}
 	slug := c.String("slug")
-	if slug != "" && !cmcrypto.SlugPattern.MatchString(slug) {
+	if slug != "" && !cmcrypto.ValidSlug(slug) {
 		return cliui.UsageErrorf("invalid slug %q: lowercase letters, digits and -, up to 32, starting with a letter or digit", slug)
 	}
 	// Fail on an unusable home before the broker creates anything.
