@@ -88,6 +88,11 @@ type Config struct {
 	TopicRate    float64
 	TopicHistory int
 
+	// Segments, when above zero, splits a DM run into that many equal
+	// parts in the order messages were written and reports each part's
+	// send→push latency, broker RSS and store size (Result.Segments).
+	Segments int
+
 	// Attacks limits --adversary to these attacks (AttackNames; all when
 	// empty).
 	Attacks []string
@@ -123,6 +128,12 @@ func (c *Config) Validate() error {
 		return cliui.UsageErrorf("--window must be at least 1")
 	case c.IdleConnections < 0:
 		return cliui.UsageErrorf("--idle-connections must not be negative")
+	case c.Segments < 0 || c.Segments > 100:
+		return cliui.UsageErrorf("--segments must be 0 to 100")
+	case c.Segments > 0 && c.Broadcast:
+		return cliui.UsageErrorf("--segments is for DM runs, not --broadcast")
+	case c.Segments > c.Messages:
+		return cliui.UsageErrorf("--segments must not exceed --messages (each segment needs a send of every peer)")
 	}
 	return c.validateCommon()
 }
@@ -157,6 +168,8 @@ type Result struct {
 	// BrokerPeakRssMB is the child broker's VmHWM in MiB; absent with
 	// --broker, whose memory this process cannot see.
 	BrokerPeakRssMB *float64 `json:"brokerPeakRssMB,omitzero"`
+	// Segments is --segments: the run in equal parts, oldest first.
+	Segments []Segment `json:"segments,omitempty"`
 
 	Expected        int64   `json:"-"` // deliveries a perfect run makes
 	Broadcast       bool    `json:"-"`
@@ -285,7 +298,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	startNs := r.now()
 	selfCPU0, brokerCPU0 := selfCPU(), r.childCPU()
+	stopSegments := func() []Segment { return nil }
+	if cfg.Segments > 0 {
+		stopSegments = r.sampleSegments()
+	}
 	lastAckNs, err := r.measure(ctx)
+	segments := stopSegments()
 	if adv != nil {
 		adv.stop()
 	}
@@ -314,6 +332,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// after their connections are closed.
 	r.shutdown()
 	r.collect(res, startNs, lastAckNs)
+	if segments != nil {
+		r.segmentLatencies(segments)
+		res.Segments = segments
+	}
 	return res, nil
 }
 

@@ -85,6 +85,34 @@ func TestChildBroker(t *testing.T) {
 	}
 }
 
+// TestSegments splits a run into parts in write order: each part has its
+// own latencies and the broker's RSS and store size when it ended.
+func TestSegments(t *testing.T) {
+	res, err := Run(testContext(t), Config{Peers: 3, Messages: 12, Window: 1, Payload: 64, Segments: 4,
+		Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPerfect(t, res, 36, 36)
+	if len(res.Segments) != 4 {
+		t.Fatalf("%d segments, want 4: %+v", len(res.Segments), res.Segments)
+	}
+	for i, sg := range res.Segments {
+		if sg.Index != i || sg.E2eMs.P50 <= 0 || sg.E2eMs.P99 < sg.E2eMs.P50 || sg.BrokerRssMB <= 0 || sg.StoreMB <= 0 {
+			t.Errorf("segment %d: %+v", i, sg)
+		}
+		if i > 0 && sg.Written < res.Segments[i-1].Written {
+			t.Errorf("segment %d ended at %d written, before segment %d (%d)", i, sg.Written, i-1, res.Segments[i-1].Written)
+		}
+		if want := int64(36 * (i + 1) / 4); sg.Written < want {
+			t.Errorf("segment %d sampled at %d written, before its end (%d)", i, sg.Written, want)
+		}
+	}
+	if last := res.Segments[3].Written; last != 36 {
+		t.Errorf("the last segment ended at %d written, want 36", last)
+	}
+}
+
 // TestExistingBroker runs against an in-process broker (--broker URL):
 // DMs with a window and idle connections, then a broadcast.
 func TestExistingBroker(t *testing.T) {
@@ -176,6 +204,9 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"--broker", "ws://127.0.0.1:1/ws"}, cliui.ExitUsage, cliui.CodeUsage}, // no token
 		{[]string{"--broker", "http://127.0.0.1:1"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--operator-token-file", "/dev/null"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--segments", "-1"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--segments", "5", "--messages", "4"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--segments", "2", "--broadcast"}, cliui.ExitUsage, cliui.CodeUsage},
 	} {
 		t.Setenv(envOperatorToken, "")
 		app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})

@@ -75,6 +75,7 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "sends", Value: DefaultSends, Usage: "--via-daemon: `N` sequential send processes per path"},
 			&cli.IntFlag{Name: "accepts", Value: DefaultAccepts, Usage: "--via-daemon: `N` messages posted to the outbox"},
 			&cli.IntFlag{Name: "clients", Value: DefaultClients, Usage: "--via-daemon: `N` concurrent local API clients"},
+			&cli.IntFlag{Name: "segments", Usage: "split a DM run into `K` equal parts in write order: send→push, broker RSS and store size for each"},
 			&cli.BoolFlag{Name: "adversary", Usage: "the DM load alone, then while one member and a stranger misbehave; compare the honest peers' p99"},
 			&cli.StringSliceFlag{Name: "attacks", Usage: "--adversary: only these `LIST` of attacks (ack, churn, groups, self, idle, junk)"},
 			&cli.BoolFlag{Name: "topic", Usage: "measure a topic: --peers members, --messages posts at --rate, a history page in --history posts"},
@@ -101,7 +102,7 @@ func action(c *cli.Context) error {
 	cfg := Config{
 		Peers: c.Int("peers"), Messages: c.Int("messages"), Window: c.Int("window"),
 		Payload: c.Int("payload"), Broadcast: c.Bool("broadcast"),
-		IdleConnections: c.Int("idle-connections"), BrokerURL: c.String("broker"),
+		IdleConnections: c.Int("idle-connections"), BrokerURL: c.String("broker"), Segments: c.Int("segments"),
 		ViaDaemon: c.Bool("via-daemon"), Sends: c.Int("sends"), Accepts: c.Int("accepts"), Clients: c.Int("clients"),
 		Topic: c.Bool("topic"), TopicRate: c.Float64("rate"), TopicHistory: c.Int("history"),
 	}
@@ -253,6 +254,14 @@ func report(out *cliui.Out, r *Result) {
 			*r.BrokerPeakRssMB, r.BrokerEndRssMB, r.BrokerEndAnonMB, r.BrokerEndFileMB)
 	} else {
 		out.Linef("broker RSS  not measured (not a child process)")
+	}
+	for _, sg := range r.Segments {
+		mem := ""
+		if sg.BrokerRssMB > 0 || sg.StoreMB > 0 {
+			mem = fmt.Sprintf("  broker RSS %.1f MB  broker.db %.1f MB", sg.BrokerRssMB, sg.StoreMB)
+		}
+		out.Resultf("segment %-3d %d written  send→push p50 %s  p99 %s  max %s%s", sg.Index+1, sg.Written,
+			ms(sg.E2eMs.P50), ms(sg.E2eMs.P99), ms(sg.E2eMs.Max), mem)
 	}
 	if r.BrokerCPUSec > 0 && r.DurationSec > 0 {
 		out.Linef("cpu         broker %.2f s (%.2f cores), bench %.2f s (%.2f cores) while sending",

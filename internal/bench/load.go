@@ -54,6 +54,7 @@ type peer struct {
 	// shutdown.
 	seen          map[string]struct{}
 	e2eNs         []int64
+	e2eSeq        []int32 // the send seq of each e2eNs sample (--segments)
 	lastPushNs    int64
 	undecryptable int64
 	duplicates    int64
@@ -383,6 +384,9 @@ func (r *run) onPush(me *peer, m *wire.Push) {
 	}
 	me.seen[m.MessageID] = struct{}{}
 	me.e2eNs = append(me.e2eNs, now-sender.sendAt[seq].Load())
+	if r.cfg.Segments > 0 {
+		me.e2eSeq = append(me.e2eSeq, int32(seq))
+	}
 	me.lastPushNs = now
 	r.delivered.Add(1)
 }
