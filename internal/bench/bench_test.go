@@ -98,7 +98,7 @@ func TestSegments(t *testing.T) {
 		t.Fatalf("%d segments, want 4: %+v", len(res.Segments), res.Segments)
 	}
 	for i, sg := range res.Segments {
-		if sg.Index != i || sg.E2eMs.P50 <= 0 || sg.E2eMs.P99 < sg.E2eMs.P50 || sg.BrokerRssMB <= 0 || sg.StoreMB <= 0 {
+		if sg.Index != i || sg.E2eMs.P50 <= 0 || sg.E2eMs.P99 < sg.E2eMs.P50 || sg.BrokerRssMB <= 0 || sg.BrokerAnonMB <= 0 || sg.BrokerAnonMB > sg.BrokerRssMB || sg.StoreMB <= 0 {
 			t.Errorf("segment %d: %+v", i, sg)
 		}
 		if i > 0 && sg.Written < res.Segments[i-1].Written {

@@ -23,7 +23,10 @@ type Segment struct {
 	// of the segment (child broker only): the broker's VmRSS and the size
 	// of its broker.db.
 	BrokerRssMB float64 `json:"brokerRssMB,omitzero"`
-	StoreMB     float64 `json:"storeMB,omitzero"`
+	// BrokerAnonMB is the anonymous part of BrokerRssMB (heap, stacks):
+	// the rest is the store's memory map, pages the kernel can drop.
+	BrokerAnonMB float64 `json:"brokerAnonMB,omitzero"`
+	StoreMB      float64 `json:"storeMB,omitzero"`
 }
 
 // segmentOf is the segment of a DM send by its sequence number. With
@@ -47,7 +50,7 @@ func (r *run) sampleSegments() (stop func() []Segment) {
 		segs[next].Index, segs[next].Written = next, r.acked.Load()
 		if r.child != nil {
 			if m, err := r.child.memory(); err == nil {
-				segs[next].BrokerRssMB = toMB(m.now)
+				segs[next].BrokerRssMB, segs[next].BrokerAnonMB = toMB(m.now), toMB(m.anon)
 			}
 			if st, err := os.Stat(filepath.Join(r.child.dir, "data", "broker.db")); err == nil {
 				segs[next].StoreMB = toMB(st.Size())
