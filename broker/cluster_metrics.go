@@ -15,6 +15,7 @@ type clusterMetrics struct {
 	applied       *cmmetrics.Gauge
 	lag           *cmmetrics.Gauge
 	quorum        *cmmetrics.Gauge
+	leader        *cmmetrics.Gauge
 	leaderChanges *cmmetrics.Counter
 	conflicts     *cmmetrics.Counter
 	published     *cmmetrics.Counter
@@ -27,6 +28,7 @@ func (b *Broker) startClusterMetrics() {
 		applied:       r.NewGauge("claudemesh_cluster_log_applied", "Sequence of the replicated log this node's copy is at."),
 		lag:           r.NewGauge("claudemesh_cluster_log_lag", "Entries of the replicated log this node has yet to apply."),
 		quorum:        r.NewGauge("claudemesh_cluster_quorum", "1 while the replicated log has a leader answering (writes possible), else 0."),
+		leader:        r.NewGauge("claudemesh_cluster_log_leader", "1 while this node leads the replicated log (its RAFT leader), else 0."),
 		leaderChanges: r.NewCounter("claudemesh_cluster_leader_changes_total", "Changes of the log's RAFT leader this node observed (a lost leader counts)."),
 		conflicts:     r.NewCounter("claudemesh_cluster_write_conflicts_total", "Writes of this node run again because another node appended to the log first."),
 		published:     r.NewCounter("claudemesh_cluster_log_entries_written_total", "Log entries this node appended (each a group commit of its writes)."),
@@ -53,6 +55,11 @@ func (b *Broker) startClusterMetrics() {
 				l = ""
 			} else {
 				m.quorum.Set(1)
+			}
+			if l != "" && l == b.cfg.Cluster.NodeID {
+				m.leader.Set(1)
+			} else {
+				m.leader.Set(0)
 			}
 			if l != leader {
 				if leader != "" || l == "" {

@@ -333,6 +333,26 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+		// Exactly one node says it leads the log.
+		for {
+			var leaders, followers int
+			for _, b := range bs {
+				var buf bytes.Buffer
+				b.Registry().WritePrometheus(&buf)
+				if strings.Contains(buf.String(), "claudemesh_cluster_log_leader 1\n") {
+					leaders++
+				} else if strings.Contains(buf.String(), "claudemesh_cluster_log_leader 0\n") {
+					followers++
+				}
+			}
+			if leaders == 1 && followers == len(bs)-1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d nodes lead the log, %d follow", leaders, followers)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	})
 	// A node that dies takes its connections with it: after its
 	// heartbeats stop and the grace period passes, the other nodes end its
