@@ -92,6 +92,19 @@ type Config struct {
 	// parts in the order messages were written and reports each part's
 	// send→push latency, broker RSS and store size (Result.Segments).
 	Segments int
+	// Cluster > 0 runs the DM load against that many `broker --cluster`
+	// nodes started as child processes, the peers spread over them
+	// round-robin (cluster.go).
+	Cluster int
+	// Failover (with Cluster ≥ 3) kills the last node once a third of the
+	// sends are acked; its clients redial the others (failover.go).
+	Failover bool
+	// FailoverBackoffMax caps the redial backoff (0: CLAUDEMESH_BACKOFF_MAX,
+	// else client.DefaultBackoffMax, as a client's presence does).
+	FailoverBackoffMax time.Duration
+	// Kill is the node Failover kills: KillLeader (default) or
+	// KillFollower.
+	Kill string
 
 	// Attacks limits --adversary to these attacks (AttackNames; all when
 	// empty).
@@ -134,6 +147,18 @@ func (c *Config) Validate() error {
 		return cliui.UsageErrorf("--segments is for DM runs, not --broadcast")
 	case c.Segments > c.Messages:
 		return cliui.UsageErrorf("--segments must not exceed --messages (each segment needs a send of every peer)")
+	case c.Cluster < 0 || c.Cluster > MaxClusterNodes:
+		return cliui.UsageErrorf("--cluster must be 1 to %d nodes, not %d", MaxClusterNodes, c.Cluster)
+	case c.Cluster > 0 && c.BrokerURL != "":
+		return cliui.UsageErrorf("--cluster starts its own nodes; it does not combine with --broker")
+	case c.Failover && c.Cluster < 3:
+		return cliui.UsageErrorf("--failover needs --cluster 3 or more: with fewer nodes the log has one replica, and the death of its node loses it")
+	case c.Kill != "" && c.Kill != KillLeader && c.Kill != KillFollower:
+		return cliui.UsageErrorf("--kill must be %s or %s, not %q", KillLeader, KillFollower, c.Kill)
+	case c.Kill != "" && !c.Failover:
+		return cliui.UsageErrorf("--kill needs --failover")
+	case c.Failover && c.Broadcast:
+		return cliui.UsageErrorf("--failover measures the DM load; it does not combine with --broadcast")
 	}
 	return c.validateCommon()
 }
@@ -170,6 +195,11 @@ type Result struct {
 	BrokerPeakRssMB *float64 `json:"brokerPeakRssMB,omitzero"`
 	// Segments is --segments: the run in equal parts, oldest first.
 	Segments []Segment `json:"segments,omitempty"`
+	// Nodes are the cluster's nodes (--cluster); BrokerPeakRssMB is then
+	// the largest node's peak and BrokerCPUSec their sum.
+	Nodes []NodeResult `json:"nodes,omitempty"`
+	// Failover is what --failover measured.
+	Failover *FailoverResult `json:"failover,omitempty"`
 
 	Expected        int64   `json:"-"` // deliveries a perfect run makes
 	Broadcast       bool    `json:"-"`
@@ -181,6 +211,7 @@ type Result struct {
 	Undecryptable   int64   `json:"-"` // pushes that did not open or differed
 	Redelivered     int64   `json:"-"` // duplicate pushes (redeliveries)
 	Late            int64   `json:"-"` // pushes after the drain window
+	Unavailable     int64   `json:"-"` // sends retried after unavailable (cluster)
 	SetupSec        float64 `json:"-"` // start-up, enrollment and connects
 	BrokerEndRssMB  float64 `json:"-"` // the child's VmRSS at the end,
 	BrokerEndAnonMB float64 `json:"-"` // of which anonymous (heap, stacks)
@@ -206,6 +237,20 @@ type run struct {
 	child *childBroker
 	url   string
 	token string
+	// nodes are the cluster's nodes (--cluster; child is nil then), and
+	// nodeRes what is measured of each.
+	nodes   []*childBroker
+	nodeRes []NodeResult
+
+	// Fail-over: redialCtx ends the redialers (cancelled first thing in
+	// shutdown, so stopping the nodes is not taken for a failure); fo is
+	// what the killer recorded, killed whether it has killed.
+	redialCtx    context.Context
+	redialCancel context.CancelFunc
+	redialers    sync.WaitGroup
+	fo           failoverState
+	killed       atomic.Bool
+	writesBack   atomic.Int64 // first ack of a send made after the kill
 
 	meshID, slug, meshName string
 	owner                  client.MeshIdentity
@@ -254,6 +299,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Drain = DefaultDrain
 	}
 	r := &run{cfg: cfg, base: time.Now()}
+	r.redialCtx, r.redialCancel = context.WithCancel(context.Background())
 	defer r.shutdown()
 	if err := raiseFileLimit(); err != nil {
 		r.warnf("could not raise the open-file limit: %v", err)
@@ -302,6 +348,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Segments > 0 {
 		stopSegments = r.sampleSegments()
 	}
+	for i, c := range r.nodes {
+		r.nodeRes[i].cpu0 = c.cpu()
+	}
 	lastAckNs, err := r.measure(ctx)
 	segments := stopSegments()
 	if adv != nil {
@@ -327,6 +376,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			res.BrokerEndRssMB, res.BrokerEndAnonMB, res.BrokerEndFileMB = toMB(m.now), toMB(m.anon), toMB(m.file)
 		}
 	}
+	if len(r.nodes) > 0 {
+		r.nodeResults(res)
+	}
 	r.checkIdle()
 	// Everything the reader and sender goroutines recorded is read only
 	// after their connections are closed.
@@ -335,6 +387,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if segments != nil {
 		r.segmentLatencies(segments)
 		res.Segments = segments
+	}
+	if r.cfg.Failover {
+		r.collectFailover(res, startNs)
 	}
 	return res, nil
 }
@@ -348,6 +403,9 @@ func (r *run) measure(ctx context.Context) (lastAckNs int64, _ error) {
 		r.progressf("sending: %d/%d acked, %d/%d delivered", r.acked.Load(), totalSends, r.delivered.Load(), r.expected)
 	})()
 
+	if r.cfg.Failover {
+		defer r.startKiller(ctx, totalSends)()
+	}
 	var wg sync.WaitGroup
 	for _, s := range r.senders {
 		wg.Go(func() { r.sendLoop(ctx, s) })
@@ -387,6 +445,7 @@ func (r *run) collect(res *Result, startNs, lastAckNs int64) {
 		res.Sends += int64(len(s.ackNs))
 		res.Refused += s.refused
 		res.Retried += s.retried
+		res.Unavailable += s.unavailable
 		if done := int64(len(s.ackNs)) + s.refused; done < int64(r.jobs) {
 			r.warnf("peer %d stopped after %d of %d sends: %v", s.idx, done, r.jobs, s.firstErr)
 		} else if s.firstErr != nil {
@@ -445,15 +504,26 @@ func (r *run) checkIdle() {
 // every client connection and waits for its goroutines. Idempotent.
 func (r *run) shutdown() {
 	r.shutdownOnce.Do(func() {
+		if r.redialCancel != nil {
+			r.redialCancel()
+		}
 		if r.child != nil {
 			r.child.stop()
 		}
+		var wg sync.WaitGroup
+		for _, c := range r.nodes {
+			wg.Go(c.stop)
+		}
+		wg.Wait()
+		r.redialers.Wait()
 		var conns []*client.Conn
 		for _, p := range r.peers {
 			if p.stop != nil {
 				close(p.stop) // unblocks callbacks and ends the acker
 			}
-			if p.conn != nil {
+			if p.live != nil {
+				conns = append(conns, p.live.conns()...)
+			} else if p.conn != nil {
 				conns = append(conns, p.conn)
 			}
 		}
@@ -540,7 +610,19 @@ func executable(cfg Config, why string) (string, error) {
 // startBroker starts the child broker from exe (or, with --broker, uses
 // that one; exe is then unused) and creates the bench's mesh on it.
 func (r *run) startBroker(ctx context.Context, exe string) error {
-	if r.cfg.BrokerURL == "" {
+	if n := r.cfg.Cluster; n > 0 {
+		r.progressf("starting %d cluster nodes", n)
+		nodes, err := startCluster(ctx, exe, r.cfg.childEnv, n, r.cfg.brokerArgs)
+		if err != nil {
+			return err
+		}
+		r.nodes = nodes
+		r.nodeRes = make([]NodeResult, n)
+		for i, c := range nodes {
+			r.nodeRes[i] = NodeResult{Node: nodeID(i), PID: c.pid(), URL: c.url}
+		}
+		r.url, r.token = nodes[0].url, nodes[0].token
+	} else if r.cfg.BrokerURL == "" {
 		r.progressf("starting the broker")
 		// --idle-connections are presences of one member: the presence
 		// rate limit would stretch a 10,000-connection storm over half an

@@ -207,6 +207,13 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"--segments", "-1"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--segments", "5", "--messages", "4"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--segments", "2", "--broadcast"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--failover"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--cluster", "2", "--failover"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--cluster", "-1"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--cluster", "3", "--topic"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--cluster", "3", "--kill", "leader"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--cluster", "3", "--failover", "--kill", "nope"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--cluster", "3", "--failover", "--broadcast"}, cliui.ExitUsage, cliui.CodeUsage},
 	} {
 		t.Setenv(envOperatorToken, "")
 		app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})

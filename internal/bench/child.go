@@ -31,11 +31,16 @@ const childStopTimeout = 5 * time.Second
 // generator's own memory and CPU are not mixed into it.
 type childBroker struct {
 	cmd    *exec.Cmd
-	dir    string
+	dir    string // temporary, removed by stop
+	data   string // the broker's --data, inside dir
 	url    string // publicUrl from the start-up log
 	pubkey string // brokerPubkey from the start-up log
 	token  string // operator.token
-	exited chan struct{}
+	// metrics is the address of its /metrics ("" with --metrics-listen
+	// off; cluster nodes have one, on loopback).
+	metrics string
+	exited  chan struct{}
+	ready   chan listeningLine
 
 	mu   sync.Mutex
 	tail []string // last lines of its log, for error messages
@@ -49,6 +54,7 @@ type listeningLine struct {
 	Addr         string `json:"addr"`
 	PublicURL    string `json:"publicUrl"`
 	BrokerPubkey string `json:"brokerPubkey"`
+	Metrics      string `json:"metrics"`
 }
 
 // startChild runs exe as `claudemesh broker` with the bench settings of
@@ -57,14 +63,39 @@ type listeningLine struct {
 // loopback port and no metrics listener (so parallel runs never collide on
 // a port). It returns once the broker logged that it is listening.
 func startChild(ctx context.Context, exe string, extraEnv []string, extraArgs ...string) (*childBroker, error) {
+	c, err := launchChild(exe, extraEnv, "", "off", extraArgs...)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.waitListening(ctx, childStartTimeout); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// launchChild starts the broker process on a new temporary data directory
+// (holding brokerKey as broker.key when it is not empty: the nodes of a
+// cluster share one key), its metrics on metricsListen ("off" for none),
+// without waiting for it; waitListening does.
+func launchChild(exe string, extraEnv []string, brokerKey, metricsListen string, extraArgs ...string) (*childBroker, error) {
 	dir, err := os.MkdirTemp("", "claudemesh-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("temporary broker directory: %w", err)
 	}
 	data := filepath.Join(dir, "data")
+	if brokerKey != "" {
+		if err := os.Mkdir(data, 0o700); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(data, "broker.key"), []byte(brokerKey+"\n"), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	args := append([]string{"broker",
 		"--listen", "127.0.0.1:0",
-		"--metrics-listen", "off",
+		"--metrics-listen", metricsListen,
 		"--data", data,
 		"--rate", "0",
 		"--max-connections-per-mesh", "0",
@@ -81,37 +112,41 @@ func startChild(ctx context.Context, exe string, extraEnv []string, extraArgs ..
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting %s broker: %w", exe, err)
 	}
-	c := &childBroker{cmd: cmd, dir: dir, exited: make(chan struct{})}
-	ready := make(chan listeningLine, 1)
-	go c.readLog(stderr, ready)
+	c := &childBroker{cmd: cmd, dir: dir, data: data, exited: make(chan struct{}), ready: make(chan listeningLine, 1)}
+	go c.readLog(stderr, c.ready)
+	return c, nil
+}
 
-	timer := time.NewTimer(childStartTimeout)
+// waitListening waits for the child's "broker listening" line and reads
+// its operator token; on failure it stops the child.
+func (c *childBroker) waitListening(ctx context.Context, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	var l listeningLine
 	select {
-	case l = <-ready:
+	case l = <-c.ready:
 	case <-c.exited:
 		c.stop()
-		return nil, fmt.Errorf("the child broker exited before listening (%s)%s", cmd.ProcessState, c.logTail())
+		return fmt.Errorf("the child broker exited before listening (%s)%s", c.cmd.ProcessState, c.logTail())
 	case <-timer.C:
 		c.stop()
-		return nil, fmt.Errorf("the child broker did not start listening within %s%s", childStartTimeout, c.logTail())
+		return fmt.Errorf("the child broker did not start listening within %s%s", timeout, c.logTail())
 	case <-ctx.Done():
 		c.stop()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
-	c.url, c.pubkey = l.PublicURL, l.BrokerPubkey
-	tok, err := os.ReadFile(filepath.Join(data, "operator.token"))
+	c.url, c.pubkey, c.metrics = l.PublicURL, l.BrokerPubkey, l.Metrics
+	tok, err := os.ReadFile(filepath.Join(c.data, "operator.token"))
 	if err != nil {
 		c.stop()
-		return nil, fmt.Errorf("reading the child broker's operator token: %w", err)
+		return fmt.Errorf("reading the child broker's operator token: %w", err)
 	}
 	c.token = strings.TrimSpace(string(tok))
 	if c.url == "" || c.token == "" {
 		c.stop()
-		return nil, fmt.Errorf("the child broker's start-up log named no URL%s", c.logTail())
+		return fmt.Errorf("the child broker's start-up log named no URL%s", c.logTail())
 	}
-	return c, nil
+	return nil
 }
 
 // readLog scans the child's JSON log for the listening line, keeps the
@@ -201,6 +236,13 @@ func procStatus(pid int) (map[string]int64, error) {
 		}
 	}
 	return out, nil
+}
+
+// kill ends the child with SIGKILL (a machine that dies) and waits until
+// it is reaped; stop still removes its directory.
+func (c *childBroker) kill() {
+	c.cmd.Process.Kill()
+	<-c.exited
 }
 
 // stop ends the child (SIGTERM, then SIGKILL after childStopTimeout) and

@@ -54,7 +54,18 @@ func Command() *cli.Command {
 				"client_acks of unknown ids, churns her presence, sends hellos over the group cap and 64 KiB DMs\n"+
 				"to herself that she never acks, and a stranger holds 200 idle TCP connections and 4 WebSockets\n"+
 				"writing junk before any hello. It reports both runs, what each attack did, and attacked ÷\n"+
-				"baseline for the honest peers' send→ack and send→push p99 (the attacks share this process's CPU).",
+				"baseline for the honest peers' send→ack and send→push p99 (the attacks share this process's CPU).\n"+
+				"\n"+
+				"--cluster N runs the same DM load against N `claudemesh broker --cluster` nodes started as child\n"+
+				"processes (one broker key, a temporary data directory and loopback ports each; the log has 3\n"+
+				"replicas from three nodes on, 1 below), peer i connected to node i mod N, so most DMs cross nodes.\n"+
+				"It reports what the single broker's run does plus each node's peak RSS (VmHWM), CPU and peers.\n"+
+				"Run `claudemesh bench` with the same --peers/--messages beside it to compare with one broker.\n"+
+				"--failover (with --cluster 3 or more) kills the last node with SIGKILL once a third of the sends\n"+
+				"are acked; its clients redial the other nodes (client.Backoff before each dial: 1 s ± 20 %, cap\n"+
+				"$CLAUDEMESH_BACKOFF_MAX) and send again what was not acked. It reports, per affected client, the\n"+
+				"time from the kill until it is connected to another node (p50/p99/max), and checks that every\n"+
+				"acked send arrived exactly once (lost and doubled must be 0).",
 			"claudemesh bench",
 			"claudemesh bench --peers 100 --messages 1000 --json",
 			"claudemesh bench --broadcast --peers 1000 --messages 100",
@@ -62,6 +73,8 @@ func Command() *cli.Command {
 			"claudemesh bench --via-daemon --json",
 			"claudemesh bench --topic --peers 100 --messages 600 --rate 20",
 			"claudemesh bench --adversary --peers 100 --messages 100",
+			"claudemesh bench --cluster 3 --peers 100 --messages 1000",
+			"claudemesh bench --cluster 3 --failover --peers 100 --messages 1000",
 			"claudemesh bench --broker wss://mesh.example.com/ws --operator-token-file /var/lib/claudemesh/operator.token",
 		),
 		Flags: []cli.Flag{
@@ -78,6 +91,9 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "segments", Usage: "split a DM run into `K` equal parts in write order: send→push, broker RSS and store size for each"},
 			&cli.BoolFlag{Name: "adversary", Usage: "the DM load alone, then while one member and a stranger misbehave; compare the honest peers' p99"},
 			&cli.StringSliceFlag{Name: "attacks", Usage: "--adversary: only these `LIST` of attacks (ack, churn, groups, self, idle, junk)"},
+			&cli.IntFlag{Name: "cluster", Usage: "run the DM load against `N` cluster nodes (child processes), peers spread round-robin"},
+			&cli.BoolFlag{Name: "failover", Usage: "--cluster: kill -9 the last node after a third of the sends; time its clients' fail-over, check nothing acked is lost"},
+			&cli.StringFlag{Name: "kill", Usage: "--failover: kill the node that leads the replicated log (`leader`, default) or one that does not (follower)"},
 			&cli.BoolFlag{Name: "topic", Usage: "measure a topic: --peers members, --messages posts at --rate, a history page in --history posts"},
 			&cli.Float64Flag{Name: "rate", Value: DefaultTopicRate, Usage: "--topic: posts per second"},
 			&cli.IntFlag{Name: "history", Value: DefaultTopicHistory, Usage: "--topic: `N` posts made first, to time a history page in"},
@@ -105,6 +121,13 @@ func action(c *cli.Context) error {
 		IdleConnections: c.Int("idle-connections"), BrokerURL: c.String("broker"), Segments: c.Int("segments"),
 		ViaDaemon: c.Bool("via-daemon"), Sends: c.Int("sends"), Accepts: c.Int("accepts"), Clients: c.Int("clients"),
 		Topic: c.Bool("topic"), TopicRate: c.Float64("rate"), TopicHistory: c.Int("history"),
+		Cluster: c.Int("cluster"), Failover: c.Bool("failover"), Kill: c.String("kill"),
+	}
+	if c.IsSet("cluster") && (cfg.ViaDaemon || cfg.Topic || c.Bool("adversary")) {
+		return cliui.UsageErrorf("--cluster runs the DM load; it does not combine with --via-daemon, --topic or --adversary")
+	}
+	if cfg.Failover && !c.IsSet("cluster") {
+		return cliui.UsageErrorf("--failover needs --cluster N (3 or more)")
 	}
 	if err := topicFlags(c, cfg); err != nil {
 		return err
@@ -237,6 +260,9 @@ func report(out *cliui.Out, r *Result) {
 	if r.BrokerPID != 0 {
 		where = fmt.Sprintf("child broker pid %d", r.BrokerPID)
 	}
+	if len(r.Nodes) > 0 {
+		where = fmt.Sprintf("%d cluster nodes, child processes; peers spread round-robin", len(r.Nodes))
+	}
 	out.Linef("claudemesh bench: %s, window %d, %d-byte payload (%s)", what, r.Window, r.Payload, where)
 	if r.IdleConnections > 0 {
 		out.Linef("idle        %d presence connections held open", r.IdleConnections)
@@ -249,7 +275,16 @@ func report(out *cliui.Out, r *Result) {
 	}
 	out.Resultf("send→ack    %s", lat(r.AckMs))
 	out.Resultf("send→push   %s", lat(r.E2eMs))
-	if r.BrokerPeakRssMB != nil {
+	if len(r.Nodes) > 0 {
+		for _, n := range r.Nodes {
+			killed := ""
+			if n.Killed {
+				killed = " (read just before it was killed)"
+			}
+			out.Resultf("node %-6s %.1f MB peak RSS (VmHWM), %.1f MB at the end; cpu %.2f s; %d peers; pid %d%s",
+				n.Node, n.PeakRssMB, n.EndRssMB, n.CPUSec, n.Peers, n.PID, killed)
+		}
+	} else if r.BrokerPeakRssMB != nil {
 		out.Resultf("broker RSS  %.1f MB peak (VmHWM); at the end %.1f MB (%.1f MB anonymous, %.1f MB file-backed)",
 			*r.BrokerPeakRssMB, r.BrokerEndRssMB, r.BrokerEndAnonMB, r.BrokerEndFileMB)
 	} else {
@@ -281,6 +316,7 @@ func report(out *cliui.Out, r *Result) {
 		what string
 	}{
 		{r.Refused, "sends refused"}, {r.Retried, "sends retried after rate_limited"},
+		{r.Unavailable, "sends retried after unavailable (no quorum in time)"},
 		{r.Undecryptable, "pushes that did not open to what was sent"},
 		{r.Redelivered, "redelivered pushes"}, {r.Late, "pushes after the 60 s drain"},
 	} {
@@ -291,6 +327,29 @@ func report(out *cliui.Out, r *Result) {
 	if len(notes) > 0 {
 		out.Linef("notes       %s", strings.Join(notes, "; "))
 	}
+	if f := r.Failover; f != nil {
+		reportFailover(out, f)
+	}
+}
+
+func reportFailover(out *cliui.Out, f *FailoverResult) {
+	if f.KilledNode == "" {
+		out.Linef("fail-over   no node was killed (the run ended before a third of its sends were acked)")
+		return
+	}
+	lat := func(l Percentiles) string {
+		return fmt.Sprintf("p50 %s  p99 %s  max %s", ms(l.P50), ms(l.P99), ms(l.Max))
+	}
+	out.Resultf("fail-over   node %s (%s of the log) killed (SIGKILL) %.2f s in, after %d acked sends; %d/%d of its clients back on another node",
+		f.KilledNode, f.KilledRole, f.KilledAtSec, f.AckedBeforeKill, f.Reconnected, f.Clients)
+	out.Resultf("back        %s from the kill to the new hello_ack (%d dials)", lat(f.ReconnectMs), f.Dials)
+	out.Linef("detected    %s from the kill to the old connection's end", lat(f.DetectMs))
+	if f.WritesBackMs > 0 {
+		out.Resultf("writes      the first send made after the kill was acked %s after it", ms(f.WritesBackMs))
+	}
+	out.Resultf("acked       %d sends: %d lost, %d arrived twice under another id; %d sent again on a new connection",
+		f.Acked, f.Lost, f.Doubled, f.Resent)
+	out.Linef("redial      %s", f.Policy)
 }
 
 func ms(v float64) string {

@@ -48,6 +48,9 @@ func (r *run) createMesh(ctx context.Context) error {
 	if r.child != nil && res.BrokerPubkey != r.child.pubkey {
 		return fmt.Errorf("the broker answered with key %s but logged %s", res.BrokerPubkey, r.child.pubkey)
 	}
+	if len(r.nodes) > 0 && res.BrokerPubkey != r.nodes[0].pubkey {
+		return fmt.Errorf("cluster node n1 answered with key %s but logged %s", res.BrokerPubkey, r.nodes[0].pubkey)
+	}
 	r.meshID, r.slug, r.meshName = res.MeshID, res.Slug, res.Name
 	r.owner = client.MeshIdentity{MeshID: res.MeshID, MemberID: res.MemberID,
 		BrokerURL: r.url, BrokerPubkey: res.BrokerPubkey, Member: owner}
@@ -151,7 +154,10 @@ func (r *run) dialRetry(ctx context.Context, id client.MeshIdentity, opts client
 			return c, nil
 		}
 		code := client.CodeOf(err)
-		retryable := code == wire.CodeRateLimited || code == wire.CodeCapacity || code == client.CodeUnreachable
+		retryable := code == wire.CodeRateLimited || code == wire.CodeCapacity || code == client.CodeUnreachable ||
+			// A cluster node that has not applied the member's join yet
+			// (it was enrolled through node 1) does not know it.
+			(len(r.nodes) > 1 && code == wire.CodeUnauthorized)
 		if !retryable || attempt >= maxRetries || ctx.Err() != nil {
 			return nil, err
 		}

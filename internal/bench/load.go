@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
@@ -63,6 +64,19 @@ type peer struct {
 
 	ackQ chan string
 	stop chan struct{}
+
+	// Cluster fail-over (failover.go): the connection the redialer keeps
+	// current (nil otherwise) and the options to dial it with.
+	live     *liveConn
+	dialOpts client.DialOptions
+	// ackedSeq[seq] is whether send seq was acked, and resent how many
+	// sends went again on a new connection (sender goroutine's).
+	ackedSeq    []bool
+	resent      int64
+	unavailable int64 // sends retried after error unavailable
+	// bySend holds the distinct message ids each send arrived under
+	// (reader goroutine's, fail-over runs only).
+	bySend map[uint64][]string
 }
 
 // makePeers generates the identities, plaintexts and (DM mode) targets,
@@ -114,6 +128,12 @@ func (r *run) makePeers() error {
 	for _, s := range r.senders {
 		s.sendAt = make([]atomic.Int64, r.jobs)
 		s.ackNs = make([]int64, 0, r.jobs)
+		s.ackedSeq = make([]bool, r.jobs)
+	}
+	if cfg.Failover {
+		for _, p := range r.peers {
+			p.bySend = map[uint64][]string{}
+		}
 	}
 	return nil
 }
@@ -198,11 +218,18 @@ func (r *run) connectPeers(ctx context.Context) error {
 		if i == 0 {
 			opts.OnSystem = func(*wire.Push) { r.systemEvents.Add(1) }
 		}
-		c, err := r.dialRetry(ctx, p.ident, opts)
+		id := p.ident
+		id.BrokerURL = r.nodeURL(r.nodeOf(i))
+		c, err := r.dialRetry(ctx, id, opts)
 		if err != nil {
 			return fmt.Errorf("peer %d connecting: %w", i, err)
 		}
-		p.conn = c
+		p.conn, p.dialOpts = c, opts
+		if r.cfg.Failover {
+			p.live = newLiveConn(c, r.nodeOf(i))
+			r.redialers.Add(1)
+			go r.redial(p)
+		}
 		r.ackers.Add(1)
 		go p.ackLoop(&r.ackers)
 		r.progressf("connecting peers: %d/%d", done.Add(1), len(r.peers))
@@ -220,7 +247,9 @@ func (r *run) connectIdle(ctx context.Context) error {
 	r.idle = make([]*client.Conn, r.cfg.IdleConnections)
 	var done atomic.Int64
 	return parallel(ctx, len(r.idle), func(_, i int) error {
-		c, err := r.dialRetry(ctx, r.owner, client.DialOptions{
+		id := r.owner
+		id.BrokerURL = r.nodeURL(r.nodeOf(i))
+		c, err := r.dialRetry(ctx, id, client.DialOptions{
 			Presence: true, Role: wire.RoleCLI, SessionID: "idle-" + strconv.Itoa(i),
 		})
 		if err != nil {
@@ -258,19 +287,32 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 		seq  int
 		send *wire.Send
 		at   int64
+		conn *client.Conn
 		ch   <-chan client.SendResult
 	}
 	win := make([]slot, 0, r.cfg.Window)
-	issue := func(seq int, send *wire.Send) bool {
+	// put hands sl to the peer's connection. In a fail-over run a
+	// connection found closed is waited out and the send goes on the
+	// next one.
+	put := func(sl slot) bool {
+		for {
+			c := s.connNow()
+			ch, err := c.SendAsync(ctx, sl.send)
+			if err == nil {
+				sl.conn, sl.ch = c, ch
+				win = append(win, sl)
+				return true
+			}
+			if s.live == nil || !isClosed(err) || ctx.Err() != nil || !r.awaitNewConn(ctx, s, c) {
+				s.firstErr = err
+				return false
+			}
+		}
+	}
+	issue := func(seq int, ws *wire.Send) bool {
 		at := r.now()
 		s.sendAt[seq].Store(at)
-		ch, err := s.conn.SendAsync(ctx, send)
-		if err != nil {
-			s.firstErr = err
-			return false
-		}
-		win = append(win, slot{seq, send, at, ch})
-		return true
+		return put(slot{seq: seq, send: ws, at: at})
 	}
 	next := 0
 	for next < r.jobs || len(win) > 0 {
@@ -304,6 +346,35 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 				}
 				continue
 			}
+			if s.live != nil && isClosed(res.Err) && ctx.Err() == nil {
+				// The connection died before the ack: this send and every
+				// later un-acked one go again, with the same ids, on the
+				// next connection (the broker answers a send it already
+				// committed with the same message). Their clocks keep
+				// running from the first attempt.
+				if !r.awaitNewConn(ctx, s, sl.conn) {
+					return
+				}
+				rest := append([]slot{sl}, win...)
+				win = win[:0]
+				for _, x := range rest {
+					s.resent++
+					if !put(x) {
+						return
+					}
+				}
+				continue
+			}
+			if client.CodeOf(res.Err) == wire.CodeUnavailable && len(r.nodes) > 0 {
+				// The cluster had no quorum for this write in time (a
+				// node died and a log leader is being elected): a client
+				// sends it again later, same id.
+				s.unavailable++
+				if sleep(ctx, 100*time.Millisecond) != nil || !put(sl) {
+					return
+				}
+				continue
+			}
 			s.refused++
 			if s.firstErr == nil {
 				s.firstErr = res.Err
@@ -314,6 +385,10 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 			continue
 		}
 		s.ackNs = append(s.ackNs, now-sl.at)
+		s.ackedSeq[sl.seq] = true
+		if r.killed.Load() && sl.at > r.fo.killNs {
+			r.writesBack.CompareAndSwap(0, now)
+		}
 		s.lastAckNs = now
 		if res.Ack.Pending != nil {
 			s.accepted += int64(*res.Ack.Pending)
@@ -383,6 +458,10 @@ func (r *run) onPush(me *peer, m *wire.Push) {
 		return
 	}
 	me.seen[m.MessageID] = struct{}{}
+	if me.bySend != nil {
+		k := sendKey(sender.idx, seq)
+		me.bySend[k] = append(me.bySend[k], m.MessageID)
+	}
 	me.e2eNs = append(me.e2eNs, now-sender.sendAt[seq].Load())
 	if r.cfg.Segments > 0 {
 		me.e2eSeq = append(me.e2eSeq, int32(seq))
@@ -512,7 +591,12 @@ func (p *peer) ackLoop(wg *sync.WaitGroup) {
 				break fill
 			}
 		}
-		if err := p.conn.ClientAckAsync(batch); err != nil {
+		if err := p.connNow().ClientAckAsync(batch); err != nil {
+			if p.live != nil {
+				// The connection died: the broker pushes these again on
+				// the next one, where they are acked.
+				continue
+			}
 			return
 		}
 	}

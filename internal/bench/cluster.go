@@ -1,0 +1,201 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cmcrypto "claudemesh/crypto"
+)
+
+// Cluster mode (`bench --cluster N`, issue 14): N `claudemesh broker
+// --cluster` nodes as child processes of this binary, each on its own
+// temporary data directory and loopback ports, all with one broker key
+// (clients pin it, and the nodes derive their route password from it). The
+// bench's peers are spread over the nodes round-robin (peer i on node
+// i mod N), so most DMs cross nodes through the replicated log; the
+// workload and what is measured are the single broker's.
+
+// clusterStartTimeout bounds a node's start: it waits for the other
+// nodes' routes, a JetStream meta leader and the log's stream, which takes
+// seconds (more on a loaded machine), not the milliseconds of a bbolt file.
+const clusterStartTimeout = 90 * time.Second
+
+// MaxClusterNodes bounds --cluster: every node is a process of this
+// machine.
+const MaxClusterNodes = 9
+
+// clusterName names the bench's cluster (and so its stream).
+const clusterName = "bench"
+
+// NodeResult is one cluster node's part of a run.
+type NodeResult struct {
+	Node  string `json:"node"` // its --node ID: n1, n2, …
+	PID   int    `json:"pid"`
+	URL   string `json:"url"`
+	Peers int    `json:"peers"` // bench peers connected to it at the start
+	// PeakRssMB is its VmHWM, read at the end (or just before it was
+	// killed); EndRssMB its VmRSS then.
+	PeakRssMB float64 `json:"peakRssMB"`
+	EndRssMB  float64 `json:"endRssMB"`
+	// CPUSec is its CPU time while sending and draining (until the kill,
+	// for a killed node).
+	CPUSec float64 `json:"cpuSec"`
+	Killed bool    `json:"killed,omitempty"`
+
+	cpu0 time.Duration
+}
+
+// clusterReplicas is the log's replica count for n nodes: 3 (what a real
+// cluster runs, and what survives one node's death) from three nodes on,
+// 5 from five, and 1 below three, where 3 replicas cannot be placed.
+func clusterReplicas(n int) int {
+	switch {
+	case n >= 5:
+		return 5
+	case n >= 3:
+		return 3
+	}
+	return 1
+}
+
+// startCluster starts n nodes at once (each waits for a quorum of the
+// others before it listens) and returns them in order, node 1 first. A
+// route port taken between choosing it and the node binding it makes that
+// node exit; the whole cluster is then started again on new ports, a few
+// times.
+func startCluster(ctx context.Context, exe string, env []string, n int, extraArgs []string) ([]*childBroker, error) {
+	var err error
+	for range 3 {
+		var nodes []*childBroker
+		if nodes, err = startClusterOnce(ctx, exe, env, n, extraArgs); err == nil {
+			return nodes, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, err
+}
+
+func startClusterOnce(ctx context.Context, exe string, env []string, n int, extraArgs []string) ([]*childBroker, error) {
+	key, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	routes := make([]string, n)
+	for i := range routes {
+		if routes[i], err = freeLoopbackAddr(); err != nil {
+			return nil, err
+		}
+	}
+	nodes := make([]*childBroker, 0, n)
+	stopAll := func() {
+		for _, c := range nodes {
+			c.stop()
+		}
+	}
+	for i := range n {
+		args := append([]string{"--presence-rate", "0",
+			"--cluster", clusterName, "--node", nodeID(i)}, extraArgs...)
+		if n > 1 {
+			args = append(args, "--cluster-listen", routes[i], "--cluster-routes", strings.Join(routes, ","),
+				"--cluster-replicas", strconv.Itoa(clusterReplicas(n)))
+		}
+		// Metrics on an ephemeral loopback port: --failover reads
+		// claudemesh_cluster_log_leader there to pick the node to kill.
+		c, err := launchChild(exe, env, key.SecretKeyHex(), "127.0.0.1:0", args...)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		nodes = append(nodes, c)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, c := range nodes {
+		wg.Go(func() { errs[i] = c.waitListening(ctx, clusterStartTimeout) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			stopAll()
+			return nil, fmt.Errorf("cluster node %s: %w", nodeID(i), err)
+		}
+	}
+	for i, c := range nodes {
+		if c.pubkey != key.PublicHex() {
+			stopAll()
+			return nil, fmt.Errorf("cluster node %s logged broker key %s, not the one written to its data directory", nodeID(i), c.pubkey)
+		}
+	}
+	return nodes, nil
+}
+
+// nodeID is the --node ID of node i (0-based): n1, n2, …
+func nodeID(i int) string { return "n" + strconv.Itoa(i+1) }
+
+// freeLoopbackAddr is a loopback TCP address nothing listens on right now.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// nodeOf is the node peer i connects to first.
+func (r *run) nodeOf(i int) int {
+	if len(r.nodes) == 0 {
+		return 0
+	}
+	return i % len(r.nodes)
+}
+
+// nodeURL is the public URL of node i (the broker's, outside cluster mode).
+func (r *run) nodeURL(i int) string {
+	if len(r.nodes) == 0 {
+		return r.url
+	}
+	return r.nodes[i].url
+}
+
+// nodeResults reads every live node's memory and CPU time at the end of a
+// run (a killed node's were read before the kill).
+func (r *run) nodeResults(res *Result) {
+	var peak float64
+	for i := range r.peers {
+		r.nodeRes[r.nodeOf(i)].Peers++
+	}
+	for i, c := range r.nodes {
+		nr := &r.nodeRes[i]
+		if !nr.Killed {
+			if m, err := c.memory(); err != nil {
+				r.warnf("node %s RSS: %v", nr.Node, err)
+			} else {
+				nr.PeakRssMB, nr.EndRssMB = toMB(m.peak), toMB(m.now)
+			}
+			nr.CPUSec = round((c.cpu() - nr.cpu0).Seconds(), 2)
+		}
+		peak = max(peak, nr.PeakRssMB)
+		res.BrokerCPUSec = round(res.BrokerCPUSec+nr.CPUSec, 2)
+	}
+	res.BrokerPeakRssMB = &peak
+	res.Nodes = append([]NodeResult(nil), r.nodeRes...)
+}
+
+// killNode kill -9s node i, after reading what /proc forgets with it.
+func (r *run) killNode(i int) {
+	c, nr := r.nodes[i], &r.nodeRes[i]
+	if m, err := c.memory(); err == nil {
+		nr.PeakRssMB, nr.EndRssMB = toMB(m.peak), toMB(m.now)
+	}
+	nr.CPUSec = round((c.cpu() - nr.cpu0).Seconds(), 2)
+	nr.Killed = true
+	c.kill()
+}
