@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,7 +109,7 @@ func startClusterOnce(ctx context.Context, exe string, env []string, n int, extr
 		}
 		// Metrics on an ephemeral loopback port: --failover reads
 		// claudemesh_cluster_log_leader there to pick the node to kill.
-		c, err := launchChild(exe, env, key.SecretKeyHex(), "127.0.0.1:0", args...)
+		c, err := launchChild(exe, nodeEnv(env, nodeID(i)), key.SecretKeyHex(), "127.0.0.1:0", args...)
 		if err != nil {
 			stopAll()
 			return nil, err
@@ -134,6 +135,21 @@ func startClusterOnce(ctx context.Context, exe string, env []string, n int, extr
 		}
 	}
 	return nodes, nil
+}
+
+// profileEnv are the broker's profiling variables (broker/command.go),
+// which every node would otherwise write to the same file.
+var profileEnv = []string{"CLAUDEMESH_BROKER_CPUPROFILE", "CLAUDEMESH_BROKER_MEMPROFILE"}
+
+// nodeEnv is env for one node: a profile asked for goes to FILE.<node>.
+func nodeEnv(env []string, node string) []string {
+	out := append([]string(nil), env...)
+	for _, name := range profileEnv {
+		if path := os.Getenv(name); path != "" {
+			out = append(out, name+"="+path+"."+node)
+		}
+	}
+	return out
 }
 
 // nodeID is the --node ID of node i (0-based): n1, n2, …
