@@ -342,6 +342,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
+	if cfg.Failover {
+		r.planVictim(ctx)
+	}
 	startNs := r.now()
 	selfCPU0, brokerCPU0 := selfCPU(), r.childCPU()
 	stopSegments := func() []Segment { return nil }

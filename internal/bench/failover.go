@@ -218,8 +218,14 @@ func (r *run) startKiller(ctx context.Context, totalSends int64) (wait func()) {
 				return
 			}
 		}
-		victim, role := r.pickVictim(ctx)
-		r.fo.role = role
+		victim, role := r.fo.victim, r.fo.role
+		if role == KillLeader {
+			// The leader chosen before the clock started, unless the
+			// nodes now say another one leads.
+			if l, ok := r.logLeader(ctx); ok {
+				victim = l
+			}
+		}
 		r.fo.ackedBeforeKill = r.acked.Load()
 		r.fo.killNs = r.now()
 		r.fo.victim = victim
@@ -235,12 +241,20 @@ func (r *run) startKiller(ctx context.Context, totalSends int64) (wait func()) {
 	return wg.Wait
 }
 
+// planVictim chooses, before the clock starts, the node to kill
+// (startKiller checks again, without waiting, that the leader is the
+// same).
+func (r *run) planVictim(ctx context.Context) {
+	r.progressf("asking the nodes which one leads the log")
+	r.fo.victim, r.fo.role = r.pickVictim(ctx)
+}
+
 // pickVictim finds the node to kill from the nodes' claudemesh_cluster_log_leader
-// gauges (polled by each node every 2 s, so it waits up to a few seconds for
-// exactly one leader). Without an answer it takes the last node, role
+// gauges (polled by each node every 2 s, so it waits up to half a minute
+// for exactly one leader). Without an answer it takes the last node, role
 // "unknown".
 func (r *run) pickVictim(ctx context.Context) (int, string) {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		leader, ok := r.logLeader(ctx)
 		if ok {
