@@ -157,6 +157,8 @@ func (c *Config) Validate() error {
 		return cliui.UsageErrorf("--kill must be %s or %s, not %q", KillLeader, KillFollower, c.Kill)
 	case c.Kill != "" && !c.Failover:
 		return cliui.UsageErrorf("--kill needs --failover")
+	case c.Segments > 0 && c.Cluster > 0:
+		return cliui.UsageErrorf("--segments samples one broker's RSS and store size; it does not combine with --cluster")
 	case c.Failover && c.Broadcast:
 		return cliui.UsageErrorf("--failover measures the DM load; it does not combine with --broadcast")
 	}
