@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"claudemesh/client/verbs"
 	"claudemesh/daemon"
 	"claudemesh/internal/cliui"
+	"claudemesh/wire"
 )
 
 // childEnvVar makes this test binary act as `claudemesh` (the broker, the
@@ -254,7 +256,13 @@ func TestSendID(t *testing.T) {
 	if seq, ok := parseSendID(id, 12); !ok || seq != 345 {
 		t.Errorf("parseSendID(%q, 12) = %d, %v", id, seq, ok)
 	}
-	for _, bad := range []string{"p1.345", "p12.", "p12.-1", "p12.+3", "x12.3", "p12.3x", "p12.99999999999999999999"} {
+	if !wire.ValidULID(id) {
+		t.Errorf("sendID(12, 345) = %q is not a ULID, as client ids are", id)
+	}
+	if a, b := sendID(1, 1), sendID(1, 2); a == b {
+		t.Errorf("two sends got the same id %q", a)
+	}
+	for _, bad := range []string{sendID(1, 345), "p12.345", "", strings.ToLower(id) + "0", "01ARZ3NDEKTSV4RRFFQ69G5FA"} {
 		if _, ok := parseSendID(bad, 12); ok {
 			t.Errorf("parseSendID(%q, 12) accepted", bad)
 		}
