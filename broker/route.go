@@ -265,6 +265,9 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 			return
 		}
 	}
+	// The records are encoded here, on this connection's goroutine: the
+	// committer that every write of every mesh waits for only puts them.
+	prepared := store.PrepareMessage(rec, to)
 	var res sendResult
 	err := c.b.store.Submit(func(tx *store.Tx) error {
 		res = sendResult{}
@@ -289,7 +292,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		res.seqs, err = store.AppendMessage(tx, ms.id, rec, to)
+		res.seqs, err = prepared.Append(tx, ms.id)
 		res.messageID = messageID
 		if err == nil && auditPayload != nil {
 			_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMessageSent, Actor: memberPubkey, At: now, Payload: auditPayload})

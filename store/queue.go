@@ -3,11 +3,13 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/oklog/ulid/v2"
 
+	"claudemesh/internal/binrec"
 	"claudemesh/wire"
 )
 
@@ -130,36 +132,90 @@ func appendOnly(mb *Bucket, name []byte) *Bucket {
 // queue entry plus delivery record per recipient, returning each
 // recipient's queue sequence number (in the order of to).
 func AppendMessage(tx *Tx, meshID string, msg *Message, to []NewDelivery) ([]uint64, error) {
+	return PrepareMessage(msg, to).Append(tx, meshID)
+}
+
+// PreparedMessage is a message's records encoded ahead of its commit.
+// Everything that does not depend on the transaction (the header, the
+// body, the idempotency key, each recipient's queue entry and delivery
+// record but for the queue sequence number) is encoded by PrepareMessage
+// on the sender's goroutine, so the group committer, which every write of
+// the broker waits for, only puts bytes. Append does not modify it: a
+// write that runs again (engine contract) appends the same records.
+type PreparedMessage struct {
+	msgKey, idem, header, body []byte
+	to                         []preparedDelivery
+	// The pending delivery record is dlvHead, the sequence number, dlvTail.
+	dlvHead, dlvTail []byte
+}
+
+type preparedDelivery struct {
+	recipient []byte // raw key: the queue key's prefix
+	entry     []byte // the encoded QueueEntry
+	dkey      []byte
+}
+
+// PrepareMessage encodes msg's records for its recipients (it sets
+// msg.Recipients).
+func PrepareMessage(msg *Message, to []NewDelivery) *PreparedMessage {
+	msg.Recipients = len(to)
+	p := &PreparedMessage{
+		msgKey: []byte(msg.ID),
+		idem:   idemKey(msg.SenderPubkey, msg.ClientMessageID),
+		header: encodeHeader(msg),
+		to:     make([]preparedDelivery, len(to)),
+	}
+	if len(to) > 0 {
+		p.body = encodeBody(len(to), msg.Push)
+	}
+	rec := encodeDelivery(&deliveryRec{Delivery: Delivery{State: DeliveryPending}, Sender: msg.SenderPubkey, CMID: msg.ClientMessageID, NoReceipts: !msg.Receipts})
+	// encodeDelivery writes recBinary, flags, state, uvarint seq (one byte
+	// for 0), then the rest.
+	p.dlvHead, p.dlvTail = rec[:3], rec[4:]
+	for i, d := range to {
+		e := QueueEntry{ID: msg.ID, Priority: msg.Priority, Key: d.Key, CreatedAt: msg.CreatedAt, From: d.From, Charge: d.Charge}
+		p.to[i] = preparedDelivery{recipient: pk(d.Recipient), entry: encodeQueueEntry(&e), dkey: dkey(msg.ID, d.Recipient)}
+	}
+	return p
+}
+
+// deliveryValue is the pending delivery record for queue position seq.
+func (p *PreparedMessage) deliveryValue(seq uint64) []byte {
+	b := make([]byte, 0, len(p.dlvHead)+binary.MaxVarintLen64+len(p.dlvTail))
+	b = append(b, p.dlvHead...)
+	b = binary.AppendUvarint(b, seq)
+	return append(b, p.dlvTail...)
+}
+
+// Append writes the prepared records, returning each recipient's queue
+// sequence number (in the order PrepareMessage was given them).
+func (p *PreparedMessage) Append(tx *Tx, meshID string) ([]uint64, error) {
 	mb := meshBucket(tx, meshID)
 	if mb == nil {
 		return nil, ErrNotFound
 	}
-	msg.Recipients = len(to)
-	if err := appendOnly(mb, bMsgs).Put([]byte(msg.ID), encodeHeader(msg)); err != nil {
+	if err := appendOnly(mb, bMsgs).Put(p.msgKey, p.header); err != nil {
 		return nil, err
 	}
-	if err := appendOnly(mb, bIdem).Put(idemKey(msg.SenderPubkey, msg.ClientMessageID), []byte(msg.ID)); err != nil {
+	if err := appendOnly(mb, bIdem).Put(p.idem, p.msgKey); err != nil {
 		return nil, err
 	}
-	if len(to) > 0 {
-		if err := appendOnly(mb, bBodies).Put([]byte(msg.ID), encodeBody(len(to), msg.Push)); err != nil {
+	if p.body != nil {
+		if err := appendOnly(mb, bBodies).Put(p.msgKey, p.body); err != nil {
 			return nil, err
 		}
 	}
 	queue, dlv := mb.Bucket(bQueue), appendOnly(mb, bDlv)
-	seqs := make([]uint64, len(to))
-	rec := deliveryRec{Delivery: Delivery{State: DeliveryPending}, Sender: msg.SenderPubkey, CMID: msg.ClientMessageID, NoReceipts: !msg.Receipts}
-	for i, d := range to {
+	seqs := make([]uint64, len(p.to))
+	for i, d := range p.to {
 		seq, err := queue.NextSequence()
 		if err != nil {
 			return nil, err
 		}
-		e := QueueEntry{ID: msg.ID, Priority: msg.Priority, Key: d.Key, CreatedAt: msg.CreatedAt, From: d.From, Charge: d.Charge}
-		if err := queue.Put(qkey(d.Recipient, seq), encodeQueueEntry(&e)); err != nil {
+		if err := queue.Put(rawQkey(d.recipient, seq), d.entry); err != nil {
 			return nil, err
 		}
-		rec.Seq = seq
-		if err := dlv.Put(dkey(msg.ID, d.Recipient), encodeDelivery(&rec)); err != nil {
+		if err := dlv.Put(d.dkey, p.deliveryValue(seq)); err != nil {
 			return nil, err
 		}
 		seqs[i] = seq
@@ -276,14 +332,16 @@ func (qb queueBuckets) release(id []byte) error {
 	if v == nil {
 		return nil // settled before bodies were kept apart, or already gone
 	}
-	left, push, err := decodeBody(v)
-	if err != nil {
-		return err
+	left, n := binary.Uvarint(v)
+	if n <= 0 {
+		return fmt.Errorf("store: corrupt message body")
 	}
 	if left <= 1 {
 		return qb.bodies.Delete(id)
 	}
-	return qb.bodies.Put(id, encodeBody(left-1, push))
+	// encodeBody(left-1, push) without copying the push twice: v is
+	// bbolt's and valid until the Put.
+	return qb.bodies.Put(id, encodeBody(int(left-1), v[n:]))
 }
 
 // Ack settles ids for one recipient: pending messages become delivered (and
@@ -295,10 +353,11 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 		return nil, ErrNotFound
 	}
 	qb := openQueue(mb)
+	raw := pk(recipient)
 	var out []AckOutcome
 	for _, id := range ids {
 		if seq, ok := receiptSeq(id); ok {
-			qk := qkey(recipient, seq)
+			qk := rawQkey(raw, seq)
 			if v := qb.queue.Get(qk); v != nil && entryIs(v, id) {
 				if err := qb.queue.Delete(qk); err != nil {
 					return nil, err
@@ -307,7 +366,7 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 				continue
 			}
 		}
-		dk := dkey(id, recipient)
+		dk := cat([]byte(id), raw)
 		v := qb.dlv.Get(dk)
 		if v == nil {
 			continue
@@ -319,7 +378,7 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 		if d.State != DeliveryPending {
 			continue
 		}
-		qk := qkey(recipient, d.Seq)
+		qk := rawQkey(raw, d.Seq)
 		if d.Receipt {
 			// A receipt queued before schema 6, located by its record.
 			present := qb.queue.Get(qk) != nil
@@ -412,10 +471,28 @@ func receiptSeq(id string) (uint64, bool) {
 	return binary.BigEndian.Uint64(s[:]), true
 }
 
-// entryIs reports whether an encoded queue entry carries id.
+// entryIs reports whether an encoded queue entry carries id. It reads the
+// id in place (an ack of a receipt runs on the committer).
 func entryIs(v []byte, id string) bool {
-	var e QueueEntry
-	return decodeQueueEntry(v, &e) == nil && e.ID == id
+	if binrec.IsJSON(v) {
+		var e QueueEntry
+		return decodeQueueEntry(v, &e) == nil && e.ID == id
+	}
+	r := binrec.NewReader(v)
+	r.Header()
+	r.Varint()
+	n := r.Uvarint()
+	if n != uint64(len(id)) {
+		return false
+	}
+	got := r.Take(int(n))
+	return got != nil && string(got) == id
+}
+
+// rawQkey is qkey for a recipient key already in raw form.
+func rawQkey(raw []byte, seq uint64) []byte {
+	k := make([]byte, 0, len(raw)+8)
+	return binary.BigEndian.AppendUint64(append(k, raw...), seq)
 }
 
 // ScanQueue walks a recipient's queue in FIFO order starting after seq

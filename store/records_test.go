@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"reflect"
 	"strings"
 	"testing"
@@ -173,4 +174,20 @@ func BenchmarkRecordEncode(b *testing.B) {
 			enc(d)
 		}
 	})
+}
+
+// A prepared message's pending delivery record, completed with its queue
+// sequence number in the transaction, is exactly what encodeDelivery
+// writes for it.
+func TestPreparedDeliveryValue(t *testing.T) {
+	for _, receipts := range []bool{true, false} {
+		m := &Message{ID: "01JM0000000000000000000001", ClientMessageID: "c-1", SenderPubkey: key(7), SenderMember: key(7), Receipts: receipts}
+		p := PrepareMessage(m, []NewDelivery{{Recipient: key(1)}})
+		for _, seq := range []uint64{0, 1, 127, 128, 1 << 40} {
+			want := encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Sender: m.SenderPubkey, CMID: m.ClientMessageID, NoReceipts: !receipts})
+			if got := p.deliveryValue(seq); !bytes.Equal(got, want) {
+				t.Errorf("receipts %v seq %d: %x, want %x", receipts, seq, got, want)
+			}
+		}
+	}
 }
