@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -58,7 +59,7 @@ func FuzzParseInvite(f *testing.F) {
 			t.Fatal(err)
 		}
 		inv2, _, err := ParseInvite(again)
-		if err != nil || *inv2 != *inv {
+		if err != nil || !reflect.DeepEqual(inv2, inv) {
 			t.Fatalf("re-encoded invite does not round-trip: %v", err)
 		}
 	})

@@ -8,6 +8,8 @@ import (
 
 	json "github.com/go-json-experiment/json"
 	"github.com/oklog/ulid/v2"
+
+	"claudemesh/wire"
 )
 
 // Invite is the signed content of an invite link. The JSON field order of
@@ -26,6 +28,13 @@ type Invite struct {
 	MaxUses      int    `json:"maxUses"`
 	IssuerPubkey string `json:"issuerPubkey"`
 	Signature    string `json:"signature"`
+	// BrokerURLs is optional and NOT signed (the v1 signed string covers
+	// brokerUrl only): the other public URLs of a clustered broker, ws or
+	// wss, at most wire.MaxBrokerURLs. Unsigned is safe because every
+	// connection proves the pinned brokerPubkey by the challenge
+	// signature: a tampered list can only make a connection fail. The
+	// join itself goes to the signed brokerUrl.
+	BrokerURLs []string `json:"brokerUrls,omitempty"`
 }
 
 const (
@@ -95,6 +104,11 @@ func (inv *Invite) validate() (PublicKey, error) {
 	issuer, err := ParsePublicKey(inv.IssuerPubkey)
 	if err != nil {
 		return PublicKey{}, fmt.Errorf("%w: issuerPubkey: %w", ErrBadInvite, err)
+	}
+	if inv.BrokerURLs != nil {
+		if err := wire.CheckBrokerURLs(inv.BrokerURLs); err != nil {
+			return PublicKey{}, badInvite("brokerUrls: %v", err)
+		}
 	}
 	return issuer, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -708,7 +709,7 @@ func TestInviteSignRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *got != *inv || gotTok != tok {
+	if !reflect.DeepEqual(got, inv) || gotTok != tok {
 		t.Errorf("round trip: %+v", got)
 	}
 }

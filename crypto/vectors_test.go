@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -382,7 +383,7 @@ func TestVectorInvite(t *testing.T) {
 	if err := fresh.Sign(alice); err != nil {
 		t.Fatal(err)
 	}
-	if fresh != *want {
+	if !reflect.DeepEqual(fresh, *want) {
 		t.Errorf("Sign:\n got  %+v\n want %+v", fresh, *want)
 	}
 	if err := fresh.Verify(); err != nil {
@@ -416,7 +417,7 @@ func TestVectorInvite(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ParseInvite(%.40q…): %v", in, err)
 		}
-		if *got != *want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseInvite round trip:\n got  %+v\n want %+v", *got, *want)
 		}
 		if err := got.Verify(); err != nil {
@@ -433,7 +434,7 @@ func TestVectorInvite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *got != *want || gotTok != rtok {
+	if !reflect.DeepEqual(got, want) || gotTok != rtok {
 		t.Errorf("reordered keys: %+v %q", *got, gotTok)
 	}
 }

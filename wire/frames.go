@@ -204,6 +204,10 @@ type HelloAck struct {
 	BrokerPubkey string   `json:"brokerPubkey"`
 	ServerTime   int64    `json:"serverTime"`
 	Features     []string `json:"features"`
+	// BrokerURLs is the cluster's public URLs (--public-urls), so a
+	// connected client learns where else it can reach the mesh; omitted
+	// by a broker run without that flag. Optional: clients may ignore it.
+	BrokerURLs []string `json:"brokerUrls,omitempty"`
 }
 
 // MultiKey is one recipient's box of a multi message's content key.

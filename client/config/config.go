@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	json "github.com/go-json-experiment/json"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"claudemesh/internal/fsutil"
+	"claudemesh/wire"
 )
 
 const (
@@ -39,16 +41,21 @@ const (
 // Mesh is one joined mesh and this machine's identity in it. SecretKey is the
 // ed25519 seed followed by the public key, hex; it is why the file is 0600.
 type Mesh struct {
-	MeshID       string `json:"meshId"`
-	MemberID     string `json:"memberId"`
-	Slug         string `json:"slug"`
-	Name         string `json:"name"`
-	Pubkey       string `json:"pubkey"`
-	SecretKey    string `json:"secretKey"`
-	BrokerURL    string `json:"brokerUrl"`
-	BrokerPubkey string `json:"brokerPubkey"`
-	Role         string `json:"role"`
-	DisplayName  string `json:"displayName"`
+	MeshID    string `json:"meshId"`
+	MemberID  string `json:"memberId"`
+	Slug      string `json:"slug"`
+	Name      string `json:"name"`
+	Pubkey    string `json:"pubkey"`
+	SecretKey string `json:"secretKey"`
+	BrokerURL string `json:"brokerUrl"`
+	// BrokerURLs, when present, lists every public URL of the mesh's
+	// (clustered) broker, BrokerURL first; clients fail over between
+	// them. Absent in configs written before clusters (and for a single
+	// broker): BrokerURL alone is used.
+	BrokerURLs   []string `json:"brokerUrls,omitempty"`
+	BrokerPubkey string   `json:"brokerPubkey"`
+	Role         string   `json:"role"`
+	DisplayName  string   `json:"displayName"`
 	// JoinedAt is RFC 3339 (UTC), kept as text so the file round-trips
 	// byte-for-byte.
 	JoinedAt string `json:"joinedAt"`
@@ -136,6 +143,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("mesh %s appears twice", m.MeshID)
 		case slugs[m.Slug]:
 			return fmt.Errorf("two meshes share the slug %q", m.Slug)
+		}
+		if m.BrokerURLs != nil {
+			if err := wire.CheckBrokerURLs(m.BrokerURLs); err != nil {
+				return fmt.Errorf("mesh %s: brokerUrls: %w", m.Slug, err)
+			}
 		}
 		ids[m.MeshID] = true
 		slugs[m.Slug] = true
@@ -312,6 +324,62 @@ func (e *SelectionError) ErrorHint() string {
 	default:
 		return "join a mesh with claudemesh join <invite link>"
 	}
+}
+
+// URLs is every URL the mesh's broker is reached at, BrokerURL first, each
+// once.
+func (m *Mesh) URLs() []string {
+	urls, err := wire.BrokerURLList(m.BrokerURL, m.BrokerURLs)
+	if err != nil { // Validate refused such a file; keep the one URL
+		return []string{m.BrokerURL}
+	}
+	return urls
+}
+
+// BrokerURLsFrom is what a mesh record stores as brokerUrls for a broker
+// that announced urls (a response's or hello_ack's brokerUrls): nil when
+// it announced none or only primary (a single broker: the record stays as
+// it always was), else primary followed by the others. A list that fails
+// wire.BrokerURLList is an error.
+func BrokerURLsFrom(primary string, urls []string) ([]string, error) {
+	if len(urls) == 0 {
+		return nil, nil
+	}
+	if err := wire.CheckBrokerURL(primary); err != nil {
+		return nil, err
+	}
+	list, err := wire.BrokerURLList(primary, urls)
+	if err != nil || len(list) < 2 {
+		return nil, err
+	}
+	return list, nil
+}
+
+// RecordBrokerURLs stores urls (see BrokerURLsFrom) as the brokerUrls of
+// the mesh meshID, when they differ from what is stored: a running client
+// learns a cluster's new URLs from hello_ack.
+func RecordBrokerURLs(home, meshID string, urls []string) error {
+	c, err := Load(home)
+	if err != nil {
+		return err
+	}
+	changed := false
+	for _, m := range c.Meshes {
+		if m.MeshID == meshID && !slices.Equal(m.BrokerURLs, urls) {
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return Update(home, func(c *Config) error {
+		for i := range c.Meshes {
+			if c.Meshes[i].MeshID == meshID {
+				c.Meshes[i].BrokerURLs = urls
+			}
+		}
+		return nil
+	})
 }
 
 // RecordRole sets the role of the mesh meshID to role, as the broker

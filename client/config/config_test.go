@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -83,7 +84,7 @@ func TestUpdateWritesPrivateFileAndRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Meshes) != 1 || c.Meshes[0] != want {
+	if len(c.Meshes) != 1 || !reflect.DeepEqual(c.Meshes[0], want) {
 		t.Fatalf("round trip: %+v", c.Meshes)
 	}
 }
