@@ -62,9 +62,13 @@ var writeBufferPool = &sync.Pool{}
 // joined. Session is set for agent-session connections (session_hello) and
 // nil for member connections (hello).
 type MeshIdentity struct {
-	MeshID       string
-	MemberID     string
-	BrokerURL    string
+	MeshID    string
+	MemberID  string
+	BrokerURL string
+	// BrokerURLs are the other public URLs of a clustered broker (the
+	// mesh config's brokerUrls; BrokerURL may be among them). Dial and
+	// Presence fail over between BrokerURL and these (failover.go).
+	BrokerURLs   []string
 	BrokerPubkey string
 	Member       *cmcrypto.Identity
 	Session      *SessionCreds
@@ -203,13 +207,15 @@ func randomSuffix() string {
 // unreachable, timeout, broker_key_mismatch, connection_closed. A broker
 // that answers "busy, retry after N s" (Retry-After, retryAfterMs) is tried
 // again after that wait, a few times, within ctx.
+//
+// An identity with several broker URLs tries them in turn, starting with
+// the one that last worked in this process (failover.go).
 func Dial(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, error) {
-	for attempt := 0; ; attempt++ {
-		c, err := dialOnce(ctx, id, opts)
-		if err == nil || !waitRetryAfter(ctx, err, attempt) {
-			return c, err
-		}
+	urls := id.urls()
+	if len(urls) > 1 {
+		urls = moveFront(urls, goodURL(id.MeshID))
 	}
+	return dialURLs(ctx, id, opts, urls)
 }
 
 func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, error) {
@@ -607,7 +613,8 @@ func (c *Conn) extendReadDeadline() {
 // HelloAck is the broker's acceptance: mesh name, member role, presence id.
 func (c *Conn) HelloAck() wire.HelloAck { return c.helloAck }
 
-// Identity is the identity the connection was dialled with.
+// Identity is the identity the connection was dialled with; its BrokerURL
+// is the URL this connection reached (one of the identity's URLs).
 func (c *Conn) Identity() MeshIdentity { return c.id }
 
 // Self is the key this connection speaks as (the session key for session

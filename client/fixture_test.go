@@ -39,6 +39,8 @@ type fakeBroker struct {
 	refuse func(n int) (frame *wire.Error, code int, reason string)
 	// noChallenge makes the server accept the upgrade and say nothing.
 	noChallenge bool
+	// ackURLs is hello_ack's brokerUrls (none when nil).
+	ackURLs []string
 	// handle sees every frame after hello_ack on the connection's reader
 	// goroutine.
 	handle func(fc *fakeConn, env wire.Envelope, raw []byte)
@@ -189,7 +191,7 @@ func (f *fakeBroker) serve(ws *websocket.Conn) {
 	f.mu.Lock()
 	fc.n = f.hellos
 	f.hellos++
-	refuse, handle := f.refuse, f.handle
+	refuse, handle, ackURLs := f.refuse, f.handle, f.ackURLs
 	f.mu.Unlock()
 	if refuse != nil {
 		if frame, code, reason := refuse(fc.n); frame != nil || code != 0 {
@@ -205,7 +207,7 @@ func (f *fakeBroker) serve(ws *websocket.Conn) {
 	}
 	fc.send(f.t, &wire.HelloAck{Type: wire.TypeHelloAck, PresenceID: "P1", MeshID: "mesh1", MeshName: "Mesh One",
 		MemberID: memberID, MemberRole: wire.MemberOwner, DisplayName: "alice",
-		BrokerPubkey: f.key.PublicHex(), ServerTime: time.Now().UnixMilli(), Features: []string{}})
+		BrokerPubkey: f.key.PublicHex(), ServerTime: time.Now().UnixMilli(), Features: []string{}, BrokerURLs: ackURLs})
 	ws.SetCloseHandler(func(code int, text string) error {
 		fc.closed <- [2]any{code, text}
 		fc.wmu.Lock()

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -217,7 +218,11 @@ func (p *Presence) setState(s State, err error, c *Conn) {
 	close(p.changed)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
-	p.log.Info("broker presence", "mesh", p.id.MeshID, "state", string(s), "err", err)
+	if c != nil {
+		p.log.Info("broker presence", "mesh", p.id.MeshID, "state", string(s), "url", c.Identity().BrokerURL)
+	} else {
+		p.log.Info("broker presence", "mesh", p.id.MeshID, "state", string(s), "err", err)
+	}
 	if p.opts.OnState != nil {
 		p.opts.OnState(s, err)
 	}
@@ -279,6 +284,15 @@ func (p *Presence) run(ctx context.Context) {
 	attempt := 0
 	state := StateConnecting
 	var lastErr error
+	// The URLs of the mesh's broker and the order of the next pass
+	// (failover.go); dropped is the URL of the connection that ended last.
+	urls := p.id.urls()
+	order := moveFront(urls, goodURL(p.id.MeshID))
+	dropped := ""
+	backoff := Backoff
+	if len(urls) > 1 {
+		backoff = FailoverBackoff
+	}
 	// end settles a connection attempt that ended with err: the presence
 	// stops in the state the verdict names, or waits its backoff and
 	// reports whether to try again.
@@ -299,7 +313,7 @@ func (p *Presence) run(ctx context.Context) {
 		}
 		lastErr, state = err, StateReconnecting
 		p.setState(state, lastErr, nil)
-		if !p.sleep(ctx, Backoff(attempt, p.max)) {
+		if !p.sleep(ctx, backoff(attempt, p.max)) {
 			p.setState(StateClosed, nil, nil)
 			return false
 		}
@@ -318,7 +332,14 @@ func (p *Presence) run(ctx context.Context) {
 		if p.opts.PrepareDial != nil {
 			p.opts.PrepareDial(&dial)
 		}
-		c, err := Dial(ctx, p.id, dial)
+		if len(order) > 1 {
+			// Another presence of this process (the mesh's own, for a
+			// session) may have found a working node meanwhile.
+			if good := goodURL(p.id.MeshID); good != dropped {
+				order = moveFront(order, good)
+			}
+		}
+		c, err := dialURLs(ctx, p.id, dial, order)
 		if err != nil {
 			if ctx.Err() != nil {
 				p.setState(StateClosed, nil, nil)
@@ -330,6 +351,17 @@ func (p *Presence) run(ctx context.Context) {
 			continue
 		}
 		attempt = 0 // reset after a hello_ack
+		if learned := c.HelloAck().BrokerURLs; len(learned) > 0 {
+			// The broker's current list (hello_ack comes after the
+			// challenge proved the pinned key); a bad one is ignored.
+			if next, err := wire.BrokerURLList(p.id.BrokerURL, learned); err == nil && !slices.Equal(next, urls) {
+				urls = next
+				p.log.Info("broker URLs", "mesh", p.id.MeshID, "urls", urls)
+				if len(urls) > 1 {
+					backoff = FailoverBackoff
+				}
+			}
+		}
 		if p.opts.OnConnected != nil {
 			p.opts.OnConnected(ctx, c)
 		}
@@ -345,6 +377,8 @@ func (p *Presence) run(ctx context.Context) {
 			p.setState(StateClosed, nil, nil)
 			return
 		}
+		dropped = c.Identity().BrokerURL
+		order = afterDrop(urls, dropped)
 		if !end(closeVerdict(c.CloseCode()), c.Err()) {
 			return
 		}

@@ -45,12 +45,14 @@ type CreateMeshRequest struct {
 // CreateMeshResponse is the broker's answer; BrokerURL and BrokerPubkey are
 // what the creator stores and pins (02-crypto "Which URL is stored").
 type CreateMeshResponse struct {
-	MeshID       string `json:"meshId"`
-	Slug         string `json:"slug"`
-	Name         string `json:"name"`
-	MemberID     string `json:"memberId"`
-	BrokerURL    string `json:"brokerUrl"`
-	BrokerPubkey string `json:"brokerPubkey"`
+	MeshID    string `json:"meshId"`
+	Slug      string `json:"slug"`
+	Name      string `json:"name"`
+	MemberID  string `json:"memberId"`
+	BrokerURL string `json:"brokerUrl"`
+	// BrokerURLs: every public URL of a clustered broker (optional).
+	BrokerURLs   []string `json:"brokerUrls,omitempty"`
+	BrokerPubkey string   `json:"brokerPubkey"`
 }
 
 // CreateMesh creates a mesh with the operator token; the caller becomes its
@@ -76,14 +78,16 @@ type JoinRequest struct {
 // JoinResponse is the broker's answer to an enrollment. The caller must
 // refuse it when BrokerPubkey differs from the invite's (02-crypto).
 type JoinResponse struct {
-	MeshID       string `json:"meshId"`
-	Slug         string `json:"slug"`
-	Name         string `json:"name"`
-	MemberID     string `json:"memberId"`
-	MemberRole   string `json:"memberRole"`
-	BrokerURL    string `json:"brokerUrl"`
-	BrokerPubkey string `json:"brokerPubkey"`
-	DisplayName  string `json:"displayName"`
+	MeshID     string `json:"meshId"`
+	Slug       string `json:"slug"`
+	Name       string `json:"name"`
+	MemberID   string `json:"memberId"`
+	MemberRole string `json:"memberRole"`
+	BrokerURL  string `json:"brokerUrl"`
+	// BrokerURLs: every public URL of a clustered broker (optional).
+	BrokerURLs   []string `json:"brokerUrls,omitempty"`
+	BrokerPubkey string   `json:"brokerPubkey"`
+	DisplayName  string   `json:"displayName"`
 }
 
 // NewJoinRequest signs an enrollment with the joiner's new member key over

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -419,7 +420,7 @@ func (d *Daemon) Reload() error {
 	for id, rt := range d.meshes {
 		// A mesh that was kicked or banned is started afresh: a reload is
 		// how the user says "try again" (`daemon up` sends one).
-		if m, ok := want[id]; !ok || m != rt.cfg || rt.stopped() {
+		if m, ok := want[id]; !ok || !sameMeshConfig(m, rt.cfg) || rt.stopped() {
 			stop = append(stop, rt)
 			delete(d.meshes, id)
 		}
@@ -599,7 +600,7 @@ func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
 		d: d, cfg: m, key: key, state: localapi.MeshConnecting,
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
 		dirState: dirState{dirWake: make(chan struct{}, 1)},
-		ident:    client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerPubkey: m.BrokerPubkey, Member: key},
+		ident:    client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerURLs: m.BrokerURLs, BrokerPubkey: m.BrokerPubkey, Member: key},
 	}
 	// Start from the cached directory so sends by name work before (or
 	// without) a connection.
@@ -630,6 +631,7 @@ func (m *meshRT) start() {
 				h()
 			}
 			m.noteRole(c.HelloAck().MemberRole)
+			m.noteBrokerURLs(c.HelloAck().BrokerURLs)
 			m.refreshDirectory(ctx, c)
 			m.topics.connected(c)
 		},
@@ -760,3 +762,12 @@ func (m *meshRT) conn() *client.Conn {
 func trimSpace(b []byte) []byte { return bytes.TrimSpace(b) }
 
 func joinComma(s []string) string { return strings.Join(s, ", ") }
+
+// sameMeshConfig reports whether a reload can keep the mesh's connection.
+// brokerUrls is left out: the daemon itself records the list a broker
+// announces in hello_ack, and its presence already uses it, so that write
+// must not restart the connection it came from.
+func sameMeshConfig(a, b config.Mesh) bool {
+	a.BrokerURLs, b.BrokerURLs = nil, nil
+	return reflect.DeepEqual(a, b)
+}

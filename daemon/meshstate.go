@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"claudemesh/client"
@@ -75,7 +76,8 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 	if err != nil {
 		why = err.Error()
 	}
-	url := m.cfg.BrokerURL
+	// A clustered broker is reached at any of its URLs.
+	url := strings.Join(m.cfg.URLs(), " or ")
 	switch client.State(state) {
 	case client.StateOpen:
 		return nil

@@ -38,3 +38,21 @@ func (m *meshRT) role() string {
 	}
 	return m.cfg.Role
 }
+
+// noteBrokerURLs records the broker URLs a clustered broker announces in
+// hello_ack in config.json (only when they changed), so the one-shot verbs
+// and the next daemon start know every node the presence learned of. A
+// failed write is logged; the next connect retries.
+func (m *meshRT) noteBrokerURLs(announced []string) {
+	urls, err := config.BrokerURLsFrom(m.cfg.BrokerURL, announced)
+	if err != nil {
+		m.d.log.Warn("the broker announced unusable broker URLs; ignored", "mesh", m.cfg.Slug, "err", err)
+		return
+	}
+	if urls == nil {
+		return
+	}
+	if err := config.RecordBrokerURLs(m.d.home, m.cfg.MeshID, urls); err != nil {
+		m.d.log.Warn("could not record the broker's URLs in config.json", "mesh", m.cfg.Slug, "err", err)
+	}
+}

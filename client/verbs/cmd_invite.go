@@ -82,7 +82,10 @@ func inviteCreate(c *cli.Context) error {
 	}
 	inv := &cmcrypto.Invite{V: 1, MeshID: m.MeshID, MeshSlug: m.Slug, MeshName: m.Name, BrokerURL: m.BrokerURL,
 		BrokerPubkey: m.BrokerPubkey, InviteID: client.NewID(), Role: role,
-		ExpiresAt: time.Now().Add(ttl).UnixMilli(), MaxUses: uses}
+		ExpiresAt: time.Now().Add(ttl).UnixMilli(), MaxUses: uses,
+		// Unsigned (02-crypto signs brokerUrl only); absent for a single
+		// broker, so such invites stay what they always were.
+		BrokerURLs: m.BrokerURLs}
 	if err := inv.Sign(key); err != nil {
 		return cliui.Errorf("bad_config", "cannot sign an invite for %s: %v", m.Slug, err)
 	}
@@ -330,6 +333,15 @@ func join(c *cli.Context) error {
 	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: slug, Name: name, Pubkey: key.PublicHex(),
 		SecretKey: key.SecretKeyHex(), BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: res.MemberRole,
 		DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+	// The join went to the signed brokerUrl only (a REST answer proves
+	// nothing about who holds the broker key); the other URLs are the
+	// broker's own list, else the invite's unsigned one. Either is only
+	// ever used to open connections that must prove the pinned key.
+	announced := res.BrokerURLs
+	if len(announced) == 0 {
+		announced = inv.BrokerURLs
+	}
+	m.BrokerURLs = e.brokerURLsOf(inv.BrokerURL, announced)
 	if err := e.addMesh(m); err != nil {
 		return err
 	}

@@ -46,6 +46,9 @@ type meshJSON struct {
 	MemberID  string `json:"memberId"`
 	Role      string `json:"role"`
 	BrokerURL string `json:"brokerUrl"`
+	// BrokerURLs: every URL of a clustered broker, brokerUrl first
+	// (absent for a single broker).
+	BrokerURLs []string `json:"brokerUrls,omitempty"`
 }
 
 func meshCreateCommand() *cli.Command {
@@ -157,6 +160,7 @@ func meshCreate(c *cli.Context) error {
 	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: res.Slug, Name: res.Name,
 		Pubkey: key.PublicHex(), SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey,
 		Role: wire.MemberOwner, DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+	m.BrokerURLs = e.brokerURLsOf(res.BrokerURL, res.BrokerURLs)
 	// Pin only a key the broker has proved it holds: the challenge of one
 	// real connection must verify under it, and the hello must be
 	// accepted as the owner we just created.
@@ -178,7 +182,7 @@ func meshCreate(c *cli.Context) error {
 		return out.JSON(meshJSONOf(&m))
 	}
 	out.Resultf("%s created mesh %s (%s) — you are its owner, as %s", out.Style().Green("✔"), m.Name, m.Slug, m.DisplayName)
-	out.Linef("  broker  %s", m.BrokerURL)
+	out.Linef("  broker  %s", strings.Join(m.URLs(), ", "))
 	out.Linef("%s", out.Style().Dim("→ invite someone: claudemesh invite --mesh "+m.Slug))
 	return nil
 }
@@ -201,7 +205,20 @@ func (e *env) addMesh(m config.Mesh) error {
 }
 
 func meshJSONOf(m *config.Mesh) meshJSON {
-	return meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, Role: m.Role, BrokerURL: m.BrokerURL}
+	return meshJSON{MeshID: m.MeshID, Slug: m.Slug, Name: m.Name, MemberID: m.MemberID, Role: m.Role, BrokerURL: m.BrokerURL, BrokerURLs: m.BrokerURLs}
+}
+
+// brokerURLsOf is the brokerUrls a new mesh record keeps for a broker that
+// answered with urls: nil for a single broker. A list this client cannot
+// use is left out (the mesh works with its brokerUrl alone), with a
+// warning in the debug log.
+func (e *env) brokerURLsOf(primary string, urls []string) []string {
+	list, err := config.BrokerURLsFrom(primary, urls)
+	if err != nil {
+		e.log.Warn("ignoring the broker's brokerUrls", "err", err)
+		return nil
+	}
+	return list
 }
 
 func slugTaken(slug string) error {
@@ -216,6 +233,8 @@ type meshListJSON struct {
 	Name      string `json:"name"`
 	Role      string `json:"role"`
 	BrokerURL string `json:"brokerUrl"`
+	// BrokerURLs: see meshJSON.
+	BrokerURLs []string `json:"brokerUrls,omitempty"`
 }
 
 func meshListCommand() *cli.Command {
@@ -234,7 +253,7 @@ func meshListCommand() *cli.Command {
 			}
 			rows := make([]meshListJSON, 0, len(meshes))
 			for _, m := range meshes {
-				rows = append(rows, meshListJSON{Slug: m.Slug, MeshID: m.MeshID, Name: m.Name, Role: m.Role, BrokerURL: m.BrokerURL})
+				rows = append(rows, meshListJSON{Slug: m.Slug, MeshID: m.MeshID, Name: m.Name, Role: m.Role, BrokerURL: m.BrokerURL, BrokerURLs: m.BrokerURLs})
 			}
 			if e.out.JSONMode() {
 				return e.out.JSON(rows)
@@ -337,6 +356,8 @@ type whoamiMesh struct {
 	DisplayName string `json:"displayName"`
 	Role        string `json:"role"`
 	BrokerURL   string `json:"brokerUrl"`
+	// BrokerURLs: see meshJSON.
+	BrokerURLs []string `json:"brokerUrls,omitempty"`
 }
 
 func whoamiCommand() *cli.Command {
@@ -357,7 +378,7 @@ func whoamiCommand() *cli.Command {
 			res := whoamiJSON{Meshes: make([]whoamiMesh, 0, len(meshes))}
 			for _, m := range meshes {
 				res.Meshes = append(res.Meshes, whoamiMesh{Slug: m.Slug, MeshID: m.MeshID, MemberID: m.MemberID,
-					Pubkey: m.Pubkey, DisplayName: m.DisplayName, Role: m.Role, BrokerURL: m.BrokerURL})
+					Pubkey: m.Pubkey, DisplayName: m.DisplayName, Role: m.Role, BrokerURL: m.BrokerURL, BrokerURLs: m.BrokerURLs})
 			}
 			res.Session = e.callingSession()
 			if e.out.JSONMode() {
@@ -373,7 +394,7 @@ func whoamiCommand() *cli.Command {
 				}
 				e.out.Resultf("%s in %s (%s), %s", m.DisplayName, m.Slug, meshes[i].Name, m.Role)
 				e.out.Resultf("  pubkey  %s", m.Pubkey)
-				e.out.Linef("  member  %s\n  broker  %s", m.MemberID, m.BrokerURL)
+				e.out.Linef("  member  %s\n  broker  %s", m.MemberID, strings.Join(meshes[i].URLs(), ", "))
 			}
 			if s := res.Session; s != nil {
 				e.out.Resultf("")

@@ -273,7 +273,7 @@ func identityOf(m *config.Mesh) (client.MeshIdentity, error) {
 			WithHint("re-join the mesh with a new invite")
 	}
 	return client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL,
-		BrokerPubkey: m.BrokerPubkey, Member: key}, nil
+		BrokerURLs: m.BrokerURLs, BrokerPubkey: m.BrokerPubkey, Member: key}, nil
 }
 
 // displayNameFrom is --name, else $USER; a display name is required by the

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -159,11 +160,11 @@ func checkBrokers(e *Env) []Result {
 		}
 		ctx, cancel := context.WithTimeout(e.Ctx, 5*time.Second)
 		start := time.Now()
-		c, err := client.Dial(ctx, client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerPubkey: m.BrokerPubkey, Member: key}, client.DialOptions{})
+		c, err := client.Dial(ctx, client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerURLs: m.BrokerURLs, BrokerPubkey: m.BrokerPubkey, Member: key}, client.DialOptions{})
 		cancel()
 		name := "broker " + m.Slug
 		if err != nil {
-			msg, fix := err.Error(), "check that "+m.BrokerURL+" is up and reachable from here"
+			msg, fix := err.Error(), "check that "+strings.Join(m.URLs(), " or ")+" is up and reachable from here"
 			switch client.CodeOf(err) {
 			case client.CodeBrokerKeyMismatch:
 				fix = "this server is not the broker you joined; join again if its operator replaced the key"
@@ -182,7 +183,7 @@ func checkBrokers(e *Env) []Result {
 		rtt := time.Since(start)
 		skew := time.Duration(time.Now().UnixMilli()-c.HelloAck().ServerTime) * time.Millisecond
 		c.Close()
-		out = append(out, Result{Name: name, Status: OK, Message: fmt.Sprintf("%s reachable, key matches the pin, handshake %s", m.BrokerURL, rtt.Round(time.Millisecond))})
+		out = append(out, Result{Name: name, Status: OK, Message: fmt.Sprintf("%s reachable, key matches the pin, handshake %s", c.Identity().BrokerURL, rtt.Round(time.Millisecond))})
 		r := Result{Name: "clock " + m.Slug, Status: OK, Message: fmt.Sprintf("skew %s against the broker", skew.Round(time.Millisecond))}
 		if abs := max(skew, -skew); abs > 30*time.Second {
 			r.Status, r.Fix = Fail, "sync this machine's clock (NTP): the broker refuses hellos 60 s off"
