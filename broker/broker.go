@@ -33,6 +33,7 @@ import (
 	"claudemesh/internal/fsutil"
 	cmmetrics "claudemesh/internal/metrics"
 	"claudemesh/store"
+	"claudemesh/wire"
 )
 
 // Broker is one running broker. Every field is per instance, so a test can
@@ -58,6 +59,7 @@ type Broker struct {
 	srv, metricsSrv *http.Server
 	ln, metricsLn   net.Listener
 	publicURL       string
+	publicURLs      []string // brokerUrls: publicURL first (Config.PublicURLs)
 
 	admit      *admission
 	restLimits *ipLimiter
@@ -253,6 +255,14 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.publicURL == "" {
 		b.publicURL = derivePublicURL(ln.Addr().String(), b.cfg.Listen, b.cfg.TLSCert != "")
 	}
+	b.publicURLs = []string{b.publicURL}
+	if len(b.cfg.PublicURLs) > 0 {
+		urls, err := publicURLList(b.publicURL, b.cfg.PublicURLs)
+		if err != nil {
+			return err
+		}
+		b.publicURLs = urls
+	}
 	b.srv = b.newHTTPServer(b.routes())
 	counted := &listener{Listener: ln, a: b.admit}
 	b.wg.Add(1)
@@ -330,6 +340,23 @@ func derivePublicURL(bound, listen string, tls bool) string {
 	}
 	return scheme + "://" + net.JoinHostPort(host, port) + "/ws"
 }
+
+// publicURLList is brokerUrls for --public-urls: this node's URL first,
+// then the others, each once, all ws:// or wss://, at most
+// wire.MaxBrokerURLs — what clients accept.
+func publicURLList(self string, urls []string) ([]string, error) {
+	if err := wire.CheckBrokerURL(self); err != nil {
+		return nil, fmt.Errorf("--public-url: %w", err)
+	}
+	list, err := wire.BrokerURLList(self, urls)
+	if err != nil {
+		return nil, fmt.Errorf("--public-urls: %w", err)
+	}
+	return list, nil
+}
+
+// URLs is every public URL of the broker (brokerUrls), URL first.
+func (b *Broker) URLs() []string { return b.publicURLs }
 
 // URL is the WebSocket URL clients dial (brokerUrl).
 func (b *Broker) URL() string { return b.publicURL }

@@ -46,6 +46,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "metrics-listen", Value: def.MetricsListen, Usage: "Prometheus `ADDR` (\"off\" disables)"},
 			&cli.StringFlag{Name: "data", Value: def.DataDir, Usage: "data `DIR` (broker.db, broker.key, operator.token)"},
 			&cli.StringFlag{Name: "public-url", Usage: "`URL` returned to clients as brokerUrl (default ws://<listen>/ws)"},
+			&cli.StringFlag{Name: "public-urls", Category: "Cluster", Usage: "comma-separated public `URLS` of every node (ws:// or wss://, at most 16), returned to clients as brokerUrls so they fail over between the nodes; needs --public-url"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate `FILE`"},
 			&cli.StringFlag{Name: "tls-key", Usage: "TLS key `FILE`"},
 			&cli.Int64Flag{Name: "max-frame", Value: def.MaxFrame, Usage: "largest client frame in `BYTES`"},
@@ -108,9 +109,13 @@ func Command() *cli.Command {
 			if err != nil {
 				return err
 			}
+			publicURLs, err := publicURLsFlag(c.String("public-url"), c.String("public-urls"))
+			if err != nil {
+				return err
+			}
 			cfg := Config{
 				Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"), DataDir: c.String("data"),
-				PublicURL: c.String("public-url"), TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
+				PublicURL: c.String("public-url"), PublicURLs: publicURLs, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
 				MaxFrame: c.Int64("max-frame"), MaxConnsPerMesh: c.Int("max-connections-per-mesh"),
 				MaxPending: c.Int("max-pending"), MaxPendingPerSender: c.Int("max-pending-per-sender"),
 				MaxQueuedBytesPerSender: c.Int64("max-queued-bytes-per-sender"), MaxQueuedBytesPerMesh: c.Int64("max-queued-bytes-per-mesh"), Rate: c.Float64("rate"), Burst: c.Int("burst"),
@@ -179,6 +184,28 @@ func clusterFlags(c *cli.Context) (*cluster.Config, error) {
 		return nil, cliui.UsageErrorf("%v", err)
 	}
 	return cc, nil
+}
+
+// publicURLsFlag reads --public-urls: nil when absent; else the list,
+// which needs --public-url (this node's own URL, which every answer of
+// this node names first).
+func publicURLsFlag(self, list string) ([]string, error) {
+	var urls []string
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return nil, nil
+	}
+	if self == "" {
+		return nil, cliui.UsageErrorf("--public-urls needs --public-url (this node's own public URL, returned first)")
+	}
+	if _, err := publicURLList(self, urls); err != nil {
+		return nil, cliui.UsageErrorf("%v", err)
+	}
+	return urls, nil
 }
 
 // parsePrefixes reads a comma-separated list of CIDRs or bare addresses

@@ -13,10 +13,16 @@ import (
 // Config holds every knob of 01-protocol §8. Each timer is a field so tests
 // run the real broker with sub-second timers instead of waiting minutes.
 type Config struct {
-	Listen          string // public port: /ws, /v1, /health
-	MetricsListen   string // Prometheus; "" or "off" disables
-	DataDir         string // broker.db, broker.key, operator.token
-	PublicURL       string // returned as brokerUrl; derived from Listen when empty
+	Listen        string // public port: /ws, /v1, /health
+	MetricsListen string // Prometheus; "" or "off" disables
+	DataDir       string // broker.db, broker.key, operator.token
+	PublicURL     string // returned as brokerUrl; derived from Listen when empty
+	// PublicURLs are the public URLs of every node of a cluster
+	// (--public-urls): returned as brokerUrls, PublicURL first, by mesh
+	// creation and join and in every hello_ack, so clients fail over
+	// between the nodes. Empty: brokerUrls is [PublicURL] and hello_ack
+	// carries none.
+	PublicURLs      []string
 	TLSCert, TLSKey string
 
 	MaxFrame        int64 // client→broker frame limit (bytes)

@@ -328,6 +328,9 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		MemberRole: mem.Role, DisplayName: mem.DisplayName, BrokerPubkey: c.b.keyHex,
 		ServerTime: time.Now().UnixMilli(), Features: features,
 	}
+	if len(c.b.cfg.PublicURLs) > 0 {
+		ack.BrokerURLs = c.b.publicURLs
+	}
 	var persist func(tx *store.Tx) error
 	if id.session {
 		ack.DisplayName = id.displayName

@@ -236,9 +236,9 @@ func (b *Broker) handleCreateMesh(w http.ResponseWriter, r *http.Request) {
 	}
 	b.hub.addMesh(mesh, mem)
 	b.log.Info("mesh created", "meshId", mesh.ID, "slug", slug)
-	writeJSON(w, http.StatusCreated, map[string]string{
+	writeJSON(w, http.StatusCreated, map[string]any{
 		"meshId": mesh.ID, "slug": slug, "name": name, "memberId": mem.ID,
-		"brokerUrl": b.publicURL, "brokerPubkey": b.keyHex,
+		"brokerUrl": b.publicURL, "brokerUrls": b.publicURLs, "brokerPubkey": b.keyHex,
 	})
 }
 
@@ -424,8 +424,8 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		ms.mu.Unlock()
 		b.topicsMemberEnrolled(ms, joined.Pubkey)
 	}
-	writeJSON(w, http.StatusOK, map[string]string{
+	writeJSON(w, http.StatusOK, map[string]any{
 		"meshId": ms.id, "slug": ms.slug, "name": ms.name, "memberId": joined.ID, "memberRole": joined.Role,
-		"brokerUrl": b.publicURL, "brokerPubkey": b.keyHex, "displayName": joined.DisplayName,
+		"brokerUrl": b.publicURL, "brokerUrls": b.publicURLs, "brokerPubkey": b.keyHex, "displayName": joined.DisplayName,
 	})
 }
