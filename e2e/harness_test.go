@@ -113,6 +113,14 @@ func baseEnv() []string {
 
 // ---- broker ----
 
+// listening is the broker's "broker listening" log line.
+type listening struct {
+	Msg          string `json:"msg"`
+	Addr         string `json:"addr"`
+	PublicURL    string `json:"publicUrl"`
+	BrokerPubkey string `json:"brokerPubkey"`
+}
+
 type brokerProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
@@ -121,6 +129,7 @@ type brokerProc struct {
 	url    string // ws://…/ws
 	pubkey string
 	done   chan struct{} // closed once the process has exited
+	ready  chan listening
 
 	mu   sync.Mutex
 	logs bytes.Buffer
@@ -130,6 +139,16 @@ type brokerProc struct {
 // port) with data as its data directory and test-sized timers, and returns
 // once it logged "broker listening". extra flags are appended.
 func startBroker(t *testing.T, data, listen string, extra ...string) *brokerProc {
+	t.Helper()
+	b := spawnBroker(t, data, listen, extra...)
+	b.waitListening()
+	return b
+}
+
+// spawnBroker starts `claudemesh broker` like startBroker without waiting
+// for it to listen (the nodes of a cluster wait for each other); call
+// waitListening.
+func spawnBroker(t *testing.T, data, listen string, extra ...string) *brokerProc {
 	noteSources()
 	t.Helper()
 	b := &brokerProc{t: t, data: data, done: make(chan struct{})}
@@ -143,13 +162,8 @@ func startBroker(t *testing.T, data, listen string, extra ...string) *brokerProc
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	type listening struct {
-		Msg          string `json:"msg"`
-		Addr         string `json:"addr"`
-		PublicURL    string `json:"publicUrl"`
-		BrokerPubkey string `json:"brokerPubkey"`
-	}
 	ready := make(chan listening, 1)
+	b.ready = ready
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -171,18 +185,25 @@ func startBroker(t *testing.T, data, listen string, extra ...string) *brokerProc
 		close(b.done)
 	}()
 	t.Cleanup(b.kill)
+	return b
+}
+
+// waitListening waits for the broker's "broker listening" log line and
+// takes its address, URL and key from it.
+func (b *brokerProc) waitListening() {
+	t := b.t
+	t.Helper()
 	select {
-	case l := <-ready:
+	case l := <-b.ready:
 		b.addr, b.url, b.pubkey = l.Addr, l.PublicURL, l.BrokerPubkey
 	case <-b.done:
 		t.Fatalf("broker exited before listening:\n%s", b.log())
-	case <-time.After(20 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatalf("broker did not log \"broker listening\":\n%s", b.log())
 	}
 	if b.url == "" || b.pubkey == "" {
 		t.Fatalf("incomplete listening line:\n%s", b.log())
 	}
-	return b
 }
 
 func (b *brokerProc) log() string {
