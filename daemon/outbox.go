@@ -485,6 +485,31 @@ func (m *meshRT) startSend(ctx context.Context, c *client.Conn, r *outboxRow) fu
 	}
 }
 
+// applyAck records the broker's ack of a row's send: its message id, and
+// queued, sent or (when every receipt came first) delivered.
+func applyAck(cur *outboxRow, ack *wire.Ack, now int64) {
+	cur.BrokerMessageID = ack.MessageID
+	cur.Acked, cur.SentAt, cur.LastError = true, now, ""
+	if ack.Pending != nil {
+		cur.Pending = *ack.Pending
+		if ack.Duplicate {
+			// A duplicate's pending counts only the recipients still
+			// waiting: those whose receipts came (before this ack, on
+			// another connection after a lost ack — a broker restart, a
+			// cluster fail-over) are delivered, not gone. Without them
+			// a row whose every receipt came first stayed queued.
+			cur.Pending += cur.Receipts
+		}
+	}
+	cur.State = stateQueued
+	if ack.Online != nil && *ack.Online > 0 {
+		cur.State = stateSent
+	}
+	if cur.Pending > 0 && cur.Receipts >= cur.Pending {
+		cur.State, cur.DeliveredAt = stateDelivered, now
+	}
+}
+
 // recordSend records what became of one send of a row.
 func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, err error) {
 	now := time.Now().UnixMilli()
@@ -500,18 +525,7 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, er
 		}
 		switch {
 		case err == nil:
-			cur.BrokerMessageID = ack.MessageID
-			cur.Acked, cur.SentAt, cur.LastError = true, now, ""
-			if ack.Pending != nil {
-				cur.Pending = *ack.Pending
-			}
-			cur.State = stateQueued
-			if ack.Online != nil && *ack.Online > 0 {
-				cur.State = stateSent
-			}
-			if cur.Pending > 0 && cur.Receipts >= cur.Pending {
-				cur.State, cur.DeliveredAt = stateDelivered, now
-			}
+			applyAck(cur, ack, now)
 		case client.IsPermanent(err):
 			cur.State, cur.LastError = stateDead, err.Error()
 		default:

@@ -29,3 +29,33 @@ func TestFailuresThatCountAsAttempts(t *testing.T) {
 		}
 	}
 }
+
+// TestDuplicateAckAfterReceipts: after a lost ack (the broker restarted,
+// or the node died) the resend is answered as a duplicate whose pending
+// counts only recipients still waiting; a receipt that came before it
+// (matched by clientMessageId) means the row is delivered, not stuck
+// queued. A fresh ack and a multi message still wait for every receipt.
+func TestDuplicateAckAfterReceipts(t *testing.T) {
+	n := func(v int) *int { return &v }
+	for _, c := range []struct {
+		name              string
+		receipts, pending int
+		online            int
+		dup               bool
+		want              string
+	}{
+		{"dup, its receipt came first", 1, 0, 0, true, stateDelivered},
+		{"dup, delivered, receipt not yet here", 0, 0, 0, true, stateQueued},
+		{"dup multi, one of two still waiting", 1, 1, 0, true, stateQueued},
+		{"dup multi, both receipts came", 2, 0, 0, true, stateDelivered},
+		{"fresh, online", 0, 1, 1, false, stateSent},
+		{"fresh, receipt raced the ack", 1, 1, 1, false, stateDelivered},
+		{"fresh multi, one receipt of two", 1, 2, 2, false, stateSent},
+	} {
+		cur := &outboxRow{State: stateInflight, Receipts: c.receipts}
+		applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(c.pending), Online: n(c.online), Duplicate: c.dup}, 1)
+		if cur.State != c.want || cur.BrokerMessageID != "M" || !cur.Acked {
+			t.Errorf("%s: state %s, want %s (%+v)", c.name, cur.State, c.want, cur)
+		}
+	}
+}
