@@ -44,14 +44,7 @@ const failoverHandshakeTimeout = 5 * time.Second
 // connection in the same instant and should not reach the survivors
 // together.
 func FailoverBackoff(attempt int, max time.Duration) time.Duration {
-	if max <= 0 {
-		max = DefaultBackoffMax
-	}
-	d := max
-	if attempt >= 0 && attempt < len(backoffSteps) && backoffSteps[attempt] < max {
-		d = backoffSteps[attempt]
-	}
-	return rand.N(d + 1)
+	return rand.N(backoffStep(attempt, max) + 1)
 }
 
 // lastGood remembers, per mesh, the URL that last completed a handshake in

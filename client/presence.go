@@ -52,14 +52,19 @@ const DefaultBackoffMax = 30 * time.Second
 // after the first failure is Backoff(0, ...)) with ±20 % jitter, so a
 // broker restart is not met by every client in the same millisecond.
 func Backoff(attempt int, max time.Duration) time.Duration {
+	return time.Duration(float64(backoffStep(attempt, max)) * (0.8 + 0.4*rand.Float64()))
+}
+
+// backoffStep is the schedule's delay for attempt without jitter: 1, 2, 4,
+// 8, 16 s, then max (0: DefaultBackoffMax), never above max.
+func backoffStep(attempt int, max time.Duration) time.Duration {
 	if max <= 0 {
 		max = DefaultBackoffMax
 	}
-	d := max
 	if attempt >= 0 && attempt < len(backoffSteps) && backoffSteps[attempt] < max {
-		d = backoffSteps[attempt]
+		return backoffSteps[attempt]
 	}
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return max
 }
 
 // BackoffMaxFromEnv reads CLAUDEMESH_BACKOFF_MAX; 0 when unset or invalid.
