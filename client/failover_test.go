@@ -228,3 +228,30 @@ func TestPresenceIgnoresBadAnnouncedURLs(t *testing.T) {
 	a.next(t) // back on a: the bad list was not adopted
 	waitState(t, p, StateOpen)
 }
+
+// TestDialPassSkipsHungNode: a node that accepts the connection and then
+// says nothing (its machine froze) delays a pass by the per-URL bound
+// (failoverHandshakeTimeout), not by the whole handshake timeout, when
+// another URL is left to try.
+func TestDialPassSkipsHungNode(t *testing.T) {
+	t.Parallel()
+	good := newFakeBroker(t)
+	hung := newFakeBroker(t)
+	hung.set(func(f *fakeBroker) { f.noChallenge = true })
+	id := good.identity(t)
+	start := time.Now()
+	c, err := dialPass(testCtx(t), id, DialOptions{HandshakeTimeout: 3 * failoverHandshakeTimeout}, []string{hung.url, good.url})
+	if err != nil {
+		t.Fatalf("dialPass: %v", err)
+	}
+	defer c.Close()
+	took := time.Since(start)
+	if c.Identity().BrokerURL != good.url {
+		t.Fatalf("connected to %s", c.Identity().BrokerURL)
+	}
+	// The hung node held the pass for the per-URL bound: at least that,
+	// and far less than the 15 s handshake timeout the caller gave.
+	if took < failoverHandshakeTimeout || took >= 3*failoverHandshakeTimeout {
+		t.Fatalf("the pass took %s with a hung first node (per-URL bound %s, handshake timeout %s)", took, failoverHandshakeTimeout, 3*failoverHandshakeTimeout)
+	}
+}
