@@ -18,13 +18,11 @@ import (
 	"claudemesh/internal/completion"
 	"claudemesh/internal/demo"
 	"claudemesh/internal/doctor"
-	"claudemesh/internal/natsquiet"
 	"claudemesh/mcp"
 	"claudemesh/web"
 )
 
 func main() {
-	natsquiet.Stop() // no process needs nats-server's 1 Hz /proc sampler
 	os.Exit(cliui.Run(newApp(), os.Args, os.Stdout, os.Stderr))
 }
 
