@@ -242,7 +242,7 @@ func (c *conn) readFrame() ([]byte, error) {
 	if !c.authed.Load() {
 		limit = min(limit, maxHelloFrame)
 	}
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	data, err := readAll(r, limit+1)
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +267,40 @@ func (c *conn) readFrame() ([]byte, error) {
 		c.sendError("", code, "frames must be JSON text frames")
 		return nil, nil
 	}
+	return data, nil
+}
+
+// frameBuffers are where frames are read into: io.ReadAll started every
+// frame in a fresh 512-byte buffer and grew it (two or three allocations
+// for a send); a frame is now read into a pooled buffer and handed on as
+// one copy of its exact size. Pooled, not kept per connection, so that
+// thousands of idle connections hold none.
+var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// readAll is io.ReadAll(io.LimitReader(r, limit)) through frameBuffers.
+func readAll(r io.Reader, limit int64) ([]byte, error) {
+	bp := frameBuffers.Get().(*[]byte)
+	b := (*bp)[:0]
+	for int64(len(b)) < limit {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):min(int64(cap(b)), limit)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			frameBuffers.Put(bp)
+			return nil, err
+		}
+	}
+	data := make([]byte, len(b)) // never nil: an empty frame is still a frame
+	copy(data, b)
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+	}
+	frameBuffers.Put(bp)
 	return data, nil
 }
 

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -245,7 +246,13 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		KeyGen: s.KeyGen, Signature: s.Signature, BodyVersion: s.BodyVersion, ReplyToID: s.ReplyToID,
 		Mentions: s.Mentions, Subtype: s.Subtype, ClientMessageID: s.ClientMessageID, CreatedAt: now.UnixMilli(),
 	}
-	base := wire.EncodePush(&push)
+	// The push is encoded once, into the body record the store keeps
+	// until the last recipient settles it (store.BodyHeader), so neither
+	// the encoding nor the store copies it again.
+	body := store.BodyHeader(make([]byte, 0, binary.MaxVarintLen64+wire.PushSize(&push)), len(to))
+	hdr := len(body)
+	body = wire.AppendPush(body, &push)
+	base := body[hdr:len(body):len(body)]
 	rec := &store.Message{
 		ID: messageID, ClientMessageID: s.ClientMessageID, SenderPubkey: c.pubkey, SenderMember: memberPubkey,
 		TargetSpec: s.TargetSpec, Kind: s.Kind, Priority: s.Priority, Fingerprint: fingerprint(&s),
@@ -267,7 +274,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	}
 	// The records are encoded here, on this connection's goroutine: the
 	// committer that every write of every mesh waits for only puts them.
-	prepared := store.PrepareMessage(rec, to)
+	prepared := store.PrepareMessageBody(rec, to, body)
 	var res sendResult
 	err := c.b.store.Submit(func(tx *store.Tx) error {
 		res = sendResult{}

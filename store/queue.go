@@ -158,6 +158,21 @@ type preparedDelivery struct {
 // PrepareMessage encodes msg's records for its recipients (it sets
 // msg.Recipients).
 func PrepareMessage(msg *Message, to []NewDelivery) *PreparedMessage {
+	return PrepareMessageBody(msg, to, nil)
+}
+
+// BodyHeader appends to dst the start of a message's body record for
+// recipients. A sender that encodes the push frame right after it
+// (wire.AppendPush) and passes the whole as PrepareMessageBody's body saves
+// the body its copy of the frame.
+func BodyHeader(dst []byte, recipients int) []byte {
+	return binary.AppendUvarint(dst, uint64(recipients))
+}
+
+// PrepareMessageBody is PrepareMessage with the body record already made:
+// BodyHeader(len(to)) followed by msg.Push. A body that is not exactly that
+// is ignored and encoded again.
+func PrepareMessageBody(msg *Message, to []NewDelivery, body []byte) *PreparedMessage {
 	msg.Recipients = len(to)
 	p := &PreparedMessage{
 		msgKey: []byte(msg.ID),
@@ -166,7 +181,11 @@ func PrepareMessage(msg *Message, to []NewDelivery) *PreparedMessage {
 		to:     make([]preparedDelivery, len(to)),
 	}
 	if len(to) > 0 {
-		p.body = encodeBody(len(to), msg.Push)
+		if left, n := binary.Uvarint(body); n > 0 && left == uint64(len(to)) && bytes.Equal(body[n:], msg.Push) {
+			p.body = body
+		} else {
+			p.body = encodeBody(len(to), msg.Push)
+		}
 	}
 	rec := encodeDelivery(&deliveryRec{Delivery: Delivery{State: DeliveryPending}, Sender: msg.SenderPubkey, CMID: msg.ClientMessageID, NoReceipts: !msg.Receipts})
 	// encodeDelivery writes recBinary, flags, state, uvarint seq (one byte

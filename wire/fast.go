@@ -97,11 +97,28 @@ func intField(b []byte, name string, v int64) []byte {
 }
 
 // EncodePush encodes p, byte-identical to Encode(p).
-func EncodePush(p *Push) []byte {
-	if p.SenderAttestation != nil || p.Topic != nil || p.EventData != nil {
-		return MustEncode(p)
+func EncodePush(p *Push) []byte { return AppendPush(make([]byte, 0, PushSize(p)), p) }
+
+// PushSize is enough room for the hand-encoded push p (unless a string
+// needs escaping), so that encoding it never grows the buffer.
+func PushSize(p *Push) int {
+	n := 400 + len(p.MessageID) + len(p.MeshID) + len(p.Kind) + len(p.TargetSpec) + len(p.SenderPubkey) +
+		len(p.SenderMemberPubkey) + len(p.SenderName) + len(p.Priority) + len(p.Nonce) + len(p.Ciphertext) +
+		len(p.Signature) + len(p.ReplyToID) + len(p.Subtype) + len(p.Event) + len(p.ClientMessageID)
+	if p.Key != nil {
+		n += 40 + len(p.Key.To) + len(p.Key.Nonce) + len(p.Key.Box)
 	}
-	b := make([]byte, 0, 320+len(p.Ciphertext)+len(p.Signature))
+	for _, m := range p.Mentions {
+		n += len(m) + 3
+	}
+	return n
+}
+
+// AppendPush appends the encoding of p to b (EncodePush's bytes).
+func AppendPush(b []byte, p *Push) []byte {
+	if p.SenderAttestation != nil || p.Topic != nil || p.EventData != nil {
+		return append(b, MustEncode(p)...)
+	}
 	b = append(b, '{')
 	b = strField(b, "type", p.Type)
 	b = strField(b, "messageId", p.MessageID)

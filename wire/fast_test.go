@@ -85,6 +85,9 @@ func TestFastEncodersMatchEncode(t *testing.T) {
 			p.EventData = PeerEvent{Pubkey: randStr(r)}
 		}
 		check("push", EncodePush(p), p)
+		if got := AppendPush([]byte("prefix"), p); !bytes.Equal(got, append([]byte("prefix"), EncodePush(p)...)) {
+			t.Fatalf("AppendPush after a prefix: %s", got)
+		}
 		var e *AckError
 		if r.IntN(2) == 0 {
 			e = &AckError{Code: randStr(r), Message: randStr(r), RetryAfterMs: r.Int64N(3)}
@@ -143,5 +146,21 @@ func TestFrameType(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { FrameType([]byte(`{"type":"client_ack","messageIds":[]}`)) }); n != 0 {
 		t.Errorf("FrameType allocates %v times", n)
+	}
+}
+
+// A push whose strings need no escaping fits in PushSize: encoding it
+// never grows its buffer (a second allocation and copy of every send).
+func TestPushSizeIsEnough(t *testing.T) {
+	p := benchPush()
+	p.Mentions = []string{"alice", "bob"}
+	p.Key = &MultiKey{To: hexB, Nonce: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX", Box: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"}
+	kg := 3
+	p.KeyGen, p.BodyVersion, p.ReplyToID, p.Subtype, p.Event = &kg, 1, "01JM0000000000000000000001", "sub", "ev"
+	if n, got := PushSize(&p), len(EncodePush(&p)); got > n {
+		t.Errorf("PushSize %d < encoded %d", n, got)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { EncodePush(&p) }); allocs != 1 {
+		t.Errorf("EncodePush made %v allocations, want 1", allocs)
 	}
 }

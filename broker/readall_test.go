@@ -1,0 +1,43 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"testing/iotest"
+)
+
+// readAll is io.ReadAll(io.LimitReader(r, limit)) for every size around
+// the pooled buffer's, for readers that return a byte at a time, and for
+// errors; an empty frame is an empty slice, not nil.
+func TestReadAllMatchesIOReadAll(t *testing.T) {
+	for _, n := range []int{0, 1, 511, 512, 4095, 4096, 4097, 70000} {
+		src := bytes.Repeat([]byte("abcdefg"), n/7+1)[:n]
+		for _, limit := range []int64{int64(n) + 1, int64(n), 100, 5000} {
+			want, _ := io.ReadAll(io.LimitReader(bytes.NewReader(src), limit))
+			for _, r := range []io.Reader{bytes.NewReader(src), iotest.OneByteReader(bytes.NewReader(src))} {
+				got, err := readAll(r, limit)
+				if err != nil || !bytes.Equal(got, want) || got == nil {
+					t.Fatalf("n %d limit %d: %d bytes (nil %v), %v; want %d", n, limit, len(got), got == nil, err, len(want))
+				}
+			}
+		}
+	}
+	boom := errors.New("boom")
+	if _, err := readAll(iotest.ErrReader(boom), 10); !errors.Is(err, boom) {
+		t.Fatalf("error: %v", err)
+	}
+}
+
+// BenchmarkReadFrame reads a send-sized frame (what readFrame does per
+// frame).
+func BenchmarkReadFrame(b *testing.B) {
+	frame := bytes.Repeat([]byte("x"), 900)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := readAll(bytes.NewReader(frame), 1<<20+1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
