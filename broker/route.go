@@ -275,6 +275,13 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	// The records are encoded here, on this connection's goroutine: the
 	// committer that every write of every mesh waits for only puts them.
 	prepared := store.PrepareMessageBody(rec, to, body)
+	// So is each recipient's frame (the push with its own key entry, for a
+	// multi): a broadcast encodes up to a thousand, which on the
+	// dispatcher would hold up every later commit's pushes and acks.
+	frames := make([][]byte, len(to))
+	for i, d := range to {
+		frames[i] = wire.EncodePushWithKey(base, d.Key)
+	}
 	var res sendResult
 	err := c.b.store.Submit(func(tx *store.Tx) error {
 		res = sendResult{}
@@ -309,7 +316,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		if err != nil || res.reused || res.duplicate {
 			release()
 		}
-		c.afterSend(&s, rec, to, &res, err, start)
+		c.afterSend(&s, rec, to, frames, &res, err, start)
 	})
 	if err != nil {
 		release()
@@ -326,7 +333,7 @@ func (ms *meshState) unreserveLocked(recipient string) {
 
 // afterSend runs on the committer goroutine once the message is durable:
 // push to online recipients (in commit order, hence FIFO), then ack.
-func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDelivery, res *sendResult, err error, start time.Time) {
+func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDelivery, frames [][]byte, res *sendResult, err error, start time.Time) {
 	if errors.Is(err, store.ErrUnavailable) {
 		c.b.log.Warn("send refused: no quorum", "err", err)
 		c.ackError(s, wire.CodeUnavailable, unavailableText("the message"), unavailableRetryMs)
@@ -348,13 +355,6 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	}
 	ms := c.ms
 	online := 0
-	// Each recipient's frame (the push with its own key entry) is encoded
-	// before taking the mesh lock, which every ack and presence change of
-	// the mesh also needs: a broadcast encodes up to a thousand.
-	frames := make([][]byte, len(to))
-	for i, d := range to {
-		frames[i] = wire.EncodePushWithKey(rec.Push, d.Key)
-	}
 	ms.mu.Lock()
 	for i, d := range to {
 		frame := frames[i]
