@@ -344,6 +344,8 @@ func reportFailover(out *cliui.Out, f *FailoverResult) {
 		f.KilledNode, f.KilledRole, f.KilledAtSec, f.AckedBeforeKill, f.Reconnected, f.Clients)
 	out.Resultf("back        %s from the kill to the new hello_ack (%d dials)", lat(f.ReconnectMs), f.Dials)
 	out.Linef("detected    %s from the kill to the old connection's end", lat(f.DetectMs))
+	out.Linef("after kill  send→push of later sends: to its clients %s; to the others %s",
+		lat(f.AfterKillPushMs.Affected), lat(f.AfterKillPushMs.Others))
 	if f.WritesBackMs > 0 {
 		out.Resultf("writes      the first send made after the kill was acked %s after it", ms(f.WritesBackMs))
 	}

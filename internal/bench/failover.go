@@ -61,6 +61,13 @@ type FailoverResult struct {
 	// made after it: how long the cluster took writes nowhere (a dead
 	// leader's election); 0 if no send was made after the kill.
 	WritesBackMs float64 `json:"writesBackMs"`
+	// AfterKillPushMs is send→push of the sends made after the kill, to
+	// the killed node's clients (Affected) and to the others (Others): a
+	// client that came back can lag behind the live traffic.
+	AfterKillPushMs struct {
+		Affected Percentiles `json:"affected"`
+		Others   Percentiles `json:"others"`
+	} `json:"afterKillPushMs"`
 	// Dials counts the affected clients' dials, failed ones included.
 	Dials int64 `json:"dials"`
 	// Resent counts sends sent again (same id) on a new connection because
@@ -349,12 +356,17 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 			detect = append(detect, p.live.dropNs-r.fo.killNs)
 		}
 	}
+	var afterAffected, afterOthers []int64
 	for _, p := range r.peers {
 		if !affected[p] {
 			fr.OtherDrops += p.live.drops
+			afterOthers = append(afterOthers, p.afterKillNs...)
+		} else {
+			afterAffected = append(afterAffected, p.afterKillNs...)
 		}
 		fr.Resent += p.resent
 	}
+	fr.AfterKillPushMs.Affected, fr.AfterKillPushMs.Others = summarize(afterAffected).short(), summarize(afterOthers).short()
 	fr.ReconnectMs, fr.DetectMs = summarize(back).short(), summarize(detect).short()
 	if at := r.writesBack.Load(); at > 0 {
 		fr.WritesBackMs = nsToMs(at - r.fo.killNs)

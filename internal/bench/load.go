@@ -79,6 +79,9 @@ type peer struct {
 	// bySend holds the distinct message ids each send arrived under
 	// (reader goroutine's, fail-over runs only).
 	bySend map[uint64][]string
+	// afterKillNs are the send→push latencies of sends made after the
+	// kill (reader goroutine's, fail-over runs only).
+	afterKillNs []int64
 }
 
 // makePeers generates the identities, plaintexts and (DM mode) targets,
@@ -479,7 +482,11 @@ func (r *run) onPush(me *peer, m *wire.Push) {
 		k := sendKey(sender.idx, seq)
 		me.bySend[k] = append(me.bySend[k], m.MessageID)
 	}
-	me.e2eNs = append(me.e2eNs, now-sender.sendAt[seq].Load())
+	sentAt := sender.sendAt[seq].Load()
+	me.e2eNs = append(me.e2eNs, now-sentAt)
+	if me.bySend != nil && r.killed.Load() && sentAt > r.fo.killNs {
+		me.afterKillNs = append(me.afterKillNs, now-sentAt)
+	}
 	if r.cfg.Segments > 0 {
 		me.e2eSeq = append(me.e2eSeq, int32(seq))
 	}
