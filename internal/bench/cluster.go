@@ -47,6 +47,12 @@ type NodeResult struct {
 	// for a killed node).
 	CPUSec float64 `json:"cpuSec"`
 	Killed bool    `json:"killed,omitempty"`
+	// LogEntries are the log entries this node appended (each a group
+	// commit of its writes) and WriteConflicts its writes run again
+	// because another node appended first, from its metrics at the end
+	// (polled by the node every 2 s; not read from a killed node).
+	LogEntries     int64 `json:"logEntries"`
+	WriteConflicts int64 `json:"writeConflicts"`
 
 	cpu0 time.Duration
 }
@@ -197,12 +203,28 @@ func (r *run) nodeResults(res *Result) {
 				nr.PeakRssMB, nr.EndRssMB = toMB(m.peak), toMB(m.now)
 			}
 			nr.CPUSec = round((c.cpu() - nr.cpu0).Seconds(), 2)
+			r.nodeCounters(c, nr)
 		}
 		peak = max(peak, nr.PeakRssMB)
 		res.BrokerCPUSec = round(res.BrokerCPUSec+nr.CPUSec, 2)
 	}
 	res.BrokerPeakRssMB = &peak
 	res.Nodes = append([]NodeResult(nil), r.nodeRes...)
+}
+
+// nodeCounters reads a node's log counters from its metrics.
+func (r *run) nodeCounters(c *childBroker, nr *NodeResult) {
+	if c.metrics == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if v, err := metricValue(ctx, c.metrics, "claudemesh_cluster_log_entries_written_total"); err == nil {
+		nr.LogEntries = int64(v)
+	}
+	if v, err := metricValue(ctx, c.metrics, "claudemesh_cluster_write_conflicts_total"); err == nil {
+		nr.WriteConflicts = int64(v)
+	}
 }
 
 // killNode kill -9s node i, after reading what /proc forgets with it.
@@ -212,6 +234,7 @@ func (r *run) killNode(i int) {
 		nr.PeakRssMB, nr.EndRssMB = toMB(m.peak), toMB(m.now)
 	}
 	nr.CPUSec = round((c.cpu() - nr.cpu0).Seconds(), 2)
+	r.nodeCounters(c, nr)
 	nr.Killed = true
 	c.kill()
 }

@@ -281,8 +281,8 @@ func report(out *cliui.Out, r *Result) {
 			if n.Killed {
 				killed = " (read just before it was killed)"
 			}
-			out.Resultf("node %-6s %.1f MB peak RSS (VmHWM), %.1f MB at the end; cpu %.2f s; %d peers; pid %d%s",
-				n.Node, n.PeakRssMB, n.EndRssMB, n.CPUSec, n.Peers, n.PID, killed)
+			out.Resultf("node %-6s %.1f MB peak RSS (VmHWM), %.1f MB at the end; cpu %.2f s; %d peers; %d log entries written, %d write conflicts; pid %d%s",
+				n.Node, n.PeakRssMB, n.EndRssMB, n.CPUSec, n.Peers, n.LogEntries, n.WriteConflicts, n.PID, killed)
 		}
 	} else if r.BrokerPeakRssMB != nil {
 		out.Resultf("broker RSS  %.1f MB peak (VmHWM); at the end %.1f MB (%.1f MB anonymous, %.1f MB file-backed)",
