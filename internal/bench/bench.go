@@ -244,12 +244,16 @@ type run struct {
 	nodes   []*childBroker
 	nodeRes []NodeResult
 
-	// Fail-over: redialCtx ends the redialers (cancelled first thing in
-	// shutdown, so stopping the nodes is not taken for a failure); fo is
-	// what the killer recorded, killed whether it has killed.
+	// Fail-over: redialCtx ends waits for a reconnection and the killer
+	// (cancelled first thing in shutdown, with stopping set, so stopping
+	// the nodes is not taken for a failure); presCtx is the presences'
+	// (cancelled once the nodes are stopped); fo is what the killer
+	// recorded, killed whether it has killed.
 	redialCtx    context.Context
 	redialCancel context.CancelFunc
-	redialers    sync.WaitGroup
+	presCtx      context.Context
+	presCancel   context.CancelFunc
+	stopping     atomic.Bool
 	fo           failoverState
 	killed       atomic.Bool
 	writesBack   atomic.Int64 // first ack of a send made after the kill
@@ -302,6 +306,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r := &run{cfg: cfg, base: time.Now()}
 	r.redialCtx, r.redialCancel = context.WithCancel(context.Background())
+	r.presCtx, r.presCancel = context.WithCancel(context.Background())
 	defer r.shutdown()
 	if err := raiseFileLimit(); err != nil {
 		r.warnf("could not raise the open-file limit: %v", err)
@@ -509,6 +514,7 @@ func (r *run) checkIdle() {
 // every client connection and waits for its goroutines. Idempotent.
 func (r *run) shutdown() {
 	r.shutdownOnce.Do(func() {
+		r.stopping.Store(true)
 		if r.redialCancel != nil {
 			r.redialCancel()
 		}
@@ -520,18 +526,21 @@ func (r *run) shutdown() {
 			wg.Go(c.stop)
 		}
 		wg.Wait()
-		r.redialers.Wait()
+		if r.presCancel != nil {
+			r.presCancel()
+		}
 		var conns []*client.Conn
 		for _, p := range r.peers {
 			if p.stop != nil {
 				close(p.stop) // unblocks callbacks and ends the acker
 			}
 			if p.live != nil {
-				conns = append(conns, p.live.conns()...)
+				wg.Go(p.live.pres.Close)
 			} else if p.conn != nil {
 				conns = append(conns, p.conn)
 			}
 		}
+		wg.Wait()
 		for _, c := range r.idle {
 			if c != nil {
 				conns = append(conns, c)

@@ -63,7 +63,7 @@ type listeningLine struct {
 // loopback port and no metrics listener (so parallel runs never collide on
 // a port). It returns once the broker logged that it is listening.
 func startChild(ctx context.Context, exe string, extraEnv []string, extraArgs ...string) (*childBroker, error) {
-	c, err := launchChild(exe, extraEnv, "", "off", extraArgs...)
+	c, err := launchChild(exe, extraEnv, "", "127.0.0.1:0", "off", extraArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -75,9 +75,10 @@ func startChild(ctx context.Context, exe string, extraEnv []string, extraArgs ..
 
 // launchChild starts the broker process on a new temporary data directory
 // (holding brokerKey as broker.key when it is not empty: the nodes of a
-// cluster share one key), its metrics on metricsListen ("off" for none),
-// without waiting for it; waitListening does.
-func launchChild(exe string, extraEnv []string, brokerKey, metricsListen string, extraArgs ...string) (*childBroker, error) {
+// cluster share one key), listening on listen and its metrics on
+// metricsListen ("off" for none), without waiting for it; waitListening
+// does.
+func launchChild(exe string, extraEnv []string, brokerKey, listen, metricsListen string, extraArgs ...string) (*childBroker, error) {
 	dir, err := os.MkdirTemp("", "claudemesh-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("temporary broker directory: %w", err)
@@ -94,7 +95,7 @@ func launchChild(exe string, extraEnv []string, brokerKey, metricsListen string,
 		}
 	}
 	args := append([]string{"broker",
-		"--listen", "127.0.0.1:0",
+		"--listen", listen,
 		"--metrics-listen", metricsListen,
 		"--data", data,
 		"--rate", "0",

@@ -94,11 +94,18 @@ func startClusterOnce(ctx context.Context, exe string, env []string, n int, extr
 	if err != nil {
 		return nil, err
 	}
-	routes := make([]string, n)
+	// Public ports are chosen before the start too: every node names them
+	// all in --public-urls, which hello_ack hands to clients to fail over
+	// with.
+	routes, listens, urls := make([]string, n), make([]string, n), make([]string, n)
 	for i := range routes {
 		if routes[i], err = freeLoopbackAddr(); err != nil {
 			return nil, err
 		}
+		if listens[i], err = freeLoopbackAddr(); err != nil {
+			return nil, err
+		}
+		urls[i] = "ws://" + listens[i] + "/ws"
 	}
 	nodes := make([]*childBroker, 0, n)
 	stopAll := func() {
@@ -108,6 +115,7 @@ func startClusterOnce(ctx context.Context, exe string, env []string, n int, extr
 	}
 	for i := range n {
 		args := append([]string{"--presence-rate", "0",
+			"--public-url", urls[i], "--public-urls", strings.Join(urls, ","),
 			"--cluster", clusterName, "--node", nodeID(i)}, extraArgs...)
 		if n > 1 {
 			args = append(args, "--cluster-listen", routes[i], "--cluster-routes", strings.Join(routes, ","),
@@ -115,7 +123,7 @@ func startClusterOnce(ctx context.Context, exe string, env []string, n int, extr
 		}
 		// Metrics on an ephemeral loopback port: --failover reads
 		// claudemesh_cluster_log_leader there to pick the node to kill.
-		c, err := launchChild(exe, nodeEnv(env, nodeID(i)), key.SecretKeyHex(), "127.0.0.1:0", args...)
+		c, err := launchChild(exe, nodeEnv(env, nodeID(i)), key.SecretKeyHex(), listens[i], "127.0.0.1:0", args...)
 		if err != nil {
 			stopAll()
 			return nil, err

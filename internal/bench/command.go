@@ -62,8 +62,9 @@ func Command() *cli.Command {
 				"It reports what the single broker's run does plus each node's peak RSS (VmHWM), CPU and peers.\n"+
 				"Run `claudemesh bench` with the same --peers/--messages beside it to compare with one broker.\n"+
 				"--failover (with --cluster 3 or more) kills the last node with SIGKILL once a third of the sends\n"+
-				"are acked; its clients redial the other nodes (client.Backoff before each dial: 1 s ± 20 %, cap\n"+
-				"$CLAUDEMESH_BACKOFF_MAX) and send again what was not acked. It reports, per affected client, the\n"+
+				"are acked; its clients fail over to the other nodes as the daemon's do (client.Presence with the nodes'\n"+
+				"URLs from hello_ack: full-jitter backoff, uniform in [0, 1 s] first, cap $CLAUDEMESH_BACKOFF_MAX) and\n"+
+				"send again what was not acked. It reports, per affected client, the\n"+
 				"time from the kill until it is connected to another node (p50/p99/max), and checks that every\n"+
 				"acked send arrived exactly once (lost and doubled must be 0).",
 			"claudemesh bench",
@@ -342,7 +343,7 @@ func reportFailover(out *cliui.Out, f *FailoverResult) {
 	}
 	out.Resultf("fail-over   node %s (%s of the log) killed (SIGKILL) %.2f s in, after %d acked sends; %d/%d of its clients back on another node",
 		f.KilledNode, f.KilledRole, f.KilledAtSec, f.AckedBeforeKill, f.Reconnected, f.Clients)
-	out.Resultf("back        %s from the kill to the new hello_ack (%d dials)", lat(f.ReconnectMs), f.Dials)
+	out.Resultf("back        %s from the kill until its presence was open on another node", lat(f.ReconnectMs))
 	out.Linef("detected    %s from the kill to the old connection's end", lat(f.DetectMs))
 	out.Linef("after kill  send→push of later sends: to its clients %s; to the others %s",
 		lat(f.AfterKillPushMs.Affected), lat(f.AfterKillPushMs.Others))
@@ -351,7 +352,7 @@ func reportFailover(out *cliui.Out, f *FailoverResult) {
 	}
 	out.Resultf("acked       %d sends: %d lost, %d arrived twice under another id; %d sent again on a new connection",
 		f.Acked, f.Lost, f.Doubled, f.Resent)
-	out.Linef("redial      %s", f.Policy)
+	out.Linef("fail-over   %s", f.Policy)
 }
 
 func ms(v float64) string {

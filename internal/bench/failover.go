@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,21 +15,17 @@ import (
 )
 
 // Fail-over (`bench --cluster N --failover`, issue 14): once a third of the
-// sends are acked, the last node is killed with SIGKILL, as a machine that
-// dies. Every peer that was connected to it finds its connection gone and
-// dials the other nodes' URLs in turn (the next one after the node it was
-// on first), waiting before each dial the jittered backoff a client's
-// presence waits after a drop (client.Backoff: 1 s ± 20 %, then 2, 4, …,
-// capped by CLAUDEMESH_BACKOFF_MAX). Its sender sends again, with the same
-// ids, whatever was not acked; its recipient gets what was queued for it
-// there. The run measures, per affected client, the time from the kill
-// until its new connection's hello_ack, and checks that every acked send
-// reached its recipient exactly once: one message id per send however often
-// it was pushed.
-//
-// This build's clients know one broker URL (MeshIdentity.BrokerURL), so
-// the bench redials the node list itself, as a client with several broker
-// URLs would; the report says so.
+// sends are acked, one node is killed with SIGKILL, as a machine that dies.
+// Each peer is connected through a client.Presence, the reconnecting
+// connection the daemon keeps per mesh: the one whose node died fails over
+// to the other nodes' URLs (learned from hello_ack; the nodes run with
+// --public-urls) after client.FailoverBackoff, as every client of this
+// build does. Its sender sends again, with the same ids, whatever was not
+// acked; its recipient gets what was queued for it there. The run measures,
+// per affected client, the time from the kill until its presence is open
+// again on another node, and checks that every acked send reached its
+// recipient exactly once: one message id per send however often it was
+// pushed.
 
 // The node --failover kills (Config.Kill).
 const (
@@ -37,7 +34,7 @@ const (
 )
 
 // RedialPolicy describes, in the report, how the bench's clients fail over.
-const RedialPolicy = "the bench redials the other nodes' URLs in turn, waiting client.Backoff before each dial (1 s ± 20 % first; cap CLAUDEMESH_BACKOFF_MAX or 30 s); this build's clients hold one broker URL and do not fail over themselves"
+const RedialPolicy = "client.Presence, as the daemon runs it: the other nodes' URLs from hello_ack; after a drop client.FailoverBackoff (uniform in [0, 1 s] first, cap CLAUDEMESH_BACKOFF_MAX or 30 s), then the other URLs from a random one (or the one that last worked in this process), the dropped one last"
 
 // FailoverResult is what the fail-over part of a run measured.
 type FailoverResult struct {
@@ -68,8 +65,6 @@ type FailoverResult struct {
 		Affected Percentiles `json:"affected"`
 		Others   Percentiles `json:"others"`
 	} `json:"afterKillPushMs"`
-	// Dials counts the affected clients' dials, failed ones included.
-	Dials int64 `json:"dials"`
 	// Resent counts sends sent again (same id) on a new connection because
 	// the old one died before their ack.
 	Resent int64 `json:"resent"`
@@ -86,66 +81,93 @@ type FailoverResult struct {
 	Policy       string  `json:"policy"`
 }
 
-// liveConn is a peer's current connection in a fail-over run, which the
-// redialer replaces when it dies.
+// liveConn is a peer's connection in a fail-over run: a client.Presence,
+// the reconnecting connection the daemon keeps per mesh, which fails over
+// to the other nodes' URLs when its node dies.
 type liveConn struct {
-	mu      sync.Mutex
-	conn    *client.Conn
-	node    int
-	changed chan struct{} // closed when conn is replaced
-	all     []*client.Conn
+	pres *client.Presence
 
-	// Owned by the redialer; read after shutdown.
+	mu             sync.Mutex
+	open, everOpen bool
 	dropNs, backNs int64 // of the last drop and reconnection
-	dials          int64
-	drops          int64
+	drops          int64 // reconnections after a drop
 }
 
-func newLiveConn(c *client.Conn, node int) *liveConn {
-	return &liveConn{conn: c, node: node, changed: make(chan struct{}), all: []*client.Conn{c}}
+// startLive connects peer p through a presence and waits until it is open.
+// Its identity names only the peer's own node: the presence learns the
+// others from hello_ack (the nodes run with --public-urls), as a client
+// whose invite named one URL does, so the peers stay spread round-robin
+// however the presence orders URLs it has seen work.
+func (r *run) startLive(ctx context.Context, p *peer, id client.MeshIdentity, opts client.DialOptions) (*client.Conn, error) {
+	l := &liveConn{}
+	p.live = l
+	l.pres = client.StartPresence(r.presCtx, id, opts, client.PresenceOptions{
+		BackoffMax: r.backoffMax(),
+		OnState:    func(s client.State, _ error) { l.onState(r, s) },
+	})
+	st, err := l.pres.WaitState(ctx, client.StateOpen)
+	if st != client.StateOpen {
+		if err == nil {
+			err = fmt.Errorf("presence %s", st)
+		}
+		return nil, err
+	}
+	if c := l.pres.Conn(); c != nil {
+		return c, nil
+	}
+	return nil, errors.New("the presence closed as soon as it opened")
 }
 
-func (l *liveConn) get() (*client.Conn, <-chan struct{}) {
+// onState records drops and reconnections (it runs on the presence's
+// goroutine).
+func (l *liveConn) onState(r *run, s client.State) {
+	if r.stopping.Load() {
+		return
+	}
+	now := r.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.conn, l.changed
+	switch s {
+	case client.StateReconnecting:
+		if l.open {
+			l.open, l.dropNs = false, now
+		}
+	case client.StateOpen:
+		if l.everOpen {
+			l.backNs = now
+			l.drops++
+		}
+		l.open, l.everOpen = true, true
+	}
 }
 
-func (l *liveConn) set(c *client.Conn, node int) {
+func (l *liveConn) times() (dropNs, backNs, drops int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.conn, l.node = c, node
-	l.all = append(l.all, c)
-	close(l.changed)
-	l.changed = make(chan struct{})
+	return l.dropNs, l.backNs, l.drops
 }
 
-// conns is every connection the peer has had, for shutdown.
-func (l *liveConn) conns() []*client.Conn {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]*client.Conn(nil), l.all...)
-}
-
-// connNow is the peer's current connection.
+// connNow is the peer's current connection (nil while its presence
+// reconnects).
 func (p *peer) connNow() *client.Conn {
 	if p.live != nil {
-		c, _ := p.live.get()
-		return c
+		return p.live.pres.Conn()
 	}
 	return p.conn
 }
 
-// awaitNewConn waits until the peer's connection is no longer old; false
-// when the run is shutting down or ctx ends first.
+// awaitNewConn waits until the peer's presence has an open connection
+// other than old; false when the run is shutting down or ctx ends first.
 func (r *run) awaitNewConn(ctx context.Context, p *peer, old *client.Conn) bool {
 	for {
-		c, changed := p.live.get()
-		if c != old {
+		changed := p.live.pres.Changed()
+		if c := p.live.pres.Conn(); c != nil && c != old {
 			return true
 		}
 		select {
 		case <-changed:
+		case <-p.live.pres.Done():
+			return false
 		case <-ctx.Done():
 			return false
 		case <-r.redialCtx.Done():
@@ -154,7 +176,7 @@ func (r *run) awaitNewConn(ctx context.Context, p *peer, old *client.Conn) bool 
 	}
 }
 
-// backoffMax is the redial backoff cap: the config's, else what a
+// backoffMax is the presences' backoff cap: the config's, else what a
 // client's presence uses.
 func (r *run) backoffMax() time.Duration {
 	if d := r.cfg.FailoverBackoffMax; d > 0 {
@@ -164,46 +186,6 @@ func (r *run) backoffMax() time.Duration {
 		return d
 	}
 	return client.DefaultBackoffMax
-}
-
-// redial keeps peer p connected for the rest of the run: each time its
-// connection ends it dials the next node's URL after a backoff, as a
-// client's presence does after a drop.
-func (r *run) redial(p *peer) {
-	defer r.redialers.Done()
-	ctx := r.redialCtx
-	for {
-		c, _ := p.live.get()
-		select {
-		case <-c.Done():
-		case <-ctx.Done():
-			return
-		}
-		drop := r.now()
-		p.live.mu.Lock()
-		node := p.live.node
-		p.live.mu.Unlock()
-		for attempt := 0; ; attempt++ {
-			if sleep(ctx, client.Backoff(attempt, r.backoffMax())) != nil {
-				return
-			}
-			node = (node + 1) % len(r.nodes)
-			id := p.ident
-			id.BrokerURL = r.nodeURL(node)
-			p.live.dials++
-			nc, err := client.Dial(ctx, id, p.dialOpts)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				continue
-			}
-			p.live.dropNs, p.live.backNs = drop, r.now()
-			p.live.drops++
-			p.live.set(nc, node)
-			break
-		}
-	}
 }
 
 // startKiller kills a node once a third of totalSends are acked (at once
@@ -349,17 +331,17 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 	affected := map[*peer]bool{}
 	for _, p := range r.fo.affected {
 		affected[p] = true
-		fr.Dials += p.live.dials
-		if p.live.backNs > 0 {
+		if dropNs, backNs, _ := p.live.times(); backNs > dropNs && dropNs >= r.fo.killNs {
 			fr.Reconnected++
-			back = append(back, p.live.backNs-r.fo.killNs)
-			detect = append(detect, p.live.dropNs-r.fo.killNs)
+			back = append(back, backNs-r.fo.killNs)
+			detect = append(detect, dropNs-r.fo.killNs)
 		}
 	}
 	var afterAffected, afterOthers []int64
 	for _, p := range r.peers {
 		if !affected[p] {
-			fr.OtherDrops += p.live.drops
+			_, _, drops := p.live.times()
+			fr.OtherDrops += drops
 			afterOthers = append(afterOthers, p.afterKillNs...)
 		} else {
 			afterAffected = append(afterAffected, p.afterKillNs...)

@@ -67,10 +67,9 @@ type peer struct {
 	ackQ chan string
 	stop chan struct{}
 
-	// Cluster fail-over (failover.go): the connection the redialer keeps
-	// current (nil otherwise) and the options to dial it with.
-	live     *liveConn
-	dialOpts client.DialOptions
+	// Cluster fail-over (failover.go): the presence that keeps the peer
+	// connected (nil otherwise).
+	live *liveConn
 	// ackedSeq[seq] is whether send seq was acked, and resent how many
 	// sends went again on a new connection (sender goroutine's).
 	ackedSeq    []bool
@@ -225,16 +224,17 @@ func (r *run) connectPeers(ctx context.Context) error {
 		}
 		id := p.ident
 		id.BrokerURL = r.nodeURL(r.nodeOf(i))
-		c, err := r.dialRetry(ctx, id, opts)
+		var c *client.Conn
+		var err error
+		if r.cfg.Failover {
+			c, err = r.startLive(ctx, p, id, opts)
+		} else {
+			c, err = r.dialRetry(ctx, id, opts)
+		}
 		if err != nil {
 			return fmt.Errorf("peer %d connecting: %w", i, err)
 		}
-		p.conn, p.dialOpts = c, opts
-		if r.cfg.Failover {
-			p.live = newLiveConn(c, r.nodeOf(i))
-			r.redialers.Add(1)
-			go r.redial(p)
-		}
+		p.conn = c
 		r.ackers.Add(1)
 		go p.ackLoop(&r.ackers)
 		r.progressf("connecting peers: %d/%d", done.Add(1), len(r.peers))
@@ -317,14 +317,22 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 	put := func(sl slot) bool {
 		for {
 			c := s.connNow()
-			ch, err := c.SendAsync(ctx, sl.send)
-			if err == nil {
-				sl.conn, sl.ch = c, ch
-				win = append(win, sl)
-				return true
+			if c != nil {
+				ch, err := c.SendAsync(ctx, sl.send)
+				if err == nil {
+					sl.conn, sl.ch = c, ch
+					win = append(win, sl)
+					return true
+				}
+				if s.live == nil || !isClosed(err) || ctx.Err() != nil {
+					s.firstErr = err
+					return false
+				}
 			}
-			if s.live == nil || !isClosed(err) || ctx.Err() != nil || !r.awaitNewConn(ctx, s, c) {
-				s.firstErr = err
+			if !r.awaitNewConn(ctx, s, c) {
+				if s.firstErr == nil {
+					s.firstErr = errors.New("the run ended while the peer was reconnecting")
+				}
 				return false
 			}
 		}
@@ -615,7 +623,11 @@ func (p *peer) ackLoop(wg *sync.WaitGroup) {
 				break fill
 			}
 		}
-		if err := p.connNow().ClientAckAsync(batch); err != nil {
+		c := p.connNow()
+		if c == nil {
+			continue // reconnecting: the broker pushes these again
+		}
+		if err := c.ClientAckAsync(batch); err != nil {
 			if p.live != nil {
 				// The connection died: the broker pushes these again on
 				// the next one, where they are acked.
