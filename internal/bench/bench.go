@@ -443,6 +443,9 @@ func (r *run) measure(ctx context.Context) (lastAckNs int64, _ error) {
 			return 0, err
 		}
 	}
+	if r.cfg.Failover {
+		r.fetchLeftovers(ctx, accepted)
+	}
 	return lastAckNs, nil
 }
 

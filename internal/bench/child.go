@@ -63,7 +63,7 @@ type listeningLine struct {
 // loopback port and no metrics listener (so parallel runs never collide on
 // a port). It returns once the broker logged that it is listening.
 func startChild(ctx context.Context, exe string, extraEnv []string, extraArgs ...string) (*childBroker, error) {
-	c, err := launchChild(exe, extraEnv, "", "127.0.0.1:0", "off", extraArgs...)
+	c, err := launchChild(exe, extraEnv, childOpts{listen: "127.0.0.1:0", metricsListen: "off"}, extraArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -73,30 +73,36 @@ func startChild(ctx context.Context, exe string, extraEnv []string, extraArgs ..
 	return c, nil
 }
 
+// childOpts are what differs between a single child broker and a cluster
+// node.
+type childOpts struct {
+	brokerKey     string // written as broker.key when not empty (a cluster's nodes share one key)
+	listen        string // --listen
+	metricsListen string // --metrics-listen ("off" for none)
+	logPath       string // when not empty, a copy of the child's log goes there
+}
+
 // launchChild starts the broker process on a new temporary data directory
-// (holding brokerKey as broker.key when it is not empty: the nodes of a
-// cluster share one key), listening on listen and its metrics on
-// metricsListen ("off" for none), without waiting for it; waitListening
-// does.
-func launchChild(exe string, extraEnv []string, brokerKey, listen, metricsListen string, extraArgs ...string) (*childBroker, error) {
+// without waiting for it; waitListening does.
+func launchChild(exe string, extraEnv []string, o childOpts, extraArgs ...string) (*childBroker, error) {
 	dir, err := os.MkdirTemp("", "claudemesh-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("temporary broker directory: %w", err)
 	}
 	data := filepath.Join(dir, "data")
-	if brokerKey != "" {
+	if o.brokerKey != "" {
 		if err := os.Mkdir(data, 0o700); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(data, "broker.key"), []byte(brokerKey+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(data, "broker.key"), []byte(o.brokerKey+"\n"), 0o600); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
 	}
 	args := append([]string{"broker",
-		"--listen", listen,
-		"--metrics-listen", metricsListen,
+		"--listen", o.listen,
+		"--metrics-listen", o.metricsListen,
 		"--data", data,
 		"--rate", "0",
 		"--max-connections-per-mesh", "0",
@@ -114,7 +120,14 @@ func launchChild(exe string, extraEnv []string, brokerKey, listen, metricsListen
 		return nil, fmt.Errorf("starting %s broker: %w", exe, err)
 	}
 	c := &childBroker{cmd: cmd, dir: dir, data: data, exited: make(chan struct{}), ready: make(chan listeningLine, 1)}
-	go c.readLog(stderr, c.ready)
+	var log io.Reader = stderr
+	if o.logPath != "" {
+		if f, err := os.Create(o.logPath); err == nil {
+			log = io.TeeReader(stderr, f)
+			go func() { <-c.exited; f.Close() }()
+		}
+	}
+	go c.readLog(log, c.ready)
 	return c, nil
 }
 

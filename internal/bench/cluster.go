@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,7 +124,11 @@ func startClusterOnce(ctx context.Context, exe string, env []string, n int, extr
 		}
 		// Metrics on an ephemeral loopback port: --failover reads
 		// claudemesh_cluster_log_leader there to pick the node to kill.
-		c, err := launchChild(exe, nodeEnv(env, nodeID(i)), key.SecretKeyHex(), listens[i], "127.0.0.1:0", args...)
+		o := childOpts{brokerKey: key.SecretKeyHex(), listen: listens[i], metricsListen: "127.0.0.1:0"}
+		if dir := os.Getenv(nodeLogsEnv); dir != "" {
+			o.logPath = filepath.Join(dir, nodeID(i)+".log")
+		}
+		c, err := launchChild(exe, nodeEnv(env, nodeID(i)), o, args...)
 		if err != nil {
 			stopAll()
 			return nil, err
@@ -150,6 +155,10 @@ func startClusterOnce(ctx context.Context, exe string, env []string, n int, extr
 	}
 	return nodes, nil
 }
+
+// nodeLogsEnv names a directory where each node's log is kept as
+// <node>.log (the nodes' data directories are removed after the run).
+const nodeLogsEnv = "CLAUDEMESH_BENCH_NODE_LOGS"
 
 // profileEnv are the broker's profiling variables (broker/command.go),
 // which every node would otherwise write to the same file.

@@ -352,6 +352,12 @@ func reportFailover(out *cliui.Out, f *FailoverResult) {
 	}
 	out.Resultf("acked       %d sends: %d lost, %d arrived twice under another id; %d sent again on a new connection",
 		f.Acked, f.Lost, f.Doubled, f.Resent)
+	if f.Lost > 0 {
+		out.Linef("lost        %d of the %d were still queued for their recipient at the end (stored, never pushed); for example:", f.LostQueued, f.Lost)
+		for _, e := range f.LostExamples {
+			out.Linef("            %s", e)
+		}
+	}
 	out.Linef("fail-over   %s", f.Policy)
 }
 

@@ -73,6 +73,11 @@ type FailoverResult struct {
 	Acked   int64 `json:"acked"`
 	Lost    int64 `json:"lost"`
 	Doubled int64 `json:"doubled"`
+	// LostQueued of the lost were still in their recipient's queue on the
+	// node it was connected to when the run ended (fetch_queued): stored,
+	// but never pushed. LostExamples describe a few lost sends.
+	LostQueued   int64    `json:"lostQueued,omitempty"`
+	LostExamples []string `json:"lostExamples,omitempty"`
 	// OtherDrops counts connections to live nodes that dropped (and were
 	// redialed too); a healthy run has none.
 	OtherDrops int64 `json:"otherDrops"`
@@ -366,10 +371,22 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 				continue
 			}
 			fr.Acked++
-			ids := r.peers[s.targets[seq]].bySend[sendKey(s.idx, seq)]
+			to := r.peers[s.targets[seq]]
+			ids := to.bySend[sendKey(s.idx, seq)]
 			switch {
 			case len(ids) == 0:
 				fr.Lost++
+				_, queued := to.leftover[sendKey(s.idx, seq)]
+				if queued {
+					fr.LostQueued++
+				}
+				if len(fr.LostExamples) < 10 {
+					fr.LostExamples = append(fr.LostExamples, fmt.Sprintf(
+						"peer %d (%s%s) → peer %d (%s%s), sent %+.3f s from the kill; %s",
+						s.idx, nodeID(r.nodeOf(s.idx)), movedNote(affected[s]), to.idx, nodeID(r.nodeOf(to.idx)), movedNote(affected[to]),
+						time.Duration(s.sendAt[seq].Load()-r.fo.killNs).Seconds(),
+						map[bool]string{true: "still queued for it at the end", false: "not in its queue at the end"}[queued]))
+				}
 			case len(ids) > 1:
 				fr.Doubled++
 			}
@@ -379,6 +396,55 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 		r.warnf("of %d acked sends, %d never arrived and %d arrived under two message ids", fr.Acked, fr.Lost, fr.Doubled)
 	}
 	res.Failover = fr
+}
+
+func movedNote(moved bool) string {
+	if moved {
+		return ", moved"
+	}
+	return ""
+}
+
+// fetchLeftovers asks, when deliveries are missing after the drain, every
+// peer's node for what is still queued for it (fetch_queued, nothing
+// settled), so collectFailover can tell a message stored but never pushed
+// from one that is gone.
+func (r *run) fetchLeftovers(ctx context.Context, accepted int64) {
+	if r.delivered.Load() >= accepted {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, p := range r.peers {
+		c := p.connNow()
+		if c == nil {
+			continue
+		}
+		p.leftover = map[uint64]struct{}{}
+		wg.Go(func() {
+			for range 40 {
+				fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				res, err := c.FetchQueued(fctx, 500)
+				cancel()
+				if err != nil {
+					return
+				}
+				for _, m := range res.Messages {
+					if m.Push == nil {
+						continue
+					}
+					if sender := r.byPubkey[m.Push.SenderPubkey]; sender != nil {
+						if seq, ok := parseSendID(m.Push.ClientMessageID, sender.idx); ok {
+							p.leftover[sendKey(sender.idx, seq)] = struct{}{}
+						}
+					}
+				}
+				if !res.More {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // sendKey names send seq of peer idx in a recipient's bySend.

@@ -81,6 +81,9 @@ type peer struct {
 	// afterKillNs are the send→push latencies of sends made after the
 	// kill (reader goroutine's, fail-over runs only).
 	afterKillNs []int64
+	// leftover are the sends still queued for this peer after the drain
+	// (fetchLeftovers; fail-over runs with deliveries missing only).
+	leftover map[uint64]struct{}
 }
 
 // makePeers generates the identities, plaintexts and (DM mode) targets,
