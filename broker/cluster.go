@@ -45,6 +45,9 @@ func (b *Broker) openClusterStore(dbPath string) error {
 	eng, err := cluster.OpenEngine(node, cluster.EngineOptions{
 		Path:           dbPath,
 		PublishTimeout: b.cfg.ClusterPublishTimeout,
+		SnapshotEvery:  b.cfg.ClusterSnapshotEvery,
+		SnapshotCheck:  b.cfg.ClusterSnapshotInterval,
+		LogKeep:        b.cfg.ClusterLogKeep,
 		Logger:         b.log,
 		OnRemote:       b.onRemote,
 		OnCommit: func(d time.Duration, _ int) {

@@ -3,6 +3,8 @@ package broker
 import (
 	"time"
 
+	"claudemesh/cluster"
+
 	cmmetrics "claudemesh/internal/metrics"
 )
 
@@ -20,6 +22,12 @@ type clusterMetrics struct {
 	conflicts     *cmmetrics.Counter
 	published     *cmmetrics.Counter
 	nodesAlive    *cmmetrics.Gauge
+	logFirst      *cmmetrics.Gauge
+	logBytes      *cmmetrics.Gauge
+	snapshotSeq   *cmmetrics.Gauge
+	snapshots     *cmmetrics.Counter
+	restores      *cmmetrics.Counter
+	snapFailures  *cmmetrics.Counter
 }
 
 func (b *Broker) startClusterMetrics() {
@@ -33,6 +41,12 @@ func (b *Broker) startClusterMetrics() {
 		conflicts:     r.NewCounter("claudemesh_cluster_write_conflicts_total", "Writes of this node run again because another node appended to the log first."),
 		published:     r.NewCounter("claudemesh_cluster_log_entries_written_total", "Log entries this node appended (each a group commit of its writes)."),
 		nodesAlive:    r.NewGauge("claudemesh_cluster_nodes_alive", "Nodes this one hears from (itself included)."),
+		logFirst:      r.NewGauge("claudemesh_cluster_log_first", "First sequence the replicated log still holds (entries before it were purged behind a snapshot)."),
+		logBytes:      r.NewGauge("claudemesh_cluster_log_bytes", "Size of the replicated log in bytes, as its leader reports it (one replica's share of the disk)."),
+		snapshotSeq:   r.NewGauge("claudemesh_cluster_snapshot_seq", "Log sequence of the newest snapshot this node stored or restored (0: none since start)."),
+		snapshots:     r.NewCounter("claudemesh_cluster_snapshots_total", "Snapshots of the records this node stored for log compaction."),
+		restores:      r.NewCounter("claudemesh_cluster_snapshot_restores_total", "Snapshots this node restored because its copy was older than the log's first entry."),
+		snapFailures:  r.NewCounter("claudemesh_cluster_snapshot_failures_total", "Snapshots or log purges of this node that failed (the log keeps growing until one succeeds; see the log)."),
 	}
 	b.wg.Add(1)
 	go func() {
@@ -41,6 +55,7 @@ func (b *Broker) startClusterMetrics() {
 		defer t.Stop()
 		var leader string
 		var pub, conf uint64
+		var snap cluster.SnapshotStats
 		for {
 			last, l, err := b.engine.LogInfo()
 			applied := b.engine.Applied()
@@ -71,6 +86,16 @@ func (b *Broker) startClusterMetrics() {
 			m.published.Add(float64(p - pub))
 			m.conflicts.Add(float64(c - conf))
 			pub, conf = p, c
+			if first, _, size, err := b.engine.LogState(); err == nil {
+				m.logFirst.Set(float64(first))
+				m.logBytes.Set(float64(size))
+			}
+			s := b.engine.SnapshotStats()
+			m.snapshotSeq.Set(float64(s.Seq))
+			m.snapshots.Add(float64(s.Taken - snap.Taken))
+			m.restores.Add(float64(s.Restored - snap.Restored))
+			m.snapFailures.Add(float64(s.Failed - snap.Failed))
+			snap = s
 			m.nodesAlive.Set(float64(b.cpres.alive()))
 			select {
 			case <-b.stop:

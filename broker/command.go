@@ -87,6 +87,9 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "nats", Category: "Cluster", Usage: "connect to the existing NATS (JetStream) system at `URL` instead of embedding a server"},
 			&cli.IntFlag{Name: "cluster-replicas", Category: "Cluster", Usage: "replicas of the replicated log: 1, 3 or 5 (default 3, or 1 for an embedded node without routes)"},
 			&cli.DurationFlag{Name: "cluster-write-timeout", Category: "Cluster", Value: 5 * time.Second, Usage: "how long a write waits for a quorum of the cluster before it is refused (unavailable)"},
+			&cli.Uint64Flag{Name: "cluster-snapshot-every", Category: "Cluster", Value: def.ClusterSnapshotEvery, Usage: "log compaction: snapshot the records into JetStream once this many log `ENTRIES` were written since the last snapshot, then purge the log behind it (0 = never; the log then grows with every write)"},
+			&cli.DurationFlag{Name: "cluster-snapshot-interval", Category: "Cluster", Value: def.ClusterSnapshotInterval, Usage: "how often the node that leads the log checks whether a snapshot is due (at most one snapshot per `DUR`)"},
+			&cli.Uint64Flag{Name: "cluster-log-keep", Category: "Cluster", Value: def.ClusterLogKeep, Usage: "log `ENTRIES` kept before a snapshot when the log is purged, so a node a little behind catches up from the log instead of restoring the snapshot"},
 		},
 		Subcommands: []*cli.Command{compactCommand()},
 		Action: func(c *cli.Context) error {
@@ -131,6 +134,8 @@ func Command() *cli.Command {
 				WorkingDecay:    def.WorkingDecay, Version: buildinfo.Version,
 				Logger:  slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 				Cluster: cc, ClusterPublishTimeout: c.Duration("cluster-write-timeout"),
+				ClusterSnapshotEvery: c.Uint64("cluster-snapshot-every"), ClusterSnapshotInterval: c.Duration("cluster-snapshot-interval"),
+				ClusterLogKeep: c.Uint64("cluster-log-keep"),
 			}
 			return Run(c.Context, cfg)
 		},
@@ -142,7 +147,7 @@ func Command() *cli.Command {
 func clusterFlags(c *cli.Context) (*cluster.Config, error) {
 	name := c.String("cluster")
 	if name == "" {
-		for _, f := range []string{"node", "cluster-listen", "cluster-routes", "nats", "cluster-replicas"} {
+		for _, f := range []string{"node", "cluster-listen", "cluster-routes", "nats", "cluster-replicas", "cluster-snapshot-every", "cluster-snapshot-interval", "cluster-log-keep"} {
 			if c.IsSet(f) {
 				return nil, cliui.UsageErrorf("--%s needs --cluster NAME", f)
 			}

@@ -110,6 +110,14 @@ type Config struct {
 	// (1 s); one silent for 4 of them is taken for dead and its presences
 	// end after Grace unless they reconnect elsewhere.
 	ClusterHeartbeat time.Duration
+	// ClusterSnapshotEvery: the node that leads the log stores a snapshot
+	// of its copy once this many entries were applied since the newest
+	// one, and purges the log behind it (log compaction; 0 never does).
+	// ClusterSnapshotInterval is how often that is checked, and
+	// ClusterLogKeep how many entries before the snapshot a purge keeps.
+	ClusterSnapshotEvery    uint64
+	ClusterSnapshotInterval time.Duration
+	ClusterLogKeep          uint64
 }
 
 // DefaultConfig returns the defaults of 01-protocol §8.
@@ -147,6 +155,9 @@ func DefaultConfig() Config {
 		HTTPIdleTimeout:         30 * time.Second,
 		WorkingDecay:            10 * time.Minute,
 		SSEHeartbeat:            15 * time.Second,
+		ClusterSnapshotEvery:    10000,
+		ClusterSnapshotInterval: 5 * time.Minute,
+		ClusterLogKeep:          10000,
 		Version:                 "dev",
 	}
 }

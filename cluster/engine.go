@@ -63,7 +63,17 @@ type EngineOptions struct {
 	OnCommit func(d time.Duration, writes int)
 	// MaxBatch caps the writes folded into one entry.
 	MaxBatch int
-	Logger   *slog.Logger
+	// SnapshotEvery: when this node leads the log and has applied that
+	// many entries since the newest snapshot, it stores a snapshot of its
+	// copy and purges the log behind it (snapshot.go). 0: never.
+	SnapshotEvery uint64
+	// SnapshotCheck is how often that is checked (default 30s).
+	SnapshotCheck time.Duration
+	// LogKeep is how many entries before a snapshot's sequence a purge
+	// keeps, so a node a little behind catches up from the log instead of
+	// restoring the snapshot.
+	LogKeep uint64
+	Logger  *slog.Logger
 }
 
 // Change is one put or delete an entry from another node made, with the
@@ -94,6 +104,12 @@ type Engine struct {
 	subject string
 	node    string
 	maxSize int
+	// cluster, replicas and nc serve snapshots (snapshot.go).
+	cluster  string
+	replicas int
+	nc       *nats.Conn
+	snap     snapState
+	snapDone chan struct{}
 
 	writes   chan *write
 	incoming chan jetstream.Msg
@@ -155,6 +171,9 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.SnapshotCheck <= 0 {
+		opts.SnapshotCheck = 30 * time.Second
+	}
 	db, err := store.OpenDB(opts.Path, store.Options{OpenTimeout: 200 * time.Millisecond})
 	if err != nil {
 		return nil, err
@@ -169,6 +188,8 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		dispatch: make(chan struct{}),
 		startID:  strconv.FormatInt(time.Now().UnixNano(), 36),
 		advanced: make(chan struct{}),
+		cluster:  n.cfg.Name, replicas: n.cfg.Replicas, nc: n.nc,
+		snapDone: make(chan struct{}),
 	}
 	e.maxSize = int(n.nc.MaxPayload()) / 2
 	if err := db.View(func(tx *bolt.Tx) error {
@@ -195,12 +216,23 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		db.Close()
 		return nil, err
 	}
+	// A copy older than the log's first entry (a new or wiped node, or
+	// one away while the log was compacted) starts from a snapshot.
+	if err := e.restoreIfBehind(ctx); err != nil {
+		e.db.Close()
+		return nil, err
+	}
 	if err := e.follow(ctx); err != nil {
-		db.Close()
+		e.db.Close()
 		return nil, err
 	}
 	go e.loop()
 	go e.dispatchLoop()
+	if opts.SnapshotEvery > 0 {
+		go e.snapshotLoop()
+	} else {
+		close(e.snapDone)
+	}
 	if err := e.catchUp(ctx); err != nil {
 		e.log.Warn("cluster: starting before catching up with the log", "err", err, "applied", e.applied.Load())
 	}
@@ -419,6 +451,7 @@ func (e *Engine) Close() error {
 		e.mu.Unlock()
 		close(e.closing)
 		<-e.done
+		<-e.snapDone
 		if e.cons != nil {
 			e.cons.Stop()
 		}
@@ -509,7 +542,7 @@ more:
 				continue // this node's own entry, or one applied before a restart
 			}
 			if seq != applied+1 {
-				return fmt.Errorf("cluster: the log skips from %d to %d (purged?); this node needs a snapshot", applied, seq)
+				return fmt.Errorf("cluster: the log skips from %d to %d: it was compacted while this node was that far behind; restart the node, it restores the newest snapshot at start", applied, seq)
 			}
 			var changes []Change
 			err = store.ApplyRedo(tx, m.Data(), func(op *store.RedoOp, old []byte) {
