@@ -108,6 +108,7 @@ type Engine struct {
 	cluster  string
 	replicas int
 	nc       *nats.Conn
+	external bool // --nats: the log's leader is no node's own server
 	snap     snapState
 	snapDone chan struct{}
 
@@ -188,7 +189,7 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		dispatch: make(chan struct{}),
 		startID:  strconv.FormatInt(time.Now().UnixNano(), 36),
 		advanced: make(chan struct{}),
-		cluster:  n.cfg.Name, replicas: n.cfg.Replicas, nc: n.nc,
+		cluster:  n.cfg.Name, replicas: n.cfg.Replicas, nc: n.nc, external: n.srv == nil,
 		snapDone: make(chan struct{}),
 	}
 	e.maxSize = int(n.nc.MaxPayload()) / 2

@@ -254,8 +254,14 @@ func (e *Engine) snapshotLoop() {
 }
 
 // leadsLog reports whether this node should take the snapshots: the one
-// whose NATS server leads the log (any node on a standalone server).
+// whose embedded NATS server leads the log. With --nats the leader is a
+// server of that system, no node's own, so every node may: the first to
+// find a snapshot due takes it, and the others find it stored at their
+// next check (two at once store two snapshots, which is safe).
 func (e *Engine) leadsLog(ctx context.Context) bool {
+	if e.external {
+		return true
+	}
 	c, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	info, err := e.stream.Info(c)
