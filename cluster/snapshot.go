@@ -280,7 +280,7 @@ func (e *Engine) leadsLog(ctx context.Context) bool {
 func (e *Engine) restoreIfBehind(ctx context.Context) error {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		info, err := e.stream.Info(ctx)
+		info, err := e.streamInfo(ctx)
 		if err != nil {
 			return err
 		}
@@ -297,6 +297,24 @@ func (e *Engine) restoreIfBehind(ctx context.Context) error {
 		}
 	}
 	return lastErr
+}
+
+// streamInfo asks for the log's state, retrying while a stream created a
+// moment ago has no leader yet (it answers "stream not found" then).
+func (e *Engine) streamInfo(ctx context.Context) (*jetstream.StreamInfo, error) {
+	for {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := e.stream.Info(c)
+		cancel()
+		if err == nil {
+			return info, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: the log's state: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // restore downloads the newest snapshot (which must reach the log's first
