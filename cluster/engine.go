@@ -543,7 +543,7 @@ more:
 				continue // this node's own entry, or one applied before a restart
 			}
 			if seq != applied+1 {
-				return fmt.Errorf("cluster: the log skips from %d to %d: it was compacted while this node was that far behind; restart the node, it restores the newest snapshot at start", applied, seq)
+				return gapError(applied, seq)
 			}
 			var changes []Change
 			err = store.ApplyRedo(tx, m.Data(), func(op *store.RedoOp, old []byte) {
@@ -577,6 +577,27 @@ more:
 	if len(out) > 0 {
 		e.finished <- out
 	}
+}
+
+// gapError is the halt of a node that needs entries purged from the log.
+func gapError(applied, next uint64) error {
+	return fmt.Errorf("cluster: the log skips from %d to %d: it was compacted while this node was that far behind; restart the node, it restores the newest snapshot at start", applied, next)
+}
+
+// checkGap halts the node when the log no longer holds the entry after
+// applied (a write of this node conflicted: the entries it must apply
+// first may be gone).
+func (e *Engine) checkGap(applied uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), e.opts.PublishTimeout)
+	defer cancel()
+	info, err := e.stream.Info(ctx)
+	if err != nil || info.State.FirstSeq <= applied+1 {
+		return nil
+	}
+	err = gapError(applied, info.State.FirstSeq)
+	e.log.Error("cluster: cannot apply the log; this node stops applying", "err", err)
+	e.halt(err)
+	return err
 }
 
 // halt makes every later write fail: the node's copy cannot follow the
@@ -701,6 +722,10 @@ func (e *Engine) writeBatch(batch []*write) {
 			// on the state after that entry.
 			btx.Rollback()
 			e.conflicts.Add(1)
+			if err := e.checkGap(applied); err != nil {
+				e.finish(batch, failed, err)
+				return
+			}
 			if !e.waitApplied(applied + 1) {
 				e.finish(batch, failed, store.ErrUnavailable)
 				return

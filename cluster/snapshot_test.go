@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -210,5 +211,81 @@ func TestCompactionLoop(t *testing.T) {
 			t.Fatalf("no compaction: log starts at %d (%v), stats %+v", first, err, st)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A running node that needs entries the log no longer holds (it fell
+// behind while the log was compacted) stops applying instead of skipping
+// them, refuses writes, says to restart it, and restarted, restores.
+// It finds out from the next entry it receives, or when a write of its own
+// conflicts with the entries it lacks.
+func TestCompactionGapHaltsRunningNode(t *testing.T) {
+	t.Parallel()
+	t.Run("NextEntry", func(t *testing.T) { t.Parallel(); testGapHalts(t, "gapnext", false) })
+	t.Run("OwnWrite", func(t *testing.T) { t.Parallel(); testGapHalts(t, "gapwrite", true) })
+}
+
+func testGapHalts(t *testing.T, name string, ownWrite bool) {
+	nodes := startNodes(t, name, 3)
+	es := openEngines(t, nodes, EngineOptions{})
+	if err := putKey(es[0], "a0000", 64); err != nil {
+		t.Fatal(err)
+	}
+	waitAllApplied(t, es)
+	// Node 3 stops following the log for a while.
+	es[2].cons.Stop()
+	for i := range 20 {
+		if err := putKey(es[i%2], fmt.Sprintf("b%04d", i), 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, _, err := es[0].Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := es[2].follow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantKeys := 21
+	if ownWrite {
+		if err := putKey(es[2], "refused", 64); err == nil || !strings.Contains(err.Error(), "restart the node") {
+			t.Fatalf("a write on the node behind the log: %v", err)
+		}
+	} else {
+		// The next entry shows node 3 the gap.
+		if err := putKey(es[0], "c0000", 64); err != nil {
+			t.Fatal(err)
+		}
+		wantKeys++
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for es[2].haltErr() == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 3 did not halt; it is at %d", es[2].Applied())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := putKey(es[2], "refused", 64); err == nil {
+		t.Fatal("a halted node took a write")
+	}
+	if err := es[2].Ping(); err == nil || !strings.Contains(err.Error(), "restart the node") {
+		t.Fatalf("Ping of a halted node: %v", err)
+	}
+	path := es[2].Path()
+	es[2].Close()
+	e3, err := OpenEngine(nodes[2], EngineOptions{Path: path, PublishTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e3.Close() })
+	es[2] = e3
+	if e3.SnapshotStats().Restored != 1 {
+		t.Fatalf("the restarted node did not restore: %+v", e3.SnapshotStats())
+	}
+	waitAllApplied(t, es)
+	want, n := digest(t, es[0])
+	if got, m := digest(t, e3); got != want || n != wantKeys {
+		t.Fatalf("restored node: %d keys %s; node 1: %d keys %s", m, got, n, want)
 	}
 }
