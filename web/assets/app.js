@@ -719,7 +719,13 @@
     const key = S.open;
     if (threadKind(key) === 'topic') {
       const nearEnd = atEnd();
-      try { await loadTopicPage(true); } catch (_) { return; }
+      // The refresh is a load like loadPage's: a scroll to the top during
+      // it waits for it (olderWanted) instead of racing it for the cursor.
+      const mine = !S.loading;
+      if (mine) S.loading = true;
+      try { await loadTopicPage(true); } catch (_) { return; } finally {
+        if (mine) { S.loading = false; olderIfWanted(); }
+      }
       if (nearEnd) scrollToEnd();
       markSeenSoon();
       fillUp();
@@ -749,10 +755,12 @@
   async function loadOlder() {
     const more = threadKind(S.open || '') === 'topic' ? S.topicMore : !!S.before;
     const box = $('messages');
-    if (more && S.loading) {
+    if (S.loading) {
       // A scroll to the top while another load runs (a refresh, the
       // topic key arriving) would otherwise ask for nothing, and no
-      // further scroll event comes while the user stays at the top.
+      // further scroll event comes while the user stays at the top. Asked
+      // even when no older page is known yet: the running load may be
+      // the one that learns there is one.
       S.olderWanted = true;
       return;
     }
