@@ -153,14 +153,25 @@ func (e *Engine) Snapshot(ctx context.Context) (uint64, error) {
 	if err != nil || seq == 0 {
 		return 0, err
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return 0, err
-	}
-	if _, err := obs.Put(ctx, jetstream.ObjectMeta{
-		Name:     snapName(seq),
-		Metadata: map[string]string{"seq": strconv.FormatUint(seq, 10), "node": e.node},
-	}, f); err != nil {
-		return 0, fmt.Errorf("cluster: store snapshot at %d: %w", seq, err)
+	// Retried within ctx: a bucket created a moment ago may have no
+	// leader yet ("no responders"). A failed Put stores nothing: the
+	// object's description is written after its last chunk.
+	for {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return 0, err
+		}
+		_, err := obs.Put(ctx, jetstream.ObjectMeta{
+			Name:     snapName(seq),
+			Metadata: map[string]string{"seq": strconv.FormatUint(seq, 10), "node": e.node},
+		}, f)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("cluster: store snapshot at %d: %w", seq, err)
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	e.snap.taken.Add(1)
 	if seq > e.snap.seq.Load() {
@@ -292,8 +303,11 @@ func (e *Engine) restoreIfBehind(ctx context.Context) error {
 		if lastErr = e.restore(ctx, first); lastErr == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
-			break
+		e.log.Warn("cluster: restore failed; trying again", "err", lastErr)
+		select {
+		case <-ctx.Done():
+			return lastErr
+		case <-time.After(time.Second):
 		}
 	}
 	return lastErr
