@@ -126,11 +126,10 @@ type clusterPresence struct {
 	subs  []*nats.Subscription
 	nodes map[string]*peerNode // owned by run
 	// aliveN is how many of them are not taken for dead, for metrics.
-	aliveMu  sync.Mutex
-	aliveN   int
-	stop     chan struct{}
-	done     chan struct{}
-	beatDone chan struct{} // closed when beat returns
+	aliveMu sync.Mutex
+	aliveN  int
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func presenceSubject(cluster string) string { return "claudemesh." + cluster + ".presence" }
@@ -150,7 +149,6 @@ func (b *Broker) startClusterPresence() error {
 		b: b, node: cc.NodeID, epoch: newID(), subject: presenceSubject(cc.Name),
 		nc: b.node.Conn(), hb: hb, in: make(chan *nats.Msg, 1<<16),
 		nodes: map[string]*peerNode{}, stop: make(chan struct{}), done: make(chan struct{}),
-		beatDone: make(chan struct{}),
 	}
 	sub, err := cp.nc.ChanSubscribe(cp.subject, cp.in)
 	if err != nil {
@@ -167,7 +165,6 @@ func (b *Broker) startClusterPresence() error {
 	cp.subs = []*nats.Subscription{sub, syncSub}
 	b.cpres = cp
 	go cp.run()
-	go cp.beat()
 	// Others learn of this node (and ask for its table) from its first
 	// heartbeat; send one now rather than in a second.
 	cp.publish(&presMsg{Kind: "hb"})
@@ -183,7 +180,6 @@ func (cp *clusterPresence) close() {
 	}
 	close(cp.stop)
 	<-cp.done
-	<-cp.beatDone
 }
 
 // publish numbers and sends one message. Callers may hold a mesh lock.
@@ -261,14 +257,10 @@ func (cp *clusterPresence) answerSync(m *nats.Msg) {
 	}
 }
 
-// beat publishes this node's heartbeat every interval, on its own
-// goroutine: run may wait for the log (apply) or for another node (sync)
-// for seconds, and a node busy that way is still alive — were the beat on
-// run's loop, the other nodes would take it for dead and end its
-// presences (seen after a node was killed: the two survivors took each
-// other for silent).
-func (cp *clusterPresence) beat() {
-	defer close(cp.beatDone)
+// run applies the other nodes' messages in order, heartbeats, and watches
+// for dead nodes.
+func (cp *clusterPresence) run() {
+	defer close(cp.done)
 	tick := time.NewTicker(cp.hb)
 	defer tick.Stop()
 	for {
@@ -277,34 +269,7 @@ func (cp *clusterPresence) beat() {
 			return
 		case <-tick.C:
 			cp.publish(&presMsg{Kind: "hb"})
-		}
-	}
-}
-
-// run applies the other nodes' messages in order and watches for dead
-// nodes.
-func (cp *clusterPresence) run() {
-	defer close(cp.done)
-	tick := time.NewTicker(cp.hb)
-	defer tick.Stop()
-	lastCheck := time.Now()
-	for {
-		select {
-		case <-cp.stop:
-			return
-		case <-tick.C:
-			now := time.Now()
-			if now.Sub(lastCheck) > 2*cp.hb {
-				// This loop was busy (waiting for the log or a sync)
-				// and did not read the heartbeats meanwhile: it cannot
-				// tell who was silent, so every node gets a fresh
-				// window rather than being judged on unread messages.
-				for _, n := range cp.nodes {
-					n.lastHeard = now
-				}
-			}
-			lastCheck = now
-			cp.checkNodes(now)
+			cp.checkNodes(time.Now())
 		case m := <-cp.in:
 			var pm presMsg
 			if json.Unmarshal(m.Data, &pm) != nil || pm.Node == cp.node || pm.Node == "" {
