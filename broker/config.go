@@ -37,14 +37,20 @@ type Config struct {
 	MaxQueuedBytesPerMesh   int64
 	Rate                    float64
 	Burst                   int
-	QueueTTL                time.Duration
-	SendBuffer              int // per-connection outbound bytes before 4008
-	PingInterval            time.Duration
-	PongTimeout             time.Duration
-	Grace                   time.Duration
-	RedeliverAfter          time.Duration
-	HelloTimeout            time.Duration
-	AuditMessages           bool
+	// ByteRate and ByteBurst limit the bytes of send frames one member
+	// (member key and sessions together) may send per second, and at
+	// once (sendrate.go); ByteRate 0 disables. The burst is at least
+	// MaxFrame.
+	ByteRate       int64
+	ByteBurst      int64
+	QueueTTL       time.Duration
+	SendBuffer     int // per-connection outbound bytes before 4008
+	PingInterval   time.Duration
+	PongTimeout    time.Duration
+	Grace          time.Duration
+	RedeliverAfter time.Duration
+	HelloTimeout   time.Duration
+	AuditMessages  bool
 	// TopicRetention deletes topic posts older than this; 0 keeps them
 	// (--topic-retention, default keep).
 	TopicRetention time.Duration
@@ -134,6 +140,8 @@ func DefaultConfig() Config {
 		MaxQueuedBytesPerMesh:   1 << 30,
 		Rate:                    200,
 		Burst:                   1000,
+		ByteRate:                1 << 20,
+		ByteBurst:               8 << 20,
 		QueueTTL:                168 * time.Hour,
 		SendBuffer:              8 << 20,
 		PingInterval:            30 * time.Second,

@@ -74,7 +74,10 @@ type origin struct {
 // limiter and when its status was last set (for `working` decay).
 type member struct {
 	store.Member
-	limiter     *rate.Limiter
+	limiter *rate.Limiter
+	// bytes limits the bytes of its send frames (--byte-rate,
+	// sendrate.go); nil when unlimited.
+	bytes       *rate.Limiter
 	statusSetAt time.Time
 	// presenceLimiter limits how fast the member starts presences
 	// (--presence-rate): each is an event to the whole mesh.
@@ -269,7 +272,7 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 	if cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
-	mem := &member{Member: m, limiter: lim, refusals: rate.NewLimiter(refusalRate, refusalBurst)}
+	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), refusals: rate.NewLimiter(refusalRate, refusalBurst)}
 	if cfg.AckRate > 0 {
 		mem.ackLookups = rate.NewLimiter(rate.Limit(5*cfg.AckRate), int(20*cfg.AckRate))
 	}

@@ -250,14 +250,11 @@ func (b *Broker) restTopicPost(w http.ResponseWriter, r *http.Request, a *apiCal
 			return
 		}
 	}
-	if lim := a.mem.limiter; lim != nil {
-		rv := lim.Reserve()
-		if d := rv.Delay(); d > 0 {
-			rv.Cancel()
-			w.Header().Set("Retry-After", strconv.Itoa(int(d.Seconds())+1))
-			restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "sending too fast; retry later")
-			return
-		}
+	// The bytes counted are those a send frame of the post would carry.
+	if ref := b.reserveSend(a.mem, len(s.Ciphertext)+len(s.Nonce)+len(s.Signature)+256); ref != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(int(ref.retry.Seconds())+1))
+		restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, ref.msg)
+		return
 	}
 	done := make(chan topicPostResult, 1)
 	b.postTopic(ms, from, s, func(res topicPostResult) { done <- res })

@@ -199,13 +199,14 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		c.ackError(&s, code, err.Error(), 0)
 		return
 	}
-	if lim := c.mem.limiter; lim != nil {
-		r := lim.Reserve()
-		if d := r.Delay(); d > 0 {
-			r.Cancel()
-			c.ackError(&s, wire.CodeRateLimited, "sending too fast; retry later", max(d.Milliseconds(), 1))
-			return
+	if ref := c.b.reserveSend(c.mem, len(data)); ref != nil {
+		c.ackError(&s, wire.CodeRateLimited, ref.msg, max(ref.retry.Milliseconds(), 1))
+		if ref.limit == "byte_rate" {
+			// Bytes are what the refusal is about: a client that keeps
+			// streaming 64 KiB frames past it is closed (refusedForRate).
+			c.refusedForRate()
 		}
+		return
 	}
 	if s.Kind == wire.KindTopic {
 		c.handleTopicSend(&s, start) // topic_post.go

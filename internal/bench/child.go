@@ -105,6 +105,7 @@ func launchChild(exe string, extraEnv []string, o childOpts, extraArgs ...string
 		"--metrics-listen", o.metricsListen,
 		"--data", data,
 		"--rate", "0",
+		"--byte-rate", "0",
 		"--max-connections-per-mesh", "0",
 	}, extraArgs...)
 	cmd := exec.Command(exe, args...)

@@ -1,0 +1,81 @@
+package broker
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"claudemesh/wire"
+)
+
+// One member streaming large DMs (to herself, never fetched) is held to
+// --byte-rate after --byte-burst, whatever --rate allows in messages: 200
+// sends of 64 KiB a second were 13 MB/s of ciphertext into the committer
+// and the disk every mesh shares (bench --adversary, attack "self"). A
+// refused send spends none of the budget, so waiting the retryAfterMs it
+// was given gets the next one through; another member is not held.
+func TestByteRateHoldsOneMembersLargeSends(t *testing.T) {
+	t.Parallel()
+	if def := DefaultConfig(); def.ByteRate <= 0 || def.ByteBurst < def.MaxFrame {
+		t.Fatalf("default --byte-rate %d, --byte-burst %d: want a limit on by default", def.ByteRate, def.ByteBurst)
+	}
+	cfg := testConfig(t)
+	cfg.ByteRate = 100 << 10 // 100 KiB/s: the burst (one --max-frame, 1 MiB) matters, not the refill
+	cfg.ByteBurst = 0
+	b := startWith(t, cfg)
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	body := strings.Repeat("x", 60000)
+	var sends []wire.Send
+	for range 40 {
+		sends = append(sends, dm(t, alice, alice.pub(), body))
+	}
+	a := connect(t, b, alice, false, nil)
+	for _, s := range sends {
+		a.write(s)
+	}
+	ok := 0
+	var refusal *wire.AckError
+	for range sends {
+		var ack wire.Ack
+		a.next(&ack, wire.TypeAck)
+		switch {
+		case ack.Error == nil:
+			ok++
+		case ack.Error.Code != wire.CodeRateLimited:
+			t.Fatalf("refused with %+v, want rate_limited", ack.Error)
+		default:
+			refusal = ack.Error
+		}
+	}
+	frame := len(wire.MustEncode(sends[0]))
+	// 1 MiB of burst and at most a few seconds of 100 KiB/s refill on a
+	// loaded machine: far fewer than the 40 frames (3.3 MB) sent.
+	if refusal == nil || ok*frame > (1<<20)+10*(100<<10) {
+		t.Fatalf("%d of %d frames of %d bytes accepted (refused: %+v); want the byte limit to refuse most", ok, len(sends), frame, refusal)
+	}
+	if !strings.Contains(refusal.Message, "--byte-rate") || refusal.RetryAfterMs <= 0 {
+		t.Fatalf("refusal %+v: want it to name --byte-rate and carry retryAfterMs", refusal)
+	}
+	if n := counterValue(t, b, "claudemesh_limits_tripped_total", "byte_rate"); n != float64(len(sends)-ok) {
+		t.Fatalf("limits_tripped{byte_rate} = %v, want %d", n, len(sends)-ok)
+	}
+	// Another member's budget is its own.
+	bc := connect(t, b, bob, false, nil)
+	if ack := bc.sendAck(dm(t, bob, alice.pub(), body)); ack.Error != nil {
+		t.Fatalf("bob's send: %+v", ack.Error)
+	}
+	// Honouring retryAfterMs works: refused sends took nothing.
+	next := dm(t, alice, alice.pub(), body)
+	for attempt := 0; ; attempt++ {
+		ack := a.sendAck(next)
+		if ack.Error == nil {
+			break
+		}
+		if ack.Error.Code != wire.CodeRateLimited || attempt == 2 {
+			t.Fatalf("after waiting retryAfterMs: %+v", ack.Error)
+		}
+		time.Sleep(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond)
+		next = dm(t, alice, alice.pub(), body)
+	}
+}
