@@ -31,7 +31,10 @@ import (
 // generator on a small machine; the comparison is an upper bound on what
 // they cost the honest peers.
 
-// AttackNames are the attacks --attacks can choose from.
+// AttackNames are the attacks --attacks can choose from. `--attacks none`
+// runs the second run without any attack: a control for what running
+// second (a fresh broker after one already ran, the bench's own heap)
+// does to the ratio by itself.
 var AttackNames = []string{"ack", "churn", "groups", "self", "idle", "junk"}
 
 // AdversaryStats counts what each attack did during the measured run.
@@ -71,16 +74,28 @@ type AdversaryResult struct {
 	E2eP99Ratio    float64 `json:"e2eP99Ratio"`
 	AckP99Ratio    float64 `json:"ackP99Ratio"`
 	DeliveredDelta float64 `json:"deliveredDelta"`
+	// Attacker is where the attacks ran: "process" (a child process of
+	// their own, niced by AttackerNice) or "in-process".
+	Attacker     string `json:"attacker"`
+	AttackerNice int    `json:"attackerNice"`
+	// CPU seconds while sending and draining: the broker's in each run,
+	// the load generator's in each run, and the attacker process's (0
+	// in-process, where it is part of the bench's).
+	BrokerCPUSec   [2]float64 `json:"brokerCpuSec"`
+	BenchCPUSec    [2]float64 `json:"benchCpuSec"`
+	AttackerCPUSec float64    `json:"attackerCpuSec"`
 }
 
 // adversaryBrokerArgs are the broker's defaults for what the attacks
-// test (the child broker otherwise runs without a send rate limit, and
-// without a presence rate limit for --idle-connections).
+// test (the child broker otherwise runs without send rate limits, in
+// messages and in bytes, and without a presence rate limit for
+// --idle-connections).
 //
 // The per-address limits exempt loopback by default; here only 127.0.0.1
 // (the honest peers and mallory) is exempt, and the stranger connects from
 // 127.0.0.2, as one address on the internet would.
-var adversaryBrokerArgs = []string{"--rate", "200", "--burst", "1000", "--presence-rate", "5", "--ip-limit-exempt", "127.0.0.1/32"}
+var adversaryBrokerArgs = []string{"--rate", "200", "--burst", "1000", "--byte-rate", "1048576", "--byte-burst", "8388608",
+	"--presence-rate", "5", "--ip-limit-exempt", "127.0.0.1/32"}
 
 // strangerDialer dials from 127.0.0.2, an address the broker limits.
 var strangerDialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
@@ -89,6 +104,9 @@ var strangerDialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0,
 // default limits: alone, then under attack.
 func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 	for _, a := range cfg.Attacks {
+		if a == "none" && len(cfg.Attacks) == 1 {
+			continue
+		}
 		if !slices.Contains(AttackNames, a) {
 			return nil, fmt.Errorf("bench: unknown attack %q (known: %v)", a, AttackNames)
 		}
@@ -119,7 +137,12 @@ func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 		return nil, fmt.Errorf("run under attack: %w", err)
 	}
 	res := &AdversaryResult{SchemaVersion: 1, Baseline: base, Attacked: att, Attacks: *stats,
-		DeliveredDelta: round(att.DeliveredPct-base.DeliveredPct, 2)}
+		DeliveredDelta: round(att.DeliveredPct-base.DeliveredPct, 2), Attacker: "process", AttackerNice: cfg.AttackerNice,
+		BrokerCPUSec: [2]float64{base.BrokerCPUSec, att.BrokerCPUSec}, BenchCPUSec: [2]float64{base.BenchCPUSec, att.BenchCPUSec},
+		AttackerCPUSec: att.AttackerCPUSec}
+	if cfg.AttackerInProcess {
+		res.Attacker, res.AttackerNice = "in-process", 0
+	}
 	if base.E2eMs.P99 > 0 {
 		res.E2eP99Ratio = round(att.E2eMs.P99/base.E2eMs.P99, 2)
 	}
@@ -131,15 +154,19 @@ func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 
 // adversary is the attacks of one run.
 type adversary struct {
-	r       *run
+	attacks []string
 	stats   *AdversaryStats
+	// proc is the child process the attacks run in (nil: in this one).
+	proc    *attackerProc
 	mallory client.MeshIdentity
 	wsURL   string
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 }
 
-// startAdversary enrolls mallory and starts every attack; stop ends them.
+// startAdversary enrolls mallory and starts every attack, in a child
+// process of their own (attacker.go) unless cfg.AttackerInProcess; stop
+// ends them.
 func (r *run) startAdversary(ctx context.Context) (*adversary, error) {
 	key, err := cmcrypto.GenerateIdentity()
 	if err != nil {
@@ -157,10 +184,19 @@ func (r *run) startAdversary(ctx context.Context) (*adversary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mallory joining: %w", err)
 	}
+	mallory := client.MeshIdentity{MeshID: res.MeshID, MemberID: res.MemberID, BrokerURL: r.url,
+		BrokerPubkey: inv.BrokerPubkey, Member: key}
+	if !r.cfg.AttackerInProcess {
+		return r.startAttackerProcess(ctx, mallory)
+	}
+	return startAttacks(ctx, mallory, r.cfg.Attacks, r.cfg.adversary), nil
+}
+
+// startAttacks starts the chosen attacks (all when attacks is empty) as
+// mallory against her broker, counting into stats.
+func startAttacks(ctx context.Context, mallory client.MeshIdentity, attacks []string, stats *AdversaryStats) *adversary {
 	actx, cancel := context.WithCancel(ctx)
-	a := &adversary{r: r, stats: r.cfg.adversary, cancel: cancel, wsURL: r.url,
-		mallory: client.MeshIdentity{MeshID: res.MeshID, MemberID: res.MemberID, BrokerURL: r.url,
-			BrokerPubkey: inv.BrokerPubkey, Member: key}}
+	a := &adversary{attacks: attacks, stats: stats, cancel: cancel, wsURL: mallory.BrokerURL, mallory: mallory}
 	for _, at := range []struct {
 		name string
 		run  func(context.Context)
@@ -173,18 +209,31 @@ func (r *run) startAdversary(ctx context.Context) (*adversary, error) {
 			a.wg.Go(func() { at.run(actx) })
 		}
 	}
-	return a, nil
+	return a
+}
+
+// cpu is the attacker process's CPU time so far (0 for attacks in this
+// process, or none).
+func (a *adversary) cpu() time.Duration {
+	if a == nil || a.proc == nil {
+		return 0
+	}
+	return a.proc.cpu()
 }
 
 // stop ends the attacks, once each has done something (at most 10 s
 // more): a short run must not report an attack that never got going.
-func (a *adversary) stop() {
+func (a *adversary) stop() error {
+	if a.proc != nil {
+		return a.proc.stop(a.stats)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) && !a.allStarted() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	a.cancel()
 	a.wg.Wait()
+	return nil
 }
 
 // allStarted reports whether every chosen attack counted something.
@@ -203,7 +252,7 @@ func (a *adversary) allStarted() bool {
 }
 
 func (a *adversary) chosen(name string) bool {
-	return len(a.r.cfg.Attacks) == 0 || slices.Contains(a.r.cfg.Attacks, name)
+	return len(a.attacks) == 0 || slices.Contains(a.attacks, name)
 }
 
 // dial opens one of mallory's connections, counting a reconnect after

@@ -31,6 +31,33 @@ func TestAdversary(t *testing.T) {
 	if res.E2eP99Ratio <= 0 || res.AckP99Ratio <= 0 {
 		t.Errorf("ratios %+v", res)
 	}
+	// The attacks ran in a process of their own, whose CPU is measured.
+	if res.Attacker != "process" || res.AttackerCPUSec <= 0 || res.BrokerCPUSec[1] <= 0 {
+		t.Errorf("attacker %q, its CPU %v s, broker CPU %v: want a measured attacker process", res.Attacker, res.AttackerCPUSec, res.BrokerCPUSec)
+	}
+}
+
+// The old arrangement, the attacks in the bench's own process, still
+// runs them; and --attacks none is a control run with no attack at all.
+func TestAdversaryInProcessAndControl(t *testing.T) {
+	res, err := RunAdversary(testContext(t), Config{Peers: 3, Messages: 20, Window: 1, Payload: 64, AttackerInProcess: true,
+		Attacks: []string{"self", "groups"}, Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPerfect(t, res.Attacked, 60, 60)
+	if a := res.Attacks; res.Attacker != "in-process" || a.SelfSends+a.SelfRefused == 0 || a.GroupHellosRefused == 0 || a.AckFrames != 0 {
+		t.Errorf("in process: attacker %q, attacks %+v; want self and groups only", res.Attacker, a)
+	}
+	res, err = RunAdversary(testContext(t), Config{Peers: 3, Messages: 20, Window: 1, Payload: 64,
+		Attacks: []string{"none"}, Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPerfect(t, res.Attacked, 60, 60)
+	if res.Attacks != (AdversaryStats{}) {
+		t.Errorf("--attacks none attacked: %+v", res.Attacks)
+	}
 }
 
 func TestAdversaryRefusesUnknownAttack(t *testing.T) {

@@ -33,6 +33,9 @@ const (
 	DefaultMessages = 100
 	DefaultWindow   = 1
 	DefaultPayload  = 256
+	// DefaultAttackerNice is --adversary's attacker process's nice(1)
+	// increment (attacker.go).
+	DefaultAttackerNice = 19
 	// DefaultDrain is how long after the last ack a push still counts as
 	// delivered.
 	DefaultDrain = 60 * time.Second
@@ -109,6 +112,11 @@ type Config struct {
 	// Attacks limits --adversary to these attacks (AttackNames; all when
 	// empty).
 	Attacks []string
+	// AttackerInProcess runs --adversary's attacks in this process, as
+	// before they had a process of their own (attacker.go);
+	// AttackerNice is the nice(1) increment of that process (0: none).
+	AttackerInProcess bool
+	AttackerNice      int
 
 	// brokerArgs are added to the child broker's flags (the adversary
 	// mode restores the default limits the bench otherwise lifts).
@@ -224,8 +232,11 @@ type Result struct {
 	// compete for the same cores.
 	BrokerCPUSec float64 `json:"-"`
 	BenchCPUSec  float64 `json:"-"`
-	BrokerPID    int     `json:"-"` // the child broker; 0 with --broker
-	BrokerURL    string  `json:"-"`
+	// AttackerCPUSec is --adversary's attacker process's CPU over the
+	// same time (0 when the attacks run in this process).
+	AttackerCPUSec float64 `json:"-"`
+	BrokerPID      int     `json:"-"` // the child broker; 0 with --broker
+	BrokerURL      string  `json:"-"`
 }
 
 // run is the state of one bench run.
@@ -353,7 +364,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.planVictim(ctx)
 	}
 	startNs := r.now()
-	selfCPU0, brokerCPU0 := selfCPU(), r.childCPU()
+	selfCPU0, brokerCPU0, attackerCPU0 := selfCPU(), r.childCPU(), adv.cpu()
 	stopSegments := func() []Segment { return nil }
 	if cfg.Segments > 0 {
 		stopSegments = r.sampleSegments()
@@ -363,17 +374,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	lastAckNs, err := r.measure(ctx)
 	segments := stopSegments()
+	selfCPU1, brokerCPU1, attackerCPU1 := selfCPU(), r.childCPU(), adv.cpu()
 	if adv != nil {
-		adv.stop()
+		if serr := adv.stop(); err == nil {
+			err = serr
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	selfCPU1, brokerCPU1 := selfCPU(), r.childCPU()
 
 	res := &Result{SystemEvents: r.systemEvents.Load(),
 		BenchCPUSec: round((selfCPU1 - selfCPU0).Seconds(), 2), BrokerCPUSec: round((brokerCPU1 - brokerCPU0).Seconds(), 2),
-		Peers: cfg.Peers, Messages: cfg.Messages, Window: cfg.Window, Expected: r.expected,
+		AttackerCPUSec: round((attackerCPU1 - attackerCPU0).Seconds(), 2),
+		Peers:          cfg.Peers, Messages: cfg.Messages, Window: cfg.Window, Expected: r.expected,
 		Broadcast: cfg.Broadcast, Payload: cfg.Payload, IdleConnections: cfg.IdleConnections,
 		SetupSec: round(setup.Seconds(), 2), BrokerURL: r.url}
 	if r.child != nil {

@@ -29,7 +29,7 @@ const childEnvVar = "CLAUDEMESH_BENCH_TEST_AS_CLAUDEMESH"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnvVar) == "1" {
-		cmds := append(verbs.Commands(), daemon.Command(), broker.Command())
+		cmds := append(verbs.Commands(), daemon.Command(), broker.Command(), Command())
 		app := cliui.NewApp("claudemesh", "bench test child", cmds)
 		os.Exit(cliui.Run(app, os.Args, os.Stdout, os.Stderr))
 	}

@@ -54,7 +54,10 @@ func Command() *cli.Command {
 				"client_acks of unknown ids, churns her presence, sends hellos over the group cap and 64 KiB DMs\n"+
 				"to herself that she never acks, and a stranger holds 200 idle TCP connections and 4 WebSockets\n"+
 				"writing junk before any hello. It reports both runs, what each attack did, and attacked ÷\n"+
-				"baseline for the honest peers' send→ack and send→push p99 (the attacks share this process's CPU).\n"+
+				"baseline for the honest peers' send→ack and send→push p99. The attacks run in a child process of\n"+
+				"their own under nice -n --attacker-nice (default 19; its CPU is reported apart), or with\n"+
+				"--attacker-in-process in this one, sharing the load generator's CPU. --attacks none runs the\n"+
+				"second run without attacks: a control for the ratio's noise.\n"+
 				"\n"+
 				"--cluster N runs the same DM load against N `claudemesh broker --cluster` nodes started as child\n"+
 				"processes (one broker key, a temporary data directory and loopback ports each; the log has 3\n"+
@@ -91,7 +94,10 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "clients", Value: DefaultClients, Usage: "--via-daemon: `N` concurrent local API clients"},
 			&cli.IntFlag{Name: "segments", Usage: "split a DM run into `K` equal parts in write order: send→push, broker RSS and store size for each"},
 			&cli.BoolFlag{Name: "adversary", Usage: "the DM load alone, then while one member and a stranger misbehave; compare the honest peers' p99"},
-			&cli.StringSliceFlag{Name: "attacks", Usage: "--adversary: only these `LIST` of attacks (ack, churn, groups, self, idle, junk)"},
+			&cli.StringSliceFlag{Name: "attacks", Usage: "--adversary: only these `LIST` of attacks (ack, churn, groups, self, idle, junk; none: a control run)"},
+			&cli.IntFlag{Name: "attacker-nice", Value: DefaultAttackerNice, Usage: "--adversary: run the attacker process under nice -n `N` (0: not niced)"},
+			&cli.BoolFlag{Name: "attacker-in-process", Usage: "--adversary: run the attacks in the bench's own process (the methodology before the attacker had its own)"},
+			&cli.BoolFlag{Name: "attacker-child", Hidden: true, Usage: "internal: be --adversary's attacker process"},
 			&cli.IntFlag{Name: "cluster", Usage: "run the DM load against `N` cluster nodes (child processes), peers spread round-robin"},
 			&cli.BoolFlag{Name: "failover", Usage: "--cluster: kill -9 the last node after a third of the sends; time its clients' fail-over, check nothing acked is lost"},
 			&cli.StringFlag{Name: "kill", Usage: "--failover: kill the node that leads the replicated log (`leader`, default) or one that does not (follower)"},
@@ -115,6 +121,9 @@ func action(c *cli.Context) error {
 		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
+	}
+	if c.Bool("attacker-child") {
+		return RunAttackerChild(c.Context, os.Stdin, os.Stdout)
 	}
 	cfg := Config{
 		Peers: c.Int("peers"), Messages: c.Int("messages"), Window: c.Int("window"),
@@ -169,6 +178,7 @@ func action(c *cli.Context) error {
 			return cliui.UsageErrorf("--adversary is a DM load; it does not combine with --via-daemon or --topic")
 		}
 		cfg.Attacks = c.StringSlice("attacks")
+		cfg.AttackerNice, cfg.AttackerInProcess = c.Int("attacker-nice"), c.Bool("attacker-in-process")
 		res, err = RunAdversary(c.Context, cfg)
 	default:
 		res, err = Run(c.Context, cfg)
@@ -211,6 +221,12 @@ func reportAdversary(out *cliui.Out, r *AdversaryResult) {
 		a.AckFrames, a.PresenceChurns, a.GroupHellos, a.GroupHellosRefused)
 	out.Linef("            %d junk WebSockets (%d MiB before hello); %d idle TCP connections; %d 64 KiB self-DMs accepted, %d refused; %d reconnects",
 		a.JunkConns, a.JunkBytes>>20, a.IdleConns, a.SelfSends, a.SelfRefused, a.Reconnects)
+	if r.Attacker == "in-process" {
+		out.Linef("attacker    in the bench's own process (its CPU is part of the bench's)")
+	} else {
+		out.Linef("attacker    a child process, nice %d: %.2f s CPU while sending", r.AttackerNice, r.AttackerCPUSec)
+	}
+	out.Linef("broker cpu  %.2f s alone, %.2f s under attack (%+.2f s)", r.BrokerCPUSec[0], r.BrokerCPUSec[1], r.BrokerCPUSec[1]-r.BrokerCPUSec[0])
 	out.Resultf("honest p99  send→push ×%.2f, send→ack ×%.2f under attack; delivered %+.2f points", r.E2eP99Ratio, r.AckP99Ratio, r.DeliveredDelta)
 }
 
