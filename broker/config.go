@@ -63,6 +63,12 @@ type Config struct {
 	// mesh, and a peer_left later); 0 disables.
 	PresenceRate  float64
 	PresenceBurst int
+	// HelloRefusalRate and HelloRefusalBurst are each member's budget of
+	// hellos refused after their signature verified, past which its
+	// hellos are refused before any check of a signature
+	// (hellobudget.go); 0 disables.
+	HelloRefusalRate  float64
+	HelloRefusalBurst int
 	// MaxSessionsPerMember caps the session keys the broker remembers per
 	// member (the least recently connected, absent one is forgotten to
 	// make room); 0 disables.
@@ -156,6 +162,8 @@ func DefaultConfig() Config {
 		AckRate:                 1000,
 		PresenceRate:            5,
 		PresenceBurst:           100,
+		HelloRefusalRate:        1,
+		HelloRefusalBurst:       30,
 		MaxSessionsPerMember:    1000,
 		IPLimitExempt:           LoopbackPrefixes(),
 		HTTPReadTimeout:         10 * time.Second,

@@ -191,6 +191,9 @@ func (c *conn) acceptHello(data []byte, sentNonce string) *handshakeError {
 	if err != nil {
 		return refuse(wire.CodeMalformed, "%v", err)
 	}
+	if herr := c.b.checkHelloBudget(h.MeshID, h.Pubkey); herr != nil {
+		return herr
+	}
 	if cmcrypto.Verify(pub, msg, h.Signature) != nil {
 		return refuse(wire.CodeBadSignature, "hello signature does not verify")
 	}
@@ -254,6 +257,9 @@ func (c *conn) acceptSessionHello(data []byte, sentNonce string) *handshakeError
 	if until > maxAttestationTTL+timestampSkew {
 		return refuse(wire.CodeTTLTooLong, "session attestation may be valid for at most 24h")
 	}
+	if herr := c.b.checkHelloBudget(h.MeshID, h.ParentPubkey); herr != nil {
+		return herr
+	}
 	attest, err := cmcrypto.SessionAttestString(h.MeshID, h.ParentPubkey, h.SessionPubkey, a.ExpiresAt)
 	if err != nil || cmcrypto.Verify(parentPub, attest, a.Signature) != nil {
 		return refuse(wire.CodeBadAttestation, "attestation is not signed by the parent member key")
@@ -290,19 +296,20 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		return refuse(wire.CodeUnauthorized, "no such member in this mesh")
 	}
 	if mem.RevokedAt != 0 {
-		ms.mu.Unlock()
 		e := refuse(wire.CodeRevoked, "You've been removed from %q. Contact the mesh owner to rejoin.", ms.name)
 		e.close = wire.CloseBanned
+		spendHelloRefusal(mem, e)
+		ms.mu.Unlock()
 		return e
 	}
 	if mem.ID != memberID {
-		ms.mu.Unlock()
-		return refuse(wire.CodeMemberIDMismatch, "memberId does not belong to this key")
+		defer ms.mu.Unlock()
+		return spendHelloRefusal(mem, refuse(wire.CodeMemberIDMismatch, "memberId does not belong to this key"))
 	}
 	if id.session {
 		if herr := ms.checkSessionIdentity(mem, id); herr != nil {
-			ms.mu.Unlock()
-			return herr
+			defer ms.mu.Unlock()
+			return spendHelloRefusal(mem, herr)
 		}
 	}
 	if max := c.b.cfg.MaxConnsPerMesh; max > 0 && ms.connCount >= max {
@@ -313,13 +320,13 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 	if id.session {
 		var herr *handshakeError
 		if evict, herr = ms.makeRoomForSession(c.b, mem, id.pubkey); herr != nil {
-			ms.mu.Unlock()
-			return herr
+			defer ms.mu.Unlock()
+			return spendHelloRefusal(mem, herr)
 		}
 	}
 	if herr := ms.checkPresenceRate(c.b, mem, id); herr != nil {
-		ms.mu.Unlock()
-		return herr
+		defer ms.mu.Unlock()
+		return spendHelloRefusal(mem, herr)
 	}
 	c.ms, c.pubkey, c.mem = ms, id.pubkey, mem
 	c.transient = !id.presence
@@ -350,9 +357,9 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		groups := slices.Clone(mem.Groups)
 		if mergeGroups(&groups, id.groups) {
 			if len(groups) > c.b.cfg.MaxGroups {
-				ms.mu.Unlock()
+				defer ms.mu.Unlock()
 				c.b.metrics.limitTripped.WithLabelValues("max_groups").Inc()
-				return refuse(wire.CodeInvalidArgument, "this hello would give the member %d groups; the limit is %d (leave_group some first)", len(groups), c.b.cfg.MaxGroups)
+				return spendHelloRefusal(mem, refuse(wire.CodeInvalidArgument, "this hello would give the member %d groups; the limit is %d (leave_group some first)", len(groups), c.b.cfg.MaxGroups))
 			}
 			mem.Groups = groups
 			memberID, saved := mem.ID, slices.Clone(groups)

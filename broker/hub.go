@@ -89,6 +89,9 @@ type member struct {
 	// get before the one that gets another is closed (refusedForRate):
 	// per member, so reconnecting does not buy a fresh budget.
 	refusals *rate.Limiter
+	// helloRefusals is its budget of hellos refused after their
+	// signature verified (hellobudget.go); nil when unlimited.
+	helloRefusals *rate.Limiter
 }
 
 // presence is one listed peer: a member presence (daemon, inbox --follow,
@@ -272,7 +275,8 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 	if cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
-	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), refusals: rate.NewLimiter(refusalRate, refusalBurst)}
+	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), refusals: rate.NewLimiter(refusalRate, refusalBurst),
+		helloRefusals: newHelloRefusals(cfg)}
 	if cfg.AckRate > 0 {
 		mem.ackLookups = rate.NewLimiter(rate.Limit(5*cfg.AckRate), int(20*cfg.AckRate))
 	}
