@@ -14,7 +14,10 @@ import (
 // (two, for a session_hello) and the mesh lock; a member whose hellos
 // keep being refused after that (over the group cap, over the presence
 // rate, revoked, its sessions' keys or names in conflict) could make the
-// broker do that work as fast as it can send them. Once its budget is
+// broker do that work as fast as it can send them; and a member whose
+// connections are closed for ignoring rate_limited could reconnect at
+// once, each connection with fresh per-connection limits, so such a close
+// is charged the same way. Once its budget is
 // spent, its next hellos are refused before any signature is checked,
 // until the budget refills.
 //
@@ -63,8 +66,8 @@ func (b *Broker) checkHelloBudget(meshID, memberPubkey string) *handshakeError {
 	return e
 }
 
-// spendHelloRefusal charges a verified hello's refusal to its member.
-// Caller holds ms.mu.
+// spendHelloRefusal charges a verified hello's refusal (or the close of a
+// connection that ignored rate_limited: route.go) to its member.
 func spendHelloRefusal(mem *member, e *handshakeError) *handshakeError {
 	if mem.helloRefusals != nil {
 		mem.helloRefusals.Allow()

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,4 +72,35 @@ func TestHelloRefusalBudget(t *testing.T) {
 	}
 	// bob's budget is his own.
 	connect(t, b, bob, false, nil).closeClean()
+}
+
+// A connection closed for ignoring rate_limited spends its member's
+// budget of refusals like a refused hello: reconnecting at once would
+// otherwise buy fresh per-connection limits (bench --adversary's ack
+// flood reconnected 95 times in a run).
+func TestRateLimitCloseSpendsTheHelloBudget(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) {
+		c.AckRate = 2
+		c.HelloRefusalRate = 0.001
+		c.HelloRefusalBurst = 1
+	})
+	alice := createMesh(t, b, "team", "alice")
+	ac := connect(t, b, alice, true, nil)
+	ids := junkIDs(1)
+	for i := range refusalBurst + 100 {
+		if err := ac.ws.WriteJSON(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("f%d", i), MessageIDs: ids}); err != nil {
+			break
+		}
+	}
+	waitFor(t, "the flooding connection to be closed", func() bool {
+		return counterValue(t, b, "claudemesh_limits_tripped_total", "refusals") == 1
+	})
+	r := dial(t, b)
+	r.write(r.helloFrame(alice, nil))
+	var e wire.Error
+	r.next(&e, wire.TypeError)
+	if e.Code != wire.CodeRateLimited || !strings.Contains(e.Message, "--hello-refusal-rate") {
+		t.Fatalf("alice's hello after her connection was closed for ignoring rate_limited: %+v", e)
+	}
 }

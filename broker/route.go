@@ -770,6 +770,10 @@ func (c *conn) refusedForRate() {
 		return
 	}
 	if c.refusalClosed.CompareAndSwap(false, true) {
+		// The close is a verified refusal of the member, like a refused
+		// hello (hellobudget.go): otherwise each reconnect would buy a
+		// fresh burst of every per-connection limit.
+		spendHelloRefusal(c.mem, nil)
 		c.b.metrics.limitTripped.WithLabelValues("refusals").Inc()
 		c.b.log.Warn("connection closed: it kept sending after rate_limited", "member", c.pubkey, "ip", c.ip)
 		c.closeWith(wire.ClosePolicy, wire.CodeRateLimited)
