@@ -126,10 +126,11 @@ type clusterPresence struct {
 	subs  []*nats.Subscription
 	nodes map[string]*peerNode // owned by run
 	// aliveN is how many of them are not taken for dead, for metrics.
-	aliveMu sync.Mutex
-	aliveN  int
-	stop    chan struct{}
-	done    chan struct{}
+	aliveMu  sync.Mutex
+	aliveN   int
+	stop     chan struct{}
+	done     chan struct{}
+	beatDone chan struct{} // closed when beat returns
 }
 
 func presenceSubject(cluster string) string { return "claudemesh." + cluster + ".presence" }
@@ -149,6 +150,7 @@ func (b *Broker) startClusterPresence() error {
 		b: b, node: cc.NodeID, epoch: newID(), subject: presenceSubject(cc.Name),
 		nc: b.node.Conn(), hb: hb, in: make(chan *nats.Msg, 1<<16),
 		nodes: map[string]*peerNode{}, stop: make(chan struct{}), done: make(chan struct{}),
+		beatDone: make(chan struct{}),
 	}
 	sub, err := cp.nc.ChanSubscribe(cp.subject, cp.in)
 	if err != nil {
@@ -165,6 +167,7 @@ func (b *Broker) startClusterPresence() error {
 	cp.subs = []*nats.Subscription{sub, syncSub}
 	b.cpres = cp
 	go cp.run()
+	go cp.beat()
 	// Others learn of this node (and ask for its table) from its first
 	// heartbeat; send one now rather than in a second.
 	cp.publish(&presMsg{Kind: "hb"})
@@ -180,6 +183,7 @@ func (cp *clusterPresence) close() {
 	}
 	close(cp.stop)
 	<-cp.done
+	<-cp.beatDone
 }
 
 // publish numbers and sends one message. Callers may hold a mesh lock.
@@ -257,8 +261,28 @@ func (cp *clusterPresence) answerSync(m *nats.Msg) {
 	}
 }
 
-// run applies the other nodes' messages in order, heartbeats, and watches
-// for dead nodes.
+// beat publishes this node's heartbeat every interval, on its own
+// goroutine: run may wait for the log (apply) or for another node (sync)
+// for seconds, and a node busy that way is still alive — were the beat on
+// run's loop, the other nodes would take it for dead and end its
+// presences (seen after a node was killed: the two survivors took each
+// other for silent).
+func (cp *clusterPresence) beat() {
+	defer close(cp.beatDone)
+	tick := time.NewTicker(cp.hb)
+	defer tick.Stop()
+	for {
+		select {
+		case <-cp.stop:
+			return
+		case <-tick.C:
+			cp.publish(&presMsg{Kind: "hb"})
+		}
+	}
+}
+
+// run applies the other nodes' messages in order and watches for dead
+// nodes.
 func (cp *clusterPresence) run() {
 	defer close(cp.done)
 	tick := time.NewTicker(cp.hb)
@@ -268,16 +292,32 @@ func (cp *clusterPresence) run() {
 		case <-cp.stop:
 			return
 		case <-tick.C:
-			cp.publish(&presMsg{Kind: "hb"})
+			// Read what already arrived before judging who is silent: a
+			// loop that was busy (waiting for the log or a sync) must not
+			// take a node for dead on heartbeats still in its queue.
+			cp.drain()
 			cp.checkNodes(time.Now())
 		case m := <-cp.in:
-			var pm presMsg
-			if json.Unmarshal(m.Data, &pm) != nil || pm.Node == cp.node || pm.Node == "" {
-				continue
-			}
-			cp.receive(&pm)
+			cp.handle(m)
 		}
 	}
+}
+
+// drain handles the messages that were already queued when it started
+// (not those arriving meanwhile, so a busy subject cannot keep it going).
+func (cp *clusterPresence) drain() {
+	for n := len(cp.in); n > 0; n-- {
+		cp.handle(<-cp.in)
+	}
+}
+
+// handle applies one message from the presence subject.
+func (cp *clusterPresence) handle(m *nats.Msg) {
+	var pm presMsg
+	if json.Unmarshal(m.Data, &pm) != nil || pm.Node == cp.node || pm.Node == "" {
+		return
+	}
+	cp.receive(&pm)
 }
 
 // receive applies one message from another node.
