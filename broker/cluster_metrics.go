@@ -28,6 +28,7 @@ type clusterMetrics struct {
 	snapshots     *cmmetrics.Counter
 	restores      *cmmetrics.Counter
 	snapFailures  *cmmetrics.Counter
+	selfReads     *cmmetrics.Counter
 }
 
 func (b *Broker) startClusterMetrics() {
@@ -47,6 +48,7 @@ func (b *Broker) startClusterMetrics() {
 		snapshots:     r.NewCounter("claudemesh_cluster_snapshots_total", "Snapshots of the records this node stored for log compaction."),
 		restores:      r.NewCounter("claudemesh_cluster_snapshot_restores_total", "Snapshots this node restored because its copy was older than the log's first entry."),
 		snapFailures:  r.NewCounter("claudemesh_cluster_snapshot_failures_total", "Snapshots or log purges of this node that failed (the log keeps growing until one succeeds; see the log)."),
+		selfReads:     r.NewCounter("claudemesh_cluster_log_self_reads_total", "Log entries this node read from the log itself because its log consumer had not delivered them in time (its consumer's server died, or it lags)."),
 	}
 	b.wg.Add(1)
 	go func() {
@@ -56,6 +58,7 @@ func (b *Broker) startClusterMetrics() {
 		var leader string
 		var pub, conf uint64
 		var snap cluster.SnapshotStats
+		var selfRead uint64
 		for {
 			last, l, err := b.engine.LogInfo()
 			applied := b.engine.Applied()
@@ -96,6 +99,9 @@ func (b *Broker) startClusterMetrics() {
 			m.restores.Add(float64(s.Restored - snap.Restored))
 			m.snapFailures.Add(float64(s.Failed - snap.Failed))
 			snap = s
+			_, read := b.engine.Fetched()
+			m.selfReads.Add(float64(read - selfRead))
+			selfRead = read
 			m.nodesAlive.Set(float64(b.cpres.alive()))
 			select {
 			case <-b.stop:

@@ -73,7 +73,16 @@ type EngineOptions struct {
 	// keeps, so a node a little behind catches up from the log instead of
 	// restoring the snapshot.
 	LogKeep uint64
-	Logger  *slog.Logger
+	// FollowHeartbeat is the idle heartbeat of the ordered consumer that
+	// feeds the log to the node: two missed heartbeats make the client
+	// recreate the consumer (default 1s). The library's own default, 5s,
+	// left a node whose consumer lived on a killed node 10s behind.
+	FollowHeartbeat time.Duration
+	// StallAfter is how long a node waits for the consumer to deliver an
+	// entry it knows exists before it reads the entry from the log itself
+	// (watch.go; default 300ms).
+	StallAfter time.Duration
+	Logger     *slog.Logger
 }
 
 // Change is one put or delete an entry from another node made, with the
@@ -105,15 +114,20 @@ type Engine struct {
 	node    string
 	maxSize int
 	// cluster, replicas and nc serve snapshots (snapshot.go).
-	cluster  string
-	replicas int
-	nc       *nats.Conn
-	external bool // --nats: the log's leader is no node's own server
-	snap     snapState
-	snapDone chan struct{}
+	cluster   string
+	replicas  int
+	nc        *nats.Conn
+	external  bool // --nats: the log's leader is no node's own server
+	snap      snapState
+	snapDone  chan struct{}
+	watchDone chan struct{}
 
 	writes   chan *write
-	incoming chan jetstream.Msg
+	incoming chan entry
+	fetched  chan []entry  // entries the watchdog read from the log itself
+	want     atomic.Uint64 // the highest entry someone waits for
+	poke     chan struct{}
+	progress atomic.Int64 // unix nanos of the last time applied moved
 	finished chan []outcome
 	closing  chan struct{}
 	done     chan struct{}
@@ -127,11 +141,13 @@ type Engine struct {
 	appliedMu sync.Mutex
 	advanced  chan struct{} // closed (and replaced) whenever applied moves
 	published atomic.Uint64 // entries this node wrote
-	conflicts atomic.Uint64 // publishes refused because another node wrote first
-	msgSeq    uint64
-	startID   string
-	ready     atomic.Bool // caught up once
-	halted    atomic.Pointer[error]
+	// fetches and fetchedEntries count the watchdog's reads (watch.go).
+	fetches, fetchedEntries atomic.Uint64
+	conflicts               atomic.Uint64 // publishes refused because another node wrote first
+	msgSeq                  uint64
+	startID                 string
+	ready                   atomic.Bool // caught up once
+	halted                  atomic.Pointer[error]
 	// refuseUntil (unix nanos): after a write found no quorum, the next
 	// writes are refused at once for a moment instead of each waiting
 	// PublishTimeout in turn behind the one writer.
@@ -139,6 +155,13 @@ type Engine struct {
 	// lastNoQuorum (unix nanos) is when a write last failed for want of
 	// a quorum; 0 once one succeeds again.
 	lastNoQuorum atomic.Int64
+}
+
+// entry is one entry of the log: its sequence and the redo it carries.
+type entry struct {
+	seq  uint64
+	data []byte
+	err  error // its metadata could not be read
 }
 
 type write struct {
@@ -175,6 +198,12 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 	if opts.SnapshotCheck <= 0 {
 		opts.SnapshotCheck = 30 * time.Second
 	}
+	if opts.FollowHeartbeat <= 0 {
+		opts.FollowHeartbeat = time.Second
+	}
+	if opts.StallAfter <= 0 {
+		opts.StallAfter = 300 * time.Millisecond
+	}
 	db, err := store.OpenDB(opts.Path, store.Options{OpenTimeout: 200 * time.Millisecond})
 	if err != nil {
 		return nil, err
@@ -182,7 +211,9 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 	e := &Engine{
 		opts: opts, log: opts.Logger, db: db, subject: logSubject(n.cfg.Name), node: n.cfg.NodeID,
 		writes:   make(chan *write, 8192),
-		incoming: make(chan jetstream.Msg, 4096),
+		incoming: make(chan entry, 4096),
+		fetched:  make(chan []entry, 4),
+		poke:     make(chan struct{}, 1),
 		finished: make(chan []outcome, 1024),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
@@ -190,7 +221,8 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		startID:  strconv.FormatInt(time.Now().UnixNano(), 36),
 		advanced: make(chan struct{}),
 		cluster:  n.cfg.Name, replicas: n.cfg.Replicas, nc: n.nc, external: n.srv == nil,
-		snapDone: make(chan struct{}),
+		snapDone:  make(chan struct{}),
+		watchDone: make(chan struct{}),
 	}
 	e.maxSize = int(n.nc.MaxPayload()) / 2
 	if err := db.View(func(tx *bolt.Tx) error {
@@ -227,8 +259,10 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		e.db.Close()
 		return nil, err
 	}
+	e.progress.Store(time.Now().UnixNano())
 	go e.loop()
 	go e.dispatchLoop()
+	go e.watchLog()
 	if opts.SnapshotEvery > 0 {
 		go e.snapshotLoop()
 	} else {
@@ -269,11 +303,17 @@ func (e *Engine) follow(ctx context.Context) error {
 		return fmt.Errorf("cluster: follow the log: %w", err)
 	}
 	e.cons, err = cons.Consume(func(m jetstream.Msg) {
+		en := entry{data: m.Data()}
+		if md, err := m.Metadata(); err != nil {
+			en.err = err
+		} else {
+			en.seq = md.Sequence.Stream
+		}
 		select {
-		case e.incoming <- m:
+		case e.incoming <- en:
 		case <-e.closing:
 		}
-	})
+	}, jetstream.PullHeartbeat(e.opts.FollowHeartbeat))
 	if err != nil {
 		return fmt.Errorf("cluster: follow the log: %w", err)
 	}
@@ -333,6 +373,7 @@ func (e *Engine) Path() string { return e.opts.Path }
 // setApplied records the sequence the copy is at and wakes WaitApplied.
 func (e *Engine) setApplied(seq uint64) {
 	e.applied.Store(seq)
+	e.progress.Store(time.Now().UnixNano())
 	e.appliedMu.Lock()
 	close(e.advanced)
 	e.advanced = make(chan struct{})
@@ -352,6 +393,7 @@ func (e *Engine) WaitApplied(seq uint64, timeout time.Duration) bool {
 			return true
 		}
 		if deadline == nil {
+			e.wantEntry(seq)
 			t := time.NewTimer(timeout)
 			defer t.Stop()
 			deadline = t.C
@@ -453,6 +495,7 @@ func (e *Engine) Close() error {
 		close(e.closing)
 		<-e.done
 		<-e.snapDone
+		<-e.watchDone
 		if e.cons != nil {
 			e.cons.Stop()
 		}
@@ -471,6 +514,8 @@ func (e *Engine) loop() {
 		select {
 		case m := <-e.incoming:
 			e.applyIncoming(m)
+		case es := <-e.fetched:
+			e.applyEntries(es)
 		case w := <-e.writes:
 			e.writeBatch(e.fill(w))
 		case <-e.closing:
@@ -505,6 +550,8 @@ func (e *Engine) drainIncoming() {
 		select {
 		case m := <-e.incoming:
 			e.applyIncoming(m)
+		case es := <-e.fetched:
+			e.applyEntries(es)
 		default:
 			return
 		}
@@ -513,11 +560,8 @@ func (e *Engine) drainIncoming() {
 
 // applyIncoming applies one entry of the log, and any that follow it
 // already received, in one transaction.
-func (e *Engine) applyIncoming(first jetstream.Msg) {
-	if e.haltErr() != nil {
-		return
-	}
-	msgs := []jetstream.Msg{first}
+func (e *Engine) applyIncoming(first entry) {
+	msgs := []entry{first}
 more:
 	for len(msgs) < 256 {
 		select {
@@ -527,6 +571,23 @@ more:
 			break more
 		}
 	}
+	e.applyEntries(msgs)
+}
+
+// applyEntries applies entries of the log in one transaction, skipping
+// those applied already (this node's own, those applied before a restart,
+// and those the watchdog or the consumer delivered first).
+func (e *Engine) applyEntries(msgs []entry) {
+	if e.haltErr() != nil {
+		return
+	}
+	// Entries both the consumer and the watchdog delivered come twice:
+	// a batch of nothing new costs no transaction.
+	at := e.applied.Load()
+	msgs = slices.DeleteFunc(msgs, func(m entry) bool { return m.err == nil && m.seq <= at })
+	if len(msgs) == 0 {
+		return
+	}
 	var out []outcome
 	var applied uint64
 	start := time.Now()
@@ -534,11 +595,10 @@ more:
 		out = out[:0]
 		applied = e.applied.Load()
 		for _, m := range msgs {
-			md, err := m.Metadata()
-			if err != nil {
-				return err
+			if m.err != nil {
+				return m.err
 			}
-			seq := md.Sequence.Stream
+			seq := m.seq
 			if seq <= applied {
 				continue // this node's own entry, or one applied before a restart
 			}
@@ -546,7 +606,7 @@ more:
 				return gapError(applied, seq)
 			}
 			var changes []Change
-			err = store.ApplyRedo(tx, m.Data(), func(op *store.RedoOp, old []byte) {
+			err := store.ApplyRedo(tx, m.data, func(op *store.RedoOp, old []byte) {
 				c := Change{Path: clonePath(op.Path), Key: clone(op.Key), Old: clone(old)}
 				if op.Op == store.OpPut {
 					c.New = clone(op.Value)
@@ -757,10 +817,15 @@ func (e *Engine) lastSeq() (uint64, error) {
 func (e *Engine) waitApplied(seq uint64) bool {
 	deadline := time.NewTimer(e.opts.PublishTimeout)
 	defer deadline.Stop()
+	if e.applied.Load() < seq {
+		e.wantEntry(seq)
+	}
 	for e.applied.Load() < seq {
 		select {
 		case m := <-e.incoming:
 			e.applyIncoming(m)
+		case es := <-e.fetched:
+			e.applyEntries(es)
 		case <-deadline.C:
 			return false
 		case <-e.closing:

@@ -1,0 +1,155 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The log watchdog. A node follows the log through one ordered consumer,
+// an R1 consumer the cluster places on some server: when that server is
+// killed, the consumer goes with it, and the client notices only after two
+// missed idle heartbeats and then recreates it. Meanwhile the node's copy
+// stands still: its writes conflict and wait for entries that do not come,
+// a presence announced by another node waits for the records it refers to,
+// and pushes to its connections of messages written elsewhere stop. A node
+// killed in a 3-node cluster stalled a survivor's copy for 10–40 s that
+// way (BENCHMARKS.md, follower kills).
+//
+// So a node does not depend on the consumer alone: when it knows of an
+// entry it has not applied (someone waits for it: a write that conflicted,
+// a presence that refers to it) and nothing was applied for StallAfter, or
+// when nothing at all was applied for a second and the log's leader says
+// the log is longer, it reads the missing entries itself (stream.GetMsg,
+// answered by the stream's leader) and hands them to the loop, which
+// applies them as it applies the consumer's, skipping whichever of the two
+// delivers an entry second.
+
+const (
+	// idleCheck: with no waiter, how long the copy may stand still before
+	// the watchdog asks the leader whether the log moved on.
+	idleCheck = time.Second
+	// fetchBatch bounds the entries handed to the loop at once.
+	fetchBatch = 256
+)
+
+// wantEntry tells the watchdog that seq exists and someone waits for it.
+func (e *Engine) wantEntry(seq uint64) {
+	for {
+		cur := e.want.Load()
+		if cur >= seq || e.want.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
+	select {
+	case e.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Engine) watchLog() {
+	defer close(e.watchDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-e.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	t := time.NewTicker(e.opts.StallAfter / 3)
+	defer t.Stop()
+	lastAsked := time.Now()
+	for {
+		select {
+		case <-e.closing:
+			return
+		case <-t.C:
+		case <-e.poke:
+		}
+		if e.haltErr() != nil {
+			continue
+		}
+		applied := e.applied.Load()
+		still := time.Since(time.Unix(0, e.progress.Load()))
+		target := uint64(0)
+		switch want := e.want.Load(); {
+		case want > applied && still >= e.opts.StallAfter:
+			target = want
+		case still >= idleCheck && time.Since(lastAsked) >= idleCheck:
+			lastAsked = time.Now()
+			last, err := e.lastSeqWithin(ctx, idleCheck)
+			if err != nil || last <= applied {
+				continue
+			}
+			if time.Since(time.Unix(0, e.progress.Load())) < idleCheck {
+				continue // the consumer delivered meanwhile
+			}
+			target = last
+		default:
+			continue
+		}
+		if len(e.incoming) > 0 || len(e.fetched) > 0 {
+			continue // entries are waiting for the loop, not for the consumer
+		}
+		e.fetchThrough(ctx, applied, target)
+	}
+}
+
+// fetchThrough reads the entries after applied up to target from the log
+// and hands them to the loop, a batch at a time, until the loop has them
+// all, the log has no more, or the engine closes.
+func (e *Engine) fetchThrough(ctx context.Context, applied, target uint64) {
+	e.fetches.Add(1)
+	for next := applied + 1; next <= target; {
+		batch := make([]entry, 0, min(fetchBatch, target-next+1))
+		for ; next <= target && len(batch) < fetchBatch; next++ {
+			c, cancel := context.WithTimeout(ctx, e.opts.PublishTimeout)
+			m, err := e.stream.GetMsg(c, next)
+			cancel()
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				// Purged behind a snapshot: the consumer's gap check
+				// halts the node; or not written (yet): nothing to do.
+				target = next - 1
+				break
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Warn("cluster: read a log entry the consumer has not delivered", "seq", next, "err", err)
+				}
+				target = next - 1
+				break
+			}
+			batch = append(batch, entry{seq: m.Sequence, data: m.Data})
+		}
+		if len(batch) == 0 {
+			return
+		}
+		e.fetchedEntries.Add(uint64(len(batch)))
+		select {
+		case e.fetched <- batch:
+		case <-e.closing:
+			return
+		}
+	}
+}
+
+// lastSeqWithin asks the log's leader for its last entry, waiting at most d.
+func (e *Engine) lastSeqWithin(ctx context.Context, d time.Duration) (uint64, error) {
+	c, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	info, err := e.stream.Info(c)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
+}
+
+// Fetched counts the watchdog's reads of the log: how many times it found
+// the consumer behind, and how many entries it read itself (metrics).
+func (e *Engine) Fetched() (times, entries uint64) {
+	return e.fetches.Load(), e.fetchedEntries.Load()
+}
