@@ -99,7 +99,7 @@ func (b *Broker) startClusterMetrics() {
 			m.restores.Add(float64(s.Restored - snap.Restored))
 			m.snapFailures.Add(float64(s.Failed - snap.Failed))
 			snap = s
-			_, read := b.engine.Fetched()
+			_, read, _ := b.engine.Fetched()
 			m.selfReads.Add(float64(read - selfRead))
 			selfRead = read
 			m.nodesAlive.Set(float64(b.cpres.alive()))

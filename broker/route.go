@@ -29,7 +29,7 @@ const unavailableRetryMs = 1000
 // log's leader gives it up, which is why a retry reuses the id (a send's
 // idempotency makes it land once).
 func unavailableText(what string) string {
-	return "the broker's cluster cannot reach a quorum of its nodes: " + what + " is not acknowledged; retry in a moment, here or on another node, with the same id (it is never applied twice)"
+	return "the broker's cluster could not make " + what + " durable in time (a quorum of its nodes is unreachable, or this node is catching up with the others): it is not acknowledged; retry in a moment, here or on another node, with the same id (it is never applied twice)"
 }
 
 // sendUnavailable answers a request whose write a cluster without quorum
@@ -336,7 +336,7 @@ func (ms *meshState) unreserveLocked(recipient string) {
 // push to online recipients (in commit order, hence FIFO), then ack.
 func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDelivery, frames [][]byte, res *sendResult, err error, start time.Time) {
 	if errors.Is(err, store.ErrUnavailable) {
-		c.b.log.Warn("send refused: no quorum", "err", err)
+		c.b.log.Warn("send refused: not durable in time", "err", err)
 		c.ackError(s, wire.CodeUnavailable, unavailableText("the message"), unavailableRetryMs)
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,26 +129,32 @@ type Engine struct {
 	want     atomic.Uint64 // the highest entry someone waits for
 	poke     chan struct{}
 	progress atomic.Int64 // unix nanos of the last time applied moved
-	finished chan []outcome
-	closing  chan struct{}
-	done     chan struct{}
-	dispatch chan struct{}
-	cons     jetstream.ConsumeContext
-	once     sync.Once
-	mu       sync.RWMutex
-	closed   bool
+	// delivered (unix nanos) is when the consumer last handed over an
+	// entry: long ago while entries are missing means it is gone.
+	delivered atomic.Int64
+	finished  chan []outcome
+	closing   chan struct{}
+	done      chan struct{}
+	dispatch  chan struct{}
+	consMu    sync.Mutex
+	cons      jetstream.ConsumeContext
+	once      sync.Once
+	mu        sync.RWMutex
+	closed    bool
 
 	applied   atomic.Uint64 // the log sequence the bbolt file is at
 	appliedMu sync.Mutex
 	advanced  chan struct{} // closed (and replaced) whenever applied moves
 	published atomic.Uint64 // entries this node wrote
 	// fetches and fetchedEntries count the watchdog's reads (watch.go).
-	fetches, fetchedEntries atomic.Uint64
-	conflicts               atomic.Uint64 // publishes refused because another node wrote first
-	msgSeq                  uint64
-	startID                 string
-	ready                   atomic.Bool // caught up once
-	halted                  atomic.Pointer[error]
+	fetches, fetchedEntries, refollows atomic.Uint64
+	selfReadAt                         atomic.Int64 // unix nanos of the watchdog's last read
+	turns                              *turns
+	conflicts                          atomic.Uint64 // publishes refused because another node wrote first
+	msgSeq                             uint64
+	startID                            string
+	ready                              atomic.Bool // caught up once
+	halted                             atomic.Pointer[error]
 	// refuseUntil (unix nanos): after a write found no quorum, the next
 	// writes are refused at once for a moment instead of each waiting
 	// PublishTimeout in turn behind the one writer.
@@ -161,7 +168,8 @@ type Engine struct {
 type entry struct {
 	seq  uint64
 	data []byte
-	err  error // its metadata could not be read
+	node string // the node that wrote it (turns.go)
+	err  error  // its metadata could not be read
 }
 
 type write struct {
@@ -223,6 +231,7 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		cluster:  n.cfg.Name, replicas: n.cfg.Replicas, nc: n.nc, external: n.srv == nil,
 		snapDone:  make(chan struct{}),
 		watchDone: make(chan struct{}),
+		turns:     newTurns(n.cfg.NodeID),
 	}
 	e.maxSize = int(n.nc.MaxPayload()) / 2
 	if err := db.View(func(tx *bolt.Tx) error {
@@ -255,11 +264,17 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		e.db.Close()
 		return nil, err
 	}
+	if err := e.turns.start(n.nc, n.cfg.Name); err != nil {
+		e.db.Close()
+		return nil, err
+	}
 	if err := e.follow(ctx); err != nil {
+		e.turns.stop()
 		e.db.Close()
 		return nil, err
 	}
 	e.progress.Store(time.Now().UnixNano())
+	e.delivered.Store(time.Now().UnixNano())
 	go e.loop()
 	go e.dispatchLoop()
 	go e.watchLog()
@@ -302,13 +317,14 @@ func (e *Engine) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: follow the log: %w", err)
 	}
-	e.cons, err = cons.Consume(func(m jetstream.Msg) {
-		en := entry{data: m.Data()}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		en := entry{data: m.Data(), node: writerOf(m.Headers().Get(jetstream.MsgIDHeader))}
 		if md, err := m.Metadata(); err != nil {
 			en.err = err
 		} else {
 			en.seq = md.Sequence.Stream
 		}
+		e.delivered.Store(time.Now().UnixNano())
 		select {
 		case e.incoming <- en:
 		case <-e.closing:
@@ -317,6 +333,9 @@ func (e *Engine) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: follow the log: %w", err)
 	}
+	e.consMu.Lock()
+	e.cons = cc
+	e.consMu.Unlock()
 	return nil
 }
 
@@ -496,9 +515,12 @@ func (e *Engine) Close() error {
 		<-e.done
 		<-e.snapDone
 		<-e.watchDone
+		e.consMu.Lock()
 		if e.cons != nil {
 			e.cons.Stop()
 		}
+		e.consMu.Unlock()
+		e.turns.stop()
 		close(e.finished)
 		<-e.dispatch
 		err = e.db.Close()
@@ -634,6 +656,9 @@ func (e *Engine) applyEntries(msgs []entry) {
 		e.opts.OnCommit(time.Since(start), len(msgs))
 	}
 	e.setApplied(applied)
+	for _, m := range msgs {
+		e.turns.applied(m.node)
+	}
 	if len(out) > 0 {
 		e.finished <- out
 	}
@@ -688,7 +713,13 @@ func (e *Engine) writeBatch(batch []*write) {
 	// decided: a refusal stands only if it was decided on the state the
 	// batch is published on (or answered on).
 	var judged uint64
+	tr := writeTrace{start: time.Now(), writes: len(batch)}
+	defer tr.report(e)
+	defer e.turns.wrote()
+	inARow := 0 // conflicts of this batch in a row
+	attemptStart := time.Now()
 	for attempt := 0; ; attempt++ {
+		e.awaitTurn()
 		e.drainIncoming()
 		applied := e.applied.Load()
 		btx, err := e.db.Begin(true)
@@ -733,8 +764,9 @@ func (e *Engine) writeBatch(batch []*write) {
 			// current; otherwise catch up and run the batch again.
 			btx.Rollback()
 			if last, err := e.lastSeq(); err == nil && last > applied {
-				if !e.waitApplied(last) {
-					e.finish(batch, failed, store.ErrUnavailable)
+				tr.catchUps++
+				if !tr.wait(e, last) {
+					e.finish(batch, failed, store.ErrBehind)
 					return
 				}
 				clear(failed)
@@ -745,6 +777,8 @@ func (e *Engine) writeBatch(batch []*write) {
 		}
 		start := time.Now()
 		seq, err := e.publish(rec.Bytes(), applied)
+		tr.publishes++
+		tr.publishing += time.Since(start)
 		switch {
 		case err == nil && seq == applied+1:
 			if err := btx.Bucket(bucketMeta).Put(keyApplied, u64(seq)); err != nil {
@@ -779,15 +813,28 @@ func (e *Engine) writeBatch(batch []*write) {
 		case errors.Is(err, errConflict):
 			// Another node wrote first: this node's copy was behind, so
 			// every outcome of the batch, refusals included, is redone
-			// on the state after that entry.
+			// on the state after that entry (after the log's last entry
+			// when the refusal says which it is).
 			btx.Rollback()
 			e.conflicts.Add(1)
 			if err := e.checkGap(applied); err != nil {
 				e.finish(batch, failed, err)
 				return
 			}
-			if !e.waitApplied(applied + 1) {
-				e.finish(batch, failed, store.ErrUnavailable)
+			tr.conflicts++
+			if inARow++; inARow >= turnAfter {
+				// Long enough for what the last round took: catching
+				// up with the log, running the batch, publishing.
+				e.turns.ask(e.nc, e.cluster, 2*time.Since(attemptStart))
+			}
+			attemptStart = time.Now()
+			target := applied + 1
+			var ce *conflictError
+			if errors.As(err, &ce) && ce.last > target {
+				target = ce.last
+			}
+			if !tr.wait(e, target) {
+				e.finish(batch, failed, store.ErrBehind)
 				return
 			}
 			clear(failed)
@@ -799,6 +846,34 @@ func (e *Engine) writeBatch(batch []*write) {
 			e.finish(batch, failed, store.ErrUnavailable)
 			return
 		}
+	}
+}
+
+// writeTrace times one batch's way to the log; a batch slower than
+// slowWrite is logged with where its time went, so an operator (and a
+// benchmark) can tell a slow quorum from a node that could not catch up.
+type writeTrace struct {
+	start                          time.Time
+	writes                         int
+	publishes, conflicts, catchUps int
+	publishing, waiting            time.Duration
+}
+
+const slowWrite = 2 * time.Second
+
+func (t *writeTrace) wait(e *Engine, seq uint64) bool {
+	start := time.Now()
+	ok := e.waitApplied(seq)
+	t.waiting += time.Since(start)
+	return ok
+}
+
+func (t *writeTrace) report(e *Engine) {
+	if d := time.Since(t.start); d >= slowWrite {
+		e.log.Warn("cluster: slow write", "took", d.Round(time.Millisecond), "writes", t.writes,
+			"publishes", t.publishes, "publishing", t.publishing.Round(time.Millisecond),
+			"conflicts", t.conflicts, "catchUps", t.catchUps, "waitingForTheLog", t.waiting.Round(time.Millisecond),
+			"applied", e.applied.Load())
 	}
 }
 
@@ -841,6 +916,40 @@ const refuseFor = time.Second
 
 var errConflict = errors.New("cluster: another node wrote first")
 
+// conflictError is errConflict with the log's last entry, when JetStream's
+// refusal ("wrong last sequence: N") says which it is.
+type conflictError struct{ last uint64 }
+
+func (e *conflictError) Error() string     { return errConflict.Error() }
+func (e *conflictError) Is(err error) bool { return err == errConflict }
+
+// awaitTurn holds this node's next publish while another node has its turn
+// (turns.go), applying the log meanwhile.
+func (e *Engine) awaitTurn() {
+	for {
+		d := e.turns.holding()
+		if d <= 0 {
+			return
+		}
+		t := time.NewTimer(d)
+		select {
+		case m := <-e.incoming:
+			e.applyIncoming(m)
+		case es := <-e.fetched:
+			e.applyEntries(es)
+		case <-e.turns.wake:
+		case <-t.C:
+		case <-e.closing:
+		}
+		t.Stop()
+		select {
+		case <-e.closing:
+			return
+		default:
+		}
+	}
+}
+
 // publish appends one entry, expecting the log to end at last.
 func (e *Engine) publish(data []byte, last uint64) (uint64, error) {
 	e.msgSeq++
@@ -855,7 +964,8 @@ func (e *Engine) publish(data []byte, last uint64) (uint64, error) {
 		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return 0, errConflict
+			last, _ := strconv.ParseUint(strings.TrimPrefix(apiErr.Description, "wrong last sequence: "), 10, 64)
+			return 0, &conflictError{last: last}
 		}
 		if ctx.Err() != nil {
 			return 0, err

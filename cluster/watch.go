@@ -33,6 +33,12 @@ const (
 	idleCheck = time.Second
 	// fetchBatch bounds the entries handed to the loop at once.
 	fetchBatch = 256
+	// refollowAfter: a consumer silent that long while the watchdog had
+	// to read entries it should have delivered is replaced by a new one.
+	// The client library is meant to recreate it after two missed
+	// heartbeats, but after a follower kill it was seen not to for a
+	// minute and more.
+	refollowAfter = 5 * time.Second
 )
 
 // wantEntry tells the watchdog that seq exists and someone waits for it.
@@ -62,7 +68,7 @@ func (e *Engine) watchLog() {
 	}()
 	t := time.NewTicker(e.opts.StallAfter / 3)
 	defer t.Stop()
-	lastAsked := time.Now()
+	lastAsked, lastRefollow := time.Now(), time.Now()
 	for {
 		select {
 		case <-e.closing:
@@ -73,11 +79,20 @@ func (e *Engine) watchLog() {
 		if e.haltErr() != nil {
 			continue
 		}
+		if quiet := time.Since(time.Unix(0, e.delivered.Load())); quiet >= refollowAfter &&
+			e.selfReadAt.Load() > e.delivered.Load() && time.Since(lastRefollow) >= refollowAfter {
+			lastRefollow = time.Now()
+			e.refollow(ctx, quiet)
+		}
 		applied := e.applied.Load()
 		still := time.Since(time.Unix(0, e.progress.Load()))
+		quiet := time.Since(time.Unix(0, e.delivered.Load()))
 		target := uint64(0)
 		switch want := e.want.Load(); {
-		case want > applied && still >= e.opts.StallAfter:
+		case want > applied && (still >= e.opts.StallAfter || quiet >= e.opts.StallAfter):
+			// Nothing applied for a while, or the consumer has been
+			// silent for as long (the watchdog kept the copy moving):
+			// waiting longer for the consumer would not help.
 			target = want
 		case still >= idleCheck && time.Since(lastAsked) >= idleCheck:
 			lastAsked = time.Now()
@@ -123,17 +138,37 @@ func (e *Engine) fetchThrough(ctx context.Context, applied, target uint64) {
 				target = next - 1
 				break
 			}
-			batch = append(batch, entry{seq: m.Sequence, data: m.Data})
+			batch = append(batch, entry{seq: m.Sequence, data: m.Data, node: writerOf(m.Header.Get(jetstream.MsgIDHeader))})
 		}
 		if len(batch) == 0 {
 			return
 		}
 		e.fetchedEntries.Add(uint64(len(batch)))
+		e.selfReadAt.Store(time.Now().UnixNano())
 		select {
 		case e.fetched <- batch:
 		case <-e.closing:
 			return
 		}
+	}
+}
+
+// refollow replaces the log consumer with a new one that starts after
+// the entry the copy is at.
+func (e *Engine) refollow(ctx context.Context, quiet time.Duration) {
+	e.consMu.Lock()
+	old := e.cons
+	e.consMu.Unlock()
+	if old != nil {
+		old.Stop()
+	}
+	e.refollows.Add(1)
+	e.log.Warn("cluster: the log consumer delivered nothing while entries were missing; following the log again",
+		"silentFor", quiet.Round(time.Millisecond), "applied", e.applied.Load())
+	c, cancel := context.WithTimeout(ctx, e.opts.PublishTimeout)
+	defer cancel()
+	if err := e.follow(c); err != nil && ctx.Err() == nil {
+		e.log.Warn("cluster: follow the log again", "err", err)
 	}
 }
 
@@ -150,6 +185,6 @@ func (e *Engine) lastSeqWithin(ctx context.Context, d time.Duration) (uint64, er
 
 // Fetched counts the watchdog's reads of the log: how many times it found
 // the consumer behind, and how many entries it read itself (metrics).
-func (e *Engine) Fetched() (times, entries uint64) {
-	return e.fetches.Load(), e.fetchedEntries.Load()
+func (e *Engine) Fetched() (times, entries, refollows uint64) {
+	return e.fetches.Load(), e.fetchedEntries.Load(), e.refollows.Load()
 }

@@ -21,7 +21,9 @@ func TestWatchdogFollowsWithoutConsumer(t *testing.T) {
 		}
 	}
 	waitAllApplied(t, es)
+	es[0].consMu.Lock()
 	es[0].cons.Stop() // node 1's consumer is gone
+	es[0].consMu.Unlock()
 
 	t.Run("idle copy catches up", func(t *testing.T) {
 		if err := putKey(es[1], "idle", 8); err != nil {
@@ -62,6 +64,29 @@ func TestWatchdogFollowsWithoutConsumer(t *testing.T) {
 			t.Fatalf("node 1's write: %v", err)
 		}
 	})
+	t.Run("the consumer is replaced", func(t *testing.T) {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if _, _, refollows := es[0].Fetched(); refollows > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("node 1 did not replace its silent consumer")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// The new consumer delivers what is written next.
+		mark := es[0].delivered.Load()
+		for i := 0; es[0].delivered.Load() == mark; i++ {
+			if time.Now().After(deadline) {
+				t.Fatal("the new consumer delivers nothing")
+			}
+			if err := putKey(es[1], fmt.Sprintf("after%d", i), 8); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	waitAllApplied(t, es)
 	d0, n0 := digest(t, es[0])
 	for i := 1; i < 3; i++ {
@@ -69,7 +94,7 @@ func TestWatchdogFollowsWithoutConsumer(t *testing.T) {
 			t.Fatalf("node %d holds %d keys, node 1 %d: the copies differ", i+1, n, n0)
 		}
 	}
-	if times, entries := es[0].Fetched(); times == 0 || entries == 0 {
+	if times, entries, _ := es[0].Fetched(); times == 0 || entries == 0 {
 		t.Fatalf("node 1 counts no reads of its own (%d, %d)", times, entries)
 	}
 }

@@ -40,6 +40,19 @@ type Engine interface {
 // (no quorum): nothing was written. Retry later.
 var ErrUnavailable = errors.New("store: the cluster has no quorum; the write is not acknowledged")
 
+// ErrBehind is ErrUnavailable for a node that could not apply the log's
+// newer entries in time (another node wrote first, and this node must be
+// at that entry before it can write): nothing was written. Retry later,
+// here or on another node.
+var ErrBehind error = behind{}
+
+type behind struct{}
+
+func (behind) Error() string {
+	return "store: this node could not catch up with the cluster's log in time; the write is not acknowledged"
+}
+func (behind) Unwrap() error { return ErrUnavailable }
+
 // Local is a single broker's Engine: the bbolt file and its committer.
 type Local struct{ s *Store }
 

@@ -41,8 +41,9 @@ const (
 	CodeNotFound      = "not_found"
 	CodeInternal      = "internal"
 	CodeShuttingDown  = "shutting_down"
-	// CodeUnavailable: a broker of a cluster cannot reach a quorum of its
-	// nodes, so the write is not acknowledged. Comes with retryAfterMs;
+	// CodeUnavailable: a broker of a cluster could not make a write
+	// durable in time (no quorum of its nodes, or the node was catching up
+	// with the log), so the write is not acknowledged. Comes with retryAfterMs;
 	// the retry (same id: it may have been stored after all) may go to
 	// this or another node.
 	CodeUnavailable = "unavailable"
