@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -119,21 +120,25 @@ func (e *Engine) watchLog() {
 // all, the log has no more, or the engine closes.
 func (e *Engine) fetchThrough(ctx context.Context, applied, target uint64) {
 	e.fetches.Add(1)
+	start, asked := time.Now(), target
+	var stopped error
+	defer func() {
+		if d := time.Since(start); d >= time.Second || (stopped != nil && !errors.Is(stopped, jetstream.ErrMsgNotFound)) {
+			e.log.Warn("cluster: reading the log itself was slow or stopped early", "from", applied+1, "through", asked,
+				"took", d.Round(time.Millisecond), "stoppedBy", stopped)
+		}
+	}()
 	for next := applied + 1; next <= target; {
 		batch := make([]entry, 0, min(fetchBatch, target-next+1))
 		for ; next <= target && len(batch) < fetchBatch; next++ {
 			c, cancel := context.WithTimeout(ctx, e.opts.PublishTimeout)
 			m, err := e.stream.GetMsg(c, next)
 			cancel()
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				// Purged behind a snapshot: the consumer's gap check
-				// halts the node; or not written (yet): nothing to do.
-				target = next - 1
-				break
-			}
 			if err != nil {
+				// Not found: purged behind a snapshot (the consumer's
+				// gap check halts the node), or not written yet.
 				if ctx.Err() == nil {
-					e.log.Warn("cluster: read a log entry the consumer has not delivered", "seq", next, "err", err)
+					stopped = fmt.Errorf("entry %d: %w", next, err)
 				}
 				target = next - 1
 				break
