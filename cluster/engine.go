@@ -138,6 +138,7 @@ type Engine struct {
 	dispatch  chan struct{}
 	consMu    sync.Mutex
 	cons      jetstream.ConsumeContext
+	consumer  jetstream.Consumer
 	once      sync.Once
 	mu        sync.RWMutex
 	closed    bool
@@ -334,7 +335,7 @@ func (e *Engine) follow(ctx context.Context) error {
 		return fmt.Errorf("cluster: follow the log: %w", err)
 	}
 	e.consMu.Lock()
-	e.cons = cc
+	e.cons, e.consumer = cc, cons
 	e.consMu.Unlock()
 	return nil
 }

@@ -177,6 +177,20 @@ func (e *Engine) refollow(ctx context.Context, quiet time.Duration) {
 	}
 }
 
+// consumerHost names the server the log consumer lives on ("" unknown).
+func (e *Engine) consumerHost() string {
+	e.consMu.Lock()
+	c := e.consumer
+	e.consMu.Unlock()
+	if c == nil {
+		return ""
+	}
+	if info := c.CachedInfo(); info != nil && info.Cluster != nil {
+		return info.Cluster.Leader
+	}
+	return ""
+}
+
 // lastSeqWithin asks the log's leader for its last entry, waiting at most d.
 func (e *Engine) lastSeqWithin(ctx context.Context, d time.Duration) (uint64, error) {
 	c, cancel := context.WithTimeout(ctx, d)

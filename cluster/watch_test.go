@@ -98,3 +98,59 @@ func TestWatchdogFollowsWithoutConsumer(t *testing.T) {
 		t.Fatalf("node 1 counts no reads of its own (%d, %d)", times, entries)
 	}
 }
+
+// The case the watchdog is for: the server a node's log consumer lives on
+// dies. The node keeps applying what the others write, and its own writes
+// (which conflict with theirs) go through. An in-process server can only
+// shut down, which the client library also notices on its own (the test
+// passes without the watchdog, a little slower); a kill -9, where it did
+// not, is what `claudemesh bench --cluster 3 --failover --kill follower`
+// measures (BENCHMARKS.md). TestWatchdogFollowsWithoutConsumer is the one
+// that needs the watchdog.
+func TestWatchdogSurvivesTheConsumersServer(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, "cdie", 3)
+	es := openEngines(t, nodes, EngineOptions{})
+	if err := putKey(es[0], "warm", 8); err != nil {
+		t.Fatal(err)
+	}
+	waitAllApplied(t, es)
+	// Find a node whose consumer lives elsewhere; placement is the
+	// cluster's choice, so ask for new consumers until one does.
+	follower, victim := -1, -1
+	for try := 0; follower < 0 && try < 50; try++ {
+		for i, e := range es {
+			host := e.consumerHost()
+			for j, n := range nodes {
+				if host != "" && host != e.node && n.cfg.NodeID == host {
+					follower, victim = i, j
+				}
+			}
+		}
+		if follower < 0 {
+			es[try%3].refollow(t.Context(), 0)
+		}
+	}
+	if follower < 0 {
+		t.Fatal("every node's consumer stayed on its own server in 50 tries")
+	}
+	writer := 3 - follower - victim
+	t.Logf("node %d follows through a consumer on node %d; node %d writes", follower+1, victim+1, writer+1)
+	nodes[victim].Close()
+
+	for i := range 20 {
+		if err := putKey(es[writer], fmt.Sprintf("after%d", i), 8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, last, _, err := es[writer].LogState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !es[follower].WaitApplied(last, 60*time.Second) {
+		t.Fatalf("node %d stayed at %d, the log is at %d", follower+1, es[follower].Applied(), last)
+	}
+	if err := putKey(es[follower], "mine", 8); err != nil {
+		t.Fatalf("node %d's write: %v", follower+1, err)
+	}
+}
