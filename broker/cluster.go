@@ -83,13 +83,13 @@ func refuseSingleBrokerDB(dbPath string) error {
 			return nil
 		}
 		tx := store.WrapTx(btx, nil)
-		if store.LogSeq(tx) != 0 {
-			return nil
+		if store.LogSeq(tx) != 0 || btx.Bucket([]byte("meta")).Get(cluster.KeyRestored) != nil {
+			return nil // a cluster node's copy (cluster-restore marks its own)
 		}
 		return store.EachMesh(tx, func(store.Mesh) error { single = true; return errFound }, func(store.Corrupt) { single = true })
 	})
 	if single {
-		return fmt.Errorf("%s holds the meshes of a single broker, which are in no cluster's log; a cluster node starts with a data directory holding only broker.key (turning a single broker into a cluster is not supported: see docs/operating-a-broker.md, \"Running a cluster\")", dbPath)
+		return fmt.Errorf("%s holds the meshes of a single broker, which are in no cluster's log; a cluster node starts with a data directory holding only broker.key (to turn a single broker into a cluster, run `claudemesh broker cluster-restore --from <its broker.db>` on every node: see docs/operating-a-broker.md, \"Restoring a whole cluster\")", dbPath)
 	}
 	return nil
 }

@@ -35,6 +35,18 @@ func startCluster(t *testing.T, name string, n int, mutate func(*Config)) []*Bro
 // that stops a node and starts it again.
 func startClusterConfigs(t *testing.T, name string, n int, mutate func(*Config)) ([]*Broker, []Config) {
 	t.Helper()
+	cfgs := clusterConfigs(t, name, n, mutate)
+	out, err := startConfigs(t, cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, cfgs
+}
+
+// clusterConfigs makes the configurations of an n-node cluster sharing one
+// broker key, without starting it.
+func clusterConfigs(t *testing.T, name string, n int, mutate func(*Config)) []Config {
+	t.Helper()
 	key, err := cmcrypto.GenerateIdentity()
 	if err != nil {
 		t.Fatal(err)
@@ -70,27 +82,44 @@ func startClusterConfigs(t *testing.T, name string, n int, mutate func(*Config))
 		}
 		cfgs[i] = cfg
 	}
-	out := make([]*Broker, n)
-	errs := make(chan error, n)
+	return cfgs
+}
+
+// startConfigs starts a broker per configuration, all at once (a cluster's
+// log needs a quorum of its nodes to be created), closing them at the end
+// of the test. On an error the others are closed and the first error is
+// returned.
+func startConfigs(t *testing.T, cfgs []Config) ([]*Broker, error) {
+	t.Helper()
+	out := make([]*Broker, len(cfgs))
+	errs := make(chan error, len(cfgs))
 	for i := range cfgs {
 		go func() {
-			var err error
-			out[i], err = New(cfgs[i])
+			b, err := New(cfgs[i])
 			if err == nil {
-				err = out[i].Start(t.Context())
+				if err = b.Start(t.Context()); err != nil {
+					b.Close()
+				} else {
+					out[i] = b
+				}
 			}
 			errs <- err
 		}()
 	}
-	for range n {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+	var first error
+	for range cfgs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
+	}
+	if first != nil {
+		closeAll(out)
+		return nil, first
 	}
 	// All at once: a node closed after the others would wait for a
 	// quorum for its last writes (the presences' last-seen times).
 	t.Cleanup(func() { closeAll(out) })
-	return out, cfgs
+	return out, nil
 }
 
 // closeAll closes brokers concurrently.

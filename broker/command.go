@@ -95,7 +95,7 @@ func Command() *cli.Command {
 			&cli.DurationFlag{Name: "cluster-snapshot-interval", Category: "Cluster", Value: def.ClusterSnapshotInterval, Usage: "how often the node that leads the log checks whether a snapshot is due (at most one snapshot per `DUR`)"},
 			&cli.Uint64Flag{Name: "cluster-log-keep", Category: "Cluster", Value: def.ClusterLogKeep, Usage: "log `ENTRIES` kept before a snapshot when the log is purged, so a node a little behind catches up from the log instead of restoring the snapshot"},
 		},
-		Subcommands: []*cli.Command{compactCommand()},
+		Subcommands: []*cli.Command{compactCommand(), clusterRestoreCommand()},
 		Action: func(c *cli.Context) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {

@@ -259,6 +259,12 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		db.Close()
 		return nil, err
 	}
+	// A copy applied from another log (the cluster's JetStream state was
+	// lost or replaced since) would skip this log's entries.
+	if err := e.checkLogIdentity(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	// A copy older than the log's first entry (a new or wiped node, or
 	// one away while the log was compacted) starts from a snapshot.
 	if err := e.restoreIfBehind(ctx); err != nil {
