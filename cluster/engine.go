@@ -150,6 +150,7 @@ type Engine struct {
 	// fetches and fetchedEntries count the watchdog's reads (watch.go).
 	fetches, fetchedEntries, refollows atomic.Uint64
 	selfReadAt                         atomic.Int64 // unix nanos of the watchdog's last read
+	watchPaused                        atomic.Bool  // tests: a node that falls behind
 	turns                              *turns
 	conflicts                          atomic.Uint64 // publishes refused because another node wrote first
 	msgSeq                             uint64

@@ -221,19 +221,31 @@ func TestCompactionLoop(t *testing.T) {
 // conflicts with the entries it lacks.
 func TestCompactionGapHaltsRunningNode(t *testing.T) {
 	t.Parallel()
-	t.Run("NextEntry", func(t *testing.T) { t.Parallel(); testGapHalts(t, "gapnext", false) })
-	t.Run("OwnWrite", func(t *testing.T) { t.Parallel(); testGapHalts(t, "gapwrite", true) })
+	t.Run("NextEntry", func(t *testing.T) { t.Parallel(); testGapHalts(t, "gapnext", gapNextEntry) })
+	t.Run("OwnWrite", func(t *testing.T) { t.Parallel(); testGapHalts(t, "gapwrite", gapOwnWrite) })
+	t.Run("Watchdog", func(t *testing.T) { t.Parallel(); testGapHalts(t, "gapwatch", gapWatchdog) })
 }
 
-func testGapHalts(t *testing.T, name string, ownWrite bool) {
+// How the node behind the log finds the gap.
+const (
+	gapNextEntry = iota // its consumer delivers the entry after the gap
+	gapOwnWrite         // a write of its own conflicts
+	gapWatchdog         // the watchdog reads a purged entry
+)
+
+func testGapHalts(t *testing.T, name string, how int) {
 	nodes := startNodes(t, name, 3)
 	es := openEngines(t, nodes, EngineOptions{})
 	if err := putKey(es[0], "a0000", 64); err != nil {
 		t.Fatal(err)
 	}
 	waitAllApplied(t, es)
-	// Node 3 stops following the log for a while.
+	// Node 3 stops following the log for a while: its consumer, and the
+	// watchdog that would read the entries itself.
+	es[2].watchPaused.Store(true)
+	es[2].consMu.Lock()
 	es[2].cons.Stop()
+	es[2].consMu.Unlock()
 	for i := range 20 {
 		if err := putKey(es[i%2], fmt.Sprintf("b%04d", i), 64); err != nil {
 			t.Fatal(err)
@@ -244,15 +256,20 @@ func testGapHalts(t *testing.T, name string, ownWrite bool) {
 	if _, _, err := es[0].Compact(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := es[2].follow(ctx); err != nil {
+	if how == gapWatchdog {
+		es[2].watchPaused.Store(false)
+	} else if err := es[2].follow(ctx); err != nil {
 		t.Fatal(err)
 	}
 	wantKeys := 21
-	if ownWrite {
+	switch how {
+	case gapWatchdog:
+		// Nothing else: the watchdog finds node 3 idle behind the log.
+	case gapOwnWrite:
 		if err := putKey(es[2], "refused", 64); err == nil || !strings.Contains(err.Error(), "restart the node") {
 			t.Fatalf("a write on the node behind the log: %v", err)
 		}
-	} else {
+	default:
 		// The next entry shows node 3 the gap.
 		if err := putKey(es[0], "c0000", 64); err != nil {
 			t.Fatal(err)

@@ -77,7 +77,7 @@ func (e *Engine) watchLog() {
 		case <-t.C:
 		case <-e.poke:
 		}
-		if e.haltErr() != nil {
+		if e.haltErr() != nil || e.watchPaused.Load() {
 			continue
 		}
 		if quiet := time.Since(time.Unix(0, e.delivered.Load())); quiet >= refollowAfter &&
@@ -135,10 +135,14 @@ func (e *Engine) fetchThrough(ctx context.Context, applied, target uint64) {
 			m, err := e.stream.GetMsg(c, next)
 			cancel()
 			if err != nil {
-				// Not found: purged behind a snapshot (the consumer's
-				// gap check halts the node), or not written yet.
+				// Not found: not written yet, or purged behind a
+				// snapshot while this node was that far behind, which
+				// halts it (checkGap) rather than skip the entries.
 				if ctx.Err() == nil {
 					stopped = fmt.Errorf("entry %d: %w", next, err)
+				}
+				if errors.Is(err, jetstream.ErrMsgNotFound) {
+					e.checkGap(next - 1)
 				}
 				target = next - 1
 				break
