@@ -277,6 +277,14 @@ func (c *conn) readFrame() ([]byte, error) {
 // thousands of idle connections hold none.
 var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
+// maxPooledFrame is the largest buffer frameBuffers keeps: room for the
+// frame of a DM of 64 KiB (about 88 KB of base64) and for a hello at its
+// limit (64 KiB and the byte that shows it is not longer). At 64 KiB,
+// every such frame grew a fresh buffer from 4 KiB, about ten allocations
+// and 450 KB of copying per frame (bench --adversary: junk before hello,
+// 64 KiB self-DMs).
+const maxPooledFrame = 128 << 10
+
 // readAll is io.ReadAll(io.LimitReader(r, limit)) through frameBuffers.
 func readAll(r io.Reader, limit int64) ([]byte, error) {
 	bp := frameBuffers.Get().(*[]byte)
@@ -297,7 +305,7 @@ func readAll(r io.Reader, limit int64) ([]byte, error) {
 	}
 	data := make([]byte, len(b)) // never nil: an empty frame is still a frame
 	copy(data, b)
-	if cap(b) <= 64<<10 {
+	if cap(b) <= maxPooledFrame {
 		*bp = b[:0]
 	}
 	frameBuffers.Put(bp)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strconv"
 	"testing"
 	"testing/iotest"
 )
@@ -31,13 +32,18 @@ func TestReadAllMatchesIOReadAll(t *testing.T) {
 }
 
 // BenchmarkReadFrame reads a send-sized frame (what readFrame does per
-// frame).
+// frame): a small DM, one of 64 KiB of plaintext (88 KB of base64), and
+// a 64 KiB frame before hello (bench --adversary's junk).
 func BenchmarkReadFrame(b *testing.B) {
-	frame := bytes.Repeat([]byte("x"), 900)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := readAll(bytes.NewReader(frame), 1<<20+1); err != nil {
-			b.Fatal(err)
-		}
+	for _, size := range []int{900, 88 << 10, 64 << 10} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			frame := bytes.Repeat([]byte("x"), size)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := readAll(bytes.NewReader(frame), 1<<20+1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
