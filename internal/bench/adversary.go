@@ -63,26 +63,36 @@ type AdversaryStats struct {
 }
 
 // AdversaryResult is `bench --adversary`: the honest load alone, then
-// under attack, and how much worse the second is.
+// under attack, then alone again, and how much worse the attacked run is
+// than the two around it. One baseline before was biased: in control runs
+// (--attacks none) the second run's p99 came out at 0.5–0.9 of the
+// first's on this project's 2-core machine (a warm bench process; the
+// machine's drift), which made every attack look cheaper.
 type AdversaryResult struct {
 	SchemaVersion int            `json:"schemaVersion"`
 	Baseline      *Result        `json:"baseline"`
 	Attacked      *Result        `json:"attacked"`
+	BaselineAfter *Result        `json:"baselineAfter"`
 	Attacks       AdversaryStats `json:"attacks"`
-	// E2eP99Ratio and AckP99Ratio are attacked ÷ baseline; DeliveredDelta
-	// is the attacked run's delivered % minus the baseline's.
-	E2eP99Ratio    float64 `json:"e2eP99Ratio"`
-	AckP99Ratio    float64 `json:"ackP99Ratio"`
-	DeliveredDelta float64 `json:"deliveredDelta"`
+	// E2eP99Ratio and AckP99Ratio are attacked ÷ the mean of the two
+	// baselines; E2eP99RatioBefore and E2eP99RatioAfter are send→push
+	// against each alone. DeliveredDelta is the attacked run's delivered
+	// % minus the baselines' mean.
+	E2eP99Ratio       float64 `json:"e2eP99Ratio"`
+	AckP99Ratio       float64 `json:"ackP99Ratio"`
+	E2eP99RatioBefore float64 `json:"e2eP99RatioBefore"`
+	E2eP99RatioAfter  float64 `json:"e2eP99RatioAfter"`
+	DeliveredDelta    float64 `json:"deliveredDelta"`
 	// Attacker is where the attacks ran: "process" (a child process of
 	// their own, niced by AttackerNice) or "in-process".
 	Attacker     string `json:"attacker"`
 	AttackerNice int    `json:"attackerNice"`
-	// CPU seconds while sending and draining: the broker's in each run,
-	// the load generator's in each run, and the attacker process's (0
-	// in-process, where it is part of the bench's).
-	BrokerCPUSec   [2]float64 `json:"brokerCpuSec"`
-	BenchCPUSec    [2]float64 `json:"benchCpuSec"`
+	// CPU seconds while sending and draining: the broker's in each run
+	// (baseline, attacked, baseline again), the load generator's in each
+	// run, and the attacker process's (0 in-process, where it is part of
+	// the bench's).
+	BrokerCPUSec   [3]float64 `json:"brokerCpuSec"`
+	BenchCPUSec    [3]float64 `json:"benchCpuSec"`
 	AttackerCPUSec float64    `json:"attackerCpuSec"`
 }
 
@@ -100,8 +110,8 @@ var adversaryBrokerArgs = []string{"--rate", "200", "--burst", "1000", "--byte-r
 // strangerDialer dials from 127.0.0.2, an address the broker limits.
 var strangerDialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
 
-// RunAdversary runs cfg's DM load twice on fresh child brokers with their
-// default limits: alone, then under attack.
+// RunAdversary runs cfg's DM load three times on fresh child brokers with
+// their default limits: alone, under attack, and alone again.
 func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 	for _, a := range cfg.Attacks {
 		if a == "none" && len(cfg.Attacks) == 1 {
@@ -116,39 +126,49 @@ func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 	}
 	cfg.brokerArgs = adversaryBrokerArgs
 	progress := cfg.Progress
-	cfg.Progress = func(s string) {
-		if progress != nil {
-			progress("baseline: " + s)
+	phase := func(name string) {
+		cfg.Progress = func(s string) {
+			if progress != nil {
+				progress(name + ": " + s)
+			}
 		}
 	}
+	phase("baseline")
 	base, err := Run(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("baseline run: %w", err)
 	}
 	stats := &AdversaryStats{}
 	cfg.adversary = stats
-	cfg.Progress = func(s string) {
-		if progress != nil {
-			progress("under attack: " + s)
-		}
-	}
+	phase("under attack")
 	att, err := Run(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("run under attack: %w", err)
 	}
-	res := &AdversaryResult{SchemaVersion: 1, Baseline: base, Attacked: att, Attacks: *stats,
-		DeliveredDelta: round(att.DeliveredPct-base.DeliveredPct, 2), Attacker: "process", AttackerNice: cfg.AttackerNice,
-		BrokerCPUSec: [2]float64{base.BrokerCPUSec, att.BrokerCPUSec}, BenchCPUSec: [2]float64{base.BenchCPUSec, att.BenchCPUSec},
+	cfg.adversary = nil
+	phase("baseline again")
+	after, err := Run(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("second baseline run: %w", err)
+	}
+	res := &AdversaryResult{SchemaVersion: 2, Baseline: base, Attacked: att, BaselineAfter: after, Attacks: *stats,
+		DeliveredDelta: round(att.DeliveredPct-(base.DeliveredPct+after.DeliveredPct)/2, 2), Attacker: "process", AttackerNice: cfg.AttackerNice,
+		BrokerCPUSec:   [3]float64{base.BrokerCPUSec, att.BrokerCPUSec, after.BrokerCPUSec},
+		BenchCPUSec:    [3]float64{base.BenchCPUSec, att.BenchCPUSec, after.BenchCPUSec},
 		AttackerCPUSec: att.AttackerCPUSec}
 	if cfg.AttackerInProcess {
 		res.Attacker, res.AttackerNice = "in-process", 0
 	}
-	if base.E2eMs.P99 > 0 {
-		res.E2eP99Ratio = round(att.E2eMs.P99/base.E2eMs.P99, 2)
+	ratio := func(a, b, c float64) float64 {
+		if b+c <= 0 {
+			return 0
+		}
+		return round(2*a/(b+c), 2)
 	}
-	if base.AckMs.P99 > 0 {
-		res.AckP99Ratio = round(att.AckMs.P99/base.AckMs.P99, 2)
-	}
+	res.E2eP99Ratio = ratio(att.E2eMs.P99, base.E2eMs.P99, after.E2eMs.P99)
+	res.AckP99Ratio = ratio(att.AckMs.P99, base.AckMs.P99, after.AckMs.P99)
+	res.E2eP99RatioBefore = ratio(att.E2eMs.P99, base.E2eMs.P99, base.E2eMs.P99)
+	res.E2eP99RatioAfter = ratio(att.E2eMs.P99, after.E2eMs.P99, after.E2eMs.P99)
 	return res, nil
 }
 

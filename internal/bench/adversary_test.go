@@ -16,6 +16,7 @@ func TestAdversary(t *testing.T) {
 	}
 	checkPerfect(t, res.Baseline, 120, 120)
 	checkPerfect(t, res.Attacked, 120, 120)
+	checkPerfect(t, res.BaselineAfter, 120, 120)
 	a := res.Attacks
 	for name, n := range map[string]int64{
 		"ack frames": a.AckFrames, "presence churns": a.PresenceChurns, "group hellos refused": a.GroupHellosRefused,
@@ -28,7 +29,7 @@ func TestAdversary(t *testing.T) {
 	if a.GroupHellos != a.GroupHellosRefused {
 		t.Errorf("a hello over the group cap was accepted: %+v", a)
 	}
-	if res.E2eP99Ratio <= 0 || res.AckP99Ratio <= 0 {
+	if res.E2eP99Ratio <= 0 || res.AckP99Ratio <= 0 || res.E2eP99RatioBefore <= 0 || res.E2eP99RatioAfter <= 0 {
 		t.Errorf("ratios %+v", res)
 	}
 	// The attacks ran in a process of their own, whose CPU is measured.

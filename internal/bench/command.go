@@ -49,15 +49,15 @@ func Command() *cli.Command {
 				"(milliseconds; delivered counts accepted messages the recipient received, deliveredPct is of\n"+
 				"--accepts).\n"+
 				"\n"+
-				"--adversary runs the DM load twice, each on a fresh child broker with its default limits (send rate\n"+
-				"200/s, presence rate 5/s, ack rate, group cap): alone, then while a member, mallory, floods\n"+
+				"--adversary runs the DM load three times, each on a fresh child broker with its default limits (send\n"+
+				"rate 200/s and 1 MiB/s, presence rate 5/s, ack rate, group cap): alone, while a member, mallory, floods\n"+
 				"client_acks of unknown ids, churns her presence, sends hellos over the group cap and 64 KiB DMs\n"+
 				"to herself that she never acks, and a stranger holds 200 idle TCP connections and 4 WebSockets\n"+
-				"writing junk before any hello. It reports both runs, what each attack did, and attacked ÷\n"+
-				"baseline for the honest peers' send→ack and send→push p99. The attacks run in a child process of\n"+
-				"their own under nice -n --attacker-nice (default 19; its CPU is reported apart), or with\n"+
-				"--attacker-in-process in this one, sharing the load generator's CPU. --attacks none runs the\n"+
-				"second run without attacks: a control for the ratio's noise.\n"+
+				"writing junk before any hello, and alone again. It reports the runs, what each attack did, and\n"+
+				"attacked ÷ the two baselines' mean for the honest peers' send→ack and send→push p99. The\n"+
+				"attacks run in a child process of their own under nice -n --attacker-nice (default 19; its CPU\n"+
+				"is reported apart), or with --attacker-in-process in this one, sharing the load generator's CPU.\n"+
+				"--attacks none runs the middle run without attacks: a control for the ratio's noise.\n"+
 				"\n"+
 				"--cluster N runs the same DM load against N `claudemesh broker --cluster` nodes started as child\n"+
 				"processes (one broker key, a temporary data directory and loopback ports each; the log has 3\n"+
@@ -215,6 +215,9 @@ func reportAdversary(out *cliui.Out, r *AdversaryResult) {
 	out.Linef("")
 	out.Linef("under attack:")
 	report(out, r.Attacked)
+	out.Linef("")
+	out.Linef("baseline again:")
+	report(out, r.BaselineAfter)
 	a := r.Attacks
 	out.Linef("")
 	out.Linef("attacks     %d client_ack frames of 500 unknown ids; %d presence churns; %d hellos over the group cap (%d refused);",
@@ -226,8 +229,10 @@ func reportAdversary(out *cliui.Out, r *AdversaryResult) {
 	} else {
 		out.Linef("attacker    a child process, nice %d: %.2f s CPU while sending", r.AttackerNice, r.AttackerCPUSec)
 	}
-	out.Linef("broker cpu  %.2f s alone, %.2f s under attack (%+.2f s)", r.BrokerCPUSec[0], r.BrokerCPUSec[1], r.BrokerCPUSec[1]-r.BrokerCPUSec[0])
-	out.Resultf("honest p99  send→push ×%.2f, send→ack ×%.2f under attack; delivered %+.2f points", r.E2eP99Ratio, r.AckP99Ratio, r.DeliveredDelta)
+	out.Linef("broker cpu  %.2f s alone, %.2f s under attack, %.2f s alone again (%+.2f s)", r.BrokerCPUSec[0], r.BrokerCPUSec[1], r.BrokerCPUSec[2],
+		r.BrokerCPUSec[1]-(r.BrokerCPUSec[0]+r.BrokerCPUSec[2])/2)
+	out.Resultf("honest p99  send→push ×%.2f, send→ack ×%.2f under attack (of the two baselines' mean; send→push ×%.2f of the first, ×%.2f of the second); delivered %+.2f points",
+		r.E2eP99Ratio, r.AckP99Ratio, r.E2eP99RatioBefore, r.E2eP99RatioAfter, r.DeliveredDelta)
 }
 
 // topicFlags refuses what --topic and the other modes do not share.
