@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,10 +128,19 @@ func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 	}
 	cfg.brokerArgs = adversaryBrokerArgs
 	progress := cfg.Progress
+	childEnv := cfg.childEnv
 	phase := func(name string) {
 		cfg.Progress = func(s string) {
 			if progress != nil {
 				progress(name + ": " + s)
+			}
+		}
+		// A broker profile asked for goes to FILE.<run>: the three child
+		// brokers would otherwise each overwrite the one before.
+		cfg.childEnv = slices.Clone(childEnv)
+		for _, v := range profileEnv {
+			if path := os.Getenv(v); path != "" {
+				cfg.childEnv = append(cfg.childEnv, v+"="+path+"."+strings.ReplaceAll(name, " ", "-"))
 			}
 		}
 	}
