@@ -190,6 +190,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList()), Audit: d.audit.snapshot(), Web: d.webStatus()}
 	var size int64
 	var rows int
+	d.outboxSettled(r)
 	d.db.View(func(tx *bolt.Tx) error {
 		n := outboxCounts(tx)
 		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],
@@ -448,6 +449,7 @@ func (d *Daemon) handleOutbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := []localapi.OutboxRow{}
+	d.outboxSettled(r)
 	d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bOutbox).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
@@ -473,6 +475,7 @@ func (d *Daemon) handleRequeue(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	d.outboxSettled(r)
 	id, err := strconv.ParseUint(req.ID, 10, 64)
 	if err != nil {
 		// Also accept a clientMessageId.
@@ -502,6 +505,7 @@ func (d *Daemon) handleMessageStatus(w http.ResponseWriter, r *http.Request) {
 	slug := r.URL.Query().Get("mesh")
 	messageID, cmid := "", ""
 	var row *outboxRow
+	d.outboxSettled(r)
 	d.db.View(func(tx *bolt.Tx) error {
 		row, _ = outboxByCMID(tx, id)
 		return nil

@@ -96,6 +96,7 @@ type Daemon struct {
 	home    string
 	log     *slog.Logger
 	db      *store.Store
+	acc     *acceptLog // the accept journal (acceptlog.go)
 	started time.Time
 	events  *eventHub
 	keys    *sealer
@@ -136,6 +137,10 @@ const (
 	// failDrainKillAfter ("drain-kill-after:N") dies once N rows have
 	// been acked by the broker: a kill in the middle of a drain.
 	failDrainKillAfter = "drain-kill-after:"
+	// failAcceptHold ("accept-hold") never copies accepted rows from the
+	// accept journal into daemon.db: they are only in the journal when
+	// the crash test kills the daemon.
+	failAcceptHold = "accept-hold"
 )
 
 // DBRefusal is the message of a daemon that will not start on its
@@ -223,7 +228,14 @@ func Open(opts Options) (*Daemon, error) {
 		db.Close()
 		return nil, err
 	}
+	acc, err := d.openAcceptLog(d.failpoint == failAcceptHold)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	d.acc = acc
 	if err := d.loadInboxSize(); err != nil {
+		acc.close()
 		db.Close()
 		return nil, err
 	}
@@ -378,6 +390,9 @@ func (d *Daemon) shutdown() error {
 	}
 	stops.Wait()
 	d.wg.Wait()
+	// Accepts that were journaled are copied into daemon.db before it
+	// closes (the next start would copy them otherwise).
+	d.acc.close()
 	os.Remove(localapi.SocketPath(d.home))
 	os.Remove(localapi.PIDPath(d.home))
 	return d.db.Close()

@@ -135,34 +135,22 @@ func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeade
 	if err := d.seal(m, sender, row, t, []byte(req.Message)); err != nil {
 		return nil, 0, clientError(err)
 	}
-	// 5. Store durably, then answer.
-	var dup *outboxRow
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		dup = nil
-		if prev, err := outboxByCMID(tx, row.ClientMessageID); err == nil {
-			dup = prev // a concurrent identical request won the race
-			return nil
-		}
-		seq, err := tx.Bucket(bOutbox).NextSequence()
+	// 5. Store durably (in the accept journal: acceptlog.go), then
+	// answer. The drain is woken once the row is in daemon.db.
+	for {
+		dup, stored, err := d.acc.add(row)
 		if err != nil {
-			return err
+			return nil, 0, internalError(err)
 		}
-		row.Seq = seq
-		if err := putOutbox(tx, row); err != nil {
-			return err
+		if dup != nil && dup.err != nil {
+			continue // a concurrent request's write failed: try ours
 		}
-		if err := tx.Bucket(bOutboxCMID).Put([]byte(row.ClientMessageID), seqKey(seq)); err != nil {
-			return err
+		if dup != nil || stored {
+			// A concurrent identical request won the race.
+			return d.existing(row.ClientMessageID, fp)
 		}
-		return setPendingIndex(tx, row, true)
-	})
-	if err != nil {
-		return nil, 0, internalError(err)
+		break
 	}
-	if dup != nil {
-		return d.existing(row.ClientMessageID, fp)
-	}
-	m.kick()
 	online := t.Online
 	state, _ := m.stateOf()
 	resp := &localapi.SendResponse{
@@ -181,11 +169,14 @@ func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeade
 // existing answers a repeat of a clientMessageId: the same request returns
 // the row (200, duplicate), a different one is a 409.
 func (d *Daemon) existing(cmid, fp string) (*localapi.SendResponse, int, *apiError) {
-	var prev *outboxRow
-	d.db.View(func(tx *bolt.Tx) error {
-		prev, _ = outboxByCMID(tx, cmid)
-		return nil
-	})
+	// The journal first: a row leaves it only once it is in daemon.db.
+	prev := d.acc.lookup(cmid)
+	if prev == nil {
+		d.db.View(func(tx *bolt.Tx) error {
+			prev, _ = outboxByCMID(tx, cmid)
+			return nil
+		})
+	}
 	if prev == nil {
 		return nil, 0, nil
 	}

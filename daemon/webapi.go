@@ -141,6 +141,7 @@ func clip(s string, n int) string {
 // handleWebThreads lists a mesh's conversations, most recent first, with
 // unread counts: one pass over the inbox and one over the outbox.
 func (d *Daemon) handleWebThreads(w http.ResponseWriter, r *http.Request) {
+	d.outboxSettled(r) // the page shows what was just sent
 	m, aerr := d.chooseMesh(r.URL.Query().Get("mesh"))
 	if aerr != nil {
 		writeError(w, aerr)
@@ -358,6 +359,7 @@ func limitParam(r *http.Request, def, most int) (int, bool) {
 
 // handleWebThread is one page of a conversation, newest first.
 func (d *Daemon) handleWebThread(w http.ResponseWriter, r *http.Request) {
+	d.outboxSettled(r) // the page shows what was just sent
 	q := r.URL.Query()
 	m, aerr := d.chooseMesh(q.Get("mesh"))
 	if aerr != nil {
@@ -399,6 +401,7 @@ func (d *Daemon) handleWebThread(w http.ResponseWriter, r *http.Request) {
 // handleWebSearch finds messages of the human's view whose text or sender
 // name contains q (case-insensitive), newest first.
 func (d *Daemon) handleWebSearch(w http.ResponseWriter, r *http.Request) {
+	d.outboxSettled(r) // the page shows what was just sent
 	q := r.URL.Query()
 	needle := strings.ToLower(strings.TrimSpace(q.Get("q")))
 	limit, ok := limitParam(r, 50, 200)

@@ -1,0 +1,317 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/daemon/localapi"
+	"claudemesh/internal/journal"
+	"claudemesh/store"
+)
+
+// The accept journal. A `POST /v1/send` is durable once its row is in
+// daemon.journal (one write and one fdatasync per group of concurrent
+// accepts), not once it is in daemon.db: a bbolt commit costs two
+// fdatasyncs and carries the drain's row updates too, and an accept had
+// to wait for the commit in progress and then its own. An applier copies
+// journaled rows into daemon.db in the background, in journal order (so
+// rows keep their enqueue order), and releases them from the journal;
+// at start the journal's rows are copied before anything else runs (a
+// row already in daemon.db — same clientMessageId — is skipped, which
+// makes the copy safe to repeat).
+//
+// Until a row is in daemon.db it is in byCMID, so idempotency sees it;
+// reads that show the outbox (status, the list, the page) first wait
+// until every accept answered so far is in daemon.db (settled), so a
+// client that got its 202 always finds its row.
+type acceptLog struct {
+	d *Daemon
+	j *journal.Journal
+
+	mu      sync.Mutex
+	byCMID  map[string]*journaled // accepted, not yet in daemon.db
+	queue   []*journaled          // durable in the journal, to copy, in lsn order
+	durable uint64                // last lsn on disk in the journal
+	applied uint64                // last lsn copied into daemon.db
+	wake    chan struct{}         // the applier's: the queue grew, or closing
+	caught  chan struct{}         // closed (and replaced) when applied moves
+	closing bool
+	hold    bool // failpoint: nothing is copied (the crash test)
+	done    chan struct{}
+}
+
+// journaled is one accepted row on its way into daemon.db. ready is
+// closed once the journal write finished (err tells how).
+type journaled struct {
+	row   *outboxRow // never changed once journaled
+	lsn   uint64
+	ready chan struct{}
+	err   error
+}
+
+// JournalPath is the accept journal's file, next to daemon.db.
+func journalPath(home string) string {
+	return filepath.Join(localapi.Dir(home), "daemon.journal")
+}
+
+// openAcceptLog opens the journal, copies the rows a crash left in it into
+// daemon.db and starts the applier.
+func (d *Daemon) openAcceptLog(hold bool) (*acceptLog, error) {
+	a := &acceptLog{d: d, byCMID: map[string]*journaled{}, wake: make(chan struct{}, 1),
+		caught: make(chan struct{}), done: make(chan struct{}), hold: hold}
+	j, recs, err := journal.Open(journalPath(d.home), journal.Options{Durable: a.durableGroup})
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) > 0 {
+		rows := make([]*outboxRow, 0, len(recs))
+		for _, rec := range recs {
+			var r outboxRow
+			if err := decodeOutbox(rec, &r); err != nil {
+				j.Close()
+				return nil, fmt.Errorf("%s: a record that passed its checksum does not decode: %w", journalPath(d.home), err)
+			}
+			rows = append(rows, &r)
+		}
+		n := 0
+		if err := d.db.Update(func(tx *bolt.Tx) error {
+			var err error
+			n, err = insertRows(tx, rows)
+			return err
+		}); err != nil {
+			j.Close()
+			return nil, fmt.Errorf("copying the accept journal into daemon.db: %w", err)
+		}
+		if n > 0 {
+			d.log.Info("accept journal replayed", "rows", n, "already stored", len(rows)-n)
+		}
+	}
+	if err := j.Start(); err != nil {
+		j.Close()
+		return nil, err
+	}
+	a.j = j
+	go a.applyLoop()
+	return a, nil
+}
+
+// insertRows stores new outbox rows (seq, clientMessageId index, pending
+// index) and skips those whose clientMessageId is already stored. It may
+// run more than once (store.Update retries), so it only reads its rows.
+func insertRows(tx *bolt.Tx, rows []*outboxRow) (int, error) {
+	n := 0
+	cmids := tx.Bucket(bOutboxCMID)
+	for _, src := range rows {
+		if cmids.Get([]byte(src.ClientMessageID)) != nil {
+			continue
+		}
+		r := *src
+		r.stored = ""
+		seq, err := tx.Bucket(bOutbox).NextSequence()
+		if err != nil {
+			return 0, err
+		}
+		r.Seq = seq
+		if err := putOutbox(tx, &r); err != nil {
+			return 0, err
+		}
+		if err := cmids.Put([]byte(r.ClientMessageID), seqKey(seq)); err != nil {
+			return 0, err
+		}
+		if err := setPendingIndex(tx, &r, true); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// add makes a new row durable: it reserves its clientMessageId (or finds
+// the request that holds it: dup), writes it to the journal and returns
+// once it is on disk. dup is non-nil when the id was already taken,
+// accepted a moment ago (and not yet copied) or already in daemon.db
+// (stored).
+func (a *acceptLog) add(row *outboxRow) (dup *journaled, stored bool, err error) {
+	rec, err := encodeOutbox(row)
+	if err != nil {
+		return nil, false, err
+	}
+	a.mu.Lock()
+	if e := a.byCMID[row.ClientMessageID]; e != nil {
+		a.mu.Unlock()
+		<-e.ready
+		return e, false, nil
+	}
+	// Under mu the applier cannot move a row from byCMID to daemon.db
+	// unseen: it deletes from byCMID only after its commit.
+	a.d.db.View(func(tx *bolt.Tx) error {
+		stored = tx.Bucket(bOutboxCMID).Get([]byte(row.ClientMessageID)) != nil
+		return nil
+	})
+	if stored {
+		a.mu.Unlock()
+		return nil, true, nil
+	}
+	e := &journaled{row: row, ready: make(chan struct{})}
+	a.byCMID[row.ClientMessageID] = e
+	a.mu.Unlock()
+	_, err = a.j.Append(rec, e)
+	if err != nil {
+		a.mu.Lock()
+		if a.byCMID[row.ClientMessageID] == e {
+			delete(a.byCMID, row.ClientMessageID)
+		}
+		a.mu.Unlock()
+		e.err = err
+	}
+	close(e.ready)
+	return nil, false, err
+}
+
+// lookup returns the journaled row with this clientMessageId that is not
+// yet in daemon.db, once its journal write finished (nil if none, or if
+// that write failed).
+func (a *acceptLog) lookup(cmid string) *outboxRow {
+	a.mu.Lock()
+	e := a.byCMID[cmid]
+	a.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	<-e.ready
+	if e.err != nil {
+		return nil
+	}
+	return e.row
+}
+
+// durableGroup runs on the journal's writer after each group is on disk,
+// before any of its accepts is answered.
+func (a *acceptLog) durableGroup(vs []any, last uint64) {
+	a.mu.Lock()
+	// lsns are consecutive within a group.
+	for i, v := range vs {
+		e := v.(*journaled)
+		e.lsn = last - uint64(len(vs)-1-i)
+		a.queue = append(a.queue, e)
+	}
+	a.durable = last
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// applyLoop copies journaled rows into daemon.db, everything queued in one
+// commit, and releases them from the journal.
+func (a *acceptLog) applyLoop() {
+	defer close(a.done)
+	for {
+		a.mu.Lock()
+		if len(a.queue) == 0 || a.hold {
+			closing := a.closing
+			a.mu.Unlock()
+			if closing {
+				return
+			}
+			<-a.wake
+			continue
+		}
+		batch := a.queue
+		a.queue = nil
+		a.mu.Unlock()
+		rows := make([]*outboxRow, len(batch))
+		for i, e := range batch {
+			rows[i] = e.row
+		}
+		for attempt := 0; ; attempt++ {
+			err := a.d.db.Update(func(tx *bolt.Tx) error {
+				_, err := insertRows(tx, rows)
+				return err
+			})
+			if err == nil {
+				break
+			}
+			if errors.Is(err, store.ErrClosed) {
+				return
+			}
+			// The rows are safe in the journal; the copy is retried
+			// (and redone at the next start if it never succeeds).
+			a.d.log.Error("copying accepted rows into daemon.db", "rows", len(rows), "err", err)
+			time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 2*time.Second))
+		}
+		last := batch[len(batch)-1].lsn
+		a.j.Release(last)
+		meshes := map[string]bool{}
+		a.mu.Lock()
+		for _, e := range batch {
+			if a.byCMID[e.row.ClientMessageID] == e {
+				delete(a.byCMID, e.row.ClientMessageID)
+			}
+			meshes[e.row.MeshID] = true
+		}
+		a.applied = last
+		close(a.caught)
+		a.caught = make(chan struct{})
+		a.mu.Unlock()
+		for id := range meshes {
+			if m := a.d.meshByID(id); m != nil {
+				m.kick()
+			}
+		}
+	}
+}
+
+// settled waits until every accept answered so far is in daemon.db, or
+// ctx ends (then the caller reads what is there).
+func (a *acceptLog) settled(ctx context.Context) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	target := a.durable
+	for a.applied < target && !a.hold {
+		ch := a.caught
+		a.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+		a.mu.Lock()
+	}
+	a.mu.Unlock()
+}
+
+// close writes what was already appended, copies everything into
+// daemon.db and closes the journal. daemon.db must still be open.
+func (a *acceptLog) close() {
+	if a == nil {
+		return
+	}
+	a.j.Close()
+	a.mu.Lock()
+	a.closing = true
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+	<-a.done
+}
+
+// outboxSettled is settled for a request that reads the outbox: bounded,
+// so a daemon.db that cannot be written does not hang every read.
+func (d *Daemon) outboxSettled(r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	d.acc.settled(ctx)
+}

@@ -1,0 +1,366 @@
+// Package journal is an append-only, group-committed log of opaque
+// records: the daemon's accept journal. An Append returns once its record
+// is on disk (one write and one fdatasync for every record that arrived
+// while the previous group was being written), which is much cheaper than
+// a bbolt commit (page writes and two fdatasyncs, behind whatever else the
+// commit carries). The owner copies the records somewhere durable of its
+// own (daemon.db) in the background and then Releases them; released space
+// is reused.
+//
+// The file is preallocated (written with zeros once) and overwritten in
+// place, so a group's fdatasync flushes data only, never the inode: the
+// file's size does not change while records fit. Layout:
+//
+//	header (one 4 KiB block): magic "CMJRNL01", epoch (8 bytes LE),
+//	  crc32c of both (4 bytes LE)
+//	records from offset 4096: payload length (4), crc32c (4), lsn (8),
+//	  payload; all little-endian
+//
+// A record's crc covers the epoch, its lsn and its payload. Each Start
+// draws a new random epoch and writes it into the header after the owner
+// has made every record of the old epoch durable elsewhere; records of an
+// older epoch, left further along the file, then fail their crc. Within
+// an epoch, lsns are consecutive from 1, and the writer returns to the
+// start of the file only once every record written so far is released:
+// the records after the live tail are older, so reading stops at the
+// first record whose lsn does not follow (or whose crc fails, or whose
+// length is zero), and everything not released lies before that point.
+package journal
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+const (
+	headerSize = 4096
+	recHeader  = 16
+	magic      = "CMJRNL01"
+	// DefaultSize is the preallocated file size.
+	DefaultSize = 1 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("journal: closed")
+
+// Options tune a Journal.
+type Options struct {
+	// Size is the preallocated size of the file (DefaultSize if 0). A
+	// group larger than the file grows it.
+	Size int64
+	// Durable, if set, is called on the writer goroutine after each group
+	// is on disk and before its Appends return, with the values given to
+	// Append in lsn order and the group's last lsn. It must not block.
+	Durable func(values []any, last uint64)
+}
+
+// Journal is an open journal file.
+type Journal struct {
+	f     *os.File
+	opts  Options
+	epoch uint64
+	size  int64
+
+	reqs    chan *req
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	started bool
+	closeMu sync.RWMutex // guards closed against Append racing Close
+	closed  bool
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	released uint64 // every lsn ≤ released is durable elsewhere
+	failed   error  // sticky: a write or sync failed
+
+	// writer state (writer goroutine only)
+	off     int64
+	written uint64 // last lsn written
+	buf     []byte
+}
+
+type req struct {
+	rec  []byte
+	v    any
+	lsn  uint64
+	done chan error
+}
+
+// Open opens (creating if needed) the journal at path and returns the
+// records of its last epoch, in order. Nothing can be appended until
+// Start, which the owner calls once those records are durable elsewhere.
+func Open(path string, opts Options) (*Journal, [][]byte, error) {
+	if opts.Size <= 0 {
+		opts.Size = DefaultSize
+	}
+	opts.Size = max(opts.Size, headerSize+recHeader)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	j := &Journal{f: f, opts: opts, reqs: make(chan *req, 4096), closing: make(chan struct{}), done: make(chan struct{})}
+	j.cond = sync.NewCond(&j.mu)
+	recs, err := j.read()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("journal %s: %w", path, err)
+	}
+	return j, recs, nil
+}
+
+// read returns the records of the epoch in the header (none if the header
+// is missing or torn: a header is only written once every record before
+// it was released).
+func (j *Journal) read() ([][]byte, error) {
+	st, err := j.f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	j.size = st.Size()
+	if j.size < headerSize {
+		return nil, nil
+	}
+	data := make([]byte, j.size)
+	if _, err := io.ReadFull(io.NewSectionReader(j.f, 0, j.size), data); err != nil {
+		return nil, err
+	}
+	if string(data[:8]) != magic || binary.LittleEndian.Uint32(data[16:20]) != crc32.Checksum(data[:16], castagnoli) {
+		return nil, nil
+	}
+	epoch := binary.LittleEndian.Uint64(data[8:16])
+	var out [][]byte
+	var last uint64
+	for off := int64(headerSize); off+recHeader <= j.size; {
+		n := int64(binary.LittleEndian.Uint32(data[off:]))
+		sum := binary.LittleEndian.Uint32(data[off+4:])
+		lsn := binary.LittleEndian.Uint64(data[off+8:])
+		if n == 0 || off+recHeader+n > j.size || (last != 0 && lsn != last+1) {
+			break
+		}
+		payload := data[off+recHeader : off+recHeader+n]
+		if recordCRC(epoch, lsn, payload) != sum {
+			break
+		}
+		out = append(out, payload)
+		last = lsn
+		off += recHeader + n
+	}
+	return out, nil
+}
+
+func recordCRC(epoch, lsn uint64, payload []byte) uint32 {
+	var h [16]byte
+	binary.LittleEndian.PutUint64(h[:8], epoch)
+	binary.LittleEndian.PutUint64(h[8:], lsn)
+	return crc32.Update(crc32.Checksum(h[:], castagnoli), castagnoli, payload)
+}
+
+// Start begins a new epoch (the records Open returned are dead from now
+// on) and starts the writer.
+func (j *Journal) Start() error {
+	created := j.size == 0
+	if j.size < j.opts.Size {
+		// Preallocate with real zeros (not a hole or an unwritten
+		// extent), so the groups' fdatasyncs never have to write the
+		// inode or convert extents.
+		zeros := make([]byte, 64<<10)
+		for off := j.size; off < j.opts.Size; off += int64(len(zeros)) {
+			n := min(int64(len(zeros)), j.opts.Size-off)
+			if _, err := j.f.WriteAt(zeros[:n], off); err != nil {
+				return err
+			}
+		}
+		j.size = j.opts.Size
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	j.epoch = binary.LittleEndian.Uint64(b[:])
+	hdr := make([]byte, 20)
+	copy(hdr, magic)
+	binary.LittleEndian.PutUint64(hdr[8:], j.epoch)
+	binary.LittleEndian.PutUint32(hdr[16:], crc32.Checksum(hdr[:16], castagnoli))
+	if _, err := j.f.WriteAt(hdr, 0); err != nil {
+		return err
+	}
+	if err := j.f.Sync(); err != nil {
+		return err
+	}
+	if created {
+		syncDir(filepath.Dir(j.f.Name()))
+	}
+	j.off = headerSize
+	j.started = true
+	go j.writeLoop()
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// Append writes rec and returns its lsn once it is on disk. v is handed
+// to Options.Durable with the group.
+func (j *Journal) Append(rec []byte, v any) (uint64, error) {
+	if len(rec) == 0 {
+		return 0, errors.New("journal: empty record")
+	}
+	r := &req{rec: rec, v: v, done: make(chan error, 1)}
+	j.closeMu.RLock()
+	if j.closed {
+		j.closeMu.RUnlock()
+		return 0, ErrClosed
+	}
+	j.reqs <- r
+	j.closeMu.RUnlock()
+	if err := <-r.done; err != nil {
+		return 0, err
+	}
+	return r.lsn, nil
+}
+
+// Release says every record up to lsn is durable elsewhere: its space may
+// be reused.
+func (j *Journal) Release(lsn uint64) {
+	j.mu.Lock()
+	if lsn > j.released {
+		j.released = lsn
+		j.cond.Broadcast()
+	}
+	j.mu.Unlock()
+}
+
+// Close writes what was already appended and closes the file. Appends
+// after Close fail with ErrClosed.
+func (j *Journal) Close() error {
+	var err error
+	j.once.Do(func() {
+		j.closeMu.Lock()
+		j.closed = true
+		j.closeMu.Unlock()
+		close(j.closing)
+		if j.started {
+			<-j.done
+		}
+		j.mu.Lock()
+		j.failed = ErrClosed
+		j.cond.Broadcast() // a writer waiting for space gives up
+		j.mu.Unlock()
+		err = j.f.Close()
+	})
+	return err
+}
+
+func (j *Journal) writeLoop() {
+	defer close(j.done)
+	maxGroup := max((j.size-headerSize)/2, 1)
+	group := make([]*req, 0, 64)
+	for {
+		var first *req
+		select {
+		case first = <-j.reqs:
+		case <-j.closing:
+			select {
+			case first = <-j.reqs:
+			default:
+				return
+			}
+		}
+		group = append(group[:0], first)
+		bytes := int64(recHeader + len(first.rec))
+	fill:
+		for bytes < maxGroup {
+			select {
+			case r := <-j.reqs:
+				group = append(group, r)
+				bytes += int64(recHeader + len(r.rec))
+			default:
+				break fill
+			}
+		}
+		err := j.write(group, bytes)
+		if err == nil && j.opts.Durable != nil {
+			vs := make([]any, len(group))
+			for i, r := range group {
+				vs[i] = r.v
+			}
+			j.opts.Durable(vs, j.written)
+		}
+		for _, r := range group {
+			r.done <- err
+		}
+	}
+}
+
+// write puts a group on disk: at the tail if it fits, else at the start
+// of the file once every record written so far is released (growing the
+// file if the group is larger than it).
+func (j *Journal) write(group []*req, n int64) error {
+	j.mu.Lock()
+	if j.failed != nil {
+		err := j.failed
+		j.mu.Unlock()
+		return err
+	}
+	// Go back to the start whenever everything written is released and
+	// the tail is past the middle, so a steady load rarely has to wait.
+	wrap := j.off+n > j.size || (j.off-headerSize > (j.size-headerSize)/2 && j.released >= j.written)
+	if wrap {
+		for j.released < j.written && j.failed == nil {
+			j.cond.Wait()
+		}
+		if j.failed != nil {
+			err := j.failed
+			j.mu.Unlock()
+			return err
+		}
+		j.off = headerSize
+	}
+	j.mu.Unlock()
+	j.buf = j.buf[:0]
+	for _, r := range group {
+		j.written++
+		r.lsn = j.written
+		var h [recHeader]byte
+		binary.LittleEndian.PutUint32(h[0:], uint32(len(r.rec)))
+		binary.LittleEndian.PutUint32(h[4:], recordCRC(j.epoch, r.lsn, r.rec))
+		binary.LittleEndian.PutUint64(h[8:], r.lsn)
+		j.buf = append(append(j.buf, h[:]...), r.rec...)
+	}
+	grew := j.off+n > j.size
+	_, err := j.f.WriteAt(j.buf, j.off)
+	if err == nil {
+		if grew {
+			err = j.f.Sync() // the size changed: fsync the inode too
+		} else {
+			err = fdatasync(j.f)
+		}
+	}
+	if err != nil {
+		// After a failed write or sync the page cache cannot be trusted:
+		// every later append fails too.
+		j.mu.Lock()
+		j.failed = fmt.Errorf("journal: %w", err)
+		j.mu.Unlock()
+		return j.failed
+	}
+	j.off += n
+	if grew {
+		j.size = j.off
+	}
+	return nil
+}
