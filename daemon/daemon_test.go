@@ -26,7 +26,7 @@ import (
 
 // env is a broker with a mesh and member homes, for in-process daemon tests.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	b      *broker.Broker
 	owner  config.Mesh
 	bCfg   broker.Config
@@ -34,7 +34,7 @@ type env struct {
 	meshes map[string]config.Mesh
 }
 
-func startBroker(t *testing.T, cfg *broker.Config) *broker.Broker {
+func startBroker(t testing.TB, cfg *broker.Config) *broker.Broker {
 	t.Helper()
 	b, err := broker.New(*cfg)
 	if err != nil {
@@ -47,7 +47,7 @@ func startBroker(t *testing.T, cfg *broker.Config) *broker.Broker {
 	return b
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	t.Setenv(client.BackoffEnv, "100ms")
 	cfg := broker.DefaultConfig()
@@ -121,7 +121,7 @@ type runningDaemon struct {
 
 // openPair joins bob and runs alice's and bob's daemons until both have
 // their mesh open.
-func (e *env) openPair(t *testing.T) (alice, bob *runningDaemon) {
+func (e *env) openPair(t testing.TB) (alice, bob *runningDaemon) {
 	t.Helper()
 	e.join("bob")
 	alice, bob = e.daemon("alice"), e.daemon("bob")
@@ -161,7 +161,7 @@ func (rd *runningDaemon) stop() {
 	rd.d = nil
 }
 
-func (rd *runningDaemon) waitOpen(t *testing.T) {
+func (rd *runningDaemon) waitOpen(t testing.TB) {
 	t.Helper()
 	waitFor(t, 5*time.Second, "mesh open", func() bool {
 		var h localapi.Health
@@ -223,7 +223,7 @@ func (rd *runningDaemon) checkCounts(t *testing.T) {
 // developers' builds) a daemon, a broker and the race detector can stall
 // for seconds, and a deadline is only the point of giving up on a
 // condition, not a measure of speed.
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	d = max(d, minWaitDeadline)
 	deadline := time.Now().Add(d)
