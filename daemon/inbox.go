@@ -129,6 +129,13 @@ func (d *Daemon) storePushes(items []inboxItem) bool {
 	if d.inboxFull(len(items)) {
 		return false // left on the broker, which pushes them again later
 	}
+	// A burst stops at the hard limit too: the pushes past it are left
+	// on the broker like those that come after it (not settled, pushed
+	// again later). Checking only before a batch let one burst of
+	// pushes, however large, overshoot the limit.
+	if n := d.inboxRoom(items); n < len(items) {
+		items = items[:n]
+	}
 	rows := make([]*inboxRow, len(items))
 	now := time.Now().UnixMilli()
 	for i, it := range items {

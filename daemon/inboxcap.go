@@ -59,6 +59,25 @@ func (d *Daemon) inboxFull(n int) bool {
 	return over
 }
 
+// inboxRoom returns how many of a batch of pushes to store: all of them
+// while the inbox stays under its hard limit, else those up to and
+// including the one that reaches it (a stored row is about its
+// plaintext, three quarters of the base64 ciphertext, plus metadata). At
+// least one, since inboxFull said there is room.
+func (d *Daemon) inboxRoom(items []inboxItem) int {
+	hard := 2 * d.opts.InboxMaxBytes
+	d.icap.mu.Lock()
+	size := d.icap.bytes
+	d.icap.mu.Unlock()
+	for i, it := range items {
+		size += int64(len(it.push.Ciphertext))*3/4 + 512
+		if size >= hard {
+			return i + 1
+		}
+	}
+	return len(items)
+}
+
 // loadInboxSize measures the inbox at start.
 func (d *Daemon) loadInboxSize() error {
 	var n int64

@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func open(t *testing.T, path string, opts Options) (*Journal, [][]byte) {
@@ -97,25 +97,15 @@ func TestWrapKeepsUnreleased(t *testing.T) {
 	if err := j.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var released atomic.Uint64
-	stop := make(chan struct{})
 	applied := make(chan struct{})
-	go func() { // the applier: releases in bursts, a few groups behind
+	go func() { // the applier: releases each group a moment after it is durable
 		defer close(applied)
-		var backlog []uint64
-		for {
-			select {
-			case l := <-durable:
-				backlog = append(backlog, l)
-				if len(backlog) > 3 || l == 1000 {
-					j.Release(l)
-					released.Store(l)
-					backlog = backlog[:0]
-				}
-				if l == 1000 {
-					return
-				}
-			case <-stop:
+		for l := range durable {
+			if l%3 == 0 {
+				time.Sleep(50 * time.Microsecond)
+			}
+			j.Release(l)
+			if l == 1000 {
 				return
 			}
 		}
