@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,8 +60,11 @@ func (e *Engine) wantEntry(seq uint64) {
 
 func (e *Engine) watchLog() {
 	defer close(e.watchDone)
+	var refollowing sync.WaitGroup
+	defer refollowing.Wait() // after cancel: it returns at once
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var busy atomic.Bool // a refollow is under way
 	go func() {
 		select {
 		case <-e.closing:
@@ -81,9 +86,16 @@ func (e *Engine) watchLog() {
 			continue
 		}
 		if quiet := time.Since(time.Unix(0, e.delivered.Load())); quiet >= refollowAfter &&
-			e.selfReadAt.Load() > e.delivered.Load() && time.Since(lastRefollow) >= refollowAfter {
+			e.selfReadAt.Load() > e.delivered.Load() && time.Since(lastRefollow) >= refollowAfter && busy.CompareAndSwap(false, true) {
+			// Creating a consumer can wait seconds for the cluster's
+			// meta leader; the watchdog keeps reading meanwhile.
 			lastRefollow = time.Now()
-			e.refollow(ctx, quiet)
+			refollowing.Add(1)
+			go func() {
+				defer refollowing.Done()
+				defer busy.Store(false)
+				e.refollow(ctx, quiet)
+			}()
 		}
 		applied := e.applied.Load()
 		still := time.Since(time.Unix(0, e.progress.Load()))
