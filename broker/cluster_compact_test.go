@@ -104,19 +104,7 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 		t.Fatalf("the wiped node did not restore a snapshot: %+v", st)
 	}
 	b3 := connectWhenKnown(t, n3, bob)
-	got := map[string]string{}
-	var ids []string
-	for len(got) < len(want) {
-		p := b3.nextPush()
-		got[p.MessageID] = openPush(t, &p, bob)
-		ids = append(ids, p.MessageID)
-	}
-	b3.ack(ids...)
-	for id, text := range want {
-		if got[id] != text {
-			t.Fatalf("message %s: got %q, want %q", id, got[id], text)
-		}
-	}
+	receiveAll(t, b3, bob, want)
 	// And the restored node takes writes.
 	var ok wire.OK
 	b3.request(map[string]any{"type": wire.TypeSetSummary, "summary": "back"}, &ok, wire.TypeOK)

@@ -46,24 +46,31 @@ func wipeNode(t *testing.T, dir string) {
 	}
 }
 
-// restoredGetsEverything checks that bob, connecting to the restored
-// cluster, gets every queued message, and that the cluster takes writes.
-func restoredGetsEverything(t *testing.T, bs []*Broker, alice, bob ident, want map[string]string) {
+// receiveAll reads pushes on r until every message of want (id → text)
+// arrived, acks them, and checks each text.
+func receiveAll(t *testing.T, r *rawConn, to ident, want map[string]string) {
 	t.Helper()
-	b := connectWhenKnown(t, bs[1], bob)
 	got := map[string]string{}
 	var ids []string
 	for len(got) < len(want) {
-		p := b.nextPush()
-		got[p.MessageID] = openPush(t, &p, bob)
+		p := r.nextPush()
+		got[p.MessageID] = openPush(t, &p, to)
 		ids = append(ids, p.MessageID)
 	}
-	b.ack(ids...)
+	r.ack(ids...)
 	for id, text := range want {
 		if got[id] != text {
 			t.Fatalf("message %s: got %q, want %q", id, got[id], text)
 		}
 	}
+}
+
+// restoredGetsEverything checks that bob, connecting to the restored
+// cluster, gets every queued message, and that the cluster takes writes.
+func restoredGetsEverything(t *testing.T, bs []*Broker, alice, bob ident, want map[string]string) {
+	t.Helper()
+	b := connectWhenKnown(t, bs[1], bob)
+	receiveAll(t, b, bob, want)
 	a := connectWhenKnown(t, bs[2], alice)
 	ack := a.sendAck(dm(t, alice, bob.pub(), "after the restore"))
 	if ack.Error != nil {
