@@ -1,10 +1,14 @@
 package broker
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,8 +23,17 @@ import (
 // sent before the snapshot and those sent while the node was away.
 func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 	t.Parallel()
+	// The nodes' warnings, shown if the test fails (it did, rarely, in
+	// full -race runs on a loaded machine, with nothing else to go on).
+	var logs lockedBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the nodes' warnings:\n%s", logs.String())
+		}
+	})
 	bs, cfgs := startClusterConfigs(t, "compact", 3, func(c *Config) {
 		c.ClusterSnapshotEvery, c.ClusterSnapshotInterval, c.ClusterLogKeep = 10, 20*time.Millisecond, 0
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", c.Cluster.NodeID)
 	})
 	alice := createMesh(t, bs[0], "team", "alice")
 	bob := addMember(t, bs[0], alice, "team", "bob")
@@ -46,14 +59,21 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 	// snapshot loop's check runs; a second snapshot is not guaranteed
 	// (under load the first can land late enough that fewer than ten
 	// entries follow it), so only the first one is waited for.
-	deadline := time.Now().Add(30 * time.Second)
+	start := time.Now()
+	deadline := start.Add(90 * time.Second)
 	for {
 		first, _, _, err := bs[0].engine.LogState()
 		if err == nil && first > 10 {
+			t.Logf("the log was compacted %v after the sends (first entry %d)", time.Since(start).Round(time.Millisecond), first)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the log was not compacted: first entry %d (%v)", first, err)
+			var stats []string
+			for _, b := range bs {
+				_, leader, _ := b.engine.LogInfo()
+				stats = append(stats, fmt.Sprintf("%s: applied %d, leader %q, snapshots %+v", b.cfg.Cluster.NodeID, b.engine.Applied(), leader, b.engine.SnapshotStats()))
+			}
+			t.Fatalf("the log was not compacted: first entry %d (%v); %s", first, err, strings.Join(stats, "; "))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -108,4 +128,22 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 	// And the restored node takes writes.
 	var ok wire.OK
 	b3.request(map[string]any{"type": wire.TypeSetSummary, "summary": "back"}, &ok, wire.TypeOK)
+}
+
+// lockedBuffer is an io.Writer several loggers share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
