@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -61,37 +63,120 @@ func journalPath(home string) string {
 	return filepath.Join(localapi.Dir(home), "daemon.journal")
 }
 
+// The applied watermark (bJournal/"applied"): every record of epoch
+// ≤ lsn is in daemon.db. It is written in the transaction that stores the
+// rows it covers, so a restart replays only what daemon.db lacks, even
+// when the rows themselves (and their clientMessageIds) were pruned
+// since. Before Start the watermark names the journal's next epoch (lsn
+// 0) and keeps the replayed epoch as prev, so a crash between that commit
+// and the new header is also recognised.
+type watermark struct {
+	epoch, lsn         uint64
+	prevEpoch, prevLSN uint64
+}
+
+var keyApplied = []byte("applied")
+
+func getWatermark(tx *bolt.Tx) (watermark, bool) {
+	v := tx.Bucket(bJournal).Get(keyApplied)
+	if len(v) != 32 {
+		return watermark{}, false
+	}
+	le := binary.LittleEndian
+	return watermark{le.Uint64(v), le.Uint64(v[8:]), le.Uint64(v[16:]), le.Uint64(v[24:])}, true
+}
+
+func putWatermark(tx *bolt.Tx, w watermark) error {
+	v := make([]byte, 32)
+	le := binary.LittleEndian
+	le.PutUint64(v, w.epoch)
+	le.PutUint64(v[8:], w.lsn)
+	le.PutUint64(v[16:], w.prevEpoch)
+	le.PutUint64(v[24:], w.prevLSN)
+	return tx.Bucket(bJournal).Put(keyApplied, v)
+}
+
 // openAcceptLog opens the journal, copies the rows a crash left in it into
-// daemon.db and starts the applier.
-func (d *Daemon) openAcceptLog(hold bool) (*acceptLog, error) {
+// daemon.db and starts the applier. fresh says daemon.db was just made
+// (it did not exist, or --init): a journal with records then belongs to
+// the daemon.db it replaced and is set aside, never replayed.
+func (d *Daemon) openAcceptLog(fresh, hold bool) (*acceptLog, error) {
 	a := &acceptLog{d: d, byCMID: map[string]*journaled{}, wake: make(chan struct{}, 1),
 		caught: make(chan struct{}), done: make(chan struct{}), hold: hold}
-	j, recs, err := journal.Open(journalPath(d.home), journal.Options{Durable: a.durableGroup})
+	path := journalPath(d.home)
+	opts := journal.Options{Durable: a.durableGroup}
+	j, recs, err := journal.Open(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	if len(recs) > 0 {
-		rows := make([]*outboxRow, 0, len(recs))
-		for _, rec := range recs {
-			var r outboxRow
-			if err := decodeOutbox(rec, &r); err != nil {
-				j.Close()
-				return nil, fmt.Errorf("%s: a record that passed its checksum does not decode: %w", journalPath(d.home), err)
-			}
-			rows = append(rows, &r)
+	var w watermark
+	var have bool
+	d.db.View(func(tx *bolt.Tx) error {
+		w, have = getWatermark(tx)
+		return nil
+	})
+	// Which of the journal's records daemon.db lacks: those after the
+	// watermark of their epoch. A journal whose epoch daemon.db has never
+	// seen (a fresh daemon.db, or one restored from a backup) cannot say
+	// which of its records were sent since: it is set aside.
+	var skip uint64
+	foreign := ""
+	switch {
+	case len(recs) == 0:
+	case have && w.epoch == j.Epoch():
+		skip = w.lsn
+	case have && w.prevEpoch == j.Epoch():
+		skip = w.prevLSN
+	case have:
+		foreign = "daemon.db does not know this journal's epoch (was it restored from a backup?)"
+	case fresh:
+		foreign = "daemon.db was made new"
+	default:
+		// A daemon.db from before the watermark: its clientMessageIds
+		// are the only guard, as they were then.
+	}
+	if foreign != "" {
+		j.Close()
+		aside := path + ".set-aside-" + time.Now().UTC().Format("20060102T150405Z")
+		if err := os.Rename(path, aside); err != nil {
+			return nil, fmt.Errorf("setting the accept journal aside: %w", err)
 		}
-		n := 0
-		if err := d.db.Update(func(tx *bolt.Tx) error {
-			var err error
-			n, err = insertRows(tx, rows)
-			return err
-		}); err != nil {
+		syncDir(filepath.Dir(path))
+		d.log.Warn("accept journal set aside, not replayed: messages accepted but not yet in daemon.db are not sent",
+			"why", foreign, "records", len(recs), "file", aside)
+		if j, recs, err = journal.Open(path, opts); err != nil {
+			return nil, err
+		}
+	}
+	var rows []*outboxRow
+	last := skip
+	for _, rec := range recs {
+		last = max(last, rec.LSN)
+		if rec.LSN <= skip {
+			continue
+		}
+		var r outboxRow
+		if err := decodeOutbox(rec.Data, &r); err != nil {
 			j.Close()
-			return nil, fmt.Errorf("copying the accept journal into daemon.db: %w", err)
+			return nil, fmt.Errorf("%s: a record that passed its checksum does not decode: %w", path, err)
 		}
-		if n > 0 {
-			d.log.Info("accept journal replayed", "rows", n, "already stored", len(rows)-n)
+		rows = append(rows, &r)
+	}
+	// The replayed rows and the watermark of the next epoch commit
+	// together, before Start writes that epoch into the journal.
+	n := 0
+	if err := d.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if n, err = insertRows(tx, rows); err != nil {
+			return err
 		}
+		return putWatermark(tx, watermark{epoch: j.NextEpoch(), prevEpoch: j.Epoch(), prevLSN: last})
+	}); err != nil {
+		j.Close()
+		return nil, fmt.Errorf("copying the accept journal into daemon.db: %w", err)
+	}
+	if len(rows) > 0 {
+		d.log.Info("accept journal replayed", "rows", n, "already stored", len(rows)-n, "already applied", len(recs)-len(rows))
 	}
 	if err := j.Start(); err != nil {
 		j.Close()
@@ -100,6 +185,13 @@ func (d *Daemon) openAcceptLog(hold bool) (*acceptLog, error) {
 	a.j = j
 	go a.applyLoop()
 	return a, nil
+}
+
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		f.Sync()
+		f.Close()
+	}
 }
 
 // insertRows stores new outbox rows (seq, clientMessageId index, pending
@@ -232,10 +324,13 @@ func (a *acceptLog) applyLoop() {
 		for i, e := range batch {
 			rows[i] = e.row
 		}
+		last := batch[len(batch)-1].lsn
 		for attempt := 0; ; attempt++ {
 			err := a.d.db.Update(func(tx *bolt.Tx) error {
-				_, err := insertRows(tx, rows)
-				return err
+				if _, err := insertRows(tx, rows); err != nil {
+					return err
+				}
+				return putWatermark(tx, watermark{epoch: a.j.Epoch(), lsn: last})
 			})
 			if err == nil {
 				break
@@ -248,7 +343,6 @@ func (a *acceptLog) applyLoop() {
 			a.d.log.Error("copying accepted rows into daemon.db", "rows", len(rows), "err", err)
 			time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 2*time.Second))
 		}
-		last := batch[len(batch)-1].lsn
 		a.j.Release(last)
 		meshes := map[string]bool{}
 		a.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -156,7 +157,8 @@ func DBRefusal(path string, err error) error {
 	return cliui.Errorf("store_damaged", "refusing to start on %s (%s): %v", path, what, err).
 		WithHint("nothing was changed. Restore daemon.db from a backup if you have one; or keep it for inspection (mv " + path + " " + path + ".damaged) " +
 			"and run claudemesh daemon up --init, which starts with an empty inbox and outbox: messages already received are gone, " +
-			"messages accepted but not yet sent are lost, and anything still queued on the broker arrives again")
+			"messages accepted but not yet sent are lost (the accept journal is set aside as daemon.journal.set-aside-<time>, so nothing already sent is sent again), " +
+			"and anything still queued on the broker arrives again")
 }
 
 // ErrAlreadyRunning means another daemon holds daemon.db's lock.
@@ -202,6 +204,12 @@ func Open(opts Options) (*Daemon, error) {
 	if err := fsutil.EnsurePrivateDir(localapi.Dir(opts.Home)); err != nil {
 		return nil, err
 	}
+	// A daemon.db that does not exist yet or is empty (--init) is made
+	// new: the accept journal beside it belongs to another daemon.db.
+	fresh := false
+	if st, err := os.Stat(localapi.DBPath(opts.Home)); errors.Is(err, fs.ErrNotExist) || (err == nil && st.Size() == 0) {
+		fresh = true
+	}
 	db, err := store.Open(localapi.DBPath(opts.Home), store.Options{
 		OpenTimeout: 500 * time.Millisecond, Migrations: daemonMigrations, Logger: opts.Logger, Init: opts.Init,
 	})
@@ -228,7 +236,7 @@ func Open(opts Options) (*Daemon, error) {
 		db.Close()
 		return nil, err
 	}
-	acc, err := d.openAcceptLog(d.failpoint == failAcceptHold)
+	acc, err := d.openAcceptLog(fresh, d.failpoint == failAcceptHold)
 	if err != nil {
 		db.Close()
 		return nil, err

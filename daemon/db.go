@@ -37,6 +37,9 @@ var (
 	// uint64), kept in the same transaction as every row write, so `daemon
 	// status` costs the same with ten rows or a million.
 	bOutboxCounts = []byte("outbox_counts")
+	// bJournal holds the accept journal's applied watermark (acceptlog.go),
+	// written in the same transaction as the rows it covers.
+	bJournal = []byte("journal")
 )
 
 // daemonMigrations is daemon.db's schema history.
@@ -70,6 +73,11 @@ var daemonMigrations = []store.Migration{
 	// 3 → 4: per-session read marks.
 	func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bInboxSeen)
+		return err
+	},
+	// 4 → 5: the accept journal's applied watermark.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bJournal)
 		return err
 	},
 }

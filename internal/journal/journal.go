@@ -67,7 +67,8 @@ type Options struct {
 type Journal struct {
 	f     *os.File
 	opts  Options
-	epoch uint64
+	epoch uint64 // the header's: the file's at Open, the new one after Start
+	next  uint64 // the epoch Start writes, drawn at Open
 	size  int64
 
 	reqs    chan *req
@@ -96,10 +97,16 @@ type req struct {
 	done chan error
 }
 
+// Record is one record of the epoch Open found.
+type Record struct {
+	LSN  uint64
+	Data []byte
+}
+
 // Open opens (creating if needed) the journal at path and returns the
 // records of its last epoch, in order. Nothing can be appended until
 // Start, which the owner calls once those records are durable elsewhere.
-func Open(path string, opts Options) (*Journal, [][]byte, error) {
+func Open(path string, opts Options) (*Journal, []Record, error) {
 	if opts.Size <= 0 {
 		opts.Size = DefaultSize
 	}
@@ -110,6 +117,12 @@ func Open(path string, opts Options) (*Journal, [][]byte, error) {
 	}
 	j := &Journal{f: f, opts: opts, reqs: make(chan *req, 4096), closing: make(chan struct{}), done: make(chan struct{})}
 	j.cond = sync.NewCond(&j.mu)
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	j.next = binary.LittleEndian.Uint64(b[:])
 	recs, err := j.read()
 	if err != nil {
 		f.Close()
@@ -121,7 +134,7 @@ func Open(path string, opts Options) (*Journal, [][]byte, error) {
 // read returns the records of the epoch in the header (none if the header
 // is missing or torn: a header is only written once every record before
 // it was released).
-func (j *Journal) read() ([][]byte, error) {
+func (j *Journal) read() ([]Record, error) {
 	st, err := j.f.Stat()
 	if err != nil {
 		return nil, err
@@ -138,7 +151,8 @@ func (j *Journal) read() ([][]byte, error) {
 		return nil, nil
 	}
 	epoch := binary.LittleEndian.Uint64(data[8:16])
-	var out [][]byte
+	j.epoch = epoch
+	var out []Record
 	var last uint64
 	for off := int64(headerSize); off+recHeader <= j.size; {
 		n := int64(binary.LittleEndian.Uint32(data[off:]))
@@ -151,7 +165,7 @@ func (j *Journal) read() ([][]byte, error) {
 		if recordCRC(epoch, lsn, payload) != sum {
 			break
 		}
-		out = append(out, payload)
+		out = append(out, Record{LSN: lsn, Data: payload})
 		last = lsn
 		off += recHeader + n
 	}
@@ -165,10 +179,18 @@ func recordCRC(epoch, lsn uint64, payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(h[:], castagnoli), castagnoli, payload)
 }
 
+// Epoch is the epoch in the file's header: before Start, the one of the
+// records Open returned (0 if the file had no valid header); after Start,
+// the new one (NextEpoch).
+func (j *Journal) Epoch() uint64 { return j.epoch }
+
+// NextEpoch is the epoch Start will write, so the owner can record it
+// (with the records Open returned) before the file says it.
+func (j *Journal) NextEpoch() uint64 { return j.next }
+
 // Start begins a new epoch (the records Open returned are dead from now
 // on) and starts the writer.
 func (j *Journal) Start() error {
-	created := j.size == 0
 	if j.size < j.opts.Size {
 		// Preallocate with real zeros (not a hole or an unwritten
 		// extent), so the groups' fdatasyncs never have to write the
@@ -182,11 +204,7 @@ func (j *Journal) Start() error {
 		}
 		j.size = j.opts.Size
 	}
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return err
-	}
-	j.epoch = binary.LittleEndian.Uint64(b[:])
+	j.epoch = j.next
 	hdr := make([]byte, 20)
 	copy(hdr, magic)
 	binary.LittleEndian.PutUint64(hdr[8:], j.epoch)
@@ -197,9 +215,9 @@ func (j *Journal) Start() error {
 	if err := j.f.Sync(); err != nil {
 		return err
 	}
-	if created {
-		syncDir(filepath.Dir(j.f.Name()))
-	}
+	// Always: Open may have created the file in a run that crashed
+	// before its entry reached the directory.
+	syncDir(filepath.Dir(j.f.Name()))
 	j.off = headerSize
 	j.started = true
 	go j.writeLoop()

@@ -16,7 +16,11 @@ func open(t *testing.T, path string, opts Options) (*Journal, [][]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return j, recs
+	out := make([][]byte, len(recs))
+	for i, r := range recs {
+		out[i] = r.Data
+	}
+	return j, out
 }
 
 func rec(i int) []byte {

@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"claudemesh/daemon/localapi"
+)
+
+func (rd *runningDaemon) outbox(t *testing.T) []localapi.OutboxRow {
+	t.Helper()
+	var rows []localapi.OutboxRow
+	if _, err := rd.api.Do(context.Background(), "GET", "/v1/outbox", nil, &rows); err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func (rd *runningDaemon) send(t *testing.T, to, msg, cmid string) {
+	t.Helper()
+	if _, err := rd.api.Send(context.Background(), localapi.SendRequest{To: to, Message: msg, ClientMessageID: cmid}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inboxBodies counts bob's copies of each message.
+func inboxBodies(t *testing.T, rd *runningDaemon) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, r := range rd.inbox(t) {
+		got[r.Body]++
+	}
+	return got
+}
+
+// sentOnceEach checks that bob got each message exactly once, after a
+// marker message sent last has arrived (the outbox drains in order, so a
+// row wrongly put back before it would have been sent first).
+func sentOnceEach(t *testing.T, alice, bob *runningDaemon, marker string, want ...string) {
+	t.Helper()
+	alice.send(t, "bob", marker, "marker-"+strings.ReplaceAll(marker, " ", "-"))
+	waitFor(t, 5*time.Second, "the marker in bob's inbox", func() bool { return inboxBodies(t, bob)[marker] == 1 })
+	got := inboxBodies(t, bob)
+	for _, m := range append(want, marker) {
+		if got[m] != 1 {
+			t.Errorf("bob got %q %d times, want once (inbox %v)", m, got[m], got)
+		}
+	}
+	if len(got) != len(want)+1 {
+		t.Errorf("bob's inbox %v, want %v and %q", got, want, marker)
+	}
+}
+
+func setAside(t *testing.T, home string) []string {
+	t.Helper()
+	m, err := filepath.Glob(journalPath(home) + ".set-aside-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestPrunedRowNotSentAgainAfterRestart: a delivered row whose outbox
+// entry (and clientMessageId) was pruned is not replayed from the accept
+// journal at the next start: the applied watermark in daemon.db says it
+// was copied.
+func TestPrunedRowNotSentAgainAfterRestart(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemonWith("alice", Options{PruneAfter: time.Millisecond})
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	alice.send(t, "bob", "once only", "c1")
+	waitFor(t, 5*time.Second, "delivered", func() bool {
+		rows := alice.outbox(t)
+		return len(rows) == 1 && rows[0].Status == localapi.StatusDelivered
+	})
+	waitFor(t, 5*time.Second, "the prune", func() bool {
+		alice.d.pruneOutbox()
+		return len(alice.outbox(t)) == 0
+	})
+	alice.stop()
+	alice = e.daemonWith("alice", Options{PruneAfter: time.Hour})
+	alice.waitOpen(t)
+	if rows := alice.outbox(t); len(rows) != 0 {
+		t.Fatalf("after the restart the outbox has %+v, want it empty", rows)
+	}
+	sentOnceEach(t, alice, bob, "after restart", "once only")
+	if rows := alice.outbox(t); len(rows) != 1 {
+		t.Errorf("outbox %+v, want only the marker", rows)
+	}
+	// And once more: a second restart (a new epoch) replays nothing either.
+	alice.stop()
+	alice = e.daemonWith("alice", Options{PruneAfter: time.Hour})
+	alice.waitOpen(t)
+	sentOnceEach(t, alice, bob, "after the second restart", "once only", "after restart")
+}
+
+// TestInitSetsTheJournalAside: the documented recovery (daemon.db moved
+// aside, daemon up --init) starts with an empty outbox; the old accept
+// journal is set aside, not replayed, so nothing already delivered is sent
+// again.
+func TestInitSetsTheJournalAside(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	for _, id := range []string{"a", "b", "c"} {
+		alice.send(t, "bob", "msg "+id, id)
+	}
+	waitFor(t, 5*time.Second, "bob's inbox", func() bool { return len(bob.inbox(t)) == 3 })
+	alice.stop()
+	db := localapi.DBPath(e.homes["alice"])
+	if err := os.Rename(db, db+".damaged"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(db, nil, 0o600); err != nil { // as a crash leaves it
+		t.Fatal(err)
+	}
+	alice = e.daemonWith("alice", Options{Init: true})
+	alice.waitOpen(t)
+	if rows := alice.outbox(t); len(rows) != 0 {
+		t.Fatalf("a new daemon.db starts with %+v in its outbox", rows)
+	}
+	if n := len(setAside(t, e.homes["alice"])); n != 1 {
+		t.Errorf("%d journals set aside, want 1", n)
+	}
+	sentOnceEach(t, alice, bob, "after init", "msg a", "msg b", "msg c")
+}
+
+// TestRestoredDBSetsForeignJournalAside: a daemon.db restored from a
+// backup does not know the journal's epoch, so it cannot tell which of
+// its records were sent since the backup: the journal is set aside.
+func TestRestoredDBSetsForeignJournalAside(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	alice.send(t, "bob", "before the backup", "b1")
+	waitFor(t, 5*time.Second, "bob's inbox", func() bool { return len(bob.inbox(t)) == 1 })
+	alice.stop()
+	db := localapi.DBPath(e.homes["alice"])
+	backup, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice = e.daemon("alice")
+	alice.waitOpen(t)
+	for i := range 3 {
+		alice.send(t, "bob", fmt.Sprint("after the backup ", i), fmt.Sprint("a", i))
+	}
+	waitFor(t, 5*time.Second, "bob's inbox", func() bool { return len(bob.inbox(t)) == 4 })
+	alice.stop()
+	if err := os.WriteFile(db, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	alice = e.daemon("alice")
+	alice.waitOpen(t)
+	if n := len(setAside(t, e.homes["alice"])); n != 1 {
+		t.Errorf("%d journals set aside, want 1", n)
+	}
+	sentOnceEach(t, alice, bob, "after the restore", "before the backup", "after the backup 0", "after the backup 1", "after the backup 2")
+}
