@@ -104,7 +104,7 @@ func (d *Daemon) openAcceptLog(fresh, hold bool) (*acceptLog, error) {
 	a := &acceptLog{d: d, byCMID: map[string]*journaled{}, wake: make(chan struct{}, 1),
 		caught: make(chan struct{}), done: make(chan struct{}), hold: hold}
 	path := journalPath(d.home)
-	opts := journal.Options{Durable: a.durableGroup}
+	opts := journal.Options{Durable: a.durableGroup, ScrubAfter: d.opts.journalScrubAfter}
 	j, recs, err := journal.Open(path, opts)
 	if err != nil {
 		return nil, err
@@ -385,13 +385,14 @@ func (a *acceptLog) settled(ctx context.Context) {
 	a.mu.Unlock()
 }
 
-// close writes what was already appended, copies everything into
-// daemon.db and closes the journal. daemon.db must still be open.
+// close copies everything journaled into daemon.db and then closes the
+// journal, which zeroes its records once all are released. daemon.db must
+// still be open, and the local API already shut down: a row whose journal
+// write ends after the applier stopped is copied at the next start.
 func (a *acceptLog) close() {
 	if a == nil {
 		return
 	}
-	a.j.Close()
 	a.mu.Lock()
 	a.closing = true
 	a.mu.Unlock()
@@ -400,6 +401,7 @@ func (a *acceptLog) close() {
 	default:
 	}
 	<-a.done
+	a.j.Close()
 }
 
 // outboxSettled is settled for a request that reads the outbox: bounded,

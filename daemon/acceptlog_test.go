@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -56,6 +57,23 @@ func sentOnceEach(t *testing.T, alice, bob *runningDaemon, marker string, want .
 	}
 }
 
+// keepJournal keeps released records in the journal (no idle scrub).
+var keepJournal = Options{journalScrubAfter: time.Hour}
+
+// killed stops rd the way a kill -9 would leave the accept journal: as it
+// is now, released records and all (a clean stop zeroes them).
+func killed(t *testing.T, rd *runningDaemon, home string) {
+	t.Helper()
+	data, err := os.ReadFile(journalPath(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd.stop()
+	if err := os.WriteFile(journalPath(home), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func setAside(t *testing.T, home string) []string {
 	t.Helper()
 	m, err := filepath.Glob(journalPath(home) + ".set-aside-*")
@@ -72,7 +90,9 @@ func setAside(t *testing.T, home string) []string {
 func TestPrunedRowNotSentAgainAfterRestart(t *testing.T) {
 	e := newEnv(t)
 	e.join("bob")
-	alice := e.daemonWith("alice", Options{PruneAfter: time.Millisecond})
+	opts := keepJournal
+	opts.PruneAfter = time.Millisecond
+	alice := e.daemonWith("alice", opts)
 	bob := e.daemon("bob")
 	alice.waitOpen(t)
 	bob.waitOpen(t)
@@ -85,8 +105,8 @@ func TestPrunedRowNotSentAgainAfterRestart(t *testing.T) {
 		alice.d.pruneOutbox()
 		return len(alice.outbox(t)) == 0
 	})
-	alice.stop()
-	alice = e.daemonWith("alice", Options{PruneAfter: time.Hour})
+	killed(t, alice, e.homes["alice"])
+	alice = e.daemonWith("alice", keepJournal)
 	alice.waitOpen(t)
 	if rows := alice.outbox(t); len(rows) != 0 {
 		t.Fatalf("after the restart the outbox has %+v, want it empty", rows)
@@ -96,8 +116,8 @@ func TestPrunedRowNotSentAgainAfterRestart(t *testing.T) {
 		t.Errorf("outbox %+v, want only the marker", rows)
 	}
 	// And once more: a second restart (a new epoch) replays nothing either.
-	alice.stop()
-	alice = e.daemonWith("alice", Options{PruneAfter: time.Hour})
+	killed(t, alice, e.homes["alice"])
+	alice = e.daemonWith("alice", keepJournal)
 	alice.waitOpen(t)
 	sentOnceEach(t, alice, bob, "after the second restart", "once only", "after restart")
 }
@@ -109,7 +129,7 @@ func TestPrunedRowNotSentAgainAfterRestart(t *testing.T) {
 func TestInitSetsTheJournalAside(t *testing.T) {
 	e := newEnv(t)
 	e.join("bob")
-	alice := e.daemon("alice")
+	alice := e.daemonWith("alice", keepJournal)
 	bob := e.daemon("bob")
 	alice.waitOpen(t)
 	bob.waitOpen(t)
@@ -117,7 +137,7 @@ func TestInitSetsTheJournalAside(t *testing.T) {
 		alice.send(t, "bob", "msg "+id, id)
 	}
 	waitFor(t, 5*time.Second, "bob's inbox", func() bool { return len(bob.inbox(t)) == 3 })
-	alice.stop()
+	killed(t, alice, e.homes["alice"])
 	db := localapi.DBPath(e.homes["alice"])
 	if err := os.Rename(db, db+".damaged"); err != nil {
 		t.Fatal(err)
@@ -154,13 +174,13 @@ func TestRestoredDBSetsForeignJournalAside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice = e.daemon("alice")
+	alice = e.daemonWith("alice", keepJournal)
 	alice.waitOpen(t)
 	for i := range 3 {
 		alice.send(t, "bob", fmt.Sprint("after the backup ", i), fmt.Sprint("a", i))
 	}
 	waitFor(t, 5*time.Second, "bob's inbox", func() bool { return len(bob.inbox(t)) == 4 })
-	alice.stop()
+	killed(t, alice, e.homes["alice"])
 	if err := os.WriteFile(db, backup, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -170,4 +190,37 @@ func TestRestoredDBSetsForeignJournalAside(t *testing.T) {
 		t.Errorf("%d journals set aside, want 1", n)
 	}
 	sentOnceEach(t, alice, bob, "after the restore", "before the backup", "after the backup 0", "after the backup 1", "after the backup 2")
+}
+
+// TestJournalKeepsNoSentPreview: the accept journal does not keep a
+// message's preview (plaintext) once its row is in daemon.db: the idle
+// journal zeroes released records, and a clean stop does too.
+func TestJournalKeepsNoSentPreview(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	path := journalPath(e.homes["alice"])
+	holds := func(s string) bool {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Contains(data, []byte(s))
+	}
+	alice.send(t, "bob", "first secret words", "s1")
+	if !holds("first secret words") {
+		t.Fatal("the accepted row is not in the journal") // the test would prove nothing
+	}
+	waitFor(t, 5*time.Second, "the idle journal zeroes the copied row", func() bool { return !holds("first secret words") })
+	alice.send(t, "bob", "second secret words", "s2")
+	alice.stop()
+	if holds("second secret words") {
+		t.Fatal("a clean stop left the copied row's preview in the journal")
+	}
+	alice = e.daemon("alice")
+	alice.waitOpen(t)
+	sentOnceEach(t, alice, bob, "after the stop", "first secret words", "second secret words")
 }

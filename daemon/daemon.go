@@ -81,6 +81,10 @@ type Options struct {
 	// before acting on a topic event (200 ms).
 	TopicSweep, TopicJitter time.Duration
 
+	// journalScrubAfter is the accept journal's ScrubAfter (tests keep
+	// released records on disk to replay them, as a kill -9 would).
+	journalScrubAfter time.Duration
+
 	// Init lets Open make a new daemon.db where the file is empty
 	// (0 bytes); without it Open refuses (DBRefusal).
 	Init bool

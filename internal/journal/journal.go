@@ -25,6 +25,12 @@
 // the records after the live tail are older, so reading stops at the
 // first record whose lsn does not follow (or whose crc fails, or whose
 // length is zero), and everything not released lies before that point.
+//
+// Released records are not left on disk: once the writer has been idle
+// for ScrubAfter (and at Close) with every record released, it zeroes
+// the part of the file that holds records and starts again at its start.
+// Open returns every record of the epoch, released or not: the owner
+// tells them apart (the daemon keeps its applied lsn beside the rows).
 package journal
 
 import (
@@ -37,6 +43,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 const (
@@ -61,7 +68,16 @@ type Options struct {
 	// is on disk and before its Appends return, with the values given to
 	// Append in lsn order and the group's last lsn. It must not block.
 	Durable func(values []any, last uint64)
+	// ScrubAfter is how long the writer waits, idle, before it zeroes
+	// the records it has written once they are all released
+	// (DefaultScrubAfter if 0).
+	ScrubAfter time.Duration
 }
+
+// DefaultScrubAfter is Options.ScrubAfter's default: long enough that a
+// steady load never pays for a scrub, short enough that released
+// records (message previews) do not linger on disk.
+const DefaultScrubAfter = time.Second
 
 // Journal is an open journal file.
 type Journal struct {
@@ -86,6 +102,7 @@ type Journal struct {
 
 	// writer state (writer goroutine only)
 	off     int64
+	dirty   int64  // the file may hold record bytes before this offset
 	written uint64 // last lsn written
 	buf     []byte
 }
@@ -109,6 +126,9 @@ type Record struct {
 func Open(path string, opts Options) (*Journal, []Record, error) {
 	if opts.Size <= 0 {
 		opts.Size = DefaultSize
+	}
+	if opts.ScrubAfter <= 0 {
+		opts.ScrubAfter = DefaultScrubAfter
 	}
 	opts.Size = max(opts.Size, headerSize+recHeader)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -146,6 +166,15 @@ func (j *Journal) read() ([]Record, error) {
 	data := make([]byte, j.size)
 	if _, err := io.ReadFull(io.NewSectionReader(j.f, 0, j.size), data); err != nil {
 		return nil, err
+	}
+	// Whatever is not zero after the header is some epoch's records:
+	// the first scrub zeroes it.
+	j.dirty = headerSize
+	for i := j.size - 1; i >= headerSize; i-- {
+		if data[i] != 0 {
+			j.dirty = i + 1
+			break
+		}
 	}
 	if string(data[:8]) != magic || binary.LittleEndian.Uint32(data[16:20]) != crc32.Checksum(data[:16], castagnoli) {
 		return nil, nil
@@ -219,6 +248,7 @@ func (j *Journal) Start() error {
 	// before its entry reached the directory.
 	syncDir(filepath.Dir(j.f.Name()))
 	j.off = headerSize
+	j.dirty = max(j.dirty, headerSize)
 	j.started = true
 	go j.writeLoop()
 	return nil
@@ -287,14 +317,22 @@ func (j *Journal) writeLoop() {
 	defer close(j.done)
 	maxGroup := max((j.size-headerSize)/2, 1)
 	group := make([]*req, 0, 64)
+	idle := time.NewTimer(j.opts.ScrubAfter)
+	defer idle.Stop()
 	for {
 		var first *req
 		select {
 		case first = <-j.reqs:
+		case <-idle.C:
+			if !j.scrub() {
+				idle.Reset(j.opts.ScrubAfter) // not all released yet
+			}
+			continue
 		case <-j.closing:
 			select {
 			case first = <-j.reqs:
 			default:
+				j.scrub() // a clean close leaves no released record behind
 				return
 			}
 		}
@@ -321,7 +359,44 @@ func (j *Journal) writeLoop() {
 		for _, r := range group {
 			r.done <- err
 		}
+		idle.Reset(j.opts.ScrubAfter)
 	}
+}
+
+// scrub zeroes every record in the file once all that were written are
+// released (their payloads are message previews and ciphertext, which
+// must not outlive their copy elsewhere by more than a moment), and
+// starts writing at the start of the file again. It reports false when
+// records are still waiting to be released.
+func (j *Journal) scrub() bool {
+	if j.dirty <= headerSize {
+		return true
+	}
+	j.mu.Lock()
+	ok := j.released >= j.written && j.failed == nil
+	j.mu.Unlock()
+	if !ok {
+		return false
+	}
+	// Zeroes from the header on: a crash part-way leaves released
+	// records only (which the owner already has), and reading stops at
+	// the first zeroed one.
+	zeros := make([]byte, min(j.dirty-headerSize, 64<<10))
+	var err error
+	for off := int64(headerSize); off < j.dirty && err == nil; off += int64(len(zeros)) {
+		_, err = j.f.WriteAt(zeros[:min(int64(len(zeros)), j.dirty-off)], off)
+	}
+	if err == nil {
+		err = fdatasync(j.f)
+	}
+	if err != nil {
+		j.mu.Lock()
+		j.failed = fmt.Errorf("journal: %w", err)
+		j.mu.Unlock()
+		return true
+	}
+	j.off, j.dirty = headerSize, headerSize
+	return true
 }
 
 // write puts a group on disk: at the tail if it fits, else at the start
@@ -377,6 +452,7 @@ func (j *Journal) write(group []*req, n int64) error {
 		return j.failed
 	}
 	j.off += n
+	j.dirty = max(j.dirty, j.off)
 	if grew {
 		j.size = j.off
 	}

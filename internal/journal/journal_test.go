@@ -263,3 +263,95 @@ func BenchmarkAppendParallel16(b *testing.B) {
 		}
 	})
 }
+
+// recordBytes counts the non-zero bytes after the header: what is left of
+// records, released or not.
+func recordBytes(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range data[headerSize:] {
+		if b != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// TestReleasedRecordsAreScrubbed: once every record is released and the
+// writer is idle, the records are zeroed on disk (not left until a lap
+// overwrites them); appends go on from the start of the file, and a crash
+// after them replays just them, with their lsns.
+func TestReleasedRecordsAreScrubbed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	j, _ := open(t, path, Options{ScrubAfter: 5 * time.Millisecond})
+	if err := j.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	var last uint64
+	for i := range 5 {
+		last, _ = j.Append(rec(i), nil)
+	}
+	time.Sleep(20 * time.Millisecond) // longer than ScrubAfter: unreleased records stay
+	if recordBytes(t, path) == 0 {
+		t.Fatal("records were zeroed before they were released")
+	}
+	j.Release(last)
+	deadline := time.Now().Add(30 * time.Second)
+	for recordBytes(t, path) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("released records still on disk after 30 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 5; i < 8; i++ {
+		if _, err := j.Append(rec(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// No Close: a kill -9 now.
+	j2, recs, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	if len(recs) != 3 || recs[0].LSN != 6 || recs[2].LSN != 8 || j2.Epoch() != j.Epoch() {
+		t.Fatalf("replayed %d records (first lsn %v), epoch %x want %x", len(recs), recs, j2.Epoch(), j.Epoch())
+	}
+	for i, r := range recs {
+		if !bytes.Equal(r.Data, rec(5+i)) {
+			t.Fatalf("record %d = %q", i, r.Data)
+		}
+	}
+}
+
+// TestCleanCloseScrubs: a clean Close with everything released leaves no
+// record on disk, even stale ones of an older epoch further along the
+// file; with records unreleased it leaves them for the next Open.
+func TestCleanCloseScrubs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	never := Options{ScrubAfter: time.Hour}
+	j, _ := open(t, path, never)
+	j.Start()
+	for i := range 50 {
+		j.Append(rec(i), nil)
+	}
+	j.Close() // nothing released: the records stay
+	j, got := open(t, path, never)
+	expect(t, got, 0, 50)
+	j.Start() // the owner has them: a new epoch, the 50 are stale
+	last, _ := j.Append(rec(100), nil)
+	j.Release(last)
+	j.Close()
+	if n := recordBytes(t, path); n != 0 {
+		t.Fatalf("%d record bytes left after a clean close with everything released", n)
+	}
+	_, got = open(t, path, never)
+	if len(got) != 0 {
+		t.Fatalf("%d records after a clean close", len(got))
+	}
+}
