@@ -47,6 +47,12 @@ type acceptLog struct {
 	closing bool
 	hold    bool // failpoint: nothing is copied (the crash test)
 	done    chan struct{}
+
+	// applyErr is why the last copy into daemon.db failed (nil once one
+	// succeeds), since when, and how many attempts in a row.
+	applyErr      error
+	applyErrSince time.Time
+	applyAttempts int
 }
 
 // journaled is one accepted row on its way into daemon.db. ready is
@@ -104,7 +110,8 @@ func (d *Daemon) openAcceptLog(fresh, hold bool) (*acceptLog, error) {
 	a := &acceptLog{d: d, byCMID: map[string]*journaled{}, wake: make(chan struct{}, 1),
 		caught: make(chan struct{}), done: make(chan struct{}), hold: hold}
 	path := journalPath(d.home)
-	opts := journal.Options{Durable: a.durableGroup, ScrubAfter: d.opts.journalScrubAfter}
+	opts := journal.Options{Durable: a.durableGroup, ScrubAfter: d.opts.journalScrubAfter,
+		Size: d.opts.journalSize, SpaceWait: d.opts.journalSpaceWait}
 	j, recs, err := journal.Open(path, opts)
 	if err != nil {
 		return nil, err
@@ -327,11 +334,27 @@ func (a *acceptLog) applyLoop() {
 		last := batch[len(batch)-1].lsn
 		for attempt := 0; ; attempt++ {
 			err := a.d.db.Update(func(tx *bolt.Tx) error {
+				if h := a.d.opts.testHookApply; h != nil {
+					if err := h(); err != nil {
+						return err
+					}
+				}
 				if _, err := insertRows(tx, rows); err != nil {
 					return err
 				}
 				return putWatermark(tx, watermark{epoch: a.j.Epoch(), lsn: last})
 			})
+			a.mu.Lock()
+			if err == nil {
+				a.applyErr, a.applyAttempts = nil, 0
+			} else {
+				if a.applyErr == nil {
+					a.applyErrSince = time.Now()
+				}
+				a.applyErr = err
+				a.applyAttempts++
+			}
+			a.mu.Unlock()
 			if err == nil {
 				break
 			}
@@ -372,7 +395,9 @@ func (a *acceptLog) settled(ctx context.Context) {
 	}
 	a.mu.Lock()
 	target := a.durable
-	for a.applied < target && !a.hold {
+	// While copies fail there is nothing to wait for: the reader sees
+	// daemon.db as it is (and status says why).
+	for a.applied < target && !a.hold && a.applyErr == nil {
 		ch := a.caught
 		a.mu.Unlock()
 		select {
@@ -402,6 +427,35 @@ func (a *acceptLog) close() {
 	}
 	<-a.done
 	a.j.Close()
+}
+
+// problem says, in words for `daemon status`, why accepted rows are not
+// being copied into daemon.db ("" when they are).
+func (a *acceptLog) problem() string {
+	if a == nil {
+		return ""
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.applyErr == nil {
+		return ""
+	}
+	return fmt.Sprintf("accepted messages cannot be copied into daemon.db (since %s, %d attempts): %v; "+
+		"they are safe in the accept journal and are copied once daemon.db can be written (or at the next start), "+
+		"but new sends are refused (503) once the journal is full", a.applyErrSince.UTC().Format(time.RFC3339), a.applyAttempts, a.applyErr)
+}
+
+// fullError is POST /v1/send's answer when the accept journal has no
+// room because nothing is being copied out of it.
+func (a *acceptLog) fullError() *apiError {
+	why := "accepted messages are not being copied into daemon.db"
+	a.mu.Lock()
+	if a.applyErr != nil {
+		why += ": " + a.applyErr.Error()
+	}
+	a.mu.Unlock()
+	return &apiError{status: 503, code: "unavailable", msg: "the daemon cannot accept the message: its accept journal is full (" + why + ")",
+		hint: "nothing was accepted; retry later with the same clientMessageId. claudemesh daemon status shows the daemon.db error; messages already accepted are kept"}
 }
 
 // outboxSettled is settled for a request that reads the outbox: bounded,

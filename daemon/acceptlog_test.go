@@ -3,10 +3,12 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,4 +225,59 @@ func TestJournalKeepsNoSentPreview(t *testing.T) {
 	alice = e.daemon("alice")
 	alice.waitOpen(t)
 	sentOnceEach(t, alice, bob, "after the stop", "first secret words", "second secret words")
+}
+
+// TestFullJournalRefusesSends: when accepted rows cannot be copied into
+// daemon.db for good, the accept journal fills; a send then gets a 503
+// that says so within the journal's space wait (it used to block with no
+// end), `daemon status` shows the copy's error, and once daemon.db can be
+// written again every accepted row is sent, once.
+func TestFullJournalRefusesSends(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	var failing atomic.Bool
+	opts := Options{journalSize: 16 << 10, journalSpaceWait: 50 * time.Millisecond,
+		testHookApply: func() error {
+			if failing.Load() {
+				return errors.New("disk says no")
+			}
+			return nil
+		}}
+	alice := e.daemonWith("alice", opts)
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	failing.Store(true)
+	ctx := context.Background()
+	var accepted []string
+	var refusal error
+	for i := range 1000 {
+		msg := fmt.Sprint("message ", i)
+		if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: msg, ClientMessageID: fmt.Sprint("m", i)}); err != nil {
+			refusal = err
+			break
+		}
+		accepted = append(accepted, msg)
+	}
+	var ae *localapi.APIError
+	if !errors.As(refusal, &ae) || ae.HTTPStatus != 503 || ae.Body.Code != "unavailable" ||
+		!strings.Contains(ae.Body.Message, "accept journal is full") || !strings.Contains(ae.Body.Message, "disk says no") {
+		t.Fatalf("after %d accepted sends: %v, want a 503 saying the accept journal is full", len(accepted), refusal)
+	}
+	if len(accepted) == 0 {
+		t.Fatal("no send was accepted before the journal filled")
+	}
+	var st localapi.Status
+	if _, err := alice.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(st.Warnings, "\n"), "cannot be copied into daemon.db") {
+		t.Errorf("status warnings %q do not say the copy fails", st.Warnings)
+	}
+	failing.Store(false)
+	waitFor(t, 10*time.Second, "a send accepted again", func() bool {
+		_, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "after", ClientMessageID: "after"})
+		return err == nil
+	})
+	sentOnceEach(t, alice, bob, "marker", append(accepted, "after")...)
 }

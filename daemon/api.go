@@ -205,6 +205,9 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 		})
 	})
 	st.Inbox, st.Warnings = d.inboxStatus(size, rows, st.InboxUnread)
+	if p := d.acc.problem(); p != "" {
+		st.Warnings = append(st.Warnings, p)
+	}
 	writeJSON(w, 200, st)
 }
 

@@ -84,6 +84,11 @@ type Options struct {
 	// journalScrubAfter is the accept journal's ScrubAfter (tests keep
 	// released records on disk to replay them, as a kill -9 would).
 	journalScrubAfter time.Duration
+	// journalSize and journalSpaceWait shrink the accept journal, and
+	// testHookApply fails its copies into daemon.db (the full-journal test).
+	journalSize      int64
+	journalSpaceWait time.Duration
+	testHookApply    func() error
 
 	// Init lets Open make a new daemon.db where the file is empty
 	// (0 bytes); without it Open refuses (DBRefusal).

@@ -22,6 +22,7 @@ import (
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/journal"
 	"claudemesh/wire"
 )
 
@@ -139,6 +140,9 @@ func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeade
 	// answer. The drain is woken once the row is in daemon.db.
 	for {
 		dup, stored, err := d.acc.add(row)
+		if errors.Is(err, journal.ErrFull) {
+			return nil, 0, d.acc.fullError()
+		}
 		if err != nil {
 			return nil, 0, internalError(err)
 		}

@@ -59,6 +59,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("journal: closed")
 
+// ErrFull is returned by Append when the file has no room for the record
+// and nothing was released for Options.SpaceWait: the owner is not
+// copying records out. It is not sticky: once something is released,
+// Appends go on.
+var ErrFull = errors.New("journal: full (records written are not being released)")
+
 // Options tune a Journal.
 type Options struct {
 	// Size is the preallocated size of the file (DefaultSize if 0). A
@@ -72,7 +78,15 @@ type Options struct {
 	// the records it has written once they are all released
 	// (DefaultScrubAfter if 0).
 	ScrubAfter time.Duration
+	// SpaceWait bounds how long an Append waits for the owner to release
+	// records when the file is full (DefaultSpaceWait if 0); then it
+	// fails with ErrFull, and so does every Append that needs room until
+	// something is released.
+	SpaceWait time.Duration
 }
+
+// DefaultSpaceWait is Options.SpaceWait's default.
+const DefaultSpaceWait = 5 * time.Second
 
 // DefaultScrubAfter is Options.ScrubAfter's default: long enough that a
 // steady load never pays for a scrub, short enough that released
@@ -99,6 +113,7 @@ type Journal struct {
 	cond     *sync.Cond
 	released uint64 // every lsn ≤ released is durable elsewhere
 	failed   error  // sticky: a write or sync failed
+	full     bool   // a wait for room timed out; cleared by Release
 
 	// writer state (writer goroutine only)
 	off     int64
@@ -129,6 +144,9 @@ func Open(path string, opts Options) (*Journal, []Record, error) {
 	}
 	if opts.ScrubAfter <= 0 {
 		opts.ScrubAfter = DefaultScrubAfter
+	}
+	if opts.SpaceWait <= 0 {
+		opts.SpaceWait = DefaultSpaceWait
 	}
 	opts.Size = max(opts.Size, headerSize+recHeader)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -287,6 +305,7 @@ func (j *Journal) Release(lsn uint64) {
 	j.mu.Lock()
 	if lsn > j.released {
 		j.released = lsn
+		j.full = false
 		j.cond.Broadcast()
 	}
 	j.mu.Unlock()
@@ -413,13 +432,27 @@ func (j *Journal) write(group []*req, n int64) error {
 	// the tail is past the middle, so a steady load rarely has to wait.
 	wrap := j.off+n > j.size || (j.off-headerSize > (j.size-headerSize)/2 && j.released >= j.written)
 	if wrap {
-		for j.released < j.written && j.failed == nil {
-			j.cond.Wait()
+		if j.released < j.written && !j.full {
+			deadline := time.Now().Add(j.opts.SpaceWait)
+			wake := time.AfterFunc(j.opts.SpaceWait, func() {
+				j.mu.Lock()
+				j.cond.Broadcast()
+				j.mu.Unlock()
+			})
+			for j.released < j.written && j.failed == nil && time.Now().Before(deadline) {
+				j.cond.Wait()
+			}
+			wake.Stop()
+			j.full = j.released < j.written
 		}
 		if j.failed != nil {
 			err := j.failed
 			j.mu.Unlock()
 			return err
+		}
+		if j.released < j.written {
+			j.mu.Unlock()
+			return ErrFull
 		}
 		j.off = headerSize
 	}

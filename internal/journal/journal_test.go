@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -353,5 +354,38 @@ func TestCleanCloseScrubs(t *testing.T) {
 	_, got = open(t, path, never)
 	if len(got) != 0 {
 		t.Fatalf("%d records after a clean close", len(got))
+	}
+}
+
+// TestFullJournalFailsBounded: when nothing is released, an Append that
+// needs room fails with ErrFull after SpaceWait (and the next at once),
+// instead of blocking; once records are released, Appends go on.
+func TestFullJournalFailsBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	j, _ := open(t, path, Options{Size: 8192, SpaceWait: 20 * time.Millisecond})
+	if err := j.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	var last uint64
+	var err error
+	n := 0
+	for ; n < 1000; n++ {
+		var lsn uint64
+		if lsn, err = j.Append(rec(n), nil); err != nil {
+			break
+		}
+		last = lsn
+	}
+	if !errors.Is(err, ErrFull) || n == 0 {
+		t.Fatalf("after %d appends: %v, want ErrFull", n, err)
+	}
+	if _, err := j.Append(rec(n), nil); !errors.Is(err, ErrFull) {
+		t.Fatalf("the next append: %v, want ErrFull", err)
+	}
+	j.Release(last)
+	lsn, err := j.Append(rec(n), nil)
+	if err != nil || lsn != last+1 {
+		t.Fatalf("after the release: lsn %d, %v; want %d", lsn, err, last+1)
 	}
 }
