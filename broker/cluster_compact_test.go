@@ -32,7 +32,11 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 		}
 	})
 	bs, cfgs := startClusterConfigs(t, "compact", 3, func(c *Config) {
-		c.ClusterSnapshotEvery, c.ClusterSnapshotInterval, c.ClusterLogKeep = 10, 20*time.Millisecond, 0
+		// A purge keeps 50 entries before the snapshot: room for the
+		// restored node to replay what is written while it starts (with
+		// none kept, the leader's next snapshot once purged entries the
+		// restored node had yet to apply, and it halted as documented).
+		c.ClusterSnapshotEvery, c.ClusterSnapshotInterval, c.ClusterLogKeep = 10, 20*time.Millisecond, 50
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", c.Cluster.NodeID)
 	})
 	alice := createMesh(t, bs[0], "team", "alice")
@@ -50,20 +54,18 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 		}
 		want[ack.MessageID] = text
 	}
-	for i := range 20 {
+	for i := range 60 {
 		send(fmt.Sprintf("before the snapshot %d", i))
 	}
-	// The leader compacts on its own: the log's first entry moves past
-	// the first snapshot, which is taken once at least SnapshotEvery (10)
-	// entries were applied. Which entry it lands on depends on when the
-	// snapshot loop's check runs; a second snapshot is not guaranteed
-	// (under load the first can land late enough that fewer than ten
-	// entries follow it), so only the first one is waited for.
+	// The leader compacts on its own. With 60 sends (one entry each) and
+	// a snapshot due every 10 entries, one lands at 55 or later whenever
+	// the snapshot loop's checks run, and its purge (keeping 50) moves the
+	// log's first entry past 1: a node with an empty disk must restore.
 	start := time.Now()
 	deadline := start.Add(90 * time.Second)
 	for {
 		first, _, _, err := bs[0].engine.LogState()
-		if err == nil && first > 10 {
+		if err == nil && first > 1 {
 			t.Logf("the log was compacted %v after the sends (first entry %d)", time.Since(start).Round(time.Millisecond), first)
 			break
 		}
