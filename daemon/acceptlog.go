@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/fsutil"
 	"claudemesh/internal/journal"
 	"claudemesh/store"
 )
@@ -148,7 +149,7 @@ func (d *Daemon) openAcceptLog(fresh, hold bool) (*acceptLog, error) {
 		if err := os.Rename(path, aside); err != nil {
 			return nil, fmt.Errorf("setting the accept journal aside: %w", err)
 		}
-		syncDir(filepath.Dir(path))
+		fsutil.SyncDir(filepath.Dir(path))
 		d.log.Warn("accept journal set aside, not replayed: messages accepted but not yet in daemon.db are not sent",
 			"why", foreign, "records", len(recs), "file", aside)
 		if j, recs, err = journal.Open(path, opts); err != nil {
@@ -192,13 +193,6 @@ func (d *Daemon) openAcceptLog(fresh, hold bool) (*acceptLog, error) {
 	a.j = j
 	go a.applyLoop()
 	return a, nil
-}
-
-func syncDir(dir string) {
-	if f, err := os.Open(dir); err == nil {
-		f.Sync()
-		f.Close()
-	}
 }
 
 // insertRows stores new outbox rows (seq, clientMessageId index, pending

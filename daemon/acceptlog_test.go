@@ -59,6 +59,16 @@ func sentOnceEach(t *testing.T, alice, bob *runningDaemon, marker string, want .
 	}
 }
 
+// openPairWith is openPair with alice's options.
+func (e *env) openPairWith(t testing.TB, aliceOpts Options) (alice, bob *runningDaemon) {
+	t.Helper()
+	e.join("bob")
+	alice, bob = e.daemonWith("alice", aliceOpts), e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	return alice, bob
+}
+
 // keepJournal keeps released records in the journal (no idle scrub).
 var keepJournal = Options{journalScrubAfter: time.Hour}
 
@@ -91,13 +101,9 @@ func setAside(t *testing.T, home string) []string {
 // was copied.
 func TestPrunedRowNotSentAgainAfterRestart(t *testing.T) {
 	e := newEnv(t)
-	e.join("bob")
 	opts := keepJournal
 	opts.PruneAfter = time.Millisecond
-	alice := e.daemonWith("alice", opts)
-	bob := e.daemon("bob")
-	alice.waitOpen(t)
-	bob.waitOpen(t)
+	alice, bob := e.openPairWith(t, opts)
 	alice.send(t, "bob", "once only", "c1")
 	waitFor(t, 5*time.Second, "delivered", func() bool {
 		rows := alice.outbox(t)
@@ -130,11 +136,7 @@ func TestPrunedRowNotSentAgainAfterRestart(t *testing.T) {
 // again.
 func TestInitSetsTheJournalAside(t *testing.T) {
 	e := newEnv(t)
-	e.join("bob")
-	alice := e.daemonWith("alice", keepJournal)
-	bob := e.daemon("bob")
-	alice.waitOpen(t)
-	bob.waitOpen(t)
+	alice, bob := e.openPairWith(t, keepJournal)
 	for _, id := range []string{"a", "b", "c"} {
 		alice.send(t, "bob", "msg "+id, id)
 	}
@@ -163,11 +165,7 @@ func TestInitSetsTheJournalAside(t *testing.T) {
 // its records were sent since the backup: the journal is set aside.
 func TestRestoredDBSetsForeignJournalAside(t *testing.T) {
 	e := newEnv(t)
-	e.join("bob")
-	alice := e.daemon("alice")
-	bob := e.daemon("bob")
-	alice.waitOpen(t)
-	bob.waitOpen(t)
+	alice, bob := e.openPairWith(t, Options{})
 	alice.send(t, "bob", "before the backup", "b1")
 	waitFor(t, 5*time.Second, "bob's inbox", func() bool { return len(bob.inbox(t)) == 1 })
 	alice.stop()
@@ -199,11 +197,7 @@ func TestRestoredDBSetsForeignJournalAside(t *testing.T) {
 // journal zeroes released records, and a clean stop does too.
 func TestJournalKeepsNoSentPreview(t *testing.T) {
 	e := newEnv(t)
-	e.join("bob")
-	alice := e.daemon("alice")
-	bob := e.daemon("bob")
-	alice.waitOpen(t)
-	bob.waitOpen(t)
+	alice, bob := e.openPairWith(t, Options{})
 	path := journalPath(e.homes["alice"])
 	holds := func(s string) bool {
 		data, err := os.ReadFile(path)
@@ -234,7 +228,6 @@ func TestJournalKeepsNoSentPreview(t *testing.T) {
 // written again every accepted row is sent, once.
 func TestFullJournalRefusesSends(t *testing.T) {
 	e := newEnv(t)
-	e.join("bob")
 	var failing atomic.Bool
 	opts := Options{journalSize: 16 << 10, journalSpaceWait: 50 * time.Millisecond,
 		testHookApply: func() error {
@@ -243,10 +236,7 @@ func TestFullJournalRefusesSends(t *testing.T) {
 			}
 			return nil
 		}}
-	alice := e.daemonWith("alice", opts)
-	bob := e.daemon("bob")
-	alice.waitOpen(t)
-	bob.waitOpen(t)
+	alice, bob := e.openPairWith(t, opts)
 	failing.Store(true)
 	ctx := context.Background()
 	var accepted []string

@@ -44,6 +44,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"claudemesh/internal/fsutil"
 )
 
 const (
@@ -264,19 +266,12 @@ func (j *Journal) Start() error {
 	}
 	// Always: Open may have created the file in a run that crashed
 	// before its entry reached the directory.
-	syncDir(filepath.Dir(j.f.Name()))
+	fsutil.SyncDir(filepath.Dir(j.f.Name()))
 	j.off = headerSize
 	j.dirty = max(j.dirty, headerSize)
 	j.started = true
 	go j.writeLoop()
 	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 // Append writes rec and returns its lsn once it is on disk. v is handed
