@@ -46,7 +46,8 @@ type acceptLog struct {
 	wake    chan struct{}         // the applier's: the queue grew, or closing
 	caught  chan struct{}         // closed (and replaced) when applied moves
 	closing bool
-	hold    bool // failpoint: nothing is copied (the crash test)
+	hold    bool          // failpoint: nothing is copied (the crash test)
+	stop    chan struct{} // closed by close: a failing copy is not retried
 	done    chan struct{}
 
 	// applyErr is why the last copy into daemon.db failed (nil once one
@@ -109,7 +110,7 @@ func putWatermark(tx *bolt.Tx, w watermark) error {
 // the daemon.db it replaced and is set aside, never replayed.
 func (d *Daemon) openAcceptLog(fresh, hold bool) (*acceptLog, error) {
 	a := &acceptLog{d: d, byCMID: map[string]*journaled{}, wake: make(chan struct{}, 1),
-		caught: make(chan struct{}), done: make(chan struct{}), hold: hold}
+		caught: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), hold: hold}
 	path := journalPath(d.home)
 	opts := journal.Options{Durable: a.durableGroup, ScrubAfter: d.opts.journalScrubAfter,
 		Size: d.opts.journalSize, SpaceWait: d.opts.journalSpaceWait}
@@ -355,10 +356,15 @@ func (a *acceptLog) applyLoop() {
 			if errors.Is(err, store.ErrClosed) {
 				return
 			}
-			// The rows are safe in the journal; the copy is retried
-			// (and redone at the next start if it never succeeds).
+			// The rows are safe in the journal; the copy is retried,
+			// and redone at the next start if it never succeeds (a
+			// shutdown does not wait for it).
 			a.d.log.Error("copying accepted rows into daemon.db", "rows", len(rows), "err", err)
-			time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 2*time.Second))
+			select {
+			case <-time.After(min(time.Duration(attempt+1)*100*time.Millisecond, 2*time.Second)):
+			case <-a.stop:
+				return
+			}
 		}
 		a.j.Release(last)
 		meshes := map[string]bool{}
@@ -415,6 +421,7 @@ func (a *acceptLog) close() {
 	a.mu.Lock()
 	a.closing = true
 	a.mu.Unlock()
+	close(a.stop)
 	select {
 	case a.wake <- struct{}{}:
 	default:

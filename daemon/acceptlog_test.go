@@ -270,4 +270,13 @@ func TestFullJournalRefusesSends(t *testing.T) {
 		return err == nil
 	})
 	sentOnceEach(t, alice, bob, "marker", append(accepted, "after")...)
+
+	// A stop while copies fail does not wait for them: the row stays in
+	// the journal and the next start copies it.
+	failing.Store(true)
+	alice.send(t, "bob", "while failing", "while-failing")
+	alice.stop()
+	alice = e.daemonWith("alice", Options{})
+	alice.waitOpen(t)
+	sentOnceEach(t, alice, bob, "after the restart", append(accepted, "after", "marker", "while failing")...)
 }
