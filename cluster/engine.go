@@ -663,10 +663,12 @@ func (e *Engine) applyEntries(msgs []entry) {
 	if e.opts.OnCommit != nil {
 		e.opts.OnCommit(time.Since(start), len(msgs))
 	}
-	e.setApplied(applied)
+	// A hold for a writer ends before the wake-up, so whoever waits for
+	// this entry finds the hold gone.
 	for _, m := range msgs {
 		e.turns.applied(m.node)
 	}
+	e.setApplied(applied)
 	if len(out) > 0 {
 		e.finished <- out
 	}
