@@ -894,13 +894,7 @@ func (t *writeTrace) report(e *Engine) {
 
 // lastSeq asks the log's leader for its last entry.
 func (e *Engine) lastSeq() (uint64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.opts.PublishTimeout)
-	defer cancel()
-	info, err := e.stream.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.LastSeq, nil
+	return e.lastSeqWithin(context.Background(), e.opts.PublishTimeout)
 }
 
 // waitApplied applies the log until this node is at seq or later.
