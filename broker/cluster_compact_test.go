@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,17 +110,7 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { closeAll([]*Broker{n3}) })
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		code, body := getJSON(t, n3.HTTPURL()+"/health/ready")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the restored node is not ready: %d %v", code, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitNodeReady(t, n3, "the restored node is not ready")
 	if st := n3.engine.SnapshotStats(); st.Restored != 1 {
 		t.Fatalf("the wiped node did not restore a snapshot: %+v", st)
 	}

@@ -46,6 +46,24 @@ func wipeNode(t *testing.T, dir string) {
 	}
 }
 
+// queueDMs has from send n DMs to to through b while to is away, and
+// returns them (message id → text "<prefix> <i>").
+func queueDMs(t *testing.T, b *Broker, from, to ident, n int, prefix string) map[string]string {
+	t.Helper()
+	a := connect(t, b, from, true, nil)
+	defer a.ws.Close()
+	want := map[string]string{}
+	for i := range n {
+		text := fmt.Sprintf("%s %d", prefix, i)
+		ack := a.sendAck(dm(t, from, to.pub(), text))
+		if ack.Error != nil {
+			t.Fatalf("ack %+v", ack.Error)
+		}
+		want[ack.MessageID] = text
+	}
+	return want
+}
+
 // receiveAll reads pushes on r until every message of want (id → text)
 // arrived, acks them, and checks each text.
 func receiveAll(t *testing.T, r *rawConn, to ident, want map[string]string) {
@@ -94,16 +112,7 @@ func TestClusterRestoreWholeClusterFromOneNode(t *testing.T) {
 	for _, b := range bs {
 		waitMember(t, b, alice.meshID, bob.pub())
 	}
-	a := connect(t, bs[0], alice, true, nil)
-	want := map[string]string{}
-	for i := range 10 {
-		ack := a.sendAck(dm(t, alice, bob.pub(), fmt.Sprintf("queued %d", i)))
-		if ack.Error != nil {
-			t.Fatalf("ack %+v", ack.Error)
-		}
-		want[ack.MessageID] = fmt.Sprintf("queued %d", i)
-	}
-	a.ws.Close()
+	want := queueDMs(t, bs[0], alice, bob, 10, "queued")
 	closeAll(bs)
 	backup := filepath.Join(t.TempDir(), "broker.db")
 	copyFile(t, filepath.Join(cfgs[0].DataDir, "broker.db"), backup)
@@ -139,16 +148,7 @@ func TestClusterRestoreFromSingleBroker(t *testing.T) {
 	single := startBroker(t, nil)
 	alice := createMesh(t, single, "team", "alice")
 	bob := addMember(t, single, alice, "team", "bob")
-	a := connect(t, single, alice, true, nil)
-	want := map[string]string{}
-	for i := range 5 {
-		ack := a.sendAck(dm(t, alice, bob.pub(), fmt.Sprintf("single %d", i)))
-		if ack.Error != nil {
-			t.Fatalf("ack %+v", ack.Error)
-		}
-		want[ack.MessageID] = fmt.Sprintf("single %d", i)
-	}
-	a.ws.Close()
+	want := queueDMs(t, single, alice, bob, 5, "single")
 	dir := single.cfg.DataDir
 	single.Close()
 

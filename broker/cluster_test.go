@@ -122,6 +122,23 @@ func startConfigs(t *testing.T, cfgs []Config) ([]*Broker, error) {
 	return out, nil
 }
 
+// waitNodeReady waits up to 30 s for b's /health/ready to answer 200,
+// failing with what (and the last answer) otherwise.
+func waitNodeReady(t *testing.T, b *Broker, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := getJSON(t, b.HTTPURL()+"/health/ready")
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d %v", what, code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // closeAll closes brokers concurrently.
 func closeAll(bs []*Broker) {
 	var wg sync.WaitGroup
@@ -495,17 +512,7 @@ func TestClusterQuorumLoss(t *testing.T) {
 		}
 		t.Cleanup(func() { closeAll([]*Broker{n2, bs[0]}) })
 		for _, b := range []*Broker{bs[0], n2} {
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				code, body := getJSON(t, b.HTTPURL()+"/health/ready")
-				if code == http.StatusOK {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("never ready again: %d %v", code, body)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			waitNodeReady(t, b, "never ready again")
 		}
 		// The refused sends, retried with their ids as a client does,
 		// go through now (each may have been stored after all when the
