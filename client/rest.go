@@ -103,11 +103,22 @@ func NewJoinRequest(token, meshID, inviteID, displayName string, key *cmcrypto.I
 
 // Join enrolls with a signed invite at the broker named by the invite.
 func Join(ctx context.Context, brokerURL string, req JoinRequest) (*JoinResponse, error) {
+	res, _, err := JoinAny(ctx, []string{brokerURL}, req)
+	return res, err
+}
+
+// JoinAny enrolls at the first of urls that answers (restfailover.go): the
+// invite's signed brokerUrl first, then the other nodes of its cluster. A
+// join is idempotent (a re-join of the same key is answered with the same
+// member and consumes no use), so a node that failed mid-request is simply
+// asked again elsewhere. It returns the URL that answered.
+func JoinAny(ctx context.Context, urls []string, req JoinRequest) (*JoinResponse, string, error) {
 	var out JoinResponse
-	if err := postJSON(ctx, RESTBase(brokerURL)+"/v1/join", "", req, &out); err != nil {
-		return nil, err
+	u, err := postJSONAny(ctx, urls, "/v1/join", "", req, &out, true)
+	if err != nil {
+		return nil, "", err
 	}
-	return &out, nil
+	return &out, u, nil
 }
 
 // postJSON posts in and decodes the answer into out, waiting and trying

@@ -121,7 +121,7 @@ func apikeyCreate(c *cli.Context) error {
 	e.out.Resultf("%s API key %q created in %s (%s%s) — the secret is shown only now:", s.Green("✔"),
 		cliui.SanitizePeerText(reply.Label), m.Slug, strings.Join(reply.Capabilities, ","), scopeText(reply.Topics))
 	e.out.Resultf("  %s", reply.Secret)
-	e.out.Linef("%s", s.Dim("  id "+reply.ID+" · use it as Authorization: Bearer <secret> on "+restBase(m.BrokerURL)+"/v1/…"))
+	e.out.Linef("%s", s.Dim("  id "+reply.ID+" · use it as Authorization: Bearer <secret> on "+client.RESTBase(m.BrokerURL)+"/v1/…"))
 	return nil
 }
 
@@ -130,13 +130,6 @@ func scopeText(topics []string) string {
 		return ", every topic"
 	}
 	return ", topics " + strings.Join(topics, ",")
-}
-
-// restBase is the broker's REST base URL (01-protocol §7).
-func restBase(ws string) string {
-	u := strings.TrimSuffix(ws, "/ws")
-	u = strings.Replace(u, "wss://", "https://", 1)
-	return strings.Replace(u, "ws://", "http://", 1)
 }
 
 func apikeyList(c *cli.Context) error {

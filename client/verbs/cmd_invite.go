@@ -308,8 +308,14 @@ func join(c *cli.Context) error {
 	if err != nil {
 		return cliError(err)
 	}
+	// The signed brokerUrl first, then the other nodes the invite lists
+	// (checked by Verify), so a join works while one node is down.
+	urls, err := wire.BrokerURLList(inv.BrokerURL, inv.BrokerURLs)
+	if err != nil {
+		urls = []string{inv.BrokerURL}
+	}
 	ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
-	res, err := client.Join(ctx, inv.BrokerURL, req)
+	res, answered, err := client.JoinAny(ctx, urls, req)
 	cancel()
 	if err != nil {
 		return cliError(err)
@@ -317,7 +323,7 @@ func join(c *cli.Context) error {
 	if res.BrokerPubkey != inv.BrokerPubkey || res.MeshID != inv.MeshID {
 		return cliui.Errorf(client.CodeBrokerKeyMismatch,
 			"the broker at %s answered with key %s for mesh %s, but the invite names %s for %s; not joined",
-			inv.BrokerURL, res.BrokerPubkey, res.MeshID, inv.BrokerPubkey, inv.MeshID).WithHint(hintFor(client.CodeBrokerKeyMismatch))
+			answered, res.BrokerPubkey, res.MeshID, inv.BrokerPubkey, inv.MeshID).WithHint(hintFor(client.CodeBrokerKeyMismatch))
 	}
 	slug := res.Slug
 	if slug == "" {
@@ -333,10 +339,12 @@ func join(c *cli.Context) error {
 	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: slug, Name: name, Pubkey: key.PublicHex(),
 		SecretKey: key.SecretKeyHex(), BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: res.MemberRole,
 		DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
-	// The join went to the signed brokerUrl only (a REST answer proves
-	// nothing about who holds the broker key); the other URLs are the
-	// broker's own list, else the invite's unsigned one. Either is only
-	// ever used to open connections that must prove the pinned key.
+	// A REST answer proves nothing about who holds the broker key, from
+	// the signed brokerUrl or another; what is stored is the signed
+	// brokerUrl and the broker's own list, else the invite's unsigned
+	// one. Every URL is only ever used to open connections that must prove
+	// the pinned key, so a forged URL can make the member's connections
+	// fail, never trust another server.
 	announced := res.BrokerURLs
 	if len(announced) == 0 {
 		announced = inv.BrokerURLs
@@ -350,6 +358,9 @@ func join(c *cli.Context) error {
 	}
 	e.out.Resultf("%s joined %s (%s) as %s, %s", e.out.Style().Green("✔"), cliui.SanitizePeerText(m.Name), m.Slug,
 		cliui.SanitizePeerText(m.DisplayName), m.Role)
+	if answered != inv.BrokerURL {
+		e.out.Linef("%s", e.out.Style().Dim("  enrolled through "+answered+": the invite's broker "+inv.BrokerURL+" could not take the join"))
+	}
 	e.out.Linef("%s", e.out.Style().Dim("→ see who is around: claudemesh peer list"))
 	return nil
 }
