@@ -178,10 +178,17 @@ func startServer(cfg Config) (*server.Server, error) {
 		NoSigs:     true,
 	}
 	if len(routes) > 0 {
+		tc, err := routeTLSConfig(cfg.RouteSecret, cfg.Name, cfg.NodeID)
+		if err != nil {
+			return nil, err
+		}
 		o.Cluster = server.ClusterOpts{
 			Name: cfg.Name, Host: host, Port: port,
 			Username: "claudemesh", Password: pass,
 			ConnectRetries: -1,
+			// routetls.go. The handshake gets seconds, not NATS's default
+			// half second: a node starting under load is slow to answer.
+			TLSConfig: tc, TLSTimeout: 5,
 		}
 		o.Routes = routes
 	}
