@@ -69,6 +69,12 @@ type Config struct {
 	// (hellobudget.go); 0 disables.
 	HelloRefusalRate  float64
 	HelloRefusalBurst int
+	// ResumeWindow is the push window, in messages, of a connection whose
+	// recipient key left pushes unacknowledged on another connection
+	// (closed, or still open beside it); each ack widens it by one, back
+	// to the full window (deliver.go). 0 disables: every connection gets
+	// the full window at once.
+	ResumeWindow int
 	// MaxSessionsPerMember caps the session keys the broker remembers per
 	// member (the least recently connected, absent one is forgotten to
 	// make room); 0 disables.
@@ -164,6 +170,7 @@ func DefaultConfig() Config {
 		PresenceBurst:           100,
 		HelloRefusalRate:        1,
 		HelloRefusalBurst:       30,
+		ResumeWindow:            1,
 		MaxSessionsPerMember:    1000,
 		IPLimitExempt:           LoopbackPrefixes(),
 		HTTPReadTimeout:         10 * time.Second,

@@ -65,8 +65,11 @@ type conn struct {
 	inflight      map[string]inflight
 	inflightBytes int
 	backlog       bool
-	origins       []string
-	closed        bool
+	// window, when not 0, is this connection's resumed push window in
+	// messages (deliver.go): its recipient left pushes unacknowledged.
+	window  int
+	origins []string
+	closed  bool
 
 	eventSeen uint64 // the last presence event handed to it (events.go), guarded by ms.mu
 

@@ -14,6 +14,21 @@ import (
 // writer refills from the store as acks free the window. Because refills
 // walk the recipient's queue in sequence order, delivery stays FIFO and a
 // large backlog never trips the slow-consumer limit.
+//
+// Resumed windows. Whatever a connection was pushed and did not ack is
+// pushed again to the recipient's next connection. A member that
+// reconnects as fast as --presence-rate allows and never acks could so
+// make the broker re-send its whole window (up to 2 MiB) at every
+// connect, its own 64 KiB self-DMs for example: bench --adversary
+// measured ~10 MiB/s of writes from one member that way. So a connection
+// whose recipient key left pushes unacknowledged on another connection
+// (one that closed, or one still open beside it) starts with a window of
+// --resume-window messages, which each ack widens by one (doubling per
+// round trip, like TCP's slow start) until it is the full window again.
+// An honest client that acks catches up after a few round trips; one
+// that never acks gets one push per connection. A recipient whose last
+// connection acked all it was pushed (a daemon back after a day offline
+// whose backlog was never pushed) starts with the full window.
 
 // held reports whether next/low messages wait for this connection's
 // presence to become idle. Caller holds ms.mu.
@@ -59,6 +74,9 @@ func (c *conn) windowHasRoomLocked(size int) bool {
 	if len(c.inflight) == 0 {
 		return true
 	}
+	if c.window > 0 && len(c.inflight) >= c.window {
+		return false
+	}
 	return len(c.inflight) < maxInflight && c.inflightBytes+size <= c.b.cfg.windowBytes()
 }
 
@@ -67,6 +85,60 @@ func (c *conn) dropInflightLocked(id string) {
 	if f, ok := c.inflight[id]; ok {
 		delete(c.inflight, id)
 		c.inflightBytes -= f.size
+	}
+}
+
+// resumeWindowLocked gives a new connection the resumed window if its
+// recipient key left pushes unacknowledged. Caller holds ms.mu; c is
+// already in ms.conns.
+func (c *conn) resumeWindowLocked() {
+	ms, w := c.ms, c.b.cfg.ResumeWindow
+	if w <= 0 || w >= maxInflight {
+		return
+	}
+	_, left := ms.unacked[c.pubkey]
+	for sib := range ms.conns[c.pubkey] {
+		left = left || (sib != c && len(sib.inflight) > 0)
+	}
+	if left {
+		c.window = w
+		c.b.metrics.limitTripped.WithLabelValues("resume_window").Inc()
+	}
+}
+
+// ackedLocked forgets a push its recipient acked and widens a resumed
+// window by one; back at the full window, the recipient key is no longer
+// marked. Caller holds ms.mu.
+func (c *conn) ackedLocked(id string) {
+	if _, ok := c.inflight[id]; !ok {
+		return
+	}
+	c.dropInflightLocked(id)
+	if c.window == 0 {
+		return
+	}
+	if c.window++; c.window >= maxInflight {
+		c.window = 0
+		delete(c.ms.unacked, c.pubkey)
+	}
+}
+
+// leftUnackedLocked marks c's recipient key when c closes with pushes
+// unacknowledged. Caller holds ms.mu.
+func (c *conn) leftUnackedLocked() {
+	if !c.transient && len(c.inflight) > 0 && c.b.cfg.ResumeWindow > 0 {
+		c.ms.unacked[c.pubkey] = time.Now().UnixMilli()
+	}
+}
+
+// pruneUnackedLocked forgets marks older than --queue-ttl (what was left
+// unacknowledged has expired by then). Caller holds ms.mu.
+func (ms *meshState) pruneUnackedLocked(now time.Time, ttl time.Duration) {
+	cutoff := now.Add(-ttl).UnixMilli()
+	for k, at := range ms.unacked {
+		if at < cutoff {
+			delete(ms.unacked, k)
+		}
 	}
 }
 
@@ -153,6 +225,7 @@ func (h *hub) maintain(stop <-chan struct{}) {
 					h.expireSessions(ms, now)
 					ms.mu.Lock()
 					ms.pruneHistory(now)
+					ms.pruneUnackedLocked(now, cfg.QueueTTL)
 					ms.mu.Unlock()
 				}
 			}

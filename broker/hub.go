@@ -47,7 +47,11 @@ type meshState struct {
 	pending         map[string]int                // recipient → undelivered messages
 	quota           quotaCounts                   // queue quotas (quota.go)
 	history         map[string]int64              // presence key → when it last started or ended (ms); pruned after historyTTL
-	connCount       int
+	// unacked marks the recipient keys whose connection closed with
+	// pushes unacknowledged (unix ms when it did): their next connection
+	// starts with --resume-window (deliver.go). Pruned after --queue-ttl.
+	unacked   map[string]int64
+	connCount int
 	// controlPlanes counts each member's connected control-plane
 	// presences (setConnLocked).
 	controlPlanes map[string]int
@@ -234,6 +238,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		pending:         map[string]int{},
 		controlPlanes:   map[string]int{},
 		history:         map[string]int64{},
+		unacked:         map[string]int64{},
 		origin:          map[string]*origin{},
 		grants:          map[string]store.Grants{},
 	}

@@ -97,6 +97,7 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 	}
 	// Deliver what is queued. A new control-plane presence becomes the
 	// member's target; the others stop being targets until it leaves.
+	c.resumeWindowLocked()
 	c.requestRefill()
 	return replaced
 }
@@ -154,6 +155,7 @@ func (h *hub) detachLocked(c *conn) {
 			delete(ms.origin, id)
 		}
 	}
+	c.leftUnackedLocked()
 	c.inflight, c.inflightBytes = nil, 0
 	if !c.transient {
 		now := time.Now().UnixMilli()

@@ -630,7 +630,7 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 	defer ms.mu.Unlock()
 	for _, o := range outcomes {
 		for sib := range ms.conns[c.pubkey] {
-			sib.dropInflightLocked(o.ID)
+			sib.ackedLocked(o.ID)
 		}
 		if o.Receipt {
 			continue

@@ -1,0 +1,159 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"claudemesh/wire"
+)
+
+// pushesBeforeReply counts the new pushes r receives before the answer to
+// a list_peers it sends now. Whatever the broker's refill pushed at the
+// hello went into the writer's queue at once, before this request's
+// answer, so a count taken after the first push is everything the
+// connection's window let through, without waiting for silence.
+func (r *rawConn) pushesBeforeReply() []string {
+	r.t.Helper()
+	reqID := "count-" + ulid.Make().String()
+	r.write(map[string]any{"type": "list_peers", "reqId": reqID})
+	var ids []string
+	for {
+		data := r.read()
+		env, err := wire.Peek(data)
+		if err != nil {
+			r.t.Fatalf("bad frame %s: %v", data, err)
+		}
+		if env.ReqID == reqID {
+			return ids
+		}
+		if env.Type != wire.TypePush {
+			continue
+		}
+		var p wire.Push
+		if err := wire.Decode(data, &p); err != nil {
+			r.t.Fatal(err)
+		}
+		if p.Subtype == wire.SubtypeSystem {
+			continue
+		}
+		if _, seen := r.note(data, env); !seen {
+			ids = append(ids, p.MessageID)
+		}
+	}
+}
+
+// TestResumeWindowAfterUnackedReconnect: a member that reconnects without
+// acking what it was pushed gets one push on its next connection, not its
+// whole window again (bench --adversary: 64 KiB self-DMs re-pushed at
+// every reconnect of a presence churn, up to 2 MiB each); once it acks,
+// the window widens and the rest comes in order. A recipient whose
+// backlog was never pushed (back after a day offline) gets the full
+// window at once, and --resume-window 0 turns the limit off.
+func TestResumeWindowAfterUnackedReconnect(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) {
+		c.Rate = 0
+		// No redelivery by timer during the test: only the reconnects
+		// re-push.
+		c.RedeliverAfter = time.Hour
+	})
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	carol := addMember(t, b, alice, "team", "carol")
+	a := connect(t, b, alice, false, nil)
+	const n = 10
+	var order []string
+	for range n {
+		ack := a.sendAck(dm(t, alice, bob.pub(), "m"))
+		order = append(order, ack.MessageID)
+		if ack := a.sendAck(dm(t, alice, carol.pub(), "m")); ack.Error != nil {
+			t.Fatalf("ack %+v", ack.Error)
+		}
+	}
+
+	// Carol's backlog was never pushed: her first connection gets all of
+	// it at once.
+	cc := connect(t, b, carol, true, nil)
+	cc.nextPush()
+	if got := 1 + len(cc.pushesBeforeReply()); got != n {
+		t.Fatalf("carol's first connection was pushed %d of her %d queued DMs at once, want all", got, n)
+	}
+
+	// Bob's first connection: the full window, none acked.
+	bc1 := connect(t, b, bob, true, nil)
+	bc1.nextPush()
+	if got := 1 + len(bc1.pushesBeforeReply()); got != n {
+		t.Fatalf("bob's first connection was pushed %d of %d, want all", got, n)
+	}
+	tripped := counterValue(t, b, "claudemesh_limits_tripped_total", "resume_window")
+	bc1.ws.Close()
+
+	// Bob again, nothing acked: one push, not his ten again.
+	bc2 := connect(t, b, bob, true, nil)
+	first := bc2.nextPush()
+	if more := bc2.pushesBeforeReply(); len(more) != 0 {
+		t.Fatalf("bob reconnected without acking and was pushed %d more at once, want 1 in all", 1+len(more))
+	}
+	if first.MessageID != order[0] {
+		t.Fatalf("resumed with %s, want the oldest %s", first.MessageID, order[0])
+	}
+	if got := counterValue(t, b, "claudemesh_limits_tripped_total", "resume_window"); got != tripped+1 {
+		t.Fatalf("limits_tripped{resume_window} %v, want %v", got, tripped+1)
+	}
+
+	// Acking widens the window: everything comes, in order.
+	got := []string{first.MessageID}
+	bc2.write(wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: []string{first.MessageID}})
+	for len(got) < n {
+		p := bc2.nextPush()
+		got = append(got, p.MessageID)
+		bc2.write(wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: []string{p.MessageID}})
+	}
+	for i := range order {
+		if got[i] != order[i] {
+			t.Fatalf("push %d is %s, want %s (FIFO)", i, got[i], order[i])
+		}
+	}
+}
+
+// TestResumeWindowSiblingAndDisabled: a second presence of a member whose
+// other connection holds pushes unacked starts with the resumed window
+// too (else a member could open presence after presence, each pushed the
+// same backlog), and --resume-window 0 gives every connection the full
+// window.
+func TestResumeWindowSiblingAndDisabled(t *testing.T) {
+	t.Parallel()
+	for _, window := range []int{1, 0} {
+		b := startBroker(t, func(c *Config) {
+			c.Rate = 0
+			c.RedeliverAfter = time.Hour
+			c.ResumeWindow = window
+		})
+		alice := createMesh(t, b, "team", "alice")
+		bob := addMember(t, b, alice, "team", "bob")
+		a := connect(t, b, alice, false, nil)
+		const n = 5
+		for range n {
+			if ack := a.sendAck(dm(t, alice, bob.pub(), "m")); ack.Error != nil {
+				t.Fatalf("ack %+v", ack.Error)
+			}
+		}
+		s1 := connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "one" })
+		s1.nextPush()
+		if got := 1 + len(s1.pushesBeforeReply()); got != n {
+			t.Fatalf("first presence pushed %d, want %d", got, n)
+		}
+		s2 := connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "two" })
+		s2.nextPush()
+		got := 1 + len(s2.pushesBeforeReply())
+		want := 1
+		if window == 0 {
+			want = n
+		}
+		if got != want {
+			t.Fatalf("--resume-window %d: second presence beside unacked pushes was pushed %d at once, want %d", window, got, want)
+		}
+	}
+}
