@@ -155,7 +155,6 @@ type Engine struct {
 	conflicts                          atomic.Uint64 // publishes refused because another node wrote first
 	msgSeq                             uint64
 	startID                            string
-	ready                              atomic.Bool // caught up once
 	halted                             atomic.Pointer[error]
 	// refuseUntil (unix nanos): after a write found no quorum, the next
 	// writes are refused at once for a moment instead of each waiting
@@ -251,6 +250,11 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.CatchUpTimeout)
 	defer cancel()
+	// Where a slow start spent its time (a node once took the whole
+	// catch-up timeout under load, with nothing else to say why).
+	started := time.Now()
+	var phases []any
+	phase := func(name string) { phases = append(phases, name, time.Since(started).Round(time.Millisecond).String()) }
 	if e.stream, err = ensureStream(ctx, e.js, jetstream.StreamConfig{
 		Name: logStream(n.cfg.Name), Subjects: []string{e.subject},
 		Storage: jetstream.FileStorage, Replicas: n.cfg.Replicas,
@@ -260,6 +264,7 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		db.Close()
 		return nil, err
 	}
+	phase("stream")
 	// A copy applied from another log (the cluster's JetStream state was
 	// lost or replaced since) would skip this log's entries.
 	if err := e.checkLogIdentity(ctx); err != nil {
@@ -281,6 +286,7 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		e.db.Close()
 		return nil, err
 	}
+	phase("following")
 	e.progress.Store(time.Now().UnixNano())
 	e.delivered.Store(time.Now().UnixNano())
 	go e.loop()
@@ -291,8 +297,13 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 	} else {
 		close(e.snapDone)
 	}
-	if err := e.catchUp(ctx); err != nil {
-		e.log.Warn("cluster: starting before catching up with the log", "err", err, "applied", e.applied.Load())
+	last, err := e.catchUp(ctx)
+	phase("caught up")
+	if err != nil {
+		e.log.Warn("cluster: starting before catching up with the log", append([]any{"err", err, "applied", e.applied.Load(),
+			"last", last, "selfReadEntries", e.fetchedEntries.Load()}, phases...)...)
+	} else if time.Since(started) > 5*time.Second {
+		e.log.Info("cluster: slow start", append([]any{"applied", e.applied.Load(), "last", last}, phases...)...)
 	}
 	return e, nil
 }
@@ -348,21 +359,23 @@ func (e *Engine) follow(ctx context.Context) error {
 }
 
 // catchUp waits until the node has applied the log as it was when asked.
-func (e *Engine) catchUp(ctx context.Context) error {
+// catchUp waits until this node has applied the log up to its last entry
+// at the time of the call, and returns that entry's sequence (0 if the
+// log's state could not be read).
+func (e *Engine) catchUp(ctx context.Context) (uint64, error) {
 	info, err := e.stream.Info(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	last := info.State.LastSeq
 	for e.applied.Load() < last {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return last, ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	e.ready.Store(true)
-	return nil
+	return last, nil
 }
 
 // Update implements store.Engine.
