@@ -27,12 +27,16 @@ const basePercent = 100
 const maxPercent = 1000
 
 // Percent is the GC percent that puts the next heap goal at
-// max(2×live, live+headroom), within [basePercent, maxPercent].
-func Percent(live, headroom uint64) int {
-	if live == 0 {
+// max(GOGC=100's goal, live+headroom), within [basePercent, maxPercent].
+// Go sets the goal at live + (live+stacks+globals)×percent/100: the
+// goroutine stacks count, so with thousands of idle connections (two
+// goroutines each) the percent stays at 100 and the floor adds nothing.
+func Percent(live, stacks, globals, headroom uint64) int {
+	scan := live + stacks + globals
+	if scan == 0 {
 		return maxPercent
 	}
-	p := headroom * 100 / live
+	p := headroom * 100 / scan
 	return int(min(max(p, basePercent), maxPercent))
 }
 
@@ -59,7 +63,8 @@ func Start(headroom uint64) (stop func()) {
 	if _, set := os.LookupEnv("GOGC"); set || headroom == 0 {
 		return func() {}
 	}
-	t := &tuner{headroom: headroom, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	t := &tuner{headroom: headroom, sample: []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}}
 	prev := debug.SetGCPercent(basePercent)
 	t.last = basePercent
 	t.adjust()
@@ -89,10 +94,14 @@ func (t *tuner) adjust() bool {
 		return false
 	}
 	metrics.Read(t.sample)
-	if t.sample[0].Value.Kind() != metrics.KindUint64 {
-		return false // a runtime without the metric: leave Go's default
+	var v [3]uint64
+	for i, s := range t.sample {
+		if s.Value.Kind() != metrics.KindUint64 {
+			return false // a runtime without the metric: leave Go's default
+		}
+		v[i] = s.Value.Uint64()
 	}
-	p := Percent(t.sample[0].Value.Uint64(), t.headroom)
+	p := Percent(v[0], v[1], v[2], t.headroom)
 	// Only a real change is applied: each call takes the heap lock.
 	if p != t.last && (p > t.last+t.last/10 || p < t.last-t.last/10 || p == basePercent || p == maxPercent) {
 		debug.SetGCPercent(p)

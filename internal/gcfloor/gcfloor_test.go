@@ -10,19 +10,21 @@ import (
 func TestPercent(t *testing.T) {
 	const mb = 1 << 20
 	for _, c := range []struct {
-		live, headroom uint64
-		want           int
+		live, stacks, headroom uint64
+		want                   int
 	}{
-		{0, 64 * mb, maxPercent},
-		{1 * mb, 64 * mb, maxPercent}, // 6400 % clamped
-		{16 * mb, 64 * mb, 400},       // goal 80 MB = live + 64
-		{32 * mb, 64 * mb, 200},       // goal 96 MB
-		{64 * mb, 64 * mb, 100},       // both rules agree
-		{200 * mb, 64 * mb, 100},      // a large heap keeps GOGC=100
-		{16 * mb, 0, basePercent},     // no headroom, Go's default
+		{0, 0, 64 * mb, maxPercent},
+		{1 * mb, 0, 64 * mb, maxPercent},  // 6400 % clamped
+		{16 * mb, 0, 64 * mb, 400},        // goal 80 MB = live + 64
+		{12 * mb, 4 * mb, 64 * mb, 400},   // stacks count like heap
+		{32 * mb, 0, 64 * mb, 200},        // goal 96 MB
+		{64 * mb, 0, 64 * mb, 100},        // both rules agree
+		{200 * mb, 0, 64 * mb, 100},       // a large heap keeps GOGC=100
+		{30 * mb, 160 * mb, 64 * mb, 100}, // 10,000 idle connections' stacks
+		{16 * mb, 0, 0, basePercent},      // no headroom, Go's default
 	} {
-		if got := Percent(c.live, c.headroom); got != c.want {
-			t.Errorf("Percent(%d MB, %d MB) = %d, want %d", c.live/mb, c.headroom/mb, got, c.want)
+		if got := Percent(c.live, c.stacks, 0, c.headroom); got != c.want {
+			t.Errorf("Percent(%d MB, %d MB stacks, %d MB) = %d, want %d", c.live/mb, c.stacks/mb, c.headroom/mb, got, c.want)
 		}
 	}
 }
