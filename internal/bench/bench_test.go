@@ -217,6 +217,7 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"--cluster", "3", "--failover", "--kill", "nope"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--cluster", "3", "--failover", "--broadcast"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--cluster", "3", "--segments", "2"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--broker-exe", "/nonexistent/claudemesh"}, cliui.ExitUsage, cliui.CodeUsage},
 	} {
 		t.Setenv(envOperatorToken, "")
 		app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})

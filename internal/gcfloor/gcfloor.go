@@ -58,25 +58,48 @@ type sentinel struct{ t *tuner }
 // Start keeps the heap goal at least headroom bytes above the live heap
 // until stop is called, which restores the GC percent in force before.
 // When GOGC is set in the environment the operator has chosen, and Start
-// does nothing.
+// does nothing. Calls may overlap (tests run commands in one process):
+// the first one's headroom holds until the last stop.
 func Start(headroom uint64) (stop func()) {
 	if _, set := os.LookupEnv("GOGC"); set || headroom == 0 {
 		return func() {}
 	}
-	t := &tuner{headroom: headroom, sample: []metrics.Sample{
-		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}}
-	prev := debug.SetGCPercent(basePercent)
-	t.last = basePercent
-	t.adjust()
-	runtime.SetFinalizer(&sentinel{t: t}, rearm)
-	return func() {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if !t.stopped {
-			t.stopped = true
-			debug.SetGCPercent(prev)
-		}
+	running.Lock()
+	defer running.Unlock()
+	running.refs++
+	if running.refs == 1 {
+		t := &tuner{headroom: headroom, sample: []metrics.Sample{
+			{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}}
+		running.prev = debug.SetGCPercent(basePercent)
+		t.last = basePercent
+		t.adjust()
+		runtime.SetFinalizer(&sentinel{t: t}, rearm)
+		running.t = t
 	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			running.Lock()
+			defer running.Unlock()
+			if running.refs--; running.refs > 0 {
+				return
+			}
+			t := running.t
+			running.t = nil
+			t.mu.Lock()
+			t.stopped = true
+			debug.SetGCPercent(running.prev)
+			t.mu.Unlock()
+		})
+	}
+}
+
+// running is the process's one tuner.
+var running struct {
+	sync.Mutex
+	refs int
+	prev int
+	t    *tuner
 }
 
 func rearm(s *sentinel) {

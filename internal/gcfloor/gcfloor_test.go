@@ -80,3 +80,23 @@ func TestStartRespectsGOGC(t *testing.T) {
 		t.Fatalf("with GOGC set the percent became %d", p)
 	}
 }
+
+// TestStartNests: overlapping Starts share one tuner; the percent comes
+// back only after the last stop.
+func TestStartNests(t *testing.T) {
+	t.Setenv("GOGC", "")
+	unsetGOGC(t)
+	before := debug.SetGCPercent(77)
+	defer debug.SetGCPercent(before)
+	stop1 := Start(1 << 30)
+	stop2 := Start(1 << 30)
+	stop1()
+	stop1() // twice is once
+	if p := gcPercent(); p == 77 {
+		t.Fatal("the first stop restored the percent while another Start was running")
+	}
+	stop2()
+	if p := gcPercent(); p != 77 {
+		t.Fatalf("after the last stop the percent is %d, want 77", p)
+	}
+}
