@@ -209,11 +209,24 @@ const (
 	frameBurst        = 500
 	restBodyLimit     = 1 << 20
 	writeTimeout      = 10 * time.Second
-	// maxHelloFrame bounds every frame before hello_ack. The largest
-	// legal hello (1 KiB cwd, 32 long groups, an attestation) is about
-	// 9 KB; a stranger gets to send one such frame, not --max-frame.
-	maxHelloFrame   = 64 << 10
-	maxSummaryRunes = 280
+	// helloFrameBase and helloFramePerGroup size the limit on frames
+	// before hello_ack (Config.helloFrameLimit): what the largest legal
+	// hello can take, so a stranger gets to send one such frame, not
+	// --max-frame. Every field of a hello but its groups, each at its
+	// limit and escaped the worst way a JSON encoder does (Go's turns <
+	// into \u003c: six bytes for one), comes to about 10 KB: cwd 1,024
+	// bytes (6 KiB escaped), hostname 255 (1.5 KiB), model, channel, a
+	// 64-rune display name, keys, signatures and an attestation. A group
+	// is at most 4 × 32 characters of name ('/' escaped: 262 bytes), a
+	// 32-byte role (192 escaped) and its JSON: under 512 bytes.
+	helloFrameBase     = 12 << 10
+	helloFramePerGroup = 512
+	// helloFrameSwallow is how much of a frame over the limit is read
+	// and dropped before the hello, so that a hello a little too large
+	// still sees its 1009 frame_too_big close (a socket closed with
+	// unread data sends a RST); a stranger's larger junk is cut.
+	helloFrameSwallow = 4 << 10
+	maxSummaryRunes   = 280
 )
 
 // peersPageBytes is how much of a list_peers answer one frame carries: an
@@ -230,5 +243,13 @@ func (c Config) peersPageBytes() int {
 // broker run with a small --send-buffer would otherwise push a backlog
 // faster than the buffer can hold it and cut its own recipients off with
 // 4008 on every reconnect.
+// helloFrameLimit bounds every frame before hello_ack: the largest legal
+// hello at --max-groups (28 KiB at the default 32). bench --adversary's
+// junk (64 KiB frames from a stranger before any hello) was read whole
+// at 64 KiB.
+func (c Config) helloFrameLimit() int64 {
+	return helloFrameBase + int64(max(c.MaxGroups, 0))*helloFramePerGroup
+}
+
 func (c Config) windowBytes() int { return min(maxInflightBytes, c.SendBuffer/4) }
 func (c Config) fetchBytes() int  { return min(maxFetchBytes, c.SendBuffer/2) }

@@ -243,7 +243,7 @@ func (c *conn) readFrame() ([]byte, error) {
 	}
 	limit := c.b.cfg.MaxFrame
 	if !c.authed.Load() {
-		limit = min(limit, maxHelloFrame)
+		limit = min(limit, c.b.cfg.helloFrameLimit())
 	}
 	data, err := readAll(r, limit+1)
 	if err != nil {
@@ -257,7 +257,7 @@ func (c *conn) readFrame() ([]byte, error) {
 		c.ws.SetReadDeadline(time.Now().Add(time.Second))
 		swallow := int64(16 << 20)
 		if !c.authed.Load() {
-			swallow = maxHelloFrame
+			swallow = helloFrameSwallow
 		}
 		io.CopyN(io.Discard, r, swallow)
 		return nil, errTooBig
