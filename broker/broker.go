@@ -66,6 +66,13 @@ type Broker struct {
 	streams    *streamHub  // topic SSE streams (streams.go)
 	apiLimits  apiLimiters // per API key (apikeys.go)
 
+	// batchFlush: the store's dispatcher calls flushFanout after each
+	// batch's callbacks (a single broker's store; the cluster's engine
+	// does not), and fanout is what they queued frames to (fanout.go;
+	// touched only on the dispatcher).
+	batchFlush bool
+	fanout     []*conn
+
 	shuttingDown atomic.Bool
 	stop         chan struct{}
 	wg           sync.WaitGroup
@@ -227,6 +234,7 @@ func (b *Broker) openLocalStore(dbPath string) error {
 		OnCommit: func(d time.Duration, _ int) {
 			b.metrics.storeCommit.Observe(d.Seconds())
 		},
+		AfterBatch: b.flushFanout,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return dataDirInUse(cfg.DataDir)
@@ -238,6 +246,7 @@ func (b *Broker) openLocalStore(dbPath string) error {
 		return err
 	}
 	b.store = st
+	b.batchFlush = true // the committer's dispatcher calls flushFanout
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -59,6 +60,8 @@ type conn struct {
 	writerDone   chan struct{}
 	readerDone   chan struct{}
 	needRefill   atomic.Bool
+	// fanoutMarked: c is in b.fanout (fanout.go; dispatcher only).
+	fanoutMarked bool
 	endPresence  atomic.Bool // set when this close ends the presence at once
 
 	// Delivery bookkeeping, guarded by ms.mu.
@@ -109,7 +112,7 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 		// connection; from here the connection's own reader and writer
 		// set theirs.
 		nc.SetDeadline(time.Time{})
-		raw = &coalescingConn{Conn: nc}
+		raw = &coalescingConn{Conn: nc, rc: rawOf(nc)}
 		return raw
 	}}
 	ws, err := b.upgrader.Upgrade(hw, r, nil)
@@ -517,9 +520,21 @@ func (h hijackWrapper) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // otherwise leave every connection with a grown buffer).
 type coalescingConn struct {
 	net.Conn
+	rc      syscall.RawConn // the socket, for tryFlush (nil: none)
 	mu      sync.Mutex
 	buf     *[]byte
 	holding bool
+	// pending is what tryFlush could not write without blocking (in
+	// pendingBuf, a pooled buffer): written before anything else.
+	pending    []byte
+	pendingBuf *[]byte
+	// try is tryFlush's state for its write callback (guarded by mu).
+	try struct {
+		fn  func(fd uintptr) bool
+		p   []byte
+		n   int
+		err error
+	}
 }
 
 var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -528,6 +543,9 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.holding {
+		if err := c.writePendingLocked(); err != nil {
+			return 0, err
+		}
 		return c.Conn.Write(p)
 	}
 	*c.buf = append(*c.buf, p...)
@@ -547,16 +565,13 @@ func (c *coalescingConn) flush() error {
 	c.holding = false
 	buf := c.buf
 	c.buf = nil
+	err := c.writePendingLocked()
 	if buf == nil {
-		return nil
+		return err
 	}
-	var err error
-	if len(*buf) > 0 {
+	if err == nil && len(*buf) > 0 {
 		_, err = c.Conn.Write(*buf)
 	}
-	if cap(*buf) <= 256<<10 {
-		*buf = (*buf)[:0]
-		batchBuffers.Put(buf) // a burst's giant buffer is left to the GC
-	}
+	c.release(buf)
 	return err
 }

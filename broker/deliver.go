@@ -59,7 +59,7 @@ func (c *conn) offerLocked(id string, seq uint64, priority string, frame []byte)
 		c.backlog = true
 		return false
 	}
-	if !c.enqueue(frame) {
+	if !c.enqueueFanout(frame) {
 		return false
 	}
 	c.inflight[id] = inflight{size: len(frame), sentAt: time.Now()}

@@ -375,7 +375,7 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	// Observed before the ack is queued, so a client that reads the ack
 	// and then scrapes sees it counted.
 	c.b.metrics.sendAck.Observe(time.Since(start).Seconds())
-	c.enqueue(wire.EncodeAck(&wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: rec.ID, Queued: true, Online: one(online), Pending: one(len(to))}))
+	c.enqueueFanout(wire.EncodeAck(&wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, MessageID: rec.ID, Queued: true, Online: one(online), Pending: one(len(to))}))
 }
 
 // codedError carries a specific ack code out of validation.
@@ -658,7 +658,7 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 				isTarget = isTarget || t == oc
 			}
 			if !isTarget && !oc.closed {
-				oc.enqueue(frame)
+				oc.enqueueFanout(frame)
 			}
 		}
 	}

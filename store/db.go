@@ -105,6 +105,10 @@ type Options struct {
 	// Migrations is the file's schema history; nil means the broker's.
 	// The daemon keeps its own database on the same committer.
 	Migrations []Migration
+	// AfterBatch, when set, runs on the dispatcher after the callbacks of
+	// each committed batch (the broker writes what they queued, once per
+	// connection). Like the callbacks it must not block.
+	AfterBatch func()
 	// Init allows an existing empty (0-byte) file to be made a new
 	// database; without it Open refuses one with ErrEmptyFile.
 	Init bool
@@ -363,6 +367,9 @@ func (s *Store) dispatchLoop() {
 			if f.w.done != nil {
 				f.w.done <- f.err
 			}
+		}
+		if s.opts.AfterBatch != nil {
+			s.opts.AfterBatch()
 		}
 	}
 }
