@@ -21,7 +21,9 @@ import (
 // conn is one WebSocket connection. Exactly one reader goroutine (serve)
 // decodes and handles frames; at most one writer goroutine (writeRun)
 // drains a byte-bounded queue, so a slow client only ever fills its own
-// queue and is cut off with 4008 instead of slowing a fan-out. The writer
+// queue and is cut off with 4008 instead of slowing a fan-out. (After a
+// commit the store's dispatcher writes the fan-out's frames itself while
+// no writer runs, without blocking: fanout.go.) The writer
 // runs while there is something to write and exits a moment after, so an
 // idle connection costs one goroutine, not two.
 type conn struct {
