@@ -121,9 +121,8 @@ func stopsPass(err error) bool {
 }
 
 // dialPass tries urls in order, one handshake each, and returns the first
-// connection. When all fail, the error is the first that is not a key
-// mismatch (so one hostile URL among dead ones does not stop a presence
-// for good), else the first, with every URL's failure in its message.
+// connection. When all fail, the error is passError's choice, with every
+// URL's failure in its message.
 func dialPass(ctx context.Context, id MeshIdentity, opts DialOptions, urls []string) (*Conn, error) {
 	if len(urls) == 1 {
 		id.BrokerURL = urls[0]
@@ -158,14 +157,26 @@ func dialPass(ctx context.Context, id MeshIdentity, opts DialOptions, urls []str
 	return nil, passError(urls, errs)
 }
 
+// passError is the error of a pass in which every URL failed: the first
+// that asks to retry later (a node that answered "unavailable" or "busy"
+// with Retry-After, so the caller waits and makes another pass rather than
+// giving up on a dead node's "unreachable"), else the first that is not a
+// key mismatch (so one hostile URL among dead ones does not stop a
+// presence for good), else the first.
 func passError(urls []string, errs []error) error {
-	pick := 0
+	pick := -1
 	for i, err := range errs {
-		if CodeOf(err) != CodeBrokerKeyMismatch {
+		if CodeOf(err) != CodeBrokerKeyMismatch && RetryAfter(err) > 0 {
 			pick = i
 			break
 		}
 	}
+	for i, err := range errs {
+		if pick < 0 && CodeOf(err) != CodeBrokerKeyMismatch {
+			pick = i
+		}
+	}
+	pick = max(pick, 0)
 	var chosen Error
 	if e, ok := errs[pick].(*Error); ok {
 		chosen = *e

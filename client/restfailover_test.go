@@ -84,3 +84,26 @@ func TestRestNextURLWithoutIdempotence(t *testing.T) {
 		t.Fatalf("unavailable (%v): next URL only for an idempotent request", err)
 	}
 }
+
+// A pass in which the live nodes said "unavailable, retry later" and the
+// dead one "unreachable" is retried after the wait, not given up on the
+// dead node's error (a cluster moving its log's leadership after a kill).
+func TestJoinAnyWaitsOutAnUnavailableCluster(t *testing.T) {
+	dead := deadURL(t)
+	var asked atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if asked.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"error":{"code":"unavailable","message":"no quorum yet","retryAfterMs":100}}`))
+			return
+		}
+		w.Write([]byte(joined))
+	}))
+	t.Cleanup(srv.Close)
+	live := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	res, at, err := JoinAny(testCtx(t), []string{dead, live}, JoinRequest{})
+	if err != nil || res.MemberID != "m1" || at != live || asked.Load() != 2 {
+		t.Fatalf("JoinAny = %+v, %q, %v after %d requests; want m1 from %s on the second", res, at, err, asked.Load(), live)
+	}
+}
