@@ -52,16 +52,30 @@ type SnapshotStats struct {
 	// Taken and Restored count this node's snapshots and restores;
 	// Failed counts snapshots or purges that failed (logged).
 	Taken, Restored, Failed uint64
+	// Loop is what the snapshot loop last found or is waiting for (for
+	// a node that should have compacted and did not).
+	Loop string
 }
 
 type snapState struct {
 	seq, taken, restored, failed atomic.Uint64
 	obs                          atomic.Pointer[jetstream.ObjectStore]
+	loop                         atomic.Pointer[string]
 }
 
 // SnapshotStats reports this node's snapshots.
 func (e *Engine) SnapshotStats() SnapshotStats {
-	return SnapshotStats{Seq: e.snap.seq.Load(), Taken: e.snap.taken.Load(), Restored: e.snap.restored.Load(), Failed: e.snap.failed.Load()}
+	st := SnapshotStats{Seq: e.snap.seq.Load(), Taken: e.snap.taken.Load(), Restored: e.snap.restored.Load(), Failed: e.snap.failed.Load()}
+	if p := e.snap.loop.Load(); p != nil {
+		st.Loop = *p
+	}
+	return st
+}
+
+// loopAt records what the snapshot loop is doing (SnapshotStats.Loop).
+func (e *Engine) loopAt(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	e.snap.loop.Store(&s)
 }
 
 // snapshotStore opens (creating) the object store of snapshots.
@@ -69,6 +83,8 @@ func (e *Engine) snapshotStore(ctx context.Context) (jetstream.ObjectStore, erro
 	if p := e.snap.obs.Load(); p != nil {
 		return *p, nil
 	}
+	started := time.Now()
+	warned := started
 	for {
 		c, cancel := context.WithTimeout(ctx, 5*time.Second)
 		obs, err := e.js.CreateOrUpdateObjectStore(c, jetstream.ObjectStoreConfig{
@@ -80,6 +96,11 @@ func (e *Engine) snapshotStore(ctx context.Context) (jetstream.ObjectStore, erro
 		if err == nil {
 			e.snap.obs.Store(&obs)
 			return obs, nil
+		}
+		e.loopAt("opening the snapshot store since %s: %v", started.Format(time.RFC3339Nano), err)
+		if time.Since(warned) > 10*time.Second {
+			warned = time.Now()
+			e.log.Warn("cluster: the snapshot store does not open yet; retrying", "err", err, "since", started)
 		}
 		select {
 		case <-ctx.Done():
@@ -235,20 +256,31 @@ func (e *Engine) snapshotLoop() {
 			return
 		case <-t.C:
 		}
-		if e.haltErr() != nil || !e.leadsLog(ctx) {
+		if err := e.haltErr(); err != nil {
+			e.loopAt("halted: %v", err)
+			continue
+		}
+		if lead, why := e.leadsLog(ctx); !lead {
+			e.loopAt("not taking snapshots: %s", why)
 			continue
 		}
 		if a := e.applied.Load(); a < newest+e.opts.SnapshotEvery {
+			e.loopAt("leads the log; applied %d, newest snapshot %d, next due at %d", a, newest, newest+e.opts.SnapshotEvery)
 			continue
 		}
 		if obs, err := e.snapshotStore(ctx); err == nil {
-			if list, err := snapshots(ctx, obs); err == nil && len(list) > 0 {
+			list, err := snapshots(ctx, obs)
+			if err == nil && len(list) > 0 {
 				newest = max(newest, list[0].seq)
+			} else if err != nil {
+				e.loopAt("listing the snapshots: %v", err)
 			}
 		}
-		if e.applied.Load() < newest+e.opts.SnapshotEvery {
+		if a := e.applied.Load(); a < newest+e.opts.SnapshotEvery {
+			e.loopAt("leads the log; applied %d, newest snapshot %d, next due at %d", a, newest, newest+e.opts.SnapshotEvery)
 			continue
 		}
+		e.loopAt("compacting at %d", e.applied.Load())
 		c, cancelC := context.WithTimeout(ctx, 5*time.Minute)
 		seq, _, err := e.Compact(c)
 		cancelC()
@@ -261,6 +293,7 @@ func (e *Engine) snapshotLoop() {
 			continue
 		}
 		newest = max(newest, seq)
+		e.loopAt("compacted at %d", seq)
 	}
 }
 
@@ -269,20 +302,24 @@ func (e *Engine) snapshotLoop() {
 // server of that system, no node's own, so every node may: the first to
 // find a snapshot due takes it, and the others find it stored at their
 // next check (two at once store two snapshots, which is safe).
-func (e *Engine) leadsLog(ctx context.Context) bool {
+// When it does not, why says why (SnapshotStats.Loop).
+func (e *Engine) leadsLog(ctx context.Context) (lead bool, why string) {
 	if e.external {
-		return true
+		return true, ""
 	}
 	c, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	info, err := e.stream.Info(c)
 	if err != nil {
-		return false
+		return false, "the log's state: " + err.Error()
 	}
 	if info.Cluster == nil || (info.Cluster.Leader == "" && len(info.Cluster.Replicas) == 0 && info.Cluster.Name == "") {
-		return true
+		return true, ""
 	}
-	return info.Cluster.Leader != "" && info.Cluster.Leader == e.nc.ConnectedServerName()
+	if me := e.nc.ConnectedServerName(); info.Cluster.Leader == "" || info.Cluster.Leader != me {
+		return false, fmt.Sprintf("the log's leader is %q, this server %q", info.Cluster.Leader, me)
+	}
+	return true, ""
 }
 
 // restoreIfBehind replaces this node's copy with the newest snapshot when
