@@ -110,6 +110,9 @@ func (e *Engine) snapshotStore(ctx context.Context) (jetstream.ObjectStore, erro
 	}
 }
 
+// listTimeout bounds one listing of the stored snapshots.
+var listTimeout = 10 * time.Second
+
 // snapshotInfo is one stored snapshot.
 type snapshotInfo struct {
 	name string
@@ -117,7 +120,17 @@ type snapshotInfo struct {
 }
 
 // snapshots lists the stored snapshots, newest first.
+//
+// The list is bounded in time whatever ctx allows: nats.go's List waits for
+// its watcher to report the end of the initial values, and under load that
+// report never comes when its first question (the bucket's last entry)
+// times out on an empty bucket. The snapshot loop, whose own context lasts as
+// long as the node, then waited forever, and the node never compacted
+// again (TestClusterCompactionRestoresWipedNode, at load 9–15). The caller
+// tries again at its next check.
 func snapshots(ctx context.Context, obs jetstream.ObjectStore) ([]snapshotInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
 	list, err := obs.List(ctx)
 	if errors.Is(err, jetstream.ErrNoObjectsFound) {
 		return nil, nil
@@ -269,6 +282,7 @@ func (e *Engine) snapshotLoop() {
 			continue
 		}
 		if obs, err := e.snapshotStore(ctx); err == nil {
+			e.loopAt("listing the snapshots")
 			list, err := snapshots(ctx, obs)
 			if err == nil && len(list) > 0 {
 				newest = max(newest, list[0].seq)
