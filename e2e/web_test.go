@@ -379,7 +379,10 @@ func TestWebChat(t *testing.T) {
 		if n := eval[int](br, `document.querySelectorAll('#message-list .msg').length`); n > 50 {
 			t.Fatalf("%d posts on the first page, want at most 50", n)
 		}
-		// Infinite scroll: scrolling to the top loads the older page.
+		// Infinite scroll: scrolling to the top loads the older page. (The
+		// pane's state before the scroll is logged: this wait ran out twice
+		// under load 13-25, with the newest 50 posts shown and no error.)
+		t.Logf("before scrolling up: %s", eval[string](br, `(() => { const b = document.getElementById('messages'); return 'scrollTop ' + b.scrollTop + ', scrollHeight ' + b.scrollHeight + ', clientHeight ' + b.clientHeight + ', loading shown ' + !document.getElementById('older').hidden; })()`))
 		eval[bool](br, `(document.getElementById('messages').scrollTop = 0, true)`)
 		br.waitJS("the oldest post after scrolling up", hasMessage("deploy 0"), 30*time.Second)
 		// Live posts, and the page's own.
