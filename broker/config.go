@@ -75,6 +75,10 @@ type Config struct {
 	// to the full window (deliver.go). 0 disables: every connection gets
 	// the full window at once.
 	ResumeWindow int
+	// FetchRate limits the bytes of fetch_queued answers one member (its
+	// key and sessions together) may be sent per second, with a burst of
+	// eight seconds' worth (fetchrate.go); 0 disables.
+	FetchRate int64
 	// MaxSessionsPerMember caps the session keys the broker remembers per
 	// member (the least recently connected, absent one is forgotten to
 	// make room); 0 disables.
@@ -171,6 +175,7 @@ func DefaultConfig() Config {
 		HelloRefusalRate:        1,
 		HelloRefusalBurst:       30,
 		ResumeWindow:            1,
+		FetchRate:               4 << 20,
 		MaxSessionsPerMember:    1000,
 		IPLimitExempt:           LoopbackPrefixes(),
 		HTTPReadTimeout:         10 * time.Second,

@@ -89,6 +89,9 @@ type member struct {
 	// ackLookups is the member's budget of acked ids that are not in
 	// flight and need a store read (settleable).
 	ackLookups *rate.Limiter
+	// fetches limits the bytes of its fetch_queued answers (--fetch-rate,
+	// fetchrate.go); nil when unlimited.
+	fetches *rate.Limiter
 	// refusals are the rate_limited answers the member's connections may
 	// get before the one that gets another is closed (refusedForRate):
 	// per member, so reconnecting does not buy a fresh budget.
@@ -281,7 +284,7 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
 	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), refusals: rate.NewLimiter(refusalRate, refusalBurst),
-		helloRefusals: newHelloRefusals(cfg)}
+		helloRefusals: newHelloRefusals(cfg), fetches: newFetchLimiter(cfg)}
 	if cfg.AckRate > 0 {
 		mem.ackLookups = rate.NewLimiter(rate.Limit(5*cfg.AckRate), int(20*cfg.AckRate))
 	}

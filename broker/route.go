@@ -689,6 +689,10 @@ func (c *conn) handleFetchQueued(data []byte, env wire.Envelope) {
 		c.sendError(env.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("limit is at most %d", maxFetch))
 		return
 	}
+	budget, ok := c.fetchBudget(env.ReqID)
+	if !ok {
+		return
+	}
 	out := wire.Queued{Type: wire.TypeQueued, ReqID: env.ReqID, Messages: []wire.RawJSON{}, Receipts: []wire.Receipt{}}
 	size := 256
 	err := c.b.store.View(func(tx *store.Tx) error {
@@ -703,7 +707,7 @@ func (c *conn) handleFetchQueued(data []byte, env wire.Envelope) {
 				if inner = wire.Decode(e.Frame, &r); inner != nil {
 					return false
 				}
-				if size+len(e.Frame) > c.b.cfg.fetchBytes() {
+				if size+len(e.Frame) > budget {
 					out.More = true
 					return false
 				}
@@ -717,7 +721,7 @@ func (c *conn) handleFetchQueued(data []byte, env wire.Envelope) {
 				return false
 			}
 			frame := wire.EncodePushWithKey(m.Push, e.Key)
-			if size+len(frame) > c.b.cfg.fetchBytes() {
+			if size+len(frame) > budget {
 				out.More = true
 				return false
 			}
@@ -734,6 +738,7 @@ func (c *conn) handleFetchQueued(data []byte, env wire.Envelope) {
 		c.sendError(env.ReqID, wire.CodeInternal, "could not read the queue")
 		return
 	}
+	c.chargeFetch(size)
 	c.reply(out)
 }
 
