@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"claudemesh/internal/framebuf"
 	"claudemesh/wire"
 )
 
@@ -278,47 +279,9 @@ func (c *conn) readFrame() ([]byte, error) {
 	return data, nil
 }
 
-// frameBuffers are where frames are read into: io.ReadAll started every
-// frame in a fresh 512-byte buffer and grew it (two or three allocations
-// for a send); a frame is now read into a pooled buffer and handed on as
-// one copy of its exact size. Pooled, not kept per connection, so that
-// thousands of idle connections hold none.
-var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-
-// maxPooledFrame is the largest buffer frameBuffers keeps: room for the
-// frame of a DM of 64 KiB (about 88 KB of base64) and for a hello at its
-// limit (64 KiB and the byte that shows it is not longer). At 64 KiB,
-// every such frame grew a fresh buffer from 4 KiB, about ten allocations
-// and 450 KB of copying per frame (bench --adversary: junk before hello,
-// 64 KiB self-DMs).
-const maxPooledFrame = 128 << 10
-
-// readAll is io.ReadAll(io.LimitReader(r, limit)) through frameBuffers.
-func readAll(r io.Reader, limit int64) ([]byte, error) {
-	bp := frameBuffers.Get().(*[]byte)
-	b := (*bp)[:0]
-	for int64(len(b)) < limit {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):min(int64(cap(b)), limit)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			frameBuffers.Put(bp)
-			return nil, err
-		}
-	}
-	data := make([]byte, len(b)) // never nil: an empty frame is still a frame
-	copy(data, b)
-	if cap(b) <= maxPooledFrame {
-		*bp = b[:0]
-	}
-	frameBuffers.Put(bp)
-	return data, nil
-}
+// readAll is io.ReadAll(io.LimitReader(r, limit)) through pooled
+// buffers (internal/framebuf).
+func readAll(r io.Reader, limit int64) ([]byte, error) { return framebuf.ReadAll(r, limit) }
 
 // enqueue adds a frame to the writer queue. Past --send-buffer bytes the
 // client is too slow: drop the queue and close 4008 rather than buffer

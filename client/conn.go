@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/framebuf"
 	"claudemesh/wire"
 
 	"github.com/gorilla/websocket"
@@ -758,46 +760,16 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// frameBuffers are what frames are read into: gorilla's ReadMessage
-// (io.ReadAll) starts each frame in a fresh 512-byte buffer and grows it,
-// two or three allocations and copies for a push; here a frame is read
-// into a pooled buffer and handed on as one copy of its exact size.
-var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-
-// maxPooledFrame is the largest buffer frameBuffers keeps; a larger
-// frame's buffer is left to the collector.
-const maxPooledFrame = 128 << 10
-
-// readMessage is ws.ReadMessage through frameBuffers. The frame returned
-// is the caller's (the push callbacks keep it).
+// readMessage is ws.ReadMessage (io.ReadAll: five allocations for a
+// 900-byte push) through pooled buffers (internal/framebuf); gorilla's
+// read limit bounds the frame. The frame returned is the caller's (the
+// push callbacks keep it).
 func (c *Conn) readMessage() ([]byte, error) {
 	_, r, err := c.ws.NextReader()
 	if err != nil {
 		return nil, err
 	}
-	bp := frameBuffers.Get().(*[]byte)
-	b := (*bp)[:0]
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			frameBuffers.Put(bp)
-			return nil, err
-		}
-	}
-	data := make([]byte, len(b))
-	copy(data, b)
-	if cap(b) <= maxPooledFrame {
-		*bp = b[:0]
-		frameBuffers.Put(bp)
-	}
-	return data, nil
+	return framebuf.ReadAll(r, math.MaxInt64)
 }
 
 func (c *Conn) readLoop() {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
+
+	"claudemesh/internal/framebuf"
 )
 
 // wsPair is a real WebSocket over loopback: the server side writes what
@@ -44,7 +46,7 @@ func wsPair(t testing.TB, frames [][]byte) *Conn {
 // must not change when the next one is read.
 func TestReadMessageSizes(t *testing.T) {
 	var frames [][]byte
-	for i, n := range []int{0, 1, 4095, 4096, 4097, 70_000, maxPooledFrame + 1, 3} {
+	for i, n := range []int{0, 1, 4095, 4096, 4097, 70_000, framebuf.MaxPooled + 1, 3} {
 		frames = append(frames, bytes.Repeat([]byte{byte('a' + i)}, n))
 	}
 	c := wsPair(t, frames)
