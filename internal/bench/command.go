@@ -11,7 +11,6 @@ import (
 
 	"claudemesh/client"
 	"claudemesh/internal/cliui"
-	"claudemesh/internal/gcfloor"
 )
 
 // envOperatorToken carries the operator token for --broker, for scripts
@@ -128,10 +127,6 @@ func action(c *cli.Context) error {
 	if c.Bool("attacker-child") {
 		return RunAttackerChild(c.Context, os.Stdin, os.Stdout)
 	}
-	// The load generator shares the machine with the broker it measures:
-	// the GC floor keeps its own collections (13 % of its CPU in a
-	// broadcast profile) from taking cores the broker could use.
-	defer gcfloor.Start(gcHeadroom)()
 	cfg := Config{
 		Peers: c.Int("peers"), Messages: c.Int("messages"), Window: c.Int("window"),
 		Payload: c.Int("payload"), Broadcast: c.Bool("broadcast"),
@@ -453,7 +448,3 @@ func reportDaemon(out *cliui.Out, r *DaemonResult) {
 		out.Linef("notes       %s", strings.Join(notes, "; "))
 	}
 }
-
-// gcHeadroom is the load generator's GC floor (internal/gcfloor), the
-// broker's.
-const gcHeadroom = 64 << 20
