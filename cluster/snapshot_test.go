@@ -276,7 +276,9 @@ func testGapHalts(t *testing.T, name string, how int) {
 		}
 		wantKeys++
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	// The entry after the gap reaches node 3 through a consumer created
+	// just above, which a loaded machine was once slow to start.
+	deadline := time.Now().Add(90 * time.Second)
 	for es[2].haltErr() == nil {
 		if time.Now().After(deadline) {
 			t.Fatalf("node 3 did not halt; it is at %d", es[2].Applied())

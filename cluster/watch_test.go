@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	"claudemesh/store"
 )
 
 // A node whose consumer delivers nothing (it lived on a server that was
@@ -138,10 +141,11 @@ func TestWatchdogSurvivesTheConsumersServer(t *testing.T) {
 	t.Logf("node %d follows through a consumer on node %d; node %d writes", follower+1, victim+1, writer+1)
 	nodes[victim].Close()
 
+	// The closed server may have led the log: until the others elect a
+	// new leader, writes are refused unavailable, and retried, as a
+	// client does.
 	for i := range 20 {
-		if err := putKey(es[writer], fmt.Sprintf("after%d", i), 8); err != nil {
-			t.Fatal(err)
-		}
+		putKeyRetrying(t, es[writer], fmt.Sprintf("after%d", i), 8)
 	}
 	_, last, _, err := es[writer].LogState()
 	if err != nil {
@@ -150,7 +154,24 @@ func TestWatchdogSurvivesTheConsumersServer(t *testing.T) {
 	if !es[follower].WaitApplied(last, 60*time.Second) {
 		t.Fatalf("node %d stayed at %d, the log is at %d", follower+1, es[follower].Applied(), last)
 	}
-	if err := putKey(es[follower], "mine", 8); err != nil {
-		t.Fatalf("node %d's write: %v", follower+1, err)
+	putKeyRetrying(t, es[follower], "mine", 8)
+}
+
+// putKeyRetrying is putKey retried while the cluster answers unavailable
+// (a leader election after a server stopped), for up to a minute. The
+// value is the same each time, so a refused write that did reach the log
+// changes nothing when written again.
+func putKeyRetrying(t *testing.T, e *Engine, key string, size int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := putKey(e, key, size)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, store.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("write %s on %s: %v", key, e.node, err)
+		}
+		time.Sleep(100 * time.Millisecond) // a client's retry delay, not a wait for a condition
 	}
 }
