@@ -164,19 +164,10 @@ func dialPass(ctx context.Context, id MeshIdentity, opts DialOptions, urls []str
 // key mismatch (so one hostile URL among dead ones does not stop a
 // presence for good), else the first.
 func passError(urls []string, errs []error) error {
-	pick := -1
-	for i, err := range errs {
-		if CodeOf(err) != CodeBrokerKeyMismatch && RetryAfter(err) > 0 {
-			pick = i
-			break
-		}
+	pick := slices.IndexFunc(errs, func(err error) bool { return CodeOf(err) != CodeBrokerKeyMismatch && RetryAfter(err) > 0 })
+	if pick < 0 {
+		pick = max(slices.IndexFunc(errs, func(err error) bool { return CodeOf(err) != CodeBrokerKeyMismatch }), 0)
 	}
-	for i, err := range errs {
-		if pick < 0 && CodeOf(err) != CodeBrokerKeyMismatch {
-			pick = i
-		}
-	}
-	pick = max(pick, 0)
 	var chosen Error
 	if e, ok := errs[pick].(*Error); ok {
 		chosen = *e

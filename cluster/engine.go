@@ -358,7 +358,6 @@ func (e *Engine) follow(ctx context.Context) error {
 	return nil
 }
 
-// catchUp waits until the node has applied the log as it was when asked.
 // catchUp waits until this node has applied the log up to its last entry
 // at the time of the call, and returns that entry's sequence (0 if the
 // log's state could not be read).

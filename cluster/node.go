@@ -143,9 +143,16 @@ var clientPassword = func() string {
 
 // RoutePassword derives the route password from the shared secret.
 func RoutePassword(secret []byte) string {
+	return hex.EncodeToString(derive(secret, "claudemesh/cluster-route/v1"))
+}
+
+// derive is a 32-byte value for one use of the shared secret:
+// HMAC-SHA-256 keyed by the secret over the use's domain string, so the
+// route password and the route authority's key never coincide.
+func derive(secret []byte, domain string) []byte {
 	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("claudemesh/cluster-route/v1"))
-	return hex.EncodeToString(m.Sum(nil))
+	m.Write([]byte(domain))
+	return m.Sum(nil)
 }
 
 func startServer(cfg Config) (*server.Server, error) {

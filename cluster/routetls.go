@@ -2,9 +2,7 @@ package cluster
 
 import (
 	"crypto/ed25519"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -43,9 +41,7 @@ var (
 // routeTLSConfig is the TLS configuration of the embedded server's routes,
 // for both ends of a route.
 func routeTLSConfig(secret []byte, cluster, node string) (*tls.Config, error) {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("claudemesh/cluster-route-ca/v1"))
-	caKey := ed25519.NewKeyFromSeed(m.Sum(nil))
+	caKey := ed25519.NewKeyFromSeed(derive(secret, "claudemesh/cluster-route-ca/v1"))
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "claudemesh cluster " + cluster + " route authority"},

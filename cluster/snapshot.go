@@ -111,7 +111,7 @@ func (e *Engine) snapshotStore(ctx context.Context) (jetstream.ObjectStore, erro
 }
 
 // listTimeout bounds one listing of the stored snapshots.
-var listTimeout = 10 * time.Second
+const listTimeout = 10 * time.Second
 
 // snapshotInfo is one stored snapshot.
 type snapshotInfo struct {
@@ -263,6 +263,14 @@ func (e *Engine) snapshotLoop() {
 	t := time.NewTicker(e.opts.SnapshotCheck)
 	defer t.Stop()
 	newest := uint64(0) // the newest stored snapshot, as last seen
+	due := func() bool {
+		a := e.applied.Load()
+		if a < newest+e.opts.SnapshotEvery {
+			e.loopAt("leads the log; applied %d, newest snapshot %d, next due at %d", a, newest, newest+e.opts.SnapshotEvery)
+			return false
+		}
+		return true
+	}
 	for {
 		select {
 		case <-e.closing:
@@ -277,8 +285,7 @@ func (e *Engine) snapshotLoop() {
 			e.loopAt("not taking snapshots: %s", why)
 			continue
 		}
-		if a := e.applied.Load(); a < newest+e.opts.SnapshotEvery {
-			e.loopAt("leads the log; applied %d, newest snapshot %d, next due at %d", a, newest, newest+e.opts.SnapshotEvery)
+		if !due() {
 			continue
 		}
 		if obs, err := e.snapshotStore(ctx); err == nil {
@@ -290,8 +297,7 @@ func (e *Engine) snapshotLoop() {
 				e.loopAt("listing the snapshots: %v", err)
 			}
 		}
-		if a := e.applied.Load(); a < newest+e.opts.SnapshotEvery {
-			e.loopAt("leads the log; applied %d, newest snapshot %d, next due at %d", a, newest, newest+e.opts.SnapshotEvery)
+		if !due() {
 			continue
 		}
 		e.loopAt("compacting at %d", e.applied.Load())
