@@ -19,8 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -195,6 +198,53 @@ func (b *browser) holdsWithin(js string, d time.Duration) bool {
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
 	}
+}
+
+// failRequests makes the page's next n requests whose URL matches pattern
+// (DevTools wildcards: * and ?) fail as a dropped connection does, and lets
+// every other request through; stop ends the interception. failed counts
+// the requests failed so far.
+func (b *browser) failRequests(pattern string, n int) (failed func() int, stop func()) {
+	b.t.Helper()
+	var mu sync.Mutex
+	count := 0
+	// The listener must not run commands itself (it would wait for its own
+	// loop): the answers go from a goroutine.
+	chromedp.Listen(b.ctx, func(ev any) {
+		e, ok := ev.(*fetch.EventRequestPaused)
+		if !ok {
+			return
+		}
+		mu.Lock()
+		fail := count < n
+		if fail {
+			count++
+		}
+		mu.Unlock()
+		go func() {
+			ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+			defer cancel()
+			if fail {
+				chromedp.Call(ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: e.RequestID, ErrorReason: network.ErrorReasonConnectionFailed})
+			} else {
+				chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: e.RequestID})
+			}
+		}()
+	})
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: pattern}}}); err != nil {
+		b.t.Fatalf("intercepting %s: %v", pattern, err)
+	}
+	failed = func() int { mu.Lock(); defer mu.Unlock(); return count }
+	stop = func() {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		defer cancel()
+		if _, err := chromedp.Call(ctx, fetch.Disable, cdp.Empty{}); err != nil {
+			b.t.Fatalf("ending the interception of %s: %v", pattern, err)
+		}
+	}
+	return failed, stop
 }
 
 // text is the page's visible text, for failure messages.

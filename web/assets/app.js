@@ -70,6 +70,8 @@
     replyTo: null, searching: false,
     topics: [],           // GET /v1/topics of the mesh
     topicBefore: '', topicMore: false,
+    topicPages: [],       // the before cursors of the older topic pages shown
+    olderRetry: 0, olderTimer: 0, // backoff after an older page failed
   };
 
   // Full bodies of what this tab sent (the daemon keeps only an 80-char
@@ -578,6 +580,8 @@
     S.before = '';
     S.topicBefore = '';
     S.topicMore = false;
+    S.topicPages = [];
+    olderLoaded();
     $('topic-wait').hidden = true;
     $('topic-wait').textContent = topicWaitText;
     $('join-bar').hidden = true;
@@ -648,21 +652,44 @@
   // message id so each shows once.
   async function loadTopicPage(first) {
     const key = S.open;
-    const page = await api('/v1/topics/' + encodeURIComponent(key.slice(1)) + '/messages' +
-      q({ mesh: S.mesh, before: first ? '' : S.topicBefore, limit: 50 }));
-    if (key !== S.open) return;
+    const before = first ? '' : S.topicBefore;
+    const page = await fetchTopicPage(key, before);
+    if (!page) return;
     const msgs = page.messages || [];
-    for (const m of msgs) {
-      const had = S.byMessageId.get(m.id);
-      if (had && !had.item.topic) continue; // shown from the inbox or as sent by this tab
-      addItem({ thread: key, at: m.createdAt, topic: m }, false);
-    }
     if (!first || !S.topicBefore) {
       // newest first: the last one is the oldest of the page
       if (msgs.length) S.topicBefore = msgs[msgs.length - 1].id;
       S.topicMore = !!page.more;
+      if (before) S.topicPages.push(before);
     }
     $('topic-wait').hidden = !page.waitingForKey;
+    if (first && !page.waitingForKey) await reopenTopicPlaceholders(key);
+  }
+
+  // fetchTopicPage reads one page of a topic's history into the open
+  // thread; null when the thread changed meanwhile.
+  async function fetchTopicPage(key, before) {
+    const page = await api('/v1/topics/' + encodeURIComponent(key.slice(1)) + '/messages' +
+      q({ mesh: S.mesh, before, limit: 50 }));
+    if (key !== S.open) return null;
+    for (const m of page.messages || []) {
+      const had = S.byMessageId.get(m.id);
+      if (had && !had.item.topic) continue; // shown from the inbox or as sent by this tab
+      addItem({ thread: key, at: m.createdAt, topic: m }, false);
+    }
+    return page;
+  }
+
+  // reopenTopicPlaceholders reads again the older pages that were loaded
+  // while the topic's key was missing, once it is here: a refresh re-reads
+  // only the newest page, and a post still shown as a placeholder would
+  // otherwise stay one until the thread is opened again.
+  async function reopenTopicPlaceholders(key) {
+    const waiting = () => [...S.items.values()].some((r) => r.item.topic && r.item.topic.keyMissing);
+    for (const before of S.topicPages.slice()) {
+      if (key !== S.open || !waiting()) return;
+      await fetchTopicPage(key, before);
+    }
   }
 
   async function markTopicRead(key) {
@@ -677,40 +704,62 @@
     } catch (_) { /* shown unread again on the next load */ }
   }
 
+  // loadPage loads the open thread's first page, or its next older one;
+  // false when that failed.
   async function loadPage() {
-    if (S.loading) return;
+    if (S.loading) return true;
     const key = S.open;
-    if (threadKind(key) === 'topic') {
-      S.loading = true;
-      $('older').hidden = false;
-      try {
-        await loadTopicPage(S.items.size === 0);
-        $('thread-empty').hidden = S.items.size > 0;
-      } catch (e) {
-        S.topicMore = false;
-        showTopicError(e);
-      } finally {
-        S.loading = false;
-        $('older').hidden = true;
-        olderIfWanted();
-      }
-      return;
-    }
+    const topic = threadKind(key) === 'topic';
+    const older = topic ? S.items.size > 0 : !!S.before;
     S.loading = true;
     $('older').hidden = false;
     try {
-      const page = await api('/v1/web/thread' + q({ mesh: S.mesh, thread: key, before: S.before, limit: 50 }));
-      if (key !== S.open) return;
-      S.before = page.before || '';
-      for (const it of page.items || []) addItem(it, false);
-      $('thread-empty').hidden = S.items.size > 0;
+      if (topic) {
+        await loadTopicPage(!older);
+      } else {
+        const page = await api('/v1/web/thread' + q({ mesh: S.mesh, thread: key, before: S.before, limit: 50 }));
+        if (key !== S.open) return true;
+        S.before = page.before || '';
+        for (const it of page.items || []) addItem(it, false);
+      }
+      if (key === S.open) $('thread-empty').hidden = S.items.size > 0;
+      if (older) olderLoaded();
+      return true;
     } catch (e) {
-      S.before = '';
+      if (key !== S.open) return false;
+      // An older page that failed keeps its cursor and is asked for again
+      // (a broker round trip can time out under load; giving up would end
+      // scrolling back in this thread with nothing on screen to say so).
+      if (older) olderFailed(key, e);
+      else if (topic) { S.topicMore = false; showTopicError(e); }
+      return false;
     } finally {
       S.loading = false;
       $('older').hidden = true;
       olderIfWanted();
     }
+  }
+
+  // olderFailed says an older page could not be loaded and asks for it
+  // again with a backoff while the pane stays at its top (a scroll back up
+  // asks again too).
+  function olderFailed(key, e) {
+    S.olderRetry = Math.min(Math.max(S.olderRetry * 2, 500), 15000);
+    S.olderWanted = false; // asked again by the timer, not at once
+    $('older-error').textContent = sanitize('Earlier messages could not be loaded (' + e.message + '); trying again.');
+    $('older-error').hidden = false;
+    clearTimeout(S.olderTimer);
+    S.olderTimer = setTimeout(() => {
+      if (S.open !== key) return;
+      S.olderWanted = true;
+      olderIfWanted();
+    }, S.olderRetry);
+  }
+
+  function olderLoaded() {
+    clearTimeout(S.olderTimer);
+    S.olderRetry = 0;
+    $('older-error').hidden = true;
   }
 
   // refreshOpenThread merges the newest page again (delivery states that
@@ -748,7 +797,7 @@
     for (let i = 0; i < 5 && box.scrollHeight <= box.clientHeight + 10; i++) {
       const more = threadKind(S.open || '') === 'topic' ? S.topicMore : !!S.before;
       if (!more || S.loading) return;
-      await loadOlder();
+      if (!await loadOlder()) return; // its retry takes over
     }
   }
 
@@ -762,13 +811,14 @@
       // even when no older page is known yet: the running load may be
       // the one that learns there is one.
       S.olderWanted = true;
-      return;
+      return true;
     }
-    if (!more) return;
+    if (!more) return true;
     S.olderWanted = false;
     const from = box.scrollHeight - box.scrollTop;
-    await loadPage();
+    const ok = await loadPage();
     box.scrollTop = box.scrollHeight - from;
+    return ok;
   }
 
   // olderIfWanted runs what a scroll asked for during a load, if the pane
@@ -779,7 +829,9 @@
   }
 
   async function reveal(ikey) {
-    for (let i = 0; i < 20 && !S.items.has(ikey) && (S.before || S.topicMore); i++) await loadOlder();
+    for (let i = 0; i < 20 && !S.items.has(ikey) && (S.before || S.topicMore); i++) {
+      if (!await loadOlder()) break;
+    }
     const it = S.items.get(ikey);
     if (!it) return;
     it.node.scrollIntoView({ block: 'center' });
