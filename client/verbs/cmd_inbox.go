@@ -114,9 +114,9 @@ func (p *inboxPrinter) Rows(rows []inboxRow) error {
 		return nil
 	}
 	for _, r := range rows {
-		if strings.HasPrefix(r.TargetSpec, "@") || r.TargetSpec == "*" {
-			// One broadcast or group message is stored once per
-			// recipient (the member and each session it reached): a
+		if strings.HasPrefix(r.TargetSpec, "@") || r.TargetSpec == "*" || r.Topic != "" {
+			// One broadcast, group message or topic post is stored once
+			// per recipient (the member and each session it reached): a
 			// human reads it once.
 			k := r.Mesh + "/" + r.MessageID
 			if r.MessageID != "" && p.printed[k] {
@@ -235,6 +235,11 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	var meta []string
 	if strings.HasPrefix(r.TargetSpec, "@") || r.TargetSpec == "*" {
 		meta = append(meta, "to "+r.TargetSpec)
+	}
+	if r.Topic != "" {
+		// A post in a topic, not a DM: say where (the name is a member's
+		// choice, so it is shown sanitised).
+		meta = append(meta, "in #"+cliui.SanitizeName(r.Topic))
 	}
 	if r.forSession {
 		who := shortKey(r.RecipientPubkey)

@@ -410,6 +410,18 @@ func TestInboxPrinterFailures(t *testing.T) {
 	}
 }
 
+// A topic post says which topic it was posted in (it would read as a DM
+// otherwise), with the name sanitised like everything a member chose.
+func TestPrintMessageNamesItsTopic(t *testing.T) {
+	body := "v1.4 is rolling out"
+	var out, errb bytes.Buffer
+	printMessage(cliui.NewOut(&out, &errb, false, false, false),
+		inboxRow{SenderName: "alice", SenderPubkey: strings.Repeat("a", 64), Body: &body, Verified: true, Mesh: "m", Topic: "dep\x1b[2Jloys"}, false)
+	if strings.ContainsRune(out.String(), 0x1b) || !strings.Contains(out.String(), "in #deploys") {
+		t.Fatalf("%q", out.String())
+	}
+}
+
 // The human inbox strips terminal escapes from everything a peer wrote.
 func TestPrintMessageSanitises(t *testing.T) {
 	body := "ok\x1b]0;pwned\x07 \x1b[31mred\x1b[0m\nline2"
