@@ -441,3 +441,27 @@ func TestMetricsAreServed(t *testing.T) {
 		t.Error("metrics on the public port")
 	}
 }
+
+// /health and /health/ready answer with their keys in one order, on every
+// request and every node (they were maps, which encoding/json/v2 does not
+// sort).
+func TestHealthKeysInOneOrder(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.Version = "1.2.3" })
+	for path, want := range map[string]string{
+		"/health":       `{"status":"ok","version":"1.2.3"}`,
+		"/health/ready": `{"status":"ready","version":"1.2.3"}`,
+	} {
+		for range 20 {
+			resp, err := http.Get(b.HTTPURL() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if got := strings.TrimSpace(string(body)); got != want {
+				t.Fatalf("%s: %s, want %s", path, got, want)
+			}
+		}
+	}
+}

@@ -127,8 +127,16 @@ func (b *Broker) limited(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// healthBody is /health's and /health/ready's answer: a struct, so its keys
+// come in one order on every node (encoding/json/v2 does not sort a map's).
+type healthBody struct {
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	Version string `json:"version,omitempty"`
+}
+
 func (b *Broker) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": b.cfg.Version})
+	writeJSON(w, http.StatusOK, healthBody{Status: "ok", Version: b.cfg.Version})
 }
 
 // handleReady is 200 only when the store accepts writes and the broker is
@@ -136,7 +144,7 @@ func (b *Broker) handleHealth(w http.ResponseWriter, r *http.Request) {
 // balancer does not become a write load.
 func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
 	if b.shuttingDown.Load() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": "shutting_down"})
+		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "not_ready", Reason: "shutting_down"})
 		return
 	}
 	b.readyMu.Lock()
@@ -151,10 +159,10 @@ func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, store.ErrUnavailable) {
 			reason = "cluster: " + err.Error() // no quorum (cluster.Engine.Ping)
 		}
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": reason})
+		writeJSON(w, http.StatusServiceUnavailable, healthBody{Status: "not_ready", Reason: reason})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "version": b.cfg.Version})
+	writeJSON(w, http.StatusOK, healthBody{Status: "ready", Version: b.cfg.Version})
 }
 
 type createMeshRequest struct {
