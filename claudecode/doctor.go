@@ -61,7 +61,7 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 	for _, h := range hookEvents {
 		found, ours := false, false
 		for _, el := range sj.Hooks[h.event] {
-			if isOurHook(el, h.arg) {
+			if isOurHook(el, h.arg, e.Self) {
 				found = true
 				ours = ours || hookRuns(el, hookCommandLine(e.Self, h.arg))
 			}

@@ -355,8 +355,11 @@ func hookEntry(bin, arg string) []byte {
 }
 
 // isOurHook reports whether an element of a hook event's array is the one
-// install adds: a single command running `<…claudemesh…> hook ARG`.
-func isOurHook(elem []byte, arg string) bool {
+// install adds: a single command running this binary (bin), or any
+// `<…claudemesh…>`, with `hook ARG`. (Matching only on "claudemesh" in the
+// path took a binary installed under another name for a stranger: every
+// install added its hooks again and uninstall left them.)
+func isOurHook(elem []byte, arg, bin string) bool {
 	var g struct {
 		Hooks []struct {
 			Type    string `json:"type"`
@@ -367,7 +370,7 @@ func isOurHook(elem []byte, arg string) bool {
 		return false
 	}
 	c := g.Hooks[0].Command
-	return g.Hooks[0].Type == "command" && strings.HasSuffix(c, " hook "+arg) && strings.Contains(c, "claudemesh")
+	return g.Hooks[0].Type == "command" && (c == hookCommandLine(bin, arg) || strings.HasSuffix(c, " hook "+arg) && strings.Contains(c, "claudemesh"))
 }
 
 type step struct {
@@ -466,7 +469,7 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 						st.drop(created + "[claudemesh]")
 						old, hadOld := st.previous(created)
 						for i := len(es) - 1; i >= 0; i-- {
-							if isOurHook(sj.data[es[i].Start:es[i].End], h.arg) {
+							if isOurHook(sj.data[es[i].Start:es[i].End], h.arg, bin) {
 								if hadOld {
 									sj.data, res, hadOld = jsonedit.Replace(sj.data, es[i], old), "restored", false
 								} else if sj.data, err = jsonedit.RemoveElement(sj.data, arr.Value, i); err != nil {
@@ -499,7 +502,7 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 				want := hookEntry(bin, h.arg)
 				found := false
 				for _, e := range es {
-					if isOurHook(sj.data[e.Start:e.End], h.arg) {
+					if isOurHook(sj.data[e.Start:e.End], h.arg, bin) {
 						found = true
 						if !sameJSON(sj.data[e.Start:e.End], want) {
 							if !st.has(created + "[claudemesh]") {

@@ -7,6 +7,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,5 +94,61 @@ func TestSkillSaysDeliveredNotRead(t *testing.T) {
 	out := newUser(t, "gil").ok("skill").stdout
 	if strings.Contains(out, "was read") || !strings.Contains(out, "--wait` | wait until it was delivered") {
 		t.Fatalf("SKILL.md on --wait:\n%s", out)
+	}
+}
+
+// A binary installed under another name (here `cm`) finds its own hooks:
+// a second install adds nothing and uninstall removes them. (They were
+// recognised only by "claudemesh" in the path, so every install added them
+// again and uninstall said "absent" and left them.)
+func TestInstallUnderAnotherName(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "gina")
+	chome := t.TempDir()
+	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + chome}
+	cm := filepath.Join(t.TempDir(), "cm")
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cm, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(cm, append([]string{"--home", u.home}, args...)...)
+		cmd.Env = u.env()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("cm %q: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	settings := filepath.Join(chome, ".claude", "settings.json")
+	hooks := func() map[string][]json.RawMessage {
+		var sj struct {
+			Hooks map[string][]json.RawMessage `json:"hooks"`
+		}
+		if data, err := os.ReadFile(settings); err == nil {
+			if err := json.Unmarshal(data, &sj); err != nil {
+				t.Fatalf("%v\n%s", err, data)
+			}
+		}
+		return sj.Hooks
+	}
+	run("install", "--no-service")
+	if out := run("install", "--no-service"); strings.Contains(out, "hook working): added") || strings.Contains(out, "hook idle): added") {
+		t.Fatalf("a second install added hooks again:\n%s", out)
+	}
+	for _, event := range []string{"UserPromptSubmit", "Stop"} {
+		if n := len(hooks()[event]); n != 1 {
+			t.Fatalf("%d %s hooks after two installs, want 1", n, event)
+		}
+	}
+	if out := run("uninstall", "--no-service"); strings.Contains(out, "absent") {
+		t.Fatalf("uninstall did not find its hooks:\n%s", out)
+	}
+	if h := hooks(); len(h) != 0 {
+		t.Fatalf("hooks left after uninstall: %v", h)
 	}
 }
