@@ -616,11 +616,12 @@ func (d *Daemon) handleProfile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleReload(w http.ResponseWriter, r *http.Request) {
-	if err := d.Reload(); err != nil {
+	started, err := d.Reload()
+	if err != nil {
 		writeError(w, internalError(err))
 		return
 	}
-	writeJSON(w, 200, localapi.OK{OK: true})
+	writeJSON(w, 200, localapi.ReloadResponse{OK: true, Started: started})
 }
 
 // profileCall runs a profile change (status, summary, visibility, groups)

@@ -113,8 +113,11 @@ func upCommand() *cli.Command {
 			if cl, v, err := localapi.Probe(c.Context, home); err == nil {
 				// Already running: a reload reconnects meshes that were
 				// kicked or banned (after an unban), as `up` promises.
-				cl.Do(c.Context, "POST", "/v1/reload", nil, nil)
-				return report(out, v.PID, true)
+				var rl localapi.ReloadResponse
+				if _, err := cl.Do(c.Context, "POST", "/v1/reload", nil, &rl); err != nil {
+					return err
+				}
+				return reportRunning(out, v.PID, rl.Started)
 			}
 			// An empty or damaged daemon.db is said here, not only in
 			// the detached daemon's log.
@@ -136,6 +139,17 @@ func report(out *cliui.Out, pid int, already bool) error {
 		format = "daemon already running (pid %d)"
 	}
 	return printResult(out, map[string]any{"ok": true, "pid": pid, "alreadyRunning": already}, format, pid)
+}
+
+// reportRunning is `up`'s answer when a daemon was already running: what
+// its reload started (a mesh joined since, or one stopped by a kick or a
+// ban being tried again), if anything.
+func reportRunning(out *cliui.Out, pid int, started []string) error {
+	if len(started) == 0 {
+		return report(out, pid, true)
+	}
+	return printResult(out, map[string]any{"ok": true, "pid": pid, "alreadyRunning": true, "meshesStarted": started},
+		"daemon already running (pid %d); connecting %s now", pid, strings.Join(started, ", "))
 }
 
 // upFlags are `daemon up`'s listener flags, passed on to the detached

@@ -337,7 +337,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	go func() { defer d.wg.Done(); d.inboxLoop() }()
 	go func() { defer d.wg.Done(); d.watchConfig() }()
 	go func() { defer d.wg.Done(); d.pruneLoop() }()
-	if err := d.Reload(); err != nil {
+	if _, err := d.Reload(); err != nil {
 		d.log.Warn("config", "err", err)
 	}
 	d.reviveSessions()
@@ -435,11 +435,12 @@ func (d *Daemon) loadOrCreateToken() (string, error) {
 }
 
 // Reload re-reads config.json and attaches new meshes / detaches removed
-// ones, without touching meshes that did not change.
-func (d *Daemon) Reload() error {
+// ones, without touching meshes that did not change. It returns the slugs
+// of the meshes it (re)started, so `daemon up` can say what it did.
+func (d *Daemon) Reload() ([]string, error) {
 	cfg, err := config.Load(d.home)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	want := map[string]config.Mesh{}
 	for _, m := range cfg.Meshes {
@@ -458,6 +459,7 @@ func (d *Daemon) Reload() error {
 		}
 	}
 	var start []config.Mesh
+	var started []string
 	for id, m := range want {
 		if _, ok := d.meshes[id]; !ok {
 			start = append(start, m)
@@ -488,8 +490,10 @@ func (d *Daemon) Reload() error {
 		d.mu.Lock()
 		d.meshes[m.MeshID] = rt
 		d.mu.Unlock()
+		started = append(started, m.Slug)
 	}
-	return nil
+	slices.Sort(started)
+	return started, nil
 }
 
 // watchConfig polls config.json's stamp so a `join` that did not reach
@@ -505,7 +509,7 @@ func (d *Daemon) watchConfig() {
 		case <-t.C:
 			if s := d.configStamp(); s != d.cfgStamp {
 				d.cfgStamp = s
-				if err := d.Reload(); err != nil {
+				if _, err := d.Reload(); err != nil {
 					d.log.Warn("config reload", "err", err)
 				}
 			}

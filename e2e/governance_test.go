@@ -216,8 +216,14 @@ func TestKickedFollowAndDaemon(t *testing.T) {
 	if st := outboxStatus(sent.ClientMessageID); st != "queued" {
 		t.Fatalf("the waiting row is %q while kicked", st)
 	}
-	carol.ok("daemon", "up")
+	// `up` with the daemon running says what its reload does.
+	if r := carol.ok("daemon", "up"); !strings.Contains(r.stdout, "daemon already running") || !strings.Contains(r.stdout, "connecting test now") {
+		t.Fatalf("daemon up while kicked: %s", r)
+	}
 	carol.waitDaemonOpen()
+	if r := carol.ok("daemon", "up"); !strings.Contains(r.stdout, "daemon already running") || strings.Contains(r.stdout, "connecting") {
+		t.Fatalf("daemon up with every mesh open: %s", r)
+	}
 	if rows := dave.inbox(); len(rows) != 1 || rows[0].body() != "waiting for dave" {
 		t.Fatalf("dave: %v", bodies(rows))
 	}
@@ -230,7 +236,14 @@ func TestKickedFollowAndDaemon(t *testing.T) {
 	})
 	carol.fails(4, "banned", "send", "alice", "refused while banned")
 	alice.json(&res, "unban", "carol")
-	carol.ok("daemon", "up")
+	var up struct {
+		AlreadyRunning bool     `json:"alreadyRunning"`
+		MeshesStarted  []string `json:"meshesStarted"`
+	}
+	carol.json(&up, "daemon", "up")
+	if !up.AlreadyRunning || len(up.MeshesStarted) != 1 || up.MeshesStarted[0] != "test" {
+		t.Fatalf("daemon up --json after the unban: %+v", up)
+	}
 	carol.waitDaemonOpen()
 	carol.json(&sent, "send", "alice", "back after the unban")
 	eventually(t, 20*time.Second, "carol's message to reach alice", func() bool {

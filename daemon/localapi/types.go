@@ -268,6 +268,14 @@ type OK struct {
 	OK bool `json:"ok"`
 }
 
+// ReloadResponse is POST /v1/reload's answer: the slugs of the meshes the
+// reload started, new in config.json or restarted after a kick or a ban
+// (empty when nothing changed).
+type ReloadResponse struct {
+	OK      bool     `json:"ok"`
+	Started []string `json:"started"`
+}
+
 // Event kinds of GET /v1/events.
 const (
 	EventMessage      = "message"
