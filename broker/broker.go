@@ -235,6 +235,7 @@ func (b *Broker) openLocalStore(dbPath string) error {
 			b.metrics.storeCommit.Observe(d.Seconds())
 		},
 		AfterBatch: b.flushFanout,
+		DeferFor:   cfg.AckDefer,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return dataDirInUse(cfg.DataDir)

@@ -49,8 +49,11 @@ type Config struct {
 	PongTimeout    time.Duration
 	Grace          time.Duration
 	RedeliverAfter time.Duration
-	HelloTimeout   time.Duration
-	AuditMessages  bool
+	// AckDefer is how long a client_ack without a reqId may wait for
+	// other writes to share its commit (--ack-defer; 0 commits at once).
+	AckDefer      time.Duration
+	HelloTimeout  time.Duration
+	AuditMessages bool
 	// TopicRetention deletes topic posts older than this; 0 keeps them
 	// (--topic-retention, default keep).
 	TopicRetention time.Duration
@@ -164,6 +167,7 @@ func DefaultConfig() Config {
 		PongTimeout:             75 * time.Second,
 		Grace:                   90 * time.Second,
 		RedeliverAfter:          30 * time.Second,
+		AckDefer:                20 * time.Millisecond,
 		HelloTimeout:            10 * time.Second,
 		MaxHandshakes:           1024,
 		MaxHandshakesPerIP:      32,

@@ -594,7 +594,15 @@ func (c *conn) handleClientAck(data []byte, env wire.Envelope) {
 	}
 	ms := c.ms
 	var outcomes []store.AckOutcome
-	err := c.b.store.Submit(func(tx *store.Tx) error {
+	submit := c.b.store.Submit
+	if a.ReqID == "" {
+		// Nobody waits for this ack: it may wait a moment for the other
+		// acks of the same fan-out to share its commit.
+		submit = func(fn func(tx *store.Tx) error, after func(error)) error {
+			return store.SubmitDeferred(c.b.store, fn, after)
+		}
+	}
+	err := submit(func(tx *store.Tx) error {
 		var err error
 		outcomes, err = store.Ack(tx, ms.id, c.pubkey, valid, time.Now().UnixMilli())
 		return err

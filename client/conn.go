@@ -706,6 +706,25 @@ func (c *Conn) enqueue(ctx context.Context, frame []byte) error {
 	}
 }
 
+// tryEnqueue hands frame to the writer if its queue has room now and the
+// connection is open, without the timer a waiting enqueue needs: a push's
+// ack is queued this way on every delivery.
+func (c *Conn) tryEnqueue(frame []byte) bool {
+	select {
+	case <-c.closeReq:
+		return false
+	case <-c.writerGone:
+		return false
+	default:
+	}
+	select {
+	case c.out <- frame:
+		return true
+	default:
+		return false
+	}
+}
+
 func (c *Conn) closedError() *Error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -416,10 +416,17 @@ func (c *Conn) ClientAck(ctx context.Context, ids []string) error {
 // which recipients de-duplicate). It waits for write-queue space but never
 // for the broker, so it may be called from OnPush.
 func (c *Conn) ClientAckAsync(ids []string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-	defer cancel()
+	var ctx context.Context // made only when the write queue is full
 	for _, batch := range chunks(ids) {
 		data := wire.EncodeClientAck(&wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: batch})
+		if c.tryEnqueue(data) {
+			continue
+		}
+		if ctx == nil {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.Background(), writeTimeout)
+			defer cancel()
+		}
 		if err := c.enqueue(ctx, data); err != nil {
 			return err
 		}

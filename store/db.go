@@ -112,6 +112,10 @@ type Options struct {
 	// Init allows an existing empty (0-byte) file to be made a new
 	// database; without it Open refuses one with ErrEmptyFile.
 	Init bool
+	// DeferFor is how long a batch made only of deferrable writes
+	// (SubmitDeferred) may wait for company before it is committed. Zero
+	// commits them at once, like any write.
+	DeferFor time.Duration
 }
 
 // Store is the broker's bbolt database plus its group committer.
@@ -143,6 +147,9 @@ type write struct {
 	fn    func(tx *bolt.Tx) error
 	after func(err error) // runs on the committer after the commit, in order
 	done  chan error      // nil when the caller does not wait
+	// deferrable: nobody waits for this write to be durable, so it may
+	// wait up to Options.DeferFor for others to share its commit.
+	deferrable bool
 }
 
 // Open opens (creating if needed) the store at path and runs migrations.
@@ -263,6 +270,17 @@ func (s *Store) Submit(fn func(tx *bolt.Tx) error, after func(err error)) error 
 	return s.submit(&write{fn: fn, after: after})
 }
 
+// SubmitDeferred is Submit for a write nobody is waiting on (a client_ack
+// without a reqId: the client does not wait, and losing it in a crash only
+// means a redelivery). A batch made only of such writes waits up to
+// Options.DeferFor for more writes before it is committed, so a burst of
+// them — a broadcast's 1,000 acks — shares a few commits instead of
+// rewriting the same B+tree pages in one commit after another. Any other
+// write ends the wait: it commits at once, with them.
+func (s *Store) SubmitDeferred(fn func(tx *bolt.Tx) error, after func(err error)) error {
+	return s.submit(&write{fn: fn, after: after, deferrable: true})
+}
+
 func (s *Store) submit(w *write) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -280,6 +298,8 @@ func (s *Store) View(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	batch := make([]*write, 0, 64)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		var first *write
 		select {
@@ -298,17 +318,54 @@ func (s *Store) commitLoop() {
 			}
 		}
 		batch = append(batch[:0], first)
+		deferring := first.deferrable && s.opts.DeferFor > 0
 	fill:
 		for len(batch) < s.opts.MaxBatch {
 			select {
 			case w := <-s.writes:
 				batch = append(batch, w)
+				deferring = deferring && w.deferrable
 			default:
 				break fill
 			}
 		}
+		if deferring && len(batch) < s.opts.MaxBatch {
+			batch = s.waitForCompany(batch, timer)
+		}
 		s.commit(batch)
 	}
+}
+
+// waitForCompany holds a batch of deferrable writes until DeferFor has
+// passed, the batch is full, a write that is not deferrable arrives (it
+// joins the batch, which then commits at once), or the store closes.
+func (s *Store) waitForCompany(batch []*write, timer *time.Timer) []*write {
+	timer.Reset(s.opts.DeferFor)
+	defer timer.Stop()
+	for len(batch) < s.opts.MaxBatch {
+		select {
+		case w := <-s.writes:
+			batch = append(batch, w)
+			if !w.deferrable {
+				// Take what else is waiting too, then commit.
+				for len(batch) < s.opts.MaxBatch {
+					select {
+					case w := <-s.writes:
+						batch = append(batch, w)
+						continue
+					default:
+					}
+					break
+				}
+				return batch
+			}
+		case <-timer.C:
+			return batch
+		case <-s.closing:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit applies a batch in one transaction. If any write fails, the whole

@@ -36,6 +36,21 @@ type Engine interface {
 	Close() error
 }
 
+// Deferrer is an Engine that can hold writes nobody waits for, so that a
+// burst of them shares commits (Store.SubmitDeferred). Submit them with
+// SubmitDeferred, which falls back to Submit on an engine without it.
+type Deferrer interface {
+	SubmitDeferred(fn func(tx *Tx) error, after func(err error)) error
+}
+
+// SubmitDeferred submits fn as a deferrable write when e supports it.
+func SubmitDeferred(e Engine, fn func(tx *Tx) error, after func(err error)) error {
+	if d, ok := e.(Deferrer); ok {
+		return d.SubmitDeferred(fn, after)
+	}
+	return e.Submit(fn, after)
+}
+
 // ErrUnavailable means a clustered store cannot make writes durable now
 // (no quorum): nothing was written. Retry later.
 var ErrUnavailable = errors.New("store: the cluster has no quorum; the write is not acknowledged")
@@ -78,6 +93,11 @@ func (l *Local) Update(fn func(tx *Tx) error) error { return l.s.Update(wrapFn(f
 // Submit implements Engine.
 func (l *Local) Submit(fn func(tx *Tx) error, after func(err error)) error {
 	return l.s.Submit(wrapFn(fn), after)
+}
+
+// SubmitDeferred implements Deferrer.
+func (l *Local) SubmitDeferred(fn func(tx *Tx) error, after func(err error)) error {
+	return l.s.SubmitDeferred(wrapFn(fn), after)
 }
 
 // View implements Engine.

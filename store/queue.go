@@ -376,9 +376,10 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 	var out []AckOutcome
 	for _, id := range ids {
 		if seq, ok := receiptSeq(id); ok {
-			qk := rawQkey(raw, seq)
-			if v := qb.queue.Get(qk); v != nil && entryIs(v, id) {
-				if err := qb.queue.Delete(qk); err != nil {
+			// One descent of the tree finds the entry and deletes it.
+			qc := qb.queue.Cursor()
+			if k, v := qc.Seek(rawQkey(raw, seq)); k != nil && len(k) == len(raw)+8 && bytes.HasPrefix(k, raw) && be64(k[len(raw):]) == seq && entryIs(v, id) {
+				if err := qc.Delete(); err != nil {
 					return nil, err
 				}
 				out = append(out, AckOutcome{ID: id, Seq: seq, Receipt: true})
@@ -414,11 +415,12 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 		}
 		var from string
 		var charge int64
-		if v := qb.queue.Get(qk); v != nil {
+		qc := qb.queue.Cursor()
+		if k, v := qc.Seek(qk); k != nil && bytes.Equal(k, qk) {
 			from, charge = entryQuota(v)
-		}
-		if err := qb.queue.Delete(qk); err != nil {
-			return nil, err
+			if err := qc.Delete(); err != nil {
+				return nil, err
+			}
 		}
 		m := Message{ID: id, ClientMessageID: d.CMID, SenderPubkey: d.Sender, Receipts: !d.NoReceipts}
 		if d.Sender == "" {

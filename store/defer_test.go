@@ -1,0 +1,116 @@
+package store
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// afterChan is an after callback that reports its outcome on a channel.
+func afterChan() (func(error), chan error) {
+	ch := make(chan error, 1)
+	return func(err error) { ch <- err }, ch
+}
+
+func waitAfter(t *testing.T, ch chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: never committed", what)
+	}
+}
+
+// A deferrable write waits for company; the first write that is not
+// deferrable ends the wait and both commit in one transaction.
+func TestDeferredWriteJoinsTheNextWrite(t *testing.T) {
+	var log commitLog
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, DeferFor: time.Hour})
+	createTestBucket(t, s)
+	before := len(log.snapshot())
+	after, ch := afterChan()
+	if err := s.SubmitDeferred(putRaw("acked", "1"), after); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(putRaw("sent", "1")); err != nil {
+		t.Fatal(err)
+	}
+	waitAfter(t, ch, "the deferred write")
+	if got := log.snapshot()[before:]; len(got) != 1 || got[0] != 2 {
+		t.Fatalf("commits after the deferred write: %v, want one of 2 writes", got)
+	}
+	if getRaw(t, s, "acked") != "1" || getRaw(t, s, "sent") != "1" {
+		t.Fatal("a write of the shared commit is missing")
+	}
+}
+
+// Deferrable writes alone commit once DeferFor has passed, all together.
+func TestDeferredWritesCommitAfterDeferFor(t *testing.T) {
+	var log commitLog
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, DeferFor: 50 * time.Millisecond})
+	createTestBucket(t, s)
+	release := blockCommitter(t, s)
+	before := len(log.snapshot())
+	var chans []chan error
+	for i := range 5 {
+		after, ch := afterChan()
+		chans = append(chans, ch)
+		if err := s.SubmitDeferred(putRaw(fmt.Sprintf("k%d", i), "v"), after); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
+	for i, ch := range chans {
+		waitAfter(t, ch, fmt.Sprintf("deferred write %d", i))
+	}
+	// The blocker's commit, then one for the five.
+	if got := log.snapshot()[before:]; len(got) != 2 || got[1] != 5 {
+		t.Fatalf("commits: %v, want the blocker's then one of 5", got)
+	}
+}
+
+// A full batch of deferrable writes does not wait.
+func TestDeferredWritesCommitWhenTheBatchIsFull(t *testing.T) {
+	s := openAt(t, dbPath(t), Options{DeferFor: time.Hour, MaxBatch: 4})
+	createTestBucket(t, s)
+	var chans []chan error
+	for i := range 4 {
+		after, ch := afterChan()
+		chans = append(chans, ch)
+		if err := s.SubmitDeferred(putRaw(fmt.Sprintf("k%d", i), "v"), after); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, ch := range chans {
+		waitAfter(t, ch, fmt.Sprintf("deferred write %d", i))
+	}
+}
+
+// Close commits a deferred write at once, and it is in the file.
+func TestCloseCommitsDeferredWrites(t *testing.T) {
+	path := dbPath(t)
+	s := openAt(t, path, Options{DeferFor: time.Hour})
+	createTestBucket(t, s)
+	after, ch := afterChan()
+	if err := s.SubmitDeferred(putRaw("acked", "1"), after); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	waitAfter(t, ch, "the deferred write")
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for DeferFor")
+	}
+	s = openAt(t, path, Options{})
+	if getRaw(t, s, "acked") != "1" {
+		t.Fatal("the deferred write is not in the file after Close")
+	}
+}
