@@ -89,3 +89,19 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPrecomputeUncached is what the shared-key cache saves per pair:
+// the peer key's conversion and validation and the X25519 multiplication.
+func BenchmarkPrecomputeUncached(b *testing.B) {
+	ids := benchIDs(b, 2)
+	peer := ids[1].Public()
+	for b.Loop() {
+		px, err := peer.X25519()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := boxKey(&ids[0].xsec, px[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -34,14 +34,26 @@ func boxKey(sk *[32]byte, peerX25519 []byte) (*SharedKey, error) {
 	return k, nil
 }
 
-// Precompute derives the box key between self and peer once, for senders
-// that box many messages to the same peer. peer is validated first.
+// Precompute derives the box key between self and peer (crypto_box_beforenm),
+// once per pair for the process (sharedkeys.go); the returned key is shared
+// and must not be modified. peer is validated first.
 func Precompute(peer PublicKey, self *Identity) (*SharedKey, error) {
+	var id [64]byte
+	copy(id[:32], self.pub[:])
+	copy(id[32:], peer[:])
+	if k := cachedSharedKey(&id); k != nil {
+		return k, nil
+	}
 	px, err := peer.X25519()
 	if err != nil {
 		return nil, err
 	}
-	return boxKey(&self.xsec, px[:])
+	k, err := boxKey(&self.xsec, px[:])
+	if err != nil {
+		return nil, err
+	}
+	cacheSharedKey(&id, k)
+	return k, nil
 }
 
 // Seal boxes plaintext under k with a fresh random nonce.

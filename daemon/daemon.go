@@ -109,7 +109,6 @@ type Daemon struct {
 	acc     *acceptLog // the accept journal (acceptlog.go)
 	started time.Time
 	events  *eventHub
-	keys    *sealer
 	audit   auditState
 
 	ctx    context.Context
@@ -240,7 +239,6 @@ func Open(opts Options) (*Daemon, error) {
 		d.killAfter, _ = strconv.ParseInt(n, 10, 64)
 	}
 	d.events = newEventHub()
-	d.keys = newSealer()
 	if err := d.recoverOutbox(); err != nil {
 		db.Close()
 		return nil, err

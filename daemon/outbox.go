@@ -271,7 +271,11 @@ func preview(s string) string {
 func (d *Daemon) seal(m *meshRT, sender *cmcrypto.Identity, row *outboxRow, t *client.Target, plaintext []byte) error {
 	switch t.Kind {
 	case wire.KindBox:
-		k, err := d.keys.shared(sender, t.Spec)
+		pub, err := cmcrypto.ParsePublicKey(t.Spec)
+		if err != nil {
+			return err
+		}
+		k, err := cmcrypto.Precompute(pub, sender) // cached per pair
 		if err != nil {
 			return err
 		}
@@ -288,41 +292,6 @@ func (d *Daemon) seal(m *meshRT, sender *cmcrypto.Identity, row *outboxRow, t *c
 		return m.topics.sealTopicRow(sender, row, t, plaintext) // topics.go
 	}
 	return errors.New("unsupported target kind " + t.Kind)
-}
-
-// sealer caches box shared keys per (sender, recipient): the X25519 and
-// point-validation work of a box is ~50x the cost of sealing with a
-// precomputed key, and a daemon mostly talks to the same few peers.
-type sealer struct {
-	mu   sync.Mutex
-	keys map[string]*cmcrypto.SharedKey
-}
-
-func newSealer() *sealer { return &sealer{keys: map[string]*cmcrypto.SharedKey{}} }
-
-func (s *sealer) shared(self *cmcrypto.Identity, peer string) (*cmcrypto.SharedKey, error) {
-	id := self.PublicHex() + peer
-	s.mu.Lock()
-	k := s.keys[id]
-	s.mu.Unlock()
-	if k != nil {
-		return k, nil
-	}
-	pub, err := cmcrypto.ParsePublicKey(peer)
-	if err != nil {
-		return nil, err
-	}
-	k, err = cmcrypto.Precompute(pub, self)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	if len(s.keys) > 4096 {
-		clear(s.keys) // bounded; recomputing is cheap enough
-	}
-	s.keys[id] = k
-	s.mu.Unlock()
-	return k, nil
 }
 
 // drain is a mesh's worker: while the mesh is open it sends due pending rows
