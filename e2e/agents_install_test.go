@@ -106,13 +106,14 @@ func TestInstallUnderAnotherName(t *testing.T) {
 	u := newUser(t, "gina")
 	chome := t.TempDir()
 	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + chome}
+	// A hard link (or a copy made by cp): writing the executable from this
+	// process could leave its fd in a child forked meanwhile by a parallel
+	// test, and exec would fail with "text file busy".
 	cm := filepath.Join(t.TempDir(), "cm")
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cm, data, 0o755); err != nil {
-		t.Fatal(err)
+	if err := os.Link(bin, cm); err != nil {
+		if out, err := exec.Command("cp", bin, cm).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, out)
+		}
 	}
 	run := func(args ...string) string {
 		t.Helper()
