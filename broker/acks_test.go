@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -145,5 +146,73 @@ func TestIgnoringRateLimitsClosesTheConnection(t *testing.T) {
 	// An honest connection of the same member is untouched.
 	if _, limited := ackBurst(t, connect(t, b, alice, true, nil), 2, junkIDs(1)); limited != 0 {
 		t.Fatal("a new connection starts with its own budget")
+	}
+}
+
+// TestUnknownAcksRefusedBeforeDecoding: once a member's lookup budget has
+// fewer ids left than an ack frame carries, and nothing is in flight to
+// the connection's key, the frame is refused rate_limited before it is
+// parsed: an ill-shaped one (an id that is a number) gets rate_limited,
+// not invalid_argument, which only a parse can find. A connection of the
+// same member with pushes in flight still has its acks parsed and
+// settled.
+func TestUnknownAcksRefusedBeforeDecoding(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.AckRate = 10 }) // lookups: 50 ids/s, burst 200
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	flood := connect(t, b, bob, false, nil)
+
+	ids := junkIDs(maxAckIDs)
+	illShaped := []byte(`{"type":"client_ack","reqId":"early-1","messageIds":["` + strings.Join(ids[:maxAckIDs-1], `","`) + `",7]}`)
+	flood.write(illShaped)
+	var e wire.Error
+	flood.next(&e, wire.TypeError)
+	if e.Code != wire.CodeRateLimited || e.ReqID != "early-1" {
+		t.Fatalf("an ill-shaped 500-id ack past the lookup budget: %+v, want rate_limited before it is parsed", e)
+	}
+	// The same frame within the budget is parsed: refused for its shape.
+	small := []byte(`{"type":"client_ack","reqId":"early-2","messageIds":["` + ids[0] + `",7]}`)
+	flood.write(small)
+	flood.next(&e, wire.TypeError)
+	if e.Code != wire.CodeInvalidArgument || e.ReqID != "early-2" {
+		t.Fatalf("an ill-shaped 2-id ack within the budget: %+v, want invalid_argument", e)
+	}
+
+	// Bob's presence with a push in flight: its ack, 500 ids with the real
+	// one among them, is parsed and settles the push.
+	bc := connect(t, b, bob, true, nil)
+	ac := connect(t, b, alice, false, nil)
+	if ack := ac.sendAck(dm(t, alice, bob.pub(), "through")); ack.Error != nil {
+		t.Fatal(ack.Error)
+	}
+	p := bc.nextPush()
+	var acked wire.Acked
+	bc.request(map[string]any{"type": "client_ack", "messageIds": []string{p.MessageID}}, &acked, wire.TypeAcked)
+	if counterValue(t, b, "claudemesh_deliveries_pending", "") != 0 {
+		t.Fatal("the real ack did not settle the delivery")
+	}
+}
+
+func TestAckIDsAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		frame any
+		want  int
+	}{
+		{wire.ClientAck{Type: wire.TypeClientAck, MessageID: junkIDs(1)[0]}, 1},
+		{wire.ClientAck{Type: wire.TypeClientAck, ReqID: "r", MessageIDs: junkIDs(1)}, 1},
+		{wire.ClientAck{Type: wire.TypeClientAck, ReqID: "r", MessageIDs: junkIDs(500)}, 499},
+		{wire.ClientAck{Type: wire.TypeClientAck, ReqID: "r", MessageIDs: junkIDs(3), MessageID: junkIDs(1)[0]}, 4},
+	} {
+		data := wire.MustEncode(c.frame)
+		var a wire.ClientAck
+		wire.Decode(data, &a)
+		n := len(a.MessageIDs)
+		if a.MessageID != "" {
+			n++
+		}
+		if got := ackIDsAtLeast(data); got != c.want || got > n {
+			t.Errorf("%s: %d, want %d (at most the %d it carries)", data, got, c.want, n)
+		}
 	}
 }

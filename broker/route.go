@@ -74,6 +74,12 @@ func (c *conn) handle(data []byte) {
 		c.refusedForRate()
 		return
 	}
+	if env.Type == wire.TypeClientAck && c.refuseAckEarly(data) {
+		return
+	}
+	if env.Type == wire.TypeSend && c.refuseSendEarly(data) {
+		return
+	}
 	switch env.Type {
 	case wire.TypeSend:
 		c.handleSend(data, env, start)
@@ -178,6 +184,30 @@ func (c *conn) ackError(s *wire.Send, code, msg string, retryAfterMs int64) {
 	c.reply(wire.Ack{Type: wire.TypeAck, ID: s.ID, ReqID: s.ReqID, Error: &wire.AckError{Code: code, Message: msg, RetryAfterMs: retryAfterMs}})
 }
 
+// refuseSend answers a send its member's rate limits refused.
+func (c *conn) refuseSend(s *wire.Send, ref *sendRefusal) {
+	c.ackError(s, wire.CodeRateLimited, ref.msg, max(ref.retry.Milliseconds(), 1))
+	if ref.limit == "byte_rate" {
+		// Bytes are what the refusal is about: a client that keeps
+		// streaming 64 KiB frames past it is closed (refusedForRate).
+		c.refusedForRate()
+	}
+}
+
+// refuseSendEarly refuses, before it is decoded, a send its member's
+// budgets would refuse after (sendrate.go): the ack names the frame by
+// the id and reqId read from its first bytes (wire.PeekFields), each
+// echoed only if it is well-formed.
+func (c *conn) refuseSendEarly(data []byte) bool {
+	ref := c.b.refuseSendEarly(c.mem, len(data))
+	if ref == nil {
+		return false
+	}
+	f := wire.PeekFields(data, "id", "reqId")
+	c.refuseSend(&wire.Send{ID: safeReqID(f[0]), ReqID: safeReqID(f[1])}, ref)
+	return true
+}
+
 func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	var s wire.Send
 	if !c.decodeHot(data, &s, func() string { return s.ReqID }) {
@@ -200,12 +230,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		return
 	}
 	if ref := c.b.reserveSend(c.mem, len(data)); ref != nil {
-		c.ackError(&s, wire.CodeRateLimited, ref.msg, max(ref.retry.Milliseconds(), 1))
-		if ref.limit == "byte_rate" {
-			// Bytes are what the refusal is about: a client that keeps
-			// streaming 64 KiB frames past it is closed (refusedForRate).
-			c.refusedForRate()
-		}
+		c.refuseSend(&s, ref)
 		return
 	}
 	if s.Kind == wire.KindTopic {

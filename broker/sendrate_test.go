@@ -79,3 +79,48 @@ func TestByteRateHoldsOneMembersLargeSends(t *testing.T) {
 		next = dm(t, alice, alice.pub(), body)
 	}
 }
+
+// TestSendOverBudgetRefusedBeforeDecoding: a send frame the member's byte
+// budget cannot take is refused before it is parsed (a member streaming
+// 64 KiB frames past its budget made the broker decode each one only to
+// refuse it): an ill-shaped one gets a rate_limited ack naming its id and
+// reqId, not the invalid_argument error only a parse can find; within
+// the budget the same frame is parsed and refused for its shape.
+func TestSendOverBudgetRefusedBeforeDecoding(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ByteRate = 1 // no refill to speak of: the burst (one --max-frame) is all
+	cfg.ByteBurst = 0
+	b := startWith(t, cfg)
+	alice := createMesh(t, b, "team", "alice")
+	a := connect(t, b, alice, false, nil)
+	pad := strings.Repeat("x", 60000)
+	illShaped := func(id string) []byte {
+		return []byte(`{"type":"send","id":"` + id + `","reqId":"r-` + id + `","ciphertext":7,"pad":"` + pad + `"}`)
+	}
+	a.write(illShaped("within"))
+	var e wire.Error
+	a.next(&e, wire.TypeError)
+	if e.Code != wire.CodeInvalidArgument || e.ReqID != "r-within" {
+		t.Fatalf("an ill-shaped send within the budget: %+v, want invalid_argument", e)
+	}
+	body := strings.Repeat("y", 60000)
+	for i := 0; ; i++ {
+		ack := a.sendAck(dm(t, alice, alice.pub(), body))
+		if ack.Error != nil {
+			if ack.Error.Code != wire.CodeRateLimited {
+				t.Fatalf("send %d: %+v", i, ack.Error)
+			}
+			break
+		}
+		if i > 100 {
+			t.Fatal("100 frames of 60 KB within a 1 MiB budget")
+		}
+	}
+	a.write(illShaped("over"))
+	var ack wire.Ack
+	a.next(&ack, wire.TypeAck)
+	if ack.Error == nil || ack.Error.Code != wire.CodeRateLimited || ack.ID != "over" || ack.ReqID != "r-over" || ack.Error.RetryAfterMs <= 0 {
+		t.Fatalf("an ill-shaped send past the budget: %+v %+v, want a rate_limited ack of id over, reqId r-over, before it is parsed", ack, ack.Error)
+	}
+}

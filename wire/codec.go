@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -199,4 +200,40 @@ func ValidText(s string, maxBytes int) bool {
 		}
 	}
 	return true
+}
+
+// PeekFields returns the string values of the named top-level fields of
+// an object frame, reading it only as far as it must to find them all
+// (the frames this project writes put `id` and `reqId` right after
+// `type`). A field that is missing, not a string, or after a syntax error
+// comes back "". It is for answering a frame that is refused before it is
+// decoded (a send over the member's byte budget: broker/route.go), and
+// checks nothing else: its values must be validated before they are used.
+func PeekFields(data []byte, names ...string) []string {
+	out := make([]string, len(names))
+	dec := jsontext.NewDecoder(bytes.NewBuffer(data))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return out
+	}
+	left := len(names)
+	for left > 0 && dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return out
+		}
+		i := slices.Index(names, name.String())
+		if i < 0 || out[i] != "" || dec.PeekKind() != '"' {
+			if dec.SkipValue() != nil {
+				return out
+			}
+			continue
+		}
+		v, err := dec.ReadToken()
+		if err != nil {
+			return out
+		}
+		out[i] = v.String()
+		left--
+	}
+	return out
 }

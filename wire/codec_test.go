@@ -602,3 +602,19 @@ func TestPeekSalvagesReqID(t *testing.T) {
 		t.Fatalf("Peek = %+v, %v", env, err)
 	}
 }
+
+func TestPeekFields(t *testing.T) {
+	for _, c := range []struct{ frame, id, reqID string }{
+		{`{"type":"send","id":"a","reqId":"b","ciphertext":"zz"}`, "a", "b"},
+		{`{"ciphertext":"zz","keys":[{"k":"v"}],"reqId":"b","type":"send","id":"a"}`, "a", "b"},
+		{`{"type":"send","id":7,"reqId":"b"}`, "", "b"},
+		{`{"type":"send","id":"a"`, "a", ""},
+		{`{{{{`, "", ""},
+		{`[]`, "", ""},
+	} {
+		f := PeekFields([]byte(c.frame), "id", "reqId")
+		if f[0] != c.id || f[1] != c.reqID {
+			t.Errorf("%s: %q, want %q %q", c.frame, f, c.id, c.reqID)
+		}
+	}
+}
