@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"math"
@@ -44,6 +45,10 @@ type conn struct {
 	pres      *presence // nil for transient connections
 	transient bool
 	authed    atomic.Bool
+	// cut: a frame before the hello was junk or over the limit, with more
+	// of it unread; the connection is closed without reading the rest
+	// (reader goroutine only).
+	cut bool
 
 	// Writer queue.
 	wmu     sync.Mutex
@@ -180,7 +185,12 @@ func (c *conn) serve(handshakeDone func()) {
 	// but read nothing else of substance. Draining whatever came let a
 	// stranger stream junk for that second at every connection (bench
 	// --adversary: 53 MB read per connection, the honest peers' p99 ×4).
-	c.awaitCloseAnswer()
+	// A connection cut for junk skips even that: waiting for a frame
+	// reads (and drops) the rest of the one in progress, however large
+	// its header says it is, for that second.
+	if !c.cut {
+		c.awaitCloseAnswer()
+	}
 	c.finish()
 }
 
@@ -248,8 +258,22 @@ func (c *conn) readFrame() ([]byte, error) {
 		return nil, err
 	}
 	limit := c.b.cfg.MaxFrame
-	if !c.authed.Load() {
+	authed := c.authed.Load()
+	if !authed {
 		limit = min(limit, c.b.cfg.helloFrameLimit())
+	}
+	if !authed && mt == websocket.TextMessage {
+		head, junk, err := readHelloHead(r)
+		if err != nil {
+			return nil, err
+		}
+		if junk {
+			// Not the start of a JSON object: answered malformed
+			// (handshake) from these bytes, the rest never read.
+			c.cutPreHello()
+			return head, nil
+		}
+		r = io.MultiReader(bytes.NewReader(head), r)
 	}
 	data, err := readAll(r, limit+1)
 	if err != nil {
@@ -262,10 +286,13 @@ func (c *conn) readFrame() ([]byte, error) {
 		// that could destroy it before the client reads the reason.
 		c.ws.SetReadDeadline(time.Now().Add(time.Second))
 		swallow := int64(16 << 20)
-		if !c.authed.Load() {
+		if !authed {
 			swallow = helloFrameSwallow
 		}
-		io.CopyN(io.Discard, r, swallow)
+		if n, _ := io.CopyN(io.Discard, r, swallow); n == swallow && !authed {
+			// More than a hello a little too large: a stranger's.
+			c.cutPreHello()
+		}
 		return nil, errTooBig
 	}
 	if mt != websocket.TextMessage {
@@ -277,6 +304,46 @@ func (c *conn) readFrame() ([]byte, error) {
 		return nil, nil
 	}
 	return data, nil
+}
+
+// cutPreHello marks a connection whose frame before the hello is junk:
+// it is closed without reading the rest (serve).
+func (c *conn) cutPreHello() {
+	c.cut = true
+	c.b.metrics.limitTripped.WithLabelValues("pre_hello_cut").Inc()
+}
+
+// readHelloHead reads the first bytes of a frame before the hello, as
+// far as it takes to tell whether they can begin a JSON object with a
+// member (or an empty one): optional whitespace, '{', optional
+// whitespace, then '"' or '}'. Anything else there is junk (bench
+// --adversary's stranger writes frames of '{'), which need not be read
+// to its end. Whitespace alone for 64 bytes decides nothing.
+func readHelloHead(r io.Reader) (head []byte, junk bool, err error) {
+	buf := make([]byte, 0, 64)
+	open := false
+	for len(buf) < cap(buf) {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		for _, ch := range buf[len(buf) : len(buf)+n] {
+			switch {
+			case ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n':
+			case !open && ch == '{':
+				open = true
+			case open && (ch == '"' || ch == '}'):
+				return buf[:len(buf)+n], false, nil
+			default:
+				return buf[:len(buf)+n], true, nil
+			}
+		}
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	return buf, false, nil
 }
 
 // readAll is io.ReadAll(io.LimitReader(r, limit)) through pooled

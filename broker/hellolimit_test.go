@@ -62,3 +62,46 @@ func TestHelloFrameLimitFollowsMaxGroups(t *testing.T) {
 	r.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"list_peers","pad":"`+strings.Repeat("p", pad)+`"}`))
 	r.expectClose(websocket.CloseMessageTooBig, wire.ReasonFrameTooBig)
 }
+
+// TestPreHelloJunkIsCut: a stranger's frame before the hello that cannot
+// be a JSON object (bench --adversary writes frames of '{'), or is far
+// over the pre-hello limit, is not read to its end: the connection is
+// closed with the rest unread, so writing a frame larger than what the
+// sockets can buffer fails, and limits_tripped{pre_hello_cut} counts it.
+// The broker used to read (and drop) all of it, for up to a second a
+// connection, however large the frame's header said it was. A frame a
+// little over the limit is still read on so its sender sees 1009
+// (TestHelloFrameLimitFollowsMaxGroups).
+func TestPreHelloJunkIsCut(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	const size = 16 << 20 // over a loopback socket pair's buffers
+	for i, frame := range [][]byte{
+		bytes.Repeat([]byte("{"), size),
+		[]byte(`{"type":"hello","pad":"` + strings.Repeat("p", size) + `"}`),
+	} {
+		// One WebSocket frame (a write buffer that holds it whole): the
+		// rest of a frame being read is what a wait for the next one
+		// reads and drops.
+		d := websocket.Dialer{WriteBufferSize: len(frame) + 64}
+		ws, _, err := d.Dial(b.URL(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		if err := ws.WriteMessage(websocket.TextMessage, frame); err == nil {
+			t.Fatalf("frame %d: %d bytes written before the hello: the broker read them all", i, len(frame))
+		}
+		if got := counterValue(t, b, "claudemesh_limits_tripped_total", "pre_hello_cut"); got != float64(i+1) {
+			t.Fatalf("frame %d: limits_tripped{pre_hello_cut} = %v, want %d", i, got, i+1)
+		}
+	}
+	// Short junk is still answered.
+	r := dial(t, b)
+	r.ws.WriteMessage(websocket.TextMessage, []byte("{{{{"))
+	var e wire.Error
+	r.next(&e, wire.TypeError)
+	if e.Code != wire.CodeMalformed {
+		t.Fatalf("short junk before the hello: %+v, want malformed", e)
+	}
+}
