@@ -78,7 +78,11 @@ type conn struct {
 	backlog       bool
 	// window, when not 0, is this connection's resumed push window in
 	// messages (deliver.go): its recipient left pushes unacknowledged.
-	window  int
+	window int
+	// ackedAt is when this connection last settled a push it was sent
+	// (redeliver: one that acked nothing since is re-pushed a resumed
+	// window, not its whole window).
+	ackedAt time.Time
 	origins []string
 	closed  bool
 

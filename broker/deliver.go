@@ -29,6 +29,11 @@ import (
 // that never acks gets one push per connection. A recipient whose last
 // connection acked all it was pushed (a daemon back after a day offline
 // whose backlog was never pushed) starts with the full window.
+//
+// Redelivery does the same for a live connection: at --redeliver-after,
+// one that acked nothing since the oldest of the pushes being re-sent
+// went out gets the resumed window, not its whole window again (up to
+// 2 MiB every 30 s for as long as it stays open).
 
 // held reports whether next/low messages wait for this connection's
 // presence to become idle. Caller holds ms.mu.
@@ -114,6 +119,7 @@ func (c *conn) ackedLocked(id string) {
 		return
 	}
 	c.dropInflightLocked(id)
+	c.ackedAt = time.Now()
 	if c.window == 0 {
 		return
 	}
@@ -121,6 +127,21 @@ func (c *conn) ackedLocked(id string) {
 		c.window = 0
 		delete(c.ms.unacked, c.pubkey)
 	}
+}
+
+// redeliveryWindowLocked shrinks the window of a connection that acked
+// nothing since the oldest of the pushes now re-sent was sent to
+// --resume-window, widened by acks as a resumed one is. A live
+// connection that never acks was re-pushed its whole window (up to 2 MiB)
+// every --redeliver-after, for as long as it stayed open; one that acks,
+// however slowly, keeps its window. Caller holds ms.mu.
+func (c *conn) redeliveryWindowLocked(oldest time.Time) {
+	w := c.b.cfg.ResumeWindow
+	if w <= 0 || w >= maxInflight || c.ackedAt.After(oldest) || (c.window > 0 && c.window <= w) {
+		return
+	}
+	c.window = w
+	c.b.metrics.limitTripped.WithLabelValues("redeliver_window").Inc()
 }
 
 // leftUnackedLocked marks c's recipient key when c closes with pushes
@@ -250,15 +271,20 @@ func (h *hub) redeliver(ms *meshState, now time.Time) {
 			continue
 		}
 		expired := 0
+		var oldest time.Time
 		for id, f := range c.inflight {
 			if now.Sub(f.sentAt) >= cfg.RedeliverAfter {
 				delete(c.inflight, id)
 				c.inflightBytes -= f.size
 				expired++
+				if oldest.IsZero() || f.sentAt.Before(oldest) {
+					oldest = f.sentAt
+				}
 			}
 		}
 		if expired > 0 {
 			h.b.metrics.redeliveries.Add(float64(expired))
+			c.redeliveryWindowLocked(oldest)
 			c.requestRefill()
 			continue
 		}

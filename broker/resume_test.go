@@ -157,3 +157,116 @@ func TestResumeWindowSiblingAndDisabled(t *testing.T) {
 		}
 	}
 }
+
+// pushesAgainBeforeReply counts the pushes (new or re-sent) r receives
+// before the answer to a list_peers it sends now.
+func (r *rawConn) pushesAgainBeforeReply() int {
+	r.t.Helper()
+	reqID := "count-" + ulid.Make().String()
+	r.write(map[string]any{"type": "list_peers", "reqId": reqID})
+	n := 0
+	for {
+		data := r.read()
+		env, err := wire.Peek(data)
+		if err != nil {
+			r.t.Fatalf("bad frame %s: %v", data, err)
+		}
+		if env.ReqID == reqID {
+			return n
+		}
+		var p wire.Push
+		if env.Type == wire.TypePush && wire.Decode(data, &p) == nil && p.Subtype != wire.SubtypeSystem {
+			r.note(data, env)
+			n++
+		}
+	}
+}
+
+// TestRedeliveryWindowForAConnectionThatNeverAcks: a live connection that
+// acked nothing of what it was pushed is re-sent one push at
+// --redeliver-after, not its whole window (up to 2 MiB every 30 s for as
+// long as it stays open); its acks widen the window again and the rest
+// comes in order. A connection that acked since keeps its full window.
+func TestRedeliveryWindowForAConnectionThatNeverAcks(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) {
+		c.Rate = 0
+		c.RedeliverAfter = 2 * time.Second
+	})
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	carol := addMember(t, b, alice, "team", "carol")
+	a := connect(t, b, alice, false, nil)
+	bc := connect(t, b, bob, true, nil)
+	cc := connect(t, b, carol, true, nil)
+	const n = 10
+	// sendAll pipelines n DMs to one recipient, so its pushes go out
+	// together, well within --redeliver-after of each other.
+	sendAll := func(to ident) []string {
+		var sends []wire.Send
+		for range n {
+			sends = append(sends, dm(t, alice, to.pub(), "m"))
+		}
+		for _, s := range sends {
+			a.write(s)
+		}
+		var ids []string
+		for len(ids) < len(sends) {
+			var ack wire.Ack
+			if a.next(&ack, wire.TypeAck, wire.TypeReceipt).Type == wire.TypeReceipt {
+				continue // of carol's ack
+			}
+			if ack.Error != nil {
+				t.Fatalf("ack %+v", ack.Error)
+			}
+			ids = append(ids, ack.MessageID)
+		}
+		return ids
+	}
+	// Carol acks her first push, then nothing: she is alive, and her
+	// window stays whole.
+	sendAll(carol)
+	first := cc.nextPush()
+	cc.write(wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: []string{first.MessageID}})
+	for range n - 1 {
+		cc.nextPush()
+	}
+	order := sendAll(bob)
+	for range n {
+		bc.nextPush()
+	}
+
+	// Bob acked nothing: the redelivery sends him one.
+	again := bc.nextPushAgain()
+	if got := 1 + bc.pushesAgainBeforeReply(); got > n/2 {
+		t.Fatalf("bob acked nothing and was re-pushed %d of his %d at once, want 1 (one per --redeliver-after)", got, n)
+	}
+	if again.MessageID != order[0] {
+		t.Fatalf("re-pushed %s first, want the oldest %s", again.MessageID, order[0])
+	}
+	if counterValue(t, b, "claudemesh_limits_tripped_total", "redeliver_window") < 1 {
+		t.Fatal("limits_tripped{redeliver_window} not counted")
+	}
+	// Carol, who acked, is re-pushed the rest of her window at once.
+	cc.nextPushAgain()
+	if got := 1 + cc.pushesAgainBeforeReply(); got < n-1 {
+		t.Fatalf("carol acked and was re-pushed %d of her %d unacked at once, want all", got, n-1)
+	}
+
+	// Bob's acks widen his window: everything comes, in order.
+	got := []string{again.MessageID}
+	bc.write(wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: []string{again.MessageID}})
+	for len(got) < n {
+		p := bc.nextPushAgain()
+		if p.MessageID == got[len(got)-1] {
+			continue // the same one again, after another --redeliver-after
+		}
+		got = append(got, p.MessageID)
+		bc.write(wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: []string{p.MessageID}})
+	}
+	for i := range order {
+		if got[i] != order[i] {
+			t.Fatalf("push %d is %s, want %s (FIFO)", i, got[i], order[i])
+		}
+	}
+}
