@@ -80,8 +80,8 @@ type conn struct {
 	// messages (deliver.go): its recipient left pushes unacknowledged.
 	window int
 	// ackedAt is when this connection last settled a push it was sent
-	// (redeliver: one that acked nothing since is re-pushed a resumed
-	// window, not its whole window).
+	// (expireInflightLocked: one that acked nothing since its expired
+	// pushes went out is re-sent --resume-window of them, not all).
 	ackedAt time.Time
 	origins []string
 	closed  bool

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"time"
 
 	"claudemesh/store"
@@ -30,10 +31,11 @@ import (
 // connection acked all it was pushed (a daemon back after a day offline
 // whose backlog was never pushed) starts with the full window.
 //
-// Redelivery does the same for a live connection: at --redeliver-after,
-// one that acked nothing since the oldest of the pushes being re-sent
-// went out gets the resumed window, not its whole window again (up to
-// 2 MiB every 30 s for as long as it stays open).
+// Redelivery is bounded the same way for a live connection: at
+// --redeliver-after, one that acked nothing since the oldest of its
+// expired pushes went out is re-sent --resume-window of them, not its
+// whole window again (up to 2 MiB every 30 s for as long as it stays
+// open): expireInflightLocked.
 
 // held reports whether next/low messages wait for this connection's
 // presence to become idle. Caller holds ms.mu.
@@ -129,19 +131,37 @@ func (c *conn) ackedLocked(id string) {
 	}
 }
 
-// redeliveryWindowLocked shrinks the window of a connection that acked
-// nothing since the oldest of the pushes now re-sent was sent to
-// --resume-window, widened by acks as a resumed one is. A live
-// connection that never acks was re-pushed its whole window (up to 2 MiB)
-// every --redeliver-after, for as long as it stayed open; one that acks,
-// however slowly, keeps its window. Caller holds ms.mu.
-func (c *conn) redeliveryWindowLocked(oldest time.Time) {
-	w := c.b.cfg.ResumeWindow
-	if w <= 0 || w >= maxInflight || c.ackedAt.After(oldest) || (c.window > 0 && c.window <= w) {
-		return
+// expireInflightLocked drops from c's window the pushes unacked for
+// --redeliver-after, so that refill sends them again, and reports how
+// many. A connection that acked nothing since the oldest of them went out
+// gets only the oldest --resume-window of them again (counted
+// limits_tripped{redeliver_window}); the others stay in its window,
+// unsent, until a later round or an ack. A live connection that never
+// acks was re-sent its whole window (up to 2 MiB) every
+// --redeliver-after, for as long as it stayed open; one that acks,
+// however slowly, still gets all of them. New messages are not held:
+// the window is the same size either way. Caller holds ms.mu.
+func (c *conn) expireInflightLocked(now time.Time) int {
+	after := c.b.cfg.RedeliverAfter
+	var expired []string
+	var oldest time.Time
+	for id, f := range c.inflight {
+		if now.Sub(f.sentAt) >= after {
+			expired = append(expired, id)
+			if oldest.IsZero() || f.sentAt.Before(oldest) {
+				oldest = f.sentAt
+			}
+		}
 	}
-	c.window = w
-	c.b.metrics.limitTripped.WithLabelValues("redeliver_window").Inc()
+	if w := c.b.cfg.ResumeWindow; w > 0 && len(expired) > w && !c.ackedAt.After(oldest) {
+		slices.SortFunc(expired, func(a, b string) int { return c.inflight[a].sentAt.Compare(c.inflight[b].sentAt) })
+		expired = expired[:w]
+		c.b.metrics.limitTripped.WithLabelValues("redeliver_window").Inc()
+	}
+	for _, id := range expired {
+		c.dropInflightLocked(id)
+	}
+	return len(expired)
 }
 
 // leftUnackedLocked marks c's recipient key when c closes with pushes
@@ -270,21 +290,8 @@ func (h *hub) redeliver(ms *meshState, now time.Time) {
 		if c == nil || c.closed {
 			continue
 		}
-		expired := 0
-		var oldest time.Time
-		for id, f := range c.inflight {
-			if now.Sub(f.sentAt) >= cfg.RedeliverAfter {
-				delete(c.inflight, id)
-				c.inflightBytes -= f.size
-				expired++
-				if oldest.IsZero() || f.sentAt.Before(oldest) {
-					oldest = f.sentAt
-				}
-			}
-		}
-		if expired > 0 {
+		if expired := c.expireInflightLocked(now); expired > 0 {
 			h.b.metrics.redeliveries.Add(float64(expired))
-			c.redeliveryWindowLocked(oldest)
 			c.requestRefill()
 			continue
 		}
