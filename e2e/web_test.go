@@ -350,6 +350,7 @@ func TestWebChat(t *testing.T) {
 		dave.join(alice.invite().Link)
 		dave.startDaemon()
 		dave.waitDaemonOpen()
+		br.waitJS("dave online again in the people list", `(() => { const d = `+peerButton(dave.whoami().Meshes[0].Pubkey)+`; return d && d.querySelector('.dot.on'); })()`, 15*time.Second)
 		api := localapi.New(localapi.SocketPath(dave.home))
 		ctx := context.Background()
 		if _, err := api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "deploys", Description: "deploy announcements"}, nil); err != nil {
@@ -399,6 +400,7 @@ func TestWebChat(t *testing.T) {
 		// older one too (a refresh re-reads only the newest page).
 		dave.startDaemon()
 		dave.waitDaemonOpen()
+		br.waitJS("dave online again in the people list", `(() => { const d = `+peerButton(dave.whoami().Meshes[0].Pubkey)+`; return d && d.querySelector('.dot.on'); })()`, 15*time.Second)
 		br.waitJS("the newest post, readable once dave's daemon shared the key", hasMessage("deploy 54"), 30*time.Second)
 		br.waitJS("the oldest post, readable too", hasMessage("deploy 0"), 30*time.Second)
 		// Live posts, and the page's own.
@@ -424,6 +426,15 @@ func TestWebChat(t *testing.T) {
 		}
 		if n := eval[int](br, `document.querySelectorAll('#message-list .msg').length`); n != posts+2 {
 			t.Fatalf("%d posts shown, want %d", n, posts+2)
+		}
+		// In the order dave posted them, though many share a millisecond.
+		order := eval[string](br, `[...document.querySelectorAll('#message-list .msg .body')].map(e => e.textContent).filter(b => /^deploy \d+$/.test(b)).map(b => b.slice(7)).join(',')`)
+		want := make([]string, posts)
+		for i := range want {
+			want[i] = fmt.Sprint(i)
+		}
+		if order != strings.Join(want, ",") {
+			t.Fatalf("the posts are shown in the order %s", order)
 		}
 		eval[bool](br, `(document.getElementById('messages').scrollTop = 1e9, true)`)
 		br.screenshot("04-topic")

@@ -877,7 +877,8 @@
     const list = $('message-list');
     let before = null;
     for (let n = list.lastElementChild; n; n = n.previousElementSibling) {
-      if (Number(n.dataset.at) <= it.at) break;
+      const at = Number(n.dataset.at);
+      if (at < it.at || (at === it.at && n.dataset.mid <= node.dataset.mid)) break;
       before = n;
     }
     list.insertBefore(node, before);
@@ -954,6 +955,10 @@
     const li = el('li', 'msg');
     li.dataset.key = key;
     li.dataset.at = String(it.at);
+    // The broker's message id breaks ties of the same millisecond: its ids
+    // grow in the order it took the messages (ULIDs, monotonic), and a
+    // page arrives newest first, so without it a burst showed swapped.
+    li.dataset.mid = (it.in ? it.in.messageId : it.out.messageId) || '';
     li.dataset.from = it.in ? it.in.senderPubkey : 'me';
     const bubble = el('div', 'bubble');
     const head = el('div', 'who');
