@@ -350,7 +350,7 @@ func TestWebChat(t *testing.T) {
 		dave.join(alice.invite().Link)
 		dave.startDaemon()
 		dave.waitDaemonOpen()
-		br.waitJS("dave online again in the people list", `(() => { const d = `+peerButton(dave.whoami().Meshes[0].Pubkey)+`; return d && d.querySelector('.dot.on'); })()`, 15*time.Second)
+		br.waitJS("dave online in the people list", `(() => { const d = `+peerButton(dave.whoami().Meshes[0].Pubkey)+`; return d && d.querySelector('.dot.on'); })()`, 15*time.Second)
 		api := localapi.New(localapi.SocketPath(dave.home))
 		ctx := context.Background()
 		if _, err := api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "deploys", Description: "deploy announcements"}, nil); err != nil {
