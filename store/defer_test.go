@@ -12,6 +12,21 @@ func afterChan() (func(error), chan error) {
 	return func(err error) { ch <- err }, ch
 }
 
+// submitDeferred submits n deferrable puts (k0, k1, …) and returns the
+// channels their callbacks report on.
+func submitDeferred(t *testing.T, s *Store, n int) []chan error {
+	t.Helper()
+	var chans []chan error
+	for i := range n {
+		after, ch := afterChan()
+		chans = append(chans, ch)
+		if err := s.SubmitDeferred(putRaw(fmt.Sprintf("k%d", i), "v"), after); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return chans
+}
+
 func waitAfter(t *testing.T, ch chan error, what string) {
 	t.Helper()
 	select {
@@ -54,14 +69,7 @@ func TestDeferredWritesCommitAfterDeferFor(t *testing.T) {
 	createTestBucket(t, s)
 	release := blockCommitter(t, s)
 	before := len(log.snapshot())
-	var chans []chan error
-	for i := range 5 {
-		after, ch := afterChan()
-		chans = append(chans, ch)
-		if err := s.SubmitDeferred(putRaw(fmt.Sprintf("k%d", i), "v"), after); err != nil {
-			t.Fatal(err)
-		}
-	}
+	chans := submitDeferred(t, s, 5)
 	release()
 	for i, ch := range chans {
 		waitAfter(t, ch, fmt.Sprintf("deferred write %d", i))
@@ -76,15 +84,7 @@ func TestDeferredWritesCommitAfterDeferFor(t *testing.T) {
 func TestDeferredWritesCommitWhenTheBatchIsFull(t *testing.T) {
 	s := openAt(t, dbPath(t), Options{DeferFor: time.Hour, MaxBatch: 4})
 	createTestBucket(t, s)
-	var chans []chan error
-	for i := range 4 {
-		after, ch := afterChan()
-		chans = append(chans, ch)
-		if err := s.SubmitDeferred(putRaw(fmt.Sprintf("k%d", i), "v"), after); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, ch := range chans {
+	for i, ch := range submitDeferred(t, s, 4) {
 		waitAfter(t, ch, fmt.Sprintf("deferred write %d", i))
 	}
 }
