@@ -16,9 +16,17 @@ import (
 // connection's window let through, without waiting for silence.
 func (r *rawConn) pushesBeforeReply() []string {
 	r.t.Helper()
+	ids, _ := r.pushesUntilReply()
+	return ids
+}
+
+// pushesUntilReply sends a list_peers and reads until its answer: the ids
+// of the new pushes before it, and how many pushes came, re-sent ones
+// included.
+func (r *rawConn) pushesUntilReply() (fresh []string, all int) {
+	r.t.Helper()
 	reqID := "count-" + ulid.Make().String()
 	r.write(map[string]any{"type": "list_peers", "reqId": reqID})
-	var ids []string
 	for {
 		data := r.read()
 		env, err := wire.Peek(data)
@@ -26,7 +34,7 @@ func (r *rawConn) pushesBeforeReply() []string {
 			r.t.Fatalf("bad frame %s: %v", data, err)
 		}
 		if env.ReqID == reqID {
-			return ids
+			return fresh, all
 		}
 		if env.Type != wire.TypePush {
 			continue
@@ -38,8 +46,9 @@ func (r *rawConn) pushesBeforeReply() []string {
 		if p.Subtype == wire.SubtypeSystem {
 			continue
 		}
+		all++
 		if _, seen := r.note(data, env); !seen {
-			ids = append(ids, p.MessageID)
+			fresh = append(fresh, p.MessageID)
 		}
 	}
 }
@@ -158,28 +167,12 @@ func TestResumeWindowSiblingAndDisabled(t *testing.T) {
 	}
 }
 
-// pushesAgainBeforeReply counts the pushes (new or re-sent) r receives
-// before the answer to a list_peers it sends now.
+// pushesAgainBeforeReply counts the pushes r receives before the answer
+// to a list_peers it sends now, re-sent ones included.
 func (r *rawConn) pushesAgainBeforeReply() int {
 	r.t.Helper()
-	reqID := "count-" + ulid.Make().String()
-	r.write(map[string]any{"type": "list_peers", "reqId": reqID})
-	n := 0
-	for {
-		data := r.read()
-		env, err := wire.Peek(data)
-		if err != nil {
-			r.t.Fatalf("bad frame %s: %v", data, err)
-		}
-		if env.ReqID == reqID {
-			return n
-		}
-		var p wire.Push
-		if env.Type == wire.TypePush && wire.Decode(data, &p) == nil && p.Subtype != wire.SubtypeSystem {
-			r.note(data, env)
-			n++
-		}
-	}
+	_, all := r.pushesUntilReply()
+	return all
 }
 
 // TestRedeliveryWindowForAConnectionThatNeverAcks: a live connection that
