@@ -55,15 +55,7 @@ func clusterConfigs(t *testing.T, name string, n int, mutate func(*Config)) []Co
 	if n == 1 {
 		replicas = 1
 	}
-	var routes []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes = append(routes, ln.Addr().String())
-		ln.Close()
-	}
+	routes := freeRoutes(t, n)
 	cfgs := make([]Config, n)
 	for i := range n {
 		cfg := testConfig(t)
@@ -85,11 +77,51 @@ func clusterConfigs(t *testing.T, name string, n int, mutate func(*Config)) []Co
 	return cfgs
 }
 
+// freeRoutes picks n free loopback ports for the nodes' routes. A port is
+// free when picked, not necessarily when a node listens on it: see
+// startConfigs.
+func freeRoutes(t *testing.T, n int) []string {
+	t.Helper()
+	var routes []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, ln.Addr().String())
+		ln.Close()
+	}
+	return routes
+}
+
 // startConfigs starts a broker per configuration, all at once (a cluster's
 // log needs a quorum of its nodes to be created), closing them at the end
 // of the test. On an error the others are closed and the first error is
 // returned.
+//
+// A cluster restarted on its route ports can find one taken meanwhile (a
+// parallel test's connection got it as its source port): the node refuses
+// to start ("the route port … cannot be used"), or, when the port went
+// between that check and NATS's listen, its NATS server never becomes
+// ready ("did not start"). Since every node starts here, the
+// cluster is tried again on fresh ports, which changes nothing the nodes
+// keep: the routes are only where they find each other.
 func startConfigs(t *testing.T, cfgs []Config) ([]*Broker, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		out, err := startConfigsOnce(t, cfgs)
+		if err == nil || attempt == 3 || len(cfgs) < 2 || cfgs[0].Cluster == nil || !strings.Contains(err.Error(), "did not start") && !strings.Contains(err.Error(), "route port") {
+			return out, err
+		}
+		t.Logf("the cluster did not start (%v); again on fresh route ports", err)
+		routes := freeRoutes(t, len(cfgs))
+		for i := range cfgs {
+			cfgs[i].Cluster.Listen, cfgs[i].Cluster.Routes = routes[i], routes
+		}
+	}
+}
+
+func startConfigsOnce(t *testing.T, cfgs []Config) ([]*Broker, error) {
 	t.Helper()
 	out := make([]*Broker, len(cfgs))
 	errs := make(chan error, len(cfgs))
