@@ -110,25 +110,3 @@ func TestRoutesSpeakOnlyTLS(t *testing.T) {
 		t.Fatalf("no INFO inside TLS: %q %v", info, err)
 	}
 }
-
-// A route port that is taken fails the start at once, saying which port:
-// NATS would only log it and never become ready, and the start would wait
-// its 30 s for nothing.
-func TestTakenRoutePortFailsAtOnce(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	addr := ln.Addr().String()
-	start := time.Now()
-	n, err := Start(Config{Name: "taken", NodeID: "n1", Listen: addr, DataDir: t.TempDir(), Replicas: 1, RouteSecret: testSecret})
-	if err == nil {
-		n.Close()
-		t.Fatal("a node started on a taken route port")
-	}
-	if !strings.Contains(err.Error(), "route port "+addr+" cannot be used") {
-		t.Fatalf("error %q does not name the port", err)
-	}
-	t.Logf("refused after %s: %v", time.Since(start), err)
-}
