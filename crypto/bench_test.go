@@ -79,6 +79,16 @@ func BenchmarkValidatePublicKey(b *testing.B) {
 	}
 }
 
+// BenchmarkValidatePublicKeyUncached is what validKeys saves per key.
+func BenchmarkValidatePublicKeyUncached(b *testing.B) {
+	p := benchIDs(b, 1)[0].Public()
+	for b.Loop() {
+		if _, err := decodePoint(p[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkVerify(b *testing.B) {
 	id := benchIDs(b, 1)[0]
 	msg := "claudemesh/hello/v1|01JDQM9S346Q3D25VT4F5V37E3|01JDQS3E28JT97KB6CQ643DZVM|x|y|1764093600000|z"

@@ -41,7 +41,7 @@ func Precompute(peer PublicKey, self *Identity) (*SharedKey, error) {
 	var id [64]byte
 	copy(id[:32], self.pub[:])
 	copy(id[32:], peer[:])
-	if k := cachedSharedKey(&id); k != nil {
+	if k, ok := sharedKeys.get(id); ok {
 		return k, nil
 	}
 	px, err := peer.X25519()
@@ -52,7 +52,7 @@ func Precompute(peer PublicKey, self *Identity) (*SharedKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	cacheSharedKey(&id, k)
+	sharedKeys.put(id, k)
 	return k, nil
 }
 

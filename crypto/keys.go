@@ -78,10 +78,17 @@ func decodePoint(b []byte) (*edwards25519.Point, error) {
 // ValidatePublicKey reports whether p is a canonical encoding of a point of
 // the prime-order subgroup that is not of small order (ErrBadKey if not).
 // Keys are checked at join, at hello and before every use; the functions of
-// this package that take a PublicKey do so themselves.
+// this package that take a PublicKey do so themselves. A key accepted once
+// is remembered (validKeys, sharedkeys.go).
 func ValidatePublicKey(p PublicKey) error {
-	_, err := decodePoint(p[:])
-	return err
+	if _, ok := validKeys.get(p); ok {
+		return nil
+	}
+	if _, err := decodePoint(p[:]); err != nil {
+		return err
+	}
+	validKeys.put(p, struct{}{})
+	return nil
 }
 
 // Hex is the wire form: 64 lowercase hex characters.

@@ -2,37 +2,65 @@ package crypto
 
 import "sync"
 
-// sharedKeysMax bounds the process's cache of box keys: 16,384 pairs is
-// about 2 MB, more than a daemon's peers times its identities, and enough
-// for a bench of 100 peers DMing each other to hit it most of the time.
-const sharedKeysMax = 16384
+// Two process-wide caches of pure functions of public keys, each bounded:
+// a client checks and boxes to the same few keys over and over (every DM
+// it opens names its sender's key, a broadcast's recipients each open a key
+// entry from the same sender), and both computations cost ~100× what the
+// message itself does.
+const (
+	// sharedKeysMax: 16,384 box keys is about 2 MB, more than a daemon's
+	// peers times its identities, and enough for a bench of 100 peers
+	// DMing each other to hit it most of the time.
+	sharedKeysMax = 16384
+	// validKeysMax: 16,384 keys known valid, about 1 MB.
+	validKeysMax = 16384
+)
 
-// sharedKeys caches Precompute's results per (self, peer): the peer key's
-// point decoding and the X25519 multiplication cost ~50× sealing or opening
-// a message with the precomputed key, and a client boxes to and opens from
-// the same few peers over and over (a broadcast's recipients each open a key
-// entry from the same sender). The key includes self's public key, which
-// only its own secret key has (an Identity derives both from its seed), so
-// one identity never gets another's key.
-var sharedKeys = struct {
-	sync.Mutex
-	m map[[64]byte]*SharedKey
-}{m: make(map[[64]byte]*SharedKey)}
+// sharedKeys caches Precompute's results per (self, peer). The key
+// includes self's public key, which only its own secret key has (an
+// Identity derives both from its seed), so one identity never gets
+// another's key.
+var sharedKeys = newBoundedCache[[64]byte, *SharedKey](sharedKeysMax)
 
-func cachedSharedKey(id *[64]byte) *SharedKey {
-	sharedKeys.Lock()
-	defer sharedKeys.Unlock()
-	return sharedKeys.m[*id]
+// validKeys holds the public keys ValidatePublicKey accepted: its subgroup
+// check is a full scalar multiplication, and it runs for every key parsed
+// and every signature verified. Only accepted keys are kept; a refused one
+// is checked again each time.
+var validKeys = newBoundedCache[PublicKey, struct{}](validKeysMax)
+
+// boundedCache is a map of at most max entries; past it one arbitrary entry
+// makes room for each new one (bounded, and no cliff of a full clear).
+type boundedCache[K comparable, V any] struct {
+	mu  sync.Mutex
+	max int
+	m   map[K]V
 }
 
-func cacheSharedKey(id *[64]byte, k *SharedKey) {
-	sharedKeys.Lock()
-	defer sharedKeys.Unlock()
-	if len(sharedKeys.m) >= sharedKeysMax {
-		for old := range sharedKeys.m { // one arbitrary entry out: bounded, and no cliff
-			delete(sharedKeys.m, old)
+func newBoundedCache[K comparable, V any](max int) *boundedCache[K, V] {
+	return &boundedCache[K, V]{max: max, m: make(map[K]V)}
+}
+
+func (c *boundedCache[K, V]) get(k K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[k]
+	return v, ok
+}
+
+func (c *boundedCache[K, V]) put(k K, v V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
+		for old := range c.m {
+			delete(c.m, old)
 			break
 		}
 	}
-	sharedKeys.m[*id] = k
+	c.m[k] = v
+}
+
+func (c *boundedCache[K, V]) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }

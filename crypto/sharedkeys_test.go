@@ -47,18 +47,50 @@ func TestPrecomputeCachesPerPair(t *testing.T) {
 	}
 }
 
-// The cache stays within its bound however many pairs go through it.
+// The cache stays within its bound however many pairs go through it. (A
+// cache of its own: made-up entries never reach the process's.)
 func TestSharedKeysBounded(t *testing.T) {
+	c := newBoundedCache[[64]byte, *SharedKey](sharedKeysMax)
 	var k SharedKey
 	for i := range sharedKeysMax + 100 {
 		var id [64]byte
 		id[0], id[1], id[2], id[63] = byte(i), byte(i>>8), byte(i>>16), 0xee
-		cacheSharedKey(&id, &k)
+		c.put(id, &k)
 	}
-	sharedKeys.Lock()
-	n := len(sharedKeys.m)
-	sharedKeys.Unlock()
-	if n > sharedKeysMax {
+	if n := c.len(); n > sharedKeysMax {
 		t.Fatalf("%d cached keys, bound %d", n, sharedKeysMax)
+	}
+}
+
+// ValidatePublicKey remembers the keys it accepted, never one it refused,
+// and stays within its bound.
+func TestValidKeysCached(t *testing.T) {
+	id, err := IdentityFromSeed(bytes.Repeat([]byte{0x7a}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidatePublicKey(id.Public()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := validKeys.get(id.Public()); !ok {
+		t.Fatal("an accepted key was not remembered")
+	}
+	var bad PublicKey // the identity point: of small order
+	for range 2 {
+		if ValidatePublicKey(bad) == nil {
+			t.Fatal("a key of small order was accepted")
+		}
+	}
+	if _, ok := validKeys.get(bad); ok {
+		t.Fatal("a refused key was remembered")
+	}
+	c := newBoundedCache[PublicKey, struct{}](validKeysMax) // made-up keys stay out of the process's
+	for i := range validKeysMax + 100 {
+		var p PublicKey
+		p[0], p[1], p[2], p[31] = byte(i), byte(i>>8), byte(i>>16), 0xee
+		c.put(p, struct{}{})
+	}
+	if n := c.len(); n > validKeysMax {
+		t.Fatalf("%d remembered keys, bound %d", n, validKeysMax)
 	}
 }
