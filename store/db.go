@@ -27,7 +27,7 @@ import (
 
 // SchemaVersion is the broker layout this code reads and writes. Open
 // migrates older files forward and refuses newer ones.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("store: closed")
@@ -89,6 +89,16 @@ var BrokerMigrations = []Migration{
 	func(tx *bolt.Tx) error { return migrateTopics(WrapTx(tx, nil)) },
 	// 5 → 6: the append-friendly queue layout (migrate_queue.go).
 	func(tx *bolt.Tx) error { return migrateQueueLayout(WrapTx(tx, nil)) },
+	// 6 → 7: pushes larger than a page live apart from the other bodies
+	// (queue.go, largeBody). Nothing is moved; a broker of schema 6 would
+	// read a large message's count-only body record as an empty push, so
+	// the bump makes it refuse the file.
+	func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeshes).ForEachBucket(func(id []byte) error {
+			_, err := tx.Bucket(bucketMeshes).Bucket(id).CreateBucketIfNotExists(bLargeBodies)
+			return err
+		})
+	},
 }
 
 // Options tune a Store.

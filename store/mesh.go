@@ -18,20 +18,21 @@ var (
 // Each mesh lives in its own sub-bucket of "meshes", holding these buckets.
 var (
 	keyInfo       = []byte("info")
-	bMembers      = []byte("members")  // memberId → Member
-	bPubkeys      = []byte("pubkeys")  // raw pubkey → memberId
-	bNames        = []byte("names")    // case-folded display name → memberId
-	bSessions     = []byte("sessions") // raw session pubkey → Session
-	bInvites      = []byte("invites")  // inviteId → Invite
-	bMsgs         = []byte("msgs")     // messageId → Message
-	bDlv          = []byte("dlv")      // messageId ‖ raw recipient → Delivery
-	bQueue        = []byte("queue")    // raw recipient ‖ seq → QueueEntry
-	bIdem         = []byte("idem")     // clientMessageId ‖ raw sender → messageId
-	bBodies       = []byte("bodies")   // messageId → recipients left ‖ push frame
-	bAudit        = []byte("audit")    // seq → wire.AuditEntry (the audit chain)
-	bGrants       = []byte("grants")   // raw recipient member pubkey → its explicit grants
-	bSkills       = []byte("skills")   // skill name → Skill
-	meshSubBucket = [][]byte{bMembers, bPubkeys, bNames, bSessions, bInvites, bMsgs, bDlv, bQueue, bIdem, bBodies, bAudit, bGrants, bSkills}
+	bMembers      = []byte("members")     // memberId → Member
+	bPubkeys      = []byte("pubkeys")     // raw pubkey → memberId
+	bNames        = []byte("names")       // case-folded display name → memberId
+	bSessions     = []byte("sessions")    // raw session pubkey → Session
+	bInvites      = []byte("invites")     // inviteId → Invite
+	bMsgs         = []byte("msgs")        // messageId → Message
+	bDlv          = []byte("dlv")         // messageId ‖ raw recipient → Delivery
+	bQueue        = []byte("queue")       // raw recipient ‖ seq → QueueEntry
+	bIdem         = []byte("idem")        // clientMessageId ‖ raw sender → messageId
+	bBodies       = []byte("bodies")      // messageId → recipients left ‖ push frame (‖ nothing: large, below)
+	bLargeBodies  = []byte("largeBodies") // messageId → a bucket of its own: push → frame (queue.go)
+	bAudit        = []byte("audit")       // seq → wire.AuditEntry (the audit chain)
+	bGrants       = []byte("grants")      // raw recipient member pubkey → its explicit grants
+	bSkills       = []byte("skills")      // skill name → Skill
+	meshSubBucket = [][]byte{bMembers, bPubkeys, bNames, bSessions, bInvites, bMsgs, bDlv, bQueue, bIdem, bBodies, bLargeBodies, bAudit, bGrants, bSkills}
 )
 
 // MaxGroups is the default cap on the groups one member (or one session)

@@ -25,6 +25,8 @@ import (
 //   - The ciphertext lives apart from the message's header, in bodies, and
 //     goes in the commit of the last recipient's ack (or expiry): what the
 //     broker keeps afterwards is what message_status and idempotency need.
+//   - A push larger than a page (largeBody) gets a bucket of its own, so no
+//     other record shares its pages (putBody).
 //   - An ack writes small records only: the delivery record (state and
 //     time), and a queue entry out, a receipt in. A receipt is one queue
 //     entry, found again by the sequence number its id carries, with no
@@ -39,6 +41,21 @@ const (
 	DeliveryDelivered = "delivered"
 	DeliveryExpired   = "expired"
 )
+
+// largeBody is the size of a body record above which its push is kept in a
+// bucket of its own (largeBodies/<messageId>), with only the recipients'
+// count left in bodies. bbolt rewrites a whole leaf, overflow pages
+// included, whenever any key in it changes: a 64 KiB push in bodies shared
+// its leaf with its neighbours, so every small message appended, settled or
+// merged next to it rewrote ~88 KB in some other sender's commit (one large
+// message in a hundred, never acked, doubled the committer's time per
+// message; BenchmarkDMLifecycle/large=1%). In a bucket of its own the push
+// is written once and freed once, and settling one recipient of a large
+// multi rewrites only its count.
+const largeBody = 4096
+
+// keyPush is the push frame's key in a large body's own bucket.
+var keyPush = []byte("p")
 
 // fillAppend is the fill percent of buckets written in key order: a page
 // left behind at the right edge is never written again, so it is packed
@@ -220,7 +237,7 @@ func (p *PreparedMessage) Append(tx *Tx, meshID string) ([]uint64, error) {
 		return nil, err
 	}
 	if p.body != nil {
-		if err := appendOnly(mb, bBodies).Put(p.msgKey, p.body); err != nil {
+		if err := putBody(mb, p.msgKey, p.body); err != nil {
 			return nil, err
 		}
 	}
@@ -280,6 +297,9 @@ func GetMessage(tx *Tx, meshID, id string) (*Message, error) {
 			if err != nil {
 				return nil, err
 			}
+			if len(push) == 0 {
+				push = largePush(mb, []byte(id))
+			}
 			m.Push = push
 		}
 	}
@@ -337,11 +357,11 @@ type AckOutcome struct {
 
 // queueBuckets are the buckets settling a delivery touches.
 type queueBuckets struct {
-	queue, dlv, bodies *Bucket
+	queue, dlv, bodies, large *Bucket
 }
 
 func openQueue(mb *Bucket) queueBuckets {
-	return queueBuckets{queue: mb.Bucket(bQueue), dlv: appendOnly(mb, bDlv), bodies: appendOnly(mb, bBodies)}
+	return queueBuckets{queue: mb.Bucket(bQueue), dlv: appendOnly(mb, bDlv), bodies: appendOnly(mb, bBodies), large: mb.Bucket(bLargeBodies)}
 }
 
 // release drops one recipient's hold on a message's body, deleting the body
@@ -356,11 +376,56 @@ func (qb queueBuckets) release(id []byte) error {
 		return fmt.Errorf("store: corrupt message body")
 	}
 	if left <= 1 {
-		return qb.bodies.Delete(id)
+		return deleteBody(qb.bodies, qb.large, id, len(v) == n)
 	}
 	// encodeBody(left-1, push) without copying the push twice: v is
-	// bbolt's and valid until the Put.
+	// bbolt's and valid until the Put. A large body's record is its count
+	// alone.
 	return qb.bodies.Put(id, encodeBody(int(left-1), v[n:]))
+}
+
+// putBody stores a message's body record (BodyHeader ‖ push): in bodies
+// when it is small, else the push in a bucket of its own under largeBodies
+// and the count alone in bodies.
+func putBody(mb *Bucket, id, body []byte) error {
+	bodies := appendOnly(mb, bBodies)
+	if len(body) <= largeBody {
+		return bodies.Put(id, body)
+	}
+	_, n := binary.Uvarint(body)
+	if n <= 0 {
+		return fmt.Errorf("store: corrupt message body")
+	}
+	own, err := appendOnly(mb, bLargeBodies).CreateBucket(id)
+	if err != nil {
+		return err
+	}
+	if err := own.Put(keyPush, body[n:]); err != nil {
+		return err
+	}
+	return bodies.Put(id, body[:n])
+}
+
+// largePush is a copy of a large body's push, nil if it has none.
+func largePush(mb *Bucket, id []byte) []byte {
+	if lb := mb.Bucket(bLargeBodies); lb != nil {
+		if own := lb.Bucket(id); own != nil {
+			return bytes.Clone(own.Get(keyPush))
+		}
+	}
+	return nil
+}
+
+// deleteBody deletes a message's body record and, for a large one (its
+// record is a count alone), the push's own bucket.
+func deleteBody(bodies, large *Bucket, id []byte, countOnly bool) error {
+	if err := bodies.Delete(id); err != nil {
+		return err
+	}
+	if !countOnly || large == nil || large.Bucket(id) == nil {
+		return nil
+	}
+	return large.DeleteBucket(id)
 }
 
 // Ack settles ids for one recipient: pending messages become delivered (and
@@ -710,8 +775,12 @@ func PurgeBefore(tx *Tx, meshID string, cutoff int64, max int) (n int, more bool
 				return 0, false, err
 			}
 		}
-		if err := bodies.Delete(g.id); err != nil {
-			return 0, false, err
+		bv := bodies.Get(g.id)
+		if bv != nil {
+			_, n := binary.Uvarint(bv)
+			if err := deleteBody(bodies, mb.Bucket(bLargeBodies), g.id, n > 0 && len(bv) == n); err != nil {
+				return 0, false, err
+			}
 		}
 		if err := msgs.Delete(g.id); err != nil {
 			return 0, false, err
