@@ -335,10 +335,18 @@ func TestCloseCommitsSubmittedThenRefuses(t *testing.T) {
 			t.Fatalf("Submit during Close: %v", err)
 		}
 		accepted = append(accepted, k)
-		if i > 1000 {
+		// The committer is blocked, so every accepted write waits in the
+		// queue (8,192 places): stay well below that. Under load the
+		// closing goroutine may not run for a while; after the first
+		// thousand tries, give it time too.
+		if i > 6000 {
 			t.Fatal("Close never started refusing writes")
 		}
-		runtime.Gosched()
+		if i < 1000 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	select {
 	case err := <-closed:
