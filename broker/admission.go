@@ -68,21 +68,27 @@ func netKey(a netip.Addr) string {
 // updates, far cheaper than the TLS or WebSocket handshake it guards.
 type admission struct {
 	maxConns, maxHS, maxHSPerIP int
-	exempt                      []netip.Prefix
-	m                           *metrics
+	maxRefusals                 int
+	// refusalGrace is how long an over-cap connection is given to send
+	// its request and read the 429 (tests lengthen it).
+	refusalGrace time.Duration
+	exempt       []netip.Prefix
+	m            *metrics
 
-	mu      sync.Mutex
-	conns   map[string]int // hostKey → unauthenticated TCP connections
-	hsTotal int
-	hsHost  map[string]int // hostKey → handshakes in progress
-	hsNet   map[string]int // netKey → handshakes in progress
+	mu       sync.Mutex
+	conns    map[string]int // hostKey → unauthenticated TCP connections
+	refusing map[string]int // hostKey → over-cap connections being answered
+	hsTotal  int
+	hsHost   map[string]int // hostKey → handshakes in progress
+	hsNet    map[string]int // netKey → handshakes in progress
 }
 
 func newAdmission(cfg Config, m *metrics) *admission {
 	return &admission{
 		maxConns: cfg.MaxConnsPerIP, maxHS: cfg.MaxHandshakes, maxHSPerIP: cfg.MaxHandshakesPerIP,
+		maxRefusals: cfg.MaxRefusalsPerIP, refusalGrace: time.Second,
 		exempt: cfg.IPLimitExempt, m: m,
-		conns: map[string]int{}, hsHost: map[string]int{}, hsNet: map[string]int{},
+		conns: map[string]int{}, refusing: map[string]int{}, hsHost: map[string]int{}, hsNet: map[string]int{},
 	}
 }
 
@@ -162,6 +168,16 @@ func (a *admission) handshakesOpen() (total, hosts, nets int) {
 	return a.hsTotal, len(a.hsHost), len(a.hsNet)
 }
 
+// refusalsOpen reports the over-cap connections being answered (tests).
+func (a *admission) refusalsOpen() (n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, k := range a.refusing {
+		n += k
+	}
+	return n
+}
+
 // connsOpen reports the counted connections and addresses (tests).
 func (a *admission) connsOpen() (conns, hosts int) {
 	a.mu.Lock()
@@ -179,34 +195,55 @@ type listener struct {
 }
 
 func (l *listener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if tc := l.a.admit(nc); tc != nil {
+			return tc, nil
+		}
 	}
-	tc := &trackedConn{Conn: nc}
-	if l.a.maxConns <= 0 {
-		return tc, nil
+}
+
+// admit counts an accepted connection toward its address's cap, or marks
+// it over the cap, or closes it at once (nil) when its address already
+// has --max-refusals-per-ip connections being told 429.
+func (a *admission) admit(nc net.Conn) *trackedConn {
+	tc := &trackedConn{Conn: nc, a: a}
+	if a.maxConns <= 0 {
+		return tc
 	}
 	addr := addrOf(nc.RemoteAddr().String())
-	if l.a.isExempt(addr) {
-		return tc, nil
+	if a.isExempt(addr) {
+		return tc
 	}
 	key := hostKey(addr)
-	l.a.mu.Lock()
-	if l.a.conns[key] >= l.a.maxConns {
-		l.a.mu.Unlock()
-		// Over the cap: not counted, and given a second to hear why (the
-		// HTTP guard answers its request with 429) before it is cut.
-		tc.over, tc.until = true, time.Now().Add(time.Second)
-		tc.Conn.SetDeadline(tc.until)
-		l.a.m.limitTripped.WithLabelValues("conns_per_ip").Inc()
-		return tc, nil
+	tc.key = key
+	a.mu.Lock()
+	if a.conns[key] < a.maxConns {
+		a.conns[key]++
+		a.mu.Unlock()
+		tc.counted.Store(true)
+		return tc
 	}
-	l.a.conns[key]++
-	l.a.mu.Unlock()
-	tc.a, tc.key = l.a, key
-	tc.counted.Store(true)
-	return tc, nil
+	if a.refusing[key] >= a.maxRefusals {
+		a.mu.Unlock()
+		// Answering costs a goroutine and a descriptor for up to a
+		// second; the address has enough of those already.
+		a.m.limitTripped.WithLabelValues("conns_per_ip_cut").Inc()
+		nc.Close()
+		return nil
+	}
+	a.refusing[key]++
+	a.mu.Unlock()
+	// Over the cap: not counted, and given a second to hear why (the HTTP
+	// guard answers its request with 429) before it is cut.
+	tc.over, tc.until = true, time.Now().Add(a.refusalGrace)
+	tc.refusing.Store(true)
+	tc.Conn.SetDeadline(tc.until)
+	a.m.limitTripped.WithLabelValues("conns_per_ip").Inc()
+	return tc
 }
 
 // trackedConn is an accepted connection. It stops counting toward its
@@ -218,8 +255,11 @@ type trackedConn struct {
 	a       *admission
 	key     string
 	counted atomic.Bool
-	over    bool
-	until   time.Time
+	// refusing: over the cap and counted among its address's refusals
+	// until it closes.
+	refusing atomic.Bool
+	over     bool
+	until    time.Time
 }
 
 func (c *trackedConn) Close() error {
@@ -232,6 +272,11 @@ func (c *trackedConn) release() {
 	if c.counted.CompareAndSwap(true, false) {
 		c.a.mu.Lock()
 		dec(c.a.conns, c.key)
+		c.a.mu.Unlock()
+	}
+	if c.refusing.CompareAndSwap(true, false) {
+		c.a.mu.Lock()
+		dec(c.a.refusing, c.key)
 		c.a.mu.Unlock()
 	}
 }

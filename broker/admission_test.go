@@ -102,6 +102,60 @@ func TestConnectionsPerAddressCapped(t *testing.T) {
 	}
 }
 
+// TestConnectionsOverTheCapAreBounded: a connection over
+// --max-conns-per-ip is held for up to a second to be told 429, but only
+// --max-refusals-per-ip of them per address at a time; the rest are closed
+// as they are accepted. Before, a stranger opening connections in a loop
+// held every one of them (a file descriptor and a goroutine each) for its
+// second, however fast it dialled.
+func TestConnectionsOverTheCapAreBounded(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { noExemption(c); c.MaxConnsPerIP = 2; c.MaxRefusalsPerIP = 3 })
+	// Held refusals must not time out while the test dials, however slow
+	// the machine: it would free their places for later connections.
+	b.admit.refusalGrace = time.Minute
+	http.DefaultClient.CloseIdleConnections()
+	waitFor(t, "set-up connections to close", func() bool { n, _ := b.admit.connsOpen(); return n == 0 })
+	tcpDial(t, b.Addr())
+	tcpDial(t, b.Addr())
+	waitFor(t, "two counted connections", func() bool { n, _ := b.admit.connsOpen(); return n == 2 })
+
+	const extra = 20
+	var over []net.Conn
+	for range extra {
+		over = append(over, tcpDial(t, b.Addr()))
+	}
+	waitFor(t, "every connection accepted", func() bool {
+		return counterValue(t, b, "claudemesh_limits_tripped_total", "conns_per_ip")+
+			counterValue(t, b, "claudemesh_limits_tripped_total", "conns_per_ip_cut") == extra
+	})
+	if got := b.admit.refusalsOpen(); got != 3 {
+		t.Fatalf("%d over-cap connections held, want 3", got)
+	}
+	if got := counterValue(t, b, "claudemesh_limits_tripped_total", "conns_per_ip_cut"); got != extra-3 {
+		t.Fatalf("%v connections cut, want %d", got, extra-3)
+	}
+	// The held ones hear why; the others were closed unanswered.
+	answered := 0
+	for _, nc := range over {
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		nc.Write([]byte(getHealth))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("an over-cap connection was answered %d", resp.StatusCode)
+		}
+		answered++
+	}
+	if answered != 3 {
+		t.Fatalf("%d over-cap connections answered 429, want 3", answered)
+	}
+	waitFor(t, "the refusals to end", func() bool { return b.admit.refusalsOpen() == 0 })
+}
+
 // TestIdleAndSlowHTTPConnectionsAreCut: an idle keep-alive connection is
 // closed after --http-idle-timeout, and a request body that does not arrive
 // within --http-read-timeout is answered and cut (a slow /v1/join body used

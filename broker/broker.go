@@ -119,6 +119,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxConnsPerIP < 0 {
 		cfg.MaxConnsPerIP = 0
 	}
+	if cfg.MaxRefusalsPerIP <= 0 {
+		cfg.MaxRefusalsPerIP = def.MaxRefusalsPerIP
+	}
 	if cfg.IPLimitExempt == nil {
 		cfg.IPLimitExempt = def.IPLimitExempt
 	}

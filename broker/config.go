@@ -93,6 +93,12 @@ type Config struct {
 	// holds open that are not an authenticated WebSocket: HTTP keep-alive,
 	// REST calls and upgrades waiting for their hello. 0 disables it.
 	MaxConnsPerIP int
+	// MaxRefusalsPerIP caps the connections over MaxConnsPerIP that one
+	// address has open at a time while each is given a second to hear
+	// its 429; more are closed as they are accepted, unanswered. Without
+	// it a stranger dialling in a loop held a descriptor and a goroutine
+	// per connection for that second, however fast it dialled.
+	MaxRefusalsPerIP int
 	// IPLimitExempt are addresses the per-address limits do not apply to
 	// (nil means loopback: a reverse proxy on the same host, whose address
 	// every client shares).
@@ -173,6 +179,7 @@ func DefaultConfig() Config {
 		MaxHandshakesPerIP:      32,
 		MaxGroups:               store.MaxGroups,
 		MaxConnsPerIP:           128,
+		MaxRefusalsPerIP:        8,
 		AckRate:                 1000,
 		PresenceRate:            5,
 		PresenceBurst:           100,
