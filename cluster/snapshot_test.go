@@ -243,9 +243,7 @@ func testGapHalts(t *testing.T, name string, how int) {
 	// Node 3 stops following the log for a while: its consumer, and the
 	// watchdog that would read the entries itself.
 	es[2].watchPaused.Store(true)
-	es[2].consMu.Lock()
-	es[2].cons.Stop()
-	es[2].consMu.Unlock()
+	stopConsumer(t, es[2])
 	for i := range 20 {
 		if err := putKey(es[i%2], fmt.Sprintf("b%04d", i), 64); err != nil {
 			t.Fatal(err)

@@ -15,6 +15,23 @@ import (
 // wrote, and a copy that merely stands still all make the watchdog read
 // the missing entries from the log itself. With the consumer alone, none
 // of these would finish.
+// stopConsumer stops e's log consumer and waits until it has delivered
+// its last entry: Stop alone returns while the consumer may still hand
+// over what the server sent it, and on a loaded machine a "stopped" node
+// once applied the next twenty entries that way, so it was never behind.
+func stopConsumer(t *testing.T, e *Engine) {
+	t.Helper()
+	e.consMu.Lock()
+	cc := e.cons
+	e.consMu.Unlock()
+	cc.Stop()
+	select {
+	case <-cc.Closed():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the log consumer did not stop")
+	}
+}
+
 func TestWatchdogFollowsWithoutConsumer(t *testing.T) {
 	t.Parallel()
 	es := openEngines(t, startNodes(t, "watch", 3), EngineOptions{})
@@ -24,9 +41,7 @@ func TestWatchdogFollowsWithoutConsumer(t *testing.T) {
 		}
 	}
 	waitAllApplied(t, es)
-	es[0].consMu.Lock()
-	es[0].cons.Stop() // node 1's consumer is gone
-	es[0].consMu.Unlock()
+	stopConsumer(t, es[0]) // node 1's consumer is gone
 
 	t.Run("idle copy catches up", func(t *testing.T) {
 		if err := putKey(es[1], "idle", 8); err != nil {
