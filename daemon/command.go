@@ -21,6 +21,7 @@ import (
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/fsutil"
+	"claudemesh/internal/gcfloor"
 	"claudemesh/store"
 	"claudemesh/web"
 )
@@ -224,6 +225,11 @@ func runForeground(ctx context.Context, home string, f upFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// The heap goal stays at least gcHeadroom above the live heap: the
+	// daemon's live heap is a few MB, and under a burst of sends GOGC=100
+	// made it collect many times a second (~10 % of its CPU per accepted
+	// message). GOGC in the environment turns this off.
+	defer gcfloor.Start(gcHeadroom)()
 	// CLAUDEMESH_CPUPROFILE=FILE writes a pprof CPU profile of the whole
 	// run, for `claudemesh bench --via-daemon` investigations.
 	if path := os.Getenv("CLAUDEMESH_CPUPROFILE"); path != "" {
@@ -497,3 +503,9 @@ func running(c *cli.Context, minArgs, maxArgs int) (*localapi.Client, *cliui.Out
 	}
 	return cl, out, nil
 }
+
+// gcHeadroom is how far above the live heap the daemon's next collection
+// is set at least (internal/gcfloor): 16 MiB, small beside what a laptop
+// has, enough that a burst of sends collects a few times a second, not
+// dozens.
+const gcHeadroom = 16 << 20
