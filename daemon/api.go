@@ -193,6 +193,10 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	d.outboxSettled(r)
 	d.db.View(func(tx *bolt.Tx) error {
 		n := outboxCounts(tx)
+		// Rows being sent are pending in daemon.db (drain).
+		sending := min(d.inflightCount(), n[statePending])
+		n[statePending] -= sending
+		n[stateInflight] += sending
 		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],
 			Sent: n[stateSent], Delivered: n[stateDelivered], Dead: n[stateDead], Aborted: n[stateAborted]}
 		return tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
@@ -459,6 +463,9 @@ func (d *Daemon) handleOutbox(w http.ResponseWriter, r *http.Request) {
 			var row outboxRow
 			if decodeOutbox(v, &row) != nil {
 				continue
+			}
+			if row.State == statePending && d.isSending(row.Seq) {
+				row.State = stateInflight // pending in daemon.db while it is sent (drain)
 			}
 			if status != "" && status != row.State && status != publicStatus(row.State) {
 				continue

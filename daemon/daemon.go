@@ -132,6 +132,12 @@ type Daemon struct {
 	icap        inboxCap               // the inbox's size cap (inboxcap.go)
 	tcpAddr     atomic.Pointer[string] // the --tcp listener's bound address
 
+	// sending holds the outbox rows the drains have sent and not yet
+	// recorded an outcome for (by seq, unique across meshes): "inflight"
+	// lives here, not in daemon.db (outbox.go, drain).
+	sendingMu sync.Mutex
+	sending   map[uint64]bool
+
 	sessMu   sync.Mutex
 	sessions map[string]*sessionRT // by token hash
 	web      webState
@@ -220,6 +226,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	db, err := store.Open(localapi.DBPath(opts.Home), store.Options{
 		OpenTimeout: 500 * time.Millisecond, Migrations: daemonMigrations, Logger: opts.Logger, Init: opts.Init,
+		DeferFor: commitLinger,
 	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -232,7 +239,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
-		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), sessions: map[string]*sessionRT{},
+		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), sessions: map[string]*sessionRT{}, sending: map[uint64]bool{},
 		failpoint: os.Getenv(envFailpoint),
 	}
 	if n, ok := strings.CutPrefix(d.failpoint, failDrainKillAfter); ok {
@@ -258,7 +265,9 @@ func Open(opts Options) (*Daemon, error) {
 }
 
 // recoverOutbox puts rows a crash left inflight back to pending: the
-// broker's idempotency makes the resend safe (03-daemon "Drain").
+// broker's idempotency makes the resend safe (03-daemon "Drain"). Only a
+// daemon.db written by an earlier version has such rows: inflight is no
+// longer stored (outbox.go, drain).
 func (d *Daemon) recoverOutbox() error {
 	return d.db.Update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bOutbox).Cursor()

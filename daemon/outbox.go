@@ -298,18 +298,25 @@ func (d *Daemon) seal(m *meshRT, sender *cmcrypto.Identity, row *outboxRow, t *c
 // in enqueue order, up to drainWindow in flight, and records each outcome.
 // While the mesh is not open, rows wait as pending and use no attempts, so a
 // long broker outage never kills queued messages.
+//
+// A row being sent is "inflight" in memory only (d.sending), not in
+// daemon.db: in daemon.db it stays pending until its outcome is recorded.
+// Storing inflight cost a commit per drain round, which the drain waited
+// for, and a row write per message, and bought nothing: a crash put every
+// inflight row back to pending at the next start anyway (recoverOutbox),
+// which is what a row that stayed pending is. The status counts and the
+// outbox list show the in-memory state (inflightCount, isSending).
 func (m *meshRT) drain(ctx context.Context) {
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
 	sem := make(chan struct{}, drainWindow)
-	busy := map[uint64]bool{}
-	var busyMu sync.Mutex
+	busy, busyMu := m.d.sending, &m.d.sendingMu
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		next := time.Duration(-1)
 		if m.conn() != nil {
-			due, wait := m.due(busy, &busyMu, cap(sem)-len(sem))
+			due, wait := m.due(busy, busyMu, cap(sem)-len(sem))
 			next = wait
 			// Each row goes out on the connection of its sender (the
 			// mesh's, or its session's), taken now: a row whose
@@ -322,9 +329,6 @@ func (m *meshRT) drain(ctx context.Context) {
 					rows = append(rows, r)
 					conns[r.Seq] = c
 				}
-			}
-			if len(rows) > 0 {
-				m.markInflight(rows)
 			}
 			// The frames are written here, in enqueue order, and only the
 			// waits for their acks run concurrently: sends to one
@@ -413,24 +417,20 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	return out, wait
 }
 
-// markInflight records that rows are being sent, in one commit.
-func (m *meshRT) markInflight(rows []*outboxRow) {
-	m.d.db.Update(func(tx *bolt.Tx) error {
-		for _, r := range rows {
-			cur, err := getOutbox(tx, r.Seq)
-			if err != nil || cur.State != statePending {
-				continue
-			}
-			cur.State = stateInflight
-			if err := putOutbox(tx, cur); err != nil {
-				return err
-			}
-			if err := setPendingIndex(tx, cur, false); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+// inflightCount is the number of rows being sent (pending in daemon.db,
+// inflight in memory), for the status counts.
+func (d *Daemon) inflightCount() int {
+	d.sendingMu.Lock()
+	defer d.sendingMu.Unlock()
+	return len(d.sending)
+}
+
+// isSending says whether the drain is sending the row with this seq: a
+// pending row in daemon.db that is shown as inflight.
+func (d *Daemon) isSending(seq uint64) bool {
+	d.sendingMu.Lock()
+	defer d.sendingMu.Unlock()
+	return d.sending[seq]
 }
 
 // startSend queues a row's frame on c now and returns the wait for its ack,
@@ -484,7 +484,9 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, er
 		select {}
 	}
 	m.d.updateRow(r.Seq, func(cur *outboxRow) bool {
-		if cur.State != stateInflight {
+		// In flight, the row is pending in daemon.db (drain); an
+		// inflight row is one an earlier version stored.
+		if cur.State != statePending && cur.State != stateInflight {
 			return false
 		}
 		switch {
@@ -524,7 +526,7 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, er
 // published after the commit.
 func (d *Daemon) updateRow(seq uint64, fn func(*outboxRow) bool) {
 	var changed []rowEvent
-	err := d.update(func(tx *bolt.Tx) error {
+	err := d.updateLazy(func(tx *bolt.Tx) error {
 		changed = changed[:0]
 		cur, err := getOutbox(tx, seq)
 		if err != nil {
@@ -585,7 +587,7 @@ func (d *Daemon) publishRows(changed []rowEvent) {
 // receipts costs one commit, not one each.
 func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
 	var changed []rowEvent
-	err := d.update(func(tx *bolt.Tx) error {
+	err := d.updateLazy(func(tx *bolt.Tx) error {
 		changed = changed[:0]
 		for _, it := range items {
 			r := it.receipt
