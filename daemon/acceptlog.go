@@ -328,7 +328,7 @@ func (a *acceptLog) applyLoop() {
 		}
 		last := batch[len(batch)-1].lsn
 		for attempt := 0; ; attempt++ {
-			err := a.d.db.Update(func(tx *bolt.Tx) error {
+			err := a.d.updateLazy(func(tx *bolt.Tx) error {
 				if h := a.d.opts.testHookApply; h != nil {
 					if err := h(); err != nil {
 						return err
@@ -338,7 +338,7 @@ func (a *acceptLog) applyLoop() {
 					return err
 				}
 				return putWatermark(tx, watermark{epoch: a.j.Epoch(), lsn: last})
-			})
+			}, nil)
 			a.mu.Lock()
 			if err == nil {
 				a.applyErr, a.applyAttempts = nil, 0

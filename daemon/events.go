@@ -106,8 +106,28 @@ func (h *eventHub) closeAll() {
 // order, so events are published in the order of their ids: a client that
 // resumes from the highest id it saw can never skip an earlier one.
 func (d *Daemon) update(fn func(tx *bolt.Tx) error, published func()) error {
+	return d.commitWait(d.db.Submit, fn, published)
+}
+
+// updateLazy is update for a write that no caller needs on disk at once
+// (the drain's record of an ack or a receipt, the accept journal's copy
+// into daemon.db: what it records is already safe, in the journal or with
+// the broker, which resends a receipt that was not settled). It may wait
+// up to commitLinger for other writes to share its commit: the drain's
+// updates came one commit each, and a commit costs two fdatasyncs and
+// rewrites the same B+tree pages each time.
+func (d *Daemon) updateLazy(fn func(tx *bolt.Tx) error, published func()) error {
+	return d.commitWait(d.db.SubmitDeferred, fn, published)
+}
+
+// commitLinger is how long a commit of updateLazy writes only waits for
+// company (store.Options.DeferFor). Any other write commits at once, with
+// them.
+const commitLinger = 2 * time.Millisecond
+
+func (d *Daemon) commitWait(submit func(func(tx *bolt.Tx) error, func(error)) error, fn func(tx *bolt.Tx) error, published func()) error {
 	done := make(chan error, 1)
-	err := d.db.Submit(fn, func(err error) {
+	err := submit(fn, func(err error) {
 		if err == nil && published != nil {
 			published()
 		}
