@@ -309,7 +309,11 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		frames[i] = wire.EncodePushWithKey(base, d.Key)
 	}
 	var res sendResult
-	err := c.b.store.Submit(func(tx *store.Tx) error {
+	// Sized by its body and keyed by its sender: a large message waits in
+	// the committer's large lane (store.SubmitSized) instead of making
+	// every small send of its commit wait for its pages, and this
+	// sender's later sends wait behind it, in order.
+	err := store.SubmitSized(c.b.store, func(tx *store.Tx) error {
 		res = sendResult{}
 		prev, err := store.LookupIdempotent(tx, ms.id, c.pubkey, s.ClientMessageID)
 		if err == nil {
@@ -343,7 +347,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 			release()
 		}
 		c.afterSend(&s, rec, to, frames, &res, err, start)
-	})
+	}, len(body), c.pubkey)
 	if err != nil {
 		release()
 		c.ackError(&s, wire.CodeShuttingDown, "broker is shutting down; retry", 1000)

@@ -168,7 +168,9 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done fu
 	post := &store.TopicPost{ID: messageID, TopicID: topic.ID, SenderPubkey: from.pubkey, SenderMember: from.mem.Pubkey,
 		ClientMessageID: s.ClientMessageID, Fingerprint: fingerprint(s), CreatedAt: now.UnixMilli(), Push: wire.MustEncode(push)}
 	var res topicPostResult
-	err = b.store.Submit(func(tx *store.Tx) error {
+	// Sized and keyed like a DM (route.go): a large post waits in the
+	// committer's large lane, this sender's later writes behind it.
+	err = store.SubmitSized(b.store, func(tx *store.Tx) error {
 		res = topicPostResult{messageID: messageID, createdAt: post.CreatedAt}
 		if prev, err := store.LookupTopicIdempotent(tx, ms.id, from.pubkey, s.ClientMessageID); err == nil {
 			if prev.Fingerprint != post.Fingerprint {
@@ -238,7 +240,7 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done fu
 			b.metrics.rejected.WithLabelValues(res.code).Inc()
 		}
 		done(res)
-	})
+	}, len(post.Push), from.pubkey)
 	if err != nil {
 		refuse(wire.CodeShuttingDown, "broker is shutting down; retry")
 	}

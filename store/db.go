@@ -126,7 +126,25 @@ type Options struct {
 	// (SubmitDeferred) may wait for company before it is committed. Zero
 	// commits them at once, like any write.
 	DeferFor time.Duration
+	// LargeWrite is the size (SubmitSized) from which a write is large:
+	// large writes wait in a lane of their own, and each commit takes
+	// every small write waiting but at most LargeBudget bytes of large
+	// ones (always at least one), so a burst of large messages is spread
+	// over several commits instead of making everyone's small writes wait
+	// for megabytes of pages and their fsync. 0 means DefaultLargeWrite; a
+	// negative value turns the lane off.
+	LargeWrite int
+	// LargeBudget is the bytes of large writes one commit takes at most;
+	// 0 means DefaultLargeBudget.
+	LargeBudget int
 }
+
+// The large-write lane's defaults (Options.LargeWrite, LargeBudget): a DM
+// of 16 KiB or more is large; a commit takes up to 256 KiB of them.
+const (
+	DefaultLargeWrite  = 16 << 10
+	DefaultLargeBudget = 256 << 10
+)
 
 // Store is the broker's bbolt database plus its group committer.
 type Store struct {
@@ -160,6 +178,13 @@ type write struct {
 	// deferrable: nobody waits for this write to be durable, so it may
 	// wait up to Options.DeferFor for others to share its commit.
 	deferrable bool
+	// size is the payload the submitter said the write carries
+	// (SubmitSized), 0 if it did not; key names whose write it is: while
+	// one of a key's writes waits in the large lane, its later writes wait
+	// there too, behind it, so each key's writes commit in the order they
+	// were submitted.
+	size int
+	key  string
 }
 
 // Open opens (creating if needed) the store at path and runs migrations.
@@ -169,6 +194,12 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 4096
+	}
+	if opts.LargeWrite == 0 {
+		opts.LargeWrite = DefaultLargeWrite
+	}
+	if opts.LargeBudget <= 0 {
+		opts.LargeBudget = DefaultLargeBudget
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -291,6 +322,18 @@ func (s *Store) SubmitDeferred(fn func(tx *bolt.Tx) error, after func(err error)
 	return s.submit(&write{fn: fn, after: after, deferrable: true})
 }
 
+// SubmitSized is Submit for a write that carries size bytes of payload (a
+// message's body), made on behalf of key (its sender). A write of
+// Options.LargeWrite bytes or more waits in the large lane, from which each
+// commit takes at most Options.LargeBudget bytes; a later write of the same
+// key waits there behind it, so a key's writes still commit in the order
+// they were submitted. Writes of different keys may commit out of their
+// submission order: that is the point, a small message does not wait for
+// another sender's large ones.
+func (s *Store) SubmitSized(fn func(tx *bolt.Tx) error, after func(err error), size int, key string) error {
+	return s.submit(&write{fn: fn, after: after, size: size, key: key})
+}
+
 func (s *Store) submit(w *write) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -305,69 +348,123 @@ func (s *Store) submit(w *write) error {
 // committer.
 func (s *Store) View(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
 
+// largeLane holds the large writes (and the writes queued behind them by
+// key) in submission order, with how many of each key's writes it holds.
+type largeLane struct {
+	q    []*write
+	keys map[string]int
+}
+
+// route puts w in the batch or, when it is large or its key has a write in
+// the lane, at the end of the lane.
+func (s *Store) route(l *largeLane, batch []*write, w *write) []*write {
+	if s.opts.LargeWrite < 0 || (w.size < s.opts.LargeWrite && (w.key == "" || l.keys[w.key] == 0)) {
+		return append(batch, w)
+	}
+	l.q = append(l.q, w)
+	if w.key != "" {
+		l.keys[w.key]++
+	}
+	return batch
+}
+
+// take moves writes from the head of the lane into the batch, up to
+// LargeBudget bytes, but always at least one (even into a full batch, so
+// the lane cannot starve behind a stream of small writes).
+func (s *Store) take(l *largeLane, batch []*write) []*write {
+	used := 0
+	for len(l.q) > 0 {
+		w := l.q[0]
+		if used > 0 && (used+w.size > s.opts.LargeBudget || len(batch) >= s.opts.MaxBatch) {
+			break
+		}
+		used += max(w.size, 1)
+		batch = append(batch, w)
+		l.q[0] = nil
+		l.q = l.q[1:]
+		if w.key != "" {
+			if l.keys[w.key]--; l.keys[w.key] == 0 {
+				delete(l.keys, w.key)
+			}
+		}
+	}
+	if len(l.q) == 0 {
+		l.q = nil
+	}
+	return batch
+}
+
+// fill routes whatever writes are waiting, without blocking, until the
+// batch is full.
+func (s *Store) fill(l *largeLane, batch []*write) []*write {
+	for len(batch) < s.opts.MaxBatch {
+		select {
+		case w := <-s.writes:
+			batch = s.route(l, batch, w)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
 func (s *Store) commitLoop() {
 	defer close(s.done)
+	lane := &largeLane{keys: map[string]int{}}
 	batch := make([]*write, 0, 64)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	closing := false
 	for {
-		var first *write
-		select {
-		case first = <-s.writes:
-		case <-s.closing:
-			// Drain what was submitted before Close so nothing accepted is
-			// dropped.
-			for {
-				select {
-				case w := <-s.writes:
-					batch = append(batch[:0], w)
-					s.commit(batch)
-				default:
-					return
-				}
-			}
-		}
-		batch = append(batch[:0], first)
-		deferring := first.deferrable && s.opts.DeferFor > 0
-	fill:
-		for len(batch) < s.opts.MaxBatch {
+		batch = batch[:0]
+		if len(lane.q) == 0 && !closing {
 			select {
 			case w := <-s.writes:
-				batch = append(batch, w)
-				deferring = deferring && w.deferrable
-			default:
-				break fill
+				batch = s.route(lane, batch, w)
+			case <-s.closing:
+				// Commit what was submitted before Close (the loop
+				// goes on until the queue and the lane are empty), so
+				// nothing accepted is dropped.
+				closing = true
 			}
 		}
-		if deferring && len(batch) < s.opts.MaxBatch {
-			batch = s.waitForCompany(batch, timer)
+		batch = s.fill(lane, batch)
+		if !closing && s.opts.DeferFor > 0 && len(lane.q) == 0 && len(batch) > 0 && len(batch) < s.opts.MaxBatch && allDeferrable(batch) {
+			batch = s.waitForCompany(lane, batch, timer)
+		}
+		batch = s.take(lane, batch)
+		if len(batch) == 0 {
+			if closing {
+				return
+			}
+			continue
 		}
 		s.commit(batch)
 	}
 }
 
+func allDeferrable(batch []*write) bool {
+	for _, w := range batch {
+		if !w.deferrable {
+			return false
+		}
+	}
+	return true
+}
+
 // waitForCompany holds a batch of deferrable writes until DeferFor has
 // passed, the batch is full, a write that is not deferrable arrives (it
-// joins the batch, which then commits at once), or the store closes.
-func (s *Store) waitForCompany(batch []*write, timer *time.Timer) []*write {
+// joins the batch or the lane, with whatever else is waiting, and the batch
+// commits at once), or the store closes.
+func (s *Store) waitForCompany(l *largeLane, batch []*write, timer *time.Timer) []*write {
 	timer.Reset(s.opts.DeferFor)
 	defer timer.Stop()
 	for len(batch) < s.opts.MaxBatch {
 		select {
 		case w := <-s.writes:
-			batch = append(batch, w)
+			batch = s.route(l, batch, w)
 			if !w.deferrable {
-				// Take what else is waiting too, then commit.
-				for len(batch) < s.opts.MaxBatch {
-					select {
-					case w := <-s.writes:
-						batch = append(batch, w)
-						continue
-					default:
-					}
-					break
-				}
-				return batch
+				return s.fill(l, batch)
 			}
 		case <-timer.C:
 			return batch

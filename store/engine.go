@@ -51,6 +51,23 @@ func SubmitDeferred(e Engine, fn func(tx *Tx) error, after func(err error)) erro
 	return e.Submit(fn, after)
 }
 
+// Sizer is an Engine that can spread large writes over several commits
+// (Store.SubmitSized). Submit them with SubmitSized, which falls back to
+// Submit on an engine without it (the cluster's, which replicates each
+// write on its own path).
+type Sizer interface {
+	SubmitSized(fn func(tx *Tx) error, after func(err error), size int, key string) error
+}
+
+// SubmitSized submits fn, which carries size bytes of payload on behalf of
+// key, through the large-write lane when e has one.
+func SubmitSized(e Engine, fn func(tx *Tx) error, after func(err error), size int, key string) error {
+	if z, ok := e.(Sizer); ok {
+		return z.SubmitSized(fn, after, size, key)
+	}
+	return e.Submit(fn, after)
+}
+
 // ErrUnavailable means a clustered store cannot make writes durable now
 // (no quorum): nothing was written. Retry later.
 var ErrUnavailable = errors.New("store: the cluster has no quorum; the write is not acknowledged")
@@ -98,6 +115,11 @@ func (l *Local) Submit(fn func(tx *Tx) error, after func(err error)) error {
 // SubmitDeferred implements Deferrer.
 func (l *Local) SubmitDeferred(fn func(tx *Tx) error, after func(err error)) error {
 	return l.s.SubmitDeferred(wrapFn(fn), after)
+}
+
+// SubmitSized implements Sizer.
+func (l *Local) SubmitSized(fn func(tx *Tx) error, after func(err error), size int, key string) error {
+	return l.s.SubmitSized(wrapFn(fn), after, size, key)
 }
 
 // View implements Engine.
