@@ -189,6 +189,26 @@ func TestCommandJSON(t *testing.T) {
 	}
 }
 
+// TestCommandJSONIdleConnect: with --idle-connections the document adds
+// how long they took to connect (issue 13's presences row), and only then.
+func TestCommandJSONIdleConnect(t *testing.T) {
+	t.Setenv(childEnvVar, "1")
+	app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})
+	var stdout, stderr bytes.Buffer
+	code := cliui.RunContext(testContext(t), app,
+		[]string{"claudemesh", "bench", "--peers", "2", "--messages", "0", "--idle-connections", "20", "--json"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
+	}
+	doc, keys := jsonKeys(t, stdout.Bytes())
+	if !slices.Contains(keys, "idleConnectSec") {
+		t.Fatalf("keys %q lack idleConnectSec", keys)
+	}
+	if s, _ := doc["idleConnectSec"].(float64); s <= 0 {
+		t.Errorf("idleConnectSec = %v", doc["idleConnectSec"])
+	}
+}
+
 func TestCommandErrors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

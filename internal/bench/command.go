@@ -88,7 +88,7 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "window", Value: DefaultWindow, Usage: "at most `W` un-acked sends per sender"},
 			&cli.IntFlag{Name: "payload", Value: DefaultPayload, Usage: "plaintext `BYTES` per message (--via-daemon: 100 unless given)"},
 			&cli.BoolFlag{Name: "broadcast", Usage: "one sender broadcasts to all peers, one message at a time"},
-			&cli.IntFlag{Name: "idle-connections", Usage: "also hold `N` idle presence connections"},
+			&cli.IntFlag{Name: "idle-connections", Usage: "also hold `N` idle presence connections (--json adds idleConnectSec, the seconds they took to connect)"},
 			&cli.BoolFlag{Name: "via-daemon", Usage: "measure a sender's daemon: send processes warm and cold, outbox accepts"},
 			&cli.IntFlag{Name: "sends", Value: DefaultSends, Usage: "--via-daemon: `N` sequential send processes per path"},
 			&cli.IntFlag{Name: "accepts", Value: DefaultAccepts, Usage: "--via-daemon: `N` messages posted to the outbox"},
@@ -301,7 +301,7 @@ func report(out *cliui.Out, r *Result) {
 	}
 	out.Linef("claudemesh bench: %s, window %d, %d-byte payload (%s)", what, r.Window, r.Payload, where)
 	if r.IdleConnections > 0 {
-		out.Linef("idle        %d presence connections held open", r.IdleConnections)
+		out.Linef("idle        %d presence connections held open (connected in %.2f s)", r.IdleConnections, r.IdleConnectSec)
 	}
 	out.Resultf("delivered   %d/%d (%.2f %%)", r.Delivered, r.Expected, r.DeliveredPct)
 	out.Resultf("duration    %.3f s (set-up %.2f s, not counted)", r.DurationSec, r.SetupSec)
