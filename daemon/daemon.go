@@ -89,6 +89,9 @@ type Options struct {
 	journalSize      int64
 	journalSpaceWait time.Duration
 	testHookApply    func() error
+	// testOnCommit observes daemon.db's commits (BenchmarkAccept counts
+	// them per message).
+	testOnCommit func(d time.Duration, writes int)
 
 	// Init lets Open make a new daemon.db where the file is empty
 	// (0 bytes); without it Open refuses (DBRefusal).
@@ -226,7 +229,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	db, err := store.Open(localapi.DBPath(opts.Home), store.Options{
 		OpenTimeout: 500 * time.Millisecond, Migrations: daemonMigrations, Logger: opts.Logger, Init: opts.Init,
-		DeferFor: commitLinger,
+		DeferFor: commitLinger, OnCommit: opts.testOnCommit,
 	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
