@@ -327,8 +327,17 @@ func (a *acceptLog) applyLoop() {
 			rows[i] = e.row
 		}
 		last := batch[len(batch)-1].lsn
+		// A lone row commits at once: the drain sends it only once it is
+		// in daemon.db, and a single message should not wait for company
+		// (commitLinger) that is not coming. Rows that came together are
+		// a burst: their copy may wait to share a commit with the drain's
+		// records.
+		commit := a.d.updateLazy
+		if len(rows) == 1 {
+			commit = a.d.update
+		}
 		for attempt := 0; ; attempt++ {
-			err := a.d.updateLazy(func(tx *bolt.Tx) error {
+			err := commit(func(tx *bolt.Tx) error {
 				if h := a.d.opts.testHookApply; h != nil {
 					if err := h(); err != nil {
 						return err
