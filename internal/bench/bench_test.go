@@ -158,25 +158,36 @@ func TestExistingBroker(t *testing.T) {
 	})
 }
 
-// TestCommandJSON runs `claudemesh bench --json` end to end and checks
-// that the document has exactly the fields 05-quality names.
-func TestCommandJSON(t *testing.T) {
+// benchJSON runs `claudemesh bench ARGS --json` end to end and returns the
+// document, its top-level keys (sorted) and its text. Nothing may go to
+// stderr under --json.
+func benchJSON(t *testing.T, args ...string) (map[string]any, []string, string) {
+	t.Helper()
 	t.Setenv(childEnvVar, "1") // inherited by the child broker
 	app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})
 	var stdout, stderr bytes.Buffer
-	code := cliui.RunContext(testContext(t), app,
-		[]string{"claudemesh", "bench", "--peers", "3", "--messages", "5", "--payload", "32", "--json"}, &stdout, &stderr)
-	if code != 0 {
+	argv := append(append([]string{"claudemesh", "bench"}, args...), "--json")
+	if code := cliui.RunContext(testContext(t), app, argv, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
 	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr under --json: %q", stderr.String())
+	}
 	doc, keys := jsonKeys(t, stdout.Bytes())
+	return doc, keys, stdout.String()
+}
+
+// TestCommandJSON runs `claudemesh bench --json` end to end and checks
+// that the document has exactly the fields 05-quality names.
+func TestCommandJSON(t *testing.T) {
+	doc, keys, text := benchJSON(t, "--peers", "3", "--messages", "5", "--payload", "32")
 	want := []string{"ackMs", "brokerPeakRssMB", "delivered", "deliveredPct", "durationSec", "e2eMs",
 		"messages", "msgsPerSec", "peers", "schemaVersion", "window"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("keys %q, want %q", keys, want)
 	}
 	if doc["schemaVersion"] != 1.0 || doc["delivered"] != 15.0 || doc["deliveredPct"] != 100.0 || doc["peers"] != 3.0 {
-		t.Errorf("document: %s", stdout.String())
+		t.Errorf("document: %s", text)
 	}
 	for _, k := range []string{"ackMs", "e2eMs"} {
 		l, _ := doc[k].(map[string]any)
@@ -184,23 +195,12 @@ func TestCommandJSON(t *testing.T) {
 			t.Errorf("%s = %v", k, doc[k])
 		}
 	}
-	if stderr.Len() != 0 {
-		t.Errorf("stderr under --json: %q", stderr.String())
-	}
 }
 
 // TestCommandJSONIdleConnect: with --idle-connections the document adds
 // how long they took to connect (issue 13's presences row), and only then.
 func TestCommandJSONIdleConnect(t *testing.T) {
-	t.Setenv(childEnvVar, "1")
-	app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})
-	var stdout, stderr bytes.Buffer
-	code := cliui.RunContext(testContext(t), app,
-		[]string{"claudemesh", "bench", "--peers", "2", "--messages", "0", "--idle-connections", "20", "--json"}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
-	}
-	doc, keys := jsonKeys(t, stdout.Bytes())
+	doc, keys, _ := benchJSON(t, "--peers", "2", "--messages", "0", "--idle-connections", "20")
 	if !slices.Contains(keys, "idleConnectSec") {
 		t.Fatalf("keys %q lack idleConnectSec", keys)
 	}

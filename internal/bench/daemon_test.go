@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -9,10 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/urfave/cli/v2"
-
-	"claudemesh/internal/cliui"
 )
 
 // noExitSleep stops a -race binary from sleeping a second before it exits
@@ -109,22 +104,14 @@ func TestViaDaemonCancelled(t *testing.T) {
 // TestCommandJSONViaDaemon checks that `bench --via-daemon --json` prints
 // exactly the documented fields.
 func TestCommandJSONViaDaemon(t *testing.T) {
-	t.Setenv(childEnvVar, "1") // the executable is this test binary
-	t.Setenv("GORACE", "atexit_sleep_ms=0")
-	app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})
-	var stdout, stderr bytes.Buffer
-	code := cliui.RunContext(testContext(t), app,
-		[]string{"claudemesh", "bench", "--via-daemon", "--sends", "2", "--accepts", "20", "--clients", "2", "--json"}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
-	}
-	doc, keys := jsonKeys(t, stdout.Bytes())
+	t.Setenv("GORACE", "atexit_sleep_ms=0") // the executable is this test binary
+	doc, keys, text := benchJSON(t, "--via-daemon", "--sends", "2", "--accepts", "20", "--clients", "2")
 	want := []string{"acceptMs", "acceptPerSec", "coldSendMs", "delivered", "deliveredPct", "drainSec", "schemaVersion", "warmSendMs"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("keys %q, want %q", keys, want)
 	}
 	if doc["schemaVersion"] != 1.0 || doc["delivered"] != 20.0 || doc["deliveredPct"] != 100.0 {
-		t.Errorf("document: %s", stdout.String())
+		t.Errorf("document: %s", text)
 	}
 	for _, k := range []string{"warmSendMs", "coldSendMs", "acceptMs"} {
 		l, _ := doc[k].(map[string]any)
