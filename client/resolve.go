@@ -3,6 +3,8 @@ package client
 import (
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/wire"
@@ -88,11 +90,19 @@ type Target struct {
 // it anyway. Several matches at the level that matched is a *Error with code
 // ambiguous_target and the Candidates; no match is unknown_target.
 func ResolveTarget(to string, members []wire.Member, peers []wire.Peer, self string) (*Target, error) {
+	return NewDirectory(members, peers).Resolve(to, self)
+}
+
+// Resolve is ResolveTarget against the directory's snapshot. A Directory
+// is safe for concurrent use: a daemon keeps one per snapshot of its mesh
+// and resolves every send against it, instead of indexing the whole mesh
+// again for each (the name and presence indexes are built on first use).
+func (d *Directory) Resolve(to, self string) (*Target, error) {
 	to = strings.TrimSpace(to)
 	if to == "" {
 		return nil, newError(wire.CodeInvalidArgument, "empty target")
 	}
-	d := newDirectory(members, peers)
+	d.resolves.Add(1)
 	switch {
 	case to == "*":
 		return d.broadcast(self)
@@ -118,15 +128,41 @@ func ResolveTarget(to string, members []wire.Member, peers []wire.Peer, self str
 	return d.name(to)
 }
 
-// directory is a snapshot indexed for resolution.
-type directory struct {
+// Directory is a snapshot of a mesh's members and presences, indexed for
+// resolving targets (Resolve). It copies what it keeps: later changes to
+// the slices it was made from do not reach it.
+type Directory struct {
 	members []wire.Member // active only, in broker order
 	peers   []wire.Peer   // presences of active members, in broker order
 	active  map[string]*wire.Member
+
+	// The indexes are built from the second Resolve on, each when first
+	// needed: the CLI's one-shot resolve scans instead, since building an
+	// index costs more than one scan, and a full-key DM never computes a
+	// name key.
+	resolves     atomic.Int32
+	presOnce     sync.Once
+	presence     map[string]presenceState // presenceKey → what online reports
+	sessionName  map[string]string        // session key → its display name
+	namesOnce    sync.Once
+	memberNames  map[string][]int // crypto.NameKey → indexes in members
+	sessionNames map[string][]int // crypto.NameKey → indexes in peers (sessions)
 }
 
-func newDirectory(members []wire.Member, peers []wire.Peer) *directory {
-	d := &directory{active: make(map[string]*wire.Member, len(members))}
+// reused reports whether the directory has resolved before, so that its
+// indexes pay for themselves.
+func (d *Directory) reused() bool { return d.resolves.Load() > 1 }
+
+// presenceState is what online reports for a key.
+type presenceState struct {
+	online bool
+	status string
+}
+
+// NewDirectory indexes a snapshot of a mesh (members_list and list_peers)
+// for Resolve.
+func NewDirectory(members []wire.Member, peers []wire.Peer) *Directory {
+	d := &Directory{active: make(map[string]*wire.Member, len(members))}
 	revoked := map[string]bool{}
 	for _, m := range members {
 		if m.RevokedAt != 0 {
@@ -161,7 +197,12 @@ func presenceKey(p *wire.Peer) string {
 // online reports whether a box to key would be pushed now — a connected
 // session with that key, or a connected member presence of that member
 // (the broker prefers the control-plane one) — and that presence's status.
-func (d *directory) online(key string) (bool, string) {
+func (d *Directory) online(key string) (bool, string) {
+	if d.reused() {
+		d.indexPresences()
+		st := d.presence[key]
+		return st.online, st.status
+	}
 	found, status := false, ""
 	for i := range d.peers {
 		p := &d.peers[i]
@@ -176,16 +217,94 @@ func (d *directory) online(key string) (bool, string) {
 	return found, status
 }
 
-func (d *directory) box(key, name, match string) *Target {
+// indexPresences maps each presence key to what online reports (the same
+// rule as its scan), and each session key to its display name.
+func (d *Directory) indexPresences() {
+	d.presOnce.Do(func() {
+		d.presence = make(map[string]presenceState, len(d.peers))
+		d.sessionName = map[string]string{}
+		for i := range d.peers {
+			p := &d.peers[i]
+			if isSession(p) {
+				if _, ok := d.sessionName[p.Pubkey]; !ok {
+					d.sessionName[p.Pubkey] = p.DisplayName
+				}
+			}
+			if !p.Online {
+				continue
+			}
+			k := presenceKey(p)
+			st := d.presence[k]
+			if !st.online || p.Role == wire.RoleControlPlane {
+				st.status = p.Status
+			}
+			st.online = true
+			d.presence[k] = st
+		}
+	})
+}
+
+// indexNames maps the members' and sessions' name keys (crypto.NameKey)
+// to their places, in broker order.
+func (d *Directory) indexNames() {
+	d.namesOnce.Do(func() {
+		d.memberNames = make(map[string][]int, len(d.members))
+		for i := range d.members {
+			k := cmcrypto.NameKey(d.members[i].DisplayName)
+			d.memberNames[k] = append(d.memberNames[k], i)
+		}
+		d.sessionNames = map[string][]int{}
+		for i := range d.peers {
+			if p := &d.peers[i]; isSession(p) {
+				k := cmcrypto.NameKey(p.DisplayName)
+				d.sessionNames[k] = append(d.sessionNames[k], i)
+			}
+		}
+	})
+}
+
+// membersNamed and sessionsNamed return the places of the members (the
+// sessions) whose name key is want, in broker order: from the index once
+// the directory is reused, else by scanning.
+func (d *Directory) membersNamed(want string) (out []int) {
+	if d.reused() {
+		d.indexNames()
+		return d.memberNames[want]
+	}
+	for i := range d.members {
+		if cmcrypto.NameKey(d.members[i].DisplayName) == want {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (d *Directory) sessionsNamed(want string) (out []int) {
+	if d.reused() {
+		d.indexNames()
+		return d.sessionNames[want]
+	}
+	for i := range d.peers {
+		if p := &d.peers[i]; isSession(p) && cmcrypto.NameKey(p.DisplayName) == want {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (d *Directory) box(key, name, match string) *Target {
 	online, status := d.online(key)
 	return &Target{Kind: wire.KindBox, Spec: key, DisplayName: name, Match: match,
 		Online: online, Status: status, Recipients: []string{key}}
 }
 
-func (d *directory) pubkey(key string) *Target {
+func (d *Directory) pubkey(key string) *Target {
 	name := ""
 	if m := d.active[key]; m != nil {
 		name = m.DisplayName
+	} else if d.reused() {
+		d.indexPresences()
+		name = d.sessionName[key]
 	} else {
 		for i := range d.peers {
 			if p := &d.peers[i]; isSession(p) && p.Pubkey == key {
@@ -214,7 +333,7 @@ func (c *candidates) add(name, key, kind string) {
 	c.list = append(c.list, wire.Candidate{DisplayName: name, Pubkey: key, Kind: kind})
 }
 
-func (d *directory) pick(c *candidates, to, match string) (*Target, error) {
+func (d *Directory) pick(c *candidates, to, match string) (*Target, error) {
 	switch len(c.list) {
 	case 0:
 		return nil, nil
@@ -226,7 +345,7 @@ func (d *directory) pick(c *candidates, to, match string) (*Target, error) {
 }
 
 // prefix returns (nil, nil) when nothing matches, so names are tried next.
-func (d *directory) prefix(p string) (*Target, error) {
+func (d *Directory) prefix(p string) (*Target, error) {
 	var c candidates
 	for _, m := range d.members {
 		if strings.HasPrefix(m.Pubkey, p) {
@@ -248,21 +367,19 @@ func (d *directory) prefix(p string) (*Target, error) {
 	return d.pick(&c, p, MatchPrefix)
 }
 
-func (d *directory) name(to string) (*Target, error) {
+func (d *Directory) name(to string) (*Target, error) {
 	want := cmcrypto.NameKey(to)
 	var c candidates
-	for _, m := range d.members {
-		if cmcrypto.NameKey(m.DisplayName) == want {
-			c.add(m.DisplayName, m.Pubkey, CandidateMember)
-		}
+	for _, i := range d.membersNamed(want) {
+		m := &d.members[i]
+		c.add(m.DisplayName, m.Pubkey, CandidateMember)
 	}
 	if t, err := d.pick(&c, to, MatchMember); t != nil || err != nil {
 		return t, err
 	}
-	for i := range d.peers {
-		if p := &d.peers[i]; isSession(p) && cmcrypto.NameKey(p.DisplayName) == want {
-			c.add(p.DisplayName, p.Pubkey, CandidateSession)
-		}
+	for _, i := range d.sessionsNamed(want) {
+		p := &d.peers[i]
+		c.add(p.DisplayName, p.Pubkey, CandidateSession)
 	}
 	if t, err := d.pick(&c, to, MatchSession); t != nil || err != nil {
 		return t, err
@@ -295,7 +412,7 @@ func multi(spec, match string, keys []string) (*Target, error) {
 	return &Target{Kind: wire.KindMulti, Spec: spec, Match: match, Recipients: keys}, nil
 }
 
-func (d *directory) broadcast(self string) (*Target, error) {
+func (d *Directory) broadcast(self string) (*Target, error) {
 	r := recipients{self: self}
 	for _, m := range d.members {
 		r.add(m.Pubkey)
@@ -309,7 +426,7 @@ func (d *directory) broadcast(self string) (*Target, error) {
 	return multi("*", MatchBroadcast, r.keys)
 }
 
-func (d *directory) group(name, self string) (*Target, error) {
+func (d *Directory) group(name, self string) (*Target, error) {
 	if !wire.ValidGroup(name) {
 		return nil, newError(wire.CodeInvalidArgument, "%q is not a group name (lowercase letters, digits, _ and -, up to 4 levels separated by /)", name)
 	}

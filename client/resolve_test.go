@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -99,35 +100,53 @@ func TestResolveTarget(t *testing.T) {
 		{"#general", kAlice, want{code: CodeTopicNotFound}},
 		{"", kAlice, want{code: wire.CodeInvalidArgument}},
 	}
+	// The same answers from a directory that has resolved before (a
+	// daemon's, which resolves from its indexes) as from a fresh one.
+	reused := NewDirectory(members, peers)
+	reused.Resolve("*", "")
 	for _, tc := range cases {
-		t.Run(tc.to, func(t *testing.T) {
-			got, err := ResolveTarget(tc.to, members, peers, tc.self)
-			if tc.want.code != "" {
-				var e *Error
-				if !errors.As(err, &e) || e.Code != tc.want.code {
-					t.Fatalf("got %+v, %v; want code %s", got, err, tc.want.code)
+		for _, how := range []string{"fresh", "reused"} {
+			t.Run(how+"/"+tc.to, func(t *testing.T) {
+				got, err := ResolveTarget(tc.to, members, peers, tc.self)
+				if how == "reused" {
+					got, err = reused.Resolve(tc.to, tc.self)
 				}
-				var keys []string
-				for _, c := range e.Candidates {
-					keys = append(keys, c.Pubkey)
-					if c.Kind != CandidateMember && c.Kind != CandidateSession {
-						t.Errorf("candidate kind %q", c.Kind)
-					}
-				}
-				if !slices.Equal(keys, tc.want.candidates) {
-					t.Fatalf("candidates %v, want %v", keys, tc.want.candidates)
-				}
-				return
+				checkResolved(t, got, err, tc.want.code, tc.want.candidates, func(got *Target) bool {
+					w := tc.want
+					return got.Kind == w.kind && got.Spec == w.spec && got.DisplayName == w.name && got.Match == w.match &&
+						got.Online == w.online && slices.Equal(got.Recipients, w.recipients)
+				}, tc.want)
+			})
+		}
+	}
+}
+
+// checkResolved checks a resolution against an error code and its
+// candidates' keys or, with code "", against ok.
+func checkResolved(t *testing.T, got *Target, err error, code string, candidates []string, ok func(*Target) bool, want any) {
+	t.Helper()
+	if code != "" {
+		var e *Error
+		if !errors.As(err, &e) || e.Code != code {
+			t.Fatalf("got %+v, %v; want code %s", got, err, code)
+		}
+		var keys []string
+		for _, c := range e.Candidates {
+			keys = append(keys, c.Pubkey)
+			if c.Kind != CandidateMember && c.Kind != CandidateSession {
+				t.Errorf("candidate kind %q", c.Kind)
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := tc.want
-			if got.Kind != w.kind || got.Spec != w.spec || got.DisplayName != w.name || got.Match != w.match ||
-				got.Online != w.online || !slices.Equal(got.Recipients, w.recipients) {
-				t.Fatalf("got %+v\nwant %+v", *got, w)
-			}
-		})
+		}
+		if !slices.Equal(keys, candidates) {
+			t.Fatalf("candidates %v, want %v", keys, candidates)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok(got) {
+		t.Fatalf("got %+v\nwant %+v", *got, want)
 	}
 }
 
@@ -171,5 +190,49 @@ func TestResolveBroadcastLimits(t *testing.T) {
 	}
 	if got, err := ResolveTarget("*", many[:1000], nil, kAlice); err != nil || len(got.Recipients) != 1000 {
 		t.Fatalf("1000 recipients: %v", err)
+	}
+}
+
+// TestResolveReusedMatchesFresh: in a larger mesh with repeated names,
+// offline presences and presences of one member in different states, a
+// directory that resolves from its indexes gives exactly what a fresh
+// one that scans gives, for every key, name and some prefixes.
+func TestResolveReusedMatchesFresh(t *testing.T) {
+	members, peers := bigMesh(200)
+	statuses := []string{"idle", "working", "dnd"}
+	for i := range peers {
+		peers[i].Online = i%7 != 3
+		peers[i].Status = statuses[i%3]
+		if i%11 == 0 {
+			peers[i].DisplayName = "twin" // repeated names, members' and sessions'
+		}
+	}
+	for i := range members {
+		if i%13 == 0 {
+			members[i].DisplayName = "Twin"
+		}
+	}
+	// A member with a CLI presence listed before its daemon's: the
+	// daemon's status wins.
+	if d := peers[8]; d.MemberPubkey != members[4].Pubkey || d.Role != wire.RoleControlPlane || !d.Online || d.Status != "dnd" {
+		t.Fatalf("member 4's daemon presence: %+v", d)
+	}
+	peers = append([]wire.Peer{{Pubkey: members[4].Pubkey, MemberPubkey: members[4].Pubkey, DisplayName: "cli", Role: wire.RoleCLI, Online: true, Status: "idle"}}, peers...)
+	var targets []string
+	for _, m := range members {
+		targets = append(targets, m.Pubkey, m.DisplayName, m.Pubkey[:10])
+	}
+	for _, p := range peers {
+		targets = append(targets, p.Pubkey, p.DisplayName)
+	}
+	targets = append(targets, "twin", "nobody", "*")
+	reused := NewDirectory(members, peers)
+	reused.Resolve("*", "")
+	for _, to := range targets {
+		want, werr := ResolveTarget(to, members, peers, "")
+		got, gerr := reused.Resolve(to, "")
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(gerr, werr) {
+			t.Fatalf("%q: reused %+v, %v; fresh %+v, %v", to, got, gerr, want, werr)
+		}
 	}
 }

@@ -41,6 +41,10 @@ var errNotConnected = errors.New("the mesh is not connected")
 // except fetchMu, which serialises fetches).
 type dirState struct {
 	cache meshCache
+	// resolver is cache indexed for resolving targets, made when first
+	// needed after each change (resolver()): each send used to index the
+	// whole mesh again, ~2 ms in a mesh of 1,000 members.
+	resolver *client.Directory
 	// dirDirty: the cache changed since it was last written to daemon.db.
 	dirDirty bool
 	// refreshDue is when presence events asked for a full list_peers
@@ -115,11 +119,23 @@ func (m *meshRT) setDirectory(members []wire.Member, peers []wire.Peer) {
 		apply(&mc)
 	}
 	m.cache = mc
+	m.resolver = nil
 	m.dirDirty = false
 	m.lastRefresh = now
 	m.refreshDue = time.Time{}
 	m.mu.Unlock()
 	m.d.db.Submit(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCache), []byte(m.cfg.MeshID), &mc) }, nil)
+}
+
+// directoryResolver is the cached directory indexed for resolving
+// targets; it stays valid for sends while the directory does not change.
+func (m *meshRT) directoryResolver() *client.Directory {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.resolver == nil {
+		m.resolver = client.NewDirectory(m.cache.Members, m.cache.Peers)
+	}
+	return m.resolver
 }
 
 func (m *meshRT) directory() ([]wire.Member, []wire.Peer) {
@@ -201,6 +217,7 @@ func (m *meshRT) onSystem(p *wire.Push) {
 	}
 	m.mu.Lock()
 	apply(&m.cache)
+	m.resolver = nil
 	if m.fetching > 0 {
 		m.journal = append(m.journal, apply)
 	}

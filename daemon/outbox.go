@@ -214,14 +214,14 @@ func (m *meshRT) resolve(ctx context.Context, to, self string) (*client.Target, 
 		// connection a moment.
 		m.waitOpen(connectWait)
 	}
-	members, peers := m.directory()
+	dir := m.directoryResolver()
 	live := false
 	if strings.HasPrefix(strings.TrimSpace(to), "@") && m.conn() != nil {
 		if lm, lp, err := m.liveDirectory(ctx, since); err == nil {
-			members, peers, live = lm, lp, true
+			dir, live = client.NewDirectory(lm, lp), true
 		}
 	}
-	t, err := client.ResolveTarget(to, members, peers, self)
+	t, err := dir.Resolve(to, self)
 	if err == nil || client.CodeOf(err) != wire.CodeUnknownTarget || live {
 		if err != nil {
 			return nil, clientError(err)

@@ -433,10 +433,10 @@ func (t *topicsRT) sealTopicRow(sender *cmcrypto.Identity, row *outboxRow, targe
 		}
 	}
 	if len(row.Mentions) > 0 {
-		members, peers := t.m.directory()
+		dir := t.m.directoryResolver()
 		keys := make([]string, 0, len(row.Mentions))
 		for _, who := range row.Mentions {
-			mt, err := client.ResolveTarget(who, members, peers, "")
+			mt, err := dir.Resolve(who, "")
 			if err != nil {
 				return err
 			}
