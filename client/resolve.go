@@ -95,8 +95,9 @@ func ResolveTarget(to string, members []wire.Member, peers []wire.Peer, self str
 
 // Resolve is ResolveTarget against the directory's snapshot. A Directory
 // is safe for concurrent use: a daemon keeps one per snapshot of its mesh
-// and resolves every send against it, instead of indexing the whole mesh
-// again for each (the name and presence indexes are built on first use).
+// and resolves every send against it, instead of copying and scanning
+// the whole mesh again for each (from its second Resolve on, it answers
+// from indexes of the presences and the names, each built once).
 func (d *Directory) Resolve(to, self string) (*Target, error) {
 	to = strings.TrimSpace(to)
 	if to == "" {
@@ -129,8 +130,10 @@ func (d *Directory) Resolve(to, self string) (*Target, error) {
 }
 
 // Directory is a snapshot of a mesh's members and presences, indexed for
-// resolving targets (Resolve). It copies what it keeps: later changes to
-// the slices it was made from do not reach it.
+// resolving targets (Resolve). It keeps copies of the two lists, so
+// entries replaced or appended in the caller's slices later do not reach
+// it (it is a shallow copy: a member's or a presence's own slices, such
+// as its groups, are shared and must not be changed in place).
 type Directory struct {
 	members []wire.Member // active only, in broker order
 	peers   []wire.Peer   // presences of active members, in broker order
