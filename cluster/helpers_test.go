@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,26 @@ var testSecret = []byte("claudemesh test cluster secret, not a real key")
 // its own data dir and every node's route address in its routes, as an
 // operator configures them.
 func startNodes(t testing.TB, name string, n int) []*Node {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		nodes, err := startNodesOnce(t, name, n)
+		if err == nil {
+			return nodes
+		}
+		// A route port free a moment ago can be taken before NATS binds
+		// it (a parallel test's connection gets it as its source port),
+		// and that node's server never becomes ready. The cluster is new:
+		// start it again on fresh ports and directories.
+		if attempt == 3 || !strings.Contains(err.Error(), "did not start") {
+			t.Fatal(err)
+		}
+		t.Logf("the cluster did not start (%v); again on fresh route ports", err)
+	}
+}
+
+// startNodesOnce starts n new nodes on fresh ports; on an error it closes
+// those that started and returns the first error.
+func startNodesOnce(t testing.TB, name string, n int) ([]*Node, error) {
 	t.Helper()
 	replicas := 3
 	if n == 1 {
@@ -43,15 +64,24 @@ func startNodes(t testing.TB, name string, n int) []*Node {
 			errs <- err
 		}()
 	}
+	var first error
 	for range n {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
+	}
+	if first != nil {
+		for _, node := range nodes {
+			if node != nil {
+				node.Close()
+			}
+		}
+		return nil, first
 	}
 	for _, node := range nodes {
 		t.Cleanup(node.Close)
 	}
-	return nodes
+	return nodes, nil
 }
 
 // freePort is a loopback address with a port free a moment ago.
