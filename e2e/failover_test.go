@@ -34,54 +34,7 @@ func TestClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var listens, routes, urls []string
-	for range 3 {
-		listens = append(listens, freeAddr(t))
-		routes = append(routes, freeAddr(t))
-	}
-	for _, l := range listens {
-		urls = append(urls, "ws://"+l+"/ws")
-	}
-	nodes := make([]*brokerProc, 3)
-	for i := range 3 {
-		data := filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))
-		if err := os.MkdirAll(data, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(data, "broker.key"), []byte(key.SecretKeyHex()+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		nodes[i] = spawnBroker(t, data, listens[i], "--cluster", "fo", "--node", fmt.Sprintf("n%d", i+1),
-			"--cluster-listen", routes[i], "--cluster-routes", strings.Join(routes, ","),
-			"--public-url", urls[i], "--public-urls", strings.Join(urls, ","))
-	}
-	// Every node's log when one does not come up: the cause is often in
-	// another's (a port taken meanwhile, a route refused).
-	allLogs := func() string {
-		var b strings.Builder
-		for i, n := range nodes {
-			select {
-			case <-n.done:
-				fmt.Fprintf(&b, "--- node %d (exited) ---\n%s", i+1, n.log())
-			default:
-				fmt.Fprintf(&b, "--- node %d ---\n%s", i+1, n.log())
-			}
-		}
-		return b.String()
-	}
-	for i, n := range nodes {
-		select {
-		case l := <-n.ready:
-			n.addr, n.url, n.pubkey = l.Addr, l.PublicURL, l.BrokerPubkey
-		case <-time.After(90 * time.Second):
-			t.Fatalf("node %d did not start listening:\n%s", i+1, allLogs())
-		}
-	}
-	for i, n := range nodes {
-		if !ready(n, 90*time.Second) {
-			t.Fatalf("node %d never ready:\n%s", i+1, allLogs())
-		}
-	}
+	nodes, urls := startFailoverNodes(t, key)
 	a := nodes[0]
 
 	alice, bob, carol := newUser(t, "alice"), newUser(t, "bob"), newUser(t, "carol")
@@ -298,4 +251,83 @@ func ready(b *brokerProc, d time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// startFailoverNodes starts the three nodes of TestClusterFailover, each
+// with the broker key, and waits until all are ready. A route port free
+// a moment ago can be taken before NATS binds it (a parallel test's
+// connection gets it as its source port); the node then exits with "did
+// not start", and the cluster, new, is started again on fresh ports.
+func startFailoverNodes(t *testing.T, key *cmcrypto.Identity) ([]*brokerProc, []string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		nodes, urls, failed := startFailoverNodesOnce(t, key)
+		if failed == "" {
+			return nodes, urls
+		}
+		for _, n := range nodes {
+			n.kill()
+		}
+		if attempt == 3 || !strings.Contains(failed, "did not start") {
+			t.Fatal(failed)
+		}
+		t.Logf("the cluster did not start; again on fresh ports:\n%s", failed)
+	}
+}
+
+// startFailoverNodesOnce returns the nodes and their public URLs, or what
+// went wrong with every node's log.
+func startFailoverNodesOnce(t *testing.T, key *cmcrypto.Identity) ([]*brokerProc, []string, string) {
+	t.Helper()
+	var listens, routes, urls []string
+	for range 3 {
+		listens = append(listens, freeAddr(t))
+		routes = append(routes, freeAddr(t))
+	}
+	for _, l := range listens {
+		urls = append(urls, "ws://"+l+"/ws")
+	}
+	nodes := make([]*brokerProc, 3)
+	for i := range 3 {
+		data := filepath.Join(t.TempDir(), fmt.Sprintf("n%d", i+1))
+		if err := os.MkdirAll(data, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(data, "broker.key"), []byte(key.SecretKeyHex()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = spawnBroker(t, data, listens[i], "--cluster", "fo", "--node", fmt.Sprintf("n%d", i+1),
+			"--cluster-listen", routes[i], "--cluster-routes", strings.Join(routes, ","),
+			"--public-url", urls[i], "--public-urls", strings.Join(urls, ","))
+	}
+	// Every node's log when one does not come up: the cause is often in
+	// another's (a port taken meanwhile, a route refused).
+	allLogs := func() string {
+		var b strings.Builder
+		for i, n := range nodes {
+			select {
+			case <-n.done:
+				fmt.Fprintf(&b, "--- node %d (exited) ---\n%s", i+1, n.log())
+			default:
+				fmt.Fprintf(&b, "--- node %d ---\n%s", i+1, n.log())
+			}
+		}
+		return b.String()
+	}
+	for i, n := range nodes {
+		select {
+		case l := <-n.ready:
+			n.addr, n.url, n.pubkey = l.Addr, l.PublicURL, l.BrokerPubkey
+		case <-n.done:
+			return nodes, urls, fmt.Sprintf("node %d exited before listening:\n%s", i+1, allLogs())
+		case <-time.After(90 * time.Second):
+			return nodes, urls, fmt.Sprintf("node %d did not start listening:\n%s", i+1, allLogs())
+		}
+	}
+	for i, n := range nodes {
+		if !ready(n, 90*time.Second) {
+			return nodes, urls, fmt.Sprintf("node %d never ready:\n%s", i+1, allLogs())
+		}
+	}
+	return nodes, urls, ""
 }
