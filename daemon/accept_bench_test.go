@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"claudemesh/daemon/localapi"
 )
 
@@ -22,7 +24,8 @@ import (
 // the accept path runs. ns/op is per accepted message over all clients.
 // commits/op is the sender's daemon.db commits per message, from the
 // first accept until every row is delivered (drain) or copied in
-// (broker-down): the drain's records share commits (commitLinger).
+// (broker-down): the drain's records share commits (commitLinger);
+// pages/op is the pages those commits wrote (bbolt's TxStats.Write).
 // cpu-µs/op is the CPU time of the whole process (clients, both daemons,
 // the broker) per message over the same span: on a shared machine it
 // moves far less with the load than ns/op does.
@@ -48,6 +51,7 @@ func benchAccept(b *testing.B, brokerDown bool) {
 	b.SetParallelism(8) // × GOMAXPROCS (2 here): 16 clients
 	b.ResetTimer()
 	commits.Store(0)
+	pages0 := pagesWritten(alice.d)
 	cpu0 := processCPU()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
@@ -73,7 +77,21 @@ func benchAccept(b *testing.B, brokerDown bool) {
 		return st.Outbox.Delivered >= b.N
 	})
 	b.ReportMetric(float64(commits.Load())/float64(b.N), "commits/op")
+	b.ReportMetric(float64(pagesWritten(alice.d)-pages0)/float64(b.N), "pages/op")
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+}
+
+// pagesWritten is the number of page writes daemon.db's committed
+// transactions have made so far (bbolt's TxStats.Write: every dirty page
+// spilled, the freelist and the meta page).
+func pagesWritten(d *Daemon) int64 {
+	var n int64
+	d.db.View(func(tx *bolt.Tx) error {
+		st := tx.DB().Stats()
+		n = st.TxStats.GetWrite()
+		return nil
+	})
+	return n
 }
 
 // processCPU is the user and system CPU time this process has used.

@@ -293,7 +293,9 @@ func putOutbox(tx *bolt.Tx, r *outboxRow) error {
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bOutbox).Put(seqKey(r.Seq), v); err != nil {
+	b := tx.Bucket(bOutbox)
+	b.FillPercent = outboxFill
+	if err := b.Put(seqKey(r.Seq), v); err != nil {
 		return err
 	}
 	if r.stored == r.State {

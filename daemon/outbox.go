@@ -38,11 +38,20 @@ func pendingKey(meshID string, seq uint64) []byte {
 // value existed are empty and fall back to reading the row.
 func setPendingIndex(tx *bolt.Tx, r *outboxRow, on bool) error {
 	b := tx.Bucket(bOutboxPending)
+	b.FillPercent = outboxFill
 	if on {
 		return b.Put(pendingKey(r.MeshID, r.Seq), seqKey(uint64(max(r.NextAttemptAt, 0))))
 	}
 	return b.Delete(pendingKey(r.MeshID, r.Seq))
 }
+
+// outboxFill is how full bbolt packs the pages of the outbox and its
+// pending index when it splits them. Both are keyed in enqueue order, so
+// rows arrive at the right edge, and bbolt's default (half full) left
+// every page of them half empty: twice the pages to write and to read.
+// A little room stays for the row's growth (its broker message id, the
+// receipts' recipients) when it is rewritten.
+const outboxFill = 0.9
 
 func seqOf(k []byte) uint64 { return binary.BigEndian.Uint64(k[len(k)-8:]) }
 
