@@ -33,6 +33,9 @@ func Decode(data []byte, v any) error {
 	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return fmt.Errorf("%w: a frame must be a JSON object", ErrIllShaped)
 	}
+	if decodeFast(data, v) {
+		return nil
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrIllShaped, err)
 	}

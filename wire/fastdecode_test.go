@@ -1,0 +1,185 @@
+package wire
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	json "github.com/go-json-experiment/json"
+)
+
+// hotFrames returns one zero value of each hot frame type.
+func hotFrames() []func() any {
+	return []func() any{
+		func() any { return new(Push) },
+		func() any { return new(Receipt) },
+		func() any { return new(Ack) },
+		func() any { return new(Send) },
+		func() any { return new(ClientAck) },
+	}
+}
+
+// checkFastDecode decodes data into each hot type both ways: where the
+// fast path accepts it, the reflective decoder must accept it too, with
+// an equal result.
+func checkFastDecode(t *testing.T, data []byte) (accepted int) {
+	t.Helper()
+	for _, mk := range hotFrames() {
+		fast := mk()
+		if !decodeFast(data, fast) {
+			continue
+		}
+		accepted++
+		slow := mk()
+		if err := json.Unmarshal(data, slow); err != nil {
+			t.Fatalf("fast path accepted what the decoder refuses (%v) as %T:\n%s", err, fast, data)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%T decoded differently:\nframe %s\nfast  %+v\nslow  %+v", fast, data, fast, slow)
+		}
+	}
+	return accepted
+}
+
+// TestFastDecodeMatchesDecode: every frame the hand encoders write decodes
+// to the same value on the fast path as through the reflective decoder,
+// and the fast path takes the plain ones; mutated frames are either
+// refused by the fast path or decoded the same both ways.
+func TestFastDecodeMatchesDecode(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 17))
+	fastTaken := 0
+	for i := 0; i < 4000; i++ {
+		p := &Push{Type: TypePush, MessageID: randStr(r), MeshID: randStr(r), Kind: randStr(r), TargetSpec: randStr(r),
+			SenderPubkey: randStr(r), SenderMemberPubkey: randStr(r), SenderName: randStr(r), Priority: randStr(r),
+			Nonce: randStr(r), Ciphertext: randStr(r), Key: randKey(r), KeyGen: randInt(r), Signature: randStr(r),
+			BodyVersion: r.IntN(3), ReplyToID: randStr(r), Mentions: randStrs(r), Subtype: randStr(r), Event: randStr(r),
+			ClientMessageID: randStr(r), CreatedAt: r.Int64N(1<<45) - 1<<44}
+		var e *AckError
+		if r.IntN(4) == 0 {
+			e = &AckError{Code: randStr(r), Message: randStr(r)}
+		}
+		a := &Ack{Type: TypeAck, ID: randStr(r), ReqID: randStr(r), MessageID: randStr(r), Queued: r.IntN(2) == 0,
+			Online: randInt(r), Pending: randInt(r), Duplicate: r.IntN(2) == 0, Error: e}
+		rc := &Receipt{Type: TypeReceipt, ReceiptID: randStr(r), MessageID: randStr(r), ClientMessageID: randStr(r),
+			RecipientPubkey: randStr(r), DeliveredAt: r.Int64N(1 << 45)}
+		var receipts *bool
+		if x := r.IntN(3); x < 2 {
+			v := x == 0
+			receipts = &v
+		}
+		s := &Send{Type: TypeSend, ID: randStr(r), ReqID: randStr(r), ClientMessageID: randStr(r), TargetSpec: randStr(r),
+			Kind: randStr(r), Priority: randStr(r), Nonce: randStr(r), Ciphertext: randStr(r), Signature: randStr(r),
+			KeyGen: randInt(r), BodyVersion: r.IntN(3), ReplyToID: randStr(r), Mentions: randStrs(r), Subtype: randStr(r), Receipts: receipts}
+		for range r.IntN(3) {
+			s.Keys = append(s.Keys, MultiKey{To: randStr(r), Nonce: randStr(r), Box: randStr(r)})
+		}
+		sb, err := EncodeSend(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca := &ClientAck{Type: TypeClientAck, ReqID: randStr(r), MessageIDs: randStrs(r), MessageID: randStr(r)}
+		for _, frame := range [][]byte{EncodePush(p), EncodeAck(a), EncodeReceipt(rc), sb, EncodeClientAck(ca)} {
+			fastTaken += checkFastDecode(t, frame)
+			// Mutations: a byte changed, dropped or doubled, a field
+			// repeated, whitespace, truncation.
+			for range 4 {
+				m := bytes.Clone(frame)
+				j := r.IntN(len(m))
+				switch r.IntN(5) {
+				case 0:
+					m[j] = "{}[]\",:0123456789-.etrufalsn \\\x00\xff"[r.IntN(31)]
+				case 1:
+					m = append(m[:j], m[j+1:]...)
+				case 2:
+					m = append(m[:j+1], m[j:]...)
+				case 3:
+					m = m[:j]
+				case 4:
+					if k := bytes.IndexByte(m[1:], ','); k > 0 {
+						m = append(append(bytes.Clone(m[:k+2]), m[1:k+1]...), m[k+1:]...)
+					}
+				}
+				checkFastDecode(t, m)
+			}
+		}
+	}
+	if fastTaken < 4000 {
+		t.Fatalf("the fast path took only %d of 20,000 encoded frames", fastTaken)
+	}
+}
+
+// TestFastDecodeRefuses: deviations from the canonical form go to the
+// reflective decoder, which keeps its verdicts (a duplicate key is
+// ill-shaped; an unknown field is ignored).
+func TestFastDecodeRefuses(t *testing.T) {
+	for _, frame := range []string{
+		`{"type":"receipt","receiptId":"a","receiptId":"b"}`,
+		`{"type":"receipt","extra":1}`,
+		`{"type":"receipt","receiptId":"caf\u00e9"}`,
+		`{"type":"receipt","receiptId":"café"}`,
+		`{"type":"receipt","receiptId":null}`,
+		`{"type":"receipt","deliveredAt":01}`,
+		`{"type":"receipt","deliveredAt":-0}`,
+		`{"type":"receipt","deliveredAt":1.0}`,
+		`{"type":"receipt","deliveredAt":1e3}`,
+		`{"type":"receipt","deliveredAt":1234567890123456789}`,
+		`{"type":"receipt"} `,
+		` {"type":"receipt"}`,
+		`{"type": "receipt"}`,
+		`{"type":"push","mentions":[]}`,
+		`{"type":"send","keys":[]}`,
+		`{"type":"send","keys":[{"to":"a","to":"b"}]}`,
+		`{"type":"ack","error":{"code":"x","message":"y"}}`,
+		`{"type":"push","keyGen":4294967296}`,
+	} {
+		for _, mk := range hotFrames() {
+			if decodeFast([]byte(frame), mk()) {
+				t.Errorf("fast path took %s as %T", frame, mk())
+			}
+		}
+	}
+	var rc Receipt
+	if err := Decode([]byte(`{"type":"receipt","receiptId":"a","receiptId":"b"}`), &rc); err == nil {
+		t.Fatal("a duplicate key was accepted")
+	}
+	if err := Decode([]byte(`{"type":"receipt","receiptId":"a","extra":1}`), &rc); err != nil || rc.ReceiptID != "a" {
+		t.Fatalf("unknown field: %v, %+v", err, rc)
+	}
+	// A destination that is not zero is left to the decoder's own merge.
+	rc = Receipt{MessageID: "kept"}
+	if decodeFast([]byte(`{"type":"receipt","receiptId":"a"}`), &rc) {
+		t.Fatal("fast path decoded into a non-zero value")
+	}
+}
+
+func FuzzDecodeFast(f *testing.F) {
+	for _, s := range append(clientSeeds(), brokerSeeds()...) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkFastDecode(t, data) })
+}
+
+func BenchmarkDecodePush(b *testing.B) {
+	p := benchPush()
+	p.Key = &MultiKey{To: hexB, Nonce: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX", Box: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v"}
+	data := EncodePush(&p)
+	for _, path := range []string{"fast", "reflective"} {
+		b.Run(path, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var q Push
+				var err error
+				if path == "fast" {
+					err = Decode(data, &q)
+				} else {
+					err = json.Unmarshal(data, &q)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
