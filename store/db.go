@@ -126,6 +126,15 @@ type Options struct {
 	// (SubmitDeferred) may wait for company before it is committed. Zero
 	// commits them at once, like any write.
 	DeferFor time.Duration
+	// SplitDeferred is how many deferrable writes a batch must hold for
+	// its other writes to commit first, in a transaction of their own,
+	// and the deferrable ones right after in another: a send that finds a
+	// broadcast's worth of acks waiting (hundreds of them) is then durable
+	// and fanned out without first applying them all and running their
+	// callbacks. Fewer deferrable writes than this share the other
+	// writes' commit (one fsync for all). 0 means DefaultSplitDeferred; a
+	// negative value never splits.
+	SplitDeferred int
 	// LargeWrite is the size (SubmitSized) from which a write is large:
 	// large writes wait in a lane of their own, and each commit takes
 	// every small write waiting but at most LargeBudget bytes of large
@@ -194,6 +203,9 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 4096
+	}
+	if opts.SplitDeferred == 0 {
+		opts.SplitDeferred = DefaultSplitDeferred
 	}
 	if opts.LargeWrite == 0 {
 		opts.LargeWrite = DefaultLargeWrite
@@ -439,8 +451,49 @@ func (s *Store) commitLoop() {
 			}
 			continue
 		}
+		if first, rest := s.splitDeferred(batch); rest != nil {
+			s.commit(first)
+			s.commit(rest)
+			continue
+		}
 		s.commit(batch)
 	}
+}
+
+// DefaultSplitDeferred is Options.SplitDeferred's default: well above the
+// acks that share a commit with the sends of a busy mesh of DMs (tens), well
+// below a broadcast's (up to 1,000).
+const DefaultSplitDeferred = 128
+
+// splitDeferred parts a batch holding at least SplitDeferred deferrable
+// writes and at least one other write into the others, then the
+// deferrable ones, each part in submission order; it returns a nil rest
+// when the batch stays whole. Nothing waits on a deferrable write's
+// durability, so committing it after a write submitted later breaks no
+// promise; each part keeps its own order.
+func (s *Store) splitDeferred(batch []*write) (first, rest []*write) {
+	if s.opts.SplitDeferred < 0 {
+		return batch, nil
+	}
+	n := 0
+	for _, w := range batch {
+		if w.deferrable {
+			n++
+		}
+	}
+	if n < s.opts.SplitDeferred || n == len(batch) {
+		return batch, nil
+	}
+	first = make([]*write, 0, len(batch)-n)
+	rest = make([]*write, 0, n)
+	for _, w := range batch {
+		if w.deferrable {
+			rest = append(rest, w)
+		} else {
+			first = append(first, w)
+		}
+	}
+	return first, rest
 }
 
 func allDeferrable(batch []*write) bool {

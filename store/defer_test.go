@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -112,5 +113,71 @@ func TestCloseCommitsDeferredWrites(t *testing.T) {
 	s = openAt(t, path, Options{})
 	if getRaw(t, s, "acked") != "1" {
 		t.Fatal("the deferred write is not in the file after Close")
+	}
+}
+
+// A batch holding SplitDeferred deferrable writes and another write
+// commits the other write first, in a transaction of its own, and the
+// deferrable ones right after; with fewer, all share one commit.
+func TestSplitDeferredCommitsTheOthersFirst(t *testing.T) {
+	for _, tc := range []struct {
+		deferred int
+		want     []int
+	}{
+		{deferred: 4, want: []int{6}},
+		{deferred: 5, want: []int{2, 5}},
+	} {
+		t.Run(fmt.Sprint(tc.deferred), func(t *testing.T) {
+			var log commitLog
+			s := openAt(t, dbPath(t), Options{OnCommit: log.observe, DeferFor: time.Hour, SplitDeferred: 5})
+			createTestBucket(t, s)
+			release := blockCommitter(t, s)
+			before := len(log.snapshot())
+			var order []string
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			note := func(what string) func(error) {
+				wg.Add(1)
+				return func(err error) {
+					defer wg.Done()
+					if err != nil {
+						t.Errorf("%s: %v", what, err)
+					}
+					mu.Lock()
+					order = append(order, what)
+					mu.Unlock()
+				}
+			}
+			// A deferrable write first, then the two others, then the rest.
+			if err := s.SubmitDeferred(putRaw("acked0", "1"), note("acked0")); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"sent1", "sent2"} {
+				if err := s.Submit(putRaw(k, "1"), note(k)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 1; i < tc.deferred; i++ {
+				if err := s.SubmitDeferred(putRaw(fmt.Sprintf("acked%d", i), "1"), note(fmt.Sprintf("acked%d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			release()
+			wg.Wait()
+			got := log.snapshot()[before+1:] // after the blocker's
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("commits %v, want %v", got, tc.want)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(tc.want) == 2 && (order[0] != "sent1" || order[1] != "sent2" || order[2] != "acked0") {
+				t.Fatalf("callbacks ran in the order %v, want the sends first", order)
+			}
+			for i := range tc.deferred {
+				if getRaw(t, s, fmt.Sprintf("acked%d", i)) != "1" {
+					t.Fatalf("deferred write %d is missing", i)
+				}
+			}
+		})
 	}
 }
