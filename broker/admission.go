@@ -194,6 +194,17 @@ type listener struct {
 	a *admission
 }
 
+// listen opens the broker's public listener without TCP keep-alive. Every
+// WebSocket is pinged (--ping-interval) and an idle HTTP connection is
+// closed (--http-idle-timeout), so the kernel's probes would learn nothing
+// new, while turning them on costs four setsockopt calls on every accepted
+// connection, paid too by each one the per-address cap cuts at once: a
+// stranger dialling in a loop made that a third of what the cut cost.
+func listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
 func (l *listener) Accept() (net.Conn, error) {
 	for {
 		nc, err := l.Listener.Accept()

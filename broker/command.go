@@ -261,7 +261,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The ports first: a busy port must not be reported only after a first
 	// start created the data dir, its key and its token.
 	if cfg.Listener == nil {
-		ln, err := net.Listen("tcp", cfg.Listen)
+		ln, err := listen(cfg.Listen)
 		if err != nil {
 			return cliui.Errorf("broker_start", "cannot listen on %s: %v", cfg.Listen, err).
 				WithHint("another process uses the port; choose another with --listen")
