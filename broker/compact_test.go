@@ -15,7 +15,7 @@ import (
 func TestCompactShrinksAStoppedBrokersFile(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	cfg.Rate = 0
+	cfg.Rate, cfg.ByteRate = 0, 0 // 40 large messages at once: the file, not the send rate, is under test
 	b := startWith(t, cfg)
 	alice := createMesh(t, b, "team", "alice")
 	bob := addMember(t, b, alice, "team", "bob")

@@ -166,7 +166,7 @@ func DefaultConfig() Config {
 		Rate:                    200,
 		Burst:                   1000,
 		ByteRate:                1 << 20,
-		ByteBurst:               8 << 20,
+		ByteBurst:               2 << 20,
 		QueueTTL:                168 * time.Hour,
 		SendBuffer:              8 << 20,
 		PingInterval:            30 * time.Second,

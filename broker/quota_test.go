@@ -38,7 +38,7 @@ func TestQueuedBytesPerSenderAcrossSessionKeys(t *testing.T) {
 	t.Parallel()
 	const limit = 1 << 20
 	cfg := testConfig(t)
-	cfg.Rate = 0
+	cfg.Rate, cfg.ByteRate = 0, 0 // the quota, not the send rate, is under test
 	cfg.MaxQueuedBytesPerSender = limit
 	b := startWith(t, cfg)
 	alice := createMesh(t, b, "team", "alice")
