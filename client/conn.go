@@ -120,6 +120,13 @@ type DialOptions struct {
 	Header http.Header
 	Logger *slog.Logger
 
+	// CoalesceWrites makes the writer put every frame queued at once into
+	// one write to the socket (one system call, one TCP segment where it
+	// fits) instead of one write per frame. A daemon's drain queues its
+	// sends and receipt acks in bursts; a connection that writes a frame
+	// now and then gains nothing.
+	CoalesceWrites bool
+
 	// OnReady is called with the connection once its handshake is done,
 	// before the first frame after hello_ack is read: whoever acks what
 	// arrives on it (the daemon) knows the connection before the first
@@ -153,6 +160,7 @@ type Conn struct {
 	idle      time.Duration
 
 	out        chan []byte
+	batch      *batchConn // with CoalesceWrites (batchconn.go)
 	closeReq   chan struct{}
 	closeOnce  sync.Once
 	readerGone chan struct{}
@@ -272,6 +280,18 @@ func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, er
 		ReadBufferSize:   1024, // big frames bypass it (bufio reads them directly)
 		WriteBufferSize:  4096,
 		WriteBufferPool:  writeBufferPool,
+	}
+	if opts.CoalesceWrites {
+		// Under TLS the batch is of TLS records: still one write.
+		var nd net.Dialer
+		dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			c.batch = &batchConn{Conn: nc}
+			return c.batch, nil
+		}
 	}
 	ws, resp, err := dialer.DialContext(hctx, id.BrokerURL, opts.Header)
 	if err != nil {
@@ -754,6 +774,12 @@ func (c *Conn) writeLoop() {
 	for {
 		select {
 		case f := <-c.out:
+			if c.batch != nil && len(c.out) > 0 {
+				if !c.writeBatch(f, write) {
+					return
+				}
+				continue
+			}
 			if !write(f) {
 				return
 			}

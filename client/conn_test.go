@@ -274,8 +274,16 @@ func TestConcurrentSends(t *testing.T) {
 }
 
 // TestSendAsyncWindow is the bench's pattern: a window of sends queued
-// without waiting, results collected from their channels.
+// without waiting, results collected from their channels. With
+// CoalesceWrites (the daemon's connections) the frames queued while the
+// writer was busy go out in one write, and every one is still answered.
 func TestSendAsyncWindow(t *testing.T) {
+	for _, coalesce := range []bool{false, true} {
+		t.Run(fmt.Sprint("coalesce=", coalesce), func(t *testing.T) { testSendAsyncWindow(t, coalesce) })
+	}
+}
+
+func testSendAsyncWindow(t *testing.T, coalesce bool) {
 	f := newFakeBroker(t)
 	f.set(func(f *fakeBroker) {
 		f.handle = func(fc *fakeConn, env wire.Envelope, raw []byte) {
@@ -285,8 +293,13 @@ func TestSendAsyncWindow(t *testing.T) {
 		}
 	})
 	ctx := testCtx(t)
-	c := mustDial(t, ctx, f.identity(t), DialOptions{})
+	c := mustDial(t, ctx, f.identity(t), DialOptions{CoalesceWrites: coalesce})
 	f.next(t)
+	if coalesce {
+		// The writer blocks in its first write until the window is
+		// queued behind it.
+		c.batch.mu.Lock()
+	}
 	var chans []<-chan SendResult
 	var ids []string
 	for i := 0; i < 64; i++ {
@@ -297,10 +310,21 @@ func TestSendAsyncWindow(t *testing.T) {
 		}
 		chans, ids = append(chans, ch), append(ids, s.ID)
 	}
+	if coalesce {
+		c.batch.mu.Unlock()
+	}
 	for i, ch := range chans {
 		r := recvWithin(t, ch, "ack")
 		if r.Err != nil || r.Ack.MessageID != "m"+ids[i] {
 			t.Fatalf("result %d: %+v", i, r)
+		}
+	}
+	if coalesce {
+		c.batch.mu.Lock()
+		batched := c.batch.batched
+		c.batch.mu.Unlock()
+		if batched < 2 {
+			t.Errorf("%d frames went out with others; want the queued window in few writes", batched)
 		}
 	}
 }

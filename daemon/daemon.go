@@ -664,6 +664,8 @@ func (m *meshRT) start() {
 	m.presence = client.StartPresence(ctx, m.ident, client.DialOptions{
 		Role: wire.RoleControlPlane, Presence: true, SessionID: "daemon", PeerType: wire.PeerHuman,
 		Hostname: host, Logger: m.d.log,
+		// The drain queues sends, and the inbox its acks, in bursts.
+		CoalesceWrites: true,
 		// Pushes are acked on m.latest: it must name the connection
 		// before the first push, which can be stored while OnConnected
 		// is still busy (noteRole writes config.json).

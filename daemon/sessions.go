@@ -298,7 +298,7 @@ func (s *sessionRT) start(m *meshRT) {
 	id.Session = &client.SessionCreds{Key: s.key, SessionID: s.rec.SessionID, DisplayName: s.rec.DisplayName, PeerType: s.rec.PeerType}
 	p := client.StartPresence(ctx, id, client.DialOptions{
 		PID: s.rec.Process.PID, Cwd: s.rec.Cwd, Hostname: host, Channel: s.rec.Channel,
-		Logger: m.d.log,
+		Logger: m.d.log, CoalesceWrites: true,
 		// The ack connection is known before the first push (see meshRT.start).
 		OnReady: func(c *client.Conn) {
 			s.mu.Lock()
