@@ -113,7 +113,7 @@ func (d *Daemon) openAcceptLog(fresh, hold bool) (*acceptLog, error) {
 		caught: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), hold: hold}
 	path := journalPath(d.home)
 	opts := journal.Options{Durable: a.durableGroup, ScrubAfter: d.opts.journalScrubAfter,
-		Size: d.opts.journalSize, SpaceWait: d.opts.journalSpaceWait}
+		Size: d.opts.journalSize, SpaceWait: d.opts.journalSpaceWait, Sync: d.opts.testJournalSync}
 	j, recs, err := journal.Open(path, opts)
 	if err != nil {
 		return nil, err

@@ -280,3 +280,62 @@ func TestFullJournalRefusesSends(t *testing.T) {
 	alice.waitOpen(t)
 	sentOnceEach(t, alice, bob, "after the restart", append(accepted, "after", "marker", "while failing")...)
 }
+
+// TestAcceptAnswersOnlyOnceSynced: a 202 means the message is on disk in
+// the accept journal, fdatasynced. While the journal's sync is held, the
+// send gets no answer; once the sync returns it gets its 202 and the
+// message is sent. When the sync fails, the send is refused (never a
+// 202), and so is every later one: after a failed fdatasync the page
+// cache cannot be trusted. A change that answered before the sync, or
+// despite its failure, breaks what a kill -9 or a power cut must keep.
+func TestAcceptAnswersOnlyOnceSynced(t *testing.T) {
+	e := newEnv(t)
+	var fail atomic.Bool
+	syncing := make(chan struct{}, 16)
+	release := make(chan struct{})
+	var hold atomic.Bool
+	opts := Options{testJournalSync: func(f *os.File) error {
+		if hold.Load() {
+			syncing <- struct{}{}
+			<-release
+		}
+		if fail.Load() {
+			return errors.New("injected: fdatasync failed")
+		}
+		return f.Sync()
+	}}
+	alice, bob := e.openPairWith(t, opts)
+	ctx := context.Background()
+
+	hold.Store(true)
+	type result struct {
+		resp *localapi.SendResponse
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "held", ClientMessageID: "held"})
+		res <- result{resp, err}
+	}()
+	<-syncing // the send's group is written, its sync has begun
+	select {
+	case r := <-res:
+		t.Fatalf("the send was answered (%+v, %v) while its journal write was not yet synced", r.resp, r.err)
+	default:
+	}
+	hold.Store(false)
+	close(release)
+	if r := <-res; r.err != nil || r.resp.Status != localapi.StatusAccepted {
+		t.Fatalf("after the sync: %+v, %v; want 202 accepted", r.resp, r.err)
+	}
+	waitFor(t, 5*time.Second, "the held message at bob", func() bool { return inboxBodies(t, bob)["held"] == 1 })
+
+	fail.Store(true)
+	for _, id := range []string{"failed-1", "failed-2"} {
+		_, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: id, ClientMessageID: id})
+		var ae *localapi.APIError
+		if !errors.As(err, &ae) || ae.HTTPStatus < 500 {
+			t.Fatalf("send %s with a failing fdatasync: %v; want a 5xx refusal, never a 202", id, err)
+		}
+	}
+}

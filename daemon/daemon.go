@@ -89,6 +89,9 @@ type Options struct {
 	journalSize      int64
 	journalSpaceWait time.Duration
 	testHookApply    func() error
+	// testJournalSync replaces the accept journal's fdatasync (the
+	// durability test makes it fail or holds it).
+	testJournalSync func(f *os.File) error
 	// testOnCommit observes daemon.db's commits (BenchmarkAccept counts
 	// them per message).
 	testOnCommit func(d time.Duration, writes int)

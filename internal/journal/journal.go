@@ -85,6 +85,10 @@ type Options struct {
 	// fails with ErrFull, and so does every Append that needs room until
 	// something is released.
 	SpaceWait time.Duration
+	// Sync, if set, is called instead of fdatasync to make a group
+	// durable (tests make it fail, or hold it). An error fails the
+	// group's Appends and every later one, as a failed fdatasync does.
+	Sync func(f *os.File) error
 }
 
 // DefaultSpaceWait is Options.SpaceWait's default.
@@ -465,9 +469,12 @@ func (j *Journal) write(group []*req, n int64) error {
 	grew := j.off+n > j.size
 	_, err := j.f.WriteAt(j.buf, j.off)
 	if err == nil {
-		if grew {
+		switch {
+		case j.opts.Sync != nil:
+			err = j.opts.Sync(j.f)
+		case grew:
 			err = j.f.Sync() // the size changed: fsync the inode too
-		} else {
+		default:
 			err = fdatasync(j.f)
 		}
 	}
