@@ -245,14 +245,18 @@ func (a *acceptLog) add(row *outboxRow) (dup *journaled, stored bool, err error)
 	}
 	// Under mu the applier cannot move a row from byCMID to daemon.db
 	// unseen: it deletes from byCMID only after its commit.
-	a.d.db.View(func(tx *bolt.Tx) error {
-		stored = tx.Bucket(bOutboxCMID).Get([]byte(row.ClientMessageID)) != nil
-		return nil
-	})
+	if a.d.cmids.mayHave(row.ClientMessageID) {
+		a.d.db.View(func(tx *bolt.Tx) error {
+			stored = tx.Bucket(bOutboxCMID).Get([]byte(row.ClientMessageID)) != nil
+			return nil
+		})
+	}
 	if stored {
 		a.mu.Unlock()
 		return nil, true, nil
 	}
+	// Before the journal write, so before the row can reach daemon.db.
+	a.d.cmids.add(row.ClientMessageID)
 	e := &journaled{row: row, ready: make(chan struct{})}
 	a.byCMID[row.ClientMessageID] = e
 	a.mu.Unlock()

@@ -339,3 +339,40 @@ func TestAcceptAnswersOnlyOnceSynced(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyAfterRestartWithFilter: the clientMessageId filter
+// (cmidfilter.go) lets new ids skip daemon.db; an id stored before a
+// restart is still recognised once the filter is built from daemon.db —
+// the same request is a 200 duplicate, a different one a 409 — and an id
+// accepted a moment ago is recognised whether or not it is in daemon.db
+// yet.
+func TestIdempotencyAfterRestartWithFilter(t *testing.T) {
+	e := newEnv(t)
+	alice, _ := e.openPairWith(t, Options{})
+	ctx := context.Background()
+	alice.send(t, "bob", "before the restart", "kept-id")
+	alice.stop()
+	alice = e.daemon("alice")
+	alice.waitOpen(t)
+	waitFor(t, 5*time.Second, "the filter built", func() bool { return alice.d.cmids.ready.Load() })
+	if alice.d.cmids.mayHave("never-used-id") && alice.d.cmids.mayHave("never-used-id-2") {
+		t.Error("the filter answers maybe for ids never used")
+	}
+	resp, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "before the restart", ClientMessageID: "kept-id"})
+	if err != nil || !resp.Duplicate {
+		t.Fatalf("the same request after a restart: %+v, %v; want a duplicate", resp, err)
+	}
+	_, err = alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "something else", ClientMessageID: "kept-id"})
+	var ae *localapi.APIError
+	if !errors.As(err, &ae) || ae.HTTPStatus != 409 {
+		t.Fatalf("a different request with a stored id: %v; want 409", err)
+	}
+	for i := range 50 {
+		id := fmt.Sprint("fresh-", i)
+		alice.send(t, "bob", "fresh", id)
+		resp, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "fresh", ClientMessageID: id})
+		if err != nil || !resp.Duplicate {
+			t.Fatalf("repeat of %s right after its 202: %+v, %v; want a duplicate", id, resp, err)
+		}
+	}
+}

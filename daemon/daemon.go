@@ -143,6 +143,9 @@ type Daemon struct {
 	// lives here, not in daemon.db (outbox.go, drain).
 	sendingMu sync.Mutex
 	sending   map[uint64]bool
+	// cmids says which clientMessageIds are certainly not in the outbox
+	// (cmidfilter.go).
+	cmids *cmidFilter
 
 	sessMu   sync.Mutex
 	sessions map[string]*sessionRT // by token hash
@@ -246,7 +249,7 @@ func Open(opts Options) (*Daemon, error) {
 	d := &Daemon{
 		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
 		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), sessions: map[string]*sessionRT{}, sending: map[uint64]bool{},
-		failpoint: os.Getenv(envFailpoint),
+		failpoint: os.Getenv(envFailpoint), cmids: newCMIDFilter(),
 	}
 	if n, ok := strings.CutPrefix(d.failpoint, failDrainKillAfter); ok {
 		d.killAfter, _ = strconv.ParseInt(n, 10, 64)
@@ -262,6 +265,7 @@ func Open(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.acc = acc
+	go d.cmids.build(d)
 	if err := d.loadInboxSize(); err != nil {
 		acc.close()
 		db.Close()

@@ -184,7 +184,7 @@ func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeade
 func (d *Daemon) existing(cmid, fp string) (*localapi.SendResponse, int, *apiError) {
 	// The journal first: a row leaves it only once it is in daemon.db.
 	prev := d.acc.lookup(cmid)
-	if prev == nil {
+	if prev == nil && d.cmids.mayHave(cmid) {
 		d.db.View(func(tx *bolt.Tx) error {
 			prev, _ = outboxByCMID(tx, cmid)
 			return nil
