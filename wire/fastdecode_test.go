@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"testing"
 
 	json "github.com/go-json-experiment/json"
@@ -182,4 +183,31 @@ func BenchmarkDecodePush(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestFastDecodeKeepsNoFrame: a decoded field is a string of its own, so
+// keeping a message id does not keep its whole frame alive.
+func TestFastDecodeKeepsNoFrame(t *testing.T) {
+	p := benchPush()
+	p.Key = &MultiKey{To: hexB, Nonce: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX", Box: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v"}
+	frame := EncodePush(&p)
+	const n = 4000
+	ids := make([]string, 0, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		var q Push
+		if !decodeFast(bytes.Clone(frame), &q) {
+			t.Fatal("the fast path refused an encoded push")
+		}
+		ids = append(ids, q.MessageID)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	kept := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	if perID := kept / n; perID > int64(len(frame))/4 {
+		t.Fatalf("keeping %d message ids kept %d bytes (%d each; a frame is %d)", n, kept, perID, len(frame))
+	}
+	runtime.KeepAlive(ids)
 }
