@@ -440,6 +440,12 @@ func (ms *meshState) peer(p *presence, decay time.Duration) wire.Peer {
 func (ms *meshState) listPeers(viewer *member, decay time.Duration) []wire.Peer {
 	out := make([]wire.Peer, 0, len(ms.presences))
 	for _, p := range ms.presences {
+		if p.member.RevokedAt != 0 {
+			// Banned: its connections are closing (the close frame is
+			// out, the presence ends when the reader sees the answer),
+			// and a list asked for after the ban must not show it.
+			continue
+		}
 		hidden := p.hidden
 		if !p.session {
 			hidden = p.member.Hidden
