@@ -642,6 +642,12 @@ type meshRT struct {
 
 	topics *topicsRT // topics.go
 
+	// fresh holds rows the accept journal's applier has just copied into
+	// daemon.db, by seq, for the drain to send as they are instead of
+	// reading them back (acceptlog.go handToDrains, outbox.go due).
+	freshMu sync.Mutex
+	fresh   map[uint64]*outboxRow
+
 	// web is the human's web presence while a page is connected (web.go);
 	// webMu serialises opening and closing it.
 	webMu sync.Mutex

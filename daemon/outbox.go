@@ -362,6 +362,11 @@ func (m *meshRT) drain(ctx context.Context) {
 				}()
 			}
 		}
+		if m.conn() == nil {
+			m.freshMu.Lock()
+			m.fresh = nil // read from daemon.db once the mesh is open
+			m.freshMu.Unlock()
+		}
 		if next < 0 {
 			next = time.Hour
 		}
@@ -383,7 +388,16 @@ func (m *meshRT) drain(ctx context.Context) {
 
 // due returns up to n pending rows of this mesh that are due and not busy,
 // and how long until the next one that is not yet due (-1: none).
+//
+// A row the applier handed over (fresh) is used as it was copied: in the
+// pending index and not busy, it has not been sent since, and only the
+// drain changes a pending row. The hand-over is taken whole each round:
+// rows not reached are read from daemon.db later.
 func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow, time.Duration) {
+	m.freshMu.Lock()
+	fresh := m.fresh
+	m.fresh = nil
+	m.freshMu.Unlock()
 	var out []*outboxRow
 	wait := time.Duration(-1)
 	now := time.Now().UnixMilli()
@@ -406,8 +420,14 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 					continue
 				}
 			}
-			r, err := getOutbox(tx, seq)
-			if err != nil || r.State != statePending {
+			r := fresh[seq]
+			if r == nil {
+				var err error
+				if r, err = getOutbox(tx, seq); err != nil {
+					continue
+				}
+			}
+			if r.State != statePending {
 				continue
 			}
 			if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.sendConn(r.SenderPubkey) == nil {
