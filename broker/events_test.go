@@ -214,3 +214,90 @@ func TestMemberDMTargetsFollowTheControlPlane(t *testing.T) {
 		t.Fatalf("bob counts %d connected control-plane presences, want 1", n)
 	}
 }
+
+// TestTransientPresenceIsNotAnnounced: a presence that starts and ends
+// between two flushes, before any receiver was handed its start, is
+// announced to no one; one whose start went out (at once, or early to a
+// receiver that asked for list_peers) has its end announced too.
+func TestTransientPresenceIsNotAnnounced(t *testing.T) {
+	b := startBroker(t, nil)
+	ms := &meshState{presences: map[string]*presence{}}
+	alice, bob, mallory := &member{}, &member{}, &member{}
+	receiver := func(key string, m *member) *conn {
+		c := &conn{b: b, ms: ms, wake: make(chan struct{}, 1)}
+		c.writing.Store(true) // no writer: the test reads the queue itself
+		p := &presence{key: key, member: m, conn: c}
+		c.pres = p
+		ms.presences[key] = p
+		return c
+	}
+	ca, cb := receiver("a", alice), receiver("b", bob)
+	events := func(c *conn) []string {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		var out []string
+		for _, f := range c.queue {
+			var p wire.Push
+			if err := wire.Decode(f, &p); err != nil {
+				t.Fatal(err)
+			}
+			var ev wire.PeerEvent
+			if err := decodeInto(p.EventData, &ev); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, p.Event+" "+ev.SessionID)
+		}
+		c.queue, c.qbytes = nil, 0
+		return out
+	}
+	flush := func() {
+		ms.mu.Lock()
+		if ms.eventLog.timer != nil {
+			ms.eventLog.timer.Stop()
+			ms.eventLog.timer = nil
+		}
+		ms.flushEventsLocked(time.Now())
+		ms.mu.Unlock()
+	}
+	presenceOf := func(session string) *presence {
+		return &presence{key: "m/" + session, member: mallory, pubkey: "m", sessionID: session}
+	}
+	want := func(c *conn, who string, exp ...string) {
+		t.Helper()
+		if got := events(c); fmt.Sprint(got) != fmt.Sprint(exp) {
+			t.Fatalf("%s was handed %q, want %q", who, got, exp)
+		}
+	}
+
+	// A lone start goes out at once, so its end is announced.
+	p1 := presenceOf("one")
+	ms.mu.Lock()
+	ms.broadcastSystem(wire.EventPeerJoined, p1)
+	ms.mu.Unlock()
+	want(ca, "alice", "peer_joined one")
+	want(cb, "bob", "peer_joined one")
+	ms.mu.Lock()
+	ms.broadcastSystem(wire.EventPeerLeft, p1) // within the interval: waits for the flush
+	p2 := presenceOf("two")
+	ms.broadcastSystem(wire.EventPeerReturned, p2)
+	ms.broadcastSystem(wire.EventPeerLeft, p2) // came and went unseen
+	p3 := presenceOf("three")
+	ms.broadcastSystem(wire.EventPeerJoined, p3)
+	ms.mu.Unlock()
+	flush()
+	want(ca, "alice", "peer_left one", "peer_joined three")
+	want(cb, "bob", "peer_left one", "peer_joined three")
+
+	// A start one receiver was handed early (list_peers) is not taken back.
+	ms.mu.Lock()
+	ms.broadcastSystem(wire.EventPeerLeft, p3)
+	p4 := presenceOf("four")
+	ms.broadcastSystem(wire.EventPeerJoined, p4)
+	ca.releaseEventsLocked()
+	ms.broadcastSystem(wire.EventPeerLeft, p4)
+	ms.mu.Unlock()
+	want(ca, "alice", "peer_left three", "peer_joined four")
+	flush()
+	want(ca, "alice", "peer_left four")
+	want(cb, "bob", "peer_left three", "peer_joined four", "peer_left four")
+}

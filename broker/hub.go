@@ -470,6 +470,9 @@ func (ms *meshState) online(pubkey string) bool { return len(ms.conns[pubkey]) >
 // broadcastSystem pushes a presence event to every presence connection of
 // the mesh except the subject's own. System pushes are not queued.
 func (ms *meshState) broadcastSystem(event string, p *presence) {
+	if event == wire.EventPeerLeft && ms.eventLog.cancelStartLocked(p) {
+		return // it came and went between two flushes, unannounced
+	}
 	frame := wire.MustEncode(wire.Push{
 		Type: wire.TypePush, Subtype: wire.SubtypeSystem, Event: event,
 		MessageID: newID(), CreatedAt: time.Now().UnixMilli(),
@@ -483,7 +486,7 @@ func (ms *meshState) broadcastSystem(event string, p *presence) {
 	if hidden {
 		onlyFor = p.member // an invisible presence is announced only to its own member
 	}
-	ms.logEventLocked(frame, p, onlyFor)
+	ms.logLocked(loggedEvent{frame: frame, subject: p, onlyFor: onlyFor, starts: event != wire.EventPeerLeft})
 }
 
 // closeAll closes every connection for shutdown (1001 shutting_down).
