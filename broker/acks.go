@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"math"
 	"time"
 
 	"claudemesh/store"
@@ -29,6 +30,18 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 		// invented ids on a connection of a key that was pushed nothing
 		// (bench --adversary's acks) holds it for no per-id work.
 		rest = nil
+		// The ids not in flight will need the lookup budget; once they
+		// are more than it holds (plus what it refills while this loop
+		// runs, well under one id), the frame is refused below whatever
+		// the others are, so the loop stops there instead of looking up
+		// all 500 under the mesh lock. A key with pushes in flight that
+		// floods acks of invented ids (mallory acking while her own
+		// 64 KiB self-DMs are unacked) then holds the lock for a few
+		// lookups a frame, not 500 times its connections.
+		budget := math.Inf(1)
+		if lim := c.mem.ackLookups; lim != nil {
+			budget = lim.Tokens() + 1
+		}
 		for _, id := range ids {
 			inflight := false
 			for sib := range ms.conns[c.pubkey] {
@@ -38,8 +51,13 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 			}
 			if inflight {
 				known = append(known, id)
-			} else {
-				rest = append(rest, id)
+				continue
+			}
+			rest = append(rest, id)
+			if float64(len(rest)) > budget {
+				ms.mu.Unlock()
+				c.refuseUnknownAcks(reqID)
+				return nil, false
 			}
 		}
 	}
