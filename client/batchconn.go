@@ -78,10 +78,7 @@ func (c *Conn) writeBatch(first []byte, write func([]byte) bool) bool {
 		break
 	}
 	if err := c.batch.flush(); err != nil && ok {
-		c.mu.Lock()
-		c.writeErr = err
-		c.mu.Unlock()
-		c.ws.NetConn().Close()
+		c.writeFailed(err)
 		return false
 	}
 	return ok

@@ -757,16 +757,21 @@ func (c *Conn) closedError() *Error {
 	return newError(CodeConnectionClosed, "connection closed")
 }
 
+// writeFailed records why the writer stopped and closes the socket, which
+// wakes the reader so the connection is torn down once.
+func (c *Conn) writeFailed(err error) {
+	c.mu.Lock()
+	c.writeErr = err
+	c.mu.Unlock()
+	c.ws.NetConn().Close()
+}
+
 func (c *Conn) writeLoop() {
 	defer close(c.writerGone)
 	write := func(frame []byte) bool {
 		c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-			c.mu.Lock()
-			c.writeErr = err
-			c.mu.Unlock()
-			// Wake the reader so the connection is torn down once.
-			c.ws.NetConn().Close()
+			c.writeFailed(err)
 			return false
 		}
 		return true
