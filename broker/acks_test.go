@@ -194,6 +194,38 @@ func TestUnknownAcksRefusedBeforeDecoding(t *testing.T) {
 	}
 }
 
+// TestUnknownAcksRefusedBeforeDecodingWithPushesInFlight: pushes in flight
+// to the key spare only as many ids as there are pushes; a 500-id frame
+// past the lookup budget is still refused before it is parsed (an
+// ill-shaped one gets rate_limited, not invalid_argument), and the ack of
+// the push in flight still settles it.
+func TestUnknownAcksRefusedBeforeDecodingWithPushesInFlight(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.AckRate = 10 }) // lookups: 50 ids/s, burst 200
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	bc := connect(t, b, bob, true, nil)
+	ac := connect(t, b, alice, false, nil)
+	if ack := ac.sendAck(dm(t, alice, bob.pub(), "in flight")); ack.Error != nil {
+		t.Fatal(ack.Error)
+	}
+	p := bc.nextPush()
+
+	ids := junkIDs(maxAckIDs)
+	illShaped := []byte(`{"type":"client_ack","reqId":"early-1","messageIds":["` + strings.Join(ids[:maxAckIDs-1], `","`) + `",7]}`)
+	bc.write(illShaped)
+	var e wire.Error
+	bc.next(&e, wire.TypeError)
+	if e.Code != wire.CodeRateLimited || e.ReqID != "early-1" {
+		t.Fatalf("an ill-shaped 500-id ack past the lookup budget, one push in flight: %+v, want rate_limited before it is parsed", e)
+	}
+	var acked wire.Acked
+	bc.request(map[string]any{"type": "client_ack", "messageIds": []string{p.MessageID}}, &acked, wire.TypeAcked)
+	if counterValue(t, b, "claudemesh_deliveries_pending", "") != 0 {
+		t.Fatal("the ack of the push in flight did not settle it")
+	}
+}
+
 func TestAckIDsAtLeast(t *testing.T) {
 	for _, c := range []struct {
 		frame any
