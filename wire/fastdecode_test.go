@@ -51,36 +51,12 @@ func TestFastDecodeMatchesDecode(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 17))
 	fastTaken := 0
 	for i := 0; i < 4000; i++ {
-		p := &Push{Type: TypePush, MessageID: randStr(r), MeshID: randStr(r), Kind: randStr(r), TargetSpec: randStr(r),
-			SenderPubkey: randStr(r), SenderMemberPubkey: randStr(r), SenderName: randStr(r), Priority: randStr(r),
-			Nonce: randStr(r), Ciphertext: randStr(r), Key: randKey(r), KeyGen: randInt(r), Signature: randStr(r),
-			BodyVersion: r.IntN(3), ReplyToID: randStr(r), Mentions: randStrs(r), Subtype: randStr(r), Event: randStr(r),
-			ClientMessageID: randStr(r), CreatedAt: r.Int64N(1<<45) - 1<<44}
-		var e *AckError
-		if r.IntN(4) == 0 {
-			e = &AckError{Code: randStr(r), Message: randStr(r)}
-		}
-		a := &Ack{Type: TypeAck, ID: randStr(r), ReqID: randStr(r), MessageID: randStr(r), Queued: r.IntN(2) == 0,
-			Online: randInt(r), Pending: randInt(r), Duplicate: r.IntN(2) == 0, Error: e}
-		rc := &Receipt{Type: TypeReceipt, ReceiptID: randStr(r), MessageID: randStr(r), ClientMessageID: randStr(r),
-			RecipientPubkey: randStr(r), DeliveredAt: r.Int64N(1 << 45)}
-		var receipts *bool
-		if x := r.IntN(3); x < 2 {
-			v := x == 0
-			receipts = &v
-		}
-		s := &Send{Type: TypeSend, ID: randStr(r), ReqID: randStr(r), ClientMessageID: randStr(r), TargetSpec: randStr(r),
-			Kind: randStr(r), Priority: randStr(r), Nonce: randStr(r), Ciphertext: randStr(r), Signature: randStr(r),
-			KeyGen: randInt(r), BodyVersion: r.IntN(3), ReplyToID: randStr(r), Mentions: randStrs(r), Subtype: randStr(r), Receipts: receipts}
-		for range r.IntN(3) {
-			s.Keys = append(s.Keys, MultiKey{To: randStr(r), Nonce: randStr(r), Box: randStr(r)})
-		}
-		sb, err := EncodeSend(s)
+		f := randHotFrames(r)
+		sb, err := EncodeSend(f.send)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ca := &ClientAck{Type: TypeClientAck, ReqID: randStr(r), MessageIDs: randStrs(r), MessageID: randStr(r)}
-		for _, frame := range [][]byte{EncodePush(p), EncodeAck(a), EncodeReceipt(rc), sb, EncodeClientAck(ca)} {
+		for _, frame := range [][]byte{EncodePush(f.push), EncodeAck(f.ack), EncodeReceipt(f.receipt), sb, EncodeClientAck(f.clientAck)} {
 			fastTaken += checkFastDecode(t, frame)
 			// Mutations: a byte changed, dropped or doubled, a field
 			// repeated, whitespace, truncation.
