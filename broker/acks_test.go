@@ -164,13 +164,8 @@ func TestUnknownAcksRefusedBeforeDecoding(t *testing.T) {
 	flood := connect(t, b, bob, false, nil)
 
 	ids := junkIDs(maxAckIDs)
-	illShaped := []byte(`{"type":"client_ack","reqId":"early-1","messageIds":["` + strings.Join(ids[:maxAckIDs-1], `","`) + `",7]}`)
-	flood.write(illShaped)
+	wantAckRefusedUnparsed(t, flood, ids, "nothing in flight")
 	var e wire.Error
-	flood.next(&e, wire.TypeError)
-	if e.Code != wire.CodeRateLimited || e.ReqID != "early-1" {
-		t.Fatalf("an ill-shaped 500-id ack past the lookup budget: %+v, want rate_limited before it is parsed", e)
-	}
 	// The same frame within the budget is parsed: refused for its shape.
 	small := []byte(`{"type":"client_ack","reqId":"early-2","messageIds":["` + ids[0] + `",7]}`)
 	flood.write(small)
@@ -211,18 +206,25 @@ func TestUnknownAcksRefusedBeforeDecodingWithPushesInFlight(t *testing.T) {
 	}
 	p := bc.nextPush()
 
-	ids := junkIDs(maxAckIDs)
-	illShaped := []byte(`{"type":"client_ack","reqId":"early-1","messageIds":["` + strings.Join(ids[:maxAckIDs-1], `","`) + `",7]}`)
-	bc.write(illShaped)
-	var e wire.Error
-	bc.next(&e, wire.TypeError)
-	if e.Code != wire.CodeRateLimited || e.ReqID != "early-1" {
-		t.Fatalf("an ill-shaped 500-id ack past the lookup budget, one push in flight: %+v, want rate_limited before it is parsed", e)
-	}
+	wantAckRefusedUnparsed(t, bc, junkIDs(maxAckIDs), "one push in flight")
 	var acked wire.Acked
 	bc.request(map[string]any{"type": "client_ack", "messageIds": []string{p.MessageID}}, &acked, wire.TypeAcked)
 	if counterValue(t, b, "claudemesh_deliveries_pending", "") != 0 {
 		t.Fatal("the ack of the push in flight did not settle it")
+	}
+}
+
+// wantAckRefusedUnparsed writes a client_ack of ids whose last one is a
+// number, which only a parse can find ill-shaped, and wants it refused
+// rate_limited (so before it was parsed), naming its reqId.
+func wantAckRefusedUnparsed(t *testing.T, r *rawConn, ids []string, why string) {
+	t.Helper()
+	illShaped := []byte(`{"type":"client_ack","reqId":"early-1","messageIds":["` + strings.Join(ids[:len(ids)-1], `","`) + `",7]}`)
+	r.write(illShaped)
+	var e wire.Error
+	r.next(&e, wire.TypeError)
+	if e.Code != wire.CodeRateLimited || e.ReqID != "early-1" {
+		t.Fatalf("an ill-shaped %d-id ack past the lookup budget, %s: %+v, want rate_limited before it is parsed", len(ids), why, e)
 	}
 }
 

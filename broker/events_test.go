@@ -49,15 +49,7 @@ func TestPresenceEventsCoalescePerReceiver(t *testing.T) {
 			MessageID: newID(), EventData: wire.PeerEvent{Pubkey: fmt.Sprint(i)}})
 	}
 	other := &presence{key: "x", member: bob}
-	flush := func() {
-		ms.mu.Lock()
-		if ms.eventLog.timer != nil {
-			ms.eventLog.timer.Stop()
-			ms.eventLog.timer = nil
-		}
-		ms.flushEventsLocked(time.Now())
-		ms.mu.Unlock()
-	}
+	flush := func() { flushNow(ms) }
 	summary := func(q []wire.Push) int {
 		t.Helper()
 		if len(q) != 1 || q[0].Event != wire.EventPeersChanged || q[0].Subtype != wire.SubtypeSystem {
@@ -114,6 +106,17 @@ func TestPresenceEventsCoalescePerReceiver(t *testing.T) {
 	if qa, qb := queued(ca), queued(cb); len(qa) != 0 || len(qb) != 3 {
 		t.Fatalf("after the flush: alice %d frames (want 0), bob %d (want 3)", len(qa), len(qb))
 	}
+}
+
+// flushNow runs the mesh's pending flush of presence events at once.
+func flushNow(ms *meshState) {
+	ms.mu.Lock()
+	if ms.eventLog.timer != nil {
+		ms.eventLog.timer.Stop()
+		ms.eventLog.timer = nil
+	}
+	ms.flushEventsLocked(time.Now())
+	ms.mu.Unlock()
 }
 
 func decodeInto(data any, v any) error {
@@ -250,15 +253,7 @@ func TestTransientPresenceIsNotAnnounced(t *testing.T) {
 		c.queue, c.qbytes = nil, 0
 		return out
 	}
-	flush := func() {
-		ms.mu.Lock()
-		if ms.eventLog.timer != nil {
-			ms.eventLog.timer.Stop()
-			ms.eventLog.timer = nil
-		}
-		ms.flushEventsLocked(time.Now())
-		ms.mu.Unlock()
-	}
+	flush := func() { flushNow(ms) }
 	presenceOf := func(session string) *presence {
 		return &presence{key: "m/" + session, member: mallory, pubkey: "m", sessionID: session}
 	}
