@@ -25,7 +25,7 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 	ms := c.ms
 	rest := ids
 	ms.mu.Lock()
-	if c.keyHasInflightLocked() {
+	if c.keyInflightLocked() > 0 {
 		// Only then is each id looked up under the mesh lock: a flood of
 		// invented ids on a connection of a key that was pushed nothing
 		// (bench --adversary's acks) holds it for no per-id work.
@@ -84,18 +84,6 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 	return append(known, pending...), true
 }
 
-// keyHasInflightLocked reports whether any connection of c's key has
-// pushes in flight, the only ids an ack can settle without a store read.
-// Caller holds ms.mu.
-func (c *conn) keyHasInflightLocked() bool {
-	for sib := range c.ms.conns[c.pubkey] {
-		if len(sib.inflight) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // refuseAckEarly refuses, before it is decoded, a client_ack that
 // settleable would refuse after: of the ids it carries, at most as many
 // as its key has pushes in flight (on all its connections) can settle
@@ -126,7 +114,8 @@ func (c *conn) refuseAckEarly(data []byte) bool {
 }
 
 // keyInflightLocked counts the pushes in flight on every connection of
-// c's key. Caller holds ms.mu.
+// c's key, the only ids an ack can settle without a store read. Caller
+// holds ms.mu.
 func (c *conn) keyInflightLocked() int {
 	n := 0
 	for sib := range c.ms.conns[c.pubkey] {

@@ -56,12 +56,8 @@ type eventLog struct {
 	timer     *time.Timer // the next flush, while events wait
 }
 
-// logEventLocked records an event and hands it out now, or at the next
-// flush when one happened less than eventInterval ago. Caller holds ms.mu.
-func (ms *meshState) logEventLocked(frame []byte, subject *presence, onlyFor *member) {
-	ms.logLocked(loggedEvent{frame: frame, subject: subject, onlyFor: onlyFor})
-}
-
+// logLocked records an event and hands it out now, or at the next flush
+// when one happened less than eventInterval ago. Caller holds ms.mu.
 func (ms *meshState) logLocked(e loggedEvent) {
 	l := &ms.eventLog
 	l.seq++

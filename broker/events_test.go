@@ -108,6 +108,12 @@ func TestPresenceEventsCoalescePerReceiver(t *testing.T) {
 	}
 }
 
+// logEventLocked logs a presence event frame about subject (never a start
+// that a peer_left could cancel). Caller holds ms.mu.
+func (ms *meshState) logEventLocked(frame []byte, subject *presence, onlyFor *member) {
+	ms.logLocked(loggedEvent{frame: frame, subject: subject, onlyFor: onlyFor})
+}
+
 // flushNow runs the mesh's pending flush of presence events at once.
 func flushNow(ms *meshState) {
 	ms.mu.Lock()
