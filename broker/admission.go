@@ -75,12 +75,19 @@ type admission struct {
 	exempt       []netip.Prefix
 	m            *metrics
 
-	mu       sync.Mutex
-	conns    map[string]int // hostKey → unauthenticated TCP connections
-	refusing map[string]int // hostKey → over-cap connections being answered
-	hsTotal  int
-	hsHost   map[string]int // hostKey → handshakes in progress
-	hsNet    map[string]int // netKey → handshakes in progress
+	// strikeRate and strikeBurst: the budget of refused handshakes per
+	// address (strikes.go); rate 0 disables it.
+	strikeRate  float64
+	strikeBurst int
+
+	mu           sync.Mutex
+	conns        map[string]int           // hostKey → unauthenticated TCP connections
+	strikes      map[string]*strikeBudget // hostKey → budget of refused handshakes
+	strikesSwept time.Time
+	refusing     map[string]int // hostKey → over-cap connections being answered
+	hsTotal      int
+	hsHost       map[string]int // hostKey → handshakes in progress
+	hsNet        map[string]int // netKey → handshakes in progress
 }
 
 func newAdmission(cfg Config, m *metrics) *admission {
@@ -88,7 +95,9 @@ func newAdmission(cfg Config, m *metrics) *admission {
 		maxConns: cfg.MaxConnsPerIP, maxHS: cfg.MaxHandshakes, maxHSPerIP: cfg.MaxHandshakesPerIP,
 		maxRefusals: cfg.MaxRefusalsPerIP, refusalGrace: time.Second,
 		exempt: cfg.IPLimitExempt, m: m,
+		strikeRate: cfg.HandshakeFailureRate, strikeBurst: max(cfg.HandshakeFailureBurst, 1),
 		conns: map[string]int{}, refusing: map[string]int{}, hsHost: map[string]int{}, hsNet: map[string]int{},
+		strikes: map[string]*strikeBudget{},
 	}
 }
 
@@ -200,8 +209,19 @@ type listener struct {
 // new, while turning them on costs four setsockopt calls on every accepted
 // connection, paid too by each one the per-address cap cuts at once: a
 // stranger dialling in a loop made that a third of what the cut cost.
-func listen(addr string) (net.Listener, error) {
+//
+// With deferAccept > 0 the kernel hands the broker a connection only once
+// its first bytes arrive, or after about deferAccept (deferaccept_*.go).
+// Every client of this port speaks first (an HTTP request, a WebSocket
+// upgrade, a TLS hello), so no honest connection waits; one that sends
+// nothing costs the broker nothing until then, where before each was
+// accepted, counted and, over the per-address cap, closed at once, a
+// loop a stranger could run as fast as the broker could accept.
+func listen(addr string, deferAccept time.Duration) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
+	if deferAccept > 0 {
+		lc.Control = deferAcceptControl(deferAccept)
+	}
 	return lc.Listen(context.Background(), "tcp", addr)
 }
 
@@ -218,11 +238,12 @@ func (l *listener) Accept() (net.Conn, error) {
 }
 
 // admit counts an accepted connection toward its address's cap, or marks
-// it over the cap, or closes it at once (nil) when its address already
-// has --max-refusals-per-ip connections being told 429.
+// it over the cap (or held back for its failed handshakes, strikes.go), or
+// closes it at once (nil) when its address already has
+// --max-refusals-per-ip connections being told 429.
 func (a *admission) admit(nc net.Conn) *trackedConn {
 	tc := &trackedConn{Conn: nc, a: a}
-	if a.maxConns <= 0 {
+	if a.maxConns <= 0 && a.strikeRate <= 0 {
 		return tc
 	}
 	addr := addrOf(nc.RemoteAddr().String())
@@ -231,8 +252,12 @@ func (a *admission) admit(nc net.Conn) *trackedConn {
 	}
 	key := hostKey(addr)
 	tc.key = key
+	limit := "conns_per_ip"
+	now := time.Now()
 	a.mu.Lock()
-	if a.conns[key] < a.maxConns {
+	if a.strikeRate > 0 && a.heldBackLocked(key, now) {
+		limit = "handshake_failures_per_ip"
+	} else if a.maxConns <= 0 || a.conns[key] < a.maxConns {
 		a.conns[key]++
 		a.mu.Unlock()
 		tc.counted.Store(true)
@@ -242,18 +267,18 @@ func (a *admission) admit(nc net.Conn) *trackedConn {
 		a.mu.Unlock()
 		// Answering costs a goroutine and a descriptor for up to a
 		// second; the address has enough of those already.
-		a.m.limitTripped.WithLabelValues("conns_per_ip_cut").Inc()
+		a.m.limitTripped.WithLabelValues(limit + "_cut").Inc()
 		nc.Close()
 		return nil
 	}
 	a.refusing[key]++
 	a.mu.Unlock()
-	// Over the cap: not counted, and given a second to hear why (the HTTP
+	// Refused: not counted, and given a second to hear why (the HTTP
 	// guard answers its request with 429) before it is cut.
-	tc.over, tc.until = true, time.Now().Add(a.refusalGrace)
+	tc.over, tc.overLimit, tc.until = true, limit, now.Add(a.refusalGrace)
 	tc.refusing.Store(true)
 	tc.Conn.SetDeadline(tc.until)
-	a.m.limitTripped.WithLabelValues("conns_per_ip").Inc()
+	a.m.limitTripped.WithLabelValues(limit).Inc()
 	return tc
 }
 
@@ -270,7 +295,10 @@ type trackedConn struct {
 	// until it closes.
 	refusing atomic.Bool
 	over     bool
-	until    time.Time
+	// overLimit is why it is refused: conns_per_ip or
+	// handshake_failures_per_ip.
+	overLimit string
+	until     time.Time
 }
 
 func (c *trackedConn) Close() error {
@@ -334,7 +362,11 @@ func (b *Broker) httpGuard(h http.Handler) http.Handler {
 		if tc := trackedFrom(r.Context()); tc != nil && tc.over {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Retry-After", "1")
-			restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many connections from this address; retry later")
+			msg := "too many connections from this address; retry later"
+			if tc.overLimit == "handshake_failures_per_ip" {
+				msg = "too many failed handshakes from this address; retry later"
+			}
+			restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, msg)
 			return
 		}
 		rc := http.NewResponseController(w)

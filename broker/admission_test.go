@@ -63,6 +63,20 @@ func tcpDial(t *testing.T, addr string) net.Conn {
 
 const getHealth = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
+// tcpDialStarted opens a connection that has begun a request ("GET "), so
+// the kernel hands it to the broker (--defer-accept keeps one that has
+// sent nothing out of its sight); restOfGetHealth completes it.
+func tcpDialStarted(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	nc := tcpDial(t, addr)
+	if _, err := nc.Write([]byte("GET ")); err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+const restOfGetHealth = "/health HTTP/1.1\r\nHost: x\r\n\r\n"
+
 // TestConnectionsPerAddressCapped: one address can hold only
 // --max-conns-per-ip connections that are not authenticated WebSockets
 // (5,000 idle keep-alive connections from one stranger used to be held
@@ -83,7 +97,7 @@ func TestConnectionsPerAddressCapped(t *testing.T) {
 	// that before counting: a WebSocket still counted here would take an
 	// idle connection's place and be released later, off by one.
 	waitFor(t, "the WebSockets to stop counting", func() bool { n, _ := b.admit.connsOpen(); return n == 0 })
-	idle := []net.Conn{tcpDial(t, b.Addr()), tcpDial(t, b.Addr()), tcpDial(t, b.Addr())}
+	idle := []net.Conn{tcpDialStarted(t, b.Addr()), tcpDialStarted(t, b.Addr()), tcpDialStarted(t, b.Addr())}
 	waitFor(t, "three counted connections", func() bool { n, _ := b.admit.connsOpen(); return n == 3 })
 
 	over := tcpDial(t, b.Addr())
@@ -116,14 +130,14 @@ func TestConnectionsOverTheCapAreBounded(t *testing.T) {
 	b.admit.refusalGrace = time.Minute
 	http.DefaultClient.CloseIdleConnections()
 	waitFor(t, "set-up connections to close", func() bool { n, _ := b.admit.connsOpen(); return n == 0 })
-	tcpDial(t, b.Addr())
-	tcpDial(t, b.Addr())
+	tcpDialStarted(t, b.Addr())
+	tcpDialStarted(t, b.Addr())
 	waitFor(t, "two counted connections", func() bool { n, _ := b.admit.connsOpen(); return n == 2 })
 
 	const extra = 20
 	var over []net.Conn
 	for range extra {
-		over = append(over, tcpDial(t, b.Addr()))
+		over = append(over, tcpDialStarted(t, b.Addr()))
 	}
 	waitFor(t, "every connection accepted", func() bool {
 		return counterValue(t, b, "claudemesh_limits_tripped_total", "conns_per_ip")+
@@ -139,7 +153,7 @@ func TestConnectionsOverTheCapAreBounded(t *testing.T) {
 	answered := 0
 	for _, nc := range over {
 		nc.SetDeadline(time.Now().Add(5 * time.Second))
-		nc.Write([]byte(getHealth))
+		nc.Write([]byte(restOfGetHealth))
 		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
 		if err != nil {
 			continue

@@ -259,7 +259,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	ln := b.cfg.Listener
 	if ln == nil {
 		var err error
-		if ln, err = listen(b.cfg.Listen); err != nil {
+		if ln, err = listen(b.cfg.Listen, b.cfg.DeferAccept); err != nil {
 			return err
 		}
 	}

@@ -83,6 +83,9 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "max-handshakes-per-ip", Value: def.MaxHandshakesPerIP, Usage: "upgraded connections waiting for their hello, per address (IPv6: per /64)"},
 			&cli.IntFlag{Name: "max-conns-per-ip", Value: def.MaxConnsPerIP, Usage: "open connections per address that are not an authenticated WebSocket (0 = unlimited)"},
 			&cli.IntFlag{Name: "max-refusals-per-ip", Value: def.MaxRefusalsPerIP, Usage: "connections over --max-conns-per-ip one address may hold while they are answered 429; more are closed unanswered"},
+			&cli.Float64Flag{Name: "handshake-failure-rate", Value: def.HandshakeFailureRate, Usage: "WebSocket handshakes per second per address (IPv6: per /64) the broker may refuse; past --handshake-failure-burst of them the address's connections are answered 429 (0 = unlimited)"},
+			&cli.IntFlag{Name: "handshake-failure-burst", Value: def.HandshakeFailureBurst, Usage: "refused handshakes an address may have at once above --handshake-failure-rate"},
+			&cli.DurationFlag{Name: "defer-accept", Value: def.DeferAccept, Usage: "Linux: the kernel holds a connection that has sent nothing for about this long before the broker accepts it (TCP_DEFER_ACCEPT; 0 = off)"},
 			&cli.StringFlag{Name: "ip-limit-exempt", Value: prefixList(def.IPLimitExempt), Usage: "comma-separated `CIDRS` the per-address limits skip (a reverse proxy's address); \"\" for none"},
 			&cli.DurationFlag{Name: "http-read-timeout", Value: def.HTTPReadTimeout, Usage: "time to send a request's headers and body"},
 			&cli.DurationFlag{Name: "http-write-timeout", Value: def.HTTPWriteTimeout, Usage: "time a response may go without progress"},
@@ -139,7 +142,8 @@ func Command() *cli.Command {
 				MaxHandshakes: c.Int("max-handshakes"), MaxHandshakesPerIP: c.Int("max-handshakes-per-ip"),
 				Init: c.Bool("init"), AckRate: c.Float64("ack-rate"), PresenceRate: c.Float64("presence-rate"), PresenceBurst: c.Int("presence-burst"),
 				HelloRefusalRate: c.Float64("hello-refusal-rate"), HelloRefusalBurst: c.Int("hello-refusal-burst"), ResumeWindow: c.Int("resume-window"), FetchRate: c.Int64("fetch-rate"),
-				MaxSessionsPerMember: c.Int("max-sessions-per-member"), MaxGroups: c.Int("max-groups"), MaxConnsPerIP: c.Int("max-conns-per-ip"), MaxRefusalsPerIP: c.Int("max-refusals-per-ip"), IPLimitExempt: exempt,
+				MaxSessionsPerMember: c.Int("max-sessions-per-member"), MaxGroups: c.Int("max-groups"), MaxConnsPerIP: c.Int("max-conns-per-ip"), MaxRefusalsPerIP: c.Int("max-refusals-per-ip"), IPLimitExempt: exempt, DeferAccept: c.Duration("defer-accept"),
+				HandshakeFailureRate: c.Float64("handshake-failure-rate"), HandshakeFailureBurst: c.Int("handshake-failure-burst"),
 				HTTPReadTimeout: c.Duration("http-read-timeout"), HTTPWriteTimeout: c.Duration("http-write-timeout"),
 				HTTPIdleTimeout: c.Duration("http-idle-timeout"),
 				WorkingDecay:    def.WorkingDecay, Version: buildinfo.Version,
@@ -261,7 +265,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The ports first: a busy port must not be reported only after a first
 	// start created the data dir, its key and its token.
 	if cfg.Listener == nil {
-		ln, err := listen(cfg.Listen)
+		ln, err := listen(cfg.Listen, cfg.DeferAccept)
 		if err != nil {
 			return cliui.Errorf("broker_start", "cannot listen on %s: %v", cfg.Listen, err).
 				WithHint("another process uses the port; choose another with --listen")

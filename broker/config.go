@@ -93,6 +93,17 @@ type Config struct {
 	// holds open that are not an authenticated WebSocket: HTTP keep-alive,
 	// REST calls and upgrades waiting for their hello. 0 disables it.
 	MaxConnsPerIP int
+	// HandshakeFailureRate and HandshakeFailureBurst are each address's
+	// budget of WebSocket handshakes the broker refused (junk or nothing
+	// before the hello, a refused hello); past it the address's new
+	// connections are answered 429 until the budget refills (strikes.go).
+	// Rate 0 disables it; loopback and IPLimitExempt are exempt.
+	HandshakeFailureRate  float64
+	HandshakeFailureBurst int
+	// DeferAccept keeps a connection that has sent nothing in the kernel,
+	// out of the broker's sight, for about this long (TCP_DEFER_ACCEPT,
+	// Linux; listen). 0 turns it off.
+	DeferAccept time.Duration
 	// MaxRefusalsPerIP caps the connections over MaxConnsPerIP that one
 	// address has open at a time while each is given a second to hear
 	// its 429; more are closed as they are accepted, unanswered. Without
@@ -180,6 +191,9 @@ func DefaultConfig() Config {
 		MaxGroups:               store.MaxGroups,
 		MaxConnsPerIP:           128,
 		MaxRefusalsPerIP:        8,
+		DeferAccept:             10 * time.Second,
+		HandshakeFailureRate:    1,
+		HandshakeFailureBurst:   20,
 		AckRate:                 1000,
 		PresenceRate:            5,
 		PresenceBurst:           100,

@@ -49,6 +49,10 @@ type conn struct {
 	// of it unread; the connection is closed without reading the rest
 	// (reader goroutine only).
 	cut bool
+	// refused: the broker refused the handshake (junk, nothing or no
+	// hello in time, a refused hello), which counts against the
+	// address's budget (strikes.go); reader goroutine only.
+	refused bool
 
 	// Writer queue.
 	wmu     sync.Mutex
@@ -183,6 +187,9 @@ func (c *conn) serve(handshakeDone func()) {
 		// would keep that stack for as long as it stays open.
 		go c.readLoop()
 		return
+	}
+	if c.refused && c.tracked != nil {
+		c.b.admit.strike(c.tracked.key)
 	}
 	// The handshake failed and the writer is sending the error and close
 	// frames: wait (a second at most) for the client to answer the close,

@@ -47,7 +47,9 @@ func (c *conn) handshake() bool {
 		c.ws.SetReadDeadline(deadline)
 		data, err := c.readFrame()
 		if err != nil {
+			c.refused = errors.Is(err, errTooBig)
 			if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+				c.refused = true
 				b.metrics.connsRejected.WithLabelValues(wire.CodeHelloTimeout).Inc()
 				c.sendError("", wire.CodeHelloTimeout, "no hello within "+b.cfg.HelloTimeout.String())
 				c.closeWith(wire.ClosePolicy, wire.CodeHelloTimeout)
@@ -61,6 +63,7 @@ func (c *conn) handshake() bool {
 			// A binary frame, already answered with malformed.
 			b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
 			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
+			c.refused = true
 			return false
 		}
 		env, err := wire.Peek(data)
@@ -72,6 +75,7 @@ func (c *conn) handshake() bool {
 			b.metrics.connsRejected.WithLabelValues(wire.CodeMalformed).Inc()
 			c.sendError(reqID, wire.CodeMalformed, err.Error())
 			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
+			c.refused = true
 			return false
 		}
 		var herr *handshakeError
@@ -85,6 +89,7 @@ func (c *conn) handshake() bool {
 			b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
 			c.sendError(reqID, wire.CodeNoHello, "send hello or session_hello first")
 			c.closeWith(wire.ClosePolicy, wire.CodeNoHello)
+			c.refused = true
 			return false
 		}
 		if herr != nil {
@@ -95,6 +100,7 @@ func (c *conn) handshake() bool {
 				reason = wire.ReasonBanned
 			}
 			c.closeWith(herr.close, reason)
+			c.refused = true
 			return false
 		}
 		c.authed.Store(true)

@@ -1,0 +1,88 @@
+package broker
+
+import (
+	"time"
+)
+
+// Failed handshakes per address (--handshake-failure-rate and -burst).
+//
+// A stranger's connection that gets as far as a WebSocket costs the broker
+// the HTTP request, the upgrade, a signed challenge and the first frame
+// before it can be refused (bench --adversary: ~150 µs a connection for
+// junk written before the hello, against ~10 µs to accept and close one).
+// So an address whose handshakes keep failing is, for a while, admitted
+// only as far as a 429 (or, past --max-refusals-per-ip, closed as it is
+// accepted), like one over --max-conns-per-ip. An honest client fails a
+// handshake rarely (a clock far off, a removed key) and retries with
+// backoff, well inside the budget; a member's own refused hellos also have
+// their per-member budget (hellobudget.go).
+
+// maxStrikeEntries bounds the addresses remembered at once: an entry is
+// dropped once its budget has refilled, and past this many the oldest
+// budgets are swept first; an address that finds no room is not
+// remembered (the per-address connection caps still hold it).
+const maxStrikeEntries = 1 << 16
+
+// strikeBudget is a token bucket: tokens refill at the rate up to the
+// burst, a failed handshake takes one, and the address is held back while
+// fewer than one is left.
+type strikeBudget struct {
+	tokens float64
+	at     time.Time
+}
+
+func (s *strikeBudget) refill(now time.Time, rate float64, burst int) {
+	s.tokens = min(float64(burst), s.tokens+now.Sub(s.at).Seconds()*rate)
+	s.at = now
+}
+
+// strike records a handshake from key that the broker refused.
+func (a *admission) strike(key string) {
+	if key == "" || a.strikeRate <= 0 {
+		return
+	}
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.strikes[key]
+	if !ok {
+		if len(a.strikes) >= maxStrikeEntries && !a.sweepStrikesLocked(now) {
+			return
+		}
+		s = &strikeBudget{tokens: float64(a.strikeBurst), at: now}
+		a.strikes[key] = s
+	}
+	s.refill(now, a.strikeRate, a.strikeBurst)
+	s.tokens = max(s.tokens-1, 0)
+}
+
+// heldBackLocked says whether key has used up its budget of failed
+// handshakes; it forgets a budget that has refilled.
+func (a *admission) heldBackLocked(key string, now time.Time) bool {
+	s, ok := a.strikes[key]
+	if !ok {
+		return false
+	}
+	s.refill(now, a.strikeRate, a.strikeBurst)
+	if s.tokens >= float64(a.strikeBurst) {
+		delete(a.strikes, key)
+		return false
+	}
+	return s.tokens < 1
+}
+
+// sweepStrikesLocked drops the budgets that have refilled, at most once a
+// second (a full map of held-back addresses would otherwise be swept at
+// every strike), and says whether there is room now.
+func (a *admission) sweepStrikesLocked(now time.Time) bool {
+	if now.Sub(a.strikesSwept) >= time.Second {
+		a.strikesSwept = now
+		for k, s := range a.strikes {
+			s.refill(now, a.strikeRate, a.strikeBurst)
+			if s.tokens >= float64(a.strikeBurst) {
+				delete(a.strikes, k)
+			}
+		}
+	}
+	return len(a.strikes) < maxStrikeEntries
+}
