@@ -251,14 +251,13 @@ func (d *Daemon) meshesFor(w http.ResponseWriter, slug string) ([]*meshRT, bool)
 // says why: answering from the cache would show a broker that cannot be
 // reached as "nobody is connected".
 func (m *meshRT) liveList(ctx context.Context) ([]wire.Member, []wire.Peer, *apiError) {
-	c, aerr := m.openConn()
-	if aerr != nil {
+	if _, aerr := m.openConn(); aerr != nil {
 		return nil, nil, aerr
 	}
-	if err := m.fetchDirectory(ctx, c); err != nil {
+	members, peers, err := m.liveDirectory(ctx, time.Now())
+	if err != nil {
 		return nil, nil, clientError(err)
 	}
-	members, peers := m.directory()
 	return members, peers, nil
 }
 

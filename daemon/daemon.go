@@ -28,6 +28,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
 
 	"claudemesh/client"
 	"claudemesh/client/config"
@@ -658,7 +659,7 @@ func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
 	rt := &meshRT{
 		d: d, cfg: m, key: key, state: localapi.MeshConnecting,
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
-		dirState: dirState{dirWake: make(chan struct{}, 1)},
+		dirState: dirState{dirWake: make(chan struct{}, 1), fetchLimit: rate.NewLimiter(liveFetchRate, liveFetchBurst)},
 		ident:    client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerURLs: m.BrokerURLs, BrokerPubkey: m.BrokerPubkey, Member: key},
 	}
 	// Start from the cached directory so sends by name work before (or

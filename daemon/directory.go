@@ -9,6 +9,7 @@ import (
 
 	json "github.com/go-json-experiment/json"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
 
 	"claudemesh/client"
 	"claudemesh/daemon/localapi"
@@ -52,8 +53,10 @@ type dirState struct {
 	refreshDue, lastRefresh time.Time
 	// lastFetchStart lets concurrent misses share one fetch.
 	lastFetchStart time.Time
-	fetchMu        sync.Mutex
-	dirWake        chan struct{}
+	// fetchLimit paces the fetches of liveDirectory (liveFetchRate).
+	fetchLimit *rate.Limiter
+	fetchMu    sync.Mutex
+	dirWake    chan struct{}
 	// fetches counts full fetches, for the tests that check presence
 	// churn costs no list_peers each.
 	fetches atomic.Int64
@@ -144,10 +147,11 @@ func (m *meshRT) directory() ([]wire.Member, []wire.Peer) {
 	return m.cache.Members, m.cache.Peers
 }
 
-// liveDirectory is the directory as the broker has it now, for a send that
-// the cached one cannot resolve (a member who joined a moment ago, a group
-// joined since the last full fetch). Concurrent callers share one fetch:
-// a fetch that started after since is as good as a new one. It fails when
+// liveDirectory is the directory as the broker has it now: for a read of
+// it, and for a send that the cached one cannot resolve (a member who
+// joined a moment ago, a group joined since the last full fetch).
+// Concurrent callers share one fetch: a fetch that started after since is
+// as good as a new one; fetches start within liveFetchRate. It fails when
 // the mesh is not open.
 func (m *meshRT) liveDirectory(ctx context.Context, since time.Time) ([]wire.Member, []wire.Peer, error) {
 	m.fetchMu.Lock()
@@ -155,21 +159,45 @@ func (m *meshRT) liveDirectory(ctx context.Context, since time.Time) ([]wire.Mem
 	m.mu.Lock()
 	fresh := m.lastFetchStart.After(since)
 	m.mu.Unlock()
-	if !fresh {
-		c := m.conn()
-		if c == nil {
-			return nil, nil, errNotConnected
-		}
+	if fresh {
+		members, peers := m.directory()
+		return members, peers, nil
+	}
+	if err := m.fetchLimit.Wait(ctx); err != nil {
+		return nil, nil, err
+	}
+	c := m.conn()
+	if c == nil {
+		return nil, nil, errNotConnected
+	}
+	m.mu.Lock()
+	m.lastFetchStart = time.Now()
+	m.mu.Unlock()
+	if err := m.fetchDirectory(ctx, c); err != nil {
+		// The callers waiting for this fetch must not take the cache
+		// for its answer.
 		m.mu.Lock()
-		m.lastFetchStart = time.Now()
+		m.lastFetchStart = time.Time{}
 		m.mu.Unlock()
-		if err := m.fetchDirectory(ctx, c); err != nil {
-			return nil, nil, err
-		}
+		return nil, nil, err
 	}
 	members, peers := m.directory()
 	return members, peers, nil
 }
+
+// liveFetchRate and liveFetchBurst limit the fetches liveDirectory starts
+// (a caller past them waits). A read of the directory (GET /v1/peers,
+// /v1/members) is one such fetch, and so is a send to a @group; each is
+// two frames on the member's connection, and they used to start at once:
+// a script listing peers in a loop (e2e TestAgentSessionsLaunchAndScope on
+// a fast machine) spent that connection's frame budget, and the broker
+// answered everything the daemon sent on it rate_limited. 20 a second (40
+// frames) stays well inside the broker's 100, and the burst lets the
+// occasional group of reads or group sends go at once.
+const (
+	liveFetchRate  = 20
+	liveFetchBurst = 10
+)
 
 // onSystem applies the broker's system pushes to the directory and passes
 // them on as daemon events. It runs on the connection's reader goroutine,

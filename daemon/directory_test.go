@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -324,4 +326,64 @@ func TestEventsDuringAFetchSurviveItsSnapshot(t *testing.T) {
 			t.Fatalf("the peer that left came back with the snapshot: %+v", p)
 		}
 	}
+}
+
+// TestPeerListsShareFetches: each read of the directory is answered by a
+// fetch that started after it arrived, but reads that arrive together
+// share one and fetches start within liveFetchRate, so a script
+// listing peers as fast as it can no longer spends the member
+// connection's frame budget (each read was two frames at once, and the
+// broker answered the daemon's sends on that connection rate_limited). A
+// group joined through this daemon is in the very next read.
+func TestPeerListsShareFetches(t *testing.T) {
+	e := newEnv(t)
+	alice, _ := e.openPair(t)
+	m := alice.mesh(t)
+	ctx := context.Background()
+	read := func() {
+		var peers []localapi.Peer
+		if _, err := alice.api.Do(ctx, "GET", "/v1/peers?mesh=team", nil, &peers); err != nil || len(peers) == 0 {
+			t.Errorf("peer list: %d peers, %v", len(peers), err)
+		}
+	}
+	check := func(what string, reads int, start time.Time, fetches int64) {
+		t.Helper()
+		elapsed := time.Since(start)
+		if bound := int64(elapsed.Seconds()*liveFetchRate) + liveFetchBurst + 1; fetches > bound {
+			t.Fatalf("%d %s reads fetched the directory %d times in %s; at most %d", reads, what, fetches, elapsed.Round(time.Millisecond), bound)
+		}
+	}
+	before, start := m.fetches.Load(), time.Now()
+	for range 40 {
+		read()
+	}
+	check("serial", 40, start, m.fetches.Load()-before)
+
+	before, start = m.fetches.Load(), time.Now()
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			for range 10 {
+				read()
+			}
+		})
+	}
+	wg.Wait()
+	check("concurrent", 100, start, m.fetches.Load()-before)
+
+	// Read your own change at once.
+	var ok localapi.OK
+	if _, err := alice.api.Do(ctx, "POST", "/v1/groups", localapi.GroupRequest{Mesh: "team", Op: "join", Name: "reviewers"}, &ok); err != nil {
+		t.Fatal(err)
+	}
+	var peers []localapi.Peer
+	if _, err := alice.api.Do(ctx, "GET", "/v1/peers?mesh=team", nil, &peers); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if p.IsThisSession && slices.ContainsFunc(p.Groups, func(g wire.Group) bool { return g.Name == "reviewers" }) {
+			return
+		}
+	}
+	t.Fatalf("the group just joined is not in the next peer list: %+v", peers)
 }
