@@ -27,7 +27,7 @@ import (
 
 // SchemaVersion is the broker layout this code reads and writes. Open
 // migrates older files forward and refuses newer ones.
-const SchemaVersion = 7
+const SchemaVersion = 8
 
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("store: closed")
@@ -99,6 +99,12 @@ var BrokerMigrations = []Migration{
 			return err
 		})
 	},
+	// 7 → 8: messages written from now on keep the compact header and
+	// idempotency value (records.go, encodeHeader; queue.go,
+	// encodeIdemValue). Nothing is rewritten — both forms are read — but
+	// a broker of schema 7 cannot read the new ones, so the bump makes it
+	// refuse the file.
+	func(tx *bolt.Tx) error { return nil },
 }
 
 // Options tune a Store.

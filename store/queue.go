@@ -160,8 +160,8 @@ func AppendMessage(tx *Tx, meshID string, msg *Message, to []NewDelivery) ([]uin
 // the broker waits for, only puts bytes. Append does not modify it: a
 // write that runs again (engine contract) appends the same records.
 type PreparedMessage struct {
-	msgKey, idem, header, body []byte
-	to                         []preparedDelivery
+	msgKey, idem, idemValue, header, body []byte
+	to                                    []preparedDelivery
 	// The pending delivery record is dlvHead, the sequence number, dlvTail.
 	dlvHead, dlvTail []byte
 }
@@ -192,10 +192,11 @@ func BodyHeader(dst []byte, recipients int) []byte {
 func PrepareMessageBody(msg *Message, to []NewDelivery, body []byte) *PreparedMessage {
 	msg.Recipients = len(to)
 	p := &PreparedMessage{
-		msgKey: []byte(msg.ID),
-		idem:   idemKey(msg.SenderPubkey, msg.ClientMessageID),
-		header: encodeHeader(msg),
-		to:     make([]preparedDelivery, len(to)),
+		msgKey:    []byte(msg.ID),
+		idem:      idemKey(msg.SenderPubkey, msg.ClientMessageID),
+		idemValue: encodeIdemValue(msg.ID),
+		header:    encodeHeader(msg),
+		to:        make([]preparedDelivery, len(to)),
 	}
 	if len(to) > 0 {
 		if left, n := binary.Uvarint(body); n > 0 && left == uint64(len(to)) && bytes.Equal(body[n:], msg.Push) {
@@ -233,7 +234,7 @@ func (p *PreparedMessage) Append(tx *Tx, meshID string) ([]uint64, error) {
 	if err := appendOnly(mb, bMsgs).Put(p.msgKey, p.header); err != nil {
 		return nil, err
 	}
-	if err := appendOnly(mb, bIdem).Put(p.idem, p.msgKey); err != nil {
+	if err := appendOnly(mb, bIdem).Put(p.idem, p.idemValue); err != nil {
 		return nil, err
 	}
 	if p.body != nil {
@@ -259,6 +260,24 @@ func (p *PreparedMessage) Append(tx *Tx, meshID string) ([]uint64, error) {
 	return seqs, nil
 }
 
+// encodeIdemValue is an idempotency record's value, the message's id: from
+// schema 8 a canonical ULID is stored as a zero byte and its 16 bytes
+// (17 bytes, not 26), any other id as its text (which never starts with a
+// zero byte). idemID reads either.
+func encodeIdemValue(id string) []byte {
+	if u, ok := canonicalULID(id); ok {
+		return append([]byte{0}, u[:]...)
+	}
+	return []byte(id)
+}
+
+func idemID(v []byte) string {
+	if len(v) == 17 && v[0] == 0 {
+		return ulid.ULID(v[1:]).String()
+	}
+	return string(v)
+}
+
 // LookupIdempotent returns the message a sender already sent under a
 // clientMessageId, or ErrNotFound.
 func LookupIdempotent(tx *Tx, meshID, sender, clientMessageID string) (*Message, error) {
@@ -266,11 +285,11 @@ func LookupIdempotent(tx *Tx, meshID, sender, clientMessageID string) (*Message,
 	if mb == nil {
 		return nil, ErrNotFound
 	}
-	id := mb.Bucket(bIdem).Get(idemKey(sender, clientMessageID))
-	if id == nil {
+	v := mb.Bucket(bIdem).Get(idemKey(sender, clientMessageID))
+	if v == nil {
 		return nil, ErrNotFound
 	}
-	return GetMessage(tx, meshID, string(id))
+	return GetMessage(tx, meshID, idemID(v))
 }
 
 // GetMessage loads a message by id, with its push frame while any
@@ -285,7 +304,7 @@ func GetMessage(tx *Tx, meshID, id string) (*Message, error) {
 		return nil, ErrNotFound
 	}
 	var m Message
-	if err := decodeMessage(v, &m); err != nil {
+	if err := decodeMessage(v, id, &m); err != nil {
 		return nil, err
 	}
 	if m.ID == "" {
@@ -494,7 +513,7 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 			if mv == nil {
 				continue
 			}
-			if err := decodeMessage(mv, &m); err != nil {
+			if err := decodeMessage(mv, id, &m); err != nil {
 				return nil, err
 			}
 			m.ID, m.Push = id, nil
@@ -725,7 +744,7 @@ func PurgeBefore(tx *Tx, meshID string, cutoff int64, max int) (n int, more bool
 	c := msgs.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		var m Message
-		if err := decodeMessage(v, &m); err != nil {
+		if err := decodeMessage(v, string(k), &m); err != nil {
 			return 0, false, err
 		}
 		if m.CreatedAt >= cutoff {
@@ -764,7 +783,7 @@ func PurgeBefore(tx *Tx, meshID string, cutoff int64, max int) (n int, more bool
 		for _, k := range g.idem {
 			// Only if it still names this message: a client may have
 			// reused its id since.
-			if v := idem.Get(k); v != nil && bytes.Equal(v, g.id) {
+			if v := idem.Get(k); v != nil && idemID(v) == string(g.id) {
 				if err := idem.Delete(k); err != nil {
 					return 0, false, err
 				}

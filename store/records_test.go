@@ -17,7 +17,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	empty := &Message{}
 	for _, want := range []*Message{m, empty} {
 		var got Message
-		if err := decodeMessage(encodeMessage(want), &got); err != nil {
+		if err := decodeMessage(encodeMessage(want), want.ID, &got); err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(&got, want) {
@@ -74,7 +74,7 @@ func TestRecordsCorrupt(t *testing.T) {
 		encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: 1, State: DeliveryPending}, Sender: sender, CMID: "c"}),
 	}
 	decoders := []func([]byte) error{
-		func(v []byte) error { var m Message; return decodeMessage(v, &m) },
+		func(v []byte) error { var m Message; return decodeMessage(v, id("M", 1), &m) },
 		func(v []byte) error { var e QueueEntry; return decodeQueueEntry(v, &e) },
 		func(v []byte) error { var d deliveryRec; return decodeDelivery(v, &d) },
 	}
