@@ -132,17 +132,28 @@ func TestIdemValue(t *testing.T) {
 }
 
 // TestCompactAndSchema7Records: a file holds messages of both forms after
-// the upgrade to schema 8; lookup, status, ack and purge treat them alike.
+// the upgrade to schema 8, delivered or pending; lookup, ack (with its
+// receipt), status and purge treat them alike.
 func TestCompactAndSchema7Records(t *testing.T) {
 	s := newMeshStore(t)
 	const ms = 1764100000000
 	old, cur := dm(ms, 1, sender, r1), dm(ms+10, 2, sender, r1)
-	// old as schema 7 wrote it: the schema-6 header and the id as text.
-	appendMsg(t, s, old, r1)
+	// old as schema 7 wrote it: the schema-6 header, the id as text, the
+	// sender and client id in the pending delivery record, not in the
+	// queue entry.
+	seq := appendMsg(t, s, old, r1)[0]
 	mustUpdate(t, s, func(tx *Tx) error {
 		mb := meshBucket(tx, meshID)
 		flags := byte(msgHeader | msgReceipts | msgSelf)
 		if err := mb.Bucket(bMsgs).Put([]byte(old.ID), encodeHeader6(old, flags)); err != nil {
+			return err
+		}
+		pending := encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Sender: old.SenderPubkey, CMID: old.ClientMessageID})
+		if err := mb.Bucket(bDlv).Put(dkey(old.ID, r1), pending); err != nil {
+			return err
+		}
+		entry := encodeQueueEntry(&QueueEntry{ID: old.ID, Priority: old.Priority, CreatedAt: old.CreatedAt})
+		if err := mb.Bucket(bQueue).Put(qkey(r1, seq), entry); err != nil {
 			return err
 		}
 		return mb.Bucket(bIdem).Put(idemKey(old.SenderPubkey, old.ClientMessageID), []byte(old.ID))
@@ -173,7 +184,7 @@ func TestCompactAndSchema7Records(t *testing.T) {
 	})
 	for _, m := range []*Message{old, cur} {
 		out := ack(t, s, r1, int64(ms+100), m.ID)
-		if len(out) != 1 || out[0].NewReceipt == nil || out[0].NewReceipt.ClientMessageID != m.ClientMessageID {
+		if len(out) != 1 || out[0].NewReceipt == nil || out[0].NewReceipt.ClientMessageID != m.ClientMessageID || out[0].ReceiptFor != sender {
 			t.Fatalf("ack of %s = %+v", m.ID, out)
 		}
 		ack(t, s, sender, int64(ms+200), out[0].NewReceipt.ReceiptID)

@@ -101,9 +101,10 @@ var BrokerMigrations = []Migration{
 	},
 	// 7 → 8: messages written from now on keep the compact header and
 	// idempotency value (records.go, encodeHeader; queue.go,
-	// encodeIdemValue). Nothing is rewritten — both forms are read — but
-	// a broker of schema 7 cannot read the new ones, so the bump makes it
-	// refuse the file.
+	// encodeIdemValue), and delivery records of one size, with what an
+	// ack needs in the queue entry (records.go, deliveryRec). Nothing is
+	// rewritten — both forms are read — but a broker of schema 7 cannot
+	// read the new ones, so the bump makes it refuse the file.
 	func(tx *bolt.Tx) error { return nil },
 }
 

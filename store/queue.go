@@ -205,13 +205,24 @@ func PrepareMessageBody(msg *Message, to []NewDelivery, body []byte) *PreparedMe
 			p.body = encodeBody(len(to), msg.Push)
 		}
 	}
-	rec := encodeDelivery(&deliveryRec{Delivery: Delivery{State: DeliveryPending}, Sender: msg.SenderPubkey, CMID: msg.ClientMessageID, NoReceipts: !msg.Receipts})
+	// What an ack needs of the message (its sender and client id) goes in
+	// the queue entries, which the acks delete, so each delivery record
+	// keeps its size from now to its purge (records.go). A sender key not
+	// in lower-case hex stays in the delivery record, as before schema 8.
+	dr := deliveryRec{Delivery: Delivery{State: DeliveryPending}, NoReceipts: !msg.Receipts}
+	var ackSender, ackCMID string
+	if isHexKey(msg.SenderPubkey) {
+		ackSender, ackCMID = msg.SenderPubkey, msg.ClientMessageID
+	} else {
+		dr.Sender, dr.CMID = msg.SenderPubkey, msg.ClientMessageID
+	}
+	rec := encodeDelivery(&dr)
 	// encodeDelivery writes recBinary, flags, state, uvarint seq (one byte
 	// for 0), then the rest.
 	p.dlvHead, p.dlvTail = rec[:3], rec[4:]
 	for i, d := range to {
 		e := QueueEntry{ID: msg.ID, Priority: msg.Priority, Key: d.Key, CreatedAt: msg.CreatedAt, From: d.From, Charge: d.Charge}
-		p.to[i] = preparedDelivery{recipient: pk(d.Recipient), entry: encodeQueueEntry(&e), dkey: dkey(msg.ID, d.Recipient)}
+		p.to[i] = preparedDelivery{recipient: pk(d.Recipient), entry: encodeQueueEntryFor(&e, ackSender, ackCMID), dkey: dkey(msg.ID, d.Recipient)}
 	}
 	return p
 }
@@ -497,17 +508,20 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 			}
 			continue
 		}
-		var from string
-		var charge int64
+		var ea entryAckInfo
 		qc := qb.queue.Cursor()
 		if k, v := qc.Seek(qk); k != nil && bytes.Equal(k, qk) {
-			from, charge = entryQuota(v)
+			ea = entryAck(v)
 			if err := qc.Delete(); err != nil {
 				return nil, err
 			}
 		}
 		m := Message{ID: id, ClientMessageID: d.CMID, SenderPubkey: d.Sender, Receipts: !d.NoReceipts}
-		if d.Sender == "" {
+		if m.SenderPubkey == "" {
+			// From schema 8 the queue entry carries them.
+			m.SenderPubkey, m.ClientMessageID = ea.sender, ea.cmid
+		}
+		if m.SenderPubkey == "" {
 			// A record written before the header was copied into it.
 			mv := mb.Bucket(bMsgs).Get([]byte(id))
 			if mv == nil {
@@ -525,7 +539,7 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 		if err := qb.dlv.Put(dk, encodeDelivery(&settled)); err != nil {
 			return nil, err
 		}
-		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m, From: from, Charge: charge}
+		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m, From: ea.from, Charge: ea.charge}
 		if m.Receipts {
 			seq, err := qb.queue.NextSequence()
 			if err != nil {

@@ -33,11 +33,22 @@ import (
 //	             uvarint recipients, str id, clientMessageId, senderPubkey,
 //	             senderMember, targetSpec, kind, priority, fingerprint,
 //	             bytes push
-//	QueueEntry:  recBinary, flags (1 receipt, 2 key), varint createdAt,
-//	             str id, priority, [str to, nonce, box], bytes frame,
-//	             [32-byte from, uvarint charge]
+//	QueueEntry:  recBinary, flags (1 receipt, 2 key, 4 quota, 8 ack),
+//	             varint createdAt, str id, priority, [str to, nonce, box],
+//	             bytes frame, [32-byte from, uvarint charge], [32-byte
+//	             sender, str cmid]
 //	deliveryRec: recBinary, flags (1 receipt, 2 noReceipts, 4 sender is raw),
-//	             state, uvarint seq, varint deliveredAt, sender (key), str cmid
+//	             state, uvarint seq, varint deliveredAt, sender (key), str cmid;
+//	             from schema 8, one without sender or cmid: recBinary, flags
+//	             (8 fixed, 2 noReceipts), state, uvarint seq, 8-byte
+//	             deliveredAt
+//
+// What an ack needs of a message (its sender and client id) was in the
+// pending delivery record until schema 8, and is in the queue entry since:
+// the entry goes in the ack's commit, while the delivery record stays for
+// the queue TTL + 24 h. A record that lost those ~60 bytes on its ack left
+// its page, packed full when it was appended, a quarter empty for as long;
+// the fixed form keeps its size from append to ack and expiry.
 const recBinary = binrec.Format
 
 const (
@@ -52,12 +63,14 @@ const (
 	qeReceipt = 1 << iota
 	qeKey
 	qeQuota // From (raw key) and Charge follow the frame
+	qeAck   // schema 8: the message's sender (raw key) and client id follow
 )
 
 const (
 	dlvReceipt = 1 << iota
 	dlvNoReceipts
 	dlvRawSender
+	dlvFixed // schema 8: no sender or cmid, deliveredAt in 8 bytes
 )
 
 // stateByte and stateName map delivery states to their one-byte form.
@@ -344,7 +357,11 @@ func decodeCompactHeader(r *binrec.Reader, flags byte, id string, m *Message) er
 	return recordErr(r.Done("message"))
 }
 
-func encodeQueueEntry(e *QueueEntry) []byte {
+func encodeQueueEntry(e *QueueEntry) []byte { return encodeQueueEntryFor(e, "", "") }
+
+// encodeQueueEntryFor is a message's queue entry carrying what an ack needs
+// of the message, its sender (a 64-hex key; none if empty) and client id.
+func encodeQueueEntryFor(e *QueueEntry, sender, cmid string) []byte {
 	var flags byte
 	if e.Receipt {
 		flags |= qeReceipt
@@ -361,6 +378,11 @@ func encodeQueueEntry(e *QueueEntry) []byte {
 		flags |= qeQuota
 		n += 32 + binary.MaxVarintLen64
 	}
+	ack := sender != ""
+	if ack {
+		flags |= qeAck
+		n += 32 + binrec.SizeOf(cmid)
+	}
 	b := make([]byte, 0, n)
 	b = append(b, recBinary, flags)
 	b = binary.AppendVarint(b, e.CreatedAt)
@@ -375,6 +397,10 @@ func encodeQueueEntry(e *QueueEntry) []byte {
 	if quota {
 		b = append(b, from[:]...)
 		b = binary.AppendUvarint(b, uint64(e.Charge))
+	}
+	if ack {
+		b = appendRawKey(b, sender)
+		b = binrec.AppendStr(b, cmid)
 	}
 	return b
 }
@@ -398,25 +424,30 @@ func decodeQueueEntry(v []byte, e *QueueEntry) error {
 		e.From = hex.EncodeToString(r.Take(32))
 		e.Charge = int64(r.Uvarint())
 	}
+	if flags&qeAck != 0 {
+		r.Take(32) // the sender and client id are for the ack (entryAck)
+		r.Take(int(r.Uvarint()))
+	}
 	e.Receipt = flags&qeReceipt != 0
 	return recordErr(r.Done("queue entry"))
 }
 
-// entryQuota reads only From and Charge of an encoded queue entry (what
-// an ack gives back), skipping the rest without copying it: the ack path
-// runs on the committer.
-func entryQuota(v []byte) (from string, charge int64) {
+// entryAck reads what an ack needs of an encoded queue entry: From and
+// Charge (what it gives back) and, from schema 8, the message's sender and
+// client id, skipping the rest without copying it: the ack path runs on
+// the committer.
+func entryAck(v []byte) (a entryAckInfo) {
 	if binrec.IsJSON(v) {
 		var e QueueEntry
 		if dec(v, &e) != nil {
-			return "", 0
+			return entryAckInfo{}
 		}
-		return e.From, e.Charge
+		return entryAckInfo{from: e.From, charge: e.Charge}
 	}
 	r := binrec.NewReader(v)
 	flags := r.Header()
-	if flags&qeQuota == 0 {
-		return "", 0
+	if flags&(qeQuota|qeAck) == 0 {
+		return entryAckInfo{}
 	}
 	r.Varint()
 	skip := 3 // id, priority, frame
@@ -426,12 +457,24 @@ func entryQuota(v []byte) (from string, charge int64) {
 	for range skip {
 		r.Take(int(r.Uvarint()))
 	}
-	raw := r.Take(32)
-	charge = int64(r.Uvarint())
-	if r.Done("queue entry") != nil {
-		return "", 0
+	if flags&qeQuota != 0 {
+		a.from = hex.EncodeToString(r.Take(32))
+		a.charge = int64(r.Uvarint())
 	}
-	return hex.EncodeToString(raw), charge
+	if flags&qeAck != 0 {
+		a.sender = hex.EncodeToString(r.Take(32))
+		a.cmid = r.Str()
+	}
+	if r.Done("queue entry") != nil {
+		return entryAckInfo{}
+	}
+	return a
+}
+
+// entryAckInfo is what entryAck reads.
+type entryAckInfo struct {
+	from, sender, cmid string
+	charge             int64
 }
 
 func encodeDelivery(d *deliveryRec) []byte {
@@ -447,6 +490,12 @@ func encodeDelivery(d *deliveryRec) []byte {
 	}
 	if d.NoReceipts {
 		flags |= dlvNoReceipts
+	}
+	if d.Sender == "" && d.CMID == "" && !d.Receipt {
+		b := make([]byte, 0, 3+binary.MaxVarintLen64+8)
+		b = append(b, recBinary, flags|dlvFixed, state)
+		b = binary.AppendUvarint(b, d.Seq)
+		return binary.BigEndian.AppendUint64(b, uint64(d.DeliveredAt))
 	}
 	var raw [32]byte
 	rawSender := len(d.Sender) == 64 && isLowerHex(d.Sender)
@@ -475,13 +524,21 @@ func decodeDelivery(v []byte, d *deliveryRec) error {
 	flags := r.Header()
 	state := r.Byte()
 	d.Seq = r.Uvarint()
-	d.DeliveredAt = r.Varint()
-	if flags&dlvRawSender != 0 {
+	switch {
+	case flags&dlvFixed != 0:
+		d.DeliveredAt, d.Sender, d.CMID = 0, "", ""
+		if at := r.Take(8); at != nil {
+			d.DeliveredAt = int64(binary.BigEndian.Uint64(at))
+		}
+	case flags&dlvRawSender != 0:
+		d.DeliveredAt = r.Varint()
 		d.Sender = hex.EncodeToString(r.Take(32))
-	} else {
+		d.CMID = r.Str()
+	default:
+		d.DeliveredAt = r.Varint()
 		d.Sender = r.Str()
+		d.CMID = r.Str()
 	}
-	d.CMID = r.Str()
 	d.Receipt, d.NoReceipts = flags&dlvReceipt != 0, flags&dlvNoReceipts != 0
 	st, err := stateName(state)
 	if err != nil {

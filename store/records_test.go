@@ -34,16 +34,20 @@ func TestRecordsRoundTrip(t *testing.T) {
 		{ID: id("M", 4), Key: &wire.MultiKey{To: r1, Nonce: "bm9uY2U=", Box: "Ym94"}, CreatedAt: 9, From: sender, Charge: 1 << 40},
 		{},
 	} {
-		var got QueueEntry
-		v := encodeQueueEntry(want)
-		if err := decodeQueueEntry(v, &got); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(&got, want) {
-			t.Errorf("queue entry round trip:\n got %+v\nwant %+v", got, *want)
-		}
-		if from, charge := entryQuota(v); from != want.From || charge != want.Charge {
-			t.Errorf("entryQuota of %+v: %q %d", *want, from, charge)
+		// Without and with what an ack needs of the message (schema 8).
+		for _, ack := range []entryAckInfo{{}, {sender: key(0xBEEF), cmid: "01KAY8VJBR0000000000000038"}, {sender: sender}} {
+			var got QueueEntry
+			v := encodeQueueEntryFor(want, ack.sender, ack.cmid)
+			if err := decodeQueueEntry(v, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(&got, want) {
+				t.Errorf("queue entry round trip:\n got %+v\nwant %+v", got, *want)
+			}
+			ack.from, ack.charge = want.From, want.Charge
+			if a := entryAck(v); a != ack {
+				t.Errorf("entryAck of %+v = %+v, want %+v", *want, a, ack)
+			}
 		}
 	}
 
@@ -72,11 +76,19 @@ func TestRecordsCorrupt(t *testing.T) {
 		encodeMessage(msg(id("M", 1), sender, 10, true)),
 		encodeQueueEntry(&QueueEntry{ID: id("M", 1), Key: &wire.MultiKey{To: r1, Nonce: "n", Box: "b"}, CreatedAt: 1}),
 		encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: 1, State: DeliveryPending}, Sender: sender, CMID: "c"}),
+		encodeHeader(dm(1764100000123, 1, sender, r1)),
+		encodeQueueEntryFor(&QueueEntry{ID: id("M", 1), CreatedAt: 1, From: sender, Charge: 9}, sender, "c"),
+		encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: 300, State: DeliveryDelivered, DeliveredAt: 1764100000999}}),
 	}
+	decodeEntry := func(v []byte) error { var e QueueEntry; return decodeQueueEntry(v, &e) }
+	decodeDlv := func(v []byte) error { var d deliveryRec; return decodeDelivery(v, &d) }
 	decoders := []func([]byte) error{
 		func(v []byte) error { var m Message; return decodeMessage(v, id("M", 1), &m) },
-		func(v []byte) error { var e QueueEntry; return decodeQueueEntry(v, &e) },
-		func(v []byte) error { var d deliveryRec; return decodeDelivery(v, &d) },
+		decodeEntry,
+		decodeDlv,
+		func(v []byte) error { var m Message; return decodeMessage(v, dm(1764100000123, 1, sender, r1).ID, &m) },
+		decodeEntry,
+		decodeDlv,
 	}
 	for i, v := range good {
 		for n := 0; n < len(v); n++ {
@@ -178,15 +190,35 @@ func BenchmarkRecordEncode(b *testing.B) {
 
 // A prepared message's pending delivery record, completed with its queue
 // sequence number in the transaction, is exactly what encodeDelivery
-// writes for it.
+// writes for it: from schema 8 without the sender and client id, which are
+// in the queue entry, and the size it keeps when settled; a sender key not
+// in lower-case hex stays in the record, as before.
 func TestPreparedDeliveryValue(t *testing.T) {
-	for _, receipts := range []bool{true, false} {
-		m := &Message{ID: "01JM0000000000000000000001", ClientMessageID: "c-1", SenderPubkey: key(7), SenderMember: key(7), Receipts: receipts}
-		p := PrepareMessage(m, []NewDelivery{{Recipient: key(1)}})
-		for _, seq := range []uint64{0, 1, 127, 128, 1 << 40} {
-			want := encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, Sender: m.SenderPubkey, CMID: m.ClientMessageID, NoReceipts: !receipts})
-			if got := p.deliveryValue(seq); !bytes.Equal(got, want) {
-				t.Errorf("receipts %v seq %d: %x, want %x", receipts, seq, got, want)
+	for _, c := range []struct {
+		sender string
+		inRec  bool
+	}{{key(7), false}, {strings.ToUpper(key(0xABC)), true}} {
+		for _, receipts := range []bool{true, false} {
+			m := &Message{ID: "01JM0000000000000000000001", ClientMessageID: "c-1", SenderPubkey: c.sender, SenderMember: c.sender, Receipts: receipts}
+			p := PrepareMessage(m, []NewDelivery{{Recipient: key(1)}})
+			for _, seq := range []uint64{0, 1, 127, 128, 1 << 40} {
+				rec := deliveryRec{Delivery: Delivery{Seq: seq, State: DeliveryPending}, NoReceipts: !receipts}
+				if c.inRec {
+					rec.Sender, rec.CMID = m.SenderPubkey, m.ClientMessageID
+				}
+				want := encodeDelivery(&rec)
+				if got := p.deliveryValue(seq); !bytes.Equal(got, want) {
+					t.Errorf("sender %s receipts %v seq %d: %x, want %x", c.sender, receipts, seq, got, want)
+				}
+				for _, st := range []string{DeliveryDelivered, DeliveryExpired} {
+					end := encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: seq, State: st, DeliveredAt: 1764100000999}})
+					if !c.inRec && len(end) != len(want) {
+						t.Errorf("seq %d: the %s record is %d bytes, the pending one %d", seq, st, len(end), len(want))
+					}
+				}
+			}
+			if a := entryAck(p.to[0].entry); c.inRec == (a.sender != "") || !c.inRec && (a.sender != m.SenderPubkey || a.cmid != m.ClientMessageID) {
+				t.Errorf("sender %s: the queue entry gives an ack %+v", c.sender, a)
 			}
 		}
 	}
