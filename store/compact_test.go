@@ -77,6 +77,8 @@ func TestCompactHeader(t *testing.T) {
 		legacy(func(m *Message) { m.ID = strings.ToLower(m.ID) }),
 		legacy(func(m *Message) { m.ClientMessageID = "c-1" }),
 		legacy(func(m *Message) { m.ClientMessageID = strings.ToLower(m.ClientMessageID) }),
+		legacy(func(m *Message) { m.ClientMessageID = m.ClientMessageID[:25] + "O" }), // not Crockford's
+		legacy(func(m *Message) { m.ClientMessageID = "8" + m.ClientMessageID[1:] }),  // past 48 bits of time
 		legacy(func(m *Message) { m.TargetSpec = "@team" }),
 		legacy(func(m *Message) { m.SenderMember = strings.ToUpper(key(0xABC)) }),
 		legacy(func(m *Message) { m.Fingerprint = "fp" }),

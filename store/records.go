@@ -230,14 +230,20 @@ func encodeCompactHeader(m *Message, flags byte) []byte {
 	return appendRawKey(b, m.Fingerprint)
 }
 
-// canonicalULID parses s if it is a ULID in its canonical text (so that
-// the text comes back exactly from the 16 bytes).
+// canonicalULID parses s if it is a ULID in its canonical text, so that
+// the text comes back exactly from the 16 bytes: ParseStrict also takes
+// lower-case letters, which the text of the 16 bytes does not have.
 func canonicalULID(s string) (ulid.ULID, bool) {
 	if len(s) != ulid.EncodedSize {
 		return ulid.ULID{}, false
 	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'a' && c <= 'z' {
+			return ulid.ULID{}, false
+		}
+	}
 	u, err := ulid.ParseStrict(s)
-	if err != nil || u.String() != s {
+	if err != nil {
 		return ulid.ULID{}, false
 	}
 	return u, true
