@@ -33,10 +33,11 @@ import (
 //	             uvarint recipients, str id, clientMessageId, senderPubkey,
 //	             senderMember, targetSpec, kind, priority, fingerprint,
 //	             bytes push
-//	QueueEntry:  recBinary, flags (1 receipt, 2 key, 4 quota, 8 ack),
-//	             varint createdAt, str id, priority, [str to, nonce, box],
-//	             bytes frame, [32-byte from, uvarint charge], [32-byte
-//	             sender, str cmid]
+//	QueueEntry:  recBinary, flags (1 receipt, 2 key, 4 quota, 8 ack, 16
+//	             sender is from, 32 cmid is a ULID), varint createdAt, str
+//	             id, priority, [str to, nonce, box], bytes frame, [32-byte
+//	             from, uvarint charge], [[32-byte sender unless 16], cmid:
+//	             16 bytes if 32, else str]
 //	deliveryRec: recBinary, flags (1 receipt, 2 noReceipts, 4 sender is raw),
 //	             state, uvarint seq, varint deliveredAt, sender (key), str cmid;
 //	             from schema 8, one without sender or cmid: recBinary, flags
@@ -62,8 +63,10 @@ const (
 const (
 	qeReceipt = 1 << iota
 	qeKey
-	qeQuota // From (raw key) and Charge follow the frame
-	qeAck   // schema 8: the message's sender (raw key) and client id follow
+	qeQuota   // From (raw key) and Charge follow the frame
+	qeAck     // schema 8: the message's sender (raw key) and client id follow
+	qeAckFrom // with qeAck: the sender is From, not stored again
+	qeAckULID // with qeAck: the client id is a ULID, stored as its 16 bytes
 )
 
 const (
@@ -385,9 +388,17 @@ func encodeQueueEntryFor(e *QueueEntry, sender, cmid string) []byte {
 		n += 32 + binary.MaxVarintLen64
 	}
 	ack := sender != ""
+	var cmidULID ulid.ULID
 	if ack {
 		flags |= qeAck
 		n += 32 + binrec.SizeOf(cmid)
+		if quota && sender == e.From {
+			flags |= qeAckFrom
+		}
+		if u, ok := canonicalULID(cmid); ok {
+			flags |= qeAckULID
+			cmidULID = u
+		}
 	}
 	b := make([]byte, 0, n)
 	b = append(b, recBinary, flags)
@@ -405,8 +416,14 @@ func encodeQueueEntryFor(e *QueueEntry, sender, cmid string) []byte {
 		b = binary.AppendUvarint(b, uint64(e.Charge))
 	}
 	if ack {
-		b = appendRawKey(b, sender)
-		b = binrec.AppendStr(b, cmid)
+		if flags&qeAckFrom == 0 {
+			b = appendRawKey(b, sender)
+		}
+		if flags&qeAckULID != 0 {
+			b = append(b, cmidULID[:]...)
+		} else {
+			b = binrec.AppendStr(b, cmid)
+		}
 	}
 	return b
 }
@@ -431,8 +448,7 @@ func decodeQueueEntry(v []byte, e *QueueEntry) error {
 		e.Charge = int64(r.Uvarint())
 	}
 	if flags&qeAck != 0 {
-		r.Take(32) // the sender and client id are for the ack (entryAck)
-		r.Take(int(r.Uvarint()))
+		skipAck(r, flags) // the sender and client id are for the ack (entryAck)
 	}
 	e.Receipt = flags&qeReceipt != 0
 	return recordErr(r.Done("queue entry"))
@@ -468,13 +484,39 @@ func entryAck(v []byte) (a entryAckInfo) {
 		a.charge = int64(r.Uvarint())
 	}
 	if flags&qeAck != 0 {
-		a.sender = hex.EncodeToString(r.Take(32))
-		a.cmid = r.Str()
+		a.sender, a.cmid = readAck(r, flags, a.from)
 	}
 	if r.Done("queue entry") != nil {
 		return entryAckInfo{}
 	}
 	return a
+}
+
+// readAck reads a queue entry's sender and client id (flags has qeAck).
+func readAck(r *binrec.Reader, flags byte, from string) (sender, cmid string) {
+	sender = from
+	if flags&qeAckFrom == 0 {
+		sender = hex.EncodeToString(r.Take(32))
+	}
+	if flags&qeAckULID == 0 {
+		return sender, r.Str()
+	}
+	if raw := r.Take(16); raw != nil {
+		cmid = ulid.ULID(raw).String()
+	}
+	return sender, cmid
+}
+
+// skipAck skips what readAck reads.
+func skipAck(r *binrec.Reader, flags byte) {
+	if flags&qeAckFrom == 0 {
+		r.Take(32)
+	}
+	if flags&qeAckULID == 0 {
+		r.Take(int(r.Uvarint()))
+	} else {
+		r.Take(16)
+	}
 }
 
 // entryAckInfo is what entryAck reads.

@@ -35,7 +35,10 @@ func TestRecordsRoundTrip(t *testing.T) {
 		{},
 	} {
 		// Without and with what an ack needs of the message (schema 8).
-		for _, ack := range []entryAckInfo{{}, {sender: key(0xBEEF), cmid: "01KAY8VJBR0000000000000038"}, {sender: sender}} {
+		// The sender may be From (stored once) and the client id a ULID
+		// (stored as 16 bytes).
+		for _, ack := range []entryAckInfo{{}, {sender: key(0xBEEF), cmid: "01KAY8VJBR0000000000000038"}, {sender: sender},
+			{sender: sender, cmid: "c-1"}, {sender: sender, cmid: "01KAY8VJBR0000000000000038"}, {sender: sender, cmid: "01kay8vjbr0000000000000038"}} {
 			var got QueueEntry
 			v := encodeQueueEntryFor(want, ack.sender, ack.cmid)
 			if err := decodeQueueEntry(v, &got); err != nil {
@@ -77,8 +80,9 @@ func TestRecordsCorrupt(t *testing.T) {
 		encodeQueueEntry(&QueueEntry{ID: id("M", 1), Key: &wire.MultiKey{To: r1, Nonce: "n", Box: "b"}, CreatedAt: 1}),
 		encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: 1, State: DeliveryPending}, Sender: sender, CMID: "c"}),
 		encodeHeader(dm(1764100000123, 1, sender, r1)),
-		encodeQueueEntryFor(&QueueEntry{ID: id("M", 1), CreatedAt: 1, From: sender, Charge: 9}, sender, "c"),
+		encodeQueueEntryFor(&QueueEntry{ID: id("M", 1), CreatedAt: 1, From: sender, Charge: 9}, key(3), "c"),
 		encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: 300, State: DeliveryDelivered, DeliveredAt: 1764100000999}}),
+		encodeQueueEntryFor(&QueueEntry{ID: id("M", 1), CreatedAt: 1, From: sender, Charge: 9}, sender, "01KAY8VJBR0000000000000038"),
 	}
 	decodeEntry := func(v []byte) error { var e QueueEntry; return decodeQueueEntry(v, &e) }
 	decodeDlv := func(v []byte) error { var d deliveryRec; return decodeDelivery(v, &d) }
@@ -89,6 +93,7 @@ func TestRecordsCorrupt(t *testing.T) {
 		func(v []byte) error { var m Message; return decodeMessage(v, dm(1764100000123, 1, sender, r1).ID, &m) },
 		decodeEntry,
 		decodeDlv,
+		decodeEntry,
 	}
 	for i, v := range good {
 		for n := 0; n < len(v); n++ {
