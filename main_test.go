@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	json "github.com/go-json-experiment/json"
+	"github.com/urfave/cli/v2"
 
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
@@ -112,6 +113,33 @@ func TestBrokerFlagsAreDescribed(t *testing.T) {
 		return
 	}
 	t.Fatal("no broker command")
+}
+
+// TestNoFlagCategories: no flag of any command has a urfave/cli Category.
+// cliui renders help itself and never shows flag categories, but
+// urfave/cli's App.Setup, which every process runs, renders the help
+// line of every flag of a top-level command that has one categorised
+// flag (newFlagCategoriesFromFlags): the broker's "Cluster" flags cost
+// each `send` and `--version` ~150 µs for nothing anyone sees.
+func TestNoFlagCategories(t *testing.T) {
+	var walk func(path string, cmds []*cli.Command)
+	walk = func(path string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			for _, f := range c.Flags {
+				if cf, ok := f.(cli.CategorizableFlag); ok && cf.GetCategory() != "" {
+					t.Errorf("%s %s: flag %v has Category %q", path, c.Name, f.Names(), cf.GetCategory())
+				}
+			}
+			walk(path+" "+c.Name, c.Subcommands)
+		}
+	}
+	app := newApp()
+	for _, f := range app.Flags {
+		if cf, ok := f.(cli.CategorizableFlag); ok && cf.GetCategory() != "" {
+			t.Errorf("global flag %v has Category %q", f.Names(), cf.GetCategory())
+		}
+	}
+	walk("claudemesh", app.Commands)
 }
 
 // TestDemoJSON: demo --json prints one JSON document and no human text.
