@@ -51,38 +51,62 @@ import (
 // command with exit 5 instead of hanging it.
 const opTimeout = 30 * time.Second
 
+// commands are the member verbs in the order help lists them, each with
+// the name its constructor gives it, so that Command can build one verb
+// without the others (TestCommandTable keeps the names honest).
+var commands = []struct {
+	name  string
+	build func() *cli.Command
+}{
+	{"mesh", meshCommand},
+	{"invite", inviteCommand},
+	{"join", joinCommand},
+	{"whoami", whoamiCommand},
+	{"peer", peerCommand},
+	{"peers", func() *cli.Command { return peerListCommand("peers", true) }},
+	{"send", sendCommand},
+	{"inbox", inboxCommand},
+	{"message", messageCommand},
+	{"status", statusCommand},
+	{"summary", func() *cli.Command { return summaryCommand("summary", true) }},
+	{"group", func() *cli.Command { return groupCommand("group", true) }},
+	{wire.TypeKick, func() *cli.Command { return dropCommand(wire.TypeKick) }},
+	{wire.TypeDisconnect, func() *cli.Command { return dropCommand(wire.TypeDisconnect) }},
+	{"ban", banCommand},
+	{"unban", unbanCommand},
+	{"bans", bansCommand},
+	{"role", roleCommand},
+	{"grant", grantCommand},
+	{"revoke", revokeCommand},
+	{"block", blockCommand},
+	{"unblock", unblockCommand},
+	{"grants", grantsCommand},
+	{"audit", auditCommand},
+	{"skill", skillCommand},
+	{"topic", topicCommand},
+	{"apikey", apikeyCommand},
+}
+
 // Commands returns the member verbs, fresh on every call (urfave/cli flags
 // hold their parsed values, so two apps must not share them).
 func Commands() []*cli.Command {
-	return []*cli.Command{
-		meshCommand(),
-		inviteCommand(),
-		joinCommand(),
-		whoamiCommand(),
-		peerCommand(),
-		peerListCommand("peers", true),
-		sendCommand(),
-		inboxCommand(),
-		messageCommand(),
-		statusCommand(),
-		summaryCommand("summary", true),
-		groupCommand("group", true),
-		dropCommand(wire.TypeKick),
-		dropCommand(wire.TypeDisconnect),
-		banCommand(),
-		unbanCommand(),
-		bansCommand(),
-		roleCommand(),
-		grantCommand(),
-		revokeCommand(),
-		blockCommand(),
-		unblockCommand(),
-		grantsCommand(),
-		auditCommand(),
-		skillCommand(),
-		topicCommand(),
-		apikeyCommand(),
+	out := make([]*cli.Command, len(commands))
+	for i, c := range commands {
+		out[i] = c.build()
 	}
+	return out
+}
+
+// Command returns a fresh copy of the verb called name (not an alias), or
+// nil when no verb has that name: what a process that runs one verb builds
+// instead of Commands.
+func Command(name string) *cli.Command {
+	for _, c := range commands {
+		if c.name == name {
+			return c.build()
+		}
+	}
+	return nil
 }
 
 // aliasUsage is the usage of a command that also stands, hidden, at the top

@@ -432,3 +432,33 @@ func TestPrintMessageSanitises(t *testing.T) {
 		t.Fatalf("%q", out.String())
 	}
 }
+
+// TestCommandTable: every entry of the verb table builds the command it is
+// named after (Command finds verbs by the table's name, without building
+// the others), names are unique, and Command builds a fresh copy each time.
+func TestCommandTable(t *testing.T) {
+	all := Commands()
+	if len(all) != len(commands) {
+		t.Fatalf("Commands built %d verbs, the table has %d", len(all), len(commands))
+	}
+	seen := map[string]bool{}
+	for i, e := range commands {
+		if seen[e.name] {
+			t.Errorf("verb %q twice", e.name)
+		}
+		seen[e.name] = true
+		if all[i].Name != e.name {
+			t.Errorf("table entry %d is %q but builds %q", i, e.name, all[i].Name)
+		}
+		c := Command(e.name)
+		if c == nil || c.Name != e.name {
+			t.Fatalf("Command(%q) = %v", e.name, c)
+		}
+		if again := Command(e.name); again == c {
+			t.Errorf("Command(%q) returned the same command twice", e.name)
+		}
+	}
+	if c := Command("no-such-verb"); c != nil {
+		t.Fatalf("Command(no-such-verb) = %q", c.Name)
+	}
+}
