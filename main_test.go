@@ -21,9 +21,103 @@ func runApp(t *testing.T, argv ...string) (code int, stdout, stderr string) {
 	for _, k := range []string{"NO_COLOR", "CLICOLOR_FORCE", "CLAUDEMESH_DEBUG"} {
 		t.Setenv(k, "")
 	}
+	argv = append([]string{"claudemesh"}, argv...)
 	var out, errb bytes.Buffer
-	code = cliui.RunContext(context.Background(), newApp(), append([]string{"claudemesh"}, argv...), &out, &errb)
+	code = cliui.RunContext(context.Background(), appFor(argv), argv, &out, &errb) // as main does
 	return code, out.String(), errb.String()
+}
+
+// runWith runs argv (argv[0] included) on app in-process.
+func runWith(app *cli.App, argv []string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = cliui.RunContext(context.Background(), app, argv, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestAppForRunsAsTheWholeTree: a command line that appFor runs on an app
+// holding one command prints and exits exactly as on the whole tree, and
+// the lines it must not shorten (help, typos, flags before the command that
+// only a command defines, --version after a command) get the whole tree.
+// The home is empty and the daemon off, so every verb ends before it
+// reaches a network.
+func TestAppForRunsAsTheWholeTree(t *testing.T) {
+	for _, k := range []string{"NO_COLOR", "CLICOLOR_FORCE", "CLAUDEMESH_DEBUG"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("CLAUDEMESH_HOME", filepath.Join(t.TempDir(), "home"))
+	t.Setenv("CLAUDEMESH_NO_DAEMON", "1")
+	whole := len(newApp().Commands)
+	for _, tc := range []struct {
+		line  string
+		short bool // appFor builds one command
+	}{
+		{"--version", true},
+		{"--json --version", true},
+		{"-q --no-color --version", true},
+		{"--home /nonexistent --version", true},
+		{"version", true},
+		{"version --json", true},
+		{"--json version", true},
+		{"version extra", true},
+		{"version --frobnicate", true},
+		{"send", true},
+		{"send bob", true},
+		{"send bob hi", true},
+		{"send bob hi --json", true},
+		{"--json send bob hi", true},
+		{"-q send bob hi", true},
+		{"--mesh acme send bob hi --json", true},
+		{"send bob hi --priority soon", true},
+		{"send bob hi --bogus", true},
+		{"send bob -5 degrees", true},
+		{"send bob hi --wait-timeout", true},
+		{"send bob -- --hi", true},
+		{"send --id x bob hi --json", true},
+		{"peer", true},
+		{"peer list --json", true},
+		{"peer lisst", true},
+		{"peers --json", true},
+		{"mesh list", true},
+		{"mesh list --json", true},
+		{"whoami --json", true},
+		{"inbox --json", true},
+		{"skill --json", true},
+		{"skill list --json", true},
+		{"topic", true},
+		{"group", true},
+		{"kick", true},
+		{"grants --json", true},
+		{"", false},
+		{"--json", false},
+		{"help", false},
+		{"help send", false},
+		{"--help", false},
+		{"send --help", false},
+		{"send bob hi -h", false},
+		{"send bob hi --version", false},
+		{"--version=false", false},
+		{"--priority now send bob hi", false},
+		{"--frobnicate send bob hi", false},
+		{"sned bob hi", false},
+		{"doctor --json", false},
+		{"broker --help", false},
+		{"--mesh", false},
+	} {
+		argv := append([]string{"claudemesh"}, strings.Fields(tc.line)...)
+		app := appFor(argv)
+		if short := len(app.Commands) < whole; short != tc.short {
+			t.Errorf("%q: appFor built %d of %d commands", tc.line, len(app.Commands), whole)
+		}
+		if tc.line == "doctor --json" || tc.line == "broker --help" {
+			continue // the whole tree either way; doctor looks at the machine
+		}
+		code, stdout, stderr := runWith(app, argv)
+		wcode, wstdout, wstderr := runWith(newApp(), argv)
+		if code != wcode || stdout != wstdout || stderr != wstderr {
+			t.Errorf("%q: appFor: exit %d stdout %q stderr %q\nwhole tree: exit %d stdout %q stderr %q",
+				tc.line, code, stdout, stderr, wcode, wstdout, wstderr)
+		}
+	}
 }
 
 func TestVersionJSON(t *testing.T) {

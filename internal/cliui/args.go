@@ -350,3 +350,69 @@ func suggestFlag(app *cli.App, chain []*cli.Command, tok string) string {
 	}
 	return "--" + best
 }
+
+// DirectCommand names the one top-level command argv runs, when that is
+// plain from argv and the global flags alone, so that main can build only
+// that command instead of the whole tree (every process would otherwise
+// build ~45 commands, their flags and help texts, and urfave/cli would set
+// each of them up, to run one). ok is false whenever the whole tree could
+// matter, and the caller then builds all of it:
+//
+//   - a token before the command's name that is not a global flag (a
+//     command's flag written early, a typo to suggest a flag for);
+//   - -h or --help anywhere before "--" (help may list commands);
+//   - --version after the command's name, or with a value (--version=false);
+//   - no command name at all (the app's own help or error).
+//
+// `claudemesh [GLOBAL FLAGS] --version` names "version", the command that
+// flag runs. The name returned may be an alias or no command at all: the
+// caller falls back to the whole tree when it does not know it.
+func DirectCommand(argv []string) (name string, ok bool) {
+	if len(argv) == 0 {
+		return "", false
+	}
+	globals := GlobalFlags()
+	version := false
+	toks := argv[1:]
+	for i := 0; i < len(toks); i++ {
+		tok := toks[i]
+		if tok == "--" {
+			break
+		}
+		flag, inline, isFlag := flagToken(tok)
+		switch {
+		case !isFlag:
+			if name == "" {
+				name = tok
+			}
+			continue
+		case isHelpFlag(flag):
+			return "", false
+		case name != "":
+			if flag == FlagVersion {
+				return "", false
+			}
+			continue // the command's or a global flag: parsed as with the whole tree
+		}
+		f, known := findFlag(globals, flag)
+		if !known {
+			return "", false
+		}
+		if flag == FlagVersion {
+			if inline {
+				return "", false
+			}
+			version = true
+		}
+		if takesValue(f) && !inline {
+			i++
+		}
+	}
+	if version {
+		if name != "" {
+			return "", false
+		}
+		return "version", true
+	}
+	return name, name != ""
+}

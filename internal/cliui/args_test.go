@@ -286,3 +286,44 @@ func TestUnknownFlagsAreUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectCommand: the command a line names is found past global flags
+// and their values; anything that may need the whole command tree is not
+// answered.
+func TestDirectCommand(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want string // "" = not ok
+	}{
+		{"send bob hi", "send"},
+		{"--json send bob hi", "send"},
+		{"--home /tmp/h --mesh acme send bob hi", "send"},
+		{"--home=/tmp/h -q send bob hi --json", "send"},
+		{"send bob hi --priority now --json", "send"},
+		{"send bob -- --help", "send"},
+		{"--mesh send bob hi", "bob"}, // send is --mesh's value
+		{"--version", "version"},
+		{"--json -q --version", "version"},
+		{"version --json", "version"},
+		{"", ""},
+		{"--json", ""},
+		{"--home", ""},
+		{"--help", ""},
+		{"send --help", ""},
+		{"send bob hi -h", ""},
+		{"send bob hi --version", ""},
+		{"--version send", ""},
+		{"--version=true", ""},
+		{"--priority now send bob hi", ""},
+		{"--frobnicate send", ""},
+	} {
+		argv := append([]string{"claudemesh"}, strings.Fields(tc.line)...)
+		got, ok := DirectCommand(argv)
+		if ok != (tc.want != "") || got != tc.want && ok {
+			t.Errorf("%q: %q, %v; want %q", tc.line, got, ok, tc.want)
+		}
+	}
+	if _, ok := DirectCommand(nil); ok {
+		t.Error("DirectCommand(nil) is ok")
+	}
+}
