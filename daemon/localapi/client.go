@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	json "github.com/go-json-experiment/json"
@@ -24,6 +26,41 @@ type Client struct {
 	base         string
 	Bearer       string // TCP listener only
 	SessionToken string // identifies the calling agent session
+	// first is the connection Connect dialled, checked and found a daemon
+	// on: the first request goes over it rather than a second dial.
+	first spareConn
+}
+
+// spareConnFresh is how long after its dial a spare connection is still
+// used: well inside the daemon's ReadHeaderTimeout (10 s), so it cannot
+// have been dropped for idling. The thin verbs use it at once.
+const spareConnFresh = time.Second
+
+// spareConn holds one connection for a single request.
+type spareConn struct {
+	mu   sync.Mutex
+	conn net.Conn
+	at   time.Time
+}
+
+func (s *spareConn) set(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conn, s.at = c, time.Now()
+}
+
+// take returns the spare connection, if there is a fresh one, and forgets
+// it; a stale one is closed.
+func (s *spareConn) take() net.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.conn
+	s.conn = nil
+	if c != nil && time.Since(s.at) > spareConnFresh {
+		c.Close()
+		return nil
+	}
+	return c
 }
 
 // New returns a client for the daemon listening on socketPath.
@@ -110,7 +147,12 @@ func (c *Client) DoHeader(ctx context.Context, method, path string, in, out any,
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.hc.Do(req)
+	var resp *http.Response
+	if conn := c.first.take(); conn != nil {
+		resp, err = roundTripOn(conn, req, c.hc.Timeout)
+	} else {
+		resp, err = c.hc.Do(req)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
@@ -132,6 +174,59 @@ func (c *Client) DoHeader(ctx context.Context, method, path string, in, out any,
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+// roundTripOn does req on conn, a connection Connect dialled, the way the
+// client's http.Transport would (the same request bytes, HTTP/1.1, the
+// client's timeout and req's context), without the Transport's connection
+// pool and its reader and writer goroutines: a one-shot verb makes one
+// request. Closing the response's body closes conn. Errors are what
+// http.Client returns (*url.Error, the context's error when it ended).
+func roundTripOn(conn net.Conn, req *http.Request, timeout time.Duration) (*http.Response, error) {
+	ctx := req.Context()
+	fail := func(err error) (*http.Response, error) {
+		conn.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, &url.Error{Op: req.Method[:1] + strings.ToLower(req.Method[1:]), URL: req.URL.String(), Err: err}
+	}
+	deadline, ok := ctx.Deadline()
+	if timeout > 0 && (!ok || time.Until(deadline) > timeout) {
+		deadline, ok = time.Now().Add(timeout), true
+	}
+	if ok {
+		conn.SetDeadline(deadline)
+	}
+	// A cancelled context ends the exchange as it would the Transport's.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	if err := req.Write(conn); err != nil {
+		stop()
+		return fail(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		stop()
+		return fail(err)
+	}
+	resp.Body = &connBody{ReadCloser: resp.Body, conn: conn, stop: stop}
+	return resp, nil
+}
+
+// connBody is a response body that closes its connection. The connection
+// is closed first: the body's own Close reads to the end (to reuse the
+// connection), which an event stream never reaches.
+type connBody struct {
+	io.ReadCloser
+	conn net.Conn
+	stop func() bool
+}
+
+func (b *connBody) Close() error {
+	b.stop()
+	err := b.conn.Close()
+	b.ReadCloser.Close()
+	return err
 }
 
 // Version asks which daemon is listening (also the liveness probe).
@@ -176,7 +271,12 @@ func (c *Client) Events(ctx context.Context, lastEventID string, query string) (
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}
-	resp, err := c.stream.Do(req)
+	var resp *http.Response
+	if conn := c.first.take(); conn != nil {
+		resp, err = roundTripOn(conn, req, 0) // no timeout, as c.stream
+	} else {
+		resp, err = c.stream.Do(req)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"time"
@@ -21,20 +22,20 @@ func Probe(ctx context.Context, home string) (*Client, *Version, error) {
 	return c, v, nil
 }
 
-// listening reports whether a daemon of this user accepts connections on
-// the socket; an unsafe socket is an error (ErrUnsafeSocket).
-func listening(sock string) (bool, error) {
+// listening returns a checked connection to the socket when a daemon of
+// this user accepts connections on it, nil when none does; an unsafe
+// socket is an error (ErrUnsafeSocket).
+func listening(sock string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	c, err := dialChecked(ctx, sock)
 	if err != nil {
 		if errors.Is(err, ErrUnsafeSocket) {
-			return false, err
+			return nil, err
 		}
-		return false, nil
+		return nil, nil
 	}
-	c.Close()
-	return true, nil
+	return c, nil
 }
 
 // ErrNoDaemon is returned by Connect when no daemon runs and none may be
@@ -48,9 +49,12 @@ var ErrNoDaemon = errors.New("the daemon is not running")
 func Connect(ctx context.Context, home string, autostart bool) (*Client, error) {
 	// A daemon that accepts a connection on the socket is there (a stale
 	// socket file refuses it). Dialling, rather than a version round trip,
-	// keeps the warm path of every thin verb to the one request it makes.
-	if ok, err := listening(SocketPath(home)); ok {
-		return New(SocketPath(home)), nil
+	// keeps the warm path of every thin verb to the one request it makes,
+	// and that request goes over the connection dialled here.
+	if conn, err := listening(SocketPath(home)); conn != nil {
+		c := New(SocketPath(home))
+		c.first.set(conn)
+		return c, nil
 	} else if err != nil {
 		return nil, err // never start, or talk to, a daemon over an unsafe socket
 	}
