@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -85,6 +86,10 @@ func NewApp(name, usage string, commands []*cli.Command) *cli.App {
 		Action:          groupAction,
 		OnUsageError:    onUsageError,
 		Metadata:        map[string]any{},
+		// Any non-zero time: urfave/cli's App.Setup would otherwise
+		// stat(2) argv[0] for a compile time that only its own help
+		// templates show, which cliui replaces.
+		Compiled: time.Unix(1, 0),
 	}
 }
 
@@ -177,10 +182,9 @@ func stateOf(c *cli.Context) *runState {
 func Run(app *cli.App, argv []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // restore default handling for the second signal
-	}()
+	// Restore default handling for the second signal. AfterFunc starts
+	// its goroutine only when a signal came, not in every process.
+	context.AfterFunc(ctx, func() { stop() })
 	return RunContext(ctx, app, argv, stdout, stderr)
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	json "github.com/go-json-experiment/json"
 	"github.com/urfave/cli/v2"
@@ -425,5 +426,18 @@ func TestHelpExitCodes(t *testing.T) {
 				t.Errorf("no code maps to exit %d", row.Code)
 			}
 		}
+	}
+}
+
+// TestCompiledSet: NewApp sets App.Compiled, which urfave/cli would
+// otherwise find by stat(2)ing argv[0] in every process.
+func TestCompiledSet(t *testing.T) {
+	app := NewApp("claudemesh", "test", nil)
+	if app.Compiled.IsZero() {
+		t.Fatal("App.Compiled is zero")
+	}
+	app.Setup()
+	if !app.Compiled.Equal(time.Unix(1, 0)) {
+		t.Fatalf("App.Compiled became %v", app.Compiled)
 	}
 }
