@@ -142,13 +142,53 @@ type flagDef struct {
 
 func findFlag(flags []cli.Flag, name string) (cli.Flag, bool) {
 	for _, f := range flags {
-		for _, n := range f.Names() {
+		for _, n := range namesOf(f) {
 			if n == name {
 				return f, true
 			}
 		}
 	}
 	return nil, false
+}
+
+// namesOf is f.Names() without a regular expression for the flag types
+// claudemesh uses. urfave/cli's Names runs one over every name (cli.FlagNames
+// cuts a v1-style "name, alias" at the first comma or space), ~1 µs a
+// flag, and findFlag asks every flag it passes on every lookup: every
+// global flag at every level (GlobalsFrom), every flag token (parseArgs).
+// A name with a comma or a space takes urfave/cli's way.
+func namesOf(f cli.Flag) []string {
+	var name string
+	var aliases []string
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		name, aliases = f.Name, f.Aliases
+	case *cli.BoolFlag:
+		name, aliases = f.Name, f.Aliases
+	case *cli.IntFlag:
+		name, aliases = f.Name, f.Aliases
+	case *cli.DurationFlag:
+		name, aliases = f.Name, f.Aliases
+	case *cli.Int64Flag:
+		name, aliases = f.Name, f.Aliases
+	case *cli.Float64Flag:
+		name, aliases = f.Name, f.Aliases
+	case *cli.StringSliceFlag:
+		name, aliases = f.Name, f.Aliases
+	case *cli.Uint64Flag:
+		name, aliases = f.Name, f.Aliases
+	default:
+		return f.Names()
+	}
+	if strings.ContainsAny(name, ", ") {
+		return f.Names()
+	}
+	for _, a := range aliases {
+		if strings.ContainsAny(a, ", ") {
+			return f.Names()
+		}
+	}
+	return append([]string{name}, aliases...)
 }
 
 // takesValue reports whether f consumes the next token. Anything that is

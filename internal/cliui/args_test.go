@@ -327,3 +327,30 @@ func TestDirectCommand(t *testing.T) {
 		t.Error("DirectCommand(nil) is ok")
 	}
 }
+
+// TestNamesOf: namesOf is what Names says, for every flag type it knows
+// and for one it does not, with and without aliases, and for v1-style
+// names that urfave/cli cuts at a comma or a space.
+func TestNamesOf(t *testing.T) {
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "mesh"},
+		&cli.StringFlag{Name: "home", Aliases: []string{"H"}},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q", "silent"}},
+		&cli.IntFlag{Name: "limit"},
+		&cli.DurationFlag{Name: "wait-timeout", Aliases: []string{"w"}},
+		&cli.Int64Flag{Name: "max-frame"},
+		&cli.Float64Flag{Name: "rate"},
+		&cli.StringSliceFlag{Name: "tag", Aliases: []string{"t"}},
+		&cli.Uint64Flag{Name: "keep"},
+		&cli.PathFlag{Name: "file", Aliases: []string{"f"}},
+		&cli.StringFlag{Name: "old, o"},
+		&cli.BoolFlag{Name: "x", Aliases: []string{"y z"}},
+		&cli.IntFlag{Name: "n", Aliases: []string{"count,c"}},
+	}
+	for _, f := range flags {
+		got, want := namesOf(f), f.Names()
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("%T %v: namesOf %q, Names %q", f, want, got, want)
+		}
+	}
+}
