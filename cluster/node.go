@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -121,7 +122,7 @@ func Start(cfg Config) (*Node, error) {
 			return nil, err
 		}
 		n.srv = srv
-		opts = append(opts, nats.InProcessServer(srv), nats.UserInfo("broker", clientPassword))
+		opts = append(opts, nats.InProcessServer(srv), nats.UserInfo("broker", clientPassword()))
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
@@ -132,14 +133,16 @@ func Start(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// clientPassword guards the embedded server's loopback client port.
-var clientPassword = func() string {
+// clientPassword guards the embedded server's loopback client port: one
+// random value for the process, drawn when a node first needs it rather
+// than by the package initialisation of every claudemesh process.
+var clientPassword = sync.OnceValue(func() string {
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
-}()
+})
 
 // RoutePassword derives the route password from the shared secret.
 func RoutePassword(secret []byte) string {
@@ -178,7 +181,7 @@ func startServer(cfg Config) (*server.Server, error) {
 		// listener (its routes wait for one): loopback, a random port, and
 		// a password drawn at start that only this process knows.
 		Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		Username: "broker", Password: clientPassword,
+		Username: "broker", Password: clientPassword(),
 		JetStream:  true,
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		MaxPayload: 8 << 20,

@@ -15,3 +15,16 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// TestClientPassword: the embedded server's loopback password is drawn
+// once per process (the server and its in-process client must agree),
+// 24 random bytes in hex.
+func TestClientPassword(t *testing.T) {
+	p := clientPassword()
+	if len(p) != 48 || strings.Trim(p, "0123456789abcdef") != "" {
+		t.Fatalf("password %q", p)
+	}
+	if clientPassword() != p {
+		t.Fatal("a second call drew another password")
+	}
+}

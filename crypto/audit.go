@@ -22,7 +22,7 @@ import (
 // key the members pinned.
 
 // AuditGenesisHash is the prevHash of a chain's first entry: 64 zeros.
-var AuditGenesisHash = strings.Repeat("0", 64)
+const AuditGenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
 
 // AuditTimeLayout is how an entry's createdAt is written: RFC 3339 in UTC
 // with all nine digits of nanoseconds, so every timestamp has one spelling

@@ -41,17 +41,30 @@ func refsJSON(refs []wire.PeerRef) []peerRefJSON {
 	return out
 }
 
-// skipWhy is the human reading of a skipped peer's reason.
-var skipWhy = map[string]string{
-	wire.SkipSelf:          "that is you",
-	wire.SkipOwner:         "the owner",
-	wire.SkipAdmin:         "an admin (only the owner acts on admins)",
-	wire.SkipControlPlane:  "a daemon connection (kick it by name, or ban the member)",
-	wire.SkipNotConnected:  "not connected",
-	wire.SkipAlreadyBanned: "already banned",
-	wire.SkipNotBanned:     "not banned",
-	wire.SkipUnchanged:     "already has that role",
-	wire.SkipBanned:        "banned",
+// skipWhy is the human reading of a skipped peer's reason ("" for a
+// reason it does not know). A switch, not a map every process would build.
+func skipWhy(reason string) string {
+	switch reason {
+	case wire.SkipSelf:
+		return "that is you"
+	case wire.SkipOwner:
+		return "the owner"
+	case wire.SkipAdmin:
+		return "an admin (only the owner acts on admins)"
+	case wire.SkipControlPlane:
+		return "a daemon connection (kick it by name, or ban the member)"
+	case wire.SkipNotConnected:
+		return "not connected"
+	case wire.SkipAlreadyBanned:
+		return "already banned"
+	case wire.SkipNotBanned:
+		return "not banned"
+	case wire.SkipUnchanged:
+		return "already has that role"
+	case wire.SkipBanned:
+		return "banned"
+	}
+	return ""
 }
 
 // peerArg normalises a PEER argument: a hex prefix is lowercased (keys are
@@ -123,7 +136,7 @@ func printAdmin(e *env, slug, action, done string, res *wire.AdminResult) error 
 		e.out.Resultf("%s %s %s (%s) in %s", s.Green("✔"), done, cliui.SanitizeName(r.DisplayName), shortKey(r.Pubkey), slug)
 	}
 	for _, r := range res.Skipped {
-		why := skipWhy[r.Reason]
+		why := skipWhy(r.Reason)
 		if why == "" {
 			why = r.Reason
 		}

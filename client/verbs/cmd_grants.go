@@ -31,7 +31,9 @@ type grantJSON struct {
 	Default     bool     `json:"default"`
 }
 
-var capList = strings.Join(wire.DefaultCaps, ", ")
+// capList lists the capabilities for messages (built when one is shown,
+// not by every process's package initialisation).
+func capList() string { return strings.Join(wire.DefaultCaps, ", ") }
 
 // grantsEdit is one grant verb's change to one sender's capabilities:
 // cur is what the sender has now (nil: the defaults); it returns the new
@@ -53,12 +55,12 @@ func parseCaps(args []string, allowAll bool) ([]string, bool, error) {
 					caps = append(caps, cp)
 				}
 			default:
-				return nil, false, cliui.UsageErrorf("unknown capability %q: the capabilities are %s", cp, capList)
+				return nil, false, cliui.UsageErrorf("unknown capability %q: the capabilities are %s", cp, capList())
 			}
 		}
 	}
 	if len(caps) == 0 && !all {
-		return nil, false, cliui.UsageErrorf("name at least one capability: %s", capList)
+		return nil, false, cliui.UsageErrorf("name at least one capability: %s", capList())
 	}
 	return caps, all, nil
 }
@@ -254,7 +256,7 @@ func editGrant(c *cli.Context, done string, edit grantsEdit) error {
 		e.out.Resultf("%s %s (%s) %s they cannot message you, nor can their agent sessions", e.out.Style().Green("✔"), cliui.SanitizeName(row.DisplayName), shortKey(row.Pubkey), done)
 		return nil
 	case row.Default:
-		what = capList + " (the defaults)"
+		what = capList() + " (the defaults)"
 	}
 	e.out.Resultf("%s %s (%s) %s %s", e.out.Style().Green("✔"), cliui.SanitizeName(row.DisplayName), shortKey(row.Pubkey), done, what)
 	return nil
@@ -328,7 +330,7 @@ func grantsCommand() *cli.Command {
 			if err := t.flush(); err != nil {
 				return err
 			}
-			e.out.Linef("%s", e.out.Style().Dim("→ everyone else: "+capList))
+			e.out.Linef("%s", e.out.Style().Dim("→ everyone else: "+capList()))
 			return nil
 		},
 	}

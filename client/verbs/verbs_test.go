@@ -462,3 +462,20 @@ func TestCommandTable(t *testing.T) {
 		t.Fatalf("Command(no-such-verb) = %q", c.Name)
 	}
 }
+
+// TestSkipWhy: every reason the broker gives for skipping a peer has a
+// reading; an unknown one has none (the reason itself is shown).
+func TestSkipWhy(t *testing.T) {
+	for _, r := range []string{wire.SkipSelf, wire.SkipOwner, wire.SkipAdmin, wire.SkipControlPlane, wire.SkipNotConnected,
+		wire.SkipAlreadyBanned, wire.SkipNotBanned, wire.SkipUnchanged, wire.SkipBanned} {
+		if skipWhy(r) == "" {
+			t.Errorf("no reading for %q", r)
+		}
+	}
+	if skipWhy(wire.SkipOwner) != "the owner" || skipWhy("something_new") != "" {
+		t.Error("skipWhy is wrong")
+	}
+	if capList() != strings.Join(wire.DefaultCaps, ", ") {
+		t.Error("capList")
+	}
+}

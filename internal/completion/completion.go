@@ -94,23 +94,52 @@ func homeFrom(words []string, def string) string {
 	return home
 }
 
-// peerVerbs take a peer (or a send target) as their first argument.
-var peerVerbs = map[string]bool{"send": true, "verify": true, "kick": true, "disconnect": true, "ban": true, "unban": true, "grant": true, "revoke": true, "block": true}
+// The tables below are switches rather than package-level maps, which
+// every claudemesh process would build at start for a completion it
+// rarely runs.
 
-// flagValues are the values of flags that take one of a few words.
-var flagValues = map[string][]string{"--priority": {"now", "next", "low"}}
+// peerVerb reports whether the command takes a peer (or a send target) as
+// its first argument.
+func peerVerb(name string) bool {
+	switch name {
+	case "send", "verify", "kick", "disconnect", "ban", "unban", "grant", "revoke", "block":
+		return true
+	}
+	return false
+}
+
+// flagValues are the values of a flag that takes one of a few words.
+func flagValues(flag string) ([]string, bool) {
+	switch flag {
+	case "--priority":
+		return []string{"now", "next", "low"}, true
+	}
+	return nil, false
+}
 
 // argValues are the words a command's first argument takes, by command
 // path.
-var argValues = map[string][]string{
-	"hook":       {"working", "idle", "dnd"},
-	"completion": {"bash", "zsh", "fish"},
-	"status set": {"idle", "working", "dnd"},
+func argValues(path string) ([]string, bool) {
+	switch path {
+	case "hook":
+		return []string{"working", "idle", "dnd"}, true
+	case "completion":
+		return []string{"bash", "zsh", "fish"}, true
+	case "status set":
+		return []string{"idle", "working", "dnd"}, true
+	}
+	return nil, false
 }
 
-// topicVerbs take a topic name as their first argument.
-var topicVerbs = map[string]bool{"topic post": true, "topic history": true, "topic tail": true, "topic join": true,
-	"topic leave": true, "topic members": true, "topic rotate": true, "topic read": true}
+// topicVerb reports whether the command path takes a topic name as its
+// first argument.
+func topicVerb(path string) bool {
+	switch path {
+	case "topic post", "topic history", "topic tail", "topic join", "topic leave", "topic members", "topic rotate", "topic read":
+		return true
+	}
+	return false
+}
 
 // takesValue reports whether flag name (with its dashes) of flags is
 // followed by a value (any flag but a boolean one).
@@ -160,15 +189,15 @@ func Candidates(app *cli.App, words []string, home string) []string {
 	if prev == "--mesh" {
 		return meshSlugs(home)
 	}
-	if v, ok := flagValues[prev]; ok {
+	if v, ok := flagValues(prev); ok {
 		return v
 	}
 	cmd := strings.Join(path, " ")
 	if positional == 0 {
-		if v, ok := argValues[cmd]; ok {
+		if v, ok := argValues(cmd); ok {
 			return v
 		}
-		if topicVerbs[cmd] {
+		if topicVerb(cmd) {
 			return topicNames(home, "")
 		}
 	}
@@ -180,7 +209,7 @@ func Candidates(app *cli.App, words []string, home string) []string {
 			}
 		}
 	}
-	if cur != nil && positional == 0 && peerVerbs[cur.Name] {
+	if cur != nil && positional == 0 && peerVerb(cur.Name) {
 		out = append(out, peerNames(home)...)
 		if cur.Name == "send" {
 			out = append(out, sendTargets(home)...)
