@@ -26,8 +26,10 @@ func main() {
 	os.Exit(cliui.Run(appFor(os.Args), os.Args, os.Stdout, os.Stderr))
 }
 
-// appFor is the app that runs argv: when argv plainly runs one member verb
-// or `version` (cliui.DirectCommand), the app holding that command alone,
+// appFor is the app that runs argv: when argv plainly runs one member verb,
+// one of claudecode's commands (`hook` runs at every prompt of a Claude
+// Code session) or `version` (cliui.DirectCommand), the app holding that
+// command alone,
 // which runs it exactly as the whole tree would; otherwise newApp. Building
 // and setting up the whole tree (~45 commands with their flags and help)
 // was ~0.2 ms of every `send` and `--version`, which run one command.
@@ -46,7 +48,10 @@ func appFor(argv []string) *cli.App {
 			claudecode.AttachSkill(c)
 		}
 	default:
-		c = verbs.Command(name)
+		// newApp's order: the verbs, then claudecode's.
+		if c = verbs.Command(name); c == nil {
+			c = claudecode.Command(name)
+		}
 	}
 	if c == nil {
 		return newApp()

@@ -36,6 +36,23 @@ func Commands() []*cli.Command {
 	return []*cli.Command{launchCommand(), hookCommand(), installCommand(), uninstallCommand()}
 }
 
+// Command returns a fresh copy of the command of Commands called name, or
+// nil: what a process that runs one of them builds (`hook` runs at every
+// prompt of a Claude Code session).
+func Command(name string) *cli.Command {
+	switch name {
+	case "launch":
+		return launchCommand()
+	case "hook":
+		return hookCommand()
+	case "install":
+		return installCommand()
+	case "uninstall":
+		return uninstallCommand()
+	}
+	return nil
+}
+
 func launchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "launch",
