@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -307,6 +308,16 @@ func Run(ctx context.Context, cfg Config) error {
 		if f, err := os.Create(path); err == nil {
 			if pprof.StartCPUProfile(f) == nil {
 				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
+	// CLAUDEMESH_BROKER_TRACE=FILE writes a runtime execution trace of the
+	// whole run (`go tool trace`; -pprof=sync or =sched for where
+	// goroutines waited), for latency that a CPU profile does not show.
+	if path := os.Getenv("CLAUDEMESH_BROKER_TRACE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if trace.Start(f) == nil {
+				defer func() { trace.Stop(); f.Close() }()
 			}
 		}
 	}
