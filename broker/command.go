@@ -321,7 +321,20 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+	// CLAUDEMESH_BROKER_MUTEXPROFILE=FILE writes, at shutdown, where
+	// contended mutexes were released (so which holders made others
+	// wait), sampling every contention event.
+	mutexProfile := os.Getenv("CLAUDEMESH_BROKER_MUTEXPROFILE")
+	if mutexProfile != "" {
+		runtime.SetMutexProfileFraction(1)
+	}
 	<-ctx.Done()
+	if mutexProfile != "" {
+		if f, err := os.Create(mutexProfile); err == nil {
+			pprof.Lookup("mutex").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 	// CLAUDEMESH_BROKER_MEMPROFILE=FILE writes a heap profile at shutdown
 	// (what is live just before the connections close).
 	if path := os.Getenv("CLAUDEMESH_BROKER_MEMPROFILE"); path != "" {

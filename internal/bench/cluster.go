@@ -162,7 +162,7 @@ const nodeLogsEnv = "CLAUDEMESH_BENCH_NODE_LOGS"
 
 // profileEnv are the broker's profiling variables (broker/command.go),
 // which every node would otherwise write to the same file.
-var profileEnv = []string{"CLAUDEMESH_BROKER_CPUPROFILE", "CLAUDEMESH_BROKER_MEMPROFILE", "CLAUDEMESH_BROKER_TRACE"}
+var profileEnv = []string{"CLAUDEMESH_BROKER_CPUPROFILE", "CLAUDEMESH_BROKER_MEMPROFILE", "CLAUDEMESH_BROKER_TRACE", "CLAUDEMESH_BROKER_MUTEXPROFILE"}
 
 // nodeEnv is env for one node: a profile asked for goes to FILE.<node>.
 func nodeEnv(env []string, node string) []string {
