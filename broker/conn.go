@@ -49,10 +49,13 @@ type conn struct {
 	// of it unread; the connection is closed without reading the rest
 	// (reader goroutine only).
 	cut bool
-	// refused: the broker refused the handshake (junk, nothing or no
-	// hello in time, a refused hello), which counts against the
-	// address's budget (strikes.go); reader goroutine only.
-	refused bool
+	// throttled: the hello was refused by one of the broker's own
+	// per-member throttles (rate_limited, capacity), which tell a member
+	// to retry later. Every other failed handshake (junk, bad framing,
+	// nothing or no hello in time, a refused hello, a client gone before
+	// its hello) counts against the address's budget (strikes.go).
+	// Reader goroutine only.
+	throttled bool
 
 	// Writer queue.
 	wmu     sync.Mutex
@@ -188,7 +191,7 @@ func (c *conn) serve(handshakeDone func()) {
 		go c.readLoop()
 		return
 	}
-	if c.refused && c.tracked != nil {
+	if !c.throttled && c.tracked != nil {
 		c.b.admit.strike(c.tracked.key)
 	}
 	// The handshake failed and the writer is sending the error and close

@@ -47,9 +47,7 @@ func (c *conn) handshake() bool {
 		c.ws.SetReadDeadline(deadline)
 		data, err := c.readFrame()
 		if err != nil {
-			c.refused = errors.Is(err, errTooBig)
 			if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
-				c.refused = true
 				b.metrics.connsRejected.WithLabelValues(wire.CodeHelloTimeout).Inc()
 				c.sendError("", wire.CodeHelloTimeout, "no hello within "+b.cfg.HelloTimeout.String())
 				c.closeWith(wire.ClosePolicy, wire.CodeHelloTimeout)
@@ -63,7 +61,6 @@ func (c *conn) handshake() bool {
 			// A binary frame, already answered with malformed.
 			b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
 			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
-			c.refused = true
 			return false
 		}
 		env, err := wire.Peek(data)
@@ -75,7 +72,6 @@ func (c *conn) handshake() bool {
 			b.metrics.connsRejected.WithLabelValues(wire.CodeMalformed).Inc()
 			c.sendError(reqID, wire.CodeMalformed, err.Error())
 			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
-			c.refused = true
 			return false
 		}
 		var herr *handshakeError
@@ -89,7 +85,6 @@ func (c *conn) handshake() bool {
 			b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
 			c.sendError(reqID, wire.CodeNoHello, "send hello or session_hello first")
 			c.closeWith(wire.ClosePolicy, wire.CodeNoHello)
-			c.refused = true
 			return false
 		}
 		if herr != nil {
@@ -99,8 +94,11 @@ func (c *conn) handshake() bool {
 			if herr.close == wire.CloseBanned {
 				reason = wire.ReasonBanned
 			}
+			// The broker's own per-member throttles tell a member to
+			// retry later: not a stranger's failure, and already
+			// charged to the member (strikes.go).
+			c.throttled = herr.code == wire.CodeRateLimited || herr.code == wire.CodeCapacity
 			c.closeWith(herr.close, reason)
-			c.refused = true
 			return false
 		}
 		c.authed.Store(true)

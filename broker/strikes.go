@@ -14,8 +14,11 @@ import (
 // only as far as a 429 (or, past --max-refusals-per-ip, closed as it is
 // accepted), like one over --max-conns-per-ip. An honest client fails a
 // handshake rarely (a clock far off, a removed key) and retries with
-// backoff, well inside the budget; a member's own refused hellos also have
-// their per-member budget (hellobudget.go).
+// backoff, well inside the budget. A hello the broker's own per-member
+// throttles refuse (rate_limited, capacity) is not counted: it tells a
+// member to retry, and is charged to the member (hellobudget.go), so one
+// member starting presences too fast cannot lock out the others behind
+// its address.
 
 // maxStrikeEntries bounds the addresses remembered at once: an entry is
 // dropped once its budget has refilled, and past this many the oldest
@@ -36,7 +39,8 @@ func (s *strikeBudget) refill(now time.Time, rate float64, burst int) {
 	s.at = now
 }
 
-// strike records a handshake from key that the broker refused.
+// strike records a handshake from key that failed (conn.throttled says
+// which do not count).
 func (a *admission) strike(key string) {
 	if key == "" || a.strikeRate <= 0 {
 		return

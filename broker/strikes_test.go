@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -112,5 +113,56 @@ func TestStrikeBudgetRefillsAndIsForgotten(t *testing.T) {
 	a.mu.Unlock()
 	if full || !held2 {
 		t.Fatalf("sweep kept the full budget (%v) or dropped the held one (%v)", full, !held2)
+	}
+}
+
+// TestThrottledHellosAreNoStrikes: a hello the broker refuses with one of
+// its own per-member throttles (here rate_limited, for presences started
+// faster than --presence-rate) tells a member to retry later; it is
+// charged to the member, not to its address, so another member behind the
+// same address is not locked out (it was: three throttled hellos past a
+// burst of 3 earned every client of the address a 429). A stranger's
+// broken WebSocket framing after the upgrade, on the other hand, counts
+// (it did not: only timeouts, junk and refused frames did).
+func TestThrottledHellosAreNoStrikes(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) {
+		noExemption(c)
+		c.HandshakeFailureRate = 0.001
+		c.HandshakeFailureBurst = 3
+		c.PresenceRate = 0.001
+		c.PresenceBurst = 1
+	})
+	bob := createMesh(t, b, "team", "bob")
+	alice := addMember(t, b, bob, "team", "alice")
+	connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "first" })
+	presence := true
+	for i := range 3 {
+		r := dial(t, b)
+		r.write(r.helloFrame(bob, func(h *wire.Hello) { h.Presence = &presence; h.SessionID = fmt.Sprintf("more%d", i) }))
+		r.expectRefusal(wire.CodeRateLimited, 1008, wire.CodeRateLimited)
+	}
+	if got := b.admit.strikeTokens("127.0.0.1"); got != -1 && got < 3 {
+		t.Fatalf("throttled hellos struck the address: %v of 3 left", got)
+	}
+	connect(t, b, alice, false, nil) // not held back
+
+	// Bad framing right after the challenge: struck.
+	for range 3 {
+		r := dial(t, b)
+		// A frame with an unknown opcode (0xf) and the reserved bits set.
+		r.ws.UnderlyingConn().Write([]byte{0xff, 0x80, 0, 0, 0, 0})
+		for {
+			if _, err := r.readErr(expectWithin); err != nil {
+				break
+			}
+		}
+	}
+	waitFor(t, "bad framing to count", func() bool {
+		tokens := b.admit.strikeTokens("127.0.0.1")
+		return tokens >= 0 && tokens < 1
+	})
+	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("after three connections of broken framing: %v", err)
 	}
 }

@@ -55,8 +55,12 @@ type dirState struct {
 	lastFetchStart time.Time
 	// fetchLimit paces the fetches of liveDirectory (liveFetchRate).
 	fetchLimit *rate.Limiter
-	fetchMu    sync.Mutex
-	dirWake    chan struct{}
+	// failedFetchStart and failedFetchErr: the last fetch that failed,
+	// for the callers that waited for it (liveDirectory).
+	failedFetchStart time.Time
+	failedFetchErr   error
+	fetchMu          sync.Mutex
+	dirWake          chan struct{}
 	// fetches counts full fetches, for the tests that check presence
 	// churn costs no list_peers each.
 	fetches atomic.Int64
@@ -157,11 +161,18 @@ func (m *meshRT) liveDirectory(ctx context.Context, since time.Time) ([]wire.Mem
 	m.fetchMu.Lock()
 	defer m.fetchMu.Unlock()
 	m.mu.Lock()
-	fresh := m.lastFetchStart.After(since)
+	fresh, failed, ferr := m.lastFetchStart.After(since), m.failedFetchStart.After(since), m.failedFetchErr
 	m.mu.Unlock()
 	if fresh {
 		members, peers := m.directory()
 		return members, peers, nil
+	}
+	if failed {
+		// A fetch that started after this caller arrived failed: that
+		// is its answer too. Fetching again in turn made each queued
+		// caller wait out its own fetchTimeout behind a broker that does
+		// not answer.
+		return nil, nil, ferr
 	}
 	if err := m.fetchLimit.Wait(ctx); err != nil {
 		return nil, nil, err
@@ -170,19 +181,30 @@ func (m *meshRT) liveDirectory(ctx context.Context, since time.Time) ([]wire.Mem
 	if c == nil {
 		return nil, nil, errNotConnected
 	}
-	m.mu.Lock()
-	m.lastFetchStart = time.Now()
-	m.mu.Unlock()
-	if err := m.fetchDirectory(ctx, c); err != nil {
-		// The callers waiting for this fetch must not take the cache
-		// for its answer.
-		m.mu.Lock()
-		m.lastFetchStart = time.Time{}
-		m.mu.Unlock()
+	if err := m.fetchHeld(ctx, c); err != nil {
 		return nil, nil, err
 	}
 	members, peers := m.directory()
 	return members, peers, nil
+}
+
+// fetchHeld fetches the directory for a caller holding fetchMu, and notes
+// when it started, so that callers waiting for fetchMu take its result
+// (liveDirectory): the directory if it succeeded, its error if not (never
+// the cache).
+func (m *meshRT) fetchHeld(ctx context.Context, c *client.Conn) error {
+	start := time.Now()
+	m.mu.Lock()
+	m.lastFetchStart = start
+	m.mu.Unlock()
+	err := m.fetchDirectory(ctx, c)
+	if err != nil {
+		m.mu.Lock()
+		m.lastFetchStart = time.Time{}
+		m.failedFetchStart, m.failedFetchErr = start, err
+		m.mu.Unlock()
+	}
+	return err
 }
 
 // liveFetchRate and liveFetchBurst limit the fetches liveDirectory starts
@@ -397,10 +419,7 @@ func (m *meshRT) dirLoop(ctx context.Context) {
 		if doRefresh {
 			if c := m.conn(); c != nil {
 				m.fetchMu.Lock()
-				m.mu.Lock()
-				m.lastFetchStart = time.Now()
-				m.mu.Unlock()
-				if err := m.fetchDirectory(ctx, c); err != nil {
+				if err := m.fetchHeld(ctx, c); err != nil {
 					m.d.log.Warn("directory refresh", "mesh", m.cfg.Slug, "err", err)
 				}
 				m.fetchMu.Unlock()

@@ -387,3 +387,38 @@ func TestPeerListsShareFetches(t *testing.T) {
 	}
 	t.Fatalf("the group just joined is not in the next peer list: %+v", peers)
 }
+
+// TestAFailedFetchAnswersItsWaiters: a caller that waited for a fetch
+// which started after it arrived and failed gets that fetch's error, not
+// the cache (the background refresh used to leave its start time behind
+// on failure, and queued readers were answered 200 from a stale cache)
+// and not a fetch of its own (each queued reader waited out its own
+// fetchTimeout behind a broker that did not answer). A caller arriving
+// after the failure fetches anew.
+func TestAFailedFetchAnswersItsWaiters(t *testing.T) {
+	e := newEnv(t)
+	alice, _ := e.openPair(t)
+	m := alice.mesh(t)
+	arrived := time.Now()
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	m.fetchMu.Lock()
+	ferr := m.fetchHeld(cancelled, m.conn())
+	m.fetchMu.Unlock()
+	if ferr == nil {
+		t.Fatal("a fetch with a cancelled context succeeded")
+	}
+	before := m.fetches.Load()
+	if _, _, err := m.liveDirectory(context.Background(), arrived); !errors.Is(err, ferr) {
+		t.Fatalf("a caller that waited for the failed fetch got %v, want its error %v", err, ferr)
+	}
+	if n := m.fetches.Load() - before; n != 0 {
+		t.Fatalf("the waiter fetched again (%d)", n)
+	}
+	if _, _, err := m.liveDirectory(context.Background(), time.Now()); err != nil {
+		t.Fatalf("a caller after the failure: %v", err)
+	}
+	if n := m.fetches.Load() - before; n != 1 {
+		t.Fatalf("a caller after the failure fetched %d times, want 1", n)
+	}
+}
