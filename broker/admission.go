@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"claudemesh/wire"
 )
 
@@ -75,14 +77,14 @@ type admission struct {
 	exempt       []netip.Prefix
 	m            *metrics
 
-	// strikeRate and strikeBurst: the budget of refused handshakes per
+	// strikeRate and strikeBurst: the budget of failed handshakes per
 	// address (strikes.go); rate 0 disables it.
 	strikeRate  float64
 	strikeBurst int
 
 	mu           sync.Mutex
 	conns        map[string]int           // hostKey → unauthenticated TCP connections
-	strikes      map[string]*strikeBudget // hostKey → budget of refused handshakes
+	strikes      map[string]*rate.Limiter // hostKey → budget of failed handshakes
 	strikesSwept time.Time
 	refusing     map[string]int // hostKey → over-cap connections being answered
 	hsTotal      int
@@ -97,7 +99,7 @@ func newAdmission(cfg Config, m *metrics) *admission {
 		exempt: cfg.IPLimitExempt, m: m,
 		strikeRate: cfg.HandshakeFailureRate, strikeBurst: max(cfg.HandshakeFailureBurst, 1),
 		conns: map[string]int{}, refusing: map[string]int{}, hsHost: map[string]int{}, hsNet: map[string]int{},
-		strikes: map[string]*strikeBudget{},
+		strikes: map[string]*rate.Limiter{},
 	}
 }
 

@@ -94,9 +94,10 @@ type Config struct {
 	// REST calls and upgrades waiting for their hello. 0 disables it.
 	MaxConnsPerIP int
 	// HandshakeFailureRate and HandshakeFailureBurst are each address's
-	// budget of WebSocket handshakes the broker refused (junk or nothing
-	// before the hello, a refused hello); past it the address's new
-	// connections are answered 429 until the budget refills (strikes.go).
+	// budget of failed WebSocket handshakes (junk or nothing before the
+	// hello, a refused hello; not one refused rate_limited or capacity);
+	// past it the address's new connections are answered 429 until the
+	// budget refills (strikes.go).
 	// Rate 0 disables it; loopback and IPLimitExempt are exempt.
 	HandshakeFailureRate  float64
 	HandshakeFailureBurst int

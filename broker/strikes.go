@@ -2,6 +2,8 @@ package broker
 
 import (
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Failed handshakes per address (--handshake-failure-rate and -burst).
@@ -21,22 +23,16 @@ import (
 // its address.
 
 // maxStrikeEntries bounds the addresses remembered at once: an entry is
-// dropped once its budget has refilled, and past this many the oldest
-// budgets are swept first; an address that finds no room is not
-// remembered (the per-address connection caps still hold it).
+// dropped once its budget has refilled, and at this many the refilled
+// ones are swept (at most once a second); an address that still finds no
+// room is not remembered (the per-address connection caps still hold it).
 const maxStrikeEntries = 1 << 16
 
-// strikeBudget is a token bucket: tokens refill at the rate up to the
-// burst, a failed handshake takes one, and the address is held back while
-// fewer than one is left.
-type strikeBudget struct {
-	tokens float64
-	at     time.Time
-}
-
-func (s *strikeBudget) refill(now time.Time, rate float64, burst int) {
-	s.tokens = min(float64(burst), s.tokens+now.Sub(s.at).Seconds()*rate)
-	s.at = now
+// newStrikeLimiter is a fresh budget: it refills at the rate up to the
+// burst, a failed handshake takes a token, and the address is held back
+// while fewer than one is left.
+func (a *admission) newStrikeLimiter() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(a.strikeRate), a.strikeBurst)
 }
 
 // strike records a handshake from key that failed (conn.throttled says
@@ -48,31 +44,30 @@ func (a *admission) strike(key string) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s, ok := a.strikes[key]
+	lim, ok := a.strikes[key]
 	if !ok {
 		if len(a.strikes) >= maxStrikeEntries && !a.sweepStrikesLocked(now) {
 			return
 		}
-		s = &strikeBudget{tokens: float64(a.strikeBurst), at: now}
-		a.strikes[key] = s
+		lim = a.newStrikeLimiter()
+		a.strikes[key] = lim
 	}
-	s.refill(now, a.strikeRate, a.strikeBurst)
-	s.tokens = max(s.tokens-1, 0)
+	lim.AllowN(now, 1) // none left: nothing to take
 }
 
 // heldBackLocked says whether key has used up its budget of failed
 // handshakes; it forgets a budget that has refilled.
 func (a *admission) heldBackLocked(key string, now time.Time) bool {
-	s, ok := a.strikes[key]
+	lim, ok := a.strikes[key]
 	if !ok {
 		return false
 	}
-	s.refill(now, a.strikeRate, a.strikeBurst)
-	if s.tokens >= float64(a.strikeBurst) {
+	tokens := lim.TokensAt(now)
+	if tokens >= float64(a.strikeBurst) {
 		delete(a.strikes, key)
 		return false
 	}
-	return s.tokens < 1
+	return tokens < 1
 }
 
 // sweepStrikesLocked drops the budgets that have refilled, at most once a
@@ -81,9 +76,8 @@ func (a *admission) heldBackLocked(key string, now time.Time) bool {
 func (a *admission) sweepStrikesLocked(now time.Time) bool {
 	if now.Sub(a.strikesSwept) >= time.Second {
 		a.strikesSwept = now
-		for k, s := range a.strikes {
-			s.refill(now, a.strikeRate, a.strikeBurst)
-			if s.tokens >= float64(a.strikeBurst) {
+		for k, lim := range a.strikes {
+			if lim.TokensAt(now) >= float64(a.strikeBurst) {
 				delete(a.strikes, k)
 			}
 		}

@@ -14,13 +14,13 @@ import (
 	"claudemesh/wire"
 )
 
-// strikeTokens is what is left of key's budget of refused handshakes
+// strikeTokens is what is left of key's budget of failed handshakes
 // (-1: none recorded).
 func (a *admission) strikeTokens(key string) float64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if s, ok := a.strikes[key]; ok {
-		return s.tokens
+	if lim, ok := a.strikes[key]; ok {
+		return lim.TokensAt(time.Now())
 	}
 	return -1
 }
@@ -104,8 +104,10 @@ func TestStrikeBudgetRefillsAndIsForgotten(t *testing.T) {
 		t.Fatalf("%d budgets remembered after refilling, want 0", n)
 	}
 	// The sweep makes room among full budgets; held-back ones stay.
-	a.strikes["198.51.100.1"] = &strikeBudget{tokens: 2, at: now}
-	a.strikes["198.51.100.2"] = &strikeBudget{tokens: 0, at: now}
+	a.strikes["198.51.100.1"] = a.newStrikeLimiter()
+	spent := a.newStrikeLimiter()
+	spent.AllowN(now, 2)
+	a.strikes["198.51.100.2"] = spent
 	a.mu.Lock()
 	a.sweepStrikesLocked(now)
 	_, full := a.strikes["198.51.100.1"]
