@@ -201,7 +201,11 @@ func (m *meshRT) fetchHeld(ctx context.Context, c *client.Conn) error {
 	if err != nil {
 		m.mu.Lock()
 		m.lastFetchStart = time.Time{}
-		m.failedFetchStart, m.failedFetchErr = start, err
+		if ctx.Err() == nil {
+			// The broker's failure answers the waiters; the fetching
+			// caller going away (a CLI interrupted) is not theirs.
+			m.failedFetchStart, m.failedFetchErr = start, err
+		}
 		m.mu.Unlock()
 	}
 	return err

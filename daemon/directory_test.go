@@ -394,19 +394,41 @@ func TestPeerListsShareFetches(t *testing.T) {
 // on failure, and queued readers were answered 200 from a stale cache)
 // and not a fetch of its own (each queued reader waited out its own
 // fetchTimeout behind a broker that did not answer). A caller arriving
-// after the failure fetches anew.
+// after the failure fetches anew. A fetch that failed because its own
+// caller went away (a cancelled context) is no answer for the others.
 func TestAFailedFetchAnswersItsWaiters(t *testing.T) {
 	e := newEnv(t)
 	alice, _ := e.openPair(t)
 	m := alice.mesh(t)
+
 	arrived := time.Now()
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	m.fetchMu.Lock()
-	ferr := m.fetchHeld(cancelled, m.conn())
+	cerr := m.fetchHeld(cancelled, m.conn())
+	m.fetchMu.Unlock()
+	if cerr == nil {
+		t.Fatal("a fetch with a cancelled context succeeded")
+	}
+	if _, _, err := m.liveDirectory(context.Background(), arrived); err != nil {
+		t.Fatalf("a caller that waited for a fetch its own caller cancelled got %v, want a fetch of its own", err)
+	}
+
+	// A fetch the broker's side failed: on a connection that is closed.
+	mesh := e.meshes["alice"]
+	key, _ := cmcrypto.ParseSecretKey(mesh.SecretKey)
+	id := client.MeshIdentity{MeshID: mesh.MeshID, MemberID: mesh.MemberID, BrokerURL: mesh.BrokerURL, BrokerPubkey: mesh.BrokerPubkey, Member: key}
+	closed, err := client.Dial(context.Background(), id, client.DialOptions{SessionID: "closed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	arrived = time.Now()
+	m.fetchMu.Lock()
+	ferr := m.fetchHeld(context.Background(), closed)
 	m.fetchMu.Unlock()
 	if ferr == nil {
-		t.Fatal("a fetch with a cancelled context succeeded")
+		t.Fatal("a fetch on a closed connection succeeded")
 	}
 	before := m.fetches.Load()
 	if _, _, err := m.liveDirectory(context.Background(), arrived); !errors.Is(err, ferr) {
