@@ -4,6 +4,7 @@
 package main
 
 import (
+	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -23,8 +24,26 @@ import (
 )
 
 func main() {
+	if plainVersion(os.Args, os.Stdout) {
+		os.Exit(cliui.ExitOK)
+	}
 	os.Exit(cliui.Run(appFor(os.Args), os.Args, os.Stdout, os.Stderr))
 }
+
+// plainVersion prints the version line for `claudemesh --version` and
+// `claudemesh version` (cliui.PlainVersion), scripts' usual probe, without
+// an app: exactly what the version command prints, ~0.2 ms sooner. It
+// reports whether it did; every other command line runs on an app.
+func plainVersion(argv []string, stdout io.Writer) bool {
+	if !cliui.PlainVersion(argv) {
+		return false
+	}
+	io.WriteString(stdout, cliui.ResultText(versionLine()))
+	return true
+}
+
+// versionLine is the version command's human output.
+func versionLine() string { return "claudemesh " + buildinfo.Version }
 
 // appFor is the app that runs argv: when argv plainly runs one member verb,
 // one of claudecode's commands (`hook` runs at every prompt of a Claude
@@ -120,12 +139,12 @@ func versionCommand() *cli.Command {
 			if err := cliui.NoArgs(c); err != nil {
 				return err
 			}
-			info := buildinfo.Read()
 			out := cliui.OutFrom(c)
 			if out.JSONMode() {
+				info := buildinfo.Read()
 				return out.JSON(versionJSON{Version: info.Version, Go: info.Go, Commit: info.Commit})
 			}
-			out.Resultf("claudemesh %s", info.Version)
+			out.Resultf("%s", versionLine())
 			return nil
 		},
 	}

@@ -195,6 +195,69 @@ func TestVersionFlag(t *testing.T) {
 	}
 }
 
+// TestPlainVersionPrintsAsTheTree: main prints `claudemesh --version` and
+// `claudemesh version` without an app (plainVersion) exactly as the whole
+// tree does, and leaves to the tree every other line, and the environments
+// in which the tree refuses the line (a global flag's variable it cannot
+// parse) or could print something else.
+func TestPlainVersionPrintsAsTheTree(t *testing.T) {
+	for _, k := range []string{"NO_COLOR", "CLICOLOR_FORCE", "CLAUDEMESH_DEBUG"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("CLAUDEMESH_HOME", filepath.Join(t.TempDir(), "home"))
+	for _, tc := range []struct {
+		line, noDaemon string // noDaemon: CLAUDEMESH_NO_DAEMON, "unset" for none
+		plain          bool
+	}{
+		{"--version", "unset", true},
+		{"version", "unset", true},
+		{"--version", "1", true},
+		{"--version", "", true},
+		{"version", "false", true},
+		{"--version", "maybe", false}, // the tree refuses it: exit 2
+		{"version", "yes", false},
+		{"--version --json", "unset", false},
+		{"--json --version", "unset", false},
+		{"-q --version", "unset", false},
+		{"--version --no-color", "unset", false},
+		{"--version=true", "unset", false},
+		{"version extra", "unset", false},
+		{"version --json", "unset", false},
+		{"-version", "unset", false},
+		{"Version", "unset", false},
+		{"", "unset", false},
+	} {
+		if tc.noDaemon == "unset" {
+			t.Setenv("CLAUDEMESH_NO_DAEMON", "") // restored after the test
+			os.Unsetenv("CLAUDEMESH_NO_DAEMON")
+		} else {
+			t.Setenv("CLAUDEMESH_NO_DAEMON", tc.noDaemon)
+		}
+		argv := append([]string{"claudemesh"}, strings.Fields(tc.line)...)
+		var out bytes.Buffer
+		plain := plainVersion(argv, &out)
+		if plain != tc.plain {
+			t.Errorf("%q (CLAUDEMESH_NO_DAEMON %s): plainVersion %v", tc.line, tc.noDaemon, plain)
+		}
+		if !plain {
+			if out.Len() != 0 {
+				t.Errorf("%q: plainVersion declined but printed %q", tc.line, out.String())
+			}
+			continue
+		}
+		code, stdout, stderr := runWith(newApp(), argv)
+		if code != cliui.ExitOK || stdout != out.String() || stderr != "" {
+			t.Errorf("%q (CLAUDEMESH_NO_DAEMON %s): plainVersion printed %q; the whole tree: exit %d stdout %q stderr %q",
+				tc.line, tc.noDaemon, out.String(), code, stdout, stderr)
+		}
+	}
+	// The variable that sends the line to the tree is one the tree refuses.
+	t.Setenv("CLAUDEMESH_NO_DAEMON", "maybe")
+	if code, _, _ := runWith(newApp(), []string{"claudemesh", "--version"}); code == cliui.ExitOK {
+		t.Errorf("CLAUDEMESH_NO_DAEMON=maybe: the tree printed the version, so plainVersion may too")
+	}
+}
+
 // TestBrokerFlagsAreDescribed: every flag of `claudemesh broker --help`
 // says what it does.
 func TestBrokerFlagsAreDescribed(t *testing.T) {
