@@ -6,8 +6,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"claudemesh/internal/casefold"
 	"claudemesh/internal/confusables"
-	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -63,10 +63,10 @@ func NormalizeName(s string) (string, error) {
 
 // NameKey is the key under which display names are unique in a mesh:
 // Unicode case folding of the NFC form, so "Alice" and "alice" collide. It
-// is for comparison only; show the name as given. The Caser is made per
-// call because a cases.Caser is stateful and not safe to share.
+// is for comparison only; show the name as given. The folding is
+// golang.org/x/text/cases.Fold()'s, byte for byte (internal/casefold).
 func NameKey(s string) string {
-	return norm.NFC.String(cases.Fold().String(norm.NFC.String(s)))
+	return norm.NFC.String(casefold.String(norm.NFC.String(s)))
 }
 
 // NameSkeleton is the form under which two display names count as the same
@@ -83,11 +83,10 @@ func NameKey(s string) string {
 // differ only in case always collide.
 func NameSkeleton(s string) string {
 	s = stripInvisible(norm.NFKC.String(s))
-	fold := cases.Fold()
 	s = confusables.Skeleton(s)
-	s = fold.String(s)
+	s = casefold.String(s)
 	s = confusables.Skeleton(s)
-	return norm.NFC.String(fold.String(s))
+	return norm.NFC.String(casefold.String(s))
 }
 
 // NamesConfusable reports whether a reader could take a for b: equal
