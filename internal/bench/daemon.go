@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"os"
@@ -183,12 +182,8 @@ func RunDaemon(ctx context.Context, cfg Config) (*DaemonResult, error) {
 		return nil, err
 	}
 	d.exe = exe
-	if bi, err := buildinfo.ReadFile(exe); err == nil {
-		for _, s := range bi.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				r.warnf("%s is built with -race: the send timings measure the race detector, not claudemesh (go build -o /tmp/claudemesh .)", exe)
-			}
-		}
+	if builtWithRace(exe) {
+		r.warnf("%s is built with -race: the send timings measure the race detector, not claudemesh (go build -o /tmp/claudemesh .)", exe)
 	}
 
 	if err := r.startBroker(ctx, exe); err != nil {
