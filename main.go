@@ -19,6 +19,7 @@ import (
 	"claudemesh/internal/completion"
 	"claudemesh/internal/demo"
 	"claudemesh/internal/doctor"
+	_ "claudemesh/internal/startstack" // initialised first: grows the main goroutine's stack once
 	"claudemesh/mcp"
 	"claudemesh/web"
 )

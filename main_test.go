@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -256,6 +257,41 @@ func TestPlainVersionPrintsAsTheTree(t *testing.T) {
 	if code, _, _ := runWith(newApp(), []string{"claudemesh", "--version"}); code == cliui.ExitOK {
 		t.Errorf("CLAUDEMESH_NO_DAEMON=maybe: the tree printed the version, so plainVersion may too")
 	}
+}
+
+// TestInitialisedFirst: internal/startstack's initialiser, which grows the
+// main goroutine's stack before the others deepen it, runs before every
+// package initialiser outside the runtime's own (GODEBUG=inittrace=1 of
+// this test binary, which links what claudemesh links).
+func TestInitialisedFirst(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	var before []string
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "init" {
+			continue
+		}
+		if f[1] == "claudemesh/internal/startstack" {
+			for _, p := range before {
+				if p != "runtime" && !strings.HasPrefix(p, "internal/") {
+					t.Fatalf("%s was initialised before claudemesh/internal/startstack: %q", p, before)
+				}
+			}
+			return
+		}
+		before = append(before, f[1])
+	}
+	t.Fatalf("no initialiser of claudemesh/internal/startstack in:\n%s", stderr.String())
 }
 
 // TestBrokerFlagsAreDescribed: every flag of `claudemesh broker --help`
