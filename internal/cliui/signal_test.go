@@ -19,19 +19,33 @@ import (
 const envSignalChild = "CLAUDEMESH_TEST_SIGNAL_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envSignalChild) == "1" {
-		signalChild()
+	switch os.Getenv(envSignalChild) {
+	case "1":
+		signalChild(false)
+		return
+	case "early":
+		signalChild(true)
 		return
 	}
 	os.Exit(m.Run())
 }
 
 // signalChild runs Run with a command that says when its context ends and
-// then ignores it, as a command stuck in a system call would.
-func signalChild() {
+// then ignores it, as a command stuck in a system call would. It says
+// "running" once Run catches signals, or (early) at once, with Run set to
+// catch them only after an hour.
+func signalChild(early bool) {
+	caught := make(chan struct{})
+	signalsCaught = func() { close(caught) }
+	if early {
+		signalDelay = time.Hour
+		signalsCaught = func() { fmt.Println("caught") } // never, or the test fails
+		close(caught)
+	}
 	app := NewApp("claudemesh", "test", []*cli.Command{{
 		Name: "stuck",
 		Action: func(c *cli.Context) error {
+			<-caught
 			fmt.Println("running")
 			<-c.Context.Done()
 			fmt.Println("cancelled")
@@ -41,9 +55,42 @@ func signalChild() {
 	os.Exit(Run(app, []string{"claudemesh", "stuck"}, os.Stdout, os.Stderr))
 }
 
-// TestSecondSignalKills: the first SIGINT cancels the command's context;
-// Run then restores the default handling, so a second one kills a command
-// that ignores its context.
+// TestEarlySignalKills: a SIGINT before Run catches signals (a command's
+// first signalDelay) has the default effect: it ends the process, and the
+// command's context is never cancelled.
+func TestEarlySignalKills(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envSignalChild+"=early")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() }) // a stuck child fails the test
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "running" {
+		t.Fatalf("child printed %q (%v), want running", lines.Text(), lines.Err())
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if lines.Scan() {
+		t.Fatalf("child printed %q after the SIGINT", lines.Text())
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("child ended with %v", err)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+		t.Fatalf("child ended with %v, not killed by SIGINT", err)
+	}
+}
+
+// TestSecondSignalKills: once Run catches signals (after signalDelay), the
+// first SIGINT cancels the command's context; Run then restores the default
+// handling, so a second one kills a command that ignores its context.
 func TestSecondSignalKills(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envSignalChild+"=1")
@@ -55,6 +102,7 @@ func TestSecondSignalKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() }) // a stuck child fails the test
 	lines := bufio.NewScanner(out)
 	expect := func(want string) {
 		t.Helper()
