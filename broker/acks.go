@@ -56,7 +56,7 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 			rest = append(rest, id)
 			if float64(len(rest)) > budget {
 				ms.mu.Unlock()
-				c.refuseUnknownAcks(reqID)
+				c.refuseUnknownAcks(reqID, len(ids)-len(known))
 				return nil, false
 			}
 		}
@@ -68,7 +68,7 @@ func (c *conn) settleable(reqID string, ids []string) (known []string, ok bool) 
 	if lim := c.mem.ackLookups; lim != nil {
 		if r := lim.ReserveN(time.Now(), len(rest)); !r.OK() || r.Delay() > 0 {
 			r.Cancel()
-			c.refuseUnknownAcks(reqID)
+			c.refuseUnknownAcks(reqID, len(rest))
 			return nil, false
 		}
 	}
@@ -109,7 +109,7 @@ func (c *conn) refuseAckEarly(data []byte) bool {
 	if lim.Tokens()+1 >= float64(ids-inflight) {
 		return false
 	}
-	c.refuseUnknownAcks(safeReqID(wire.PeekFields(data, "reqId")[0]))
+	c.refuseUnknownAcks(safeReqID(wire.PeekFields(data, "reqId")[0]), ids-inflight)
 	return true
 }
 
@@ -124,11 +124,11 @@ func (c *conn) keyInflightLocked() int {
 	return n
 }
 
-// refuseUnknownAcks answers an ack frame refused by the lookup budget.
-func (c *conn) refuseUnknownAcks(reqID string) {
+// refuseUnknownAcks answers an ack frame refused by the lookup budget,
+// which needed lookups more of it.
+func (c *conn) refuseUnknownAcks(reqID string, lookups int) {
 	c.b.metrics.limitTripped.WithLabelValues("unknown_acks").Inc()
-	c.sendError(reqID, wire.CodeRateLimited, "too many acks of ids that are not in flight; slow down")
-	c.refusedForRate()
+	c.sendRateLimited(reqID, "too many acks of ids that are not in flight; slow down", untilTokens(c.mem.ackLookups, float64(lookups)))
 }
 
 // ackIDsAtLeast estimates, without parsing, how many ids a client_ack

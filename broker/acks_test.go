@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/oklog/ulid/v2"
@@ -46,6 +47,59 @@ func junkIDs(n int) []string {
 		out[i] = ulid.Make().String()
 	}
 	return out
+}
+
+// TestRefusedConnectionIsReadAtItsRetry: once a frame is refused
+// rate_limited, the broker reads the connection's next frame only after
+// the retryAfterMs it gave: a client that floods regardless is read at
+// the limit's rate (its frames wait in the socket), not answered as fast
+// as it writes, and stays connected; one that waits loses nothing.
+func TestRefusedConnectionIsReadAtItsRetry(t *testing.T) {
+	t.Parallel()
+	const ackRate = 4 // a burst of 4, then one frame every 250 ms
+	b := startBroker(t, func(c *Config) { c.AckRate = ackRate })
+	alice := createMesh(t, b, "team", "alice")
+	ac := connect(t, b, alice, true, nil)
+	ids := junkIDs(1)
+	const flood = 40
+	start := time.Now()
+	for i := range flood {
+		ac.write(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("f%d", i), MessageIDs: ids})
+	}
+	answered, refused := 0, 0
+	var last time.Time
+	for time.Since(start) < time.Second {
+		data, err := ac.readErr(time.Second)
+		if err != nil {
+			break
+		}
+		last = time.Now()
+		answered++
+		if env, _ := wire.Peek(data); env.Type == wire.TypeError {
+			var e wire.Error
+			wire.Decode(data, &e)
+			if e.Code != wire.CodeRateLimited || e.RetryAfterMs <= 0 {
+				t.Fatalf("refusal %+v: want rate_limited with retryAfterMs", e)
+			}
+			refused++
+		}
+	}
+	// The burst, then per retry (250 ms) one refusal and the frame read
+	// after it, for as long as this took however slow the machine was;
+	// without pacing all 40 are answered at once.
+	if allowed := ackRate + 1 + 2*int(last.Sub(start)/(time.Second/ackRate)) + 2; refused == 0 || answered > allowed {
+		t.Fatalf("%d of %d flooded frames answered (%d refused) in %v; want at most %d", answered, flood, refused, last.Sub(start), allowed)
+	}
+	if counterValue(t, b, "claudemesh_limits_tripped_total", "read_paused") == 0 {
+		t.Fatal("read_paused not counted")
+	}
+	// Still connected, and the rest of the flood is read in time.
+	for answered < flood {
+		if _, err := ac.readErr(expectWithin); err != nil {
+			t.Fatalf("after %d answers: %v", answered, err)
+		}
+		answered++
+	}
 }
 
 // TestUnknownAcksNeverReachTheCommitter: client_ack frames full of ids that
@@ -109,14 +163,16 @@ func TestAckFramesAreLimited(t *testing.T) {
 // TestIgnoringRateLimitsClosesTheConnection: a connection that keeps
 // sending ack frames after being answered rate_limited (past a burst of
 // refusals) is closed with 1008 rate_limited; parsing and answering a
-// flood costs every mesh's CPU even when each frame is refused.
+// flood costs every mesh's CPU even when each frame is refused. Its reads
+// are paced (pacing.go), which at --ack-rate 500 still lets it be refused
+// every other frame, far more often than the budget of refusals allows.
 func TestIgnoringRateLimitsClosesTheConnection(t *testing.T) {
 	t.Parallel()
-	b := startBroker(t, func(c *Config) { c.AckRate = 2 })
+	b := startBroker(t, func(c *Config) { c.AckRate = 500 })
 	alice := createMesh(t, b, "team", "alice")
 	ac := connect(t, b, alice, true, nil)
 	ids := junkIDs(1)
-	for i := range refusalBurst + 100 {
+	for i := range 500 + 4*refusalBurst {
 		if err := ac.ws.WriteJSON(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("f%d", i), MessageIDs: ids}); err != nil {
 			break // closed while writing: what this test expects
 		}
@@ -144,7 +200,7 @@ func TestIgnoringRateLimitsClosesTheConnection(t *testing.T) {
 		t.Fatal("refusals not counted")
 	}
 	// An honest connection of the same member is untouched.
-	if _, limited := ackBurst(t, connect(t, b, alice, true, nil), 2, junkIDs(1)); limited != 0 {
+	if _, limited := ackBurst(t, connect(t, b, alice, true, nil), 20, junkIDs(1)); limited != 0 {
 		t.Fatal("a new connection starts with its own budget")
 	}
 }

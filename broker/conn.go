@@ -99,7 +99,10 @@ type conn struct {
 	acks   *rate.Limiter // client_ack frames (--ack-rate); nil = unlimited
 	// refusalClosed: refusedForRate closed it (once).
 	refusalClosed atomic.Bool
-	lastActive    atomic.Int64 // unix ms of the last frame read (for kick --stale)
+	// readPause: how long the reader waits before reading the next frame
+	// (pacing.go); the reader goroutine's alone.
+	readPause  time.Duration
+	lastActive atomic.Int64 // unix ms of the last frame read (for kick --stale)
 }
 
 // inflight is a push awaiting its client_ack.
@@ -233,6 +236,7 @@ func (c *conn) readLoop() {
 		if data != nil {
 			c.lastActive.Store(time.Now().UnixMilli())
 			c.handle(data)
+			c.waitPaced()
 		}
 	}
 	c.b.hub.detach(c)

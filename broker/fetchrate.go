@@ -50,7 +50,7 @@ func (c *conn) fetchBudget(reqID string) (int, bool) {
 		c.b.metrics.limitTripped.WithLabelValues("fetch_rate").Inc()
 		c.reply(wire.Error{Type: wire.TypeError, ReqID: reqID, Code: wire.CodeRateLimited, RetryAfterMs: max(wait.Milliseconds(), 1),
 			Message: fmt.Sprintf("this member fetched more than %s/s of its queue (--fetch-rate); ack what was fetched, and retry later", humanBytes(c.b.cfg.FetchRate))})
-		c.refusedForRate()
+		c.refusedForRate(wait)
 		return 0, false
 	}
 	return min(budget, avail), true

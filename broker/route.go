@@ -62,16 +62,14 @@ func (c *conn) handle(data []byte) {
 		}
 	}
 	if env.Type != wire.TypeSend && env.Type != wire.TypeClientAck && !c.frames.Allow() {
-		c.sendError(env.ReqID, wire.CodeRateLimited, "too many requests on this connection; slow down")
-		c.refusedForRate()
+		c.sendRateLimited(env.ReqID, "too many requests on this connection; slow down", untilTokens(c.frames, 1))
 		return
 	}
 	if env.Type == wire.TypeClientAck && c.acks != nil && !c.acks.Allow() {
 		// Before the frame is decoded: a flood of 500-id frames costs
 		// its parse otherwise.
 		c.b.metrics.limitTripped.WithLabelValues("ack_rate").Inc()
-		c.sendError(env.ReqID, wire.CodeRateLimited, "too many client_ack frames on this connection; batch ids (up to 500 per frame)")
-		c.refusedForRate()
+		c.sendRateLimited(env.ReqID, "too many client_ack frames on this connection; batch ids (up to 500 per frame)", untilTokens(c.acks, 1))
 		return
 	}
 	if env.Type == wire.TypeClientAck && c.refuseAckEarly(data) {
@@ -190,8 +188,10 @@ func (c *conn) refuseSend(s *wire.Send, ref *sendRefusal) {
 	if ref.limit == "byte_rate" {
 		// Bytes are what the refusal is about: a client that keeps
 		// streaming 64 KiB frames past it is closed (refusedForRate).
-		c.refusedForRate()
+		c.refusedForRate(ref.retry)
+		return
 	}
+	c.paceReads(ref.retry)
 }
 
 // refuseSendEarly refuses, before it is decoded, a send its member's
@@ -805,14 +805,24 @@ func (ms *meshState) memberList() []wire.Member {
 	return out
 }
 
-// refusedForRate counts a frame refused with rate_limited. A connection
+// sendRateLimited refuses a frame with rate_limited, to be retried after
+// retry.
+func (c *conn) sendRateLimited(reqID, msg string, retry time.Duration) {
+	c.enqueue(wire.MustEncode(wire.Error{Type: wire.TypeError, ReqID: reqID, Code: wire.CodeRateLimited, Message: msg, RetryAfterMs: max(retry.Milliseconds(), 1)}))
+	c.refusedForRate(retry)
+}
+
+// refusedForRate counts a frame refused with rate_limited, which retry
+// from now would have been accepted; the connection's next frame is not
+// read before then (paceReads). A connection
 // that keeps sending after it was told to slow down (past a burst of
 // refusals for its member, then more than a few a second) is closed with
 // 1008 rate_limited, and a new connection of that member is closed at its
 // next refusal until the budget refills: answering and parsing a flood costs the broker's CPU,
 // which every mesh shares, even when each frame is refused (bench
 // --adversary). A client that honours rate_limited never gets near it.
-func (c *conn) refusedForRate() {
+func (c *conn) refusedForRate(retry time.Duration) {
+	c.paceReads(retry)
 	// c.mem is set by every accepted hello, and frames are refused only
 	// after one.
 	if c.mem.refusals.Allow() {
