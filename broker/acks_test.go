@@ -164,15 +164,15 @@ func TestAckFramesAreLimited(t *testing.T) {
 // sending ack frames after being answered rate_limited (past a burst of
 // refusals) is closed with 1008 rate_limited; parsing and answering a
 // flood costs every mesh's CPU even when each frame is refused. Its reads
-// are paced (pacing.go), which at --ack-rate 500 still lets it be refused
-// every other frame, far more often than the budget of refusals allows.
+// are paced (pacing.go): one refusal per retry at most, so the test
+// makes the member's budget of refusals three.
 func TestIgnoringRateLimitsClosesTheConnection(t *testing.T) {
 	t.Parallel()
-	b := startBroker(t, func(c *Config) { c.AckRate = 500 })
+	b := startBroker(t, func(c *Config) { c.AckRate, c.refusalBurst, c.refusalRate = 2, 3, 0.001 })
 	alice := createMesh(t, b, "team", "alice")
 	ac := connect(t, b, alice, true, nil)
 	ids := junkIDs(1)
-	for i := range 500 + 4*refusalBurst {
+	for i := range 20 {
 		if err := ac.ws.WriteJSON(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("f%d", i), MessageIDs: ids}); err != nil {
 			break // closed while writing: what this test expects
 		}
@@ -200,7 +200,7 @@ func TestIgnoringRateLimitsClosesTheConnection(t *testing.T) {
 		t.Fatal("refusals not counted")
 	}
 	// An honest connection of the same member is untouched.
-	if _, limited := ackBurst(t, connect(t, b, alice, true, nil), 20, junkIDs(1)); limited != 0 {
+	if _, limited := ackBurst(t, connect(t, b, alice, true, nil), 2, junkIDs(1)); limited != 0 {
 		t.Fatal("a new connection starts with its own budget")
 	}
 }

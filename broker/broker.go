@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -118,6 +119,16 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.MaxConnsPerIP < 0 {
 		cfg.MaxConnsPerIP = 0
+	}
+	for _, r := range []struct {
+		flag string
+		v    float64
+	}{{"--ack-rate", cfg.AckRate}, {"--presence-rate", cfg.PresenceRate}} {
+		// A limiter at +Inf has a burst of MinInt64 here (int(20*Inf)):
+		// every ack of an id not in flight would be refused forever.
+		if math.IsInf(r.v, 0) || math.IsNaN(r.v) || r.v < 0 {
+			return nil, fmt.Errorf("broker: %s must be a finite number, 0 or more (0 = unlimited)", r.flag)
+		}
 	}
 	if cfg.MaxRefusalsPerIP <= 0 {
 		cfg.MaxRefusalsPerIP = def.MaxRefusalsPerIP

@@ -89,6 +89,10 @@ type Config struct {
 	// AckRate caps client_ack frames per connection per second (burst
 	// the same); 0 disables. Honest clients batch up to 500 ids a frame.
 	AckRate float64
+	// refusalRate and refusalBurst, when set (tests), replace the member's
+	// budget of rate_limited answers (refusalRate, refusalBurst in conn.go).
+	refusalRate  float64
+	refusalBurst int
 	// MaxConnsPerIP caps the TCP connections one address (an IPv6 /64)
 	// holds open that are not an authenticated WebSocket: HTTP keep-alive,
 	// REST calls and upgrades waiting for their hello. 0 disables it.

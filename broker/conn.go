@@ -65,16 +65,19 @@ type conn struct {
 	// closeDecided mirrors closing for the reader, which checks it at
 	// every frame without taking wmu.
 	closeDecided atomic.Bool
-	closeCode    int
-	closeReason  string
-	closeSent    bool
-	wake         chan struct{}
-	writing      atomic.Bool // a writer goroutine is running
-	needPing     atomic.Bool
-	pingTimer    *time.Timer
-	writerDone   chan struct{}
-	readerDone   chan struct{}
-	needRefill   atomic.Bool
+	// closeNow is closed with closing (once): it ends a paced reader's
+	// wait (pacing.go) so a closed connection is detached at once.
+	closeNow    chan struct{}
+	closeCode   int
+	closeReason string
+	closeSent   bool
+	wake        chan struct{}
+	writing     atomic.Bool // a writer goroutine is running
+	needPing    atomic.Bool
+	pingTimer   *time.Timer
+	writerDone  chan struct{}
+	readerDone  chan struct{}
+	needRefill  atomic.Bool
 	// fanoutMarked: c is in b.fanout (fanout.go; dispatcher only).
 	fanoutMarked bool
 	endPresence  atomic.Bool // set when this close ends the presence at once
@@ -145,6 +148,7 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 	c := &conn{
 		b: b, ws: ws, raw: raw, ip: ip, tracked: tracked,
 		wake:       make(chan struct{}, 1),
+		closeNow:   make(chan struct{}),
 		writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}),
 		inflight:   map[string]inflight{},
@@ -381,6 +385,7 @@ func (c *conn) enqueue(frame []byte) bool {
 		c.queue, c.qbytes = nil, 0
 		c.closing, c.closeCode, c.closeReason = true, wire.CloseSlowConsumer, wire.ReasonSlowConsumer
 		c.closeDecided.Store(true)
+		close(c.closeNow)
 		c.wmu.Unlock()
 		c.b.metrics.slowConsumerDrops.Inc()
 		c.signal()
@@ -411,6 +416,7 @@ func (c *conn) closeWith(code int, reason string) {
 	if !c.closing {
 		c.closing, c.closeCode, c.closeReason = true, code, reason
 		c.closeDecided.Store(true)
+		close(c.closeNow)
 	}
 	c.wmu.Unlock()
 	c.signal()
@@ -432,6 +438,14 @@ const (
 	refusalRate  = 20
 	refusalBurst = 200
 )
+
+// newRefusalLimiter is a member's budget of rate_limited answers.
+func newRefusalLimiter(cfg Config) *rate.Limiter {
+	if cfg.refusalBurst > 0 {
+		return rate.NewLimiter(rate.Limit(cfg.refusalRate), cfg.refusalBurst)
+	}
+	return rate.NewLimiter(refusalRate, refusalBurst)
+}
 
 // closeAnswerLimit bounds a data frame read after a failed handshake,
 // while the broker waits for the answer to its close (a close frame is a

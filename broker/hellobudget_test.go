@@ -81,14 +81,14 @@ func TestHelloRefusalBudget(t *testing.T) {
 func TestRateLimitCloseSpendsTheHelloBudget(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, func(c *Config) {
-		c.AckRate = 500 // refused every other frame once paced (TestIgnoringRateLimitsClosesTheConnection)
+		c.AckRate, c.refusalBurst, c.refusalRate = 2, 3, 0.001 // as TestIgnoringRateLimitsClosesTheConnection
 		c.HelloRefusalRate = 0.001
 		c.HelloRefusalBurst = 1
 	})
 	alice := createMesh(t, b, "team", "alice")
 	ac := connect(t, b, alice, true, nil)
 	ids := junkIDs(1)
-	for i := range 500 + 4*refusalBurst {
+	for i := range 20 {
 		if err := ac.ws.WriteJSON(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("f%d", i), MessageIDs: ids}); err != nil {
 			break
 		}

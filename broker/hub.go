@@ -283,7 +283,7 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 	if cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
-	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), refusals: rate.NewLimiter(refusalRate, refusalBurst),
+	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), refusals: newRefusalLimiter(cfg),
 		helloRefusals: newHelloRefusals(cfg), fetches: newFetchLimiter(cfg)}
 	if cfg.AckRate > 0 {
 		mem.ackLookups = rate.NewLimiter(rate.Limit(5*cfg.AckRate), int(20*cfg.AckRate))

@@ -44,18 +44,55 @@ func (c *conn) waitPaced() {
 	defer t.Stop()
 	select {
 	case <-t.C:
+	case <-c.closeNow:
 	case <-c.writerDone:
 	}
 }
 
-// untilTokens is how long lim takes to hold n tokens (0 for no limiter).
+// maxRetryAfter bounds the retryAfterMs untilTokens gives: a limit so
+// slow that its wait would overflow a Duration still gets a true "not
+// before a minute" rather than a negative wait.
+const maxRetryAfter = time.Minute
+
+// chargeInvalidFrame spends a frame refused for its shape before its type
+// was known (not JSON, a bad reqId) from the connection's frame budget,
+// pacing the reads once it is spent: else a stream of junk frames would
+// be read and answered as fast as it came, with no limit tripped.
+func (c *conn) chargeInvalidFrame() {
+	// Reserved, never refused: the frame was read and answered, so it
+	// is paid for, in debt if need be, and the pause is until the debt
+	// is paid.
+	if d := c.frames.Reserve().Delay(); d > 0 {
+		c.paceReads(d)
+	}
+}
+
+// chargeInvalidSend spends a send frame refused for its shape from its
+// member's budgets, as an accepted one of its size would: the frame was
+// read and parsed all the same, and a stream of 60 KB malformed sends was
+// otherwise read at whatever rate it came (--byte-rate never charged).
+// Once the budgets are spent the connection's reads are paced.
+func (c *conn) chargeInvalidSend(size int) {
+	if ref := c.b.reserveSend(c.mem, size); ref != nil {
+		c.paceReads(ref.retry)
+	}
+}
+
+// untilTokens is how long lim takes to hold n tokens (0 for no limiter),
+// at most maxRetryAfter. n above the limiter's burst can never be taken
+// at once; the wait for a full bucket is given instead.
 func untilTokens(lim *rate.Limiter, n float64) time.Duration {
 	if lim == nil || lim.Limit() <= 0 || lim.Limit() == rate.Inf {
 		return 0
 	}
+	n = min(n, float64(lim.Burst()))
 	missing := n - lim.Tokens()
 	if missing <= 0 {
 		return 0
 	}
-	return time.Duration(missing / float64(lim.Limit()) * float64(time.Second))
+	secs := missing / float64(lim.Limit())
+	if secs >= maxRetryAfter.Seconds() {
+		return maxRetryAfter
+	}
+	return time.Duration(secs * float64(time.Second))
 }

@@ -55,9 +55,11 @@ func (c *conn) handle(data []byte) {
 		var err error
 		if env, err = wire.Peek(data); err != nil {
 			c.sendError(safeReqID(env.ReqID), wire.CodeInvalidArgument, err.Error())
+			c.chargeInvalidFrame()
 			return
 		}
 		if !c.checkReqID(env.ReqID) {
+			c.chargeInvalidFrame()
 			return
 		}
 	}
@@ -186,8 +188,10 @@ func (c *conn) ackError(s *wire.Send, code, msg string, retryAfterMs int64) {
 func (c *conn) refuseSend(s *wire.Send, ref *sendRefusal) {
 	c.ackError(s, wire.CodeRateLimited, ref.msg, max(ref.retry.Milliseconds(), 1))
 	if ref.limit == "byte_rate" {
-		// Bytes are what the refusal is about: a client that keeps
-		// streaming 64 KiB frames past it is closed (refusedForRate).
+		// Bytes are what the refusal is about: it counts against the
+		// member's budget of refusals (refusedForRate), which closes a
+		// connection once the member's connections together keep being
+		// refused; each one alone is paced to a refusal per retry.
 		c.refusedForRate(ref.retry)
 		return
 	}
@@ -212,12 +216,14 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	var s wire.Send
 	if !c.decodeHot(data, &s, func() string { return s.ReqID }) {
 		c.b.metrics.rejected.WithLabelValues(wire.CodeInvalidArgument).Inc()
+		c.chargeInvalidSend(len(data))
 		return
 	}
 	env.ReqID = s.ReqID
 	if !wire.ValidReqID(s.ID) {
 		c.b.metrics.rejected.WithLabelValues(wire.CodeInvalidArgument).Inc()
 		c.sendError(env.ReqID, wire.CodeInvalidArgument, "send needs an id matching ^[A-Za-z0-9._:-]{1,64}$")
+		c.chargeInvalidSend(len(data))
 		return
 	}
 	if err := c.validateSend(&s); err != nil {
@@ -227,6 +233,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 			code = ce.code
 		}
 		c.ackError(&s, code, err.Error(), 0)
+		c.chargeInvalidSend(len(data))
 		return
 	}
 	if ref := c.b.reserveSend(c.mem, len(data)); ref != nil {

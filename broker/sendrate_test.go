@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +132,55 @@ func TestSendOverBudgetRefusedBeforeDecoding(t *testing.T) {
 	a.next(&ack, wire.TypeAck)
 	if ack.Error == nil || ack.Error.Code != wire.CodeRateLimited || ack.ID != "over" || ack.ReqID != "r-over" || ack.Error.RetryAfterMs <= 0 {
 		t.Fatalf("an ill-shaped send past the budget: %+v %+v, want a rate_limited ack of id over, reqId r-over, before it is parsed", ack, ack.Error)
+	}
+}
+
+// TestMalformedSendsSpendTheByteBudget: a send frame refused for its
+// shape was read and parsed all the same, but spent nothing: 300
+// malformed 60 KB sends were all read and answered in 163 ms with
+// --byte-rate 100 KiB/s. They now spend the member's budgets like an
+// accepted send of their size, and once those are spent the connection
+// is read at the byte rate (pacing.go).
+func TestMalformedSendsSpendTheByteBudget(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ByteRate = 100 << 10
+	cfg.ByteBurst = 0 // one --max-frame, 1 MiB
+	b := startWith(t, cfg)
+	alice := createMesh(t, b, "team", "alice")
+	a := connect(t, b, alice, false, nil)
+	const n = 30
+	body := strings.Repeat("x", 60000)
+	var frame int
+	start := time.Now()
+	for i := range n {
+		bad := map[string]any{"type": wire.TypeSend, "id": fmt.Sprintf("m%d", i), "reqId": fmt.Sprintf("r%d", i),
+			"kind": wire.KindBox, "targetSpec": alice.pub(), "ciphertext": body, "nonce": 7}
+		frame = len(wire.MustEncode(bad))
+		a.write(bad)
+	}
+	parsed, refused := 0, 0
+	var last time.Time
+	for time.Since(start) < 2*time.Second && parsed+refused < n {
+		data, err := a.readErr(2 * time.Second)
+		if err != nil {
+			break
+		}
+		last = time.Now()
+		// Parsed and refused for its shape (spending the budget), or
+		// refused rate_limited from its size, unparsed.
+		if env, _ := wire.Peek(data); env.Type == wire.TypeError {
+			parsed++
+		} else {
+			refused++
+		}
+	}
+	// The burst and the refill for as long as this took, however slow
+	// the machine.
+	if allowed := ((1<<20)+int(last.Sub(start).Seconds()*(100<<10)))/frame + 1; refused == 0 || parsed > allowed {
+		t.Fatalf("%d malformed frames of %d bytes parsed and %d refused rate_limited in %v; want at most %d parsed", parsed, frame, refused, last.Sub(start), allowed)
+	}
+	if counterValue(t, b, "claudemesh_limits_tripped_total", "read_paused") == 0 {
+		t.Fatal("the connection's reads were not paced")
 	}
 }
