@@ -329,7 +329,7 @@ func report(out *cliui.Out, r *Result) {
 	for _, sg := range r.Segments {
 		mem := ""
 		if sg.BrokerRssMB > 0 || sg.StoreMB > 0 {
-			mem = fmt.Sprintf("  broker RSS %.1f MB (%.1f MB anonymous)  broker.db %.1f MB", sg.BrokerRssMB, sg.BrokerAnonMB, sg.StoreMB)
+			mem = fmt.Sprintf("  broker RSS %.1f MB (%.1f MB anonymous)  broker.db %.1f MB  broker %.2f cores", sg.BrokerRssMB, sg.BrokerAnonMB, sg.StoreMB, sg.BrokerCores)
 		}
 		out.Resultf("segment %-3d %d written  send→push p50 %s  p99 %s  max %s%s", sg.Index+1, sg.Written,
 			ms(sg.E2eMs.P50), ms(sg.E2eMs.P99), ms(sg.E2eMs.Max), mem)

@@ -27,6 +27,10 @@ type Segment struct {
 	// the rest is the store's memory map, pages the kernel can drop.
 	BrokerAnonMB float64 `json:"brokerAnonMB,omitzero"`
 	StoreMB      float64 `json:"storeMB,omitzero"`
+	// BrokerCores is the broker's CPU over the segment's wall time (child
+	// broker only): whether a part of the run was slow because the broker
+	// had more to do then (an attack starting, a remap), or not.
+	BrokerCores float64 `json:"brokerCores,omitzero"`
 }
 
 // segmentOf is the segment of a DM send by its sequence number. With
@@ -46,9 +50,15 @@ func (r *run) sampleSegments() (stop func() []Segment) {
 	total := int64(len(r.senders) * r.jobs)
 	segs := make([]Segment, k)
 	next := 0
+	lastAt, lastCPU := time.Now(), r.childCPU()
 	take := func() {
 		segs[next].Index, segs[next].Written = next, r.acked.Load()
 		if r.child != nil {
+			now, cpu := time.Now(), r.childCPU()
+			if wall := now.Sub(lastAt); wall > 0 {
+				segs[next].BrokerCores = round((cpu - lastCPU).Seconds()/wall.Seconds(), 2)
+			}
+			lastAt, lastCPU = now, cpu
 			if m, err := r.child.memory(); err == nil {
 				segs[next].BrokerRssMB, segs[next].BrokerAnonMB = toMB(m.now), toMB(m.anon)
 			}
