@@ -56,7 +56,7 @@ func (r *run) sampleSegments() (stop func() []Segment) {
 		if r.child != nil {
 			now, cpu := time.Now(), r.childCPU()
 			if wall := now.Sub(lastAt); wall > 0 {
-				segs[next].BrokerCores = round((cpu - lastCPU).Seconds()/wall.Seconds(), 2)
+				segs[next].BrokerCores = round((cpu-lastCPU).Seconds()/wall.Seconds(), 2)
 			}
 			lastAt, lastCPU = now, cpu
 			if m, err := r.child.memory(); err == nil {
