@@ -286,7 +286,10 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), refusals: newRefusalLimiter(cfg),
 		helloRefusals: newHelloRefusals(cfg), fetches: newFetchLimiter(cfg)}
 	if cfg.AckRate > 0 {
-		mem.ackLookups = rate.NewLimiter(rate.Limit(5*cfg.AckRate), int(20*cfg.AckRate))
+		// At least one full frame: below --ack-rate 25 the burst was
+		// under 500 ids, and a daemon acking a fetched backlog in
+		// 500-id frames was refused forever.
+		mem.ackLookups = rate.NewLimiter(rate.Limit(5*cfg.AckRate), max(int(20*cfg.AckRate), maxAckIDs))
 	}
 	if cfg.PresenceRate > 0 {
 		mem.presenceLimiter = rate.NewLimiter(rate.Limit(cfg.PresenceRate), max(cfg.PresenceBurst, 1))
