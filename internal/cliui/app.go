@@ -68,13 +68,13 @@ func GlobalFlags() []cli.Flag {
 func NewApp(name, usage string, commands []*cli.Command) *cli.App {
 	cmds := make([]*cli.Command, 0, len(commands)+1)
 	cmds = append(cmds, commands...)
-	cmds = append(cmds, &cli.Command{
+	cmds = append(cmds, ReadOnly(&cli.Command{
 		Name:      "help",
 		Usage:     "show help for a command",
 		ArgsUsage: "[COMMAND... | exit-codes]",
 		Hidden:    true,
 		Action:    helpAction,
-	})
+	}))
 	return &cli.App{
 		Name:            name,
 		HelpName:        name,
@@ -180,27 +180,81 @@ func stateOf(c *cli.Context) *runState {
 // signal kills the process as usual, so a command that ignores its context
 // can still be stopped. A command ended by a signal exits 130, silently.
 //
-// Run catches the signals only once the command has run for signalDelay:
-// catching them costs a process two threads (os/signal's receiver and the
-// runtime's signal-mask thread) and the hand-shakes with them, ~0.4 ms of
-// CPU and ~45 page faults, while most commands (a warm `send`, a lookup
-// through the daemon) are done in a few milliseconds. A signal in a
-// command's first signalDelay has the default effect, as it has in any
-// program before it sets up handlers: the process ends by the signal.
+// Run catches the signals before it runs anything, except for the commands
+// marked ReadOnly (and help, --version and a group's list of commands): it
+// lets those run for signalDelay first. Catching signals costs a process
+// two threads (os/signal's receiver and the runtime's signal-mask thread)
+// and the hand-shakes with them, ~0.4 ms of CPU and ~45 page faults, while
+// a lookup through the daemon is done in a few milliseconds. A signal in a
+// read-only command's first signalDelay has the default effect, as it has
+// in any program before it sets up handlers: the process ends by the
+// signal, with nothing half done. Every other command (anything that
+// writes a file, or asks a broker or the daemon to change something) only
+// ever sees a signal as its context's cancellation, so the sections that
+// ignore the context (an install's files, a join's enrolment and saved
+// key) run to their end.
 func Run(app *cli.App, argv []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &signals{cancel: cancel, done: ctx.Done()}
-	t := time.AfterFunc(signalDelay, s.catch)
-	defer func() {
-		t.Stop()
-		s.release()
-	}()
-	return RunContext(ctx, app, argv, stdout, stderr)
+	defer s.release()
+	if len(argv) == 0 {
+		argv = []string{app.Name}
+	}
+	p := parseArgs(app, argv)
+	if startsFast(app, p) {
+		t := time.AfterFunc(signalDelay, s.catch)
+		defer t.Stop()
+	} else {
+		s.catch()
+	}
+	return runParsed(ctx, app, argv, p, stdout, stderr)
 }
 
-// signalDelay is how long a command runs before Run catches SIGINT and
-// SIGTERM; a variable for the tests' child processes.
+// readOnly holds the commands marked ReadOnly.
+var readOnly sync.Map // *cli.Command → struct{}
+
+// ReadOnly marks commands that change nothing, locally or remotely,
+// whatever their flags (a listing, a lookup, a status): Run lets them run
+// for signalDelay before it catches SIGINT and SIGTERM, so that the
+// quickest ones never pay for catching them. A signal in that time ends
+// the process at once, which is harmless only because nothing is being
+// written: a command that writes a file or asks for a change, even
+// sometimes, must not be marked. Commands are not read-only unless marked,
+// so a new command catches signals from its start. ReadOnly returns its
+// first argument.
+func ReadOnly(cmds ...*cli.Command) *cli.Command {
+	for _, c := range cmds {
+		readOnly.Store(c, struct{}{})
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	return cmds[0]
+}
+
+// IsReadOnly reports whether c was marked ReadOnly.
+func IsReadOnly(c *cli.Command) bool {
+	_, ok := readOnly.Load(c)
+	return ok
+}
+
+// startsFast says whether the command line p runs only read-only code: help,
+// --version, a group's list of commands (or its unknown-command error) or
+// a command marked ReadOnly.
+func startsFast(app *cli.App, p *parsedArgs) bool {
+	if p.help || len(p.path) == 0 {
+		return true
+	}
+	if p.boolFlag(0, FlagVersion) && subcommand(app.Commands, "version") != nil {
+		return true
+	}
+	leaf := p.path[len(p.path)-1]
+	return leaf.Action == nil || IsReadOnly(leaf)
+}
+
+// signalDelay is how long a ReadOnly command runs before Run catches SIGINT
+// and SIGTERM; a variable for the tests' child processes.
 var signalDelay = 20 * time.Millisecond
 
 // signalsCaught, when set (tests), is called once Run catches signals.
@@ -259,7 +313,11 @@ func RunContext(ctx context.Context, app *cli.App, argv []string, stdout, stderr
 	if len(argv) == 0 {
 		argv = []string{app.Name}
 	}
-	p := parseArgs(app, argv)
+	return runParsed(ctx, app, argv, parseArgs(app, argv), stdout, stderr)
+}
+
+// runParsed is RunContext with argv parsed (p).
+func runParsed(ctx context.Context, app *cli.App, argv []string, p *parsedArgs, stdout, stderr io.Writer) int {
 	st := &runState{
 		stdout: stdout,
 		stderr: stderr,

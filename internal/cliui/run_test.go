@@ -441,3 +441,38 @@ func TestCompiledSet(t *testing.T) {
 		t.Fatalf("App.Compiled became %v", app.Compiled)
 	}
 }
+
+// TestStartsFast: Run delays catching signals only for command lines that
+// run nothing but read-only code; every unmarked command catches them
+// before it runs.
+func TestStartsFast(t *testing.T) {
+	noop := func(*cli.Context) error { return nil }
+	app := NewApp("claudemesh", "test", []*cli.Command{
+		ReadOnly(&cli.Command{Name: "version", Action: noop}),
+		{Name: "install", Action: noop},
+		{Name: "peer", Subcommands: []*cli.Command{
+			ReadOnly(&cli.Command{Name: "list", Action: noop}),
+			{Name: "verify", Action: noop},
+		}},
+	})
+	for line, want := range map[string]bool{
+		"":                     true,
+		"--version":            true,
+		"version":              true,
+		"install --help":       true,
+		"help install":         true,
+		"peer":                 true,
+		"peer list --json":     true,
+		"install":              false,
+		"install --version":    true, // --version is the version command
+		"--json install":       false,
+		"peer verify":          false,
+		"peer verify --json":   false,
+		"nosuchcommand --json": true,
+	} {
+		argv := append([]string{"claudemesh"}, strings.Fields(line)...)
+		if got := startsFast(app, parseArgs(app, argv)); got != want {
+			t.Errorf("startsFast(%q) = %v, want %v", line, got, want)
+		}
+	}
+}

@@ -19,45 +19,59 @@ import (
 const envSignalChild = "CLAUDEMESH_TEST_SIGNAL_CHILD"
 
 func TestMain(m *testing.M) {
-	switch os.Getenv(envSignalChild) {
-	case "1":
-		signalChild(false)
-		return
-	case "early":
-		signalChild(true)
+	switch mode := os.Getenv(envSignalChild); mode {
+	case "1", "early", "writer":
+		signalChild(mode)
 		return
 	}
 	os.Exit(m.Run())
 }
 
 // signalChild runs Run with a command that says when its context ends and
-// then ignores it, as a command stuck in a system call would. It says
-// "running" once Run catches signals, or (early) at once, with Run set to
-// catch them only after an hour.
-func signalChild(early bool) {
+// then ignores it, as a command stuck in a system call would. The command
+// is ReadOnly, except in mode writer. It says "running" once Run catches
+// signals (mode 1), or at once, with Run set to catch them only after an
+// hour: a read-only command then never catches them (early), a writer must
+// have caught them before it runs (writer).
+func signalChild(mode string) {
 	caught := make(chan struct{})
 	signalsCaught = func() { close(caught) }
-	if early {
+	switch mode {
+	case "early":
 		signalDelay = time.Hour
 		signalsCaught = func() { fmt.Println("caught") } // never, or the test fails
 		close(caught)
+	case "writer":
+		signalDelay = time.Hour
 	}
-	app := NewApp("claudemesh", "test", []*cli.Command{{
+	stuck := &cli.Command{
 		Name: "stuck",
 		Action: func(c *cli.Context) error {
-			<-caught
+			select {
+			case <-caught:
+			default:
+				if mode == "writer" {
+					fmt.Println("not caught before the command ran")
+					os.Exit(3)
+				}
+				<-caught
+			}
 			fmt.Println("running")
 			<-c.Context.Done()
 			fmt.Println("cancelled")
-			select {}
+			select {} // ignores its context
 		},
-	}})
+	}
+	if mode != "writer" {
+		ReadOnly(stuck)
+	}
+	app := NewApp("claudemesh", "test", []*cli.Command{stuck})
 	os.Exit(Run(app, []string{"claudemesh", "stuck"}, os.Stdout, os.Stderr))
 }
 
-// TestEarlySignalKills: a SIGINT before Run catches signals (a command's
-// first signalDelay) has the default effect: it ends the process, and the
-// command's context is never cancelled.
+// TestEarlySignalKills: a SIGINT before Run catches signals (a ReadOnly
+// command's first signalDelay) has the default effect: it ends the
+// process, and the command's context is never cancelled.
 func TestEarlySignalKills(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envSignalChild+"=early")
@@ -88,12 +102,19 @@ func TestEarlySignalKills(t *testing.T) {
 	}
 }
 
-// TestSecondSignalKills: once Run catches signals (after signalDelay), the
-// first SIGINT cancels the command's context; Run then restores the default
-// handling, so a second one kills a command that ignores its context.
+// TestSecondSignalKills: once Run catches signals (a ReadOnly command
+// after signalDelay, any other before it runs), the first SIGINT cancels
+// the command's context; Run then restores the default handling, so a
+// second one kills a command that ignores its context.
 func TestSecondSignalKills(t *testing.T) {
+	for _, mode := range []string{"1", "writer"} {
+		t.Run(mode, func(t *testing.T) { testSecondSignalKills(t, mode) })
+	}
+}
+
+func testSecondSignalKills(t *testing.T, mode string) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envSignalChild+"=1")
+	cmd.Env = append(os.Environ(), envSignalChild+"="+mode)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
