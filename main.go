@@ -132,7 +132,7 @@ type versionJSON struct {
 }
 
 func versionCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:        "version",
 		Usage:       "print the version",
 		Description: cliui.WithExamples("", "claudemesh version", "claudemesh version --json"),
@@ -148,5 +148,5 @@ func versionCommand() *cli.Command {
 			out.Resultf("%s", versionLine())
 			return nil
 		},
-	}
+	})
 }

@@ -328,7 +328,7 @@ func downCommand() *cli.Command {
 }
 
 func statusCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:        "status",
 		Usage:       "is the daemon running, and how are its meshes, outbox and inbox",
 		Description: cliui.WithExamples("Never starts the daemon; with none running it prints running: false and exits 0.", "claudemesh daemon status", "claudemesh daemon status --json"),
@@ -398,7 +398,7 @@ func statusCommand() *cli.Command {
 			}
 			return nil
 		},
-	}
+	})
 }
 
 func outboxCommand() *cli.Command {
@@ -406,7 +406,7 @@ func outboxCommand() *cli.Command {
 		Name:  "outbox",
 		Usage: "inspect and retry the daemon's outbox",
 		Subcommands: []*cli.Command{
-			{
+			cliui.ReadOnly(&cli.Command{
 				Name:        "list",
 				Usage:       "list outbox rows, newest first",
 				Description: cliui.WithExamples("STATUS is accepted, queued, sent, delivered or failed (or an internal state).", "claudemesh daemon outbox list", "claudemesh daemon outbox list --status failed --json"),
@@ -446,7 +446,7 @@ func outboxCommand() *cli.Command {
 					}
 					return nil
 				},
-			},
+			}),
 			{
 				Name:        "requeue",
 				Usage:       "send a failed row again",

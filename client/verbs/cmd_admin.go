@@ -253,7 +253,7 @@ type banJSON struct {
 }
 
 func bansCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:        "bans",
 		Usage:       "list banned members (owner or admin)",
 		Description: cliui.WithExamples("", "claudemesh bans", "claudemesh bans --mesh acme --json"),
@@ -288,7 +288,7 @@ func bansCommand() *cli.Command {
 			}
 			return t.flush()
 		},
-	}
+	})
 }
 
 func roleCommand() *cli.Command {

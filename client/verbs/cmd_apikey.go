@@ -38,7 +38,7 @@ func apikeyCommand() *cli.Command {
 				},
 				Action: apikeyCreate,
 			},
-			{Name: "list", Usage: "your keys (every key of the mesh for its owner and admins)", Action: apikeyList},
+			cliui.ReadOnly(&cli.Command{Name: "list", Usage: "your keys (every key of the mesh for its owner and admins)", Action: apikeyList}),
 			{Name: "revoke", Usage: "revoke a key", ArgsUsage: "ID", Action: apikeyRevoke},
 		},
 	}

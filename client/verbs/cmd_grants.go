@@ -275,7 +275,7 @@ func grantRow(slug, key, name string, g *wire.Grants) grantJSON {
 }
 
 func grantsCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:  "grants",
 		Usage: "list the members you blocked or limited",
 		Description: cliui.WithExamples("Members not listed may send you DMs and broadcasts (the defaults).",
@@ -333,5 +333,5 @@ func grantsCommand() *cli.Command {
 			e.out.Linef("%s", e.out.Style().Dim("→ everyone else: "+capList()))
 			return nil
 		},
-	}
+	})
 }

@@ -152,7 +152,7 @@ type inviteRowJSON struct {
 }
 
 func inviteListCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:        "list",
 		Usage:       "list the mesh's invites (owner and admins)",
 		Description: cliui.WithExamples("", "claudemesh invite list", "claudemesh invite list --json --mesh acme"),
@@ -202,7 +202,7 @@ func inviteListCommand() *cli.Command {
 			}
 			return tw.flush()
 		},
-	}
+	})
 }
 
 func inviteRevokeCommand() *cli.Command {

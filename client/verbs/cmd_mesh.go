@@ -238,7 +238,7 @@ type meshListJSON struct {
 }
 
 func meshListCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:        "list",
 		Usage:       "list the meshes joined here",
 		Description: cliui.WithExamples("Reads config.json only; it does not contact the brokers.", "claudemesh mesh list", "claudemesh mesh list --json"),
@@ -268,7 +268,7 @@ func meshListCommand() *cli.Command {
 			}
 			return tw.flush()
 		},
-	}
+	})
 }
 
 func meshLeaveCommand() *cli.Command {
@@ -361,7 +361,7 @@ type whoamiMesh struct {
 }
 
 func whoamiCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:  "whoami",
 		Usage: "show your identity in each joined mesh",
 		Description: cliui.WithExamples("Reads config.json only; secret keys are never printed.",
@@ -403,7 +403,7 @@ func whoamiCommand() *cli.Command {
 			}
 			return nil
 		},
-	}
+	})
 }
 
 // checkBrokerURL refuses a --broker that is not a broker URL before

@@ -29,7 +29,7 @@ func peerCommand() *cli.Command {
 // peerListCommand is `peer list` and, as name "peers", its top-level
 // alias (a separate instance: urfave/cli flags hold their values).
 func peerListCommand(name string, alias bool) *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:   name,
 		Usage:  aliasUsage(alias, "list who is connected, each member once (alias: claudemesh peers)", "peer list"),
 		Hidden: alias,
@@ -46,7 +46,7 @@ func peerListCommand(name string, alias bool) *cli.Command {
 			&cli.BoolFlag{Name: "all", Usage: "also list offline members and daemon presences"},
 		},
 		Action: peerList,
-	}
+	})
 }
 
 func peerList(c *cli.Context) error {

@@ -241,7 +241,7 @@ func messageCommand() *cli.Command {
 		Description: cliui.WithExamples("",
 			"claudemesh message status 01JD3Z5C8Q2W0W6N5D3H4K7M9P",
 		),
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{cliui.ReadOnly(&cli.Command{
 			Name:      "status",
 			Usage:     "show which recipients a message you sent was delivered to",
 			ArgsUsage: "ID",
@@ -251,7 +251,7 @@ func messageCommand() *cli.Command {
 				"claudemesh message status deploy-42 --json",
 			),
 			Action: messageStatus,
-		}},
+		})},
 	}
 }
 

@@ -41,7 +41,7 @@ func skillCommand() *cli.Command {
 }
 
 func skillListCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:        "list",
 		Usage:       "list the mesh's skills (name, description or tag containing QUERY)",
 		ArgsUsage:   "[QUERY]",
@@ -75,7 +75,7 @@ func skillListCommand() *cli.Command {
 			}
 			return t.flush()
 		},
-	}
+	})
 }
 
 func byteSize(n int) string {
@@ -86,7 +86,7 @@ func byteSize(n int) string {
 }
 
 func skillGetCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:      "get",
 		Usage:     "print a skill's text",
 		ArgsUsage: "NAME",
@@ -119,7 +119,7 @@ func skillGetCommand() *cli.Command {
 			_, err = io.WriteString(e.out.Stdout(), body)
 			return err
 		},
-	}
+	})
 }
 
 // cliCode is the code of a *cliui.Error in err's chain ("" if none).

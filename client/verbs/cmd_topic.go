@@ -50,14 +50,14 @@ func topicCommand() *cli.Command {
 				},
 				Action: topicCreate,
 			},
-			{Name: "list", Usage: "the topics you can see, with unread counts", Action: topicList,
-				Description: cliui.WithExamples("", "claudemesh topic list", "claudemesh topic list --json")},
+			cliui.ReadOnly(&cli.Command{Name: "list", Usage: "the topics you can see, with unread counts", Action: topicList,
+				Description: cliui.WithExamples("", "claudemesh topic list", "claudemesh topic list --json")}),
 			{Name: "join", Usage: "join a public topic", ArgsUsage: "NAME", Action: topicJoin,
 				Description: cliui.WithExamples("", "claudemesh topic join deploys")},
 			{Name: "leave", Usage: "leave a topic (its key is then replaced)", ArgsUsage: "NAME", Action: topicLeave,
 				Description: cliui.WithExamples("", "claudemesh topic leave deploys")},
-			{Name: "members", Usage: "who is in a topic, and who holds its key", ArgsUsage: "NAME", Action: topicMembers,
-				Description: cliui.WithExamples("", "claudemesh topic members deploys --json")},
+			cliui.ReadOnly(&cli.Command{Name: "members", Usage: "who is in a topic, and who holds its key", ArgsUsage: "NAME", Action: topicMembers,
+				Description: cliui.WithExamples("", "claudemesh topic members deploys --json")}),
 			{Name: "rotate", Usage: "replace a topic's key, sealed to every member", ArgsUsage: "NAME", Action: topicRotate,
 				Description: cliui.WithExamples(
 					"Done automatically when someone leaves or is removed; a lead may also rotate at will.",
@@ -93,7 +93,7 @@ func topicCommand() *cli.Command {
 				},
 				Action: topicTail,
 			},
-			{
+			cliui.ReadOnly(&cli.Command{
 				Name: "history", Usage: "older posts of a topic, a page at a time", ArgsUsage: "NAME",
 				Description: cliui.WithExamples("Oldest first within the page; --before the id of its oldest post gives the page before.",
 					"claudemesh topic history deploys --limit 50",
@@ -103,7 +103,7 @@ func topicCommand() *cli.Command {
 					&cli.StringFlag{Name: "before", Usage: "only posts older than this message `ID`"},
 				},
 				Action: topicHistory,
-			},
+			}),
 		},
 	}
 }

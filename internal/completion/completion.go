@@ -45,7 +45,7 @@ complete -c claudemesh -f -a '(claudemesh __complete (commandline -opc)[2..-1] 2
 
 // Command is `claudemesh completion`.
 func Command() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:      "completion",
 		Usage:     "print a shell completion script (bash, zsh or fish)",
 		ArgsUsage: "bash|zsh|fish",
@@ -62,13 +62,13 @@ func Command() *cli.Command {
 			fmt.Fprint(cliui.OutFrom(c).Stdout(), script)
 			return nil
 		},
-	}
+	})
 }
 
 // CompleteCommand is the hidden `__complete WORDS...` the scripts call: it
 // prints one candidate per line for the word after WORDS.
 func CompleteCommand() *cli.Command {
-	return &cli.Command{
+	return cliui.ReadOnly(&cli.Command{
 		Name:            "__complete",
 		Hidden:          true,
 		SkipFlagParsing: true,
@@ -78,7 +78,7 @@ func CompleteCommand() *cli.Command {
 			}
 			return nil
 		},
-	}
+	})
 }
 
 // homeFrom is the --home among the words being completed, else the one
