@@ -185,8 +185,18 @@ func (f *jsonFile) save(home string, st *installState) error {
 			return err
 		}
 	}
-	return fsutil.WriteFileAtomic(f.path, f.data, f.mode)
+	if err := fsutil.WriteFileAtomic(f.path, f.data, f.mode); err != nil {
+		return err
+	}
+	if afterSave != nil {
+		afterSave(f.path)
+	}
+	return nil
 }
+
+// afterSave, when set (tests), is called after install or uninstall wrote
+// one of Claude Code's files.
+var afterSave func(path string)
 
 func isEmptyObject(data []byte) bool {
 	var v map[string]any
