@@ -48,7 +48,7 @@ type auditEntryJSON struct {
 }
 
 func auditLogCommand() *cli.Command {
-	return cliui.ReadOnly(&cli.Command{
+	return &cli.Command{
 		Name:  "log",
 		Usage: "show audit entries, newest first",
 		Description: cliui.WithExamples("TYPE is an event type: "+strings.Join(wire.AuditEventTypes, ", ")+".",
@@ -107,7 +107,7 @@ func auditLogCommand() *cli.Command {
 			}
 			return nil
 		},
-	})
+	}
 }
 
 // summarizePayload is a one-line reading of a payload for humans: its
@@ -183,7 +183,7 @@ func reportJSON(slug string, r *client.AuditReport) auditReportJSON {
 }
 
 func auditVerifyCommand() *cli.Command {
-	return cliui.ReadOnly(&cli.Command{
+	return &cli.Command{
 		Name:  "verify",
 		Usage: "check the audit log of each joined mesh (or --mesh) against the pinned broker key",
 		Description: cliui.WithExamples(
@@ -240,7 +240,7 @@ func auditVerifyCommand() *cli.Command {
 			}
 			return nil
 		},
-	})
+	}
 }
 
 func printAuditReports(out *cliui.Out, rows []auditReportJSON) {

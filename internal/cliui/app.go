@@ -220,7 +220,12 @@ var readOnly sync.Map // *cli.Command → struct{}
 // quickest ones never pay for catching them. A signal in that time ends
 // the process at once, which is harmless only because nothing is being
 // written: a command that writes a file or asks for a change, even
-// sometimes, must not be marked. Commands are not read-only unless marked,
+// sometimes, must not be marked (the audit verbs, which record the heads
+// they verified, are not). A cache refreshed in passing is not a change:
+// the role a direct connection records in config.json when an owner
+// changed it is written atomically (old or new, never half, at worst a
+// temporary file left beside it) and recorded
+// again by the next connection. Commands are not read-only unless marked,
 // so a new command catches signals from its start. ReadOnly returns its
 // first argument.
 func ReadOnly(cmds ...*cli.Command) *cli.Command {
