@@ -76,7 +76,14 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		}
 		defer stream.Close()
 	}
-	resp, err := v.api.Send(ctx, body)
+	// The accept is not interrupted: a SIGINT or SIGTERM (send catches
+	// them from its start, 04-cli) must not abandon a request the daemon
+	// may already have put in its outbox, which would leave the caller
+	// not knowing whether to send again. The round trip is local and
+	// bounded by the API client's timeout; a second signal still kills.
+	// What the daemon answers is printed, so an accepted message is
+	// always reported.
+	resp, err := v.api.Send(context.WithoutCancel(ctx), body)
 	if err != nil {
 		return nil, daemonError(err)
 	}
