@@ -164,6 +164,13 @@ func launch(c *cli.Context) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	if err := c.Context.Err(); err != nil {
+		// A SIGINT or SIGTERM before launch caught them itself (Run
+		// caught it): claude is not started, and the deferred calls
+		// deregister the session and remove the token file. One from
+		// now on goes to sigs and on to claude.
+		return err
+	}
 	if err := cmd.Start(); err != nil {
 		return cliui.Errorf("claude_not_found", "cannot run %s: %v", bin, err).WithHint("install Claude Code, or set CLAUDE_BIN to its path")
 	}
