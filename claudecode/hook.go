@@ -29,8 +29,9 @@ func hookCommand() *cli.Command {
 			"Run by Claude Code (claudemesh install adds it): UserPromptSubmit runs `hook working`, Stop runs\n"+
 				"`hook idle`. It reads the hook's JSON on stdin, finds its session (the session id launch gave\n"+
 				"claude, else the claude process that runs it), sets the status (next/low messages wait while\n"+
-				"working) and, for working, prints unread messages as additional context. It always exits 0 and\n"+
-				"never starts the daemon: problems go to the daemon log.",
+				"working) and, for working, prints unread messages as additional context. It exits 0, even on\n"+
+				"SIGINT or SIGTERM (it still finishes, within its 2 s budget), and never starts the daemon:\n"+
+				"problems go to the daemon log.",
 			"claudemesh hook working",
 		),
 		Action: hook,

@@ -22,8 +22,8 @@
 //     When every mesh failed (or only one was asked), the command fails with
 //     that error.
 //   - `send … -` reads the message from stdin and drops one trailing newline.
-//   - `inbox --follow` exits 130 on Ctrl-C, like every interrupted command;
-//     with --limit N it stops after N messages.
+//   - `inbox --follow` exits 130 on Ctrl-C, like every interrupted command
+//     that is not cliui.ReadOnly; with --limit N it stops after N messages.
 package verbs
 
 import (

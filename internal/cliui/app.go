@@ -224,10 +224,9 @@ var readOnly sync.Map // *cli.Command → struct{}
 // they verified, are not). A cache refreshed in passing is not a change:
 // the role a direct connection records in config.json when an owner
 // changed it is written atomically (old or new, never half, at worst a
-// temporary file left beside it) and recorded
-// again by the next connection. Commands are not read-only unless marked,
-// so a new command catches signals from its start. ReadOnly returns its
-// first argument.
+// temporary file left beside it) and recorded again by the next
+// connection. Commands are not read-only unless marked, so a new command
+// catches signals from its start. ReadOnly returns its first argument.
 func ReadOnly(cmds ...*cli.Command) *cli.Command {
 	for _, c := range cmds {
 		readOnly.Store(c, struct{}{})

@@ -24,7 +24,7 @@ var ExitCodeTable = []ExitCodeRow{
 	{ExitUnreachable, "the broker or the daemon cannot be reached (or stopped answering) and nothing could be queued"},
 	{ExitConflict, "conflict: ambiguous target, already exists, idempotency key reused, daemon already running"},
 	{ExitTimeout, "timed out: send --wait expired before the message was delivered"},
-	{ExitInterrupted, "interrupted (Ctrl-C, SIGINT or SIGTERM)"},
+	{ExitInterrupted, "interrupted (Ctrl-C, SIGINT or SIGTERM); a read-only command (a listing, a lookup, `--version`) signalled in its first 20 ms is ended by the signal instead"},
 }
 
 // ExitCodesMarkdown is the table as Markdown, as the README shows it.
