@@ -385,7 +385,7 @@ func (c *conn) enqueue(frame []byte) bool {
 		c.queue, c.qbytes = nil, 0
 		c.closing, c.closeCode, c.closeReason = true, wire.CloseSlowConsumer, wire.ReasonSlowConsumer
 		c.closeDecided.Store(true)
-		close(c.closeNow)
+		c.endPause()
 		c.wmu.Unlock()
 		c.b.metrics.slowConsumerDrops.Inc()
 		c.signal()
@@ -416,7 +416,7 @@ func (c *conn) closeWith(code int, reason string) {
 	if !c.closing {
 		c.closing, c.closeCode, c.closeReason = true, code, reason
 		c.closeDecided.Store(true)
-		close(c.closeNow)
+		c.endPause()
 	}
 	c.wmu.Unlock()
 	c.signal()
@@ -438,6 +438,14 @@ const (
 	refusalRate  = 20
 	refusalBurst = 200
 )
+
+// endPause ends a paced reader's wait (pacing.go) when the connection is
+// closing. Caller holds wmu, with closing just set.
+func (c *conn) endPause() {
+	if c.closeNow != nil { // nil in tests that build a conn by hand
+		close(c.closeNow)
+	}
+}
 
 // newRefusalLimiter is a member's budget of rate_limited answers.
 func newRefusalLimiter(cfg Config) *rate.Limiter {
