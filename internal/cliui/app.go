@@ -247,6 +247,12 @@ func IsReadOnly(c *cli.Command) bool {
 // --version, a group's list of commands (or its unknown-command error) or
 // a command marked ReadOnly.
 func startsFast(app *cli.App, p *parsedArgs) bool {
+	if p.dashdash && len(p.afterDash) > 0 && (len(p.path) == 0 || p.path[len(p.path)-1].Action == nil) {
+		// urfave/cli still routes the first word after "--" to a
+		// command ("claudemesh -- install" installs): which one is not
+		// known here, so it catches signals as a writer would.
+		return false
+	}
 	if p.help || len(p.path) == 0 {
 		return true
 	}

@@ -469,6 +469,11 @@ func TestStartsFast(t *testing.T) {
 		"peer verify":          false,
 		"peer verify --json":   false,
 		"nosuchcommand --json": true,
+		"-- install":           false, // urfave/cli runs install
+		"--json -- install":    false,
+		"-- peer verify":       false,
+		"peer -- verify":       false,
+		"peer list -- x":       true, // an argument of a read-only command
 	} {
 		argv := append([]string{"claudemesh"}, strings.Fields(line)...)
 		if got := startsFast(app, parseArgs(app, argv)); got != want {

@@ -69,7 +69,12 @@ func signalChild(mode string) {
 	os.Exit(Run(app, []string{"claudemesh", "stuck"}, os.Stdout, os.Stderr))
 }
 
-// TestEarlySignalKills: a SIGINT before Run catches signals (a ReadOnly
+// These tests send SIGTERM: Run treats it as it treats SIGINT, and a
+// shell without job control starts its background jobs with SIGINT
+// ignored, which Go keeps (and restores after signal.Stop), so a SIGINT
+// would never kill the child there.
+
+// TestEarlySignalKills: a SIGTERM before Run catches signals (a ReadOnly
 // command's first signalDelay) has the default effect: it ends the
 // process, and the command's context is never cancelled.
 func TestEarlySignalKills(t *testing.T) {
@@ -88,22 +93,22 @@ func TestEarlySignalKills(t *testing.T) {
 	if !lines.Scan() || lines.Text() != "running" {
 		t.Fatalf("child printed %q (%v), want running", lines.Text(), lines.Err())
 	}
-	cmd.Process.Signal(os.Interrupt)
+	cmd.Process.Signal(syscall.SIGTERM)
 	if lines.Scan() {
-		t.Fatalf("child printed %q after the SIGINT", lines.Text())
+		t.Fatalf("child printed %q after the SIGTERM", lines.Text())
 	}
 	err = cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		t.Fatalf("child ended with %v", err)
 	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
-		t.Fatalf("child ended with %v, not killed by SIGINT", err)
+	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("child ended with %v, not killed by SIGTERM", err)
 	}
 }
 
 // TestSecondSignalKills: once Run catches signals (a ReadOnly command
-// after signalDelay, any other before it runs), the first SIGINT cancels
+// after signalDelay, any other before it runs), the first SIGTERM cancels
 // the command's context; Run then restores the default handling, so a
 // second one kills a command that ignores its context.
 func TestSecondSignalKills(t *testing.T) {
@@ -132,12 +137,12 @@ func testSecondSignalKills(t *testing.T, mode string) {
 		}
 	}
 	expect("running")
-	cmd.Process.Signal(os.Interrupt)
+	cmd.Process.Signal(syscall.SIGTERM)
 	expect("cancelled")
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	// The handler is restored right after the context ends; until then a
-	// SIGINT is still caught. Repeat until one kills the child.
+	// SIGTERM is still caught. Repeat until one kills the child.
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
@@ -149,14 +154,14 @@ func testSecondSignalKills(t *testing.T, mode string) {
 				t.Fatalf("child ended with %v", err)
 			}
 			ws, ok := ee.Sys().(syscall.WaitStatus)
-			if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
-				t.Fatalf("child ended with %v, not killed by SIGINT", err)
+			if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+				t.Fatalf("child ended with %v, not killed by SIGTERM", err)
 			}
 			return
 		case <-tick.C:
-			cmd.Process.Signal(os.Interrupt)
+			cmd.Process.Signal(syscall.SIGTERM)
 		case <-deadline:
-			t.Fatal("a second SIGINT did not kill the child: its handler was not restored")
+			t.Fatal("a second SIGTERM did not kill the child: its handler was not restored")
 		}
 	}
 }
