@@ -30,7 +30,8 @@ func hookCommand() *cli.Command {
 				"`hook idle`. It reads the hook's JSON on stdin, finds its session (the session id launch gave\n"+
 				"claude, else the claude process that runs it), sets the status (next/low messages wait while\n"+
 				"working) and, for working, prints unread messages as additional context. It exits 0, even on\n"+
-				"SIGINT or SIGTERM (it still finishes, within its 2 s budget), and never starts the daemon:\n"+
+				"a first SIGINT or SIGTERM (it still finishes its 2 s of work; a second one kills it), and never\n"+
+				"starts the daemon:\n"+
 				"problems go to the daemon log.",
 			"claudemesh hook working",
 		),

@@ -79,8 +79,10 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 	// The accept is not interrupted: a SIGINT or SIGTERM (send catches
 	// them from its start, 04-cli) must not abandon a request the daemon
 	// may already have put in its outbox, which would leave the caller
-	// not knowing whether to send again. The round trip is local and
-	// bounded by the API client's timeout; a second signal still kills.
+	// not knowing whether to send again. The round trip is local but the
+	// daemon may wait on the broker meanwhile (a mesh still connecting,
+	// a name it must look up: up to ~10 s); it is bounded by the API
+	// client's timeout (30 s), and a second signal still kills.
 	// What the daemon answers is printed, so an accepted message is
 	// always reported.
 	resp, err := v.api.Send(context.WithoutCancel(ctx), body)
@@ -95,7 +97,10 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		return nil, cliui.Errorf("send_failed", "this message (id %s) failed earlier: %s", resp.ClientMessageID, resp.Error).
 			WithHint("claudemesh daemon outbox requeue "+resp.ClientMessageID).WithMessage(resp.MessageID, resp.ClientMessageID)
 	}
-	if !req.Wait || res.Status == localapi.StatusDelivered {
+	if !req.Wait || res.Status == localapi.StatusDelivered || ctx.Err() != nil {
+		// Signalled during the accept: report what the daemon took
+		// (--json too) instead of starting a wait that ends at once in
+		// a silent interruption.
 		return res, nil
 	}
 	return v.waitDelivered(ctx, stream, res, req.WaitTimeout)
