@@ -314,7 +314,12 @@ func join(c *cli.Context) error {
 	if err != nil {
 		urls = []string{inv.BrokerURL}
 	}
-	ctx, cancel := context.WithTimeout(e.ctx(), opTimeout)
+	// The enrolment is not abandoned on a signal (join catches them from
+	// its start): the broker may already have enrolled the key and spent
+	// the invite's use, and the key must then be saved, or the member
+	// would exist with a key nobody holds. Bounded by opTimeout; a second
+	// signal still kills.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx()), opTimeout)
 	res, answered, err := client.JoinAny(ctx, urls, req)
 	cancel()
 	if err != nil {

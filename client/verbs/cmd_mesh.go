@@ -144,7 +144,12 @@ func meshCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := e.ctx()
+	// Neither the creation nor the check below is abandoned on a signal
+	// (mesh create catches them from its start): a mesh the broker
+	// created must end up saved with its owner's key, or it would have
+	// an owner nobody can act as. Each is bounded by opTimeout; a second
+	// signal still kills.
+	ctx := context.WithoutCancel(e.ctx())
 	rctx, cancel := context.WithTimeout(ctx, opTimeout)
 	res, err := client.CreateMesh(rctx, brokerURL, token, client.CreateMeshRequest{
 		Name: name, Slug: slug, OwnerPubkey: key.PublicHex(), OwnerDisplayName: display,
@@ -168,7 +173,9 @@ func meshCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := client.Dial(ctx, id, client.DialOptions{Logger: e.log, Header: userAgent()})
+	dctx, cancel := context.WithTimeout(ctx, opTimeout)
+	conn, err := client.Dial(dctx, id, client.DialOptions{Logger: e.log, Header: userAgent()})
+	cancel()
 	if err != nil {
 		return cliui.Errorf(client.CodeOf(err), "mesh %s was created, but checking the broker at %s failed, so it was not saved: %v",
 			res.Slug, res.BrokerURL, err).WithHint(hintFor(client.CodeOf(err)))
