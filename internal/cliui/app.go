@@ -225,8 +225,12 @@ var readOnly sync.Map // *cli.Command → struct{}
 // the role a direct connection records in config.json when an owner
 // changed it is written atomically (old or new, never half, at worst a
 // temporary file left beside it) and recorded again by the next
-// connection. Commands are not read-only unless marked, so a new command
-// catches signals from its start. ReadOnly returns its first argument.
+// connection. Nor is starting the daemon, which the thin verbs do when
+// none runs (peer list, message status, skill and topic reads): `daemon
+// up` is a process of its own, which finishes starting the daemon (or
+// fails cleanly) if this one is killed meanwhile. Commands are not
+// read-only unless marked, so a new command catches signals from its
+// start. ReadOnly returns its first argument.
 func ReadOnly(cmds ...*cli.Command) *cli.Command {
 	for _, c := range cmds {
 		readOnly.Store(c, struct{}{})
