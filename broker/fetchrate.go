@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
-
-	"claudemesh/wire"
 )
 
 // fetch_queued answers with up to half of --send-buffer (4 MiB) of a
@@ -48,9 +46,7 @@ func (c *conn) fetchBudget(reqID string) (int, bool) {
 	if avail < fetchFloor {
 		wait := time.Duration(float64(fetchFloor-avail) / float64(lim.Limit()) * float64(time.Second))
 		c.b.metrics.limitTripped.WithLabelValues("fetch_rate").Inc()
-		c.reply(wire.Error{Type: wire.TypeError, ReqID: reqID, Code: wire.CodeRateLimited, RetryAfterMs: max(wait.Milliseconds(), 1),
-			Message: fmt.Sprintf("this member fetched more than %s/s of its queue (--fetch-rate); ack what was fetched, and retry later", humanBytes(c.b.cfg.FetchRate))})
-		c.refusedForRate(wait)
+		c.sendRateLimited(reqID, fmt.Sprintf("this member fetched more than %s/s of its queue (--fetch-rate); ack what was fetched, and retry later", humanBytes(c.b.cfg.FetchRate)), wait)
 		return 0, false
 	}
 	return min(budget, avail), true
