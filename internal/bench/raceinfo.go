@@ -11,7 +11,7 @@ import (
 // -race: its build information (what `go version -m` prints) has the line
 // "build	-race=true". It reads the build information the linker embeds
 // (Go 1.18 and later: a 16-byte-aligned header "\xff Go buildinf:", a
-// pointer size, flags with bit 2 set, then the Go version and the module
+// pointer size, a flags byte with its inline-strings bit (2) set, then the Go version and the module
 // information as varint-prefixed strings) itself: debug/buildinfo links
 // debug/elf, debug/macho, debug/pe and debug/dwarf, whose package
 // initialisers (~0.03 ms) ran in every claudemesh process for this one

@@ -74,12 +74,12 @@ func signalChild(mode string) {
 // ignored, which Go keeps (and restores after signal.Stop), so a SIGINT
 // would never kill the child there.
 
-// TestEarlySignalKills: a SIGTERM before Run catches signals (a ReadOnly
-// command's first signalDelay) has the default effect: it ends the
-// process, and the command's context is never cancelled.
-func TestEarlySignalKills(t *testing.T) {
+// startSignalChild runs signalChild in mode in a child process and
+// returns it with a scanner of the lines it prints.
+func startSignalChild(t *testing.T, mode string) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envSignalChild+"=early")
+	cmd.Env = append(os.Environ(), envSignalChild+"="+mode)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +89,14 @@ func TestEarlySignalKills(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() }) // a stuck child fails the test
-	lines := bufio.NewScanner(out)
+	return cmd, bufio.NewScanner(out)
+}
+
+// TestEarlySignalKills: a SIGTERM before Run catches signals (a ReadOnly
+// command's first signalDelay) has the default effect: it ends the
+// process, and the command's context is never cancelled.
+func TestEarlySignalKills(t *testing.T) {
+	cmd, lines := startSignalChild(t, "early")
 	if !lines.Scan() || lines.Text() != "running" {
 		t.Fatalf("child printed %q (%v), want running", lines.Text(), lines.Err())
 	}
@@ -97,7 +104,7 @@ func TestEarlySignalKills(t *testing.T) {
 	if lines.Scan() {
 		t.Fatalf("child printed %q after the SIGTERM", lines.Text())
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		t.Fatalf("child ended with %v", err)
@@ -118,18 +125,7 @@ func TestSecondSignalKills(t *testing.T) {
 }
 
 func testSecondSignalKills(t *testing.T, mode string) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envSignalChild+"="+mode)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() }) // a stuck child fails the test
-	lines := bufio.NewScanner(out)
+	cmd, lines := startSignalChild(t, mode)
 	expect := func(want string) {
 		t.Helper()
 		if !lines.Scan() || lines.Text() != want {
