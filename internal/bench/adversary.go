@@ -89,6 +89,11 @@ type AdversaryResult struct {
 	// their own, niced by AttackerNice) or "in-process".
 	Attacker     string `json:"attacker"`
 	AttackerNice int    `json:"attackerNice"`
+	// AttackerSched is the attacker process's policy (idle, normal; ""
+	// in-process); AttackLeadMs is --attack-lead (0: the honest load
+	// started with the attacks).
+	AttackerSched string `json:"attackerSched"`
+	AttackLeadMs  int64  `json:"attackLeadMs"`
 	// CPU seconds while sending and draining: the broker's in each run
 	// (baseline, attacked, baseline again), the load generator's in each
 	// run, and the attacker process's (0 in-process, where it is part of
@@ -167,8 +172,9 @@ func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 		BrokerCPUSec:   [3]float64{base.BrokerCPUSec, att.BrokerCPUSec, after.BrokerCPUSec},
 		BenchCPUSec:    [3]float64{base.BenchCPUSec, att.BenchCPUSec, after.BenchCPUSec},
 		AttackerCPUSec: att.AttackerCPUSec}
+	res.AttackerSched, res.AttackLeadMs = cfg.AttackerSched, cfg.AttackLead.Milliseconds()
 	if cfg.AttackerInProcess {
-		res.Attacker, res.AttackerNice = "in-process", 0
+		res.Attacker, res.AttackerNice, res.AttackerSched = "in-process", 0, ""
 	}
 	ratio := func(a, b, c float64) float64 {
 		if b+c <= 0 {
@@ -220,7 +226,51 @@ func (r *run) startAdversary(ctx context.Context) (*adversary, error) {
 	if !r.cfg.AttackerInProcess {
 		return r.startAttackerProcess(ctx, mallory)
 	}
-	return startAttacks(ctx, mallory, r.cfg.Attacks, r.cfg.adversary), nil
+	a := startAttacks(ctx, mallory, r.cfg.Attacks, r.cfg.adversary)
+	if err := a.leadIn(ctx, r.cfg.AttackLead); err != nil {
+		a.cancel()
+		a.wg.Wait()
+		return nil, err
+	}
+	return a, nil
+}
+
+// startWait is how long the attacks get to each do something, at the
+// end of a run (stop) and before the honest load with --attack-lead.
+const startWait = 10 * time.Second
+
+// leadIn, with --attack-lead, waits until every attack has done
+// something (at most startWait) and lead more, so the honest load
+// begins with the attacks in their steady state rather than with the
+// burst of their start (fresh connections, full per-connection budgets,
+// the attacker's own start on the same cores). An attack that never
+// got going is an error: the lead-in would not be what it says.
+func (a *adversary) leadIn(ctx context.Context, lead time.Duration) error {
+	if lead <= 0 {
+		return nil
+	}
+	if err := a.waitStarted(ctx, startWait); err != nil {
+		return err
+	}
+	if !pause(ctx, lead) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// waitStarted waits until every chosen attack counted something, at most
+// within; it names those that did not.
+func (a *adversary) waitStarted(ctx context.Context, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for !a.allStarted() {
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("bench: no %s after %v of attacks", strings.Join(a.notStarted(), ", "), within)
+		}
+		if !pause(ctx, 10*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // startAttacks starts the chosen attacks (all when attacks is empty) as
@@ -258,28 +308,32 @@ func (a *adversary) stop() error {
 	if a.proc != nil {
 		return a.proc.stop(a.stats)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && !a.allStarted() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	a.waitStarted(context.Background(), startWait)
 	a.cancel()
 	a.wg.Wait()
 	return nil
 }
 
 // allStarted reports whether every chosen attack counted something.
-func (a *adversary) allStarted() bool {
+func (a *adversary) allStarted() bool { return len(a.notStarted()) == 0 }
+
+// notStarted names the chosen attacks that have counted nothing yet.
+func (a *adversary) notStarted() []string {
 	s := a.stats
-	for name, n := range map[string]*int64{"ack": &s.AckFrames, "churn": &s.PresenceChurns, "groups": &s.GroupHellosRefused,
-		"self": &s.SelfSends, "idle": &s.IdleConns, "junk": &s.JunkConns} {
-		if a.chosen(name) && atomic.LoadInt64(n) == 0 {
-			if name == "self" && atomic.LoadInt64(&s.SelfRefused) > 0 {
+	var names []string
+	for _, at := range []struct {
+		name string
+		n    *int64
+	}{{"ack", &s.AckFrames}, {"churn", &s.PresenceChurns}, {"groups", &s.GroupHellosRefused},
+		{"self", &s.SelfSends}, {"idle", &s.IdleConns}, {"junk", &s.JunkConns}} {
+		if a.chosen(at.name) && atomic.LoadInt64(at.n) == 0 {
+			if at.name == "self" && atomic.LoadInt64(&s.SelfRefused) > 0 {
 				continue
 			}
-			return false
+			names = append(names, at.name)
 		}
 	}
-	return true
+	return names
 }
 
 func (a *adversary) chosen(name string) bool {

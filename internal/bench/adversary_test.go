@@ -2,7 +2,9 @@ package bench
 
 import (
 	"os"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestAdversary runs the adversary mode small: the honest DMs arrive
@@ -64,5 +66,25 @@ func TestAdversaryInProcessAndControl(t *testing.T) {
 func TestAdversaryRefusesUnknownAttack(t *testing.T) {
 	if _, err := RunAdversary(testContext(t), Config{Peers: 3, Messages: 1, Window: 1, Attacks: []string{"nope"}}); err == nil {
 		t.Fatal("an unknown attack was accepted")
+	}
+}
+
+// TestWaitStartedNamesTheAttacksThatDidNothing: --attack-lead starts the
+// honest load only once every chosen attack has done something; one that
+// never does is named in an error instead of a lead-in that is not one.
+func TestWaitStartedNamesTheAttacksThatDidNothing(t *testing.T) {
+	stats := &AdversaryStats{AckFrames: 1, PresenceChurns: 1, GroupHellosRefused: 1, SelfRefused: 1, IdleConns: 1}
+	a := &adversary{stats: stats}
+	err := a.waitStarted(testContext(t), 20*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "no junk") {
+		t.Fatalf("junk never started: %v", err)
+	}
+	stats.JunkConns = 1
+	if err := a.waitStarted(testContext(t), 0); err != nil {
+		t.Fatalf("every attack started: %v", err)
+	}
+	only := &adversary{stats: &AdversaryStats{AckFrames: 1}, attacks: []string{"ack"}}
+	if err := only.leadIn(testContext(t), time.Millisecond); err != nil {
+		t.Fatalf("the one chosen attack started: %v", err)
 	}
 }

@@ -43,6 +43,10 @@ type attackerSpec struct {
 	BrokerPubkey string   `json:"brokerPubkey"`
 	SecretKey    string   `json:"secretKey"`
 	Attacks      []string `json:"attacks"`
+	// Idle asks for SCHED_IDLE (--attacker-sched idle); LeadMs is
+	// --attack-lead.
+	Idle   bool  `json:"idle"`
+	LeadMs int64 `json:"leadMs"`
 }
 
 // attackerProfileEnv names a CPU profile file for the attacker child
@@ -96,7 +100,8 @@ func (r *run) startAttackerProcess(ctx context.Context, mallory client.MeshIdent
 		return nil, fmt.Errorf("starting the attacker process: %w", err)
 	}
 	spec := attackerSpec{BrokerURL: mallory.BrokerURL, MeshID: mallory.MeshID, MemberID: mallory.MemberID,
-		BrokerPubkey: mallory.BrokerPubkey, SecretKey: mallory.Member.SecretKeyHex(), Attacks: r.cfg.Attacks}
+		BrokerPubkey: mallory.BrokerPubkey, SecretKey: mallory.Member.SecretKeyHex(), Attacks: r.cfg.Attacks,
+		Idle: r.cfg.AttackerSched == "idle", LeadMs: r.cfg.AttackLead.Milliseconds()}
 	line, _ := json.Marshal(spec)
 	started := make(chan error, 1)
 	go func() {
@@ -114,8 +119,8 @@ func (r *run) startAttackerProcess(ctx context.Context, mallory client.MeshIdent
 	case err = <-started:
 	case <-ctx.Done():
 		err = ctx.Err()
-	case <-time.After(30 * time.Second):
-		err = errors.New("no answer in 30 s")
+	case <-time.After(30*time.Second + startWait + r.cfg.AttackLead):
+		err = errors.New("no answer in time")
 	}
 	if err != nil {
 		cmd.Process.Kill()
@@ -174,10 +179,20 @@ func RunAttackerChild(ctx context.Context, in io.Reader, out io.Writer) error {
 		return fmt.Errorf("attacker: %w", err)
 	}
 	raiseFileLimit()
+	if spec.Idle {
+		// Before the attacks start threads, which inherit the policy.
+		if err := schedIdle(); err != nil {
+			return fmt.Errorf("attacker: %w (use --attacker-sched normal)", err)
+		}
+	}
 	mallory := client.MeshIdentity{MeshID: spec.MeshID, MemberID: spec.MemberID, BrokerURL: spec.BrokerURL,
 		BrokerPubkey: spec.BrokerPubkey, Member: key}
 	stats := &AdversaryStats{}
 	a := startAttacks(ctx, mallory, spec.Attacks, stats)
+	if err := a.leadIn(ctx, time.Duration(spec.LeadMs)*time.Millisecond); err != nil {
+		a.stop()
+		return fmt.Errorf("attacker: %w", err)
+	}
 	if _, err := io.WriteString(out, "started\n"); err != nil {
 		a.stop()
 		return err

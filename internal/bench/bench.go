@@ -36,6 +36,8 @@ const (
 	// DefaultAttackerNice is --adversary's attacker process's nice(1)
 	// increment (attacker.go).
 	DefaultAttackerNice = 19
+	// DefaultAttackerSched is its scheduling policy (attacker.go).
+	DefaultAttackerSched = "idle"
 	// DefaultDrain is how long after the last ack a push still counts as
 	// delivered.
 	DefaultDrain = 60 * time.Second
@@ -117,6 +119,14 @@ type Config struct {
 	// AttackerNice is the nice(1) increment of that process (0: none).
 	AttackerInProcess bool
 	AttackerNice      int
+	// AttackerSched is the attacker process's scheduling policy:
+	// "idle" (SCHED_IDLE, Linux; the default) or "normal" (nice only).
+	AttackerSched string
+	// AttackLead starts the honest load only once every attack has done
+	// something and this long more (0: the honest load starts with the
+	// attacks, the default), to tell the attacks' start from their
+	// steady state.
+	AttackLead time.Duration
 
 	// brokerArgs are added to the child broker's flags (the adversary
 	// mode restores the default limits the bench otherwise lifts).

@@ -56,8 +56,11 @@ func Command() *cli.Command {
 				"to herself that she never acks, and a stranger holds 200 idle TCP connections and 4 WebSockets\n"+
 				"writing junk before any hello, and alone again. It reports the runs, what each attack did, and\n"+
 				"attacked ÷ the two baselines' mean for the honest peers' send→ack and send→push p99. The\n"+
-				"attacks run in a child process of their own under nice -n --attacker-nice (default 19; its CPU\n"+
-				"is reported apart), or with --attacker-in-process in this one, sharing the load generator's CPU.\n"+
+				"attacks run in a child process of their own under nice -n --attacker-nice (default 19) and, on\n"+
+				"Linux, SCHED_IDLE (--attacker-sched normal: only niced); its CPU is reported apart. With\n"+
+				"--attacker-in-process they run in this one, sharing the load generator's CPU. The honest load\n"+
+				"starts with the attacks; --attack-lead D starts it once every attack has done something and D\n"+
+				"more, to tell the attacks' start from their steady state.\n"+
 				"--attacks none runs the middle run without attacks: a control for the ratio's noise.\n"+
 				"\n"+
 				"--cluster N runs the same DM load against N `claudemesh broker --cluster` nodes started as child\n"+
@@ -97,6 +100,8 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "adversary", Usage: "the DM load alone, then while one member and a stranger misbehave; compare the honest peers' p99"},
 			&cli.StringSliceFlag{Name: "attacks", Usage: "--adversary: only these `LIST` of attacks (ack, churn, groups, self, idle, junk; none: a control run)"},
 			&cli.IntFlag{Name: "attacker-nice", Value: DefaultAttackerNice, Usage: "--adversary: run the attacker process under nice -n `N` (0: not niced)"},
+			&cli.StringFlag{Name: "attacker-sched", Value: DefaultAttackerSched, Usage: "--adversary: the attacker process's scheduling `POLICY`: idle (SCHED_IDLE, Linux) or normal (only niced)"},
+			&cli.DurationFlag{Name: "attack-lead", Usage: "--adversary: start the honest load once every attack has done something and `D` more (0: with the attacks)"},
 			&cli.BoolFlag{Name: "attacker-in-process", Usage: "--adversary: run the attacks in the bench's own process (the methodology before the attacker had its own)"},
 			&cli.BoolFlag{Name: "attacker-child", Hidden: true, Usage: "internal: be --adversary's attacker process"},
 			&cli.IntFlag{Name: "cluster", Usage: "run the DM load against `N` cluster nodes (child processes), peers spread round-robin"},
@@ -193,6 +198,13 @@ func action(c *cli.Context) error {
 		}
 		cfg.Attacks = c.StringSlice("attacks")
 		cfg.AttackerNice, cfg.AttackerInProcess = c.Int("attacker-nice"), c.Bool("attacker-in-process")
+		cfg.AttackerSched, cfg.AttackLead = c.String("attacker-sched"), c.Duration("attack-lead")
+		if cfg.AttackerSched != "idle" && cfg.AttackerSched != "normal" {
+			return cliui.UsageErrorf("--attacker-sched is idle or normal, not %q", cfg.AttackerSched)
+		}
+		if cfg.AttackLead < 0 {
+			return cliui.UsageErrorf("--attack-lead must not be negative")
+		}
 		res, err = RunAdversary(c.Context, cfg)
 	default:
 		res, err = Run(c.Context, cfg)
@@ -241,7 +253,14 @@ func reportAdversary(out *cliui.Out, r *AdversaryResult) {
 	if r.Attacker == "in-process" {
 		out.Linef("attacker    in the bench's own process (its CPU is part of the bench's)")
 	} else {
-		out.Linef("attacker    a child process, nice %d: %.2f s CPU while sending", r.AttackerNice, r.AttackerCPUSec)
+		policy := ""
+		if r.AttackerSched == "idle" {
+			policy = ", SCHED_IDLE"
+		}
+		out.Linef("attacker    a child process, nice %d%s: %.2f s CPU while sending", r.AttackerNice, policy, r.AttackerCPUSec)
+	}
+	if r.AttackLeadMs > 0 {
+		out.Linef("lead-in     the honest load began once every attack had done something, and %d ms more", r.AttackLeadMs)
 	}
 	out.Linef("broker cpu  %.2f s alone, %.2f s under attack, %.2f s alone again (%+.2f s)", r.BrokerCPUSec[0], r.BrokerCPUSec[1], r.BrokerCPUSec[2],
 		r.BrokerCPUSec[1]-(r.BrokerCPUSec[0]+r.BrokerCPUSec[2])/2)

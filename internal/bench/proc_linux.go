@@ -1,6 +1,14 @@
 package bench
 
-import "syscall"
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // childProcAttr puts the child broker in its own process group, so the
 // terminal's Ctrl-C reaches only the bench, which then reads the broker's
@@ -8,4 +16,29 @@ import "syscall"
 // bench dies without cleaning up (a second Ctrl-C, SIGKILL, a crash).
 func childProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// schedIdle moves every thread of this process to SCHED_IDLE, the policy
+// the kernel runs only when nothing else wants the CPU, and which any
+// other task preempts on waking. Threads the runtime starts later are
+// cloned from these and inherit it. --adversary's attacker process uses
+// it: on the internet the attacker's CPU is someone else's machine, and
+// nice 19 alone still let it keep a core for the rest of its slice when
+// the broker or the honest load woke (EEVDF's run-to-parity).
+func schedIdle() error {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("SCHED_IDLE for thread %d: %w", tid, err)
+		}
+	}
+	return nil
 }

@@ -2,10 +2,17 @@
 
 package bench
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
 // childProcAttr puts the child broker in its own process group, so the
 // terminal's Ctrl-C reaches only the bench, which stops the broker itself.
 func childProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
+
+// schedIdle is Linux's (proc_linux.go): elsewhere the attacker process
+// is only niced.
+func schedIdle() error { return errors.ErrUnsupported }

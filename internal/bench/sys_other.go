@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"errors"
 	"syscall"
 	"time"
 )
@@ -12,3 +13,7 @@ func raiseFileLimit() error { return nil }
 func childProcAttr() *syscall.SysProcAttr { return nil }
 
 func selfCPU() time.Duration { return 0 }
+
+// schedIdle is Linux's (proc_linux.go): elsewhere the attacker process
+// is only niced.
+func schedIdle() error { return errors.ErrUnsupported }
