@@ -178,7 +178,10 @@ func stateOf(c *cli.Context) *runState {
 // code; main is `os.Exit(cliui.Run(app, os.Args, os.Stdout, os.Stderr))`.
 // SIGINT and SIGTERM cancel the commands' context (c.Context); a second
 // signal kills the process as usual, so a command that ignores its context
-// can still be stopped. A command ended by a signal exits 130, silently.
+// can still be stopped. A command ended by a signal exits 130, silently,
+// unless it returns an *Error with code interrupted: that one says what
+// the command left undone. A command may take the signals for a while
+// (TakeSignals, Hold) to handle them itself.
 //
 // Run catches the signals before it runs anything, except for the commands
 // marked ReadOnly (and help, --version and a group's list of commands): it
@@ -190,14 +193,15 @@ func stateOf(c *cli.Context) *runState {
 // in any program before it sets up handlers: the process ends by the
 // signal, with nothing half done. Every other command (anything that
 // writes a file, or asks a broker or the daemon to change something) only
-// ever sees a signal as its context's cancellation, so the sections that
-// ignore the context (an install's files, a join's enrolment and saved
-// key) run to their end.
+// ever sees a signal as its context's cancellation (or, while it holds
+// them, on TakeSignals' channel), so the sections that ignore the context
+// (an install's files, a join's enrolment and saved key) run to their end.
 func Run(app *cli.App, argv []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &signals{cancel: cancel, done: ctx.Done()}
 	defer s.release()
+	ctx = context.WithValue(ctx, signalsKey{}, s)
 	if len(argv) == 0 {
 		argv = []string{app.Name}
 	}
@@ -276,14 +280,23 @@ var signalsCaught func()
 
 // signals is Run's handling of SIGINT and SIGTERM: the first one cancels
 // the command's context and gives the signals their default handling back,
-// so that a second one kills the process.
+// so that a second one kills the process. A command may take the signals
+// over for a while (TakeSignals): the watcher that does the above stops,
+// and the command reads the channel itself until it gives them back.
 type signals struct {
 	cancel context.CancelFunc
 	done   <-chan struct{} // the command's context's
 	mu     sync.Mutex
 	ch     chan os.Signal // nil until caught
 	closed bool           // Run returned
+	// stop ends the watcher, which closes stopped when it returns; both
+	// are nil while no watcher runs (not caught yet, or taken).
+	stop, stopped chan struct{}
+	st            *runState // where Hold's note goes; nil before runParsed
 }
+
+// signalsKey is the context key of the command's *signals.
+type signalsKey struct{}
 
 func (s *signals) catch() {
 	s.mu.Lock()
@@ -291,19 +304,93 @@ func (s *signals) catch() {
 	if s.closed || s.ch != nil {
 		return
 	}
-	s.ch = make(chan os.Signal, 1)
+	s.notify()
+	s.watch()
+	if signalsCaught != nil {
+		signalsCaught()
+	}
+}
+
+// notify starts catching the signals on s.ch (s.mu held). Its buffer
+// holds the signals a command that took them has not read yet.
+func (s *signals) notify() {
+	s.ch = make(chan os.Signal, 4)
 	signal.Notify(s.ch, os.Interrupt, syscall.SIGTERM)
+}
+
+// watch starts the watcher on s.ch (s.mu held): the first signal cancels
+// the command's context and restores the default handling.
+func (s *signals) watch() {
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	s.stop, s.stopped = stop, stopped
 	go func(ch chan os.Signal) {
+		defer close(stopped)
 		select {
 		case <-ch:
 			s.cancel()
 			signal.Stop(ch) // the second signal: the default handling
 		case <-s.done:
+		case <-stop:
 		}
 	}(s.ch)
-	if signalsCaught != nil {
-		signalsCaught()
+}
+
+// take stops the watcher and returns the channel the signals arrive on
+// from now on, catching them now if Run has not yet (a read-only command
+// in its signalDelay); nil once Run returned. A signal the watcher
+// handled before has cancelled the context (and nothing arrives on the
+// channel any more); one it had not read yet is still in the channel.
+func (s *signals) take() chan os.Signal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
 	}
+	if s.ch == nil {
+		s.notify()
+		return s.ch
+	}
+	if s.stop != nil {
+		close(s.stop)
+		<-s.stopped
+		s.stop, s.stopped = nil, nil
+	}
+	return s.ch
+}
+
+// giveBack ends a take: after a signal (interrupted), or if one had ended
+// the context before the take, the context is cancelled and the default
+// handling restored, as the watcher would have done; otherwise the
+// watcher runs again.
+func (s *signals) giveBack(interrupted bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.ch == nil || s.stop != nil {
+		return
+	}
+	select {
+	case <-s.done:
+		interrupted = true
+	default:
+	}
+	if interrupted {
+		s.cancel()
+		signal.Stop(s.ch)
+		return
+	}
+	s.watch()
+}
+
+func (s *signals) state() *runState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st
+}
+
+func (s *signals) setState(st *runState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st = st
 }
 
 // release stops catching signals (or starting to) when Run returns.
@@ -343,6 +430,9 @@ func runParsed(ctx context.Context, app *cli.App, argv []string, p *parsedArgs, 
 	st.style = NewStyle(ColorEnabledFor(stdout, noColor))
 	st.errStyle = NewStyle(ColorEnabledFor(stderr, noColor))
 	prepare(app, st)
+	if s, ok := ctx.Value(signalsKey{}).(*signals); ok {
+		s.setState(st)
+	}
 
 	if p.help {
 		renderHelp(st.stdout, app, p.path, st.style)
@@ -612,7 +702,10 @@ func (st *runState) report(err error, interrupted bool) int {
 	}
 	e := classify(err, interrupted)
 	code := e.exit()
-	if e.Code == CodeInterrupted {
+	var said *Error
+	if e.Code == CodeInterrupted && !(errors.As(err, &said) && said.Code == CodeInterrupted) {
+		// Interrupted, with nothing to say. A command that returns an
+		// *Error with code interrupted says what it left undone.
 		return code
 	}
 	st.mu.Lock()

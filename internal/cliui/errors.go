@@ -118,7 +118,8 @@ const (
 	ExitConflict    = 6
 	ExitTimeout     = 7
 	// ExitInterrupted is the shell convention for death by SIGINT (128+2);
-	// a command stopped with Ctrl-C ends with it, silently.
+	// a command stopped with Ctrl-C ends with it, silently unless it
+	// returns an *Error with code interrupted (Run).
 	ExitInterrupted = 130
 )
 

@@ -4,6 +4,7 @@ package cliui
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +23,12 @@ func TestMain(m *testing.M) {
 	switch mode := os.Getenv(envSignalChild); mode {
 	case "1", "early", "writer":
 		signalChild(mode)
+		return
+	case "take":
+		takeChild()
+		return
+	case "hold":
+		holdChild()
 		return
 	}
 	os.Exit(m.Run())
@@ -159,5 +166,140 @@ func testSecondSignalKills(t *testing.T, mode string) {
 		case <-deadline:
 			t.Fatal("a second SIGTERM did not kill the child: its handler was not restored")
 		}
+	}
+}
+
+// takeChild signals itself and at once takes the signals: the signal
+// must be seen, either by Run before the take (TakeSignals fails) or on
+// the channel after it, whichever way the two race.
+func takeChild() {
+	cmd := &cli.Command{Name: "take", Action: func(c *cli.Context) error {
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		g, err := TakeSignals(c.Context)
+		if err != nil {
+			fmt.Println("before")
+			return err
+		}
+		select {
+		case <-g.C:
+			fmt.Println("taken")
+			g.Release(true)
+			return c.Context.Err()
+		case <-time.After(10 * time.Second):
+			fmt.Println("missed")
+			return nil
+		}
+	}}
+	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
+	os.Exit(Run(app, []string{"claudemesh", "take"}, os.Stdout, os.Stderr))
+}
+
+// TestTakeSignalsHasNoGap: a SIGTERM that lands just as a command takes
+// the signals is never lost between Run and the command, and the command
+// ends interrupted (exit 130) either way. Each child races its own
+// signal against its take once.
+func TestTakeSignalsHasNoGap(t *testing.T) {
+	seen := map[string]int{}
+	for range 20 {
+		cmd, lines := startSignalChild(t, "take")
+		if !lines.Scan() {
+			t.Fatalf("child printed nothing (%v)", lines.Err())
+		}
+		got := lines.Text()
+		if got != "before" && got != "taken" {
+			t.Fatalf("child printed %q: the signal was lost", got)
+		}
+		seen[got]++
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != ExitInterrupted {
+			t.Fatalf("child (%s) ended with %v, want exit %d", got, err, ExitInterrupted)
+		}
+	}
+	t.Logf("seen by Run before the take / on the channel after it: %v", seen)
+}
+
+// holdChild runs Hold with a request that prints "asking" and then waits
+// for a line on stdin (its answer) or for its context to end (abandoned).
+// Its stderr is its stdout, so the test reads the note in order.
+func holdChild() {
+	cmd := &cli.Command{Name: "hold", Action: func(c *cli.Context) error {
+		err := Hold(c.Context, "waiting for the answer", func(ctx context.Context) error {
+			answer := make(chan struct{})
+			go func() {
+				bufio.NewReader(os.Stdin).ReadString('\n')
+				close(answer)
+			}()
+			fmt.Println("asking")
+			select {
+			case <-answer:
+				fmt.Println("answered")
+				return nil
+			case <-ctx.Done():
+				return Errorf(CodeInterrupted, "abandoned")
+			}
+		})
+		fmt.Printf("context ended: %v\n", c.Context.Err() != nil)
+		return err
+	}}
+	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
+	os.Exit(Run(app, []string{"claudemesh", "--no-color", "hold"}, os.Stdout, os.Stdout))
+}
+
+// TestHold: the first SIGTERM during Hold prints the note and the
+// request goes on (its answer is used: the command returns it and exits
+// 0, its context ended so that what follows knows it was interrupted); a
+// second one abandons it, and the command's error is printed (exit 130),
+// not swallowed as a silent interruption.
+func TestHold(t *testing.T) {
+	for _, second := range []bool{false, true} {
+		t.Run(map[bool]string{false: "answered", true: "abandoned"}[second], func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), envSignalChild+"=hold")
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() }) // a stuck child fails the test
+			lines := bufio.NewScanner(out)
+			expect := func(want string) {
+				t.Helper()
+				if !lines.Scan() || lines.Text() != want {
+					t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
+				}
+			}
+			expect("asking")
+			cmd.Process.Signal(syscall.SIGTERM)
+			expect("  … waiting for the answer")
+			if second {
+				cmd.Process.Signal(syscall.SIGTERM)
+				expect("context ended: true")
+				expect("  ✘ abandoned")
+			} else {
+				stdin.Write([]byte("\n"))
+				expect("answered")
+				expect("context ended: true")
+			}
+			err = cmd.Wait()
+			if !second {
+				// The command returned the answer: a success.
+				if err != nil {
+					t.Fatalf("child ended with %v, want exit 0", err)
+				}
+				return
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != ExitInterrupted {
+				t.Fatalf("child ended with %v, want exit %d", err, ExitInterrupted)
+			}
+		})
 	}
 }
