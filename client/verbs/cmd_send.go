@@ -25,7 +25,11 @@ func sendCommand() *cli.Command {
 				"members queued). MESSAGE words are joined with single spaces; a lone - reads the message from stdin\n"+
 				"(one trailing newline dropped). At most 64 KiB.\n"+
 				"Status: sent (pushed to a connected recipient), queued (held by the broker for an offline one) or,\n"+
-				"with --wait, delivered (the recipient's client acknowledged it).",
+				"with --wait, delivered (the recipient's client acknowledged it).\n"+
+				"Ctrl-C (SIGINT, SIGTERM) before the message is handed to the daemon or the broker ends send with\n"+
+				"nothing sent. Once it is, a first Ctrl-C keeps waiting for their answer, up to 30 s, so the message is\n"+
+				"neither lost nor sent twice, and prints it; a second one stops waiting and says how to check. During\n"+
+				"--wait's wait, after the answer, Ctrl-C ends send (exit 130).",
 			"claudemesh send bob \"the build is green\"",
 			"claudemesh send '*' deploy starts in 5 minutes --priority now",
 			"claudemesh send @ops \"disk almost full on db-2\" --json",
@@ -147,6 +151,14 @@ func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 	}
 	printSent(e, m.Slug, res)
 	return nil
+}
+
+// heldNote is what a send says on stderr at its first signal while it
+// waits for from's answer, the daemon's or the broker's (cliui.Hold).
+// Both waits are bounded at 30 s (the daemon API client's timeout,
+// opTimeout).
+func heldNote(from string) string {
+	return "interrupted: waiting up to 30 s for the " + from + "'s answer, so that the message is neither lost nor sent twice; a second Ctrl-C stops waiting"
 }
 
 // printSent says honestly what happened: accepted into the daemon's outbox

@@ -72,21 +72,38 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		var err error
 		stream, err = v.api.Events(ctx, "", "mesh="+url.QueryEscape(m.Slug))
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err() // interrupted: nothing was sent
+			}
 			return nil, daemonError(err)
 		}
 		defer stream.Close()
 	}
-	// The accept is not interrupted: a SIGINT or SIGTERM (send catches
-	// them from its start, 04-cli) must not abandon a request the daemon
-	// may already have put in its outbox, which would leave the caller
-	// not knowing whether to send again. The round trip is local but the
-	// daemon may wait on the broker meanwhile (a mesh still connecting,
-	// a name it must look up: up to ~10 s); it is bounded by the API
-	// client's timeout (30 s), and a second signal still kills.
-	// What the daemon answers is printed, so an accepted message is
-	// always reported.
-	resp, err := v.api.Send(context.WithoutCancel(ctx), body)
+	// The accept is not abandoned at the first signal (cliui.Hold): a
+	// SIGINT or SIGTERM (send catches them from its start, 04-cli) must
+	// not abandon a request the daemon may already have put in its
+	// outbox, which would leave the caller not knowing whether to send
+	// again. The round trip is local but the daemon may wait on the
+	// broker meanwhile (a mesh still connecting, a name it must look up:
+	// up to ~10 s), so the first signal says on stderr what send waits
+	// for; the wait is bounded by the API client's timeout (30 s). What
+	// the daemon answers is printed, so an accepted message is always
+	// reported. A second signal stops waiting, with an error that says
+	// the outcome is unknown and how to find out.
+	var resp *localapi.SendResponse
+	err := cliui.Hold(ctx, heldNote("daemon"), func(hctx context.Context) error {
+		var err error
+		resp, err = v.api.Send(hctx, body)
+		if err != nil && hctx.Err() != nil {
+			return daemonAbandoned(req.ClientMessageID, err)
+		}
+		return err
+	})
 	if err != nil {
+		var ce *cliui.Error
+		if errors.As(err, &ce) && ce.Code == cliui.CodeInterrupted || errors.Is(err, context.Canceled) {
+			return nil, err
+		}
 		return nil, daemonError(err)
 	}
 	res := &sendResult{MessageID: resp.MessageID, ClientMessageID: resp.ClientMessageID, Status: resp.Status,
@@ -104,6 +121,22 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		return res, nil
 	}
 	return v.waitDelivered(ctx, stream, res, req.WaitTimeout)
+}
+
+// daemonAbandoned is a send whose accept a second signal stopped waiting
+// for: the daemon may or may not have taken the message. With the
+// caller's clientMessageId (--id) it can be sent again safely; without
+// one the daemon's outbox tells.
+func daemonAbandoned(cmid string, cause error) error {
+	e := cliui.Errorf(cliui.CodeInterrupted, "stopped waiting for the daemon's answer: it may or may not have taken the message").
+		WithHint("check with claudemesh daemon outbox list before you send it again (a send with --id ID can be repeated without a duplicate)")
+	if cmid != "" {
+		e.Message = "stopped waiting for the daemon's answer: it may or may not have taken message " + cmid
+		e.Hint = "check with claudemesh daemon outbox list, or send the same message again with --id " + cmid + " (the daemon does not send it twice)"
+		e.ClientMessageID = cmid
+	}
+	e.Cause = cause
+	return e
 }
 
 // waitDelivered follows outbox_status events of the row until delivered.
