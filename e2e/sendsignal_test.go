@@ -6,14 +6,19 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"claudemesh/daemon/localapi"
 )
@@ -196,5 +201,130 @@ func TestDaemonSendSaysWhatASignalWaitsFor(t *testing.T) {
 				t.Fatalf("send exited %d; stderr %q: want 130 and an error that says the outcome is unknown and how to retry", code, errText)
 			}
 		})
+	}
+}
+
+// TestDirectSendWaitsForTheAckAfterASignal: `send --no-daemon` signalled
+// while the broker's ack is on its way keeps waiting for it (saying so on
+// stderr) and prints the result; a second signal stops waiting, and the
+// error names the message's id, to check it with and to retry with
+// --id, which the broker never takes twice. It used to give up at the first signal, the
+// message sent or not. A websocket proxy in front of the broker holds
+// what the broker says after the send frame, and signals the sender.
+func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--public-url", "ws://"+ln.Addr().String()+"/ws")
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: b.addr})
+	// sender, when set, is signalled when its send frame has gone to the
+	// broker; the broker's answers are then held until release closes.
+	var sender atomic.Pointer[signalledSend]
+	var release atomic.Pointer[chan struct{}]
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !websocket.IsWebSocketUpgrade(r) {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		bc, _, err := websocket.DefaultDialer.Dial("ws://"+b.addr+r.URL.RequestURI(), nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer bc.Close()
+		cc, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer cc.Close()
+		var hold atomic.Pointer[chan struct{}]
+		go func() {
+			defer cc.Close()
+			for {
+				mt, data, err := bc.ReadMessage()
+				if err != nil {
+					return
+				}
+				if h := hold.Load(); h != nil {
+					<-*h
+				}
+				if cc.WriteMessage(mt, data) != nil {
+					return
+				}
+			}
+		}()
+		for {
+			mt, data, err := cc.ReadMessage()
+			if err != nil {
+				return
+			}
+			var f struct{ Type string }
+			json.Unmarshal(data, &f)
+			s := sender.Load()
+			if f.Type == "send" && s != nil {
+				hold.Store(release.Load())
+			}
+			if bc.WriteMessage(mt, data) != nil {
+				return
+			}
+			if f.Type == "send" && s != nil {
+				s.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	users := setupMesh(t, b, "alice", "bob")
+	alice := users[0]
+	for _, second := range []bool{false, true} {
+		t.Run(map[bool]string{false: "answered", true: "abandoned"}[second], func(t *testing.T) {
+			rel := make(chan struct{})
+			release.Store(&rel)
+			body := "hello " + map[bool]string{false: "once", true: "twice"}[second]
+			s := startSend(t, alice, "send", "bob", body)
+			sender.Store(s)
+			s.waitLine("waiting up to 30 s for the broker's answer, so that the message is neither lost nor sent twice; a second Ctrl-C stops waiting")
+			if second {
+				s.cmd.Process.Signal(syscall.SIGTERM)
+			} else {
+				close(rel)
+			}
+			code := s.wait()
+			sender.Store(nil)
+			if !second {
+				if code != 0 || !strings.Contains(s.stdout.String(), "queued for bob") {
+					t.Fatalf("send exited %d; stdout %q, stderr %q: want the ack", code, s.stdout.String(), s.errText())
+				}
+				return
+			}
+			close(rel)
+			errText := s.errText()
+			i := strings.Index(errText, "stopped waiting for the broker's answer: message ")
+			if code != 130 || i < 0 {
+				t.Fatalf("send exited %d; stderr %q: want 130 and an error that says the outcome is unknown", code, errText)
+			}
+			id, _, _ := strings.Cut(errText[i+len("stopped waiting for the broker's answer: message "):], " ")
+			if !strings.Contains(errText, "--id "+id) {
+				t.Fatalf("stderr %q does not say to retry with --id %s", errText, id)
+			}
+			// What it suggests: the message is found by its id, and a
+			// retry with it sends nothing twice.
+			if out := alice.ok("message", "status", id).stdout; !strings.Contains(out, "to bob") {
+				t.Fatalf("message status %s: %q", id, out)
+			}
+			alice.fails(6, "idempotency_key_reused", "send", "bob", body, "--id", id)
+			t.Logf("stderr: %s", errText)
+		})
+	}
+	var got []string
+	for _, r := range users[1].inbox() {
+		got = append(got, r.body())
+	}
+	if strings.Join(got, "|") != "hello once|hello twice" {
+		t.Fatalf("bob's inbox: %q, want each message once", got)
 	}
 }

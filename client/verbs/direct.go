@@ -130,10 +130,12 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithTimeout(ctx, opTimeout)
-	ack, err := c.Send(sctx, s)
-	cancel()
+	ack, err := sendAcked(ctx, c, s, cmid, "check with claudemesh message status "+cmid)
 	if err != nil {
+		var ce *cliui.Error
+		if errors.As(err, &ce) && ce.Code == cliui.CodeInterrupted {
+			return nil, err
+		}
 		if code := client.CodeOf(err); code == client.CodeTimeout || code == client.CodeConnectionClosed {
 			// The frame may have reached the broker: say how to find out
 			// instead of inviting a blind re-send.
@@ -166,7 +168,10 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	if res.OnlineNow > 0 {
 		res.Status = "sent"
 	}
-	if !req.Wait {
+	if !req.Wait || ctx.Err() != nil {
+		// Signalled while the broker answered: report the ack (--json
+		// too) instead of starting a wait that would end at once in a
+		// silent interruption.
 		return res, nil
 	}
 	if res.Recipients == 0 {
@@ -208,6 +213,34 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	}
 	res.Status = "delivered"
 	return res, nil
+}
+
+// sendAcked sends s on c and waits for the broker's ack, at most
+// opTimeout. A first SIGINT or SIGTERM does not abandon the wait
+// (cliui.Hold): the broker may already hold the message, and a caller
+// told only "interrupted" could not know whether to send it again. A
+// second one does, and the error (exit 130) says that the outcome is
+// unknown and how to find out (check) and retry without a duplicate: the
+// broker never takes the message's clientMessageId cmid twice. (A
+// re-send is sealed afresh, so the broker refuses it as
+// idempotency_key_reused rather than answering it as a duplicate.)
+func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check string) (*wire.Ack, error) {
+	var ack *wire.Ack
+	err := cliui.Hold(ctx, heldNote("broker"), func(hctx context.Context) error {
+		sctx, cancel := context.WithTimeout(hctx, opTimeout)
+		defer cancel()
+		var err error
+		ack, err = c.Send(sctx, s)
+		if err != nil && hctx.Err() != nil {
+			e := cliui.Errorf(cliui.CodeInterrupted, "stopped waiting for the broker's answer: message %s may or may not have been accepted", cmid).
+				WithHint(check+" before you send it again; with --id "+cmid+" it cannot be sent twice (if the broker has it, it refuses the new one: idempotency_key_reused)").
+				WithMessage("", cmid)
+			e.Cause = err
+			return e
+		}
+		return err
+	})
+	return ack, err
 }
 
 func (d *direct) Peers(ctx context.Context, meshes []config.Mesh, all bool) []meshPeers {
