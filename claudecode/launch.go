@@ -150,6 +150,28 @@ func launch(c *cli.Context) error {
 	}
 	defer api.Do(context.Background(), "DELETE", "/v1/sessions/"+tok, nil, nil)
 
+	// From here on launch handles SIGINT and SIGTERM itself (Run caught
+	// them from launch's start, as for every command that is not
+	// read-only): TakeSignals has no gap, so a signal that came while the
+	// session was registered either ended the command's context or
+	// waits in sigs.C. Either way claude is not started and no session
+	// line is printed for a session being torn down: the deferred calls
+	// deregister it and remove the token file. A signal after the check
+	// goes on to claude once it runs.
+	sigs, err := cliui.TakeSignals(c.Context)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-sigs.C:
+		sigs.Release(true)
+		return context.Canceled
+	default:
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	args := []string{"--dangerously-load-development-channels", "server:claudemesh", "--session-id", sessionID}
 	if c.Bool("yes") {
 		args = append(args, "--dangerously-skip-permissions")
@@ -161,17 +183,8 @@ func launch(c *cli.Context) error {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), mcp.EnvTokenFile+"="+tokFile)
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	if err := c.Context.Err(); err != nil {
-		// A SIGINT or SIGTERM before launch caught them itself (Run
-		// caught it): claude is not started, and the deferred calls
-		// deregister the session and remove the token file. One from
-		// now on goes to sigs and on to claude.
-		return err
-	}
 	if err := cmd.Start(); err != nil {
+		sigs.Release(false)
 		return cliui.Errorf("claude_not_found", "cannot run %s: %v", bin, err).WithHint("install Claude Code, or set CLAUDE_BIN to its path")
 	}
 	done := make(chan error, 1)
@@ -180,12 +193,19 @@ func launch(c *cli.Context) error {
 wait:
 	for {
 		select {
-		case sig := <-sigs:
+		case sig := <-sigs.C:
+			cmd.Process.Signal(sig)
+		case sig := <-hup:
 			cmd.Process.Signal(sig)
 		case waitErr = <-done:
 			break wait
 		}
 	}
+	// Claude has exited: Run handles a signal from now on (the first
+	// cancels the command's context, which the cleanup below does not
+	// read; a second kills, and the daemon's reaper then deregisters
+	// the session of a process that is gone).
+	sigs.Release(false)
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
@@ -198,8 +218,9 @@ wait:
 	os.Remove(tokFile)
 	if code != 0 {
 		// claude's exit code, passed through (claude said why itself).
-		// Not a returned error: after a forwarded Ctrl-C the command's
-		// context is cancelled, and the code must still be claude's.
+		// Not a returned error: after a signal during the cleanup the
+		// command's context is cancelled, and the code must still be
+		// claude's.
 		os.Exit(code)
 	}
 	return nil

@@ -27,6 +27,10 @@ func TestMain(m *testing.M) {
 		installChild()
 		return
 	}
+	if os.Getenv(envLaunchChild) == "1" {
+		launchChild()
+		return
+	}
 	os.Exit(m.Run())
 }
 
