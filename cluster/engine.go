@@ -167,10 +167,30 @@ type Engine struct {
 
 // entry is one entry of the log: its sequence and the redo it carries.
 type entry struct {
-	seq  uint64
-	data []byte
-	node string // the node that wrote it (turns.go)
-	err  error  // its metadata could not be read
+	seq    uint64
+	data   []byte
+	node   string // the node that wrote it (turns.go)
+	schema string // its schemaHeader ("" from a build before it)
+	err    error  // its metadata could not be read
+}
+
+// schemaHeader carries, on every entry, the store schema of the node that
+// wrote it (store.SchemaVersion). An entry is a redo log of that layout:
+// a node on another schema (an upgrade that left one node behind, which
+// docs/operating-a-broker.md says not to do) would apply it to its own
+// layout and drift quietly. It halts instead, naming both versions.
+// Entries written before the header existed carry none and are applied.
+const schemaHeader = "Claudemesh-Schema"
+
+// ourSchema is this build's value of schemaHeader.
+var ourSchema = strconv.Itoa(store.SchemaVersion)
+
+// checkSchema refuses an entry written on another schema.
+func checkSchema(m entry) error {
+	if m.schema == "" || m.schema == ourSchema {
+		return nil
+	}
+	return fmt.Errorf("cluster: entry %d was written by node %q on store schema %s; this node's is %s: every node must run the same claudemesh version; upgrade this node (or roll the writer back) and restart it", m.seq, m.node, m.schema, ourSchema)
 }
 
 type write struct {
@@ -337,7 +357,7 @@ func (e *Engine) follow(ctx context.Context) error {
 		return fmt.Errorf("cluster: follow the log: %w", err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		en := entry{data: m.Data(), node: writerOf(m.Headers().Get(jetstream.MsgIDHeader))}
+		en := entry{data: m.Data(), node: writerOf(m.Headers().Get(jetstream.MsgIDHeader)), schema: m.Headers().Get(schemaHeader)}
 		if md, err := m.Metadata(); err != nil {
 			en.err = err
 		} else {
@@ -646,6 +666,9 @@ func (e *Engine) applyEntries(msgs []entry) {
 			}
 			if seq != applied+1 {
 				return gapError(applied, seq)
+			}
+			if err := checkSchema(m); err != nil {
+				return err
 			}
 			var changes []Change
 			err := store.ApplyRedo(tx, m.data, func(op *store.RedoOp, old []byte) {
@@ -977,7 +1000,7 @@ func (e *Engine) publish(data []byte, last uint64) (uint64, error) {
 	id := e.node + "-" + e.startID + "-" + strconv.FormatUint(e.msgSeq, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), e.opts.PublishTimeout)
 	defer cancel()
-	msg := &nats.Msg{Subject: e.subject, Data: data, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: e.subject, Data: data, Header: nats.Header{schemaHeader: []string{ourSchema}}}
 	for {
 		ack, err := e.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectLastSequence(last))
 		if err == nil {

@@ -159,7 +159,7 @@ func (e *Engine) fetchThrough(ctx context.Context, applied, target uint64) {
 				target = next - 1
 				break
 			}
-			batch = append(batch, entry{seq: m.Sequence, data: m.Data, node: writerOf(m.Header.Get(jetstream.MsgIDHeader))})
+			batch = append(batch, entry{seq: m.Sequence, data: m.Data, node: writerOf(m.Header.Get(jetstream.MsgIDHeader)), schema: m.Header.Get(schemaHeader)})
 		}
 		if len(batch) == 0 {
 			return
