@@ -104,6 +104,7 @@ func (r *run) startAttackerProcess(ctx context.Context, mallory client.MeshIdent
 		Idle: r.cfg.AttackerSched == "idle", LeadMs: r.cfg.AttackLead.Milliseconds()}
 	line, _ := json.Marshal(spec)
 	started := make(chan error, 1)
+	answerWait := 30*time.Second + startWait + r.cfg.AttackLead
 	go func() {
 		if _, err := p.stdin.Write(append(line, '\n')); err != nil {
 			started <- err
@@ -119,8 +120,8 @@ func (r *run) startAttackerProcess(ctx context.Context, mallory client.MeshIdent
 	case err = <-started:
 	case <-ctx.Done():
 		err = ctx.Err()
-	case <-time.After(30*time.Second + startWait + r.cfg.AttackLead):
-		err = errors.New("no answer in time")
+	case <-time.After(answerWait):
+		err = fmt.Errorf("no answer in %v", answerWait)
 	}
 	if err != nil {
 		cmd.Process.Kill()
@@ -190,7 +191,8 @@ func RunAttackerChild(ctx context.Context, in io.Reader, out io.Writer) error {
 	stats := &AdversaryStats{}
 	a := startAttacks(ctx, mallory, spec.Attacks, stats)
 	if err := a.leadIn(ctx, time.Duration(spec.LeadMs)*time.Millisecond); err != nil {
-		a.stop()
+		a.cancel() // not stop, which would wait for the attacks again
+		a.wg.Wait()
 		return fmt.Errorf("attacker: %w", err)
 	}
 	if _, err := io.WriteString(out, "started\n"); err != nil {
