@@ -9,6 +9,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os/exec"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -71,5 +73,174 @@ func TestJoinSurvivesASignal(t *testing.T) {
 	if got := bob.whoami().Meshes; len(got) != 1 {
 		t.Fatalf("bob's join, signalled while the broker answered: %v; stdout %q, stderr %q; his config holds %d meshes, but the broker enrolled his key",
 			err, out.String(), errb.String(), len(got))
+	}
+}
+
+// answerHolder is a proxy in front of a broker's REST API. Armed, it lets
+// the next POST to path reach the broker (which acts on it whatever the
+// client does next), signals the client (SIGTERM) and holds the broker's
+// answer until the test releases it, or until the client is gone.
+type answerHolder struct {
+	url   string // http://host:port of the proxy
+	path  string
+	armed atomic.Pointer[heldAnswer]
+}
+
+// heldAnswer is one armed hold: the test sends the client's process on
+// proc once started, closes release to hand the answer over, and gone is
+// closed if the client gave up the request instead.
+type heldAnswer struct {
+	proc          chan *signalledSend
+	release, gone chan struct{}
+}
+
+// newAnswerHolder serves the proxy on ln, in front of the broker at
+// brokerAddr.
+func newAnswerHolder(t *testing.T, ln net.Listener, brokerAddr, path string) *answerHolder {
+	a := &answerHolder{url: "http://" + ln.Addr().String(), path: path}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: brokerAddr})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := a.armed.Load()
+		if r.Method != http.MethodPost || r.URL.Path != a.path || h == nil || !a.armed.CompareAndSwap(h, nil) {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		rp.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+		(<-h.proc).cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-h.release:
+		case <-r.Context().Done():
+			close(h.gone)
+			return
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return a
+}
+
+// arm holds the answer to the next request (see answerHolder).
+func (a *answerHolder) arm() *heldAnswer {
+	h := &heldAnswer{proc: make(chan *signalledSend, 1), release: make(chan struct{}), gone: make(chan struct{})}
+	a.armed.Store(h)
+	return h
+}
+
+// TestJoinSaysWhatASignalWaitsFor: a join signalled while the broker
+// answers its enrolment says on stderr, at the first signal, what it
+// waits for (the broker may have enrolled the key, which must be saved)
+// and saves the key when the answer comes. A second signal stops waiting
+// with an error (exit 130) that says the key may have been enrolled and
+// was not saved, and how to find out; what it suggests is checked: the
+// same join is refused as name_taken (the broker had enrolled the lost
+// key), and one with another --name goes through while the invite has
+// uses left. Join used to wait silently, and a second signal killed it
+// without a word.
+func TestJoinSaysWhatASignalWaitsFor(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--public-url", "ws://"+ln.Addr().String()+"/ws")
+	proxy := newAnswerHolder(t, ln, b.addr, "/v1/join")
+	alice := newUser(t, "alice")
+	alice.createMesh(b, "Test Mesh", "test")
+
+	for _, second := range []bool{false, true} {
+		t.Run(map[bool]string{false: "answered", true: "abandoned"}[second], func(t *testing.T) {
+			link := alice.invite("--uses", "2").Link
+			joiner := newUser(t, map[bool]string{false: "bob", true: "carol"}[second])
+			h := proxy.arm()
+			s := startSend(t, joiner, "join", link, "--name", joiner.name)
+			h.proc <- s
+			s.waitLine("interrupted: waiting up to 30 s for the broker's answer, so that the key it may already have enrolled (spending the invite's use) is saved; a second Ctrl-C stops waiting")
+			if !second {
+				close(h.release)
+				code := s.wait()
+				if code != 0 || !strings.Contains(s.stdout.String(), "joined Test Mesh (test) as bob") || len(joiner.whoami().Meshes) != 1 {
+					t.Fatalf("join exited %d; stdout %q, stderr %q: want the key saved and the join printed", code, s.stdout.String(), s.errText())
+				}
+				return
+			}
+			s.cmd.Process.Signal(syscall.SIGTERM)
+			code := s.wait()
+			<-h.gone
+			errText := s.errText()
+			t.Logf("stderr: %s", errText)
+			if code != 130 || !strings.Contains(errText, "may or may not have enrolled your new key in test as carol, and the key was not saved here") ||
+				!strings.Contains(errText, "run the same join again") {
+				t.Fatalf("join exited %d; stderr %q: want 130 and an error that says the key may be enrolled and was not saved", code, errText)
+			}
+			if n := len(joiner.whoami().Meshes); n != 0 {
+				t.Fatalf("carol's config holds %d meshes after the abandoned join", n)
+			}
+			// What the hint says: the same join tells that the broker
+			// had enrolled the lost key, and another name still joins
+			// while the invite has a use left.
+			joiner.fails(6, "name_taken", "join", link, "--name", "carol")
+			var m meshJSON
+			joiner.json(&m, "join", link, "--name", "carol2")
+			if m.Slug != "test" {
+				t.Fatalf("join as carol2: %+v", m)
+			}
+		})
+	}
+}
+
+// TestMeshCreateSaysWhatASignalWaitsFor: mesh create signalled while the
+// broker answers the creation says on stderr, at the first signal, what
+// it waits for and saves the mesh when the answer comes. A second signal
+// stops waiting with an error (exit 130) that says the mesh may have been
+// created and nothing was saved, and how to find out; the same mesh
+// create is then refused as slug_taken, as the hint says. Mesh create
+// used to wait silently, and a second signal killed it without a word.
+func TestMeshCreateSaysWhatASignalWaitsFor(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	proxy := newAnswerHolder(t, ln, b.addr, "/v1/admin/meshes")
+
+	for _, second := range []bool{false, true} {
+		t.Run(map[bool]string{false: "answered", true: "abandoned"}[second], func(t *testing.T) {
+			u := newUser(t, "alice")
+			slug := map[bool]string{false: "held", true: "lost"}[second]
+			args := []string{"mesh", "create", "Held Mesh", "--slug", slug, "--broker", proxy.url,
+				"--operator-token-file", b.tokenFile(), "--name", "alice"}
+			h := proxy.arm()
+			s := startSend(t, u, args...)
+			h.proc <- s
+			s.waitLine("interrupted: waiting for the broker to create the mesh and prove its key (up to 30 s each), so that the owner key of a mesh it may already have created is saved; a second Ctrl-C stops waiting")
+			if !second {
+				close(h.release)
+				code := s.wait()
+				if code != 0 || !strings.Contains(s.stdout.String(), "created mesh Held Mesh (held)") || len(u.whoami().Meshes) != 1 {
+					t.Fatalf("mesh create exited %d; stdout %q, stderr %q: want the mesh saved and printed", code, s.stdout.String(), s.errText())
+				}
+				return
+			}
+			s.cmd.Process.Signal(syscall.SIGTERM)
+			code := s.wait()
+			<-h.gone
+			errText := s.errText()
+			t.Logf("stderr: %s", errText)
+			if code != 130 || !strings.Contains(errText, "may or may not have created mesh Held Mesh, and nothing was saved here") ||
+				!strings.Contains(errText, "run the same mesh create again") {
+				t.Fatalf("mesh create exited %d; stderr %q: want 130 and an error that says the mesh may exist and nothing was saved", code, errText)
+			}
+			if n := len(u.whoami().Meshes); n != 0 {
+				t.Fatalf("the config holds %d meshes after the abandoned mesh create", n)
+			}
+			u.fails(6, "slug_taken", args...)
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -314,15 +315,30 @@ func join(c *cli.Context) error {
 	if err != nil {
 		urls = []string{inv.BrokerURL}
 	}
-	// The enrolment is not abandoned on a signal (join catches them from
-	// its start): the broker may already have enrolled the key and spent
-	// the invite's use, and the key must then be saved, or the member
-	// would exist with a key nobody holds. Bounded by opTimeout; a second
-	// signal still kills.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx()), opTimeout)
-	res, answered, err := client.JoinAny(ctx, urls, req)
-	cancel()
+	// The enrolment is not abandoned at the first signal (cliui.Hold;
+	// join catches them from its start): the broker may already have
+	// enrolled the key and spent the invite's use, and the key must then
+	// be saved, or the member would exist with a key nobody holds. The
+	// first SIGINT or SIGTERM says so on stderr and join waits for the
+	// answer, at most opTimeout, and saves the key; a second stops
+	// waiting, with an error that says what is unknown and how to find
+	// out.
+	var res *client.JoinResponse
+	var answered string
+	err = cliui.Hold(e.ctx(), joinHeldNote, func(hctx context.Context) error {
+		ctx, cancel := context.WithTimeout(hctx, opTimeout)
+		defer cancel()
+		var err error
+		res, answered, err = client.JoinAny(ctx, urls, req)
+		if err != nil && hctx.Err() != nil {
+			return joinAbandoned(inv.MeshSlug, display, inv.BrokerURL, err)
+		}
+		return err
+	})
 	if err != nil {
+		// The broker's refusal, the abandon's interrupted error or, for
+		// a signal before the request, context.Canceled (nothing was
+		// asked: join ends as an interrupted command).
 		return cliError(err)
 	}
 	if res.BrokerPubkey != inv.BrokerPubkey || res.MeshID != inv.MeshID {
@@ -368,4 +384,35 @@ func join(c *cli.Context) error {
 	}
 	e.out.Linef("%s", e.out.Style().Dim("→ see who is around: claudemesh peer list"))
 	return nil
+}
+
+// joinHeldNote is what join says on stderr at its first signal while it
+// waits for the broker's answer to its enrolment (cliui.Hold).
+const joinHeldNote = "interrupted: waiting up to 30 s for the broker's answer, so that the key it may already have enrolled " +
+	"(spending the invite's use) is saved; a second Ctrl-C stops waiting"
+
+// joinAbandoned is a join whose enrolment a second signal stopped waiting
+// for: the broker may or may not have enrolled the new key, which exists
+// only in this process and is lost. A join of the same link tells which:
+// a broker that enrolled the key holds the display name for it (name is
+// checked before the invite's uses, and a new key is another member), so
+// it answers name_taken; otherwise the join goes through.
+func joinAbandoned(slug, name, brokerURL string, cause error) error {
+	e := cliui.Errorf(cliui.CodeInterrupted,
+		"stopped waiting for the broker's answer: it may or may not have enrolled your new key in %s as %s, and the key was not saved here",
+		slug, name).
+		WithHint("run the same join again: if the key was not enrolled, the join goes through; if the broker answers name_taken, it was: " +
+			"the invite's use is spent on a member whose key is lost (join with another --name if the invite has uses left, " +
+			"or ask for a new invite; the broker's operator can remove that member: claudemesh mesh remove-member " + shellWord(name) + " --mesh " + slug + " --broker " + brokerURL + ")")
+	e.Cause = cause
+	return e
+}
+
+// shellWord is s as one word a shell reads back as s: as it is when it
+// holds nothing a shell treats specially, else in single quotes.
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

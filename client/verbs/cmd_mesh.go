@@ -144,43 +144,64 @@ func meshCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	// Neither the creation nor the check below is abandoned on a signal
-	// (mesh create catches them from its start): a mesh the broker
-	// created must end up saved with its owner's key, or it would have
-	// an owner nobody can act as. Each is bounded by opTimeout; a second
-	// signal still kills.
-	ctx := context.WithoutCancel(e.ctx())
-	rctx, cancel := context.WithTimeout(ctx, opTimeout)
-	res, err := client.CreateMesh(rctx, brokerURL, token, client.CreateMeshRequest{
-		Name: name, Slug: slug, OwnerPubkey: key.PublicHex(), OwnerDisplayName: display,
-	})
-	cancel()
-	if err != nil {
-		if client.CodeOf(err) == wire.CodeUnauthorized {
-			return cliui.Errorf(wire.CodeUnauthorized, "the broker refused the operator token").
-				WithHint("use the token in operator.token in the broker's data directory")
+	// Neither the creation nor the check below is abandoned at the first
+	// signal (cliui.Hold; mesh create catches them from its start): a
+	// mesh the broker created must end up saved with its owner's key, or
+	// it would have an owner nobody can act as. The first SIGINT or
+	// SIGTERM says so on stderr and mesh create waits for both, each at
+	// most opTimeout; a second stops waiting, with an error that says
+	// what is known and what to do.
+	var m config.Mesh
+	err = cliui.Hold(e.ctx(), meshCreateHeldNote, func(hctx context.Context) error {
+		rctx, cancel := context.WithTimeout(hctx, opTimeout)
+		res, err := client.CreateMesh(rctx, brokerURL, token, client.CreateMeshRequest{
+			Name: name, Slug: slug, OwnerPubkey: key.PublicHex(), OwnerDisplayName: display,
+		})
+		cancel()
+		if err != nil {
+			if hctx.Err() != nil {
+				return meshCreateAbandoned(name, err)
+			}
+			if client.CodeOf(err) == wire.CodeUnauthorized {
+				return cliui.Errorf(wire.CodeUnauthorized, "the broker refused the operator token").
+					WithHint("use the token in operator.token in the broker's data directory")
+			}
+			return cliError(err)
 		}
-		return cliError(err)
-	}
-	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: res.Slug, Name: res.Name,
-		Pubkey: key.PublicHex(), SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey,
-		Role: wire.MemberOwner, DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
-	m.BrokerURLs = e.brokerURLsOf(res.BrokerURL, res.BrokerURLs)
-	// Pin only a key the broker has proved it holds: the challenge of one
-	// real connection must verify under it, and the hello must be
-	// accepted as the owner we just created.
-	id, err := identityOf(&m)
+		m = config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: res.Slug, Name: res.Name,
+			Pubkey: key.PublicHex(), SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey,
+			Role: wire.MemberOwner, DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+		m.BrokerURLs = e.brokerURLsOf(res.BrokerURL, res.BrokerURLs)
+		// Pin only a key the broker has proved it holds: the challenge of
+		// one real connection must verify under it, and the hello must be
+		// accepted as the owner we just created.
+		id, err := identityOf(&m)
+		if err != nil {
+			return err
+		}
+		dctx, cancel := context.WithTimeout(hctx, opTimeout)
+		conn, err := client.Dial(dctx, id, client.DialOptions{Logger: e.log, Header: userAgent()})
+		cancel()
+		if err != nil {
+			if hctx.Err() != nil {
+				ie := cliui.Errorf(cliui.CodeInterrupted,
+					"stopped waiting for the broker at %s to prove its key: mesh %s (id %s) was created, but it is not saved here, and its owner key is lost",
+					res.BrokerURL, res.Slug, res.MeshID).WithHint(meshLostHint)
+				ie.Cause = err
+				return ie
+			}
+			return cliui.Errorf(client.CodeOf(err), "mesh %s was created, but checking the broker at %s failed, so it was not saved: %v",
+				res.Slug, res.BrokerURL, err).WithHint(hintFor(client.CodeOf(err)))
+		}
+		conn.Close()
+		return nil
+	})
 	if err != nil {
+		// The broker's refusal, a failed check, the abandon's interrupted
+		// error or, for a signal before the request, context.Canceled
+		// (nothing was asked: mesh create ends as an interrupted command).
 		return err
 	}
-	dctx, cancel := context.WithTimeout(ctx, opTimeout)
-	conn, err := client.Dial(dctx, id, client.DialOptions{Logger: e.log, Header: userAgent()})
-	cancel()
-	if err != nil {
-		return cliui.Errorf(client.CodeOf(err), "mesh %s was created, but checking the broker at %s failed, so it was not saved: %v",
-			res.Slug, res.BrokerURL, err).WithHint(hintFor(client.CodeOf(err)))
-	}
-	conn.Close()
 	if err := e.addMesh(m); err != nil {
 		return err
 	}
@@ -192,6 +213,30 @@ func meshCreate(c *cli.Context) error {
 	out.Linef("  broker  %s", strings.Join(m.URLs(), ", "))
 	out.Linef("%s", out.Style().Dim("→ invite someone: claudemesh invite --mesh "+m.Slug))
 	return nil
+}
+
+// meshCreateHeldNote is what mesh create says on stderr at its first
+// signal while it waits for the broker to create the mesh and prove its
+// key (cliui.Hold).
+const meshCreateHeldNote = "interrupted: waiting for the broker to create the mesh and prove its key (up to 30 s each), " +
+	"so that the owner key of a mesh it may already have created is saved; a second Ctrl-C stops waiting"
+
+// meshLostHint is what to do about a mesh the broker created whose owner
+// key was lost: no command deletes a mesh (the operator can only list and
+// remove members), and its slug stays taken.
+const meshLostHint = "nobody can act as its owner, and claudemesh has no command that deletes a mesh: create yours again with another --slug"
+
+// meshCreateAbandoned is a mesh create whose creation a second signal
+// stopped waiting for: the broker may or may not have created the mesh,
+// whose owner key, only in this process, is lost. The same mesh create
+// tells which: the broker refuses a slug it has (slug_taken).
+func meshCreateAbandoned(name string, cause error) error {
+	e := cliui.Errorf(cliui.CodeInterrupted,
+		"stopped waiting for the broker's answer: it may or may not have created mesh %s, and nothing was saved here", name).
+		WithHint("run the same mesh create again: if the mesh was not created, it is now; if the broker answers slug_taken, it was " +
+			"(or another mesh has that slug), and " + meshLostHint)
+	e.Cause = cause
+	return e
 }
 
 // addMesh saves a mesh just created or joined to config.json, unless a
