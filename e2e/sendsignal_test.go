@@ -328,3 +328,49 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 		t.Fatalf("bob's inbox: %q, want each message once", got)
 	}
 }
+
+// TestSendWaitJSONSaysTheWaitWasInterrupted: `send --wait --json`
+// signalled while it waits for the delivery (the message taken, the
+// recipient offline) prints its one JSON document: the error interrupted
+// (exit 130) naming the message by messageId and clientMessageId and
+// saying how far it got, as a wait_timeout does. It used to exit 130 with
+// nothing on stdout, through the daemon and on the direct path alike.
+// CLAUDEMESH_DEBUG=1 makes send log on stderr when the wait starts.
+func TestSendWaitJSONSaysTheWaitWasInterrupted(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	for _, daemon := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "daemon"}[daemon], func(t *testing.T) {
+			u := *users[0]
+			u.useDaemon = daemon
+			u.extraEnv = []string{"CLAUDEMESH_DEBUG=1"}
+			id := map[bool]string{false: "wait-direct", true: "wait-daemon"}[daemon]
+			s := startSend(t, &u, "send", "bob", "unread", "--id", id, "--wait", "--json")
+			s.waitLine("waiting for the delivery")
+			s.cmd.Process.Signal(syscall.SIGTERM)
+			code := s.wait()
+			var doc struct {
+				OK    bool `json:"ok"`
+				Error struct {
+					Code            string `json:"code"`
+					Message         string `json:"message"`
+					MessageID       string `json:"messageId"`
+					ClientMessageID string `json:"clientMessageId"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(s.stdout.Bytes(), &doc); err != nil || code != 130 {
+				t.Fatalf("send --wait --json exited %d with stdout %q (%v); stderr %q: want 130 and one JSON document", code, s.stdout.String(), err, s.errText())
+			}
+			e := doc.Error
+			if doc.OK || e.Code != "interrupted" || e.ClientMessageID != id ||
+				!strings.Contains(e.Message, "but send stopped waiting for its delivery (interrupted)") {
+				t.Fatalf("send --wait --json printed %s", s.stdout.String())
+			}
+			if !daemon && (e.MessageID == "" || !strings.Contains(e.Message, "message "+e.MessageID+" was queued")) {
+				t.Fatalf("the direct send's document does not say it was queued, with its messageId: %s", s.stdout.String())
+			}
+			t.Logf("stdout: %s", s.stdout.String())
+		})
+	}
+}

@@ -29,7 +29,8 @@ func sendCommand() *cli.Command {
 				"Ctrl-C (SIGINT, SIGTERM) before the message is handed to the daemon or the broker ends send with\n"+
 				"nothing sent. Once it is, a first Ctrl-C keeps waiting for their answer, up to 30 s, so the message is\n"+
 				"neither lost nor sent twice, and prints it; a second one stops waiting and says how to check. During\n"+
-				"--wait's wait, after the answer, Ctrl-C ends send (exit 130).",
+				"--wait's wait, after the answer, Ctrl-C ends send (exit 130) with an error that names the message it\n"+
+				"sent (--json: the error interrupted, with messageId and clientMessageId).",
 			"claudemesh send bob \"the build is green\"",
 			"claudemesh send '*' deploy starts in 5 minutes --priority now",
 			"claudemesh send @ops \"disk almost full on db-2\" --json",
@@ -159,6 +160,21 @@ func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 // opTimeout).
 func heldNote(from string) string {
 	return "interrupted: waiting up to 30 s for the " + from + "'s answer, so that the message is neither lost nor sent twice; a second Ctrl-C stops waiting"
+}
+
+// waitInterrupted is a --wait whose wait for the delivery a signal ended:
+// the message was taken (res says how far it got, as the result send
+// prints), only the wait was cut short. It is the error interrupted (exit
+// 130) and names the message, so that --json prints one document, with
+// messageId and clientMessageId, as a wait_timeout does; check says how
+// to follow the message up.
+func waitInterrupted(res *sendResult, check string) error {
+	id := res.MessageID
+	if id == "" {
+		id = res.ClientMessageID
+	}
+	return cliui.Errorf(cliui.CodeInterrupted, "message %s was %s, but send stopped waiting for its delivery (interrupted)", id, res.Status).
+		WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
 }
 
 // printSent says honestly what happened: accepted into the daemon's outbox

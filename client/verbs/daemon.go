@@ -146,6 +146,15 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 		err error
 	}
 	ch := make(chan outcome, 1)
+	// The reader keeps the row's progress here, not in res, which this
+	// function reads and returns while the reader may still run.
+	var mu sync.Mutex
+	status, messageID := res.Status, res.MessageID
+	progress := func() {
+		mu.Lock()
+		res.Status, res.MessageID = status, messageID
+		mu.Unlock()
+	}
 	go func() {
 		for {
 			ev, err := stream.Next()
@@ -164,11 +173,26 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 				ch <- outcome{row: row}
 				return
 			}
-			res.Status, res.MessageID = row.Status, row.MessageID
+			mu.Lock()
+			status, messageID = row.Status, row.MessageID
+			mu.Unlock()
 		}
 	}()
+	if v.log != nil {
+		v.log.Debug("waiting for the delivery", "clientMessageId", res.ClientMessageID, "timeout", timeout)
+	}
+	// A signal ends the wait (the message stays in the outbox) with an
+	// error that names it; the stream, opened under ctx, may end first.
+	interrupted := func() error {
+		progress()
+		return waitInterrupted(res, "it stays in the outbox and at the broker; check with claudemesh message status "+res.ClientMessageID)
+	}
 	select {
 	case o := <-ch:
+		progress() // the reader has returned
+		if o.err != nil && ctx.Err() != nil {
+			return res, interrupted()
+		}
 		if o.err != nil {
 			return res, cliui.Errorf("unreachable", "lost the daemon while waiting for the delivery of %s: %v", res.ClientMessageID, o.err).
 				WithMessage(res.MessageID, res.ClientMessageID)
@@ -181,11 +205,12 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 		res.Status = localapi.StatusDelivered
 		return res, nil
 	case <-time.After(timeout):
+		progress()
 		return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s, but not delivered within %s", res.Status, timeout).
 			WithHint("it stays in the outbox and at the broker; check with claudemesh daemon outbox list").
 			WithMessage(res.MessageID, res.ClientMessageID)
 	case <-ctx.Done():
-		return res, ctx.Err()
+		return res, interrupted()
 	}
 }
 

@@ -183,6 +183,7 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 		}
 		return res, nil
 	}
+	d.log.Debug("waiting for the delivery", "messageId", res.MessageID, "recipients", res.Recipients, "timeout", req.WaitTimeout)
 	wctx, wcancel := context.WithTimeout(ctx, req.WaitTimeout)
 	receipts, werr := c.WaitReceipts(wctx, ack.MessageID, res.Recipients)
 	wcancel()
@@ -201,7 +202,8 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	}
 	if werr != nil {
 		if ctx.Err() != nil {
-			return res, ctx.Err()
+			// A signal: the message is queued, only the wait ended.
+			return res, waitInterrupted(res, "it stays queued for them; check later with claudemesh message status "+res.MessageID)
 		}
 		if client.CodeOf(werr) == client.CodeTimeout {
 			return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s %s, but it was not delivered to %d of %d recipients within %s",
