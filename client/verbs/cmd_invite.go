@@ -246,7 +246,9 @@ func joinCommand() *cli.Command {
 			"LINK is ic://join/<token>, https://<broker-host>/join/<token> or the bare token. The invite's signature\n"+
 				"and expiry are checked here before the broker is contacted; your member key is generated here and\n"+
 				"never leaves this machine. The broker key named in the invite is pinned: a broker that cannot prove\n"+
-				"it holds that key is refused, now and later.",
+				"it holds that key is refused, now and later.\n"+
+				"Ctrl-C (SIGINT, SIGTERM) while the broker answers keeps waiting, up to 30 s, so that the key it may\n"+
+				"already have enrolled is saved; a second one stops waiting and says how to find out.",
 			"claudemesh join ic://join/eyJ2IjoxLCJtZXNoSWQiOi…",
 			"claudemesh join \"$LINK\" --name bob --json",
 		),

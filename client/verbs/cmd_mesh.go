@@ -60,7 +60,10 @@ func meshCreateCommand() *cli.Command {
 			"Needs the broker's operator token (the file operator.token in the broker's data directory).\n"+
 				"Prefer --operator-token-file or $CLAUDEMESH_OPERATOR_TOKEN: a token given with --operator-token\n"+
 				"is visible to other users in ps. The member key is generated here and never leaves this machine;\n"+
-				"the broker's key from the answer is pinned only after the broker proved it holds it.",
+				"the broker's key from the answer is pinned only after the broker proved it holds it.\n"+
+				"Ctrl-C (SIGINT, SIGTERM) while the broker creates the mesh or proves its key keeps waiting, up to\n"+
+				"30 s each, so that the owner key of a mesh it may already have created is saved; a second one stops\n"+
+				"waiting and says how to find out.",
 			"claudemesh mesh create Acme --broker ws://127.0.0.1:7900/ws --operator-token-file ./claudemesh-data/operator.token",
 			"CLAUDEMESH_OPERATOR_TOKEN=… claudemesh mesh create \"Acme Platform\" --slug acme --name alice --broker wss://mesh.example.com/ws",
 		),
