@@ -261,7 +261,8 @@ func (l *apiLimiters) allow(id string) bool {
 // longer active. Failed attempts count against the caller's address.
 func (b *Broker) authAPIKey(w http.ResponseWriter, r *http.Request) (*apiCaller, bool) {
 	deny := func() (*apiCaller, bool) {
-		if ok, wait := b.restLimits.allow(clientIP(r)); !ok {
+		addr, _ := b.clientAddr(r)
+		if ok, wait := b.restLimits.allow(hostKey(addr)); !ok {
 			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 			restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many failed attempts from this address; retry later")
 			return nil, false

@@ -87,6 +87,7 @@ func Command() *cli.Command {
 			&cli.Float64Flag{Name: "handshake-failure-rate", Value: def.HandshakeFailureRate, Usage: "failed WebSocket handshakes per second per address (IPv6: per /64); past --handshake-failure-burst of them the address's connections are answered 429 (0 = unlimited)"},
 			&cli.IntFlag{Name: "handshake-failure-burst", Value: def.HandshakeFailureBurst, Usage: "failed handshakes an address may have at once above --handshake-failure-rate"},
 			&cli.DurationFlag{Name: "defer-accept", Value: def.DeferAccept, Usage: "Linux: the kernel holds a connection that has sent nothing for about this long before the broker accepts it (TCP_DEFER_ACCEPT; 0 = off)"},
+			&cli.StringFlag{Name: "trusted-proxies", Usage: "comma-separated `CIDRS` of reverse proxies whose X-Forwarded-For names the client the per-address limits apply to (none by default)"},
 			&cli.StringFlag{Name: "ip-limit-exempt", Value: prefixList(def.IPLimitExempt), Usage: "comma-separated `CIDRS` the per-address limits skip (a reverse proxy's address); \"\" for none"},
 			&cli.DurationFlag{Name: "http-read-timeout", Value: def.HTTPReadTimeout, Usage: "time to send a request's headers and body"},
 			&cli.DurationFlag{Name: "http-write-timeout", Value: def.HTTPWriteTimeout, Usage: "time a response may go without progress"},
@@ -121,6 +122,10 @@ func Command() *cli.Command {
 			if err != nil {
 				return cliui.UsageErrorf("--ip-limit-exempt: %v", err)
 			}
+			trusted, err := parsePrefixes(c.String("trusted-proxies"))
+			if err != nil {
+				return cliui.UsageErrorf("--trusted-proxies: %v", err)
+			}
 			cc, err := clusterFlags(c)
 			if err != nil {
 				return err
@@ -143,7 +148,7 @@ func Command() *cli.Command {
 				MaxHandshakes: c.Int("max-handshakes"), MaxHandshakesPerIP: c.Int("max-handshakes-per-ip"),
 				Init: c.Bool("init"), AckRate: c.Float64("ack-rate"), PresenceRate: c.Float64("presence-rate"), PresenceBurst: c.Int("presence-burst"),
 				HelloRefusalRate: c.Float64("hello-refusal-rate"), HelloRefusalBurst: c.Int("hello-refusal-burst"), ResumeWindow: c.Int("resume-window"), FetchRate: c.Int64("fetch-rate"),
-				MaxSessionsPerMember: c.Int("max-sessions-per-member"), MaxGroups: c.Int("max-groups"), MaxConnsPerIP: c.Int("max-conns-per-ip"), MaxRefusalsPerIP: c.Int("max-refusals-per-ip"), IPLimitExempt: exempt, DeferAccept: c.Duration("defer-accept"),
+				MaxSessionsPerMember: c.Int("max-sessions-per-member"), MaxGroups: c.Int("max-groups"), MaxConnsPerIP: c.Int("max-conns-per-ip"), MaxRefusalsPerIP: c.Int("max-refusals-per-ip"), IPLimitExempt: exempt, TrustedProxies: trusted, DeferAccept: c.Duration("defer-accept"),
 				HandshakeFailureRate: c.Float64("handshake-failure-rate"), HandshakeFailureBurst: c.Int("handshake-failure-burst"),
 				HTTPReadTimeout: c.Duration("http-read-timeout"), HTTPWriteTimeout: c.Duration("http-write-timeout"),
 				HTTPIdleTimeout: c.Duration("http-idle-timeout"),

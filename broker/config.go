@@ -119,6 +119,11 @@ type Config struct {
 	// (nil means loopback: a reverse proxy on the same host, whose address
 	// every client shares).
 	IPLimitExempt []netip.Prefix
+	// TrustedProxies are reverse proxies whose X-Forwarded-For the broker
+	// believes (clientaddr.go): a request from one is limited by the
+	// client address the proxies report instead of the proxy's own.
+	// Empty (the default) believes no header.
+	TrustedProxies []netip.Prefix
 	// HTTP timeouts of every route: headers and body must arrive within
 	// HTTPReadTimeout, a response must make progress within
 	// HTTPWriteTimeout, and an idle keep-alive connection is closed after

@@ -106,6 +106,9 @@ type conn struct {
 	// (pacing.go); the reader goroutine's alone.
 	readPause  time.Duration
 	lastActive atomic.Int64 // unix ms of the last frame read (for kick --stale)
+	// strikeKey is the address a failed handshake counts against ("" for
+	// none: exempt, strikes.go).
+	strikeKey string
 }
 
 // inflight is a push awaiting its client_ack.
@@ -115,14 +118,35 @@ type inflight struct {
 }
 
 func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
+	client, forwarded := b.clientAddr(r)
 	ip := clientIP(r)
+	if forwarded {
+		ip = client.String()
+	}
 	if b.shuttingDown.Load() {
 		http.Error(w, `{"error":{"code":"shutting_down","message":"broker is shutting down"}}`, http.StatusServiceUnavailable)
 		return
 	}
+	tracked := trackedFrom(r.Context())
+	// Failed handshakes count against the address they came from: the TCP
+	// peer's, held back at accept (admission.go), or the client a trusted
+	// proxy names, held back here.
+	strikeKey := ""
+	if tracked != nil {
+		strikeKey = tracked.key
+	}
+	if forwarded && !b.admit.isExempt(client) {
+		strikeKey = hostKey(client)
+		if b.admit.heldBack(strikeKey) {
+			b.metrics.limitTripped.WithLabelValues("handshake_failures_per_ip").Inc()
+			w.Header().Set("Retry-After", "1")
+			restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many failed handshakes from this address; retry later")
+			return
+		}
+	}
 	// Take a handshake slot before spending a goroutine pair on the
 	// connection (admission.go: global, per address, fair per network).
-	handshakeDone, status, code, limit := b.admit.acquireHandshake(addrOf(r.RemoteAddr))
+	handshakeDone, status, code, limit := b.admit.acquireHandshake(client)
 	if handshakeDone == nil {
 		b.metrics.connsRejected.WithLabelValues("handshake_capacity").Inc()
 		b.metrics.limitTripped.WithLabelValues(limit).Inc()
@@ -130,7 +154,6 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 		restError(w, status, code, "too many connections are handshaking ("+limit+"); retry in a moment")
 		return
 	}
-	tracked := trackedFrom(r.Context())
 	var raw *coalescingConn
 	hw := hijackWrapper{ResponseWriter: w, wrap: func(nc net.Conn) net.Conn {
 		// The HTTP server's request deadlines stay on a hijacked
@@ -146,7 +169,7 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &conn{
-		b: b, ws: ws, raw: raw, ip: ip, tracked: tracked,
+		b: b, ws: ws, raw: raw, ip: ip, tracked: tracked, strikeKey: strikeKey,
 		wake:       make(chan struct{}, 1),
 		closeNow:   make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -198,8 +221,8 @@ func (c *conn) serve(handshakeDone func()) {
 		go c.readLoop()
 		return
 	}
-	if !c.throttled && c.tracked != nil {
-		c.b.admit.strike(c.tracked.key)
+	if !c.throttled {
+		c.b.admit.strike(c.strikeKey)
 	}
 	// The handshake failed and the writer is sending the error and close
 	// frames: wait (a second at most) for the client to answer the close,

@@ -112,7 +112,7 @@ func (l *ipLimiter) allow(ip string) (bool, time.Duration) {
 
 func (b *Broker) limited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		addr := addrOf(r.RemoteAddr)
+		addr, _ := b.clientAddr(r)
 		if b.admit.isExempt(addr) {
 			h(w, r)
 			return

@@ -55,6 +55,17 @@ func (a *admission) strike(key string) {
 	lim.AllowN(now, 1) // none left: nothing to take
 }
 
+// heldBack is heldBackLocked for a caller without a.mu: a client a
+// trusted proxy names (clientaddr.go), whose connection is the proxy's.
+func (a *admission) heldBack(key string) bool {
+	if key == "" || a.strikeRate <= 0 {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.heldBackLocked(key, time.Now())
+}
+
 // heldBackLocked says whether key has used up its budget of failed
 // handshakes; it forgets a budget that has refilled.
 func (a *admission) heldBackLocked(key string, now time.Time) bool {
