@@ -30,6 +30,12 @@ func TestMain(m *testing.M) {
 	case "hold":
 		holdChild()
 		return
+	case "stubborn":
+		stubbornChild()
+		return
+	case "deadline":
+		deadlineChild()
+		return
 	}
 	os.Exit(m.Run())
 }
@@ -301,5 +307,100 @@ func TestHold(t *testing.T) {
 				t.Fatalf("child ended with %v, want exit %d", err, ExitInterrupted)
 			}
 		})
+	}
+}
+
+// stubbornChild runs Hold with a request that prints "asking", and
+// "abandoned" when its context ends, and then ignores it, as a request
+// stuck in a system call would.
+func stubbornChild() {
+	cmd := &cli.Command{Name: "stubborn", Action: func(c *cli.Context) error {
+		return Hold(c.Context, "waiting for the answer", func(ctx context.Context) error {
+			fmt.Println("asking")
+			<-ctx.Done()
+			fmt.Println("abandoned")
+			select {}
+		})
+	}}
+	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
+	os.Exit(Run(app, []string{"claudemesh", "--no-color", "stubborn"}, os.Stdout, os.Stdout))
+}
+
+// TestThirdSignalKillsHold: the second SIGTERM during Hold abandons the
+// request and gives the signals their default handling back, so a third
+// kills a process whose request ignores its context. Hold used to keep
+// reading them, and such a process could only be stopped by SIGKILL.
+func TestThirdSignalKillsHold(t *testing.T) {
+	cmd, lines := startSignalChild(t, "stubborn")
+	expect := func(want string) {
+		t.Helper()
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
+		}
+	}
+	expect("asking")
+	cmd.Process.Signal(syscall.SIGTERM)
+	expect("  … waiting for the answer")
+	cmd.Process.Signal(syscall.SIGTERM)
+	expect("abandoned")
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("child ended with %v", err)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("child ended with %v, not killed by the third SIGTERM", err)
+	}
+}
+
+// deadlineChild runs Hold on a context derived from the command's whose
+// deadline has passed (a command's own time limit, as sendTopic's), then
+// says whether the command's context ended and what Hold returned, and
+// waits for its context to end.
+func deadlineChild() {
+	cmd := &cli.Command{Name: "deadline", Action: func(c *cli.Context) error {
+		ctx, cancel := context.WithDeadline(c.Context, time.Now().Add(-time.Second))
+		defer cancel()
+		err := Hold(ctx, "waiting for the answer", func(context.Context) error {
+			fmt.Println("asked")
+			return nil
+		})
+		var ce *Error
+		code := ""
+		if errors.As(err, &ce) {
+			code = ce.Code
+		}
+		fmt.Printf("context ended: %v, error %s (deadline %v)\n", c.Context.Err() != nil, code, errors.Is(err, context.DeadlineExceeded))
+		<-c.Context.Done()
+		fmt.Println("cancelled")
+		return c.Context.Err()
+	}}
+	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
+	os.Exit(Run(app, []string{"claudemesh", "--no-color", "deadline"}, os.Stdout, os.Stdout))
+}
+
+// TestHoldPastDeadlineIsNoSignal: Hold on a derived context past its
+// deadline asks nothing and returns the error timeout (the deadline),
+// and the command is not interrupted: its context goes on, and a later
+// SIGTERM is handled by Run as usual (it cancels the context, exit 130).
+// TakeSignals used to take the deadline for a signal: it cancelled the
+// command's context and restored the default handling, so the command
+// was reported as interrupted and the SIGTERM killed it.
+func TestHoldPastDeadlineIsNoSignal(t *testing.T) {
+	cmd, lines := startSignalChild(t, "deadline")
+	expect := func(want string) {
+		t.Helper()
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
+		}
+	}
+	expect("context ended: false, error timeout (deadline true)")
+	cmd.Process.Signal(syscall.SIGTERM)
+	expect("cancelled")
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitInterrupted {
+		t.Fatalf("child ended with %v, want exit %d", err, ExitInterrupted)
 	}
 }

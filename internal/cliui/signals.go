@@ -2,6 +2,7 @@ package cliui
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 )
@@ -12,8 +13,9 @@ type Signals struct {
 	// C receives every SIGINT and SIGTERM from the take on, including
 	// one that came just before it and that Run had not handled yet. It
 	// never receives when the command was not started by Run.
-	C <-chan os.Signal
-	s *signals // nil when the command was not started by Run
+	C        <-chan os.Signal
+	s        *signals // nil when the command was not started by Run
+	released bool
 }
 
 // TakeSignals hands SIGINT and SIGTERM to the command that ctx (its
@@ -30,8 +32,11 @@ func TakeSignals(ctx context.Context) (*Signals, error) {
 		ch = s.take()
 	}
 	if err := ctx.Err(); err != nil {
+		// ctx may be a derived context that merely timed out: that is
+		// no signal, and the signals go back as they were (giveBack
+		// treats them as interrupted only if Run saw a signal).
 		if s != nil {
-			s.giveBack(true)
+			s.giveBack(false)
 		}
 		return nil, err
 	}
@@ -41,9 +46,11 @@ func TakeSignals(ctx context.Context) (*Signals, error) {
 // Release gives the signals back to Run. If the command was interrupted
 // while it held them (it got one on C and went on), the context is
 // cancelled, as Run would have done at that signal, and a later signal
-// kills the process; otherwise Run handles the next one as before.
+// kills the process; otherwise Run handles the next one as before. Only
+// the first Release counts.
 func (g *Signals) Release(interrupted bool) {
-	if g.s != nil {
+	if g.s != nil && !g.released {
+		g.released = true
 		g.s.giveBack(interrupted)
 	}
 }
@@ -61,12 +68,23 @@ func (g *Signals) Release(interrupted bool) {
 // command's: bound it with a timeout.
 //
 // If the command was interrupted before Hold, ask does not run and Hold
-// returns the context's error: nothing was asked yet. A command not
-// started by Run has no signals to take: the end of ctx while ask runs
-// counts as the first signal.
+// returns the context's error: nothing was asked yet. If ctx (derived from
+// the command's) has passed its deadline, ask does not run either, and
+// Hold returns the error timeout (wrapping context.DeadlineExceeded); the
+// command is not interrupted. A command not started by Run has no signals
+// to take: the end of ctx while ask runs counts as the first signal.
+//
+// The second signal also gives the signals back (Release(true)): a third
+// one kills the process, even if ask ignores its context.
 func Hold(ctx context.Context, note string, ask func(ctx context.Context) error) error {
 	g, err := TakeSignals(ctx)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			if interruptedBy(ctx) {
+				return context.Canceled // a signal came too: interrupted
+			}
+			return &Error{Code: "timeout", Message: "ran out of time before the request was made (nothing was asked)", Cause: err}
+		}
 		return err
 	}
 	actx, abandon := context.WithCancel(context.WithoutCancel(ctx))
@@ -77,13 +95,14 @@ func Hold(ctx context.Context, note string, ask func(ctx context.Context) error)
 	if g.s == nil {
 		ended = ctx.Done()
 	}
+	sigs := g.C
 	n := 0
 	for {
 		select {
 		case err := <-done:
 			g.Release(n > 0)
 			return err
-		case <-g.C:
+		case <-sigs:
 		case <-ended:
 			ended = nil
 		}
@@ -94,8 +113,27 @@ func Hold(ctx context.Context, note string, ask func(ctx context.Context) error)
 				g.s.note(note)
 			}
 		case 2:
+			// Default handling first, so that by the time ask sees its
+			// context end, a third signal kills the process.
+			g.Release(true)
+			sigs = nil
 			abandon()
 		}
+	}
+}
+
+// interruptedBy says whether ctx belongs to a command started by Run
+// whose context a signal ended.
+func interruptedBy(ctx context.Context) bool {
+	s, _ := ctx.Value(signalsKey{}).(*signals)
+	if s == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
 	}
 }
 
