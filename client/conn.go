@@ -704,6 +704,18 @@ func (c *Conn) Close() error {
 	return nil
 }
 
+// Drop ends the connection at once: it closes the TCP connection without
+// the close frame and without waiting for anything, and the connection is
+// torn down in the background. Frames still queued are lost, and the
+// broker ends this connection's presence after its grace period, not at
+// once. It is for a command that was interrupted and must print what it
+// has before a second signal can end the process, where Close could wait
+// up to closeWait for the broker's close frame. Close after Drop returns
+// once the teardown is done.
+func (c *Conn) Drop() {
+	c.ws.NetConn().Close()
+}
+
 // enqueue hands a frame to the writer goroutine, waiting for queue space
 // (back-pressure) but not for the write itself.
 func (c *Conn) enqueue(ctx context.Context, frame []byte) error {

@@ -211,6 +211,13 @@ func TestDaemonSendSaysWhatASignalWaitsFor(t *testing.T) {
 // --id, which the broker never takes twice. It used to give up at the first signal, the
 // message sent or not. A websocket proxy in front of the broker holds
 // what the broker says after the send frame, and signals the sender.
+//
+// In "closing", the ack comes after the first signal and the proxy never
+// answers send's close frame but signals send again when it sees one:
+// send, interrupted with the ack in hand, must print it and not wait for
+// the broker's close (it drops the connection). It used to wait up to a
+// second for the close frame with the default handling back, and the
+// second Ctrl-C then killed it without a word.
 func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -223,6 +230,11 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	// broker; the broker's answers are then held until release closes.
 	var sender atomic.Pointer[signalledSend]
 	var release atomic.Pointer[chan struct{}]
+	// closing, when set, is closed when the sender's close frame comes,
+	// which is then not answered until the test ends.
+	var closing atomic.Pointer[chan struct{}]
+	testDone := make(chan struct{})
+	t.Cleanup(func() { close(testDone) })
 	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !websocket.IsWebSocketUpgrade(r) {
@@ -240,6 +252,15 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 			return
 		}
 		defer cc.Close()
+		answerClose := cc.CloseHandler()
+		cc.SetCloseHandler(func(code int, text string) error {
+			if ch := closing.Swap(nil); ch != nil {
+				close(*ch)
+				<-testDone
+				return nil
+			}
+			return answerClose(code, text)
+		})
 		var hold atomic.Pointer[chan struct{}]
 		go func() {
 			defer cc.Close()
@@ -280,20 +301,35 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 
 	users := setupMesh(t, b, "alice", "bob")
 	alice := users[0]
-	for _, second := range []bool{false, true} {
-		t.Run(map[bool]string{false: "answered", true: "abandoned"}[second], func(t *testing.T) {
+	for _, mode := range []string{"answered", "abandoned", "closing"} {
+		second := mode == "abandoned"
+		t.Run(mode, func(t *testing.T) {
 			rel := make(chan struct{})
 			release.Store(&rel)
-			body := "hello " + map[bool]string{false: "once", true: "twice"}[second]
+			body := "hello " + map[string]string{"answered": "once", "abandoned": "twice", "closing": "thrice"}[mode]
 			s := startSend(t, alice, "send", "bob", body)
 			sender.Store(s)
 			s.waitLine("waiting up to 30 s for the broker's answer, so that the message is neither lost nor sent twice; a second Ctrl-C stops waiting")
+			exited := make(chan struct{})
 			if second {
 				s.cmd.Process.Signal(syscall.SIGTERM)
 			} else {
+				if mode == "closing" {
+					closed := make(chan struct{})
+					closing.Store(&closed)
+					go func() {
+						select {
+						case <-closed:
+							s.cmd.Process.Signal(syscall.SIGTERM)
+						case <-exited:
+						}
+					}()
+				}
 				close(rel)
 			}
 			code := s.wait()
+			close(exited)
+			closing.Store(nil)
 			sender.Store(nil)
 			if !second {
 				if code != 0 || !strings.Contains(s.stdout.String(), "queued for bob") {
@@ -324,7 +360,7 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	for _, r := range users[1].inbox() {
 		got = append(got, r.body())
 	}
-	if strings.Join(got, "|") != "hello once|hello twice" {
+	if strings.Join(got, "|") != "hello once|hello twice|hello thrice" {
 		t.Fatalf("bob's inbox: %q, want each message once", got)
 	}
 }

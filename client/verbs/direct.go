@@ -107,7 +107,7 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer closeSend(ctx, c)
 	members, peers, err := snapshot(ctx, c)
 	if err != nil {
 		return nil, err
@@ -215,6 +215,19 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	}
 	res.Status = "delivered"
 	return res, nil
+}
+
+// closeSend closes a send's connection. If the command was interrupted
+// (a signal came while sendAcked held the broker's answer, and the
+// default handling is back), it drops the connection instead of waiting
+// up to a second for the broker's close frame: the answer is in hand, and
+// it must be printed before a second Ctrl-C can end send without a word.
+func closeSend(ctx context.Context, c *client.Conn) {
+	if ctx.Err() != nil {
+		c.Drop()
+		return
+	}
+	c.Close()
 }
 
 // sendAcked sends s on c and waits for the broker's ack, at most

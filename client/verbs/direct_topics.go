@@ -326,7 +326,7 @@ func (d *direct) sendTopic(ctx context.Context, m *config.Mesh, req sendRequest)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer closeSend(ctx, c) // the command's context, not the timeout's below
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	t, err := findTopic(ctx, c, req.To)
