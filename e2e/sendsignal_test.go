@@ -123,7 +123,8 @@ func errorsAs(err error, ee **exec.ExitError) bool {
 // that it waits for the daemon's answer and that a second Ctrl-C stops
 // waiting, then prints the accept when it comes. A second signal stops
 // waiting, and the error says the outcome is unknown and how to retry
-// without a duplicate (--id). It used to wait silently. A fake daemon on
+// without a duplicate (--id with --strict, so that the retry goes through
+// the daemon too). It used to wait silently. A fake daemon on
 // the socket holds POST /v1/send and signals the send.
 func TestDaemonSendSaysWhatASignalWaitsFor(t *testing.T) {
 	t.Parallel()
@@ -197,7 +198,7 @@ func TestDaemonSendSaysWhatASignalWaitsFor(t *testing.T) {
 			errText := s.errText()
 			t.Logf("stderr: %s", errText)
 			if code != 130 || !strings.Contains(errText, "may or may not have taken message hello-1") ||
-				!strings.Contains(errText, "--id hello-1") {
+				!strings.Contains(errText, "--id hello-1 --strict") {
 				t.Fatalf("send exited %d; stderr %q: want 130 and an error that says the outcome is unknown and how to retry", code, errText)
 			}
 		})
@@ -208,7 +209,7 @@ func TestDaemonSendSaysWhatASignalWaitsFor(t *testing.T) {
 // while the broker's ack is on its way keeps waiting for it (saying so on
 // stderr) and prints the result; a second signal stops waiting, and the
 // error names the message's id, to check it with and to retry with
-// --id, which the broker never takes twice. It used to give up at the first signal, the
+// --id on the same direct path (--no-daemon), where the broker never takes it twice. It used to give up at the first signal, the
 // message sent or not. A websocket proxy in front of the broker holds
 // what the broker says after the send frame, and signals the sender.
 //
@@ -344,8 +345,8 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 				t.Fatalf("send exited %d; stderr %q: want 130 and an error that says the outcome is unknown", code, errText)
 			}
 			id, _, _ := strings.Cut(errText[i+len("stopped waiting for the broker's answer: message "):], " ")
-			if !strings.Contains(errText, "--id "+id) {
-				t.Fatalf("stderr %q does not say to retry with --id %s", errText, id)
+			if !strings.Contains(errText, "--id "+id+" --no-daemon") {
+				t.Fatalf("stderr %q does not say to retry with --id %s on the direct path", errText, id)
 			}
 			// What it suggests: the message is found by its id, and a
 			// retry with it sends nothing twice.

@@ -125,14 +125,18 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 
 // daemonAbandoned is a send whose accept a second signal stopped waiting
 // for: the daemon may or may not have taken the message. With the
-// caller's clientMessageId (--id) it can be sent again safely; without
-// one the daemon's outbox tells.
+// caller's clientMessageId (--id) it can be sent again safely through the
+// daemon, which answers the repeat as a duplicate; hence --strict, since
+// a send that cannot reach the daemon falls back to a direct connection,
+// where the broker de-duplicates per sender key (the member's, not a
+// session's) and a message still in the daemon's outbox is not known at
+// all. Without an id the daemon's outbox tells.
 func daemonAbandoned(cmid string, cause error) error {
 	e := cliui.Errorf(cliui.CodeInterrupted, "stopped waiting for the daemon's answer: it may or may not have taken the message").
-		WithHint("check with claudemesh daemon outbox list before you send it again (a send with --id ID can be repeated without a duplicate)")
+		WithHint("check with claudemesh daemon outbox list before you send it again (only a send with --id ID --strict, which goes through the daemon or fails, can be repeated without a duplicate)")
 	if cmid != "" {
 		e.Message = "stopped waiting for the daemon's answer: it may or may not have taken message " + cmid
-		e.Hint = "check with claudemesh daemon outbox list, or send the same message again with --id " + cmid + " (the daemon does not send it twice)"
+		e.Hint = "check with claudemesh daemon outbox list, or send the same message again with --id " + cmid + " --strict (the daemon does not send it twice; --strict keeps send from falling back to a direct connection, which could)"
 		e.ClientMessageID = cmid
 	}
 	e.Cause = cause

@@ -236,8 +236,10 @@ func closeSend(ctx context.Context, c *client.Conn) {
 // told only "interrupted" could not know whether to send it again. A
 // second one does, and the error (exit 130) says that the outcome is
 // unknown and how to find out (check) and retry without a duplicate: the
-// broker never takes the message's clientMessageId cmid twice. (A
-// re-send is sealed afresh, so the broker refuses it as
+// broker never takes the message's clientMessageId cmid twice from the
+// same sender key, the member's on this direct path, hence --no-daemon
+// (through the daemon, or from a launched session's key, the id is
+// another's). (A re-send is sealed afresh, so the broker refuses it as
 // idempotency_key_reused rather than answering it as a duplicate.)
 func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check string) (*wire.Ack, error) {
 	var ack *wire.Ack
@@ -248,7 +250,7 @@ func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check st
 		ack, err = c.Send(sctx, s)
 		if err != nil && hctx.Err() != nil {
 			e := cliui.Errorf(cliui.CodeInterrupted, "stopped waiting for the broker's answer: message %s may or may not have been accepted", cmid).
-				WithHint(check+" before you send it again; with --id "+cmid+" it cannot be sent twice (if the broker has it, it refuses the new one: idempotency_key_reused)").
+				WithHint(check+" before you send it again; sent again with --id "+cmid+" --no-daemon (this direct path, where the id is known) it cannot be taken twice: if the broker has it, it refuses the new one (idempotency_key_reused)").
 				WithMessage("", cmid)
 			e.Cause = err
 			return e
