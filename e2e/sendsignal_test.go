@@ -236,6 +236,9 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	var closing atomic.Pointer[chan struct{}]
 	testDone := make(chan struct{})
 	t.Cleanup(func() { close(testDone) })
+	// drop, when set, makes the proxy forward a send frame and then drop
+	// the sender's connection without the broker's answer.
+	var drop atomic.Bool
 	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !websocket.IsWebSocketUpgrade(r) {
@@ -290,6 +293,9 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 				hold.Store(release.Load())
 			}
 			if bc.WriteMessage(mt, data) != nil {
+				return
+			}
+			if f.Type == "send" && drop.Load() {
 				return
 			}
 			if f.Type == "send" && s != nil {
@@ -364,6 +370,27 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	if strings.Join(got, "|") != "hello once|hello twice|hello thrice" {
 		t.Fatalf("bob's inbox: %q, want each message once", got)
 	}
+
+	// A topic post whose connection is lost before the broker's answer
+	// says the post may or may not have been taken, how to look for it
+	// and how to post it again on the same path without a duplicate. It
+	// used to print the bare connection error and "try again".
+	alice.ok("topic", "create", "ops")
+	drop.Store(true)
+	s := startSend(t, alice, "send", "#ops", "lost post")
+	code := s.wait()
+	drop.Store(false)
+	errText := s.errText()
+	i := strings.Index(errText, "no answer from the broker, so message ")
+	if code != 5 || i < 0 || !strings.Contains(errText, "may or may not have been accepted") ||
+		!strings.Contains(errText, "claudemesh topic history ops") {
+		t.Fatalf("send #ops exited %d; stderr %q: want 5 and an error that says the outcome is unknown", code, errText)
+	}
+	id, _, _ := strings.Cut(errText[i+len("no answer from the broker, so message "):], " ")
+	if !strings.Contains(errText, "--id "+id+" --no-daemon") {
+		t.Fatalf("stderr %q does not say to retry with --id %s on the direct path", errText, id)
+	}
+	t.Logf("stderr: %s", errText)
 }
 
 // TestSendWaitJSONSaysTheWaitWasInterrupted: `send --wait --json`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -97,12 +98,17 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		if err != nil && hctx.Err() != nil {
 			return daemonAbandoned(req.ClientMessageID, err)
 		}
+		if err != nil && errors.Is(err, localapi.ErrUnreachable) && !dialFailed(err) {
+			// No answer (the client's 30 s timeout, the connection
+			// closed) to a request the daemon may have read.
+			return daemonNoAnswer(req.ClientMessageID, err)
+		}
 		return err
 	})
 	if err != nil {
 		var ce *cliui.Error
-		if errors.As(err, &ce) && ce.Code == cliui.CodeInterrupted || errors.Is(err, context.Canceled) {
-			return nil, err
+		if errors.As(err, &ce) || errors.Is(err, context.Canceled) {
+			return nil, err // said already (daemonAbandoned, daemonNoAnswer), or nothing sent
 		}
 		return nil, daemonError(err)
 	}
@@ -141,6 +147,27 @@ func daemonAbandoned(cmid string, cause error) error {
 	}
 	e.Cause = cause
 	return e
+}
+
+// daemonNoAnswer is a send whose accept got no answer, the request
+// written: as for daemonAbandoned, the daemon may or may not have taken
+// the message, and the hint is the same.
+func daemonNoAnswer(cmid string, cause error) error {
+	e := daemonAbandoned(cmid, cause).(*cliui.Error)
+	e.Code = cliui.CodeUnreachable
+	what := "the message"
+	if cmid != "" {
+		what = "message " + cmid
+	}
+	e.Message = fmt.Sprintf("the daemon stopped answering (%v): it may or may not have taken %s", cause, what)
+	return e
+}
+
+// dialFailed says whether err is a failure to connect to the daemon at
+// all: nothing was sent.
+func dialFailed(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // waitDelivered follows outbox_status events of the row until delivered.

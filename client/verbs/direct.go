@@ -132,21 +132,6 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	}
 	ack, err := sendAcked(ctx, c, s, cmid, "check with claudemesh message status "+cmid)
 	if err != nil {
-		var ce *cliui.Error
-		if errors.As(err, &ce) && ce.Code == cliui.CodeInterrupted {
-			return nil, err
-		}
-		if code := client.CodeOf(err); code == client.CodeTimeout || code == client.CodeConnectionClosed {
-			// The frame may have reached the broker: say how to find out
-			// instead of inviting a blind re-send.
-			ce := cliError(err).(*cliui.Error)
-			ce.Message = fmt.Sprintf("no answer from the broker, so message %s may or may not have been accepted "+
-				"(check with claudemesh message status %s): %s", cmid, cmid, ce.Message)
-			return nil, ce.WithMessage("", cmid)
-		}
-		if ce, ok := cliError(err).(*cliui.Error); ok {
-			return nil, ce.WithMessage("", cmid)
-		}
 		return nil, err
 	}
 	res := &sendResult{MessageID: ack.MessageID, ClientMessageID: cmid, Via: viaDirect, Duplicate: ack.Duplicate, Priority: req.Priority,
@@ -241,8 +226,13 @@ func closeSend(ctx context.Context, c *client.Conn) {
 // (through the daemon, or from a launched session's key, the id is
 // another's). (A re-send is sealed afresh, so the broker refuses it as
 // idempotency_key_reused rather than answering it as a duplicate.)
+//
+// An ack that does not come (opTimeout, or the connection closed) leaves
+// the outcome as unknown: the error says so in the same words, with the
+// same hint, instead of inviting a blind re-send.
 func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check string) (*wire.Ack, error) {
 	var ack *wire.Ack
+	hint := check + " before you send it again; sent again with --id " + cmid + " --no-daemon (this direct path, where the id is known) it cannot be taken twice: if the broker has it, it refuses the new one (idempotency_key_reused)"
 	err := cliui.Hold(ctx, heldNote("broker"), func(hctx context.Context) error {
 		sctx, cancel := context.WithTimeout(hctx, opTimeout)
 		defer cancel()
@@ -250,14 +240,30 @@ func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check st
 		ack, err = c.Send(sctx, s)
 		if err != nil && hctx.Err() != nil {
 			e := cliui.Errorf(cliui.CodeInterrupted, "stopped waiting for the broker's answer: message %s may or may not have been accepted", cmid).
-				WithHint(check+" before you send it again; sent again with --id "+cmid+" --no-daemon (this direct path, where the id is known) it cannot be taken twice: if the broker has it, it refuses the new one (idempotency_key_reused)").
-				WithMessage("", cmid)
+				WithHint(hint).WithMessage("", cmid)
 			e.Cause = err
 			return e
 		}
 		return err
 	})
-	return ack, err
+	if err == nil {
+		return ack, nil
+	}
+	var ce *cliui.Error
+	if errors.As(err, &ce) && ce.Code == cliui.CodeInterrupted {
+		return nil, err
+	}
+	if code := client.CodeOf(err); code == client.CodeTimeout || code == client.CodeConnectionClosed {
+		// The frame may have reached the broker.
+		ce := cliError(err).(*cliui.Error)
+		ce.Message = fmt.Sprintf("no answer from the broker, so message %s may or may not have been accepted (%s): %s", cmid, check, ce.Message)
+		ce.Hint = hint
+		return nil, ce.WithMessage("", cmid)
+	}
+	if ce, ok := cliError(err).(*cliui.Error); ok {
+		return nil, ce.WithMessage("", cmid)
+	}
+	return nil, err
 }
 
 func (d *direct) Peers(ctx context.Context, meshes []config.Mesh, all bool) []meshPeers {

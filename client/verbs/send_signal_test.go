@@ -3,6 +3,8 @@ package verbs
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
 )
 
 // TestDaemonSendSurvivesCancel: a signal (the command's context ending)
@@ -58,5 +61,34 @@ func TestDaemonSendSurvivesCancel(t *testing.T) {
 				t.Fatalf("Send = %+v", res)
 			}
 		})
+	}
+}
+
+// TestDaemonSendNoAnswerMayHaveTaken: a send whose request reached the
+// daemon but got no answer (here the connection closes; the API client's
+// 30 s timeout alike) says the daemon may or may not have taken the
+// message and how to retry on the same path (--id … --strict), not just
+// that the daemon stopped answering, which invited a blind re-send.
+func TestDaemonSendNoAnswerMayHaveTaken(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "POST" || r.URL.Path != "/v1/send" {
+			http.NotFound(w, r)
+			return
+		}
+		io.ReadAll(r.Body)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		conn.Close()
+	}))
+	defer srv.Close()
+	v := &viaDaemon{api: localapi.NewTCP(strings.TrimPrefix(srv.URL, "http://"), "")}
+	_, err := v.Send(context.Background(), &config.Mesh{Slug: "acme"}, sendRequest{To: "bob", Body: "hi", ClientMessageID: "c1"})
+	var ce *cliui.Error
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "may or may not have taken message c1") ||
+		!strings.Contains(ce.Hint, "--id c1 --strict") || ce.ClientMessageID != "c1" || ce.Code != cliui.CodeUnreachable {
+		t.Fatalf("Send = %#v (%v): want unreachable, saying the daemon may have message c1 and to retry with --id c1 --strict", ce, err)
 	}
 }
