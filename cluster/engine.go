@@ -175,22 +175,35 @@ type entry struct {
 }
 
 // schemaHeader carries, on every entry, the store schema of the node that
-// wrote it (store.SchemaVersion). An entry is a redo log of that layout:
-// a node on another schema (an upgrade that left one node behind, which
-// docs/operating-a-broker.md says not to do) would apply it to its own
-// layout and drift quietly. It halts instead, naming both versions.
-// Entries written before the header existed carry none and are applied.
+// wrote it (store.SchemaVersion). An entry is a redo log of that layout.
+// A node on an older schema than an entry's (a mixed-version cluster: one
+// node upgraded while this one was not) would apply it to a layout it was
+// not written for and drift quietly; it halts instead, and upgrading it
+// (then restarting it) lets it go on. An entry of an older schema than
+// this node's is applied, as every entry was before the header: the log
+// still holds what the nodes wrote before an upgrade, which a node that
+// was stopped first, or restores an older snapshot, must replay after
+// it, and halting there would stop an upgraded node for good. Entries
+// written before the header existed carry none and are applied too.
 const schemaHeader = "Claudemesh-Schema"
 
 // ourSchema is this build's value of schemaHeader.
 var ourSchema = strconv.Itoa(store.SchemaVersion)
 
-// checkSchema refuses an entry written on another schema.
+// checkSchema refuses an entry written on a newer schema than this
+// node's (or one whose header is not a schema number).
 func checkSchema(m entry) error {
 	if m.schema == "" || m.schema == ourSchema {
 		return nil
 	}
-	return fmt.Errorf("cluster: entry %d was written by node %q on store schema %s; this node's is %s: every node must run the same claudemesh version; upgrade this node (or roll the writer back) and restart it", m.seq, m.node, m.schema, ourSchema)
+	v, err := strconv.Atoi(m.schema)
+	if err == nil && v < store.SchemaVersion {
+		return nil
+	}
+	if err != nil || v <= 0 {
+		return fmt.Errorf("cluster: entry %d, written by node %q, carries store schema %q, which is not a schema number; this node's is %s", m.seq, m.node, m.schema, ourSchema)
+	}
+	return fmt.Errorf("cluster: entry %d was written by node %q on store schema %d, newer than this node's %s: upgrade this node to the writer's claudemesh version and restart it", m.seq, m.node, v, ourSchema)
 }
 
 type write struct {
