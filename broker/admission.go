@@ -35,14 +35,15 @@ import (
 //     per client itself.
 
 // addrOf is the client address of a remote "host:port", IPv4-mapped IPv6
-// unmapped; the zero Addr if it does not parse.
+// unmapped and without a zone (a link-local peer's "%eth0", which no
+// prefix would contain); the zero Addr if it does not parse.
 func addrOf(remote string) netip.Addr {
 	ap, err := netip.ParseAddrPort(remote)
 	if err != nil {
 		a, _ := netip.ParseAddr(remote)
-		return a.Unmap()
+		return a.Unmap().WithZone("")
 	}
-	return ap.Addr().Unmap()
+	return ap.Addr().Unmap().WithZone("")
 }
 
 // hostKey is what "one client" means for per-address limits: an IPv4

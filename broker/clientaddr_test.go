@@ -119,3 +119,54 @@ func TestTrustedProxyClientsAreLimitedApart(t *testing.T) {
 		}
 	}
 }
+
+// TestExemptClientBehindAProxyStrikesNobody: a forwarded client in
+// --ip-limit-exempt whose handshakes fail is not held back, and neither
+// is the proxy (trusted, not exempt: on another host): its failures were
+// once charged to the proxy's address, which then held back every client
+// behind it at accept.
+func TestExemptClientBehindAProxyStrikesNobody(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) {
+		c.IPLimitExempt = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		c.HandshakeFailureRate, c.HandshakeFailureBurst = 0.001, 1
+	})
+	for range 2 {
+		ws, _, err := dialVia(t, b, "198.51.100.5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"list_peers","reqId":"x"}`))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				break
+			}
+		}
+	}
+	if got := b.admit.strikeTokens("127.0.0.1"); got != -1 {
+		t.Fatalf("the proxy's address was struck (%v tokens left)", got)
+	}
+	if _, _, err := dialVia(t, b, "203.0.113.9"); err != nil {
+		t.Fatalf("another client behind the proxy: %v", err)
+	}
+}
+
+// TestProxyAddressesMatchAsWritten: an IPv4-mapped prefix and a zoned
+// link-local peer are compared as the plain addresses they stand for
+// (they never matched: addresses are compared unmapped).
+func TestProxyAddressesMatchAsWritten(t *testing.T) {
+	ps, err := parsePrefixes("::ffff:127.0.0.1/128, ::ffff:10.0.0.0/104, fe80::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Broker{cfg: Config{TrustedProxies: ps}}
+	for _, peer := range []string{"127.0.0.1:1", "10.9.8.7:1", "[fe80::1%eth0]:1"} {
+		r := httptest.NewRequest(http.MethodGet, "/ws", nil)
+		r.RemoteAddr = peer
+		r.Header.Set("X-Forwarded-For", "203.0.113.7")
+		if got, fwd := b.clientAddr(r); !fwd || got.String() != "203.0.113.7" {
+			t.Errorf("peer %s in %v: %s (forwarded %v)", peer, ps, got, fwd)
+		}
+	}
+}

@@ -132,10 +132,12 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 	// peer's, held back at accept (admission.go), or the client a trusted
 	// proxy names, held back here.
 	strikeKey := ""
-	if tracked != nil {
+	if tracked != nil && !forwarded {
 		strikeKey = tracked.key
 	}
 	if forwarded && !b.admit.isExempt(client) {
+		// Never the proxy's key: one client's failures would hold
+		// back every client behind it.
 		strikeKey = hostKey(client)
 		if b.admit.heldBack(strikeKey) {
 			b.metrics.limitTripped.WithLabelValues("handshake_failures_per_ip").Inc()
