@@ -36,8 +36,9 @@ const (
 	// DefaultAttackerNice is --adversary's attacker process's nice(1)
 	// increment (attacker.go).
 	DefaultAttackerNice = 19
-	// DefaultAttackerSched is its scheduling policy (attacker.go).
-	DefaultAttackerSched = "idle"
+	// DefaultAttackerSched is its scheduling policy (attacker.go):
+	// SCHED_IDLE on Linux, only nice elsewhere.
+	DefaultAttackerSched = defaultAttackerSched
 	// DefaultDrain is how long after the last ack a push still counts as
 	// delivered.
 	DefaultDrain = 60 * time.Second

@@ -202,6 +202,9 @@ func action(c *cli.Context) error {
 		if cfg.AttackerSched != "idle" && cfg.AttackerSched != "normal" {
 			return cliui.UsageErrorf("--attacker-sched is idle or normal, not %q", cfg.AttackerSched)
 		}
+		if cfg.AttackerSched == "idle" && defaultAttackerSched != "idle" {
+			return cliui.UsageErrorf("--attacker-sched idle is Linux's (SCHED_IDLE); use normal here")
+		}
 		if cfg.AttackLead < 0 {
 			return cliui.UsageErrorf("--attack-lead must not be negative")
 		}

@@ -25,20 +25,35 @@ func childProcAttr() *syscall.SysProcAttr {
 // it: on the internet the attacker's CPU is someone else's machine, and
 // nice 19 alone still let it keep a core for the rest of its slice when
 // the broker or the honest load woke (EEVDF's run-to-parity).
+//
+// A thread the runtime starts during the pass, from one not switched yet,
+// would keep the normal policy: the pass repeats until it finds no thread
+// it has not switched.
 func schedIdle() error {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
+	done := map[int]bool{}
+	for {
+		tasks, err := os.ReadDir("/proc/self/task")
 		if err != nil {
-			continue
+			return err
 		}
-		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("SCHED_IDLE for thread %d: %w", tid, err)
+		fresh := false
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || done[tid] {
+				continue
+			}
+			fresh = true
+			if err := unix.SchedSetAttr(tid, &attr, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("SCHED_IDLE for thread %d: %w", tid, err)
+			}
+			done[tid] = true
+		}
+		if !fresh {
+			return nil
 		}
 	}
-	return nil
 }
+
+// defaultAttackerSched is --attacker-sched's default: SCHED_IDLE here.
+const defaultAttackerSched = "idle"

@@ -14,5 +14,8 @@ func childProcAttr() *syscall.SysProcAttr {
 }
 
 // schedIdle is Linux's (proc_linux.go): elsewhere the attacker process
-// is only niced.
+// is only niced, and --attacker-sched idle is refused.
 func schedIdle() error { return errors.ErrUnsupported }
+
+// defaultAttackerSched is --attacker-sched's default: only nice here.
+const defaultAttackerSched = "normal"
