@@ -55,6 +55,22 @@ func dialVia(t *testing.T, b *Broker, xff string) (*websocket.Conn, *http.Respon
 	return ws, resp, err
 }
 
+// failHandshakeVia opens a forwarded handshake for xff that the broker
+// refuses (a frame other than the hello) and reads until it closes.
+func failHandshakeVia(t *testing.T, b *Broker, xff string) {
+	t.Helper()
+	ws, _, err := dialVia(t, b, xff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"list_peers","reqId":"x"}`))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			return // refused no_hello and closed
+		}
+	}
+}
+
 // TestTrustedProxyClientsAreLimitedApart: behind a reverse proxy on the
 // broker's host (loopback, exempt), the per-address limits apply to the
 // client the proxy names: one client at --max-handshakes-per-ip is
@@ -90,16 +106,7 @@ func TestTrustedProxyClientsAreLimitedApart(t *testing.T) {
 		}
 
 		// A failed handshake from a third client holds that client back.
-		ws, _, err := dialVia(t, b, "198.51.100.5")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"list_peers","reqId":"x"}`))
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				break // refused no_hello and closed
-			}
-		}
+		failHandshakeVia(t, b, "198.51.100.5")
 		waitFor(t, "the failure to count against the client", func() bool {
 			tokens := b.admit.strikeTokens("198.51.100.5")
 			return tokens >= 0 && tokens < 1
@@ -133,16 +140,7 @@ func TestExemptClientBehindAProxyStrikesNobody(t *testing.T) {
 		c.HandshakeFailureRate, c.HandshakeFailureBurst = 0.001, 1
 	})
 	for range 2 {
-		ws, _, err := dialVia(t, b, "198.51.100.5")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"list_peers","reqId":"x"}`))
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				break
-			}
-		}
+		failHandshakeVia(t, b, "198.51.100.5")
 	}
 	if got := b.admit.strikeTokens("127.0.0.1"); got != -1 {
 		t.Fatalf("the proxy's address was struck (%v tokens left)", got)

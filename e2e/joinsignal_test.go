@@ -132,6 +132,27 @@ func (a *answerHolder) arm() *heldAnswer {
 	return h
 }
 
+// throughHeldAnswer runs the CLI with args as u while proxy holds the
+// broker's answer, signals it once the request is out, and waits for the
+// note it must print. Then it releases the answer, or (second) signals
+// again; it returns the process and its exit code.
+func throughHeldAnswer(t *testing.T, proxy *answerHolder, second bool, u *user, note string, args ...string) (*signalledSend, int) {
+	t.Helper()
+	h := proxy.arm()
+	s := startSend(t, u, args...)
+	h.proc <- s
+	s.waitLine(note)
+	if !second {
+		close(h.release)
+		return s, s.wait()
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	code := s.wait()
+	<-h.gone
+	t.Logf("stderr: %s", s.errText())
+	return s, code
+}
+
 // TestJoinSaysWhatASignalWaitsFor: a join signalled while the broker
 // answers its enrolment says on stderr, at the first signal, what it
 // waits for (the broker may have enrolled the key, which must be saved)
@@ -157,23 +178,15 @@ func TestJoinSaysWhatASignalWaitsFor(t *testing.T) {
 		t.Run(map[bool]string{false: "answered", true: "abandoned"}[second], func(t *testing.T) {
 			link := alice.invite("--uses", "2").Link
 			joiner := newUser(t, map[bool]string{false: "bob", true: "carol"}[second])
-			h := proxy.arm()
-			s := startSend(t, joiner, "join", link, "--name", joiner.name)
-			h.proc <- s
-			s.waitLine("interrupted: waiting up to 30 s for the broker's answer, so that the key it may already have enrolled (spending the invite's use) is saved; a second Ctrl-C stops waiting")
+			s, code := throughHeldAnswer(t, proxy, second, joiner, "interrupted: waiting up to 30 s for the broker's answer, so that the key it may already have enrolled (spending the invite's use) is saved; a second Ctrl-C stops waiting",
+				"join", link, "--name", joiner.name)
 			if !second {
-				close(h.release)
-				code := s.wait()
 				if code != 0 || !strings.Contains(s.stdout.String(), "joined Test Mesh (test) as bob") || len(joiner.whoami().Meshes) != 1 {
 					t.Fatalf("join exited %d; stdout %q, stderr %q: want the key saved and the join printed", code, s.stdout.String(), s.errText())
 				}
 				return
 			}
-			s.cmd.Process.Signal(syscall.SIGTERM)
-			code := s.wait()
-			<-h.gone
 			errText := s.errText()
-			t.Logf("stderr: %s", errText)
 			if code != 130 || !strings.Contains(errText, "may or may not have enrolled your new key in test as carol, and the key was not saved here") ||
 				!strings.Contains(errText, "run the same join again") {
 				t.Fatalf("join exited %d; stderr %q: want 130 and an error that says the key may be enrolled and was not saved", code, errText)
@@ -216,23 +229,15 @@ func TestMeshCreateSaysWhatASignalWaitsFor(t *testing.T) {
 			slug := map[bool]string{false: "held", true: "lost"}[second]
 			args := []string{"mesh", "create", "Held Mesh", "--slug", slug, "--broker", proxy.url,
 				"--operator-token-file", b.tokenFile(), "--name", "alice"}
-			h := proxy.arm()
-			s := startSend(t, u, args...)
-			h.proc <- s
-			s.waitLine("interrupted: waiting for the broker to create the mesh and prove its key (up to 30 s each), so that the owner key of a mesh it may already have created is saved; a second Ctrl-C stops waiting")
+			s, code := throughHeldAnswer(t, proxy, second, u, "interrupted: waiting for the broker to create the mesh and prove its key (up to 30 s each), so that the owner key of a mesh it may already have created is saved; a second Ctrl-C stops waiting",
+				args...)
 			if !second {
-				close(h.release)
-				code := s.wait()
 				if code != 0 || !strings.Contains(s.stdout.String(), "created mesh Held Mesh (held)") || len(u.whoami().Meshes) != 1 {
 					t.Fatalf("mesh create exited %d; stdout %q, stderr %q: want the mesh saved and printed", code, s.stdout.String(), s.errText())
 				}
 				return
 			}
-			s.cmd.Process.Signal(syscall.SIGTERM)
-			code := s.wait()
-			<-h.gone
 			errText := s.errText()
-			t.Logf("stderr: %s", errText)
 			if code != 130 || !strings.Contains(errText, "may or may not have created mesh Held Mesh, and nothing was saved here") ||
 				!strings.Contains(errText, "run the same mesh create again") {
 				t.Fatalf("mesh create exited %d; stderr %q: want 130 and an error that says the mesh may exist and nothing was saved", code, errText)

@@ -139,15 +139,9 @@ func TestSecondSignalKills(t *testing.T) {
 
 func testSecondSignalKills(t *testing.T, mode string) {
 	cmd, lines := startSignalChild(t, mode)
-	expect := func(want string) {
-		t.Helper()
-		if !lines.Scan() || lines.Text() != want {
-			t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
-		}
-	}
-	expect("running")
+	expectLine(t, lines, "running")
 	cmd.Process.Signal(syscall.SIGTERM)
-	expect("cancelled")
+	expectLine(t, lines, "cancelled")
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	// The handler is restored right after the context ends; until then a
@@ -276,23 +270,17 @@ func TestHold(t *testing.T) {
 			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 			time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() }) // a stuck child fails the test
 			lines := bufio.NewScanner(out)
-			expect := func(want string) {
-				t.Helper()
-				if !lines.Scan() || lines.Text() != want {
-					t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
-				}
-			}
-			expect("asking")
+			expectLine(t, lines, "asking")
 			cmd.Process.Signal(syscall.SIGTERM)
-			expect("  … waiting for the answer")
+			expectLine(t, lines, "  … waiting for the answer")
 			if second {
 				cmd.Process.Signal(syscall.SIGTERM)
-				expect("context ended: true")
-				expect("  ✘ abandoned")
+				expectLine(t, lines, "context ended: true")
+				expectLine(t, lines, "  ✘ abandoned")
 			} else {
 				stdin.Write([]byte("\n"))
-				expect("answered")
-				expect("context ended: true")
+				expectLine(t, lines, "answered")
+				expectLine(t, lines, "context ended: true")
 			}
 			err = cmd.Wait()
 			if !second {
@@ -332,17 +320,11 @@ func stubbornChild() {
 // reading them, and such a process could only be stopped by SIGKILL.
 func TestThirdSignalKillsHold(t *testing.T) {
 	cmd, lines := startSignalChild(t, "stubborn")
-	expect := func(want string) {
-		t.Helper()
-		if !lines.Scan() || lines.Text() != want {
-			t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
-		}
-	}
-	expect("asking")
+	expectLine(t, lines, "asking")
 	cmd.Process.Signal(syscall.SIGTERM)
-	expect("  … waiting for the answer")
+	expectLine(t, lines, "  … waiting for the answer")
 	cmd.Process.Signal(syscall.SIGTERM)
-	expect("abandoned")
+	expectLine(t, lines, "abandoned")
 	cmd.Process.Signal(syscall.SIGTERM)
 	err := cmd.Wait()
 	var ee *exec.ExitError
@@ -389,18 +371,20 @@ func deadlineChild() {
 // was reported as interrupted and the SIGTERM killed it.
 func TestHoldPastDeadlineIsNoSignal(t *testing.T) {
 	cmd, lines := startSignalChild(t, "deadline")
-	expect := func(want string) {
-		t.Helper()
-		if !lines.Scan() || lines.Text() != want {
-			t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
-		}
-	}
-	expect("context ended: false, error timeout (deadline true)")
+	expectLine(t, lines, "context ended: false, error timeout (deadline true)")
 	cmd.Process.Signal(syscall.SIGTERM)
-	expect("cancelled")
+	expectLine(t, lines, "cancelled")
 	err := cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != ExitInterrupted {
 		t.Fatalf("child ended with %v, want exit %d", err, ExitInterrupted)
+	}
+}
+
+// expectLine reads the child's next line and fails unless it is want.
+func expectLine(t *testing.T, lines *bufio.Scanner, want string) {
+	t.Helper()
+	if !lines.Scan() || lines.Text() != want {
+		t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
 	}
 }
