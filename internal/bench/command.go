@@ -56,8 +56,8 @@ func Command() *cli.Command {
 				"to herself that she never acks, and a stranger holds 200 idle TCP connections and 4 WebSockets\n"+
 				"writing junk before any hello, and alone again. It reports the runs, what each attack did, and\n"+
 				"attacked ÷ the two baselines' mean for the honest peers' send→ack and send→push p99. The\n"+
-				"attacks run in a child process of their own under nice -n --attacker-nice (default 19) and, on\n"+
-				"Linux, SCHED_IDLE (--attacker-sched normal: only niced); its CPU is reported apart. With\n"+
+				"attacks run in a child process of their own under nice -n --attacker-nice (default 19; on Linux\n"+
+				"--attacker-sched idle runs it under SCHED_IDLE instead); its CPU is reported apart. With\n"+
 				"--attacker-in-process they run in this one, sharing the load generator's CPU. The honest load\n"+
 				"starts with the attacks; --attack-lead D starts it once every attack has done something and D\n"+
 				"more, to tell the attacks' start from their steady state.\n"+
@@ -202,7 +202,7 @@ func action(c *cli.Context) error {
 		if cfg.AttackerSched != "idle" && cfg.AttackerSched != "normal" {
 			return cliui.UsageErrorf("--attacker-sched is idle or normal, not %q", cfg.AttackerSched)
 		}
-		if cfg.AttackerSched == "idle" && defaultAttackerSched != "idle" {
+		if cfg.AttackerSched == "idle" && !schedIdleSupported {
 			return cliui.UsageErrorf("--attacker-sched idle is Linux's (SCHED_IDLE); use normal here")
 		}
 		if cfg.AttackLead < 0 {

@@ -55,5 +55,5 @@ func schedIdle() error {
 	}
 }
 
-// defaultAttackerSched is --attacker-sched's default: SCHED_IDLE here.
-const defaultAttackerSched = "idle"
+// schedIdleSupported: --attacker-sched idle works here.
+const schedIdleSupported = true

@@ -17,5 +17,5 @@ func childProcAttr() *syscall.SysProcAttr {
 // is only niced, and --attacker-sched idle is refused.
 func schedIdle() error { return errors.ErrUnsupported }
 
-// defaultAttackerSched is --attacker-sched's default: only nice here.
-const defaultAttackerSched = "normal"
+// schedIdleSupported: --attacker-sched idle is Linux's.
+const schedIdleSupported = false
