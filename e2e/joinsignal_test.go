@@ -25,11 +25,7 @@ import (
 // signals the joining process before it hands back the answer.
 func TestJoinSurvivesASignal(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--public-url", "ws://"+ln.Addr().String()+"/ws")
+	ln, b := brokerBehindListener(t)
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: b.addr})
 	joining := make(chan *exec.Cmd, 1)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -69,11 +65,23 @@ func TestJoinSurvivesASignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	joining <- cmd
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if got := bob.whoami().Meshes; len(got) != 1 {
 		t.Fatalf("bob's join, signalled while the broker answered: %v; stdout %q, stderr %q; his config holds %d meshes, but the broker enrolled his key",
 			err, out.String(), errb.String(), len(got))
 	}
+}
+
+// brokerBehindListener starts a broker whose public URL is a loopback
+// listener the test serves (a proxy in front of the broker), and returns
+// both.
+func brokerBehindListener(t *testing.T) (net.Listener, *brokerProc) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, startBroker(t, t.TempDir(), "127.0.0.1:0", "--public-url", "ws://"+ln.Addr().String()+"/ws")
 }
 
 // answerHolder is a proxy in front of a broker's REST API. Armed, it lets
@@ -165,11 +173,7 @@ func throughHeldAnswer(t *testing.T, proxy *answerHolder, second bool, u *user, 
 // without a word.
 func TestJoinSaysWhatASignalWaitsFor(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--public-url", "ws://"+ln.Addr().String()+"/ws")
+	ln, b := brokerBehindListener(t)
 	proxy := newAnswerHolder(t, ln, b.addr, "/v1/join")
 	alice := newUser(t, "alice")
 	alice.createMesh(b, "Test Mesh", "test")

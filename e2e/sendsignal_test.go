@@ -221,11 +221,7 @@ func TestDaemonSendSaysWhatASignalWaitsFor(t *testing.T) {
 // second Ctrl-C then killed it without a word.
 func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--public-url", "ws://"+ln.Addr().String()+"/ws")
+	ln, b := brokerBehindListener(t)
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: b.addr})
 	// sender, when set, is signalled when its send frame has gone to the
 	// broker; the broker's answers are then held until release closes.

@@ -242,8 +242,7 @@ func holdChild() {
 		fmt.Printf("context ended: %v\n", c.Context.Err() != nil)
 		return err
 	}}
-	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
-	os.Exit(Run(app, []string{"claudemesh", "--no-color", "hold"}, os.Stdout, os.Stdout))
+	runChildCommand(cmd)
 }
 
 // TestHold: the first SIGTERM during Hold prints the note and the
@@ -310,8 +309,7 @@ func stubbornChild() {
 			select {}
 		})
 	}}
-	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
-	os.Exit(Run(app, []string{"claudemesh", "--no-color", "stubborn"}, os.Stdout, os.Stdout))
+	runChildCommand(cmd)
 }
 
 // TestThirdSignalKillsHold: the second SIGTERM during Hold abandons the
@@ -358,8 +356,7 @@ func deadlineChild() {
 		fmt.Println("cancelled")
 		return c.Context.Err()
 	}}
-	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
-	os.Exit(Run(app, []string{"claudemesh", "--no-color", "deadline"}, os.Stdout, os.Stdout))
+	runChildCommand(cmd)
 }
 
 // TestHoldPastDeadlineIsNoSignal: Hold on a derived context past its
@@ -387,4 +384,11 @@ func expectLine(t *testing.T, lines *bufio.Scanner, want string) {
 	if !lines.Scan() || lines.Text() != want {
 		t.Fatalf("child printed %q (%v), want %q", lines.Text(), lines.Err(), want)
 	}
+}
+
+// runChildCommand runs cmd as a child process's whole program, through
+// Run, its errors and notes on stdout beside what it prints, and exits.
+func runChildCommand(cmd *cli.Command) {
+	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
+	os.Exit(Run(app, []string{"claudemesh", "--no-color", cmd.Name}, os.Stdout, os.Stdout))
 }
