@@ -117,11 +117,7 @@ func (c *conn) refuseAckEarly(data []byte) bool {
 // c's key, the only ids an ack can settle without a store read. Caller
 // holds ms.mu.
 func (c *conn) keyInflightLocked() int {
-	n := 0
-	for sib := range c.ms.conns[c.pubkey] {
-		n += len(sib.inflight)
-	}
-	return n
+	return c.ms.keyInflight[c.pubkey]
 }
 
 // refuseUnknownAcks answers an ack frame refused by the lookup budget,

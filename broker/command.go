@@ -53,6 +53,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "TLS key `FILE`"},
 			&cli.Int64Flag{Name: "max-frame", Value: def.MaxFrame, Usage: "largest client frame in `BYTES`"},
 			&cli.IntFlag{Name: "max-connections-per-mesh", Value: def.MaxConnsPerMesh, Usage: "connection cap per mesh (0 = unlimited)"},
+			&cli.IntFlag{Name: "max-connections-per-member", Value: def.MaxConnsPerMember, Usage: "connections one member (its key and its sessions together) may hold open in a mesh, so that it cannot take the mesh's whole cap (0 = unlimited)"},
 			&cli.IntFlag{Name: "max-pending", Value: def.MaxPending, Usage: "undelivered messages per recipient before recipient_queue_full"},
 			&cli.IntFlag{Name: "max-pending-per-sender", Value: def.MaxPendingPerSender, Usage: "undelivered messages one member may have in one recipient's queue before recipient_queue_full"},
 			&cli.Int64Flag{Name: "max-queued-bytes-per-sender", Value: def.MaxQueuedBytesPerSender, Usage: "undelivered `BYTES` one member (all its sessions together) may have queued in a mesh before quota_exceeded"},
@@ -137,7 +138,7 @@ func Command() *cli.Command {
 			cfg := Config{
 				Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"), DataDir: c.String("data"),
 				PublicURL: c.String("public-url"), PublicURLs: publicURLs, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
-				MaxFrame: c.Int64("max-frame"), MaxConnsPerMesh: c.Int("max-connections-per-mesh"),
+				MaxFrame: c.Int64("max-frame"), MaxConnsPerMesh: c.Int("max-connections-per-mesh"), MaxConnsPerMember: c.Int("max-connections-per-member"),
 				MaxPending: c.Int("max-pending"), MaxPendingPerSender: c.Int("max-pending-per-sender"),
 				MaxQueuedBytesPerSender: c.Int64("max-queued-bytes-per-sender"), MaxQueuedBytesPerMesh: c.Int64("max-queued-bytes-per-mesh"), Rate: c.Float64("rate"), Burst: c.Int("burst"),
 				ByteRate: c.Int64("byte-rate"), ByteBurst: c.Int64("byte-burst"),

@@ -27,7 +27,12 @@ type Config struct {
 
 	MaxFrame        int64 // client→broker frame limit (bytes)
 	MaxConnsPerMesh int   // 0 = unlimited
-	MaxPending      int   // per recipient
+	// MaxConnsPerMember caps the authenticated connections of one member
+	// (its own key and its sessions') in a mesh, on this broker node
+	// (--max-connections-per-member; 0 = unlimited), so that one member
+	// cannot hold the mesh's --max-connections-per-mesh against the others.
+	MaxConnsPerMember int
+	MaxPending        int // per recipient
 	// MaxPendingPerSender caps the places of one recipient's queue one
 	// sending member may hold; MaxQueuedBytesPerSender and
 	// MaxQueuedBytesPerMesh cap the undelivered bytes one member, and a
@@ -180,6 +185,7 @@ func DefaultConfig() Config {
 		DataDir:                 "./claudemesh-data",
 		MaxFrame:                1 << 20,
 		MaxConnsPerMesh:         10000,
+		MaxConnsPerMember:       256,
 		MaxPending:              10000,
 		MaxPendingPerSender:     2500,
 		MaxQueuedBytesPerSender: 128 << 20,

@@ -69,8 +69,7 @@ func (c *conn) offerLocked(id string, seq uint64, priority string, frame []byte)
 	if !c.enqueueFanout(frame) {
 		return false
 	}
-	c.inflight[id] = inflight{size: len(frame), sentAt: time.Now()}
-	c.inflightBytes += len(frame)
+	c.addInflightLocked(id, len(frame))
 	return true
 }
 
@@ -87,11 +86,38 @@ func (c *conn) windowHasRoomLocked(size int) bool {
 	return len(c.inflight) < maxInflight && c.inflightBytes+size <= c.b.cfg.windowBytes()
 }
 
+// addInflightLocked records a push sent to c and not yet acked. Caller
+// holds ms.mu.
+func (c *conn) addInflightLocked(id string, size int) {
+	c.inflight[id] = inflight{size: size, sentAt: time.Now()}
+	c.inflightBytes += size
+	c.ms.keyInflight[c.pubkey]++
+}
+
 // dropInflightLocked forgets an acked push. Caller holds ms.mu.
 func (c *conn) dropInflightLocked(id string) {
 	if f, ok := c.inflight[id]; ok {
 		delete(c.inflight, id)
 		c.inflightBytes -= f.size
+		c.ms.uncountInflightLocked(c.pubkey, 1)
+	}
+}
+
+// forgetInflightLocked forgets every push in flight on a closing c.
+// Caller holds ms.mu.
+func (c *conn) forgetInflightLocked() {
+	c.ms.uncountInflightLocked(c.pubkey, len(c.inflight))
+	c.inflight, c.inflightBytes = nil, 0
+}
+
+// uncountInflightLocked takes n pushes off key's count. Caller holds
+// ms.mu.
+func (ms *meshState) uncountInflightLocked(key string, n int) {
+	if n == 0 {
+		return
+	}
+	if ms.keyInflight[key] -= n; ms.keyInflight[key] <= 0 {
+		delete(ms.keyInflight, key)
 	}
 }
 
@@ -104,10 +130,7 @@ func (c *conn) resumeWindowLocked() {
 		return
 	}
 	_, left := ms.unacked[c.pubkey]
-	for sib := range ms.conns[c.pubkey] {
-		left = left || (sib != c && len(sib.inflight) > 0)
-	}
-	if left {
+	if left || ms.keyInflight[c.pubkey] > len(c.inflight) {
 		c.window = w
 		c.b.metrics.limitTripped.WithLabelValues("resume_window").Inc()
 	}
@@ -228,8 +251,7 @@ func (c *conn) refill() {
 			if !c.enqueue(frame) {
 				return false
 			}
-			c.inflight[e.ID] = inflight{size: len(frame), sentAt: time.Now()}
-			c.inflightBytes += len(frame)
+			c.addInflightLocked(e.ID, len(frame))
 			return true
 		})
 		if err != nil {

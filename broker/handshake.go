@@ -320,6 +320,10 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		ms.mu.Unlock()
 		return refuse(wire.CodeCapacity, "this mesh has reached its connection limit")
 	}
+	if herr := ms.checkMemberConns(c.b, mem, id); herr != nil {
+		defer ms.mu.Unlock()
+		return spendHelloRefusal(mem, herr)
+	}
 	var evict string
 	if id.session {
 		var herr *handshakeError

@@ -52,6 +52,13 @@ type meshState struct {
 	// starts with --resume-window (deliver.go). Pruned after --queue-ttl.
 	unacked   map[string]int64
 	connCount int
+	// memberConns counts each member's authenticated connections, its
+	// sessions' included, by member pubkey (memberconns.go).
+	memberConns map[string]int
+	// keyInflight counts the pushes in flight on all connections of each
+	// recipient key, so a new connection or an ack need not walk the key's
+	// other connections (deliver.go).
+	keyInflight map[string]int
 	// controlPlanes counts each member's connected control-plane
 	// presences (setConnLocked).
 	controlPlanes map[string]int
@@ -242,6 +249,8 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		controlPlanes:   map[string]int{},
 		history:         map[string]int64{},
 		unacked:         map[string]int64{},
+		memberConns:     map[string]int{},
+		keyInflight:     map[string]int{},
 		origin:          map[string]*origin{},
 		grants:          map[string]store.Grants{},
 	}

@@ -28,6 +28,7 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 	h.b.metrics.connsActive.Inc()
 	h.b.metrics.connsTotal.Inc()
 	ms.connCount++
+	ms.memberConns[c.mem.Pubkey]++
 	set := ms.conns[c.pubkey]
 	if set == nil {
 		set = map[*conn]struct{}{}
@@ -144,6 +145,9 @@ func (h *hub) detachLocked(c *conn) {
 	ms := c.ms
 	c.closed = true
 	ms.connCount--
+	if ms.memberConns[c.mem.Pubkey]--; ms.memberConns[c.mem.Pubkey] <= 0 {
+		delete(ms.memberConns, c.mem.Pubkey)
+	}
 	if set := ms.conns[c.pubkey]; set != nil {
 		delete(set, c)
 		if len(set) == 0 {
@@ -156,7 +160,7 @@ func (h *hub) detachLocked(c *conn) {
 		}
 	}
 	c.leftUnackedLocked()
-	c.inflight, c.inflightBytes = nil, 0
+	c.forgetInflightLocked()
 	if !c.transient {
 		now := time.Now().UnixMilli()
 		c.mem.LastSeenAt = now

@@ -164,6 +164,15 @@ func TestResumeWindowSiblingAndDisabled(t *testing.T) {
 		if got != want {
 			t.Fatalf("--resume-window %d: second presence beside unacked pushes was pushed %d at once, want %d", window, got, want)
 		}
+		checkInflightCounts(t, b, bob.meshID)
+		s1.closeClean()
+		waitFor(t, "the first presence to be detached", func() bool {
+			ms := b.hub.mesh(bob.meshID)
+			ms.mu.Lock()
+			defer ms.mu.Unlock()
+			return len(ms.conns[bob.pub()]) == 1
+		})
+		checkInflightCounts(t, b, bob.meshID)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -665,9 +666,15 @@ func executable(cfg Config, why string) (string, error) {
 // startBroker starts the child broker from exe (or, with --broker, uses
 // that one; exe is then unused) and creates the bench's mesh on it.
 func (r *run) startBroker(ctx context.Context, exe string) error {
+	// --idle-connections are presences of one member, more of them than
+	// --max-connections-per-member lets one member hold.
+	var idleArgs []string
+	if r.cfg.IdleConnections > 0 {
+		idleArgs = []string{"--max-connections-per-member", "0"}
+	}
 	if n := r.cfg.Cluster; n > 0 {
 		r.progressf("starting %d cluster nodes", n)
-		nodes, err := startCluster(ctx, exe, r.cfg.childEnv, n, r.cfg.brokerArgs)
+		nodes, err := startCluster(ctx, exe, r.cfg.childEnv, n, append(idleArgs, r.cfg.brokerArgs...))
 		if err != nil {
 			return err
 		}
@@ -682,7 +689,7 @@ func (r *run) startBroker(ctx context.Context, exe string) error {
 		// --idle-connections are presences of one member: the presence
 		// rate limit would stretch a 10,000-connection storm over half an
 		// hour.
-		child, err := startChild(ctx, exe, r.cfg.childEnv, append([]string{"--presence-rate", "0"}, r.cfg.brokerArgs...)...)
+		child, err := startChild(ctx, exe, r.cfg.childEnv, slices.Concat([]string{"--presence-rate", "0"}, idleArgs, r.cfg.brokerArgs)...)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,27 @@
+package broker
+
+import "claudemesh/wire"
+
+// checkMemberConns refuses a hello that would give its member more than
+// --max-connections-per-member open connections in the mesh, its
+// sessions' counted with its own (issue: with only the mesh's cap, one
+// member could hold all of --max-connections-per-mesh and lock every
+// other member out, and each new connection of a key walked all of that
+// key's others). A hello that takes over a presence still connected (an
+// agent reconnecting before its old connection timed out) replaces a
+// connection instead of adding one and is let through. Caller holds
+// ms.mu.
+func (ms *meshState) checkMemberConns(b *Broker, mem *member, id helloIdentity) *handshakeError {
+	max := b.cfg.MaxConnsPerMember
+	n := ms.memberConns[mem.Pubkey]
+	if max <= 0 || n < max {
+		return nil
+	}
+	if id.presence {
+		if p := ms.presences[presenceKey(id, mem.Pubkey)]; p != nil && p.conn != nil {
+			return nil
+		}
+	}
+	b.metrics.limitTripped.WithLabelValues("connections_per_member").Inc()
+	return refuse(wire.CodeCapacity, "this member already has %d connections open in this mesh; the limit is %d (close some, or ask the operator about --max-connections-per-member)", n, max)
+}
