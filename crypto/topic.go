@@ -12,10 +12,13 @@ import (
 // key with a fresh nonce, and signs it with from: the shared key only
 // proves "some member", the signature proves which one.
 func SealTopicPost(meshID, topicID string, keyGen int, plaintext []byte, topicKey *[32]byte, from *Identity) (nonceB64, ciphertextB64, signatureHex string, err error) {
-	return sealTopicPostWithNonce(meshID, topicID, keyGen, plaintext, randomNonce(), topicKey, from)
+	return SealTopicPostWithNonce(meshID, topicID, keyGen, plaintext, randomNonce(), topicKey, from)
 }
 
-func sealTopicPostWithNonce(meshID, topicID string, keyGen int, plaintext []byte, nonce [24]byte, topicKey *[32]byte, from *Identity) (nonceB64, ciphertextB64, signatureHex string, err error) {
+// SealTopicPostWithNonce is SealTopicPost with a caller-chosen nonce: for
+// test vectors, and for a deterministic seal (Identity.DeriveNonce). Never
+// use one nonce for two different posts under the same topic key.
+func SealTopicPostWithNonce(meshID, topicID string, keyGen int, plaintext []byte, nonce [24]byte, topicKey *[32]byte, from *Identity) (nonceB64, ciphertextB64, signatureHex string, err error) {
 	nonceB64 = EncodeB64(nonce[:])
 	ct := secretboxSeal(plaintext, &nonce, topicKey)
 	s, err := TopicPostString(meshID, topicID, keyGen, nonceB64, ct)

@@ -446,7 +446,7 @@ func TestVectorTopic(t *testing.T) {
 	alice, bob := v.identity(t, tp.Signer), v.identity(t, ts.Recipient)
 	key := unhex32(t, tp.TopicKey)
 
-	n, ct, sig, err := sealTopicPostWithNonce(v.MeshID, topicID, tp.KeyGen, []byte(tp.Plaintext), unb64Nonce(t, tp.Nonce), &key, alice)
+	n, ct, sig, err := SealTopicPostWithNonce(v.MeshID, topicID, tp.KeyGen, []byte(tp.Plaintext), unb64Nonce(t, tp.Nonce), &key, alice)
 	if err != nil {
 		t.Fatal(err)
 	}
