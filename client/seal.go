@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"slices"
 	"unicode/utf8"
 
 	cmcrypto "claudemesh/crypto"
@@ -26,6 +27,37 @@ type SendOptions struct {
 	Subtype         string
 	// NoReceipts asks the broker not to send receipts for this message.
 	NoReceipts bool
+	// Deterministic seals from ClientMessageID (which must be set)
+	// instead of at random: nonces, and a multi message's content key,
+	// are derived from the sender's secret key, the clientMessageId, the
+	// target and the plaintext (docs/crypto.md "Deterministic sealing").
+	// A retry of the same message then carries the same bytes, which the
+	// broker answers as a duplicate; a different message under the same
+	// id gets other nonces, and the broker refuses it
+	// (idempotency_key_reused). The direct path (no daemon outbox to
+	// keep the sealed bytes) seals this way.
+	Deterministic bool
+}
+
+// Labels of the deterministic seal's derivations (docs/crypto.md
+// "Deterministic sealing"); part of the format.
+const (
+	detBoxNonce        = "box nonce"
+	detMultiKey        = "multi content key"
+	detMultiNonce      = "multi nonce"
+	detMultiKeyNonce   = "multi key nonce"
+	detTopicNonce      = "topic nonce"
+	detPlainTopicNonce = "plaintext topic nonce"
+)
+
+func (o SendOptions) deterministic() (bool, error) {
+	if !o.Deterministic {
+		return false, nil
+	}
+	if o.ClientMessageID == "" {
+		return false, newError(wire.CodeInvalidArgument, "a deterministic seal needs a clientMessageId")
+	}
+	return true, nil
 }
 
 func (o SendOptions) apply(s *wire.Send) {
@@ -66,7 +98,18 @@ func SealDM(to string, plaintext []byte, from *cmcrypto.Identity, o SendOptions)
 	if err != nil {
 		return nil, wrapError(wire.CodeInvalidArgument, err, "recipient")
 	}
-	nonce, ct, err := cmcrypto.SealBox(plaintext, pub, from)
+	det, err := o.deterministic()
+	if err != nil {
+		return nil, err
+	}
+	var nonce, ct string
+	if det {
+		n := from.DeriveNonce(detBoxNonce, []byte(o.ClientMessageID), []byte(to), plaintext)
+		nonce = cmcrypto.EncodeB64(n[:])
+		ct, err = cmcrypto.SealBoxWithNonce(plaintext, n, pub, from)
+	} else {
+		nonce, ct, err = cmcrypto.SealBox(plaintext, pub, from)
+	}
 	if err != nil {
 		return nil, wrapError(wire.CodeInvalidArgument, err, "sealing")
 	}
@@ -78,7 +121,10 @@ func SealDM(to string, plaintext []byte, from *cmcrypto.Identity, o SendOptions)
 // SealMulti encrypts one message for several recipients (kind multi,
 // target "*" or "@group"): the recipients are the pubkeys that matched the
 // target at send time. The signature binds meshID and targetSpec, so the
-// envelope cannot be replayed to another mesh or audience.
+// envelope cannot be replayed to another mesh or audience. A deterministic
+// seal (o.Deterministic) lists each recipient once, in the order of their
+// keys, so that a retry whose directory listed them in another order
+// still carries the same keys.
 func SealMulti(meshID, targetSpec string, plaintext []byte, recipients []string, from *cmcrypto.Identity, o SendOptions) (*wire.Send, error) {
 	if err := checkPlaintext(plaintext); err != nil {
 		return nil, err
@@ -94,7 +140,16 @@ func SealMulti(meshID, targetSpec string, plaintext []byte, recipients []string,
 		}
 		pubs = append(pubs, pub)
 	}
-	env, err := cmcrypto.SealMulti(meshID, targetSpec, plaintext, pubs, from)
+	det, err := o.deterministic()
+	if err != nil {
+		return nil, err
+	}
+	var env *cmcrypto.MultiEnvelope
+	if det {
+		env, err = sealMultiDeterministic(meshID, targetSpec, plaintext, pubs, from, o.ClientMessageID)
+	} else {
+		env, err = cmcrypto.SealMulti(meshID, targetSpec, plaintext, pubs, from)
+	}
 	if err != nil {
 		return nil, wrapError(wire.CodeInvalidArgument, err, "sealing")
 	}
@@ -105,6 +160,24 @@ func SealMulti(meshID, targetSpec string, plaintext []byte, recipients []string,
 	}
 	o.apply(s)
 	return s, nil
+}
+
+// sealMultiDeterministic is SealMulti's deterministic seal: the content
+// key K and the nonce from (meshId, clientMessageId, targetSpec,
+// plaintext), each recipient's key-box nonce from the same and the
+// recipient's key, the recipients deduplicated and sorted.
+func sealMultiDeterministic(meshID, targetSpec string, plaintext []byte, pubs []cmcrypto.PublicKey, from *cmcrypto.Identity, cmid string) (*cmcrypto.MultiEnvelope, error) {
+	pubs = slices.Clone(pubs)
+	slices.SortFunc(pubs, func(a, b cmcrypto.PublicKey) int { return slices.Compare(a[:], b[:]) })
+	pubs = slices.Compact(pubs)
+	common := [][]byte{[]byte(meshID), []byte(cmid), []byte(targetSpec), plaintext}
+	k := from.DeriveKey(detMultiKey, common...)
+	nonce := from.DeriveNonce(detMultiNonce, common...)
+	nonces := make([][24]byte, len(pubs))
+	for i, p := range pubs {
+		nonces[i] = from.DeriveNonce(detMultiKeyNonce, append(slices.Clip(common), []byte(p.Hex()))...)
+	}
+	return cmcrypto.SealMultiWith(meshID, targetSpec, plaintext, k, nonce, pubs, nonces, from)
 }
 
 // Open decrypts a message push for this identity. member is the member key;

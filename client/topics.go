@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"strconv"
 
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/wire"
@@ -204,13 +205,28 @@ func SealTopicPost(meshID, topicID string, keyGen int, key *[32]byte, plaintext 
 	if err := checkPlaintext(plaintext); err != nil {
 		return nil, err
 	}
+	det, err := o.deterministic()
+	if err != nil {
+		return nil, err
+	}
 	s := &wire.Send{TargetSpec: "#" + topicID, Kind: wire.KindTopic}
 	if key == nil {
 		var nonce [24]byte
-		rand.Read(nonce[:])
+		if det {
+			nonce = from.DeriveNonce(detPlainTopicNonce, []byte(meshID), []byte(topicID), []byte(o.ClientMessageID), plaintext)
+		} else {
+			rand.Read(nonce[:])
+		}
 		s.BodyVersion, s.Nonce, s.Ciphertext = wire.BodyPlaintext, cmcrypto.EncodeB64(nonce[:]), cmcrypto.EncodeB64(plaintext)
 	} else {
-		nonce, ct, sig, err := cmcrypto.SealTopicPost(meshID, topicID, keyGen, plaintext, key, from)
+		var nonce, ct, sig string
+		if det {
+			n := from.DeriveNonce(detTopicNonce, []byte(meshID), []byte(topicID), []byte(strconv.Itoa(keyGen)), key[:],
+				[]byte(o.ClientMessageID), plaintext)
+			nonce, ct, sig, err = cmcrypto.SealTopicPostWithNonce(meshID, topicID, keyGen, plaintext, n, key, from)
+		} else {
+			nonce, ct, sig, err = cmcrypto.SealTopicPost(meshID, topicID, keyGen, plaintext, key, from)
+		}
 		if err != nil {
 			return nil, wrapError(wire.CodeInvalidArgument, err, "sealing the post")
 		}
