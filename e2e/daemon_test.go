@@ -106,6 +106,8 @@ type sendOut struct {
 	ClientMessageID string `json:"clientMessageId"`
 	Status          string `json:"status"`
 	Via             string `json:"via"`
+	// Duplicate: a retry answered with the first send's messageId.
+	Duplicate bool `json:"duplicate"`
 }
 
 // sendMany sends n messages "<prefix> i" to `to` with a few CLI processes
@@ -232,7 +234,7 @@ func TestDaemonIdempotentSend(t *testing.T) {
 	var first, second sendOut
 	alice.json(&first, "send", "bob", "exactly once", "--id", "order-42")
 	alice.json(&second, "send", "bob", "exactly once", "--id", "order-42")
-	if first.ClientMessageID != "order-42" || second.ClientMessageID != "order-42" || first.Via != "daemon" {
+	if first.ClientMessageID != "order-42" || second.ClientMessageID != "order-42" || first.Via != "daemon" || first.Duplicate || !second.Duplicate {
 		t.Fatalf("sends: %+v %+v", first, second)
 	}
 	alice.fails(6, "idempotency_key_reused", "send", "bob", "something else", "--id", "order-42")

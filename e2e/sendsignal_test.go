@@ -351,11 +351,22 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 				t.Fatalf("stderr %q does not say to retry with --id %s on the direct path", errText, id)
 			}
 			// What it suggests: the message is found by its id, and a
-			// retry with it sends nothing twice.
+			// retry with it on the direct path sends nothing twice: it is
+			// answered with the first messageId as a duplicate. (It used
+			// to be refused as idempotency_key_reused, exit 6: the retry
+			// was sealed afresh.)
 			if out := alice.ok("message", "status", id).stdout; !strings.Contains(out, "to bob") {
 				t.Fatalf("message status %s: %q", id, out)
 			}
-			alice.fails(6, "idempotency_key_reused", "send", "bob", body, "--id", id)
+			var st struct {
+				MessageID string `json:"messageId"`
+			}
+			alice.json(&st, "message", "status", id)
+			var again sendOut
+			alice.json(&again, "send", "bob", body, "--id", id, "--no-daemon")
+			if !again.OK || !again.Duplicate || again.MessageID != st.MessageID || again.ClientMessageID != id {
+				t.Fatalf("retry with --id %s: %+v, want a duplicate of %s", id, again, st.MessageID)
+			}
 			t.Logf("stderr: %s", errText)
 		})
 	}

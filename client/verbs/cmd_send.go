@@ -30,7 +30,12 @@ func sendCommand() *cli.Command {
 				"nothing sent. Once it is, a first Ctrl-C keeps waiting for their answer, up to 30 s, so the message is\n"+
 				"neither lost nor sent twice, and prints it; a second one stops waiting and says how to check. During\n"+
 				"--wait's wait, after the answer, Ctrl-C ends send (exit 130) with an error that names the message it\n"+
-				"sent (--json: the error interrupted, with messageId and clientMessageId).",
+				"sent (--json: the error interrupted, with messageId and clientMessageId).\n"+
+				"--id makes a retry safe on the same path (the daemon's, or --no-daemon's direct one): the same MESSAGE\n"+
+				"to the same TO again is answered as a duplicate of the first (its messageId; --json: duplicate:true)\n"+
+				"and nothing is sent again; another MESSAGE under the id is refused (idempotency_key_reused, exit 6), and\n"+
+				"so, on the direct path, is an @group or * send whose recipients changed in between, or a #topic post\n"+
+				"after the topic's key was rotated.",
 			"claudemesh send bob \"the build is green\"",
 			"claudemesh send '*' deploy starts in 5 minutes --priority now",
 			"claudemesh send @ops \"disk almost full on db-2\" --json",
@@ -56,6 +61,9 @@ type sendJSON struct {
 	Status          string     `json:"status"`
 	Via             string     `json:"via"`
 	Target          targetJSON `json:"target"`
+	// Duplicate: the message was already taken under this clientMessageId
+	// (a retry): messageId is the first send's, nothing was sent again.
+	Duplicate bool `json:"duplicate,omitzero"`
 }
 
 // readMessage joins MESSAGE words, or reads stdin for a lone "-", and
@@ -148,7 +156,7 @@ func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 	}
 	if e.out.JSONMode() {
 		return e.out.JSON(sendJSON{OK: true, MessageID: res.MessageID, ClientMessageID: res.ClientMessageID,
-			Status: res.Status, Via: res.Via, Target: res.Target})
+			Status: res.Status, Via: res.Via, Target: res.Target, Duplicate: res.Duplicate})
 	}
 	printSent(e, m.Slug, res)
 	return nil

@@ -120,7 +120,10 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	if cmid == "" {
 		cmid = client.NewID()
 	}
-	opts := client.SendOptions{ClientMessageID: cmid, Priority: req.Priority, ReplyToID: req.ReplyTo}
+	// Sealed deterministically from cmid: sent again with --id cmid, the
+	// same message carries the same bytes, and the broker answers it as a
+	// duplicate (sendAcked).
+	opts := client.SendOptions{ClientMessageID: cmid, Priority: req.Priority, ReplyToID: req.ReplyTo, Deterministic: true}
 	var s *wire.Send
 	if t.Kind == wire.KindBox {
 		s, err = client.SealDM(t.Spec, []byte(req.Body), c.Self(), opts)
@@ -224,15 +227,19 @@ func closeSend(ctx context.Context, c *client.Conn) {
 // broker never takes the message's clientMessageId cmid twice from the
 // same sender key, the member's on this direct path, hence --no-daemon
 // (through the daemon, or from a launched session's key, the id is
-// another's). (A re-send is sealed afresh, so the broker refuses it as
-// idempotency_key_reused rather than answering it as a duplicate.)
+// another's). The direct path seals deterministically from cmid
+// (client.SendOptions.Deterministic), so the same message sent again with
+// the same id and target carries the same bytes: the broker answers it
+// with the original messageId as a duplicate if it has it, and takes it
+// if it has not. Only a different message (text, or for @group and * the
+// recipients listed) under the id is refused (idempotency_key_reused).
 //
 // An ack that does not come (opTimeout, or the connection closed) leaves
 // the outcome as unknown: the error says so in the same words, with the
 // same hint, instead of inviting a blind re-send.
 func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check string) (*wire.Ack, error) {
 	var ack *wire.Ack
-	hint := check + " before you send it again; sent again with --id " + cmid + " --no-daemon (this direct path, where the id is known) it cannot be taken twice: if the broker has it, it refuses the new one (idempotency_key_reused)"
+	hint := check + " before you send it again; sent again with --id " + cmid + " --no-daemon (this direct path, where the id is known) it cannot be taken twice: if the broker has it, it delivers nothing again and answers with the first messageId (a duplicate), or with idempotency_key_reused if what is sent differs (another text; for @group and *, other recipients now)"
 	err := cliui.Hold(ctx, heldNote("broker"), func(hctx context.Context) error {
 		sctx, cancel := context.WithTimeout(hctx, opTimeout)
 		defer cancel()

@@ -371,7 +371,7 @@ func (d *direct) sendTopic(ctx context.Context, m *config.Mesh, req sendRequest)
 		cmid = client.NewID()
 	}
 	s, err := client.SealTopicPost(m.MeshID, t.ID, t.KeyGen, key, []byte(req.Body), c.Self(),
-		client.SendOptions{ClientMessageID: cmid, Priority: req.Priority, ReplyToID: req.ReplyTo, Mentions: mentions})
+		client.SendOptions{ClientMessageID: cmid, Priority: req.Priority, ReplyToID: req.ReplyTo, Mentions: mentions, Deterministic: true})
 	if err != nil {
 		return nil, err
 	}
