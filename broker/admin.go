@@ -499,7 +499,7 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 			ms.memberChanged(change, m, nil)
 			if ban {
 				for _, k := range sessions {
-					delete(ms.sessions, k)
+					ms.deleteSessionLocked(k)
 				}
 				for _, set := range ms.conns {
 					for cc := range set {

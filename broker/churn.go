@@ -46,22 +46,19 @@ func (ms *meshState) makeRoomForSession(b *Broker, mem *member, pubkey string) (
 	if max <= 0 || ms.sessions[pubkey] != nil {
 		return "", nil
 	}
-	n := 0
+	keys := ms.memberSessions[mem.ID]
+	n := len(keys)
+	if n < max {
+		return "", nil
+	}
 	var oldest *store.Session
-	for k, s := range ms.sessions {
-		if s.ParentMemberID != mem.ID {
-			continue
-		}
-		n++
+	for k := range keys {
 		if ms.presences[k] != nil {
 			continue
 		}
-		if oldest == nil || s.LastSeenAt < oldest.LastSeenAt {
+		if s := ms.sessions[k]; oldest == nil || s.LastSeenAt < oldest.LastSeenAt {
 			oldest = s
 		}
-	}
-	if n < max {
-		return "", nil
 	}
 	b.metrics.limitTripped.WithLabelValues("sessions_per_member").Inc()
 	if oldest == nil {
@@ -113,7 +110,7 @@ func (h *hub) expireSessions(ms *meshState, now time.Time) {
 	for k, s := range ms.sessions {
 		if s.LastSeenAt < cutoff && ms.presences[k] == nil {
 			keys = append(keys, k)
-			delete(ms.sessions, k)
+			ms.deleteSessionLocked(k)
 		}
 	}
 	ms.mu.Unlock()
@@ -153,5 +150,38 @@ func (ms *meshState) pruneHistory(now time.Time) {
 	sort.Slice(old, func(i, j int) bool { return old[i].at < old[j].at })
 	for _, e := range old[:max(0, min(len(old), len(ms.history)-maxHistory))] {
 		delete(ms.history, e.key)
+	}
+}
+
+// putSessionLocked records a known session key, or a new copy of its
+// record (records are shared with persist closures: replaced, never
+// mutated). Caller holds ms.mu.
+func (ms *meshState) putSessionLocked(key string, s *store.Session) {
+	if old := ms.sessions[key]; old != nil && old.ParentMemberID != s.ParentMemberID {
+		ms.unindexSessionLocked(key, old.ParentMemberID)
+	}
+	ms.sessions[key] = s
+	idx := ms.memberSessions[s.ParentMemberID]
+	if idx == nil {
+		idx = map[string]struct{}{}
+		ms.memberSessions[s.ParentMemberID] = idx
+	}
+	idx[key] = struct{}{}
+}
+
+// deleteSessionLocked forgets a known session key. Caller holds ms.mu.
+func (ms *meshState) deleteSessionLocked(key string) {
+	if s := ms.sessions[key]; s != nil {
+		ms.unindexSessionLocked(key, s.ParentMemberID)
+		delete(ms.sessions, key)
+	}
+}
+
+func (ms *meshState) unindexSessionLocked(key, memberID string) {
+	if idx := ms.memberSessions[memberID]; idx != nil {
+		delete(idx, key)
+		if len(idx) == 0 {
+			delete(ms.memberSessions, memberID)
+		}
 	}
 }

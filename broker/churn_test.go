@@ -13,7 +13,7 @@ import (
 )
 
 // connectSession opens an agent session of member m with a new key.
-func connectSession(t *testing.T, b *Broker, m ident, sessionID string) (*rawConn, *cmcrypto.Identity) {
+func connectSession(t testing.TB, b *Broker, m ident, sessionID string) (*rawConn, *cmcrypto.Identity) {
 	t.Helper()
 	sess, _ := cmcrypto.GenerateIdentity()
 	r := dial(t, b)
@@ -138,9 +138,11 @@ func TestSessionKeysAreBounded(t *testing.T) {
 		t.Fatalf("DM to a kept session: %+v", ack.Error)
 	}
 	_ = live
+	checkSessionIndex(t, b, bob.meshID)
 
 	b.Close()
 	b2 := startWith(t, cfg)
+	checkSessionIndex(t, b2, bob.meshID)
 	ac2 := connect(t, b2, alice, false, nil)
 	if ack := ac2.sendAck(dm(t, alice, keys[0], "after restart")); ack.Error == nil || ack.Error.Code != wire.CodeUnknownRecipient {
 		t.Fatalf("evicted session known again after a restart: %+v", ack)

@@ -69,9 +69,9 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		case store.ChangeSession:
 			pk := store.HexKey(c.Key)
 			if c.New == nil {
-				delete(ms.sessions, pk)
+				ms.deleteSessionLocked(pk)
 			} else if s, err := store.DecodeSession(c.New); err == nil && ms.members[pk] == nil {
-				ms.sessions[pk] = s
+				ms.putSessionLocked(pk, s)
 			}
 		case store.ChangeGrants:
 			pk := store.HexKey(c.Key)
@@ -128,10 +128,8 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 			return nil
 		}
 		closes := ms.connsOf(m)
-		for k, s := range ms.sessions {
-			if s.ParentMemberID == m.ID {
-				delete(ms.sessions, k)
-			}
+		for k := range ms.memberSessions[m.ID] {
+			ms.deleteSessionLocked(k)
 		}
 		delete(ms.grants, m.Pubkey)
 		// Its presences held by other nodes end here; those held here

@@ -353,9 +353,9 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 			Pubkey: id.pubkey, ParentMemberID: mem.ID, ParentPubkey: mem.Pubkey, SessionID: id.sessionID,
 			DisplayName: id.displayName, Attestation: *id.attestation, Groups: id.groups, LastSeenAt: time.Now().UnixMilli(),
 		}
-		ms.sessions[id.pubkey] = sess
+		ms.putSessionLocked(id.pubkey, sess)
 		if evict != "" {
-			delete(ms.sessions, evict)
+			ms.deleteSessionLocked(evict)
 		}
 		persist = func(tx *store.Tx) error { return store.PutSession(tx, ms.id, sess) }
 	} else if len(id.groups) > 0 {

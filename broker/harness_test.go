@@ -23,7 +23,7 @@ import (
 	"claudemesh/wire"
 )
 
-func testConfig(t *testing.T) Config {
+func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MetricsListen = "127.0.0.1:0"
@@ -40,7 +40,7 @@ func testConfig(t *testing.T) Config {
 	return cfg
 }
 
-func startBroker(t *testing.T, mutate func(*Config)) *Broker {
+func startBroker(t testing.TB, mutate func(*Config)) *Broker {
 	t.Helper()
 	cfg := testConfig(t)
 	if mutate != nil {
@@ -49,7 +49,7 @@ func startBroker(t *testing.T, mutate func(*Config)) *Broker {
 	return startWith(t, cfg)
 }
 
-func startWith(t *testing.T, cfg Config) *Broker {
+func startWith(t testing.TB, cfg Config) *Broker {
 	t.Helper()
 	b, err := New(cfg)
 	if err != nil {
@@ -72,7 +72,7 @@ type ident struct {
 
 func (i ident) pub() string { return i.key.PublicHex() }
 
-func postJSON(t *testing.T, url, bearer string, body any) (int, map[string]any) {
+func postJSON(t testing.TB, url, bearer string, body any) (int, map[string]any) {
 	t.Helper()
 	data, _ := json.Marshal(body)
 	req, _ := http.NewRequest("POST", url, bytes.NewReader(data))
@@ -99,7 +99,7 @@ func errCode(body map[string]any) string {
 	return s
 }
 
-func createMesh(t *testing.T, b *Broker, slug, owner string) ident {
+func createMesh(t testing.TB, b *Broker, slug, owner string) ident {
 	t.Helper()
 	key, _ := cmcrypto.GenerateIdentity()
 	st, body := postJSON(t, b.HTTPURL()+"/v1/admin/meshes", b.OperatorToken(), map[string]string{
@@ -121,7 +121,7 @@ func createMesh(t *testing.T, b *Broker, slug, owner string) ident {
 // redeliveries; a push of a message whose ack was confirmed is still a
 // failure.
 type rawConn struct {
-	t         *testing.T
+	t         testing.TB
 	ws        *websocket.Conn
 	b         *Broker
 	challenge wire.Challenge
@@ -199,7 +199,7 @@ func (r *rawConn) pump() {
 	}
 }
 
-func dial(t *testing.T, b *Broker) *rawConn {
+func dial(t testing.TB, b *Broker) *rawConn {
 	t.Helper()
 	ws, _, err := websocket.DefaultDialer.Dial(b.URL(), nil)
 	if err != nil {
@@ -331,7 +331,7 @@ func (r *rawConn) hello(id ident, mutate func(*wire.Hello)) wire.HelloAck {
 }
 
 // connect dials and says hello as a presence (or transient).
-func connect(t *testing.T, b *Broker, id ident, presence bool, mutate func(*wire.Hello)) *rawConn {
+func connect(t testing.TB, b *Broker, id ident, presence bool, mutate func(*wire.Hello)) *rawConn {
 	t.Helper()
 	r := dial(t, b)
 	r.hello(id, func(h *wire.Hello) {
@@ -385,7 +385,7 @@ func (r *rawConn) request(frame map[string]any, v any, types ...string) {
 }
 
 // invite registers a signed invite issued by issuer and returns its token.
-func invite(t *testing.T, b *Broker, issuer ident, slug, role string, maxUses int, expires time.Duration) (string, *rawConn) {
+func invite(t testing.TB, b *Broker, issuer ident, slug, role string, maxUses int, expires time.Duration) (string, *rawConn) {
 	t.Helper()
 	inv := &cmcrypto.Invite{V: 1, MeshID: issuer.meshID, MeshSlug: slug, MeshName: strings.ToUpper(slug[:1]) + slug[1:],
 		BrokerURL: b.URL(), BrokerPubkey: b.PublicKey(), InviteID: ulid.Make().String(), Role: role,
@@ -402,13 +402,13 @@ func invite(t *testing.T, b *Broker, issuer ident, slug, role string, maxUses in
 	return token, c
 }
 
-func join(t *testing.T, b *Broker, token, name string) (int, map[string]any, ident) {
+func join(t testing.TB, b *Broker, token, name string) (int, map[string]any, ident) {
 	t.Helper()
 	key, _ := cmcrypto.GenerateIdentity()
 	return joinWith(t, b, token, name, key)
 }
 
-func joinWith(t *testing.T, b *Broker, token, name string, key *cmcrypto.Identity) (int, map[string]any, ident) {
+func joinWith(t testing.TB, b *Broker, token, name string, key *cmcrypto.Identity) (int, map[string]any, ident) {
 	t.Helper()
 	inv, _, err := cmcrypto.ParseInvite(token)
 	if err != nil {
@@ -430,7 +430,7 @@ func joinWith(t *testing.T, b *Broker, token, name string, key *cmcrypto.Identit
 }
 
 // addMember creates a member through a real invite and join.
-func addMember(t *testing.T, b *Broker, owner ident, slug, name string) ident {
+func addMember(t testing.TB, b *Broker, owner ident, slug, name string) ident {
 	t.Helper()
 	token, c := invite(t, b, owner, slug, "member", 1, time.Hour)
 	var info wire.InviteReply
@@ -443,7 +443,7 @@ func addMember(t *testing.T, b *Broker, owner ident, slug, name string) ident {
 }
 
 // dm builds a box send from a to b.
-func dm(t *testing.T, from ident, to string, text string) wire.Send {
+func dm(t testing.TB, from ident, to string, text string) wire.Send {
 	t.Helper()
 	toKey, err := cmcrypto.ParsePublicKey(to)
 	if err != nil {
@@ -457,7 +457,7 @@ func dm(t *testing.T, from ident, to string, text string) wire.Send {
 }
 
 // multi builds a multi send.
-func multi(t *testing.T, from ident, target string, text string, to ...string) wire.Send {
+func multi(t testing.TB, from ident, target string, text string, to ...string) wire.Send {
 	t.Helper()
 	var keys []cmcrypto.PublicKey
 	for _, k := range to {
@@ -495,7 +495,7 @@ func (r *rawConn) sendAck(s wire.Send) wire.Ack {
 }
 
 // openPush decrypts a push addressed to id.
-func openPush(t *testing.T, p *wire.Push, id ident) string {
+func openPush(t testing.TB, p *wire.Push, id ident) string {
 	t.Helper()
 	sender, err := cmcrypto.ParsePublicKey(p.SenderPubkey)
 	if err != nil {

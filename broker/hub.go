@@ -39,7 +39,12 @@ type meshState struct {
 	members    map[string]*member        // by pubkey
 	memberByID map[string]*member        // by memberId
 	sessions   map[string]*store.Session // known session keys
-	presences  map[string]*presence      // by presence key
+	// memberSessions indexes the known session keys by parent memberId
+	// (putSessionLocked, deleteSessionLocked), so a session hello's
+	// --max-sessions-per-member check walks its member's sessions, not
+	// the whole mesh's.
+	memberSessions map[string]map[string]struct{}
+	presences      map[string]*presence // by presence key
 	// memberPresences indexes the member (non-session) presences of each
 	// member pubkey, so targeting a member is O(its presences).
 	memberPresences map[string]map[string]*presence
@@ -195,7 +200,7 @@ func (h *hub) loadMeshTx(tx *store.Tx, m store.Mesh, bad func(store.Corrupt)) (m
 			b.log.Warn("ignoring a session record that holds a member key", "mesh", m.Slug, "pubkey", sess.Pubkey)
 			return nil
 		}
-		ms.sessions[sess.Pubkey] = &sess
+		ms.putSessionLocked(sess.Pubkey, &sess)
 		return nil
 	}, bad)
 	if err != nil {
@@ -242,6 +247,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		members:         map[string]*member{},
 		memberByID:      map[string]*member{},
 		sessions:        map[string]*store.Session{},
+		memberSessions:  map[string]map[string]struct{}{},
 		presences:       map[string]*presence{},
 		memberPresences: map[string]map[string]*presence{},
 		conns:           map[string]map[*conn]struct{}{},

@@ -112,12 +112,13 @@ func TestBanEndsEveryRouteToTheBannedKeys(t *testing.T) {
 	r2.write(r2.sessionHello(bob, bobSessKey, func(h *wire.SessionHello) { h.DisplayName = "bob-worker" }))
 	r2.expectRefusal(wire.CodeRevoked, wire.CloseBanned, wire.ReasonBanned)
 
+	checkSessionIndex(t, b, alice.meshID) // the ban forgot bob's session
 	// A session record holding bob's key (as a broker before this fix
 	// could have stored) must neither route nor make unban ambiguous.
 	ms := b.hub.mesh(alice.meshID)
 	ms.mu.Lock()
-	ms.sessions[bob.pub()] = &store.Session{Pubkey: bob.pub(), ParentMemberID: mallory.memberID, ParentPubkey: mallory.pub(),
-		SessionID: "sess-x", DisplayName: "helper", LastSeenAt: time.Now().UnixMilli()}
+	ms.putSessionLocked(bob.pub(), &store.Session{Pubkey: bob.pub(), ParentMemberID: mallory.memberID, ParentPubkey: mallory.pub(),
+		SessionID: "sess-x", DisplayName: "helper", LastSeenAt: time.Now().UnixMilli()})
 	ms.mu.Unlock()
 
 	sender := connect(t, b, alice, false, nil)

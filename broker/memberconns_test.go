@@ -55,7 +55,7 @@ func TestConnectionsPerMemberAreCapped(t *testing.T) {
 
 // checkInflightCounts compares the mesh's per-key count of pushes in
 // flight with the connections' own windows.
-func checkInflightCounts(t *testing.T, b *Broker, meshID string) {
+func checkInflightCounts(t testing.TB, b *Broker, meshID string) {
 	t.Helper()
 	ms := b.hub.mesh(meshID)
 	ms.mu.Lock()
@@ -75,5 +75,26 @@ func checkInflightCounts(t *testing.T, b *Broker, meshID string) {
 		if ms.keyInflight[k] != n {
 			t.Fatalf("keyInflight %v, the connections' windows %v", ms.keyInflight, want)
 		}
+	}
+}
+
+// checkSessionIndex compares the mesh's index of session keys by member
+// with the session records themselves.
+func checkSessionIndex(t testing.TB, b *Broker, meshID string) {
+	t.Helper()
+	ms := b.hub.mesh(meshID)
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	indexed := 0
+	for memberID, keys := range ms.memberSessions {
+		for k := range keys {
+			indexed++
+			if s := ms.sessions[k]; s == nil || s.ParentMemberID != memberID {
+				t.Fatalf("session %s indexed under member %s, record %+v", k[:8], memberID, s)
+			}
+		}
+	}
+	if indexed != len(ms.sessions) {
+		t.Fatalf("%d session keys indexed by member, %d known", indexed, len(ms.sessions))
 	}
 }

@@ -150,7 +150,7 @@ func (b *Broker) afterRemoval(ms *meshState, memberID string, sessions []string,
 	var victims []*conn
 	ms.mu.Lock()
 	for _, k := range sessions {
-		delete(ms.sessions, k)
+		ms.deleteSessionLocked(k)
 	}
 	var gonePubkey string
 	if m := ms.memberByID[memberID]; m != nil {

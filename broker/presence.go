@@ -167,7 +167,7 @@ func (h *hub) detachLocked(c *conn) {
 		if s := ms.sessions[c.pubkey]; s != nil && c.pubkey != c.mem.Pubkey {
 			cp := *s // records are shared with persist closures: copy, never mutate
 			cp.LastSeenAt = now
-			ms.sessions[c.pubkey] = &cp
+			ms.putSessionLocked(c.pubkey, &cp)
 		}
 	}
 	p := c.pres

@@ -108,7 +108,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		if s := ms.sessions[p.pubkey]; s != nil && (u.Type == wire.TypeJoinGroup || u.Type == wire.TypeLeaveGroup) {
 			cp := *s
 			cp.Groups = append([]wire.Group(nil), p.groups...)
-			ms.sessions[p.pubkey] = &cp
+			ms.putSessionLocked(p.pubkey, &cp)
 			persist = func(tx *store.Tx) error { return store.PutSession(tx, ms.id, &cp) }
 		}
 		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle && p.conn != nil {
@@ -281,10 +281,8 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 	c.sendOK(env.ReqID)
 	ms.mu.Lock()
 	var victims []*conn
-	for k := range ms.sessions {
-		if s := ms.sessions[k]; s.ParentMemberID == mem.ID {
-			delete(ms.sessions, k)
-		}
+	for k := range ms.memberSessions[mem.ID] {
+		ms.deleteSessionLocked(k)
 	}
 	for k, set := range ms.conns {
 		for cc := range set {
