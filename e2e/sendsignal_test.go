@@ -304,13 +304,17 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 
 	users := setupMesh(t, b, "alice", "bob")
 	alice := users[0]
-	for _, mode := range []string{"answered", "abandoned", "closing"} {
+	for _, mode := range []string{"answered", "abandoned", "closing", "waiting"} {
 		second := mode == "abandoned"
 		t.Run(mode, func(t *testing.T) {
 			rel := make(chan struct{})
 			release.Store(&rel)
-			body := "hello " + map[string]string{"answered": "once", "abandoned": "twice", "closing": "thrice"}[mode]
-			s := startSend(t, alice, "send", "bob", body)
+			body := "hello " + map[string]string{"answered": "once", "abandoned": "twice", "closing": "thrice", "waiting": "four times"}[mode]
+			args := []string{"send", "bob", body}
+			if mode == "waiting" {
+				args = append(args, "--wait")
+			}
+			s := startSend(t, alice, args...)
 			sender.Store(s)
 			s.waitLine("waiting up to 30 s for the broker's answer, so that the message is neither lost nor sent twice; a second Ctrl-C stops waiting")
 			exited := make(chan struct{})
@@ -334,6 +338,17 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 			close(exited)
 			closing.Store(nil)
 			sender.Store(nil)
+			if mode == "waiting" {
+				// --wait asked for the delivery, which the signal kept
+				// send from waiting for: the ack, then the error
+				// interrupted. It used to exit 0, which with --wait
+				// says delivered.
+				if code != 130 || !strings.Contains(s.stdout.String(), "queued for bob") ||
+					!strings.Contains(s.errText(), "but send stopped waiting for its delivery (interrupted)") {
+					t.Fatalf("send --wait exited %d; stdout %q, stderr %q: want 130, the ack and the interrupted wait", code, s.stdout.String(), s.errText())
+				}
+				return
+			}
 			if !second {
 				if code != 0 || !strings.Contains(s.stdout.String(), "queued for bob") {
 					t.Fatalf("send exited %d; stdout %q, stderr %q: want the ack", code, s.stdout.String(), s.errText())
@@ -374,7 +389,7 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	for _, r := range users[1].inbox() {
 		got = append(got, r.body())
 	}
-	if strings.Join(got, "|") != "hello once|hello twice|hello thrice" {
+	if strings.Join(got, "|") != "hello once|hello twice|hello thrice|hello four times" {
 		t.Fatalf("bob's inbox: %q, want each message once", got)
 	}
 

@@ -28,9 +28,10 @@ func sendCommand() *cli.Command {
 				"with --wait, delivered (the recipient's client acknowledged it).\n"+
 				"Ctrl-C (SIGINT, SIGTERM) before the message is handed to the daemon or the broker ends send with\n"+
 				"nothing sent. Once it is, a first Ctrl-C keeps waiting for their answer, up to 30 s, so the message is\n"+
-				"neither lost nor sent twice, and prints it; a second one stops waiting and says how to check. During\n"+
-				"--wait's wait, after the answer, Ctrl-C ends send (exit 130) with an error that names the message it\n"+
-				"sent (--json: the error interrupted, with messageId and clientMessageId).\n"+
+				"neither lost nor sent twice, and prints it; a second one stops waiting and says how to check. With\n"+
+				"--wait, a Ctrl-C that came before the answer, or during the wait for the delivery after it, ends send\n"+
+				"(exit 130) with an error that names the message it sent (--json: the error interrupted, with messageId\n"+
+				"and clientMessageId): exit 0 with --wait always means delivered.\n"+
 				"--id makes a retry safe on the same path (the daemon's, or --no-daemon's direct one): the same MESSAGE\n"+
 				"to the same TO again is answered as a duplicate of the first (its messageId; --json: duplicate:true)\n"+
 				"and nothing is sent again; another MESSAGE under the id is refused (idempotency_key_reused, exit 6), and\n"+

@@ -120,11 +120,15 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		return nil, cliui.Errorf("send_failed", "this message (id %s) failed earlier: %s", resp.ClientMessageID, resp.Error).
 			WithHint("claudemesh daemon outbox requeue "+resp.ClientMessageID).WithMessage(resp.MessageID, resp.ClientMessageID)
 	}
-	if !req.Wait || res.Status == localapi.StatusDelivered || ctx.Err() != nil {
-		// Signalled during the accept: report what the daemon took
-		// (--json too) instead of starting a wait that ends at once in
-		// a silent interruption.
+	if !req.Wait || res.Status == localapi.StatusDelivered {
 		return res, nil
+	}
+	if ctx.Err() != nil {
+		// Signalled during the accept: the daemon took the message, but
+		// the delivery --wait is for was never waited for. Exit 0 would
+		// say it was delivered; this is the error a signal during the
+		// wait gives, with the accept printed before it.
+		return res, waitInterrupted(res, "it stays in the outbox; check with claudemesh message status "+res.ClientMessageID)
 	}
 	return v.waitDelivered(ctx, stream, res, req.WaitTimeout)
 }

@@ -156,10 +156,7 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	if res.OnlineNow > 0 {
 		res.Status = "sent"
 	}
-	if !req.Wait || ctx.Err() != nil {
-		// Signalled while the broker answered: report the ack (--json
-		// too) instead of starting a wait that would end at once in a
-		// silent interruption.
+	if !req.Wait {
 		return res, nil
 	}
 	if res.Recipients == 0 {
@@ -170,6 +167,13 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 			res.Status = "delivered"
 		}
 		return res, nil
+	}
+	if ctx.Err() != nil {
+		// Signalled while the broker answered: the message is taken,
+		// but the delivery --wait is for was never waited for. Exit 0
+		// would say it was delivered; this is the error a signal during
+		// the wait gives, with the ack printed before it.
+		return res, waitInterrupted(res, "it stays queued for them; check later with claudemesh message status "+res.MessageID)
 	}
 	d.log.Debug("waiting for the delivery", "messageId", res.MessageID, "recipients", res.Recipients, "timeout", req.WaitTimeout)
 	wctx, wcancel := context.WithTimeout(ctx, req.WaitTimeout)

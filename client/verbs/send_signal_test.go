@@ -20,8 +20,9 @@ import (
 // while the daemon is accepting a send does not abandon the request: the
 // daemon's answer is returned, so send prints what was accepted instead of
 // leaving the caller to guess whether to send again. With --wait, the
-// accept is returned without waiting for the delivery (the wait would
-// end at once in a silent interruption, --json printing nothing).
+// accept is returned with the error interrupted, not waited on: the
+// delivery --wait asks about was not waited for, and a nil error (exit 0)
+// would say it was delivered.
 func TestDaemonSendSurvivesCancel(t *testing.T) {
 	for _, wait := range []bool{false, true} {
 		t.Run(map[bool]string{false: "send", true: "wait"}[wait], func(t *testing.T) {
@@ -54,8 +55,14 @@ func TestDaemonSendSurvivesCancel(t *testing.T) {
 				close(answer)
 			}()
 			res, err := v.Send(ctx, &config.Mesh{Slug: "acme"}, sendRequest{To: "bob", Body: "hi", Wait: wait, WaitTimeout: time.Minute})
-			if err != nil {
+			var ce *cliui.Error
+			switch {
+			case !wait && err != nil:
 				t.Fatalf("Send after the context ended: %v (the accept was abandoned, or not reported)", err)
+			case wait && (!errors.As(err, &ce) || ce.Code != cliui.CodeInterrupted):
+				t.Fatalf("Send --wait after the context ended: %v, want the error interrupted", err)
+			case res == nil:
+				t.Fatal("Send after the context ended returned no result: the accept was abandoned, or not reported")
 			}
 			if res.MessageID != "01JD3Z5C8Q2W0W6N5D3H4K7M9P" || res.Status != localapi.StatusAccepted {
 				t.Fatalf("Send = %+v", res)
