@@ -32,7 +32,12 @@ type Config struct {
 	// (--max-connections-per-member; 0 = unlimited), so that one member
 	// cannot hold the mesh's --max-connections-per-mesh against the others.
 	MaxConnsPerMember int
-	MaxPending        int // per recipient
+	// MaxTopicsPerMesh and MaxTopicsPerMember bound the topics a mesh
+	// holds and the share of them one member may create, so that one
+	// member cannot use up the mesh's topics (no flags: fixed limits,
+	// lowered in tests).
+	MaxTopicsPerMesh, MaxTopicsPerMember int
+	MaxPending                           int // per recipient
 	// MaxPendingPerSender caps the places of one recipient's queue one
 	// sending member may hold; MaxQueuedBytesPerSender and
 	// MaxQueuedBytesPerMesh cap the undelivered bytes one member, and a
@@ -186,6 +191,8 @@ func DefaultConfig() Config {
 		MaxFrame:                1 << 20,
 		MaxConnsPerMesh:         10000,
 		MaxConnsPerMember:       256,
+		MaxTopicsPerMesh:        1000,
+		MaxTopicsPerMember:      100,
 		MaxPending:              10000,
 		MaxPendingPerSender:     2500,
 		MaxQueuedBytesPerSender: 128 << 20,

@@ -35,6 +35,10 @@ type topicState struct {
 type topicIndex struct {
 	byID   map[string]*topicState
 	byName map[string]*topicState
+	// creating counts the topics each member is creating now (checked
+	// against the caps, not yet in byID), so that concurrent creates
+	// cannot pass them together.
+	creating map[string]int
 }
 
 // topicsLocked returns the mesh's topic index, loading it from the store on
@@ -43,7 +47,7 @@ func (b *Broker) topicsLocked(ms *meshState) (*topicIndex, error) {
 	if ms.topics != nil {
 		return ms.topics, nil
 	}
-	idx := &topicIndex{byID: map[string]*topicState{}, byName: map[string]*topicState{}}
+	idx := &topicIndex{byID: map[string]*topicState{}, byName: map[string]*topicState{}, creating: map[string]int{}}
 	err := b.store.View(func(tx *store.Tx) error {
 		topics, err := store.ListTopics(tx, ms.id)
 		if err != nil {
@@ -267,12 +271,44 @@ func (c *conn) requireTopicMember(reqID string, t *topicState) bool {
 
 // ---- create and list ----
 
-const (
-	maxTopicDescription = 1024
-	// maxTopicsPerMesh bounds what members can make the store keep; a
-	// mesh's topics are also listed whole in topic_list.
-	maxTopicsPerMesh = 1000
-)
+const maxTopicDescription = 1024
+
+// reserveTopicLocked checks a new topic of creator against
+// Config.MaxTopicsPerMesh (what members can make the store keep; a mesh's
+// topics are also listed whole in topic_list) and MaxTopicsPerMember (one
+// member used to be able to create all of them and leave none to the
+// others), counting the creates under way, and reserves its place. A
+// non-empty code refuses it; otherwise the caller calls the returned
+// release once the topic is in the index or was not created. Caller
+// holds ms.mu; release takes it.
+func (c *conn) reserveTopicLocked(idx *topicIndex, creator string) (release func(), code, msg string) {
+	cfg := c.b.cfg
+	total, mine := len(idx.byID), idx.creating[creator]
+	for _, n := range idx.creating {
+		total += n
+	}
+	for _, t := range idx.byID {
+		if t.CreatedBy == creator {
+			mine++
+		}
+	}
+	switch {
+	case cfg.MaxTopicsPerMesh > 0 && total >= cfg.MaxTopicsPerMesh:
+		return nil, wire.CodeTooManyTopics, fmt.Sprintf("this mesh already has %d topics, the most it may have", cfg.MaxTopicsPerMesh)
+	case cfg.MaxTopicsPerMember > 0 && mine >= cfg.MaxTopicsPerMember:
+		c.b.metrics.limitTripped.WithLabelValues("topics_per_member").Inc()
+		return nil, wire.CodeTooManyTopics, fmt.Sprintf("you have created %d topics in this mesh, the most one member may", cfg.MaxTopicsPerMember)
+	}
+	idx.creating[creator]++
+	ms := c.ms
+	return func() {
+		ms.mu.Lock()
+		if idx.creating[creator]--; idx.creating[creator] <= 0 {
+			delete(idx.creating, creator)
+		}
+		ms.mu.Unlock()
+	}, "", ""
+}
 
 func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 	var r wire.TopicCreate
@@ -340,12 +376,19 @@ func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 	ms := c.ms
 	ms.mu.Lock()
 	idx, ierr := c.b.topicsLocked(ms)
-	full := ierr == nil && len(idx.byID) >= maxTopicsPerMesh
-	ms.mu.Unlock()
-	if full {
-		fail(wire.CodeTooManyTopics, fmt.Sprintf("this mesh already has %d topics, the most it may have", maxTopicsPerMesh))
+	if ierr != nil {
+		ms.mu.Unlock()
+		c.b.log.Error("topic create", "err", ierr)
+		fail(wire.CodeInternal, "could not create the topic")
 		return
 	}
+	release, code, msg := c.reserveTopicLocked(idx, me)
+	ms.mu.Unlock()
+	if code != "" {
+		fail(code, msg)
+		return
+	}
+	defer release()
 	err := c.b.store.Update(func(tx *store.Tx) error {
 		if err := store.CreateTopic(tx, ms.id, t, creator, seal); err != nil {
 			return err
@@ -364,6 +407,8 @@ func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 	}
 	ts := &topicState{Topic: *t, members: map[string]string{me: wire.TopicLead}}
 	ms.mu.Lock()
+	// The index may have been dropped meanwhile (a cluster node reloads
+	// it after a replicated change); then it is loaded with the topic.
 	if idx, err := c.b.topicsLocked(ms); err == nil {
 		idx.put(ts)
 	}

@@ -621,3 +621,29 @@ func TestTopicRetention(t *testing.T) {
 		t.Fatalf("unread counts an expired post: %+v", got)
 	}
 }
+
+// TestTopicsPerMemberAreCapped: one member creates at most
+// MaxTopicsPerMember topics, so that it cannot use up the mesh's
+// MaxTopicsPerMesh and leave the others none; the mesh's cap still holds
+// for everyone. Before the per-member cap bob's third topic was created.
+func TestTopicsPerMemberAreCapped(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.MaxTopicsPerMember, c.MaxTopicsPerMesh = 2, 5 })
+	peers := topicMesh(t, b, "acme", "alice", "bob", "carol")
+	alice, bob, carol := peers[0], peers[1], peers[2]
+	bob.create("b1", client.TopicCreateOptions{})
+	bob.create("b2", client.TopicCreateOptions{Plaintext: true})
+	_, _, err := bob.conn.TopicCreate(bob.ctx(), client.TopicCreateOptions{Name: "b3"})
+	if errCodeOf(err) != wire.CodeTooManyTopics || !strings.Contains(err.Error(), "the most one member may") {
+		t.Fatalf("bob's third topic: %v, want too_many_topics for his share", err)
+	}
+	if got := counterValue(t, b, "claudemesh_limits_tripped_total", "topics_per_member"); got != 1 {
+		t.Fatalf("limits_tripped{topics_per_member} = %v, want 1", got)
+	}
+	alice.create("a1", client.TopicCreateOptions{}) // general, b1, b2, a1
+	carol.create("c1", client.TopicCreateOptions{}) // the mesh's fifth
+	_, _, err = carol.conn.TopicCreate(carol.ctx(), client.TopicCreateOptions{Name: "c2"})
+	if errCodeOf(err) != wire.CodeTooManyTopics || !strings.Contains(err.Error(), "this mesh already has 5 topics") {
+		t.Fatalf("a sixth topic in the mesh: %v, want too_many_topics for the mesh", err)
+	}
+}
