@@ -1,6 +1,7 @@
 package client
 
 import (
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/nacl/box"
@@ -52,19 +53,23 @@ func naclOpenSecret(t *testing.T, nonceB64, ctB64 string, key *[32]byte) []byte 
 }
 
 // TestDeterministicSealDM: a direct message sealed deterministically is
-// byte-identical for the same sender, clientMessageId, recipient and text
-// (what makes the broker answer a retry as a duplicate), has another nonce
-// when any of them differs (no nonce is used for two messages), and opens
-// with the ordinary open functions.
+// byte-identical for the same sender, mesh, clientMessageId, recipient and
+// text (what makes the broker answer a retry as a duplicate), has another
+// nonce when any of them differs (no nonce is used for two messages), and
+// opens with the ordinary open functions.
 func TestDeterministicSealDM(t *testing.T) {
 	alice, bob, carol := newID(t), newID(t), newID(t)
-	det := func(from *cmcrypto.Identity, to *cmcrypto.Identity, id, text string) *wire.Send {
+	dm := func(mesh string, from *cmcrypto.Identity, to string, id, text string) *wire.Send {
 		t.Helper()
-		s, err := SealDM(to.PublicHex(), []byte(text), from, SendOptions{ClientMessageID: id, Deterministic: true})
+		s, err := SealDM(to, []byte(text), from, SendOptions{ClientMessageID: id, Deterministic: true, MeshID: mesh})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
+	}
+	det := func(from *cmcrypto.Identity, to *cmcrypto.Identity, id, text string) *wire.Send {
+		t.Helper()
+		return dm("m", from, to.PublicHex(), id, text)
 	}
 	a, b := det(alice, bob, "order-42", "hello bob"), det(alice, bob, "order-42", "hello bob")
 	if a.Nonce != b.Nonce || a.Ciphertext != b.Ciphertext || a.TargetSpec != b.TargetSpec || a.Kind != b.Kind {
@@ -86,9 +91,12 @@ func TestDeterministicSealDM(t *testing.T) {
 		"another id":        det(alice, bob, "order-43", "hello bob"),
 		"another recipient": det(alice, carol, "order-42", "hello bob"),
 		"another sender":    det(carol, bob, "order-42", "hello bob"),
-		// Length-prefixed fields: moving a byte from the id to the text
-		// is another input.
-		"a shifted field": det(alice, bob, "order-4", "2hello bob"),
+		// The same key may be a member of two meshes.
+		"another mesh": dm("m2", alice, bob.PublicHex(), "order-42", "hello bob"),
+		// Length-prefixed fields: a byte moved from the mesh id to the
+		// clientMessageId (adjacent fields, so the concatenation is
+		// the same) is another input.
+		"a shifted field": dm("mo", alice, bob.PublicHex(), "rder-42", "hello bob"),
 	} {
 		if prev, dup := nonces[s.Nonce]; dup {
 			t.Errorf("%s has the nonce of %s", what, prev)
@@ -96,12 +104,21 @@ func TestDeterministicSealDM(t *testing.T) {
 		nonces[s.Nonce] = what
 	}
 
+	// The nonce is derived from the recipient's canonical 64 lowercase
+	// hex (docs/crypto.md): another spelling of bob's key is refused
+	// before anything is derived, so it cannot give another nonce for
+	// the same message.
+	_, err = SealDM(strings.ToUpper(bob.PublicHex()), []byte("hello bob"), alice, SendOptions{ClientMessageID: "order-42", Deterministic: true, MeshID: "m"})
+	wantCode(t, err, wire.CodeInvalidArgument)
+
 	r1, _ := SealDM(bob.PublicHex(), []byte("hello bob"), alice, SendOptions{ClientMessageID: "order-42"})
 	r2, _ := SealDM(bob.PublicHex(), []byte("hello bob"), alice, SendOptions{ClientMessageID: "order-42"})
 	if r1.Nonce == r2.Nonce || r1.Nonce == a.Nonce {
 		t.Fatal("without Deterministic the nonce must be random")
 	}
-	_, err = SealDM(bob.PublicHex(), []byte("hello bob"), alice, SendOptions{Deterministic: true})
+	_, err = SealDM(bob.PublicHex(), []byte("hello bob"), alice, SendOptions{Deterministic: true, MeshID: "m"})
+	wantCode(t, err, wire.CodeInvalidArgument)
+	_, err = SealDM(bob.PublicHex(), []byte("hello bob"), alice, SendOptions{Deterministic: true, ClientMessageID: "order-42"})
 	wantCode(t, err, wire.CodeInvalidArgument)
 }
 
@@ -162,6 +179,8 @@ func TestDeterministicSealMulti(t *testing.T) {
 		"another id":     det("m", "@ops", "g2", "group hello", recips),
 		"another target": det("m", "*", "g1", "group hello", recips),
 		"another mesh":   det("m2", "@ops", "g1", "group hello", recips),
+		// A byte moved between adjacent fields (mesh id, clientMessageId).
+		"a shifted field": det("mg", "@ops", "1", "group hello", recips),
 	} {
 		if prev, dup := nonces[s.Nonce]; dup {
 			t.Errorf("%s has the nonce of %s", what, prev)
@@ -213,6 +232,8 @@ func TestDeterministicSealTopic(t *testing.T) {
 		"another generation": det("T1", 2, key, "p1", "deploy at 5pm"),
 		"another key":        det("T1", 1, key2, "p1", "deploy at 5pm"),
 		"a plaintext post":   det("T1", 1, nil, "p1", "deploy at 5pm"),
+		// A byte moved between adjacent fields (clientMessageId, text).
+		"a shifted field": det("T1", 1, key, "p1d", "eploy at 5pm"),
 	} {
 		if prev, dup := nonces[s.Nonce]; dup {
 			t.Errorf("%s has the nonce of %s", what, prev)
@@ -225,6 +246,9 @@ func TestDeterministicSealTopic(t *testing.T) {
 	}
 	if p3 := det("T1", 0, nil, "p1", "plain!"); p3.Nonce == p1.Nonce {
 		t.Fatal("another plaintext post under the id has the same nonce")
+	}
+	if p4 := det("T1", 0, nil, "p1p", "lain"); p4.Nonce == p1.Nonce {
+		t.Fatal("a byte moved from the text to the id gives the same plaintext-post nonce")
 	}
 	r1, _ := SealTopicPost("m", "T1", 1, key, []byte("x"), alice, SendOptions{ClientMessageID: "p1"})
 	r2, _ := SealTopicPost("m", "T1", 1, key, []byte("x"), alice, SendOptions{ClientMessageID: "p1"})

@@ -37,6 +37,13 @@ type SendOptions struct {
 	// (idempotency_key_reused). The direct path (no daemon outbox to
 	// keep the sealed bytes) seals this way.
 	Deterministic bool
+	// MeshID is the mesh a deterministic DM is sent in, which its nonce
+	// is derived from (SealDM refuses a deterministic seal without it):
+	// a key that is a member of two meshes sealing the same id and text
+	// to the same recipient in both gets two nonces. SealMulti and
+	// SealTopicPost take the mesh as an argument (their signatures bind
+	// it) and ignore this field.
+	MeshID string
 }
 
 // Labels of the deterministic seal's derivations (docs/crypto.md
@@ -102,9 +109,15 @@ func SealDM(to string, plaintext []byte, from *cmcrypto.Identity, o SendOptions)
 	if err != nil {
 		return nil, err
 	}
+	if det && o.MeshID == "" {
+		return nil, newError(wire.CodeInvalidArgument, "a deterministic direct message needs its mesh id")
+	}
 	var nonce, ct string
 	if det {
-		n := from.DeriveNonce(detBoxNonce, []byte(o.ClientMessageID), []byte(to), plaintext)
+		// The recipient as its canonical 64 lowercase hex (the parsed
+		// key's), not the caller's string, whatever spellings the
+		// parser accepts: one recipient, one nonce.
+		n := from.DeriveNonce(detBoxNonce, []byte(o.MeshID), []byte(o.ClientMessageID), []byte(pub.Hex()), plaintext)
 		nonce = cmcrypto.EncodeB64(n[:])
 		ct, err = cmcrypto.SealBoxWithNonce(plaintext, n, pub, from)
 	} else {

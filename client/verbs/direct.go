@@ -123,7 +123,7 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	// Sealed deterministically from cmid: sent again with --id cmid, the
 	// same message carries the same bytes, and the broker answers it as a
 	// duplicate (sendAcked).
-	opts := client.SendOptions{ClientMessageID: cmid, Priority: req.Priority, ReplyToID: req.ReplyTo, Deterministic: true}
+	opts := client.SendOptions{ClientMessageID: cmid, Priority: req.Priority, ReplyToID: req.ReplyTo, Deterministic: true, MeshID: m.MeshID}
 	var s *wire.Send
 	if t.Kind == wire.KindBox {
 		s, err = client.SealDM(t.Spec, []byte(req.Body), c.Self(), opts)
