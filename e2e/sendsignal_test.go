@@ -365,6 +365,12 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 			if !strings.Contains(errText, "--id "+id+" --no-daemon") {
 				t.Fatalf("stderr %q does not say to retry with --id %s on the direct path", errText, id)
 			}
+			// For a DM, what makes a retry differ is the text; and the
+			// id is only remembered for the broker's window.
+			if flat := strings.Join(strings.Fields(errText), " "); !strings.Contains(flat, "(another text)") ||
+				!strings.Contains(flat, "within the broker's idempotency window (--queue-ttl + 24 h: 8 days by default)") {
+				t.Fatalf("stderr %q does not say what makes a DM retry differ (another text) and within which window", errText)
+			}
 			// What it suggests: the message is found by its id, and a
 			// retry with it on the direct path sends nothing twice: it is
 			// answered with the first messageId as a duplicate. (It used
@@ -411,6 +417,12 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	id, _, _ := strings.Cut(errText[i+len("no answer from the broker, so message "):], " ")
 	if !strings.Contains(errText, "--id "+id+" --no-daemon") {
 		t.Fatalf("stderr %q does not say to retry with --id %s on the direct path", errText, id)
+	}
+	// A post's retry also differs after a key rotation, and the broker
+	// remembers a post's id as long as it keeps the post.
+	if flat := strings.Join(strings.Fields(errText), " "); !strings.Contains(flat, "(another text, or the topic's key rotated since)") ||
+		!strings.Contains(flat, "as long as it keeps the post: --topic-retention, by default forever") || strings.Contains(flat, "recipients now") {
+		t.Fatalf("stderr %q does not give a topic post's retry terms (key rotation, the post's retention)", errText)
 	}
 	t.Logf("stderr: %s", errText)
 }

@@ -133,7 +133,11 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	if err != nil {
 		return nil, err
 	}
-	ack, err := sendAcked(ctx, c, s, cmid, "check with claudemesh message status "+cmid)
+	retry := dmRetry
+	if t.Kind != wire.KindBox {
+		retry = multiRetry
+	}
+	ack, err := sendAcked(ctx, c, s, cmid, "check with claudemesh message status "+cmid, retry)
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +226,29 @@ func closeSend(ctx context.Context, c *client.Conn) {
 	c.Close()
 }
 
+// retryTerms are what sendAcked's hint says of a retry with the same id,
+// per kind of send: what makes it differ from the first under the
+// broker's fingerprint, and how long the broker remembers the id. After
+// that window the broker takes an identical retry as a new message, and
+// recipients drop it as a replay (the same sender and nonce).
+type retryTerms struct{ differs, window string }
+
+// The broker keeps a message's clientMessageId until the message is
+// purged, --queue-ttl + 24 h after it was sent (broker/deliver.go sweep;
+// 8 days by default), and a topic post's as long as it keeps the post
+// (--topic-retention, by default forever). The CLI cannot ask for the
+// flags, so it names them with their defaults.
+const (
+	messageIDWindow = "the broker's idempotency window (--queue-ttl + 24 h: 8 days by default)"
+	postIDWindow    = "the broker's idempotency window (as long as it keeps the post: --topic-retention, by default forever)"
+)
+
+var (
+	dmRetry    = retryTerms{differs: "another text", window: messageIDWindow}
+	multiRetry = retryTerms{differs: "another text, or other recipients now", window: messageIDWindow}
+	topicRetry = retryTerms{differs: "another text, or the topic's key rotated since", window: postIDWindow}
+)
+
 // sendAcked sends s on c and waits for the broker's ack, at most
 // opTimeout. A first SIGINT or SIGTERM does not abandon the wait
 // (cliui.Hold): the broker may already hold the message, and a caller
@@ -235,15 +262,18 @@ func closeSend(ctx context.Context, c *client.Conn) {
 // (client.SendOptions.Deterministic), so the same message sent again with
 // the same id and target carries the same bytes: the broker answers it
 // with the original messageId as a duplicate if it has it, and takes it
-// if it has not. Only a different message (text, or for @group and * the
-// recipients listed) under the id is refused (idempotency_key_reused).
+// if it has not. Only a different message under the id is refused
+// (idempotency_key_reused): retry names what differs for its kind (the
+// text; for @group and * the recipients listed; for a #topic post the
+// topic's key generation) and how long the broker remembers the id.
 //
 // An ack that does not come (opTimeout, or the connection closed) leaves
 // the outcome as unknown: the error says so in the same words, with the
 // same hint, instead of inviting a blind re-send.
-func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check string) (*wire.Ack, error) {
+func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check string, retry retryTerms) (*wire.Ack, error) {
 	var ack *wire.Ack
-	hint := check + " before you send it again; sent again with --id " + cmid + " --no-daemon (this direct path, where the id is known) it cannot be taken twice: if the broker has it, it delivers nothing again and answers with the first messageId (a duplicate), or with idempotency_key_reused if what is sent differs (another text; for @group and *, other recipients now)"
+	hint := check + " before you send it again; sent again with --id " + cmid + " --no-daemon (this direct path, where the id is known) within " + retry.window +
+		" it cannot be taken twice: if the broker has it, it delivers nothing again and answers with the first messageId (a duplicate), or with idempotency_key_reused if what is sent differs (" + retry.differs + ")"
 	err := cliui.Hold(ctx, heldNote("broker"), func(hctx context.Context) error {
 		sctx, cancel := context.WithTimeout(hctx, opTimeout)
 		defer cancel()

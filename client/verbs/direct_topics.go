@@ -375,7 +375,7 @@ func (d *direct) sendTopic(ctx context.Context, m *config.Mesh, req sendRequest)
 	if err != nil {
 		return nil, err
 	}
-	ack, err := sendAcked(ctx, c, s, cmid, "look for it with claudemesh topic history "+t.Name)
+	ack, err := sendAcked(ctx, c, s, cmid, "look for it with claudemesh topic history "+t.Name, topicRetry)
 	if err != nil {
 		return nil, err
 	}
