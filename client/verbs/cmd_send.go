@@ -32,11 +32,15 @@ func sendCommand() *cli.Command {
 				"--wait, a Ctrl-C that came before the answer, or during the wait for the delivery after it, ends send\n"+
 				"(exit 130) with an error that names the message it sent (--json: the error interrupted, with messageId\n"+
 				"and clientMessageId): exit 0 with --wait always means delivered.\n"+
-				"--id makes a retry safe on the same path (the daemon's, or --no-daemon's direct one): the same MESSAGE\n"+
-				"to the same TO again is answered as a duplicate of the first (its messageId; --json: duplicate:true)\n"+
-				"and nothing is sent again; another MESSAGE under the id is refused (idempotency_key_reused, exit 6), and\n"+
-				"so, on the direct path, is an @group or * send whose recipients changed in between, or a #topic post\n"+
-				"after the topic's key was rotated.",
+				"--id makes a retry safe on the same path while the id is remembered (the daemon's: 30 days in its\n"+
+				"outbox; --no-daemon's direct one: the broker's idempotency window, for a message --queue-ttl + 24 h,\n"+
+				"8 days by default, for a #topic post as long as the broker keeps it, --topic-retention, by default\n"+
+				"forever): the same MESSAGE to the same TO again is answered as a duplicate of the first (its messageId;\n"+
+				"--json: duplicate:true) and nothing is sent again; another MESSAGE under the id is refused\n"+
+				"(idempotency_key_reused, exit 6), and so, on the direct path, is an @group or * send whose recipients\n"+
+				"changed in between, or a #topic post after the topic's key was rotated. After the window the id is\n"+
+				"free again: the same message is taken again (on the direct path, recipients drop it as a replay).\n"+
+				"Use a new id for a new message.",
 			"claudemesh send bob \"the build is green\"",
 			"claudemesh send '*' deploy starts in 5 minutes --priority now",
 			"claudemesh send @ops \"disk almost full on db-2\" --json",
@@ -46,7 +50,7 @@ func sendCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "priority", Usage: "now (interrupts), next (default) or low"},
 			&cli.StringFlag{Name: "reply-to", Usage: "messageId this answers"},
-			&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the message (idempotency key, 1-64 of A-Za-z0-9._:-)"},
+			&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the message (idempotency key, 1-64 of A-Za-z0-9._:-): a retry with it is a duplicate while the id is remembered (--no-daemon: the broker's idempotency window, 8 days by default; see above)"},
 			&cli.BoolFlag{Name: "wait", Usage: "wait until it is delivered: stored by every recipient's client (exit 7 on timeout)"},
 			&cli.StringFlag{Name: "wait-timeout", Value: "30s", Usage: "how long --wait waits, a `DUR`"},
 		},

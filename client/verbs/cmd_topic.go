@@ -72,7 +72,7 @@ func topicCommand() *cli.Command {
 					&cli.StringFlag{Name: "reply-to", Usage: "messageId this answers"},
 					&cli.StringSliceFlag{Name: "mention", Usage: "a `PEER` to notify (repeatable)"},
 					&cli.StringFlag{Name: "priority", Usage: "now, next (default) or low"},
-					&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the post (idempotency key)"},
+					&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the post (idempotency key, 1-64 of A-Za-z0-9._:-): a retry with it is a duplicate while the id is remembered (--no-daemon: as long as the broker keeps the post, --topic-retention, by default forever), refused (exit 6) after a key rotation (see claudemesh send --help)"},
 				},
 				Action: topicPost,
 			},
