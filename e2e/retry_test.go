@@ -1,17 +1,25 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/wire"
 )
 
 // TestDirectSendRetryWithTheSameIDIsADuplicate: on the direct path
 // (--no-daemon), the same message sent again with the same --id — what
 // send's own hint says to do when the broker's answer was lost — is
 // answered with the first messageId as a duplicate (exit 0; "already
-// sent", and duplicate:true under --json), and the recipient gets it
-// once; another text under the id is refused with exit 6
+// sent", and duplicate:true under --json), and the broker pushes it to the
+// recipient once; another text under the id is refused with exit 6
 // idempotency_key_reused. For a DM, an @group, a * broadcast and a #topic
 // post. It used to be refused as idempotency_key_reused every time: each
 // send sealed the message afresh (new nonce, new content key), so the
@@ -23,7 +31,11 @@ func TestDirectSendRetryWithTheSameIDIsADuplicate(t *testing.T) {
 	alice, bob := u[0], u[1]
 	bob.json(new(any), "status", "group", "join", "ops")
 	alice.ok("topic", "create", "news")
-	fb := bob.follow()
+	// Bob's pushes are counted as the broker sends them, on a raw
+	// connection of his member key that acks each one: `inbox --follow`
+	// drops a repeat of a sender's nonce (seen.go), so it would print a
+	// retry the broker delivered twice, under a second messageId, once.
+	pushes := bobPushes(t, bob)
 	waitPresence(t, alice, bob.pubkey, "cli")
 
 	cases := []struct{ to, id, body, human string }{
@@ -52,14 +64,23 @@ func TestDirectSendRetryWithTheSameIDIsADuplicate(t *testing.T) {
 	// Pushes reach bob in order: once the sentinel is in, anything sent
 	// to him before is too.
 	alice.ok("send", "bob", "sentinel", "--no-daemon")
-	fb.waitFor("sentinel")
-	count := map[string]int{}
-	for _, r := range fb.all() {
-		count[r.body()]++
+	count, ids := map[string]int{}, map[string][]string{}
+	var all []string
+	for body := ""; body != "sentinel"; {
+		select {
+		case p := <-pushes:
+			body = p.body
+			count[body]++
+			ids[body] = append(ids[body], p.messageID)
+			all = append(all, body)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no sentinel pushed to bob within 20 s; pushed: %q", all)
+		}
 	}
 	for _, c := range cases[:3] {
 		if count[c.body] != 1 || count[c.body+" (edited)"] != 0 {
-			t.Fatalf("bob got %q %d times and the edit %d times, want once and never; all: %v", c.body, count[c.body], count[c.body+" (edited)"], bodies(fb.all()))
+			t.Fatalf("the broker pushed %q to bob %d times (messageIds %v) and the edit %d times, want once and never; all: %q",
+				c.body, count[c.body], ids[c.body], count[c.body+" (edited)"], all)
 		}
 	}
 	posts := 0
@@ -80,4 +101,48 @@ func TestDirectSendRetryWithTheSameIDIsADuplicate(t *testing.T) {
 	if posts != 1 {
 		t.Fatalf("#news holds the post %d times, want once", posts)
 	}
+}
+
+type rawPush struct{ body, messageID string }
+
+// bobPushes opens a connection of u's member key (role cli, as `inbox
+// --follow`) that opens and acks every message push and hands it on
+// with its messageId, before any de-duplication a client does.
+func bobPushes(t *testing.T, u *user) <-chan rawPush {
+	t.Helper()
+	cfg, err := config.Load(u.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := cfg.Meshes[0]
+	key, err := cmcrypto.ParseSecretKey(m.SecretKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan rawPush, 256)
+	var conn atomic.Pointer[client.Conn]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL,
+		BrokerPubkey: m.BrokerPubkey, Member: key}, client.DialOptions{
+		Role: wire.RoleCLI, Presence: true, SessionID: "cli-raw-" + u.name, PeerType: wire.PeerHuman,
+		OnReady: func(c *client.Conn) { conn.Store(c) },
+		OnPush: func(_ []byte, p *wire.Push) {
+			body, _, err := client.Open(p, m.MeshID, key, nil)
+			if err != nil {
+				body = "unopenable: " + err.Error()
+			}
+			conn.Load().ClientAckAsync([]string{p.MessageID})
+			select {
+			case out <- rawPush{body, p.MessageID}:
+			default:
+				t.Errorf("more than %d pushes to %s", cap(out), u.name)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("raw connection for %s: %v", u.name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return out
 }
