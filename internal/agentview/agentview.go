@@ -61,15 +61,22 @@ func Text(s string) string { return textEscaper.Replace(cliui.SanitizePeerText(s
 func Attr(s string) string { return attrEscaper.Replace(cliui.SanitizeName(s)) }
 
 // SenderLabel names the sender as the CLI does: a session whose name is not
-// its member's as "name (via member)", an unproven sender by its key. The
-// result is raw peer text: escape it for where it goes.
+// its member's as "name (via member)", a session whose member's name is
+// not known (yet) as "name (via an unknown member KEY)", so that a session
+// never passes for another member by choosing its name, and an unproven
+// sender by its key. The result is raw peer text: escape it for where it
+// goes.
 func SenderLabel(r localapi.InboxRow) string {
 	if !r.Verified || r.SenderName == "" {
 		return "unverified sender " + short(r.SenderPubkey)
 	}
-	if r.SenderPubkey != r.SenderMemberPubkey && r.SenderMemberName != "" &&
-		cmcrypto.NameKey(r.SenderName) != cmcrypto.NameKey(r.SenderMemberName) {
-		return r.SenderName + " (via " + r.SenderMemberName + ")"
+	if r.SenderPubkey != r.SenderMemberPubkey {
+		switch {
+		case r.SenderMemberName == "":
+			return r.SenderName + " (via an unknown member " + short(r.SenderMemberPubkey) + ")"
+		case cmcrypto.NameKey(r.SenderName) != cmcrypto.NameKey(r.SenderMemberName):
+			return r.SenderName + " (via " + r.SenderMemberName + ")"
+		}
 	}
 	return r.SenderName
 }

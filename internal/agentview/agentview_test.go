@@ -83,3 +83,25 @@ func TestToolJSONEscapesMarkup(t *testing.T) {
 		t.Fatalf("tool JSON: %s", s)
 	}
 }
+
+// TestSenderLabelNamesTheMemberBehindASession: a session is shown with its
+// member ("reviewer (via bob)"), and with the member's key when its name is
+// not known, as the CLI's inbox does; it used to be shown by its own name
+// alone then, free to be another member's.
+func TestSenderLabelNamesTheMemberBehindASession(t *testing.T) {
+	member, session := strings.Repeat("b", 64), strings.Repeat("5", 64)
+	for _, tc := range []struct {
+		row  localapi.InboxRow
+		want string
+	}{
+		{localapi.InboxRow{Verified: true, SenderName: "bob", SenderPubkey: member, SenderMemberPubkey: member, SenderMemberName: "bob"}, "bob"},
+		{localapi.InboxRow{Verified: true, SenderName: "reviewer", SenderPubkey: session, SenderMemberPubkey: member, SenderMemberName: "bob"}, "reviewer (via bob)"},
+		{localapi.InboxRow{Verified: true, SenderName: "Bob", SenderPubkey: session, SenderMemberPubkey: member, SenderMemberName: "bob"}, "Bob"},
+		{localapi.InboxRow{Verified: true, SenderName: "alice", SenderPubkey: session, SenderMemberPubkey: member}, "alice (via an unknown member bbbbbbbb)"},
+		{localapi.InboxRow{SenderName: "alice", SenderPubkey: session, SenderMemberPubkey: member}, "unverified sender 55555555"},
+	} {
+		if got := SenderLabel(tc.row); got != tc.want {
+			t.Errorf("SenderLabel(%+v) = %q, want %q", tc.row, got, tc.want)
+		}
+	}
+}
