@@ -53,7 +53,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "TLS key `FILE`"},
 			&cli.Int64Flag{Name: "max-frame", Value: def.MaxFrame, Usage: "largest client frame in `BYTES`"},
 			&cli.IntFlag{Name: "max-connections-per-mesh", Value: def.MaxConnsPerMesh, Usage: "connection cap per mesh (0 = unlimited)"},
-			&cli.IntFlag{Name: "max-connections-per-member", Value: def.MaxConnsPerMember, Usage: "connections one member (its key and its sessions together) may hold open in a mesh, so that it cannot take the mesh's whole cap (0 = unlimited)"},
+			&cli.IntFlag{Name: "max-connections-per-member", Value: def.MaxConnsPerMember, Usage: "connections one member (its key and its sessions together) may hold open in a mesh on this node, so that it cannot take the mesh's whole cap; a refusal spends its --hello-refusal-burst, and a hello taking over its own connected presence is let through (0 = unlimited)"},
 			&cli.IntFlag{Name: "max-pending", Value: def.MaxPending, Usage: "undelivered messages per recipient before recipient_queue_full"},
 			&cli.IntFlag{Name: "max-pending-per-sender", Value: def.MaxPendingPerSender, Usage: "undelivered messages one member may have in one recipient's queue before recipient_queue_full"},
 			&cli.Int64Flag{Name: "max-queued-bytes-per-sender", Value: def.MaxQueuedBytesPerSender, Usage: "undelivered `BYTES` one member (all its sessions together) may have queued in a mesh before quota_exceeded"},

@@ -23,5 +23,9 @@ func (ms *meshState) checkMemberConns(b *Broker, mem *member, id helloIdentity) 
 		}
 	}
 	b.metrics.limitTripped.WithLabelValues("connections_per_member").Inc()
-	return refuse(wire.CodeCapacity, "this member already has %d connections open in this mesh; the limit is %d (close some, or ask the operator about --max-connections-per-member)", n, max)
+	conns := "connections"
+	if n == 1 {
+		conns = "connection"
+	}
+	return refuse(wire.CodeCapacity, "this member already has %d %s open in this mesh, the most it may have; close some, or ask the operator about --max-connections-per-member", n, conns)
 }

@@ -388,7 +388,7 @@ func statusCommand() *cli.Command {
 					out.Linef("chat page: %s (claudemesh ui prints a login link)", wst.URL)
 				case "unavailable":
 					out.Linef("chat page: %s not served on %s: %s", sty.Red("✘"), wst.Addr, cliui.SanitizePeerText(wst.Error))
-					out.Linef("  %s", sty.Dim("→ "+web.UnavailableHint))
+					out.Linef("  %s", sty.Dim("→ "+web.UnavailableHint(home)))
 				default:
 					out.Linef("chat page: off (daemon up --web %s serves it)", web.DefaultAddr)
 				}

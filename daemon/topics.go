@@ -428,8 +428,10 @@ func (t *topicsRT) sealTopicRow(sender *cmcrypto.Identity, row *outboxRow, targe
 			key = t.ring.Get(info.ID, info.KeyGen)
 		}
 		if key == nil {
-			return &client.Error{Code: wire.CodeTopicKeyMissing, Message: "waiting for a member who holds the key of #" + info.Name +
-				" to share it (their daemon or topic tail does so automatically when online)"}
+			// Nothing is posted and nothing waits: say so (it read
+			// "waiting for a member…", as if the post were queued).
+			return &client.Error{Code: wire.CodeTopicKeyMissing, Message: "not posted: you do not hold the key of #" + info.Name +
+				" yet; a member who holds it shares it automatically when online (their daemon, or a running claudemesh topic tail), then post again"}
 		}
 	}
 	if len(row.Mentions) > 0 {

@@ -10,10 +10,15 @@ import (
 	"claudemesh/internal/cliui"
 )
 
-// UnavailableHint is what to do when the daemon could not serve the page
-// on its address: usually another identity's daemon on this machine holds
-// it, and the address that is busy is the one not to suggest.
-const UnavailableHint = "another daemon on this machine may hold the port: claudemesh daemon down && claudemesh daemon up --web 127.0.0.1:0 (any free port; CLAUDEMESH_WEB sets it for every start)"
+// UnavailableHint is what to do when the daemon of home could not serve
+// the page on its address: usually another identity's daemon on this
+// machine holds it, and the address that is busy is the one not to
+// suggest. The commands name home (config.Invocation): run as printed
+// they restart this daemon, never the other one.
+func UnavailableHint(home string) string {
+	cm := config.Invocation(home)
+	return "another daemon on this machine may hold the port: " + cm + " daemon down && " + cm + " daemon up --web 127.0.0.1:0 (any free port; CLAUDEMESH_WEB sets it for every start)"
+}
 
 // uiJSON is `ui --json`.
 type uiJSON struct {
@@ -59,9 +64,10 @@ func Command() *cli.Command {
 			var login localapi.WebLogin
 			if _, err := api.Do(c.Context, "POST", "/v1/web/login", nil, &login); err != nil {
 				if ae, ok := err.(*localapi.APIError); ok {
-					hint := "claudemesh daemon down && claudemesh daemon up --web " + DefaultAddr
+					cm := config.Invocation(home)
+					hint := cm + " daemon down && " + cm + " daemon up --web " + DefaultAddr
 					if ae.Body.Code == "web_unavailable" {
-						hint = UnavailableHint
+						hint = UnavailableHint(home)
 					}
 					return cliui.Errorf(ae.Body.Code, "%s", ae.Body.Message).WithHint(hint)
 				}

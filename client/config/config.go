@@ -71,6 +71,33 @@ type Config struct {
 // given, else $CLAUDEMESH_HOME, else ~/.claudemesh. The result is absolute
 // (the daemon and children may run from another working directory) and a
 // leading "~/" is expanded because `--home=~/x` reaches us unexpanded.
+// Invocation is how a hint tells the user to run claudemesh against home
+// (a resolved home): "claudemesh", or "claudemesh --home DIR" when home is
+// not the one claudemesh uses without --home, so that a suggested
+// `daemon down` never stops another identity's daemon.
+func Invocation(home string) string {
+	if def, err := ResolveHome(""); err == nil && def == home {
+		return "claudemesh"
+	}
+	return "claudemesh --home " + shellQuote(home)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but plain
+// path characters.
+func shellQuote(s string) string {
+	plain := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+,:@%", r)) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 func ResolveHome(flagValue string) (string, error) {
 	home := flagValue
 	if home == "" {

@@ -155,7 +155,7 @@ func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 		err = cliError(err)
 		var ce *cliui.Error
 		if errors.As(err, &ce) && ce.Code == wire.CodeUnknownTarget && strings.HasPrefix(req.To, "@") {
-			ce.Hint = "@group reaches connected peers only; they join with claudemesh group join NAME"
+			ce.Hint = "@group reaches connected peers only; they join with claudemesh status group join NAME"
 		}
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/fsutil"
+	"claudemesh/wire"
 )
 
 // Statuses of a check.
@@ -87,7 +88,7 @@ func Builtin() []Check {
 func checkBinary(e *Env) []Result {
 	p, err := exec.LookPath("claudemesh")
 	if err != nil {
-		return one("binary on PATH", Warn, "claudemesh is not on PATH (running "+e.Self+")", "install it: sudo install "+e.Self+" /usr/local/bin/")
+		return one("binary on PATH", Warn, "claudemesh is not on PATH (running "+e.Self+")", "install it: sudo install "+e.Self+" /usr/local/bin/claudemesh")
 	}
 	if real, err := filepath.EvalSymlinks(p); err == nil {
 		p = real
@@ -126,7 +127,7 @@ func checkConfig(e *Env) []Result {
 	if len(bad) > 0 {
 		return bad
 	}
-	return one("config", OK, fmt.Sprintf("%d mesh(es), keys private (0600 in 0700)", len(cfg.Meshes)), "")
+	return one("config", OK, fmt.Sprintf("%d %s, keys private (0600 in 0700)", len(cfg.Meshes), map[bool]string{true: "mesh", false: "meshes"}[len(cfg.Meshes) == 1]), "")
 }
 
 func checkDaemon(e *Env) []Result {
@@ -135,7 +136,7 @@ func checkDaemon(e *Env) []Result {
 		return one("daemon", Warn, "not running", "claudemesh daemon up (or claudemesh install for a service)")
 	}
 	if v.DaemonVersion != buildinfo.Version {
-		return one("daemon", Fail, fmt.Sprintf("pid %d runs %s, this CLI is %s", v.PID, v.DaemonVersion, buildinfo.Version), "claudemesh daemon down && claudemesh daemon up")
+		return one("daemon", Fail, fmt.Sprintf("pid %d runs %s, this CLI is %s", v.PID, v.DaemonVersion, buildinfo.Version), config.Invocation(e.Home)+" daemon down && "+config.Invocation(e.Home)+" daemon up")
 	}
 	return one("daemon", OK, fmt.Sprintf("pid %d, %s", v.PID, v.DaemonVersion), "")
 }
@@ -168,6 +169,16 @@ func checkBrokers(e *Env) []Result {
 			switch client.CodeOf(err) {
 			case client.CodeBrokerKeyMismatch:
 				fix = "this server is not the broker you joined; join again if its operator replaced the key"
+			case wire.CodeCapacity:
+				// The broker answered: it is up, but full for this member
+				// (--max-connections-per-member) or this mesh.
+				fix = "the broker is up but refused another connection; close other claudemesh sessions of this mesh, or ask its operator about --max-connections-per-member and --max-connections-per-mesh"
+			case wire.CodeRateLimited:
+				fix = "the broker is up but asked this member to slow down; run claudemesh doctor again in a minute"
+			case wire.CodeRevoked, wire.CodeBanned:
+				fix = "you have been removed from this mesh; ask its owner for a new invite"
+			case wire.CodeUnauthorized:
+				fix = "the broker does not know this member in this mesh (removed, or the mesh is gone); ask its owner for a new invite"
 			case cliui.CodeInvalidArgument:
 				// Nothing was dialled: what we hold for this mesh is bad.
 				var ce *client.Error
