@@ -44,6 +44,10 @@ type conn struct {
 	mem       *member
 	pres      *presence // nil for transient connections
 	transient bool
+	// uncounted: taken off the mesh's and its member's connection counts
+	// already (uncountConnLocked), when it was replaced or when it
+	// detached. Guarded by ms.mu.
+	uncounted bool
 	authed    atomic.Bool
 	// cut: a frame before the hello was junk or over the limit, with more
 	// of it unread; the connection is closed without reading the rest

@@ -75,6 +75,10 @@ type meshState struct {
 	origin map[string]*origin
 	// topics is the mesh's topic index (topics.go), loaded on first use.
 	topics *topicIndex
+	// topicCreating counts the topics each member is creating now on this
+	// node (checked against the caps, not yet in the index), so that
+	// concurrent creates cannot pass them together (reserveTopicLocked).
+	topicCreating map[string]int
 	// grants are each recipient member's explicit grants (grants.go),
 	// replaced whole on change, never edited in place.
 	grants map[string]store.Grants
@@ -256,6 +260,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		history:         map[string]int64{},
 		unacked:         map[string]int64{},
 		memberConns:     map[string]int{},
+		topicCreating:   map[string]int{},
 		keyInflight:     map[string]int{},
 		origin:          map[string]*origin{},
 		grants:          map[string]store.Grants{},

@@ -29,3 +29,22 @@ func (ms *meshState) checkMemberConns(b *Broker, mem *member, id helloIdentity) 
 	}
 	return refuse(wire.CodeCapacity, "this member already has %d %s open in this mesh, the most it may have; close some, or ask the operator about --max-connections-per-member", n, conns)
 }
+
+// uncountConnLocked takes c off the mesh's and its member's connection
+// counts (--max-connections-per-mesh, --max-connections-per-member), once:
+// when it is replaced by a takeover of its presence, or when it detaches.
+// A replaced connection lingers until its reader ends (a second, or more
+// if its client does not answer the close), and a takeover is never
+// refused for --presence-rate (01-protocol: a re-attach never is), so
+// counting replaced connections let a member pile them up past both caps
+// with takeovers of its own presence. Caller holds ms.mu.
+func (ms *meshState) uncountConnLocked(c *conn) {
+	if c.uncounted {
+		return
+	}
+	c.uncounted = true
+	ms.connCount--
+	if ms.memberConns[c.mem.Pubkey]--; ms.memberConns[c.mem.Pubkey] <= 0 {
+		delete(ms.memberConns, c.mem.Pubkey)
+	}
+}

@@ -98,3 +98,42 @@ func checkSessionIndex(t testing.TB, b *Broker, meshID string) {
 		t.Fatalf("%d session keys indexed by member, %d known", indexed, len(ms.sessions))
 	}
 }
+
+// TestTakeoverStormStaysUnderTheCaps: a member at
+// --max-connections-per-member taking over its own connected presence
+// again and again (each takeover let through, never refused for
+// --presence-rate) does not pile up connections in the counts: each
+// replaced connection leaves them when it is replaced, not when its
+// reader ends (a second or more for a client that never answers the
+// close). They used to stay counted: 23 against a cap of 3, and the mesh's
+// count too. Found by a review.
+func TestTakeoverStormStaysUnderTheCaps(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.MaxConnsPerMesh, c.MaxConnsPerMember = 100, 3 })
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "two" })
+	connect(t, b, bob, true, func(h *wire.Hello) { h.SessionID = "three" })
+	for range 21 {
+		quietTakeover(t, b, bob, "one")
+	}
+	ms := b.hub.mesh(bob.meshID)
+	ms.mu.Lock()
+	mine, all := ms.memberConns[bob.pub()], ms.connCount
+	ms.mu.Unlock()
+	if mine != 3 || all > 4 { // bob's three, and alice's invite connection
+		t.Fatalf("after 21 takeovers bob counts %d connections (cap 3), the mesh %d", mine, all)
+	}
+}
+
+// quietTakeover says hello as id's presence sessionID and then never
+// reads again, so that it does not answer the broker's close when it is
+// replaced in turn.
+func quietTakeover(t testing.TB, b *Broker, id ident, sessionID string) {
+	t.Helper()
+	r := dial(t, b)
+	r.write(r.helloFrame(id, func(h *wire.Hello) { h.SessionID = sessionID; h.Presence = ptr(true) }))
+	var ack wire.HelloAck
+	r.next(&ack, wire.TypeHelloAck)
+	r.ws.UnderlyingConn().(interface{ CloseRead() error }).CloseRead()
+}

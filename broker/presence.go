@@ -53,6 +53,9 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 			replaced = p.conn
 			replaced.pres = nil // its close must not end this presence
 			ms.setConnLocked(p, nil)
+			// It is on its way out: off the counts now, so that
+			// takeovers do not add up while replaced connections linger.
+			ms.uncountConnLocked(replaced)
 		}
 		// Held by another node of a cluster (connected there, or in its
 		// grace): this node takes it over, and the other closes its
@@ -144,10 +147,7 @@ func (h *hub) detach(c *conn) {
 func (h *hub) detachLocked(c *conn) {
 	ms := c.ms
 	c.closed = true
-	ms.connCount--
-	if ms.memberConns[c.mem.Pubkey]--; ms.memberConns[c.mem.Pubkey] <= 0 {
-		delete(ms.memberConns, c.mem.Pubkey)
-	}
+	ms.uncountConnLocked(c)
 	if set := ms.conns[c.pubkey]; set != nil {
 		delete(set, c)
 		if len(set) == 0 {

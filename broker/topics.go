@@ -35,10 +35,6 @@ type topicState struct {
 type topicIndex struct {
 	byID   map[string]*topicState
 	byName map[string]*topicState
-	// creating counts the topics each member is creating now (checked
-	// against the caps, not yet in byID), so that concurrent creates
-	// cannot pass them together.
-	creating map[string]int
 }
 
 // topicsLocked returns the mesh's topic index, loading it from the store on
@@ -47,7 +43,7 @@ func (b *Broker) topicsLocked(ms *meshState) (*topicIndex, error) {
 	if ms.topics != nil {
 		return ms.topics, nil
 	}
-	idx := &topicIndex{byID: map[string]*topicState{}, byName: map[string]*topicState{}, creating: map[string]int{}}
+	idx := &topicIndex{byID: map[string]*topicState{}, byName: map[string]*topicState{}}
 	err := b.store.View(func(tx *store.Tx) error {
 		topics, err := store.ListTopics(tx, ms.id)
 		if err != nil {
@@ -277,14 +273,15 @@ const maxTopicDescription = 1024
 // Config.MaxTopicsPerMesh (what members can make the store keep; a mesh's
 // topics are also listed whole in topic_list) and MaxTopicsPerMember (one
 // member used to be able to create all of them and leave none to the
-// others), counting the creates under way, and reserves its place. A
-// non-empty code refuses it; otherwise the caller calls the returned
-// release once the topic is in the index or was not created. Caller
-// holds ms.mu; release takes it.
-func (c *conn) reserveTopicLocked(idx *topicIndex, creator string) (release func(), code, msg string) {
-	cfg := c.b.cfg
-	total, mine := len(idx.byID), idx.creating[creator]
-	for _, n := range idx.creating {
+// others), counting the creates under way on this node (ms.topicCreating,
+// which outlives a reload of the index), and reserves its place. A
+// non-empty code refuses it; otherwise the caller calls
+// finishTopicCreateLocked once the topic is created or not. Caller holds
+// ms.mu.
+func (c *conn) reserveTopicLocked(idx *topicIndex, creator string) (code, msg string) {
+	ms, cfg := c.ms, c.b.cfg
+	total, mine := len(idx.byID), ms.topicCreating[creator]
+	for _, n := range ms.topicCreating {
 		total += n
 	}
 	for _, t := range idx.byID {
@@ -294,20 +291,31 @@ func (c *conn) reserveTopicLocked(idx *topicIndex, creator string) (release func
 	}
 	switch {
 	case cfg.MaxTopicsPerMesh > 0 && total >= cfg.MaxTopicsPerMesh:
-		return nil, wire.CodeTooManyTopics, fmt.Sprintf("this mesh already has %d topics, the most it may have", cfg.MaxTopicsPerMesh)
+		return wire.CodeTooManyTopics, fmt.Sprintf("this mesh already has %d topics, the most it may have", cfg.MaxTopicsPerMesh)
 	case cfg.MaxTopicsPerMember > 0 && mine >= cfg.MaxTopicsPerMember:
 		c.b.metrics.limitTripped.WithLabelValues("topics_per_member").Inc()
-		return nil, wire.CodeTooManyTopics, fmt.Sprintf("you have created %d topics in this mesh, the most one member may", cfg.MaxTopicsPerMember)
+		return wire.CodeTooManyTopics, fmt.Sprintf("you have created %d topics in this mesh, the most one member may", cfg.MaxTopicsPerMember)
 	}
-	idx.creating[creator]++
+	ms.topicCreating[creator]++
+	return "", ""
+}
+
+// finishTopicCreateLocked ends a reservation: the created topic (nil if it
+// was not) goes into the index in the same critical section, so that it
+// is never counted twice or not at all. Caller holds ms.mu.
+func (c *conn) finishTopicCreateLocked(creator string, created *topicState) {
 	ms := c.ms
-	return func() {
-		ms.mu.Lock()
-		if idx.creating[creator]--; idx.creating[creator] <= 0 {
-			delete(idx.creating, creator)
+	if created != nil {
+		// The index may have been dropped meanwhile (a cluster node
+		// reloads it after a replicated change); then it is loaded with
+		// the topic.
+		if idx, err := c.b.topicsLocked(ms); err == nil {
+			idx.put(created)
 		}
-		ms.mu.Unlock()
-	}, "", ""
+	}
+	if ms.topicCreating[creator]--; ms.topicCreating[creator] <= 0 {
+		delete(ms.topicCreating, creator)
+	}
 }
 
 func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
@@ -382,13 +390,24 @@ func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 		fail(wire.CodeInternal, "could not create the topic")
 		return
 	}
-	release, code, msg := c.reserveTopicLocked(idx, me)
+	code, msg := c.reserveTopicLocked(idx, me)
 	ms.mu.Unlock()
 	if code != "" {
 		fail(code, msg)
 		return
 	}
-	defer release()
+	finished := false
+	finish := func(created *topicState) {
+		ms.mu.Lock()
+		c.finishTopicCreateLocked(me, created)
+		ms.mu.Unlock()
+		finished = true
+	}
+	defer func() {
+		if !finished {
+			finish(nil)
+		}
+	}()
 	err := c.b.store.Update(func(tx *store.Tx) error {
 		if err := store.CreateTopic(tx, ms.id, t, creator, seal); err != nil {
 			return err
@@ -406,13 +425,7 @@ func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 		return
 	}
 	ts := &topicState{Topic: *t, members: map[string]string{me: wire.TopicLead}}
-	ms.mu.Lock()
-	// The index may have been dropped meanwhile (a cluster node reloads
-	// it after a replicated change); then it is loaded with the topic.
-	if idx, err := c.b.topicsLocked(ms); err == nil {
-		idx.put(ts)
-	}
-	ms.mu.Unlock()
+	finish(ts) // in the index before the reply: the creator may post at once
 	info := ts.info()
 	info.MemberCount, info.Joined, info.Role = 1, true, wire.TopicLead
 	c.reply(wire.TopicReply{Type: wire.TypeTopic, ReqID: r.ReqID, Topic: info})
