@@ -51,7 +51,9 @@ func TestDirectSendRetryWithTheSameIDIsADuplicate(t *testing.T) {
 			t.Fatalf("send %s: %+v", c.to, first)
 		}
 		r := alice.ok("send", c.to, c.body, "--id", c.id, "--no-daemon")
-		if !strings.Contains(r.stdout, c.human) || !strings.Contains(r.stdout, "message "+first.MessageID) {
+		// "delivered" once bob's raw connection has acked it.
+		human := strings.Contains(r.stdout, c.human) || strings.Contains(r.stdout, strings.Replace(c.human, "sent", "delivered", 1))
+		if !human || !strings.Contains(r.stdout, "message "+first.MessageID) {
 			t.Fatalf("retry of send %s: %s\nwant %q and the first messageId %s", c.to, r, c.human, first.MessageID)
 		}
 		alice.json(&again, "send", c.to, c.body, "--id", c.id, "--no-daemon")
@@ -83,6 +85,18 @@ func TestDirectSendRetryWithTheSameIDIsADuplicate(t *testing.T) {
 				c.body, count[c.body], ids[c.body], count[c.body+" (edited)"], all)
 		}
 	}
+	// Bob has acked the DM: a retry now says delivered, not queued (it
+	// said queued, the daemon's path delivered). The ack's commit may
+	// trail its push by a moment.
+	eventually(t, 20*time.Second, "a retry of the acked DM to report delivered", func() bool {
+		var again sendOut
+		alice.json(&again, "send", "bob", "dm retried", "--id", "dm-1", "--no-daemon")
+		return again.Duplicate && again.Status == "delivered"
+	})
+	if r := alice.ok("send", "bob", "dm retried", "--id", "dm-1", "--no-daemon"); !strings.Contains(r.stdout, "already delivered to bob") {
+		t.Fatalf("retry of a delivered DM: %s", r)
+	}
+
 	posts := 0
 	for line := range strings.Lines(alice.ok("topic", "history", "news", "--json").stdout) {
 		var p struct {

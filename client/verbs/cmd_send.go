@@ -243,7 +243,9 @@ func printSent(e *env, slug string, res *sendResult) {
 		line = fmt.Sprintf("%s posted to %s (in its history; pushed to %s now)", s.Green("✔"), who, plural(res.OnlineNow, "connection"))
 	case res.Target.Kind == wire.KindTopic:
 		line = fmt.Sprintf("%s posted to %s (in its history; no member connected now)", s.Green("✔"), who)
-	case res.Duplicate && res.Status != "delivered":
+	case res.Duplicate && res.Status == "delivered":
+		line = fmt.Sprintf("%s already delivered to %s with this --id (nothing sent again)", s.Green("✔"), who)
+	case res.Duplicate:
 		line = fmt.Sprintf("%s already sent to %s with this --id (nothing sent again)", s.Green("✔"), who)
 	case res.Status == "delivered":
 		line = fmt.Sprintf("%s delivered to %s (stored on their machine)", s.Green("✔"), who)

@@ -160,6 +160,16 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	if res.OnlineNow > 0 {
 		res.Status = "sent"
 	}
+	allDelivered, known := false, false
+	if ack.Duplicate && res.Recipients == 0 {
+		// A retry of a message none of whose deliveries is pending: ask
+		// whether they were delivered ("queued" would be untrue; the
+		// daemon's path says delivered from its outbox).
+		allDelivered, known = duplicateDelivered(ctx, c, ack.MessageID)
+		if allDelivered {
+			res.Status = "delivered"
+		}
+	}
 	if !req.Wait {
 		return res, nil
 	}
@@ -167,7 +177,12 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 		// Nothing outstanding: a duplicate whose deliveries are all
 		// settled is delivered; a fresh message nobody was listed for
 		// never will be, and waiting cannot change that.
-		if ack.Duplicate {
+		switch {
+		case ack.Duplicate && known && !allDelivered:
+			// Settled, but not (all) delivered: expired or dropped.
+			return res, cliui.Errorf(cliui.CodeWaitTimeout, "message %s was sent before, and will not be delivered to every recipient: check with claudemesh message status %s", res.MessageID, res.MessageID).
+				WithMessage(res.MessageID, res.ClientMessageID)
+		case ack.Duplicate:
 			res.Status = "delivered"
 		}
 		return res, nil
@@ -211,6 +226,25 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	}
 	res.Status = "delivered"
 	return res, nil
+}
+
+// duplicateDelivered asks the broker whether every recipient of a message
+// sent before has it (message_status): a duplicate's ack says only that
+// none is pending.
+// known is false when the broker did not say.
+func duplicateDelivered(ctx context.Context, c *client.Conn, messageID string) (all, known bool) {
+	sctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	st, err := c.MessageStatus(sctx, messageID, "")
+	if err != nil || len(st.Recipients) == 0 {
+		return false, false
+	}
+	for _, r := range st.Recipients {
+		if r.State != wire.StateDelivered {
+			return false, true
+		}
+	}
+	return true, true
 }
 
 // closeSend closes a send's connection. If the command was interrupted
