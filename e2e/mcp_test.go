@@ -299,12 +299,12 @@ func TestMCPToolsSendMessage(t *testing.T) {
 }
 
 // TestMCPPushBudgetHoldsAFlood: what one sender pushes into an agent
-// session's context is bounded (mcp/budget.go): a message that fits its
-// budget arrives whole, the next is cut to what is left (the whole text
+// session's context is bounded (mcp/budget.go): messages that fit its
+// budget arrive whole, the next is cut to what is left (the whole text
 // stays in the inbox), and once less than a cut's worth is left its
-// messages are not pushed: the session is told once, instead of the
-// message, that the sender is held back. Before the budget every message
-// went into the context whole, at the sender's send rate.
+// messages are not pushed: the session is told, instead of the message,
+// that the sender is held back. Before the budget every message went into
+// the context whole, at the sender's send rate.
 func TestMCPPushBudgetHoldsAFlood(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
@@ -315,31 +315,34 @@ func TestMCPPushBudgetHoldsAFlood(t *testing.T) {
 	_, capture, _ := startMCP(t, alice)
 	session := capture.waitNote("welcome", func(n channelNote) bool { return n.Meta["kind"] == "welcome" }).Meta["pubkey"]
 
-	// 20,000 characters each: the first fits the 32,000 of the burst,
-	// the second is cut to the 12,000 left, the third is held.
+	// 20,000 characters each, and a few hundred for each notification's
+	// attributes and block: three fit the 64,000 of the burst, the fourth
+	// is cut to the ~2,500 left, the fifth is held.
 	flood := func(i int) string { return fmt.Sprintf("flood-%d %s", i, strings.Repeat("z", 20000)) }
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= 5; i++ {
 		bob.ok("send", session, flood(i))
 	}
-	first := capture.waitNote("the first", func(n channelNote) bool { return strings.Contains(n.Content, "flood-1 ") })
-	if !strings.HasSuffix(first.Content, strings.Repeat("z", 20000)) || first.Meta["cut_chars"] != "" {
-		t.Fatalf("the first message was not pushed whole: %d characters, meta %v", len(first.Content), first.Meta)
+	for i := 1; i <= 3; i++ {
+		n := capture.waitNote(fmt.Sprintf("message %d", i), func(n channelNote) bool { return strings.Contains(n.Content, fmt.Sprintf("flood-%d ", i)) })
+		if !strings.HasSuffix(n.Content, strings.Repeat("z", 20000)) || n.Meta["cut_chars"] != "" {
+			t.Fatalf("message %d was not pushed whole: %d characters, meta %v", i, len(n.Content), n.Meta)
+		}
 	}
-	second := capture.waitNote("the second, cut", func(n channelNote) bool { return strings.Contains(n.Content, "flood-2 ") })
-	if second.Meta["cut_chars"] == "" || !strings.Contains(second.Content, "more characters: the whole message is in claudemesh inbox --json]") ||
-		len(second.Content) > 12200 {
-		t.Fatalf("the second message was not cut to the budget left: %d characters, meta %v", len(second.Content), second.Meta)
+	cut := capture.waitNote("the fourth, cut", func(n channelNote) bool { return strings.Contains(n.Content, "flood-4 ") })
+	if cut.Meta["cut_chars"] == "" || !strings.Contains(cut.Content, "more characters: the whole message is in claudemesh inbox --json]") ||
+		len(cut.Content) > 3200 {
+		t.Fatalf("the fourth message was not cut to the budget left: %d characters, meta %v", len(cut.Content), cut.Meta)
 	}
 	held := capture.waitNote("the held notice", func(n channelNote) bool { return n.Meta["kind"] == "held" })
 	if held.Meta["from_member_pubkey"] != bob.pubkey || !strings.Contains(held.Content, "bob is sending more than this session is shown") ||
-		!strings.Contains(held.Content, "claudemesh inbox --unread --json") {
+		!strings.Contains(held.Content, "claudemesh inbox --unread --limit 5 --json") {
 		t.Fatalf("held notice: %+v", held)
 	}
-	// The notice stands in for the third message: pushes are written in
+	// The notice stands in for the fifth message: pushes are written in
 	// order, so had it been pushed it would be here by now.
 	for _, n := range capture.all() {
-		if strings.Contains(n.Content, "flood-3 ") {
-			t.Fatalf("the third message was pushed: %d characters", len(n.Content))
+		if strings.Contains(n.Content, "flood-5 ") {
+			t.Fatalf("the fifth message was pushed: %d characters", len(n.Content))
 		}
 	}
 }

@@ -8,19 +8,32 @@ import (
 // Every channel notification goes into the agent's context mid-turn, so a
 // member sending at the broker's rate (200 messages a second, up to
 // 64 KiB each) could fill an agent session's context within seconds and
-// bill its user for it. The push budget bounds what one sender (a member
-// and all its sessions together) puts there: a burst of pushBurstChars
-// characters of notification content, refilled at pushRefillPerMinute.
-// A message that does not fit whole is cut to what is left if that is at
-// least minCutChars (the rest is in `claudemesh inbox`); with less left,
-// it is not pushed and stays unread (the prompt hook, `claudemesh inbox
-// --unread` and the next start of this server show it), and the session
-// is told once that the sender is being held back. Ordinary conversation
-// (hundreds of short messages) never reaches the budget.
+// bill its user for it. The push budget bounds what one sender puts there:
+// a burst of pushBurstChars characters, refilled at pushRefillPerMinute,
+// where a notification costs its content, every meta attribute (name and
+// value: they become attributes of the block in the context) and
+// pushOverheadChars for the block itself, so that many tiny messages cost
+// what they take. A sender is a member and all its sessions together;
+// every unverified sender (a plaintext topic's posts, a message that could
+// not be opened) shares one budget, so that new keys buy nothing. The
+// session's own member (its user's CLI and sibling sessions) is not
+// limited.
+//
+// A message that does not fit whole is cut to what is left if its text
+// keeps at least minCutChars (the whole text is in `claudemesh inbox`);
+// with less left it is not pushed and stays unread (the prompt hook brings
+// it in, within Claude Code's budget, and `claudemesh inbox --unread`
+// shows it), and the session is told that the sender is held back, at
+// most once every heldNoticeInterval per sender. Ordinary conversation (a
+// hundred short messages at once) stays under it.
 const (
-	pushBurstChars      = 32000
-	pushRefillPerMinute = 16000
+	pushBurstChars      = 64000
+	pushRefillPerMinute = 32000
+	pushOverheadChars   = 64
 	minCutChars         = 2000
+	heldNoticeInterval  = time.Minute
+	// unverifiedSender is the one budget every unverified sender shares.
+	unverifiedSender = "unverified"
 	// maxBudgetSenders bounds the map: past it, senders whose budget is
 	// full again (nothing to remember) are forgotten.
 	maxBudgetSenders = 1024
@@ -33,20 +46,33 @@ type pushBudget struct {
 }
 
 type senderBudget struct {
-	chars float64   // characters it may still push
-	at    time.Time // when chars was last brought up to date
-	held  int       // messages held unread since its last push
+	chars    float64   // characters it may still push
+	at       time.Time // when chars was last brought up to date
+	held     int       // messages held unread since its last push
+	noticeAt time.Time // when the session was last told it is held back
 }
 
 func newPushBudget() *pushBudget { return &pushBudget{senders: map[string]*senderBudget{}} }
 
-// admit decides how much of a notification of content from sender may be
-// pushed at now: whole (cut == len in runes), its first cut runes (then
-// cut ≥ minCutChars), or nothing (cut == 0: hold the message unread).
-// heldBefore is how many of the sender's messages were held since its
-// last push, which this push should mention; firstHeld reports that this
-// message is the first held of a run (tell the session once).
-func (b *pushBudget) admit(sender, content string, now time.Time) (cut, heldBefore int, firstHeld bool) {
+// metaCost is what a notification's attributes cost: each name and value,
+// and the few characters around them.
+func metaCost(meta map[string]string) int {
+	n := 0
+	for k, v := range meta {
+		n += len(k) + utf8.RuneCountInString(v) + 4
+	}
+	return n
+}
+
+// admit decides how much of a notification from sender may be pushed at
+// now, given the characters of its content and the cost of the rest
+// (meta, overhead): whole (fit == content), at most fit characters of
+// content (then fit ≥ minCutChars: the caller cuts the text), or nothing
+// (fit == 0: hold the message unread). heldBefore is how many of the
+// sender's messages were held since its last push, which this push should
+// mention; notice reports that the session should be told now that the
+// sender is held back.
+func (b *pushBudget) admit(sender string, content, rest int, now time.Time) (fit, heldBefore int, notice bool) {
 	s := b.senders[sender]
 	if s == nil {
 		if len(b.senders) >= maxBudgetSenders {
@@ -57,19 +83,22 @@ func (b *pushBudget) admit(sender, content string, now time.Time) (cut, heldBefo
 	}
 	s.chars = min(pushBurstChars, s.chars+now.Sub(s.at).Seconds()*pushRefillPerMinute/60)
 	s.at = now
-	n := utf8.RuneCountInString(content)
-	switch {
-	case float64(n) <= s.chars:
-		cut = n
-	case s.chars >= minCutChars:
-		cut = int(s.chars)
+	switch left := s.chars - float64(rest); {
+	case float64(content) <= left:
+		fit = content
+	case left >= minCutChars:
+		fit = int(left)
 	default:
 		s.held++
-		return 0, 0, s.held == 1
+		if s.noticeAt.IsZero() || now.Sub(s.noticeAt) >= heldNoticeInterval {
+			s.noticeAt = now
+			return 0, 0, true
+		}
+		return 0, 0, false
 	}
-	s.chars -= float64(cut)
+	s.chars -= float64(rest + fit)
 	heldBefore, s.held = s.held, 0
-	return cut, heldBefore, false
+	return fit, heldBefore, false
 }
 
 // prune forgets the senders whose budget has refilled and who have nothing
@@ -80,16 +109,4 @@ func (b *pushBudget) prune(now time.Time) {
 			delete(b.senders, k)
 		}
 	}
-}
-
-// cutRunes is the first n runes of s.
-func cutRunes(s string, n int) string {
-	i := 0
-	for j := range s {
-		if i == n {
-			return s[:j]
-		}
-		i++
-	}
-	return s
 }

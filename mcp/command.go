@@ -24,10 +24,11 @@ func Command() *cli.Command {
 				"that started it, and emits each message as a notifications/claude/channel notification. It\n"+
 				"declares the claude/channel capability and no tools unless --tools. stdout carries JSON-RPC only;\n"+
 				"logs go to stderr. CLAUDEMESH_MESH and CLAUDEMESH_NAME choose an ambient session's mesh and name.\n"+
-				"What one sender (a member and its sessions) pushes into the session is bounded: 32,000 characters\n"+
-				"at once, then 16,000 a minute; a message over what is left is cut (whole in claudemesh inbox), and\n"+
-				"with under 2,000 left it stays unread (the prompt hook and claudemesh inbox --unread show it) and the\n"+
-				"session is told once that the sender is held back.",
+				"What one sender (a member and its sessions; all unverified senders together) pushes into the session\n"+
+				"is bounded: 64,000 characters at once, then 32,000 a minute, counting each notification's text, its\n"+
+				"attributes and 64 for the block. A message over what is left is cut (whole in claudemesh inbox);\n"+
+				"with under 2,000 left it stays unread (the prompt hook and claudemesh inbox --unread show it), and the\n"+
+				"session is told, at most once a minute, that the sender is held back. Your own member is not limited.",
 			"claudemesh mcp",
 			"claudemesh mcp --tools",
 		),

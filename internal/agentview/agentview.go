@@ -128,15 +128,28 @@ func body(r localapi.InboxRow) string {
 // name>[ (#topic)]: <text>`, `[URGENT] ` first for `now`), escaped with
 // Text.
 func ChannelContent(r localapi.InboxRow) string {
+	content, _ := ChannelContentCut(r, 0)
+	return content
+}
+
+// ChannelContentCut is ChannelContent with the text cut so that the whole
+// content keeps at most limit characters (0: no limit; the sender's label is
+// never cut), and how many characters of the text were left out. The cut
+// falls between escaped characters, never inside one.
+func ChannelContentCut(r localapi.InboxRow, limit int) (string, int) {
 	head := SenderLabel(r)
 	if r.Topic != "" {
 		head += " (#" + r.Topic + ")"
 	}
-	content := Text(head) + ": " + Text(body(r))
+	prefix := Text(head) + ": "
 	if r.Priority == wire.PriorityNow {
-		content = "[URGENT] " + content
+		prefix = "[URGENT] " + prefix
 	}
-	return content
+	if limit <= 0 {
+		return prefix + Text(body(r)), 0
+	}
+	text, left := cutEscaped(body(r), max(1, limit-utf8.RuneCountInString(prefix)))
+	return prefix + text, left
 }
 
 // cutEscaped is Text(s) cut after at most max characters of escaped text

@@ -105,3 +105,27 @@ func TestSenderLabelNamesTheMemberBehindASession(t *testing.T) {
 		}
 	}
 }
+
+// TestChannelContentCutKeepsEscapesWhole: a cut push (the push budget)
+// ends between escaped characters, never inside "&lt;" and the like, keeps
+// the sender's label, and says how much of the text it left out.
+func TestChannelContentCutKeepsEscapesWhole(t *testing.T) {
+	r := row(strings.Repeat("<&>", 100), "bob")
+	r.Topic, r.Priority = "", "next"
+	for limit := 8; limit < 60; limit++ {
+		got, left := ChannelContentCut(r, limit)
+		text, ok := strings.CutPrefix(got, "bob: ")
+		if !ok {
+			t.Fatalf("limit %d: %q lost the label", limit, got)
+		}
+		if strings.Trim(strings.NewReplacer("&lt;", "", "&amp;", "", "&gt;", "").Replace(text), "") != "" {
+			t.Fatalf("limit %d: %q has a broken escape", limit, text)
+		}
+		if kept := strings.Count(text, "&"); kept+left != 300 {
+			t.Fatalf("limit %d: kept %d characters and says %d left of 300", limit, kept, left)
+		}
+	}
+	if whole, left := ChannelContentCut(r, 0); whole != ChannelContent(r) || left != 0 {
+		t.Fatalf("no limit: %q, %d left", whole, left)
+	}
+}
