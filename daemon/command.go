@@ -499,7 +499,7 @@ func running(c *cli.Context, minArgs, maxArgs int) (*localapi.Client, *cliui.Out
 	}
 	cl, _, err := localapi.Probe(c.Context, home)
 	if err != nil {
-		return nil, nil, cliui.Errorf("unreachable", "the daemon is not running").WithHint("claudemesh daemon up")
+		return nil, nil, cliui.Errorf("unreachable", "the daemon is not running").WithHint(config.Invocation(home) + " daemon up")
 	}
 	return cl, out, nil
 }

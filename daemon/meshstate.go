@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"claudemesh/client"
+	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
 	"claudemesh/wire"
 )
@@ -78,6 +79,9 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 	}
 	// A clustered broker is reached at any of its URLs.
 	url := strings.Join(m.cfg.URLs(), " or ")
+	// The commands name this daemon's home: run as printed they restart
+	// this daemon, not the default identity's.
+	cm := config.Invocation(m.d.home)
 	switch client.State(state) {
 	case client.StateOpen:
 		return nil
@@ -92,16 +96,16 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 		return &localapi.Error{Code: client.CodeBrokerKeyMismatch,
 			Message: fmt.Sprintf("mesh %s: %s; the daemon stopped connecting to it, and nothing is sent to that mesh (queued messages stay in the outbox)", m.cfg.Slug, client.MessageOf(err, why)),
 			Hint: "if the mesh's operator really replaced the broker key, join again with a new invite; otherwise something at " + url +
-				" is impersonating the broker. Then restart the daemon (claudemesh daemon down; claudemesh daemon up)"}
+				" is impersonating the broker. Then restart the daemon (" + cm + " daemon down && " + cm + " daemon up)"}
 	case client.StateKicked:
 		return &localapi.Error{Code: wire.ReasonKicked, Message: fmt.Sprintf("mesh %s: this member was kicked (%s)", m.cfg.Slug, why),
-			Hint: "run claudemesh daemon up to reconnect (messages already in the outbox are kept and go out then), or ask the mesh owner why"}
+			Hint: "run " + cm + " daemon up to reconnect (messages already in the outbox are kept and go out then), or ask the mesh owner why"}
 	case client.StateBanned:
 		return &localapi.Error{Code: wire.CodeBanned, Message: fmt.Sprintf("mesh %s: %s", m.cfg.Slug, client.MessageOf(err, "this member was removed from the mesh")),
-			Hint: "contact the mesh owner; after an unban, run claudemesh daemon up to reconnect (messages already in the outbox are kept)"}
+			Hint: "contact the mesh owner; after an unban, run " + cm + " daemon up to reconnect (messages already in the outbox are kept)"}
 	case client.StateClosed:
 		return &localapi.Error{Code: wire.ReasonLeft, Message: fmt.Sprintf("mesh %s: the connection was closed for good (%s)", m.cfg.Slug, why),
-			Hint: "restart the daemon (claudemesh daemon down; claudemesh daemon up)"}
+			Hint: "restart the daemon (" + cm + " daemon down && " + cm + " daemon up)"}
 	}
 	msg := fmt.Sprintf("mesh %s: the broker at %s cannot be reached", m.cfg.Slug, url)
 	if why != "" {

@@ -59,7 +59,7 @@ func Command() *cli.Command {
 			}
 			api, err := localapi.Connect(c.Context, home, true)
 			if err != nil {
-				return cliui.Errorf("unreachable", "the daemon cannot be reached: %v", err).WithHint("claudemesh daemon up")
+				return cliui.Errorf("unreachable", "the daemon cannot be reached: %v", err).WithHint(config.Invocation(home) + " daemon up")
 			}
 			var login localapi.WebLogin
 			if _, err := api.Do(c.Context, "POST", "/v1/web/login", nil, &login); err != nil {

@@ -173,19 +173,29 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 	if !req.Wait {
 		return res, nil
 	}
+	// With --wait, exit 0 means delivered (04-cli): every other outcome
+	// below is an error naming the message.
+	check := "check with claudemesh message status " + res.MessageID
 	if res.Recipients == 0 {
-		// Nothing outstanding: a duplicate whose deliveries are all
-		// settled is delivered; a fresh message nobody was listed for
-		// never will be, and waiting cannot change that.
+		// Nothing outstanding, so nothing to wait for.
 		switch {
-		case ack.Duplicate && known && !allDelivered:
+		case allDelivered:
+			return res, nil
+		case !ack.Duplicate:
+			// A fresh message nobody was listed for (grants, full
+			// queues, an empty @group) never will be delivered.
+			return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s %s, but no recipient of it could be reached, so none will have it", res.Status, res.MessageID).
+				WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
+		case ctx.Err() != nil:
+			return res, waitInterrupted(res, check)
+		case known:
 			// Settled, but not (all) delivered: expired or dropped.
-			return res, cliui.Errorf(cliui.CodeWaitTimeout, "message %s was sent before, and will not be delivered to every recipient: check with claudemesh message status %s", res.MessageID, res.MessageID).
-				WithMessage(res.MessageID, res.ClientMessageID)
-		case ack.Duplicate:
-			res.Status = "delivered"
+			return res, cliui.Errorf(cliui.CodeWaitTimeout, "message %s was sent before, and will not be delivered to every recipient", res.MessageID).
+				WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
+		default:
+			return res, cliui.Errorf(cliui.CodeWaitTimeout, "message %s was sent before; the broker did not say whether it was delivered", res.MessageID).
+				WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
 		}
-		return res, nil
 	}
 	if ctx.Err() != nil {
 		// Signalled while the broker answered: the message is taken,
@@ -224,20 +234,31 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 		}
 		return res, werr
 	}
+	if ack.Duplicate {
+		// The receipts came for the deliveries that were pending; the
+		// others were settled before, delivered or not.
+		if all, _ := duplicateDelivered(ctx, c, ack.MessageID); !all {
+			return res, cliui.Errorf(cliui.CodeWaitTimeout, "message %s was sent before; it reached the recipients it was waiting for, but the broker does not say that every recipient has it", res.MessageID).
+				WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
+		}
+	}
 	res.Status = "delivered"
 	return res, nil
 }
 
 // duplicateDelivered asks the broker whether every recipient of a message
-// sent before has it (message_status): a duplicate's ack says only that
-// none is pending.
-// known is false when the broker did not say.
+// sent before has it (message_status): a duplicate's ack says only how
+// many are pending. known is false when the broker did not say.
 func duplicateDelivered(ctx context.Context, c *client.Conn, messageID string) (all, known bool) {
-	sctx, cancel := context.WithTimeout(ctx, opTimeout)
+	// Not cut short by a signal: the answer says what was sent.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
 	st, err := c.MessageStatus(sctx, messageID, "")
-	if err != nil || len(st.Recipients) == 0 {
+	if err != nil {
 		return false, false
+	}
+	if len(st.Recipients) == 0 {
+		return false, true // nobody was listed for it: delivered to no one
 	}
 	for _, r := range st.Recipients {
 		if r.State != wire.StateDelivered {

@@ -133,7 +133,7 @@ func checkConfig(e *Env) []Result {
 func checkDaemon(e *Env) []Result {
 	_, v, err := localapi.Probe(e.Ctx, e.Home)
 	if err != nil {
-		return one("daemon", Warn, "not running", "claudemesh daemon up (or claudemesh install for a service)")
+		return one("daemon", Warn, "not running", config.Invocation(e.Home)+" daemon up (or claudemesh install for a service)")
 	}
 	if v.DaemonVersion != buildinfo.Version {
 		return one("daemon", Fail, fmt.Sprintf("pid %d runs %s, this CLI is %s", v.PID, v.DaemonVersion, buildinfo.Version), config.Invocation(e.Home)+" daemon down && "+config.Invocation(e.Home)+" daemon up")
