@@ -160,3 +160,19 @@ func bobPushes(t *testing.T, u *user) <-chan rawPush {
 	t.Cleanup(func() { c.Close() })
 	return out
 }
+
+// TestWaitForNobodyIsNotDelivered: with --wait, exit 0 means delivered. A
+// broadcast that no recipient could be listed for (bob, the only other
+// member, blocks alice: the broker skips him) will never be, and used to
+// exit 0 all the same.
+func TestWaitForNobodyIsNotDelivered(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice, bob := u[0], u[1]
+	bob.ok("block", "alice", "--no-daemon")
+	e := alice.fails(7, "wait_timeout", "send", "*", "anyone?", "--wait", "--no-daemon")
+	if !strings.Contains(e.Error.Message, "no recipient of it could be reached") {
+		t.Fatalf("send '*' --wait to nobody: %+v", e)
+	}
+}
