@@ -11,9 +11,9 @@ import (
 	"claudemesh/wire"
 )
 
-// naclOpenBox opens a crypto_box_easy ciphertext with golang.org/x/crypto's
-// nacl/box, libsodium's format, independently of this package's Open.
-func naclOpenBox(t *testing.T, nonceB64, ctB64 string, from cmcrypto.PublicKey, to *cmcrypto.Identity) []byte {
+// decodeNonceAndCiphertext decodes a sealed frame's nonce (24 bytes) and
+// ciphertext from their base64.
+func decodeNonceAndCiphertext(t *testing.T, nonceB64, ctB64 string) ([]byte, []byte) {
 	t.Helper()
 	n, err := cmcrypto.DecodeB64Len(nonceB64, 24)
 	if err != nil {
@@ -23,6 +23,14 @@ func naclOpenBox(t *testing.T, nonceB64, ctB64 string, from cmcrypto.PublicKey, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n, ct
+}
+
+// naclOpenBox opens a crypto_box_easy ciphertext with golang.org/x/crypto's
+// nacl/box, libsodium's format, independently of this package's Open.
+func naclOpenBox(t *testing.T, nonceB64, ctB64 string, from cmcrypto.PublicKey, to *cmcrypto.Identity) []byte {
+	t.Helper()
+	n, ct := decodeNonceAndCiphertext(t, nonceB64, ctB64)
 	px, err := from.X25519()
 	if err != nil {
 		t.Fatal(err)
@@ -37,14 +45,7 @@ func naclOpenBox(t *testing.T, nonceB64, ctB64 string, from cmcrypto.PublicKey, 
 
 func naclOpenSecret(t *testing.T, nonceB64, ctB64 string, key *[32]byte) []byte {
 	t.Helper()
-	n, err := cmcrypto.DecodeB64Len(nonceB64, 24)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := cmcrypto.DecodeB64(ctB64)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, ct := decodeNonceAndCiphertext(t, nonceB64, ctB64)
 	pt, ok := secretbox.Open(nil, ct, (*[24]byte)(n), key)
 	if !ok {
 		t.Fatal("nacl/secretbox.Open refused the ciphertext")
