@@ -208,6 +208,7 @@ type inboxRow struct {
 	ReplyToID        string `json:"replyToId,omitempty"`
 	Subtype          string `json:"subtype,omitempty"`
 	ReceivedAt       int64  `json:"receivedAt"`
+	SentAt           int64  `json:"sentAt,omitzero"` // the broker's createdAt
 	SeenAt           int64  `json:"seenAt,omitzero"`
 	size             int    // bytes as stored, set by putInboxRow
 }
@@ -217,7 +218,7 @@ func (r *inboxRow) api() localapi.InboxRow {
 		ID: strconv.FormatUint(r.Seq, 10), MessageID: r.MessageID, ClientMessageID: r.ClientMessageID, Subtype: r.Subtype,
 		Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
 		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind, TargetSpec: r.TargetSpec,
-		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
+		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SentAt: r.SentAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
 	}
 	if r.Verified {
 		// An unproven sender is never shown under a member's name.

@@ -144,7 +144,7 @@ func (d *Daemon) storePushes(items []inboxItem) bool {
 			Mesh: it.m.cfg.Slug, MeshID: it.m.cfg.MeshID, MessageID: p.MessageID, ClientMessageID: p.ClientMessageID,
 			Kind: p.Kind, TargetSpec: p.TargetSpec, SenderPubkey: p.SenderPubkey, SenderMember: p.SenderMemberPubkey, SenderName: p.SenderName,
 			RecipientPubkey: it.m.key.PublicHex(), RecipientKind: recipientMember, Priority: p.Priority,
-			ReplyToID: p.ReplyToID, Subtype: p.Subtype, ReceivedAt: now,
+			ReplyToID: p.ReplyToID, Subtype: p.Subtype, ReceivedAt: now, SentAt: p.CreatedAt,
 		}
 		var sessionKey *cmcrypto.Identity
 		if it.sess != nil {

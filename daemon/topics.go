@@ -315,7 +315,7 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 		rows[i] = &inboxRow{Mesh: m.cfg.Slug, MeshID: m.cfg.MeshID, MessageID: tm.ID, ClientMessageID: tm.ClientMessageID,
 			Kind: wire.KindTopic, Topic: tm.Topic, SenderPubkey: tm.SenderPubkey, SenderMember: tm.SenderMemberPubkey,
 			SenderName: tm.SenderName, RecipientPubkey: self, RecipientKind: "member", Priority: tm.Priority,
-			ReplyToID: tm.ReplyToID, ReceivedAt: now, Body: tm.Body, DecryptError: tm.DecryptError, Verified: tm.Verified,
+			ReplyToID: tm.ReplyToID, ReceivedAt: now, SentAt: tm.CreatedAt, Body: tm.Body, DecryptError: tm.DecryptError, Verified: tm.Verified,
 			TargetSpec: "#" + tm.TopicID}
 		if tm.Verified {
 			rows[i].SenderMemberName = m.memberName(tm.SenderMemberPubkey)

@@ -325,8 +325,8 @@ func TestDaemonThinVerbs(t *testing.T) {
 	}
 	bst := bob.daemonStatus()
 	t.Cleanup(func() { killAndWait(bst.PID) })
-	if rows[0].body() != "hello daemon" || rows[0].SenderName != "alice" {
-		t.Fatalf("row %+v", rows[0])
+	if rows[0].body() != "hello daemon" || rows[0].SenderName != "alice" || rows[0].SentAt == 0 || rows[0].SentAt > rows[0].ReceivedAt {
+		t.Fatalf("row %+v (sentAt: when the broker took it, before it was received)", rows[0])
 	}
 	// Reading twice lists the row again (stored rows); --unread --mark-seen
 	// shows it once.

@@ -36,7 +36,9 @@ func TestOfflineDMShownOnce(t *testing.T) {
 			Online                        *bool
 		} `json:"target"`
 	}
+	before := time.Now().UnixMilli()
 	alice.json(&sent, "send", "bob", "hello", "bob,", "are you there?")
+	after := time.Now().UnixMilli()
 	if !sent.OK || sent.Status != "queued" || sent.Via != "direct" || sent.MessageID == "" || sent.ClientMessageID == "" ||
 		sent.Target.Kind != "box" || sent.Target.TargetSpec != bob.pubkey || sent.Target.DisplayName != "bob" ||
 		sent.Target.Online == nil || *sent.Target.Online {
@@ -52,6 +54,10 @@ func TestOfflineDMShownOnce(t *testing.T) {
 		r.Kind != "box" || r.Mesh != "test" || r.SenderName != "alice" || r.SenderPubkey != alice.pubkey ||
 		!r.Verified || r.DecryptError != "" || r.Priority != "next" || r.ReceivedAt == 0 {
 		t.Fatalf("row: %+v", r)
+	}
+	// sentAt is when the broker took it (a queued message arrives later).
+	if r.SentAt < before || r.SentAt > after || r.SentAt > r.ReceivedAt {
+		t.Fatalf("sentAt %d, want within the send (%d..%d) and not after receivedAt %d", r.SentAt, before, after, r.ReceivedAt)
 	}
 	if again := bob.inbox(); len(again) != 0 {
 		t.Fatalf("second inbox shows %+v", again)

@@ -524,6 +524,7 @@ type inboxRow struct {
 	Verified           bool    `json:"verified"`
 	Priority           string  `json:"priority"`
 	ReceivedAt         int64   `json:"receivedAt"`
+	SentAt             int64   `json:"sentAt"`
 	ReplyToID          string  `json:"replyToId"`
 }
 

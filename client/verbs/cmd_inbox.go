@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -257,7 +258,12 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	if r.ReplyToID != "" {
 		meta = append(meta, "reply to "+r.ReplyToID)
 	}
-	meta = append(meta, when(r.ReceivedAt))
+	if r.SentAt > 0 && r.ReceivedAt-r.SentAt > queuedLong.Milliseconds() {
+		// Queued while this side was away: when it was sent matters.
+		meta = append(meta, "sent "+when(r.SentAt), "received "+when(r.ReceivedAt))
+	} else {
+		meta = append(meta, when(r.ReceivedAt))
+	}
 	head += "  " + s.Dim(strings.Join(meta, " · "))
 	text := ""
 	if r.Body != nil {
@@ -284,3 +290,8 @@ func senderLabel(r inboxRow) string {
 	}
 	return name
 }
+
+// queuedLong is how long a message must have waited between the broker
+// and this side before inbox shows when it was sent beside when it
+// arrived.
+const queuedLong = time.Minute

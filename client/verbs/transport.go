@@ -208,6 +208,7 @@ type inboxRow struct {
 	Verified           bool    `json:"verified"`
 	Priority           string  `json:"priority"`
 	ReceivedAt         int64   `json:"receivedAt"`
+	SentAt             int64   `json:"sentAt,omitzero"` // when the broker accepted it
 	SeenAt             int64   `json:"seenAt,omitzero"`
 	ReplyToID          string  `json:"replyToId,omitzero"`
 	// RecipientPubkey and RecipientKind (member | session) say whom the

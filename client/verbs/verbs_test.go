@@ -479,3 +479,25 @@ func TestSkipWhy(t *testing.T) {
 		t.Error("capList")
 	}
 }
+
+// TestInboxShowsWhenAQueuedMessageWasSent: a message that waited at the
+// broker (its recipient offline) shows when it was sent beside when it
+// arrived; one that came at once shows one time. inbox used to show only
+// the arrival, so a message sent yesterday read as today's.
+func TestInboxShowsWhenAQueuedMessageWasSent(t *testing.T) {
+	body := "hi"
+	now := time.Now()
+	row := inboxRow{SenderName: "alice", SenderPubkey: strings.Repeat("a", 64), SenderMemberPubkey: strings.Repeat("a", 64),
+		Verified: true, Body: &body, Priority: "next", ReceivedAt: now.UnixMilli(), SentAt: now.Add(-3 * time.Hour).UnixMilli()}
+	var out, errb bytes.Buffer
+	printMessage(cliui.NewOut(&out, &errb, false, false, false), row, false)
+	if !strings.Contains(out.String(), "sent "+when(row.SentAt)) || !strings.Contains(out.String(), "received "+when(row.ReceivedAt)) {
+		t.Fatalf("a message queued for 3 h: %q", out.String())
+	}
+	row.SentAt = now.Add(-2 * time.Second).UnixMilli()
+	out.Reset()
+	printMessage(cliui.NewOut(&out, &errb, false, false, false), row, false)
+	if strings.Contains(out.String(), "sent ") || !strings.Contains(out.String(), when(row.ReceivedAt)) {
+		t.Fatalf("a message that came at once: %q", out.String())
+	}
+}

@@ -219,8 +219,12 @@ type InboxRow struct {
 	Verified     bool   `json:"verified"`
 	Priority     string `json:"priority"`
 	ReceivedAt   int64  `json:"receivedAt"`
-	SeenAt       int64  `json:"seenAt,omitzero"`
-	ReplyToID    string `json:"replyToId,omitempty"`
+	// SentAt is when the broker accepted the message (its createdAt):
+	// a message queued for an offline recipient is received much later.
+	// 0 in rows stored before it was kept.
+	SentAt    int64  `json:"sentAt,omitzero"`
+	SeenAt    int64  `json:"seenAt,omitzero"`
+	ReplyToID string `json:"replyToId,omitempty"`
 }
 
 // Peer is one row of GET /v1/peers: the broker's Peer tagged for the caller.
