@@ -302,7 +302,10 @@ func (c *conn) reserveTopicLocked(idx *topicIndex, creator string) (code, msg st
 
 // finishTopicCreateLocked ends a reservation: the created topic (nil if it
 // was not) goes into the index in the same critical section, so that it
-// is never counted twice or not at all. Caller holds ms.mu.
+// is never left out of the count. (If a cluster node reloads the index
+// between the commit and this, the reloaded index already holds the topic
+// and it counts twice for a moment: a create near the cap may then be
+// refused a little early, never let past it.) Caller holds ms.mu.
 func (c *conn) finishTopicCreateLocked(creator string, created *topicState) {
 	ms := c.ms
 	if created != nil {

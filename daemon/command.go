@@ -218,7 +218,7 @@ func runForeground(ctx context.Context, home string, f upFlags) error {
 		WebTLSCert: f.webTLSCert, WebTLSKey: f.webTLSKey, Init: f.init,
 		TCPAllowRemote: f.tcpAllowRemote, TCPTLSCert: f.tcpTLSCert, TCPTLSKey: f.tcpTLSKey, InboxMaxBytes: f.inboxMaxBytes})
 	if errors.Is(err, ErrAlreadyRunning) {
-		return cliui.Errorf("already_running", "another daemon is running for %s", home).WithHint("claudemesh daemon status")
+		return cliui.Errorf("already_running", "another daemon is running for %s", home).WithHint(config.Invocation(home) + " daemon status")
 	}
 	if err != nil {
 		return err

@@ -79,9 +79,10 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 	}
 	// A clustered broker is reached at any of its URLs.
 	url := strings.Join(m.cfg.URLs(), " or ")
-	// The commands name this daemon's home: run as printed they restart
-	// this daemon, not the default identity's.
-	cm := config.Invocation(m.d.home)
+	// The commands name this daemon's home, always (the daemon's
+	// environment need not be the reader's shell's): run as printed they
+	// restart this daemon, not another identity's.
+	cm := config.InvocationWithHome(m.d.home)
 	switch client.State(state) {
 	case client.StateOpen:
 		return nil

@@ -6,9 +6,9 @@ import (
 )
 
 // Every channel notification goes into the agent's context mid-turn, so a
-// member sending at the broker's rate (200 messages a second, up to
-// 64 KiB each) could fill an agent session's context within seconds and
-// bill its user for it. The push budget bounds what one sender puts there:
+// member sending at the broker's rate (up to 1 MiB a second, --byte-rate,
+// or 200 small messages a second) could fill an agent session's context
+// within seconds and bill its user for it. The push budget bounds what one sender puts there:
 // a burst of pushBurstChars characters, refilled at pushRefillPerMinute,
 // where a notification costs its content, every meta attribute (name and
 // value: they become attributes of the block in the context) and
@@ -99,6 +99,15 @@ func (b *pushBudget) admit(sender string, content, rest int, now time.Time) (fit
 	s.chars -= float64(rest + fit)
 	heldBefore, s.held = s.held, 0
 	return fit, heldBefore, false
+}
+
+// spend charges sender n characters more: what a push adds around the
+// text it was admitted for (the cut's note, the count of held messages).
+// The budget may go below zero; it refills from there.
+func (b *pushBudget) spend(sender string, n int) {
+	if s := b.senders[sender]; s != nil {
+		s.chars -= float64(n)
+	}
 }
 
 // prune forgets the senders whose budget has refilled and who have nothing

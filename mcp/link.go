@@ -331,16 +331,20 @@ func (l *daemonLink) push(ctx context.Context, tr *channelTransport, row localap
 				"from_pubkey": agentview.Attr(row.SenderPubkey), "from_member_pubkey": agentview.Attr(row.SenderMemberPubkey)},
 		})
 	}
+	admitted := utf8.RuneCountInString(p.Content)
 	if fit < content {
 		cut, left := agentview.ChannelContentCut(row, fit)
 		p.Content = cut + fmt.Sprintf(" [… %d more characters: the whole message is in claudemesh inbox --json]", left)
 		p.Meta["cut_chars"] = strconv.Itoa(left)
+		admitted = fit
 	}
 	if heldBefore > 0 {
 		p.Content = fmt.Sprintf("(%s from %s waited unread before this one: %s) ",
 			plural(heldBefore, "message", "messages"), who, readHeld) + p.Content
 		p.Meta["held_before"] = strconv.Itoa(heldBefore)
 	}
+	// What the note and the count add is charged too.
+	l.budget.spend(sender, max(0, utf8.RuneCountInString(p.Content)-admitted))
 	return true, tr.notify(ctx, p)
 }
 

@@ -82,6 +82,11 @@ func Invocation(home string) string {
 	return "claudemesh --home " + shellQuote(home)
 }
 
+// InvocationWithHome is "claudemesh --home DIR" always: for hints a
+// daemon builds, whose environment ($CLAUDEMESH_HOME, $HOME) need not be
+// the shell's of the user who reads them.
+func InvocationWithHome(home string) string { return "claudemesh --home " + shellQuote(home) }
+
 // shellQuote quotes s for a POSIX shell when it holds anything but plain
 // path characters.
 func shellQuote(s string) string {

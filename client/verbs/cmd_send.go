@@ -31,8 +31,8 @@ func sendCommand() *cli.Command {
 				"neither lost nor sent twice, and prints it; a second one stops waiting and says how to check. With\n"+
 				"--wait, a Ctrl-C that came before the answer, or during the wait for the delivery after it, ends send\n"+
 				"(exit 130) with an error that names the message it sent (--json: the error interrupted, with messageId\n"+
-				"and clientMessageId): with --wait, exit 0 means delivered (or, for @group or *, that it says nobody\n"+
-				"could be reached).\n"+
+				"and clientMessageId). With --wait, exit 0 means delivered; exit 7 (wait_timeout) that it was not\n"+
+				"delivered within --wait-timeout, or never will be (nobody could be reached, or a retry's delivery expired).\n"+
 				"--id makes a retry safe on the same path while the id is remembered (the daemon's: 30 days in its\n"+
 				"outbox; --no-daemon's direct one: the broker's idempotency window, for a message --queue-ttl + 24 h,\n"+
 				"8 days by default, for a #topic post as long as the broker keeps it, --topic-retention, by default\n"+

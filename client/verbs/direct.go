@@ -161,10 +161,11 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 		res.Status = "sent"
 	}
 	allDelivered, known := false, false
-	if ack.Duplicate && res.Recipients == 0 {
+	if ack.Duplicate && res.Recipients == 0 && ctx.Err() == nil {
 		// A retry of a message none of whose deliveries is pending: ask
 		// whether they were delivered ("queued" would be untrue; the
-		// daemon's path says delivered from its outbox).
+		// daemon's path says delivered from its outbox). Not after a
+		// signal: the user asked to stop, and "already sent" is true.
 		allDelivered, known = duplicateDelivered(ctx, c, ack.MessageID)
 		if allDelivered {
 			res.Status = "delivered"
