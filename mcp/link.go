@@ -317,7 +317,7 @@ func (l *daemonLink) push(ctx context.Context, tr *channelTransport, row localap
 	}
 	content := utf8.RuneCountInString(p.Content)
 	fit, heldBefore, notice := l.budget.admit(sender, content, metaCost(p.Meta)+pushOverheadChars, time.Now())
-	const readHeld = "your next prompt brings them in (within its budget), or read a few with claudemesh inbox --unread --limit 5 --json"
+	const readHeld = "your next prompt brings them in (within its budget), or read a few at a time with claudemesh inbox --unread --mark-seen --limit 5 --json"
 	if fit == 0 {
 		if !notice {
 			return false, nil
