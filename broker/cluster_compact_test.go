@@ -102,13 +102,7 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 	for i := range 5 {
 		send(fmt.Sprintf("while node 3 is away %d", i))
 	}
-	n3, err := New(cfgs[2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n3.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	n3 := startNodeAgain(t, cfgs[2])
 	t.Cleanup(func() { closeAll([]*Broker{n3}) })
 	waitNodeReady(t, n3, "the restored node is not ready")
 	if st := n3.engine.SnapshotStats(); st.Restored != 1 {
