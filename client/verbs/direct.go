@@ -185,17 +185,14 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 		case !ack.Duplicate:
 			// A fresh message nobody was listed for (grants, full
 			// queues, an empty @group) never will be delivered.
-			return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s %s, but no recipient of it could be reached, so none will have it", res.Status, res.MessageID).
-				WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
+			return res, notDelivered(res, check, "%s %s, but no recipient of it could be reached, so none will have it", res.Status, res.MessageID)
 		case ctx.Err() != nil:
 			return res, waitInterrupted(res, check)
 		case known:
 			// Settled, but not (all) delivered: expired or dropped.
-			return res, cliui.Errorf(cliui.CodeWaitTimeout, "message %s was sent before, and will not be delivered to every recipient", res.MessageID).
-				WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
+			return res, notDelivered(res, check, "message %s was sent before, and will not be delivered to every recipient", res.MessageID)
 		default:
-			return res, cliui.Errorf(cliui.CodeWaitTimeout, "message %s was sent before; the broker did not say whether it was delivered", res.MessageID).
-				WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
+			return res, notDelivered(res, check, "message %s was sent before; the broker did not say whether it was delivered", res.MessageID)
 		}
 	}
 	if ctx.Err() != nil {
@@ -228,10 +225,8 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 			return res, waitInterrupted(res, "it stays queued for them; check later with claudemesh message status "+res.MessageID)
 		}
 		if client.CodeOf(werr) == client.CodeTimeout {
-			return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s %s, but it was not delivered to %d of %d recipients within %s",
-				res.Status, res.MessageID, res.Recipients-len(receipts), res.Recipients, req.WaitTimeout).
-				WithHint("it stays queued for them; check later with claudemesh message status "+res.MessageID).
-				WithMessage(res.MessageID, res.ClientMessageID)
+			return res, notDelivered(res, "it stays queued for them; check later with claudemesh message status "+res.MessageID,
+				"%s %s, but it was not delivered to %d of %d recipients within %s", res.Status, res.MessageID, res.Recipients-len(receipts), res.Recipients, req.WaitTimeout)
 		}
 		return res, werr
 	}
@@ -239,12 +234,18 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*se
 		// The receipts came for the deliveries that were pending; the
 		// others were settled before, delivered or not.
 		if all, _ := duplicateDelivered(ctx, c, ack.MessageID); !all {
-			return res, cliui.Errorf(cliui.CodeWaitTimeout, "message %s was sent before; it reached the recipients it was waiting for, but the broker does not say that every recipient has it", res.MessageID).
-				WithHint(check).WithMessage(res.MessageID, res.ClientMessageID)
+			return res, notDelivered(res, check, "message %s was sent before; it reached the recipients it was waiting for, but the broker does not say that every recipient has it", res.MessageID)
 		}
 	}
 	res.Status = "delivered"
 	return res, nil
+}
+
+// notDelivered is --wait's wait_timeout (exit 7): the message was taken
+// but is not, or will not be, delivered; it names the message, and hint
+// says how to follow it up.
+func notDelivered(res *sendResult, hint, format string, args ...any) error {
+	return cliui.Errorf(cliui.CodeWaitTimeout, format, args...).WithHint(hint).WithMessage(res.MessageID, res.ClientMessageID)
 }
 
 // duplicateDelivered asks the broker whether every recipient of a message

@@ -31,7 +31,7 @@ func checkAudit(e *Env) []Result {
 		if a, ok := daemon[m.Slug]; ok {
 			switch {
 			case a.OK:
-				out = append(out, Result{Name: name, Status: OK, Message: fmt.Sprintf("the daemon verified %d %s against the pinned broker key", a.Seq, map[bool]string{true: "entry", false: "entries"}[a.Seq == 1])})
+				out = append(out, Result{Name: name, Status: OK, Message: "the daemon verified " + count(int(a.Seq), "entry", "entries") + " against the pinned broker key"})
 			case a.Error != "":
 				out = append(out, Result{Name: name, Status: Warn, Message: "the daemon's check could not run: " + a.Error, Fix: "claudemesh audit verify --mesh " + m.Slug})
 			default:

@@ -127,7 +127,7 @@ func checkConfig(e *Env) []Result {
 	if len(bad) > 0 {
 		return bad
 	}
-	return one("config", OK, fmt.Sprintf("%d %s, keys private (0600 in 0700)", len(cfg.Meshes), map[bool]string{true: "mesh", false: "meshes"}[len(cfg.Meshes) == 1]), "")
+	return one("config", OK, count(len(cfg.Meshes), "mesh", "meshes")+", keys private (0600 in 0700)", "")
 }
 
 func checkDaemon(e *Env) []Result {
@@ -259,4 +259,12 @@ func Command(checks ...Check) *cli.Command {
 			return nil
 		},
 	}
+}
+
+// count is "1 mesh", "2 meshes".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
