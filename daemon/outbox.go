@@ -405,13 +405,10 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	m.d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bOutboxPending).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, v = c.Next() {
-			seq := seqOf(k)
-			mu.Lock()
-			b := busy[seq]
-			mu.Unlock()
-			if b {
-				continue
-			}
+			// A row backing off is skipped on its index entry alone,
+			// before the busy set's lock: in a backlog of rows backing
+			// off (a recipient's queue full at the broker), that is
+			// nearly every row of every round.
 			if len(v) == 8 {
 				if at := int64(binary.BigEndian.Uint64(v)); at > now {
 					if d := time.Duration(at-now) * time.Millisecond; wait < 0 || d < wait {
@@ -419,6 +416,13 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 					}
 					continue
 				}
+			}
+			seq := seqOf(k)
+			mu.Lock()
+			b := busy[seq]
+			mu.Unlock()
+			if b {
+				continue
 			}
 			r := fresh[seq]
 			if r == nil {

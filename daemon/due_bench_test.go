@@ -1,0 +1,52 @@
+package daemon
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// BenchmarkDueWithBackoff: one drain round (due) over a mesh whose pending
+// index holds 10,000 rows backing off (a recipient's queue full at the
+// broker, say) and, after them, the window's worth of rows that are due:
+// what every accept and every send's outcome costs the daemon while such
+// a backlog waits. The rows backing off are skipped from the index alone.
+func BenchmarkDueWithBackoff(b *testing.B) {
+	e := newEnv(b)
+	alice := e.daemon("alice")
+	alice.waitOpen(b)
+	e.b.Close() // the drain idles: rows stay where the benchmark puts them
+	m := alice.d.meshBySlug("team")
+	waitFor(b, 5*time.Second, "alice sees the broker gone", func() bool { return m.conn() == nil })
+	const backingOff, dueRows = 10_000, drainWindow
+	later := time.Now().Add(time.Hour).UnixMilli()
+	err := alice.d.db.Update(func(tx *bolt.Tx) error {
+		for i := range backingOff + dueRows {
+			r := &outboxRow{Seq: uint64(1000 + i), MeshID: m.cfg.MeshID, State: statePending}
+			if i < backingOff {
+				r.NextAttemptAt = later
+			}
+			if err := putOutbox(tx, r); err != nil {
+				return err
+			}
+			if err := setPendingIndex(tx, r, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	busy := map[uint64]bool{}
+	b.ResetTimer()
+	for b.Loop() {
+		rows, wait := m.due(busy, &mu, drainWindow)
+		if len(rows) != dueRows || wait <= 0 {
+			b.Fatalf("due: %d rows, wait %v; want %d rows and a wait", len(rows), wait, dueRows)
+		}
+	}
+}
