@@ -211,7 +211,7 @@ func insertRows(tx *bolt.Tx, rows []*outboxRow, stored *[]*outboxRow) (int, erro
 			continue
 		}
 		r := *src
-		r.stored = ""
+		r.stored, r.indexedAt = "", 0
 		seq, err := tx.Bucket(bOutbox).NextSequence()
 		if err != nil {
 			return 0, err

@@ -180,9 +180,11 @@ func (rd *runningDaemon) inbox(t *testing.T) []localapi.InboxRow {
 }
 
 // checkCounts compares the kept outbox counts with a count of the rows
-// themselves, which they must always equal.
+// themselves, which they must always equal, and checks the rows' pending
+// and retry index entries.
 func (rd *runningDaemon) checkCounts(t *testing.T) {
 	t.Helper()
+	checkPendingIndex(t, rd.d.db)
 	rd.d.db.View(func(tx *bolt.Tx) error {
 		want := map[string]int{}
 		tx.Bucket(bOutbox).ForEach(func(_, v []byte) error {
@@ -652,10 +654,10 @@ func TestOutboxCountsMigration(t *testing.T) {
 }
 
 // TestDueSkipsBackingOffRowsByIndex: a drain round finds due rows and the
-// wait until the next one from the pending index alone; a row backing off
-// is not read (here its record is unreadable, so reading it would drop it
-// from the round and lose the wait), and an index entry written before the
-// index carried nextAttemptAt still works by reading its row.
+// wait until the next one from the indexes alone; a row backing off is not
+// read (here its record is unreadable, so reading it would drop it from
+// the round and lose the wait). A row whose retry time has come (103) and
+// a row not tried yet (102) go, in enqueue order.
 func TestDueSkipsBackingOffRowsByIndex(t *testing.T) {
 	e := newEnv(t)
 	alice := e.daemon("alice")
@@ -676,11 +678,7 @@ func TestDueSkipsBackingOffRowsByIndex(t *testing.T) {
 		}
 		// Row 101 backs off; its record is garbage, so only the index
 		// can say when it is due.
-		if err := tx.Bucket(bOutbox).Put(seqKey(101), []byte("not json")); err != nil {
-			return err
-		}
-		// Row 103 has an index entry of the older, empty kind.
-		return tx.Bucket(bOutboxPending).Put(pendingKey(m.cfg.MeshID, 103), nil)
+		return tx.Bucket(bOutbox).Put(seqKey(101), []byte("not json"))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -729,6 +727,9 @@ func TestOutboxPrune(t *testing.T) {
 		for _, r := range rows {
 			row := &outboxRow{Seq: 1000 + r.seq, ClientMessageID: r.cmid, MeshID: m.cfg.MeshID, State: r.state, EnqueuedAt: r.at}
 			if err := putOutbox(tx, row); err != nil {
+				return err
+			}
+			if err := setPendingIndex(tx, row, row.State == statePending); err != nil {
 				return err
 			}
 			if err := tx.Bucket(bOutboxCMID).Put([]byte(r.cmid), seqKey(row.Seq)); err != nil {

@@ -30,9 +30,16 @@ var (
 	// member (session ‖ 0 ‖ seq → ms); rows addressed to the session keep
 	// their own seenAt.
 	bInboxSeen = []byte("inbox_seen")
-	// bOutboxPending indexes rows waiting to be sent (meshId ‖ 0 ‖ seq), so
-	// a drain round is a prefix scan, not a walk over every row ever sent.
+	// bOutboxPending indexes rows waiting to be sent for the first time, or
+	// again at once (meshId ‖ 0 ‖ seq), so a drain round is a prefix scan,
+	// not a walk over every row ever sent.
 	bOutboxPending = []byte("outbox_pending")
+	// bOutboxRetry indexes pending rows backing off by when they are due
+	// (meshId ‖ 0 ‖ nextAttemptAt ‖ seq): a drain round reads the ones due
+	// and stops at the first that is not, instead of stepping over every
+	// row backing off (a recipient's queue full at the broker can hold
+	// thousands) on every round.
+	bOutboxRetry = []byte("outbox_retry")
 	// bOutboxCounts holds the number of outbox rows in each state (state →
 	// uint64), kept in the same transaction as every row write, so `daemon
 	// status` costs the same with ten rows or a million.
@@ -79,6 +86,49 @@ var daemonMigrations = []store.Migration{
 	func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bJournal)
 		return err
+	},
+	// 5 → 6: rows backing off move from the pending index to the retry
+	// index. An entry's value was its row's nextAttemptAt (8 bytes), or
+	// empty before that: then the row says.
+	func(tx *bolt.Tx) error {
+		retry, err := tx.CreateBucketIfNotExists(bOutboxRetry)
+		if err != nil {
+			return err
+		}
+		pending := tx.Bucket(bOutboxPending)
+		type move struct {
+			key []byte
+			at  int64
+		}
+		var moves []move
+		err = pending.ForEach(func(k, v []byte) error {
+			if len(k) < 9 || k[len(k)-9] != 0 {
+				return nil // not a pendingKey: left as it is
+			}
+			var at int64
+			if len(v) == 8 {
+				at = int64(binary.BigEndian.Uint64(v))
+			} else if r, err := getOutbox(tx, seqOf(k)); err == nil {
+				at = r.NextAttemptAt
+			}
+			if at > 0 {
+				moves = append(moves, move{bytes.Clone(k), at})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, m := range moves {
+			meshID := string(m.key[:len(m.key)-9])
+			if err := retry.Put(retryKey(meshID, m.at, seqOf(m.key)), nil); err != nil {
+				return err
+			}
+			if err := pending.Delete(m.key); err != nil {
+				return err
+			}
+		}
+		return nil
 	},
 }
 
@@ -158,6 +208,9 @@ type outboxRow struct {
 	// stored is the state this row has in daemon.db ("" for a row not
 	// written yet), so putOutbox can move it between the state counts.
 	stored string
+	// indexedAt is the nextAttemptAt this row has in daemon.db, so
+	// setPendingIndex can find (and move) its entry in the retry index.
+	indexedAt int64
 }
 
 func (r *outboxRow) api() localapi.OutboxRow {
@@ -282,7 +335,7 @@ func getOutbox(tx *bolt.Tx, seq uint64) (*outboxRow, error) {
 	if err := decodeOutbox(v, &r); err != nil {
 		return nil, err
 	}
-	r.stored = r.State
+	r.stored, r.indexedAt = r.State, r.NextAttemptAt
 	return &r, nil
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -30,19 +31,48 @@ func pendingKey(meshID string, seq uint64) []byte {
 	return append(append([]byte(meshID), 0), seqKey(seq)...)
 }
 
-// setPendingIndex adds a row to the pending index, or removes it. The
-// value is the row's nextAttemptAt (8 bytes, big-endian ms), so a drain
-// round skips rows that are backing off without decoding them: a sender
-// that is rate limited with thousands of rows waiting would otherwise
-// decode every one of them on every round. Entries written before the
-// value existed are empty and fall back to reading the row.
+// retryKey is a row's key in the retry index: its mesh, then when it is
+// due, then its seq.
+func retryKey(meshID string, at int64, seq uint64) []byte {
+	k := append(append([]byte(meshID), 0), seqKey(uint64(at))...)
+	return append(k, seqKey(seq)...)
+}
+
+// setPendingIndex puts a pending row in the index its nextAttemptAt
+// belongs to (the pending index when it may go at once, the retry index
+// when it backs off) and takes it out of the one it was in, or, with on
+// false, out of both. The entry it had is found by the nextAttemptAt read
+// with the row (indexedAt); a new row has none.
 func setPendingIndex(tx *bolt.Tx, r *outboxRow, on bool) error {
-	b := tx.Bucket(bOutboxPending)
-	b.FillPercent = outboxFill
-	if on {
-		return b.Put(pendingKey(r.MeshID, r.Seq), seqKey(uint64(max(r.NextAttemptAt, 0))))
+	pending, retry := tx.Bucket(bOutboxPending), tx.Bucket(bOutboxRetry)
+	pending.FillPercent = outboxFill
+	if r.indexedAt > 0 && (!on || r.indexedAt != r.NextAttemptAt) {
+		if err := retry.Delete(retryKey(r.MeshID, r.indexedAt, r.Seq)); err != nil {
+			return err
+		}
 	}
-	return b.Delete(pendingKey(r.MeshID, r.Seq))
+	pk := pendingKey(r.MeshID, r.Seq)
+	switch {
+	case !on:
+		if err := pending.Delete(pk); err != nil {
+			return err
+		}
+	case r.NextAttemptAt > 0:
+		if r.indexedAt <= 0 {
+			if err := pending.Delete(pk); err != nil {
+				return err
+			}
+		}
+		if err := retry.Put(retryKey(r.MeshID, r.NextAttemptAt, r.Seq), nil); err != nil {
+			return err
+		}
+	default:
+		if err := pending.Put(pk, nil); err != nil {
+			return err
+		}
+	}
+	r.indexedAt = r.NextAttemptAt
+	return nil
 }
 
 // outboxFill is how full bbolt packs the pages of the outbox and its
@@ -387,7 +417,11 @@ func (m *meshRT) drain(ctx context.Context) {
 }
 
 // due returns up to n pending rows of this mesh that are due and not busy,
-// and how long until the next one that is not yet due (-1: none).
+// in enqueue order, and how long until the next one that is not yet due
+// (-1: none). Rows backing off whose time has come go first (the retry
+// index, in the order they fell due), then rows not tried yet (the pending
+// index, in enqueue order); a round reads the rows it returns, the busy
+// ones and the first row not yet due, however many rows back off.
 //
 // A row the applier handed over (fresh) is used as it was copied: in the
 // pending index and not busy, it has not been sent since, and only the
@@ -400,53 +434,65 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	m.freshMu.Unlock()
 	var out []*outboxRow
 	wait := time.Duration(-1)
+	waitFor := func(at, now int64) {
+		if d := time.Duration(at-now) * time.Millisecond; wait < 0 || d < wait {
+			wait = d
+		}
+	}
 	now := time.Now().UnixMilli()
 	prefix := append([]byte(m.cfg.MeshID), 0)
 	m.d.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bOutboxPending).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, v = c.Next() {
-			// A row backing off is skipped on its index entry alone,
-			// before the busy set's lock: in a backlog of rows backing
-			// off (a recipient's queue full at the broker), that is
-			// nearly every row of every round.
-			if len(v) == 8 {
-				if at := int64(binary.BigEndian.Uint64(v)); at > now {
-					if d := time.Duration(at-now) * time.Millisecond; wait < 0 || d < wait {
-						wait = d
-					}
-					continue
-				}
+		// consider adds the row seq to out when it can go now (once: an
+		// index gone wrong must not send a row twice in a round).
+		consider := func(seq uint64) {
+			if slices.ContainsFunc(out, func(r *outboxRow) bool { return r.Seq == seq }) {
+				return
 			}
-			seq := seqOf(k)
 			mu.Lock()
 			b := busy[seq]
 			mu.Unlock()
 			if b {
-				continue
+				return
 			}
 			r := fresh[seq]
 			if r == nil {
 				var err error
 				if r, err = getOutbox(tx, seq); err != nil {
-					continue
+					return
 				}
 			}
 			if r.State != statePending {
-				continue
+				return
 			}
 			if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.sendConn(r.SenderPubkey) == nil {
-				continue // its session is not connected: it waits, using no attempt
+				return // its session is not connected: it waits, using no attempt
 			}
 			if r.NextAttemptAt > now {
-				if d := time.Duration(r.NextAttemptAt-now) * time.Millisecond; wait < 0 || d < wait {
-					wait = d
-				}
-				continue
+				waitFor(r.NextAttemptAt, now)
+				return
 			}
 			out = append(out, r)
 		}
+		rc := tx.Bucket(bOutboxRetry).Cursor()
+		for k, _ := rc.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, _ = rc.Next() {
+			if len(k) != len(prefix)+16 {
+				continue // not a retryKey
+			}
+			if at := int64(binary.BigEndian.Uint64(k[len(prefix):])); at > now {
+				waitFor(at, now)
+				break
+			}
+			consider(seqOf(k))
+		}
+		c := tx.Bucket(bOutboxPending).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, _ = c.Next() {
+			consider(seqOf(k))
+		}
 		return nil
 	})
+	// Enqueue order within the round: the drain writes the frames in
+	// this order, and sends to one recipient reach the broker in it.
+	slices.SortFunc(out, func(a, b *outboxRow) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out, wait
 }
 
@@ -677,7 +723,7 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 			return nil
 		}
 		n := *old
-		n.stored = "" // a new row, not the stored one
+		n.stored, n.indexedAt = "", 0 // a new row, not the stored one
 		seq, err := tx.Bucket(bOutbox).NextSequence()
 		if err != nil {
 			return err
