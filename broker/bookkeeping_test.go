@@ -1,0 +1,565 @@
+package broker
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/oklog/ulid/v2"
+
+	cmcrypto "claudemesh/crypto"
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// The broker keeps counts and indexes up to date as it goes, under the
+// mesh lock, instead of walking its state: connections per mesh and per
+// member (--max-connections-per-*), each key's pushes in flight, session
+// keys by member, member presences by member, connected control planes,
+// topic creates under way, queue counts and quotas. One that drifts shows
+// only after days (a key throttled forever, a member locked out of its own
+// connections, a ban that misses a session). bookkeepingErr recomputes
+// them from scratch; the tests below compare after every step of random
+// work, once everything is closed, and after a restart.
+
+// bookkeepingErr recomputes, under the mesh lock, what the mesh counts
+// incrementally, and describes the first difference. These hold at every
+// moment the lock is free, not only when the broker is quiet.
+func bookkeepingErr(ms *meshState) error {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	conns, members, inflight := 0, map[string]int{}, map[string]int{}
+	for key, set := range ms.conns {
+		if len(set) == 0 {
+			return fmt.Errorf("an empty connection set is kept for %.8s", key)
+		}
+		for c := range set {
+			switch {
+			case c.pubkey != key:
+				return fmt.Errorf("a connection of %.8s is filed under %.8s", c.pubkey, key)
+			case c.closed:
+				return fmt.Errorf("a detached connection of %.8s is still in ms.conns", key)
+			}
+			// Replaced by a takeover of its presence (and on its way
+			// out) is exactly what takes a connection off the counts.
+			if replaced := !c.transient && c.pres == nil; c.uncounted != replaced {
+				return fmt.Errorf("a connection of %.8s: uncounted %v, replaced %v", key, c.uncounted, replaced)
+			}
+			if !c.uncounted {
+				conns++
+				members[c.mem.Pubkey]++
+			}
+			if n := len(c.inflight); n > 0 {
+				inflight[key] += n
+			}
+		}
+	}
+	if ms.connCount != conns {
+		return fmt.Errorf("connCount %d, counted connections %d", ms.connCount, conns)
+	}
+	if !maps.Equal(ms.memberConns, members) {
+		return fmt.Errorf("memberConns %v, the connections %v", shortKeys(ms.memberConns), shortKeys(members))
+	}
+	if !maps.Equal(ms.keyInflight, inflight) {
+		return fmt.Errorf("keyInflight %v, the connections' windows %v", shortKeys(ms.keyInflight), shortKeys(inflight))
+	}
+	indexed := 0
+	for memberID, keys := range ms.memberSessions {
+		if len(keys) == 0 {
+			return fmt.Errorf("an empty session index is kept for member %s", memberID)
+		}
+		for k := range keys {
+			indexed++
+			if s := ms.sessions[k]; s == nil || s.ParentMemberID != memberID {
+				return fmt.Errorf("session %.8s indexed under member %s, record %+v", k, memberID, s)
+			}
+		}
+	}
+	if indexed != len(ms.sessions) {
+		return fmt.Errorf("%d session keys indexed by member, %d known", indexed, len(ms.sessions))
+	}
+	control, byMember := map[string]int{}, 0
+	for key, p := range ms.presences {
+		if p.key != key {
+			return fmt.Errorf("presence %s filed under %s", p.key, key)
+		}
+		if c := p.conn; c != nil && (c.pres != p || c.closed) {
+			return fmt.Errorf("presence %s has a connection that is not its own (closed %v)", key, c.closed)
+		}
+		if p.session {
+			continue
+		}
+		byMember++
+		if ms.memberPresences[p.member.Pubkey][key] != p {
+			return fmt.Errorf("member presence %s is not indexed under its member", key)
+		}
+		if p.conn != nil && p.role == wire.RoleControlPlane {
+			control[p.member.Pubkey]++
+		}
+	}
+	n := 0
+	for m, idx := range ms.memberPresences {
+		if len(idx) == 0 {
+			return fmt.Errorf("an empty presence index is kept for %.8s", m)
+		}
+		n += len(idx)
+	}
+	if n != byMember {
+		return fmt.Errorf("%d member presences indexed, %d listed", n, byMember)
+	}
+	if !maps.Equal(ms.controlPlanes, control) {
+		return fmt.Errorf("controlPlanes %v, connected control-plane presences %v", shortKeys(ms.controlPlanes), shortKeys(control))
+	}
+	return nil
+}
+
+func shortKeys(m map[string]int) map[string]int {
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[k[:min(len(k), 8)]] = v
+	}
+	return out
+}
+
+func checkBookkeeping(t testing.TB, b *Broker, meshID string) {
+	t.Helper()
+	if err := bookkeepingErr(b.hub.mesh(meshID)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storeAgreesErr compares what the mesh keeps in memory with the store,
+// which a quiet broker must agree with: the known session keys (and their
+// members), and the queue counts and quotas (recomputed as a restart
+// does).
+func storeAgreesErr(b *Broker, ms *meshState) error {
+	fresh := b.hub.newMeshState(store.Mesh{ID: ms.id})
+	stored := map[string]string{}
+	err := b.store.View(func(tx *store.Tx) error {
+		if _, err := fresh.loadQueueCounts(tx, func(store.Corrupt) {}); err != nil {
+			return err
+		}
+		return store.EachSession(tx, ms.id, func(s store.Session) error {
+			stored[s.Pubkey] = s.ParentMemberID
+			return nil
+		}, func(store.Corrupt) {})
+	})
+	if err != nil {
+		return err
+	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	known := map[string]string{}
+	for k, s := range ms.sessions {
+		known[k] = s.ParentMemberID
+	}
+	switch {
+	case !maps.Equal(known, stored):
+		return fmt.Errorf("sessions known %v, stored %v", shortIDs(known), shortIDs(stored))
+	case !maps.Equal(ms.pending, fresh.pending):
+		return fmt.Errorf("pending %v, the queues %v", shortKeys(ms.pending), shortKeys(fresh.pending))
+	case !maps.Equal(ms.quota.share, fresh.quota.share) || !maps.Equal(ms.quota.senderBytes, fresh.quota.senderBytes) || ms.quota.meshBytes != fresh.quota.meshBytes:
+		return fmt.Errorf("quota counts %+v, the queues %+v", ms.quota, fresh.quota)
+	case len(ms.topicCreating) > 0:
+		return fmt.Errorf("topic creates still reserved: %v", shortKeys(ms.topicCreating))
+	}
+	return nil
+}
+
+func shortIDs(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k[:8]] = v
+	}
+	return out
+}
+
+// checkQuiet waits for every connection of the mesh to be detached, then
+// for the memory to agree with the store, and checks the counts (all at
+// zero now).
+func checkQuiet(t *testing.T, b *Broker, meshID string) {
+	t.Helper()
+	ms := b.hub.mesh(meshID)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ms.mu.Lock()
+		var left []string
+		for key, set := range ms.conns {
+			for c := range set {
+				left = append(left, fmt.Sprintf("%.8s (member %s, transient %v, replaced %v, closing %v)", key, c.mem.DisplayName, c.transient, c.pres == nil, c.closeDecided.Load()))
+			}
+		}
+		ms.mu.Unlock()
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connections never detached: %v", left)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	checkBookkeeping(t, b, meshID)
+	var last error
+	deadline = time.Now().Add(30 * time.Second)
+	for last = storeAgreesErr(b, ms); last != nil; last = storeAgreesErr(b, ms) {
+		if time.Now().After(deadline) {
+			t.Fatalf("memory and store still differ: %v", last)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.connCount != 0 || len(ms.memberConns)+len(ms.keyInflight)+len(ms.controlPlanes) != 0 {
+		t.Fatalf("with no connections: connCount %d, memberConns %v, keyInflight %v, controlPlanes %v",
+			ms.connCount, ms.memberConns, ms.keyInflight, ms.controlPlanes)
+	}
+}
+
+// helloOutcome reads the answer to a hello: "" for hello_ack, else the
+// refusal's code.
+func (r *rawConn) helloOutcome() string {
+	r.t.Helper()
+	for {
+		data, err := r.readErr(expectWithin)
+		if err != nil {
+			r.t.Fatalf("no answer to a hello: %v", err)
+		}
+		env, _ := wire.Peek(data)
+		switch env.Type {
+		case wire.TypeHelloAck:
+			return ""
+		case wire.TypeError:
+			var e wire.Error
+			wire.Decode(data, &e)
+			return e.Code
+		}
+	}
+}
+
+// tryWrite writes a frame, reporting whether the connection took it (the
+// broker may have closed it meanwhile).
+func (r *rawConn) tryWrite(v any) bool {
+	return r.ws.WriteMessage(websocket.TextMessage, wire.MustEncode(v)) == nil
+}
+
+// pushedIDs takes what has arrived so far and returns the ids it would
+// ack: pushed messages and receipts.
+func (r *rawConn) pushedIDs() (ids []string) {
+	for {
+		select {
+		case data, ok := <-r.frames:
+			if !ok {
+				return ids
+			}
+			var f struct {
+				Type      string `json:"type"`
+				Subtype   string `json:"subtype"`
+				MessageID string `json:"messageId"`
+				ReceiptID string `json:"receiptId"`
+			}
+			if wire.Decode(data, &f) != nil {
+				continue
+			}
+			switch {
+			case f.Type == wire.TypePush && f.Subtype != wire.SubtypeSystem:
+				ids = append(ids, f.MessageID)
+			case f.Type == wire.TypeReceipt && f.ReceiptID != "":
+				ids = append(ids, f.ReceiptID)
+			}
+		default:
+			return ids
+		}
+	}
+}
+
+// bkMember is a member the random test acts as.
+type bkMember struct {
+	id       ident
+	sessions []*cmcrypto.Identity // session keys it reuses (resumes)
+	banned   bool                 // a ban was asked for (perhaps not yet applied)
+}
+
+func (m *bkMember) newSessions() {
+	m.sessions = m.sessions[:0]
+	for range 4 {
+		k, _ := cmcrypto.GenerateIdentity()
+		m.sessions = append(m.sessions, k)
+	}
+}
+
+// bkConn is a connection the random test opened.
+type bkConn struct {
+	r   *rawConn
+	m   *bkMember
+	key string // the key it says hello with
+}
+
+// TestBookkeepingHoldsUnderRandomOperations: a seeded random sequence of
+// what members and admins do (hellos of presences, sessions and one-shot
+// connections, bursts of them at once, takeovers of presences still
+// connected, resumed sessions, clean closes, dropped sockets, clients that
+// stop reading, DMs, acks, kicks, disconnects, bans and unbans, leaves and
+// operator removals with rejoins, topic creates near the caps) with tight
+// caps, short grace, redelivery and queue expiry. After every step each
+// incrementally kept count and index equals its value recomputed from the
+// broker's state; once every connection is closed the memory agrees with
+// the store and the counts are zero; after a restart the same holds for
+// what is rebuilt from the store. BOOKKEEPING_SEED=n replays a seed
+// (timing still varies).
+func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
+	t.Parallel()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("BOOKKEEPING_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("BOOKKEEPING_SEED=%d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0x6d657368))
+	steps := 300
+	if testing.Short() {
+		steps = 100
+	}
+
+	cfg := testConfig(t)
+	cfg.MaxConnsPerMesh, cfg.MaxConnsPerMember = 18, 5
+	cfg.MaxSessionsPerMember = 3
+	cfg.MaxTopicsPerMember, cfg.MaxTopicsPerMesh = 2, 5
+	cfg.PresenceRate = 0
+	cfg.Grace = 100 * time.Millisecond
+	cfg.RedeliverAfter = 150 * time.Millisecond
+	cfg.QueueTTL = 2 * time.Second
+	b := startWith(t, cfg)
+	alice := createMesh(t, b, "books", "alice")
+	meshID := alice.meshID
+	owner := &bkMember{id: alice}
+	owner.newSessions()
+	admin := connect(t, b, alice, false, nil) // alice's admin console, open throughout
+	members := []*bkMember{owner}
+	var live []*bkConn
+	drop := func(i int) *bkConn {
+		c := live[i]
+		live = slices.Delete(live, i, i+1)
+		return c
+	}
+	pick := func() *bkMember { return members[rng.IntN(len(members))] }
+	// start dials and writes a hello; finish reads its answer.
+	start := func(m *bkMember) *bkConn {
+		r := dial(t, b)
+		c := &bkConn{r: r, m: m, key: m.id.pub()}
+		switch k := rng.IntN(8); {
+		case k == 0:
+			r.write(r.helloFrame(m.id, func(h *wire.Hello) { h.Presence = ptr(false) }))
+		case k < 4:
+			sk := m.sessions[rng.IntN(len(m.sessions))]
+			c.key = sk.PublicHex()
+			name := "s" + c.key[:6]
+			r.write(r.sessionHello(m.id, sk, func(h *wire.SessionHello) { h.SessionID, h.DisplayName = name, name }))
+		default:
+			sid, role := fmt.Sprint("p", rng.IntN(3)), ""
+			if rng.IntN(3) == 0 {
+				role = wire.RoleControlPlane
+			}
+			r.write(r.helloFrame(m.id, func(h *wire.Hello) { h.Presence, h.SessionID, h.Role = ptr(true), sid, role }))
+		}
+		return c
+	}
+	seen := map[string]int{} // what happened, for the log
+	finish := func(c *bkConn) {
+		code := c.r.helloOutcome()
+		seen["hello "+code]++
+		switch code {
+		case "":
+			live = append(live, c)
+		case wire.CodeCapacity, wire.CodeRateLimited, wire.CodeRevoked, wire.CodeUnauthorized:
+			c.r.ws.Close()
+		default:
+			t.Fatalf("hello refused %s", code)
+		}
+	}
+	targets := func() []string {
+		var out []string
+		for _, m := range members {
+			out = append(out, m.id.pub())
+			for _, s := range m.sessions {
+				out = append(out, s.PublicHex())
+			}
+		}
+		return out
+	}
+	// ask sends an admin console request and waits for its answer (the
+	// answers to requests not waited for are skipped).
+	ask := func(frame map[string]any) []byte {
+		id := "q" + ulid.Make().String()
+		frame["reqId"] = id
+		admin.write(frame)
+		for {
+			data := admin.read()
+			if env, _ := wire.Peek(data); env.ReqID == id {
+				return data
+			}
+		}
+	}
+	remove := func(m *bkMember) {
+		req, _ := http.NewRequest("DELETE", b.HTTPURL()+"/v1/admin/meshes/books/members/"+m.id.pub(), nil)
+		req.Header.Set("Authorization", "Bearer "+b.OperatorToken())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("operator removal of %s: %d", m.id.name, resp.StatusCode)
+		}
+	}
+	// leave says mesh_leave on a connection of its own, if m may open one.
+	leave := func(m *bkMember) bool {
+		r := dial(t, b)
+		r.write(r.helloFrame(m.id, func(h *wire.Hello) { h.Presence = ptr(false) }))
+		if code := r.helloOutcome(); code != "" {
+			r.ws.Close()
+			return false
+		}
+		var ok wire.OK
+		r.request(map[string]any{"type": wire.TypeMeshLeave}, &ok, wire.TypeOK)
+		return true
+	}
+	// rejoin enrolls m (again) with a new key, invited on alice's console.
+	rejoin := func(m *bkMember) {
+		inv := &cmcrypto.Invite{V: 1, MeshID: meshID, MeshSlug: "books", MeshName: "Books",
+			BrokerURL: b.URL(), BrokerPubkey: b.PublicKey(), InviteID: ulid.Make().String(), Role: "member",
+			ExpiresAt: time.Now().Add(time.Hour).UnixMilli(), MaxUses: 1, IssuerPubkey: alice.pub()}
+		if err := inv.Sign(alice.key); err != nil {
+			t.Fatal(err)
+		}
+		token, err := inv.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env, _ := wire.Peek(ask(map[string]any{"type": wire.TypeInviteCreate, "token": token})); env.Type != wire.TypeInvite {
+			t.Fatalf("invite_create answered %s", env.Type)
+		}
+		st, body, id := join(t, b, token, m.id.name)
+		if st != 200 {
+			t.Fatalf("%s rejoins: %d %v", m.id.name, st, body)
+		}
+		m.id, m.banned = id, false
+		m.newSessions()
+	}
+	for _, name := range []string{"bob", "carol"} {
+		m := &bkMember{id: ident{name: name}}
+		rejoin(m)
+		members = append(members, m)
+	}
+
+	for step := range steps {
+		switch op := rng.IntN(100); {
+		case op < 22: // a hello
+			finish(start(pick()))
+		case op < 30: // a burst of hellos at once
+			var cs []*bkConn
+			for range 2 + rng.IntN(4) {
+				cs = append(cs, start(pick()))
+			}
+			for _, c := range cs {
+				finish(c)
+			}
+		case op < 40 && len(live) > 0: // a connection ends
+			c := drop(rng.IntN(len(live)))
+			switch rng.IntN(3) {
+			case 0: // clean close: ends its presence at once
+				c.r.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+			case 1: // the socket drops: grace
+				c.r.ws.UnderlyingConn().Close()
+			case 2: // the client stops reading and never answers a close
+				c.r.ws.UnderlyingConn().(*net.TCPConn).CloseRead()
+			}
+		case op < 65 && len(live) > 0: // a DM
+			c := live[rng.IntN(len(live))]
+			to := targets()
+			c.r.tryWrite(dm(t, c.m.id, to[rng.IntN(len(to))], "x"))
+		case op < 78 && len(live) > 0: // acks of what arrived
+			c := live[rng.IntN(len(live))]
+			if ids := c.r.pushedIDs(); len(ids) > 0 {
+				a := wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: ids}
+				if rng.IntN(2) == 0 {
+					a.ReqID = "a" + ulid.Make().String()
+				}
+				c.r.tryWrite(a)
+			}
+		case op < 83: // kick or disconnect a member or one session
+			m := pick()
+			target := m.id.pub()
+			if rng.IntN(2) == 0 {
+				target = m.sessions[rng.IntN(len(m.sessions))].PublicHex()
+			}
+			ty := wire.TypeKick
+			if rng.IntN(2) == 0 {
+				ty = wire.TypeDisconnect
+			}
+			admin.tryWrite(map[string]any{"type": ty, "reqId": "k" + ulid.Make().String(), "target": target})
+		case op < 87: // ban or unban bob or carol
+			m := members[1+rng.IntN(len(members)-1)]
+			ty := wire.TypeBan
+			if m.banned {
+				ty = wire.TypeUnban
+			}
+			m.banned = !m.banned
+			admin.tryWrite(map[string]any{"type": ty, "reqId": "b" + ulid.Make().String(), "target": m.id.pub()})
+		case op < 89: // bob or carol leaves, or the operator removes them; they rejoin
+			m := members[1+rng.IntN(len(members)-1)]
+			// The bans and unbans asked for before are applied first:
+			// alice banning herself is skipped in commit order.
+			ask(map[string]any{"type": wire.TypeBan, "target": alice.pub()})
+			if m.banned || rng.IntN(2) == 0 || !leave(m) {
+				remove(m)
+			}
+			rejoin(m)
+		case op < 96 && len(live) > 0: // a topic create, near the caps
+			c := live[rng.IntN(len(live))]
+			c.r.tryWrite(wire.TopicCreate{Type: wire.TypeTopicCreate, ReqID: "t" + ulid.Make().String(),
+				Name: fmt.Sprint("t", rng.IntN(8)), Encrypted: ptr(false)})
+		default: // a client that stops reading
+			if len(live) > 0 {
+				c := drop(rng.IntN(len(live)))
+				c.r.ws.UnderlyingConn().(*net.TCPConn).CloseRead()
+			}
+		}
+		ms := b.hub.mesh(meshID)
+		if err := bookkeepingErr(ms); err != nil {
+			t.Fatalf("after step %d: %v", step, err)
+		}
+		ms.mu.Lock()
+		for _, n := range ms.memberConns {
+			seen["most connections of a member"] = max(seen["most connections of a member"], n)
+		}
+		for _, n := range ms.keyInflight {
+			seen["most pushes in flight to a key"] = max(seen["most pushes in flight to a key"], n)
+		}
+		seen["most sessions known"] = max(seen["most sessions known"], len(ms.sessions))
+		ms.mu.Unlock()
+	}
+
+	for _, c := range live {
+		c.r.ws.UnderlyingConn().Close()
+	}
+	t.Logf("%v", seen)
+	admin.ws.UnderlyingConn().Close()
+	checkQuiet(t, b, meshID)
+
+	b.Close()
+	b2 := startWith(t, cfg)
+	checkBookkeeping(t, b2, meshID)
+	if err := storeAgreesErr(b2, b2.hub.mesh(meshID)); err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+}
