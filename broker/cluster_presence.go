@@ -443,6 +443,9 @@ func (cp *clusterPresence) apply(node, epoch, kind, meshID string, logSeq uint64
 				replaced = p.conn
 				replaced.pres = nil
 				ms.setConnLocked(p, nil)
+				// Off this node's connection counts now, as a
+				// takeover here does (uncountConnLocked).
+				ms.uncountConnLocked(replaced)
 			}
 		}
 		p.node, p.epoch, p.stamp, p.remoteUp = node, epoch, d.Stamp, d.Connected

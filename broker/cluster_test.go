@@ -420,6 +420,32 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 		a.next(&r, wire.TypeReceipt)
 		a.ack(r.ReceiptID)
 	})
+	// A presence taken over on another node leaves this node's connection
+	// counts when it is replaced, as a takeover on one node does
+	// (8318ce4), not when its reader ends (a second or more for a client
+	// that never answers the close): node 2 counted it meanwhile against
+	// bob's --max-connections-per-member and the mesh's cap.
+	t.Run("ReplacedFromAnotherNodeLeavesTheCounts", func(t *testing.T) {
+		key := bob.pub() + "|bob-quiet"
+		quietTakeover(t, bs[1], bob, "bob-quiet")
+		presence := func(b *Broker) *presence {
+			ms := b.hub.mesh(bob.meshID)
+			ms.mu.Lock()
+			defer ms.mu.Unlock()
+			p := ms.presences[key]
+			if p == nil {
+				return nil
+			}
+			cp := *p
+			return &cp
+		}
+		waitFor(t, "node 3 to list bob's quiet presence", func() bool { p := presence(bs[2]); return p != nil && p.remoteUp })
+		connect(t, bs[2], bob, true, func(h *wire.Hello) { h.SessionID = "bob-quiet" })
+		waitFor(t, "node 2 to hand bob's quiet presence over", func() bool { p := presence(bs[1]); return p != nil && p.node != "" })
+		if err := bookkeepingErr(bs[1].hub.mesh(bob.meshID)); err != nil {
+			t.Fatalf("node 2: %v", err)
+		}
+	})
 	t.Run("Metrics", func(t *testing.T) {
 		deadline := time.Now().Add(expectWithin)
 		for {

@@ -32,7 +32,8 @@ func (ms *meshState) checkMemberConns(b *Broker, mem *member, id helloIdentity) 
 
 // uncountConnLocked takes c off the mesh's and its member's connection
 // counts (--max-connections-per-mesh, --max-connections-per-member), once:
-// when it is replaced by a takeover of its presence, or when it detaches.
+// when it is replaced by a takeover of its presence (on this node or, in a
+// cluster, on another: cluster_presence.go), or when it detaches.
 // A replaced connection lingers until its reader ends (a second, or more
 // if its client does not answer the close), and a takeover is never
 // refused for --presence-rate (01-protocol: a re-attach never is), so
