@@ -501,6 +501,7 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 				for _, k := range sessions {
 					ms.deleteSessionLocked(k)
 				}
+				ms.forgetMemberSessionsLocked(m.ID)
 				for _, set := range ms.conns {
 					for cc := range set {
 						if cc.mem == m {

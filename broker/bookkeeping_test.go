@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -561,5 +562,83 @@ func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 	checkBookkeeping(t, b2, meshID)
 	if err := storeAgreesErr(b2, b2.hub.mesh(meshID)); err != nil {
 		t.Fatalf("after a restart: %v", err)
+	}
+}
+
+// TestBanEndsASessionAcceptedAsItCommits: a ban is decided in a store
+// transaction and applied to memory in its commit callback; a session
+// hello of the member accepted between the two (its agent reconnecting as
+// the admin bans it) was recorded in memory and, after the ban's commit,
+// in the store. The ban's callback forgot only the sessions its
+// transaction found, so that one stayed known, in memory and on disk, to
+// come back with an unban (and after every restart). The dispatcher is
+// held here to open that window for certain.
+func TestBanEndsASessionAcceptedAsItCommits(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "bans", "alice")
+	bob := addMember(t, b, alice, "bans", "bob")
+	ac := connect(t, b, alice, false, nil)
+	ms := b.hub.mesh(alice.meshID)
+
+	// Hold the commit callbacks (the store still commits).
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	b.store.Submit(func(*store.Tx) error { return nil }, func(error) { close(held); <-release })
+	<-held
+
+	ac.write(map[string]any{"type": wire.TypeBan, "reqId": "ban", "target": bob.pub()})
+	waitFor(t, "the ban to be committed", func() bool {
+		var revoked bool
+		b.store.View(func(tx *store.Tx) error {
+			m, err := store.GetMember(tx, alice.meshID, bob.memberID)
+			revoked = err == nil && m.RevokedAt != 0
+			return nil
+		})
+		return revoked
+	})
+	// Memory does not know of the ban yet: bob's agent is let in.
+	r := dial(t, b)
+	sess, _ := cmcrypto.GenerateIdentity()
+	r.write(r.sessionHello(bob, sess, func(h *wire.SessionHello) { h.SessionID = "late" }))
+	if code := r.helloOutcome(); code != "" {
+		t.Fatalf("session hello before the ban's callback: %s", code)
+	}
+	// An answer means its reader is past the hello, which has submitted
+	// the session's record; a write submitted after it commits after it.
+	var peers wire.Peers
+	r.request(map[string]any{"type": wire.TypeListPeers}, &peers, wire.TypePeers)
+	committed := make(chan struct{})
+	b.store.Submit(func(*store.Tx) error { close(committed); return nil }, nil)
+	<-committed
+
+	free()
+	var res wire.AdminResult
+	ac.next(&res, wire.TypeAdminResult)
+	r.expectClose(wire.CloseBanned, wire.ReasonBanned)
+	checkQuiet := func() error {
+		if err := bookkeepingErr(ms); err != nil {
+			return err
+		}
+		return storeAgreesErr(b, ms)
+	}
+	ms.mu.Lock()
+	known := ms.sessions[sess.PublicHex()] != nil
+	ms.mu.Unlock()
+	if known {
+		t.Fatalf("the ban's callback left bob's session known")
+	}
+	waitFor(t, "memory and store to agree", func() bool { return checkQuiet() == nil })
+	var stored bool
+	b.store.View(func(tx *store.Tx) error {
+		return store.EachSession(tx, alice.meshID, func(s store.Session) error {
+			stored = stored || s.Pubkey == sess.PublicHex()
+			return nil
+		}, func(store.Corrupt) {})
+	})
+	if stored {
+		t.Fatalf("a session of banned bob is stored")
 	}
 }

@@ -177,6 +177,17 @@ func (ms *meshState) deleteSessionLocked(key string) {
 	}
 }
 
+// forgetMemberSessionsLocked forgets every known session key of a member
+// that was banned or removed: the ones its transaction deleted from the
+// store, and one accepted between that commit and its callback (the
+// member still looked active in memory), whose record is then never
+// written (admit). Caller holds ms.mu.
+func (ms *meshState) forgetMemberSessionsLocked(memberID string) {
+	for k := range ms.memberSessions[memberID] {
+		ms.deleteSessionLocked(k)
+	}
+}
+
 func (ms *meshState) unindexSessionLocked(key, memberID string) {
 	if idx := ms.memberSessions[memberID]; idx != nil {
 		delete(idx, key)

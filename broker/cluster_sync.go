@@ -128,9 +128,7 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 			return nil
 		}
 		closes := ms.connsOf(m)
-		for k := range ms.memberSessions[m.ID] {
-			ms.deleteSessionLocked(k)
-		}
+		ms.forgetMemberSessionsLocked(m.ID)
 		delete(ms.grants, m.Pubkey)
 		// Its presences held by other nodes end here; those held here
 		// end as their connections close.
@@ -166,6 +164,9 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 	switch {
 	case prev.RevokedAt == 0 && cur.RevokedAt != 0:
 		ms.memberChanged(wire.MemberBanned, m, nil)
+		// The ban's session deletions come in the same entry; a
+		// session accepted here since the ban committed is not stored.
+		ms.forgetMemberSessionsLocked(m.ID)
 		for _, cc := range ms.connsOf(m) {
 			out = append(out, closeAction{c: cc, code: wire.CloseBanned, reason: wire.ReasonBanned, errCode: wire.CodeRevoked, text: bannedMessage(ms.name)})
 		}

@@ -357,7 +357,20 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		if evict != "" {
 			ms.deleteSessionLocked(evict)
 		}
-		persist = func(tx *store.Tx) error { return store.PutSession(tx, ms.id, sess) }
+		persist = func(tx *store.Tx) error {
+			// Not for a member banned or removed since: its
+			// transaction committed before this one and did not
+			// find the session, and its callback forgets it in
+			// memory (forgetMemberSessionsLocked).
+			m, err := store.GetMember(tx, ms.id, sess.ParentMemberID)
+			switch {
+			case errors.Is(err, store.ErrNotFound) || (err == nil && m.RevokedAt != 0):
+				return nil
+			case err != nil:
+				return err
+			}
+			return store.PutSession(tx, ms.id, sess)
+		}
 	} else if len(id.groups) > 0 {
 		// Groups in a member hello are added to the member's own (01-protocol
 		// §4), under the same cap as join_group: the total is what every

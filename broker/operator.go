@@ -152,6 +152,7 @@ func (b *Broker) afterRemoval(ms *meshState, memberID string, sessions []string,
 	for _, k := range sessions {
 		ms.deleteSessionLocked(k)
 	}
+	ms.forgetMemberSessionsLocked(memberID)
 	var gonePubkey string
 	if m := ms.memberByID[memberID]; m != nil {
 		gonePubkey = m.Pubkey

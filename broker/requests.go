@@ -281,9 +281,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 	c.sendOK(env.ReqID)
 	ms.mu.Lock()
 	var victims []*conn
-	for k := range ms.memberSessions[mem.ID] {
-		ms.deleteSessionLocked(k)
-	}
+	ms.forgetMemberSessionsLocked(mem.ID)
 	for k, set := range ms.conns {
 		for cc := range set {
 			if cc.mem == mem {
