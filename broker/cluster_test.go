@@ -442,8 +442,10 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 		waitFor(t, "node 3 to list bob's quiet presence", func() bool { p := presence(bs[2]); return p != nil && p.remoteUp })
 		connect(t, bs[2], bob, true, func(h *wire.Hello) { h.SessionID = "bob-quiet" })
 		waitFor(t, "node 2 to hand bob's quiet presence over", func() bool { p := presence(bs[1]); return p != nil && p.node != "" })
-		if err := bookkeepingErr(bs[1].hub.mesh(bob.meshID)); err != nil {
-			t.Fatalf("node 2: %v", err)
+		for i, b := range bs {
+			if err := bookkeepingErr(b.hub.mesh(bob.meshID)); err != nil {
+				t.Fatalf("node %d: %v", i+1, err)
+			}
 		}
 	})
 	t.Run("Metrics", func(t *testing.T) {
