@@ -301,6 +301,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 			"messageId": messageID, "clientMessageId": s.ClientMessageID, "senderPubkey": c.pubkey,
 			"targetSpec": s.TargetSpec, "kind": s.Kind, "recipients": len(to), "fingerprint": rec.Fingerprint})
 		if err != nil {
+			release()
 			c.ackError(&s, wire.CodeInternal, "could not prepare the audit entry", 1000)
 			return
 		}
