@@ -170,6 +170,40 @@ func (rd *runningDaemon) waitOpen(t testing.TB) {
 	})
 }
 
+// idleOutbox runs alice's daemon until its mesh is open, then stops the
+// broker, so the drain idles and outbox rows stay where a test puts them.
+func idleOutbox(t testing.TB) (*runningDaemon, *meshRT) {
+	t.Helper()
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	e.b.Close()
+	m := alice.d.meshBySlug("team")
+	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool { return m.conn() == nil })
+	return alice, m
+}
+
+// migrated writes a daemon.db of schema from, with what arrange puts in
+// it, and opens it again with every migration.
+func migrated(t *testing.T, from int, arrange func(tx *bolt.Tx) error) *store.Store {
+	t.Helper()
+	path := t.TempDir() + "/daemon.db"
+	old, err := store.Open(path, store.Options{Migrations: daemonMigrations[:from]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Update(arrange); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	s, err := store.Open(path, store.Options{Migrations: daemonMigrations})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func (rd *runningDaemon) inbox(t *testing.T) []localapi.InboxRow {
 	t.Helper()
 	var rows []localapi.InboxRow
@@ -621,13 +655,8 @@ func TestInboxSyncShowsQueuedMessagesOfAFreshDaemon(t *testing.T) {
 // TestOutboxCountsMigration: a daemon.db of schema 1 (no counts) gets its
 // counts computed from the rows when a newer daemon opens it.
 func TestOutboxCountsMigration(t *testing.T) {
-	path := t.TempDir() + "/daemon.db"
-	old, err := store.Open(path, store.Options{Migrations: daemonMigrations[:1]})
-	if err != nil {
-		t.Fatal(err)
-	}
 	states := []string{stateDelivered, stateDelivered, stateDead, statePending}
-	err = old.Update(func(tx *bolt.Tx) error {
+	s := migrated(t, 1, func(tx *bolt.Tx) error {
 		for i, st := range states {
 			if err := putJSON(tx.Bucket(bOutbox), seqKey(uint64(i+1)), &outboxRow{Seq: uint64(i + 1), State: st}); err != nil {
 				return err
@@ -635,15 +664,6 @@ func TestOutboxCountsMigration(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
-	s, err := store.Open(path, store.Options{Migrations: daemonMigrations})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	s.View(func(tx *bolt.Tx) error {
 		got := outboxCounts(tx)
 		if got[stateDelivered] != 2 || got[stateDead] != 1 || got[statePending] != 1 || len(got) != 3 {
@@ -659,12 +679,7 @@ func TestOutboxCountsMigration(t *testing.T) {
 // the round and lose the wait). A row whose retry time has come (103) and
 // a row not tried yet (102) go, in enqueue order.
 func TestDueSkipsBackingOffRowsByIndex(t *testing.T) {
-	e := newEnv(t)
-	alice := e.daemon("alice")
-	alice.waitOpen(t)
-	e.b.Close() // the drain idles: rows stay where the test puts them
-	m := alice.d.meshBySlug("team")
-	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool { return m.conn() == nil })
+	alice, m := idleOutbox(t)
 	now := time.Now().UnixMilli()
 	err := alice.d.db.Update(func(tx *bolt.Tx) error {
 		for seq, at := range map[uint64]int64{101: now + 60_000, 102: 0, 103: now - 1} {
@@ -701,12 +716,7 @@ func TestDueSkipsBackingOffRowsByIndex(t *testing.T) {
 // clientMessageId entries and counts; rows still on their way and recent
 // rows stay, and a requeued message keeps the id pointing at its new row.
 func TestOutboxPrune(t *testing.T) {
-	e := newEnv(t)
-	alice := e.daemon("alice")
-	alice.waitOpen(t)
-	e.b.Close() // nothing drains while the test arranges rows
-	m := alice.d.meshBySlug("team")
-	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool { return m.conn() == nil })
+	alice, m := idleOutbox(t)
 	old := time.Now().Add(-31 * 24 * time.Hour).UnixMilli()
 	recent := time.Now().UnixMilli()
 	rows := []struct {

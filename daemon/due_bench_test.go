@@ -22,12 +22,7 @@ func BenchmarkDueWithBackoff(b *testing.B) {
 }
 
 func benchDue(b *testing.B, backingOff int) {
-	e := newEnv(b)
-	alice := e.daemon("alice")
-	alice.waitOpen(b)
-	e.b.Close() // the drain idles: rows stay where the benchmark puts them
-	m := alice.d.meshBySlug("team")
-	waitFor(b, 5*time.Second, "alice sees the broker gone", func() bool { return m.conn() == nil })
+	alice, m := idleOutbox(b)
 	const dueRows = drainWindow
 	later := time.Now().Add(time.Hour).UnixMilli()
 	err := alice.d.db.Update(func(tx *bolt.Tx) error {

@@ -123,11 +123,6 @@ func TestRowsBackingOffAreIndexedByWhenTheyAreDue(t *testing.T) {
 // empty value and the time in the row); a newer daemon moves them to the
 // retry index and leaves the rest.
 func TestRetryIndexMigration(t *testing.T) {
-	path := t.TempDir() + "/daemon.db"
-	old, err := store.Open(path, store.Options{Migrations: daemonMigrations[:5]})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const mesh = "01JDQM9S346Q3D25VT4F5V37E3"
 	later := time.Now().Add(time.Hour).UnixMilli()
 	rows := []struct {
@@ -140,7 +135,7 @@ func TestRetryIndexMigration(t *testing.T) {
 		{3, later, nil},                   // backing off, older empty value: moves by its row
 		{4, 0, nil},                       // due, older empty value: stays
 	}
-	err = old.Update(func(tx *bolt.Tx) error {
+	s := migrated(t, 5, func(tx *bolt.Tx) error {
 		for _, r := range rows {
 			row := &outboxRow{Seq: r.seq, MeshID: mesh, State: statePending, NextAttemptAt: r.at}
 			if err := putOutbox(tx, row); err != nil {
@@ -152,15 +147,6 @@ func TestRetryIndexMigration(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
-	s, err := store.Open(path, store.Options{Migrations: daemonMigrations})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	checkPendingIndex(t, s)
 	s.View(func(tx *bolt.Tx) error {
 		if n := tx.Bucket(bOutboxRetry).Stats().KeyN; n != 2 {
