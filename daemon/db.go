@@ -88,43 +88,35 @@ var daemonMigrations = []store.Migration{
 		return err
 	},
 	// 5 → 6: rows backing off move from the pending index to the retry
-	// index. An entry's value was its row's nextAttemptAt (8 bytes), or
-	// empty before that: then the row says.
+	// index. Both are rebuilt from the rows, so an entry the pending index
+	// kept for a row no longer pending, or under another time than its
+	// row's, does not live on in the retry index (inflight rows of older
+	// versions are indexed by recoverOutbox at start, as before).
 	func(tx *bolt.Tx) error {
-		retry, err := tx.CreateBucketIfNotExists(bOutboxRetry)
-		if err != nil {
+		if err := tx.DeleteBucket(bOutboxPending); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 			return err
 		}
-		pending := tx.Bucket(bOutboxPending)
-		type move struct {
-			key []byte
-			at  int64
+		for _, b := range [][]byte{bOutboxPending, bOutboxRetry} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
-		var moves []move
-		err = pending.ForEach(func(k, v []byte) error {
-			if len(k) < 9 || k[len(k)-9] != 0 {
-				return nil // not a pendingKey: left as it is
+		var pending []uint64
+		err := tx.Bucket(bOutbox).ForEach(func(k, v []byte) error {
+			if state, err := outboxRowState(v); err == nil && state == statePending {
+				pending = append(pending, seqOf(k))
 			}
-			var at int64
-			if len(v) == 8 {
-				at = int64(binary.BigEndian.Uint64(v))
-			} else if r, err := getOutbox(tx, seqOf(k)); err == nil {
-				at = r.NextAttemptAt
-			}
-			if at > 0 {
-				moves = append(moves, move{bytes.Clone(k), at})
-			}
-			return nil
+			return nil // a corrupt row is left as it is, as at start
 		})
 		if err != nil {
 			return err
 		}
-		for _, m := range moves {
-			meshID := string(m.key[:len(m.key)-9])
-			if err := retry.Put(retryKey(meshID, m.at, seqOf(m.key)), nil); err != nil {
-				return err
+		for _, seq := range pending {
+			r, err := getOutbox(tx, seq)
+			if err != nil {
+				continue
 			}
-			if err := pending.Delete(m.key); err != nil {
+			if err := setPendingIndex(tx, r, true); err != nil {
 				return err
 			}
 		}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -417,15 +416,17 @@ func (m *meshRT) drain(ctx context.Context) {
 }
 
 // due returns up to n pending rows of this mesh that are due and not busy,
-// in enqueue order, and how long until the next one that is not yet due
-// (-1: none). Rows backing off whose time has come go first (the retry
-// index, in the order they fell due), then rows not tried yet (the pending
-// index, in enqueue order); a round reads the rows it returns, the busy
-// ones and the first row not yet due, however many rows back off.
+// the earliest accepted first, and how long until the next one that is not
+// yet due (-1: none). The candidates are the rows not tried yet (the
+// pending index, in enqueue order) and the rows backing off whose time has
+// come (the retry index, read up to its first key not yet due): a round
+// decodes the rows it returns and those it passes over (busy, or of a
+// session that is not connected), not the rows backing off.
 //
-// A row the applier handed over (fresh) is used as it was copied: in the
-// pending index and not busy, it has not been sent since, and only the
-// drain changes a pending row. The hand-over is taken whole each round:
+// A row the applier handed over (fresh) is used as it was copied: found
+// in an index and not busy, it is pending; what due and the send use of it
+// (its frame, its sender) never changes, and recordSend reads the row
+// again. The hand-over is taken whole each round:
 // rows not reached are read from daemon.db later.
 func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow, time.Duration) {
 	m.freshMu.Lock()
@@ -473,8 +474,11 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 			}
 			out = append(out, r)
 		}
+		// The seqs of the rows whose retry time has come, from their keys
+		// alone, up to the first key not yet due.
+		var retries []uint64
 		rc := tx.Bucket(bOutboxRetry).Cursor()
-		for k, _ := rc.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, _ = rc.Next() {
+		for k, _ := rc.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = rc.Next() {
 			if len(k) != len(prefix)+16 {
 				continue // not a retryKey
 			}
@@ -482,17 +486,28 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 				waitFor(at, now)
 				break
 			}
-			consider(seqOf(k))
+			retries = append(retries, seqOf(k))
 		}
+		slices.Sort(retries)
+		// Merged with the pending index in enqueue order: with one place
+		// free in the window, the earliest accepted row that may go goes.
 		c := tx.Bucket(bOutboxPending).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, _ = c.Next() {
-			consider(seqOf(k))
+		k, _ := c.Seek(prefix)
+		for len(out) < n {
+			more := k != nil && bytes.HasPrefix(k, prefix)
+			switch {
+			case len(retries) > 0 && (!more || retries[0] < seqOf(k)):
+				consider(retries[0])
+				retries = retries[1:]
+			case more:
+				consider(seqOf(k))
+				k, _ = c.Next()
+			default:
+				return nil
+			}
 		}
 		return nil
 	})
-	// Enqueue order within the round: the drain writes the frames in
-	// this order, and sends to one recipient reach the broker in it.
-	slices.SortFunc(out, func(a, b *outboxRow) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out, wait
 }
 

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,38 +122,106 @@ func TestRowsBackingOffAreIndexedByWhenTheyAreDue(t *testing.T) {
 
 // TestRetryIndexMigration: a daemon.db of schema 5 kept rows backing off in
 // the pending index (with their nextAttemptAt as the value, or with an
-// empty value and the time in the row); a newer daemon moves them to the
-// retry index and leaves the rest.
+// empty value and the time in the row); a newer daemon rebuilds both
+// indexes from the rows, so what the old index had wrong (an entry of a
+// row no longer pending, a time other than its row's, no entry) is not
+// carried over, and a corrupt row stays out of both.
 func TestRetryIndexMigration(t *testing.T) {
 	const mesh = "01JDQM9S346Q3D25VT4F5V37E3"
 	later := time.Now().Add(time.Hour).UnixMilli()
 	rows := []struct {
 		seq   uint64
+		state string
 		at    int64
-		value []byte // the pending index's value
+		value []byte // the pending index's value; nil: no entry
 	}{
-		{1, 0, seqKey(0)},                 // due: stays
-		{2, later, seqKey(uint64(later))}, // backing off: moves
-		{3, later, nil},                   // backing off, older empty value: moves by its row
-		{4, 0, nil},                       // due, older empty value: stays
+		{1, statePending, 0, seqKey(0)},                        // due: stays
+		{2, statePending, later, seqKey(uint64(later))},        // backing off: moves
+		{3, statePending, later, []byte{}},                     // backing off, older empty value: moves by its row
+		{4, statePending, 0, []byte{}},                         // due, older empty value: stays
+		{5, stateQueued, later, seqKey(uint64(later))},         // acked, its entry left behind: dropped
+		{6, statePending, later + 5000, seqKey(uint64(later))}, // the entry's time is not the row's: the row's
+		{7, statePending, 0, nil},                              // no entry: gets one
 	}
 	s := migrated(t, 5, func(tx *bolt.Tx) error {
 		for _, r := range rows {
-			row := &outboxRow{Seq: r.seq, MeshID: mesh, State: statePending, NextAttemptAt: r.at}
+			row := &outboxRow{Seq: r.seq, MeshID: mesh, State: r.state, NextAttemptAt: r.at}
 			if err := putOutbox(tx, row); err != nil {
 				return err
 			}
-			if err := tx.Bucket(bOutboxPending).Put(pendingKey(mesh, r.seq), r.value); err != nil {
+			if r.value != nil {
+				if err := tx.Bucket(bOutboxPending).Put(pendingKey(mesh, r.seq), r.value); err != nil {
+					return err
+				}
+			}
+		}
+		// 8: a corrupt row with an entry.
+		if err := tx.Bucket(bOutbox).Put(seqKey(8), []byte("not a row")); err != nil {
+			return err
+		}
+		return tx.Bucket(bOutboxPending).Put(pendingKey(mesh, 8), nil)
+	})
+	s.View(func(tx *bolt.Tx) error {
+		var got []string
+		tx.Bucket(bOutboxPending).ForEach(func(k, _ []byte) error {
+			got = append(got, fmt.Sprint("pending ", seqOf(k)))
+			return nil
+		})
+		tx.Bucket(bOutboxRetry).ForEach(func(k, _ []byte) error {
+			at := int64(binary.BigEndian.Uint64(k[len(k)-16:]))
+			got = append(got, fmt.Sprintf("retry %d at +%d", seqOf(k), at-later))
+			return nil
+		})
+		want := "[pending 1 pending 4 pending 7 retry 2 at +0 retry 3 at +0 retry 6 at +5000]"
+		if fmt.Sprint(got) != want {
+			t.Errorf("migrated index entries\n%v\nwant\n%v", got, want)
+		}
+		return nil
+	})
+}
+
+// dueWithOneSlot arranges pending rows (seq → nextAttemptAt) in an idle
+// outbox and returns what a drain round with one place free sends.
+func dueWithOneSlot(t *testing.T, rows map[uint64]int64) []uint64 {
+	alice, m := idleOutbox(t)
+	err := alice.d.db.Update(func(tx *bolt.Tx) error {
+		for seq, at := range rows {
+			r := &outboxRow{Seq: seq, MeshID: m.cfg.MeshID, State: statePending, NextAttemptAt: at}
+			if err := putOutbox(tx, r); err != nil {
+				return err
+			}
+			if err := setPendingIndex(tx, r, true); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	checkPendingIndex(t, s)
-	s.View(func(tx *bolt.Tx) error {
-		if n := tx.Bucket(bOutboxRetry).Stats().KeyN; n != 2 {
-			t.Errorf("%d rows in the retry index, want 2", n)
-		}
-		return nil
-	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	out, _ := m.due(map[uint64]bool{}, &mu, 1)
+	var seqs []uint64
+	for _, r := range out {
+		seqs = append(seqs, r.Seq)
+	}
+	return seqs
+}
+
+// TestDueSendsTheEarliestAcceptedFirst: with one place free in the send
+// window, the earliest accepted row that may go goes, whichever index
+// holds it and whenever its retry time came: two rows backing off that
+// fell due in the other order, and a row not tried yet before a row
+// whose retry time came.
+func TestDueSendsTheEarliestAcceptedFirst(t *testing.T) {
+	now := time.Now().UnixMilli()
+	if got := dueWithOneSlot(t, map[uint64]int64{105: now - 10, 106: now - 20}); fmt.Sprint(got) != "[105]" {
+		t.Errorf("two rows backing off, both due: sent %v, want [105]", got)
+	}
+	if got := dueWithOneSlot(t, map[uint64]int64{101: 0, 150: now - 10}); fmt.Sprint(got) != "[101]" {
+		t.Errorf("a row not tried yet and a row due again: sent %v, want [101]", got)
+	}
+	if got := dueWithOneSlot(t, map[uint64]int64{101: now + 60_000, 150: 0}); fmt.Sprint(got) != "[150]" {
+		t.Errorf("a row backing off and a row not tried yet: sent %v, want [150]", got)
+	}
 }
