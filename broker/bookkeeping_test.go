@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -317,6 +318,25 @@ type bkConn struct {
 // (timing still varies).
 func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 	t.Parallel()
+	rng := bookkeepingRand(t)
+	steps := 300
+	if testing.Short() {
+		steps = 100
+	}
+	cfg := testConfig(t)
+	bookkeepingConfig(&cfg)
+	b := startWith(t, cfg)
+	meshID := randomBookkeeping(t, rng, []*Broker{b}, steps)
+	b.Close()
+	b2 := startWith(t, cfg)
+	checkBookkeeping(t, b2, meshID)
+	if err := storeAgreesErr(b2, b2.hub.mesh(meshID)); err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+}
+
+// bookkeepingRand is the random test's source, its seed logged.
+func bookkeepingRand(t *testing.T) *rand.Rand {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("BOOKKEEPING_SEED"); s != "" {
 		var err error
@@ -325,13 +345,12 @@ func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 		}
 	}
 	t.Logf("BOOKKEEPING_SEED=%d", seed)
-	rng := rand.New(rand.NewPCG(seed, 0x6d657368))
-	steps := 300
-	if testing.Short() {
-		steps = 100
-	}
+	return rand.New(rand.NewPCG(seed, 0x6d657368))
+}
 
-	cfg := testConfig(t)
+// bookkeepingConfig sets tight caps and short timers, so that a short
+// random run reaches every limit and expiry.
+func bookkeepingConfig(cfg *Config) {
 	cfg.MaxConnsPerMesh, cfg.MaxConnsPerMember = 18, 5
 	cfg.MaxSessionsPerMember = 3
 	cfg.MaxTopicsPerMember, cfg.MaxTopicsPerMesh = 2, 5
@@ -339,9 +358,21 @@ func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 	cfg.Grace = 100 * time.Millisecond
 	cfg.RedeliverAfter = 150 * time.Millisecond
 	cfg.QueueTTL = 2 * time.Second
-	b := startWith(t, cfg)
+}
+
+// randomBookkeeping runs steps random operations on the brokers (the
+// nodes of one cluster, or one broker), each connection on a node picked
+// at random, and checks every node's bookkeeping after each, then once
+// everything is closed. It returns the mesh's id.
+func randomBookkeeping(t *testing.T, rng *rand.Rand, bs []*Broker, steps int) string {
+	t.Helper()
+	b := bs[0]
+	node := func() *Broker { return bs[rng.IntN(len(bs))] }
 	alice := createMesh(t, b, "books", "alice")
 	meshID := alice.meshID
+	for _, n := range bs {
+		waitMember(t, n, meshID, alice.pub())
+	}
 	owner := &bkMember{id: alice}
 	owner.newSessions()
 	admin := connect(t, b, alice, false, nil) // alice's admin console, open throughout
@@ -355,7 +386,7 @@ func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 	pick := func() *bkMember { return members[rng.IntN(len(members))] }
 	// start dials and writes a hello; finish reads its answer.
 	start := func(m *bkMember) *bkConn {
-		r := dial(t, b)
+		r := dial(t, node())
 		c := &bkConn{r: r, m: m, key: m.id.pub()}
 		switch k := rng.IntN(8); {
 		case k == 0:
@@ -424,7 +455,7 @@ func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 	}
 	// leave says mesh_leave on a connection of its own, if m may open one.
 	leave := func(m *bkMember) bool {
-		r := dial(t, b)
+		r := dial(t, node())
 		r.write(r.helloFrame(m.id, func(h *wire.Hello) { h.Presence = ptr(false) }))
 		if code := r.helloOutcome(); code != "" {
 			r.ws.Close()
@@ -452,6 +483,9 @@ func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 		st, body, id := join(t, b, token, m.id.name)
 		if st != 200 {
 			t.Fatalf("%s rejoins: %d %v", m.id.name, st, body)
+		}
+		for _, n := range bs {
+			waitMember(t, n, meshID, id.pub())
 		}
 		m.id, m.banned = id, false
 		m.newSessions()
@@ -535,10 +569,12 @@ func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 				c.r.ws.UnderlyingConn().(*net.TCPConn).CloseRead()
 			}
 		}
-		ms := b.hub.mesh(meshID)
-		if err := bookkeepingErr(ms); err != nil {
-			t.Fatalf("after step %d: %v", step, err)
+		for i, n := range bs {
+			if err := bookkeepingErr(n.hub.mesh(meshID)); err != nil {
+				t.Fatalf("after step %d, node %d: %v", step, i+1, err)
+			}
 		}
+		ms := b.hub.mesh(meshID)
 		ms.mu.Lock()
 		for _, n := range ms.memberConns {
 			seen["most connections of a member"] = max(seen["most connections of a member"], n)
@@ -553,16 +589,12 @@ func TestBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 	for _, c := range live {
 		c.r.ws.UnderlyingConn().Close()
 	}
-	t.Logf("%v", seen)
 	admin.ws.UnderlyingConn().Close()
-	checkQuiet(t, b, meshID)
-
-	b.Close()
-	b2 := startWith(t, cfg)
-	checkBookkeeping(t, b2, meshID)
-	if err := storeAgreesErr(b2, b2.hub.mesh(meshID)); err != nil {
-		t.Fatalf("after a restart: %v", err)
+	t.Logf("%v", seen)
+	for _, n := range bs {
+		checkQuiet(t, n, meshID)
 	}
+	return meshID
 }
 
 // TestBanEndsASessionAcceptedAsItCommits: a ban is decided in a store
@@ -640,5 +672,48 @@ func TestBanEndsASessionAcceptedAsItCommits(t *testing.T) {
 	})
 	if stored {
 		t.Fatalf("a session of banned bob is stored")
+	}
+}
+
+// TestClusterBookkeepingHoldsUnderRandomOperations is the random run on a
+// three-node cluster, each connection on a node picked at random: every
+// node's counts and indexes hold after each step, with state arriving
+// from the others (sessions, bans, removals, presences taken over across
+// nodes), and agree with its replica of the store once all is closed.
+func TestClusterBookkeepingHoldsUnderRandomOperations(t *testing.T) {
+	t.Parallel()
+	rng := bookkeepingRand(t)
+	steps := 200
+	if testing.Short() {
+		steps = 60
+	}
+	bs := startCluster(t, "books", 3, bookkeepingConfig)
+	randomBookkeeping(t, rng, bs, steps)
+}
+
+// TestMemberRecordFields: member.setRecord copies every field of
+// store.Member but ID and Pubkey; a new field must be added there.
+func TestMemberRecordFields(t *testing.T) {
+	var r store.Member
+	v := reflect.ValueOf(&r).Elem()
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x" + strconv.Itoa(i))
+		case reflect.Int64:
+			f.SetInt(int64(i + 1))
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Slice:
+			f.Set(reflect.MakeSlice(f.Type(), 1, 1))
+		default:
+			t.Fatalf("store.Member.%s: a %s; teach this test", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	m := &member{Member: store.Member{ID: r.ID, Pubkey: r.Pubkey}}
+	m.setRecord(r)
+	if !reflect.DeepEqual(m.Member, r) {
+		t.Fatalf("setRecord copied %+v of %+v", m.Member, r)
 	}
 }

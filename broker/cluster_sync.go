@@ -159,7 +159,7 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 		return nil
 	}
 	prev := m.Member
-	m.Member = *cur
+	m.setRecord(*cur)
 	var out []closeAction
 	switch {
 	case prev.RevokedAt == 0 && cur.RevokedAt != 0:

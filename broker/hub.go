@@ -295,7 +295,7 @@ func (h *hub) meshList() []*meshState {
 // addMember inserts or refreshes a member. Caller holds ms.mu (or owns ms).
 func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 	if old, ok := ms.memberByID[m.ID]; ok {
-		old.Member = m
+		old.setRecord(m)
 		ms.members[m.Pubkey] = old
 		return old
 	}
@@ -317,6 +317,21 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 	ms.members[m.Pubkey] = mem
 	ms.memberByID[m.ID] = mem
 	return mem
+}
+
+// setRecord replaces the member's record with r, a newer one of the same
+// member, field by field but for ID and Pubkey: those never change, and a
+// connection's goroutines read them without ms.mu (c.mem.ID, c.mem.Pubkey
+// in detach, in an admin transaction), so writing them again, even the
+// same values, was a data race (a cluster node replaces the record at
+// every replicated change of it, each other node's detach included).
+// TestMemberRecordFields fails when store.Member gains a field this does
+// not copy. Caller holds ms.mu.
+func (m *member) setRecord(r store.Member) {
+	m.DisplayName, m.NameKey, m.Role = r.DisplayName, r.NameKey, r.Role
+	m.JoinedAt, m.LastSeenAt, m.RevokedAt = r.JoinedAt, r.LastSeenAt, r.RevokedAt
+	m.BanReason, m.BannedBy, m.BannedByRole = r.BanReason, r.BannedBy, r.BannedByRole
+	m.InviteID, m.Status, m.Summary, m.Hidden, m.Groups = r.InviteID, r.Status, r.Summary, r.Hidden, r.Groups
 }
 
 func (ms *meshState) removeMember(m *member) {
