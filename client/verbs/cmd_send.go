@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -97,6 +98,13 @@ func readMessage(args []string, stdin io.Reader) (string, error) {
 	if strings.TrimSpace(body) == "" {
 		return "", cliui.UsageErrorf("empty message")
 	}
+	if !utf8.ValidString(body) {
+		// Checked here, before either path sees it: the daemon's API
+		// (JSON) cannot carry it, and the broker's recipients could not
+		// read it.
+		return "", cliui.Errorf(cliui.CodeInvalidArgument, "message is not valid UTF-8").
+			WithHint("send text; for binary data send a path or link instead")
+	}
 	return body, nil
 }
 
@@ -135,6 +143,14 @@ func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 	}
 	if req.ClientMessageID != "" && !wire.ValidReqID(req.ClientMessageID) {
 		return cliui.UsageErrorf("--id must be 1 to 64 characters of A-Za-z0-9._:-")
+	}
+	if !utf8.ValidString(req.To) {
+		return cliui.UsageErrorf("%s is not valid UTF-8: no name or key could match it", cliui.SanitizePeerText(strings.ToValidUTF8(req.To, "\uFFFD")))
+	}
+	for _, mn := range req.Mentions {
+		if !utf8.ValidString(mn) {
+			return cliui.UsageErrorf("--mention %s is not valid UTF-8: no name or key could match it", cliui.SanitizePeerText(strings.ToValidUTF8(mn, "\uFFFD")))
+		}
 	}
 	stdin := io.Reader(os.Stdin)
 	if c.App != nil && c.App.Reader != nil {
