@@ -40,3 +40,20 @@ func TestTrialInvalidUTF8SameOnBothPaths(t *testing.T) {
 		t.Fatalf("something was queued: %v", rows)
 	}
 }
+
+// TestTrialRevokeAllSaysBlocked: revoke … all is a block, and says so in a
+// sentence.
+func TestTrialRevokeAllSaysBlocked(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "mallory")
+	alice := users[0]
+	for _, args := range [][]string{{"revoke", "mallory", "all"}, {"block", "mallory"}, {"revoke", "mallory", "dm", "broadcast"}} {
+		r := alice.ok(args...)
+		if !strings.Contains(r.stdout, "mallory (") || !strings.Contains(r.stdout, ") is blocked: they cannot message you, nor can their agent sessions") ||
+			strings.Contains(r.stdout, "may send you") {
+			t.Fatalf("%v: %s", args, r)
+		}
+		alice.ok("unblock", "mallory")
+	}
+}

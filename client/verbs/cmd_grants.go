@@ -151,7 +151,7 @@ func blockCommand() *cli.Command {
 			if err := cliui.ArgsBetween(c, 1, 1); err != nil {
 				return err
 			}
-			return editGrant(c, "is blocked:", func([]string) []string { return []string{} })
+			return editGrant(c, "is blocked", func([]string) []string { return []string{} })
 		},
 	}
 }
@@ -253,7 +253,9 @@ func editGrant(c *cli.Context, done string, edit grantsEdit) error {
 	what := strings.Join(row.Caps, " and ")
 	switch {
 	case row.Blocked:
-		e.out.Resultf("%s %s (%s) %s they cannot message you, nor can their agent sessions", e.out.Style().Green("✔"), cliui.SanitizeName(row.DisplayName), shortKey(row.Pubkey), done)
+		// Whatever verb got here (block, revoke … all, a revoke of the
+		// last capability), the outcome is the same sentence.
+		e.out.Resultf("%s %s (%s) is blocked: they cannot message you, nor can their agent sessions", e.out.Style().Green("✔"), cliui.SanitizeName(row.DisplayName), shortKey(row.Pubkey))
 		return nil
 	case row.Default:
 		what = capList() + " (the defaults)"
