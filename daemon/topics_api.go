@@ -226,7 +226,7 @@ func (t *topicsRT) page(ctx context.Context, c *client.Conn, ref string, p clien
 	if info.Encrypted && info.KeyGen > 0 && !t.ring.Has(info.ID, info.KeyGen) {
 		t.keeper.Refresh(ctx, c, info.ID)
 	}
-	out := &localapi.TopicMessages{More: h.More, Messages: make([]localapi.TopicMessage, 0, len(h.Messages)),
+	out := &localapi.TopicMessages{More: h.More, Messages: make([]localapi.TopicMessage, 0, len(h.Messages)), KeyGen: info.KeyGen,
 		WaitingForKey: info.Encrypted && (info.KeyGen == 0 || !t.ring.Has(info.ID, info.KeyGen))}
 	for _, raw := range h.Messages {
 		if raw.Push == nil {

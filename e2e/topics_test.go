@@ -28,6 +28,11 @@ type topicLine struct {
 	CreatedAt     int64  `json:"createdAt"`
 	DecryptError  string `json:"decryptError"`
 	WaitingForKey bool   `json:"waitingForKey"`
+	// A notice line (no id): waitingForKey, or posts left out because
+	// their key will never come.
+	UnreadablePosts int    `json:"unreadablePosts"`
+	KeyGens         []int  `json:"keyGens"`
+	Message         string `json:"message"`
 }
 
 type topicRow struct {
@@ -126,20 +131,25 @@ func (tl *tailer) all() []topicLine {
 	return append([]topicLine(nil), tl.lines...)
 }
 
-func (tl *tailer) stop() {
+// stop ends the tail as Ctrl-C would; it must exit 130, like every
+// interrupted command.
+func (tl *tailer) stop() { tl.stopWith(os.Interrupt) }
+
+// stopWith ends the tail with sig (SIGINT or SIGTERM): exit 130.
+func (tl *tailer) stopWith(sig os.Signal) {
 	select {
 	case <-tl.done:
 		return
 	default:
 	}
-	tl.cmd.Process.Signal(os.Interrupt)
+	tl.cmd.Process.Signal(sig)
 	select {
 	case <-tl.done:
-		if code := tl.cmd.ProcessState.ExitCode(); code != 0 {
-			tl.t.Errorf("tail exited %d on SIGINT; stderr: %s", code, tl.stderr.String())
+		if code := tl.cmd.ProcessState.ExitCode(); code != 130 {
+			tl.t.Errorf("tail exited %d on %v, want 130; stderr: %s", code, sig, tl.stderr.String())
 		}
 	case <-time.After(10 * time.Second):
-		tl.t.Errorf("tail did not stop on SIGINT")
+		tl.t.Errorf("tail did not stop on %v", sig)
 		tl.cmd.Process.Kill()
 		<-tl.done
 	}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
+	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -80,10 +78,13 @@ func topicCommand() *cli.Command {
 				Name: "tail", Usage: "print a topic's recent posts, then new ones as they come", ArgsUsage: "NAME",
 				Description: cliui.WithExamples(
 					"Posts are decrypted and their signatures checked: a post that does not verify is marked unverified\n"+
-						"and never shown under the name it claims. While it runs, tail shares the topic's key with members\n"+
-						"who join. Ctrl-C stops it. --json prints one post per line ({id, topic, senderName, senderPubkey,\n"+
-						"body, keyGen, verified, createdAt, replyToId?}); a line without an id, {topic, waitingForKey:true,\n"+
-						"message}, says it waits for a member to share the key.",
+						"and never shown under the name it claims. Members share only the current key generation, so posts\n"+
+						"under an older key you do not hold (made before you joined, or before a rotation) can never be read:\n"+
+						"tail leaves them out and says once how many. While it runs, tail shares the topic's key with members\n"+
+						"who join. Ctrl-C stops it (exit 130). --json prints one post per line ({id, topic, senderName,\n"+
+						"senderPubkey, body, keyGen, verified, createdAt, replyToId?}); lines without an id are notices:\n"+
+						"{topic, waitingForKey:true, message} says it waits for a member to share the current key,\n"+
+						"{topic, unreadablePosts, keyGens, message} counts the posts left out.",
 					"claudemesh topic tail deploys",
 					"claudemesh topic tail deploys --limit 50 --no-follow --json",
 				),
@@ -151,6 +152,44 @@ func topicName(arg string) (string, error) {
 func errKeyMissing(topic string) error {
 	return cliui.Errorf(wire.CodeTopicKeyMissing, "you do not hold the key of #%s yet", topic).
 		WithHint("a member who holds it shares it automatically when online (their daemon, or a running claudemesh topic tail)")
+}
+
+// nobodyHoldsKey reports whether no member of the topic holds its current
+// key (the broker's topic_members says who has a seal of it): then no one
+// can share it, and only a rotation brings a key. It is false when that
+// cannot be told.
+func nobodyHoldsKey(e *env, tr topicTransport, m *config.Mesh, topic string) bool {
+	rows, err := tr.TopicMembers(e.ctx(), m, topic)
+	if err != nil || len(rows) == 0 {
+		return false
+	}
+	for _, r := range rows {
+		if r.HasCurrentKey {
+			return false
+		}
+	}
+	return true
+}
+
+// rotateHint is what a member who waits for a key nobody holds can do.
+func rotateHint(topic string) string {
+	return "claudemesh topic rotate " + topic + " seals a new key to every member (a lead may rotate at any time, any member" +
+		" while the topic needs a new key); posts from before it stay unreadable"
+}
+
+// keyMissing turns a topic_key_missing error into the one that is true
+// when nobody holds the current key (the hint of errKeyMissing, that a
+// member shares it, would never come true).
+func keyMissing(e *env, tr topicTransport, m *config.Mesh, topic string, err error) error {
+	code := client.CodeOf(err)
+	if ce := (*cliui.Error)(nil); errors.As(err, &ce) {
+		code = ce.Code
+	}
+	if code != wire.CodeTopicKeyMissing || !nobodyHoldsKey(e, tr, m, topic) {
+		return err
+	}
+	return cliui.Errorf(wire.CodeTopicKeyMissing, "you do not hold the key of #%s, and no member does: nobody can share it with you", topic).
+		WithHint(rotateHint(topic))
 }
 
 func topicCreate(c *cli.Context) error {
@@ -264,7 +303,11 @@ func topicJoin(c *cli.Context) error {
 		return e.out.JSON(row)
 	}
 	e.out.Resultf("%s joined #%s", e.out.Style().Green("✔"), row.Name)
-	if row.Encrypted && !row.HasKey {
+	switch {
+	case !row.Encrypted || row.HasKey:
+	case nobodyHoldsKey(e, tr, m, row.Name):
+		e.out.Linef("%s", e.out.Style().Dim("  → you cannot read it yet, and no member holds its current key to share with you: "+rotateHint(row.Name)))
+	default:
 		e.out.Linef("%s", e.out.Style().Dim("  → you cannot read it until a member who holds its key is online: their daemon (or a running topic tail) shares it with you automatically"))
 	}
 	return nil
@@ -365,6 +408,7 @@ func topicHistory(c *cli.Context) error {
 		return cliError(err)
 	}
 	lines := reversed(page.Lines)
+	lostKey(lines, page.KeyGen)
 	readable := 0
 	for _, l := range lines {
 		if !l.keyMissing {
@@ -373,14 +417,19 @@ func topicHistory(c *cli.Context) error {
 	}
 	if page.WaitingForKey && readable == 0 {
 		// Nothing here can be read: say why instead of printing blanks.
-		return errKeyMissing(name)
+		return keyMissing(e, tr, m, name, errKeyMissing(name))
 	}
 	sink := &linePrinter{e: e}
 	if err := sink.Lines(lines); err != nil {
 		return err
 	}
 	if page.WaitingForKey {
-		sink.Waiting(name)
+		// Some of the page was readable; say why the rest is not (a
+		// warning: history does not wait).
+		var ce *cliui.Error
+		if errors.As(keyMissing(e, tr, m, name, errKeyMissing(name)), &ce) {
+			e.out.Warn(ce.Message, ce.Hint)
+		}
 	}
 	if page.More && !e.out.JSONMode() && len(lines) > 0 {
 		e.out.Linef("%s", e.out.Style().Dim("  → older: claudemesh topic history "+name+" --before "+lines[0].ID))
@@ -397,23 +446,29 @@ func topicTail(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	follow := !c.Bool("no-follow")
-	ctx := e.ctx()
-	if follow {
-		var stop context.CancelFunc
-		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
+	err = tr.TopicTail(e.ctx(), m, name, limit, !c.Bool("no-follow"),
+		&linePrinter{e: e, noWait: c.Bool("no-follow"), orphaned: func() bool { return nobodyHoldsKey(e, tr, m, name) }})
+	if e.ctx().Err() != nil {
+		// Ctrl-C or SIGTERM: exit 130, like every interrupted command.
+		return e.ctx().Err()
 	}
-	err = tr.TopicTail(ctx, m, name, limit, follow, &linePrinter{e: e})
 	if err != nil && !errors.Is(err, context.Canceled) {
-		return cliError(err)
+		return cliError(keyMissing(e, tr, m, name, err))
 	}
 	return nil
 }
 
 // linePrinter prints topic posts: NDJSON under --json, else one line each,
-// peer text sanitised, an unverified post never under a name.
-type linePrinter struct{ e *env }
+// peer text sanitised, an unverified post never under a name. orphaned
+// (if set) says whether nobody holds the topic's current key, asked when
+// a wait for it begins.
+type linePrinter struct {
+	e        *env
+	orphaned func() bool
+	// noWait: the command does not wait for keys (tail --no-follow,
+	// history); a missing key is its error, not a wait.
+	noWait bool
+}
 
 func (p *linePrinter) Lines(lines []topicLine) error {
 	if p.e.out.JSONMode() {
@@ -425,11 +480,18 @@ func (p *linePrinter) Lines(lines []topicLine) error {
 		switch {
 		case l.Plaintext:
 			who += s.Dim(" (plaintext topic: sender not verified)")
+		case l.DecryptError != "":
+			// Not opened, so its signature was not checked either: it is
+			// unreadable, which says nothing of forgery.
+			who = s.Yellow("✘ unreadable post")
 		case !l.Verified:
 			who = s.Yellow("⚠ unverified sender " + shortKey(l.SenderPubkey))
 		}
 		body := cliui.SanitizePeerText(l.Body)
-		if l.DecryptError != "" {
+		switch {
+		case l.keyMissing:
+			body = s.Yellow("[key missing: " + cliui.SanitizePeerText(l.DecryptError) + "]")
+		case l.DecryptError != "":
 			body = s.Yellow("[cannot read: " + cliui.SanitizePeerText(l.DecryptError) + "]")
 		}
 		p.e.out.Linef("%s %s %s: %s", s.Dim(when(l.CreatedAt)), s.Cyan("#"+l.Topic), who, body)
@@ -447,6 +509,18 @@ type waitingLine struct {
 }
 
 func (p *linePrinter) Waiting(topic string) {
+	if p.noWait {
+		return // the command ends with the error that says why
+	}
+	if p.orphaned != nil && p.orphaned() {
+		msg := "nobody in #" + topic + " holds its current key, so no member can share it with you: this waits until someone rotates it"
+		if p.e.out.JSONMode() {
+			p.e.out.NDJSON(waitingLine{SchemaVersion: 1, Topic: topic, WaitingForKey: true, Message: msg + "; " + rotateHint(topic)})
+			return
+		}
+		p.e.out.Warn(msg, rotateHint(topic))
+		return
+	}
 	if p.e.out.JSONMode() {
 		p.e.out.NDJSON(waitingLine{SchemaVersion: 1, Topic: topic, WaitingForKey: true,
 			Message: "waiting for a member who holds the key of #" + topic + " to share it (automatic when one is online)"})
@@ -454,6 +528,37 @@ func (p *linePrinter) Waiting(topic string) {
 	}
 	p.e.out.Warn(fmt.Sprintf("waiting for the key of #%s: a member who holds it shares it with you automatically when they are online", topic),
 		"their daemon (claudemesh daemon up) or a running claudemesh topic tail does it; this keeps waiting")
+}
+
+// unreadableLine is what `topic tail --json` prints, once, when posts
+// stay unreadable (lostKey): a line without an id, like waitingLine.
+type unreadableLine struct {
+	SchemaVersion   int    `json:"schemaVersion"`
+	Topic           string `json:"topic"`
+	UnreadablePosts int    `json:"unreadablePosts"`
+	KeyGens         []int  `json:"keyGens"`
+	Message         string `json:"message"`
+}
+
+func (p *linePrinter) Unreadable(topic string, n int, gens []int, cur int) {
+	g := make([]string, len(gens))
+	for i, x := range gens {
+		g[i] = strconv.Itoa(x)
+	}
+	which := "generation " + strings.Join(g, ", ")
+	if len(gens) > 1 {
+		which = "generations " + strings.Join(g, ", ")
+	}
+	msg := fmt.Sprintf("%d older posts of #%s cannot be read and are left out: they are under key %s, which you do not hold", n, topic, which)
+	if n == 1 {
+		msg = fmt.Sprintf("1 older post of #%s cannot be read and is left out: it is under key %s, which you do not hold", topic, which)
+	}
+	why := fmt.Sprintf("members share only a topic's current key (generation %d), never an older one, so nobody can give it to you; posts under the keys you hold are shown", cur)
+	if p.e.out.JSONMode() {
+		p.e.out.NDJSON(unreadableLine{SchemaVersion: 1, Topic: topic, UnreadablePosts: n, KeyGens: gens, Message: msg + ": " + why})
+		return
+	}
+	p.e.out.Warn(msg, why)
 }
 
 func (p *linePrinter) Notice(err error) { p.e.out.Warn(err.Error(), "") }

@@ -100,7 +100,7 @@ func (v *viaDaemon) TopicHistory(ctx context.Context, m *config.Mesh, name strin
 	if _, err := v.api.Do(ctx, "GET", topicPath(name, "/messages?"+q.Encode()), nil, &page); err != nil {
 		return nil, daemonError(err)
 	}
-	out := &topicPage{More: page.More, WaitingForKey: page.WaitingForKey}
+	out := &topicPage{More: page.More, WaitingForKey: page.WaitingForKey, KeyGen: page.KeyGen}
 	for _, msg := range page.Messages {
 		out.Lines = append(out.Lines, lineOfAPI(msg))
 	}
@@ -137,12 +137,13 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 	if !info.Joined {
 		return &client.Error{Code: "not_a_member", Message: "you are not a member of #" + info.Name + "; join it with claudemesh topic join " + info.Name}
 	}
-	p := newTailPrinter(info.Name, sink)
+	p := newTailPrinter(info.Name, info.KeyGen, sink)
 	read := func() error {
 		page, err := v.TopicHistory(ctx, m, info.ID, limit, "")
 		if err != nil {
 			return err
 		}
+		p.curGen = max(p.curGen, page.KeyGen)
 		all, err := p.offer(reversed(page.Lines))
 		p.setWaiting(!all || page.WaitingForKey)
 		return err

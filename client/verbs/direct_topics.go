@@ -154,6 +154,7 @@ func (d *direct) TopicHistory(ctx context.Context, m *config.Mesh, name string, 
 		}
 		k := keeperFor(m, c)
 		page.WaitingForKey = t.Encrypted && !hasKey(ctx, k, c, t)
+		page.KeyGen = t.KeyGen
 		h, err := c.TopicHistory(ctx, t.ID, client.HistoryPage{Limit: limit, Before: before})
 		if err != nil {
 			return err
@@ -222,7 +223,7 @@ func (d *direct) TopicTail(ctx context.Context, m *config.Mesh, name string, lim
 		return &client.Error{Code: wire.CodeNotAMember, Message: "you are not a member of #" + t.Name + "; join it with claudemesh topic join " + t.Name}
 	}
 	topicID.Store(t.ID)
-	p := newTailPrinter(t.Name, sink)
+	p := newTailPrinter(t.Name, t.KeyGen, sink)
 	// read prints the newest posts (the first time) or everything after
 	// the last one printed.
 	last := ""
@@ -276,8 +277,7 @@ func (d *direct) TopicTail(ctx context.Context, m *config.Mesh, name string, lim
 	}
 	if !follow {
 		if p.waiting {
-			return cliui.Errorf(wire.CodeTopicKeyMissing, "you do not hold the key of #%s yet", t.Name).
-				WithHint("a member who holds it shares it automatically when online (their daemon, or a running claudemesh topic tail)")
+			return errKeyMissing(t.Name)
 		}
 		return nil
 	}
@@ -291,6 +291,14 @@ func (d *direct) TopicTail(ctx context.Context, m *config.Mesh, name string, lim
 			}
 			return fmt.Errorf("the broker connection ended: %w", c.Err())
 		case <-keys:
+			// A key came: perhaps a rotation's, so read the topic's
+			// generation again (a wait is for the current one).
+			rctx, cancel := context.WithTimeout(ctx, opTimeout)
+			if nt, err := findTopic(rctx, c, t.ID); err == nil {
+				t = nt
+				p.curGen = max(p.curGen, t.KeyGen)
+			}
+			cancel()
 			if err := read(); err != nil {
 				return err
 			}

@@ -2,6 +2,8 @@ package verbs
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	"claudemesh/client"
 	"claudemesh/client/config"
@@ -35,6 +37,10 @@ type topicSink interface {
 	Lines(lines []topicLine) error
 	// Waiting says the current key is not held yet (once per wait).
 	Waiting(topic string)
+	// Unreadable says, once, that n posts stay unreadable: their
+	// generations' keys (gens) will not come (lostKey); cur is the
+	// topic's current generation.
+	Unreadable(topic string, n int, gens []int, cur int)
 	// Notice is a non-fatal condition worth telling a human.
 	Notice(err error)
 }
@@ -103,6 +109,8 @@ type topicLine struct {
 	Plaintext     bool   `json:"plaintext,omitzero"`
 	DecryptError  string `json:"decryptError,omitzero"`
 	keyMissing    bool
+	// lost: the key is missing and will not come (lostKey).
+	lost bool
 }
 
 func lineOf(topic string, m client.TopicMessage) topicLine {
@@ -120,35 +128,80 @@ func lineOfAPI(m localapi.TopicMessage) topicLine {
 		Plaintext: m.Plaintext, DecryptError: m.DecryptError, keyMissing: m.KeyMissing}
 }
 
-// topicPage is a page of history, newest first.
+// topicPage is a page of history, newest first. KeyGen is the topic's
+// current key generation (0 when unknown: a daemon that does not say).
 type topicPage struct {
 	Lines         []topicLine
 	More          bool
 	WaitingForKey bool
+	KeyGen        int
+}
+
+// lostKey marks the posts that stay unreadable: no key for their
+// generation, which is older than the topic's current one (curGen).
+// Members seal only the current generation for each other (TopicKeeper's
+// SealPending; a rotation seals the new one), so a key of a past
+// generation that this member does not hold now never comes. It returns
+// how many it marked and their generations, oldest first.
+func lostKey(lines []topicLine, curGen int) (n int, gens []int) {
+	for i := range lines {
+		l := &lines[i]
+		if !l.keyMissing || l.KeyGen >= curGen {
+			continue
+		}
+		l.lost = true
+		l.DecryptError = fmt.Sprintf("no key for generation %d of this topic, and none will come: members share only the current generation's key (%d)", l.KeyGen, curGen)
+		n++
+		if !slices.Contains(gens, l.KeyGen) {
+			gens = append(gens, l.KeyGen)
+		}
+	}
+	slices.Sort(gens)
+	return n, gens
 }
 
 // tailPrinter keeps a tail's output in order and each post once: posts it
-// cannot read yet (no key) hold back everything after them until the key
-// comes.
+// cannot read yet (no key of the current generation, or of a newer one it
+// has not fetched) hold back everything after them until the key comes.
+// Posts whose key will never come (lostKey) are left out and counted: the
+// sink is told once how many.
 type tailPrinter struct {
 	sink    topicSink
 	topic   string
 	printed map[string]bool
+	lost    map[string]bool
+	told    bool
 	waiting bool
+	// curGen is the topic's current key generation as last read.
+	curGen int
 }
 
-func newTailPrinter(topic string, sink topicSink) *tailPrinter {
-	return &tailPrinter{sink: sink, topic: topic, printed: map[string]bool{}}
+func newTailPrinter(topic string, curGen int, sink topicSink) *tailPrinter {
+	return &tailPrinter{sink: sink, topic: topic, curGen: curGen, printed: map[string]bool{}, lost: map[string]bool{}}
 }
 
 // offer prints lines (oldest first) up to the first one still waiting for a
 // key, and reports whether all were printed (the caller then says whether
-// it waits, with setWaiting).
+// it waits, with setWaiting). Lines that stay unreadable are skipped.
 func (p *tailPrinter) offer(lines []topicLine) (bool, error) {
+	for _, l := range lines {
+		if !l.keyMissing && l.DecryptError == "" && l.KeyGen > p.curGen {
+			p.curGen = l.KeyGen // a post under it opened: it is (or was) current
+		}
+	}
+	lostKey(lines, p.curGen)
 	var out []topicLine
+	var gens []int
 	all := true
 	for _, l := range lines {
-		if p.printed[l.ID] {
+		if p.printed[l.ID] || p.lost[l.ID] {
+			continue
+		}
+		if l.lost {
+			p.lost[l.ID] = true
+			if !slices.Contains(gens, l.KeyGen) {
+				gens = append(gens, l.KeyGen)
+			}
 			continue
 		}
 		if l.keyMissing {
@@ -157,6 +210,11 @@ func (p *tailPrinter) offer(lines []topicLine) (bool, error) {
 		}
 		p.printed[l.ID] = true
 		out = append(out, l)
+	}
+	if len(p.lost) > 0 && !p.told {
+		p.told = true
+		slices.Sort(gens)
+		p.sink.Unreadable(p.topic, len(p.lost), gens, p.curGen)
 	}
 	if len(out) > 0 {
 		if err := p.sink.Lines(out); err != nil {

@@ -445,6 +445,10 @@ type TopicMessages struct {
 	// yet; a member who holds it seals it for this member automatically
 	// when online (a topic_key event follows).
 	WaitingForKey bool `json:"waitingForKey"`
+	// KeyGen is the topic's current key generation. A post of an older
+	// generation whose key this member lacks (KeyMissing) stays
+	// unreadable: members share only the current generation's key.
+	KeyGen int `json:"keyGen"`
 }
 
 // TopicPostRequest is POST /v1/topics/{name}/messages: accepted into the
