@@ -55,25 +55,44 @@ func (a *auditState) snapshot() map[string]localapi.AuditStatus {
 	return out
 }
 
-// auditLoop verifies the mesh's audit chain once the mesh is first open,
-// then every AuditInterval (a day), and records the outcome for `daemon
-// status` and `doctor`. A failure is also logged. It shares the verified
-// heads with `audit verify` (audit-heads.json).
+// auditLoop verifies the mesh's audit chain on every connection the mesh
+// opens (a broker restarted from an older copy of its store serves a
+// shorter chain: a rollback shows at the reconnection, not a day later),
+// and every AuditInterval (a day) while one stays open, and records the
+// outcome for `daemon status` and `doctor`. A failure is also logged. It
+// shares the verified heads with `audit verify` (audit-heads.json), so a
+// check after the first reads only what was appended since.
 func (m *meshRT) auditLoop(ctx context.Context) {
 	interval := m.d.opts.AuditInterval
+	var checked *client.Conn // the connection of the last check
+	var at time.Time
 	for {
-		if _, err := m.presence.WaitState(ctx, client.StateOpen); err != nil || ctx.Err() != nil {
+		changed := m.presence.Changed()
+		if s, _ := m.presence.State(); s.Final() {
 			return
 		}
-		if c := m.conn(); c != nil {
+		c := m.conn()
+		if c != nil && (c != checked || time.Since(at) >= interval) {
 			m.checkAudit(ctx, c)
+			checked, at = c, time.Now()
+			continue
 		}
-		t := time.NewTimer(interval)
+		var due <-chan time.Time
+		var t *time.Timer
+		if c != nil {
+			t = time.NewTimer(interval - time.Since(at))
+			due = t.C
+		}
 		select {
 		case <-ctx.Done():
+		case <-changed:
+		case <-due:
+		}
+		if t != nil {
 			t.Stop()
+		}
+		if ctx.Err() != nil {
 			return
-		case <-t.C:
 		}
 	}
 }

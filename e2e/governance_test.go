@@ -584,3 +584,61 @@ func editAuditEntry(t *testing.T, path string, seq uint64, edit func(map[string]
 		t.Fatal(err)
 	}
 }
+
+// TestDaemonChecksTheAuditChainAtEachConnection: a running daemon verifies
+// the mesh's audit chain again whenever its connection to the broker opens
+// anew, so a broker restarted from an older copy of broker.db (a rollback)
+// shows in `daemon status` at the reconnection, not after the daily check.
+func TestDaemonChecksTheAuditChainAtEachConnection(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	b := startBroker(t, data, "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice := us[0]
+	type check struct {
+		OK          bool   `json:"ok"`
+		Seq         uint64 `json:"seq"`
+		Problem     string `json:"problem"`
+		FirstBadSeq uint64 `json:"firstBadSeq"`
+	}
+	auditOf := func() check {
+		var st struct {
+			Audit map[string]check `json:"audit"`
+		}
+		alice.json(&st, "daemon", "status")
+		return st.Audit["test"]
+	}
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	eventually(t, 20*time.Second, "the daemon's first audit check", func() bool { return auditOf().OK })
+	// The chain's length now, by the CLI's own check.
+	var reps []check
+	alice.json(&reps, "audit", "verify")
+	if len(reps) != 1 || !reps[0].OK {
+		t.Fatalf("audit verify: %+v", reps)
+	}
+	n := reps[0].Seq
+	// Keep the chain as it is, grow it by two entries, and restart the
+	// broker: the reconnected daemon verifies the longer chain.
+	b.stop()
+	old := t.TempDir()
+	copyDir(t, data, old)
+	b = startBroker(t, data, b.addr)
+	var res adminOut
+	alice.json(&res, "ban", "bob", "--reason", "first")
+	alice.json(&res, "unban", "bob")
+	b.stop()
+	b = startBroker(t, data, b.addr)
+	eventually(t, 20*time.Second, "the check after the reconnection", func() bool {
+		c := auditOf()
+		return c.OK && c.Seq == n+2
+	})
+	// The older copy on the same address: a rollback, found at the
+	// reconnection.
+	b.stop()
+	b = startBroker(t, old, b.addr)
+	eventually(t, 20*time.Second, "the rollback in daemon status", func() bool {
+		c := auditOf()
+		return !c.OK && c.Problem == "rollback" && c.FirstBadSeq == n+1
+	})
+}
