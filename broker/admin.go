@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -70,6 +71,15 @@ func (ms *meshState) matchTargets(target string) []adminTarget {
 			}
 		}
 		if len(out) > 0 {
+			// A display name may look like a key prefix: a member so
+			// named is a match too, so that a name that is a prefix of
+			// someone else's key names neither (ambiguous_target).
+			key := cmcrypto.NameKey(target)
+			for _, m := range ms.members {
+				if m.NameKey == key && !slices.ContainsFunc(out, func(t adminTarget) bool { return t.session == "" && t.member == m }) {
+					out = append(out, adminTarget{member: m, name: m.DisplayName})
+				}
+			}
 			return out
 		}
 	}

@@ -121,8 +121,18 @@ func (d *Directory) Resolve(to, self string) (*Target, error) {
 		}
 		if len(lower) >= MinPrefix && len(lower) < 64 {
 			t, err := d.prefix(lower)
-			if t != nil || err != nil {
-				return t, err
+			if err != nil {
+				return nil, err
+			}
+			if t != nil {
+				// A display name may look like a key prefix: a name that
+				// is also a prefix of someone else's key names neither.
+				if n, _ := d.name(to); n != nil && n.Spec != t.Spec {
+					return nil, &Error{Code: wire.CodeAmbiguousTarget,
+						Candidates: []wire.Candidate{d.candidate(t), d.candidate(n)},
+						Message:    fmt.Sprintf("%q is a prefix of %s's key and the name of another peer; use the full pubkey", to, t.DisplayName)}
+				}
+				return t, nil
 			}
 		}
 	}
@@ -317,6 +327,15 @@ func (d *Directory) pubkey(key string) *Target {
 		}
 	}
 	return d.box(key, name, MatchPubkey)
+}
+
+// candidate is a box target as an ambiguous_target candidate.
+func (d *Directory) candidate(t *Target) wire.Candidate {
+	kind := CandidateMember
+	if d.active[t.Spec] == nil {
+		kind = CandidateSession
+	}
+	return wire.Candidate{DisplayName: t.DisplayName, Pubkey: t.Spec, Kind: kind}
 }
 
 // candidates collects distinct keys in first-seen order.

@@ -160,6 +160,27 @@ func TestResolveHexLookingName(t *testing.T) {
 	}
 }
 
+// A member named like a prefix of another member's key is neither: the
+// target is ambiguous (with both as candidates), on a fresh directory and
+// on one reused (indexed), so nobody is reached by a name chosen to look
+// like someone's key.
+func TestResolveNameThatIsAnotherKeysPrefix(t *testing.T) {
+	members := []wire.Member{{Pubkey: kBob, DisplayName: "bob"}, {Pubkey: kCarol, DisplayName: kBob[:8]}}
+	d := NewDirectory(members, nil)
+	for i := range 2 { // the second Resolve answers from the indexes
+		got, err := d.Resolve(kBob[:8], kAlice)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != wire.CodeAmbiguousTarget || len(e.Candidates) != 2 ||
+			e.Candidates[0].Pubkey != kBob || e.Candidates[1].Pubkey != kCarol {
+			t.Fatalf("resolve %d: %+v %v", i, got, err)
+		}
+	}
+	// A longer prefix is bob's alone.
+	if got, err := d.Resolve(kBob[:9], kAlice); err != nil || got.Spec != kBob {
+		t.Fatalf("longer prefix: %+v %v", got, err)
+	}
+}
+
 // Members win over sessions with the same name, and the control-plane
 // presence is never picked by name.
 func TestResolveMembersFirst(t *testing.T) {

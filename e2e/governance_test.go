@@ -642,3 +642,35 @@ func TestDaemonChecksTheAuditChainAtEachConnection(t *testing.T) {
 		return !c.OK && c.Problem == "rollback" && c.FirstBadSeq == n+1
 	})
 }
+
+// TestANameThatIsAnotherMembersKeyPrefix: a member may call itself what
+// looks like a prefix of another member's key (names are free text); that
+// target then names neither — on both send paths, for the broker's admin
+// verbs and for the operator's remove-member — instead of reaching
+// whoever the prefix rule or the name rule found first (a new user's
+// trial: remove-member of the name removed the member whose key it was).
+func TestANameThatIsAnotherMembersKeyPrefix(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	prefix := bob.pubkey[:8]
+	imp := newUser(t, prefix)
+	imp.join(alice.invite().Link)
+
+	alice.fails(6, "ambiguous_target", "send", prefix, "for bob?")
+	alice.fails(6, "ambiguous_target", "kick", prefix)
+	alice.fails(6, "ambiguous_target", "mesh", "remove-member", prefix, "--mesh", "test", "--broker", b.url, "--operator-token-file", b.tokenFile())
+	alice.startDaemon()
+	alice.fails(6, "ambiguous_target", "send", prefix, "for bob?")
+	// A longer prefix, or the full key, is bob's alone.
+	var sent struct {
+		Target struct {
+			TargetSpec string `json:"targetSpec"`
+		} `json:"target"`
+	}
+	alice.json(&sent, "send", bob.pubkey[:9], "for bob")
+	if sent.Target.TargetSpec != bob.pubkey {
+		t.Fatalf("send to a longer prefix went to %s, want bob's key", sent.Target.TargetSpec)
+	}
+}
