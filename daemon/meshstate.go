@@ -100,7 +100,8 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 				" is impersonating the broker. Then restart the daemon (" + cm + " daemon down && " + cm + " daemon up)"}
 	case client.StateKicked:
 		return &localapi.Error{Code: wire.ReasonKicked, Message: fmt.Sprintf("mesh %s: this member was kicked (%s)", m.cfg.Slug, why),
-			Hint: "run " + cm + " daemon up to reconnect (messages already in the outbox are kept and go out then), or ask the mesh owner why"}
+			Hint: "run " + cm + " daemon up to reconnect (messages already in the outbox are kept and go out then), or ask the mesh owner why; " +
+				"if the member was removed from the mesh, the broker refuses it from now on: ask for a new invite, then " + rejoin(cm, m.cfg.Slug)}
 	case client.StateBanned:
 		return &localapi.Error{Code: wire.CodeBanned, Message: fmt.Sprintf("mesh %s: %s", m.cfg.Slug, client.MessageOf(err, "this member was removed from the mesh")),
 			Hint: "contact the mesh owner; after an unban, run " + cm + " daemon up to reconnect (messages already in the outbox are kept)"}
@@ -108,12 +109,27 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 		return &localapi.Error{Code: wire.ReasonLeft, Message: fmt.Sprintf("mesh %s: the connection was closed for good (%s)", m.cfg.Slug, why),
 			Hint: "restart the daemon (" + cm + " daemon down && " + cm + " daemon up)"}
 	}
+	if client.CodeOf(err) == wire.CodeUnauthorized {
+		// The broker answered: it does not know this member (removed by
+		// the operator, or the mesh is gone from it). A cluster node may
+		// not know a member that joined through another node for a
+		// moment, so the daemon keeps trying; the words say what to do.
+		return &localapi.Error{Code: wire.CodeUnauthorized,
+			Message: fmt.Sprintf("mesh %s: the broker at %s refuses this member (%s): it was removed from the mesh, or the mesh is gone from that broker", m.cfg.Slug, url, why),
+			Hint:    "to come back, ask the mesh owner for a new invite, then " + rejoin(cm, m.cfg.Slug) + "; the daemon keeps trying meanwhile"}
+	}
 	msg := fmt.Sprintf("mesh %s: the broker at %s cannot be reached", m.cfg.Slug, url)
 	if why != "" {
 		msg += " (" + why + ")"
 	}
 	return &localapi.Error{Code: client.CodeUnreachable, Message: msg,
 		Hint: "the daemon keeps retrying; sends are kept in its outbox until the broker is back"}
+}
+
+// rejoin is the advice for a member the broker no longer knows: the mesh
+// must leave this home before a new invite can be joined into it.
+func rejoin(cm, slug string) string {
+	return "run " + cm + " mesh leave " + slug + " and " + cm + " join LINK"
 }
 
 // meshProblems lists the meshes that are not open, with their problem.

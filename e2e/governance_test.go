@@ -346,12 +346,23 @@ func TestGrantsBlockE2E(t *testing.T) {
 
 // TestOperatorRemovesMember: the operator, who is not a member, removes
 // bob with the operator token; bob's client is told and stops; the audit
-// log shows it under the broker's key.
+// log shows it under the broker's key. What bob's daemon and `join` then
+// advise leads back into the mesh: `mesh leave`, then a new invite.
 func TestOperatorRemovesMember(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
 	us := setupMesh(t, b, "alice", "bob")
 	alice, bob := us[0], us[1]
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	problem := func() (code, msg, hint string) {
+		var st struct {
+			MeshErrors map[string]struct{ Code, Message, Hint string } `json:"meshErrors"`
+		}
+		bob.json(&st, "daemon", "status")
+		p := st.MeshErrors["test"]
+		return p.Code, p.Message, p.Hint
+	}
 	op := newUser(t, "operator")
 	op.fails(4, "unauthorized", "mesh", "remove-member", "bob", "--mesh", "test", "--broker", b.url, "--operator-token", "nope")
 	op.fails(4, "forbidden", "mesh", "remove-member", "alice", "--mesh", "test", "--broker", b.url, "--operator-token-file", b.tokenFile())
@@ -363,6 +374,18 @@ func TestOperatorRemovesMember(t *testing.T) {
 	if out.Pubkey != bob.pubkey {
 		t.Fatalf("removed: %+v", out)
 	}
+	eventually(t, 15*time.Second, "bob's daemon told of the removal", func() bool {
+		code, _, hint := problem()
+		return code == "kicked" && strings.Contains(hint, "mesh leave test")
+	})
+	// daemon up starts the mesh again: the broker refuses the member, and
+	// the daemon says so instead of "cannot be reached".
+	bob.json(&struct{}{}, "daemon", "up")
+	eventually(t, 15*time.Second, "the broker's refusal in daemon status", func() bool {
+		code, msg, hint := problem()
+		return code == "unauthorized" && strings.Contains(msg, "refuses this member") && strings.Contains(hint, "mesh leave test")
+	})
+	bob.useDaemon = false
 	bob.fails(4, "unauthorized", "peer", "list")
 	var log []struct {
 		EventType   string `json:"eventType"`
@@ -371,6 +394,11 @@ func TestOperatorRemovesMember(t *testing.T) {
 	alice.json(&log, "audit", "log", "--limit", "1")
 	if len(log) != 1 || log[0].EventType != "member_removed" || log[0].ActorPubkey != b.pubkey {
 		t.Fatalf("audit: %+v", log)
+	}
+	link := alice.invite().Link
+	bob.fails(6, "already_joined", "join", link, "--name", "bob")
+	if r := bob.run("join", link, "--name", "bob"); !strings.Contains(r.stderr, "mesh leave test") {
+		t.Fatalf("join's hint: %s", r)
 	}
 }
 

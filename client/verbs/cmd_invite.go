@@ -294,7 +294,8 @@ func join(c *cli.Context) error {
 	for _, m := range cfg.Meshes {
 		if m.MeshID == inv.MeshID {
 			e := cliui.Errorf("already_joined", "already joined %s (as %s) from this home", m.Slug, m.DisplayName).
-				WithHint("use another --home for a second identity")
+				WithHint("use another --home for a second identity; to join again after being removed from the mesh, run " +
+					config.InvocationWithHome(e.home) + " mesh leave " + m.Slug + " first")
 			e.Exit = cliui.ExitConflict
 			return e
 		}
