@@ -456,6 +456,24 @@ func (d *Daemon) handleOutbox(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []localapi.OutboxRow{}
 	d.outboxSettled(r)
+	if cmid := r.URL.Query().Get("clientMessageId"); cmid != "" {
+		// One row, by the caller's id (send --wait's last look).
+		d.db.View(func(tx *bolt.Tx) error {
+			row, err := outboxByCMID(tx, cmid)
+			if err != nil {
+				return nil
+			}
+			if row.State == statePending && d.isSending(row.Seq) {
+				row.State = stateInflight
+			}
+			if status == "" || status == row.State || status == publicStatus(row.State) {
+				out = append(out, row.api())
+			}
+			return nil
+		})
+		writeJSON(w, 200, out)
+		return
+	}
 	d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bOutbox).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {

@@ -122,6 +122,10 @@ var daemonMigrations = []store.Migration{
 		}
 		return nil
 	},
+	// 6 → 7: an outbox row may carry the extra section of outboxrec.go
+	// (onlineNow, errorCode); the bump makes a daemon of schema 6, which
+	// cannot read it, refuse the file.
+	func(tx *bolt.Tx) error { return nil },
 }
 
 // Recipient kinds of an inbox row.
@@ -193,9 +197,16 @@ type outboxRow struct {
 	// pending recipients.
 	DeliveredTo []string `json:"deliveredTo,omitempty"`
 	Acked       bool     `json:"acked,omitzero"`
-	SentAt      int64    `json:"sentAt,omitzero"`
-	DeliveredAt int64    `json:"deliveredAt,omitzero"`
-	EnqueuedAt  int64    `json:"enqueuedAt"`
+	// OnlineNow is how many connections the broker pushed it to at once
+	// (the ack's online).
+	OnlineNow int `json:"onlineNow,omitzero"`
+	// ErrorCode is the broker's code of a permanent refusal (the row is
+	// dead): the CLI reports it, and its exit code, as the direct path
+	// does.
+	ErrorCode   string `json:"errorCode,omitempty"`
+	SentAt      int64  `json:"sentAt,omitzero"`
+	DeliveredAt int64  `json:"deliveredAt,omitzero"`
+	EnqueuedAt  int64  `json:"enqueuedAt"`
 
 	// stored is the state this row has in daemon.db ("" for a row not
 	// written yet), so putOutbox can move it between the state counts.
@@ -206,12 +217,18 @@ type outboxRow struct {
 }
 
 func (r *outboxRow) api() localapi.OutboxRow {
-	return localapi.OutboxRow{
+	out := localapi.OutboxRow{
 		ID: strconv.FormatUint(r.Seq, 10), ClientMessageID: r.ClientMessageID, MessageID: r.BrokerMessageID,
 		Mesh: r.Mesh, TargetSpec: r.TargetSpec, DisplayName: r.DisplayName, Status: publicStatus(r.State),
 		State: r.State, Attempts: r.Attempts, Error: r.LastError, Preview: r.Preview,
 		Priority: r.Priority, ReplyToID: r.ReplyToID, SenderPubkey: r.SenderPubkey, EnqueuedAt: r.EnqueuedAt, SentAt: r.SentAt, DeliveredAt: r.DeliveredAt,
+		ErrorCode: r.ErrorCode, Receipts: r.Receipts, OnlineNow: r.OnlineNow,
 	}
+	if r.Acked {
+		n := r.Pending
+		out.Recipients = &n
+	}
+	return out
 }
 
 // send builds the frame the drain writes. The frame id is fixed per row so a

@@ -228,7 +228,7 @@ func (d *Daemon) existing(cmid, fp string) (*localapi.SendResponse, int, *apiErr
 	}
 	resp := &localapi.SendResponse{
 		ClientMessageID: prev.ClientMessageID, MessageID: prev.BrokerMessageID, Mesh: prev.Mesh,
-		Status: publicStatus(prev.State), Duplicate: true, Error: prev.LastError,
+		Status: publicStatus(prev.State), Duplicate: true, Error: prev.LastError, ErrorCode: prev.ErrorCode,
 		Target: localapi.Target{Kind: prev.Kind, TargetSpec: prev.TargetSpec, DisplayName: prev.DisplayName},
 	}
 	return resp, 200, nil
@@ -547,7 +547,7 @@ func (m *meshRT) startSend(ctx context.Context, c *client.Conn, r *outboxRow) fu
 // queued, sent or (when every receipt came first) delivered.
 func applyAck(cur *outboxRow, ack *wire.Ack, now int64) {
 	cur.BrokerMessageID = ack.MessageID
-	cur.Acked, cur.SentAt, cur.LastError = true, now, ""
+	cur.Acked, cur.SentAt, cur.LastError, cur.ErrorCode = true, now, "", ""
 	if ack.Pending != nil {
 		cur.Pending = *ack.Pending
 		if ack.Duplicate {
@@ -559,8 +559,11 @@ func applyAck(cur *outboxRow, ack *wire.Ack, now int64) {
 			cur.Pending += cur.Receipts
 		}
 	}
-	cur.State = stateQueued
-	if ack.Online != nil && *ack.Online > 0 {
+	cur.State, cur.OnlineNow = stateQueued, 0
+	if ack.Online != nil {
+		cur.OnlineNow = *ack.Online
+	}
+	if cur.OnlineNow > 0 {
 		cur.State = stateSent
 	}
 	if cur.Pending > 0 && cur.Receipts >= cur.Pending {
@@ -587,7 +590,7 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, er
 		case err == nil:
 			applyAck(cur, ack, now)
 		case client.IsPermanent(err):
-			cur.State, cur.LastError = stateDead, err.Error()
+			cur.State, cur.LastError, cur.ErrorCode = stateDead, err.Error(), client.CodeOf(err)
 		default:
 			counted, outage := classifyFailure(client.CodeOf(err), ctx.Err() != nil)
 			if counted {
@@ -745,7 +748,7 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 		}
 		n.Seq, n.State, n.Attempts, n.NextAttemptAt, n.LastError = seq, statePending, 0, 0, ""
 		n.BrokerMessageID, n.Pending, n.Receipts, n.Acked, n.SentAt, n.DeliveredAt = "", 0, 0, false, 0, 0
-		n.DeliveredTo = nil
+		n.DeliveredTo, n.OnlineNow, n.ErrorCode = nil, 0, ""
 		n.EnqueuedAt = time.Now().UnixMilli()
 		old.State = stateAborted
 		if err := putOutbox(tx, old); err != nil {

@@ -20,7 +20,9 @@ import (
 //	uvarint seq, varint attempts, nextAttemptAt, pending, receipts, sentAt,
 //	deliveredAt, enqueuedAt, [varint keyGen], then the strings in
 //	outboxStrings order, then keys (count, then to, nonce, box each),
-//	mentions and deliveredTo (count, then strings).
+//	mentions and deliveredTo (count, then strings), then, when the flag
+//	4 (extra) is set, varint onlineNow and the string errorCode (schema 7;
+//	rows without them leave the flag unset, as schema 6 wrote them).
 //
 // The state comes first so a scan for one state (recoverOutbox) needs no
 // decoding.
@@ -40,6 +42,7 @@ func outboxStateCode(state string) (byte, error) {
 const (
 	outboxAcked = 1 << iota
 	outboxKeyGen
+	outboxExtra
 )
 
 // outboxStrings lists a row's string fields in layout order.
@@ -61,6 +64,10 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 	if r.KeyGen != nil {
 		flags |= outboxKeyGen
 	}
+	extra := r.OnlineNow != 0 || r.ErrorCode != ""
+	if extra {
+		flags |= outboxExtra
+	}
 	strs := outboxStrings(r)
 	size := 3 + 9*binary.MaxVarintLen64
 	for _, p := range strs {
@@ -69,7 +76,7 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 	for _, k := range r.Keys {
 		size += binrec.SizeOf(k.To, k.Nonce, k.Box)
 	}
-	size += binrec.SizeOf(r.Mentions...) + binrec.SizeOf(r.DeliveredTo...) + 3*binary.MaxVarintLen64
+	size += binrec.SizeOf(r.Mentions...) + binrec.SizeOf(r.DeliveredTo...) + 3*binary.MaxVarintLen64 + binrec.SizeOf(r.ErrorCode)
 	b := make([]byte, 0, size)
 	b = append(b, binrec.Format, state, flags)
 	b = binary.AppendUvarint(b, r.Seq)
@@ -91,6 +98,9 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 		for _, s := range list {
 			b = binrec.AppendStr(b, s)
 		}
+	}
+	if extra {
+		b = binrec.AppendStr(binary.AppendVarint(b, int64(r.OnlineNow)), r.ErrorCode)
 	}
 	return b, nil
 }
@@ -139,6 +149,10 @@ func decodeOutbox(v []byte, r *outboxRow) error {
 	}
 	r.Mentions = readStrings(rd)
 	r.DeliveredTo = readStrings(rd)
+	if flags&outboxExtra != 0 {
+		r.OnlineNow = int(rd.Varint())
+		r.ErrorCode = rd.Str()
+	}
 	if err := rd.Done("outbox row"); err != nil {
 		return fmt.Errorf("daemon.db: %w", err)
 	}

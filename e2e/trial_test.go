@@ -7,6 +7,7 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestTrialInvalidUTF8SameOnBothPaths: a message (from stdin or an
@@ -56,4 +57,85 @@ func TestTrialRevokeAllSaysBlocked(t *testing.T) {
 		}
 		alice.ok("unblock", "mallory")
 	}
+}
+
+// TestTrialWaitBroadcastCountsRecipients: `send '*' --wait` through the
+// daemon knows how many recipients the broker holds the message for, as
+// the direct path does: with a member offline it is not delivered to 1 of
+// 3 (exit 7) and never "no recipient could be reached"; an @group whose
+// members are all connected is delivered (exit 0) on both paths.
+func TestTrialWaitBroadcastCountsRecipients(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob", "carol", "dave")
+	alice, bob, carol := users[0], users[1], users[2]
+	for _, u := range users[:3] {
+		u.startDaemon()
+	}
+	for _, u := range users[:3] {
+		u.waitDaemonOpen()
+	}
+	for _, u := range []*user{bob, carol} {
+		u.ok("status", "group", "join", "dev")
+	}
+	waitPresence(t, alice, bob.pubkey, "control-plane")
+	waitPresence(t, alice, carol.pubkey, "control-plane")
+	for _, path := range [][]string{nil, {"--no-daemon"}} {
+		// dave never connected: 3 recipients, 2 of them online.
+		args := append([]string{"send", "*", "to all", "--wait", "--wait-timeout", "3s"}, path...)
+		e := alice.fails(7, "wait_timeout", args...)
+		if !strings.Contains(e.Error.Message, "not delivered to 1 of 3 recipients within 3s") {
+			t.Fatalf("%v: %+v", path, e)
+		}
+		r := alice.run(args...)
+		if r.code != 7 || strings.Contains(r.stdout, "no recipient") || !strings.Contains(r.stdout, "3 recipients") ||
+			!strings.Contains(r.stderr+r.stdout, "not delivered to 1 of 3 recipients") {
+			t.Fatalf("%v: %s", path, r)
+		}
+		var out sendOut
+		alice.json(&out, append([]string{"send", "@dev", "to dev", "--wait", "--wait-timeout", "20s"}, path...)...)
+		if out.Status != "delivered" {
+			t.Fatalf("%v: @dev: %+v", path, out)
+		}
+		if r := alice.ok(append([]string{"send", "@dev", "to dev, human", "--wait", "--wait-timeout", "20s"}, path...)...); !strings.Contains(r.stdout, "delivered to @dev") {
+			t.Fatalf("%v: @dev: %s", path, r)
+		}
+	}
+}
+
+// TestTrialBlockedSameCodeOnBothPaths: a DM to a member who blocked the
+// sender fails with the broker's code, blocked_by_recipient, and exit 4 on
+// both paths, also when a repeat of the failed row is answered from the
+// daemon's outbox.
+func TestTrialBlockedSameCodeOnBothPaths(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "mallory")
+	alice, mallory := users[0], users[1]
+	alice.startDaemon()
+	mallory.startDaemon()
+	alice.waitDaemonOpen()
+	mallory.waitDaemonOpen()
+	alice.ok("block", "mallory")
+	for _, path := range [][]string{nil, {"--no-daemon"}} {
+		e := mallory.fails(4, "blocked_by_recipient", append([]string{"send", "alice", "hi", "--wait"}, path...)...)
+		if strings.Contains(e.Error.Message, "blocked_by_recipient:") {
+			t.Fatalf("%v: the code twice: %+v", path, e)
+		}
+	}
+	// Without --wait the daemon accepts it; the repeat finds it failed.
+	mallory.ok("send", "alice", "again", "--id", "blk-1")
+	eventually(t, 15*time.Second, "the row failed", func() bool {
+		var rows []struct {
+			ClientMessageID, Status, ErrorCode string
+		}
+		mallory.json(&rows, "daemon", "outbox", "list", "--status", "failed")
+		for _, r := range rows {
+			if r.ClientMessageID == "blk-1" {
+				return r.ErrorCode == "blocked_by_recipient" || t.Failed()
+			}
+		}
+		return false
+	})
+	mallory.fails(4, "blocked_by_recipient", "send", "alice", "again", "--id", "blk-1")
 }

@@ -117,8 +117,7 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		Target: targetJSON{Kind: resp.Target.Kind, TargetSpec: resp.Target.TargetSpec, DisplayName: resp.Target.DisplayName,
 			Online: resp.Target.Online, Status: resp.Target.Status}}
 	if resp.Status == localapi.StatusFailed {
-		return nil, cliui.Errorf("send_failed", "this message (id %s) failed earlier: %s", resp.ClientMessageID, resp.Error).
-			WithHint("claudemesh daemon outbox requeue "+resp.ClientMessageID).WithMessage(resp.MessageID, resp.ClientMessageID)
+		return nil, outboxFailed(resp.ClientMessageID, resp.MessageID, resp.ErrorCode, resp.Error, true)
 	}
 	if !req.Wait || res.Status == localapi.StatusDelivered {
 		return res, nil
@@ -174,7 +173,56 @@ func dialFailed(err error) bool {
 	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
-// waitDelivered follows outbox_status events of the row until delivered.
+// outboxFailed is a send the daemon's outbox recorded as failed. A
+// permanent refusal keeps the broker's code (blocked_by_recipient,
+// forbidden, …), so the exit code is the one the direct path gives for the
+// same refusal; a row the daemon gave up on after its attempts is
+// send_failed. earlier: the row failed before this request (a duplicate).
+func outboxFailed(cmid, messageID, code, text string, earlier bool) error {
+	c, msg, hint := "send_failed", text, ""
+	if code != "" {
+		c, msg, hint = code, strings.TrimPrefix(text, code+": "), hintFor(code)
+	}
+	var e *cliui.Error
+	if earlier {
+		e = cliui.Errorf(c, "this message (id %s) failed earlier: %s", cmid, msg)
+		if hint == "" {
+			hint = "claudemesh daemon outbox requeue " + cmid
+		}
+	} else {
+		e = cliui.Errorf(c, "the broker refused message %s: %s", cmid, msg)
+		if code == "" {
+			e.Message = fmt.Sprintf("message %s failed: %s", cmid, msg)
+		}
+		if hint == "" {
+			hint = "claudemesh daemon outbox list --status failed"
+		}
+	}
+	return e.WithHint(hint).WithMessage(messageID, cmid)
+}
+
+// progressOf copies what the outbox row says about the send into res:
+// status, message id and, once the broker acked it, how many recipients
+// it holds the message for and how many connections got it at once.
+func progressOf(res *sendResult, row *localapi.OutboxRow) {
+	res.Status, res.MessageID = row.Status, row.MessageID
+	if row.Recipients != nil {
+		res.Recipients, res.OnlineNow = *row.Recipients, row.OnlineNow
+	}
+}
+
+// unreachable says whether an acked row has nobody to deliver to (the
+// broker listed no recipient: grants, full queues, nobody in the group):
+// it will never be delivered.
+func unreachable(row *localapi.OutboxRow) bool {
+	return row.Recipients != nil && *row.Recipients == 0 &&
+		(row.Status == localapi.StatusQueued || row.Status == localapi.StatusSent)
+}
+
+// waitDelivered follows outbox_status events of the row until it is
+// delivered, failed, or known never to be delivered; at the timeout it
+// looks at the row once more, so the error says how many recipients are
+// still waiting, as the direct path's does.
 func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStream, res *sendResult, timeout time.Duration) (*sendResult, error) {
 	type outcome struct {
 		row localapi.OutboxRow
@@ -184,10 +232,12 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 	// The reader keeps the row's progress here, not in res, which this
 	// function reads and returns while the reader may still run.
 	var mu sync.Mutex
-	status, messageID := res.Status, res.MessageID
+	var last *localapi.OutboxRow
 	progress := func() {
 		mu.Lock()
-		res.Status, res.MessageID = status, messageID
+		if last != nil {
+			progressOf(res, last)
+		}
 		mu.Unlock()
 	}
 	go func() {
@@ -204,12 +254,12 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 			if json.Unmarshal(ev.Data, &row) != nil || row.ClientMessageID != res.ClientMessageID {
 				continue
 			}
-			if row.Status == localapi.StatusDelivered || row.Status == localapi.StatusFailed {
+			if row.Status == localapi.StatusDelivered || row.Status == localapi.StatusFailed || unreachable(&row) {
 				ch <- outcome{row: row}
 				return
 			}
 			mu.Lock()
-			status, messageID = row.Status, row.MessageID
+			last = &row
 			mu.Unlock()
 		}
 	}()
@@ -222,6 +272,19 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 		progress()
 		return waitInterrupted(res, "it stays in the outbox and at the broker; check with claudemesh message status "+res.ClientMessageID)
 	}
+	// settled is the answer for a row that reached an end.
+	settled := func(row *localapi.OutboxRow) (*sendResult, error) {
+		progressOf(res, row)
+		switch {
+		case row.Status == localapi.StatusFailed:
+			return nil, outboxFailed(res.ClientMessageID, res.MessageID, row.ErrorCode, row.Error, false)
+		case row.Status == localapi.StatusDelivered:
+			return res, nil
+		}
+		// unreachable: what the direct path says of it.
+		return res, notDelivered(res, "check with claudemesh message status "+res.MessageID,
+			"%s %s, but no recipient of it could be reached, so none will have it", res.Status, res.MessageID)
+	}
 	select {
 	case o := <-ch:
 		progress() // the reader has returned
@@ -232,21 +295,43 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 			return res, cliui.Errorf("unreachable", "lost the daemon while waiting for the delivery of %s: %v", res.ClientMessageID, o.err).
 				WithMessage(res.MessageID, res.ClientMessageID)
 		}
-		res.MessageID = o.row.MessageID
-		if o.row.Status == localapi.StatusFailed {
-			return nil, cliui.Errorf("send_failed", "the broker refused message %s: %s", res.ClientMessageID, o.row.Error).
-				WithHint("claudemesh daemon outbox list --status failed").WithMessage(res.MessageID, res.ClientMessageID)
-		}
-		res.Status = localapi.StatusDelivered
-		return res, nil
+		return settled(&o.row)
 	case <-time.After(timeout):
 		progress()
+		// The last look: receipts that came without a change of state
+		// sent no event, and the row may have settled a moment ago.
+		if row := v.outboxRow(ctx, res.ClientMessageID); row != nil {
+			if row.Status == localapi.StatusDelivered || row.Status == localapi.StatusFailed || unreachable(row) {
+				return settled(row)
+			}
+			progressOf(res, row)
+			if row.Recipients != nil {
+				n := *row.Recipients
+				return res, notDelivered(res, "it stays queued for them; check later with claudemesh message status "+res.MessageID,
+					"%s %s, but it was not delivered to %d of %d recipients within %s", res.Status, res.MessageID, n-min(row.Receipts, n), n, timeout)
+			}
+		}
 		return res, cliui.Errorf(cliui.CodeWaitTimeout, "%s, but not delivered within %s", res.Status, timeout).
-			WithHint("it stays in the outbox and at the broker; check with claudemesh daemon outbox list").
+			WithHint("it stays in the outbox; check with claudemesh daemon outbox list").
 			WithMessage(res.MessageID, res.ClientMessageID)
 	case <-ctx.Done():
 		return res, interrupted()
 	}
+}
+
+// outboxRow is the daemon's outbox row of a clientMessageId, nil when the
+// daemon cannot say.
+func (v *viaDaemon) outboxRow(ctx context.Context, cmid string) *localapi.OutboxRow {
+	var rows []localapi.OutboxRow
+	if _, err := v.api.Do(ctx, "GET", "/v1/outbox?clientMessageId="+url.QueryEscape(cmid), nil, &rows); err != nil {
+		return nil
+	}
+	for i := range rows {
+		if rows[i].ClientMessageID == cmid {
+			return &rows[i]
+		}
+	}
+	return nil
 }
 
 func (v *viaDaemon) directory(ctx context.Context, slug string) ([]wire.Member, []wire.Peer, error) {

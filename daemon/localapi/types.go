@@ -160,6 +160,9 @@ type SendResponse struct {
 	Target          Target `json:"target"`
 	Duplicate       bool   `json:"duplicate,omitzero"`
 	Error           string `json:"error,omitempty"`
+	// ErrorCode is, for a duplicate of a failed row, the broker's code of
+	// its refusal (OutboxRow.ErrorCode).
+	ErrorCode string `json:"errorCode,omitempty"`
 	// MeshState is the mesh's broker connection when the send was
 	// accepted (open: the daemon is sending it now; otherwise it goes out
 	// when the broker is back).
@@ -187,6 +190,19 @@ type OutboxRow struct {
 	EnqueuedAt   int64  `json:"enqueuedAt"`
 	SentAt       int64  `json:"sentAt,omitzero"`
 	DeliveredAt  int64  `json:"deliveredAt,omitzero"`
+	// Recipients is how many recipients the broker holds the message for
+	// (its ack's pending, every recipient's delivery counted: those that
+	// got it and those still waiting), once the broker acked it; absent
+	// before. 0 means nobody could be reached: it will never be delivered.
+	Recipients *int `json:"recipients,omitzero"`
+	// Receipts is how many recipients' delivery receipts came.
+	Receipts int `json:"receipts,omitzero"`
+	// OnlineNow is how many connections the broker pushed it to at once.
+	OnlineNow int `json:"onlineNow,omitzero"`
+	// ErrorCode is the broker's error code of a failed row it refused for
+	// good (blocked_by_recipient, forbidden, …); absent when the daemon
+	// gave up after its attempts.
+	ErrorCode string `json:"errorCode,omitempty"`
 }
 
 // InboxRow is the `inbox --json` element (04-cli), also the data of an SSE
