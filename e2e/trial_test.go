@@ -139,3 +139,39 @@ func TestTrialBlockedSameCodeOnBothPaths(t *testing.T) {
 	})
 	mallory.fails(4, "blocked_by_recipient", "send", "alice", "again", "--id", "blk-1")
 }
+
+// TestTrialDuplicateSaysSo: a repeat of an --id through the daemon says it
+// is a duplicate of an earlier send and where that send is, never that a
+// new message was accepted for someone "offline".
+func TestTrialDuplicateSaysSo(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "carol")
+	alice, carol := users[0], users[1]
+	alice.startDaemon()
+	carol.startDaemon()
+	alice.waitDaemonOpen()
+	carol.waitDaemonOpen()
+	waitPresence(t, alice, carol.pubkey, "control-plane")
+	alice.ok("send", "carol", "idem", "--id", "job-1", "--wait")
+	r := alice.ok("send", "carol", "idem", "--id", "job-1")
+	if !strings.Contains(r.stdout, "already delivered to carol") || !strings.Contains(r.stdout, "nothing sent again") {
+		t.Fatalf("a delivered duplicate: %s", r)
+	}
+	// With the broker gone the first send stays in the outbox.
+	b.stop()
+	eventually(t, 15*time.Second, "alice's daemon to see the broker gone", func() bool {
+		return alice.daemonStatus().Meshes["test"] != "open"
+	})
+	alice.ok("send", "carol", "idem 2", "--id", "job-2")
+	r = alice.ok("send", "carol", "idem 2", "--id", "job-2")
+	if !strings.Contains(r.stdout, "already accepted for carol") || !strings.Contains(r.stdout, "a duplicate: nothing sent again") ||
+		!strings.Contains(r.stdout, "still in the daemon's outbox") || strings.Contains(r.stdout, "offline") {
+		t.Fatalf("a duplicate still in the outbox: %s", r)
+	}
+	var out sendOut
+	alice.json(&out, "send", "carol", "idem 2", "--id", "job-2")
+	if !out.Duplicate || out.Status != "accepted" {
+		t.Fatalf("--json: %+v", out)
+	}
+}

@@ -239,6 +239,15 @@ func printSent(e *env, slug string, res *sendResult) {
 	held := box && online && res.Priority != wire.PriorityNow &&
 		(res.Target.Status == wire.StatusDND || res.Target.Status == wire.StatusWorking)
 	switch {
+	case res.Duplicate && res.Status == "accepted":
+		// A repeat of an --id whose send is still in the daemon's outbox:
+		// nothing new was taken, and the earlier send has not gone out.
+		what := "sent"
+		if res.Target.Kind == wire.KindTopic {
+			what = "posted"
+		}
+		line = fmt.Sprintf("%s already accepted for %s with this --id (a duplicate: nothing %s again; the earlier send is still in the daemon's outbox)",
+			s.Green("✔"), who, what)
 	case res.Status == "accepted":
 		// Only in the daemon's outbox so far: say so, and what happens next.
 		var next string
