@@ -175,3 +175,37 @@ func TestTrialDuplicateSaysSo(t *testing.T) {
 		t.Fatalf("--json: %+v", out)
 	}
 }
+
+// TestTrialPeerListOfflineRowsHaveEveryField: the skill tells agents that
+// role, status, sessionId and peerType are in every peer list row; an
+// offline member's row has them too, the same on both paths.
+func TestTrialPeerListOfflineRowsHaveEveryField(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "erin")
+	alice, erin := users[0], users[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	for _, path := range [][]string{nil, {"--no-daemon"}} {
+		var rows []map[string]any
+		alice.json(&rows, append([]string{"peer", "list", "--all"}, path...)...)
+		found := false
+		for _, r := range rows {
+			if r["memberPubkey"] != erin.pubkey {
+				continue
+			}
+			found = true
+			for _, k := range []string{"role", "status", "sessionId", "peerType", "online", "groups"} {
+				if _, ok := r[k]; !ok {
+					t.Fatalf("%v: erin's row lacks %s: %v", path, k, r)
+				}
+			}
+			if r["status"] != "offline" || r["online"] != false || r["role"] != "" {
+				t.Fatalf("%v: erin's row: %v", path, r)
+			}
+		}
+		if !found {
+			t.Fatalf("%v: no row for erin: %v", path, rows)
+		}
+	}
+}

@@ -405,9 +405,17 @@ func peerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool
 		if this != "" && rows[i].Role == wire.RoleSession && rows[i].Pubkey == this {
 			rows[i].IsThisSession = true
 		}
+		if !rows[i].Online {
+			// What the member set (idle, working, dnd) says nothing
+			// while nobody is connected; the human table says offline.
+			rows[i].Status = peerOffline
+		}
 	}
 	return rows
 }
+
+// peerOffline is the status of a peer list row that is not online.
+const peerOffline = "offline"
 
 func groupedPeerRows(m *config.Mesh, members []wire.Member, peers []wire.Peer, all bool) []peerRow {
 	if all {

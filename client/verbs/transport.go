@@ -129,23 +129,25 @@ func peersOfEach(meshes []config.Mesh, list func(m *config.Mesh) ([]peerRow, err
 // peerRow is one element of `peer list --json` (04-cli): by default one
 // row per member (its connection fields from one of its member presences)
 // followed by a row per agent session of it; with --all, one row per
-// presence plus offline members. Offline members and members present only
-// through sessions have no role, sessionId, status or connectedAt; peerType,
-// which only a presence announces, is omitted for them too.
+// presence plus offline members. role, status, sessionId and peerType are
+// always there (the skill tells agents so): a row that is not online has
+// status "offline"; a member with no presence of its own (offline, or
+// present only through its agent sessions) has role, sessionId and
+// peerType "" and no connectedAt.
 type peerRow struct {
 	Mesh         string       `json:"mesh"`
 	Pubkey       string       `json:"pubkey"`
 	MemberPubkey string       `json:"memberPubkey"`
 	DisplayName  string       `json:"displayName"`
-	Role         string       `json:"role,omitzero"`
+	Role         string       `json:"role"`
 	MemberRole   string       `json:"memberRole"`
-	Status       string       `json:"status,omitzero"`
+	Status       string       `json:"status"`
 	Summary      string       `json:"summary,omitzero"`
 	Groups       []wire.Group `json:"groups"`
-	SessionID    string       `json:"sessionId,omitzero"`
+	SessionID    string       `json:"sessionId"`
 	Cwd          string       `json:"cwd,omitzero"`
 	Hostname     string       `json:"hostname,omitzero"`
-	PeerType     string       `json:"peerType,omitzero"`
+	PeerType     string       `json:"peerType"`
 	// Channel is how a presence is attached when it says (the human's
 	// chat page is "web"); beyond 04-cli's shape, omitted when empty. A
 	// member row shows the channel of any of its online presences.

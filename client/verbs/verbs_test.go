@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	json "github.com/go-json-experiment/json"
+
 	"claudemesh/client"
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
@@ -316,9 +318,20 @@ func TestPeerRows(t *testing.T) {
 	members[2].Online = false
 	rows = peerRows(m, members, peers, true, "")
 	last := rows[len(rows)-1]
-	if last.DisplayName != "carol" || last.Online || last.Role != "" || last.SessionID != "" || last.Status != "" ||
+	if last.DisplayName != "carol" || last.Online || last.Role != "" || last.SessionID != "" || last.Status != "offline" ||
 		last.ConnectedAt != 0 || last.MemberRole != "member" || last.Pubkey != carol || last.MemberPubkey != carol {
 		t.Fatalf("offline member row: %+v", last)
+	}
+	// The skill tells agents role, status, sessionId and peerType are
+	// always there: an offline member's row has them too.
+	data, err := json.Marshal(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{`"role":""`, `"status":"offline"`, `"sessionId":""`, `"peerType":""`} {
+		if !strings.Contains(string(data), k) {
+			t.Fatalf("offline member row %s lacks %s", data, k)
+		}
 	}
 }
 
