@@ -274,6 +274,10 @@ func printSent(e *env, slug string, res *sendResult) {
 		line = fmt.Sprintf("%s already sent to %s with this --id (nothing sent again)", s.Green("✔"), who)
 	case res.Status == "delivered":
 		line = fmt.Sprintf("%s delivered to %s (stored on their machine)", s.Green("✔"), who)
+	case multi && res.RecipientsUnknown && res.Status == "sent":
+		line = fmt.Sprintf("%s sent to %s (pushed to connected recipients now)", s.Green("✔"), who)
+	case multi && res.RecipientsUnknown:
+		line = fmt.Sprintf("%s queued for %s (the broker holds it for them)", s.Green("✔"), who)
 	case multi && res.Recipients == 0:
 		line = fmt.Sprintf("%s accepted, but no recipient of %s could be reached", s.Yellow("✘"), who)
 	case multi && res.OnlineNow == 0:

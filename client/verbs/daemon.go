@@ -206,8 +206,12 @@ func outboxFailed(cmid, messageID, code, text string, earlier bool) error {
 // it holds the message for and how many connections got it at once.
 func progressOf(res *sendResult, row *localapi.OutboxRow) {
 	res.Status, res.MessageID = row.Status, row.MessageID
-	if row.Recipients != nil {
+	res.RecipientsUnknown = false
+	switch {
+	case row.Recipients != nil:
 		res.Recipients, res.OnlineNow = *row.Recipients, row.OnlineNow
+	case row.Status == localapi.StatusQueued || row.Status == localapi.StatusSent:
+		res.RecipientsUnknown = true
 	}
 }
 

@@ -84,6 +84,10 @@ type sendResult struct {
 	// Recipients is how many recipients the broker holds it for (the
 	// ack's pending); OnlineNow how many connections got it at once.
 	Recipients, OnlineNow int
+	// RecipientsUnknown: the broker took it, but the daemon did not say
+	// for how many recipients (a daemon older than the CLI), so Recipients
+	// and OnlineNow say nothing.
+	RecipientsUnknown bool
 	// Duplicate: the broker had this clientMessageId already.
 	Duplicate bool
 	// MeshState is the daemon's connection to the mesh's broker when it

@@ -15,6 +15,7 @@ import (
 	"claudemesh/client"
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -512,5 +513,31 @@ func TestInboxShowsWhenAQueuedMessageWasSent(t *testing.T) {
 	printMessage(cliui.NewOut(&out, &errb, false, false, false), row, false)
 	if strings.Contains(out.String(), "sent ") || !strings.Contains(out.String(), when(row.ReceivedAt)) {
 		t.Fatalf("a message that came at once: %q", out.String())
+	}
+}
+
+// TestPrintSentMultiFromTheOutbox: a broadcast's result line from the
+// daemon's outbox row says how many recipients the broker holds it for,
+// and never "no recipient could be reached" when the row does not say (a
+// daemon older than the CLI).
+func TestPrintSentMultiFromTheOutbox(t *testing.T) {
+	five, zero := 5, 0
+	cases := []struct {
+		row  localapi.OutboxRow
+		want string
+	}{
+		{localapi.OutboxRow{Status: "sent", Recipients: &five, OnlineNow: 4}, "sent to everyone in acme (5 recipients; pushed to 4 connections now, queued for the others)"},
+		{localapi.OutboxRow{Status: "queued", Recipients: &zero}, "accepted, but no recipient of everyone in acme could be reached"},
+		{localapi.OutboxRow{Status: "sent"}, "sent to everyone in acme (pushed to connected recipients now)"},
+		{localapi.OutboxRow{Status: "queued"}, "queued for everyone in acme (the broker holds it for them)"},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		res := &sendResult{ClientMessageID: "c", Target: targetJSON{Kind: wire.KindMulti, TargetSpec: "*"}}
+		progressOf(res, &c.row)
+		printSent(&env{out: cliui.NewOut(&out, &errb, false, false, false)}, "acme", res)
+		if !strings.Contains(out.String(), c.want) {
+			t.Errorf("%+v: got %q, want %q", c.row, out.String(), c.want)
+		}
 	}
 }
