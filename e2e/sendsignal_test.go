@@ -376,9 +376,12 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 			// answered with the first messageId as a duplicate. (It used
 			// to be refused as idempotency_key_reused, exit 6: the retry
 			// was sealed afresh.)
-			if out := alice.ok("message", "status", id).stdout; !strings.Contains(out, "to bob") {
-				t.Fatalf("message status %s: %q", id, out)
-			}
+			// The send frame reached the broker before the signal; its
+			// commit may still be under way when send has given up.
+			eventually(t, 20*time.Second, "message status of "+id, func() bool {
+				r := alice.run("message", "status", id)
+				return r.code == 0 && strings.Contains(r.stdout, "to bob")
+			})
 			var st struct {
 				MessageID string `json:"messageId"`
 			}
