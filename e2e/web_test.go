@@ -529,27 +529,27 @@ func TestWebChat(t *testing.T) {
 	t.Run("reconnect", func(t *testing.T) {
 		br.openThread(bob.pubkey, "bob")
 		bob.ok("send", "alice", "before the cut")
-		br.waitJS("before the cut", hasMessage("before the cut"), 10*time.Second)
+		br.waitJS("before the cut", hasMessage("before the cut"), 45*time.Second)
 		proxy.cut()
-		br.waitJS("the lost-contact banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('Lost contact')`, 15*time.Second)
+		br.waitJS("the lost-contact banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('Lost contact')`, 45*time.Second)
 		// A send the daemon never got says so in words, with a retry.
 		br.send("typed during the cut")
 		notSent := `[...document.querySelectorAll('#message-list .msg.mine')].find(m => m.textContent.includes('typed during the cut'))`
 		br.waitJS("the send that could not reach the daemon", `(() => { const m = `+notSent+`; return m && m.dataset.state === 'failed' && m.querySelector('button.retry') &&
-			m.querySelector('.state').textContent === 'not sent: lost contact with your daemon' })()`, 15*time.Second)
+			m.querySelector('.state').textContent === 'not sent: lost contact with your daemon' })()`, 45*time.Second)
 		for i := 0; i < 5; i++ {
 			bob.ok("send", "alice", fmt.Sprintf("during the cut %d", i))
 		}
 		carol.ok("send", "alice", "carol during the cut")
 		proxy.resume()
 		for i := 0; i < 5; i++ {
-			br.waitJS("a message sent during the cut", hasMessage(fmt.Sprintf("during the cut %d", i)), 20*time.Second)
+			br.waitJS("a message sent during the cut", hasMessage(fmt.Sprintf("during the cut %d", i)), 45*time.Second)
 		}
-		br.waitJS("the banner gone", `document.getElementById('banner').hidden`, 10*time.Second)
+		br.waitJS("the banner gone", `document.getElementById('banner').hidden`, 45*time.Second)
 		br.click("retry the send", `#message-list .msg.mine button.retry`)
 		received(t, bobIn, "typed during the cut")
-		br.waitJS("the retried send delivered, its retry gone", `(() => { const m = `+notSent+`; return m && m.dataset.state === 'delivered' && !m.querySelector('button.retry') })()`, 20*time.Second)
-		br.waitJS("carol's badge after the gap", `(() => { const b = `+peerButton(carol.pubkey)+`.querySelector('.badge'); return b && b.textContent === '1' })()`, 10*time.Second)
+		br.waitJS("the retried send delivered, its retry gone", `(() => { const m = `+notSent+`; return m && m.dataset.state === 'delivered' && !m.querySelector('button.retry') })()`, 45*time.Second)
+		br.waitJS("carol's badge after the gap", `(() => { const b = `+peerButton(carol.pubkey)+`.querySelector('.badge'); return b && b.textContent === '1' })()`, 45*time.Second)
 		// Once each: the replay and any refresh must not double anything.
 		for _, body := range []string{"before the cut", "during the cut 0", "during the cut 4", "back at you"} {
 			if n := eval[int](br, countMessage(body)); n != 1 {
