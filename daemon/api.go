@@ -370,7 +370,9 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 		}
 		d.syncInbox(r.Context(), ms)
 	}
-	rows, err := d.listInbox(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit), sc)
+	// oldest: oldest first, so that limit takes the oldest rows (the CLI's
+	// inbox --unread --limit reads a backlog in order); else newest first.
+	rows, err := d.listInboxOrder(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit), sc, boolParam(r, "oldest"))
 	if err != nil {
 		writeError(w, internalError(err))
 		return

@@ -313,11 +313,22 @@ func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
 // listInbox returns rows newest first: those sc sees (all when sc is nil),
 // each with sc's read state.
 func (d *Daemon) listInbox(mesh string, since uint64, unreadOnly bool, limit int, sc *sessionScope) ([]*inboxRow, error) {
+	return d.listInboxOrder(mesh, since, unreadOnly, limit, sc, false)
+}
+
+// listInboxOrder is listInbox, oldest first when oldest: then limit takes
+// the oldest rows (a backlog read a few at a time, in order).
+func (d *Daemon) listInboxOrder(mesh string, since uint64, unreadOnly bool, limit int, sc *sessionScope, oldest bool) ([]*inboxRow, error) {
 	var out []*inboxRow
 	err := d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bInbox).Cursor()
 		seen := tx.Bucket(bInboxSeen)
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		first, next := c.Last, c.Prev
+		if oldest {
+			first = func() ([]byte, []byte) { return c.Seek(seqKey(since + 1)) }
+			next = c.Next
+		}
+		for k, v := first(); k != nil; k, v = next() {
 			if seqOf(k) <= since {
 				break
 			}

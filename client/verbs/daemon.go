@@ -1,6 +1,7 @@
 package verbs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -421,14 +422,17 @@ func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink
 	}
 }
 
-// unseenRows lists a mesh's stored rows, oldest first (unread only when
-// asked), after the daemon collected what the broker holds.
+// storedRows lists a mesh's stored rows, oldest first (unread only when
+// asked), after the daemon collected what the broker holds. limit takes
+// the oldest unread rows with unread (a backlog is read in order, the rest
+// stay for next time, as on the direct path), else the newest rows.
 func (v *viaDaemon) storedRows(ctx context.Context, slug string, unread bool, limit int) ([]localapi.InboxRow, error) {
 	// sync: the daemon first collects what the broker holds, so a daemon
 	// started by this very command shows queued messages too.
 	q := url.Values{"mesh": {slug}, "sync": {"true"}}
 	if unread {
 		q.Set("unreadOnly", "true")
+		q.Set("oldest", "true")
 	}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
@@ -437,8 +441,16 @@ func (v *viaDaemon) storedRows(ctx context.Context, slug string, unread bool, li
 	if _, err := v.api.Do(ctx, "GET", "/v1/inbox?"+q.Encode(), nil, &rows); err != nil {
 		return nil, daemonError(err)
 	}
-	slices.Reverse(rows)
+	// Oldest first by the daemon's sequence, whichever order it answered
+	// in (a daemon of an older version ignores oldest).
+	slices.SortStableFunc(rows, func(a, b localapi.InboxRow) int { return cmp.Compare(seqOfRow(a), seqOfRow(b)) })
 	return rows, nil
+}
+
+// seqOfRow is a stored row's place in the daemon's inbox (its id).
+func seqOfRow(r localapi.InboxRow) uint64 {
+	n, _ := strconv.ParseUint(r.ID, 10, 64)
+	return n
 }
 
 // show hands rows to the sink and then, with --mark-seen, marks them seen
@@ -470,8 +482,16 @@ func (v *viaDaemon) show(ctx context.Context, rows []localapi.InboxRow, markSeen
 // --unread). With --mark-seen, rows are marked only after they were shown.
 func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
 	failed := map[string]bool{}
+	shown := 0
 	for _, m := range meshes {
-		rows, err := v.storedRows(ctx, m.Slug, opts.Unread, opts.Limit)
+		if opts.Limit > 0 && shown >= opts.Limit {
+			break // --limit counts across meshes, as on the direct path
+		}
+		limit := 0
+		if opts.Limit > 0 {
+			limit = opts.Limit - shown
+		}
+		rows, err := v.storedRows(ctx, m.Slug, opts.Unread, limit)
 		if err != nil {
 			sink.MeshFailed(m.Slug, err)
 			failed[m.Slug] = true
@@ -480,6 +500,7 @@ func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxO
 		if err := v.show(ctx, rows, opts.MarkSeen, sink); err != nil {
 			return err
 		}
+		shown += len(rows)
 	}
 	// Reported after the listing, whose sync waits for a mesh that is
 	// still connecting.

@@ -24,6 +24,9 @@
 //   - `send … -` reads the message from stdin and drops one trailing newline.
 //   - `inbox --follow` exits 130 on Ctrl-C, like every interrupted command
 //     that is not cliui.ReadOnly; with --limit N it stops after N messages.
+//   - `inbox --limit N` counts across meshes; with --unread (and always on
+//     the direct path) it takes the oldest unread messages, so a backlog
+//     is read in order; a plain daemon listing shows the N most recent.
 package verbs
 
 import (
