@@ -38,6 +38,19 @@ func (k *TopicKeyring) Get(topicID string, gen int) *[32]byte {
 	return k.keys[topicID][gen]
 }
 
+// Newest returns the newest generation of a topic the keyring holds (0
+// for none): the topic's current one as far as this member knows, when a
+// cached list of topics may be older than a rotation.
+func (k *TopicKeyring) Newest(topicID string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for g := range k.keys[topicID] {
+		n = max(n, g)
+	}
+	return n
+}
+
 // Has reports whether the keyring holds generation gen of a topic.
 func (k *TopicKeyring) Has(topicID string, gen int) bool { return k.Get(topicID, gen) != nil }
 

@@ -226,8 +226,10 @@ func (t *topicsRT) page(ctx context.Context, c *client.Conn, ref string, p clien
 	if info.Encrypted && info.KeyGen > 0 && !t.ring.Has(info.ID, info.KeyGen) {
 		t.keeper.Refresh(ctx, c, info.ID)
 	}
-	out := &localapi.TopicMessages{More: h.More, Messages: make([]localapi.TopicMessage, 0, len(h.Messages)), KeyGen: info.KeyGen,
-		WaitingForKey: info.Encrypted && (info.KeyGen == 0 || !t.ring.Has(info.ID, info.KeyGen))}
+	// The cached list may predate a rotation whose key is here already.
+	gen := max(info.KeyGen, t.ring.Newest(info.ID))
+	out := &localapi.TopicMessages{More: h.More, Messages: make([]localapi.TopicMessage, 0, len(h.Messages)), KeyGen: gen,
+		WaitingForKey: info.Encrypted && (gen == 0 || !t.ring.Has(info.ID, gen))}
 	for _, raw := range h.Messages {
 		if raw.Push == nil {
 			continue
