@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"claudemesh/client/config"
 	"claudemesh/internal/doctor"
 )
 
@@ -20,7 +21,8 @@ func hookRuns(elem []byte, command string) bool {
 }
 
 // DoctorChecks are the Claude Code integration's checks: the MCP entry
-// runs this binary, the hooks and the skill are there.
+// and the hooks run this binary for this home (--home DIR in them for any
+// home but the default), and the skill is there.
 func DoctorChecks() []doctor.Check {
 	return []doctor.Check{{Name: "claude code", Run: checkClaudeCode}}
 }
@@ -30,43 +32,64 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 	if err != nil {
 		return nil
 	}
+	pin := pinFor(e.Home)
+	// The fix when the entries are another home's.
+	otherFix := func(p string) string {
+		return config.InvocationWithHome(homeOfPin(p)) + " uninstall, then " + config.Invocation(e.Home) + " install"
+	}
 	var out []doctor.Result
 	var cj struct {
-		MCPServers map[string]struct {
-			Command string   `json:"command"`
-			Args    []string `json:"args"`
-		} `json:"mcpServers"`
+		MCPServers map[string]json.RawMessage `json:"mcpServers"`
+	}
+	var entry struct {
+		Command string   `json:"command"`
+		Args    []string `json:"args"`
 	}
 	path := filepath.Join(chome, ".claude.json")
 	data, err := os.ReadFile(path)
-	entry, ok := cj.MCPServers["claudemesh"], false
+	var raw json.RawMessage
+	ok := false
 	if err == nil && json.Unmarshal(data, &cj) == nil {
-		entry, ok = cj.MCPServers["claudemesh"]
+		raw, ok = cj.MCPServers["claudemesh"]
+		json.Unmarshal(raw, &entry)
 	}
+	entryPin, rest := mcpEntryHome(raw)
+	want := strings.Join(mcpArgs(e.Home), " ")
 	switch {
 	case !ok:
-		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn, Message: "no mcpServers.claudemesh in " + path, Fix: "claudemesh install"})
-	case entry.Command != e.Self || len(entry.Args) == 0 || entry.Args[0] != "mcp":
+		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn, Message: "no mcpServers.claudemesh in " + path, Fix: config.Invocation(e.Home) + " install"})
+	case entryPin != pin:
 		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn,
-			Message: "mcpServers.claudemesh runs " + entry.Command + " " + strings.Join(entry.Args, " ") + ", not " + e.Self + " mcp", Fix: "claudemesh install (it updates the entry)"})
+			Message: "mcpServers.claudemesh runs claudemesh for " + describePin(entryPin) + ", not for this home (" + e.Home + ")", Fix: otherFix(entryPin)})
+	case entry.Command != e.Self || len(rest) == 0 || rest[0] != "mcp":
+		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn,
+			Message: "mcpServers.claudemesh runs " + entry.Command + " " + strings.Join(entry.Args, " ") + ", not " + e.Self + " " + want, Fix: config.Invocation(e.Home) + " install (it updates the entry)"})
 	default:
-		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.OK, Message: entry.Command + " mcp"})
+		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.OK, Message: entry.Command + " " + want})
 	}
 	settings, _ := os.ReadFile(filepath.Join(chome, ".claude", "settings.json"))
 	var sj struct {
 		Hooks map[string][]json.RawMessage `json:"hooks"`
 	}
 	json.Unmarshal(settings, &sj)
-	var missing, other []string
+	var missing, other, elsewhere []string
+	otherPin := ""
 	for _, h := range hookEvents {
-		found, ours := false, false
+		found, ours, foreign := false, false, false
 		for _, el := range sj.Hooks[h.event] {
-			if isOurHook(el, h.arg, e.Self) {
+			p, a, ok := parseHook(el, e.Self)
+			switch {
+			case !ok || a != h.arg:
+			case p != pin:
+				foreign, otherPin = true, p
+			default:
 				found = true
-				ours = ours || hookRuns(el, hookCommandLine(e.Self, h.arg))
+				ours = ours || hookRuns(el, hookCommandLine(e.Self, e.Home, h.arg))
 			}
 		}
 		switch {
+		case !found && foreign:
+			elsewhere = append(elsewhere, h.event)
 		case !found:
 			missing = append(missing, h.event)
 		case !ours:
@@ -74,17 +97,22 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 		}
 	}
 	switch {
+	case len(elsewhere) > 0:
+		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Warn,
+			Message: strings.Join(elsewhere, ", ") + " run claudemesh hook for " + describePin(otherPin) + ", not for this home (" + e.Home + ")", Fix: otherFix(otherPin)})
 	case len(missing) > 0:
-		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Warn, Message: "missing: " + strings.Join(missing, ", "), Fix: "claudemesh install"})
+		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Warn, Message: "missing: " + strings.Join(missing, ", "), Fix: config.Invocation(e.Home) + " install"})
 	case len(other) > 0:
 		// The same mismatch the MCP entry check reports.
 		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Warn,
-			Message: strings.Join(other, ", ") + " run another claudemesh binary, not " + e.Self, Fix: "claudemesh install (it updates the hooks)"})
+			Message: strings.Join(other, ", ") + " run another claudemesh binary, not " + e.Self, Fix: config.Invocation(e.Home) + " install (it updates the hooks)"})
+	case pin != "":
+		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.OK, Message: "UserPromptSubmit and Stop run claudemesh hook for home " + pin})
 	default:
 		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.OK, Message: "UserPromptSubmit and Stop run claudemesh hook"})
 	}
 	if b, err := os.ReadFile(skillPath(chome)); err != nil || !isOurSkill(b) {
-		out = append(out, doctor.Result{Name: "claude code skill", Status: doctor.Warn, Message: "no claudemesh skill in " + filepath.Dir(skillPath(chome)), Fix: "claudemesh install"})
+		out = append(out, doctor.Result{Name: "claude code skill", Status: doctor.Warn, Message: "no claudemesh skill in " + filepath.Dir(skillPath(chome)), Fix: config.Invocation(e.Home) + " install"})
 	} else {
 		out = append(out, doctor.Result{Name: "claude code skill", Status: doctor.OK, Message: skillPath(chome)})
 	}

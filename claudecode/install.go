@@ -308,9 +308,10 @@ func (f *jsonFile) dropIfCreatedAndEmpty(parent jsonedit.Span, name, created str
 const mcpKey = ".claude.json#mcpServers.claudemesh"
 
 // entryMembers are the members of mcpServers.claudemesh that install owns.
-func entryMembers(bin string) [][2]string {
+func entryMembers(bin, home string) [][2]string {
 	cmd, _ := json.Marshal(bin)
-	return [][2]string{{"command", string(cmd)}, {"args", `["mcp"]`}}
+	args, _ := json.Marshal(mcpArgs(home))
+	return [][2]string{{"command", string(cmd)}, {"args", string(bytes.ReplaceAll(args, []byte(`","`), []byte(`", "`)))}}
 }
 
 // setMembers gives the object at obj the members want (name, JSON value),
@@ -340,15 +341,22 @@ func setMembers(data []byte, obj jsonedit.Span, want [][2]string) ([]byte, bool,
 }
 
 // mcpEntry is mcpServers.claudemesh.
-func mcpEntry(bin string) []byte {
-	b, _ := json.Marshal(map[string]any{"command": bin, "args": []string{"mcp"}})
+func mcpEntry(bin, home string) []byte {
+	b, _ := json.Marshal(map[string]any{"command": bin, "args": mcpArgs(home)})
 	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte(`":`), []byte(`": `)), []byte(`,"`), []byte(`, "`))
 }
 
 // hookEvents maps Claude Code hook events to the hook verb's argument.
 var hookEvents = []struct{ event, arg string }{{"UserPromptSubmit", "working"}, {"Stop", "idle"}}
 
-func hookCommandLine(bin, arg string) string { return shellQuote(bin) + " hook " + arg }
+// hookCommandLine is the hook command install writes for home.
+func hookCommandLine(bin, home, arg string) string {
+	line := shellQuote(bin)
+	for _, a := range config.HomeArgs(home) {
+		line += " " + shellQuote(a)
+	}
+	return line + " hook " + arg
+}
 
 func shellQuote(s string) string {
 	if strings.IndexFunc(s, func(r rune) bool {
@@ -359,29 +367,45 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func hookEntry(bin, arg string) []byte {
-	b, _ := json.Marshal(map[string]any{"hooks": []any{map[string]any{"type": "command", "command": hookCommandLine(bin, arg)}}})
+func hookEntry(bin, home, arg string) []byte {
+	b, _ := json.Marshal(map[string]any{"hooks": []any{map[string]any{"type": "command", "command": hookCommandLine(bin, home, arg)}}})
 	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte(`":`), []byte(`": `)), []byte(`,"`), []byte(`, "`))
 }
 
 // isOurHook reports whether an element of a hook event's array is the one
-// install adds: a single command running this binary (bin), or any
-// `<…claudemesh…>`, with `hook ARG`. (Matching only on "claudemesh" in the
-// path took a binary installed under another name for a stranger: every
-// install added its hooks again and uninstall left them.)
-func isOurHook(elem []byte, arg, bin string) bool {
-	var g struct {
-		Hooks []struct {
-			Type    string `json:"type"`
-			Command string `json:"command"`
-		} `json:"hooks"`
-	}
-	if json.Unmarshal(elem, &g) != nil || len(g.Hooks) != 1 {
+// install adds for home: a single command running this binary (bin), or
+// any `<…claudemesh…>`, with `[--home DIR] hook ARG` for this home. (Matching
+// only on "claudemesh" in the path took a binary installed under another
+// name for a stranger: every install added its hooks again and uninstall
+// left them. Matching without the home took another home's hooks for this
+// one's.) A claudemesh hook for another home is ours too when this home's
+// install.json records the event's hook (an older install wrote it without
+// the home), and, for install (claim), when the other home's install.json
+// does not (the user's own line, taken over and given back by uninstall).
+func isOurHook(elem []byte, arg, bin, home string, st installState, created string, claim bool) bool {
+	pin, a, ok := parseHook(elem, bin)
+	switch {
+	case !ok || a != arg:
 		return false
+	case pin == pinFor(home) || recorded(st, created+"[claudemesh]", created):
+		return true
 	}
-	c := g.Hooks[0].Command
-	return g.Hooks[0].Type == "command" && (c == hookCommandLine(bin, arg) || strings.HasSuffix(c, " hook "+arg) && strings.Contains(c, "claudemesh"))
+	return claim && !claimedBy(pin, created+"[claudemesh]", created)
 }
+
+// anotherHomes is install's refusal: Claude Code's settings hold one
+// home's entries, and pin's install wrote these.
+func anotherHomes(what, path, pin, home string) error {
+	hint := fmt.Sprintf("Claude Code's settings hold one claudemesh home's entries: run %s uninstall first", config.InvocationWithHome(homeOfPin(pin)))
+	if pin == "" {
+		// The default home's entries follow the CLAUDEMESH_HOME launch sets.
+		hint += fmt.Sprintf(", or keep them and start this home's sessions with %s launch", config.InvocationWithHome(home))
+	}
+	return cliui.Errorf(codeAnotherHome, "%s in %s runs claudemesh for %s, not for %s; it was left as it is", what, path, describePin(pin), home).WithHint(hint)
+}
+
+// codeAnotherHome is the error code of that refusal.
+const codeAnotherHome = "installed_for_another_home"
 
 type step struct {
 	What   string `json:"what"`
@@ -391,9 +415,10 @@ type step struct {
 	Warn bool `json:"warning,omitempty"`
 }
 
-// installFiles adds (remove=false) or removes the MCP entry and hooks.
+// installFiles adds (remove=false) or removes home's MCP entry and hooks.
 func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 	st := loadState(home)
+	pin := pinFor(home)
 	var steps []step
 	cj, err := openJSON(filepath.Join(chome, ".claude.json"), ".claude.json")
 	if err != nil {
@@ -405,20 +430,31 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 			return nil, err
 		}
 	}
+	if !remove {
+		// Another home's entries are refused before anything is written.
+		if err := checkAnotherHome(cj, sj, bin, home, st); err != nil {
+			return nil, err
+		}
+	}
 	// ~/.claude.json: mcpServers.claudemesh
 	res := "unchanged"
 	if remove {
 		res = "absent"
 		if srv, ok, err := jsonedit.Find(cj.data, jsonedit.Root(cj.data), "mcpServers"); err == nil && ok && cj.data[srv.Value.Start] == '{' {
 			if m, ok, _ := jsonedit.Find(cj.data, srv.Value, "claudemesh"); ok {
-				st.drop(mcpKey)
-				if old, ok := st.previous(mcpKey); ok {
-					cj.data, res = jsonedit.Replace(cj.data, m.Value, old), "restored"
+				if p, _ := mcpEntryHome(cj.data[m.Value.Start:m.Value.End]); p != pin && !recorded(st, mcpKey, mcpKey) {
+					// Another home's: not what this home's install wrote.
+					res = "skipped: it runs claudemesh for " + describePin(p) + ", not for this home"
 				} else {
-					if cj.data, err = jsonedit.RemoveMember(cj.data, srv.Value, m); err != nil {
-						return nil, err
+					st.drop(mcpKey)
+					if old, ok := st.previous(mcpKey); ok {
+						cj.data, res = jsonedit.Replace(cj.data, m.Value, old), "restored"
+					} else {
+						if cj.data, err = jsonedit.RemoveMember(cj.data, srv.Value, m); err != nil {
+							return nil, err
+						}
+						res = "removed"
 					}
-					res = "removed"
 				}
 			}
 			if err := cj.dropIfCreatedAndEmpty(jsonedit.Root(cj.data), "mcpServers", ".claude.json#mcpServers", &st); err != nil {
@@ -430,7 +466,7 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 		if err != nil {
 			return nil, err
 		}
-		want := mcpEntry(bin)
+		want := mcpEntry(bin, home)
 		m, ok, err := jsonedit.Find(cj.data, srv, "claudemesh")
 		switch {
 		case err != nil:
@@ -445,7 +481,7 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 			// anything else the user put there stay.
 			old := bytes.Clone(cj.data[m.Value.Start:m.Value.End])
 			var changed bool
-			if cj.data, changed, err = setMembers(cj.data, m.Value, entryMembers(bin)); err == nil && changed {
+			if cj.data, changed, err = setMembers(cj.data, m.Value, entryMembers(bin, home)); err == nil && changed {
 				st.remember(mcpKey, old)
 				res = "updated"
 			}
@@ -476,10 +512,17 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 				if ok && sj.data[hk.Value.Start] == '{' {
 					if arr, ok, _ := jsonedit.Find(sj.data, hk.Value, h.event); ok && sj.data[arr.Value.Start] == '[' {
 						es, _ := jsonedit.Elements(sj.data, arr.Value)
+						mine := make([]bool, len(es))
+						for i, e := range es {
+							mine[i] = isOurHook(sj.data[e.Start:e.End], h.arg, bin, home, st, created, false)
+							if p, a, ok := parseHook(sj.data[e.Start:e.End], bin); ok && a == h.arg && !mine[i] {
+								res = "skipped: it runs claudemesh for " + describePin(p) + ", not for this home"
+							}
+						}
 						st.drop(created + "[claudemesh]")
 						old, hadOld := st.previous(created)
 						for i := len(es) - 1; i >= 0; i-- {
-							if isOurHook(sj.data[es[i].Start:es[i].End], h.arg, bin) {
+							if mine[i] {
 								if hadOld {
 									sj.data, res, hadOld = jsonedit.Replace(sj.data, es[i], old), "restored", false
 								} else if sj.data, err = jsonedit.RemoveElement(sj.data, arr.Value, i); err != nil {
@@ -509,10 +552,10 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 				if err != nil {
 					return nil, err
 				}
-				want := hookEntry(bin, h.arg)
+				want := hookEntry(bin, home, h.arg)
 				found := false
 				for _, e := range es {
-					if isOurHook(sj.data[e.Start:e.End], h.arg, bin) {
+					if isOurHook(sj.data[e.Start:e.End], h.arg, bin, home, st, created, true) {
 						found = true
 						if !sameJSON(sj.data[e.Start:e.End], want) {
 							if !st.has(created + "[claudemesh]") {
@@ -543,6 +586,41 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 		}
 	}
 	return steps, saveState(home, st)
+}
+
+// checkAnotherHome refuses an install into settings whose claudemesh
+// entries another home's install wrote (see homes.go).
+func checkAnotherHome(cj, sj *jsonFile, bin, home string, st installState) error {
+	pin := pinFor(home)
+	if srv, ok, err := jsonedit.Find(cj.data, jsonedit.Root(cj.data), "mcpServers"); err == nil && ok && cj.data[srv.Value.Start] == '{' {
+		if m, ok, _ := jsonedit.Find(cj.data, srv.Value, "claudemesh"); ok && cj.data[m.Value.Start] == '{' {
+			if p, _ := mcpEntryHome(cj.data[m.Value.Start:m.Value.End]); p != pin && !recorded(st, mcpKey, mcpKey) && claimedBy(p, mcpKey, mcpKey) {
+				return anotherHomes("mcpServers.claudemesh", cj.path, p, home)
+			}
+		}
+	}
+	if sj == nil {
+		return nil
+	}
+	hk, ok, err := jsonedit.Find(sj.data, jsonedit.Root(sj.data), "hooks")
+	if err != nil || !ok || sj.data[hk.Value.Start] != '{' {
+		return nil
+	}
+	for _, h := range hookEvents {
+		created := ".claude/settings.json#hooks." + h.event
+		arr, ok, _ := jsonedit.Find(sj.data, hk.Value, h.event)
+		if !ok || sj.data[arr.Value.Start] != '[' {
+			continue
+		}
+		es, _ := jsonedit.Elements(sj.data, arr.Value)
+		for _, e := range es {
+			el := sj.data[e.Start:e.End]
+			if p, a, ok := parseHook(el, bin); ok && a == h.arg && !isOurHook(el, h.arg, bin, home, st, created, true) {
+				return anotherHomes(h.event+" hook", sj.path, p, home)
+			}
+		}
+	}
+	return nil
 }
 
 func sameJSON(a, b []byte) bool {
@@ -620,8 +698,10 @@ func installCommand() *cli.Command {
 				"~/.claude/settings.json, the skill to ~/.claude/skills/claudemesh/SKILL.md, and installs and starts\n"+
 				"the daemon as a user service. It writes the absolute path of this binary, touches only its own\n"+
 				"entries, backs each changed file up to ~/.claudemesh/backups/ first, and changes nothing when run\n"+
-				"again. A file that is not valid JSON is refused, not overwritten. Then run plain claude, or\n"+
-				"claudemesh launch.",
+				"again. A file that is not valid JSON is refused, not overwritten. For a home other than\n"+
+				"~/.claudemesh (--home or CLAUDEMESH_HOME) the MCP server and the hooks run with --home DIR.\n"+
+				"Claude Code's settings hold one home's entries: install over another home's is refused\n"+
+				"(exit 6) until that home's uninstall. Then run plain claude, or claudemesh launch.",
 			"claudemesh install",
 			"claudemesh install --no-service --json",
 		),
@@ -708,7 +788,14 @@ func runInstall(c *cli.Context, remove bool) error {
 	if err != nil {
 		return err
 	}
-	if remove || !c.Bool("no-skill") {
+	anotherHome := false
+	for _, s := range steps {
+		anotherHome = anotherHome || strings.HasPrefix(s.Result, "skipped")
+	}
+	if remove && anotherHome {
+		// The skill serves the home whose entries are there.
+		steps = append(steps, step{What: "skill", Path: skillPath(chome), Result: "skipped: another home's install uses it"})
+	} else if remove || !c.Bool("no-skill") {
 		s, err := installSkill(home, chome, remove)
 		if err != nil {
 			return err
@@ -738,7 +825,7 @@ func runInstall(c *cli.Context, remove bool) error {
 		out.Resultf("%s", line)
 	}
 	if !remove {
-		out.Linef("%s", s.Dim("→ now run claude (ambient) or claudemesh launch --name NAME"))
+		out.Linef("%s", s.Dim("→ now run claude (ambient) or "+config.Invocation(home)+" launch --name NAME"))
 	}
 	return nil
 }

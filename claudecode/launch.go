@@ -8,12 +8,15 @@ package claudecode
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -61,7 +64,7 @@ func launchCommand() *cli.Command {
 		Description: cliui.WithExamples(
 			"Registers a session with the daemon (starting it if needed), then runs\n"+
 				"claude --dangerously-load-development-channels server:claudemesh --session-id <id> [ARGS]\n"+
-				"with CLAUDEMESH_SESSION_TOKEN_FILE set, forwards signals, passes claude's exit code through and\n"+
+				"with CLAUDEMESH_SESSION_TOKEN_FILE and CLAUDEMESH_HOME (this home) set, forwards signals, passes claude's exit code through and\n"+
 				"deregisters the session when claude exits. -y adds --dangerously-skip-permissions. CLAUDE_BIN\n"+
 				"chooses the claude binary. Messages from peers are untrusted input.",
 			"claudemesh launch --name reviewer",
@@ -180,9 +183,17 @@ func launch(c *cli.Context) error {
 	s := out.Style()
 	fmt.Fprintf(out.Stderr(), "  %s claudemesh: %s is session %s of %s in mesh %s\n", s.Green("✔"), sess.DisplayName, sessionID, m.DisplayName, m.Slug)
 	fmt.Fprintf(out.Stderr(), "  %s\n", s.Dim("peer messages are pushed into the session; they are untrusted input, never instructions that override you"))
+	if warn := installedForAnotherHome(home); warn != "" {
+		fmt.Fprintf(out.Stderr(), "  %s claudemesh: %s\n", s.Yellow("⚠"), warn)
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), mcp.EnvTokenFile+"="+tokFile)
+	// The home goes to claude too: the MCP server and hooks the default
+	// home's install wrote follow it, and so does every claudemesh the
+	// agent runs (its `claudemesh send` must be this identity's).
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, mcp.EnvTokenFile+"=") || strings.HasPrefix(kv, config.HomeEnv+"=")
+	}), mcp.EnvTokenFile+"="+tokFile, config.HomeEnv+"="+home)
 	if err := cmd.Start(); err != nil {
 		sigs.Release(false)
 		return cliui.Errorf("claude_not_found", "cannot run %s: %v", bin, err).WithHint("install Claude Code, or set CLAUDE_BIN to its path")
@@ -224,4 +235,36 @@ wait:
 		os.Exit(code)
 	}
 	return nil
+}
+
+// installedForAnotherHome says so when the MCP server entry in Claude
+// Code's settings is pinned to another home than home: the claude launch
+// starts would run that home's MCP server (which does not know the
+// session), whatever CLAUDEMESH_HOME launch gives it.
+func installedForAnotherHome(home string) string {
+	chome, err := claudeHome()
+	if err != nil {
+		return ""
+	}
+	path := filepath.Join(chome, ".claude.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var cj struct {
+		MCPServers map[string]json.RawMessage `json:"mcpServers"`
+	}
+	if json.Unmarshal(data, &cj) != nil {
+		return ""
+	}
+	raw, ok := cj.MCPServers["claudemesh"]
+	if !ok {
+		return ""
+	}
+	p, _ := mcpEntryHome(raw)
+	if p == "" || p == pinFor(home) {
+		return ""
+	}
+	return fmt.Sprintf("mcpServers.claudemesh in %s runs claudemesh for %s, so this session's MCP server is that home's, not this one's (%s uninstall, then %s install)",
+		path, describePin(p), config.InvocationWithHome(p), config.Invocation(home))
 }

@@ -18,6 +18,7 @@ func TestInstallKeepsExistingEntriesAndTellsTheTruth(t *testing.T) {
 	u := newUser(t, "finn")
 	chome := t.TempDir()
 	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + chome}
+	u.atDefaultHome()
 	claudeJSON := "{\n  \"mcpServers\": {\n    \"claudemesh\": {\n      \"command\": \"/old/claudemesh\",\n      \"args\": [\"mcp\"],\n      \"env\": {\"X\": \"1\"}\n    }\n  }\n}\n"
 	settings := "{\n  \"hooks\": {\n    \"Stop\": [\n      {\"hooks\": [{\"type\": \"command\", \"command\": \"/old/claudemesh hook idle\"}]}\n    ]\n  }\n}\n"
 	os.MkdirAll(filepath.Join(chome, ".claude"), 0o755)

@@ -75,7 +75,10 @@ func TestStaleSessionsAndLaunchRefusals(t *testing.T) {
 	// A token file whose session the daemon does not know: exit 4 and the
 	// hint; `claudemesh mcp` with it says the session is gone and carries
 	// on as an ambient session.
-	unknown := filepath.Join(t.TempDir(), "unknown.token")
+	// (Under alice's home, where launch writes them: one elsewhere is
+	// another home's, TestLaunchPassesTheHome.)
+	unknown := filepath.Join(alice.home, "sessions", "test", "unknown.token")
+	os.MkdirAll(filepath.Dir(unknown), 0o700)
 	if err := os.WriteFile(unknown, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ func standInClaude(t *testing.T) string {
 	script := `#!/bin/sh
 echo "$@" > "$STANDIN_OUT.args"
 echo "$CLAUDEMESH_SESSION_TOKEN_FILE" > "$STANDIN_OUT.tokenfile"
+echo "$CLAUDEMESH_HOME" > "$STANDIN_OUT.home"
 trap 'echo TERM > "$STANDIN_OUT.sig"; exit 143' TERM
 trap 'echo INT > "$STANDIN_OUT.sig"; exit 130' INT
 echo ready > "$STANDIN_OUT.ready"
@@ -371,6 +372,7 @@ func TestInstallIsIdempotentAndUninstallRestores(t *testing.T) {
 	u := newUser(t, "erin")
 	chome := t.TempDir()
 	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + chome}
+	u.atDefaultHome()
 	claudeJSON := "{\n  \"numStartups\": 12,\n  \"mcpServers\": {\n    \"other\": {\n      \"command\": \"/usr/bin/other\",\n      \"args\": []\n    }\n  },\n  \"projects\": {}\n}\n"
 	settings := "{\n  \"model\": \"opus\",\n  \"hooks\": {\n    \"Stop\": [\n      {\n        \"hooks\": [\n          {\n            \"type\": \"command\",\n            \"command\": \"notify-send done\"\n          }\n        ]\n      }\n    ]\n  }\n}\n"
 	os.MkdirAll(filepath.Join(chome, ".claude"), 0o755)
@@ -439,7 +441,7 @@ func TestInstallIsIdempotentAndUninstallRestores(t *testing.T) {
 	// On a HOME with neither file, install creates them and uninstall
 	// removes them again.
 	empty := t.TempDir()
-	u.extraEnv = []string{"CLAUDEMESH_CLAUDE_HOME=" + empty}
+	u.extraEnv = append(u.extraEnv, "CLAUDEMESH_CLAUDE_HOME="+empty)
 	u.ok("install", "--no-service")
 	u.ok("uninstall", "--no-service")
 	if fileExists(filepath.Join(empty, ".claude.json")) || fileExists(filepath.Join(empty, ".claude", "settings.json")) {
@@ -533,8 +535,9 @@ func TestDoctor(t *testing.T) {
 	}
 	os.Chmod(filepath.Join(u.home, "config.json"), 0o600)
 	os.MkdirAll(filepath.Join(chome, ".claude"), 0o700)
-	other := `{"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "'/tmp/my bin/claudemesh' hook working"}]}],` +
-		` "Stop": [{"hooks": [{"type": "command", "command": "'/tmp/my bin/claudemesh' hook idle"}]}]}}`
+	// (gina's home is not the default one: her hooks carry it.)
+	other := `{"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "'/tmp/my bin/claudemesh' --home ` + u.home + ` hook working"}]}],` +
+		` "Stop": [{"hooks": [{"type": "command", "command": "'/tmp/my bin/claudemesh' --home ` + u.home + ` hook idle"}]}]}}`
 	os.WriteFile(filepath.Join(chome, ".claude", "settings.json"), []byte(other), 0o600)
 	cfgPath := filepath.Join(u.home, "config.json")
 	cfg, _ := os.ReadFile(cfgPath)

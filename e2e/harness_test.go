@@ -268,6 +268,15 @@ func (u *user) env() []string {
 	return append(env, u.extraEnv...)
 }
 
+// atDefaultHome makes u's home the default one, ~/.claudemesh of a HOME
+// of its own: what install writes for that home carries no --home.
+func (u *user) atDefaultHome() *user {
+	h := u.t.TempDir()
+	u.home = filepath.Join(h, ".claudemesh")
+	u.extraEnv = append(u.extraEnv, "HOME="+h)
+	return u
+}
+
 func newUser(t *testing.T, name string) *user {
 	noteSources()
 	u := &user{t: t, name: name, home: filepath.Join(t.TempDir(), name)}

@@ -121,8 +121,17 @@ func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi
 		// The launched session is gone (its `claudemesh launch` ended or
 		// was killed, and the reaper deregistered it) while claude still
 		// runs: carry on as an ambient session of the claude process.
-		l.o.Logger.Warn("claudemesh: the session "+EnvTokenFile+" names is no longer registered (its claudemesh launch ended?); registering this claude process as an ambient session",
-			"tokenFile", l.o.TokenFile)
+		if rel, err := filepath.Rel(filepath.Join(l.o.Home, "sessions"), l.o.TokenFile); err != nil || strings.HasPrefix(rel, "..") {
+			// launch writes the file under its home: this server runs
+			// for another one (Claude Code's mcpServers.claudemesh was
+			// installed for another home).
+			l.o.Logger.Warn("claudemesh: "+EnvTokenFile+" names a session launched for another home than this MCP server's ("+l.o.Home+
+				": Claude Code's mcpServers.claudemesh runs claudemesh for it; see claudemesh doctor); registering this claude process as an ambient session of "+l.o.Home,
+				"tokenFile", l.o.TokenFile)
+		} else {
+			l.o.Logger.Warn("claudemesh: the session "+EnvTokenFile+" names is no longer registered (its claudemesh launch ended?); registering this claude process as an ambient session",
+				"tokenFile", l.o.TokenFile)
+		}
 		l.mu.Lock()
 		l.o.TokenFile = ""
 		l.mu.Unlock()

@@ -82,6 +82,30 @@ func Invocation(home string) string {
 	return "claudemesh --home " + shellQuote(home)
 }
 
+// DefaultHome is the home claudemesh uses when neither --home nor
+// $CLAUDEMESH_HOME names one: ~/.claudemesh.
+func DefaultHome() (string, error) {
+	userHome, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("cannot find the home directory (set --home or %s): %w", HomeEnv, err)
+	}
+	return filepath.Join(userHome, DefaultHomeDir), nil
+}
+
+// HomeArgs are the arguments that make a claudemesh command line written
+// into another program's configuration (Claude Code's MCP server entry
+// and hooks) reach home (a resolved home) whatever that program's
+// environment: none for the default home (such a line follows the
+// $CLAUDEMESH_HOME it runs with, which is how `claudemesh launch` hands
+// its claude the home), else --home DIR. Unlike Invocation, it ignores the
+// $CLAUDEMESH_HOME of this process: Claude Code does not run with it.
+func HomeArgs(home string) []string {
+	if def, err := DefaultHome(); err == nil && def == home {
+		return nil
+	}
+	return []string{"--home", home}
+}
+
 // InvocationWithHome is "claudemesh --home DIR" always: for hints a
 // daemon builds, whose environment ($CLAUDEMESH_HOME, $HOME) need not be
 // the shell's of the user who reads them.

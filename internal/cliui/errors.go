@@ -143,7 +143,7 @@ func ExitCode(code string) int {
 		// that cannot be reached.
 		return ExitUnreachable
 	case "ambiguous_target", "idempotency_key_reused", "slug_taken", "name_taken", "topic_exists",
-		"invite_exists", "already_running":
+		"invite_exists", "already_running", "installed_for_another_home":
 		return ExitConflict
 	case CodeWaitTimeout:
 		return ExitTimeout
