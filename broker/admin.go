@@ -499,6 +499,7 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 		}
 		c.b.hub.settleExpired(ms, dropped)
 		var victims []*conn
+		var late []string // sessions the ban's transaction did not find
 		ms.mu.Lock()
 		if m := ms.memberByID[memberID]; m != nil {
 			m.RevokedAt, m.BanReason, m.BannedBy, m.BannedByRole = cur.RevokedAt, cur.BanReason, cur.BannedBy, cur.BannedByRole
@@ -511,7 +512,7 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 				for _, k := range sessions {
 					ms.deleteSessionLocked(k)
 				}
-				ms.forgetMemberSessionsLocked(m.ID)
+				late = ms.forgetMemberSessionsLocked(m.ID)
 				for _, set := range ms.conns {
 					for cc := range set {
 						if cc.mem == m {
@@ -531,6 +532,10 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 			}
 		}
 		ms.mu.Unlock()
+		if len(late) > 0 {
+			// Off the dispatcher: forgetSessions submits a write.
+			go c.b.hub.forgetSessions(ms, late)
+		}
 		res.Affected = append(res.Affected, ref)
 		c.reply(res)
 		if ban {

@@ -178,14 +178,19 @@ func (ms *meshState) deleteSessionLocked(key string) {
 }
 
 // forgetMemberSessionsLocked forgets every known session key of a member
-// that was banned or removed: the ones its transaction deleted from the
-// store, and one accepted between that commit and its callback (the
-// member still looked active in memory), whose record is then never
-// written (admit). Caller holds ms.mu.
-func (ms *meshState) forgetMemberSessionsLocked(memberID string) {
+// that was banned or removed, and returns them. Its transaction deleted
+// the stored ones; one accepted between that commit and its callback (the
+// member still looked active in memory) was not stored then, and its
+// record is not written after a ban or removal (admit) — but it is after
+// an unban committed meanwhile, so a ban's callback gives the keys it gets
+// here that its transaction did not delete to forgetSessions. Caller
+// holds ms.mu.
+func (ms *meshState) forgetMemberSessionsLocked(memberID string) (keys []string) {
 	for k := range ms.memberSessions[memberID] {
+		keys = append(keys, k)
 		ms.deleteSessionLocked(k)
 	}
+	return keys
 }
 
 func (ms *meshState) unindexSessionLocked(key, memberID string) {

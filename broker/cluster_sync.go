@@ -164,9 +164,13 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 	switch {
 	case prev.RevokedAt == 0 && cur.RevokedAt != 0:
 		ms.memberChanged(wire.MemberBanned, m, nil)
-		// The ban's session deletions come in the same entry; a
-		// session accepted here since the ban committed is not stored.
-		ms.forgetMemberSessionsLocked(m.ID)
+		// The ban's session deletions come in the same entry (before
+		// or after this); a session accepted here since the ban
+		// committed is forgotten too, also on disk (its record is
+		// written if an unban committed meanwhile: admin.go).
+		if late := ms.forgetMemberSessionsLocked(m.ID); len(late) > 0 {
+			go h.forgetSessions(ms, late)
+		}
 		for _, cc := range ms.connsOf(m) {
 			out = append(out, closeAction{c: cc, code: wire.CloseBanned, reason: wire.ReasonBanned, errCode: wire.CodeRevoked, text: bannedMessage(ms.name)})
 		}
