@@ -26,7 +26,7 @@ func (c *conn) handleTopicJoin(r wire.TopicRequest, t topicState) {
 		return
 	}
 	if t.Visibility == wire.VisibilityPrivate {
-		c.sendError(r.ReqID, wire.CodeForbidden, "#"+t.Name+" is private: a lead of the topic adds members (topic_add)")
+		c.sendError(r.ReqID, wire.CodeForbidden, "#"+t.Name+" is private: a lead of the topic adds members (claudemesh topic add "+t.Name+" PEER)")
 		return
 	}
 	c.addTopicMember(r.ReqID, &t, c.mem, wire.TopicMember)

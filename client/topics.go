@@ -81,6 +81,22 @@ func (c *Conn) TopicLeave(ctx context.Context, topic string) error {
 	return c.topicOK(ctx, &wire.TopicRequest{Type: wire.TypeTopicLeave, Topic: topic})
 }
 
+// FindTopicMember finds in a topic's members the one ref names as
+// topic_add does (pubkey, memberId or display name).
+func FindTopicMember(list []wire.TopicMemberInfo, ref string) (wire.TopicMemberInfo, bool) {
+	for _, tm := range list {
+		if tm.Pubkey == ref || tm.MemberID == ref {
+			return tm, true
+		}
+	}
+	for _, tm := range list {
+		if cmcrypto.NameKey(tm.DisplayName) == cmcrypto.NameKey(ref) {
+			return tm, true
+		}
+	}
+	return wire.TopicMemberInfo{}, false
+}
+
 // TopicAdd adds a member (pubkey, memberId or display name) to a topic with
 // a role (lead, member, observer; "" = member). A lead's request.
 func (c *Conn) TopicAdd(ctx context.Context, topic, member, role string) error {

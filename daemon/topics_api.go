@@ -22,6 +22,7 @@ func (d *Daemon) topicRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/topics/{name}/join", d.handleTopicMembership)
 	mux.HandleFunc("POST /v1/topics/{name}/leave", d.handleTopicMembership)
 	mux.HandleFunc("POST /v1/topics/{name}/rotate", d.handleTopicRotate)
+	mux.HandleFunc("POST /v1/topics/{name}/add", d.handleTopicAdd)
 	mux.HandleFunc("POST /v1/topics/{name}/read", d.handleTopicRead)
 	mux.HandleFunc("GET /v1/topics/{name}/members", d.handleTopicMembers)
 	mux.HandleFunc("GET /v1/topics/{name}/messages", d.handleTopicMessages)
@@ -141,6 +142,44 @@ func (d *Daemon) handleTopicMembership(w http.ResponseWriter, r *http.Request) {
 		}
 		info, _ = m.topics.topic(info.ID)
 		return m.topicAPI(info), nil
+	})
+}
+
+// handleTopicAdd is topic_add by a lead (or the mesh's owner or an admin),
+// then the key share the new member needs: sealed here at once when this
+// daemon holds the current key (other key holders do it too on the
+// broker's topic_member_joined). The answer is the added member's row, its
+// hasCurrentKey saying whether it can read yet.
+func (d *Daemon) handleTopicAdd(w http.ResponseWriter, r *http.Request) {
+	var req localapi.TopicAddRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Member == "" {
+		writeError(w, badRequest(wire.CodeInvalidArgument, "member is required"))
+		return
+	}
+	name := r.PathValue("name")
+	d.topicCall(w, r, req.Mesh, func(ctx context.Context, m *meshRT, c *client.Conn) (any, error) {
+		if err := c.TopicAdd(ctx, name, req.Member, req.Role); err != nil {
+			return nil, err
+		}
+		info, err := m.topics.resolve(ctx, name)
+		if err == nil && info.Encrypted {
+			if !m.topics.ring.Has(info.ID, info.KeyGen) {
+				m.topics.keeper.Refresh(ctx, c, info.ID)
+			}
+			m.topics.keeper.SealPending(ctx, c, info.ID)
+		}
+		list, err := c.TopicMembers(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		tm, ok := client.FindTopicMember(list, req.Member)
+		if !ok {
+			return nil, &client.Error{Code: wire.CodeInternal, Message: "the member was added but is not among the topic's members"}
+		}
+		return localapi.TopicMember{Mesh: m.cfg.Slug, TopicMemberInfo: tm}, nil
 	})
 }
 

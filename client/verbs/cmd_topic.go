@@ -27,6 +27,7 @@ func topicCommand() *cli.Command {
 				"online (their daemon, or a running topic tail, shares it automatically). Every mesh has #general.",
 			"claudemesh topic create deploys --description \"release train\"",
 			"claudemesh topic join deploys",
+			"claudemesh topic add incidents bob",
 			"claudemesh topic post deploys \"v1.4 is rolling out\" --mention bob",
 			"claudemesh send '#deploys' \"rollback done\"",
 			"claudemesh topic tail deploys --json",
@@ -36,14 +37,14 @@ func topicCommand() *cli.Command {
 				Name: "create", Usage: "create a topic (you hold its first key)", ArgsUsage: "NAME",
 				Description: cliui.WithExamples(
 					"NAME is 1-64 of a-z 0-9 _ - (starting with a letter or digit). --private topics are seen only by their\n"+
-						"members, who join when a lead adds them. --plaintext topics are not end-to-end encrypted (the broker\n"+
+						"members, whom a lead adds (claudemesh topic add NAME PEER); you are its first lead. --plaintext topics are not end-to-end encrypted (the broker\n"+
 						"can read them): they are for bots that post over the REST API without keys.",
 					"claudemesh topic create ops",
 					"claudemesh topic create incidents --private --description \"on-call only\"",
 				),
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "description", Usage: "what the topic is for"},
-					&cli.BoolFlag{Name: "private", Usage: "only members see it; a lead adds them"},
+					&cli.BoolFlag{Name: "private", Usage: "only members see it; a lead adds them (topic add)"},
 					&cli.BoolFlag{Name: "plaintext", Usage: "not end-to-end encrypted (for bots over REST)"},
 				},
 				Action: topicCreate,
@@ -52,6 +53,19 @@ func topicCommand() *cli.Command {
 				Description: cliui.WithExamples("", "claudemesh topic list", "claudemesh topic list --json")}),
 			{Name: "join", Usage: "join a public topic", ArgsUsage: "NAME", Action: topicJoin,
 				Description: cliui.WithExamples("", "claudemesh topic join deploys")},
+			{
+				Name: "add", Usage: "add a member to a topic (a lead, or the mesh's owner or an admin)", ArgsUsage: "NAME PEER",
+				Description: cliui.WithExamples(
+					"How members get into a --private topic (anyone may join a public one). PEER is a member's display\n"+
+						"name, pubkey or memberId. When you hold the topic's key it is sealed for them at once; otherwise\n"+
+						"a member who holds it does so when online. --role lead lets them add members and rotate the key.",
+					"claudemesh topic add incidents bob",
+					"claudemesh topic add incidents carol --role observer --json"),
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "role", Value: wire.TopicMember, Usage: "lead, member or observer (reads, cannot post)"},
+				},
+				Action: topicAdd,
+			},
 			{Name: "leave", Usage: "leave a topic (its key is then replaced)", ArgsUsage: "NAME", Action: topicLeave,
 				Description: cliui.WithExamples("", "claudemesh topic leave deploys")},
 			cliui.ReadOnly(&cli.Command{Name: "members", Usage: "who is in a topic, and who holds its key", ArgsUsage: "NAME", Action: topicMembers,
@@ -311,6 +325,63 @@ func topicJoin(c *cli.Context) error {
 		e.out.Linef("%s", e.out.Style().Dim("  → you cannot read it until a member who holds its key is online: their daemon (or a running topic tail) shares it with you automatically"))
 	}
 	return nil
+}
+
+func topicAdd(c *cli.Context) error {
+	e, args, tr, err := topicEnv(c, 2, 2)
+	if err != nil {
+		return err
+	}
+	name, err := topicName(args[0])
+	if err != nil {
+		return err
+	}
+	peer := strings.TrimSpace(args[1])
+	if peer == "" {
+		return cliui.UsageErrorf("PEER is a member's display name, pubkey or memberId")
+	}
+	role := c.String("role")
+	switch role {
+	case wire.TopicLead, wire.TopicMember, wire.TopicObserver:
+	default:
+		return cliui.UsageErrorf("--role is lead, member or observer, not %q", role)
+	}
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	row, err := tr.TopicAdd(e.ctx(), m, name, peer, role)
+	if err != nil {
+		return cliError(err)
+	}
+	if e.out.JSONMode() {
+		return e.out.JSON(row)
+	}
+	who := cliui.SanitizePeerText(row.DisplayName)
+	e.out.Resultf("%s added %s to #%s as %s", e.out.Style().Green("✔"), who, name, row.Role)
+	switch {
+	case row.HasCurrentKey:
+		e.out.Linef("%s", e.out.Style().Dim("  → "+who+" holds its current key and can read it"))
+	case !topicEncrypted(e, tr, m, name):
+	case nobodyHoldsKey(e, tr, m, name):
+		e.out.Linef("%s", e.out.Style().Dim("  → no member holds its current key to share: "+rotateHint(name)))
+	default:
+		e.out.Linef("%s", e.out.Style().Dim("  → "+who+" gets its key when a member who holds it is online (their daemon, or a running claudemesh topic tail)"))
+	}
+	return nil
+}
+
+// topicEncrypted reports whether a topic is end-to-end encrypted (true
+// when that cannot be told).
+func topicEncrypted(e *env, tr topicTransport, m *config.Mesh, name string) bool {
+	for _, r := range tr.TopicList(e.ctx(), []config.Mesh{*m}) {
+		for _, t := range r.Rows {
+			if t.Name == name || t.ID == name {
+				return t.Encrypted
+			}
+		}
+	}
+	return true
 }
 
 func topicLeave(c *cli.Context) error {

@@ -71,6 +71,15 @@ func (v *viaDaemon) TopicLeave(ctx context.Context, m *config.Mesh, name string)
 	return daemonError(err)
 }
 
+func (v *viaDaemon) TopicAdd(ctx context.Context, m *config.Mesh, name, member, role string) (*topicMemberRow, error) {
+	var tm localapi.TopicMember
+	if _, err := v.api.Do(ctx, "POST", topicPath(name, "/add"), localapi.TopicAddRequest{Mesh: m.Slug, Member: member, Role: role}, &tm); err != nil {
+		return nil, daemonError(err)
+	}
+	return &topicMemberRow{Mesh: tm.Mesh, MemberID: tm.MemberID, Pubkey: tm.Pubkey, DisplayName: tm.DisplayName,
+		Role: tm.Role, JoinedAt: tm.JoinedAt, HasCurrentKey: tm.HasCurrentKey}, nil
+}
+
 func (v *viaDaemon) TopicRotate(ctx context.Context, m *config.Mesh, name string) (*topicRow, error) {
 	return v.topicPost(ctx, m, name, "rotate")
 }

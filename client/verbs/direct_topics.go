@@ -90,14 +90,14 @@ func (d *direct) TopicCreate(ctx context.Context, m *config.Mesh, o client.Topic
 func (d *direct) TopicJoin(ctx context.Context, m *config.Mesh, name string) (*topicRow, error) {
 	var row topicRow
 	err := d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) error {
-		t, err := findTopic(ctx, c, name)
+		// By name, as the daemon does: the broker's answer for a private
+		// topic says who adds members (the list does not show it).
+		ref := strings.TrimPrefix(name, "#")
+		if err := c.TopicJoin(ctx, ref); err != nil {
+			return err
+		}
+		t, err := findTopic(ctx, c, ref)
 		if err != nil {
-			return err
-		}
-		if err := c.TopicJoin(ctx, t.ID); err != nil {
-			return err
-		}
-		if t, err = findTopic(ctx, c, t.ID); err != nil {
 			return err
 		}
 		row = topicRowOf(m.Slug, t, hasKey(ctx, keeperFor(m, c), c, t))
@@ -123,6 +123,35 @@ func (d *direct) TopicMembers(ctx context.Context, m *config.Mesh, name string) 
 		return err
 	})
 	return rows, err
+}
+
+func (d *direct) TopicAdd(ctx context.Context, m *config.Mesh, name, member, role string) (*topicMemberRow, error) {
+	var row *topicMemberRow
+	err := d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) error {
+		ref := strings.TrimPrefix(name, "#")
+		if err := c.TopicAdd(ctx, ref, member, role); err != nil {
+			return err
+		}
+		// The key share the new member needs, when this member holds
+		// the key (other key holders online do it too).
+		if t, err := findTopic(ctx, c, ref); err == nil && t.Encrypted {
+			if k := keeperFor(m, c); hasKey(ctx, k, c, t) {
+				k.SealPending(ctx, c, t.ID)
+			}
+		}
+		list, err := c.TopicMembers(ctx, ref)
+		if err != nil {
+			return err
+		}
+		tm, ok := client.FindTopicMember(list, member)
+		if !ok {
+			return &client.Error{Code: wire.CodeInternal, Message: "the member was added but is not among the topic's members"}
+		}
+		row = &topicMemberRow{Mesh: m.Slug, MemberID: tm.MemberID, Pubkey: tm.Pubkey, DisplayName: tm.DisplayName,
+			Role: tm.Role, JoinedAt: tm.JoinedAt, HasCurrentKey: tm.HasCurrentKey}
+		return nil
+	})
+	return row, err
 }
 
 func (d *direct) TopicRotate(ctx context.Context, m *config.Mesh, name string) (*topicRow, error) {

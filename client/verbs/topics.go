@@ -21,6 +21,10 @@ type topicTransport interface {
 	TopicJoin(ctx context.Context, m *config.Mesh, name string) (*topicRow, error)
 	TopicLeave(ctx context.Context, m *config.Mesh, name string) error
 	TopicMembers(ctx context.Context, m *config.Mesh, name string) ([]topicMemberRow, error)
+	// TopicAdd adds a member (pubkey, memberId or display name) with a
+	// role ("" = member) and seals the current key for it when this
+	// member holds it; it returns the added member's row.
+	TopicAdd(ctx context.Context, m *config.Mesh, name, member, role string) (*topicMemberRow, error)
 	// TopicRotate makes a new key generation sealed to every member.
 	TopicRotate(ctx context.Context, m *config.Mesh, name string) (*topicRow, error)
 	// TopicHistory reads one page, newest first, decrypted and verified.

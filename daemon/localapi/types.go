@@ -412,6 +412,16 @@ type TopicMeshRequest struct {
 	Mesh string `json:"mesh,omitempty"`
 }
 
+// TopicAddRequest is POST /v1/topics/{name}/add: a lead adds a member
+// (pubkey, memberId or display name) with a role (lead, member or
+// observer; "" = member), and the daemon seals the current key for it if
+// it holds the key. The answer is the member's TopicMember row.
+type TopicAddRequest struct {
+	Mesh   string `json:"mesh,omitempty"`
+	Member string `json:"member"`
+	Role   string `json:"role,omitempty"`
+}
+
 // TopicReadRequest is POST /v1/topics/{name}/read: move the read marker to
 // upTo (a message id; "" = the newest).
 type TopicReadRequest struct {

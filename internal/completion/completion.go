@@ -113,6 +113,8 @@ func flagValues(flag string) ([]string, bool) {
 	switch flag {
 	case "--priority":
 		return []string{"now", "next", "low"}, true
+	case "--role":
+		return []string{"lead", "member", "observer"}, true
 	}
 	return nil, false
 }
@@ -135,7 +137,7 @@ func argValues(path string) ([]string, bool) {
 // first argument.
 func topicVerb(path string) bool {
 	switch path {
-	case "topic post", "topic history", "topic tail", "topic join", "topic leave", "topic members", "topic rotate", "topic read":
+	case "topic post", "topic history", "topic tail", "topic join", "topic leave", "topic members", "topic rotate", "topic read", "topic add":
 		return true
 	}
 	return false
@@ -202,6 +204,9 @@ func Candidates(app *cli.App, words []string, home string) []string {
 		}
 	}
 	var out []string
+	if positional == 1 && cmd == "topic add" {
+		out = append(out, peerNames(home)...) // topic add TOPIC PEER
+	}
 	if positional == 0 {
 		for _, c := range cmds {
 			if !c.Hidden {
