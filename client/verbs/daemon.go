@@ -325,10 +325,12 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 }
 
 // outboxRow is the daemon's outbox row of a clientMessageId, nil when the
-// daemon cannot say.
+// daemon cannot say. limit=1 is for a daemon older than this CLI, which
+// does not know clientMessageId: it answers with its newest row (this one,
+// or none of ours) instead of the whole outbox.
 func (v *viaDaemon) outboxRow(ctx context.Context, cmid string) *localapi.OutboxRow {
 	var rows []localapi.OutboxRow
-	if _, err := v.api.Do(ctx, "GET", "/v1/outbox?clientMessageId="+url.QueryEscape(cmid), nil, &rows); err != nil {
+	if _, err := v.api.Do(ctx, "GET", "/v1/outbox?limit=1&clientMessageId="+url.QueryEscape(cmid), nil, &rows); err != nil {
 		return nil
 	}
 	for i := range rows {
