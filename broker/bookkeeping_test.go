@@ -720,3 +720,19 @@ func TestMemberRecordFields(t *testing.T) {
 		t.Fatalf("setRecord copied %+v of %+v", m.Member, r)
 	}
 }
+
+// TestClusterBookkeepingHoldsUnderRandomOperations is the random run on a
+// three-node cluster, each connection on a node picked at random: every
+// node's counts and indexes hold after each step, with state arriving
+// from the others (sessions, bans, removals, presences taken over across
+// nodes), and agree with its replica of the store once all is closed.
+func TestClusterBookkeepingHoldsUnderRandomOperations(t *testing.T) {
+	t.Parallel()
+	rng := bookkeepingRand(t)
+	steps := 200
+	if testing.Short() {
+		steps = 60
+	}
+	bs := startCluster(t, "books", 3, bookkeepingConfig)
+	randomBookkeeping(t, rng, bs, steps)
+}
