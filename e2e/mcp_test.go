@@ -366,3 +366,58 @@ func TestMCPPushBudgetHoldsAFlood(t *testing.T) {
 		t.Fatalf("no message was cut before the held notice (%d pushed in %s)", pushed, time.Since(start).Round(time.Millisecond))
 	}
 }
+
+// TestMCPCheckMessagesReadsABacklogInOrder: check_messages returns at most
+// 20 unread messages a call, the oldest first, so calling it again, as its
+// description says, reads a backlog in the order it was sent. The backlog
+// is what the push budget held back from a sender who sent too much.
+func TestMCPCheckMessagesReadsABacklogInOrder(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	cs, capture, _ := startMCP(t, alice, "--tools")
+	welcome := capture.waitNote("welcome", func(n channelNote) bool { return n.Meta["kind"] == "welcome" })
+	session := welcome.Meta["pubkey"]
+	const n = 50 // of 3,000 characters: well over the 64,000 pushed at once
+	for i := range n {
+		bob.ok("send", session, fmt.Sprintf("m%02d %s", i, strings.Repeat("x", 3000)))
+	}
+	capture.waitNote("the held notice", func(n channelNote) bool { return n.Meta["kind"] == "held" })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	read := func() []string {
+		t.Helper()
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "check_messages", Arguments: map[string]any{}})
+		if err != nil || res.IsError || len(res.Content) != 1 {
+			t.Fatalf("check_messages: %+v %v", res, err)
+		}
+		var rows []struct {
+			Body string `json:"body"`
+		}
+		if err := json.Unmarshal([]byte(res.Content[0].(*sdk.TextContent).Text), &rows); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rows {
+			out = append(out, r.Body[:3])
+		}
+		return out
+	}
+	var got []string
+	eventually(t, 30*time.Second, "every message read or pushed", func() bool {
+		got = append(got, read()...)
+		pushed := 0
+		for _, note := range capture.all() {
+			if strings.Contains(note.Content, ": m") {
+				pushed++
+			}
+		}
+		return len(got) > 20 && len(got)+pushed >= n
+	})
+	if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+		t.Fatalf("check_messages read the backlog as %v, want it in the order sent", got)
+	}
+}

@@ -100,8 +100,9 @@ func addTools(srv *sdk.Server, l *daemonLink) {
 			}
 			rows := []localapi.InboxRow{}
 			// Bounded like every path into the context (a sender held
-			// back by the push budget may have left many unread).
-			if _, err := a.Do(ctx, "GET", "/v1/inbox?unreadOnly=true&markSeen=true&limit=20", nil, &rows); err != nil {
+			// back by the push budget may have left many unread), and the
+			// oldest first, so that calling again reads a backlog in order.
+			if _, err := a.Do(ctx, "GET", "/v1/inbox?unreadOnly=true&markSeen=true&limit=20&oldest=true", nil, &rows); err != nil {
 				return nil, nil, toolError(err)
 			}
 			out := make([]labelledRow, len(rows))
