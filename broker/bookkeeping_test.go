@@ -736,3 +736,37 @@ func TestClusterBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 	bs := startCluster(t, "books", 3, bookkeepingConfig)
 	randomBookkeeping(t, rng, bs, steps)
 }
+
+// TestForgottenSessionLeavesNoUnackedMark: a session that closed with a
+// push unacknowledged leaves a resume mark for its key (its next
+// connection starts with the resume window); once the session is
+// forgotten (here by its member's ban) the mark goes with it, instead of
+// staying until --queue-ttl (issue 12: maps that only grow).
+func TestForgottenSessionLeavesNoUnackedMark(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "marks", "alice")
+	bob := addMember(t, b, alice, "marks", "bob")
+	ac := connect(t, b, alice, false, nil)
+	ms := b.hub.mesh(alice.meshID)
+	r := dial(t, b)
+	sess, _ := cmcrypto.GenerateIdentity()
+	r.write(r.sessionHello(bob, sess, nil))
+	if code := r.helloOutcome(); code != "" {
+		t.Fatalf("session hello: %s", code)
+	}
+	ac.sendAck(dm(t, alice, sess.PublicHex(), "never acked"))
+	r.nextPush()
+	r.closeClean()
+	marked := func() bool {
+		ms.mu.Lock()
+		defer ms.mu.Unlock()
+		_, ok := ms.unacked[sess.PublicHex()]
+		return ok
+	}
+	waitFor(t, "the session's unacked mark", marked)
+	ac.write(map[string]any{"type": wire.TypeBan, "reqId": "ban", "target": bob.pub()})
+	var res wire.AdminResult
+	ac.next(&res, wire.TypeAdminResult)
+	waitFor(t, "the mark forgotten with the session", func() bool { return !marked() })
+}

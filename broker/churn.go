@@ -175,6 +175,10 @@ func (ms *meshState) deleteSessionLocked(key string) {
 		ms.unindexSessionLocked(key, s.ParentMemberID)
 		delete(ms.sessions, key)
 	}
+	// Its mark of pushes left unacknowledged goes too: what was queued
+	// for a forgotten key is gone, and a member churning session keys
+	// would otherwise leave a mark per key until --queue-ttl.
+	delete(ms.unacked, key)
 }
 
 // forgetMemberSessionsLocked forgets every known session key of a member
