@@ -536,16 +536,26 @@ func (m *meshRT) startSend(ctx context.Context, c *client.Conn, r *outboxRow) fu
 	return func() {
 		defer cancel()
 		var ack *wire.Ack
+		var st *wire.MessageStatus
 		if err == nil {
 			ack, err = c.AwaitAck(actx, s, ch)
 		}
-		m.recordSend(ctx, r, ack, err)
+		if err == nil && ack.Duplicate {
+			// A resend after a lost ack: the broker's answer counts only
+			// the recipients still waiting, so ask it who the message's
+			// recipients are and who has it (applyAck). Without an
+			// answer the counts are the ack's, as before.
+			st, _ = c.MessageStatus(actx, ack.MessageID, "")
+		}
+		m.recordSend(ctx, r, ack, st, err)
 	}
 }
 
 // applyAck records the broker's ack of a row's send: its message id, and
-// queued, sent or (when every receipt came first) delivered.
-func applyAck(cur *outboxRow, ack *wire.Ack, now int64) {
+// queued, sent or (when every receipt came first) delivered. st is the
+// broker's message_status, asked after a duplicate ack (nil otherwise, or
+// when it did not answer).
+func applyAck(cur *outboxRow, ack *wire.Ack, st *wire.MessageStatus, now int64) {
 	cur.BrokerMessageID = ack.MessageID
 	cur.Acked, cur.SentAt, cur.LastError, cur.ErrorCode = true, now, "", ""
 	if ack.Pending != nil {
@@ -558,6 +568,20 @@ func applyAck(cur *outboxRow, ack *wire.Ack, now int64) {
 			// a row whose every receipt came first stayed queued.
 			cur.Pending += cur.Receipts
 		}
+	}
+	if ack.Duplicate && st != nil && len(st.Recipients) > 0 {
+		// Every recipient of the message, and who has it already: the
+		// receipts of those may still be on their way (a duplicate's
+		// pending leaves them out), and would come after the counts
+		// said nobody, or too few, had been waiting. A receipt that
+		// comes later for one of them is not counted twice.
+		cur.Pending = len(st.Recipients)
+		for _, r := range st.Recipients {
+			if r.State == wire.StateDelivered && !slices.Contains(cur.DeliveredTo, r.Pubkey) {
+				cur.DeliveredTo = append(cur.DeliveredTo, r.Pubkey)
+			}
+		}
+		cur.Receipts = len(cur.DeliveredTo)
 	}
 	cur.State, cur.OnlineNow = stateQueued, 0
 	if ack.Online != nil {
@@ -572,7 +596,7 @@ func applyAck(cur *outboxRow, ack *wire.Ack, now int64) {
 }
 
 // recordSend records what became of one send of a row.
-func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, err error) {
+func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st *wire.MessageStatus, err error) {
 	now := time.Now().UnixMilli()
 	if err == nil && m.d.killAfter > 0 && m.d.acked.Add(1) == m.d.killAfter {
 		// Failpoint: die mid-drain, after the broker acked this row but
@@ -588,7 +612,7 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, er
 		}
 		switch {
 		case err == nil:
-			applyAck(cur, ack, now)
+			applyAck(cur, ack, st, now)
 		case client.IsPermanent(err):
 			cur.State, cur.LastError, cur.ErrorCode = stateDead, err.Error(), client.CodeOf(err)
 		default:

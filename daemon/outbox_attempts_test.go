@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 
 	"claudemesh/wire"
@@ -53,9 +55,41 @@ func TestDuplicateAckAfterReceipts(t *testing.T) {
 		{"fresh multi, one receipt of two", 1, 2, 2, false, stateSent},
 	} {
 		cur := &outboxRow{State: stateInflight, Receipts: c.receipts}
-		applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(c.pending), Online: n(c.online), Duplicate: c.dup}, 1)
+		applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(c.pending), Online: n(c.online), Duplicate: c.dup}, nil, 1)
 		if cur.State != c.want || cur.BrokerMessageID != "M" || !cur.Acked {
 			t.Errorf("%s: state %s, want %s (%+v)", c.name, cur.State, c.want, cur)
 		}
+	}
+}
+
+// TestDuplicateAckCountsFromMessageStatus: after a lost ack, the resend's
+// duplicate counts only the recipients still waiting, and the receipts of
+// those who got it may not have come yet. With the broker's message_status
+// the row counts every recipient and who has it: a message all had is
+// delivered (it read "nobody could be reached"), and one a recipient still
+// waits for is not delivered when the first late receipt comes (it read
+// delivered, so send --wait exited 0).
+func TestDuplicateAckCountsFromMessageStatus(t *testing.T) {
+	n := func(v int) *int { return &v }
+	status := func(states ...string) *wire.MessageStatus {
+		st := &wire.MessageStatus{MessageID: "M"}
+		for i, s := range states {
+			st.Recipients = append(st.Recipients, wire.RecipientState{Pubkey: fmt.Sprintf("k%d", i), State: s})
+		}
+		return st
+	}
+	// Everyone had it; no receipt came yet.
+	cur := &outboxRow{State: stateInflight, Kind: wire.KindMulti, TargetSpec: "*"}
+	applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(0), Online: n(0), Duplicate: true}, status(wire.StateDelivered, wire.StateDelivered), 1)
+	if cur.State != stateDelivered || cur.Pending != 2 || cur.Receipts != 2 {
+		t.Errorf("all delivered before the lost ack: %+v", cur)
+	}
+	// k0 has it, k1 waits: not delivered, not even once k0's late
+	// receipt is counted (recordReceipts skips a recipient in
+	// DeliveredTo).
+	cur = &outboxRow{State: stateInflight, Kind: wire.KindMulti, TargetSpec: "*"}
+	applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(1), Online: n(0), Duplicate: true}, status(wire.StateDelivered, wire.StatePending), 1)
+	if cur.State == stateDelivered || cur.Pending != 2 || cur.Receipts != 1 || !slices.Equal(cur.DeliveredTo, []string{"k0"}) {
+		t.Errorf("one of two delivered before the lost ack: %+v", cur)
 	}
 }
