@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -473,5 +474,27 @@ func TestSendWaitJSONSaysTheWaitWasInterrupted(t *testing.T) {
 			}
 			t.Logf("stdout: %s", s.stdout.String())
 		})
+	}
+}
+
+// TestSendWaitInterruptedWhileTheBrokerIsDown: `send --wait` through the
+// daemon, signalled while the broker is away, says the message stays in
+// the daemon's outbox, not that the broker holds it (it used to say "in
+// the outbox and at the broker" whatever the broker had taken).
+func TestSendWaitInterruptedWhileTheBrokerIsDown(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	b.stop()
+	u := *alice
+	u.extraEnv = append(slices.Clone(u.extraEnv), "CLAUDEMESH_DEBUG=1")
+	s := startSend(t, &u, "send", bob.pubkey, "while the broker is away", "--wait")
+	s.waitLine("waiting for the delivery")
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if code := s.wait(); code != 130 || !strings.Contains(s.errText(), "stays in the daemon's outbox") || strings.Contains(s.errText(), "at the broker") {
+		t.Fatalf("send --wait exited %d; stderr %q: want 130 and that it stays in the daemon's outbox", code, s.errText())
 	}
 }

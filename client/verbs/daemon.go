@@ -275,7 +275,12 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 	// error that names it; the stream, opened under ctx, may end first.
 	interrupted := func() error {
 		progress()
-		return waitInterrupted(res, "it stays in the outbox and at the broker; check with claudemesh message status "+res.ClientMessageID)
+		where := "the broker holds it for its recipients"
+		if res.Status == localapi.StatusAccepted {
+			// Not taken by the broker yet (it may be unreachable).
+			where = "it stays in the daemon's outbox, which sends it once the broker takes it"
+		}
+		return waitInterrupted(res, where+"; check with claudemesh message status "+res.ClientMessageID)
 	}
 	// settled is the answer for a row that reached an end.
 	settled := func(row *localapi.OutboxRow) (*sendResult, error) {
