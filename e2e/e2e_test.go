@@ -315,6 +315,9 @@ func TestSendErrorsAndWait(t *testing.T) {
 	alice.fails(2, "invalid_argument", "send", "@Not A Group", "hi")
 	alice.failsIn(strings.Repeat("x", 64<<10+1), 2, "payload_too_large", "send", "bob", "-")
 	alice.fails(2, "usage", "send", "bob")
+	// A flag where another flag's value should be: the value is missing
+	// (it was taken as the mesh, "--home", and refused as not joined).
+	alice.fails(2, "usage", "send", "bob", "hi", "--mesh", "--home", alice.home)
 	r := alice.run("send", "nobody", "hi")
 	if r.code != 3 || !strings.Contains(r.stderr, "peer list") {
 		t.Fatalf("human unknown target: %s", r)

@@ -268,7 +268,7 @@ pass1:
 			if !known {
 				continue // refused later; keep looking for the command
 			}
-			if d.takesValue && !inline {
+			if d.takesValue && !inline && !isKnownFlag(app, chain, children, toks, i+1) {
 				i++
 			}
 			continue
@@ -320,7 +320,10 @@ pass1:
 		}
 		use := flagUse{name: name, tok: tok}
 		if d.takesValue && !inline {
-			if i+1 >= len(toks) {
+			// A flag where its value should be ("--mesh --home DIR")
+			// means the value was left out: taking "--home" as the mesh
+			// would run something else than what was typed.
+			if i+1 >= len(toks) || isKnownFlag(app, chain, nil, toks, i+1) {
 				p.dangling = tok
 				continue
 			}
@@ -330,6 +333,27 @@ pass1:
 		p.flags[d.level] = append(p.flags[d.level], use)
 	}
 	return p
+}
+
+// isKnownFlag reports whether toks[i] is a flag of the app, of the command
+// chain, or (while the chain is still being found) of a command below
+// children: a token that cannot be another flag's value.
+func isKnownFlag(app *cli.App, chain []*cli.Command, children []*cli.Command, toks []string, i int) bool {
+	if i >= len(toks) {
+		return false
+	}
+	name, _, ok := flagToken(toks[i])
+	if !ok {
+		return false
+	}
+	if _, known := resolve(app, chain, name); known {
+		return true
+	}
+	if children != nil {
+		_, known := resolveBelow(children, name)
+		return known
+	}
+	return false
 }
 
 // boolFlag reports the value of the boolean flag name (any of its names) as

@@ -141,7 +141,11 @@ func TestNormalizeArgs(t *testing.T) {
 		{`send bob -5 degrees`, `send bob -5 degrees`},
 		{`send bob - --json`, `--json send bob -`},
 		{`send --mesh acme bob hi`, `--mesh acme send bob hi`},
-		{`send bob --mesh --json hi`, `--mesh --json send bob hi`},
+		// A flag where a value should be is not that value: the value
+		// was left out (reported "flag needs a value"), and --json
+		// applies.
+		{`send bob --mesh --json hi`, `--json send bob hi --mesh`},
+		{`--mesh --json send bob hi`, `--json send bob hi --mesh`},
 		{`send --reply-to -abc bob`, `send --reply-to -abc bob`},
 		{`send bob hi --mention a --mention b`, `send --mention a --mention b bob hi`},
 		{`status group join dev --role lead --json`, `--json status group join --role lead dev`},
