@@ -497,6 +497,19 @@ func (u *user) join(link string, args ...string) meshJSON {
 	return m
 }
 
+// onBothPaths runs f as two parallel subtests, "direct" (--no-daemon) and
+// "daemon": a verb must behave the same through the daemon and without it.
+// f starts the daemons it needs.
+func onBothPaths(t *testing.T, f func(t *testing.T, viaDaemon bool)) {
+	t.Helper()
+	for _, viaDaemon := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "daemon"}[viaDaemon], func(t *testing.T) {
+			t.Parallel()
+			f(t, viaDaemon)
+		})
+	}
+}
+
 // setupMesh starts a mesh on b owned by the first name, joined by the
 // others, and returns the users in order.
 func setupMesh(t *testing.T, b *brokerProc, names ...string) []*user {

@@ -12,51 +12,44 @@ import (
 // who is not a lead cannot add. Both paths.
 func TestTopicAddToAPrivateTopic(t *testing.T) {
 	t.Parallel()
-	for _, viaDaemon := range []bool{false, true} {
-		name := "direct"
+	onBothPaths(t, func(t *testing.T, viaDaemon bool) {
+		b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+		u := setupMesh(t, b, "alice", "bob", "carol")
+		alice, carol := u[0], u[2]
 		if viaDaemon {
-			name = "daemon"
+			for _, x := range u {
+				x.startDaemon()
+				x.waitDaemonOpen()
+			}
 		}
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			b := startBroker(t, t.TempDir(), "127.0.0.1:0")
-			u := setupMesh(t, b, "alice", "bob", "carol")
-			alice, carol := u[0], u[2]
-			if viaDaemon {
-				for _, x := range u {
-					x.startDaemon()
-					x.waitDaemonOpen()
-				}
-			}
-			alice.ok("topic", "create", "secret", "--private")
-			alice.ok("topic", "post", "secret", "for members only")
-			e := carol.fails(4, "forbidden", "topic", "join", "secret")
-			if !strings.Contains(e.Error.Message, "claudemesh topic add secret PEER") {
-				t.Fatalf("join of a private topic: %+v", e.Error)
-			}
-			var row struct {
-				DisplayName   string `json:"displayName"`
-				Role          string `json:"role"`
-				HasCurrentKey bool   `json:"hasCurrentKey"`
-			}
-			alice.json(&row, "topic", "add", "secret", "carol")
-			if row.DisplayName != "carol" || row.Role != "member" || !row.HasCurrentKey {
-				t.Fatalf("topic add: %+v", row)
-			}
-			if r := carol.topics()["secret"]; !r.Joined {
-				t.Fatalf("carol after being added: %+v", r)
-			}
-			eventually(t, 20*time.Second, "carol reads the history", func() bool {
-				h := carol.run("topic", "history", "secret", "--json")
-				return h.code == 0 && strings.Contains(h.stdout, `"body":"for members only"`)
-			})
-			carol.fails(4, "forbidden", "topic", "add", "secret", "bob")
-			alice.fails(3, "unknown_target", "topic", "add", "secret", "nobody")
-			alice.fails(2, "usage", "topic", "add", "secret", "bob", "--role", "king")
-			r := alice.ok("topic", "add", "secret", "bob", "--role", "observer")
-			if !strings.Contains(r.stdout, "added bob to #secret as observer") {
-				t.Fatalf("topic add (human): %s", r)
-			}
+		alice.ok("topic", "create", "secret", "--private")
+		alice.ok("topic", "post", "secret", "for members only")
+		e := carol.fails(4, "forbidden", "topic", "join", "secret")
+		if !strings.Contains(e.Error.Message, "claudemesh topic add secret PEER") {
+			t.Fatalf("join of a private topic: %+v", e.Error)
+		}
+		var row struct {
+			DisplayName   string `json:"displayName"`
+			Role          string `json:"role"`
+			HasCurrentKey bool   `json:"hasCurrentKey"`
+		}
+		alice.json(&row, "topic", "add", "secret", "carol")
+		if row.DisplayName != "carol" || row.Role != "member" || !row.HasCurrentKey {
+			t.Fatalf("topic add: %+v", row)
+		}
+		if r := carol.topics()["secret"]; !r.Joined {
+			t.Fatalf("carol after being added: %+v", r)
+		}
+		eventually(t, 20*time.Second, "carol reads the history", func() bool {
+			h := carol.run("topic", "history", "secret", "--json")
+			return h.code == 0 && strings.Contains(h.stdout, `"body":"for members only"`)
 		})
-	}
+		carol.fails(4, "forbidden", "topic", "add", "secret", "bob")
+		alice.fails(3, "unknown_target", "topic", "add", "secret", "nobody")
+		alice.fails(2, "usage", "topic", "add", "secret", "bob", "--role", "king")
+		r := alice.ok("topic", "add", "secret", "bob", "--role", "observer")
+		if !strings.Contains(r.stdout, "added bob to #secret as observer") {
+			t.Fatalf("topic add (human): %s", r)
+		}
+	})
 }
