@@ -33,17 +33,26 @@ func (c *conn) handleTopicJoin(r wire.TopicRequest, t topicState) {
 }
 
 // addTopicMember stores a membership (or a role change) and tells the key
-// holders the member needs a seal.
+// holders the member needs a seal. role "" keeps an existing member's
+// role (a new one is a member): adding someone again, to have the key
+// sealed for them, must not demote a lead.
 func (c *conn) addTopicMember(reqID string, t *topicState, m *member, role string) {
 	ms := c.ms
 	now := time.Now().UnixMilli()
-	rec := &store.TopicMember{MemberID: m.ID, Pubkey: m.Pubkey, Role: role, JoinedAt: now}
+	rec := &store.TopicMember{MemberID: m.ID, Pubkey: m.Pubkey, JoinedAt: now}
 	err := c.b.store.Update(func(tx *store.Tx) error {
 		if _, err := store.GetTopic(tx, ms.id, t.ID); err != nil {
 			return err
 		}
+		rec.Role = role
 		if prev, err := store.GetTopicMember(tx, ms.id, t.ID, m.Pubkey); err == nil {
 			rec.JoinedAt, rec.ReadSeq = prev.JoinedAt, prev.ReadSeq
+			if role == "" {
+				rec.Role = prev.Role
+			}
+		}
+		if rec.Role == "" {
+			rec.Role = wire.TopicMember
 		}
 		return store.PutTopicMember(tx, ms.id, t.ID, rec)
 	})
@@ -54,7 +63,7 @@ func (c *conn) addTopicMember(reqID string, t *topicState, m *member, role strin
 	ms.mu.Lock()
 	if idx, err := c.b.topicsLocked(ms); err == nil {
 		if cur := idx.byID[t.ID]; cur != nil {
-			cur.members[m.Pubkey] = role
+			cur.members[m.Pubkey] = rec.Role
 		}
 	}
 	ms.mu.Unlock()
@@ -108,8 +117,7 @@ func (c *conn) handleTopicAddRemove(r wire.TopicRequest, t topicState) {
 	}
 	role := r.Role
 	switch role {
-	case "":
-		role = wire.TopicMember
+	case "": // a new member's is member; an existing one keeps its own
 	case wire.TopicLead, wire.TopicMember, wire.TopicObserver:
 	default:
 		c.sendError(r.ReqID, wire.CodeInvalidArgument, "role is lead, member or observer")

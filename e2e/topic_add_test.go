@@ -53,3 +53,36 @@ func TestTopicAddToAPrivateTopic(t *testing.T) {
 		}
 	})
 }
+
+// TestTopicAddKeepsAnExistingRole: adding a member again without --role
+// (to have the key sealed for them, say) keeps their role: it used to make
+// a lead a member, who then could no longer add anyone. --role still
+// changes it. Both paths.
+func TestTopicAddKeepsAnExistingRole(t *testing.T) {
+	t.Parallel()
+	onBothPaths(t, func(t *testing.T, viaDaemon bool) {
+		b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+		u := setupMesh(t, b, "alice", "bob", "carol")
+		alice, bob := u[0], u[1]
+		if viaDaemon {
+			alice.startDaemon()
+			bob.startDaemon()
+			alice.waitDaemonOpen()
+			bob.waitDaemonOpen()
+		}
+		alice.ok("topic", "create", "secret", "--private")
+		alice.ok("topic", "add", "secret", "bob", "--role", "lead")
+		var row struct {
+			Role string `json:"role"`
+		}
+		alice.json(&row, "topic", "add", "secret", "bob")
+		if row.Role != "lead" {
+			t.Fatalf("topic add secret bob (no --role) on a lead made bob %q", row.Role)
+		}
+		bob.ok("topic", "add", "secret", "carol")
+		alice.json(&row, "topic", "add", "secret", "bob", "--role", "observer")
+		if row.Role != "observer" {
+			t.Fatalf("topic add --role observer: %q", row.Role)
+		}
+	})
+}

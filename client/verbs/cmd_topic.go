@@ -62,7 +62,7 @@ func topicCommand() *cli.Command {
 					"claudemesh topic add incidents bob",
 					"claudemesh topic add incidents carol --role observer --json"),
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "role", Value: wire.TopicMember, Usage: "lead, member or observer (reads, cannot post)"},
+					&cli.StringFlag{Name: "role", Usage: "lead, member or observer (reads, cannot post); without it a new member is a member and an existing one keeps its role"},
 				},
 				Action: topicAdd,
 			},
@@ -342,7 +342,7 @@ func topicAdd(c *cli.Context) error {
 	}
 	role := c.String("role")
 	switch role {
-	case wire.TopicLead, wire.TopicMember, wire.TopicObserver:
+	case "", wire.TopicLead, wire.TopicMember, wire.TopicObserver:
 	default:
 		return cliui.UsageErrorf("--role is lead, member or observer, not %q", role)
 	}
