@@ -80,6 +80,12 @@ func (ms *meshState) matchTargets(target string) []adminTarget {
 					out = append(out, adminTarget{member: m, name: m.DisplayName})
 				}
 			}
+			for k, s := range ms.sessions {
+				if _, isMember := ms.members[k]; !isMember && cmcrypto.NameKey(s.DisplayName) == key &&
+					!slices.ContainsFunc(out, func(t adminTarget) bool { return t.session == k }) {
+					sessionTarget(k, s.DisplayName, s.ParentMemberID)
+				}
+			}
 			return out
 		}
 	}

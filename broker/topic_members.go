@@ -29,7 +29,9 @@ func (c *conn) handleTopicJoin(r wire.TopicRequest, t topicState) {
 		c.sendError(r.ReqID, wire.CodeForbidden, "#"+t.Name+" is private: a lead of the topic adds members (claudemesh topic add "+t.Name+" PEER)")
 		return
 	}
-	c.addTopicMember(r.ReqID, &t, c.mem, wire.TopicMember)
+	// "": a member already there (a topic_add racing this join) keeps
+	// its role.
+	c.addTopicMember(r.ReqID, &t, c.mem, "")
 }
 
 // addTopicMember stores a membership (or a role change) and tells the key

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -127,9 +128,18 @@ func (d *Directory) Resolve(to, self string) (*Target, error) {
 			if t != nil {
 				// A display name may look like a key prefix: a name that
 				// is also a prefix of someone else's key names neither.
-				if n, _ := d.name(to); n != nil && n.Spec != t.Spec {
+				n, nerr := d.name(to)
+				var named []wire.Candidate
+				var ae *Error
+				switch {
+				case n != nil && n.Spec != t.Spec:
+					named = []wire.Candidate{d.candidate(n)}
+				case errors.As(nerr, &ae) && ae.Code == wire.CodeAmbiguousTarget:
+					named = ae.Candidates // several peers so named
+				}
+				if len(named) > 0 {
 					return nil, &Error{Code: wire.CodeAmbiguousTarget,
-						Candidates: []wire.Candidate{d.candidate(t), d.candidate(n)},
+						Candidates: append([]wire.Candidate{d.candidate(t)}, named...),
 						Message:    fmt.Sprintf("%q is a prefix of %s's key and the name of another peer; use the full pubkey", to, t.DisplayName)}
 				}
 				return t, nil

@@ -181,6 +181,27 @@ func TestResolveNameThatIsAnotherKeysPrefix(t *testing.T) {
 	}
 }
 
+// A key prefix that several sessions are named (case-folded) is ambiguous
+// too: the name lookup's own ambiguity was dropped, and the prefix's
+// member alone was picked. Fresh and reused (indexed) directories.
+func TestResolvePrefixThatSessionsAreNamed(t *testing.T) {
+	members := []wire.Member{{Pubkey: kBob, DisplayName: "bob"}, {Pubkey: kCarol, DisplayName: "carol"}}
+	peers := []wire.Peer{
+		{Pubkey: kSessA, MemberPubkey: kCarol, Role: wire.RoleSession, DisplayName: kBob[:8]},
+		{Pubkey: kSessB, MemberPubkey: kCarol, Role: wire.RoleSession, DisplayName: strings.ToUpper(kBob[:8])},
+	}
+	for round := range 2 {
+		d := NewDirectory(members, peers)
+		var err error
+		for range round + 1 {
+			_, err = d.Resolve(kBob[:8], kAlice)
+		}
+		if CodeOf(err) != wire.CodeAmbiguousTarget {
+			t.Errorf("round %d: %v, want ambiguous_target", round, err)
+		}
+	}
+}
+
 // Members win over sessions with the same name, and the control-plane
 // presence is never picked by name.
 func TestResolveMembersFirst(t *testing.T) {

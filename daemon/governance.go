@@ -60,8 +60,9 @@ func (a *auditState) snapshot() map[string]localapi.AuditStatus {
 // shorter chain: a rollback shows at the reconnection, not a day later),
 // and every AuditInterval (a day) while one stays open, and records the
 // outcome for `daemon status` and `doctor`. A failure is also logged. It
-// shares the verified heads with `audit verify` (audit-heads.json), so a
-// check after the first reads only what was appended since.
+// shares the verified heads with `audit verify` (audit-heads.json). Each
+// check fetches the whole chain (500 entries a request): a long chain
+// costs every reconnection that much.
 func (m *meshRT) auditLoop(ctx context.Context) {
 	interval := m.d.opts.AuditInterval
 	var checked *client.Conn // the connection of the last check
@@ -98,14 +99,16 @@ func (m *meshRT) auditLoop(ctx context.Context) {
 }
 
 func (m *meshRT) checkAudit(ctx context.Context, c *client.Conn) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	st := localapi.AuditStatus{CheckedAt: time.Now().UnixMilli()}
-	rep, err := client.VerifyMeshAudit(ctx, m.d.home, m.cfg.MeshID, m.cfg.BrokerPubkey, c)
+	rep, err := client.VerifyMeshAudit(cctx, m.d.home, m.cfg.MeshID, m.cfg.BrokerPubkey, c)
 	switch {
 	case rep == nil && ctx.Err() != nil:
-		return // stopping, or the connection went away: try at the next open
+		return // the daemon is stopping
 	case rep == nil:
+		// Out of time, or the connection lost: said so (the next open
+		// or day tries again).
 		st.Error = err.Error()
 		m.d.log.Warn("audit check could not run", "mesh", m.cfg.Slug, "err", err)
 	default:

@@ -575,8 +575,15 @@ func applyAck(cur *outboxRow, ack *wire.Ack, st *wire.MessageStatus, now int64) 
 		// pending leaves them out), and would come after the counts
 		// said nobody, or too few, had been waiting. A receipt that
 		// comes later for one of them is not counted twice.
-		cur.Pending = len(st.Recipients)
+		// An expired recipient (its queue timed out, its member or
+		// session gone) will never have it and sends no receipt: it is
+		// not waited for.
+		cur.Pending = 0
 		for _, r := range st.Recipients {
+			if r.State == wire.StateExpired {
+				continue
+			}
+			cur.Pending++
 			if r.State == wire.StateDelivered && !slices.Contains(cur.DeliveredTo, r.Pubkey) {
 				cur.DeliveredTo = append(cur.DeliveredTo, r.Pubkey)
 			}

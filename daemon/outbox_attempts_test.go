@@ -93,3 +93,18 @@ func TestDuplicateAckCountsFromMessageStatus(t *testing.T) {
 		t.Errorf("one of two delivered before the lost ack: %+v", cur)
 	}
 }
+
+// TestDuplicateAckDoesNotWaitForExpiredRecipients: a recipient that
+// message_status lists as expired (its queue timed out, its member removed,
+// its session forgotten) never has the message and sends no receipt: a
+// row whose other recipients have it is delivered, not waiting for ever.
+func TestDuplicateAckDoesNotWaitForExpiredRecipients(t *testing.T) {
+	n := func(v int) *int { return &v }
+	st := &wire.MessageStatus{MessageID: "M", Recipients: []wire.RecipientState{
+		{Pubkey: "k0", State: wire.StateDelivered}, {Pubkey: "k1", State: wire.StateExpired}}}
+	cur := &outboxRow{State: stateInflight, Kind: wire.KindMulti, TargetSpec: "*", Receipts: 1, DeliveredTo: []string{"k0"}}
+	applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(0), Online: n(0), Duplicate: true}, st, 1)
+	if cur.State != stateDelivered || cur.Pending != 1 {
+		t.Errorf("state %s pending %d receipts %d: an expired recipient is waited for", cur.State, cur.Pending, cur.Receipts)
+	}
+}
