@@ -183,6 +183,31 @@ func idleOutbox(t testing.TB) (*runningDaemon, *meshRT) {
 	return alice, m
 }
 
+// storePending writes pending rows of m (seq → nextAttemptAt) with their
+// index entries, as the accept and the drain would, and then runs more in
+// the same transaction (nil: nothing).
+func storePending(t testing.TB, d *Daemon, m *meshRT, rows map[uint64]int64, more func(tx *bolt.Tx) error) {
+	t.Helper()
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		for seq, at := range rows {
+			r := &outboxRow{Seq: seq, MeshID: m.cfg.MeshID, State: statePending, NextAttemptAt: at}
+			if err := putOutbox(tx, r); err != nil {
+				return err
+			}
+			if err := setPendingIndex(tx, r, true); err != nil {
+				return err
+			}
+		}
+		if more != nil {
+			return more(tx)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // migrated writes a daemon.db of schema from, with what arrange puts in
 // it, and opens it again with every migration.
 func migrated(t *testing.T, from int, arrange func(tx *bolt.Tx) error) *store.Store {
@@ -681,23 +706,11 @@ func TestOutboxCountsMigration(t *testing.T) {
 func TestDueSkipsBackingOffRowsByIndex(t *testing.T) {
 	alice, m := idleOutbox(t)
 	now := time.Now().UnixMilli()
-	err := alice.d.db.Update(func(tx *bolt.Tx) error {
-		for seq, at := range map[uint64]int64{101: now + 60_000, 102: 0, 103: now - 1} {
-			r := &outboxRow{Seq: seq, MeshID: m.cfg.MeshID, State: statePending, NextAttemptAt: at}
-			if err := putOutbox(tx, r); err != nil {
-				return err
-			}
-			if err := setPendingIndex(tx, r, true); err != nil {
-				return err
-			}
-		}
+	storePending(t, alice.d, m, map[uint64]int64{101: now + 60_000, 102: 0, 103: now - 1}, func(tx *bolt.Tx) error {
 		// Row 101 backs off; its record is garbage, so only the index
 		// can say when it is due.
 		return tx.Bucket(bOutbox).Put(seqKey(101), []byte("not json"))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	rows, wait := m.due(map[uint64]bool{}, &mu, 10)
 	var seqs []uint64

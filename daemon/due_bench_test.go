@@ -5,8 +5,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // BenchmarkDueWithBackoff: one drain round (due) over a mesh with 1,000 or
@@ -25,24 +23,14 @@ func benchDue(b *testing.B, backingOff int) {
 	alice, m := idleOutbox(b)
 	const dueRows = drainWindow
 	later := time.Now().Add(time.Hour).UnixMilli()
-	err := alice.d.db.Update(func(tx *bolt.Tx) error {
-		for i := range backingOff + dueRows {
-			r := &outboxRow{Seq: uint64(1000 + i), MeshID: m.cfg.MeshID, State: statePending}
-			if i < backingOff {
-				r.NextAttemptAt = later
-			}
-			if err := putOutbox(tx, r); err != nil {
-				return err
-			}
-			if err := setPendingIndex(tx, r, true); err != nil {
-				return err
-			}
+	rows := map[uint64]int64{}
+	for i := range backingOff + dueRows {
+		rows[uint64(1000+i)] = 0
+		if i < backingOff {
+			rows[uint64(1000+i)] = later
 		}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
 	}
+	storePending(b, alice.d, m, rows, nil)
 	var mu sync.Mutex
 	busy := map[uint64]bool{}
 	b.ResetTimer()

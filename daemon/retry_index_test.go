@@ -184,21 +184,7 @@ func TestRetryIndexMigration(t *testing.T) {
 // outbox and returns what a drain round with one place free sends.
 func dueWithOneSlot(t *testing.T, rows map[uint64]int64) []uint64 {
 	alice, m := idleOutbox(t)
-	err := alice.d.db.Update(func(tx *bolt.Tx) error {
-		for seq, at := range rows {
-			r := &outboxRow{Seq: seq, MeshID: m.cfg.MeshID, State: statePending, NextAttemptAt: at}
-			if err := putOutbox(tx, r); err != nil {
-				return err
-			}
-			if err := setPendingIndex(tx, r, true); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	storePending(t, alice.d, m, rows, nil)
 	var mu sync.Mutex
 	out, _ := m.due(map[uint64]bool{}, &mu, 1)
 	var seqs []uint64
