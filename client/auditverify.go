@@ -71,45 +71,15 @@ func (r *AuditReport) fail(problem string, seq uint64, format string, args ...an
 // if none). It never trusts the broker's word for anything it can check.
 func VerifyAuditChain(meshID, pinned string, cp *wire.AuditCheckpoint, entries []wire.AuditEntry, last *AuditHead) *AuditReport {
 	r := &AuditReport{MeshID: meshID, OK: true, Head: AuditHead{Seq: cp.Seq, Hash: cp.Hash}, Previous: last}
-	key, err := cmcrypto.ParsePublicKey(pinned)
-	if err != nil {
-		return r.fail(AuditBadCheckpoint, 0, "the pinned broker key is invalid: %v", err)
-	}
-	if cp.MeshID != meshID {
-		return r.fail(AuditBadCheckpoint, 0, "the checkpoint is for mesh %s, not %s", cp.MeshID, meshID)
-	}
-	if cp.BrokerPubkey != pinned {
-		return r.fail(AuditBadCheckpoint, 0, "the checkpoint names broker key %s, but this mesh pinned %s", cp.BrokerPubkey, pinned)
-	}
-	s, err := cmcrypto.AuditHeadString(meshID, cp.Seq, cp.Hash)
-	if err == nil && !wire.IsHex(cp.Hash, 64) {
-		err = fmt.Errorf("head hash is not 64 lowercase hex")
-	}
-	if err == nil {
-		err = cmcrypto.Verify(key, s, cp.Signature)
-	}
-	if err != nil {
-		return r.fail(AuditBadCheckpoint, 0, "the checkpoint is not signed by the pinned broker key: %v", err)
+	if bad := r.checkCheckpoint(meshID, pinned, cp); bad != nil {
+		return bad
 	}
 	prev := cmcrypto.AuditGenesisHash
 	for i := range entries {
-		e := &entries[i]
-		want := uint64(i + 1)
-		if e.Seq != want {
-			return r.fail(AuditIncomplete, want, "the broker skipped entry %d (served %d in its place)", want, e.Seq)
+		if bad := r.checkEntry(meshID, &entries[i], uint64(i+1), prev); bad != nil {
+			return bad
 		}
-		if e.PrevHash != prev {
-			return r.fail(AuditBrokenLink, e.Seq, "entry %d does not link to entry %d", e.Seq, e.Seq-1)
-		}
-		canon, err := cmcrypto.CanonicalJSON(e.Payload)
-		if err != nil {
-			return r.fail(AuditTampered, e.Seq, "entry %d has an unreadable payload: %v", e.Seq, err)
-		}
-		h, err := cmcrypto.AuditHash(e.PrevHash, meshID, e.Seq, e.EventType, e.ActorPubkey, canon, e.CreatedAt)
-		if err != nil || h != e.Hash {
-			return r.fail(AuditTampered, e.Seq, "entry %d (%s) was altered: its content does not hash to its recorded hash", e.Seq, e.EventType)
-		}
-		prev = e.Hash
+		prev = entries[i].Hash
 		r.Entries++
 	}
 	if uint64(len(entries)) != cp.Seq {
@@ -139,6 +109,52 @@ func VerifyAuditChain(meshID, pinned string, cp *wire.AuditCheckpoint, entries [
 	return r
 }
 
+// checkCheckpoint fails r unless cp is meshID's checkpoint signed by the
+// pinned broker key.
+func (r *AuditReport) checkCheckpoint(meshID, pinned string, cp *wire.AuditCheckpoint) *AuditReport {
+	key, err := cmcrypto.ParsePublicKey(pinned)
+	if err != nil {
+		return r.fail(AuditBadCheckpoint, 0, "the pinned broker key is invalid: %v", err)
+	}
+	if cp.MeshID != meshID {
+		return r.fail(AuditBadCheckpoint, 0, "the checkpoint is for mesh %s, not %s", cp.MeshID, meshID)
+	}
+	if cp.BrokerPubkey != pinned {
+		return r.fail(AuditBadCheckpoint, 0, "the checkpoint names broker key %s, but this mesh pinned %s", cp.BrokerPubkey, pinned)
+	}
+	s, err := cmcrypto.AuditHeadString(meshID, cp.Seq, cp.Hash)
+	if err == nil && !wire.IsHex(cp.Hash, 64) {
+		err = fmt.Errorf("head hash is not 64 lowercase hex")
+	}
+	if err == nil {
+		err = cmcrypto.Verify(key, s, cp.Signature)
+	}
+	if err != nil {
+		return r.fail(AuditBadCheckpoint, 0, "the checkpoint is not signed by the pinned broker key: %v", err)
+	}
+	return nil
+}
+
+// checkEntry fails r unless e is entry want of meshID's chain, links to
+// prev and hashes to its recorded hash.
+func (r *AuditReport) checkEntry(meshID string, e *wire.AuditEntry, want uint64, prev string) *AuditReport {
+	if e.Seq != want {
+		return r.fail(AuditIncomplete, want, "the broker skipped entry %d (served %d in its place)", want, e.Seq)
+	}
+	if e.PrevHash != prev {
+		return r.fail(AuditBrokenLink, e.Seq, "entry %d does not link to entry %d", e.Seq, e.Seq-1)
+	}
+	canon, err := cmcrypto.CanonicalJSON(e.Payload)
+	if err != nil {
+		return r.fail(AuditTampered, e.Seq, "entry %d has an unreadable payload: %v", e.Seq, err)
+	}
+	h, err := cmcrypto.AuditHash(e.PrevHash, meshID, e.Seq, e.EventType, e.ActorPubkey, canon, e.CreatedAt)
+	if err != nil || h != e.Hash {
+		return r.fail(AuditTampered, e.Seq, "entry %d (%s) was altered: its content does not hash to its recorded hash", e.Seq, e.EventType)
+	}
+	return nil
+}
+
 // FetchAuditChain asks for the broker's signed head, then reads every entry
 // up to it, oldest first. Entries appended after the checkpoint are not
 // read, so the two always describe the same chain.
@@ -147,20 +163,39 @@ func FetchAuditChain(ctx context.Context, c *Conn) (*wire.AuditCheckpoint, []wir
 	if err != nil {
 		return nil, nil, err
 	}
+	entries, err := fetchAuditAfter(ctx, c, cp.Seq, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cp, entries, nil
+}
+
+// auditPage is how many entries one audit_query asks for (the broker's
+// most); tests make it smaller to cross pages.
+var auditPage = 500
+
+// fetchAuditAfter reads entries after+1 to head, oldest first, in pages of
+// at most auditPage asked for newest first (audit_query pages backwards).
+func fetchAuditAfter(ctx context.Context, c *Conn, head, after uint64) ([]wire.AuditEntry, error) {
 	var newest []wire.AuditEntry
-	before := cp.Seq + 1
-	for before > 1 {
-		page, err := c.AuditQuery(ctx, wire.AuditQuery{Limit: 500, Before: before})
+	before := head + 1
+	for before > after+1 {
+		page, err := c.AuditQuery(ctx, wire.AuditQuery{Limit: int(min(uint64(auditPage), before-after-1)), Before: before})
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if len(page.Entries) == 0 {
 			break
 		}
-		newest = append(newest, page.Entries...)
+		for _, e := range page.Entries {
+			if e.Seq <= after {
+				break
+			}
+			newest = append(newest, e)
+		}
 		last := page.Entries[len(page.Entries)-1].Seq
 		if last >= before {
-			return nil, nil, newError(CodeProtocol, "audit_query before %d answered entry %d", before, last)
+			return nil, newError(CodeProtocol, "audit_query before %d answered entry %d", before, last)
 		}
 		before = last
 		if !page.More {
@@ -171,47 +206,124 @@ func FetchAuditChain(ctx context.Context, c *Conn) (*wire.AuditCheckpoint, []wir
 	for i, e := range newest {
 		out[len(newest)-1-i] = e
 	}
-	return cp, out, nil
+	return out, nil
 }
 
 // VerifyMeshAudit fetches one mesh's chain over conn, verifies it against
 // the broker key pinned at join and the head last verified on this machine
 // (config.AuditHeads in home), and records the new head when it verifies.
-// `audit verify` and the daemon's daily check both use it, so they keep
-// one history. The report is returned with a non-nil error only when the
+// `audit verify` and the daemon's checks both use it, so they keep one
+// history. The report is returned with a non-nil error only when the
 // chain verified but its head could not be recorded.
 func VerifyMeshAudit(ctx context.Context, home, meshID, pinned string, conn *Conn) (*AuditReport, error) {
 	cp, entries, err := FetchAuditChain(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
+	last, err := verifiedHead(home, meshID)
+	if err != nil {
+		return nil, err
+	}
+	rep := VerifyAuditChain(meshID, pinned, cp, entries, last)
+	if !rep.OK {
+		return rep, nil
+	}
+	hashes := make([]string, len(entries))
+	for i := range entries {
+		hashes[i] = entries[i].Hash
+	}
+	return rep, recordVerified(home, meshID, rep.Head, hashes)
+}
+
+// VerifyMeshAuditSince is VerifyMeshAudit for a check this machine
+// repeats (the daemon's, at each reconnection to the broker): when home
+// holds the head verified before and the hashes of every entry up to it,
+// it reads only the entries appended since and checks that they extend
+// that head to the broker's signed one. A hash chain makes that as strong
+// as reading it all for what was verified here: no entry up to the old
+// head can have changed its hash and still be extended by the new ones.
+// Anything else (nothing kept, a shorter or a different chain, an entry
+// that does not link or hash) is checked in full by VerifyMeshAudit, so a
+// failure is found and reported exactly as there.
+//
+// It does not read again the entries it verified before: an entry whose
+// content a broker altered in place while keeping its recorded hash is
+// found by the next full check (`audit verify`, or the daemon's first
+// check and its daily one), not by this one.
+func VerifyMeshAuditSince(ctx context.Context, home, meshID, pinned string, conn *Conn) (*AuditReport, error) {
+	last, err := verifiedHead(home, meshID)
+	if err != nil {
+		return nil, err
+	}
+	if last == nil || uint64(len(last.Hashes)) != last.Seq || (last.Seq > 0 && last.Hashes[last.Seq-1] != last.Hash) {
+		return VerifyMeshAudit(ctx, home, meshID, pinned, conn)
+	}
+	cp, err := conn.AuditCheckpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &AuditReport{MeshID: meshID, OK: true, Head: AuditHead{Seq: cp.Seq, Hash: cp.Hash}, Previous: last}
+	if bad := rep.checkCheckpoint(meshID, pinned, cp); bad != nil {
+		return bad, nil
+	}
+	if cp.Seq < last.Seq || (cp.Seq == last.Seq && cp.Hash != last.Hash) {
+		return VerifyMeshAudit(ctx, home, meshID, pinned, conn)
+	}
+	entries, err := fetchAuditAfter(ctx, conn, cp.Seq, last.Seq)
+	if err != nil {
+		return nil, err
+	}
+	prev := last.Hash
+	for i := range entries {
+		if rep.checkEntry(meshID, &entries[i], last.Seq+uint64(i)+1, prev) != nil {
+			return VerifyMeshAudit(ctx, home, meshID, pinned, conn)
+		}
+		prev = entries[i].Hash
+		rep.Entries++
+	}
+	if uint64(len(entries)) != cp.Seq-last.Seq || prev != cp.Hash {
+		return VerifyMeshAudit(ctx, home, meshID, pinned, conn)
+	}
+	if len(entries) == 0 {
+		return rep, recordVerified(home, meshID, rep.Head, nil) // the same head, checked now
+	}
+	hashes := make([]string, 0, cp.Seq)
+	hashes = append(hashes, last.Hashes...)
+	for i := range entries {
+		hashes = append(hashes, entries[i].Hash)
+	}
+	return rep, recordVerified(home, meshID, rep.Head, hashes)
+}
+
+// verifiedHead is the head verified in home for meshID (nil if none), with
+// the hashes of the entries up to it when they were kept.
+func verifiedHead(home, meshID string) (*AuditHead, error) {
 	heads, err := config.AuditHeads(home)
 	if err != nil {
 		return nil, err
 	}
-	var last *AuditHead
-	if h, ok := heads[meshID]; ok {
-		at, _ := time.Parse(time.RFC3339, h.VerifiedAt)
-		last = &AuditHead{Seq: h.Seq, Hash: h.Hash, VerifiedAt: at}
-		// Kept since this machine's first verification with this
-		// build; without them a rewrite is located at the head only.
-		if last.Hashes, err = config.AuditHashes(home, meshID); err != nil {
-			return nil, err
-		}
+	h, ok := heads[meshID]
+	if !ok {
+		return nil, nil
 	}
-	rep := VerifyAuditChain(meshID, pinned, cp, entries, last)
-	if rep.OK {
-		hashes := make([]string, len(entries))
-		for i := range entries {
-			hashes[i] = entries[i].Hash
-		}
+	at, _ := time.Parse(time.RFC3339, h.VerifiedAt)
+	last := &AuditHead{Seq: h.Seq, Hash: h.Hash, VerifiedAt: at}
+	// Kept since this machine's first verification with this build;
+	// without them a rewrite is located at the head only.
+	if last.Hashes, err = config.AuditHashes(home, meshID); err != nil {
+		return nil, err
+	}
+	return last, nil
+}
+
+// recordVerified remembers a verified head and the hashes of the entries up
+// to it (nil: those recorded already are).
+func recordVerified(home, meshID string, head AuditHead, hashes []string) error {
+	if hashes != nil {
 		if err := config.RecordAuditHashes(home, meshID, hashes); err != nil {
-			return rep, err
-		}
-		now := time.Now().UTC().Format(time.RFC3339)
-		if err := config.RecordAuditHead(home, meshID, config.AuditHead{Seq: rep.Head.Seq, Hash: rep.Head.Hash, VerifiedAt: now}); err != nil {
-			return rep, err
+			return err
 		}
 	}
-	return rep, nil
+	now := time.Now().UTC().Format(time.RFC3339)
+	return config.RecordAuditHead(home, meshID, config.AuditHead{Seq: head.Seq, Hash: head.Hash, VerifiedAt: now})
 }

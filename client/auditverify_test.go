@@ -1,10 +1,19 @@
 package client
 
 import (
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/broker"
+	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/wire"
 )
@@ -131,5 +140,132 @@ func BenchmarkVerifyAuditChain10k(b *testing.B) {
 		if r := VerifyAuditChain(testMesh, broker.PublicHex(), cp, chain, nil); !r.OK {
 			b.Fatal(r.Message)
 		}
+	}
+}
+
+// TestVerifyMeshAuditSince: against a real broker, the repeated check
+// reads only the entries appended after the head verified in the home
+// (across audit_query pages), records the longer chain, and hands
+// anything that does not extend that head to the full check, which
+// reports it as `audit verify` does.
+func TestVerifyMeshAuditSince(t *testing.T) {
+	old := auditPage
+	auditPage = 2 // several pages for a few entries
+	t.Cleanup(func() { auditPage = old })
+	data := t.TempDir()
+	b := startTestBroker(t, func(cfg *broker.Config) { cfg.DataDir = data })
+	owner, mesh := b.createMesh(t, "acme")
+	ctx := testCtx(t)
+	c := mustDial(t, ctx, owner, DialOptions{})
+	defer c.Close()
+	topics := 0
+	grow := func(n int) {
+		t.Helper()
+		for range n {
+			topics++
+			if _, _, err := c.TopicCreate(ctx, TopicCreateOptions{Name: fmt.Sprintf("t%d", topics)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	home := t.TempDir()
+	verifyIn := func(home string, since bool) *AuditReport {
+		t.Helper()
+		f := VerifyMeshAudit
+		if since {
+			f = VerifyMeshAuditSince
+		}
+		rep, err := f(ctx, home, owner.MeshID, mesh.BrokerPubkey, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	verify := func(since bool) *AuditReport { t.Helper(); return verifyIn(home, since) }
+	grow(4)
+	// Nothing verified here yet: the whole chain.
+	first := verify(true)
+	if !first.OK || first.Entries != int(first.Head.Seq) || first.Head.Seq < 5 {
+		t.Fatalf("first check: %+v", first)
+	}
+	n := first.Head.Seq
+	grow(5)
+	next := verify(true)
+	if !next.OK || next.Entries != 5 || next.Head.Seq != n+5 || next.Previous == nil || next.Previous.Seq != n {
+		t.Fatalf("after five more entries: %+v", next)
+	}
+	if hashes, err := config.AuditHashes(home, owner.MeshID); err != nil || uint64(len(hashes)) != n+5 {
+		t.Fatalf("hashes kept: %d, %v; want %d", len(hashes), err, n+5)
+	}
+	if again := verify(true); !again.OK || again.Entries != 0 || again.Head.Seq != n+5 {
+		t.Fatalf("nothing new: %+v", again)
+	}
+
+	// A home whose head is not on the broker's chain (entries up to it
+	// rewritten since it was verified): the new entries do not link to
+	// it, and the full check reports where the chains part.
+	hashes, err := config.AuditHashes(home, owner.MeshID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	forged := slices.Clone(hashes[:n])
+	forged[n-1] = strings.Repeat("cd", 32)
+	if err := config.RecordAuditHashes(other, owner.MeshID, forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := config.RecordAuditHead(other, owner.MeshID, config.AuditHead{Seq: n, Hash: forged[n-1], VerifiedAt: time.Now().UTC().Format(time.RFC3339)}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := verifyIn(other, true); rep.OK || rep.Problem != AuditRewrite || rep.FirstBadSeq != n {
+		t.Fatalf("a head that is not on the chain: %+v", rep)
+	}
+
+	// Entry 1 edited in place in broker.db (its recorded hash kept): the
+	// repeated check does not read it again, the full one does.
+	c.Close()
+	b.Close()
+	editAuditPayload(t, filepath.Join(data, "broker.db"), 1)
+	b = startTestBroker(t, func(cfg *broker.Config) { cfg.DataDir = data })
+	owner.BrokerURL = b.URL()
+	c = mustDial(t, ctx, owner, DialOptions{})
+	defer c.Close()
+	if rep := verify(true); !rep.OK || rep.Entries != 0 || rep.Head.Seq != n+5 {
+		t.Fatalf("the repeated check read entries verified before: %+v", rep)
+	}
+	if rep := verify(false); rep.OK || rep.Problem != AuditTampered || rep.FirstBadSeq != 1 {
+		t.Fatalf("full check after entry 1 was edited: %+v", rep)
+	}
+}
+
+// editAuditPayload changes the payload of entry seq of the only mesh in a
+// stopped broker's broker.db in place, keeping its recorded hash, as
+// someone with the disk could.
+func editAuditPayload(t *testing.T, path string, seq uint64) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		meshes := tx.Bucket([]byte("meshes"))
+		return meshes.ForEachBucket(func(id []byte) error {
+			a := meshes.Bucket(id).Bucket([]byte("audit"))
+			k := binary.BigEndian.AppendUint64(nil, seq)
+			var e map[string]any
+			if err := json.Unmarshal(a.Get(k), &e); err != nil {
+				return err
+			}
+			e["payload"] = map[string]any{"edited": true}
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			return a.Put(k, v)
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -365,11 +365,16 @@ func statusCommand() *cli.Command {
 					}
 				}
 				if a, ok := st.Audit[s]; ok && !a.OK {
-					if a.Error != "" {
-						out.Linef("  audit check could not run: %s", cliui.SanitizePeerText(a.Error))
-					} else {
+					if a.Problem != "" {
 						out.Linef("  %s audit log %s at entry %d: %s", sty.Red("✘"), strings.ReplaceAll(a.Problem, "_", " "), a.FirstBadSeq, cliui.SanitizePeerText(a.Message))
 						out.Linef("  %s", sty.Dim("→ the broker's record of this mesh cannot be trusted; run claudemesh audit verify and tell the mesh owner"))
+					}
+					if a.Error != "" {
+						since := ""
+						if a.Problem != "" {
+							since = " since"
+						}
+						out.Linef("  audit check%s could not run: %s", since, cliui.SanitizePeerText(a.Error))
 					}
 				}
 			}

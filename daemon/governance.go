@@ -42,6 +42,24 @@ func (a *auditState) set(slug string, st localapi.AuditStatus) {
 	a.res[slug] = st
 }
 
+// couldNotRun records a check that could not run. What an earlier check
+// found wrong stays until a check runs: a broker that answers a daemon
+// which found its rollback by cutting the next connection, or by never
+// answering audit_query, must not turn the finding into "could not run".
+func (a *auditState) couldNotRun(slug string, at int64, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.res == nil {
+		a.res = map[string]localapi.AuditStatus{}
+	}
+	st := a.res[slug]
+	if st.Problem == "" {
+		st = localapi.AuditStatus{CheckedAt: at}
+	}
+	st.Error = err.Error()
+	a.res[slug] = st
+}
+
 func (a *auditState) snapshot() map[string]localapi.AuditStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -60,13 +78,18 @@ func (a *auditState) snapshot() map[string]localapi.AuditStatus {
 // shorter chain: a rollback shows at the reconnection, not a day later),
 // and every AuditInterval (a day) while one stays open, and records the
 // outcome for `daemon status` and `doctor`. A failure is also logged. It
-// shares the verified heads with `audit verify` (audit-heads.json). Each
-// check fetches the whole chain (500 entries a request): a long chain
-// costs every reconnection that much.
+// shares the verified heads with `audit verify` (audit-heads.json).
+//
+// The first check and then one every AuditInterval read the whole chain
+// (500 entries a request); a check at a reconnection in between reads
+// only what was appended since the head verified here
+// (client.VerifyMeshAuditSince): when a broker restarts, every daemon of
+// its meshes reconnects at once, and a long chain read in full by each
+// would be the broker's largest cost of the restart.
 func (m *meshRT) auditLoop(ctx context.Context) {
 	interval := m.d.opts.AuditInterval
 	var checked *client.Conn // the connection of the last check
-	var at time.Time
+	var at, fullAt time.Time
 	for {
 		changed := m.presence.Changed()
 		if s, _ := m.presence.State(); s.Final() {
@@ -74,7 +97,10 @@ func (m *meshRT) auditLoop(ctx context.Context) {
 		}
 		c := m.conn()
 		if c != nil && (c != checked || time.Since(at) >= interval) {
-			m.checkAudit(ctx, c)
+			full := fullAt.IsZero() || time.Since(fullAt) >= interval
+			if m.checkAudit(ctx, c, full) && full {
+				fullAt = time.Now()
+			}
 			checked, at = c, time.Now()
 			continue
 		}
@@ -98,26 +124,37 @@ func (m *meshRT) auditLoop(ctx context.Context) {
 	}
 }
 
-func (m *meshRT) checkAudit(ctx context.Context, c *client.Conn) {
+// checkAudit verifies the chain over c, in full or from the head verified
+// here, and reports whether the check ran (whatever it found).
+func (m *meshRT) checkAudit(ctx context.Context, c *client.Conn, full bool) bool {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	st := localapi.AuditStatus{CheckedAt: time.Now().UnixMilli()}
-	rep, err := client.VerifyMeshAudit(cctx, m.d.home, m.cfg.MeshID, m.cfg.BrokerPubkey, c)
+	verify := client.VerifyMeshAuditSince
+	if full {
+		verify = client.VerifyMeshAudit
+	}
+	rep, err := verify(cctx, m.d.home, m.cfg.MeshID, m.cfg.BrokerPubkey, c)
 	switch {
 	case rep == nil && ctx.Err() != nil:
-		return // the daemon is stopping
+		return false // the daemon is stopping
 	case rep == nil:
 		// Out of time, or the connection lost: said so (the next open
-		// or day tries again).
-		st.Error = err.Error()
+		// or day tries again), beside what an earlier check found.
 		m.d.log.Warn("audit check could not run", "mesh", m.cfg.Slug, "err", err)
+		m.d.audit.couldNotRun(m.cfg.Slug, st.CheckedAt, err)
+		return false
 	default:
 		st.OK, st.Seq, st.Problem, st.FirstBadSeq, st.Message = rep.OK, rep.Head.Seq, rep.Problem, rep.FirstBadSeq, rep.Message
 		if !rep.OK {
 			m.d.log.Error("audit chain check failed", "mesh", m.cfg.Slug, "problem", rep.Problem, "firstBadSeq", rep.FirstBadSeq, "message", rep.Message)
 		}
+		if err != nil {
+			m.d.log.Warn("audit chain verified, but its head could not be recorded", "mesh", m.cfg.Slug, "err", err)
+		}
 	}
 	m.d.audit.set(m.cfg.Slug, st)
+	return true
 }
 
 func (d *Daemon) handleSkills(w http.ResponseWriter, r *http.Request) {

@@ -9,8 +9,10 @@ type AuditStatus struct {
 	Problem     string `json:"problem,omitempty"`
 	FirstBadSeq uint64 `json:"firstBadSeq,omitzero"`
 	Message     string `json:"message,omitempty"`
-	// Error is set when the check could not run (the broker did not
-	// answer); OK is then false too, but nothing was found wrong.
+	// Error is set when the last check could not run (the broker did not
+	// answer); OK is then false too. Problem and what goes with it are
+	// then those of the last check that ran and found one (kept until a
+	// check runs again), or empty: nothing was found wrong.
 	Error string `json:"error,omitempty"`
 }
 

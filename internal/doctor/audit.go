@@ -32,12 +32,17 @@ func checkAudit(e *Env) []Result {
 			switch {
 			case a.OK:
 				out = append(out, Result{Name: name, Status: OK, Message: "the daemon verified " + count(int(a.Seq), "entry", "entries") + " against the pinned broker key"})
-			case a.Error != "":
-				out = append(out, Result{Name: name, Status: Warn, Message: "the daemon's check could not run: " + a.Error, Fix: "claudemesh audit verify --mesh " + m.Slug})
+			case a.Problem != "":
+				// A finding stays a failure when a later check could
+				// not run.
+				msg := fmt.Sprintf("%s at entry %d: %s", a.Problem, a.FirstBadSeq, a.Message)
+				if a.Error != "" {
+					msg += " (the check since could not run: " + a.Error + ")"
+				}
+				out = append(out, Result{Name: name, Status: Fail, Message: msg,
+					Fix: "the broker's record of this mesh cannot be trusted: tell the mesh owner; claudemesh audit verify --mesh " + m.Slug + " shows the finding"})
 			default:
-				out = append(out, Result{Name: name, Status: Fail,
-					Message: fmt.Sprintf("%s at entry %d: %s", a.Problem, a.FirstBadSeq, a.Message),
-					Fix:     "the broker's record of this mesh cannot be trusted: tell the mesh owner; claudemesh audit verify --mesh " + m.Slug + " shows the finding"})
+				out = append(out, Result{Name: name, Status: Warn, Message: "the daemon's check could not run: " + a.Error, Fix: "claudemesh audit verify --mesh " + m.Slug})
 			}
 			continue
 		}
