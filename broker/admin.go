@@ -43,8 +43,9 @@ type adminError struct{ code, msg string }
 func refusal(code, msg string) *adminError { return &adminError{code, msg} }
 
 // matchTargets finds what a target names, at the first level that matches:
-// a full pubkey or a pubkey prefix of ≥ 8 hex (members and sessions), else a
-// display name (exact, case-insensitive) of members, else of sessions.
+// a full pubkey or a pubkey prefix of ≥ 8 hex (members and sessions, and
+// with them every member and session whose display name it also is), else
+// a display name (exact, case-insensitive) of members, else of sessions.
 // Caller holds ms.mu.
 func (ms *meshState) matchTargets(target string) []adminTarget {
 	var out []adminTarget
@@ -71,9 +72,9 @@ func (ms *meshState) matchTargets(target string) []adminTarget {
 			}
 		}
 		if len(out) > 0 {
-			// A display name may look like a key prefix: a member so
-			// named is a match too, so that a name that is a prefix of
-			// someone else's key names neither (ambiguous_target).
+			// A display name may look like a key prefix: a member or a
+			// session so named is a match too, so that a name that is a
+			// prefix of someone else's key names neither (ambiguous_target).
 			key := cmcrypto.NameKey(target)
 			for _, m := range ms.members {
 				if m.NameKey == key && !slices.ContainsFunc(out, func(t adminTarget) bool { return t.session == "" && t.member == m }) {
@@ -132,32 +133,56 @@ func (c *conn) oneTarget(r *wire.AdminRequest, membersOnly bool) (adminTarget, b
 	ms := c.ms
 	ms.mu.Lock()
 	ts := ms.matchTargets(r.Target)
+	var t adminTarget
+	var n int
 	var sessionOf string
 	if membersOnly {
-		kept := ts[:0]
-		for _, t := range ts {
-			if t.session == "" {
-				kept = append(kept, t)
-			} else {
-				sessionOf = t.name + " is an agent session of " + t.member.DisplayName
-			}
-		}
-		ts = kept
+		t, n, sessionOf = memberTarget(ts)
+	} else if n = len(ts); n == 1 {
+		t = ts[0]
 	}
 	ms.mu.Unlock()
 	switch {
-	case len(ts) > 1:
+	case n > 1:
 		c.reply(wire.Error{Type: wire.TypeError, ReqID: r.ReqID, Code: wire.CodeAmbiguousTarget,
 			Message: "several peers match " + r.Target + "; use a longer pubkey prefix", Candidates: candidatesOf(ts)})
 		return adminTarget{}, false
-	case len(ts) == 0 && sessionOf != "":
+	case n == 0 && sessionOf != "":
 		c.sendError(r.ReqID, wire.CodeInvalidArgument, sessionOf+"; "+r.Type+" acts on members: name the member")
 		return adminTarget{}, false
-	case len(ts) == 0:
+	case n == 0:
 		c.sendError(r.ReqID, wire.CodeUnknownTarget, "no member or session matches "+r.Target)
 		return adminTarget{}, false
 	}
-	return ts[0], true
+	return t, true
+}
+
+// memberTarget is the member a members-only verb (ban, unban, set_role,
+// mesh_transfer, the operator's remove-member) acts on, from what
+// matchTargets found: n is 1 with the member, 0 when nothing matched or
+// only sessions of one member did (sessionOf then says whose), and more
+// than 1 when the matches belong to several members. Ambiguity is decided
+// over every match, sessions included, before sessions are left out: a
+// session named like a prefix of bob's key makes that prefix ambiguous,
+// where leaving the session out first acted on bob. Sessions of the member
+// that matched are that member (either reading names it).
+func memberTarget(ts []adminTarget) (t adminTarget, n int, sessionOf string) {
+	var owners []*member
+	for _, m := range ts {
+		if !slices.Contains(owners, m.member) {
+			owners = append(owners, m.member)
+		}
+	}
+	if len(owners) > 1 {
+		return adminTarget{}, len(owners), ""
+	}
+	for _, m := range ts {
+		if m.session == "" {
+			return m, 1, ""
+		}
+		sessionOf = m.name + " is an agent session of " + m.member.DisplayName
+	}
+	return adminTarget{}, 0, sessionOf
 }
 
 // role reads the caller's member role under the mesh lock: set_role,

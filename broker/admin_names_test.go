@@ -1,11 +1,15 @@
 package broker
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
+	"claudemesh/wire"
+
+	json "github.com/go-json-experiment/json"
 )
 
 // TestAdminTargetSessionNamedLikeAKeyPrefix: a session's display name is
@@ -27,5 +31,86 @@ func TestAdminTargetSessionNamedLikeAKeyPrefix(t *testing.T) {
 	}
 	if out := ms.matchTargets("4e3adf4fa"); len(out) != 1 || out[0].member != bob {
 		t.Errorf("a longer prefix: %d targets, want bob alone", len(out))
+	}
+}
+
+// TestMembersOnlyVerbsSessionNamedLikeAKeyPrefix: ban, unban, set_role,
+// mesh_transfer and the operator's remove-member act on members, but a
+// session named like a prefix of bob's key still makes that prefix
+// ambiguous for them: the sessions were left out before ambiguity was
+// decided, so bob alone remained and carol's agent, by naming itself
+// "4e3adf4f", had alice ban, promote, remove or hand the mesh to bob.
+func TestMembersOnlyVerbsSessionNamedLikeAKeyPrefix(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "names", "alice")
+	bob := addMember(t, b, alice, "names", "bob")
+	carol := addMember(t, b, alice, "names", "carol")
+	prefix := bob.pub()[:8]
+	sess, _ := cmcrypto.GenerateIdentity()
+	sessionConnect(t, b, carol, sess, prefix)
+	oc := connect(t, b, alice, false, nil)
+	for _, f := range []map[string]any{
+		{"type": "ban", "target": prefix}, {"type": "unban", "target": prefix},
+		{"type": "set_role", "target": prefix, "role": "admin"}, {"type": "mesh_transfer", "target": prefix},
+	} {
+		var e wire.Error
+		oc.request(f, &e, wire.TypeError, wire.TypeAdminResult)
+		if e.Code != wire.CodeAmbiguousTarget || len(e.Candidates) != 2 {
+			t.Errorf("%s %s: %+v, want ambiguous_target naming bob and carol's session", f["type"], prefix, e)
+		}
+	}
+	req, _ := http.NewRequest("DELETE", b.HTTPURL()+"/v1/admin/meshes/names/members/"+prefix, nil)
+	req.Header.Set("Authorization", "Bearer "+b.OperatorToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	json.UnmarshalRead(resp.Body, &body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict || errCode(body) != wire.CodeAmbiguousTarget {
+		t.Errorf("operator remove-member %s: %d %v, want 409 ambiguous_target", prefix, resp.StatusCode, body)
+	}
+	// bob is untouched: still a plain member, not banned, not the owner.
+	var members wire.Members
+	oc.request(map[string]any{"type": wire.TypeMembersList}, &members, wire.TypeMembers)
+	found := false
+	for _, m := range members.Members {
+		if m.Pubkey == bob.pub() {
+			found = true
+			if m.MemberRole != wire.MemberMember || m.RevokedAt != 0 {
+				t.Errorf("bob was acted on: %+v", m)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("bob was removed: %+v", members.Members)
+	}
+	// A longer prefix is bob's alone.
+	var res wire.AdminResult
+	oc.request(map[string]any{"type": "set_role", "target": bob.pub()[:9], "role": "admin"}, &res, wire.TypeAdminResult)
+	if len(res.Affected) != 1 || res.Affected[0].Pubkey != bob.pub() {
+		t.Errorf("set_role by a longer prefix: %+v", res)
+	}
+}
+
+// TestMemberTargetSessionsOfTheSameMember: a members-only verb decides
+// ambiguity over every match; sessions of the one member that matched are
+// that member, sessions alone are not a member.
+func TestMemberTargetSessionsOfTheSameMember(t *testing.T) {
+	bob := &member{Member: store.Member{ID: "b", Pubkey: strings.Repeat("b", 64), DisplayName: "bob"}}
+	carol := &member{Member: store.Member{ID: "c", Pubkey: strings.Repeat("c", 64), DisplayName: "carol"}}
+	self := adminTarget{member: bob, name: "bob"}
+	own := adminTarget{member: bob, session: strings.Repeat("d", 64), name: "bbbbbbbb"}
+	other := adminTarget{member: carol, session: strings.Repeat("e", 64), name: "bbbbbbbb"}
+	if got, n, _ := memberTarget([]adminTarget{self, own}); n != 1 || got.member != bob || got.session != "" {
+		t.Errorf("bob and his own session: %d %+v, want bob", n, got)
+	}
+	if _, n, _ := memberTarget([]adminTarget{self, other}); n != 2 {
+		t.Errorf("bob and carol's session: %d, want ambiguous", n)
+	}
+	if _, n, why := memberTarget([]adminTarget{other}); n != 0 || !strings.Contains(why, "carol") {
+		t.Errorf("carol's session alone: %d %q, want no member and why", n, why)
 	}
 }

@@ -70,27 +70,31 @@ func (b *Broker) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
 	target := r.PathValue("target")
 	ms.mu.Lock()
 	var ts []adminTarget
+	var t adminTarget
+	var n int
+	var sessionOf string
 	if m := ms.memberByID[target]; m != nil {
-		ts = []adminTarget{{member: m, name: m.DisplayName}}
+		t, n = adminTarget{member: m, name: m.DisplayName}, 1
 	} else {
-		for _, t := range ms.matchTargets(target) {
-			if t.session == "" {
-				ts = append(ts, t)
-			}
-		}
+		// Ambiguity over every match, sessions included (memberTarget).
+		ts = ms.matchTargets(target)
+		t, n, sessionOf = memberTarget(ts)
 	}
 	ms.mu.Unlock()
 	switch {
-	case len(ts) > 1:
+	case n > 1:
 		writeJSON(w, http.StatusConflict, map[string]any{"error": map[string]any{
-			"code": wire.CodeAmbiguousTarget, "message": "several members match " + target + "; use a longer pubkey prefix",
+			"code": wire.CodeAmbiguousTarget, "message": "several members or sessions match " + target + "; use a longer pubkey prefix",
 			"candidates": candidatesOf(ts)}})
 		return
-	case len(ts) == 0:
+	case n == 0 && sessionOf != "":
+		restError(w, http.StatusNotFound, wire.CodeUnknownTarget, sessionOf+"; name the member to remove it")
+		return
+	case n == 0:
 		restError(w, http.StatusNotFound, wire.CodeUnknownTarget, "no member of "+ms.slug+" matches "+target)
 		return
 	}
-	memberID := ts[0].member.ID
+	memberID := t.member.ID
 	var gone store.Member
 	var dropped []store.Expired
 	var sessions []string

@@ -705,3 +705,37 @@ func TestANameThatIsAnotherMembersKeyPrefix(t *testing.T) {
 		t.Fatalf("send to a longer prefix went to %s, want bob's key", sent.Target.TargetSpec)
 	}
 }
+
+// TestASessionNamedLikeAMembersKeyPrefix: an agent session may call itself
+// what looks like a prefix of another member's key. The verbs that act on
+// members (ban, unban, role set, mesh transfer, the operator's
+// remove-member) left sessions out before deciding ambiguity, so bob alone
+// remained and was banned, promoted, removed or made owner by a name
+// carol's agent chose; the target is ambiguous_target instead.
+func TestASessionNamedLikeAMembersKeyPrefix(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob", "carol")
+	alice, bob, carol := us[0], us[1], us[2]
+	prefix := bob.pubkey[:8]
+	carol.startDaemon()
+	carol.waitDaemonOpen()
+	carol.launch(standInClaude(t), prefix)
+	eventually(t, 20*time.Second, "alice sees carol's session", func() bool {
+		var rows []peerRow
+		alice.json(&rows, "peer", "list")
+		s := sessionsOf(rows, carol.pubkey)
+		return len(s) == 1 && s[0].DisplayName == prefix
+	})
+	for _, args := range [][]string{
+		{"ban", prefix}, {"unban", prefix}, {"role", "set", prefix, "admin"}, {"mesh", "transfer", prefix},
+		{"mesh", "remove-member", prefix, "--mesh", "test", "--broker", b.url, "--operator-token-file", b.tokenFile()},
+	} {
+		alice.fails(6, "ambiguous_target", args...)
+	}
+	// bob was not acted on: still in, still a plain member.
+	bob.ok("peer", "list")
+	if w := bob.whoami(); w.Meshes[0].Role != "member" {
+		t.Fatalf("bob's role: %+v", w)
+	}
+}
