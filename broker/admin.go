@@ -43,10 +43,10 @@ type adminError struct{ code, msg string }
 func refusal(code, msg string) *adminError { return &adminError{code, msg} }
 
 // matchTargets finds what a target names, at the first level that matches:
-// a full pubkey or a pubkey prefix of ≥ 8 hex (members and sessions, and
-// with them every member and session whose display name it also is), else
-// a display name (exact, case-insensitive) of members, else of sessions.
-// Caller holds ms.mu.
+// a full pubkey (its holder alone, never a name), or a pubkey prefix of
+// 8..63 hex (members and sessions, and with them every member and session
+// whose display name it also is), else a display name (exact,
+// case-insensitive) of members, else of sessions. Caller holds ms.mu.
 func (ms *meshState) matchTargets(target string) []adminTarget {
 	var out []adminTarget
 	sessionTarget := func(pubkey, name, parentID string) {
@@ -70,6 +70,14 @@ func (ms *meshState) matchTargets(target string) []adminTarget {
 			if _, isMember := ms.members[k]; !isMember && strings.HasPrefix(k, target) {
 				sessionTarget(k, s.DisplayName, s.ParentMemberID)
 			}
+		}
+		if len(target) == 64 {
+			// A full key names its holder and nothing else: a name is
+			// free text, so anyone may call itself by someone's full key,
+			// and a full key must never become ambiguous (nor, held by
+			// nobody, reach whoever is so named). The client's resolver
+			// treats 64 hex the same way.
+			return out
 		}
 		if len(out) > 0 {
 			// A display name may look like a key prefix: a member or a

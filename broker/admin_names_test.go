@@ -114,3 +114,36 @@ func TestMemberTargetSessionsOfTheSameMember(t *testing.T) {
 		t.Errorf("carol's session alone: %d %q, want no member and why", n, why)
 	}
 }
+
+// TestAdminTargetFullSessionKeyIsNeverAName: a display name may be 64 hex
+// digits, someone's full key; a full key still names its holder alone
+// (mallory naming a session after bob's session's key made
+// `kick <that key>` ambiguous), and a full key nobody holds names nobody,
+// whoever is so named. The client treats 64 hex as a key too.
+func TestAdminTargetFullSessionKeyIsNeverAName(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "fullkey", "alice")
+	bob := addMember(t, b, alice, "fullkey", "bob")
+	mallory := addMember(t, b, alice, "fullkey", "mallory")
+	bobSess, _ := cmcrypto.GenerateIdentity()
+	bs := sessionConnect(t, b, bob, bobSess, "worker")
+	impostor, _ := cmcrypto.GenerateIdentity()
+	sessionConnect(t, b, mallory, impostor, bobSess.PublicHex())
+	nobody, _ := cmcrypto.GenerateIdentity()
+	other, _ := cmcrypto.GenerateIdentity()
+	sessionConnect(t, b, mallory, other, nobody.PublicHex())
+	oc := connect(t, b, alice, false, nil)
+
+	var e wire.Error
+	oc.request(map[string]any{"type": "kick", "target": nobody.PublicHex()}, &e, wire.TypeError, wire.TypeAdminResult)
+	if e.Code != wire.CodeUnknownTarget {
+		t.Errorf("kick of a full key nobody holds, a session's name: %+v, want unknown_target", e)
+	}
+	var res wire.AdminResult
+	oc.request(map[string]any{"type": "kick", "target": bobSess.PublicHex()}, &res, wire.TypeAdminResult, wire.TypeError)
+	if len(res.Affected) != 1 || res.Affected[0].Pubkey != bobSess.PublicHex() {
+		t.Fatalf("kick of bob's session's full key: %+v, want that session alone", res)
+	}
+	bs.expectRefusal(wire.ReasonKicked, wire.CloseKicked, wire.ReasonKicked)
+}
