@@ -1,7 +1,6 @@
 package client
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -80,7 +79,9 @@ type Target struct {
 //   - a pubkey prefix of at least MinPrefix hex digits, matched against
 //     active members and listed presences (a member presence counts as its
 //     member); no match falls through to names, so a member may be called
-//     "deadbeef";
+//     "deadbeef". One match that is also the display name of another
+//     member or session (members and sessions alike, as the broker's
+//     admin targets) is ambiguous;
 //   - a display name, exact and case-insensitive (crypto.NameKey): members
 //     first (their member key), then agent session presences. A
 //     control-plane presence is never picked: it is the member's daemon,
@@ -126,21 +127,14 @@ func (d *Directory) Resolve(to, self string) (*Target, error) {
 				return nil, err
 			}
 			if t != nil {
-				// A display name may look like a key prefix: a name that
-				// is also a prefix of someone else's key names neither.
-				n, nerr := d.name(to)
-				var named []wire.Candidate
-				var ae *Error
-				switch {
-				case n != nil && n.Spec != t.Spec:
-					named = []wire.Candidate{d.candidate(n)}
-				case errors.As(nerr, &ae) && ae.Code == wire.CodeAmbiguousTarget:
-					named = ae.Candidates // several peers so named
-				}
-				if len(named) > 0 {
-					return nil, &Error{Code: wire.CodeAmbiguousTarget,
-						Candidates: append([]wire.Candidate{d.candidate(t)}, named...),
-						Message:    fmt.Sprintf("%q is a prefix of %s's key and the name of another peer; use the full pubkey", to, t.DisplayName)}
+				// A display name may look like a key prefix: every
+				// member and every session so named is a match too (as
+				// on the broker: members do not win over sessions here),
+				// so that a name that is also a prefix of someone else's
+				// key names neither. The target itself is listed once.
+				if c := d.namedLike(t, to); len(c.list) > 1 {
+					return nil, &Error{Code: wire.CodeAmbiguousTarget, Candidates: c.list,
+						Message: fmt.Sprintf("%q is a prefix of %s's key and the name of another peer; use the full pubkey", to, t.DisplayName)}
 				}
 				return t, nil
 			}
@@ -397,6 +391,25 @@ func (d *Directory) prefix(p string) (*Target, error) {
 		}
 	}
 	return d.pick(&c, p, MatchPrefix)
+}
+
+// namedLike is t, the one target a key prefix matched, and after it every
+// member and every session whose display name is the prefix (crypto.NameKey),
+// each key once: the broker's matches for a prefix (matchTargets).
+func (d *Directory) namedLike(t *Target, to string) *candidates {
+	want := cmcrypto.NameKey(to)
+	var c candidates
+	first := d.candidate(t)
+	c.add(first.DisplayName, first.Pubkey, first.Kind)
+	for _, i := range d.membersNamed(want) {
+		m := &d.members[i]
+		c.add(m.DisplayName, m.Pubkey, CandidateMember)
+	}
+	for _, i := range d.sessionsNamed(want) {
+		p := &d.peers[i]
+		c.add(p.DisplayName, p.Pubkey, CandidateSession)
+	}
+	return &c
 }
 
 func (d *Directory) name(to string) (*Target, error) {

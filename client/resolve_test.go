@@ -278,3 +278,43 @@ func TestResolveReusedMatchesFresh(t *testing.T) {
 		}
 	}
 }
+
+// A key prefix that is bob's own name (members win at the name level)
+// and another member's session's name too is ambiguous, as on the broker
+// (matchTargets): the client returned bob. When the name lookup is itself
+// ambiguous and includes the prefix's own target, that target is listed
+// once. Fresh and reused (indexed) directories.
+func TestResolvePrefixNamedByItsOwnerAndASession(t *testing.T) {
+	members := []wire.Member{{Pubkey: kBob, DisplayName: strings.ToUpper(kBob[:8])}, {Pubkey: kCarol, DisplayName: "carol"}}
+	peers := []wire.Peer{{Pubkey: kSessA, MemberPubkey: kCarol, Role: wire.RoleSession, DisplayName: kBob[:8]}}
+	// kSessA's prefix "cccccccc" is also its own name and another session's.
+	peers2 := []wire.Peer{
+		{Pubkey: kSessA, MemberPubkey: kCarol, Role: wire.RoleSession, DisplayName: kSessA[:8]},
+		{Pubkey: kSessC, MemberPubkey: kCarol, Role: wire.RoleSession, DisplayName: strings.ToUpper(kSessA[:8])},
+	}
+	for round := range 2 {
+		for _, c := range []struct {
+			peers []wire.Peer
+			to    string
+			want  []string
+		}{{peers, kBob[:8], []string{kBob, kSessA}}, {peers2, kSessA[:8], []string{kSessA, kSessC}}} {
+			d := NewDirectory(members, c.peers)
+			var err error
+			for range round + 1 {
+				_, err = d.Resolve(c.to, kAlice)
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != wire.CodeAmbiguousTarget {
+				t.Errorf("round %d %s: %v, want ambiguous_target", round, c.to, err)
+				continue
+			}
+			var got []string
+			for _, k := range e.Candidates {
+				got = append(got, k.Pubkey)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("round %d %s: candidates %v, want %v (each once)", round, c.to, got, c.want)
+			}
+		}
+	}
+}
