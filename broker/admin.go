@@ -538,7 +538,7 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 		}
 		c.b.hub.settleExpired(ms, dropped)
 		var victims []*conn
-		var late []string // sessions the ban's transaction did not find
+		var late []*store.Session // sessions the ban's transaction did not find
 		ms.mu.Lock()
 		if m := ms.memberByID[memberID]; m != nil {
 			m.RevokedAt, m.BanReason, m.BannedBy, m.BannedByRole = cur.RevokedAt, cur.BanReason, cur.BannedBy, cur.BannedByRole

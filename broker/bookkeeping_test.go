@@ -62,6 +62,12 @@ func bookkeepingErr(ms *meshState) error {
 			if n := len(c.inflight); n > 0 {
 				inflight[key] += n
 			}
+			// A session connected and current is a known recipient
+			// (else DMs to it are refused as unknown_recipient), unless
+			// it is closing (its member banned or gone, for one).
+			if c.pres != nil && !c.closeDecided.Load() && key != c.mem.Pubkey && ms.activeMember(c.mem.Pubkey) == c.mem && ms.sessions[key] == nil {
+				return fmt.Errorf("session %.8s is connected and current, and not a known session", key)
+			}
 		}
 	}
 	if ms.connCount != conns {
@@ -769,4 +775,110 @@ func TestForgottenSessionLeavesNoUnackedMark(t *testing.T) {
 	var res wire.AdminResult
 	ac.next(&res, wire.TypeAdminResult)
 	waitFor(t, "the mark forgotten with the session", func() bool { return !marked() })
+}
+
+// TestClusterSessionForgottenOnAStaleNode: every node expires sessions
+// (and evicts them at a hello) on its own view, which can be stale: node
+// 2 forgets a session key that has just said hello again on node 1, in
+// memory first and then in the store. Deleting by key, its write could
+// commit after the new record and delete it, and, replicated, node 1
+// forgot a session connected to it: DMs to it were refused as
+// unknown_recipient and its queue was dropped until it reconnected.
+// StaleRecord: node 2 forgets the recording it knew, and the store keeps
+// the new one. CurrentRecord: node 2 forgets the current recording (it
+// did not see the session connect), the deletion commits, and node 1,
+// which holds its connection, keeps it and writes it again.
+func TestClusterSessionForgottenOnAStaleNode(t *testing.T) {
+	t.Parallel()
+	bs := startCluster(t, "stale", 3, nil)
+	alice := createMesh(t, bs[0], "stale", "alice")
+	bob := addMember(t, bs[0], alice, "stale", "bob")
+	for _, b := range bs {
+		waitMember(t, b, alice.meshID, alice.pub())
+		waitMember(t, b, alice.meshID, bob.pub())
+	}
+	ms1, ms2 := bs[0].hub.mesh(alice.meshID), bs[1].hub.mesh(alice.meshID)
+	a := connect(t, bs[0], alice, true, nil)
+	record := func(ms *meshState, key string) *store.Session {
+		ms.mu.Lock()
+		defer ms.mu.Unlock()
+		return ms.sessions[key]
+	}
+	stored := func(b *Broker, key string) (s *store.Session) {
+		b.store.View(func(tx *store.Tx) error {
+			return store.EachSession(tx, alice.meshID, func(r store.Session) error {
+				if r.Pubkey == key {
+					s = &r
+				}
+				return nil
+			}, func(store.Corrupt) {})
+		})
+		return s
+	}
+	for i, current := range []bool{false, true} {
+		name := map[bool]string{false: "StaleRecord", true: "CurrentRecord"}[current]
+		t.Run(name, func(t *testing.T) {
+			sess, _ := cmcrypto.GenerateIdentity()
+			key := sess.PublicHex()
+			hello := func() *rawConn {
+				r := dial(t, bs[0])
+				r.write(r.sessionHello(bob, sess, func(h *wire.SessionHello) { h.SessionID = name }))
+				if code := r.helloOutcome(); code != "" {
+					t.Fatalf("session hello: %s", code)
+				}
+				return r
+			}
+			r := hello()
+			waitFor(t, "node 2 to learn the session", func() bool { return record(ms2, key) != nil })
+			forgotten := record(ms2, key)
+			r.closeClean()
+			// What node 2's expiry or eviction does: memory, then (below)
+			// the store; the session says hello again on node 1 in
+			// between, or (CurrentRecord) before.
+			forget := func() {
+				ms2.mu.Lock()
+				forgotten = ms2.sessions[key]
+				ms2.deleteSessionLocked(key)
+				ms2.mu.Unlock()
+			}
+			if !current {
+				forget()
+			}
+			r = hello()
+			waitFor(t, "node 2 to store the new recording", func() bool {
+				s, m := stored(bs[1], key), record(ms2, key)
+				return s != nil && s.HelloAt != forgotten.HelloAt && m != nil && m.HelloAt == s.HelloAt
+			})
+			if current {
+				forget()
+			}
+			bs[1].hub.forgetSessions(ms2, []*store.Session{forgotten})
+			// A later write of node 2: once node 1 has it, it has the
+			// forget too.
+			mark := fmt.Sprintf("%064x", i+1)
+			if err := bs[1].store.Update(func(tx *store.Tx) error {
+				return store.PutGrants(tx, alice.meshID, mark, store.Grants{"x": {"y"}})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "node 1 to apply node 2's writes", func() bool {
+				ms1.mu.Lock()
+				defer ms1.mu.Unlock()
+				return ms1.grants[mark] != nil
+			})
+			checkBookkeeping(t, bs[0], alice.meshID)
+			if ack := a.sendAck(dm(t, alice, key, "still here?")); ack.Error != nil {
+				t.Fatalf("a DM to the session connected to node 1: %+v", ack.Error)
+			}
+			r.nextPush()
+			for i, b := range bs {
+				ms := b.hub.mesh(alice.meshID)
+				waitFor(t, fmt.Sprintf("node %d to know and store the session", i+1), func() bool {
+					s := stored(b, key)
+					return s != nil && record(ms, key) != nil
+				})
+			}
+			r.closeClean()
+		})
+	}
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"sort"
 	"time"
 
@@ -67,21 +68,25 @@ func (ms *meshState) makeRoomForSession(b *Broker, mem *member, pubkey string) (
 	return oldest.Pubkey, nil
 }
 
-// forgetSessions removes known session keys (evicted or expired) from the
-// store with their queues, and settles the dropped deliveries. It must be
-// called without ms.mu; the keys are already gone from ms.sessions.
-func (h *hub) forgetSessions(ms *meshState, keys []string) {
-	if len(keys) == 0 {
+// forgetSessions removes session keys memory forgot (evicted, expired, or
+// of a member banned or removed) from the store with their queues, and
+// settles the dropped deliveries. It must be called without ms.mu; the
+// keys are already gone from ms.sessions, and forgotten are their records
+// as memory had them. A key said hello with again meanwhile is recorded
+// again (here, or on another node of a cluster), and its new record and
+// queue stay (store.ForgetSession): deleting by key alone, the forget
+// could commit after the new record and leave a live session unknown to
+// the store (after a restart) or, replicated, to the node holding its
+// connection.
+func (h *hub) forgetSessions(ms *meshState, forgotten []*store.Session) {
+	if len(forgotten) == 0 {
 		return
 	}
 	var dropped []store.Expired
 	err := h.b.store.Submit(func(tx *store.Tx) error {
 		dropped = dropped[:0]
-		for _, k := range keys {
-			if err := store.DeleteSession(tx, ms.id, k); err != nil {
-				return err
-			}
-			d, err := store.DropQueue(tx, ms.id, k)
+		for _, s := range forgotten {
+			d, _, err := store.ForgetSession(tx, ms.id, s)
 			if err != nil {
 				return err
 			}
@@ -105,16 +110,43 @@ func (h *hub) forgetSessions(ms *meshState, keys []string) {
 // hello again, which records it anew.
 func (h *hub) expireSessions(ms *meshState, now time.Time) {
 	cutoff := now.Add(-h.b.cfg.QueueTTL).UnixMilli()
-	var keys []string
+	var gone []*store.Session
 	ms.mu.Lock()
 	for k, s := range ms.sessions {
 		if s.LastSeenAt < cutoff && ms.presences[k] == nil {
-			keys = append(keys, k)
+			gone = append(gone, s)
 			ms.deleteSessionLocked(k)
 		}
 	}
 	ms.mu.Unlock()
-	h.forgetSessions(ms, keys)
+	h.forgetSessions(ms, gone)
+}
+
+// sessionWriteLocked makes the write of a session record memory has just
+// recorded (putSessionLocked), for the caller to submit after unlocking
+// (writeSession). Caller holds ms.mu.
+func (ms *meshState) sessionWriteLocked(sess *store.Session) (persist func(tx *store.Tx) error) {
+	return func(tx *store.Tx) error {
+		// Not for a member banned or removed since: its transaction
+		// committed before this one and did not find the session, and
+		// its callback forgets it in memory (forgetMemberSessionsLocked).
+		m, err := store.GetMember(tx, ms.id, sess.ParentMemberID)
+		switch {
+		case errors.Is(err, store.ErrNotFound) || (err == nil && m.RevokedAt != 0):
+			return nil
+		case err != nil:
+			return err
+		}
+		return store.PutSession(tx, ms.id, sess)
+	}
+}
+
+// writeSession submits a session record's write (sessionWriteLocked).
+// Best effort and off the handshake's critical path: a lost session
+// record only means DMs to it are refused after a restart until it
+// reconnects. Called without ms.mu (Submit may block).
+func (h *hub) writeSession(persist func(tx *store.Tx) error) {
+	h.b.store.Submit(persist, nil)
 }
 
 // History of presence keys, for peer_joined versus peer_returned: a
@@ -182,19 +214,19 @@ func (ms *meshState) deleteSessionLocked(key string) {
 }
 
 // forgetMemberSessionsLocked forgets every known session key of a member
-// that was banned or removed, and returns them. Its transaction deleted
-// the stored ones; one accepted between that commit and its callback (the
+// that was banned or removed, and returns their records. Its transaction
+// deleted the stored ones; one accepted between that commit and its callback (the
 // member still looked active in memory) was not stored then, and its
 // record is not written after a ban or removal (admit) — but it is after
 // an unban committed meanwhile, so a ban's callback gives the keys it gets
 // here that its transaction did not delete to forgetSessions. Caller
 // holds ms.mu.
-func (ms *meshState) forgetMemberSessionsLocked(memberID string) (keys []string) {
+func (ms *meshState) forgetMemberSessionsLocked(memberID string) (forgotten []*store.Session) {
 	for k := range ms.memberSessions[memberID] {
-		keys = append(keys, k)
+		forgotten = append(forgotten, ms.sessions[k])
 		ms.deleteSessionLocked(k)
 	}
-	return keys
+	return forgotten
 }
 
 func (ms *meshState) unindexSessionLocked(key, memberID string) {

@@ -36,6 +36,7 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 	var (
 		posts   []post
 		closes  []closeAction
+		kept    []keptSession
 		fresh   = map[string]bool{} // meshes loaded whole from this entry
 		removed = map[string]bool{} // meshes whose removal this entry records by the operator
 	)
@@ -69,7 +70,14 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		case store.ChangeSession:
 			pk := store.HexKey(c.Key)
 			if c.New == nil {
-				ms.deleteSessionLocked(pk)
+				if ms.connectedSessionLocked(pk) {
+					// Forgotten by a node that did not see it
+					// come back (its expiry or eviction ran on a
+					// stale view): checked again below.
+					kept = append(kept, keptSession{ms, pk})
+				} else {
+					ms.deleteSessionLocked(pk)
+				}
 			} else if s, err := store.DecodeSession(c.New); err == nil && ms.members[pk] == nil {
 				ms.putSessionLocked(pk, s)
 			}
@@ -93,6 +101,22 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		}
 		ms.mu.Unlock()
 	}
+	// A session deleted by another node while connected here stays known
+	// (else DMs to it are refused as unknown_recipient until it
+	// reconnects), unless the same entry ended it (its member banned or
+	// removed), and its record is written again: the store must know it
+	// too, on every node.
+	for _, k := range kept {
+		k.ms.mu.Lock()
+		var persist func(tx *store.Tx) error
+		if s := k.ms.sessions[k.key]; s != nil && k.ms.connectedSessionLocked(k.key) {
+			persist = k.ms.sessionWriteLocked(s)
+		}
+		k.ms.mu.Unlock()
+		if persist != nil {
+			go h.writeSession(persist) // off the dispatcher: Submit may block
+		}
+	}
 	for _, p := range posts {
 		p.ms.mu.Lock()
 		_, err := h.b.topicsLocked(p.ms)
@@ -108,6 +132,25 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		a.c.endPresence.Store(true)
 		a.c.closeWith(a.code, a.reason)
 	}
+}
+
+// keptSession is a session key another node deleted while it is connected
+// here.
+type keptSession struct {
+	ms  *meshState
+	key string
+}
+
+// connectedSessionLocked reports whether a session key has a connection
+// here that is open, current (not replaced) and not closing, of a member
+// still active. Caller holds ms.mu.
+func (ms *meshState) connectedSessionLocked(key string) bool {
+	for c := range ms.conns[key] {
+		if !c.closed && c.pres != nil && !c.closeDecided.Load() && c.pubkey != c.mem.Pubkey && ms.activeMember(c.mem.Pubkey) == c.mem {
+			return true
+		}
+	}
+	return false
 }
 
 // remoteMember applies a change of a member record. Caller holds ms.mu.

@@ -347,30 +347,21 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		ack.BrokerURLs = c.b.publicURLs
 	}
 	var persist func(tx *store.Tx) error
+	var evicted *store.Session
 	if id.session {
 		ack.DisplayName = id.displayName
+		now := time.Now()
 		sess := &store.Session{
 			Pubkey: id.pubkey, ParentMemberID: mem.ID, ParentPubkey: mem.Pubkey, SessionID: id.sessionID,
-			DisplayName: id.displayName, Attestation: *id.attestation, Groups: id.groups, LastSeenAt: time.Now().UnixMilli(),
+			DisplayName: id.displayName, Attestation: *id.attestation, Groups: id.groups,
+			LastSeenAt: now.UnixMilli(), HelloAt: now.UnixNano(),
 		}
 		ms.putSessionLocked(id.pubkey, sess)
 		if evict != "" {
+			evicted = ms.sessions[evict]
 			ms.deleteSessionLocked(evict)
 		}
-		persist = func(tx *store.Tx) error {
-			// Not for a member banned or removed since: its
-			// transaction committed before this one and did not
-			// find the session, and its callback forgets it in
-			// memory (forgetMemberSessionsLocked).
-			m, err := store.GetMember(tx, ms.id, sess.ParentMemberID)
-			switch {
-			case errors.Is(err, store.ErrNotFound) || (err == nil && m.RevokedAt != 0):
-				return nil
-			case err != nil:
-				return err
-			}
-			return store.PutSession(tx, ms.id, sess)
-		}
+		persist = ms.sessionWriteLocked(sess)
 	} else if len(id.groups) > 0 {
 		// Groups in a member hello are added to the member's own (01-protocol
 		// §4), under the same cap as join_group: the total is what every
@@ -409,8 +400,8 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		// reconnects.
 		c.b.store.Submit(persist, nil)
 	}
-	if evict != "" {
-		c.b.hub.forgetSessions(ms, []string{evict})
+	if evicted != nil {
+		c.b.hub.forgetSessions(ms, []*store.Session{evicted})
 	}
 	return nil
 }

@@ -162,6 +162,13 @@ type Session struct {
 	Attestation    wire.Attestation `json:"attestation"`
 	Groups         []wire.Group     `json:"groups,omitempty"`
 	LastSeenAt     int64            `json:"lastSeenAt"`
+	// HelloAt is when the hello that recorded the key was accepted (unix
+	// ns): it tells one recording of a key from the next, which
+	// LastSeenAt (touched at every disconnect) does not. A key forgotten
+	// and said hello with again is a new recording, which the deletion of
+	// the forgotten one must leave alone (ForgetSession). 0 in records
+	// written before it.
+	HelloAt int64 `json:"helloAt,omitempty"`
 }
 
 // Invite is a registered, signed invite token. Token is stored byte for byte:

@@ -28,3 +28,27 @@ func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 	s.LastSeenAt = at
 	return b.Put(pk(pubkey), enc(&s))
 }
+
+// ForgetSession deletes the stored record of a session key that memory
+// forgot, with its queue, returning what was dropped, but only if the
+// record is the recording memory forgot (same HelloAt) or there is none: a
+// later hello of the key may have recorded it again meanwhile (on this
+// node or, in a cluster, another), and that session and its queue stay.
+// It reports whether it deleted.
+func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired, deleted bool, err error) {
+	b, err := sub(tx, meshID, bSessions)
+	if err != nil {
+		return nil, false, err
+	}
+	if v := b.Get(pk(forgotten.Pubkey)); v != nil {
+		var s Session
+		if dec(v, &s) == nil && s.HelloAt != forgotten.HelloAt {
+			return nil, false, nil
+		}
+		if err := b.Delete(pk(forgotten.Pubkey)); err != nil {
+			return nil, false, err
+		}
+	}
+	dropped, err = DropQueue(tx, meshID, forgotten.Pubkey)
+	return dropped, err == nil, err
+}
