@@ -186,6 +186,8 @@ func storeAgreesErr(b *Broker, ms *meshState) error {
 		return fmt.Errorf("quota counts %+v, the queues %+v", ms.quota, fresh.quota)
 	case len(ms.topicCreating) > 0:
 		return fmt.Errorf("topic creates still reserved: %v", shortKeys(ms.topicCreating))
+	case len(ms.sessionWrites) > 0:
+		return fmt.Errorf("%d session records still waiting to be written", len(ms.sessionWrites))
 	}
 	return nil
 }
@@ -880,5 +882,66 @@ func TestClusterSessionForgottenOnAStaleNode(t *testing.T) {
 			}
 			r.closeClean()
 		})
+	}
+}
+
+// TestForgetCancelsTheSessionWrite: a session hello records the key in
+// memory, unlocks, then submits the write of its record. A forget of the
+// key in between (a ban's callback that found the session accepted
+// before it applied, after an unban committed; an eviction) commits
+// first, with nothing stored to delete; the record written after it was
+// unknown to memory and came back at the next restart. Here the two are
+// run in that order by hand: the hello's write must write nothing.
+func TestForgetCancelsTheSessionWrite(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "cancel", "alice")
+	bob := addMember(t, b, alice, "cancel", "bob")
+	ms := b.hub.mesh(alice.meshID)
+	sess, _ := cmcrypto.GenerateIdentity()
+	key := sess.PublicHex()
+	ms.mu.Lock()
+	bobID := ms.members[bob.pub()].ID
+	now := time.Now()
+	rec := &store.Session{Pubkey: key, ParentMemberID: bobID, ParentPubkey: bob.pub(), SessionID: "late",
+		LastSeenAt: now.UnixMilli(), HelloAt: now.UnixNano()}
+	// admit, under the lock
+	ms.putSessionLocked(key, rec)
+	persist, written := ms.sessionWriteLocked(rec)
+	ms.mu.Unlock()
+	// the ban's callback, between admit's unlock and its Submit
+	ms.mu.Lock()
+	late := ms.forgetMemberSessionsLocked(bobID)
+	ms.mu.Unlock()
+	done := make(chan struct{})
+	b.store.Submit(func(tx *store.Tx) error {
+		for _, s := range late {
+			if _, _, err := store.ForgetSession(tx, ms.id, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func(error) { close(done) })
+	<-done
+	// admit's Submit; then a write after it, so that it has committed
+	b.hub.writeSession(persist, written)
+	committed := make(chan struct{})
+	b.store.Submit(func(*store.Tx) error { return nil }, func(error) { close(committed) })
+	<-committed
+	if err := storeAgreesErrWait(b, ms); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storeAgreesErrWait waits for storeAgreesErr to be nil, returning its
+// last error after a deadline.
+func storeAgreesErrWait(b *Broker, ms *meshState) error {
+	deadline := time.Now().Add(expectWithin)
+	for {
+		err := storeAgreesErr(b, ms)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"claudemesh/store"
@@ -122,11 +123,28 @@ func (h *hub) expireSessions(ms *meshState, now time.Time) {
 	h.forgetSessions(ms, gone)
 }
 
+// sessionWrite is a session record submitted to the store and not yet
+// written (ms.sessionWrites): a forget of its key in memory before it is
+// written cancels it.
+type sessionWrite struct{ cancelled atomic.Bool }
+
 // sessionWriteLocked makes the write of a session record memory has just
-// recorded (putSessionLocked), for the caller to submit after unlocking
-// (writeSession). Caller holds ms.mu.
-func (ms *meshState) sessionWriteLocked(sess *store.Session) (persist func(tx *store.Tx) error) {
-	return func(tx *store.Tx) error {
+// recorded (putSessionLocked), and its callback, for the caller to submit
+// after unlocking (writeSession). Caller holds ms.mu.
+//
+// The write is cancelled when memory forgets the key before it runs
+// (deleteSessionLocked). A hello unlocks before it submits the write, and
+// a forget in between (a ban's callback finding the session accepted
+// before it applied, an unban having committed since; an eviction) could
+// commit first, with nothing stored yet to delete: the record written
+// after it was unknown to memory, and came back at the next restart.
+func (ms *meshState) sessionWriteLocked(sess *store.Session) (persist func(tx *store.Tx) error, written func(error)) {
+	w := &sessionWrite{}
+	ms.sessionWrites[sess.Pubkey] = w
+	persist = func(tx *store.Tx) error {
+		if w.cancelled.Load() {
+			return nil
+		}
 		// Not for a member banned or removed since: its transaction
 		// committed before this one and did not find the session, and
 		// its callback forgets it in memory (forgetMemberSessionsLocked).
@@ -139,14 +157,24 @@ func (ms *meshState) sessionWriteLocked(sess *store.Session) (persist func(tx *s
 		}
 		return store.PutSession(tx, ms.id, sess)
 	}
+	written = func(error) {
+		ms.mu.Lock()
+		if ms.sessionWrites[sess.Pubkey] == w {
+			delete(ms.sessionWrites, sess.Pubkey)
+		}
+		ms.mu.Unlock()
+	}
+	return persist, written
 }
 
 // writeSession submits a session record's write (sessionWriteLocked).
 // Best effort and off the handshake's critical path: a lost session
 // record only means DMs to it are refused after a restart until it
 // reconnects. Called without ms.mu (Submit may block).
-func (h *hub) writeSession(persist func(tx *store.Tx) error) {
-	h.b.store.Submit(persist, nil)
+func (h *hub) writeSession(persist func(tx *store.Tx) error, written func(error)) {
+	if err := h.b.store.Submit(persist, written); err != nil {
+		written(err)
+	}
 }
 
 // History of presence keys, for peer_joined versus peer_returned: a
@@ -201,11 +229,17 @@ func (ms *meshState) putSessionLocked(key string, s *store.Session) {
 	idx[key] = struct{}{}
 }
 
-// deleteSessionLocked forgets a known session key. Caller holds ms.mu.
+// deleteSessionLocked forgets a known session key, and cancels the write
+// of its record if it is not written yet (sessionWriteLocked). Caller
+// holds ms.mu.
 func (ms *meshState) deleteSessionLocked(key string) {
 	if s := ms.sessions[key]; s != nil {
 		ms.unindexSessionLocked(key, s.ParentMemberID)
 		delete(ms.sessions, key)
+	}
+	if w := ms.sessionWrites[key]; w != nil {
+		w.cancelled.Store(true)
+		delete(ms.sessionWrites, key)
 	}
 	// Its mark of pushes left unacknowledged goes too: what was queued
 	// for a forgotten key is gone, and a member churning session keys
@@ -217,9 +251,11 @@ func (ms *meshState) deleteSessionLocked(key string) {
 // that was banned or removed, and returns their records. Its transaction
 // deleted the stored ones; one accepted between that commit and its callback (the
 // member still looked active in memory) was not stored then, and its
-// record is not written after a ban or removal (admit) — but it is after
-// an unban committed meanwhile, so a ban's callback gives the keys it gets
-// here that its transaction did not delete to forgetSessions. Caller
+// record is not written after a ban or removal (admit), nor once
+// forgotten here (deleteSessionLocked cancels it) — but it may have been
+// written already, after an unban committed meanwhile, so a ban's callback
+// gives the keys it gets here that its transaction did not delete to
+// forgetSessions. Caller
 // holds ms.mu.
 func (ms *meshState) forgetMemberSessionsLocked(memberID string) (forgotten []*store.Session) {
 	for k := range ms.memberSessions[memberID] {

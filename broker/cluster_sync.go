@@ -109,12 +109,13 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 	for _, k := range kept {
 		k.ms.mu.Lock()
 		var persist func(tx *store.Tx) error
+		var written func(error)
 		if s := k.ms.sessions[k.key]; s != nil && k.ms.connectedSessionLocked(k.key) {
-			persist = k.ms.sessionWriteLocked(s)
+			persist, written = k.ms.sessionWriteLocked(s)
 		}
 		k.ms.mu.Unlock()
 		if persist != nil {
-			go h.writeSession(persist) // off the dispatcher: Submit may block
+			go h.writeSession(persist, written) // off the dispatcher: Submit may block
 		}
 	}
 	for _, p := range posts {

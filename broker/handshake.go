@@ -347,6 +347,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		ack.BrokerURLs = c.b.publicURLs
 	}
 	var persist func(tx *store.Tx) error
+	var written func(error)
 	var evicted *store.Session
 	if id.session {
 		ack.DisplayName = id.displayName
@@ -361,7 +362,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 			evicted = ms.sessions[evict]
 			ms.deleteSessionLocked(evict)
 		}
-		persist = ms.sessionWriteLocked(sess)
+		persist, written = ms.sessionWriteLocked(sess)
 	} else if len(id.groups) > 0 {
 		// Groups in a member hello are added to the member's own (01-protocol
 		// §4), under the same cap as join_group: the total is what every
@@ -394,11 +395,11 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 	if replaced != nil {
 		replaced.closeWith(wire.CloseNormal, wire.ReasonReplaced)
 	}
-	if persist != nil {
-		// Best effort and off the handshake's critical path: a lost
-		// session record only means DMs to it are refused until it
-		// reconnects.
-		c.b.store.Submit(persist, nil)
+	switch {
+	case written != nil:
+		c.b.hub.writeSession(persist, written)
+	case persist != nil:
+		c.b.store.Submit(persist, nil) // the member's groups, best effort
 	}
 	if evicted != nil {
 		c.b.hub.forgetSessions(ms, []*store.Session{evicted})

@@ -44,7 +44,10 @@ type meshState struct {
 	// --max-sessions-per-member check walks its member's sessions, not
 	// the whole mesh's.
 	memberSessions map[string]map[string]struct{}
-	presences      map[string]*presence // by presence key
+	// sessionWrites are the session records submitted to the store and
+	// not yet written, by key (sessionWriteLocked).
+	sessionWrites map[string]*sessionWrite
+	presences     map[string]*presence // by presence key
 	// memberPresences indexes the member (non-session) presences of each
 	// member pubkey, so targeting a member is O(its presences).
 	memberPresences map[string]map[string]*presence
@@ -252,6 +255,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		memberByID:      map[string]*member{},
 		sessions:        map[string]*store.Session{},
 		memberSessions:  map[string]map[string]struct{}{},
+		sessionWrites:   map[string]*sessionWrite{},
 		presences:       map[string]*presence{},
 		memberPresences: map[string]map[string]*presence{},
 		conns:           map[string]map[*conn]struct{}{},
