@@ -3,7 +3,9 @@ package web
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -80,4 +82,37 @@ func originAllowed(r *http.Request) bool {
 		return r.Method == http.MethodGet || r.Method == http.MethodHead
 	}
 	return sameOrigin(r, origin)
+}
+
+// peerAllowed is the defence against the machine's other users, who reach
+// 127.0.0.1 as easily as the user running the daemon: on Linux, a
+// connection from a socket on this machine must belong to the daemon's own
+// uid (looked up by the connection's addresses in /proc/net/tcp{,6}), so a
+// login link, session cookie or page key read elsewhere (the process list,
+// a leaked header) is useless to another account. A connection from no
+// local socket comes from another host, which only --web-allow-remote
+// admits; anything that cannot be checked is refused. Elsewhere the check
+// is not available and every local connection passes (docs/security.md).
+func (s *Server) peerAllowed(r *http.Request) bool {
+	if !peerCheckSupported {
+		return true
+	}
+	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if la == nil {
+		return false
+	}
+	local, err1 := netip.ParseAddrPort(la.String())
+	remote, err2 := netip.ParseAddrPort(r.RemoteAddr)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	uid, found, err := peerUID(local, remote)
+	if err != nil {
+		s.opts.Logger.Warn("web: cannot tell which user connected; refused", "remote", r.RemoteAddr, "err", err)
+		return false
+	}
+	if found {
+		return uid == os.Getuid()
+	}
+	return s.opts.AllowRemote && !remote.Addr().Unmap().IsLoopback()
 }

@@ -221,11 +221,15 @@ func (s *Server) routes() http.Handler {
 	return s.outer(mux)
 }
 
-// outer runs first on every request: security headers, then the Host
-// check, before any route (login included) sees the request.
+// outer runs first on every request: security headers, then the check
+// that the connection is the daemon's own user's, then the Host check, before any route (login included) sees the request.
 func (s *Server) outer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w.Header())
+		if !s.peerAllowed(r) {
+			http.Error(w, "forbidden: this page serves only the user who runs the daemon", http.StatusForbidden)
+			return
+		}
 		if !s.hostAllowed(r.Host) {
 			http.Error(w, "forbidden: this page answers only to localhost, 127.0.0.1 or [::1] (Host "+r.Host+" refused)", http.StatusForbidden)
 			return

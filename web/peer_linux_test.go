@@ -1,0 +1,112 @@
+package web
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestPeerUIDFindsOurOwnConnections: over IPv4 and IPv6 loopback, and an
+// IPv4 connection accepted by a dual-stack socket, the page finds the
+// connecting socket and sees our uid.
+func TestPeerUIDFindsOurOwnConnections(t *testing.T) {
+	for _, c := range []struct{ listen, dial string }{
+		{"tcp4", "127.0.0.1"}, {"tcp6", "::1"}, {"tcp", "127.0.0.1"},
+	} {
+		ln, err := net.Listen(c.listen, net.JoinHostPort(map[string]string{"tcp4": "127.0.0.1", "tcp6": "::1", "tcp": "::"}[c.listen], "0"))
+		if err != nil {
+			t.Logf("%s: %v (skipped)", c.listen, err)
+			continue
+		}
+		defer ln.Close()
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		cl, err := net.Dial("tcp", net.JoinHostPort(c.dial, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		local := netip.MustParseAddrPort(sc.LocalAddr().String())
+		remote := netip.MustParseAddrPort(sc.RemoteAddr().String())
+		uid, found, err := peerUID(local, remote)
+		if err != nil || !found || uid != os.Getuid() {
+			t.Fatalf("%s → %s: peerUID = %d, %v, %v; want our uid %d", c.listen, c.dial, uid, found, err, os.Getuid())
+		}
+		// The server's own end is not the peer.
+		if _, found, _ := peerUID(remote, local); !found {
+			t.Fatalf("%s: the reverse lookup finds the server's socket too", c.listen)
+		}
+	}
+	if _, found, err := peerUID(netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")); found || err != nil {
+		t.Fatalf("a connection that does not exist: found %v, %v", found, err)
+	}
+}
+
+// dialAs opens a TCP connection whose socket belongs to uid, from a
+// thread whose filesystem uid is set to it (the socket's owner is the
+// creator's fsuid); the thread is thrown away afterwards.
+func dialAs(t *testing.T, uid int, addr string) net.Conn {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		syscall.RawSyscall(syscall.SYS_SETFSUID, uintptr(uid), 0, 0)
+		c, err := net.Dial("tcp", addr)
+		ch <- res{c, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { r.c.Close() })
+	return r.c
+}
+
+// TestAnotherUsersConnectionIsRefused: a login link (or cookie) read from
+// the process list is useless to another account on the machine: its
+// connection is refused before the token is looked at, and the token still
+// works for the daemon's own user.
+func TestAnotherUsersConnectionIsRefused(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to open a connection as another uid")
+	}
+	f := newFixture(t, false)
+	tok := f.token()
+	addr := strings.TrimPrefix(f.ts.URL, "http://")
+	c := dialAs(t, 65534, addr)
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	remote := netip.MustParseAddrPort(c.RemoteAddr().String())
+	if uid, found, _ := peerUID(remote, local); !found || uid != 65534 {
+		t.Skipf("could not open a socket as uid 65534 here (found %v, uid %d)", found, uid)
+	}
+	req, _ := http.NewRequest("GET", f.ts.URL+"/login?token="+tok, nil)
+	if err := req.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden || len(res.Cookies()) != 0 {
+		t.Fatalf("another user's login: %d %v, want 403 and no cookie", res.StatusCode, res.Cookies())
+	}
+	// The token was not consumed: its owner still logs in with it.
+	if res := f.do("GET", "/login?token="+tok, "", nil, ""); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the owner's login after the refusal: %d", res.StatusCode)
+	}
+}
