@@ -126,6 +126,10 @@ var daemonMigrations = []store.Migration{
 	// (onlineNow, errorCode); the bump makes a daemon of schema 6, which
 	// cannot read it, refuse the file.
 	func(tx *bolt.Tx) error { return nil },
+	// 7 → 8: an outbox row may carry the expired count of outboxrec.go;
+	// the bump makes a daemon of schema 7, which cannot read it, refuse
+	// the file.
+	func(tx *bolt.Tx) error { return nil },
 }
 
 // Recipient kinds of an inbox row.
@@ -192,6 +196,10 @@ type outboxRow struct {
 	BrokerMessageID string          `json:"brokerMessageId,omitempty"`
 	Pending         int             `json:"pending"`  // recipients with an open delivery record (ack)
 	Receipts        int             `json:"receipts"` // distinct recipients that acked (len DeliveredTo)
+	// Expired are the recipients (of Pending) whose delivery expired at
+	// the broker before they had it (message_status, asked after a
+	// duplicate ack): they send no receipt, and never will.
+	Expired int `json:"expired,omitzero"`
 	// DeliveredTo are the recipients whose receipt was counted: a
 	// redelivered receipt must not count twice towards a multi message's
 	// pending recipients.
@@ -202,7 +210,8 @@ type outboxRow struct {
 	OnlineNow int `json:"onlineNow,omitzero"`
 	// ErrorCode is the broker's code of a permanent refusal (the row is
 	// dead): the CLI reports it, and its exit code, as the direct path
-	// does.
+	// does; or delivery_expired (localapi.CodeDeliveryExpired) for a row
+	// settled with Expired recipients.
 	ErrorCode   string `json:"errorCode,omitempty"`
 	SentAt      int64  `json:"sentAt,omitzero"`
 	DeliveredAt int64  `json:"deliveredAt,omitzero"`
@@ -222,7 +231,7 @@ func (r *outboxRow) api() localapi.OutboxRow {
 		Mesh: r.Mesh, TargetSpec: r.TargetSpec, DisplayName: r.DisplayName, Status: publicStatus(r.State),
 		State: r.State, Attempts: r.Attempts, Error: r.LastError, Preview: r.Preview,
 		Priority: r.Priority, ReplyToID: r.ReplyToID, SenderPubkey: r.SenderPubkey, EnqueuedAt: r.EnqueuedAt, SentAt: r.SentAt, DeliveredAt: r.DeliveredAt,
-		ErrorCode: r.ErrorCode, Receipts: r.Receipts, OnlineNow: r.OnlineNow,
+		ErrorCode: r.ErrorCode, Receipts: r.Receipts, OnlineNow: r.OnlineNow, Expired: r.Expired,
 	}
 	if r.Acked {
 		n := r.Pending

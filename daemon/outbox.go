@@ -577,15 +577,16 @@ func applyAck(cur *outboxRow, ack *wire.Ack, st *wire.MessageStatus, now int64) 
 		// comes later for one of them is not counted twice.
 		// An expired recipient (its queue timed out, its member or
 		// session gone) will never have it and sends no receipt: it is
-		// not waited for.
-		cur.Pending = 0
+		// counted among the recipients, as a fresh ack's pending counts
+		// every recipient, and in Expired, so the row is not waited on
+		// for it and does not claim it was delivered (settle).
+		cur.Pending, cur.Expired = len(st.Recipients), 0
 		for _, r := range st.Recipients {
-			if r.State == wire.StateExpired {
-				continue
-			}
-			cur.Pending++
-			if r.State == wire.StateDelivered && !slices.Contains(cur.DeliveredTo, r.Pubkey) {
+			switch {
+			case r.State == wire.StateDelivered && !slices.Contains(cur.DeliveredTo, r.Pubkey):
 				cur.DeliveredTo = append(cur.DeliveredTo, r.Pubkey)
+			case r.State == wire.StateExpired && !slices.Contains(cur.DeliveredTo, r.Pubkey):
+				cur.Expired++
 			}
 		}
 		cur.Receipts = len(cur.DeliveredTo)
@@ -597,9 +598,27 @@ func applyAck(cur *outboxRow, ack *wire.Ack, st *wire.MessageStatus, now int64) 
 	if cur.OnlineNow > 0 {
 		cur.State = stateSent
 	}
-	if cur.Pending > 0 && cur.Receipts >= cur.Pending {
-		cur.State, cur.DeliveredAt = stateDelivered, now
+	settle(cur, now)
+}
+
+// settle ends an acked row every recipient of which is accounted for: its
+// receipt came, or (after a duplicate ack) its delivery expired. Every
+// recipient has it: delivered. Some expired: they never will, so the row
+// is failed with delivery_expired, saying how many have it; it is not left
+// queued or sent for ever, nor called delivered. A row with recipients
+// still to hear from is left as it is, and so is one the broker listed
+// nobody for (recipients 0: nobody could be reached).
+func settle(cur *outboxRow, now int64) {
+	if !cur.Acked || cur.Receipts+cur.Expired == 0 || cur.Receipts+cur.Expired < cur.Pending {
+		return
 	}
+	if cur.Expired == 0 {
+		cur.State, cur.DeliveredAt = stateDelivered, now
+		return
+	}
+	cur.State, cur.ErrorCode = stateDead, localapi.CodeDeliveryExpired
+	cur.LastError = fmt.Sprintf("%s: the broker took it, but its delivery to %d of %d recipients expired before they had it (their queue timed out, or they left the mesh); it reached %d",
+		localapi.CodeDeliveryExpired, cur.Expired, cur.Pending, min(cur.Receipts, cur.Pending))
 }
 
 // recordSend records what became of one send of a row.
@@ -734,9 +753,7 @@ func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
 			before := cur.State
 			cur.DeliveredTo = append(cur.DeliveredTo, r.RecipientPubkey)
 			cur.Receipts = len(cur.DeliveredTo)
-			if cur.Acked && cur.Receipts >= cur.Pending {
-				cur.State, cur.DeliveredAt = stateDelivered, r.DeliveredAt
-			}
+			settle(cur, r.DeliveredAt)
 			if changed, err = writeRow(tx, cur, before, changed); err != nil {
 				return err
 			}
@@ -779,7 +796,7 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 		}
 		n.Seq, n.State, n.Attempts, n.NextAttemptAt, n.LastError = seq, statePending, 0, 0, ""
 		n.BrokerMessageID, n.Pending, n.Receipts, n.Acked, n.SentAt, n.DeliveredAt = "", 0, 0, false, 0, 0
-		n.DeliveredTo, n.OnlineNow, n.ErrorCode = nil, 0, ""
+		n.DeliveredTo, n.OnlineNow, n.ErrorCode, n.Expired = nil, 0, "", 0
 		n.EnqueuedAt = time.Now().UnixMilli()
 		old.State = stateAborted
 		if err := putOutbox(tx, old); err != nil {

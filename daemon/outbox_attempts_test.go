@@ -3,8 +3,10 @@ package daemon
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
+	"claudemesh/daemon/localapi"
 	"claudemesh/wire"
 )
 
@@ -94,17 +96,64 @@ func TestDuplicateAckCountsFromMessageStatus(t *testing.T) {
 	}
 }
 
-// TestDuplicateAckDoesNotWaitForExpiredRecipients: a recipient that
+// TestDuplicateAckWithExpiredRecipientsSettles: a recipient that
 // message_status lists as expired (its queue timed out, its member removed,
-// its session forgotten) never has the message and sends no receipt: a
-// row whose other recipients have it is delivered, not waiting for ever.
-func TestDuplicateAckDoesNotWaitForExpiredRecipients(t *testing.T) {
+// its session forgotten) never has the message and sends no receipt. It
+// is counted among the recipients (as a fresh ack counts every one) and as
+// expired, and a row whose every recipient has it or expired ends failed
+// with delivery_expired, saying how many have it: a row whose every
+// recipient expired stayed queued for ever ("nobody could be reached"),
+// and one with a delivered recipient was delivered to "1 recipient".
+func TestDuplicateAckWithExpiredRecipientsSettles(t *testing.T) {
 	n := func(v int) *int { return &v }
-	st := &wire.MessageStatus{MessageID: "M", Recipients: []wire.RecipientState{
-		{Pubkey: "k0", State: wire.StateDelivered}, {Pubkey: "k1", State: wire.StateExpired}}}
-	cur := &outboxRow{State: stateInflight, Kind: wire.KindMulti, TargetSpec: "*", Receipts: 1, DeliveredTo: []string{"k0"}}
-	applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(0), Online: n(0), Duplicate: true}, st, 1)
-	if cur.State != stateDelivered || cur.Pending != 1 {
-		t.Errorf("state %s pending %d receipts %d: an expired recipient is waited for", cur.State, cur.Pending, cur.Receipts)
+	status := func(states ...string) *wire.MessageStatus {
+		st := &wire.MessageStatus{MessageID: "M"}
+		for i, s := range states {
+			st.Recipients = append(st.Recipients, wire.RecipientState{Pubkey: fmt.Sprintf("k%d", i), State: s})
+		}
+		return st
+	}
+	for _, c := range []struct {
+		name                       string
+		states                     []string
+		pending, receipts, expired int
+		state                      string
+	}{
+		{"one has it, one expired", []string{wire.StateDelivered, wire.StateExpired}, 2, 1, 1, stateDead},
+		{"every one expired", []string{wire.StateExpired, wire.StateExpired}, 2, 0, 2, stateDead},
+		{"one waits, one expired", []string{wire.StatePending, wire.StateExpired}, 2, 0, 1, stateQueued},
+		{"every one has it", []string{wire.StateDelivered, wire.StateDelivered}, 2, 2, 0, stateDelivered},
+	} {
+		cur := &outboxRow{State: stateInflight, Kind: wire.KindMulti, TargetSpec: "*"}
+		waiting := 0
+		for _, s := range c.states {
+			if s == wire.StatePending {
+				waiting++
+			}
+		}
+		applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(waiting), Online: n(0), Duplicate: true}, status(c.states...), 1)
+		if cur.State != c.state || cur.Pending != c.pending || cur.Receipts != c.receipts || cur.Expired != c.expired {
+			t.Errorf("%s: state %s pending %d receipts %d expired %d, want %s %d %d %d", c.name,
+				cur.State, cur.Pending, cur.Receipts, cur.Expired, c.state, c.pending, c.receipts, c.expired)
+			continue
+		}
+		row := cur.api()
+		if row.Recipients == nil || *row.Recipients != c.pending || row.Expired != c.expired {
+			t.Errorf("%s: the API row says recipients %v expired %d", c.name, row.Recipients, row.Expired)
+		}
+		if c.state == stateDead && (row.Status != localapi.StatusFailed || row.ErrorCode != localapi.CodeDeliveryExpired ||
+			!strings.Contains(row.Error, fmt.Sprintf("%d of %d recipients expired", c.expired, c.pending))) {
+			t.Errorf("%s: %+v, want failed with delivery_expired and the counts", c.name, row)
+		}
+	}
+	// The recipient still waiting gets it: the row ends then, failed for
+	// the one that expired, not delivered (recordReceipts settles so).
+	cur := &outboxRow{State: stateInflight, Kind: wire.KindMulti, TargetSpec: "*"}
+	applyAck(cur, &wire.Ack{MessageID: "M", Pending: n(1), Online: n(0), Duplicate: true}, status(wire.StatePending, wire.StateExpired), 1)
+	cur.DeliveredTo = append(cur.DeliveredTo, "k0")
+	cur.Receipts = len(cur.DeliveredTo)
+	settle(cur, 2)
+	if cur.State != stateDead || cur.ErrorCode != localapi.CodeDeliveryExpired || !strings.Contains(cur.LastError, "it reached 1") {
+		t.Errorf("the last receipt after an expiry: %+v", cur)
 	}
 }

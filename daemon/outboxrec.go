@@ -22,7 +22,9 @@ import (
 //	outboxStrings order, then keys (count, then to, nonce, box each),
 //	mentions and deliveredTo (count, then strings), then, when the flag
 //	4 (extra) is set, varint onlineNow and the string errorCode (schema 7;
-//	rows without them leave the flag unset, as schema 6 wrote them).
+//	rows without them leave the flag unset, as schema 6 wrote them), then,
+//	when the flag 8 (expired) is set, varint expired (schema 8; rows
+//	without it leave the flag unset, as schema 7 wrote them).
 //
 // The state comes first so a scan for one state (recoverOutbox) needs no
 // decoding.
@@ -43,6 +45,7 @@ const (
 	outboxAcked = 1 << iota
 	outboxKeyGen
 	outboxExtra
+	outboxExpired
 )
 
 // outboxStrings lists a row's string fields in layout order.
@@ -68,6 +71,9 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 	if extra {
 		flags |= outboxExtra
 	}
+	if r.Expired != 0 {
+		flags |= outboxExpired
+	}
 	strs := outboxStrings(r)
 	size := 3 + 9*binary.MaxVarintLen64
 	for _, p := range strs {
@@ -76,7 +82,7 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 	for _, k := range r.Keys {
 		size += binrec.SizeOf(k.To, k.Nonce, k.Box)
 	}
-	size += binrec.SizeOf(r.Mentions...) + binrec.SizeOf(r.DeliveredTo...) + 3*binary.MaxVarintLen64 + binrec.SizeOf(r.ErrorCode)
+	size += binrec.SizeOf(r.Mentions...) + binrec.SizeOf(r.DeliveredTo...) + 4*binary.MaxVarintLen64 + binrec.SizeOf(r.ErrorCode)
 	b := make([]byte, 0, size)
 	b = append(b, binrec.Format, state, flags)
 	b = binary.AppendUvarint(b, r.Seq)
@@ -101,6 +107,9 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 	}
 	if extra {
 		b = binrec.AppendStr(binary.AppendVarint(b, int64(r.OnlineNow)), r.ErrorCode)
+	}
+	if r.Expired != 0 {
+		b = binary.AppendVarint(b, int64(r.Expired))
 	}
 	return b, nil
 }
@@ -152,6 +161,9 @@ func decodeOutbox(v []byte, r *outboxRow) error {
 	if flags&outboxExtra != 0 {
 		r.OnlineNow = int(rd.Varint())
 		r.ErrorCode = rd.Str()
+	}
+	if flags&outboxExpired != 0 {
+		r.Expired = int(rd.Varint())
 	}
 	if err := rd.Done("outbox row"); err != nil {
 		return fmt.Errorf("daemon.db: %w", err)

@@ -117,6 +117,9 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		Via: viaDaemonName, Duplicate: resp.Duplicate, MeshState: resp.MeshState, Priority: req.Priority,
 		Target: targetJSON{Kind: resp.Target.Kind, TargetSpec: resp.Target.TargetSpec, DisplayName: resp.Target.DisplayName,
 			Online: resp.Target.Online, Status: resp.Target.Status}}
+	if resp.Status == localapi.StatusFailed && resp.ErrorCode == localapi.CodeDeliveryExpired {
+		return res, deliveryExpired(res, resp.Error)
+	}
 	if resp.Status == localapi.StatusFailed {
 		return nil, outboxFailed(resp.ClientMessageID, resp.MessageID, resp.ErrorCode, resp.Error, true)
 	}
@@ -200,6 +203,16 @@ func outboxFailed(cmid, messageID, code, text string, earlier bool) error {
 		}
 	}
 	return e.WithHint(hint).WithMessage(messageID, cmid)
+}
+
+// deliveryExpired is a row the broker took whose delivery to some of its
+// recipients expired before they had it (known after a resend was answered
+// as a duplicate): not delivered, and never will be, as the direct path
+// says of a retry whose deliveries expired (exit 7). The broker keeps one
+// message per clientMessageId, so only a new message reaches them.
+func deliveryExpired(res *sendResult, text string) error {
+	return notDelivered(res, "check with claudemesh message status "+res.ClientMessageID+"; to reach them, send it again as a new message (without --id)",
+		"message %s will not be delivered to every recipient: %s", res.ClientMessageID, strings.TrimPrefix(text, localapi.CodeDeliveryExpired+": "))
 }
 
 // progressOf copies what the outbox row says about the send into res:
@@ -286,6 +299,8 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 	settled := func(row *localapi.OutboxRow) (*sendResult, error) {
 		progressOf(res, row)
 		switch {
+		case row.Status == localapi.StatusFailed && row.ErrorCode == localapi.CodeDeliveryExpired:
+			return res, deliveryExpired(res, row.Error)
 		case row.Status == localapi.StatusFailed:
 			return nil, outboxFailed(res.ClientMessageID, res.MessageID, row.ErrorCode, row.Error, false)
 		case row.Status == localapi.StatusDelivered:

@@ -541,3 +541,19 @@ func TestPrintSentMultiFromTheOutbox(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveryExpiredIsNotDelivered: a daemon row failed with
+// delivery_expired (a resend answered as a duplicate, some recipients'
+// deliveries expired) is "not delivered" (exit 7), as the direct path says
+// of the same retry, not "the broker refused message" with a requeue hint
+// (a requeue sends the same id: the same message, the same end).
+func TestDeliveryExpiredIsNotDelivered(t *testing.T) {
+	res := &sendResult{ClientMessageID: "c1", MessageID: "M1"}
+	err := deliveryExpired(res, localapi.CodeDeliveryExpired+": the broker took it, but its delivery to 1 of 2 recipients expired before they had it; it reached 1")
+	var ce *cliui.Error
+	if !errors.As(err, &ce) || ce.Code != cliui.CodeWaitTimeout || cliui.ExitCode(ce.Code) != cliui.ExitTimeout ||
+		strings.Contains(ce.Message, localapi.CodeDeliveryExpired+":") || !strings.Contains(ce.Message, "1 of 2 recipients expired") ||
+		strings.Contains(ce.Hint, "requeue") {
+		t.Fatalf("%#v", err)
+	}
+}

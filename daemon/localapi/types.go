@@ -20,6 +20,13 @@ const (
 	StatusFailed    = "failed"    // dead or aborted, with error
 )
 
+// CodeDeliveryExpired is the errorCode of a failed row the broker had
+// taken, whose delivery to some of its recipients expired before they had
+// it (their queue timed out, or they left the mesh): it will never reach
+// them. The daemon learns it only when a resend after a lost ack is
+// answered as a duplicate (message_status lists each recipient's state).
+const CodeDeliveryExpired = "delivery_expired"
+
 // Mesh connection states reported by health and status.
 const (
 	MeshConnecting   = "connecting"
@@ -192,11 +199,17 @@ type OutboxRow struct {
 	DeliveredAt  int64  `json:"deliveredAt,omitzero"`
 	// Recipients is how many recipients the broker holds the message for
 	// (its ack's pending, every recipient's delivery counted: those that
-	// got it and those still waiting), once the broker acked it; absent
-	// before. 0 means nobody could be reached: it will never be delivered.
+	// got it, those still waiting and, after a duplicate ack, those whose
+	// delivery expired), once the broker acked it; absent before. 0 means
+	// nobody could be reached: it will never be delivered.
 	Recipients *int `json:"recipients,omitzero"`
 	// Receipts is how many recipients' delivery receipts came.
 	Receipts int `json:"receipts,omitzero"`
+	// Expired is how many recipients' deliveries expired before they had
+	// it (known after a duplicate ack): they never will. A row whose
+	// every recipient either has it or expired, some expired, is failed
+	// with errorCode delivery_expired.
+	Expired int `json:"expired,omitzero"`
 	// OnlineNow is how many connections the broker pushed it to at once.
 	OnlineNow int `json:"onlineNow,omitzero"`
 	// ErrorCode is the broker's error code of a failed row it refused for
