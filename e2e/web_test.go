@@ -214,6 +214,12 @@ func TestWebChat(t *testing.T) {
 		t.Fatalf("session cookie %+v", ck)
 	}
 	cookie := ck.Name + "=" + ck.Value
+	// The page key came in the redirect's fragment, which the page moved
+	// to sessionStorage and dropped from the address bar.
+	pageKey := eval[string](br, `sessionStorage.getItem('cm.pageKey') || ''`)
+	if len(pageKey) != 64 || eval[string](br, `location.hash`) != "" {
+		t.Fatalf("page key %q, location %q", pageKey, eval[string](br, `location.href`))
+	}
 
 	t.Run("peers", func(t *testing.T) {
 		br.waitJS("bob and carol in the people list, bob online with his summary", `(() => {
@@ -502,14 +508,17 @@ func TestWebChat(t *testing.T) {
 		if code, _ := httpDo(t, "GET", base+"/", nil, ""); code != http.StatusUnauthorized {
 			t.Fatalf("the page without a cookie: %d, want 401", code)
 		}
-		if code, _ := httpDo(t, "GET", base+"/api/v1/peers", map[string]string{"Cookie": cookie}, ""); code != http.StatusOK {
-			t.Fatalf("with the cookie: %d, want 200", code)
+		if code, _ := httpDo(t, "GET", base+"/api/v1/peers", map[string]string{"Cookie": cookie}, ""); code != http.StatusUnauthorized {
+			t.Fatalf("with the cookie alone (it reaches every port on the host): %d, want 401", code)
 		}
-		if code, _ := httpDo(t, "GET", base+"/api/v1/peers", map[string]string{"Cookie": cookie, "Host": "evil.example"}, ""); code != http.StatusForbidden {
+		if code, _ := httpDo(t, "GET", base+"/api/v1/peers", map[string]string{"Cookie": cookie, "X-Claudemesh-Page-Key": pageKey}, ""); code != http.StatusOK {
+			t.Fatalf("with the cookie and the page key: %d, want 200", code)
+		}
+		if code, _ := httpDo(t, "GET", base+"/api/v1/peers", map[string]string{"Cookie": cookie, "X-Claudemesh-Page-Key": pageKey, "Host": "evil.example"}, ""); code != http.StatusForbidden {
 			t.Fatalf("Host evil.example: %d, want 403", code)
 		}
 		send := `{"to":"bob","message":"forged from evil.example"}`
-		if code, _ := httpDo(t, "POST", base+"/api/v1/send", map[string]string{"Cookie": cookie, "Origin": "https://evil.example", "Content-Type": "application/json"}, send); code != http.StatusForbidden {
+		if code, _ := httpDo(t, "POST", base+"/api/v1/send", map[string]string{"Cookie": cookie, "X-Claudemesh-Page-Key": pageKey, "Origin": "https://evil.example", "Content-Type": "application/json"}, send); code != http.StatusForbidden {
 			t.Fatalf("a foreign Origin POST: %d, want 403", code)
 		}
 		if code, html := httpDo(t, "GET", base+"/", map[string]string{"Cookie": cookie}, ""); code != http.StatusOK || !strings.Contains(html, "/assets/app.js") {

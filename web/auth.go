@@ -3,6 +3,7 @@ package web
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"sync"
 	"time"
@@ -10,7 +11,12 @@ import (
 
 // Login links and sessions. A login token is single-use and lives LoginTTL;
 // using it creates a session whose id travels only in an HttpOnly,
-// SameSite=Strict cookie. Both live in the daemon's memory only: a daemon
+// SameSite=Strict cookie, and a page key that the login's redirect hands
+// to the tab in the URL's fragment (never sent to a server): the tab keeps
+// it in sessionStorage, which belongs to the page's origin (port
+// included), and sends it as a header with every API call. A cookie is
+// scoped by host, not port, so every server on 127.0.0.1 receives it; the
+// page key never leaves the tab, and the API needs both. Both live in the daemon's memory only: a daemon
 // restart logs every page out (run `claudemesh ui` again), and nothing
 // secret about the page is ever written to disk.
 const (
@@ -28,11 +34,16 @@ type auth struct {
 
 	mu       sync.Mutex
 	logins   map[string]time.Time // sha256(token) → expiry
-	sessions map[string]time.Time // sha256(session id) → expiry
+	sessions map[string]session   // sha256(session id) → session
+}
+
+type session struct {
+	exp time.Time
+	key string // sha256(page key)
 }
 
 func newAuth(now func() time.Time) *auth {
-	return &auth{now: now, logins: map[string]time.Time{}, sessions: map[string]time.Time{}}
+	return &auth{now: now, logins: map[string]time.Time{}, sessions: map[string]session{}}
 }
 
 // randomToken is 32 random bytes in hex.
@@ -55,65 +66,76 @@ func (a *auth) newLogin() (string, time.Time) {
 	exp := a.now().Add(LoginTTL)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.prune(a.logins, maxLogins)
+	prune(a.logins, maxLogins, a.now(), func(t time.Time) time.Time { return t })
 	a.logins[digest(tok)] = exp
 	return tok, exp
 }
 
-// redeem consumes a login token and returns a new session id, or "" when
-// the token is unknown, used or expired. A token is deleted on first use
-// whatever the outcome, so it never works twice.
-func (a *auth) redeem(tok string) (string, time.Time) {
+// redeem consumes a login token and returns a new session id and its page
+// key, or "" when the token is unknown, used or expired. A token is deleted
+// on first use whatever the outcome, so it never works twice.
+func (a *auth) redeem(tok string) (sid, pageKey string, exp time.Time) {
 	if tok == "" {
-		return "", time.Time{}
+		return "", "", time.Time{}
 	}
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	d := digest(tok)
-	exp, ok := a.logins[d]
+	lexp, ok := a.logins[d]
 	delete(a.logins, d)
-	if !ok || !now.Before(exp) {
-		return "", time.Time{}
+	if !ok || !now.Before(lexp) {
+		return "", "", time.Time{}
 	}
-	a.prune(a.sessions, maxSessions)
-	sid := randomToken()
-	sexp := now.Add(SessionTTL)
-	a.sessions[digest(sid)] = sexp
-	return sid, sexp
+	prune(a.sessions, maxSessions, now, func(s session) time.Time { return s.exp })
+	sid, pageKey = randomToken(), randomToken()
+	exp = now.Add(SessionTTL)
+	a.sessions[digest(sid)] = session{exp: exp, key: digest(pageKey)}
+	return sid, pageKey, exp
 }
 
 // valid reports whether a session id is live.
 func (a *auth) valid(sid string) bool {
+	_, ok := a.lookup(sid)
+	return ok
+}
+
+// validKey reports whether a session id is live and pageKey is its page
+// key.
+func (a *auth) validKey(sid, pageKey string) bool {
+	s, ok := a.lookup(sid)
+	return ok && pageKey != "" && subtle.ConstantTimeCompare([]byte(s.key), []byte(digest(pageKey))) == 1
+}
+
+func (a *auth) lookup(sid string) (session, bool) {
 	if sid == "" {
-		return false
+		return session{}, false
 	}
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	d := digest(sid)
-	exp, ok := a.sessions[d]
-	if ok && !now.Before(exp) {
+	s, ok := a.sessions[d]
+	if ok && !now.Before(s.exp) {
 		delete(a.sessions, d)
-		return false
+		return session{}, false
 	}
-	return ok
+	return s, ok
 }
 
 // prune drops expired entries and, when m is still full, the one that
 // expires first. Caller holds a.mu.
-func (a *auth) prune(m map[string]time.Time, limit int) {
-	now := a.now()
-	for k, exp := range m {
-		if !now.Before(exp) {
+func prune[V any](m map[string]V, limit int, now time.Time, expiry func(V) time.Time) {
+	for k, v := range m {
+		if !now.Before(expiry(v)) {
 			delete(m, k)
 		}
 	}
 	for len(m) >= limit {
 		var oldest string
 		var at time.Time
-		for k, exp := range m {
-			if oldest == "" || exp.Before(at) {
+		for k, v := range m {
+			if exp := expiry(v); oldest == "" || exp.Before(at) {
 				oldest, at = k, exp
 			}
 		}

@@ -245,10 +245,37 @@ func (s *Server) cookieName(r *http.Request) string {
 	return cookieName
 }
 
+// pageKeyHeader carries the tab's page key (auth.go) on API calls; the
+// event stream, which EventSource opens without headers, passes it as the
+// query parameter pageKeyParam instead (never forwarded).
+const (
+	pageKeyHeader = "X-Claudemesh-Page-Key"
+	pageKeyParam  = "pageKey"
+)
+
+// sessionID is the session cookie's value ("" without one).
+func (s *Server) sessionID(r *http.Request) string {
+	c, err := r.Cookie(s.cookieName(r))
+	if err != nil {
+		return ""
+	}
+	return c.Value
+}
+
 // loggedIn checks the session cookie.
 func (s *Server) loggedIn(r *http.Request) bool {
-	c, err := r.Cookie(s.cookieName(r))
-	return err == nil && s.auth.valid(c.Value)
+	return s.auth.valid(s.sessionID(r))
+}
+
+// pageKey is the page key a request carries.
+func pageKey(r *http.Request) string {
+	if k := r.Header.Get(pageKeyHeader); k != "" {
+		return k
+	}
+	if r.Method == http.MethodGet && r.URL.Path == "/api/v1/events" {
+		return r.URL.Query().Get(pageKeyParam)
+	}
+	return ""
 }
 
 // page wraps the page's own files: a navigation without a session gets
@@ -268,7 +295,7 @@ func (s *Server) page(next http.HandlerFunc) http.HandlerFunc {
 }
 
 // api wraps the forwarded routes: same-origin requests with a live
-// session only; writes must say they are JSON (an HTML form cannot).
+// session and its page key only; writes must say they are JSON (an HTML form cannot).
 func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !originAllowed(r) {
@@ -277,6 +304,12 @@ func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
 		}
 		if !s.loggedIn(r) {
 			apiError(w, http.StatusUnauthorized, "unauthorized", "not logged in; run claudemesh ui for a login link")
+			return
+		}
+		if !s.auth.validKey(s.sessionID(r), pageKey(r)) {
+			// The cookie reaches every port on the host; the page key
+			// only the tab the login link opened.
+			apiError(w, http.StatusUnauthorized, "unauthorized", "this tab has no page key (each login link opens one tab); run claudemesh ui for a login link")
 			return
 		}
 		if k := localapi.SecretInQuery(r.URL.Query()); k != "" {
@@ -302,13 +335,13 @@ func apiError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 // handleLogin redeems a login token: a session cookie and a redirect to
-// the page, or a refusal that says what to do.
+// the page carrying the tab's page key, or a refusal that says what to do.
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
 		loggedOut(w, http.StatusForbidden, "Login links work only when opened directly, not from another site.")
 		return
 	}
-	sid, exp := s.auth.redeem(r.URL.Query().Get("token"))
+	sid, key, exp := s.auth.redeem(r.URL.Query().Get("token"))
 	if sid == "" {
 		loggedOut(w, http.StatusForbidden, "This login link has expired or was already used.")
 		return
@@ -317,7 +350,10 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		Name: s.cookieName(r), Value: sid, Path: "/", Expires: exp,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	// The fragment is not sent to any server, logged or kept in a
+	// Referer; the page moves it to sessionStorage and drops it from the
+	// address bar.
+	http.Redirect(w, r, "/#k="+key, http.StatusSeeOther)
 }
 
 // forward hands a checked request to the local API as the daemon's own
@@ -334,6 +370,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		last = v
 	}
 	q.Del("lastEventId")
+	q.Del(pageKeyParam)
 	target := "http://localhost" + path
 	if len(q) > 0 {
 		target += "?" + q.Encode()

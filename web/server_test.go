@@ -125,23 +125,37 @@ func (f *fixture) do(method, path, host string, hdr map[string]string, body stri
 	return res
 }
 
-func (f *fixture) login() *http.Cookie {
+// sess is what a login gives a tab: the cookie, and the page key from
+// the redirect's fragment.
+type sess struct {
+	*http.Cookie
+	key string
+}
+
+func (f *fixture) login() sess {
 	f.t.Helper()
 	res := f.do("GET", "/login?token="+f.token(), "", nil, "")
-	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/" {
+	loc := res.Header.Get("Location")
+	key, ok := strings.CutPrefix(loc, "/#k=")
+	if res.StatusCode != http.StatusSeeOther || !ok || len(key) != 64 {
 		f.t.Fatalf("login: %d %v", res.StatusCode, res.Header)
 	}
 	cs := res.Cookies()
 	if len(cs) != 1 {
 		f.t.Fatalf("login set %d cookies", len(cs))
 	}
-	return cs[0]
+	return sess{cs[0], key}
 }
 
 func (f *fixture) origin() string { return f.ts.URL }
 
-func cookieHdr(c *http.Cookie, more map[string]string) map[string]string {
+// cookieHdr is the headers of a request from the tab: the cookie and, when
+// known, the page key.
+func cookieHdr(c sess, more map[string]string) map[string]string {
 	h := map[string]string{"Cookie": c.Name + "=" + c.Value}
+	if c.key != "" {
+		h[pageKeyHeader] = c.key
+	}
 	for k, v := range more {
 		h[k] = v
 	}
@@ -166,7 +180,7 @@ func TestLoginTokenWorksOnceAndSetsAStrictCookie(t *testing.T) {
 	if res := f.do("GET", "/login?token="+tok, "", nil, ""); res.StatusCode != http.StatusForbidden {
 		t.Fatalf("second use: %d, want 403", res.StatusCode)
 	}
-	if res := f.do("GET", "/", "", cookieHdr(c, nil), ""); res.StatusCode != 200 {
+	if res := f.do("GET", "/", "", cookieHdr(sess{Cookie: c}, nil), ""); res.StatusCode != 200 {
 		t.Fatalf("page with the cookie: %d", res.StatusCode)
 	}
 }
@@ -454,5 +468,55 @@ func TestAPITokenInQueryNamesTheCookie(t *testing.T) {
 	}
 	if res := f.do("GET", "/api/v1/peers?mesh=acme&limit=5", "", cookieHdr(c, nil), ""); res.StatusCode != 200 {
 		t.Fatalf("an ordinary query: %d", res.StatusCode)
+	}
+}
+
+// TestAPINeedsThePageKey: the cookie reaches every server on 127.0.0.1 (a
+// cookie is scoped by host, not port), so the API also needs the page key
+// that only the tab holds; the key of another session does not do, and
+// the event stream's key in the query is not forwarded.
+func TestAPINeedsThePageKey(t *testing.T) {
+	f := newFixture(t, false)
+	c, other := f.login(), f.login()
+	for _, hdr := range []map[string]string{
+		cookieHdr(sess{Cookie: c.Cookie}, nil),
+		cookieHdr(sess{c.Cookie, other.key}, nil),
+		cookieHdr(sess{c.Cookie, strings.Repeat("ab", 32)}, nil),
+		{pageKeyHeader: c.key},
+	} {
+		for _, p := range []string{"/api/v1/peers", "/api/v1/inbox?unreadOnly=true&markSeen=true", "/api/v1/events"} {
+			if res := f.do("GET", p, "", hdr, ""); res.StatusCode != http.StatusUnauthorized {
+				t.Errorf("GET %s with %v: %d, want 401", p, hdr, res.StatusCode)
+			}
+		}
+		h := map[string]string{"Origin": f.origin(), "Content-Type": "application/json"}
+		for k, v := range hdr {
+			h[k] = v
+		}
+		if res := f.do("POST", "/api/v1/send", "", h, `{"to":"bob","message":"hi"}`); res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST with %v: %d, want 401", hdr, res.StatusCode)
+		}
+	}
+	if n := f.rec.count(); n != 0 {
+		t.Fatalf("%d requests without the page key were forwarded", n)
+	}
+	// The page itself needs only the cookie (it holds no secret).
+	if res := f.do("GET", "/", "", cookieHdr(sess{Cookie: c.Cookie}, nil), ""); res.StatusCode != 200 {
+		t.Fatalf("the page with the cookie alone: %d", res.StatusCode)
+	}
+	if res := f.do("GET", "/api/v1/peers", "", cookieHdr(c, nil), ""); res.StatusCode != 200 {
+		t.Fatalf("with the page key: %d", res.StatusCode)
+	}
+	// Only the event stream takes the key from the query.
+	if res := f.do("GET", "/api/v1/peers?pageKey="+c.key, "", cookieHdr(sess{Cookie: c.Cookie}, nil), ""); res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the page key in a query other than the stream's: %d", res.StatusCode)
+	}
+	res := f.do("GET", "/api/v1/events?mesh=team&pageKey="+c.key, "", cookieHdr(sess{Cookie: c.Cookie}, nil), "")
+	io.ReadAll(res.Body)
+	if res.StatusCode != 200 {
+		t.Fatalf("the event stream with its key in the query: %d", res.StatusCode)
+	}
+	if got := f.rec.last(t); got.query != "mesh=team" {
+		t.Fatalf("the stream was forwarded with query %q", got.query)
 	}
 }

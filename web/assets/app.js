@@ -55,6 +55,20 @@
 
   const shortKey = (k) => (k || '').slice(0, 8);
 
+  // The page key (web/auth.go): the login's redirect brings it in the
+  // URL's fragment; it lives in this tab's sessionStorage (this origin
+  // only, port included, unlike the cookie) and goes with every API call
+  // as a header, and with the event stream as a query parameter.
+  const pageKey = (() => {
+    const m = /^#k=([0-9a-f]{64})$/.exec(location.hash);
+    if (m) {
+      try { sessionStorage.setItem('cm.pageKey', m[1]); } catch (_) { /* kept in memory */ }
+      history.replaceState(null, '', location.pathname + location.search);
+      return m[1];
+    }
+    try { return sessionStorage.getItem('cm.pageKey') || ''; } catch (_) { return ''; }
+  })();
+
   // ---- state ----
 
   const S = {
@@ -97,7 +111,7 @@
   }
 
   async function api(path, opts = {}) {
-    const init = { method: opts.method || 'GET', credentials: 'same-origin', headers: {} };
+    const init = { method: opts.method || 'GET', credentials: 'same-origin', headers: { 'X-Claudemesh-Page-Key': pageKey } };
     if (opts.body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(opts.body);
@@ -262,7 +276,7 @@
 
   function openStream() {
     if (S.es) S.es.close();
-    const es = new EventSource('/api/v1/events' + q({ lastEventId: S.lastId }));
+    const es = new EventSource('/api/v1/events' + q({ lastEventId: S.lastId, pageKey }));
     S.es = es;
     es.onopen = () => {
       S.streamUp = true;
@@ -563,7 +577,7 @@
     if (S.loggedOut) return;
     S.loggedOut = true;
     if (S.es) S.es.close();
-    showBanner('This page is logged out (its session ended, or the daemon restarted). Run claudemesh ui in a terminal for a new login link.', true);
+    showBanner('This tab is logged out (its session ended, the daemon restarted, or the tab was not opened by a login link: each link opens one tab). Run claudemesh ui in a terminal for a new login link.', true);
     $('send').disabled = true;
   }
 
