@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"claudemesh/client"
 	"claudemesh/daemon/localapi"
 )
 
@@ -487,6 +488,41 @@ func TestWebChat(t *testing.T) {
 		br.do("focus search", chromedp.Focus(chromedp.CSS("#search")))
 		br.key("Escape", "Escape", "", 27, 0)
 		br.waitJS("search closed", `document.getElementById('results').hidden && document.getElementById('search').value === ''`, 5*time.Second)
+	})
+
+	t.Run("session names", func(t *testing.T) {
+		// carol's agent session calls itself bob-web: the page must say
+		// whose it is, as the CLI does ("name (via member)"), in the
+		// message, the search results and a reply's quote.
+		carolID := *carol
+		carolID.name = "carol" // the session id is made from it
+		sess := dialSession(t, &carolID, "bob-web")
+		defer sess.Close()
+		key := sess.Self().PublicHex()
+		const body = "it is me, bob, from my other laptop"
+		s, err := client.SealDM(alice.pubkey, []byte(body), sess.Self(), client.SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := sess.Send(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		want := "bob-web (via " + evilName + ")"
+		br.openThread(key, "bob-web")
+		br.waitJS("the session's message", hasMessage(body), 10*time.Second)
+		if from := eval[string](br, `document.querySelector('#message-list .msg .from').textContent`); from != want {
+			t.Fatalf("carol's session shown as %q, want %q", from, want)
+		}
+		br.click("reply", `#message-list .msg:not(.mine) button.reply`)
+		br.waitJS("the reply bar names the member", `!document.getElementById('replying').hidden && document.getElementById('replying-text').textContent.includes(`+jsString(want)+`)`, 5*time.Second)
+		br.click("cancel the reply", `#reply-cancel`)
+		br.do("search", chromedp.SendKeys(chromedp.CSS("#search"), "other laptop"))
+		br.waitJS("the search result names the member", `[...document.querySelectorAll('#result-list .result')].some(r => r.textContent.includes(`+jsString(want)+`))`, 10*time.Second)
+		br.do("focus search", chromedp.Focus(chromedp.CSS("#search")))
+		br.key("Escape", "Escape", "", 27, 0)
+		br.waitJS("search closed", `document.getElementById('results').hidden`, 5*time.Second)
 	})
 
 	t.Run("refusals", func(t *testing.T) {

@@ -184,8 +184,54 @@
       const online = S.peers.some((x) => x.memberPubkey === m.pubkey && x.role !== 'session' && x.online);
       return { name: m.displayName, session: false, member: m, online };
     }
+    // Not in the directory now: the name the messages gave, and the key.
     const t = S.threads.get(pubkey);
-    return { name: (t && t.name) || shortKey(pubkey), session: false, online: false };
+    return { name: t && t.name ? t.name + ' · ' + shortKey(pubkey) : shortKey(pubkey), session: false, online: false };
+  }
+
+  // sameName compares names as the CLI does (crypto.NameKey: NFC and case
+  // folding; toLowerCase stands for the fold).
+  const sameName = (a, b) => (a || '').normalize('NFC').toLowerCase() === (b || '').normalize('NFC').toLowerCase();
+  // lookFold is for telling which names a reader could take for one
+  // another: also NFKC, and invisible and direction-changing code points
+  // removed (the page has no confusables table: the broker already refuses
+  // a session name confusable with another member's).
+  const reInvisible = /[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]/g;
+  const lookFold = (s) => (s || '').normalize('NFKC').replace(reInvisible, '').toLowerCase();
+
+  // memberName is the enrolled name of a member key, from the row or the
+  // directory ('' when unknown).
+  function memberName(pubkey, fromRow) {
+    if (fromRow) return fromRow;
+    const m = S.members.find((x) => x.pubkey === pubkey);
+    return (m && m.displayName) || '';
+  }
+
+  // lookalike reports whether a key other than pubkey goes by a name a
+  // reader could take for name in this mesh's directory.
+  function lookalike(name, pubkey) {
+    const f = lookFold(name);
+    return S.peers.some((p) => p.pubkey !== pubkey && lookFold(p.displayName) === f) ||
+      S.members.some((m) => m.pubkey !== pubkey && lookFold(m.displayName) === f);
+  }
+
+  // senderLabel names a verified sender as the CLI does
+  // (agentview.SenderLabel): an agent session whose name is not its
+  // member's as "name (via member)", one whose member is not known as
+  // "name (via an unknown member KEY)", so a session never passes for
+  // another member by choosing its name; and a name that another key in
+  // the mesh also goes by gets the sender's key prefix. An unverified
+  // sender is its key prefix alone (the caller says it is unverified).
+  function senderLabel(r) {
+    if (!r.verified || !r.senderName) return shortKey(r.senderPubkey);
+    let label = r.senderName;
+    if (r.senderMemberPubkey && r.senderPubkey !== r.senderMemberPubkey) {
+      const member = memberName(r.senderMemberPubkey, r.senderMemberName);
+      if (!member) label += ' (via an unknown member ' + shortKey(r.senderMemberPubkey) + ')';
+      else if (!sameName(r.senderName, member)) label += ' (via ' + member + ')';
+    }
+    if (lookalike(r.senderName, r.senderPubkey)) label += ' · ' + shortKey(r.senderPubkey);
+    return label;
   }
 
   function threadName(key) {
@@ -532,7 +578,7 @@
     // session, a member who left).
     for (const t of S.threads.values()) {
       if (t.kind !== 'dm' || shown.has(t.key)) continue;
-      items.push(row(t.key, statusDot('', false), t.name || shortKey(t.key), [], 'not in the mesh now', 'offline'));
+      items.push(row(t.key, statusDot('', false), who(t.key).name, [], 'not in the mesh now', 'offline'));
     }
     setChildren($('people-list'), items);
     $('online-count').textContent = online ? '· ' + online + ' online' : '';
@@ -943,7 +989,7 @@
     const r = S.byMessageId.get(replyToId);
     if (!r) return 'in reply to an earlier message';
     const it = r.item;
-    const name = it.in ? (it.in.verified ? it.in.senderName : shortKey(it.in.senderPubkey)) : 'you';
+    const name = it.in ? senderLabel(it.in) : 'you';
     const text = it.in ? it.in.body || '' : sentBodies.get(it.out.clientMessageId) || it.out.preview || '';
     return name + ': ' + text.replace(/\s+/g, ' ').slice(0, 120);
   }
@@ -953,7 +999,7 @@
     let err = m.decryptError || '';
     if (m.keyMissing) err = 'waiting for the key of this topic generation';
     return { id: '', messageId: m.id, senderName: m.senderName, senderPubkey: m.senderPubkey,
-      senderMemberPubkey: m.senderMemberPubkey, body: m.body, decryptError: err,
+      senderMemberPubkey: m.senderMemberPubkey, senderMemberName: memberName(m.senderMemberPubkey), body: m.body, decryptError: err,
       verified: m.verified || m.plaintext, priority: 'next', replyToId: m.replyToId, seenAt: 1 };
   }
 
@@ -984,7 +1030,7 @@
       prio = r.priority;
       replyTo = r.replyToId;
       if (r.verified && r.senderName) {
-        head.append(el('span', 'from', r.senderName));
+        head.append(el('span', 'from', senderLabel(r)));
       } else {
         head.append(el('span', 'from', shortKey(r.senderPubkey)), el('span', 'unverified', 'unverified sender'));
       }
@@ -1018,7 +1064,7 @@
       rb.title = 'Reply';
       rb.type = 'button';
       rb.setAttribute('aria-label', 'Reply to this message');
-      rb.addEventListener('click', () => startReply(mid, quoteLine(r.verified ? r.senderName : shortKey(r.senderPubkey), r.body)));
+      rb.addEventListener('click', () => startReply(mid, quoteLine(senderLabel(r), r.body)));
       reply = rb;
     }
     bubble.append(head);
@@ -1227,7 +1273,7 @@
       b.type = 'button';
       b.className = 'result';
       const r = it.in;
-      const from = r ? (r.verified ? r.senderName : shortKey(r.senderPubkey)) : 'you';
+      const from = r ? senderLabel(r) + (r.verified && r.senderName ? '' : ' (unverified sender)') : 'you';
       b.append(el('div', 'where', joinMeta(from, 'in ' + threadName(it.thread), fmtTime(it.at))));
       const tx = el('div', 'text');
       highlight(tx, r ? r.body || '' : sentBodies.get(it.out.clientMessageId) || it.out.preview || '', text);
