@@ -552,6 +552,7 @@ func (c *conn) handleBan(r *wire.AdminRequest) {
 					ms.deleteSessionLocked(k)
 				}
 				late = ms.forgetMemberSessionsLocked(m.ID)
+				delete(ms.unacked, m.Pubkey) // its queue is dropped
 				for _, set := range ms.conns {
 					for cc := range set {
 						if cc.mem == m {

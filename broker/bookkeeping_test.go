@@ -126,6 +126,13 @@ func bookkeepingErr(ms *meshState) error {
 	if !maps.Equal(ms.controlPlanes, control) {
 		return fmt.Errorf("controlPlanes %v, connected control-plane presences %v", shortKeys(ms.controlPlanes), shortKeys(control))
 	}
+	// A mark of pushes left unacknowledged is for a recipient: a known
+	// session or an active member (else it stays until --queue-ttl).
+	for k := range ms.unacked {
+		if ms.sessions[k] == nil && ms.activeMember(k) == nil {
+			return fmt.Errorf("an unacked mark is kept for %.8s, neither a known session nor an active member", k)
+		}
+	}
 	return nil
 }
 
@@ -743,6 +750,45 @@ func TestClusterBookkeepingHoldsUnderRandomOperations(t *testing.T) {
 	}
 	bs := startCluster(t, "books", 3, bookkeepingConfig)
 	randomBookkeeping(t, rng, bs, steps)
+}
+
+// TestGoneMemberLeavesNoUnackedMark: a member presence that closed with a
+// push unacknowledged leaves a resume mark for the member's key; the
+// member's ban or leave drops its queue, and the mark goes with it
+// instead of staying until --queue-ttl.
+func TestGoneMemberLeavesNoUnackedMark(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"Ban", "Leave"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			b := startBroker(t, nil)
+			alice := createMesh(t, b, "marks", "alice")
+			bob := addMember(t, b, alice, "marks", "bob")
+			ac := connect(t, b, alice, false, nil)
+			ms := b.hub.mesh(alice.meshID)
+			r := connect(t, b, bob, true, nil)
+			ac.sendAck(dm(t, alice, bob.pub(), "never acked"))
+			r.nextPush()
+			r.closeClean()
+			marked := func() bool {
+				ms.mu.Lock()
+				defer ms.mu.Unlock()
+				_, ok := ms.unacked[bob.pub()]
+				return ok
+			}
+			waitFor(t, "bob's unacked mark", marked)
+			if how == "Ban" {
+				ac.write(map[string]any{"type": wire.TypeBan, "reqId": "ban", "target": bob.pub()})
+				var res wire.AdminResult
+				ac.next(&res, wire.TypeAdminResult)
+			} else {
+				var ok wire.OK
+				connect(t, b, bob, false, nil).request(map[string]any{"type": wire.TypeMeshLeave}, &ok, wire.TypeOK)
+			}
+			waitFor(t, "the mark forgotten with the member", func() bool { return !marked() })
+			checkBookkeeping(t, b, alice.meshID)
+		})
+	}
 }
 
 // TestForgottenSessionLeavesNoUnackedMark: a session that closed with a

@@ -215,6 +215,7 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 		if late := ms.forgetMemberSessionsLocked(m.ID); len(late) > 0 {
 			go h.forgetSessions(ms, late)
 		}
+		delete(ms.unacked, m.Pubkey) // its queue is dropped
 		for _, cc := range ms.connsOf(m) {
 			out = append(out, closeAction{c: cc, code: wire.CloseBanned, reason: wire.ReasonBanned, errCode: wire.CodeRevoked, text: bannedMessage(ms.name)})
 		}

@@ -188,10 +188,16 @@ func (c *conn) expireInflightLocked(now time.Time) int {
 }
 
 // leftUnackedLocked marks c's recipient key when c closes with pushes
-// unacknowledged. Caller holds ms.mu.
+// unacknowledged, if the key is still a recipient: not a session key
+// forgotten (its connection closing after its member's ban, with a push
+// still in flight), nor the key of a member banned or gone, whose mark
+// would stay until --queue-ttl. Caller holds ms.mu.
 func (c *conn) leftUnackedLocked() {
-	if !c.transient && len(c.inflight) > 0 && c.b.cfg.ResumeWindow > 0 {
-		c.ms.unacked[c.pubkey] = time.Now().UnixMilli()
+	if c.transient || len(c.inflight) == 0 || c.b.cfg.ResumeWindow <= 0 {
+		return
+	}
+	if ms := c.ms; ms.sessions[c.pubkey] != nil || ms.activeMember(c.pubkey) != nil {
+		ms.unacked[c.pubkey] = time.Now().UnixMilli()
 	}
 }
 

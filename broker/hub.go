@@ -338,9 +338,12 @@ func (m *member) setRecord(r store.Member) {
 	m.InviteID, m.Status, m.Summary, m.Hidden, m.Groups = r.InviteID, r.Status, r.Summary, r.Hidden, r.Groups
 }
 
+// removeMember forgets a member that left or was removed, with its mark
+// of pushes left unacknowledged (deliver.go). Caller holds ms.mu.
 func (ms *meshState) removeMember(m *member) {
 	delete(ms.members, m.Pubkey)
 	delete(ms.memberByID, m.ID)
+	delete(ms.unacked, m.Pubkey)
 }
 
 // activeMember returns the non-revoked member with this key.
