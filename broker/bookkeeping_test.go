@@ -126,6 +126,24 @@ func bookkeepingErr(ms *meshState) error {
 	if !maps.Equal(ms.controlPlanes, control) {
 		return fmt.Errorf("controlPlanes %v, connected control-plane presences %v", shortKeys(ms.controlPlanes), shortKeys(control))
 	}
+	// A message waits for receipts while some are to come, from an open
+	// connection that lists it (and only then: a long-lived one would
+	// list every message it sent).
+	for id, og := range ms.origin {
+		_, listed := og.conn.origins[id]
+		if og.waiting <= 0 || og.conn.closed || !listed {
+			return fmt.Errorf("origin of %s: waiting %d, connection closed %v, listed %v", id, og.waiting, og.conn.closed, listed)
+		}
+	}
+	for _, set := range ms.conns {
+		for c := range set {
+			for id := range c.origins {
+				if og := ms.origin[id]; og == nil || og.conn != c {
+					return fmt.Errorf("a connection of %.8s lists %s, which waits for no receipt of it", c.pubkey, id)
+				}
+			}
+		}
+	}
 	// A mark of pushes left unacknowledged is for a recipient: a known
 	// session or an active member (else it stays until --queue-ttl).
 	for k := range ms.unacked {
@@ -989,5 +1007,63 @@ func storeAgreesErrWait(b *Broker, ms *meshState) error {
 			return err
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestOriginsForgottenWhenSettled: a transient connection that sends with
+// receipts waits for them (ms.origin, c.origins) until every recipient
+// has acked; a long-lived one (an MCP server's) kept every message id it
+// sent in c.origins, and an origin whose delivery expired or was dropped
+// (a ban, a forgotten session) waited for a receipt that never comes,
+// until the sender disconnected.
+func TestOriginsForgottenWhenSettled(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"Acked", "Expired", "Banned"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			b := startBroker(t, func(cfg *Config) {
+				if how == "Expired" {
+					cfg.QueueTTL = 500 * time.Millisecond
+				}
+			})
+			alice := createMesh(t, b, "origins", "alice")
+			bob := addMember(t, b, alice, "origins", "bob")
+			ms := b.hub.mesh(alice.meshID)
+			a := connect(t, b, alice, false, nil)
+			var bc *rawConn
+			if how == "Acked" {
+				bc = connect(t, b, bob, true, nil)
+			}
+			if ack := a.sendAck(dm(t, alice, bob.pub(), "receipt, please")); ack.Error != nil {
+				t.Fatalf("send: %+v", ack.Error)
+			}
+			waiting := func() (origins, listed int) {
+				ms.mu.Lock()
+				defer ms.mu.Unlock()
+				for c := range ms.conns[alice.pub()] {
+					listed += len(c.origins)
+				}
+				return len(ms.origin), listed
+			}
+			if o, l := waiting(); o != 1 || l != 1 {
+				t.Fatalf("after the send: %d origins, %d listed", o, l)
+			}
+			switch how {
+			case "Acked":
+				p := bc.nextPush()
+				bc.ack(p.MessageID)
+				var r wire.Receipt
+				a.next(&r, wire.TypeReceipt)
+			case "Banned":
+				a.write(map[string]any{"type": wire.TypeBan, "reqId": "ban", "target": bob.pub()})
+				var res wire.AdminResult
+				a.next(&res, wire.TypeAdminResult)
+			}
+			waitFor(t, "the origin forgotten while its sender is connected", func() bool {
+				o, l := waiting()
+				return o == 0 && l == 0
+			})
+			checkBookkeeping(t, b, alice.meshID)
+		})
 	}
 }

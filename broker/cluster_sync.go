@@ -286,10 +286,7 @@ func (h *hub) remoteQueue(ms *meshState, c cluster.Change) {
 			// A `send --wait` connected here waits for this receipt.
 			var r wire.Receipt
 			if wire.Decode(e.Frame, &r) == nil {
-				if og := ms.origin[r.MessageID]; og != nil {
-					if og.waiting--; og.waiting <= 0 {
-						delete(ms.origin, r.MessageID)
-					}
+				if og := ms.receiptCameLocked(r.MessageID); og != nil {
 					isTarget := false
 					for _, t := range targets {
 						isTarget = isTarget || t == og.conn

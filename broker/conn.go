@@ -97,7 +97,9 @@ type conn struct {
 	// (expireInflightLocked: one that acked nothing since its expired
 	// pushes went out is re-sent --resume-window of them, not all).
 	ackedAt time.Time
-	origins []string
+	// origins are the messages this (transient) connection sent that
+	// still wait for receipts (ms.origin), guarded by ms.mu.
+	origins map[string]struct{}
 	closed  bool
 
 	eventSeen uint64 // the last presence event handed to it (events.go), guarded by ms.mu

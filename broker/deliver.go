@@ -295,6 +295,7 @@ func (h *hub) maintain(stop <-chan struct{}) {
 					ms.mu.Lock()
 					ms.pruneHistory(now)
 					ms.pruneUnackedLocked(now, cfg.QueueTTL)
+					ms.pruneOriginsLocked(now, cfg.QueueTTL)
 					ms.mu.Unlock()
 				}
 			}
@@ -390,6 +391,7 @@ func (h *hub) settleExpired(ms *meshState, expired []store.Expired) {
 		}
 		n++
 		ms.releaseLocked(e.Recipient, e.From, e.Charge)
+		ms.receiptCameLocked(e.MessageID) // none will: it is not waited for
 	}
 	ms.mu.Unlock()
 	h.b.metrics.expired.Add(float64(n))

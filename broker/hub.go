@@ -90,7 +90,43 @@ type meshState struct {
 // origin is a transient sender waiting for receipts.
 type origin struct {
 	conn    *conn
-	waiting int // receipts still to come
+	waiting int   // receipts still to come
+	at      int64 // when the message was sent (unix ms)
+}
+
+// receiptCameLocked counts one of a message's deliveries settled, by an
+// ack (whose receipt is on its way) or, never to have one, by its expiry
+// or drop; the last forgets the origin. Caller holds ms.mu.
+func (ms *meshState) receiptCameLocked(messageID string) *origin {
+	og := ms.origin[messageID]
+	if og == nil {
+		return nil
+	}
+	if og.waiting--; og.waiting <= 0 {
+		ms.forgetOriginLocked(messageID, og)
+	}
+	return og
+}
+
+// forgetOriginLocked stops waiting for a message's receipts. Caller holds
+// ms.mu.
+func (ms *meshState) forgetOriginLocked(messageID string, og *origin) {
+	delete(ms.origin, messageID)
+	delete(og.conn.origins, messageID)
+}
+
+// pruneOriginsLocked forgets origins older than --queue-ttl: each of
+// their deliveries has been acked (its receipt went out then) or has
+// expired by now. An expiry on another node of a cluster is only a
+// queue entry deleted here, like an ack's, so it is not counted as it
+// happens. Caller holds ms.mu.
+func (ms *meshState) pruneOriginsLocked(now time.Time, ttl time.Duration) {
+	cutoff := now.Add(-ttl).UnixMilli()
+	for id, og := range ms.origin {
+		if og.at < cutoff {
+			ms.forgetOriginLocked(id, og)
+		}
+	}
 }
 
 // member is a store.Member plus what only lives in memory: its send rate

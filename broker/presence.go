@@ -154,9 +154,9 @@ func (h *hub) detachLocked(c *conn) {
 			delete(ms.conns, c.pubkey)
 		}
 	}
-	for _, id := range c.origins {
+	for id := range c.origins {
 		if o := ms.origin[id]; o != nil && o.conn == c {
-			delete(ms.origin, id)
+			ms.forgetOriginLocked(id, o)
 		}
 	}
 	c.leftUnackedLocked()

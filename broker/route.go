@@ -403,8 +403,11 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 		}
 	}
 	if c.transient && rec.Receipts && len(to) > 0 && !c.closed {
-		ms.origin[rec.ID] = &origin{conn: c, waiting: len(to)}
-		c.origins = append(c.origins, rec.ID)
+		ms.origin[rec.ID] = &origin{conn: c, waiting: len(to), at: rec.CreatedAt}
+		if c.origins == nil {
+			c.origins = map[string]struct{}{}
+		}
+		c.origins[rec.ID] = struct{}{}
 	}
 	ms.mu.Unlock()
 	c.b.metrics.pending.Add(float64(len(to)))
@@ -700,10 +703,7 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 		for _, t := range targets {
 			t.offerLocked(o.NewReceipt.ReceiptID, o.ReceiptSeq, wire.PriorityNow, frame)
 		}
-		if og := ms.origin[o.Message.ID]; og != nil {
-			if og.waiting--; og.waiting <= 0 {
-				delete(ms.origin, o.Message.ID)
-			}
+		if og := ms.receiptCameLocked(o.Message.ID); og != nil {
 			oc := og.conn
 			isTarget := false
 			for _, t := range targets {
