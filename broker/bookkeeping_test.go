@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -1066,4 +1067,79 @@ func TestOriginsForgottenWhenSettled(t *testing.T) {
 			checkBookkeeping(t, b, alice.meshID)
 		})
 	}
+}
+
+// TestRemovalDropsALateSessionsQueue: a session hello of a member accepted
+// between its removal's commit and the removal's callback (the member
+// still active in memory) is forgotten by the callback; DMs sent to it
+// meanwhile were queued, and stayed until --queue-ttl, counted against
+// their senders' quotas: only a ban handed such sessions to
+// forgetSessions. The commit callbacks are held to open the window.
+func TestRemovalDropsALateSessionsQueue(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "late", "alice")
+	bob := addMember(t, b, alice, "late", "bob")
+	ac := connect(t, b, alice, false, nil)
+	ms := b.hub.mesh(alice.meshID)
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	b.store.Submit(func(*store.Tx) error { return nil }, func(error) { close(held); <-release })
+	<-held
+
+	removed := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("DELETE", b.HTTPURL()+"/v1/admin/meshes/late/members/"+bob.pub(), nil)
+		req.Header.Set("Authorization", "Bearer "+b.OperatorToken())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			removed <- 0
+			return
+		}
+		resp.Body.Close()
+		removed <- resp.StatusCode
+	}()
+	waitFor(t, "the removal to be committed", func() bool {
+		var gone bool
+		b.store.View(func(tx *store.Tx) error {
+			_, err := store.GetMember(tx, alice.meshID, bob.memberID)
+			gone = errors.Is(err, store.ErrNotFound)
+			return nil
+		})
+		return gone
+	})
+	// Memory does not know of the removal yet: bob's agent is let in,
+	// and alice's DM to it is queued.
+	r := dial(t, b)
+	sess, _ := cmcrypto.GenerateIdentity()
+	r.write(r.sessionHello(bob, sess, func(h *wire.SessionHello) { h.SessionID = "late" }))
+	if code := r.helloOutcome(); code != "" {
+		t.Fatalf("session hello before the removal's callback: %s", code)
+	}
+	ac.write(dm(t, alice, sess.PublicHex(), "to a session about to go"))
+	queued := func() (n int) {
+		b.store.View(func(tx *store.Tx) error {
+			return store.ScanQueue(tx, alice.meshID, sess.PublicHex(), 0, func(uint64, *store.QueueEntry) bool { n++; return true })
+		})
+		return n
+	}
+	waitFor(t, "the DM to the late session to be queued", func() bool { return queued() == 1 })
+
+	free()
+	if st := <-removed; st != 200 {
+		t.Fatalf("operator removal: %d", st)
+	}
+	waitFor(t, "the late session's queue dropped", func() bool {
+		ms.mu.Lock()
+		pending := ms.pending[sess.PublicHex()]
+		ms.mu.Unlock()
+		return queued() == 0 && pending == 0
+	})
+	if err := storeAgreesErrWait(b, ms); err != nil {
+		t.Fatal(err)
+	}
+	checkBookkeeping(t, b, alice.meshID)
 }

@@ -39,6 +39,8 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		kept    []keptSession
 		fresh   = map[string]bool{} // meshes loaded whole from this entry
 		removed = map[string]bool{} // meshes whose removal this entry records by the operator
+		// the session keys this entry deletes, by mesh
+		deleted = map[string]map[string]bool{}
 	)
 	for _, c := range changes {
 		meshID, kind, _ := store.ClassifyChange(c.Path, c.Key)
@@ -46,6 +48,12 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 			if e, err := store.DecodeAuditEntry(c.New); err == nil && e.EventType == wire.AuditMemberRemoved {
 				removed[meshID] = true
 			}
+		}
+		if kind == store.ChangeSession && c.New == nil {
+			if deleted[meshID] == nil {
+				deleted[meshID] = map[string]bool{}
+			}
+			deleted[meshID][store.HexKey(c.Key)] = true
 		}
 	}
 	for _, c := range changes {
@@ -66,7 +74,7 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		ms.mu.Lock()
 		switch kind {
 		case store.ChangeMember:
-			closes = append(closes, h.remoteMember(ms, c, removed[meshID])...)
+			closes = append(closes, h.remoteMember(ms, c, removed[meshID], deleted[meshID])...)
 		case store.ChangeSession:
 			pk := store.HexKey(c.Key)
 			if c.New == nil {
@@ -154,8 +162,23 @@ func (ms *meshState) connectedSessionLocked(key string) bool {
 	return false
 }
 
-// remoteMember applies a change of a member record. Caller holds ms.mu.
-func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []closeAction {
+// remoteMember applies a change of a member record; deleted are the
+// session keys the same entry deletes. Caller holds ms.mu.
+func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool, deleted map[string]bool) []closeAction {
+	// The member's sessions known here that its ban's or removal's
+	// transaction did not find (accepted here since it committed) are
+	// forgotten on disk too, with what was queued for them meanwhile.
+	forgetLate := func(m *member) {
+		var late []*store.Session
+		for _, s := range ms.forgetMemberSessionsLocked(m.ID) {
+			if !deleted[s.Pubkey] {
+				late = append(late, s)
+			}
+		}
+		if len(late) > 0 {
+			go h.forgetSessions(ms, late) // off the dispatcher: Submit may block
+		}
+	}
 	var old, cur *store.Member
 	if c.Old != nil {
 		old, _ = store.DecodeMember(c.Old)
@@ -172,7 +195,7 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 			return nil
 		}
 		closes := ms.connsOf(m)
-		ms.forgetMemberSessionsLocked(m.ID)
+		forgetLate(m)
 		delete(ms.grants, m.Pubkey)
 		// Its presences held by other nodes end here; those held here
 		// end as their connections close.
@@ -212,9 +235,7 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool) []c
 		// or after this); a session accepted here since the ban
 		// committed is forgotten too, also on disk (its record is
 		// written if an unban committed meanwhile: admin.go).
-		if late := ms.forgetMemberSessionsLocked(m.ID); len(late) > 0 {
-			go h.forgetSessions(ms, late)
-		}
+		forgetLate(m)
 		delete(ms.unacked, m.Pubkey) // its queue is dropped
 		for _, cc := range ms.connsOf(m) {
 			out = append(out, closeAction{c: cc, code: wire.CloseBanned, reason: wire.ReasonBanned, errCode: wire.CodeRevoked, text: bannedMessage(ms.name)})

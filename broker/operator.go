@@ -156,7 +156,12 @@ func (b *Broker) afterRemoval(ms *meshState, memberID string, sessions []string,
 	for _, k := range sessions {
 		ms.deleteSessionLocked(k)
 	}
-	ms.forgetMemberSessionsLocked(memberID)
+	// Sessions accepted since the removal committed: what was queued for
+	// them meanwhile is dropped too (not left until --queue-ttl, counted
+	// against its senders' quotas).
+	if late := ms.forgetMemberSessionsLocked(memberID); len(late) > 0 {
+		go b.hub.forgetSessions(ms, late) // off the dispatcher: Submit may block
+	}
 	var gonePubkey string
 	if m := ms.memberByID[memberID]; m != nil {
 		gonePubkey = m.Pubkey

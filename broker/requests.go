@@ -259,13 +259,14 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 	}
 	ms.mu.Unlock()
 	var dropped []store.Expired
+	var sessions []string
 	err := c.b.store.Update(func(tx *store.Tx) error {
-		dropped = nil
+		dropped, sessions = nil, nil
 		m, err := store.GetMember(tx, ms.id, mem.ID)
 		if err != nil {
 			return err
 		}
-		if _, dropped, err = store.RemoveMember(tx, ms.id, m); err != nil {
+		if sessions, dropped, err = store.RemoveMember(tx, ms.id, m); err != nil {
 			return err
 		}
 		_, err = store.AppendAudit(tx, ms.id, store.AuditEvent{Type: wire.AuditMemberLeft, Actor: m.Pubkey,
@@ -281,7 +282,12 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 	c.sendOK(env.ReqID)
 	ms.mu.Lock()
 	var victims []*conn
-	ms.forgetMemberSessionsLocked(mem.ID)
+	for _, k := range sessions {
+		ms.deleteSessionLocked(k)
+	}
+	// Sessions accepted since the leave committed: what was queued for
+	// them meanwhile is dropped too (below).
+	late := ms.forgetMemberSessionsLocked(mem.ID)
 	for k, set := range ms.conns {
 		for cc := range set {
 			if cc.mem == mem {
@@ -294,6 +300,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 	ms.removeMember(mem)
 	ms.memberChanged(wire.MemberLeft, mem, nil)
 	ms.mu.Unlock()
+	c.b.hub.forgetSessions(ms, late)
 	for _, v := range victims {
 		v.endPresence.Store(true)
 		v.closeWith(wire.CloseNormal, wire.ReasonLeft)
