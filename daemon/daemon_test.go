@@ -47,12 +47,18 @@ func startBroker(t testing.TB, cfg *broker.Config) *broker.Broker {
 	return b
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { t.Helper(); return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with the broker's configuration changed by mutate.
+func newEnvWith(t testing.TB, mutate func(*broker.Config)) *env {
 	t.Helper()
 	t.Setenv(client.BackoffEnv, "100ms")
 	cfg := broker.DefaultConfig()
 	cfg.Listen, cfg.MetricsListen, cfg.DataDir = "127.0.0.1:0", "off", t.TempDir()
 	cfg.Grace, cfg.RedeliverAfter, cfg.PingInterval = 300*time.Millisecond, 500*time.Millisecond, time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	b := startBroker(t, &cfg)
 	e := &env{t: t, b: b, bCfg: cfg, homes: map[string]string{}, meshes: map[string]config.Mesh{}}
 	t.Cleanup(func() { e.b.Close() })

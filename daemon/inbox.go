@@ -123,11 +123,13 @@ func (d *Daemon) inboxLoop() {
 	}
 }
 
-// storePushes stores and acks items; false when it stored none (the
-// inbox is full, or the store failed), leaving them unacked on the broker.
-func (d *Daemon) storePushes(items []inboxItem) bool {
+// storePushes stores and acks the first of items, as many as the inbox
+// has room for, and returns how many: 0 when it stored none (the inbox is
+// full, or the store failed). The rest are left unacked on the broker,
+// which pushes them again later.
+func (d *Daemon) storePushes(items []inboxItem) int {
 	if d.inboxFull(len(items)) {
-		return false // left on the broker, which pushes them again later
+		return 0 // left on the broker, which pushes them again later
 	}
 	// A burst stops at the hard limit too: the pushes past it are left
 	// on the broker like those that come after it (not settled, pushed
@@ -187,7 +189,7 @@ func (d *Daemon) storePushes(items []inboxItem) bool {
 	if err != nil {
 		// Not acked: the broker redelivers and we try again.
 		d.log.Error("inbox store", "err", err)
-		return false
+		return 0
 	}
 	if d.failpoint == failInboxAfterStore {
 		// Fault injection for the crash tests: die exactly between the
@@ -196,7 +198,7 @@ func (d *Daemon) storePushes(items []inboxItem) bool {
 		select {}
 	}
 	settleItems(items, func(it inboxItem) string { return it.push.MessageID })
-	return true
+	return len(items)
 }
 
 // putInboxRow stores a received row under the next event sequence, once: a
@@ -283,10 +285,11 @@ func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
 				}
 			}
 			full := false
-			if len(items) > 0 && !d.storePushes(items) {
-				// Not stored (the inbox is full): not acked either;
-				// they stay on the broker.
-				ids, full = ids[:0], true
+			if len(items) > 0 {
+				// Acked: those stored. The rest (the inbox reached its
+				// hard limit, or the store failed) stay on the broker.
+				n := d.storePushes(items)
+				ids, full = ids[:n], n < len(items)
 			}
 			var receipts []inboxItem
 			for i := range res.Receipts {

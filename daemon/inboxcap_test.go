@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"claudemesh/broker"
+	"claudemesh/client"
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 )
 
@@ -151,4 +154,108 @@ func TestFullInboxLeavesMessagesOnTheBroker(t *testing.T) {
 	if st := status(); st.Inbox.Full || st.Inbox.Bytes > 2*limit+8<<10 {
 		t.Fatalf("after reading: %+v", st.Inbox)
 	}
+}
+
+// A fetch of the broker's queue (`inbox` syncs before it lists) that
+// crosses the inbox's hard limit stores the pushes up to it and acks only
+// those: the rest stay on the broker and come with a later fetch. It acked
+// the whole page, and the broker dropped what was not stored while the
+// senders read "delivered" (a new user's trial). The broker here never
+// redelivers on its own, so only the fetch brings anything once the inbox
+// is full.
+func TestInboxFetchAcksOnlyWhatItStored(t *testing.T) {
+	const limit = 20000
+	e := newEnvWith(t, func(cfg *broker.Config) { cfg.RedeliverAfter = time.Hour })
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit})
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	send := func(label string, size int) {
+		t.Helper()
+		if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: label + " " + strings.Repeat("y", size)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func() localapi.Status {
+		var st localapi.Status
+		if _, err := bob.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	outbox := func(st string) int {
+		var rows []localapi.OutboxRow
+		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &rows)
+		k := 0
+		for _, r := range rows {
+			if r.Status == st {
+				k++
+			}
+		}
+		return k
+	}
+	list := func(query string) map[string]bool {
+		var rows []localapi.InboxRow
+		if _, err := bob.api.Do(ctx, "GET", "/v1/inbox?"+query, nil, &rows); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, r := range rows {
+			label, _, _ := strings.Cut(r.Body, " ")
+			got[label] = true
+		}
+		return got
+	}
+	// Three large messages fill the inbox (the third reaches twice its
+	// cap); the next seven wait on the broker, pushed but not acked.
+	for _, l := range []string{"big1", "big2", "big3"} {
+		send(l, 15000)
+	}
+	waitFor(t, 20*time.Second, "bob's inbox at its hard limit", func() bool { return status().Inbox.Bytes >= 2*limit })
+	for _, l := range []string{"big4", "big5"} {
+		send(l, 15000)
+	}
+	for i := range 5 {
+		send(fmt.Sprintf("tiny%d", i), 10)
+	}
+	waitFor(t, 20*time.Second, "the broker to hold alice's seven", func() bool { return outbox(localapi.StatusSent) == 7 && status().Inbox.Full })
+	// Reading makes room for two large ones (the oldest seen rows go).
+	list("markSeen=true")
+	waitFor(t, 20*time.Second, "room in bob's inbox", func() bool { return status().Inbox.Bytes <= limit })
+	// The fetch brings all seven; two fit.
+	got := list("sync=true")
+	if !got["big4"] || !got["big5"] || got["tiny0"] {
+		t.Fatalf("after the first fetch bob has %v, want big4 and big5 and no tiny one", got)
+	}
+	// The fetch's acks were answered before the list returned: the
+	// broker still holds the five bob did not store, for bob.
+	mesh := e.meshes["bob"]
+	key, _ := cmcrypto.ParseSecretKey(mesh.SecretKey)
+	c, err := client.Dial(ctx, client.MeshIdentity{MeshID: mesh.MeshID, MemberID: mesh.MemberID, BrokerURL: mesh.BrokerURL,
+		BrokerPubkey: mesh.BrokerPubkey, Member: key}, client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := c.FetchQueued(ctx, 100)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q.Messages) != 5 {
+		t.Fatalf("the broker holds %d messages for bob, want the 5 he did not store: a fetch acked what the full inbox did not keep", len(q.Messages))
+	}
+	// Reading again makes room, and the next fetch brings the rest.
+	list("markSeen=true")
+	waitFor(t, 20*time.Second, "the five small ones", func() bool {
+		got := list("sync=true&markSeen=true")
+		for i := range 5 {
+			if !got[fmt.Sprintf("tiny%d", i)] {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 20*time.Second, "every message delivered", func() bool { return outbox(localapi.StatusDelivered) == 10 })
 }
