@@ -1,6 +1,9 @@
 package agentview
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -127,5 +130,45 @@ func TestChannelContentCutKeepsEscapesWhole(t *testing.T) {
 	}
 	if whole, left := ChannelContentCut(r, 0); whole != ChannelContent(r) || left != 0 {
 		t.Fatalf("no limit: %q, %d left", whole, left)
+	}
+}
+
+// TestReplyCommandRunsNothingAPeerWrote: every path used to tell the agent
+// to reply with `claudemesh send "FROM_NAME" "..."`: a sender named
+// `$(curl …;sh)` ran its command on the recipient's machine (bash expands
+// `$(…)` and backticks inside double quotes), and a reply quoting a peer's
+// backticks ran them. The reply now goes to from_pubkey with the text in a
+// quoted heredoc: run through bash, it hands the text over verbatim and
+// runs nothing in it.
+func TestReplyCommandRunsNothingAPeerWrote(t *testing.T) {
+	text, _ := HookContext([]localapi.InboxRow{row("pls ack", "$(touch pwned-name)")}, 0, DefaultHookBudget)
+	if strings.Contains(text, "FROM_NAME") || strings.Contains(text, `send "`) || !strings.Contains(text, ReplyCommand) {
+		t.Fatalf("the hook's reply hint:\n%s", text)
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	dir := t.TempDir()
+	key := strings.Repeat("ab", 32)
+	reply := "ack `touch pwned1` $(touch pwned2) \"; touch pwned3; \\ ${HOME} $HOME '\nsecond line"
+	cmd := strings.Replace(ReplyCommand, "FROM_PUBKEY", key, 1)
+	cmd = strings.Replace(cmd, "your reply, any number of lines", reply, 1)
+	script := "claudemesh() { printf '%s\\n' \"$@\" > args; cat > body; }\n" + cmd + "\n"
+	c := exec.Command(bash, "-c", script)
+	c.Dir = dir
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("bash: %v: %s", err, out)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "pwned") {
+			t.Fatalf("the reply ran a command: %s exists", e.Name())
+		}
+	}
+	args, _ := os.ReadFile(filepath.Join(dir, "args"))
+	body, _ := os.ReadFile(filepath.Join(dir, "body"))
+	if string(args) != "send\n"+key+"\n-\n--json\n" || string(body) != reply+"\n" {
+		t.Fatalf("args %q body %q", args, body)
 	}
 }

@@ -1,0 +1,27 @@
+package claudecode
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"claudemesh/internal/agentview"
+)
+
+// TestSkillTeachesShellSafeReplies: SKILL.md used to teach
+// `claudemesh send "alice-api" "…"`: a reply by name (a name may hold
+// `$(…)`, and may be someone else's by the time the reply goes) with the
+// text in double quotes, where bash runs `$(…)` and backticks. It teaches
+// replying to from_pubkey with the text in a quoted heredoc, and no example
+// puts a name or a text in double quotes.
+func TestSkillTeachesShellSafeReplies(t *testing.T) {
+	skill := string(SkillMD)
+	if !strings.Contains(skill, "`from_pubkey` (64 hex digits) is how to answer") ||
+		!strings.Contains(skill, "<<'"+agentview.ReplyDelimiter+"'") {
+		t.Fatal("SKILL.md does not teach replying to the key with a quoted heredoc")
+	}
+	dq := regexp.MustCompile("(?m)^claudemesh (send|topic post) [^\n]*\"|`claudemesh (send|topic post) [^`\n]*\"")
+	if m := dq.FindAllString(skill, -1); len(m) > 0 {
+		t.Fatalf("SKILL.md still double-quotes in: %q", m)
+	}
+}
