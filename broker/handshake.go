@@ -436,6 +436,19 @@ func (ms *meshState) checkSessionIdentity(parent *member, id helloIdentity) *han
 	return nil
 }
 
+// confusableMember is the name of a member other than pubkey (revoked ones
+// included) whose enrolled name name can be taken for, or "".
+func (ms *meshState) confusableMember(name, pubkey string) string {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for _, m := range ms.members {
+		if m.Pubkey != pubkey && cmcrypto.NamesConfusable(name, m.DisplayName) {
+			return m.DisplayName
+		}
+	}
+	return ""
+}
+
 // features advertised in hello_ack.
 var features = []string{"box", "multi", "receipts", "fetch_queued", "session_hello", "priority", "idempotency", "message_status", "invites", "member_events", "admin", "audit", "mesh_transfer", "topics", "notifications", "apikeys", "grants", "skills"}
 

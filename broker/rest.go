@@ -362,6 +362,14 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusNotFound, wire.CodeMeshNotFound, "this broker has no such mesh")
 		return
 	}
+	// A name another member's can be taken for (case, Unicode confusables,
+	// invisible code points: crypto.NamesConfusable), revoked members
+	// included, is taken too: "аlice" (Cyrillic а) or "a1ice" would read as
+	// alice in every agent's context (docs/protocol.md "Readings"). It is
+	// read from the members in memory (not under the store's transaction),
+	// and refused where name_taken falls in the order of the checks; the
+	// store's case-folded check still decides a race of two joins.
+	lookalike := ms.confusableMember(name, req.Pubkey)
 	now := time.Now().UnixMilli()
 	var joined store.Member
 	var fresh bool
@@ -392,6 +400,9 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		key := cmcrypto.NameKey(name)
 		if store.NameTaken(tx, ms.id, key) {
 			return &joinError{http.StatusConflict, wire.CodeNameTaken, "display name " + name + " is taken in this mesh"}
+		}
+		if lookalike != "" {
+			return &joinError{http.StatusConflict, wire.CodeNameTaken, "display name " + name + " looks like the name of member " + lookalike + " in this mesh; choose another"}
 		}
 		if rec.Uses >= rec.MaxUses {
 			return &joinError{http.StatusGone, wire.CodeInviteExhausted, "this invite has been used up"}

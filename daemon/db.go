@@ -270,18 +270,23 @@ type inboxRow struct {
 	// SenderMemberName is the enrolled name of SenderMember when the row
 	// was stored (from the directory cache), for verified rows.
 	SenderMemberName string `json:"senderMemberName,omitempty"`
-	RecipientPubkey  string `json:"recipientPubkey"`
-	RecipientKind    string `json:"recipientKind"` // member | session
-	Body             string `json:"body,omitempty"`
-	DecryptError     string `json:"decryptError,omitempty"`
-	Verified         bool   `json:"verified"`
-	Priority         string `json:"priority"`
-	ReplyToID        string `json:"replyToId,omitempty"`
-	Subtype          string `json:"subtype,omitempty"`
-	ReceivedAt       int64  `json:"receivedAt"`
-	SentAt           int64  `json:"sentAt,omitzero"` // the broker's createdAt
-	SeenAt           int64  `json:"seenAt,omitzero"`
-	size             int    // bytes as stored, set by putInboxRow
+	// FromSelf, Lookalike and LookalikeSelf are meshRT.senderMarks when
+	// the row was stored, for verified rows.
+	FromSelf        bool   `json:"fromSelf,omitempty"`
+	Lookalike       string `json:"lookalike,omitempty"`
+	LookalikeSelf   bool   `json:"lookalikeSelf,omitempty"`
+	RecipientPubkey string `json:"recipientPubkey"`
+	RecipientKind   string `json:"recipientKind"` // member | session
+	Body            string `json:"body,omitempty"`
+	DecryptError    string `json:"decryptError,omitempty"`
+	Verified        bool   `json:"verified"`
+	Priority        string `json:"priority"`
+	ReplyToID       string `json:"replyToId,omitempty"`
+	Subtype         string `json:"subtype,omitempty"`
+	ReceivedAt      int64  `json:"receivedAt"`
+	SentAt          int64  `json:"sentAt,omitzero"` // the broker's createdAt
+	SeenAt          int64  `json:"seenAt,omitzero"`
+	size            int    // bytes as stored, set by putInboxRow
 }
 
 func (r *inboxRow) api() localapi.InboxRow {
@@ -294,6 +299,7 @@ func (r *inboxRow) api() localapi.InboxRow {
 	if r.Verified {
 		// An unproven sender is never shown under a member's name.
 		out.SenderName, out.SenderMemberPubkey, out.SenderMemberName = r.SenderName, r.SenderMember, r.SenderMemberName
+		out.FromSelf, out.SenderLooksLike, out.SenderLooksLikeSelf = r.FromSelf, r.Lookalike, r.LookalikeSelf
 	}
 	return out
 }

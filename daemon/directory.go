@@ -46,6 +46,9 @@ type dirState struct {
 	// needed after each change (resolver()): each send used to index the
 	// whole mesh again, ~2 ms in a mesh of 1,000 members.
 	resolver *client.Directory
+	// names is cache's member names indexed for senderMarks, made when
+	// first needed after each change (like resolver).
+	names *memberNames
 	// dirDirty: the cache changed since it was last written to daemon.db.
 	dirDirty bool
 	// refreshDue is when presence events asked for a full list_peers
@@ -126,7 +129,7 @@ func (m *meshRT) setDirectory(members []wire.Member, peers []wire.Peer) {
 		apply(&mc)
 	}
 	m.cache = mc
-	m.resolver = nil
+	m.resolver, m.names = nil, nil
 	m.dirDirty = false
 	m.lastRefresh = now
 	m.refreshDue = time.Time{}
@@ -271,7 +274,7 @@ func (m *meshRT) onSystem(p *wire.Push) {
 	}
 	m.mu.Lock()
 	apply(&m.cache)
-	m.resolver = nil
+	m.resolver, m.names = nil, nil
 	if m.fetching > 0 {
 		m.journal = append(m.journal, apply)
 	}

@@ -164,6 +164,7 @@ func (d *Daemon) storePushes(items []inboxItem) int {
 			row.Body, row.Verified = body, verified
 			if verified {
 				row.SenderMemberName = it.m.memberName(p.SenderMemberPubkey)
+				row.FromSelf, row.Lookalike, row.LookalikeSelf = it.m.senderMarks(p.SenderMemberPubkey, p.SenderName, row.SenderMemberName)
 			}
 		}
 		rows[i] = row

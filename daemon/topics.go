@@ -319,6 +319,7 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 			TargetSpec: "#" + tm.TopicID}
 		if tm.Verified {
 			rows[i].SenderMemberName = m.memberName(tm.SenderMemberPubkey)
+			rows[i].FromSelf, rows[i].Lookalike, rows[i].LookalikeSelf = m.senderMarks(tm.SenderMemberPubkey, tm.SenderName, rows[i].SenderMemberName)
 		}
 	}
 	return d.update(func(tx *bolt.Tx) error {

@@ -416,6 +416,9 @@ func inboxRowOf(r localapi.InboxRow) inboxRow {
 		SenderMemberName: r.SenderMemberName, DecryptError: r.DecryptError, Verified: r.Verified,
 		Priority: r.Priority, ReceivedAt: r.ReceivedAt, SentAt: r.SentAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID, TargetSpec: r.TargetSpec,
 		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind}
+	if r.Verified {
+		row.FromSelf, row.SenderLooksLike, row.SenderLooksLikeSelf = r.FromSelf, r.SenderLooksLike, r.SenderLooksLikeSelf
+	}
 	if r.DecryptError == "" {
 		body := r.Body
 		row.Body = &body

@@ -207,16 +207,21 @@ type inboxRow struct {
 	// belong to (itself, or the member that attested the session), and
 	// SenderMemberName that member's enrolled name. Both are set only
 	// when verified; senderName is what a session calls itself.
-	SenderMemberPubkey string  `json:"senderMemberPubkey,omitzero"`
-	SenderMemberName   string  `json:"senderMemberName,omitzero"`
-	Body               *string `json:"body,omitzero"`
-	DecryptError       string  `json:"decryptError,omitzero"`
-	Verified           bool    `json:"verified"`
-	Priority           string  `json:"priority"`
-	ReceivedAt         int64   `json:"receivedAt"`
-	SentAt             int64   `json:"sentAt,omitzero"` // when the broker accepted it
-	SeenAt             int64   `json:"seenAt,omitzero"`
-	ReplyToID          string  `json:"replyToId,omitzero"`
+	SenderMemberPubkey string `json:"senderMemberPubkey,omitzero"`
+	SenderMemberName   string `json:"senderMemberName,omitzero"`
+	// FromSelf, SenderLooksLike and SenderLooksLikeSelf are the daemon's
+	// marks (localapi.InboxRow); the direct path sets none.
+	FromSelf            bool    `json:"fromSelf,omitzero"`
+	SenderLooksLike     string  `json:"senderLooksLike,omitzero"`
+	SenderLooksLikeSelf bool    `json:"senderLooksLikeSelf,omitzero"`
+	Body                *string `json:"body,omitzero"`
+	DecryptError        string  `json:"decryptError,omitzero"`
+	Verified            bool    `json:"verified"`
+	Priority            string  `json:"priority"`
+	ReceivedAt          int64   `json:"receivedAt"`
+	SentAt              int64   `json:"sentAt,omitzero"` // when the broker accepted it
+	SeenAt              int64   `json:"seenAt,omitzero"`
+	ReplyToID           string  `json:"replyToId,omitzero"`
 	// RecipientPubkey and RecipientKind (member | session) say whom the
 	// stored copy was for: the member, or one of its agent sessions (the
 	// daemon path; the direct path only ever reads the member's own).

@@ -236,6 +236,15 @@ type InboxRow struct {
 	// often, from senderName.
 	SenderMemberPubkey string `json:"senderMemberPubkey,omitempty"`
 	SenderMemberName   string `json:"senderMemberName,omitempty"`
+	// FromSelf: the sender is this machine's own member (the user's CLI,
+	// its chat page, or one of its agent sessions). Verified rows only.
+	FromSelf bool `json:"fromSelf,omitzero"`
+	// SenderLooksLike is, for a sender that is not that member, the name of
+	// a member its display name or its member's name can be taken for
+	// (case, Unicode confusables: "аlice", "a1ice"); SenderLooksLikeSelf
+	// when that member is this machine's own. Verified rows only.
+	SenderLooksLike     string `json:"senderLooksLike,omitempty"`
+	SenderLooksLikeSelf bool   `json:"senderLooksLikeSelf,omitzero"`
 	// RecipientPubkey is the key the message was addressed to: the
 	// member's, or one of its sessions'.
 	RecipientPubkey string `json:"recipientPubkey,omitempty"`

@@ -172,3 +172,48 @@ func TestReplyCommandRunsNothingAPeerWrote(t *testing.T) {
 		t.Fatalf("args %q body %q", args, body)
 	}
 }
+
+// TestOwnUserAndLookalikesAreMarked: a member enrolled as "аlice"
+// (Cyrillic а) showed in alice's agent as "аlice", nothing else. The
+// session's own member is marked from_self and "[your user]"; a lookalike
+// carries its key and what it is not, in the label and in looks_like.
+func TestOwnUserAndLookalikesAreMarked(t *testing.T) {
+	alice, session, mallory := strings.Repeat("a", 64), strings.Repeat("5", 64), strings.Repeat("9", 64)
+	own := localapi.InboxRow{Verified: true, SenderName: "alice", SenderPubkey: alice, SenderMemberPubkey: alice, SenderMemberName: "alice", FromSelf: true}
+	sibling := localapi.InboxRow{Verified: true, SenderName: "alice-api", SenderPubkey: session, SenderMemberPubkey: alice, SenderMemberName: "alice", FromSelf: true}
+	fake := localapi.InboxRow{Verified: true, SenderName: "\u0430lice", SenderPubkey: mallory, SenderMemberPubkey: mallory, SenderMemberName: "\u0430lice",
+		SenderLooksLike: "alice", SenderLooksLikeSelf: true}
+	other := localapi.InboxRow{Verified: true, SenderName: "b0b", SenderPubkey: mallory, SenderMemberPubkey: mallory, SenderMemberName: "b0b", SenderLooksLike: "bob"}
+	for _, tc := range []struct {
+		r    localapi.InboxRow
+		want string
+		meta map[string]string
+	}{
+		{own, "alice [your user]", map[string]string{"from_self": "true"}},
+		{sibling, "alice-api (via alice) [your user's session]", map[string]string{"from_self": "true"}},
+		{fake, "\u0430lice [key 99999999: not your user alice, a lookalike name]", map[string]string{"looks_like": "alice", "looks_like_self": "true"}},
+		{other, "b0b [key 99999999: not member bob, a lookalike name]", map[string]string{"looks_like": "bob"}},
+	} {
+		if got := SenderLabel(tc.r); got != tc.want {
+			t.Errorf("label %q, want %q", got, tc.want)
+		}
+		meta := Meta(tc.r)
+		for _, k := range []string{"from_self", "looks_like", "looks_like_self"} {
+			if meta[k] != tc.meta[k] {
+				t.Errorf("%s: meta %s=%q, want %q", tc.want, k, meta[k], tc.meta[k])
+			}
+		}
+		if blk := Block(tc.r, 100); !blockRE.MatchString(blk) {
+			t.Errorf("block: %s", blk)
+		}
+	}
+	unverified := fake
+	unverified.Verified = false
+	if m := Meta(unverified); m["looks_like"] != "" || m["from_self"] != "" {
+		t.Errorf("an unverified row carries marks: %v", m)
+	}
+	text, _ := HookContext([]localapi.InboxRow{own}, 0, DefaultHookBudget)
+	if !strings.Contains(text, SelfHint) || !strings.Contains(text, `from_self="true"`) {
+		t.Errorf("hook context:\n%s", text)
+	}
+}
