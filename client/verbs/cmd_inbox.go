@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/agentview"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -280,18 +281,27 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 // senderLabel is how a verified sender is shown: its name, and for an agent
 // session whose name is not its member's, "name (via member-name)", so a
 // session can never pass for another member by choosing its name.
+//
+// A name holding the label's own characters (parentheses, brackets, quotes)
+// is shown quoted (agentview.QuoteName), so that a member enrolled as
+// "alice-api (via alice)" cannot look like alice's session; a name the
+// daemon found can be taken for another member's says so.
 func senderLabel(r inboxRow) string {
 	name := cliui.SanitizeName(r.SenderName)
 	member := cliui.SanitizeName(r.SenderMemberName)
+	label := agentview.QuoteName(name)
 	if r.SenderPubkey != r.SenderMemberPubkey {
 		switch {
 		case member == "":
-			return name + " (via an unknown member " + shortKey(r.SenderMemberPubkey) + ")"
+			label += " (via an unknown member " + shortKey(r.SenderMemberPubkey) + ")"
 		case cmcrypto.NameKey(name) != cmcrypto.NameKey(member):
-			return name + " (via " + member + ")"
+			label += " (via " + agentview.QuoteName(member) + ")"
 		}
 	}
-	return name
+	if like := cliui.SanitizeName(r.SenderLooksLike); like != "" {
+		label += " [not " + agentview.QuoteName(like) + ", a lookalike name]"
+	}
+	return label
 }
 
 // queuedLong is how long a message must have waited between the broker

@@ -1,6 +1,7 @@
 package verbs
 
 import (
+	"strings"
 	"testing"
 
 	"claudemesh/daemon/localapi"
@@ -23,3 +24,23 @@ func TestInboxRowKeepsTheDaemonsMarks(t *testing.T) {
 		t.Fatalf("own: %+v", own)
 	}
 }
+
+// TestSenderLabelQuotesNamesThatImitateIt: inbox showed a member enrolled
+// as "alice-api (via alice)" exactly as alice's session alice-api.
+func TestSenderLabelQuotesNamesThatImitateIt(t *testing.T) {
+	alice, session, mallory := hexKey64("a"), hexKey64("5"), hexKey64("9")
+	real := inboxRow{Verified: true, SenderName: "alice-api", SenderPubkey: session, SenderMemberPubkey: alice, SenderMemberName: "alice"}
+	fake := inboxRow{Verified: true, SenderName: "alice-api (via alice)", SenderPubkey: mallory, SenderMemberPubkey: mallory, SenderMemberName: "alice-api (via alice)"}
+	if got := senderLabel(real); got != "alice-api (via alice)" {
+		t.Fatalf("real: %q", got)
+	}
+	if got := senderLabel(fake); got != `"alice-api (via alice)"` {
+		t.Fatalf("fake: %q", got)
+	}
+	fake.SenderName, fake.SenderLooksLike = "\u0430lice", "alice"
+	if got := senderLabel(fake); got != "\u0430lice [not alice, a lookalike name]" {
+		t.Fatalf("lookalike: %q", got)
+	}
+}
+
+func hexKey64(c string) string { return strings.Repeat(c, 64) }

@@ -76,13 +76,13 @@ func SenderLabel(r localapi.InboxRow) string {
 	if !r.Verified || r.SenderName == "" {
 		return "unverified sender " + short(r.SenderPubkey)
 	}
-	label := r.SenderName
+	label := QuoteName(r.SenderName)
 	if r.SenderPubkey != r.SenderMemberPubkey {
 		switch {
 		case r.SenderMemberName == "":
-			label = r.SenderName + " (via an unknown member " + short(r.SenderMemberPubkey) + ")"
+			label += " (via an unknown member " + short(r.SenderMemberPubkey) + ")"
 		case cmcrypto.NameKey(r.SenderName) != cmcrypto.NameKey(r.SenderMemberName):
-			label = r.SenderName + " (via " + r.SenderMemberName + ")"
+			label += " (via " + QuoteName(r.SenderMemberName) + ")"
 		}
 	}
 	switch {
@@ -91,11 +91,25 @@ func SenderLabel(r localapi.InboxRow) string {
 	case r.FromSelf:
 		label += " [your user's session]"
 	case r.SenderLooksLikeSelf:
-		label += " [key " + short(r.SenderPubkey) + ": not your user " + r.SenderLooksLike + ", a lookalike name]"
+		label += " [key " + short(r.SenderPubkey) + ": not your user " + QuoteName(r.SenderLooksLike) + ", a lookalike name]"
 	case r.SenderLooksLike != "":
-		label += " [key " + short(r.SenderPubkey) + ": not member " + r.SenderLooksLike + ", a lookalike name]"
+		label += " [key " + short(r.SenderPubkey) + ": not member " + QuoteName(r.SenderLooksLike) + ", a lookalike name]"
 	}
 	return label
+}
+
+// QuoteName is a name as a label shows it: as it is, or, when it holds a
+// character the label's own words use (`(`, `)`, `[`, `]`, `"`, `\`), in
+// double quotes with `"` and `\` escaped by a backslash. So a member
+// enrolled as `alice-api (via alice)` shows as `"alice-api (via alice)"`,
+// never as alice's session `alice-api (via alice)`, and no name can add a
+// "[your user]" of its own: outside quotes, parentheses and brackets in a
+// label are claudemesh's.
+func QuoteName(s string) string {
+	if !strings.ContainsAny(s, "()[]\"\\") {
+		return s
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
 func short(k string) string {
@@ -108,7 +122,8 @@ func short(k string) string {
 // Meta is a message's attributes, the same on both paths (03-daemon "MCP
 // push-pipe": from_name, from_pubkey, from_member_pubkey, mesh, priority,
 // message_id, client_message_id, kind, and topic, reply_to_id, subtype when
-// present; and ours: from_self="true" for the session's own member and its
+// present; and ours: from_member_name, the enrolled name of the member
+// behind a verified sender, from_self="true" for the session's own member and its
 // sessions, looks_like (and looks_like_self="true") for a lookalike name),
 // each value escaped with Attr.
 func Meta(r localapi.InboxRow) map[string]string {
@@ -122,6 +137,9 @@ func Meta(r localapi.InboxRow) map[string]string {
 	}
 	marks := map[string]string{"topic": r.Topic, "reply_to_id": r.ReplyToID, "subtype": r.Subtype}
 	if r.Verified {
+		// The member apart from the label's words, which a name could
+		// imitate: a session's member, or the member itself.
+		marks["from_member_name"] = r.SenderMemberName
 		if r.FromSelf {
 			marks["from_self"] = "true"
 		}
@@ -142,7 +160,7 @@ func Meta(r localapi.InboxRow) map[string]string {
 }
 
 // metaOrder is the order the hook writes attributes in (a map has none).
-var metaOrder = []string{"from_name", "from_pubkey", "from_member_pubkey", "from_self", "looks_like", "looks_like_self",
+var metaOrder = []string{"from_name", "from_pubkey", "from_member_pubkey", "from_member_name", "from_self", "looks_like", "looks_like_self",
 	"mesh", "kind", "topic", "priority", "message_id", "client_message_id", "reply_to_id", "subtype"}
 
 // body is the text of a message: its body, or why it could not be opened.
