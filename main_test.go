@@ -408,3 +408,18 @@ func TestRawInternalsStayOut(t *testing.T) {
 		t.Fatalf("wrong scheme: exit %d %q", code, stderr)
 	}
 }
+
+// TestOutboxListRefusesAnUnknownStatus: a --status no row can have is a
+// usage error (exit 2) before the daemon is asked; a typo listed an empty
+// outbox and exited 0.
+func TestOutboxListRefusesAnUnknownStatus(t *testing.T) {
+	home := t.TempDir()
+	code, stdout, _ := runApp(t, "--home", home, "daemon", "outbox", "list", "--status", "bogus", "--json")
+	if code != 2 || !strings.Contains(stdout, `"code":"usage"`) || !strings.Contains(stdout, "failed") {
+		t.Fatalf("--status bogus: exit %d %s", code, stdout)
+	}
+	// A real status gets past the check (to the daemon, which is not running).
+	if code, stdout, _ := runApp(t, "--home", home, "daemon", "outbox", "list", "--status", "dead", "--json"); code != 5 {
+		t.Fatalf("--status dead without a daemon: exit %d %s", code, stdout)
+	}
+}

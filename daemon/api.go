@@ -451,6 +451,10 @@ func (d *Daemon) handleDeleteInboxRow(w http.ResponseWriter, r *http.Request) {
 // status.
 func (d *Daemon) handleOutbox(w http.ResponseWriter, r *http.Request) {
 	status := r.URL.Query().Get("status")
+	if err := checkOutboxStatus(status); err != nil {
+		writeError(w, badRequest(wire.CodeInvalidArgument, strings.TrimPrefix(err.Error(), "--")))
+		return
+	}
 	limit, ok := uintParam(r, "limit")
 	if !ok {
 		writeError(w, badRequest(wire.CodeInvalidArgument, "limit is a non-negative integer"))

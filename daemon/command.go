@@ -412,14 +412,18 @@ func outboxCommand() *cli.Command {
 		Usage: "inspect and retry the daemon's outbox",
 		Subcommands: []*cli.Command{
 			cliui.ReadOnly(&cli.Command{
-				Name:        "list",
-				Usage:       "list outbox rows, newest first",
-				Description: cliui.WithExamples("STATUS is accepted, queued, sent, delivered or failed (or an internal state).", "claudemesh daemon outbox list", "claudemesh daemon outbox list --status failed --json"),
+				Name:  "list",
+				Usage: "list outbox rows, newest first",
+				Description: cliui.WithExamples("STATUS is accepted, queued, sent, delivered or failed, or an internal state: pending, inflight, dead\n"+
+					"or aborted. Any other STATUS is a usage error (exit 2).", "claudemesh daemon outbox list", "claudemesh daemon outbox list --status failed --json"),
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "status", Usage: "only rows with this `STATUS`"},
 					&cli.IntFlag{Name: "limit", Value: 100, Usage: "at most `N` rows (0 = all)"},
 				},
 				Action: func(c *cli.Context) error {
+					if err := checkOutboxStatus(c.String("status")); err != nil {
+						return cliui.UsageErrorf("%v", err)
+					}
 					cl, out, err := running(c, 0, 0)
 					if err != nil {
 						return err

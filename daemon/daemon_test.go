@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -512,6 +513,11 @@ func TestPermanentErrorIsDeadAndRequeueCopiesTheRow(t *testing.T) {
 	})
 	if rows[0].State != "dead" || !strings.Contains(rows[0].Error, wire.CodeUnknownRecipient) || rows[0].Attempts != 0 {
 		t.Fatalf("row %+v", rows[0])
+	}
+	// A status no row can have is refused, not an empty list.
+	var ae *localapi.APIError
+	if _, err := alice.api.Do(ctx, "GET", "/v1/outbox?status=bogus", nil, &rows); !errors.As(err, &ae) || ae.HTTPStatus != 400 {
+		t.Fatalf("status=bogus: %v", err)
 	}
 	var fresh localapi.OutboxRow
 	if _, err := alice.api.Do(ctx, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: rows[0].ID}, &fresh); err != nil {

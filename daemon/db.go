@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	json "github.com/go-json-experiment/json"
 	bolt "go.etcd.io/bbolt"
@@ -148,6 +150,23 @@ const (
 	stateDead      = "dead"
 	stateAborted   = "aborted"
 )
+
+// outboxStatuses are the values `outbox list --status` (GET
+// /v1/outbox?status=) filters by: the public statuses, then the internal
+// states.
+var outboxStatuses = []string{
+	localapi.StatusAccepted, localapi.StatusQueued, localapi.StatusSent, localapi.StatusDelivered, localapi.StatusFailed,
+	statePending, stateInflight, stateDead, stateAborted,
+}
+
+// checkOutboxStatus refuses a --status no row can have (a typo listed an
+// empty outbox, exit 0).
+func checkOutboxStatus(s string) error {
+	if s == "" || slices.Contains(outboxStatuses, s) {
+		return nil
+	}
+	return fmt.Errorf("--status %q is not one of %s", s, strings.Join(outboxStatuses, ", "))
+}
 
 // publicStatus maps an internal state to the API vocabulary.
 func publicStatus(state string) string {
