@@ -172,11 +172,17 @@ func (c *conn) handleAPIKeyList(env wire.Envelope) {
 		return
 	}
 	out := wire.APIKeys{Type: wire.TypeAPIKeys, ReqID: env.ReqID, Keys: []wire.APIKeyInfo{}}
+	c.ms.mu.Lock()
 	for i := range keys {
 		if all || keys[i].MemberPubkey == c.mem.Pubkey {
-			out.Keys = append(out.Keys, apiKeyInfo(&keys[i]))
+			info := apiKeyInfo(&keys[i])
+			// authAPIKey refuses the key of a member removed since: say so,
+			// not "active".
+			info.MemberRemoved = c.ms.activeMember(keys[i].MemberPubkey) == nil
+			out.Keys = append(out.Keys, info)
 		}
 	}
+	c.ms.mu.Unlock()
 	c.reply(out)
 }
 

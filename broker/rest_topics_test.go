@@ -353,3 +353,36 @@ func TestTopicStreamBadLastEventID(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
+
+// TestAPIKeyListMarksARemovedMembersKey: once its member is removed, a key
+// the broker refuses is listed as such (memberRemoved), not as a live key.
+func TestAPIKeyListMarksARemovedMembersKey(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	peers := topicMesh(t, b, "rmk", "alice", "bob")
+	alice, bob := peers[0], peers[1]
+	apiKey(t, alice, "alice's bot", []string{"read"})
+	bobs := apiKey(t, bob, "bob's bot", []string{"read"})
+	req, _ := http.NewRequest("DELETE", b.HTTPURL()+"/v1/admin/meshes/rmk/members/bob", nil)
+	req.Header.Set("Authorization", "Bearer "+b.OperatorToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("remove bob: %d", resp.StatusCode)
+	}
+	if st, body := rest(t, b, "GET", "/v1/topics", bobs.Secret, nil); st != 401 || errCode(body) != wire.CodeAPIKeyInvalid {
+		t.Fatalf("a removed member's key: %d %v", st, body)
+	}
+	keys, err := alice.conn.APIKeyList(alice.ctx())
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("list: %+v %v", keys, err)
+	}
+	for _, k := range keys {
+		if want := k.ID == bobs.ID; k.MemberRemoved != want || k.RevokedAt != 0 {
+			t.Errorf("key %s (bob's %v): memberRemoved %v", k.Label, k.ID == bobs.ID, k.MemberRemoved)
+		}
+	}
+}

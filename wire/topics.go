@@ -294,6 +294,10 @@ type APIKeyInfo struct {
 	ExpiresAt    int64    `json:"expiresAt,omitzero"`
 	RevokedAt    int64    `json:"revokedAt,omitzero"`
 	LastUsedAt   int64    `json:"lastUsedAt,omitzero"`
+	// MemberRemoved (apikey_list) marks a key whose member is no longer an
+	// active member of the mesh: the broker refuses it as it refuses a
+	// revoked key.
+	MemberRemoved bool `json:"memberRemoved,omitzero"`
 }
 
 // APIKeyReply answers apikey_create, with the secret: shown this once.

@@ -57,11 +57,14 @@ type apikeyJSON struct {
 	CreatedAt    int64    `json:"createdAt"`
 	ExpiresAt    int64    `json:"expiresAt,omitzero"`
 	RevokedAt    int64    `json:"revokedAt,omitzero"`
+	// MemberRemoved: the key's member was removed from the mesh, so the
+	// broker refuses the key.
+	MemberRemoved bool `json:"memberRemoved,omitzero"`
 }
 
 func apikeyOf(k wire.APIKeyInfo, secret string) apikeyJSON {
 	return apikeyJSON{ID: k.ID, Secret: secret, Prefix: k.Prefix, Label: k.Label, Capabilities: k.Capabilities, Topics: k.Topics,
-		MemberPubkey: k.MemberPubkey, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt}
+		MemberPubkey: k.MemberPubkey, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, MemberRemoved: k.MemberRemoved}
 }
 
 func splitList(s string) []string {
@@ -168,6 +171,8 @@ func apikeyList(c *cli.Context) error {
 			state = "revoked " + when(k.RevokedAt)
 		case k.ExpiresAt != 0 && k.ExpiresAt <= now:
 			state = "expired " + when(k.ExpiresAt)
+		case k.MemberRemoved:
+			state = "refused: its member was removed"
 		case k.ExpiresAt != 0:
 			state = "until " + when(k.ExpiresAt)
 		}
