@@ -275,19 +275,46 @@ func detach(ctx context.Context, home string, f upFlags) (int, error) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// daemon.db's lock decides which daemon runs: another `daemon up` for
+	// this home started at the same moment may have won it, and then the
+	// socket answers with that daemon's pid while ours exits (it waits
+	// for the lock a moment first). Only our own pid is a start.
+	ours, other := cmd.Process.Pid, 0
 	deadline := time.After(3 * time.Second)
 	for {
 		if _, v, err := localapi.Probe(ctx, home); err == nil {
-			return v.PID, nil
+			if v.PID == ours {
+				return v.PID, nil
+			}
+			other = v.PID
 		}
 		select {
 		case err := <-exited:
+			if other == 0 {
+				if _, v, perr := localapi.Probe(ctx, home); perr == nil {
+					other = v.PID
+				}
+			}
+			if other != 0 {
+				return 0, lostRace(home, other)
+			}
 			return 0, cliui.Errorf("daemon_start", "the daemon exited at start (%v); see %s", err, localapi.LogPath(home))
 		case <-deadline:
+			if other != 0 {
+				return 0, lostRace(home, other)
+			}
 			return 0, cliui.Errorf("daemon_start", "the daemon did not answer within 3s; see %s", localapi.LogPath(home))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// lostRace is `daemon up`'s answer when the daemon it started found
+// daemon.db locked by another one (pid), started at the same moment: it
+// started none, and says which one runs.
+func lostRace(home string, pid int) error {
+	return cliui.Errorf("already_running", "another daemon (pid %d) started for %s at the same moment and holds its lock; this daemon up started none", pid, home).
+		WithHint(config.Invocation(home) + " daemon status")
 }
 
 func downCommand() *cli.Command {

@@ -366,3 +366,67 @@ func TestDaemonThinVerbs(t *testing.T) {
 		t.Fatal("status after down")
 	}
 }
+
+// TestDaemonUpAtTheSameMoment: two `daemon up` for one home at once start
+// one daemon (daemon.db's lock decides); the other says which daemon runs
+// and exits 6, or, when it came late enough to find it answering, says it
+// was already running (exit 0). Both said "daemon started" with the
+// winner's pid. Two verbs that start the daemon at once both succeed.
+func TestDaemonUpAtTheSameMoment(t *testing.T) {
+	t.Parallel()
+	for round := range 3 {
+		u := newUser(t, fmt.Sprintf("racer%d", round))
+		var wg sync.WaitGroup
+		res := make([]result, 2)
+		for i := range res {
+			wg.Add(1)
+			go func() { defer wg.Done(); res[i] = u.run("daemon", "up", "--json") }()
+		}
+		wg.Wait()
+		var st daemonStatus
+		u.json(&st, "daemon", "status")
+		if !st.Running || st.PID <= 0 {
+			t.Fatalf("round %d: no daemon after %s\n%s", round, res[0], res[1])
+		}
+		started := 0
+		for _, r := range res {
+			var up struct {
+				PID            int  `json:"pid"`
+				AlreadyRunning bool `json:"alreadyRunning"`
+			}
+			var e cliError
+			switch {
+			case r.code == 0 && json.Unmarshal([]byte(r.stdout), &up) == nil && up.PID == st.PID:
+				if !up.AlreadyRunning {
+					started++
+				}
+			case r.code == 6 && json.Unmarshal([]byte(r.stdout), &e) == nil && e.Error.Code == "already_running" &&
+				strings.Contains(e.Error.Message, fmt.Sprintf("pid %d", st.PID)):
+			default:
+				t.Fatalf("round %d: daemon %d runs; %s", round, st.PID, r)
+			}
+		}
+		if started != 1 {
+			t.Fatalf("round %d: %d of them say they started daemon %d:\n%s\n%s", round, started, st.PID, res[0], res[1])
+		}
+		killAndWait(st.PID)
+	}
+
+	// The thin verbs start the daemon when they find none: two at once
+	// both get the one that runs.
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.useDaemon = true
+	var wg sync.WaitGroup
+	res := make([]result, 2)
+	for i := range res {
+		wg.Add(1)
+		go func() { defer wg.Done(); res[i] = alice.run("inbox", "--json") }()
+	}
+	wg.Wait()
+	for _, r := range res {
+		if r.code != 0 {
+			t.Fatalf("a verb starting the daemon beside another: %s", r)
+		}
+	}
+}

@@ -71,6 +71,11 @@ func Connect(ctx context.Context, home string, autostart bool) (*Client, error) 
 	// prints is needed here, and inheriting our stdout could make a caller
 	// that waits for our output wait for the daemon too.
 	if out, err := cmd.CombinedOutput(); err != nil {
+		// Another verb's `daemon up` may have started it at the same
+		// moment (ours then exits 6, already_running): that one serves.
+		if c, _, perr := Probe(ctx, home); perr == nil {
+			return c, nil
+		}
 		return nil, fmt.Errorf("%w: starting it failed: %v: %s", ErrNoDaemon, err, out)
 	}
 	deadline := time.Now().Add(3 * time.Second)
