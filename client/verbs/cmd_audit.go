@@ -3,6 +3,7 @@ package verbs
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -139,17 +140,31 @@ func summarizePayload(raw jsontext.Value) string {
 						continue
 					}
 				}
-				names = append(names, fmt.Sprint(it))
+				names = append(names, payloadScalar(it))
 			}
 			v = strings.Join(names, ",")
+		case float64:
+			// A Unix-ms time (expiresAt, …) as a time; other numbers as
+			// written (fmt.Sprint made 1797147243144 1.797147243144e+12).
+			if strings.HasSuffix(k, "At") && x == math.Trunc(x) && x > 1e11 {
+				v = time.UnixMilli(int64(x)).Format("2006-01-02T15:04") // local, as the TIME column
+			}
 		}
-		s := fmt.Sprint(v)
+		s := payloadScalar(v)
 		if len(s) > 40 {
 			s = s[:40] + "…"
 		}
 		parts = append(parts, k+"="+s)
 	}
 	return strings.ReplaceAll(strings.Join(parts, " "), "\n", " ")
+}
+
+// payloadScalar prints a decoded JSON value; a number keeps its digits.
+func payloadScalar(v any) string {
+	if f, ok := v.(float64); ok {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return fmt.Sprint(v)
 }
 
 // auditReportJSON is one element of `audit verify --json`.

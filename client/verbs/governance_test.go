@@ -1,8 +1,10 @@
 package verbs
 
 import (
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"claudemesh/wire"
 )
@@ -57,5 +59,16 @@ func TestSummarizePayload(t *testing.T) {
 	got := summarizePayload([]byte(`{"member":{"displayName":"bob","pubkey":"ab"},"reason":"spam","affected":[{"displayName":"a"},{"displayName":"b"}]}`))
 	if got != "affected=a,b member=bob reason=spam" {
 		t.Errorf("summary %q", got)
+	}
+}
+
+// TestSummarizePayloadNumbers: numbers keep their digits (an invite's
+// expiresAt was printed 1.797147243144e+12), and a Unix-ms time field is
+// shown as a time.
+func TestSummarizePayloadNumbers(t *testing.T) {
+	exp := time.Date(2026, 12, 13, 7, 34, 0, 0, time.Local)
+	got := summarizePayload([]byte(fmt.Sprintf(`{"expiresAt":%d,"maxUses":5,"keyGen":12345678,"ids":[1797147243144,2]}`, exp.UnixMilli())))
+	if want := "expiresAt=2026-12-13T07:34 ids=1797147243144,2 keyGen=12345678 maxUses=5"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
 	}
 }
