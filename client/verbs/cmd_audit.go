@@ -263,7 +263,7 @@ func printAuditReports(out *cliui.Out, rows []auditReportJSON) {
 	for _, r := range rows {
 		switch {
 		case r.Error != nil:
-			out.Warn(r.Mesh+": "+r.Error.Message, hintFor(r.Error.Code))
+			out.Warn(withMesh(r.Mesh, r.Error.Message), hintFor(r.Error.Code))
 		case r.OK:
 			extra := ""
 			if r.Previous != nil {

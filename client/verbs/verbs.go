@@ -406,10 +406,24 @@ func hintFor(code string) string {
 // meshError prefixes an error with the mesh it concerns, for commands that
 // span several meshes.
 func meshError(slug string, err error) error {
-	if err == nil {
-		return nil
+	if err == nil || meshPrefixed(err.Error(), slug) {
+		return err // already said ("acme: acme: …" was printed)
 	}
 	return fmt.Errorf("%s: %w", slug, err)
+}
+
+// meshPrefixed reports whether msg already names the mesh slug up front
+// ("acme: …", or the daemon's "mesh acme: …").
+func meshPrefixed(msg, slug string) bool {
+	return strings.HasPrefix(msg, slug+": ") || strings.HasPrefix(msg, "mesh "+slug+": ")
+}
+
+// withMesh is msg with the mesh slug in front, once.
+func withMesh(slug, msg string) string {
+	if meshPrefixed(msg, slug) {
+		return msg
+	}
+	return slug + ": " + msg
 }
 
 // errorJSON is the {code, message} of a failed mesh in a multi-mesh read.
@@ -453,7 +467,7 @@ func warnMesh(out *cliui.Out, slug string, err error) {
 	if errors.As(cliError(err), &h) {
 		hint = h.ErrorHint()
 	}
-	out.Warn(cliui.SanitizePeerText(fmt.Sprintf("%s: %s", slug, strings.TrimPrefix(msg, slug+": "))), hint)
+	out.Warn(cliui.SanitizePeerText(withMesh(slug, msg)), hint)
 }
 
 // shortKey is the 8-hex prefix shown to humans; 8 is also the shortest

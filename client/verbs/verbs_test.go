@@ -557,3 +557,28 @@ func TestDeliveryExpiredIsNotDelivered(t *testing.T) {
 		t.Fatalf("%#v", err)
 	}
 }
+
+// TestMeshNamedOnce: an error that already names its mesh is not prefixed
+// again ("acme: acme: no such member", "acme: mesh acme: …").
+func TestMeshNamedOnce(t *testing.T) {
+	inner := meshError("acme", &client.Error{Code: wire.CodeUnauthorized, Message: "no such member in this mesh"})
+	if got := cliError(meshError("acme", inner)).Error(); got != "acme: no such member in this mesh" {
+		t.Errorf("twice: %q", got)
+	}
+	if got := meshError("acme", errors.New("mesh acme: the broker refuses this member")).Error(); got != "mesh acme: the broker refuses this member" {
+		t.Errorf("daemon's words: %q", got)
+	}
+	if got := meshError("acme", errors.New("acmecorp: x")).Error(); got != "acme: acmecorp: x" {
+		t.Errorf("another mesh's name: %q", got)
+	}
+	var out, errb bytes.Buffer
+	warnMesh(cliui.NewOut(&out, &errb, false, false, false), "acme", errors.New("mesh acme: the broker refuses this member"))
+	if strings.Count(errb.String(), "acme") != 1 {
+		t.Errorf("warning: %q", errb.String())
+	}
+	errb.Reset()
+	printAuditReports(cliui.NewOut(&out, &errb, false, false, false), []auditReportJSON{{Mesh: "acme", Error: &errorJSON{Code: "unauthorized", Message: "acme: no such member in this mesh"}}})
+	if strings.Count(errb.String(), "acme") != 1 {
+		t.Errorf("audit verify: %q", errb.String())
+	}
+}
