@@ -410,7 +410,11 @@ func statusCommand() *cli.Command {
 			out.Linef("outbox: %d accepted (%d of them being sent), %d queued, %d sent, %d delivered, %d failed",
 				o.Pending+o.Inflight, o.Inflight, o.Queued, o.Sent, o.Delivered, o.Dead+o.Aborted)
 			if u := st.Inbox; u != nil {
-				out.Linef("inbox: %d unread, %d rows, %.1f of %.1f MiB", st.InboxUnread, u.Rows, float64(u.Bytes)/(1<<20), float64(u.MaxBytes)/(1<<20))
+				rows := "rows"
+				if u.Rows == 1 {
+					rows = "row"
+				}
+				out.Linef("inbox: %d unread, %d %s, %.1f of %.1f MiB", st.InboxUnread, u.Rows, rows, float64(u.Bytes)/(1<<20), float64(u.MaxBytes)/(1<<20))
 			} else {
 				out.Linef("inbox: %d unread", st.InboxUnread)
 			}

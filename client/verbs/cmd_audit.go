@@ -269,7 +269,7 @@ func printAuditReports(out *cliui.Out, rows []auditReportJSON) {
 			if r.Previous != nil {
 				extra = fmt.Sprintf(", extending the head verified %s (entry %d)", r.Previous.VerifiedAt, r.Previous.Seq)
 			}
-			out.Resultf("%s %s: %d entries verified, head %d %s%s", s.Green("✔"), r.Mesh, r.Entries, r.Seq, shortKey(r.Hash), extra)
+			out.Resultf("%s %s: %s verified, head %d %s%s", s.Green("✔"), r.Mesh, plural(r.Entries, "entry"), r.Seq, shortKey(r.Hash), extra)
 		default:
 			out.Resultf("%s %s: %s at entry %d — %s", s.Red("✘"), r.Mesh, strings.ReplaceAll(r.Problem, "_", " "), r.FirstBadSeq, r.Message)
 			out.Linef("%s", s.Dim("→ the broker's record of this mesh cannot be trusted; tell the mesh owner and keep a copy of this output"))

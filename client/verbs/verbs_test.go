@@ -582,3 +582,22 @@ func TestMeshNamedOnce(t *testing.T) {
 		t.Errorf("audit verify: %q", errb.String())
 	}
 }
+
+// TestAuditVerifyCountsInEnglish: a fresh mesh's one entry is "1 entry",
+// not "1 entries".
+func TestAuditVerifyCountsInEnglish(t *testing.T) {
+	var out, errb bytes.Buffer
+	printAuditReports(cliui.NewOut(&out, &errb, false, false, false), []auditReportJSON{
+		{Mesh: "solo", OK: true, Entries: 1, Seq: 1}, {Mesh: "acme", OK: true, Entries: 7, Seq: 7}})
+	if got := out.String(); !strings.Contains(got, "solo: 1 entry verified") || !strings.Contains(got, "acme: 7 entries verified") {
+		t.Errorf("audit verify: %q", got)
+	}
+	for n, want := range map[int]string{0: "0 entries", 1: "1 entry", 2: "2 entries"} {
+		if got := plural(n, "entry"); got != want {
+			t.Errorf("plural(%d, entry) = %q", n, got)
+		}
+	}
+	if got := plural(2, "key"); got != "2 keys" {
+		t.Errorf("plural(2, key) = %q", got)
+	}
+}

@@ -52,7 +52,11 @@ func (t *tour) topic(ctx context.Context, alice, bob *peer) error {
 	if err != nil {
 		return fmt.Errorf("posting to #deploys: %w", err)
 	}
-	t.step("alice posted to #deploys: stored in its history before the ack, pushed live to %d connections", *ack.Online)
+	conns := "connections"
+	if *ack.Online == 1 {
+		conns = "connection"
+	}
+	t.step("alice posted to #deploys: stored in its history before the ack, pushed live to %d %s", *ack.Online, conns)
 	for _, p := range []*peer{bob, alice} {
 		if err := t.readTopic(ctx, p, info.ID, text); err != nil {
 			return err

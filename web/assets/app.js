@@ -54,6 +54,7 @@
   }
 
   const shortKey = (k) => (k || '').slice(0, 8);
+  const nMembers = (n) => n + (n === 1 ? ' member' : ' members');
 
   // The page key (web/auth.go): the login's redirect brings it in the
   // URL's fragment; it lives in this tab's sessionStorage (this origin
@@ -538,7 +539,7 @@
       const tags = [];
       if (!info.joined) tags.push(el('span', 'tag', 'not joined'));
       else if (info.visibility === 'private') tags.push(el('span', 'tag', 'private'));
-      const meta = t && t.lastPreview ? t.lastPreview : info.description || (info.memberCount ? info.memberCount + ' members' : '');
+      const meta = t && t.lastPreview ? t.lastPreview : info.description || (info.memberCount ? nMembers(info.memberCount) : '');
       return row(k, el('span', 'glyph', '#'), k.slice(1), tags, meta, info.joined ? '' : 'offline');
     });
     setChildren($('topic-list'), topicRows);
@@ -687,7 +688,7 @@
     else if (kind === 'topic') {
       const t = topicOf(key);
       sub = t ? joinMeta(t.description, (t.visibility === 'private' ? 'private' : 'public') + ' topic',
-        t.memberCount ? t.memberCount + ' members' : '', t.encrypted ? 'end-to-end encrypted' : 'plaintext') : 'topic';
+        t.memberCount ? nMembers(t.memberCount) : '', t.encrypted ? 'end-to-end encrypted' : 'plaintext') : 'topic';
     }
     else {
       const w = who(key);
