@@ -423,3 +423,27 @@ func TestOutboxListRefusesAnUnknownStatus(t *testing.T) {
 		t.Fatalf("--status dead without a daemon: exit %d %s", code, stdout)
 	}
 }
+
+// TestHelpExitCodesJSON: `help exit-codes --json` is the table as JSON
+// (it printed the text page under --json), every code once, in order.
+func TestHelpExitCodesJSON(t *testing.T) {
+	code, stdout, stderr := runApp(t, "help", "exit-codes", "--json")
+	var doc struct {
+		SchemaVersion int `json:"schemaVersion"`
+		ExitCodes     []struct {
+			Exit    int    `json:"exit"`
+			Meaning string `json:"meaning"`
+		} `json:"exitCodes"`
+	}
+	if code != 0 || stderr != "" || json.Unmarshal([]byte(stdout), &doc) != nil || doc.SchemaVersion != 1 || len(doc.ExitCodes) != len(cliui.ExitCodeTable) {
+		t.Fatalf("exit %d %q %q", code, stdout, stderr)
+	}
+	for i, r := range cliui.ExitCodeTable {
+		if doc.ExitCodes[i].Exit != r.Code || doc.ExitCodes[i].Meaning != r.Meaning {
+			t.Errorf("row %d: %+v, want %+v", i, doc.ExitCodes[i], r)
+		}
+	}
+	if code, stdout, _ := runApp(t, "help", "exit-codes"); code != 0 || !strings.HasPrefix(stdout, "claudemesh exit codes\n") {
+		t.Fatalf("text page: exit %d %q", code, stdout)
+	}
+}

@@ -635,6 +635,9 @@ func editDistance(a, b string) int {
 func helpAction(c *cli.Context) error {
 	if topic, ok := helpTopics[c.Args().First()]; ok && c.Args().Len() == 1 {
 		st := stateOf(c)
+		if st.json {
+			return writeJSON(st.stdout, helpTopicsJSON[c.Args().First()]())
+		}
 		topic(st.stdout, st.style)
 		return nil
 	}
