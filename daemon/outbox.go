@@ -20,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/client"
+	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/journal"
@@ -273,10 +274,26 @@ func (m *meshRT) resolve(ctx context.Context, to, self string) (*client.Target, 
 			u = &apiError{status: 503, code: client.CodeUnreachable, hint: u.hint,
 				msg: fmt.Sprintf("mesh %s: could not ask the broker at %s (%v)", m.cfg.Slug, m.cfg.BrokerURL, lerr)}
 		}
+		if u.code != client.CodeUnreachable {
+			// The broker answered and refuses this member (removed,
+			// kicked, banned, not the pinned key): that is the news, with
+			// its own advice; "retry once the broker is reachable" was not.
+			return nil, u
+		}
+		spec := strings.TrimSpace(to)
+		status := config.InvocationWithHome(m.d.home) + " daemon status"
+		if group, ok := strings.CutPrefix(spec, "@"); ok {
+			// A group is not a member: its members are whoever the
+			// broker says is in it when the message is sent.
+			u.msg = fmt.Sprintf("nobody in the last known peer list of %s is in group %s, and who is in it cannot be checked now: %s",
+				m.cfg.Slug, strconv.Quote(group), u.msg)
+			u.hint = "nothing was sent; a group's members are looked up on the broker: retry once it is reachable (" + status + ")"
+			return nil, u
+		}
 		u.msg = fmt.Sprintf("%s is not in the last known member list of %s, and it cannot be checked now: %s",
-			strconv.Quote(strings.TrimSpace(to)), m.cfg.Slug, u.msg)
+			strconv.Quote(spec), m.cfg.Slug, u.msg)
 		// Nothing was accepted: say how to send it anyway.
-		u.hint = "nothing was sent; retry once the broker is reachable (claudemesh daemon status), or send to the full 64-hex pubkey, which is queued while the broker is away"
+		u.hint = "nothing was sent; retry once the broker is reachable (" + status + "), or send to the full 64-hex pubkey, which is queued while the broker is away"
 		return nil, u
 	}
 	t, err = client.ResolveTarget(to, members, peers, self)

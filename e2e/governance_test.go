@@ -385,6 +385,13 @@ func TestOperatorRemovesMember(t *testing.T) {
 		code, msg, hint := problem()
 		return code == "unauthorized" && strings.Contains(msg, "refuses this member") && strings.Contains(hint, "mesh leave test")
 	})
+	// A send to a name the daemon cannot look up says why: the broker
+	// refuses the member (not "retry once the broker is reachable").
+	bob.useDaemon = true
+	if r := bob.run("send", "nobody-here", "hi"); r.code != 4 || !strings.Contains(r.stderr, "refuses this member") ||
+		!strings.Contains(r.stderr, "mesh leave test") || strings.Contains(r.stderr, "reachable") {
+		t.Fatalf("send while refused: %s", r)
+	}
 	bob.useDaemon = false
 	bob.fails(4, "unauthorized", "peer", "list")
 	var log []struct {

@@ -147,6 +147,12 @@ func TestDaemonBrokerTrouble(t *testing.T) {
 	if e := alice.fails(5, "unreachable", "peer", "list"); !strings.Contains(e.Error.Message, b.url) {
 		t.Fatalf("peer list: %+v", e)
 	}
+	// A group is not a member: the words say whose list could not be
+	// checked.
+	if r := alice.run("send", "@dev", "hi"); r.code != 5 || !strings.Contains(r.stderr, `in group "dev"`) ||
+		strings.Contains(r.stderr, "member list") || !strings.Contains(r.stderr, "retry once it is reachable") {
+		t.Fatalf("send @dev: %s", r)
+	}
 	// Item 2: bob's daemon starts now and never reaches the broker.
 	bob.useDaemon = true
 	if e := bob.fails(5, "unreachable", "send", "alice", "hi"); !strings.Contains(e.Error.Message, b.url) {
