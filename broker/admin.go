@@ -224,7 +224,9 @@ func (c *conn) handleAdmin(data []byte, env wire.Envelope) {
 		c.sendError(env.ReqID, wire.CodeInvalidArgument, err.Error())
 		return
 	}
-	if !isManager(c.role()) {
+	if !isManager(c.role()) && r.Type != wire.TypeSetRole && r.Type != wire.TypeMeshTransfer {
+		// (Roles and transfers are the owner's alone: their handlers
+		// say so, not "the owner or an admin".)
 		c.sendError(r.ReqID, wire.CodeForbidden, "only the mesh owner or an admin can do that")
 		return
 	}
