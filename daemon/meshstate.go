@@ -101,10 +101,12 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 	case client.StateKicked:
 		return &localapi.Error{Code: wire.ReasonKicked, Message: fmt.Sprintf("mesh %s: this member was kicked (%s)", m.cfg.Slug, why),
 			Hint: "run " + cm + " daemon up to reconnect (messages already in the outbox are kept and go out then), or ask the mesh owner why; " +
-				"if the member was removed from the mesh, the broker refuses it from now on: ask for a new invite, then " + rejoin(cm, m.cfg.Slug)}
+				"if the member was removed from the mesh, the broker refuses it from now on: ask the mesh owner or an admin for a new invite (claudemesh invite --mesh " +
+				config.ShellQuote(m.cfg.Slug) + "), then " + rejoin(cm, m.cfg.Slug)}
 	case client.StateBanned:
 		return &localapi.Error{Code: wire.CodeBanned, Message: fmt.Sprintf("mesh %s: %s", m.cfg.Slug, client.MessageOf(err, "this member was removed from the mesh")),
-			Hint: "contact the mesh owner; after an unban, run " + cm + " daemon up to reconnect (messages already in the outbox are kept)"}
+			Hint: "ask the mesh owner or an admin to run: claudemesh unban " + config.ShellQuote(m.cfg.DisplayName) + " --mesh " + config.ShellQuote(m.cfg.Slug) +
+				"; then run " + cm + " daemon up to reconnect (messages already in the outbox are kept)"}
 	case client.StateClosed:
 		return &localapi.Error{Code: wire.ReasonLeft, Message: fmt.Sprintf("mesh %s: the connection was closed for good (%s)", m.cfg.Slug, why),
 			Hint: "restart the daemon (" + cm + " daemon down && " + cm + " daemon up)"}
@@ -116,7 +118,8 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 		// moment, so the daemon keeps trying; the words say what to do.
 		return &localapi.Error{Code: wire.CodeUnauthorized,
 			Message: fmt.Sprintf("mesh %s: the broker at %s refuses this member (%s): it was removed from the mesh, or the mesh is gone from that broker", m.cfg.Slug, url, why),
-			Hint:    "to come back, ask the mesh owner for a new invite, then " + rejoin(cm, m.cfg.Slug) + "; the daemon keeps trying meanwhile"}
+			Hint: "to come back, ask the mesh owner or an admin for a new invite (they run: claudemesh invite --mesh " + config.ShellQuote(m.cfg.Slug) +
+				"), then " + rejoin(cm, m.cfg.Slug) + "; the daemon keeps trying meanwhile"}
 	}
 	msg := fmt.Sprintf("mesh %s: the broker at %s cannot be reached", m.cfg.Slug, url)
 	if why != "" {

@@ -111,6 +111,10 @@ func HomeArgs(home string) []string {
 // the shell's of the user who reads them.
 func InvocationWithHome(home string) string { return "claudemesh --home " + shellQuote(home) }
 
+// ShellQuote quotes s for a POSIX shell when it holds anything but plain
+// path characters (for commands written into hints).
+func ShellQuote(s string) string { return shellQuote(s) }
+
 // shellQuote quotes s for a POSIX shell when it holds anything but plain
 // path characters.
 func shellQuote(s string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -122,9 +123,69 @@ func runAdmin(e *env, req *wire.AdminRequest, done string) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return askWhoCan(err, m, req.Type == wire.TypeSetRole || req.Type == wire.TypeMeshTransfer, adminCommandLine(req))
 	}
 	return printAdmin(e, m.Slug, req.Type, done, res)
+}
+
+// adminCommandLine is the command that makes req, for a hint.
+func adminCommandLine(req *wire.AdminRequest) string {
+	line := "claudemesh " + req.Type
+	switch req.Type {
+	case wire.TypeListBans:
+		line = "claudemesh bans"
+	case wire.TypeSetRole:
+		line = "claudemesh role set"
+	case wire.TypeMeshTransfer:
+		line = "claudemesh mesh transfer"
+	}
+	switch {
+	case req.All:
+		line += " --all"
+	case req.StaleMs > 0:
+		line += " --stale " + shortDuration(time.Duration(req.StaleMs)*time.Millisecond)
+	case req.Target != "":
+		line += " " + config.ShellQuote(req.Target)
+	}
+	if req.Role != "" {
+		line += " " + req.Role
+	}
+	return line
+}
+
+// shortDuration is d as --stale takes it: 2h, not 2h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2] // 2h0m0s → 2h0m, 30m0s → 30m
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2] // 2h0m → 2h
+	}
+	return s
+}
+
+// askWhoCan names, in the hint of a refusal for want of a role, the
+// command the owner (ownerOnly) or an owner or admin would run for this
+// member, and how the owner makes it an admin. m is the mesh the command
+// went to (its role as the broker last said, config.RecordRole); other
+// refusals (the owner cannot be banned, …) keep their hint.
+func askWhoCan(err error, m *config.Mesh, ownerOnly bool, command string) error {
+	ce, ok := cliError(err).(*cliui.Error)
+	if !ok || ce.Code != wire.CodeForbidden || m == nil {
+		return err
+	}
+	command += " --mesh " + config.ShellQuote(m.Slug)
+	switch {
+	case ownerOnly && m.Role != wire.MemberOwner:
+		ce.Hint = "only the mesh owner can; ask the owner to run: " + command
+	case !ownerOnly && m.Role == wire.MemberMember:
+		ce.Hint = "ask the mesh owner or an admin to run: " + command + "; or ask the owner to make you an admin: claudemesh role set " +
+			config.ShellQuote(m.DisplayName) + " admin --mesh " + config.ShellQuote(m.Slug)
+	default:
+		return err
+	}
+	return ce
 }
 
 func printAdmin(e *env, slug, action, done string, res *wire.AdminResult) error {
@@ -268,7 +329,7 @@ func bansCommand() *cli.Command {
 				return err
 			})
 			if err != nil {
-				return err
+				return askWhoCan(err, m, false, "claudemesh bans")
 			}
 			rows := make([]banJSON, 0, len(bans))
 			for _, b := range bans {
@@ -330,12 +391,13 @@ func meshTransferCommand() *cli.Command {
 				return err
 			}
 			var res *wire.AdminResult
+			req := &wire.AdminRequest{Type: wire.TypeMeshTransfer, Target: target}
 			m, err := e.onWriteMesh(func(ctx context.Context, conn *client.Conn) (err error) {
-				res, err = conn.Admin(ctx, &wire.AdminRequest{Type: wire.TypeMeshTransfer, Target: target})
+				res, err = conn.Admin(ctx, req)
 				return err
 			})
 			if err != nil {
-				return err
+				return askWhoCan(err, m, true, adminCommandLine(req))
 			}
 			// Keep config.json's role in step; the broker is the truth.
 			if err := config.Update(e.home, func(cfg *config.Config) error {

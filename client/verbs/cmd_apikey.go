@@ -2,12 +2,14 @@ package verbs
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/client"
+	"claudemesh/client/config"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -115,6 +117,12 @@ func apikeyCreate(c *cli.Context) error {
 		reply, err = conn.APIKeyCreate(ctx, req)
 		return err
 	}); err != nil {
+		if ce, ok := cliError(err).(*cliui.Error); ok && ce.Code == wire.CodeForbidden && slices.Contains(req.Capabilities, wire.CapAdmin) {
+			// Only an owner's or admin's key may carry admin.
+			ce.Hint = "create the key without admin (--cap read,send), or ask the mesh owner to make you an admin first: claudemesh role set " +
+				config.ShellQuote(m.DisplayName) + " admin --mesh " + config.ShellQuote(m.Slug)
+			return ce
+		}
 		return err
 	}
 	if e.out.JSONMode() {

@@ -108,7 +108,11 @@ func inviteCreate(c *cli.Context) error {
 		return err
 	})
 	if err != nil {
-		return err
+		line := "claudemesh invite"
+		if role == wire.MemberAdmin {
+			line += " --role admin"
+		}
+		return askWhoCan(err, m, role == wire.MemberAdmin, line)
 	}
 	res := inviteJSON{Link: link, InviteID: info.InviteID, Role: info.Role, ExpiresAt: info.ExpiresAt, MaxUses: info.MaxUses}
 	if e.out.JSONMode() {
@@ -172,7 +176,7 @@ func inviteListCommand() *cli.Command {
 				return err
 			})
 			if err != nil {
-				return err
+				return askWhoCan(err, m, false, "claudemesh invite list")
 			}
 			rows := make([]inviteRowJSON, 0, len(invites))
 			for _, i := range invites {
@@ -230,11 +234,17 @@ func inviteRevokeCommand() *cli.Command {
 				ce.Hint = "claudemesh invite list shows this mesh's invites and their ids"
 			}
 			if err != nil {
-				return err
+				return askWhoCan(err, m, false, "claudemesh invite revoke "+config.ShellQuote(c.Args().First()))
 			}
 			return e.printOK("revoked invite %s", c.Args().First())
 		},
 	}
+}
+
+// newInviteHint is the advice for an invite that cannot be used: the
+// command whose link would do.
+func newInviteHint(slug string) string {
+	return "ask the mesh owner or an admin for a new invite: they run claudemesh invite --mesh " + config.ShellQuote(slug)
 }
 
 func joinCommand() *cli.Command {
@@ -281,7 +291,7 @@ func join(c *cli.Context) error {
 	}
 	if err := inv.CheckExpiry(time.Now()); err != nil {
 		return cliui.Errorf(wire.CodeInviteExpired, "the invite to %s expired at %s", inv.MeshSlug,
-			time.UnixMilli(inv.ExpiresAt).Format(time.RFC3339)).WithHint(hintFor(wire.CodeInviteExpired))
+			time.UnixMilli(inv.ExpiresAt).Format(time.RFC3339)).WithHint(newInviteHint(inv.MeshSlug))
 	}
 	display, err := displayNameFrom(c.String("name"))
 	if err != nil {
@@ -342,6 +352,14 @@ func join(c *cli.Context) error {
 		// The broker's refusal, the abandon's interrupted error or, for
 		// a signal before the request, context.Canceled (nothing was
 		// asked: join ends as an interrupted command).
+		ce, ok := cliError(err).(*cliui.Error)
+		if ok {
+			switch ce.Code {
+			case wire.CodeInviteExpired, wire.CodeInviteRevoked, wire.CodeInviteExhausted, wire.CodeInviteNotFound:
+				ce.Hint = newInviteHint(inv.MeshSlug)
+			}
+			return ce
+		}
 		return cliError(err)
 	}
 	if res.BrokerPubkey != inv.BrokerPubkey || res.MeshID != inv.MeshID {

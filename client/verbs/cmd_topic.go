@@ -311,7 +311,7 @@ func topicJoin(c *cli.Context) error {
 	}
 	row, err := tr.TopicJoin(e.ctx(), m, name)
 	if err != nil {
-		return cliError(err)
+		return askTopicLead(err, m, name, "claudemesh topic add "+config.ShellQuote(name)+" "+config.ShellQuote(m.DisplayName))
 	}
 	if e.out.JSONMode() {
 		return e.out.JSON(row)
@@ -325,6 +325,17 @@ func topicJoin(c *cli.Context) error {
 		e.out.Linef("%s", e.out.Style().Dim("  → you cannot read it until a member who holds its key is online: their daemon (or a running topic tail) shares it with you automatically"))
 	}
 	return nil
+}
+
+// askTopicLead names, in the hint of a forbidden topic join or add, the
+// command a lead of the topic (or the mesh's owner or an admin) runs.
+func askTopicLead(err error, m *config.Mesh, topic, command string) error {
+	ce, ok := cliError(err).(*cliui.Error)
+	if !ok || ce.Code != wire.CodeForbidden || topic == wire.GeneralTopic {
+		return cliError(err)
+	}
+	ce.Hint = "ask a lead of #" + topic + " (or the mesh owner or an admin) to run: " + command + " --mesh " + config.ShellQuote(m.Slug)
+	return ce
 }
 
 func topicAdd(c *cli.Context) error {
@@ -352,7 +363,11 @@ func topicAdd(c *cli.Context) error {
 	}
 	row, err := tr.TopicAdd(e.ctx(), m, name, peer, role)
 	if err != nil {
-		return cliError(err)
+		line := "claudemesh topic add " + config.ShellQuote(name) + " " + config.ShellQuote(peer)
+		if role != "" {
+			line += " --role " + role
+		}
+		return askTopicLead(err, m, name, line)
 	}
 	if e.out.JSONMode() {
 		return e.out.JSON(row)

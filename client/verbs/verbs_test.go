@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	json "github.com/go-json-experiment/json"
+	"github.com/urfave/cli/v2"
 
 	"claudemesh/client"
 	"claudemesh/client/config"
@@ -599,5 +601,103 @@ func TestAuditVerifyCountsInEnglish(t *testing.T) {
 	}
 	if got := plural(2, "key"); got != "2 keys" {
 		t.Errorf("plural(2, key) = %q", got)
+	}
+}
+
+// TestForbiddenHintsNameARealCommand: a refusal for want of a role names
+// the command the owner (or an admin) runs, and every command a hint names
+// is a command of the CLI with flags it takes.
+func TestForbiddenHintsNameARealCommand(t *testing.T) {
+	forbidden := &client.Error{Code: wire.CodeForbidden, Message: "only the mesh owner or an admin can do that"}
+	member := &config.Mesh{Slug: "acme", Role: wire.MemberMember, DisplayName: "carol"}
+	admin := &config.Mesh{Slug: "acme", Role: wire.MemberAdmin, DisplayName: "dave"}
+	owner := &config.Mesh{Slug: "acme", Role: wire.MemberOwner, DisplayName: "alice"}
+	hint := func(err error) string {
+		var ce *cliui.Error
+		if !errors.As(cliError(err), &ce) {
+			t.Fatalf("not a cliui error: %v", err)
+		}
+		return ce.Hint
+	}
+	cases := []struct {
+		m         *config.Mesh
+		ownerOnly bool
+		req       *wire.AdminRequest
+		want      []string
+	}{
+		{member, false, &wire.AdminRequest{Type: wire.TypeKick, Target: "bob"}, []string{"claudemesh kick bob --mesh acme", "claudemesh role set carol admin --mesh acme"}},
+		{member, false, &wire.AdminRequest{Type: wire.TypeDisconnect, StaleMs: 2 * 3600 * 1000}, []string{"claudemesh disconnect --stale 2h --mesh acme"}},
+		{member, false, &wire.AdminRequest{Type: wire.TypeBan, Target: "mallory x"}, []string{"claudemesh ban 'mallory x' --mesh acme"}},
+		{member, false, &wire.AdminRequest{Type: wire.TypeUnban, Target: "bob"}, []string{"claudemesh unban bob --mesh acme"}},
+		{member, false, &wire.AdminRequest{Type: wire.TypeKick, All: true}, []string{"claudemesh kick --all --mesh acme"}},
+		{admin, true, &wire.AdminRequest{Type: wire.TypeSetRole, Target: "bob", Role: "admin"}, []string{"claudemesh role set bob admin --mesh acme"}},
+		{member, true, &wire.AdminRequest{Type: wire.TypeMeshTransfer, Target: "bob"}, []string{"claudemesh mesh transfer bob --mesh acme"}},
+	}
+	for _, c := range cases {
+		h := hint(askWhoCan(forbidden, c.m, c.ownerOnly, adminCommandLine(c.req)))
+		for _, w := range c.want {
+			if !strings.Contains(h, w) {
+				t.Errorf("%s by a %s: hint %q lacks %q", c.req.Type, c.m.Role, h, w)
+			}
+			checkCommandLine(t, w)
+		}
+	}
+	for _, line := range []string{"claudemesh bans", "claudemesh invite", "claudemesh invite --role admin", "claudemesh invite list",
+		"claudemesh invite revoke 01ARZ3NDEKTSV4RRFFQ69G5FAV", "claudemesh topic add deploys carol --role lead"} {
+		checkCommandLine(t, hint(askWhoCan(forbidden, member, false, line))[len("ask the mesh owner or an admin to run: "):][:len(line)+len(" --mesh acme")])
+	}
+	checkCommandLine(t, strings.TrimPrefix(newInviteHint("acme"), "ask the mesh owner or an admin for a new invite: they run "))
+	topic := hint(askTopicLead(&client.Error{Code: wire.CodeForbidden, Message: "#ops is private"}, member, "ops", "claudemesh topic add ops carol"))
+	if want := "claudemesh topic add ops carol --mesh acme"; !strings.HasSuffix(topic, want) {
+		t.Errorf("topic join: %q", topic)
+	}
+	// The owner is never told to ask the owner; other refusals and other
+	// codes keep their hint.
+	if h := hint(askWhoCan(forbidden, owner, false, "claudemesh kick bob")); strings.Contains(h, "claudemesh kick") {
+		t.Errorf("the owner is told %q", h)
+	}
+	if h := hint(askWhoCan(&client.Error{Code: wire.CodeUnknownTarget, Message: "no bob"}, member, false, "claudemesh kick bob")); strings.Contains(h, "claudemesh kick") {
+		t.Errorf("unknown target: %q", h)
+	}
+}
+
+// checkCommandLine fails unless line is a claudemesh command of Commands()
+// followed by arguments and flags that command (or the global set) takes.
+func checkCommandLine(t *testing.T, line string) {
+	t.Helper()
+	words := strings.Fields(strings.ReplaceAll(line, "'mallory x'", "mallory"))
+	if len(words) < 2 || words[0] != "claudemesh" {
+		t.Fatalf("%q is not a claudemesh command line", line)
+	}
+	var cmd *cli.Command
+	children := Commands()
+	i := 1
+	for ; i < len(words); i++ {
+		var next *cli.Command
+		for _, c := range children {
+			if c.Name == words[i] {
+				next = c
+			}
+		}
+		if next == nil {
+			break
+		}
+		cmd, children = next, next.Subcommands
+	}
+	if cmd == nil || len(cmd.Subcommands) > 0 && cmd.Action == nil {
+		t.Fatalf("%q names no command", line)
+	}
+	for _, w := range words[i:] {
+		name, ok := strings.CutPrefix(w, "--")
+		if !ok || name == "mesh" {
+			continue
+		}
+		found := false
+		for _, f := range cmd.Flags {
+			found = found || slices.Contains(f.Names(), name)
+		}
+		if !found {
+			t.Errorf("%q: %s takes no --%s", line, cmd.Name, name)
+		}
 	}
 }
