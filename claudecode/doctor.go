@@ -58,14 +58,14 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 	switch {
 	case !ok:
 		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn, Message: "no mcpServers.claudemesh in " + path, Fix: config.Invocation(e.Home) + " install"})
-	case entryPin != pin:
+	case !samePin(entryPin, pin):
 		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn,
 			Message: "mcpServers.claudemesh runs claudemesh for " + describePin(entryPin) + ", not for this home (" + e.Home + ")", Fix: otherFix(entryPin)})
 	case entry.Command != e.Self || len(rest) == 0 || rest[0] != "mcp":
 		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn,
 			Message: "mcpServers.claudemesh runs " + entry.Command + " " + strings.Join(entry.Args, " ") + ", not " + e.Self + " " + want, Fix: config.Invocation(e.Home) + " install (it updates the entry)"})
 	default:
-		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.OK, Message: entry.Command + " " + want})
+		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.OK, Message: entry.Command + " " + strings.Join(entry.Args, " ")})
 	}
 	settings, _ := os.ReadFile(filepath.Join(chome, ".claude", "settings.json"))
 	var sj struct {
@@ -80,11 +80,13 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 			p, a, ok := parseHook(el, e.Self)
 			switch {
 			case !ok || a != h.arg:
-			case p != pin:
+			case !samePin(p, pin):
 				foreign, otherPin = true, p
 			default:
 				found = true
-				ours = ours || hookRuns(el, hookCommandLine(e.Self, e.Home, h.arg))
+				// This home, maybe spelled another way (a symlink):
+				// this binary for the home as the entry names it.
+				ours = ours || hookRuns(el, hookCommandLine(e.Self, e.Home, h.arg)) || hookRuns(el, hookCommandLine(e.Self, homeOfPin(p), h.arg))
 			}
 		}
 		switch {

@@ -2,6 +2,7 @@ package claudecode
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 
 	"claudemesh/client/config"
@@ -52,6 +53,32 @@ func homeOfPin(pin string) string {
 	}
 	return pin
 }
+
+// canonPin is the directory a pin stands for with symlinks resolved, ""
+// for the default home however it is spelled: a home reached through a
+// symlink is the same home.
+func canonPin(pin string) string {
+	dir := homeOfPin(pin)
+	if dir == "" {
+		return ""
+	}
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = r
+	}
+	if def, err := config.DefaultHome(); err == nil {
+		if r, err := filepath.EvalSymlinks(def); err == nil {
+			def = r
+		}
+		if def == dir {
+			return ""
+		}
+	}
+	return dir
+}
+
+// samePin reports whether two pins stand for one home (compared resolved:
+// --home through a symlink was "another home").
+func samePin(a, b string) bool { return a == b || canonPin(a) == canonPin(b) }
 
 // describePin names an entry's home for messages.
 func describePin(pin string) string {

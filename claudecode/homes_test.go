@@ -1,9 +1,13 @@
 package claudecode
 
 import (
+	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"claudemesh/internal/doctor"
 )
 
 // TestEntriesNameTheirHome: the home an MCP entry or a hook runs for is
@@ -42,5 +46,58 @@ func TestEntriesNameTheirHome(t *testing.T) {
 		if _, _, ok := parseHook([]byte("{"+c+"}"), bin); ok {
 			t.Errorf("parseHook took %s for claudemesh's", c)
 		}
+	}
+}
+
+// TestASymlinkedHomeIsTheSameHome: --home through a symlink is the home
+// it points to: doctor and launch do not call the entries install wrote
+// for it "another home's", and install over them is no takeover.
+func TestASymlinkedHomeIsTheSameHome(t *testing.T) {
+	user, chome := t.TempDir(), t.TempDir()
+	t.Setenv("HOME", user)
+	t.Setenv("CLAUDEMESH_HOME", "")
+	t.Setenv("CLAUDEMESH_CLAUDE_HOME", chome)
+	bin := "/opt/cm/claudemesh"
+	real := filepath.Join(user, "real")
+	link := filepath.Join(user, "link")
+	def := filepath.Join(user, ".claudemesh")
+	defLink := filepath.Join(user, "deflink")
+	for _, d := range []string{real, def} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(def, defLink); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ installed, used string }{{real, link}, {link, real}, {def, defLink}} {
+		if _, err := installFiles(c.installed, chome, bin, true, false); err != nil {
+			t.Fatalf("install for %s: %v", c.installed, err)
+		}
+		for _, r := range checkClaudeCode(&doctor.Env{Ctx: context.Background(), Home: c.used, Self: bin}) {
+			if r.Status != doctor.OK && r.Name != "claude code skill" { // (installFiles writes no skill)
+				t.Errorf("doctor for %s, installed for %s: %+v", c.used, c.installed, r)
+			}
+		}
+		if w := installedForAnotherHome(c.used); w != "" {
+			t.Errorf("launch for %s, installed for %s: %s", c.used, c.installed, w)
+		}
+		if _, err := installFiles(c.used, chome, bin, true, false); err != nil {
+			t.Errorf("install for %s over %s's: %v", c.used, c.installed, err)
+		}
+		if _, err := installFiles(c.used, chome, bin, true, true); err != nil {
+			t.Fatalf("uninstall for %s: %v", c.used, err)
+		}
+	}
+	// Another home is still another home.
+	other := filepath.Join(user, "other")
+	if _, err := installFiles(real, chome, bin, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if w := installedForAnotherHome(other); w == "" {
+		t.Error("launch for another home: no warning")
 	}
 }

@@ -387,7 +387,7 @@ func isOurHook(elem []byte, arg, bin, home string, st installState, created stri
 	switch {
 	case !ok || a != arg:
 		return false
-	case pin == pinFor(home) || recorded(st, created+"[claudemesh]", created):
+	case samePin(pin, pinFor(home)) || recorded(st, created+"[claudemesh]", created):
 		return true
 	}
 	return claim && !claimedBy(pin, created+"[claudemesh]", created)
@@ -442,7 +442,7 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 		res = "absent"
 		if srv, ok, err := jsonedit.Find(cj.data, jsonedit.Root(cj.data), "mcpServers"); err == nil && ok && cj.data[srv.Value.Start] == '{' {
 			if m, ok, _ := jsonedit.Find(cj.data, srv.Value, "claudemesh"); ok {
-				if p, _ := mcpEntryHome(cj.data[m.Value.Start:m.Value.End]); p != pin && !recorded(st, mcpKey, mcpKey) {
+				if p, _ := mcpEntryHome(cj.data[m.Value.Start:m.Value.End]); !samePin(p, pin) && !recorded(st, mcpKey, mcpKey) {
 					// Another home's: not what this home's install wrote.
 					res = "skipped: it runs claudemesh for " + describePin(p) + ", not for this home"
 				} else {
@@ -594,7 +594,7 @@ func checkAnotherHome(cj, sj *jsonFile, bin, home string, st installState) error
 	pin := pinFor(home)
 	if srv, ok, err := jsonedit.Find(cj.data, jsonedit.Root(cj.data), "mcpServers"); err == nil && ok && cj.data[srv.Value.Start] == '{' {
 		if m, ok, _ := jsonedit.Find(cj.data, srv.Value, "claudemesh"); ok && cj.data[m.Value.Start] == '{' {
-			if p, _ := mcpEntryHome(cj.data[m.Value.Start:m.Value.End]); p != pin && !recorded(st, mcpKey, mcpKey) && claimedBy(p, mcpKey, mcpKey) {
+			if p, _ := mcpEntryHome(cj.data[m.Value.Start:m.Value.End]); !samePin(p, pin) && !recorded(st, mcpKey, mcpKey) && claimedBy(p, mcpKey, mcpKey) {
 				return anotherHomes("mcpServers.claudemesh", cj.path, p, home)
 			}
 		}

@@ -262,7 +262,7 @@ func installedForAnotherHome(home string) string {
 		return ""
 	}
 	p, _ := mcpEntryHome(raw)
-	if p == "" || p == pinFor(home) {
+	if p == "" || samePin(p, pinFor(home)) {
 		return ""
 	}
 	return fmt.Sprintf("mcpServers.claudemesh in %s runs claudemesh for %s, so this session's MCP server is that home's, not this one's (%s uninstall, then %s install)",
