@@ -35,7 +35,7 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 	pin := pinFor(e.Home)
 	// The fix when the entries are another home's.
 	otherFix := func(p string) string {
-		return config.InvocationWithHome(homeOfPin(p)) + " uninstall, then " + config.Invocation(e.Home) + " install"
+		return uninstallFor(p) + ", then " + config.Invocation(e.Home) + " install"
 	}
 	var out []doctor.Result
 	var cj struct {

@@ -44,7 +44,9 @@ func normPin(p string) string {
 	return pinFor(p)
 }
 
-// homeOfPin is the directory an entry's pin stands for.
+// homeOfPin is the directory an entry's pin stands for; "" for the
+// default home when it cannot be found ($HOME unset): never a path
+// relative to the working directory.
 func homeOfPin(pin string) string {
 	if pin == "" {
 		if def, err := config.DefaultHome(); err == nil {
@@ -52,6 +54,15 @@ func homeOfPin(pin string) string {
 		}
 	}
 	return pin
+}
+
+// uninstallFor is the command that removes the entries of the home pin
+// stands for.
+func uninstallFor(pin string) string {
+	if dir := homeOfPin(pin); dir != "" {
+		return config.InvocationWithHome(dir) + " uninstall"
+	}
+	return "claudemesh uninstall with $HOME set (for the default home)"
 }
 
 // canonPin is the directory a pin stands for with symlinks resolved, ""
@@ -83,7 +94,11 @@ func samePin(a, b string) bool { return a == b || canonPin(a) == canonPin(b) }
 // describePin names an entry's home for messages.
 func describePin(pin string) string {
 	if pin == "" {
-		return "the default home " + homeOfPin("") + " (or the $" + config.HomeEnv + " claude runs with)"
+		def := homeOfPin("")
+		if def == "" {
+			def = "(~/" + config.DefaultHomeDir + "; $HOME is not set here)"
+		}
+		return "the default home " + def + " (or the $" + config.HomeEnv + " claude runs with)"
 	}
 	return "home " + pin
 }
@@ -208,5 +223,12 @@ func recorded(st installState, created, replaced string) bool {
 // claimedBy reports whether the install of the home pin stands for wrote
 // the entry (its install.json records it).
 func claimedBy(pin, created, replaced string) bool {
-	return recorded(loadState(homeOfPin(pin)), created, replaced)
+	dir := homeOfPin(pin)
+	if dir == "" {
+		// The default home's install.json cannot be found ($HOME is not
+		// set; it was read as ./install.json): it may have written the
+		// entry, so it is not taken over.
+		return true
+	}
+	return recorded(loadState(dir), created, replaced)
 }

@@ -2,11 +2,14 @@ package claudecode
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	"claudemesh/internal/cliui"
 	"claudemesh/internal/doctor"
 )
 
@@ -99,5 +102,37 @@ func TestASymlinkedHomeIsTheSameHome(t *testing.T) {
 	}
 	if w := installedForAnotherHome(other); w == "" {
 		t.Error("launch for another home: no warning")
+	}
+}
+
+// TestNoHomeVariableReadsNoInstallJSONHere: with $HOME unset the default
+// home's install.json cannot be found; it was read as ./install.json (of
+// whatever directory install ran in), and an install.json there without
+// the entries let another home take the default home's over. Now install
+// refuses, and says why.
+func TestNoHomeVariableReadsNoInstallJSONHere(t *testing.T) {
+	user, chome, cwd := t.TempDir(), t.TempDir(), t.TempDir()
+	t.Setenv("HOME", user)
+	t.Setenv("CLAUDEMESH_HOME", "")
+	t.Setenv("CLAUDEMESH_CLAUDE_HOME", chome)
+	bin := "/opt/cm/claudemesh"
+	if _, err := installFiles(filepath.Join(user, ".claudemesh"), chome, bin, true, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", "")
+	t.Chdir(cwd)
+	if err := os.WriteFile("install.json", []byte(`{"created":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := installFiles(filepath.Join(user, "bob"), chome, bin, true, false)
+	var ce *cliui.Error
+	if !errors.As(err, &ce) || ce.Code != codeAnotherHome || !strings.Contains(ce.Hint, "$HOME is not set") || strings.Contains(ce.Hint, "--home ''") {
+		t.Fatalf("install for another home with $HOME unset: %v", err)
+	}
+	if d := describePin(""); strings.Contains(d, "  ") || !strings.Contains(d, "not set") {
+		t.Errorf("describePin: %q", d)
+	}
+	if u := uninstallFor(""); strings.Contains(u, "''") {
+		t.Errorf("uninstallFor: %q", u)
 	}
 }

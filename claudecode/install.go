@@ -396,7 +396,12 @@ func isOurHook(elem []byte, arg, bin, home string, st installState, created stri
 // anotherHomes is install's refusal: Claude Code's settings hold one
 // home's entries, and pin's install wrote these.
 func anotherHomes(what, path, pin, home string) error {
-	hint := fmt.Sprintf("Claude Code's settings hold one claudemesh home's entries: run %s uninstall first", config.InvocationWithHome(homeOfPin(pin)))
+	hint := fmt.Sprintf("Claude Code's settings hold one claudemesh home's entries: run %s first", uninstallFor(pin))
+	if homeOfPin(pin) == "" {
+		// $HOME is not set: whether the default home's install wrote
+		// them cannot be read.
+		hint = "$HOME is not set, so whether the default home's install wrote them cannot be checked (its install.json is under $HOME): set HOME and run install again"
+	}
 	if pin == "" {
 		// The default home's entries follow the CLAUDEMESH_HOME launch sets.
 		hint += fmt.Sprintf(", or keep them and start this home's sessions with %s launch", config.InvocationWithHome(home))
