@@ -313,7 +313,7 @@ func detach(ctx context.Context, home string, f upFlags) (int, error) {
 // daemon.db locked by another one (pid), started at the same moment: it
 // started none, and says which one runs.
 func lostRace(home string, pid int) error {
-	return cliui.Errorf("already_running", "another daemon (pid %d) started for %s at the same moment and holds its lock; this daemon up started none", pid, home).
+	return cliui.Errorf("already_running", "another daemon (pid %d) took the lock of %s first; this daemon up started none", pid, home).
 		WithHint(config.Invocation(home) + " daemon status")
 }
 
