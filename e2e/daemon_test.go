@@ -34,13 +34,19 @@ func (u *user) daemonStatus() daemonStatus {
 }
 
 // startDaemon runs `daemon up` (detached) and makes sure the test kills it.
+// A daemon another process (a running `claudemesh mcp`, a verb) started at
+// the same moment serves as well: that `daemon up` then exits 6 naming it.
 func (u *user) startDaemon() int {
 	u.t.Helper()
 	u.useDaemon = true
 	var up struct {
 		PID int `json:"pid"`
 	}
-	u.json(&up, "daemon", "up")
+	if r := u.run("daemon", "up", "--json"); r.code == 6 && strings.Contains(r.stdout, `"already_running"`) {
+		up.PID = u.daemonStatus().PID
+	} else if r.code != 0 || json.Unmarshal([]byte(r.stdout), &up) != nil {
+		u.t.Fatalf("%s", r)
+	}
 	if up.PID <= 0 {
 		u.t.Fatalf("daemon up gave no pid")
 	}
