@@ -121,8 +121,10 @@ func upCommand() *cli.Command {
 				return reportRunning(out, v.PID, rl.Started)
 			}
 			// An empty or damaged daemon.db is said here, not only in
-			// the detached daemon's log.
-			if err := store.CheckFile(localapi.DBPath(home), f.init); err != nil {
+			// the detached daemon's log; not while another start holds
+			// the start lock (it may be creating the file: the daemon
+			// started below checks it under that lock).
+			if err := checkDBUnlessStarting(home, f.init); err != nil {
 				return DBRefusal(localapi.DBPath(home), err)
 			}
 			pid, err := detach(c.Context, home, f)
@@ -132,6 +134,19 @@ func upCommand() *cli.Command {
 			return report(out, pid, false)
 		},
 	}
+}
+
+// checkDBUnlessStarting is store.CheckFile of home's daemon.db under the
+// start lock, or nothing when another start holds it.
+func checkDBUnlessStarting(home string, init bool) error {
+	release, err := startLock(home, 0)
+	if err != nil {
+		// Starting now (errStartBusy), or no daemon/ directory yet (so
+		// no daemon.db either): the daemon checks it.
+		return nil
+	}
+	defer release()
+	return store.CheckFile(localapi.DBPath(home), init)
 }
 
 func report(out *cliui.Out, pid int, already bool) error {

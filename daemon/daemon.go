@@ -185,6 +185,10 @@ func DBRefusal(path string, err error) error {
 			"and anything still queued on the broker arrives again")
 }
 
+// startWait is how long a start waits for another one to have opened
+// daemon.db (it then finds it locked: ErrAlreadyRunning).
+const startWait = 5 * time.Second
+
 // ErrAlreadyRunning means another daemon holds daemon.db's lock.
 var ErrAlreadyRunning = errors.New("another daemon is already running for this home")
 
@@ -228,6 +232,18 @@ func Open(opts Options) (*Daemon, error) {
 	if err := fsutil.EnsurePrivateDir(localapi.Dir(opts.Home)); err != nil {
 		return nil, err
 	}
+	// The checks of daemon.db below and its opening happen under the start
+	// lock: another start creating the file must not look like a
+	// truncated one. A start still busy after startWait is taken for a
+	// daemon starting (or hung starting): this one does not.
+	release, err := startLock(opts.Home, startWait)
+	if errors.Is(err, errStartBusy) {
+		return nil, ErrAlreadyRunning
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer release() // once daemon.db's own lock is held (or the start failed)
 	// A daemon.db that does not exist yet or is empty (--init) is made
 	// new: the accept journal beside it belongs to another daemon.db.
 	fresh := false

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
@@ -39,5 +40,55 @@ func TestDaemonRefusesAnEmptyOrDamagedDB(t *testing.T) {
 	os.WriteFile(path, []byte(strings.Repeat("not a database ", 1000)), 0o600)
 	if _, err := Open(Options{Home: home, Init: true}); !errors.As(err, &ce) || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("damaged daemon.db: %v", err)
+	}
+}
+
+// TestAStartDoesNotJudgeTheFileAnotherStartIsCreating: two `daemon up` at
+// once: the loser found the winner's daemon.db still 0 bytes (created,
+// not yet initialised) and refused it as truncated, telling the user to
+// restore a backup. What a start checks of daemon.db is read under the
+// start lock, which the other start holds while it creates the file.
+func TestAStartDoesNotJudgeTheFileAnotherStartIsCreating(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h")
+	if err := os.MkdirAll(localapi.Dir(home), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := localapi.DBPath(home)
+	if err := os.WriteFile(path, nil, 0o600); err != nil { // as bbolt creates it, before its first write
+		t.Fatal(err)
+	}
+	release, err := startLock(home, 0) // the other start, creating it
+	if err != nil {
+		t.Fatal(err)
+	}
+	// daemon up's own look before it detaches leaves the file to the start.
+	if err := checkDBUnlessStarting(home, false); err != nil {
+		t.Fatalf("daemon up's check during another start: %v", err)
+	}
+	opened := make(chan error, 1)
+	go func() {
+		d, err := Open(Options{Home: home})
+		if err == nil {
+			d.acc.close()
+			d.db.Close()
+		}
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		t.Fatalf("Open did not wait for the start in progress: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// The other start gives up (say it failed and removed its file): this
+	// one goes on, and makes a new daemon.db.
+	os.Remove(path)
+	release()
+	if err := <-opened; err != nil {
+		t.Fatalf("Open after the other start: %v", err)
+	}
+	// With nobody starting, an empty file is still refused.
+	os.Truncate(path, 0)
+	if err := checkDBUnlessStarting(home, false); err == nil {
+		t.Fatal("an empty daemon.db passed daemon up's check")
 	}
 }
