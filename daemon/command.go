@@ -75,7 +75,9 @@ func upCommand() *cli.Command {
 		Usage: "start the daemon (detached unless --foreground)",
 		Description: cliui.WithExamples(
 			"Detached, the daemon re-executes itself in a new session with its output in daemon/daemon.log,\n"+
-				"and this command returns once its socket answers. --foreground runs it in place (service managers).",
+				"and this command returns once its socket answers. --foreground runs it in place (service managers).\n"+
+				"With a daemon already running it says so (exit 0); of two started at the same moment for one home,\n"+
+				"one starts the daemon and the other names it and exits 6.",
 			"claudemesh daemon up",
 			"claudemesh daemon up --foreground",
 			"claudemesh daemon up --tcp 127.0.0.1:7902",
