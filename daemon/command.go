@@ -318,6 +318,11 @@ func detach(ctx context.Context, home string, f upFlags) (int, error) {
 			return 0, cliui.Errorf("daemon_start", "the daemon exited at start (%v); see %s", err, localapi.LogPath(home))
 		case <-deadline:
 			if other != 0 {
+				// Ours is still waiting for the lock: it must not take
+				// over once the other stops (this daemon up says it
+				// started none).
+				cmd.Process.Kill()
+				<-exited
 				return 0, lostRace(home, other)
 			}
 			return 0, cliui.Errorf("daemon_start", "the daemon did not answer within 3s; see %s", localapi.LogPath(home))

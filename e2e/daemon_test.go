@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -414,6 +415,11 @@ func TestDaemonUpAtTheSameMoment(t *testing.T) {
 		}
 		if started != 1 {
 			t.Fatalf("round %d: %d of them say they started daemon %d:\n%s\n%s", round, started, st.PID, res[0], res[1])
+		}
+		// The one that started none left no daemon of its own waiting
+		// for the lock (it took over once the winner was stopped).
+		if pids := processesOfHome(u.home); !slices.Equal(pids, []int{st.PID}) {
+			t.Fatalf("round %d: daemon %d runs, and processes %v name the home", round, st.PID, pids)
 		}
 		killAndWait(st.PID)
 	}
