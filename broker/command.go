@@ -2,8 +2,10 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -108,6 +110,9 @@ func Command() *cli.Command {
 		},
 		Subcommands: []*cli.Command{compactCommand(), clusterRestoreCommand()},
 		Action: func(c *cli.Context) error {
+			if name := negativeFlag(c); name != "" {
+				return cliui.UsageErrorf("--%s must not be negative", name)
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 				return cliui.UsageErrorf("--log-level: %v", err)
@@ -271,6 +276,47 @@ func prefixList(ps []netip.Prefix) string {
 	return strings.Join(s, ",")
 }
 
+// negativeFlag names the first number or duration given on the command
+// line below zero. Every limit, rate and timer of the broker is 0 or more,
+// and the broker read a negative one as 0: `--rate -5` turned the
+// per-member send rate limit off without a word.
+func negativeFlag(c *cli.Context) string {
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		if !c.IsSet(name) {
+			continue
+		}
+		var bad bool
+		switch f.(type) {
+		case *cli.IntFlag:
+			bad = c.Int(name) < 0
+		case *cli.Int64Flag:
+			bad = c.Int64(name) < 0
+		case *cli.Float64Flag:
+			v := c.Float64(name)
+			bad = v < 0 || math.IsNaN(v)
+		case *cli.DurationFlag:
+			bad = c.Duration(name) < 0
+		}
+		if bad {
+			return name
+		}
+	}
+	return ""
+}
+
+// listenHint says why a listener could not open: an address that does not
+// parse is not a busy port.
+func listenHint(addr string, err error) string {
+	if _, _, perr := net.SplitHostPort(addr); perr != nil {
+		return "give --listen as HOST:PORT (127.0.0.1:7900, or :7900 for every interface)"
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return "another process uses the port; choose another with --listen"
+	}
+	return "check the address (an address of this machine, a port you may bind)"
+}
+
 // Run starts a broker and blocks until ctx ends or SIGTERM/SIGINT arrives,
 // then shuts down gracefully.
 func Run(ctx context.Context, cfg Config) error {
@@ -280,7 +326,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ln, err := listen(cfg.Listen, cfg.DeferAccept)
 		if err != nil {
 			return cliui.Errorf("broker_start", "cannot listen on %s: %v", cfg.Listen, err).
-				WithHint("another process uses the port; choose another with --listen")
+				WithHint(listenHint(cfg.Listen, err))
 		}
 		cfg.Listener = ln
 	}

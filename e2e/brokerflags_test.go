@@ -1,0 +1,27 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBrokerRefusesNegativeLimits: a negative limit, rate or timer is a
+// usage error naming the flag (exit 2), where the broker read it as 0 and
+// `--rate -5` turned the per-member send rate limit off; and an address
+// that does not parse is not reported as a busy port (a new user's trial).
+func TestBrokerRefusesNegativeLimits(t *testing.T) {
+	t.Parallel()
+	op := newUser(t, "op")
+	data := t.TempDir()
+	for _, flag := range [][]string{{"--rate", "-5"}, {"--max-frame", "-1"}, {"--max-pending", "-3"}, {"--burst", "-1"}, {"--grace", "-1s"}, {"--ack-rate", "-0.5"}} {
+		args := append([]string{"broker", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data", data}, flag...)
+		e := op.fails(2, "usage", args...)
+		if !strings.Contains(e.Error.Message, flag[0]+" must not be negative") {
+			t.Errorf("%v: %q", flag, e.Error.Message)
+		}
+	}
+	r := op.run("broker", "--listen", "nonsense", "--metrics-listen", "off", "--data", data)
+	if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "HOST:PORT") || strings.Contains(r.stderr+r.stdout, "another process uses the port") {
+		t.Fatalf("--listen nonsense: %s", r)
+	}
+}
