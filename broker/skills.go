@@ -19,8 +19,8 @@ import (
 // docs say wherever skills are described. Limits keep one member from
 // filling the broker's disk or every reader's context.
 const (
-	maxSkillBody        = 64 << 10 // bytes of one skill's body
-	maxSkillDescription = 280      // code points
+	maxSkillBody        = wire.MaxSkillBody // bytes of one skill's body
+	maxSkillDescription = 280               // code points
 	maxSkillTags        = 16
 	maxSkillsPerMesh    = 500
 	maxSkillsPerMember  = 50

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -430,6 +431,16 @@ func TestSkillsE2E(t *testing.T) {
 	bob.json(&s, "skill", "publish", path, "--tag", "ops")
 	if s.Name != "deploy" || s.Description != "how we ship" || s.AuthorName != "bob" {
 		t.Fatalf("publish: %+v", s)
+	}
+	// A body over 64 KiB is refused before anything is sent, also one
+	// over the broker's frame limit (the broker's 1009 close read as
+	// an unreachable broker); exit 2 either way.
+	for _, n := range []int{64<<10 + 1, 2 << 20} {
+		big := filepath.Join(dir, "big-"+strconv.Itoa(n)+".md")
+		os.WriteFile(big, []byte("---\nname: big\ndescription: d\n---\n"+strings.Repeat("y", n)), 0o600)
+		if e := bob.fails(2, "payload_too_large", "skill", "publish", big); !strings.Contains(e.Error.Message, "over 64 KiB") {
+			t.Fatalf("publish of %d bytes: %q", n, e.Error.Message)
+		}
 	}
 	var list []struct{ Name string }
 	carol.json(&list, "skill", "list", "ops")

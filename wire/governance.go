@@ -132,6 +132,10 @@ type Grants struct {
 	Defaults []string            `json:"defaults"`
 }
 
+// MaxSkillBody is the most bytes a skill's body may have: the broker
+// refuses more (payload_too_large), and the CLI says so before sending.
+const MaxSkillBody = 64 << 10
+
 // SkillPublish stores (or replaces) a shared skill under Name.
 type SkillPublish struct {
 	Type        string   `json:"type"`

@@ -207,12 +207,23 @@ func skillPublishCommand() *cli.Command {
 			path := c.Args().First()
 			var data []byte
 			if path == "-" {
-				data, err = io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+				data, err = io.ReadAll(io.LimitReader(os.Stdin, wire.MaxSkillBody+1))
 			} else {
 				data, err = os.ReadFile(path)
 			}
 			if err != nil {
 				return cliui.Errorf(cliui.CodeInvalidArgument, "reading %s: %v", path, err)
+			}
+			// Said here, before any connection: a body over the broker's
+			// frame limit was cut by the broker with 1009 and reported
+			// as an unreachable broker.
+			if len(data) > wire.MaxSkillBody {
+				what := path
+				if path == "-" {
+					what = "the standard input"
+				}
+				return cliui.Errorf(wire.CodePayloadTooLarge, "%s is over %d KiB, the limit of a skill's body", what, wire.MaxSkillBody>>10).
+					WithHint("shorten it, or publish a pointer to the full text")
 			}
 			body := string(data)
 			fmName, fmDesc := skillFrontmatter(body)
