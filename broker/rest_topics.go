@@ -200,7 +200,7 @@ func (b *Broker) restTopicPost(w http.ResponseWriter, r *http.Request, a *apiCal
 		}
 		if t.Encrypted {
 			restError(w, http.StatusBadRequest, wire.CodeTopicEncrypted, "#"+t.Name+" is end-to-end encrypted: the broker cannot accept plaintext for it. "+
-				"Post {keyGen, nonce, ciphertext, signature, senderPubkey} made with the topic key (02-crypto), or use a topic created --plaintext")
+				"Post {keyGen, nonce, ciphertext, signature, senderPubkey} made with the topic key (see docs/crypto.md), or use a topic created --plaintext")
 			return
 		}
 		if len(*body.Text) == 0 || len(*body.Text) > maxCiphertext {

@@ -260,7 +260,7 @@ func verifyTopicPost(meshID, topicID string, s *wire.Send, ct []byte, signer str
 		return wire.CodeInvalidArgument, err.Error()
 	}
 	if cmcrypto.Verify(pub, str, s.Signature) != nil {
-		return wire.CodeBadSignature, "the post's signature does not verify (02-crypto topic-post/v1 over this topic's id and generation)"
+		return wire.CodeBadSignature, "the post's signature does not verify (claudemesh/topic-post/v1 over this topic's id and generation, see docs/crypto.md)"
 	}
 	return "", ""
 }

@@ -453,7 +453,7 @@ func (c *conn) checkSeal(topicID string, s wire.TopicSealIn, now int64) (*store.
 	}
 	sealer, err := cmcrypto.ParsePublicKey(c.mem.Pubkey)
 	if err != nil || cmcrypto.Verify(sealer, msg, s.Signature) != nil {
-		return nil, wire.CodeBadSignature, "a seal's signature does not verify under your member key (02-crypto topic-seal/v1)"
+		return nil, wire.CodeBadSignature, "a seal's signature does not verify under your member key (claudemesh/topic-seal/v1, see docs/crypto.md)"
 	}
 	return &store.TopicSeal{Recipient: s.RecipientPubkey, KeyGen: s.KeyGen, Sealer: c.mem.Pubkey,
 		Blob: s.Blob, Nonce: s.Nonce, Signature: s.Signature, CreatedAt: now}, "", ""
