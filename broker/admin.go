@@ -435,7 +435,10 @@ func (c *conn) handleDrop(r *wire.AdminRequest) {
 		}
 		for _, v := range victims {
 			if r.Type == wire.TypeKick {
-				v.sendError("", wire.ReasonKicked, "You were disconnected from \""+ms.name+"\" by an admin and should not reconnect now. Run the command again (or claudemesh daemon up) to come back.")
+				// How to come back depends on the client (a daemon stays
+				// off until `daemon up`; a one-shot command just runs
+				// again): its hint says, not this text.
+				v.sendError("", wire.ReasonKicked, "You were disconnected from \""+ms.name+"\" by an admin.")
 				v.endPresence.Store(true)
 				v.closeWith(wire.CloseKicked, wire.ReasonKicked)
 			} else {
