@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/client"
+	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -252,7 +253,10 @@ func printSent(e *env, slug string, res *sendResult) {
 		// Only in the daemon's outbox so far: say so, and what happens next.
 		var next string
 		switch {
-		case res.MeshState != "" && res.MeshState != "open":
+		case res.MeshState == localapi.MeshConnecting:
+			// A daemon that has just started: nothing failed yet.
+			next = "the daemon is connecting to the broker and sends it once connected"
+		case res.MeshState != "" && res.MeshState != localapi.MeshOpen:
 			next = "the broker is not reachable right now (" + res.MeshState + "), so it goes out as soon as it is back"
 		case held:
 			next = "the daemon is sending it now; they are " + res.Target.Status + ", so the broker holds it until they are idle"

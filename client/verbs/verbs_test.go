@@ -701,3 +701,24 @@ func checkCommandLine(t *testing.T, line string) {
 		}
 	}
 }
+
+// TestPrintSentWhileTheDaemonConnects: a send accepted by a daemon that
+// is still making its first connection says the daemon is connecting, not
+// that the broker is unreachable (a new user's trial: the first send after
+// `daemon up` read "not reachable right now (connecting)" one time in
+// three, and was delivered within milliseconds); after a lost connection
+// it does say so.
+func TestPrintSentWhileTheDaemonConnects(t *testing.T) {
+	for state, want := range map[string]string{
+		localapi.MeshConnecting:   "the daemon is connecting to the broker and sends it once connected",
+		localapi.MeshReconnecting: "the broker is not reachable right now (reconnecting)",
+	} {
+		var out, errb bytes.Buffer
+		res := &sendResult{ClientMessageID: "c", Status: "accepted", MeshState: state,
+			Target: targetJSON{Kind: wire.KindBox, TargetSpec: strings.Repeat("ab", 32), DisplayName: "alice"}}
+		printSent(&env{out: cliui.NewOut(&out, &errb, false, false, false)}, "acme", res)
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("%s: got %q, want %q", state, out.String(), want)
+		}
+	}
+}
