@@ -789,6 +789,30 @@ func (m *meshRT) waitOpen(d time.Duration) {
 	m.presence.WaitState(ctx, client.StateOpen, client.StateReconnecting, client.StateKicked, client.StateBanned, client.StateClosed)
 }
 
+// knownMemberName is memberName for the member of a verified sender, for a
+// row about to be stored with it (and the marks computed from the names:
+// senderMarks), once. When the member is not in the directory it first
+// waits for the mesh to open, the directory being fetched at each
+// hello_ack before it does (pushes held for a daemon that was away arrive
+// before that: a first start stored them without the name, and their
+// sessions read "via an unknown member"), or, on an open mesh, fetches the
+// directory (a member who joined since). tried holds the meshes already
+// waited for in this batch: at most once each, a few seconds at most.
+func (m *meshRT) knownMemberName(pubkey string, tried map[*meshRT]bool) string {
+	if n := m.memberName(pubkey); n != "" || tried[m] {
+		return n
+	}
+	tried[m] = true
+	if m.getState() != localapi.MeshOpen {
+		m.waitOpen(3 * time.Second)
+	} else {
+		ctx, cancel := context.WithTimeout(m.d.ctx, 3*time.Second)
+		m.liveDirectory(ctx, time.Now())
+		cancel()
+	}
+	return m.memberName(pubkey)
+}
+
 // memberName is the enrolled name of a member key in the last known
 // member list ("" if unknown).
 func (m *meshRT) memberName(pubkey string) string {

@@ -140,6 +140,7 @@ func (d *Daemon) storePushes(items []inboxItem) int {
 	}
 	rows := make([]*inboxRow, len(items))
 	now := time.Now().UnixMilli()
+	tried := map[*meshRT]bool{}
 	for i, it := range items {
 		p := it.push
 		row := &inboxRow{
@@ -163,7 +164,7 @@ func (d *Daemon) storePushes(items []inboxItem) int {
 		} else {
 			row.Body, row.Verified = body, verified
 			if verified {
-				row.SenderMemberName = it.m.memberName(p.SenderMemberPubkey)
+				row.SenderMemberName = it.m.knownMemberName(p.SenderMemberPubkey, tried)
 				row.FromSelf, row.Lookalike, row.LookalikeSelf = it.m.senderMarks(p.SenderMemberPubkey, p.SenderName, row.SenderMemberName)
 			}
 		}

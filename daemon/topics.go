@@ -311,6 +311,7 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 	now := time.Now().UnixMilli()
 	rows := make([]*inboxRow, len(msgs))
 	stored := make([]bool, len(msgs))
+	tried := map[*meshRT]bool{}
 	for i, tm := range msgs {
 		rows[i] = &inboxRow{Mesh: m.cfg.Slug, MeshID: m.cfg.MeshID, MessageID: tm.ID, ClientMessageID: tm.ClientMessageID,
 			Kind: wire.KindTopic, Topic: tm.Topic, SenderPubkey: tm.SenderPubkey, SenderMember: tm.SenderMemberPubkey,
@@ -318,7 +319,7 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 			ReplyToID: tm.ReplyToID, ReceivedAt: now, SentAt: tm.CreatedAt, Body: tm.Body, DecryptError: tm.DecryptError, Verified: tm.Verified,
 			TargetSpec: "#" + tm.TopicID}
 		if tm.Verified {
-			rows[i].SenderMemberName = m.memberName(tm.SenderMemberPubkey)
+			rows[i].SenderMemberName = m.knownMemberName(tm.SenderMemberPubkey, tried)
 			rows[i].FromSelf, rows[i].Lookalike, rows[i].LookalikeSelf = m.senderMarks(tm.SenderMemberPubkey, tm.SenderName, rows[i].SenderMemberName)
 		}
 	}
