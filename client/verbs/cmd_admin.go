@@ -165,6 +165,17 @@ func shortDuration(d time.Duration) string {
 	return s
 }
 
+// forbiddenHint gives a forbidden refusal hint (for a member; the owner
+// and admins keep the broker's words' hint), other errors pass through.
+func forbiddenHint(err error, m *config.Mesh, hint string) error {
+	ce, ok := cliError(err).(*cliui.Error)
+	if !ok || ce.Code != wire.CodeForbidden || m == nil || m.Role != wire.MemberMember {
+		return cliError(err)
+	}
+	ce.Hint = hint
+	return ce
+}
+
 // askWhoCan names, in the hint of a refusal for want of a role, the
 // command the owner (ownerOnly) or an owner or admin would run for this
 // member, and how the owner makes it an admin. m is the mesh the command

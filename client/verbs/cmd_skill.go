@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/client"
+	"claudemesh/client/config"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -247,7 +248,7 @@ func skillPublishCommand() *cli.Command {
 				return err
 			})
 			if err != nil {
-				return err
+				return forbiddenHint(err, m, "publish yours under another name (--name), or ask its author, the mesh owner or an admin to run: "+skillRemoveLine(name, m))
 			}
 			out := skillOf(m.Slug, &s.SkillInfo)
 			if e.out.JSONMode() {
@@ -258,6 +259,14 @@ func skillPublishCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// skillRemoveLine is the command that removes skill name from m.
+func skillRemoveLine(name string, m *config.Mesh) string {
+	if m == nil {
+		return "claudemesh skill remove " + config.ShellQuote(name)
+	}
+	return "claudemesh skill remove " + config.ShellQuote(name) + " --mesh " + config.ShellQuote(m.Slug)
 }
 
 func skillRemoveCommand() *cli.Command {
@@ -276,7 +285,7 @@ func skillRemoveCommand() *cli.Command {
 				return conn.SkillRemove(ctx, name)
 			})
 			if err != nil {
-				return err
+				return forbiddenHint(err, m, "ask its author, the mesh owner or an admin to run: "+skillRemoveLine(name, m))
 			}
 			return e.printOK("removed skill %s from %s", name, m.Slug)
 		},

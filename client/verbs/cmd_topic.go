@@ -405,6 +405,12 @@ func topicLeave(c *cli.Context) error {
 		return err
 	}
 	if err := tr.TopicLeave(e.ctx(), m, name); err != nil {
+		ce, ok := cliError(err).(*cliui.Error)
+		if ok && ce.Code == wire.CodeForbidden && name == wire.GeneralTopic {
+			// Not the owner's or an admin's to grant: #general is the mesh.
+			ce.Hint = "claudemesh mesh leave " + config.ShellQuote(m.Slug) + " leaves the mesh, #general with it"
+			return ce
+		}
 		return cliError(err)
 	}
 	return e.printOK("left #%s; its key will be replaced so you cannot read what follows", name)

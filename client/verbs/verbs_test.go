@@ -722,3 +722,24 @@ func TestPrintSentWhileTheDaemonConnects(t *testing.T) {
 		}
 	}
 }
+
+// TestSkillAndGeneralHintsNameARealCommand: a member refused a skill's
+// removal or replacement is told the command its author, the owner or an
+// admin runs; leaving #general names mesh leave (it said "ask the mesh
+// owner or an admin", who cannot help).
+func TestSkillAndGeneralHintsNameARealCommand(t *testing.T) {
+	member := &config.Mesh{Slug: "acme", Role: wire.MemberMember, DisplayName: "carol"}
+	owner := &config.Mesh{Slug: "acme", Role: wire.MemberOwner, DisplayName: "alice"}
+	forbidden := &client.Error{Code: wire.CodeForbidden, Message: "only the author (alice), the owner or an admin can remove deploy"}
+	line := skillRemoveLine("deploy", member)
+	checkCommandLine(t, line)
+	var ce *cliui.Error
+	if !errors.As(forbiddenHint(forbidden, member, "ask its author, the mesh owner or an admin to run: "+line), &ce) || !strings.HasSuffix(ce.Hint, "claudemesh skill remove deploy --mesh acme") {
+		t.Errorf("member: %+v", ce)
+	}
+	if errors.As(forbiddenHint(forbidden, owner, "x"), &ce) && ce.Hint == "x" {
+		t.Errorf("the owner is told to ask: %q", ce.Hint)
+	}
+	checkCommandLine(t, "claudemesh mesh leave acme")
+	checkCommandLine(t, "claudemesh skill publish deploy.md --name deploy2")
+}
