@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -538,8 +539,17 @@ func topicTail(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	err = tr.TopicTail(e.ctx(), m, name, limit, !c.Bool("no-follow"),
-		&linePrinter{e: e, noWait: c.Bool("no-follow"), orphaned: func() bool { return nobodyHoldsKey(e, tr, m, name) }})
+	p := &linePrinter{e: e, noWait: c.Bool("no-follow"), orphaned: func() bool { return nobodyHoldsKey(e, tr, m, name) }}
+	err = tr.TopicTail(e.ctx(), m, name, limit, !c.Bool("no-follow"), p)
+	if p.newest != "" {
+		// What tail printed was read: the topic's unread count (topic
+		// list, the chat page) stops counting it. Also after Ctrl-C, so
+		// on a context of its own; a marker that could not move is not
+		// this command's failure.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		tr.TopicMarkRead(ctx, m, name, p.newest)
+		cancel()
+	}
 	if e.ctx().Err() != nil {
 		// Ctrl-C or SIGTERM: exit 130, like every interrupted command.
 		return e.ctx().Err()
@@ -560,9 +570,16 @@ type linePrinter struct {
 	// noWait: the command does not wait for keys (tail --no-follow,
 	// history); a missing key is its error, not a wait.
 	noWait bool
+	// newest is the id of the last post printed.
+	newest string
 }
 
 func (p *linePrinter) Lines(lines []topicLine) error {
+	for _, l := range lines {
+		if l.ID != "" {
+			p.newest = l.ID
+		}
+	}
 	if p.e.out.JSONMode() {
 		return p.e.out.NDJSON(lines)
 	}

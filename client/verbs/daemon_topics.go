@@ -71,6 +71,11 @@ func (v *viaDaemon) TopicLeave(ctx context.Context, m *config.Mesh, name string)
 	return daemonError(err)
 }
 
+func (v *viaDaemon) TopicMarkRead(ctx context.Context, m *config.Mesh, name, upTo string) error {
+	_, err := v.api.Do(ctx, "POST", topicPath(name, "/read"), localapi.TopicReadRequest{Mesh: m.Slug, UpTo: upTo}, nil)
+	return daemonError(err)
+}
+
 func (v *viaDaemon) TopicAdd(ctx context.Context, m *config.Mesh, name, member, role string) (*topicMemberRow, error) {
 	var tm localapi.TopicMember
 	if _, err := v.api.Do(ctx, "POST", topicPath(name, "/add"), localapi.TopicAddRequest{Mesh: m.Slug, Member: member, Role: role}, &tm); err != nil {

@@ -112,6 +112,12 @@ func (d *direct) TopicLeave(ctx context.Context, m *config.Mesh, name string) er
 	})
 }
 
+func (d *direct) TopicMarkRead(ctx context.Context, m *config.Mesh, name, upTo string) error {
+	return d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) error {
+		return c.TopicMarkRead(ctx, strings.TrimPrefix(name, "#"), upTo)
+	})
+}
+
 func (d *direct) TopicMembers(ctx context.Context, m *config.Mesh, name string) ([]topicMemberRow, error) {
 	var rows []topicMemberRow
 	err := d.exchange(ctx, m, func(ctx context.Context, c *client.Conn) error {

@@ -29,6 +29,9 @@ type topicTransport interface {
 	TopicRotate(ctx context.Context, m *config.Mesh, name string) (*topicRow, error)
 	// TopicHistory reads one page, newest first, decrypted and verified.
 	TopicHistory(ctx context.Context, m *config.Mesh, name string, limit int, before string) (*topicPage, error)
+	// TopicMarkRead moves this member's read marker of the topic forward
+	// to the post upTo (the broker never moves it back).
+	TopicMarkRead(ctx context.Context, m *config.Mesh, name, upTo string) error
 	// TopicTail hands the last limit posts, then (with follow) every new
 	// one, to sink in order, each once, until ctx ends. It tells sink when
 	// it waits for a key and keeps waiting; a running tail also does its
