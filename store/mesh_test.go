@@ -233,3 +233,53 @@ func TestSessionsAndInvites(t *testing.T) {
 		return nil
 	})
 }
+
+// TestForgetSession: a forgotten recording of a session key is deleted
+// with its queue when the store holds it or an earlier one (two nodes'
+// hellos of one key can leave the store with the recording that
+// committed last and memory with the other), and kept when the store
+// holds a later one (the key said hello again meanwhile).
+func TestForgetSession(t *testing.T) {
+	s := newMeshStore(t)
+	rec := func(helloAt int64) *Session {
+		return &Session{Pubkey: key(0x61), ParentMemberID: owner().ID, ParentPubkey: owner().Pubkey, SessionID: "a", HelloAt: helloAt}
+	}
+	stored := func() (out *Session) {
+		mustView(t, s, func(tx *Tx) error {
+			ss, err := ListSessions(tx, meshID)
+			for _, r := range ss {
+				if r.Pubkey == key(0x61) {
+					out = &r
+				}
+			}
+			return err
+		})
+		return out
+	}
+	for _, c := range []struct {
+		name           string
+		stored, forgot int64
+		none, deleted  bool
+	}{
+		{name: "Same", stored: 5, forgot: 5, deleted: true},
+		{name: "Earlier", stored: 4, forgot: 5, deleted: true},
+		{name: "Later", stored: 6, forgot: 5, deleted: false},
+		{name: "None", none: true, forgot: 5, deleted: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if !c.none {
+				mustUpdate(t, s, func(tx *Tx) error { return PutSession(tx, meshID, rec(c.stored)) })
+			}
+			var deleted bool
+			mustUpdate(t, s, func(tx *Tx) error {
+				var err error
+				_, deleted, err = ForgetSession(tx, meshID, rec(c.forgot))
+				return err
+			})
+			if deleted != c.deleted || (stored() == nil) != (c.deleted || c.none) {
+				t.Fatalf("deleted %v, stored %+v; want deleted %v", deleted, stored(), c.deleted)
+			}
+			mustUpdate(t, s, func(tx *Tx) error { return DeleteSession(tx, meshID, key(0x61)) })
+		})
+	}
+}

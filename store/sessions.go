@@ -30,11 +30,13 @@ func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 }
 
 // ForgetSession deletes the stored record of a session key that memory
-// forgot, with its queue, returning what was dropped, but only if the
-// record is the recording memory forgot (same HelloAt) or there is none: a
+// forgot, with its queue, returning what was dropped, unless the record
+// is a later recording than the one memory forgot (a greater HelloAt): a
 // later hello of the key may have recorded it again meanwhile (on this
 // node or, in a cluster, another), and that session and its queue stay.
-// It reports whether it deleted.
+// An earlier recording is deleted: two nodes' hellos of one key can leave
+// the store with the one that committed last and a node's memory with
+// the other. It reports whether it deleted.
 func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired, deleted bool, err error) {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
@@ -42,7 +44,7 @@ func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired
 	}
 	if v := b.Get(pk(forgotten.Pubkey)); v != nil {
 		var s Session
-		if dec(v, &s) == nil && s.HelloAt != forgotten.HelloAt {
+		if dec(v, &s) == nil && s.HelloAt > forgotten.HelloAt {
 			return nil, false, nil
 		}
 		if err := b.Delete(pk(forgotten.Pubkey)); err != nil {
