@@ -998,6 +998,54 @@ func TestForgetCancelsTheSessionWrite(t *testing.T) {
 	}
 }
 
+// TestLaterHelloCancelsTheEarlierSessionWrite: two hellos of one session
+// key (a reconnect, a takeover) each record it in memory, unlock, then
+// submit the write of their record; the earlier one's could be submitted,
+// and written, last, leaving the store with a recording memory had
+// replaced (the later forget of memory's recording then left it alone).
+// Here the two writes are submitted in that order by hand.
+func TestLaterHelloCancelsTheEarlierSessionWrite(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "twice", "alice")
+	bob := addMember(t, b, alice, "twice", "bob")
+	ms := b.hub.mesh(alice.meshID)
+	sess, _ := cmcrypto.GenerateIdentity()
+	key := sess.PublicHex()
+	ms.mu.Lock()
+	bobID := ms.members[bob.pub()].ID
+	recording := func(helloAt int64) *store.Session {
+		return &store.Session{Pubkey: key, ParentMemberID: bobID, ParentPubkey: bob.pub(), SessionID: "twice",
+			LastSeenAt: time.Now().UnixMilli(), HelloAt: helloAt}
+	}
+	first, second := recording(1), recording(2)
+	ms.putSessionLocked(key, first)
+	persist1, written1 := ms.sessionWriteLocked(first)
+	ms.putSessionLocked(key, second)
+	persist2, written2 := ms.sessionWriteLocked(second)
+	ms.mu.Unlock()
+	b.hub.writeSession(persist2, written2)
+	b.hub.writeSession(persist1, written1)
+	committed := make(chan struct{})
+	b.store.Submit(func(*store.Tx) error { return nil }, func(error) { close(committed) })
+	<-committed
+	var stored *store.Session
+	b.store.View(func(tx *store.Tx) error {
+		return store.EachSession(tx, alice.meshID, func(s store.Session) error {
+			if s.Pubkey == key {
+				stored = &s
+			}
+			return nil
+		}, func(store.Corrupt) {})
+	})
+	if stored == nil || stored.HelloAt != second.HelloAt {
+		t.Fatalf("stored %+v, memory's recording has HelloAt %d", stored, second.HelloAt)
+	}
+	if err := storeAgreesErrWait(b, ms); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // storeAgreesErrWait waits for storeAgreesErr to be nil, returning its
 // last error after a deadline.
 func storeAgreesErrWait(b *Broker, ms *meshState) error {

@@ -138,7 +138,15 @@ type sessionWrite struct{ cancelled atomic.Bool }
 // before it applied, an unban having committed since; an eviction) could
 // commit first, with nothing stored yet to delete: the record written
 // after it was unknown to memory, and came back at the next restart.
+//
+// A write still to come of an earlier record of the key is cancelled too:
+// two hellos of one key submit theirs after unlocking, so the earlier
+// record's could be written last, and the store keep a recording memory
+// has replaced.
 func (ms *meshState) sessionWriteLocked(sess *store.Session) (persist func(tx *store.Tx) error, written func(error)) {
+	if old := ms.sessionWrites[sess.Pubkey]; old != nil {
+		old.cancelled.Store(true)
+	}
 	w := &sessionWrite{}
 	ms.sessionWrites[sess.Pubkey] = w
 	persist = func(tx *store.Tx) error {
