@@ -77,7 +77,7 @@ func upCommand() *cli.Command {
 			"Detached, the daemon re-executes itself in a new session with its output in daemon/daemon.log,\n"+
 				"and this command returns once its socket answers. --foreground runs it in place (service managers).\n"+
 				"With a daemon already running it says so (exit 0); of two started at the same moment for one home,\n"+
-				"one starts the daemon and the other names it and exits 6.",
+				"one starts the daemon and the other says it is already running and names it (exit 0 too).",
 			"claudemesh daemon up",
 			"claudemesh daemon up --foreground",
 			"claudemesh daemon up --tcp 127.0.0.1:7902",
@@ -130,6 +130,15 @@ func upCommand() *cli.Command {
 				return DBRefusal(localapi.DBPath(home), err)
 			}
 			pid, err := detach(c.Context, home, f)
+			var lost *lostRaceError
+			if errors.As(err, &lost) {
+				// What `daemon up` is for holds: a daemon runs for this
+				// home, as when one was already running (exit 0); a
+				// script's `daemon up && …` must not fail because two
+				// started at once. The words say this one started none.
+				return printResult(out, map[string]any{"ok": true, "pid": lost.pid, "alreadyRunning": true},
+					"daemon already running (pid %d, started at the same moment by another command; this one started none)", lost.pid)
+			}
 			if err != nil {
 				return err
 			}
@@ -334,9 +343,13 @@ func detach(ctx context.Context, home string, f upFlags) (int, error) {
 // lostRace is `daemon up`'s answer when the daemon it started found
 // daemon.db locked by another one (pid), started at the same moment: it
 // started none, and says which one runs.
-func lostRace(home string, pid int) error {
-	return cliui.Errorf("already_running", "another daemon (pid %d) took the lock of %s first; this daemon up started none", pid, home).
-		WithHint(config.Invocation(home) + " daemon status")
+func lostRace(home string, pid int) error { return &lostRaceError{pid: pid} }
+
+// lostRaceError is detach's answer when another daemon took the home first.
+type lostRaceError struct{ pid int }
+
+func (e *lostRaceError) Error() string {
+	return fmt.Sprintf("another daemon (pid %d) took the home's lock first", e.pid)
 }
 
 func downCommand() *cli.Command {

@@ -36,16 +36,14 @@ func (u *user) daemonStatus() daemonStatus {
 
 // startDaemon runs `daemon up` (detached) and makes sure the test kills it.
 // A daemon another process (a running `claudemesh mcp`, a verb) started at
-// the same moment serves as well: that `daemon up` then exits 6 naming it.
+// the same moment serves as well: that `daemon up` then names it (exit 0).
 func (u *user) startDaemon() int {
 	u.t.Helper()
 	u.useDaemon = true
 	var up struct {
 		PID int `json:"pid"`
 	}
-	if r := u.run("daemon", "up", "--json"); r.code == 6 && strings.Contains(r.stdout, `"already_running"`) {
-		up.PID = u.daemonStatus().PID
-	} else if r.code != 0 || json.Unmarshal([]byte(r.stdout), &up) != nil {
+	if r := u.run("daemon", "up", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &up) != nil {
 		u.t.Fatalf("%s", r)
 	}
 	if up.PID <= 0 {
@@ -401,14 +399,11 @@ func TestDaemonUpAtTheSameMoment(t *testing.T) {
 				PID            int  `json:"pid"`
 				AlreadyRunning bool `json:"alreadyRunning"`
 			}
-			var e cliError
 			switch {
 			case r.code == 0 && json.Unmarshal([]byte(r.stdout), &up) == nil && up.PID == st.PID:
 				if !up.AlreadyRunning {
 					started++
 				}
-			case r.code == 6 && json.Unmarshal([]byte(r.stdout), &e) == nil && e.Error.Code == "already_running" &&
-				strings.Contains(e.Error.Message, fmt.Sprintf("pid %d", st.PID)):
 			default:
 				t.Fatalf("round %d: daemon %d runs; %s", round, st.PID, r)
 			}
