@@ -483,6 +483,8 @@ func (r *run) measure(ctx context.Context) (lastAckNs int64, _ error) {
 		}
 	}
 	if r.cfg.Failover {
+		r.fo.accepted, r.fo.deliveredAtDrainEnd = accepted, r.delivered.Load()
+		r.fo.drainTimedOut = r.fo.deliveredAtDrainEnd < accepted
 		r.fetchLeftovers(ctx, accepted)
 	}
 	return lastAckNs, nil

@@ -78,6 +78,19 @@ type FailoverResult struct {
 	// but never pushed. LostExamples describe a few lost sends.
 	LostQueued   int64    `json:"lostQueued,omitempty"`
 	LostExamples []string `json:"lostExamples,omitempty"`
+	// DuplicateAcks counts acked sends the broker answered as duplicates
+	// (sent again after a connection died before their ack, and stored
+	// the first time); DuplicateAckExamples describe a few, with when the
+	// send first reached its recipient.
+	DuplicateAcks        int64    `json:"duplicateAcks"`
+	DuplicateAckExamples []string `json:"duplicateAckExamples,omitempty"`
+	// Accepted is the deliveries the drain waited for (the acks' pending
+	// counts), DeliveredAtDrainEnd how many had arrived when it stopped
+	// waiting, DrainTimedOut whether it stopped because the drain window
+	// ended.
+	Accepted            int64 `json:"accepted"`
+	DeliveredAtDrainEnd int64 `json:"deliveredAtDrainEnd"`
+	DrainTimedOut       bool  `json:"drainTimedOut,omitempty"`
 	// OtherDrops counts connections to live nodes that dropped (and were
 	// redialed too); a healthy run has none.
 	OtherDrops int64 `json:"otherDrops"`
@@ -320,6 +333,64 @@ type failoverState struct {
 	killNs          int64
 	ackedBeforeKill int64
 	affected        []*peer
+	// What the drain saw when it stopped waiting (measure).
+	accepted, deliveredAtDrainEnd int64
+	drainTimedOut                 bool
+}
+
+// sendNote is what a sender learned of one send in a fail-over run, for
+// describing it if it is lost.
+type sendNote struct {
+	id    string // its clientMessageId (every attempt's)
+	tries []int  // the nodes it was handed to, in order
+	// Of the ack: the node that sent it (-1 none), the message id, and
+	// its duplicate flag and pending count (-1 absent).
+	ackNode   int
+	ackNs     int64 // when (ns since base)
+	messageID string
+	duplicate bool
+	pending   int
+}
+
+// describe is the note for a report.
+func (n *sendNote) describe() string {
+	var tries []string
+	for i := 0; i < len(n.tries); {
+		j := i + 1
+		for j < len(n.tries) && n.tries[j] == n.tries[i] {
+			j++
+		}
+		t := nodeName(n.tries[i])
+		if j-i > 1 {
+			t += fmt.Sprintf(" ×%d", j-i)
+		}
+		tries = append(tries, t)
+		i = j
+	}
+	kind := "a fresh ack"
+	if n.duplicate {
+		kind = "a duplicate ack (stored before)"
+	}
+	return fmt.Sprintf("id %s, sent to %s, %s from %s: message %s, pending %d",
+		n.id, strings.Join(tries, ","), kind, nodeName(n.ackNode), n.messageID, n.pending)
+}
+
+// nodeOfConn is the node a connection is to (-1 if none matches).
+func (r *run) nodeOfConn(c *client.Conn) int {
+	u := c.Identity().BrokerURL
+	for i, n := range r.nodes {
+		if n.url == u {
+			return i
+		}
+	}
+	return -1
+}
+
+func nodeName(i int) string {
+	if i < 0 {
+		return "?"
+	}
+	return nodeID(i)
 }
 
 // collectFailover summarises the fail-over, after shutdown.
@@ -331,7 +402,8 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 	}
 	fr := &FailoverResult{KilledNode: nodeID(r.fo.victim), KilledRole: r.fo.role, KilledAtSec: round(time.Duration(r.fo.killNs-startNs).Seconds(), 3),
 		AckedBeforeKill: r.fo.ackedBeforeKill, Clients: len(r.fo.affected),
-		BackoffMaxMs: nsToMs(int64(r.backoffMax())), Policy: RedialPolicy}
+		BackoffMaxMs: nsToMs(int64(r.backoffMax())), Policy: RedialPolicy,
+		Accepted: r.fo.accepted, DeliveredAtDrainEnd: r.fo.deliveredAtDrainEnd, DrainTimedOut: r.fo.drainTimedOut}
 	var back, detect []int64
 	affected := map[*peer]bool{}
 	for _, p := range r.fo.affected {
@@ -372,6 +444,17 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 			}
 			fr.Acked++
 			to := r.peers[s.targets[seq]]
+			if n := &s.notes[seq]; n.duplicate {
+				fr.DuplicateAcks++
+				if len(fr.DuplicateAckExamples) < 10 {
+					pushed := "never pushed"
+					if at, ok := to.firstPushNs[sendKey(s.idx, seq)]; ok {
+						pushed = fmt.Sprintf("first pushed %+.3f s from the kill", time.Duration(at-r.fo.killNs).Seconds())
+					}
+					fr.DuplicateAckExamples = append(fr.DuplicateAckExamples, fmt.Sprintf("peer %d send %d → peer %d: acked %+.3f s from the kill, %s; %s",
+						s.idx, seq, to.idx, time.Duration(n.ackNs-r.fo.killNs).Seconds(), pushed, n.describe()))
+				}
+			}
 			ids := to.bySend[sendKey(s.idx, seq)]
 			switch {
 			case len(ids) == 0:
@@ -381,11 +464,17 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 					fr.LostQueued++
 				}
 				if len(fr.LostExamples) < 10 {
+					where := "not in its queue at the end"
+					switch {
+					case queued:
+						where = "still queued for it at the end"
+					case to.leftover == nil:
+						where = "its queue was not read at the end"
+					}
 					fr.LostExamples = append(fr.LostExamples, fmt.Sprintf(
-						"peer %d (%s%s) → peer %d (%s%s), sent %+.3f s from the kill; %s",
+						"peer %d (%s%s) → peer %d (%s%s), send %d, sent %+.3f s from the kill; %s; %s",
 						s.idx, nodeID(r.nodeOf(s.idx)), movedNote(affected[s]), to.idx, nodeID(r.nodeOf(to.idx)), movedNote(affected[to]),
-						time.Duration(s.sendAt[seq].Load()-r.fo.killNs).Seconds(),
-						map[bool]string{true: "still queued for it at the end", false: "not in its queue at the end"}[queued]))
+						seq, time.Duration(s.sendAt[seq].Load()-r.fo.killNs).Seconds(), s.notes[seq].describe(), where))
 				}
 			case len(ids) > 1:
 				fr.Doubled++
@@ -393,7 +482,9 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 		}
 	}
 	if fr.Lost > 0 || fr.Doubled > 0 {
-		r.warnf("of %d acked sends, %d never arrived and %d arrived under two message ids", fr.Acked, fr.Lost, fr.Doubled)
+		r.warnf("of %d acked sends, %d never arrived and %d arrived under two message ids (the drain waited for %d deliveries, the acks' pending counts, and stopped with %d delivered%s): %s",
+			fr.Acked, fr.Lost, fr.Doubled, fr.Accepted, fr.DeliveredAtDrainEnd, map[bool]string{true: ", timed out"}[fr.DrainTimedOut],
+			strings.Join(fr.LostExamples, " | "))
 	}
 	res.Failover = fr
 }
@@ -410,7 +501,8 @@ func movedNote(moved bool) string {
 // settled), so collectFailover can tell a message stored but never pushed
 // from one that is gone.
 func (r *run) fetchLeftovers(ctx context.Context, accepted int64) {
-	if r.delivered.Load() >= accepted {
+	// Every acked send is one DM (a fail-over run sends no broadcasts).
+	if d := r.delivered.Load(); d >= accepted && d >= r.acked.Load() {
 		return
 	}
 	var wg sync.WaitGroup

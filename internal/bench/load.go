@@ -72,12 +72,18 @@ type peer struct {
 	live *liveConn
 	// ackedSeq[seq] is whether send seq was acked, and resent how many
 	// sends went again on a new connection (sender goroutine's).
-	ackedSeq    []bool
-	resent      int64
+	ackedSeq []bool
+	resent   int64
+	// notes[seq] is what the sender learned of send seq: where it went
+	// and how it was acked (sender goroutine's, fail-over runs only).
+	notes       []sendNote
 	unavailable int64 // sends retried after error unavailable
 	// bySend holds the distinct message ids each send arrived under
 	// (reader goroutine's, fail-over runs only).
 	bySend map[uint64][]string
+	// firstPushNs is when each send first arrived (ns since base;
+	// reader goroutine's, fail-over runs only).
+	firstPushNs map[uint64]int64
 	// afterKillNs are the send→push latencies of sends made after the
 	// kill (reader goroutine's, fail-over runs only).
 	afterKillNs []int64
@@ -140,6 +146,8 @@ func (r *run) makePeers() error {
 	if cfg.Failover {
 		for _, p := range r.peers {
 			p.bySend = map[uint64][]string{}
+			p.firstPushNs = map[uint64]int64{}
+			p.notes = make([]sendNote, r.jobs)
 		}
 	}
 	return nil
@@ -325,6 +333,11 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 				if err == nil {
 					sl.conn, sl.ch = c, ch
 					win = append(win, sl)
+					if s.notes != nil {
+						n := &s.notes[sl.seq]
+						n.id = sl.send.ID
+						n.tries = append(n.tries, r.nodeOfConn(c))
+					}
 					return true
 				}
 				if s.live == nil || !isClosed(err) || ctx.Err() != nil {
@@ -417,6 +430,13 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 		}
 		s.ackNs = append(s.ackNs, now-sl.at)
 		s.ackedSeq[sl.seq] = true
+		if s.notes != nil {
+			n := &s.notes[sl.seq]
+			n.ackNode, n.messageID, n.duplicate, n.pending, n.ackNs = r.nodeOfConn(sl.conn), res.Ack.MessageID, res.Ack.Duplicate, -1, now
+			if res.Ack.Pending != nil {
+				n.pending = *res.Ack.Pending
+			}
+		}
 		if r.killed.Load() && sl.at > r.fo.killNs {
 			r.writesBack.CompareAndSwap(0, now)
 		}
@@ -492,6 +512,9 @@ func (r *run) onPush(me *peer, m *wire.Push) {
 	if me.bySend != nil {
 		k := sendKey(sender.idx, seq)
 		me.bySend[k] = append(me.bySend[k], m.MessageID)
+		if _, ok := me.firstPushNs[k]; !ok {
+			me.firstPushNs[k] = now
+		}
 	}
 	sentAt := sender.sendAt[seq].Load()
 	me.e2eNs = append(me.e2eNs, now-sentAt)
