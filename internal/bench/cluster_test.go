@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"claudemesh/wire"
 )
 
 // clusterContext is longer than testContext: three nodes elect a JetStream
@@ -110,5 +112,39 @@ func TestClusterFailover(t *testing.T) {
 	}
 	for _, w := range warnings {
 		t.Errorf("warning: %s", w)
+	}
+}
+
+// TestDeliveriesOfDuplicateAck: the drain waits for one delivery per acked
+// DM however the ack came. A fail-over sender sends again what its dead
+// node never acked; when the broker had stored it and its recipient
+// settled it meanwhile, the duplicate ack's pending is 0 (only open
+// deliveries count), and counting that 0 could make the drain stop one
+// delivery short: TestClusterFailover then took a push still on its way
+// for lost.
+func TestDeliveriesOfDuplicateAck(t *testing.T) {
+	one, zero := 1, 0
+	dm := &run{cfg: Config{}}
+	for _, c := range []struct {
+		name string
+		ack  wire.Ack
+		want int64
+	}{
+		{"fresh, pending 1", wire.Ack{Pending: &one}, 1},
+		{"fresh, pending 0", wire.Ack{Pending: &zero}, 0}, // queued nothing
+		{"duplicate, pending 1", wire.Ack{Pending: &one, Duplicate: true}, 1},
+		{"duplicate, pending 0", wire.Ack{Pending: &zero, Duplicate: true}, 1}, // settled meanwhile
+		{"duplicate, no pending", wire.Ack{Duplicate: true}, 1},
+	} {
+		if got := dm.deliveriesOf(3, &c.ack); got != c.want {
+			t.Errorf("DM, %s: %d deliveries, want %d", c.name, got, c.want)
+		}
+	}
+	// A broadcast to 1,500 recipients goes in envelopes of 1,000 and 500.
+	bc := &run{cfg: Config{Broadcast: true}, recipients: make([]*peer, 1500), chunks: 2}
+	for seq, want := range []int64{1000, 500, 1000} {
+		if got := bc.deliveriesOf(seq, &wire.Ack{Pending: &zero, Duplicate: true}); got != want {
+			t.Errorf("broadcast envelope %d, duplicate: %d deliveries, want %d", seq, got, want)
+		}
 	}
 }

@@ -84,8 +84,8 @@ type FailoverResult struct {
 	// send first reached its recipient.
 	DuplicateAcks        int64    `json:"duplicateAcks"`
 	DuplicateAckExamples []string `json:"duplicateAckExamples,omitempty"`
-	// Accepted is the deliveries the drain waited for (the acks' pending
-	// counts), DeliveredAtDrainEnd how many had arrived when it stopped
+	// Accepted is the deliveries the drain waited for (deliveriesOf the
+	// acks), DeliveredAtDrainEnd how many had arrived when it stopped
 	// waiting, DrainTimedOut whether it stopped because the drain window
 	// ended.
 	Accepted            int64 `json:"accepted"`
@@ -482,7 +482,7 @@ func (r *run) collectFailover(res *Result, startNs int64) {
 		}
 	}
 	if fr.Lost > 0 || fr.Doubled > 0 {
-		r.warnf("of %d acked sends, %d never arrived and %d arrived under two message ids (the drain waited for %d deliveries, the acks' pending counts, and stopped with %d delivered%s): %s",
+		r.warnf("of %d acked sends, %d never arrived and %d arrived under two message ids (the drain waited for %d deliveries and stopped with %d delivered%s): %s",
 			fr.Acked, fr.Lost, fr.Doubled, fr.Accepted, fr.DeliveredAtDrainEnd, map[bool]string{true: ", timed out"}[fr.DrainTimedOut],
 			strings.Join(fr.LostExamples, " | "))
 	}
@@ -501,7 +501,9 @@ func movedNote(moved bool) string {
 // settled), so collectFailover can tell a message stored but never pushed
 // from one that is gone.
 func (r *run) fetchLeftovers(ctx context.Context, accepted int64) {
-	// Every acked send is one DM (a fail-over run sends no broadcasts).
+	// Every acked send is one DM (a fail-over run sends no broadcasts):
+	// fewer deliveries than acked sends is a miss too, whatever the acks
+	// counted.
 	if d := r.delivered.Load(); d >= accepted && d >= r.acked.Load() {
 		return
 	}

@@ -48,7 +48,7 @@ type peer struct {
 	// Owned by the sender goroutine; read after shutdown.
 	ackNs     []int64
 	lastAckNs int64
-	accepted  int64 // deliveries the broker accepted (sum of ack.pending)
+	accepted  int64 // deliveries the broker accepted (deliveriesOf its acks)
 	refused   int64
 	retried   int64
 	firstErr  error
@@ -441,11 +441,37 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 			r.writesBack.CompareAndSwap(0, now)
 		}
 		s.lastAckNs = now
-		if res.Ack.Pending != nil {
-			s.accepted += int64(*res.Ack.Pending)
-		}
+		s.accepted += r.deliveriesOf(sl.seq, res.Ack)
 		r.acked.Add(1)
 	}
+}
+
+// deliveriesOf is how many deliveries an acked send makes, which the
+// drain waits for: the ack's pending count, the recipients the broker
+// queued it for. Not for a duplicate (a send made again, same id, after a
+// connection died before its ack, which the broker had stored the first
+// time): its pending counts only the deliveries still open, and one its
+// recipient settled meanwhile was delivered, and counted, all the same.
+// Counting it as 0 could make a fail-over run's drain stop one delivery
+// short, and a push still on its way was then taken for lost.
+func (r *run) deliveriesOf(seq int, ack *wire.Ack) int64 {
+	if ack.Duplicate {
+		return int64(r.addressed(seq))
+	}
+	if ack.Pending == nil {
+		return 0
+	}
+	return int64(*ack.Pending)
+}
+
+// addressed is the number of recipients of send seq: one DM, or the
+// chunk of recipients of a broadcast's envelope.
+func (r *run) addressed(seq int) int {
+	if !r.cfg.Broadcast {
+		return 1
+	}
+	lo := (seq % r.chunks) * cmcrypto.MaxRecipients
+	return min(lo+cmcrypto.MaxRecipients, len(r.recipients)) - lo
 }
 
 // build seals send seq of sender s with a fresh nonce under the
