@@ -367,6 +367,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := r.connectPeers(ctx); err != nil {
 		return nil, err
 	}
+	if err := r.awaitMembersEverywhere(ctx); err != nil {
+		return nil, err
+	}
 	idleStart := time.Now()
 	if err := r.connectIdle(ctx); err != nil {
 		return nil, err

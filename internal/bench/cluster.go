@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
 )
 
@@ -242,6 +243,60 @@ func (r *run) nodeCounters(c *childBroker, nr *NodeResult) {
 	if v, err := metricValue(ctx, c.metrics, "claudemesh_cluster_write_conflicts_total"); err == nil {
 		nr.WriteConflicts = int64(v)
 	}
+}
+
+// awaitMembersEverywhere waits, in a cluster run, until every node knows
+// every peer as a member. The peers were enrolled through node 1, and each
+// other node learns of a join when it applies the log entry: its own
+// peers' hellos prove it applied theirs, not the others'. A node behind
+// the log refuses a DM to a member it does not know yet with
+// unknown_recipient, which a bench sender counts as refused: under heavy
+// load a node was still behind when the sends began (TestClusterFailover,
+// "delivered 179 of 180", one send refused unknown_recipient). The
+// broker's own cluster tests wait the same way (waitMember).
+func (r *run) awaitMembersEverywhere(ctx context.Context) error {
+	if len(r.nodes) < 2 {
+		return nil
+	}
+	r.progressf("waiting until every node knows every member")
+	want := make(map[string]bool, len(r.peers))
+	for _, p := range r.peers {
+		want[p.pubHex] = true
+	}
+	return parallel(ctx, len(r.nodes), func(_, node int) error {
+		var c *client.Conn
+		for i, p := range r.peers {
+			if r.nodeOf(i) == node {
+				c = p.connNow()
+				break
+			}
+		}
+		if c == nil {
+			return nil // no peer of its own: nothing to ask it with
+		}
+		start := time.Now()
+		for asked := 1; ; asked++ {
+			ms, err := c.MembersList(ctx)
+			if err != nil {
+				return fmt.Errorf("members of node %s: %w", nodeID(node), err)
+			}
+			known := 0
+			for _, m := range ms {
+				if want[m.Pubkey] {
+					known++
+				}
+			}
+			if known == len(want) {
+				if asked > 1 {
+					r.progressf("node %s knew every member after %s", nodeID(node), time.Since(start).Round(time.Millisecond))
+				}
+				return nil
+			}
+			if err := sleep(ctx, 10*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	})
 }
 
 // killNode kill -9s node i, after reading what /proc forgets with it.

@@ -421,7 +421,7 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 			}
 			s.refused++
 			if s.firstErr == nil {
-				s.firstErr = res.Err
+				s.firstErr = fmt.Errorf("%s: %w", r.describeSend(s, sl.seq, sl.conn), res.Err)
 			}
 			if isClosed(res.Err) {
 				return
@@ -444,6 +444,26 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 		s.accepted += r.deliveriesOf(sl.seq, res.Ack)
 		r.acked.Add(1)
 	}
+}
+
+// describeSend names send seq of s for a report: its recipient, the
+// node it went to (cluster runs) and, in a fail-over run, when.
+func (r *run) describeSend(s *peer, seq int, c *client.Conn) string {
+	out := fmt.Sprintf("send %d", seq)
+	if !r.cfg.Broadcast {
+		out += fmt.Sprintf(" to peer %d", s.targets[seq])
+	}
+	if len(r.nodes) > 0 && c != nil {
+		out += " through " + nodeName(r.nodeOfConn(c))
+	}
+	if r.cfg.Failover {
+		if r.killed.Load() {
+			out += fmt.Sprintf(", sent %+.3f s from the kill", time.Duration(s.sendAt[seq].Load()-r.fo.killNs).Seconds())
+		} else {
+			out += ", sent before the kill"
+		}
+	}
+	return out
 }
 
 // deliveriesOf is how many deliveries an acked send makes, which the
