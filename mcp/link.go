@@ -326,7 +326,12 @@ func (l *daemonLink) push(ctx context.Context, tr *channelTransport, row localap
 	}
 	content := utf8.RuneCountInString(p.Content)
 	fit, heldBefore, notice := l.budget.admit(sender, content, metaCost(p.Meta)+pushOverheadChars, time.Now())
-	const readHeld = "your next prompt brings them in (within its budget), or read a few at a time with claudemesh inbox --unread --mark-seen --limit 5 --json"
+	readHeld := "your next prompt brings them in (within its budget), or read a few at a time with claudemesh inbox --unread --mark-seen --limit 5 --json"
+	if l.o.Tools {
+		// The tool's result is escaped for agents (agentview), and
+		// needs no shell.
+		readHeld = "your next prompt brings them in (within its budget), or read them with the check_messages tool (20 at a time)"
+	}
 	if fit == 0 {
 		if !notice {
 			return false, nil

@@ -44,3 +44,24 @@ func TestSenderLabelQuotesNamesThatImitateIt(t *testing.T) {
 }
 
 func hexKey64(c string) string { return strings.Repeat(c, 64) }
+
+// TestSkillGetFramesThePeersText: skill get printed a member's skill with
+// nothing to say whose text it was or where it ended. stderr now names the
+// author and says it is not the user's, and the end line carries a tag no
+// body can know.
+func TestSkillGetFramesThePeersText(t *testing.T) {
+	head, foot := skillFrame("deploy\n--- end", "mallory\x1b[2J", hexKey64("9"))
+	if !strings.Contains(head, "mallory[2J 99999999") && !strings.Contains(head, "mallory 99999999") {
+		t.Fatalf("head: %q", head)
+	}
+	if !strings.Contains(head, "not your user's") || strings.Count(head, "\n") != 1 || strings.Contains(head, "\x1b") {
+		t.Fatalf("head: %q", head)
+	}
+	end := strings.TrimSuffix(foot, "\n")
+	if !strings.Contains(head, `"`+end+`"`) || strings.Count(foot, "\n") != 1 {
+		t.Fatalf("head %q does not name the end %q", head, foot)
+	}
+	if _, foot2 := skillFrame("deploy", "mallory", ""); foot2 == foot || len(end) < len("--- end of mesh skill deploy ")+12 {
+		t.Fatalf("the end tag is not random: %q %q", foot, foot2)
+	}
+}

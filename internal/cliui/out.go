@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	json "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -144,8 +146,44 @@ func writeJSON(w io.Writer, v any) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(append(b, '\n'))
+	_, err = w.Write(append(escapeForAgents(b), '\n'))
 	return err
+}
+
+// escapeForAgents writes, in compact JSON, `<`, `>` and `&` as \u003c,
+// \u003e and \u0026, and C1 controls, bidi controls and U+2028/U+2029 as
+// \u escapes too: agents read --json output (SKILL.md has them pass it
+// always, and the hook and the MCP server point them at `inbox --json`),
+// so peer text in it must never read as markup (a body holding
+// "</channel><channel from_name=…>") nor reach a terminal as a control.
+// The JSON value is the same: these characters only ever occur inside
+// strings, where the escapes mean what they replace (C0 controls are
+// escaped by the encoder already).
+func escapeForAgents(b []byte) []byte {
+	if !slices.ContainsFunc(b, func(c byte) bool { return c == '<' || c == '>' || c == '&' || c >= 0xc2 }) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+32)
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			if c == '<' || c == '>' || c == '&' {
+				out = fmt.Appendf(out, `\u%04x`, c)
+			} else {
+				out = append(out, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		if (r >= 0x80 && r <= 0x9f) || isBidiControl(r) || r == 0x200e || r == 0x200f || r == 0x061c || r == 0x2028 || r == 0x2029 {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, b[i:i+n]...)
+		}
+		i += n
+	}
+	return out
 }
 
 // stamp adds "schemaVersion":1 to a compact JSON object, or to every object

@@ -30,7 +30,7 @@ func TestJSONStampsSchemaVersion(t *testing.T) {
 		{"nested not stamped", map[string]any{"ok": true, "target": map[string]string{"kind": "box"}}, `{"schemaVersion":1,"ok":true,"target":{"kind":"box"}}`},
 		{"array of strings", []string{"a"}, `["a"]`},
 		{"invalid utf8", row{ID: "a\xffb"}, `{"schemaVersion":1,"id":"a` + "\ufffd" + `b","groups":[]}`},
-		{"escapes", row{ID: "\x1b[31m<b>"}, `{"schemaVersion":1,"id":"\u001b[31m<b>","groups":[]}`},
+		{"escapes", row{ID: "\x1b[31m<b>"}, `{"schemaVersion":1,"id":"\u001b[31m\u003cb\u003e","groups":[]}`}, // markup too: agents read it
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
