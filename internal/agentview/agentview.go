@@ -48,6 +48,12 @@ const Source = "claudemesh"
 
 var (
 	textEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+	// bodyEscaper is textEscaper for a body, which starts on its sender's
+	// line: every further line is indented, so that a body cannot begin a
+	// line of its own with a sender's label ("alice (via alice): …") inside
+	// the real sender's block. Unicode line and paragraph separators count
+	// as line breaks.
+	bodyEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "\n", "\n  ", "\u2028", "\n  ", "\u2029", "\n  ")
 	attrEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "\n", " ", "\t", " ")
 )
 
@@ -193,24 +199,25 @@ func ChannelContentCut(r localapi.InboxRow, limit int) (string, int) {
 		prefix = "[URGENT] " + prefix
 	}
 	if limit <= 0 {
-		return prefix + Text(body(r)), 0
+		return prefix + bodyEscaper.Replace(cliui.SanitizePeerText(body(r))), 0
 	}
 	text, left := cutEscaped(body(r), max(1, limit-utf8.RuneCountInString(prefix)))
 	return prefix + text, left
 }
 
-// cutEscaped is Text(s) cut after at most max characters of escaped text
+// cutEscaped is a body as Text escapes it, with its continuation lines
+// indented (bodyEscaper), cut after at most max characters of escaped text
 // (0: no limit), and how many characters of s were left out.
 func cutEscaped(s string, max int) (string, int) {
 	s = cliui.SanitizePeerText(s)
-	esc := textEscaper.Replace(s)
+	esc := bodyEscaper.Replace(s)
 	if max <= 0 || utf8.RuneCountInString(esc) <= max {
 		return esc, 0
 	}
 	var b strings.Builder
 	n, kept := 0, 0
 	for _, r := range s {
-		e := textEscaper.Replace(string(r))
+		e := bodyEscaper.Replace(string(r))
 		if n+utf8.RuneCountInString(e) > max {
 			break
 		}
