@@ -139,7 +139,7 @@ type TopicMessage struct {
 // generation's key or nil.
 func OpenTopicPush(p *wire.Push, meshID, topicID string, key func(gen int) *[32]byte) TopicMessage {
 	m := TopicMessage{ID: p.MessageID, TopicID: topicID, ClientMessageID: p.ClientMessageID, SenderPubkey: p.SenderPubkey,
-		SenderMemberPubkey: p.SenderMemberPubkey, CreatedAt: p.CreatedAt, ReplyToID: p.ReplyToID, Mentions: p.Mentions,
+		SenderMemberPubkey: p.SenderMemberPubkey, CreatedAt: p.CreatedAt, ReplyToID: wire.ShownReplyToID(p.ReplyToID), Mentions: p.Mentions,
 		Priority: p.Priority, Nonce: p.Nonce}
 	if p.Topic != nil {
 		m.Topic = p.Topic.Name

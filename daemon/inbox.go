@@ -145,9 +145,9 @@ func (d *Daemon) storePushes(items []inboxItem) int {
 		p := it.push
 		row := &inboxRow{
 			Mesh: it.m.cfg.Slug, MeshID: it.m.cfg.MeshID, MessageID: p.MessageID, ClientMessageID: p.ClientMessageID,
-			Kind: p.Kind, TargetSpec: p.TargetSpec, SenderPubkey: p.SenderPubkey, SenderMember: p.SenderMemberPubkey, SenderName: p.SenderName,
+			Kind: p.Kind, TargetSpec: wire.ShownTargetSpec(p.TargetSpec), SenderPubkey: p.SenderPubkey, SenderMember: p.SenderMemberPubkey, SenderName: p.SenderName,
 			RecipientPubkey: it.m.key.PublicHex(), RecipientKind: recipientMember, Priority: p.Priority,
-			ReplyToID: p.ReplyToID, Subtype: p.Subtype, ReceivedAt: now, SentAt: p.CreatedAt,
+			ReplyToID: wire.ShownReplyToID(p.ReplyToID), Subtype: p.Subtype, ReceivedAt: now, SentAt: p.CreatedAt,
 		}
 		var sessionKey *cmcrypto.Identity
 		if it.sess != nil {

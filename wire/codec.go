@@ -240,3 +240,40 @@ func PeekFields(data []byte, names ...string) []string {
 	}
 	return out
 }
+
+// ValidTargetSpec reports whether s is a targetSpec a push may carry: a
+// 64-hex pubkey, "*", "@<group>" or "#<topicId>" (an id: ValidReqID).
+func ValidTargetSpec(s string) bool {
+	switch {
+	case s == "*":
+		return true
+	case strings.HasPrefix(s, "@"):
+		return ValidGroup(s[1:])
+	case strings.HasPrefix(s, "#"):
+		return ValidReqID(s[1:])
+	}
+	return IsHex(s, 64)
+}
+
+// ShownReplyToID and ShownTargetSpec are a push's replyToId and
+// targetSpec as a receiver keeps them: as they are when of their wire form,
+// else "". A box's targetSpec and (outside topics) replyToId are signed by
+// nobody, so the sender's broker, or a sender writing frames by hand, could
+// otherwise put controls or text that reads as something else into a
+// recipient's inbox ("reply to 01J… (via alice)"). The message is kept;
+// only the label is dropped. Call them on a copy of the fields, after
+// verification (a multi's signature covers its targetSpec as sent).
+func ShownReplyToID(s string) string {
+	if ValidReqID(s) {
+		return s
+	}
+	return ""
+}
+
+// ShownTargetSpec: see ShownReplyToID.
+func ShownTargetSpec(s string) string {
+	if ValidTargetSpec(s) {
+		return s
+	}
+	return ""
+}

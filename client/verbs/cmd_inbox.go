@@ -239,7 +239,9 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	}
 	var meta []string
 	if strings.HasPrefix(r.TargetSpec, "@") || r.TargetSpec == "*" {
-		meta = append(meta, "to "+r.TargetSpec)
+		// Unsigned, and rows stored before it was checked keep it as
+		// it came: shown sanitised.
+		meta = append(meta, "to "+cliui.SanitizeName(r.TargetSpec))
 	}
 	if r.Topic != "" {
 		// A post in a topic, not a DM: say where (the name is a member's
@@ -260,7 +262,7 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 		meta = append(meta, "urgent")
 	}
 	if r.ReplyToID != "" {
-		meta = append(meta, "reply to "+r.ReplyToID)
+		meta = append(meta, "reply to "+cliui.SanitizeName(r.ReplyToID))
 	}
 	if r.SentAt > 0 && r.ReceivedAt-r.SentAt > queuedLong.Milliseconds() {
 		// Queued while this side was away: when it was sent matters.

@@ -117,7 +117,7 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 		}
 		state := "offline"
 		if r.Online {
-			state = r.Status
+			state = cliui.SanitizeName(r.Status) // the peer's own word
 			if state == "" {
 				state = "online"
 			}

@@ -162,7 +162,7 @@ func pushRow(m *config.Mesh, key *cmcrypto.Identity, rp client.RawPush, now int6
 func openRow(m *config.Mesh, key *cmcrypto.Identity, p *wire.Push, now int64) inboxRow {
 	row := inboxRow{SchemaVersion: 1, ID: p.MessageID, MessageID: p.MessageID, Mesh: m.Slug, Kind: p.Kind,
 		SenderName: p.SenderName, SenderPubkey: p.SenderPubkey, Priority: p.Priority, ReceivedAt: now, SentAt: p.CreatedAt,
-		ReplyToID: p.ReplyToID, TargetSpec: p.TargetSpec}
+		ReplyToID: wire.ShownReplyToID(p.ReplyToID), TargetSpec: wire.ShownTargetSpec(p.TargetSpec)}
 	if row.Priority == "" {
 		row.Priority = wire.PriorityNext
 	}
