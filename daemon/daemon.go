@@ -150,7 +150,11 @@ type Daemon struct {
 
 	sessMu   sync.Mutex
 	sessions map[string]*sessionRT // by token hash
-	web      webState
+	// departing are the sessions that ended with rows still to send, by
+	// session key (departing.go); departWake wakes the reaper for them.
+	departing  map[string]*sessionRT
+	departWake chan struct{}
+	web        webState
 }
 
 // Failpoints (CLAUDEMESH_FAILPOINT) let the crash tests kill the daemon at
@@ -265,7 +269,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
-		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), sessions: map[string]*sessionRT{}, sending: map[uint64]bool{},
+		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), sessions: map[string]*sessionRT{}, departing: map[string]*sessionRT{}, departWake: make(chan struct{}, 1), sending: map[uint64]bool{},
 		failpoint: os.Getenv(envFailpoint), cmids: newCMIDFilter(),
 	}
 	if n, ok := strings.CutPrefix(d.failpoint, failDrainKillAfter); ok {

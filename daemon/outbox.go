@@ -683,6 +683,9 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st
 		}
 		return true
 	})
+	if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.d.isDeparting(r.SenderPubkey) {
+		m.d.wakeDeparted() // perhaps its last row: its connection can close
+	}
 }
 
 // updateRow applies fn to a row in a transaction; when fn reports a change
@@ -802,7 +805,12 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 			return nil
 		}
 		if old.State != stateDead && old.State != stateAborted {
-			aerr = &apiError{status: 409, code: "not_failed", msg: "only failed rows can be requeued (this one is " + publicStatus(old.State) + ")"}
+			msg := "only failed rows can be requeued (this one is " + publicStatus(old.State) + ")"
+			if old.State == statePending || old.State == stateInflight {
+				// An ended session's rows are still sent (departing.go).
+				msg = "only failed rows can be requeued: this one is accepted, and the daemon is still sending it (it fails, with the reason, if it never can)"
+			}
+			aerr = &apiError{status: 409, code: "not_failed", msg: msg}
 			return nil
 		}
 		n := *old

@@ -63,6 +63,11 @@ type sessionRecord struct {
 	StatusAt int64  `json:"statusAt,omitempty"` // ms
 	Summary  string `json:"summary,omitempty"`
 	Hidden   bool   `json:"hidden,omitempty"`
+
+	// Departing: the session ended with rows still to send; the daemon
+	// keeps (or, after a restart, reopens) its connection until they are
+	// out (departing.go).
+	Departing bool `json:"departing,omitempty"`
 }
 
 // workingDecay is how long the broker keeps a "working" status without a
@@ -385,7 +390,8 @@ func (d *Daemon) sessionByToken(tok string) *sessionRT {
 	return nil
 }
 
-// sessionBySender finds the running session that sends as pubkey.
+// sessionBySender finds the running session that sends as pubkey: a
+// registered one, else one departing with rows still to send.
 func (d *Daemon) sessionBySender(pubkey string) *sessionRT {
 	d.sessMu.Lock()
 	defer d.sessMu.Unlock()
@@ -394,7 +400,7 @@ func (d *Daemon) sessionBySender(pubkey string) *sessionRT {
 			return s
 		}
 	}
-	return nil
+	return d.departing[pubkey]
 }
 
 func (d *Daemon) sessionList() []*sessionRT {
@@ -493,6 +499,12 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 			delete(d.sessions, h)
 		}
 	}
+	// A departing session with this key (departing.go): the new one sends
+	// its rows on its own connection.
+	if dp := d.departing[rec.Pubkey]; dp != nil {
+		old = append(old, dp)
+		delete(d.departing, rec.Pubkey)
+	}
 	rec.DisplayName = d.freeSessionName(rec.MeshID, rec.DisplayName)
 	if len(d.sessions) >= maxSessions {
 		d.sessMu.Unlock()
@@ -508,7 +520,7 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 		}
 	}
 	if err := d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bSessions), []byte(rec.TokenHash), &rec) }); err != nil {
-		d.dropSession(s)
+		d.forgetSession(s)
 		return nil, internalError(err)
 	}
 	s.start(m)
@@ -518,7 +530,7 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 	if m.getState() == localapi.MeshOpen {
 		st, err := s.waitSettled(5 * time.Second)
 		if st.Final() {
-			d.dropSession(s)
+			d.forgetSession(s)
 			code := client.CodeOf(err)
 			if code == "" {
 				code = "session_refused"
@@ -570,9 +582,25 @@ func (d *Daemon) freeSessionName(meshID, name string) string {
 }
 
 // dropSession deregisters a session: its connection closes (peer_left at
-// once) and its record goes. Its key file stays, so the same session id
-// registering again gets its key and its queued messages back.
+// once) and its record goes, unless it has rows still to send: then it
+// departs (departing.go), and closes once they are out. Its key file
+// stays, so the same session id registering again gets its key and its
+// queued messages back.
 func (d *Daemon) dropSession(s *sessionRT) {
+	d.sessMu.Lock()
+	if d.sessions[s.rec.TokenHash] == s {
+		delete(d.sessions, s.rec.TokenHash)
+	}
+	d.sessMu.Unlock()
+	if d.depart(s) {
+		return
+	}
+	s.stop()
+	d.deleteSessionRecord(s.rec.TokenHash)
+}
+
+// forgetSession deregisters a session the broker refused, at once.
+func (d *Daemon) forgetSession(s *sessionRT) {
 	d.sessMu.Lock()
 	if d.sessions[s.rec.TokenHash] == s {
 		delete(d.sessions, s.rec.TokenHash)
@@ -604,8 +632,11 @@ func (d *Daemon) removeTokenFile(s *sessionRT) {
 }
 
 // reviveSessions restarts the registrations daemon.db holds whose process
-// still runs (the same process: pid and start time), and forgets the rest.
+// still runs (the same process: pid and start time), departs those that
+// ended with rows still to send (departing.go), and forgets the rest; then
+// it fails the pending rows of session keys nothing can send as any more.
 func (d *Daemon) reviveSessions() {
+	defer d.failOrphans()
 	var recs []sessionRecord
 	d.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bSessions).ForEach(func(k, v []byte) error {
@@ -618,7 +649,10 @@ func (d *Daemon) reviveSessions() {
 	})
 	for _, rec := range recs {
 		m := d.meshByID(rec.MeshID)
-		if m == nil || !rec.Process.Alive() {
+		if m != nil && (rec.Departing || !rec.Process.Alive()) && d.reviveDeparting(m, rec) {
+			continue
+		}
+		if m == nil || rec.Departing || !rec.Process.Alive() {
 			d.deleteSessionRecord(rec.TokenHash)
 			continue
 		}
@@ -641,6 +675,17 @@ func (d *Daemon) reviveSessions() {
 // (config reload) onto the new one, and drops those of a mesh that left.
 func (d *Daemon) restartSessions(meshID string) {
 	m := d.meshByID(meshID)
+	for _, s := range d.departedList() {
+		if s.rec.MeshID != meshID {
+			continue
+		}
+		s.stop()
+		if m == nil {
+			d.endDeparted(s)
+			continue
+		}
+		s.start(m)
+	}
 	for _, s := range d.sessionList() {
 		if s.rec.MeshID != meshID {
 			continue
@@ -662,6 +707,8 @@ func (d *Daemon) reapLoop() {
 		select {
 		case <-d.ctx.Done():
 			return
+		case <-d.departWake:
+			d.settleDeparted()
 		case <-t.C:
 			for _, s := range d.sessionList() {
 				if !s.rec.Process.Alive() {
@@ -670,6 +717,7 @@ func (d *Daemon) reapLoop() {
 					d.removeTokenFile(s)
 				}
 			}
+			d.settleDeparted()
 		}
 	}
 }
@@ -678,6 +726,9 @@ func (d *Daemon) reapLoop() {
 // records stay for the next start.
 func (d *Daemon) stopSessions() {
 	for _, s := range d.sessionList() {
+		s.stop()
+	}
+	for _, s := range d.departedList() {
 		s.stop()
 	}
 }

@@ -27,6 +27,13 @@ const (
 // answered as a duplicate (message_status lists each recipient's state).
 const CodeDeliveryExpired = "delivery_expired"
 
+// CodeSessionEnded is the errorCode of a failed row an agent session sent
+// that nothing can send any more: the session ended before it went out,
+// and its connection, which the daemon keeps until a departed session's
+// rows are out, is refused for good (the member revoked, the session
+// kicked), or the daemon lost the session's registration.
+const CodeSessionEnded = "session_ended"
+
 // Mesh connection states reported by health and status.
 const (
 	MeshConnecting   = "connecting"
