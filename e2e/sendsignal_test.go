@@ -498,3 +498,26 @@ func TestSendWaitInterruptedWhileTheBrokerIsDown(t *testing.T) {
 		t.Fatalf("send --wait exited %d; stderr %q: want 130 and that it stays in the daemon's outbox", code, s.errText())
 	}
 }
+
+// TestSendWaitLostDaemonIsNotNothingQueued is trial 13 #15: the daemon
+// dying while `send --wait` waits for the delivery of a message it had
+// accepted is no "nothing could be queued" (exit 5, which a script
+// retries, sending the message twice): the message is in the daemon's
+// outbox, so send says so and exits 7 (not confirmed delivered).
+func TestSendWaitLostDaemonIsNotNothingQueued(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob") // bob has no daemon: offline
+	alice, bob := users[0], users[1]
+	pid := alice.startDaemon()
+	alice.waitDaemonOpen()
+	u := *alice
+	u.extraEnv = append(slices.Clone(u.extraEnv), "CLAUDEMESH_DEBUG=1")
+	s := startSend(t, &u, "send", bob.pubkey, "the daemon dies while I wait", "--wait", "--wait-timeout", "30s")
+	s.waitLine("waiting for the delivery")
+	killAndWait(pid)
+	code := s.wait()
+	if code != 7 || !strings.Contains(s.errText(), "stopped answering") || !strings.Contains(s.errText(), "message status") {
+		t.Fatalf("send --wait exited %d; stderr %q: want 7, saying the daemon stopped answering and how to check", code, s.errText())
+	}
+}

@@ -317,8 +317,12 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 			return res, interrupted()
 		}
 		if o.err != nil {
-			return res, cliui.Errorf("unreachable", "lost the daemon while waiting for the delivery of %s: %v", res.ClientMessageID, o.err).
-				WithMessage(res.MessageID, res.ClientMessageID)
+			// The message was accepted (the daemon answered the send):
+			// it is in the daemon's durable outbox, or the broker has
+			// it, so this is no "nothing could be queued" (exit 5),
+			// which a script retries, sending it twice. Not confirmed
+			// delivered within the wait: exit 7.
+			return res, lostDaemon(res, o.err)
 		}
 		return settled(&o.row)
 	case <-time.After(timeout):
@@ -342,6 +346,23 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 	case <-ctx.Done():
 		return res, interrupted()
 	}
+}
+
+// lostDaemon is a --wait whose daemon stopped answering (it died, or was
+// stopped) after it accepted the message: it is not lost, and it is not
+// confirmed delivered either (exit 7, as at the wait's timeout).
+func lostDaemon(res *sendResult, err error) error {
+	id := res.MessageID
+	if id == "" {
+		id = res.ClientMessageID
+	}
+	where := "it stays in the daemon's outbox, which sends it when the daemon runs again (claudemesh daemon up)"
+	if res.Status != localapi.StatusAccepted {
+		where = "the broker holds it for its recipients"
+	}
+	return cliui.Errorf(cliui.CodeWaitTimeout, "message %s was %s, but the daemon stopped answering while send waited for its delivery (%v), so it is not confirmed delivered", id, res.Status, err).
+		WithHint(where+"; check with claudemesh message status "+res.ClientMessageID+"; do not send it again as a new message (a retry with --id "+res.ClientMessageID+" is the same message)").
+		WithMessage(res.MessageID, res.ClientMessageID)
 }
 
 // outboxRow is the daemon's outbox row of a clientMessageId, nil when the
