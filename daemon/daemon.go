@@ -52,6 +52,11 @@ type Options struct {
 	// AckTimeout is how long the drain waits for a broker ack before it
 	// counts a failed attempt (03-daemon: 30 s).
 	AckTimeout time.Duration
+	// StatusCheckEvery is how soon the daemon first asks the broker's
+	// message_status about a row acked as queued or sent (then less and
+	// less often, up to hourly), to learn of deliveries that expired
+	// (expiry.go); default 1 minute.
+	StatusCheckEvery time.Duration
 	// PruneAfter is the inbox retention, and that of finished outbox rows
 	// (30 days).
 	PruneAfter time.Duration
@@ -208,6 +213,9 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	if opts.AckTimeout <= 0 {
 		opts.AckTimeout = 30 * time.Second
+	}
+	if opts.StatusCheckEvery <= 0 {
+		opts.StatusCheckEvery = time.Minute
 	}
 	if opts.PruneAfter <= 0 {
 		opts.PruneAfter = 30 * 24 * time.Hour
@@ -375,6 +383,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	go func() { defer d.wg.Done(); d.inboxLoop() }()
 	go func() { defer d.wg.Done(); d.watchConfig() }()
 	go func() { defer d.wg.Done(); d.pruneLoop() }()
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.statusLoop() }()
 	if _, err := d.Reload(); err != nil {
 		d.log.Warn("config", "err", err)
 	}

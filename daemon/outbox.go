@@ -597,16 +597,7 @@ func applyAck(cur *outboxRow, ack *wire.Ack, st *wire.MessageStatus, now int64) 
 		// counted among the recipients, as a fresh ack's pending counts
 		// every recipient, and in Expired, so the row is not waited on
 		// for it and does not claim it was delivered (settle).
-		cur.Pending, cur.Expired = len(st.Recipients), 0
-		for _, r := range st.Recipients {
-			switch {
-			case r.State == wire.StateDelivered && !slices.Contains(cur.DeliveredTo, r.Pubkey):
-				cur.DeliveredTo = append(cur.DeliveredTo, r.Pubkey)
-			case r.State == wire.StateExpired && !slices.Contains(cur.DeliveredTo, r.Pubkey):
-				cur.Expired++
-			}
-		}
-		cur.Receipts = len(cur.DeliveredTo)
+		applyStatus(cur, st)
 	}
 	cur.State, cur.OnlineNow = stateQueued, 0
 	if ack.Online != nil {
@@ -616,6 +607,23 @@ func applyAck(cur *outboxRow, ack *wire.Ack, st *wire.MessageStatus, now int64) 
 		cur.State = stateSent
 	}
 	settle(cur, now)
+}
+
+// applyStatus counts the broker's message_status of an acked row: every
+// recipient of the message, who has it (delivered: a receipt that comes
+// later for one of them is not counted twice) and whose delivery expired
+// (never will have it, and sends no receipt).
+func applyStatus(cur *outboxRow, st *wire.MessageStatus) {
+	cur.Pending, cur.Expired = len(st.Recipients), 0
+	for _, r := range st.Recipients {
+		switch {
+		case r.State == wire.StateDelivered && !slices.Contains(cur.DeliveredTo, r.Pubkey):
+			cur.DeliveredTo = append(cur.DeliveredTo, r.Pubkey)
+		case r.State == wire.StateExpired && !slices.Contains(cur.DeliveredTo, r.Pubkey):
+			cur.Expired++
+		}
+	}
+	cur.Receipts = len(cur.DeliveredTo)
 }
 
 // settle ends an acked row every recipient of which is accounted for: its

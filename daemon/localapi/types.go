@@ -23,8 +23,10 @@ const (
 // CodeDeliveryExpired is the errorCode of a failed row the broker had
 // taken, whose delivery to some of its recipients expired before they had
 // it (their queue timed out, or they left the mesh): it will never reach
-// them. The daemon learns it only when a resend after a lost ack is
-// answered as a duplicate (message_status lists each recipient's state).
+// them. The daemon learns it from the broker's message_status (which lists
+// each recipient's state): asked when a resend after a lost ack is
+// answered as a duplicate, and now and then about rows left queued or
+// sent (daemon/expiry.go).
 const CodeDeliveryExpired = "delivery_expired"
 
 // CodeSessionEnded is the errorCode of a failed row an agent session sent

@@ -1,0 +1,131 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/wire"
+)
+
+// Expired deliveries on the normal path. A row the broker acked as queued
+// or sent waits for its recipients' receipts; a recipient whose delivery
+// expires (its queue timed out after --queue-ttl, it left the mesh) sends
+// none, and the broker tells the sender nothing, so the row stayed queued
+// for good while `message status` said expired. The daemon asks the
+// broker's message_status about such rows now and then (first after
+// StatusCheckEvery, then twice as long each time, at most hourly, a
+// bounded batch per round) and, when some recipient's delivery expired,
+// counts them as the duplicate-ack path does (applyStatus) and settles the
+// row: failed with delivery_expired once every recipient has it or
+// expired (settle). Rows with no expired recipient are left to their
+// receipts.
+
+const (
+	statusBatch  = 64        // message_status requests per round
+	maxStatusGap = time.Hour // the longest wait between two looks at a row
+)
+
+// statusCheck is when to look at a row next, and the wait after that.
+type statusCheck struct {
+	at  time.Time
+	gap time.Duration
+}
+
+func (d *Daemon) statusLoop() {
+	t := time.NewTicker(d.opts.StatusCheckEvery)
+	defer t.Stop()
+	next := map[uint64]statusCheck{}
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.checkUnsettled(next)
+	}
+}
+
+// checkUnsettled runs one round: it finds the rows acked as queued or sent
+// (their state is the first byte: no decoding), asks about those due, and
+// forgets the rows that left those states.
+func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
+	now := time.Now()
+	type candidate struct {
+		seq           uint64
+		meshID, msgID string
+	}
+	var due []candidate
+	seen := map[uint64]bool{}
+	d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bOutbox).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			st, err := outboxRowState(v)
+			if err != nil || (st != stateQueued && st != stateSent) {
+				continue
+			}
+			seq := seqOf(k)
+			seen[seq] = true
+			n, ok := next[seq]
+			if !ok {
+				next[seq] = statusCheck{at: now.Add(d.opts.StatusCheckEvery), gap: d.opts.StatusCheckEvery}
+				continue
+			}
+			if now.Before(n.at) || len(due) >= statusBatch {
+				continue
+			}
+			r, err := getOutbox(tx, seq)
+			if err != nil || r.BrokerMessageID == "" || r.Pending == 0 || r.Kind == wire.KindTopic {
+				// Nothing to expire (nobody was listed for it; a topic
+				// post's readers fetch it): never asked about.
+				next[seq] = statusCheck{at: now.Add(100 * 365 * 24 * time.Hour), gap: maxStatusGap}
+				continue
+			}
+			due = append(due, candidate{seq, r.MeshID, r.BrokerMessageID})
+		}
+		return nil
+	})
+	for seq := range next {
+		if !seen[seq] {
+			delete(next, seq)
+		}
+	}
+	for _, c := range due {
+		n := next[c.seq]
+		n.gap = min(2*n.gap, maxStatusGap)
+		n.at = now.Add(n.gap)
+		next[c.seq] = n
+		m := d.meshByID(c.meshID)
+		if m == nil {
+			continue
+		}
+		conn := m.conn() // the member's: message_status answers for its sessions' messages too
+		if conn == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+		st, err := conn.MessageStatus(ctx, c.msgID, "")
+		cancel()
+		if err != nil || !anyExpired(st) {
+			continue
+		}
+		d.updateRow(c.seq, func(cur *outboxRow) bool {
+			if cur.State != stateQueued && cur.State != stateSent {
+				return false
+			}
+			applyStatus(cur, st)
+			settle(cur, time.Now().UnixMilli())
+			return true
+		})
+	}
+}
+
+func anyExpired(st *wire.MessageStatus) bool {
+	for _, r := range st.Recipients {
+		if r.State == wire.StateExpired {
+			return true
+		}
+	}
+	return false
+}
