@@ -30,13 +30,16 @@ func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 }
 
 // ForgetSession deletes the stored record of a session key that memory
-// forgot, with its queue, returning what was dropped, unless the record
-// is a later recording than the one memory forgot (a greater HelloAt): a
-// later hello of the key may have recorded it again meanwhile (on this
-// node or, in a cluster, another), and that session and its queue stay.
-// An earlier recording is deleted: two nodes' hellos of one key can leave
-// the store with the one that committed last and a node's memory with
-// the other. It reports whether it deleted.
+// forgot, with its queue, returning what was dropped, only when the store
+// holds that recording (the same HelloAt) or none. Another recording
+// stays with its queue: a later hello of the key may have recorded it
+// again meanwhile (on this node or, in a cluster, another, whose clock
+// need not agree with this one's, so HelloAt cannot say which is later),
+// and deleting it would drop messages the broker accepted for a session
+// that may be connected. A recording left so that no node's memory holds
+// (two nodes' hellos of one key, the store keeping the one that committed
+// last) goes with the expiry of its own LastSeenAt. It reports whether it
+// deleted.
 func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired, deleted bool, err error) {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
@@ -44,7 +47,7 @@ func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired
 	}
 	if v := b.Get(pk(forgotten.Pubkey)); v != nil {
 		var s Session
-		if dec(v, &s) == nil && s.HelloAt > forgotten.HelloAt {
+		if dec(v, &s) == nil && s.HelloAt != forgotten.HelloAt {
 			return nil, false, nil
 		}
 		if err := b.Delete(pk(forgotten.Pubkey)); err != nil {
