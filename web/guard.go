@@ -84,6 +84,20 @@ func originAllowed(r *http.Request) bool {
 	return sameOrigin(r, origin)
 }
 
+// fetchSiteAllowed is the API's rule on the browser's fetch metadata: the
+// page's own script (same-origin) or the human typing an address (none),
+// never another page, not even one on 127.0.0.1 at another port
+// (same-site), whose <img> or link would otherwise reach a GET. A client
+// that sends no Sec-Fetch-Site is no browser, or an old one: the page key
+// stands in its way.
+func fetchSiteAllowed(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	}
+	return false
+}
+
 // peerAllowed is the defence against the machine's other users, who reach
 // 127.0.0.1 as easily as the user running the daemon: on Linux, a
 // connection from a socket on this machine must belong to the daemon's own

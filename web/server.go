@@ -298,7 +298,7 @@ func (s *Server) page(next http.HandlerFunc) http.HandlerFunc {
 // session and its page key only; writes must say they are JSON (an HTML form cannot).
 func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !originAllowed(r) {
+		if !originAllowed(r) || !fetchSiteAllowed(r) {
 			apiError(w, http.StatusForbidden, "forbidden", "cross-origin requests are refused")
 			return
 		}
@@ -371,6 +371,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	q.Del("lastEventId")
 	q.Del(pageKeyParam)
+	// Side effects are never a GET's from the page: markSeen (the page
+	// marks seen with POST /v1/inbox/seen) and sync are dropped, so a
+	// link cannot mark every row seen, the agent sessions' included.
+	q.Del("markSeen")
+	q.Del("sync")
 	target := "http://localhost" + path
 	if len(q) > 0 {
 		target += "?" + q.Encode()

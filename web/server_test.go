@@ -520,3 +520,34 @@ func TestAPINeedsThePageKey(t *testing.T) {
 		t.Fatalf("the stream was forwarded with query %q", got.query)
 	}
 }
+
+// TestAPIRefusesOtherPagesAndDropsGETSideEffects: another page on
+// 127.0.0.1 (same-site: another port) cannot reach the API even with a
+// GET, and the side-effect parameters of GETs (markSeen, sync) are never
+// forwarded.
+func TestAPIRefusesOtherPagesAndDropsGETSideEffects(t *testing.T) {
+	f := newFixture(t, false)
+	c := f.login()
+	for _, site := range []string{"same-site", "cross-site"} {
+		for _, p := range []string{"/api/v1/inbox?unreadOnly=true&markSeen=true", "/api/v1/events", "/api/v1/peers"} {
+			if res := f.do("GET", p, "", cookieHdr(c, map[string]string{"Sec-Fetch-Site": site}), ""); res.StatusCode != http.StatusForbidden {
+				t.Errorf("GET %s from a %s page: %d, want 403", p, site, res.StatusCode)
+			}
+		}
+	}
+	if n := f.rec.count(); n != 0 {
+		t.Fatalf("%d requests from other pages were forwarded", n)
+	}
+	for _, site := range []string{"same-origin", "none", ""} {
+		hdr := cookieHdr(c, nil)
+		if site != "" {
+			hdr["Sec-Fetch-Site"] = site
+		}
+		if res := f.do("GET", "/api/v1/inbox?mesh=team&unreadOnly=true&markSeen=true&sync=true", "", hdr, ""); res.StatusCode != 200 {
+			t.Fatalf("Sec-Fetch-Site %q: %d", site, res.StatusCode)
+		}
+		if got := f.rec.last(t); got.query != "mesh=team&unreadOnly=true" {
+			t.Fatalf("forwarded query %q, want markSeen and sync dropped", got.query)
+		}
+	}
+}
