@@ -93,7 +93,7 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "tcp-tls-key", Usage: "the private key `FILE` of --tcp-tls-cert"},
 			&cli.StringFlag{Name: "web", Value: web.DefaultAddr, EnvVars: []string{"CLAUDEMESH_WEB"},
 				Usage: "serve the local chat page (claudemesh ui) on `ADDR`, or off"},
-			&cli.BoolFlag{Name: "web-allow-remote", Usage: "UNSAFE: let --web listen on a non-loopback address, giving anyone who reaches it and gets a login link your mesh identity"},
+			&cli.BoolFlag{Name: "web-allow-remote", Usage: "UNSAFE: let --web listen on a non-loopback address (needs --web-tls-cert and --web-tls-key), giving anyone who reaches it and gets a login link your mesh identity"},
 			&cli.StringFlag{Name: "web-tls-cert", Usage: "serve the page over HTTPS with this certificate `FILE` (with --web-tls-key)"},
 			&cli.StringFlag{Name: "web-tls-key", Usage: "the private key `FILE` of --web-tls-cert"},
 			&cli.Int64Flag{Name: "inbox-max-bytes", Value: DefaultInboxMaxBytes, Usage: "cap the inbox at `BYTES`: past it the oldest seen messages are dropped (unseen ones are kept, and daemon status warns)"},
@@ -199,11 +199,8 @@ func (f upFlags) check() error {
 	if f.web == "" || f.web == "off" {
 		return nil
 	}
-	if err := web.CheckAddr(f.web, f.webAllowRemote); err != nil {
+	if err := web.CheckFlags(f.web, f.webAllowRemote, f.webTLSCert, f.webTLSKey); err != nil {
 		return cliui.UsageErrorf("%v", err)
-	}
-	if (f.webTLSCert == "") != (f.webTLSKey == "") {
-		return cliui.UsageErrorf("--web-tls-cert and --web-tls-key go together")
 	}
 	return nil
 }

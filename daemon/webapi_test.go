@@ -250,3 +250,18 @@ func TestUpRefusesAMalformedWebAddress(t *testing.T) {
 		}
 	}
 }
+
+// --web-allow-remote needs TLS, as --tcp-allow-remote does: the login
+// link, the cookie and the page key must not cross a network in clear.
+func TestUpWebAllowRemoteNeedsTLS(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:7901", "127.0.0.1:7901"} {
+		err := upFlags{web: addr, webAllowRemote: true}.check()
+		var ce *cliui.Error
+		if !errors.As(err, &ce) || cliui.ExitCode(ce.Code) != 2 || !strings.Contains(ce.Message, "needs TLS") {
+			t.Errorf("--web %s --web-allow-remote without TLS: %v, want a usage error", addr, err)
+		}
+		if err := (upFlags{web: addr, webAllowRemote: true, webTLSCert: "c.pem", webTLSKey: "k.pem"}).check(); err != nil {
+			t.Errorf("--web %s --web-allow-remote with TLS: %v", addr, err)
+		}
+	}
+}

@@ -84,13 +84,28 @@ func CheckAddr(addr string, allowRemote bool) error {
 	return nil
 }
 
+// CheckFlags validates --web with --web-allow-remote and the TLS files:
+// the address (CheckAddr), the certificate and key together, and TLS
+// whenever --web-allow-remote is given, as --tcp-allow-remote needs it:
+// the login link, the session cookie and the page key must not cross a
+// network in the clear.
+func CheckFlags(addr string, allowRemote bool, cert, key string) error {
+	if err := CheckAddr(addr, allowRemote); err != nil {
+		return err
+	}
+	if (cert == "") != (key == "") {
+		return errors.New("--web-tls-cert and --web-tls-key go together")
+	}
+	if allowRemote && cert == "" {
+		return fmt.Errorf("--web %s with --web-allow-remote needs TLS (--web-tls-cert and --web-tls-key): the login link, the session cookie and the page key must not cross the network in the clear", addr)
+	}
+	return nil
+}
+
 // New builds the server; Listen and Serve run it.
 func New(opts Options) (*Server, error) {
-	if err := CheckAddr(opts.Addr, opts.AllowRemote); err != nil {
+	if err := CheckFlags(opts.Addr, opts.AllowRemote, opts.TLSCert, opts.TLSKey); err != nil {
 		return nil, err
-	}
-	if (opts.TLSCert == "") != (opts.TLSKey == "") {
-		return nil, errors.New("--web-tls-cert and --web-tls-key go together")
 	}
 	if opts.API == nil {
 		return nil, errors.New("web: no API handler")

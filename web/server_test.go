@@ -551,3 +551,14 @@ func TestAPIRefusesOtherPagesAndDropsGETSideEffects(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowRemoteNeedsTLS: New refuses --web-allow-remote without TLS
+// whatever the caller checked before.
+func TestAllowRemoteNeedsTLS(t *testing.T) {
+	if _, err := New(Options{Addr: "0.0.0.0:0", AllowRemote: true, API: &recorder{}}); err == nil || !strings.Contains(err.Error(), "needs TLS") {
+		t.Fatalf("--web-allow-remote without TLS: %v", err)
+	}
+	if _, err := New(Options{Addr: "0.0.0.0:0", AllowRemote: true, TLSCert: "c.pem", TLSKey: "k.pem", API: &recorder{}}); err != nil {
+		t.Fatalf("--web-allow-remote with TLS: %v", err)
+	}
+}
