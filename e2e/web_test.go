@@ -479,6 +479,24 @@ func TestWebChat(t *testing.T) {
 		})
 	})
 
+	t.Run("plaintext topic", func(t *testing.T) {
+		// A plaintext topic's sender is the broker's claim: the page
+		// shows it as unverified (its key), in the history as live.
+		bob.ok("topic", "create", "bots", "--plaintext")
+		bob.ok("topic", "post", "bots", "beep from a bot")
+		br.do("reload", chromedp.Reload())
+		br.openThread("#bots", "#bots")
+		br.click("join", "#join-topic")
+		br.waitJS("the plaintext post", hasMessage("beep from a bot"), 15*time.Second)
+		got := eval[map[string]any](br, `(() => {
+			const m = [...document.querySelectorAll('#message-list .msg')].find(e => e.querySelector('.body').textContent === 'beep from a bot');
+			return {from: m.querySelector('.from').textContent, unverified: !!m.querySelector('.unverified'), mine: m.classList.contains('mine')};
+		})()`)
+		if got["from"] != bob.pubkey[:8] || got["unverified"] != true || got["mine"] != false {
+			t.Fatalf("a plaintext topic post shown as %v, want bob's key prefix, unverified", got)
+		}
+	})
+
 	t.Run("search", func(t *testing.T) {
 		br.do("search", chromedp.SendKeys(chromedp.CSS("#search"), "BROADCAST"))
 		br.waitJS("a search result", `[...document.querySelectorAll('#result-list .result')].some(r => r.textContent.includes('broadcast to everyone'))`, 10*time.Second)

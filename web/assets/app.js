@@ -1001,12 +1001,14 @@
     if (m.keyMissing) err = 'waiting for the key of this topic generation';
     return { id: '', messageId: m.id, senderName: m.senderName, senderPubkey: m.senderPubkey,
       senderMemberPubkey: m.senderMemberPubkey, senderMemberName: memberName(m.senderMemberPubkey), body: m.body, decryptError: err,
-      verified: m.verified || m.plaintext, priority: 'next', replyToId: m.replyToId, seenAt: 1 };
+      verified: m.verified, priority: 'next', replyToId: m.replyToId, seenAt: 1 };
   }
 
   function renderItem(it, key) {
     if (it.topic) {
-      const mine = S.meshInfo && it.topic.senderMemberPubkey === S.meshInfo.pubkey && it.topic.senderPubkey === S.meshInfo.pubkey;
+      // A plaintext topic's sender is the broker's claim, unverified: it
+      // is neither shown as verified nor taken for ours.
+      const mine = S.meshInfo && it.topic.verified && it.topic.senderMemberPubkey === S.meshInfo.pubkey && it.topic.senderPubkey === S.meshInfo.pubkey;
       if (mine) {
         return renderItem({ thread: it.thread, at: it.at, out: { clientMessageId: '', messageId: it.topic.id,
           preview: it.topic.body, status: 'posted', replyToId: it.topic.replyToId } }, key);
