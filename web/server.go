@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -343,10 +344,21 @@ func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// apiError answers as the daemon's API does: {"error":{"code","message"}},
+// encoded as JSON (a Go-quoted string is not always valid JSON: a path
+// with a control character or invalid UTF-8 made the page's error
+// unreadable).
 func apiError(w http.ResponseWriter, status int, code, msg string) {
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	data, _ := json.Marshal(struct {
+		Error body `json:"error"`
+	}{body{code, msg}})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`, code, msg)
+	w.Write(data)
 }
 
 // handleLogin redeems a login token: a session cookie and a redirect to

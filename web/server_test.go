@@ -1,6 +1,7 @@
 package web
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -560,5 +561,22 @@ func TestAllowRemoteNeedsTLS(t *testing.T) {
 	}
 	if _, err := New(Options{Addr: "0.0.0.0:0", AllowRemote: true, TLSCert: "c.pem", TLSKey: "k.pem", API: &recorder{}}); err != nil {
 		t.Fatalf("--web-allow-remote with TLS: %v", err)
+	}
+}
+
+// TestAPIErrorsAreJSON: an error naming a path with a control character
+// or invalid UTF-8 is still valid JSON.
+func TestAPIErrorsAreJSON(t *testing.T) {
+	f := newFixture(t, false)
+	c := f.login()
+	for _, p := range []string{"/api/v1/nope%00x", "/api/v1/nope%ffx", "/api/v1/nope%7fx%22"} {
+		res := f.do("GET", p, "", cookieHdr(c, nil), "")
+		data, _ := io.ReadAll(res.Body)
+		var v struct {
+			Error struct{ Code, Message string }
+		}
+		if err := json.Unmarshal(data, &v); err != nil || res.StatusCode != 404 || v.Error.Code != "not_found" || !strings.Contains(v.Error.Message, "nope") {
+			t.Errorf("GET %s: %d %q: %v", p, res.StatusCode, data, err)
+		}
 	}
 }
