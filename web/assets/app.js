@@ -24,6 +24,15 @@
     return s.replace(reString, '').replace(reCSI, '').replace(reEsc, '').replace(reCtl, '');
   }
 
+  // nm is the CLI's SanitizeName for a display, group or mesh name: code
+  // points a reader cannot see (default-ignorable ones: zero-width spaces
+  // and joiners, variation selectors, tags; and bidi controls) are shown
+  // as ⟨U+200B⟩, so neither "alice\u200b" nor "ali\u202ece" passes for
+  // "alice". The result still goes through sanitize (el does it).
+  const reHidden = /[\p{Default_Ignorable_Code_Point}\p{Bidi_Control}]/gu;
+  const nm = (s) => (typeof s === 'string' ? s : '').replace(reHidden,
+    (c) => '⟨U+' + c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0') + '⟩');
+
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -178,16 +187,16 @@
     if (p) {
       const session = p.role === 'session';
       const member = S.members.find((m) => m.pubkey === p.memberPubkey);
-      return { name: p.displayName, session, peer: p, member, online: !!p.online };
+      return { name: nm(p.displayName), session, peer: p, member, online: !!p.online };
     }
     const m = S.members.find((x) => x.pubkey === pubkey);
     if (m) {
       const online = S.peers.some((x) => x.memberPubkey === m.pubkey && x.role !== 'session' && x.online);
-      return { name: m.displayName, session: false, member: m, online };
+      return { name: nm(m.displayName), session: false, member: m, online };
     }
     // Not in the directory now: the name the messages gave, and the key.
     const t = S.threads.get(pubkey);
-    return { name: t && t.name ? t.name + ' · ' + shortKey(pubkey) : shortKey(pubkey), session: false, online: false };
+    return { name: t && t.name ? nm(t.name) + ' · ' + shortKey(pubkey) : shortKey(pubkey), session: false, online: false };
   }
 
   // sameName compares names as the CLI does (crypto.NameKey: NFC and case
@@ -203,9 +212,9 @@
   // memberName is the enrolled name of a member key, from the row or the
   // directory ('' when unknown).
   function memberName(pubkey, fromRow) {
-    if (fromRow) return fromRow;
+    if (fromRow) return nm(fromRow);
     const m = S.members.find((x) => x.pubkey === pubkey);
-    return (m && m.displayName) || '';
+    return nm((m && m.displayName) || '');
   }
 
   // lookalike reports whether a key other than pubkey goes by a name a
@@ -225,11 +234,11 @@
   // sender is its key prefix alone (the caller says it is unverified).
   function senderLabel(r) {
     if (!r.verified || !r.senderName) return shortKey(r.senderPubkey);
-    let label = r.senderName;
+    let label = nm(r.senderName);
     if (r.senderMemberPubkey && r.senderPubkey !== r.senderMemberPubkey) {
       const member = memberName(r.senderMemberPubkey, r.senderMemberName);
       if (!member) label += ' (via an unknown member ' + shortKey(r.senderMemberPubkey) + ')';
-      else if (!sameName(r.senderName, member)) label += ' (via ' + member + ')';
+      else if (!sameName(nm(r.senderName), member)) label += ' (via ' + member + ')';
     }
     if (lookalike(r.senderName, r.senderPubkey)) label += ' · ' + shortKey(r.senderPubkey);
     return label;
@@ -438,7 +447,7 @@
     for (const m of S.meshes) {
       const o = document.createElement('option');
       o.value = m.slug;
-      o.textContent = sanitize(m.name || m.slug);
+      o.textContent = sanitize(nm(m.name || m.slug));
       sel.append(o);
     }
     sel.value = S.mesh;
@@ -450,7 +459,7 @@
     const me = $('me');
     me.replaceChildren();
     if (!m) return;
-    me.append('you are ', el('b', '', m.displayName));
+    me.append('you are ', el('b', '', nm(m.displayName)));
     const tag = el('span', 'tag web', 'web');
     tag.title = 'Agents see you in peer list as peerType human, channel web, while this page is open';
     me.append(tag);
@@ -564,13 +573,13 @@
       if (m.memberRole === 'owner' || m.memberRole === 'admin') tags.push(el('span', 'tag', m.memberRole));
       if (own.some((p) => p.online && p.channel === 'web')) tags.push(el('span', 'tag web', 'web'));
       const meta = joinMeta(on ? status || 'online' : 'offline', summary);
-      items.push(row(m.pubkey === self ? null : m.pubkey, statusDot(status, on), m.displayName, tags, meta, on ? '' : 'offline'));
+      items.push(row(m.pubkey === self ? null : m.pubkey, statusDot(status, on), nm(m.displayName), tags, meta, on ? '' : 'offline'));
       shown.add(m.pubkey);
       for (const s of sessions) {
         const st = [];
         if (s.peerType && s.peerType !== 'ai') st.push(el('span', 'tag', s.peerType));
         if (s.channel === 'web') st.push(el('span', 'tag web', 'web'));
-        items.push(row(s.pubkey, statusDot(s.status, s.online), s.displayName, st,
+        items.push(row(s.pubkey, statusDot(s.status, s.online), nm(s.displayName), st,
           joinMeta(s.cwd, s.online ? s.status : 'offline', s.summary), 'session' + (s.online ? '' : ' offline')));
         shown.add(s.pubkey);
       }
@@ -683,7 +692,7 @@
     $('thread-title').textContent = sanitize(threadName(key));
     const kind = threadKind(key);
     let sub = '';
-    if (kind === 'broadcast') sub = 'Everyone in ' + (S.meshInfo ? S.meshInfo.name || S.meshInfo.slug : 'the mesh');
+    if (kind === 'broadcast') sub = 'Everyone in ' + (S.meshInfo ? nm(S.meshInfo.name || S.meshInfo.slug) : 'the mesh');
     else if (kind === 'group') sub = 'Everyone in ' + key + ' or a subgroup of it';
     else if (kind === 'topic') {
       const t = topicOf(key);
@@ -693,7 +702,7 @@
     else {
       const w = who(key);
       if (w.session) {
-        const owner = w.member ? w.member.displayName : shortKey(w.peer.memberPubkey);
+        const owner = w.member ? nm(w.member.displayName) : shortKey(w.peer.memberPubkey);
         sub = joinMeta('agent session of ' + owner, w.peer.cwd, w.online ? w.peer.status : 'offline', w.peer.summary);
       } else {
         const p = S.peers.find((x) => x.memberPubkey === key && x.role !== 'session' && x.online);

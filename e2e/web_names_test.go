@@ -1,0 +1,90 @@
+package e2e
+
+// The page's handling of names, in a real browser against a stand-in for
+// the daemon's API: names no real broker would let through today (they
+// are refused in new names, possible in old ones) must still show what a
+// reader could not see.
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"claudemesh/web"
+)
+
+// fakeDaemonAPI answers the page's routes with fixed data.
+func fakeDaemonAPI(routes map[string]any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/events" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(200)
+			io.WriteString(w, ": hi\n\n")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		v, ok := routes[r.URL.Path]
+		if !ok {
+			v = []any{}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	})
+}
+
+// TestWebPageShowsHiddenCharactersInNames: a zero-width space or a bidi
+// override in a name shows as ⟨U+200B⟩, as the CLI's SanitizeName shows
+// it, and a name another key also goes by gets the sender's key prefix.
+func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
+	t.Parallel()
+	key := func(c string) string { return strings.Repeat(c, 64) }
+	alice, bobZW, bob, eve := key("a"), key("b"), key("c"), key("e")
+	now := time.Now().UnixMilli()
+	api := fakeDaemonAPI(map[string]any{
+		"/v1/web/state": map[string]any{"lastEventId": "0", "meshes": []any{map[string]any{
+			"slug": "m", "meshId": "mesh1", "name": "Team", "displayName": "alice", "pubkey": alice, "role": "member", "state": "open"}}},
+		"/v1/members": []any{
+			map[string]any{"pubkey": alice, "displayName": "alice"},
+			map[string]any{"pubkey": bobZW, "displayName": "bob\u200b"},
+			map[string]any{"pubkey": bob, "displayName": "bob"},
+			map[string]any{"pubkey": eve, "displayName": "ali\u202ece"},
+		},
+		"/v1/peers": []any{
+			map[string]any{"pubkey": bobZW, "memberPubkey": bobZW, "displayName": "bob\u200b", "role": "cli", "online": true},
+		},
+		"/v1/web/threads": []any{map[string]any{"mesh": "m", "thread": bobZW, "kind": "dm", "name": "bob\u200b", "lastAt": now, "lastPreview": "hi", "unread": 0}},
+		"/v1/web/thread": map[string]any{"items": []any{map[string]any{"thread": bobZW, "at": now, "in": map[string]any{
+			"id": "1", "messageId": "m1", "mesh": "m", "kind": "box", "senderName": "bob\u200b", "senderPubkey": bobZW,
+			"senderMemberPubkey": bobZW, "senderMemberName": "bob\u200b", "verified": true, "body": "it is bob", "priority": "next",
+			"receivedAt": now, "seenAt": now}}}},
+	})
+	srv, err := web.New(web.Options{Addr: "127.0.0.1:0", API: api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(srv.Close)
+	br := newBrowser(t, 1280, 800)
+	link, _ := srv.LoginURL()
+	br.do("login", chromedpNavigate(link))
+	label := func(k string) string { return peerButton(k) + `.querySelector('.label').textContent` }
+	br.waitJS("the people list", peerButton(bobZW)+` && `+peerButton(eve), 15*time.Second)
+	for k, want := range map[string]string{bobZW: "bob⟨U+200B⟩", eve: "ali⟨U+202E⟩ce", bob: "bob"} {
+		if got := eval[string](br, label(k)); got != want {
+			t.Errorf("the people list shows %q, want %q", got, want)
+		}
+	}
+	br.openThread(bobZW, "bob⟨U+200B⟩")
+	br.waitJS("the message", hasMessage("it is bob"), 10*time.Second)
+	want := "bob⟨U+200B⟩ · " + bobZW[:8]
+	if from := eval[string](br, `document.querySelector('#message-list .msg .from').textContent`); from != want {
+		t.Fatalf("the sender is shown as %q, want %q (bob is also a name)", from, want)
+	}
+}
