@@ -719,6 +719,19 @@ func TestWebChat(t *testing.T) {
 		}
 	})
 
+	t.Run("logout", func(t *testing.T) {
+		br.viewport(1280, 800, false)
+		br.click("log out", "#logout")
+		br.waitJS("the logged-out banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('You logged out') && document.getElementById('logout').hidden`, 10*time.Second)
+		if k := eval[string](br, `sessionStorage.getItem('cm.pageKey') || ''`); k != "" {
+			t.Fatalf("the page key is still kept after logout")
+		}
+		// The session is over in the daemon, not only in this tab.
+		if code, _ := httpDo(t, "GET", "http://"+proxy.addr()+"/api/v1/peers", map[string]string{"Cookie": cookie, "X-Claudemesh-Page-Key": pageKey}, ""); code != http.StatusUnauthorized {
+			t.Fatalf("the cookie and page key after logout: %d, want 401", code)
+		}
+	})
+
 	// The page's JSON is what it claims; a final check that nothing ran.
 	if eval[string](br, `typeof window.pwned`) != "undefined" {
 		t.Fatal("window.pwned is set")

@@ -123,6 +123,13 @@ func (a *auth) lookup(sid string) (session, bool) {
 	return s, ok
 }
 
+// revoke ends a session (logout).
+func (a *auth) revoke(sid string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.sessions, digest(sid))
+}
+
 // prune drops expired entries and, when m is still full, the one that
 // expires first. Caller holds a.mu.
 func prune[V any](m map[string]V, limit int, now time.Time, expiry func(V) time.Time) {

@@ -35,8 +35,9 @@ func Command() *cli.Command {
 		Usage: "open the local chat page (prints a one-time login link)",
 		Description: cliui.WithExamples(
 			"The daemon serves the page on 127.0.0.1:7901 (daemon up --web ADDR, or --web off).\n"+
-				"The link works once, within 60 seconds; the browser then keeps a session cookie\n"+
-				"until the daemon restarts. The browser never holds a key: the daemon encrypts.",
+				"The link works once, within 60 seconds, and opens one tab; the browser then keeps\n"+
+				"a session until the daemon restarts, 7 days pass, or Log out in the page ends it.\n"+
+				"The browser never holds a key: the daemon encrypts.",
 			"claudemesh ui",
 			"claudemesh ui --no-open",
 			"claudemesh ui --json",

@@ -230,6 +230,7 @@ func (s *Server) routes() http.Handler {
 		method, path, _ := strings.Cut(route, " ")
 		mux.HandleFunc(method+" /api"+path, s.api(s.forward))
 	}
+	mux.HandleFunc("POST /api/logout", s.api(s.handleLogout))
 	mux.HandleFunc("/api/", s.api(func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "not_found", "the page has no route "+r.Method+" "+r.URL.Path)
 	}))
@@ -381,6 +382,20 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	// Referer; the page moves it to sessionStorage and drops it from the
 	// address bar.
 	http.Redirect(w, r, "/#k="+key, http.StatusSeeOther)
+}
+
+// handleLogout ends the session (its cookie and page key stop working in
+// every tab that shares them) and clears the cookie. It sits behind the
+// API's checks (our Origin, JSON, the cookie and the page key), so no
+// other page can log the human out.
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	s.auth.revoke(s.sessionID(r))
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cookieName(r), Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+	})
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"ok":true}`)
 }
 
 // forward hands a checked request to the local API as the daemon's own

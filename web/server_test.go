@@ -580,3 +580,48 @@ func TestAPIErrorsAreJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestLogoutRevokesTheSession: logging out ends the session in the daemon
+// (the cookie and page key stop working, whoever holds them) and clears
+// the cookie; only the page itself can do it.
+func TestLogoutRevokesTheSession(t *testing.T) {
+	f := newFixture(t, false)
+	c, other := f.login(), f.login()
+	write := func(s sess, more map[string]string) map[string]string {
+		h := cookieHdr(s, map[string]string{"Origin": f.origin(), "Content-Type": "application/json"})
+		for k, v := range more {
+			h[k] = v
+		}
+		return h
+	}
+	// Another page cannot log the human out.
+	for _, hdr := range []map[string]string{
+		write(c, map[string]string{"Origin": "http://127.0.0.1:1"}),
+		write(sess{Cookie: c.Cookie}, nil),
+		write(c, map[string]string{"Sec-Fetch-Site": "same-site"}),
+	} {
+		if res := f.do("POST", "/api/logout", "", hdr, "{}"); res.StatusCode == 200 {
+			t.Fatalf("a logout with %v was accepted", hdr)
+		}
+	}
+	if res := f.do("GET", "/api/v1/peers", "", cookieHdr(c, nil), ""); res.StatusCode != 200 {
+		t.Fatalf("the session after refused logouts: %d", res.StatusCode)
+	}
+	res := f.do("POST", "/api/logout", "", write(c, nil), "{}")
+	if res.StatusCode != 200 {
+		t.Fatalf("logout: %d", res.StatusCode)
+	}
+	if cs := res.Cookies(); len(cs) != 1 || cs[0].Name != cookieName || cs[0].Value != "" || cs[0].MaxAge >= 0 {
+		t.Fatalf("logout's Set-Cookie: %v", res.Header["Set-Cookie"])
+	}
+	if res := f.do("GET", "/api/v1/peers", "", cookieHdr(c, nil), ""); res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the API after logout: %d, want 401", res.StatusCode)
+	}
+	if res := f.do("GET", "/", "", cookieHdr(c, nil), ""); res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the page after logout: %d, want 401", res.StatusCode)
+	}
+	// Another session is not touched.
+	if res := f.do("GET", "/api/v1/peers", "", cookieHdr(other, nil), ""); res.StatusCode != 200 {
+		t.Fatalf("another session after a logout: %d", res.StatusCode)
+	}
+}

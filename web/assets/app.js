@@ -629,12 +629,26 @@
     showBanner(text, bad);
   }
 
-  function loggedOut() {
+  function loggedOut(why) {
     if (S.loggedOut) return;
     S.loggedOut = true;
     if (S.es) S.es.close();
-    showBanner('This tab is logged out (its session ended, the daemon restarted, or the tab was not opened by a login link: each link opens one tab). Run claudemesh ui in a terminal for a new login link.', true);
+    showBanner(why || 'This tab is logged out (its session ended, the daemon restarted, or the tab was not opened by a login link: each link opens one tab). Run claudemesh ui in a terminal for a new login link.', true);
     $('send').disabled = true;
+    $('logout').hidden = true;
+  }
+
+  // logOut ends this page's session in the daemon (the cookie and the
+  // page key stop working at once, in every tab that shares them) and
+  // forgets what this tab kept.
+  async function logOut() {
+    try {
+      await api('/logout', { method: 'POST', body: {} });
+    } catch (e) {
+      if (!S.loggedOut) { showBanner('Could not log out: ' + e.message, true); return; }
+    }
+    try { sessionStorage.clear(); } catch (_) { /* nothing kept */ }
+    loggedOut('You logged out: this page\'s session has ended. Run claudemesh ui in a terminal for a new login link.');
   }
 
   // ---- the open thread ----
@@ -1328,6 +1342,7 @@
     });
     ta.addEventListener('input', autoGrow);
     $('reply-cancel').addEventListener('click', cancelReply);
+    $('logout').addEventListener('click', logOut);
     $('join-topic').addEventListener('click', joinTopic);
     $('messages').addEventListener('scroll', () => { if ($('messages').scrollTop < 150) loadOlder(); });
     $('search').addEventListener('input', searchInput);
