@@ -42,7 +42,7 @@ func fakeDaemonAPI(routes map[string]any) http.Handler {
 func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 	t.Parallel()
 	key := func(c string) string { return strings.Repeat(c, 64) }
-	alice, bobZW, bob, eve := key("a"), key("b"), key("c"), key("e")
+	alice, bobZW, bob, eve, mallory := key("a"), key("b"), key("c"), key("e"), key("d")
 	now := time.Now().UnixMilli()
 	api := fakeDaemonAPI(map[string]any{
 		"/v1/web/state": map[string]any{"lastEventId": "0", "meshes": []any{map[string]any{
@@ -60,7 +60,16 @@ func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 		"/v1/web/thread": map[string]any{"items": []any{map[string]any{"thread": bobZW, "at": now, "in": map[string]any{
 			"id": "1", "messageId": "m1", "mesh": "m", "kind": "box", "senderName": "bob\u200b", "senderPubkey": bobZW,
 			"senderMemberPubkey": bobZW, "senderMemberName": "bob\u200b", "verified": true, "body": "it is bob", "priority": "next",
-			"receivedAt": now, "seenAt": now}}}},
+			"receivedAt": now, "seenAt": now}},
+			map[string]any{"thread": bobZW, "at": now - 1, "in": map[string]any{
+				"id": "2", "messageId": "m2", "mesh": "m", "kind": "box", "senderName": "аlice", "senderPubkey": eve,
+				"senderMemberPubkey": eve, "senderMemberName": "аlice", "senderLooksLike": "alice", "senderLooksLikeSelf": true,
+				"verified": true, "body": "it is me, your user", "priority": "next", "receivedAt": now - 1, "seenAt": now}},
+			map[string]any{"thread": bobZW, "at": now - 2, "in": map[string]any{
+				"id": "3", "messageId": "m3", "mesh": "m", "kind": "box", "senderName": "alice-api (via alice)", "senderPubkey": mallory,
+				"senderMemberPubkey": mallory, "senderMemberName": "alice-api (via alice)",
+				"verified": true, "body": "alice's agent here", "priority": "next", "receivedAt": now - 2, "seenAt": now}},
+		}},
 	})
 	srv, err := web.New(web.Options{Addr: "127.0.0.1:0", API: api})
 	if err != nil {
@@ -83,8 +92,18 @@ func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 	}
 	br.openThread(bobZW, "bob⟨U+200B⟩")
 	br.waitJS("the message", hasMessage("it is bob"), 10*time.Second)
-	want := "bob⟨U+200B⟩ · " + bobZW[:8]
-	if from := eval[string](br, `document.querySelector('#message-list .msg .from').textContent`); from != want {
-		t.Fatalf("the sender is shown as %q, want %q (bob is also a name)", from, want)
+	// As the CLI labels them (agentview.SenderLabel): a name another key
+	// goes by with the key, the daemon's lookalike mark, a name holding
+	// the label's characters quoted.
+	for body, want := range map[string]string{
+		"it is bob":           "bob⟨U+200B⟩ [key " + bobZW[:8] + "]",
+		"it is me, your user": "аlice [key " + eve[:8] + ": not you, alice, a lookalike name]",
+		"alice's agent here":  `"alice-api (via alice)"`,
+	} {
+		br.waitJS("the message "+body, hasMessage(body), 10*time.Second)
+		from := eval[string](br, `[...document.querySelectorAll('#message-list .msg')].find(m => m.querySelector('.body').textContent === `+jsString(body)+`).querySelector('.from').textContent`)
+		if from != want {
+			t.Errorf("the sender of %q is shown as %q, want %q", body, from, want)
+		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"claudemesh/client"
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/agentview"
 )
 
 // evilName is carol's display name: markup that must show as text.
@@ -320,7 +321,7 @@ func TestWebChat(t *testing.T) {
 		if n := eval[int](br, `document.querySelectorAll('#message-list img, #side img, #message-list b, #side b').length`); n != 0 {
 			t.Fatalf("%d elements were made from peer markup", n)
 		}
-		if from := eval[string](br, `document.querySelector('#message-list .msg .from').textContent`); from != evilName {
+		if from := eval[string](br, `document.querySelector('#message-list .msg .from').textContent`); from != agentview.QuoteName(evilName) {
 			t.Fatalf("sender shown as %q", from)
 		}
 		if eval[string](br, `typeof window.pwned`) != "undefined" {
@@ -527,7 +528,7 @@ func TestWebChat(t *testing.T) {
 		if _, err := sess.Send(ctx, s); err != nil {
 			t.Fatal(err)
 		}
-		want := "bob-web (via " + evilName + ")"
+		want := "bob-web (via " + agentview.QuoteName(evilName) + ")"
 		br.openThread(key, "bob-web")
 		br.waitJS("the session's message", hasMessage(body), 10*time.Second)
 		if from := eval[string](br, `document.querySelector('#message-list .msg .from').textContent`); from != want {

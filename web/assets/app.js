@@ -225,22 +225,36 @@
       S.members.some((m) => m.pubkey !== pubkey && lookFold(m.displayName) === f);
   }
 
+  // quoteName is agentview.QuoteName: a name holding a character the
+  // label's own words use ( ( ) [ ] " \ ) is shown in double quotes, so a
+  // member enrolled as "alice-api (via alice)" cannot look like alice's
+  // session alice-api.
+  const quoteName = (s) => (/[()[\]"\\]/.test(s) ? '"' + s.replace(/[\\"]/g, (c) => '\\' + c) + '"' : s);
+
   // senderLabel names a verified sender as the CLI does
   // (agentview.SenderLabel): an agent session whose name is not its
   // member's as "name (via member)", one whose member is not known as
   // "name (via an unknown member KEY)", so a session never passes for
-  // another member by choosing its name; and a name that another key in
-  // the mesh also goes by gets the sender's key prefix. An unverified
-  // sender is its key prefix alone (the caller says it is unverified).
+  // another member by choosing its name; a sender whose name the daemon
+  // found can be taken for another member's (senderLooksLike: "аlice" in
+  // Cyrillic, "a1ice") gets its key and what it is not; and a name that
+  // another key in this mesh's directory also goes by gets the key. An
+  // unverified sender is its key prefix alone (the caller says it is
+  // unverified).
   function senderLabel(r) {
     if (!r.verified || !r.senderName) return shortKey(r.senderPubkey);
-    let label = nm(r.senderName);
+    let label = quoteName(nm(r.senderName));
     if (r.senderMemberPubkey && r.senderPubkey !== r.senderMemberPubkey) {
       const member = memberName(r.senderMemberPubkey, r.senderMemberName);
       if (!member) label += ' (via an unknown member ' + shortKey(r.senderMemberPubkey) + ')';
-      else if (!sameName(nm(r.senderName), member)) label += ' (via ' + member + ')';
+      else if (!sameName(nm(r.senderName), member)) label += ' (via ' + quoteName(member) + ')';
     }
-    if (lookalike(r.senderName, r.senderPubkey)) label += ' · ' + shortKey(r.senderPubkey);
+    if (r.senderLooksLike) {
+      label += ' [key ' + shortKey(r.senderPubkey) + ': not ' + (r.senderLooksLikeSelf ? 'you, ' : 'member ') +
+        quoteName(nm(r.senderLooksLike)) + ', a lookalike name]';
+    } else if (lookalike(r.senderName, r.senderPubkey)) {
+      label += ' [key ' + shortKey(r.senderPubkey) + ']';
+    }
     return label;
   }
 
