@@ -516,6 +516,9 @@ func TestWebChat(t *testing.T) {
 		carolID := *carol
 		carolID.name = "carol" // the session id is made from it
 		sess := dialSession(t, &carolID, "bob-web")
+		// The session leaves at the end, and the sidebar must have
+		// settled before the next subtests walk it (keyboard).
+		defer br.waitJS("the session's row offline or gone", `(() => { const b = `+peerButton(sess.Self().PublicHex())+`; return !b || b.classList.contains('offline'); })()`, 30*time.Second)
 		defer sess.Close()
 		key := sess.Self().PublicHex()
 		const body = "it is me, bob, from my other laptop"
