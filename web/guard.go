@@ -1,12 +1,14 @@
 package web
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 )
 
 // contentSecurityPolicy allows the page's own script, style and requests
@@ -111,6 +113,31 @@ func (s *Server) peerAllowed(r *http.Request) bool {
 	if !peerCheckSupported {
 		return true
 	}
+	// The peer of a connection does not change: it is looked up once per
+	// connection, not per request (each lookup reads both tables, which
+	// grow with every socket on the machine).
+	if v, _ := r.Context().Value(peerVerdictKey{}).(*peerVerdict); v != nil {
+		v.once.Do(func() { v.ok = s.checkPeer(r) })
+		return v.ok
+	}
+	return s.checkPeer(r)
+}
+
+// peerVerdictKey holds a connection's *peerVerdict in its context
+// (http.Server.ConnContext).
+type peerVerdictKey struct{}
+
+type peerVerdict struct {
+	once sync.Once
+	ok   bool
+}
+
+// withPeerVerdict is the server's ConnContext: a place for the verdict.
+func withPeerVerdict(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, peerVerdictKey{}, &peerVerdict{})
+}
+
+func (s *Server) checkPeer(r *http.Request) bool {
 	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if la == nil {
 		return false
@@ -126,7 +153,16 @@ func (s *Server) peerAllowed(r *http.Request) bool {
 		return false
 	}
 	if found {
-		return uid == os.Getuid()
+		if uid != os.Getuid() {
+			s.opts.Logger.Warn("web: a connection of another user refused", "remote", r.RemoteAddr, "uid", uid)
+			return false
+		}
+		return true
+	}
+	if remote.Addr().Unmap().IsLoopback() {
+		// Logged: a relay the browser's traffic passes through (WSL's
+		// localhost forwarding, a proxy) leaves no socket of this user.
+		s.opts.Logger.Warn("web: a loopback connection with no socket found in /proc/net/tcp{,6} refused", "remote", r.RemoteAddr)
 	}
 	return s.opts.AllowRemote && !remote.Addr().Unmap().IsLoopback()
 }

@@ -22,8 +22,11 @@ const peerCheckSupported = true
 // by an IPv6 socket lists its addresses as ::ffff:a.b.c.d on our side and
 // as plain IPv4 on the peer's; both compare equal here.
 func peerUID(local, remote netip.AddrPort) (uid int, found bool, err error) {
-	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	// /proc/net/tcp6 has no zones: a link-local address (fe80::1%eth0,
+	// with --web-allow-remote) must compare without its own, or no row
+	// ever matches and the peer reads as another host's.
+	local = netip.AddrPortFrom(local.Addr().Unmap().WithZone(""), local.Port())
+	remote = netip.AddrPortFrom(remote.Addr().Unmap().WithZone(""), remote.Port())
 	var errs []error
 	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		uid, found, err := scanTCPTable(file, remote, local)
@@ -42,8 +45,9 @@ func peerUID(local, remote netip.AddrPort) (uid int, found bool, err error) {
 }
 
 // scanTCPTable looks for the socket with local address src and remote
-// address dst in one /proc/net/tcp* file. Sockets in TIME_WAIT (state 06)
-// belong to no process (uid 0) and are skipped.
+// address dst in one /proc/net/tcp* file. Sockets no process owns (inode
+// 0: TIME_WAIT, or a client that closed at once, FIN_WAIT2) are listed
+// with uid 0 and are skipped: they would pass for root's.
 func scanTCPTable(file string, src, dst netip.AddrPort) (int, bool, error) {
 	f, err := os.Open(file)
 	if err != nil {
@@ -54,7 +58,7 @@ func scanTCPTable(file string, src, dst netip.AddrPort) (int, bool, error) {
 	sc.Scan() // header
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 8 || fields[3] == "06" {
+		if len(fields) < 10 || fields[3] == "06" || fields[9] == "0" {
 			continue
 		}
 		l, ok1 := parseProcAddr(fields[1])

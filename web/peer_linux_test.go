@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -108,5 +109,40 @@ func TestAnotherUsersConnectionIsRefused(t *testing.T) {
 	// The token was not consumed: its owner still logs in with it.
 	if res := f.do("GET", "/login?token="+tok, "", nil, ""); res.StatusCode != http.StatusSeeOther {
 		t.Fatalf("the owner's login after the refusal: %d", res.StatusCode)
+	}
+}
+
+// TestUnownedSocketsPassForNobody: a row whose socket no process owns
+// (inode 0: a client that closed at once, FIN_WAIT2, or TIME_WAIT) is
+// listed with uid 0 and must not pass for root's connection; an owned row
+// is found with its uid.
+func TestUnownedSocketsPassForNobody(t *testing.T) {
+	src := netip.MustParseAddrPort("127.0.0.1:40000")
+	dst := netip.MustParseAddrPort("127.0.0.1:7901")
+	row := func(state, uid, inode string) string {
+		// local 127.0.0.1:40000 (0x9C40), remote 127.0.0.1:7901 (0x1EDD), little-endian words.
+		return "   0: 0100007F:9C40 0100007F:1EDD " + state + " 00000000:00000000 00:00000000 00000000 " + uid + " 0 " + inode + " 1 0000000000000000 20 4 30 10 -1\n"
+	}
+	header := "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	for _, c := range []struct {
+		name  string
+		table string
+		found bool
+		uid   int
+	}{
+		{"Unowned", header + row("05", "0", "0"), false, 0},
+		{"TimeWait", header + row("06", "0", "0"), false, 0},
+		{"Owned", header + row("01", "1000", "12345"), true, 1000},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "tcp")
+			if err := os.WriteFile(path, []byte(c.table), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			uid, found, err := scanTCPTable(path, src, dst)
+			if err != nil || found != c.found || uid != c.uid {
+				t.Fatalf("uid %d found %v err %v; want uid %d found %v", uid, found, err, c.uid, c.found)
+			}
+		})
 	}
 }

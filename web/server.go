@@ -152,7 +152,7 @@ func (s *Server) Listen() error {
 	s.mu.Lock()
 	s.ln = ln
 	s.base = scheme + "://" + net.JoinHostPort(host, port)
-	s.srv = &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	s.srv = &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: withPeerVerdict,
 		ErrorLog: slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelDebug)}
 	s.mu.Unlock()
 	return nil
