@@ -26,6 +26,13 @@ func TestAuditFindingOutlivesACheckThatCouldNotRun(t *testing.T) {
 	if got, want := a.snapshot()["acme"], (localapi.AuditStatus{CheckedAt: 4, Error: "timed out"}); got != want {
 		t.Fatalf("a sound chain, then a check that could not run: %+v, want %+v", got, want)
 	}
+	if a.hasProblem("acme") {
+		t.Fatal("a sound chain has a problem")
+	}
+	a.set("acme", localapi.AuditStatus{CheckedAt: 6, Seq: 7, Problem: "tampered", FirstBadSeq: 3})
+	if !a.hasProblem("acme") {
+		t.Fatal("a tampered chain has no problem: the next check would be one from the head, which does not read entry 3 again")
+	}
 	a.couldNotRun("other", 5, errors.New("no answer"))
 	if got, want := a.snapshot()["other"], (localapi.AuditStatus{CheckedAt: 5, Error: "no answer"}); got != want {
 		t.Fatalf("never checked: %+v, want %+v", got, want)

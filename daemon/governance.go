@@ -60,6 +60,14 @@ func (a *auditState) couldNotRun(slug string, at int64, err error) {
 	a.res[slug] = st
 }
 
+// hasProblem reports whether the last check that ran for slug found the
+// chain wrong.
+func (a *auditState) hasProblem(slug string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.res[slug].Problem != ""
+}
+
 func (a *auditState) snapshot() map[string]localapi.AuditStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -97,7 +105,10 @@ func (m *meshRT) auditLoop(ctx context.Context) {
 		}
 		c := m.conn()
 		if c != nil && (c != checked || time.Since(at) >= interval) {
-			full := fullAt.IsZero() || time.Since(fullAt) >= interval
+			// Full while a finding stands: a check from the head verified
+			// here does not read again the entry a full one found edited,
+			// and would clear the finding.
+			full := fullAt.IsZero() || time.Since(fullAt) >= interval || m.d.audit.hasProblem(m.cfg.Slug)
 			if m.checkAudit(ctx, c, full) && full {
 				fullAt = time.Now()
 			}
