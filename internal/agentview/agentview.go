@@ -159,10 +159,32 @@ func Meta(r localapi.InboxRow) map[string]string {
 			meta[k] = v
 		}
 	}
+	// The ids and keys an agent is told to paste into a command are
+	// unsigned (the broker sets message_id) or come from rows a broker
+	// could fill: a value not in its wire form is left out, never handed
+	// over for a shell to expand ("01J$(curl …|sh)").
+	for k, valid := range idForms {
+		if v, ok := meta[k]; ok && !valid(v) {
+			delete(meta, k)
+		}
+	}
+	if meta["from_name"] == r.SenderPubkey && !wire.IsHex(r.SenderPubkey, 64) {
+		meta["from_name"] = "an unreadable sender key"
+	}
 	for k, v := range meta {
 		meta[k] = Attr(v)
 	}
 	return meta
+}
+
+// idForms are the attributes an agent may paste into a command, with the
+// form each must have.
+var idForms = map[string]func(string) bool{
+	"from_pubkey":        func(s string) bool { return wire.IsHex(s, 64) },
+	"from_member_pubkey": func(s string) bool { return wire.IsHex(s, 64) },
+	"message_id":         wire.ValidULID,
+	"reply_to_id":        wire.ValidULID,
+	"client_message_id":  wire.ValidReqID,
 }
 
 // metaOrder is the order the hook writes attributes in (a map has none).
