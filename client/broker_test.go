@@ -92,7 +92,7 @@ func (b *testBroker) invite(t *testing.T, owner MeshIdentity, mesh *CreateMeshRe
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Join(ctx, inv.BrokerURL, req)
+	res, err := Join(ctx, inv.BrokerURL, inv.BrokerPubkey, req)
 	if err != nil {
 		t.Fatalf("Join: %v", err)
 	}
@@ -208,7 +208,7 @@ func TestBrokerRefusals(t *testing.T) {
 		if e := wantCode(t, err, wire.CodeUnauthorized); e.Status != 401 {
 			t.Fatalf("status %d", e.Status)
 		}
-		_, err = Join(ctx, b.URL(), JoinRequest{Token: "nope"})
+		_, err = Join(ctx, b.URL(), b.PublicKey(), JoinRequest{Token: "nope"})
 		wantCode(t, err, wire.CodeMalformed)
 	})
 }

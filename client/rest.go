@@ -101,9 +101,10 @@ func NewJoinRequest(token, meshID, inviteID, displayName string, key *cmcrypto.I
 	return JoinRequest{Token: token, Pubkey: key.PublicHex(), DisplayName: displayName, Timestamp: ts, Signature: key.Sign(s)}, nil
 }
 
-// Join enrolls with a signed invite at the broker named by the invite.
-func Join(ctx context.Context, brokerURL string, req JoinRequest) (*JoinResponse, error) {
-	res, _, err := JoinAny(ctx, []string{brokerURL}, req)
+// Join enrolls with a signed invite at the broker named by the invite,
+// whose key brokerPubkey (the invite's) it must prove first (ProveBroker).
+func Join(ctx context.Context, brokerURL, brokerPubkey string, req JoinRequest) (*JoinResponse, error) {
+	res, _, err := JoinAny(ctx, []string{brokerURL}, brokerPubkey, req)
 	return res, err
 }
 
@@ -112,9 +113,27 @@ func Join(ctx context.Context, brokerURL string, req JoinRequest) (*JoinResponse
 // join is idempotent (a re-join of the same key is answered with the same
 // member and consumes no use), so a node that failed mid-request is simply
 // asked again elsewhere. It returns the URL that answered.
-func JoinAny(ctx context.Context, urls []string, req JoinRequest) (*JoinResponse, string, error) {
+//
+// The invite's token is a bearer credential: it is sent to a URL only after
+// the server there proved it holds brokerPubkey, the key the signed invite
+// pins (ProveBroker). A URL whose server cannot is skipped; when none can,
+// the error is CodeBrokerKeyMismatch and no server was given the token.
+func JoinAny(ctx context.Context, urls []string, brokerPubkey string, req JoinRequest) (*JoinResponse, string, error) {
+	return joinAny(ctx, urls, func(ctx context.Context, u string) error { return ProveBroker(ctx, u, brokerPubkey) }, req)
+}
+
+// joinAny is JoinAny with the proof as a parameter (nil: none, for tests of
+// the fail-over policy against plain HTTP servers).
+func joinAny(ctx context.Context, urls []string, prove func(context.Context, string) error, req JoinRequest) (*JoinResponse, string, error) {
 	var out JoinResponse
-	u, err := postJSONAny(ctx, urls, "/v1/join", "", req, &out, true)
+	var u string
+	var err error
+	for attempt := 0; ; attempt++ {
+		u, err = postPass(ctx, urls, "/v1/join", "", req, &out, true, prove)
+		if err == nil || !waitRetryAfter(ctx, err, attempt) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, "", err
 	}

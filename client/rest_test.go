@@ -62,6 +62,12 @@ func TestCreateMesh(t *testing.T) {
 	}
 }
 
+// joinUnproven is Join without the broker's proof, for a plain HTTP server.
+func joinUnproven(ctx context.Context, url string, req JoinRequest) (*JoinResponse, error) {
+	res, _, err := joinAny(ctx, []string{url}, nil, req)
+	return res, err
+}
+
 func TestJoinErrors(t *testing.T) {
 	status, body := 0, ""
 	var retryAfter string
@@ -79,7 +85,7 @@ func TestJoinErrors(t *testing.T) {
 	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 
 	status, body = http.StatusGone, `{"error":{"code":"invite_expired","message":"this invite expired"}}`
-	_, err := Join(testCtx(t), url, JoinRequest{})
+	_, err := joinUnproven(testCtx(t), url, JoinRequest{})
 	if e := wantCode(t, err, wire.CodeInviteExpired); e.Message != "this invite expired" || e.Status != 410 {
 		t.Fatalf("%+v", e)
 	}
@@ -87,18 +93,18 @@ func TestJoinErrors(t *testing.T) {
 	status, body, retryAfter = http.StatusTooManyRequests, "slow down", "3"
 	short, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
 	defer cancel()
-	_, err = Join(short, url, JoinRequest{})
+	_, err = joinUnproven(short, url, JoinRequest{})
 	if e := wantCode(t, err, wire.CodeRateLimited); e.RetryAfterMs != 3000 {
 		t.Fatalf("%+v", e)
 	}
 	status, body, retryAfter = http.StatusBadGateway, "<html>bad gateway</html>", ""
-	_, err = Join(testCtx(t), url, JoinRequest{})
+	_, err = joinUnproven(testCtx(t), url, JoinRequest{})
 	wantCode(t, err, "http_502")
 	status, body = http.StatusOK, `{"meshId":`
-	_, err = Join(testCtx(t), url, JoinRequest{})
+	_, err = joinUnproven(testCtx(t), url, JoinRequest{})
 	wantCode(t, err, CodeProtocol)
 	status, body = http.StatusOK, `{"meshId":"M","memberRole":"member","brokerPubkey":"k"}`
-	res, err := Join(testCtx(t), url, JoinRequest{})
+	res, err := joinUnproven(testCtx(t), url, JoinRequest{})
 	if err != nil || res.MeshID != "M" || res.MemberRole != "member" {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -108,7 +114,7 @@ func TestRESTUnreachable(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	_, err := Join(testCtx(t), "ws://"+addr+"/ws", JoinRequest{})
+	_, err := Join(testCtx(t), "ws://"+addr+"/ws", newID(t).PublicHex(), JoinRequest{})
 	wantCode(t, err, CodeUnreachable)
 	_, err = CreateMesh(testCtx(t), "ws://"+addr+"/ws", "t", CreateMeshRequest{})
 	wantCode(t, err, CodeUnreachable)
@@ -150,7 +156,7 @@ func TestJoinHonoursRetryAfter(t *testing.T) {
 		w.Write([]byte(`{"meshId":"M","memberRole":"member","brokerPubkey":"k"}`))
 	}))
 	defer srv.Close()
-	res, err := Join(testCtx(t), "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", JoinRequest{})
+	res, err := joinUnproven(testCtx(t), "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", JoinRequest{})
 	if err != nil || res.MeshID != "M" {
 		t.Fatalf("%+v %v", res, err)
 	}

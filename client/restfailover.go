@@ -58,21 +58,36 @@ func restNextURL(err error, idempotent bool) bool {
 // naming every URL's failure.
 func postJSONAny(ctx context.Context, urls []string, path, bearer string, in, out any, idempotent bool) (string, error) {
 	for attempt := 0; ; attempt++ {
-		u, err := postPass(ctx, urls, path, bearer, in, out, idempotent)
+		u, err := postPass(ctx, urls, path, bearer, in, out, idempotent, nil)
 		if err == nil || !waitRetryAfter(ctx, err, attempt) {
 			return u, err
 		}
 	}
 }
 
-func postPass(ctx context.Context, urls []string, path, bearer string, in, out any, idempotent bool) (string, error) {
+// postPass is one pass of postJSONAny. A non-nil prove is asked first
+// about each URL: a URL it fails gets nothing posted, and the pass goes on
+// to the next one (as after a node that could not have acted).
+func postPass(ctx context.Context, urls []string, path, bearer string, in, out any, idempotent bool,
+	prove func(context.Context, string) error) (string, error) {
 	var errs []error
 	for i, u := range urls {
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if i < len(urls)-1 {
 			actx, cancel = context.WithTimeout(ctx, failoverHandshakeTimeout)
 		}
-		err := doJSON(actx, http.MethodPost, RESTBase(u)+path, bearer, in, out)
+		var err error
+		if prove != nil {
+			if err = prove(actx, u); err != nil {
+				cancel()
+				if ctx.Err() != nil {
+					return "", err
+				}
+				errs = append(errs, err)
+				continue
+			}
+		}
+		err = doJSON(actx, http.MethodPost, RESTBase(u)+path, bearer, in, out)
 		cancel()
 		if err == nil {
 			return u, nil

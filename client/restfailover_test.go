@@ -39,7 +39,7 @@ func TestJoinAnyGoesOnPastADeadOrUnavailableNode(t *testing.T) {
 	dead := deadURL(t)
 	busy := newNode(t, http.StatusServiceUnavailable, `{"error":{"code":"unavailable","message":"no quorum"}}`)
 	good := newNode(t, http.StatusOK, joined)
-	res, at, err := JoinAny(testCtx(t), []string{dead, busy.url(), good.url()}, JoinRequest{})
+	res, at, err := joinAny(testCtx(t), []string{dead, busy.url(), good.url()}, nil, JoinRequest{})
 	if err != nil || res.MemberID != "m1" || at != good.url() {
 		t.Fatalf("JoinAny = %+v, %q, %v; want m1 from %s", res, at, err, good.url())
 	}
@@ -53,7 +53,7 @@ func TestJoinAnyGoesOnPastADeadOrUnavailableNode(t *testing.T) {
 func TestJoinAnyStopsAtAnAuthoritativeAnswer(t *testing.T) {
 	gone := newNode(t, http.StatusGone, `{"error":{"code":"invite_revoked","message":"this invite was revoked"}}`)
 	good := newNode(t, http.StatusOK, joined)
-	_, _, err := JoinAny(testCtx(t), []string{gone.url(), good.url()}, JoinRequest{})
+	_, _, err := joinAny(testCtx(t), []string{gone.url(), good.url()}, nil, JoinRequest{})
 	wantCode(t, err, wire.CodeInviteRevoked)
 	if good.hits.Load() != 0 {
 		t.Fatalf("the second node was asked %d times after an authoritative refusal", good.hits.Load())
@@ -64,7 +64,7 @@ func TestJoinAnyStopsAtAnAuthoritativeAnswer(t *testing.T) {
 func TestJoinAnyAllFailed(t *testing.T) {
 	dead := deadURL(t)
 	busy := newNode(t, http.StatusBadGateway, "<html>bad gateway</html>")
-	_, _, err := JoinAny(testCtx(t), []string{dead, busy.url()}, JoinRequest{})
+	_, _, err := joinAny(testCtx(t), []string{dead, busy.url()}, nil, JoinRequest{})
 	e := wantCode(t, err, CodeUnreachable)
 	if !strings.Contains(e.Message, "all 2 broker URLs failed") || !strings.Contains(e.Message, busy.url()+": http_502") {
 		t.Fatalf("message %q does not name every URL's failure", e.Message)
@@ -102,7 +102,7 @@ func TestJoinAnyWaitsOutAnUnavailableCluster(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	live := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
-	res, at, err := JoinAny(testCtx(t), []string{dead, live}, JoinRequest{})
+	res, at, err := joinAny(testCtx(t), []string{dead, live}, nil, JoinRequest{})
 	if err != nil || res.MemberID != "m1" || at != live || asked.Load() != 2 {
 		t.Fatalf("JoinAny = %+v, %q, %v after %d requests; want m1 from %s on the second", res, at, err, asked.Load(), live)
 	}

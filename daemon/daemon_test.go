@@ -109,7 +109,7 @@ func (e *env) join(name string) config.Mesh {
 	c.Close()
 	key, _ := cmcrypto.GenerateIdentity()
 	req, _ := client.NewJoinRequest(tok, inv.MeshID, inv.InviteID, name, key, time.Now())
-	res, err := client.Join(ctx, inv.BrokerURL, req)
+	res, err := client.Join(ctx, inv.BrokerURL, inv.BrokerPubkey, req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

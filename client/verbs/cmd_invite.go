@@ -255,8 +255,9 @@ func joinCommand() *cli.Command {
 		Description: cliui.WithExamples(
 			"LINK is ic://join/<token>, https://<broker-host>/join/<token> or the bare token. The invite's signature\n"+
 				"and expiry are checked here before the broker is contacted; your member key is generated here and\n"+
-				"never leaves this machine. The broker key named in the invite is pinned: a broker that cannot prove\n"+
-				"it holds that key is refused, now and later.\n"+
+				"never leaves this machine. The broker key named in the invite is pinned: before the invite is sent,\n"+
+				"the server at its URL must sign a fresh challenge with that key (else: \"not the broker the invite\n"+
+				"names\", exit 4, and the invite is not sent), and every later connection must prove it again.\n"+
 				"Ctrl-C (SIGINT, SIGTERM) while the broker answers keeps waiting, up to 30 s, so that the key it may\n"+
 				"already have enrolled is saved; a second one stops waiting and says how to find out.",
 			"claudemesh join ic://join/eyJ2IjoxLCJtZXNoSWQiOi…",
@@ -342,7 +343,7 @@ func join(c *cli.Context) error {
 		ctx, cancel := context.WithTimeout(hctx, opTimeout)
 		defer cancel()
 		var err error
-		res, answered, err = client.JoinAny(ctx, urls, req)
+		res, answered, err = client.JoinAny(ctx, urls, inv.BrokerPubkey, req)
 		if err != nil && hctx.Err() != nil {
 			return joinAbandoned(inv.MeshSlug, display, inv.BrokerURL, err)
 		}

@@ -415,7 +415,7 @@ func (t *tour) enroll(ctx context.Context, owner *peer, name string) (*peer, err
 	if err != nil {
 		return nil, err
 	}
-	res, err := client.Join(ctx, parsed.BrokerURL, req)
+	res, err := client.Join(ctx, parsed.BrokerURL, parsed.BrokerPubkey, req)
 	if err != nil {
 		return nil, fmt.Errorf("%s joining: %w", name, err)
 	}
