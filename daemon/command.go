@@ -446,7 +446,7 @@ func statusCommand() *cli.Command {
 				if u.Rows == 1 {
 					rows = "row"
 				}
-				out.Linef("inbox: %d unread, %d %s, %.1f of %.1f MiB", st.InboxUnread, u.Rows, rows, float64(u.Bytes)/(1<<20), float64(u.MaxBytes)/(1<<20))
+				out.Linef("inbox: %d unread, %d %s, %s of %s", st.InboxUnread, u.Rows, rows, humanSize(u.Bytes), humanSize(u.MaxBytes))
 			} else {
 				out.Linef("inbox: %d unread", st.InboxUnread)
 			}

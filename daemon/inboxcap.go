@@ -78,6 +78,23 @@ func (d *Daemon) inboxRoom(items []inboxItem) int {
 	return len(items)
 }
 
+// inboxRoomBytes is inboxRoom for rows of the given estimated sizes (topic
+// posts, whose bodies are already open): how many of them to store, at
+// least one since inboxFull said there is room.
+func (d *Daemon) inboxRoomBytes(sizes []int64) int {
+	hard := 2 * d.opts.InboxMaxBytes
+	d.icap.mu.Lock()
+	size := d.icap.bytes
+	d.icap.mu.Unlock()
+	for i, n := range sizes {
+		size += n
+		if size >= hard {
+			return i + 1
+		}
+	}
+	return len(sizes)
+}
+
 // loadInboxSize measures the inbox at start.
 func (d *Daemon) loadInboxSize() error {
 	var n int64
@@ -194,18 +211,30 @@ func (d *Daemon) inboxStatus(bytes int64, rows, unseen int) (*localapi.InboxUsag
 	if u.Full = d.icap.full; u.Full {
 		u.OverCap, u.UnseenHeld = true, unseen
 		warnings = append(warnings, fmt.Sprintf("the inbox is full (%s, twice its cap of %s) with %d unseen rows: new messages stay on the broker until you mark some seen (claudemesh inbox --mark-seen), or restart the daemon with a larger daemon up --inbox-max-bytes",
-			mib(bytes), mib(max), unseen))
+			humanSize(bytes), humanSize(max), unseen))
 	} else if bytes > max {
 		u.OverCap, u.UnseenHeld = true, unseen
 		warnings = append(warnings, fmt.Sprintf("the inbox is over its cap (%s of %s) with %d unseen rows, which are kept until read or deleted: mark them seen (claudemesh inbox --mark-seen) so the oldest can be dropped, or restart the daemon with a larger daemon up --inbox-max-bytes",
-			mib(bytes), mib(max), unseen))
+			humanSize(bytes), humanSize(max), unseen))
 	} else if u.DroppedSeen > 0 {
-		warnings = append(warnings, fmt.Sprintf("the inbox reached its cap (%s): %d of the oldest seen rows were dropped since the daemon started", mib(max), u.DroppedSeen))
+		warnings = append(warnings, fmt.Sprintf("the inbox reached its cap (%s): %d of the oldest seen rows were dropped since the daemon started", humanSize(max), u.DroppedSeen))
 	}
 	return u, warnings
 }
 
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+// humanSize renders a byte count in the largest unit it has one of, so a
+// small cap reads "19.5 KiB", never "0.0 MiB".
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
 
 // inboxShrank counts rows deleted (a prune, a delete): the cap may be met
 // again, or a stuck trim find room.

@@ -259,3 +259,76 @@ func TestInboxFetchAcksOnlyWhatItStored(t *testing.T) {
 	})
 	waitFor(t, 20*time.Second, "every message delivered", func() bool { return outbox(localapi.StatusDelivered) == 10 })
 }
+
+// Topic posts keep to the inbox's hard limit too (trial13 #24): past it
+// they are not stored, they stay in the topic's history on the broker, and
+// the catch-up brings every one of them, once, when rows are read.
+func TestFullInboxLeavesTopicPostsOnTheBroker(t *testing.T) {
+	const limit = 16 << 10
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit, TopicSweep: 300 * time.Millisecond})
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "flood", Plaintext: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/flood/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Repeat("t", 4000)
+	const n = 15
+	for i := range n {
+		alice.post(t, "flood", fmt.Sprintf("%03d %s", i, body))
+	}
+	status := func() localapi.Status {
+		var st localapi.Status
+		if _, err := bob.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	waitFor(t, 20*time.Second, "bob's inbox to fill with topic posts", func() bool { return status().Inbox.Full })
+	waitFor(t, 20*time.Second, "alice's posts in the topic's history", func() bool { return len(alice.messages(t, "flood").Messages) == n })
+	if st := status(); len(bob.inbox(t)) >= n || st.Inbox.Bytes > 2*limit+8<<10 {
+		t.Fatalf("full inbox: %d rows, %+v", len(bob.inbox(t)), st.Inbox)
+	}
+	// Reading makes room; the catch-up brings the rest, each post once.
+	read := map[string]int{}
+	for len(read) < n {
+		var rows []localapi.InboxRow
+		bob.api.Do(ctx, "GET", "/v1/inbox?markSeen=true", nil, &rows)
+		for _, r := range rows {
+			if r.SeenAt == 0 && len(r.Body) >= 3 {
+				read[r.Body[:3]]++
+			}
+		}
+		if len(read) == n {
+			break
+		}
+		waitFor(t, 20*time.Second, "more of alice's topic posts", func() bool {
+			rows := bob.inbox(t)
+			return len(rows) > 0 && rows[0].SeenAt == 0
+		})
+	}
+	for k, c := range read {
+		if c != 1 {
+			t.Fatalf("post %s read %d times", k, c)
+		}
+	}
+	if st := status(); st.Inbox.Full || st.Inbox.Bytes > 2*limit+8<<10 {
+		t.Fatalf("after reading: %+v", st.Inbox)
+	}
+}
+
+// daemon status names a small cap in a unit it has one of: 20,000 bytes is
+// not "0.0 MiB".
+func TestHumanSizeNeverRoundsToZero(t *testing.T) {
+	for n, want := range map[int64]string{20000: "19.5 KiB", 512: "512 bytes", 1023: "1023 bytes", 256 << 20: "256.0 MiB", 3 << 30: "3.0 GiB"} {
+		if got := humanSize(n); got != want {
+			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -34,11 +34,20 @@ type topicsRT struct {
 	list     map[string]wire.TopicInfo // by id
 	cursors  map[string]string         // topic id → last message id stored ("" = from the start)
 	catching map[string]chan struct{}  // topic id → a catch-up is running; closed when done
+	// behind: topic id → the generation (behindGen) of the last post of
+	// it left on the broker because the inbox was full. While a topic is
+	// behind, its live posts are not stored (the cursor must not pass the
+	// posts left out): the catch-up reads them all, in order, from the
+	// topic's history once there is room, and ends the state.
+	behind    map[string]uint64
+	behindGen uint64
+	kicked    map[string]bool // topic id → a catch-up started by kick has not begun
 }
 
 func newTopicsRT(m *meshRT) *topicsRT {
 	t := &topicsRT{m: m, ring: client.NewTopicKeyring(), list: map[string]wire.TopicInfo{},
-		cursors: map[string]string{}, catching: map[string]chan struct{}{}}
+		cursors: map[string]string{}, catching: map[string]chan struct{}{}, behind: map[string]uint64{},
+		kicked: map[string]bool{}}
 	t.keeper = &client.TopicKeeper{MeshID: m.cfg.MeshID, Member: m.key, Ring: t.ring, Log: m.d.log,
 		OnKey: t.onKey, Jitter: m.d.opts.TopicJitter}
 	m.d.db.View(func(tx *bolt.Tx) error {
@@ -196,6 +205,7 @@ func (t *topicsRT) catchUp(topicID string) {
 		running, busy := t.catching[topicID]
 		if !busy {
 			t.catching[topicID] = make(chan struct{})
+			delete(t.kicked, topicID)
 		}
 		t.mu.Unlock()
 		if !busy {
@@ -229,6 +239,10 @@ func (t *topicsRT) catchUp(topicID string) {
 	for range 100 { // at most 5,000 posts a round; the next round goes on
 		var posts []*wire.Push
 		var more bool
+		// A post left out for a full inbox before this read is in it.
+		t.mu.Lock()
+		gen := t.behind[topicID]
+		t.mu.Unlock()
 		if cursor == "" {
 			// From the start of the topic: read backwards, then replay.
 			var page *client.TopicPage
@@ -268,6 +282,7 @@ func (t *topicsRT) catchUp(topicID string) {
 			more = page.More
 		}
 		if len(posts) == 0 {
+			t.caughtUp(topicID, gen)
 			return
 		}
 		stored, last := t.m.d.storeTopicPosts(t.m, topicID, posts)
@@ -275,10 +290,52 @@ func (t *topicsRT) catchUp(topicID string) {
 			t.setCursor(topicID, last)
 			cursor = last
 		}
-		if stored < len(posts) || !more {
-			return // waiting for a key, or caught up
+		if stored < len(posts) {
+			return // waiting for a key, or for room in the inbox
+		}
+		if !more {
+			t.caughtUp(topicID, gen)
+			return
 		}
 	}
+}
+
+// caughtUp ends a topic's behind state when no post was left out since
+// the catch-up's last read of its history (gen, read before it).
+func (t *topicsRT) caughtUp(topicID string, gen uint64) {
+	t.mu.Lock()
+	if g, ok := t.behind[topicID]; ok && g == gen {
+		delete(t.behind, topicID)
+	}
+	t.mu.Unlock()
+}
+
+// leftBehind records that a post of the topic was left on the broker for a
+// full inbox.
+func (t *topicsRT) leftBehind(topicID string) {
+	t.mu.Lock()
+	t.behindGen++
+	t.behind[topicID] = t.behindGen
+	t.mu.Unlock()
+}
+
+// kick starts a catch-up of the topic unless one is already waiting to
+// start (catchUp clears the mark when it starts).
+func (t *topicsRT) kick(topicID string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.kicked[topicID] {
+		return
+	}
+	t.kicked[topicID] = true
+	go t.catchUp(topicID)
+}
+
+func (t *topicsRT) isBehind(topicID string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.behind[topicID]
+	return ok
 }
 
 // storeTopicPosts opens posts of one topic (oldest first) and stores the
@@ -296,11 +353,34 @@ func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push) 
 	if len(msgs) == 0 {
 		return 0, ""
 	}
+	// The inbox's hard limit holds for topic posts too: those past it stay
+	// in the topic's history, where the next catch-up finds them.
+	if d.inboxFull(len(msgs)) {
+		m.topics.leftBehind(topicID)
+		return 0, ""
+	}
+	if n := d.inboxRoomBytes(topicRowSizes(m, msgs)); n < len(msgs) {
+		msgs = msgs[:n]
+		m.topics.leftBehind(topicID)
+	}
 	if err := d.storeTopicRows(m, msgs); err != nil {
 		d.log.Error("topic inbox store", "err", err)
 		return 0, ""
 	}
 	return len(msgs), msgs[len(msgs)-1].ID
+}
+
+// topicRowSizes estimates the inbox bytes each post adds: its body and
+// metadata, nothing for the member's own (not stored).
+func topicRowSizes(m *meshRT, msgs []client.TopicMessage) []int64 {
+	self := m.key.PublicHex()
+	sizes := make([]int64, len(msgs))
+	for i, tm := range msgs {
+		if tm.SenderPubkey != self {
+			sizes[i] = int64(len(tm.Body)+len(tm.DecryptError)) + 512
+		}
+	}
+	return sizes
 }
 
 // storeTopicRows stores topic posts by others as inbox rows (once: a post
@@ -372,6 +452,19 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 				}
 			}()
 			continue
+		}
+		// Past the inbox's hard limit a post is left in the topic's
+		// history, and so are the topic's next ones until a catch-up has
+		// read them in order (topicsRT.behind); one is started when there
+		// is room again (and by every sweep).
+		if behind := m.topics.isBehind(topicID); behind || tm.SenderPubkey != m.key.PublicHex() {
+			if full := d.inboxFull(1); behind || full {
+				m.topics.leftBehind(topicID)
+				if !full {
+					m.topics.kick(topicID)
+				}
+				continue
+			}
 		}
 		if err := d.storeTopicRows(m, []client.TopicMessage{tm}); err != nil {
 			d.log.Error("topic inbox store", "err", err)
