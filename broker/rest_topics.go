@@ -1,7 +1,7 @@
 package broker
 
 import (
-	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -209,9 +209,13 @@ func (b *Broker) restTopicPost(w http.ResponseWriter, r *http.Request, a *apiCal
 		}
 		s.BodyVersion = wire.BodyPlaintext
 		s.Ciphertext = cmcrypto.EncodeB64([]byte(*body.Text))
-		var nonce [24]byte
-		rand.Read(nonce[:]) // plaintext posts need one too: clients de-duplicate on (sender, nonce)
-		s.Nonce = cmcrypto.EncodeB64(nonce[:])
+		// Plaintext posts need a nonce too: clients de-duplicate on
+		// (sender, nonce). It is derived from the post (not random) so
+		// that a retry of the same post, same key and same text, has the
+		// same fingerprint and gets the duplicate answer, not
+		// idempotency_key_reused; a new post has a new clientMessageId
+		// (random when none is given), so a new nonce.
+		s.Nonce = plaintextPostNonce(ms.id, t.ID, a.mem.Pubkey, cmid, *body.Text)
 	} else {
 		if !t.Encrypted {
 			bad("#" + t.Name + " is a plaintext topic: post {text}")
@@ -457,4 +461,16 @@ func (b *Broker) streamCatchUp(w http.ResponseWriter, rc *http.ResponseControlle
 func writeStreamEvent(w http.ResponseWriter, id string, data []byte) bool {
 	_, err := fmt.Fprintf(w, "id: %s\nevent: message\ndata: %s\n\n", id, data)
 	return err == nil
+}
+
+// plaintextPostNonce is the nonce of a plaintext topic post made over REST:
+// 24 bytes of SHA-256 over the post's mesh, topic, member, clientMessageId
+// and text, in canonical base64.
+func plaintextPostNonce(meshID, topicID, memberPubkey, cmid, text string) string {
+	h := sha256.New()
+	for _, part := range []string{"claudemesh/rest-plaintext-nonce/v1", meshID, topicID, memberPubkey, cmid, text} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return cmcrypto.EncodeB64(h.Sum(nil)[:24])
 }

@@ -386,3 +386,62 @@ func TestAPIKeyListMarksARemovedMembersKey(t *testing.T) {
 		}
 	}
 }
+
+// A bot that lost the answer to a plaintext post retries it with the same
+// Idempotency-Key (or clientMessageId) and gets the documented 200
+// duplicate with the first messageId, not idempotency_key_reused (trial13
+// #5); the same key with another text is still refused.
+func TestRESTPlaintextPostRetryIsADuplicate(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := topicMesh(t, b, "acme", "alice")[0]
+	alice.create("bots", client.TopicCreateOptions{Plaintext: true})
+	writer := apiKey(t, alice, "bot", []string{"read", "send"})
+	post := func(header string, body map[string]string) (int, map[string]any) {
+		t.Helper()
+		data, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", b.HTTPURL()+"/v1/topics/bots/messages", bytes.NewReader(data))
+		req.Header.Set("Authorization", "Bearer "+writer.Secret)
+		if header != "" {
+			req.Header.Set("Idempotency-Key", header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		json.Unmarshal(raw, &out)
+		return resp.StatusCode, out
+	}
+	for _, c := range []struct {
+		header string
+		body   map[string]string
+	}{
+		{"abc", map[string]string{"text": "build 1 green"}},
+		{"", map[string]string{"text": "build 2 green", "clientMessageId": "cmid-1"}},
+	} {
+		st, first := post(c.header, c.body)
+		if st != 201 || first["duplicate"] != false {
+			t.Fatalf("first post: %d %v", st, first)
+		}
+		st, again := post(c.header, c.body)
+		if st != 200 || again["duplicate"] != true || again["messageId"] != first["messageId"] {
+			t.Fatalf("retry of %v: %d %v, want 200 duplicate of %v", c.body, st, again, first["messageId"])
+		}
+		other := map[string]string{"text": "something else"}
+		if id, ok := c.body["clientMessageId"]; ok {
+			other["clientMessageId"] = id
+		}
+		if st, body := post(c.header, other); st != 409 || errCode(body) != wire.CodeIdempotencyKeyReused {
+			t.Fatalf("same key, other text: %d %v", st, body)
+		}
+	}
+	// Posts without a key are separate posts.
+	st1, p1 := post("", map[string]string{"text": "same"})
+	st2, p2 := post("", map[string]string{"text": "same"})
+	if st1 != 201 || st2 != 201 || p1["messageId"] == p2["messageId"] {
+		t.Fatalf("two keyless posts: %d %v, %d %v", st1, p1, st2, p2)
+	}
+}
