@@ -253,3 +253,26 @@ func TestMeshCreateSaysWhatASignalWaitsFor(t *testing.T) {
 		})
 	}
 }
+
+// A broker whose --public-url is wrong (trial13 #28): the mesh it creates
+// is proven and saved with the URL given with --broker, with a warning that
+// names the announced URL, instead of being left on the broker with an
+// owner key nobody holds; the mesh then works (an invite and a join).
+func TestMeshCreateWithAWrongPublicURL(t *testing.T) {
+	t.Parallel()
+	wrong := "ws://" + freeAddr(t) + "/ws"
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--public-url", wrong)
+	given := "ws://" + b.addr + "/ws"
+	alice := newUser(t, "alice")
+	r := alice.ok("mesh", "create", "Pub", "--slug", "pub", "--broker", given, "--operator-token-file", b.tokenFile(), "--name", "alice")
+	if !strings.Contains(r.stderr, wrong) || !strings.Contains(r.stderr, "--public-url") || !strings.Contains(r.stdout, "created mesh Pub") {
+		t.Fatalf("mesh create with a wrong --public-url:\n%s", r)
+	}
+	if w := alice.whoami(); len(w.Meshes) != 1 || w.Meshes[0].BrokerURL != given || w.Meshes[0].Role != "owner" {
+		t.Fatalf("saved: %+v", w)
+	}
+	bob := newUser(t, "bob")
+	if m := bob.join(alice.invite().Link); m.Slug != "pub" {
+		t.Fatalf("bob's join: %+v", m)
+	}
+}

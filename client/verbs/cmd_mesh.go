@@ -155,6 +155,8 @@ func meshCreate(c *cli.Context) error {
 	// most opTimeout; a second stops waiting, with an error that says
 	// what is known and what to do.
 	var m config.Mesh
+	var announced string   // the broker's URL, when it failed and --broker's proved the key
+	var announcedErr error // why it failed
 	err = cliui.Hold(e.ctx(), meshCreateHeldNote, func(hctx context.Context) error {
 		rctx, cancel := context.WithTimeout(hctx, opTimeout)
 		res, err := client.CreateMesh(rctx, brokerURL, token, client.CreateMeshRequest{
@@ -182,9 +184,34 @@ func meshCreate(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		dctx, cancel := context.WithTimeout(hctx, opTimeout)
-		conn, err := client.Dial(dctx, id, client.DialOptions{Logger: e.log, Header: userAgent()})
-		cancel()
+		prove := func(id client.MeshIdentity) error {
+			dctx, cancel := context.WithTimeout(hctx, opTimeout)
+			defer cancel()
+			conn, err := client.Dial(dctx, id, client.DialOptions{Logger: e.log, Header: userAgent()})
+			if err == nil {
+				conn.Close()
+			}
+			return err
+		}
+		err = prove(id)
+		// The broker announces the URL of its --public-url, which may be
+		// wrong (a typo, a proxy not set up yet) while the URL given with
+		// --broker, which just created the mesh, works: the key is then
+		// proven there and the mesh saved with that URL, else its owner
+		// key would be lost with a mesh nobody can act as.
+		given := wsFormOf(brokerURL)
+		if err != nil && hctx.Err() == nil && given != res.BrokerURL {
+			alt := m
+			alt.BrokerURL, alt.BrokerURLs = given, nil
+			if aid, aerr := identityOf(&alt); aerr == nil {
+				if aerr = prove(aid); aerr == nil {
+					announced, announcedErr = res.BrokerURL, err
+					m, err = alt, nil
+				} else if hctx.Err() == nil {
+					err = fmt.Errorf("%w; at %s (--broker): %v", err, given, aerr)
+				}
+			}
+		}
 		if err != nil {
 			if hctx.Err() != nil {
 				ie := cliui.Errorf(cliui.CodeInterrupted,
@@ -193,10 +220,15 @@ func meshCreate(c *cli.Context) error {
 				ie.Cause = err
 				return ie
 			}
-			return cliui.Errorf(client.CodeOf(err), "mesh %s was created, but checking the broker at %s failed, so it was not saved: %v",
-				res.Slug, res.BrokerURL, err).WithHint(hintFor(client.CodeOf(err)))
+			// The mesh exists on the broker; its unproven key is not
+			// pinned, so its owner key is lost and its slug stays taken:
+			// "try again" would only be told the slug exists.
+			return cliui.Errorf(client.CodeOf(err),
+				"mesh %s (id %s) was created on the broker, but the broker could not prove its key at %s (the URL it announces, its --public-url), so it was not saved here and its owner key is lost: %v",
+				res.Slug, res.MeshID, res.BrokerURL, err).
+				WithHint("check that the broker is running and reachable at the URL it announces (its operator sets --public-url); " +
+					res.Slug + " stays taken: " + meshLostHint)
 		}
-		conn.Close()
 		return nil
 	})
 	if err != nil {
@@ -209,6 +241,11 @@ func meshCreate(c *cli.Context) error {
 		return err
 	}
 	out := e.out
+	if announcedErr != nil {
+		out.Warn(fmt.Sprintf("the broker announces %s (its --public-url), which failed (%v): mesh %s is saved with %s, the URL given with --broker, and its invites name that URL",
+			announced, announcedErr, m.Slug, m.BrokerURL),
+			"the broker's operator should fix --public-url: it is the URL every other mesh created or joined there is given")
+	}
 	if out.JSONMode() {
 		return out.JSON(meshJSONOf(&m))
 	}
@@ -216,6 +253,25 @@ func meshCreate(c *cli.Context) error {
 	out.Linef("  broker  %s", strings.Join(m.URLs(), ", "))
 	out.Linef("%s", out.Style().Dim("→ invite someone: claudemesh invite --mesh "+m.Slug))
 	return nil
+}
+
+// wsFormOf is a --broker URL as the WebSocket URL a mesh is saved with:
+// http(s):// becomes ws(s)://, and a URL without a path gets /ws.
+func wsFormOf(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/ws"
+	}
+	return u.String()
 }
 
 // meshCreateHeldNote is what mesh create says on stderr at its first
