@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,14 +14,65 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"claudemesh/client/config"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/fsutil"
 )
 
+// The default home's unit and agent keep the names every home once shared,
+// so an install from before stays its own; every other home has its own
+// (serviceNames), and a file that runs the daemon of another home is never
+// overwritten or removed (serviceHome).
 const (
 	systemdUnitName = "claudemesh-daemon.service"
 	launchdLabel    = "com.claudemesh.daemon"
 )
+
+// serviceNames is home's systemd unit name and launchd label: the shared
+// ones for the default home (~/.claudemesh), else names with 8 hex digits
+// of the SHA-256 of the home's path.
+func serviceNames(home string) (unit, label string) {
+	if def, err := config.DefaultHome(); err == nil && filepath.Clean(def) == filepath.Clean(home) {
+		return systemdUnitName, launchdLabel
+	}
+	sum := sha256.Sum256([]byte(filepath.Clean(home)))
+	h := hex.EncodeToString(sum[:4])
+	return "claudemesh-daemon-" + h + ".service", launchdLabel + "." + h
+}
+
+// serviceHome is the home whose daemon a unit or agent file we wrote runs
+// ("" when body names none).
+func serviceHome(body string) string {
+	if _, rest, ok := strings.Cut(body, "<string>--home</string><string>"); ok {
+		h, _, _ := strings.Cut(rest, "</string>")
+		return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(h)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		cmd, ok := strings.CutPrefix(line, "ExecStart=")
+		if !ok {
+			continue
+		}
+		_, rest, ok := strings.Cut(cmd, " --home ")
+		if !ok {
+			return ""
+		}
+		h := strings.TrimSuffix(rest, " daemon up --foreground")
+		if len(h) >= 2 && strings.HasPrefix(h, `"`) && strings.HasSuffix(h, `"`) {
+			h = strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(h[1 : len(h)-1])
+		}
+		return h
+	}
+	return ""
+}
+
+// anotherHomesService is the refusal to replace or remove the service file
+// at path, which runs the daemon of other, not home.
+func anotherHomesService(path, other, home, verb string) error {
+	e := cliui.Errorf("installed_for_another_home",
+		"%s runs the daemon of another home, %s: not %s for %s", path, other, verb, home).
+		WithHint("that home's service is its own: manage it with claudemesh --home " + other + " daemon install-service / uninstall-service")
+	return e
+}
 
 // onCI reports whether we run under a CI system, where installing a user
 // service would outlive the job and touch a machine we do not own.
@@ -32,20 +85,25 @@ func onCI() bool {
 	return false
 }
 
-// servicePath is where the unit (Linux) or agent (macOS) file goes.
-func servicePath() (string, error) {
+// servicePath is where home's unit (Linux) or agent (macOS) file goes.
+func servicePath(home string) (string, error) {
+	unit, label := serviceNames(home)
+	return servicePathOf(unit, label)
+}
+
+func servicePathOf(unit, label string) (string, error) {
 	userHome, err := os.UserHomeDir()
 	if err != nil {
 		return "", err
 	}
 	if runtime.GOOS == "darwin" {
-		return filepath.Join(userHome, "Library", "LaunchAgents", launchdLabel+".plist"), nil
+		return filepath.Join(userHome, "Library", "LaunchAgents", label+".plist"), nil
 	}
 	cfg := os.Getenv("XDG_CONFIG_HOME")
 	if cfg == "" {
 		cfg = filepath.Join(userHome, ".config")
 	}
-	return filepath.Join(cfg, "systemd", "user", systemdUnitName), nil
+	return filepath.Join(cfg, "systemd", "user", unit), nil
 }
 
 // systemdUnit runs the daemon in the foreground under the user manager,
@@ -75,7 +133,7 @@ func systemdQuote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
-func launchdPlist(exe, home string) string {
+func launchdPlist(exe, home, label string) string {
 	esc := func(s string) string {
 		return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 	}
@@ -95,7 +153,7 @@ func launchdPlist(exe, home string) string {
   <key>StandardErrorPath</key><string>%s</string>
 </dict>
 </plist>
-`, launchdLabel, esc(exe), esc(home), esc(filepath.Join(home, "daemon", "daemon.log")), esc(filepath.Join(home, "daemon", "daemon.log")))
+`, esc(label), esc(exe), esc(home), esc(filepath.Join(home, "daemon", "daemon.log")), esc(filepath.Join(home, "daemon", "daemon.log")))
 }
 
 func installCommand() *cli.Command {
@@ -104,8 +162,10 @@ func installCommand() *cli.Command {
 		Usage: "run the daemon as a user service (systemd on Linux, launchd on macOS)",
 		Description: cliui.WithExamples(
 			"Writes ~/.config/systemd/user/claudemesh-daemon.service (Restart=always) or\n"+
-				"~/Library/LaunchAgents/com.claudemesh.daemon.plist (KeepAlive) and starts it.\n"+
-				"Refuses on CI unless --allow-ci.",
+				"~/Library/LaunchAgents/com.claudemesh.daemon.plist (KeepAlive) and starts it. That is the\n"+
+				"default home's; another --home gets its own, claudemesh-daemon-<8 hex>.service or\n"+
+				"com.claudemesh.daemon.<8 hex>.plist, so each home's daemon runs beside the others. A file that\n"+
+				"runs another home's daemon is never replaced (exit 6). Refuses on CI unless --allow-ci.",
 			"claudemesh daemon install-service",
 		),
 		Flags: []cli.Flag{
@@ -128,13 +188,19 @@ func installCommand() *cli.Command {
 				return err
 			}
 			exe, _ = filepath.Abs(exe)
-			path, err := servicePath()
+			unit, label := serviceNames(home)
+			path, err := servicePathOf(unit, label)
 			if err != nil {
 				return err
 			}
+			if old, err := os.ReadFile(path); err == nil {
+				if other := serviceHome(string(old)); other != "" && filepath.Clean(other) != filepath.Clean(home) {
+					return anotherHomesService(path, other, home, "replaced")
+				}
+			}
 			body := systemdUnit(exe, home)
 			if runtime.GOOS == "darwin" {
-				body = launchdPlist(exe, home)
+				body = launchdPlist(exe, home, label)
 			}
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				return err
@@ -144,7 +210,7 @@ func installCommand() *cli.Command {
 			}
 			started, why := false, "--no-start"
 			if !c.Bool("no-start") {
-				if err := startService(path); err != nil {
+				if err := startService(path, unit); err != nil {
 					why = err.Error()
 				} else {
 					started, why = true, ""
@@ -167,14 +233,14 @@ func installCommand() *cli.Command {
 	}
 }
 
-func startService(path string) error {
+func startService(path, unit string) error {
 	if runtime.GOOS == "darwin" {
 		return runManager("launchctl", "load", "-w", path)
 	}
 	if err := runManager("systemctl", "--user", "daemon-reload"); err != nil {
 		return err
 	}
-	return runManager("systemctl", "--user", "enable", "--now", systemdUnitName)
+	return runManager("systemctl", "--user", "enable", "--now", unit)
 }
 
 // runManager runs a service-manager command; its error says what the
@@ -192,9 +258,12 @@ func runManager(name string, args ...string) error {
 
 func uninstallCommand() *cli.Command {
 	return &cli.Command{
-		Name:        "uninstall-service",
-		Usage:       "stop and remove the user service",
-		Description: cliui.WithExamples("", "claudemesh daemon uninstall-service"),
+		Name:  "uninstall-service",
+		Usage: "stop and remove the user service",
+		Description: cliui.WithExamples("Stops and removes this home's service (see install-service), never another home's: a file\n"+
+			"that runs another home's daemon is left as it is (exit 6). A service this home's install\n"+
+			"wrote under the shared name, before each home had its own, is removed too.",
+			"claudemesh daemon uninstall-service"),
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "no-stop", Usage: "remove the service file without asking the service manager to stop it"},
 		},
@@ -202,30 +271,61 @@ func uninstallCommand() *cli.Command {
 			if err := cliui.NoArgs(c); err != nil {
 				return err
 			}
-			path, err := servicePath()
+			home, err := homeOf(c)
 			if err != nil {
 				return err
 			}
-			if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			unit, label := serviceNames(home)
+			path, err := servicePathOf(unit, label)
+			if err != nil {
+				return err
+			}
+			// This home's file, and the shared one when an older
+			// install wrote this home's service there.
+			type svc struct{ path, unit string }
+			var mine []svc
+			if data, err := os.ReadFile(path); err == nil {
+				if other := serviceHome(string(data)); other != "" && filepath.Clean(other) != filepath.Clean(home) {
+					return anotherHomesService(path, other, home, "removed")
+				}
+				mine = append(mine, svc{path, unit})
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			if unit != systemdUnitName {
+				if shared, err := servicePathOf(systemdUnitName, launchdLabel); err == nil {
+					if data, err := os.ReadFile(shared); err == nil && filepath.Clean(serviceHome(string(data))) == filepath.Clean(home) {
+						mine = append(mine, svc{shared, systemdUnitName})
+					}
+				}
+			}
+			if len(mine) == 0 {
 				// Nothing of ours to stop: the service manager is not
 				// asked about a unit we never wrote.
 				return printResult(cliui.OutFrom(c), map[string]any{"ok": true, "removed": false, "path": path}, "%s", "no service was installed")
 			}
 			manage := !c.Bool("no-stop")
-			if manage && runtime.GOOS == "darwin" {
-				exec.Command("launchctl", "unload", "-w", path).Run()
-			} else if manage {
-				exec.Command("systemctl", "--user", "disable", "--now", systemdUnitName).Run()
+			removed := false
+			var lines []string
+			for _, sv := range mine {
+				if manage && runtime.GOOS == "darwin" {
+					exec.Command("launchctl", "unload", "-w", sv.path).Run()
+				} else if manage {
+					exec.Command("systemctl", "--user", "disable", "--now", sv.unit).Run()
+				}
+				if os.Remove(sv.path) == nil {
+					removed = true
+					lines = append(lines, "removed "+sv.path)
+				}
 			}
-			removed := os.Remove(path) == nil
 			if manage && runtime.GOOS != "darwin" {
 				exec.Command("systemctl", "--user", "daemon-reload").Run()
 			}
 			line := "no service was installed"
 			if removed {
-				line = "removed " + path
+				line = strings.Join(lines, "; ")
 			}
-			return printResult(cliui.OutFrom(c), map[string]any{"ok": true, "removed": removed, "path": path}, "%s", line)
+			return printResult(cliui.OutFrom(c), map[string]any{"ok": true, "removed": removed, "path": mine[0].path}, "%s", line)
 		},
 	}
 }
