@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 
+	"claudemesh/internal/cliui"
 	"claudemesh/store"
 	"claudemesh/wire"
 )
@@ -149,17 +150,7 @@ func (c *conn) queueRoomLocked(recipient, from string) bool {
 }
 
 // humanBytes renders a byte count for an error message.
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
+func humanBytes(n int64) string { return cliui.ByteSize(n) }
 
 // defaultQuotas fills the quota limits left at zero (or below).
 func (cfg *Config) defaultQuotas(def Config) {

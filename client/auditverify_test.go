@@ -1,8 +1,6 @@
 package client
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -10,11 +8,10 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/broker"
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/store/storetest"
 	"claudemesh/wire"
 )
 
@@ -225,7 +222,7 @@ func TestVerifyMeshAuditSince(t *testing.T) {
 	// repeated check does not read it again, the full one does.
 	c.Close()
 	b.Close()
-	editAuditPayload(t, filepath.Join(data, "broker.db"), 1)
+	storetest.EditAuditEntry(t, filepath.Join(data, "broker.db"), 1, func(e map[string]any) { e["payload"] = map[string]any{"edited": true} })
 	b = startTestBroker(t, func(cfg *broker.Config) { cfg.DataDir = data })
 	owner.BrokerURL = b.URL()
 	c = mustDial(t, ctx, owner, DialOptions{})
@@ -235,37 +232,5 @@ func TestVerifyMeshAuditSince(t *testing.T) {
 	}
 	if rep := verify(false); rep.OK || rep.Problem != AuditTampered || rep.FirstBadSeq != 1 {
 		t.Fatalf("full check after entry 1 was edited: %+v", rep)
-	}
-}
-
-// editAuditPayload changes the payload of entry seq of the only mesh in a
-// stopped broker's broker.db in place, keeping its recorded hash, as
-// someone with the disk could.
-func editAuditPayload(t *testing.T, path string, seq uint64) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
-		meshes := tx.Bucket([]byte("meshes"))
-		return meshes.ForEachBucket(func(id []byte) error {
-			a := meshes.Bucket(id).Bucket([]byte("audit"))
-			k := binary.BigEndian.AppendUint64(nil, seq)
-			var e map[string]any
-			if err := json.Unmarshal(a.Get(k), &e); err != nil {
-				return err
-			}
-			e["payload"] = map[string]any{"edited": true}
-			v, err := json.Marshal(e)
-			if err != nil {
-				return err
-			}
-			return a.Put(k, v)
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
 )
 
 // The inbox's size cap (issue 12 item 7: a peer flooding a victim grew its
@@ -222,19 +223,9 @@ func (d *Daemon) inboxStatus(bytes int64, rows, unseen int) (*localapi.InboxUsag
 	return u, warnings
 }
 
-// humanSize renders a byte count in the largest unit it has one of, so a
-// small cap reads "19.5 KiB", never "0.0 MiB".
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
+// humanSize is a byte count for people: a small cap reads "19.5 KiB",
+// never "0.0 MiB".
+func humanSize(n int64) string { return cliui.ByteSize(n) }
 
 // inboxShrank counts rows deleted (a prune, a delete): the cap may be met
 // again, or a stuck trim find room.

@@ -8,7 +8,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -18,11 +17,10 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"claudemesh/client"
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/store/storetest"
 )
 
 type adminOut struct {
@@ -529,7 +527,7 @@ func TestAuditVerifyTamperAndRollback(t *testing.T) {
 	b.stop()
 	tampered := t.TempDir()
 	copyDir(t, data, tampered)
-	editAuditEntry(t, filepath.Join(tampered, "broker.db"), 3, func(e map[string]any) {
+	storetest.EditAuditEntry(t, filepath.Join(tampered, "broker.db"), 3, func(e map[string]any) {
 		e["payload"] = map[string]any{"member": map[string]any{"displayName": "someone else"}, "reason": "edited"}
 	})
 	b = startBroker(t, tampered, b.addr)
@@ -600,37 +598,6 @@ func copyDir(t *testing.T, from, to string) {
 		if err := os.WriteFile(filepath.Join(to, e.Name()), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// editAuditEntry rewrites entry seq of the only mesh in a broker.db the
-// way someone with the disk could: in place, without fixing any hash.
-func editAuditEntry(t *testing.T, path string, seq uint64, edit func(map[string]any)) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
-		meshes := tx.Bucket([]byte("meshes"))
-		return meshes.ForEachBucket(func(id []byte) error {
-			b := meshes.Bucket(id).Bucket([]byte("audit"))
-			k := binary.BigEndian.AppendUint64(nil, seq)
-			var e map[string]any
-			if err := json.Unmarshal(b.Get(k), &e); err != nil {
-				return err
-			}
-			edit(e)
-			v, err := json.Marshal(e)
-			if err != nil {
-				return err
-			}
-			return b.Put(k, v)
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 
