@@ -48,6 +48,11 @@ func refusal(code, msg string) *adminError { return &adminError{code, msg} }
 // whose display name it also is), else a display name (exact,
 // case-insensitive) of members, else of sessions. Caller holds ms.mu.
 func (ms *meshState) matchTargets(target string) []adminTarget {
+	// Keys are lowercase hex: a client that sends one in capitals still
+	// names the key (names compare case-folded, so none is lost).
+	if lower := strings.ToLower(target); len(target) >= 8 && len(target) <= 64 && wire.IsHex(lower, len(lower)) {
+		target = lower
+	}
 	var out []adminTarget
 	sessionTarget := func(pubkey, name, parentID string) {
 		if parent := ms.memberByID[parentID]; parent != nil {

@@ -140,6 +140,13 @@ func TestAdminTargetFullSessionKeyIsNeverAName(t *testing.T) {
 	if e.Code != wire.CodeUnknownTarget {
 		t.Errorf("kick of a full key nobody holds, a session's name: %+v, want unknown_target", e)
 	}
+	// In capitals too (a review: the key was read as a display name,
+	// case-folded, and reached the session so named).
+	e = wire.Error{}
+	oc.request(map[string]any{"type": "kick", "target": strings.ToUpper(nobody.PublicHex())}, &e, wire.TypeError, wire.TypeAdminResult)
+	if e.Code != wire.CodeUnknownTarget {
+		t.Errorf("kick of a full key nobody holds, in capitals: %+v, want unknown_target", e)
+	}
 	var res wire.AdminResult
 	oc.request(map[string]any{"type": "kick", "target": bobSess.PublicHex()}, &res, wire.TypeAdminResult, wire.TypeError)
 	if len(res.Affected) != 1 || res.Affected[0].Pubkey != bobSess.PublicHex() {

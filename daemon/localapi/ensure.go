@@ -72,7 +72,7 @@ func Connect(ctx context.Context, home string, autostart bool) (*Client, error) 
 	// that waits for our output wait for the daemon too.
 	if out, err := cmd.CombinedOutput(); err != nil {
 		// Another verb's `daemon up` may have started it at the same
-		// moment (ours then exits 6, already_running): that one serves.
+		// moment: that one serves.
 		if c, _, perr := Probe(ctx, home); perr == nil {
 			return c, nil
 		}
