@@ -24,6 +24,28 @@ func (rd *runningDaemon) outbox(t *testing.T) []localapi.OutboxRow {
 	return rows
 }
 
+// status is the daemon's GET /v1/status.
+func (rd *runningDaemon) status(t *testing.T) localapi.Status {
+	t.Helper()
+	var st localapi.Status
+	if _, err := rd.api.Do(context.Background(), "GET", "/v1/status", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// outboxCount is how many of the daemon's outbox rows have status st.
+func (rd *runningDaemon) outboxCount(t *testing.T, st string) int {
+	t.Helper()
+	k := 0
+	for _, r := range rd.outbox(t) {
+		if r.Status == st {
+			k++
+		}
+	}
+	return k
+}
+
 func (rd *runningDaemon) send(t *testing.T, to, msg, cmid string) {
 	t.Helper()
 	if _, err := rd.api.Send(context.Background(), localapi.SendRequest{To: to, Message: msg, ClientMessageID: cmid}); err != nil {

@@ -11,15 +11,6 @@ import (
 	"claudemesh/daemon/localapi"
 )
 
-func outboxOf(t *testing.T, rd *runningDaemon) []localapi.OutboxRow {
-	t.Helper()
-	var rows []localapi.OutboxRow
-	if _, err := rd.api.Do(context.Background(), "GET", "/v1/outbox", nil, &rows); err != nil {
-		t.Fatal(err)
-	}
-	return rows
-}
-
 func rowWith(rows []localapi.OutboxRow, preview string) *localapi.OutboxRow {
 	for i := range rows {
 		if rows[i].Preview == preview {
@@ -92,7 +83,7 @@ func TestEndedSessionsRowsAreSent(t *testing.T) {
 		}
 	}
 	waitFor(t, 20*time.Second, "alice's rows are out, and the ended sessions' connections closed", func() bool {
-		rows := outboxOf(t, alice)
+		rows := alice.outbox(t)
 		for _, p := range []string{"from a, deregistered", "from b, reaped"} {
 			if r := rowWith(rows, p); r == nil || r.Status == localapi.StatusAccepted || r.Status == localapi.StatusFailed {
 				return false
@@ -127,7 +118,7 @@ func TestEndedSessionsRowsAreSent(t *testing.T) {
 	})
 	db.Close()
 	alice = e.daemonWith("alice", Options{ReapInterval: 50 * time.Millisecond})
-	r := rowWith(outboxOf(t, alice), "from c, record lost")
+	r := rowWith(alice.outbox(t), "from c, record lost")
 	if r == nil || r.Status != localapi.StatusFailed || r.ErrorCode != localapi.CodeSessionEnded || !strings.Contains(r.Error, "session that sent it ended") {
 		t.Fatalf("the orphaned row: %+v", r)
 	}

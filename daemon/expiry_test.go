@@ -27,12 +27,12 @@ func TestExpiredDeliveryEndsTheRowFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the row was queued", func() bool {
-		r := rowWith(outboxOf(t, alice), "will expire")
+		r := rowWith(alice.outbox(t), "will expire")
 		return r != nil && r.Status != localapi.StatusAccepted
 	})
 	var r *localapi.OutboxRow
 	waitFor(t, 20*time.Second, "the row ends failed", func() bool {
-		r = rowWith(outboxOf(t, alice), "will expire")
+		r = rowWith(alice.outbox(t), "will expire")
 		return r != nil && r.Status == localapi.StatusFailed
 	})
 	if r.ErrorCode != localapi.CodeDeliveryExpired || r.Expired != 1 || r.Recipients == nil || *r.Recipients != 1 || !strings.Contains(r.Error, "expired") {

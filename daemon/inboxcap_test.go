@@ -35,13 +35,7 @@ func TestInboxCapDropsOldestSeenRowsAndWarns(t *testing.T) {
 			}
 		}
 	}
-	status := func() localapi.Status {
-		var st localapi.Status
-		if _, err := bob.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	status := func() localapi.Status { return bob.status(t) }
 	send(0, 20)
 	waitFor(t, 20*time.Second, "20 rows", func() bool { return len(bob.inbox(t)) == 20 })
 	// All unseen: kept, over the cap, and said so.
@@ -107,24 +101,8 @@ func TestFullInboxLeavesMessagesOnTheBroker(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	status := func() localapi.Status {
-		var st localapi.Status
-		if _, err := bob.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
-	delivered := func() int {
-		var rows []localapi.OutboxRow
-		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &rows)
-		k := 0
-		for _, r := range rows {
-			if r.Status == localapi.StatusDelivered {
-				k++
-			}
-		}
-		return k
-	}
+	status := func() localapi.Status { return bob.status(t) }
+	delivered := func() int { return alice.outboxCount(t, localapi.StatusDelivered) }
 	waitFor(t, 20*time.Second, "bob's inbox to fill", func() bool { return status().Inbox.Full })
 	st := status()
 	if rows := len(bob.inbox(t)); rows >= n || st.Inbox.UnseenHeld != rows || len(st.Warnings) == 0 || !strings.Contains(st.Warnings[0], "stay on the broker") {
@@ -178,24 +156,8 @@ func TestInboxFetchAcksOnlyWhatItStored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	status := func() localapi.Status {
-		var st localapi.Status
-		if _, err := bob.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
-	outbox := func(st string) int {
-		var rows []localapi.OutboxRow
-		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &rows)
-		k := 0
-		for _, r := range rows {
-			if r.Status == st {
-				k++
-			}
-		}
-		return k
-	}
+	status := func() localapi.Status { return bob.status(t) }
+	outbox := func(st string) int { return alice.outboxCount(t, st) }
 	list := func(query string) map[string]bool {
 		var rows []localapi.InboxRow
 		if _, err := bob.api.Do(ctx, "GET", "/v1/inbox?"+query, nil, &rows); err != nil {
@@ -283,13 +245,7 @@ func TestFullInboxLeavesTopicPostsOnTheBroker(t *testing.T) {
 	for i := range n {
 		alice.post(t, "flood", fmt.Sprintf("%03d %s", i, body))
 	}
-	status := func() localapi.Status {
-		var st localapi.Status
-		if _, err := bob.api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	status := func() localapi.Status { return bob.status(t) }
 	waitFor(t, 20*time.Second, "bob's inbox to fill with topic posts", func() bool { return status().Inbox.Full })
 	waitFor(t, 20*time.Second, "alice's posts in the topic's history", func() bool { return len(alice.messages(t, "flood").Messages) == n })
 	if st := status(); len(bob.inbox(t)) >= n || st.Inbox.Bytes > 2*limit+8<<10 {

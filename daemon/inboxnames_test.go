@@ -26,17 +26,7 @@ func TestMessagesHeldForANewDaemonHaveTheSendersName(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "the broker to hold them", func() bool {
-		var rows []localapi.OutboxRow
-		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &rows)
-		k := 0
-		for _, r := range rows {
-			if r.Status == localapi.StatusQueued {
-				k++
-			}
-		}
-		return k == 3
-	})
+	waitFor(t, 20*time.Second, "the broker to hold them", func() bool { return alice.outboxCount(t, localapi.StatusQueued) == 3 })
 	bob := e.daemon("bob")
 	var rows []localapi.InboxRow
 	waitFor(t, 20*time.Second, "bob's three messages", func() bool {
