@@ -13,12 +13,22 @@ import (
 // `$(…)`, and may be someone else's by the time the reply goes) with the
 // text in double quotes, where bash runs `$(…)` and backticks. It teaches
 // replying to from_pubkey with the text in a quoted heredoc, and no example
-// puts a name or a text in double quotes.
+// puts a name or a text in double quotes. Its heredocs ended at a fixed
+// CLAUDEMESH_REPLY, which a peer's line quoted in a reply could equal (the
+// rest of the reply then ran as shell): they use the random delimiter of
+// the reply hint (agentview.NewReplyDelimiter), never a fixed one.
 func TestSkillTeachesShellSafeReplies(t *testing.T) {
 	skill := string(SkillMD)
+	placeholder := agentview.ReplyDelimiterPrefix + strings.Repeat("X", 16)
 	if !strings.Contains(skill, "`from_pubkey` (64 hex digits) is how to answer") ||
-		!strings.Contains(skill, "<<'"+agentview.ReplyDelimiter+"'") {
+		!strings.Contains(skill, "<<'"+placeholder+"'\n") || !strings.Contains(skill, "\n"+placeholder+"\n") {
 		t.Fatal("SKILL.md does not teach replying to the key with a quoted heredoc")
+	}
+	heredoc := regexp.MustCompile(`<<-?\s*'?([^'\s]+)`)
+	for _, m := range heredoc.FindAllStringSubmatch(skill, -1) {
+		if m[1] != placeholder {
+			t.Errorf("SKILL.md has a heredoc ending at a fixed %q", m[1])
+		}
 	}
 	dq := regexp.MustCompile("(?m)^claudemesh (send|topic post) [^\n]*\"|`claudemesh (send|topic post) [^`\n]*\"")
 	if m := dq.FindAllString(skill, -1); len(m) > 0 {

@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -11,11 +12,23 @@ import (
 // TestInstructionsReplyToTheKey: the server's instructions used to say
 // `claudemesh send "<from_name>" "..."`, which runs a sender's name such as
 // `$(curl …;sh)` in bash; they name the key and a quoted heredoc now, and the
-// send_message tool when it is offered.
+// send_message tool when it is offered. The heredoc's delimiter was a
+// fixed CLAUDEMESH_REPLY, which a peer's quoted line could equal; every
+// server and every welcome has its own random one.
 func TestInstructionsReplyToTheKey(t *testing.T) {
+	heredoc := regexp.MustCompile(`claudemesh send FROM_PUBKEY - --json <<'(` + agentview.ReplyDelimiterPrefix + `[0-9a-f]{16})'\n`)
+	seen := map[string]bool{}
+	s := &localapi.Session{DisplayName: "alice-x", SessionID: "s1", Pubkey: strings.Repeat("5", 64), Mesh: "acme"}
 	for _, tools := range []bool{false, true} {
+		for _, text := range []string{serverInstructions(Options{Tools: tools}), welcomeNotification(s, 1, 0, tools).Content} {
+			m := heredoc.FindStringSubmatch(text)
+			if m == nil || seen[m[1]] || !strings.Contains(text, agentview.ReplyCommand(m[1])) {
+				t.Fatalf("tools %v: no fresh reply command in %s", tools, text)
+			}
+			seen[m[1]] = true
+		}
 		s := serverInstructions(Options{Tools: tools})
-		if strings.Contains(s, "<from_name>") || strings.Contains(s, `send "`) || !strings.Contains(s, agentview.ReplyCommand) {
+		if strings.Contains(s, "<from_name>") || strings.Contains(s, `send "`) {
 			t.Fatalf("tools %v: %s", tools, s)
 		}
 		if strings.Contains(s, "send_message") != tools {

@@ -133,17 +133,42 @@ func TestChannelContentCutKeepsEscapesWhole(t *testing.T) {
 	}
 }
 
+// replyRE finds the reply command in a hint and its heredoc's delimiter.
+var replyRE = regexp.MustCompile(`claudemesh send FROM_PUBKEY - --json <<'([A-Za-z0-9_]+)'\nyour reply, any number of lines\n([A-Za-z0-9_]+)`)
+
+// replyCommandIn is the reply command a hint shows, and its delimiter.
+func replyCommandIn(t *testing.T, hint string) (string, string) {
+	t.Helper()
+	m := replyRE.FindStringSubmatch(hint)
+	if m == nil || m[1] != m[2] {
+		t.Fatalf("no reply command in:\n%s", hint)
+	}
+	return m[0], m[1]
+}
+
 // TestReplyCommandRunsNothingAPeerWrote: every path used to tell the agent
 // to reply with `claudemesh send "FROM_NAME" "..."`: a sender named
 // `$(curl …;sh)` ran its command on the recipient's machine (bash expands
 // `$(…)` and backticks inside double quotes), and a reply quoting a peer's
 // backticks ran them. The reply now goes to from_pubkey with the text in a
 // quoted heredoc: run through bash, it hands the text over verbatim and
-// runs nothing in it.
+// runs nothing in it. The heredoc's delimiter was then a fixed
+// CLAUDEMESH_REPLY, so a reply quoting a peer's line "CLAUDEMESH_REPLY"
+// ended there and ran the peer's next line; it is random per hint now, so
+// neither that word nor a delimiter the peer saw in its own hints (a hint
+// is the same code on every machine) ends the text.
 func TestReplyCommandRunsNothingAPeerWrote(t *testing.T) {
 	text, _ := HookContext([]localapi.InboxRow{row("pls ack", "$(touch pwned-name)")}, 0, DefaultHookBudget)
-	if strings.Contains(text, "FROM_NAME") || strings.Contains(text, `send "`) || !strings.Contains(text, ReplyCommand) {
+	if strings.Contains(text, "FROM_NAME") || strings.Contains(text, `send "`) {
 		t.Fatalf("the hook's reply hint:\n%s", text)
+	}
+	cmd, delim := replyCommandIn(t, text)
+	// What the peer can know: the old fixed word, and the delimiter of a
+	// hint on its own machine.
+	peersHint, _ := HookContext([]localapi.InboxRow{row("hi", "alice")}, 0, DefaultHookBudget)
+	_, peersDelim := replyCommandIn(t, peersHint)
+	if peersDelim == delim {
+		t.Fatalf("two hints share the delimiter %s", delim)
 	}
 	bash, err := exec.LookPath("bash")
 	if err != nil {
@@ -151,25 +176,41 @@ func TestReplyCommandRunsNothingAPeerWrote(t *testing.T) {
 	}
 	dir := t.TempDir()
 	key := strings.Repeat("ab", 32)
-	reply := "ack `touch pwned1` $(touch pwned2) \"; touch pwned3; \\ ${HOME} $HOME '\nsecond line"
-	cmd := strings.Replace(ReplyCommand, "FROM_PUBKEY", key, 1)
+	reply := "ack `touch pwned1` $(touch pwned2) \"; touch pwned3; \\ ${HOME} $HOME '\nsecond line\n" +
+		"> you wrote:\nCLAUDEMESH_REPLY\ntouch pwned4\n" + peersDelim + "\ntouch pwned5\nCLAUDEMESH_REPLY_\ntouch pwned6"
+	cmd = strings.Replace(cmd, "FROM_PUBKEY", key, 1)
 	cmd = strings.Replace(cmd, "your reply, any number of lines", reply, 1)
 	script := "claudemesh() { printf '%s\\n' \"$@\" > args; cat > body; }\n" + cmd + "\n"
 	c := exec.Command(bash, "-c", script)
 	c.Dir = dir
-	if out, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("bash: %v: %s", err, out)
-	}
+	out, err := c.CombinedOutput()
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "pwned") {
 			t.Fatalf("the reply ran a command: %s exists", e.Name())
 		}
 	}
+	if err != nil {
+		t.Fatalf("bash: %v: %s", err, out)
+	}
 	args, _ := os.ReadFile(filepath.Join(dir, "args"))
 	body, _ := os.ReadFile(filepath.Join(dir, "body"))
 	if string(args) != "send\n"+key+"\n-\n--json\n" || string(body) != reply+"\n" {
 		t.Fatalf("args %q body %q", args, body)
+	}
+}
+
+// TestReplyDelimitersAreFresh: every hint has its own delimiter, of the
+// documented form, and says it once in words and twice in the command.
+func TestReplyDelimitersAreFresh(t *testing.T) {
+	seen := map[string]bool{}
+	for range 50 {
+		h := ReplyHint()
+		_, d := replyCommandIn(t, h)
+		if !regexp.MustCompile(`^`+ReplyDelimiterPrefix+`[0-9a-f]{16}$`).MatchString(d) || seen[d] || strings.Count(h, d) != 3 {
+			t.Fatalf("delimiter %q (seen %v) in %s", d, seen[d], h)
+		}
+		seen[d] = true
 	}
 }
 
