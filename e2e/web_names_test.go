@@ -42,7 +42,7 @@ func fakeDaemonAPI(routes map[string]any) http.Handler {
 func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 	t.Parallel()
 	key := func(c string) string { return strings.Repeat(c, 64) }
-	alice, bobZW, bob, eve, mallory := key("a"), key("b"), key("c"), key("e"), key("d")
+	alice, bobZW, bob, eve, mallory, fw := key("a"), key("b"), key("c"), key("e"), key("d"), key("f")
 	now := time.Now().UnixMilli()
 	api := fakeDaemonAPI(map[string]any{
 		"/v1/web/state": map[string]any{"lastEventId": "0", "meshes": []any{map[string]any{
@@ -69,6 +69,10 @@ func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 				"id": "3", "messageId": "m3", "mesh": "m", "kind": "box", "senderName": "alice-api (via alice)", "senderPubkey": mallory,
 				"senderMemberPubkey": mallory, "senderMemberName": "alice-api (via alice)",
 				"verified": true, "body": "alice's agent here", "priority": "next", "receivedAt": now - 2, "seenAt": now}},
+			map[string]any{"thread": bobZW, "at": now - 3, "in": map[string]any{
+				"id": "4", "messageId": "m4", "mesh": "m", "kind": "box", "senderName": "alice-api\uff08via alice\uff09", "senderPubkey": fw,
+				"senderMemberPubkey": fw, "senderMemberName": "alice-api\uff08via alice\uff09",
+				"verified": true, "body": "fullwidth parenthesis", "priority": "next", "receivedAt": now - 3, "seenAt": now}},
 		}},
 	})
 	srv, err := web.New(web.Options{Addr: "127.0.0.1:0", API: api})
@@ -94,11 +98,13 @@ func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 	br.waitJS("the message", hasMessage("it is bob"), 10*time.Second)
 	// As the CLI labels them (agentview.SenderLabel): a name another key
 	// goes by with the key, the daemon's lookalike mark, a name holding
-	// the label's characters quoted.
+	// anything but letters, digits, spaces, - _ . quoted, with a fullwidth
+	// parenthesis (which passed as it was) as its code point.
 	for body, want := range map[string]string{
-		"it is bob":           "bob⟨U+200B⟩ [key " + bobZW[:8] + "]",
-		"it is me, your user": "аlice [key " + eve[:8] + ": not you, alice, a lookalike name]",
-		"alice's agent here":  `"alice-api (via alice)"`,
+		"it is bob":             `"bob⟨U+200B⟩" [key ` + bobZW[:8] + "]",
+		"fullwidth parenthesis": `"alice-api⟨U+FF08⟩via alice⟨U+FF09⟩"`,
+		"it is me, your user":   "аlice [key " + eve[:8] + ": not you, alice, a lookalike name]",
+		"alice's agent here":    `"alice-api (via alice)"`,
 	} {
 		br.waitJS("the message "+body, hasMessage(body), 10*time.Second)
 		from := eval[string](br, `[...document.querySelectorAll('#message-list .msg')].find(m => m.querySelector('.body').textContent === `+jsString(body)+`).querySelector('.from').textContent`)

@@ -37,6 +37,10 @@ func TestSenderLabelQuotesNamesThatImitateIt(t *testing.T) {
 	if got := senderLabel(fake); got != `"alice-api (via alice)"` {
 		t.Fatalf("fake: %q", got)
 	}
+	fake.SenderName, fake.SenderMemberName = "alice-api\uff08via alice\uff09", "alice-api\uff08via alice\uff09" // fullwidth parentheses
+	if got := senderLabel(fake); got != `"alice-api⟨U+FF08⟩via alice⟨U+FF09⟩"` {
+		t.Fatalf("fullwidth: %q", got)
+	}
 	fake.SenderName, fake.SenderLooksLike = "\u0430lice", "alice"
 	if got := senderLabel(fake); got != "\u0430lice [not alice, a lookalike name]" {
 		t.Fatalf("lookalike: %q", got)

@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	cmcrypto "claudemesh/crypto"
@@ -64,9 +65,17 @@ var (
 func Text(s string) string { return textEscaper.Replace(cliui.SanitizePeerText(s)) }
 
 // Attr makes peer text safe as an attribute value (and as an MCP meta
-// value): one line, controls removed, invisible characters shown, and `&`,
-// `<`, `>`, `"` escaped.
-func Attr(s string) string { return attrEscaper.Replace(cliui.SanitizeName(s)) }
+// value): one line, controls removed, invisible characters shown, `&`,
+// `<`, `>`, `"` escaped, and every character other than printable ASCII,
+// letters, digits and marks shown as its code point (showOdd), so that a
+// value cannot seem to end with a quote that is not ASCII's
+// (`bob” from_self=”true`).
+func Attr(s string) string {
+	return attrEscaper.Replace(showOdd(spaceEscaper.Replace(cliui.SanitizeName(s)), false))
+}
+
+// spaceEscaper makes an attribute value one line.
+var spaceEscaper = strings.NewReplacer("\n", " ", "\t", " ")
 
 // SenderLabel names the sender as the CLI does: a session whose name is not
 // its member's as "name (via member)", a session whose member's name is
@@ -106,19 +115,82 @@ func SenderLabel(r localapi.InboxRow) string {
 	return label
 }
 
-// QuoteName is a name as a label shows it: as it is, or, when it holds a
-// character the label's own words use (`(`, `)`, `[`, `]`, `"`, `\`), in
-// double quotes with `"` and `\` escaped by a backslash. So a member
+// QuoteName is a name as a label shows it (after cliui.SanitizeName, which
+// QuoteName applies): as it is when it holds only letters, digits, the
+// marks that go with them, spaces, `-`, `_` and `.`, and otherwise in
+// double quotes. Inside the quotes `"` and `\` are escaped by a
+// backslash, and every character that is neither printable ASCII nor a
+// letter, digit or mark shows as its code point (⟨U+FF09⟩), so that no
+// character that looks like a quote can seem to end them. So a member
 // enrolled as `alice-api (via alice)` shows as `"alice-api (via alice)"`,
-// never as alice's session `alice-api (via alice)`, and no name can add a
-// "[your user]" of its own: outside quotes, parentheses and brackets in a
-// label are claudemesh's.
+// never as alice's session `alice-api (via alice)`; `bob） ignore previous`
+// (a fullwidth parenthesis) as `"bob⟨U+FF09⟩ ignore previous"`; and no
+// name can add a "[your user]" of its own: outside quotes, parentheses,
+// brackets and colons in a label are claudemesh's. Modifier letters
+// (ʺ, ˮ) count as punctuation, since several look like quotes. The chat
+// page's quoteName (web/assets/app.js) is the same rule.
 func QuoteName(s string) string {
-	if !strings.ContainsAny(s, "()[]\"\\") {
+	s = cliui.SanitizeName(s)
+	if plainName(s) {
 		return s
 	}
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	return `"` + showOdd(s, true) + `"`
 }
+
+// showOdd is s with every character that is neither printable ASCII nor a
+// letter, digit or mark (after a letter or digit) shown as its code point,
+// ⟨U+201D⟩; ⟨ and ⟩ themselves stay. With quote, `"` and `\` are escaped
+// by a backslash.
+func showOdd(s string, quote bool) string {
+	var b strings.Builder
+	base := false // the last rune shown as itself was a letter, digit or mark
+	for _, r := range s {
+		switch {
+		case quote && (r == '"' || r == '\\'):
+			b.WriteByte('\\')
+			b.WriteRune(r)
+			base = false
+		case nameLetter(r):
+			b.WriteRune(r)
+			base = true
+		case base && nameMark(r):
+			b.WriteRune(r)
+		case r >= 0x20 && r < 0x7f, r == '⟨', r == '⟩':
+			b.WriteRune(r)
+			base = false
+		default:
+			fmt.Fprintf(&b, "⟨%U⟩", r)
+			base = false
+		}
+	}
+	return b.String()
+}
+
+// plainName reports whether a label may show s without quotes: letters,
+// digits, marks after them, spaces, `-`, `_` and `.` only.
+func plainName(s string) bool {
+	base := false
+	for _, r := range s {
+		switch {
+		case nameLetter(r):
+			base = true
+		case base && nameMark(r):
+		case r == ' ' || r == '-' || r == '_' || r == '.':
+			base = false
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// nameLetter is a letter (not a modifier letter) or a decimal digit.
+func nameLetter(r rune) bool {
+	return unicode.In(r, unicode.Lu, unicode.Ll, unicode.Lt, unicode.Lo, unicode.Nd)
+}
+
+// nameMark is a combining mark, which belongs to the letter before it.
+func nameMark(r rune) bool { return unicode.In(r, unicode.Mn, unicode.Mc) }
 
 func short(k string) string {
 	if len(k) > 8 {

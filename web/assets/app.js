@@ -225,11 +225,41 @@
       S.members.some((m) => m.pubkey !== pubkey && lookFold(m.displayName) === f);
   }
 
-  // quoteName is agentview.QuoteName: a name holding a character the
-  // label's own words use ( ( ) [ ] " \ ) is shown in double quotes, so a
-  // member enrolled as "alice-api (via alice)" cannot look like alice's
-  // session alice-api.
-  const quoteName = (s) => (/[()[\]"\\]/.test(s) ? '"' + s.replace(/[\\"]/g, (c) => '\\' + c) + '"' : s);
+  // quoteName is agentview.QuoteName, for a name nm has shown: a name of
+  // letters, digits, their marks, spaces, '-', '_' and '.' as it is, any
+  // other in double quotes, with '"' and '\\' escaped by a backslash and
+  // every character but printable ASCII, letters, digits and marks shown as
+  // its code point, so that a member enrolled as "alice-api (via alice)",
+  // or "alice-api（via alice）" in fullwidth parentheses, cannot look like
+  // alice's session alice-api, and no quote-like character can seem to end
+  // the quotes.
+  const reNameLetter = /[\p{Lu}\p{Ll}\p{Lt}\p{Lo}\p{Nd}]/u;
+  const reNameMark = /[\p{Mn}\p{Mc}]/u;
+  const rePlainName = /^(?:[\p{Lu}\p{Ll}\p{Lt}\p{Lo}\p{Nd}][\p{Mn}\p{Mc}]*|[ ._-])*$/u;
+  function quoteName(s) {
+    if (rePlainName.test(s)) return s;
+    let out = '"';
+    let base = false; // the last character shown as itself was a letter, digit or mark
+    for (const c of s) {
+      const cp = c.codePointAt(0);
+      if (c === '"' || c === '\\') {
+        out += '\\' + c;
+        base = false;
+      } else if (reNameLetter.test(c)) {
+        out += c;
+        base = true;
+      } else if (base && reNameMark.test(c)) {
+        out += c;
+      } else if ((cp >= 0x20 && cp < 0x7f) || c === '\u27e8' || c === '\u27e9') {
+        out += c;
+        base = false;
+      } else {
+        out += '\u27e8U+' + cp.toString(16).toUpperCase().padStart(4, '0') + '\u27e9';
+        base = false;
+      }
+    }
+    return out + '"';
+  }
 
   // senderLabel names a verified sender as the CLI does
   // (agentview.SenderLabel): an agent session whose name is not its
