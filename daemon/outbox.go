@@ -655,6 +655,16 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	}
+	// A topic post sealed under a generation the topic has left (rotated
+	// by another member after the accept, before this daemon knew) is
+	// sealed again under the current one and sent again: it was accepted,
+	// and must not be lost (reseal).
+	var resealed *wire.Send
+	var resealErr error
+	resealPermanent := false
+	if client.CodeOf(err) == wire.CodeStaleKeyGen && r.Kind == wire.KindTopic {
+		resealed, resealPermanent, resealErr = m.topics.reseal(r)
+	}
 	m.d.updateRow(r.Seq, func(cur *outboxRow) bool {
 		// In flight, the row is pending in daemon.db (drain); an
 		// inflight row is one an earlier version stored.
@@ -664,6 +674,25 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st
 		switch {
 		case err == nil:
 			applyAck(cur, ack, st, now)
+		case resealed != nil || (resealErr != nil && !resealPermanent):
+			// Counted: a post the topic keeps rotating away from ends
+			// after maxAttempts like any other.
+			cur.Attempts++
+			cur.State, cur.NextAttemptAt = statePending, 0
+			if resealed != nil && cur.Ciphertext == r.Ciphertext {
+				cur.Nonce, cur.Ciphertext, cur.Signature, cur.KeyGen = resealed.Nonce, resealed.Ciphertext, resealed.Signature, resealed.KeyGen
+				cur.LastError, cur.ErrorCode = "", ""
+			} else if resealed == nil {
+				cur.LastError = fmt.Sprintf("%v; it is sealed again under the new key when it can be (%v)", err, resealErr)
+				cur.NextAttemptAt = now + backoff(cur.Attempts).Milliseconds()
+			}
+			if cur.Attempts >= maxAttempts {
+				cur.State, cur.ErrorCode = stateDead, wire.CodeStaleKeyGen
+				cur.LastError = fmt.Sprintf("%v; it could not be sealed under the new key in %d attempts", err, cur.Attempts)
+			}
+		case resealErr != nil:
+			cur.State, cur.ErrorCode = stateDead, wire.CodeStaleKeyGen
+			cur.LastError = fmt.Sprintf("%v; it could not be sealed under the new key: %v", err, resealErr)
 		case client.IsPermanent(err):
 			cur.State, cur.LastError, cur.ErrorCode = stateDead, err.Error(), client.CodeOf(err)
 		default:

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -65,10 +67,33 @@ func cursorKey(meshID string) []byte { return []byte(meshID + "/topic-cursors") 
 func (t *topicsRT) onEvent(p *wire.Push) bool {
 	switch p.Event {
 	case wire.EventTopicSealed, wire.EventTopicMemberJoined, wire.EventTopicRekeyNeeded:
+		if p.Event == wire.EventTopicSealed {
+			t.learnGen(p)
+		}
 		t.keeper.OnEvent(t.m.d.ctx, p, t.m.ackConn)
 		return true
 	}
 	return false
+}
+
+// learnGen takes a topic_sealed event's generation into the last known
+// list at once: a rotation by another member is the topic's current
+// generation from now, and a post accepted from now on is sealed with it
+// (sealTopicRow fetches the key if the keeper has not opened it yet),
+// not with the one the list had at the last sweep, which the broker
+// refuses as stale_key_gen.
+func (t *topicsRT) learnGen(p *wire.Push) {
+	var ev wire.TopicEvent
+	raw, err := wire.Encode(p.EventData)
+	if err != nil || wire.Decode(raw, &ev) != nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if info, ok := t.list[ev.TopicID]; ok && ev.KeyGen > info.KeyGen {
+		info.KeyGen, info.RekeyNeeded = ev.KeyGen, false
+		t.list[ev.TopicID] = info
+	}
 }
 
 // onKey runs when the keeper opened keys of a topic: tell listeners, and
@@ -514,6 +539,10 @@ func (t *topicsRT) sealTopicRow(sender *cmcrypto.Identity, row *outboxRow, targe
 	}
 	var key *[32]byte
 	if info.Encrypted {
+		// A generation the keeper opened is current (a seal names no
+		// generation the topic does not have yet), even when the list is
+		// older than the rotation.
+		info.KeyGen = max(info.KeyGen, t.ring.Newest(info.ID))
 		if info.KeyGen == 0 {
 			return &client.Error{Code: wire.CodeTopicKeyMissing, Message: "#" + info.Name + " has no key yet: the mesh owner's or an admin's client makes it"}
 		}
@@ -550,6 +579,72 @@ func (t *topicsRT) sealTopicRow(sender *cmcrypto.Identity, row *outboxRow, targe
 	}
 	row.Nonce, row.Ciphertext, row.Signature, row.KeyGen = s.Nonce, s.Ciphertext, s.Signature, s.KeyGen
 	return nil
+}
+
+// reseal seals a topic post of the outbox again under the topic's current
+// key generation, after the broker refused it as stale_key_gen: the topic
+// was rotated after the post was accepted, before this daemon knew. The
+// daemon holds the old generation's key: it opens its own post with it
+// (the plaintext is in memory for this moment only, never stored) and seals
+// it as a fresh post would be, with a new nonce, ciphertext and signature
+// over the new generation (the specification's topic-post string covers
+// the mesh, topic, generation, nonce and ciphertext; nothing else of the
+// send changes). permanent says the post can never be sealed again (its
+// old key or its sender's key is gone); otherwise it may be later (the new
+// generation's key is not here yet, or the broker could not be asked).
+func (t *topicsRT) reseal(r *outboxRow) (s *wire.Send, permanent bool, err error) {
+	if r.KeyGen == nil {
+		return nil, true, errors.New("a plaintext post has no key generation")
+	}
+	oldGen, topicID := *r.KeyGen, strings.TrimPrefix(r.TargetSpec, "#")
+	m := t.m
+	sender := m.key
+	if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() {
+		sess := m.d.sessionBySender(r.SenderPubkey)
+		if sess == nil {
+			return nil, true, errors.New("its session is gone, and its key with it")
+		}
+		sender = sess.key
+	}
+	c := m.ackConn()
+	if c == nil {
+		return nil, false, errors.New("the broker is not connected")
+	}
+	ctx, cancel := context.WithTimeout(m.d.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := t.refresh(ctx, c); err != nil {
+		return nil, false, err
+	}
+	info, ok := t.topic(topicID)
+	if !ok {
+		return nil, false, fmt.Errorf("#%s is not in the topic list", topicID)
+	}
+	gen := max(info.KeyGen, t.ring.Newest(topicID))
+	if gen <= oldGen {
+		return nil, false, fmt.Errorf("#%s is still at key generation %d here", info.Name, gen)
+	}
+	if t.ring.Get(topicID, oldGen) == nil || t.ring.Get(topicID, gen) == nil {
+		t.keeper.Refresh(ctx, c, topicID)
+	}
+	oldKey, key := t.ring.Get(topicID, oldGen), t.ring.Get(topicID, gen)
+	if oldKey == nil {
+		return nil, true, fmt.Errorf("the key of generation %d it was sealed with is not available to open it", oldGen)
+	}
+	if key == nil {
+		return nil, false, fmt.Errorf("waiting for the key of generation %d of #%s", gen, info.Name)
+	}
+	plaintext, err := cmcrypto.OpenTopicPost(m.cfg.MeshID, topicID, oldGen, r.Nonce, r.Ciphertext, r.Signature, oldKey, sender.Public())
+	if err != nil {
+		return nil, true, fmt.Errorf("opening it: %w", err)
+	}
+	defer clear(plaintext)
+	s, err = client.SealTopicPost(m.cfg.MeshID, topicID, gen, key, plaintext, sender, client.SendOptions{})
+	if err != nil {
+		return nil, true, err
+	}
+	m.d.log.Info("topic post sealed again after a rotation", "mesh", m.cfg.Slug, "topic", info.Name, "clientMessageId", r.ClientMessageID,
+		"fromKeyGen", oldGen, "keyGen", gen)
+	return s, false, nil
 }
 
 // topicBodyVersion is the bodyVersion of an outbox row's send: a topic row

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -234,5 +235,85 @@ func postDirect(t *testing.T, e *env, name, topic, text string) {
 	}
 	if _, err := c.Send(ctx, s); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A topic post accepted under one key generation and rotated past before
+// it reaches the broker is not lost (trial14 #4): the broker refuses it as
+// stale_key_gen, and the daemon opens its own post with the old key, seals
+// it again under the new generation and sends it. bob's post is accepted
+// while the broker is down; alice rotates #ops before bob's daemon is back.
+func TestTopicPostSealedAgainAfterARotation(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.openPair(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob's key of #ops", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+
+	e.b.Close()
+	waitFor(t, 5*time.Second, "bob sees the broker gone", func() bool { return bob.d.meshBySlug("team").conn() == nil })
+	if resp := bob.post(t, "ops", "sealed under generation 1"); resp.Status != localapi.StatusAccepted {
+		t.Fatalf("post during the outage: %+v", resp)
+	}
+	bob.stop()
+	e.b = startBroker(t, &e.bCfg)
+	alice.waitOpen(t)
+	var rotated localapi.Topic
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics/ops/rotate", localapi.TopicMeshRequest{}, &rotated); err != nil || rotated.KeyGen != 2 {
+		t.Fatalf("rotate: %+v %v", rotated, err)
+	}
+	bob = e.daemon("bob")
+	waitFor(t, 15*time.Second, "bob's post in alice's inbox", func() bool {
+		rows := alice.inbox(t)
+		return len(rows) == 1 && rows[0].Body == "sealed under generation 1" && rows[0].Verified
+	})
+	page := alice.messages(t, "ops")
+	if len(page.Messages) != 1 || page.Messages[0].KeyGen != 2 || !page.Messages[0].Verified || page.Messages[0].SenderName != "bob" {
+		t.Fatalf("#ops history: %+v", page)
+	}
+	waitFor(t, 5*time.Second, "bob's row sent", func() bool { return bob.outboxCount(t, localapi.StatusSent) == 1 })
+}
+
+// A member's daemon learns another member's rotation from the broker's
+// topic_sealed push, not at its next sweep: a post right after it is
+// sealed under the new generation and goes at its first attempt.
+func TestTopicPostRightAfterAnotherMembersRotation(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.openPair(t)
+	ctx := context.Background()
+	var created localapi.Topic
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, &created); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob's key of #ops", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+	ring := bob.d.meshBySlug("team").topics.ring
+	for gen := 2; gen <= 4; gen++ {
+		if _, err := alice.api.Do(ctx, "POST", "/v1/topics/ops/rotate", localapi.TopicMeshRequest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "bob's key of the new generation", func() bool { return ring.Has(created.ID, gen) })
+		text := fmt.Sprintf("right after generation %d", gen)
+		bob.post(t, "ops", text)
+		waitFor(t, 10*time.Second, "bob's post in alice's inbox", func() bool {
+			for _, r := range alice.inbox(t) {
+				if r.Body == text {
+					return true
+				}
+			}
+			return false
+		})
+		for _, r := range bob.outbox(t) {
+			if r.Attempts != 0 || r.Status != localapi.StatusSent {
+				t.Fatalf("bob's row (generation %d): %+v", gen, r)
+			}
+		}
 	}
 }
