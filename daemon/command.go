@@ -94,6 +94,8 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "web", Value: web.DefaultAddr, EnvVars: []string{"CLAUDEMESH_WEB"},
 				Usage: "serve the local chat page (claudemesh ui) on `ADDR`, or off"},
 			&cli.BoolFlag{Name: "web-allow-remote", Usage: "UNSAFE: let --web listen on a non-loopback address (needs --web-tls-cert and --web-tls-key), giving anyone who reaches it and gets a login link your mesh identity"},
+			&cli.BoolFlag{Name: "web-any-local-user", EnvVars: []string{"CLAUDEMESH_WEB_ANY_LOCAL_USER"},
+				Usage: "UNSAFE on a shared machine: serve the chat page to connections the daemon cannot tell are yours (a browser behind WSL2's localhost forwarding or a proxy run by root; WSL1, gVisor), so any local user with a login link, or the session cookie and page key, can use it"},
 			&cli.StringFlag{Name: "web-tls-cert", Usage: "serve the page over HTTPS with this certificate `FILE` (with --web-tls-key)"},
 			&cli.StringFlag{Name: "web-tls-key", Usage: "the private key `FILE` of --web-tls-cert"},
 			&cli.Int64Flag{Name: "inbox-max-bytes", Value: DefaultInboxMaxBytes, Usage: "cap the inbox at `BYTES`: past it the oldest seen messages are dropped (unseen ones are kept, and daemon status warns)"},
@@ -103,14 +105,18 @@ func upCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			f := upFlags{tcp: c.String("tcp"), web: c.String("web"), webAllowRemote: c.Bool("web-allow-remote"),
+			f := upFlags{tcp: c.String("tcp"), web: c.String("web"), webAllowRemote: c.Bool("web-allow-remote"), webAnyLocalUser: c.Bool("web-any-local-user"),
 				webTLSCert: c.String("web-tls-cert"), webTLSKey: c.String("web-tls-key"), init: c.Bool("init"),
 				tcpAllowRemote: c.Bool("tcp-allow-remote"), tcpTLSCert: c.String("tcp-tls-cert"), tcpTLSKey: c.String("tcp-tls-key"),
 				inboxMaxBytes: c.Int64("inbox-max-bytes")}
 			if err := f.check(); err != nil {
 				return err
 			}
+			anyLocalUser := f.webAnyLocalUser && f.web != "" && f.web != "off"
 			if c.Bool("foreground") {
+				if anyLocalUser {
+					out.Warn(web.AnyLocalUserWarning, "")
+				}
 				return runForeground(c.Context, home, f)
 			}
 			if cl, v, err := localapi.Probe(c.Context, home); err == nil {
@@ -119,6 +125,20 @@ func upCommand() *cli.Command {
 				var rl localapi.ReloadResponse
 				if _, err := cl.Do(c.Context, "POST", "/v1/reload", nil, &rl); err != nil {
 					return err
+				}
+				// The running daemon keeps the flags it started with:
+				// say whether its page checks, not what this command
+				// asked for.
+				var st localapi.Status
+				if _, err := cl.Do(c.Context, "GET", "/v1/status", nil, &st); err == nil {
+					switch {
+					case st.Web != nil && st.Web.PeerCheck == "off":
+						out.Warn(web.AnyLocalUserWarning, "")
+					case anyLocalUser:
+						cm := config.Invocation(home)
+						out.Warn("--web-any-local-user not applied: the running daemon keeps the flags it was started with, and its chat page's check",
+							"to turn the check off: "+cm+" daemon down && "+cm+" daemon up --web-any-local-user")
+					}
 				}
 				return reportRunning(out, v.PID, rl.Started)
 			}
@@ -141,6 +161,9 @@ func upCommand() *cli.Command {
 			}
 			if err != nil {
 				return err
+			}
+			if anyLocalUser {
+				out.Warn(web.AnyLocalUserWarning, "")
 			}
 			return report(out, pid, false)
 		},
@@ -184,6 +207,7 @@ func reportRunning(out *cliui.Out, pid int, started []string) error {
 type upFlags struct {
 	tcp, web              string
 	webAllowRemote        bool
+	webAnyLocalUser       bool
 	webTLSCert, webTLSKey string
 	init                  bool
 	tcpAllowRemote        bool
@@ -216,6 +240,9 @@ func (f upFlags) args() []string {
 	if f.webAllowRemote {
 		args = append(args, "--web-allow-remote")
 	}
+	if f.webAnyLocalUser {
+		args = append(args, "--web-any-local-user")
+	}
 	if f.webTLSCert != "" {
 		args = append(args, "--web-tls-cert", f.webTLSCert, "--web-tls-key", f.webTLSKey)
 	}
@@ -237,7 +264,7 @@ func (f upFlags) args() []string {
 // runForeground runs the daemon in this process until SIGTERM/SIGINT.
 func runForeground(ctx context.Context, home string, f upFlags) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d, err := Open(Options{Home: home, TCP: f.tcp, Logger: log, Web: f.web, WebAllowRemote: f.webAllowRemote,
+	d, err := Open(Options{Home: home, TCP: f.tcp, Logger: log, Web: f.web, WebAllowRemote: f.webAllowRemote, WebAnyLocalUser: f.webAnyLocalUser,
 		WebTLSCert: f.webTLSCert, WebTLSKey: f.webTLSKey, Init: f.init,
 		TCPAllowRemote: f.tcpAllowRemote, TCPTLSCert: f.tcpTLSCert, TCPTLSKey: f.tcpTLSKey, InboxMaxBytes: f.inboxMaxBytes})
 	if errors.Is(err, ErrAlreadyRunning) {
@@ -454,6 +481,9 @@ func statusCommand() *cli.Command {
 				switch wst.State {
 				case "serving":
 					out.Linef("chat page: %s (claudemesh ui prints a login link)", wst.URL)
+					if wst.PeerCheck == "off" {
+						out.Linef("  %s %s", sty.Yellow("!"), web.AnyLocalUserWarning)
+					}
 				case "unavailable":
 					out.Linef("chat page: %s not served on %s: %s", sty.Red("✘"), wst.Addr, cliui.SanitizePeerText(wst.Error))
 					out.Linef("  %s", sty.Dim("→ "+web.UnavailableHint(home)))

@@ -75,6 +75,9 @@ type Options struct {
 	Web                   string
 	WebAllowRemote        bool
 	WebTLSCert, WebTLSKey string
+	// WebAnyLocalUser turns off the page's check that a local connection
+	// is this user's (web.Options.AnyLocalUser).
+	WebAnyLocalUser bool
 	// AuditInterval is how often each mesh's audit chain is verified in
 	// the background (a day); the first check runs when the mesh opens.
 	AuditInterval time.Duration

@@ -40,7 +40,7 @@ func (d *Daemon) startWeb() {
 		return
 	}
 	srv, err := web.New(web.Options{
-		Addr: d.opts.Web, AllowRemote: d.opts.WebAllowRemote, TLSCert: d.opts.WebTLSCert, TLSKey: d.opts.WebTLSKey,
+		Addr: d.opts.Web, AllowRemote: d.opts.WebAllowRemote, TLSCert: d.opts.WebTLSCert, TLSKey: d.opts.WebTLSKey, AnyLocalUser: d.opts.WebAnyLocalUser,
 		API: d.routes(), PageConnected: d.pageConnected, Logger: d.log,
 	})
 	if err == nil {
@@ -59,14 +59,17 @@ func (d *Daemon) startWeb() {
 			d.log.Error("web serve", "err", err)
 		}
 	}()
-	d.log.Info("chat page listening", "url", srv.BaseURL(), "pid", os.Getpid())
+	d.log.Info("chat page listening", "url", srv.BaseURL(), "pid", os.Getpid(), "peerCheck", srv.PeerCheck())
+	if srv.PeerCheck() == "off" {
+		d.log.Warn(web.AnyLocalUserWarning)
+	}
 }
 
 // webStatus is the page's state for `daemon status`.
 func (d *Daemon) webStatus() *localapi.WebStatus {
 	switch {
 	case d.web.srv != nil:
-		return &localapi.WebStatus{State: "serving", Addr: d.opts.Web, URL: d.web.srv.BaseURL()}
+		return &localapi.WebStatus{State: "serving", Addr: d.opts.Web, URL: d.web.srv.BaseURL(), PeerCheck: d.web.srv.PeerCheck()}
 	case d.web.err != nil:
 		return &localapi.WebStatus{State: "unavailable", Addr: d.opts.Web, Error: d.web.err.Error()}
 	default:

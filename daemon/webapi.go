@@ -35,7 +35,7 @@ func (d *Daemon) handleWebLogin(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case d.web.srv != nil:
 		url, exp := d.web.srv.LoginURL()
-		writeJSON(w, 200, localapi.WebLogin{URL: url, ExpiresAt: exp.UnixMilli()})
+		writeJSON(w, 200, localapi.WebLogin{URL: url, ExpiresAt: exp.UnixMilli(), PeerCheck: d.web.srv.PeerCheck()})
 	case d.web.err != nil:
 		writeError(w, &apiError{status: 503, code: "web_unavailable", msg: fmt.Sprintf("the daemon could not serve the chat page on %s: %v", d.opts.Web, d.web.err)})
 	default:

@@ -25,6 +25,7 @@ type uiJSON struct {
 	URL       string `json:"url"`
 	ExpiresAt int64  `json:"expiresAt"`
 	Opened    bool   `json:"opened"`
+	PeerCheck string `json:"peerCheck,omitempty"`
 }
 
 // Command is `claudemesh ui`: a one-time login link for the local chat
@@ -79,8 +80,11 @@ func Command() *cli.Command {
 				opened = openBrowser(login.URL)
 			}
 			out := cliui.OutFrom(c)
+			if login.PeerCheck == "off" {
+				out.Warn(AnyLocalUserWarning, "")
+			}
 			if out.JSONMode() {
-				return out.JSON(uiJSON{URL: login.URL, ExpiresAt: login.ExpiresAt, Opened: opened})
+				return out.JSON(uiJSON{URL: login.URL, ExpiresAt: login.ExpiresAt, Opened: opened, PeerCheck: login.PeerCheck})
 			}
 			secs := int(time.Until(time.UnixMilli(login.ExpiresAt)).Round(time.Second).Seconds())
 			if opened {

@@ -109,8 +109,11 @@ func fetchSiteAllowed(r *http.Request) bool {
 // local socket comes from another host, which only --web-allow-remote
 // admits; anything that cannot be checked is refused. Elsewhere the check
 // is not available and every local connection passes (docs/security.md).
+//
+// Options.AnyLocalUser (daemon up --web-any-local-user) turns the check
+// off, for a browser behind a relay that this check refuses.
 func (s *Server) peerAllowed(r *http.Request) bool {
-	if !peerCheckSupported {
+	if !peerCheckSupported || s.opts.AnyLocalUser {
 		return true
 	}
 	// The peer of a connection does not change: it is looked up once per
@@ -137,6 +140,30 @@ func withPeerVerdict(ctx context.Context, _ net.Conn) context.Context {
 	return context.WithValue(ctx, peerVerdictKey{}, &peerVerdict{})
 }
 
+// AnyLocalUserHint is what the refusals say to a user who is refused
+// their own page.
+const AnyLocalUserHint = "if this is your own browser, reaching the page through a relay (WSL2's localhost forwarding, a proxy run by root) " +
+	"or on a system whose /proc/net/tcp lists no sockets (WSL1, gVisor), restart the daemon with --web-any-local-user: " +
+	"it turns this check off, so any local user with a login link, or the session cookie and page key, can use the page"
+
+// AnyLocalUserWarning is what the daemon, `daemon up`, `daemon status` and
+// `claudemesh ui` say while the check is off.
+const AnyLocalUserWarning = "--web-any-local-user: the chat page does not check which local user connects; " +
+	"anyone on this machine who gets a login link, or the session cookie and page key, acts as you in every mesh"
+
+// PeerCheck says how the page tells its user's connections from other
+// local users': "on" (Linux, by /proc/net/tcp), "off"
+// (Options.AnyLocalUser) or "unsupported" (other systems).
+func (s *Server) PeerCheck() string {
+	switch {
+	case !peerCheckSupported:
+		return "unsupported"
+	case s.opts.AnyLocalUser:
+		return "off"
+	}
+	return "on"
+}
+
 func (s *Server) checkPeer(r *http.Request) bool {
 	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if la == nil {
@@ -149,12 +176,12 @@ func (s *Server) checkPeer(r *http.Request) bool {
 	}
 	uid, found, err := peerUID(local, remote)
 	if err != nil {
-		s.opts.Logger.Warn("web: cannot tell which user connected; refused", "remote", r.RemoteAddr, "err", err)
+		s.opts.Logger.Warn("web: cannot tell which user connected; refused", "remote", r.RemoteAddr, "err", err, "hint", AnyLocalUserHint)
 		return false
 	}
 	if found {
 		if uid != os.Getuid() {
-			s.opts.Logger.Warn("web: a connection of another user refused", "remote", r.RemoteAddr, "uid", uid)
+			s.opts.Logger.Warn("web: a connection of another user refused", "remote", r.RemoteAddr, "uid", uid, "hint", AnyLocalUserHint)
 			return false
 		}
 		return true
@@ -162,7 +189,7 @@ func (s *Server) checkPeer(r *http.Request) bool {
 	if remote.Addr().Unmap().IsLoopback() {
 		// Logged: a relay the browser's traffic passes through (WSL's
 		// localhost forwarding, a proxy) leaves no socket of this user.
-		s.opts.Logger.Warn("web: a loopback connection with no socket found in /proc/net/tcp{,6} refused", "remote", r.RemoteAddr)
+		s.opts.Logger.Warn("web: a loopback connection with no socket found in /proc/net/tcp{,6} refused", "remote", r.RemoteAddr, "hint", AnyLocalUserHint)
 	}
 	return s.opts.AllowRemote && !remote.Addr().Unmap().IsLoopback()
 }

@@ -14,6 +14,9 @@ import (
 // a local TCP connection.
 const peerCheckSupported = true
 
+// tcpTables are the kernel's lists of TCP sockets (tests replace them).
+var tcpTables = []string{"/proc/net/tcp", "/proc/net/tcp6"}
+
 // peerUID finds the socket at the other end of a TCP connection on this
 // machine, the one whose local address is remote and whose remote address
 // is local, in /proc/net/tcp and /proc/net/tcp6, and returns the uid that
@@ -28,7 +31,7 @@ func peerUID(local, remote netip.AddrPort) (uid int, found bool, err error) {
 	local = netip.AddrPortFrom(local.Addr().Unmap().WithZone(""), local.Port())
 	remote = netip.AddrPortFrom(remote.Addr().Unmap().WithZone(""), remote.Port())
 	var errs []error
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	for _, file := range tcpTables {
 		uid, found, err := scanTCPTable(file, remote, local)
 		if err != nil {
 			errs = append(errs, err)
@@ -38,7 +41,7 @@ func peerUID(local, remote netip.AddrPort) (uid int, found bool, err error) {
 			return uid, true, nil
 		}
 	}
-	if len(errs) == 2 {
+	if len(errs) == len(tcpTables) {
 		return 0, false, errors.Join(errs...)
 	}
 	return 0, false, nil

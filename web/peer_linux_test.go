@@ -2,6 +2,8 @@ package web
 
 import (
 	"bufio"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -145,4 +148,66 @@ func TestUnownedSocketsPassForNobody(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestARelayedBrowserNeedsTheOptOut: where /proc/net/tcp lists no sockets
+// (WSL1, gVisor), or the browser's traffic comes through a relay (WSL2's
+// localhost forwarding, a proxy run by root), the page refused its own
+// user with nothing but a log line. The refusal and the log name
+// --web-any-local-user, and with it (Options.AnyLocalUser) the same
+// connection logs in.
+func TestARelayedBrowserNeedsTheOptOut(t *testing.T) {
+	dir := t.TempDir()
+	header := "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	empty := []string{filepath.Join(dir, "tcp"), filepath.Join(dir, "tcp6")}
+	for _, p := range empty {
+		if err := os.WriteFile(p, []byte(header), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := tcpTables
+	tcpTables = empty
+	t.Cleanup(func() { tcpTables = old })
+
+	logs := &syncWriter{}
+	f := newFixture(t, false)
+	f.srv.opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	if f.srv.PeerCheck() != "on" {
+		t.Fatalf("peer check %q by default", f.srv.PeerCheck())
+	}
+	tok := f.token()
+	res := f.do("GET", "/login?token="+tok, "", nil, "")
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "--web-any-local-user") {
+		t.Fatalf("a loopback connection with no socket in the tables: %d %s", res.StatusCode, body)
+	}
+	if !strings.Contains(logs.String(), "no socket found") || !strings.Contains(logs.String(), "--web-any-local-user") {
+		t.Fatalf("the log says: %s", logs.String())
+	}
+
+	g := newFixture(t, false)
+	g.srv.opts.AnyLocalUser = true
+	if g.srv.PeerCheck() != "off" {
+		t.Fatalf("peer check %q with AnyLocalUser", g.srv.PeerCheck())
+	}
+	g.login()
+}
+
+// syncWriter is a log the server writes from its connections'
+// goroutines while the test reads it.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

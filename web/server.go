@@ -36,6 +36,14 @@ type Options struct {
 	AllowRemote bool
 	// TLSCert and TLSKey, both or neither, serve the page over HTTPS.
 	TLSCert, TLSKey string
+	// AnyLocalUser turns off the check that a connection from this
+	// machine is the daemon's own user's (guard.go, peerAllowed), for a
+	// browser whose traffic reaches the page through a relay (WSL2's
+	// localhost forwarding, a proxy run by root) or a system whose
+	// /proc/net/tcp lists no sockets (WSL1, gVisor). Unsafe on a shared
+	// machine: any local user who obtains a login link, or the session
+	// cookie and the page key, then uses the page as the daemon's user.
+	AnyLocalUser bool
 	// API is the daemon's local API handler, guards included. The server
 	// forwards the routes in `forwarded` to it after its own checks, as
 	// a request from the daemon's own host with no Origin.
@@ -244,7 +252,9 @@ func (s *Server) outer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w.Header())
 		if !s.peerAllowed(r) {
-			http.Error(w, "forbidden: this page serves only the user who runs the daemon", http.StatusForbidden)
+			http.Error(w, "forbidden: this page serves only the user who runs the daemon, and could not tell that this connection is theirs ("+
+				"the daemon's log says why; a browser whose traffic comes through a relay, such as WSL2's localhost forwarding, needs "+
+				"claudemesh daemon up --web-any-local-user)", http.StatusForbidden)
 			return
 		}
 		if !s.hostAllowed(r.Host) {

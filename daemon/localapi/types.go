@@ -125,11 +125,16 @@ type InboxUsage struct {
 // is where; `claudemesh ui` gives a login link), "off" (--web off) or
 // "unavailable" (Addr could not be served; Error says why, for example
 // another daemon of this machine has the port).
+//
+// PeerCheck, while serving, says whether the page checks that a local
+// connection is this user's: "on", "off" (--web-any-local-user) or
+// "unsupported" (not Linux).
 type WebStatus struct {
-	State string `json:"state"`
-	Addr  string `json:"addr,omitempty"`
-	URL   string `json:"url,omitempty"`
-	Error string `json:"error,omitempty"`
+	State     string `json:"state"`
+	Addr      string `json:"addr,omitempty"`
+	URL       string `json:"url,omitempty"`
+	Error     string `json:"error,omitempty"`
+	PeerCheck string `json:"peerCheck,omitempty"`
 }
 
 // OutboxCounts counts outbox rows by internal state.

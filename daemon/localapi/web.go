@@ -12,6 +12,9 @@ import "strings"
 type WebLogin struct {
 	URL       string `json:"url"`
 	ExpiresAt int64  `json:"expiresAt"`
+	// PeerCheck is web.Server.PeerCheck: "on", "off"
+	// (--web-any-local-user) or "unsupported".
+	PeerCheck string `json:"peerCheck,omitempty"`
 }
 
 // WebState is GET /v1/web/state: who the page speaks for in each mesh,
