@@ -47,6 +47,9 @@ type Broker struct {
 	node   *cluster.Node
 	engine *cluster.Engine
 	cpres  *clusterPresence // presence across the nodes (nil on a single broker)
+	// lookups is the catch-up with the log a cluster node runs before it
+	// refuses a lookup (cluster_lookup.go).
+	lookups logCatchUp
 	// hubReady is closed once the hub is loaded: the cluster's feed of
 	// other nodes' writes waits for it.
 	hubReady chan struct{}

@@ -29,6 +29,7 @@ type clusterMetrics struct {
 	restores      *cmmetrics.Counter
 	snapFailures  *cmmetrics.Counter
 	selfReads     *cmmetrics.Counter
+	catchUps      *cmmetrics.Counter
 }
 
 func (b *Broker) startClusterMetrics() {
@@ -49,6 +50,7 @@ func (b *Broker) startClusterMetrics() {
 		restores:      r.NewCounter("claudemesh_cluster_snapshot_restores_total", "Snapshots this node restored because its copy was older than the log's first entry."),
 		snapFailures:  r.NewCounter("claudemesh_cluster_snapshot_failures_total", "Snapshots or log purges of this node that failed (the log keeps growing until one succeeds; see the log)."),
 		selfReads:     r.NewCounter("claudemesh_cluster_log_self_reads_total", "Log entries this node read from the log itself because its log consumer had not delivered them in time (its consumer's server died, or it lags)."),
+		catchUps:      r.NewCounter("claudemesh_cluster_lookup_catchups_total", "Catch-ups with the log's end this node ran before refusing a DM to a key it did not know (a member or session that joined through another node a moment ago)."),
 	}
 	b.wg.Add(1)
 	go func() {
@@ -58,7 +60,7 @@ func (b *Broker) startClusterMetrics() {
 		var leader string
 		var pub, conf uint64
 		var snap cluster.SnapshotStats
-		var selfRead uint64
+		var selfRead, catchUps uint64
 		for {
 			last, l, err := b.engine.LogInfo()
 			applied := b.engine.Applied()
@@ -102,6 +104,9 @@ func (b *Broker) startClusterMetrics() {
 			_, read, _ := b.engine.Fetched()
 			m.selfReads.Add(float64(read - selfRead))
 			selfRead = read
+			n := b.lookups.count.Load()
+			m.catchUps.Add(float64(n - catchUps))
+			catchUps = n
 			m.nodesAlive.Set(float64(b.cpres.alive()))
 			select {
 			case <-b.stop:

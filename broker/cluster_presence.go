@@ -397,7 +397,9 @@ func (cp *clusterPresence) apply(node, epoch, kind, meshID string, logSeq uint64
 		return
 	}
 	b := cp.b
-	if kind == "up" && b.engine != nil && !b.engine.WaitApplied(logSeq, clusterWaitLog) {
+	// Visible, not only applied: what follows reads the hub (the member's
+	// record), which the dispatcher fills after the file.
+	if kind == "up" && b.engine != nil && !b.engine.WaitVisible(logSeq, clusterWaitLog) {
 		b.log.Warn("cluster: a presence refers to log entries this node has not applied", "node", node, "logSeq", logSeq)
 	}
 	ms := b.hub.mesh(meshID)

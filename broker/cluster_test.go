@@ -448,6 +448,57 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 			}
 		}
 	})
+	// A member who joined through node 2 a moment ago is known to node 1
+	// once node 1's hub has the log that far. A DM to it through node 1
+	// before then was refused unknown_recipient; it now waits for node 1
+	// to catch up with the log (cluster_lookup.go) and is delivered.
+	t.Run("DMToMemberJustJoinedElsewhere", func(t *testing.T) {
+		gate := make(chan struct{})
+		bs[0].lookups.holdRemote.Store(&gate)
+		released := false
+		release := func() {
+			if !released {
+				released = true
+				bs[0].lookups.holdRemote.Store(nil)
+				close(gate)
+			}
+		}
+		defer release()
+		dave := addMember(t, bs[1], alice, "team", "dave")
+		dc := connect(t, bs[1], dave, true, nil)
+		waitFor(t, "node 1 to apply dave's join to its file", func() bool { return bs[0].engine.Applied() >= bs[1].engine.Applied() })
+		ms := bs[0].hub.mesh(alice.meshID)
+		ms.mu.Lock()
+		known := ms.knownRecipient(dave.pub())
+		ms.mu.Unlock()
+		if known {
+			t.Fatal("node 1's hub knew dave while its feed of the log was held: the test proves nothing")
+		}
+		before := bs[0].lookups.count.Load()
+		s := dm(t, alice, dave.pub(), "welcome, dave")
+		a.write(s)
+		waitFor(t, "node 1 to catch up with the log before refusing", func() bool { return bs[0].lookups.count.Load() > before })
+		release()
+		for {
+			var ack wire.Ack
+			env := a.next(&ack, wire.TypeAck, wire.TypeReceipt, wire.TypePush)
+			if env.Type != wire.TypeAck || ack.ID != s.ID {
+				continue
+			}
+			if ack.Error != nil {
+				t.Fatalf("a DM to a member who joined through another node: %+v", ack.Error)
+			}
+			break
+		}
+		p := dc.nextPush()
+		if openPush(t, &p, dave) != "welcome, dave" {
+			t.Fatalf("dave got %+v", p)
+		}
+		dc.ack(p.MessageID)
+		var r wire.Receipt
+		a.next(&r, wire.TypeReceipt)
+		a.ack(r.ReceiptID)
+	})
 	t.Run("Metrics", func(t *testing.T) {
 		deadline := time.Now().Add(expectWithin)
 		for {

@@ -245,19 +245,33 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		return
 	}
 	ms := c.ms
-	now := time.Now()
-	ms.mu.Lock()
-	to, code, msg := c.resolveRecipients(&s)
-	p := c.pres
-	senderName := c.mem.DisplayName
-	var attestation *wire.Attestation
-	if p != nil && p.session {
-		senderName, attestation = p.displayName, p.attestation
-	} else if sess := ms.sessions[c.pubkey]; sess != nil {
-		senderName = sess.DisplayName
+	var (
+		to                    []store.NewDelivery
+		code, msg, senderName string
+		attestation           *wire.Attestation
+		memberPubkey          string
+	)
+	resolve := func() {
+		ms.mu.Lock()
+		defer ms.mu.Unlock()
+		to, code, msg = c.resolveRecipients(&s)
+		p := c.pres
+		senderName, attestation = c.mem.DisplayName, nil
+		if p != nil && p.session {
+			senderName, attestation = p.displayName, p.attestation
+		} else if sess := ms.sessions[c.pubkey]; sess != nil {
+			senderName = sess.DisplayName
+		}
+		memberPubkey = c.mem.Pubkey
 	}
-	memberPubkey := c.mem.Pubkey
-	ms.mu.Unlock()
+	missed := time.Now()
+	resolve()
+	if code == wire.CodeUnknownRecipient && c.b.catchUpLog(missed) {
+		// A key that joined through another node a moment ago
+		// (cluster_lookup.go): look again once this node has the log.
+		resolve()
+	}
+	now := time.Now()
 	if code != "" {
 		c.ackError(&s, code, msg, 0)
 		return

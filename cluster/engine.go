@@ -146,6 +146,13 @@ type Engine struct {
 	applied   atomic.Uint64 // the log sequence the bbolt file is at
 	appliedMu sync.Mutex
 	advanced  chan struct{} // closed (and replaced) whenever applied moves
+	// visible is the log sequence the dispatcher has handed over whole:
+	// OnRemote and the writers' callbacks have run for every entry up to
+	// it, so the broker's hub is there too. It trails applied by the
+	// dispatcher's queue.
+	visible   atomic.Uint64
+	visibleMu sync.Mutex
+	shown     chan struct{} // closed (and replaced) whenever visible moves
 	published atomic.Uint64 // entries this node wrote
 	// fetches and fetchedEntries count the watchdog's reads (watch.go).
 	fetches, fetchedEntries, refollows atomic.Uint64
@@ -262,6 +269,7 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		dispatch: make(chan struct{}),
 		startID:  strconv.FormatInt(time.Now().UnixNano(), 36),
 		advanced: make(chan struct{}),
+		shown:    make(chan struct{}),
 		cluster:  n.cfg.Name, replicas: n.cfg.Replicas, nc: n.nc, external: n.srv == nil,
 		snapDone:  make(chan struct{}),
 		watchDone: make(chan struct{}),
@@ -322,6 +330,9 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 	phase("following")
 	e.progress.Store(time.Now().UnixNano())
 	e.delivered.Store(time.Now().UnixNano())
+	// What the file holds before the dispatcher starts is what the broker
+	// loads its hub from.
+	e.visible.Store(e.applied.Load())
 	go e.loop()
 	go e.dispatchLoop()
 	go e.watchLog()
@@ -482,6 +493,61 @@ func (e *Engine) WaitApplied(seq uint64, timeout time.Duration) bool {
 
 // Applied is the log sequence this node's copy is at.
 func (e *Engine) Applied() uint64 { return e.applied.Load() }
+
+// setVisible records that the dispatcher has handed over every entry up
+// to seq, and wakes WaitVisible.
+func (e *Engine) setVisible(seq uint64) {
+	if seq <= e.visible.Load() {
+		return
+	}
+	e.visible.Store(seq)
+	e.visibleMu.Lock()
+	close(e.shown)
+	e.shown = make(chan struct{})
+	e.visibleMu.Unlock()
+}
+
+// WaitVisible waits until the dispatcher has handed over every entry up
+// to seq (OnRemote and the writers' callbacks have run for each), or
+// until timeout; false then. WaitApplied is enough for a read of the
+// node's copy; what the broker keeps in memory, fed by OnRemote, needs
+// this. Never call it from OnRemote or a write's callback: they run on
+// the dispatcher, which it waits for.
+func (e *Engine) WaitVisible(seq uint64, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	if !e.WaitApplied(seq, timeout) {
+		return false
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		e.visibleMu.Lock()
+		ch := e.shown
+		e.visibleMu.Unlock()
+		if e.visible.Load() >= seq {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return false
+		case <-e.closing:
+			return false
+		}
+	}
+}
+
+// CatchUp waits until this node has applied, and handed over to the
+// broker (WaitVisible), every entry the log holds at the time of the
+// call: a record another node wrote a moment ago is then known here. False
+// when the log's leader does not answer or timeout passes first.
+func (e *Engine) CatchUp(timeout time.Duration) bool {
+	last, _, err := e.LogInfo()
+	if err != nil {
+		return false
+	}
+	return e.WaitVisible(last, timeout)
+}
 
 // Stats are counters for metrics.
 func (e *Engine) Stats() (published, conflicts uint64) {
@@ -699,6 +765,11 @@ func (e *Engine) applyEntries(msgs []entry) {
 				out = append(out, outcome{seq: seq, changes: changes})
 			}
 		}
+		if n := len(out); n == 0 || out[n-1].seq != applied {
+			// Entries that changed nothing still move visible
+			// (WaitVisible): the dispatcher gets their last sequence.
+			out = append(out, outcome{seq: applied})
+		}
 		return tx.Bucket(bucketMeta).Put(keyApplied, u64(applied))
 	})
 	if err != nil {
@@ -717,9 +788,7 @@ func (e *Engine) applyEntries(msgs []entry) {
 		e.turns.applied(m.node)
 	}
 	e.setApplied(applied)
-	if len(out) > 0 {
-		e.finished <- out
-	}
+	e.finished <- out
 }
 
 // gapError is the halt of a node that needs entries purged from the log.
@@ -863,7 +932,7 @@ func (e *Engine) writeBatch(batch []*write) {
 			if e.opts.OnCommit != nil {
 				e.opts.OnCommit(time.Since(start), len(batch))
 			}
-			e.finish(batch, failed, nil)
+			e.finishAt(batch, failed, seq)
 			return
 		case err == nil:
 			// Accepted at another place than expected: impossible with
@@ -1040,14 +1109,24 @@ func (e *Engine) publish(data []byte, last uint64) (uint64, error) {
 
 // finish hands a batch's outcomes to the dispatcher.
 func (e *Engine) finish(batch []*write, failed []error, err error) {
+	e.finished <- outcomes(batch, failed, err, 0)
+}
+
+// finishAt hands the outcomes of a batch the log took as entry seq to the
+// dispatcher, which makes seq visible once their callbacks have run.
+func (e *Engine) finishAt(batch []*write, failed []error, seq uint64) {
+	e.finished <- outcomes(batch, failed, nil, seq)
+}
+
+func outcomes(batch []*write, failed []error, err error, seq uint64) []outcome {
 	out := make([]outcome, len(batch))
 	for i, w := range batch {
-		out[i] = outcome{w: w, err: err}
+		out[i] = outcome{w: w, err: err, seq: seq}
 		if failed[i] != nil {
 			out[i].err = failed[i]
 		}
 	}
-	e.finished <- out
+	return out
 }
 
 // dispatchLoop runs callbacks, wakes waiters and hands remote changes to
@@ -1055,9 +1134,11 @@ func (e *Engine) finish(batch []*write, failed []error, err error) {
 func (e *Engine) dispatchLoop() {
 	defer close(e.dispatch)
 	for batch := range e.finished {
+		var through uint64
 		for _, o := range batch {
+			through = max(through, o.seq)
 			if o.w == nil {
-				if e.opts.OnRemote != nil {
+				if len(o.changes) > 0 && e.opts.OnRemote != nil {
 					e.opts.OnRemote(o.seq, o.changes)
 				}
 				continue
@@ -1069,6 +1150,7 @@ func (e *Engine) dispatchLoop() {
 				o.w.done <- o.err
 			}
 		}
+		e.setVisible(through)
 	}
 }
 
