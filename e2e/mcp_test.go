@@ -4,6 +4,7 @@ package e2e
 // Go SDK's client over stdio, as Claude Code would run it.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -419,5 +420,111 @@ func TestMCPCheckMessagesReadsABacklogInOrder(t *testing.T) {
 	})
 	if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
 		t.Fatalf("check_messages read the backlog as %v, want it in the order sent", got)
+	}
+}
+
+// TestMCPAnswersABadLineAndGoesOn: the SDK's stdio transport ended the
+// session on the first line that was not JSON (a wrapper logging a line to
+// the pipe cut the push channel); JSON-RPC 2.0 answers it with a parse
+// error (-32700), JSON that is no request with -32600, and the server
+// goes on with the next line.
+func TestMCPAnswersABadLineAndGoesOn(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.startDaemon()
+	cmd := exec.Command(bin, "--home", alice.home, "mcp")
+	cmd.Env = append(alice.env(), "CLAUDEMESH_NAME=alice-raw")
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	type answer struct {
+		ID    json.RawMessage `json:"id"`
+		Error *struct {
+			Code int `json:"code"`
+		} `json:"error"`
+		Result json.RawMessage `json:"result"`
+		Method string          `json:"method"`
+	}
+	next := func(what string) answer {
+		t.Helper()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("%s: stdout closed; stderr:\n%s", what, stderr.String())
+				}
+				var a answer
+				if err := json.Unmarshal([]byte(l), &a); err != nil {
+					t.Fatalf("%s: not JSON on stdout: %q", what, l)
+				}
+				if a.Method != "" { // a notification (the welcome): not an answer
+					continue
+				}
+				return a
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s: no answer; stderr:\n%s", what, stderr.String())
+			}
+		}
+	}
+	for _, c := range []struct {
+		line, id string
+		code     int
+	}{
+		{"garbage", "null", -32700},
+		{`{"jsonrpc":"2.0","id":3,"method":"ping"} trailing`, "null", -32700},
+		{`{"foo":1}`, "null", -32600},
+		{`{"jsonrpc":"2.0","id":7,"method":5}`, "7", -32600},
+		{`{"jsonrpc":"1.0","id":"a","method":"ping"}`, `"a"`, -32600},
+	} {
+		fmt.Fprintln(stdin, c.line)
+		a := next(c.line)
+		if a.Error == nil || a.Error.Code != c.code || string(a.ID) != c.id {
+			t.Fatalf("%q: got id %s error %+v, want id %s code %d", c.line, a.ID, a.Error, c.id, c.code)
+		}
+	}
+	fmt.Fprintln(stdin, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	if a := next("initialize"); string(a.ID) != "1" || a.Error != nil || !strings.Contains(string(a.Result), "claude/channel") {
+		t.Fatalf("initialize: %+v %s", a, a.Result)
+	}
+	fmt.Fprintln(stdin, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	fmt.Fprintln(stdin, "another stray line")
+	if a := next("stray after initialize"); a.Error == nil || a.Error.Code != -32700 {
+		t.Fatalf("stray line: %+v", a)
+	}
+	fmt.Fprintln(stdin, `{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	if a := next("ping"); string(a.ID) != "2" || a.Error != nil {
+		t.Fatalf("ping: %+v", a)
+	}
+	stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("mcp exited with %v after stdin closed; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("mcp did not exit after stdin closed")
 	}
 }

@@ -125,7 +125,8 @@ func Run(ctx context.Context, o Options) error {
 	if o.Tools {
 		addTools(srv, link)
 	}
-	tr := &channelTransport{inner: &sdk.IOTransport{Reader: o.In, Writer: o.Out}}
+	out := &lockedWriter{w: o.Out}
+	tr := &channelTransport{inner: &sdk.IOTransport{Reader: filterStdin(o.In, out, o.Logger), Writer: out, MaxLineLength: -1}}
 	go func() {
 		select {
 		case <-initialized:
