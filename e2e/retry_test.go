@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -98,13 +97,11 @@ func TestDirectSendRetryWithTheSameIDIsADuplicate(t *testing.T) {
 	}
 
 	posts := 0
-	for line := range strings.Lines(alice.ok("topic", "history", "news", "--json").stdout) {
-		var p struct {
-			Body *string `json:"body"`
-		}
-		if err := json.Unmarshal([]byte(line), &p); err != nil {
-			t.Fatalf("topic history line %q: %v", line, err)
-		}
+	var page []struct {
+		Body *string `json:"body"`
+	}
+	alice.json(&page, "topic", "history", "news")
+	for _, p := range page {
 		if p.Body != nil && strings.HasPrefix(*p.Body, "post retried") {
 			if *p.Body != "post retried" {
 				t.Fatalf("the edited post is in the history: %q", *p.Body)

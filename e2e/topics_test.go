@@ -168,18 +168,8 @@ func (u *user) topics() map[string]topicRow {
 
 func (u *user) history(topic string, args ...string) []topicLine {
 	u.t.Helper()
-	r := u.ok(append([]string{"topic", "history", topic, "--json"}, args...)...)
 	var out []topicLine
-	for _, ln := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
-		if ln == "" {
-			continue
-		}
-		var l topicLine
-		if err := json.Unmarshal([]byte(ln), &l); err != nil {
-			u.t.Fatalf("history line %q: %v", ln, err)
-		}
-		out = append(out, l)
-	}
+	u.json(&out, append([]string{"topic", "history", topic}, args...)...)
 	return out
 }
 
@@ -198,6 +188,12 @@ func TestTopicVerbsDirect(t *testing.T) {
 	alice.json(&created, "topic", "create", "ops", "--description", "operations")
 	if created.Name != "ops" || created.KeyGen != 1 || !created.Joined || !created.HasKey {
 		t.Fatalf("created: %+v", created)
+	}
+	// history --json is one array, like every one-shot listing: [] for
+	// an empty page (it printed nothing), one array for several posts
+	// (it printed a line each).
+	if r := alice.ok("topic", "history", "ops", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("history of an empty topic: %s", r)
 	}
 	alice.ok("topic", "post", "ops", "first post")
 	bob.fails(4, "not_a_member", "topic", "post", "ops", "outsider")

@@ -111,7 +111,9 @@ func topicCommand() *cli.Command {
 			},
 			cliui.ReadOnly(&cli.Command{
 				Name: "history", Usage: "older posts of a topic, a page at a time", ArgsUsage: "NAME",
-				Description: cliui.WithExamples("Oldest first within the page; --before the id of its oldest post gives the page before.",
+				Description: cliui.WithExamples("Oldest first within the page; --before the id of its oldest post gives the page before.\n"+
+					"--json prints the page as one array of posts ({id, topic, senderName, senderPubkey, body, keyGen,\n"+
+					"verified, createdAt, replyToId?}), [] when it is empty.",
 					"claudemesh topic history deploys --limit 50",
 					"claudemesh topic history deploys --before 01JD3Z5C8Q2W0W6N5D3H4K7M9P --json"),
 				Flags: []cli.Flag{
@@ -512,8 +514,14 @@ func topicHistory(c *cli.Context) error {
 		// Nothing here can be read: say why instead of printing blanks.
 		return keyMissing(e, tr, m, name, errKeyMissing(name))
 	}
-	sink := &linePrinter{e: e}
-	if err := sink.Lines(lines); err != nil {
+	if e.out.JSONMode() {
+		// One JSON array, like every other one-shot listing ([] for a
+		// page with no posts); only the streams (tail, inbox --follow)
+		// print a line per item.
+		if err := e.out.JSON(lines); err != nil {
+			return err
+		}
+	} else if err := (&linePrinter{e: e}).Lines(lines); err != nil {
 		return err
 	}
 	if page.WaitingForKey {
