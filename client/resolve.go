@@ -119,7 +119,7 @@ func (d *Directory) Resolve(to, self string) (*Target, error) {
 	}
 	if lower := strings.ToLower(to); isHexString(lower) {
 		if len(lower) == 64 {
-			return d.pubkey(lower), nil
+			return d.pubkey(lower)
 		}
 		if len(lower) >= MinPrefix && len(lower) < 64 {
 			t, err := d.prefix(lower)
@@ -315,22 +315,32 @@ func (d *Directory) box(key, name, match string) *Target {
 		Online: online, Status: status, Recipients: []string{key}}
 }
 
-func (d *Directory) pubkey(key string) *Target {
-	name := ""
+func (d *Directory) pubkey(key string) (*Target, error) {
+	name, known := "", false
 	if m := d.active[key]; m != nil {
-		name = m.DisplayName
+		name, known = m.DisplayName, true
 	} else if d.reused() {
 		d.indexPresences()
-		name = d.sessionName[key]
+		name, known = d.sessionName[key]
 	} else {
 		for i := range d.peers {
 			if p := &d.peers[i]; isSession(p) && p.Pubkey == key {
-				name = p.DisplayName
+				name, known = p.DisplayName, true
 				break
 			}
 		}
 	}
-	return d.box(key, name, MatchPubkey)
+	if !known {
+		// Not listed here (an offline session, or no peer at all): a key
+		// that is not a valid public key is nobody's, so say what the
+		// broker says of a key it does not know instead of the crypto
+		// check's wording ("point of small order"), which came with a
+		// different exit code on each path.
+		if _, err := cmcrypto.ParsePublicKey(key); err != nil {
+			return nil, newError(wire.CodeUnknownRecipient, "no member or session of this mesh has key %s… (it is not a valid public key)", key[:8])
+		}
+	}
+	return d.box(key, name, MatchPubkey), nil
 }
 
 // candidate is a box target as an ambiguous_target candidate.

@@ -22,7 +22,9 @@ var (
 	kSessB   = strings.Repeat("c", 56) + "00000002"
 	kSessC   = "cafe" + strings.Repeat("0", 60)
 	kGoneSes = strings.Repeat("f", 64) // session of the revoked member
-	kOther   = "0123456789abcdef" + strings.Repeat("9", 48)
+	// kOther is a valid public key of nobody in the snapshot (the others
+	// are patterns, listed here; an unlisted key must be a valid one).
+	kOther = "c5908b4c679d2f09e75727a27573417338e36520f1b155fa2792bbf99e64efc4"
 )
 
 func snapshot() ([]wire.Member, []wire.Peer) {
@@ -77,6 +79,10 @@ func TestResolveTarget(t *testing.T) {
 		{strings.ToUpper(kSessA), kAlice, want{kind: "box", spec: kSessA, name: "worker", match: MatchPubkey, online: true, recipients: []string{kSessA}}},
 		{kSessB, kAlice, want{kind: "box", spec: kSessB, name: "Worker", match: MatchPubkey, recipients: []string{kSessB}}},
 		{kOther, kAlice, want{kind: "box", spec: kOther, match: MatchPubkey, recipients: []string{kOther}}},
+		// A key that is no valid public key is nobody's: unknown_recipient,
+		// as the broker answers for a key it does not know.
+		{strings.Repeat("0", 64), kAlice, want{code: wire.CodeUnknownRecipient}},
+		{"0123456789abcdef" + strings.Repeat("9", 48), kAlice, want{code: wire.CodeUnknownRecipient}},
 		// Prefixes.
 		{kBob[:8], kAlice, want{kind: "box", spec: kBob, name: "bob", match: MatchPrefix, online: true, recipients: []string{kBob}}},
 		{"cafe0000", kAlice, want{kind: "box", spec: kSessC, name: "carol", match: MatchPrefix, online: true, recipients: []string{kSessC}}},

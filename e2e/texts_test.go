@@ -1,0 +1,40 @@
+package e2e
+
+// What the CLI says to a user who gets something wrong or meets an odd
+// state: the same answer and exit code on both paths, true, and free of
+// Go package names.
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestSendToAnInvalidKeyIsNoMember: a 64-hex target that is no valid
+// public key (all zeros: small order; all f: not canonical) was answered
+// with the crypto check's wording ("crypto: invalid key: point of small
+// order"), exit 1 through the daemon and exit 2 on the direct path; it is
+// nobody in the mesh, as the broker says of a key it does not know:
+// unknown_recipient, exit 3, on both.
+func TestSendToAnInvalidKeyIsNoMember(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice", "bob")[0]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	for _, key := range []string{strings.Repeat("0", 64), strings.Repeat("f", 64), strings.Repeat("F", 64)} {
+		for _, path := range [][]string{nil, {"--no-daemon"}} {
+			e := alice.fails(3, "unknown_recipient", append([]string{"send", key, "hi"}, path...)...)
+			if !strings.Contains(e.Error.Message, "no member or session of this mesh has key "+strings.ToLower(key[:8])) {
+				t.Fatalf("%s %v: %+v", key[:8], path, e)
+			}
+			if r := alice.run(append([]string{"send", key, "hi"}, path...)...); r.code != 3 || strings.Contains(r.stderr, "crypto:") {
+				t.Fatalf("human %s %v: %s", key[:8], path, r)
+			}
+		}
+	}
+	var rows []map[string]any
+	alice.json(&rows, "daemon", "outbox", "list")
+	if len(rows) != 0 {
+		t.Fatalf("something was queued: %v", rows)
+	}
+}
