@@ -38,3 +38,37 @@ func TestSendToAnInvalidKeyIsNoMember(t *testing.T) {
 		t.Fatalf("something was queued: %v", rows)
 	}
 }
+
+// TestEmptySummaryClearsItOnBothPaths: `status summary ""` through the
+// daemon said "summary updated" and changed nothing (the local API's
+// request dropped an empty summary as if none was given), while the
+// direct path cleared it. Both clear it now.
+func TestEmptySummaryClearsItOnBothPaths(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	summaryOf := func() string {
+		var rows []peerRow
+		bob.json(&rows, "peer", "list", "--all")
+		for _, r := range rows {
+			if r.Pubkey == alice.pubkey {
+				return r.Summary
+			}
+		}
+		t.Fatalf("alice is not in bob's peer list: %+v", rows)
+		return ""
+	}
+	for _, path := range [][]string{nil, {"--no-daemon"}} {
+		alice.ok(append([]string{"status", "summary", "reviewing PR 412"}, path...)...)
+		if s := summaryOf(); s != "reviewing PR 412" {
+			t.Fatalf("%v: summary after setting it: %q", path, s)
+		}
+		alice.ok(append([]string{"status", "summary", ""}, path...)...)
+		if s := summaryOf(); s != "" {
+			t.Fatalf("%v: summary after clearing it: %q", path, s)
+		}
+	}
+}

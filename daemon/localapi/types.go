@@ -315,7 +315,7 @@ type GroupRequest struct {
 type ProfileRequest struct {
 	Mesh    string  `json:"mesh,omitempty"`
 	Status  string  `json:"status,omitempty"`
-	Summary *string `json:"summary,omitempty"`
+	Summary *string `json:"summary,omitzero"` // omitzero: "" clears the summary (omitempty dropped it)
 	Visible *bool   `json:"visible,omitempty"`
 }
 
