@@ -214,6 +214,8 @@ func storeAgreesErr(b *Broker, ms *meshState) error {
 		return fmt.Errorf("topic creates still reserved: %v", shortKeys(ms.topicCreating))
 	case len(ms.sessionWrites) > 0:
 		return fmt.Errorf("%d session records still waiting to be written", len(ms.sessionWrites))
+	case len(ms.sessionForgets) > 0:
+		return fmt.Errorf("%d session forgets still waiting to be committed", len(ms.sessionForgets))
 	}
 	return nil
 }
@@ -1043,6 +1045,64 @@ func TestLaterHelloCancelsTheEarlierSessionWrite(t *testing.T) {
 	}
 	if err := storeAgreesErrWait(b, ms); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestForgetLeavesAKeySaidHelloWithAgain: a forget of a session key runs
+// in memory first, then in the store (forgetSessions). A hello of the key
+// in between records it again, and DMs to it are queued; its record's
+// write may come after the forget's, which found no record of the key (or
+// the one it forgot) and dropped the queue: messages the broker had
+// accepted for a live key. Here: a hello's recording evicted before it
+// was written, the key's next hello (its write still to come), a DM to
+// it, then the eviction's forget, then the hello's write.
+func TestForgetLeavesAKeySaidHelloWithAgain(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "again", "alice")
+	bob := addMember(t, b, alice, "again", "bob")
+	a := connect(t, b, alice, false, nil)
+	ms := b.hub.mesh(alice.meshID)
+	sess, _ := cmcrypto.GenerateIdentity()
+	key := sess.PublicHex()
+	ms.mu.Lock()
+	bobID := ms.members[bob.pub()].ID
+	recording := func(helloAt int64) *store.Session {
+		return &store.Session{Pubkey: key, ParentMemberID: bobID, ParentPubkey: bob.pub(), SessionID: "again",
+			LastSeenAt: time.Now().UnixMilli(), HelloAt: helloAt}
+	}
+	first, second := recording(time.Now().UnixNano()), recording(time.Now().UnixNano()+1)
+	ms.putSessionLocked(key, first)
+	ms.sessionWriteLocked(first) // never submitted: the eviction cancels it
+	ms.deleteSessionLocked(key)  // the eviction, in memory
+	ms.putSessionLocked(key, second)
+	persist, written := ms.sessionWriteLocked(second)
+	ms.mu.Unlock()
+	if ack := a.sendAck(dm(t, alice, key, "queued for the live key")); ack.Error != nil {
+		t.Fatalf("DM to the session: %+v", ack.Error)
+	}
+	b.hub.forgetSessions(ms, []*store.Session{first})
+	b.hub.writeSession(persist, written)
+	committed := make(chan struct{})
+	b.store.Submit(func(*store.Tx) error { return nil }, func(error) { close(committed) })
+	<-committed
+	queued := 0
+	b.store.View(func(tx *store.Tx) error {
+		return store.ScanQueue(tx, alice.meshID, key, 0, func(uint64, *store.QueueEntry) bool { queued++; return true })
+	})
+	if queued != 1 {
+		t.Fatalf("%d DMs queued for the session said hello with again, want 1", queued)
+	}
+	if err := storeAgreesErrWait(b, ms); err != nil {
+		t.Fatal(err)
+	}
+	r := dial(t, b)
+	r.write(r.sessionHello(bob, sess, func(h *wire.SessionHello) { h.SessionID = "again" }))
+	if code := r.helloOutcome(); code != "" {
+		t.Fatalf("session hello: %s", code)
+	}
+	if p := r.nextPush(); openPush(t, &p, ident{key: sess, meshID: alice.meshID}) != "queued for the live key" {
+		t.Fatal("the session got another push")
 	}
 }
 

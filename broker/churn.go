@@ -73,21 +73,62 @@ func (ms *meshState) makeRoomForSession(b *Broker, mem *member, pubkey string) (
 // of a member banned or removed) from the store with their queues, and
 // settles the dropped deliveries. It must be called without ms.mu; the
 // keys are already gone from ms.sessions, and forgotten are their records
-// as memory had them. A key said hello with again meanwhile is recorded
-// again (here, or on another node of a cluster), and its new record and
-// queue stay (store.ForgetSession): deleting by key alone, the forget
-// could commit after the new record and leave a live session unknown to
-// the store (after a restart) or, replicated, to the node holding its
-// connection.
+// as memory had them.
+//
+// A key said hello with again is live, and what is queued for it is the
+// new session's: a key memory knows again when this is called is left
+// alone, and a hello after it cancels the forget of its key still to
+// come (putSessionLocked, ms.sessionForgets). The store could not tell:
+// the new hello's record may not be written yet, and a forget finding no
+// record (or the one it forgot) dropped the DMs queued for the live key
+// meanwhile. A key recorded again on another node of a cluster is left
+// with its new record and queue too (store.ForgetSession): deleting by
+// key alone, the forget could commit after the new record and leave a
+// live session unknown to the store (after a restart) or, replicated, to
+// the node holding its connection.
 func (h *hub) forgetSessions(ms *meshState, forgotten []*store.Session) {
 	if len(forgotten) == 0 {
 		return
 	}
+	type forget struct {
+		s *store.Session
+		f *sessionForget
+	}
+	var todo []forget
+	ms.mu.Lock()
+	for _, s := range forgotten {
+		if ms.sessions[s.Pubkey] != nil {
+			continue // said hello again
+		}
+		f := ms.sessionForgets[s.Pubkey]
+		if f == nil {
+			f = &sessionForget{}
+			ms.sessionForgets[s.Pubkey] = f
+		}
+		f.n++
+		todo = append(todo, forget{s, f})
+	}
+	ms.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
 	var dropped []store.Expired
+	done := func() {
+		ms.mu.Lock()
+		for _, t := range todo {
+			if t.f.n--; t.f.n == 0 && ms.sessionForgets[t.s.Pubkey] == t.f {
+				delete(ms.sessionForgets, t.s.Pubkey)
+			}
+		}
+		ms.mu.Unlock()
+	}
 	err := h.b.store.Submit(func(tx *store.Tx) error {
 		dropped = dropped[:0]
-		for _, s := range forgotten {
-			d, _, err := store.ForgetSession(tx, ms.id, s)
+		for _, t := range todo {
+			if t.f.cancelled.Load() {
+				continue
+			}
+			d, _, err := store.ForgetSession(tx, ms.id, t.s)
 			if err != nil {
 				return err
 			}
@@ -95,6 +136,7 @@ func (h *hub) forgetSessions(ms *meshState, forgotten []*store.Session) {
 		}
 		return nil
 	}, func(err error) {
+		done()
 		if err != nil {
 			h.b.log.Error("forget sessions", "err", err)
 			return
@@ -102,8 +144,17 @@ func (h *hub) forgetSessions(ms *meshState, forgotten []*store.Session) {
 		h.settleExpired(ms, dropped)
 	})
 	if err != nil {
+		done()
 		h.b.log.Warn("forget sessions", "err", err)
 	}
+}
+
+// sessionForget is the forget of a session key submitted to the store and
+// not yet committed (ms.sessionForgets), shared by the forgets of one key
+// (n of them): a hello of the key before it commits cancels it.
+type sessionForget struct {
+	cancelled atomic.Bool
+	n         int // forgets waiting on it; guarded by ms.mu
 }
 
 // expireSessions forgets session keys not connected for --queue-ttl: what
@@ -224,7 +275,14 @@ func (ms *meshState) pruneHistory(now time.Time) {
 // putSessionLocked records a known session key, or a new copy of its
 // record (records are shared with persist closures: replaced, never
 // mutated). Caller holds ms.mu.
+//
+// A forget of the key still to come is cancelled (forgetSessions): the key
+// is live again.
 func (ms *meshState) putSessionLocked(key string, s *store.Session) {
+	if f := ms.sessionForgets[key]; f != nil {
+		f.cancelled.Store(true)
+		delete(ms.sessionForgets, key)
+	}
 	if old := ms.sessions[key]; old != nil && old.ParentMemberID != s.ParentMemberID {
 		ms.unindexSessionLocked(key, old.ParentMemberID)
 	}

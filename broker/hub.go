@@ -47,7 +47,10 @@ type meshState struct {
 	// sessionWrites are the session records submitted to the store and
 	// not yet written, by key (sessionWriteLocked).
 	sessionWrites map[string]*sessionWrite
-	presences     map[string]*presence // by presence key
+	// sessionForgets are the forgets of session keys submitted to the
+	// store and not yet committed, by key (forgetSessions).
+	sessionForgets map[string]*sessionForget
+	presences      map[string]*presence // by presence key
 	// memberPresences indexes the member (non-session) presences of each
 	// member pubkey, so targeting a member is O(its presences).
 	memberPresences map[string]map[string]*presence
@@ -292,6 +295,7 @@ func (h *hub) newMeshState(m store.Mesh) *meshState {
 		sessions:        map[string]*store.Session{},
 		memberSessions:  map[string]map[string]struct{}{},
 		sessionWrites:   map[string]*sessionWrite{},
+		sessionForgets:  map[string]*sessionForget{},
 		presences:       map[string]*presence{},
 		memberPresences: map[string]map[string]*presence{},
 		conns:           map[string]map[*conn]struct{}{},
