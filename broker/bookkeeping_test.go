@@ -952,6 +952,84 @@ func TestClusterSessionForgottenOnAStaleNode(t *testing.T) {
 	}
 }
 
+// TestClusterNodeLeavesASessionRecordedElsewhere: a node's view of the
+// other nodes' presences may be stale (an "up" lost or late). Node 2,
+// not seeing bob's first session connected to node 1, evicted it for
+// bob's second over --max-sessions-per-member; node 1 kept the key (it
+// holds the connection) but the forget had dropped its queue: the push in
+// flight was settled expired, and its ack made no receipt. A recording is
+// now forgotten only by the node that took its hello while that node
+// runs: node 2 admits the second session over the cap instead.
+func TestClusterNodeLeavesASessionRecordedElsewhere(t *testing.T) {
+	t.Parallel()
+	bs := startCluster(t, "elsewhere", 3, func(cfg *Config) { cfg.MaxSessionsPerMember = 1 })
+	alice := createMesh(t, bs[0], "elsewhere", "alice")
+	bob := addMember(t, bs[0], alice, "elsewhere", "bob")
+	for _, b := range bs {
+		waitMember(t, b, alice.meshID, alice.pub())
+		waitMember(t, b, alice.meshID, bob.pub())
+	}
+	ms2 := bs[1].hub.mesh(alice.meshID)
+	a := connect(t, bs[0], alice, true, nil)
+	r1, s1 := connectSession(t, bs[0], bob, "one")
+	key := s1.PublicHex()
+	presenceOn2 := func() string {
+		ms2.mu.Lock()
+		defer ms2.mu.Unlock()
+		return presenceKeyOfLocked(ms2, key)
+	}
+	waitFor(t, "node 2 to know the first session and its presence", func() bool {
+		ms2.mu.Lock()
+		known := ms2.sessions[key] != nil
+		ms2.mu.Unlock()
+		return known && presenceOn2() != ""
+	})
+	if ack := a.sendAck(dm(t, alice, key, "keep me")); ack.Error != nil {
+		t.Fatalf("DM to the first session: %+v", ack.Error)
+	}
+	p := r1.nextPush()
+	// Node 2 misses the session's presence.
+	ms2.mu.Lock()
+	delete(ms2.presences, presenceKeyOfLocked(ms2, key))
+	ms2.mu.Unlock()
+	r2, s2 := connectSession(t, bs[1], bob, "two")
+	// A DM of the second session's, written by node 2 after its hello's
+	// writes (an eviction's forget included): once alice has it, node 1
+	// has applied them.
+	if ack := r2.sendAck(dm(t, ident{key: s2, meshID: alice.meshID}, alice.pub(), "barrier")); ack.Error != nil {
+		t.Fatalf("DM from the second session: %+v", ack.Error)
+	}
+	a.nextPush()
+	r1.ack(p.MessageID)
+	for deadline := time.Now().Add(expectWithin); ; {
+		data, err := a.readErr(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no receipt for the push the first session acked (its delivery dropped?): %v", err)
+		}
+		var rc wire.Receipt
+		if env, _ := wire.Peek(data); env.Type == wire.TypeReceipt && wire.Decode(data, &rc) == nil && rc.MessageID == p.MessageID {
+			break
+		}
+	}
+	ms2.mu.Lock()
+	known := ms2.sessions[key] != nil
+	ms2.mu.Unlock()
+	if !known {
+		t.Fatal("node 2 forgot the session connected to node 1")
+	}
+}
+
+// presenceKeyOfLocked is the key of a presence of pubkey, "" if none.
+// Caller holds ms.mu.
+func presenceKeyOfLocked(ms *meshState, pubkey string) string {
+	for pk, p := range ms.presences {
+		if p.pubkey == pubkey {
+			return pk
+		}
+	}
+	return ""
+}
+
 // TestForgetCancelsTheSessionWrite: a session hello records the key in
 // memory, unlocks, then submits the write of its record. A forget of the
 // key in between (a ban's callback that found the session accepted

@@ -54,13 +54,23 @@ func (ms *meshState) makeRoomForSession(b *Broker, mem *member, pubkey string) (
 		return "", nil
 	}
 	var oldest *store.Session
+	elsewhere := false
 	for k := range keys {
 		if ms.presences[k] != nil {
+			continue
+		}
+		if ms.cluster().recordedElsewhere(ms.sessions[k].Node) {
+			elsewhere = true
 			continue
 		}
 		if s := ms.sessions[k]; oldest == nil || s.LastSeenAt < oldest.LastSeenAt {
 			oldest = s
 		}
+	}
+	if oldest == nil && elsewhere {
+		// The rest are other nodes' to forget: over the cap here until
+		// they do (each node keeps its own recordings under it).
+		return "", nil
 	}
 	b.metrics.limitTripped.WithLabelValues("sessions_per_member").Inc()
 	if oldest == nil {
@@ -164,8 +174,9 @@ func (h *hub) expireSessions(ms *meshState, now time.Time) {
 	cutoff := now.Add(-h.b.cfg.QueueTTL).UnixMilli()
 	var gone []*store.Session
 	ms.mu.Lock()
+	cp := ms.cluster()
 	for k, s := range ms.sessions {
-		if s.LastSeenAt < cutoff && ms.presences[k] == nil {
+		if s.LastSeenAt < cutoff && ms.presences[k] == nil && !cp.recordedElsewhere(s.Node) {
 			gone = append(gone, s)
 			ms.deleteSessionLocked(k)
 		}

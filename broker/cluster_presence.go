@@ -125,9 +125,12 @@ type clusterPresence struct {
 	in    chan *nats.Msg
 	subs  []*nats.Subscription
 	nodes map[string]*peerNode // owned by run
-	// aliveN is how many of them are not taken for dead, for metrics.
+	// aliveN is how many of them are not taken for dead, for metrics;
+	// running says which are (recordedElsewhere).
 	aliveMu  sync.Mutex
 	aliveN   int
+	running  map[string]bool
+	started  time.Time
 	stop     chan struct{}
 	done     chan struct{}
 	beatDone chan struct{} // closed when beat returns
@@ -150,7 +153,7 @@ func (b *Broker) startClusterPresence() error {
 		b: b, node: cc.NodeID, epoch: newID(), subject: presenceSubject(cc.Name),
 		nc: b.node.Conn(), hb: hb, in: make(chan *nats.Msg, 1<<16),
 		nodes: map[string]*peerNode{}, stop: make(chan struct{}), done: make(chan struct{}),
-		beatDone: make(chan struct{}),
+		beatDone: make(chan struct{}), started: time.Now(),
 	}
 	sub, err := cp.nc.ChanSubscribe(cp.subject, cp.in)
 	if err != nil {
@@ -336,6 +339,9 @@ func (cp *clusterPresence) receive(m *presMsg) {
 	if n.dead {
 		n.dead, n.needSync = false, true
 	}
+	if !cp.isUp(m.Node) {
+		cp.countAlive()
+	}
 	switch {
 	case n.needSync:
 	case m.Kind == "hb":
@@ -473,17 +479,7 @@ func (cp *clusterPresence) apply(node, epoch, kind, meshID string, logSeq uint64
 
 // checkNodes takes a node silent for clusterDeadAfter heartbeats for dead.
 func (cp *clusterPresence) checkNodes(now time.Time) {
-	defer func() {
-		n := 0
-		for _, p := range cp.nodes {
-			if !p.dead {
-				n++
-			}
-		}
-		cp.aliveMu.Lock()
-		cp.aliveN = n
-		cp.aliveMu.Unlock()
-	}()
+	defer cp.countAlive()
 	for id, n := range cp.nodes {
 		if !n.dead && now.Sub(n.lastHeard) > clusterDeadAfter*cp.hb {
 			n.dead = true
@@ -491,6 +487,47 @@ func (cp *clusterPresence) checkNodes(now time.Time) {
 			cp.graceOf(id, "")
 		}
 	}
+}
+
+// countAlive records which nodes are not taken for dead. Run by run.
+func (cp *clusterPresence) countAlive() {
+	up := make(map[string]bool, len(cp.nodes))
+	for id, p := range cp.nodes {
+		up[id] = !p.dead
+	}
+	cp.aliveMu.Lock()
+	cp.aliveN, cp.running = 0, up
+	for _, u := range up {
+		if u {
+			cp.aliveN++
+		}
+	}
+	cp.aliveMu.Unlock()
+}
+
+func (cp *clusterPresence) isUp(node string) bool {
+	cp.aliveMu.Lock()
+	defer cp.aliveMu.Unlock()
+	return cp.running[node]
+}
+
+// recordedElsewhere reports whether a session recording (store.Session's
+// Node) is another node's that runs: that node alone knows for sure
+// whether a connection of it is open, and forgets it (expiry, eviction).
+// This node's view of the others' presences may be stale (an "up" lost
+// or late), and forgetting a session connected there dropped its queue.
+// A node not heard from yet counts as running for as long as it takes to
+// be taken for dead after a start.
+func (cp *clusterPresence) recordedElsewhere(node string) bool {
+	if cp == nil || node == "" || node == cp.node {
+		return false
+	}
+	cp.aliveMu.Lock()
+	defer cp.aliveMu.Unlock()
+	if up, heard := cp.running[node]; heard {
+		return up
+	}
+	return time.Since(cp.started) <= clusterDeadAfter*cp.hb
 }
 
 // graceOf starts the grace period of every presence a node (of one
@@ -552,4 +589,12 @@ func (cp *clusterPresence) alive() int {
 	cp.aliveMu.Lock()
 	defer cp.aliveMu.Unlock()
 	return 1 + cp.aliveN
+}
+
+// nodeID is this cluster node's id, "" on a single broker.
+func (b *Broker) nodeID() string {
+	if b.cfg.Cluster == nil {
+		return ""
+	}
+	return b.cfg.Cluster.NodeID
 }

@@ -355,7 +355,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 		sess := &store.Session{
 			Pubkey: id.pubkey, ParentMemberID: mem.ID, ParentPubkey: mem.Pubkey, SessionID: id.sessionID,
 			DisplayName: id.displayName, Attestation: *id.attestation, Groups: id.groups,
-			LastSeenAt: now.UnixMilli(), HelloAt: now.UnixNano(),
+			LastSeenAt: now.UnixMilli(), HelloAt: now.UnixNano(), Node: c.b.nodeID(),
 		}
 		ms.putSessionLocked(id.pubkey, sess)
 		if evict != "" {

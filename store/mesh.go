@@ -169,6 +169,11 @@ type Session struct {
 	// the forgotten one must leave alone (ForgetSession). 0 in records
 	// written before it.
 	HelloAt int64 `json:"helloAt,omitempty"`
+	// Node is the cluster node that took that hello ("" on a single
+	// broker): a connection of this recording is that node's, so while
+	// it runs no other node forgets the recording (expiry, eviction),
+	// whose view of presences may be stale.
+	Node string `json:"node,omitempty"`
 }
 
 // Invite is a registered, signed invite token. Token is stored byte for byte:
