@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,6 +273,16 @@ func TestLaunchPassesTheHome(t *testing.T) {
 	})
 	if strings.Contains(stderr.String(), "is no longer registered") {
 		t.Fatalf("mcp stderr: %s", stderr.String())
+	}
+	// So does a verb the agent runs for alice's home: the session is
+	// alive, it is bob's daemon's, and alice's daemon does not know it.
+	c := exec.Command(bin, "--home", alice.home, "send", "bob", "from alice's home")
+	c.Env = append(bob.env(), "CLAUDEMESH_HOME="+l.read(".home"), "CLAUDEMESH_SESSION_TOKEN_FILE="+l.read(".tokenfile"))
+	out, err := c.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 4 || !strings.Contains(string(out), "an agent session of another home ("+bob.home+")") ||
+		!strings.Contains(string(out), "env -u CLAUDEMESH_SESSION_TOKEN_FILE claudemesh --home") || strings.Contains(string(out), "ended or was deregistered") {
+		t.Fatalf("a verb for another home inside bob's session: %v\n%s", err, out)
 	}
 
 	// An MCP entry pinned to another home: launch says the session's MCP

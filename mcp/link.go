@@ -121,7 +121,7 @@ func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi
 		// The launched session is gone (its `claudemesh launch` ended or
 		// was killed, and the reaper deregistered it) while claude still
 		// runs: carry on as an ambient session of the claude process.
-		if !underDir(l.o.TokenFile, filepath.Join(l.o.Home, "sessions")) {
+		if !fsutil.Under(l.o.TokenFile, filepath.Join(l.o.Home, "sessions")) {
 			// launch writes the file under its home: this server runs
 			// for another one (Claude Code's mcpServers.claudemesh was
 			// installed for another home).
@@ -484,23 +484,4 @@ func channelNotification(r localapi.InboxRow) ChannelParams {
 func cwd() string {
 	d, _ := os.Getwd()
 	return d
-}
-
-// underDir reports whether path is inside dir, symlinks resolved (a home
-// reached through a symlink is the same home).
-func underDir(path, dir string) bool {
-	resolve := func(p string) string {
-		if r, err := filepath.EvalSymlinks(p); err == nil {
-			return r
-		}
-		return p
-	}
-	for _, d := range []string{dir, resolve(dir)} {
-		for _, p := range []string{path, resolve(path)} {
-			if rel, err := filepath.Rel(d, p); err == nil && !strings.HasPrefix(rel, "..") {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -55,7 +55,7 @@ func inbox(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1, human: sessionToken() == ""}
+	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1, human: sessionToken(e.home) == ""}
 	if d, ok := tr.(*viaDaemon); ok && p.human && !e.out.JSONMode() {
 		p.sessionNames = func() map[string]string { return d.sessionNames(e.ctx()) }
 	}

@@ -552,7 +552,7 @@ type whoamiSession struct {
 // callingSession asks a running daemon (never starting one) who the calling
 // session is, when CLAUDEMESH_SESSION_TOKEN_FILE names one.
 func (e *env) callingSession() *whoamiSession {
-	tok := sessionToken()
+	tok := sessionToken(e.home)
 	if tok == "" || e.g.NoDaemon {
 		return nil
 	}

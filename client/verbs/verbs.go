@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -169,7 +170,7 @@ func (e *env) transport() (transport, error) {
 	if !e.g.NoDaemon {
 		api, err := localapi.Connect(e.ctx(), e.home, true)
 		if err == nil {
-			tok, terr := readSessionToken()
+			tok, terr := readSessionToken(e.home)
 			if terr != nil {
 				return nil, terr
 			}
@@ -512,8 +513,8 @@ func (e *env) printOK(format string, args ...any) error {
 // by CLAUDEMESH_SESSION_TOKEN_FILE (set by launch for claude and everything
 // it runs): verbs run by the agent then send as its session, see its inbox
 // and mark it as "you" in peer list. "" when unset or unreadable.
-func sessionToken() string {
-	tok, _ := readSessionToken()
+func sessionToken(home string) string {
+	tok, _ := readSessionToken(home)
 	return tok
 }
 
@@ -521,10 +522,20 @@ func sessionToken() string {
 // file that is gone (`launch` removes it when the session ends, the daemon
 // when it reaps a killed one) is an error, not a silent switch to acting
 // as the member.
-func readSessionToken() (string, error) {
+//
+// The daemon writes a session's token file under its own home
+// (sessions/<mesh>/<id>.token): a file under another home's is a session
+// of that home's daemon, which this home's daemon does not know, and the
+// verb says so rather than that the session ended (an agent running a
+// verb with --home for another home than its session's).
+func readSessionToken(home string) (string, error) {
 	path := os.Getenv("CLAUDEMESH_SESSION_TOKEN_FILE")
 	if path == "" {
 		return "", nil
+	}
+	if other, ok := tokenHome(path); ok && !fsutil.Under(path, filepath.Join(home, "sessions")) {
+		return "", cliui.Errorf("unknown_session", "CLAUDEMESH_SESSION_TOKEN_FILE names an agent session of another home (%s), not of %s", other, home).
+			WithHint("unset it to act as this home's member: env -u CLAUDEMESH_SESSION_TOKEN_FILE " + config.Invocation(home) + " …")
 	}
 	data, err := fsutil.ReadPrivateFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -535,4 +546,14 @@ func readSessionToken() (string, error) {
 		return "", cliui.Errorf("unknown_session", "CLAUDEMESH_SESSION_TOKEN_FILE: %v", err).WithHint(hintFor("unknown_session"))
 	}
 	return strings.TrimSpace(string(data)), nil
+}
+
+// tokenHome is the home a session token file belongs to, when its path has
+// the shape the daemon and launch give it (HOME/sessions/<mesh>/<id>.token).
+func tokenHome(path string) (string, bool) {
+	dir := filepath.Dir(path)
+	if filepath.Ext(path) != ".token" || filepath.Base(filepath.Dir(dir)) != "sessions" {
+		return "", false
+	}
+	return filepath.Dir(filepath.Dir(dir)), true
 }

@@ -200,3 +200,22 @@ func shellQuote(p string) string {
 	}
 	return "'" + strings.ReplaceAll(p, "'", `'\''`) + "'"
 }
+
+// Under says whether path is dir or inside it, as written or with symlinks
+// resolved (a home reached through a symlink is still that home).
+func Under(path, dir string) bool {
+	resolve := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return p
+	}
+	for _, d := range []string{dir, resolve(dir)} {
+		for _, p := range []string{path, resolve(path)} {
+			if rel, err := filepath.Rel(d, p); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,4 +1,4 @@
-package mcp
+package fsutil
 
 import (
 	"os"
@@ -6,10 +6,11 @@ import (
 	"testing"
 )
 
-// TestUnderDirThroughASymlink: a session token file launch wrote under a
-// home reached through a symlink is under that home (the MCP server warned
-// it was launched "for another home").
-func TestUnderDirThroughASymlink(t *testing.T) {
+// TestUnderThroughASymlink: a session token file launch wrote under a home
+// reached through a symlink is under that home (the MCP server warned it
+// was launched "for another home"); a sibling whose name starts with ".."
+// is not a parent.
+func TestUnderThroughASymlink(t *testing.T) {
 	dir := t.TempDir()
 	real := filepath.Join(dir, "real")
 	link := filepath.Join(dir, "link")
@@ -28,11 +29,17 @@ func TestUnderDirThroughASymlink(t *testing.T) {
 		{filepath.Join(link, "sessions", "s1.token"), filepath.Join(real, "sessions")},
 		{tok, filepath.Join(real, "sessions")},
 	} {
-		if !underDir(c.path, c.dir) {
+		if !Under(c.path, c.dir) {
 			t.Errorf("%s is under %s", c.path, c.dir)
 		}
 	}
-	if underDir(tok, filepath.Join(dir, "other", "sessions")) {
+	if Under(tok, filepath.Join(dir, "other", "sessions")) {
 		t.Errorf("%s is not under another home", tok)
+	}
+	if Under(filepath.Join(dir, "..x", "s1.token"), dir) == false {
+		t.Errorf("a directory named ..x inside %s is under it", dir)
+	}
+	if Under(filepath.Join(dir, "real2", "s1.token"), real) {
+		t.Errorf("real2 is not under real")
 	}
 }
