@@ -178,6 +178,10 @@ const (
 	// accept journal into daemon.db: they are only in the journal when
 	// the crash test kills the daemon.
 	failAcceptHold = "accept-hold"
+	// failAcceptKill ("accept-kill") dies after a send's row is durable
+	// and before its 202 is written: the CLI is left not knowing whether
+	// the message was taken.
+	failAcceptKill = "accept-kill"
 )
 
 // DBRefusal is the message of a daemon that will not start on its

@@ -194,6 +194,10 @@ func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeade
 		}
 		break
 	}
+	if d.failpoint == failAcceptKill {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
 	online := t.Online
 	state, _ := m.stateOf()
 	resp := &localapi.SendResponse{

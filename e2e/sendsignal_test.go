@@ -414,9 +414,9 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	drop.Store(false)
 	errText := s.errText()
 	i := strings.Index(errText, "no answer from the broker, so message ")
-	if code != 5 || i < 0 || !strings.Contains(errText, "may or may not have been accepted") ||
+	if code != 8 || i < 0 || !strings.Contains(errText, "may or may not have been accepted") ||
 		!strings.Contains(errText, "claudemesh topic history ops") {
-		t.Fatalf("send #ops exited %d; stderr %q: want 5 and an error that says the outcome is unknown", code, errText)
+		t.Fatalf("send #ops exited %d; stderr %q: want 8 (outcome_unknown) and an error that says the outcome is unknown", code, errText)
 	}
 	id, _, _ := strings.Cut(errText[i+len("no answer from the broker, so message "):], " ")
 	if !strings.Contains(errText, "--id "+id+" --no-daemon") {
@@ -520,4 +520,38 @@ func TestSendWaitLostDaemonIsNotNothingQueued(t *testing.T) {
 	if code != 7 || !strings.Contains(s.errText(), "stopped answering") || !strings.Contains(s.errText(), "message status") {
 		t.Fatalf("send --wait exited %d; stderr %q: want 7, saying the daemon stopped answering and how to check", code, s.errText())
 	}
+}
+
+// TestSendWhoseDaemonDiesInTheAcceptIsOutcomeUnknown is trial14 #5: a
+// daemon that dies after it made the message durable and before it
+// answered leaves send not knowing whether the message was queued. That
+// is exit 8 (outcome_unknown), not 5 ("nothing could be queued", which a
+// script retries, sending the message twice), and the text is the user's,
+// not the HTTP client's (`Post "http://localhost/v1/send": unexpected
+// EOF`). The message was in fact taken: the restarted daemon sends it.
+func TestSendWhoseDaemonDiesInTheAcceptIsOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.extraEnv = []string{"CLAUDEMESH_FAILPOINT=accept-kill"}
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	r := alice.run("send", "bob", "taken or not")
+	if r.code != 8 || !strings.Contains(r.stderr, "the daemon stopped answering after it was handed the message") ||
+		!strings.Contains(r.stderr, "may or may not have taken it") || !strings.Contains(r.stderr, "daemon outbox list") {
+		t.Fatalf("send whose daemon died: %s; want exit 8, saying the outcome is unknown and how to check", r)
+	}
+	for _, internal := range []string{"http://", "Post ", "EOF", "daemon unreachable"} {
+		if strings.Contains(r.stderr, internal) {
+			t.Fatalf("send's error carries the HTTP client's text %q: %s", internal, r)
+		}
+	}
+	alice.extraEnv = nil
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	eventually(t, 20*time.Second, "the message in bob's inbox", func() bool {
+		rows := bob.inbox()
+		return len(rows) == 1 && rows[0].body() == "taken or not"
+	})
 }

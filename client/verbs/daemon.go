@@ -39,7 +39,9 @@ func daemonError(err error) error {
 	var ae *localapi.APIError
 	if !errors.As(err, &ae) {
 		if errors.Is(err, localapi.ErrUnreachable) {
-			return cliui.Errorf("unreachable", "the daemon stopped answering: %v", err).WithHint("claudemesh daemon status")
+			e := cliui.Errorf(cliui.CodeUnreachable, "the daemon stopped answering (%s)", noAnswerWhy(err)).WithHint("claudemesh daemon status")
+			e.Cause = err
+			return e
 		}
 		return err
 	}
@@ -158,16 +160,35 @@ func daemonAbandoned(cmid string, cause error) error {
 
 // daemonNoAnswer is a send whose accept got no answer, the request
 // written: as for daemonAbandoned, the daemon may or may not have taken
-// the message, and the hint is the same.
+// the message, and the hint is the same. It is outcome_unknown (exit 8),
+// not unreachable (exit 5: nothing could be queued, which a script
+// retries); the message says what happened in the user's words, not the
+// HTTP client's (`Post "http://localhost/v1/send": unexpected EOF`).
 func daemonNoAnswer(cmid string, cause error) error {
 	e := daemonAbandoned(cmid, cause).(*cliui.Error)
-	e.Code = cliui.CodeUnreachable
+	e.Code = cliui.CodeOutcomeUnknown
 	what := "the message"
 	if cmid != "" {
 		what = "message " + cmid
 	}
-	e.Message = fmt.Sprintf("the daemon stopped answering (%v): it may or may not have taken %s", cause, what)
+	e.Message = fmt.Sprintf("the daemon stopped answering after it was handed %s (%s): it may or may not have taken it", what, noAnswerWhy(cause))
 	return e
+}
+
+// noAnswerWhy says in the user's words why a request to the daemon got no
+// answer (err wraps localapi.ErrUnreachable), without the HTTP client's
+// text (`Post "http://localhost/v1/send": unexpected EOF`), which names a
+// host and a URL the user never used.
+func noAnswerWhy(err error) string {
+	var ne net.Error
+	switch {
+	case dialFailed(err):
+		return "nothing answers on its socket"
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return "no answer in 30 s"
+	default:
+		return "its connection closed before the answer"
+	}
 }
 
 // dialFailed says whether err is a failure to connect to the daemon at

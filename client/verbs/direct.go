@@ -355,7 +355,7 @@ func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check st
 		// The frame may have reached the broker.
 		ce := cliError(err).(*cliui.Error)
 		ce.Message = fmt.Sprintf("no answer from the broker, so message %s may or may not have been accepted (%s): %s", cmid, check, ce.Message)
-		ce.Hint = hint
+		ce.Code, ce.Exit, ce.Hint = cliui.CodeOutcomeUnknown, 0, hint // not 5: something may be queued
 		return nil, ce.WithMessage("", cmid)
 	}
 	if ce, ok := cliError(err).(*cliui.Error); ok {

@@ -94,8 +94,8 @@ func TestDaemonSendNoAnswerMayHaveTaken(t *testing.T) {
 	v := &viaDaemon{api: localapi.NewTCP(strings.TrimPrefix(srv.URL, "http://"), "")}
 	_, err := v.Send(context.Background(), &config.Mesh{Slug: "acme"}, sendRequest{To: "bob", Body: "hi", ClientMessageID: "c1"})
 	var ce *cliui.Error
-	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "may or may not have taken message c1") ||
-		!strings.Contains(ce.Hint, "--id c1 --strict") || ce.ClientMessageID != "c1" || ce.Code != cliui.CodeUnreachable {
-		t.Fatalf("Send = %#v (%v): want unreachable, saying the daemon may have message c1 and to retry with --id c1 --strict", ce, err)
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "handed message c1") || !strings.Contains(ce.Message, "may or may not have taken it") ||
+		!strings.Contains(ce.Hint, "--id c1 --strict") || ce.ClientMessageID != "c1" || ce.Code != cliui.CodeOutcomeUnknown {
+		t.Fatalf("Send = %#v (%v): want outcome_unknown, saying the daemon may have message c1 and to retry with --id c1 --strict", ce, err)
 	}
 }

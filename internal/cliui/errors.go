@@ -105,6 +105,10 @@ const (
 	CodeMeshNotFound        = "mesh_not_found"
 	CodeInvalidArgument     = "invalid_argument"
 	CodeInterrupted         = "interrupted"
+	// CodeOutcomeUnknown is a send whose message was handed to the daemon
+	// (or, on a direct connection, written to the broker) and that got no
+	// answer: it may or may not have been taken.
+	CodeOutcomeUnknown = "outcome_unknown"
 )
 
 // Exit codes of 04-cli "Exit codes".
@@ -117,6 +121,10 @@ const (
 	ExitUnreachable = 5
 	ExitConflict    = 6
 	ExitTimeout     = 7
+	// ExitOutcomeUnknown is a send that may or may not have been taken
+	// (CodeOutcomeUnknown): unlike 5, something may be queued, so a
+	// script must check before it sends again.
+	ExitOutcomeUnknown = 8
 	// ExitInterrupted is the shell convention for death by SIGINT (128+2);
 	// a command stopped with Ctrl-C ends with it, silently unless it
 	// returns an *Error with code interrupted (Run).
@@ -147,6 +155,8 @@ func ExitCode(code string) int {
 		return ExitConflict
 	case CodeWaitTimeout:
 		return ExitTimeout
+	case CodeOutcomeUnknown:
+		return ExitOutcomeUnknown
 	case CodeInterrupted:
 		return ExitInterrupted
 	default:

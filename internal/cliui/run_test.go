@@ -419,7 +419,7 @@ func TestHelpExitCodes(t *testing.T) {
 		}
 		if row.Code != ExitOK && row.Code != ExitFailure && row.Code != ExitInterrupted {
 			found := false
-			for _, code := range []string{"usage", "unknown_target", "forbidden", "unreachable", "ambiguous_target", "wait_timeout"} {
+			for _, code := range []string{"usage", "unknown_target", "forbidden", "unreachable", "ambiguous_target", "wait_timeout", CodeOutcomeUnknown} {
 				found = found || ExitCode(code) == row.Code
 			}
 			if !found {
