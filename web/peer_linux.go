@@ -78,6 +78,37 @@ func scanTCPTable(file string, src, dst netip.AddrPort) (int, bool, error) {
 	return 0, false, sc.Err()
 }
 
+// portHolder finds who listens on port at addr, or at the unspecified
+// address of its family (a listener there takes addr's connections too):
+// the uid owning that listening socket in /proc/net/tcp{,6}.
+func portHolder(addr netip.Addr, port uint16) (uid int, found bool) {
+	addr = addr.Unmap().WithZone("")
+	for _, file := range tcpTables {
+		f, err := os.Open(file)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 10 || fields[3] != "0A" { // LISTEN
+				continue
+			}
+			l, ok := parseProcAddr(fields[1])
+			if !ok || l.Port() != port || l.Addr() != addr && !l.Addr().IsUnspecified() {
+				continue
+			}
+			if u, err := strconv.Atoi(fields[7]); err == nil {
+				f.Close()
+				return u, true
+			}
+		}
+		f.Close()
+	}
+	return 0, false
+}
+
 // parseProcAddr reads "0100007F:1F90": the address as the kernel prints
 // it, 32-bit words in the machine's byte order, then the port in hex.
 func parseProcAddr(s string) (netip.AddrPort, bool) {

@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -210,4 +212,102 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// listenAs listens on addr with a socket owned by uid (as dialAs dials).
+func listenAs(t *testing.T, uid int, addr string) net.Listener {
+	t.Helper()
+	type res struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		syscall.RawSyscall(syscall.SYS_SETFSUID, uintptr(uid), 0, 0)
+		ln, err := net.Listen("tcp", addr)
+		ch <- res{ln, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { r.ln.Close() })
+	return r.ln
+}
+
+// TestATakenPortSaysWhoseItIs: another local user can take the page's
+// address while the daemon restarts (it binds the same address again).
+// The daemon then served no page and said only "address already in use",
+// which `claudemesh ui` explained as another daemon of this machine. It
+// says whose the port is: another user's (whatever answers there is not
+// the daemon's page) or another program of this user's.
+func TestATakenPortSaysWhoseItIs(t *testing.T) {
+	mine, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	for addr, want := range map[string]string{
+		mine.Addr().String(): "held by another program of yours",
+		"localhost:" + strings.Split(mine.Addr().String(), ":")[1]: "held by another program of yours",
+	} {
+		srv, err := New(Options{Addr: addr, API: &recorder{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Listen(); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "address already in use") {
+			t.Errorf("Listen on %s, taken by us: %v", addr, err)
+		}
+	}
+	if os.Getuid() != 0 {
+		t.Skip("needs root to listen as another uid")
+	}
+	theirs := listenAs(t, 65534, "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(theirs.Addr().String())
+	if uid, found := portHolder(netip.MustParseAddr("127.0.0.1"), uint16(mustAtoi(t, port))); !found || uid != 65534 {
+		t.Skipf("could not listen as uid 65534 here (found %v, uid %d)", found, uid)
+	}
+	srv, err := New(Options{Addr: theirs.Addr().String(), API: &recorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err == nil || !strings.Contains(err.Error(), "held by another user of this machine (uid 65534)") {
+		t.Fatalf("Listen on a port of uid 65534: %v", err)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestALocalhostLinkNamesTheAddressHeld: with --web localhost:PORT the
+// listener holds one loopback address (127.0.0.1), but the link said
+// localhost, which a browser may resolve to ::1 first: another local user
+// listening on [::1]:PORT got the login token. The link names the address
+// held.
+func TestALocalhostLinkNamesTheAddressHeld(t *testing.T) {
+	srv, err := New(Options{Addr: "localhost:0", API: &recorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go srv.Serve()
+	u, err := url.Parse(srv.BaseURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	held := netip.MustParseAddrPort(srv.ln.Addr().String())
+	if err != nil || ip != held.Addr() || u.Port() != strconv.Itoa(int(held.Port())) {
+		t.Fatalf("base URL %s for a listener on %s", srv.BaseURL(), srv.ln.Addr())
+	}
 }

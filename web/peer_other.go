@@ -11,6 +11,8 @@ import (
 // connected (see docs/security.md).
 const peerCheckSupported = false
 
+func portHolder(netip.Addr, uint16) (int, bool) { return 0, false }
+
 func peerUID(local, remote netip.AddrPort) (int, bool, error) {
 	return 0, false, errors.New("not supported on this system")
 }

@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"claudemesh/daemon/localapi"
@@ -62,6 +65,13 @@ type Server struct {
 	opts Options
 	auth *auth
 	h    http.Handler
+	// instance names this server to the tabs it logged in: new for every
+	// server (every daemon start), sent only to requests that passed every
+	// check (instanceHeader, and the first event of every event stream),
+	// never by a tab. A tab that finds another value, or none, is talking
+	// to something else that took the port (another local user's server,
+	// while the daemon restarted) and stops (web/assets/app.js).
+	instance string
 
 	mu   sync.Mutex
 	ln   net.Listener
@@ -128,7 +138,7 @@ func New(opts Options) (*Server, error) {
 	if opts.PageConnected == nil {
 		opts.PageConnected = func() func() { return func() {} }
 	}
-	s := &Server{opts: opts, auth: newAuth(opts.Now)}
+	s := &Server{opts: opts, auth: newAuth(opts.Now), instance: randomToken()}
 	s.h = s.routes()
 	return s, nil
 }
@@ -136,11 +146,14 @@ func New(opts Options) (*Server, error) {
 // Handler is the whole page server (tests serve it with httptest).
 func (s *Server) Handler() http.Handler { return s.h }
 
-// Listen binds the address.
+// Listen binds the address. When another program holds it, the error
+// says whose it is where the system tells (Linux): another user's server
+// on the page's address is not the daemon's page, and a tab still open
+// there would be talking to it (docs/security.md).
 func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
-		return err
+		return s.whyInUse(err)
 	}
 	scheme := "http"
 	if s.opts.TLSCert != "" {
@@ -153,9 +166,15 @@ func (s *Server) Listen() error {
 		scheme = "https"
 	}
 	host, _, _ := net.SplitHostPort(s.opts.Addr)
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	bound, port, _ := net.SplitHostPort(ln.Addr().String())
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
+	} else if ip == nil {
+		// A name (localhost) names both loopback addresses, and the
+		// listener holds one: a browser given the name may try the
+		// other, which another local user can hold on the same port.
+		// The link names the address held.
+		host = bound
 	}
 	s.mu.Lock()
 	s.ln = ln
@@ -164,6 +183,34 @@ func (s *Server) Listen() error {
 		ErrorLog: slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelDebug)}
 	s.mu.Unlock()
 	return nil
+}
+
+// whyInUse adds to an "address already in use" who holds the address,
+// when the system says.
+func (s *Server) whyInUse(err error) error {
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(s.opts.Addr)
+	p, _ := strconv.ParseUint(port, 10, 16)
+	var addrs []netip.Addr
+	if a, perr := netip.ParseAddr(strings.Trim(host, "[]")); perr == nil {
+		addrs = []netip.Addr{a}
+	} else if loopbackName(host) {
+		addrs = []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()}
+	}
+	for _, a := range addrs {
+		uid, found := portHolder(a, uint16(p))
+		switch {
+		case !found:
+			continue
+		case uid != os.Getuid():
+			return fmt.Errorf("%w: held by another user of this machine (uid %d); whatever answers at %s is not your daemon's page, so close any tab of it", err, uid, s.opts.Addr)
+		default:
+			return fmt.Errorf("%w: held by another program of yours (another claudemesh daemon?)", err)
+		}
+	}
+	return err
 }
 
 // Serve runs until Close.
@@ -278,6 +325,9 @@ func (s *Server) cookieName(r *http.Request) string {
 const (
 	pageKeyHeader = "X-Claudemesh-Page-Key"
 	pageKeyParam  = "pageKey"
+	// instanceHeader carries Server.instance on every answer of the API
+	// to a request that passed its checks.
+	instanceHeader = "X-Claudemesh-Instance"
 )
 
 // sessionID is the session cookie's value ("" without one).
@@ -351,6 +401,7 @@ func (s *Server) api(next http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
+		w.Header().Set(instanceHeader, s.instance)
 		next(w, r)
 	}
 }
@@ -454,23 +505,26 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	if path == "/v1/events" {
 		release := s.opts.PageConnected()
 		defer release()
-		w = &sseRetry{ResponseWriter: w}
+		w = &sseRetry{ResponseWriter: w, instance: s.instance}
 	}
 	s.opts.API.ServeHTTP(w, req)
 }
 
 // sseRetry adds `retry: 1000` to the start of an event stream (browsers
-// otherwise wait about 3 s before reconnecting).
+// otherwise wait about 3 s before reconnecting), and an `instance` event
+// with Server.instance: the page takes no event from a stream before it
+// (an EventSource cannot read headers).
 type sseRetry struct {
 	http.ResponseWriter
-	wrote bool
+	instance string
+	wrote    bool
 }
 
 func (s *sseRetry) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 	if !s.wrote && code == http.StatusOK {
 		s.wrote = true
-		io.WriteString(s.ResponseWriter, "retry: 1000\n\n")
+		io.WriteString(s.ResponseWriter, "retry: 1000\n\nevent: instance\ndata: "+s.instance+"\n\n")
 	}
 }
 

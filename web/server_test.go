@@ -625,3 +625,50 @@ func TestLogoutRevokesTheSession(t *testing.T) {
 		t.Fatalf("another session after a logout: %d", res.StatusCode)
 	}
 }
+
+// TestInstanceOnlyToItsOwnTabs: the value a tab checks its server by
+// (X-Claudemesh-Instance, and the first event of every stream) is in
+// every answer to a request that passed the API's checks, new for every
+// server, and in no answer to one that did not: another local user who
+// could read it from a refusal could pass for the daemon after taking
+// its port.
+func TestInstanceOnlyToItsOwnTabs(t *testing.T) {
+	f := newFixture(t, false)
+	c := f.login()
+	inst := f.srv.instance
+	if len(inst) != 64 || newFixture(t, false).srv.instance == inst {
+		t.Fatalf("instance %q is not a fresh random value", inst)
+	}
+	for _, r := range []*http.Response{
+		f.do("GET", "/api/v1/peers", "", cookieHdr(c, nil), ""),
+		f.do("GET", "/api/v1/nothing", "", cookieHdr(c, nil), ""),
+		f.do("POST", "/api/v1/send", "", cookieHdr(c, map[string]string{"Origin": f.origin(), "Content-Type": "application/json"}), `{}`),
+	} {
+		if r.Header.Get(instanceHeader) != inst {
+			t.Errorf("%s %s: instance %q", r.Request.Method, r.Request.URL.Path, r.Header.Get(instanceHeader))
+		}
+	}
+	res := f.do("GET", "/api/v1/events?pageKey="+c.key, "", cookieHdr(sess{Cookie: c.Cookie}, nil), "")
+	data, _ := io.ReadAll(res.Body)
+	if !strings.HasPrefix(string(data), "retry: 1000\n\nevent: instance\ndata: "+inst+"\n\n") {
+		t.Fatalf("stream: %q", data)
+	}
+	for _, r := range []*http.Response{
+		f.do("GET", "/api/v1/peers", "", nil, ""),
+		f.do("GET", "/api/v1/peers", "", cookieHdr(sess{Cookie: c.Cookie}, nil), ""),
+		f.do("GET", "/api/v1/peers", "", cookieHdr(c, map[string]string{"Sec-Fetch-Site": "same-site"}), ""),
+		f.do("GET", "/api/v1/peers", "evil.example", cookieHdr(c, nil), ""),
+		f.do("GET", "/api/v1/peers?token=x", "", cookieHdr(c, nil), ""),
+		f.do("POST", "/api/v1/send", "", cookieHdr(c, map[string]string{"Origin": f.origin()}), `{}`),
+		f.do("GET", "/", "", cookieHdr(c, nil), ""),
+		f.do("GET", "/login?token=x", "", nil, ""),
+	} {
+		if v := r.Header.Get(instanceHeader); v != "" {
+			t.Errorf("%s %s (%d): instance %q", r.Request.Method, r.Request.URL, r.StatusCode, v)
+		}
+	}
+	events := f.do("GET", "/api/v1/events", "", cookieHdr(sess{Cookie: c.Cookie}, nil), "")
+	if data, _ := io.ReadAll(events.Body); strings.Contains(string(data), inst) {
+		t.Fatalf("a stream without the page key: %q", data)
+	}
+}

@@ -96,6 +96,14 @@
     topicBefore: '', topicMore: false,
     topicPages: [],       // the before cursors of the older topic pages shown
     olderRetry: 0, olderTimer: 0, // backoff after an older page failed
+    // The daemon that logged this tab in names itself in every answer
+    // (X-Claudemesh-Instance) and at the start of every event stream, a
+    // value no one else can know (it is never sent by the tab). Another
+    // local user who takes the port while the daemon restarts would
+    // otherwise get this tab's requests and what the human types, and
+    // could show it anything.
+    instance: '',         // learnt from the first answer (the tab's script came from the same server)
+    contactLost: false,   // a request or the event stream failed since the last checked answer
   };
 
   // Full bodies of what this tab sent (the daemon keeps only an 80-char
@@ -121,15 +129,35 @@
   }
 
   async function api(path, opts = {}) {
+    if (S.loggedOut) throw new APIError(0, 'logged_out', 'this tab is logged out');
     const init = { method: opts.method || 'GET', credentials: 'same-origin', headers: { 'X-Claudemesh-Page-Key': pageKey } };
     if (opts.body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(opts.body);
     }
-    const res = await fetch('/api' + path, init);
+    // After lost contact, whoever answers now is asked who it is (a GET,
+    // which carries nothing but this tab's own credentials) before it is
+    // handed anything the human wrote.
+    if (init.method !== 'GET' && S.contactLost) await api('/v1/web/state');
+    let res;
+    try {
+      res = await fetch('/api' + path, init);
+    } catch (e) {
+      S.contactLost = true;
+      throw e;
+    }
     let data = null;
     try { data = await res.json(); } catch (_) { data = null; }
     if (res.status === 401) loggedOut();
+    else {
+      const inst = res.headers.get('X-Claudemesh-Instance') || '';
+      if (!S.instance) S.instance = inst;
+      if (!inst || inst !== S.instance) {
+        notOurDaemon();
+        throw new APIError(0, 'not_our_daemon', 'the server at this address is not the daemon that logged this tab in');
+      }
+      S.contactLost = false;
+    }
     if (!res.ok) {
       const e = (data && data.error) || {};
       throw new APIError(res.status, e.code || 'error', e.message || ('HTTP ' + res.status));
@@ -378,6 +406,13 @@
     if (S.es) S.es.close();
     const es = new EventSource('/api/v1/events' + q({ lastEventId: S.lastId, pageKey }));
     S.es = es;
+    // No event counts before the stream's first, which names its server;
+    // the browser's own reconnects open new streams, checked alike.
+    let checked = false;
+    es.addEventListener('instance', (e) => {
+      if (S.instance && e.data === S.instance) checked = true;
+      else notOurDaemon();
+    });
     es.onopen = () => {
       S.streamUp = true;
       banner();
@@ -389,11 +424,14 @@
       else setTimeout(loadPeers, 1500);
     };
     es.onerror = () => {
+      checked = false;
+      S.contactLost = true;
       S.streamUp = false;
       banner();
       if (es.readyState === EventSource.CLOSED) setTimeout(reconnect, 1500);
     };
     const on = (type, fn) => es.addEventListener(type, (e) => {
+      if (!checked) return;
       const id = Number(e.lastEventId);
       if (id > S.lastId) S.lastId = id;
       let data;
@@ -680,6 +718,14 @@
     showBanner(why || 'This tab is logged out (its session ended, the daemon restarted, or the tab was not opened by a login link: each link opens one tab). Run claudemesh ui in a terminal for a new login link.', true);
     $('send').disabled = true;
     $('logout').hidden = true;
+  }
+
+  // notOurDaemon stops the tab for good: something other than the daemon
+  // that logged it in answers at its address.
+  function notOurDaemon() {
+    loggedOut('Something other than the daemon that logged this tab in now answers at ' + location.host +
+      ' (the daemon stopped or restarted, and another program took its port): this tab sends nothing more and shows nothing new. ' +
+      'Run claudemesh ui in a terminal for a new login link; if it says the port is taken, another program of this machine, perhaps another user\'s, holds it.');
   }
 
   // logOut ends this page's session in the daemon (the cookie and the
