@@ -288,13 +288,22 @@ func (t *topicsRT) catchUp(topicID string) {
 				}
 				before = page.Messages[len(page.Messages)-1].Push.MessageID
 			}
+			if page.More {
+				t.m.d.log.Warn("topic catch-up: only the newest posts of the topic's history were read; older ones stay on the broker (topic history reads them)",
+					"mesh", t.m.cfg.Slug, "topic", topicID, "posts", len(posts))
+			}
 		} else {
 			page, err := c.TopicHistory(ctx, topicID, client.HistoryPage{After: cursor})
 			if client.CodeOf(err) == wire.CodeInvalidArgument {
-				// The cursor's post expired (retention): start again
-				// from the newest.
-				t.startCursor(ctx, c, topicID)
-				return
+				// The cursor's post is gone (--topic-retention purges
+				// the oldest posts first): every post still there is
+				// newer than it, so read them all, from the topic's
+				// start (above). Starting again from the newest skipped
+				// every post made while this daemon was away.
+				t.m.d.log.Info("topic catch-up: the post it had read up to was purged; reading the topic's history from its start",
+					"mesh", t.m.cfg.Slug, "topic", topicID)
+				cursor = ""
+				continue
 			}
 			if err != nil {
 				return

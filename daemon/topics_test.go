@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"claudemesh/broker"
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
@@ -328,4 +329,43 @@ func TestTopicPostRightAfterAnotherMembersRotation(t *testing.T) {
 			}
 		}
 	}
+}
+
+// With --topic-retention, a daemon away while its catch-up cursor's post
+// was purged fetched nothing of what it missed: the broker refuses a page
+// "after" a purged post, and the daemon started again from the newest
+// post, skipping every post made while it was away. Retention purges the
+// oldest posts first, so every post still there is newer than the cursor:
+// the daemon reads them all.
+func TestTopicCatchUpAfterItsCursorWasPurged(t *testing.T) {
+	const keep = 8 * time.Second // long enough for bob's restart and catch-up under load
+	e := newEnvWith(t, func(c *broker.Config) { c.TopicRetention = keep })
+	alice, bob := e.openPair(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob's key", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+	alice.post(t, "ops", "seen live")
+	waitFor(t, 10*time.Second, "the live post in bob's inbox (his cursor)", func() bool {
+		rows := bob.inbox(t)
+		return len(rows) == 1 && rows[0].Body == "seen live"
+	})
+	bob.stop()
+	waitFor(t, 3*keep, "the retention to purge the cursor's post", func() bool { return len(alice.messages(t, "ops").Messages) == 0 })
+	alice.post(t, "ops", "while bob was away")
+	waitFor(t, 10*time.Second, "alice's post sent", func() bool { return len(alice.messages(t, "ops").Messages) == 1 })
+	bob = e.daemon("bob")
+	bob.waitOpen(t)
+	waitFor(t, keep, "the post made while bob was away, in his inbox", func() bool {
+		for _, r := range bob.inbox(t) {
+			if r.Body == "while bob was away" {
+				return true
+			}
+		}
+		return false
+	})
 }
