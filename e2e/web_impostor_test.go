@@ -22,6 +22,7 @@ type impostor struct {
 	reqs    []string // "METHOD path body"
 	release chan struct{}
 	state   any
+	refuse  bool // answer everything as a refusal before the API's checks does
 }
 
 func (im *impostor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -32,6 +33,10 @@ func (im *impostor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-im.release:
 	case <-r.Context().Done():
+		return
+	}
+	if im.refuse {
+		http.Error(w, "forbidden", http.StatusForbidden)
 		return
 	}
 	switch r.URL.Path {
@@ -71,9 +76,20 @@ func (im *impostor) seen(prefix string) []string {
 // showed as messages. The daemon's page server names itself in every
 // answer and at the start of every event stream with a value only its
 // tabs receive; a tab that finds another stops, sends nothing more, and
-// says why.
+// says why. A plain refusal (403, as the daemon's own peer check answers
+// before the API's checks) is not called another server, and settles
+// nothing either.
 func TestAPageStopsWhenAnotherServerTakesItsPort(t *testing.T) {
 	t.Parallel()
+	for _, refuse := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Answers", true: "Refuses"}[refuse], func(t *testing.T) {
+			t.Parallel()
+			pageMeetsImpostor(t, refuse)
+		})
+	}
+}
+
+func pageMeetsImpostor(t *testing.T, refuse bool) {
 	alice, bob := strings.Repeat("a", 64), strings.Repeat("b", 64)
 	now := time.Now().UnixMilli()
 	state := map[string]any{"lastEventId": "0", "meshes": []any{map[string]any{
@@ -106,7 +122,7 @@ func TestAPageStopsWhenAnotherServerTakesItsPort(t *testing.T) {
 	u, _ := url.Parse(link)
 	srv.Close()
 	br.waitJS("the page noticing", `document.getElementById('banner').textContent.includes('Lost contact')`, 15*time.Second)
-	im := &impostor{release: make(chan struct{}), state: state}
+	im := &impostor{release: make(chan struct{}), state: state, refuse: refuse}
 	imSrv := &http.Server{Addr: u.Host, Handler: im}
 	ln, err := net.Listen("tcp", u.Host)
 	if err != nil {
@@ -121,6 +137,18 @@ func TestAPageStopsWhenAnotherServerTakesItsPort(t *testing.T) {
 		return len(im.seen("GET /api/v1/web/state"))+len(im.seen("POST /api/v1/send")) > 0
 	})
 	close(im.release)
+	if refuse {
+		br.waitJS("the send failing", `document.getElementById('message-list').textContent.includes('refused: 403 Forbidden')`, 15*time.Second)
+		if eval[bool](br, `document.getElementById('banner').textContent.includes('Something other')`) {
+			t.Error("a refusal is called another server")
+		}
+		for _, r := range im.seen("") {
+			if strings.Contains(r, "my secret plan") || strings.HasPrefix(r, "POST") {
+				t.Errorf("the refusing server got %q", r)
+			}
+		}
+		return
+	}
 	br.waitJS("the page stopping", `document.getElementById('banner').textContent.includes('Something other than the daemon that logged this tab in')`, 15*time.Second)
 	// The page has stopped: a forged message would have come before.
 	if eval[bool](br, hasMessage("forged by the impostor")) {

@@ -149,7 +149,12 @@
     let data = null;
     try { data = await res.json(); } catch (_) { data = null; }
     if (res.status === 401) loggedOut();
-    else {
+    else if (res.status === 403 && !res.headers.get('X-Claudemesh-Instance')) {
+      // A refusal before the API's checks (the daemon's own, when it
+      // cannot tell that this connection is its user's): it names no
+      // server, shows nothing and settles nothing.
+      throw new APIError(403, 'forbidden', 'refused: 403 Forbidden');
+    } else {
       const inst = res.headers.get('X-Claudemesh-Instance') || '';
       if (!S.instance) S.instance = inst;
       if (!inst || inst !== S.instance) {
