@@ -210,7 +210,7 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool, del
 		out := make([]closeAction, 0, len(closes))
 		for _, cc := range closes {
 			if byOperator {
-				out = append(out, closeAction{c: cc, code: wire.CloseKicked, reason: wire.ReasonKicked, errCode: wire.ReasonKicked,
+				out = append(out, closeAction{c: cc, code: wire.CloseKicked, reason: wire.ReasonRemoved, errCode: wire.ReasonRemoved,
 					text: "You were removed from \"" + ms.name + "\" by the broker's operator. Ask the mesh owner for a new invite to rejoin."})
 			} else {
 				out = append(out, closeAction{c: cc, code: wire.CloseNormal, reason: wire.ReasonLeft})

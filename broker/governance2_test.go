@@ -313,7 +313,10 @@ func TestOperatorRemoveMember(t *testing.T) {
 	if !strings.Contains(e.Message, "operator") {
 		t.Fatalf("removal message %+v", e)
 	}
-	bc.expectClose(wire.CloseKicked, wire.ReasonKicked)
+	if e.Code != wire.ReasonRemoved {
+		t.Fatalf("removal error code %q, want %q", e.Code, wire.ReasonRemoved)
+	}
+	bc.expectClose(wire.CloseKicked, wire.ReasonRemoved)
 	r := dial(t, b)
 	r.write(r.helloFrame(bob, nil))
 	r.expectRefusal(wire.CodeUnauthorized, wire.ClosePolicy, wire.CodeUnauthorized)

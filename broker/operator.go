@@ -182,8 +182,8 @@ func (b *Broker) afterRemoval(ms *meshState, memberID string, sessions []string,
 	}
 	msg := "You were removed from \"" + ms.name + "\" by the broker's operator. Ask the mesh owner for a new invite to rejoin."
 	for _, v := range victims {
-		v.sendError("", wire.ReasonKicked, msg)
+		v.sendError("", wire.ReasonRemoved, msg)
 		v.endPresence.Store(true)
-		v.closeWith(wire.CloseKicked, wire.ReasonKicked)
+		v.closeWith(wire.CloseKicked, wire.ReasonRemoved)
 	}
 }

@@ -25,6 +25,7 @@ const (
 	StateReconnecting State = "reconnecting"
 	StateClosed       State = "closed"
 	StateKicked       State = "kicked"
+	StateRemoved      State = "removed" // removed by the broker's operator
 	StateBanned       State = "banned"
 	// StateBrokerKeyMismatch: the server at the broker URL cannot prove it
 	// holds the pinned broker key. Retrying would only keep offering our
@@ -35,7 +36,7 @@ const (
 
 // Final reports whether the presence will not reconnect from this state.
 func (s State) Final() bool {
-	return s == StateClosed || s == StateKicked || s == StateBanned || s == StateBrokerKeyMismatch
+	return s == StateClosed || s == StateKicked || s == StateRemoved || s == StateBanned || s == StateBrokerKeyMismatch
 }
 
 // BackoffEnv names the environment variable that overrides the backoff cap
@@ -240,6 +241,7 @@ const (
 	reconnect verdict = iota
 	stopClosed
 	stopKicked
+	stopRemoved
 	stopBanned
 	stopKeyMismatch
 )
@@ -249,6 +251,8 @@ func closeVerdict(code int, reason string) verdict {
 	switch {
 	case code == websocket.CloseNormalClosure && (reason == wire.ReasonLeft || reason == wire.ReasonReplaced):
 		return stopClosed
+	case code == wire.CloseKicked && reason == wire.ReasonRemoved:
+		return stopRemoved
 	case code == wire.CloseKicked:
 		return stopKicked
 	case code == wire.CloseBanned:
@@ -272,6 +276,8 @@ func dialVerdict(err error) verdict {
 		return stopBanned
 	case wire.ReasonKicked:
 		return stopKicked
+	case wire.ReasonRemoved:
+		return stopRemoved
 	case wire.ReasonLeft, wire.ReasonReplaced, wire.CodeInvalidArgument,
 		wire.CodeNameTaken, wire.CodeSessionKeyConflict:
 		// A session whose name or key the broker refuses gets the same
@@ -308,6 +314,9 @@ func (p *Presence) run(ctx context.Context) {
 			return false
 		case stopKicked:
 			p.setState(StateKicked, err, nil)
+			return false
+		case stopRemoved:
+			p.setState(StateRemoved, err, nil)
 			return false
 		case stopClosed:
 			p.setState(StateClosed, err, nil)

@@ -144,6 +144,7 @@ func TestPresenceCloseCodes(t *testing.T) {
 		wantInMsg string
 	}{
 		{name: "kicked", code: wire.CloseKicked, reason: wire.ReasonKicked, want: StateKicked, wantCode: wire.ReasonKicked},
+		{name: "removed", code: wire.CloseKicked, reason: wire.ReasonRemoved, want: StateRemoved, wantCode: wire.ReasonRemoved},
 		{name: "banned", errFrame: &wire.Error{Type: wire.TypeError, Code: wire.CodeRevoked, Message: `You've been removed from "Mesh One".`},
 			code: wire.CloseBanned, reason: wire.ReasonBanned, want: StateBanned, wantCode: wire.ReasonBanned, wantInMsg: `You've been removed from "Mesh One".`},
 		{name: "session_replaced", code: websocket.CloseNormalClosure, reason: wire.ReasonReplaced, want: StateClosed, wantCode: wire.ReasonReplaced},

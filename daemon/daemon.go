@@ -807,7 +807,7 @@ func (m *meshRT) waitOpen(d time.Duration) {
 	}
 	ctx, cancel := context.WithTimeout(m.d.ctx, d)
 	defer cancel()
-	m.presence.WaitState(ctx, client.StateOpen, client.StateReconnecting, client.StateKicked, client.StateBanned, client.StateClosed)
+	m.presence.WaitState(ctx, client.StateOpen, client.StateReconnecting, client.StateKicked, client.StateRemoved, client.StateBanned, client.StateClosed)
 }
 
 // knownMemberName is memberName for the member of a verified sender, for a

@@ -24,7 +24,7 @@ func (m *meshRT) stopped() bool {
 		return false
 	}
 	s, _ := m.presence.State()
-	return s == client.StateKicked || s == client.StateBanned
+	return s == client.StateKicked || s == client.StateRemoved || s == client.StateBanned
 }
 
 // auditState is the outcome of a mesh's last background audit check.

@@ -51,7 +51,7 @@ func (m *meshRT) unavailable() *apiError {
 	switch p.Code {
 	case client.CodeBrokerKeyMismatch:
 		status = http.StatusBadGateway
-	case wire.ReasonKicked, wire.CodeBanned, wire.CodeRevoked, wire.ReasonLeft:
+	case wire.ReasonKicked, wire.ReasonRemoved, wire.CodeBanned, wire.CodeRevoked, wire.ReasonLeft:
 		status = http.StatusForbidden
 	}
 	return &apiError{status: status, code: p.Code, msg: p.Message, hint: p.Hint}
@@ -64,7 +64,7 @@ func (m *meshRT) unavailable() *apiError {
 func (m *meshRT) refusesSends() *apiError {
 	state, _ := m.stateOf()
 	switch client.State(state) {
-	case client.StateBrokerKeyMismatch, client.StateKicked, client.StateBanned, client.StateClosed:
+	case client.StateBrokerKeyMismatch, client.StateKicked, client.StateRemoved, client.StateBanned, client.StateClosed:
 		return m.unavailable()
 	}
 	return nil
@@ -103,6 +103,11 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 			Hint: "run " + cm + " daemon up to reconnect (messages already in the outbox are kept and go out then), or ask the mesh owner why; " +
 				"if the member was removed from the mesh, the broker refuses it from now on: ask the mesh owner or an admin for a new invite (claudemesh invite --mesh " +
 				config.ShellQuote(m.cfg.Slug) + "), then " + rejoin(cm, m.cfg.Slug)}
+	case client.StateRemoved:
+		return &localapi.Error{Code: wire.ReasonRemoved,
+			Message: fmt.Sprintf("mesh %s: this member was removed from the mesh by the broker's operator; the daemon stopped connecting to it, and the broker refuses it from now on (messages in the outbox stay there)", m.cfg.Slug),
+			Hint: "to come back, ask the mesh owner or an admin for a new invite (they run: claudemesh invite --mesh " + config.ShellQuote(m.cfg.Slug) +
+				"), then " + rejoin(cm, m.cfg.Slug)}
 	case client.StateBanned:
 		return &localapi.Error{Code: wire.CodeBanned, Message: fmt.Sprintf("mesh %s: %s", m.cfg.Slug, client.MessageOf(err, "this member was removed from the mesh")),
 			Hint: "ask the mesh owner or an admin to run: claudemesh unban " + config.ShellQuote(m.cfg.DisplayName) + " --mesh " + config.ShellQuote(m.cfg.Slug) +

@@ -376,10 +376,16 @@ func TestOperatorRemovesMember(t *testing.T) {
 	if out.Pubkey != bob.pubkey {
 		t.Fatalf("removed: %+v", out)
 	}
+	// The removal is reported as one (it was "kicked", told to run
+	// daemon up, which the broker then refuses).
 	eventually(t, 15*time.Second, "bob's daemon told of the removal", func() bool {
-		code, _, hint := problem()
-		return code == "kicked" && strings.Contains(hint, "mesh leave test")
+		code, msg, hint := problem()
+		return code == "removed" && strings.Contains(msg, "removed from the mesh by the broker's operator") &&
+			strings.Contains(hint, "new invite") && strings.Contains(hint, "mesh leave test") && !strings.Contains(hint, "daemon up")
 	})
+	if s := bob.daemonStatus().Meshes["test"]; s != "removed" {
+		t.Fatalf("daemon status: mesh state %q, want removed", s)
+	}
 	// daemon up starts the mesh again: the broker refuses the member, and
 	// the daemon says so instead of "cannot be reached".
 	bob.json(&struct{}{}, "daemon", "up")

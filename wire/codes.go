@@ -75,6 +75,11 @@ const (
 	ReasonShutdown     = "shutting_down"
 	ReasonFrameTooBig  = "frame_too_big"
 	ReasonKicked       = "kicked"
+	// ReasonRemoved (with 4001) ends the connections of a member the
+	// broker's operator removed: unlike a kick, reconnecting cannot work;
+	// the member needs a new invite. A client that knows only 4001 reads
+	// it as a kick.
+	ReasonRemoved      = "removed"
 	ReasonBanned       = "banned"
 	ReasonSlowConsumer = "slow_consumer"
 )

@@ -658,7 +658,7 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 			// following it and say why.
 			var bs localapi.BrokerStatusEvent
 			if json.Unmarshal(ev.Data, &bs) == nil && want[bs.Mesh] &&
-				(bs.State == localapi.MeshKicked || bs.State == localapi.MeshBanned || bs.State == localapi.MeshBrokerKeyMismatch) {
+				(bs.State == localapi.MeshKicked || bs.State == localapi.MeshRemoved || bs.State == localapi.MeshBanned || bs.State == localapi.MeshBrokerKeyMismatch) {
 				delete(want, bs.Mesh)
 				msg := strings.TrimPrefix(bs.Error, bs.State+": ")
 				if msg == "" {

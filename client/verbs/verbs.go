@@ -386,6 +386,8 @@ func hintFor(code string) string {
 		return "you were removed from the mesh; contact its owner to rejoin"
 	case wire.ReasonKicked:
 		return "if an admin only kicked you, running the command again (or claudemesh daemon up) reconnects; if you were removed, ask the mesh owner for a new invite"
+	case wire.ReasonRemoved:
+		return "the broker's operator removed you from the mesh: ask the mesh owner or an admin for a new invite, then run claudemesh mesh leave SLUG and claudemesh join LINK"
 	case wire.CodeUnauthorized:
 		return "the broker does not know this identity (left or removed?); join again with a new invite"
 	case wire.CodeNameTaken:

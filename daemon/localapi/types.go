@@ -43,6 +43,7 @@ const (
 	MeshReconnecting = "reconnecting"
 	MeshClosed       = "closed"
 	MeshKicked       = "kicked"
+	MeshRemoved      = "removed" // by the broker's operator: a new invite is needed
 	MeshBanned       = "banned"
 	// MeshBrokerKeyMismatch: the server at the broker URL cannot sign with
 	// the pinned broker key; the daemon stopped connecting to it.

@@ -141,7 +141,7 @@ func ExitCode(code string) int {
 		return ExitUsage
 	case "unknown_target", "unknown_recipient", CodeMeshNotFound, "invite_not_found", "topic_not_found", "not_found":
 		return ExitNotFound
-	case "forbidden", "unauthorized", "revoked", "banned", "kicked", "not_a_member",
+	case "forbidden", "unauthorized", "revoked", "banned", "kicked", "removed", "not_a_member",
 		"blocked_by_recipient", "issuer_not_admin", "bad_signature", "invite_expired",
 		"invite_revoked", "invite_exhausted", "broker_key_mismatch", CodeNotJoined,
 		CodeInsecurePermissions, "unknown_session":

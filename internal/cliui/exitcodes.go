@@ -20,7 +20,7 @@ var ExitCodeTable = []ExitCodeRow{
 	{ExitFailure, "failure not covered below (rate limited, clock skew, broker at capacity, internal error)"},
 	{ExitUsage, "usage error: unknown command or flag, missing or bad argument, --mesh needed, message too large"},
 	{ExitNotFound, "not found: unknown target, mesh, invite, topic, message or outbox row"},
-	{ExitNotAllowed, "not allowed: forbidden, not joined, kicked, banned, bad credentials or signature, invite expired, revoked or used up, broker key mismatch"},
+	{ExitNotAllowed, "not allowed: forbidden, not joined, kicked, removed, banned, bad credentials or signature, invite expired, revoked or used up, broker key mismatch"},
 	{ExitUnreachable, "the broker or the daemon cannot be reached (or stopped answering) and nothing could be queued"},
 	{ExitConflict, "conflict: ambiguous target, already exists, idempotency key reused, `daemon up --foreground` with a daemon already running (`daemon up` then says so and exits 0), `install` into Claude Code settings another home's install wrote"},
 	{ExitTimeout, "not delivered: send --wait expired before the message was delivered, or the daemon stopped answering during the wait after it had accepted the message (it stays in its outbox: do not send it again), or it never will be (nobody could be reached, or a retry's delivery expired)"},
