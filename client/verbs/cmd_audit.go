@@ -3,7 +3,6 @@ package verbs
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -112,9 +111,12 @@ func auditLogCommand() *cli.Command {
 }
 
 // summarizePayload is a one-line reading of a payload for humans: its
-// top-level fields, a member object shown by its name.
+// top-level fields, a member object shown by its name. Numbers are shown
+// as written (decoded as float64 they lost digits above 2^53, and
+// fmt.Sprint made 1797147243144 1.797147243144e+12); a Unix-ms time field
+// (…At) is shown as a time.
 func summarizePayload(raw jsontext.Value) string {
-	var obj map[string]any
+	var obj map[string]jsontext.Value
 	if json.Unmarshal(raw, &obj) != nil {
 		return string(raw)
 	}
@@ -126,15 +128,23 @@ func summarizePayload(raw jsontext.Value) string {
 	var parts []string
 	for _, k := range keys {
 		v := obj[k]
-		switch x := v.(type) {
-		case map[string]any:
-			if n, ok := x["displayName"].(string); ok {
-				v = n
+		var s string
+		switch v.Kind() {
+		case '{':
+			s = payloadScalar(v)
+			var m map[string]any
+			if json.Unmarshal(v, &m) == nil {
+				if n, ok := m["displayName"].(string); ok {
+					s = n
+				}
 			}
-		case []any:
+		case '[':
+			var items []jsontext.Value
+			json.Unmarshal(v, &items)
 			names := []string{}
-			for _, it := range x {
-				if m, ok := it.(map[string]any); ok {
+			for _, it := range items {
+				var m map[string]any
+				if it.Kind() == '{' && json.Unmarshal(it, &m) == nil {
 					if n, ok := m["displayName"].(string); ok {
 						names = append(names, n)
 						continue
@@ -142,15 +152,15 @@ func summarizePayload(raw jsontext.Value) string {
 				}
 				names = append(names, payloadScalar(it))
 			}
-			v = strings.Join(names, ",")
-		case float64:
-			// A Unix-ms time (expiresAt, …) as a time; other numbers as
-			// written (fmt.Sprint made 1797147243144 1.797147243144e+12).
-			if strings.HasSuffix(k, "At") && x == math.Trunc(x) && x > 1e11 {
-				v = time.UnixMilli(int64(x)).Format("2006-01-02T15:04") // local, as the TIME column
+			s = strings.Join(names, ",")
+		case '0':
+			s = payloadScalar(v)
+			if ms, err := strconv.ParseInt(s, 10, 64); err == nil && strings.HasSuffix(k, "At") && ms > 1e11 {
+				s = time.UnixMilli(ms).Format("2006-01-02T15:04") // local, as the TIME column
 			}
+		default:
+			s = payloadScalar(v)
 		}
-		s := payloadScalar(v)
 		if len(s) > 40 {
 			s = s[:40] + "…"
 		}
@@ -159,12 +169,16 @@ func summarizePayload(raw jsontext.Value) string {
 	return strings.ReplaceAll(strings.Join(parts, " "), "\n", " ")
 }
 
-// payloadScalar prints a decoded JSON value; a number keeps its digits.
-func payloadScalar(v any) string {
-	if f, ok := v.(float64); ok {
-		return strconv.FormatFloat(f, 'f', -1, 64)
+// payloadScalar prints one JSON value of a payload: a string unquoted, a
+// number with the digits it was written with, anything else as JSON.
+func payloadScalar(v jsontext.Value) string {
+	if v.Kind() == '"' {
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			return s
+		}
 	}
-	return fmt.Sprint(v)
+	return string(v)
 }
 
 // auditReportJSON is one element of `audit verify --json`.

@@ -72,3 +72,13 @@ func TestSummarizePayloadNumbers(t *testing.T) {
 		t.Errorf("summary %q, want %q", got, want)
 	}
 }
+
+// TestSummarizePayloadBigIntegers: integers above 2^53 keep every digit
+// (decoded as float64, 9007199254740993 printed as 9007199254740992), and
+// other values print as JSON rather than Go's %v (map[…], <nil>).
+func TestSummarizePayloadBigIntegers(t *testing.T) {
+	got := summarizePayload([]byte(`{"seq":9007199254740993,"max":18446744073709551615,"neg":-9007199254740993,"ids":[9007199254740995],"x":null,"o":{"a":1},"f":1.5}`))
+	if want := `f=1.5 ids=9007199254740995 max=18446744073709551615 neg=-9007199254740993 o={"a":1} seq=9007199254740993 x=null`; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+}
