@@ -635,10 +635,10 @@ func editDistance(a, b string) int {
 func helpAction(c *cli.Context) error {
 	if topic, ok := helpTopics[c.Args().First()]; ok && c.Args().Len() == 1 {
 		st := stateOf(c)
-		if st.json {
-			return writeJSON(st.stdout, helpTopicsJSON[c.Args().First()]())
+		if st.json && topic.json != nil {
+			return writeJSON(st.stdout, topic.json())
 		}
-		topic(st.stdout, st.style)
+		topic.text(st.stdout, st.style)
 		return nil
 	}
 	var path []*cli.Command

@@ -38,14 +38,17 @@ func ExitCodesMarkdown() string {
 	return b.String()
 }
 
-// helpTopics are `claudemesh help TOPIC` pages that are not commands.
-var helpTopics = map[string]func(w io.Writer, s Style){
-	"exit-codes": renderExitCodes,
+// helpTopic is a `claudemesh help TOPIC` page that is not a command: its
+// text, and its --json answer (nil: --json prints the text, as every
+// other help page does).
+type helpTopic struct {
+	text func(w io.Writer, s Style)
+	json func() any
 }
 
-// helpTopicsJSON are the --json answers of those pages.
-var helpTopicsJSON = map[string]func() any{
-	"exit-codes": exitCodesJSON,
+// helpTopics are the help pages that are not commands.
+var helpTopics = map[string]helpTopic{
+	"exit-codes": {text: renderExitCodes, json: exitCodesJSON},
 }
 
 // exitCodesJSON is `claudemesh help exit-codes --json`.

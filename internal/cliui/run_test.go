@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -426,6 +427,24 @@ func TestHelpExitCodes(t *testing.T) {
 				t.Errorf("no code maps to exit %d", row.Code)
 			}
 		}
+	}
+}
+
+// TestHelpTopicWithoutJSON: `help TOPIC --json` for a topic with no JSON
+// form prints its text, as every help page does; the JSON renderer was
+// looked up in a second map and called whether it was there or not (a
+// nil function: a panic).
+func TestHelpTopicWithoutJSON(t *testing.T) {
+	clearColorEnv(t)
+	helpTopics["text-only"] = helpTopic{text: func(w io.Writer, s Style) { io.WriteString(w, "just text\n") }}
+	t.Cleanup(func() { delete(helpTopics, "text-only") })
+	app := NewApp("claudemesh", "test", nil)
+	r := run(t, app, "help", "text-only", "--json")
+	if r.code != 0 || r.stdout != "just text\n" {
+		t.Fatalf("help text-only --json: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, app, "help", "exit-codes", "--json"); r.code != 0 || !strings.HasPrefix(r.stdout, `{"schemaVersion":1,"exitCodes":[`) {
+		t.Fatalf("help exit-codes --json: exit %d stdout %q", r.code, r.stdout)
 	}
 }
 
