@@ -213,6 +213,11 @@ func (d *Daemon) handleTopicRead(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	d.topicCall(w, r, req.Mesh, func(ctx context.Context, m *meshRT, c *client.Conn) (any, error) {
+		// The caller may stop waiting (a tail ended with Ctrl-C waits
+		// a second for this): the marker still moves, on the daemon's
+		// time rather than the caller's.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
 		return localapi.OK{OK: true}, c.TopicMarkRead(ctx, name, req.UpTo)
 	})
 }

@@ -553,8 +553,18 @@ func topicTail(c *cli.Context) error {
 		// What tail printed was read: the topic's unread count (topic
 		// list, the chat page) stops counting it. Also after Ctrl-C, so
 		// on a context of its own; a marker that could not move is not
-		// this command's failure.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// this command's failure. After Ctrl-C the user waits for the
+		// prompt: a second through the daemon, which moves the marker
+		// even when this process stops waiting (it waited up to 5 s for
+		// a slow broker); the direct path needs a connection of its own.
+		wait := 5 * time.Second
+		if e.ctx().Err() != nil {
+			wait = 3 * time.Second
+			if _, ok := tr.(*viaDaemon); ok {
+				wait = time.Second
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		tr.TopicMarkRead(ctx, m, name, p.newest)
 		cancel()
 	}
