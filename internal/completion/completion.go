@@ -11,20 +11,34 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
 
+// The scripts never let a shell evaluate a candidate: they hold peers'
+// display names, and a member named $(touch x) must not run touch. bash
+// reads the lines with read -r (compgen -W would expand every word of its
+// list) and inserts each as printf %q quotes it; zsh's compadd and fish
+// quote what they insert. __complete leaves out what no quoting makes
+// safe to show or insert (completable).
 const bashScript = `# claudemesh completion for bash: source <(claudemesh completion bash)
 _claudemesh() {
-  local cur=${COMP_WORDS[COMP_CWORD]}
-  local IFS=$'\n'
-  COMPREPLY=( $(compgen -W "$(claudemesh __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" 2>/dev/null)" -- "$cur") )
+  local cur=${COMP_WORDS[COMP_CWORD]} line quoted
+  COMPREPLY=()
+  while IFS= read -r line; do
+    printf -v quoted %q "$line"
+    if [[ $line == "$cur"* || $quoted == "$cur"* ]]; then
+      COMPREPLY+=("$quoted")
+    fi
+  done < <(claudemesh __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" 2>/dev/null)
 }
 complete -o default -F _claudemesh claudemesh
 `
@@ -33,7 +47,7 @@ const zshScript = `#compdef claudemesh
 # claudemesh completion for zsh: source <(claudemesh completion zsh)
 _claudemesh() {
   local -a candidates
-  candidates=("${(@f)$(claudemesh __complete ${words[2,CURRENT-1]} 2>/dev/null)}")
+  candidates=("${(@f)$(claudemesh __complete "${(@)words[2,CURRENT-1]}" 2>/dev/null)}")
   compadd -a candidates
 }
 compdef _claudemesh claudemesh
@@ -256,7 +270,7 @@ func sendTargets(home string) []string {
 	var out []string
 	seen := map[string]bool{}
 	add := func(s string) {
-		if s != "" && !seen[s] && !strings.ContainsAny(s, " \t\n") {
+		if completable(s) && !seen[s] {
 			seen[s] = true
 			out = append(out, s)
 		}
@@ -289,7 +303,9 @@ func topicNames(home, prefix string) []string {
 	}
 	var out []string
 	for _, t := range topics {
-		out = append(out, prefix+t.Name)
+		if completable(t.Name) {
+			out = append(out, prefix+t.Name)
+		}
 	}
 	return out
 }
@@ -309,9 +325,29 @@ func peerNames(home string) []string {
 	}
 	var out []string
 	for _, m := range members {
-		if m.RevokedAt == 0 && !strings.ContainsAny(m.DisplayName, " \t\n") {
+		if m.RevokedAt == 0 && completable(m.DisplayName) {
 			out = append(out, m.DisplayName)
 		}
 	}
 	return out
+}
+
+// completable reports whether a name from the daemon (a member's, a
+// session's, a group's or a topic's, all chosen by peers) may be offered:
+// one line of visible characters without spaces (a candidate is one line
+// of __complete's output and one word of the command line; control,
+// format and invisible characters could hide what is inserted), not
+// starting with "-" (the verb would read it as a flag: a member named
+// --all offered to kick) nor "~" (fish inserts a leading ~ unquoted, and
+// the shell reads it as a home directory).
+func completable(s string) bool {
+	if s == "" || !utf8.ValidString(s) || s[0] == '-' || s[0] == '~' {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || cmcrypto.IsInvisible(r) {
+			return false
+		}
+	}
+	return true
 }

@@ -51,3 +51,22 @@ func TestCandidatesFixedWords(t *testing.T) {
 		t.Error("peerVerb or topicVerb is wrong")
 	}
 }
+
+// TestCompletable: what __complete offers from the daemon is one line and
+// one word of visible characters, and no flag or home directory; the
+// shells quote the rest (e2e TestBashCompletionNeverRunsNames and the zsh
+// and fish ones run the real scripts on hostile names).
+func TestCompletable(t *testing.T) {
+	for s, want := range map[string]bool{
+		"alice": true, "élise": true, "@ops": true, "#general": true,
+		"$(touch${IFS}x)": true, "`id`": true, "x;y": true, // quoted by the shells
+		"": false, "a b": false, "a\tb": false, "a\nb": false, "a\rb": false,
+		"a\x1b[31mb": false, "a\u0085b": false, "a\u00a0b": false, "a\u2028b": false,
+		"a\u200bb": false, "a\u202eb": false, "a\xffb": false,
+		"--all": false, "-x": false, "~root": false, "a-b~": true,
+	} {
+		if got := completable(s); got != want {
+			t.Errorf("completable(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
