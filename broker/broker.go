@@ -253,6 +253,9 @@ func (b *Broker) openLocalStore(dbPath string) error {
 		},
 		AfterBatch: b.flushFanout,
 		DeferFor:   cfg.AckDefer,
+		// A send's commit and fan-out do not wait for the acks being
+		// applied (client_acks without reqId are deferrable).
+		PreemptDeferred: true,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return dataDirInUse(cfg.DataDir)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,4 +119,123 @@ func benchBroadcast(b *testing.B, ackTxs int) {
 	st := s.db.Stats().TxStats
 	b.ReportMetric(float64(st.GetWrite()-st0.GetWrite())/float64(b.N), "pages/bcast")
 	b.ReportMetric(float64(st.GetSpill()-st0.GetSpill())/float64(b.N), "spills/bcast")
+}
+
+// BenchmarkSendBehindAcks is the wait of a broadcast's send behind the
+// previous broadcast's acks in the group committer, as in `bench
+// --broadcast --peers 1000`: the 1,000 acks of broadcast k (client_acks
+// without reqId, so deferrable, each settling one delivery and queueing a
+// receipt) are being applied when the send of broadcast k+1 (1,000
+// deliveries) is submitted. send-µs is that send's time from its submit
+// to its callback (the fan-out starts there); one op is one broadcast's
+// acks and the next one's send. With preempt=false the send waits for
+// all 1,000 acks to be applied and committed, then for its own commit;
+// with preempt=true (Options.PreemptDeferred, the broker's setting) it is
+// applied after the ack under way and commits with those applied so far.
+// fsync is off, so the numbers are the committer's CPU.
+func BenchmarkSendBehindAcks(b *testing.B) {
+	for _, preempt := range []bool{false, true} {
+		b.Run(fmt.Sprintf("preempt=%v", preempt), func(b *testing.B) { benchSendBehindAcks(b, preempt) })
+	}
+}
+
+func benchSendBehindAcks(b *testing.B, preempt bool) {
+	const peers = 1000
+	s := openAt(b, dbPath(b), Options{PreemptDeferred: preempt})
+	s.db.NoSync = true
+	mustUpdate(b, s, func(tx *Tx) error {
+		return CreateMesh(tx, Mesh{ID: meshID, Slug: "bench"}, owner())
+	})
+	randKey := func() string {
+		var k [32]byte
+		rand.Read(k[:])
+		return hex.EncodeToString(k[:])
+	}
+	sender := randKey()
+	recipients := make([]string, peers)
+	for i := range recipients {
+		recipients[i] = randKey()
+	}
+	ct, box, nonce := strings.Repeat("A", 364), strings.Repeat("B", 64), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"
+	prepare := func() (string, *PreparedMessage) {
+		mid, cmid := ulid.Make().String(), ulid.Make().String()
+		push := wire.MustEncode(&wire.Push{Type: wire.TypePush, MessageID: mid, MeshID: meshID, Kind: wire.KindMulti, TargetSpec: "*",
+			SenderPubkey: sender, SenderMemberPubkey: sender, SenderName: "peer", Priority: wire.PriorityNext,
+			Nonce: nonce, Ciphertext: ct, Signature: strings.Repeat("5", 128), ClientMessageID: cmid, CreatedAt: 1})
+		m := &Message{ID: mid, ClientMessageID: cmid, SenderPubkey: sender, SenderMember: sender, TargetSpec: "*",
+			Kind: wire.KindMulti, Priority: wire.PriorityNext, Fingerprint: strings.Repeat("f", 64), Push: push, Receipts: true,
+			CreatedAt: int64(ulid.Now())}
+		to := make([]NewDelivery, peers)
+		for i, r := range recipients {
+			to[i] = NewDelivery{Recipient: r, Key: &wire.MultiKey{To: r, Nonce: nonce, Box: box}, From: sender, Charge: 900}
+		}
+		return mid, PrepareMessage(m, to)
+	}
+	submitSend := func(p *PreparedMessage, done chan<- time.Duration) {
+		t0 := time.Now()
+		if err := s.Submit(wrapFn(func(tx *Tx) error { _, err := p.Append(tx, meshID); return err }), func(err error) {
+			if err != nil {
+				b.Error(err)
+			}
+			done <- time.Since(t0)
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	// one acks broadcast mid and submits the next send once the committer
+	// is applying the acks; it returns the send's message id once all are
+	// committed, and how long the send took.
+	one := func(mid string) (string, time.Duration) {
+		release := blockCommitter(b, s)
+		applying := make(chan struct{})
+		var acked sync.WaitGroup
+		for n, i := range rng.Perm(peers) {
+			r := recipients[i]
+			acked.Add(1)
+			fn := func(tx *Tx) error {
+				_, err := Ack(tx, meshID, r, []string{mid}, int64(ulid.Now()))
+				return err
+			}
+			if n == 0 {
+				ack := fn
+				var once sync.Once
+				fn = func(tx *Tx) error {
+					once.Do(func() { close(applying) })
+					return ack(tx)
+				}
+			}
+			if err := s.SubmitDeferred(wrapFn(fn), func(err error) {
+				if err != nil {
+					b.Error(err)
+				}
+				acked.Done()
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		next, p := prepare()
+		release()
+		<-applying
+		took := make(chan time.Duration, 1)
+		submitSend(p, took)
+		d := <-took
+		acked.Wait()
+		return next, d
+	}
+	mid, p := prepare()
+	first := make(chan time.Duration, 1)
+	submitSend(p, first)
+	<-first
+	for range 3 { // the steady state: the buckets hold earlier broadcasts
+		mid, _ = one(mid)
+	}
+	var total time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		var d time.Duration
+		mid, d = one(mid)
+		total += d
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "send-µs")
 }

@@ -18,7 +18,7 @@ var errBoom = errors.New("boom")
 // blockCommitter submits a write that parks the committer goroutine inside
 // its transaction until release is called, so writes submitted meanwhile
 // queue up and are folded into the next batch deterministically.
-func blockCommitter(t *testing.T, s *Store) (release func()) {
+func blockCommitter(t testing.TB, s *Store) (release func()) {
 	t.Helper()
 	started, gate := make(chan struct{}), make(chan struct{})
 	if err := s.Submit(func(tx *bolt.Tx) error {

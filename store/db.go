@@ -153,6 +153,17 @@ type Options struct {
 	// LargeBudget is the bytes of large writes one commit takes at most;
 	// 0 means DefaultLargeBudget.
 	LargeBudget int
+	// PreemptDeferred lets a write that someone waits for, submitted
+	// while the deferrable writes at the end of a batch are being
+	// applied, commit without waiting for the rest of them (commit), and
+	// runs the callbacks of such a commit in two rounds: the waited-on
+	// writes' first, then the deferrable ones', each in commit order.
+	// The broker sets it: a send's commit and fan-out need not wait for
+	// the previous broadcast's 1,000 acks. A store whose callbacks must
+	// run in the order its writes were applied (the daemon publishes
+	// events in the order of the ids its writes allocate) leaves it
+	// unset.
+	PreemptDeferred bool
 }
 
 // The large-write lane's defaults (Options.LargeWrite, LargeBudget): a DM
@@ -431,12 +442,18 @@ func (s *Store) commitLoop() {
 	defer close(s.done)
 	lane := &largeLane{keys: map[string]int{}}
 	batch := make([]*write, 0, 64)
+	var carry []*write
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	closing := false
 	for {
-		batch = batch[:0]
-		if len(lane.q) == 0 && !closing {
+		// What the last commit left unapplied (deferrable writes it
+		// stopped at for a write that is waited on) goes first, at once:
+		// it has waited for company already.
+		batch = append(batch[:0], carry...)
+		carried := len(carry) > 0
+		carry = nil
+		if !carried && len(lane.q) == 0 && !closing {
 			select {
 			case w := <-s.writes:
 				batch = s.route(lane, batch, w)
@@ -448,7 +465,7 @@ func (s *Store) commitLoop() {
 			}
 		}
 		batch = s.fill(lane, batch)
-		if !closing && s.opts.DeferFor > 0 && len(lane.q) == 0 && len(batch) > 0 && len(batch) < s.opts.MaxBatch && allDeferrable(batch) {
+		if !carried && !closing && s.opts.DeferFor > 0 && len(lane.q) == 0 && len(batch) > 0 && len(batch) < s.opts.MaxBatch && allDeferrable(batch) {
 			batch = s.waitForCompany(lane, batch, timer)
 		}
 		batch = s.take(lane, batch)
@@ -459,11 +476,11 @@ func (s *Store) commitLoop() {
 			continue
 		}
 		if first, rest := s.splitDeferred(batch); rest != nil {
-			s.commit(first)
-			s.commit(rest)
+			s.commit(first, nil)
+			carry = s.commit(rest, lane)
 			continue
 		}
-		s.commit(batch)
+		carry = s.commit(batch, lane)
 	}
 }
 
@@ -539,26 +556,92 @@ func (s *Store) waitForCompany(l *largeLane, batch []*write, timer *time.Timer) 
 // transaction is rolled back and each write is retried alone, so one bad
 // write never takes its neighbours down with it. Outcomes go to the
 // dispatcher in commit order.
-func (s *Store) commit(batch []*write) {
-	out := make([]finished, 0, len(batch))
+//
+// With Options.PreemptDeferred and lane set, a write that someone waits
+// for does not wait for the deferrable writes at the batch's end to be
+// applied (a broadcast's 1,000
+// acks take longer to apply than the next send's 1,000 deliveries, and
+// the send's fan-out waits for its commit): once only deferrable writes
+// are left, commit looks for a new write after each one. A deferrable
+// write joins the batch (up to MaxBatch); any other write is applied
+// next, with whatever else is waiting, and the deferrable writes not yet
+// applied are returned, to be committed next, in their order. The
+// callbacks of such a commit run the waited-on writes' first: nobody
+// waits for a deferrable write, and its callbacks (receipts, a freed
+// window) need not come before a send's fan-out that shares its commit.
+func (s *Store) commit(batch []*write, lane *largeLane) (carry []*write) {
 	start := time.Now()
 	failedAt := -1
+	lastWaited := -1 // the last write in batch that is not deferrable
+	for i, w := range batch {
+		if !w.deferrable {
+			lastWaited = i
+		}
+	}
+	applied := 0
+	interrupted := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for i, w := range batch {
-			if err := w.fn(tx); err != nil {
-				failedAt = i
+		for applied < len(batch) {
+			if err := batch[applied].fn(tx); err != nil {
+				failedAt = applied
 				return err
+			}
+			applied++
+			if !s.opts.PreemptDeferred || lane == nil || applied <= lastWaited || applied == len(batch) {
+				continue
+			}
+			select {
+			case w := <-s.writes:
+				if w.deferrable && len(batch) < s.opts.MaxBatch {
+					batch = append(batch, w)
+					continue
+				}
+				// Leave the rest for the next commit; w goes first
+				// (or to the lane, or after the rest when it is a
+				// deferrable write over MaxBatch).
+				carry = append(carry, batch[applied:]...)
+				batch = batch[:applied:applied]
+				interrupted = true
+				if w.deferrable {
+					carry = append(carry, w)
+				} else {
+					batch = s.route(lane, batch, w)
+				}
+				batch, carry = s.fillWaited(lane, batch, carry)
+				for applied < len(batch) {
+					if err := batch[applied].fn(tx); err != nil {
+						failedAt = applied
+						return err
+					}
+					applied++
+				}
+				return nil
+			default:
 			}
 		}
 		return nil
 	})
+	out := make([]finished, 0, len(batch))
 	switch {
 	case err == nil:
 		if s.opts.OnCommit != nil {
 			s.opts.OnCommit(time.Since(start), len(batch))
 		}
-		for _, w := range batch {
-			out = append(out, finished{w, nil})
+		if interrupted {
+			for _, w := range batch {
+				if !w.deferrable {
+					out = append(out, finished{w, nil})
+				}
+			}
+			for _, w := range batch {
+				if w.deferrable {
+					out = append(out, finished{w, nil})
+				}
+			}
+		} else {
+			for _, w := range batch {
+				out = append(out, finished{w, nil})
+			}
 		}
 	case failedAt < 0 || len(batch) == 1:
 		// The commit itself failed (disk full, I/O error), or the only
@@ -577,6 +660,26 @@ func (s *Store) commit(batch []*write) {
 		}
 	}
 	s.finished <- out
+	return carry
+}
+
+// fillWaited takes the writes waiting, without blocking: the waited-on
+// ones into the batch (or the lane), the deferrable ones after carry, up to
+// MaxBatch writes in all.
+func (s *Store) fillWaited(l *largeLane, batch, carry []*write) ([]*write, []*write) {
+	for len(batch)+len(carry) < s.opts.MaxBatch {
+		select {
+		case w := <-s.writes:
+			if w.deferrable {
+				carry = append(carry, w)
+			} else {
+				batch = s.route(l, batch, w)
+			}
+		default:
+			return batch, carry
+		}
+	}
+	return batch, carry
 }
 
 // dispatchLoop runs callbacks and wakes waiters, batch by batch in commit

@@ -1,10 +1,13 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // afterChan is an after callback that reports its outcome on a channel.
@@ -179,5 +182,164 @@ func TestSplitDeferredCommitsTheOthersFirst(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// orderLog records the callbacks' order.
+type orderLog struct {
+	mu    sync.Mutex
+	order []string
+	wg    sync.WaitGroup
+}
+
+func (o *orderLog) note(t *testing.T, what string, wantErr bool) func(error) {
+	o.wg.Add(1)
+	return func(err error) {
+		defer o.wg.Done()
+		if (err != nil) != wantErr {
+			t.Errorf("%s: err = %v, want an error: %v", what, err, wantErr)
+		}
+		o.mu.Lock()
+		o.order = append(o.order, what)
+		o.mu.Unlock()
+	}
+}
+
+func (o *orderLog) wait(t *testing.T) []string {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { o.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("callbacks never ran")
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.order...)
+}
+
+// interruptAt submits ten deferrable puts (acked0…acked9) behind a blocked
+// committer and returns once the committer is applying acked2, which waits
+// until the returned function is called: a write submitted meanwhile
+// arrives while the batch's deferrable writes are being applied.
+func interruptAt(t *testing.T, s *Store, o *orderLog) (resume func()) {
+	t.Helper()
+	release := blockCommitter(t, s)
+	reached, gate := make(chan struct{}), make(chan struct{})
+	for i := range 10 {
+		k := fmt.Sprintf("acked%d", i)
+		fn := putRaw(k, "1")
+		if i == 2 {
+			put := fn
+			var once sync.Once
+			fn = func(tx *bolt.Tx) error {
+				once.Do(func() { close(reached); <-gate })
+				return put(tx)
+			}
+		}
+		if err := s.SubmitDeferred(fn, o.note(t, k, false)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
+	select {
+	case <-reached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the committer never applied acked2")
+	}
+	return func() { close(gate) }
+}
+
+// A write someone waits for, submitted while a batch's deferrable writes
+// are being applied, does not wait for the rest of them: it commits with
+// those already applied, its callback first, and the rest
+// commit next, in their order. (Before, it waited for all ten, then its
+// own commit.)
+func TestWaitedWriteDoesNotWaitForDeferredOnes(t *testing.T) {
+	var log commitLog
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true})
+	createTestBucket(t, s)
+	before := len(log.snapshot())
+	var o orderLog
+	resume := interruptAt(t, s, &o)
+	if err := s.Submit(putRaw("sent", "1"), o.note(t, "sent", false)); err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	order := o.wait(t)
+	if got := log.snapshot()[before+1:]; fmt.Sprint(got) != "[4 7]" {
+		t.Fatalf("commits after the blocker's: %v, want [4 7] (acked0-2 with sent, then acked3-9)", got)
+	}
+	want := []string{"sent", "acked0", "acked1", "acked2", "acked3", "acked4", "acked5", "acked6", "acked7", "acked8", "acked9"}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("callbacks ran in the order %v, want %v", order, want)
+	}
+	for _, k := range want {
+		if getRaw(t, s, k) != "1" {
+			t.Fatalf("%s is missing", k)
+		}
+	}
+}
+
+// A deferrable write submitted meanwhile joins the batch being applied.
+func TestDeferredWriteJoinsTheBatchBeingApplied(t *testing.T) {
+	var log commitLog
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true})
+	createTestBucket(t, s)
+	before := len(log.snapshot())
+	var o orderLog
+	resume := interruptAt(t, s, &o)
+	if err := s.SubmitDeferred(putRaw("late", "1"), o.note(t, "late", false)); err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	order := o.wait(t)
+	if got := log.snapshot()[before+1:]; fmt.Sprint(got) != "[11]" {
+		t.Fatalf("commits after the blocker's: %v, want one of 11", got)
+	}
+	if order[len(order)-1] != "late" {
+		t.Fatalf("callbacks ran in the order %v, want the late write last", order)
+	}
+}
+
+// When the waited-on write that interrupted the deferrable ones fails, it
+// alone gets the error: the writes applied with it are each retried alone
+// and committed, and the rest commit next.
+func TestFailedInterruptingWriteHarmsNoDeferredOne(t *testing.T) {
+	s := openAt(t, dbPath(t), Options{PreemptDeferred: true})
+	createTestBucket(t, s)
+	var o orderLog
+	resume := interruptAt(t, s, &o)
+	bad := func(tx *bolt.Tx) error { return errors.New("refused") }
+	if err := s.Submit(bad, o.note(t, "bad", true)); err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	o.wait(t)
+	for i := range 10 {
+		if getRaw(t, s, fmt.Sprintf("acked%d", i)) != "1" {
+			t.Fatalf("acked%d is missing", i)
+		}
+	}
+}
+
+// Without PreemptDeferred (the daemon's store) a waited-on write waits
+// for the batch being applied, as before: the callbacks of one commit run
+// in the order its writes were applied.
+func TestWithoutPreemptDeferredTheBatchIsWhole(t *testing.T) {
+	var log commitLog
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe})
+	createTestBucket(t, s)
+	before := len(log.snapshot())
+	var o orderLog
+	resume := interruptAt(t, s, &o)
+	if err := s.Submit(putRaw("sent", "1"), o.note(t, "sent", false)); err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	o.wait(t)
+	if got := log.snapshot()[before+1:]; fmt.Sprint(got) != "[10 1]" {
+		t.Fatalf("commits after the blocker's: %v, want [10 1]", got)
 	}
 }
