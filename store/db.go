@@ -156,8 +156,9 @@ type Options struct {
 	// PreemptDeferred lets a write that someone waits for, submitted
 	// while the deferrable writes at the end of a batch are being
 	// applied, commit without waiting for the rest of them (commit), and
-	// runs the callbacks of such a commit in two rounds: the waited-on
-	// writes' first, then the deferrable ones', each in commit order.
+	// runs the callbacks of such a commit in two rounds, each followed by
+	// AfterBatch: the waited-on writes' first, then the deferrable ones',
+	// each in commit order.
 	// The broker sets it: a send's commit and fan-out need not wait for
 	// the previous broadcast's 1,000 acks. A store whose callbacks must
 	// run in the order its writes were applied (the daemon publishes
@@ -191,7 +192,9 @@ type Store struct {
 	closed     bool
 }
 
-// finished is a write with its outcome, waiting for its callbacks.
+// finished is a write with its outcome, waiting for its callbacks. One
+// with no write marks the end of a round of callbacks within a batch: the
+// dispatcher runs AfterBatch there, as at a batch's end.
 type finished struct {
 	w   *write
 	err error
@@ -566,9 +569,11 @@ func (s *Store) waitForCompany(l *largeLane, batch []*write, timer *time.Timer) 
 // write joins the batch (up to MaxBatch); any other write is applied
 // next, with whatever else is waiting, and the deferrable writes not yet
 // applied are returned, to be committed next, in their order. The
-// callbacks of such a commit run the waited-on writes' first: nobody
-// waits for a deferrable write, and its callbacks (receipts, a freed
-// window) need not come before a send's fan-out that shares its commit.
+// callbacks of such a commit run in two rounds, each followed by
+// Options.AfterBatch: the waited-on writes' first, then the deferrable
+// ones'. Nobody waits for a deferrable write, and its callbacks (in the
+// broker: receipts, a freed window) need not come before the fan-out of a
+// send that shares its commit, which AfterBatch writes.
 func (s *Store) commit(batch []*write, lane *largeLane) (carry []*write) {
 	start := time.Now()
 	failedAt := -1
@@ -633,6 +638,7 @@ func (s *Store) commit(batch []*write, lane *largeLane) (carry []*write) {
 					out = append(out, finished{w, nil})
 				}
 			}
+			out = append(out, finished{}) // their fan-out is written here
 			for _, w := range batch {
 				if w.deferrable {
 					out = append(out, finished{w, nil})
@@ -688,6 +694,12 @@ func (s *Store) dispatchLoop() {
 	defer close(s.dispatched)
 	for batch := range s.finished {
 		for _, f := range batch {
+			if f.w == nil {
+				if s.opts.AfterBatch != nil {
+					s.opts.AfterBatch()
+				}
+				continue
+			}
 			if f.w.after != nil {
 				f.w.after(f.err)
 			}

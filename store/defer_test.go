@@ -258,10 +258,17 @@ func interruptAt(t *testing.T, s *Store, o *orderLog) (resume func()) {
 // own commit.)
 func TestWaitedWriteDoesNotWaitForDeferredOnes(t *testing.T) {
 	var log commitLog
-	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true})
+	var o orderLog
+	// AfterBatch (the broker's fan-out) runs after each round of
+	// callbacks: the waited-on write's, then the deferrable ones'.
+	afterBatch := func() {
+		o.mu.Lock()
+		o.order = append(o.order, "|")
+		o.mu.Unlock()
+	}
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true, AfterBatch: afterBatch})
 	createTestBucket(t, s)
 	before := len(log.snapshot())
-	var o orderLog
 	resume := interruptAt(t, s, &o)
 	if err := s.Submit(putRaw("sent", "1"), o.note(t, "sent", false)); err != nil {
 		t.Fatal(err)
@@ -271,12 +278,24 @@ func TestWaitedWriteDoesNotWaitForDeferredOnes(t *testing.T) {
 	if got := log.snapshot()[before+1:]; fmt.Sprint(got) != "[4 7]" {
 		t.Fatalf("commits after the blocker's: %v, want [4 7] (acked0-2 with sent, then acked3-9)", got)
 	}
-	want := []string{"sent", "acked0", "acked1", "acked2", "acked3", "acked4", "acked5", "acked6", "acked7", "acked8", "acked9"}
-	if fmt.Sprint(order) != fmt.Sprint(want) {
-		t.Fatalf("callbacks ran in the order %v, want %v", order, want)
+	var callbacks []string
+	flushedAfterSent := false
+	for i, what := range order {
+		if what != "|" {
+			callbacks = append(callbacks, what)
+		} else if i > 0 && order[i-1] == "sent" {
+			flushedAfterSent = true
+		}
 	}
-	for _, k := range want {
-		if getRaw(t, s, k) != "1" {
+	want := []string{"sent", "acked0", "acked1", "acked2", "acked3", "acked4", "acked5", "acked6", "acked7", "acked8", "acked9"}
+	if fmt.Sprint(callbacks) != fmt.Sprint(want) {
+		t.Fatalf("callbacks ran in the order %v, want %v", callbacks, want)
+	}
+	if !flushedAfterSent {
+		t.Fatalf("AfterBatch did not run between the waited-on write's callback and the deferrable ones' (%v)", order)
+	}
+	for i := range 10 {
+		if k := fmt.Sprintf("acked%d", i); getRaw(t, s, k) != "1" {
 			t.Fatalf("%s is missing", k)
 		}
 	}
