@@ -12,6 +12,7 @@ package broker
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -271,8 +272,27 @@ func (b *Broker) openLocalStore(dbPath string) error {
 	return nil
 }
 
+// loadTLS reads --tls-cert and --tls-key (nil without them). They are read
+// before anything is bound: read by ServeTLS, an unreadable file was only
+// an error in the log of a broker that had said it was listening and
+// stayed up serving nothing.
+func loadTLS(cfg Config) (*tls.Config, error) {
+	if cfg.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use --tls-cert %s and --tls-key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}, nil
+}
+
 // Start binds the listeners and serves until Close.
 func (b *Broker) Start(ctx context.Context) error {
+	tlsConfig, err := loadTLS(b.cfg)
+	if err != nil {
+		return err
+	}
 	ln := b.cfg.Listener
 	if ln == nil {
 		var err error
@@ -294,13 +314,14 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.publicURLs = urls
 	}
 	b.srv = b.newHTTPServer(b.routes())
+	b.srv.TLSConfig = tlsConfig
 	counted := &listener{Listener: ln, a: b.admit}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
 		var err error
-		if b.cfg.TLSCert != "" {
-			err = b.srv.ServeTLS(counted, b.cfg.TLSCert, b.cfg.TLSKey)
+		if tlsConfig != nil {
+			err = b.srv.ServeTLS(counted, "", "")
 		} else {
 			err = b.srv.Serve(counted)
 		}

@@ -23,6 +23,7 @@ import (
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/gcfloor"
+	"claudemesh/wire"
 )
 
 // Command is `claudemesh broker`: run a broker until SIGTERM or SIGINT.
@@ -113,9 +114,24 @@ func Command() *cli.Command {
 			if name := negativeFlag(c); name != "" {
 				return cliui.UsageErrorf("--%s must not be negative", name)
 			}
+			// Timers the broker cannot run at 0 (New refuses them, naming
+			// no flag).
+			for _, name := range []string{"queue-ttl", "ping-interval", "pong-timeout", "grace", "redeliver-after", "hello-timeout"} {
+				if c.Duration(name) == 0 {
+					return cliui.UsageErrorf("--%s must be positive", name)
+				}
+			}
+			if c.IsSet("max-frame") && c.Int64("max-frame") < minMaxFrame {
+				return cliui.UsageErrorf("--max-frame must be at least %d (64 KiB): below it the broker refuses hellos and ordinary messages", minMaxFrame)
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-				return cliui.UsageErrorf("--log-level: %v", err)
+				return cliui.UsageErrorf("--log-level is debug, info, warn or error, not %q", c.String("log-level"))
+			}
+			if u := c.String("public-url"); u != "" {
+				if err := wire.CheckBrokerURL(u); err != nil {
+					return cliui.UsageErrorf("--public-url: %v", err)
+				}
 			}
 			retention, err := topicRetentionFlag(c.String("topic-retention"))
 			if err != nil {
@@ -221,6 +237,11 @@ func clusterFlags(c *cli.Context) (*cluster.Config, error) {
 // publicURLsFlag reads --public-urls: nil when absent; else the list,
 // which needs --public-url (this node's own URL, which every answer of
 // this node names first).
+// minMaxFrame is the smallest --max-frame the command takes: the largest
+// hello at the default group cap is about 28 KiB, and a message of a few
+// KiB of plaintext must fit beside it.
+const minMaxFrame = 64 << 10
+
 func publicURLsFlag(self, list string) ([]string, error) {
 	var urls []string
 	for _, u := range strings.Split(list, ",") {
@@ -320,8 +341,13 @@ func listenHint(addr string, err error) string {
 // Run starts a broker and blocks until ctx ends or SIGTERM/SIGINT arrives,
 // then shuts down gracefully.
 func Run(ctx context.Context, cfg Config) error {
-	// The ports first: a busy port must not be reported only after a first
-	// start created the data dir, its key and its token.
+	// The certificate and the ports first: neither an unreadable file nor
+	// a busy port may be reported only after a first start created the
+	// data dir, its key and its token.
+	if _, err := loadTLS(cfg); err != nil {
+		return cliui.Errorf("broker_start", "%v", err).
+			WithHint("check both paths, that the files are a PEM certificate and its private key, and that this user can read them")
+	}
 	if cfg.Listener == nil {
 		ln, err := listen(cfg.Listen, cfg.DeferAccept)
 		if err != nil {

@@ -2,11 +2,22 @@ package broker
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSecondBrokerOnADataDirInUse: a second broker on a data dir another
@@ -42,4 +53,73 @@ func TestBusyPortCreatesNothing(t *testing.T) {
 	if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
 		t.Fatalf("the data dir was created: %v", err)
 	}
+}
+
+// TestUnreadableTLSFilesRefuseToStart: a broker given a --tls-cert it
+// cannot read said it was listening and stayed up serving nothing (the
+// file was read by ServeTLS, whose error went to the log). It now fails
+// before it binds or creates anything; with readable files it serves
+// HTTPS.
+func TestUnreadableTLSFilesRefuseToStart(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.DataDir = filepath.Join(t.TempDir(), "fresh")
+	cfg.TLSCert, cfg.TLSKey = filepath.Join(t.TempDir(), "missing-cert.pem"), filepath.Join(t.TempDir(), "missing-key.pem")
+	err := Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "cannot use --tls-cert "+cfg.TLSCert) {
+		t.Fatalf("Run with a missing certificate: %v", err)
+	}
+	if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
+		t.Fatalf("the data dir was created: %v", err)
+	}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "cannot use --tls-cert") {
+		t.Fatalf("Start with a missing certificate: %v", err)
+	}
+
+	cert, key, pool := selfSignedPair(t)
+	cfg = testConfig(t)
+	cfg.TLSCert, cfg.TLSKey = cert, key
+	b2 := startWith(t, cfg)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := c.Get("https://" + b2.Addr() + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/health over HTTPS: %d", resp.StatusCode)
+	}
+}
+
+// selfSignedPair writes a throwaway certificate for 127.0.0.1 and returns
+// its files and a pool that trusts it.
+func selfSignedPair(t *testing.T) (cert, key string, pool *x509.CertPool) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
+	pool = x509.NewCertPool()
+	c, _ := x509.ParseCertificate(der)
+	pool.AddCert(c)
+	return cert, key, pool
 }

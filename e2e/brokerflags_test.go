@@ -20,6 +20,24 @@ func TestBrokerRefusesNegativeLimits(t *testing.T) {
 			t.Errorf("%v: %q", flag, e.Error.Message)
 		}
 	}
+	// Values that made a broker refusing everything, or a text in Go's
+	// words.
+	for _, c := range []struct {
+		flag []string
+		want string
+	}{
+		{[]string{"--queue-ttl", "0s"}, "--queue-ttl must be positive"},
+		{[]string{"--max-frame", "10"}, "--max-frame must be at least 65536"},
+		{[]string{"--public-url", "notaurl"}, "--public-url: broker URL \"notaurl\" is not a ws:// or wss:// URL"},
+		{[]string{"--log-level", "loud"}, "--log-level is debug, info, warn or error, not \"loud\""},
+		{[]string{"--topic-retention", "forever"}, "give a number and a unit"},
+	} {
+		args := append([]string{"broker", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data", data}, c.flag...)
+		e := op.fails(2, "usage", args...)
+		if !strings.Contains(e.Error.Message, c.want) {
+			t.Errorf("%v: %q, want %q", c.flag, e.Error.Message, c.want)
+		}
+	}
 	r := op.run("broker", "--listen", "nonsense", "--metrics-listen", "off", "--data", data)
 	if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "HOST:PORT") || strings.Contains(r.stderr+r.stdout, "another process uses the port") {
 		t.Fatalf("--listen nonsense: %s", r)

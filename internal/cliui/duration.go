@@ -12,7 +12,7 @@ import (
 // (code invalid_argument, exit 2) that a command can return as is.
 func ParseDuration(s string) (time.Duration, error) {
 	bad := func() error {
-		return Errorf(CodeInvalidArgument, "invalid duration %q: use a Go duration (90s, 15m, 2h) or a number of days (7d)", s)
+		return Errorf(CodeInvalidArgument, "invalid duration %q: give a number and a unit (90s, 15m, 2h) or a number of days (7d)", s)
 	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.ParseInt(days, 10, 64)
