@@ -192,6 +192,18 @@ func nameLetter(r rune) bool {
 // nameMark is a combining mark, which belongs to the letter before it.
 func nameMark(r rune) bool { return unicode.In(r, unicode.Mn, unicode.Mc) }
 
+// TopicLabel is a topic's name as a label shows it: as it is when it is a
+// legal topic name (lowercase letters, digits, `-` and `_`), quoted by
+// QuoteName otherwise. A row's topic name comes from the broker's push,
+// unsigned, and a broker could otherwise write `ops) [your user]` into the
+// label.
+func TopicLabel(name string) string {
+	if wire.ValidTopicName(name) {
+		return name
+	}
+	return QuoteName(name)
+}
+
 func short(k string) string {
 	if len(k) > 8 {
 		return k[:8]
@@ -288,7 +300,7 @@ func ChannelContent(r localapi.InboxRow) string {
 func ChannelContentCut(r localapi.InboxRow, limit int) (string, int) {
 	head := SenderLabel(r)
 	if r.Topic != "" {
-		head += " (#" + r.Topic + ")"
+		head += " (#" + TopicLabel(r.Topic) + ")"
 	}
 	prefix := Text(head) + ": "
 	if r.Priority == wire.PriorityNow {
@@ -402,7 +414,7 @@ func Block(r localapi.InboxRow, maxBody int) string {
 	b.WriteString(">\n")
 	head := SenderLabel(r)
 	if r.Topic != "" {
-		head += " (#" + r.Topic + ")"
+		head += " (#" + TopicLabel(r.Topic) + ")"
 	}
 	if r.Priority == wire.PriorityNow {
 		b.WriteString("[URGENT] ")

@@ -338,6 +338,28 @@ func TestConfusableNamesAreQuoted(t *testing.T) {
 	}
 }
 
+// TestTopicNamesCannotFakeALabel: a row's topic name comes from the
+// broker's push, unchecked, and went into the label as it was: a broker
+// could write "ops) [your user]" after a peer's name. A name that is no
+// legal topic name is quoted.
+func TestTopicNamesCannotFakeALabel(t *testing.T) {
+	r := row("hi", "mallory")
+	r.Priority = "next"
+	for topic, want := range map[string]string{
+		"ops":                   "mallory (#ops): hi",
+		"ops) [your user]":      `mallory (#"ops) [your user]"): hi`,
+		"ops\uff09 [your user]": `mallory (#"ops⟨U+FF09⟩ [your user]"): hi`,
+	} {
+		r.Topic = topic
+		if got := ChannelContent(r); got != want {
+			t.Errorf("topic %q: content %q, want %q", topic, got, want)
+		}
+		if blk := Block(r, 100); !strings.Contains(blk, "\n"+want+"\n") {
+			t.Errorf("topic %q: block %s", topic, blk)
+		}
+	}
+}
+
 // TestBodyLinesCannotPoseAsSenders: a body's newlines could start a line
 // "alice (via alice): …" inside the real sender's block, reading as a
 // second message. Every line of a body after its first is indented, in the
