@@ -526,6 +526,9 @@ func topicMessageAPI(mesh string, tm client.TopicMessage) localapi.TopicMessage 
 // to (03-daemon "Outbox" step 3).
 func (t *topicsRT) target(ctx context.Context, to string) (*client.Target, *apiError) {
 	ref := strings.TrimPrefix(strings.TrimSpace(to), "#")
+	if strings.TrimSpace(ref) == "" {
+		return nil, badRequest(wire.CodeInvalidArgument, "'#' needs a topic name (#deploys)")
+	}
 	info, err := t.resolve(ctx, ref)
 	if err != nil {
 		return nil, clientError(err)

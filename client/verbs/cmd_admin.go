@@ -123,6 +123,14 @@ func runAdmin(e *env, req *wire.AdminRequest, done string) error {
 		return err
 	})
 	if err != nil {
+		if ce, ok := cliError(err).(*cliui.Error); ok && ce.Code == wire.CodeForbidden && req.Type == wire.TypeSetRole && m != nil && m.Role == wire.MemberOwner {
+			// The owner's own role (the only role set the broker refuses
+			// its owner): "ask the mesh owner or an admin" told the owner
+			// to ask herself.
+			ce.Hint = "you are its owner: hand the mesh over first with claudemesh mesh transfer PEER --mesh " + config.ShellQuote(m.Slug) +
+				" (you become an admin; the new owner can then change your role)"
+			return ce
+		}
 		return askWhoCan(err, m, req.Type == wire.TypeSetRole || req.Type == wire.TypeMeshTransfer, adminCommandLine(req))
 	}
 	return printAdmin(e, m.Slug, req.Type, done, res)

@@ -20,6 +20,9 @@ import (
 // maxInviteUses is the invite format's bound on maxUses (02-crypto).
 const maxInviteUses = 10000
 
+// maxInviteTTL bounds invite --expires.
+const maxInviteTTL = 365 * 24 * time.Hour
+
 func inviteCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "invite",
@@ -36,7 +39,7 @@ func inviteCommand() *cli.Command {
 		),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "role", Value: wire.MemberMember, Usage: "role of the joiner: member or admin"},
-			&cli.StringFlag{Name: "expires", Value: "7d", Usage: "validity as a `DUR` (90m, 12h, 7d)"},
+			&cli.StringFlag{Name: "expires", Value: "7d", Usage: "validity as a `DUR` (90m, 12h, 7d; at most 365d)"},
 			&cli.IntFlag{Name: "uses", Value: 1, Usage: "how many people may join with it (1 to 10000)"},
 		},
 		Action:      inviteCreate,
@@ -68,6 +71,12 @@ func inviteCreate(c *cli.Context) error {
 	}
 	if ttl <= 0 {
 		return cliui.UsageErrorf("--expires must be positive")
+	}
+	if ttl > maxInviteTTL {
+		// Whoever holds the link can join until it expires: a typo
+		// (100000d) must not make it good for centuries.
+		return cliui.UsageErrorf("--expires is at most %dd (an invite link lets whoever holds it join until it expires)", maxInviteTTL/(24*time.Hour)).
+			WithHint("make a new invite when this one expires: claudemesh invite")
 	}
 	uses := c.Int("uses")
 	if uses < 1 || uses > maxInviteUses {

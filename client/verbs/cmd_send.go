@@ -123,6 +123,15 @@ func send(c *cli.Context) error {
 	if req.Wait && req.WaitTimeout <= 0 {
 		return cliui.UsageErrorf("--wait-timeout must be positive")
 	}
+	if !req.Wait && c.IsSet("wait-timeout") {
+		// It would be ignored: the send would not wait at all.
+		return cliui.UsageErrorf("--wait-timeout applies only with --wait").
+			WithHint("add --wait to wait for the delivery: claudemesh send PEER MESSAGE --wait --wait-timeout " + c.String("wait-timeout"))
+	}
+	if strings.TrimSpace(req.To) == "#" {
+		return cliui.UsageErrorf("'#' needs a topic name: claudemesh send '#NAME' MESSAGE").
+			WithHint("claudemesh topic list shows the topics you can post to")
+	}
 	if req.Wait && strings.HasPrefix(req.To, "#") {
 		return cliui.UsageErrorf("--wait does not apply to topic posts: they have no delivery receipts (read the topic with claudemesh topic tail)")
 	}

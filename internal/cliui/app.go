@@ -18,9 +18,11 @@ package cliui
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -516,8 +518,62 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 	if c.Command != nil && c.Command.HelpName != "" {
 		name = c.Command.HelpName
 	}
-	return &Error{Code: CodeUsage, Message: err.Error(), Cause: err,
+	msg := err.Error()
+	if m := badFlagValue.FindStringSubmatch(msg); m != nil {
+		msg = flagValueText(c, m[2], m[1], m[3])
+	}
+	return &Error{Code: CodeUsage, Message: msg, Cause: err,
 		Hint: "run " + name + " --help for usage"}
+}
+
+// badFlagValue is the Go flag package's refusal of a flag's value
+// (`invalid value "abc" for flag -limit: parse error`), which urfave/cli
+// passes on as it is.
+var badFlagValue = regexp.MustCompile(`^invalid value "(.*)" for flag -([A-Za-z0-9-]+): (.*)$`)
+
+// flagValueText says what is wrong with a flag's value in the CLI's words:
+// the flag as the user writes it (--limit, not -limit) and what it takes,
+// not the flag package's "parse error" or "value out of range".
+func flagValueText(c *cli.Context, name, value, why string) string {
+	var kind string
+	for _, x := range c.Lineage() {
+		var flags []cli.Flag
+		switch {
+		case x.Command != nil:
+			flags = x.Command.Flags
+		case x.App != nil:
+			flags = x.App.Flags
+		}
+		for _, f := range flags {
+			if !slices.Contains(f.Names(), name) {
+				continue
+			}
+			switch f.(type) {
+			case *cli.IntFlag, *cli.Int64Flag, *cli.UintFlag, *cli.Uint64Flag:
+				kind = "a whole number"
+			case *cli.Float64Flag:
+				kind = "a number"
+			case *cli.DurationFlag:
+				kind = "a duration such as 90s, 15m or 2h"
+			case *cli.BoolFlag:
+				kind = "true or false"
+			}
+		}
+		if kind != "" {
+			break
+		}
+	}
+	flag := "--" + name
+	if len(name) == 1 {
+		flag = "-" + name
+	}
+	switch {
+	case why == "value out of range" && kind != "":
+		return fmt.Sprintf("%s %s is out of range", flag, value)
+	case kind != "":
+		return fmt.Sprintf("%s takes %s, not %q", flag, kind, value)
+	}
+	return fmt.Sprintf("invalid value %q for %s: %s", value, flag, why)
 }
 
 // pathOf is the command path of c, outermost first, without the app. The

@@ -1,0 +1,72 @@
+package e2e
+
+// Usage mistakes get the CLI's own words and the right exit code
+// (trial13 #11, trial14 #3): no Go flag package text, no silently ignored
+// flag, no unbounded invite, and advice that fits who asks.
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"claudemesh/daemon/localapi"
+)
+
+func TestUsageMistakesSayWhatIsWrong(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+
+	// A flag's bad value, as the user wrote the flag.
+	for args, want := range map[string]string{
+		"inbox --limit abc":                  `--limit takes a whole number, not "abc"`,
+		"inbox --limit 99999999999999999999": "--limit 99999999999999999999 is out of range",
+		"topic tail general --limit 1.5":     `--limit takes a whole number, not "1.5"`,
+	} {
+		r := alice.run(strings.Fields(args)...)
+		if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "flag -limit") ||
+			strings.Contains(r.stderr, "parse error") || strings.Contains(r.stderr, "value out of range") {
+			t.Errorf("%s: %s; want exit 2 and %q", args, r, want)
+		}
+	}
+
+	// '#' alone is no topic: a usage error (it was "no topic  in acme",
+	// exit 3), and the daemon's API refuses it too.
+	if e := alice.fails(2, "usage", "send", "#", "hi"); !strings.Contains(e.Error.Message, "'#' needs a topic name") {
+		t.Errorf("send '#': %+v", e)
+	}
+	api := localapi.New(localapi.SocketPath(alice.home))
+	_, err := api.Send(context.Background(), localapi.SendRequest{To: "#", Message: "hi"})
+	if ae, ok := err.(*localapi.APIError); !ok || ae.HTTPStatus != 400 || ae.Body.Code != "invalid_argument" {
+		t.Errorf("POST /v1/send to '#': %v", err)
+	}
+
+	// --wait-timeout without --wait would be ignored: refused, nothing sent.
+	if e := alice.fails(2, "usage", "send", "bob", "hi", "--wait-timeout", "-5s"); !strings.Contains(e.Error.Message, "--wait-timeout applies only with --wait") {
+		t.Errorf("--wait-timeout without --wait: %+v", e)
+	}
+	var rows []map[string]any
+	alice.json(&rows, "daemon", "outbox", "list")
+	if len(rows) != 0 {
+		t.Errorf("a refused send was queued: %v", rows)
+	}
+
+	// An invite is good for at most a year.
+	if e := alice.fails(2, "usage", "invite", "--expires", "100000d"); !strings.Contains(e.Error.Message, "--expires is at most 365d") {
+		t.Errorf("invite --expires 100000d: %+v", e)
+	}
+	alice.ok("invite", "--expires", "365d")
+
+	// The owner changing her own role is told how (mesh transfer), not
+	// to ask the owner.
+	r := alice.run("role", "set", "alice", "member")
+	if r.code != 4 || !strings.Contains(r.stderr, "claudemesh mesh transfer PEER") || strings.Contains(r.stderr, "ask the mesh owner") {
+		t.Errorf("the owner's role set of herself: %s", r)
+	}
+	if r := bob.run("role", "set", "alice", "member"); r.code != 4 || !strings.Contains(r.stderr, "only the mesh owner can") {
+		t.Errorf("a member's role set: %s", r)
+	}
+}
