@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"claudemesh/client/config"
@@ -326,4 +327,44 @@ func recordVerified(home, meshID string, head AuditHead, hashes []string) error 
 	}
 	now := time.Now().UTC().Format(time.RFC3339)
 	return config.RecordAuditHead(home, meshID, config.AuditHead{Seq: head.Seq, Hash: head.Hash, VerifiedAt: now})
+}
+
+// AcceptMeshAudit replaces the history verified on this machine with the
+// broker's current chain, for a member who has checked out of band (with
+// the broker's operator) that a rollback or rewrite it was shown is
+// legitimate, such as a restored backup. It accepts only what was shown:
+// the chain must verify on its own (every hash, link and the broker's
+// signature under the pinned key), and measured against this machine's
+// history it must be a rollback or a rewrite whose first bad entry is
+// firstBadSeq, the one `audit verify` reported. A chain that verifies as
+// it is (nothing to accept) is returned with OK set and nothing changed.
+// kept is where the replaced hashes were moved (config.ReplaceAuditHistory).
+func AcceptMeshAudit(ctx context.Context, home, meshID, pinned string, conn *Conn, firstBadSeq uint64) (rep *AuditReport, kept string, err error) {
+	cp, entries, err := FetchAuditChain(ctx, conn)
+	if err != nil {
+		return nil, "", err
+	}
+	last, err := verifiedHead(home, meshID)
+	if err != nil {
+		return nil, "", err
+	}
+	rep = VerifyAuditChain(meshID, pinned, cp, entries, last)
+	switch {
+	case rep.OK:
+		return rep, "", nil
+	case rep.Problem != AuditRollback && rep.Problem != AuditRewrite:
+		return rep, "", fmt.Errorf("only a rollback or a rewrite of what was verified here can be accepted; this chain is broken on its own (%s at entry %d: %s)",
+			strings.ReplaceAll(rep.Problem, "_", " "), rep.FirstBadSeq, rep.Message)
+	case rep.FirstBadSeq != firstBadSeq:
+		return rep, "", fmt.Errorf("the broker's history now differs from the one verified here from entry %d, not %d: run claudemesh audit verify again and check that finding",
+			rep.FirstBadSeq, firstBadSeq)
+	}
+	hashes := make([]string, len(entries))
+	for i := range entries {
+		hashes[i] = entries[i].Hash
+	}
+	now := time.Now().UTC()
+	kept, err = config.ReplaceAuditHistory(home, meshID, config.AuditHead{Seq: cp.Seq, Hash: cp.Hash, VerifiedAt: now.Format(time.RFC3339)},
+		hashes, now.Format("20060102T150405Z"))
+	return rep, kept, err
 }

@@ -516,8 +516,15 @@ func (d *Daemon) Reload() ([]string, error) {
 	var start []config.Mesh
 	var started []string
 	for id, m := range want {
-		if _, ok := d.meshes[id]; !ok {
+		if rt, ok := d.meshes[id]; !ok {
 			start = append(start, m)
+		} else {
+			// The audit history may have changed under the daemon (audit
+			// verify --accept): check again, so status says what holds.
+			select {
+			case rt.auditWake <- struct{}{}:
+			default:
+			}
 		}
 	}
 	d.mu.Unlock()
@@ -665,6 +672,9 @@ type meshRT struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	wake     chan struct{}
+	// auditWake asks the audit loop for a check now (governance.go): a
+	// reload, which `audit verify --accept` sends.
+	auditWake chan struct{}
 
 	mu sync.Mutex
 	dirState
@@ -695,7 +705,7 @@ type meshRT struct {
 func newMeshRT(d *Daemon, m config.Mesh, key *cmcrypto.Identity) *meshRT {
 	rt := &meshRT{
 		d: d, cfg: m, key: key, state: localapi.MeshConnecting,
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), auditWake: make(chan struct{}, 1),
 		dirState: dirState{dirWake: make(chan struct{}, 1), fetchLimit: rate.NewLimiter(liveFetchRate, liveFetchBurst)},
 		ident:    client.MeshIdentity{MeshID: m.MeshID, MemberID: m.MemberID, BrokerURL: m.BrokerURL, BrokerURLs: m.BrokerURLs, BrokerPubkey: m.BrokerPubkey, Member: key},
 	}

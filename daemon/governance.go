@@ -125,6 +125,8 @@ func (m *meshRT) auditLoop(ctx context.Context) {
 		case <-ctx.Done():
 		case <-changed:
 		case <-due:
+		case <-m.auditWake:
+			checked = nil // a check on the current connection, now
 		}
 		if t != nil {
 			t.Stop()

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -666,6 +667,47 @@ func TestDaemonChecksTheAuditChainAtEachConnection(t *testing.T) {
 		c := auditOf()
 		return !c.OK && c.Problem == "rollback" && c.FirstBadSeq > n
 	})
+
+	// The operator says it restored a backup: alice accepts the broker's
+	// history, naming the finding she was shown (and no other), and the
+	// daemon's status clears; what was verified before is kept.
+	r := alice.run("audit", "verify", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil || r.code != 1 || reps[0].Problem != "rollback" {
+		t.Fatalf("audit verify after the rollback: %s", r)
+	}
+	bad := reps[0].FirstBadSeq
+	if r := alice.run("audit", "verify"); !strings.Contains(r.stdout, fmt.Sprintf("claudemesh audit verify --mesh test --accept %d", bad)) {
+		t.Fatalf("the finding's way out: %s", r)
+	}
+	e := alice.fails(1, "not_accepted", "audit", "verify", "--accept", fmt.Sprint(bad+1))
+	if !strings.Contains(e.Error.Message, fmt.Sprintf("from entry %d, not %d", bad, bad+1)) {
+		t.Fatalf("accepting another finding: %+v", e)
+	}
+	var acc struct {
+		Accepted   bool   `json:"accepted"`
+		Seq        uint64 `json:"seq"`
+		KeptHashes string `json:"keptHashes"`
+		Replaced   struct {
+			Problem string `json:"problem"`
+		} `json:"replaced"`
+	}
+	alice.json(&acc, "audit", "verify", "--accept", fmt.Sprint(bad))
+	if !acc.Accepted || acc.Seq != bad-1 || acc.Replaced.Problem != "rollback" {
+		t.Fatalf("accept: %+v", acc)
+	}
+	if fi, err := os.Stat(acc.KeptHashes); err != nil || fi.Mode().Perm() != 0o600 || !strings.HasPrefix(acc.KeptHashes, alice.home) {
+		t.Fatalf("the hashes verified before: %q %v %v", acc.KeptHashes, fi, err)
+	}
+	eventually(t, 20*time.Second, "daemon status without the finding", func() bool { return auditOf().OK })
+	alice.json(&reps, "audit", "verify")
+	if !reps[0].OK || reps[0].Seq != bad-1 {
+		t.Fatalf("audit verify after accepting: %+v", reps)
+	}
+	// Nothing left to accept: said, and nothing changes.
+	alice.json(&acc, "audit", "verify", "--accept", fmt.Sprint(bad))
+	if acc.Accepted {
+		t.Fatalf("a second accept: %+v", acc)
+	}
 }
 
 // TestANameThatIsAnotherMembersKeyPrefix: a member may call itself what

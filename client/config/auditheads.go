@@ -161,3 +161,54 @@ func safeFileName(s string) bool {
 	}
 	return true
 }
+
+// ReplaceAuditHistory makes h and hashes (entries 1 to h.Seq) mesh's
+// verified history, in place of the one recorded, even if that one was
+// longer: what `audit verify --accept` does once the member has checked out
+// of band that the broker's history changed for a good reason (a restored
+// backup). The hashes it replaces are kept beside it, as
+// `<meshId>.<time>.replaced.hashes`, whose path it returns ("" when none
+// was recorded): the evidence of what was verified here before.
+func ReplaceAuditHistory(home, meshID string, h AuditHead, hashes []string, now string) (string, error) {
+	if !safeFileName(meshID) {
+		return "", errors.New("audit hashes: bad mesh id")
+	}
+	data := make([]byte, 0, 32*len(hashes))
+	for _, x := range hashes {
+		b, err := hex.DecodeString(x)
+		if err != nil || len(b) != 32 {
+			return "", errors.New("audit hashes: not a 32-byte hex hash: " + x)
+		}
+		data = append(data, b...)
+	}
+	dir := filepath.Join(home, AuditHashesDir)
+	if err := fsutil.EnsurePrivateDir(dir); err != nil {
+		return "", err
+	}
+	unlock, err := lock(filepath.Join(home, LockName))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	kept := ""
+	cur := auditHashesPath(home, meshID)
+	if _, err := os.Stat(cur); err == nil {
+		kept = filepath.Join(dir, meshID+"."+now+".replaced.hashes")
+		if err := os.Rename(cur, kept); err != nil {
+			return "", err
+		}
+	}
+	if err := fsutil.WriteFileAtomic(cur, data, 0o600); err != nil {
+		return kept, err
+	}
+	heads, err := AuditHeads(home)
+	if err != nil {
+		return kept, err
+	}
+	heads[meshID] = h
+	out, err := json.Marshal(auditHeadsFile{Version: 1, Meshes: heads}, jsontext.WithIndent("  "), json.Deterministic(true))
+	if err != nil {
+		return kept, err
+	}
+	return kept, fsutil.WriteFileAtomic(auditHeadsPath(home), append(out, '\n'), 0o600)
+}

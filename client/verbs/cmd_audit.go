@@ -194,6 +194,7 @@ type auditReportJSON struct {
 	Message     string         `json:"message,omitzero"`
 	Previous    *auditHeadJSON `json:"previous,omitzero"`
 	Error       *errorJSON     `json:"error,omitzero"`
+	owner       bool           // the member verifying is the mesh's owner (its hint)
 }
 
 type auditHeadJSON struct {
@@ -219,11 +220,18 @@ func auditVerifyCommand() *cli.Command {
 			"Exit 0 when every chain verifies; exit 1 with the finding (the first bad sequence number) when an entry\n"+
 				"was altered or removed, the chain is shorter than one verified here before (rollback), an entry\n"+
 				"verified before changed (rewrite), or the broker's signature is not by the key pinned at join.",
-			"claudemesh audit verify", "claudemesh audit verify --mesh acme --json"),
+			"claudemesh audit verify", "claudemesh audit verify --mesh acme --json",
+			"claudemesh audit verify --mesh acme --accept 54"),
+		Flags: []cli.Flag{
+			&cli.Uint64Flag{Name: "accept", Usage: "accept the broker's current history in place of the one verified here, once you know why it changed (a restored backup): `SEQ` is the first bad entry audit verify reported; the chain must still verify on its own"},
+		},
 		Action: func(c *cli.Context) error {
 			e, err := verbEnv(c, 0, 0)
 			if err != nil {
 				return err
+			}
+			if c.IsSet("accept") {
+				return acceptAuditHistory(e, c.Uint64("accept"))
 			}
 			meshes, err := e.readMeshes()
 			if err != nil {
@@ -252,7 +260,9 @@ func auditVerifyCommand() *cli.Command {
 				if !rep.OK {
 					bad++
 				}
-				rows = append(rows, reportJSON(m.Slug, rep))
+				row := reportJSON(m.Slug, rep)
+				row.owner = m.Role == wire.MemberOwner
+				rows = append(rows, row)
 			}
 			if failed == len(meshes) {
 				return firstErr
@@ -286,7 +296,77 @@ func printAuditReports(out *cliui.Out, rows []auditReportJSON) {
 			out.Resultf("%s %s: %s verified, head %d %s%s", s.Green("✔"), r.Mesh, plural(r.Entries, "entry"), r.Seq, shortKey(r.Hash), extra)
 		default:
 			out.Resultf("%s %s: %s at entry %d — %s", s.Red("✘"), r.Mesh, strings.ReplaceAll(r.Problem, "_", " "), r.FirstBadSeq, r.Message)
-			out.Linef("%s", s.Dim("→ the broker's record of this mesh cannot be trusted; tell the mesh owner and keep a copy of this output"))
+			who := "tell the mesh owner and keep a copy of this output"
+			if r.owner {
+				who = "keep a copy of this output, ask the broker's operator what happened, and tell your members"
+			}
+			out.Linef("%s", s.Dim("→ the broker's record of this mesh cannot be trusted: "+who))
+			if r.Problem == client.AuditRollback || r.Problem == client.AuditRewrite {
+				out.Linef("%s", s.Dim(fmt.Sprintf("→ only once you know the change is legitimate (the broker restored a backup): claudemesh audit verify --mesh %s --accept %d", r.Mesh, r.FirstBadSeq)))
+			}
 		}
 	}
+}
+
+// auditAcceptJSON is `audit verify --accept --json`.
+type auditAcceptJSON struct {
+	Mesh       string           `json:"mesh"`
+	MeshID     string           `json:"meshId"`
+	Accepted   bool             `json:"accepted"` // false: the chain verified as it was
+	Seq        uint64           `json:"seq"`
+	Hash       string           `json:"hash"`
+	Entries    int              `json:"entries"`
+	Replaced   *auditReportJSON `json:"replaced,omitzero"` // the finding accepted
+	KeptHashes string           `json:"keptHashes,omitzero"`
+}
+
+// acceptAuditHistory is `audit verify --accept SEQ` (client.AcceptMeshAudit):
+// one mesh, its finding at SEQ accepted after an out-of-band check. A
+// running daemon is told, so its status stops showing the finding once it
+// has checked again.
+func acceptAuditHistory(e *env, seq uint64) error {
+	m, err := e.writeMesh()
+	if err != nil {
+		return err
+	}
+	var rep *client.AuditReport
+	var kept string
+	var acceptErr error
+	err = e.direct().exchange(e.ctx(), m, func(ctx context.Context, conn *client.Conn) error {
+		var err error
+		rep, kept, err = client.AcceptMeshAudit(ctx, e.home, m.MeshID, m.BrokerPubkey, conn, seq)
+		if rep != nil {
+			acceptErr, err = err, nil // a refusal, not a failure to reach the broker
+		}
+		return err
+	})
+	if err != nil {
+		return cliError(meshError(m.Slug, err))
+	}
+	if acceptErr != nil {
+		return cliui.Errorf("not_accepted", "%s: nothing accepted: %v", m.Slug, acceptErr)
+	}
+	out := auditAcceptJSON{Mesh: m.Slug, MeshID: m.MeshID, Accepted: !rep.OK, Seq: rep.Head.Seq, Hash: rep.Head.Hash, KeptHashes: kept}
+	if !rep.OK {
+		r := reportJSON(m.Slug, rep)
+		out.Replaced = &r
+		out.Entries = int(rep.Head.Seq)
+	} else {
+		out.Entries = rep.Entries
+	}
+	e.reloadDaemon()
+	if e.out.JSONMode() {
+		return e.out.JSON(out)
+	}
+	st := e.out.Style()
+	if rep.OK {
+		e.out.Resultf("%s %s: the chain verifies as it is (%s, head %d): nothing to accept", st.Green("✔"), m.Slug, plural(rep.Entries, "entry"), rep.Head.Seq)
+		return nil
+	}
+	e.out.Resultf("%s %s: accepted the broker's history (%s, head %d %s) in place of the one verified here (%s at entry %d)",
+		st.Green("✔"), m.Slug, plural(int(rep.Head.Seq), "entry"), rep.Head.Seq, shortKey(rep.Head.Hash), strings.ReplaceAll(rep.Problem, "_", " "), rep.FirstBadSeq)
+	if kept != "" {
+		e.out.Linef("%s", st.Dim("  the hashes verified before are kept in "+kept))
+	}
+	return nil
 }
