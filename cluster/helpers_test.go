@@ -99,11 +99,17 @@ func freePort(t testing.TB) string {
 // stream needs its replicas up to be created).
 func openEngines(t testing.TB, nodes []*Node, opts EngineOptions) []*Engine {
 	t.Helper()
+	return openEnginesEach(t, nodes, func(int) EngineOptions { return opts })
+}
+
+// openEnginesEach is openEngines with node i's options from opts(i).
+func openEnginesEach(t testing.TB, nodes []*Node, opts func(i int) EngineOptions) []*Engine {
+	t.Helper()
 	out := make([]*Engine, len(nodes))
 	errs := make(chan error, len(nodes))
 	for i, n := range nodes {
 		go func() {
-			o := opts
+			o := opts(i)
 			o.Path = filepath.Join(n.cfg.DataDir, "broker.db")
 			o.PublishTimeout = 10 * time.Second
 			e, err := OpenEngine(n, o)

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,30 +17,15 @@ func TestCatchUpWaitsForTheHub(t *testing.T) {
 	nodes := startNodes(t, "visible", 3)
 	gate := make(chan struct{})
 	var seen atomic.Int64 // changes the held node's OnRemote was handed
-	es := make([]*Engine, len(nodes))
-	errs := make(chan error, len(nodes))
-	for i, n := range nodes {
-		o := EngineOptions{Path: filepath.Join(n.cfg.DataDir, "broker.db"), PublishTimeout: 10 * time.Second}
-		if i == 1 {
-			o.OnRemote = func(seq uint64, changes []Change) {
-				<-gate
-				seen.Add(int64(len(changes)))
-			}
+	es := openEnginesEach(t, nodes, func(i int) EngineOptions {
+		if i != 1 {
+			return EngineOptions{}
 		}
-		go func() {
-			e, err := OpenEngine(n, o)
-			es[i] = e
-			errs <- err
-		}()
-	}
-	for range nodes {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, e := range es {
-		t.Cleanup(func() { e.Close() })
-	}
+		return EngineOptions{OnRemote: func(seq uint64, changes []Change) {
+			<-gate
+			seen.Add(int64(len(changes)))
+		}}
+	})
 	opened := false
 	open := func() {
 		if !opened {
