@@ -1,6 +1,7 @@
 package client
 
 import (
+	"claudemesh/client/config"
 	"context"
 	"crypto/rand"
 	"strconv"
@@ -251,4 +252,18 @@ func SealTopicPost(meshID, topicID string, keyGen int, key *[32]byte, plaintext 
 	}
 	o.apply(s)
 	return s, nil
+}
+
+// ObserverRefusal is what an observer's post to a topic is told, before
+// anything is sent (the daemon at accept, the direct path before the
+// broker would refuse it).
+func ObserverRefusal(topic string) string {
+	return "not posted: you are an observer of #" + topic + ", who reads but does not post"
+}
+
+// ObserverHint is the way to post: a lead (or the mesh's owner or an
+// admin) makes the member called name a member of the topic.
+func ObserverHint(topic, name string) string {
+	return "ask a lead of #" + topic + " (or the mesh owner or an admin) to make you a member: claudemesh topic add " +
+		config.ShellQuote(topic) + " " + config.ShellQuote(name) + " --role member"
 }

@@ -536,6 +536,20 @@ func (t *topicsRT) target(ctx context.Context, to string) (*client.Target, *apiE
 	if !info.Joined {
 		return nil, clientError(&client.Error{Code: wire.CodeNotAMember, Message: "not a member of #" + info.Name + "; join it first (claudemesh topic join " + info.Name + ")"})
 	}
+	if info.Role == wire.TopicObserver {
+		// The broker refuses an observer's post: say so now rather than
+		// accept it into the outbox, where it would fail a moment later.
+		// The list may be older than a promotion: ask the broker first.
+		if c := t.m.ackConn(); c != nil {
+			if _, err := t.refresh(ctx, c); err == nil {
+				info, _ = t.topic(info.ID)
+			}
+		}
+		if info.Role == wire.TopicObserver {
+			return nil, &apiError{status: 403, code: wire.CodeForbidden, msg: client.ObserverRefusal(info.Name),
+				hint: client.ObserverHint(info.Name, t.m.cfg.DisplayName)}
+		}
+	}
 	return &client.Target{Kind: wire.KindTopic, Spec: "#" + info.ID, DisplayName: "#" + info.Name, Match: "topic"}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"claudemesh/daemon/localapi"
 )
@@ -69,4 +70,38 @@ func TestUsageMistakesSayWhatIsWrong(t *testing.T) {
 	if r := bob.run("role", "set", "alice", "member"); r.code != 4 || !strings.Contains(r.stderr, "only the mesh owner can") {
 		t.Errorf("a member's role set: %s", r)
 	}
+}
+
+// TestObserverPostIsRefusedAtOnce is trial14 #13: an observer's post was
+// "✔ accepted" by the daemon and failed a moment later (forbidden), and
+// the direct path's hint said "ask the mesh owner or an admin". Both
+// paths now refuse it at once (exit 4), nothing queued, with the way to
+// post: a lead's topic add --role member. After that promotion the
+// daemon, whose topic list still said observer, takes the post.
+func TestObserverPostIsRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	alice.ok("topic", "create", "incidents", "--private")
+	alice.ok("topic", "add", "incidents", "bob", "--role", "observer")
+	for _, path := range [][]string{nil, {"--no-daemon"}} {
+		r := bob.run(append([]string{"topic", "post", "incidents", "observer post"}, path...)...)
+		if r.code != 4 || !strings.Contains(r.stderr, "you are an observer of #incidents") ||
+			!strings.Contains(r.stderr, "claudemesh topic add incidents bob --role member") || strings.Contains(r.stderr, "accepted") {
+			t.Fatalf("observer's post %v: %s; want exit 4 and the way to post", path, r)
+		}
+	}
+	var rows []map[string]any
+	bob.json(&rows, "daemon", "outbox", "list")
+	if len(rows) != 0 {
+		t.Fatalf("the observer's post was queued: %v", rows)
+	}
+	alice.ok("topic", "add", "incidents", "bob", "--role", "member")
+	bob.ok("topic", "post", "incidents", "member post")
+	eventually(t, 20*time.Second, "bob's post in the history", func() bool {
+		return strings.Contains(alice.run("topic", "history", "incidents").stdout, "member post")
+	})
 }

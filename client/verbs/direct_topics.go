@@ -379,6 +379,9 @@ func (d *direct) sendTopic(ctx context.Context, m *config.Mesh, req sendRequest)
 	if !t.Joined {
 		return nil, &client.Error{Code: wire.CodeNotAMember, Message: "you are not a member of #" + t.Name + "; join it with claudemesh topic join " + t.Name}
 	}
+	if t.Role == wire.TopicObserver {
+		return nil, cliui.Errorf(wire.CodeForbidden, "%s", client.ObserverRefusal(t.Name)).WithHint(client.ObserverHint(t.Name, m.DisplayName))
+	}
 	var key *[32]byte
 	if t.Encrypted {
 		k := keeperFor(m, c)
