@@ -74,34 +74,81 @@ func DecodeB64(s string) ([]byte, error) {
 }
 
 // DecodedB64Len checks s as DecodeB64 does and returns how many bytes it
-// decodes to, without keeping them: a 64 KiB ciphertext is decoded a few
-// KiB at a time into a buffer on the stack instead of into a fresh 64 KiB
-// allocation (the broker checks every send's ciphertext this way and needs
-// only its length).
+// decodes to, without decoding it: the broker checks every send's
+// ciphertext this way and needs only its length. It looks each character
+// up in a table, eight at a time, and checks the last quantum's padding
+// and padding bits, which is what Strict() decoding refuses; decoding a
+// 64 KiB ciphertext into a buffer on the stack, as it did before, took
+// ~0.25 ms of the broker's ~1.5 ms for such a send (bench --adversary's
+// 64 KiB self-DMs, two dozen of them at once at the byte budget's burst).
 func DecodedB64Len(s string) (int, error) {
-	if strings.ContainsAny(s, "\r\n") {
-		return 0, fmt.Errorf("%w: contains CR or LF", ErrBadBase64)
+	if len(s)%4 != 0 {
+		// Also a CR or LF Go's decoder would skip: they are refused
+		// below, wherever they are.
+		return 0, b64Corrupt(len(s) / 4 * 4)
 	}
-	const chunk = 4 << 10 // base64 characters: a whole number of quanta
-	var src [chunk]byte
-	var dst [chunk / 4 * 3]byte
-	enc := base64.StdEncoding.Strict()
-	n := 0
-	for len(s) > 0 {
-		k := copy(src[:], s)
-		s = s[k:]
-		m, err := enc.Decode(dst[:], src[:k])
-		if err != nil {
-			return 0, fmt.Errorf("%w: %v", ErrBadBase64, err)
-		}
-		if len(s) > 0 && m != k/4*3 {
-			// Padding before the end: one string decoding to what two
-			// would.
-			return 0, fmt.Errorf("%w: padding before the end", ErrBadBase64)
-		}
-		n += m
+	if len(s) == 0 {
+		return 0, nil
 	}
-	return n, nil
+	body, last := s[:len(s)-4], s[len(s)-4:]
+	i := 0
+	for ; i+8 <= len(body); i += 8 {
+		if b64Val[body[i]]|b64Val[body[i+1]]|b64Val[body[i+2]]|b64Val[body[i+3]]|
+			b64Val[body[i+4]]|b64Val[body[i+5]]|b64Val[body[i+6]]|b64Val[body[i+7]] == b64Bad {
+			break
+		}
+	}
+	for ; i < len(body); i++ {
+		if b64Val[body[i]] == b64Bad {
+			return 0, b64Corrupt(i)
+		}
+	}
+	at := len(body)
+	c0, c1, c2, c3 := b64Val[last[0]], b64Val[last[1]], b64Val[last[2]], b64Val[last[3]]
+	switch {
+	case c0 == b64Bad:
+		return 0, b64Corrupt(at)
+	case c1 == b64Bad:
+		return 0, b64Corrupt(at + 1)
+	case last[2] == '=' && last[3] == '=':
+		if c1&0x0f != 0 { // the second character's low four bits are padding
+			return 0, b64Corrupt(at + 1)
+		}
+		return len(body)/4*3 + 1, nil
+	case c2 == b64Bad:
+		return 0, b64Corrupt(at + 2)
+	case last[3] == '=':
+		if c2&0x03 != 0 { // the third character's low two bits are padding
+			return 0, b64Corrupt(at + 2)
+		}
+		return len(body)/4*3 + 2, nil
+	case c3 == b64Bad:
+		return 0, b64Corrupt(at + 3)
+	}
+	return len(body)/4*3 + 3, nil
+}
+
+// b64Bad marks a byte outside the standard alphabet in b64Val; every
+// character's value has its top bit clear, so an OR of several lookups
+// is b64Bad exactly when one of them is.
+const b64Bad = 0xff
+
+// b64Val is each byte's 6-bit value in the standard alphabet, b64Bad for
+// every other byte ('=', CR and LF included: DecodedB64Len handles the
+// padding itself, and refuses line breaks as DecodeB64 does).
+var b64Val = func() (t [256]uint8) {
+	for i := range t {
+		t[i] = b64Bad
+	}
+	for i, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
+		t[c] = uint8(i)
+	}
+	return t
+}()
+
+// b64Corrupt is DecodedB64Len's error, worded as the decoder's.
+func b64Corrupt(at int) error {
+	return fmt.Errorf("%w: %v", ErrBadBase64, base64.CorruptInputError(at))
 }
 
 // DecodeB64Len is DecodeB64 that also requires exactly n decoded bytes.

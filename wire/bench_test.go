@@ -9,8 +9,12 @@ import (
 // benchSendFrame is a box send as the CLI builds it: a 256-byte plaintext
 // sealed with crypto_box (256 + 16-byte MAC = 272 bytes of ciphertext, 364
 // base64 characters) and a 24-byte nonce.
-func benchSendFrame(b *testing.B) []byte {
-	ct := make([]byte, 256+16)
+func benchSendFrame(b *testing.B) []byte { return benchSendFrameOf(b, 256) }
+
+// benchSendFrameOf is benchSendFrame for a plaintext of n bytes (64 KiB:
+// bench --adversary's self-DMs, the largest a send carries).
+func benchSendFrameOf(b *testing.B, n int) []byte {
+	ct := make([]byte, n+16)
 	nonce := make([]byte, 24)
 	rand.Read(ct)
 	rand.Read(nonce)
@@ -32,8 +36,11 @@ func benchPush() Push {
 		CreatedAt: 1700000000000}
 }
 
-func BenchmarkDecodeSend(b *testing.B) {
-	data := benchSendFrame(b)
+func BenchmarkDecodeSend(b *testing.B) { benchDecodeSend(b, benchSendFrame(b)) }
+
+func BenchmarkDecodeSend64KiB(b *testing.B) { benchDecodeSend(b, benchSendFrameOf(b, 64<<10)) }
+
+func benchDecodeSend(b *testing.B, data []byte) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -68,8 +75,19 @@ func BenchmarkEncodePush(b *testing.B) {
 
 // BenchmarkEncodePushFast is the hand encoder a send uses (one per
 // message, whatever its recipients).
-func BenchmarkEncodePushFast(b *testing.B) {
+func BenchmarkEncodePushFast(b *testing.B) { benchEncodePush(b, benchPush()) }
+
+// BenchmarkEncodePush64KiB: the push of a 64 KiB plaintext, which the
+// broker encodes once per send.
+func BenchmarkEncodePush64KiB(b *testing.B) {
 	p := benchPush()
+	ct := make([]byte, 64<<10+16)
+	rand.Read(ct)
+	p.Ciphertext = base64.StdEncoding.EncodeToString(ct)
+	benchEncodePush(b, p)
+}
+
+func benchEncodePush(b *testing.B, p Push) {
 	b.ReportAllocs()
 	for b.Loop() {
 		EncodePush(&p)

@@ -61,7 +61,18 @@ func FrameType(data []byte) (string, bool) {
 // printable ASCII other than the quote and backslash as is, anything else
 // through jsontext's quoting (the encoder's own).
 func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
+	i := 0
+	// Eight bytes at a time, as scan.raw reads them (fastdecode.go): a
+	// 64 KiB ciphertext's ~88 KB cost the broker ~0.1 ms a push a byte
+	// at a time.
+	for ; i+8 <= len(s); i += 8 {
+		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if !plainASCII8(w) {
+			break
+		}
+	}
+	for ; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
 			b, _ = jsontext.AppendQuote(b, s)
 			return b

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	json "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // randStr returns a string that is often empty, usually plain, and
@@ -179,5 +180,23 @@ func TestPushSizeIsEnough(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(100, func() { EncodePush(&p) }); allocs != 1 {
 		t.Errorf("EncodePush made %v allocations, want 1", allocs)
+	}
+}
+
+// TestAppendStringEveryOffset: appendString writes a plain string as is
+// and quotes any other as jsontext does, wherever
+// in the string (within or after its first words) the byte to escape is.
+func TestAppendStringEveryOffset(t *testing.T) {
+	for n := range 40 {
+		for _, c := range []byte{'"', '\\', 0x1f, 0x7f, 0x80, 0x00, 0x20, 0x7e, '<', 'x'} {
+			s := strings.Repeat("x", n) + string([]byte{c}) + "yz"
+			want := []byte(`"` + s + `"`)
+			if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+				want, _ = jsontext.AppendQuote(nil, s)
+			}
+			if got := appendString(nil, s); !bytes.Equal(got, want) {
+				t.Fatalf("n %d, %#x: appendString = %q, want %q", n, c, got, want)
+			}
+		}
 	}
 }

@@ -1,5 +1,7 @@
 package wire
 
+import "encoding/binary"
+
 // The hot frames are decoded for every message, on both ends of every
 // fan-out: the broker decodes each send and client_ack, each client each
 // push, receipt and ack. The reflective decoder spends most of a push's
@@ -100,6 +102,12 @@ func (s *scan) raw() []byte {
 		return nil
 	}
 	start := s.i
+	// Eight bytes at a time while none of them ends the string or is
+	// outside printable ASCII (plainASCII8): a 64 KiB ciphertext's ~88 KB
+	// took ~0.1 ms a byte at a time. The loop below finds the byte.
+	for s.i+8 <= len(s.b) && plainASCII8(binary.LittleEndian.Uint64(s.b[s.i:])) {
+		s.i += 8
+	}
 	for s.i < len(s.b) {
 		c := s.b[s.i]
 		if c == '"' {
@@ -113,6 +121,24 @@ func (s *scan) raw() []byte {
 	}
 	s.bad = true
 	return nil
+}
+
+// Word-at-a-time byte tests (each exact for "is there such a byte").
+const (
+	ones8  = 0x0101010101010101
+	highs8 = 0x8080808080808080
+)
+
+// hasZero8 reports whether some byte of x is 0.
+func hasZero8(x uint64) bool { return (x-ones8)&^x&highs8 != 0 }
+
+// plainASCII8 reports whether each byte of x is printable ASCII (0x20 to
+// 0x7e) and neither '"' nor '\\': raw's loop would step over all eight.
+func plainASCII8(x uint64) bool {
+	if x&highs8 != 0 || (x+ones8*(0x80-0x7f))&highs8 != 0 || (x-ones8*0x20)&^x&highs8 != 0 {
+		return false // a byte >= 0x80, >= 0x7f, or < 0x20
+	}
+	return !hasZero8(x^(ones8*'"')) && !hasZero8(x^(ones8*'\\'))
 }
 
 func (s *scan) str() string {

@@ -2,9 +2,11 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 
 	json "github.com/go-json-experiment/json"
@@ -186,4 +188,47 @@ func TestFastDecodeKeepsNoFrame(t *testing.T) {
 		t.Fatalf("keeping %d message ids kept %d bytes (%d each; a frame is %d)", n, kept, perID, len(frame))
 	}
 	runtime.KeepAlive(ids)
+}
+
+// TestPlainASCII8: the word-at-a-time test agrees with the byte-by-byte
+// one for every byte value at every position among plain neighbours, and
+// raw stops at (or refuses) the first quote, backslash or byte outside
+// printable ASCII wherever it falls in the string.
+func TestPlainASCII8(t *testing.T) {
+	plain := func(c byte) bool { return c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' }
+	for pos := range 8 {
+		for v := range 256 {
+			var w [8]byte
+			for i := range w {
+				w[i] = 'A' + byte(i)
+			}
+			w[pos] = byte(v)
+			want := plain(byte(v))
+			if got := plainASCII8(binary.LittleEndian.Uint64(w[:])); got != want {
+				t.Fatalf("byte %#x at %d: plainASCII8 = %v, want %v", v, pos, got, want)
+			}
+		}
+	}
+	for n := range 40 {
+		for _, c := range []byte{'"', '\\', 0x1f, 0x7f, 0x80, 0xff, 0x00, 0x20, 0x7e} {
+			b := append(append([]byte{'"'}, bytes.Repeat([]byte{'x'}, n)...), c)
+			b = append(b, []byte(`yz"`)...)
+			s := &scan{b: b}
+			got := s.raw()
+			switch {
+			case c == '"':
+				if s.bad || string(got) != strings.Repeat("x", n) {
+					t.Fatalf("n %d, %#x: raw = %q, bad %v", n, c, got, s.bad)
+				}
+			case plain(c):
+				if s.bad || string(got) != strings.Repeat("x", n)+string(c)+"yz" {
+					t.Fatalf("n %d, %#x: raw = %q, bad %v", n, c, got, s.bad)
+				}
+			default:
+				if !s.bad {
+					t.Fatalf("n %d, %#x: raw = %q, not refused", n, c, got)
+				}
+			}
+		}
+	}
 }
