@@ -128,7 +128,11 @@ func candidatesOf(ts []adminTarget) []wire.Candidate {
 			kind = "session"
 		}
 		r := t.ref()
-		cands = append(cands, wire.Candidate{DisplayName: r.DisplayName, Pubkey: r.Pubkey, Kind: kind})
+		c := wire.Candidate{DisplayName: r.DisplayName, Pubkey: r.Pubkey, Kind: kind}
+		if t.session != "" && t.member != nil {
+			c.MemberName, c.MemberPubkey = t.member.DisplayName, t.member.Pubkey
+		}
+		cands = append(cands, c)
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].Pubkey < cands[j].Pubkey })
 	return cands

@@ -352,6 +352,24 @@ func (d *Directory) candidate(t *Target) wire.Candidate {
 	return wire.Candidate{DisplayName: t.DisplayName, Pubkey: t.Spec, Kind: kind}
 }
 
+// nameMembers fills in the member of each session candidate.
+func (d *Directory) nameMembers(list []wire.Candidate) {
+	for i := range list {
+		if list[i].Kind != CandidateSession {
+			continue
+		}
+		for j := range d.peers {
+			if p := &d.peers[j]; isSession(p) && p.Pubkey == list[i].Pubkey {
+				list[i].MemberPubkey = p.MemberPubkey
+				if m := d.active[p.MemberPubkey]; m != nil {
+					list[i].MemberName = m.DisplayName
+				}
+				break
+			}
+		}
+	}
+}
+
 // candidates collects distinct keys in first-seen order.
 type candidates struct {
 	list []wire.Candidate
@@ -376,6 +394,7 @@ func (d *Directory) pick(c *candidates, to, match string) (*Target, error) {
 	case 1:
 		return d.box(c.list[0].Pubkey, c.list[0].DisplayName, match), nil
 	}
+	d.nameMembers(c.list)
 	return nil, &Error{Code: wire.CodeAmbiguousTarget, Candidates: c.list,
 		Message: fmt.Sprintf("%q matches %d peers; use a longer pubkey prefix or the full pubkey", to, len(c.list))}
 }

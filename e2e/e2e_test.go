@@ -356,7 +356,8 @@ func TestSendErrorsAndWait(t *testing.T) {
 	e := alice.fails(6, "ambiguous_target", "send", "worker", "hi")
 	var cands []string
 	for _, c := range e.Error.Candidates {
-		if c.Kind != "session" || c.DisplayName != "worker" {
+		// Whose each is: the one thing the sender knows.
+		if c.Kind != "session" || c.DisplayName != "worker" || c.MemberName != "bob" || c.MemberPubkey != bob.pubkey {
 			t.Fatalf("candidate %+v", c)
 		}
 		cands = append(cands, c.Pubkey)
@@ -367,7 +368,7 @@ func TestSendErrorsAndWait(t *testing.T) {
 		t.Fatalf("candidates %v, sessions %v", cands, sessions)
 	}
 	r = alice.run("send", "worker", "hi")
-	if r.code != 6 || !strings.Contains(r.stderr, sessions[0][:16]) || !strings.Contains(r.stderr, sessions[1][:16]) {
+	if r.code != 6 || !strings.Contains(r.stderr, sessions[0][:16]) || !strings.Contains(r.stderr, sessions[1][:16]) || strings.Count(r.stderr, "session of bob") != 2 {
 		t.Fatalf("human ambiguous: %s", r)
 	}
 	// A prefix of one session's key picks it.

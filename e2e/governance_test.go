@@ -76,6 +76,13 @@ func TestAdminVerbsRoles(t *testing.T) {
 	if len(e.Error.Candidates) != 2 || e.Error.Candidates[0].Kind != "session" {
 		t.Fatalf("candidates: %+v", e.Error.Candidates)
 	}
+	whose := map[string]string{}
+	for _, c := range e.Error.Candidates {
+		whose[c.MemberName] = c.MemberPubkey
+	}
+	if whose["bob"] != bob.pubkey || whose["dave"] != dave.pubkey {
+		t.Fatalf("candidates' members: %+v", e.Error.Candidates)
+	}
 	// An admin bans a member; the ban is listed; an admin may lift it.
 	carol.json(&res, "ban", "bob", "--reason", "testing")
 	if len(res.Affected) != 1 {

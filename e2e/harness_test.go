@@ -411,9 +411,11 @@ type cliError struct {
 		Code       string `json:"code"`
 		Message    string `json:"message"`
 		Candidates []struct {
-			DisplayName string `json:"displayName"`
-			Pubkey      string `json:"pubkey"`
-			Kind        string `json:"kind"`
+			DisplayName  string `json:"displayName"`
+			Pubkey       string `json:"pubkey"`
+			Kind         string `json:"kind"`
+			MemberName   string `json:"memberName"`
+			MemberPubkey string `json:"memberPubkey"`
 		} `json:"candidates"`
 	} `json:"error"`
 }

@@ -595,4 +595,10 @@ type Candidate struct {
 	DisplayName string `json:"displayName"`
 	Pubkey      string `json:"pubkey"`
 	Kind        string `json:"kind"` // member | session
+	// MemberName and MemberPubkey are a session's member (empty for a
+	// member): two sessions of one name are told apart by whose they are,
+	// the one thing the sender knows. Additions to the specification's
+	// {displayName, pubkey, kind}, which clients may ignore.
+	MemberName   string `json:"memberName,omitempty"`
+	MemberPubkey string `json:"memberPubkey,omitempty"`
 }

@@ -51,7 +51,7 @@ func daemonError(err error) error {
 		e.Hint = hintFor(ae.Body.Code)
 	}
 	for _, c := range ae.Body.Candidates {
-		e.Candidates = append(e.Candidates, cliui.Candidate{DisplayName: c.DisplayName, Pubkey: c.Pubkey, Kind: c.Kind})
+		e.Candidates = append(e.Candidates, cliui.Candidate(c))
 	}
 	switch ae.Body.Code {
 	case wire.CodeAmbiguousTarget:

@@ -347,7 +347,7 @@ func cliError(err error) error {
 	}
 	out := &cliui.Error{Code: e.Code, Message: msg, Cause: err, Hint: hintFor(e.Code)}
 	for _, c := range e.Candidates {
-		out.Candidates = append(out.Candidates, cliui.Candidate{DisplayName: c.DisplayName, Pubkey: c.Pubkey, Kind: c.Kind})
+		out.Candidates = append(out.Candidates, cliui.Candidate(c))
 	}
 	switch e.Code {
 	case client.CodeTimeout, client.CodeConnectionClosed, wire.CodeShuttingDown, wire.CodeUnavailable:

@@ -812,7 +812,11 @@ func (st *runState) writeHuman(e *Error, err error) {
 		if c.Pubkey != "" {
 			detail = append(detail, shortKey(SanitizePeerText(c.Pubkey)))
 		}
-		if c.Kind != "" {
+		switch {
+		case c.MemberName != "":
+			// Two sessions of one name differ by whose they are.
+			detail = append(detail, "session of "+SanitizePeerText(c.MemberName))
+		case c.Kind != "":
 			detail = append(detail, SanitizePeerText(c.Kind))
 		}
 		if len(detail) > 0 {

@@ -36,9 +36,11 @@ type Error struct {
 
 // Candidate is one possible match listed with an ambiguous_target error.
 type Candidate struct {
-	DisplayName string `json:"displayName"`
-	Pubkey      string `json:"pubkey"`
-	Kind        string `json:"kind"`
+	DisplayName  string `json:"displayName"`
+	Pubkey       string `json:"pubkey"`
+	Kind         string `json:"kind"`
+	MemberName   string `json:"memberName,omitempty"`   // a session's member
+	MemberPubkey string `json:"memberPubkey,omitempty"` // a session's member
 }
 
 // Error returns Message, or Cause's message when Message is empty.
