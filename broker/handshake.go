@@ -418,6 +418,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 //     invisible code points: crypto.NamesConfusable) with the enrolled
 //     name of any other member, revoked ones included, so bob's session
 //     cannot call itself "alice". A session may use its own member's name.
+//   - Its display name is not claudemesh's own (cmcrypto.IsReservedName).
 func (ms *meshState) checkSessionIdentity(parent *member, id helloIdentity) *handshakeError {
 	if m := ms.members[id.pubkey]; m != nil {
 		if m.RevokedAt != 0 {
@@ -427,6 +428,9 @@ func (ms *meshState) checkSessionIdentity(parent *member, id helloIdentity) *han
 	}
 	if s := ms.sessions[id.pubkey]; s != nil && s.ParentPubkey != parent.Pubkey {
 		return refuse(wire.CodeSessionKeyConflict, "this session key is attested by another member")
+	}
+	if cmcrypto.IsReservedName(id.displayName) {
+		return refuse(wire.CodeNameTaken, "a session cannot be called %q: it is, or can be taken for, %q, the name of claudemesh's own notices to agents, which is reserved", id.displayName, cmcrypto.ReservedName)
 	}
 	for _, m := range ms.members {
 		if m != parent && cmcrypto.NamesConfusable(id.displayName, m.DisplayName) {

@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/wire"
 )
 
@@ -37,4 +40,46 @@ func TestJoinRefusesALookalikeMemberName(t *testing.T) {
 	if st, body, _ := join(t, b, tok, "alicia"); st != 200 {
 		t.Fatalf("join as alicia: %d %v", st, body)
 	}
+}
+
+// TestReservedNameIsRefused (trial14 #33): a member named "claudemesh"
+// had its messages read "claudemesh: …" in agent sessions, the voice of
+// claudemesh's own notices. That name, and any name confusable with it,
+// is refused at join, at mesh create and for a session; a name merely
+// containing it is not.
+func TestReservedNameIsRefused(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	tok, c := invite(t, b, alice, "team", "member", 10, time.Hour)
+	var info wire.InviteReply
+	c.next(&info, wire.TypeInvite)
+	for _, name := range []string{"claudemesh", "Claudemesh", "CLAUDEMESH", "c1audemesh", "\u0441laudemesh", "claudemesh\u200b"} {
+		st, body, _ := join(t, b, tok, name)
+		if name == "claudemesh\u200b" {
+			if st != 400 || errCode(body) != wire.CodeMalformed { // invisible: refused before the comparison
+				t.Fatalf("join as %q: %d %v", name, st, body)
+			}
+			continue
+		}
+		if st != 409 || errCode(body) != wire.CodeNameTaken || !strings.Contains(fmt.Sprint(body), "reserved") {
+			t.Fatalf("join as %q: %d %v", name, st, body)
+		}
+	}
+	if st, body, _ := join(t, b, tok, "claudemesh-bot"); st != 200 {
+		t.Fatalf("join as claudemesh-bot: %d %v", st, body)
+	}
+	key, _ := cmcrypto.GenerateIdentity()
+	if st, body := postJSON(t, b.HTTPURL()+"/v1/admin/meshes", b.OperatorToken(), map[string]any{
+		"name": "Other", "slug": "other", "ownerPubkey": key.PublicHex(), "ownerDisplayName": "ClaudeMesh"}); st != 409 || errCode(body) != wire.CodeNameTaken {
+		t.Fatalf("mesh create with owner ClaudeMesh: %d %v", st, body)
+	}
+	for _, name := range []string{"claudemesh", "Claude\u041cesh"} {
+		sess, _ := cmcrypto.GenerateIdentity()
+		r := dial(t, b)
+		r.write(r.sessionHello(alice, sess, func(h *wire.SessionHello) { h.DisplayName = name }))
+		r.expectRefusal(wire.CodeNameTaken, 1008, wire.CodeNameTaken)
+	}
+	sess, _ := cmcrypto.GenerateIdentity()
+	sessionConnect(t, b, alice, sess, "alice-claudemesh")
 }

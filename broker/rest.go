@@ -211,6 +211,10 @@ func (b *Broker) handleCreateMesh(w http.ResponseWriter, r *http.Request) {
 		restError(w, http.StatusBadRequest, wire.CodeMalformed, "ownerDisplayName: "+err.Error())
 		return
 	}
+	if cmcrypto.IsReservedName(owner) {
+		restError(w, http.StatusConflict, wire.CodeNameTaken, reservedNameMessage(owner))
+		return
+	}
 	if _, err := cmcrypto.ParsePublicKey(req.OwnerPubkey); err != nil {
 		restError(w, http.StatusBadRequest, wire.CodeMalformed, "ownerPubkey must be a valid 64-hex ed25519 key")
 		return
@@ -404,6 +408,9 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		if lookalike != "" {
 			return &joinError{http.StatusConflict, wire.CodeNameTaken, "display name " + name + " looks like the name of member " + lookalike + " in this mesh; choose another"}
 		}
+		if cmcrypto.IsReservedName(name) {
+			return &joinError{http.StatusConflict, wire.CodeNameTaken, reservedNameMessage(name)}
+		}
 		if rec.Uses >= rec.MaxUses {
 			return &joinError{http.StatusGone, wire.CodeInviteExhausted, "this invite has been used up"}
 		}
@@ -447,4 +454,10 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		"meshId": ms.id, "slug": ms.slug, "name": ms.name, "memberId": joined.ID, "memberRole": joined.Role,
 		"brokerUrl": b.publicURL, "brokerUrls": b.publicURLs, "brokerPubkey": b.keyHex, "displayName": joined.DisplayName,
 	})
+}
+
+// reservedNameMessage refuses name, which is or looks like
+// cmcrypto.ReservedName.
+func reservedNameMessage(name string) string {
+	return "display name " + name + " is reserved: it is, or can be taken for, \"" + cmcrypto.ReservedName + "\", the name of claudemesh's own notices to agents; choose another"
 }

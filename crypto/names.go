@@ -97,6 +97,18 @@ func NamesConfusable(a, b string) bool {
 	return NameKey(a) == NameKey(b) || NameSkeleton(a) == NameSkeleton(b)
 }
 
+// ReservedName is the name no member or session may take: claudemesh's own
+// notices to an agent are its (docs/protocol.md "Readings"), and a member
+// called "claudemesh" would have its messages read "claudemesh: …", in
+// the voice those notices had.
+const ReservedName = "claudemesh"
+
+// IsReservedName reports whether name is ReservedName or can be taken for
+// it (NamesConfusable: "Claudemesh", "c1audemesh", "сlaudemesh" in
+// Cyrillic). The broker refuses such a name at join, at mesh create and
+// for a session.
+func IsReservedName(name string) bool { return NamesConfusable(name, ReservedName) }
+
 // stripInvisible drops code points a reader cannot see (IsInvisible),
 // which would otherwise make "ali\u200bce" a new name.
 func stripInvisible(s string) string {

@@ -336,7 +336,7 @@ func TestMCPPushBudgetHoldsAFlood(t *testing.T) {
 		}
 	}
 	held := capture.waitNote("the held notice", func(m channelNote) bool { return m.Meta["kind"] == "held" })
-	if held.Meta["from_member_pubkey"] != bob.pubkey || !strings.Contains(held.Content, "bob is sending more than this session is shown") ||
+	if held.Meta["from_member_pubkey"] != bob.pubkey || !strings.HasPrefix(held.Content, "[claudemesh] bob is sending more than this session is shown") ||
 		!strings.Contains(held.Content, "claudemesh inbox --unread --mark-seen --limit 5 --json") {
 		t.Fatalf("held notice: %+v", held)
 	}
