@@ -155,7 +155,8 @@ type Options struct {
 	LargeBudget int
 	// PreemptDeferred lets a write that someone waits for, submitted
 	// while the deferrable writes at the end of a batch are being
-	// applied, commit without waiting for the rest of them (commit), and
+	// applied (at least SplitDeferred of them, none put off before),
+	// commit without waiting for the rest of them (commit), and
 	// runs the callbacks of such a commit in two rounds, each followed by
 	// AfterBatch: the waited-on writes' first, then the deferrable ones',
 	// each in commit order.
@@ -208,6 +209,10 @@ type write struct {
 	// deferrable: nobody waits for this write to be durable, so it may
 	// wait up to Options.DeferFor for others to share its commit.
 	deferrable bool
+	// carried: a commit stopped before this deferrable write for a
+	// waited-on one (PreemptDeferred); the next commit applies it
+	// whatever arrives, so no deferrable write is put off twice.
+	carried bool
 	// size is the payload the submitter said the write carries
 	// (SubmitSized), 0 if it did not; key names whose write it is: while
 	// one of a key's writes waits in the large lane, its later writes wait
@@ -562,11 +567,11 @@ func (s *Store) waitForCompany(l *largeLane, batch []*write, timer *time.Timer) 
 //
 // With Options.PreemptDeferred and lane set, a write that someone waits
 // for does not wait for the deferrable writes at the batch's end to be
-// applied (a broadcast's 1,000
-// acks take longer to apply than the next send's 1,000 deliveries, and
-// the send's fan-out waits for its commit): once only deferrable writes
-// are left, commit looks for a new write after each one. A deferrable
-// write joins the batch (up to MaxBatch); any other write is applied
+// applied (a broadcast's 1,000 acks take longer to apply than the next
+// send's 1,000 deliveries, and the send's fan-out waits for its commit):
+// once only deferrable writes are left, at least SplitDeferred of them
+// and none put off before, commit looks for a new write after each one.
+// A deferrable write joins the batch (up to MaxBatch); any other is applied
 // next, with whatever else is waiting, and the deferrable writes not yet
 // applied are returned, to be committed next, in their order. The
 // callbacks of such a commit run in two rounds, each followed by
@@ -592,7 +597,13 @@ func (s *Store) commit(batch []*write, lane *largeLane) (carry []*write) {
 				return err
 			}
 			applied++
-			if !s.opts.PreemptDeferred || lane == nil || applied <= lastWaited || applied == len(batch) {
+			// Only a wave of deferrable writes is preempted (at least
+			// SplitDeferred left, as a broadcast's acks; the tens of
+			// acks in a busy mesh's batch of DMs are not), and never
+			// one put off before: carried writes come first in a
+			// batch, and are applied whatever arrives.
+			if !s.opts.PreemptDeferred || lane == nil || applied <= lastWaited || applied == len(batch) ||
+				batch[applied].carried || len(batch)-applied < max(s.opts.SplitDeferred, 1) {
 				continue
 			}
 			select {
@@ -605,6 +616,9 @@ func (s *Store) commit(batch []*write, lane *largeLane) (carry []*write) {
 				// (or to the lane, or after the rest when it is a
 				// deferrable write over MaxBatch).
 				carry = append(carry, batch[applied:]...)
+				for _, w := range carry {
+					w.carried = true
+				}
 				batch = batch[:applied:applied]
 				interrupted = true
 				if w.deferrable {

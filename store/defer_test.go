@@ -266,7 +266,7 @@ func TestWaitedWriteDoesNotWaitForDeferredOnes(t *testing.T) {
 		o.order = append(o.order, "|")
 		o.mu.Unlock()
 	}
-	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true, AfterBatch: afterBatch})
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true, SplitDeferred: 5, AfterBatch: afterBatch})
 	createTestBucket(t, s)
 	before := len(log.snapshot())
 	resume := interruptAt(t, s, &o)
@@ -304,7 +304,7 @@ func TestWaitedWriteDoesNotWaitForDeferredOnes(t *testing.T) {
 // A deferrable write submitted meanwhile joins the batch being applied.
 func TestDeferredWriteJoinsTheBatchBeingApplied(t *testing.T) {
 	var log commitLog
-	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true})
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true, SplitDeferred: 5})
 	createTestBucket(t, s)
 	before := len(log.snapshot())
 	var o orderLog
@@ -326,7 +326,7 @@ func TestDeferredWriteJoinsTheBatchBeingApplied(t *testing.T) {
 // alone gets the error: the writes applied with it are each retried alone
 // and committed, and the rest commit next.
 func TestFailedInterruptingWriteHarmsNoDeferredOne(t *testing.T) {
-	s := openAt(t, dbPath(t), Options{PreemptDeferred: true})
+	s := openAt(t, dbPath(t), Options{PreemptDeferred: true, SplitDeferred: 5})
 	createTestBucket(t, s)
 	var o orderLog
 	resume := interruptAt(t, s, &o)
@@ -349,6 +349,88 @@ func TestFailedInterruptingWriteHarmsNoDeferredOne(t *testing.T) {
 func TestWithoutPreemptDeferredTheBatchIsWhole(t *testing.T) {
 	var log commitLog
 	s := openAt(t, dbPath(t), Options{OnCommit: log.observe})
+	createTestBucket(t, s)
+	before := len(log.snapshot())
+	var o orderLog
+	resume := interruptAt(t, s, &o)
+	if err := s.Submit(putRaw("sent", "1"), o.note(t, "sent", false)); err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	o.wait(t)
+	if got := log.snapshot()[before+1:]; fmt.Sprint(got) != "[10 1]" {
+		t.Fatalf("commits after the blocker's: %v, want [10 1]", got)
+	}
+}
+
+// A stream of waited-on writes does not starve deferrable ones: the
+// writes a commit put off are applied by the next one whatever arrives
+// meanwhile, and a wave smaller than SplitDeferred is not preempted.
+// (Each waited-on write used to cut the carried writes again after one
+// of them: in bench --peers 100 the acks piled up by the thousand and
+// every send took two commits, ~10× the broker's CPU.)
+func TestCarriedDeferredWritesAreNotPutOffAgain(t *testing.T) {
+	var log commitLog
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true, SplitDeferred: 5})
+	createTestBucket(t, s)
+	before := len(log.snapshot())
+	var o orderLog
+	// acked3, the first write put off, waits while the committer applies
+	// it, so sent2 arrives during the next commit.
+	release := blockCommitter(t, s)
+	at2, go2 := make(chan struct{}), make(chan struct{})
+	at3, go3 := make(chan struct{}), make(chan struct{})
+	for i := range 10 {
+		k := fmt.Sprintf("acked%d", i)
+		fn := putRaw(k, "1")
+		for _, h := range []struct {
+			i        int
+			at, gate chan struct{}
+		}{{2, at2, go2}, {3, at3, go3}} {
+			if i == h.i {
+				put, h := fn, h
+				var once sync.Once
+				fn = func(tx *bolt.Tx) error {
+					once.Do(func() { close(h.at); <-h.gate })
+					return put(tx)
+				}
+			}
+		}
+		if err := s.SubmitDeferred(fn, o.note(t, k, false)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
+	waitClosed(t, at2, "acked2")
+	if err := s.Submit(putRaw("sent1", "1"), o.note(t, "sent1", false)); err != nil {
+		t.Fatal(err)
+	}
+	close(go2)
+	waitClosed(t, at3, "acked3")
+	if err := s.Submit(putRaw("sent2", "1"), o.note(t, "sent2", false)); err != nil {
+		t.Fatal(err)
+	}
+	close(go3)
+	o.wait(t)
+	if got := log.snapshot()[before+1:]; fmt.Sprint(got) != "[4 7 1]" {
+		t.Fatalf("commits after the blocker's: %v, want [4 7 1] (acked0-2 with sent1, acked3-9, sent2)", got)
+	}
+}
+
+func waitClosed(t *testing.T, ch chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the committer never applied %s", what)
+	}
+}
+
+// Fewer deferrable writes left than SplitDeferred are not preempted: a
+// busy mesh's batch of DMs keeps its acks in one commit, as before.
+func TestSmallWaveIsNotPreempted(t *testing.T) {
+	var log commitLog
+	s := openAt(t, dbPath(t), Options{OnCommit: log.observe, PreemptDeferred: true, SplitDeferred: 128})
 	createTestBucket(t, s)
 	before := len(log.snapshot())
 	var o orderLog
