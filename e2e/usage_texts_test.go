@@ -105,3 +105,34 @@ func TestObserverPostIsRefusedAtOnce(t *testing.T) {
 		return strings.Contains(alice.run("topic", "history", "incidents").stdout, "member post")
 	})
 }
+
+// TestTextsNameTheirVerbAndId is trial14 #17 and #20: a send whose --id
+// was used on the other path was refused as "a different message" with
+// a hint naming a literal <id>; mesh remove-member without a token said
+// that "mesh create" needs one.
+func TestTextsNameTheirVerbAndId(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice := users[0]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	alice.ok("send", "bob", "idem", "--id", "idem-1")
+	eventually(t, 20*time.Second, "the daemon's send at the broker", func() bool {
+		var rows []struct {
+			Status string `json:"status"`
+		}
+		alice.json(&rows, "daemon", "outbox", "list")
+		return len(rows) == 1 && rows[0].Status == "queued"
+	})
+	r := alice.run("send", "bob", "idem", "--id", "idem-1", "--no-daemon")
+	if r.code != 6 || !strings.Contains(r.stderr, "nothing was sent: --id idem-1 was already used") ||
+		!strings.Contains(r.stderr, "claudemesh message status idem-1") || strings.Contains(r.stderr, "<id>") ||
+		strings.Contains(r.stderr, "for a different message") {
+		t.Errorf("the same --id on the other path: %s", r)
+	}
+	r = alice.run("mesh", "remove-member", "bob")
+	if r.code != 2 || !strings.Contains(r.stderr, "claudemesh mesh remove-member needs the broker's operator token") {
+		t.Errorf("remove-member without a token: %s", r)
+	}
+}

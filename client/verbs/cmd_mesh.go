@@ -99,7 +99,7 @@ func operatorToken(c *cli.Context) (string, error) {
 	if t := strings.TrimSpace(os.Getenv(envOperatorToken)); t != "" {
 		return t, nil
 	}
-	return "", cliui.UsageErrorf("mesh create needs the broker's operator token").
+	return "", cliui.UsageErrorf("%s needs the broker's operator token", c.Command.HelpName).
 		WithHint("pass --operator-token-file FILE (operator.token in the broker's data directory) or set $" + envOperatorToken)
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/client"
+	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
@@ -183,6 +184,14 @@ func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 		var ce *cliui.Error
 		if errors.As(err, &ce) && ce.Code == wire.CodeUnknownTarget && strings.HasPrefix(req.To, "@") {
 			ce.Hint = "@group reaches connected peers only; they join with claudemesh status group join NAME"
+		}
+		if ce != nil && ce.Code == wire.CodeIdempotencyKeyReused && req.ClientMessageID != "" {
+			// Not necessarily "a different message": the same one sent
+			// before on the other path (the daemon's outbox and a direct
+			// connection each know only their own ids) is refused too.
+			id := config.ShellQuote(req.ClientMessageID)
+			ce.Message = "nothing was sent: --id " + req.ClientMessageID + " was already used, for another message or for this one sent on the other path (through the daemon, or with --no-daemon)"
+			ce.Hint = "check what was sent under it with claudemesh message status " + id + "; to send this message anyway, give it another --id"
 		}
 		return err
 	}

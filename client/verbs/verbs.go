@@ -397,7 +397,7 @@ func hintFor(code string) string {
 	case wire.CodeSlugTaken:
 		return "choose another slug with --slug"
 	case wire.CodeIdempotencyKeyReused:
-		return "a different message was already sent with this --id; check it with claudemesh message status <id>"
+		return "a different message was already sent with this id; claudemesh message status ID shows it"
 	case wire.CodeRateLimited:
 		return "slow down and retry in a moment"
 	case wire.CodeTimestampSkew:
