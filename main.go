@@ -96,7 +96,7 @@ func newApp() *cli.App {
 	commands = append(commands, claudecode.Commands()...)
 	commands = append(commands,
 		mcp.Command(),
-		doctor.Command(append(doctor.Builtin(), claudecode.DoctorChecks()...)...),
+		doctor.Command(append(append(doctor.Builtin(), daemon.DoctorChecks()...), claudecode.DoctorChecks()...)...),
 		completion.Command(),
 		completion.CompleteCommand(),
 		daemon.Command(),

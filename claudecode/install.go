@@ -747,10 +747,18 @@ func serviceStep(bin, home, verb string) step {
 		Removed bool   `json:"removed"`
 		Reason  string `json:"startError"`
 		Error   struct {
+			Code    string `json:"code"`
 			Message string `json:"message"`
 		} `json:"error"`
 	}
-	if jerr := json.Unmarshal(outb, &res); err != nil || jerr != nil {
+	jerr := json.Unmarshal(outb, &res)
+	if jerr == nil && res.Error.Code == "service_not_started" {
+		// Written, but the service manager did not start it (exit 1):
+		// a warning of this step, not a skipped one.
+		st.Result, st.Warn = "not started: "+res.Error.Message+": run claudemesh daemon up", true
+		return st
+	}
+	if err != nil || jerr != nil {
 		msg := res.Error.Message
 		if msg == "" && err != nil {
 			msg = err.Error()

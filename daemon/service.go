@@ -165,7 +165,9 @@ func installCommand() *cli.Command {
 				"~/Library/LaunchAgents/com.claudemesh.daemon.plist (KeepAlive) and starts it. That is the\n"+
 				"default home's; another --home gets its own, claudemesh-daemon-<8 hex>.service or\n"+
 				"com.claudemesh.daemon.<8 hex>.plist, so each home's daemon runs beside the others. A file that\n"+
-				"runs another home's daemon is never replaced (exit 6). Refuses on CI unless --allow-ci.",
+				"runs another home's daemon is never replaced (exit 6). Refuses on CI unless --allow-ci. When the\n"+
+				"service manager cannot start it, the file stays and this exits 1 (service_not_started).\n"+
+				"claudemesh doctor checks the service: installed, for this home and binary, running.",
 			"claudemesh daemon install-service",
 		),
 		Flags: []cli.Flag{
@@ -216,21 +218,29 @@ func installCommand() *cli.Command {
 					started, why = true, ""
 				}
 			}
-			out := cliui.OutFrom(c)
-			if out.JSONMode() {
-				res := map[string]any{"ok": true, "path": path, "started": started}
-				if !started {
-					res["startError"] = why
-				}
-				return out.JSON(res)
-			}
-			out.Resultf("service written to %s", path)
 			if !started && !c.Bool("no-start") {
-				out.Warn("could not start it with the service manager: "+why, "start it yourself, or run claudemesh daemon up")
+				// Written but not running: not a success (it exited 0
+				// after a ✘ line). The file stays: the service manager
+				// may start it at the next login.
+				return cliui.Errorf(CodeServiceNotStarted, "the service was written to %s, but the service manager could not start it: %s", path, why).
+					WithHint(startHint(path, unit) + ", or run " + config.InvocationWithHome(home) + " daemon up")
 			}
-			return nil
+			return printResult(cliui.OutFrom(c), map[string]any{"ok": true, "path": path, "started": started}, "service written to %s%s", path,
+				map[bool]string{true: " and started", false: " (not started: --no-start)"}[started])
 		},
 	}
+}
+
+// CodeServiceNotStarted: install-service wrote the service file, but the
+// service manager did not start it (exit 1).
+const CodeServiceNotStarted = "service_not_started"
+
+// startHint is how to start the service at path by hand.
+func startHint(path, unit string) string {
+	if runtime.GOOS == "darwin" {
+		return "start it yourself (launchctl load -w " + config.ShellQuote(path) + ")"
+	}
+	return "start it yourself (systemctl --user enable --now " + unit + ")"
 }
 
 func startService(path, unit string) error {

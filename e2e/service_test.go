@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -108,5 +109,119 @@ func TestInstallServicePerHome(t *testing.T) {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Fatalf("b's uninstall left %s: %v", p, err)
 		}
+	}
+}
+
+// fakeSystemctl puts a systemctl on PATH that records its calls and
+// answers as a user manager would: enable fails with "Failed to connect
+// to bus" unless up, is-active says active or inactive.
+type fakeSystemctl struct {
+	dir string
+}
+
+func newFakeSystemctl(t *testing.T) *fakeSystemctl {
+	f := &fakeSystemctl{dir: t.TempDir()}
+	script := `#!/bin/sh
+echo "$*" >> "` + f.dir + `/calls"
+case "$*" in
+*is-active*) if [ -e "` + f.dir + `/up" ]; then echo active; exit 0; fi; echo inactive; exit 3;;
+*enable*) if [ -e "` + f.dir + `/up" ]; then exit 0; fi; echo "Failed to connect to bus: No medium found" >&2; exit 1;;
+esac
+exit 0
+`
+	if err := os.WriteFile(filepath.Join(f.dir, "systemctl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fakeSystemctl) setUp(t *testing.T, up bool) {
+	p := filepath.Join(f.dir, "up")
+	if up {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		os.Remove(p)
+	}
+}
+
+// TestInstallServiceNotStartedFailsAndDoctorChecksIt: install-service
+// printed "✘ could not start it with the service manager" and exited 0;
+// it exits 1 (service_not_started) now, the file written. `doctor` did
+// not look at the service at all: it says whether this home's is
+// installed, runs this binary, and runs.
+func TestInstallServiceNotStartedFailsAndDoctorChecksIt(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("the systemd unit is Linux-only")
+	}
+	fake := newFakeSystemctl(t)
+	fakeHome := t.TempDir()
+	u := newUser(t, "svc")
+	u.extraEnv = []string{"HOME=" + fakeHome, "XDG_CONFIG_HOME=" + filepath.Join(fakeHome, ".config"),
+		"PATH=" + fake.dir + string(os.PathListSeparator) + os.Getenv("PATH"),
+		"CI=", "GITHUB_ACTIONS=", "GITLAB_CI=", "BUILDKITE=", "JENKINS_URL="}
+	service := func() doctorCheck {
+		t.Helper()
+		r := u.run("doctor", "--json")
+		var rep struct {
+			Checks []doctorCheck `json:"checks"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("doctor --json: %v\n%s", err, r)
+		}
+		for _, c := range rep.Checks {
+			if c.Name == "daemon service" {
+				return c
+			}
+		}
+		t.Fatalf("doctor has no daemon service check: %s", r)
+		return doctorCheck{}
+	}
+	if c := service(); c.Status != "ok" || !strings.Contains(c.Message, "not installed") {
+		t.Fatalf("no service: %+v", c)
+	}
+
+	e := u.fails(1, "service_not_started", "daemon", "install-service")
+	if !strings.Contains(e.Error.Message, "Failed to connect to bus") || !strings.Contains(e.Error.Message, "the service was written to ") {
+		t.Fatalf("not started: %+v", e)
+	}
+	units, _ := filepath.Glob(filepath.Join(fakeHome, ".config", "systemd", "user", "claudemesh-daemon-*.service"))
+	if len(units) != 1 {
+		t.Fatalf("unit files: %v", units)
+	}
+	if r := u.run("daemon", "install-service"); r.code != 1 || !strings.Contains(r.stderr, "could not start it") || !strings.Contains(r.stderr, "systemctl --user enable --now") {
+		t.Fatalf("human: %s", r)
+	}
+	if c := service(); c.Status != "warn" || !strings.Contains(c.Message, "installed but not running") || !strings.Contains(c.Message, "inactive") {
+		t.Fatalf("not running: %+v", c)
+	}
+	// install reports it as a warning of its step, not as skipped.
+	if r := u.ok("install", "--no-hooks", "--no-skill"); !strings.Contains(r.stdout, "⚠ daemon service (claudemesh daemon install-service): not started: ") {
+		t.Fatalf("install: %s", r)
+	}
+
+	fake.setUp(t, true)
+	var res struct {
+		OK      bool   `json:"ok"`
+		Path    string `json:"path"`
+		Started bool   `json:"started"`
+	}
+	u.json(&res, "daemon", "install-service")
+	if !res.OK || !res.Started || res.Path != units[0] {
+		t.Fatalf("started: %+v", res)
+	}
+	if c := service(); c.Status != "ok" || !strings.Contains(c.Message, "is running this home's daemon") {
+		t.Fatalf("running: %+v", c)
+	}
+	// A unit whose binary is gone cannot start.
+	body, _ := os.ReadFile(units[0])
+	gone := strings.Replace(string(body), "ExecStart="+bin, "ExecStart=/nonexistent/claudemesh", 1)
+	if err := os.WriteFile(units[0], []byte(gone), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c := service(); c.Status != "fail" || !strings.Contains(c.Message, "/nonexistent/claudemesh, which does not exist") {
+		t.Fatalf("binary gone: %+v", c)
 	}
 }

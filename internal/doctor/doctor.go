@@ -215,7 +215,7 @@ type reportJSON struct {
 func Command(checks ...Check) *cli.Command {
 	return &cli.Command{
 		Name:  "doctor",
-		Usage: "check the set-up: binary, config, daemon, brokers, clock, audit chains, Claude Code integration",
+		Usage: "check the set-up: binary, config, daemon and its service, brokers, clock, audit chains, Claude Code integration",
 		Description: cliui.WithExamples("Each check says ok, warn or fail, with a one-line fix. Exits 0 unless a check fails.",
 			"claudemesh doctor", "claudemesh doctor --json"),
 		Action: func(c *cli.Context) error {
