@@ -165,7 +165,7 @@ func (c *conn) oneTarget(r *wire.AdminRequest, membersOnly bool) (adminTarget, b
 			Message: "several peers match " + r.Target + "; use a longer pubkey prefix", Candidates: candidatesOf(ts)})
 		return adminTarget{}, false
 	case n == 0 && sessionOf != "":
-		c.sendError(r.ReqID, wire.CodeInvalidArgument, sessionOf+"; "+r.Type+" acts on members: name the member")
+		c.sendError(r.ReqID, wire.CodeInvalidArgument, sessionOf+"; "+adminVerb(r.Type)+" acts on members: name the member")
 		return adminTarget{}, false
 	case n == 0:
 		c.sendError(r.ReqID, wire.CodeUnknownTarget, "no member or session matches "+r.Target)
@@ -183,6 +183,18 @@ func (c *conn) oneTarget(r *wire.AdminRequest, membersOnly bool) (adminTarget, b
 // session named like a prefix of bob's key makes that prefix ambiguous,
 // where leaving the session out first acted on bob. Sessions of the member
 // that matched are that member (either reading names it).
+// adminVerb names an admin request as the CLI verb a user typed ("mesh
+// transfer", not the frame's mesh_transfer).
+func adminVerb(typ string) string {
+	switch typ {
+	case wire.TypeSetRole:
+		return "role set"
+	case wire.TypeMeshTransfer:
+		return "mesh transfer"
+	}
+	return strings.ReplaceAll(typ, "_", " ")
+}
+
 func memberTarget(ts []adminTarget) (t adminTarget, n int, sessionOf string) {
 	var owners []*member
 	for _, m := range ts {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -780,5 +781,23 @@ func TestASessionNamedLikeAMembersKeyPrefix(t *testing.T) {
 	bob.ok("peer", "list")
 	if w := bob.whoami(); w.Meshes[0].Role != "member" {
 		t.Fatalf("bob's role: %+v", w)
+	}
+	// A session named alone is refused in the words of the verb typed
+	// (it said "mesh_transfer acts on members", the frame's name).
+	carol.launch(standInClaude(t), "carols-agent")
+	eventually(t, 20*time.Second, "alice sees carols-agent", func() bool {
+		var rows []peerRow
+		alice.json(&rows, "peer", "list")
+		return slices.ContainsFunc(sessionsOf(rows, carol.pubkey), func(r peerRow) bool { return r.DisplayName == "carols-agent" })
+	})
+	for verb, args := range map[string][]string{
+		"mesh transfer": {"mesh", "transfer", "carols-agent"},
+		"role set":      {"role", "set", "carols-agent", "admin"},
+		"ban":           {"ban", "carols-agent"},
+	} {
+		e := alice.fails(2, "invalid_argument", args...)
+		if !strings.Contains(e.Error.Message, "; "+verb+" acts on members: name the member") {
+			t.Fatalf("%s: %+v", verb, e)
+		}
 	}
 }

@@ -5,6 +5,8 @@ package e2e
 // Go package names.
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -69,6 +71,36 @@ func TestEmptySummaryClearsItOnBothPaths(t *testing.T) {
 		alice.ok(append([]string{"status", "summary", ""}, path...)...)
 		if s := summaryOf(); s != "" {
 			t.Fatalf("%v: summary after clearing it: %q", path, s)
+		}
+	}
+}
+
+// TestCorruptConfigSaysWhatAndWhere: a config.json that is not JSON was
+// reported with the JSON package's prefix ("jsontext: invalid character
+// …") as an internal error, with no word of what to do; it is
+// config_invalid now, naming the file, the problem and the way out.
+func TestCorruptConfigSaysWhatAndWhere(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "corrupt")
+	if err := os.MkdirAll(u.home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(u.home, "config.json")
+	for body, want := range map[string]string{
+		`{bad json`:                           "not valid JSON: invalid character 'b' at start of value (at byte 1)",
+		`{"version":1,"meshes":[],"extra":1}`: "unknown object member name at /extra",
+		`{"version":9,"meshes":[]}`:           "it is version 9, and this claudemesh understands 1",
+	} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e := u.fails(1, "config_invalid", "peer", "list")
+		if e.Error.Message != path+" cannot be used: "+want {
+			t.Fatalf("%s: %+v", body, e)
+		}
+		r := u.run("peer", "list")
+		if r.code != 1 || strings.Contains(r.stderr, "jsontext") || strings.Contains(r.stderr, "json:") || !strings.Contains(r.stderr, "→ ") {
+			t.Fatalf("%s (human): %s", body, r)
 		}
 	}
 }

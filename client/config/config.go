@@ -173,15 +173,76 @@ func Load(home string) (*Config, error) {
 	}
 	var c Config
 	if err := json.Unmarshal(data, &c, json.RejectUnknownMembers(true)); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, &InvalidError{Path: path, Why: jsonProblem(err), Err: err}
 	}
 	if c.Meshes == nil {
 		c.Meshes = []Mesh{}
 	}
+	if c.Version > CurrentVersion {
+		return nil, &InvalidError{Path: path, Why: fmt.Sprintf("it is version %d, and this claudemesh understands %d", c.Version, CurrentVersion),
+			Hint: "a newer claudemesh wrote it: run that one (or a newer build) with this home", Err: errors.ErrUnsupported}
+	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, &InvalidError{Path: path, Why: err.Error(), Err: err}
 	}
 	return &c, nil
+}
+
+// InvalidError is a config.json that cannot be used: not JSON, an unknown
+// or duplicate member, a version or a mesh this build refuses. Code
+// config_invalid (exit 1).
+type InvalidError struct {
+	Path string
+	Why  string // in the user's words, no Go package prefix
+	Hint string // when not the default (ErrorHint)
+	Err  error
+}
+
+func (e *InvalidError) Error() string {
+	return fmt.Sprintf("%s cannot be used: %s", e.Path, e.Why)
+}
+
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+// ErrorCode is the CLI error code.
+func (e *InvalidError) ErrorCode() string { return "config_invalid" }
+
+// ErrorHint says what to do: the file holds the identities' secret keys,
+// so it is repaired, not replaced.
+func (e *InvalidError) ErrorHint() string {
+	if e.Hint != "" {
+		return e.Hint
+	}
+	return "it holds your identities' secret keys: repair it by hand or restore a copy (claudemesh writes it as JSON, mode 0600); " +
+		"if it cannot be recovered, move it aside and join each mesh again with a new invite"
+}
+
+// jsonProblem is a JSON decoding error without the encoder's package
+// prefix ("jsontext: ", "json: ") and Go type names: what is wrong, and
+// where.
+func jsonProblem(err error) string {
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) && syn.Err != nil {
+		return fmt.Sprintf("not valid JSON: %s (at byte %d)", syn.Err, syn.ByteOffset)
+	}
+	var sem *json.SemanticError
+	if errors.As(err, &sem) {
+		why := "a value of the wrong type"
+		if sem.Err != nil {
+			why = sem.Err.Error()
+		} else if sem.JSONKind != 0 {
+			why = "unexpected JSON " + sem.JSONKind.String()
+		}
+		if sem.JSONPointer != "" {
+			why += " at " + string(sem.JSONPointer)
+		}
+		return why
+	}
+	msg := err.Error()
+	for _, p := range []string{"jsontext: ", "json: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return msg
 }
 
 // Validate checks what the rest of the client relies on: a known version,
