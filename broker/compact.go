@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"io/fs"
 	"path/filepath"
 	"time"
 
@@ -69,6 +70,9 @@ func compactStore(dataDir string) (compactResult, error) {
 	switch {
 	case errors.Is(err, store.ErrNothingToReclaim):
 		return compactResult{Path: path, Before: before, After: before}, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return compactResult{}, cliui.Errorf("not_found", "%s does not exist: nothing to compact", path).
+			WithHint("--data names the broker's data directory (the one it runs with)")
 	case errors.Is(err, store.ErrLocked):
 		return compactResult{}, cliui.Errorf("broker_running", "%s is open in another process (a running broker): compaction needs it stopped", path).
 			WithHint("stop the broker (systemctl stop claudemesh-broker), run claudemesh broker compact again, then start it")

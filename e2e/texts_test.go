@@ -104,3 +104,23 @@ func TestCorruptConfigSaysWhatAndWhere(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallRefusalsSayTheTruth: `peer verify` of yourself printed a
+// "safety number with alice" and told alice to ask herself to compare;
+// `broker compact` of a data directory that does not exist exited 1 (a
+// failure) with the stat error, where a missing thing is exit 3.
+func TestSmallRefusalsSayTheTruth(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice", "bob")[0]
+	for _, who := range []string{"alice", alice.pubkey[:8]} {
+		if e := alice.fails(2, "invalid_argument", "peer", "verify", who); !strings.Contains(e.Error.Message, " is you (") {
+			t.Fatalf("peer verify %s: %+v", who, e)
+		}
+	}
+	alice.ok("peer", "verify", "bob")
+	missing := filepath.Join(t.TempDir(), "nope")
+	if e := alice.fails(3, "not_found", "broker", "compact", "--data", missing); !strings.Contains(e.Error.Message, "does not exist: nothing to compact") {
+		t.Fatalf("compact: %+v", e)
+	}
+}

@@ -231,6 +231,12 @@ func peerVerify(c *cli.Context) error {
 				WithHint(hintFor(wire.CodeUnknownTarget))
 		}
 	}
+	if memberKey == m.Pubkey {
+		// A safety number is compared with someone else: one with
+		// yourself (or your own agent session) proves nothing.
+		return cliui.Errorf(wire.CodeInvalidArgument, "%s is you (%s in %s): a safety number is compared with another member", to, shortKey(m.Pubkey), m.Slug).
+			WithHint("name another member; claudemesh peer list shows them")
+	}
 	mine, err := cmcrypto.ParsePublicKey(m.Pubkey)
 	if err != nil {
 		return err
