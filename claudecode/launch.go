@@ -123,7 +123,9 @@ func launch(c *cli.Context) error {
 	}
 	name, err = cmcrypto.NormalizeName(name)
 	if err != nil {
-		return cliui.UsageErrorf("invalid --name: %v", err)
+		// The check's words, without its package's "crypto: invalid
+		// field: " prefix.
+		return cliui.UsageErrorf("invalid --name: %s", strings.TrimPrefix(err.Error(), cmcrypto.ErrBadField.Error()+": "))
 	}
 	sessionID := newUUID()
 	tok := cmcrypto.RandomHex32()

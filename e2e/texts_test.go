@@ -124,3 +124,16 @@ func TestSmallRefusalsSayTheTruth(t *testing.T) {
 		t.Fatalf("compact: %+v", e)
 	}
 }
+
+// TestLaunchNameRefusalHasNoPackagePrefix: an invalid `launch --name`
+// said "invalid --name: crypto: invalid field: name contains …".
+func TestLaunchNameRefusalHasNoPackagePrefix(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	bob := setupMesh(t, b, "alice", "bob")[1]
+	bob = bob.withEnv("CLAUDE_BIN=" + standInClaude(t))
+	e := bob.fails(2, "usage", "launch", "--name", "x\u202ey")
+	if e.Error.Message != "invalid --name: name contains the invisible or direction-changing character U+202E" {
+		t.Fatalf("%+v", e)
+	}
+}
