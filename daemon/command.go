@@ -76,7 +76,8 @@ func upCommand() *cli.Command {
 		Description: cliui.WithExamples(
 			"Detached, the daemon re-executes itself in a new session with its output in daemon/daemon.log,\n"+
 				"and this command returns once its socket answers. --foreground runs it in place (service managers).\n"+
-				"With a daemon already running it says so (exit 0); of two started at the same moment for one home,\n"+
+				"With a daemon already running it says so (exit 0), and names the start flags given that it keeps\n"+
+				"as it started (daemon down first to change them); of two started at the same moment for one home,\n"+
 				"one starts the daemon and the other says it is already running and names it (exit 0 too).",
 			"claudemesh daemon up",
 			"claudemesh daemon up --foreground",
@@ -131,6 +132,7 @@ func upCommand() *cli.Command {
 				// asked for.
 				var st localapi.Status
 				if _, err := cl.Do(c.Context, "GET", "/v1/status", nil, &st); err == nil {
+					warnNotApplied(c, out, home, f, &st)
 					switch {
 					case st.Web != nil && st.Web.PeerCheck == "off":
 						out.Warn(web.AnyLocalUserWarning, "")
@@ -168,6 +170,40 @@ func upCommand() *cli.Command {
 			return report(out, pid, false)
 		},
 	}
+}
+
+// warnNotApplied says which of the start flags given to `up` the running
+// daemon does not have: it keeps the ones it started with, and a user who
+// raised --inbox-max-bytes (as daemon status advises) must not believe it
+// done. --web and --inbox-max-bytes are compared with the running
+// daemon's; the others are named whenever they are given.
+func warnNotApplied(c *cli.Context, out *cliui.Out, home string, f upFlags, st *localapi.Status) {
+	var asked, has []string
+	webNow := "off"
+	if st.Web != nil && st.Web.Addr != "" {
+		webNow = st.Web.Addr
+	}
+	if c.IsSet("web") && f.web != webNow {
+		asked, has = append(asked, "--web "+f.web), append(has, "--web "+webNow)
+	}
+	if c.IsSet("inbox-max-bytes") && st.Inbox != nil && st.Inbox.MaxBytes != f.inboxMaxBytes {
+		asked = append(asked, fmt.Sprintf("--inbox-max-bytes %d", f.inboxMaxBytes))
+		has = append(has, fmt.Sprintf("--inbox-max-bytes %d", st.Inbox.MaxBytes))
+	}
+	for _, name := range []string{"tcp", "tcp-allow-remote", "tcp-tls-cert", "tcp-tls-key", "web-allow-remote", "web-tls-cert", "web-tls-key", "init"} {
+		if c.IsSet(name) {
+			asked = append(asked, "--"+name)
+		}
+	}
+	if len(asked) == 0 {
+		return
+	}
+	msg := strings.Join(asked, ", ") + " not applied: the running daemon keeps the flags it was started with"
+	if len(has) > 0 {
+		msg += " (" + strings.Join(has, ", ") + ")"
+	}
+	cm := config.Invocation(home)
+	out.Warn(msg, "to apply them: "+cm+" daemon down, then "+cm+" daemon up with them")
 }
 
 // checkDBUnlessStarting is store.CheckFile of home's daemon.db under the

@@ -136,3 +136,24 @@ func TestTextsNameTheirVerbAndId(t *testing.T) {
 		t.Errorf("remove-member without a token: %s", r)
 	}
 }
+
+// TestDaemonUpSaysWhichFlagsItDidNotApply is trial14 #22: `daemon up`
+// with start flags while a daemon runs said only "already running", and
+// someone raising --inbox-max-bytes (as daemon status advises) believed
+// it done.
+func TestDaemonUpSaysWhichFlagsItDidNotApply(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	if r := alice.run("daemon", "up"); r.code != 0 || strings.Contains(r.stderr, "not applied") {
+		t.Fatalf("daemon up with no flags: %s", r)
+	}
+	r := alice.run("daemon", "up", "--inbox-max-bytes", "1000", "--tcp", "127.0.0.1:0")
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "already running") ||
+		!strings.Contains(r.stderr, "--inbox-max-bytes 1000, --tcp not applied: the running daemon keeps the flags it was started with (--inbox-max-bytes 268435456)") ||
+		!strings.Contains(r.stderr, "daemon down") {
+		t.Fatalf("daemon up with start flags: %s", r)
+	}
+}
