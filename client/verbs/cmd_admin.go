@@ -10,6 +10,7 @@ import (
 
 	"claudemesh/client"
 	"claudemesh/client/config"
+	"claudemesh/internal/agentview"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -213,14 +214,14 @@ func printAdmin(e *env, slug, action, done string, res *wire.AdminResult) error 
 	}
 	s := e.out.Style()
 	for _, r := range res.Affected {
-		e.out.Resultf("%s %s %s (%s) in %s", s.Green("✔"), done, cliui.SanitizeName(r.DisplayName), shortKey(r.Pubkey), slug)
+		e.out.Resultf("%s %s %s (%s) in %s", s.Green("✔"), done, agentview.QuoteName(r.DisplayName), shortKey(r.Pubkey), slug)
 	}
 	for _, r := range res.Skipped {
 		why := skipWhy(r.Reason)
 		if why == "" {
 			why = r.Reason
 		}
-		e.out.Resultf("%s skipped %s (%s): %s", s.Dim("–"), cliui.SanitizeName(r.DisplayName), shortKey(r.Pubkey), why)
+		e.out.Resultf("%s skipped %s (%s): %s", s.Dim("–"), agentview.QuoteName(r.DisplayName), shortKey(r.Pubkey), why)
 	}
 	if len(res.Affected) == 0 && len(res.Skipped) == 0 {
 		e.out.Resultf("nobody matched; nothing changed")
@@ -364,7 +365,7 @@ func bansCommand() *cli.Command {
 			t := newTable(e.out)
 			t.row("NAME", "KEY", "SINCE", "REASON")
 			for _, r := range rows {
-				t.row(cliui.SanitizeName(r.DisplayName), shortKey(r.Pubkey), when(r.RevokedAt), cliui.SanitizePeerText(r.Reason))
+				t.row(agentview.QuoteName(r.DisplayName), shortKey(r.Pubkey), when(r.RevokedAt), cliui.SanitizePeerText(r.Reason))
 			}
 			return t.flush()
 		},
@@ -511,7 +512,7 @@ func meshRemoveMemberCommand() *cli.Command {
 			if e.out.JSONMode() {
 				return e.out.JSON(out)
 			}
-			e.out.Resultf("%s removed %s (%s) from %s", e.out.Style().Green("✔"), cliui.SanitizeName(out.DisplayName), shortKey(out.Pubkey), mesh)
+			e.out.Resultf("%s removed %s (%s) from %s", e.out.Style().Green("✔"), agentview.QuoteName(out.DisplayName), shortKey(out.Pubkey), mesh)
 			if out.DroppedDeliveries > 0 {
 				e.out.Linef("  %d undelivered messages for it were dropped", out.DroppedDeliveries)
 			}

@@ -10,6 +10,7 @@ import (
 
 	"claudemesh/client"
 	"claudemesh/client/config"
+	"claudemesh/internal/agentview"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -255,12 +256,12 @@ func editGrant(c *cli.Context, done string, edit grantsEdit) error {
 	case row.Blocked:
 		// Whatever verb got here (block, revoke … all, a revoke of the
 		// last capability), the outcome is the same sentence.
-		e.out.Resultf("%s %s (%s) is blocked: they cannot message you, nor can their agent sessions", e.out.Style().Green("✔"), cliui.SanitizeName(row.DisplayName), shortKey(row.Pubkey))
+		e.out.Resultf("%s %s (%s) is blocked: they cannot message you, nor can their agent sessions", e.out.Style().Green("✔"), agentview.QuoteName(row.DisplayName), shortKey(row.Pubkey))
 		return nil
 	case row.Default:
 		what = capList() + " (the defaults)"
 	}
-	e.out.Resultf("%s %s (%s) %s %s", e.out.Style().Green("✔"), cliui.SanitizeName(row.DisplayName), shortKey(row.Pubkey), done, what)
+	e.out.Resultf("%s %s (%s) %s %s", e.out.Style().Green("✔"), agentview.QuoteName(row.DisplayName), shortKey(row.Pubkey), done, what)
 	return nil
 }
 
@@ -327,7 +328,7 @@ func grantsCommand() *cli.Command {
 				if r.Blocked {
 					may = "nothing (blocked)"
 				}
-				t.row(cliui.SanitizeName(r.DisplayName), shortKey(r.Pubkey), may)
+				t.row(agentview.QuoteName(r.DisplayName), shortKey(r.Pubkey), may)
 			}
 			if err := t.flush(); err != nil {
 				return err

@@ -227,7 +227,7 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	var head string
 	switch {
 	case r.Body == nil:
-		who := cliui.SanitizeName(r.SenderName)
+		who := agentview.QuoteName(r.SenderName)
 		if who == "" {
 			who = "unverified sender " + shortKey(r.SenderPubkey)
 		}
@@ -251,7 +251,7 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	if r.forSession {
 		who := shortKey(r.RecipientPubkey)
 		if r.recipientName != "" {
-			who = cliui.SanitizeName(r.recipientName) + " " + who
+			who = agentview.QuoteName(r.recipientName) + " " + who
 		}
 		meta = append(meta, "for your agent session "+who)
 	}

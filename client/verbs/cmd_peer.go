@@ -9,6 +9,7 @@ import (
 
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/agentview"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -103,7 +104,9 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 	t.row(append(head, "SUMMARY")...)
 	session := slices.ContainsFunc(rows, func(r peerRow) bool { return r.IsThisSession })
 	for _, r := range rows {
-		name := cliui.SanitizeName(r.DisplayName)
+		// Quoted as a label quotes it (agentview.QuoteName): a member named
+		// "dave (you)" must not carry this table's own "(you)".
+		name := agentview.QuoteName(r.DisplayName)
 		if r.Nested {
 			name = "  └ " + name
 		}
@@ -250,9 +253,9 @@ func peerVerify(c *cli.Context) error {
 	if e.out.JSONMode() {
 		return e.out.JSON(res)
 	}
-	e.out.Resultf("safety number with %s in %s:", cliui.SanitizeName(name), m.Slug)
+	e.out.Resultf("safety number with %s in %s:", agentview.QuoteName(name), m.Slug)
 	e.out.Resultf("  %s", e.out.Style().Bold(res.SafetyNumber))
-	e.out.Linef("%s", e.out.Style().Dim("→ ask "+cliui.SanitizeName(name)+" to run claudemesh peer verify "+shortKey(m.Pubkey)+
+	e.out.Linef("%s", e.out.Style().Dim("→ ask "+agentview.QuoteName(name)+" to run claudemesh peer verify "+shortKey(m.Pubkey)+
 		" and compare; the same number on both sides means no one is in the middle"))
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"claudemesh/client"
 	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/agentview"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
@@ -233,13 +234,14 @@ func waitInterrupted(res *sendResult, check string) error {
 // receipt exists.
 func printSent(e *env, slug string, res *sendResult) {
 	s := e.out.Style()
-	who := cliui.SanitizeName(res.Target.DisplayName)
+	who := cliui.SanitizeName(res.Target.DisplayName) // #topic, @group, *
 	if who == "" {
 		who = shortKey(res.Target.TargetSpec)
 	} else if wire.IsHex(res.Target.TargetSpec, 64) {
 		// A name with its key prefix: two names can look alike ("alice",
-		// "аlice" with a Cyrillic а), two keys cannot.
-		who += " (" + shortKey(res.Target.TargetSpec) + ")"
+		// "аlice" with a Cyrillic а), two keys cannot; and quoted as a
+		// label quotes it, so that no name brings a key of its own.
+		who = agentview.QuoteName(res.Target.DisplayName) + " (" + shortKey(res.Target.TargetSpec) + ")"
 	}
 	switch res.Target.TargetSpec {
 	case "*":
@@ -377,7 +379,7 @@ func messageStatus(c *cli.Context) error {
 		if r.DeliveredAt > 0 {
 			at = when(r.DeliveredAt)
 		}
-		name := cliui.SanitizeName(r.DisplayName)
+		name := agentview.QuoteName(r.DisplayName)
 		if name == "" {
 			name = "?"
 		}
@@ -392,7 +394,7 @@ func messageStatus(c *cli.Context) error {
 func targetName(st *messageStatusJSON) string {
 	for _, r := range st.Recipients {
 		if r.Pubkey == st.TargetSpec && r.DisplayName != "" {
-			return cliui.SanitizeName(r.DisplayName) + " (" + shortKey(r.Pubkey) + ")"
+			return agentview.QuoteName(r.DisplayName) + " (" + shortKey(r.Pubkey) + ")"
 		}
 	}
 	if wire.IsHex(st.TargetSpec, 64) {

@@ -1,10 +1,12 @@
 package verbs
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
 )
 
 // TestInboxRowKeepsTheDaemonsMarks: inbox --json carries the daemon's
@@ -67,5 +69,25 @@ func TestSkillGetFramesThePeersText(t *testing.T) {
 	}
 	if _, foot2 := skillFrame("deploy", "mallory", ""); foot2 == foot || len(end) < len("--- end of mesh skill deploy ")+12 {
 		t.Fatalf("the end tag is not random: %q %q", foot, foot2)
+	}
+}
+
+// TestPeerListQuotesNamesThatImitateItsMarks (trial14 #38): a member
+// named "dave (you)" showed in dave's peer list as a second "dave (you)",
+// and one named "bob (1a41f231)" could pass for bob with a key. The
+// table shows names as the labels do (agentview.QuoteName), so its own
+// "(you)" and "(via …)" cannot be imitated.
+func TestPeerListQuotesNamesThatImitateItsMarks(t *testing.T) {
+	var out bytes.Buffer
+	printPeers(cliui.NewOut(&out, nil, false, false, false), []peerRow{
+		{Mesh: "acme", Pubkey: hexKey64("a"), DisplayName: "dave", IsSelf: true, Online: true},
+		{Mesh: "acme", Pubkey: hexKey64("b"), DisplayName: "dave (you)", Online: true},
+		{Mesh: "acme", Pubkey: hexKey64("c"), DisplayName: "dave\uff08you\uff09", Online: true},
+		{Mesh: "acme", Pubkey: hexKey64("d"), DisplayName: "alice-api", Online: true},
+	}, false)
+	got := out.String()
+	if strings.Count(got, "(you)") != 2 || !strings.Contains(got, "  dave (you)  ") || !strings.Contains(got, `  "dave (you)"  `) ||
+		!strings.Contains(got, `"dave⟨U+FF08⟩you⟨U+FF09⟩"`) || !strings.Contains(got, "  alice-api  ") {
+		t.Fatalf("peer list:\n%s", got)
 	}
 }
