@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1181,6 +1182,144 @@ func TestForgetLeavesAKeySaidHelloWithAgain(t *testing.T) {
 	}
 	if p := r.nextPush(); openPush(t, &p, ident{key: sess, meshID: alice.meshID}) != "queued for the live key" {
 		t.Fatal("the session got another push")
+	}
+}
+
+// TestGroupWriteCancelledByAForget: a session's join_group records its
+// groups in memory, unlocks, then submits the write of its record, which
+// did not register as a hello's write does (sessionWriteLocked): a forget
+// of the key in between (a ban's callback finding the session accepted
+// before the ban applied) committed first, and the write then stored a
+// session memory had forgotten, back at the next restart. The hook runs
+// the forget in that window.
+func TestGroupWriteCancelledByAForget(t *testing.T) {
+	t.Parallel()
+	var hook atomic.Pointer[func()]
+	b := startBroker(t, func(cfg *Config) {
+		cfg.testHookProfileWrite = func() {
+			if h := hook.Load(); h != nil {
+				(*h)()
+			}
+		}
+	})
+	alice := createMesh(t, b, "groupwrite", "alice")
+	bob := addMember(t, b, alice, "groupwrite", "bob")
+	ms := b.hub.mesh(alice.meshID)
+	r, sess := connectSession(t, b, bob, "grp")
+	key := sess.PublicHex()
+	if err := storeAgreesErrWait(b, ms); err != nil {
+		t.Fatal(err)
+	}
+	forget := func() {
+		ms.mu.Lock()
+		forgotten := ms.sessions[key]
+		ms.deleteSessionLocked(key)
+		ms.mu.Unlock()
+		b.hub.forgetSessions(ms, []*store.Session{forgotten})
+		committed := make(chan struct{})
+		b.store.Submit(func(*store.Tx) error { return nil }, func(error) { close(committed) })
+		<-committed
+	}
+	hook.Store(&forget)
+	var ok wire.OK
+	r.request(map[string]any{"type": wire.TypeJoinGroup, "name": "builders"}, &ok, wire.TypeOK)
+	hook.Store(nil)
+	committed := make(chan struct{})
+	b.store.Submit(func(*store.Tx) error { return nil }, func(error) { close(committed) })
+	<-committed
+	if err := storeAgreesErrWait(b, ms); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClusterStaleSessionPutLeavesALaterRecording: a node applying another
+// node's write of a session record replaced whatever recording memory
+// held, and the store took any write: node 1's hello of a key (its write
+// still to come) was replaced in node 1's memory by node 2's write of an
+// earlier recording, and node 1 then knew a recording the store did not
+// hold once its own write committed; a write of an earlier recording
+// committed last (a profile change of a connection a later hello
+// replaced) replaced the later one in the store.
+func TestClusterStaleSessionPutLeavesALaterRecording(t *testing.T) {
+	t.Parallel()
+	bs := startCluster(t, "staleput", 3, nil)
+	alice := createMesh(t, bs[0], "staleput", "alice")
+	bob := addMember(t, bs[0], alice, "staleput", "bob")
+	for _, b := range bs {
+		waitMember(t, b, alice.meshID, bob.pub())
+	}
+	ms1 := bs[0].hub.mesh(alice.meshID)
+	sess, _ := cmcrypto.GenerateIdentity()
+	key := sess.PublicHex()
+	ms1.mu.Lock()
+	bobID := ms1.members[bob.pub()].ID
+	ms1.mu.Unlock()
+	recording := func(helloAt int64, node string) *store.Session {
+		return &store.Session{Pubkey: key, ParentMemberID: bobID, ParentPubkey: bob.pub(), SessionID: node,
+			LastSeenAt: time.Now().UnixMilli(), HelloAt: helloAt, Node: node}
+	}
+	now := time.Now().UnixNano()
+	earlier, later := recording(now, "n2"), recording(now+1, "n1")
+	// Node 1's hello, its write still to come.
+	ms1.mu.Lock()
+	ms1.putSessionLocked(key, later)
+	persist, written := ms1.sessionWriteLocked(later)
+	ms1.mu.Unlock()
+	// Node 2's write of the earlier recording, then a mark: once node 1
+	// has the mark, it has applied the write.
+	mark := fmt.Sprintf("%064x", 7)
+	if err := bs[1].store.Update(func(tx *store.Tx) error {
+		if err := store.PutSession(tx, alice.meshID, earlier); err != nil {
+			return err
+		}
+		return store.PutGrants(tx, alice.meshID, mark, store.Grants{"x": {"y"}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	applied := func(ms *meshState) bool {
+		ms.mu.Lock()
+		defer ms.mu.Unlock()
+		return ms.grants[mark] != nil
+	}
+	waitFor(t, "node 1 to apply node 2's write", func() bool { return applied(ms1) })
+	bs[0].hub.writeSession(persist, written)
+	storedOn := func(b *Broker) (stored *store.Session) {
+		b.store.View(func(tx *store.Tx) error {
+			return store.EachSession(tx, alice.meshID, func(s store.Session) error {
+				if s.Pubkey == key {
+					stored = &s
+				}
+				return nil
+			}, func(store.Corrupt) {})
+		})
+		return stored
+	}
+	waitFor(t, "node 2 to apply node 1's write", func() bool {
+		s := storedOn(bs[1])
+		return s != nil && s.HelloAt == later.HelloAt
+	})
+	// The earlier recording written again, last.
+	mark = fmt.Sprintf("%064x", 8)
+	if err := bs[1].store.Update(func(tx *store.Tx) error {
+		if err := store.PutSession(tx, alice.meshID, earlier); err != nil {
+			return err
+		}
+		return store.PutGrants(tx, alice.meshID, mark, store.Grants{"x": {"y"}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range bs {
+		ms := b.hub.mesh(alice.meshID)
+		if i != 1 { // node 2 wrote it
+			waitFor(t, fmt.Sprintf("node %d to apply the last write", i+1), func() bool { return applied(ms) })
+		}
+		stored := storedOn(b)
+		ms.mu.Lock()
+		known := ms.sessions[key]
+		ms.mu.Unlock()
+		if stored == nil || stored.HelloAt != later.HelloAt || known == nil || known.HelloAt != later.HelloAt {
+			t.Fatalf("node %d: stored %+v, known %+v; want the later recording (HelloAt %d)", i+1, stored, known, later.HelloAt)
+		}
 	}
 }
 

@@ -87,7 +87,13 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 					ms.deleteSessionLocked(pk)
 				}
 			} else if s, err := store.DecodeSession(c.New); err == nil && ms.members[pk] == nil {
-				ms.putSessionLocked(pk, s)
+				// Not over a later recording memory holds: this
+				// node's hello whose write is still to come (it
+				// commits after this entry, and the store keeps
+				// the later one: store.PutSession).
+				if cur := ms.sessions[pk]; cur == nil || cur.HelloAt <= s.HelloAt {
+					ms.putSessionLocked(pk, s)
+				}
 			}
 		case store.ChangeGrants:
 			pk := store.HexKey(c.Key)

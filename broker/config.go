@@ -103,6 +103,9 @@ type Config struct {
 	// budget of rate_limited answers (refusalRate, refusalBurst in conn.go).
 	refusalRate  float64
 	refusalBurst int
+	// testHookProfileWrite, when set (tests), runs after a profile
+	// frame's handler unlocked the mesh and before it submits its write.
+	testHookProfileWrite func()
 	// MaxConnsPerIP caps the TCP connections one address (an IPv6 /64)
 	// holds open that are not an authenticated WebSocket: HTTP keep-alive,
 	// REST calls and upgrades waiting for their hello. 0 disables it.

@@ -99,6 +99,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 	ms.mu.Lock()
 	p := c.pres
 	var persist func(tx *store.Tx) error
+	var written func(error)
 	if p != nil && p.session {
 		if !(profileFields{&p.status, &p.statusAt, &p.summary, &p.hidden, &p.groups}).apply(&u, now, c.b.cfg.MaxGroups) {
 			ms.mu.Unlock()
@@ -109,7 +110,9 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 			cp := *s
 			cp.Groups = append([]wire.Group(nil), p.groups...)
 			ms.putSessionLocked(p.pubkey, &cp)
-			persist = func(tx *store.Tx) error { return store.PutSession(tx, ms.id, &cp) }
+			// Registered as a hello's write is: a forget of the key
+			// or a later hello before it is written cancels it.
+			persist, written = ms.sessionWriteLocked(&cp)
 		}
 		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle && p.conn != nil {
 			p.conn.requestRefill()
@@ -143,7 +146,13 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		c.sendOK(u.ReqID)
 		return
 	}
+	if h := c.b.cfg.testHookProfileWrite; h != nil {
+		h()
+	}
 	if err := c.b.store.Submit(persist, func(err error) {
+		if written != nil {
+			written(err)
+		}
 		if errors.Is(err, store.ErrUnavailable) {
 			c.sendUnavailable(u.ReqID, "the profile change")
 			return
@@ -154,6 +163,9 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		}
 		c.sendOK(u.ReqID)
 	}); err != nil {
+		if written != nil {
+			written(err)
+		}
 		c.sendError(u.ReqID, wire.CodeShuttingDown, "broker is shutting down")
 	}
 }

@@ -360,11 +360,21 @@ func ListMembers(tx *Tx, meshID string) ([]Member, error) {
 	return out, err
 }
 
-// PutSession records (or refreshes) a known session key.
+// PutSession records (or refreshes) a known session key, unless the store
+// holds a later recording of it (a larger HelloAt): a write of an earlier
+// one that comes last (a profile change of a connection a later hello on
+// another node replaced, two nodes' hellos of one key committing out of
+// order) leaves it, so every node keeps the same, latest recording.
 func PutSession(tx *Tx, meshID string, s *Session) error {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
 		return err
+	}
+	if v := b.Get(pk(s.Pubkey)); v != nil {
+		var cur Session
+		if dec(v, &cur) == nil && cur.HelloAt > s.HelloAt {
+			return nil
+		}
 	}
 	return b.Put(pk(s.Pubkey), enc(s))
 }

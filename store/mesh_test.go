@@ -284,3 +284,41 @@ func TestForgetSession(t *testing.T) {
 		})
 	}
 }
+
+// TestPutSessionKeepsALaterRecording: a write of a session's recording
+// never replaces a later one (a larger HelloAt): a profile change of a
+// connection that a later hello replaced, or a hello's write that commits
+// after another node's later hello, would leave the store (and every node
+// that applies it) with a recording no connection holds.
+func TestPutSessionKeepsALaterRecording(t *testing.T) {
+	s := newMeshStore(t)
+	rec := func(helloAt int64, name string) *Session {
+		return &Session{Pubkey: key(0x62), ParentMemberID: owner().ID, ParentPubkey: owner().Pubkey, SessionID: name, HelloAt: helloAt}
+	}
+	stored := func() (out Session) {
+		mustView(t, s, func(tx *Tx) error {
+			ss, err := ListSessions(tx, meshID)
+			for _, r := range ss {
+				if r.Pubkey == key(0x62) {
+					out = r
+				}
+			}
+			return err
+		})
+		return out
+	}
+	for _, step := range []struct {
+		put  *Session
+		want string
+	}{
+		{rec(5, "first"), "first"},
+		{rec(5, "same recording"), "same recording"},
+		{rec(7, "later"), "later"},
+		{rec(6, "earlier"), "later"},
+	} {
+		mustUpdate(t, s, func(tx *Tx) error { return PutSession(tx, meshID, step.put) })
+		if got := stored(); got.SessionID != step.want {
+			t.Fatalf("after a put of %q (HelloAt %d): stored %q, want %q", step.put.SessionID, step.put.HelloAt, got.SessionID, step.want)
+		}
+	}
+}
