@@ -19,7 +19,9 @@ import (
 // bounded batch per round) and, when some recipient's delivery expired,
 // counts them as the duplicate-ack path does (applyStatus) and settles the
 // row: failed with delivery_expired once every recipient has it or
-// expired (settle). Rows with no expired recipient are left to their
+// expired (settle). A row every recipient has is settled delivered: its
+// receipts may never come (an agent session's go to its key, whose
+// connection closed when the session ended). Other rows are left to their
 // receipts.
 
 const (
@@ -107,7 +109,7 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 		st, err := conn.MessageStatus(ctx, c.msgID, "")
 		cancel()
-		if err != nil || !anyExpired(st) {
+		if err != nil || !(anyExpired(st) || allDelivered(st)) {
 			continue
 		}
 		d.updateRow(c.seq, func(cur *outboxRow) bool {
@@ -119,6 +121,20 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 			return true
 		})
 	}
+}
+
+// allDelivered reports whether every recipient has the message: a row
+// whose receipts cannot come is settled with it. An agent session's
+// receipts come to the session's key, on its connection, which closes
+// when the session ends: a message delivered after that stayed queued in
+// the outbox, and in daemon status, while message status said delivered.
+func allDelivered(st *wire.MessageStatus) bool {
+	for _, r := range st.Recipients {
+		if r.State != wire.StateDelivered {
+			return false
+		}
+	}
+	return len(st.Recipients) > 0
 }
 
 func anyExpired(st *wire.MessageStatus) bool {

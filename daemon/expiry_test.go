@@ -39,3 +39,36 @@ func TestExpiredDeliveryEndsTheRowFailed(t *testing.T) {
 		t.Fatalf("the expired row: %+v", r)
 	}
 }
+
+// TestEndedSessionsDeliveredRowSettles: an agent session's receipts come
+// to its own key, on its connection; a message it sent that was delivered
+// after the session ended (its connection closed once its rows were out)
+// stayed queued in the outbox and in daemon status for good, while
+// message status said delivered. The message_status check settles it.
+func TestEndedSessionsDeliveredRowSettles(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob") // bob's daemon starts later: offline at first
+	alice := e.daemonWith("alice", Options{ReapInterval: 50 * time.Millisecond, StatusCheckEvery: 100 * time.Millisecond})
+	alice.waitOpen(t)
+	ctx := context.Background()
+	sa, _ := register(t, alice, e.homes["alice"], "sess-a", "alice-a", standIn(t).Process.Pid)
+	send(t, sa, "bob", "delivered after its session ended")
+	waitFor(t, 10*time.Second, "the row was queued", func() bool {
+		r := rowWith(alice.outbox(t), "delivered after its session ended")
+		return r != nil && r.Status == localapi.StatusQueued
+	})
+	if _, err := alice.api.Do(ctx, "DELETE", "/v1/sessions/"+sa.SessionToken, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the ended session's connection closed", func() bool { return len(alice.d.departedList()) == 0 })
+	bob := e.daemon("bob")
+	bob.waitOpen(t)
+	waitFor(t, 20*time.Second, "bob has the message", func() bool { return hasBody(bob.inbox(t), "delivered after its session ended") })
+	waitFor(t, 20*time.Second, "alice's row is delivered", func() bool {
+		r := rowWith(alice.outbox(t), "delivered after its session ended")
+		return r != nil && r.Status == localapi.StatusDelivered
+	})
+	if st := alice.status(t); st.Outbox == nil || st.Outbox.Queued != 0 || st.Outbox.Delivered != 1 {
+		t.Fatalf("daemon status counts %+v", st.Outbox)
+	}
+}
