@@ -113,6 +113,9 @@ type Options struct {
 	// (before the role is noted and the directory fetched); tests use it
 	// to widen the window before "open", in which pushes already arrive.
 	testHookConnected func()
+	// testHookStatusCheck runs before each message_status request of the
+	// check of rows left queued (expiry.go), with the row's seq.
+	testHookStatusCheck func(seq uint64)
 }
 
 // Daemon is one running daemon.

@@ -272,6 +272,7 @@ func (rd *runningDaemon) checkCounts(t *testing.T) {
 		}
 		return nil
 	})
+	checkUnsettledIndex(t, rd.d.db)
 	var st localapi.Status
 	if _, err := rd.api.Do(context.Background(), "GET", "/v1/status", nil, &st); err != nil {
 		t.Fatal(err)
@@ -803,4 +804,27 @@ func TestOutboxPrune(t *testing.T) {
 		t.Errorf("kept rows %v, want [3 6 7]", kept)
 	}
 	alice.checkCounts(t)
+}
+
+// checkUnsettledIndex checks that the index of rows left queued or sent
+// lists exactly those rows.
+func checkUnsettledIndex(t testing.TB, db *store.Store) {
+	t.Helper()
+	db.View(func(tx *bolt.Tx) error {
+		var want, got []uint64
+		tx.Bucket(bOutbox).ForEach(func(k, v []byte) error {
+			if st, err := outboxRowState(v); err == nil && unsettled(st) {
+				want = append(want, seqOf(k))
+			}
+			return nil
+		})
+		tx.Bucket(bOutboxUnsettled).ForEach(func(k, _ []byte) error {
+			got = append(got, seqOf(k))
+			return nil
+		})
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("rows left queued or sent %v, indexed %v", want, got)
+		}
+		return nil
+	})
 }

@@ -46,6 +46,11 @@ var (
 	// uint64), kept in the same transaction as every row write, so `daemon
 	// status` costs the same with ten rows or a million.
 	bOutboxCounts = []byte("outbox_counts")
+	// bOutboxUnsettled indexes the rows acked as queued or sent (seq),
+	// kept in the same transaction as every row write (putOutbox): the
+	// message_status check (expiry.go) reads the rows due among them, not
+	// the whole outbox every round.
+	bOutboxUnsettled = []byte("outbox_unsettled")
 	// bJournal holds the accept journal's applied watermark (acceptlog.go),
 	// written in the same transaction as the rows it covers.
 	bJournal = []byte("journal")
@@ -132,7 +137,24 @@ var daemonMigrations = []store.Migration{
 	// the bump makes a daemon of schema 7, which cannot read it, refuse
 	// the file.
 	func(tx *bolt.Tx) error { return nil },
+	// 8 → 9: the index of rows acked as queued or sent, built from the
+	// rows (a corrupt one is left out, as the check skipped it).
+	func(tx *bolt.Tx) error {
+		idx, err := tx.CreateBucketIfNotExists(bOutboxUnsettled)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bOutbox).ForEach(func(k, v []byte) error {
+			if state, err := outboxRowState(v); err == nil && unsettled(state) {
+				return idx.Put(k, nil)
+			}
+			return nil
+		})
+	},
 }
+
+// unsettled reports whether a row in this state waits for its receipts.
+func unsettled(state string) bool { return state == stateQueued || state == stateSent }
 
 // Recipient kinds of an inbox row.
 const (
@@ -397,6 +419,18 @@ func putOutbox(tx *bolt.Tx, r *outboxRow) error {
 	}
 	if r.stored == r.State {
 		return nil
+	}
+	// (A daemon.db of a schema before the index, written by a migration
+	// test, has no index to keep.)
+	if idx := tx.Bucket(bOutboxUnsettled); idx != nil && unsettled(r.stored) != unsettled(r.State) {
+		if unsettled(r.State) {
+			err = idx.Put(seqKey(r.Seq), nil)
+		} else {
+			err = idx.Delete(seqKey(r.Seq))
+		}
+		if err != nil {
+			return err
+		}
 	}
 	counts := tx.Bucket(bOutboxCounts)
 	if r.stored != "" {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // BenchmarkDueWithBackoff: one drain round (due) over a mesh with 1,000 or
@@ -39,5 +41,42 @@ func benchDue(b *testing.B, backingOff int) {
 		if len(rows) != dueRows || wait <= 0 {
 			b.Fatalf("due: %d rows, wait %v; want %d rows and a wait", len(rows), wait, dueRows)
 		}
+	}
+}
+
+// BenchmarkStatusRound: one round of the message_status check of rows left
+// queued (checkUnsettled) in an outbox of 1,000 or 100,000 settled rows
+// and 10 rows queued, none due: what the check costs every
+// StatusCheckEvery while nothing is to be asked. It walks the index of
+// rows left queued or sent, not the outbox.
+func BenchmarkStatusRound(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("settled=%d", n), func(b *testing.B) {
+			alice, m := idleOutbox(b)
+			err := alice.d.db.Update(func(tx *bolt.Tx) error {
+				for i := range n + 10 {
+					st := stateDelivered
+					if i >= n {
+						st = stateQueued
+					}
+					if err := putOutbox(tx, &outboxRow{Seq: uint64(1000 + i), MeshID: m.cfg.MeshID, State: st, BrokerMessageID: "x", Pending: 1}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			next := map[uint64]statusCheck{}
+			alice.d.checkUnsettled(next) // schedules the 10, due a while from now
+			if len(next) != 10 {
+				b.Fatalf("%d rows scheduled, want 10", len(next))
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				alice.d.checkUnsettled(next)
+			}
+		})
 	}
 }

@@ -16,7 +16,7 @@ import (
 // for good while `message status` said expired. The daemon asks the
 // broker's message_status about such rows now and then (first after
 // StatusCheckEvery, then twice as long each time, at most hourly, a
-// bounded batch per round) and, when some recipient's delivery expired,
+// bounded batch per round, paced) and, when some recipient's delivery expired,
 // counts them as the duplicate-ack path does (applyStatus) and settles the
 // row: failed with delivery_expired once every recipient has it or
 // expired (settle). A row every recipient has is settled delivered: its
@@ -49,9 +49,11 @@ func (d *Daemon) statusLoop() {
 	}
 }
 
-// checkUnsettled runs one round: it finds the rows acked as queued or sent
-// (their state is the first byte: no decoding), asks about those due, and
-// forgets the rows that left those states.
+// checkUnsettled runs one round: it walks the index of rows acked as
+// queued or sent (bOutboxUnsettled: keys only), reads the rows due among
+// them, asks about them one at a time, paced (statusPace), and forgets the
+// rows that left those states. It read every row of the outbox each
+// round, and sent its requests back to back.
 func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 	now := time.Now()
 	type candidate struct {
@@ -61,12 +63,8 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 	var due []candidate
 	seen := map[uint64]bool{}
 	d.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bOutbox).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			st, err := outboxRowState(v)
-			if err != nil || (st != stateQueued && st != stateSent) {
-				continue
-			}
+		c := tx.Bucket(bOutboxUnsettled).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
 			seq := seqOf(k)
 			seen[seq] = true
 			n, ok := next[seq]
@@ -78,7 +76,7 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 				continue
 			}
 			r, err := getOutbox(tx, seq)
-			if err != nil || r.BrokerMessageID == "" || r.Pending == 0 || r.Kind == wire.KindTopic {
+			if err != nil || !unsettled(r.State) || r.BrokerMessageID == "" || r.Pending == 0 || r.Kind == wire.KindTopic {
 				// Nothing to expire (nobody was listed for it; a topic
 				// post's readers fetch it): never asked about.
 				next[seq] = statusCheck{at: now.Add(100 * 365 * 24 * time.Hour), gap: maxStatusGap}
@@ -93,7 +91,17 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 			delete(next, seq)
 		}
 	}
-	for _, c := range due {
+	pace := d.statusPace()
+	for i, c := range due {
+		if i > 0 {
+			t := time.NewTimer(pace)
+			select {
+			case <-d.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
 		n := next[c.seq]
 		n.gap = min(2*n.gap, maxStatusGap)
 		n.at = now.Add(n.gap)
@@ -105,6 +113,9 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 		conn := m.conn() // the member's: message_status answers for its sessions' messages too
 		if conn == nil {
 			continue
+		}
+		if h := d.opts.testHookStatusCheck; h != nil {
+			h(c.seq)
 		}
 		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 		st, err := conn.MessageStatus(ctx, c.msgID, "")
@@ -121,6 +132,13 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 			return true
 		})
 	}
+}
+
+// statusPace is the wait between two message_status requests of a round:
+// a round of statusBatch takes half the time to the next, so the check
+// is a trickle beside the daemon's own traffic, not a burst of 64.
+func (d *Daemon) statusPace() time.Duration {
+	return d.opts.StatusCheckEvery / (2 * statusBatch)
 }
 
 // allDelivered reports whether every recipient has the message: a row

@@ -2,9 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/daemon/localapi"
 )
@@ -71,4 +76,66 @@ func TestEndedSessionsDeliveredRowSettles(t *testing.T) {
 	if st := alice.status(t); st.Outbox == nil || st.Outbox.Queued != 0 || st.Outbox.Delivered != 1 {
 		t.Fatalf("daemon status counts %+v", st.Outbox)
 	}
+}
+
+// TestStatusChecksArePaced: the check of rows left queued sent its
+// message_status requests back to back, up to 64 a round; they are
+// spaced by StatusCheckEvery/128 now (statusPace).
+func TestStatusChecksArePaced(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob") // bob runs no daemon: the rows stay queued
+	var mu sync.Mutex
+	var asked []time.Time
+	alice := e.daemonWith("alice", Options{StatusCheckEvery: 1280 * time.Millisecond, testHookStatusCheck: func(uint64) {
+		mu.Lock()
+		asked = append(asked, time.Now())
+		mu.Unlock()
+	}})
+	alice.waitOpen(t)
+	const rows = 5
+	for i := range rows {
+		alice.send(t, "bob", fmt.Sprintf("queued %d", i), "")
+	}
+	waitFor(t, 10*time.Second, "the rows were queued", func() bool { return alice.outboxCount(t, localapi.StatusQueued) == rows })
+	waitFor(t, 20*time.Second, "a round asked about every row", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(asked) >= rows
+	})
+	pace := alice.d.statusPace()
+	mu.Lock()
+	asked = slices.Clone(asked)
+	mu.Unlock()
+	for i := 1; i < len(asked); i++ {
+		if gap := asked[i].Sub(asked[i-1]); gap < pace {
+			t.Fatalf("requests %d and %d %s apart, want at least %s", i, i+1, gap, pace)
+		}
+	}
+	alice.checkCounts(t)
+}
+
+// TestUnsettledIndexMigration: a daemon.db of schema 8 gets the index of
+// its rows left queued or sent (a corrupt row stays out), which the
+// message_status check then walks.
+func TestUnsettledIndexMigration(t *testing.T) {
+	states := []string{statePending, stateQueued, stateSent, stateDelivered, stateDead, stateQueued}
+	s := migrated(t, 8, func(tx *bolt.Tx) error {
+		for i, st := range states {
+			if err := putOutbox(tx, &outboxRow{Seq: uint64(i + 1), MeshID: "m", State: st}); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bOutbox).Put(seqKey(uint64(len(states)+1)), []byte("not a row"))
+	})
+	var got []uint64
+	s.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bOutboxUnsettled).ForEach(func(k, _ []byte) error {
+			got = append(got, seqOf(k))
+			return nil
+		})
+	})
+	if fmt.Sprint(got) != "[2 3 6]" {
+		t.Fatalf("indexed %v, want the queued and sent rows [2 3 6]", got)
+	}
+	checkUnsettledIndex(t, s)
 }
