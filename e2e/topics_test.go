@@ -236,7 +236,9 @@ func TestTopicVerbsDirect(t *testing.T) {
 	if h := bob.history("ops", "--limit", "2"); len(h) != 2 || h[0].Body != "via send" || h[1].Body != "bob answers" {
 		t.Fatalf("bob's history page: %+v", h)
 	}
-	// Each post once in the tail, in order.
+	// Each post once in the tail, in order (bob's own post comes to his
+	// tail too: wait for it, alice's tail having it says nothing of his).
+	bt.waitBody("bob answers")
 	var got []string
 	for _, l := range bt.all() {
 		if l.ID != "" {
