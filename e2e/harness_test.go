@@ -588,9 +588,22 @@ type follower struct {
 
 func (u *user) follow() *follower {
 	u.t.Helper()
+	return u.followWith(baseEnv())
+}
+
+// followDaemon is follow through u's daemon (which it starts when none
+// runs).
+func (u *user) followDaemon() *follower {
+	u.t.Helper()
+	u.useDaemon = true
+	return u.followWith(u.env())
+}
+
+func (u *user) followWith(env []string) *follower {
+	u.t.Helper()
 	f := &follower{t: u.t, done: make(chan struct{}), changed: make(chan struct{})}
 	f.cmd = exec.Command(bin, "--home", u.home, "inbox", "--follow", "--json")
-	f.cmd.Env = baseEnv()
+	f.cmd.Env = env
 	f.cmd.Stderr = &lockedWriter{mu: &f.mu, w: &f.stderr}
 	stdout, err := f.cmd.StdoutPipe()
 	if err != nil {

@@ -176,6 +176,11 @@ func (p *inboxPrinter) MeshProblem(slug string, err error) {
 }
 
 func (p *inboxPrinter) Notice(slug string, err error) {
+	if slug == "" {
+		// The daemon path's own words (the daemon went away, is back).
+		p.out.Warn(err.Error(), "")
+		return
+	}
 	warnMesh(p.out, slug, errors.Join(errors.New("connection lost, reconnecting"), err))
 }
 

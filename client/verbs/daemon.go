@@ -29,6 +29,9 @@ import (
 type viaDaemon struct {
 	api *localapi.Client
 	log *slog.Logger
+	// home is the daemon's home, for a follower that must reach (or
+	// start) the daemon again after it went away.
+	home string
 }
 
 const viaDaemonName = "daemon"
@@ -596,6 +599,18 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		}
 		return daemonError(err)
 	}
+	// last is where a stream that ended resumes (Last-Event-ID): the
+	// newest stored row before the backlog is read. Older rows the
+	// backlog shows (the unread ones); newer ones come as events, or in
+	// the replay of a resumed stream.
+	last, err := v.newestRow(ctx, q)
+	if err != nil {
+		stream.Close()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return daemonError(err)
+	}
 	v.meshProblems(ctx, meshes, sink, nil)
 	shown := 0
 	var backlog uint64 // the newest row the backlog showed
@@ -624,14 +639,11 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		stream.Close()
 		return nil
 	}
-	last := ""
+	notice := func(msg string) { sink.Notice("", errors.New(msg)) }
 	for {
 		if stream == nil {
-			if stream, err = v.api.Events(ctx, last, q); err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return daemonError(err)
+			if stream, err = v.resubscribe(ctx, last, q, notice); err != nil {
+				return err
 			}
 		}
 		ev, err := stream.Next()
@@ -640,12 +652,6 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 			stream = nil
 			if ctx.Err() != nil {
 				return ctx.Err()
-			}
-			sink.Notice("daemon", fmt.Errorf("event stream ended (%v); resuming", err))
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(200 * time.Millisecond):
 			}
 			continue
 		}
@@ -691,6 +697,81 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		if opts.Limit > 0 && shown >= opts.Limit {
 			stream.Close()
 			return nil
+		}
+	}
+}
+
+// newestRow is the id of the newest row in the daemon's inbox (of the
+// mesh q names, else of all), "0" when there is none.
+func (v *viaDaemon) newestRow(ctx context.Context, q string) (string, error) {
+	path := "/v1/inbox?limit=1"
+	if q != "" {
+		path += "&" + q
+	}
+	var rows []localapi.InboxRow
+	if _, err := v.api.Do(ctx, "GET", path, nil, &rows); err != nil {
+		return "", err
+	}
+	var newest uint64
+	for _, r := range rows {
+		newest = max(newest, seqOfRow(r))
+	}
+	return strconv.FormatUint(newest, 10), nil
+}
+
+// followRetryMax caps the wait between a follower's attempts to reach the
+// daemon again.
+const followRetryMax = 5 * time.Second
+
+// resubscribe opens the daemon's event stream again for a follower
+// (inbox --follow, topic tail) whose stream ended, replaying the message
+// events after last when it is not empty. A daemon that stopped (a crash,
+// a restart, an upgrade, daemon down) is waited for, and started again as
+// any verb would start it, with a growing pause between attempts: a
+// follower runs for hours and does not give up because the daemon was
+// away. notice tells a human that the daemon was gone once it is back, and
+// once per reason why it cannot be started meanwhile. Only a daemon that
+// answers with a refusal, an unsafe socket or the end of ctx ends it.
+func (v *viaDaemon) resubscribe(ctx context.Context, last, q string, notice func(string)) (*localapi.EventStream, error) {
+	gone, said := false, ""
+	for attempt := 0; ; attempt++ {
+		stream, err := v.api.Events(ctx, last, q)
+		if err == nil {
+			if gone {
+				notice("the daemon stopped or restarted; reconnected, following again")
+			}
+			return stream, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !errors.Is(err, localapi.ErrUnreachable) {
+			return nil, daemonError(err)
+		}
+		gone = true
+		api, cerr := localapi.Connect(ctx, v.home, true)
+		switch {
+		case cerr == nil:
+			api.SessionToken = v.api.SessionToken
+			v.api = api
+			if attempt == 0 {
+				continue // try the stream at once
+			}
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(cerr, localapi.ErrUnsafeSocket):
+			return nil, cliui.Errorf("unreachable", "the daemon cannot be used: %v", cerr).
+				WithHint("remove the socket or fix its directory's owner and mode, then claudemesh daemon up")
+		default:
+			if msg := "the daemon stopped and could not be started again (" + startFailure(cerr) + "); trying again every few seconds"; msg != said {
+				notice(msg)
+				said = msg
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(min(200*time.Millisecond<<min(attempt, 5), followRetryMax)):
 		}
 	}
 }
@@ -775,4 +856,14 @@ func (v *viaDaemon) sessionNames(ctx context.Context) map[string]string {
 		}
 	}
 	return out
+}
+
+// startFailure is why localapi.Connect could not start the daemon, in
+// words: what `daemon up` said.
+func startFailure(err error) string {
+	var se *localapi.StartError
+	if errors.As(err, &se) {
+		return se.Reason
+	}
+	return err.Error()
 }

@@ -2,11 +2,11 @@ package verbs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	json "github.com/go-json-experiment/json"
 
@@ -132,7 +132,11 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 		if stream, err = v.api.Events(ctx, "", "mesh="+url.QueryEscape(m.Slug)); err != nil {
 			return daemonError(err)
 		}
-		defer stream.Close()
+		defer func() { // the stream open at the end, if any
+			if stream != nil {
+				stream.Close()
+			}
+		}()
 	}
 	var info localapi.Topic
 	var list []localapi.Topic
@@ -171,23 +175,23 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 		}
 		return nil
 	}
+	q := "mesh=" + url.QueryEscape(m.Slug)
 	for {
 		ev, err := stream.Next()
 		if err != nil {
+			stream.Close()
 			if ctx.Err() != nil {
 				return nil
 			}
-			sink.Notice(fmt.Errorf("the daemon's event stream ended (%v); reconnecting", err))
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(200 * time.Millisecond):
+			// The daemon went away (a restart, a crash) or dropped a slow
+			// reader: follow again, and read what passed meanwhile.
+			if stream, err = v.resubscribe(ctx, "", q, func(msg string) { sink.Notice(errors.New(msg)) }); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
 			}
-			if stream, err = v.api.Events(ctx, "", "mesh="+url.QueryEscape(m.Slug)); err != nil {
-				return daemonError(err)
-			}
-			defer stream.Close()
-			if err := read(); err != nil { // what passed while it was down
+			if err := read(); err != nil {
 				return err
 			}
 			continue

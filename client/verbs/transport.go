@@ -181,7 +181,8 @@ type inboxSink interface {
 	Rows(rows []inboxRow) error
 	MeshFailed(slug string, err error)
 	// Notice is a non-fatal condition worth telling a human (a follow
-	// connection that dropped and is being retried).
+	// connection that dropped and is being retried). slug "" is the
+	// daemon path's own notice, whose text says it all.
 	Notice(slug string, err error)
 	// Following tells that Follow is now listening in a mesh.
 	Following(slug string)

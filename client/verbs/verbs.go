@@ -175,7 +175,7 @@ func (e *env) transport() (transport, error) {
 				return nil, terr
 			}
 			api.SessionToken = tok
-			return &viaDaemon{api: api, log: e.log}, nil
+			return &viaDaemon{api: api, log: e.log, home: e.home}, nil
 		}
 		if errors.Is(err, localapi.ErrUnsafeSocket) {
 			// Someone else could be behind that socket: nothing goes to it,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 )
 
@@ -42,6 +43,44 @@ func listening(sock string) (net.Conn, error) {
 // started.
 var ErrNoDaemon = errors.New("the daemon is not running")
 
+// StartError is Connect's answer when it ran `daemon up` and no daemon came
+// up: Reason is what `daemon up` said (its first line: a damaged daemon.db,
+// a bad flag, the daemon exiting at start), Hint what it advised. It is an
+// ErrNoDaemon.
+type StartError struct {
+	Reason string
+	Hint   string
+}
+
+func (e *StartError) Error() string { return "the daemon could not be started: " + e.Reason }
+
+func (e *StartError) Unwrap() error { return ErrNoDaemon }
+
+// startError reads what a failed `daemon up` printed: its "✘ …" line is
+// the reason, a following "→ …" line the hint.
+func startError(out []byte, err error) *StartError {
+	e := &StartError{}
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case e.Reason == "" && strings.HasPrefix(line, "✘"):
+			e.Reason = strings.TrimSpace(strings.TrimPrefix(line, "✘"))
+		case e.Reason != "" && e.Hint == "" && strings.HasPrefix(line, "→"):
+			e.Hint = strings.TrimSpace(strings.TrimPrefix(line, "→"))
+		}
+	}
+	if e.Reason == "" {
+		e.Reason = strings.TrimSpace(string(out))
+		if i := strings.IndexByte(e.Reason, '\n'); i >= 0 {
+			e.Reason = e.Reason[:i]
+		}
+	}
+	if e.Reason == "" {
+		e.Reason = "claudemesh daemon up failed (" + err.Error() + ")"
+	}
+	return e
+}
+
 // Connect returns a client for home's daemon. When none answers and
 // autostart is true it runs `claudemesh --home HOME daemon up` (which
 // detaches the daemon and waits for its socket) and tries again; the thin
@@ -76,7 +115,7 @@ func Connect(ctx context.Context, home string, autostart bool) (*Client, error) 
 		if c, _, perr := Probe(ctx, home); perr == nil {
 			return c, nil
 		}
-		return nil, fmt.Errorf("%w: starting it failed: %v: %s", ErrNoDaemon, err, out)
+		return nil, startError(out, err)
 	}
 	deadline := time.Now().Add(3 * time.Second)
 	for {
@@ -84,7 +123,7 @@ func Connect(ctx context.Context, home string, autostart bool) (*Client, error) 
 			return c, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w: it did not answer within 3s (see %s)", ErrNoDaemon, LogPath(home))
+			return nil, &StartError{Reason: "it was started but did not answer within 3s", Hint: "see " + LogPath(home)}
 		}
 		select {
 		case <-ctx.Done():
