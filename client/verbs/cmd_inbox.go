@@ -55,7 +55,7 @@ func inbox(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1, human: sessionToken(e.home) == ""}
+	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1, human: sessionToken(e.home) == "", daemonFailed: e.daemonFailed}
 	if d, ok := tr.(*viaDaemon); ok && p.human && !e.out.JSONMode() {
 		p.sessionNames = func() map[string]string { return d.sessionNames(e.ctx()) }
 	}
@@ -88,6 +88,9 @@ type inboxPrinter struct {
 	// human: the caller is the member itself, not one of its agent
 	// sessions, so it sees its sessions' copies too (daemon path).
 	human bool
+	// daemonFailed: the daemon could not start, and this is the direct
+	// path's listing, without what the daemon holds.
+	daemonFailed bool
 
 	mu      sync.Mutex
 	arr     jsonArray
@@ -215,7 +218,11 @@ func (p *inboxPrinter) finish(meshes int) error {
 				warnMesh(p.out, p.slugs[i], err)
 			}
 		}
-		if p.shown == 0 && !allFailed {
+		switch {
+		case p.shown > 0 || allFailed:
+		case p.daemonFailed:
+			p.out.Resultf("no new messages held by the broker (those the daemon received before are in its inbox, which is not shown)")
+		default:
 			p.out.Resultf("no new messages")
 		}
 	}

@@ -130,6 +130,9 @@ type env struct {
 	out  *cliui.Out
 	home string
 	log  *slog.Logger
+	// daemonFailed: transport wanted the daemon, could not start it and
+	// fell back to the direct path (said on stderr).
+	daemonFailed bool
 }
 
 func newEnv(c *cli.Context) (*env, error) {
@@ -191,7 +194,17 @@ func (e *env) transport() (transport, error) {
 			return nil, cliui.Errorf("unreachable", "the daemon cannot be reached: %v", err).
 				WithHint("claudemesh daemon up (or drop --strict to use a direct broker connection)")
 		}
-		e.log.Debug("daemon unreachable; using a direct broker connection", "err", err)
+		if e.ctx().Err() != nil {
+			return nil, e.ctx().Err()
+		}
+		// The daemon was wanted and could not be started (a damaged
+		// daemon.db, a bad flag in the environment, another daemon that
+		// holds the home without a socket): one line says so and why, for
+		// what follows comes from the broker alone, without what the
+		// daemon received and holds.
+		e.daemonFailed = true
+		e.out.Warn("the daemon could not start ("+startFailure(err)+"); using a direct broker connection, which does not see the daemon's inbox and outbox",
+			config.Invocation(e.home)+" daemon up says what to do")
 	}
 	return e.direct(), nil
 }

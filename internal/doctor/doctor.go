@@ -23,6 +23,7 @@ import (
 	"claudemesh/internal/buildinfo"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/fsutil"
+	"claudemesh/store"
 	"claudemesh/wire"
 )
 
@@ -133,6 +134,20 @@ func checkConfig(e *Env) []Result {
 func checkDaemon(e *Env) []Result {
 	_, v, err := localapi.Probe(e.Ctx, e.Home)
 	if err != nil {
+		// Not running: its store must let it start (the verbs start it,
+		// and fall back to the direct path when it cannot start).
+		path := localapi.DBPath(e.Home)
+		if err := store.CheckFile(path, false); err != nil {
+			what := "cannot be used"
+			switch {
+			case errors.Is(err, store.ErrEmptyFile):
+				what = "is empty (a crash or a failed copy truncated it)"
+			case errors.Is(err, store.ErrCorrupt):
+				what = "is damaged; what it received and holds is in that file"
+			}
+			return one("daemon", Fail, fmt.Sprintf("not running, and it cannot start: daemon.db %s (%v); verbs use a direct broker connection meanwhile", what, err),
+				config.Invocation(e.Home)+" daemon up says what to do (restore daemon.db from a backup, or start afresh with daemon up --init)")
+		}
 		return one("daemon", Warn, "not running", config.Invocation(e.Home)+" daemon up (or claudemesh install for a service)")
 	}
 	if v.DaemonVersion != buildinfo.Version {
