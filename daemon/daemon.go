@@ -684,6 +684,11 @@ type meshRT struct {
 	state string
 	// stateErr is the error that led to state (nil when open).
 	stateErr error
+	// refusals counts the broker's refusals of this member as unknown in
+	// a row (MeshRemoved); settleRemoved asks the drain to fail the rows
+	// accepted before (removedSettleAfter).
+	refusals      int
+	settleRemoved bool
 	// latest is the newest connection, set at hello_ack — before the mesh
 	// reports open — because the broker starts pushing queued messages
 	// right after hello_ack and they must be acked on that connection.
@@ -788,10 +793,26 @@ func (m *meshRT) kick() {
 }
 
 func (m *meshRT) onState(s client.State, err error) {
+	state := string(s)
 	m.mu.Lock()
-	m.state, m.stateErr = string(s), err
+	switch {
+	case s == client.StateRemoved:
+		// The broker's operator closed the connection: certain.
+		m.settleRemoved = true
+	case s == client.StateReconnecting && client.CodeOf(err) == wire.CodeUnauthorized:
+		// The broker answered, and does not know this member: a state of
+		// its own, which refuses sends (meshstate.go).
+		state = localapi.MeshRemoved
+		m.refusals++
+		if m.refusals >= removedSettleAfter {
+			m.settleRemoved = true
+		}
+	case s != client.StateConnecting:
+		m.refusals = 0
+	}
+	m.state, m.stateErr = state, err
 	m.mu.Unlock()
-	ev := localapi.BrokerStatusEvent{Mesh: m.cfg.Slug, State: string(s)}
+	ev := localapi.BrokerStatusEvent{Mesh: m.cfg.Slug, State: state}
 	if err != nil {
 		ev.Error = err.Error()
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
 	"claudemesh/wire"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // What a request that needs a mesh's broker is told when the mesh is not
@@ -51,7 +54,7 @@ func (m *meshRT) unavailable() *apiError {
 	switch p.Code {
 	case client.CodeBrokerKeyMismatch:
 		status = http.StatusBadGateway
-	case wire.ReasonKicked, wire.ReasonRemoved, wire.CodeBanned, wire.CodeRevoked, wire.ReasonLeft:
+	case wire.ReasonKicked, wire.ReasonRemoved, wire.CodeBanned, wire.CodeRevoked, wire.ReasonLeft, wire.CodeUnauthorized:
 		status = http.StatusForbidden
 	}
 	return &apiError{status: status, code: p.Code, msg: p.Message, hint: p.Hint}
@@ -68,6 +71,75 @@ func (m *meshRT) refusesSends() *apiError {
 		return m.unavailable()
 	}
 	return nil
+}
+
+// removedSettleAfter is how many refusals of this member as unknown in a
+// row (MeshRemoved) fail the rows accepted before: more than a cluster
+// node that has not yet learnt of a member's join gives (it catches up
+// within a second or two, and the presence's backoff spaces the attempts
+// 1, 2, 4 s apart).
+const removedSettleAfter = 3
+
+// takeSettleRemoved reports, once, that the broker has refused this member
+// as unknown removedSettleAfter times in a row since the last call.
+func (m *meshRT) takeSettleRemoved() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.settleRemoved && m.state == localapi.MeshRemoved
+	m.settleRemoved = false
+	return t
+}
+
+// rearmSettleRemoved asks for another failRemoved (rows were being sent).
+func (m *meshRT) rearmSettleRemoved() {
+	m.mu.Lock()
+	m.settleRemoved = true
+	m.mu.Unlock()
+}
+
+// failRemoved fails the accepted rows of a mesh whose member was removed
+// (MeshRemoved: the operator's close, or removedSettleAfter refusals at
+// hello): the member's and its sessions' rows can never be sent as this
+// member, and the way back (a new invite, joined as a new member) forgets
+// them.
+func (m *meshRT) failRemoved() {
+	_, err := m.stateOf()
+	why := fmt.Sprintf("%s: the broker at %s no longer knows this member (%s): it was removed from the mesh, or the mesh is gone from that broker, so this message can never be sent",
+		localapi.CodeMemberRemoved, strings.Join(m.cfg.URLs(), " or "), client.MessageOf(err, "no such member in this mesh"))
+	if client.CodeOf(err) != wire.CodeUnauthorized {
+		why = localapi.CodeMemberRemoved + ": the broker's operator removed this member from the mesh, so this message can never be sent"
+	}
+	var seqs []uint64
+	prefix := append([]byte(m.cfg.MeshID), 0)
+	m.d.db.View(func(tx *bolt.Tx) error {
+		for _, b := range []*bolt.Bucket{tx.Bucket(bOutboxPending), tx.Bucket(bOutboxRetry)} {
+			c := b.Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				seqs = append(seqs, seqOf(k))
+			}
+		}
+		return nil
+	})
+	failed := 0
+	for _, seq := range seqs {
+		if m.d.isSending(seq) {
+			// Its outcome is recorded by the drain, which wakes this
+			// loop again when it is: try it then.
+			m.rearmSettleRemoved()
+			continue
+		}
+		m.d.updateRow(seq, func(cur *outboxRow) bool {
+			if cur.State != statePending || cur.MeshID != m.cfg.MeshID {
+				return false
+			}
+			cur.State, cur.ErrorCode, cur.LastError = stateDead, localapi.CodeMemberRemoved, why
+			failed++
+			return true
+		})
+	}
+	if failed > 0 {
+		m.d.log.Warn("this member was removed from the mesh; accepted messages failed", "mesh", m.cfg.Slug, "rows", failed)
+	}
 }
 
 // problem describes a mesh that is not open (nil when it is open, or
@@ -104,8 +176,11 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 				"if the member was removed from the mesh, the broker refuses it from now on: ask the mesh owner or an admin for a new invite (claudemesh invite --mesh " +
 				config.ShellQuote(m.cfg.Slug) + "), then " + rejoin(cm, m.cfg.Slug)}
 	case client.StateRemoved:
+		if client.CodeOf(err) == wire.CodeUnauthorized {
+			break // refused at hello (below): the daemon keeps trying
+		}
 		return &localapi.Error{Code: wire.ReasonRemoved,
-			Message: fmt.Sprintf("mesh %s: this member was removed from the mesh by the broker's operator; the daemon stopped connecting to it, and the broker refuses it from now on (messages in the outbox stay there)", m.cfg.Slug),
+			Message: fmt.Sprintf("mesh %s: this member was removed from the mesh by the broker's operator; the daemon stopped connecting to it, and the broker refuses it from now on (messages accepted and not yet sent failed: %s)", m.cfg.Slug, localapi.CodeMemberRemoved),
 			Hint: "to come back, ask the mesh owner or an admin for a new invite (they run: claudemesh invite --mesh " + config.ShellQuote(m.cfg.Slug) +
 				"), then " + rejoin(cm, m.cfg.Slug)}
 	case client.StateBanned:

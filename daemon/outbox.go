@@ -412,6 +412,9 @@ func (m *meshRT) drain(ctx context.Context) {
 				}()
 			}
 		}
+		if m.conn() == nil && m.takeSettleRemoved() {
+			m.failRemoved()
+		}
 		if m.conn() == nil {
 			m.freshMu.Lock()
 			m.fresh = nil // read from daemon.db once the mesh is open

@@ -43,12 +43,27 @@ const (
 	MeshReconnecting = "reconnecting"
 	MeshClosed       = "closed"
 	MeshKicked       = "kicked"
-	MeshRemoved      = "removed" // by the broker's operator: a new invite is needed
 	MeshBanned       = "banned"
 	// MeshBrokerKeyMismatch: the server at the broker URL cannot sign with
 	// the pinned broker key; the daemon stopped connecting to it.
 	MeshBrokerKeyMismatch = "broker_key_mismatch"
+	// MeshRemoved: the member was removed: the broker's operator closed
+	// its connection 4001 removed (the daemon stops connecting), or the
+	// broker refuses its hello as unknown (unauthorized: removed while the
+	// daemon was away, or the mesh is gone from that broker; the daemon
+	// keeps trying, as a cluster node may not know for a moment a member
+	// that joined through another one). Sends are refused, and the rows
+	// accepted before fail (CodeMemberRemoved) once the removal is
+	// certain: at the operator's close, or after removedSettleAfter
+	// refusals in a row.
+	MeshRemoved = "removed"
 )
+
+// CodeMemberRemoved is the errorCode of a row the daemon accepted for a
+// mesh whose broker then refused this member as unknown, again and again
+// (MeshRemoved): it can never be sent as this member. The way back is a
+// new invite, joined after mesh leave, as a new member.
+const CodeMemberRemoved = "member_removed"
 
 // Error is the API's error body: {"error":{"code","message"}}.
 type Error struct {
