@@ -105,6 +105,28 @@ type PresenceOptions struct {
 	// dial: the daemon puts a session's current groups into its
 	// session_hello, so a reconnect restores them.
 	PrepareDial func(o *DialOptions)
+	// MismatchRecheck, when set, keeps a presence that met a server
+	// unable to prove the pinned broker key trying, slowly: it stays in
+	// StateBrokerKeyMismatch and dials again after 30 s, 1, 2, 4 min, then
+	// every MismatchRecheck at most, until a connection opens (every
+	// attempt must prove the pinned key again, so an impostor learns
+	// nothing new). A presence cap below the default (BackoffMax,
+	// CLAUDEMESH_BACKOFF_MAX) shortens these waits too. Unset, the
+	// mismatch is final.
+	MismatchRecheck time.Duration
+}
+
+// mismatchFirstRecheck is the first wait of MismatchRecheck.
+const mismatchFirstRecheck = 30 * time.Second
+
+// mismatchDelay is the wait before recheck n (0-based) of a presence in
+// StateBrokerKeyMismatch, with the jitter of Backoff.
+func (p *Presence) mismatchDelay(n int) time.Duration {
+	d := min(mismatchFirstRecheck<<min(n, 8), max(p.opts.MismatchRecheck, mismatchFirstRecheck))
+	if p.max < DefaultBackoffMax {
+		d = min(d, p.max) // tests shrink every reconnect
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 // Presence keeps one identity connected: it redials with backoff after a
@@ -307,7 +329,29 @@ func (p *Presence) run(ctx context.Context) {
 	// end settles a connection attempt that ended with err: the presence
 	// stops in the state the verdict names, or waits its backoff and
 	// reports whether to try again.
+	rechecks := 0 // waits since a mismatch, while MismatchRecheck keeps trying
 	end := func(v verdict, err error) bool {
+		if rechecks > 0 || (v == stopKeyMismatch && p.opts.MismatchRecheck > 0) {
+			// Mismatched, or trying again since: the state stays
+			// broker_key_mismatch (sends stay refused) until a connection
+			// proves the pinned key, whatever the attempts meanwhile
+			// meet; only a refusal for good ends it.
+			if v != reconnect && v != stopKeyMismatch {
+				rechecks = 0
+			} else {
+				if v == stopKeyMismatch || lastErr == nil {
+					lastErr = err
+				}
+				state = StateBrokerKeyMismatch
+				p.setState(state, lastErr, nil)
+				if !p.sleep(ctx, p.mismatchDelay(rechecks)) {
+					p.setState(StateClosed, nil, nil)
+					return false
+				}
+				rechecks++
+				return true
+			}
+		}
 		switch v {
 		case stopBanned:
 			p.setState(StateBanned, err, nil)
@@ -364,7 +408,7 @@ func (p *Presence) run(ctx context.Context) {
 			}
 			continue
 		}
-		attempt = 0 // reset after a hello_ack
+		attempt, rechecks = 0, 0 // reset after a hello_ack
 		if learned := c.HelloAck().BrokerURLs; len(learned) > 0 {
 			// The broker's current list (hello_ack comes after the
 			// challenge proved the pinned key); a bad one is ignored.

@@ -752,7 +752,8 @@ func (m *meshRT) start() {
 			m.refreshDirectory(ctx, c)
 			m.topics.connected(c)
 		},
-		OnState: m.onState,
+		OnState:         m.onState,
+		MismatchRecheck: mismatchRecheck,
 	})
 	m.d.wg.Add(3)
 	go func() {
@@ -791,6 +792,12 @@ func (m *meshRT) kick() {
 	default:
 	}
 }
+
+// mismatchRecheck is how often, at most, the daemon tries again a broker
+// that could not prove the pinned key (client.PresenceOptions): slowly,
+// so that the mesh heals once the real broker is back, and safely, as
+// every connection must prove the key again.
+const mismatchRecheck = 5 * time.Minute
 
 func (m *meshRT) onState(s client.State, err error) {
 	state := string(s)

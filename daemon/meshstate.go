@@ -167,9 +167,10 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 			why = "the server cannot prove it holds the pinned broker key " + m.cfg.BrokerPubkey
 		}
 		return &localapi.Error{Code: client.CodeBrokerKeyMismatch,
-			Message: fmt.Sprintf("mesh %s: %s; the daemon stopped connecting to it, and nothing is sent to that mesh (queued messages stay in the outbox)", m.cfg.Slug, client.MessageOf(err, why)),
+			Message: fmt.Sprintf("mesh %s: %s; nothing is sent to that mesh (messages already in the outbox stay there) while the daemon checks the broker again every few minutes, and every connection must prove the pinned key", m.cfg.Slug, client.MessageOf(err, why)),
 			Hint: "if the mesh's operator really replaced the broker key, join again with a new invite; otherwise something at " + url +
-				" is impersonating the broker. Then restart the daemon (" + cm + " daemon down && " + cm + " daemon up)"}
+				" is impersonating the broker, or another server stood in for it: once the real broker answers there again the daemon reconnects by itself within minutes (" +
+				cm + " daemon down && " + cm + " daemon up tries at once)"}
 	case client.StateKicked:
 		return &localapi.Error{Code: wire.ReasonKicked, Message: fmt.Sprintf("mesh %s: this member was kicked (%s)", m.cfg.Slug, why),
 			Hint: "run " + cm + " daemon up to reconnect (messages already in the outbox are kept and go out then), or ask the mesh owner why; " +

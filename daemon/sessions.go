@@ -314,14 +314,26 @@ func (s *sessionRT) start(m *meshRT) {
 		OnReceipt: func(r *wire.Receipt) { m.d.enqueueReceipt(m, r, s) },
 	}, client.PresenceOptions{
 		BeforeDial: func(ctx context.Context) error {
-			st, err := m.presence.WaitState(ctx, client.StateOpen)
-			if ctx.Err() != nil {
-				return ctx.Err()
+			for {
+				// A mesh whose broker could not prove its key is tried
+				// again (mismatchRecheck): its sessions wait for it.
+				ch := m.presence.Changed()
+				st, err := m.presence.State()
+				switch {
+				case st == client.StateOpen:
+					return nil
+				case st.Final() && st != client.StateBrokerKeyMismatch:
+					return fmt.Errorf("mesh %s is %s: %v", m.cfg.Slug, st, err)
+				}
+				select {
+				case <-ch:
+				case <-m.presence.Done():
+					st, err := m.presence.State()
+					return fmt.Errorf("mesh %s is %s: %v", m.cfg.Slug, st, err)
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
-			if st != client.StateOpen {
-				return fmt.Errorf("mesh %s is %s: %v", m.cfg.Slug, st, err)
-			}
-			return nil
 		},
 		PrepareDial: func(o *client.DialOptions) { o.Groups, _, _, _, _ = s.profile() },
 		OnConnected: func(ctx context.Context, c *client.Conn) {
@@ -330,7 +342,8 @@ func (s *sessionRT) start(m *meshRT) {
 			s.mu.Unlock()
 			s.replayProfile(ctx, c)
 		},
-		OnState: func(st client.State, err error) { m.kick() },
+		OnState:         func(st client.State, err error) { m.kick() },
+		MismatchRecheck: mismatchRecheck,
 	})
 	s.mu.Lock()
 	s.presence, s.cancel = p, cancel

@@ -190,6 +190,39 @@ func TestDaemonBrokerTrouble(t *testing.T) {
 	if r := alice.ok("inbox"); !strings.Contains(r.stderr, "broker_key_mismatch") && !strings.Contains(r.stderr, imp.pubkey) {
 		t.Fatalf("inbox does not say so: %s", r)
 	}
+	// trial14 #11: doctor reports the daemon's mismatch (its own probe
+	// of the impostor fails too)...
+	doctorMesh := func() (code int, check doctorCheck) {
+		r := alice.run("doctor", "--json")
+		var rep struct {
+			Checks []doctorCheck `json:"checks"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("doctor: %s", r)
+		}
+		for _, c := range rep.Checks {
+			if c.Name == "daemon mesh test" {
+				check = c
+			}
+		}
+		return r.code, check
+	}
+	if code, c := doctorMesh(); code != 1 || c.Status != "fail" || !strings.Contains(c.Message, "broker_key_mismatch") || !strings.Contains(c.Message, imp.pubkey) {
+		t.Fatalf("doctor on the daemon's mismatch: exit %d, %+v", code, c)
+	}
+	// ... and once the real broker is back on its address, the daemon
+	// reconnects by itself (it checks again, slowly; the test's backoff
+	// cap shortens the wait), without a restart.
+	imp.stop()
+	startBroker(t, b.data, addr)
+	eventually(t, 20*time.Second, "alice's mesh open again", func() bool {
+		return alice.daemonStatus().Meshes["test"] == "open"
+	})
+	var sent sendOut
+	alice.json(&sent, "send", "bob", "after the impostor", "--wait", "--wait-timeout", "20s")
+	if code, c := doctorMesh(); c.Name != "" {
+		t.Fatalf("doctor after the heal: exit %d, %+v", code, c)
+	}
 }
 
 // TestDemoCleansUpWhenItsOutputCloses (issue 11 item 15): `claudemesh demo

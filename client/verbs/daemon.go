@@ -640,6 +640,7 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		return nil
 	}
 	notice := func(msg string) { sink.Notice("", errors.New(msg)) }
+	states := map[string]string{} // the meshes' states as broker_status events said
 	for {
 		if stream == nil {
 			if stream, err = v.resubscribe(ctx, last, q, notice); err != nil {
@@ -659,12 +660,25 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 			last = ev.ID
 		}
 		if ev.Type == localapi.EventBrokerStatus {
-			// A mesh whose member was kicked or banned, or whose broker
-			// cannot prove its key, will not come back by itself: stop
-			// following it and say why.
+			// A mesh whose member was kicked, removed or banned will not
+			// come back by itself: stop following it and say why. One whose
+			// broker cannot prove its key is checked again by the daemon
+			// now and then: say so, once, and go on following.
 			var bs localapi.BrokerStatusEvent
-			if json.Unmarshal(ev.Data, &bs) == nil && want[bs.Mesh] &&
-				(bs.State == localapi.MeshKicked || bs.State == localapi.MeshRemoved || bs.State == localapi.MeshBanned || bs.State == localapi.MeshBrokerKeyMismatch) {
+			if json.Unmarshal(ev.Data, &bs) != nil || !want[bs.Mesh] {
+				continue
+			}
+			was := states[bs.Mesh]
+			states[bs.Mesh] = bs.State
+			if bs.State == localapi.MeshBrokerKeyMismatch && was != bs.State {
+				msg := strings.TrimPrefix(bs.Error, bs.State+": ")
+				if msg == "" {
+					msg = "the server at the broker's address cannot prove the pinned broker key"
+				}
+				sink.MeshProblem(bs.Mesh, meshError(bs.Mesh, cliui.Errorf(bs.State, "%s; nothing new arrives until the real broker answers there again (the daemon checks every few minutes)", msg).
+					WithHint(hintFor(bs.State))))
+			}
+			if bs.State == localapi.MeshKicked || bs.State == localapi.MeshRemoved || bs.State == localapi.MeshBanned {
 				delete(want, bs.Mesh)
 				msg := strings.TrimPrefix(bs.Error, bs.State+": ")
 				if msg == "" {

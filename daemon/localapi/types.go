@@ -45,7 +45,9 @@ const (
 	MeshKicked       = "kicked"
 	MeshBanned       = "banned"
 	// MeshBrokerKeyMismatch: the server at the broker URL cannot sign with
-	// the pinned broker key; the daemon stopped connecting to it.
+	// the pinned broker key; the daemon refuses sends to that mesh and
+	// checks the broker again every few minutes (it stays in this state
+	// until a connection proves the key).
 	MeshBrokerKeyMismatch = "broker_key_mismatch"
 	// MeshRemoved: the member was removed: the broker's operator closed
 	// its connection 4001 removed (the daemon stops connecting), or the

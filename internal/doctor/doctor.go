@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -132,7 +133,7 @@ func checkConfig(e *Env) []Result {
 }
 
 func checkDaemon(e *Env) []Result {
-	_, v, err := localapi.Probe(e.Ctx, e.Home)
+	cl, v, err := localapi.Probe(e.Ctx, e.Home)
 	if err != nil {
 		// Not running: its store must let it start (the verbs start it,
 		// and fall back to the direct path when it cannot start).
@@ -153,7 +154,34 @@ func checkDaemon(e *Env) []Result {
 	if v.DaemonVersion != buildinfo.Version {
 		return one("daemon", Fail, fmt.Sprintf("pid %d runs %s, this CLI is %s", v.PID, v.DaemonVersion, buildinfo.Version), config.Invocation(e.Home)+" daemon down && "+config.Invocation(e.Home)+" daemon up")
 	}
-	return one("daemon", OK, fmt.Sprintf("pid %d, %s", v.PID, v.DaemonVersion), "")
+	out := one("daemon", OK, fmt.Sprintf("pid %d, %s", v.PID, v.DaemonVersion), "")
+	// The daemon's own view of each mesh: what this doctor's fresh probe
+	// of the broker cannot see (the daemon met a server that could not
+	// prove the broker key, the member was kicked, removed or banned).
+	var st localapi.Status
+	if _, err := cl.Do(e.Ctx, "GET", "/v1/status", nil, &st); err != nil {
+		return append(out, Result{Name: "daemon meshes", Status: Warn, Message: "the daemon did not say how its meshes are: " + err.Error(),
+			Fix: config.Invocation(e.Home) + " daemon status"})
+	}
+	slugs := make([]string, 0, len(st.MeshErrors))
+	for slug := range st.MeshErrors {
+		slugs = append(slugs, slug)
+	}
+	slices.Sort(slugs)
+	for _, slug := range slugs {
+		p := st.MeshErrors[slug]
+		status := Warn // connecting, unreachable: the daemon retries
+		switch p.Code {
+		case client.CodeBrokerKeyMismatch, wire.ReasonKicked, wire.ReasonRemoved, wire.CodeBanned, wire.CodeRevoked, wire.CodeUnauthorized, wire.ReasonLeft:
+			status = Fail
+		}
+		fix := p.Hint
+		if fix == "" {
+			fix = config.Invocation(e.Home) + " daemon status"
+		}
+		out = append(out, Result{Name: "daemon mesh " + slug, Status: status, Message: st.Meshes[slug] + ": " + p.Message, Fix: fix})
+	}
+	return out
 }
 
 // checkBrokers dials every mesh's broker: a completed handshake proves it
