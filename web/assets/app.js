@@ -694,7 +694,7 @@
     reconnecting: ['Your daemon lost its broker connection and is reconnecting. What you send waits in the outbox and goes out when it is back.', true],
     closed: ['Your daemon is not connected to the broker of this mesh. What you send waits in the outbox.', true],
     kicked: ['An admin disconnected you from this mesh (kicked). Your daemon will not reconnect on its own; run claudemesh daemon down && claudemesh daemon up to rejoin.', true],
-    removed: ['The broker\'s operator removed you from this mesh. Your daemon will not reconnect; to come back, ask the mesh owner or an admin for a new invite, then run claudemesh mesh leave and claudemesh join with it.', true],
+    removed: ['You were removed from this mesh: its broker no longer knows you, and what you send is refused. To come back, ask the mesh owner or an admin for a new invite, then run claudemesh mesh leave and claudemesh join with it.', true],
     banned: ['You are banned from this mesh. Messages can no longer be sent or received here.', true],
   };
 
