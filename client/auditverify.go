@@ -92,6 +92,18 @@ func VerifyAuditChain(meshID, pinned string, cp *wire.AuditCheckpoint, entries [
 	if last != nil {
 		switch {
 		case cp.Seq < last.Seq:
+			// The entries still served must be the ones verified here: a
+			// broker that shortened the chain may have rewritten what it
+			// kept too, and that is the finding (a rewrite), not the
+			// missing tail.
+			if uint64(len(last.Hashes)) >= last.Seq {
+				for i := range cp.Seq {
+					if entries[i].Hash != last.Hashes[i] {
+						return r.fail(AuditRewrite, i+1, "the broker now serves %d entries, but %d were verified here on %s, and entries from %d on are not the ones verified here: history was rewritten from entry %d on",
+							cp.Seq, last.Seq, last.VerifiedAt.UTC().Format(time.RFC3339), i+1, i+1)
+					}
+				}
+			}
 			return r.fail(AuditRollback, cp.Seq+1, "the broker now serves %d entries, but %d were verified here on %s: entries from %d on are gone",
 				cp.Seq, last.Seq, last.VerifiedAt.UTC().Format(time.RFC3339), cp.Seq+1)
 		case last.Seq > 0 && entries[last.Seq-1].Hash != last.Hash:
@@ -352,12 +364,25 @@ func AcceptMeshAudit(ctx context.Context, home, meshID, pinned string, conn *Con
 	switch {
 	case rep.OK:
 		return rep, "", nil
+	case last == nil || uint64(len(last.Hashes)) < last.Seq:
+		// Without the hashes of every entry verified here, which entry a
+		// change starts at is unknown: what would be accepted could
+		// include a rewrite of older entries.
+		return rep, "", fmt.Errorf("this machine kept only the head it verified (no hashes of the entries before it), so it cannot tell which entries changed: nothing can be accepted")
 	case rep.Problem != AuditRollback && rep.Problem != AuditRewrite:
 		return rep, "", fmt.Errorf("only a rollback or a rewrite of what was verified here can be accepted; this chain is broken on its own (%s at entry %d: %s)",
 			strings.ReplaceAll(rep.Problem, "_", " "), rep.FirstBadSeq, rep.Message)
 	case rep.FirstBadSeq != firstBadSeq:
 		return rep, "", fmt.Errorf("the broker's history now differs from the one verified here from entry %d, not %d: run claudemesh audit verify again and check that finding",
 			rep.FirstBadSeq, firstBadSeq)
+	}
+	// What is accepted: the entries from firstBadSeq on. Every one before
+	// it must be the one verified here (VerifyAuditChain compared them;
+	// checked again, as this is what the acceptance rests on).
+	for i := uint64(0); i+1 < firstBadSeq; i++ {
+		if i >= uint64(len(entries)) || i >= uint64(len(last.Hashes)) || entries[i].Hash != last.Hashes[i] {
+			return rep, "", fmt.Errorf("entry %d is not the one verified here: nothing accepted", i+1)
+		}
 	}
 	hashes := make([]string, len(entries))
 	for i := range entries {

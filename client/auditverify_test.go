@@ -111,6 +111,25 @@ func TestVerifyAuditChain(t *testing.T) {
 	// A shorter valid chain after a longer one was verified.
 	short := chain[:6]
 	expect("rollback", VerifyAuditChain(testMesh, pinned, checkpoint(t, broker, short), short, &AuditHead{Seq: 12, Hash: chain[11].Hash}), AuditRollback, 7)
+	// A shorter chain whose kept entries were rewritten too (entry 3
+	// altered and every hash after it recomputed): with the hashes
+	// verified here, a rewrite at entry 3, not a rollback at 7, which
+	// would hide the altered entry (and let audit verify --accept 7 take
+	// it in).
+	var all []string
+	for _, e := range chain {
+		all = append(all, e.Hash)
+	}
+	shortRewritten := buildChain(t, 6, func(i int) string {
+		if i == 3 {
+			return `{"i":3,"note":"altered"}`
+		}
+		return payload(i)
+	})
+	expect("rollback hiding a rewrite", VerifyAuditChain(testMesh, pinned, checkpoint(t, broker, shortRewritten), shortRewritten,
+		&AuditHead{Seq: 12, Hash: chain[11].Hash, Hashes: all}), AuditRewrite, 3)
+	expect("rollback, hashes kept", VerifyAuditChain(testMesh, pinned, checkpoint(t, broker, short), short,
+		&AuditHead{Seq: 12, Hash: chain[11].Hash, Hashes: all}), AuditRollback, 7)
 	// A longer chain that extends the verified head is fine.
 	expect("extends", VerifyAuditChain(testMesh, pinned, good, chain, seen), "", 0)
 	// A checkpoint over a head that is not the chain's last entry.

@@ -190,13 +190,17 @@ func ReplaceAuditHistory(home, meshID string, h AuditHead, hashes []string, now 
 		return "", err
 	}
 	defer unlock()
+	// The evidence first, as a copy: a failure before the new hashes are
+	// in place leaves the recorded history as it was.
 	kept := ""
 	cur := auditHashesPath(home, meshID)
-	if _, err := os.Stat(cur); err == nil {
+	if old, err := fsutil.ReadPrivateFile(cur); err == nil {
 		kept = filepath.Join(dir, meshID+"."+now+".replaced.hashes")
-		if err := os.Rename(cur, kept); err != nil {
+		if err := fsutil.WriteFileAtomic(kept, old, 0o600); err != nil {
 			return "", err
 		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
 	}
 	if err := fsutil.WriteFileAtomic(cur, data, 0o600); err != nil {
 		return kept, err

@@ -365,6 +365,7 @@ func acceptAuditHistory(e *env, seq uint64) error {
 	}
 	e.out.Resultf("%s %s: accepted the broker's history (%s, head %d %s) in place of the one verified here (%s at entry %d)",
 		st.Green("✔"), m.Slug, plural(int(rep.Head.Seq), "entry"), rep.Head.Seq, shortKey(rep.Head.Hash), strings.ReplaceAll(rep.Problem, "_", " "), rep.FirstBadSeq)
+	e.out.Linef("  head %d %s: compare it with the head the broker's operator gives", rep.Head.Seq, rep.Head.Hash)
 	if kept != "" {
 		e.out.Linef("%s", st.Dim("  the hashes verified before are kept in "+kept))
 	}
