@@ -540,13 +540,17 @@ func (e *Engine) WaitVisible(seq uint64, timeout time.Duration) bool {
 // CatchUp waits until this node has applied, and handed over to the
 // broker (WaitVisible), every entry the log holds at the time of the
 // call: a record another node wrote a moment ago is then known here. False
-// when the log's leader does not answer or timeout passes first.
+// when the log's leader does not answer or timeout, which bounds the
+// whole (the leader's answer included), passes first.
 func (e *Engine) CatchUp(timeout time.Duration) bool {
-	last, _, err := e.LogInfo()
+	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	info, err := e.stream.Info(ctx)
+	cancel()
 	if err != nil {
 		return false
 	}
-	return e.WaitVisible(last, timeout)
+	return e.WaitVisible(info.State.LastSeq, time.Until(deadline))
 }
 
 // Stats are counters for metrics.
