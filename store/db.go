@@ -670,17 +670,96 @@ func (s *Store) commit(batch []*write, lane *largeLane) (carry []*write) {
 			out = append(out, finished{w, err})
 		}
 	default:
-		for _, w := range batch {
-			t0 := time.Now()
-			err := s.db.Update(w.fn)
-			if err == nil && s.opts.OnCommit != nil {
-				s.opts.OnCommit(time.Since(t0), 1)
-			}
-			out = append(out, finished{w, err})
-		}
+		out = s.retryAfterFailure(batch, failedAt, out)
 	}
 	s.finished <- out
 	return carry
+}
+
+// retryAfterFailure commits a batch whose write failedAt failed, so that the
+// others are not lost with it: the writes before it applied without error in
+// this order, so they commit together again; the failed one runs alone (its
+// own outcome, on the state the writes before it left); the rest go the
+// same way. Retrying every write alone made a failing write (any member's
+// request that is refused inside its transaction, such as the revocation
+// of an unknown API key) cost a commit, two fdatasyncs, for each of the
+// hundreds of writes beside it, a broadcast's acks among them.
+func (s *Store) retryAfterFailure(batch []*write, failedAt int, out []finished) []finished {
+	alone := func(w *write) {
+		t0 := time.Now()
+		err := s.db.Update(w.fn)
+		if err == nil && s.opts.OnCommit != nil {
+			s.opts.OnCommit(time.Since(t0), 1)
+		}
+		out = append(out, finished{w, err})
+	}
+	for len(batch) > 0 {
+		if failedAt > 0 {
+			ok := batch[:failedAt]
+			t0 := time.Now()
+			failed := -1
+			err := s.db.Update(func(tx *bolt.Tx) error {
+				for i, w := range ok {
+					if err := w.fn(tx); err != nil {
+						failed = i
+						return err
+					}
+				}
+				return nil
+			})
+			switch {
+			case err == nil:
+				if s.opts.OnCommit != nil {
+					s.opts.OnCommit(time.Since(t0), len(ok))
+				}
+				for _, w := range ok {
+					out = append(out, finished{w, nil})
+				}
+			case failed < 0:
+				// The commit itself failed: nothing of it is stored.
+				for _, w := range ok {
+					out = append(out, finished{w, err})
+				}
+			default:
+				// Not what they did a moment ago: each alone.
+				for _, w := range ok {
+					alone(w)
+				}
+			}
+		}
+		alone(batch[failedAt])
+		batch = batch[failedAt+1:]
+		if len(batch) == 0 {
+			break
+		}
+		t0 := time.Now()
+		failedAt = -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i, w := range batch {
+				if err := w.fn(tx); err != nil {
+					failedAt = i
+					return err
+				}
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			if s.opts.OnCommit != nil {
+				s.opts.OnCommit(time.Since(t0), len(batch))
+			}
+			for _, w := range batch {
+				out = append(out, finished{w, nil})
+			}
+			return out
+		case failedAt < 0:
+			for _, w := range batch {
+				out = append(out, finished{w, err})
+			}
+			return out
+		}
+	}
+	return out
 }
 
 // fillWaited takes the writes waiting, without blocking: the waited-on
