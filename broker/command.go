@@ -117,7 +117,7 @@ func Command() *cli.Command {
 			// Timers the broker cannot run at 0 (New refuses them, naming
 			// no flag).
 			for _, name := range []string{"queue-ttl", "ping-interval", "pong-timeout", "grace", "redeliver-after", "hello-timeout"} {
-				if c.Duration(name) == 0 {
+				if c.Duration(name) <= 0 {
 					return cliui.UsageErrorf("--%s must be positive", name)
 				}
 			}

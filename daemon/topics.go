@@ -542,7 +542,11 @@ func (t *topicsRT) target(ctx context.Context, to string) (*client.Target, *apiE
 		// The list may be older than a promotion: ask the broker first.
 		if c := t.m.ackConn(); c != nil {
 			if _, err := t.refresh(ctx, c); err == nil {
-				info, _ = t.topic(info.ID)
+				fresh, ok := t.topic(info.ID)
+				if !ok || !fresh.Joined {
+					return nil, clientError(&client.Error{Code: wire.CodeNotAMember, Message: "not a member of #" + info.Name + " any more"})
+				}
+				info = fresh
 			}
 		}
 		if info.Role == wire.TopicObserver {
