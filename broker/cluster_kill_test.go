@@ -191,13 +191,19 @@ func TestClusterKill9DuringBurst(t *testing.T) {
 	bc := connectWhenKnown(t, n3, bob)
 	a := connectWhenKnown(t, n2, alice)
 
-	// The burst: every send written at once; the node dies after the
-	// first acks.
+	// The burst: the first half written at once, the node killed at its
+	// first ack, then the second half written as it dies: sends acked
+	// before the kill, sends in flight at it, and sends it never read.
+	// (With all 600 written before the first ack was read, a fast node
+	// had acked every one by the time the kill landed: "the kill came too
+	// late", now and then under load.)
 	const total = 600
 	sends := make([]wire.Send, total)
 	for i := range sends {
 		sends[i] = dm(t, alice, bob.pub(), fmt.Sprintf("burst %03d", i))
-		a.write(sends[i])
+	}
+	for _, s := range sends[:total/2] {
+		a.write(s)
 	}
 	acked := map[string]string{} // send id → messageId
 	killed := false
@@ -220,6 +226,11 @@ func TestClusterKill9DuringBurst(t *testing.T) {
 		if !killed {
 			nodes[1].kill()
 			killed = true
+			for _, s := range sends[total/2:] {
+				if !a.tryWrite(s) {
+					break // the connection is gone: the rest are sent again below
+				}
+			}
 		}
 		if len(acked) == total {
 			break
