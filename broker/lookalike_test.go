@@ -42,7 +42,7 @@ func TestJoinRefusesALookalikeMemberName(t *testing.T) {
 	}
 }
 
-// TestReservedNameIsRefused (trial14 #33): a member named "claudemesh"
+// TestReservedNameIsRefused (a new user's trial): a member named "claudemesh"
 // had its messages read "claudemesh: …" in agent sessions, the voice of
 // claudemesh's own notices. That name, and any name confusable with it,
 // is refused at join, at mesh create and for a session; a name merely

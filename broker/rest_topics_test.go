@@ -389,8 +389,8 @@ func TestAPIKeyListMarksARemovedMembersKey(t *testing.T) {
 
 // A bot that lost the answer to a plaintext post retries it with the same
 // Idempotency-Key (or clientMessageId) and gets the documented 200
-// duplicate with the first messageId, not idempotency_key_reused (trial13
-// #5); the same key with another text is still refused.
+// duplicate with the first messageId, not idempotency_key_reused (a new
+// user's trial); the same key with another text is still refused.
 func TestRESTPlaintextPostRetryIsADuplicate(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, nil)

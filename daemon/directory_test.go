@@ -297,8 +297,8 @@ func TestImpostorBrokerIsRefused(t *testing.T) {
 			t.Fatalf("mesh %s while the impostor answers", s)
 		}
 	}
-	// The real broker back: the daemon reconnects by itself (trial14
-	// #11), and the kept row goes out.
+	// The real broker back: the daemon reconnects by itself (a new
+	// user's trial), and the kept row goes out.
 	impostor.Close()
 	e.b = startBroker(t, &e.bCfg)
 	waitFor(t, 10*time.Second, "the mesh open again", func() bool {

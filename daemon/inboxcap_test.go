@@ -222,7 +222,7 @@ func TestInboxFetchAcksOnlyWhatItStored(t *testing.T) {
 	waitFor(t, 20*time.Second, "every message delivered", func() bool { return outbox(localapi.StatusDelivered) == 10 })
 }
 
-// Topic posts keep to the inbox's hard limit too (trial13 #24): past it
+// Topic posts keep to the inbox's hard limit too (a new user's trial): past it
 // they are not stored, they stay in the topic's history on the broker, and
 // the catch-up brings every one of them, once, when rows are read.
 func TestFullInboxLeavesTopicPostsOnTheBroker(t *testing.T) {

@@ -240,7 +240,7 @@ func postDirect(t *testing.T, e *env, name, topic, text string) {
 }
 
 // A topic post accepted under one key generation and rotated past before
-// it reaches the broker is not lost (trial14 #4): the broker refuses it as
+// it reaches the broker is not lost (a new user's trial): the broker refuses it as
 // stale_key_gen, and the daemon opens its own post with the old key, seals
 // it again under the new generation and sends it. bob's post is accepted
 // while the broker is down; alice rotates #ops before bob's daemon is back.

@@ -1,6 +1,6 @@
 package e2e
 
-// Completion never runs a peer's name (trial14 #45): the bash script gave
+// Completion never runs a peer's name (a new user's trial): the bash script gave
 // `claudemesh __complete`'s lines to `compgen -W`, which expands every word
 // of its list, so a member named `$(touch${IFS}X)` ran a command on the
 // machine of whoever pressed TAB after `claudemesh send `. Each test runs
@@ -83,7 +83,7 @@ func runShell(t *testing.T, dir, home, script string, argv ...string) string {
 func TestBashCompletionNeverRunsNames(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash")
+		t.Fatal("the completion test needs bash (apt-get install bash; .ci/run installs it)")
 	}
 	dave, dir := completionMesh(t)
 	// complete CUR prints the candidates for `claudemesh send CUR`, one a
@@ -123,7 +123,7 @@ complete_ 'da'
 func TestZshCompletionNeverRunsNames(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("zsh"); err != nil {
-		t.Skip("no zsh")
+		t.Fatal("the completion test needs zsh (apt-get install zsh; .ci/run installs it)")
 	}
 	dave, dir := completionMesh(t)
 	// compadd and compdef work only inside zsh's completion system; these
@@ -158,7 +158,7 @@ _claudemesh
 func TestFishCompletionNeverRunsNames(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("fish"); err != nil {
-		t.Skip("no fish")
+		t.Fatal("the completion test needs fish (apt-get install fish; .ci/run installs it)")
 	}
 	dave, dir := completionMesh(t)
 	// complete -C completes a command line as TAB would; fish escapes a

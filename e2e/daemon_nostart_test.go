@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestADaemonThatCannotStartIsSaid (trial14 #16): with daemon.db damaged
+// TestADaemonThatCannotStartIsSaid (a new user's trial): with daemon.db damaged
 // or emptied, the verbs that start the daemon say in one warning that it
 // could not start and why before they use the direct path, inbox does not
 // pass the broker's empty answer off as the whole inbox, and doctor fails

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// TestFollowersOutliveADaemonRestart (trial14 #15): `inbox --follow` and a
+// TestFollowersOutliveADaemonRestart (a new user's trial): `inbox --follow` and a
 // following `topic tail` through the daemon keep going when the daemon is
 // killed (-9) and comes back, started again by the follower itself or by
 // `daemon up`: every message is shown once, in order, also those that

@@ -190,7 +190,7 @@ func TestDaemonBrokerTrouble(t *testing.T) {
 	if r := alice.ok("inbox"); !strings.Contains(r.stderr, "broker_key_mismatch") && !strings.Contains(r.stderr, imp.pubkey) {
 		t.Fatalf("inbox does not say so: %s", r)
 	}
-	// trial14 #11: doctor reports the daemon's mismatch (its own probe
+	// doctor reports the daemon's mismatch (its own probe
 	// of the impostor fails too)...
 	doctorMesh := func() (code int, check doctorCheck) {
 		r := alice.run("doctor", "--json")

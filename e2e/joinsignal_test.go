@@ -254,7 +254,7 @@ func TestMeshCreateSaysWhatASignalWaitsFor(t *testing.T) {
 	}
 }
 
-// A broker whose --public-url is wrong (trial13 #28): the mesh it creates
+// A broker whose --public-url is wrong (a new user's trial): the mesh it creates
 // is proven and saved with the URL given with --broker, with a warning that
 // names the announced URL, instead of being left on the broker with an
 // owner key nobody holds; the mesh then works (an invite and a join).

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// TestRemovedMemberRefusesSendsAndFailsAccepted (trial14 #21): a member
+// TestRemovedMemberRefusesSendsAndFailsAccepted (a new user's trial): a member
 // the operator removed, whose daemon meets the broker's refusal
 // (unauthorized) only later: the row it accepted while the broker was
 // away fails member_removed instead of staying accepted for good, daemon

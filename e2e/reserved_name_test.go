@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestTheNameClaudemeshIsRefused (trial14 #33): a member could join as
+// TestTheNameClaudemeshIsRefused (a new user's trial): a member could join as
 // "claudemesh", and its messages then read "claudemesh: …" in agent
 // sessions, as claudemesh's own notices did. The name, and any name
 // that can be taken for it, is refused at join and for a session, with a

@@ -522,7 +522,7 @@ func TestSendWaitLostDaemonIsNotNothingQueued(t *testing.T) {
 	}
 }
 
-// TestSendWhoseDaemonDiesInTheAcceptIsOutcomeUnknown is trial14 #5: a
+// TestSendWhoseDaemonDiesInTheAcceptIsOutcomeUnknown (a new user's trial): a
 // daemon that dies after it made the message durable and before it
 // answered leaves send not knowing whether the message was queued. That
 // is exit 8 (outcome_unknown), not 5 ("nothing could be queued", which a

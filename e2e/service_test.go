@@ -53,7 +53,7 @@ func TestInstallService(t *testing.T) {
 	}
 }
 
-// Each home has its own service (trial13 #7): installing home B's does not
+// Each home has its own service (a new user's trial): installing home B's does not
 // replace home A's, and A's uninstall removes A's alone. A unit under the
 // shared name that an older install wrote for another home is neither
 // replaced nor removed by the default home (exit 6), and the home it names

@@ -1,7 +1,7 @@
 package e2e
 
 // Usage mistakes get the CLI's own words and the right exit code
-// (trial13 #11, trial14 #3): no Go flag package text, no silently ignored
+// (a new user's trial): no Go flag package text, no silently ignored
 // flag, no unbounded invite, and advice that fits who asks.
 
 import (
@@ -72,7 +72,7 @@ func TestUsageMistakesSayWhatIsWrong(t *testing.T) {
 	}
 }
 
-// TestObserverPostIsRefusedAtOnce is trial14 #13: an observer's post was
+// TestObserverPostIsRefusedAtOnce (a new user's trial): an observer's post was
 // "✔ accepted" by the daemon and failed a moment later (forbidden), and
 // the direct path's hint said "ask the mesh owner or an admin". Both
 // paths now refuse it at once (exit 4), nothing queued, with the way to
@@ -106,7 +106,7 @@ func TestObserverPostIsRefusedAtOnce(t *testing.T) {
 	})
 }
 
-// TestTextsNameTheirVerbAndId is trial14 #17 and #20: a send whose --id
+// TestTextsNameTheirVerbAndId (a new user's trial): a send whose --id
 // was used on the other path was refused as "a different message" with
 // a hint naming a literal <id>; mesh remove-member without a token said
 // that "mesh create" needs one.
@@ -137,7 +137,7 @@ func TestTextsNameTheirVerbAndId(t *testing.T) {
 	}
 }
 
-// TestDaemonUpSaysWhichFlagsItDidNotApply is trial14 #22: `daemon up`
+// TestDaemonUpSaysWhichFlagsItDidNotApply (a new user's trial): `daemon up`
 // with start flags while a daemon runs said only "already running", and
 // someone raising --inbox-max-bytes (as daemon status advises) believed
 // it done.

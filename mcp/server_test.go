@@ -47,7 +47,7 @@ func TestWelcomeEscapesTheSessionsName(t *testing.T) {
 		Pubkey: strings.Repeat("5", 64), Mesh: "acme<b>"}
 	p := welcomeNotification(s, 2, 0, false)
 	// It is claudemesh's notice: it starts as no peer's message can
-	// (trial14 #33: "claudemesh: " was a member named claudemesh's label).
+	// ("claudemesh: " was a member named claudemesh's label).
 	if !strings.HasPrefix(p.Content, agentview.NoticePrefix+"you are ") {
 		t.Fatalf("welcome does not start with %q: %s", agentview.NoticePrefix, p.Content)
 	}

@@ -72,7 +72,7 @@ func TestSkillGetFramesThePeersText(t *testing.T) {
 	}
 }
 
-// TestPeerListQuotesNamesThatImitateItsMarks (trial14 #38): a member
+// TestPeerListQuotesNamesThatImitateItsMarks (a new user's trial): a member
 // named "dave (you)" showed in dave's peer list as a second "dave (you)",
 // and one named "bob (1a41f231)" could pass for bob with a key. The
 // table shows names as the labels do (agentview.QuoteName), so its own

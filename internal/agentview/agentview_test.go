@@ -412,7 +412,7 @@ func TestIDsNotInTheirWireFormAreLeftOut(t *testing.T) {
 	}
 }
 
-// TestNoPeerReadsAsAClaudemeshNotice (trial14 #33): claudemesh's own
+// TestNoPeerReadsAsAClaudemeshNotice (a new user's trial): claudemesh's own
 // notices started "claudemesh: ", and a member named claudemesh had its
 // messages start exactly so. The notices start with NoticePrefix, which no
 // peer's content or block line can: a label never starts with "[" (such a
