@@ -688,6 +688,7 @@ type meshRT struct {
 	// a row (MeshRemoved); settleRemoved asks the drain to fail the rows
 	// accepted before (removedSettleAfter).
 	refusals      int
+	refusedSince  time.Time // the first refusal of the run
 	settleRemoved bool
 	// latest is the newest connection, set at hello_ack — before the mesh
 	// reports open — because the broker starts pushing queued messages
@@ -810,8 +811,11 @@ func (m *meshRT) onState(s client.State, err error) {
 		// The broker answered, and does not know this member: a state of
 		// its own, which refuses sends (meshstate.go).
 		state = localapi.MeshRemoved
+		if m.refusals == 0 {
+			m.refusedSince = time.Now()
+		}
 		m.refusals++
-		if m.refusals >= removedSettleAfter {
+		if m.refusals >= removedSettleAfter && time.Since(m.refusedSince) >= removedSettleWait() {
 			m.settleRemoved = true
 		}
 	case s != client.StateConnecting:

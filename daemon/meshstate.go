@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -79,6 +80,25 @@ func (m *meshRT) refusesSends() *apiError {
 // within a second or two, and the presence's backoff spaces the attempts
 // 1, 2, 4 s apart).
 const removedSettleAfter = 3
+
+// removedSettleEnv overrides removedSettleDefault (a duration; tests).
+const removedSettleEnv = "CLAUDEMESH_REMOVED_AFTER"
+
+// removedSettleDefault is how long the broker must have refused this
+// member as unknown before the rows accepted earlier fail: refusals alone
+// are not the operator's word (its close is, and fails them at once). A
+// broker started for a moment on a wrong data directory, or a cluster node
+// behind the log, refuses every member for seconds, and failing the rows
+// a user was told were accepted would be a loss; a member really removed
+// stays refused.
+const removedSettleDefault = 10 * time.Minute
+
+func removedSettleWait() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(removedSettleEnv)); err == nil && d >= 0 {
+		return d
+	}
+	return removedSettleDefault
+}
 
 // takeSettleRemoved reports, once, that the broker has refused this member
 // as unknown removedSettleAfter times in a row since the last call.

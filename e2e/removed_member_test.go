@@ -24,6 +24,9 @@ func TestRemovedMemberRefusesSendsAndFailsAccepted(t *testing.T) {
 	op := newUser(t, "operator")
 	op.ok("mesh", "remove-member", "bob", "--mesh", "test", "--broker", b.url, "--operator-token-file", b.tokenFile())
 	b.kill()
+	// Refusals alone fail accepted rows only once they have lasted (10
+	// minutes by default; the operator's close fails them at once).
+	bob = bob.withEnv("CLAUDEMESH_REMOVED_AFTER=1s")
 	bob.startDaemon()
 	var sent sendOut
 	bob.json(&sent, "send", "alice", "accepted while the broker was away")
