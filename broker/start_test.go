@@ -2,22 +2,15 @@ package broker
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
+
+	"claudemesh/internal/testcert"
 )
 
 // TestSecondBrokerOnADataDirInUse: a second broker on a data dir another
@@ -81,7 +74,7 @@ func TestUnreadableTLSFilesRefuseToStart(t *testing.T) {
 		t.Fatalf("Start with a missing certificate: %v", err)
 	}
 
-	cert, key, pool := selfSignedPair(t)
+	cert, key, pool := testcert.SelfSigned(t)
 	cfg = testConfig(t)
 	cfg.TLSCert, cfg.TLSKey = cert, key
 	b2 := startWith(t, cfg)
@@ -94,32 +87,4 @@ func TestUnreadableTLSFilesRefuseToStart(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("/health over HTTPS: %d", resp.StatusCode)
 	}
-}
-
-// selfSignedPair writes a throwaway certificate for 127.0.0.1 and returns
-// its files and a pool that trusts it.
-func selfSignedPair(t *testing.T) (cert, key string, pool *x509.CertPool) {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalECPrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
-	pool = x509.NewCertPool()
-	c, _ := x509.ParseCertificate(der)
-	pool.AddCert(c)
-	return cert, key, pool
 }

@@ -2,23 +2,16 @@ package daemon
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/testcert"
 )
 
 // TestCheckTCP: `daemon up --tcp` is loopback unless --tcp-allow-remote,
@@ -51,29 +44,6 @@ func TestCheckTCP(t *testing.T) {
 	}
 }
 
-// selfSigned writes a throwaway certificate for 127.0.0.1 and returns the
-// file names and a pool that trusts it.
-func selfSigned(t *testing.T) (cert, key string, pool *x509.CertPool) {
-	t.Helper()
-	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "daemon"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"mesh-laptop.example"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(priv)
-	dir := t.TempDir()
-	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
-	c, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(c)
-	return cert, key, pool
-}
-
 // TestRemoteTCPListener: a daemon refuses to serve a non-loopback --tcp
 // without --tcp-allow-remote and TLS; with them it serves HTTPS only, the
 // bearer token required, under the daemon's network name.
@@ -88,7 +58,7 @@ func TestRemoteTCPListener(t *testing.T) {
 	}
 	d.db.Close()
 
-	cert, key, pool := selfSigned(t)
+	cert, key, pool := testcert.SelfSigned(t, "mesh-laptop.example")
 	rd := e.daemonWith("alice", Options{TCP: "0.0.0.0:0", TCPAllowRemote: true, TCPTLSCert: cert, TCPTLSKey: key})
 	_, port, _ := net.SplitHostPort(*rd.d.tcpAddr.Load())
 	token, err := os.ReadFile(localapi.TokenPath(e.homes["alice"]))
