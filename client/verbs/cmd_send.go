@@ -29,7 +29,10 @@ func sendCommand() *cli.Command {
 				"members queued). MESSAGE words are joined with single spaces; a lone - reads the message from stdin\n"+
 				"(one trailing newline dropped). At most 64 KiB.\n"+
 				"Status: sent (pushed to a connected recipient), queued (held by the broker for an offline one) or,\n"+
-				"with --wait, delivered (the recipient's client acknowledged it).\n"+
+				"with --wait, delivered (the recipient's client acknowledged it). Through the daemon it is accepted (in\n"+
+				"its outbox; the daemon sends it), and a refusal by the broker (the recipient blocked you, or the key is\n"+
+				"nobody's any more) shows later in message status or daemon outbox list; --wait reports it, with its\n"+
+				"exit code.\n"+
 				"Ctrl-C (SIGINT, SIGTERM) before the message is handed to the daemon or the broker ends send with\n"+
 				"nothing sent. Once it is, a first Ctrl-C keeps waiting for their answer, up to 30 s, so the message is\n"+
 				"neither lost nor sent twice, and prints it; a second one stops waiting and says how to check. With\n"+
