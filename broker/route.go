@@ -245,33 +245,16 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		return
 	}
 	ms := c.ms
-	var (
-		to                    []store.NewDelivery
-		code, msg, senderName string
-		attestation           *wire.Attestation
-		memberPubkey          string
-	)
-	resolve := func() {
-		ms.mu.Lock()
-		defer ms.mu.Unlock()
-		to, code, msg = c.resolveRecipients(&s)
-		p := c.pres
-		senderName, attestation = c.mem.DisplayName, nil
-		if p != nil && p.session {
-			senderName, attestation = p.displayName, p.attestation
-		} else if sess := ms.sessions[c.pubkey]; sess != nil {
-			senderName = sess.DisplayName
-		}
-		memberPubkey = c.mem.Pubkey
-	}
-	missed := time.Now()
-	resolve()
-	if code == wire.CodeUnknownRecipient && c.b.catchUpLog(missed) {
+	now := time.Now()
+	r := c.resolveSend(&s)
+	if r.code == wire.CodeUnknownRecipient && c.b.catchUpLog(now) {
 		// A key that joined through another node a moment ago
 		// (cluster_lookup.go): look again once this node has the log.
-		resolve()
+		r = c.resolveSend(&s)
+		now = time.Now()
 	}
-	now := time.Now()
+	to, code, msg := r.to, r.code, r.msg
+	senderName, attestation, memberPubkey := r.senderName, r.attestation, r.memberPubkey
 	if code != "" {
 		c.ackError(&s, code, msg, 0)
 		return
@@ -525,6 +508,31 @@ func (c *conn) validateSend(s *wire.Send) error {
 		return fmt.Errorf("kind must be box, multi or topic")
 	}
 	return nil
+}
+
+// resolvedSend is what a send learns under the mesh lock: its recipients
+// (each with a place reserved) or the code refusing it, and the sender's
+// name and attestation as its push shows them.
+type resolvedSend struct {
+	to                       []store.NewDelivery
+	code, msg                string
+	senderName, memberPubkey string
+	attestation              *wire.Attestation
+}
+
+func (c *conn) resolveSend(s *wire.Send) (r resolvedSend) {
+	ms := c.ms
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	r.to, r.code, r.msg = c.resolveRecipients(s)
+	r.senderName = c.mem.DisplayName
+	if p := c.pres; p != nil && p.session {
+		r.senderName, r.attestation = p.displayName, p.attestation
+	} else if sess := ms.sessions[c.pubkey]; sess != nil {
+		r.senderName = sess.DisplayName
+	}
+	r.memberPubkey = c.mem.Pubkey
+	return r
 }
 
 // resolveRecipients applies 01-protocol §4's routing table. Caller holds
