@@ -15,8 +15,8 @@ import (
 // committer all meshes share). Ack frames per connection (--ack-rate)
 // are limited before the frame is decoded (route.go); this keeps only the ids that settle something for this
 // connection's key: those in flight on one of its connections (memory), or
-// with a pending delivery record (a read transaction, which never waits for
-// the committer). The ids that need that read are charged to the member's
+// with a pending delivery record or a receipt queued for the key (a read
+// transaction, which never waits for the committer). The ids that need that read are charged to the member's
 // lookup budget (5 × --ack-rate ids/s, burst 20 ×): an honest client
 // re-acking redeliveries or acking a fetch_queued backlog stays far below
 // it, a flood of invented ids does not. ok is false when the frame was

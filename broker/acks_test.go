@@ -318,3 +318,41 @@ func TestAckIDsAtLeast(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiptAckedFromAFetchSettles: a receipt read with fetch_queued (or
+// pushed on a connection that dropped before its ack) is acked on a
+// connection it is not in flight on; the ack settles it like a pushed
+// one's, so it is neither fetched nor pushed again.
+func TestReceiptAckedFromAFetchSettles(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	bc := connect(t, b, bob, true, nil)
+	ac := connect(t, b, alice, false, nil) // transient: nothing is pushed to it
+	s := dm(t, alice, bob.pub(), "receipt, please")
+	if ack := ac.sendAck(s); ack.Error != nil {
+		t.Fatalf("send: %+v", ack.Error)
+	}
+	ac.ws.Close()
+	p := bc.nextPush()
+	bc.ack(p.MessageID)
+
+	fetch := func(c *rawConn) []wire.Receipt {
+		var q wire.Queued
+		c.request(map[string]any{"type": "fetch_queued"}, &q, wire.TypeQueued)
+		return q.Receipts
+	}
+	// The receipt is queued once bob's ack committed (it was answered).
+	ac2 := connect(t, b, alice, false, nil)
+	rs := fetch(ac2)
+	if len(rs) != 1 || rs[0].MessageID != p.MessageID {
+		t.Fatalf("fetch_queued receipts %+v; want the one of %s", rs, p.MessageID)
+	}
+	ac2.ack(rs[0].ReceiptID)
+	// The queue is what every push and fetch reads: gone from it, the
+	// receipt is never redelivered.
+	if rs := fetch(ac2); len(rs) != 0 {
+		t.Fatalf("fetched again after its ack was answered: %+v", rs)
+	}
+}

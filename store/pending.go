@@ -6,9 +6,9 @@ import (
 	"claudemesh/internal/binrec"
 )
 
-// PendingFor returns the ids among ids that have a pending delivery (or
-// receipt) record for recipient: the ones a client_ack from recipient would
-// settle. It only reads, so the broker can drop unknown and already-settled
+// PendingFor returns the ids among ids that have a pending delivery record
+// for recipient, or are receipts queued for it: the ones a client_ack from
+// recipient would settle. It only reads, so the broker can drop unknown and already-settled
 // ids before they reach the committer, which every mesh shares: a flood of
 // acks for ids that settle nothing must cost its sender, not everyone.
 //
@@ -27,12 +27,25 @@ func PendingFor(tx *Tx, meshID, recipient string, ids []string) ([]string, error
 	if err != nil {
 		return nil, err
 	}
+	q, err := sub(tx, meshID, bQueue)
+	if err != nil {
+		return nil, err
+	}
 	queued, whole := queueIDs(tx, meshID, recipient, len(ids))
+	raw := pk(recipient)
 	var out []string
 	for _, id := range ids {
 		if whole {
 			if _, ok := queued[id]; !ok {
 				continue // no queue entry: no pending record
+			}
+		}
+		if seq, ok := receiptSeq(id); ok {
+			// A receipt (from schema 6) has no delivery record: its
+			// queue entry, found from its id, is what an ack removes.
+			if v := q.Get(rawQkey(raw, seq)); v != nil && entryIs(v, id) {
+				out = append(out, id)
+				continue
 			}
 		}
 		v := b.Get(dkey(id, recipient))

@@ -7,7 +7,8 @@ import (
 	"github.com/oklog/ulid/v2"
 )
 
-// pendingByLookup is PendingFor as it was: every id looked up.
+// pendingByLookup is PendingFor as it was, every id looked up, and with
+// the receipts (which have no delivery record) looked up in the queue.
 func pendingByLookup(t testing.TB, s *Store, recipient string, ids []string) []string {
 	t.Helper()
 	var out []string
@@ -16,7 +17,17 @@ func pendingByLookup(t testing.TB, s *Store, recipient string, ids []string) []s
 		if err != nil {
 			return err
 		}
+		q, err := sub(tx, meshID, bQueue)
+		if err != nil {
+			return err
+		}
 		for _, id := range ids {
+			if seq, ok := receiptSeq(id); ok {
+				if v := q.Get(qkey(recipient, seq)); v != nil && entryIs(v, id) {
+					out = append(out, id)
+					continue
+				}
+			}
 			var d deliveryRec
 			if v := b.Get(dkey(id, recipient)); v != nil && decodeDelivery(v, &d) == nil && d.State == DeliveryPending {
 				out = append(out, id)
@@ -79,6 +90,7 @@ func TestPendingForShortAndLongQueues(t *testing.T) {
 		{"long queue", r2, []string{invented[0], toR2[0], toR2[1], toR2[5], toR2[11]}},
 		{"empty queue", r3, []string{toR1[0], invented[0]}},
 		{"receipts", sender, []string{receipt, invented[1], toR1[0]}},
+		{"another's receipt", r1, []string{receipt, toR1[0]}},
 	} {
 		want := pendingByLookup(t, s, c.recipient, c.ids)
 		if got := pendingFor(t, s, c.recipient, c.ids); !reflect.DeepEqual(got, want) {
@@ -87,6 +99,16 @@ func TestPendingForShortAndLongQueues(t *testing.T) {
 	}
 	if got := pendingFor(t, s, r1, []string{toR1[0], toR1[1], toR1[2], invented[0]}); !reflect.DeepEqual(got, []string{toR1[0], toR1[2]}) {
 		t.Errorf("r1: PendingFor = %v, want the first and third of its messages", got)
+	}
+	// A receipt queued for its sender is settleable (an ack of it from a
+	// fetch was dropped before it reached the store: it was fetched and
+	// pushed again for ever), and only until it is acked.
+	if got := pendingFor(t, s, sender, []string{invented[0], receipt}); !reflect.DeepEqual(got, []string{receipt}) {
+		t.Errorf("sender: PendingFor = %v, want its receipt", got)
+	}
+	ack(t, s, sender, 3000, receipt)
+	if got := pendingFor(t, s, sender, []string{receipt}); len(got) != 0 {
+		t.Errorf("sender after its ack: PendingFor = %v, want none", got)
 	}
 }
 
