@@ -1053,7 +1053,7 @@ func TestForgetCancelsTheSessionWrite(t *testing.T) {
 		LastSeenAt: now.UnixMilli(), HelloAt: now.UnixNano()}
 	// admit, under the lock
 	ms.putSessionLocked(key, rec)
-	persist, written := ms.sessionWriteLocked(rec)
+	persist, written := ms.sessionWriteLocked(rec, true)
 	ms.mu.Unlock()
 	// the ban's callback, between admit's unlock and its Submit
 	ms.mu.Lock()
@@ -1101,9 +1101,9 @@ func TestLaterHelloCancelsTheEarlierSessionWrite(t *testing.T) {
 	}
 	first, second := recording(1), recording(2)
 	ms.putSessionLocked(key, first)
-	persist1, written1 := ms.sessionWriteLocked(first)
+	persist1, written1 := ms.sessionWriteLocked(first, true)
 	ms.putSessionLocked(key, second)
-	persist2, written2 := ms.sessionWriteLocked(second)
+	persist2, written2 := ms.sessionWriteLocked(second, true)
 	ms.mu.Unlock()
 	b.hub.writeSession(persist2, written2)
 	b.hub.writeSession(persist1, written1)
@@ -1152,10 +1152,10 @@ func TestForgetLeavesAKeySaidHelloWithAgain(t *testing.T) {
 	}
 	first, second := recording(time.Now().UnixNano()), recording(time.Now().UnixNano()+1)
 	ms.putSessionLocked(key, first)
-	ms.sessionWriteLocked(first) // never submitted: the eviction cancels it
-	ms.deleteSessionLocked(key)  // the eviction, in memory
+	ms.sessionWriteLocked(first, true) // never submitted: the eviction cancels it
+	ms.deleteSessionLocked(key)        // the eviction, in memory
 	ms.putSessionLocked(key, second)
-	persist, written := ms.sessionWriteLocked(second)
+	persist, written := ms.sessionWriteLocked(second, true)
 	ms.mu.Unlock()
 	if ack := a.sendAck(dm(t, alice, key, "queued for the live key")); ack.Error != nil {
 		t.Fatalf("DM to the session: %+v", ack.Error)
@@ -1237,7 +1237,7 @@ func TestGroupWriteCancelledByAForget(t *testing.T) {
 // held, and the store took any write: node 1's hello of a key (its write
 // still to come) was replaced in node 1's memory by node 2's write of an
 // earlier recording, and node 1 then knew a recording the store did not
-// hold once its own write committed; a write of an earlier recording
+// hold once its own write committed; a change of an earlier recording
 // committed last (a profile change of a connection a later hello
 // replaced) replaced the later one in the store.
 func TestClusterStaleSessionPutLeavesALaterRecording(t *testing.T) {
@@ -1263,7 +1263,7 @@ func TestClusterStaleSessionPutLeavesALaterRecording(t *testing.T) {
 	// Node 1's hello, its write still to come.
 	ms1.mu.Lock()
 	ms1.putSessionLocked(key, later)
-	persist, written := ms1.sessionWriteLocked(later)
+	persist, written := ms1.sessionWriteLocked(later, true)
 	ms1.mu.Unlock()
 	// Node 2's write of the earlier recording, then a mark: once node 1
 	// has the mark, it has applied the write.
@@ -1298,10 +1298,11 @@ func TestClusterStaleSessionPutLeavesALaterRecording(t *testing.T) {
 		s := storedOn(bs[1])
 		return s != nil && s.HelloAt == later.HelloAt
 	})
-	// The earlier recording written again, last.
+	// A change of the earlier recording (a group change of the
+	// connection the later hello replaced) written again, last.
 	mark = fmt.Sprintf("%064x", 8)
 	if err := bs[1].store.Update(func(tx *store.Tx) error {
-		if err := store.PutSession(tx, alice.meshID, earlier); err != nil {
+		if err := store.UpdateSession(tx, alice.meshID, earlier); err != nil {
 			return err
 		}
 		return store.PutGrants(tx, alice.meshID, mark, store.Grants{"x": {"y"}})
@@ -1467,4 +1468,88 @@ func TestRemovalDropsALateSessionsQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkBookkeeping(t, b, alice.meshID)
+}
+
+// TestClusterLaterHelloWinsWhateverTheClocks: which of two recordings of
+// a session key is the later is the order of their writes in the log. It
+// was their HelloAt, each stamped by its node's wall clock: a session that
+// said hello on a node whose clock was ahead, then (after a reconnect) on
+// a node whose clock was behind, kept its first recording in the store and
+// in the first node's memory, which then took itself for the node that
+// forgets the key (and its queue) while it was connected elsewhere.
+func TestClusterLaterHelloWinsWhateverTheClocks(t *testing.T) {
+	t.Parallel()
+	node := 0
+	bs := startCluster(t, "skew", 3, func(c *Config) {
+		if node == 0 {
+			c.clockSkew = time.Hour // node 1's clock is an hour ahead
+		}
+		node++
+	})
+	alice := createMesh(t, bs[0], "skew", "alice")
+	bob := addMember(t, bs[0], alice, "skew", "bob")
+	for _, b := range bs {
+		waitMember(t, b, alice.meshID, bob.pub())
+	}
+	sess, _ := cmcrypto.GenerateIdentity()
+	key := sess.PublicHex()
+	stored := func(b *Broker) (rec *store.Session) {
+		b.store.View(func(tx *store.Tx) error {
+			return store.EachSession(tx, alice.meshID, func(s store.Session) error {
+				if s.Pubkey == key {
+					rec = &s
+				}
+				return nil
+			}, func(store.Corrupt) {})
+		})
+		return rec
+	}
+	hello := func(b *Broker) *rawConn {
+		r := dial(t, b)
+		r.write(r.sessionHello(bob, sess, func(h *wire.SessionHello) { h.SessionID = "skew" }))
+		if code := r.helloOutcome(); code != "" {
+			t.Fatalf("session hello on %s: %s", b.nodeID(), code)
+		}
+		return r
+	}
+	r1 := hello(bs[0])
+	for _, b := range bs {
+		waitFor(t, "every node to store node 1's recording", func() bool {
+			s := stored(b)
+			return s != nil && s.Node == "n1"
+		})
+	}
+	r1.closeClean()
+	hello(bs[1])
+	ms2 := bs[1].hub.mesh(alice.meshID)
+	waitFor(t, "node 2's write of its recording", func() bool {
+		ms2.mu.Lock()
+		defer ms2.mu.Unlock()
+		return ms2.sessionWrites[key] == nil
+	})
+	// A write of node 2's after it: once a node has it, it has applied
+	// node 2's recording.
+	mark := fmt.Sprintf("%064x", 9)
+	if err := bs[1].store.Update(func(tx *store.Tx) error {
+		return store.PutGrants(tx, alice.meshID, mark, store.Grants{"x": {"y"}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range bs {
+		ms := b.hub.mesh(alice.meshID)
+		if i != 1 { // node 2 wrote them
+			waitFor(t, fmt.Sprintf("node %d to apply node 2's writes", i+1), func() bool {
+				ms.mu.Lock()
+				defer ms.mu.Unlock()
+				return ms.grants[mark] != nil
+			})
+		}
+		s := stored(b)
+		ms.mu.Lock()
+		known := ms.sessions[key]
+		ms.mu.Unlock()
+		if s == nil || s.Node != "n2" || known == nil || known.Node != "n2" {
+			t.Fatalf("node %d: stored %+v, known %+v; want node 2's recording, the later hello", i+1, s, known)
+		}
+	}
 }

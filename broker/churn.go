@@ -187,8 +187,14 @@ func (h *hub) expireSessions(ms *meshState, now time.Time) {
 
 // sessionWrite is a session record submitted to the store and not yet
 // written (ms.sessionWrites): a forget of its key in memory before it is
-// written cancels it.
-type sessionWrite struct{ cancelled atomic.Bool }
+// written cancels it. hello is set for the write of a new recording
+// (store.PutSession), which replaces any other; the others
+// (store.UpdateSession) only change the recording they copy.
+type sessionWrite struct {
+	cancelled atomic.Bool
+	hello     bool
+	sess      *store.Session
+}
 
 // sessionWriteLocked makes the write of a session record memory has just
 // recorded (putSessionLocked), and its callback, for the caller to submit
@@ -204,12 +210,17 @@ type sessionWrite struct{ cancelled atomic.Bool }
 // A write still to come of an earlier record of the key is cancelled too:
 // two hellos of one key submit theirs after unlocking, so the earlier
 // record's could be written last, and the store keep a recording memory
-// has replaced.
-func (ms *meshState) sessionWriteLocked(sess *store.Session) (persist func(tx *store.Tx) error, written func(error)) {
+// has replaced. A change of a recording whose hello's write it cancels
+// (a join_group right after the hello) is that recording's first write:
+// it is written as the hello's would have been.
+func (ms *meshState) sessionWriteLocked(sess *store.Session, hello bool) (persist func(tx *store.Tx) error, written func(error)) {
 	if old := ms.sessionWrites[sess.Pubkey]; old != nil {
 		old.cancelled.Store(true)
+		if old.hello && store.SameRecording(old.sess, sess) {
+			hello = true
+		}
 	}
-	w := &sessionWrite{}
+	w := &sessionWrite{hello: hello, sess: sess}
 	ms.sessionWrites[sess.Pubkey] = w
 	persist = func(tx *store.Tx) error {
 		if w.cancelled.Load() {
@@ -225,7 +236,10 @@ func (ms *meshState) sessionWriteLocked(sess *store.Session) (persist func(tx *s
 		case err != nil:
 			return err
 		}
-		return store.PutSession(tx, ms.id, sess)
+		if hello {
+			return store.PutSession(tx, ms.id, sess)
+		}
+		return store.UpdateSession(tx, ms.id, sess)
 	}
 	written = func(error) {
 		ms.mu.Lock()

@@ -89,9 +89,11 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 			} else if s, err := store.DecodeSession(c.New); err == nil && ms.members[pk] == nil {
 				// Not over a later recording memory holds: this
 				// node's hello whose write is still to come (it
-				// commits after this entry, and the store keeps
-				// the later one: store.PutSession).
-				if cur := ms.sessions[pk]; cur == nil || cur.HelloAt <= s.HelloAt {
+				// comes after this entry in the log, and replaces
+				// it there too: store.PutSession). The order of
+				// the writes decides, not HelloAt: two nodes'
+				// clocks need not agree.
+				if w := ms.sessionWrites[pk]; w == nil || !w.hello || w.cancelled.Load() {
 					ms.putSessionLocked(pk, s)
 				}
 			}
@@ -125,7 +127,7 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		var persist func(tx *store.Tx) error
 		var written func(error)
 		if s := k.ms.sessions[k.key]; s != nil && k.ms.connectedSessionLocked(k.key) {
-			persist, written = k.ms.sessionWriteLocked(s)
+			persist, written = k.ms.sessionWriteLocked(s, false)
 		}
 		k.ms.mu.Unlock()
 		if persist != nil {

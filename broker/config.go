@@ -103,6 +103,10 @@ type Config struct {
 	// budget of rate_limited answers (refusalRate, refusalBurst in conn.go).
 	refusalRate  float64
 	refusalBurst int
+	// clockSkew, when set (tests), is added to this broker's clock where
+	// a session's hello is stamped (store.Session's HelloAt): a cluster
+	// node whose clock is off.
+	clockSkew time.Duration
 	// testHookProfileWrite, when set (tests), runs after a profile
 	// frame's handler unlocked the mesh and before it submits its write.
 	testHookProfileWrite func()

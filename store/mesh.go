@@ -163,8 +163,9 @@ type Session struct {
 	Groups         []wire.Group     `json:"groups,omitempty"`
 	LastSeenAt     int64            `json:"lastSeenAt"`
 	// HelloAt is when the hello that recorded the key was accepted (unix
-	// ns): it tells one recording of a key from the next, which
-	// LastSeenAt (touched at every disconnect) does not. A key forgotten
+	// ns): with Node, it tells one recording of a key from the next
+	// (SameRecording), which LastSeenAt (touched at every disconnect)
+	// does not. It is no order: two nodes' clocks need not agree. A key forgotten
 	// and said hello with again is a new recording, which the deletion of
 	// the forgotten one must leave alone (ForgetSession). 0 in records
 	// written before it.
@@ -360,23 +361,43 @@ func ListMembers(tx *Tx, meshID string) ([]Member, error) {
 	return out, err
 }
 
-// PutSession records (or refreshes) a known session key, unless the store
-// holds a later recording of it (a larger HelloAt): a write of an earlier
-// one that comes last (a profile change of a connection a later hello on
-// another node replaced, two nodes' hellos of one key committing out of
-// order) leaves it, so every node keeps the same, latest recording.
+// PutSession records a session key as a hello recorded it: a new
+// recording, which replaces whatever the store holds. Which of two
+// recordings is the later is the order of their writes (in a cluster, of
+// the log), never their HelloAt: that is the wall clock of whichever node
+// took the hello, and two nodes' clocks need not agree (a node whose clock
+// was behind had its newer hello left out, and the older recording's node
+// then forgot a session connected elsewhere, with its queue).
 func PutSession(tx *Tx, meshID string, s *Session) error {
+	b, err := sub(tx, meshID, bSessions)
+	if err != nil {
+		return err
+	}
+	return b.Put(pk(s.Pubkey), enc(s))
+}
+
+// UpdateSession writes a changed copy of a recording (a group change),
+// only when the store holds that recording (SameRecording) or none of
+// the key: a write of a recording that a later hello (here or on another
+// node) replaced since must not bring it back.
+func UpdateSession(tx *Tx, meshID string, s *Session) error {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
 		return err
 	}
 	if v := b.Get(pk(s.Pubkey)); v != nil {
 		var cur Session
-		if dec(v, &cur) == nil && cur.HelloAt > s.HelloAt {
+		if dec(v, &cur) == nil && !SameRecording(&cur, s) {
 			return nil
 		}
 	}
 	return b.Put(pk(s.Pubkey), enc(s))
+}
+
+// SameRecording reports whether two records of a session key are copies
+// of one recording (one hello's): the same HelloAt on the same node.
+func SameRecording(a, b *Session) bool {
+	return a.HelloAt == b.HelloAt && a.Node == b.Node
 }
 
 // ListSessions returns every known session of a mesh.

@@ -285,15 +285,17 @@ func TestForgetSession(t *testing.T) {
 	}
 }
 
-// TestPutSessionKeepsALaterRecording: a write of a session's recording
-// never replaces a later one (a larger HelloAt): a profile change of a
-// connection that a later hello replaced, or a hello's write that commits
-// after another node's later hello, would leave the store (and every node
-// that applies it) with a recording no connection holds.
-func TestPutSessionKeepsALaterRecording(t *testing.T) {
+// TestSessionWritesFollowTheirOrder: a hello's recording of a session key
+// (PutSession) replaces whatever the store holds, whatever the HelloAt of
+// either: the write that comes later (in a cluster, later in the log) is
+// the later hello, and two nodes' clocks that stamp HelloAt need not
+// agree. A change of a recording (UpdateSession, a group change) is
+// written only over that recording or none: one of a connection a later
+// hello replaced must not bring its recording back.
+func TestSessionWritesFollowTheirOrder(t *testing.T) {
 	s := newMeshStore(t)
-	rec := func(helloAt int64, name string) *Session {
-		return &Session{Pubkey: key(0x62), ParentMemberID: owner().ID, ParentPubkey: owner().Pubkey, SessionID: name, HelloAt: helloAt}
+	rec := func(helloAt int64, node, name string) *Session {
+		return &Session{Pubkey: key(0x62), ParentMemberID: owner().ID, ParentPubkey: owner().Pubkey, SessionID: name, HelloAt: helloAt, Node: node}
 	}
 	stored := func() (out Session) {
 		mustView(t, s, func(tx *Tx) error {
@@ -308,17 +310,27 @@ func TestPutSessionKeepsALaterRecording(t *testing.T) {
 		return out
 	}
 	for _, step := range []struct {
-		put  *Session
-		want string
+		update bool
+		put    *Session
+		want   string
 	}{
-		{rec(5, "first"), "first"},
-		{rec(5, "same recording"), "same recording"},
-		{rec(7, "later"), "later"},
-		{rec(6, "earlier"), "later"},
+		{true, rec(5, "n1", "a change over none"), "a change over none"},
+		{false, rec(5, "n1", "first"), "first"},
+		{true, rec(5, "n1", "a change of it"), "a change of it"},
+		{false, rec(7, "n1", "later"), "later"},
+		{false, rec(6, "n2", "later, on a node whose clock is behind"), "later, on a node whose clock is behind"},
+		{true, rec(7, "n1", "a change of the replaced one"), "later, on a node whose clock is behind"},
+		{true, rec(6, "n1", "same stamp, another node"), "later, on a node whose clock is behind"},
+		{true, rec(6, "n2", "a change of the last"), "a change of the last"},
 	} {
-		mustUpdate(t, s, func(tx *Tx) error { return PutSession(tx, meshID, step.put) })
+		mustUpdate(t, s, func(tx *Tx) error {
+			if step.update {
+				return UpdateSession(tx, meshID, step.put)
+			}
+			return PutSession(tx, meshID, step.put)
+		})
 		if got := stored(); got.SessionID != step.want {
-			t.Fatalf("after a put of %q (HelloAt %d): stored %q, want %q", step.put.SessionID, step.put.HelloAt, got.SessionID, step.want)
+			t.Fatalf("after %q (HelloAt %d on %s, update %v): stored %q, want %q", step.put.SessionID, step.put.HelloAt, step.put.Node, step.update, got.SessionID, step.want)
 		}
 	}
 }

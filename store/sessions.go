@@ -31,7 +31,7 @@ func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 
 // ForgetSession deletes the stored record of a session key that memory
 // forgot, with its queue, returning what was dropped, only when the store
-// holds that recording (the same HelloAt) or none. Another recording
+// holds that recording (SameRecording) or none. Another recording
 // stays with its queue: a later hello of the key may have recorded it
 // again meanwhile (on this node or, in a cluster, another, whose clock
 // need not agree with this one's, so HelloAt cannot say which is later),
@@ -47,7 +47,7 @@ func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired
 	}
 	if v := b.Get(pk(forgotten.Pubkey)); v != nil {
 		var s Session
-		if dec(v, &s) == nil && s.HelloAt != forgotten.HelloAt {
+		if dec(v, &s) == nil && !SameRecording(&s, forgotten) {
 			return nil, false, nil
 		}
 		if err := b.Delete(pk(forgotten.Pubkey)); err != nil {
