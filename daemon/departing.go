@@ -28,7 +28,9 @@ import (
 // marked departing, so a daemon restart opens its connection again
 // (reviveSessions). A departing session the broker refuses for good
 // (revoked, kicked, its key taken) cannot send: its rows fail with
-// session_ended and the reason. Pending rows of a session key the daemon
+// session_ended and the reason. One whose connection met a server that
+// cannot prove the broker's key waits: that is checked again until the
+// real broker answers. Pending rows of a session key the daemon
 // no longer has a record of (rows left by a version without departures)
 // fail the same way at start-up, never stay accepted in silence.
 
@@ -136,8 +138,12 @@ func (d *Daemon) settleDeparted() {
 		}
 		if p := s.pres(); p != nil {
 			// Closed by the daemon itself (a stop, a restart of the mesh)
-			// is no refusal.
-			if st, err := p.State(); st.Final() && !(st == client.StateClosed && (err == nil || errors.Is(err, context.Canceled))) {
+			// is no refusal, nor is a broker key mismatch the presence
+			// checks again (mismatchRecheck): the real broker may answer
+			// the next attempt.
+			st, err := p.State()
+			rechecked := st == client.StateBrokerKeyMismatch && !presenceDone(p)
+			if st.Final() && !rechecked && !(st == client.StateClosed && (err == nil || errors.Is(err, context.Canceled))) {
 				why := string(st)
 				if err != nil {
 					why = err.Error()
@@ -151,6 +157,16 @@ func (d *Daemon) settleDeparted() {
 		if len(d.unsentBy(s.rec.MeshID, s.rec.Pubkey)) == 0 {
 			d.endDeparted(s)
 		}
+	}
+}
+
+// presenceDone says whether p has stopped for good.
+func presenceDone(p *client.Presence) bool {
+	select {
+	case <-p.Done():
+		return true
+	default:
+		return false
 	}
 }
 

@@ -2,12 +2,16 @@ package daemon
 
 import (
 	"context"
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"claudemesh/client"
 	"claudemesh/daemon/localapi"
 )
 
@@ -123,4 +127,118 @@ func TestEndedSessionsRowsAreSent(t *testing.T) {
 		t.Fatalf("the orphaned row: %+v", r)
 	}
 	alice.stop()
+}
+
+// switchProxy forwards TCP connections to a target that can change; cut
+// closes the connections it holds after the first n.
+type switchProxy struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	target string
+	conns  []net.Conn
+}
+
+func newSwitchProxy(t *testing.T, target string) *switchProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &switchProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.cut(0) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			target := p.target
+			p.conns = append(p.conns, c)
+			p.mu.Unlock()
+			go func() {
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go func() { io.Copy(up, c); up.Close() }()
+				io.Copy(c, up)
+				c.Close()
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *switchProxy) to(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+}
+
+func (p *switchProxy) cut(keep int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns[min(keep, len(p.conns)):] {
+		c.Close()
+	}
+}
+
+// TestDepartingSessionWaitsOutABrokerKeyMismatch: a departing session
+// whose connection met a server that could not prove the broker's key is
+// in broker_key_mismatch, which the daemon checks again until the real
+// broker answers; its rows waited for that, not failed at once as if the
+// broker refused it for good.
+func TestDepartingSessionWaitsOutABrokerKeyMismatch(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	proxy := newSwitchProxy(t, e.b.Addr())
+	m := e.owner
+	m.BrokerURL = strings.Replace(m.BrokerURL, e.b.Addr(), proxy.ln.Addr().String(), 1)
+	e.save("alice", m)
+	alice := e.daemonWith("alice", Options{ReapInterval: 50 * time.Millisecond})
+	bob := e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	pa := standIn(t)
+	sa, ia := register(t, alice, e.homes["alice"], "sess-a", "alice-a", pa.Process.Pid)
+	s := alice.d.sessionBySender(ia.Pubkey)
+	waitFor(t, 5*time.Second, "the session's connection open", func() bool {
+		st, _ := s.pres().State()
+		return st == client.StateOpen
+	})
+	// Another broker (its own key) takes the address, for the session's
+	// connection only: the mesh's stays open.
+	impostorCfg := e.bCfg
+	impostorCfg.Listen, impostorCfg.DataDir = "127.0.0.1:0", t.TempDir()
+	impostor := startBroker(t, &impostorCfg)
+	defer impostor.Close()
+	proxy.to(impostor.Addr())
+	proxy.cut(1)
+	waitFor(t, 10*time.Second, "the session in broker_key_mismatch", func() bool {
+		st, _ := s.pres().State()
+		return st == client.StateBrokerKeyMismatch
+	})
+	if st, _ := alice.d.meshBySlug("team").stateOf(); st != localapi.MeshOpen {
+		t.Fatalf("mesh %s; the test wants it open", st)
+	}
+	send(t, sa, "bob", "from a departing session")
+	if _, err := alice.api.Do(context.Background(), "DELETE", "/v1/sessions/"+sa.SessionToken, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the session departing", func() bool { return alice.d.isDeparting(s.rec.Pubkey) })
+	alice.d.settleDeparted()
+	if r := rowWith(alice.outbox(t), "from a departing session"); r == nil || r.Status != localapi.StatusAccepted {
+		t.Fatalf("the departing session's row while its connection is mismatched: %+v", r)
+	}
+	// The real broker answers again: the session's next check reaches it.
+	proxy.to(e.b.Addr())
+	waitFor(t, 20*time.Second, "bob got the departing session's message", func() bool {
+		return hasBody(bob.inbox(t), "from a departing session")
+	})
+	waitFor(t, 10*time.Second, "the row out and the session closed", func() bool {
+		r := rowWith(alice.outbox(t), "from a departing session")
+		return r != nil && r.Status != localapi.StatusAccepted && r.Status != localapi.StatusFailed && !alice.d.isDeparting(s.rec.Pubkey)
+	})
 }
