@@ -144,6 +144,12 @@ func upCommand() *cli.Command {
 				}
 				return reportRunning(out, v.PID, rl.Started)
 			}
+			// A daemon that runs but cannot be reached (its socket was
+			// removed) holds daemon.db: a second one cannot start, and
+			// the detached one would only exit with a pointer to its log.
+			if u := localapi.FindUnanswering(home); u != nil {
+				return unansweringError(home, u)
+			}
 			// An empty or damaged daemon.db is said here, not only in
 			// the detached daemon's log; not while another start holds
 			// the start lock (it may be creating the file: the daemon
@@ -451,9 +457,10 @@ func downCommand() *cli.Command {
 
 func statusCommand() *cli.Command {
 	return cliui.ReadOnly(&cli.Command{
-		Name:        "status",
-		Usage:       "is the daemon running, and how are its meshes, outbox and inbox",
-		Description: cliui.WithExamples("Never starts the daemon; with none running it prints running: false and exits 0.", "claudemesh daemon status", "claudemesh daemon status --json"),
+		Name:  "status",
+		Usage: "is the daemon running, and how are its meshes, outbox and inbox",
+		Description: cliui.WithExamples("Never starts the daemon; with none running it prints running: false and exits 0. A daemon that runs but\n"+
+			"cannot be reached (its socket was removed) is named, with the way out (exit 5).", "claudemesh daemon status", "claudemesh daemon status --json"),
 		Action: func(c *cli.Context) error {
 			home, out, err := verbStart(c, 0, 0)
 			if err != nil {
@@ -461,6 +468,9 @@ func statusCommand() *cli.Command {
 			}
 			cl, _, err := localapi.Probe(c.Context, home)
 			if err != nil {
+				if u := localapi.FindUnanswering(home); u != nil {
+					return unansweringError(home, u)
+				}
 				return printResult(out, localapi.Status{Running: false}, "daemon not running")
 			}
 			var st localapi.Status
@@ -637,9 +647,18 @@ func running(c *cli.Context, minArgs, maxArgs int) (*localapi.Client, *cliui.Out
 	}
 	cl, _, err := localapi.Probe(c.Context, home)
 	if err != nil {
+		if u := localapi.FindUnanswering(home); u != nil {
+			return nil, nil, unansweringError(home, u)
+		}
 		return nil, nil, cliui.Errorf("unreachable", "the daemon is not running").WithHint(config.Invocation(home) + " daemon up")
 	}
 	return cl, out, nil
+}
+
+// unansweringError is what the daemon verbs say of a daemon that runs but
+// cannot be reached (localapi.FindUnanswering): exit 5, with the way out.
+func unansweringError(home string, u *localapi.Unanswering) error {
+	return cliui.Errorf(cliui.CodeUnreachable, "%s", u.Message()).WithHint(u.Hint(config.Invocation(home)))
 }
 
 // gcHeadroom is how far above the live heap the daemon's next collection

@@ -1,0 +1,83 @@
+package localapi
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Unanswering is a daemon that runs for a home but cannot be reached on
+// its socket: the socket file was removed while it ran (a tmp cleaner, a
+// user tidying up), or it does not answer. Its pid file names it and it
+// holds daemon.db's lock, so no other daemon can start for the home until
+// it stops.
+type Unanswering struct {
+	PID    int    // from daemon.pid; 0 when that file is gone too
+	Socket string // the path the CLI dials
+	// Missing: no file at Socket (else one is there that does not answer).
+	Missing bool
+	dbPath  string
+}
+
+// Message says what is wrong, in words for the user.
+func (u *Unanswering) Message() string {
+	who := "a daemon"
+	if u.PID > 0 {
+		who = fmt.Sprintf("a daemon (pid %d)", u.PID)
+	}
+	if u.Missing {
+		return fmt.Sprintf("%s is running for this home, but its socket %s was removed while it ran, so no command can reach it (and no other daemon can start while it holds daemon.db)", who, u.Socket)
+	}
+	return fmt.Sprintf("%s is running for this home, but it does not answer on its socket %s (and no other daemon can start while it holds daemon.db)", who, u.Socket)
+}
+
+// Hint says how to fix it; inv is how to invoke the CLI for this home
+// (config.Invocation).
+func (u *Unanswering) Hint(inv string) string {
+	if u.PID > 0 {
+		return "stop it and start a new one: " + inv + " daemon down && " + inv + " daemon up"
+	}
+	return "its pid file is gone too: find it with `fuser -v " + u.dbPath + "`, stop it (kill PID), then " + inv + " daemon up"
+}
+
+// FindUnanswering reports a daemon that holds home's daemon.db while no
+// daemon answers on the socket; call it only after a Probe failed. It
+// says nothing (nil) while a daemon is starting (the start lock is
+// held: it has daemon.db and is opening the socket) or when no process
+// holds daemon.db.
+func FindUnanswering(home string) *Unanswering {
+	db := DBPath(home)
+	if !fileLocked(db) || fileLocked(filepath.Join(Dir(home), "start.lock")) {
+		return nil
+	}
+	u := &Unanswering{Socket: SocketPath(home), dbPath: db}
+	if data, err := os.ReadFile(PIDPath(home)); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
+			u.PID = pid
+		}
+	}
+	if _, err := os.Lstat(u.Socket); errors.Is(err, fs.ErrNotExist) {
+		u.Missing = true
+	}
+	return u
+}
+
+// fileLocked reports whether another process holds an exclusive flock on
+// path (bbolt's lock on daemon.db, the start lock).
+func fileLocked(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
