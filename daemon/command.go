@@ -78,7 +78,8 @@ func upCommand() *cli.Command {
 				"and this command returns once its socket answers. --foreground runs it in place (service managers).\n"+
 				"With a daemon already running it says so (exit 0), and names the start flags given that it keeps\n"+
 				"as it started (daemon down first to change them); of two started at the same moment for one home,\n"+
-				"one starts the daemon and the other says it is already running and names it (exit 0 too).",
+				"one starts the daemon and the other says it is already running and names it (exit 0 too). A home that\n"+
+				"joined no mesh, or does not exist (a mistyped --home), gets no daemon: up says so (exit 4) and creates nothing.",
 			"claudemesh daemon up",
 			"claudemesh daemon up --foreground",
 			"claudemesh daemon up --tcp 127.0.0.1:7902",
@@ -143,6 +144,12 @@ func upCommand() *cli.Command {
 					}
 				}
 				return reportRunning(out, v.PID, rl.Started)
+			}
+			// A home that joined no mesh gets no daemon: it would
+			// connect to nothing, and a mistyped --home would be
+			// created (with a daemon for it) instead of refused.
+			if err := checkJoined(home); err != nil {
+				return err
 			}
 			// A daemon that runs but cannot be reached (its socket was
 			// removed) holds daemon.db: a second one cannot start, and
@@ -210,6 +217,27 @@ func warnNotApplied(c *cli.Context, out *cliui.Out, home string, f upFlags, st *
 	}
 	cm := config.Invocation(home)
 	out.Warn(msg, "to apply them: "+cm+" daemon down, then "+cm+" daemon up with them")
+}
+
+// checkJoined refuses to start a daemon for a home that joined no mesh
+// (or does not exist: a mistyped --home), creating nothing. A daemon
+// already running for such a home (a service started before the first
+// join) is left alone: it picks the first join up by itself.
+func checkJoined(home string) error {
+	cfg, err := config.Load(home)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Meshes) > 0 {
+		return nil
+	}
+	cm := config.Invocation(home)
+	if _, err := os.Stat(home); err != nil {
+		return cliui.Errorf(cliui.CodeNotJoined, "no daemon started: %s does not exist (a mistyped --home or CLAUDEMESH_HOME?), and a daemon needs a joined mesh", home).
+			WithHint("join a mesh first: " + cm + " join <invite link>, then " + cm + " daemon up")
+	}
+	return cliui.Errorf(cliui.CodeNotJoined, "no daemon started: %s has joined no mesh, so a daemon would have nothing to connect to", home).
+		WithHint("join a mesh first: " + cm + " join <invite link>, then " + cm + " daemon up")
 }
 
 // checkDBUnlessStarting is store.CheckFile of home's daemon.db under the

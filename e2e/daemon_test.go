@@ -379,8 +379,10 @@ func TestDaemonThinVerbs(t *testing.T) {
 // winner's pid. Two verbs that start the daemon at once both succeed.
 func TestDaemonUpAtTheSameMoment(t *testing.T) {
 	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
 	for round := range 3 {
 		u := newUser(t, fmt.Sprintf("racer%d", round))
+		u.createMesh(b, "Race", fmt.Sprintf("race%d", round)) // a home that joined no mesh gets no daemon
 		var wg sync.WaitGroup
 		res := make([]result, 2)
 		for i := range res {
@@ -421,7 +423,6 @@ func TestDaemonUpAtTheSameMoment(t *testing.T) {
 
 	// The thin verbs start the daemon when they find none: two at once
 	// both get the one that runs.
-	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
 	alice := setupMesh(t, b, "alice")[0]
 	alice.useDaemon = true
 	var wg sync.WaitGroup

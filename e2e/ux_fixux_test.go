@@ -45,3 +45,36 @@ func TestDaemonSocketRemovedIsSaid(t *testing.T) {
 	alice.startDaemon()
 	alice.waitDaemonOpen()
 }
+
+// TestDaemonUpNeedsAJoinedMesh: `daemon up` for a home that joined no
+// mesh started a daemon with nothing to connect to, and for a mistyped
+// --home created the directory; it now refuses (exit 4, "join a mesh
+// first") and creates nothing. A verb that would start the daemon passes
+// the reason on.
+func TestDaemonUpNeedsAJoinedMesh(t *testing.T) {
+	t.Parallel()
+	typo := newUser(t, "typo")
+	e := typo.fails(4, "not_joined", "daemon", "up")
+	if !strings.Contains(e.Error.Message, "does not exist") || !strings.Contains(e.Error.Message, typo.home) {
+		t.Errorf("the message does not name the missing home: %q", e.Error.Message)
+	}
+	if r := typo.run("daemon", "up"); !strings.Contains(r.stderr, "join a mesh first") {
+		t.Errorf("no way forward: %s", r)
+	}
+	if _, err := os.Stat(typo.home); err == nil {
+		t.Fatalf("daemon up created %s", typo.home)
+	}
+	// A home that exists and joined nothing.
+	empty := newUser(t, "empty")
+	os.Mkdir(empty.home, 0o700)
+	e = empty.fails(4, "not_joined", "daemon", "up")
+	if !strings.Contains(e.Error.Message, "joined no mesh") {
+		t.Errorf("message: %q", e.Error.Message)
+	}
+	if ents, _ := os.ReadDir(empty.home); len(ents) != 0 {
+		t.Fatalf("daemon up created %v in %s", ents, empty.home)
+	}
+	if pids := processesOfHome(empty.home); len(pids) != 0 {
+		t.Fatalf("a daemon runs for a home that joined nothing: %v", pids)
+	}
+}

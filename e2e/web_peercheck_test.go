@@ -15,7 +15,8 @@ import (
 // it says the flag was not applied rather than pretend.
 func TestWebAnyLocalUserIsLoudAndTrue(t *testing.T) {
 	t.Parallel()
-	alice := newUser(t, "alice")
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0] // a home that joined no mesh gets no daemon
 	alice.useDaemon = true
 	r := alice.run("daemon", "up", "--web", "127.0.0.1:0", "--web-any-local-user", "--json")
 	var up struct {
@@ -52,6 +53,7 @@ func TestWebAnyLocalUserIsLoudAndTrue(t *testing.T) {
 	}
 
 	bob := newUser(t, "bob")
+	bob.createMesh(b, "Bob's", "bobs")
 	bob.useDaemon = true
 	bob.extraEnv = []string{"CLAUDEMESH_WEB=127.0.0.1:0"}
 	bob.startDaemon()
