@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // TestDaemonSocketRemovedIsSaid: a daemon whose socket file was removed
@@ -76,5 +80,35 @@ func TestDaemonUpNeedsAJoinedMesh(t *testing.T) {
 	}
 	if pids := processesOfHome(empty.home); len(pids) != 0 {
 		t.Fatalf("a daemon runs for a home that joined nothing: %v", pids)
+	}
+}
+
+// TestMCPInAHomeThatJoinedNoMesh: `claudemesh mcp` for a home that joined
+// no mesh told the session nothing (it waited for a daemon in silence).
+// Its instructions and its tools now say no mesh is joined and what the
+// user runs; once a mesh is joined the session connects by itself.
+func TestMCPInAHomeThatJoinedNoMesh(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := newUser(t, "alice")
+	alice.useDaemon = true
+	cs, capture, _ := startMCP(t, alice, "--tools")
+	ins := cs.InitializeResult().Instructions
+	for _, w := range []string{"joined no mesh", "join <invite link>", "connects by itself"} {
+		if !strings.Contains(ins, w) {
+			t.Errorf("the instructions do not say %q: %s", w, ins)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "list_peers", Arguments: map[string]any{}})
+	if err != nil || !res.IsError || len(res.Content) == 0 || !strings.Contains(res.Content[0].(*sdk.TextContent).Text, "joined no mesh") {
+		t.Fatalf("list_peers in a home that joined no mesh: %+v %v", res, err)
+	}
+	alice.createMesh(b, "Test Mesh", "test")
+	capture.waitNote("welcome after the join", func(n channelNote) bool { return n.Meta["kind"] == "welcome" })
+	res, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "list_peers", Arguments: map[string]any{}})
+	if err != nil || res.IsError {
+		t.Fatalf("list_peers after the join: %+v %v", res, err)
 	}
 }

@@ -28,7 +28,9 @@ func Command() *cli.Command {
 				"is bounded: 64,000 characters at once, then 32,000 a minute, counting each notification's text, its\n"+
 				"attributes and 64 for the block. A message over what is left is cut (whole in claudemesh inbox);\n"+
 				"with under 2,000 left it stays unread (the prompt hook and claudemesh inbox --unread show it), and the\n"+
-				"session is told, at most once a minute, that the sender is held back. Your own member is not limited.",
+				"session is told, at most once a minute, that the sender is held back. Your own member is not limited.\n"+
+				"In a home that joined no mesh, its instructions and its tools say so and what to run; it connects by\n"+
+				"itself once a mesh is joined.",
 			"claudemesh mcp",
 			"claudemesh mcp --tools",
 		),

@@ -76,7 +76,18 @@ func (l *daemonLink) ensure(ctx context.Context) (*localapi.Client, *localapi.Se
 		}
 		msg := "claudemesh: waiting for the daemon"
 		var ae *localapi.APIError
-		if errors.As(err, &ae) {
+		var nj *notJoinedError
+		if errors.As(err, &nj) {
+			if attempt > 0 {
+				select { // said once; the join is checked again every few seconds
+				case <-ctx.Done():
+					return nil, nil
+				case <-time.After(retryDelay(attempt)):
+				}
+				continue
+			}
+			msg = "claudemesh: waiting for a mesh to be joined"
+		} else if errors.As(err, &ae) {
 			msg = "claudemesh: the daemon refused this session"
 		}
 		l.o.Logger.Warn(msg, "err", err, "retryIn", retryDelay(attempt).String())
@@ -94,6 +105,11 @@ func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi
 	l.mu.Unlock()
 	if api != nil && s != nil {
 		return api, s, nil
+	}
+	// A home that joined no mesh gets no daemon (daemon up refuses it):
+	// wait for the join without starting one every few seconds.
+	if notice := notJoinedNotice(l.o.Home); notice != "" {
+		return nil, nil, &notJoinedError{notice: strings.TrimSpace(notice)}
 	}
 	base, err := localapi.Connect(ctx, l.o.Home, !l.o.NoDaemon)
 	if err != nil {
@@ -144,6 +160,12 @@ func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi
 	l.mu.Unlock()
 	return base, &me, nil
 }
+
+// notJoinedError is tryEnsure's answer while the home has joined no mesh;
+// its text is notJoinedNotice's.
+type notJoinedError struct{ notice string }
+
+func (e *notJoinedError) Error() string { return e.notice }
 
 // credentials returns the session token: from the token file `launch`
 // wrote, or, in ambient mode, a token of our own with the registration to

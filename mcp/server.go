@@ -26,6 +26,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"claudemesh/client/config"
 	"claudemesh/internal/agentview"
 	"claudemesh/internal/buildinfo"
 )
@@ -110,7 +111,7 @@ func Run(ctx context.Context, o Options) error {
 	initialized := make(chan struct{})
 	var once sync.Once
 	srv := sdk.NewServer(&sdk.Implementation{Name: "claudemesh", Title: "claudemesh", Version: buildinfo.Version}, &sdk.ServerOptions{
-		Instructions: serverInstructions(o),
+		Instructions: notJoinedNotice(o.Home) + serverInstructions(o),
 		Logger:       o.Logger,
 		Capabilities: &sdk.ServerCapabilities{Experimental: map[string]any{ChannelCapability: map[string]any{}}},
 		// Pushes need the stateful session of the initialize handshake
@@ -161,6 +162,22 @@ func serverInstructions(o Options) string {
 		return instructions() + toolsHint
 	}
 	return instructions()
+}
+
+// notJoinedNotice is what a session whose home joined no mesh is told
+// first (in the instructions, and as a tool's answer): nothing arrives and
+// nothing can be sent until its user joins one, and then this server
+// connects by itself. "" when a mesh is joined (or config.json cannot be
+// read: the daemon's start says why).
+func notJoinedNotice(home string) string {
+	cfg, err := config.Load(home)
+	if err != nil || len(cfg.Meshes) > 0 {
+		return ""
+	}
+	cm := config.Invocation(home)
+	return agentview.NoticePrefix + "this claudemesh (home " + home + ") has joined no mesh yet, so this session can neither receive nor send messages. " +
+		"Tell your user to join one: " + cm + " join <invite link> (a mesh's owner or admin makes the link with claudemesh invite). " +
+		"This server connects by itself once a mesh is joined; no restart is needed.\n"
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

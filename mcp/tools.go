@@ -55,6 +55,10 @@ func toolError(err error) error {
 func addTools(srv *sdk.Server, l *daemonLink) {
 	api := func(ctx context.Context) (*localapi.Client, *localapi.Session, error) {
 		a, s, err := l.tryEnsure(ctx)
+		var nj *notJoinedError
+		if errors.As(err, &nj) {
+			return nil, nil, nj
+		}
 		if err != nil {
 			return nil, nil, errorf("the claudemesh daemon is not reachable: %v", err)
 		}
