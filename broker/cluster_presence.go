@@ -471,8 +471,13 @@ func (cp *clusterPresence) apply(node, epoch, kind, meshID string, logSeq uint64
 			ms.broadcastSystem(event, p)
 		}
 	}
+	host := ""
+	if p != nil {
+		host = p.hostname
+	}
 	ms.mu.Unlock()
 	if replaced != nil {
+		replaced.sendError("", wire.ReasonReplaced, replacedText(host, ""))
 		replaced.closeWith(wire.CloseNormal, wire.ReasonReplaced)
 	}
 }

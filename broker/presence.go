@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"time"
 
 	"claudemesh/store"
@@ -15,6 +16,25 @@ func presenceKey(id helloIdentity, memberPubkey string) string {
 		return id.pubkey
 	}
 	return memberPubkey + "|" + id.sessionID
+}
+
+// replacedText is the error frame a connection gets before it is closed
+// with session_replaced: where the connection that took its presence over
+// comes from (its hello's hostname, its address; either may be ""). The
+// same client reconnecting never reads it (its old connection is dead to
+// it); a second process with the same keys (a daemon on a copied home)
+// does, and must be told that it is not a network blip.
+func replacedText(hostname, ip string) string {
+	from := ""
+	switch {
+	case hostname != "" && ip != "":
+		from = fmt.Sprintf(" from host %q (address %s)", hostname, ip)
+	case hostname != "":
+		from = fmt.Sprintf(" from host %q", hostname)
+	case ip != "":
+		from = " from address " + ip
+	}
+	return "another connection with this identity connected" + from + " and took over: two processes hold the same keys (a daemon on a copy of this home, or a second one started for it); each new connection closes the other's"
 }
 
 // attach registers an authenticated connection. Caller holds ms.mu. It

@@ -57,6 +57,8 @@ func (m *meshRT) unavailable() *apiError {
 		status = http.StatusBadGateway
 	case wire.ReasonKicked, wire.ReasonRemoved, wire.CodeBanned, wire.CodeRevoked, wire.ReasonLeft, wire.CodeUnauthorized:
 		status = http.StatusForbidden
+	case wire.ReasonReplaced:
+		status = http.StatusConflict
 	}
 	return &apiError{status: status, code: p.Code, msg: p.Message, hint: p.Hint}
 }
@@ -209,6 +211,9 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 			Hint: "ask the mesh owner or an admin to run: claudemesh unban " + config.ShellQuote(m.cfg.DisplayName) + " --mesh " + config.ShellQuote(m.cfg.Slug) +
 				"; then run " + cm + " daemon up to reconnect (messages already in the outbox are kept)"}
 	case client.StateClosed:
+		if client.CodeOf(err) == wire.ReasonReplaced {
+			return replacedProblem(m.cfg.Slug, cm, client.MessageOf(err, ""))
+		}
 		return &localapi.Error{Code: wire.ReasonLeft, Message: fmt.Sprintf("mesh %s: the connection was closed for good (%s)", m.cfg.Slug, why),
 			Hint: "restart the daemon (" + cm + " daemon down && " + cm + " daemon up)"}
 	}
@@ -228,6 +233,32 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 	}
 	return &localapi.Error{Code: client.CodeUnreachable, Message: msg,
 		Hint: "the daemon keeps retrying; sends are kept in its outbox until the broker is back"}
+}
+
+// replacedProblem is a mesh whose connection another process with this
+// member's keys took over (session_replaced): a second daemon for this
+// home, or a daemon on a copy of it. This daemon stops connecting (the
+// presence's verdict), so the two do not take the connection from each
+// other in a loop; restarting it would take the connection back and close
+// the other's, which is what the advice must not hide. brokerText is the
+// broker's error frame before the close ("another connection with this
+// identity connected from host "h" (address a) and took over: …"), "" from
+// a broker that sends none.
+func replacedProblem(slug, cm, brokerText string) *localapi.Error {
+	from := ""
+	if rest, ok := strings.CutPrefix(brokerText, "another connection with this identity connected from "); ok {
+		if i := strings.Index(rest, " and took over"); i > 0 {
+			from = " from " + rest[:i]
+		}
+	}
+	return &localapi.Error{Code: wire.ReasonReplaced,
+		Message: fmt.Sprintf("mesh %s: another daemon with this identity is connected%s and took this daemon's connection over "+
+			"(two daemons hold this member's keys: one on a copy of this home, or a second one started for it); "+
+			"this daemon stopped connecting to the mesh, so that the two do not take the connection from each other in a loop, and sends to it are refused here", slug, from),
+		Hint: "keep one daemon per identity. If the other is the one to keep, use it (and stop this one: " + cm + " daemon down). " +
+			"If this one is, stop the other first (claudemesh daemon down, run for that home or on that host), then " + cm + " daemon down && " + cm + " daemon up; " +
+			"restarting this one while the other runs takes the connection back and closes the other's. " +
+			"A copied home needs an identity of its own: in the copy, claudemesh mesh leave " + config.ShellQuote(slug) + ", then join with a new invite"}
 }
 
 // rejoin is the advice for a member the broker no longer knows: the mesh

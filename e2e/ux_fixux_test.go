@@ -112,3 +112,62 @@ func TestMCPInAHomeThatJoinedNoMesh(t *testing.T) {
 		t.Fatalf("list_peers after the join: %+v %v", res, err)
 	}
 }
+
+// TestTwoDaemonsOfOneMember: a daemon on a copy of a home takes the
+// member's connection from the first, which said only "the connection was
+// closed for good" and advised a restart (which takes it back and closes
+// the other's, and so on). The first now says another daemon with this
+// identity is connected, from where, and what to do; neither reconnects
+// by itself (no storm).
+func TestTwoDaemonsOfOneMember(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	twin := newUser(t, "twin")
+	if err := os.MkdirAll(twin.home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(alice.home, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(twin.home, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	twin.startDaemon()
+	twin.waitDaemonOpen()
+	var st struct {
+		Meshes     map[string]string `json:"meshes"`
+		MeshErrors map[string]struct {
+			Code, Message, Hint string
+		} `json:"meshErrors"`
+	}
+	eventually(t, 15*time.Second, "alice's daemon to see the takeover", func() bool {
+		alice.json(&st, "daemon", "status")
+		return st.Meshes["test"] == "closed"
+	})
+	p := st.MeshErrors["test"]
+	host, _ := os.Hostname()
+	if p.Code != "session_replaced" || !strings.Contains(p.Message, "another daemon with this identity is connected from host \""+host+"\" (address 127.0.0.1)") {
+		t.Errorf("the problem does not say who took the connection: %+v", p)
+	}
+	if !strings.Contains(p.Hint, "stop the other first") || !strings.Contains(p.Hint, "takes the connection back") || !strings.Contains(p.Hint, "mesh leave") {
+		t.Errorf("the hint: %q", p.Hint)
+	}
+	e := alice.fails(1, "session_replaced", "send", "alice", "x")
+	if !strings.Contains(e.Error.Message, "another daemon with this identity") {
+		t.Errorf("send: %+v", e)
+	}
+	// No storm: the twin stays connected (its own peer list, read through
+	// its daemon, answers), and alice's daemon does not take it back.
+	twin.json(&[]peerRow{}, "peer", "list")
+	alice.json(&st, "daemon", "status")
+	if st.Meshes["test"] != "closed" {
+		t.Fatalf("alice's daemon reconnected: %+v", st)
+	}
+	if tw := twin.daemonStatus(); tw.Meshes["test"] != "open" {
+		t.Fatalf("the twin lost its connection: %+v", tw)
+	}
+}

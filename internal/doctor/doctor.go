@@ -175,7 +175,7 @@ func checkDaemon(e *Env) []Result {
 		p := st.MeshErrors[slug]
 		status := Warn // connecting, unreachable: the daemon retries
 		switch p.Code {
-		case client.CodeBrokerKeyMismatch, wire.ReasonKicked, wire.ReasonRemoved, wire.CodeBanned, wire.CodeRevoked, wire.CodeUnauthorized, wire.ReasonLeft:
+		case client.CodeBrokerKeyMismatch, wire.ReasonKicked, wire.ReasonRemoved, wire.CodeBanned, wire.CodeRevoked, wire.CodeUnauthorized, wire.ReasonLeft, wire.ReasonReplaced:
 			status = Fail
 		}
 		fix := p.Hint
