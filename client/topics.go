@@ -261,6 +261,30 @@ func ObserverRefusal(topic string) string {
 	return "not posted: you are an observer of #" + topic + ", who reads but does not post"
 }
 
+// NobodyHoldsKeyRefusal is what a post to an encrypted topic is told when
+// the poster lacks its current key and no member of the topic holds it
+// (everyone who did left): no one can share it, so waiting is useless.
+func NobodyHoldsKeyRefusal(topic string) string {
+	return "not posted: you do not hold the key of #" + topic + ", and no member of it does (everyone who held it left), so nobody can share it with you"
+}
+
+// NobodyHoldsKeyHint is the way out of NobodyHoldsKeyRefusal.
+func NobodyHoldsKeyHint(topic string) string {
+	return "claudemesh topic rotate " + config.ShellQuote(topic) + " makes a new key and seals it to every member (posts from before it stay unreadable), then post again"
+}
+
+// HoldersOfCurrentKey counts the members of a topic who hold its current
+// key (topic_members' hasCurrentKey).
+func HoldersOfCurrentKey(members []wire.TopicMemberInfo) int {
+	n := 0
+	for _, m := range members {
+		if m.HasCurrentKey {
+			n++
+		}
+	}
+	return n
+}
+
 // ObserverHint is the way to post: a lead (or the mesh's owner or an
 // admin) makes the member called name a member of the topic.
 func ObserverHint(topic, name string) string {

@@ -582,6 +582,13 @@ func (t *topicsRT) sealTopicRow(sender *cmcrypto.Identity, row *outboxRow, targe
 			key = t.ring.Get(info.ID, info.KeyGen)
 		}
 		if key == nil {
+			// Nobody holds it (everyone who did left): no member will
+			// share it, and only a rotation brings a key.
+			if c := t.m.ackConn(); c != nil {
+				if members, err := c.TopicMembers(ctx, info.ID); err == nil && len(members) > 0 && client.HoldersOfCurrentKey(members) == 0 {
+					return &client.Error{Code: wire.CodeTopicKeyMissing, Message: client.NobodyHoldsKeyRefusal(info.Name) + "; " + client.NobodyHoldsKeyHint(info.Name)}
+				}
+			}
 			// Nothing is posted and nothing waits: say so (it read
 			// "waiting for a member…", as if the post were queued).
 			return &client.Error{Code: wire.CodeTopicKeyMissing, Message: "not posted: you do not hold the key of #" + info.Name +

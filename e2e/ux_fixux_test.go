@@ -171,3 +171,43 @@ func TestTwoDaemonsOfOneMember(t *testing.T) {
 		t.Fatalf("the twin lost its connection: %+v", tw)
 	}
 }
+
+// TestPostToATopicNobodyHoldsTheKeyOf: when every member who held a
+// topic's key left, a post said "a member who holds it shares it
+// automatically when online", which never comes true. Post and send now
+// say nobody can share it and that topic rotate makes a new key; topic
+// members and topic list say so too. Both paths.
+func TestPostToATopicNobodyHoldsTheKeyOf(t *testing.T) {
+	t.Parallel()
+	onBothPaths(t, func(t *testing.T, viaDaemon bool) {
+		b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+		u := setupMesh(t, b, "alice", "carol")
+		alice, carol := u[0], u[1]
+		if viaDaemon {
+			alice.startDaemon()
+			carol.startDaemon()
+			alice.waitDaemonOpen()
+			carol.waitDaemonOpen()
+		}
+		alice.ok("topic", "create", "rel")
+		alice.ok("topic", "leave", "rel")
+		carol.ok("topic", "join", "rel")
+		for _, args := range [][]string{{"topic", "post", "rel", "hi"}, {"send", "#rel", "hi"}} {
+			e := carol.fails(1, "topic_key_missing", args...)
+			if !strings.Contains(e.Error.Message, "no member of it does") || strings.Contains(e.Error.Message, "automatically") {
+				t.Errorf("%q: %q", args, e.Error.Message)
+			}
+			if r := carol.run(args...); !strings.Contains(r.stderr, "topic rotate rel") {
+				t.Errorf("%q gives no way out: %s", args, r)
+			}
+		}
+		if r := carol.ok("topic", "members", "rel"); !strings.Contains(r.stdout, "nobody holds it") || strings.Contains(r.stdout, "waiting for the key") {
+			t.Errorf("topic members: %s", r)
+		}
+		if r := carol.ok("topic", "list"); !strings.Contains(r.stdout, "nobody holds it") {
+			t.Errorf("topic list: %s", r)
+		}
+		carol.ok("topic", "rotate", "rel")
+		carol.ok("topic", "post", "rel", "after the rotation")
+	})
+}

@@ -25,7 +25,8 @@ func topicCommand() *cli.Command {
 		Description: cliui.WithExamples(
 			"A topic keeps its history; everyone in it gets new posts live. Its key is made by its creator's\n"+
 				"machine and shared member to member: a member who joins waits until someone who holds the key is\n"+
-				"online (their daemon, or a running topic tail, shares it automatically). Every mesh has #general.",
+				"online (their daemon, or a running topic tail, shares it automatically). When every member who held\n"+
+				"it has left, nobody can share it: topic rotate makes a new one. Every mesh has #general.",
 			"claudemesh topic create deploys --description \"release train\"",
 			"claudemesh topic join deploys",
 			"claudemesh topic add incidents bob",
@@ -176,6 +177,9 @@ func errKeyMissing(topic string) error {
 // can share it, and only a rotation brings a key. It is false when that
 // cannot be told.
 func nobodyHoldsKey(e *env, tr topicTransport, m *config.Mesh, topic string) bool {
+	if m == nil {
+		return false
+	}
 	rows, err := tr.TopicMembers(e.ctx(), m, topic)
 	if err != nil || len(rows) == 0 {
 		return false
@@ -287,6 +291,8 @@ func topicList(c *cli.Context) error {
 				state = "joined · plaintext"
 			case row.Joined && row.KeyGen == 0:
 				state = "joined · no key yet"
+			case row.Joined && !row.HasKey && nobodyHoldsKey(e, tr, meshBySlug(meshes, r.Slug), row.Name):
+				state = "joined · no key: nobody holds it (topic rotate " + row.Name + ")"
 			case row.Joined && !row.HasKey:
 				state = "joined · waiting for the key"
 			case row.Joined:
@@ -389,6 +395,16 @@ func topicAdd(c *cli.Context) error {
 	return nil
 }
 
+// meshBySlug is the mesh of meshes called slug.
+func meshBySlug(meshes []config.Mesh, slug string) *config.Mesh {
+	for i := range meshes {
+		if meshes[i].Slug == slug {
+			return &meshes[i]
+		}
+	}
+	return nil
+}
+
 // topicEncrypted reports whether a topic is end-to-end encrypted (true
 // when that cannot be told).
 func topicEncrypted(e *env, tr topicTransport, m *config.Mesh, name string) bool {
@@ -435,14 +451,31 @@ func topicMembers(c *cli.Context) error {
 		return e.out.JSON(rows)
 	}
 	t := newTable(e.out)
+	holders := 0
+	for _, r := range rows {
+		if r.HasCurrentKey {
+			holders++
+		}
+	}
+	orphaned := holders == 0 && len(rows) > 0 && topicEncrypted(e, tr, m, name)
 	for _, r := range rows {
 		key := "has the key"
-		if !r.HasCurrentKey {
+		switch {
+		case r.HasCurrentKey:
+		case orphaned:
+			key = "no key (nobody holds it)"
+		default:
 			key = "waiting for the key"
 		}
 		t.row("  "+cliui.SanitizePeerText(r.DisplayName), shortKey(r.Pubkey), r.Role, key)
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if orphaned {
+		e.out.Linef("%s", e.out.Style().Dim("  → no member holds its current key, so nobody can share it: "+rotateHint(name)))
+	}
+	return nil
 }
 
 func topicRotate(c *cli.Context) error {

@@ -390,6 +390,9 @@ func (d *direct) sendTopic(ctx context.Context, m *config.Mesh, req sendRequest)
 				WithHint("the mesh owner's or an admin's client makes it when it connects (claudemesh daemon up, or claudemesh topic tail " + t.Name + ")")
 		}
 		if !hasKey(ctx, k, c, t) {
+			if members, err := c.TopicMembers(ctx, t.ID); err == nil && len(members) > 0 && client.HoldersOfCurrentKey(members) == 0 {
+				return nil, cliui.Errorf(wire.CodeTopicKeyMissing, "%s", client.NobodyHoldsKeyRefusal(t.Name)).WithHint(client.NobodyHoldsKeyHint(t.Name))
+			}
 			return nil, cliui.Errorf(wire.CodeTopicKeyMissing, "you do not hold the key of #%s yet", t.Name).
 				WithHint("a member who holds it shares it automatically when online (their daemon, or a running claudemesh topic tail)")
 		}
