@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -281,21 +283,33 @@ func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, er
 		WriteBufferSize:  4096,
 		WriteBufferPool:  writeBufferPool,
 	}
+	// connected: the TCP connection was made (a timeout after it is a
+	// server that does not answer, not a host that cannot be reached).
+	var connected atomic.Bool
+	var nd net.Dialer
+	dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := nd.DialContext(ctx, network, addr)
+		if err == nil {
+			connected.Store(true)
+		}
+		return nc, err
+	}
 	if opts.CoalesceWrites {
 		// Under TLS the batch is of TLS records: still one write.
-		var nd net.Dialer
 		dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			nc, err := nd.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
+			connected.Store(true)
 			c.batch = &batchConn{Conn: nc}
 			return c.batch, nil
 		}
 	}
+	dialStart := time.Now()
 	ws, resp, err := dialer.DialContext(hctx, id.BrokerURL, opts.Header)
 	if err != nil {
-		return nil, dialError(hctx, id.BrokerURL, resp, err)
+		return nil, dialError(hctx, id.BrokerURL, resp, err, connected.Load(), time.Since(dialStart))
 	}
 	c.ws = ws
 	ws.SetReadLimit(MaxBrokerFrame)
@@ -342,7 +356,7 @@ func checkIdentity(id MeshIdentity) error {
 	return nil
 }
 
-func dialError(ctx context.Context, brokerURL string, resp *http.Response, err error) error {
+func dialError(ctx context.Context, brokerURL string, resp *http.Response, err error, connected bool, waited time.Duration) error {
 	if resp != nil {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -354,17 +368,72 @@ func dialError(ctx context.Context, brokerURL string, resp *http.Response, err e
 		e.Message = fmt.Sprintf("%s refused the WebSocket upgrade (HTTP %d): %s", brokerURL, resp.StatusCode, e.Message)
 		return e
 	}
+	if e := tlsError(brokerURL, err); e != nil {
+		return e
+	}
+	var netErr net.Error
+	if timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()); timedOut {
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return ctxError(ctx, "connecting to "+brokerURL)
+		}
+		return noAnswer(brokerURL, err, connected, waited)
+	}
 	if ctx.Err() != nil {
 		return ctxError(ctx, "connecting to "+brokerURL)
 	}
 	if errors.Is(err, websocket.ErrBadHandshake) {
 		return wrapError(CodeUnreachable, err, "%s", brokerURL)
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) && netErr.Timeout() {
-		return wrapError(CodeTimeout, err, "connecting to %s", brokerURL)
-	}
 	return wrapError(CodeUnreachable, err, "connecting to %s", brokerURL)
+}
+
+// noAnswer is a dial that timed out: a server that took the TCP
+// connection and never answered the upgrade (hung, overloaded, or not a
+// broker), or a host that never took it (down, or a firewall dropping
+// the packets). "context deadline exceeded" said neither.
+func noAnswer(brokerURL string, err error, connected bool, waited time.Duration) *Error {
+	e := &Error{Code: CodeTimeout, cause: err}
+	if connected {
+		e.Message = fmt.Sprintf("the server at %s accepted the connection but did not answer in %s: the broker is hung or overloaded, "+
+			"or what listens there is not a claudemesh broker (a proxy that does not pass WebSocket upgrades)", brokerURL, waited.Round(time.Second))
+		e.Hint = "ask the broker's operator to check it (its log, GET /health/ready); claudemesh doctor checks the connection again"
+		return e
+	}
+	e.Message = fmt.Sprintf("nothing answered at %s in %s: the host is down or unreachable from here, or a firewall drops the connection", brokerURL, waited.Round(time.Second))
+	e.Hint = "check the address and this machine's network, and that the broker runs; then try again"
+	return e
+}
+
+// tlsError is a dial refused because this machine does not trust the
+// broker's TLS certificate, in words (Go's x509 text, with advice to check
+// that the broker is reachable, was no help): nil for any other error.
+func tlsError(brokerURL string, err error) *Error {
+	var (
+		unknown  x509.UnknownAuthorityError
+		host     x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+		why      string
+		withHint = "if the broker's operator uses a self-signed certificate or a private CA, add that CA to this machine's trust store " +
+			"(on Linux, SSL_CERT_FILE=/path/to/ca.pem in the environment of claudemesh and its daemon works too); " +
+			"otherwise the broker needs a certificate from a public CA (docs/operating-a-broker.md). Never work around it by trusting a certificate you cannot check"
+	)
+	switch {
+	case errors.As(err, &unknown):
+		why = "is signed by an authority this machine does not trust (a self-signed or private-CA certificate, or something intercepting TLS on the way)"
+	case errors.As(err, &host):
+		why = "is not valid for that name (" + host.Error() + ")"
+		withHint = "use the broker URL its certificate names (ask the broker's operator), or ask them to issue a certificate for this name"
+	case errors.As(err, &invalid):
+		why = "is not valid (" + invalid.Error() + ")"
+		withHint = "ask the broker's operator to renew or fix its certificate; if it has expired, check this machine's clock too"
+	case errors.As(err, &verify):
+		why = "could not be verified (" + verify.Err.Error() + ")"
+	default:
+		return nil
+	}
+	return &Error{Code: CodeUnreachable, cause: err, Hint: withHint,
+		Message: "the TLS certificate of the server at " + brokerURL + " " + why + ", so no connection was made"}
 }
 
 // prepareHello fills what does not depend on the challenge, so a bad option
@@ -577,6 +646,14 @@ func (c *Conn) readHandshakeFrame(ctx context.Context) ([]byte, wire.Envelope, e
 		var ne net.Error
 		if ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout() {
 			<-ctx.Done() // the read deadline is the context's deadline
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.id.BrokerURL != "" {
+				// Connected, upgraded, and then silence: a hung broker
+				// (or a WebSocket server that is not one).
+				e := noAnswer(c.id.BrokerURL, ctx.Err(), true, 0)
+				e.Message = fmt.Sprintf("the server at %s took the WebSocket connection but sent no handshake in time: the broker is hung or overloaded, "+
+					"or what listens there is not a claudemesh broker", c.id.BrokerURL)
+				return nil, wire.Envelope{}, e
+			}
 			return nil, wire.Envelope{}, ctxError(ctx, "waiting for the broker's handshake")
 		}
 		return nil, wire.Envelope{}, wrapError(CodeConnectionClosed, err, "during the handshake")

@@ -58,7 +58,20 @@ type Error struct {
 	// Candidates lists the matches of an ambiguous_target error, so the
 	// CLI can show the user which names or keys to choose from.
 	Candidates []wire.Candidate
-	cause      error
+	// Hint is what to do, when this error knows better than its code's
+	// usual advice (an untrusted TLS certificate is no reachability
+	// problem); "" otherwise.
+	Hint  string
+	cause error
+}
+
+// HintOf is the Hint of the *Error in err's chain ("" when none).
+func HintOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Hint
+	}
+	return ""
 }
 
 func (e *Error) Error() string {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -40,12 +42,22 @@ func ProveBroker(ctx context.Context, brokerURL, pinnedHex string) error {
 	}
 	hctx, cancel := context.WithTimeout(ctx, DefaultHandshakeTimeout)
 	defer cancel()
-	dialer := websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout}
+	var connected atomic.Bool
+	var nd net.Dialer
+	dialer := websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: DefaultHandshakeTimeout,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := nd.DialContext(ctx, network, addr)
+			if err == nil {
+				connected.Store(true)
+			}
+			return nc, err
+		}}
+	dialStart := time.Now()
 	ws, resp, err := dialer.DialContext(hctx, brokerURL, nil)
 	if err != nil {
-		return dialError(hctx, brokerURL, resp, err)
+		return dialError(hctx, brokerURL, resp, err, connected.Load(), time.Since(dialStart))
 	}
-	c := &Conn{ws: ws}
+	c := &Conn{ws: ws, id: MeshIdentity{BrokerURL: brokerURL}}
 	defer ws.Close()
 	ws.SetReadLimit(MaxBrokerFrame)
 	stop := context.AfterFunc(hctx, func() { ws.NetConn().Close() })

@@ -175,6 +175,9 @@ func doJSON(ctx context.Context, method, url, bearer string, in, out any) error 
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
+		if e := tlsError(url, err); e != nil {
+			return e
+		}
 		if ctx.Err() != nil {
 			return ctxError(ctx, method+" "+url)
 		}

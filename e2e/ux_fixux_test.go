@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"log"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +14,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"claudemesh/internal/testcert"
 )
 
 // TestDaemonSocketRemovedIsSaid: a daemon whose socket file was removed
@@ -210,4 +216,39 @@ func TestPostToATopicNobodyHoldsTheKeyOf(t *testing.T) {
 		carol.ok("topic", "rotate", "rel")
 		carol.ok("topic", "post", "rel", "after the rotation")
 	})
+}
+
+// TestUntrustedBrokerCertificateIsSaid: a broker URL whose TLS certificate
+// this machine does not trust gave Go's x509 text and the advice to check
+// that the broker is reachable; the CLI now says the certificate is not
+// trusted, and how to make it so. (A hung broker's text is checked in the
+// client package, with a short handshake timeout.)
+func TestUntrustedBrokerCertificateIsSaid(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	cert, key, _ := testcert.SelfSigned(t, "localhost")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.NotFoundHandler(), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.ServeTLS(ln, cert, key)
+	t.Cleanup(func() { srv.Close() })
+	cfg := filepath.Join(alice.home, "config.json")
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "wss://" + ln.Addr().String() + "/ws"
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(string(data), b.url, url)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := alice.fails(5, "unreachable", "peer", "list")
+	if !strings.Contains(e.Error.Message, "TLS certificate of the server at "+url) || !strings.Contains(e.Error.Message, "does not trust") || strings.Contains(e.Error.Message, "x509") {
+		t.Errorf("peer list: %q", e.Error.Message)
+	}
+	if r := alice.run("send", "alice", "hi"); !strings.Contains(r.stderr, "trust store") || strings.Contains(r.stderr, "running and reachable") {
+		t.Errorf("send: %s", r)
+	}
 }

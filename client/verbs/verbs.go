@@ -358,7 +358,11 @@ func cliError(err error) error {
 		// Keep the caller's context ("acme: …") in front.
 		msg = strings.TrimSuffix(outer, e.Error()) + msg
 	}
-	out := &cliui.Error{Code: e.Code, Message: msg, Cause: err, Hint: hintFor(e.Code)}
+	hint := e.Hint
+	if hint == "" {
+		hint = hintFor(e.Code)
+	}
+	out := &cliui.Error{Code: e.Code, Message: msg, Cause: err, Hint: hint}
 	for _, c := range e.Candidates {
 		out.Candidates = append(out.Candidates, cliui.Candidate(c))
 	}
