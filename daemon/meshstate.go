@@ -231,8 +231,12 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 	if why != "" {
 		msg += " (" + why + ")"
 	}
-	return &localapi.Error{Code: client.CodeUnreachable, Message: msg,
-		Hint: "the daemon keeps retrying; sends are kept in its outbox until the broker is back"}
+	hint := "the daemon keeps retrying; sends are kept in its outbox until the broker is back"
+	if h := client.HintOf(err); h != "" {
+		// An untrusted certificate, a hung server: what fixes it.
+		hint = h + "; meanwhile " + hint
+	}
+	return &localapi.Error{Code: client.CodeUnreachable, Message: msg, Hint: hint}
 }
 
 // replacedProblem is a mesh whose connection another process with this
