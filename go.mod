@@ -44,3 +44,15 @@ require (
 // package initialisation every command paid at process start; claudemesh
 // renders no man pages (internal/nomd2man says more).
 replace github.com/cpuguy83/go-md2man/v2 => ./internal/nomd2man
+
+// Upstream copies with their package-level start-up work made lazy, so that
+// every claudemesh process does not pay for the cluster engine's
+// initialisers: third_party/README.md says what is patched and why.
+replace (
+	github.com/klauspost/compress => ./third_party/compress
+	github.com/nats-io/jwt/v2 => ./third_party/jwt
+	github.com/nats-io/nats-server/v2 => ./third_party/nats-server
+	github.com/nats-io/nats.go => ./third_party/nats.go
+	github.com/nats-io/nkeys => ./third_party/nkeys
+	github.com/nats-io/nuid => ./third_party/nuid
+)
