@@ -519,7 +519,7 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 		name = c.Command.HelpName
 	}
 	msg := err.Error()
-	if m := badFlagValue.FindStringSubmatch(msg); m != nil {
+	if m := badFlagValue().FindStringSubmatch(msg); m != nil {
 		msg = flagValueText(c, m[2], m[1], m[3])
 	}
 	return &Error{Code: CodeUsage, Message: msg, Cause: err,
@@ -528,8 +528,11 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 
 // badFlagValue is the Go flag package's refusal of a flag's value
 // (`invalid value "abc" for flag -limit: parse error`), which urfave/cli
-// passes on as it is.
-var badFlagValue = regexp.MustCompile(`^invalid value "(.*)" for flag -([A-Za-z0-9-]+): (.*)$`)
+// passes on as it is. Compiled on the first refusal, not in every
+// process's start.
+var badFlagValue = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^invalid value "(.*)" for flag -([A-Za-z0-9-]+): (.*)$`)
+})
 
 // flagValueText says what is wrong with a flag's value in the CLI's words:
 // the flag as the user writes it (--limit, not -limit) and what it takes,
