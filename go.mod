@@ -49,7 +49,9 @@ replace github.com/cpuguy83/go-md2man/v2 => ./internal/nomd2man
 // every claudemesh process does not pay for the cluster engine's
 // initialisers: third_party/README.md says what is patched and why.
 replace (
+	github.com/google/jsonschema-go => ./third_party/jsonschema-go
 	github.com/klauspost/compress => ./third_party/compress
+	github.com/modelcontextprotocol/go-sdk => ./third_party/mcp-go-sdk
 	github.com/nats-io/jwt/v2 => ./third_party/jwt
 	github.com/nats-io/nats-server/v2 => ./third_party/nats-server
 	github.com/nats-io/nats.go => ./third_party/nats.go

@@ -52,25 +52,27 @@ func initCosts(t *testing.T) map[string]initCost {
 	return costs
 }
 
-// TestClusterEngineStartsLazily: the cluster engine's modules are the
-// patched copies in third_party/ (go.mod's replace directives), whose
-// package-level work (regular expressions, the Castagnoli CRC table, the
-// process sampler, the id generator's seeding) waits for first use instead of
-// running in every claudemesh process. Upstream's initialisers allocated
+// TestPatchedModulesStartLazily: the cluster engine's and the MCP server's
+// modules are the patched copies in third_party/ (go.mod's replace
+// directives), whose package-level work (regular expressions, the
+// Castagnoli CRC table, the process sampler, the id generator's seeding,
+// the JSON schema package's field tables, encoding/gob) waits for first use
+// or is gone instead of running in every claudemesh process. Upstream's initialisers allocated
 // what each limit's comment says; a module updated without its patch, or a
 // replace directive dropped, fails here.
-func TestClusterEngineStartsLazily(t *testing.T) {
+func TestPatchedModulesStartLazily(t *testing.T) {
 	costs := initCosts(t)
 	limits := []struct {
 		pkg    string
 		allocs int // upstream's count in a comment
 	}{
-		{"github.com/nats-io/nats-server/v2/server", 600}, // 1,856: 22 regular expressions; the rest are error and option tables
-		{"github.com/nats-io/nats%2ego", 20},              // 229
-		{"github.com/nats-io/nats.go/jetstream", 20},      // 178
-		{"github.com/nats-io/nkeys", 20},                  // 84
-		{"github.com/nats-io/jwt/v2", 20},                 // 90
-		{"github.com/nats-io/nuid", 10},                   // 18
+		{"github.com/nats-io/nats-server/v2/server", 600},  // 1,856: 22 regular expressions; the rest are error and option tables
+		{"github.com/nats-io/nats%2ego", 20},               // 229
+		{"github.com/nats-io/nats.go/jetstream", 20},       // 178
+		{"github.com/nats-io/nkeys", 20},                   // 84
+		{"github.com/nats-io/jwt/v2", 20},                  // 90
+		{"github.com/nats-io/nuid", 10},                    // 18
+		{"github.com/google/jsonschema-go/jsonschema", 30}, // 296: reflection over Schema, a regular expression
 	}
 	for _, l := range limits {
 		if c, ok := costs[l.pkg]; ok && c.allocs > l.allocs {
@@ -85,6 +87,12 @@ func TestClusterEngineStartsLazily(t *testing.T) {
 	// s2 made the 9 KiB Castagnoli tables (~0.15 ms of CPU) at start.
 	if c := costs["github.com/klauspost/compress/s2"]; c.bytes > 1024 {
 		t.Errorf("github.com/klauspost/compress/s2's initialiser allocated %d bytes (the CRC table is made at start again): see third_party/README.md", c.bytes)
+	}
+	// encoding/gob's initialiser (~370 allocations of type tables) ran
+	// because the MCP SDK and nats.go imported the package; patched, nothing
+	// claudemesh links does.
+	if c, ok := costs["encoding/gob"]; ok {
+		t.Errorf("encoding/gob is linked again (its initialiser made %d allocations): see third_party/README.md", c.allocs)
 	}
 	if _, ok := costs["github.com/nats-io/nats-server/v2/server"]; !ok {
 		t.Errorf("no initialiser of github.com/nats-io/nats-server/v2/server traced: the test no longer sees the cluster engine")

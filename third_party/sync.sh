@@ -11,6 +11,8 @@ NKEYS=v0.4.17
 JWT=v2.8.3
 NUID=v1.0.1
 COMPRESS=v1.20.4
+MCP_SDK=v1.8.0
+JSONSCHEMA=v0.4.3
 
 # copy MODULE VERSION DEST PACKAGE...: the module's go.mod and licences, and
 # each listed package's build files (Go and assembly sources, no tests).
@@ -50,6 +52,10 @@ copy github.com/nats-io/jwt/v2 "$JWT" jwt .
 copy github.com/nats-io/nuid "$NUID" nuid .
 copy github.com/klauspost/compress "$COMPRESS" compress \
 	s2 flate internal/le internal/regmask internal/race
+copy github.com/modelcontextprotocol/go-sdk "$MCP_SDK" mcp-go-sdk \
+	auth jsonrpc mcp oauthex internal/authutil internal/json \
+	internal/jsonrpc2 internal/mcpgodebug internal/util internal/xcontext
+copy github.com/google/jsonschema-go "$JSONSCHEMA" jsonschema-go jsonschema
 
 for p in patches/*.patch; do
 	[ ! -f "$p" ] || patch -s -p1 <"$p"

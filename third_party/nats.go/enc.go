@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2012-2023 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -48,7 +49,10 @@ func init() {
 	encMap = make(map[string]Encoder)
 	// Register json, gob and default encoder
 	RegisterEncoder(JSON_ENCODER, &builtin.JsonEncoder{})
-	RegisterEncoder(GOB_ENCODER, &builtin.GobEncoder{})
+	// No gob encoder (a claudemesh patch): encoding/gob's package
+	// initialisation cost every process that imports nats.go; claudemesh
+	// never uses encoded connections. RegisterEncoder(GOB_ENCODER, …) adds
+	// one back.
 	RegisterEncoder(DEFAULT_ENCODER, &builtin.DefaultEncoder{})
 }
 
