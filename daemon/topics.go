@@ -269,28 +269,16 @@ func (t *topicsRT) catchUp(topicID string) {
 		gen := t.behind[topicID]
 		t.mu.Unlock()
 		if cursor == "" {
-			// From the start of the topic: read backwards, then replay.
-			var page *client.TopicPage
-			before := ""
-			for range 20 {
-				var err error
-				page, err = c.TopicHistory(ctx, topicID, client.HistoryPage{Before: before})
-				if err != nil {
-					return
-				}
-				for _, m := range page.Messages {
-					if m.Push != nil {
-						posts = append([]*wire.Push{m.Push}, posts...)
-					}
-				}
-				if !page.More || len(page.Messages) == 0 {
-					break
-				}
-				before = page.Messages[len(page.Messages)-1].Push.MessageID
+			// From the start of the topic: its oldest post, then the
+			// pages after it (below, once it is the cursor). Reading
+			// back from the newest kept only the newest 1,000 posts,
+			// and the cursor moved past the older ones.
+			oldest, err := oldestPost(ctx, c, topicID)
+			if err != nil {
+				return
 			}
-			if page.More {
-				t.m.d.log.Warn("topic catch-up: only the newest posts of the topic's history were read; older ones stay on the broker (topic history reads them)",
-					"mesh", t.m.cfg.Slug, "topic", topicID, "posts", len(posts))
+			if oldest != nil {
+				posts, more = []*wire.Push{oldest}, true
 			}
 		} else {
 			page, err := c.TopicHistory(ctx, topicID, client.HistoryPage{After: cursor})
@@ -331,6 +319,30 @@ func (t *topicsRT) catchUp(topicID string) {
 			t.caughtUp(topicID, gen)
 			return
 		}
+	}
+}
+
+// oldestPost is the oldest post of a topic's history (nil for none),
+// found by reading the history back from its newest page by page: a page
+// "after" a post needs that post, and a catch-up from the topic's start
+// has none.
+func oldestPost(ctx context.Context, c *client.Conn, topicID string) (*wire.Push, error) {
+	var oldest *wire.Push
+	before := ""
+	for {
+		page, err := c.TopicHistory(ctx, topicID, client.HistoryPage{Before: before})
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range page.Messages {
+			if m.Push != nil {
+				oldest = m.Push // pages are newest first
+			}
+		}
+		if !page.More || oldest == nil || oldest.MessageID == before {
+			return oldest, nil
+		}
+		before = oldest.MessageID
 	}
 }
 

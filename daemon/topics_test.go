@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"claudemesh/broker"
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
@@ -367,5 +369,59 @@ func TestTopicCatchUpAfterItsCursorWasPurged(t *testing.T) {
 			}
 		}
 		return false
+	})
+}
+
+// A catch-up from a topic's start (a topic joined while it had no posts,
+// or whose cursor's post was purged) read the newest 1,000 posts only and
+// moved its cursor past the older ones, which never reached the inbox. It
+// now pages forward from the oldest post still there.
+func TestTopicCatchUpFromTheStartReadsEveryPost(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.openPair(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob's key", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+	// Bob's cursor: the topic's start (it had no post when he joined).
+	m := bob.d.meshBySlug("team")
+	info, _ := m.topics.topic("ops")
+	waitFor(t, 10*time.Second, "bob's cursor of #ops in daemon.db", func() bool {
+		var cursors map[string]string
+		bob.d.db.View(func(tx *bolt.Tx) error { return getJSON(tx.Bucket(bCache), cursorKey(m.cfg.MeshID), &cursors) })
+		cur, known := cursors[info.ID]
+		return known && cur == ""
+	})
+	bob.stop()
+	const posts = 1010 // more than the 20 pages of 50 the catch-up read back
+	for i := range posts {
+		alice.post(t, "ops", fmt.Sprintf("post %d", i))
+	}
+	waitFor(t, 60*time.Second, "alice's posts sent", func() bool {
+		var st localapi.Status
+		alice.api.Do(ctx, "GET", "/v1/status", nil, &st)
+		return st.Outbox != nil && st.Outbox.Pending+st.Outbox.Inflight == 0
+	})
+	bob = e.daemon("bob")
+	bob.waitOpen(t)
+	var oldest []localapi.InboxRow
+	var all []localapi.InboxRow
+	defer func() {
+		if t.Failed() {
+			first := ""
+			if len(oldest) > 0 {
+				first = oldest[0].Body
+			}
+			t.Logf("bob has %d posts, the oldest %q", len(all), first)
+		}
+	}()
+	waitFor(t, 60*time.Second, "every post in bob's inbox, the oldest first", func() bool {
+		bob.api.Do(ctx, "GET", "/v1/inbox?oldest=1&limit=1", nil, &oldest)
+		bob.api.Do(ctx, "GET", "/v1/inbox?limit=2000", nil, &all)
+		return len(oldest) == 1 && oldest[0].Body == "post 0" && len(all) == posts
 	})
 }
