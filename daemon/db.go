@@ -151,6 +151,10 @@ var daemonMigrations = []store.Migration{
 			return nil
 		})
 	},
+	// 9 → 10: an outbox row may carry the sendId of outboxrec.go; the
+	// bump makes a daemon of schema 9, which cannot read it, refuse the
+	// file.
+	func(tx *bolt.Tx) error { return nil },
 }
 
 // unsettled reports whether a row in this state waits for its receipts.
@@ -253,7 +257,14 @@ type outboxRow struct {
 	// dead): the CLI reports it, and its exit code, as the direct path
 	// does; or delivery_expired (localapi.CodeDeliveryExpired) for a row
 	// settled with Expired recipients.
-	ErrorCode   string `json:"errorCode,omitempty"`
+	ErrorCode string `json:"errorCode,omitempty"`
+	// SendID is the clientMessageId the row is sent with, when it is not
+	// ClientMessageID: a requeued row the broker had taken (the broker
+	// keeps a clientMessageId for its idempotency, and answered the
+	// requeued send as a duplicate of the old, expired, message). It is
+	// in outbox_cmid beside ClientMessageID, for the receipts, which
+	// carry it.
+	SendID      string `json:"sendId,omitempty"`
 	SentAt      int64  `json:"sentAt,omitzero"`
 	DeliveredAt int64  `json:"deliveredAt,omitzero"`
 	EnqueuedAt  int64  `json:"enqueuedAt"`
@@ -281,11 +292,19 @@ func (r *outboxRow) api() localapi.OutboxRow {
 	return out
 }
 
+// sendID is the clientMessageId the broker knows the row by.
+func (r *outboxRow) sendID() string {
+	if r.SendID != "" {
+		return r.SendID
+	}
+	return r.ClientMessageID
+}
+
 // send builds the frame the drain writes. The frame id is fixed per row so a
 // resend after a crash is recognised by the broker's idempotency.
 func (r *outboxRow) send() *wire.Send {
 	return &wire.Send{
-		Type: wire.TypeSend, ID: r.ClientMessageID, ClientMessageID: r.ClientMessageID,
+		Type: wire.TypeSend, ID: r.sendID(), ClientMessageID: r.sendID(),
 		TargetSpec: r.TargetSpec, Kind: r.Kind, Priority: r.Priority, Nonce: r.Nonce,
 		Ciphertext: r.Ciphertext, Keys: r.Keys, Signature: r.Signature, KeyGen: r.KeyGen,
 		ReplyToID: r.ReplyToID, Mentions: r.Mentions, BodyVersion: topicBodyVersion(r),

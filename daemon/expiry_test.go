@@ -45,6 +45,64 @@ func TestExpiredDeliveryEndsTheRowFailed(t *testing.T) {
 	}
 }
 
+// TestRequeuedExpiredRowIsSentAgain: a row whose delivery expired was
+// requeued under its clientMessageId, which the broker still held for the
+// expired message: the send was answered as a duplicate of it, and the
+// row failed again at once. A requeued row the broker had taken is sent
+// as a new message (its own id at the broker), and reaches the recipient.
+func TestRequeuedExpiredRowIsSentAgain(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob") // bob's daemon starts later: offline at first
+	e.b.Close()
+	e.bCfg.QueueTTL = 500 * time.Millisecond
+	e.b = startBroker(t, &e.bCfg)
+	alice := e.daemonWith("alice", Options{StatusCheckEvery: 100 * time.Millisecond})
+	alice.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "expires, then requeued", ClientMessageID: "again-1"}); err != nil {
+		t.Fatal(err)
+	}
+	var old *localapi.OutboxRow
+	waitFor(t, 20*time.Second, "the row ends failed", func() bool {
+		old = rowWith(alice.outbox(t), "expires, then requeued")
+		return old != nil && old.Status == localapi.StatusFailed
+	})
+	if old.ErrorCode != localapi.CodeDeliveryExpired {
+		t.Fatalf("the expired row: %+v", old)
+	}
+	bob := e.daemon("bob")
+	bob.waitOpen(t)
+	var fresh localapi.OutboxRow
+	if _, err := alice.api.Do(ctx, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: "again-1"}, &fresh); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.ClientMessageID != "again-1" || fresh.ID == old.ID {
+		t.Fatalf("requeued as %+v", fresh)
+	}
+	waitFor(t, 20*time.Second, "the requeued row delivered", func() bool {
+		for _, r := range alice.outbox(t) {
+			if r.ID == fresh.ID {
+				if r.Status == localapi.StatusFailed {
+					t.Fatalf("the requeued row failed: %+v", r)
+				}
+				return r.Status == localapi.StatusDelivered
+			}
+		}
+		return false
+	})
+	if !hasBody(bob.inbox(t), "expires, then requeued") {
+		t.Fatal("bob does not have the requeued message")
+	}
+	// Its id still names it: message status asks about the new message.
+	var st map[string]any
+	if _, err := alice.api.Do(ctx, "GET", "/v1/messages/again-1", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st["messageId"] == old.MessageID {
+		t.Fatalf("message status of the requeued id: %v, the expired message", st)
+	}
+}
+
 // TestEndedSessionsDeliveredRowSettles: an agent session's receipts come
 // to its own key, on its connection; a message it sent that was delivered
 // after the session ended (its connection closed once its rows were out)

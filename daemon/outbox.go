@@ -837,7 +837,8 @@ func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
 }
 
 // requeue copies a failed row's routing fields into a new pending row and
-// aborts the old one, in one transaction.
+// aborts the old one, in one transaction. A row the broker had taken gets
+// a new id to be sent with (SendID).
 func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 	var fresh *outboxRow
 	var aerr *apiError
@@ -867,6 +868,15 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 		n.BrokerMessageID, n.Pending, n.Receipts, n.Acked, n.SentAt, n.DeliveredAt = "", 0, 0, false, 0, 0
 		n.DeliveredTo, n.OnlineNow, n.ErrorCode, n.Expired = nil, 0, "", 0
 		n.EnqueuedAt = time.Now().UnixMilli()
+		if old.BrokerMessageID != "" {
+			// The broker took it: under the id it knows, a send is a
+			// duplicate of that message (expired, or settled), and
+			// the row would fail again at once. It goes as a new one.
+			n.SendID = client.NewID()
+			if err := tx.Bucket(bOutboxCMID).Put([]byte(n.SendID), seqKey(seq)); err != nil {
+				return err
+			}
+		}
 		old.State = stateAborted
 		if err := putOutbox(tx, old); err != nil {
 			return err
@@ -885,6 +895,9 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 	}
 	if aerr != nil {
 		return nil, aerr
+	}
+	if fresh.SendID != "" {
+		d.cmids.add(fresh.SendID)
 	}
 	if m := d.meshBySlug(fresh.MeshID); m != nil {
 		m.kick()
@@ -940,9 +953,11 @@ func (d *Daemon) pruneOutbox() {
 					return err
 				}
 				// A requeued message's id points at its newer row.
-				if v := cmids.Get([]byte(r.ClientMessageID)); len(v) == 8 && binary.BigEndian.Uint64(v) == r.Seq {
-					if err := cmids.Delete([]byte(r.ClientMessageID)); err != nil {
-						return err
+				for _, id := range []string{r.ClientMessageID, r.SendID} {
+					if v := cmids.Get([]byte(id)); id != "" && len(v) == 8 && binary.BigEndian.Uint64(v) == r.Seq {
+						if err := cmids.Delete([]byte(id)); err != nil {
+							return err
+						}
 					}
 				}
 				if err := addCount(counts, r.State, -1); err != nil {

@@ -24,7 +24,8 @@ import (
 //	4 (extra) is set, varint onlineNow and the string errorCode (schema 7;
 //	rows without them leave the flag unset, as schema 6 wrote them), then,
 //	when the flag 8 (expired) is set, varint expired (schema 8; rows
-//	without it leave the flag unset, as schema 7 wrote them).
+//	without it leave the flag unset, as schema 7 wrote them), then, when
+//	the flag 16 (sendId) is set, the string sendId (schema 10).
 //
 // The state comes first so a scan for one state (recoverOutbox) needs no
 // decoding.
@@ -46,6 +47,7 @@ const (
 	outboxKeyGen
 	outboxExtra
 	outboxExpired
+	outboxSendID
 )
 
 // outboxStrings lists a row's string fields in layout order.
@@ -74,6 +76,9 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 	if r.Expired != 0 {
 		flags |= outboxExpired
 	}
+	if r.SendID != "" {
+		flags |= outboxSendID
+	}
 	strs := outboxStrings(r)
 	size := 3 + 9*binary.MaxVarintLen64
 	for _, p := range strs {
@@ -82,7 +87,7 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 	for _, k := range r.Keys {
 		size += binrec.SizeOf(k.To, k.Nonce, k.Box)
 	}
-	size += binrec.SizeOf(r.Mentions...) + binrec.SizeOf(r.DeliveredTo...) + 4*binary.MaxVarintLen64 + binrec.SizeOf(r.ErrorCode)
+	size += binrec.SizeOf(r.Mentions...) + binrec.SizeOf(r.DeliveredTo...) + 4*binary.MaxVarintLen64 + binrec.SizeOf(r.ErrorCode, r.SendID)
 	b := make([]byte, 0, size)
 	b = append(b, binrec.Format, state, flags)
 	b = binary.AppendUvarint(b, r.Seq)
@@ -110,6 +115,9 @@ func encodeOutbox(r *outboxRow) ([]byte, error) {
 	}
 	if r.Expired != 0 {
 		b = binary.AppendVarint(b, int64(r.Expired))
+	}
+	if r.SendID != "" {
+		b = binrec.AppendStr(b, r.SendID)
 	}
 	return b, nil
 }
@@ -164,6 +172,9 @@ func decodeOutbox(v []byte, r *outboxRow) error {
 	}
 	if flags&outboxExpired != 0 {
 		r.Expired = int(rd.Varint())
+	}
+	if flags&outboxSendID != 0 {
+		r.SendID = rd.Str()
 	}
 	if err := rd.Done("outbox row"); err != nil {
 		return fmt.Errorf("daemon.db: %w", err)

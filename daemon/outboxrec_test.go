@@ -19,14 +19,14 @@ func fullOutboxRow() *outboxRow {
 		SenderPubkey: "pk", SessionToken: "tok", Preview: "héllo", State: stateDelivered, Attempts: 7,
 		NextAttemptAt: 1764100000123, LastError: "rate_limited", BrokerMessageID: "01MSG", Pending: 2, Receipts: 2,
 		DeliveredTo: []string{"aa", "bb"}, Acked: true, SentAt: 1764100000200, DeliveredAt: 1764100000300,
-		EnqueuedAt: -5, OnlineNow: 1, ErrorCode: "blocked_by_recipient", Expired: 4,
+		EnqueuedAt: -5, OnlineNow: 1, ErrorCode: "blocked_by_recipient", Expired: 4, SendID: "01SENDID",
 	}
 }
 
 // TestOutboxRecordRoundTrip: every field survives the binary layout, and
 // rows written as JSON by earlier versions read the same.
 func TestOutboxRecordRoundTrip(t *testing.T) {
-	for _, want := range []*outboxRow{fullOutboxRow(), {State: statePending}, {State: stateSent, OnlineNow: 3}, {State: stateDead, ErrorCode: "forbidden"}, {State: stateDead, Expired: 2}} {
+	for _, want := range []*outboxRow{fullOutboxRow(), {State: statePending}, {State: stateSent, OnlineNow: 3}, {State: stateDead, ErrorCode: "forbidden"}, {State: stateDead, Expired: 2}, {State: statePending, SendID: "01SEND"}} {
 		v, err := encodeOutbox(want)
 		if err != nil {
 			t.Fatal(err)
