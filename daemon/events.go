@@ -25,6 +25,9 @@ type event struct {
 	// events, which a session subscriber sees only when its scope does.
 	inbox  *inboxRow
 	outbox *outboxRow
+	// session is the pubkey of the agent session the event is about
+	// alone (session_status): only its subscribers get it.
+	session string
 }
 
 // visibleTo reports whether a subscriber with scope sc gets the event.
@@ -32,6 +35,8 @@ func (ev *event) visibleTo(sc *sessionScope) bool {
 	switch {
 	case sc == nil:
 		return true
+	case ev.session != "":
+		return ev.session == sc.session
 	case ev.inbox != nil:
 		return sc.sees(ev.inbox)
 	case ev.outbox != nil:
@@ -142,6 +147,11 @@ func (d *Daemon) commitWait(submit func(func(tx *bolt.Tx) error, func(error)) er
 // publishAsync allocates an event id in the store and publishes after the
 // commit; used for events that carry no row of their own.
 func (d *Daemon) publishAsync(kind, meshID string, data any) {
+	d.publishEventAsync(event{kind: kind, meshID: meshID, data: data})
+}
+
+// publishEventAsync is publishAsync of an event with its scope fields set.
+func (d *Daemon) publishEventAsync(ev event) {
 	var seq uint64
 	d.db.Submit(func(tx *bolt.Tx) error {
 		var err error
@@ -149,7 +159,8 @@ func (d *Daemon) publishAsync(kind, meshID string, data any) {
 		return err
 	}, func(err error) {
 		if err == nil {
-			d.events.publish(event{id: seq, kind: kind, meshID: meshID, data: data})
+			ev.id = seq
+			d.events.publish(ev)
 		}
 	})
 }

@@ -155,6 +155,11 @@ func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeade
 	if aerr := m.refusesSends(); aerr != nil {
 		return nil, 0, aerr
 	}
+	if sess != nil && sess.rec.MeshID == m.cfg.MeshID {
+		if aerr := sess.refusal(m); aerr != nil {
+			return nil, 0, aerr
+		}
+	}
 	// 3. Resolve.
 	sender := m.key
 	if sess != nil && sess.rec.MeshID == m.cfg.MeshID {

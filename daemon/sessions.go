@@ -342,12 +342,44 @@ func (s *sessionRT) start(m *meshRT) {
 			s.mu.Unlock()
 			s.replayProfile(ctx, c)
 		},
-		OnState:         func(st client.State, err error) { m.kick() },
+		OnState: func(st client.State, err error) {
+			m.kick()
+			if r := s.refusal(m); r != nil {
+				m.d.publishEventAsync(event{kind: localapi.EventSessionStatus, meshID: m.cfg.MeshID, session: s.rec.Pubkey,
+					data: localapi.SessionStatusEvent{Mesh: m.cfg.Slug, SessionID: s.rec.SessionID, Pubkey: s.rec.Pubkey, State: string(st), Error: r.msg, Hint: r.hint}})
+			}
+		},
 		MismatchRecheck: mismatchRecheck,
 	})
 	s.mu.Lock()
 	s.presence, s.cancel = p, cancel
 	s.mu.Unlock()
+}
+
+// endedByBroker says whether a presence state is the broker's end of the
+// connection for good: kicked, removed or banned.
+func endedByBroker(st client.State) bool {
+	return st == client.StateKicked || st == client.StateRemoved || st == client.StateBanned
+}
+
+// refusal is the error for a send of this session once the broker ended
+// its connection for good (endedByBroker), nil before. Its rows would
+// never go out: its connection does not come back by itself.
+func (s *sessionRT) refusal(m *meshRT) *apiError {
+	p := s.pres()
+	if p == nil {
+		return nil
+	}
+	st, err := p.State()
+	if !endedByBroker(st) {
+		return nil
+	}
+	code := map[client.State]string{client.StateKicked: wire.ReasonKicked, client.StateRemoved: wire.ReasonRemoved, client.StateBanned: wire.CodeBanned}[st]
+	why := client.MessageOf(err, string(st))
+	return &apiError{status: http.StatusForbidden, code: code,
+		msg: fmt.Sprintf("this agent session (%s) was %s from mesh %s by the broker (%s): its connection does not come back by itself, and nothing more is sent as it or pushed to it",
+			s.rec.SessionID, st, m.cfg.Slug, why),
+		hint: "a restart of the daemon (claudemesh daemon down && claudemesh daemon up) connects it again, unless the broker refuses it; ask the mesh's owner or admins why it was " + string(st)}
 }
 
 // pres is the current presence (start replaces it).

@@ -528,3 +528,49 @@ func TestMCPAnswersABadLineAndGoesOn(t *testing.T) {
 		t.Fatalf("mcp did not exit after stdin closed")
 	}
 }
+
+// TestMCPKickedSessionIsTold: an admin's kick of an agent session ended
+// its connection, and the session heard nothing of it (its MCP stream
+// stayed silent) while its sends were "accepted" and then failed when it
+// ended. It is now told, as a member's user is, and its sends are
+// refused (kicked); a restart of the daemon connects it again, as the
+// notice says.
+func TestMCPKickedSessionIsTold(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	cs, capture, _ := startMCP(t, bob, "--tools")
+	welcome := capture.waitNote("welcome", func(n channelNote) bool { return n.Meta["kind"] == "welcome" })
+	sessionKey := welcome.Meta["pubkey"]
+	online := func() bool {
+		var rows []peerRow
+		alice.json(&rows, "peer", "list")
+		for _, r := range rows {
+			if r.Pubkey == sessionKey && r.Online {
+				return true
+			}
+		}
+		return false
+	}
+	eventually(t, 20*time.Second, "alice sees bob's session", online)
+	if r := alice.ok("kick", "bob-mcp"); !strings.Contains(r.stdout, "kicked") {
+		t.Fatalf("kick: %s %s", r.stdout, r.stderr)
+	}
+	n := capture.waitNote("session_ended", func(n channelNote) bool { return n.Meta["kind"] == "session_ended" })
+	if n.Meta["state"] != "kicked" || !strings.Contains(n.Content, "kicked") || !strings.Contains(n.Content, "daemon down") {
+		t.Fatalf("notice: %+v", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "send_message", Arguments: map[string]any{"to": "alice", "message": "after the kick"}})
+	if err != nil || !res.IsError || !strings.Contains(fmt.Sprint(res.Content[0]), "kicked") {
+		t.Fatalf("a kicked session's send: %+v %v", res, err)
+	}
+	// The daemon restarted: the session is connected again.
+	bob.ok("daemon", "down")
+	bob.startDaemon()
+	eventually(t, 20*time.Second, "alice sees bob's session again", online)
+}

@@ -291,6 +291,12 @@ func (l *daemonLink) follow(ctx context.Context, tr *channelTransport, api *loca
 		if err != nil {
 			return err
 		}
+		if ev.Type == localapi.EventSessionStatus {
+			if err := l.sessionEnded(ctx, tr, ev.Data); err != nil {
+				return fmt.Errorf("writing to Claude Code: %w", err)
+			}
+			continue
+		}
 		if ev.Type != localapi.EventMessage {
 			continue
 		}
@@ -323,6 +329,34 @@ func (l *daemonLink) follow(ctx context.Context, tr *channelTransport, api *loca
 		}
 		l.mu.Unlock()
 	}
+}
+
+// sessionEnded tells the session that the broker ended its connection for
+// good (kicked, removed, banned), as a member's user is told: from now on
+// nothing reaches it and its sends are refused.
+func (l *daemonLink) sessionEnded(ctx context.Context, tr *channelTransport, data []byte) error {
+	var ev localapi.SessionStatusEvent
+	if json.Unmarshal(data, &ev) != nil {
+		return nil
+	}
+	l.mu.Lock()
+	mine := l.session != nil && l.session.Pubkey == ev.Pubkey
+	l.mu.Unlock()
+	if !mine {
+		return nil
+	}
+	msg := ev.Error
+	if msg == "" {
+		msg = "the broker ended this session's connection (" + ev.State + ")"
+	}
+	meta := map[string]string{"kind": "session_ended", "state": ev.State, "mesh": ev.Mesh, "session_id": ev.SessionID}
+	for k, v := range meta {
+		meta[k] = agentview.Attr(v)
+	}
+	if ev.Hint != "" {
+		msg += "; " + ev.Hint
+	}
+	return tr.notify(ctx, ChannelParams{Content: agentview.NoticePrefix + agentview.Text(msg) + ". Tell your user.", Meta: meta})
 }
 
 // push emits a message as a channel notification within its sender's

@@ -359,7 +359,21 @@ const (
 	EventBrokerStatus = "broker_status"
 	EventOutboxStatus = "outbox_status"
 	EventSystem       = "system"
+	// EventSessionStatus: the broker ended an agent session's own
+	// connection for good (kicked, removed, banned). Only that session's
+	// subscribers (and the member's, unscoped) get it.
+	EventSessionStatus = "session_status"
 )
+
+// SessionStatusEvent is the data of a session_status event.
+type SessionStatusEvent struct {
+	Mesh      string `json:"mesh"`
+	SessionID string `json:"sessionId"`
+	Pubkey    string `json:"pubkey"`
+	State     string `json:"state"`
+	Error     string `json:"error,omitempty"`
+	Hint      string `json:"hint,omitempty"`
+}
 
 // BrokerStatusEvent is the data of a broker_status event.
 type BrokerStatusEvent struct {
