@@ -110,6 +110,9 @@ type Config struct {
 	// testHookProfileWrite, when set (tests), runs after a profile
 	// frame's handler unlocked the mesh and before it submits its write.
 	testHookProfileWrite func()
+	// testHookRefillLoad, when set (tests), runs each time a refill
+	// loads a queued message to push it.
+	testHookRefillLoad func()
 	// MaxConnsPerIP caps the TCP connections one address (an IPv6 /64)
 	// holds open that are not an authenticated WebSocket: HTTP keep-alive,
 	// REST calls and upgrades waiting for their hello. 0 disables it.

@@ -238,10 +238,22 @@ func (c *conn) refill() {
 			if !e.Receipt && e.Priority != wire.PriorityNow && held {
 				return true
 			}
+			// A window full by count takes nothing more, whatever the
+			// entry's size: known before the message is loaded (for a
+			// member's 64 KiB self-DM an 88 KB copy under the mesh
+			// lock), as at every reconnect of a presence that never
+			// acks, whose resumed window is one push.
+			if !c.windowHasRoomLocked(0) {
+				c.backlog = true
+				return false
+			}
 			var frame []byte
 			if e.Receipt {
 				frame = e.Frame
 			} else {
+				if h := c.b.cfg.testHookRefillLoad; h != nil {
+					h()
+				}
 				m, err := store.GetMessage(tx, ms.id, e.ID)
 				if err != nil {
 					inner = err

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,5 +273,51 @@ func TestRedeliveryWindowForAConnectionThatNeverAcks(t *testing.T) {
 			break // the round after the ack: all that is left
 		}
 		// A round that began before the ack was read: one push.
+	}
+}
+
+// TestResumedWindowLoadsOnlyWhatItPushes: a connection whose resumed
+// window is one push loads one queued message, not a second one to find
+// the window full. A member whose presence churns without acking (bench
+// --adversary) otherwise cost an extra load of her oldest unacked 64 KiB
+// self-DM (an 88 KB copy, under the mesh lock) at every reconnect.
+func TestResumedWindowLoadsOnlyWhatItPushes(t *testing.T) {
+	t.Parallel()
+	var loads atomic.Int64
+	b := startBroker(t, func(c *Config) {
+		c.Rate = 0
+		c.RedeliverAfter = time.Hour
+		c.testHookRefillLoad = func() { loads.Add(1) }
+	})
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	a := connect(t, b, alice, false, nil)
+	const n = 3
+	for range n {
+		if ack := a.sendAck(dm(t, alice, bob.pub(), "m")); ack.Error != nil {
+			t.Fatalf("ack %+v", ack.Error)
+		}
+	}
+	bc1 := connect(t, b, bob, true, nil)
+	bc1.nextPush()
+	if got := 1 + len(bc1.pushesBeforeReply()); got != n {
+		t.Fatalf("bob's first connection was pushed %d of %d, want all", got, n)
+	}
+	open := counterValue(t, b, "claudemesh_connections_active", "")
+	bc1.ws.Close()
+	waitFor(t, "bob's first connection to be gone", func() bool {
+		return counterValue(t, b, "claudemesh_connections_active", "") == open-1
+	})
+
+	loads.Store(0)
+	bc2 := connect(t, b, bob, true, nil)
+	bc2.nextPush()
+	// The answer comes after the refill that pushed this one let go of
+	// the mesh lock, loads and all.
+	if more := bc2.pushesBeforeReply(); len(more) != 0 {
+		t.Fatalf("resumed connection was pushed %d at once, want 1", 1+len(more))
+	}
+	if got := loads.Load(); got != 1 {
+		t.Fatalf("the resumed connection's refill loaded %d messages to push one", got)
 	}
 }
