@@ -461,6 +461,7 @@ func (b *Broker) Close() error {
 			b.metricsSrv.Shutdown(ctx)
 		}
 		b.wg.Wait()
+		b.hub.closeSeen()
 		b.cpres.close()
 		err = b.store.Close()
 		b.closeCluster()

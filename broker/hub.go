@@ -26,6 +26,9 @@ type hub struct {
 	// loadedSeq is the cluster log entry the hub was loaded at (0 on a
 	// single broker).
 	loadedSeq uint64
+	// seen holds the last-seen times of ended connections waiting to be
+	// written (lastseen.go).
+	seen lastSeen
 }
 
 // meshState is one mesh. Its mutex guards everything below it, including

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"claudemesh/store"
 	"claudemesh/wire"
 )
 
@@ -139,28 +138,16 @@ func (h *hub) detach(c *conn) {
 	ms := c.ms
 	ms.mu.Lock()
 	h.detachLocked(c)
+	seen := c.mem.LastSeenAt // what detachLocked stamped: the store gets the same time
 	ms.mu.Unlock()
 	if !c.transient {
-		// Outside ms.mu: Submit may block when the commit queue is full,
-		// and the committer's callbacks take ms.mu.
-		memberID, seen := c.mem.ID, time.Now().UnixMilli()
+		// Outside ms.mu: the write may wait for room in the committer's
+		// queue, and the committer's callbacks take ms.mu.
 		session := ""
 		if c.pubkey != c.mem.Pubkey {
 			session = c.pubkey // a session's last connection dates its expiry
 		}
-		h.b.store.Submit(func(tx *store.Tx) error {
-			if session != "" {
-				if err := store.TouchSession(tx, ms.id, session, seen); err != nil {
-					return err
-				}
-			}
-			m, err := store.GetMember(tx, ms.id, memberID)
-			if err != nil {
-				return nil // left or removed meanwhile
-			}
-			m.LastSeenAt = seen
-			return store.PutMember(tx, ms.id, m)
-		}, nil)
+		h.noteSeen(ms.id, c.mem.ID, session, seen)
 	}
 }
 

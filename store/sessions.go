@@ -11,7 +11,7 @@ func DeleteSession(tx *Tx, meshID, pubkey string) error {
 }
 
 // TouchSession records when a session key was last connected; a missing
-// record is left missing.
+// record is left missing, and a later time already stored is kept.
 func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
@@ -24,6 +24,9 @@ func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 	var s Session
 	if err := dec(v, &s); err != nil {
 		return nil // reported at start-up, not fatal here
+	}
+	if s.LastSeenAt >= at {
+		return nil
 	}
 	s.LastSeenAt = at
 	return b.Put(pk(pubkey), enc(&s))
