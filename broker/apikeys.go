@@ -216,6 +216,10 @@ func (c *conn) handleAPIKeyRevoke(r wire.APIKeyRevoke) {
 		c.sendError(r.ReqID, wire.CodeInternal, "could not revoke the key")
 		return
 	}
+	// The key's open streams end now, before the revoker is told.
+	ms.mu.Lock()
+	ms.credentialsChangedLocked()
+	ms.mu.Unlock()
 	c.sendOK(r.ReqID)
 }
 

@@ -97,6 +97,8 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 					ms.putSessionLocked(pk, s)
 				}
 			}
+		case store.ChangeAPIKey:
+			ms.credentialsChangedLocked() // revoked on another node
 		case store.ChangeGrants:
 			pk := store.HexKey(c.Key)
 			if c.New == nil {

@@ -91,6 +91,9 @@ type meshState struct {
 	// grants are each recipient member's explicit grants (grants.go),
 	// replaced whole on change, never edited in place.
 	grants map[string]store.Grants
+	// credChanged is closed when a member record or an API key changes
+	// (credwatch.go); nil until a stream watches. Guarded by mu.
+	credChanged chan struct{}
 }
 
 // origin is a transient sender waiting for receipts.
@@ -384,6 +387,7 @@ func (m *member) setRecord(r store.Member) {
 // removeMember forgets a member that left or was removed, with its mark
 // of pushes left unacknowledged (deliver.go). Caller holds ms.mu.
 func (ms *meshState) removeMember(m *member) {
+	ms.credentialsChangedLocked()
 	delete(ms.members, m.Pubkey)
 	delete(ms.memberByID, m.ID)
 	delete(ms.unacked, m.Pubkey)

@@ -23,6 +23,7 @@ import (
 // sent to transient connections (which receive no topology events). The
 // member's own presences get it too, so a daemon learns its own new role.
 func (ms *meshState) memberChanged(change string, m *member, prev *wire.MemberPrevious) {
+	ms.credentialsChangedLocked() // a ban, a departure: API-key streams check their member
 	row := ms.memberRow(m, ms.memberOnline(m))
 	frame := wire.MustEncode(wire.Push{
 		Type: wire.TypePush, Subtype: wire.SubtypeSystem, Event: wire.EventMemberChanged,

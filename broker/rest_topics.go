@@ -366,6 +366,29 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 	defer heartbeat.Stop()
 	for {
 		sub := b.streams.subscribe(ms.id, t.ID)
+		// Watched before the key is checked again: a revocation (or its
+		// member's ban or removal) applied after the check closes it
+		// (credwatch.go), and the stream ends then, not at a heartbeat.
+		creds := ms.credentialsWatch()
+		if !b.stillValid(a) {
+			b.streams.unsubscribe(ms.id, t.ID, sub)
+			return
+		}
+		// revoked reports whether the key lost its right to the stream
+		// since it was last checked; it is asked before every event is
+		// written, as select picks among ready cases at random.
+		revoked := func() bool {
+			if a.key.ExpiresAt != 0 && a.key.ExpiresAt <= time.Now().UnixMilli() {
+				return true
+			}
+			select {
+			case <-creds:
+				creds = ms.credentialsWatch()
+				return !b.stillValid(a)
+			default:
+				return false
+			}
+		}
 		var ok bool
 		if last, ok = b.streamCatchUp(w, rc, ms.id, t.ID, last); !ok {
 			b.streams.unsubscribe(ms.id, t.ID, sub)
@@ -377,6 +400,11 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 			case <-r.Context().Done():
 				b.streams.unsubscribe(ms.id, t.ID, sub)
 				return
+			case <-creds:
+				if revoked() {
+					b.streams.unsubscribe(ms.id, t.ID, sub)
+					return
+				}
 			case <-sub.dropped:
 				resubscribe = true // fell behind: catch up from the store
 			case <-heartbeat.C:
@@ -396,7 +424,7 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 					resubscribe = true // a gap: read it from the store
 					break
 				}
-				if !writeStreamEvent(w, ev.id, ev.data) {
+				if revoked() || !writeStreamEvent(w, ev.id, ev.data) {
 					b.streams.unsubscribe(ms.id, t.ID, sub)
 					return
 				}
@@ -411,7 +439,7 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 							resubscribe, more = true, false
 							continue
 						}
-						if !writeStreamEvent(w, ev.id, ev.data) {
+						if revoked() || !writeStreamEvent(w, ev.id, ev.data) {
 							b.streams.unsubscribe(ms.id, t.ID, sub)
 							return
 						}

@@ -445,3 +445,106 @@ func TestRESTPlaintextPostRetryIsADuplicate(t *testing.T) {
 		t.Fatalf("two keyless posts: %d %v, %d %v", st1, p1, st2, p2)
 	}
 }
+
+// A revoked key's stream, and the stream of a key whose member is banned,
+// end as the change is applied: a post made right after `apikey revoke`
+// (or the ban) returned is never sent to them. The heartbeat, which also
+// re-checks the key, is an hour here: only the change can end them.
+func TestTopicStreamEndsAtRevocationAndBan(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.SSEHeartbeat = time.Hour })
+	peers := topicMesh(t, b, "acme", "alice", "bob")
+	alice, bob := peers[0], peers[1]
+	alice.create("bots", client.TopicCreateOptions{Plaintext: true})
+	if err := bob.conn.TopicJoin(bob.ctx(), "bots"); err != nil {
+		t.Fatal(err)
+	}
+	mine := apiKey(t, alice, "watcher", []string{"read"})
+	bobs := apiKey(t, bob, "bob's watcher", []string{"read"})
+	poster := apiKey(t, alice, "poster", []string{"read", "send"})
+	revoked := openStream(t, b, mine.Secret, "bots", "")
+	banned := openStream(t, b, bobs.Secret, "bots", "")
+	kept := openStream(t, b, poster.Secret, "bots", "")
+	post := func(text string) string {
+		t.Helper()
+		st, body := rest(t, b, "POST", "/v1/topics/bots/messages", poster.Secret, map[string]string{"text": text})
+		if st != 201 {
+			t.Fatalf("post %q: %d %v", text, st, body)
+		}
+		return body["messageId"].(string)
+	}
+	first := post("before")
+	for _, s := range []*sseStream{revoked, banned, kept} {
+		if ev := s.next(); ev.id != first {
+			t.Fatalf("before the changes a stream got %s, want %s", ev.id, first)
+		}
+	}
+	if err := alice.conn.APIKeyRevoke(alice.ctx(), mine.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.conn.Admin(alice.ctx(), &wire.AdminRequest{Type: wire.TypeBan, Target: "bob", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	after := post("after")
+	for name, s := range map[string]*sseStream{"revoked key's": revoked, "banned member's key's": banned} {
+		select {
+		case ev, ok := <-s.events:
+			if ok {
+				t.Fatalf("the %s stream was sent %s after the change", name, ev.id)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the %s stream stayed open", name)
+		}
+	}
+	if ev := kept.next(); ev.id != after {
+		t.Fatalf("the untouched key's stream got %s, want %s", ev.id, after)
+	}
+}
+
+// On a cluster, a key revoked through one node ends its stream on another
+// as the revocation replicates, before the post made after it: that
+// node's hub applies the log's entries in order.
+func TestClusterTopicStreamEndsAtRevocation(t *testing.T) {
+	t.Parallel()
+	bs := startCluster(t, "revoke", 3, func(c *Config) { c.SSEHeartbeat = time.Hour })
+	peers := topicMesh(t, bs[0], "acme", "alice")
+	alice := peers[0]
+	alice.create("bots", client.TopicCreateOptions{Plaintext: true})
+	watcher := apiKey(t, alice, "watcher", []string{"read"})
+	poster := apiKey(t, alice, "poster", []string{"read", "send"})
+	// The other node knows the key and the topic once it has applied them.
+	waitFor(t, "node 2 to know the key and the topic", func() bool {
+		req, _ := http.NewRequest("GET", bs[1].HTTPURL()+"/v1/topics/bots/messages", nil)
+		req.Header.Set("Authorization", "Bearer "+watcher.Secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	s := openStream(t, bs[1], watcher.Secret, "bots", "")
+	post := func(text string) string {
+		t.Helper()
+		st, body := rest(t, bs[0], "POST", "/v1/topics/bots/messages", poster.Secret, map[string]string{"text": text})
+		if st != 201 {
+			t.Fatalf("post %q: %d %v", text, st, body)
+		}
+		return body["messageId"].(string)
+	}
+	if first := post("before"); s.next().id != first {
+		t.Fatal("node 2's stream missed the post before the revocation")
+	}
+	if err := alice.conn.APIKeyRevoke(alice.ctx(), watcher.ID); err != nil {
+		t.Fatal(err)
+	}
+	post("after")
+	select {
+	case ev, ok := <-s.events:
+		if ok {
+			t.Fatalf("node 2's stream of the revoked key was sent %s after the revocation", ev.id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("node 2's stream of the revoked key stayed open")
+	}
+}

@@ -27,6 +27,7 @@ const (
 	ChangeTopicPost               // Sub: the topic id; key: seq
 	ChangeAudit                   // key: seq
 	ChangeNotification            // key: raw member ‖ id
+	ChangeAPIKey                  // key: keyId
 )
 
 // ClassifyChange names the mesh and kind of record a change at path (from
@@ -55,6 +56,8 @@ func ClassifyChange(path [][]byte, key []byte) (meshID string, kind ChangeKind, 
 		kind = ChangeAudit
 	case bytes.Equal(name, bNotifs):
 		kind = ChangeNotification
+	case bytes.Equal(name, bAPIKeys):
+		kind = ChangeAPIKey
 	case bytes.Equal(name, bTopicMsgs):
 		if len(path) == 4 {
 			return meshID, ChangeTopicPost, string(path[3])
