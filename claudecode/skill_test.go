@@ -2,10 +2,12 @@ package claudecode
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"claudemesh/internal/agentview"
+	"claudemesh/internal/cliui"
 )
 
 // TestSkillTeachesShellSafeReplies: SKILL.md used to teach
@@ -33,5 +35,28 @@ func TestSkillTeachesShellSafeReplies(t *testing.T) {
 	dq := regexp.MustCompile("(?m)^claudemesh (send|topic post) [^\n]*\"|`claudemesh (send|topic post) [^`\n]*\"")
 	if m := dq.FindAllString(skill, -1); len(m) > 0 {
 		t.Fatalf("SKILL.md still double-quotes in: %q", m)
+	}
+}
+
+// TestSkillNamesEveryExitCode: the skill's "When something fails" names
+// every exit code a verb can end with (1 to 8 of `claudemesh help
+// exit-codes`), so an agent knows exit 8 means "do not resend blindly".
+func TestSkillNamesEveryExitCode(t *testing.T) {
+	skill := string(SkillMD)
+	i := strings.Index(skill, "## When something fails")
+	if i < 0 {
+		t.Fatal("SKILL.md has no \"When something fails\" section")
+	}
+	section := skill[i:]
+	if j := strings.Index(section[3:], "\n## "); j >= 0 {
+		section = section[:j+3]
+	}
+	for _, row := range cliui.ExitCodeTable {
+		if row.Code == cliui.ExitOK || row.Code == cliui.ExitInterrupted {
+			continue
+		}
+		if !regexp.MustCompile(`\b` + strconv.Itoa(row.Code) + ` [a-z]`).MatchString(section) {
+			t.Errorf("SKILL.md's \"When something fails\" does not name exit %d (%s)", row.Code, row.Meaning)
+		}
 	}
 }
