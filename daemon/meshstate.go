@@ -262,7 +262,9 @@ func replacedProblem(slug, cm, brokerText string) *localapi.Error {
 		Hint: "keep one daemon per identity. If the other is the one to keep, use it (and stop this one: " + cm + " daemon down). " +
 			"If this one is, stop the other first (claudemesh daemon down, run for that home or on that host), then " + cm + " daemon down && " + cm + " daemon up; " +
 			"restarting this one while the other runs takes the connection back and closes the other's. " +
-			"A copied home needs an identity of its own: in the copy, claudemesh mesh leave " + config.ShellQuote(slug) + ", then join with a new invite"}
+			"A copied home shares this member's keys and needs an identity of its own: do not run mesh leave in the copy " +
+			"(the broker would remove the member both homes share, and drop what is queued for it); stop the copy's daemon, " +
+			"delete the copied home, and join with a new invite into a new one (claudemesh --home DIR join LINK)"}
 }
 
 // rejoin is the advice for a member the broker no longer knows: the mesh
