@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -182,12 +183,16 @@ func launch(c *cli.Context) error {
 		args = append(args, "--dangerously-skip-permissions")
 	}
 	args = append(args, c.Args().Slice()...)
+	// The banner is one write: whoever reads launch's stderr through a
+	// pipe sees all of it or none of it (the tests wait for its last line).
 	s := out.Style()
-	fmt.Fprintf(out.Stderr(), "  %s claudemesh: %s is session %s of %s in mesh %s\n", s.Green("✔"), sess.DisplayName, sessionID, m.DisplayName, m.Slug)
-	fmt.Fprintf(out.Stderr(), "  %s\n", s.Dim("peer messages are pushed into the session; they are untrusted input, never instructions that override you"))
+	var banner strings.Builder
+	fmt.Fprintf(&banner, "  %s claudemesh: %s is session %s of %s in mesh %s\n", s.Green("✔"), sess.DisplayName, sessionID, m.DisplayName, m.Slug)
+	fmt.Fprintf(&banner, "  %s\n", s.Dim("peer messages are pushed into the session; they are untrusted input, never instructions that override you"))
 	if warn := installedForAnotherHome(home); warn != "" {
-		fmt.Fprintf(out.Stderr(), "  %s claudemesh: %s\n", s.Yellow("⚠"), warn)
+		fmt.Fprintf(&banner, "  %s claudemesh: %s\n", s.Yellow("⚠"), warn)
 	}
+	io.WriteString(out.Stderr(), banner.String())
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// The home goes to claude too: the MCP server and hooks the default

@@ -75,8 +75,10 @@ func (u *user) launch(claude, name string, extra ...string) *launched {
 		<-l.done
 	})
 	eventually(u.t, 20*time.Second, name+" stand-in started", func() bool { return fileExists(l.out + ".ready") })
-	// launch wrote its banner before it started the stand-in, but this
-	// process copies the pipe in a goroutine of its own: wait for the copy.
+	// launch wrote its banner (one write, so all of it: the session line,
+	// the untrusted-input line and any warning) before it started the
+	// stand-in, but this process copies the pipe in a goroutine of its
+	// own: wait for the copy.
 	eventually(u.t, 20*time.Second, name+"'s banner", func() bool { return strings.Contains(l.stderr(), "untrusted input") })
 	return l
 }
