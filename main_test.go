@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -264,24 +263,13 @@ func TestPlainVersionPrintsAsTheTree(t *testing.T) {
 // package initialiser outside the runtime's own (GODEBUG=inittrace=1 of
 // this test binary, which links what claudemesh links).
 func TestInitialisedFirst(t *testing.T) {
-	exe, err := os.Executable()
+	lines, err := initTrace()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%v: %s", err, stderr.String())
-	}
 	var before []string
-	for _, line := range strings.Split(stderr.String(), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "init" {
-			continue
-		}
-		if f[1] == "claudemesh/internal/startstack" {
+	for _, l := range lines {
+		if l.pkg == "claudemesh/internal/startstack" {
 			for _, p := range before {
 				if p != "runtime" && !strings.HasPrefix(p, "internal/") {
 					t.Fatalf("%s was initialised before claudemesh/internal/startstack: %q", p, before)
@@ -289,9 +277,9 @@ func TestInitialisedFirst(t *testing.T) {
 			}
 			return
 		}
-		before = append(before, f[1])
+		before = append(before, l.pkg)
 	}
-	t.Fatalf("no initialiser of claudemesh/internal/startstack in:\n%s", stderr.String())
+	t.Fatalf("no initialiser of claudemesh/internal/startstack in %d traced", len(lines))
 }
 
 // TestBrokerFlagsAreDescribed: every flag of `claudemesh broker --help`

@@ -1,9 +1,22 @@
 #!/bin/sh
-# sync.sh re-creates third_party/'s copies of two upstream modules from the Go
-# module proxy and applies patches/*.patch to them. Run it (from anywhere) after
-# changing a version below; README.md says why the copies exist.
+# sync.sh re-creates third_party/'s copies of eight upstream modules from the
+# Go module proxy and applies patches/*.patch to them (GNU patch). Run it (from
+# anywhere) after changing a version below (and go.mod's require line with it:
+# TestThirdPartyVersions checks they agree); README.md says why the copies
+# exist.
+#
+# sync.sh --pristine DIR copies the same packages into DIR without the
+# patches, the "a" side from which a patch is written again.
 set -eu
 cd "$(dirname "$0")"
+out=.
+patched=true
+if [ "${1:-}" = --pristine ]; then
+	[ -n "${2:-}" ] || { echo "usage: sync.sh [--pristine DIR]" >&2; exit 2; }
+	mkdir -p "$2"
+	out=$(cd "$2" && pwd)
+	patched=false
+fi
 
 NATS_SERVER=v2.15.3
 NATS_CLIENT=v1.56.0
@@ -17,7 +30,7 @@ JSONSCHEMA=v0.4.3
 # copy MODULE VERSION DEST PACKAGE...: the module's go.mod and licences, and
 # each listed package's build files (Go and assembly sources, no tests).
 copy() {
-	mod=$1 ver=$2 dst=$3
+	mod=$1 ver=$2 dst=$out/$3
 	shift 3
 	src=$(go mod download -json "$mod@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 	[ -d "$src" ] || { echo "sync.sh: go mod download $mod@$ver gave no directory" >&2; exit 1; }
@@ -57,6 +70,12 @@ copy github.com/modelcontextprotocol/go-sdk "$MCP_SDK" mcp-go-sdk \
 	internal/jsonrpc2 internal/mcpgodebug internal/util internal/xcontext
 copy github.com/google/jsonschema-go "$JSONSCHEMA" jsonschema-go jsonschema
 
+$patched || exit 0
+# --batch and --fuzz=0: a patch that no longer applies exactly (an upstream
+# update moved its lines) fails here instead of asking or guessing.
 for p in patches/*.patch; do
-	[ ! -f "$p" ] || patch -s -p1 <"$p"
+	[ ! -f "$p" ] || patch --batch --fuzz=0 -s -p1 <"$p"
 done
+# nats.go's gob encoder goes with its registration (patches/nats.go.patch):
+# encoding/gob is then linked by nothing claudemesh builds.
+rm nats.go/encoders/builtin/gob_enc.go
