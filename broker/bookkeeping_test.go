@@ -1553,3 +1553,61 @@ func TestClusterLaterHelloWinsWhateverTheClocks(t *testing.T) {
 		}
 	}
 }
+
+// TestEvictionForgetsTheStoredEarlierRecording: a session key said hello
+// with again is recorded anew in memory (a later HelloAt), and its
+// record's write waits its turn in the store. Evicted before that write
+// ran (makeRoomForSession, the member at --max-sessions-per-member), the
+// write was cancelled and the forget found the earlier recording in the
+// store, not the one memory forgot, and left it: a session memory no
+// longer knew stayed in the store (and its queue, until a restart
+// brought it back). The store's committer is held here to keep the
+// write waiting.
+func TestEvictionForgetsTheStoredEarlierRecording(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(cfg *Config) { cfg.MaxSessionsPerMember = 3 })
+	alice := createMesh(t, b, "evict", "alice")
+	bob := addMember(t, b, alice, "evict", "bob")
+	ms := b.hub.mesh(alice.meshID)
+	connectSession(t, b, bob, "one") // two sessions present throughout
+	connectSession(t, b, bob, "two")
+	sess, _ := cmcrypto.GenerateIdentity()
+	key := sess.PublicHex()
+	hello := func() {
+		r := dial(t, b)
+		r.write(r.sessionHello(bob, sess, func(h *wire.SessionHello) { h.SessionID = "again" }))
+		if code := r.helloOutcome(); code != "" {
+			t.Fatalf("session hello: %s", code)
+		}
+		r.closeClean()
+		waitFor(t, "the session's presence to end", func() bool {
+			ms.mu.Lock()
+			defer ms.mu.Unlock()
+			return ms.presences[key] == nil
+		})
+	}
+	hello()
+	if err := storeAgreesErrWait(b, ms); err != nil {
+		t.Fatal(err)
+	}
+
+	// Hold the committer: the next hello's write waits behind this one.
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	b.store.Submit(func(*store.Tx) error { close(held); <-release; return nil }, nil)
+	<-held
+	hello()
+	connectSession(t, b, bob, "three") // evicts the key, the least recently seen not present
+	ms.mu.Lock()
+	evicted := ms.sessions[key] == nil
+	ms.mu.Unlock()
+	if !evicted {
+		t.Fatal("the session said hello with again was not evicted")
+	}
+	free()
+	if err := storeAgreesErrWait(b, ms); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -235,15 +235,16 @@ func TestSessionsAndInvites(t *testing.T) {
 }
 
 // TestForgetSession: a forgotten recording of a session key is deleted
-// with its queue when the store holds it (or none), and another recording
-// is kept whichever HelloAt is greater: across cluster nodes the clocks
-// that stamp HelloAt need not agree, and deleting a later recording that
-// looks earlier would drop a connected session's queue (a review of
-// 1bb74a6).
+// with its queue when the store holds it (or none), or an earlier
+// recording of the same node (the one its memory replaced, the forgotten
+// one's write cancelled before it ran); another node's recording is kept
+// whichever HelloAt is greater: across cluster nodes the clocks that stamp
+// HelloAt need not agree, and deleting a later recording that looks
+// earlier would drop a connected session's queue.
 func TestForgetSession(t *testing.T) {
 	s := newMeshStore(t)
-	rec := func(helloAt int64) *Session {
-		return &Session{Pubkey: key(0x61), ParentMemberID: owner().ID, ParentPubkey: owner().Pubkey, SessionID: "a", HelloAt: helloAt}
+	rec := func(helloAt int64, node string) *Session {
+		return &Session{Pubkey: key(0x61), ParentMemberID: owner().ID, ParentPubkey: owner().Pubkey, SessionID: "a", HelloAt: helloAt, Node: node}
 	}
 	stored := func() (out *Session) {
 		mustView(t, s, func(tx *Tx) error {
@@ -260,21 +261,24 @@ func TestForgetSession(t *testing.T) {
 	for _, c := range []struct {
 		name           string
 		stored, forgot int64
+		storedBy       string // the node that made the stored recording; the forgotten one is n1's
 		none, deleted  bool
 	}{
-		{name: "Same", stored: 5, forgot: 5, deleted: true},
-		{name: "Earlier", stored: 4, forgot: 5, deleted: false},
-		{name: "Later", stored: 6, forgot: 5, deleted: false},
+		{name: "Same", stored: 5, storedBy: "n1", forgot: 5, deleted: true},
+		{name: "Earlier", stored: 4, storedBy: "n2", forgot: 5, deleted: false},
+		{name: "Later", stored: 6, storedBy: "n2", forgot: 5, deleted: false},
+		{name: "EarlierSameNode", stored: 4, storedBy: "n1", forgot: 5, deleted: true},
+		{name: "LaterSameNode", stored: 6, storedBy: "n1", forgot: 5, deleted: false},
 		{name: "None", none: true, forgot: 5, deleted: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if !c.none {
-				mustUpdate(t, s, func(tx *Tx) error { return PutSession(tx, meshID, rec(c.stored)) })
+				mustUpdate(t, s, func(tx *Tx) error { return PutSession(tx, meshID, rec(c.stored, c.storedBy)) })
 			}
 			var deleted bool
 			mustUpdate(t, s, func(tx *Tx) error {
 				var err error
-				_, deleted, err = ForgetSession(tx, meshID, rec(c.forgot))
+				_, deleted, err = ForgetSession(tx, meshID, rec(c.forgot, "n1"))
 				return err
 			})
 			if deleted != c.deleted || (stored() == nil) != (c.deleted || c.none) {

@@ -33,16 +33,20 @@ func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 }
 
 // ForgetSession deletes the stored record of a session key that memory
-// forgot, with its queue, returning what was dropped, only when the store
-// holds that recording (SameRecording) or none. Another recording
-// stays with its queue: a later hello of the key may have recorded it
-// again meanwhile (on this node or, in a cluster, another, whose clock
-// need not agree with this one's, so HelloAt cannot say which is later),
-// and deleting it would drop messages the broker accepted for a session
-// that may be connected. A recording left so that no node's memory holds
-// (two nodes' hellos of one key, the store keeping the one that committed
-// last) goes with the expiry of its own LastSeenAt. It reports whether it
-// deleted.
+// forgot, with its queue, returning what was dropped, when the store holds
+// that recording (SameRecording), an earlier recording made by the same
+// node (the same Node, a smaller HelloAt), or none. An earlier recording
+// of the node is the one the node's memory replaced with the recording it
+// forgot, whose own write was cancelled before it ran (the key said hello
+// with again, then evicted or expired while that write waited): one clock
+// stamped both. Another node's recording stays with its queue: a hello of
+// the key there may have recorded it again meanwhile, and that node's
+// clock need not agree with this one's, so HelloAt cannot say which is
+// later; deleting it would drop messages the broker accepted for a
+// session that may be connected. A recording so left that no node's
+// memory holds (two nodes' hellos of one key, the store keeping the one
+// that committed last) is loaded at the next start and expires with its
+// own LastSeenAt. It reports whether it deleted.
 func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired, deleted bool, err error) {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
@@ -50,7 +54,7 @@ func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired
 	}
 	if v := b.Get(pk(forgotten.Pubkey)); v != nil {
 		var s Session
-		if dec(v, &s) == nil && !SameRecording(&s, forgotten) {
+		if dec(v, &s) == nil && !SameRecording(&s, forgotten) && (s.Node != forgotten.Node || s.HelloAt > forgotten.HelloAt) {
 			return nil, false, nil
 		}
 		if err := b.Delete(pk(forgotten.Pubkey)); err != nil {
