@@ -255,7 +255,11 @@ func (m *meshRT) liveList(ctx context.Context) ([]wire.Member, []wire.Peer, *api
 		return nil, nil, aerr
 	}
 	members, peers, err := m.liveDirectory(ctx, time.Now())
-	if err != nil {
+	switch {
+	case errors.Is(err, errNotConnected) || client.CodeOf(err) == client.CodeConnectionClosed:
+		// The connection ended after openConn found it open.
+		return nil, nil, m.unavailableAfter(err)
+	case err != nil:
 		return nil, nil, clientError(err)
 	}
 	return members, peers, nil

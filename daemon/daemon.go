@@ -116,6 +116,10 @@ type Options struct {
 	// testHookStatusCheck runs before each message_status request of the
 	// check of rows left queued (expiry.go), with the row's seq.
 	testHookStatusCheck func(seq uint64)
+	// testHookState runs first in each mesh's OnState, before the mesh
+	// notes the new state (tests hold it to open the window in which the
+	// presence has left a state the mesh still shows).
+	testHookState func(s client.State)
 }
 
 // Daemon is one running daemon.
@@ -801,6 +805,9 @@ func (m *meshRT) kick() {
 const mismatchRecheck = 5 * time.Minute
 
 func (m *meshRT) onState(s client.State, err error) {
+	if h := m.d.opts.testHookState; h != nil {
+		h(s)
+	}
 	state := string(s)
 	m.mu.Lock()
 	switch {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,6 +237,46 @@ func TestFirstSendWithBrokerDown(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Body.Code != client.CodeUnreachable || !strings.Contains(ae.Body.Message, e.owner.BrokerURL) {
 		t.Fatalf("peers with the broker down: %v", err)
 	}
+}
+
+// TestReadAsTheBrokerGoes: the mesh's state is told of a change after the
+// presence has made it (onState). A read that needs the broker in between
+// found no connection and the mesh still open, and answered "mesh team is
+// open" (a daemon under load, its broker just stopped): it says the
+// broker cannot be reached, and where. The hook holds onState to open the
+// window.
+func TestReadAsTheBrokerGoes(t *testing.T) {
+	e := newEnv(t)
+	held, release := make(chan struct{}), make(chan struct{})
+	var armed atomic.Bool
+	alice := e.daemonWith("alice", Options{testHookState: func(s client.State) {
+		if s != client.StateOpen && armed.CompareAndSwap(true, false) {
+			close(held)
+			<-release
+		}
+	}})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the daemon's stop, which waits for the presence
+	alice.waitOpen(t)
+	armed.Store(true)
+	e.b.Close()
+	select {
+	case <-held:
+	case <-time.After(minWaitDeadline):
+		t.Fatal("the presence never left open")
+	}
+	if s, _ := alice.mesh(t).stateOf(); s != localapi.MeshOpen {
+		t.Fatalf("mesh %s while onState is held", s)
+	}
+	for _, path := range []string{"/v1/peers?mesh=team", "/v1/members?mesh=team"} {
+		_, err := alice.api.Do(context.Background(), "GET", path, nil, nil)
+		var ae *localapi.APIError
+		if !errors.As(err, &ae) || ae.HTTPStatus != 503 || ae.Body.Code != client.CodeUnreachable || !strings.Contains(ae.Body.Message, e.owner.BrokerURL) {
+			t.Fatalf("%s as the broker goes: %v", path, err)
+		}
+	}
+	free()
 }
 
 // TestImpostorBrokerIsRefused (issue 11 item 3): a server on the pinned

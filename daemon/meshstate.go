@@ -45,11 +45,30 @@ func (m *meshRT) openConn() (*client.Conn, *apiError) {
 
 // unavailable is the error for a request that needs the broker of m while
 // m is not open.
-func (m *meshRT) unavailable() *apiError {
+func (m *meshRT) unavailable() *apiError { return m.unavailableAfter(nil) }
+
+// unavailableAfter is unavailable for a request whose connection ended
+// under it with lost (nil: none). The mesh's state is told of a change
+// after the presence has made it (onState): a connection that just ended
+// leaves the mesh showing open for a moment, and the presence's own
+// state, or while it has not noticed either the request's error, says
+// why instead (it said "mesh test is open" to a request refused for want
+// of a connection).
+func (m *meshRT) unavailableAfter(lost error) *apiError {
 	state, err := m.stateOf()
+	if state == localapi.MeshOpen && m.presence != nil {
+		s, perr := m.presence.State()
+		state, err = string(s), perr
+		if s == client.StateOpen && lost != nil {
+			state, err = string(client.StateReconnecting), lost
+		}
+	}
 	p := m.problem(state, err)
 	if p == nil {
-		p = &localapi.Error{Code: client.CodeUnreachable, Message: fmt.Sprintf("mesh %s is %s", m.cfg.Slug, state)}
+		// Open again already.
+		p = &localapi.Error{Code: client.CodeUnreachable,
+			Message: fmt.Sprintf("mesh %s: the connection to the broker at %s was down for this request, and is open again", m.cfg.Slug, strings.Join(m.cfg.URLs(), " or ")),
+			Hint:    "try again"}
 	}
 	status := http.StatusServiceUnavailable
 	switch p.Code {
