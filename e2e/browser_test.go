@@ -133,7 +133,7 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 // update); the click is then tried again on the new node, up to a deadline.
 func (b *browser) click(what, sel string) {
 	b.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(minWait)
 	for {
 		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 		err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
@@ -162,9 +162,11 @@ func eval[T any](b *browser, js string) T {
 }
 
 // waitJS waits until the expression is true in the page, polling every
-// 10 ms up to d. It returns how long that took.
+// 10 ms up to d, and never less than minWait (a bound on a hang, not a
+// promise of speed). It returns how long that took.
 func (b *browser) waitJS(what, js string, d time.Duration) time.Duration {
 	b.t.Helper()
+	d = max(d, minWait)
 	start := time.Now()
 	deadline := start.Add(d)
 	for {

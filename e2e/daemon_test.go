@@ -70,8 +70,10 @@ func (u *user) waitDaemonOpen() {
 	})
 }
 
+// eventually waits until ok holds, up to d and never less than minWait.
 func eventually(t *testing.T, d time.Duration, what string, ok func() bool) {
 	t.Helper()
+	d = max(d, minWait)
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
