@@ -156,7 +156,9 @@ func (d *Daemon) handleWebThreads(w http.ResponseWriter, r *http.Request) {
 		}
 		return t
 	}
+	var upTo uint64
 	err := d.db.View(func(tx *bolt.Tx) error {
+		upTo = tx.Bucket(bEvents).Sequence()
 		err := tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
 			var row inboxRow
 			if decodeRow(v, &row) != nil || row.MeshID != m.cfg.MeshID {
@@ -213,6 +215,7 @@ func (d *Daemon) handleWebThreads(w http.ResponseWriter, r *http.Request) {
 				t.Name = n
 			}
 		}
+		t.UpTo = upTo
 		out = append(out, *t)
 	}
 	slices.SortFunc(out, func(a, b localapi.WebThread) int {

@@ -7,15 +7,16 @@ package e2e
 // for with deadlines.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -366,6 +367,10 @@ type cutProxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	paused bool
+	// hold: the event stream's next response passes its headers (the
+	// page sees the stream open) and holds its events until released
+	// (holdEvents).
+	hold chan struct{}
 }
 
 func startProxy(t *testing.T, target string) *cutProxy {
@@ -418,9 +423,81 @@ func (p *cutProxy) pipe(c net.Conn) {
 	p.mu.Unlock()
 	defer p.drop(up)
 	done := make(chan struct{}, 2)
-	go func() { io.Copy(up, c); done <- struct{}{} }()
-	go func() { io.Copy(c, up); done <- struct{}{} }()
+	var events atomic.Bool // this connection asked for the event stream
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if bytes.Contains(buf[:n], []byte("GET /api/v1/events")) {
+					events.Store(true)
+				}
+				if _, werr := up.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		var head []byte // the event stream's response until its headers end
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := up.Read(buf)
+			out := buf[:n]
+			if n > 0 && events.Load() {
+				p.mu.Lock()
+				hold := p.hold
+				p.mu.Unlock()
+				if hold != nil {
+					head = append(head, out...)
+					i := bytes.Index(head, []byte("\r\n\r\n"))
+					if i < 0 {
+						if err != nil {
+							break
+						}
+						continue
+					}
+					if _, werr := c.Write(head[:i+4]); werr != nil {
+						break
+					}
+					<-hold
+					out, head = head[i+4:], nil
+					p.mu.Lock()
+					if p.hold == hold {
+						p.hold = nil
+					}
+					p.mu.Unlock()
+				}
+			}
+			if len(out) > 0 {
+				if _, werr := c.Write(out); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}()
 	<-done
+}
+
+// holdEvents makes the next event stream opened through the proxy pass
+// its response headers and hold its events until release is called.
+func (p *cutProxy) holdEvents() (release func()) {
+	hold := make(chan struct{})
+	p.mu.Lock()
+	p.hold = hold
+	p.mu.Unlock()
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	p.t.Cleanup(release)
+	return release
 }
 
 func (p *cutProxy) drop(c net.Conn) {

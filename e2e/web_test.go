@@ -611,11 +611,37 @@ func TestWebChat(t *testing.T) {
 			bob.ok("send", "alice", fmt.Sprintf("during the cut %d", i))
 		}
 		carol.ok("send", "alice", "carol during the cut")
+		carolBadge := `(() => { const b = ` + peerButton(carol.pubkey) + `.querySelector('.badge'); return b ? b.textContent : '' })()`
+		// The page reads the thread list when its stream opens again,
+		// and the stream replays what it missed: in either order, carol's
+		// DM counts once. The proxy holds the replay until the list (which
+		// counts the DM, once alice's daemon has it) has been read: the
+		// order a loaded machine once produced, and the badge said 2.
+		eventually(t, minWait, "carol's DM in alice's daemon", func() bool {
+			var threads []localapi.WebThread
+			localapi.New(localapi.SocketPath(alice.home)).Do(context.Background(), "GET", "/v1/web/threads?mesh=test", nil, &threads)
+			for _, th := range threads {
+				if th.Thread == carol.pubkey {
+					return th.Unread == 1
+				}
+			}
+			return false
+		})
+		release := proxy.holdEvents()
 		proxy.resume()
 		for i := 0; i < 5; i++ {
 			br.waitJS("a message sent during the cut", hasMessage(fmt.Sprintf("during the cut %d", i)), 45*time.Second)
 		}
 		br.waitJS("the banner gone", `document.getElementById('banner').hidden`, 45*time.Second)
+		br.waitJS("carol's badge from the list read after the gap", carolBadge+` === '1'`, minWait)
+		release()
+		// A DM after the replay, in the open thread: once it shows, the
+		// replay has been handled.
+		bob.ok("send", "alice", "after the replay")
+		br.waitJS("the DM after the replay", hasMessage("after the replay"), minWait)
+		if n := eval[string](br, carolBadge); n != "1" {
+			t.Fatalf("carol's one DM during the cut counted %q unread after the replay", n)
+		}
 		br.click("retry the send", `#message-list .msg.mine button.retry`)
 		received(t, bobIn, "typed during the cut")
 		br.waitJS("the retried send delivered, its retry gone", `(() => { const m = `+notSent+`; return m && m.dataset.state === 'delivered' && !m.querySelector('button.retry') })()`, 45*time.Second)

@@ -51,6 +51,11 @@ type WebThread struct {
 	LastAt      int64  `json:"lastAt"`
 	LastPreview string `json:"lastPreview,omitempty"`
 	Unread      int    `json:"unread"`
+	// UpTo is the last inbox row id (event id) the counts cover: a message
+	// event of a greater id came after them, one of this id or less is
+	// counted already (the page must not count it again when the event
+	// stream replays it after the list was read).
+	UpTo uint64 `json:"upTo"`
 }
 
 // WebItem is one message of a thread: received (In) or sent by this member

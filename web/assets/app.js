@@ -85,6 +85,7 @@
     meshes: [], mesh: null, meshInfo: null,
     members: [], peers: [],
     threads: new Map(),   // key → {key, kind, name, unread, lastAt, lastPreview}
+    threadsUpTo: 0,       // the last event id the thread list's unread counts cover
     open: null,           // open thread key
     items: new Map(),     // item key → {item, node}
     byMessageId: new Map(),
@@ -208,7 +209,9 @@
   function thread(key) {
     let t = S.threads.get(key);
     if (!t) {
-      t = { key, kind: threadKind(key), name: '', unread: 0, lastAt: 0, lastPreview: '' };
+      // counted: ids of message events counted unread here that the
+      // last thread list read (S.threadsUpTo) did not cover.
+      t = { key, kind: threadKind(key), name: '', unread: 0, lastAt: 0, lastPreview: '', counted: new Set() };
       S.threads.set(key, t);
     }
     return t;
@@ -394,11 +397,18 @@
     try {
       const list = await api('/v1/web/threads' + q({ mesh }));
       if (mesh !== S.mesh) return;
+      // The counts cover the messages up to upTo: an event of one of them
+      // (a replay after a gap, or one that came while the list was read)
+      // is not counted again, and one after it is added.
+      const upTo = list && list.length ? list[0].upTo : S.threadsUpTo;
+      if (upTo < S.threadsUpTo) return; // an older read answered last
+      S.threadsUpTo = upTo;
       const looking = document.visibilityState === 'visible';
       for (const t of list || []) {
         const x = thread(t.thread);
+        for (const id of x.counted) if (id <= upTo) x.counted.delete(id);
         // The open thread's messages are being marked seen as we look.
-        const unread = t.thread === S.open && looking ? 0 : t.unread;
+        const unread = t.thread === S.open && looking ? 0 : t.unread + x.counted.size;
         Object.assign(x, { name: t.name || x.name, unread, lastAt: t.lastAt, lastPreview: t.lastPreview });
       }
     } catch (_) { /* idem */ }
@@ -501,7 +511,8 @@
     if (S.open === key) {
       addItem({ thread: key, at: row.receivedAt, in: row }, true);
       markSeenSoon();
-    } else if (!row.seenAt) {
+    } else if (!row.seenAt && Number(row.id) > S.threadsUpTo) {
+      t.counted.add(Number(row.id));
       t.unread++;
     }
     renderSide();
@@ -1262,6 +1273,7 @@
       if (r && !r.seenAt) { ids.push(r.id); r.seenAt = Date.now(); }
     }
     const t = S.threads.get(S.open);
+    if (t) t.counted.clear();
     if (t && t.unread) { t.unread = 0; renderSide(); }
     if (ids.length === 0) return;
     api('/v1/inbox/seen', { method: 'POST', body: { ids } }).catch(() => { /* shown unread again on the next load */ });
