@@ -590,8 +590,16 @@ type follower struct {
 
 	mu      sync.Mutex
 	rows    []inboxRow
+	notices []followNotice // inbox --follow --json's lines about itself
 	changed chan struct{}
 	stderr  bytes.Buffer
+}
+
+// followNotice is a notice line of inbox --follow --json.
+type followNotice struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	Notice        string `json:"notice"`
+	Message       string `json:"message"`
 }
 
 func (u *user) follow() *follower {
@@ -624,6 +632,18 @@ func (u *user) followWith(env []string) *follower {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
+			var n followNotice
+			if json.Unmarshal(sc.Bytes(), &n) == nil && n.Notice != "" {
+				if n.SchemaVersion != 1 || n.Message == "" {
+					f.t.Errorf("follower printed a bad notice %q", sc.Text())
+				}
+				f.mu.Lock()
+				f.notices = append(f.notices, n)
+				close(f.changed)
+				f.changed = make(chan struct{})
+				f.mu.Unlock()
+				continue
+			}
 			var r inboxRow
 			if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.SchemaVersion != 1 {
 				f.t.Errorf("follower printed a bad line %q: %v", sc.Text(), err)

@@ -180,11 +180,28 @@ func (p *inboxPrinter) MeshProblem(slug string, err error) {
 
 func (p *inboxPrinter) Notice(slug string, err error) {
 	if slug == "" {
-		// The daemon path's own words (the daemon went away, is back).
+		// The daemon path's own words (the daemon went away, is back):
+		// under --json a line of their own, as a human gets them on
+		// stderr (which --json keeps empty).
+		if p.out.JSONMode() && p.follow {
+			code, msg := classify(err)
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.out.NDJSON(noticeRow{SchemaVersion: cliui.SchemaVersion, Notice: code, Message: msg})
+			return
+		}
 		p.out.Warn(err.Error(), "")
 		return
 	}
 	warnMesh(p.out, slug, errors.Join(errors.New("connection lost, reconnecting"), err))
+}
+
+// noticeRow is a line of inbox --follow --json about the follower itself
+// (its daemon went away and is back, or cannot be started), not a message.
+type noticeRow struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	Notice        string `json:"notice"`
+	Message       string `json:"message"`
 }
 
 func (p *inboxPrinter) Following(slug string) {

@@ -639,7 +639,7 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		stream.Close()
 		return nil
 	}
-	notice := func(msg string) { sink.Notice("", errors.New(msg)) }
+	notice := func(code, msg string) { sink.Notice("", cliui.Errorf(code, "%s", msg)) }
 	states := map[string]string{} // the meshes' states as broker_status events said
 	for {
 		if stream == nil {
@@ -733,6 +733,13 @@ func (v *viaDaemon) newestRow(ctx context.Context, q string) (string, error) {
 	return strconv.FormatUint(newest, 10), nil
 }
 
+// The codes of a follower's notices about its daemon (resubscribe), the
+// `notice` of inbox --follow --json's notice lines.
+const (
+	noticeDaemonRestarted   = "daemon_restarted"
+	noticeDaemonUnavailable = "daemon_unavailable"
+)
+
 // followRetryMax caps the wait between a follower's attempts to reach the
 // daemon again.
 const followRetryMax = 5 * time.Second
@@ -746,13 +753,13 @@ const followRetryMax = 5 * time.Second
 // away. notice tells a human that the daemon was gone once it is back, and
 // once per reason why it cannot be started meanwhile. Only a daemon that
 // answers with a refusal, an unsafe socket or the end of ctx ends it.
-func (v *viaDaemon) resubscribe(ctx context.Context, last, q string, notice func(string)) (*localapi.EventStream, error) {
+func (v *viaDaemon) resubscribe(ctx context.Context, last, q string, notice func(code, msg string)) (*localapi.EventStream, error) {
 	gone, said := false, ""
 	for attempt := 0; ; attempt++ {
 		stream, err := v.api.Events(ctx, last, q)
 		if err == nil {
 			if gone {
-				notice("the daemon stopped or restarted; reconnected, following again")
+				notice(noticeDaemonRestarted, "the daemon stopped or restarted; reconnected, following again")
 			}
 			return stream, nil
 		}
@@ -778,7 +785,7 @@ func (v *viaDaemon) resubscribe(ctx context.Context, last, q string, notice func
 				WithHint("remove the socket or fix its directory's owner and mode, then claudemesh daemon up")
 		default:
 			if msg := "the daemon stopped and could not be started again (" + startFailure(cerr) + "); trying again every few seconds"; msg != said {
-				notice(msg)
+				notice(noticeDaemonUnavailable, msg)
 				said = msg
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"claudemesh/client"
 	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
 )
 
 // The topic verbs through the daemon's /v1/topics routes: the daemon holds
@@ -166,6 +167,37 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 		p.setWaiting(!all || page.WaitingForKey)
 		return err
 	}
+	// readSince reads, after the stream was away (a daemon restart), every
+	// post after the newest one shown, page by page back to it: reading
+	// the last limit posts again missed those beyond them made meanwhile.
+	readSince := func() error {
+		if len(p.printed) == 0 {
+			return read()
+		}
+		var lines []topicLine // newest first
+		before := ""
+		for {
+			page, err := v.TopicHistory(ctx, m, info.ID, wire.MaxTopicHistory, before)
+			if err != nil {
+				return err
+			}
+			p.curGen = max(p.curGen, page.KeyGen)
+			reached := false
+			for _, l := range page.Lines {
+				if p.printed[l.ID] {
+					reached = true
+					break
+				}
+				lines = append(lines, l)
+			}
+			if reached || !page.More || len(page.Lines) == 0 {
+				all, err := p.offer(reversed(lines))
+				p.setWaiting(!all || page.WaitingForKey)
+				return err
+			}
+			before = page.Lines[len(page.Lines)-1].ID
+		}
+	}
 	if err := read(); err != nil {
 		return err
 	}
@@ -185,13 +217,13 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 			}
 			// The daemon went away (a restart, a crash) or dropped a slow
 			// reader: follow again, and read what passed meanwhile.
-			if stream, err = v.resubscribe(ctx, "", q, func(msg string) { sink.Notice(errors.New(msg)) }); err != nil {
+			if stream, err = v.resubscribe(ctx, "", q, func(_, msg string) { sink.Notice(errors.New(msg)) }); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return err
 			}
-			if err := read(); err != nil {
+			if err := readSince(); err != nil {
 				return err
 			}
 			continue
