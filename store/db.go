@@ -153,10 +153,11 @@ type Options struct {
 	// LargeBudget is the bytes of large writes one commit takes at most;
 	// 0 means DefaultLargeBudget.
 	LargeBudget int
-	// PreemptDeferred lets a write that someone waits for, submitted
-	// while the deferrable writes at the end of a batch are being
-	// applied (at least SplitDeferred of them, none put off before),
-	// commit without waiting for the rest of them (commit), and
+	// PreemptDeferred lets a send (SubmitSized) that someone waits for,
+	// submitted while the deferrable writes at the end of a batch are
+	// being applied (at least SplitDeferred of them, none put off before),
+	// commit without waiting for the rest of them (commit); any other
+	// write is applied after them, in submission order. It also
 	// runs the callbacks of such a commit in two rounds, each followed by
 	// AfterBatch: the waited-on writes' first, then the deferrable ones',
 	// each in commit order.
@@ -220,6 +221,10 @@ type write struct {
 	// were submitted.
 	size int
 	key  string
+	// overtakes: a write (SubmitSized) that may be applied before the
+	// deferrable writes submitted before it; any other write is applied
+	// after them.
+	overtakes bool
 }
 
 // Open opens (creating if needed) the store at path and runs migrations.
@@ -368,8 +373,16 @@ func (s *Store) SubmitDeferred(fn func(tx *bolt.Tx) error, after func(err error)
 // they were submitted. Writes of different keys may commit out of their
 // submission order: that is the point, a small message does not wait for
 // another sender's large ones.
+//
+// A sized write is a send, which only adds records (a new message and its
+// deliveries) that no deferrable write submitted before it can touch: it
+// alone may commit before them (splitDeferred, Options.PreemptDeferred).
+// Every other write is applied after the deferrable writes submitted
+// before it: a sweep, a forget or a ban applied first made an earlier ack
+// settle nothing (no receipt, and an expired delivery of a message its
+// recipient had).
 func (s *Store) SubmitSized(fn func(tx *bolt.Tx) error, after func(err error), size int, key string) error {
-	return s.submit(&write{fn: fn, after: after, size: size, key: key})
+	return s.submit(&write{fn: fn, after: after, size: size, key: key, overtakes: true})
 }
 
 func (s *Store) submit(w *write) error {
@@ -500,7 +513,8 @@ const DefaultSplitDeferred = 128
 // splitDeferred parts a batch holding at least SplitDeferred deferrable
 // writes and at least one other write into the others, then the
 // deferrable ones, each part in submission order; it returns a nil rest
-// when the batch stays whole. Nothing waits on a deferrable write's
+// when the batch stays whole, as it does when a write that may not
+// overtake them (not a send) follows a deferrable one. Nothing waits on a deferrable write's
 // durability, so committing it after a write submitted later breaks no
 // promise; each part keeps its own order.
 func (s *Store) splitDeferred(batch []*write) (first, rest []*write) {
@@ -516,6 +530,9 @@ func (s *Store) splitDeferred(batch []*write) (first, rest []*write) {
 	if n < s.opts.SplitDeferred || n == len(batch) {
 		return batch, nil
 	}
+	if mustFollowDeferred(batch) {
+		return batch, nil
+	}
 	first = make([]*write, 0, len(batch)-n)
 	rest = make([]*write, 0, n)
 	for _, w := range batch {
@@ -526,6 +543,22 @@ func (s *Store) splitDeferred(batch []*write) (first, rest []*write) {
 		}
 	}
 	return first, rest
+}
+
+// mustFollowDeferred reports whether a write that may not overtake
+// deferrable writes (not SubmitSized) comes after one in batch: the batch
+// is then applied in its order.
+func mustFollowDeferred(batch []*write) bool {
+	seen := false
+	for _, w := range batch {
+		switch {
+		case w.deferrable:
+			seen = true
+		case seen && !w.overtakes:
+			return true
+		}
+	}
+	return false
 }
 
 func allDeferrable(batch []*write) bool {
@@ -610,6 +643,14 @@ func (s *Store) commit(batch []*write, lane *largeLane) (carry []*write) {
 			case w := <-s.writes:
 				if w.deferrable && len(batch) < s.opts.MaxBatch {
 					batch = append(batch, w)
+					continue
+				}
+				if !w.deferrable && !w.overtakes {
+					// Applied after the deferrable writes submitted
+					// before it, in this commit: nothing preempts
+					// them until it is applied.
+					batch = append(batch, w)
+					lastWaited = len(batch) - 1
 					continue
 				}
 				// Leave the rest for the next commit; w goes first
@@ -766,10 +807,14 @@ func (s *Store) retryAfterFailure(batch []*write, failedAt int, out []finished) 
 // ones into the batch (or the lane), the deferrable ones after carry, up to
 // MaxBatch writes in all.
 func (s *Store) fillWaited(l *largeLane, batch, carry []*write) ([]*write, []*write) {
+	behind := false // a write that may not overtake the carried ones came
 	for len(batch)+len(carry) < s.opts.MaxBatch {
 		select {
 		case w := <-s.writes:
-			if w.deferrable {
+			if !w.deferrable && !w.overtakes {
+				behind = true
+			}
+			if w.deferrable || behind {
 				carry = append(carry, w)
 			} else {
 				batch = s.route(l, batch, w)

@@ -156,7 +156,7 @@ func TestSplitDeferredCommitsTheOthersFirst(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, k := range []string{"sent1", "sent2"} {
-				if err := s.Submit(putRaw(k, "1"), note(k)); err != nil {
+				if err := s.SubmitSized(putRaw(k, "1"), note(k), 1, ""); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -270,7 +270,7 @@ func TestWaitedWriteDoesNotWaitForDeferredOnes(t *testing.T) {
 	createTestBucket(t, s)
 	before := len(log.snapshot())
 	resume := interruptAt(t, s, &o)
-	if err := s.Submit(putRaw("sent", "1"), o.note(t, "sent", false)); err != nil {
+	if err := s.SubmitSized(putRaw("sent", "1"), o.note(t, "sent", false), 1, ""); err != nil {
 		t.Fatal(err)
 	}
 	resume()
@@ -331,7 +331,7 @@ func TestFailedInterruptingWriteHarmsNoDeferredOne(t *testing.T) {
 	var o orderLog
 	resume := interruptAt(t, s, &o)
 	bad := func(tx *bolt.Tx) error { return errors.New("refused") }
-	if err := s.Submit(bad, o.note(t, "bad", true)); err != nil {
+	if err := s.SubmitSized(bad, o.note(t, "bad", true), 1, ""); err != nil {
 		t.Fatal(err)
 	}
 	resume()
@@ -353,7 +353,7 @@ func TestWithoutPreemptDeferredTheBatchIsWhole(t *testing.T) {
 	before := len(log.snapshot())
 	var o orderLog
 	resume := interruptAt(t, s, &o)
-	if err := s.Submit(putRaw("sent", "1"), o.note(t, "sent", false)); err != nil {
+	if err := s.SubmitSized(putRaw("sent", "1"), o.note(t, "sent", false), 1, ""); err != nil {
 		t.Fatal(err)
 	}
 	resume()
@@ -402,12 +402,12 @@ func TestCarriedDeferredWritesAreNotPutOffAgain(t *testing.T) {
 	}
 	release()
 	waitClosed(t, at2, "acked2")
-	if err := s.Submit(putRaw("sent1", "1"), o.note(t, "sent1", false)); err != nil {
+	if err := s.SubmitSized(putRaw("sent1", "1"), o.note(t, "sent1", false), 1, ""); err != nil {
 		t.Fatal(err)
 	}
 	close(go2)
 	waitClosed(t, at3, "acked3")
-	if err := s.Submit(putRaw("sent2", "1"), o.note(t, "sent2", false)); err != nil {
+	if err := s.SubmitSized(putRaw("sent2", "1"), o.note(t, "sent2", false), 1, ""); err != nil {
 		t.Fatal(err)
 	}
 	close(go3)
@@ -435,7 +435,7 @@ func TestSmallWaveIsNotPreempted(t *testing.T) {
 	before := len(log.snapshot())
 	var o orderLog
 	resume := interruptAt(t, s, &o)
-	if err := s.Submit(putRaw("sent", "1"), o.note(t, "sent", false)); err != nil {
+	if err := s.SubmitSized(putRaw("sent", "1"), o.note(t, "sent", false), 1, ""); err != nil {
 		t.Fatal(err)
 	}
 	resume()
@@ -443,4 +443,86 @@ func TestSmallWaveIsNotPreempted(t *testing.T) {
 	if got := log.snapshot()[before+1:]; fmt.Sprint(got) != "[10 1]" {
 		t.Fatalf("commits after the blocker's: %v, want [10 1]", got)
 	}
+}
+
+// sweepAfter is a write that records, when it is applied, which of keys
+// were not written yet (the writes it must follow).
+func sweepAfter(missing *[]string, mu *sync.Mutex, keys ...string) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		mu.Lock()
+		defer mu.Unlock()
+		*missing = (*missing)[:0]
+		for _, k := range keys {
+			if tx.Bucket(testBucket).Get([]byte(k)) == nil {
+				*missing = append(*missing, k)
+			}
+		}
+		return tx.Bucket(testBucket).Put([]byte("sweep"), []byte("1"))
+	}
+}
+
+// A write that is not a send (a sweep, a forget, a ban: Submit, Update)
+// is applied after the deferrable writes submitted before it, also where
+// a send goes first: the split of a batch holding a wave of them, and
+// the preemption of the wave's application. Applied first, a sweep or a
+// forget left an earlier ack nothing to settle (no receipt, and an
+// expired delivery of a message its recipient had acked).
+func TestOnlySendsOvertakeDeferredWrites(t *testing.T) {
+	acks := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("acked%d", i))
+		}
+		return out
+	}
+	t.Run("Split", func(t *testing.T) {
+		var mu sync.Mutex
+		var missing []string
+		s := openAt(t, dbPath(t), Options{DeferFor: time.Hour, SplitDeferred: 5})
+		createTestBucket(t, s)
+		release := blockCommitter(t, s)
+		var o orderLog
+		for _, k := range acks(6) {
+			if err := s.SubmitDeferred(putRaw(k, "1"), o.note(t, k, false)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.SubmitSized(putRaw("sent", "1"), o.note(t, "sent", false), 1, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Submit(sweepAfter(&missing, &mu, acks(6)...), o.note(t, "sweep", false)); err != nil {
+			t.Fatal(err)
+		}
+		release()
+		o.wait(t)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(missing) > 0 {
+			t.Fatalf("the sweep was applied before %v, submitted before it", missing)
+		}
+	})
+	t.Run("Preempt", func(t *testing.T) {
+		var mu sync.Mutex
+		var missing []string
+		s := openAt(t, dbPath(t), Options{PreemptDeferred: true, SplitDeferred: 5})
+		createTestBucket(t, s)
+		var o orderLog
+		resume := interruptAt(t, s, &o)
+		if err := s.Submit(sweepAfter(&missing, &mu, acks(10)...), o.note(t, "sweep", false)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SubmitSized(putRaw("sent", "1"), o.note(t, "sent", false), 1, ""); err != nil {
+			t.Fatal(err)
+		}
+		resume()
+		o.wait(t)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(missing) > 0 {
+			t.Fatalf("the sweep was applied before %v, submitted before it", missing)
+		}
+		if getRaw(t, s, "sent") != "1" {
+			t.Fatal("the send is missing")
+		}
+	})
 }
