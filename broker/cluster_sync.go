@@ -33,8 +33,20 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		topic string
 		p     *store.TopicPost
 	}
+	type join struct {
+		ms      *meshState
+		topicID string
+		m       *member
+	}
+	type sealed struct {
+		ms      *meshState
+		topicID string
+		keyGen  int
+	}
 	var (
 		posts   []post
+		joins   []join
+		seals   = map[sealed]map[string]bool{} // the recipients of new seals
 		closes  []closeAction
 		kept    []keptSession
 		fresh   = map[string]bool{} // meshes loaded whole from this entry
@@ -110,6 +122,32 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 			h.remoteQueue(ms, c)
 		case store.ChangeTopic:
 			ms.topics = nil // reloaded from the store on next use
+		case store.ChangeTopicMember:
+			ms.topics = nil
+			// A member who joined (or was added) through another node:
+			// the key holders connected here are told, as that node
+			// told its own (announceJoin), so the key is sealed for it
+			// in about the time it takes on one broker, not at a key
+			// holder's next sweep.
+			if c.Old == nil && c.New != nil {
+				if topicID, pub, ok := store.TopicMemberKey(c.Key); ok && ms.members[pub] != nil {
+					joins = append(joins, join{ms, topicID, ms.members[pub]})
+				}
+			}
+		case store.ChangeTopicSeal:
+			ms.topics = nil
+			// A key sealed through another node for a member connected
+			// here: told here, as that node told its own
+			// (announceSealed).
+			if c.New != nil {
+				if topicID, to, gen, ok := store.TopicSealKey(c.Key); ok {
+					k := sealed{ms, topicID, gen}
+					if seals[k] == nil {
+						seals[k] = map[string]bool{}
+					}
+					seals[k][to] = true
+				}
+			}
 		case store.ChangeTopicPost:
 			if c.Old == nil && c.New != nil {
 				if p, err := store.DecodeTopicPost(sub, store.Be64(c.Key), c.New); err == nil {
@@ -142,6 +180,14 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		p.ms.mu.Unlock()
 		if err == nil {
 			h.b.fanOutTopicPost(p.ms, p.topic, p.p)
+		}
+	}
+	for _, j := range joins {
+		h.b.announceJoin(j.ms, j.topicID, j.m)
+	}
+	for k, to := range seals {
+		if t, _, ok := h.b.currentTopic(k.ms, k.topicID); ok {
+			h.b.announceSealed(k.ms, &t, k.keyGen, to)
 		}
 	}
 	for _, a := range closes {

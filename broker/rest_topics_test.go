@@ -548,3 +548,35 @@ func TestClusterTopicStreamEndsAtRevocation(t *testing.T) {
 		t.Fatal("node 2's stream of the revoked key stayed open")
 	}
 }
+
+// On a cluster, a member who joins an encrypted topic through one node gets
+// its key from a key holder connected to another: that node tells its key
+// holders of the join as it applies the membership (before, the join
+// event went only to the presences of the node that took it, and the key
+// came at a key holder's next sweep, ~30 s; the harness's keepers have no
+// sweep at all).
+func TestClusterTopicJoinReachesKeyHoldersOnOtherNodes(t *testing.T) {
+	t.Parallel()
+	bs := startCluster(t, "topicjoin", 3, nil)
+	owner := createMesh(t, bs[0], "acme", "alice")
+	bobID := addMember(t, bs[0], owner, "acme", "bob")
+	for _, b := range bs {
+		waitMember(t, b, owner.meshID, owner.pub())
+		waitMember(t, b, owner.meshID, bobID.pub())
+	}
+	alice := connectPeer(t, bs[0], owner, true)
+	bob := connectPeer(t, bs[1], bobID, true)
+	ops := alice.create("ops", client.TopicCreateOptions{})
+	// Node 2 knows the topic once it applied its creation.
+	waitFor(t, "node 2 to know #ops", func() bool {
+		ms := bs[1].hub.mesh(owner.meshID)
+		ms.mu.Lock()
+		defer ms.mu.Unlock()
+		idx, err := bs[1].topicsLocked(ms)
+		return err == nil && idx.byID[ops.ID] != nil
+	})
+	if err := bob.conn.TopicJoin(bob.ctx(), "ops"); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitKey(ops.ID, 1)
+}

@@ -28,6 +28,8 @@ const (
 	ChangeAudit                   // key: seq
 	ChangeNotification            // key: raw member ‖ id
 	ChangeAPIKey                  // key: keyId
+	ChangeTopicMember             // a topic's membership; key: topicId ‖ raw member pubkey (TopicMemberKey)
+	ChangeTopicSeal               // a topic key sealed for a member; key: TopicSealKey
 )
 
 // ClassifyChange names the mesh and kind of record a change at path (from
@@ -63,10 +65,33 @@ func ClassifyChange(path [][]byte, key []byte) (meshID string, kind ChangeKind, 
 			return meshID, ChangeTopicPost, string(path[3])
 		}
 		kind = ChangeTopic
-	case bytes.Equal(name, bTopics), bytes.Equal(name, bTopicNames), bytes.Equal(name, bTopicMembers), bytes.Equal(name, bTopicSeals), bytes.Equal(name, bMemberTopics):
+	case bytes.Equal(name, bTopicMembers):
+		kind = ChangeTopicMember
+	case bytes.Equal(name, bTopicSeals):
+		kind = ChangeTopicSeal
+	case bytes.Equal(name, bTopics), bytes.Equal(name, bTopicNames), bytes.Equal(name, bMemberTopics):
 		kind = ChangeTopic
 	}
 	return meshID, kind, ""
+}
+
+// TopicMemberKey splits a topic membership key into its topic id and the
+// member's pubkey (hex).
+func TopicMemberKey(k []byte) (topicID, pubkey string, ok bool) {
+	if len(k) <= 32 {
+		return "", "", false
+	}
+	return string(k[:len(k)-32]), hex.EncodeToString(k[len(k)-32:]), true
+}
+
+// TopicSealKey splits a seal's key (sealKey) into its topic id, recipient
+// (hex) and key generation.
+func TopicSealKey(k []byte) (topicID, recipient string, keyGen int, ok bool) {
+	if len(k) <= 72 {
+		return "", "", 0, false
+	}
+	n := len(k)
+	return string(k[:n-72]), hex.EncodeToString(k[n-72 : n-40]), int(be64(k[n-40 : n-32])), true
 }
 
 // QueueKey splits a queue key into its recipient (hex) and sequence.
