@@ -290,7 +290,7 @@ func TestPresenceEventsGraceAndReplacement(t *testing.T) {
 	}
 	// Drop without a close frame: listed offline during grace, then left.
 	bc2.ws.UnderlyingConn().Close()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(expectWithin)
 	for {
 		var p wire.Push
 		ac.next(&p, wire.TypePush)
@@ -393,7 +393,7 @@ func TestQueueTTLExpiresUndelivered(t *testing.T) {
 	bob := addMember(t, b, alice, "team", "bob")
 	a := connect(t, b, alice, false, nil)
 	ack := a.sendAck(dm(t, alice, bob.pub(), "too late"))
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(expectWithin)
 	for {
 		var st wire.MessageStatus
 		a.request(map[string]any{"type": "message_status", "messageId": ack.MessageID}, &st, wire.TypeMessageStatus)
