@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -56,7 +57,10 @@ func (b *Broker) openClusterStore(dbPath string) error {
 	})
 	if err != nil {
 		node.Close()
-		return fmt.Errorf("cluster: %w", err)
+		if !strings.HasPrefix(err.Error(), "cluster: ") && !errors.As(err, new(*cluster.NotFormedError)) {
+			err = fmt.Errorf("cluster: %w", err)
+		}
+		return err
 	}
 	b.node, b.engine, b.store = node, eng, eng
 	b.log.Info("cluster node up", "cluster", cc.Name, "node", cc.NodeID, "routes", node.RouteAddr(), "applied", eng.Applied())

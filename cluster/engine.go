@@ -303,6 +303,9 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		DenyDelete: true,
 	}); err != nil {
 		db.Close()
+		if nf := (*notFormedError)(nil); errors.As(err, &nf) {
+			return nil, n.notFormed(opts.CatchUpTimeout, err)
+		}
 		return nil, err
 	}
 	phase("stream")
@@ -352,6 +355,20 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 	return e, nil
 }
 
+// notFormedError is a log stream that could not be created before the
+// start's deadline: no quorum of nodes formed (OpenEngine says which
+// routes answered).
+type notFormedError struct {
+	stream string
+	err    error
+}
+
+func (e *notFormedError) Error() string {
+	return fmt.Sprintf("cluster: create stream %s: %v", e.stream, e.err)
+}
+
+func (e *notFormedError) Unwrap() error { return e.err }
+
 // ensureStream creates or updates a stream, retrying while the cluster
 // forms (the meta leader is elected a few seconds after the nodes meet).
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
@@ -364,7 +381,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("cluster: create stream %s: %w", cfg.Name, err)
+			return nil, &notFormedError{stream: cfg.Name, err: err}
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

@@ -9,6 +9,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -245,15 +246,104 @@ func (n *Node) Close() {
 	}
 }
 
+// notFormed says why no cluster formed before the start's deadline: which
+// of the other nodes' routes answered, and what to check. err is the
+// stream's last refusal, kept for errors.Is and the log.
+func (n *Node) notFormed(within time.Duration, err error) error {
+	others := []string{}
+	for _, r := range n.cfg.Routes {
+		if r != n.cfg.Listen {
+			others = append(others, r)
+		}
+	}
+	connected := 0
+	if n.srv != nil {
+		connected = n.srv.NumRoutes()
+	}
+	what := fmt.Sprintf("none of the other nodes (%s) answered on its --cluster-routes address", strings.Join(others, ", "))
+	if connected > 0 {
+		what = fmt.Sprintf("%d of the other nodes (%s) connected, too few to elect a leader of the log (a majority of --cluster-replicas must run)",
+			connected, strings.Join(others, ", "))
+	}
+	return &NotFormedError{Message: fmt.Sprintf("no cluster formed within %s: %s; start the nodes within a minute of each other, "+
+		"and check --cluster-routes and that each node's route port is reachable from the others (firewalls)", within.Round(time.Second), what), Err: err}
+}
+
+// NotFormedError is a node that gave up starting because no cluster formed.
+type NotFormedError struct {
+	Message string
+	Err     error
+}
+
+func (e *NotFormedError) Error() string { return e.Message }
+func (e *NotFormedError) Unwrap() error { return e.Err }
+
 // natsLogger sends the embedded server's log lines to slog: notices at
-// debug (they are many), warnings and errors as such.
-type natsLogger struct{ log *slog.Logger }
+// debug (they are many), warnings and errors as such. A line the server
+// repeats (a route it cannot reach is dialled every few milliseconds, each
+// attempt numbered) is logged once per repeatEvery, with how many times it
+// was repeated meanwhile.
+type natsLogger struct {
+	log *slog.Logger
+
+	mu   sync.Mutex
+	seen map[string]*repeated
+}
+
+type repeated struct {
+	at time.Time
+	n  int
+}
+
+// repeatEvery is how often a repeated line of the embedded server is logged.
+const repeatEvery = 10 * time.Second
+
+// withoutAttempt is a NATS line without its "(attempt N)", the part that
+// changes between repeats.
+func withoutAttempt(msg string) string {
+	i := strings.Index(msg, "(attempt ")
+	if i < 0 {
+		return msg
+	}
+	j := strings.IndexByte(msg[i:], ')')
+	if j < 0 {
+		return msg
+	}
+	return msg[:i] + msg[i+j+1:]
+}
+
+func (l *natsLogger) emit(level slog.Level, f string, v ...any) {
+	msg := strings.TrimSpace(fmt.Sprintf(f, v...))
+	key := withoutAttempt(msg)
+	now := time.Now()
+	l.mu.Lock()
+	if l.seen == nil || len(l.seen) > 256 {
+		l.seen = map[string]*repeated{}
+	}
+	r := l.seen[key]
+	if r != nil && now.Sub(r.at) < repeatEvery {
+		r.n++
+		l.mu.Unlock()
+		return
+	}
+	n := 0
+	if r != nil {
+		n = r.n
+	}
+	l.seen[key] = &repeated{at: now}
+	l.mu.Unlock()
+	if n > 0 {
+		l.log.Log(context.Background(), level, msg, "repeatedSinceLastLine", n)
+		return
+	}
+	l.log.Log(context.Background(), level, msg)
+}
 
 func (l *natsLogger) Noticef(f string, v ...any) {
 	l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, v...)))
 }
-func (l *natsLogger) Warnf(f string, v ...any)  { l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, v...))) }
-func (l *natsLogger) Fatalf(f string, v ...any) { l.log.Error(strings.TrimSpace(fmt.Sprintf(f, v...))) }
-func (l *natsLogger) Errorf(f string, v ...any) { l.log.Error(strings.TrimSpace(fmt.Sprintf(f, v...))) }
+func (l *natsLogger) Warnf(f string, v ...any)  { l.emit(slog.LevelWarn, f, v...) }
+func (l *natsLogger) Fatalf(f string, v ...any) { l.emit(slog.LevelError, f, v...) }
+func (l *natsLogger) Errorf(f string, v ...any) { l.emit(slog.LevelError, f, v...) }
 func (l *natsLogger) Debugf(f string, v ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, v...))) }
 func (l *natsLogger) Tracef(f string, v ...any) {}
