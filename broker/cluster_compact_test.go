@@ -1,16 +1,15 @@
 package broker
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"claudemesh/internal/lockedbuf"
 	"claudemesh/wire"
 )
 
@@ -24,7 +23,7 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 	t.Parallel()
 	// The nodes' warnings, shown if the test fails (it did, rarely, in
 	// full -race runs on a loaded machine, with nothing else to go on).
-	var logs lockedBuffer
+	var logs lockedbuf.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("the nodes' warnings:\n%s", logs.String())
@@ -113,22 +112,4 @@ func TestClusterCompactionRestoresWipedNode(t *testing.T) {
 	// And the restored node takes writes.
 	var ok wire.OK
 	b3.request(map[string]any{"type": wire.TypeSetSummary, "summary": "back"}, &ok, wire.TypeOK)
-}
-
-// lockedBuffer is an io.Writer several loggers share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

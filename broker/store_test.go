@@ -1,16 +1,15 @@
 package broker
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 
+	"claudemesh/internal/lockedbuf"
 	"claudemesh/wire"
 )
 
@@ -44,24 +43,6 @@ func TestBrokerRefusesAnEmptyOrMissingStore(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the broker may write to from any goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestBrokerSkipsACorruptRecord: one member record that does not decode
 // used to stop the broker from starting. It is skipped and reported; the
 // mesh and its other members work.
@@ -84,7 +65,7 @@ func TestBrokerSkipsACorruptRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
+	var logs lockedbuf.Buffer
 	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 	b2 := startWith(t, cfg)
 	if !strings.Contains(logs.String(), "corrupt record skipped") || !strings.Contains(logs.String(), bob.memberID) {

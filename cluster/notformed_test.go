@@ -1,33 +1,15 @@
 package cluster
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"claudemesh/internal/lockedbuf"
 )
-
-// syncBuffer is a log the embedded server's goroutines may write at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestNoClusterFormedIsSaid: a node whose peers never start gives up at
 // the start's deadline saying that no cluster formed, which routes did not
@@ -36,7 +18,7 @@ func (s *syncBuffer) String() string {
 // route with a count.
 func TestNoClusterFormedIsSaid(t *testing.T) {
 	t.Parallel()
-	var log syncBuffer
+	var log lockedbuf.Buffer
 	self, a, b := freePort(t), freePort(t), freePort(t)
 	node, err := Start(Config{Name: "lone", NodeID: "n1", Listen: self, Routes: []string{self, a, b},
 		DataDir: t.TempDir(), Replicas: 3, RouteSecret: testSecret,

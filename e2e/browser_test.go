@@ -26,6 +26,8 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"claudemesh/internal/lockedbuf"
 )
 
 // chromiumPath finds the browser. A missing browser fails the test: CI
@@ -50,27 +52,7 @@ type browser struct {
 	t      *testing.T
 	ctx    context.Context
 	cancel context.CancelFunc
-	logs   *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 1<<20 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs   *lockedbuf.Buffer
 }
 
 // newBrowser starts Chromium with the flags this machine needs as root
@@ -78,7 +60,7 @@ func (l *lockedBuffer) String() string {
 // switched off.
 func newBrowser(t *testing.T, width, height int) *browser {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &lockedbuf.Buffer{Max: 1 << 20}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath(t)),
 		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,

@@ -5,7 +5,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"claudemesh/internal/lockedbuf"
 )
 
 // channelNote is one notifications/claude/channel as received.
@@ -126,30 +127,11 @@ func (c *captureTransport) all() []channelNote {
 }
 
 // startMCP runs `claudemesh mcp` for u under the SDK's client.
-// syncBuffer is a bytes.Buffer written by exec's copying goroutine and
-// read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startMCP(t *testing.T, u *user, args ...string) (*sdk.ClientSession, *captureTransport, *syncBuffer) {
+func startMCP(t *testing.T, u *user, args ...string) (*sdk.ClientSession, *captureTransport, *lockedbuf.Buffer) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--home", u.home, "mcp"}, args...)...)
 	cmd.Env = append(u.env(), "CLAUDEMESH_NAME="+u.name+"-mcp")
-	stderr := &syncBuffer{}
+	stderr := &lockedbuf.Buffer{}
 	cmd.Stderr = stderr
 	capture := newCapture(t, cmd)
 	client := sdk.NewClient(&sdk.Implementation{Name: "e2e-client", Version: "1"}, nil)
@@ -435,7 +417,7 @@ func TestMCPAnswersABadLineAndGoesOn(t *testing.T) {
 	alice.startDaemon()
 	cmd := exec.Command(bin, "--home", alice.home, "mcp")
 	cmd.Env = append(alice.env(), "CLAUDEMESH_NAME=alice-raw")
-	stderr := &syncBuffer{}
+	stderr := &lockedbuf.Buffer{}
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
