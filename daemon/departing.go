@@ -142,8 +142,7 @@ func (d *Daemon) settleDeparted() {
 			// checks again (mismatchRecheck): the real broker may answer
 			// the next attempt.
 			st, err := p.State()
-			rechecked := st == client.StateBrokerKeyMismatch && !presenceDone(p)
-			if st.Final() && !rechecked && !(st == client.StateClosed && (err == nil || errors.Is(err, context.Canceled))) {
+			if finalForGood(p, st) && !(st == client.StateClosed && (err == nil || errors.Is(err, context.Canceled))) {
 				why := string(st)
 				if err != nil {
 					why = err.Error()
@@ -158,6 +157,13 @@ func (d *Daemon) settleDeparted() {
 			d.endDeparted(s)
 		}
 	}
+}
+
+// finalForGood says whether st, p's state, is final for good: a broker
+// key mismatch is not while p checks it again (PresenceOptions.
+// MismatchRecheck), until the real broker answers.
+func finalForGood(p *client.Presence, st client.State) bool {
+	return st.Final() && !(st == client.StateBrokerKeyMismatch && !presenceDone(p))
 }
 
 // presenceDone says whether p has stopped for good.

@@ -242,3 +242,35 @@ func TestDepartingSessionWaitsOutABrokerKeyMismatch(t *testing.T) {
 		return r != nil && r.Status != localapi.StatusAccepted && r.Status != localapi.StatusFailed && !alice.d.isDeparting(s.rec.Pubkey)
 	})
 }
+
+// TestAuditCheckedAgainAfterABrokerKeyMismatch: the audit-chain check of a
+// mesh stopped for good when its connection met a server that could not
+// prove the broker's key, although the daemon checks that again and
+// reconnects: a broker restored from an older store was never reported on
+// that or any later connection. The check runs on the new connection.
+func TestAuditCheckedAgainAfterABrokerKeyMismatch(t *testing.T) {
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	checkedAt := func() int64 { return alice.d.audit.snapshot()["team"].CheckedAt }
+	waitFor(t, 10*time.Second, "the first audit check", func() bool { return checkedAt() != 0 })
+	first := checkedAt()
+	e.b.Close()
+	impostorCfg := e.bCfg
+	impostorCfg.DataDir = t.TempDir()
+	impostor := startBroker(t, &impostorCfg)
+	waitFor(t, 10*time.Second, "broker_key_mismatch", func() bool {
+		s, _ := alice.mesh(t).stateOf()
+		return s == localapi.MeshBrokerKeyMismatch
+	})
+	impostor.Close()
+	e.b = startBroker(t, &e.bCfg)
+	waitFor(t, 10*time.Second, "the mesh open again", func() bool {
+		s, _ := alice.mesh(t).stateOf()
+		return s == localapi.MeshOpen
+	})
+	waitFor(t, 10*time.Second, "an audit check on the new connection", func() bool {
+		st := alice.d.audit.snapshot()["team"]
+		return st.CheckedAt > first && st.OK
+	})
+}

@@ -100,8 +100,8 @@ func (m *meshRT) auditLoop(ctx context.Context) {
 	var at, fullAt time.Time
 	for {
 		changed := m.presence.Changed()
-		if s, _ := m.presence.State(); s.Final() {
-			return
+		if s, _ := m.presence.State(); finalForGood(m.presence, s) {
+			return // a mismatch is checked again: the loop waits for it
 		}
 		c := m.conn()
 		if c != nil && (c != checked || time.Since(at) >= interval) {

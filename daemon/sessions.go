@@ -574,7 +574,7 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 	// (the session connects when the broker is back).
 	if m.getState() == localapi.MeshOpen {
 		st, err := s.waitSettled(5 * time.Second)
-		if st.Final() {
+		if finalForGood(s.pres(), st) {
 			d.forgetSession(s)
 			code := client.CodeOf(err)
 			if code == "" {
