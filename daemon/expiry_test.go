@@ -11,7 +11,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"claudemesh/client"
 	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
 )
 
 // TestExpiredDeliveryEndsTheRowFailed is trial 13 #31: a message queued
@@ -100,6 +102,47 @@ func TestRequeuedExpiredRowIsSentAgain(t *testing.T) {
 	}
 	if st["messageId"] == old.MessageID {
 		t.Fatalf("message status of the requeued id: %v, the expired message", st)
+	}
+}
+
+// TestRequeuedRowIgnoresTheOldMessagesReceipts: a requeued row keeps its
+// clientMessageId, which receipts of the old message carry too: a late
+// one was counted for the new row before it was even sent (which its
+// ack then settled as delivered at once). Receipts count only for the id
+// the row is sent with.
+func TestRequeuedRowIgnoresTheOldMessagesReceipts(t *testing.T) {
+	e := newEnv(t)
+	bob := e.join("bob") // offline: the message expires
+	e.b.Close()
+	e.bCfg.QueueTTL = 500 * time.Millisecond
+	e.b = startBroker(t, &e.bCfg)
+	alice := e.daemonWith("alice", Options{StatusCheckEvery: 100 * time.Millisecond})
+	alice.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "expires", ClientMessageID: "late-1"}); err != nil {
+		t.Fatal(err)
+	}
+	var old *localapi.OutboxRow
+	waitFor(t, 20*time.Second, "the row ends failed", func() bool {
+		old = rowWith(alice.outbox(t), "expires")
+		return old != nil && old.Status == localapi.StatusFailed
+	})
+	m := alice.d.meshBySlug("team")
+	e.b.Close() // the requeued row stays unsent
+	waitFor(t, 5*time.Second, "alice sees the broker gone", func() bool { return m.conn() == nil })
+	var fresh localapi.OutboxRow
+	if _, err := alice.api.Do(ctx, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: "late-1"}, &fresh); err != nil {
+		t.Fatal(err)
+	}
+	late := &wire.Receipt{Type: wire.TypeReceipt, ReceiptID: client.NewID(), MessageID: old.MessageID, ClientMessageID: "late-1",
+		RecipientPubkey: bob.Pubkey, DeliveredAt: time.Now().UnixMilli()}
+	if err := alice.d.recordReceipts([]inboxItem{{m: m, receipt: late}}, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range alice.outbox(t) {
+		if r.ID == fresh.ID && (r.Status != localapi.StatusAccepted || r.Receipts != 0) {
+			t.Fatalf("the requeued row after a receipt of the old message: %+v", r)
+		}
 	}
 }
 

@@ -810,8 +810,8 @@ func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
 			// Read in the transaction: an earlier receipt of this batch
 			// for the same (multi) row is already in it.
 			cur, err := outboxByCMID(tx, r.ClientMessageID)
-			if err != nil || (cur.BrokerMessageID != "" && cur.BrokerMessageID != r.MessageID) {
-				continue
+			if err != nil || r.ClientMessageID != cur.sendID() || (cur.BrokerMessageID != "" && cur.BrokerMessageID != r.MessageID) {
+				continue // another row's (a requeued row's old message)
 			}
 			if cur.State == stateDelivered || cur.State == stateDead || cur.State == stateAborted {
 				continue

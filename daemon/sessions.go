@@ -20,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/client"
+	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/fsutil"
@@ -375,11 +376,12 @@ func (s *sessionRT) refusal(m *meshRT) *apiError {
 		return nil
 	}
 	code := map[client.State]string{client.StateKicked: wire.ReasonKicked, client.StateRemoved: wire.ReasonRemoved, client.StateBanned: wire.CodeBanned}[st]
+	cm := config.InvocationWithHome(s.d.home)
 	why := client.MessageOf(err, string(st))
 	return &apiError{status: http.StatusForbidden, code: code,
 		msg: fmt.Sprintf("this agent session (%s) was %s from mesh %s by the broker (%s): its connection does not come back by itself, and nothing more is sent as it or pushed to it",
 			s.rec.SessionID, st, m.cfg.Slug, why),
-		hint: "a restart of the daemon (claudemesh daemon down && claudemesh daemon up) connects it again, unless the broker refuses it; ask the mesh's owner or admins why it was " + string(st)}
+		hint: "a restart of the daemon (" + cm + " daemon down && " + cm + " daemon up) connects it again, unless the broker refuses it (a removed or banned member's sessions stay refused); ask the mesh's owner or admins why it was " + string(st)}
 }
 
 // pres is the current presence (start replaces it).
