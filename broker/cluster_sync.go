@@ -124,6 +124,9 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 			ms.topics = nil // reloaded from the store on next use
 		case store.ChangeTopicMember:
 			ms.topics = nil
+			if c.New == nil {
+				ms.credentialsChangedLocked() // removed or left through another node: its API-key streams end
+			}
 			// A member who joined (or was added) through another node:
 			// the key holders connected here are told, as that node
 			// told its own (announceJoin), so the key is sealed for it

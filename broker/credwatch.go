@@ -8,9 +8,11 @@ package broker
 //
 // It is bumped after a key's revocation is committed (before the revoker
 // is answered), at every membership event the hub announces
-// (memberChanged: a ban, a departure, a role change) and when it drops a
-// member, on this node and from other cluster nodes' writes (before the
-// posts of the same log entry are published). A stream takes the channel
+// (memberChanged: a ban, a departure, a role change), when it drops a
+// member, and when a member leaves or is removed from a topic, on this node
+// and from other cluster nodes' writes (before the posts of the same log
+// entry are published). A stream then checks its key, its member and its
+// topic (streamAllowed). A stream takes the channel
 // before it checks that its key is still valid, so a change committed
 // after that check closes the channel it holds.
 

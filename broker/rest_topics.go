@@ -370,7 +370,7 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 		// member's ban or removal) applied after the check closes it
 		// (credwatch.go), and the stream ends then, not at a heartbeat.
 		creds := ms.credentialsWatch()
-		if !b.stillValid(a) {
+		if !b.streamAllowed(a, t.ID) {
 			b.streams.unsubscribe(ms.id, t.ID, sub)
 			return
 		}
@@ -384,13 +384,13 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 			select {
 			case <-creds:
 				creds = ms.credentialsWatch()
-				return !b.stillValid(a)
+				return !b.streamAllowed(a, t.ID)
 			default:
 				return false
 			}
 		}
 		var ok bool
-		if last, ok = b.streamCatchUp(w, rc, ms.id, t.ID, last); !ok {
+		if last, ok = b.streamCatchUp(w, rc, ms.id, t.ID, last, revoked); !ok {
 			b.streams.unsubscribe(ms.id, t.ID, sub)
 			return
 		}
@@ -408,7 +408,7 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 			case <-sub.dropped:
 				resubscribe = true // fell behind: catch up from the store
 			case <-heartbeat.C:
-				if !b.stillValid(a) {
+				if !b.streamAllowed(a, t.ID) {
 					b.streams.unsubscribe(ms.id, t.ID, sub)
 					return
 				}
@@ -458,9 +458,30 @@ func (b *Broker) restTopicStream(w http.ResponseWriter, r *http.Request, a *apiC
 	}
 }
 
+// streamAllowed reports whether a's stream of the topic may go on: the key
+// is still valid (stillValid) and its member still sees the topic and is
+// still in it (a lead's topic_remove, the member's leave).
+func (b *Broker) streamAllowed(a *apiCaller, topicID string) bool {
+	if !b.stillValid(a) {
+		return false
+	}
+	ms := a.ms
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	idx, err := b.topicsLocked(ms)
+	if err != nil {
+		return false
+	}
+	t := idx.byID[topicID]
+	return t != nil && t.visibleTo(ms, a.mem.Pubkey) && t.isMember(ms, a.mem.Pubkey)
+}
+
 // streamCatchUp sends every stored post after seq last, page by page.
-func (b *Broker) streamCatchUp(w http.ResponseWriter, rc *http.ResponseController, meshID, topicID string, last uint64) (uint64, bool) {
+func (b *Broker) streamCatchUp(w http.ResponseWriter, rc *http.ResponseController, meshID, topicID string, last uint64, revoked func() bool) (uint64, bool) {
 	for {
+		if revoked() {
+			return last, false // checked before each page, not only once the backlog is sent
+		}
 		var posts []store.TopicPost
 		var more bool
 		err := b.store.View(func(tx *store.Tx) error {

@@ -580,3 +580,56 @@ func TestClusterTopicJoinReachesKeyHoldersOnOtherNodes(t *testing.T) {
 	}
 	bob.waitKey(ops.ID, 1)
 }
+
+// A key's stream of a topic ends when its member is removed from the topic
+// (a lead's topic_remove) or leaves it: the stream's right to the topic was
+// checked only when it opened, so every later post of a plaintext topic
+// still reached the key.
+func TestTopicStreamEndsWhenItsMemberLeavesTheTopic(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { c.SSEHeartbeat = time.Hour })
+	peers := topicMesh(t, b, "acme", "alice", "bob", "carol")
+	alice, bob, carol := peers[0], peers[1], peers[2]
+	alice.create("bots", client.TopicCreateOptions{Plaintext: true})
+	for _, p := range []*topicPeer{bob, carol} {
+		if err := p.conn.TopicJoin(p.ctx(), "bots"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bobs := apiKey(t, bob, "bob's watcher", []string{"read"})
+	carols := apiKey(t, carol, "carol's watcher", []string{"read"})
+	poster := apiKey(t, alice, "poster", []string{"read", "send"})
+	removed := openStream(t, b, bobs.Secret, "bots", "")
+	left := openStream(t, b, carols.Secret, "bots", "")
+	post := func(text string) string {
+		t.Helper()
+		st, body := rest(t, b, "POST", "/v1/topics/bots/messages", poster.Secret, map[string]string{"text": text})
+		if st != 201 {
+			t.Fatalf("post %q: %d %v", text, st, body)
+		}
+		return body["messageId"].(string)
+	}
+	first := post("before")
+	for _, s := range []*sseStream{removed, left} {
+		if ev := s.next(); ev.id != first {
+			t.Fatalf("before the changes a stream got %s, want %s", ev.id, first)
+		}
+	}
+	if err := alice.conn.TopicRemove(alice.ctx(), "bots", bob.id.pub()); err != nil {
+		t.Fatal(err)
+	}
+	if err := carol.conn.TopicLeave(carol.ctx(), "bots"); err != nil {
+		t.Fatal(err)
+	}
+	post("after")
+	for name, s := range map[string]*sseStream{"removed member's": removed, "departed member's": left} {
+		select {
+		case ev, ok := <-s.events:
+			if ok {
+				t.Fatalf("the %s stream was sent %s after the change", name, ev.id)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the %s stream stayed open", name)
+		}
+	}
+}

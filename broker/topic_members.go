@@ -168,6 +168,7 @@ func (b *Broker) removeFromTopic(ms *meshState, topicID, pubkey string) error {
 			delete(t.members, pubkey)
 		}
 	}
+	ms.credentialsChangedLocked() // the member's API-key streams of the topic end (credwatch.go)
 	ms.mu.Unlock()
 	b.announceRekey(ms, marked)
 	return nil
