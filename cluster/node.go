@@ -256,9 +256,16 @@ func (n *Node) notFormed(within time.Duration, err error) error {
 			others = append(others, r)
 		}
 	}
+	// Distinct peers: NumRoutes counts route connections, several per peer.
 	connected := 0
 	if n.srv != nil {
-		connected = n.srv.NumRoutes()
+		if rz, err := n.srv.Routez(nil); err == nil {
+			peers := map[string]bool{}
+			for _, r := range rz.Routes {
+				peers[r.RemoteID] = true
+			}
+			connected = len(peers)
+		}
 	}
 	what := fmt.Sprintf("none of the other nodes (%s) answered on its --cluster-routes address", strings.Join(others, ", "))
 	if connected > 0 {
