@@ -343,10 +343,13 @@ type inboxRow struct {
 	Priority        string `json:"priority"`
 	ReplyToID       string `json:"replyToId,omitempty"`
 	Subtype         string `json:"subtype,omitempty"`
-	ReceivedAt      int64  `json:"receivedAt"`
-	SentAt          int64  `json:"sentAt,omitzero"` // the broker's createdAt
-	SeenAt          int64  `json:"seenAt,omitzero"`
-	size            int    // bytes as stored, set by putInboxRow
+	// MentionsYou: a topic post whose mentions name this member or one of
+	// its agent sessions (topic post --mention).
+	MentionsYou bool  `json:"mentionsYou,omitempty"`
+	ReceivedAt  int64 `json:"receivedAt"`
+	SentAt      int64 `json:"sentAt,omitzero"` // the broker's createdAt
+	SeenAt      int64 `json:"seenAt,omitzero"`
+	size        int   // bytes as stored, set by putInboxRow
 }
 
 func (r *inboxRow) api() localapi.InboxRow {
@@ -355,6 +358,7 @@ func (r *inboxRow) api() localapi.InboxRow {
 		Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
 		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind, TargetSpec: r.TargetSpec,
 		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SentAt: r.SentAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
+		MentionsYou: r.MentionsYou,
 	}
 	if r.Verified {
 		// An unproven sender is never shown under a member's name.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -429,6 +430,25 @@ func topicRowSizes(m *meshRT, msgs []client.TopicMessage) []int64 {
 	return sizes
 }
 
+// mentionsUs reports whether a post's mentions (member or session keys)
+// name this member or one of its agent sessions in this mesh.
+func (m *meshRT) mentionsUs(keys []string) bool {
+	if len(keys) == 0 {
+		return false
+	}
+	if slices.Contains(keys, m.key.PublicHex()) {
+		return true
+	}
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
+	for _, s := range m.d.sessions {
+		if s.rec.MeshID == m.cfg.MeshID && slices.Contains(keys, s.rec.Pubkey) {
+			return true
+		}
+	}
+	return false
+}
+
 // storeTopicRows stores topic posts by others as inbox rows (once: a post
 // seen live and again by a catch-up is recognised) and publishes their
 // events after the commit.
@@ -443,7 +463,7 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 			Kind: wire.KindTopic, Topic: tm.Topic, SenderPubkey: tm.SenderPubkey, SenderMember: tm.SenderMemberPubkey,
 			SenderName: tm.SenderName, RecipientPubkey: self, RecipientKind: "member", Priority: tm.Priority,
 			ReplyToID: tm.ReplyToID, ReceivedAt: now, SentAt: tm.CreatedAt, Body: tm.Body, DecryptError: tm.DecryptError, Verified: tm.Verified,
-			TargetSpec: "#" + tm.TopicID}
+			TargetSpec: "#" + tm.TopicID, MentionsYou: m.mentionsUs(tm.Mentions)}
 		if tm.Verified {
 			rows[i].SenderMemberName = m.knownMemberName(tm.SenderMemberPubkey, tried)
 			rows[i].FromSelf, rows[i].Lookalike, rows[i].LookalikeSelf = m.senderMarks(tm.SenderMemberPubkey, tm.SenderName, rows[i].SenderMemberName)

@@ -252,3 +252,63 @@ func TestUntrustedBrokerCertificateIsSaid(t *testing.T) {
 		t.Errorf("send: %s", r)
 	}
 }
+
+// TestMentionIsVisible: `topic post --mention bob` reached bob's inbox
+// and his agents like any post: nothing said it named him. His inbox now
+// marks it "mentions you" (mentionsYou in --json), and his sessions' push
+// starts [MENTIONS YOU] with mentions_you="true"; a post that mentions
+// someone else carries none of it.
+func TestMentionIsVisible(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob", "carol")
+	alice, bob := u[0], u[1]
+	alice.startDaemon()
+	bob.startDaemon()
+	alice.waitDaemonOpen()
+	bob.waitDaemonOpen()
+	_, capture, _ := startMCP(t, bob)
+	capture.waitNote("welcome", func(n channelNote) bool { return n.Meta["kind"] == "welcome" })
+	alice.ok("topic", "create", "rel")
+	bob.ok("topic", "join", "rel")
+	u[2].ok("topic", "join", "rel")
+	eventually(t, 20*time.Second, "bob holds the key", func() bool {
+		return bob.run("topic", "post", "rel", "bob is here").code == 0
+	})
+	alice.ok("topic", "post", "rel", "for carol", "--mention", "carol")
+	alice.ok("topic", "post", "rel", "hey bob", "--mention", "bob")
+	n := capture.waitNote("the mention", func(n channelNote) bool { return strings.HasSuffix(n.Content, ": hey bob") })
+	if n.Meta["mentions_you"] != "true" || !strings.HasPrefix(n.Content, "[MENTIONS YOU] ") {
+		t.Errorf("the push does not say it mentions bob: %+v", n)
+	}
+	other := capture.waitNote("the other post", func(n channelNote) bool { return strings.HasSuffix(n.Content, ": for carol") })
+	if other.Meta["mentions_you"] != "" || strings.Contains(other.Content, "MENTIONS") {
+		t.Errorf("a post for carol marked as mentioning bob: %+v", other)
+	}
+	var rows []struct {
+		Body        string `json:"body"`
+		MentionsYou bool   `json:"mentionsYou"`
+	}
+	bob.json(&rows, "inbox")
+	seen := 0
+	for _, r := range rows {
+		switch r.Body {
+		case "hey bob":
+			seen++
+			if !r.MentionsYou {
+				t.Errorf("inbox --json: %+v", r)
+			}
+		case "for carol":
+			seen++
+			if r.MentionsYou {
+				t.Errorf("inbox --json: %+v", r)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("bob's inbox: %+v", rows)
+	}
+	if r := bob.ok("inbox"); !strings.Contains(r.stdout, "mentions you") || strings.Count(r.stdout, "mentions you") != 1 {
+		t.Errorf("inbox: %s", r)
+	}
+}

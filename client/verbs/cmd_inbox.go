@@ -277,6 +277,9 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 		// choice, so it is shown sanitised).
 		meta = append(meta, "in #"+cliui.SanitizeName(r.Topic))
 	}
+	if r.MentionsYou {
+		meta = append(meta, s.Bold("mentions you"))
+	}
 	if r.forSession {
 		who := shortKey(r.RecipientPubkey)
 		if r.recipientName != "" {

@@ -84,7 +84,7 @@ func topicCommand() *cli.Command {
 					"claudemesh topic post deploys \"ack\" --reply-to 01JD3Z5C8Q2W0W6N5D3H4K7M9P"),
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "reply-to", Usage: "messageId this answers"},
-					&cli.StringSliceFlag{Name: "mention", Usage: "a `PEER` to notify (repeatable)"},
+					&cli.StringSliceFlag{Name: "mention", Usage: "name a `PEER` (repeatable): their daemon marks the post in their inbox \"mentions you\" (mentionsYou in --json) and their agent sessions get it as [MENTIONS YOU]"},
 					&cli.StringFlag{Name: "priority", Usage: "now, next (default) or low"},
 					&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the post (idempotency key, 1-64 of A-Za-z0-9._:-): a retry with it is a duplicate while the id is remembered (--no-daemon: as long as the broker keeps the post, --topic-retention, by default forever), refused (exit 6) after a key rotation (see claudemesh send --help)"},
 				},

@@ -459,7 +459,7 @@ func inboxRowOf(r localapi.InboxRow) inboxRow {
 	row := inboxRow{SchemaVersion: 1, ID: r.ID, MessageID: r.MessageID, Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic,
 		SenderName: r.SenderName, SenderPubkey: r.SenderPubkey, SenderMemberPubkey: r.SenderMemberPubkey,
 		SenderMemberName: r.SenderMemberName, DecryptError: r.DecryptError, Verified: r.Verified,
-		Priority: r.Priority, ReceivedAt: r.ReceivedAt, SentAt: r.SentAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID, TargetSpec: r.TargetSpec,
+		Priority: r.Priority, ReceivedAt: r.ReceivedAt, SentAt: r.SentAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID, TargetSpec: r.TargetSpec, MentionsYou: r.MentionsYou,
 		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind}
 	if r.Verified {
 		row.FromSelf, row.SenderLooksLike, row.SenderLooksLikeSelf = r.FromSelf, r.SenderLooksLike, r.SenderLooksLikeSelf

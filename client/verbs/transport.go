@@ -223,6 +223,9 @@ type inboxRow struct {
 	SentAt              int64   `json:"sentAt,omitzero"` // when the broker accepted it
 	SeenAt              int64   `json:"seenAt,omitzero"`
 	ReplyToID           string  `json:"replyToId,omitzero"`
+	// MentionsYou: a topic post that mentions you or one of your agent
+	// sessions (topic post --mention; the daemon path).
+	MentionsYou bool `json:"mentionsYou,omitzero"`
 	// RecipientPubkey and RecipientKind (member | session) say whom the
 	// stored copy was for: the member, or one of its agent sessions (the
 	// daemon path; the direct path only ever reads the member's own).

@@ -295,6 +295,9 @@ type InboxRow struct {
 	SentAt    int64  `json:"sentAt,omitzero"`
 	SeenAt    int64  `json:"seenAt,omitzero"`
 	ReplyToID string `json:"replyToId,omitempty"`
+	// MentionsYou: a topic post that mentions this member or one of its
+	// agent sessions (topic post --mention).
+	MentionsYou bool `json:"mentionsYou,omitzero"`
 }
 
 // Peer is one row of GET /v1/peers: the broker's Peer tagged for the caller.

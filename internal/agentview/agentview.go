@@ -228,6 +228,9 @@ func Meta(r localapi.InboxRow) map[string]string {
 		"mesh": r.Mesh, "priority": r.Priority, "message_id": r.MessageID, "client_message_id": r.ClientMessageID, "kind": r.Kind,
 	}
 	marks := map[string]string{"topic": r.Topic, "reply_to_id": r.ReplyToID, "subtype": r.Subtype}
+	if r.MentionsYou {
+		marks["mentions_you"] = "true"
+	}
 	if r.Verified {
 		// The member apart from the label's words, which a name could
 		// imitate: a session's member, or the member itself.
@@ -275,7 +278,7 @@ var idForms = map[string]func(string) bool{
 
 // metaOrder is the order the hook writes attributes in (a map has none).
 var metaOrder = []string{"from_name", "from_pubkey", "from_member_pubkey", "from_member_name", "from_self", "looks_like", "looks_like_self",
-	"mesh", "kind", "topic", "priority", "message_id", "client_message_id", "reply_to_id", "subtype"}
+	"mesh", "kind", "topic", "mentions_you", "priority", "message_id", "client_message_id", "reply_to_id", "subtype"}
 
 // body is the text of a message: its body, or why it could not be opened.
 func body(r localapi.InboxRow) string {
@@ -303,6 +306,9 @@ func ChannelContentCut(r localapi.InboxRow, limit int) (string, int) {
 		head += " (#" + TopicLabel(r.Topic) + ")"
 	}
 	prefix := Text(head) + ": "
+	if r.MentionsYou {
+		prefix = "[MENTIONS YOU] " + prefix
+	}
 	if r.Priority == wire.PriorityNow {
 		prefix = "[URGENT] " + prefix
 	}
@@ -433,6 +439,9 @@ func Block(r localapi.InboxRow, maxBody int) string {
 	}
 	if r.Priority == wire.PriorityNow {
 		b.WriteString("[URGENT] ")
+	}
+	if r.MentionsYou {
+		b.WriteString("[MENTIONS YOU] ")
 	}
 	b.WriteString(Text(head) + ": ")
 	text, cut := cutEscaped(body(r), maxBody)
