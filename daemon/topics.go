@@ -490,7 +490,7 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 		d.inboxGrew(rows, stored)
 		for i := range msgs {
 			if stored[i] || rows[i].SenderPubkey == self {
-				d.publishAsync(localapi.EventTopicMessage, m.cfg.MeshID, topicMessageAPI(m.cfg.Slug, msgs[i]))
+				d.publishAsync(localapi.EventTopicMessage, m.cfg.MeshID, topicMessageAPI(m, msgs[i]))
 			}
 		}
 	})
@@ -547,8 +547,12 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 }
 
 // topicMessageAPI is a decrypted post as the local API shows it.
-func topicMessageAPI(mesh string, tm client.TopicMessage) localapi.TopicMessage {
-	return localapi.TopicMessage{ID: tm.ID, Mesh: mesh, Topic: tm.Topic, TopicID: tm.TopicID, SenderName: tm.SenderName,
+func topicMessageAPI(m *meshRT, tm client.TopicMessage) localapi.TopicMessage {
+	name := ""
+	if tm.Verified && !tm.Plaintext && tm.SenderMemberPubkey != "" {
+		name = m.memberName(tm.SenderMemberPubkey) // the directory cache: no request
+	}
+	return localapi.TopicMessage{ID: tm.ID, Mesh: m.cfg.Slug, SenderMemberName: name, Topic: tm.Topic, TopicID: tm.TopicID, SenderName: tm.SenderName,
 		SenderPubkey: tm.SenderPubkey, SenderMemberPubkey: tm.SenderMemberPubkey, Body: tm.Body, KeyGen: tm.KeyGen,
 		Verified: tm.Verified, Plaintext: tm.Plaintext, CreatedAt: tm.CreatedAt, ReplyToID: tm.ReplyToID,
 		Mentions: tm.Mentions, DecryptError: tm.DecryptError, KeyMissing: tm.KeyMissing}

@@ -282,7 +282,7 @@ func (t *topicsRT) page(ctx context.Context, c *client.Conn, ref string, p clien
 		if tm.Topic == "" {
 			tm.Topic = info.Name
 		}
-		out.Messages = append(out.Messages, topicMessageAPI(t.m.cfg.Slug, tm))
+		out.Messages = append(out.Messages, topicMessageAPI(t.m, tm))
 	}
 	return out, nil
 }

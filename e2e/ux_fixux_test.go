@@ -312,3 +312,63 @@ func TestMentionIsVisible(t *testing.T) {
 		t.Errorf("inbox: %s", r)
 	}
 }
+
+// TestTopicTailNamesASessionsMember: a post by an agent session showed in
+// topic tail and history under the session's name alone, which any member
+// may choose ("alice" for bob's session). It now reads "name (via
+// member)", as inbox shows it, and --json carries senderMemberPubkey and
+// senderMemberName. Both paths.
+func TestTopicTailNamesASessionsMember(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice, bob := u[0], u[1]
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	bob.ok("topic", "create", "rel")
+	alice.ok("topic", "join", "rel")
+	cs, capture, _ := startMCP(t, bob, "--tools")
+	capture.waitNote("welcome", func(n channelNote) bool { return n.Meta["kind"] == "welcome" })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "send_message", Arguments: map[string]any{"to": "#rel", "message": "from the session"}})
+	if err != nil || res.IsError {
+		t.Fatalf("send_message: %+v %v", res, err)
+	}
+	for _, viaDaemon := range []bool{false, true} {
+		if viaDaemon {
+			alice.startDaemon()
+			alice.waitDaemonOpen()
+		}
+		var line string
+		eventually(t, 20*time.Second, "the session's post in alice's tail", func() bool {
+			r := alice.run("topic", "tail", "rel", "--no-follow")
+			for _, l := range strings.Split(r.stdout, "\n") {
+				if strings.HasSuffix(l, ": from the session") {
+					line = l
+					return true
+				}
+			}
+			return false
+		})
+		if !strings.Contains(line, "bob-mcp (via bob): from the session") {
+			t.Errorf("daemon %v: topic tail shows %q", viaDaemon, line)
+		}
+		var posts []struct {
+			Body, SenderName, SenderMemberName string
+		}
+		alice.json(&posts, "topic", "history", "rel")
+		found := false
+		for _, p := range posts {
+			if p.Body == "from the session" {
+				found = true
+				if p.SenderName != "bob-mcp" || p.SenderMemberName != "bob" {
+					t.Errorf("daemon %v: topic history --json: %+v", viaDaemon, p)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("daemon %v: no post in %+v", viaDaemon, posts)
+		}
+	}
+}

@@ -113,8 +113,9 @@ func topicCommand() *cli.Command {
 			cliui.ReadOnly(&cli.Command{
 				Name: "history", Usage: "older posts of a topic, a page at a time", ArgsUsage: "NAME",
 				Description: cliui.WithExamples("Oldest first within the page; --before the id of its oldest post gives the page before.\n"+
-					"--json prints the page as one array of posts ({id, topic, senderName, senderPubkey, body, keyGen,\n"+
-					"verified, createdAt, replyToId?}), [] when it is empty.",
+					"--json prints the page as one array of posts ({id, topic, senderName, senderPubkey, senderMemberPubkey?,\n"+
+					"senderMemberName?, body, keyGen, verified, createdAt, replyToId?}), [] when it is empty. A post by an agent\n"+
+					"session reads \"name (via member)\".",
 					"claudemesh topic history deploys --limit 50",
 					"claudemesh topic history deploys --before 01JD3Z5C8Q2W0W6N5D3H4K7M9P --json"),
 				Flags: []cli.Flag{
@@ -638,6 +639,14 @@ func (p *linePrinter) Lines(lines []topicLine) error {
 	for _, l := range lines {
 		who := cliui.SanitizePeerText(l.SenderName)
 		switch {
+		case l.Verified && !l.Plaintext && l.DecryptError == "":
+			// A session as "name (via member)", as inbox shows it.
+			member := l.SenderMemberPubkey
+			if member == "" {
+				member = l.SenderPubkey // a daemon that does not say: shown as before
+			}
+			who = senderLabel(inboxRow{SenderName: l.SenderName, SenderPubkey: l.SenderPubkey,
+				SenderMemberPubkey: member, SenderMemberName: l.SenderMemberName})
 		case l.Plaintext:
 			who += s.Dim(" (plaintext topic: sender not verified)")
 		case l.DecryptError != "":

@@ -200,6 +200,7 @@ func (d *direct) TopicHistory(ctx context.Context, m *config.Mesh, name string, 
 				page.Lines = append(page.Lines, lineOf(t.Name, client.OpenTopicPush(raw.Push, m.MeshID, t.ID, ringOf(k, t.ID))))
 			}
 		}
+		newTopicMemberNames(c).fill(ctx, page.Lines)
 		return nil
 	})
 	return &page, err
@@ -259,6 +260,7 @@ func (d *direct) TopicTail(ctx context.Context, m *config.Mesh, name string, lim
 	}
 	topicID.Store(t.ID)
 	p := newTailPrinter(t.Name, t.KeyGen, sink)
+	names := newTopicMemberNames(c)
 	// read prints the newest posts (the first time) or everything after
 	// the last one printed.
 	last := ""
@@ -291,6 +293,7 @@ func (d *direct) TopicTail(ctx context.Context, m *config.Mesh, name string, lim
 				}
 			}
 		}
+		names.fill(ctx, lines)
 		all, err := p.offer(lines)
 		p.setWaiting(!all || (t.Encrypted && !k.Ring.Has(t.ID, t.KeyGen)))
 		for _, l := range lines {
@@ -352,7 +355,9 @@ func (d *direct) TopicTail(ctx context.Context, m *config.Mesh, name string, lim
 				}()
 				continue
 			}
-			if _, err := p.offer([]topicLine{line}); err != nil {
+			one := []topicLine{line}
+			names.fill(ctx, one)
+			if _, err := p.offer(one); err != nil {
 				return err
 			}
 			last = line.ID

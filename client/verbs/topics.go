@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"claudemesh/client"
 	"claudemesh/client/config"
@@ -98,7 +99,7 @@ type topicMemberRow struct {
 }
 
 // topicLine is one NDJSON line of `topic tail --json` and `topic history
-// --json` (04-cli: {id, topic, senderName, senderPubkey, body, keyGen,
+// --json` (04-cli: {id, topic, senderName, senderPubkey, senderMemberPubkey?, senderMemberName?, body, keyGen,
 // verified, createdAt, replyToId?}); decryptError says why body is empty.
 // senderName is empty for an unverified post: it is never shown as from the
 // sender it claims.
@@ -108,14 +109,19 @@ type topicLine struct {
 	Topic         string `json:"topic"`
 	SenderName    string `json:"senderName"`
 	SenderPubkey  string `json:"senderPubkey"`
-	Body          string `json:"body"`
-	KeyGen        int    `json:"keyGen"`
-	Verified      bool   `json:"verified"`
-	CreatedAt     int64  `json:"createdAt"`
-	ReplyToID     string `json:"replyToId,omitzero"`
-	Plaintext     bool   `json:"plaintext,omitzero"`
-	DecryptError  string `json:"decryptError,omitzero"`
-	keyMissing    bool
+	// SenderMemberPubkey and SenderMemberName: the member behind the
+	// sending key (itself, or the member that attested an agent session),
+	// verified posts only; the name is "" when this side does not know it.
+	SenderMemberPubkey string `json:"senderMemberPubkey,omitzero"`
+	SenderMemberName   string `json:"senderMemberName,omitzero"`
+	Body               string `json:"body"`
+	KeyGen             int    `json:"keyGen"`
+	Verified           bool   `json:"verified"`
+	CreatedAt          int64  `json:"createdAt"`
+	ReplyToID          string `json:"replyToId,omitzero"`
+	Plaintext          bool   `json:"plaintext,omitzero"`
+	DecryptError       string `json:"decryptError,omitzero"`
+	keyMissing         bool
 	// lost: the key is missing and will not come (lostKey).
 	lost bool
 }
@@ -124,15 +130,59 @@ func lineOf(topic string, m client.TopicMessage) topicLine {
 	if m.Topic != "" {
 		topic = m.Topic
 	}
-	return topicLine{SchemaVersion: 1, ID: m.ID, Topic: topic, SenderName: m.SenderName, SenderPubkey: m.SenderPubkey,
+	l := topicLine{SchemaVersion: 1, ID: m.ID, Topic: topic, SenderName: m.SenderName, SenderPubkey: m.SenderPubkey,
 		Body: m.Body, KeyGen: m.KeyGen, Verified: m.Verified, CreatedAt: m.CreatedAt, ReplyToID: m.ReplyToID,
 		Plaintext: m.Plaintext, DecryptError: m.DecryptError, keyMissing: m.KeyMissing}
+	if m.Verified && !m.Plaintext {
+		l.SenderMemberPubkey = m.SenderMemberPubkey
+	}
+	return l
 }
 
 func lineOfAPI(m localapi.TopicMessage) topicLine {
-	return topicLine{SchemaVersion: 1, ID: m.ID, Topic: m.Topic, SenderName: m.SenderName, SenderPubkey: m.SenderPubkey,
+	l := topicLine{SchemaVersion: 1, ID: m.ID, Topic: m.Topic, SenderName: m.SenderName, SenderPubkey: m.SenderPubkey,
 		Body: m.Body, KeyGen: m.KeyGen, Verified: m.Verified, CreatedAt: m.CreatedAt, ReplyToID: m.ReplyToID,
 		Plaintext: m.Plaintext, DecryptError: m.DecryptError, keyMissing: m.KeyMissing}
+	if m.Verified && !m.Plaintext {
+		l.SenderMemberPubkey, l.SenderMemberName = m.SenderMemberPubkey, m.SenderMemberName
+	}
+	return l
+}
+
+// topicMemberNames names the members behind the posts of agent sessions on the
+// direct path, from the broker's member list: fetched when a member key
+// is not in it, at most once every few seconds.
+type topicMemberNames struct {
+	c       *client.Conn
+	names   map[string]string
+	fetched time.Time
+}
+
+func newTopicMemberNames(c *client.Conn) *topicMemberNames {
+	return &topicMemberNames{c: c, names: map[string]string{}}
+}
+
+func (n *topicMemberNames) fill(ctx context.Context, lines []topicLine) {
+	for i := range lines {
+		l := &lines[i]
+		if l.SenderMemberPubkey == "" || l.SenderMemberPubkey == l.SenderPubkey {
+			l.SenderMemberName = n.names[l.SenderMemberPubkey]
+			continue
+		}
+		name, ok := n.names[l.SenderMemberPubkey]
+		if !ok && time.Since(n.fetched) > 5*time.Second {
+			n.fetched = time.Now()
+			rctx, cancel := context.WithTimeout(ctx, opTimeout)
+			if members, err := n.c.MembersList(rctx); err == nil {
+				for _, m := range members {
+					n.names[m.Pubkey] = m.DisplayName
+				}
+			}
+			cancel()
+			name = n.names[l.SenderMemberPubkey]
+		}
+		l.SenderMemberName = name
+	}
 }
 
 // topicPage is a page of history, newest first. KeyGen is the topic's

@@ -513,20 +513,23 @@ type TopicMember struct {
 // false (except in plaintext topics, which carry no signatures: Plaintext
 // says so).
 type TopicMessage struct {
-	ID                 string   `json:"id"`
-	Mesh               string   `json:"mesh"`
-	Topic              string   `json:"topic"`
-	TopicID            string   `json:"topicId"`
-	SenderName         string   `json:"senderName"`
-	SenderPubkey       string   `json:"senderPubkey"`
-	SenderMemberPubkey string   `json:"senderMemberPubkey"`
-	Body               string   `json:"body"`
-	KeyGen             int      `json:"keyGen"`
-	Verified           bool     `json:"verified"`
-	Plaintext          bool     `json:"plaintext,omitzero"`
-	CreatedAt          int64    `json:"createdAt"`
-	ReplyToID          string   `json:"replyToId,omitempty"`
-	Mentions           []string `json:"mentions,omitempty"`
+	ID                 string `json:"id"`
+	Mesh               string `json:"mesh"`
+	Topic              string `json:"topic"`
+	TopicID            string `json:"topicId"`
+	SenderName         string `json:"senderName"`
+	SenderPubkey       string `json:"senderPubkey"`
+	SenderMemberPubkey string `json:"senderMemberPubkey"`
+	// SenderMemberName is that member's enrolled name, as the daemon
+	// knows it (verified posts; "" when unknown).
+	SenderMemberName string   `json:"senderMemberName,omitempty"`
+	Body             string   `json:"body"`
+	KeyGen           int      `json:"keyGen"`
+	Verified         bool     `json:"verified"`
+	Plaintext        bool     `json:"plaintext,omitzero"`
+	CreatedAt        int64    `json:"createdAt"`
+	ReplyToID        string   `json:"replyToId,omitempty"`
+	Mentions         []string `json:"mentions,omitempty"`
 	// DecryptError says why Body is empty; KeyMissing when it is for want
 	// of the generation's key (a member who holds it shares it).
 	DecryptError string `json:"decryptError,omitempty"`
