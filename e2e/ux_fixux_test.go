@@ -71,6 +71,12 @@ func TestDaemonUpNeedsAJoinedMesh(t *testing.T) {
 	if r := typo.run("daemon", "up"); !strings.Contains(r.stderr, "join a mesh first") {
 		t.Errorf("no way forward: %s", r)
 	}
+	// A verb that would start the daemon says what is wrong, not that
+	// the daemon could not start.
+	typo.useDaemon = true
+	if r := typo.run("topic", "history", "deploys"); r.code != 4 || !strings.Contains(r.stderr, "not joined") || strings.Contains(r.stderr, "could not start") {
+		t.Errorf("a verb in a home that joined no mesh: %s", r)
+	}
 	if _, err := os.Stat(typo.home); err == nil {
 		t.Fatalf("daemon up created %s", typo.home)
 	}

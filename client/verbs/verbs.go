@@ -197,6 +197,11 @@ func (e *env) transport() (transport, error) {
 		if e.ctx().Err() != nil {
 			return nil, e.ctx().Err()
 		}
+		if cfg, cerr := config.Load(e.home); cerr == nil && len(cfg.Meshes) == 0 {
+			// No mesh joined, so no daemon (daemon up refuses one): the
+			// verb's own "not joined" says it, not a failed start.
+			return e.direct(), nil
+		}
 		// The daemon was wanted and could not be started (a damaged
 		// daemon.db, a bad flag in the environment, another daemon that
 		// holds the home without a socket): one line says so and why, for
