@@ -591,6 +591,9 @@ func outboxCommand() *cli.Command {
 					if err := checkOutboxStatus(c.String("status")); err != nil {
 						return cliui.UsageErrorf("%v", err)
 					}
+					if c.Int("limit") < 0 {
+						return cliui.UsageErrorf("--limit must not be negative (0 shows all rows)")
+					}
 					cl, out, err := running(c, 0, 0)
 					if err != nil {
 						return err

@@ -378,3 +378,45 @@ func TestTopicTailNamesASessionsMember(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitZeroIsAll: inbox --limit 0 shows every message, as daemon
+// outbox list --limit 0 does and both say; a negative --limit is a usage
+// error that says so, for outbox list too (it was the local API's "limit
+// is a non-negative integer", naming no flag). Both paths.
+func TestLimitZeroIsAll(t *testing.T) {
+	t.Parallel()
+	onBothPaths(t, func(t *testing.T, viaDaemon bool) {
+		b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+		u := setupMesh(t, b, "alice", "bob")
+		alice, bob := u[0], u[1]
+		if viaDaemon {
+			alice.startDaemon()
+			bob.startDaemon()
+			bob.waitDaemonOpen()
+		}
+		for _, m := range []string{"one", "two", "three"} {
+			alice.ok("send", "bob", m)
+		}
+		eventually(t, 20*time.Second, "three messages for bob", func() bool {
+			return len(bob.inbox("--limit", "0")) == 3
+		})
+		e := bob.fails(2, "usage", "inbox", "--limit", "-1")
+		if !strings.Contains(e.Error.Message, "0, the default, shows them all") {
+			t.Errorf("inbox --limit -1: %q", e.Error.Message)
+		}
+		if r := bob.ok("inbox", "--help"); !strings.Contains(r.stdout, "0, the default: all") {
+			t.Errorf("inbox --help does not say what 0 means: %s", r.stdout)
+		}
+		if viaDaemon {
+			var rows []any
+			alice.json(&rows, "daemon", "outbox", "list", "--limit", "0")
+			if len(rows) != 3 {
+				t.Errorf("outbox list --limit 0: %d rows", len(rows))
+			}
+			e := alice.fails(2, "usage", "daemon", "outbox", "list", "--limit", "-1")
+			if !strings.Contains(e.Error.Message, "--limit must not be negative") {
+				t.Errorf("outbox list --limit -1: %q", e.Error.Message)
+			}
+		}
+	})
+}

@@ -34,7 +34,7 @@ func inboxCommand() *cli.Command {
 		),
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "unread", Usage: "only unread messages (daemon)"},
-			&cli.IntFlag{Name: "limit", Usage: "show at most `N` messages, oldest first: with --unread (or without the daemon) the oldest unread, the rest staying for next time; else the most recent"},
+			&cli.IntFlag{Name: "limit", Usage: "show at most `N` messages (0, the default: all), oldest first: with --unread (or without the daemon) the oldest unread, the rest staying for next time; else the most recent"},
 			&cli.BoolFlag{Name: "mark-seen", Usage: "mark what is shown as seen (daemon)"},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep listening and show messages as they arrive"},
 		},
@@ -49,7 +49,7 @@ func inbox(c *cli.Context) error {
 	}
 	opts := inboxOptions{Limit: c.Int("limit"), Unread: c.Bool("unread"), MarkSeen: c.Bool("mark-seen")}
 	if opts.Limit < 0 {
-		return cliui.UsageErrorf("--limit must not be negative")
+		return cliui.UsageErrorf("--limit must not be negative (0, the default, shows them all)")
 	}
 	meshes, tr, err := withTransport(e, e.readMeshes)
 	if err != nil {
