@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -419,4 +420,51 @@ func TestLimitZeroIsAll(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPeerListAlignsWideNamesAndBoundsGroups: peer list padded its columns
+// by runes, so a name in CJK (two columns a character) pushed the columns
+// after it out of line, and a peer in 32 groups made the GROUPS column as
+// wide as all their names. Columns are now padded by display width, and
+// GROUPS shows what fits in 30 columns and "+N more".
+func TestPeerListAlignsWideNamesAndBoundsGroups(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "日本語", "abcdef")
+	alice, wide := u[0], u[1]
+	for i := range 32 {
+		wide.ok("status", "group", "join", fmt.Sprintf("group-%02d", i))
+	}
+	wide.startDaemon()
+	wide.waitDaemonOpen()
+	eventually(t, 20*time.Second, "日本語 online in 32 groups", func() bool {
+		var rows []peerRow
+		alice.json(&rows, "peer", "list")
+		for _, p := range rows {
+			if p.DisplayName == "日本語" && p.Online && len(p.Groups) == 32 {
+				return true
+			}
+		}
+		return false
+	})
+	r := alice.ok("peer", "list", "--all")
+	// "日本語" and "abcdef" are six columns wide each: their KEY cells
+	// start at the same column, so the spaces after the names are as many.
+	gap := func(name string) string {
+		for _, l := range strings.Split(r.stdout, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(l), name); ok {
+				return rest[:len(rest)-len(strings.TrimLeft(rest, " "))]
+			}
+		}
+		t.Fatalf("no row for %s in %s", name, r.stdout)
+		return ""
+	}
+	if a, w := gap("abcdef"), gap("日本語"); a != w {
+		t.Errorf("the KEY column does not line up: %d spaces after abcdef, %d after 日本語:\n%s", len(a), len(w), r.stdout)
+	}
+	for _, l := range strings.Split(r.stdout, "\n") {
+		if strings.Contains(l, "日本語") && (!strings.Contains(l, "more") || strings.Contains(l, "group-31")) {
+			t.Errorf("32 groups are not cut: %q", l)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package verbs
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -141,15 +142,11 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 			// "control-plane (web)" (its page presence, in --all: "cli (web)").
 			kind += " (" + cliui.SanitizePeerText(r.Channel) + ")"
 		}
-		var groups []string
-		for _, g := range r.Groups {
-			groups = append(groups, "@"+cliui.SanitizePeerText(g.Name))
-		}
 		dir := ""
 		if isSession && r.Cwd != "" {
 			dir = cliui.SanitizePeerText(filepath.Base(r.Cwd))
 		}
-		cells := []string{name, shortKey(r.Pubkey), state, kind, dir, strings.Join(groups, ",")}
+		cells := []string{name, shortKey(r.Pubkey), state, kind, dir, groupsCell(r.Groups)}
 		if showMesh {
 			cells = append(cells, r.Mesh)
 		}
@@ -157,6 +154,34 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 		t.row(append(cells, s.Dim(summary))...)
 	}
 	t.flush()
+}
+
+// groupsCellWidth bounds the GROUPS column of peer list: a peer in 32
+// groups made every row as wide as all their names.
+const groupsCellWidth = 30
+
+// groupsCell is a peer's groups as peer list shows them: as many as fit
+// in groupsCellWidth columns (at least one), then "+N more" (peer list
+// --json has them all).
+func groupsCell(groups []wire.Group) string {
+	var b strings.Builder
+	for i, g := range groups {
+		name := "@" + cliui.SanitizePeerText(g.Name)
+		more := ""
+		if left := len(groups) - i - 1; left > 0 {
+			more = fmt.Sprintf(" +%d more", left)
+		}
+		sep := ""
+		if i > 0 {
+			sep = ","
+		}
+		if i > 0 && cliui.Width(b.String()+sep+name+more) > groupsCellWidth {
+			fmt.Fprintf(&b, " +%d more", len(groups)-i)
+			break
+		}
+		b.WriteString(sep + name)
+	}
+	return b.String()
 }
 
 // verifyJSON is `peer verify --json`.

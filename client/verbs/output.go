@@ -1,9 +1,7 @@
 package verbs
 
 import (
-	"bytes"
 	"strings"
-	"text/tabwriter"
 
 	json "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -13,32 +11,47 @@ import (
 
 // table prints aligned human columns through Out (two-space indent, skipped
 // under --json). Cells that come from peers must be sanitised by the caller.
+// Columns are padded by display width (cliui.Width), not by runes or
+// bytes, so a name in Japanese or with an emoji does not push the columns
+// after it out of line; colour sequences take no room.
 type table struct {
-	out *cliui.Out
-	buf bytes.Buffer
-	tw  *tabwriter.Writer
+	out  *cliui.Out
+	rows [][]string
 }
 
-func newTable(out *cliui.Out) *table {
-	t := &table{out: out}
-	t.tw = tabwriter.NewWriter(&t.buf, 0, 4, 2, ' ', 0)
-	return t
-}
+func newTable(out *cliui.Out) *table { return &table{out: out} }
 
-func (t *table) row(cells ...string) {
-	t.tw.Write([]byte(strings.Join(cells, "\t") + "\n"))
-}
+func (t *table) row(cells ...string) { t.rows = append(t.rows, cells) }
+
+// tableGap is the room between two columns.
+const tableGap = 2
 
 func (t *table) flush() error {
-	if err := t.tw.Flush(); err != nil {
-		return err
-	}
-	if t.buf.Len() == 0 {
+	if len(t.rows) == 0 {
 		return nil
 	}
-	lines := strings.Split(strings.TrimRight(t.buf.String(), "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimRight(l, " ")
+	// A column's width is that of its widest cell among the rows that
+	// have a cell after it (a row's last cell is not padded).
+	var widths []int
+	for _, r := range t.rows {
+		for i := 0; i < len(r)-1; i++ {
+			if i == len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], cliui.Width(r[i]))
+		}
+	}
+	lines := make([]string, len(t.rows))
+	var b strings.Builder
+	for n, r := range t.rows {
+		b.Reset()
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-cliui.Width(c)+tableGap))
+			}
+		}
+		lines[n] = strings.TrimRight(b.String(), " ")
 	}
 	t.out.Resultf("%s", strings.Join(lines, "\n"))
 	return nil

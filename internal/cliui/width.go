@@ -1,0 +1,47 @@
+package cliui
+
+import (
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/width"
+)
+
+// Width is how many terminal columns s takes: East Asian wide and
+// fullwidth characters (CJK, most emoji) take two, combining marks,
+// format characters and ANSI colour sequences none, everything else one.
+// Tables pad by it, not by runes, so a column after a name in Japanese
+// stays aligned.
+func Width(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			// A CSI sequence (colours): ESC [ parameters final-byte.
+			j := i + 2
+			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
+				j++
+			}
+			i = j + 1
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		n += RuneWidth(r)
+	}
+	return n
+}
+
+// RuneWidth is Width of one rune.
+func RuneWidth(r rune) int {
+	switch {
+	case r == 0x200d || unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf):
+		return 0
+	case r >= 0x1f300 && r <= 0x1faff:
+		return 2 // pictographs and emoji: wide in every terminal of note
+	}
+	switch width.LookupRune(r).Kind() {
+	case width.EastAsianWide, width.EastAsianFullwidth:
+		return 2
+	}
+	return 1
+}
