@@ -124,6 +124,9 @@ type Options struct {
 
 // Daemon is one running daemon.
 type Daemon struct {
+	// threads is the chat page's conversation list per mesh (webthreads.go).
+	threads threadCache
+
 	opts    Options
 	home    string
 	log     *slog.Logger

@@ -377,8 +377,10 @@ func seenKey(session string, seq uint64) []byte {
 func (d *Daemon) markSeen(ids []string, sc *sessionScope) (int, error) {
 	n := 0
 	now := time.Now().UnixMilli()
+	var stamped []seenRow // for the chat page's unread counts
+	txid := 0
 	err := d.db.Update(func(tx *bolt.Tx) error {
-		n = 0
+		n, stamped, txid = 0, stamped[:0], tx.ID()
 		ib := tx.Bucket(bInbox)
 		for _, id := range ids {
 			seq, err := strconv.ParseUint(id, 10, 64)
@@ -408,9 +410,15 @@ func (d *Daemon) markSeen(ids []string, sc *sessionScope) (int, error) {
 				return err
 			}
 			n++
+			if key, _, ok := inboxThread(&r); ok {
+				stamped = append(stamped, seenRow{meshID: r.MeshID, thread: key, seq: seq})
+			}
 		}
 		return nil
 	})
+	if err == nil && len(stamped) > 0 {
+		d.threadsSeen(txid, stamped)
+	}
 	if n > 0 {
 		d.inboxChanged()
 		d.trimInbox()
@@ -458,6 +466,7 @@ func (d *Daemon) deleteInbox(mesh string, before uint64, only uint64) (int, erro
 	})
 	if err == nil {
 		d.inboxShrank(freed)
+		d.threadsChanged()
 	}
 	return n, err
 }
@@ -499,6 +508,7 @@ func (d *Daemon) pruneInbox() {
 		return
 	}
 	d.inboxShrank(freed)
+	d.threadsChanged()
 	d.trimInbox()
 }
 

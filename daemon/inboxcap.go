@@ -188,6 +188,9 @@ func (d *Daemon) trimInbox() {
 		d.log.Error("inbox cap", "err", err)
 		return
 	}
+	if dropped > 0 {
+		d.threadsChanged()
+	}
 	d.icap.mu.Lock()
 	d.icap.bytes, d.icap.held = total, held
 	d.icap.dropped += int64(dropped)

@@ -978,6 +978,7 @@ func (d *Daemon) pruneOutbox() {
 		}
 		after = last
 		if n > 0 {
+			d.threadsChanged()
 			d.log.Info("outbox pruned", "rows", n)
 		}
 		if !more {

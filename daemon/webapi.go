@@ -139,7 +139,8 @@ func clip(s string, n int) string {
 }
 
 // handleWebThreads lists a mesh's conversations, most recent first, with
-// unread counts: one pass over the inbox and one over the outbox.
+// unread counts, from the cache of them (webthreads.go): a pass over the
+// rows added since the last request.
 func (d *Daemon) handleWebThreads(w http.ResponseWriter, r *http.Request) {
 	d.outboxSettled(r) // the page shows what was just sent
 	m, aerr := d.chooseMesh(r.URL.Query().Get("mesh"))
@@ -147,76 +148,17 @@ func (d *Daemon) handleWebThreads(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	threads := map[string]*localapi.WebThread{}
-	get := func(key, kind string) *localapi.WebThread {
-		t := threads[key]
-		if t == nil {
-			t = &localapi.WebThread{Mesh: m.cfg.Slug, Thread: key, Kind: kind}
-			threads[key] = t
-		}
-		return t
-	}
-	var upTo uint64
-	err := d.db.View(func(tx *bolt.Tx) error {
-		upTo = tx.Bucket(bEvents).Sequence()
-		err := tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
-			var row inboxRow
-			if decodeRow(v, &row) != nil || row.MeshID != m.cfg.MeshID {
-				return nil
-			}
-			key, kind, ok := inboxThread(&row)
-			if !ok {
-				return nil
-			}
-			t := get(key, kind)
-			if row.SeenAt == 0 {
-				t.Unread++
-			}
-			if row.ReceivedAt >= t.LastAt {
-				t.LastAt = row.ReceivedAt
-				t.LastPreview = clip(row.Body, 80)
-				if kind == threadDM && row.Verified && row.SenderName != "" {
-					t.Name = row.SenderName
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bOutbox).ForEach(func(_, v []byte) error {
-			var row outboxRow
-			if decodeOutbox(v, &row) != nil || row.MeshID != m.cfg.MeshID {
-				return nil
-			}
-			key, kind, ok := outboxThread(&row, m.key.PublicHex())
-			if !ok {
-				return nil
-			}
-			t := get(key, kind)
-			if row.EnqueuedAt >= t.LastAt {
-				t.LastAt = row.EnqueuedAt
-				t.LastPreview = row.Preview
-			}
-			if t.Name == "" && kind == threadDM {
-				t.Name = row.DisplayName
-			}
-			return nil
-		})
-	})
+	out, err := d.meshThreadsNow(m) // webthreads.go
 	if err != nil {
 		writeError(w, internalError(err))
 		return
 	}
-	out := make([]localapi.WebThread, 0, len(threads))
-	for _, t := range threads {
-		if t.Kind == threadDM {
-			if n := m.nameOf(t.Thread); n != "" {
-				t.Name = n
+	for i := range out {
+		if out[i].Kind == threadDM {
+			if n := m.nameOf(out[i].Thread); n != "" {
+				out[i].Name = n
 			}
 		}
-		t.UpTo = upTo
-		out = append(out, *t)
 	}
 	slices.SortFunc(out, func(a, b localapi.WebThread) int {
 		return cmp.Or(cmp.Compare(b.LastAt, a.LastAt), strings.Compare(a.Thread, b.Thread))
