@@ -384,6 +384,9 @@ func dialError(ctx context.Context, brokerURL string, resp *http.Response, err e
 	if errors.Is(err, websocket.ErrBadHandshake) {
 		return wrapError(CodeUnreachable, err, "%s", brokerURL)
 	}
+	if isUnreachable(err) {
+		return &Error{Code: CodeUnreachable, Message: cannotReach(brokerURL, err), cause: err}
+	}
 	return wrapError(CodeUnreachable, err, "connecting to %s", brokerURL)
 }
 

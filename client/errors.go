@@ -145,6 +145,38 @@ func isUnreachable(err error) bool {
 	return errors.As(err, &opErr) && opErr.Op == "dial" && !opErr.Timeout()
 }
 
+// cannotReach is the message of a connection to the broker at url that
+// could not be made, with the reason in words: Go's "dial tcp
+// 127.0.0.1:19499: connect: connection refused" (and net/http's "Post
+// "…": …" around it) named the address two or three times and said
+// nothing a user acts on.
+func cannotReach(url string, err error) string {
+	return "the broker at " + url + " cannot be reached (" + netReason(err) + ")"
+}
+
+// netReason is why a connection could not be made, in a few words.
+func netReason(err error) string {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused: nothing listens on that port"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to that host from here"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "the connection was reset"
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsNotFound {
+			return "the host name " + dnsErr.Name + " does not resolve"
+		}
+		return "looking up " + dnsErr.Name + " failed"
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		return opErr.Err.Error()
+	}
+	return err.Error()
+}
+
 // MessageOf returns the human message of the *Error in err's chain
 // (without its code), or fallback when there is none.
 func MessageOf(err error, fallback string) string {

@@ -180,7 +180,9 @@ func passError(urls []string, errs []error) error {
 			fmt.Fprintf(&b, "; %s: %s", urls[i], CodeOf(err))
 		}
 	}
-	chosen.Message = fmt.Sprintf("%s (all %d broker URLs failed%s)", chosen.Message, len(urls), b.String())
+	if len(urls) > 1 {
+		chosen.Message = fmt.Sprintf("%s (all %d broker URLs failed%s)", chosen.Message, len(urls), b.String())
+	}
 	return &chosen
 }
 

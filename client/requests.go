@@ -63,6 +63,14 @@ func (c *Conn) Request(ctx context.Context, frame any) ([]byte, wire.Envelope, e
 		return r.raw, r.env, nil
 	case <-ctx.Done():
 		c.forgetRequest(reqID, ch)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The connection is up and the broker is silent: hung,
+			// stopped (SIGSTOP) or overloaded. "context deadline
+			// exceeded" said none of it.
+			return nil, wire.Envelope{}, &Error{Code: CodeTimeout, cause: ctx.Err(),
+				Message: "the broker at " + c.id.BrokerURL + " is connected but did not answer in time: it is hung or overloaded",
+				Hint:    "ask the broker's operator to check it (its log, GET /health/ready), then try again"}
+		}
 		return nil, wire.Envelope{}, ctxError(ctx, "waiting for the broker's answer")
 	}
 }

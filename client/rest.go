@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -151,6 +152,16 @@ func postJSON(ctx context.Context, url, bearer string, in, out any) error {
 	}
 }
 
+// origin is scheme://host[:port] of a URL, for messages ("the broker at
+// http://127.0.0.1:7900"): the path of the request adds nothing.
+func origin(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil || u.Host == "" {
+		return raw
+	}
+	return u.Scheme + "://" + u.Host
+}
+
 // doJSON is one REST call: in (nil for no body) as JSON, the answer
 // decoded into out, an error body mapped by restError.
 func doJSON(ctx context.Context, method, url, bearer string, in, out any) error {
@@ -175,14 +186,18 @@ func doJSON(ctx context.Context, method, url, bearer string, in, out any) error 
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		if e := tlsError(url, err); e != nil {
+		if e := tlsError(origin(url), err); e != nil {
 			return e
+		}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return &Error{Code: CodeTimeout, cause: err, Message: "the broker at " + origin(url) + " did not answer in time",
+				Hint: "ask the broker's operator to check it (its log, GET /health/ready), then try again"}
 		}
 		if ctx.Err() != nil {
 			return ctxError(ctx, method+" "+url)
 		}
 		if isUnreachable(err) {
-			return wrapError(CodeUnreachable, err, "%s %s", method, url)
+			return &Error{Code: CodeUnreachable, Message: cannotReach(origin(url), err), cause: err}
 		}
 		var te interface{ Timeout() bool }
 		if errors.As(err, &te) && te.Timeout() {

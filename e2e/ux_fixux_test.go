@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -466,5 +467,48 @@ func TestPeerListAlignsWideNamesAndBoundsGroups(t *testing.T) {
 		if strings.Contains(l, "日本語") && (!strings.Contains(l, "more") || strings.Contains(l, "group-31")) {
 			t.Errorf("32 groups are not cut: %q", l)
 		}
+	}
+}
+
+// TestBrokerDownAndHungTexts: a broker nothing listens for gave Go's
+// net/http text with the URL twice ("POST http://…: Post "http://…": dial
+// tcp …: connect: connection refused") at mesh create, and "connecting to
+// ws://…: dial tcp …" on the direct path; a stopped (SIGSTOP) broker's
+// open connection gave "waiting for the broker's answer: context deadline
+// exceeded" after 20 s. Each now says which broker, and why, in words.
+func TestBrokerDownAndHungTexts(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	op := newUser(t, "op")
+	op.extraEnv = []string{"CLAUDEMESH_OPERATOR_TOKEN=x"}
+	e := op.fails(5, "unreachable", "mesh", "create", "X", "--broker", "ws://"+dead+"/ws", "--name", "own")
+	if e.Error.Message != "the broker at http://"+dead+" cannot be reached (connection refused: nothing listens on that port)" {
+		t.Errorf("mesh create to a dead port: %q", e.Error.Message)
+	}
+
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice, bob := u[0], u[1]
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	// Stopped, not gone: the kernel still takes connections, nothing answers.
+	if err := b.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.cmd.Process.Signal(syscall.SIGCONT) })
+	e = bob.fails(5, "timeout", "peer", "list")
+	if !strings.Contains(e.Error.Message, "the broker at "+b.url+" is connected but did not answer in time") || strings.Contains(e.Error.Message, "deadline") {
+		t.Errorf("peer list through the daemon, broker stopped: %q", e.Error.Message)
+	}
+	b.cmd.Process.Signal(syscall.SIGCONT)
+	b.stop()
+	e = alice.fails(5, "unreachable", "send", "bob", "hi")
+	if !strings.Contains(e.Error.Message, "the broker at "+b.url+" cannot be reached (connection refused") || strings.Contains(e.Error.Message, "dial tcp") {
+		t.Errorf("send on the direct path, broker down: %q", e.Error.Message)
 	}
 }
