@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"claudemesh/web"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -56,7 +57,7 @@ func serviceHome(body string) string {
 		if !ok {
 			return ""
 		}
-		h := strings.TrimSuffix(rest, " daemon up --foreground")
+		h, _, _ := strings.Cut(rest, " daemon up --foreground") // --web ADDR may follow
 		if len(h) >= 2 && strings.HasPrefix(h, `"`) && strings.HasSuffix(h, `"`) {
 			h = strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(h[1 : len(h)-1])
 		}
@@ -108,14 +109,18 @@ func servicePathOf(unit, label string) (string, error) {
 
 // systemdUnit runs the daemon in the foreground under the user manager,
 // restarting it whatever way it exits.
-func systemdUnit(exe, home string) string {
+func systemdUnit(exe, home, web string) string {
+	extra := ""
+	if web != "" {
+		extra = " --web " + systemdQuote(web)
+	}
 	return fmt.Sprintf(`[Unit]
 Description=claudemesh daemon (broker connections, outbox, inbox, local API)
 After=network-online.target
 
 [Service]
 Type=simple
-ExecStart=%s --home %s daemon up --foreground
+ExecStart=%s --home %s daemon up --foreground%s
 Restart=always
 RestartSec=2
 KillSignal=SIGTERM
@@ -123,7 +128,7 @@ TimeoutStopSec=10
 
 [Install]
 WantedBy=default.target
-`, systemdQuote(exe), systemdQuote(home))
+`, systemdQuote(exe), systemdQuote(home), extra)
 }
 
 func systemdQuote(s string) string {
@@ -133,9 +138,13 @@ func systemdQuote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
-func launchdPlist(exe, home, label string) string {
+func launchdPlist(exe, home, label, web string) string {
 	esc := func(s string) string {
 		return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+	}
+	webArgs := ""
+	if web != "" {
+		webArgs = "<string>--web</string><string>" + esc(web) + "</string>"
 	}
 	return fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
@@ -145,7 +154,7 @@ func launchdPlist(exe, home, label string) string {
   <key>ProgramArguments</key>
   <array>
     <string>%s</string><string>--home</string><string>%s</string>
-    <string>daemon</string><string>up</string><string>--foreground</string>
+    <string>daemon</string><string>up</string><string>--foreground</string>%s
   </array>
   <key>KeepAlive</key><true/>
   <key>RunAtLoad</key><true/>
@@ -153,7 +162,7 @@ func launchdPlist(exe, home, label string) string {
   <key>StandardErrorPath</key><string>%s</string>
 </dict>
 </plist>
-`, esc(label), esc(exe), esc(home), esc(filepath.Join(home, "daemon", "daemon.log")), esc(filepath.Join(home, "daemon", "daemon.log")))
+`, esc(label), esc(exe), esc(home), webArgs, esc(filepath.Join(home, "daemon", "daemon.log")), esc(filepath.Join(home, "daemon", "daemon.log")))
 }
 
 func installCommand() *cli.Command {
@@ -169,8 +178,10 @@ func installCommand() *cli.Command {
 				"service manager cannot start it, the file stays and this exits 1 (service_not_started).\n"+
 				"claudemesh doctor checks the service: installed, for this home and binary, running.",
 			"claudemesh daemon install-service",
+			"claudemesh --home ~/.claudemesh-work daemon install-service --web 127.0.0.1:7902",
 		),
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "web", Usage: "the service's daemon serves the chat page on `ADDR`, or off (default: " + web.DefaultAddr + "; each home's daemon needs its own)"},
 			&cli.BoolFlag{Name: "allow-ci", Usage: "install even when CI is detected"},
 			&cli.BoolFlag{Name: "no-start", Usage: "write the service file without enabling or starting it"},
 		},
@@ -184,6 +195,12 @@ func installCommand() *cli.Command {
 			home, err := homeOf(c)
 			if err != nil {
 				return err
+			}
+			webAddr := c.String("web")
+			if webAddr != "" && webAddr != "off" {
+				if err := web.CheckFlags(webAddr, false, "", ""); err != nil {
+					return cliui.UsageErrorf("%v", err)
+				}
 			}
 			exe, err := os.Executable()
 			if err != nil {
@@ -200,9 +217,9 @@ func installCommand() *cli.Command {
 					return anotherHomesService(path, other, home, "replaced")
 				}
 			}
-			body := systemdUnit(exe, home)
+			body := systemdUnit(exe, home, webAddr)
 			if runtime.GOOS == "darwin" {
-				body = launchdPlist(exe, home, label)
+				body = launchdPlist(exe, home, label, webAddr)
 			}
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				return err

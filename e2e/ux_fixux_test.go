@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -510,5 +511,44 @@ func TestBrokerDownAndHungTexts(t *testing.T) {
 	e = alice.fails(5, "unreachable", "send", "bob", "hi")
 	if !strings.Contains(e.Error.Message, "the broker at "+b.url+" cannot be reached (connection refused") || strings.Contains(e.Error.Message, "dial tcp") {
 		t.Errorf("send on the direct path, broker down: %q", e.Error.Message)
+	}
+}
+
+// TestInstallServiceTakesWebAndUnknownFlagHints: every home after the first
+// needs its own chat page port, and install-service had no --web (its
+// unknown-flag hint then spoke of "a message that starts with -", which
+// only verbs that take text have). The unit now runs the daemon with the
+// --web given, uninstall and the per-home check still find its home, and
+// a verb without words gets the usual pointer to its help.
+func TestInstallServiceTakesWebAndUnknownFlagHints(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("the systemd unit is Linux-only")
+	}
+	fakeHome := t.TempDir()
+	u := newUser(t, "svc")
+	u.extraEnv = []string{"HOME=" + fakeHome, "XDG_CONFIG_HOME=" + filepath.Join(fakeHome, ".config")}
+	var res struct {
+		Path string `json:"path"`
+	}
+	u.json(&res, "daemon", "install-service", "--allow-ci", "--no-start", "--web", "127.0.0.1:7902")
+	data, err := os.ReadFile(res.Path)
+	if err != nil || !strings.Contains(string(data), " --home "+u.home+" daemon up --foreground --web 127.0.0.1:7902\n") {
+		t.Fatalf("the unit: %v\n%s", err, data)
+	}
+	u.fails(2, "usage", "daemon", "install-service", "--allow-ci", "--no-start", "--web", "0.0.0.0:80")
+	u.ok("daemon", "uninstall-service", "--no-stop")
+	if _, err := os.Stat(res.Path); !os.IsNotExist(err) {
+		t.Fatalf("uninstall left the unit with --web: %v", err)
+	}
+	for args, want := range map[string]string{
+		"daemon install-service --nosuch": "run claudemesh daemon install-service --help",
+		"peer list --nosuch":              "run claudemesh peer list --help",
+		"send bob --nosuch":               "a message that starts with - goes after --",
+	} {
+		r := u.run(strings.Fields(args)...)
+		if r.code != 2 || !strings.Contains(r.stderr, want) || (!strings.HasPrefix(args, "send") && strings.Contains(r.stderr, "message")) {
+			t.Errorf("%s: %s", args, r)
+		}
 	}
 }

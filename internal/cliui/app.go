@@ -453,7 +453,13 @@ func runParsed(ctx context.Context, app *cli.App, argv []string, p *parsedArgs, 
 	}
 	if len(p.unknown) > 0 {
 		tok := p.unknown[0]
-		hint := "a message that starts with - goes after --: " + commandName(app, p.path) + " … -- " + tok
+		// The -- advice is for a verb that takes text (send's message, a
+		// summary): for one that takes no words (daemon install-service,
+		// peer list) it was advice about a message there is none of.
+		hint := helpHint(app, p.path)
+		if len(p.path) > 0 && p.path[len(p.path)-1].ArgsUsage != "" {
+			hint = "a message that starts with - goes after --: " + commandName(app, p.path) + " … -- " + tok
+		}
 		if s := suggestFlag(app, p.path, tok); s != "" {
 			hint = "did you mean " + s + "? (" + hint + ")"
 		}
