@@ -552,3 +552,37 @@ func TestInstallServiceTakesWebAndUnknownFlagHints(t *testing.T) {
 		}
 	}
 }
+
+// TestInboxJSONThroughTheDaemonHoldsMessagesOnly: with the broker down,
+// inbox --json through the daemon added {mesh, error} among the stored
+// rows (exit 0, --limit 2 gave 3 elements), which the docs never showed
+// and a script reading each row's body crashed on. The rows come from the
+// daemon's store: the array holds them alone; the human listing warns.
+func TestInboxJSONThroughTheDaemonHoldsMessagesOnly(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "dave")
+	alice, dave := u[0], u[1]
+	dave.startDaemon()
+	dave.waitDaemonOpen()
+	alice.ok("send", "dave", "one")
+	alice.ok("send", "dave", "two")
+	eventually(t, 20*time.Second, "dave's two messages", func() bool { return len(dave.inbox()) == 2 })
+	b.stop()
+	eventually(t, 20*time.Second, "dave's daemon sees the broker gone", func() bool {
+		return dave.daemonStatus().Meshes["test"] != "open"
+	})
+	var rows []map[string]any
+	dave.json(&rows, "inbox", "--limit", "2")
+	if len(rows) != 2 {
+		t.Fatalf("inbox --json --limit 2: %d elements: %v", len(rows), rows)
+	}
+	for _, r := range rows {
+		if _, ok := r["error"]; ok || r["body"] == nil {
+			t.Fatalf("an element that is not a message: %v", r)
+		}
+	}
+	if r := dave.ok("inbox"); !strings.Contains(r.stderr, "cannot be reached") {
+		t.Errorf("the human listing does not warn: %s", r)
+	}
+}

@@ -19,6 +19,9 @@
 //     report a mesh that failed without hiding the others: a warning on
 //     stderr, and in --json an element {mesh, error:{code, message}} at the
 //     end of the array; the exit code is 0 as long as one mesh answered.
+//     A mesh whose rows the daemon served from its store is no failure of
+//     the read: a broker it cannot reach meanwhile is a warning in human
+//     output and nothing in inbox --json (daemon status --json says it).
 //     When every mesh failed (or only one was asked), the command fails with
 //     that error.
 //   - `send … -` reads the message from stdin and drops one trailing newline.
