@@ -586,3 +586,31 @@ func TestInboxJSONThroughTheDaemonHoldsMessagesOnly(t *testing.T) {
 		t.Errorf("the human listing does not warn: %s", r)
 	}
 }
+
+// TestSmallTextsOfANewUsersTrial: L=$(claudemesh invite) holds the link
+// and invite's note on the next line, which join took for a damaged link
+// ("the end was cut off"); join "" said the same instead of "missing";
+// the only owner's mesh leave advised asking the mesh owner (herself);
+// a 5,000-character --reply-to was echoed whole.
+func TestSmallTextsOfANewUsersTrial(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	out := alice.ok("invite").stdout
+	if !strings.Contains(strings.TrimSpace(out), "\n") {
+		t.Fatalf("invite printed one line; the test needs its note: %q", out)
+	}
+	bob := newUser(t, "bob")
+	bob.ok("join", out, "--name", "bob")
+	e := newUser(t, "carol").fails(2, "usage", "join", "", "--name", "carol")
+	if !strings.Contains(e.Error.Message, "missing LINK") {
+		t.Errorf("join \"\": %q", e.Error.Message)
+	}
+	if r := alice.run("mesh", "leave", "test"); r.code != 4 || !strings.Contains(r.stderr, "claudemesh mesh transfer PEER --mesh test") {
+		t.Errorf("the only owner's mesh leave: %s", r)
+	}
+	e = alice.fails(2, "usage", "send", "bob", "hi", "--reply-to", strings.Repeat("a", 5000))
+	if len(e.Error.Message) > 120 || !strings.Contains(e.Error.Message, "(5000 characters)") {
+		t.Errorf("--reply-to echoed: %d bytes", len(e.Error.Message))
+	}
+}

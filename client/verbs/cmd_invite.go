@@ -239,7 +239,7 @@ func inviteRevokeCommand() *cli.Command {
 			})
 			var ce *cliui.Error
 			if errors.As(err, &ce) && ce.Code == wire.CodeInviteNotFound {
-				ce.Message = "no invite " + c.Args().First() + " in " + m.Slug
+				ce.Message = "no invite " + cliui.Clip(c.Args().First()) + " in " + m.Slug
 				ce.Hint = "claudemesh invite list shows this mesh's invites and their ids"
 			}
 			if err != nil {
@@ -284,7 +284,17 @@ func join(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	inv, token, err := cmcrypto.ParseInvite(c.Args().First())
+	link := c.Args().First()
+	fields := strings.Fields(link)
+	switch {
+	case len(fields) == 0:
+		return cliui.UsageErrorf("missing LINK: the invite link is empty").WithHint("claudemesh join 'ic://join/…' --name NAME, with the link the mesh's owner or an admin gave you")
+	case len(fields) > 1 && (strings.HasPrefix(fields[0], "ic://") || strings.HasPrefix(fields[0], "https://")):
+		// L=$(claudemesh invite) holds the link and, on the next line,
+		// invite's note about it: the link is the first word.
+		link = fields[0]
+	}
+	inv, token, err := cmcrypto.ParseInvite(link)
 	if err != nil {
 		// The decoder's detail (an offset in base64 or JSON) helps nobody
 		// holding a link; it stays in the cause for CLAUDEMESH_DEBUG=1.

@@ -446,7 +446,8 @@ func leaveOnBroker(e *env, m *config.Mesh) error {
 	defer cancel()
 	if err := conn.MeshLeave(ctx); err != nil {
 		if client.CodeOf(err) == wire.CodeForbidden {
-			return &client.Error{Code: wire.CodeForbidden, Message: "you are the only owner of " + m.Slug + "; the mesh would have no owner"}
+			return cliui.Errorf(wire.CodeForbidden, "you are the only owner of %s; the mesh would have no owner", m.Slug).
+				WithHint("hand it over first: claudemesh mesh transfer PEER --mesh " + config.ShellQuote(m.Slug) + ", then leave")
 		}
 		return err
 	}

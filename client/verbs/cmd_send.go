@@ -154,7 +154,7 @@ func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 		return cliui.UsageErrorf("--priority must be now, next or low, not %q", req.Priority)
 	}
 	if req.ReplyTo != "" && !wire.ValidReqID(req.ReplyTo) {
-		return cliui.UsageErrorf("--reply-to %q is not a message id", req.ReplyTo)
+		return cliui.UsageErrorf("--reply-to %q is not a message id", cliui.Clip(req.ReplyTo))
 	}
 	if req.ClientMessageID != "" && !wire.ValidReqID(req.ClientMessageID) {
 		return cliui.UsageErrorf("--id must be 1 to 64 characters of A-Za-z0-9._:-")
@@ -362,7 +362,7 @@ func messageStatus(c *cli.Context) error {
 	}
 	id := c.Args().First()
 	if !wire.ValidReqID(id) {
-		return cliui.UsageErrorf("%q is not a message id", id)
+		return cliui.UsageErrorf("%q is not a message id", cliui.Clip(id))
 	}
 	m, tr, err := withTransport(e, e.writeMesh)
 	if err != nil {

@@ -530,7 +530,7 @@ func topicHistory(c *cli.Context) error {
 	}
 	before := c.String("before")
 	if before != "" && !wire.ValidULID(before) {
-		return cliui.UsageErrorf("--before %q is not a message id", before)
+		return cliui.UsageErrorf("--before %q is not a message id", cliui.Clip(before))
 	}
 	page, err := tr.TopicHistory(e.ctx(), m, name, limit, before)
 	if err != nil {

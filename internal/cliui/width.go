@@ -1,6 +1,7 @@
 package cliui
 
 import (
+	"strconv"
 	"unicode"
 	"unicode/utf8"
 
@@ -44,4 +45,15 @@ func RuneWidth(r rune) int {
 		return 2
 	}
 	return 1
+}
+
+// Clip is s as an error may echo it back: at most 40 characters, then
+// "…" and how long it was (a 5,000-character argument was repeated whole).
+func Clip(s string) string {
+	const most = 40
+	n := utf8.RuneCountInString(s)
+	if n <= most {
+		return s
+	}
+	return string([]rune(s)[:most]) + "…(" + strconv.Itoa(n) + " characters)"
 }
