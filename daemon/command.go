@@ -121,7 +121,7 @@ func upCommand() *cli.Command {
 				}
 				return runForeground(c.Context, home, f)
 			}
-			if cl, v, err := localapi.Probe(c.Context, home); err == nil {
+			running := func(cl *localapi.Client, v *localapi.Version) error {
 				// Already running: a reload reconnects meshes that were
 				// kicked or banned (after an unban), as `up` promises.
 				var rl localapi.ReloadResponse
@@ -145,6 +145,9 @@ func upCommand() *cli.Command {
 				}
 				return reportRunning(out, v.PID, rl.Started)
 			}
+			if cl, v, err := localapi.Probe(c.Context, home); err == nil {
+				return running(cl, v)
+			}
 			// A home that joined no mesh gets no daemon: it would
 			// connect to nothing, and a mistyped --home would be
 			// created (with a daemon for it) instead of refused.
@@ -154,8 +157,15 @@ func upCommand() *cli.Command {
 			// A daemon that runs but cannot be reached (its socket was
 			// removed) holds daemon.db: a second one cannot start, and
 			// the detached one would only exit with a pointer to its log.
-			if u := localapi.FindUnanswering(home); u != nil {
-				return unansweringError(home, u)
+			// One that is starting (another daemon up a moment ago) holds
+			// it too until its socket answers: that one is running.
+			if localapi.FindUnanswering(home) != nil {
+				if u := localapi.StillUnanswering(c.Context, home, unansweringPatience); u != nil {
+					return unansweringError(home, u)
+				}
+				if cl, v, err := localapi.Probe(c.Context, home); err == nil {
+					return running(cl, v)
+				}
 			}
 			// An empty or damaged daemon.db is said here, not only in
 			// the detached daemon's log; not while another start holds
@@ -496,10 +506,12 @@ func statusCommand() *cli.Command {
 			}
 			cl, _, err := localapi.Probe(c.Context, home)
 			if err != nil {
-				if u := localapi.FindUnanswering(home); u != nil {
+				if u := localapi.StillUnanswering(c.Context, home, unansweringPatience); u != nil {
 					return unansweringError(home, u)
 				}
-				return printResult(out, localapi.Status{Running: false}, "daemon not running")
+				if cl, _, err = localapi.Probe(c.Context, home); err != nil {
+					return printResult(out, localapi.Status{Running: false}, "daemon not running")
+				}
 			}
 			var st localapi.Status
 			if _, err := cl.Do(c.Context, "GET", "/v1/status", nil, &st); err != nil {
@@ -678,13 +690,21 @@ func running(c *cli.Context, minArgs, maxArgs int) (*localapi.Client, *cliui.Out
 	}
 	cl, _, err := localapi.Probe(c.Context, home)
 	if err != nil {
-		if u := localapi.FindUnanswering(home); u != nil {
+		if u := localapi.StillUnanswering(c.Context, home, unansweringPatience); u != nil {
 			return nil, nil, unansweringError(home, u)
+		}
+		if cl, _, err = localapi.Probe(c.Context, home); err == nil {
+			return cl, out, nil // it was starting
 		}
 		return nil, nil, cliui.Errorf("unreachable", "the daemon is not running").WithHint(config.Invocation(home) + " daemon up")
 	}
 	return cl, out, nil
 }
+
+// unansweringPatience is how long a daemon that holds the home without
+// answering may be starting before the verbs say it does not answer: as
+// long as daemon up waits for a new daemon's socket.
+const unansweringPatience = 3 * time.Second
 
 // unansweringError is what the daemon verbs say of a daemon that runs but
 // cannot be reached (localapi.FindUnanswering): exit 5, with the way out.

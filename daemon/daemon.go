@@ -192,6 +192,10 @@ const (
 	// and before its 202 is written: the CLI is left not knowing whether
 	// the message was taken.
 	failAcceptKill = "accept-kill"
+	// failServeSlow ("serve-slow") waits a second between opening
+	// daemon.db and listening on the socket: a start caught in the moment
+	// when it holds daemon.db and does not answer yet.
+	failServeSlow = "serve-slow"
 )
 
 // DBRefusal is the message of a daemon that will not start on its
@@ -363,6 +367,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	// created the socket's name first or replace it.
 	if err := localapi.PrepareSocketDir(sock); err != nil {
 		return fmt.Errorf("daemon socket: %w", err)
+	}
+	if d.failpoint == failServeSlow {
+		time.Sleep(time.Second)
 	}
 	// We hold the database lock, so a socket file left here is stale.
 	os.Remove(sock)

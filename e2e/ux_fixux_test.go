@@ -614,3 +614,33 @@ func TestSmallTextsOfANewUsersTrial(t *testing.T) {
 		t.Errorf("--reply-to echoed: %d bytes", len(e.Error.Message))
 	}
 }
+
+// TestAStartingDaemonIsNotCalledUnanswering: a starting daemon holds
+// daemon.db a moment before its socket answers; a daemon status (or a
+// second daemon up, seen as a flake of TestDaemonUpAtTheSameMoment) in
+// that moment said a daemon runs whose socket "was removed" (exit 5). It
+// now waits for it, as daemon up waits for a new daemon's socket (the
+// serve-slow failpoint holds the moment a second).
+func TestAStartingDaemonIsNotCalledUnanswering(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.useDaemon = true
+	alice.extraEnv = []string{"CLAUDEMESH_FAILPOINT=serve-slow"}
+	done := make(chan result, 1)
+	go func() { done <- alice.run("daemon", "up") }()
+	eventually(t, 10*time.Second, "the starting daemon's hold on daemon.db", func() bool {
+		f, err := os.Open(filepath.Join(alice.home, "daemon", "daemon.db"))
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		return syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) != nil
+	})
+	if st := alice.daemonStatus(); !st.Running {
+		t.Errorf("daemon status during the start: %+v", st)
+	}
+	if r := <-done; r.code != 0 {
+		t.Fatalf("the first daemon up: %s", r)
+	}
+}

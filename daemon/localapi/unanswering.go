@@ -1,6 +1,7 @@
 package localapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Unanswering is a daemon that runs for a home but cannot be reached on
@@ -51,11 +53,23 @@ func (u *Unanswering) Hint(inv string) string {
 // held: it has daemon.db and is opening the socket) or when no process
 // holds daemon.db.
 func FindUnanswering(home string) *Unanswering {
-	db := DBPath(home)
-	if !fileLocked(db) || fileLocked(filepath.Join(Dir(home), "start.lock")) {
+	u, starting := findHolder(home)
+	if starting {
 		return nil
 	}
-	u := &Unanswering{Socket: SocketPath(home), dbPath: db}
+	return u
+}
+
+// findHolder is FindUnanswering's finding, and whether the holder of
+// daemon.db is still starting (the start lock is held: it has daemon.db
+// and is opening the socket).
+func findHolder(home string) (u *Unanswering, starting bool) {
+	db := DBPath(home)
+	if !fileLocked(db) {
+		return nil, false
+	}
+	starting = fileLocked(filepath.Join(Dir(home), "start.lock"))
+	u = &Unanswering{Socket: SocketPath(home), dbPath: db}
 	if data, err := os.ReadFile(PIDPath(home)); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
 			u.PID = pid
@@ -64,7 +78,7 @@ func FindUnanswering(home string) *Unanswering {
 	if _, err := os.Lstat(u.Socket); errors.Is(err, fs.ErrNotExist) {
 		u.Missing = true
 	}
-	return u
+	return u, starting
 }
 
 // fileLocked reports whether another process holds an exclusive flock on
@@ -80,4 +94,35 @@ func fileLocked(path string) bool {
 	}
 	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	return false
+}
+
+// StillUnanswering is FindUnanswering for a verb that is about to say so:
+// a daemon starting holds daemon.db (with the start lock, and a moment
+// after it without) before its socket answers, so a holder is waited for
+// up to patience (a few seconds, as long as daemon up waits for a socket)
+// and reported only if its socket never answered and it is not starting.
+// nil when none is found, or the daemon answers meanwhile (then Probe
+// succeeds).
+func StillUnanswering(ctx context.Context, home string, patience time.Duration) *Unanswering {
+	deadline := time.Now().Add(patience)
+	for {
+		u, starting := findHolder(home)
+		if u == nil {
+			return nil
+		}
+		if _, _, err := Probe(ctx, home); err == nil {
+			return nil
+		}
+		if !time.Now().Before(deadline) || ctx.Err() != nil {
+			if starting {
+				return nil // a start that takes long: not this finding
+			}
+			return u
+		}
+		select {
+		case <-ctx.Done():
+			return u
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

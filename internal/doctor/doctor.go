@@ -137,7 +137,7 @@ func checkDaemon(e *Env) []Result {
 	if err != nil {
 		// Not running: its store must let it start (the verbs start it,
 		// and fall back to the direct path when it cannot start).
-		if u := localapi.FindUnanswering(e.Home); u != nil {
+		if u := localapi.StillUnanswering(e.Ctx, e.Home, 3*time.Second); u != nil {
 			return one("daemon", Fail, u.Message(), u.Hint(config.Invocation(e.Home)))
 		}
 		path := localapi.DBPath(e.Home)
