@@ -644,3 +644,23 @@ func TestAStartingDaemonIsNotCalledUnanswering(t *testing.T) {
 		t.Fatalf("the first daemon up: %s", r)
 	}
 }
+
+// TestEmptyTopicSaysSo: topic tail --no-follow and topic history of a
+// topic with no posts printed nothing at all (exit 0), where every other
+// listing says it is empty.
+func TestEmptyTopicSaysSo(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.ok("topic", "create", "emptyt")
+	for _, args := range [][]string{{"topic", "tail", "emptyt", "--no-follow"}, {"topic", "history", "emptyt"}} {
+		if r := alice.ok(args...); strings.TrimSpace(r.stdout) != "no posts in #emptyt yet" {
+			t.Errorf("%q: %s", args, r)
+		}
+	}
+	var posts []any
+	alice.json(&posts, "topic", "history", "emptyt")
+	if len(posts) != 0 {
+		t.Errorf("--json: %v", posts)
+	}
+}

@@ -557,6 +557,13 @@ func topicHistory(c *cli.Context) error {
 		}
 	} else if err := (&linePrinter{e: e}).Lines(lines); err != nil {
 		return err
+	} else if len(lines) == 0 {
+		// Silence read as a failure (every other listing says so).
+		if before != "" {
+			e.out.Resultf("no posts in #%s before %s", name, before)
+		} else {
+			e.out.Resultf("no posts in #%s yet", name)
+		}
 	}
 	if page.WaitingForKey {
 		// Some of the page was readable; say why the rest is not (a
@@ -608,6 +615,9 @@ func topicTail(c *cli.Context) error {
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return cliError(keyMissing(e, tr, m, name, err))
+	}
+	if c.Bool("no-follow") && p.newest == "" && !e.out.JSONMode() {
+		e.out.Resultf("no posts in #%s yet", name)
 	}
 	return nil
 }
