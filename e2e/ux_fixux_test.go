@@ -437,6 +437,10 @@ func TestPeerListAlignsWideNamesAndBoundsGroups(t *testing.T) {
 	for i := range 32 {
 		wide.ok("status", "group", "join", fmt.Sprintf("group-%02d", i))
 	}
+	// The 33rd is over the broker's --max-groups: the way on is said.
+	if r := wide.run("status", "group", "join", "group-32"); r.code != 2 || !strings.Contains(r.stderr, "leave one first: claudemesh status group leave NAME") {
+		t.Errorf("a 33rd group: %s", r)
+	}
 	wide.startDaemon()
 	wide.waitDaemonOpen()
 	eventually(t, 20*time.Second, "日本語 online in 32 groups", func() bool {
@@ -608,6 +612,12 @@ func TestSmallTextsOfANewUsersTrial(t *testing.T) {
 	}
 	if r := alice.run("mesh", "leave", "test"); r.code != 4 || !strings.Contains(r.stderr, "claudemesh mesh transfer PEER --mesh test") {
 		t.Errorf("the only owner's mesh leave: %s", r)
+	}
+	for path, why := range map[string]string{"/nonexistent": "no such file", t.TempDir(): "it is a directory"} {
+		e := alice.fails(2, "invalid_argument", "skill", "publish", path)
+		if e.Error.Message != "cannot read "+path+": "+why && !strings.HasPrefix(e.Error.Message, "cannot read "+path+": "+why) {
+			t.Errorf("skill publish %s: %q", path, e.Error.Message)
+		}
 	}
 	e = alice.fails(2, "usage", "send", "bob", "hi", "--reply-to", strings.Repeat("a", 5000))
 	if len(e.Error.Message) > 120 || !strings.Contains(e.Error.Message, "(5000 characters)") {

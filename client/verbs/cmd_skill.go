@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -241,7 +243,23 @@ func skillPublishCommand() *cli.Command {
 				data, err = os.ReadFile(path)
 			}
 			if err != nil {
-				return cliui.Errorf(cliui.CodeInvalidArgument, "reading %s: %v", path, err)
+				// Go's *PathError repeats the path ("reading /x: open /x: no
+				// such file or directory"): the reason alone, in words.
+				why := err.Error()
+				switch {
+				case errors.Is(err, fs.ErrNotExist):
+					why = "no such file"
+				case errors.Is(err, fs.ErrPermission):
+					why = "permission denied"
+				case errors.Is(err, syscall.EISDIR):
+					why = "it is a directory; give the skill's Markdown file"
+				default:
+					var pe *fs.PathError
+					if errors.As(err, &pe) {
+						why = pe.Err.Error()
+					}
+				}
+				return cliui.Errorf(cliui.CodeInvalidArgument, "cannot read %s: %s", path, why)
 			}
 			// Said here, before any connection: a body over the broker's
 			// frame limit was cut by the broker with 1009 and reported

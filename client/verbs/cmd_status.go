@@ -1,6 +1,7 @@
 package verbs
 
 import (
+	"errors"
 	"strings"
 	"unicode/utf8"
 
@@ -99,7 +100,13 @@ func groupCommand(name string, alias bool) *cli.Command {
 					if err != nil {
 						return err
 					}
-					return profile(c, profileChange{Op: opGroupJoin, Value: g, Role: c.String("role")}, "joined @"+g)
+					err = profile(c, profileChange{Op: opGroupJoin, Value: g, Role: c.String("role")}, "joined @"+g)
+					var ce *cliui.Error
+					if errors.As(err, &ce) && ce.Hint == "" && strings.HasPrefix(ce.Message, "at most ") && strings.HasSuffix(ce.Message, " groups") {
+						// The broker's --max-groups: the way on is to leave one.
+						ce.Hint = "leave one first: claudemesh status group leave NAME (peer list shows your groups)"
+					}
+					return err
 				},
 			},
 			{
