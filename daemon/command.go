@@ -190,6 +190,15 @@ func upCommand() *cli.Command {
 			if anyLocalUser {
 				out.Warn(web.AnyLocalUserWarning, "")
 			}
+			// The page is up before the socket answers (Serve): a port
+			// another program holds is known now, and said now, not only
+			// by a later daemon status.
+			if cl, _, err := localapi.Probe(c.Context, home); err == nil {
+				var st localapi.Status
+				if _, err := cl.Do(c.Context, "GET", "/v1/status", nil, &st); err == nil && st.Web != nil && st.Web.State == "unavailable" {
+					out.Warn(fmt.Sprintf("the chat page is not served on %s: %s", st.Web.Addr, cliui.SanitizePeerText(st.Web.Error)), web.UnavailableHint(home))
+				}
+			}
 			return report(out, pid, false)
 		},
 	}

@@ -674,3 +674,32 @@ func TestEmptyTopicSaysSo(t *testing.T) {
 		t.Errorf("--json: %v", posts)
 	}
 }
+
+// TestDaemonUpSaysThePageIsNotServed: daemon up --web on a port another
+// program holds said "daemon started" and nothing else; only a later
+// daemon status or ui told that the chat page was not served.
+func TestDaemonUpSaysThePageIsNotServed(t *testing.T) {
+	t.Parallel()
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.useDaemon = true
+	r := alice.run("daemon", "up", "--web", held.Addr().String())
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	var up struct{ PID int }
+	t.Cleanup(func() {
+		if data, err := os.ReadFile(filepath.Join(alice.home, "daemon", "daemon.pid")); err == nil {
+			fmt.Sscan(string(data), &up.PID)
+			killAndWait(up.PID)
+		}
+	})
+	if !strings.Contains(r.stderr, "the chat page is not served on "+held.Addr().String()) || !strings.Contains(r.stdout, "daemon started") {
+		t.Errorf("daemon up: %s", r)
+	}
+}
