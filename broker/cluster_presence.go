@@ -477,8 +477,7 @@ func (cp *clusterPresence) apply(node, epoch, kind, meshID string, logSeq uint64
 	}
 	ms.mu.Unlock()
 	if replaced != nil {
-		replaced.sendError("", wire.ReasonReplaced, replacedText(host, ""))
-		replaced.closeWith(wire.CloseNormal, wire.ReasonReplaced)
+		replaced.closeExplained(wire.CloseNormal, wire.ReasonReplaced, wire.ReasonReplaced, replacedText(host, ""))
 	}
 }
 

@@ -453,6 +453,27 @@ func (c *conn) closeWith(code int, reason string) {
 	c.signal()
 }
 
+// closeExplained is closeWith after an error frame that says why (errCode,
+// text), queued in the same step and only if it fits in the send buffer:
+// an explanation must never turn the close into slow_consumer, after
+// which a client reconnects (a replaced daemon would take the connection
+// back, and the two would take it from each other in a loop).
+func (c *conn) closeExplained(code int, reason, errCode, text string) {
+	frame := wire.MustEncode(wire.Error{Type: wire.TypeError, Code: errCode, Message: text})
+	c.wmu.Lock()
+	if !c.closing {
+		if c.qbytes+len(frame) <= c.b.cfg.SendBuffer {
+			c.queue = append(c.queue, frame)
+			c.qbytes += len(frame)
+		}
+		c.closing, c.closeCode, c.closeReason = true, code, reason
+		c.closeDecided.Store(true)
+		c.endPause()
+	}
+	c.wmu.Unlock()
+	c.signal()
+}
+
 // waitClosed waits for the writer to finish (bounded).
 func (c *conn) waitClosed(d time.Duration) {
 	select {

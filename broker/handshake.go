@@ -393,8 +393,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 	c.enqueue(wire.MustEncode(ack))
 	ms.mu.Unlock()
 	if replaced != nil {
-		replaced.sendError("", wire.ReasonReplaced, replacedText(id.hostname, c.ip))
-		replaced.closeWith(wire.CloseNormal, wire.ReasonReplaced)
+		replaced.closeExplained(wire.CloseNormal, wire.ReasonReplaced, wire.ReasonReplaced, replacedText(id.hostname, c.ip))
 	}
 	switch {
 	case written != nil:
