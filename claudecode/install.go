@@ -735,6 +735,10 @@ type installJSON struct {
 	Steps  []step `json:"steps"`
 }
 
+// runUpAdvice is how the daemon starts where the service did not: daemon
+// up refuses a home that joined no mesh, and install runs before join.
+const runUpAdvice = "run claudemesh daemon up once a mesh is joined (or any verb after claudemesh join starts it)"
+
 // serviceStep runs `claudemesh daemon install-service|uninstall-service
 // --json` and says what really happened: a unit written but not started
 // (no systemd user session, say) is a warning, not "done".
@@ -755,7 +759,7 @@ func serviceStep(bin, home, verb string) step {
 	if jerr == nil && res.Error.Code == "service_not_started" {
 		// Written, but the service manager did not start it (exit 1):
 		// a warning of this step, not a skipped one.
-		st.Result, st.Warn = "not started: "+res.Error.Message+": run claudemesh daemon up", true
+		st.Result, st.Warn = "not started: "+res.Error.Message+": "+runUpAdvice, true
 		return st
 	}
 	if err != nil || jerr != nil {
@@ -775,7 +779,7 @@ func serviceStep(bin, home, verb string) step {
 	case res.Started:
 		st.Result = "installed and started"
 	default:
-		st.Result, st.Warn = "written, but not started ("+res.Reason+"): run claudemesh daemon up", true
+		st.Result, st.Warn = "written, but not started ("+res.Reason+"): "+runUpAdvice, true
 	}
 	return st
 }
