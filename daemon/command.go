@@ -475,25 +475,41 @@ func downCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			pid := 0
+			// Only a process proven to be this home's daemon is signalled
+			// (the socket's answer, or the holder of daemon.db's lock): a
+			// daemon.pid left by a daemon that was killed -9 or lost in a
+			// reboot names whatever program has that pid now.
+			pid, filePID := 0, 0
 			if _, v, err := localapi.Probe(c.Context, home); err == nil {
 				pid = v.PID
-			} else if data, err := os.ReadFile(localapi.PIDPath(home)); err == nil {
-				pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
-				if pid > 0 && syscall.Kill(pid, 0) != nil {
-					pid = 0
-				}
+			} else {
+				pid, filePID = localapi.DaemonPID(home)
 			}
 			if pid <= 0 {
+				if filePID > 0 && localapi.RemoveStalePIDFile(home, filePID) {
+					why := "no process has that pid now"
+					if syscall.Kill(filePID, 0) == nil {
+						why = "pid " + strconv.Itoa(filePID) + " is another program now, left alone"
+					}
+					return printResult(out, map[string]any{"ok": true, "wasRunning": false, "stalePid": filePID},
+						"daemon not running (removed a stale daemon.pid naming pid %d: %s)", filePID, why)
+				}
+				if u := localapi.FindUnanswering(home); u != nil {
+					return unansweringError(home, u)
+				}
 				return printResult(out, map[string]any{"ok": true, "wasRunning": false}, "daemon not running")
 			}
 			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 				return cliui.Errorf("daemon_stop", "signalling pid %d: %v", pid, err)
 			}
+			// A stopped daemon (SIGSTOP, Ctrl-Z) handles the TERM only
+			// once continued, as systemd's stop does.
+			syscall.Kill(pid, syscall.SIGCONT)
 			deadline := time.Now().Add(5 * time.Second)
 			for !stopped(home, pid) {
 				if time.Now().After(deadline) {
-					return cliui.Errorf("daemon_stop", "pid %d did not exit within 5s", pid)
+					return cliui.Errorf("daemon_stop", "the daemon (pid %d) did not exit within 5s of SIGTERM: it is hung (a stuck disk?)", pid).
+						WithHint(fmt.Sprintf("kill -9 %d, then %s daemon up (what it accepted is kept in daemon.db)", pid, config.Invocation(home)))
 				}
 				time.Sleep(20 * time.Millisecond)
 			}

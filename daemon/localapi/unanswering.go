@@ -7,8 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -19,7 +17,7 @@ import (
 // holds daemon.db's lock, so no other daemon can start for the home until
 // it stops.
 type Unanswering struct {
-	PID    int    // from daemon.pid; 0 when that file is gone too
+	PID    int    // DaemonPID; 0 when it cannot be told
 	Socket string // the path the CLI dials
 	// Missing: no file at Socket (else one is there that does not answer).
 	Missing bool
@@ -44,7 +42,7 @@ func (u *Unanswering) Hint(inv string) string {
 	if u.PID > 0 {
 		return "stop it and start a new one: " + inv + " daemon down && " + inv + " daemon up"
 	}
-	return "its pid file is gone too: find it with `fuser -v " + u.dbPath + "`, stop it (kill PID), then " + inv + " daemon up"
+	return "its pid cannot be told: find it with `fuser -v " + u.dbPath + "`, stop it (kill PID), then " + inv + " daemon up"
 }
 
 // FindUnanswering reports a daemon that holds home's daemon.db while no
@@ -70,11 +68,7 @@ func findHolder(home string) (u *Unanswering, starting bool) {
 	}
 	starting = fileLocked(filepath.Join(Dir(home), "start.lock"))
 	u = &Unanswering{Socket: SocketPath(home), dbPath: db}
-	if data, err := os.ReadFile(PIDPath(home)); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
-			u.PID = pid
-		}
-	}
+	u.PID, _ = DaemonPID(home)
 	if _, err := os.Lstat(u.Socket); errors.Is(err, fs.ErrNotExist) {
 		u.Missing = true
 	}

@@ -481,9 +481,9 @@ func (d *daemonRun) stop() {
 				pid = down.PID
 			}
 			if pid == 0 {
-				if data, rerr := os.ReadFile(localapi.PIDPath(d.home)); rerr == nil {
-					pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
-				}
+				// Only a process proven to be the home's daemon: a
+				// stale pid file names another program.
+				pid, _ = localapi.DaemonPID(d.home)
 			}
 			if pid > 0 && (err != nil || alive(pid, 2*time.Second)) {
 				d.warnf("daemon down did not stop pid %d (%v); killing it", pid, err)
