@@ -168,6 +168,10 @@ type Daemon struct {
 
 	sessMu   sync.Mutex
 	sessions map[string]*sessionRT // by token hash
+	// recMu orders the writes of session records (bSessions) with the
+	// decisions whether a session is still registered; never held by
+	// anyone waiting for sessMu's holders (sessions.go, recordProfile).
+	recMu sync.Mutex
 	// departing are the sessions that ended with rows still to send, by
 	// session key (departing.go); departWake wakes the reaper for them.
 	departing  map[string]*sessionRT

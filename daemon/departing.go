@@ -93,7 +93,7 @@ func (d *Daemon) depart(s *sessionRT) bool {
 	s.rec.Departing = true
 	rec := s.rec
 	s.mu.Unlock()
-	if err := d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bSessions), []byte(rec.TokenHash), &rec) }); err != nil {
+	if err := d.putSessionRecord(&rec); err != nil {
 		d.log.Error("session record", "session", rec.SessionID, "err", err)
 	}
 	d.log.Info("session ended with messages still to send; its connection stays until they are out",
@@ -224,7 +224,7 @@ func (d *Daemon) reviveDeparting(m *meshRT, rec sessionRecord) bool {
 	}
 	d.departing[rec.Pubkey] = s
 	d.sessMu.Unlock()
-	if err := d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bSessions), []byte(rec.TokenHash), &rec) }); err != nil {
+	if err := d.putSessionRecord(&rec); err != nil {
 		d.log.Error("session record", "session", rec.SessionID, "err", err)
 	}
 	s.start(m)

@@ -108,14 +108,29 @@ func (s *sessionRT) recordProfile(change func(r *sessionRecord)) {
 	rec.Groups = slices.Clone(rec.Groups)
 	s.mu.Unlock()
 	d := s.d
+	// recMu, not sessMu, is held across the write: a drain holds a read
+	// transaction while it looks up a session (sessMu), and a commit that
+	// grows the file waits for that read to end, so a write waited for
+	// under sessMu hung the whole daemon (a set_status beside sends).
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
 	d.sessMu.Lock()
-	defer d.sessMu.Unlock()
-	if d.sessions[rec.TokenHash] != s {
+	current := d.sessions[rec.TokenHash] == s
+	d.sessMu.Unlock()
+	if !current {
 		return
 	}
 	if err := d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bSessions), []byte(rec.TokenHash), &rec) }); err != nil {
 		d.log.Error("session record", "session", rec.SessionID, "err", err)
 	}
+}
+
+// putSessionRecord saves a session's record (under recMu: see
+// recordProfile).
+func (d *Daemon) putSessionRecord(rec *sessionRecord) error {
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
+	return d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bSessions), []byte(rec.TokenHash), rec) })
 }
 
 // replayProfile sends what session_hello cannot carry (status, summary,
@@ -566,7 +581,7 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 			d.deleteSessionRecord(o.rec.TokenHash)
 		}
 	}
-	if err := d.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bSessions), []byte(rec.TokenHash), &rec) }); err != nil {
+	if err := d.putSessionRecord(&rec); err != nil {
 		d.forgetSession(s)
 		return nil, internalError(err)
 	}
@@ -658,6 +673,8 @@ func (d *Daemon) forgetSession(s *sessionRT) {
 }
 
 func (d *Daemon) deleteSessionRecord(tokenHash string) {
+	d.recMu.Lock()
+	defer d.recMu.Unlock()
 	if err := d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bSessions).Delete([]byte(tokenHash)) }); err != nil {
 		d.log.Error("session record", "err", err)
 	}
