@@ -176,7 +176,10 @@ type Daemon struct {
 	// session key (departing.go); departWake wakes the reaper for them.
 	departing  map[string]*sessionRT
 	departWake chan struct{}
-	web        webState
+	// registering serializes the registrations of one session id
+	// (sessions.go, lockRegistration); under sessMu.
+	registering map[string]*regLock
+	web         webState
 }
 
 // Failpoints (CLAUDEMESH_FAILPOINT) let the crash tests kill the daemon at

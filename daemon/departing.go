@@ -84,7 +84,7 @@ func (d *Daemon) depart(s *sessionRT) bool {
 	d.departing[s.rec.Pubkey] = s
 	d.sessMu.Unlock()
 	if old != nil && old != s {
-		old.stop()
+		old.retire()
 		if old.rec.TokenHash != s.rec.TokenHash {
 			d.deleteSessionRecord(old.rec.TokenHash)
 		}
@@ -183,7 +183,7 @@ func (d *Daemon) endDeparted(s *sessionRT) {
 		delete(d.departing, s.rec.Pubkey)
 	}
 	d.sessMu.Unlock()
-	s.stop()
+	s.retire()
 	d.deleteSessionRecord(s.rec.TokenHash)
 	d.log.Info("ended session's messages are out; its connection closed", "session", s.rec.SessionID)
 }

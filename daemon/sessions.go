@@ -88,6 +88,11 @@ type sessionRT struct {
 
 	mu     sync.Mutex
 	latest *client.Conn
+	// retired: the session was replaced or deregistered for good; start
+	// brings up no connection for it any more (a connection nobody
+	// holds would be a ghost peer, online for everyone until the daemon
+	// stops).
+	retired bool
 }
 
 // profile returns a copy of the session's current profile fields.
@@ -313,6 +318,12 @@ func (d *Daemon) lastEventID() uint64 {
 // connection before every dial (client.PresenceOptions.BeforeDial), so
 // after an outage the sessions follow the mesh's backoff.
 func (s *sessionRT) start(m *meshRT) {
+	s.mu.Lock()
+	retired := s.retired
+	s.mu.Unlock()
+	if retired {
+		return
+	}
 	ctx, cancel := context.WithCancel(m.d.ctx)
 	host, _ := os.Hostname()
 	id := m.ident
@@ -369,7 +380,64 @@ func (s *sessionRT) start(m *meshRT) {
 	})
 	s.mu.Lock()
 	s.presence, s.cancel = p, cancel
+	retired = s.retired
 	s.mu.Unlock()
+	if retired { // retired while it started
+		p.Close()
+		cancel()
+	}
+}
+
+// retire stops the session for good: a start after this (a registration
+// that raced with its replacement, a config reload) brings up nothing.
+func (s *sessionRT) retire() {
+	s.mu.Lock()
+	s.retired = true
+	s.mu.Unlock()
+	s.stop()
+}
+
+// isRetired reports whether retire was called.
+func (s *sessionRT) isRetired() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.retired
+}
+
+// regLock serializes the registrations of one session id: n counts those
+// holding or waiting for it.
+type regLock struct {
+	mu sync.Mutex
+	n  int
+}
+
+// lockRegistration takes the lock of session id sessionID in mesh meshID
+// and returns its release. Two registrations of one session at once (an
+// MCP server's parallel first tool calls) each created a key and a
+// connection, and one replaced the other before it was started: ghost
+// presences nobody held.
+func (d *Daemon) lockRegistration(meshID, sessionID string) func() {
+	k := meshID + "/" + sessionID
+	d.sessMu.Lock()
+	if d.registering == nil {
+		d.registering = map[string]*regLock{}
+	}
+	l := d.registering[k]
+	if l == nil {
+		l = &regLock{}
+		d.registering[k] = l
+	}
+	l.n++
+	d.sessMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		d.sessMu.Lock()
+		if l.n--; l.n == 0 {
+			delete(d.registering, k)
+		}
+		d.sessMu.Unlock()
+	}
 }
 
 // endedByBroker says whether a presence state is the broker's end of the
@@ -543,6 +611,9 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 	if aerr != nil {
 		return nil, aerr
 	}
+	// One registration of a session id at a time: the key is created
+	// once, and each replaces a registration that has fully started.
+	defer d.lockRegistration(m.cfg.MeshID, req.SessionID)()
 	key, inboxFrom, err := loadOrCreateSessionKey(d.home, m.cfg.Slug, m.cfg.MeshID, req.SessionID, d.lastEventID)
 	if err != nil {
 		return nil, internalError(err)
@@ -576,7 +647,7 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 	d.sessions[rec.TokenHash] = s
 	d.sessMu.Unlock()
 	for _, o := range old {
-		o.stop()
+		o.retire()
 		if o.rec.TokenHash != rec.TokenHash {
 			d.deleteSessionRecord(o.rec.TokenHash)
 		}
@@ -586,6 +657,10 @@ func (d *Daemon) register(req localapi.SessionRegister) (*sessionRT, *apiError) 
 		return nil, internalError(err)
 	}
 	s.start(m)
+	if s.isRetired() {
+		// Deregistered (its process ended) or replaced while it started.
+		return nil, &apiError{status: 409, code: "session_gone", msg: "the session was deregistered or registered again while this registration ran"}
+	}
 	// Wait for the broker's verdict while it is reachable: a name or key
 	// it refuses is the registrant's error; an unreachable broker is not
 	// (the session connects when the broker is back).
@@ -657,7 +732,7 @@ func (d *Daemon) dropSession(s *sessionRT) {
 	if d.depart(s) {
 		return
 	}
-	s.stop()
+	s.retire()
 	d.deleteSessionRecord(s.rec.TokenHash)
 }
 
@@ -668,7 +743,7 @@ func (d *Daemon) forgetSession(s *sessionRT) {
 		delete(d.sessions, s.rec.TokenHash)
 	}
 	d.sessMu.Unlock()
-	s.stop()
+	s.retire()
 	d.deleteSessionRecord(s.rec.TokenHash)
 }
 

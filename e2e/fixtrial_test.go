@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"claudemesh/internal/lockedbuf"
 )
 
 // bystander is another program of the user's: a `sleep` whose pid a
@@ -121,4 +127,94 @@ func TestDaemonDownLeavesAStalePIDAlone(t *testing.T) {
 		t.Errorf("daemon down of a stopped daemon: %+v (daemon pid %d)", down, pid)
 	}
 	waitExit(t, pid)
+}
+
+// TestMCPParallelFirstToolCallsRegisterOnce: a client that issues its
+// first tool calls in parallel (as Claude Code may) made `claudemesh mcp
+// --tools` register its ambient session once per call, at once: ghost
+// sessions stayed online for everyone. The server now registers once.
+func TestMCPParallelFirstToolCallsRegisterOnce(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("alice's outbox: %s", alice.run("daemon", "outbox", "list"))
+			t.Logf("alice's status: %s", alice.run("daemon", "status"))
+			log, _ := os.ReadFile(filepath.Join(alice.home, "daemon", "daemon.log"))
+			t.Logf("alice's daemon.log:\n%s", log)
+		}
+	})
+	cmd := exec.Command(bin, "--home", alice.home, "mcp", "--tools")
+	cmd.Env = append(alice.env(), "CLAUDEMESH_NAME=alice-par")
+	stderr := &lockedbuf.Buffer{}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	// Everything at once, without waiting for an answer.
+	msgs := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n" +
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n"
+	const calls = 6
+	for i := range calls {
+		tool := `{"name":"set_status","arguments":{"status":"working"}}`
+		if i%2 == 0 {
+			tool = fmt.Sprintf(`{"name":"send_message","arguments":{"to":"bob","message":"par-%d"}}`, i)
+		}
+		msgs += fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":%s}`, 10+i, tool) + "\n"
+	}
+	if _, err := stdin.Write([]byte(msgs)); err != nil {
+		t.Fatal(err)
+	}
+	answered := map[string]bool{}
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	for len(answered) < calls+1 && sc.Scan() {
+		var a struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Result struct {
+				IsError bool `json:"isError"`
+			} `json:"result"`
+		}
+		if json.Unmarshal(sc.Bytes(), &a) != nil || a.Method != "" {
+			continue
+		}
+		if a.Result.IsError {
+			t.Errorf("tool call %s failed: %s", a.ID, sc.Text())
+		}
+		answered[string(a.ID)] = true
+	}
+	if len(answered) < calls+1 {
+		t.Fatalf("%d answers; stderr:\n%s", len(answered), stderr.String())
+	}
+	log, _ := os.ReadFile(filepath.Join(alice.home, "daemon", "daemon.log"))
+	if n := strings.Count(string(log), "session registered"); n != 1 {
+		t.Fatalf("the session was registered %d times:\n%s", n, log)
+	}
+	// bob reads on the direct path: each inbox shows what the broker
+	// held at that moment, so the three may come over several calls.
+	got := map[string]bool{}
+	eventually(t, 20*time.Second, "bob got the three messages", func() bool {
+		for _, r := range bob.inbox() {
+			if strings.HasPrefix(r.body(), "par-") {
+				got[r.body()] = true
+			}
+		}
+		return len(got) == 3
+	})
 }

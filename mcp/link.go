@@ -29,6 +29,12 @@ import (
 type daemonLink struct {
 	o Options
 
+	// ensuring is held (a one-slot semaphore, so a waiter can give up
+	// with its context) by the one tryEnsure that connects and registers:
+	// the event pump and parallel tool calls at start each found no
+	// session and registered it, several times at once.
+	ensuring chan struct{}
+
 	mu      sync.Mutex
 	api     *localapi.Client
 	session *localapi.Session
@@ -52,7 +58,9 @@ type daemonLink struct {
 // pasted into a fresh agent's context.
 const maxCatchUp = 20
 
-func newDaemonLink(o Options) *daemonLink { return &daemonLink{o: o, budget: newPushBudget()} }
+func newDaemonLink(o Options) *daemonLink {
+	return &daemonLink{o: o, budget: newPushBudget(), ensuring: make(chan struct{}, 1)}
+}
 
 // retryDelay is the pause between attempts to reach the daemon: short
 // first, at most five seconds, so a restarted daemon is found quickly.
@@ -100,10 +108,32 @@ func (l *daemonLink) ensure(ctx context.Context) (*localapi.Client, *localapi.Se
 }
 
 func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi.Session, error) {
+	if api, s := l.current(); api != nil {
+		return api, s, nil
+	}
+	select {
+	case l.ensuring <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	defer func() { <-l.ensuring }()
+	return l.connectLocked(ctx)
+}
+
+// current is the session's API client once connected (nil before).
+func (l *daemonLink) current() (*localapi.Client, *localapi.Session) {
 	l.mu.Lock()
-	api, s := l.api, l.session
-	l.mu.Unlock()
-	if api != nil && s != nil {
+	defer l.mu.Unlock()
+	if l.api == nil || l.session == nil {
+		return nil, nil
+	}
+	return l.api, l.session
+}
+
+// connectLocked is tryEnsure holding l.ensuring: another holder may have
+// connected meanwhile.
+func (l *daemonLink) connectLocked(ctx context.Context) (*localapi.Client, *localapi.Session, error) {
+	if api, s := l.current(); api != nil {
 		return api, s, nil
 	}
 	// A home that joined no mesh gets no daemon (daemon up refuses it):
@@ -151,7 +181,7 @@ func (l *daemonLink) tryEnsure(ctx context.Context) (*localapi.Client, *localapi
 		l.mu.Lock()
 		l.o.TokenFile = ""
 		l.mu.Unlock()
-		return l.tryEnsure(ctx)
+		return l.connectLocked(ctx)
 	default:
 		return nil, nil, err
 	}
