@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -203,6 +204,10 @@ const (
 	// daemon.db and listening on the socket: a start caught in the moment
 	// when it holds daemon.db and does not answer yet.
 	failServeSlow = "serve-slow"
+	// failServeHold ("serve-hold") waits, listening but not serving,
+	// while daemon/serve-hold exists: a daemon caught between opening
+	// daemon.db and answering on its socket.
+	failServeHold = "serve-hold"
 )
 
 // DBRefusal is the message of a daemon that will not start on its
@@ -368,6 +373,18 @@ func (d *Daemon) recoverOutbox() error {
 func (d *Daemon) Serve(ctx context.Context) error {
 	d.ctx, d.cancel = context.WithCancel(ctx)
 	defer d.cancel()
+	// Until its socket answers the daemon holds the start lock again
+	// (Open let it go once daemon.db was open): a verb that finds
+	// daemon.db locked and no answer takes a held start lock for a daemon
+	// starting, not for one that runs and does not answer
+	// (localapi.FindUnanswering), which `daemon up` right after a verb
+	// started the daemon was told.
+	serving := func() {}
+	if release, err := startLock(d.home, 0); err == nil {
+		var once sync.Once
+		serving = func() { once.Do(release) }
+		defer serving()
+	}
 	sock := localapi.SocketPath(d.home)
 	// The socket's directory is the user's own (created 0700, refused if
 	// anyone else owns it or may write to it), so nobody else can have
@@ -427,6 +444,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.startWeb()
 	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
+	if d.failpoint == failServeHold {
+		d.log.Info("failpoint: holding before serving")
+	}
+	for d.failpoint == failServeHold && d.ctx.Err() == nil {
+		if _, err := os.Stat(filepath.Join(localapi.Dir(d.home), "serve-hold")); err != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for i, l := range d.listeners {
 		tcp := i > 0
 		d.wg.Add(1)
@@ -454,6 +480,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}()
 	}
 	d.log.Info("daemon listening", "socket", sock, "pid", os.Getpid(), "version", buildinfo.Version)
+	serving()
 	<-d.ctx.Done()
 	return d.shutdown()
 }

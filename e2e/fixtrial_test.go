@@ -218,3 +218,41 @@ func TestMCPParallelFirstToolCallsRegisterOnce(t *testing.T) {
 		return len(got) == 3
 	})
 }
+
+// TestDaemonStartingIsNotUnanswering: between opening daemon.db and
+// answering on its socket (it attaches its meshes first) a daemon was
+// taken for one that runs and does not answer: `daemon up` right after a
+// verb or an MCP server had started the daemon failed with exit 5 "a
+// daemon (pid N) is running for this home, but it does not answer". The
+// daemon now holds the start lock until it serves, which the check takes
+// for a daemon starting.
+func TestDaemonStartingIsNotUnanswering(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.useDaemon = true
+	hold := filepath.Join(alice.home, "daemon", "serve-hold")
+	os.MkdirAll(filepath.Dir(hold), 0o700)
+	if err := os.WriteFile(hold, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--home", alice.home, "daemon", "up", "--foreground")
+	cmd.Env = append(alice.env(), "CLAUDEMESH_FAILPOINT=serve-hold")
+	stderr := &lockedbuf.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	eventually(t, 20*time.Second, "the daemon held before serving", func() bool {
+		return strings.Contains(stderr.String(), "holding before serving")
+	})
+	r := alice.run("daemon", "status", "--json")
+	if r.code != 0 || strings.Contains(r.stdout, "does not answer") {
+		t.Fatalf("a starting daemon is said not to answer: %s", r)
+	}
+	os.Remove(hold)
+	eventually(t, 20*time.Second, "the daemon answers", func() bool { return alice.daemonStatus().Running })
+	alice.ok("daemon", "down")
+	cmd.Wait()
+}
