@@ -582,6 +582,11 @@ func (d *Daemon) Reload() ([]string, error) {
 	for _, rt := range stop {
 		rt.stop()
 	}
+	ids := map[string]bool{}
+	for id := range want {
+		ids[id] = true
+	}
+	d.failLeftMeshes(ids)
 	defer func() {
 		for _, rt := range stop {
 			d.restartSessions(rt.cfg.MeshID)

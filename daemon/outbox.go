@@ -845,6 +845,17 @@ func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
 // aborts the old one, in one transaction. A row the broker had taken gets
 // a new id to be sent with (SendID).
 func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
+	// A row of a mesh this daemon no longer has would wait for ever.
+	var meshID, slug string
+	d.db.View(func(tx *bolt.Tx) error {
+		if r, err := getOutbox(tx, id); err == nil {
+			meshID, slug = r.MeshID, r.Mesh
+		}
+		return nil
+	})
+	if meshID != "" && d.meshByID(meshID) == nil {
+		return nil, &apiError{status: 403, code: localapi.CodeLeftMesh, msg: "you are not in " + slug + " any more: join it again, then requeue the row"}
+	}
 	var fresh *outboxRow
 	var aerr *apiError
 	err := d.db.Update(func(tx *bolt.Tx) error {

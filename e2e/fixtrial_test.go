@@ -256,3 +256,71 @@ func TestDaemonStartingIsNotUnanswering(t *testing.T) {
 	alice.ok("daemon", "down")
 	cmd.Wait()
 }
+
+// TestMeshLeaveWithUnsentMessages: `mesh leave` with messages still in
+// the outbox said "✔ left" and stranded them: accepted rows were never
+// sent and stayed "accepted" for ever. It now refuses (exit 6, saying how
+// many) unless --force, and then the daemon marks them failed
+// (left_mesh), which outbox list shows.
+func TestMeshLeaveWithUnsentMessages(t *testing.T) {
+	t.Parallel()
+	// One undelivered message per sender and recipient: the rest wait
+	// in bob's outbox (recipient_queue_full, retried).
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--max-pending-per-sender", "1")
+	us := setupMesh(t, b, "alice", "bob")
+	bob := us[1]
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	for i := 1; i <= 3; i++ {
+		bob.ok("send", "alice", fmt.Sprintf("LV-%d", i)) // alice is offline
+	}
+	type row struct {
+		Mesh, Status, Preview, Error, ErrorCode string
+	}
+	outbox := func() (rows []row) {
+		bob.json(&rows, "daemon", "outbox", "list")
+		return rows
+	}
+	eventually(t, 20*time.Second, "one queued at the broker, two waiting", func() bool {
+		n := map[string]int{}
+		for _, r := range outbox() {
+			n[r.Status]++
+		}
+		return n["queued"] == 1 && n["accepted"] == 2
+	})
+	e := bob.fails(6, "unsent_messages", "mesh", "leave", "test")
+	if !strings.Contains(e.Error.Message, "2 messages to test are not sent yet") {
+		t.Errorf("refusal: %q", e.Error.Message)
+	}
+	if r := bob.run("mesh", "leave", "test"); !strings.Contains(r.stderr, "--force") {
+		t.Errorf("no way forward: %s", r)
+	}
+	bob.ok("whoami") // still a member
+	r := bob.ok("mesh", "leave", "test", "--force")
+	for _, w := range []string{"2 messages to test never sent: marked failed (left_mesh)", "1 message you sent is still queued at the broker", "left"} {
+		if !strings.Contains(r.stdout+r.stderr, w) {
+			t.Errorf("leave --force does not say %q: %s", w, r)
+		}
+	}
+	eventually(t, 20*time.Second, "the unsent rows failed", func() bool {
+		failed := 0
+		for _, r := range outbox() {
+			if r.Status == "accepted" {
+				return false
+			}
+			if r.Status == "failed" && r.ErrorCode == "left_mesh" && strings.Contains(r.Error, "you left test") {
+				failed++
+			}
+		}
+		return failed == 2
+	})
+	// Requeued without joining again, a row would wait for ever.
+	var rows []struct{ ID, Status string }
+	bob.json(&rows, "daemon", "outbox", "list", "--status", "failed")
+	if len(rows) == 0 {
+		t.Fatal("no failed row")
+	}
+	if r := bob.run("daemon", "outbox", "requeue", rows[0].ID); r.code != 4 || !strings.Contains(r.stderr, "you are not in test any more") {
+		t.Errorf("requeue of a left mesh's row: %s", r)
+	}
+}

@@ -390,9 +390,16 @@ func meshLeaveCommand() *cli.Command {
 		Description: cliui.WithExamples(
 			"The broker removes the membership and drops what was queued for you; this machine then forgets the\n"+
 				"mesh and its key. The sole owner cannot leave. If the broker no longer knows you (removed, banned),\n"+
-				"the mesh is forgotten here all the same.",
+				"the mesh is forgotten here all the same. While the daemon still has messages to the mesh it has\n"+
+				"not sent yet (accepted), leave refuses (exit 6) and says how many; --force leaves anyway and they\n"+
+				"are marked failed (left_mesh). Messages the broker already holds (queued) are still delivered\n"+
+				"by it, but this machine no longer learns when.",
 			"claudemesh mesh leave acme",
+			"claudemesh mesh leave acme --force",
 		),
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "force", Usage: "leave even though messages to the mesh are not sent yet (they are marked failed)"},
+		},
 		Action: func(c *cli.Context) error {
 			e, err := verbEnv(c, 1, 1)
 			if err != nil {
@@ -406,6 +413,12 @@ func meshLeaveCommand() *cli.Command {
 			m, err := cfg.Choose(slug)
 			if err != nil {
 				return err
+			}
+			unsent, held := e.outboxOf(m.Slug)
+			if unsent > 0 && !c.Bool("force") {
+				cm := config.Invocation(e.home)
+				return cliui.Errorf("unsent_messages", "%s to %s %s not sent yet: leaving now would strand %s", plural(unsent, "message"), m.Slug, map[bool]string{true: "is", false: "are"}[unsent == 1], map[bool]string{true: "it", false: "them"}[unsent == 1]).
+					WithHint(fmt.Sprintf("wait until they are out (%s daemon outbox list --status accepted), or leave anyway: %s mesh leave %s --force (they are then marked failed)", cm, cm, m.Slug))
 			}
 			notice := ""
 			if err := leaveOnBroker(e, m); err != nil {
@@ -427,9 +440,49 @@ func meshLeaveCommand() *cli.Command {
 			if notice != "" && !e.out.JSONMode() {
 				e.out.Warn(notice, "")
 			}
+			if !e.out.JSONMode() {
+				if unsent > 0 {
+					e.out.Warn(fmt.Sprintf("%s to %s never sent: marked failed (left_mesh)", plural(unsent, "message"), m.Slug), "")
+				}
+				if held > 0 {
+					e.out.Warn(fmt.Sprintf("%s you sent %s still queued at the broker: it delivers them, but this machine no longer learns when", plural(held, "message"), map[bool]string{true: "is", false: "are"}[held == 1]), "")
+				}
+			}
 			return e.printOK("left %s (%s)", m.Name, m.Slug)
 		},
 	}
+}
+
+// outboxOf counts the running daemon's outbox rows of mesh slug that are
+// not sent yet (accepted) and those the broker holds for their
+// recipients (queued or sent, no receipt yet); 0, 0 when no daemon
+// answers (a daemon started later fails the unsent ones of a mesh that
+// is no longer joined).
+func (e *env) outboxOf(slug string) (unsent, held int) {
+	if e.g.NoDaemon {
+		return 0, 0
+	}
+	api, _, err := localapi.Probe(e.ctx(), e.home)
+	if err != nil {
+		return 0, 0
+	}
+	for _, st := range []string{localapi.StatusAccepted, localapi.StatusQueued, localapi.StatusSent} {
+		var rows []localapi.OutboxRow
+		if _, err := api.Do(e.ctx(), "GET", "/v1/outbox?limit=0&status="+st, nil, &rows); err != nil {
+			continue
+		}
+		for _, r := range rows {
+			if r.Mesh != slug {
+				continue
+			}
+			if st == localapi.StatusAccepted {
+				unsent++
+			} else {
+				held++
+			}
+		}
+	}
+	return unsent, held
 }
 
 func leaveOnBroker(e *env, m *config.Mesh) error {

@@ -36,6 +36,11 @@ const CodeDeliveryExpired = "delivery_expired"
 // kicked), or the daemon lost the session's registration.
 const CodeSessionEnded = "session_ended"
 
+// CodeLeftMesh is the errorCode of a row that was not sent yet when its
+// mesh was left (`mesh leave --force`, or the mesh removed from
+// config.json): nothing can send it any more.
+const CodeLeftMesh = "left_mesh"
+
 // Mesh connection states reported by health and status.
 const (
 	MeshConnecting   = "connecting"

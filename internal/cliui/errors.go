@@ -146,14 +146,14 @@ func ExitCode(code string) int {
 	case "forbidden", "unauthorized", "revoked", "banned", "kicked", "removed", "not_a_member",
 		"blocked_by_recipient", "issuer_not_admin", "bad_signature", "invite_expired",
 		"invite_revoked", "invite_exhausted", "broker_key_mismatch", CodeNotJoined,
-		CodeInsecurePermissions, "unknown_session":
+		CodeInsecurePermissions, "unknown_session", "left_mesh":
 		return ExitNotAllowed
 	case CodeUnreachable, "timeout", "connection_closed", "shutting_down":
 		// A broker (or daemon) that stopped answering is, for the user, one
 		// that cannot be reached.
 		return ExitUnreachable
 	case "ambiguous_target", "idempotency_key_reused", "slug_taken", "name_taken", "topic_exists",
-		"invite_exists", "already_running", "installed_for_another_home":
+		"invite_exists", "already_running", "installed_for_another_home", "unsent_messages":
 		return ExitConflict
 	case CodeWaitTimeout:
 		return ExitTimeout

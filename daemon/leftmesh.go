@@ -1,0 +1,58 @@
+package daemon
+
+import (
+	"bytes"
+
+	bolt "go.etcd.io/bbolt"
+
+	"claudemesh/daemon/localapi"
+)
+
+// failLeftMeshes fails the rows waiting to be sent (accepted: pending,
+// backing off) of every mesh that is not in config.json any more (want,
+// by mesh id): `mesh leave` forgot it, so nothing will ever send them
+// (the key is gone) and they must not stay "accepted" for ever. Rows the
+// drain is sending are left to it. It runs at every reload, so a mesh
+// left while the daemon was down is handled at its start.
+func (d *Daemon) failLeftMeshes(want map[string]bool) {
+	var seqs []uint64
+	d.db.View(func(tx *bolt.Tx) error {
+		for _, b := range []*bolt.Bucket{tx.Bucket(bOutboxPending), tx.Bucket(bOutboxRetry)} {
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil; {
+				i := bytes.IndexByte(k, 0)
+				if i < 0 {
+					k, _ = c.Next()
+					continue
+				}
+				mesh := string(k[:i])
+				if want[mesh] {
+					// Skip the mesh's entries: seek past its prefix.
+					k, _ = c.Seek(append([]byte(mesh), 1))
+					continue
+				}
+				seqs = append(seqs, seqOf(k))
+				k, _ = c.Next()
+			}
+		}
+		return nil
+	})
+	failed := map[uint64]bool{}
+	for _, seq := range seqs {
+		if d.isSending(seq) {
+			continue
+		}
+		d.updateRow(seq, func(cur *outboxRow) bool {
+			if cur.State != statePending || want[cur.MeshID] {
+				return false
+			}
+			cur.State, cur.ErrorCode = stateDead, localapi.CodeLeftMesh
+			cur.LastError = "you left " + cur.Mesh + " before it was sent; join again and requeue it (claudemesh daemon outbox requeue ID) to send it"
+			failed[seq] = true
+			return true
+		})
+	}
+	if len(failed) > 0 {
+		d.log.Info("failed the unsent rows of meshes no longer joined", "rows", len(failed))
+	}
+}
