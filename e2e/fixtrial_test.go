@@ -324,3 +324,28 @@ func TestMeshLeaveWithUnsentMessages(t *testing.T) {
 		t.Errorf("requeue of a left mesh's row: %s", r)
 	}
 }
+
+// TestInboxOfAHungDaemonSaysItsWait: with the daemon stopped (SIGSTOP, a
+// stuck disk) `inbox` waited 60 s — the listing's 30 s, then as long
+// again for the mesh check — and said "no answer in 30 s". It now ends
+// after the one wait it names.
+func TestInboxOfAHungDaemonSaysItsWait(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	pid := alice.startDaemon()
+	alice.waitDaemonOpen()
+	syscall.Kill(pid, syscall.SIGSTOP)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	start := time.Now()
+	r := alice.run("inbox")
+	took := time.Since(start)
+	syscall.Kill(pid, syscall.SIGCONT)
+	t.Logf("inbox took %s: %s", took.Round(time.Second), r)
+	if r.code != 5 || !strings.Contains(r.stderr, "no answer in 30 s") {
+		t.Fatalf("inbox of a hung daemon: %s", r)
+	}
+	if took > 45*time.Second {
+		t.Fatalf("inbox said it waited 30 s, and took %s", took.Round(time.Second))
+	}
+}

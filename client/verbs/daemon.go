@@ -562,6 +562,11 @@ func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxO
 			limit = opts.Limit - shown
 		}
 		rows, err := v.storedRows(ctx, m.Slug, opts.Unread, limit)
+		if errors.Is(err, localapi.ErrUnreachable) {
+			// The daemon itself does not answer: every further request
+			// (the next mesh, the mesh check) would wait as long again.
+			return err
+		}
 		if err != nil {
 			sink.MeshFailed(m.Slug, err)
 			failed[m.Slug] = true
