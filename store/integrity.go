@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"os"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -50,8 +51,11 @@ func checkFile(path string, init bool) error {
 // preflight reads bbolt's two meta pages itself and refuses a file
 // shorter than the newer valid one says (a truncated copy), before bbolt
 // maps it: bbolt would fault reading past the end, and a fault in the
-// middle of its Open leaks the file lock. A file whose meta pages do not
-// check out is left to bbolt, which reports it.
+// middle of its Open leaks the file lock. It also checks that the pages
+// that meta names as the root bucket and the freelist (when it is synced)
+// say they are those pages (their id; a branch or leaf, a freelist),
+// which a read-only open (CheckFile) would not read. A file whose meta
+// pages do not check out is left to bbolt, which reports it.
 func preflight(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -63,31 +67,60 @@ func preflight(path string) error {
 		return nil
 	}
 	const header = 16 // bbolt's page header: id, flags, count, overflow
-	meta := func(off int64) (pageSize, pgid, txid uint64, ok bool) {
+	type metaPage struct {
+		pageSize, root, freelist, pgid, txid uint64
+	}
+	le := binary.LittleEndian
+	meta := func(off int64) (metaPage, bool) {
 		var b [header + 64]byte
 		if _, err := f.ReadAt(b[:], off); err != nil {
-			return 0, 0, 0, false
+			return metaPage{}, false
 		}
 		m := b[header:]
-		le := binary.LittleEndian
 		h := fnv.New64a()
 		h.Write(m[:56])
 		if le.Uint32(m[0:]) != 0xED0CDAED || h.Sum64() != le.Uint64(m[56:]) {
-			return 0, 0, 0, false
+			return metaPage{}, false
 		}
-		return uint64(le.Uint32(m[8:])), le.Uint64(m[40:]), le.Uint64(m[48:]), true
+		return metaPage{pageSize: uint64(le.Uint32(m[8:])), root: le.Uint64(m[16:]), freelist: le.Uint64(m[32:]),
+			pgid: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}, true
 	}
-	ps0, pg0, tx0, ok0 := meta(0)
+	m0, ok0 := meta(0)
 	if !ok0 {
 		return nil
 	}
-	ps1, pg1, tx1, ok1 := meta(int64(ps0))
-	pageSize, pages := ps0, pg0
-	if ok1 && tx1 > tx0 {
-		pageSize, pages = ps1, pg1
+	use := m0
+	if m1, ok1 := meta(int64(m0.pageSize)); ok1 && m1.txid > m0.txid {
+		use = m1
 	}
-	if want := pageSize * pages; uint64(fi.Size()) < want {
+	if want := use.pageSize * use.pgid; uint64(fi.Size()) < want {
 		return fmt.Errorf("%w: the file is %d bytes but its header counts %d (truncated)", ErrCorrupt, fi.Size(), want)
+	}
+	// Page flags (bbolt's page.go).
+	const branch, leaf, freelist = 0x01, 0x02, 0x10
+	page := func(id uint64, what string, flags ...uint16) error {
+		if id < 2 || id >= use.pgid {
+			return fmt.Errorf("%w: its %s page %d is outside the file's %d pages", ErrCorrupt, what, id, use.pgid)
+		}
+		var b [header]byte
+		if _, err := f.ReadAt(b[:], int64(id*use.pageSize)); err != nil {
+			return fmt.Errorf("%w: reading its %s page %d: %v", ErrCorrupt, what, id, err)
+		}
+		if got := le.Uint64(b[0:]); got != id {
+			return fmt.Errorf("%w: its %s page %d is overwritten (it holds page %d's header)", ErrCorrupt, what, id, got)
+		}
+		if fl := le.Uint16(b[8:]); !slices.Contains(flags, fl) {
+			return fmt.Errorf("%w: its %s page %d is overwritten (flags %#x)", ErrCorrupt, what, id, fl)
+		}
+		return nil
+	}
+	if err := page(use.root, "root", branch, leaf); err != nil {
+		return err
+	}
+	if use.freelist != ^uint64(0) { // pgidNoFreelist: the freelist is not synced
+		if err := page(use.freelist, "freelist", freelist); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -147,5 +180,31 @@ func CheckFile(path string, init bool) error {
 		}
 		return nil
 	}
-	return db.Close()
+	defer db.Close()
+	// A writer's open reads every page of the tree (it rebuilds the
+	// freelist, which is not synced), and bbolt panics on a page that is
+	// not what its parent says; a read-only open reads none of them. So
+	// the tree is walked here as the writer's open would: a damaged page
+	// is found now, not in the daemon's log after it refused to start.
+	err = Guard(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { walkBucket(b); return nil })
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	return nil
+}
+
+// walkBucket reads every branch and leaf page of b and its sub-buckets.
+func walkBucket(b *bolt.Bucket) {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v == nil {
+			if sub := b.Bucket(k); sub != nil {
+				walkBucket(sub)
+			}
+		}
+	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -61,8 +62,43 @@ func TestOpenRefusesEmptyAndDamagedFiles(t *testing.T) {
 	}
 	os.WriteFile(mangled, data, 0o600)
 
-	for name, path := range map[string]string{"garbage": garbage, "truncated": truncated, "mangled": mangled} {
-		if err := CheckFile(path, false); name != "mangled" && !errors.Is(err, ErrCorrupt) {
+	// A new user's trial: random bytes over a page of the tree below the
+	// root (dd … seek=1 count=2 hit one). A read-only open (CheckFile)
+	// reads none of them, so the file passed the check; the daemon's
+	// writer open (which walks the tree to rebuild the freelist) refused
+	// it only at its start, in its log.
+	deep := dbPath(t)
+	s = openAt(t, deep, Options{})
+	createTestBucket(t, s)
+	mustUpdate(t, s, func(tx *bolt.Tx) error {
+		for i := range 2000 {
+			if err := tx.Bucket(testBucket).Put(fmt.Appendf(nil, "key-%05d", i), []byte(strings.Repeat("v", 100))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s.Close()
+	if err := CheckFile(deep, false); err != nil {
+		t.Fatalf("CheckFile of a sound file: %v", err)
+	}
+	// The test bucket's root page (a branch: 2000 keys do not fit a
+	// leaf), below the file's root bucket.
+	var root int
+	if db, err := bolt.Open(deep, 0o600, &bolt.Options{ReadOnly: true}); err == nil {
+		db.View(func(tx *bolt.Tx) error { root = int(tx.Bucket(testBucket).Root()); return nil })
+		db.Close()
+	}
+	if root < 2 {
+		t.Fatalf("test bucket root page %d", root)
+	}
+	data, _ = os.ReadFile(deep)
+	rand.Read(data[root*page : (root+1)*page])
+	data[root*page] ^= 0xff // not its own id, whatever rand gave
+	os.WriteFile(deep, data, 0o600)
+
+	for name, path := range map[string]string{"garbage": garbage, "truncated": truncated, "mangled": mangled, "deep": deep} {
+		if err := CheckFile(path, false); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("CheckFile(%s): %v", name, err)
 		}
 		if st, err := Open(path, Options{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
