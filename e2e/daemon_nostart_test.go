@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -25,11 +26,33 @@ func TestADaemonThatCannotStartIsSaid(t *testing.T) {
 	eventually(t, 20*time.Second, "the message in dave's daemon", func() bool { return len(dave.inbox()) == 1 })
 	dave.ok("daemon", "down")
 	db := filepath.Join(dave.home, "daemon", "daemon.db")
+	// A page of the tree overwritten (as `dd … conv=notrunc` over the
+	// file does): the header is sound, a read-only open reads no such
+	// page, and only the daemon's own open used to notice.
+	whole, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The page the newer meta page names as the root of the tree.
+	page := os.Getpagesize()
+	le := binary.LittleEndian
+	meta := whole[16:]
+	if other := whole[page+16:]; le.Uint64(other[48:]) > le.Uint64(meta[48:]) {
+		meta = other
+	}
+	root := int(le.Uint64(meta[16:]))
+	if root < 2 || (root+1)*page > len(whole) {
+		t.Fatalf("daemon.db's root page %d", root)
+	}
+	for i := root * page; i < (root+1)*page; i++ {
+		whole[i] = 0x5a
+	}
 	for _, c := range []struct {
 		name, content, says string
 	}{
 		{"damaged", strings.Repeat("\x5a\xa5 not a bbolt file ", 8), "damaged"},
 		{"empty", "", "empty"},
+		{"a damaged page", string(whole), "damaged"},
 	} {
 		if err := os.WriteFile(db, []byte(c.content), 0o600); err != nil {
 			t.Fatal(err)
