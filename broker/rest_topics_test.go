@@ -465,14 +465,7 @@ func TestTopicStreamEndsAtRevocationAndBan(t *testing.T) {
 	revoked := openStream(t, b, mine.Secret, "bots", "")
 	banned := openStream(t, b, bobs.Secret, "bots", "")
 	kept := openStream(t, b, poster.Secret, "bots", "")
-	post := func(text string) string {
-		t.Helper()
-		st, body := rest(t, b, "POST", "/v1/topics/bots/messages", poster.Secret, map[string]string{"text": text})
-		if st != 201 {
-			t.Fatalf("post %q: %d %v", text, st, body)
-		}
-		return body["messageId"].(string)
-	}
+	post := func(text string) string { return postPlaintext(t, b, poster.Secret, "bots", text) }
 	first := post("before")
 	for _, s := range []*sseStream{revoked, banned, kept} {
 		if ev := s.next(); ev.id != first {
@@ -524,14 +517,7 @@ func TestClusterTopicStreamEndsAtRevocation(t *testing.T) {
 		return resp.StatusCode == 200
 	})
 	s := openStream(t, bs[1], watcher.Secret, "bots", "")
-	post := func(text string) string {
-		t.Helper()
-		st, body := rest(t, bs[0], "POST", "/v1/topics/bots/messages", poster.Secret, map[string]string{"text": text})
-		if st != 201 {
-			t.Fatalf("post %q: %d %v", text, st, body)
-		}
-		return body["messageId"].(string)
-	}
+	post := func(text string) string { return postPlaintext(t, bs[0], poster.Secret, "bots", text) }
 	if first := post("before"); s.next().id != first {
 		t.Fatal("node 2's stream missed the post before the revocation")
 	}
@@ -601,14 +587,7 @@ func TestTopicStreamEndsWhenItsMemberLeavesTheTopic(t *testing.T) {
 	poster := apiKey(t, alice, "poster", []string{"read", "send"})
 	removed := openStream(t, b, bobs.Secret, "bots", "")
 	left := openStream(t, b, carols.Secret, "bots", "")
-	post := func(text string) string {
-		t.Helper()
-		st, body := rest(t, b, "POST", "/v1/topics/bots/messages", poster.Secret, map[string]string{"text": text})
-		if st != 201 {
-			t.Fatalf("post %q: %d %v", text, st, body)
-		}
-		return body["messageId"].(string)
-	}
+	post := func(text string) string { return postPlaintext(t, b, poster.Secret, "bots", text) }
 	first := post("before")
 	for _, s := range []*sseStream{removed, left} {
 		if ev := s.next(); ev.id != first {
@@ -632,4 +611,15 @@ func TestTopicStreamEndsWhenItsMemberLeavesTheTopic(t *testing.T) {
 			t.Fatalf("the %s stream stayed open", name)
 		}
 	}
+}
+
+// postPlaintext posts text to a plaintext topic with an API key that may
+// send, and returns the post's id.
+func postPlaintext(t *testing.T, b *Broker, secret, topic, text string) string {
+	t.Helper()
+	st, body := rest(t, b, "POST", "/v1/topics/"+topic+"/messages", secret, map[string]string{"text": text})
+	if st != 201 {
+		t.Fatalf("post %q to #%s: %d %v", text, topic, st, body)
+	}
+	return body["messageId"].(string)
 }
