@@ -100,6 +100,15 @@ func TestWebThreadsCacheFollowsTheInbox(t *testing.T) {
 			got[th.Thread] = th
 		}
 		want := threadsByFullScan(t, d, m)
+		// UpTo is the last event the counts include: an event published
+		// between the two reads (the daemon's own status events run on)
+		// moves the later read's UpTo without changing a count.
+		for k, th := range got {
+			if w, ok := want[k]; ok && th.UpTo <= w.UpTo {
+				th.UpTo = w.UpTo
+				got[k] = th
+			}
+		}
 		if !maps.Equal(got, want) {
 			t.Fatalf("%s: the cache says\n%+v\nfrom scratch\n%+v", when, got, want)
 		}
