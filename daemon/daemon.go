@@ -90,6 +90,10 @@ type Options struct {
 	// event said to (03-daemon: 30 s); TopicJitter bounds the random wait
 	// before acting on a topic event (200 ms).
 	TopicSweep, TopicJitter time.Duration
+	// topicScanPages bounds how many pages of a topic's history a
+	// catch-up from its start reads back to find its oldest post
+	// (defaultTopicScanPages; tests lower it).
+	topicScanPages int
 
 	// journalScrubAfter is the accept journal's ScrubAfter (tests keep
 	// released records on disk to replay them, as a kill -9 would).
@@ -267,6 +271,9 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	if opts.TopicSweep <= 0 {
 		opts.TopicSweep = 30 * time.Second
+	}
+	if opts.topicScanPages <= 0 {
+		opts.topicScanPages = defaultTopicScanPages
 	}
 	if opts.AuditInterval <= 0 {
 		opts.AuditInterval = 24 * time.Hour

@@ -274,9 +274,13 @@ func (t *topicsRT) catchUp(topicID string) {
 			// pages after it (below, once it is the cursor). Reading
 			// back from the newest kept only the newest 1,000 posts,
 			// and the cursor moved past the older ones.
-			oldest, err := oldestPost(ctx, c, topicID)
+			oldest, complete, err := oldestPost(ctx, c, topicID, t.m.d.opts.topicScanPages)
 			if err != nil {
 				return
+			}
+			if !complete {
+				t.m.d.log.Warn("topic catch-up: the history is longer than the catch-up reads back; older posts stay readable with topic history",
+					"mesh", t.m.cfg.Slug, "topic", topicID, "posts", t.m.d.opts.topicScanPages*wire.MaxTopicHistory)
 			}
 			if oldest != nil {
 				posts, more = []*wire.Push{oldest}, true
@@ -323,17 +327,25 @@ func (t *topicsRT) catchUp(topicID string) {
 	}
 }
 
+// defaultTopicScanPages is how far back a catch-up from a topic's start
+// reads to find its oldest post: 100 pages of 50, 5,000 posts, about ten
+// seconds of round trips over a slow link, well inside the catch-up's
+// minute.
+const defaultTopicScanPages = 100
+
 // oldestPost is the oldest post of a topic's history (nil for none),
 // found by reading the history back from its newest page by page: a page
 // "after" a post needs that post, and a catch-up from the topic's start
-// has none.
-func oldestPost(ctx context.Context, c *client.Conn, topicID string) (*wire.Push, error) {
-	var oldest *wire.Push
+// has none. It reads at most maxPages pages: for a longer history it
+// returns the oldest of those, complete false. Unbounded, a history longer
+// than a minute of round trips was never caught up, and every sweep and
+// reconnect read it all again (a review).
+func oldestPost(ctx context.Context, c *client.Conn, topicID string, maxPages int) (oldest *wire.Push, complete bool, err error) {
 	before := ""
-	for {
+	for range maxPages {
 		page, err := c.TopicHistory(ctx, topicID, client.HistoryPage{Before: before})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for _, m := range page.Messages {
 			if m.Push != nil {
@@ -341,10 +353,11 @@ func oldestPost(ctx context.Context, c *client.Conn, topicID string) (*wire.Push
 			}
 		}
 		if !page.More || oldest == nil || oldest.MessageID == before {
-			return oldest, nil
+			return oldest, true, nil
 		}
 		before = oldest.MessageID
 	}
+	return oldest, false, nil
 }
 
 // caughtUp ends a topic's behind state when no post was left out since
