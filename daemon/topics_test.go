@@ -377,26 +377,8 @@ func TestTopicCatchUpAfterItsCursorWasPurged(t *testing.T) {
 // moved its cursor past the older ones, which never reached the inbox. It
 // now pages forward from the oldest post still there.
 func TestTopicCatchUpFromTheStartReadsEveryPost(t *testing.T) {
-	e := newEnv(t)
-	alice, bob := e.openPair(t)
+	e, alice, bob, _ := topicJoinedThenAway(t)
 	ctx := context.Background()
-	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "bob's key", func() bool { return !bob.messages(t, "ops").WaitingForKey })
-	// Bob's cursor: the topic's start (it had no post when he joined).
-	m := bob.d.meshBySlug("team")
-	info, _ := m.topics.topic("ops")
-	waitFor(t, 10*time.Second, "bob's cursor of #ops in daemon.db", func() bool {
-		var cursors map[string]string
-		bob.d.db.View(func(tx *bolt.Tx) error { return getJSON(tx.Bucket(bCache), cursorKey(m.cfg.MeshID), &cursors) })
-		cur, known := cursors[info.ID]
-		return known && cur == ""
-	})
-	bob.stop()
 	const posts = 1010 // more than the 20 pages of 50 the catch-up read back
 	for i := range posts {
 		alice.post(t, "ops", fmt.Sprintf("post %d", i))
@@ -432,6 +414,39 @@ func TestTopicCatchUpFromTheStartReadsEveryPost(t *testing.T) {
 // read it all again. With a 2-page bound and 250 posts it stores the
 // newest 100, from post 150 on, and is done.
 func TestTopicCatchUpFromTheStartIsBounded(t *testing.T) {
+	e, alice, bob, info := topicJoinedThenAway(t)
+	ctx := context.Background()
+	const posts = 250
+	for i := range posts {
+		alice.post(t, "ops", fmt.Sprintf("post %d", i))
+	}
+	waitFor(t, 60*time.Second, "alice's posts sent", func() bool {
+		var st localapi.Status
+		alice.api.Do(ctx, "GET", "/v1/status", nil, &st)
+		return st.Outbox != nil && st.Outbox.Pending+st.Outbox.Inflight == 0
+	})
+	bob = e.daemonWith("bob", Options{topicScanPages: 2})
+	bob.waitOpen(t)
+	var oldest, all []localapi.InboxRow
+	waitFor(t, 60*time.Second, "the newest 100 posts in bob's inbox, from post 150", func() bool {
+		bob.api.Do(ctx, "GET", "/v1/inbox?oldest=1&limit=1", nil, &oldest)
+		bob.api.Do(ctx, "GET", "/v1/inbox?limit=2000", nil, &all)
+		return len(oldest) == 1 && oldest[0].Body == "post 150" && len(all) == 100
+	})
+	m := bob.d.meshBySlug("team")
+	waitFor(t, 30*time.Second, "the catch-up to be done", func() bool {
+		m.topics.mu.Lock()
+		defer m.topics.mu.Unlock()
+		_, behind := m.topics.behind[info.ID]
+		return !behind
+	})
+}
+
+// topicJoinedThenAway: alice creates #ops, bob joins it and holds its key,
+// his cursor of it is the topic's start (it had no post), and his daemon
+// stops: the set-up of a catch-up from a topic's start.
+func topicJoinedThenAway(t *testing.T) (*env, *runningDaemon, *runningDaemon, wire.TopicInfo) {
+	t.Helper()
 	e := newEnv(t)
 	alice, bob := e.openPair(t)
 	ctx := context.Background()
@@ -451,28 +466,5 @@ func TestTopicCatchUpFromTheStartIsBounded(t *testing.T) {
 		return known && cur == ""
 	})
 	bob.stop()
-	const posts = 250
-	for i := range posts {
-		alice.post(t, "ops", fmt.Sprintf("post %d", i))
-	}
-	waitFor(t, 60*time.Second, "alice's posts sent", func() bool {
-		var st localapi.Status
-		alice.api.Do(ctx, "GET", "/v1/status", nil, &st)
-		return st.Outbox != nil && st.Outbox.Pending+st.Outbox.Inflight == 0
-	})
-	bob = e.daemonWith("bob", Options{topicScanPages: 2})
-	bob.waitOpen(t)
-	var oldest, all []localapi.InboxRow
-	waitFor(t, 60*time.Second, "the newest 100 posts in bob's inbox, from post 150", func() bool {
-		bob.api.Do(ctx, "GET", "/v1/inbox?oldest=1&limit=1", nil, &oldest)
-		bob.api.Do(ctx, "GET", "/v1/inbox?limit=2000", nil, &all)
-		return len(oldest) == 1 && oldest[0].Body == "post 150" && len(all) == 100
-	})
-	m = bob.d.meshBySlug("team")
-	waitFor(t, 30*time.Second, "the catch-up to be done", func() bool {
-		m.topics.mu.Lock()
-		defer m.topics.mu.Unlock()
-		_, behind := m.topics.behind[info.ID]
-		return !behind
-	})
+	return e, alice, bob, info
 }
