@@ -1,3 +1,4 @@
+// Modified for claudemesh: formatted with gofmt, nothing else (see third_party/README.md).
 // Copyright 2025 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -16,8 +17,8 @@
 package server
 
 import (
-	"os"
 	"golang.org/x/sys/unix"
+	"os"
 )
 
 func diskAvailable(storeDir string) int64 {
@@ -35,4 +36,3 @@ func diskAvailable(storeDir string) int64 {
 	}
 	return ba
 }
-
