@@ -250,13 +250,7 @@ func TestTopicPostSealedAgainAfterARotation(t *testing.T) {
 	e := newEnv(t)
 	alice, bob := e.openPair(t)
 	ctx := context.Background()
-	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "bob's key of #ops", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+	opsShared(t, alice, bob)
 
 	e.b.Close()
 	waitFor(t, 5*time.Second, "bob sees the broker gone", func() bool { return bob.d.meshBySlug("team").conn() == nil })
@@ -343,14 +337,7 @@ func TestTopicCatchUpAfterItsCursorWasPurged(t *testing.T) {
 	const keep = 8 * time.Second // long enough for bob's restart and catch-up under load
 	e := newEnvWith(t, func(c *broker.Config) { c.TopicRetention = keep })
 	alice, bob := e.openPair(t)
-	ctx := context.Background()
-	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "bob's key", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+	opsShared(t, alice, bob)
 	alice.post(t, "ops", "seen live")
 	waitFor(t, 10*time.Second, "the live post in bob's inbox (his cursor)", func() bool {
 		rows := bob.inbox(t)
@@ -449,14 +436,7 @@ func topicJoinedThenAway(t *testing.T) (*env, *runningDaemon, *runningDaemon, wi
 	t.Helper()
 	e := newEnv(t)
 	alice, bob := e.openPair(t)
-	ctx := context.Background()
-	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "bob's key", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+	opsShared(t, alice, bob)
 	m := bob.d.meshBySlug("team")
 	info, _ := m.topics.topic("ops")
 	waitFor(t, 10*time.Second, "bob's cursor of #ops in daemon.db", func() bool {
@@ -467,4 +447,17 @@ func topicJoinedThenAway(t *testing.T) (*env, *runningDaemon, *runningDaemon, wi
 	})
 	bob.stop()
 	return e, alice, bob, info
+}
+
+// opsShared: alice creates #ops and bob joins it and holds its key.
+func opsShared(t *testing.T, alice, bob *runningDaemon) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob's key", func() bool { return !bob.messages(t, "ops").WaitingForKey })
 }
