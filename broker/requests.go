@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/oklog/ulid/v2"
+
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/store"
 	"claudemesh/wire"
@@ -198,7 +200,7 @@ func (c *conn) handleMessageStatus(data []byte, env wire.Envelope) {
 	ms := c.ms
 	var msg *store.Message
 	var dl []store.RecipientDelivery
-	err := c.b.store.View(func(tx *store.Tx) error {
+	read := func(tx *store.Tx) error {
 		var err error
 		if q.MessageID != "" {
 			msg, err = store.GetMessage(tx, ms.id, q.MessageID)
@@ -218,8 +220,27 @@ func (c *conn) handleMessageStatus(data []byte, env wire.Envelope) {
 		}
 		dl, err = store.Deliveries(tx, ms.id, msg.ID)
 		return err
-	})
+	}
+	err := c.b.store.View(read)
+	if errors.Is(err, store.ErrNotFound) && c.b.engine != nil {
+		// A node behind the cluster's log may not have applied a
+		// message another node acked a moment ago: not_found must be
+		// final (a daemon fails its row as lost on it), so it is said
+		// only once this node has the log up to its end.
+		if !c.b.catchUpLog(time.Now()) {
+			c.enqueue(wire.MustEncode(wire.Error{Type: wire.TypeError, ReqID: q.ReqID, Code: wire.CodeUnavailable,
+				Message: "this node could not catch up with the cluster's log to look for the message; ask again later", RetryAfterMs: unavailableRetryMs}))
+			return
+		}
+		err = c.b.store.View(read)
+	}
 	if errors.Is(err, store.ErrNotFound) {
+		if q.MessageID != "" && c.b.mayBePurged(q.MessageID) {
+			// Purged (sweep): every recipient had it or its delivery
+			// expired, but which is no longer known.
+			c.sendError(q.ReqID, wire.CodeExpired, "no record of that message any more: the broker keeps a message's record for its queue time plus a day")
+			return
+		}
 		c.sendError(q.ReqID, wire.CodeNotFound, "no message with that id was sent by you")
 		return
 	}
@@ -234,6 +255,17 @@ func (c *conn) handleMessageStatus(data []byte, env wire.Envelope) {
 	}
 	ms.mu.Unlock()
 	c.reply(out)
+}
+
+// mayBePurged reports whether a message with this id (a ULID, stamped
+// when the broker took it) is older than the records sweep keeps: its
+// absence then says nothing about whether the broker ever had it.
+func (b *Broker) mayBePurged(messageID string) bool {
+	id, err := ulid.ParseStrict(messageID)
+	if err != nil {
+		return false
+	}
+	return time.UnixMilli(int64(id.Time())).Before(time.Now().Add(-b.cfg.QueueTTL - 24*time.Hour))
 }
 
 // nameOf is the display name of a member or known session key.

@@ -548,6 +548,10 @@ func (d *Daemon) handleMessageStatus(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	switch {
+	case row != nil && row.State == stateDead && (row.ErrorCode == localapi.CodeLostByBroker || row.ErrorCode == localapi.CodeRecordPurged):
+		what, hint := unknownWhy(row, row.ErrorCode, d.opts.Home)
+		writeError(w, &apiError{status: 410, code: row.ErrorCode, msg: what, hint: hint})
+		return
 	case row != nil && row.BrokerMessageID != "":
 		messageID, slug = row.BrokerMessageID, row.Mesh
 	case row != nil:
@@ -558,9 +562,38 @@ func (d *Daemon) handleMessageStatus(w http.ResponseWriter, r *http.Request) {
 	default:
 		cmid = id
 	}
-	d.brokerCall(w, r, slug, func(ctx context.Context, c *client.Conn) (any, error) {
-		return c.MessageStatus(ctx, messageID, cmid)
-	})
+	if row == nil || !unsettled(row.State) {
+		d.brokerCall(w, r, slug, func(ctx context.Context, c *client.Conn) (any, error) {
+			return c.MessageStatus(ctx, messageID, cmid)
+		})
+		return
+	}
+	// The broker acked this row: if it has no record of it now, say
+	// that, not "you sent no message" (the status check fails the row
+	// once it is sure: expiry.go).
+	m, aerr := d.chooseMesh(slug)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	c, aerr := m.openConn()
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	st, err := c.MessageStatus(ctx, messageID, "")
+	code := map[string]string{wire.CodeNotFound: localapi.CodeLostByBroker, wire.CodeExpired: localapi.CodeRecordPurged}[client.CodeOf(err)]
+	switch {
+	case code != "":
+		what, hint := unknownWhy(row, code, d.opts.Home)
+		writeError(w, &apiError{status: 410, code: code, msg: what, hint: hint})
+	case err != nil:
+		writeError(w, clientError(err))
+	default:
+		writeJSON(w, 200, st)
+	}
 }
 
 // brokerCall answers a request that is one exchange with the broker of the

@@ -2,10 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"claudemesh/client"
+	"claudemesh/client/config"
+	"claudemesh/daemon/localapi"
 	"claudemesh/wire"
 )
 
@@ -29,11 +33,20 @@ const (
 	maxStatusGap = time.Hour // the longest wait between two looks at a row
 )
 
-// statusCheck is when to look at a row next, and the wait after that.
+// statusCheck is when to look at a row next, and the wait after that;
+// notFound counts the broker's not_found answers in a row.
 type statusCheck struct {
-	at  time.Time
-	gap time.Duration
+	at       time.Time
+	gap      time.Duration
+	notFound int
 }
+
+// lostAfter is how many not_found answers in a row, StatusCheckEvery
+// apart, fail a row as lost_by_broker. The broker answers not_found only
+// once its node has the cluster's log up to its end, so one is final;
+// the second guards against a broker (or a node of an older version)
+// that answers before it has caught up.
+const lostAfter = 2
 
 func (d *Daemon) statusLoop() {
 	t := time.NewTicker(d.opts.StatusCheckEvery)
@@ -120,6 +133,23 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 		st, err := conn.MessageStatus(ctx, c.msgID, "")
 		cancel()
+		switch client.CodeOf(err) {
+		case wire.CodeNotFound:
+			if n.notFound++; n.notFound < lostAfter {
+				n.at, n.gap = now.Add(d.opts.StatusCheckEvery), d.opts.StatusCheckEvery
+				next[c.seq] = n
+				continue
+			}
+			d.failUnknown(c.seq, localapi.CodeLostByBroker)
+			continue
+		case wire.CodeExpired:
+			d.failUnknown(c.seq, localapi.CodeRecordPurged)
+			continue
+		}
+		if n.notFound > 0 {
+			n.notFound = 0
+			next[c.seq] = n
+		}
 		if err != nil || !(anyExpired(st) || allDelivered(st)) {
 			continue
 		}
@@ -162,4 +192,44 @@ func anyExpired(st *wire.MessageStatus) bool {
 		}
 	}
 	return false
+}
+
+// failUnknown fails a queued or sent row whose message the broker has no
+// record of: lost (its store was restored from an older backup:
+// CodeLostByBroker) or purged before this daemon learned how it ended
+// (CodeRecordPurged). A lost row is never sent again on its own: a
+// recipient may have had it before the restore, so the user decides.
+func (d *Daemon) failUnknown(seq uint64, code string) {
+	d.updateRow(seq, func(cur *outboxRow) bool {
+		if !unsettled(cur.State) {
+			return false
+		}
+		cur.State, cur.ErrorCode, cur.LastError = stateDead, code, unknownText(cur, code, d.opts.Home)
+		return true
+	})
+	if code == localapi.CodeLostByBroker {
+		d.log.Warn("the broker has no record of a message it had taken (was it restored from a backup?): the row is failed, lost_by_broker", "row", seq)
+	}
+}
+
+// unknownText is a lost or purged row's error, with the way out.
+func unknownText(r *outboxRow, code, home string) string {
+	what, hint := unknownWhy(r, code, home)
+	if hint != "" {
+		what += "; " + hint
+	}
+	return code + ": " + what
+}
+
+// unknownWhy says what became of a lost or purged row, and what to do.
+func unknownWhy(r *outboxRow, code, home string) (what, hint string) {
+	if code == localapi.CodeRecordPurged {
+		return "the broker no longer keeps a record of it (it keeps one for its queue time plus a day) and this daemon did not learn in time whether it was delivered: each recipient had it, or its delivery expired", ""
+	}
+	had := ""
+	if r.Receipts > 0 {
+		had = fmt.Sprintf(" (%d of %d recipients had it before)", min(r.Receipts, r.Pending), r.Pending)
+	}
+	return "the broker took it, but now has no record of it (was it restored from a backup?), so it will not deliver it" + had,
+		fmt.Sprintf("resend it with %s daemon outbox requeue %d", config.Invocation(home), r.Seq)
 }

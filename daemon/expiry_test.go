@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -239,4 +242,85 @@ func TestUnsettledIndexMigration(t *testing.T) {
 		t.Fatalf("indexed %v, want the queued and sent rows [2 3 6]", got)
 	}
 	checkUnsettledIndex(t, s)
+}
+
+// TestBrokerRestoreFailsTheLostRow: a new user's trial restored the
+// broker from a backup taken before a message it had queued: the row
+// stayed queued for good (the status check ignored not_found) and
+// message status said "you sent no message" of the id send printed. The
+// row ends failed, lost_by_broker, with the requeue command; it is not
+// sent again on its own, and the requeue delivers it.
+func TestBrokerRestoreFailsTheLostRow(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob") // offline until after the restore
+	e.b.Close()
+	backup := t.TempDir()
+	copyFiles(t, e.bCfg.DataDir, backup)
+	e.b = startBroker(t, &e.bCfg)
+	alice := e.daemonWith("alice", Options{StatusCheckEvery: 100 * time.Millisecond})
+	alice.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "before the restore", ClientMessageID: "lost-1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the row was queued", func() bool {
+		r := rowWith(alice.outbox(t), "before the restore")
+		return r != nil && r.Status == localapi.StatusQueued
+	})
+	e.b.Close()
+	copyFiles(t, backup, e.bCfg.DataDir)
+	e.b = startBroker(t, &e.bCfg)
+	var r *localapi.OutboxRow
+	waitFor(t, 20*time.Second, "the lost row ends failed", func() bool {
+		r = rowWith(alice.outbox(t), "before the restore")
+		return r != nil && r.Status == localapi.StatusFailed
+	})
+	want := "daemon outbox requeue " + r.ID
+	if r.ErrorCode != localapi.CodeLostByBroker || !strings.Contains(r.Error, "no record of it") || !strings.Contains(r.Error, want) {
+		t.Fatalf("the lost row: %+v", r)
+	}
+	_, err := alice.api.Do(ctx, "GET", "/v1/messages/lost-1?mesh=team", nil, nil)
+	var ae *localapi.APIError
+	if !errors.As(err, &ae) || ae.Body.Code != localapi.CodeLostByBroker || !strings.Contains(ae.Body.Message, "restored from a backup") || !strings.Contains(ae.Body.Hint, want) {
+		t.Fatalf("message status of the lost row: %v", err)
+	}
+	// Not resent on its own: bob gets the next message, not that one.
+	bob := e.daemon("bob")
+	bob.waitOpen(t)
+	if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "after the restore"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "bob has the later message", func() bool { return hasBody(bob.inbox(t), "after the restore") })
+	if hasBody(bob.inbox(t), "before the restore") {
+		t.Fatal("the lost row was sent again without a requeue")
+	}
+	if _, err := alice.api.Do(ctx, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: r.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "bob has the requeued message", func() bool { return hasBody(bob.inbox(t), "before the restore") })
+}
+
+// copyFiles copies the regular files of directory from into to (made if
+// need be), mode 0600, as an operator's backup and restore would.
+func copyFiles(t *testing.T, from, to string) {
+	t.Helper()
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, ent := range ents {
+		if !ent.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, ent.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, ent.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

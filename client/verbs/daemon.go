@@ -806,8 +806,8 @@ func (v *viaDaemon) MessageStatus(ctx context.Context, m *config.Mesh, id string
 	var st wire.MessageStatus
 	if _, err := v.api.Do(ctx, "GET", "/v1/messages/"+url.PathEscape(id)+"?mesh="+url.QueryEscape(m.Slug), nil, &st); err != nil {
 		var ae *localapi.APIError
-		if errors.As(err, &ae) && ae.Body.Code == wire.CodeNotFound {
-			return nil, messageNotFound(id, m.Slug)
+		if errors.As(err, &ae) && (ae.Body.Code == wire.CodeNotFound || ae.Body.Code == wire.CodeExpired) {
+			return nil, messageNotFound(id, m.Slug, ae.Body.Code == wire.CodeExpired)
 		}
 		return nil, daemonError(err)
 	}

@@ -549,14 +549,18 @@ func (d *direct) MessageStatus(ctx context.Context, m *config.Mesh, id string) (
 			st, err = c.MessageStatus(ctx, id, "")
 			// A clientMessageId may be a ULID too (send mints one when --id
 			// is not given), so a ULID that is no messageId is tried as one.
-			if client.CodeOf(err) == wire.CodeNotFound {
+			if code := client.CodeOf(err); code == wire.CodeNotFound || code == wire.CodeExpired {
+				purged := code == wire.CodeExpired
 				st, err = c.MessageStatus(ctx, "", id)
+				if client.CodeOf(err) == wire.CodeNotFound && purged {
+					return messageNotFound(id, m.Slug, true)
+				}
 			}
 		} else {
 			st, err = c.MessageStatus(ctx, "", id)
 		}
-		if client.CodeOf(err) == wire.CodeNotFound {
-			return messageNotFound(id, m.Slug)
+		if code := client.CodeOf(err); code == wire.CodeNotFound || code == wire.CodeExpired {
+			return messageNotFound(id, m.Slug, code == wire.CodeExpired)
 		}
 		return err
 	})

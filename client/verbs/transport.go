@@ -266,8 +266,16 @@ func messageStatusOf(st *wire.MessageStatus) *messageStatusJSON {
 }
 
 // messageNotFound is `message status` for an id this member never sent in
-// the mesh (exit 4), whichever transport asked.
-func messageNotFound(id, slug string) error {
+// the mesh (exit 3), whichever transport asked; purged: the broker said
+// the id is older than the records it keeps (expired), so it may have
+// been sent and its record purged.
+func messageNotFound(id, slug string, purged bool) error {
+	if purged {
+		e := cliui.Errorf(wire.CodeNotFound, "the broker has no message with id %s from you in %s: you sent none, or it is older than the records the broker keeps (its queue time plus a day)", id, slug).
+			WithHint("give the messageId or the clientMessageId that send printed")
+		e.Exit = cliui.ExitNotFound
+		return e
+	}
 	e := cliui.Errorf(wire.CodeNotFound, "you sent no message with id %s in %s", id, slug).
 		WithHint("give the messageId or the clientMessageId that send printed")
 	e.Exit = cliui.ExitNotFound

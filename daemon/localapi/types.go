@@ -41,6 +41,20 @@ const CodeSessionEnded = "session_ended"
 // config.json): nothing can send it any more.
 const CodeLeftMesh = "left_mesh"
 
+// CodeLostByBroker is the errorCode of a row the broker had acked
+// (queued or sent) and later said it has no record of, after looking at
+// the end of its cluster's log: its store was restored from a backup
+// taken before the message came. Nothing will deliver it, nor send a
+// receipt; the daemon does not send it again on its own (a recipient may
+// have had it before the restore), `daemon outbox requeue` does.
+const CodeLostByBroker = "lost_by_broker"
+
+// CodeRecordPurged is the errorCode of a row whose broker record was
+// purged (a message is kept for the queue time plus a day) before this
+// daemon learned how it ended: each recipient had it or its delivery
+// expired, and which is not known any more.
+const CodeRecordPurged = "record_purged"
+
 // Mesh connection states reported by health and status.
 const (
 	MeshConnecting   = "connecting"

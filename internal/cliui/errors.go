@@ -141,7 +141,8 @@ func ExitCode(code string) int {
 		return ExitOK
 	case CodeUsage, CodeMeshRequired, "malformed", CodeInvalidArgument, "payload_too_large":
 		return ExitUsage
-	case "unknown_target", "unknown_recipient", CodeMeshNotFound, "invite_not_found", "topic_not_found", "not_found":
+	case "unknown_target", "unknown_recipient", CodeMeshNotFound, "invite_not_found", "topic_not_found", "not_found",
+		"lost_by_broker", "record_purged":
 		return ExitNotFound
 	case "forbidden", "unauthorized", "revoked", "banned", "kicked", "removed", "not_a_member",
 		"blocked_by_recipient", "issuer_not_admin", "bad_signature", "invite_expired",
