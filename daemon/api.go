@@ -198,7 +198,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 		n[statePending] -= sending
 		n[stateInflight] += sending
 		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],
-			Sent: n[stateSent], Delivered: n[stateDelivered], Dead: n[stateDead], Aborted: n[stateAborted]}
+			Sent: n[stateSent], Delivered: n[stateDelivered], Dead: n[stateDead], Aborted: n[stateAborted], Untracked: n[stateUntracked]}
 		return tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
 			if !bytesContains(v, `"seenAt"`) {
 				st.InboxUnread++

@@ -577,8 +577,12 @@ func statusCommand() *cli.Command {
 			}
 			// The public statuses of outbox list (03-daemon "Outbox").
 			o := st.Outbox
-			out.Linef("outbox: %d accepted (%d of them being sent), %d queued, %d sent, %d delivered, %d failed",
-				o.Pending+o.Inflight, o.Inflight, o.Queued, o.Sent, o.Delivered, o.Dead+o.Aborted)
+			untracked := ""
+			if o.Untracked > 0 {
+				untracked = fmt.Sprintf(", %d untracked (held by the broker when their mesh was left)", o.Untracked)
+			}
+			out.Linef("outbox: %d accepted (%d of them being sent), %d queued, %d sent, %d delivered, %d failed%s",
+				o.Pending+o.Inflight, o.Inflight, o.Queued, o.Sent, o.Delivered, o.Dead+o.Aborted, untracked)
 			if u := st.Inbox; u != nil {
 				rows := "rows"
 				if u.Rows == 1 {
@@ -618,8 +622,8 @@ func outboxCommand() *cli.Command {
 			cliui.ReadOnly(&cli.Command{
 				Name:  "list",
 				Usage: "list outbox rows, newest first",
-				Description: cliui.WithExamples("STATUS is accepted, queued, sent, delivered or failed, or an internal state: pending, inflight, dead\n"+
-					"or aborted. Any other STATUS is a usage error (exit 2).", "claudemesh daemon outbox list", "claudemesh daemon outbox list --status failed --json"),
+				Description: cliui.WithExamples("STATUS is accepted, queued, sent, delivered, failed or untracked (the broker had it when its mesh was\n"+
+					"left), or an internal state: pending, inflight, dead or aborted. Any other STATUS is a usage error (exit 2).", "claudemesh daemon outbox list", "claudemesh daemon outbox list --status failed --json"),
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "status", Usage: "only rows with this `STATUS`"},
 					&cli.IntFlag{Name: "limit", Value: 100, Usage: "at most `N` rows (0 = all)"},

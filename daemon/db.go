@@ -155,6 +155,10 @@ var daemonMigrations = []store.Migration{
 	// bump makes a daemon of schema 9, which cannot read it, refuse the
 	// file.
 	func(tx *bolt.Tx) error { return nil },
+	// 10 → 11: an outbox row may be in the state untracked (outboxStates
+	// code 7); the bump makes a daemon of schema 10, which cannot read
+	// it, refuse the file.
+	func(tx *bolt.Tx) error { return nil },
 }
 
 // unsettled reports whether a row in this state waits for its receipts.
@@ -175,6 +179,10 @@ const (
 	stateDelivered = "delivered"
 	stateDead      = "dead"
 	stateAborted   = "aborted"
+	// stateUntracked: the broker had taken the row (queued or sent) when
+	// its mesh was left; the broker still delivers it, but no receipt or
+	// status reaches this machine any more (failLeftMeshes).
+	stateUntracked = "untracked"
 )
 
 // outboxStatuses are the values `outbox list --status` (GET
@@ -182,7 +190,7 @@ const (
 // states.
 var outboxStatuses = []string{
 	localapi.StatusAccepted, localapi.StatusQueued, localapi.StatusSent, localapi.StatusDelivered, localapi.StatusFailed,
-	statePending, stateInflight, stateDead, stateAborted,
+	statePending, stateInflight, stateDead, stateAborted, localapi.StatusUntracked,
 }
 
 // checkOutboxStatus refuses a --status no row can have (a typo listed an
@@ -205,6 +213,8 @@ func publicStatus(state string) string {
 		return localapi.StatusSent
 	case stateDelivered:
 		return localapi.StatusDelivered
+	case stateUntracked:
+		return localapi.StatusUntracked
 	default:
 		return localapi.StatusFailed
 	}

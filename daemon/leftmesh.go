@@ -55,4 +55,38 @@ func (d *Daemon) failLeftMeshes(want map[string]bool) {
 	if len(failed) > 0 {
 		d.log.Info("failed the unsent rows of meshes no longer joined", "rows", len(failed))
 	}
+	d.untrackLeftMeshes(want)
+}
+
+// untrackLeftMeshes ends the rows the broker had taken (queued, sent) of
+// every mesh that is not in config.json any more: the broker still
+// delivers them, but with the membership gone no receipt or status
+// reaches this machine, and they stayed "queued" in the outbox and in
+// daemon status for ever. They become untracked, which says so.
+func (d *Daemon) untrackLeftMeshes(want map[string]bool) {
+	var seqs []uint64
+	d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bOutboxUnsettled).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if r, err := getOutbox(tx, seqOf(k)); err == nil && !want[r.MeshID] {
+				seqs = append(seqs, r.Seq)
+			}
+		}
+		return nil
+	})
+	n := 0
+	for _, seq := range seqs {
+		d.updateRow(seq, func(cur *outboxRow) bool {
+			if !unsettled(cur.State) || want[cur.MeshID] {
+				return false
+			}
+			cur.State, cur.ErrorCode = stateUntracked, localapi.CodeLeftMesh
+			cur.LastError = "you left " + cur.Mesh + " after the broker took it: the broker still delivers it, but this machine no longer learns whether it was delivered"
+			n++
+			return true
+		})
+	}
+	if n > 0 {
+		d.log.Info("rows the broker holds for meshes no longer joined are untracked", "rows", n)
+	}
 }

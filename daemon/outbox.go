@@ -959,7 +959,7 @@ func (d *Daemon) pruneOutbox() {
 				if r.EnqueuedAt >= cutoff {
 					break // rows are in enqueue order
 				}
-				if r.State == stateDelivered || r.State == stateDead || r.State == stateAborted {
+				if r.State == stateDelivered || r.State == stateDead || r.State == stateAborted || r.State == stateUntracked {
 					dead = append(dead, &r)
 				}
 			}

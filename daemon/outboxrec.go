@@ -31,7 +31,7 @@ import (
 // decoding.
 
 // outboxStates are the states' one-byte codes; the index is the code.
-var outboxStates = [...]string{statePending, stateInflight, stateQueued, stateSent, stateDelivered, stateDead, stateAborted}
+var outboxStates = [...]string{statePending, stateInflight, stateQueued, stateSent, stateDelivered, stateDead, stateAborted, stateUntracked}
 
 func outboxStateCode(state string) (byte, error) {
 	for i, s := range outboxStates {

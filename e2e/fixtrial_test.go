@@ -349,3 +349,66 @@ func TestInboxOfAHungDaemonSaysItsWait(t *testing.T) {
 		t.Fatalf("inbox said it waited 30 s, and took %s", took.Round(time.Second))
 	}
 }
+
+// TestMeshLeaveAccounting: messages the broker held (queued) when their
+// mesh was left stayed counted "queued" by daemon status for good, and
+// mesh leave checked the outbox only when a daemon answered: with the
+// daemon stopped it said "✔ left" over messages it had not sent. A
+// stopped daemon is now started to answer, and the held rows become
+// untracked, which daemon status and outbox list say.
+func TestMeshLeaveAccounting(t *testing.T) {
+	t.Parallel()
+	// One undelivered message per sender and recipient: the second
+	// waits in bob's outbox (recipient_queue_full, retried).
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--max-pending-per-sender", "1")
+	us := setupMesh(t, b, "alice", "bob")
+	bob := us[1]
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	bob.ok("send", "alice", "LA-1") // alice is offline
+	bob.ok("send", "alice", "LA-2")
+	type row struct {
+		Mesh, Status, Preview, Error, ErrorCode string
+	}
+	statusOf := func() map[string]row {
+		var rows []row
+		bob.json(&rows, "daemon", "outbox", "list")
+		out := map[string]row{}
+		for _, r := range rows {
+			out[r.Preview] = r
+		}
+		return out
+	}
+	eventually(t, 20*time.Second, "one queued at the broker, one waiting", func() bool {
+		n := statusOf()
+		return n["LA-1"].Status == "queued" && n["LA-2"].Status == "accepted"
+	})
+	bob.ok("daemon", "down")
+	e := bob.fails(6, "unsent_messages", "mesh", "leave", "test")
+	if !strings.Contains(e.Error.Message, "1 message to test is not sent yet") {
+		t.Errorf("refusal without a running daemon: %q", e.Error.Message)
+	}
+	st := bob.daemonStatus()
+	t.Cleanup(func() { killAndWait(st.PID) })
+	r := bob.ok("mesh", "leave", "test", "--force")
+	if !strings.Contains(r.stderr, "1 message you sent is still queued at the broker") {
+		t.Errorf("leave --force: %s", r)
+	}
+	eventually(t, 20*time.Second, "the held row untracked, the unsent one failed", func() bool {
+		n := statusOf()
+		return n["LA-1"].Status == "untracked" && n["LA-2"].Status == "failed"
+	})
+	if r := statusOf()["LA-1"]; r.ErrorCode != "left_mesh" || !strings.Contains(r.Error, "no longer learns whether it was delivered") {
+		t.Errorf("the held row: %+v", r)
+	}
+	var js struct {
+		Outbox struct{ Queued, Sent, Untracked int } `json:"outbox"`
+	}
+	bob.json(&js, "daemon", "status")
+	if js.Outbox.Queued != 0 || js.Outbox.Sent != 0 || js.Outbox.Untracked != 1 {
+		t.Errorf("daemon status counts %+v", js.Outbox)
+	}
+	if out := bob.ok("daemon", "status").stdout; !strings.Contains(out, "1 untracked (held by the broker when their mesh was left)") {
+		t.Errorf("daemon status: %s", out)
+	}
+}

@@ -2,7 +2,9 @@ package verbs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"strings"
@@ -391,9 +393,10 @@ func meshLeaveCommand() *cli.Command {
 			"The broker removes the membership and drops what was queued for you; this machine then forgets the\n"+
 				"mesh and its key. The sole owner cannot leave. If the broker no longer knows you (removed, banned),\n"+
 				"the mesh is forgotten here all the same. While the daemon still has messages to the mesh it has\n"+
-				"not sent yet (accepted), leave refuses (exit 6) and says how many; --force leaves anyway and they\n"+
-				"are marked failed (left_mesh). Messages the broker already holds (queued) are still delivered\n"+
-				"by it, but this machine no longer learns when.",
+				"not sent yet (accepted), leave refuses (exit 6) and says how many (a stopped daemon is started to\n"+
+				"answer); --force leaves anyway and they are marked failed (left_mesh). Messages the broker already\n"+
+				"holds (queued) are still delivered by it, but this machine no longer learns when: the outbox\n"+
+				"shows them untracked.",
 			"claudemesh mesh leave acme",
 			"claudemesh mesh leave acme --force",
 		),
@@ -414,7 +417,12 @@ func meshLeaveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			unsent, held := e.outboxOf(m.Slug)
+			unsent, held, cerr := e.outboxOf(m.Slug)
+			if cerr != nil && !c.Bool("force") {
+				cm := config.Invocation(e.home)
+				return cliui.Errorf("unsent_messages", "could not ask the daemon whether messages to %s are still unsent: %s", m.Slug, startFailure(cerr)).
+					WithHint(fmt.Sprintf("%s daemon up says what is wrong; or leave anyway: %s mesh leave %s --force (unsent ones are then marked failed when the daemon next starts)", cm, cm, m.Slug))
+			}
 			if unsent > 0 && !c.Bool("force") {
 				cm := config.Invocation(e.home)
 				return cliui.Errorf("unsent_messages", "%s to %s %s not sent yet: leaving now would strand %s", plural(unsent, "message"), m.Slug, map[bool]string{true: "is", false: "are"}[unsent == 1], map[bool]string{true: "it", false: "them"}[unsent == 1]).
@@ -441,6 +449,9 @@ func meshLeaveCommand() *cli.Command {
 				e.out.Warn(notice, "")
 			}
 			if !e.out.JSONMode() {
+				if e.g.NoDaemon && fileExists(localapi.DBPath(e.home)) {
+					e.out.Warn(fmt.Sprintf("the daemon's outbox was not checked (--no-daemon): when it next starts, messages to %s it has not sent are marked failed (left_mesh)", m.Slug), "")
+				}
 				if unsent > 0 {
 					e.out.Warn(fmt.Sprintf("%s to %s never sent: marked failed (left_mesh)", plural(unsent, "message"), m.Slug), "")
 				}
@@ -453,23 +464,30 @@ func meshLeaveCommand() *cli.Command {
 	}
 }
 
-// outboxOf counts the running daemon's outbox rows of mesh slug that are
-// not sent yet (accepted) and those the broker holds for their
-// recipients (queued or sent, no receipt yet); 0, 0 when no daemon
-// answers (a daemon started later fails the unsent ones of a mesh that
-// is no longer joined).
-func (e *env) outboxOf(slug string) (unsent, held int) {
+// outboxOf counts the daemon's outbox rows of mesh slug that are not
+// sent yet (accepted) and those the broker holds for their recipients
+// (queued or sent, no receipt yet). A daemon that is not running is
+// started to answer, as for any verb, when this home has a daemon.db (a
+// home that never ran one has no outbox); an error says it could not be
+// asked. 0, 0 with --no-daemon (a daemon started later fails the unsent
+// rows of a mesh that is no longer joined).
+func (e *env) outboxOf(slug string) (unsent, held int, err error) {
 	if e.g.NoDaemon {
-		return 0, 0
+		return 0, 0, nil
 	}
-	api, _, err := localapi.Probe(e.ctx(), e.home)
-	if err != nil {
-		return 0, 0
+	api, _, perr := localapi.Probe(e.ctx(), e.home)
+	if perr != nil {
+		if !fileExists(localapi.DBPath(e.home)) {
+			return 0, 0, nil
+		}
+		if api, err = localapi.Connect(e.ctx(), e.home, true); err != nil {
+			return 0, 0, err
+		}
 	}
 	for _, st := range []string{localapi.StatusAccepted, localapi.StatusQueued, localapi.StatusSent} {
 		var rows []localapi.OutboxRow
 		if _, err := api.Do(e.ctx(), "GET", "/v1/outbox?limit=0&status="+st, nil, &rows); err != nil {
-			continue
+			return 0, 0, err
 		}
 		for _, r := range rows {
 			if r.Mesh != slug {
@@ -482,7 +500,14 @@ func (e *env) outboxOf(slug string) (unsent, held int) {
 			}
 		}
 	}
-	return unsent, held
+	return unsent, held, nil
+}
+
+// fileExists reports whether path names something (a stat that fails for
+// another reason than its absence counts as there).
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 func leaveOnBroker(e *env, m *config.Mesh) error {

@@ -18,6 +18,10 @@ const (
 	StatusSent      = "sent"      // broker acked and pushed to a recipient connection
 	StatusDelivered = "delivered" // receipt(s) received
 	StatusFailed    = "failed"    // dead or aborted, with error
+	// StatusUntracked: the broker had taken it when its mesh was left;
+	// the broker still delivers it, but this machine no longer learns
+	// whether it was.
+	StatusUntracked = "untracked"
 )
 
 // CodeDeliveryExpired is the errorCode of a failed row the broker had
@@ -183,6 +187,7 @@ type OutboxCounts struct {
 	Delivered int `json:"delivered"`
 	Dead      int `json:"dead"`
 	Aborted   int `json:"aborted"`
+	Untracked int `json:"untracked,omitzero"`
 }
 
 // SendRequest is POST /v1/send. The Idempotency-Key header is an
