@@ -452,8 +452,10 @@ func (m *meshRT) mentionsUs(keys []string) bool {
 	if slices.Contains(keys, m.key.PublicHex()) {
 		return true
 	}
-	m.d.mu.Lock()
-	defer m.d.mu.Unlock()
+	// d.sessions is sessMu's (not d.mu's): a range over it while a
+	// session registers or ends is a fatal error of the runtime.
+	m.d.sessMu.Lock()
+	defer m.d.sessMu.Unlock()
 	for _, s := range m.d.sessions {
 		if s.rec.MeshID == m.cfg.MeshID && slices.Contains(keys, s.rec.Pubkey) {
 			return true
