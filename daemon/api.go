@@ -188,6 +188,18 @@ func (d *Daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
 		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList()), Audit: d.audit.snapshot(), Web: d.webStatus()}
+	// An open mesh whose broker refuses writes (writes.go): said by
+	// status and doctor, not by health (a read's listing is not about it).
+	for _, m := range d.meshList() {
+		if _, said := st.MeshErrors[m.cfg.Slug]; !said && st.Meshes[m.cfg.Slug] == localapi.MeshOpen {
+			if p := m.writesProblem(); p != nil {
+				if st.MeshErrors == nil {
+					st.MeshErrors = map[string]localapi.Error{}
+				}
+				st.MeshErrors[m.cfg.Slug] = *p
+			}
+		}
+	}
 	var size int64
 	var rows int
 	d.outboxSettled(r)

@@ -750,6 +750,11 @@ type meshRT struct {
 	refusals      int
 	refusedSince  time.Time // the first refusal of the run
 	settleRemoved bool
+	// writesRefused is when the broker began refusing this mesh's sends
+	// `unavailable` (a cluster without quorum; zero: it accepts them),
+	// and writesRefusedWhy its words (writes.go).
+	writesRefused    time.Time
+	writesRefusedWhy string
 	// latest is the newest connection, set at hello_ack — before the mesh
 	// reports open — because the broker starts pushing queued messages
 	// right after hello_ack and they must be acked on that connection.

@@ -732,6 +732,12 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st
 		}
 		return true
 	})
+	switch {
+	case err == nil:
+		m.writesAccepted()
+	case client.CodeOf(err) == wire.CodeUnavailable:
+		m.writesRefusedBy(err)
+	}
 	if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.d.isDeparting(r.SenderPubkey) {
 		m.d.wakeDeparted() // perhaps its last row: its connection can close
 	}

@@ -125,14 +125,17 @@ type Health struct {
 
 // Status is `daemon status --json` (04-cli): row counts by internal state.
 type Status struct {
-	Running     bool              `json:"running"`
-	PID         int               `json:"pid,omitzero"`
-	UptimeSec   int64             `json:"uptimeSec"`
-	Meshes      map[string]string `json:"meshes,omitempty"`
-	MeshErrors  map[string]Error  `json:"meshErrors,omitempty"` // as in Health
-	Outbox      *OutboxCounts     `json:"outbox,omitempty"`
-	InboxUnread int               `json:"inboxUnread"`
-	Sessions    int               `json:"sessions"`
+	Running   bool              `json:"running"`
+	PID       int               `json:"pid,omitzero"`
+	UptimeSec int64             `json:"uptimeSec"`
+	Meshes    map[string]string `json:"meshes,omitempty"`
+	// MeshErrors is as in Health, and also names an open mesh whose
+	// broker refuses the daemon's messages (code unavailable: a cluster
+	// without quorum).
+	MeshErrors  map[string]Error `json:"meshErrors,omitempty"`
+	Outbox      *OutboxCounts    `json:"outbox,omitempty"`
+	InboxUnread int              `json:"inboxUnread"`
+	Sessions    int              `json:"sessions"`
 	// Audit is the last background check of each mesh's audit chain.
 	Audit map[string]AuditStatus `json:"audit,omitempty"`
 	// Inbox is the inbox's size against its cap (daemon up

@@ -1,0 +1,62 @@
+package daemon
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"claudemesh/client"
+	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
+)
+
+// A broker cluster without a quorum of its nodes keeps its connections
+// open but refuses every write `unavailable`; the daemon retries the rows
+// as for an outage, silently, so daemon status said "open" with rows
+// "being sent" for minutes and the log said nothing. The mesh now
+// remembers the refusal: daemon status shows it (meshErrors, on an open
+// mesh) and the log says when it began and when it cleared.
+
+// writesRefusedBy records a send refused `unavailable`; the first of a run
+// is logged.
+func (m *meshRT) writesRefusedBy(err error) {
+	why := client.MessageOf(err, "the broker could not make the message durable")
+	m.mu.Lock()
+	first := m.writesRefused.IsZero()
+	if first {
+		m.writesRefused = time.Now()
+	}
+	m.writesRefusedWhy = why
+	m.mu.Unlock()
+	if first {
+		m.d.log.Warn("the broker is up but refuses writes (unavailable: its cluster has no quorum, or this node is catching up); accepted messages wait and are sent when it accepts writes again",
+			"mesh", m.cfg.Slug, "broker", why)
+	}
+}
+
+// writesAccepted records a send the broker acked: a run of refusals ends,
+// which is logged with its length.
+func (m *meshRT) writesAccepted() {
+	m.mu.Lock()
+	since := m.writesRefused
+	m.writesRefused, m.writesRefusedWhy = time.Time{}, ""
+	m.mu.Unlock()
+	if !since.IsZero() {
+		m.d.log.Info("the broker accepts writes again", "mesh", m.cfg.Slug, "refusedFor", time.Since(since).Round(time.Second).String())
+	}
+}
+
+// writesProblem is daemon status's word on an open mesh whose broker
+// refuses writes (nil when it accepts them).
+func (m *meshRT) writesProblem() *localapi.Error {
+	m.mu.Lock()
+	since := m.writesRefused
+	m.mu.Unlock()
+	if since.IsZero() {
+		return nil
+	}
+	return &localapi.Error{Code: wire.CodeUnavailable,
+		Message: fmt.Sprintf("mesh %s: the broker at %s is up but has refused every message since %s (unavailable): a cluster without a quorum of its nodes, or a node catching up; accepted messages wait and go out by themselves once it accepts them (the daemon log says when)",
+			m.cfg.Slug, strings.Join(m.cfg.URLs(), " or "), since.Format("15:04:05")),
+		Hint: "nothing accepted is lost; the broker's operator brings the cluster's nodes back (its /health/ready says no quorum meanwhile)"}
+}

@@ -1,0 +1,71 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	cmcrypto "claudemesh/crypto"
+)
+
+// TestClusterWithoutQuorumIsSaid: a new user's trial stopped two nodes of
+// three: the daemon on the third said its mesh was "open" with rows
+// "being sent" for minutes, and logged nothing, while the broker refused
+// every send `unavailable`. daemon status (and doctor) now say the broker
+// refuses writes, the log says when it began and when it cleared, and
+// the message is delivered once the nodes are back.
+func TestClusterWithoutQuorumIsSaid(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three broker processes")
+	}
+	t.Parallel()
+	key, err := cmcrypto.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, _ := startFailoverNodes(t, key)
+	alice, bob := newUser(t, "alice"), newUser(t, "bob")
+	alice.createMesh(nodes[0], "Quorum", "q")
+	bob.join(alice.invite().Link)
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	bob.startDaemon() // his reads come from it: his acks need no quorum to show the message
+	bob.waitDaemonOpen()
+	for _, n := range nodes[1:] {
+		n.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			for _, n := range nodes[1:] {
+				n.cmd.Process.Signal(syscall.SIGCONT)
+			}
+		}
+	}
+	t.Cleanup(resume)
+	alice.ok("send", "bob", "without quorum") // accepted by the daemon
+	logged := func(msg string) bool {
+		data, _ := os.ReadFile(filepath.Join(alice.home, "daemon", "daemon.log"))
+		return strings.Contains(string(data), msg)
+	}
+	eventually(t, 60*time.Second, "daemon status says the broker refuses writes", func() bool {
+		out := alice.ok("daemon", "status").stdout
+		return strings.Contains(out, "mesh q: the broker at") && strings.Contains(out, "is up but has refused every message since")
+	})
+	if !logged("the broker is up but refuses writes") {
+		t.Error("the daemon log does not say the broker refuses writes")
+	}
+	resume()
+	eventually(t, 90*time.Second, "the message delivered once the nodes are back", func() bool {
+		r := bob.run("inbox", "--json")
+		return r.code == 0 && strings.Count(r.stdout, "without quorum") == 1
+	})
+	eventually(t, 30*time.Second, "the log says writes are accepted again", func() bool { return logged("the broker accepts writes again") })
+	if out := alice.ok("daemon", "status").stdout; strings.Contains(out, "refused every message") {
+		t.Errorf("daemon status after the recovery: %s", out)
+	}
+}
