@@ -84,6 +84,9 @@ type EngineOptions struct {
 	// (watch.go; default 300ms).
 	StallAfter time.Duration
 	Logger     *slog.Logger
+	// followStall (tests) makes an attempt to create the log consumer
+	// get no answer when it returns true for the attempt's number.
+	followStall func(attempt int) bool
 }
 
 // Change is one put or delete an entry from another node made, with the
@@ -387,11 +390,43 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	}
 }
 
-// follow starts the ordered consumer that feeds the log to the loop.
+// followAttempt bounds one request that creates the log consumer. A
+// request lost in a JetStream election (the stream's leader changing as
+// it is asked) gets no answer: with the whole start's context (a minute)
+// as its only bound, the node waited all of it and then gave up. Each
+// attempt now gets a few seconds, and another follows while ctx lasts.
+const followAttempt = 5 * time.Second
+
+// follow starts the ordered consumer that feeds the log to the loop,
+// trying again (followAttempt each) until ctx ends.
 func (e *Engine) follow(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, followAttempt)
+		err := e.followOnce(actx, attempt)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		e.log.Warn("cluster: creating the log consumer failed; trying again", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-e.closing:
+			return err
+		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, time.Second)):
+		}
+	}
+}
+
+// followOnce is one attempt of follow.
+func (e *Engine) followOnce(ctx context.Context, attempt int) error {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if a := e.applied.Load(); a > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, a+1
+	}
+	if h := e.opts.followStall; h != nil && h(attempt) {
+		<-ctx.Done() // a request whose answer never comes (tests)
+		return fmt.Errorf("cluster: follow the log: %w", ctx.Err())
 	}
 	cons, err := e.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
