@@ -31,6 +31,15 @@ import (
 //     time), and a queue entry out, a receipt in. A receipt is one queue
 //     entry, found again by the sequence number its id carries, with no
 //     delivery record of its own.
+//   - The queue's pages are packed full too (fillAppend), though its keys
+//     are not in time order: a broadcast puts one entry in each of its
+//     1,000 recipients' ranges, and bbolt's half-full split made those
+//     entries take twice the pages, each written by the send's commit and
+//     again by every commit of acks that settles an entry in it (205 and
+//     753 pages a broadcast in BenchmarkBroadcastLifecycle/acks=6, 113 and
+//     549 packed). A page that an insert overfills splits into a full one
+//     and the rest, as at the right edge; DMs write about as many pages
+//     either way.
 //   - Expiry walks each recipient's queue from its head (the queue is FIFO,
 //     so the oldest entries are there), and purge walks the messages from
 //     the oldest: no index is written per message just to find it again.
@@ -145,6 +154,10 @@ func appendOnly(mb *Bucket, name []byte) *Bucket {
 	return b
 }
 
+// packed returns a bucket of mb whose split pages are packed full: the
+// queue, whose pages each commit rewrites whole wherever it touches them.
+func packed(mb *Bucket, name []byte) *Bucket { return appendOnly(mb, name) }
+
 // AppendMessage stores a message, its idempotency record, its body and one
 // queue entry plus delivery record per recipient, returning each
 // recipient's queue sequence number (in the order of to).
@@ -253,7 +266,7 @@ func (p *PreparedMessage) Append(tx *Tx, meshID string) ([]uint64, error) {
 			return nil, err
 		}
 	}
-	queue, dlv := mb.Bucket(bQueue), appendOnly(mb, bDlv)
+	queue, dlv := packed(mb, bQueue), appendOnly(mb, bDlv)
 	seqs := make([]uint64, len(p.to))
 	for i, d := range p.to {
 		seq, err := queue.NextSequence()
@@ -391,7 +404,7 @@ type queueBuckets struct {
 }
 
 func openQueue(mb *Bucket) queueBuckets {
-	return queueBuckets{queue: mb.Bucket(bQueue), dlv: appendOnly(mb, bDlv), bodies: appendOnly(mb, bBodies), large: mb.Bucket(bLargeBodies)}
+	return queueBuckets{queue: packed(mb, bQueue), dlv: appendOnly(mb, bDlv), bodies: appendOnly(mb, bBodies), large: mb.Bucket(bLargeBodies)}
 }
 
 // release drops one recipient's hold on a message's body, deleting the body
