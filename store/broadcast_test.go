@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"strings"
@@ -62,4 +63,52 @@ func TestBroadcastQueuePagesArePacked(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBroadcastAcksDoNotCopyThePush: the push of a message to many
+// recipients is kept apart from its recipients' count, as a large one's
+// is, so each ack rewrites the count alone instead of copying the push;
+// the push is read back whole until the last recipient settles and goes
+// with it.
+func TestBroadcastAcksDoNotCopyThePush(t *testing.T) {
+	s := newMeshStore(t)
+	recipients := randomKeys(manyRecipients)
+	mid := broadcastTo(t, s, recipients)
+	var want []byte
+	mustView(t, s, func(tx *Tx) error {
+		if v := meshBucket(tx, meshID).Bucket(bBodies).Get([]byte(mid)); len(v) != 1 || v[0] != manyRecipients {
+			t.Errorf("the body record is %d bytes, want the count alone", len(v))
+		}
+		m, err := GetMessage(tx, meshID, mid)
+		if err != nil {
+			return err
+		}
+		want = m.Push
+		return nil
+	})
+	if record, own := bodyState(t, s, mid); !record || !own {
+		t.Fatalf("body record %v, own bucket %v: want both", record, own)
+	}
+	for i, r := range recipients {
+		mustUpdate(t, s, func(tx *Tx) error {
+			out, err := Ack(tx, meshID, r, []string{mid}, 2000)
+			if err == nil && (len(out) != 1 || out[0].Message == nil) {
+				t.Errorf("ack %d settled %+v", i, out)
+			}
+			return err
+		})
+		record, own := bodyState(t, s, mid)
+		if last := i == len(recipients)-1; record == last || own == last {
+			t.Fatalf("after %d acks: body record %v, own bucket %v", i+1, record, own)
+		}
+		if i == len(recipients)-2 {
+			mustView(t, s, func(tx *Tx) error {
+				m, err := GetMessage(tx, meshID, mid)
+				if err == nil && !bytes.Equal(m.Push, want) {
+					t.Errorf("the push read back before the last ack differs")
+				}
+				return err
+			})
+		}
+	}
 }
