@@ -239,3 +239,43 @@ func benchSendBehindAcks(b *testing.B, preempt bool) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "send-µs")
 }
+
+// BenchmarkBroadcastAppend is the committer's work for a broadcast's send
+// alone: appending a message to 1,000 recipients (random keys) in a
+// transaction, rolled back so that every op finds the same store (an
+// empty queue, as between broadcasts of `bench --broadcast`); no commit.
+func BenchmarkBroadcastAppend(b *testing.B) {
+	const peers = 1000
+	s := openAt(b, dbPath(b), Options{})
+	mustUpdate(b, s, func(tx *Tx) error {
+		return CreateMesh(tx, Mesh{ID: meshID, Slug: "bench"}, owner())
+	})
+	recipients := make([]string, peers)
+	for i := range recipients {
+		var k [32]byte
+		rand.Read(k[:])
+		recipients[i] = hex.EncodeToString(k[:])
+	}
+	nonce, box := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX", strings.Repeat("B", 64)
+	mid, cmid := ulid.Make().String(), ulid.Make().String()
+	push := wire.MustEncode(&wire.Push{Type: wire.TypePush, MessageID: mid, MeshID: meshID, Kind: wire.KindMulti, TargetSpec: "*",
+		SenderPubkey: recipients[0], Nonce: nonce, Ciphertext: strings.Repeat("A", 364), ClientMessageID: cmid, CreatedAt: 1})
+	m := &Message{ID: mid, ClientMessageID: cmid, SenderPubkey: recipients[0], SenderMember: recipients[0], TargetSpec: "*",
+		Kind: wire.KindMulti, Priority: wire.PriorityNext, Push: push, Receipts: true, CreatedAt: int64(ulid.Now())}
+	to := make([]NewDelivery, peers)
+	for i, r := range recipients {
+		to[i] = NewDelivery{Recipient: r, Key: &wire.MultiKey{To: r, Nonce: nonce, Box: box}, From: recipients[0], Charge: 900}
+	}
+	p := PrepareMessage(m, to)
+	b.ReportAllocs()
+	for b.Loop() {
+		tx, err := s.db.Begin(true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Append(WrapTx(tx, nil), meshID); err != nil {
+			b.Fatal(err)
+		}
+		tx.Rollback()
+	}
+}

@@ -112,3 +112,35 @@ func TestBroadcastAcksDoNotCopyThePush(t *testing.T) {
 		}
 	}
 }
+
+// TestBroadcastAppendsInKeyOrder: a message's queue entries and delivery
+// records are put in the order of their keys (the recipients'), each one
+// at its node's end, rather than in the order the recipients were given
+// (bbolt moves every entry after a key inserted before them); the
+// sequence numbers still come back in the recipients' order.
+func TestBroadcastAppendsInKeyOrder(t *testing.T) {
+	s := newMeshStore(t)
+	recipients := randomKeys(50)
+	m := msg(ulid.Make().String(), sender, 1000, true)
+	to := make([]NewDelivery, len(recipients))
+	for i, r := range recipients {
+		to[i] = NewDelivery{Recipient: r}
+	}
+	var seqs []uint64
+	mustUpdate(t, s, func(tx *Tx) error {
+		var err error
+		seqs, err = AppendMessage(tx, meshID, m, to)
+		return err
+	})
+	for i, r := range recipients {
+		got := scan(t, s, r, 0)
+		if len(got) != 1 || got[0].Seq != seqs[i] || got[0].ID != m.ID {
+			t.Fatalf("recipient %d: queue %+v, want %s at seq %d", i, got, m.ID, seqs[i])
+		}
+		for j, o := range recipients {
+			if (r < o) != (seqs[i] < seqs[j]) {
+				t.Fatalf("recipient %d (seq %d) and %d (seq %d): appended out of key order", i, seqs[i], j, seqs[j])
+			}
+		}
+	}
+}
