@@ -32,10 +32,11 @@ func TestReadAllMatchesIOReadAll(t *testing.T) {
 }
 
 // BenchmarkReadFrame reads a send-sized frame (what readFrame does per
-// frame): a small DM, one of 64 KiB of plaintext (88 KB of base64), and
-// a 64 KiB frame before hello (bench --adversary's junk).
+// frame): a small DM, one of 64 KiB of plaintext (88 KB of base64), a
+// 64 KiB frame before hello (bench --adversary's junk) and a broadcast's
+// send to 1,000 recipients.
 func BenchmarkReadFrame(b *testing.B) {
-	for _, size := range []int{900, 88 << 10, 64 << 10} {
+	for _, size := range []int{900, 88 << 10, 64 << 10, 200_000} {
 		b.Run(strconv.Itoa(size), func(b *testing.B) {
 			frame := bytes.Repeat([]byte("x"), size)
 			b.ReportAllocs()
@@ -45,5 +46,22 @@ func BenchmarkReadFrame(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestReadAllReusesItsBufferForABroadcast: a broadcast's send to 1,000
+// recipients (~200 KB) is read through the pooled buffer, so reading one
+// allocates the frame's copy and not a buffer grown from 4 KiB each time.
+func TestReadAllReusesItsBufferForABroadcast(t *testing.T) {
+	frame := bytes.Repeat([]byte("k"), 200_000)
+	r := bytes.NewReader(frame)
+	allocs := testing.AllocsPerRun(20, func() {
+		r.Reset(frame)
+		if got, err := readAll(r, 1<<20+1); err != nil || len(got) != len(frame) {
+			t.Fatalf("%d bytes, %v", len(got), err)
+		}
+	})
+	if allocs > 2 {
+		t.Errorf("reading a %d-byte frame made %.1f allocations, want the copy alone", len(frame), allocs)
 	}
 }

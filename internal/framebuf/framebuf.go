@@ -14,11 +14,14 @@ import (
 var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // MaxPooled is the largest buffer the pool keeps: room for the frame of a
-// DM of 64 KiB (about 88 KB of base64) and for a hello at its limit. At
-// 64 KiB, every such frame grew a fresh buffer from 4 KiB, about ten
-// allocations and 450 KB of copying per frame (bench --adversary: junk
-// before hello, 64 KiB self-DMs).
-const MaxPooled = 128 << 10
+// DM of 64 KiB (about 88 KB of base64), for a hello at its limit, and for
+// a broadcast's send to 1,000 recipients (a key entry of ~190 bytes each,
+// ~200 KB). At 64 KiB, every such frame grew a fresh buffer from 4 KiB,
+// about ten allocations and 450 KB of copying per frame (bench
+// --adversary: junk before hello, 64 KiB self-DMs); at 128 KiB, so did
+// every broadcast's send (~700 KB allocated for each, bench --broadcast
+// --peers 1000).
+const MaxPooled = 256 << 10
 
 // ReadAll is io.ReadAll(io.LimitReader(r, limit)) through the pool. The
 // frame returned is the caller's; an empty frame is an empty slice, never
