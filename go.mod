@@ -57,4 +57,6 @@ replace (
 	github.com/nats-io/nats.go => ./third_party/nats.go
 	github.com/nats-io/nkeys => ./third_party/nkeys
 	github.com/nats-io/nuid => ./third_party/nuid
+	github.com/oklog/ulid/v2 => ./third_party/ulid
+	github.com/urfave/cli/v2 => ./third_party/urfave-cli
 )

@@ -3,8 +3,11 @@ package main
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 // TestThirdPartyVersions: every module third_party/sync.sh copies is the
@@ -25,8 +28,8 @@ func TestThirdPartyVersions(t *testing.T) {
 		vars[m[1]] = m[2]
 	}
 	copies := regexp.MustCompile(`(?m)^copy (\S+) "\$([A-Z_]+)" (\S+)`).FindAllStringSubmatch(string(script), -1)
-	if len(copies) != 8 {
-		t.Fatalf("sync.sh copies %d modules, want the 8 third_party/README.md lists", len(copies))
+	if len(copies) != 10 {
+		t.Fatalf("sync.sh copies %d modules, want the 10 third_party/README.md lists", len(copies))
 	}
 	for _, c := range copies {
 		mod, ver, dir := c[1], vars[c[2]], c[3]
@@ -45,6 +48,21 @@ func TestThirdPartyVersions(t *testing.T) {
 		}
 		if _, err := os.Stat("third_party/" + dir + "/go.mod"); err != nil {
 			t.Errorf("third_party/%s: %v", dir, err)
+		}
+	}
+}
+
+// TestFlagNamesAsUpstream: urfave/cli's FlagNames, patched to cut each
+// name at its first comma or space without a regular expression compiled
+// at start, gives what upstream's regexp.MustCompile("[, ]+.*") gave.
+func TestFlagNamesAsUpstream(t *testing.T) {
+	re := regexp.MustCompile("[, ]+.*")
+	for _, name := range []string{"", "json", "home", "v", "no-daemon", "a, b", "a,b", "a b c", ", x", " ", ",",
+		"a,  b\nc d", "a\nb", "a b\n", "\n, x", "é ü", "a\tb", "a,\n,\n b", "\xff, x"} {
+		got := cli.FlagNames(name, []string{name + " alias", "x"})
+		want := []string{re.ReplaceAllString(name, ""), re.ReplaceAllString(name+" alias", ""), "x"}
+		if !slices.Equal(got, want) {
+			t.Errorf("FlagNames(%q) = %q, upstream's %q", name, got, want)
 		}
 	}
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# sync.sh re-creates third_party/'s copies of eight upstream modules from the
+# sync.sh re-creates third_party/'s copies of ten upstream modules from the
 # Go module proxy and applies patches/*.patch to them (GNU patch). Run it (from
 # anywhere) after changing a version below (and go.mod's require line with it:
 # TestThirdPartyVersions checks they agree); README.md says why the copies
@@ -26,6 +26,8 @@ NUID=v1.0.1
 COMPRESS=v1.20.4
 MCP_SDK=v1.8.0
 JSONSCHEMA=v0.4.3
+URFAVE_CLI=v2.27.7
+ULID=v2.1.2
 
 # copy MODULE VERSION DEST PACKAGE...: the module's go.mod and licences, and
 # each listed package's build files (Go and assembly sources, no tests).
@@ -69,6 +71,8 @@ copy github.com/modelcontextprotocol/go-sdk "$MCP_SDK" mcp-go-sdk \
 	auth jsonrpc mcp oauthex internal/authutil internal/json \
 	internal/jsonrpc2 internal/mcpgodebug internal/util internal/xcontext
 copy github.com/google/jsonschema-go "$JSONSCHEMA" jsonschema-go jsonschema
+copy github.com/urfave/cli/v2 "$URFAVE_CLI" urfave-cli .
+copy github.com/oklog/ulid/v2 "$ULID" ulid .
 
 $patched || exit 0
 # --batch and --fuzz=0: a patch that no longer applies exactly (an upstream

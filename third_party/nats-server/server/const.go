@@ -55,18 +55,23 @@ func formatRevision(revision string) string {
 	return revision
 }
 
-func init() {
+// buildCommit is gitCommit, or the build's VCS revision when the build
+// info holds one, read on first use instead of in an initialiser
+// (modified for claudemesh, third_party/README.md).
+var buildCommit = sync.OnceValue(func() string {
+	commit := gitCommit
 	// Use build info if present, it would be if building using 'go build .'
 	// or when using a release.
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, setting := range info.Settings {
 			switch setting.Key {
 			case "vcs.revision":
-				gitCommit = formatRevision(setting.Value)
+				commit = formatRevision(setting.Value)
 			}
 		}
 	}
-}
+	return commit
+})
 
 const (
 	// VERSION is the current version for the server.

@@ -1120,7 +1120,7 @@ func (s *Server) startLeafNodeAcceptLoop() {
 		ID:            s.info.ID,
 		Name:          s.info.Name,
 		Version:       s.info.Version,
-		GitCommit:     gitCommit,
+		GitCommit:     buildCommit(),
 		GoVersion:     runtime.Version(),
 		AuthRequired:  true,
 		TLSRequired:   tlsRequired,

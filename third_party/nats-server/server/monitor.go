@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2013-2026 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -22,7 +23,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"expvar"
 	"fmt"
 	"maps"
 	"math"
@@ -1532,12 +1532,12 @@ func (s *Server) HandleRoot(w http.ResponseWriter, r *http.Request) {
 
 	// Calculate source url. If git set go directly to that tag, otherwise just main.
 	var srcUrl string
-	if gitCommit == _EMPTY_ {
+	if buildCommit() == _EMPTY_ {
 		srcUrl = "https://github.com/nats-io/nats-server"
 	} else if serverVersion != _EMPTY_ {
 		srcUrl = fmt.Sprintf("https://github.com/nats-io/nats-server/tree/%s", serverVersion)
 	} else {
-		srcUrl = fmt.Sprintf("https://github.com/nats-io/nats-server/tree/%s", gitCommit)
+		srcUrl = fmt.Sprintf("https://github.com/nats-io/nats-server/tree/%s", buildCommit())
 	}
 
 	fmt.Fprintf(w, `<html lang="en">
@@ -4204,17 +4204,38 @@ func (s *Server) expvarz(_ *ExpvarzEventOptions) *ExpvarzStatus {
 	const memStatsKey = "memstats"
 	const cmdLineKey = "cmdline"
 
-	expvar.Do(func(v expvar.KeyValue) {
-		switch v.Key {
-		case memStatsKey:
-			stat.Memstats = json.RawMessage(v.Value.String())
-
-		case cmdLineKey:
-			stat.Cmdline = json.RawMessage(v.Value.String())
-		}
-	})
+	vars := expvarVars()
+	stat.Memstats = vars[memStatsKey]
+	stat.Cmdline = vars[cmdLineKey]
 
 	return &stat
+}
+
+// expvarVars is what the expvar package publishes by default, its
+// "cmdline" (os.Args) and "memstats" (runtime.MemStats) variables, each as
+// expvar.Func's String gives it. Modified for claudemesh: expvar is not
+// imported, as its initialiser registered /debug/vars on
+// http.DefaultServeMux in every process; the monitoring port's
+// /debug/vars (expvarHandler) and the EXPVARZ request answer as before.
+func expvarVars() map[string]json.RawMessage {
+	cmdline, _ := json.Marshal(os.Args)
+	stats := new(runtime.MemStats)
+	runtime.ReadMemStats(stats)
+	memstats, _ := json.Marshal(*stats)
+	return map[string]json.RawMessage{"cmdline": cmdline, "memstats": memstats}
+}
+
+// expvarHandler writes what expvar.Handler() wrote for expvar's two
+// default variables.
+func expvarHandler(w http.ResponseWriter, _ *http.Request) {
+	vars := expvarVars()
+	b := []byte("{\n\"cmdline\": ")
+	b = append(b, vars["cmdline"]...)
+	b = append(b, ",\n\"memstats\": "...)
+	b = append(b, vars["memstats"]...)
+	b = append(b, "\n}\n"...)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Write(b)
 }
 
 type ProfilezStatus struct {

@@ -47,7 +47,6 @@ import (
 	// process. StartProfiler serves http.DefaultServeMux, which has the
 	// profiles when the program that embeds the server imports it.
 
-	"expvar"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/jwt/v2"
@@ -748,7 +747,7 @@ func NewServer(opts *Options) (*Server, error) {
 		XKey:         xpub,
 		Version:      VERSION,
 		Proto:        PROTO,
-		GitCommit:    gitCommit,
+		GitCommit:    buildCommit(),
 		GoVersion:    runtime.Version(),
 		Name:         serverName,
 		Host:         opts.Host,
@@ -2298,7 +2297,7 @@ func (s *Server) fetchAccount(name string) (*Account, error) {
 func (s *Server) Start() {
 	s.Noticef("Starting nats-server")
 
-	gc := gitCommit
+	gc := buildCommit()
 	if gc == _EMPTY_ {
 		gc = "not set"
 	}
@@ -3237,7 +3236,7 @@ func (s *Server) startMonitoring(secure bool) error {
 	// Raftz
 	mux.HandleFunc(s.basePath(RaftzPath), s.HandleRaftz)
 	// Expvarz
-	mux.Handle(s.basePath(ExpvarzPath), expvar.Handler())
+	mux.HandleFunc(s.basePath(ExpvarzPath), expvarHandler)
 
 	// Do not set a WriteTimeout because it could cause cURL/browser
 	// to return empty response or unable to display page if the
