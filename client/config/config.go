@@ -171,9 +171,12 @@ func Load(home string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	var c Config
-	if err := json.Unmarshal(data, &c, json.RejectUnknownMembers(true)); err != nil {
-		return nil, &InvalidError{Path: path, Why: jsonProblem(err), Err: err}
+	c, ok := decodeFast(data)
+	if !ok {
+		c = Config{}
+		if err := json.Unmarshal(data, &c, json.RejectUnknownMembers(true)); err != nil {
+			return nil, &InvalidError{Path: path, Why: jsonProblem(err), Err: err}
+		}
 	}
 	if c.Meshes == nil {
 		c.Meshes = []Mesh{}
