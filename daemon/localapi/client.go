@@ -107,9 +107,15 @@ var ErrUnreachable = errors.New("daemon unreachable")
 func (c *Client) newRequest(ctx context.Context, method, path string, in any, header map[string]string) (*http.Request, error) {
 	var body io.Reader
 	if in != nil {
-		data, err := json.Marshal(in)
-		if err != nil {
-			return nil, err
+		data, ok := []byte(nil), false
+		if r, isSend := in.(SendRequest); isSend {
+			data, ok = r.encodeFast() // fastjson.go
+		}
+		if !ok {
+			var err error
+			if data, err = json.Marshal(in); err != nil {
+				return nil, err
+			}
 		}
 		body = bytes.NewReader(data)
 	}
@@ -169,6 +175,9 @@ func (c *Client) DoHeader(ctx context.Context, method, path string, in, out any,
 		return resp.StatusCode, &APIError{HTTPStatus: resp.StatusCode, Body: eb.Error}
 	}
 	if out != nil && len(data) > 0 {
+		if r, isSend := out.(*SendResponse); isSend && r.decodeFast(data) { // fastjson.go
+			return resp.StatusCode, nil
+		}
 		if err := json.Unmarshal(data, out); err != nil {
 			return resp.StatusCode, fmt.Errorf("decoding the daemon's answer: %w", err)
 		}
