@@ -73,7 +73,7 @@ func initCosts(t *testing.T) map[string]initLine {
 // directives), whose package-level work (regular expressions, the
 // Castagnoli CRC table, the process sampler, the id generators' seeding,
 // the JSON schema package's field tables, encoding/gob, expvar, the CLI
-// library's flag-name expression) waits for first use
+// library's flag-name expression, the MCP SDK's method tables) waits for first use
 // or is gone instead of running in every claudemesh process. Upstream's initialisers allocated
 // what each limit's comment says; a module updated without its patch, or a
 // replace directive dropped, fails here.
@@ -84,15 +84,18 @@ func TestPatchedModulesStartLazily(t *testing.T) {
 		allocs int  // upstream's count in a comment
 		none   bool // patched, the package has no initialiser left to trace
 	}{
-		{"github.com/nats-io/nats-server/v2/server", 400, false},  // 1,856; patched 377 (error and option tables): one lost regular expression adds 15-150, the build info read 20
-		{"github.com/nats-io/nats%2ego", 20, false},               // 229
-		{"github.com/nats-io/nats.go/jetstream", 20, false},       // 178
-		{"github.com/nats-io/nkeys", 20, false},                   // 84
-		{"github.com/nats-io/jwt/v2", 20, false},                  // 90
-		{"github.com/nats-io/nuid", 10, true},                     // 18
-		{"github.com/google/jsonschema-go/jsonschema", 30, false}, // 296: reflection over Schema, a regular expression
-		{"github.com/urfave/cli/v2", 12, false},                   // 33: a regular expression, fmt.Sprintf
-		{"github.com/oklog/ulid/v2", 0, true},                     // 6 (9.7 KB): a seeded math/rand source
+		{"github.com/nats-io/nats-server/v2/server", 400, false},     // 1,856; patched 377 (error and option tables): one lost regular expression adds 15-150, the build info read 20
+		{"github.com/nats-io/nats%2ego", 20, false},                  // 229
+		{"github.com/nats-io/nats.go/jetstream", 20, false},          // 178
+		{"github.com/nats-io/nkeys", 20, false},                      // 84
+		{"github.com/nats-io/jwt/v2", 20, false},                     // 90
+		{"github.com/nats-io/nuid", 10, true},                        // 18
+		{"github.com/google/jsonschema-go/jsonschema", 30, false},    // 296: reflection over Schema, a regular expression
+		{"github.com/modelcontextprotocol/go-sdk/mcp", 30, false},    // 183: the method tables
+		{"github.com/modelcontextprotocol/go-sdk/oauthex", 5, false}, // 27: an HTTP transport
+		{"github.com/klauspost/compress/flate", 10, false},           // 15 (42 KB): the Huffman-only offset encoder
+		{"github.com/urfave/cli/v2", 12, false},                      // 33: a regular expression, fmt.Sprintf
+		{"github.com/oklog/ulid/v2", 0, true},                        // 6 (9.7 KB): a seeded math/rand source
 	}
 	for _, l := range limits {
 		c, ok := costs[l.pkg]

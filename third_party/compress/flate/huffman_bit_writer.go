@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2009 The Go Authors. All rights reserved.
 // Use of this source code is governed by a BSD-style
 // license that can be found in the LICENSE file.
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 
 	"github.com/klauspost/compress/internal/le"
 )
@@ -937,15 +939,15 @@ func (w *huffmanBitWriter) writeTokens(tokens []token, leCodes, oeCodes []hcode)
 }
 
 // huffOffset is a static offset encoder used for huffman only encoding.
-// It can be reused since we will not be encoding offset values.
-var huffOffset *huffmanEncoder
-
-func init() {
+// It can be reused since we will not be encoding offset values. It is made
+// on first use, not in an initialiser (modified for claudemesh).
+var huffOffset = sync.OnceValue(func() *huffmanEncoder {
 	w := newHuffmanBitWriter(nil)
 	w.offsetFreq[0] = 1
-	huffOffset = newHuffmanEncoder(offsetCodeCount)
-	huffOffset.generate(w.offsetFreq[:offsetCodeCount], 15)
-}
+	h := newHuffmanEncoder(offsetCodeCount)
+	h.generate(w.offsetFreq[:offsetCodeCount], 15)
+	return h
+})
 
 // writeBlockHuff encodes a block of bytes as either
 // Huffman encoded literals or uncompressed bytes if the
@@ -1040,7 +1042,7 @@ func (w *huffmanBitWriter) writeBlockHuff(eof bool, input []byte, sync bool) {
 		w.literalEncoding, w.tmpLitEncoding = w.tmpLitEncoding, w.literalEncoding
 		// Generate codegen and codegenFrequencies, which indicates how to encode
 		// the literalEncoding and the offsetEncoding.
-		w.generateCodegen(numLiterals, numOffsets, w.literalEncoding, huffOffset)
+		w.generateCodegen(numLiterals, numOffsets, w.literalEncoding, huffOffset())
 		w.codegenEncoding.generate(w.codegenFreq[:], 7)
 		numCodegens := w.codegens()
 

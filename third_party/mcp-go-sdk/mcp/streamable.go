@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2025 The Go MCP SDK Authors. All rights reserved.
 // Use of this source code is governed by an MIT-style
 // license that can be found in the LICENSE file.
@@ -1473,7 +1474,7 @@ func (c *streamableServerConn) servePOST(w http.ResponseWriter, req *http.Reques
 			// methods registered via AddReceivingCustomMethod) when available;
 			// fall back to the standard methods otherwise, e.g. in tests that
 			// exercise streamableServerConn directly without a server.
-			methodInfos := serverMethodInfos
+			methodInfos := serverMethodInfos()
 			if c.server != nil {
 				methodInfos = c.server.receivingMethodInfos()
 			}

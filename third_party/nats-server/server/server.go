@@ -47,7 +47,6 @@ import (
 	// process. StartProfiler serves http.DefaultServeMux, which has the
 	// profiles when the program that embeds the server imports it.
 
-
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/logger"

@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2025 The Go MCP SDK Authors. All rights reserved.
 // Use of this source code is governed by the license
 // that can be found in the LICENSE file.
@@ -8,7 +9,7 @@ package json
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
 	"io"
 
 	"github.com/segmentio/encoding/json"
@@ -21,7 +22,7 @@ import (
 const defaultMaxDepth = 1000
 
 // errMaxDepthExceeded is returned by [Unmarshal] when the input nests deeper than [defaultMaxDepth].
-var errMaxDepthExceeded = fmt.Errorf("json: exceeded maximum nesting depth of %d", defaultMaxDepth)
+var errMaxDepthExceeded = errors.New("json: exceeded maximum nesting depth of 1000") // fmt.Errorf(…, defaultMaxDepth) at start before (modified for claudemesh)
 
 type Decoder struct {
 	dec *json.Decoder
