@@ -770,6 +770,10 @@ type meshRT struct {
 	freshMu sync.Mutex
 	fresh   map[uint64]*outboxRow
 
+	// order keeps one sender's rows to one target in their order when a
+	// send fails (outboxorder.go).
+	order sendOrder
+
 	// web is the human's web presence while a page is connected (web.go);
 	// webMu serialises opening and closing it.
 	webMu sync.Mutex

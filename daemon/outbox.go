@@ -405,10 +405,12 @@ func (m *meshRT) drain(ctx context.Context) {
 				busy[r.Seq] = true
 				busyMu.Unlock()
 				inflight.Add(1)
+				m.order.fly(r.Seq, orderKey(r))
 				await := m.startSend(ctx, c, r)
 				go func() {
 					defer inflight.Done()
 					await()
+					m.order.landed(r.Seq)
 					busyMu.Lock()
 					delete(busy, r.Seq)
 					busyMu.Unlock()
@@ -472,6 +474,7 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	now := time.Now().UnixMilli()
 	prefix := append([]byte(m.cfg.MeshID), 0)
 	m.d.db.View(func(tx *bolt.Tx) error {
+		g := m.order.gate(tx, m.cfg.MeshID)
 		// consider adds the row seq to out when it can go now (once: an
 		// index gone wrong must not send a row twice in a round).
 		consider := func(seq uint64) {
@@ -496,6 +499,9 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 			}
 			if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.sendConn(r.SenderPubkey) == nil {
 				return // its session is not connected: it waits, using no attempt
+			}
+			if !g.may(r) {
+				return // an earlier row of its line goes again first (outboxorder.go)
 			}
 			if r.NextAttemptAt > now {
 				waitFor(r.NextAttemptAt, now)
@@ -729,6 +735,9 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st
 				}
 			}
 			cur.NextAttemptAt = now + delay.Milliseconds()
+		}
+		if err != nil && cur.State == statePending {
+			m.order.hold(orderKey(cur), cur.Seq)
 		}
 		return true
 	})

@@ -73,22 +73,23 @@ func TestRowsBackingOffAreIndexedByWhenTheyAreDue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Two are queued for bob; two back off, and fail again.
-	waitFor(t, 10*time.Second, "two rows refused twice", func() bool {
+	// Two are queued for bob; two back off: the first fails again, the
+	// other waits behind it (outboxorder.go), refused once or never sent.
+	waitFor(t, 10*time.Second, "m2 refused twice, m3 behind it", func() bool {
 		var rows []localapi.OutboxRow
 		alice.api.Do(ctx, "GET", "/v1/outbox", nil, &rows)
-		n := 0
+		att := map[string]int{}
 		for _, r := range rows {
-			if r.State == statePending && r.Attempts >= 2 {
-				n++
+			if r.State == statePending {
+				att[r.Preview] = r.Attempts
 			}
 		}
-		return n == 2
+		return len(att) == 2 && att["m2"] >= 2 && att["m3"] <= 1
 	})
 	checkPendingIndex(t, alice.d.db)
 	alice.d.db.View(func(tx *bolt.Tx) error {
-		if n := tx.Bucket(bOutboxRetry).Stats().KeyN; n != 2 {
-			t.Errorf("%d rows in the retry index, want the 2 backing off", n)
+		if n := tx.Bucket(bOutboxRetry).Stats().KeyN; n < 1 {
+			t.Errorf("%d rows in the retry index, want the one backing off", n)
 		}
 		return nil
 	})
