@@ -63,47 +63,73 @@ func (c *conn) handshake() bool {
 			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
 			return false
 		}
-		env, err := wire.Peek(data)
-		reqID := env.ReqID
-		if !wire.ValidReqID(reqID) {
-			reqID = "" // never echo an unchecked (possibly huge) value
-		}
-		if err != nil {
-			b.metrics.connsRejected.WithLabelValues(wire.CodeMalformed).Inc()
-			c.sendError(reqID, wire.CodeMalformed, err.Error())
-			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
-			return false
-		}
-		var herr *handshakeError
-		switch env.Type {
-		case wire.TypeHello:
-			herr = c.acceptHello(data, nonce)
-		case wire.TypeSessionHello:
-			herr = c.acceptSessionHello(data, nonce)
-		default:
-			b.metrics.connsRejected.WithLabelValues(wire.CodeNoHello).Inc()
-			b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
-			c.sendError(reqID, wire.CodeNoHello, "send hello or session_hello first")
-			c.closeWith(wire.ClosePolicy, wire.CodeNoHello)
+		herr, closed := c.readHello(data, nonce)
+		if closed {
 			return false
 		}
 		if herr != nil {
-			b.metrics.connsRejected.WithLabelValues(herr.code).Inc()
-			c.reply(wire.Error{Type: wire.TypeError, Code: herr.code, Message: herr.msg, RetryAfterMs: herr.retryAfterMs})
-			reason := herr.code
-			if herr.close == wire.CloseBanned {
-				reason = wire.ReasonBanned
-			}
-			// The broker's own per-member throttles tell a member to
-			// retry later: not a stranger's failure, and already
-			// charged to the member (strikes.go).
-			c.throttled = herr.code == wire.CodeRateLimited || herr.code == wire.CodeCapacity
-			c.closeWith(herr.close, reason)
+			c.refuseHello(herr)
 			return false
 		}
 		c.authed.Store(true)
 		return true
 	}
+}
+
+// readHello checks the first frame as a hello or session_hello. closed
+// reports a frame that was neither (answered and closed already); herr
+// a hello refused.
+func (c *conn) readHello(data []byte, nonce string) (herr *handshakeError, closed bool) {
+	// A hello in the canonical form (how this project's clients write
+	// it) is read once, by its own decoder, instead of by Peek and then
+	// the generic one: it is every connection's first frame, and all of
+	// a presence churn's or a refused hello's cost but the signatures.
+	// Anything else takes the generic path below, which accepts or
+	// refuses it as before.
+	var h wire.Hello
+	if wire.DecodeHelloFast(data, &h) {
+		return c.acceptHello(&h, nonce), false
+	}
+	env, err := wire.Peek(data)
+	reqID := env.ReqID
+	if !wire.ValidReqID(reqID) {
+		reqID = "" // never echo an unchecked (possibly huge) value
+	}
+	if err != nil {
+		c.b.metrics.connsRejected.WithLabelValues(wire.CodeMalformed).Inc()
+		c.sendError(reqID, wire.CodeMalformed, err.Error())
+		c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
+		return nil, true
+	}
+	switch env.Type {
+	case wire.TypeHello:
+		if err := wire.Decode(data, &h); err != nil {
+			return refuse(wire.CodeMalformed, "%v", err), false
+		}
+		return c.acceptHello(&h, nonce), false
+	case wire.TypeSessionHello:
+		return c.acceptSessionHello(data, nonce), false
+	}
+	c.b.metrics.connsRejected.WithLabelValues(wire.CodeNoHello).Inc()
+	c.b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
+	c.sendError(reqID, wire.CodeNoHello, "send hello or session_hello first")
+	c.closeWith(wire.ClosePolicy, wire.CodeNoHello)
+	return nil, true
+}
+
+// refuseHello answers a refused hello and closes the connection.
+func (c *conn) refuseHello(herr *handshakeError) {
+	c.b.metrics.connsRejected.WithLabelValues(herr.code).Inc()
+	c.reply(wire.Error{Type: wire.TypeError, Code: herr.code, Message: herr.msg, RetryAfterMs: herr.retryAfterMs})
+	reason := herr.code
+	if herr.close == wire.CloseBanned {
+		reason = wire.ReasonBanned
+	}
+	// The broker's own per-member throttles tell a member to
+	// retry later: not a stranger's failure, and already
+	// charged to the member (strikes.go).
+	c.throttled = herr.code == wire.CodeRateLimited || herr.code == wire.CodeCapacity
+	c.closeWith(herr.close, reason)
 }
 
 func isTimeout(err error) bool {
@@ -164,11 +190,7 @@ func checkTimeAndChallenge(ts int64, challenge, sent string) *handshakeError {
 	return nil
 }
 
-func (c *conn) acceptHello(data []byte, sentNonce string) *handshakeError {
-	var h wire.Hello
-	if err := wire.Decode(data, &h); err != nil {
-		return refuse(wire.CodeMalformed, "%v", err)
-	}
+func (c *conn) acceptHello(h *wire.Hello, sentNonce string) *handshakeError {
 	if h.Protocol != wire.ProtocolVersion || h.MeshID == "" || h.MemberID == "" || !wire.IsHex(h.Pubkey, 64) ||
 		!wire.IsHex(h.Challenge, 64) || !wire.IsHex(h.Signature, 128) || h.Timestamp <= 0 {
 		return refuse(wire.CodeMalformed, "hello needs protocol 1, meshId, memberId, pubkey (64 hex), timestamp, challenge and signature")

@@ -72,8 +72,42 @@ func decodeFast(data []byte, v any) bool {
 			return false
 		}
 		return true
+	case *Hello:
+		if !zeroHello(v) {
+			return false
+		}
+		if !fastHello(data, v) {
+			*v = Hello{}
+			return false
+		}
+		return true
 	}
 	return false
+}
+
+// DecodeHelloFast reads a hello in the canonical form decodeFast reads
+// into h, which must be zero, and reports whether it did. It is the
+// broker's first read of a connection's first frame: a frame it takes
+// is one that Peek and Decode would accept, with the same result, so
+// the broker skips them; on false (any other spelling, or another
+// type) h is left zero and the caller must Peek and Decode as for any
+// frame, which accept or refuse it as they always did.
+func DecodeHelloFast(data []byte, h *Hello) bool {
+	if !decodeFast(data, h) {
+		return false
+	}
+	if h.Type != TypeHello {
+		*h = Hello{}
+		return false
+	}
+	return true
+}
+
+func zeroHello(h *Hello) bool {
+	return h.Type == "" && h.Protocol == 0 && h.MeshID == "" && h.MemberID == "" && h.Pubkey == "" &&
+		h.Timestamp == 0 && h.Challenge == "" && h.Signature == "" && h.SessionID == "" && h.Role == "" &&
+		h.Presence == nil && h.PeerType == "" && h.DisplayName == "" && h.PID == nil && h.Cwd == "" &&
+		h.Hostname == "" && h.Channel == "" && h.Model == "" && h.Groups == nil
 }
 
 // scan reads canonical compact JSON; any deviation sets bad, and every
@@ -159,6 +193,10 @@ func (s *scan) str() string {
 		return TypeSend
 	case TypeClientAck:
 		return TypeClientAck
+	case TypeHello:
+		return TypeHello
+	case RoleCLI:
+		return RoleCLI
 	case KindBox:
 		return KindBox
 	case KindMulti:
@@ -566,4 +604,135 @@ func fastClientAck(data []byte, a *ClientAck) bool {
 		return 0
 	})
 	return s.end()
+}
+
+func fastHello(data []byte, h *Hello) bool {
+	s := scan{b: data}
+	s.object(func(name []byte) uint64 {
+		switch string(name) {
+		case "type":
+			h.Type = s.str()
+			return 1 << 0
+		case "protocol":
+			h.Protocol = s.small()
+			return 1 << 1
+		case "meshId":
+			h.MeshID = s.str()
+			return 1 << 2
+		case "memberId":
+			h.MemberID = s.str()
+			return 1 << 3
+		case "pubkey":
+			h.Pubkey = s.str()
+			return 1 << 4
+		case "timestamp":
+			h.Timestamp = s.int()
+			return 1 << 5
+		case "challenge":
+			h.Challenge = s.str()
+			return 1 << 6
+		case "signature":
+			h.Signature = s.str()
+			return 1 << 7
+		case "sessionId":
+			h.SessionID = s.str()
+			return 1 << 8
+		case "role":
+			h.Role = s.str()
+			return 1 << 9
+		case "presence":
+			b := s.boolean()
+			h.Presence = &b
+			return 1 << 10
+		case "peerType":
+			h.PeerType = s.str()
+			return 1 << 11
+		case "displayName":
+			h.DisplayName = s.str()
+			return 1 << 12
+		case "pid":
+			n := s.small()
+			h.PID = &n
+			return 1 << 13
+		case "cwd":
+			h.Cwd = s.str()
+			return 1 << 14
+		case "hostname":
+			h.Hostname = s.str()
+			return 1 << 15
+		case "channel":
+			h.Channel = s.str()
+			return 1 << 16
+		case "model":
+			h.Model = s.str()
+			return 1 << 17
+		case "groups":
+			h.Groups = s.groups()
+			return 1 << 18
+		}
+		return 0
+	})
+	return s.end()
+}
+
+// groups reads a non-empty array of group objects, sized like multiKeys.
+// The names and roles are substrings of one copy of the array's text
+// (strings without escapes are their own text), not an allocation each:
+// a hello's groups are kept, or dropped, together.
+func (s *scan) groups() []Group {
+	if !s.peek('[') {
+		s.bad = true
+		return nil
+	}
+	n, end := 0, len(s.b)
+	for i, c := range s.b[s.i:] {
+		if c == '{' && n < 1024 {
+			n++
+		} else if c == ']' {
+			end = s.i + i + 1
+			break
+		}
+	}
+	// The first ']' ends the array unless a string holds one; then the
+	// copy is short and a string past it is copied on its own.
+	text := string(s.b[s.i:end])
+	base := s.i
+	str := func() string {
+		start := s.i + 1
+		r := s.raw()
+		if s.bad {
+			return ""
+		}
+		if from, to := start-base, start-base+len(r); to < len(text) {
+			return text[from:to]
+		}
+		return string(r)
+	}
+	s.i++
+	out := make([]Group, 0, n)
+	for !s.bad {
+		out = append(out, Group{})
+		g := &out[len(out)-1]
+		s.object(func(name []byte) uint64 {
+			switch string(name) {
+			case "name":
+				g.Name = str()
+				return 1
+			case "role":
+				g.Role = str()
+				return 2
+			}
+			return 0
+		})
+		if s.peek(',') {
+			s.i++
+			continue
+		}
+		s.eat(']')
+		break
+	}
+	if s.bad {
+		return nil
+	}
+	return out
 }

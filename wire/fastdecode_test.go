@@ -3,9 +3,11 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,6 +22,7 @@ func hotFrames() []func() any {
 		func() any { return new(Ack) },
 		func() any { return new(Send) },
 		func() any { return new(ClientAck) },
+		func() any { return new(Hello) },
 	}
 }
 
@@ -42,7 +45,46 @@ func checkFastDecode(t *testing.T, data []byte) (accepted int) {
 			t.Fatalf("%T decoded differently:\nframe %s\nfast  %+v\nslow  %+v", fast, data, fast, slow)
 		}
 	}
+	// The broker skips Peek for a hello DecodeHelloFast takes: Peek must
+	// take it too, as a hello, and Decode read the same.
+	var h Hello
+	if DecodeHelloFast(data, &h) {
+		var slow Hello
+		if err := Decode(data, &slow); err != nil || !reflect.DeepEqual(&h, &slow) || h.Type != TypeHello {
+			t.Fatalf("DecodeHelloFast took a frame that Decode reads as %+v, %v:\n%s", slow, err, data)
+		}
+		if env, err := Peek(data); err != nil || env != (Envelope{Type: TypeHello}) {
+			t.Fatalf("DecodeHelloFast took a frame that Peek reads as %+v, %v:\n%s", env, err, data)
+		}
+	} else if !zeroHello(&h) {
+		t.Fatalf("DecodeHelloFast refused a frame but left %+v", h)
+	}
 	return accepted
+}
+
+// randHello is a random hello: often the fields a daemon sends, strings
+// that sometimes need escaping, groups now and then (an empty list too).
+func randHello(r *rand.Rand) *Hello {
+	h := &Hello{Type: TypeHello, Protocol: r.IntN(3), MeshID: randStr(r), MemberID: randStr(r), Pubkey: randStr(r),
+		Timestamp: r.Int64N(1<<45) - 1<<40, Challenge: randStr(r), Signature: randStr(r), SessionID: randStr(r),
+		Role: randStr(r), PeerType: randStr(r), DisplayName: randStr(r), PID: randInt(r), Cwd: randStr(r),
+		Hostname: randStr(r), Channel: randStr(r), Model: randStr(r)}
+	if x := r.IntN(3); x < 2 {
+		v := x == 0
+		h.Presence = &v
+	}
+	switch r.IntN(3) {
+	case 0:
+		h.Groups = []Group{}
+	case 1:
+		for range r.IntN(40) + 1 {
+			h.Groups = append(h.Groups, Group{Name: randStr(r), Role: randStr(r)})
+		}
+	}
+	if r.IntN(4) == 0 {
+		h.Type = randStr(r)
+	}
+	return h
 }
 
 // TestFastDecodeMatchesDecode: every frame the hand encoders write decodes
@@ -58,7 +100,7 @@ func TestFastDecodeMatchesDecode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, frame := range [][]byte{EncodePush(f.push), EncodeAck(f.ack), EncodeReceipt(f.receipt), sb, EncodeClientAck(f.clientAck)} {
+		for _, frame := range [][]byte{EncodePush(f.push), EncodeAck(f.ack), EncodeReceipt(f.receipt), sb, EncodeClientAck(f.clientAck), MustEncode(randHello(r))} {
 			fastTaken += checkFastDecode(t, frame)
 			// Mutations: a byte changed, dropped or doubled, a field
 			// repeated, whitespace, truncation.
@@ -84,7 +126,7 @@ func TestFastDecodeMatchesDecode(t *testing.T) {
 		}
 	}
 	if fastTaken < 4000 {
-		t.Fatalf("the fast path took only %d of 20,000 encoded frames", fastTaken)
+		t.Fatalf("the fast path took only %d of 24,000 encoded frames", fastTaken)
 	}
 }
 
@@ -116,6 +158,37 @@ func TestFastDecodeRefuses(t *testing.T) {
 			if decodeFast([]byte(frame), mk()) {
 				t.Errorf("fast path took %s as %T", frame, mk())
 			}
+		}
+	}
+	for _, frame := range []string{
+		`{"type":"hello","groups":[]}`,
+		`{"type":"hello","groups":[{"name":"a","name":"b"}]}`,
+		`{"type":"hello","groups":[{"name":"a","extra":1}]}`,
+		`{"type":"hello","groups":[{"name":"a"},]}`,
+		`{"type":"hello","groups":null}`,
+		`{"type":"hello","presence":null}`,
+		`{"type":"hello","pid":null}`,
+		`{"type":"hello","pid":2147483648}`,
+		`{"type":"hello","protocol":1,"protocol":1}`,
+		`{"type":"hello","reqId":"r"}`,
+		`{"type":"hello","displayName":"Jos\u00e9"}`,
+		`{"type":"hello","cwd":"/home/josÃ©"}`,
+		`{"type":"hello","Pubkey":"` + hexA + `"}`,
+		`{"type":"session_hello","protocol":1}`,
+		`{"type":"hello","protocol":1} `,
+	} {
+		var h Hello
+		if DecodeHelloFast([]byte(frame), &h) {
+			t.Errorf("DecodeHelloFast took %s", frame)
+		}
+	}
+	for _, frame := range []string{
+		`{"type":"hello"}`,
+		`{"type":"hello","protocol":1,"groups":[{},{"name":"a","role":"b"}],"presence":false,"pid":-7}`,
+	} {
+		var h Hello
+		if !DecodeHelloFast([]byte(frame), &h) {
+			t.Errorf("DecodeHelloFast refused %s", frame)
 		}
 	}
 	var rc Receipt
@@ -229,6 +302,44 @@ func TestPlainASCII8(t *testing.T) {
 					t.Fatalf("n %d, %#x: raw = %q, not refused", n, c, got)
 				}
 			}
+		}
+	}
+}
+
+// BenchmarkDecodeHello: a member hello as the client writes it (a
+// daemon's fields; 0, 32 or 64 groups: bench --adversary's churn and its
+// group hellos), read the broker's way before (Peek, then the reflective
+// decoder) and now (DecodeHelloFast).
+func BenchmarkDecodeHello(b *testing.B) {
+	for _, n := range []int{0, 32, 64} {
+		pr, pid := true, 12345
+		h := Hello{Type: TypeHello, Protocol: 1, MeshID: "01J9Z8Q4K2M3N4P5Q6R7S8T9VW", MemberID: "01J9Z8Q4K2M3N4P5Q6R7S8T9VX",
+			Pubkey: hexA, Timestamp: 1765000000000, Challenge: hexB, Signature: hexA + hexB, SessionID: "churn",
+			Role: RoleCLI, Presence: &pr, PeerType: PeerAI, DisplayName: "mallory", PID: &pid, Cwd: "/home/m/src/x",
+			Hostname: "box", Model: "opus"}
+		for i := range n {
+			h.Groups = append(h.Groups, Group{Name: "h" + strconv.Itoa(i)})
+		}
+		data := MustEncode(h)
+		for _, path := range []string{"peek+reflective", "fast"} {
+			b.Run(fmt.Sprintf("groups%d/%s", n, path), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					var got Hello
+					if path == "fast" {
+						if !DecodeHelloFast(data, &got) {
+							b.Fatal("refused")
+						}
+						continue
+					}
+					if _, err := Peek(data); err != nil {
+						b.Fatal(err)
+					}
+					if err := json.Unmarshal(data, &got); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }
