@@ -1,6 +1,10 @@
 package crypto
 
-import "sync"
+import (
+	"sync"
+
+	"filippo.io/edwards25519"
+)
 
 // Two process-wide caches of pure functions of public keys, each bounded:
 // a client checks and boxes to the same few keys over and over (every DM
@@ -12,7 +16,8 @@ const (
 	// peers times its identities, and enough for a bench of 100 peers
 	// DMing each other to hit it most of the time.
 	sharedKeysMax = 16384
-	// validKeysMax: 16,384 keys known valid, about 1 MB.
+	// validKeysMax: 16,384 keys known valid with their points, about
+	// 4 MB.
 	validKeysMax = 16384
 )
 
@@ -22,11 +27,12 @@ const (
 // another's key.
 var sharedKeys = newBoundedCache[[64]byte, *SharedKey](sharedKeysMax)
 
-// validKeys holds the public keys ValidatePublicKey accepted: its subgroup
-// check is a full scalar multiplication, and it runs for every key parsed
-// and every signature verified. Only accepted keys are kept; a refused one
-// is checked again each time.
-var validKeys = newBoundedCache[PublicKey, struct{}](validKeysMax)
+// validKeys holds the public keys ValidatePublicKey accepted, each with
+// its negated point (what Verify adds): its subgroup check is a full
+// scalar multiplication, the point's decompression a field square root,
+// and they ran for every key parsed and every signature verified. Only
+// accepted keys are kept; a refused one is checked again each time.
+var validKeys = newBoundedCache[PublicKey, *edwards25519.Point](validKeysMax)
 
 // boundedCache is a map of at most max entries; past it one arbitrary entry
 // makes room for each new one (bounded, and no cliff of a full clear).
