@@ -412,7 +412,7 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 	if !c.transient {
 		ack.PresenceID = c.pres.id
 	}
-	c.enqueue(wire.MustEncode(ack))
+	c.enqueue(wire.EncodeHelloAck(&ack))
 	ms.mu.Unlock()
 	if replaced != nil {
 		replaced.closeExplained(wire.CloseNormal, wire.ReasonReplaced, wire.ReasonReplaced, replacedText(id.hostname, c.ip))

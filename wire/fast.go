@@ -313,3 +313,49 @@ func EncodeClientAck(a *ClientAck) []byte {
 	b = optStr(b, "messageId", a.MessageID)
 	return append(b, '}')
 }
+
+// EncodeHelloAck encodes a, byte-identical to Encode(a) (which it is,
+// panicking, for a string that is not valid UTF-8): the broker writes it
+// while it holds the mesh lock every send of the mesh waits on, and the
+// reflective encoder took ~5 us of it a hello.
+func EncodeHelloAck(a *HelloAck) []byte {
+	n := 160 + len(a.MeshName) + len(a.DisplayName)
+	valid := true
+	for _, list := range [][]string{{a.Type, a.PresenceID, a.MeshID, a.MeshName, a.MemberID, a.MemberRole, a.DisplayName, a.BrokerPubkey}, a.Features, a.BrokerURLs} {
+		for _, s := range list {
+			n += len(s) + 4
+			valid = valid && utf8.ValidString(s)
+		}
+	}
+	if !valid {
+		return MustEncode(a)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	b = strField(b, "type", a.Type)
+	b = optStr(b, "presenceId", a.PresenceID)
+	b = strField(b, "meshId", a.MeshID)
+	b = strField(b, "meshName", a.MeshName)
+	b = strField(b, "memberId", a.MemberID)
+	b = strField(b, "memberRole", a.MemberRole)
+	b = strField(b, "displayName", a.DisplayName)
+	b = strField(b, "brokerPubkey", a.BrokerPubkey)
+	b = intField(b, "serverTime", a.ServerTime)
+	b = appendStrings(field(b, "features"), a.Features)
+	if len(a.BrokerURLs) > 0 {
+		b = appendStrings(field(b, "brokerUrls"), a.BrokerURLs)
+	}
+	return append(b, '}')
+}
+
+// appendStrings appends a JSON array of strings ([] for none).
+func appendStrings(b []byte, list []string) []byte {
+	b = append(b, '[')
+	for i, s := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}

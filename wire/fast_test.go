@@ -85,7 +85,18 @@ func TestFastEncodersMatchEncode(t *testing.T) {
 		}
 		check("send", sb, f.send)
 		check("client_ack", EncodeClientAck(f.clientAck), f.clientAck)
+		ha := &HelloAck{Type: TypeHelloAck, PresenceID: randStr(r), MeshID: randStr(r), MeshName: randStr(r),
+			MemberID: randStr(r), MemberRole: randStr(r), DisplayName: randStr(r), BrokerPubkey: randStr(r),
+			ServerTime: r.Int64N(1<<45) - 1<<40, Features: randStrs(r), BrokerURLs: randStrs(r)}
+		check("hello_ack", EncodeHelloAck(ha), ha)
 	}
+	// Invalid UTF-8 is Encode's panic, as it was.
+	defer func() {
+		if recover() == nil {
+			t.Fatal("EncodeHelloAck encoded invalid UTF-8")
+		}
+	}()
+	EncodeHelloAck(&HelloAck{Type: TypeHelloAck, DisplayName: "\xff"})
 }
 
 // hotFrameSet is one random value of each hot frame type.
