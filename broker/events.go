@@ -39,7 +39,10 @@ func (ms *meshState) eventIntervalLocked() time.Duration {
 
 // loggedEvent is one presence event waiting in the mesh's log.
 type loggedEvent struct {
-	seq     uint64
+	seq uint64
+	// push is the event; frame its encoding, made when a receiver is
+	// first handed it (frameLocked).
+	push    *wire.Push
 	frame   []byte
 	subject *presence // the presence the event is about (not told of itself)
 	onlyFor *member   // set for a hidden presence: announced to its own member only
@@ -137,16 +140,16 @@ func (ms *meshState) flushEventsLocked(now time.Time) {
 // number of logged events for c if it has seen none of them (-1: count
 // them). Caller holds ms.mu.
 func (c *conn) handOutEventsLocked(l *eventLog, now time.Time, n int, p *presence) {
-	var mine []loggedEvent
+	var mine []int // indexes into l.events
 	if n < 0 || n <= eventBatch || c.eventSeen > l.events[0].seq-1 {
 		n = 0
-		for _, e := range l.events {
+		for i, e := range l.events {
 			if e.seq <= c.eventSeen || e.subject == p || (e.onlyFor != nil && e.onlyFor != p.member) {
 				continue
 			}
 			n++
 			if len(mine) <= eventBatch {
-				mine = append(mine, e)
+				mine = append(mine, i)
 			}
 		}
 	}
@@ -154,8 +157,8 @@ func (c *conn) handOutEventsLocked(l *eventLog, now time.Time, n int, p *presenc
 	switch {
 	case n == 0:
 	case n <= eventBatch:
-		for _, e := range mine {
-			c.enqueue(e.frame)
+		for _, i := range mine {
+			c.enqueue(l.frameLocked(i))
 		}
 	default:
 		c.enqueue(wire.MustEncode(wire.Push{
@@ -164,6 +167,16 @@ func (c *conn) handOutEventsLocked(l *eventLog, now time.Time, n int, p *presenc
 			EventData: wire.PeersChangedEvent{Events: n},
 		}))
 	}
+}
+
+// frameLocked is the encoding of the i-th logged event, made once, when
+// the first receiver is handed it. Caller holds ms.mu.
+func (l *eventLog) frameLocked(i int) []byte {
+	e := &l.events[i]
+	if e.frame == nil {
+		e.frame = wire.MustEncode(e.push)
+	}
+	return e.frame
 }
 
 // releaseEventsLocked hands c the events the log holds for it now, ahead

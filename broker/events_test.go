@@ -302,3 +302,56 @@ func TestTransientPresenceIsNotAnnounced(t *testing.T) {
 	want(ca, "alice", "peer_left four")
 	want(cb, "bob", "peer_left three", "peer_joined four", "peer_left four")
 }
+
+// TestPresenceEventEncodedWhenHandedOut: an event is encoded when a
+// receiver is first handed it, once for all receivers, and a start that
+// its end cancels before any flush is never encoded (a presence churn's
+// starts were each encoded under the mesh lock only to be dropped).
+func TestPresenceEventEncodedWhenHandedOut(t *testing.T) {
+	b := startBroker(t, nil)
+	ms := &meshState{presences: map[string]*presence{}}
+	var conns []*conn
+	for _, key := range []string{"a", "b"} {
+		c := &conn{b: b, ms: ms, wake: make(chan struct{}, 1)}
+		c.writing.Store(true) // no writer: the test reads the queue itself
+		p := &presence{key: key, member: &member{}, conn: c}
+		c.pres = p
+		ms.presences[key] = p
+		conns = append(conns, c)
+	}
+	queued := func(c *conn) [][]byte {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		q := c.queue
+		c.queue, c.qbytes = nil, 0
+		return q
+	}
+	subject := &presence{key: "x", member: &member{}}
+	push := func(event string) *wire.Push {
+		return &wire.Push{Type: wire.TypePush, Subtype: wire.SubtypeSystem, Event: event, MessageID: newID(),
+			CreatedAt: 1, EventData: wire.PeerEvent{Pubkey: "x"}}
+	}
+	lone := push(wire.EventPeerJoined)
+	ms.mu.Lock()
+	ms.logLocked(loggedEvent{push: lone, subject: subject, starts: true})
+	ms.mu.Unlock()
+	qa, qb := queued(conns[0]), queued(conns[1])
+	if len(qa) != 1 || len(qb) != 1 || string(qa[0]) != string(wire.MustEncode(lone)) || &qa[0][0] != &qb[0][0] {
+		t.Fatalf("a lone event: %q and %q, want one encoding of it shared", qa, qb)
+	}
+	// Within the interval: logged, not encoded; its end cancels it.
+	ms.mu.Lock()
+	ms.eventLog.lastFlush = time.Now().Add(time.Minute) // the next flush is the timer's, however slow the machine
+	ms.logLocked(loggedEvent{push: push(wire.EventPeerJoined), subject: subject, starts: true})
+	if n := len(ms.eventLog.events); n != 1 || ms.eventLog.events[0].frame != nil {
+		t.Fatalf("a start waiting for the flush: %d events, encoded %v", n, n > 0 && ms.eventLog.events[0].frame != nil)
+	}
+	if !ms.eventLog.cancelStartLocked(subject) {
+		t.Fatal("the start was not cancelled")
+	}
+	ms.mu.Unlock()
+	flushNow(ms)
+	if qa, qb := queued(conns[0]), queued(conns[1]); len(qa)+len(qb) != 0 {
+		t.Fatalf("a cancelled start was sent: %q %q", qa, qb)
+	}
+}

@@ -565,11 +565,15 @@ func (ms *meshState) broadcastSystem(event string, p *presence) {
 	if event == wire.EventPeerLeft && ms.eventLog.cancelStartLocked(p) {
 		return // it came and went between two flushes, unannounced
 	}
-	frame := wire.MustEncode(wire.Push{
+	// Encoded when first handed out (eventLog.frameLocked), not here:
+	// most starts of a presence churn are cancelled by its end before
+	// any receiver is handed them, and the encoding was done under the
+	// mesh lock every send of the mesh waits on.
+	push := &wire.Push{
 		Type: wire.TypePush, Subtype: wire.SubtypeSystem, Event: event,
 		MessageID: newID(), CreatedAt: time.Now().UnixMilli(),
 		EventData: wire.PeerEvent{Pubkey: p.pubkey, MemberPubkey: p.member.Pubkey, DisplayName: p.displayName, SessionID: p.sessionID, Role: p.role, PeerType: p.peerType},
-	})
+	}
 	hidden := p.hidden
 	if !p.session {
 		hidden = p.member.Hidden
@@ -578,7 +582,7 @@ func (ms *meshState) broadcastSystem(event string, p *presence) {
 	if hidden {
 		onlyFor = p.member // an invisible presence is announced only to its own member
 	}
-	ms.logLocked(loggedEvent{frame: frame, subject: p, onlyFor: onlyFor, starts: event != wire.EventPeerLeft})
+	ms.logLocked(loggedEvent{push: push, subject: p, onlyFor: onlyFor, starts: event != wire.EventPeerLeft})
 }
 
 // closeAll closes every connection for shutdown (1001 shutting_down).
