@@ -98,7 +98,8 @@ type verifyCase struct {
 }
 
 // verifyCases are valid signatures and every kind of invalid one: each bit
-// of R and S flipped, S + L, the top bits of S set, R replaced by each
+// of R and S flipped (of the first signature; every ninth bit of the
+// others), S + L, the top bits of S set, R replaced by each
 // small-order encoding, R the identity with S making the equation hold,
 // keys of small order, of mixed order, non-canonical, random.
 func verifyCases(t testing.TB) []verifyCase {
@@ -116,6 +117,9 @@ func verifyCases(t testing.TB) []verifyCase {
 		add := func(pub PublicKey, s []byte) { cases = append(cases, verifyCase{pub, msg, hex.EncodeToString(s)}) }
 		add(id.Public(), sig)
 		for bit := range 512 {
+			if i > 0 && bit%9 != 0 {
+				continue // every bit of the first signature, a sample of the others'
+			}
 			m := bytes.Clone(sig)
 			m[bit/8] ^= 1 << (bit % 8)
 			add(id.Public(), m)
