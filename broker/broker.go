@@ -77,6 +77,7 @@ type Broker struct {
 	// touched only on the dispatcher).
 	batchFlush bool
 	fanout     []*conn
+	spliced    []byte // flushNow's scratch buffer for spliced frames (dispatcher only)
 
 	shuttingDown atomic.Bool
 	stop         chan struct{}

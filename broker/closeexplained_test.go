@@ -18,7 +18,7 @@ func TestCloseExplainedNeverBecomesSlowConsumer(t *testing.T) {
 		c := &conn{b: b, ms: &meshState{}, wake: make(chan struct{}, 1)}
 		c.writing.Store(true) // no writer: the test reads the queue itself
 		if full {
-			c.queue, c.qbytes = [][]byte{make([]byte, b.cfg.SendBuffer-10)}, b.cfg.SendBuffer-10
+			c.queue, c.qbytes = []outFrame{{b: make([]byte, b.cfg.SendBuffer-10)}}, b.cfg.SendBuffer-10
 		}
 		c.closeExplained(wire.CloseNormal, wire.ReasonReplaced, wire.ReasonReplaced, "another connection with this identity connected")
 		c.wmu.Lock()

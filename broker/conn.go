@@ -63,7 +63,7 @@ type conn struct {
 
 	// Writer queue.
 	wmu     sync.Mutex
-	queue   [][]byte
+	queue   []outFrame
 	qbytes  int
 	closing bool
 	// closeDecided mirrors closing for the reader, which checks it at
@@ -406,13 +406,16 @@ func readAll(r io.Reader, limit int64) ([]byte, error) { return framebuf.ReadAll
 // enqueue adds a frame to the writer queue. Past --send-buffer bytes the
 // client is too slow: drop the queue and close 4008 rather than buffer
 // without bound or block the caller (a fan-out, the committer).
-func (c *conn) enqueue(frame []byte) bool {
+func (c *conn) enqueue(frame []byte) bool { return c.enqueueOut(outFrame{b: frame}) }
+
+// enqueueOut is enqueue for a frame that may be spliced (outFrame).
+func (c *conn) enqueueOut(f outFrame) bool {
 	c.wmu.Lock()
 	if c.closing {
 		c.wmu.Unlock()
 		return false
 	}
-	if c.qbytes+len(frame) > c.b.cfg.SendBuffer {
+	if c.qbytes+f.size() > c.b.cfg.SendBuffer {
 		c.queue, c.qbytes = nil, 0
 		c.closing, c.closeCode, c.closeReason = true, wire.CloseSlowConsumer, wire.ReasonSlowConsumer
 		c.closeDecided.Store(true)
@@ -422,8 +425,8 @@ func (c *conn) enqueue(frame []byte) bool {
 		c.signal()
 		return false
 	}
-	c.queue = append(c.queue, frame)
-	c.qbytes += len(frame)
+	c.queue = append(c.queue, f)
+	c.qbytes += f.size()
 	c.wmu.Unlock()
 	c.signal()
 	return true
@@ -463,7 +466,7 @@ func (c *conn) closeExplained(code int, reason, errCode, text string) {
 	c.wmu.Lock()
 	if !c.closing {
 		if c.qbytes+len(frame) <= c.b.cfg.SendBuffer {
-			c.queue = append(c.queue, frame)
+			c.queue = append(c.queue, outFrame{b: frame})
 			c.qbytes += len(frame)
 		}
 		c.closing, c.closeCode, c.closeReason = true, code, reason
@@ -595,8 +598,9 @@ func (c *conn) writePending() (closing bool, err error) {
 	if len(batch) > 0 {
 		c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 		c.raw.hold()
+		var scratch []byte
 		for _, f := range batch {
-			if err = c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
+			if err = writeFrame(c.ws, f, &scratch); err != nil {
 				break
 			}
 		}

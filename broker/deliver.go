@@ -49,7 +49,7 @@ func (c *conn) heldLocked() bool {
 
 // offerLocked pushes one queue entry to c if flow control and priority
 // holding allow, reporting whether it was pushed. Caller holds ms.mu.
-func (c *conn) offerLocked(id string, seq uint64, priority string, frame []byte) bool {
+func (c *conn) offerLocked(id string, seq uint64, priority string, frame outFrame) bool {
 	if c.closed || c.transient || c.inflight == nil {
 		return false
 	}
@@ -62,14 +62,14 @@ func (c *conn) offerLocked(id string, seq uint64, priority string, frame []byte)
 	if priority != wire.PriorityNow && c.heldLocked() {
 		return false
 	}
-	if !c.windowHasRoomLocked(len(frame)) {
+	if !c.windowHasRoomLocked(frame.size()) {
 		c.backlog = true
 		return false
 	}
-	if !c.enqueueFanout(frame) {
+	if !c.enqueueFanoutOut(frame) {
 		return false
 	}
-	c.addInflightLocked(id, len(frame))
+	c.addInflightLocked(id, frame.size())
 	return true
 }
 

@@ -36,7 +36,7 @@ func TestPresenceEventsCoalescePerReceiver(t *testing.T) {
 		var out []wire.Push
 		for _, f := range c.queue {
 			var p wire.Push
-			if err := wire.Decode(f, &p); err != nil {
+			if err := wire.Decode(f.b, &p); err != nil {
 				t.Fatal(err)
 			}
 			out = append(out, p)
@@ -247,7 +247,7 @@ func TestTransientPresenceIsNotAnnounced(t *testing.T) {
 		var out []string
 		for _, f := range c.queue {
 			var p wire.Push
-			if err := wire.Decode(f, &p); err != nil {
+			if err := wire.Decode(f.b, &p); err != nil {
 				t.Fatal(err)
 			}
 			var ev wire.PeerEvent
@@ -322,7 +322,10 @@ func TestPresenceEventEncodedWhenHandedOut(t *testing.T) {
 	queued := func(c *conn) [][]byte {
 		c.wmu.Lock()
 		defer c.wmu.Unlock()
-		q := c.queue
+		var q [][]byte
+		for _, f := range c.queue {
+			q = append(q, f.b)
+		}
 		c.queue, c.qbytes = nil, 0
 		return q
 	}

@@ -306,13 +306,10 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	// The records are encoded here, on this connection's goroutine: the
 	// committer that every write of every mesh waits for only puts them.
 	prepared := store.PrepareMessageBody(rec, to, body)
-	// So is each recipient's frame (the push with its own key entry, for a
-	// multi): a broadcast encodes up to a thousand, which on the
-	// dispatcher would hold up every later commit's pushes and acks.
-	frames := make([][]byte, len(to))
-	for i, d := range to {
-		frames[i] = wire.EncodePushWithKey(base, d.Key)
-	}
+	// So is each recipient's key entry, for a multi: a broadcast encodes
+	// up to a thousand, which on the dispatcher would hold up every later
+	// commit's pushes and acks.
+	frames := pushFrames(base, to)
 	var res sendResult
 	// Sized by its body and keyed by its sender: a large message waits in
 	// the committer's large lane (store.SubmitSized) instead of making
@@ -368,7 +365,7 @@ func (ms *meshState) unreserveLocked(recipient string) {
 
 // afterSend runs on the committer goroutine once the message is durable:
 // push to online recipients (in commit order, hence FIFO), then ack.
-func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDelivery, frames [][]byte, res *sendResult, err error, start time.Time) {
+func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDelivery, frames []outFrame, res *sendResult, err error, start time.Time) {
 	if errors.Is(err, store.ErrUnavailable) {
 		c.b.log.Warn("send refused: not durable in time", "err", err)
 		c.ackError(s, wire.CodeUnavailable, unavailableText("the message"), unavailableRetryMs)
@@ -723,7 +720,7 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 		}
 		targets := ms.targets(o.ReceiptFor)
 		for _, t := range targets {
-			t.offerLocked(o.NewReceipt.ReceiptID, o.ReceiptSeq, wire.PriorityNow, frame)
+			t.offerLocked(o.NewReceipt.ReceiptID, o.ReceiptSeq, wire.PriorityNow, outFrame{b: frame})
 		}
 		if og := ms.receiptCameLocked(o.Message.ID); og != nil {
 			oc := og.conn

@@ -91,9 +91,17 @@ func EncodePushWithKey(base []byte, key *MultiKey) []byte {
 	}
 	out := make([]byte, 0, len(base)+len(key.To)+len(key.Nonce)+len(key.Box)+40)
 	out = append(out, base[:len(base)-1]...)
-	out = append(out, `,"key":`...)
-	out = appendMultiKey(out, key)
-	return append(out, '}')
+	return AppendPushKey(out, key)
+}
+
+// AppendPushKey appends to dst what EncodePushWithKey puts after base's
+// last byte but one: the `key` entry and the closing brace. A fan-out can
+// keep this alone per recipient (~180 bytes of a ~1.2 KB frame) and splice
+// it when it writes the frame (base[:len(base)-1] then this).
+func AppendPushKey(dst []byte, key *MultiKey) []byte {
+	dst = append(dst, `,"key":`...)
+	dst = appendMultiKey(dst, key)
+	return append(dst, '}')
 }
 
 // Validation of the string shapes the protocol fixes. These are
