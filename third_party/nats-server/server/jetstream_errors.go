@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 package server
 
 import (
@@ -40,7 +41,7 @@ func IsNatsErr(err error, ids ...ErrorIdentifier) bool {
 	}
 
 	for _, id := range ids {
-		ae, ok := ApiErrors[id]
+		ae, ok := ApiErrors()[id]
 		if !ok || ae == nil {
 			continue
 		}

@@ -1,8 +1,12 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Generated code, do not edit. See errors.json and run go generate to update
 
 package server
 
-import "strings"
+import (
+	"strings"
+	"sync"
+)
 
 const (
 	// JSAccountResourcesExceededErr resource limits exceeded for account
@@ -688,7 +692,36 @@ const (
 )
 
 var (
-	ApiErrors = map[ErrorIdentifier]*ApiError{
+	// ApiErrors is made on first use, not at start (modified for claudemesh,
+	// third_party/README.md): apiErrorsTable; the deprecated errors below
+	// are its entries.
+	ApiErrors = sync.OnceValue(apiErrorsTable)
+	// ErrJetStreamNotClustered Deprecated by JSClusterNotActiveErr ApiError, use IsNatsError() for comparisons
+	ErrJetStreamNotClustered = &ApiError{Code: 500, ErrCode: 10006, Description: "JetStream not in clustered mode"}
+	// ErrJetStreamNotAssigned Deprecated by JSClusterNotAssignedErr ApiError, use IsNatsError() for comparisons
+	ErrJetStreamNotAssigned = &ApiError{Code: 500, ErrCode: 10007, Description: "JetStream cluster not assigned to this server"}
+	// ErrJetStreamNotLeader Deprecated by JSClusterNotLeaderErr ApiError, use IsNatsError() for comparisons
+	ErrJetStreamNotLeader = &ApiError{Code: 500, ErrCode: 10009, Description: "JetStream cluster can not handle request"}
+	// ErrJetStreamConsumerAlreadyUsed Deprecated by JSConsumerNameExistErr ApiError, use IsNatsError() for comparisons
+	ErrJetStreamConsumerAlreadyUsed = &ApiError{Code: 400, ErrCode: 10013, Description: "consumer name already in use"}
+	// ErrJetStreamResourcesExceeded Deprecated by JSInsufficientResourcesErr ApiError, use IsNatsError() for comparisons
+	ErrJetStreamResourcesExceeded = &ApiError{Code: 503, ErrCode: 10023, Description: "insufficient resources"}
+	// ErrMemoryResourcesExceeded Deprecated by JSMemoryResourcesExceededErr ApiError, use IsNatsError() for comparisons
+	ErrMemoryResourcesExceeded = &ApiError{Code: 500, ErrCode: 10028, Description: "insufficient memory resources available"}
+	// ErrJetStreamNotEnabled Deprecated by JSNotEnabledErr ApiError, use IsNatsError() for comparisons
+	ErrJetStreamNotEnabled = &ApiError{Code: 503, ErrCode: 10076, Description: "JetStream not enabled"}
+	// ErrStorageResourcesExceeded Deprecated by JSStorageResourcesExceededErr ApiError, use IsNatsError() for comparisons
+	ErrStorageResourcesExceeded = &ApiError{Code: 500, ErrCode: 10047, Description: "insufficient storage resources available"}
+	// ErrJetStreamStreamAlreadyUsed Deprecated by JSStreamNameExistErr ApiError, use IsNatsError() for comparisons
+	ErrJetStreamStreamAlreadyUsed = &ApiError{Code: 400, ErrCode: 10058, Description: "stream name already in use with a different configuration"}
+	// ErrJetStreamStreamNotFound Deprecated by JSStreamNotFoundErr ApiError, use IsNatsError() for comparisons
+	ErrJetStreamStreamNotFound = &ApiError{Code: 404, ErrCode: 10059, Description: "stream not found"}
+	// ErrReplicasNotSupported Deprecated by JSStreamReplicasNotSupportedErr ApiError, use IsNatsError() for comparisons
+	ErrReplicasNotSupported = &ApiError{Code: 500, ErrCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"}
+)
+
+func apiErrorsTable() map[ErrorIdentifier]*ApiError {
+	return map[ErrorIdentifier]*ApiError{
 		JSAccountResourcesExceededErr:                {Code: 400, ErrCode: 10002, Description: "resource limits exceeded for account"},
 		JSAtomicPublishContainsDuplicateMessageErr:   {Code: 400, ErrCode: 10201, Description: "atomic publish batch contains duplicate message id"},
 		JSAtomicPublishDisabledErr:                   {Code: 400, ErrCode: 10174, Description: "atomic publish is disabled"},
@@ -707,10 +740,10 @@ var (
 		JSBatchPublishUnknownBatchIDErr:              {Code: 400, ErrCode: 10208, Description: "batch publish ID unknown"},
 		JSClusterIncompleteErr:                       {Code: 503, ErrCode: 10004, Description: "incomplete results"},
 		JSClusterNoPeersErrF:                         {Code: 400, ErrCode: 10005, Description: "{err}"},
-		JSClusterNotActiveErr:                        {Code: 500, ErrCode: 10006, Description: "JetStream not in clustered mode"},
-		JSClusterNotAssignedErr:                      {Code: 500, ErrCode: 10007, Description: "JetStream cluster not assigned to this server"},
+		JSClusterNotActiveErr:                        ErrJetStreamNotClustered,
+		JSClusterNotAssignedErr:                      ErrJetStreamNotAssigned,
 		JSClusterNotAvailErr:                         {Code: 503, ErrCode: 10008, Description: "JetStream system temporarily unavailable"},
-		JSClusterNotLeaderErr:                        {Code: 500, ErrCode: 10009, Description: "JetStream cluster can not handle request"},
+		JSClusterNotLeaderErr:                        ErrJetStreamNotLeader,
 		JSClusterPeerNotMemberErr:                    {Code: 400, ErrCode: 10040, Description: "peer not a member"},
 		JSClusterRequiredErr:                         {Code: 503, ErrCode: 10010, Description: "JetStream clustering support required"},
 		JSClusterRescueErr:                           {Code: 400, ErrCode: 10224, Description: "JetStream system rescue not applied: {err}"},
@@ -767,7 +800,7 @@ var (
 		JSConsumerMetadataLengthErrF:                 {Code: 400, ErrCode: 10135, Description: "consumer metadata exceeds maximum size of {limit}"},
 		JSConsumerMultipleFiltersNotAllowed:          {Code: 400, ErrCode: 10137, Description: "consumer with multiple subject filters cannot use subject based API"},
 		JSConsumerNameContainsPathSeparatorsErr:      {Code: 400, ErrCode: 10127, Description: "Consumer name can not contain path separators"},
-		JSConsumerNameExistErr:                       {Code: 400, ErrCode: 10013, Description: "consumer name already in use"},
+		JSConsumerNameExistErr:                       ErrJetStreamConsumerAlreadyUsed,
 		JSConsumerNameTooLongErrF:                    {Code: 400, ErrCode: 10102, Description: "consumer name is too long, maximum allowed is {max}"},
 		JSConsumerNotFoundErr:                        {Code: 404, ErrCode: 10014, Description: "consumer not found"},
 		JSConsumerOfflineErr:                         {Code: 500, ErrCode: 10119, Description: "consumer is offline"},
@@ -794,11 +827,11 @@ var (
 		JSConsumerWQMultipleUnfilteredErr:            {Code: 400, ErrCode: 10099, Description: "multiple non-filtered consumers not allowed on workqueue stream"},
 		JSConsumerWQRequiresExplicitAckErr:           {Code: 400, ErrCode: 10098, Description: "workqueue stream requires explicit ack"},
 		JSConsumerWithFlowControlNeedsHeartbeats:     {Code: 400, ErrCode: 10108, Description: "consumer with flow control also needs heartbeats"},
-		JSInsufficientResourcesErr:                   {Code: 503, ErrCode: 10023, Description: "insufficient resources"},
+		JSInsufficientResourcesErr:                   ErrJetStreamResourcesExceeded,
 		JSInvalidJSONErr:                             {Code: 400, ErrCode: 10025, Description: "invalid JSON: {err}"},
 		JSMaximumConsumersLimitErr:                   {Code: 400, ErrCode: 10026, Description: "maximum consumers limit reached"},
 		JSMaximumStreamsLimitErr:                     {Code: 400, ErrCode: 10027, Description: "maximum number of streams reached"},
-		JSMemoryResourcesExceededErr:                 {Code: 500, ErrCode: 10028, Description: "insufficient memory resources available"},
+		JSMemoryResourcesExceededErr:                 ErrMemoryResourcesExceeded,
 		JSMessageCounterBrokenErr:                    {Code: 400, ErrCode: 10172, Description: "message counter is broken"},
 		JSMessageIncrDisabledErr:                     {Code: 400, ErrCode: 10168, Description: "message counters is disabled"},
 		JSMessageIncrInvalidErr:                      {Code: 400, ErrCode: 10171, Description: "message counter increment is invalid"},
@@ -837,7 +870,7 @@ var (
 		JSNoLimitsErr:                                {Code: 400, ErrCode: 10120, Description: "no JetStream default or applicable tiered limit present"},
 		JSNoMessageFoundErr:                          {Code: 404, ErrCode: 10037, Description: "no message found"},
 		JSNotEmptyRequestErr:                         {Code: 400, ErrCode: 10038, Description: "expected an empty request payload"},
-		JSNotEnabledErr:                              {Code: 503, ErrCode: 10076, Description: "JetStream not enabled"},
+		JSNotEnabledErr:                              ErrJetStreamNotEnabled,
 		JSNotEnabledForAccountErr:                    {Code: 503, ErrCode: 10039, Description: "JetStream not enabled for account"},
 		JSPedanticErrF:                               {Code: 400, ErrCode: 10157, Description: "pedantic mode: {err}"},
 		JSPeerRemapErr:                               {Code: 503, ErrCode: 10075, Description: "peer remap failed"},
@@ -860,7 +893,7 @@ var (
 		JSSourceMultipleFiltersNotAllowed:            {Code: 400, ErrCode: 10144, Description: "source with multiple subject transforms cannot also have a single subject filter"},
 		JSSourceOverlappingSubjectFilters:            {Code: 400, ErrCode: 10147, Description: "source filters can not overlap"},
 		JSSourceWithMsgSchedulesErr:                  {Code: 400, ErrCode: 10187, Description: "stream source can not also schedule messages"},
-		JSStorageResourcesExceededErr:                {Code: 500, ErrCode: 10047, Description: "insufficient storage resources available"},
+		JSStorageResourcesExceededErr:                ErrStorageResourcesExceeded,
 		JSStreamAssignmentErrF:                       {Code: 500, ErrCode: 10048, Description: "{err}"},
 		JSStreamCreateErrF:                           {Code: 500, ErrCode: 10049, Description: "{err}"},
 		JSStreamDeleteErrF:                           {Code: 500, ErrCode: 10050, Description: "{err}"},
@@ -886,16 +919,16 @@ var (
 		JSStreamMoveInProgressErr:                    {Code: 400, ErrCode: 10124, Description: "stream move already in progress"},
 		JSStreamMsgDeleteFailedF:                     {Code: 500, ErrCode: 10057, Description: "{err}"},
 		JSStreamNameContainsPathSeparatorsErr:        {Code: 400, ErrCode: 10128, Description: "Stream name can not contain path separators"},
-		JSStreamNameExistErr:                         {Code: 400, ErrCode: 10058, Description: "stream name already in use with a different configuration"},
+		JSStreamNameExistErr:                         ErrJetStreamStreamAlreadyUsed,
 		JSStreamNameExistRestoreFailedErr:            {Code: 400, ErrCode: 10130, Description: "stream name already in use, cannot restore"},
-		JSStreamNotFoundErr:                          {Code: 404, ErrCode: 10059, Description: "stream not found"},
+		JSStreamNotFoundErr:                          ErrJetStreamStreamNotFound,
 		JSStreamNotMatchErr:                          {Code: 400, ErrCode: 10060, Description: "expected stream does not match"},
 		JSStreamOfflineErr:                           {Code: 500, ErrCode: 10118, Description: "stream is offline"},
 		JSStreamOfflineReasonErrF:                    {Code: 500, ErrCode: 10194, Description: "stream is offline: {err}"},
 		JSStreamPurgeFailedF:                         {Code: 500, ErrCode: 10110, Description: "{err}"},
 		JSStreamReconfigureInProgressErr:             {Code: 400, ErrCode: 10226, Description: "stream reconfiguration already in progress"},
 		JSStreamReconfigureNotInProgressErr:          {Code: 400, ErrCode: 10129, Description: "stream reconfiguration not in progress"},
-		JSStreamReplicasNotSupportedErr:              {Code: 500, ErrCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"},
+		JSStreamReplicasNotSupportedErr:              ErrReplicasNotSupported,
 		JSStreamReplicasNotUpdatableErr:              {Code: 400, ErrCode: 10061, Description: "Replicas configuration can not be updated"},
 		JSStreamRestoreErrF:                          {Code: 500, ErrCode: 10062, Description: "restore failed: {err}"},
 		JSStreamRollupFailedF:                        {Code: 500, ErrCode: 10111, Description: "{err}"},
@@ -917,29 +950,7 @@ var (
 		JSTempStorageFailedErr:                       {Code: 500, ErrCode: 10072, Description: "JetStream unable to open temp storage for restore"},
 		JSTemplateNameNotMatchSubjectErr:             {Code: 400, ErrCode: 10073, Description: "template name in subject does not match request"},
 	}
-	// ErrJetStreamNotClustered Deprecated by JSClusterNotActiveErr ApiError, use IsNatsError() for comparisons
-	ErrJetStreamNotClustered = ApiErrors[JSClusterNotActiveErr]
-	// ErrJetStreamNotAssigned Deprecated by JSClusterNotAssignedErr ApiError, use IsNatsError() for comparisons
-	ErrJetStreamNotAssigned = ApiErrors[JSClusterNotAssignedErr]
-	// ErrJetStreamNotLeader Deprecated by JSClusterNotLeaderErr ApiError, use IsNatsError() for comparisons
-	ErrJetStreamNotLeader = ApiErrors[JSClusterNotLeaderErr]
-	// ErrJetStreamConsumerAlreadyUsed Deprecated by JSConsumerNameExistErr ApiError, use IsNatsError() for comparisons
-	ErrJetStreamConsumerAlreadyUsed = ApiErrors[JSConsumerNameExistErr]
-	// ErrJetStreamResourcesExceeded Deprecated by JSInsufficientResourcesErr ApiError, use IsNatsError() for comparisons
-	ErrJetStreamResourcesExceeded = ApiErrors[JSInsufficientResourcesErr]
-	// ErrMemoryResourcesExceeded Deprecated by JSMemoryResourcesExceededErr ApiError, use IsNatsError() for comparisons
-	ErrMemoryResourcesExceeded = ApiErrors[JSMemoryResourcesExceededErr]
-	// ErrJetStreamNotEnabled Deprecated by JSNotEnabledErr ApiError, use IsNatsError() for comparisons
-	ErrJetStreamNotEnabled = ApiErrors[JSNotEnabledErr]
-	// ErrStorageResourcesExceeded Deprecated by JSStorageResourcesExceededErr ApiError, use IsNatsError() for comparisons
-	ErrStorageResourcesExceeded = ApiErrors[JSStorageResourcesExceededErr]
-	// ErrJetStreamStreamAlreadyUsed Deprecated by JSStreamNameExistErr ApiError, use IsNatsError() for comparisons
-	ErrJetStreamStreamAlreadyUsed = ApiErrors[JSStreamNameExistErr]
-	// ErrJetStreamStreamNotFound Deprecated by JSStreamNotFoundErr ApiError, use IsNatsError() for comparisons
-	ErrJetStreamStreamNotFound = ApiErrors[JSStreamNotFoundErr]
-	// ErrReplicasNotSupported Deprecated by JSStreamReplicasNotSupportedErr ApiError, use IsNatsError() for comparisons
-	ErrReplicasNotSupported = ApiErrors[JSStreamReplicasNotSupportedErr]
-)
+}
 
 // NewJSAccountResourcesExceededError creates a new JSAccountResourcesExceededErr error: "resource limits exceeded for account"
 func NewJSAccountResourcesExceededError(opts ...ErrorOption) *ApiError {
@@ -948,7 +959,7 @@ func NewJSAccountResourcesExceededError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSAccountResourcesExceededErr]
+	return ApiErrors()[JSAccountResourcesExceededErr]
 }
 
 // NewJSAtomicPublishContainsDuplicateMessageError creates a new JSAtomicPublishContainsDuplicateMessageErr error: "atomic publish batch contains duplicate message id"
@@ -958,7 +969,7 @@ func NewJSAtomicPublishContainsDuplicateMessageError(opts ...ErrorOption) *ApiEr
 		return ae
 	}
 
-	return ApiErrors[JSAtomicPublishContainsDuplicateMessageErr]
+	return ApiErrors()[JSAtomicPublishContainsDuplicateMessageErr]
 }
 
 // NewJSAtomicPublishDisabledError creates a new JSAtomicPublishDisabledErr error: "atomic publish is disabled"
@@ -968,7 +979,7 @@ func NewJSAtomicPublishDisabledError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSAtomicPublishDisabledErr]
+	return ApiErrors()[JSAtomicPublishDisabledErr]
 }
 
 // NewJSAtomicPublishIncompleteBatchError creates a new JSAtomicPublishIncompleteBatchErr error: "atomic publish batch is incomplete"
@@ -978,7 +989,7 @@ func NewJSAtomicPublishIncompleteBatchError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSAtomicPublishIncompleteBatchErr]
+	return ApiErrors()[JSAtomicPublishIncompleteBatchErr]
 }
 
 // NewJSAtomicPublishInvalidBatchCommitError creates a new JSAtomicPublishInvalidBatchCommitErr error: "atomic publish batch commit is invalid"
@@ -988,7 +999,7 @@ func NewJSAtomicPublishInvalidBatchCommitError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSAtomicPublishInvalidBatchCommitErr]
+	return ApiErrors()[JSAtomicPublishInvalidBatchCommitErr]
 }
 
 // NewJSAtomicPublishInvalidBatchIDError creates a new JSAtomicPublishInvalidBatchIDErr error: "atomic publish batch ID is invalid"
@@ -998,7 +1009,7 @@ func NewJSAtomicPublishInvalidBatchIDError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSAtomicPublishInvalidBatchIDErr]
+	return ApiErrors()[JSAtomicPublishInvalidBatchIDErr]
 }
 
 // NewJSAtomicPublishMissingSeqError creates a new JSAtomicPublishMissingSeqErr error: "atomic publish sequence is missing"
@@ -1008,7 +1019,7 @@ func NewJSAtomicPublishMissingSeqError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSAtomicPublishMissingSeqErr]
+	return ApiErrors()[JSAtomicPublishMissingSeqErr]
 }
 
 // NewJSAtomicPublishTooLargeBatchError creates a new JSAtomicPublishTooLargeBatchErrF error: "atomic publish batch is too large: {size}"
@@ -1018,7 +1029,7 @@ func NewJSAtomicPublishTooLargeBatchError(size interface{}, opts ...ErrorOption)
 		return ae
 	}
 
-	e := ApiErrors[JSAtomicPublishTooLargeBatchErrF]
+	e := ApiErrors()[JSAtomicPublishTooLargeBatchErrF]
 	args := e.toReplacerArgs([]interface{}{"{size}", size})
 	return &ApiError{
 		Code:        e.Code,
@@ -1034,7 +1045,7 @@ func NewJSAtomicPublishTooManyInflightError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSAtomicPublishTooManyInflight]
+	return ApiErrors()[JSAtomicPublishTooManyInflight]
 }
 
 // NewJSAtomicPublishUnsupportedHeaderBatchError creates a new JSAtomicPublishUnsupportedHeaderBatchErr error: "atomic publish unsupported header used: {header}"
@@ -1044,7 +1055,7 @@ func NewJSAtomicPublishUnsupportedHeaderBatchError(header interface{}, opts ...E
 		return ae
 	}
 
-	e := ApiErrors[JSAtomicPublishUnsupportedHeaderBatchErr]
+	e := ApiErrors()[JSAtomicPublishUnsupportedHeaderBatchErr]
 	args := e.toReplacerArgs([]interface{}{"{header}", header})
 	return &ApiError{
 		Code:        e.Code,
@@ -1060,7 +1071,7 @@ func NewJSBadRequestError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSBadRequestErr]
+	return ApiErrors()[JSBadRequestErr]
 }
 
 // NewJSBatchPublishDisabledError creates a new JSBatchPublishDisabledErr error: "batch publish is disabled"
@@ -1070,7 +1081,7 @@ func NewJSBatchPublishDisabledError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSBatchPublishDisabledErr]
+	return ApiErrors()[JSBatchPublishDisabledErr]
 }
 
 // NewJSBatchPublishInvalidBatchIDError creates a new JSBatchPublishInvalidBatchIDErr error: "batch publish ID is invalid"
@@ -1080,7 +1091,7 @@ func NewJSBatchPublishInvalidBatchIDError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSBatchPublishInvalidBatchIDErr]
+	return ApiErrors()[JSBatchPublishInvalidBatchIDErr]
 }
 
 // NewJSBatchPublishInvalidPatternError creates a new JSBatchPublishInvalidPatternErr error: "batch publish pattern is invalid"
@@ -1090,7 +1101,7 @@ func NewJSBatchPublishInvalidPatternError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSBatchPublishInvalidPatternErr]
+	return ApiErrors()[JSBatchPublishInvalidPatternErr]
 }
 
 // NewJSBatchPublishTooManyInflightError creates a new JSBatchPublishTooManyInflight error: "batch publish too many inflight"
@@ -1100,7 +1111,7 @@ func NewJSBatchPublishTooManyInflightError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSBatchPublishTooManyInflight]
+	return ApiErrors()[JSBatchPublishTooManyInflight]
 }
 
 // NewJSBatchPublishUnknownBatchIDError creates a new JSBatchPublishUnknownBatchIDErr error: "batch publish ID unknown"
@@ -1110,7 +1121,7 @@ func NewJSBatchPublishUnknownBatchIDError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSBatchPublishUnknownBatchIDErr]
+	return ApiErrors()[JSBatchPublishUnknownBatchIDErr]
 }
 
 // NewJSClusterIncompleteError creates a new JSClusterIncompleteErr error: "incomplete results"
@@ -1120,7 +1131,7 @@ func NewJSClusterIncompleteError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterIncompleteErr]
+	return ApiErrors()[JSClusterIncompleteErr]
 }
 
 // NewJSClusterNoPeersError creates a new JSClusterNoPeersErrF error: "{err}"
@@ -1130,7 +1141,7 @@ func NewJSClusterNoPeersError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSClusterNoPeersErrF]
+	e := ApiErrors()[JSClusterNoPeersErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -1146,7 +1157,7 @@ func NewJSClusterNotActiveError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterNotActiveErr]
+	return ApiErrors()[JSClusterNotActiveErr]
 }
 
 // NewJSClusterNotAssignedError creates a new JSClusterNotAssignedErr error: "JetStream cluster not assigned to this server"
@@ -1156,7 +1167,7 @@ func NewJSClusterNotAssignedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterNotAssignedErr]
+	return ApiErrors()[JSClusterNotAssignedErr]
 }
 
 // NewJSClusterNotAvailError creates a new JSClusterNotAvailErr error: "JetStream system temporarily unavailable"
@@ -1166,7 +1177,7 @@ func NewJSClusterNotAvailError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterNotAvailErr]
+	return ApiErrors()[JSClusterNotAvailErr]
 }
 
 // NewJSClusterNotLeaderError creates a new JSClusterNotLeaderErr error: "JetStream cluster can not handle request"
@@ -1176,7 +1187,7 @@ func NewJSClusterNotLeaderError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterNotLeaderErr]
+	return ApiErrors()[JSClusterNotLeaderErr]
 }
 
 // NewJSClusterPeerNotMemberError creates a new JSClusterPeerNotMemberErr error: "peer not a member"
@@ -1186,7 +1197,7 @@ func NewJSClusterPeerNotMemberError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterPeerNotMemberErr]
+	return ApiErrors()[JSClusterPeerNotMemberErr]
 }
 
 // NewJSClusterRequiredError creates a new JSClusterRequiredErr error: "JetStream clustering support required"
@@ -1196,7 +1207,7 @@ func NewJSClusterRequiredError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterRequiredErr]
+	return ApiErrors()[JSClusterRequiredErr]
 }
 
 // NewJSClusterRescueError creates a new JSClusterRescueErr error: "JetStream system rescue not applied: {err}"
@@ -1206,7 +1217,7 @@ func NewJSClusterRescueError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSClusterRescueErr]
+	e := ApiErrors()[JSClusterRescueErr]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -1222,7 +1233,7 @@ func NewJSClusterServerMemberChangeInflightError(opts ...ErrorOption) *ApiError 
 		return ae
 	}
 
-	return ApiErrors[JSClusterServerMemberChangeInflightErr]
+	return ApiErrors()[JSClusterServerMemberChangeInflightErr]
 }
 
 // NewJSClusterServerNotMemberError creates a new JSClusterServerNotMemberErr error: "server is not a member of the cluster"
@@ -1232,7 +1243,7 @@ func NewJSClusterServerNotMemberError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterServerNotMemberErr]
+	return ApiErrors()[JSClusterServerNotMemberErr]
 }
 
 // NewJSClusterTagsError creates a new JSClusterTagsErr error: "tags placement not supported for operation"
@@ -1242,7 +1253,7 @@ func NewJSClusterTagsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterTagsErr]
+	return ApiErrors()[JSClusterTagsErr]
 }
 
 // NewJSClusterUnSupportFeatureError creates a new JSClusterUnSupportFeatureErr error: "not currently supported in clustered mode"
@@ -1252,7 +1263,7 @@ func NewJSClusterUnSupportFeatureError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSClusterUnSupportFeatureErr]
+	return ApiErrors()[JSClusterUnSupportFeatureErr]
 }
 
 // NewJSConsumerAckFCRequiresFCError creates a new JSConsumerAckFCRequiresFCErr error: "flow control ack policy requires flow control"
@@ -1262,7 +1273,7 @@ func NewJSConsumerAckFCRequiresFCError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerAckFCRequiresFCErr]
+	return ApiErrors()[JSConsumerAckFCRequiresFCErr]
 }
 
 // NewJSConsumerAckFCRequiresMaxAckPendingError creates a new JSConsumerAckFCRequiresMaxAckPendingErr error: "flow control ack policy requires max ack pending"
@@ -1272,7 +1283,7 @@ func NewJSConsumerAckFCRequiresMaxAckPendingError(opts ...ErrorOption) *ApiError
 		return ae
 	}
 
-	return ApiErrors[JSConsumerAckFCRequiresMaxAckPendingErr]
+	return ApiErrors()[JSConsumerAckFCRequiresMaxAckPendingErr]
 }
 
 // NewJSConsumerAckFCRequiresNoAckWaitError creates a new JSConsumerAckFCRequiresNoAckWaitErr error: "flow control ack policy requires unset ack wait"
@@ -1282,7 +1293,7 @@ func NewJSConsumerAckFCRequiresNoAckWaitError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerAckFCRequiresNoAckWaitErr]
+	return ApiErrors()[JSConsumerAckFCRequiresNoAckWaitErr]
 }
 
 // NewJSConsumerAckFCRequiresNoMaxDeliverError creates a new JSConsumerAckFCRequiresNoMaxDeliverErr error: "flow control ack policy requires unset max deliver"
@@ -1292,7 +1303,7 @@ func NewJSConsumerAckFCRequiresNoMaxDeliverError(opts ...ErrorOption) *ApiError 
 		return ae
 	}
 
-	return ApiErrors[JSConsumerAckFCRequiresNoMaxDeliverErr]
+	return ApiErrors()[JSConsumerAckFCRequiresNoMaxDeliverErr]
 }
 
 // NewJSConsumerAckFCRequiresPushError creates a new JSConsumerAckFCRequiresPushErr error: "flow control ack policy requires a push based consumer"
@@ -1302,7 +1313,7 @@ func NewJSConsumerAckFCRequiresPushError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerAckFCRequiresPushErr]
+	return ApiErrors()[JSConsumerAckFCRequiresPushErr]
 }
 
 // NewJSConsumerAckPolicyInvalidError creates a new JSConsumerAckPolicyInvalidErr error: "consumer ack policy invalid"
@@ -1312,7 +1323,7 @@ func NewJSConsumerAckPolicyInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerAckPolicyInvalidErr]
+	return ApiErrors()[JSConsumerAckPolicyInvalidErr]
 }
 
 // NewJSConsumerAckWaitNegativeError creates a new JSConsumerAckWaitNegativeErr error: "consumer ack wait needs to be positive"
@@ -1322,7 +1333,7 @@ func NewJSConsumerAckWaitNegativeError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerAckWaitNegativeErr]
+	return ApiErrors()[JSConsumerAckWaitNegativeErr]
 }
 
 // NewJSConsumerAlreadyExistsError creates a new JSConsumerAlreadyExists error: "consumer already exists"
@@ -1332,7 +1343,7 @@ func NewJSConsumerAlreadyExistsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerAlreadyExists]
+	return ApiErrors()[JSConsumerAlreadyExists]
 }
 
 // NewJSConsumerBackOffNegativeError creates a new JSConsumerBackOffNegativeErr error: "consumer backoff needs to be positive"
@@ -1342,7 +1353,7 @@ func NewJSConsumerBackOffNegativeError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerBackOffNegativeErr]
+	return ApiErrors()[JSConsumerBackOffNegativeErr]
 }
 
 // NewJSConsumerBadDurableNameError creates a new JSConsumerBadDurableNameErr error: "durable name can not contain '.', '*', '>'"
@@ -1352,7 +1363,7 @@ func NewJSConsumerBadDurableNameError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerBadDurableNameErr]
+	return ApiErrors()[JSConsumerBadDurableNameErr]
 }
 
 // NewJSConsumerConfigRequiredError creates a new JSConsumerConfigRequiredErr error: "consumer config required"
@@ -1362,7 +1373,7 @@ func NewJSConsumerConfigRequiredError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerConfigRequiredErr]
+	return ApiErrors()[JSConsumerConfigRequiredErr]
 }
 
 // NewJSConsumerCreateDurableAndNameMismatchError creates a new JSConsumerCreateDurableAndNameMismatch error: "Consumer Durable and Name have to be equal if both are provided"
@@ -1372,7 +1383,7 @@ func NewJSConsumerCreateDurableAndNameMismatchError(opts ...ErrorOption) *ApiErr
 		return ae
 	}
 
-	return ApiErrors[JSConsumerCreateDurableAndNameMismatch]
+	return ApiErrors()[JSConsumerCreateDurableAndNameMismatch]
 }
 
 // NewJSConsumerCreateError creates a new JSConsumerCreateErrF error: "{err}"
@@ -1382,7 +1393,7 @@ func NewJSConsumerCreateError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerCreateErrF]
+	e := ApiErrors()[JSConsumerCreateErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -1398,7 +1409,7 @@ func NewJSConsumerCreateFilterSubjectMismatchError(opts ...ErrorOption) *ApiErro
 		return ae
 	}
 
-	return ApiErrors[JSConsumerCreateFilterSubjectMismatchErr]
+	return ApiErrors()[JSConsumerCreateFilterSubjectMismatchErr]
 }
 
 // NewJSConsumerDeliverCycleError creates a new JSConsumerDeliverCycleErr error: "consumer deliver subject forms a cycle"
@@ -1408,7 +1419,7 @@ func NewJSConsumerDeliverCycleError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDeliverCycleErr]
+	return ApiErrors()[JSConsumerDeliverCycleErr]
 }
 
 // NewJSConsumerDeliverToWildcardsError creates a new JSConsumerDeliverToWildcardsErr error: "consumer deliver subject has wildcards"
@@ -1418,7 +1429,7 @@ func NewJSConsumerDeliverToWildcardsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDeliverToWildcardsErr]
+	return ApiErrors()[JSConsumerDeliverToWildcardsErr]
 }
 
 // NewJSConsumerDescriptionTooLongError creates a new JSConsumerDescriptionTooLongErrF error: "consumer description is too long, maximum allowed is {max}"
@@ -1428,7 +1439,7 @@ func NewJSConsumerDescriptionTooLongError(max interface{}, opts ...ErrorOption) 
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerDescriptionTooLongErrF]
+	e := ApiErrors()[JSConsumerDescriptionTooLongErrF]
 	args := e.toReplacerArgs([]interface{}{"{max}", max})
 	return &ApiError{
 		Code:        e.Code,
@@ -1444,7 +1455,7 @@ func NewJSConsumerDirectRequiresEphemeralError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDirectRequiresEphemeralErr]
+	return ApiErrors()[JSConsumerDirectRequiresEphemeralErr]
 }
 
 // NewJSConsumerDirectRequiresPushError creates a new JSConsumerDirectRequiresPushErr error: "consumer direct requires a push based consumer"
@@ -1454,7 +1465,7 @@ func NewJSConsumerDirectRequiresPushError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDirectRequiresPushErr]
+	return ApiErrors()[JSConsumerDirectRequiresPushErr]
 }
 
 // NewJSConsumerDoesNotExistError creates a new JSConsumerDoesNotExist error: "consumer does not exist"
@@ -1464,7 +1475,7 @@ func NewJSConsumerDoesNotExistError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDoesNotExist]
+	return ApiErrors()[JSConsumerDoesNotExist]
 }
 
 // NewJSConsumerDuplicateFilterSubjectsError creates a new JSConsumerDuplicateFilterSubjects error: "consumer cannot have both FilterSubject and FilterSubjects specified"
@@ -1474,7 +1485,7 @@ func NewJSConsumerDuplicateFilterSubjectsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDuplicateFilterSubjects]
+	return ApiErrors()[JSConsumerDuplicateFilterSubjects]
 }
 
 // NewJSConsumerDurableNameNotInSubjectError creates a new JSConsumerDurableNameNotInSubjectErr error: "consumer expected to be durable but no durable name set in subject"
@@ -1484,7 +1495,7 @@ func NewJSConsumerDurableNameNotInSubjectError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDurableNameNotInSubjectErr]
+	return ApiErrors()[JSConsumerDurableNameNotInSubjectErr]
 }
 
 // NewJSConsumerDurableNameNotMatchSubjectError creates a new JSConsumerDurableNameNotMatchSubjectErr error: "consumer name in subject does not match durable name in request"
@@ -1494,7 +1505,7 @@ func NewJSConsumerDurableNameNotMatchSubjectError(opts ...ErrorOption) *ApiError
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDurableNameNotMatchSubjectErr]
+	return ApiErrors()[JSConsumerDurableNameNotMatchSubjectErr]
 }
 
 // NewJSConsumerDurableNameNotSetError creates a new JSConsumerDurableNameNotSetErr error: "consumer expected to be durable but a durable name was not set"
@@ -1504,7 +1515,7 @@ func NewJSConsumerDurableNameNotSetError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerDurableNameNotSetErr]
+	return ApiErrors()[JSConsumerDurableNameNotSetErr]
 }
 
 // NewJSConsumerEmptyFilterError creates a new JSConsumerEmptyFilter error: "consumer filter in FilterSubjects cannot be empty"
@@ -1514,7 +1525,7 @@ func NewJSConsumerEmptyFilterError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerEmptyFilter]
+	return ApiErrors()[JSConsumerEmptyFilter]
 }
 
 // NewJSConsumerEmptyGroupNameError creates a new JSConsumerEmptyGroupName error: "Group name cannot be an empty string"
@@ -1524,7 +1535,7 @@ func NewJSConsumerEmptyGroupNameError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerEmptyGroupName]
+	return ApiErrors()[JSConsumerEmptyGroupName]
 }
 
 // NewJSConsumerEphemeralWithDurableInSubjectError creates a new JSConsumerEphemeralWithDurableInSubjectErr error: "consumer expected to be ephemeral but detected a durable name set in subject"
@@ -1534,7 +1545,7 @@ func NewJSConsumerEphemeralWithDurableInSubjectError(opts ...ErrorOption) *ApiEr
 		return ae
 	}
 
-	return ApiErrors[JSConsumerEphemeralWithDurableInSubjectErr]
+	return ApiErrors()[JSConsumerEphemeralWithDurableInSubjectErr]
 }
 
 // NewJSConsumerEphemeralWithDurableNameError creates a new JSConsumerEphemeralWithDurableNameErr error: "consumer expected to be ephemeral but a durable name was set in request"
@@ -1544,7 +1555,7 @@ func NewJSConsumerEphemeralWithDurableNameError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerEphemeralWithDurableNameErr]
+	return ApiErrors()[JSConsumerEphemeralWithDurableNameErr]
 }
 
 // NewJSConsumerExistingActiveError creates a new JSConsumerExistingActiveErr error: "consumer already exists and is still active"
@@ -1554,7 +1565,7 @@ func NewJSConsumerExistingActiveError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerExistingActiveErr]
+	return ApiErrors()[JSConsumerExistingActiveErr]
 }
 
 // NewJSConsumerFCRequiresPushError creates a new JSConsumerFCRequiresPushErr error: "consumer flow control requires a push based consumer"
@@ -1564,7 +1575,7 @@ func NewJSConsumerFCRequiresPushError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerFCRequiresPushErr]
+	return ApiErrors()[JSConsumerFCRequiresPushErr]
 }
 
 // NewJSConsumerFilterNotSubsetError creates a new JSConsumerFilterNotSubsetErr error: "consumer filter subject is not a valid subset of the interest subjects"
@@ -1574,7 +1585,7 @@ func NewJSConsumerFilterNotSubsetError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerFilterNotSubsetErr]
+	return ApiErrors()[JSConsumerFilterNotSubsetErr]
 }
 
 // NewJSConsumerHBRequiresPushError creates a new JSConsumerHBRequiresPushErr error: "consumer idle heartbeat requires a push based consumer"
@@ -1584,7 +1595,7 @@ func NewJSConsumerHBRequiresPushError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerHBRequiresPushErr]
+	return ApiErrors()[JSConsumerHBRequiresPushErr]
 }
 
 // NewJSConsumerInactiveThresholdExcessError creates a new JSConsumerInactiveThresholdExcess error: "consumer inactive threshold exceeds system limit of {limit}"
@@ -1594,7 +1605,7 @@ func NewJSConsumerInactiveThresholdExcessError(limit interface{}, opts ...ErrorO
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerInactiveThresholdExcess]
+	e := ApiErrors()[JSConsumerInactiveThresholdExcess]
 	args := e.toReplacerArgs([]interface{}{"{limit}", limit})
 	return &ApiError{
 		Code:        e.Code,
@@ -1610,7 +1621,7 @@ func NewJSConsumerInvalidDeliverSubjectError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerInvalidDeliverSubject]
+	return ApiErrors()[JSConsumerInvalidDeliverSubject]
 }
 
 // NewJSConsumerInvalidGroupNameError creates a new JSConsumerInvalidGroupNameErr error: "Valid priority group name must match A-Z, a-z, 0-9, -_/=)+ and may not exceed 16 characters"
@@ -1620,7 +1631,7 @@ func NewJSConsumerInvalidGroupNameError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerInvalidGroupNameErr]
+	return ApiErrors()[JSConsumerInvalidGroupNameErr]
 }
 
 // NewJSConsumerInvalidPolicyError creates a new JSConsumerInvalidPolicyErrF error: "{err}"
@@ -1630,7 +1641,7 @@ func NewJSConsumerInvalidPolicyError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerInvalidPolicyErrF]
+	e := ApiErrors()[JSConsumerInvalidPolicyErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -1646,7 +1657,7 @@ func NewJSConsumerInvalidPriorityGroupError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerInvalidPriorityGroupErr]
+	return ApiErrors()[JSConsumerInvalidPriorityGroupErr]
 }
 
 // NewJSConsumerInvalidResetError creates a new JSConsumerInvalidResetErr error: "invalid reset: {err}"
@@ -1656,7 +1667,7 @@ func NewJSConsumerInvalidResetError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerInvalidResetErr]
+	e := ApiErrors()[JSConsumerInvalidResetErr]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -1672,7 +1683,7 @@ func NewJSConsumerInvalidSamplingError(err error, opts ...ErrorOption) *ApiError
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerInvalidSamplingErrF]
+	e := ApiErrors()[JSConsumerInvalidSamplingErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -1688,7 +1699,7 @@ func NewJSConsumerMaxDeliverBackoffError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerMaxDeliverBackoffErr]
+	return ApiErrors()[JSConsumerMaxDeliverBackoffErr]
 }
 
 // NewJSConsumerMaxPendingAckExcessError creates a new JSConsumerMaxPendingAckExcessErrF error: "consumer max ack pending exceeds system limit of {limit}"
@@ -1698,7 +1709,7 @@ func NewJSConsumerMaxPendingAckExcessError(limit interface{}, opts ...ErrorOptio
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerMaxPendingAckExcessErrF]
+	e := ApiErrors()[JSConsumerMaxPendingAckExcessErrF]
 	args := e.toReplacerArgs([]interface{}{"{limit}", limit})
 	return &ApiError{
 		Code:        e.Code,
@@ -1714,7 +1725,7 @@ func NewJSConsumerMaxPendingAckPolicyRequiredError(opts ...ErrorOption) *ApiErro
 		return ae
 	}
 
-	return ApiErrors[JSConsumerMaxPendingAckPolicyRequiredErr]
+	return ApiErrors()[JSConsumerMaxPendingAckPolicyRequiredErr]
 }
 
 // NewJSConsumerMaxRequestBatchExceededError creates a new JSConsumerMaxRequestBatchExceededF error: "consumer max request batch exceeds server limit of {limit}"
@@ -1724,7 +1735,7 @@ func NewJSConsumerMaxRequestBatchExceededError(limit interface{}, opts ...ErrorO
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerMaxRequestBatchExceededF]
+	e := ApiErrors()[JSConsumerMaxRequestBatchExceededF]
 	args := e.toReplacerArgs([]interface{}{"{limit}", limit})
 	return &ApiError{
 		Code:        e.Code,
@@ -1740,7 +1751,7 @@ func NewJSConsumerMaxRequestBatchNegativeError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerMaxRequestBatchNegativeErr]
+	return ApiErrors()[JSConsumerMaxRequestBatchNegativeErr]
 }
 
 // NewJSConsumerMaxRequestExpiresTooSmallError creates a new JSConsumerMaxRequestExpiresTooSmall error: "consumer max request expires needs to be >= 1ms"
@@ -1750,7 +1761,7 @@ func NewJSConsumerMaxRequestExpiresTooSmallError(opts ...ErrorOption) *ApiError 
 		return ae
 	}
 
-	return ApiErrors[JSConsumerMaxRequestExpiresTooSmall]
+	return ApiErrors()[JSConsumerMaxRequestExpiresTooSmall]
 }
 
 // NewJSConsumerMaxWaitingNegativeError creates a new JSConsumerMaxWaitingNegativeErr error: "consumer max waiting needs to be positive"
@@ -1760,7 +1771,7 @@ func NewJSConsumerMaxWaitingNegativeError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerMaxWaitingNegativeErr]
+	return ApiErrors()[JSConsumerMaxWaitingNegativeErr]
 }
 
 // NewJSConsumerMetadataLengthError creates a new JSConsumerMetadataLengthErrF error: "consumer metadata exceeds maximum size of {limit}"
@@ -1770,7 +1781,7 @@ func NewJSConsumerMetadataLengthError(limit interface{}, opts ...ErrorOption) *A
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerMetadataLengthErrF]
+	e := ApiErrors()[JSConsumerMetadataLengthErrF]
 	args := e.toReplacerArgs([]interface{}{"{limit}", limit})
 	return &ApiError{
 		Code:        e.Code,
@@ -1786,7 +1797,7 @@ func NewJSConsumerMultipleFiltersNotAllowedError(opts ...ErrorOption) *ApiError 
 		return ae
 	}
 
-	return ApiErrors[JSConsumerMultipleFiltersNotAllowed]
+	return ApiErrors()[JSConsumerMultipleFiltersNotAllowed]
 }
 
 // NewJSConsumerNameContainsPathSeparatorsError creates a new JSConsumerNameContainsPathSeparatorsErr error: "Consumer name can not contain path separators"
@@ -1796,7 +1807,7 @@ func NewJSConsumerNameContainsPathSeparatorsError(opts ...ErrorOption) *ApiError
 		return ae
 	}
 
-	return ApiErrors[JSConsumerNameContainsPathSeparatorsErr]
+	return ApiErrors()[JSConsumerNameContainsPathSeparatorsErr]
 }
 
 // NewJSConsumerNameExistError creates a new JSConsumerNameExistErr error: "consumer name already in use"
@@ -1806,7 +1817,7 @@ func NewJSConsumerNameExistError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerNameExistErr]
+	return ApiErrors()[JSConsumerNameExistErr]
 }
 
 // NewJSConsumerNameTooLongError creates a new JSConsumerNameTooLongErrF error: "consumer name is too long, maximum allowed is {max}"
@@ -1816,7 +1827,7 @@ func NewJSConsumerNameTooLongError(max interface{}, opts ...ErrorOption) *ApiErr
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerNameTooLongErrF]
+	e := ApiErrors()[JSConsumerNameTooLongErrF]
 	args := e.toReplacerArgs([]interface{}{"{max}", max})
 	return &ApiError{
 		Code:        e.Code,
@@ -1832,7 +1843,7 @@ func NewJSConsumerNotFoundError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerNotFoundErr]
+	return ApiErrors()[JSConsumerNotFoundErr]
 }
 
 // NewJSConsumerOfflineError creates a new JSConsumerOfflineErr error: "consumer is offline"
@@ -1842,7 +1853,7 @@ func NewJSConsumerOfflineError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerOfflineErr]
+	return ApiErrors()[JSConsumerOfflineErr]
 }
 
 // NewJSConsumerOfflineReasonError creates a new JSConsumerOfflineReasonErrF error: "consumer is offline: {err}"
@@ -1852,7 +1863,7 @@ func NewJSConsumerOfflineReasonError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerOfflineReasonErrF]
+	e := ApiErrors()[JSConsumerOfflineReasonErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -1868,7 +1879,7 @@ func NewJSConsumerOnMappedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerOnMappedErr]
+	return ApiErrors()[JSConsumerOnMappedErr]
 }
 
 // NewJSConsumerOverlappingSubjectFiltersError creates a new JSConsumerOverlappingSubjectFilters error: "consumer subject filters cannot overlap"
@@ -1878,7 +1889,7 @@ func NewJSConsumerOverlappingSubjectFiltersError(opts ...ErrorOption) *ApiError 
 		return ae
 	}
 
-	return ApiErrors[JSConsumerOverlappingSubjectFilters]
+	return ApiErrors()[JSConsumerOverlappingSubjectFilters]
 }
 
 // NewJSConsumerPinnedTTLWithoutPriorityPolicyNoneError creates a new JSConsumerPinnedTTLWithoutPriorityPolicyNone error: "PinnedTTL cannot be set when PriorityPolicy is none"
@@ -1888,7 +1899,7 @@ func NewJSConsumerPinnedTTLWithoutPriorityPolicyNoneError(opts ...ErrorOption) *
 		return ae
 	}
 
-	return ApiErrors[JSConsumerPinnedTTLWithoutPriorityPolicyNone]
+	return ApiErrors()[JSConsumerPinnedTTLWithoutPriorityPolicyNone]
 }
 
 // NewJSConsumerPriorityGroupWithPolicyNoneError creates a new JSConsumerPriorityGroupWithPolicyNone error: "consumer can not have priority groups when policy is none"
@@ -1898,7 +1909,7 @@ func NewJSConsumerPriorityGroupWithPolicyNoneError(opts ...ErrorOption) *ApiErro
 		return ae
 	}
 
-	return ApiErrors[JSConsumerPriorityGroupWithPolicyNone]
+	return ApiErrors()[JSConsumerPriorityGroupWithPolicyNone]
 }
 
 // NewJSConsumerPriorityPolicyWithoutGroupError creates a new JSConsumerPriorityPolicyWithoutGroup error: "Setting PriorityPolicy requires at least one PriorityGroup to be set"
@@ -1908,7 +1919,7 @@ func NewJSConsumerPriorityPolicyWithoutGroupError(opts ...ErrorOption) *ApiError
 		return ae
 	}
 
-	return ApiErrors[JSConsumerPriorityPolicyWithoutGroup]
+	return ApiErrors()[JSConsumerPriorityPolicyWithoutGroup]
 }
 
 // NewJSConsumerPullNotDurableError creates a new JSConsumerPullNotDurableErr error: "consumer in pull mode requires a durable name"
@@ -1918,7 +1929,7 @@ func NewJSConsumerPullNotDurableError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerPullNotDurableErr]
+	return ApiErrors()[JSConsumerPullNotDurableErr]
 }
 
 // NewJSConsumerPullRequiresAckError creates a new JSConsumerPullRequiresAckErr error: "consumer in pull mode requires explicit ack policy on workqueue stream"
@@ -1928,7 +1939,7 @@ func NewJSConsumerPullRequiresAckError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerPullRequiresAckErr]
+	return ApiErrors()[JSConsumerPullRequiresAckErr]
 }
 
 // NewJSConsumerPullWithRateLimitError creates a new JSConsumerPullWithRateLimitErr error: "consumer in pull mode can not have rate limit set"
@@ -1938,7 +1949,7 @@ func NewJSConsumerPullWithRateLimitError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerPullWithRateLimitErr]
+	return ApiErrors()[JSConsumerPullWithRateLimitErr]
 }
 
 // NewJSConsumerPushMaxWaitingError creates a new JSConsumerPushMaxWaitingErr error: "consumer in push mode can not set max waiting"
@@ -1948,7 +1959,7 @@ func NewJSConsumerPushMaxWaitingError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerPushMaxWaitingErr]
+	return ApiErrors()[JSConsumerPushMaxWaitingErr]
 }
 
 // NewJSConsumerPushWithPriorityGroupError creates a new JSConsumerPushWithPriorityGroupErr error: "priority groups can not be used with push consumers"
@@ -1958,7 +1969,7 @@ func NewJSConsumerPushWithPriorityGroupError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerPushWithPriorityGroupErr]
+	return ApiErrors()[JSConsumerPushWithPriorityGroupErr]
 }
 
 // NewJSConsumerReplacementWithDifferentNameError creates a new JSConsumerReplacementWithDifferentNameErr error: "consumer replacement durable config not the same"
@@ -1968,7 +1979,7 @@ func NewJSConsumerReplacementWithDifferentNameError(opts ...ErrorOption) *ApiErr
 		return ae
 	}
 
-	return ApiErrors[JSConsumerReplacementWithDifferentNameErr]
+	return ApiErrors()[JSConsumerReplacementWithDifferentNameErr]
 }
 
 // NewJSConsumerReplayPolicyInvalidError creates a new JSConsumerReplayPolicyInvalidErr error: "consumer replay policy invalid"
@@ -1978,7 +1989,7 @@ func NewJSConsumerReplayPolicyInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerReplayPolicyInvalidErr]
+	return ApiErrors()[JSConsumerReplayPolicyInvalidErr]
 }
 
 // NewJSConsumerReplicasExceedsStreamError creates a new JSConsumerReplicasExceedsStream error: "consumer config replica count exceeds parent stream"
@@ -1988,7 +1999,7 @@ func NewJSConsumerReplicasExceedsStreamError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerReplicasExceedsStream]
+	return ApiErrors()[JSConsumerReplicasExceedsStream]
 }
 
 // NewJSConsumerReplicasShouldMatchStreamError creates a new JSConsumerReplicasShouldMatchStream error: "consumer config replicas must match interest retention stream's replicas"
@@ -1998,7 +2009,7 @@ func NewJSConsumerReplicasShouldMatchStreamError(opts ...ErrorOption) *ApiError 
 		return ae
 	}
 
-	return ApiErrors[JSConsumerReplicasShouldMatchStream]
+	return ApiErrors()[JSConsumerReplicasShouldMatchStream]
 }
 
 // NewJSConsumerSmallHeartbeatError creates a new JSConsumerSmallHeartbeatErr error: "consumer idle heartbeat needs to be >= 100ms"
@@ -2008,7 +2019,7 @@ func NewJSConsumerSmallHeartbeatError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerSmallHeartbeatErr]
+	return ApiErrors()[JSConsumerSmallHeartbeatErr]
 }
 
 // NewJSConsumerStoreFailedError creates a new JSConsumerStoreFailedErrF error: "error creating store for consumer: {err}"
@@ -2018,7 +2029,7 @@ func NewJSConsumerStoreFailedError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerStoreFailedErrF]
+	e := ApiErrors()[JSConsumerStoreFailedErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2034,7 +2045,7 @@ func NewJSConsumerStreamIdentityMismatchError(msg interface{}, opts ...ErrorOpti
 		return ae
 	}
 
-	e := ApiErrors[JSConsumerStreamIdentityMismatchF]
+	e := ApiErrors()[JSConsumerStreamIdentityMismatchF]
 	args := e.toReplacerArgs([]interface{}{"{msg}", msg})
 	return &ApiError{
 		Code:        e.Code,
@@ -2050,7 +2061,7 @@ func NewJSConsumerWQConsumerNotDeliverAllError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerWQConsumerNotDeliverAllErr]
+	return ApiErrors()[JSConsumerWQConsumerNotDeliverAllErr]
 }
 
 // NewJSConsumerWQConsumerNotUniqueError creates a new JSConsumerWQConsumerNotUniqueErr error: "filtered consumer not unique on workqueue stream"
@@ -2060,7 +2071,7 @@ func NewJSConsumerWQConsumerNotUniqueError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerWQConsumerNotUniqueErr]
+	return ApiErrors()[JSConsumerWQConsumerNotUniqueErr]
 }
 
 // NewJSConsumerWQMultipleUnfilteredError creates a new JSConsumerWQMultipleUnfilteredErr error: "multiple non-filtered consumers not allowed on workqueue stream"
@@ -2070,7 +2081,7 @@ func NewJSConsumerWQMultipleUnfilteredError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerWQMultipleUnfilteredErr]
+	return ApiErrors()[JSConsumerWQMultipleUnfilteredErr]
 }
 
 // NewJSConsumerWQRequiresExplicitAckError creates a new JSConsumerWQRequiresExplicitAckErr error: "workqueue stream requires explicit ack"
@@ -2080,7 +2091,7 @@ func NewJSConsumerWQRequiresExplicitAckError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSConsumerWQRequiresExplicitAckErr]
+	return ApiErrors()[JSConsumerWQRequiresExplicitAckErr]
 }
 
 // NewJSConsumerWithFlowControlNeedsHeartbeatsError creates a new JSConsumerWithFlowControlNeedsHeartbeats error: "consumer with flow control also needs heartbeats"
@@ -2090,7 +2101,7 @@ func NewJSConsumerWithFlowControlNeedsHeartbeatsError(opts ...ErrorOption) *ApiE
 		return ae
 	}
 
-	return ApiErrors[JSConsumerWithFlowControlNeedsHeartbeats]
+	return ApiErrors()[JSConsumerWithFlowControlNeedsHeartbeats]
 }
 
 // NewJSInsufficientResourcesError creates a new JSInsufficientResourcesErr error: "insufficient resources"
@@ -2100,7 +2111,7 @@ func NewJSInsufficientResourcesError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSInsufficientResourcesErr]
+	return ApiErrors()[JSInsufficientResourcesErr]
 }
 
 // NewJSInvalidJSONError creates a new JSInvalidJSONErr error: "invalid JSON: {err}"
@@ -2110,7 +2121,7 @@ func NewJSInvalidJSONError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSInvalidJSONErr]
+	e := ApiErrors()[JSInvalidJSONErr]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2126,7 +2137,7 @@ func NewJSMaximumConsumersLimitError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMaximumConsumersLimitErr]
+	return ApiErrors()[JSMaximumConsumersLimitErr]
 }
 
 // NewJSMaximumStreamsLimitError creates a new JSMaximumStreamsLimitErr error: "maximum number of streams reached"
@@ -2136,7 +2147,7 @@ func NewJSMaximumStreamsLimitError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMaximumStreamsLimitErr]
+	return ApiErrors()[JSMaximumStreamsLimitErr]
 }
 
 // NewJSMemoryResourcesExceededError creates a new JSMemoryResourcesExceededErr error: "insufficient memory resources available"
@@ -2146,7 +2157,7 @@ func NewJSMemoryResourcesExceededError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMemoryResourcesExceededErr]
+	return ApiErrors()[JSMemoryResourcesExceededErr]
 }
 
 // NewJSMessageCounterBrokenError creates a new JSMessageCounterBrokenErr error: "message counter is broken"
@@ -2156,7 +2167,7 @@ func NewJSMessageCounterBrokenError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageCounterBrokenErr]
+	return ApiErrors()[JSMessageCounterBrokenErr]
 }
 
 // NewJSMessageIncrDisabledError creates a new JSMessageIncrDisabledErr error: "message counters is disabled"
@@ -2166,7 +2177,7 @@ func NewJSMessageIncrDisabledError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageIncrDisabledErr]
+	return ApiErrors()[JSMessageIncrDisabledErr]
 }
 
 // NewJSMessageIncrInvalidError creates a new JSMessageIncrInvalidErr error: "message counter increment is invalid"
@@ -2176,7 +2187,7 @@ func NewJSMessageIncrInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageIncrInvalidErr]
+	return ApiErrors()[JSMessageIncrInvalidErr]
 }
 
 // NewJSMessageIncrMissingError creates a new JSMessageIncrMissingErr error: "message counter increment is missing"
@@ -2186,7 +2197,7 @@ func NewJSMessageIncrMissingError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageIncrMissingErr]
+	return ApiErrors()[JSMessageIncrMissingErr]
 }
 
 // NewJSMessageIncrPayloadError creates a new JSMessageIncrPayloadErr error: "message counter has payload"
@@ -2196,7 +2207,7 @@ func NewJSMessageIncrPayloadError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageIncrPayloadErr]
+	return ApiErrors()[JSMessageIncrPayloadErr]
 }
 
 // NewJSMessageSchedulesDisabledError creates a new JSMessageSchedulesDisabledErr error: "message schedules is disabled"
@@ -2206,7 +2217,7 @@ func NewJSMessageSchedulesDisabledError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSchedulesDisabledErr]
+	return ApiErrors()[JSMessageSchedulesDisabledErr]
 }
 
 // NewJSMessageSchedulesPatternInvalidError creates a new JSMessageSchedulesPatternInvalidErr error: "message schedules pattern is invalid"
@@ -2216,7 +2227,7 @@ func NewJSMessageSchedulesPatternInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSchedulesPatternInvalidErr]
+	return ApiErrors()[JSMessageSchedulesPatternInvalidErr]
 }
 
 // NewJSMessageSchedulesRollupInvalidError creates a new JSMessageSchedulesRollupInvalidErr error: "message schedules invalid rollup"
@@ -2226,7 +2237,7 @@ func NewJSMessageSchedulesRollupInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSchedulesRollupInvalidErr]
+	return ApiErrors()[JSMessageSchedulesRollupInvalidErr]
 }
 
 // NewJSMessageSchedulesSchedulerInvalidError creates a new JSMessageSchedulesSchedulerInvalidErr error: "message schedules invalid scheduler"
@@ -2236,7 +2247,7 @@ func NewJSMessageSchedulesSchedulerInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSchedulesSchedulerInvalidErr]
+	return ApiErrors()[JSMessageSchedulesSchedulerInvalidErr]
 }
 
 // NewJSMessageSchedulesSourceInvalidError creates a new JSMessageSchedulesSourceInvalidErr error: "message schedules source is invalid"
@@ -2246,7 +2257,7 @@ func NewJSMessageSchedulesSourceInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSchedulesSourceInvalidErr]
+	return ApiErrors()[JSMessageSchedulesSourceInvalidErr]
 }
 
 // NewJSMessageSchedulesTTLInvalidError creates a new JSMessageSchedulesTTLInvalidErr error: "message schedules invalid per-message TTL"
@@ -2256,7 +2267,7 @@ func NewJSMessageSchedulesTTLInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSchedulesTTLInvalidErr]
+	return ApiErrors()[JSMessageSchedulesTTLInvalidErr]
 }
 
 // NewJSMessageSchedulesTargetInvalidError creates a new JSMessageSchedulesTargetInvalidErr error: "message schedules target is invalid"
@@ -2266,7 +2277,7 @@ func NewJSMessageSchedulesTargetInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSchedulesTargetInvalidErr]
+	return ApiErrors()[JSMessageSchedulesTargetInvalidErr]
 }
 
 // NewJSMessageSchedulesTimeZoneInvalidError creates a new JSMessageSchedulesTimeZoneInvalidErr error: "message schedules time zone is invalid"
@@ -2276,7 +2287,7 @@ func NewJSMessageSchedulesTimeZoneInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSchedulesTimeZoneInvalidErr]
+	return ApiErrors()[JSMessageSchedulesTimeZoneInvalidErr]
 }
 
 // NewJSMessageSourceHdrNotAllowedError creates a new JSMessageSourceHdrNotAllowedErr error: "message stream source header is not allowed"
@@ -2286,7 +2297,7 @@ func NewJSMessageSourceHdrNotAllowedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageSourceHdrNotAllowedErr]
+	return ApiErrors()[JSMessageSourceHdrNotAllowedErr]
 }
 
 // NewJSMessageTTLDisabledError creates a new JSMessageTTLDisabledErr error: "per-message TTL is disabled"
@@ -2296,7 +2307,7 @@ func NewJSMessageTTLDisabledError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageTTLDisabledErr]
+	return ApiErrors()[JSMessageTTLDisabledErr]
 }
 
 // NewJSMessageTTLInvalidError creates a new JSMessageTTLInvalidErr error: "invalid per-message TTL"
@@ -2306,7 +2317,7 @@ func NewJSMessageTTLInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMessageTTLInvalidErr]
+	return ApiErrors()[JSMessageTTLInvalidErr]
 }
 
 // NewJSMirrorConsumerRequiresAckFCError creates a new JSMirrorConsumerRequiresAckFCErr error: "stream mirror consumer requires flow control ack policy"
@@ -2316,7 +2327,7 @@ func NewJSMirrorConsumerRequiresAckFCError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorConsumerRequiresAckFCErr]
+	return ApiErrors()[JSMirrorConsumerRequiresAckFCErr]
 }
 
 // NewJSMirrorConsumerSetupFailedError creates a new JSMirrorConsumerSetupFailedErrF error: "{err}"
@@ -2326,7 +2337,7 @@ func NewJSMirrorConsumerSetupFailedError(err error, opts ...ErrorOption) *ApiErr
 		return ae
 	}
 
-	e := ApiErrors[JSMirrorConsumerSetupFailedErrF]
+	e := ApiErrors()[JSMirrorConsumerSetupFailedErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2342,7 +2353,7 @@ func NewJSMirrorDurableConsumerCfgInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorDurableConsumerCfgInvalid]
+	return ApiErrors()[JSMirrorDurableConsumerCfgInvalid]
 }
 
 // NewJSMirrorInvalidStreamNameError creates a new JSMirrorInvalidStreamName error: "mirrored stream name is invalid"
@@ -2352,7 +2363,7 @@ func NewJSMirrorInvalidStreamNameError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorInvalidStreamName]
+	return ApiErrors()[JSMirrorInvalidStreamName]
 }
 
 // NewJSMirrorInvalidSubjectFilterError creates a new JSMirrorInvalidSubjectFilter error: "mirror transform source: {err}"
@@ -2362,7 +2373,7 @@ func NewJSMirrorInvalidSubjectFilterError(err error, opts ...ErrorOption) *ApiEr
 		return ae
 	}
 
-	e := ApiErrors[JSMirrorInvalidSubjectFilter]
+	e := ApiErrors()[JSMirrorInvalidSubjectFilter]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2378,7 +2389,7 @@ func NewJSMirrorInvalidTransformDestinationError(err error, opts ...ErrorOption)
 		return ae
 	}
 
-	e := ApiErrors[JSMirrorInvalidTransformDestination]
+	e := ApiErrors()[JSMirrorInvalidTransformDestination]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2394,7 +2405,7 @@ func NewJSMirrorMaxMessageSizeTooBigError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorMaxMessageSizeTooBigErr]
+	return ApiErrors()[JSMirrorMaxMessageSizeTooBigErr]
 }
 
 // NewJSMirrorMultipleFiltersNotAllowedError creates a new JSMirrorMultipleFiltersNotAllowed error: "mirror with multiple subject transforms cannot also have a single subject filter"
@@ -2404,7 +2415,7 @@ func NewJSMirrorMultipleFiltersNotAllowedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorMultipleFiltersNotAllowed]
+	return ApiErrors()[JSMirrorMultipleFiltersNotAllowed]
 }
 
 // NewJSMirrorOverlappingSubjectFiltersError creates a new JSMirrorOverlappingSubjectFilters error: "mirror subject filters can not overlap"
@@ -2414,7 +2425,7 @@ func NewJSMirrorOverlappingSubjectFiltersError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorOverlappingSubjectFilters]
+	return ApiErrors()[JSMirrorOverlappingSubjectFilters]
 }
 
 // NewJSMirrorWithAtomicPublishError creates a new JSMirrorWithAtomicPublishErr error: "stream mirrors can not also use atomic publishing"
@@ -2424,7 +2435,7 @@ func NewJSMirrorWithAtomicPublishError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithAtomicPublishErr]
+	return ApiErrors()[JSMirrorWithAtomicPublishErr]
 }
 
 // NewJSMirrorWithBatchPublishError creates a new JSMirrorWithBatchPublishErr error: "stream mirrors can not also use batch publishing"
@@ -2434,7 +2445,7 @@ func NewJSMirrorWithBatchPublishError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithBatchPublishErr]
+	return ApiErrors()[JSMirrorWithBatchPublishErr]
 }
 
 // NewJSMirrorWithCountersError creates a new JSMirrorWithCountersErr error: "stream mirrors can not also calculate counters"
@@ -2444,7 +2455,7 @@ func NewJSMirrorWithCountersError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithCountersErr]
+	return ApiErrors()[JSMirrorWithCountersErr]
 }
 
 // NewJSMirrorWithFirstSeqError creates a new JSMirrorWithFirstSeqErr error: "stream mirrors can not have first sequence configured"
@@ -2454,7 +2465,7 @@ func NewJSMirrorWithFirstSeqError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithFirstSeqErr]
+	return ApiErrors()[JSMirrorWithFirstSeqErr]
 }
 
 // NewJSMirrorWithMsgSchedulesError creates a new JSMirrorWithMsgSchedulesErr error: "stream mirrors can not also schedule messages"
@@ -2464,7 +2475,7 @@ func NewJSMirrorWithMsgSchedulesError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithMsgSchedulesErr]
+	return ApiErrors()[JSMirrorWithMsgSchedulesErr]
 }
 
 // NewJSMirrorWithSourcesError creates a new JSMirrorWithSourcesErr error: "stream mirrors can not also contain other sources"
@@ -2474,7 +2485,7 @@ func NewJSMirrorWithSourcesError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithSourcesErr]
+	return ApiErrors()[JSMirrorWithSourcesErr]
 }
 
 // NewJSMirrorWithStartSeqAndTimeError creates a new JSMirrorWithStartSeqAndTimeErr error: "stream mirrors can not have both start seq and start time configured"
@@ -2484,7 +2495,7 @@ func NewJSMirrorWithStartSeqAndTimeError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithStartSeqAndTimeErr]
+	return ApiErrors()[JSMirrorWithStartSeqAndTimeErr]
 }
 
 // NewJSMirrorWithSubjectFiltersError creates a new JSMirrorWithSubjectFiltersErr error: "stream mirrors can not contain filtered subjects"
@@ -2494,7 +2505,7 @@ func NewJSMirrorWithSubjectFiltersError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithSubjectFiltersErr]
+	return ApiErrors()[JSMirrorWithSubjectFiltersErr]
 }
 
 // NewJSMirrorWithSubjectsError creates a new JSMirrorWithSubjectsErr error: "stream mirrors can not contain subjects"
@@ -2504,7 +2515,7 @@ func NewJSMirrorWithSubjectsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSMirrorWithSubjectsErr]
+	return ApiErrors()[JSMirrorWithSubjectsErr]
 }
 
 // NewJSNoAccountError creates a new JSNoAccountErr error: "account not found"
@@ -2514,7 +2525,7 @@ func NewJSNoAccountError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSNoAccountErr]
+	return ApiErrors()[JSNoAccountErr]
 }
 
 // NewJSNoLimitsError creates a new JSNoLimitsErr error: "no JetStream default or applicable tiered limit present"
@@ -2524,7 +2535,7 @@ func NewJSNoLimitsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSNoLimitsErr]
+	return ApiErrors()[JSNoLimitsErr]
 }
 
 // NewJSNoMessageFoundError creates a new JSNoMessageFoundErr error: "no message found"
@@ -2534,7 +2545,7 @@ func NewJSNoMessageFoundError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSNoMessageFoundErr]
+	return ApiErrors()[JSNoMessageFoundErr]
 }
 
 // NewJSNotEmptyRequestError creates a new JSNotEmptyRequestErr error: "expected an empty request payload"
@@ -2544,7 +2555,7 @@ func NewJSNotEmptyRequestError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSNotEmptyRequestErr]
+	return ApiErrors()[JSNotEmptyRequestErr]
 }
 
 // NewJSNotEnabledError creates a new JSNotEnabledErr error: "JetStream not enabled"
@@ -2554,7 +2565,7 @@ func NewJSNotEnabledError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSNotEnabledErr]
+	return ApiErrors()[JSNotEnabledErr]
 }
 
 // NewJSNotEnabledForAccountError creates a new JSNotEnabledForAccountErr error: "JetStream not enabled for account"
@@ -2564,7 +2575,7 @@ func NewJSNotEnabledForAccountError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSNotEnabledForAccountErr]
+	return ApiErrors()[JSNotEnabledForAccountErr]
 }
 
 // NewJSPedanticError creates a new JSPedanticErrF error: "pedantic mode: {err}"
@@ -2574,7 +2585,7 @@ func NewJSPedanticError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSPedanticErrF]
+	e := ApiErrors()[JSPedanticErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2590,7 +2601,7 @@ func NewJSPeerRemapError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSPeerRemapErr]
+	return ApiErrors()[JSPeerRemapErr]
 }
 
 // NewJSRaftGeneralError creates a new JSRaftGeneralErrF error: "{err}"
@@ -2600,7 +2611,7 @@ func NewJSRaftGeneralError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSRaftGeneralErrF]
+	e := ApiErrors()[JSRaftGeneralErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2616,7 +2627,7 @@ func NewJSReplicasCountCannotBeNegativeError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSReplicasCountCannotBeNegative]
+	return ApiErrors()[JSReplicasCountCannotBeNegative]
 }
 
 // NewJSRequiredApiLevelError creates a new JSRequiredApiLevelErr error: "JetStream minimum api level required"
@@ -2626,7 +2637,7 @@ func NewJSRequiredApiLevelError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSRequiredApiLevelErr]
+	return ApiErrors()[JSRequiredApiLevelErr]
 }
 
 // NewJSRestoreSubscribeFailedError creates a new JSRestoreSubscribeFailedErrF error: "JetStream unable to subscribe to restore snapshot {subject}: {err}"
@@ -2636,7 +2647,7 @@ func NewJSRestoreSubscribeFailedError(err error, subject interface{}, opts ...Er
 		return ae
 	}
 
-	e := ApiErrors[JSRestoreSubscribeFailedErrF]
+	e := ApiErrors()[JSRestoreSubscribeFailedErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err, "{subject}", subject})
 	return &ApiError{
 		Code:        e.Code,
@@ -2652,7 +2663,7 @@ func NewJSSequenceNotFoundError(seq uint64, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSSequenceNotFoundErrF]
+	e := ApiErrors()[JSSequenceNotFoundErrF]
 	args := e.toReplacerArgs([]interface{}{"{seq}", seq})
 	return &ApiError{
 		Code:        e.Code,
@@ -2668,7 +2679,7 @@ func NewJSSnapshotDeliverSubjectInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSnapshotDeliverSubjectInvalidErr]
+	return ApiErrors()[JSSnapshotDeliverSubjectInvalidErr]
 }
 
 // NewJSSourceConsumerFlowControlStalledError creates a new JSSourceConsumerFlowControlStalledErr error: "stream source consumer stalled on flow control"
@@ -2678,7 +2689,7 @@ func NewJSSourceConsumerFlowControlStalledError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceConsumerFlowControlStalledErr]
+	return ApiErrors()[JSSourceConsumerFlowControlStalledErr]
 }
 
 // NewJSSourceConsumerRequiresAckFCError creates a new JSSourceConsumerRequiresAckFCErr error: "stream source consumer requires flow control ack policy"
@@ -2688,7 +2699,7 @@ func NewJSSourceConsumerRequiresAckFCError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceConsumerRequiresAckFCErr]
+	return ApiErrors()[JSSourceConsumerRequiresAckFCErr]
 }
 
 // NewJSSourceConsumerSetupFailedError creates a new JSSourceConsumerSetupFailedErrF error: "{err}"
@@ -2698,7 +2709,7 @@ func NewJSSourceConsumerSetupFailedError(err error, opts ...ErrorOption) *ApiErr
 		return ae
 	}
 
-	e := ApiErrors[JSSourceConsumerSetupFailedErrF]
+	e := ApiErrors()[JSSourceConsumerSetupFailedErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2714,7 +2725,7 @@ func NewJSSourceDuplicateDetectedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceDuplicateDetected]
+	return ApiErrors()[JSSourceDuplicateDetected]
 }
 
 // NewJSSourceDurableConsumerCfgInvalidError creates a new JSSourceDurableConsumerCfgInvalid error: "stream source consumer config is invalid"
@@ -2724,7 +2735,7 @@ func NewJSSourceDurableConsumerCfgInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceDurableConsumerCfgInvalid]
+	return ApiErrors()[JSSourceDurableConsumerCfgInvalid]
 }
 
 // NewJSSourceDurableConsumerDuplicateDetectedError creates a new JSSourceDurableConsumerDuplicateDetected error: "duplicate stream source consumer detected"
@@ -2734,7 +2745,7 @@ func NewJSSourceDurableConsumerDuplicateDetectedError(opts ...ErrorOption) *ApiE
 		return ae
 	}
 
-	return ApiErrors[JSSourceDurableConsumerDuplicateDetected]
+	return ApiErrors()[JSSourceDurableConsumerDuplicateDetected]
 }
 
 // NewJSSourceInvalidStreamNameError creates a new JSSourceInvalidStreamName error: "sourced stream name is invalid"
@@ -2744,7 +2755,7 @@ func NewJSSourceInvalidStreamNameError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceInvalidStreamName]
+	return ApiErrors()[JSSourceInvalidStreamName]
 }
 
 // NewJSSourceInvalidSubjectFilterError creates a new JSSourceInvalidSubjectFilter error: "source transform source: {err}"
@@ -2754,7 +2765,7 @@ func NewJSSourceInvalidSubjectFilterError(err error, opts ...ErrorOption) *ApiEr
 		return ae
 	}
 
-	e := ApiErrors[JSSourceInvalidSubjectFilter]
+	e := ApiErrors()[JSSourceInvalidSubjectFilter]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2770,7 +2781,7 @@ func NewJSSourceInvalidTransformDestinationError(err error, opts ...ErrorOption)
 		return ae
 	}
 
-	e := ApiErrors[JSSourceInvalidTransformDestination]
+	e := ApiErrors()[JSSourceInvalidTransformDestination]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2786,7 +2797,7 @@ func NewJSSourceMaxMessageSizeTooBigError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceMaxMessageSizeTooBigErr]
+	return ApiErrors()[JSSourceMaxMessageSizeTooBigErr]
 }
 
 // NewJSSourceMultipleFiltersNotAllowedError creates a new JSSourceMultipleFiltersNotAllowed error: "source with multiple subject transforms cannot also have a single subject filter"
@@ -2796,7 +2807,7 @@ func NewJSSourceMultipleFiltersNotAllowedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceMultipleFiltersNotAllowed]
+	return ApiErrors()[JSSourceMultipleFiltersNotAllowed]
 }
 
 // NewJSSourceOverlappingSubjectFiltersError creates a new JSSourceOverlappingSubjectFilters error: "source filters can not overlap"
@@ -2806,7 +2817,7 @@ func NewJSSourceOverlappingSubjectFiltersError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceOverlappingSubjectFilters]
+	return ApiErrors()[JSSourceOverlappingSubjectFilters]
 }
 
 // NewJSSourceWithMsgSchedulesError creates a new JSSourceWithMsgSchedulesErr error: "stream source can not also schedule messages"
@@ -2816,7 +2827,7 @@ func NewJSSourceWithMsgSchedulesError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSSourceWithMsgSchedulesErr]
+	return ApiErrors()[JSSourceWithMsgSchedulesErr]
 }
 
 // NewJSStorageResourcesExceededError creates a new JSStorageResourcesExceededErr error: "insufficient storage resources available"
@@ -2826,7 +2837,7 @@ func NewJSStorageResourcesExceededError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStorageResourcesExceededErr]
+	return ApiErrors()[JSStorageResourcesExceededErr]
 }
 
 // NewJSStreamAssignmentError creates a new JSStreamAssignmentErrF error: "{err}"
@@ -2836,7 +2847,7 @@ func NewJSStreamAssignmentError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamAssignmentErrF]
+	e := ApiErrors()[JSStreamAssignmentErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2852,7 +2863,7 @@ func NewJSStreamCreateError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamCreateErrF]
+	e := ApiErrors()[JSStreamCreateErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2868,7 +2879,7 @@ func NewJSStreamDeleteError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamDeleteErrF]
+	e := ApiErrors()[JSStreamDeleteErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2884,7 +2895,7 @@ func NewJSStreamDuplicateMessageConflictError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamDuplicateMessageConflict]
+	return ApiErrors()[JSStreamDuplicateMessageConflict]
 }
 
 // NewJSStreamExpectedLastSeqPerSubjectInvalidError creates a new JSStreamExpectedLastSeqPerSubjectInvalid error: "missing sequence for expected last sequence per subject"
@@ -2894,7 +2905,7 @@ func NewJSStreamExpectedLastSeqPerSubjectInvalidError(opts ...ErrorOption) *ApiE
 		return ae
 	}
 
-	return ApiErrors[JSStreamExpectedLastSeqPerSubjectInvalid]
+	return ApiErrors()[JSStreamExpectedLastSeqPerSubjectInvalid]
 }
 
 // NewJSStreamExpectedLastSeqPerSubjectNotReadyError creates a new JSStreamExpectedLastSeqPerSubjectNotReady error: "expected last sequence per subject temporarily unavailable"
@@ -2904,7 +2915,7 @@ func NewJSStreamExpectedLastSeqPerSubjectNotReadyError(opts ...ErrorOption) *Api
 		return ae
 	}
 
-	return ApiErrors[JSStreamExpectedLastSeqPerSubjectNotReady]
+	return ApiErrors()[JSStreamExpectedLastSeqPerSubjectNotReady]
 }
 
 // NewJSStreamExternalApiOverlapError creates a new JSStreamExternalApiOverlapErrF error: "stream external api prefix {prefix} must not overlap with {subject}"
@@ -2914,7 +2925,7 @@ func NewJSStreamExternalApiOverlapError(prefix interface{}, subject interface{},
 		return ae
 	}
 
-	e := ApiErrors[JSStreamExternalApiOverlapErrF]
+	e := ApiErrors()[JSStreamExternalApiOverlapErrF]
 	args := e.toReplacerArgs([]interface{}{"{prefix}", prefix, "{subject}", subject})
 	return &ApiError{
 		Code:        e.Code,
@@ -2930,7 +2941,7 @@ func NewJSStreamExternalDelPrefixOverlapsError(prefix interface{}, subject inter
 		return ae
 	}
 
-	e := ApiErrors[JSStreamExternalDelPrefixOverlapsErrF]
+	e := ApiErrors()[JSStreamExternalDelPrefixOverlapsErrF]
 	args := e.toReplacerArgs([]interface{}{"{prefix}", prefix, "{subject}", subject})
 	return &ApiError{
 		Code:        e.Code,
@@ -2946,7 +2957,7 @@ func NewJSStreamGeneralError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamGeneralErrorF]
+	e := ApiErrors()[JSStreamGeneralErrorF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2962,7 +2973,7 @@ func NewJSStreamHeaderExceedsMaximumError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamHeaderExceedsMaximumErr]
+	return ApiErrors()[JSStreamHeaderExceedsMaximumErr]
 }
 
 // NewJSStreamInfoMaxSubjectsError creates a new JSStreamInfoMaxSubjectsErr error: "subject details would exceed maximum allowed"
@@ -2972,7 +2983,7 @@ func NewJSStreamInfoMaxSubjectsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamInfoMaxSubjectsErr]
+	return ApiErrors()[JSStreamInfoMaxSubjectsErr]
 }
 
 // NewJSStreamInvalidConfigError creates a new JSStreamInvalidConfigF error: "{err}"
@@ -2982,7 +2993,7 @@ func NewJSStreamInvalidConfigError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamInvalidConfigF]
+	e := ApiErrors()[JSStreamInvalidConfigF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -2998,7 +3009,7 @@ func NewJSStreamInvalidError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamInvalidErr]
+	return ApiErrors()[JSStreamInvalidErr]
 }
 
 // NewJSStreamInvalidExternalDeliverySubjError creates a new JSStreamInvalidExternalDeliverySubjErrF error: "stream external delivery prefix {prefix} must not contain wildcards"
@@ -3008,7 +3019,7 @@ func NewJSStreamInvalidExternalDeliverySubjError(prefix interface{}, opts ...Err
 		return ae
 	}
 
-	e := ApiErrors[JSStreamInvalidExternalDeliverySubjErrF]
+	e := ApiErrors()[JSStreamInvalidExternalDeliverySubjErrF]
 	args := e.toReplacerArgs([]interface{}{"{prefix}", prefix})
 	return &ApiError{
 		Code:        e.Code,
@@ -3024,7 +3035,7 @@ func NewJSStreamLimitsError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamLimitsErrF]
+	e := ApiErrors()[JSStreamLimitsErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3040,7 +3051,7 @@ func NewJSStreamMaxBytesRequiredError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamMaxBytesRequired]
+	return ApiErrors()[JSStreamMaxBytesRequired]
 }
 
 // NewJSStreamMaxStreamBytesExceededError creates a new JSStreamMaxStreamBytesExceeded error: "stream max bytes exceeds account limit max stream bytes"
@@ -3050,7 +3061,7 @@ func NewJSStreamMaxStreamBytesExceededError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamMaxStreamBytesExceeded]
+	return ApiErrors()[JSStreamMaxStreamBytesExceeded]
 }
 
 // NewJSStreamMessageExceedsMaximumError creates a new JSStreamMessageExceedsMaximumErr error: "message size exceeds maximum allowed"
@@ -3060,7 +3071,7 @@ func NewJSStreamMessageExceedsMaximumError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamMessageExceedsMaximumErr]
+	return ApiErrors()[JSStreamMessageExceedsMaximumErr]
 }
 
 // NewJSStreamMinLastSeqError creates a new JSStreamMinLastSeqErr error: "min last sequence"
@@ -3070,7 +3081,7 @@ func NewJSStreamMinLastSeqError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamMinLastSeqErr]
+	return ApiErrors()[JSStreamMinLastSeqErr]
 }
 
 // NewJSStreamMirrorNotUpdatableError creates a new JSStreamMirrorNotUpdatableErr error: "stream mirror configuration can not be updated"
@@ -3080,7 +3091,7 @@ func NewJSStreamMirrorNotUpdatableError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamMirrorNotUpdatableErr]
+	return ApiErrors()[JSStreamMirrorNotUpdatableErr]
 }
 
 // NewJSStreamMismatchError creates a new JSStreamMismatchErr error: "stream name in subject does not match request"
@@ -3090,7 +3101,7 @@ func NewJSStreamMismatchError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamMismatchErr]
+	return ApiErrors()[JSStreamMismatchErr]
 }
 
 // NewJSStreamMoveAndScaleError creates a new JSStreamMoveAndScaleErr error: "can not move and scale a stream in a single update"
@@ -3100,7 +3111,7 @@ func NewJSStreamMoveAndScaleError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamMoveAndScaleErr]
+	return ApiErrors()[JSStreamMoveAndScaleErr]
 }
 
 // NewJSStreamMoveInProgressError creates a new JSStreamMoveInProgressErr error: "stream move already in progress"
@@ -3110,7 +3121,7 @@ func NewJSStreamMoveInProgressError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamMoveInProgressErr]
+	return ApiErrors()[JSStreamMoveInProgressErr]
 }
 
 // NewJSStreamMsgDeleteFailedError creates a new JSStreamMsgDeleteFailedF error: "{err}"
@@ -3120,7 +3131,7 @@ func NewJSStreamMsgDeleteFailedError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamMsgDeleteFailedF]
+	e := ApiErrors()[JSStreamMsgDeleteFailedF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3136,7 +3147,7 @@ func NewJSStreamNameContainsPathSeparatorsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamNameContainsPathSeparatorsErr]
+	return ApiErrors()[JSStreamNameContainsPathSeparatorsErr]
 }
 
 // NewJSStreamNameExistError creates a new JSStreamNameExistErr error: "stream name already in use with a different configuration"
@@ -3146,7 +3157,7 @@ func NewJSStreamNameExistError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamNameExistErr]
+	return ApiErrors()[JSStreamNameExistErr]
 }
 
 // NewJSStreamNameExistRestoreFailedError creates a new JSStreamNameExistRestoreFailedErr error: "stream name already in use, cannot restore"
@@ -3156,7 +3167,7 @@ func NewJSStreamNameExistRestoreFailedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamNameExistRestoreFailedErr]
+	return ApiErrors()[JSStreamNameExistRestoreFailedErr]
 }
 
 // NewJSStreamNotFoundError creates a new JSStreamNotFoundErr error: "stream not found"
@@ -3166,7 +3177,7 @@ func NewJSStreamNotFoundError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamNotFoundErr]
+	return ApiErrors()[JSStreamNotFoundErr]
 }
 
 // NewJSStreamNotMatchError creates a new JSStreamNotMatchErr error: "expected stream does not match"
@@ -3176,7 +3187,7 @@ func NewJSStreamNotMatchError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamNotMatchErr]
+	return ApiErrors()[JSStreamNotMatchErr]
 }
 
 // NewJSStreamOfflineError creates a new JSStreamOfflineErr error: "stream is offline"
@@ -3186,7 +3197,7 @@ func NewJSStreamOfflineError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamOfflineErr]
+	return ApiErrors()[JSStreamOfflineErr]
 }
 
 // NewJSStreamOfflineReasonError creates a new JSStreamOfflineReasonErrF error: "stream is offline: {err}"
@@ -3196,7 +3207,7 @@ func NewJSStreamOfflineReasonError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamOfflineReasonErrF]
+	e := ApiErrors()[JSStreamOfflineReasonErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3212,7 +3223,7 @@ func NewJSStreamPurgeFailedError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamPurgeFailedF]
+	e := ApiErrors()[JSStreamPurgeFailedF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3228,7 +3239,7 @@ func NewJSStreamReconfigureInProgressError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamReconfigureInProgressErr]
+	return ApiErrors()[JSStreamReconfigureInProgressErr]
 }
 
 // NewJSStreamReconfigureNotInProgressError creates a new JSStreamReconfigureNotInProgressErr error: "stream reconfiguration not in progress"
@@ -3238,7 +3249,7 @@ func NewJSStreamReconfigureNotInProgressError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamReconfigureNotInProgressErr]
+	return ApiErrors()[JSStreamReconfigureNotInProgressErr]
 }
 
 // NewJSStreamReplicasNotSupportedError creates a new JSStreamReplicasNotSupportedErr error: "replicas > 1 not supported in non-clustered mode"
@@ -3248,7 +3259,7 @@ func NewJSStreamReplicasNotSupportedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamReplicasNotSupportedErr]
+	return ApiErrors()[JSStreamReplicasNotSupportedErr]
 }
 
 // NewJSStreamReplicasNotUpdatableError creates a new JSStreamReplicasNotUpdatableErr error: "Replicas configuration can not be updated"
@@ -3258,7 +3269,7 @@ func NewJSStreamReplicasNotUpdatableError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamReplicasNotUpdatableErr]
+	return ApiErrors()[JSStreamReplicasNotUpdatableErr]
 }
 
 // NewJSStreamRestoreError creates a new JSStreamRestoreErrF error: "restore failed: {err}"
@@ -3268,7 +3279,7 @@ func NewJSStreamRestoreError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamRestoreErrF]
+	e := ApiErrors()[JSStreamRestoreErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3284,7 +3295,7 @@ func NewJSStreamRollupFailedError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamRollupFailedF]
+	e := ApiErrors()[JSStreamRollupFailedF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3300,7 +3311,7 @@ func NewJSStreamSealedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamSealedErr]
+	return ApiErrors()[JSStreamSealedErr]
 }
 
 // NewJSStreamSequenceNotMatchError creates a new JSStreamSequenceNotMatchErr error: "expected stream sequence does not match"
@@ -3310,7 +3321,7 @@ func NewJSStreamSequenceNotMatchError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamSequenceNotMatchErr]
+	return ApiErrors()[JSStreamSequenceNotMatchErr]
 }
 
 // NewJSStreamSnapshotError creates a new JSStreamSnapshotErrF error: "snapshot failed: {err}"
@@ -3320,7 +3331,7 @@ func NewJSStreamSnapshotError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamSnapshotErrF]
+	e := ApiErrors()[JSStreamSnapshotErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3336,7 +3347,7 @@ func NewJSStreamStoreFailedError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamStoreFailedF]
+	e := ApiErrors()[JSStreamStoreFailedF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3352,7 +3363,7 @@ func NewJSStreamSubjectOverlapError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamSubjectOverlapErr]
+	return ApiErrors()[JSStreamSubjectOverlapErr]
 }
 
 // NewJSStreamTemplateCreateError creates a new JSStreamTemplateCreateErrF error: "{err}"
@@ -3362,7 +3373,7 @@ func NewJSStreamTemplateCreateError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamTemplateCreateErrF]
+	e := ApiErrors()[JSStreamTemplateCreateErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3378,7 +3389,7 @@ func NewJSStreamTemplateDeleteError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamTemplateDeleteErrF]
+	e := ApiErrors()[JSStreamTemplateDeleteErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3394,7 +3405,7 @@ func NewJSStreamTemplateNotFoundError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamTemplateNotFoundErr]
+	return ApiErrors()[JSStreamTemplateNotFoundErr]
 }
 
 // NewJSStreamTooManyRequestsError creates a new JSStreamTooManyRequests error: "too many requests"
@@ -3404,7 +3415,7 @@ func NewJSStreamTooManyRequestsError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamTooManyRequests]
+	return ApiErrors()[JSStreamTooManyRequests]
 }
 
 // NewJSStreamTransformInvalidDestinationError creates a new JSStreamTransformInvalidDestination error: "stream transform: {err}"
@@ -3414,7 +3425,7 @@ func NewJSStreamTransformInvalidDestinationError(err error, opts ...ErrorOption)
 		return ae
 	}
 
-	e := ApiErrors[JSStreamTransformInvalidDestination]
+	e := ApiErrors()[JSStreamTransformInvalidDestination]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3430,7 +3441,7 @@ func NewJSStreamTransformInvalidSourceError(err error, opts ...ErrorOption) *Api
 		return ae
 	}
 
-	e := ApiErrors[JSStreamTransformInvalidSource]
+	e := ApiErrors()[JSStreamTransformInvalidSource]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3446,7 +3457,7 @@ func NewJSStreamUpdateError(err error, opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	e := ApiErrors[JSStreamUpdateErrF]
+	e := ApiErrors()[JSStreamUpdateErrF]
 	args := e.toReplacerArgs([]interface{}{"{err}", err})
 	return &ApiError{
 		Code:        e.Code,
@@ -3462,7 +3473,7 @@ func NewJSStreamWrongLastMsgIDError(id interface{}, opts ...ErrorOption) *ApiErr
 		return ae
 	}
 
-	e := ApiErrors[JSStreamWrongLastMsgIDErrF]
+	e := ApiErrors()[JSStreamWrongLastMsgIDErrF]
 	args := e.toReplacerArgs([]interface{}{"{id}", id})
 	return &ApiError{
 		Code:        e.Code,
@@ -3478,7 +3489,7 @@ func NewJSStreamWrongLastSequenceConstantError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSStreamWrongLastSequenceConstantErr]
+	return ApiErrors()[JSStreamWrongLastSequenceConstantErr]
 }
 
 // NewJSStreamWrongLastSequenceError creates a new JSStreamWrongLastSequenceErrF error: "wrong last sequence: {seq}"
@@ -3488,7 +3499,7 @@ func NewJSStreamWrongLastSequenceError(seq uint64, opts ...ErrorOption) *ApiErro
 		return ae
 	}
 
-	e := ApiErrors[JSStreamWrongLastSequenceErrF]
+	e := ApiErrors()[JSStreamWrongLastSequenceErrF]
 	args := e.toReplacerArgs([]interface{}{"{seq}", seq})
 	return &ApiError{
 		Code:        e.Code,
@@ -3504,7 +3515,7 @@ func NewJSTempStorageFailedError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSTempStorageFailedErr]
+	return ApiErrors()[JSTempStorageFailedErr]
 }
 
 // NewJSTemplateNameNotMatchSubjectError creates a new JSTemplateNameNotMatchSubjectErr error: "template name in subject does not match request"
@@ -3514,5 +3525,5 @@ func NewJSTemplateNameNotMatchSubjectError(opts ...ErrorOption) *ApiError {
 		return ae
 	}
 
-	return ApiErrors[JSTemplateNameNotMatchSubjectErr]
+	return ApiErrors()[JSTemplateNameNotMatchSubjectErr]
 }

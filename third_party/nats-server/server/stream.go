@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2019-2026 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -869,7 +870,7 @@ func (a *Account) addStreamWithAssignmentAndMode(config *StreamConfig, fsConfig 
 
 	singleServerMode := !s.JetStreamIsClustered() && s.standAloneMode()
 	if singleServerMode && cfg.Replicas > 1 {
-		return nil, ApiErrors[JSStreamReplicasNotSupportedErr]
+		return nil, ApiErrors()[JSStreamReplicasNotSupportedErr]
 	}
 
 	// Make sure we are ok when these are done in parallel.
@@ -923,7 +924,7 @@ func (a *Account) addStreamWithAssignmentAndMode(config *StreamConfig, fsConfig 
 			}
 			return mset, nil
 		} else {
-			return nil, ApiErrors[JSStreamNameExistErr]
+			return nil, ApiErrors()[JSStreamNameExistErr]
 		}
 	}
 	jsa.usageMu.RLock()
@@ -2595,7 +2596,7 @@ func (jsa *jsAccount) configUpdateCheckLocked(old, new *StreamConfig, s *Server,
 	}
 	singleServerMode := !s.JetStreamIsClustered() && s.standAloneMode()
 	if singleServerMode && cfg.Replicas > 1 {
-		return nil, ApiErrors[JSStreamReplicasNotSupportedErr]
+		return nil, ApiErrors()[JSStreamReplicasNotSupportedErr]
 	}
 	// Can't change storage types.
 	if cfg.Storage != old.Storage {
@@ -3664,7 +3665,7 @@ func (mset *stream) processInboundMirrorMsg(m *inMsg) bool {
 			err = ErrMsgTooLarge
 		} else if js.limitsExceeded(stype) {
 			s.resourcesExceededError(stype)
-			err = ApiErrors[JSInsufficientResourcesErr]
+			err = ApiErrors()[JSInsufficientResourcesErr]
 		} else {
 			err = node.Propose(term, encodeStreamMsg(m.subj, _EMPTY_, m.hdr, m.msg, sseq-1, ts, true))
 		}
@@ -3970,7 +3971,7 @@ func (mset *stream) setupMirrorConsumer() error {
 			var ccr JSApiConsumerCreateResponse
 			if err := json.Unmarshal(msg, &ccr); err != nil {
 				c.Warnf("JetStream bad mirror consumer create response: %q", msg)
-				mset.setMirrorErr(ApiErrors[JSInvalidJSONErr])
+				mset.setMirrorErr(ApiErrors()[JSInvalidJSONErr])
 				return
 			}
 			select {
@@ -6712,11 +6713,11 @@ func (mset *stream) processJetStreamMsgWithBatch(subject, reply string, hdr, msg
 	if canConsistencyCheck && isSealed {
 		if canRespond && outq != nil {
 			resp.PubAck = &PubAck{Stream: name}
-			resp.Error = ApiErrors[JSStreamSealedErr]
+			resp.Error = ApiErrors()[JSStreamSealedErr]
 			b, _ := json.Marshal(resp)
 			outq.sendMsg(reply, b)
 		}
-		return ApiErrors[JSStreamSealedErr]
+		return ApiErrors()[JSStreamSealedErr]
 	}
 
 	var buf [256]byte
@@ -6750,7 +6751,7 @@ func (mset *stream) processJetStreamMsgWithBatch(subject, reply string, hdr, msg
 			if isMisMatch {
 				if canRespond && outq != nil {
 					resp.PubAck = &PubAck{Stream: name}
-					resp.Error = ApiErrors[JSStreamSequenceNotMatchErr]
+					resp.Error = ApiErrors()[JSStreamSequenceNotMatchErr]
 					b, _ := json.Marshal(resp)
 					outq.sendMsg(reply, b)
 				}
