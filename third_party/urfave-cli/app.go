@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,13 +17,18 @@ import (
 
 const suggestDidYouMeanTemplate = "Did you mean %q?"
 
-var (
+// Constants, and the error made without fmt (what Exit made of a string),
+// so that nothing here is computed at start (modified for claudemesh).
+const (
 	changeLogURL            = "https://github.com/urfave/cli/blob/main/docs/CHANGELOG.md"
-	appActionDeprecationURL = changeLogURL + "#deprecated-cli-app-action-signature" // patched for claudemesh: no fmt.Sprintf at start
+	appActionDeprecationURL = changeLogURL + "#deprecated-cli-app-action-signature"
 	contactSysadmin         = "This is an error in the application.  Please contact the distributor of this application if this is not you."
-	errInvalidActionType    = NewExitError("ERROR invalid Action type. "+
-		"Must be `func(*Context`)` or `func(*Context) error).  "+contactSysadmin+
-		"See "+appActionDeprecationURL, 2)
+)
+
+var (
+	errInvalidActionType ExitCoder = &exitError{err: errors.New("ERROR invalid Action type. " +
+		"Must be `func(*Context`)` or `func(*Context) error).  " + contactSysadmin +
+		"See " + appActionDeprecationURL), exitCode: 2}
 	ignoreFlagPrefix = "test." // this is to ignore test flags when adding flags from other packages
 
 	SuggestFlag               SuggestFlagFunc    = nil // initialized in suggestions.go unless built with urfave_cli_no_suggest
