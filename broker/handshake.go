@@ -475,6 +475,27 @@ func (ms *meshState) confusableMember(name, pubkey string) string {
 	return ""
 }
 
+// confusableSession is the name of an agent session the broker knows (of
+// a member other than pubkey) that name can be taken for, and its
+// member's name; "" when there is none. A session may not be called like
+// another member (checkSessionIdentity); this is the other order: a
+// newcomer enrolling under the name of a session everyone addresses by
+// it would take the DMs sent to that name (`send NAME` prefers a member
+// to a session).
+func (ms *meshState) confusableSession(name, pubkey string) (session, member string) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for _, s := range ms.sessions {
+		if s.ParentPubkey != pubkey && cmcrypto.NamesConfusable(name, s.DisplayName) {
+			if m := ms.members[s.ParentPubkey]; m != nil {
+				member = m.DisplayName
+			}
+			return s.DisplayName, member
+		}
+	}
+	return "", ""
+}
+
 // features advertised in hello_ack.
 var features = []string{"box", "multi", "receipts", "fetch_queued", "session_hello", "priority", "idempotency", "message_status", "invites", "member_events", "admin", "audit", "mesh_transfer", "topics", "notifications", "apikeys", "grants", "skills"}
 

@@ -83,3 +83,28 @@ func TestReservedNameIsRefused(t *testing.T) {
 	sess, _ := cmcrypto.GenerateIdentity()
 	sessionConnect(t, b, alice, sess, "alice-claudemesh")
 }
+
+// TestJoinRefusesAnAgentSessionsName (a new user's trial): a session may
+// not be called like another member, but a newcomer could enroll under
+// the name of alice's running agent session "zed", and `send zed` then
+// reached the newcomer, not the session everyone addressed. A name that
+// is (or looks like) the name of a session the broker knows is
+// name_taken at join.
+func TestJoinRefusesAnAgentSessionsName(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	connectSession(t, b, alice, "zed")
+	tok, c := invite(t, b, alice, "team", "member", 10, time.Hour)
+	var info wire.InviteReply
+	c.next(&info, wire.TypeInvite)
+	for _, name := range []string{"zed", "ZED", "z\u0435d"} {
+		st, body, _ := join(t, b, tok, name)
+		if st != 409 || errCode(body) != wire.CodeNameTaken || !strings.Contains(fmt.Sprint(body), "agent session") {
+			t.Fatalf("join as %q while alice's session zed is known: %d %v", name, st, body)
+		}
+	}
+	if st, body, _ := join(t, b, tok, "zedd"); st != 200 {
+		t.Fatalf("join as zedd: %d %v", st, body)
+	}
+}

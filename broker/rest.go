@@ -374,6 +374,7 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	// and refused where name_taken falls in the order of the checks; the
 	// store's case-folded check still decides a race of two joins.
 	lookalike := ms.confusableMember(name, req.Pubkey)
+	sessionName, sessionOf := ms.confusableSession(name, req.Pubkey)
 	now := time.Now().UnixMilli()
 	var joined store.Member
 	var fresh bool
@@ -407,6 +408,9 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		}
 		if lookalike != "" {
 			return &joinError{http.StatusConflict, wire.CodeNameTaken, "display name " + name + " looks like the name of member " + lookalike + " in this mesh; choose another"}
+		}
+		if sessionName != "" {
+			return &joinError{http.StatusConflict, wire.CodeNameTaken, "display name " + name + " is (or looks like) the name of " + sessionOf + "'s agent session " + sessionName + " in this mesh; choose another"}
 		}
 		if cmcrypto.IsReservedName(name) {
 			return &joinError{http.StatusConflict, wire.CodeNameTaken, reservedNameMessage(name)}
