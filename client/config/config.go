@@ -157,9 +157,9 @@ func ResolveHome(flagValue string) (string, error) {
 func Path(home string) string { return filepath.Join(home, FileName) }
 
 // Load reads home/config.json. A missing file is an empty config (nothing
-// joined yet). A file group or other users can access is refused with an
-// *fsutil.InsecurePermError (code insecure_permissions) rather than used,
-// because it holds secret keys. Parsing is strict: unknown or duplicate
+// joined yet). A file group or other users can access, or a home they can
+// write in, is refused with an *fsutil.InsecurePermError (code
+// insecure_permissions) rather than used, because it holds secret keys. Parsing is strict: unknown or duplicate
 // members and an unknown version are errors, so a typo never silently
 // drops an identity.
 func Load(home string) (*Config, error) {
@@ -169,6 +169,11 @@ func Load(home string) (*Config, error) {
 		return &Config{Version: CurrentVersion, Meshes: []Mesh{}}, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	// A home others can write in is no safer than a config.json they can
+	// write: they can put their own in its place.
+	if err := fsutil.CheckNotWritableByOthers(home); err != nil {
 		return nil, err
 	}
 	c, ok := decodeFast(data)

@@ -272,3 +272,30 @@ func TestChoose(t *testing.T) {
 		t.Fatal("no hint")
 	}
 }
+
+// TestLoadRefusesAHomeOthersCanWrite (a new user's trial): a home of mode
+// 0777 was used by every verb and by the daemon, though any local user
+// could replace its config.json (0600 does not stop an unlink and a
+// create beside it) with one naming their own broker and keys. Load
+// refuses it with the chmod that fixes it; a home others can only list
+// is still used.
+func TestLoadRefusesAHomeOthersCanWrite(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	if err := Update(home, func(c *Config) error { c.Upsert(mesh("m1", "acme")); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(home, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(home)
+	var ipe *fsutil.InsecurePermError
+	if !errors.As(err, &ipe) || !strings.Contains(err.Error(), "chmod 700 "+home) {
+		t.Fatalf("Load of a home of mode 0777: %v, want an insecure_permissions error with chmod 700", err)
+	}
+	if err := os.Chmod(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(home); err != nil {
+		t.Fatalf("Load of a home of mode 0755: %v", err)
+	}
+}

@@ -107,7 +107,11 @@ func checkConfig(e *Env) []Result {
 		return one("config", Warn, "no "+e.Home+" yet", "claudemesh join LINK")
 	}
 	if err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return one("config", Fail, fmt.Sprintf("%s is %o (others can read it)", e.Home, fi.Mode().Perm()), "chmod 700 "+e.Home)
+		what := "others can list it"
+		if fi.Mode().Perm()&0o022 != 0 {
+			what = "others can write in it: they can replace config.json, with its broker and keys"
+		}
+		return one("config", Fail, fmt.Sprintf("%s is %o (%s)", e.Home, fi.Mode().Perm(), what), (&fsutil.InsecurePermError{Path: e.Home, Mode: fi.Mode()}).ErrorHint())
 	}
 	if err := fsutil.CheckPrivateFile(config.Path(e.Home)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return one("config", Fail, err.Error(), "chmod 600 "+config.Path(e.Home))

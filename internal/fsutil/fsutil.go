@@ -158,6 +158,22 @@ func CheckPrivateFile(path string) error {
 	return checkMode(path, fi)
 }
 
+// CheckNotWritableByOthers returns an *InsecurePermError when the
+// directory dir can be written by group or other users: they could
+// replace the private files in it (a 0600 file does not stop an unlink
+// and a create beside it), such as a home's config.json with its broker
+// and keys. A directory others can only list is left alone here.
+func CheckNotWritableByOthers(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if privateChecks() && fi.Mode().Perm()&0o022 != 0 {
+		return &InsecurePermError{Path: dir, Mode: fi.Mode()}
+	}
+	return nil
+}
+
 // ReadPrivateFile reads path after checking, on the open descriptor, that it
 // is a private regular file. Checking the descriptor rather than the path
 // means the file read is the file checked, even if the path is swapped in
