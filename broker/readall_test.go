@@ -53,6 +53,9 @@ func BenchmarkReadFrame(b *testing.B) {
 // recipients (~200 KB) is read through the pooled buffer, so reading one
 // allocates the frame's copy and not a buffer grown from 4 KiB each time.
 func TestReadAllReusesItsBufferForABroadcast(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under -race sync.Pool drops pooled buffers at random; `go test ./broker/` without -race runs this")
+	}
 	frame := bytes.Repeat([]byte("k"), 200_000)
 	r := bytes.NewReader(frame)
 	allocs := testing.AllocsPerRun(20, func() {
