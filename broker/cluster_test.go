@@ -669,7 +669,7 @@ func TestClusterQuorumLoss(t *testing.T) {
 			got[p.MessageID] = openPush(t, &p, bob)
 			ids = append(ids, p.MessageID)
 		}
-		bc.ack(ids...)
+		bc.ackDurably(ids...)
 		for id, body := range want {
 			if got[id] != body {
 				t.Fatalf("bob got %v, want %v", got, want)

@@ -585,4 +585,30 @@ func (r *rawConn) ack(ids ...string) {
 	}
 }
 
+// ackDurably acks ids on a cluster node as a client does: an ack refused
+// unavailable (the node is still catching up with the log after a quorum
+// came back) is sent again after its retryAfterMs, until it is acked.
+func (r *rawConn) ackDurably(ids ...string) {
+	r.t.Helper()
+	deadline := time.Now().Add(expectWithin)
+	for {
+		reqID := "ack-" + ulid.Make().String()
+		r.write(wire.ClientAck{Type: wire.TypeClientAck, ReqID: reqID, MessageIDs: ids})
+		for {
+			env := r.next(nil, wire.TypeAcked, wire.TypeError)
+			if env.ReqID != reqID {
+				continue
+			}
+			if env.Type == wire.TypeAcked {
+				return
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("ack of %v still refused after %v", ids, expectWithin)
+		}
+		time.Sleep(200 * time.Millisecond) // the broker's retryAfterMs is 1 s; a client waits before retrying
+	}
+}
+
 func ptr[T any](v T) *T { return &v }
