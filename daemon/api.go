@@ -18,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"claudemesh/client"
+	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/buildinfo"
 	"claudemesh/wire"
@@ -598,6 +599,16 @@ func (d *Daemon) handleMessageStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := c.MessageStatus(ctx, messageID, "")
 	code := map[string]string{wire.CodeNotFound: localapi.CodeLostByBroker, wire.CodeExpired: localapi.CodeRecordPurged}[client.CodeOf(err)]
 	switch {
+	case code == localapi.CodeLostByBroker && m.earlierMembership(row.SenderPubkey, row.EnqueuedAt):
+		writeError(w, &apiError{status: 410, code: localapi.CodeLeftMesh,
+			msg:  "you sent it as your earlier membership of " + m.cfg.Slug + " (you joined again since): the broker answers only the member that sent it, and this machine no longer learns whether it was delivered",
+			hint: "do not send it again blindly: the broker still delivers it to recipients who come back"})
+	case code == localapi.CodeLostByBroker:
+		// One answer is not final for the status check (two, a round
+		// apart: expiry.go), and requeue takes failed rows only.
+		writeError(w, &apiError{status: 410, code: code,
+			msg:  "the broker took it, but now says it has no record of it (was it restored from a backup?)",
+			hint: "the daemon asks again within a few minutes and, if the broker still has none, marks it failed (lost_by_broker); then resend it with " + config.Invocation(d.opts.Home) + " daemon outbox requeue " + strconv.FormatUint(row.Seq, 10)})
 	case code != "":
 		what, hint := unknownWhy(row, code, d.opts.Home)
 		writeError(w, &apiError{status: 410, code: code, msg: what, hint: hint})

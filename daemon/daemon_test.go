@@ -114,7 +114,7 @@ func (e *env) join(name string) config.Mesh {
 		e.t.Fatal(err)
 	}
 	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: "team", Name: "Team", Pubkey: key.PublicHex(), SecretKey: key.SecretKeyHex(),
-		BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: "member", DisplayName: name, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+		BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: "member", DisplayName: name, JoinedAt: config.JoinedNow()}
 	e.save(name, m)
 	return m
 }

@@ -72,6 +72,8 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 	type candidate struct {
 		seq           uint64
 		meshID, msgID string
+		sender        string
+		enqueuedAt    int64
 	}
 	var due []candidate
 	seen := map[uint64]bool{}
@@ -95,7 +97,7 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 				next[seq] = statusCheck{at: now.Add(100 * 365 * 24 * time.Hour), gap: maxStatusGap}
 				continue
 			}
-			due = append(due, candidate{seq, r.MeshID, r.BrokerMessageID})
+			due = append(due, candidate{seq, r.MeshID, r.BrokerMessageID, r.SenderPubkey, r.EnqueuedAt})
 		}
 		return nil
 	})
@@ -121,6 +123,13 @@ func (d *Daemon) checkUnsettled(next map[uint64]statusCheck) {
 		next[c.seq] = n
 		m := d.meshByID(c.meshID)
 		if m == nil {
+			continue
+		}
+		if m.earlierMembership(c.sender, c.enqueuedAt) {
+			// The broker answers message_status for the member that
+			// sent it only: asked as the new member, it says not_found
+			// of a message it still holds and delivers.
+			d.untrack(c.seq, "you joined "+m.cfg.Slug+" again after the broker took it (as your earlier membership): the broker still delivers it, but this machine no longer learns whether it was delivered")
 			continue
 		}
 		conn := m.conn() // the member's: message_status answers for its sessions' messages too
@@ -232,4 +241,16 @@ func unknownWhy(r *outboxRow, code, home string) (what, hint string) {
 	}
 	return "the broker took it, but now has no record of it (was it restored from a backup?), so it will not deliver it" + had,
 		fmt.Sprintf("resend it with %s daemon outbox requeue %d", config.Invocation(home), r.Seq)
+}
+
+// earlierMembership reports whether a row (its sender key and enqueue
+// time) was sent by an earlier membership of m's mesh than the one this
+// daemon now holds: a member removed and invited again, or one that left
+// and joined again, has a new key, and the mesh keeps its id.
+func (m *meshRT) earlierMembership(sender string, enqueuedAt int64) bool {
+	if sender == m.key.PublicHex() {
+		return false
+	}
+	joined, err := time.Parse(time.RFC3339, m.cfg.JoinedAt)
+	return err == nil && enqueuedAt < joined.UnixMilli()
 }

@@ -324,3 +324,79 @@ func copyFiles(t *testing.T, from, to string) {
 		}
 	}
 }
+
+// TestRowOfAnEarlierMembershipIsNotLost: the broker answers message_status
+// only for the member that sent the message. A member removed and invited
+// again (a new key, the same mesh id) had its rows the broker still held
+// asked about as the new member, answered not_found, and failed "lost by
+// the broker (restored from a backup?)", with a requeue hint that would
+// deliver them twice. They are untracked instead, and never called lost.
+func TestRowOfAnEarlierMembershipIsNotLost(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob") // offline: the message stays queued
+	e.join("carol")
+	carol := e.daemonWith("carol", Options{StatusCheckEvery: 100 * time.Millisecond})
+	carol.waitOpen(t)
+	ctx := context.Background()
+	if _, err := carol.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "sent before the removal"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the row was queued", func() bool {
+		r := rowWith(carol.outbox(t), "sent before the removal")
+		return r != nil && r.Status == localapi.StatusQueued
+	})
+	if _, err := client.RemoveMember(ctx, e.b.URL(), e.b.OperatorToken(), "team", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	e.join("carol") // invited again: a new key, the same mesh
+	waitFor(t, 10*time.Second, "carol's mesh open with the new key", func() bool {
+		m := carol.d.meshBySlug("team")
+		return m != nil && m.key.PublicHex() == e.meshes["carol"].Pubkey && m.conn() != nil
+	})
+	var r *localapi.OutboxRow
+	waitFor(t, 20*time.Second, "the earlier membership's row untracked", func() bool {
+		r = rowWith(carol.outbox(t), "sent before the removal")
+		if r != nil && r.Status == localapi.StatusFailed {
+			t.Fatalf("the earlier membership's row failed: %+v", r)
+		}
+		return r != nil && r.Status == localapi.StatusUntracked
+	})
+	if !strings.Contains(r.Error, "joined team again") {
+		t.Fatalf("the untracked row: %+v", r)
+	}
+}
+
+// TestMessageStatusBeforeTheRowIsFailedLost: message status of a row the
+// broker has no record of, before the status check has failed it, called
+// it lost and named a requeue that refuses a row not failed yet. It says
+// the daemon checks again, and what to do then.
+func TestMessageStatusBeforeTheRowIsFailedLost(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob") // offline
+	e.b.Close()
+	backup := t.TempDir()
+	copyFiles(t, e.bCfg.DataDir, backup)
+	e.b = startBroker(t, &e.bCfg)
+	alice := e.daemonWith("alice", Options{StatusCheckEvery: time.Hour}) // the check never runs here
+	alice.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "before the restore", ClientMessageID: "lost-2"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the row was queued", func() bool {
+		r := rowWith(alice.outbox(t), "before the restore")
+		return r != nil && r.Status == localapi.StatusQueued
+	})
+	e.b.Close()
+	copyFiles(t, backup, e.bCfg.DataDir)
+	e.b = startBroker(t, &e.bCfg)
+	alice.waitOpen(t)
+	var ae *localapi.APIError
+	waitFor(t, 10*time.Second, "message status answers", func() bool {
+		_, err := alice.api.Do(ctx, "GET", "/v1/messages/lost-2?mesh=team", nil, nil)
+		return errors.As(err, &ae) && ae.Body.Code == localapi.CodeLostByBroker
+	})
+	if !strings.Contains(ae.Body.Hint, "asks again") || !strings.Contains(ae.Body.Hint, "then resend it with") {
+		t.Fatalf("message status of a row not failed yet: %+v", ae.Body)
+	}
+}

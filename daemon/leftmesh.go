@@ -90,3 +90,15 @@ func (d *Daemon) untrackLeftMeshes(want map[string]bool) {
 		d.log.Info("rows the broker holds for meshes no longer joined are untracked", "rows", n)
 	}
 }
+
+// untrack ends a queued or sent row whose outcome this machine can no
+// longer learn (why says so).
+func (d *Daemon) untrack(seq uint64, why string) {
+	d.updateRow(seq, func(cur *outboxRow) bool {
+		if !unsettled(cur.State) {
+			return false
+		}
+		cur.State, cur.ErrorCode, cur.LastError = stateUntracked, localapi.CodeLeftMesh, why
+		return true
+	})
+}

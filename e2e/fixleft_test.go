@@ -69,3 +69,28 @@ func TestClusterWithoutQuorumIsSaid(t *testing.T) {
 		t.Errorf("daemon status after the recovery: %s", out)
 	}
 }
+
+// TestWaitEndsWhenTheMeshIsLeft: send --wait through the daemon waited on
+// a row that became untracked (its mesh left while the broker held it)
+// until --wait-timeout, then said it was not delivered "within" it. It
+// ends at the leave, with what happened (exit 7: not known delivered).
+func TestWaitEndsWhenTheMeshIsLeft(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	bob := us[1]
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	done := make(chan result, 1)
+	go func() { done <- bob.run("send", "alice", "waited on", "--wait", "--wait-timeout", "50s") }() // alice is offline
+	eventually(t, 20*time.Second, "the row queued", func() bool {
+		var rows []struct{ Status, Preview string }
+		bob.json(&rows, "daemon", "outbox", "list")
+		return len(rows) == 1 && rows[0].Status == "queued"
+	})
+	bob.ok("mesh", "leave", "test")
+	r := <-done
+	if r.code != 7 || !strings.Contains(r.stderr, "its mesh was left before it was delivered") {
+		t.Fatalf("send --wait over a leave: %s", r)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	json "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -110,6 +111,11 @@ func HomeArgs(home string) []string {
 // daemon builds, whose environment ($CLAUDEMESH_HOME, $HOME) need not be
 // the shell's of the user who reads them.
 func InvocationWithHome(home string) string { return "claudemesh --home " + shellQuote(home) }
+
+// JoinedNow is a JoinedAt for now: RFC 3339 with milliseconds, so a
+// daemon can tell the rows a member sent before joining again (a new key,
+// the same mesh) from those after, within the second.
+func JoinedNow() string { return time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00") }
 
 // ShellQuote quotes s for a POSIX shell when it holds anything but plain
 // path characters (for commands written into hints).

@@ -400,7 +400,7 @@ func join(c *cli.Context) error {
 	}
 	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: slug, Name: name, Pubkey: key.PublicHex(),
 		SecretKey: key.SecretKeyHex(), BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: res.MemberRole,
-		DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+		DisplayName: display, JoinedAt: config.JoinedNow()}
 	// A REST answer proves nothing about who holds the broker key, from
 	// the signed brokerUrl or another; what is stored is the signed
 	// brokerUrl and the broker's own list, else the invite's unsigned

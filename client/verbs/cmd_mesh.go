@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -177,7 +176,7 @@ func meshCreate(c *cli.Context) error {
 		}
 		m = config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: res.Slug, Name: res.Name,
 			Pubkey: key.PublicHex(), SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey,
-			Role: wire.MemberOwner, DisplayName: display, JoinedAt: time.Now().UTC().Format(time.RFC3339)}
+			Role: wire.MemberOwner, DisplayName: display, JoinedAt: config.JoinedNow()}
 		m.BrokerURLs = e.brokerURLsOf(res.BrokerURL, res.BrokerURLs)
 		// Pin only a key the broker has proved it holds: the challenge of
 		// one real connection must verify under it, and the hello must be

@@ -296,7 +296,7 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 			if json.Unmarshal(ev.Data, &row) != nil || row.ClientMessageID != res.ClientMessageID {
 				continue
 			}
-			if row.Status == localapi.StatusDelivered || row.Status == localapi.StatusFailed || unreachable(&row) {
+			if row.Status == localapi.StatusDelivered || row.Status == localapi.StatusFailed || row.Status == localapi.StatusUntracked || unreachable(&row) {
 				ch <- outcome{row: row}
 				return
 			}
@@ -329,6 +329,9 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 			return nil, outboxFailed(res.ClientMessageID, res.MessageID, row.ErrorCode, row.Error, false)
 		case row.Status == localapi.StatusDelivered:
 			return res, nil
+		case row.Status == localapi.StatusUntracked:
+			return res, notDelivered(res, "the broker still delivers it to recipients who come back, but this machine no longer learns whether",
+				"%s %s, but its mesh was left before it was delivered", res.Status, res.MessageID)
 		}
 		// unreachable: what the direct path says of it.
 		return res, notDelivered(res, "check with claudemesh message status "+res.MessageID,
@@ -354,7 +357,7 @@ func (v *viaDaemon) waitDelivered(ctx context.Context, stream *localapi.EventStr
 		// The last look: receipts that came without a change of state
 		// sent no event, and the row may have settled a moment ago.
 		if row := v.outboxRow(ctx, res.ClientMessageID); row != nil {
-			if row.Status == localapi.StatusDelivered || row.Status == localapi.StatusFailed || unreachable(row) {
+			if row.Status == localapi.StatusDelivered || row.Status == localapi.StatusFailed || row.Status == localapi.StatusUntracked || unreachable(row) {
 				return settled(row)
 			}
 			progressOf(res, row)
