@@ -1053,7 +1053,7 @@ func TestForgetCancelsTheSessionWrite(t *testing.T) {
 		LastSeenAt: now.UnixMilli(), HelloAt: now.UnixNano()}
 	// admit, under the lock
 	ms.putSessionLocked(key, rec)
-	persist, written := ms.sessionWriteLocked(rec, true)
+	persist, written := ms.sessionWriteLocked(rec, true, nil)
 	ms.mu.Unlock()
 	// the ban's callback, between admit's unlock and its Submit
 	ms.mu.Lock()
@@ -1101,9 +1101,9 @@ func TestLaterHelloCancelsTheEarlierSessionWrite(t *testing.T) {
 	}
 	first, second := recording(1), recording(2)
 	ms.putSessionLocked(key, first)
-	persist1, written1 := ms.sessionWriteLocked(first, true)
+	persist1, written1 := ms.sessionWriteLocked(first, true, nil)
 	ms.putSessionLocked(key, second)
-	persist2, written2 := ms.sessionWriteLocked(second, true)
+	persist2, written2 := ms.sessionWriteLocked(second, true, first)
 	ms.mu.Unlock()
 	b.hub.writeSession(persist2, written2)
 	b.hub.writeSession(persist1, written1)
@@ -1152,10 +1152,10 @@ func TestForgetLeavesAKeySaidHelloWithAgain(t *testing.T) {
 	}
 	first, second := recording(time.Now().UnixNano()), recording(time.Now().UnixNano()+1)
 	ms.putSessionLocked(key, first)
-	ms.sessionWriteLocked(first, true) // never submitted: the eviction cancels it
-	ms.deleteSessionLocked(key)        // the eviction, in memory
+	ms.sessionWriteLocked(first, true, nil) // never submitted: the eviction cancels it
+	ms.deleteSessionLocked(key)             // the eviction, in memory
 	ms.putSessionLocked(key, second)
-	persist, written := ms.sessionWriteLocked(second, true)
+	persist, written := ms.sessionWriteLocked(second, true, nil)
 	ms.mu.Unlock()
 	if ack := a.sendAck(dm(t, alice, key, "queued for the live key")); ack.Error != nil {
 		t.Fatalf("DM to the session: %+v", ack.Error)
@@ -1232,15 +1232,17 @@ func TestGroupWriteCancelledByAForget(t *testing.T) {
 	}
 }
 
-// TestClusterStaleSessionPutLeavesALaterRecording: a node applying another
-// node's write of a session record replaced whatever recording memory
-// held, and the store took any write: node 1's hello of a key (its write
-// still to come) was replaced in node 1's memory by node 2's write of an
-// earlier recording, and node 1 then knew a recording the store did not
-// hold once its own write committed; a change of an earlier recording
-// committed last (a profile change of a connection a later hello
-// replaced) replaced the later one in the store.
-func TestClusterStaleSessionPutLeavesALaterRecording(t *testing.T) {
+// TestClusterDelayedHelloWriteLeavesALaterRecording: a hello's write can
+// wait in a cluster's log for seconds. Written unconditionally, node 1's
+// hello of a key (admitted over no recording, its write delayed) replaced
+// node 2's recording of the key written meanwhile, on every node, and
+// every node then said the session was node 1's, whatever the clocks
+// (node 1's HelloAt is the greater here). The write is a compare-and-set
+// over what node 1 knew at the hello: it writes nothing, and node 1 takes
+// node 2's recording (the session is not connected to it). The same when
+// a group change cancelled the hello's write and is written in its place.
+// A change of the replaced recording does not bring it back either.
+func TestClusterDelayedHelloWriteLeavesALaterRecording(t *testing.T) {
 	t.Parallel()
 	bs := startCluster(t, "staleput", 3, nil)
 	alice := createMesh(t, bs[0], "staleput", "alice")
@@ -1249,77 +1251,97 @@ func TestClusterStaleSessionPutLeavesALaterRecording(t *testing.T) {
 		waitMember(t, b, alice.meshID, bob.pub())
 	}
 	ms1 := bs[0].hub.mesh(alice.meshID)
-	sess, _ := cmcrypto.GenerateIdentity()
-	key := sess.PublicHex()
 	ms1.mu.Lock()
 	bobID := ms1.members[bob.pub()].ID
 	ms1.mu.Unlock()
-	recording := func(helloAt int64, node string) *store.Session {
-		return &store.Session{Pubkey: key, ParentMemberID: bobID, ParentPubkey: bob.pub(), SessionID: node,
-			LastSeenAt: time.Now().UnixMilli(), HelloAt: helloAt, Node: node}
+	marks := 0
+	// mark writes a grants record through w, and waits until every other
+	// node has applied it: every write w made before is applied
+	// everywhere (a node's own writes do not come back to its memory).
+	mark := func(w *Broker) {
+		marks++
+		key := fmt.Sprintf("%064x", 1000+marks)
+		if err := w.store.Update(func(tx *store.Tx) error {
+			return store.PutGrants(tx, alice.meshID, key, store.Grants{"x": {"y"}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range bs {
+			if b == w {
+				continue
+			}
+			ms := b.hub.mesh(alice.meshID)
+			waitFor(t, fmt.Sprintf("node %d to apply mark %d", i+1, marks), func() bool {
+				ms.mu.Lock()
+				defer ms.mu.Unlock()
+				return ms.grants[key] != nil
+			})
+		}
 	}
-	now := time.Now().UnixNano()
-	earlier, later := recording(now, "n2"), recording(now+1, "n1")
-	// Node 1's hello, its write still to come.
-	ms1.mu.Lock()
-	ms1.putSessionLocked(key, later)
-	persist, written := ms1.sessionWriteLocked(later, true)
-	ms1.mu.Unlock()
-	// Node 2's write of the earlier recording, then a mark: once node 1
-	// has the mark, it has applied the write.
-	mark := fmt.Sprintf("%064x", 7)
-	if err := bs[1].store.Update(func(tx *store.Tx) error {
-		if err := store.PutSession(tx, alice.meshID, earlier); err != nil {
+	for _, promoted := range []bool{false, true} {
+		sess, _ := cmcrypto.GenerateIdentity()
+		key := sess.PublicHex()
+		recording := func(helloAt int64, node string) *store.Session {
+			return &store.Session{Pubkey: key, ParentMemberID: bobID, ParentPubkey: bob.pub(), SessionID: node,
+				LastSeenAt: time.Now().UnixMilli(), HelloAt: helloAt, Node: node}
+		}
+		storedOn := func(b *Broker) (stored *store.Session) {
+			b.store.View(func(tx *store.Tx) error {
+				return store.EachSession(tx, alice.meshID, func(s store.Session) error {
+					if s.Pubkey == key {
+						stored = &s
+					}
+					return nil
+				}, func(store.Corrupt) {})
+			})
+			return stored
+		}
+		now := time.Now().UnixNano()
+		theirs, mine := recording(now, "n2"), recording(now+int64(time.Hour), "n1")
+		// Node 1's hello, its write still to come.
+		ms1.mu.Lock()
+		prev := ms1.sessions[key]
+		ms1.putSessionLocked(key, mine)
+		persist, written := ms1.sessionWriteLocked(mine, true, prev)
+		if promoted {
+			// A join_group before the hello's write: it cancels that
+			// write and is written in its place.
+			cp := *mine
+			cp.Groups = []wire.Group{{Name: "builders"}}
+			ms1.putSessionLocked(key, &cp)
+			persist, written = ms1.sessionWriteLocked(&cp, false, nil)
+		}
+		ms1.mu.Unlock()
+		// Node 2's hello of the key, written first.
+		ms2 := bs[1].hub.mesh(alice.meshID)
+		ms2.mu.Lock()
+		ms2.putSessionLocked(key, theirs)
+		ms2.mu.Unlock()
+		if err := bs[1].store.Update(func(tx *store.Tx) error {
+			_, err := store.PutSessionOver(tx, alice.meshID, theirs, nil)
 			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return store.PutGrants(tx, alice.meshID, mark, store.Grants{"x": {"y"}})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	applied := func(ms *meshState) bool {
-		ms.mu.Lock()
-		defer ms.mu.Unlock()
-		return ms.grants[mark] != nil
-	}
-	waitFor(t, "node 1 to apply node 2's write", func() bool { return applied(ms1) })
-	bs[0].hub.writeSession(persist, written)
-	storedOn := func(b *Broker) (stored *store.Session) {
-		b.store.View(func(tx *store.Tx) error {
-			return store.EachSession(tx, alice.meshID, func(s store.Session) error {
-				if s.Pubkey == key {
-					stored = &s
-				}
-				return nil
-			}, func(store.Corrupt) {})
-		})
-		return stored
-	}
-	waitFor(t, "node 2 to apply node 1's write", func() bool {
-		s := storedOn(bs[1])
-		return s != nil && s.HelloAt == later.HelloAt
-	})
-	// A change of the earlier recording (a group change of the
-	// connection the later hello replaced) written again, last.
-	mark = fmt.Sprintf("%064x", 8)
-	if err := bs[1].store.Update(func(tx *store.Tx) error {
-		if err := store.UpdateSession(tx, alice.meshID, earlier); err != nil {
-			return err
+		mark(bs[1])
+		done := make(chan struct{})
+		bs[0].hub.writeSession(persist, func(err error) { written(err); close(done) })
+		<-done
+		mark(bs[0])
+		// A change of node 1's replaced recording, written last.
+		if err := bs[2].store.Update(func(tx *store.Tx) error { return store.UpdateSession(tx, alice.meshID, mine) }); err != nil {
+			t.Fatal(err)
 		}
-		return store.PutGrants(tx, alice.meshID, mark, store.Grants{"x": {"y"}})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for i, b := range bs {
-		ms := b.hub.mesh(alice.meshID)
-		if i != 1 { // node 2 wrote it
-			waitFor(t, fmt.Sprintf("node %d to apply the last write", i+1), func() bool { return applied(ms) })
-		}
-		stored := storedOn(b)
-		ms.mu.Lock()
-		known := ms.sessions[key]
-		ms.mu.Unlock()
-		if stored == nil || stored.HelloAt != later.HelloAt || known == nil || known.HelloAt != later.HelloAt {
-			t.Fatalf("node %d: stored %+v, known %+v; want the later recording (HelloAt %d)", i+1, stored, known, later.HelloAt)
+		mark(bs[2])
+		for i, b := range bs {
+			ms := b.hub.mesh(alice.meshID)
+			stored := storedOn(b)
+			ms.mu.Lock()
+			known := ms.sessions[key]
+			ms.mu.Unlock()
+			if stored == nil || !store.SameRecording(stored, theirs) || known == nil || !store.SameRecording(known, theirs) {
+				t.Fatalf("promoted %v, node %d: stored %+v, known %+v; want node 2's recording", promoted, i+1, stored, known)
+			}
 		}
 	}
 }

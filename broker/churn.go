@@ -194,6 +194,12 @@ type sessionWrite struct {
 	cancelled atomic.Bool
 	hello     bool
 	sess      *store.Session
+	// prev is, for a hello, the recording memory held for the key when
+	// the hello was admitted (nil: none): the write is a compare-and-set
+	// over it (store.PutSessionOver). lost is the recording the store
+	// held instead, when the write lost (set by persist, read by written).
+	prev *store.Session
+	lost atomic.Pointer[store.Session]
 }
 
 // sessionWriteLocked makes the write of a session record memory has just
@@ -212,15 +218,25 @@ type sessionWrite struct {
 // record's could be written last, and the store keep a recording memory
 // has replaced. A change of a recording whose hello's write it cancels
 // (a join_group right after the hello) is that recording's first write:
-// it is written as the hello's would have been.
-func (ms *meshState) sessionWriteLocked(sess *store.Session, hello bool) (persist func(tx *store.Tx) error, written func(error)) {
+// it is written as the hello's would have been, over the same prev.
+//
+// A hello's write is a compare-and-set over prev, the recording memory
+// held when the hello was admitted (store.PutSessionOver). In a cluster a
+// node's write can wait in the log for seconds: written unconditionally,
+// a hello admitted on A before the client failed over to B replaced B's
+// later recording on every node when it came, and every node then said
+// the session was A's. A hello whose write finds a recording it did not
+// know writes nothing; its callback adopts that recording, unless the
+// session is connected here (then this node's recording is the live one,
+// and is written again over it).
+func (ms *meshState) sessionWriteLocked(sess *store.Session, hello bool, prev *store.Session) (persist func(tx *store.Tx) error, written func(error)) {
 	if old := ms.sessionWrites[sess.Pubkey]; old != nil {
 		old.cancelled.Store(true)
 		if old.hello && store.SameRecording(old.sess, sess) {
-			hello = true
+			hello, prev = true, old.prev
 		}
 	}
-	w := &sessionWrite{hello: hello, sess: sess}
+	w := &sessionWrite{hello: hello, sess: sess, prev: prev}
 	ms.sessionWrites[sess.Pubkey] = w
 	persist = func(tx *store.Tx) error {
 		if w.cancelled.Load() {
@@ -237,16 +253,32 @@ func (ms *meshState) sessionWriteLocked(sess *store.Session, hello bool) (persis
 			return err
 		}
 		if hello {
-			return store.PutSession(tx, ms.id, sess)
+			held, err := store.PutSessionOver(tx, ms.id, sess, w.prev)
+			w.lost.Store(held) // persist may run again (a conflict): the last run's
+			return err
 		}
 		return store.UpdateSession(tx, ms.id, sess)
 	}
-	written = func(error) {
+	written = func(err error) {
+		var again func(tx *store.Tx) error
+		var againDone func(error)
 		ms.mu.Lock()
 		if ms.sessionWrites[sess.Pubkey] == w {
 			delete(ms.sessionWrites, sess.Pubkey)
+			if held := w.lost.Load(); err == nil && !w.cancelled.Load() && held != nil {
+				if cur := ms.sessions[sess.Pubkey]; cur != nil && store.SameRecording(cur, sess) {
+					if ms.connectedSessionLocked(sess.Pubkey) {
+						again, againDone = ms.sessionWriteLocked(cur, true, held)
+					} else {
+						ms.putSessionLocked(sess.Pubkey, held)
+					}
+				}
+			}
 		}
 		ms.mu.Unlock()
+		if again != nil && ms.hub != nil {
+			go ms.hub.writeSession(again, againDone)
+		}
 	}
 	return persist, written
 }

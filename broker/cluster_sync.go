@@ -170,7 +170,7 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		var persist func(tx *store.Tx) error
 		var written func(error)
 		if s := k.ms.sessions[k.key]; s != nil && k.ms.connectedSessionLocked(k.key) {
-			persist, written = k.ms.sessionWriteLocked(s, false)
+			persist, written = k.ms.sessionWriteLocked(s, false, nil)
 		}
 		k.ms.mu.Unlock()
 		if persist != nil {

@@ -379,12 +379,13 @@ func (c *conn) admit(ms *meshState, memberPubkey, memberID string, id helloIdent
 			DisplayName: id.displayName, Attestation: *id.attestation, Groups: id.groups,
 			LastSeenAt: now.UnixMilli(), HelloAt: now.Add(c.b.cfg.clockSkew).UnixNano(), Node: c.b.nodeID(),
 		}
+		prev := ms.sessions[id.pubkey]
 		ms.putSessionLocked(id.pubkey, sess)
 		if evict != "" {
 			evicted = ms.sessions[evict]
 			ms.deleteSessionLocked(evict)
 		}
-		persist, written = ms.sessionWriteLocked(sess, true)
+		persist, written = ms.sessionWriteLocked(sess, true, prev)
 	} else if len(id.groups) > 0 {
 		// Groups in a member hello are added to the member's own (01-protocol
 		// §4), under the same cap as join_group: the total is what every

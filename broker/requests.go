@@ -114,7 +114,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 			ms.putSessionLocked(p.pubkey, &cp)
 			// Registered as a hello's write is: a forget of the key
 			// or a later hello before it is written cancels it.
-			persist, written = ms.sessionWriteLocked(&cp, false)
+			persist, written = ms.sessionWriteLocked(&cp, false, nil)
 		}
 		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle && p.conn != nil {
 			p.conn.requestRefill()

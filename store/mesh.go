@@ -376,6 +376,30 @@ func PutSession(tx *Tx, meshID string, s *Session) error {
 	return b.Put(pk(s.Pubkey), enc(s))
 }
 
+// PutSessionOver writes a new recording (a hello's) unless the store holds
+// one its hello was not admitted over: written only when the store holds
+// nothing for the key, the same recording, prev (the recording the node
+// knew when it admitted the hello; nil: none), or an earlier recording of
+// the same node (one clock stamped both). Otherwise held is the stored
+// recording, and nothing is written: another node's hello was written
+// after this node admitted its own, so the write that comes later in the
+// log is not the later hello (a node's write can wait in the log for
+// seconds).
+func PutSessionOver(tx *Tx, meshID string, s, prev *Session) (held *Session, err error) {
+	b, err := sub(tx, meshID, bSessions)
+	if err != nil {
+		return nil, err
+	}
+	if v := b.Get(pk(s.Pubkey)); v != nil {
+		var cur Session
+		if dec(v, &cur) == nil && !SameRecording(&cur, s) && (prev == nil || !SameRecording(&cur, prev)) &&
+			!(cur.Node == s.Node && cur.HelloAt < s.HelloAt) {
+			return &cur, nil
+		}
+	}
+	return nil, b.Put(pk(s.Pubkey), enc(s))
+}
+
 // UpdateSession writes a changed copy of a recording (a group change),
 // only when the store holds that recording (SameRecording) or none of
 // the key: a write of a recording that a later hello (here or on another
