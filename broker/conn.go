@@ -97,6 +97,9 @@ type conn struct {
 	// (expireInflightLocked: one that acked nothing since its expired
 	// pushes went out is re-sent --resume-window of them, not all).
 	ackedAt time.Time
+	// windowedAt is when such a connection was last re-sent its
+	// --resume-window of them: at most once per --redeliver-after.
+	windowedAt time.Time
 	// origins are the messages this (transient) connection sent that
 	// still wait for receipts (ms.origin), guarded by ms.mu.
 	origins map[string]struct{}
