@@ -296,7 +296,7 @@ func (c *conn) adminTx(reqID string, fn func(tx *store.Tx, me *store.Member) *ad
 	}, func(err error) {
 		switch {
 		case errors.Is(err, store.ErrUnavailable):
-			c.sendUnavailable(reqID, "the change")
+			c.sendUnavailable(reqID, "the change", false)
 		case err != nil:
 			c.b.log.Error("admin commit failed", "mesh", ms.id, "err", err)
 			c.sendError(reqID, wire.CodeInternal, "the broker could not save the change; nothing was changed")

@@ -213,7 +213,7 @@ func (c *conn) handleAPIKeyRevoke(r wire.APIKeyRevoke) {
 		return
 	}
 	if err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not revoke the key")
+		c.storeFailed(r.ReqID, err, "could not revoke the key", "the revocation")
 		return
 	}
 	// The key's open streams end now, before the revoker is told.

@@ -632,6 +632,21 @@ func TestClusterQuorumLoss(t *testing.T) {
 			}
 		}
 	})
+	// Writes without an id of their own were answered `internal` ("could
+	// not create the topic", "could not store the invite"), and those
+	// refused `unavailable` were told to retry "with the same id".
+	t.Run("OtherWritesRefusedUnavailable", func(t *testing.T) {
+		for _, f := range []map[string]any{
+			{"type": wire.TypeTopicCreate, "name": "outage", "visibility": "public", "encrypted": false},
+			{"type": wire.TypeSetSummary, "summary": "during the outage"},
+		} {
+			var e wire.Error
+			a.request(f, &e, wire.TypeError)
+			if e.Code != wire.CodeUnavailable || e.RetryAfterMs <= 0 || strings.Contains(e.Message, "same id") || !strings.Contains(e.Message, "try again in a moment") {
+				t.Fatalf("%s without quorum: %+v", f["type"], e)
+			}
+		}
+	})
 	t.Run("NotReady", func(t *testing.T) {
 		code, body := getJSON(t, bs[0].HTTPURL()+"/health/ready")
 		if code != http.StatusServiceUnavailable || !strings.Contains(body["reason"].(string), "quorum") {

@@ -156,7 +156,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 			written(err)
 		}
 		if errors.Is(err, store.ErrUnavailable) {
-			c.sendUnavailable(u.ReqID, "the profile change")
+			c.sendUnavailable(u.ReqID, "the profile change", false)
 			return
 		}
 		if err != nil {
@@ -318,7 +318,7 @@ func (c *conn) handleMeshLeave(env wire.Envelope) {
 		return err
 	})
 	if err != nil {
-		c.sendError(env.ReqID, wire.CodeInternal, "could not leave the mesh")
+		c.storeFailed(env.ReqID, err, "could not leave the mesh", "the leave")
 		return
 	}
 	c.b.hub.settleExpired(ms, dropped)
@@ -418,7 +418,7 @@ func (c *conn) handleInviteCreate(data []byte, env wire.Envelope) {
 		return
 	}
 	if err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not store the invite")
+		c.storeFailed(r.ReqID, err, "could not store the invite", "the invite")
 		return
 	}
 	c.reply(wire.InviteReply{Type: wire.TypeInvite, ReqID: r.ReqID, InviteInfo: rec.Info()})
@@ -479,7 +479,7 @@ func (c *conn) handleInviteRevoke(data []byte, env wire.Envelope) {
 		return
 	}
 	if err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not revoke the invite")
+		c.storeFailed(r.ReqID, err, "could not revoke the invite", "the revocation")
 		return
 	}
 	c.sendOK(r.ReqID)

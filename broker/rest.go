@@ -43,7 +43,7 @@ func restError(w http.ResponseWriter, status int, code, msg string) {
 func restUnavailable(w http.ResponseWriter, what string) {
 	w.Header().Set("Retry-After", "1")
 	writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]any{
-		"code": wire.CodeUnavailable, "message": unavailableText(what), "retryAfterMs": unavailableRetryMs}})
+		"code": wire.CodeUnavailable, "message": unavailableChangeText(what), "retryAfterMs": unavailableRetryMs}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -32,10 +32,34 @@ func unavailableText(what string) string {
 	return "the broker's cluster could not make " + what + " durable in time (a quorum of its nodes is unreachable, or this node is catching up with the others): it is not acknowledged; retry in a moment, here or on another node, with the same id (it is never applied twice)"
 }
 
+// unavailableChangeText explains an `unavailable` refusal of a write that
+// carries no id of its own to retry with (a profile change, an invite, a
+// topic, an admin change): retrying it is the user's choice.
+func unavailableChangeText(what string) string {
+	return "the broker's cluster could not make " + what + " durable in time (a quorum of its nodes is unreachable, or this node is catching up with the others): it is not acknowledged, and may still take effect if the quorum comes back at once; try again in a moment"
+}
+
 // sendUnavailable answers a request whose write a cluster without quorum
-// refused.
-func (c *conn) sendUnavailable(reqID, what string) {
-	c.enqueue(wire.MustEncode(wire.Error{Type: wire.TypeError, ReqID: reqID, Code: wire.CodeUnavailable, Message: unavailableText(what), RetryAfterMs: unavailableRetryMs}))
+// refused; byID: the client retries it with the same id (an ack).
+func (c *conn) sendUnavailable(reqID, what string, byID bool) {
+	msg := unavailableChangeText(what)
+	if byID {
+		msg = unavailableText(what)
+	}
+	c.enqueue(wire.MustEncode(wire.Error{Type: wire.TypeError, ReqID: reqID, Code: wire.CodeUnavailable, Message: msg, RetryAfterMs: unavailableRetryMs}))
+}
+
+// storeFailed answers a request whose write failed: `unavailable` when a
+// cluster without quorum refused it (what names the change), else
+// `internal` with msg. Before, every such write but a send, a post, an
+// ack and a profile change was answered `internal` ("could not …"), so a
+// cluster without quorum read as a broken broker, exit 1.
+func (c *conn) storeFailed(reqID string, err error, msg, what string) {
+	if errors.Is(err, store.ErrUnavailable) {
+		c.sendUnavailable(reqID, what, false)
+		return
+	}
+	c.sendError(reqID, wire.CodeInternal, msg)
 }
 
 func (c *conn) sendOK(reqID string) {
@@ -674,7 +698,7 @@ func (c *conn) handleClientAck(data []byte, env wire.Envelope) {
 		return err
 	}, func(err error) {
 		if errors.Is(err, store.ErrUnavailable) {
-			c.sendUnavailable(a.ReqID, "the ack")
+			c.sendUnavailable(a.ReqID, "the ack", true)
 			return
 		}
 		if err != nil {

@@ -105,7 +105,7 @@ func (c *conn) handleTopicMarkRead(r wire.TopicRequest, t topicState) {
 		return
 	}
 	if err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not store the read marker")
+		c.storeFailed(r.ReqID, err, "could not store the read marker", "the read marker")
 		return
 	}
 	c.sendOK(r.ReqID)
@@ -153,7 +153,7 @@ func (c *conn) handleNotifications(data []byte, env wire.Envelope) {
 		return err
 	})
 	if err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not mark the notifications")
+		c.storeFailed(r.ReqID, err, "could not mark the notifications", "the change")
 		return
 	}
 	c.sendOK(r.ReqID)

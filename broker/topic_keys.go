@@ -154,7 +154,7 @@ func (c *conn) handleTopicSeal(r wire.TopicRequest, t topicState) {
 		return nil
 	})
 	if err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not store the seals")
+		c.storeFailed(r.ReqID, err, "could not store the seals", "the seals")
 		return
 	}
 	if stale {
@@ -276,7 +276,7 @@ func (c *conn) handleTopicRotate(r wire.TopicRequest, t topicState) {
 	switch {
 	case err != nil:
 		c.b.log.Error("topic rotate", "err", err)
-		c.sendError(r.ReqID, wire.CodeInternal, "could not rotate the key")
+		c.storeFailed(r.ReqID, err, "could not rotate the key", "the rotation")
 		return
 	case stale:
 		c.sendError(r.ReqID, wire.CodeStaleKeyGen, "another member rotated #"+t.Name+" first; fetch the new key")

@@ -59,7 +59,7 @@ func (c *conn) addTopicMember(reqID string, t *topicState, m *member, role strin
 		return store.PutTopicMember(tx, ms.id, t.ID, rec)
 	})
 	if err != nil {
-		c.sendError(reqID, wire.CodeInternal, "could not store the membership")
+		c.storeFailed(reqID, err, "could not store the membership", "the membership")
 		return
 	}
 	ms.mu.Lock()
@@ -82,7 +82,7 @@ func (c *conn) handleTopicLeave(r wire.TopicRequest, t topicState) {
 		return
 	}
 	if err := c.b.removeFromTopic(c.ms, t.ID, c.mem.Pubkey); err != nil {
-		c.sendError(r.ReqID, wire.CodeInternal, "could not leave the topic")
+		c.storeFailed(r.ReqID, err, "could not leave the topic", "the leave")
 		return
 	}
 	c.sendOK(r.ReqID)
@@ -111,7 +111,7 @@ func (c *conn) handleTopicAddRemove(r wire.TopicRequest, t topicState) {
 	}
 	if r.Type == wire.TypeTopicRemove {
 		if err := c.b.removeFromTopic(ms, t.ID, target.Pubkey); err != nil {
-			c.sendError(r.ReqID, wire.CodeInternal, "could not remove the member")
+			c.storeFailed(r.ReqID, err, "could not remove the member", "the removal")
 			return
 		}
 		c.sendOK(r.ReqID)

@@ -422,6 +422,10 @@ func (c *conn) handleTopicCreate(data []byte, env wire.Envelope) {
 		fail(wire.CodeTopicExists, fmt.Sprintf("a topic named %q (or with that id) already exists", r.Name))
 		return
 	}
+	if errors.Is(err, store.ErrUnavailable) {
+		c.sendUnavailable(r.ReqID, "the topic", false)
+		return
+	}
 	if err != nil {
 		c.b.log.Error("topic create", "err", err)
 		fail(wire.CodeInternal, "could not create the topic")

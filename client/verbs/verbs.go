@@ -390,7 +390,7 @@ func hintFor(code string) string {
 	case client.CodeUnreachable, client.CodeTimeout, client.CodeConnectionClosed, wire.CodeShuttingDown:
 		return "check that the broker is running and reachable, then try again"
 	case wire.CodeUnavailable:
-		return "the broker's cluster has lost a majority of its nodes; try again in a moment (the daemon's outbox retries by itself)"
+		return "the broker's cluster has lost a majority of its nodes (or this node is catching up); try again in a moment"
 	case client.CodeBrokerKeyMismatch:
 		return "this server is not the broker you joined; if its operator really replaced the broker key, join again with a new invite"
 	case wire.CodeUnknownTarget:

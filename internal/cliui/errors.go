@@ -149,7 +149,7 @@ func ExitCode(code string) int {
 		"invite_revoked", "invite_exhausted", "broker_key_mismatch", CodeNotJoined,
 		CodeInsecurePermissions, "unknown_session", "left_mesh":
 		return ExitNotAllowed
-	case CodeUnreachable, "timeout", "connection_closed", "shutting_down":
+	case CodeUnreachable, "timeout", "connection_closed", "shutting_down", "unavailable":
 		// A broker (or daemon) that stopped answering is, for the user, one
 		// that cannot be reached.
 		return ExitUnreachable
