@@ -410,6 +410,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	os.Chmod(sock, 0o600)
 	d.listeners = append(d.listeners, ln)
+	// Where this daemon listens, for a CLI whose environment computes
+	// another path (localapi.ClientSocket).
+	if err := localapi.WriteSocketPath(d.home, sock); err != nil {
+		d.log.Warn("could not record the socket path", "err", err)
+	}
 	if err := CheckTCP(d.opts.TCP, d.opts.TCPAllowRemote, d.opts.TCPTLSCert, d.opts.TCPTLSKey); err != nil {
 		ln.Close()
 		return err
@@ -524,6 +529,7 @@ func (d *Daemon) shutdown() error {
 	// closes (the next start would copy them otherwise).
 	d.acc.close()
 	os.Remove(localapi.SocketPath(d.home))
+	os.Remove(localapi.SocketPathFile(d.home))
 	os.Remove(localapi.PIDPath(d.home))
 	return d.db.Close()
 }

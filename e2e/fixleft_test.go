@@ -94,3 +94,47 @@ func TestWaitEndsWhenTheMeshIsLeft(t *testing.T) {
 		t.Fatalf("send --wait over a leave: %s", r)
 	}
 }
+
+// TestSocketPathOfAnotherEnvironment: the socket path depends on the
+// environment (CLAUDEMESH_DAEMON_SOCK, XDG_RUNTIME_DIR): a daemon started
+// by a service with one value and a CLI run without it computed different
+// paths, and the CLI said the running daemon's socket "was removed" and
+// advised restarting it. The daemon records where it listens beside
+// daemon.pid, and the CLI dials that (after the same checks).
+func TestSocketPathOfAnotherEnvironment(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	dir, err := os.MkdirTemp("", "cmsock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "service.sock")
+	alice.withEnv("CLAUDEMESH_DAEMON_SOCK=" + sock).startDaemon()
+	fi, err := os.Stat(filepath.Join(alice.home, "daemon", "daemon.sock.path"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the recorded socket path: %v %v", fi, err)
+	}
+	// This shell has no CLAUDEMESH_DAEMON_SOCK: it computes another path.
+	r := alice.run("daemon", "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "daemon running") {
+		t.Fatalf("daemon status from another environment: %s", r)
+	}
+	alice.useDaemon = true
+	var sent sendOut
+	alice.json(&sent, "send", "alice", "through the recorded socket")
+	if sent.Via != "daemon" {
+		t.Fatalf("send from another environment: %+v", sent)
+	}
+	// A socket there that is not this user's daemon's is still refused:
+	// the checks apply to the recorded path too (a world-writable
+	// directory here).
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if r := alice.run("daemon", "status"); r.code == 0 && strings.Contains(r.stdout, "daemon running") {
+		t.Fatalf("daemon status over an unsafe socket directory: %s", r)
+	}
+	os.Chmod(dir, 0o700)
+}

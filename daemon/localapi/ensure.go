@@ -13,7 +13,7 @@ import (
 
 // Probe reports whether a daemon answers on home's socket.
 func Probe(ctx context.Context, home string) (*Client, *Version, error) {
-	c := New(SocketPath(home))
+	c := New(ClientSocket(home))
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	v, err := c.Version(ctx)
@@ -90,8 +90,9 @@ func Connect(ctx context.Context, home string, autostart bool) (*Client, error) 
 	// socket file refuses it). Dialling, rather than a version round trip,
 	// keeps the warm path of every thin verb to the one request it makes,
 	// and that request goes over the connection dialled here.
-	if conn, err := listening(SocketPath(home)); conn != nil {
-		c := New(SocketPath(home))
+	sock := ClientSocket(home)
+	if conn, err := listening(sock); conn != nil {
+		c := New(sock)
 		c.first.set(conn)
 		return c, nil
 	} else if err != nil {

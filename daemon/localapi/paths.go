@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // maxSocketPath is the portable limit of a Unix socket path (sun_path is
@@ -42,6 +43,67 @@ func SocketPath(home string) string {
 		}
 	}
 	return filepath.Join(FallbackSocketDir(), tag+".sock")
+}
+
+// SocketPathFile is where a daemon writes the socket path it listens on
+// (0600, beside daemon.pid): SocketPath depends on the environment
+// (CLAUDEMESH_DAEMON_SOCK, XDG_RUNTIME_DIR), so a daemon started by a
+// service or a desktop session and a CLI run over ssh or cron can compute
+// different paths. The CLI tries the recorded one first (ClientSocket).
+func SocketPathFile(home string) string { return filepath.Join(Dir(home), "daemon.sock.path") }
+
+// ClientSocket is the socket a client of home's daemon dials: the path
+// the running daemon recorded (SocketPathFile), when the file is this
+// user's own (not a symlink, mode 0600 or stricter, an absolute path) and
+// a socket is there, else SocketPath. Whichever it is, the dial checks
+// the socket and its directory as always (CheckSocket, the peer's uid).
+func ClientSocket(home string) string {
+	if p := recordedSocket(home); p != "" {
+		return p
+	}
+	return SocketPath(home)
+}
+
+// recordedSocket is the path in SocketPathFile when it can be trusted and
+// a socket exists there ("" otherwise).
+func recordedSocket(home string) string {
+	f := SocketPathFile(home)
+	fi, err := os.Lstat(f)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0 || fi.Size() > 4096 || !mine(fi) {
+		return ""
+	}
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return ""
+	}
+	p := strings.TrimSpace(string(b))
+	if !filepath.IsAbs(p) {
+		return ""
+	}
+	if si, err := os.Lstat(p); err != nil || si.Mode().Type() != os.ModeSocket {
+		return ""
+	}
+	return p
+}
+
+// mine reports whether this user owns fi.
+func mine(fi os.FileInfo) bool {
+	uid, ok := ownerOf(fi)
+	return ok && uid == os.Getuid()
+}
+
+// WriteSocketPath records the socket path a daemon listens on (0600).
+func WriteSocketPath(home, sock string) error {
+	abs, err := filepath.Abs(sock)
+	if err != nil {
+		return err
+	}
+	f := SocketPathFile(home)
+	tmp := f + ".tmp"
+	if err := os.WriteFile(tmp, []byte(abs+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, f)
 }
 
 // FallbackSocketDir is the user's own directory for short socket paths in

@@ -67,7 +67,7 @@ func findHolder(home string) (u *Unanswering, starting bool) {
 		return nil, false
 	}
 	starting = fileLocked(filepath.Join(Dir(home), "start.lock"))
-	u = &Unanswering{Socket: SocketPath(home), dbPath: db}
+	u = &Unanswering{Socket: ClientSocket(home), dbPath: db}
 	u.PID, _ = DaemonPID(home)
 	if _, err := os.Lstat(u.Socket); errors.Is(err, fs.ErrNotExist) {
 		u.Missing = true
