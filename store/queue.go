@@ -69,7 +69,7 @@ const largeBody = 4096
 // ack or expiry rewrites the body record with the count one lower; with
 // the push in the record that copied the push once per recipient: a
 // broadcast of a short message to 1,000 allocated and copied ~1 MB in its
-// acks (BenchmarkBroadcastLifecycle, 13 % of what they allocated). With
+// acks (13 % of what BenchmarkBroadcastLifecycle allocated). With
 // the push apart, each rewrites a few bytes; the push's own bucket is
 // written once, with the message, and freed with the last recipient.
 const manyRecipients = 8
