@@ -235,6 +235,13 @@ func (c *conn) handleMessageStatus(data []byte, env wire.Envelope) {
 		err = c.b.store.View(read)
 	}
 	if errors.Is(err, store.ErrNotFound) {
+		// Not a direct, group or broadcast message: perhaps a topic post
+		// of this member (by post id, or the clientMessageId that
+		// `topic post` printed).
+		if out := c.postStatus(q); out != nil {
+			c.reply(out)
+			return
+		}
 		if q.MessageID != "" && c.b.mayBePurged(q.MessageID) {
 			// Purged (sweep): every recipient had it or its delivery
 			// expired, but which is no longer known.
@@ -266,6 +273,37 @@ func (b *Broker) mayBePurged(messageID string) bool {
 		return false
 	}
 	return time.UnixMilli(int64(id.Time())).Before(time.Now().Add(-b.cfg.QueueTTL - 24*time.Hour))
+}
+
+// postStatus is message_status of a topic post this member (or one of its
+// sessions) made, or nil: the post's id, topic and time, no recipients.
+func (c *conn) postStatus(q wire.MessageStatusRequest) *wire.MessageStatus {
+	ms := c.ms
+	var post *store.TopicPost
+	c.b.store.View(func(tx *store.Tx) error {
+		if q.MessageID != "" {
+			tid, seq, err := store.TopicPostLocation(tx, ms.id, q.MessageID)
+			if err == nil {
+				post, _ = store.GetTopicPost(tx, ms.id, tid, seq)
+			}
+			return nil
+		}
+		post, _ = c.ownPost(tx, q.ClientMessageID)
+		return nil
+	})
+	if post == nil || post.SenderMember != c.mem.Pubkey {
+		return nil
+	}
+	out := &wire.MessageStatus{Type: wire.TypeMessageStatus, ReqID: q.ReqID, MessageID: post.ID, TargetSpec: "#" + post.TopicID,
+		CreatedAt: post.CreatedAt, Recipients: []wire.RecipientState{}, Topic: post.TopicID}
+	ms.mu.Lock()
+	if idx, err := c.b.topicsLocked(ms); err == nil {
+		if t := idx.lookupID(post.TopicID); t != nil {
+			out.Topic = t.Name
+		}
+	}
+	ms.mu.Unlock()
+	return out
 }
 
 // nameOf is the display name of a member or known session key.

@@ -292,6 +292,9 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		}
 		ms.mu.Unlock()
 	}
+	if s.ReplyToID != "" {
+		s.ReplyToID = c.replyTarget(s.ReplyToID)
+	}
 	messageID := newID()
 	push := wire.Push{
 		Type: wire.TypePush, MessageID: messageID, MeshID: ms.id, Kind: s.Kind, TargetSpec: s.TargetSpec,
@@ -624,6 +627,26 @@ func (c *conn) reserveLocked(to []store.NewDelivery, from string, ciphertextLen 
 
 // fingerprint identifies a send's content for idempotency: a retry with the
 // same clientMessageId must carry the same bytes.
+// replyTarget is the message a reply answers, by its message id: the
+// clientMessageId of a message this connection (or its member) sent — what
+// send printed when the message went through the daemon's outbox — is
+// replaced by that message's id, which is what its recipients know.
+// Anything else is kept as it came (replyToId is a routing field the
+// sender chose).
+func (c *conn) replyTarget(id string) string {
+	out := id
+	c.b.store.View(func(tx *store.Tx) error {
+		for _, k := range []string{c.pubkey, c.mem.Pubkey} {
+			if m := store.IdempotentID(tx, c.ms.id, k, id); m != "" {
+				out = m
+				return nil
+			}
+		}
+		return nil
+	})
+	return out
+}
+
 func fingerprint(s *wire.Send) string {
 	h := sha256.New()
 	// Strings go through a buffer on the stack: []byte(s.Ciphertext) was

@@ -24,6 +24,48 @@ func postSeq(tx *store.Tx, meshID, topicID, messageID string) (uint64, error) {
 	return seq, nil
 }
 
+// ownPost finds a post this connection sent (its key, or its member's)
+// under a clientMessageId: the id `topic post` prints when the post goes
+// through the daemon's outbox, which is all the poster has seen of it.
+func (c *conn) ownPost(tx *store.Tx, cmid string) (*store.TopicPost, error) {
+	p, err := store.LookupTopicIdempotent(tx, c.ms.id, c.pubkey, cmid)
+	if errors.Is(err, store.ErrNotFound) && c.mem.Pubkey != c.pubkey {
+		p, err = store.LookupTopicIdempotent(tx, c.ms.id, c.mem.Pubkey, cmid)
+	}
+	return p, err
+}
+
+// postSeqOf resolves a post id of this topic to its seq for paging: the
+// broker's post id, or the clientMessageId of a post the caller made.
+func (c *conn) postSeqOf(tx *store.Tx, topicID, id string) (uint64, error) {
+	seq, err := postSeq(tx, c.ms.id, topicID, id)
+	if !errors.Is(err, store.ErrNotFound) {
+		return seq, err
+	}
+	p, err := c.ownPost(tx, id)
+	if err != nil {
+		return 0, err
+	}
+	if p.TopicID != topicID {
+		return 0, store.ErrNotFound
+	}
+	return p.Seq, nil
+}
+
+// noSuchPost is the refusal of a post id the topic does not have. Its code
+// stays invalid_argument: daemons read it as "the cursor's post was purged".
+func (c *conn) noSuchPost(reqID, id string, t topicState) {
+	why := ""
+	if keep := c.b.cfg.TopicRetention; keep > 0 {
+		why = " (this broker removes posts older than " + keep.String() + ")"
+	}
+	what := "that id"
+	if wire.ValidReqID(id) {
+		what = "id " + id
+	}
+	c.sendError(reqID, wire.CodeInvalidArgument, "no post with "+what+" in #"+t.Name+why)
+}
+
 func (c *conn) handleTopicHistory(r wire.TopicRequest, t topicState) {
 	if !c.requireTopicMember(r.ReqID, &t) {
 		return
@@ -44,13 +86,13 @@ func (c *conn) handleTopicHistory(r wire.TopicRequest, t topicState) {
 		switch {
 		case r.After != "":
 			var seq uint64
-			if seq, err = postSeq(tx, ms.id, t.ID, r.After); err != nil {
+			if seq, err = c.postSeqOf(tx, t.ID, r.After); err != nil {
 				return err
 			}
 			posts, out.More, err = store.TopicPostsAfter(tx, ms.id, t.ID, seq, limit)
 		case r.Before != "":
 			var seq uint64
-			if seq, err = postSeq(tx, ms.id, t.ID, r.Before); err != nil {
+			if seq, err = c.postSeqOf(tx, t.ID, r.Before); err != nil {
 				return err
 			}
 			posts, out.More, err = store.TopicPostsBefore(tx, ms.id, t.ID, seq, limit)
@@ -63,7 +105,11 @@ func (c *conn) handleTopicHistory(r wire.TopicRequest, t topicState) {
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		c.sendError(r.ReqID, wire.CodeInvalidArgument, "no message with that id in #"+t.Name+" (it may have expired)")
+		id := r.Before
+		if id == "" {
+			id = r.After
+		}
+		c.noSuchPost(r.ReqID, id, t)
 		return
 	}
 	if err != nil {
@@ -83,7 +129,7 @@ func (c *conn) handleTopicMarkRead(r wire.TopicRequest, t topicState) {
 		seq := store.TopicLastSeq(tx, ms.id, t.ID)
 		if r.UpTo != "" {
 			var err error
-			if seq, err = postSeq(tx, ms.id, t.ID, r.UpTo); err != nil {
+			if seq, err = c.postSeqOf(tx, t.ID, r.UpTo); err != nil {
 				return err
 			}
 		}
@@ -101,7 +147,7 @@ func (c *conn) handleTopicMarkRead(r wire.TopicRequest, t topicState) {
 		return store.PutTopicMember(tx, ms.id, t.ID, rec)
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		c.sendError(r.ReqID, wire.CodeInvalidArgument, "no message with that id in #"+t.Name)
+		c.noSuchPost(r.ReqID, r.UpTo, t)
 		return
 	}
 	if err != nil {

@@ -86,6 +86,29 @@ func (c *conn) handleTopicSend(s *wire.Send, start time.Time) {
 	})
 }
 
+// replyTarget is the post a reply answers, by its post id: a
+// clientMessageId of the sender's own post (what `topic post` printed when
+// the post went through the daemon's outbox) is replaced by the post's id,
+// so that readers, who know posts by that id, see which post it answers.
+// Any other value is kept as it came (replyToId is a routing field the
+// sender chose; docs/crypto.md).
+func (b *Broker) replyTarget(meshID string, from postSender, id string) string {
+	out := id
+	b.store.View(func(tx *store.Tx) error {
+		if _, _, err := store.TopicPostLocation(tx, meshID, id); err == nil {
+			return nil
+		}
+		for _, k := range []string{from.pubkey, from.mem.Pubkey} {
+			if p, err := store.LookupTopicIdempotent(tx, meshID, k, id); err == nil {
+				out = p.ID
+				return nil
+			}
+		}
+		return nil
+	})
+	return out
+}
+
 func ackRetryAfter(code string) int64 {
 	if code == wire.CodeShuttingDown || code == wire.CodeInternal || code == wire.CodeUnavailable {
 		return 1000
@@ -154,6 +177,9 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done fu
 		}
 		// Nothing binds a plaintext post to a key generation.
 		s.KeyGen = nil
+	}
+	if s.ReplyToID != "" {
+		s.ReplyToID = b.replyTarget(ms.id, from, s.ReplyToID)
 	}
 	now := time.Now()
 	messageID := newID()

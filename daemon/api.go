@@ -577,7 +577,14 @@ func (d *Daemon) handleMessageStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	if row == nil || !unsettled(row.State) {
 		d.brokerCall(w, r, slug, func(ctx context.Context, c *client.Conn) (any, error) {
-			return c.MessageStatus(ctx, messageID, cmid)
+			st, err := c.MessageStatus(ctx, messageID, cmid)
+			if row == nil && messageID == id && client.CodeOf(err) == wire.CodeNotFound {
+				// A clientMessageId may be a ULID too (the CLI mints one
+				// when --id is not given): one no outbox row holds (sent
+				// by another path, or the row is gone) is tried as one.
+				st, err = c.MessageStatus(ctx, "", id)
+			}
+			return st, err
 		})
 		return
 	}

@@ -177,6 +177,11 @@ func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeade
 		ReplyToID: req.ReplyToID, Mentions: req.Mentions, SenderPubkey: self, Preview: preview(req.Message),
 		State: statePending, EnqueuedAt: time.Now().UnixMilli(),
 	}
+	if id := d.sentID(m.cfg.MeshID, req.ReplyToID); id != "" {
+		// A reply to a message or post of ours by the id send printed
+		// (the clientMessageId): readers know it by the broker's id.
+		row.ReplyToID = id
+	}
 	if err := d.seal(m, sender, row, t, []byte(req.Message)); err != nil {
 		return nil, 0, clientError(err)
 	}
@@ -242,6 +247,23 @@ func (d *Daemon) existing(cmid, fp string) (*localapi.SendResponse, int, *apiErr
 		Target: localapi.Target{Kind: prev.Kind, TargetSpec: prev.TargetSpec, DisplayName: prev.DisplayName},
 	}
 	return resp, 200, nil
+}
+
+// sentID is the broker's id of what this daemon sent in the mesh under a
+// clientMessageId (the id send and topic post print), or "" when it sent
+// nothing under it or the broker has not taken it yet.
+func (d *Daemon) sentID(meshID, cmid string) string {
+	if cmid == "" || !d.cmids.mayHave(cmid) {
+		return ""
+	}
+	var id string
+	d.db.View(func(tx *bolt.Tx) error {
+		if row, _ := outboxByCMID(tx, cmid); row != nil && row.MeshID == meshID {
+			id = row.BrokerMessageID
+		}
+		return nil
+	})
+	return id
 }
 
 // resolve resolves a send target (03-daemon "Outbox" step 3) against the

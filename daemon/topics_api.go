@@ -252,7 +252,14 @@ func (d *Daemon) handleTopicMessages(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	d.topicCall(w, r, q.Get("mesh"), func(ctx context.Context, m *meshRT, c *client.Conn) (any, error) {
-		return m.topics.page(ctx, c, name, client.HistoryPage{Limit: limit, Before: q.Get("before")})
+		before := q.Get("before")
+		if id := d.sentID(m.cfg.MeshID, before); id != "" {
+			// The id topic post printed (a clientMessageId), perhaps of
+			// an agent session's post, which the broker knows by the
+			// session's key, not this connection's.
+			before = id
+		}
+		return m.topics.page(ctx, c, name, client.HistoryPage{Limit: limit, Before: before})
 	})
 }
 

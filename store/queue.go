@@ -323,6 +323,21 @@ func idemID(v []byte) string {
 	return string(v)
 }
 
+// IdempotentID is the id of the message a sender sent under a
+// clientMessageId while the broker remembers the id (the message itself
+// may be settled and gone), or "".
+func IdempotentID(tx *Tx, meshID, sender, clientMessageID string) string {
+	mb := meshBucket(tx, meshID)
+	if mb == nil {
+		return ""
+	}
+	v := mb.Bucket(bIdem).Get(idemKey(sender, clientMessageID))
+	if v == nil {
+		return ""
+	}
+	return idemID(v)
+}
+
 // LookupIdempotent returns the message a sender already sent under a
 // clientMessageId, or ErrNotFound.
 func LookupIdempotent(tx *Tx, meshID, sender, clientMessageID string) (*Message, error) {

@@ -471,6 +471,10 @@ type MessageStatus struct {
 	TargetSpec string           `json:"targetSpec"`
 	CreatedAt  int64            `json:"createdAt"`
 	Recipients []RecipientState `json:"recipients"`
+	// Topic (an addition to 01-protocol) names the topic of a topic post,
+	// whose targetSpec is "#<topicId>"; a post has no recipients (no
+	// per-member delivery: members read the topic's history).
+	Topic string `json:"topic,omitempty"`
 }
 
 // InviteCreate registers a signed invite token with the broker.

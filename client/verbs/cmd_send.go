@@ -58,7 +58,7 @@ func sendCommand() *cli.Command {
 		),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "priority", Usage: "now (interrupts), next (default) or low"},
-			&cli.StringFlag{Name: "reply-to", Usage: "messageId this answers"},
+			&cli.StringFlag{Name: "reply-to", Usage: "the message `ID` this answers: its messageId (inbox), or for a message or post of yours the id send printed"},
 			&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the message (idempotency key, 1-64 of A-Za-z0-9._:-): a retry with it is a duplicate while the id is remembered (--no-daemon: the broker's idempotency window, 8 days by default; see above)"},
 			&cli.BoolFlag{Name: "wait", Usage: "wait until it is delivered: stored by every recipient's client (exit 7 on timeout)"},
 			&cli.StringFlag{Name: "wait-timeout", Value: "30s", Usage: "how long --wait waits, a `DUR`"},
@@ -387,7 +387,9 @@ func messageCommand() *cli.Command {
 			Usage:     "show which recipients a message you sent was delivered to",
 			ArgsUsage: "ID",
 			Description: cliui.WithExamples(
-				"ID is the messageId send printed (a ULID) or your clientMessageId (send --id).",
+				"ID is the messageId send printed (a ULID) or the id it printed (your clientMessageId, send --id);\n"+
+					"for a topic post, its post id or the id topic post printed (a post has no per-member delivery:\n"+
+					"status says when it was posted, --json adds topic).",
 				"claudemesh message status 01JD3Z5C8Q2W0W6N5D3H4K7M9P",
 				"claudemesh message status deploy-42 --json",
 			),
@@ -415,6 +417,14 @@ func messageStatus(c *cli.Context) error {
 	}
 	if e.out.JSONMode() {
 		return e.out.JSON(st)
+	}
+	if st.Topic != "" {
+		// A topic post has no per-member delivery: it is in the topic's
+		// history, where members read it.
+		name := cliui.SanitizePeerText(st.Topic)
+		e.out.Resultf("post %s to #%s, posted %s: it is in the topic's history (claudemesh topic history %s); a post has no per-member delivery state",
+			st.MessageID, name, when(st.CreatedAt), name)
+		return nil
 	}
 	e.out.Resultf("message %s to %s, sent %s", st.MessageID, targetName(st), when(st.CreatedAt))
 	t := newTable(e.out)

@@ -83,7 +83,7 @@ func topicCommand() *cli.Command {
 					"claudemesh topic post reviews \"please look\" --mention alice --mention bob",
 					"claudemesh topic post deploys \"ack\" --reply-to 01JD3Z5C8Q2W0W6N5D3H4K7M9P"),
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "reply-to", Usage: "messageId this answers"},
+					&cli.StringFlag{Name: "reply-to", Usage: "the post `ID` this answers: a post's id (topic tail, history) or the id topic post printed for yours"},
 					&cli.StringSliceFlag{Name: "mention", Usage: "name a `PEER` (repeatable): their daemon marks the post in their inbox \"mentions you\" (mentionsYou in --json) and their agent sessions get it as [MENTIONS YOU]"},
 					&cli.StringFlag{Name: "priority", Usage: "now, next (default) or low"},
 					&cli.StringFlag{Name: "id", Usage: "your `CLIENT_ID` for the post (idempotency key, 1-64 of A-Za-z0-9._:-): a retry with it is a duplicate while the id is remembered (--no-daemon: as long as the broker keeps the post, --topic-retention, by default forever), refused (exit 6) after a key rotation (see claudemesh send --help)"},
@@ -120,7 +120,7 @@ func topicCommand() *cli.Command {
 					"claudemesh topic history deploys --before 01JD3Z5C8Q2W0W6N5D3H4K7M9P --json"),
 				Flags: []cli.Flag{
 					&cli.IntFlag{Name: "limit", Value: 20, Usage: "posts in the page (at most 50)"},
-					&cli.StringFlag{Name: "before", Usage: "only posts older than this message `ID`"},
+					&cli.StringFlag{Name: "before", Usage: "only posts older than this post `ID` (a post's id, or the id topic post printed for yours)"},
 				},
 				Action: topicHistory,
 			}),
@@ -529,7 +529,7 @@ func topicHistory(c *cli.Context) error {
 		return err
 	}
 	before := c.String("before")
-	if before != "" && !wire.ValidULID(before) {
+	if before != "" && !wire.ValidReqID(before) {
 		return cliui.UsageErrorf("--before %q is not a message id", cliui.Clip(before))
 	}
 	page, err := tr.TopicHistory(e.ctx(), m, name, limit, before)

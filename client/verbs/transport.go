@@ -246,6 +246,9 @@ type messageStatusJSON struct {
 	TargetSpec string          `json:"targetSpec"`
 	CreatedAt  int64           `json:"createdAt"`
 	Recipients []recipientJSON `json:"recipients"`
+	// Topic is the topic's name when the message is a topic post (no
+	// recipients: members read it from the topic's history).
+	Topic string `json:"topic,omitempty"`
 }
 
 type recipientJSON struct {
@@ -258,7 +261,7 @@ type recipientJSON struct {
 // messageStatusOf is the broker's answer as `message status` prints it.
 func messageStatusOf(st *wire.MessageStatus) *messageStatusJSON {
 	out := &messageStatusJSON{MessageID: st.MessageID, TargetSpec: st.TargetSpec, CreatedAt: st.CreatedAt,
-		Recipients: make([]recipientJSON, 0, len(st.Recipients))}
+		Recipients: make([]recipientJSON, 0, len(st.Recipients)), Topic: st.Topic}
 	for _, r := range st.Recipients {
 		out.Recipients = append(out.Recipients, recipientJSON{Pubkey: r.Pubkey, DisplayName: r.DisplayName, State: r.State, DeliveredAt: r.DeliveredAt})
 	}
@@ -277,7 +280,7 @@ func messageNotFound(id, slug string, purged bool) error {
 		return e
 	}
 	e := cliui.Errorf(wire.CodeNotFound, "you sent no message with id %s in %s", id, slug).
-		WithHint("give the messageId or the clientMessageId that send printed")
+		WithHint("give the messageId or the clientMessageId (id) that send or topic post printed")
 	e.Exit = cliui.ExitNotFound
 	return e
 }

@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTopicPostIDIsTakenEverywhere: through the daemon, `topic post`
+// prints only the clientMessageId (the broker has not taken the post
+// yet), and no verb that takes a post id accepted it: history --before
+// said "no message with that id (it may have expired)", message status
+// "you sent no message", and a --reply-to with it named nothing a reader
+// knows. Each now takes it, on the daemon path and on the direct one.
+func TestTopicPostIDIsTakenEverywhere(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice, bob := u[0], u[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	alice.ok("topic", "create", "deploys")
+	bob.ok("topic", "join", "deploys")
+	type sent struct {
+		MessageID       string `json:"messageId"`
+		ClientMessageID string `json:"clientMessageId"`
+		Status          string `json:"status"`
+	}
+	type post struct {
+		ID        string `json:"id"`
+		Body      string `json:"body"`
+		ReplyToID string `json:"replyToId"`
+	}
+	history := func(who *user, args ...string) []post {
+		var page []post
+		who.json(&page, append([]string{"topic", "history", "deploys"}, args...)...)
+		return page
+	}
+	idOf := func(page []post, body string) string {
+		for _, p := range page {
+			if p.Body == body {
+				return p.ID
+			}
+		}
+		return ""
+	}
+	var first, second sent
+	alice.json(&first, "topic", "post", "deploys", "first")
+	alice.json(&second, "topic", "post", "deploys", "second")
+	if first.MessageID != "" || first.ClientMessageID == "" {
+		t.Fatalf("through the daemon a post is accepted with its clientMessageId alone: %+v", first)
+	}
+	var page []post
+	eventually(t, 20*time.Second, "both posts at the broker", func() bool {
+		r := alice.run("topic", "history", "deploys", "--json")
+		page = nil
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &page) == nil && idOf(page, "second") != ""
+	})
+	firstID := idOf(page, "first")
+	if firstID == "" || firstID == first.ClientMessageID {
+		t.Fatalf("history: %+v (first's clientMessageId %s)", page, first.ClientMessageID)
+	}
+
+	// history --before the printed id, through the daemon and directly.
+	for _, direct := range []bool{false, true} {
+		args := []string{"--before", second.ClientMessageID}
+		if direct {
+			args = append(args, "--no-daemon")
+		}
+		if got := history(alice, args...); len(got) != 1 || got[0].ID != firstID {
+			t.Errorf("history %v: %+v", args, got)
+		}
+	}
+
+	// message status of the printed id says what became of the post.
+	var st struct {
+		MessageID  string `json:"messageId"`
+		Topic      string `json:"topic"`
+		Recipients []any  `json:"recipients"`
+	}
+	alice.json(&st, "message", "status", first.ClientMessageID)
+	if st.MessageID != firstID || st.Topic != "deploys" {
+		t.Errorf("message status --json: %+v", st)
+	}
+	if r := alice.ok("message", "status", first.ClientMessageID, "--no-daemon"); !strings.Contains(r.stdout, "post "+firstID+" to #deploys") {
+		t.Errorf("message status --no-daemon: %s", r)
+	}
+
+	// A reply by the printed id answers the post readers know.
+	alice.ok("topic", "post", "deploys", "reply via daemon", "--reply-to", first.ClientMessageID)
+	alice.ok("topic", "post", "deploys", "reply direct", "--reply-to", first.ClientMessageID, "--no-daemon")
+	eventually(t, 20*time.Second, "bob reads both replies", func() bool {
+		r := bob.run("topic", "history", "deploys", "--json")
+		page = nil
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &page) == nil && idOf(page, "reply via daemon") != "" && idOf(page, "reply direct") != ""
+	})
+	for _, p := range page {
+		if strings.HasPrefix(p.Body, "reply") && p.ReplyToID != firstID {
+			t.Errorf("%q answers %q, not the post %s", p.Body, p.ReplyToID, firstID)
+		}
+	}
+
+	// Likewise a DM's reply by the id send printed.
+	var dm sent
+	alice.json(&dm, "send", "bob", "dm one")
+	eventually(t, 20*time.Second, "the DM at the broker", func() bool {
+		var st struct {
+			MessageID string `json:"messageId"`
+		}
+		r := alice.run("message", "status", dm.ClientMessageID, "--json")
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && st.MessageID != ""
+	})
+	alice.ok("send", "bob", "dm reply direct", "--reply-to", dm.ClientMessageID, "--no-daemon")
+	alice.ok("send", "bob", "dm reply via daemon", "--reply-to", dm.ClientMessageID)
+	rows := map[string]inboxRow{}
+	eventually(t, 20*time.Second, "bob's DMs", func() bool {
+		for _, r := range bob.inbox() {
+			rows[r.body()] = r
+		}
+		return len(rows) == 3
+	})
+	dmID := rows["dm one"].MessageID
+	for _, r := range rows {
+		if strings.HasPrefix(r.body(), "dm reply") && (dmID == "" || r.ReplyToID != dmID) {
+			t.Errorf("%q answers %q, not the message %s", r.body(), r.ReplyToID, dmID)
+		}
+	}
+}
