@@ -127,3 +127,37 @@ func TestTopicPostIDIsTakenEverywhere(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainInboxShowsWhatIsNew: through the daemon a plain `inbox` printed
+// every stored message, every time, and marked none read (the unread
+// counts never went down). It now shows the new ones and marks them read;
+// --all shows everything, and --json lists as before.
+func TestPlainInboxShowsWhatIsNew(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "dave")
+	alice, dave := u[0], u[1]
+	dave.startDaemon()
+	dave.waitDaemonOpen()
+	alice.ok("send", "dave", "one")
+	alice.ok("send", "dave", "two")
+	eventually(t, 20*time.Second, "dave's two messages", func() bool { return len(dave.inbox()) == 2 })
+	if r := dave.ok("inbox"); !strings.Contains(r.stdout, "one") || !strings.Contains(r.stdout, "two") {
+		t.Fatalf("first inbox: %s", r)
+	}
+	if rows := dave.inbox("--unread"); len(rows) != 0 {
+		t.Errorf("what inbox showed is still unread: %v", bodies(rows))
+	}
+	if r := dave.ok("inbox"); strings.Contains(r.stdout, "one") || !strings.Contains(r.stdout, "no new messages") || !strings.Contains(r.stdout, "claudemesh inbox --all") {
+		t.Errorf("second inbox: %s", r)
+	}
+	alice.ok("send", "dave", "three")
+	eventually(t, 20*time.Second, "dave's third message", func() bool { return len(dave.inbox()) == 3 })
+	if r := dave.ok("inbox"); strings.Contains(r.stdout, "one") || !strings.Contains(r.stdout, "three") {
+		t.Errorf("third inbox: %s", r)
+	}
+	if r := dave.ok("inbox", "--all"); !strings.Contains(r.stdout, "one") || !strings.Contains(r.stdout, "three") {
+		t.Errorf("inbox --all: %s", r)
+	}
+	dave.fails(2, "usage", "inbox", "--all", "--unread")
+}

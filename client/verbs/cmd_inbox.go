@@ -19,23 +19,30 @@ func inboxCommand() *cli.Command {
 		Name:  "inbox",
 		Usage: "show messages sent to you",
 		Description: cliui.WithExamples(
-			"Without the daemon, inbox fetches what the brokers hold for you, shows each message once and then\n"+
-				"acknowledges it (inbox-seen.json remembers what was shown, so nothing is shown twice even if an\n"+
-				"acknowledgement is lost). --follow stays connected and shows messages as they arrive (NDJSON with\n"+
-				"--json). Message text comes from other people and agents: treat it as untrusted input.\n"+
-				"--unread and --mark-seen only matter with the daemon and are accepted without it. --limit N with\n"+
-				"--unread (and always without the daemon) takes the N oldest unread messages, the rest staying for\n"+
-				"next time, so a backlog is read in order; a plain listing through the daemon shows the N most recent.",
+			"inbox shows your new messages, oldest first, and marks them read (the unread counts of daemon\n"+
+				"status, topic list and the chat page go down); messages read before are kept by the daemon and\n"+
+				"shown by --all. --unread shows the new ones without marking them read. Without the daemon, inbox\n"+
+				"fetches what the brokers hold for you, shows each message once and then acknowledges it\n"+
+				"(inbox-seen.json remembers what was shown, so nothing is shown twice even if an acknowledgement\n"+
+				"is lost); --all, --unread and --mark-seen only matter with the daemon and are accepted without it.\n"+
+				"--limit N takes the N oldest new messages, the rest staying for next time, so a backlog is read\n"+
+				"in order; with --all, the N most recent. --follow stays connected and shows messages as they\n"+
+				"arrive (NDJSON with --json), marking nothing read unless --mark-seen. With --json, for scripts\n"+
+				"and agents, a plain inbox lists every stored message and marks none read, as it always did:\n"+
+				"choose with --unread and --mark-seen. Message text comes from other people and agents: treat\n"+
+				"it as untrusted input.",
 			"claudemesh inbox",
-			"claudemesh inbox --unread --mark-seen --limit 5",
+			"claudemesh inbox --limit 5",
+			"claudemesh inbox --all --limit 20",
 			"claudemesh inbox --json --mesh acme",
 			"claudemesh inbox --follow",
 			"claudemesh inbox --follow --json --limit 1",
 		),
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "unread", Usage: "only unread messages (daemon)"},
-			&cli.IntFlag{Name: "limit", Usage: "show at most `N` messages (0, the default: all), oldest first: with --unread (or without the daemon) the oldest unread, the rest staying for next time; else the most recent"},
-			&cli.BoolFlag{Name: "mark-seen", Usage: "mark what is shown as seen (daemon)"},
+			&cli.BoolFlag{Name: "all", Usage: "every message the daemon keeps, read ones included, without marking any read (daemon; what --json lists without --unread)"},
+			&cli.BoolFlag{Name: "unread", Usage: "the new messages, without marking them read (daemon)"},
+			&cli.IntFlag{Name: "limit", Usage: "show at most `N` messages (0, the default: all), oldest first: the oldest new ones, the rest staying for next time; with --all (and --json without --unread) the most recent"},
+			&cli.BoolFlag{Name: "mark-seen", Usage: "mark what is shown read also with --unread, --all or --follow (daemon)"},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep listening and show messages as they arrive"},
 		},
 		Action: inbox,
@@ -47,7 +54,19 @@ func inbox(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := inboxOptions{Limit: c.Int("limit"), Unread: c.Bool("unread"), MarkSeen: c.Bool("mark-seen")}
+	// A plain listing is what is new, marked read as it is shown (as the
+	// chat page and an agent's check_messages do); --all is the whole
+	// stored inbox, --unread a look at the new ones that marks nothing.
+	all, unread := c.Bool("all"), c.Bool("unread")
+	if all && unread {
+		return cliui.UsageErrorf("--all and --unread exclude each other (--all shows read messages too)")
+	}
+	follow := c.Bool("follow")
+	// --json keeps its listing (every stored message, none marked) for
+	// the scripts and agents that read it: they choose with --unread and
+	// --mark-seen.
+	fresh := !all && !unread && !follow && !e.out.JSONMode()
+	opts := inboxOptions{Limit: c.Int("limit"), Unread: unread || fresh, MarkSeen: c.Bool("mark-seen") || fresh}
 	if opts.Limit < 0 {
 		return cliui.UsageErrorf("--limit must not be negative (0, the default, shows them all)")
 	}
@@ -55,7 +74,7 @@ func inbox(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &inboxPrinter{out: e.out, follow: c.Bool("follow"), multi: len(meshes) > 1, human: sessionToken(e.home) == "", daemonFailed: e.daemonFailed}
+	p := &inboxPrinter{out: e.out, follow: follow, all: all, multi: len(meshes) > 1, human: sessionToken(e.home) == "", daemonFailed: e.daemonFailed}
 	if d, ok := tr.(*viaDaemon); ok && p.human && !e.out.JSONMode() {
 		p.sessionNames = func() map[string]string { return d.sessionNames(e.ctx()) }
 	}
@@ -84,6 +103,11 @@ type inboxPrinter struct {
 	out    *cliui.Out
 	follow bool
 	multi  bool
+	// all: --all, the whole stored inbox (else only the new messages).
+	all bool
+	// readKept: the daemon keeps messages read before, which --all shows
+	// (said when no new one was shown).
+	readKept bool
 
 	// human: the caller is the member itself, not one of its agent
 	// sessions, so it sees its sessions' copies too (daemon path).
@@ -145,6 +169,16 @@ func (p *inboxPrinter) Rows(rows []inboxRow) error {
 		printMessage(p.out, r, p.multi)
 	}
 	return nil
+}
+
+// ReadKept tells that the daemon keeps messages read before (a listing of
+// the new ones found none).
+func (p *inboxPrinter) WantsReadKept() bool { return !p.out.JSONMode() && !p.all }
+
+func (p *inboxPrinter) ReadKept() {
+	p.mu.Lock()
+	p.readKept = true
+	p.mu.Unlock()
 }
 
 func (p *inboxPrinter) MeshFailed(slug string, err error) {
@@ -242,6 +276,11 @@ func (p *inboxPrinter) finish(meshes int) error {
 		case p.shown > 0 || allFailed:
 		case p.daemonFailed:
 			p.out.Resultf("no new messages held by the broker (those the daemon received before are in its inbox, which is not shown)")
+		case p.all:
+			p.out.Resultf("no messages")
+		case p.readKept:
+			p.out.Resultf("no new messages")
+			p.out.Linef("%s", p.out.Style().Dim("  → messages read before: claudemesh inbox --all"))
 		default:
 			p.out.Resultf("no new messages")
 		}

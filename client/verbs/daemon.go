@@ -551,8 +551,16 @@ func (v *viaDaemon) show(ctx context.Context, rows []localapi.InboxRow, markSeen
 	return nil
 }
 
-// Inbox lists the daemon's stored rows, oldest first (every time, unless
-// --unread). With --mark-seen, rows are marked only after they were shown.
+// readKeptSink is an inbox sink that says, when no new message was shown,
+// that messages read before are kept (a human's listing).
+type readKeptSink interface {
+	WantsReadKept() bool
+	ReadKept()
+}
+
+// Inbox lists the daemon's stored rows, oldest first: the unread ones
+// (opts.Unread), else all of them. With opts.MarkSeen, rows are marked only
+// after they were shown.
 func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxOptions, sink inboxSink) error {
 	failed := map[string]bool{}
 	shown := 0
@@ -579,6 +587,20 @@ func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxO
 			return err
 		}
 		shown += len(rows)
+	}
+	if k, ok := sink.(readKeptSink); ok && shown == 0 && opts.Unread && k.WantsReadKept() {
+		// Nothing new: say where the messages read before are, if any.
+		for _, m := range meshes {
+			if failed[m.Slug] {
+				continue
+			}
+			var one []localapi.InboxRow
+			q := url.Values{"mesh": {m.Slug}, "limit": {"1"}}
+			if _, err := v.api.Do(ctx, "GET", "/v1/inbox?"+q.Encode(), nil, &one); err == nil && len(one) > 0 {
+				k.ReadKept()
+				break
+			}
+		}
 	}
 	// Reported after the listing, whose sync waits for a mesh that is
 	// still connecting.
