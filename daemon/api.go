@@ -215,6 +215,9 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
 			if !bytesContains(v, `"seenAt"`) {
 				st.InboxUnread++
+				if bytesContains(v, `"mentionsYou":true`) {
+					st.InboxMentions++
+				}
 			}
 			size += int64(len(v))
 			rows++

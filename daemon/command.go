@@ -583,14 +583,20 @@ func statusCommand() *cli.Command {
 			}
 			out.Linef("outbox: %d accepted (%d of them being sent), %d queued, %d sent, %d delivered, %d failed%s",
 				o.Pending+o.Inflight, o.Inflight, o.Queued, o.Sent, o.Delivered, o.Dead+o.Aborted, untracked)
+			unread := fmt.Sprintf("%d unread", st.InboxUnread)
+			if st.InboxMentions > 0 {
+				// Posts whose sender named this member (--mention):
+				// claudemesh inbox shows them marked "mentions you".
+				unread += fmt.Sprintf(" (%d %s you)", st.InboxMentions, map[bool]string{true: "mentions", false: "mention"}[st.InboxMentions == 1])
+			}
 			if u := st.Inbox; u != nil {
 				rows := "rows"
 				if u.Rows == 1 {
 					rows = "row"
 				}
-				out.Linef("inbox: %d unread, %d %s, %s of %s", st.InboxUnread, u.Rows, rows, humanSize(u.Bytes), humanSize(u.MaxBytes))
+				out.Linef("inbox: %s, %d %s, %s of %s", unread, u.Rows, rows, humanSize(u.Bytes), humanSize(u.MaxBytes))
 			} else {
-				out.Linef("inbox: %d unread", st.InboxUnread)
+				out.Linef("inbox: %s", unread)
 			}
 			if wst := st.Web; wst != nil {
 				switch wst.State {

@@ -161,3 +161,41 @@ func TestPlainInboxShowsWhatIsNew(t *testing.T) {
 	}
 	dave.fails(2, "usage", "inbox", "--all", "--unread")
 }
+
+// TestDaemonStatusCountsMentions: the broker's mention notifications are
+// read by nothing; a mention reaches its member through the post, and now
+// daemon status counts the unread posts that mention you.
+func TestDaemonStatusCountsMentions(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice, bob := u[0], u[1]
+	alice.startDaemon()
+	bob.startDaemon()
+	alice.waitDaemonOpen()
+	bob.waitDaemonOpen()
+	alice.ok("topic", "create", "rel")
+	bob.ok("topic", "join", "rel")
+	eventually(t, 20*time.Second, "bob holds the key", func() bool {
+		return bob.run("topic", "post", "rel", "bob is here").code == 0
+	})
+	alice.ok("topic", "post", "rel", "plain post")
+	alice.ok("topic", "post", "rel", "hey bob", "--mention", "bob")
+	var st struct {
+		InboxUnread   int `json:"inboxUnread"`
+		InboxMentions int `json:"inboxMentions"`
+	}
+	eventually(t, 20*time.Second, "bob's daemon stored the mention", func() bool {
+		bob.json(&st, "daemon", "status")
+		return st.InboxMentions == 1
+	})
+	if r := bob.ok("daemon", "status"); !strings.Contains(r.stdout, "(1 mentions you)") {
+		t.Errorf("daemon status: %s", r)
+	}
+	bob.ok("inbox")
+	st.InboxMentions = 0
+	bob.json(&st, "daemon", "status")
+	if st.InboxMentions != 0 {
+		t.Errorf("after inbox showed it: %+v", st)
+	}
+}

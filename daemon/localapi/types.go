@@ -136,6 +136,9 @@ type Status struct {
 	Outbox      *OutboxCounts    `json:"outbox,omitempty"`
 	InboxUnread int              `json:"inboxUnread"`
 	Sessions    int              `json:"sessions"`
+	// InboxMentions is how many of the unread rows are topic posts that
+	// mention this member or one of its sessions (topic post --mention).
+	InboxMentions int `json:"inboxMentions,omitzero"`
 	// Audit is the last background check of each mesh's audit chain.
 	Audit map[string]AuditStatus `json:"audit,omitempty"`
 	// Inbox is the inbox's size against its cap (daemon up
