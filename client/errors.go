@@ -154,6 +154,19 @@ func cannotReach(url string, err error) string {
 	return "the broker at " + url + " cannot be reached (" + netReason(err) + ")"
 }
 
+// NetReason is why a connection could not be made or was lost, in a few
+// words, when err holds a network error; "" otherwise (a broker's own
+// refusal keeps its words).
+func NetReason(err error) string {
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	var errno syscall.Errno
+	if err == nil || !(errors.As(err, &opErr) || errors.As(err, &dnsErr) || errors.As(err, &errno)) {
+		return ""
+	}
+	return netReason(err)
+}
+
 // netReason is why a connection could not be made, in a few words.
 func netReason(err error) string {
 	var dnsErr *net.DNSError

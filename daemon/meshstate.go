@@ -247,6 +247,12 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 				"), then " + rejoin(cm, m.cfg.Slug) + "; the daemon keeps trying meanwhile"}
 	}
 	msg := fmt.Sprintf("mesh %s: the broker at %s cannot be reached", m.cfg.Slug, url)
+	if r := client.NetReason(err); r != "" {
+		// "the connection was reset", not Go's "connection_closed: read
+		// tcp 127.0.0.1:55688->127.0.0.1:19400: read: connection reset
+		// by peer".
+		why = r
+	}
 	if why != "" {
 		msg += " (" + why + ")"
 	}

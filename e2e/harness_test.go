@@ -599,7 +599,9 @@ type follower struct {
 type followNotice struct {
 	SchemaVersion int    `json:"schemaVersion"`
 	Notice        string `json:"notice"`
+	Mesh          string `json:"mesh"`
 	Message       string `json:"message"`
+	ID            string `json:"id"`
 }
 
 func (u *user) follow() *follower {
@@ -634,7 +636,7 @@ func (u *user) followWith(env []string) *follower {
 		for sc.Scan() {
 			var n followNotice
 			if json.Unmarshal(sc.Bytes(), &n) == nil && n.Notice != "" {
-				if n.SchemaVersion != 1 || n.Message == "" {
+				if n.SchemaVersion != 1 || n.Message == "" || n.ID != "" {
 					f.t.Errorf("follower printed a bad notice %q", sc.Text())
 				}
 				f.mu.Lock()
@@ -645,7 +647,7 @@ func (u *user) followWith(env []string) *follower {
 				continue
 			}
 			var r inboxRow
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.SchemaVersion != 1 {
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.SchemaVersion != 1 || r.ID == "" {
 				f.t.Errorf("follower printed a bad line %q: %v", sc.Text(), err)
 				continue
 			}

@@ -199,3 +199,39 @@ func TestDaemonStatusCountsMentions(t *testing.T) {
 		t.Errorf("after inbox showed it: %+v", st)
 	}
 }
+
+// TestFollowJSONTellsNoticesFromMessages: inbox --follow --json printed a
+// mesh in trouble as {mesh, error} among the message lines, with Go's
+// socket text; every line that is not a message is now a notice
+// ({schemaVersion, notice, mesh?, message}, never an id), in words.
+func TestFollowJSONTellsNoticesFromMessages(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "dave")
+	alice, dave := u[0], u[1]
+	dave.startDaemon()
+	dave.waitDaemonOpen()
+	alice.ok("send", "dave", "before")
+	eventually(t, 20*time.Second, "dave's message", func() bool { return len(dave.inbox()) == 1 })
+	b.kill()
+	eventually(t, 20*time.Second, "dave's daemon sees the broker gone", func() bool {
+		return dave.daemonStatus().Meshes["test"] != "open"
+	})
+	f := dave.followDaemon()
+	f.waitFor("before")
+	var n followNotice
+	eventually(t, 20*time.Second, "a notice about the mesh", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, x := range f.notices {
+			if x.Mesh == "test" {
+				n = x
+				return true
+			}
+		}
+		return false
+	})
+	if n.Notice != "unreachable" || !strings.Contains(n.Message, "cannot be reached") || strings.Contains(n.Message, "tcp ") {
+		t.Errorf("notice: %+v", n)
+	}
+}

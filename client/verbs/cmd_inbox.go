@@ -188,7 +188,7 @@ func (p *inboxPrinter) MeshFailed(slug string, err error) {
 		// A long-running follow reports at once; a lone mesh's failure
 		// is the command's error instead.
 		if p.out.JSONMode() {
-			p.out.NDJSON(errorRow(slug, err))
+			p.out.NDJSON(meshNotice(slug, err))
 		} else {
 			warnMesh(p.out, slug, err)
 		}
@@ -204,7 +204,7 @@ func (p *inboxPrinter) MeshProblem(slug string, err error) {
 	defer p.mu.Unlock()
 	switch {
 	case p.out.JSONMode() && p.follow:
-		p.out.NDJSON(errorRow(slug, err))
+		p.out.NDJSON(meshNotice(slug, err))
 	case p.out.JSONMode():
 		// The rows came from the daemon's store, which this read did
 		// not need the broker for: the array holds messages only (a
@@ -233,12 +233,29 @@ func (p *inboxPrinter) Notice(slug string, err error) {
 	warnMesh(p.out, slug, errors.Join(errors.New("connection lost, reconnecting"), err))
 }
 
-// noticeRow is a line of inbox --follow --json about the follower itself
-// (its daemon went away and is back, or cannot be started), not a message.
+// noticeRow is a line of inbox --follow --json that is not a message: about
+// the follower itself (its daemon went away and is back, or cannot be
+// started), or about a mesh (its broker cannot be reached, the member was
+// removed), with mesh. A message line has an id and never a notice; a
+// notice never has an id (docs/protocol.md "inbox --follow").
 type noticeRow struct {
 	SchemaVersion int    `json:"schemaVersion"`
 	Notice        string `json:"notice"`
+	Mesh          string `json:"mesh,omitempty"`
 	Message       string `json:"message"`
+	Hint          string `json:"hint,omitempty"`
+}
+
+// meshNotice is a mesh's trouble as a notice line: notice is the error's
+// code (unreachable, banned, …).
+func meshNotice(slug string, err error) noticeRow {
+	code, msg := classify(err)
+	n := noticeRow{SchemaVersion: cliui.SchemaVersion, Notice: code, Mesh: slug, Message: msg}
+	var h interface{ ErrorHint() string }
+	if errors.As(cliError(err), &h) {
+		n.Hint = h.ErrorHint()
+	}
+	return n
 }
 
 func (p *inboxPrinter) Following(slug string) {
