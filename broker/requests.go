@@ -38,9 +38,11 @@ type profileFields struct {
 	groups   *[]wire.Group
 }
 
-// apply makes the change u asks for; false when a join_group would pass
-// maxGroups (nothing is changed then).
-func (f profileFields) apply(u *wire.ProfileUpdate, now time.Time, maxGroups int) bool {
+// apply makes the change u asks for, or refuses it (nothing is changed
+// then): a join_group that would pass maxGroups, a leave_group of a group
+// the profile is not in (a leave that changed nothing was answered "ok",
+// and `status group leave nosuch` said "left @nosuch").
+func (f profileFields) apply(u *wire.ProfileUpdate, now time.Time, maxGroups int) (code, msg string) {
 	switch u.Type {
 	case wire.TypeSetStatus:
 		*f.status, *f.statusAt = u.Status, now
@@ -54,13 +56,16 @@ func (f profileFields) apply(u *wire.ProfileUpdate, now time.Time, maxGroups int
 		groups := slices.Clone(*f.groups)
 		mergeGroups(&groups, []wire.Group{{Name: u.Name, Role: u.Role}})
 		if len(groups) > maxGroups {
-			return false
+			return wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", maxGroups)
 		}
 		*f.groups = groups
 	case wire.TypeLeaveGroup:
+		if !slices.ContainsFunc(*f.groups, func(g wire.Group) bool { return g.Name == u.Name }) {
+			return wire.CodeNotFound, "not in group " + u.Name
+		}
 		*f.groups = removeGroup(slices.Clone(*f.groups), u.Name)
 	}
-	return true
+	return "", ""
 }
 
 func (c *conn) handleProfile(data []byte, env wire.Envelope) {
@@ -103,9 +108,9 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 	var persist func(tx *store.Tx) error
 	var written func(error)
 	if p != nil && p.session {
-		if !(profileFields{&p.status, &p.statusAt, &p.summary, &p.hidden, &p.groups}).apply(&u, now, c.b.cfg.MaxGroups) {
+		if code, msg := (profileFields{&p.status, &p.statusAt, &p.summary, &p.hidden, &p.groups}).apply(&u, now, c.b.cfg.MaxGroups); code != "" {
 			ms.mu.Unlock()
-			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", c.b.cfg.MaxGroups))
+			c.sendError(u.ReqID, code, msg)
 			return
 		}
 		if s := ms.sessions[p.pubkey]; s != nil && (u.Type == wire.TypeJoinGroup || u.Type == wire.TypeLeaveGroup) {
@@ -122,9 +127,9 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		ms.cluster().up(ms, p)
 	} else {
 		mem := c.mem
-		if !(profileFields{&mem.Status, &mem.statusSetAt, &mem.Summary, &mem.Hidden, &mem.Groups}).apply(&u, now, c.b.cfg.MaxGroups) {
+		if code, msg := (profileFields{&mem.Status, &mem.statusSetAt, &mem.Summary, &mem.Hidden, &mem.Groups}).apply(&u, now, c.b.cfg.MaxGroups); code != "" {
 			ms.mu.Unlock()
-			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("at most %d groups", c.b.cfg.MaxGroups))
+			c.sendError(u.ReqID, code, msg)
 			return
 		}
 		m := mem.Member

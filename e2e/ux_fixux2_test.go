@@ -235,3 +235,27 @@ func TestFollowJSONTellsNoticesFromMessages(t *testing.T) {
 		t.Errorf("notice: %+v", n)
 	}
 }
+
+// TestLeavingAGroupYouAreNotInSaysSo: `status group leave nosuch` said
+// "✔ left @nosuch" for a group never joined; it now says nothing was left
+// (exit 3), on both paths, and a real leave still works.
+func TestLeavingAGroupYouAreNotInSaysSo(t *testing.T) {
+	t.Parallel()
+	onBothPaths(t, func(t *testing.T, viaDaemon bool) {
+		b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+		alice := setupMesh(t, b, "alice")[0]
+		if viaDaemon {
+			alice.startDaemon()
+			alice.waitDaemonOpen()
+		}
+		e := alice.fails(3, "not_found", "status", "group", "leave", "nosuch")
+		if !strings.Contains(e.Error.Message, "not in @nosuch") {
+			t.Errorf("leave of a group never joined: %+v", e.Error)
+		}
+		alice.ok("status", "group", "join", "dev")
+		if r := alice.ok("status", "group", "leave", "dev"); !strings.Contains(r.stdout, "left @dev") {
+			t.Errorf("leave: %s", r)
+		}
+		alice.fails(3, "not_found", "status", "group", "leave", "dev")
+	})
+}

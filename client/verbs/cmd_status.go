@@ -147,7 +147,14 @@ func profile(c *cli.Context, ch profileChange, done string) error {
 		return err
 	}
 	if err := tr.Profile(e.ctx(), m, ch); err != nil {
-		return cliError(err)
+		err = cliError(err)
+		var ce *cliui.Error
+		if ch.Op == opGroupLeave && errors.As(err, &ce) && ce.Code == wire.CodeNotFound {
+			// The broker changed nothing: say so, not "left".
+			ce.Message = "you are not in @" + ch.Value + " in " + m.Slug + ": nothing to leave"
+			ce.Hint = "claudemesh peer list shows your groups"
+		}
+		return err
 	}
 	return e.printOK("%s in %s", done, m.Slug)
 }
