@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -258,4 +260,27 @@ func TestLeavingAGroupYouAreNotInSaysSo(t *testing.T) {
 		}
 		alice.fails(3, "not_found", "status", "group", "leave", "dev")
 	})
+}
+
+// TestJoinOfAnUnusableInviteSaysWhyInWords: an invite whose fields do not
+// check said "invalid invite: crypto: invalid invite: unsupported version
+// 2"; the package prefixes are gone.
+func TestJoinOfAnUnusableInviteSaysWhyInWords(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	link := alice.invite().Link
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(link, "ic://join/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := bytes.Replace(raw, []byte(`"v":1,`), []byte(`"v":2,`), 1)
+	if bytes.Equal(changed, raw) {
+		t.Fatalf("no v in %s", raw)
+	}
+	bob := newUser(t, "bob")
+	e := bob.fails(2, "malformed", "join", "ic://join/"+base64.RawURLEncoding.EncodeToString(changed), "--name", "bob")
+	if strings.Contains(e.Error.Message, "crypto:") || !strings.Contains(e.Error.Message, "unsupported version 2") {
+		t.Errorf("join: %+v", e.Error)
+	}
 }

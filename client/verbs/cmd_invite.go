@@ -307,7 +307,13 @@ func join(c *cli.Context) error {
 			return cliui.Errorf(wire.CodeBadSignature, "the invite's signature does not verify: it was altered or mistyped").
 				WithHint(hintFor(wire.CodeBadSignature))
 		}
-		return cliui.Errorf(wire.CodeMalformed, "invalid invite: %v", err).WithHint("copy the whole ic://join/… link again")
+		// Which field is wrong, without the crypto package's prefix
+		// ("crypto: invalid invite: …"), which names code, not the link.
+		why := strings.ReplaceAll(err.Error(), "crypto: ", "")
+		why = strings.TrimPrefix(why, "invalid invite: ")
+		return &cliui.Error{Code: wire.CodeMalformed, Cause: err,
+			Message: "this invite link cannot be used: " + cliui.SanitizePeerText(why),
+			Hint:    "ask for a new invite (one made by an older or newer claudemesh may not be understood here)"}
 	}
 	if err := inv.CheckExpiry(time.Now()); err != nil {
 		return cliui.Errorf(wire.CodeInviteExpired, "the invite to %s expired at %s", inv.MeshSlug,
