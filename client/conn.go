@@ -287,10 +287,19 @@ func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, er
 	// server that does not answer, not a host that cannot be reached).
 	var connected atomic.Bool
 	var nd net.Dialer
+	// stop ends the watch that closes the connection when hctx ends:
+	// gorilla's DialContext honours only the handshake's deadline, so a
+	// cancelled context (a presence closed while its broker hangs in the
+	// upgrade) waited out the whole handshake timeout, 15 s.
+	var stop func() bool
+	watch := func(nc net.Conn) {
+		stop = context.AfterFunc(hctx, func() { nc.Close() })
+	}
 	dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nc, err := nd.DialContext(ctx, network, addr)
 		if err == nil {
 			connected.Store(true)
+			watch(nc)
 		}
 		return nc, err
 	}
@@ -302,6 +311,7 @@ func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, er
 				return nil, err
 			}
 			connected.Store(true)
+			watch(nc)
 			c.batch = &batchConn{Conn: nc}
 			return c.batch, nil
 		}
@@ -309,13 +319,19 @@ func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, er
 	dialStart := time.Now()
 	ws, resp, err := dialer.DialContext(hctx, id.BrokerURL, opts.Header)
 	if err != nil {
+		if stop != nil {
+			stop()
+		}
 		return nil, dialError(hctx, id.BrokerURL, resp, err, connected.Load(), time.Since(dialStart))
 	}
 	c.ws = ws
 	ws.SetReadLimit(MaxBrokerFrame)
 	// A cancelled context must interrupt a blocked handshake read; the
-	// deadline alone only covers the timeout.
-	stop := context.AfterFunc(hctx, func() { ws.NetConn().Close() })
+	// deadline alone only covers the timeout (the watch set at the dial
+	// goes on through claudemesh's own handshake).
+	if stop == nil {
+		stop = context.AfterFunc(hctx, func() { ws.NetConn().Close() })
+	}
 	if dl, ok := hctx.Deadline(); ok {
 		ws.SetReadDeadline(dl)
 		ws.SetWriteDeadline(dl)

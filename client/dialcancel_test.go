@@ -1,0 +1,60 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestDialEndsWhenItsContextIsCancelled: a broker that takes the TCP
+// connection and never answers the WebSocket upgrade held a cancelled Dial
+// for the whole handshake timeout (gorilla's dial honours only its
+// deadline): a presence closed meanwhile (launch ending a session while
+// the broker hangs) waited 15 s. It now ends at the cancellation.
+func TestDialEndsWhenItsContextIsCancelled(t *testing.T) {
+	t.Parallel()
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	f := newFakeBroker(t)
+	id := f.identity(t)
+	id.BrokerURL = "ws://" + hung.Addr().String() + "/ws"
+	for _, coalesce := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := Dial(ctx, id, DialOptions{HandshakeTimeout: time.Hour, CoalesceWrites: coalesce})
+			done <- err
+		}()
+		c := <-accepted
+		// Once the upgrade request is here, the dial waits for the answer.
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("a dial to a hung server succeeded")
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("coalesce %v: the dial did not end at its cancellation", coalesce)
+		}
+		c.Close()
+	}
+}
