@@ -217,14 +217,13 @@ const (
 // DBRefusal is the message of a daemon that will not start on its
 // daemon.db, with what to do about it. Nothing was changed on disk.
 func DBRefusal(path string, err error) error {
-	what := "it cannot be used"
-	switch {
-	case errors.Is(err, store.ErrEmptyFile):
-		what = "it is empty: a crash or a failed copy truncated it"
-	case errors.Is(err, store.ErrCorrupt):
-		what = "it is damaged"
+	what := store.Why(err)
+	if what == "" {
+		what = "it cannot be used: " + err.Error()
 	}
-	return cliui.Errorf("store_damaged", "refusing to start on %s (%s): %v", path, what, err).
+	// bbolt's own text (an assertion about page ids) stays in the cause,
+	// shown with CLAUDEMESH_DEBUG=1 and in the daemon's log.
+	return (&cliui.Error{Code: "store_damaged", Message: fmt.Sprintf("refusing to start on %s (%s)", path, what), Cause: err}).
 		WithHint("nothing was changed. Restore daemon.db from a backup if you have one; or keep it for inspection (mv " + path + " " + path + ".damaged) " +
 			"and run claudemesh daemon up --init, which starts with an empty inbox and outbox: messages already received are gone, " +
 			"messages accepted but not yet sent are lost (the accept journal is set aside as daemon.journal.set-aside-<time>, so nothing already sent is sent again), " +
@@ -311,6 +310,7 @@ func Open(opts Options) (*Daemon, error) {
 			return nil, ErrAlreadyRunning
 		}
 		if errors.Is(err, store.ErrEmptyFile) || errors.Is(err, store.ErrCorrupt) {
+			opts.Logger.Error("daemon.db cannot be opened", "err", err)
 			return nil, DBRefusal(localapi.DBPath(opts.Home), err)
 		}
 		return nil, err

@@ -58,6 +58,15 @@ func TestADaemonThatCannotStartIsSaid(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := dave.ok("inbox")
+		for _, internal := range []string{"assertion", "Page expected", "invalid database", "crypto:", "bbolt"} {
+			// bbolt's own words name its code, not the file.
+			if strings.Contains(r.stderr, internal) {
+				t.Errorf("%s daemon.db: inbox shows %q: %s", c.name, internal, r)
+			}
+		}
+		if r := dave.run("daemon", "up"); r.code == 0 || strings.Contains(r.stderr, "assertion") || strings.Contains(r.stderr, "invalid database") || !strings.Contains(r.stderr, c.says) {
+			t.Errorf("%s daemon.db: daemon up: %s", c.name, r)
+		}
 		if !strings.Contains(r.stderr, "the daemon could not start") || !strings.Contains(r.stderr, c.says) ||
 			!strings.Contains(r.stderr, "direct broker connection") || strings.Count(r.stderr, "✘") != 1 {
 			t.Fatalf("%s daemon.db: inbox says nothing of the daemon (one warning wanted): %s", c.name, r)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -37,6 +38,30 @@ func Guard(fn func() error) (err error) {
 		}
 	}()
 	return fn()
+}
+
+// Why says in words what is wrong with a database file that Open or
+// CheckFile refused (ErrEmptyFile, ErrCorrupt), "" for another error. It
+// leaves bbolt's own texts out ("assertion failed: Page expected to be:
+// 2, but self identifies as 6654543676951633860"): they name its code, not
+// the file; the error itself keeps them for a closer look.
+func Why(err error) string {
+	switch {
+	case errors.Is(err, ErrEmptyFile):
+		return "it is empty: a crash or a failed copy truncated it"
+	case !errors.Is(err, ErrCorrupt):
+		return ""
+	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrChecksum):
+		return "it is damaged: its header does not check out (not a database file, or overwritten)"
+	}
+	s := err.Error()
+	if i := strings.Index(s, ErrCorrupt.Error()+": "); i >= 0 {
+		// preflight's and openBolt's own words about the file.
+		if rest := s[i+len(ErrCorrupt.Error())+2:]; strings.HasPrefix(rest, "the file is ") || strings.HasPrefix(rest, "its ") {
+			return "it is damaged: " + rest
+		}
+	}
+	return "it is damaged: a page of it does not hold what the file's structure says (overwritten or cut short)"
 }
 
 // checkFile refuses an empty file (unless init) before bbolt sees it.
@@ -138,7 +163,7 @@ func openBolt(path string, opts *bolt.Options) (*bolt.DB, error) {
 		db, err = bolt.Open(path, 0o600, opts)
 		if err != nil {
 			if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrChecksum) {
-				return fmt.Errorf("%w: %v", ErrCorrupt, err)
+				return fmt.Errorf("%w: %w", ErrCorrupt, err)
 			}
 			return err
 		}

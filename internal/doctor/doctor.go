@@ -146,14 +146,14 @@ func checkDaemon(e *Env) []Result {
 		}
 		path := localapi.DBPath(e.Home)
 		if err := store.CheckFile(path, false); err != nil {
-			what := "cannot be used"
-			switch {
-			case errors.Is(err, store.ErrEmptyFile):
-				what = "is empty (a crash or a failed copy truncated it)"
-			case errors.Is(err, store.ErrCorrupt):
-				what = "is damaged; what it received and holds is in that file"
+			what := store.Why(err)
+			if what == "" {
+				what = "it cannot be used: " + err.Error()
 			}
-			return one("daemon", Fail, fmt.Sprintf("not running, and it cannot start: daemon.db %s (%v); verbs use a direct broker connection meanwhile", what, err),
+			if errors.Is(err, store.ErrCorrupt) {
+				what += "; what the daemon received and holds is in that file"
+			}
+			return one("daemon", Fail, fmt.Sprintf("not running, and it cannot start: %s: %s; verbs use a direct broker connection meanwhile", path, what),
 				config.Invocation(e.Home)+" daemon up says what to do (restore daemon.db from a backup, or start afresh with daemon up --init)")
 		}
 		return one("daemon", Warn, "not running", config.Invocation(e.Home)+" daemon up (or claudemesh install for a service)")
