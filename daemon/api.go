@@ -571,14 +571,24 @@ func (d *Daemon) handleMessageStatus(w http.ResponseWriter, r *http.Request) {
 	case row != nil && row.BrokerMessageID != "":
 		messageID, slug = row.BrokerMessageID, row.Mesh
 	case row != nil:
-		writeError(w, &apiError{status: 409, code: "not_sent_yet", msg: "the message is still in the outbox (" + publicStatus(row.State) + ")"})
+		// Not at the broker yet (accepted, or failed before it got
+		// there): what the outbox knows, as a status, not an error (a
+		// script asking right after send got exit 1 "still in the
+		// outbox" for a message on its way).
+		writeJSON(w, 200, localapi.OutboxMessageStatus{ClientMessageID: row.ClientMessageID, TargetSpec: row.TargetSpec,
+			DisplayName: row.DisplayName, CreatedAt: row.EnqueuedAt, Recipients: []wire.RecipientState{}, State: publicStatus(row.State),
+			Error: row.LastError, ErrorCode: row.ErrorCode})
 		return
 	case wire.ValidULID(id):
 		messageID = id
 	default:
 		cmid = id
 	}
-	if row == nil || !unsettled(row.State) {
+	// Only a row the status check follows (expiry.go checkUnsettled: a
+	// DM or group message the broker still counts recipients of) is
+	// called lost on a not_found; a topic post has no recipients and
+	// stays unsettled for good.
+	if row == nil || !unsettled(row.State) || row.Kind == wire.KindTopic || row.Pending == 0 {
 		d.brokerCall(w, r, slug, func(ctx context.Context, c *client.Conn) (any, error) {
 			st, err := c.MessageStatus(ctx, messageID, cmid)
 			if row == nil && messageID == id && client.CodeOf(err) == wire.CodeNotFound {

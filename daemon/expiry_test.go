@@ -400,3 +400,51 @@ func TestMessageStatusBeforeTheRowIsFailedLost(t *testing.T) {
 		t.Fatalf("message status of a row not failed yet: %+v", ae.Body)
 	}
 }
+
+// TestMessageStatusOfAPostOrAnUnsentRow: message status called a topic
+// post the broker has no record of (a restore, or a post purged by the
+// topic's retention) "lost by the broker, requeue it", though no status
+// check follows posts (no recipients, unsettled for good); and a message
+// still in the outbox was an error ("still in the outbox", exit 1) instead
+// of its status.
+func TestMessageStatusOfAPostOrAnUnsentRow(t *testing.T) {
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.b.Close()
+	backup := t.TempDir()
+	copyFiles(t, e.bCfg.DataDir, backup)
+	e.b = startBroker(t, &e.bCfg)
+	alice.waitOpen(t)
+	waitFor(t, 20*time.Second, "the post is taken", func() bool {
+		_, err := alice.api.Send(ctx, localapi.SendRequest{To: "#ops", Message: "a post", ClientMessageID: "post-1"})
+		if err != nil {
+			return false
+		}
+		r := rowWith(alice.outbox(t), "a post")
+		return r != nil && r.MessageID != ""
+	})
+	e.b.Close()
+	copyFiles(t, backup, e.bCfg.DataDir)
+	e.b = startBroker(t, &e.bCfg)
+	alice.waitOpen(t)
+	_, err := alice.api.Do(ctx, "GET", "/v1/messages/post-1?mesh=team", nil, nil)
+	var ae *localapi.APIError
+	if !errors.As(err, &ae) || ae.Body.Code != wire.CodeNotFound {
+		t.Fatalf("message status of a post the broker has no record of: %v", err)
+	}
+
+	// A message still in the outbox: its status, not an error.
+	e.b.Close()
+	if _, err := alice.api.Send(ctx, localapi.SendRequest{To: "#ops", Message: "while away", ClientMessageID: "away-1"}); err != nil {
+		t.Fatal(err)
+	}
+	var st localapi.OutboxMessageStatus
+	if _, err := alice.api.Do(ctx, "GET", "/v1/messages/away-1?mesh=team", nil, &st); err != nil || st.State != localapi.StatusAccepted || st.ClientMessageID != "away-1" {
+		t.Fatalf("message status of an accepted row: %+v, %v", st, err)
+	}
+}

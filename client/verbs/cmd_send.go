@@ -418,6 +418,24 @@ func messageStatus(c *cli.Context) error {
 	if e.out.JSONMode() {
 		return e.out.JSON(st)
 	}
+	if st.State != "" {
+		// Still in the daemon's outbox: the broker has not taken it, so
+		// there is no messageId and no recipient yet.
+		to := cliui.SanitizePeerText(st.TargetSpec)
+		if st.displayName != "" {
+			to = agentview.QuoteName(st.displayName)
+		} else if wire.IsHex(st.TargetSpec, 64) {
+			to = shortKey(st.TargetSpec)
+		}
+		switch st.State {
+		case "accepted":
+			e.out.Resultf("message id %s to %s: accepted %s, in the daemon's outbox; not at the broker yet, so its recipients are known once it is sent",
+				st.ClientMessageID, to, when(st.CreatedAt))
+		default:
+			e.out.Resultf("message id %s to %s: %s, never sent (%s)", st.ClientMessageID, to, st.State, cliui.SanitizePeerText(st.Error))
+		}
+		return nil
+	}
 	if st.Topic != "" {
 		// A topic post has no per-member delivery: it is in the topic's
 		// history, where members read it.

@@ -828,7 +828,15 @@ func (v *viaDaemon) resubscribe(ctx context.Context, last, q string, notice func
 }
 
 func (v *viaDaemon) MessageStatus(ctx context.Context, m *config.Mesh, id string) (*messageStatusJSON, error) {
-	var st wire.MessageStatus
+	// The broker's message_status, or (state set) the outbox's word on a
+	// message not at the broker yet.
+	var st struct {
+		wire.MessageStatus
+		ClientMessageID string `json:"clientMessageId"`
+		DisplayName     string `json:"displayName"`
+		State           string `json:"state"`
+		Error           string `json:"error"`
+	}
 	if _, err := v.api.Do(ctx, "GET", "/v1/messages/"+url.PathEscape(id)+"?mesh="+url.QueryEscape(m.Slug), nil, &st); err != nil {
 		var ae *localapi.APIError
 		if errors.As(err, &ae) && (ae.Body.Code == wire.CodeNotFound || ae.Body.Code == wire.CodeExpired) {
@@ -836,7 +844,11 @@ func (v *viaDaemon) MessageStatus(ctx context.Context, m *config.Mesh, id string
 		}
 		return nil, daemonError(err)
 	}
-	return messageStatusOf(&st), nil
+	out := messageStatusOf(&st.MessageStatus)
+	if st.State != "" {
+		out.ClientMessageID, out.State, out.Error, out.displayName = st.ClientMessageID, st.State, st.Error, st.DisplayName
+	}
+	return out, nil
 }
 
 func (v *viaDaemon) Profile(ctx context.Context, m *config.Mesh, ch profileChange) error {

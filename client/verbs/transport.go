@@ -249,6 +249,13 @@ type messageStatusJSON struct {
 	// Topic is the topic's name when the message is a topic post (no
 	// recipients: members read it from the topic's history).
 	Topic string `json:"topic,omitempty"`
+	// State, for a message still in the daemon's outbox (not at the
+	// broker yet, so no messageId and no recipients): accepted, or
+	// failed with Error. ClientMessageID names it then.
+	ClientMessageID string `json:"clientMessageId,omitempty"`
+	State           string `json:"state,omitempty"`
+	Error           string `json:"error,omitempty"`
+	displayName     string
 }
 
 type recipientJSON struct {

@@ -599,3 +599,19 @@ type TopicKeyEvent struct {
 	TopicID string `json:"topicId"`
 	Topic   string `json:"topic"`
 }
+
+// OutboxMessageStatus is GET /v1/messages/{id} for a message still in the
+// outbox, not at the broker yet (or failed before it got there): its
+// public status (accepted, failed) and no recipients, which are known only
+// once the broker takes it.
+type OutboxMessageStatus struct {
+	MessageID       string                `json:"messageId"`
+	ClientMessageID string                `json:"clientMessageId"`
+	TargetSpec      string                `json:"targetSpec"`
+	DisplayName     string                `json:"displayName,omitempty"`
+	CreatedAt       int64                 `json:"createdAt"`
+	Recipients      []wire.RecipientState `json:"recipients"`
+	State           string                `json:"state"`
+	Error           string                `json:"error,omitempty"`
+	ErrorCode       string                `json:"errorCode,omitempty"`
+}
