@@ -284,3 +284,42 @@ func TestJoinOfAnUnusableInviteSaysWhyInWords(t *testing.T) {
 		t.Errorf("join: %+v", e.Error)
 	}
 }
+
+// TestMessageStatusFindsTheMesh: for a member of two meshes, the command
+// send's hints print (claudemesh message status ID, no --mesh) said
+// "several meshes joined; choose one with --mesh". It now finds the
+// message's mesh, through the daemon and directly.
+func TestMessageStatusFindsTheMesh(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "dave")
+	alice, dave := u[0], u[1]
+	alice.createMesh(b, "Other", "other")
+	dave.join(alice.invite("--mesh", "other").Link)
+	type sent struct {
+		MessageID       string `json:"messageId"`
+		ClientMessageID string `json:"clientMessageId"`
+	}
+	var direct sent
+	alice.json(&direct, "send", "dave", "in other, directly", "--mesh", "other", "--no-daemon")
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	var viaDaemon sent
+	alice.json(&viaDaemon, "send", "dave", "in other, through the daemon", "--mesh", "other")
+	for _, c := range []struct{ id, path string }{
+		{direct.MessageID, "--no-daemon"}, {viaDaemon.ClientMessageID, "--strict"},
+	} {
+		var st struct {
+			MessageID       string `json:"messageId"`
+			ClientMessageID string `json:"clientMessageId"`
+		}
+		alice.json(&st, "message", "status", c.id, c.path)
+		if st.MessageID == "" && st.ClientMessageID == "" {
+			t.Errorf("message status %s %s: %+v", c.id, c.path, st)
+		}
+	}
+	e := alice.fails(3, "not_found", "message", "status", "01M9NOSUCHMESSAGE000000000", "--no-daemon")
+	if !strings.Contains(e.Error.Message, "any of your meshes") {
+		t.Errorf("an id of no mesh: %+v", e.Error)
+	}
+}

@@ -407,11 +407,32 @@ func messageStatus(c *cli.Context) error {
 	if !wire.ValidReqID(id) {
 		return cliui.UsageErrorf("%q is not a message id", cliui.Clip(id))
 	}
-	m, tr, err := withTransport(e, e.writeMesh)
+	// Without --mesh, a member of several meshes is not asked to choose:
+	// the ids send and the hints print carry no mesh, so each mesh is
+	// asked in turn (through the daemon, its outbox knows the mesh of
+	// what it sent, and the first answer comes from there).
+	meshes, tr, err := withTransport(e, e.readMeshes)
 	if err != nil {
 		return err
 	}
-	st, err := tr.MessageStatus(e.ctx(), m, id)
+	var st *messageStatusJSON
+	for i := range meshes {
+		st, err = tr.MessageStatus(e.ctx(), &meshes[i], id)
+		var ce *cliui.Error
+		if len(meshes) > 1 && errors.As(err, &ce) && ce.Code == wire.CodeNotFound {
+			continue
+		}
+		break
+	}
+	if err != nil && len(meshes) > 1 {
+		var ce *cliui.Error
+		if errors.As(err, &ce) && ce.Code == wire.CodeNotFound {
+			e := cliui.Errorf(wire.CodeNotFound, "you sent no message with id %s in any of your meshes (%s)", id, meshSlugs(meshes)).
+				WithHint("give the messageId or the clientMessageId (id) that send or topic post printed")
+			e.Exit = cliui.ExitNotFound
+			return e
+		}
+	}
 	if err != nil {
 		return cliError(err)
 	}
@@ -483,4 +504,13 @@ func plural(n int, noun string) string {
 		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(noun, "y"))
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// meshSlugs lists meshes' slugs for a message.
+func meshSlugs(meshes []config.Mesh) string {
+	slugs := make([]string, len(meshes))
+	for i, m := range meshes {
+		slugs[i] = m.Slug
+	}
+	return strings.Join(slugs, ", ")
 }
