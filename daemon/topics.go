@@ -478,7 +478,12 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 			Kind: wire.KindTopic, Topic: tm.Topic, SenderPubkey: tm.SenderPubkey, SenderMember: tm.SenderMemberPubkey,
 			SenderName: tm.SenderName, RecipientPubkey: self, RecipientKind: "member", Priority: tm.Priority,
 			ReplyToID: tm.ReplyToID, ReceivedAt: now, SentAt: tm.CreatedAt, Body: tm.Body, DecryptError: tm.DecryptError, Verified: tm.Verified,
-			TargetSpec: "#" + tm.TopicID, MentionsYou: m.mentionsUs(tm.Mentions)}
+			TargetSpec: "#" + tm.TopicID,
+			// mentions are routing metadata the sender does not sign: a
+			// post that did not verify (or could not be read) is not
+			// marked as naming you; a plaintext topic's post, whose
+			// sender is the broker's word anyway, is.
+			MentionsYou: (tm.Verified || tm.Plaintext) && m.mentionsUs(tm.Mentions)}
 		if tm.Verified {
 			rows[i].SenderMemberName = m.knownMemberName(tm.SenderMemberPubkey, tried)
 			rows[i].FromSelf, rows[i].Lookalike, rows[i].LookalikeSelf = m.senderMarks(tm.SenderMemberPubkey, tm.SenderName, rows[i].SenderMemberName)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -460,4 +461,34 @@ func opsShared(t *testing.T, alice, bob *runningDaemon) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "bob's key", func() bool { return !bob.messages(t, "ops").WaitingForKey })
+}
+
+// TestMentionsMarkOnlyPostsThatVerified: mentions are routing metadata
+// the sender does not sign, and a post that did not verify (or could not
+// be read) was marked "mentions you" as readily as one that did.
+func TestMentionsMarkOnlyPostsThatVerified(t *testing.T) {
+	e := newEnv(t)
+	alice := e.daemon("alice")
+	alice.waitOpen(t)
+	m := alice.d.meshBySlug("team")
+	self := m.key.PublicHex()
+	other := strings.Repeat("ab", 32)
+	msgs := []client.TopicMessage{
+		{ID: client.NewID(), TopicID: client.NewID(), Topic: "ops", SenderPubkey: other, SenderMemberPubkey: other, Body: "forged", Verified: false, Mentions: []string{self}},
+		{ID: client.NewID(), TopicID: client.NewID(), Topic: "ops", SenderPubkey: other, SenderMemberPubkey: other, Body: "plain", Plaintext: true, Mentions: []string{self}},
+	}
+	if err := alice.d.storeTopicRows(m, msgs); err != nil {
+		t.Fatal(err)
+	}
+	var rows []localapi.InboxRow
+	if _, err := alice.api.Do(context.Background(), "GET", "/v1/inbox?mesh=team", nil, &rows); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, r := range rows {
+		got[r.Body] = r.MentionsYou
+	}
+	if len(got) != 2 || got["forged"] || !got["plain"] {
+		t.Fatalf("mentionsYou by body: %v", got)
+	}
 }
