@@ -66,6 +66,30 @@ func serviceHome(body string) string {
 	return ""
 }
 
+// serviceWeb is the --web address a service file this command wrote gives
+// its daemon, "" for none.
+func serviceWeb(body string) string {
+	if _, rest, ok := strings.Cut(body, "<string>--web</string><string>"); ok {
+		w, _, _ := strings.Cut(rest, "</string>")
+		return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(w)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		cmd, ok := strings.CutPrefix(line, "ExecStart=")
+		if !ok {
+			continue
+		}
+		_, w, ok := strings.Cut(cmd, " daemon up --foreground --web ")
+		if !ok {
+			return ""
+		}
+		if len(w) >= 2 && strings.HasPrefix(w, `"`) && strings.HasSuffix(w, `"`) {
+			w = strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(w[1 : len(w)-1])
+		}
+		return w
+	}
+	return ""
+}
+
 // anotherHomesService is the refusal to replace or remove the service file
 // at path, which runs the daemon of other, not home.
 func anotherHomesService(path, other, home, verb string) error {
@@ -212,9 +236,19 @@ func installCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			kept := ""
 			if old, err := os.ReadFile(path); err == nil {
 				if other := serviceHome(string(old)); other != "" && filepath.Clean(other) != filepath.Clean(home) {
 					return anotherHomesService(path, other, home, "replaced")
+				}
+				if !c.IsSet("web") {
+					// Written again (doctor advises it after an update;
+					// install runs it) without --web: the page's address
+					// the service had stays, or a second home's daemon
+					// would compete for the default port.
+					if webAddr = serviceWeb(string(old)); webAddr != "" {
+						kept = " (kept --web " + webAddr + " from the service it replaces)"
+					}
 				}
 			}
 			body := systemdUnit(exe, home, webAddr)
@@ -242,8 +276,8 @@ func installCommand() *cli.Command {
 				return cliui.Errorf(CodeServiceNotStarted, "the service was written to %s, but the service manager could not start it: %s", path, why).
 					WithHint(startHint(path, unit) + ", or run " + config.InvocationWithHome(home) + " daemon up")
 			}
-			return printResult(cliui.OutFrom(c), map[string]any{"ok": true, "path": path, "started": started}, "service written to %s%s", path,
-				map[bool]string{true: " and started", false: " (not started: --no-start)"}[started])
+			return printResult(cliui.OutFrom(c), map[string]any{"ok": true, "path": path, "started": started}, "service written to %s%s%s", path,
+				map[bool]string{true: " and started", false: " (not started: --no-start)"}[started], kept)
 		},
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -322,4 +325,35 @@ func TestMessageStatusFindsTheMesh(t *testing.T) {
 	if !strings.Contains(e.Error.Message, "any of your meshes") {
 		t.Errorf("an id of no mesh: %+v", e.Error)
 	}
+}
+
+// TestInstallServiceAgainKeepsItsWeb: install-service without --web (what
+// doctor advises after an update, and what install runs) wrote the unit
+// again without the --web an earlier install gave it, so a second home's
+// daemon competed for the default port.
+func TestInstallServiceAgainKeepsItsWeb(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("the systemd unit is Linux-only")
+	}
+	fakeHome := t.TempDir()
+	u := newUser(t, "svc")
+	u.extraEnv = []string{"HOME=" + fakeHome, "XDG_CONFIG_HOME=" + filepath.Join(fakeHome, ".config")}
+	var res struct {
+		Path string `json:"path"`
+	}
+	u.json(&res, "daemon", "install-service", "--allow-ci", "--no-start", "--web", "127.0.0.1:7902")
+	r := u.ok("daemon", "install-service", "--allow-ci", "--no-start")
+	if !strings.Contains(r.stdout, "kept --web 127.0.0.1:7902") {
+		t.Errorf("install-service again: %s", r)
+	}
+	data, err := os.ReadFile(res.Path)
+	if err != nil || !strings.Contains(string(data), " daemon up --foreground --web 127.0.0.1:7902\n") {
+		t.Fatalf("the unit: %v\n%s", err, data)
+	}
+	u.ok("daemon", "install-service", "--allow-ci", "--no-start", "--web", "off")
+	if data, _ := os.ReadFile(res.Path); !strings.Contains(string(data), "--web off") {
+		t.Errorf("an explicit --web replaces it: %s", data)
+	}
+	u.ok("daemon", "uninstall-service", "--no-stop")
 }
