@@ -357,3 +357,23 @@ func TestInstallServiceAgainKeepsItsWeb(t *testing.T) {
 	}
 	u.ok("daemon", "uninstall-service", "--no-stop")
 }
+
+// TestJoinReadsTheLinkFromStdin: the bearer link had to be an argument,
+// which every user's ps shows; `join -` reads it from stdin (invite's
+// two-line output included).
+func TestJoinReadsTheLinkFromStdin(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	link := alice.invite().Link
+	bob := newUser(t, "bob")
+	r := bob.runIn(link+"\n→ member invite to test; the joiner runs: claudemesh join <link>\n", "join", "-", "--name", "bob")
+	if r.code != 0 || !strings.Contains(r.stdout, "test") {
+		t.Fatalf("join -: %s", r)
+	}
+	if ms := bob.whoami().Meshes; len(ms) != 1 || ms[0].Slug != "test" {
+		t.Errorf("bob's meshes: %+v", ms)
+	}
+	bob2 := newUser(t, "bob2")
+	bob2.failsIn("", 2, "usage", "join", "-", "--name", "bob2")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -262,7 +263,8 @@ func joinCommand() *cli.Command {
 		Usage:     "join a mesh with a signed invite link",
 		ArgsUsage: "LINK",
 		Description: cliui.WithExamples(
-			"LINK is ic://join/<token>, https://<broker-host>/join/<token> or the bare token. The invite's signature\n"+
+			"LINK is ic://join/<token>, https://<broker-host>/join/<token> or the bare token; - reads it from stdin\n"+
+				"(so the bearer link stays out of the process list and shell history). The invite's signature\n"+
 				"and expiry are checked here before the broker is contacted; your member key is generated here and\n"+
 				"never leaves this machine. The broker key named in the invite is pinned: before the invite is sent,\n"+
 				"the server at its URL must sign a fresh challenge with that key (else: \"not the broker the invite\n"+
@@ -271,6 +273,7 @@ func joinCommand() *cli.Command {
 				"already have enrolled is saved; a second one stops waiting and says how to find out.",
 			"claudemesh join ic://join/eyJ2IjoxLCJtZXNoSWQiOi…",
 			"claudemesh join \"$LINK\" --name bob --json",
+			"claudemesh join - --name bob < invite.txt",
 		),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "name", Usage: "your `DISPLAY` name in the mesh (default $USER)"},
@@ -285,6 +288,18 @@ func join(c *cli.Context) error {
 		return err
 	}
 	link := c.Args().First()
+	if link == "-" {
+		// The link on stdin, out of argv (which every user's ps shows).
+		in := io.Reader(os.Stdin)
+		if c.App != nil && c.App.Reader != nil {
+			in = c.App.Reader
+		}
+		b, err := io.ReadAll(io.LimitReader(in, 64<<10))
+		if err != nil {
+			return cliui.Errorf(wire.CodeMalformed, "reading the invite link from stdin: %v", err)
+		}
+		link = string(b)
+	}
 	fields := strings.Fields(link)
 	switch {
 	case len(fields) == 0:
