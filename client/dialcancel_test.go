@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -56,5 +57,30 @@ func TestDialEndsWhenItsContextIsCancelled(t *testing.T) {
 			t.Fatalf("coalesce %v: the dial did not end at its cancellation", coalesce)
 		}
 		c.Close()
+	}
+}
+
+// TestAShortBudgetIsNotTheBrokersSilence: any deadline of the caller's
+// context became "the broker … is connected but did not answer in time: it
+// is hung or overloaded", also when the deadline bounded a whole
+// operation of many requests and ran out during the last one, which the
+// broker would have answered at once. Only a request that waited long
+// blames the broker.
+func TestAShortBudgetIsNotTheBrokersSilence(t *testing.T) {
+	t.Parallel()
+	f := newFakeBroker(t) // answers nothing after hello_ack
+	c := mustDial(t, testCtx(t), f.identity(t), DialOptions{})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := c.MessageStatus(ctx, NewID(), "")
+	if err == nil || strings.Contains(err.Error(), "hung or overloaded") {
+		t.Errorf("a request with 100 ms left: %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), blameAfter+500*time.Millisecond)
+	defer cancel()
+	_, err = c.MessageStatus(ctx, NewID(), "")
+	if e := wantCode(t, err, CodeTimeout); !strings.Contains(e.Message, "hung or overloaded") {
+		t.Errorf("a request that waited %v: %v", blameAfter, err)
 	}
 }

@@ -48,6 +48,7 @@ func (c *Conn) Request(ctx context.Context, frame any) ([]byte, wire.Envelope, e
 		c.forgetRequest(reqID, ch)
 		return nil, wire.Envelope{}, err
 	}
+	sent := time.Now()
 	select {
 	case r := <-ch:
 		if r.err != nil {
@@ -63,10 +64,12 @@ func (c *Conn) Request(ctx context.Context, frame any) ([]byte, wire.Envelope, e
 		return r.raw, r.env, nil
 	case <-ctx.Done():
 		c.forgetRequest(reqID, ch)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && time.Since(sent) >= blameAfter {
 			// The connection is up and the broker is silent: hung,
 			// stopped (SIGSTOP) or overloaded. "context deadline
-			// exceeded" said none of it.
+			// exceeded" said none of it. Only when this request waited
+			// long: a caller's deadline over many requests may run out
+			// while a prompt broker answers the last one.
 			return nil, wire.Envelope{}, &Error{Code: CodeTimeout, cause: ctx.Err(),
 				Message: "the broker at " + c.id.BrokerURL + " is connected but did not answer in time: it is hung or overloaded",
 				Hint:    "ask the broker's operator to check it (its log, GET /health/ready), then try again"}
@@ -74,6 +77,11 @@ func (c *Conn) Request(ctx context.Context, frame any) ([]byte, wire.Envelope, e
 		return nil, wire.Envelope{}, ctxError(ctx, "waiting for the broker's answer")
 	}
 }
+
+// blameAfter is how long a request must have waited for its answer
+// before a deadline is the broker's silence rather than the caller's own
+// budget running out.
+const blameAfter = 2 * time.Second
 
 func (c *Conn) forgetRequest(reqID string, ch chan response) {
 	c.mu.Lock()

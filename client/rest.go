@@ -184,12 +184,13 @@ func doJSON(ctx context.Context, method, url, bearer string, in, out any) error 
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
+	sent := time.Now()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		if e := tlsError(origin(url), err); e != nil {
 			return e
 		}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && time.Since(sent) >= blameAfter {
 			return &Error{Code: CodeTimeout, cause: err, Message: "the broker at " + origin(url) + " did not answer in time",
 				Hint: "ask the broker's operator to check it (its log, GET /health/ready), then try again"}
 		}
