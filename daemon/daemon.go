@@ -109,6 +109,9 @@ type Options struct {
 	// testOnCommit observes daemon.db's commits (BenchmarkAccept counts
 	// them per message).
 	testOnCommit func(d time.Duration, writes int)
+	// testSeenWritten runs in markSeen between the write that stamps rows
+	// seen and the chat page cache's update (threadsSeen).
+	testSeenWritten func()
 
 	// Init lets Open make a new daemon.db where the file is empty
 	// (0 bytes); without it Open refuses (DBRefusal).

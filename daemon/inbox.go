@@ -417,6 +417,9 @@ func (d *Daemon) markSeen(ids []string, sc *sessionScope) (int, error) {
 		return nil
 	})
 	if err == nil && len(stamped) > 0 {
+		if d.opts.testSeenWritten != nil {
+			d.opts.testSeenWritten()
+		}
 		d.threadsSeen(txid, stamped)
 	}
 	if n > 0 {

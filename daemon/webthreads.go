@@ -55,16 +55,23 @@ type seenRow struct {
 }
 
 // threadsSeen counts rows stamped seen by the write txid off the unread
-// count of a cache built from a snapshot before it (a snapshot at or after
-// it counted them seen already, and a row after the cache's last one is
-// counted when it is read).
+// count of a cache built from snapshots before it (a row after the cache's
+// last one is counted when it is read). A cache whose last snapshot is at
+// or after the write may have read such a row before it (unread) or after
+// (seen): which cannot be told, so the cache is counted again from
+// scratch at the next read (rare: a read between the write's commit and
+// this call).
 func (d *Daemon) threadsSeen(txid int, rows []seenRow) {
 	d.threads.mu.Lock()
 	defer d.threads.mu.Unlock()
 	for _, r := range rows {
 		mt := d.threads.meshes[r.meshID]
-		if mt == nil || mt.txid >= txid || r.seq > mt.inSeq {
+		if mt == nil || r.seq > mt.inSeq {
 			continue
+		}
+		if mt.txid >= txid {
+			d.threads.gen.Add(1)
+			return
 		}
 		if s := mt.byKey[r.thread]; s != nil && s.unread > 0 {
 			s.unread--

@@ -138,6 +138,20 @@ func TestWebThreadsCacheFollowsTheInbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("a row deleted")
+	// A page's read between the write that marks rows seen and the
+	// cache's update of the counts (a review's interleaving): the rows it
+	// had counted unread before stayed so.
+	check("before the interleaving")
+	d.opts.testSeenWritten = func() {
+		if _, err := d.meshThreadsNow(m); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := d.markSeen(unread()[:5], nil); err != nil {
+		t.Fatal(err)
+	}
+	d.opts.testSeenWritten = nil
+	check("a read between the seen write and the count")
 	if len(unread()) == 0 || len(threadsByFullScan(t, d, m)) == 0 {
 		t.Fatal("nothing left to check")
 	}
