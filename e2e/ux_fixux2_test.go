@@ -236,8 +236,12 @@ func TestFollowJSONTellsNoticesFromMessages(t *testing.T) {
 		}
 		return false
 	})
-	if n.Notice != "unreachable" || !strings.Contains(n.Message, "cannot be reached") || strings.Contains(n.Message, "tcp ") {
+	if n.Notice != "unreachable" || strings.Count(n.Message, "cannot be reached") != 1 || strings.Contains(n.Message, "tcp ") {
 		t.Errorf("notice: %+v", n)
+	}
+	// daemon status said it twice, one inside the other.
+	if r := dave.ok("daemon", "status"); strings.Count(r.stdout+r.stderr, "cannot be reached") != 1 {
+		t.Errorf("daemon status: %s", r)
 	}
 }
 
@@ -376,4 +380,31 @@ func TestJoinReadsTheLinkFromStdin(t *testing.T) {
 	}
 	bob2 := newUser(t, "bob2")
 	bob2.failsIn("", 2, "usage", "join", "-", "--name", "bob2")
+}
+
+// TestEmptyFlagValuesAreRefused: send --priority "" and --id "" (an unset
+// shell variable) were taken for no flag at all, while a wrong value was
+// refused; requeue of a row that did not fail was exit 1 (a failure not
+// covered), not a conflict.
+func TestEmptyFlagValuesAreRefused(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice := u[0]
+	for _, f := range []string{"--priority", "--id", "--reply-to"} {
+		e := alice.fails(2, "usage", "send", "bob", "hi", f, "")
+		if !strings.Contains(e.Error.Message, f+" is empty") {
+			t.Errorf("%s \"\": %+v", f, e.Error)
+		}
+	}
+	alice.ok("send", "bob", "urgent", "--priority", "now")
+	alice.ok("topic", "create", "pt", "--plaintext")
+	alice.ok("topic", "post", "pt", "with a mention", "--mention", "alice")
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	var sent struct {
+		ClientMessageID string `json:"clientMessageId"`
+	}
+	alice.json(&sent, "send", "bob", "to requeue")
+	alice.fails(6, "not_failed", "daemon", "outbox", "requeue", sent.ClientMessageID)
 }

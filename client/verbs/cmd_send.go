@@ -189,6 +189,13 @@ func send(c *cli.Context) error {
 // topic post.
 func sendAndPrint(e *env, c *cli.Context, req sendRequest, msg []string) error {
 	var err error
+	for _, f := range []string{"priority", "id", "reply-to", "mention"} {
+		// Given, but empty ("" from an unset shell variable): not the
+		// same as leaving it out, which it was taken for.
+		if c.IsSet(f) && strings.TrimSpace(c.String(f)) == "" && len(c.StringSlice(f)) == 0 {
+			return cliui.UsageErrorf("--%s is empty", f)
+		}
+	}
 	switch req.Priority {
 	case "", wire.PriorityNow, wire.PriorityNext, wire.PriorityLow:
 	default:

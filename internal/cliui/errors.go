@@ -154,7 +154,7 @@ func ExitCode(code string) int {
 		// that cannot be reached.
 		return ExitUnreachable
 	case "ambiguous_target", "idempotency_key_reused", "slug_taken", "name_taken", "topic_exists",
-		"invite_exists", "already_running", "installed_for_another_home", "unsent_messages":
+		"invite_exists", "already_running", "installed_for_another_home", "unsent_messages", "not_failed":
 		return ExitConflict
 	case CodeWaitTimeout:
 		return ExitTimeout
