@@ -387,6 +387,12 @@ func dialError(ctx context.Context, brokerURL string, resp *http.Response, err e
 	if e := tlsError(brokerURL, err); e != nil {
 		return e
 	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && ctx.Err() == nil {
+		// A resolver that timed out is not a host that did not answer.
+		return &Error{Code: CodeUnreachable, Message: cannotReach(brokerURL, err), cause: err,
+			Hint: "check the host name in the broker URL and this machine's DNS, then try again"}
+	}
 	var netErr net.Error
 	if timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()); timedOut {
 		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -406,19 +412,53 @@ func dialError(ctx context.Context, brokerURL string, resp *http.Response, err e
 	return wrapError(CodeUnreachable, err, "connecting to %s", brokerURL)
 }
 
+// proxyFor is the proxy the environment names for a connection to
+// brokerURL (as the dialer's http.ProxyFromEnvironment finds it), "" for
+// none.
+func proxyFor(brokerURL string) string {
+	u, err := url.Parse(brokerURL)
+	if err != nil {
+		return ""
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	}
+	p, err := http.ProxyFromEnvironment(&http.Request{URL: u})
+	if err != nil || p == nil {
+		return ""
+	}
+	p.User = nil // never print a proxy's password
+	return p.Redacted()
+}
+
 // noAnswer is a dial that timed out: a server that took the TCP
 // connection and never answered the upgrade (hung, overloaded, or not a
 // broker), or a host that never took it (down, or a firewall dropping
 // the packets). "context deadline exceeded" said neither.
 func noAnswer(brokerURL string, err error, connected bool, waited time.Duration) *Error {
 	e := &Error{Code: CodeTimeout, cause: err}
+	took := waited.Round(time.Second)
+	if waited < time.Second {
+		took = waited.Round(100 * time.Millisecond)
+	}
+	if proxy := proxyFor(brokerURL); proxy != "" {
+		// The connection was to the proxy (HTTPS_PROXY and friends),
+		// not to the broker: say so, not that the broker hangs.
+		e.Message = fmt.Sprintf("no answer from %s in %s through the proxy %s (set by HTTPS_PROXY, HTTP_PROXY or ALL_PROXY): the proxy, or the broker behind it, did not answer",
+			brokerURL, took, proxy)
+		e.Hint = "check the proxy (or set NO_PROXY for the broker's host), and that the broker runs; then try again"
+		return e
+	}
 	if connected {
 		e.Message = fmt.Sprintf("the server at %s accepted the connection but did not answer in %s: the broker is hung or overloaded, "+
-			"or what listens there is not a claudemesh broker (a proxy that does not pass WebSocket upgrades)", brokerURL, waited.Round(time.Second))
+			"or what listens there is not a claudemesh broker (a proxy that does not pass WebSocket upgrades)", brokerURL, took)
 		e.Hint = "ask the broker's operator to check it (its log, GET /health/ready); claudemesh doctor checks the connection again"
 		return e
 	}
-	e.Message = fmt.Sprintf("nothing answered at %s in %s: the host is down or unreachable from here, or a firewall drops the connection", brokerURL, waited.Round(time.Second))
+	e.Message = fmt.Sprintf("nothing answered at %s in %s: the host is down or unreachable from here, or a firewall drops the connection", brokerURL, took)
 	e.Hint = "check the address and this machine's network, and that the broker runs; then try again"
 	return e
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +84,50 @@ func TestAShortBudgetIsNotTheBrokersSilence(t *testing.T) {
 	_, err = c.MessageStatus(ctx, NewID(), "")
 	if e := wantCode(t, err, CodeTimeout); !strings.Contains(e.Message, "hung or overloaded") {
 		t.Errorf("a request that waited %v: %v", blameAfter, err)
+	}
+}
+
+// TestDialThroughAHungProxySaysProxy: with HTTPS_PROXY set, the
+// connection the dial makes is to the proxy, and a proxy that took it and
+// never answered was described as the broker being hung. The environment
+// is read once per process, so the dial runs in a child of this test.
+func TestDialThroughAHungProxySaysProxy(t *testing.T) {
+	if os.Getenv("CLAUDEMESH_TEST_PROXY_CHILD") == "1" {
+		f := newFakeBroker(t)
+		id := f.identity(t)
+		id.BrokerURL = "ws://broker.example:80/ws" // never localhost: those are not proxied
+		_, err := Dial(context.Background(), id, DialOptions{HandshakeTimeout: 300 * time.Millisecond})
+		e := wantCode(t, err, CodeTimeout)
+		if !strings.Contains(e.Message, "through the proxy http://"+os.Getenv("HTTP_PROXY_ADDR")) || strings.Contains(e.Message, "is hung") {
+			t.Fatalf("through a hung proxy: %q", e.Message)
+		}
+		return
+	}
+	t.Parallel()
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestDialThroughAHungProxySaysProxy$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CLAUDEMESH_TEST_PROXY_CHILD=1", "HTTP_PROXY=http://"+hung.Addr().String(),
+		"HTTP_PROXY_ADDR="+hung.Addr().String(), "NO_PROXY=", "no_proxy=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
 	}
 }

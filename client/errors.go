@@ -181,6 +181,9 @@ func netReason(err error) string {
 		if dnsErr.IsNotFound {
 			return "the host name " + dnsErr.Name + " does not resolve"
 		}
+		if dnsErr.IsTimeout {
+			return "looking up the host name " + dnsErr.Name + " timed out: this machine's DNS did not answer"
+		}
 		return "looking up " + dnsErr.Name + " failed"
 	}
 	var opErr *net.OpError
