@@ -260,7 +260,7 @@ func (c *conn) requireTopicMember(reqID string, t *topicState) bool {
 	if t.Visibility == wire.VisibilityPrivate {
 		c.sendError(reqID, wire.CodeTopicNotFound, fmt.Sprintf("no topic %q in this mesh", t.Name))
 	} else {
-		c.sendError(reqID, wire.CodeNotAMember, "you are not a member of #"+t.Name+"; join it first (topic_join)")
+		c.sendError(reqID, wire.CodeNotAMember, "you are not a member of #"+t.Name+"; join it first")
 	}
 	return false
 }

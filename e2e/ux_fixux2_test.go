@@ -408,3 +408,17 @@ func TestEmptyFlagValuesAreRefused(t *testing.T) {
 	alice.json(&sent, "send", "bob", "to requeue")
 	alice.fails(6, "not_failed", "daemon", "outbox", "requeue", sent.ClientMessageID)
 }
+
+// TestNotAMemberNamesNoProtocolFrame: reading a public topic you have
+// not joined said "join it first (topic_join)", a protocol frame's name,
+// also on the chat page.
+func TestNotAMemberNamesNoProtocolFrame(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	u[0].ok("topic", "create", "pub", "--plaintext")
+	e := u[1].fails(4, "not_a_member", "topic", "history", "pub")
+	if strings.Contains(e.Error.Message, "topic_join") || !strings.Contains(e.Error.Message, "join it first") {
+		t.Errorf("not a member: %+v", e.Error)
+	}
+}
