@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,20 +50,7 @@ func TestOneSendersOrderSurvivesRefusals(t *testing.T) {
 	})
 	// The broker's message ids grow in the order it took the messages,
 	// which is the order it delivers them to bob.
-	slices.SortFunc(rows, func(a, b localapi.InboxRow) int {
-		switch {
-		case a.MessageID < b.MessageID:
-			return -1
-		case a.MessageID > b.MessageID:
-			return 1
-		}
-		return 0
-	})
-	var got []string
-	for _, r := range rows {
-		got = append(got, r.Body)
-	}
-	if !slices.Equal(got, want) {
+	if got := bodiesByID(rows, func(r localapi.InboxRow) (string, string) { return r.MessageID, r.Body }); !slices.Equal(got, want) {
 		t.Fatalf("bob has alice's messages in the order %q, want the order they were sent %q", got, want)
 	}
 	alice.checkCounts(t)
@@ -100,21 +88,23 @@ func TestTopicPostsSealedAgainKeepTheirOrder(t *testing.T) {
 		page = alice.messages(t, "ops")
 		return len(page.Messages) == n
 	})
-	msgs := page.Messages
-	slices.SortFunc(msgs, func(a, b localapi.TopicMessage) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
-	var got []string
-	for _, m := range msgs {
-		got = append(got, m.Body)
-	}
-	if !slices.Equal(got, want) {
+	if got := bodiesByID(page.Messages, func(m localapi.TopicMessage) (string, string) { return m.ID, m.Body }); !slices.Equal(got, want) {
 		t.Fatalf("#ops has bob's posts in the order %q, want the order they were accepted %q", got, want)
 	}
+}
+
+// bodiesByID returns the bodies of rows in the order of their broker ids,
+// which grow in the order the broker took the messages.
+func bodiesByID[T any](rows []T, idBody func(T) (id, body string)) []string {
+	rows = slices.Clone(rows)
+	slices.SortFunc(rows, func(a, b T) int {
+		ia, _ := idBody(a)
+		ib, _ := idBody(b)
+		return strings.Compare(ia, ib)
+	})
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		_, out[i] = idBody(r)
+	}
+	return out
 }
