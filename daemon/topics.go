@@ -33,10 +33,13 @@ type topicsRT struct {
 	ring   *client.TopicKeyring
 	keeper *client.TopicKeeper
 
-	mu       sync.Mutex
-	list     map[string]wire.TopicInfo // by id
-	cursors  map[string]string         // topic id → last message id stored ("" = from the start)
-	catching map[string]chan struct{}  // topic id → a catch-up is running; closed when done
+	mu   sync.Mutex
+	list map[string]wire.TopicInfo // by id
+	// listed: list has been read from the broker at least once since the
+	// daemon started (until then it is empty, not "no topics").
+	listed   bool
+	cursors  map[string]string        // topic id → last message id stored ("" = from the start)
+	catching map[string]chan struct{} // topic id → a catch-up is running; closed when done
 	// behind: topic id → the generation (behindGen) of the last post of
 	// it left on the broker because the inbox was full. While a topic is
 	// behind, its live posts are not stored (the cursor must not pass the
@@ -159,6 +162,7 @@ func (t *topicsRT) refresh(ctx context.Context, c *client.Conn) ([]wire.TopicInf
 	for _, info := range list {
 		t.list[info.ID] = info
 	}
+	t.listed = true
 	t.mu.Unlock()
 	return list, nil
 }
@@ -183,6 +187,24 @@ func (t *topicsRT) topic(ref string) (wire.TopicInfo, bool) {
 func (t *topicsRT) resolve(ctx context.Context, ref string) (wire.TopicInfo, error) {
 	if info, ok := t.topic(ref); ok {
 		return info, nil
+	}
+	t.mu.Lock()
+	listed := t.listed
+	t.mu.Unlock()
+	if !listed && t.m.ackConn() == nil {
+		// Right after the daemon starts, its mesh is still connecting and
+		// it knows no topics yet: "no topic" would be untrue. Wait for the
+		// connection as a send by name waits for the directory.
+		if p := t.m.presence; p != nil {
+			wctx, cancel := context.WithTimeout(ctx, startWait)
+			p.WaitState(wctx, client.StateOpen, client.StateKicked, client.StateRemoved, client.StateBanned, client.StateClosed)
+			cancel()
+		}
+		if t.m.ackConn() == nil {
+			return wire.TopicInfo{}, &client.Error{Code: client.CodeUnreachable,
+				Message: "cannot tell whether #" + strings.TrimPrefix(ref, "#") + " exists in " + t.m.cfg.Slug +
+					": the daemon has not reached its broker since it started, so it knows none of its topics yet"}
+		}
 	}
 	if c := t.m.ackConn(); c != nil {
 		if _, err := t.refresh(ctx, c); err != nil {

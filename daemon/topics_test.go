@@ -492,3 +492,29 @@ func TestMentionsMarkOnlyPostsThatVerified(t *testing.T) {
 		t.Fatalf("mentionsYou by body: %v", got)
 	}
 }
+
+// TestTopicPostRightAfterTheDaemonStarts (a new user's trial): a daemon
+// that had just started, its mesh still connecting, knew no topics yet
+// and refused a post to an existing topic with "no topic ops in team"
+// (exit 3). It waits for its connection and reads the list first.
+func TestTopicPostRightAfterTheDaemonStarts(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.openPair(t)
+	opsShared(t, alice, bob)
+	bob.stop()
+	e.b.Close()
+	bob = e.daemon("bob") // its mesh cannot connect: the broker is down
+	e.b = startBroker(t, &e.bCfg)
+	if resp := bob.post(t, "ops", "right after the start"); resp.Status != localapi.StatusAccepted {
+		t.Fatalf("post right after the daemon started: %+v", resp)
+	}
+	alice.waitOpen(t)
+	waitFor(t, 15*time.Second, "bob's post in alice's inbox", func() bool {
+		for _, r := range alice.inbox(t) {
+			if r.Body == "right after the start" {
+				return true
+			}
+		}
+		return false
+	})
+}
