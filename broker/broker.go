@@ -165,7 +165,7 @@ func New(cfg Config) (*Broker, error) {
 	// copy from the log.)
 	if _, kerr := os.Stat(filepath.Join(cfg.DataDir, "broker.key")); kerr == nil && !cfg.Init && cfg.Cluster == nil {
 		if _, derr := os.Stat(dbPath); errors.Is(derr, os.ErrNotExist) {
-			return nil, storeRefusal(dbPath, fmt.Errorf("%s is missing, but broker.key is there: this broker had a database", dbPath))
+			return nil, storeRefusal(dbPath, fmt.Errorf("%w, but broker.key is there: this broker had a database", missingStore(dbPath)))
 		}
 	}
 	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key"))
@@ -494,9 +494,22 @@ func (b *Broker) operatorAuthorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(tok), []byte(b.opToken)) == 1
 }
 
+// missingStore is a broker.db that is not there (beside a broker.key).
+type missingStore string
+
+func (m missingStore) Error() string { return string(m) + " is missing" }
+
 // storeRefusal is the message of a broker that will not start on its
 // database, with what to do about it. Nothing was changed on disk.
 func storeRefusal(path string, err error) error {
+	if ms := missingStore(""); errors.As(err, &ms) {
+		// There is no file to keep for inspection.
+		return fmt.Errorf("refusing to start on %s: %w.\n"+
+			"Nothing was changed. To recover:\n"+
+			"  1. stop here, and restore broker.db from your latest backup (docs/operating-a-broker.md, Backups);\n"+
+			"  2. or start with --init for an empty store:\n"+
+			"     every mesh is gone, and every member must be invited and join again", path, err)
+	}
 	var steps string
 	switch {
 	case errors.Is(err, store.ErrEmptyFile):

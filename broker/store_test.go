@@ -15,7 +15,8 @@ import (
 
 // TestBrokerRefusesAnEmptyOrMissingStore: a 0-byte broker.db, or none
 // beside an existing broker.key, used to start "ready" with no meshes. Now
-// the broker refuses with the recovery steps, unless --init.
+// the broker refuses with the recovery steps, unless --init; keeping the
+// file for inspection is advised only when there is one.
 func TestBrokerRefusesAnEmptyOrMissingStore(t *testing.T) {
 	cfg := testConfig(t)
 	b, err := New(cfg)
@@ -32,6 +33,11 @@ func TestBrokerRefusesAnEmptyOrMissingStore(t *testing.T) {
 		_, err := New(cfg)
 		if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "--init") || !strings.Contains(err.Error(), "backup") {
 			t.Fatalf("%s broker.db: %v", name, err)
+		}
+		// A missing file cannot be kept for inspection (a new user's
+		// trial: the advice said to mv it).
+		if mv := strings.Contains(err.Error(), "mv "); mv != (name == "empty") {
+			t.Fatalf("%s broker.db: the advice to keep the file with mv is there: %v: %v", name, mv, err)
 		}
 		init := cfg
 		init.Init = true
