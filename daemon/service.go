@@ -41,12 +41,30 @@ func serviceNames(home string) (unit, label string) {
 	return "claudemesh-daemon-" + h + ".service", launchdLabel + "." + h
 }
 
+// plistArg is the argument after flag in a launchd agent file we wrote
+// (ProgramArguments), unescaped.
+func plistArg(body, flag string) (string, bool) {
+	_, rest, ok := strings.Cut(body, "<string>"+flag+"</string><string>")
+	if !ok {
+		return "", false
+	}
+	v, _, _ := strings.Cut(rest, "</string>")
+	return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(v), true
+}
+
+// unquoteExecArg undoes the quoting of an ExecStart argument we wrote.
+func unquoteExecArg(v string) string {
+	if len(v) >= 2 && strings.HasPrefix(v, `"`) && strings.HasSuffix(v, `"`) {
+		return strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(v[1 : len(v)-1])
+	}
+	return v
+}
+
 // serviceHome is the home whose daemon a unit or agent file we wrote runs
 // ("" when body names none).
 func serviceHome(body string) string {
-	if _, rest, ok := strings.Cut(body, "<string>--home</string><string>"); ok {
-		h, _, _ := strings.Cut(rest, "</string>")
-		return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(h)
+	if h, ok := plistArg(body, "--home"); ok {
+		return h
 	}
 	for _, line := range strings.Split(body, "\n") {
 		cmd, ok := strings.CutPrefix(line, "ExecStart=")
@@ -58,10 +76,7 @@ func serviceHome(body string) string {
 			return ""
 		}
 		h, _, _ := strings.Cut(rest, " daemon up --foreground") // --web ADDR may follow
-		if len(h) >= 2 && strings.HasPrefix(h, `"`) && strings.HasSuffix(h, `"`) {
-			h = strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(h[1 : len(h)-1])
-		}
-		return h
+		return unquoteExecArg(h)
 	}
 	return ""
 }
@@ -69,9 +84,8 @@ func serviceHome(body string) string {
 // serviceWeb is the --web address a service file this command wrote gives
 // its daemon, "" for none.
 func serviceWeb(body string) string {
-	if _, rest, ok := strings.Cut(body, "<string>--web</string><string>"); ok {
-		w, _, _ := strings.Cut(rest, "</string>")
-		return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(w)
+	if w, ok := plistArg(body, "--web"); ok {
+		return w
 	}
 	for _, line := range strings.Split(body, "\n") {
 		cmd, ok := strings.CutPrefix(line, "ExecStart=")
@@ -82,10 +96,7 @@ func serviceWeb(body string) string {
 		if !ok {
 			return ""
 		}
-		if len(w) >= 2 && strings.HasPrefix(w, `"`) && strings.HasSuffix(w, `"`) {
-			w = strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(w[1 : len(w)-1])
-		}
-		return w
+		return unquoteExecArg(w)
 	}
 	return ""
 }
