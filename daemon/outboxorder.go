@@ -45,6 +45,10 @@ type sendOrder struct {
 func (o *sendOrder) hold(k string, seq uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.holdLocked(k, seq)
+}
+
+func (o *sendOrder) holdLocked(k string, seq uint64) {
 	if o.held == nil {
 		o.held = map[string][]uint64{}
 	}
@@ -107,13 +111,7 @@ func (o *sendOrder) gate(tx *bolt.Tx, meshID string) gate {
 				continue
 			}
 			if r, err := getOutbox(tx, seqOf(k)); err == nil && r.State == statePending {
-				if o.held == nil {
-					o.held = map[string][]uint64{}
-				}
-				s := o.held[orderKey(r)]
-				if i, found := slices.BinarySearch(s, r.Seq); !found {
-					o.held[orderKey(r)] = slices.Insert(s, i, r.Seq)
-				}
+				o.holdLocked(orderKey(r), r.Seq)
 			}
 		}
 	}
