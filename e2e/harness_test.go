@@ -300,11 +300,22 @@ func newUser(t *testing.T, name string) *user {
 				killAndWait(pid)
 			}
 		}
+		// One empty scan is not enough: /proc/PID/cmdline reads empty
+		// while a process is inside execve, so a daemon a `daemon up` (or
+		// an MCP server that saw its daemon go) is starting can be missed
+		// once. The home counts as quiet after two scans in a row find no
+		// process and no lock on daemon.db or start.lock is held.
+		quiet := 0
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 			pids := processesOfHome(u.home)
-			if len(pids) == 0 {
-				return
+			if len(pids) == 0 && !homeLocked(u.home) {
+				if quiet++; quiet == 2 {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+				continue
 			}
+			quiet = 0
 			for _, pid := range pids {
 				killAndWait(pid)
 			}
@@ -337,6 +348,23 @@ func processesOfHome(home string) []int {
 		pids = append(pids, pid)
 	}
 	return pids
+}
+
+// homeLocked reports whether a process holds daemon.db's bbolt lock or
+// the daemon's start lock in home: a daemon is open or opening there.
+func homeLocked(home string) bool {
+	for _, name := range []string{"daemon.db", "start.lock"} {
+		f, err := os.Open(filepath.Join(home, "daemon", name))
+		if err != nil {
+			continue
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		f.Close() // closing releases a lock it took
+		if err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // killAndWait kills pid and waits (briefly) until it has exited, so the
