@@ -197,6 +197,24 @@ func TestCommandJSON(t *testing.T) {
 	}
 }
 
+// TestCommandJSONBroadcastCPU: with --broadcast the document adds the CPU
+// both processes used while sending (a broadcast's p99 moves with it), and
+// only then.
+func TestCommandJSONBroadcastCPU(t *testing.T) {
+	doc, keys, text := benchJSON(t, "--broadcast", "--peers", "3", "--messages", "4", "--payload", "32")
+	for _, k := range []string{"brokerCpuSec", "benchCpuSec"} {
+		if !slices.Contains(keys, k) {
+			t.Fatalf("keys %q lack %s", keys, k)
+		}
+		if s, ok := doc[k].(float64); !ok || s < 0 {
+			t.Errorf("%s = %v in %s", k, doc[k], text)
+		}
+	}
+	if doc["delivered"] != 12.0 {
+		t.Errorf("document: %s", text)
+	}
+}
+
 // TestCommandJSONIdleConnect: with --idle-connections the document adds
 // how long they took to connect (issue 13's presences row), and only then.
 func TestCommandJSONIdleConnect(t *testing.T) {

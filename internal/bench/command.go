@@ -90,7 +90,7 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "messages", Value: DefaultMessages, Usage: "`M` DMs per peer (with --broadcast: M broadcasts)"},
 			&cli.IntFlag{Name: "window", Value: DefaultWindow, Usage: "at most `W` un-acked sends per sender"},
 			&cli.IntFlag{Name: "payload", Value: DefaultPayload, Usage: "plaintext `BYTES` per message (--via-daemon: 100 unless given)"},
-			&cli.BoolFlag{Name: "broadcast", Usage: "one sender broadcasts to all peers, one message at a time"},
+			&cli.BoolFlag{Name: "broadcast", Usage: "one sender broadcasts to all peers, one message at a time (--json adds brokerCpuSec and benchCpuSec, the CPU seconds the broker and the bench used while sending)"},
 			&cli.IntFlag{Name: "idle-connections", Usage: "also hold `N` idle presence connections, all of one member (the child broker runs with --max-connections-per-member 0; --json adds idleConnectSec, the seconds they took to connect)"},
 			&cli.BoolFlag{Name: "via-daemon", Usage: "measure a sender's daemon: send processes warm and cold, outbox accepts"},
 			&cli.IntFlag{Name: "sends", Value: DefaultSends, Usage: "--via-daemon: `N` sequential send processes per path"},
