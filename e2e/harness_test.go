@@ -316,11 +316,16 @@ func newUser(t *testing.T, name string) *user {
 				continue
 			}
 			quiet = 0
+			if len(pids) == 0 {
+				// A lock is held by a process not found yet: look again
+				// in a moment, without spinning on /proc.
+				time.Sleep(20 * time.Millisecond)
+			}
 			for _, pid := range pids {
 				killAndWait(pid)
 			}
 		}
-		t.Errorf("processes of %s still running after 10s: %v", u.home, processesOfHome(u.home))
+		t.Errorf("processes of %s still running after 10s: %v (a daemon lock held: %v)", u.home, processesOfHome(u.home), homeLocked(u.home))
 	})
 	return u
 }
