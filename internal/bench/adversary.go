@@ -64,27 +64,65 @@ type AdversaryStats struct {
 	Reconnects int64 `json:"reconnects"`
 }
 
-// AdversaryResult is `bench --adversary`: the honest load alone, then
-// under attack, then alone again, and how much worse the attacked run is
-// than the two around it. One baseline before was biased: in control runs
-// (--attacks none) the second run's p99 came out at 0.5–0.9 of the
-// first's on this project's 2-core machine (a warm bench process; the
-// machine's drift), which made every attack look cheaper.
+// AdversaryResult is `bench --adversary`: the honest load alone and under
+// attack, in turn, each run on a fresh broker, baselines first and last.
+//
+// Two methods (BENCHMARKS.md, seventeenth session, says why):
+//
+//   - "paced" (the default): the honest peers send at --honest-rate DMs a
+//     second in all, below what the machine can carry, --rounds attacked
+//     runs each between two baselines. A saturating closed loop on a
+//     2-core machine measured how the broker, the load generator and the
+//     attacker process share two cores (its controls, --attacks none,
+//     moved ±20 % by themselves); real honest peers do not send as fast as
+//     the broker acks.
+//   - "closed-loop" (--honest-rate 0): every peer sends its next DM as
+//     soon as the last is acked, baseline / attacked / baseline once: the
+//     method of the sessions before the seventeenth.
+//
+// One baseline before was biased: in control runs (--attacks none) the
+// second run's p99 came out at 0.5–0.9 of the first's on this project's
+// 2-core machine (a warm bench process; the machine's drift), which made
+// every attack look cheaper; so every attacked run is compared with the
+// baselines on both sides of it.
 type AdversaryResult struct {
-	SchemaVersion int            `json:"schemaVersion"`
+	SchemaVersion int `json:"schemaVersion"`
+	// Method is "paced" or "closed-loop"; HonestRate the paced load's DMs
+	// a second (0 closed-loop); Rounds the attacked runs.
+	Method     string  `json:"method"`
+	HonestRate float64 `json:"honestRate"`
+	Rounds     int     `json:"rounds"`
+	// Baseline, Attacked and BaselineAfter are the first baseline, the
+	// first attacked run and the last baseline; Runs is every run in the
+	// order they ran (baseline, attacked, baseline, ...).
 	Baseline      *Result        `json:"baseline"`
 	Attacked      *Result        `json:"attacked"`
 	BaselineAfter *Result        `json:"baselineAfter"`
-	Attacks       AdversaryStats `json:"attacks"`
-	// E2eP99Ratio and AckP99Ratio are attacked ÷ the mean of the two
-	// baselines; E2eP99RatioBefore and E2eP99RatioAfter are send→push
-	// against each alone. DeliveredDelta is the attacked run's delivered
-	// % minus the baselines' mean.
-	E2eP99Ratio       float64 `json:"e2eP99Ratio"`
-	AckP99Ratio       float64 `json:"ackP99Ratio"`
-	E2eP99RatioBefore float64 `json:"e2eP99RatioBefore"`
-	E2eP99RatioAfter  float64 `json:"e2eP99RatioAfter"`
-	DeliveredDelta    float64 `json:"deliveredDelta"`
+	Runs          []AdversaryRun `json:"runs"`
+	// WarmUp is the paced method's first, unmeasured run (a quarter of
+	// --messages on a fresh broker, no attack); nil closed-loop.
+	WarmUp *AdversaryRun `json:"warmUp,omitempty"`
+	// Attacks is what the attacks did, summed over the attacked runs.
+	Attacks AdversaryStats `json:"attacks"`
+	// E2eP99Ratio and AckP99Ratio are the median, over the attacked runs,
+	// of each one's p99 ÷ the mean of the two baselines around it (with
+	// one round, the ratio the closed-loop method always reported).
+	// RoundE2eP99Ratios are each round's send→push ratio.
+	// PooledE2eP99Ratio is the p99 of every attacked run's samples
+	// together ÷ that of every baseline's. E2eP99RatioBefore and
+	// E2eP99RatioAfter are the first attacked run's send→push against the
+	// first and the last baseline alone. DeliveredDelta is the attacked
+	// runs' delivered % minus the baselines', each pooled.
+	E2eP99Ratio       float64   `json:"e2eP99Ratio"`
+	AckP99Ratio       float64   `json:"ackP99Ratio"`
+	RoundE2eP99Ratios []float64 `json:"roundE2eP99Ratios"`
+	PooledE2eP99Ratio float64   `json:"pooledE2eP99Ratio"`
+	E2eP99RatioBefore float64   `json:"e2eP99RatioBefore"`
+	E2eP99RatioAfter  float64   `json:"e2eP99RatioAfter"`
+	DeliveredDelta    float64   `json:"deliveredDelta"`
+	// AttackedBrokerArgs are the flags the attacked runs' brokers got on
+	// top of the baselines' (--attacked-broker-args: a limit disabled).
+	AttackedBrokerArgs []string `json:"attackedBrokerArgs,omitempty"`
 	// Attacker is where the attacks ran: "process" (a child process of
 	// their own, niced by AttackerNice) or "in-process".
 	Attacker     string `json:"attacker"`
@@ -94,13 +132,47 @@ type AdversaryResult struct {
 	// started with the attacks).
 	AttackerSched string `json:"attackerSched"`
 	AttackLeadMs  int64  `json:"attackLeadMs"`
-	// CPU seconds while sending and draining: the broker's in each run
-	// (baseline, attacked, baseline again), the load generator's in each
-	// run, and the attacker process's (0 in-process, where it is part of
-	// the bench's).
+	// CPU seconds while sending and draining, of the first baseline, the
+	// first attacked run and the last baseline: the broker's, the load
+	// generator's, and the attacker process's in the first attacked run
+	// (0 in-process, where it is part of the bench's). Runs has every
+	// run's.
 	BrokerCPUSec   [3]float64 `json:"brokerCpuSec"`
 	BenchCPUSec    [3]float64 `json:"benchCpuSec"`
 	AttackerCPUSec float64    `json:"attackerCpuSec"`
+}
+
+// AdversaryRun is one run of --adversary: "baseline" or "attacked".
+type AdversaryRun struct {
+	Kind string `json:"kind"`
+	*Result
+	BrokerCPUSec   float64 `json:"brokerCpuSec"`
+	BenchCPUSec    float64 `json:"benchCpuSec"`
+	AttackerCPUSec float64 `json:"attackerCpuSec,omitzero"`
+}
+
+// DefaultHonestRate is --adversary's paced honest load, DMs a second from
+// all the honest peers together: about a sixth of what the closed loop
+// carries on this project's 2-core machine when it is quiet (12,000–15,000
+// a second), so the machine has room for the attacks' work.
+const DefaultHonestRate = 2000
+
+// DefaultRounds is --adversary's attacked runs with the paced load (the
+// closed loop runs one).
+const DefaultRounds = 3
+
+// add sums what another attacked run's attacks did into s.
+func (s *AdversaryStats) add(o AdversaryStats) {
+	s.AckFrames += o.AckFrames
+	s.PresenceChurns += o.PresenceChurns
+	s.GroupHellos += o.GroupHellos
+	s.GroupHellosRefused += o.GroupHellosRefused
+	s.JunkConns += o.JunkConns
+	s.JunkBytes += o.JunkBytes
+	s.IdleConns += o.IdleConns
+	s.SelfSends += o.SelfSends
+	s.SelfRefused += o.SelfRefused
+	s.Reconnects += o.Reconnects
 }
 
 // adversaryBrokerArgs are the broker's defaults for what the attacks
@@ -117,8 +189,8 @@ var adversaryBrokerArgs = []string{"--rate", "200", "--burst", "1000", "--byte-r
 // strangerDialer dials from 127.0.0.2, an address the broker limits.
 var strangerDialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
 
-// RunAdversary runs cfg's DM load three times on fresh child brokers with
-// their default limits: alone, under attack, and alone again.
+// RunAdversary runs cfg's DM load 2·Rounds+1 times on fresh child brokers
+// with their default limits: alone, under attack, alone, ..., alone.
 func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 	for _, a := range cfg.Attacks {
 		if a == "none" && len(cfg.Attacks) == 1 {
@@ -131,62 +203,157 @@ func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 	if cfg.BrokerURL != "" || cfg.Broadcast || cfg.IdleConnections > 0 {
 		return nil, fmt.Errorf("bench: --adversary runs its own child brokers with DM load; it takes no --broker, --broadcast or --idle-connections")
 	}
-	cfg.brokerArgs = adversaryBrokerArgs
+	if cfg.Rounds < 1 {
+		cfg.Rounds = 1
+	}
 	progress := cfg.Progress
 	childEnv := cfg.childEnv
-	phase := func(name string) {
+	runs := 2*cfg.Rounds + 1
+	phase := func(i int, name string) {
+		label := name
+		if runs > 3 {
+			label = fmt.Sprintf("%s (run %d of %d)", name, i+1, runs)
+		}
 		cfg.Progress = func(s string) {
 			if progress != nil {
-				progress(name + ": " + s)
+				progress(label + ": " + s)
 			}
 		}
-		// A broker profile asked for goes to FILE.<run>: the three child
-		// brokers would otherwise each overwrite the one before.
+		// A broker profile asked for goes to FILE.<run>: the child
+		// brokers would otherwise each overwrite the one before. With
+		// one round the names are the closed loop's (baseline, under
+		// attack, baseline again).
+		suffix := strings.ReplaceAll(name, " ", "-")
+		if runs > 3 {
+			suffix = fmt.Sprintf("%d-%s", i+1, suffix)
+		}
 		cfg.childEnv = slices.Clone(childEnv)
 		for _, v := range profileEnv {
 			if path := os.Getenv(v); path != "" {
-				cfg.childEnv = append(cfg.childEnv, v+"="+path+"."+strings.ReplaceAll(name, " ", "-"))
+				cfg.childEnv = append(cfg.childEnv, v+"="+path+"."+suffix)
 			}
 		}
 	}
-	phase("baseline")
-	base, err := Run(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("baseline run: %w", err)
+	res := &AdversaryResult{SchemaVersion: 3, Method: "paced", HonestRate: cfg.HonestRate, Rounds: cfg.Rounds,
+		Attacker: "process", AttackerNice: cfg.AttackerNice, AttackerSched: cfg.AttackerSched,
+		AttackLeadMs: cfg.AttackLead.Milliseconds(), AttackedBrokerArgs: cfg.AttackedBrokerArgs}
+	if cfg.HonestRate <= 0 {
+		res.Method = "closed-loop"
 	}
-	stats := &AdversaryStats{}
-	cfg.adversary = stats
-	phase("under attack")
-	att, err := Run(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("run under attack: %w", err)
-	}
-	cfg.adversary = nil
-	phase("baseline again")
-	after, err := Run(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("second baseline run: %w", err)
-	}
-	res := &AdversaryResult{SchemaVersion: 2, Baseline: base, Attacked: att, BaselineAfter: after, Attacks: *stats,
-		DeliveredDelta: round(att.DeliveredPct-(base.DeliveredPct+after.DeliveredPct)/2, 2), Attacker: "process", AttackerNice: cfg.AttackerNice,
-		BrokerCPUSec:   [3]float64{base.BrokerCPUSec, att.BrokerCPUSec, after.BrokerCPUSec},
-		BenchCPUSec:    [3]float64{base.BenchCPUSec, att.BenchCPUSec, after.BenchCPUSec},
-		AttackerCPUSec: att.AttackerCPUSec}
-	res.AttackerSched, res.AttackLeadMs = cfg.AttackerSched, cfg.AttackLead.Milliseconds()
 	if cfg.AttackerInProcess {
 		res.Attacker, res.AttackerNice, res.AttackerSched = "in-process", 0, ""
 	}
+	if cfg.HonestRate > 0 {
+		// The paced method's first run is a warm-up, not measured: in
+		// control runs the first run of a bench process came out slower
+		// than the rest (its own heap and stacks growing), which made the
+		// first baseline high and the first attacked run look cheap.
+		w := cfg
+		w.Messages = max(1, cfg.Messages/4)
+		w.brokerArgs = adversaryBrokerArgs
+		w.Progress = func(s string) {
+			if progress != nil {
+				progress("warm-up: " + s)
+			}
+		}
+		r, err := Run(ctx, w)
+		if err != nil {
+			return nil, fmt.Errorf("warm-up run: %w", err)
+		}
+		res.WarmUp = &AdversaryRun{Kind: "warm-up", Result: r, BrokerCPUSec: r.BrokerCPUSec, BenchCPUSec: r.BenchCPUSec}
+	}
+	var results []*Result
+	for i := range runs {
+		attacked := i%2 == 1
+		name := "baseline"
+		switch {
+		case attacked:
+			name = "under attack"
+		case i == runs-1:
+			name = "baseline again"
+		}
+		phase(i, name)
+		cfg.brokerArgs, cfg.adversary = adversaryBrokerArgs, nil
+		var stats AdversaryStats
+		if attacked {
+			cfg.brokerArgs = slices.Concat(adversaryBrokerArgs, cfg.AttackedBrokerArgs)
+			cfg.adversary = &stats
+		}
+		r, err := Run(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("run %d of %d (%s): %w", i+1, runs, name, err)
+		}
+		results = append(results, r)
+		kind := "baseline"
+		if attacked {
+			kind = "attacked"
+			res.Attacks.add(stats)
+		}
+		res.Runs = append(res.Runs, AdversaryRun{Kind: kind, Result: r, BrokerCPUSec: r.BrokerCPUSec,
+			BenchCPUSec: r.BenchCPUSec, AttackerCPUSec: r.AttackerCPUSec})
+	}
+	res.ratios(results)
+	return res, nil
+}
+
+// ratios fills res's comparisons from the runs (baseline, attacked,
+// baseline, ...).
+func (res *AdversaryResult) ratios(runs []*Result) {
 	ratio := func(a, b, c float64) float64 {
 		if b+c <= 0 {
 			return 0
 		}
 		return round(2*a/(b+c), 2)
 	}
-	res.E2eP99Ratio = ratio(att.E2eMs.P99, base.E2eMs.P99, after.E2eMs.P99)
-	res.AckP99Ratio = ratio(att.AckMs.P99, base.AckMs.P99, after.AckMs.P99)
+	base, att, after := runs[0], runs[1], runs[len(runs)-1]
+	res.Baseline, res.Attacked, res.BaselineAfter = base, att, after
+	res.BrokerCPUSec = [3]float64{base.BrokerCPUSec, att.BrokerCPUSec, after.BrokerCPUSec}
+	res.BenchCPUSec = [3]float64{base.BenchCPUSec, att.BenchCPUSec, after.BenchCPUSec}
+	res.AttackerCPUSec = att.AttackerCPUSec
 	res.E2eP99RatioBefore = ratio(att.E2eMs.P99, base.E2eMs.P99, base.E2eMs.P99)
 	res.E2eP99RatioAfter = ratio(att.E2eMs.P99, after.E2eMs.P99, after.E2eMs.P99)
-	return res, nil
+	var e2e, ack []float64
+	var baseE2e, attE2e []int64
+	var baseDel, baseExp, attDel, attExp int64
+	for i, r := range runs {
+		if i%2 == 0 {
+			baseE2e = append(baseE2e, r.e2eNs...)
+			baseDel, baseExp = baseDel+r.Delivered, baseExp+r.Expected
+			continue
+		}
+		attE2e = append(attE2e, r.e2eNs...)
+		attDel, attExp = attDel+r.Delivered, attExp+r.Expected
+		prev, next := runs[i-1], runs[i+1]
+		e2e = append(e2e, ratio(r.E2eMs.P99, prev.E2eMs.P99, next.E2eMs.P99))
+		ack = append(ack, ratio(r.AckMs.P99, prev.AckMs.P99, next.AckMs.P99))
+	}
+	res.RoundE2eP99Ratios = e2e
+	res.E2eP99Ratio, res.AckP99Ratio = median(e2e), median(ack)
+	if b := summarize(baseE2e).P99; b > 0 {
+		res.PooledE2eP99Ratio = round(summarize(attE2e).P99/b, 2)
+	}
+	pct := func(d, e int64) float64 {
+		if e == 0 {
+			return 100
+		}
+		return 100 * float64(d) / float64(e)
+	}
+	res.DeliveredDelta = round(pct(attDel, attExp)-pct(baseDel, baseExp), 2)
+}
+
+// median is the middle of xs (the mean of the two middle ones when even),
+// rounded to two digits; 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + m) / 2
+	}
+	return round(m, 2)
 }
 
 // adversary is the attacks of one run.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,85 @@ func TestWaitStartedNamesTheAttacksThatDidNothing(t *testing.T) {
 	only := &adversary{stats: &AdversaryStats{AckFrames: 1}, attacks: []string{"ack"}}
 	if err := only.leadIn(testContext(t), time.Millisecond); err != nil {
 		t.Fatalf("the one chosen attack started: %v", err)
+	}
+}
+
+// TestAdversaryPaced runs the paced method small: a warm-up, then
+// baseline / attacked / baseline / attacked / baseline, each on its own
+// broker; every honest DM arrives in every run, the attacks' counts are
+// summed over both attacked runs, and the headline ratio is the median of
+// the rounds'.
+func TestAdversaryPaced(t *testing.T) {
+	res, err := RunAdversary(testContext(t), Config{Peers: 3, Messages: 10, Window: 1, Payload: 64, HonestRate: 60, Rounds: 2,
+		Attacks: []string{"self", "groups"}, Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Method != "paced" || res.Rounds != 2 || res.WarmUp == nil || res.WarmUp.Kind != "warm-up" {
+		t.Fatalf("method %q, rounds %d, warm-up %+v", res.Method, res.Rounds, res.WarmUp)
+	}
+	var kinds []string
+	for _, r := range res.Runs {
+		kinds = append(kinds, r.Kind)
+		checkPerfect(t, r.Result, 30, 30)
+		// Paced: sender 0's last send was due (Messages-1)·Peers/rate
+		// after the start, so no run can be shorter than that.
+		if min := float64(9*3) / 60; r.DurationSec < min {
+			t.Errorf("%s run took %.3f s; paced, it cannot take under %.3f s", r.Kind, r.DurationSec, min)
+		}
+	}
+	if want := []string{"baseline", "attacked", "baseline", "attacked", "baseline"}; !slices.Equal(kinds, want) {
+		t.Errorf("runs %q, want %q", kinds, want)
+	}
+	if len(res.RoundE2eP99Ratios) != 2 || res.E2eP99Ratio != median(res.RoundE2eP99Ratios) || res.PooledE2eP99Ratio <= 0 {
+		t.Errorf("ratios: rounds %v, headline %v, pooled %v", res.RoundE2eP99Ratios, res.E2eP99Ratio, res.PooledE2eP99Ratio)
+	}
+	if a := res.Attacks; a.GroupHellosRefused < 2 || a.SelfSends+a.SelfRefused < 2 || a.AckFrames != 0 {
+		t.Errorf("attacks over two attacked runs: %+v", a)
+	}
+}
+
+// TestAdversaryAttackedBrokerArgs: --attacked-broker-args reach the
+// attacked runs' brokers and not the baselines': a flag the broker does
+// not know fails the second run, after the first ran.
+func TestAdversaryAttackedBrokerArgs(t *testing.T) {
+	_, err := RunAdversary(testContext(t), Config{Peers: 2, Messages: 2, Window: 1, Payload: 16, Attacks: []string{"none"},
+		AttackedBrokerArgs: []string{"--no-such-flag"}, Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"}})
+	if err == nil || !strings.Contains(err.Error(), "run 2 of 3 (under attack)") {
+		t.Fatalf("err = %v, want the attacked run's broker to fail", err)
+	}
+}
+
+// TestAdversaryRatios: each round is its attacked p99 against the mean of
+// the baselines on both sides; the headline is their median, and the
+// pooled ratio takes every sample of a kind together.
+func TestAdversaryRatios(t *testing.T) {
+	ms := func(v ...int64) []int64 {
+		for i := range v {
+			v[i] *= 1e6
+		}
+		return v
+	}
+	mk := func(samples []int64) *Result {
+		r := &Result{Delivered: int64(len(samples)), Expected: int64(len(samples))}
+		r.e2eNs, r.ackNs = samples, samples
+		r.E2eMs, r.AckMs = summarize(slices.Clone(samples)), summarize(slices.Clone(samples))
+		return r
+	}
+	runs := []*Result{mk(ms(10)), mk(ms(20)), mk(ms(10)), mk(ms(30)), mk(ms(20)), mk(ms(15)), mk(ms(10))}
+	res := &AdversaryResult{}
+	res.ratios(runs)
+	if want := []float64{2, 2, 1}; !slices.Equal(res.RoundE2eP99Ratios, want) {
+		t.Errorf("rounds %v, want %v", res.RoundE2eP99Ratios, want)
+	}
+	if res.E2eP99Ratio != 2 || res.AckP99Ratio != 2 {
+		t.Errorf("headline %v / %v, want the median 2", res.E2eP99Ratio, res.AckP99Ratio)
+	}
+	// Baselines 10, 10, 20, 10: p99 20. Attacked 20, 30, 15: p99 30.
+	if res.PooledE2eP99Ratio != 1.5 || res.DeliveredDelta != 0 {
+		t.Errorf("pooled %v, delivered delta %v", res.PooledE2eP99Ratio, res.DeliveredDelta)
+	}
+	if median([]float64{1, 3}) != 2 || median(nil) != 0 {
+		t.Error("median")
 	}
 }

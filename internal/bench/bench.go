@@ -132,6 +132,22 @@ type Config struct {
 	// attacks, the default), to tell the attacks' start from their
 	// steady state.
 	AttackLead time.Duration
+	// HonestRate paces a DM load: the senders together send this many
+	// DMs a second, each on a schedule of its own (Peers/HonestRate
+	// apart, the senders' schedules spread evenly over that interval),
+	// instead of each sending its next DM as soon as the last is acked
+	// (0, the default outside --adversary: a closed loop that saturates
+	// the machine). A send is still timed from when it is handed to the
+	// connection, as in the closed loop.
+	HonestRate float64
+	// Rounds is --adversary's number of attacked runs, each between two
+	// baselines (2·Rounds+1 runs in all, each on a fresh broker).
+	Rounds int
+	// AttackedBrokerArgs are added to the attacked runs' brokers only,
+	// after the default limits: a broker with a limit disabled (say
+	// --byte-rate 0), to show what the method reports when isolation
+	// fails.
+	AttackedBrokerArgs []string
 
 	// brokerArgs are added to the child broker's flags (the adversary
 	// mode restores the default limits the bench otherwise lifts).
@@ -180,6 +196,10 @@ func (c *Config) Validate() error {
 		return cliui.UsageErrorf("--kill must be %s or %s, not %q", KillLeader, KillFollower, c.Kill)
 	case c.Kill != "" && !c.Failover:
 		return cliui.UsageErrorf("--kill needs --failover")
+	case c.HonestRate < 0:
+		return cliui.UsageErrorf("--honest-rate must not be negative")
+	case c.HonestRate > 0 && c.Broadcast:
+		return cliui.UsageErrorf("--honest-rate paces DM senders; it does not combine with --broadcast")
 	case c.Segments > 0 && c.Cluster > 0:
 		return cliui.UsageErrorf("--segments samples one broker's RSS and store size; it does not combine with --cluster")
 	case c.Failover && c.Broadcast:
@@ -264,6 +284,10 @@ type Result struct {
 	AttackerCPUSec float64 `json:"-"`
 	BrokerPID      int     `json:"-"` // the child broker; 0 with --broker
 	BrokerURL      string  `json:"-"`
+
+	// ackNs and e2eNs are every sample, sorted (--adversary pools the
+	// runs of one kind).
+	ackNs, e2eNs []int64
 }
 
 // run is the state of one bench run.
@@ -309,6 +333,10 @@ type run struct {
 	jobs     int   // sends per sender (broadcast: envelopes)
 	chunks   int   // multi envelopes per broadcast (≤ 1,000 keys each)
 	expected int64 // deliveries of a perfect run
+
+	// paceStart is when the senders began (ns since base): the origin of
+	// --honest-rate's schedule.
+	paceStart int64
 
 	acked atomic.Int64 // sends acked, for progress
 	// systemEvents counts peer_joined/peer_left pushes to peer 0's
@@ -472,6 +500,7 @@ func (r *run) measure(ctx context.Context) (lastAckNs int64, _ error) {
 		defer r.startKiller(ctx, totalSends)()
 	}
 	var wg sync.WaitGroup
+	r.paceStart = r.now()
 	for _, s := range r.senders {
 		wg.Go(func() { r.sendLoop(ctx, s) })
 	}
@@ -535,6 +564,7 @@ func (r *run) collect(res *Result, startNs, lastAckNs int64) {
 		}
 	}
 	res.AckMs, res.E2eMs = summarize(ackNs), summarize(e2eNs)
+	res.ackNs, res.e2eNs = ackNs, e2eNs
 	dur := time.Duration(max(endNs-startNs, 0))
 	res.DurationSec = round(dur.Seconds(), 3)
 	if dur > 0 {

@@ -256,6 +256,12 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"--cluster", "3", "--failover", "--broadcast"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--cluster", "3", "--segments", "2"}, cliui.ExitUsage, cliui.CodeUsage},
 		{[]string{"--broker-exe", "/nonexistent/claudemesh"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--rounds", "3"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--attacked-broker-args", "--ack-rate 0"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--adversary", "--rounds", "0"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--adversary", "--honest-rate", "-1"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--broadcast", "--honest-rate", "10"}, cliui.ExitUsage, cliui.CodeUsage},
+		{[]string{"--topic", "--honest-rate", "10"}, cliui.ExitUsage, cliui.CodeUsage},
 	} {
 		t.Setenv(envOperatorToken, "")
 		app := cliui.NewApp("claudemesh", "test", []*cli.Command{Command()})

@@ -50,18 +50,27 @@ func Command() *cli.Command {
 				"(milliseconds; delivered counts accepted messages the recipient received, deliveredPct is of\n"+
 				"--accepts).\n"+
 				"\n"+
-				"--adversary runs the DM load three times, each on a fresh child broker with its default limits (send\n"+
-				"rate 200/s and 1 MiB/s, presence rate 5/s, ack rate, group cap): alone, while a member, mallory, floods\n"+
-				"client_acks of unknown ids, churns her presence, sends hellos over the group cap and 64 KiB DMs\n"+
-				"to herself that she never acks, and a stranger holds 200 idle TCP connections and 4 WebSockets\n"+
-				"writing junk before any hello, and alone again. It reports the runs, what each attack did, and\n"+
-				"attacked ÷ the two baselines' mean for the honest peers' send→ack and send→push p99. The\n"+
-				"attacks run in a child process of their own under nice -n --attacker-nice (default 19; on Linux\n"+
-				"--attacker-sched idle runs it under SCHED_IDLE instead); its CPU is reported apart. With\n"+
-				"--attacker-in-process they run in this one, sharing the load generator's CPU. The honest load\n"+
-				"starts with the attacks; --attack-lead D starts it once every attack has done something and D\n"+
-				"more, to tell the attacks' start from their steady state.\n"+
-				"--attacks none runs the middle run without attacks: a control for the ratio's noise.\n"+
+				"--adversary compares the honest peers' DMs with and without an attack, each run on a fresh child broker\n"+
+				"with its default limits (send rate 200/s and 1 MiB/s, presence rate 5/s, ack rate, group cap). Under\n"+
+				"attack a member, mallory, floods client_acks of unknown ids, churns her presence, sends hellos over the\n"+
+				"group cap and 64 KiB DMs to herself that she never acks, and a stranger holds 200 idle TCP connections\n"+
+				"and 4 WebSockets writing junk before any hello. The method (since the seventeenth session) is paced:\n"+
+				"the honest peers send --honest-rate DMs a second in all (2000 unless given), each on a schedule of its\n"+
+				"own, as real peers do, instead of as fast as the broker acks; after an unmeasured warm-up run it runs\n"+
+				"baseline, attacked, baseline, ... with --rounds attacked runs (3 unless given), each between two\n"+
+				"baselines, and reports e2eP99Ratio, the median over the rounds of the attacked run's send→push p99 ÷\n"+
+				"the mean of the two baselines' around it (and the same for send→ack, and pooledE2eP99Ratio: every\n"+
+				"attacked sample against every baseline one). A saturating closed loop on a 2-core machine measures\n"+
+				"how the broker, the load generator and the attacker share the two cores, and its control moved ±20 %\n"+
+				"by itself. --honest-rate 0 runs the method before: a closed loop, baseline / attacked / baseline once,\n"+
+				"no warm-up (the same ratio then is of that one round). The attacks run in a child process of their own\n"+
+				"under nice -n --attacker-nice (default 19; on Linux --attacker-sched idle runs it under SCHED_IDLE\n"+
+				"instead); its CPU is reported apart. With --attacker-in-process they run in this one, sharing the load\n"+
+				"generator's CPU. The honest load starts with the attacks; --attack-lead D starts it once every attack\n"+
+				"has done something and D more, to tell the attacks' start from their steady state.\n"+
+				"--attacks none runs the attacked runs without attacks: a control for the ratio's noise, which should\n"+
+				"stay near ×1.00. --attacked-broker-args \"FLAGS\" gives the attacked runs' brokers more flags, say\n"+
+				"\"--ack-rate 0\" or \"--byte-rate 0 --rate 0\": a limit disabled, to see that the ratio catches it.\n"+
 				"\n"+
 				"--cluster N runs the same DM load against N `claudemesh broker --cluster` nodes started as child\n"+
 				"processes (one broker key, a temporary data directory and loopback ports each; the log has 3\n"+
@@ -81,6 +90,7 @@ func Command() *cli.Command {
 			"claudemesh bench --via-daemon --json",
 			"claudemesh bench --topic --peers 100 --messages 600 --rate 20",
 			"claudemesh bench --adversary --peers 100 --messages 100",
+			"claudemesh bench --adversary --peers 100 --messages 100 --attacks none",
 			"claudemesh bench --cluster 3 --peers 100 --messages 1000",
 			"claudemesh bench --cluster 3 --failover --peers 100 --messages 1000",
 			"claudemesh bench --broker wss://mesh.example.com/ws --operator-token-file /var/lib/claudemesh/operator.token",
@@ -103,6 +113,9 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "attacker-sched", Value: DefaultAttackerSched, Usage: "--adversary: the attacker process's scheduling `POLICY`: idle (SCHED_IDLE, Linux) or normal (only niced)"},
 			&cli.DurationFlag{Name: "attack-lead", Usage: "--adversary: start the honest load once every attack has done something and `D` more (0: with the attacks)"},
 			&cli.BoolFlag{Name: "attacker-in-process", Usage: "--adversary: run the attacks in the bench's own process (the methodology before the attacker had its own)"},
+			&cli.Float64Flag{Name: "honest-rate", Usage: "pace the DM senders: `R` DMs a second from all of them together, each sender on its own schedule (0: a closed loop, each sending as soon as its last DM is acked; --adversary: 2000 unless given)"},
+			&cli.IntFlag{Name: "rounds", Usage: "--adversary: `K` attacked runs, each between two baselines (default 3 with --honest-rate, 1 with --honest-rate 0)"},
+			&cli.StringFlag{Name: "attacked-broker-args", Usage: "--adversary: add these broker `FLAGS` to the attacked runs' brokers only (say \"--byte-rate 0\": a limit disabled, to see the ratio fail)"},
 			&cli.BoolFlag{Name: "attacker-child", Hidden: true, Usage: "internal: be --adversary's attacker process"},
 			&cli.IntFlag{Name: "cluster", Usage: "run the DM load against `N` cluster nodes (child processes), peers spread round-robin"},
 			&cli.BoolFlag{Name: "failover", Usage: "--cluster: kill -9 the last node after a third of the sends; time its clients' fail-over, check nothing acked is lost"},
@@ -138,7 +151,7 @@ func action(c *cli.Context) error {
 		IdleConnections: c.Int("idle-connections"), BrokerURL: c.String("broker"), Segments: c.Int("segments"),
 		ViaDaemon: c.Bool("via-daemon"), Sends: c.Int("sends"), Accepts: c.Int("accepts"), Clients: c.Int("clients"),
 		Topic: c.Bool("topic"), TopicRate: c.Float64("rate"), TopicHistory: c.Int("history"),
-		Cluster: c.Int("cluster"), Failover: c.Bool("failover"), Kill: c.String("kill"),
+		Cluster: c.Int("cluster"), Failover: c.Bool("failover"), Kill: c.String("kill"), HonestRate: c.Float64("honest-rate"),
 		Executable: c.String("broker-exe"),
 	}
 	if cfg.Executable != "" {
@@ -157,6 +170,13 @@ func action(c *cli.Context) error {
 	}
 	if cfg.Failover && !c.IsSet("cluster") {
 		return cliui.UsageErrorf("--failover needs --cluster N (3 or more)")
+	}
+	if !c.Bool("adversary") {
+		for _, f := range []string{"attacks", "attacker-nice", "attacker-sched", "attack-lead", "attacker-in-process", "rounds", "attacked-broker-args"} {
+			if c.IsSet(f) {
+				return cliui.UsageErrorf("--%s needs --adversary", f)
+			}
+		}
 	}
 	if err := topicFlags(c, cfg); err != nil {
 		return err
@@ -208,6 +228,22 @@ func action(c *cli.Context) error {
 		if cfg.AttackLead < 0 {
 			return cliui.UsageErrorf("--attack-lead must not be negative")
 		}
+		if !c.IsSet("honest-rate") {
+			cfg.HonestRate = DefaultHonestRate
+		}
+		cfg.Rounds = c.Int("rounds")
+		switch {
+		case c.IsSet("rounds") && cfg.Rounds < 1:
+			return cliui.UsageErrorf("--rounds must be at least 1")
+		case !c.IsSet("rounds") && cfg.HonestRate > 0:
+			cfg.Rounds = DefaultRounds
+		case !c.IsSet("rounds"):
+			cfg.Rounds = 1
+		}
+		cfg.AttackedBrokerArgs = strings.Fields(c.String("attacked-broker-args"))
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
 		res, err = RunAdversary(c.Context, cfg)
 	default:
 		res, err = Run(c.Context, cfg)
@@ -239,20 +275,40 @@ func action(c *cli.Context) error {
 }
 
 func reportAdversary(out *cliui.Out, r *AdversaryResult) {
-	out.Linef("baseline (the honest load alone):")
-	report(out, r.Baseline)
+	if r.Method == "closed-loop" {
+		out.Linef("method      closed loop (--honest-rate 0): each honest peer sends as soon as its last DM is acked")
+	} else {
+		out.Linef("method      paced: the honest peers send %.0f DMs a second in all; %d attacked runs, each between two baselines, after a warm-up",
+			r.HonestRate, r.Rounds)
+	}
+	if len(r.AttackedBrokerArgs) > 0 {
+		out.Linef("            the attacked runs' brokers had %s", strings.Join(r.AttackedBrokerArgs, " "))
+	}
 	out.Linef("")
-	out.Linef("under attack:")
-	report(out, r.Attacked)
-	out.Linef("")
-	out.Linef("baseline again:")
-	report(out, r.BaselineAfter)
+	if r.Rounds <= 1 {
+		out.Linef("baseline (the honest load alone):")
+		report(out, r.Baseline)
+		out.Linef("")
+		out.Linef("under attack:")
+		report(out, r.Attacked)
+		out.Linef("")
+		out.Linef("baseline again:")
+		report(out, r.BaselineAfter)
+	} else {
+		for i, run := range r.Runs {
+			out.Linef("run %d, %-8s  send→push p50 %.2f / p99 %.2f ms, send→ack p99 %.2f ms, %.1f%% delivered; broker %.2f s CPU",
+				i+1, run.Kind, run.E2eMs.P50, run.E2eMs.P99, run.AckMs.P99, run.DeliveredPct, run.BrokerCPUSec)
+		}
+	}
 	a := r.Attacks
 	out.Linef("")
 	out.Linef("attacks     %d client_ack frames of 500 unknown ids; %d presence churns; %d hellos over the group cap (%d refused);",
 		a.AckFrames, a.PresenceChurns, a.GroupHellos, a.GroupHellosRefused)
 	out.Linef("            %d junk WebSockets (%d MiB before hello); %d idle TCP connections; %d 64 KiB self-DMs accepted, %d refused; %d reconnects",
 		a.JunkConns, a.JunkBytes>>20, a.IdleConns, a.SelfSends, a.SelfRefused, a.Reconnects)
+	if r.Rounds > 1 {
+		out.Linef("            (all attacked runs together)")
+	}
 	if r.Attacker == "in-process" {
 		out.Linef("attacker    in the bench's own process (its CPU is part of the bench's)")
 	} else {
@@ -260,13 +316,22 @@ func reportAdversary(out *cliui.Out, r *AdversaryResult) {
 		if r.AttackerSched == "idle" {
 			policy = ", SCHED_IDLE"
 		}
-		out.Linef("attacker    a child process, nice %d%s: %.2f s CPU while sending", r.AttackerNice, policy, r.AttackerCPUSec)
+		out.Linef("attacker    a child process, nice %d%s: %.2f s CPU while sending (the first attacked run)", r.AttackerNice, policy, r.AttackerCPUSec)
 	}
 	if r.AttackLeadMs > 0 {
 		out.Linef("lead-in     the honest load began once every attack had done something, and %d ms more", r.AttackLeadMs)
 	}
-	out.Linef("broker cpu  %.2f s alone, %.2f s under attack, %.2f s alone again (%+.2f s)", r.BrokerCPUSec[0], r.BrokerCPUSec[1], r.BrokerCPUSec[2],
-		r.BrokerCPUSec[1]-(r.BrokerCPUSec[0]+r.BrokerCPUSec[2])/2)
+	out.Linef("broker cpu  %.2f s alone, %.2f s under attack, %.2f s alone again (%+.2f s; the first attacked run and the baselines around it)",
+		r.BrokerCPUSec[0], r.BrokerCPUSec[1], r.BrokerCPUSec[2], r.BrokerCPUSec[1]-(r.BrokerCPUSec[0]+r.BrokerCPUSec[2])/2)
+	if r.Rounds > 1 {
+		rounds := make([]string, len(r.RoundE2eP99Ratios))
+		for i, x := range r.RoundE2eP99Ratios {
+			rounds[i] = fmt.Sprintf("×%.2f", x)
+		}
+		out.Resultf("honest p99  send→push ×%.2f, send→ack ×%.2f under attack (median of the rounds %s, each of the mean of the baselines around it; every sample pooled ×%.2f); delivered %+.2f points",
+			r.E2eP99Ratio, r.AckP99Ratio, strings.Join(rounds, " "), r.PooledE2eP99Ratio, r.DeliveredDelta)
+		return
+	}
 	out.Resultf("honest p99  send→push ×%.2f, send→ack ×%.2f under attack (of the two baselines' mean; send→push ×%.2f of the first, ×%.2f of the second); delivered %+.2f points",
 		r.E2eP99Ratio, r.AckP99Ratio, r.E2eP99RatioBefore, r.E2eP99RatioAfter, r.DeliveredDelta)
 }
@@ -281,7 +346,7 @@ func topicFlags(c *cli.Context, cfg Config) error {
 		}
 		return nil
 	}
-	for _, f := range []string{"via-daemon", "broadcast", "window", "idle-connections"} {
+	for _, f := range []string{"via-daemon", "broadcast", "window", "idle-connections", "honest-rate"} {
 		if c.IsSet(f) {
 			return cliui.UsageErrorf("--%s does not apply to --topic", f)
 		}
@@ -295,7 +360,7 @@ func topicFlags(c *cli.Context, cfg Config) error {
 func modeFlags(c *cli.Context, viaDaemon bool) error {
 	other := []string{"sends", "accepts", "clients"}
 	if viaDaemon {
-		other = []string{"peers", "messages", "window", "broadcast", "idle-connections"}
+		other = []string{"peers", "messages", "window", "broadcast", "idle-connections", "honest-rate"}
 	}
 	for _, f := range other {
 		if c.IsSet(f) {

@@ -358,9 +358,28 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 		s.sendAt[seq].Store(at)
 		return put(slot{seq: seq, send: ws, at: at})
 	}
+	// With --honest-rate, send seq is due at paceStart + offset +
+	// seq·interval; the sender waits for it (taking acks meanwhile).
+	paced := r.cfg.HonestRate > 0
+	var interval, offset float64
+	if paced {
+		interval = float64(len(r.senders)) / r.cfg.HonestRate * 1e9
+		offset = interval * float64(s.idx) / float64(len(r.senders))
+	}
+	due := func(seq int) int64 { return r.paceStart + int64(offset+float64(seq)*interval) }
 	next := 0
 	for next < r.jobs || len(win) > 0 {
 		for next < r.jobs && len(win) < r.cfg.Window {
+			if paced {
+				if wait := due(next) - r.now(); wait > 0 {
+					if len(win) > 0 {
+						break // the select below takes acks until then
+					}
+					if sleep(ctx, time.Duration(wait)) != nil {
+						return
+					}
+				}
+			}
 			send, err := r.build(s, next)
 			if err != nil {
 				s.firstErr = err
@@ -372,10 +391,27 @@ func (r *run) sendLoop(ctx context.Context, s *peer) {
 			next++
 		}
 		var res client.SendResult
+		var dueT *time.Timer
+		var dueC <-chan time.Time
+		if paced && next < r.jobs && len(win) < r.cfg.Window {
+			dueT = time.NewTimer(time.Duration(max(due(next)-r.now(), 0)))
+			dueC = dueT.C
+		}
+		got := false
 		select {
 		case res = <-win[0].ch:
+			got = true
+		case <-dueC:
 		case <-ctx.Done():
-			return
+		}
+		if dueT != nil {
+			dueT.Stop()
+		}
+		if !got {
+			if ctx.Err() != nil {
+				return
+			}
+			continue // the next send is due
 		}
 		now := r.now()
 		sl := win[0]
