@@ -114,6 +114,11 @@ func upCommand() *cli.Command {
 			if err := f.check(); err != nil {
 				return err
 			}
+			// An explicit start ends a `daemon down`: the clients that
+			// wait for a daemon may start one again when theirs goes.
+			if err := localapi.ClearStopped(home); err != nil {
+				return cliui.Errorf("daemon_start", "removing %s: %v", localapi.StoppedPath(home), err)
+			}
 			anyLocalUser := f.webAnyLocalUser && f.web != "" && f.web != "off"
 			if c.Bool("foreground") {
 				if anyLocalUser {
@@ -479,6 +484,12 @@ func downCommand() *cli.Command {
 			// (the socket's answer, or the holder of daemon.db's lock): a
 			// daemon.pid left by a daemon that was killed -9 or lost in a
 			// reboot names whatever program has that pid now.
+			// Recorded first, so that the clients which lose their
+			// daemon now (inbox --follow, claudemesh mcp) wait for a
+			// start instead of making one with the default flags.
+			if err := localapi.MarkStopped(home); err != nil {
+				return cliui.Errorf("daemon_stop", "recording the stop in %s: %v", localapi.StoppedPath(home), err)
+			}
 			pid, filePID := 0, 0
 			if _, v, err := localapi.Probe(c.Context, home); err == nil {
 				pid = v.PID
@@ -513,7 +524,8 @@ func downCommand() *cli.Command {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			return printResult(out, map[string]any{"ok": true, "wasRunning": true, "pid": pid}, "daemon stopped (pid %d)", pid)
+			return printResult(out, map[string]any{"ok": true, "wasRunning": true, "pid": pid},
+				"daemon stopped (pid %d); it stays down until %s daemon up or another verb starts it (running claude sessions and inbox --follow wait for that)", pid, config.Invocation(home))
 		},
 	}
 }

@@ -42,8 +42,12 @@ type daemonLink struct {
 	// registration is what an ambient server registered, kept to register
 	// again if the daemon forgot the session.
 	registration *localapi.SessionRegister
-	lastEvent    uint64 // highest message event id emitted
-	welcomed     bool
+	// connected: a daemon served this server once. When it goes, one
+	// is started again only if the user did not stop it (`daemon down`:
+	// localapi.Reconnect); the first connection starts one as any verb.
+	connected bool
+	lastEvent uint64 // highest message event id emitted
+	welcomed  bool
 	// catchUpBelow: unread rows with a lower event id are older than the
 	// catch-up this server pushes at start (maxCatchUp); they stay unread
 	// in the daemon and the welcome says how to read them.
@@ -97,6 +101,8 @@ func (l *daemonLink) ensure(ctx context.Context) (*localapi.Client, *localapi.Se
 			msg = "claudemesh: waiting for a mesh to be joined"
 		} else if errors.As(err, &ae) {
 			msg = "claudemesh: the daemon refused this session"
+		} else if errors.Is(err, localapi.ErrStoppedByUser) {
+			msg = "claudemesh: the daemon was stopped with claudemesh daemon down; waiting for claudemesh daemon up (or another verb) to start it"
 		}
 		l.o.Logger.Warn(msg, "err", err, "retryIn", retryDelay(attempt).String())
 		select {
@@ -141,7 +147,16 @@ func (l *daemonLink) connectLocked(ctx context.Context) (*localapi.Client, *loca
 	if notice := notJoinedNotice(l.o.Home); notice != "" {
 		return nil, nil, &notJoinedError{notice: strings.TrimSpace(notice)}
 	}
-	base, err := localapi.Connect(ctx, l.o.Home, !l.o.NoDaemon)
+	l.mu.Lock()
+	reconnect := l.connected
+	l.mu.Unlock()
+	var base *localapi.Client
+	var err error
+	if reconnect && !l.o.NoDaemon {
+		base, err = localapi.Reconnect(ctx, l.o.Home)
+	} else {
+		base, err = localapi.Connect(ctx, l.o.Home, !l.o.NoDaemon)
+	}
 	if err != nil {
 		if l.o.NoDaemon && errors.Is(err, localapi.ErrNoDaemon) {
 			err = fmt.Errorf("%w, and --no-daemon (CLAUDEMESH_NO_DAEMON) keeps claudemesh mcp from starting it: run claudemesh daemon up", err)
@@ -186,7 +201,7 @@ func (l *daemonLink) connectLocked(ctx context.Context) (*localapi.Client, *loca
 		return nil, nil, err
 	}
 	l.mu.Lock()
-	l.api, l.session, l.token = base, &me, tok
+	l.api, l.session, l.token, l.connected = base, &me, tok, true
 	l.mu.Unlock()
 	return base, &me, nil
 }

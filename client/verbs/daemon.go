@@ -777,8 +777,9 @@ const followRetryMax = 5 * time.Second
 // resubscribe opens the daemon's event stream again for a follower
 // (inbox --follow, topic tail) whose stream ended, replaying the message
 // events after last when it is not empty. A daemon that stopped (a crash,
-// a restart, an upgrade, daemon down) is waited for, and started again as
-// any verb would start it, with a growing pause between attempts: a
+// a restart, an upgrade) is waited for, and started again as any verb
+// would start it, unless `daemon down` stopped it (then only waited for:
+// localapi.Reconnect), with a growing pause between attempts: a
 // follower runs for hours and does not give up because the daemon was
 // away. notice tells a human that the daemon was gone once it is back, and
 // once per reason why it cannot be started meanwhile. Only a daemon that
@@ -800,7 +801,7 @@ func (v *viaDaemon) resubscribe(ctx context.Context, last, q string, notice func
 			return nil, daemonError(err)
 		}
 		gone = true
-		api, cerr := localapi.Connect(ctx, v.home, true)
+		api, cerr := localapi.Reconnect(ctx, v.home)
 		switch {
 		case cerr == nil:
 			api.SessionToken = v.api.SessionToken
@@ -813,6 +814,11 @@ func (v *viaDaemon) resubscribe(ctx context.Context, last, q string, notice func
 		case errors.Is(cerr, localapi.ErrUnsafeSocket):
 			return nil, cliui.Errorf("unreachable", "the daemon cannot be used: %v", cerr).
 				WithHint("remove the socket or fix its directory's owner and mode, then claudemesh daemon up")
+		case errors.Is(cerr, localapi.ErrStoppedByUser):
+			if msg := "the daemon was stopped with daemon down; following again once " + config.Invocation(v.home) + " daemon up (or another verb) starts it"; msg != said {
+				notice(noticeDaemonUnavailable, msg)
+				said = msg
+			}
 		default:
 			if msg := "the daemon stopped and could not be started again (" + startFailure(cerr) + "); trying again every few seconds"; msg != said {
 				notice(noticeDaemonUnavailable, msg)
