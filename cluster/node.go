@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,6 +103,7 @@ func (c *Config) Validate() error {
 type Node struct {
 	cfg Config
 	srv *server.Server
+	log *natsLogger // the embedded server's, nil with --nats
 	nc  *nats.Conn
 }
 
@@ -118,11 +120,11 @@ func Start(cfg Config) (*Node, error) {
 	opts = append(opts, nats.Name("claudemesh-broker-"+cfg.NodeID), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond), nats.PingInterval(5*time.Second))
 	if cfg.NATSURL == "" {
-		srv, err := startServer(cfg)
+		srv, log, err := startServer(cfg)
 		if err != nil {
 			return nil, err
 		}
-		n.srv = srv
+		n.srv, n.log = srv, log
 		opts = append(opts, nats.InProcessServer(srv), nats.UserInfo("broker", clientPassword()))
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
@@ -159,17 +161,17 @@ func derive(secret []byte, domain string) []byte {
 	return m.Sum(nil)
 }
 
-func startServer(cfg Config) (*server.Server, error) {
+func startServer(cfg Config) (*server.Server, *natsLogger, error) {
 	host, portStr, _ := net.SplitHostPort(cfg.Listen)
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return nil, fmt.Errorf("--cluster-listen: bad port %q", portStr)
+		return nil, nil, fmt.Errorf("--cluster-listen: bad port %q", portStr)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
 	if len(cfg.RouteSecret) == 0 {
-		return nil, errors.New("cluster: no route secret")
+		return nil, nil, errors.New("cluster: no route secret")
 	}
 	pass := RoutePassword(cfg.RouteSecret)
 	var routes []*url.URL
@@ -191,7 +193,7 @@ func startServer(cfg Config) (*server.Server, error) {
 	if len(routes) > 0 {
 		tc, err := routeTLSConfig(cfg.RouteSecret, cfg.Name, cfg.NodeID)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		o.Cluster = server.ClusterOpts{
 			Name: cfg.Name, Host: host, Port: port,
@@ -207,15 +209,16 @@ func startServer(cfg Config) (*server.Server, error) {
 	// JetStream cluster needs routes to form its meta group.
 	srv, err := server.NewServer(o)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, nil, fmt.Errorf("cluster: %w", err)
 	}
-	srv.SetLoggerV2(&natsLogger{log: cfg.Logger.With("component", "nats")}, false, false, false)
+	log := &natsLogger{log: cfg.Logger.With("component", "nats")}
+	srv.SetLoggerV2(log, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("cluster: the embedded NATS server did not start (route port %s in use? see the log)", cfg.Listen)
+		return nil, nil, fmt.Errorf("cluster: the embedded NATS server did not start (route port %s in use? see the log)", cfg.Listen)
 	}
-	return srv, nil
+	return srv, log, nil
 }
 
 // Conn is the client connection.
@@ -268,6 +271,14 @@ func (n *Node) notFormed(within time.Duration, err error) error {
 		}
 	}
 	what := fmt.Sprintf("none of the other nodes (%s) answered on its --cluster-routes address", strings.Join(others, ", "))
+	if hosts := n.log.foreignRoutes(); connected == 0 && len(hosts) > 0 {
+		// They answered: the route handshake failed on the certificate,
+		// which every node derives from broker.key and --cluster.
+		return &NotFormedError{Message: fmt.Sprintf("no cluster formed within %s: nodes at %s answered on --cluster-routes, but their route "+
+			"certificates are not this node's: this node's broker.key (or --cluster name) differs from theirs; copy broker.key from a running "+
+			"node into this node's --data directory (every node needs the same broker.key and --cluster), then start it again",
+			within.Round(time.Second), strings.Join(hosts, ", ")), Err: err}
+	}
 	if connected > 0 {
 		what = fmt.Sprintf("%d of the other nodes (%s) connected, too few to elect a leader of the log (a majority of --cluster-replicas must run)",
 			connected, strings.Join(others, ", "))
@@ -295,6 +306,9 @@ type natsLogger struct {
 
 	mu   sync.Mutex
 	seen map[string]*repeated
+	// foreign: the hosts whose route TLS handshake failed on the
+	// certificate (routeTLSFailure), for notFormed.
+	foreign map[string]bool
 }
 
 type repeated struct {
@@ -319,9 +333,63 @@ func withoutAttempt(msg string) string {
 	return msg[:i] + msg[i+j+1:]
 }
 
+// routeTLSFailure reads a NATS line "ADDR - rid:N - TLS route handshake
+// error: ..." whose cause is the certificate (this node could not verify
+// the other's, or the other refused this one's): the node at ADDR has
+// another broker.key or --cluster name. It returns ADDR's host and a line
+// that says so; ok is false for any other line. (A node with the wrong
+// broker.key was told to check its firewall, and the right nodes logged
+// x509 text twice a second, an address with a new port each time.)
+func routeTLSFailure(msg string) (host, said string, ok bool) {
+	i := strings.Index(msg, "TLS route handshake error:")
+	if i < 0 {
+		return "", "", false
+	}
+	cause := msg[i:]
+	theirs := strings.Contains(cause, "failed to verify certificate") || strings.Contains(cause, "unknown authority")
+	ours := strings.Contains(cause, "bad certificate") || strings.Contains(cause, "unknown certificate")
+	if !theirs && !ours {
+		return "", "", false
+	}
+	addr, _, _ := strings.Cut(msg, " - ")
+	host = addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	return host, "a cluster route with the node at " + host + " failed: its route certificate and this node's are not of one cluster " +
+		"(the node there has another broker.key or --cluster name than this one; every node needs the same broker.key and --cluster); NATS: " + cause, true
+}
+
+// foreignRoutes lists the hosts whose route handshakes failed on the
+// certificate; nil on a nil logger (--nats).
+func (l *natsLogger) foreignRoutes() []string {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var hosts []string
+	for h := range l.foreign {
+		hosts = append(hosts, h)
+	}
+	slices.Sort(hosts)
+	return hosts
+}
+
 func (l *natsLogger) emit(level slog.Level, f string, v ...any) {
 	msg := strings.TrimSpace(fmt.Sprintf(f, v...))
 	key := withoutAttempt(msg)
+	if host, said, ok := routeTLSFailure(msg); ok {
+		l.mu.Lock()
+		if l.foreign == nil {
+			l.foreign = map[string]bool{}
+		}
+		if len(l.foreign) < 64 {
+			l.foreign[host] = true
+		}
+		l.mu.Unlock()
+		msg, key = said, "route certificate "+host // one line per host, whatever port or rid
+	}
 	now := time.Now()
 	l.mu.Lock()
 	if l.seen == nil || len(l.seen) > 256 {

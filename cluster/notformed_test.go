@@ -46,3 +46,54 @@ func TestNoClusterFormedIsSaid(t *testing.T) {
 		t.Errorf("the route dialler's failures were logged %d times in 3 s (want once per route): %s", dials, log.String())
 	}
 }
+
+// TestForeignBrokerKeyIsSaid (a new user's trial): a node started with
+// another broker.key than the running ones (its route certificates derive
+// from it) was told that none of them answered and to check its
+// firewall, while they had answered and refused its certificate; and the
+// running node logged NATS's x509 text twice a second, under a new port
+// each time. Now the starting node says its broker.key differs and to
+// copy it, and the running one logs one line per host that says so.
+func TestForeignBrokerKeyIsSaid(t *testing.T) {
+	t.Parallel()
+	var goodLog, badLog lockedbuf.Buffer
+	good, bad, third := freePort(t), freePort(t), freePort(t)
+	routes := []string{good, bad, third}
+	other := append([]byte(nil), testSecret...)
+	other[0] ^= 1
+	running, err := Start(Config{Name: "c", NodeID: "good", Listen: good, Routes: routes, DataDir: t.TempDir(), Replicas: 3,
+		RouteSecret: testSecret, Logger: slog.New(slog.NewTextHandler(&goodLog, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(running.Close)
+	node, err := Start(Config{Name: "c", NodeID: "bad", Listen: bad, Routes: routes, DataDir: t.TempDir(), Replicas: 3,
+		RouteSecret: other, Logger: slog.New(slog.NewTextHandler(&badLog, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Close)
+	_, err = OpenEngine(node, EngineOptions{Path: filepath.Join(t.TempDir(), "broker.db"), PublishTimeout: time.Second, CatchUpTimeout: 4 * time.Second})
+	var nf *NotFormedError
+	if !errors.As(err, &nf) {
+		t.Fatalf("OpenEngine with another broker.key: %v (%T), want a NotFormedError", err, err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"no cluster formed within 4s", "answered on --cluster-routes", "broker.key", "copy broker.key from a running node"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error %q does not say %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "firewall") {
+		t.Errorf("the error sends the operator to the firewall: %q", msg)
+	}
+	// The running node said it, once per host for the 4 s (the dialler
+	// retries every few hundred milliseconds).
+	said := strings.Count(goodLog.String(), "has another broker.key")
+	if said == 0 || said > 2 {
+		t.Errorf("the running node said the other key %d times in 4 s (want once): %s", said, goodLog.String())
+	}
+	if n := strings.Count(goodLog.String(), "TLS route handshake error"); n > 2 {
+		t.Errorf("the running node logged %d raw TLS handshake errors: %s", n, goodLog.String())
+	}
+}
