@@ -125,12 +125,18 @@ func Start(cfg Config) (*Node, error) {
 			return nil, err
 		}
 		n.srv, n.log = srv, log
-		opts = append(opts, nats.InProcessServer(srv), nats.UserInfo("broker", clientPassword()))
+		// The handshake with the server in this process gets the time a
+		// loaded start needs: nats.go's default of 2 s made a busy host's
+		// node (JetStream starting, three nodes at once) exit at start.
+		opts = append(opts, nats.InProcessServer(srv), nats.UserInfo("broker", clientPassword()), nats.Timeout(30*time.Second))
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
 		n.Close()
-		return nil, fmt.Errorf("cluster: connect: %w", err)
+		if cfg.NATSURL == "" {
+			return nil, fmt.Errorf("cluster: connecting to this node's embedded NATS server: %w", err)
+		}
+		return nil, fmt.Errorf("cluster: connect to %s: %w", cfg.NATSURL, err)
 	}
 	n.nc = nc
 	return n, nil

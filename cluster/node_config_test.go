@@ -3,6 +3,7 @@ package cluster
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidName(t *testing.T) {
@@ -26,5 +27,21 @@ func TestClientPassword(t *testing.T) {
 	}
 	if clientPassword() != p {
 		t.Fatal("a second call drew another password")
+	}
+}
+
+// TestInProcessConnectWaitsForALoadedStart: the node's connection to its
+// own embedded server has the time a loaded start needs (review: nats.go's
+// 2 s default failed a start on a busy host with "read pipe: i/o
+// timeout", and flaked the cluster tests).
+func TestInProcessConnectWaitsForALoadedStart(t *testing.T) {
+	t.Parallel()
+	node, err := Start(Config{Name: "c", NodeID: "n1", Listen: freePort(t), DataDir: t.TempDir(), Replicas: 1, RouteSecret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	if got := node.Conn().Opts.Timeout; got < 30*time.Second {
+		t.Fatalf("the in-process connect's timeout is %s, want at least 30s", got)
 	}
 }
