@@ -350,6 +350,7 @@ type inboxRow struct {
 	Body            string `json:"body,omitempty"`
 	DecryptError    string `json:"decryptError,omitempty"`
 	Verified        bool   `json:"verified"`
+	Plaintext       bool   `json:"plaintext,omitempty"` // a --plaintext topic's post: SenderName is the broker's word
 	Priority        string `json:"priority"`
 	ReplyToID       string `json:"replyToId,omitempty"`
 	Subtype         string `json:"subtype,omitempty"`
@@ -368,7 +369,12 @@ func (r *inboxRow) api() localapi.InboxRow {
 		Mesh: r.Mesh, Kind: r.Kind, Topic: r.Topic, SenderPubkey: r.SenderPubkey, Body: r.Body, DecryptError: r.DecryptError,
 		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind, TargetSpec: r.TargetSpec,
 		Verified: r.Verified, Priority: r.Priority, ReceivedAt: r.ReceivedAt, SentAt: r.SentAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID,
-		MentionsYou: r.MentionsYou,
+		MentionsYou: r.MentionsYou, Plaintext: r.Plaintext,
+	}
+	if r.Plaintext && !r.Verified {
+		// A plaintext topic's post carries no signature: the name is the
+		// broker's, given as such (Plaintext), never as a proven one.
+		out.SenderName = r.SenderName
 	}
 	if r.Verified {
 		// An unproven sender is never shown under a member's name.

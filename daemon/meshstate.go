@@ -226,7 +226,10 @@ func (m *meshRT) problem(state string, err error) *localapi.Error {
 			Hint: "to come back, ask the mesh owner or an admin for a new invite (they run: claudemesh invite --mesh " + config.ShellQuote(m.cfg.Slug) +
 				"), then " + rejoin(cm, m.cfg.Slug)}
 	case client.StateBanned:
-		return &localapi.Error{Code: wire.CodeBanned, Message: fmt.Sprintf("mesh %s: %s", m.cfg.Slug, client.MessageOf(err, "this member was removed from the mesh")),
+		// The broker's words for a ban (01-protocol §3) say "removed",
+		// which is another state here (the operator's removal, for good):
+		// a ban is said as a ban.
+		return &localapi.Error{Code: wire.CodeBanned, Message: fmt.Sprintf("mesh %s: this member is banned from the mesh: the broker closed its connections and refuses it until the mesh owner or an admin lifts the ban", m.cfg.Slug),
 			Hint: "ask the mesh owner or an admin to run: claudemesh unban " + config.ShellQuote(m.cfg.DisplayName) + " --mesh " + config.ShellQuote(m.cfg.Slug) +
 				"; then run " + cm + " daemon up to reconnect (messages already in the outbox are kept)"}
 	case client.StateClosed:

@@ -188,23 +188,10 @@ func (t *topicsRT) resolve(ctx context.Context, ref string) (wire.TopicInfo, err
 	if info, ok := t.topic(ref); ok {
 		return info, nil
 	}
-	t.mu.Lock()
-	listed := t.listed
-	t.mu.Unlock()
-	if !listed && t.m.ackConn() == nil {
-		// Right after the daemon starts, its mesh is still connecting and
-		// it knows no topics yet: "no topic" would be untrue. Wait for the
-		// connection as a send by name waits for the directory.
-		if p := t.m.presence; p != nil {
-			wctx, cancel := context.WithTimeout(ctx, startWait)
-			p.WaitState(wctx, client.StateOpen, client.StateKicked, client.StateRemoved, client.StateBanned, client.StateClosed)
-			cancel()
-		}
-		if t.m.ackConn() == nil {
-			return wire.TopicInfo{}, &client.Error{Code: client.CodeUnreachable,
-				Message: "cannot tell whether #" + strings.TrimPrefix(ref, "#") + " exists in " + t.m.cfg.Slug +
-					": the daemon has not reached its broker since it started, so it knows none of its topics yet"}
-		}
+	if !t.awaitList(ctx) {
+		return wire.TopicInfo{}, &client.Error{Code: client.CodeUnreachable,
+			Message: "cannot tell whether #" + strings.TrimPrefix(ref, "#") + " exists in " + t.m.cfg.Slug +
+				": the daemon has not reached its broker since it started, so it knows none of its topics yet"}
 	}
 	if c := t.m.ackConn(); c != nil {
 		if _, err := t.refresh(ctx, c); err != nil {
@@ -215,6 +202,42 @@ func (t *topicsRT) resolve(ctx context.Context, ref string) (wire.TopicInfo, err
 		}
 	}
 	return wire.TopicInfo{}, &client.Error{Code: client.CodeTopicNotFound, Message: "no topic " + ref + " in " + t.m.cfg.Slug}
+}
+
+// awaitList reports whether the topic list can be told: read from the
+// broker since the daemon started, or a connection is open to read it.
+// Right after the daemon starts, its mesh is still connecting and it
+// knows no topics yet ("no topic", or an empty list, would be untrue):
+// it waits for the connection (up to startWait) as a send by name waits
+// for the directory.
+func (t *topicsRT) awaitList(ctx context.Context) bool {
+	t.mu.Lock()
+	listed := t.listed
+	t.mu.Unlock()
+	if listed || t.m.ackConn() != nil {
+		return true
+	}
+	if p := t.m.presence; p != nil {
+		wctx, cancel := context.WithTimeout(ctx, startWait)
+		p.WaitState(wctx, client.StateOpen, client.StateKicked, client.StateRemoved, client.StateBanned, client.StateClosed)
+		cancel()
+	}
+	return t.m.ackConn() != nil
+}
+
+// openKeys fetches the seals of the joined encrypted topics whose
+// current key this daemon does not hold yet, so that a listing says
+// "waiting for the key" only when no member has sealed it for this one:
+// right after the daemon starts its keyring is empty until the first
+// sweep has opened the seals, which the broker holds already.
+func (t *topicsRT) openKeys(ctx context.Context, c *client.Conn, list []wire.TopicInfo) {
+	for _, info := range list {
+		if info.Joined && info.Encrypted && info.KeyGen > 0 && !t.ring.Has(info.ID, info.KeyGen) {
+			if _, err := t.keeper.Refresh(ctx, c, info.ID); err != nil {
+				t.m.d.log.Debug("topic keys", "mesh", t.m.cfg.Slug, "topic", info.Name, "err", err)
+			}
+		}
+	}
 }
 
 // startCursor makes the topic's catch-up begin after its newest post now
@@ -500,7 +523,7 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 			Kind: wire.KindTopic, Topic: tm.Topic, SenderPubkey: tm.SenderPubkey, SenderMember: tm.SenderMemberPubkey,
 			SenderName: tm.SenderName, RecipientPubkey: self, RecipientKind: "member", Priority: tm.Priority,
 			ReplyToID: tm.ReplyToID, ReceivedAt: now, SentAt: tm.CreatedAt, Body: tm.Body, DecryptError: tm.DecryptError, Verified: tm.Verified,
-			TargetSpec: "#" + tm.TopicID,
+			Plaintext: tm.Plaintext, TargetSpec: "#" + tm.TopicID,
 			// mentions are routing metadata the sender does not sign: a
 			// post that did not verify (or could not be read) is not
 			// marked as naming you; a plaintext topic's post, whose

@@ -66,12 +66,36 @@ func (d *Daemon) handleTopics(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	one := slug != ""
 	out := []localapi.Topic{}
 	for _, m := range ms {
+		// Right after the start the list is not known yet: wait for the
+		// connection. A member kicked, removed or banned is told so, not
+		// shown the topics it had as if it were still in them. (A listing
+		// of every mesh leaves such a mesh out.)
+		known := m.topics.awaitList(r.Context())
+		if aerr := m.refusesSends(); aerr != nil {
+			if one {
+				writeError(w, aerr)
+				return
+			}
+			continue
+		}
+		if !known {
+			if one {
+				writeError(w, &apiError{status: http.StatusServiceUnavailable, code: client.CodeUnreachable,
+					msg:  "cannot list the topics of " + m.cfg.Slug + ": the daemon has not reached its broker since it started, so it knows none of them yet",
+					hint: "try again in a moment; claudemesh daemon status shows the connection"})
+				return
+			}
+			continue
+		}
 		var list []wire.TopicInfo
-		if c := m.conn(); c != nil {
+		if c := m.ackConn(); c != nil {
 			ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-			list, _ = m.topics.refresh(ctx, c)
+			if list, _ = m.topics.refresh(ctx, c); list != nil {
+				m.topics.openKeys(ctx, c, list)
+			}
 			cancel()
 		}
 		if list == nil {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -516,5 +517,60 @@ func TestTopicPostRightAfterTheDaemonStarts(t *testing.T) {
 			}
 		}
 		return false
+	})
+}
+
+// TestTopicListRightAfterTheDaemonStarts (a new user's trial): right after
+// daemon up, its mesh still connecting, GET /v1/topics answered an empty
+// list, and then "waiting for the key" for a topic whose key the broker
+// held sealed for this member all along (the keyring is empty until the
+// first sweep opens the seals). It waits for the connection and opens
+// the seals first.
+func TestTopicListRightAfterTheDaemonStarts(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.openPair(t)
+	opsShared(t, alice, bob)
+	bob.stop()
+	e.b.Close()
+	bob = e.daemon("bob") // its mesh cannot connect: the broker is down
+	e.b = startBroker(t, &e.bCfg)
+	ops, ok := bob.topics(t)["ops"]
+	if !ok || !ops.Joined || !ops.HasKey {
+		t.Fatalf("topic list right after the start: #ops %+v (listed %v), want joined with its key", ops, ok)
+	}
+}
+
+// TestTopicListOfABannedMember: a banned member's daemon listed the
+// topics it had, joined, as if nothing had happened; it says banned.
+func TestTopicListOfABannedMember(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.openPair(t)
+	opsShared(t, alice, bob)
+	ban(t, e, "bob", bob)
+	_, err := bob.api.Do(context.Background(), "GET", "/v1/topics?mesh=team", nil, nil)
+	var aerr *localapi.APIError
+	if !errors.As(err, &aerr) || aerr.Body.Code != wire.CodeBanned || aerr.HTTPStatus != 403 || !strings.Contains(aerr.Body.Message, "banned") ||
+		strings.Contains(aerr.Body.Message, "removed") {
+		t.Fatalf("topic list of a banned member: %v, want banned (403), in words that say banned", err)
+	}
+}
+
+// ban has the owner ban name, and waits until that member's daemon knows.
+func ban(t *testing.T, e *env, name string, rd *runningDaemon) {
+	t.Helper()
+	ownerKey, _ := cmcrypto.ParseSecretKey(e.owner.SecretKey)
+	c, err := client.Dial(context.Background(), client.MeshIdentity{MeshID: e.owner.MeshID, MemberID: e.owner.MemberID,
+		BrokerURL: e.owner.BrokerURL, BrokerPubkey: e.owner.BrokerPubkey, Member: ownerKey}, client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Admin(context.Background(), &wire.AdminRequest{Type: wire.TypeBan, Target: name}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, name+"'s daemon banned", func() bool {
+		var h localapi.Health
+		rd.api.Do(context.Background(), "GET", "/v1/health", nil, &h)
+		return h.Meshes["team"] == localapi.MeshBanned
 	})
 }

@@ -279,7 +279,7 @@ func TestBanRefusesAndForgets(t *testing.T) {
 	var res adminOut
 	alice.json(&res, "ban", "bob", "--reason", "spam")
 	e := bob.fails(4, "revoked", "peer", "list")
-	if !strings.Contains(e.Error.Message, "removed from") {
+	if !strings.Contains(e.Error.Message, "banned") || strings.Contains(e.Error.Message, "removed") {
 		t.Fatalf("banned message: %+v", e)
 	}
 	alice.fails(3, "unknown_recipient", "send", bob.pubkey, "to a banned key")

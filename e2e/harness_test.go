@@ -587,6 +587,7 @@ type inboxRow struct {
 	Body               *string `json:"body"`
 	DecryptError       string  `json:"decryptError"`
 	Verified           bool    `json:"verified"`
+	Plaintext          bool    `json:"plaintext"`
 	Priority           string  `json:"priority"`
 	ReceivedAt         int64   `json:"receivedAt"`
 	SentAt             int64   `json:"sentAt"`

@@ -28,6 +28,8 @@ type topicLine struct {
 	CreatedAt     int64  `json:"createdAt"`
 	DecryptError  string `json:"decryptError"`
 	WaitingForKey bool   `json:"waitingForKey"`
+	// Error is set on the error document a tail ends with (--json).
+	Error *struct{ Code, Message string } `json:"error"`
 	// A notice line (no id): waitingForKey, or posts left out because
 	// their key will never come.
 	UnreadablePosts int    `json:"unreadablePosts"`

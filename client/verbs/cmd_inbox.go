@@ -320,6 +320,10 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 			who = "unverified sender " + shortKey(r.SenderPubkey)
 		}
 		head = s.Red("✘") + " undecryptable message from " + who
+	case !r.Verified && r.Plaintext && r.SenderName != "":
+		// A plaintext topic's post carries no signature: the name is the
+		// broker's, said to be so, as topic tail says it.
+		head = s.Bold(agentview.QuoteName(r.SenderName)) + " " + s.Dim(shortKey(r.SenderPubkey)) + s.Dim(" (plaintext topic: sender not verified)")
 	case !r.Verified:
 		head = s.Yellow("⚠") + " unverified sender " + shortKey(r.SenderPubkey) + " (not proven to be who the broker says)"
 	default:

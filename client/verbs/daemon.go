@@ -463,7 +463,7 @@ func inboxRowOf(r localapi.InboxRow) inboxRow {
 		SenderName: r.SenderName, SenderPubkey: r.SenderPubkey, SenderMemberPubkey: r.SenderMemberPubkey,
 		SenderMemberName: r.SenderMemberName, DecryptError: r.DecryptError, Verified: r.Verified,
 		Priority: r.Priority, ReceivedAt: r.ReceivedAt, SentAt: r.SentAt, SeenAt: r.SeenAt, ReplyToID: r.ReplyToID, TargetSpec: r.TargetSpec, MentionsYou: r.MentionsYou,
-		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind}
+		RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind, Plaintext: r.Plaintext && !r.Verified}
 	if r.Verified {
 		row.FromSelf, row.SenderLooksLike, row.SenderLooksLikeSelf = r.FromSelf, r.SenderLooksLike, r.SenderLooksLikeSelf
 	}
@@ -472,7 +472,10 @@ func inboxRowOf(r localapi.InboxRow) inboxRow {
 		row.Body = &body
 	}
 	if !r.Verified {
-		row.SenderName, row.SenderMemberPubkey, row.SenderMemberName = "", "", ""
+		row.SenderMemberPubkey, row.SenderMemberName = "", ""
+		if !row.Plaintext {
+			row.SenderName = ""
+		}
 	}
 	return row
 }
@@ -708,13 +711,8 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 				sink.MeshProblem(bs.Mesh, meshError(bs.Mesh, cliui.Errorf(bs.State, "%s; nothing new arrives until the real broker answers there again (the daemon checks every few minutes)", msg).
 					WithHint(hintFor(bs.State))))
 			}
-			if bs.State == localapi.MeshKicked || bs.State == localapi.MeshRemoved || bs.State == localapi.MeshBanned {
+			if err := meshEnded(bs); err != nil {
 				delete(want, bs.Mesh)
-				msg := strings.TrimPrefix(bs.Error, bs.State+": ")
-				if msg == "" {
-					msg = "the broker ended this member's connection (" + bs.State + ")"
-				}
-				err := meshError(bs.Mesh, cliui.Errorf(bs.State, "%s", msg).WithHint(hintFor(bs.State)))
 				if len(want) == 0 {
 					stream.Close()
 					return err
@@ -743,6 +741,23 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 			return nil
 		}
 	}
+}
+
+// meshEnded is the error of a broker_status event that says this
+// member was kicked, removed or banned (nil for any other state): the
+// mesh will not come back by itself, and a follower stops and says why.
+func meshEnded(bs localapi.BrokerStatusEvent) error {
+	if bs.State != localapi.MeshKicked && bs.State != localapi.MeshRemoved && bs.State != localapi.MeshBanned {
+		return nil
+	}
+	msg := strings.TrimPrefix(bs.Error, bs.State+": ")
+	switch {
+	case bs.State == localapi.MeshBanned:
+		msg = bannedText // the broker's words say "removed"
+	case msg == "":
+		msg = "the broker ended this member's connection (" + bs.State + ")"
+	}
+	return meshError(bs.Mesh, cliui.Errorf(bs.State, "%s", msg).WithHint(hintFor(bs.State)))
 }
 
 // newestRow is the id of the newest row in the daemon's inbox (of the

@@ -229,6 +229,15 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 			continue
 		}
 		switch ev.Type {
+		case localapi.EventBrokerStatus:
+			// Kicked, removed or banned: nothing more comes; say so and
+			// stop rather than go silent.
+			var bs localapi.BrokerStatusEvent
+			if json.Unmarshal(ev.Data, &bs) == nil && bs.Mesh == m.Slug {
+				if err := meshEnded(bs); err != nil {
+					return err
+				}
+			}
 		case localapi.EventTopicKey:
 			var k localapi.TopicKeyEvent
 			if json.Unmarshal(ev.Data, &k) == nil && k.TopicID == info.ID {

@@ -218,11 +218,14 @@ type inboxRow struct {
 	Body                *string `json:"body,omitzero"`
 	DecryptError        string  `json:"decryptError,omitzero"`
 	Verified            bool    `json:"verified"`
-	Priority            string  `json:"priority"`
-	ReceivedAt          int64   `json:"receivedAt"`
-	SentAt              int64   `json:"sentAt,omitzero"` // when the broker accepted it
-	SeenAt              int64   `json:"seenAt,omitzero"`
-	ReplyToID           string  `json:"replyToId,omitzero"`
+	// Plaintext: a post in a --plaintext topic; senderName is then the
+	// broker's word for who sent it, which no signature proves.
+	Plaintext  bool   `json:"plaintext,omitzero"`
+	Priority   string `json:"priority"`
+	ReceivedAt int64  `json:"receivedAt"`
+	SentAt     int64  `json:"sentAt,omitzero"` // when the broker accepted it
+	SeenAt     int64  `json:"seenAt,omitzero"`
+	ReplyToID  string `json:"replyToId,omitzero"`
 	// MentionsYou: a topic post that mentions you or one of your agent
 	// sessions (topic post --mention; the daemon path).
 	MentionsYou bool `json:"mentionsYou,omitzero"`

@@ -362,6 +362,11 @@ func cliError(err error) error {
 	if msg == "" {
 		msg = e.Code
 	}
+	if e.Code == wire.CodeRevoked || e.Code == wire.CodeBanned {
+		// The broker's words for a ban (01-protocol §3) say "removed",
+		// which is another state (the operator's removal, for good).
+		msg = bannedText
+	}
 	if outer := err.Error(); outer != e.Error() {
 		// Keep the caller's context ("acme: …") in front.
 		msg = strings.TrimSuffix(outer, e.Error()) + msg
@@ -384,6 +389,9 @@ func cliError(err error) error {
 	}
 	return out
 }
+
+// bannedText says a ban as a ban.
+const bannedText = "this member is banned from the mesh: the broker refuses it until the mesh owner or an admin lifts the ban"
 
 func hintFor(code string) string {
 	switch code {
@@ -408,7 +416,7 @@ func hintFor(code string) string {
 	case wire.CodeBadSignature:
 		return "the invite was altered or mistyped; copy the whole link again"
 	case wire.CodeRevoked, wire.CodeBanned:
-		return "you were removed from the mesh; contact its owner to rejoin"
+		return "ask the mesh owner or an admin to lift the ban (they run: claudemesh unban YOUR-NAME)"
 	case wire.ReasonKicked:
 		return "if an admin only kicked you, running the command again (or claudemesh daemon up) reconnects; if you were removed, ask the mesh owner for a new invite"
 	case wire.ReasonRemoved:

@@ -317,8 +317,12 @@ type InboxRow struct {
 	Body         string `json:"body,omitempty"`
 	DecryptError string `json:"decryptError,omitempty"`
 	Verified     bool   `json:"verified"`
-	Priority     string `json:"priority"`
-	ReceivedAt   int64  `json:"receivedAt"`
+	// Plaintext: a post in a --plaintext topic, which no signature
+	// covers: SenderName is the broker's word for who sent it (shown
+	// as "not verified"), not a proven name.
+	Plaintext  bool   `json:"plaintext,omitzero"`
+	Priority   string `json:"priority"`
+	ReceivedAt int64  `json:"receivedAt"`
 	// SentAt is when the broker accepted the message (its createdAt):
 	// a message queued for an offline recipient is received much later.
 	// 0 in rows stored before it was kept.

@@ -308,6 +308,13 @@
   // unverified sender is its key prefix alone (the caller says it is
   // unverified).
   function senderLabel(r) {
+    if (!r.verified && plainTopicRow(r) && r.senderName) {
+      // A plaintext topic carries no signatures: the name is the
+      // broker's word, shown as the CLI shows it (the caller says it is
+      // not verified), with the key when another goes by it too.
+      const label = quoteName(nm(r.senderName));
+      return lookalike(r.senderName, r.senderPubkey) ? label + ' [key ' + shortKey(r.senderPubkey) + ']' : label;
+    }
     if (!r.verified || !r.senderName) return shortKey(r.senderPubkey);
     let label = quoteName(nm(r.senderName));
     if (r.senderMemberPubkey && r.senderPubkey !== r.senderMemberPubkey) {
@@ -391,6 +398,10 @@
   }
 
   const topicOf = (key) => S.topics.find((t) => '#' + t.name === key);
+
+  // plainTopicRow: a received row (or a history post) of a plaintext
+  // topic, whose sender no signature proves: its name is the broker's.
+  const plainTopicRow = (r) => !!r.plaintext;
 
   async function loadThreads() {
     const mesh = S.mesh;
@@ -1131,7 +1142,7 @@
     if (m.keyMissing) err = 'waiting for the key of this topic generation';
     return { id: '', messageId: m.id, senderName: m.senderName, senderPubkey: m.senderPubkey,
       senderMemberPubkey: m.senderMemberPubkey, senderMemberName: memberName(m.senderMemberPubkey), body: m.body, decryptError: err,
-      verified: m.verified, priority: 'next', replyToId: m.replyToId, seenAt: 1 };
+      verified: m.verified, plaintext: !!m.plaintext, priority: 'next', replyToId: m.replyToId, seenAt: 1 };
   }
 
   function renderItem(it, key) {
@@ -1153,6 +1164,7 @@
     // page arrives newest first, so without it a burst showed swapped.
     li.dataset.mid = (it.in ? it.in.messageId : it.out.messageId) || '';
     li.dataset.from = it.in ? it.in.senderPubkey : 'me';
+    li.dataset.thread = it.thread || '';
     const bubble = el('div', 'bubble');
     const head = el('div', 'who');
     const body = el('div', 'body');
@@ -1164,6 +1176,8 @@
       replyTo = r.replyToId;
       if (r.verified && r.senderName) {
         head.append(el('span', 'from', senderLabel(r)));
+      } else if (r.senderName && plainTopicRow(r)) {
+        head.append(el('span', 'from', senderLabel(r)), el('span', 'unverified', 'plaintext topic: sender not verified'));
       } else {
         head.append(el('span', 'from', shortKey(r.senderPubkey)), el('span', 'unverified', 'unverified sender'));
       }
@@ -1215,10 +1229,14 @@
     posted: 'posted',
     sending: 'sending…', accepted: 'accepted · in the outbox', queued: 'queued · recipient offline',
     sent: 'sent', delivered: 'delivered ✓✓', failed: 'failed',
+    untracked: 'sent · no longer tracked (you left this mesh)',
   };
 
   function setOutState(li, st, o) {
-    const s = o.status || 'accepted';
+    let s = o.status || 'accepted';
+    // A topic post the broker took is in the topic's history: posted.
+    // (It has no recipients to be queued for or delivered to.)
+    if (threadKind(li.dataset.thread || '-') === 'topic' && (s === 'queued' || s === 'sent' || s === 'delivered')) s = 'posted';
     const retry = s === 'failed' && !!o.retry;
     li.dataset.state = s;
     st.className = 'state ' + s;

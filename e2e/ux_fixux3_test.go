@@ -1,0 +1,77 @@
+package e2e
+
+// The eighteenth session's fixes of what a new user's trial found.
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBannedTopicTailSaysBanned: a banned member's `topic tail` went
+// silent, following nothing, with nothing said; it ends (exit 4) and says
+// banned, in words that do not call the ban a removal, and so does
+// `topic list` (it listed the topics as if still joined).
+func TestBannedTopicTailSaysBanned(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	bob.useDaemon = true
+	alice.ok("topic", "create", "bots", "--plaintext")
+	bob.ok("topic", "join", "bots")
+	tl := bob.tail("bots")
+	alice.ok("topic", "post", "bots", "before the ban")
+	tl.waitBody("before the ban")
+	var res adminOut
+	alice.json(&res, "ban", "bob")
+	select {
+	case <-tl.done:
+	case <-time.After(minWait):
+		t.Fatalf("a banned member's topic tail goes on, silent; printed %+v", tl.all())
+	}
+	lines := tl.all()
+	last := lines[len(lines)-1]
+	if code := tl.cmd.ProcessState.ExitCode(); code != 4 || last.Error == nil || last.Error.Code != "banned" ||
+		!strings.Contains(last.Error.Message, "banned") || strings.Contains(last.Error.Message, "removed") {
+		t.Fatalf("the banned member's tail ended with exit %d and %+v, want exit 4 saying banned", tl.cmd.ProcessState.ExitCode(), last.Error)
+	}
+	e := bob.fails(4, "banned", "topic", "list")
+	if !strings.Contains(e.Error.Message, "banned") || strings.Contains(e.Error.Message, "removed") {
+		t.Fatalf("topic list of a banned member: %+v", e.Error)
+	}
+}
+
+// TestPlaintextTopicPostNamesItsSender: a --plaintext topic's post in the
+// inbox (through the daemon) had no sender name at all, only "unverified
+// sender KEY"; it has the name the broker gives, said to be unproven, as
+// topic tail says it.
+func TestPlaintextTopicPostNamesItsSender(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	alice.useDaemon = true
+	bob.ok("topic", "create", "bots", "--plaintext")
+	alice.ok("topic", "join", "bots")
+	bob.ok("topic", "post", "bots", "beep from a bot")
+	var row inboxRow
+	eventually(t, minWait, "the post in alice's inbox", func() bool {
+		var rows []inboxRow
+		alice.json(&rows, "inbox", "--all")
+		for _, r := range rows {
+			if r.body() == "beep from a bot" {
+				row = r
+				return true
+			}
+		}
+		return false
+	})
+	if row.SenderName != "bob" || !row.Plaintext || row.Verified || row.SenderPubkey != bob.pubkey {
+		t.Fatalf("the plaintext topic post in inbox --json: %+v", row)
+	}
+	out := alice.ok("inbox", "--all").stdout
+	if !strings.Contains(out, "bob "+bob.pubkey[:8]+" (plaintext topic: sender not verified)") {
+		t.Fatalf("inbox shows the plaintext topic post as:\n%s", out)
+	}
+}
