@@ -80,6 +80,9 @@ type Config struct {
 	// Warn, when set, receives problems that do not stop the run (a
 	// dropped connection, refused sends); it is called on Run's goroutine.
 	Warn func(msg string)
+	// Note, when set, receives what the run did that is not a
+	// measurement (what it removed from a --broker, and what it left).
+	Note func(msg string)
 
 	// ViaDaemon measures a sender's daemon instead of the broker (RunDaemon):
 	// Sends sequential `claudemesh send` processes through it and as many
@@ -638,6 +641,7 @@ func (r *run) shutdown() {
 		}
 		closeAll(conns)
 		r.ackers.Wait()
+		r.cleanUpExternal()
 	})
 }
 

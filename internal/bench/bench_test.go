@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/broker"
+	"claudemesh/client"
 	"claudemesh/client/verbs"
 	"claudemesh/daemon"
 	"claudemesh/internal/cliui"
@@ -131,14 +133,41 @@ func TestExistingBroker(t *testing.T) {
 	t.Cleanup(func() { b.Close() })
 
 	t.Run("dm", func(t *testing.T) {
+		var notes, warnings []string
 		res, err := Run(testContext(t), Config{Peers: 4, Messages: 6, Window: 3, Payload: 300, IdleConnections: 5,
-			BrokerURL: b.URL(), OperatorToken: b.OperatorToken()})
+			BrokerURL: b.URL(), OperatorToken: b.OperatorToken(),
+			Note: func(m string) { notes = append(notes, m) }, Warn: func(m string) { warnings = append(warnings, m) }})
 		if err != nil {
 			t.Fatal(err)
 		}
 		checkPerfect(t, res, 24, 24)
 		if res.BrokerPeakRssMB != nil {
 			t.Errorf("RSS of a broker that is not a child: %v", *res.BrokerPeakRssMB)
+		}
+		// The run removed the members it enrolled (it left them, and
+		// their queues, on the broker), and says what stays.
+		var list struct {
+			Meshes []struct {
+				Slug    string `json:"slug"`
+				Members int    `json:"members"`
+			} `json:"meshes"`
+		}
+		req, _ := http.NewRequest("GET", client.RESTBase(b.URL())+"/v1/admin/meshes", nil)
+		req.Header.Set("Authorization", "Bearer "+b.OperatorToken())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Meshes) != 1 {
+			t.Fatalf("meshes on the broker: %+v (%v)", list, err)
+		}
+		if m := list.Meshes[0]; !strings.HasPrefix(m.Slug, "bench-") || m.Members != 1 {
+			t.Fatalf("after the run its mesh %s holds %d members, want its owner alone", m.Slug, m.Members)
+		}
+		if len(warnings) != 0 || len(notes) != 1 || !strings.Contains(notes[0], "removed the bench's 4 members") ||
+			!strings.Contains(notes[0], list.Meshes[0].Slug+" stays there") {
+			t.Fatalf("notes %q, warnings %q", notes, warnings)
 		}
 	})
 	t.Run("broadcast", func(t *testing.T) {

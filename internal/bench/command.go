@@ -28,7 +28,9 @@ func Command() *cli.Command {
 				"each send --messages crypto_box DMs to random other peers, at most --window un-acked at a time.\n"+
 				"Reports delivered %, throughput, send→ack and send→push latency (p50/p95/p99/max) and the\n"+
 				"broker's peak RSS. With --broker URL it loads an existing broker instead (operator token from\n"+
-				"--operator-token-file or $"+envOperatorToken+"; no RSS). Build without -race to measure\n"+
+				"--operator-token-file or $"+envOperatorToken+"; no RSS), and removes the members it enrolled\n"+
+				"there when it ends, with whatever is still queued for them (its mesh stays, holding only its\n"+
+				"owner record: a broker cannot delete a mesh; it says so). Build without -race to measure\n"+
 				"(go build -o /tmp/claudemesh .); with --via-daemon the timings are of this binary's processes.\n"+
 				"\n"+
 				"--topic measures a topic: --peers members join one encrypted topic (the key sealed to each), one\n"+
@@ -202,8 +204,9 @@ func action(c *cli.Context) error {
 	out := cliui.OutFrom(c)
 	spin := out.Spinner("starting")
 	cfg.Progress = spin.Update
-	var warnings []string
+	var warnings, notes []string
 	cfg.Warn = func(msg string) { warnings = append(warnings, msg) }
+	cfg.Note = func(msg string) { notes = append(notes, msg) }
 
 	var res any
 	var err error
@@ -270,6 +273,9 @@ func action(c *cli.Context) error {
 		report(out, r)
 	case *AdversaryResult:
 		reportAdversary(out, r)
+	}
+	for _, n := range notes {
+		out.Linef("%s", out.Style().Dim("  "+n))
 	}
 	return nil
 }
