@@ -120,8 +120,18 @@ func launch(c *cli.Context) error {
 	wd, _ := os.Getwd()
 	name := c.String("name")
 	if name == "" {
-		name = m.DisplayName + "-" + filepath.Base(wd)
+		// The directory's name is not a name anyone chose: what a name
+		// may not hold ('|', control characters) becomes '-'.
+		name = m.DisplayName
+		if base := cmcrypto.NameFromText(filepath.Base(wd)); base != "" {
+			name += "-" + base
+		}
+		if r := []rune(name); len(r) > cmcrypto.MaxNameLen {
+			name = string(r[:cmcrypto.MaxNameLen])
+		}
 	}
+	// A path is shown to peers as it is, control characters marked.
+	wd = wire.CleanText(wd, 1024)
 	name, err = cmcrypto.NormalizeName(name)
 	if err != nil {
 		// The check's words, without its package's "crypto: invalid

@@ -61,6 +61,33 @@ func NormalizeName(s string) (string, error) {
 	return n, nil
 }
 
+// NameFromText makes a display name out of text the user did not type as
+// one (a directory's name, for an agent session's default name): every
+// character NormalizeName refuses ('|', control, invisible and
+// direction-changing ones; invalid UTF-8) becomes '-', and the result is
+// trimmed and cut to MaxNameLen. It is "" when nothing is left; what it
+// returns otherwise passes NormalizeName. (A session started in a
+// directory named "a|b" was refused, and retried for ever.)
+func NameFromText(s string) string {
+	var b strings.Builder
+	for _, r := range norm.NFC.String(strings.ToValidUTF8(s, "-")) {
+		if r == '|' || isControl(r) || IsInvisible(r) || r == utf8.RuneError {
+			r = '-'
+		}
+		b.WriteRune(r)
+	}
+	n := strings.TrimSpace(b.String())
+	if r := []rune(n); len(r) > MaxNameLen {
+		n = strings.TrimSpace(string(r[:MaxNameLen]))
+	}
+	// NFC may recompose across a cut or a replacement; a name that still
+	// fails (it should not) is better left out than refused for ever.
+	if _, err := NormalizeName(n); err != nil {
+		return ""
+	}
+	return n
+}
+
 // NameKey is the key under which display names are unique in a mesh:
 // Unicode case folding of the NFC form, so "Alice" and "alice" collide. It
 // is for comparison only; show the name as given. The folding is

@@ -129,8 +129,21 @@ func (c *captureTransport) all() []channelNote {
 // startMCP runs `claudemesh mcp` for u under the SDK's client.
 func startMCP(t *testing.T, u *user, args ...string) (*sdk.ClientSession, *captureTransport, *lockedbuf.Buffer) {
 	t.Helper()
+	return startMCPIn(t, u, "", args...)
+}
+
+// startMCPIn is startMCP with dir as the server's working directory (as
+// claude's is where it was started); "" is the test's.
+func startMCPIn(t *testing.T, u *user, dir string, args ...string) (*sdk.ClientSession, *captureTransport, *lockedbuf.Buffer) {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--home", u.home, "mcp"}, args...)...)
-	cmd.Env = append(u.env(), "CLAUDEMESH_NAME="+u.name+"-mcp")
+	cmd.Dir = dir
+	cmd.Env = u.env()
+	if dir == "" {
+		// With a directory of its own, the name comes from it, as an
+		// ambient session's does; otherwise one the tests can match.
+		cmd.Env = append(cmd.Env, "CLAUDEMESH_NAME="+u.name+"-mcp")
+	}
 	stderr := &lockedbuf.Buffer{}
 	cmd.Stderr = stderr
 	capture := newCapture(t, cmd)

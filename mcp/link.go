@@ -258,7 +258,9 @@ func ambientRegistration(o Options) (*localapi.SessionRegister, error) {
 	name := o.Name
 	if name == "" {
 		name = m.DisplayName
-		if base := filepath.Base(o.Cwd); base != "" && base != "/" && base != "." {
+		// The directory's name is not a name anyone chose: what a name
+		// may not hold ('|', control characters) becomes '-'.
+		if base := cmcrypto.NameFromText(filepath.Base(o.Cwd)); base != "" && base != "/" && base != "." {
 			name += "-" + base
 		}
 	}
@@ -266,8 +268,11 @@ func ambientRegistration(o Options) (*localapi.SessionRegister, error) {
 		name = string(r[:cmcrypto.MaxNameLen])
 	}
 	return &localapi.SessionRegister{Token: cmcrypto.RandomHex32(), SessionID: "ambient-" + client.NewID(), Mesh: m.Slug,
-		DisplayName: name, PID: o.ParentPID, Cwd: o.Cwd, PeerType: wire.PeerAI, Channel: "claude-code"}, nil
+		DisplayName: name, PID: o.ParentPID, Cwd: wire.CleanText(o.Cwd, maxCwdBytes), PeerType: wire.PeerAI, Channel: "claude-code"}, nil
 }
+
+// maxCwdBytes is the daemon's bound on a session's cwd (daemon/sessions.go).
+const maxCwdBytes = 1024
 
 // register registers reg; a name the broker refuses as another member's
 // gets a numbered variant.

@@ -59,6 +59,11 @@ func addTools(srv *sdk.Server, l *daemonLink) {
 		if errors.As(err, &nj) {
 			return nil, nil, nj
 		}
+		var ae *localapi.APIError
+		if errors.As(err, &ae) {
+			// It answered: it refused this session (its name, its token).
+			return nil, nil, errorf("the claudemesh daemon refused this session: %s", ae.Body.Message)
+		}
 		if err != nil {
 			return nil, nil, errorf("the claudemesh daemon is not reachable: %v", err)
 		}

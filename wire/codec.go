@@ -213,6 +213,25 @@ func ValidText(s string, maxBytes int) bool {
 	return true
 }
 
+// CleanText makes s pass ValidText(s, maxBytes): invalid UTF-8 and control
+// characters become U+FFFD, and it is cut to maxBytes at a character
+// boundary. For text the user did not write as a field (a working
+// directory's path, shown to peers), which is better shown marked than
+// refused.
+func CleanText(s string, maxBytes int) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			r = utf8.RuneError
+		}
+		if b.Len()+utf8.RuneLen(r) > maxBytes {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // PeekFields returns the string values of the named top-level fields of
 // an object frame, reading it only as far as it must to find them all
 // (the frames this project writes put `id` and `reqId` right after
