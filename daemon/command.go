@@ -510,7 +510,13 @@ func downCommand() *cli.Command {
 				}
 				return printResult(out, map[string]any{"ok": true, "wasRunning": false}, "daemon not running")
 			}
-			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			// A service would start it again: stop it through its manager
+			// (which sends the TERM), and signal whatever still runs.
+			viaService, serviceHow, serr := stopService(home)
+			if serr != nil {
+				viaService = ""
+			}
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 				return cliui.Errorf("daemon_stop", "signalling pid %d: %v", pid, err)
 			}
 			// A stopped daemon (SIGSTOP, Ctrl-Z) handles the TERM only
@@ -524,7 +530,19 @@ func downCommand() *cli.Command {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			return printResult(out, map[string]any{"ok": true, "wasRunning": true, "pid": pid},
+			res := map[string]any{"ok": true, "wasRunning": true, "pid": pid}
+			switch {
+			case serr != nil:
+				// Stopped, but its service starts it again in a moment.
+				res["serviceRestarts"] = true
+				out.Warn(fmt.Sprintf("its service could not be stopped (%v): it starts the daemon again in a moment", serr), "stop it with "+serviceHow)
+				return printResult(out, res, "daemon stopped (pid %d), but its service starts it again", pid)
+			case viaService != "":
+				res["service"] = viaService
+				return printResult(out, res, "daemon stopped (pid %d) with its service (%s); it stays down until %s daemon up or another verb starts it, or the service starts at your next login (running claude sessions and inbox --follow wait for that)",
+					pid, viaService, config.Invocation(home))
+			}
+			return printResult(out, res,
 				"daemon stopped (pid %d); it stays down until %s daemon up or another verb starts it (running claude sessions and inbox --follow wait for that)", pid, config.Invocation(home))
 		},
 	}

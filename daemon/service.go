@@ -315,6 +315,32 @@ func startService(path, unit string) error {
 	return runManager("systemctl", "--user", "enable", "--now", unit)
 }
 
+// stopService stops home's service when it is installed and running: a
+// daemon it keeps (systemd's Restart=always, launchd's KeepAlive) would
+// be started again seconds after a SIGTERM, so `daemon down` goes
+// through the manager. stopped is the command that stopped it ("" when
+// there is no running service); how names the command to run by hand
+// when stopping it failed (err).
+func stopService(home string) (stopped, how string, err error) {
+	path, perr := servicePath(home)
+	if perr != nil {
+		return "", "", nil
+	}
+	if _, serr := os.Stat(path); serr != nil {
+		return "", "", nil // not installed
+	}
+	unit, label := serviceNames(home)
+	if state, ok := serviceState(unit, label); !ok || state != "active" {
+		return "", "", nil // installed, not running (a daemon started by hand is SIGTERMed)
+	}
+	if runtime.GOOS == "darwin" {
+		how = "launchctl unload " + config.ShellQuote(path)
+		return how, how, runManager("launchctl", "unload", path)
+	}
+	how = "systemctl --user stop " + unit
+	return how, how, runManager("systemctl", "--user", "stop", unit)
+}
+
 // runManager runs a service-manager command; its error says what the
 // command said (systemctl's "Failed to connect to bus", …).
 func runManager(name string, args ...string) error {

@@ -126,6 +126,7 @@ echo "$*" >> "` + f.dir + `/calls"
 case "$*" in
 *is-active*) if [ -e "` + f.dir + `/up" ]; then echo active; exit 0; fi; echo inactive; exit 3;;
 *enable*) if [ -e "` + f.dir + `/up" ]; then exit 0; fi; echo "Failed to connect to bus: No medium found" >&2; exit 1;;
+*" stop "*) if [ -e "` + f.dir + `/stopfail" ]; then echo "Failed to stop: Access denied" >&2; exit 1; fi; exit 0;;
 esac
 exit 0
 `
