@@ -32,6 +32,42 @@ import (
 func BenchmarkAccept(b *testing.B) {
 	b.Run("drain", func(b *testing.B) { benchAccept(b, false) })
 	b.Run("broker-down", func(b *testing.B) { benchAccept(b, true) })
+	b.Run("lone", benchAcceptLone)
+}
+
+// benchAcceptLone: one client posts its sends one after another, each
+// waiting for the 202 before the next, with the drain running (the mesh
+// open, every row sent to a second daemon): what a `claudemesh send`
+// process waits for at a warm daemon. ns/op is one accept's round trip:
+// the HTTP exchange, sealing, and the accept journal's write and
+// fdatasync (a lone record, written by the request's own goroutine).
+func benchAcceptLone(b *testing.B) {
+	e := newEnv(b)
+	e.join("bob")
+	alice := e.daemon("alice")
+	bob := e.daemon("bob")
+	alice.waitOpen(b)
+	bob.waitOpen(b)
+	to := e.meshes["bob"].Pubkey
+	msg := strings.Repeat("m", 100)
+	api := localapi.New(localapi.SocketPath(e.homes["alice"]))
+	cpu0 := processCPU()
+	b.ResetTimer()
+	for i := range b.N {
+		var resp localapi.SendResponse
+		status, err := api.Do(context.Background(), "POST", "/v1/send",
+			localapi.SendRequest{To: to, Message: msg, ClientMessageID: fmt.Sprintf("lone-%d", i)}, &resp)
+		if err != nil || status != 202 {
+			b.Fatalf("send: HTTP %d %v", status, err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+	waitFor(b, time.Minute, "every row delivered", func() bool {
+		var st localapi.Status
+		alice.api.Do(context.Background(), "GET", "/v1/status", nil, &st)
+		return st.Outbox.Delivered >= b.N
+	})
 }
 
 func benchAccept(b *testing.B, brokerDown bool) {

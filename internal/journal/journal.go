@@ -43,6 +43,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"claudemesh/internal/fsutil"
@@ -76,9 +77,11 @@ type Options struct {
 	// Size is the preallocated size of the file (DefaultSize if 0). A
 	// group larger than the file grows it.
 	Size int64
-	// Durable, if set, is called on the writer goroutine after each group
-	// is on disk and before its Appends return, with the values given to
-	// Append in lsn order and the group's last lsn. It must not block.
+	// Durable, if set, is called after each group is on disk and before
+	// its Appends return, with the values given to Append in lsn order
+	// and the group's last lsn, one group at a time in lsn order (by the
+	// writer goroutine, or by the Append of a lone record that wrote it
+	// itself). It must not block.
 	Durable func(values []any, last uint64)
 	// ScrubAfter is how long the writer waits, idle, before it zeroes
 	// the records it has written once they are all released
@@ -125,7 +128,20 @@ type Journal struct {
 	failed   error  // sticky: a write or sync failed
 	full     bool   // a wait for room timed out; cleared by Release
 
-	// writer state (writer goroutine only)
+	// wmu is held while a group is written (the writer goroutine's, or a
+	// lone record an Append writes itself) and while the file is
+	// scrubbed: it orders the groups' lsns and their Durable calls.
+	wmu     sync.Mutex
+	running atomic.Bool // Start has run: an Append may write itself
+	// lastWrite is when the last group was written, and idle fires
+	// ScrubAfter after it (or later) to scrub; idleArmed says it is set
+	// to fire (all three under wmu).
+	lastWrite time.Time
+	idle      *time.Timer
+	idleArmed bool
+	maxGroup  int64 // the writer's largest group, in bytes: set by Start
+
+	// writer state (under wmu)
 	off     int64
 	dirty   int64  // the file may hold record bytes before this offset
 	written uint64 // last lsn written
@@ -278,6 +294,9 @@ func (j *Journal) Start() error {
 	j.off = headerSize
 	j.dirty = max(j.dirty, headerSize)
 	j.started = true
+	j.maxGroup = max((j.size-headerSize)/2, 1)
+	j.idle, j.idleArmed = time.NewTimer(j.opts.ScrubAfter), true
+	j.running.Store(true)
 	go j.writeLoop()
 	return nil
 }
@@ -293,6 +312,23 @@ func (j *Journal) Append(rec []byte, v any) (uint64, error) {
 	if j.closed {
 		j.closeMu.RUnlock()
 		return 0, ErrClosed
+	}
+	// A record that finds the journal idle (nothing queued, no group
+	// being written) is written by this goroutine: a lone accept does
+	// not hand its record to the writer goroutine and wait to be handed
+	// the result back. Records that come while a group is being written
+	// queue for the writer, which writes them as one group after it.
+	if j.running.Load() && len(j.reqs) == 0 && j.wmu.TryLock() {
+		if len(j.reqs) == 0 {
+			err := j.writeGroup([]*req{r}, int64(recHeader+len(rec)))
+			j.wmu.Unlock()
+			j.closeMu.RUnlock()
+			if err != nil {
+				return 0, err
+			}
+			return r.lsn, nil
+		}
+		j.wmu.Unlock()
 	}
 	j.reqs <- r
 	j.closeMu.RUnlock()
@@ -337,27 +373,35 @@ func (j *Journal) Close() error {
 
 func (j *Journal) writeLoop() {
 	defer close(j.done)
-	maxGroup := max((j.size-headerSize)/2, 1)
+	maxGroup := j.maxGroup
 	group := make([]*req, 0, 64)
-	idle := time.NewTimer(j.opts.ScrubAfter)
+	idle := j.idle
 	defer idle.Stop()
 	for {
 		var first *req
 		select {
 		case first = <-j.reqs:
 		case <-idle.C:
-			if !j.scrub() {
-				idle.Reset(j.opts.ScrubAfter) // not all released yet
+			j.wmu.Lock()
+			j.idleArmed = false
+			if wait := j.opts.ScrubAfter - time.Since(j.lastWrite); wait > 0 {
+				j.armIdle(wait) // a group was written since: not idle yet
+			} else if !j.scrub() {
+				j.armIdle(j.opts.ScrubAfter) // not all released yet
 			}
+			j.wmu.Unlock()
 			continue
 		case <-j.closing:
 			select {
 			case first = <-j.reqs:
 			default:
+				j.wmu.Lock()
 				j.scrub() // a clean close leaves no released record behind
+				j.wmu.Unlock()
 				return
 			}
 		}
+		j.wmu.Lock()
 		group = append(group[:0], first)
 		bytes := int64(recHeader + len(first.rec))
 	fill:
@@ -370,19 +414,35 @@ func (j *Journal) writeLoop() {
 				break fill
 			}
 		}
-		err := j.write(group, bytes)
-		if err == nil && j.opts.Durable != nil {
-			vs := make([]any, len(group))
-			for i, r := range group {
-				vs[i] = r.v
-			}
-			j.opts.Durable(vs, j.written)
-		}
+		err := j.writeGroup(group, bytes)
+		j.wmu.Unlock()
 		for _, r := range group {
 			r.done <- err
 		}
-		idle.Reset(j.opts.ScrubAfter)
 	}
+}
+
+// armIdle sets the idle timer to fire after d (wmu held).
+func (j *Journal) armIdle(d time.Duration) {
+	j.idle.Reset(d)
+	j.idleArmed = true
+}
+
+// writeGroup writes a group (wmu held) and hands it to Durable.
+func (j *Journal) writeGroup(group []*req, bytes int64) error {
+	err := j.write(group, bytes)
+	j.lastWrite = time.Now()
+	if !j.idleArmed {
+		j.armIdle(j.opts.ScrubAfter)
+	}
+	if err == nil && j.opts.Durable != nil {
+		vs := make([]any, len(group))
+		for i, r := range group {
+			vs[i] = r.v
+		}
+		j.opts.Durable(vs, j.written)
+	}
+	return err
 }
 
 // scrub zeroes every record in the file once all that were written are

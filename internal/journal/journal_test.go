@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -387,5 +389,132 @@ func TestFullJournalFailsBounded(t *testing.T) {
 	lsn, err := j.Append(rec(n), nil)
 	if err != nil || lsn != last+1 {
 		t.Fatalf("after the release: lsn %d, %v; want %d", lsn, err, last+1)
+	}
+}
+
+// TestLoneAppendWritesItself: an Append that finds the journal idle
+// writes and syncs its record on its own goroutine (a lone accept does
+// not wait for the writer goroutine to be scheduled, twice), and Durable
+// has seen the record when it returns; Appends that come while a group is
+// being written are written by the writer goroutine, after it.
+func TestLoneAppendWritesItself(t *testing.T) {
+	var mu sync.Mutex
+	var syncers []string // who called Sync, in order
+	hold := make(chan struct{})
+	held := make(chan struct{}, 1)
+	var durable []any
+	j, _ := open(t, filepath.Join(t.TempDir(), "j"), Options{
+		Durable: func(vs []any, _ uint64) {
+			mu.Lock()
+			durable = append(durable, vs...)
+			mu.Unlock()
+		},
+		Sync: func(f *os.File) error {
+			buf := make([]byte, 64<<10)
+			stack := string(buf[:runtime.Stack(buf, false)])
+			who := "writer"
+			if strings.Contains(stack, "journal.(*Journal).Append") {
+				who = "append"
+			}
+			mu.Lock()
+			syncers = append(syncers, who)
+			first := len(syncers) == 2
+			mu.Unlock()
+			if first {
+				held <- struct{}{}
+				<-hold // the second lone append's sync: others queue meanwhile
+			}
+			return f.Sync()
+		},
+	})
+	if err := j.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if lsn, err := j.Append(rec(0), 0); err != nil || lsn != 1 {
+		t.Fatalf("append: lsn %d, %v", lsn, err)
+	}
+	mu.Lock()
+	if len(syncers) != 1 || syncers[0] != "append" || len(durable) != 1 {
+		t.Fatalf("a lone append on an idle journal: synced by %v, Durable saw %v; want the append itself, before it returned", syncers, durable)
+	}
+	mu.Unlock()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { j.Append(rec(1), 1) }) // lone: it syncs itself, held
+	<-held
+	for i := 2; i < 6; i++ {
+		wg.Go(func() { j.Append(rec(i), i) })
+	}
+	// The four queue for the writer behind the held group (nothing else
+	// writes while it is held): the writer takes the first and waits,
+	// three wait in the queue. Then let the held one go.
+	released := false
+	defer func() {
+		if !released {
+			close(hold) // a failure must not leave Close waiting for it
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(j.reqs) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d appends queued behind the held one after 30 s, want 3 (and one with the writer)", len(j.reqs))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	released = true
+	close(hold)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(syncers) != 3 || syncers[1] != "append" || syncers[2] != "writer" {
+		t.Fatalf("syncs by %v, want append, append, then the writer's one group of the four that queued", syncers)
+	}
+	if len(durable) != 6 {
+		t.Fatalf("Durable saw %d records, want 6", len(durable))
+	}
+}
+
+// TestAppendsWrittenInlineKeepTheJournalBusy: records that Appends write
+// themselves count as writes for the scrub, which waits until nothing has
+// been written for ScrubAfter; and once the journal is idle again the
+// scrub still comes, though the writer goroutine wrote none of them.
+func TestAppendsWrittenInlineKeepTheJournalBusy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	const scrubAfter = 300 * time.Millisecond
+	j, _ := open(t, path, Options{ScrubAfter: scrubAfter})
+	if err := j.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	// Appends (each released at once) for three times ScrubAfter, never
+	// more than a fraction of it apart: the file is never scrubbed
+	// meanwhile, so the records' offsets only grow.
+	start := time.Now()
+	prevOff := int64(0)
+	for i := 0; time.Since(start) < 3*scrubAfter; i++ {
+		lsn, err := j.Append(rec(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j.Release(lsn)
+		j.wmu.Lock()
+		off := j.off
+		j.wmu.Unlock()
+		if off <= prevOff {
+			t.Fatalf("append %d at %v: the journal was scrubbed while records kept coming (offset %d after %d)", i, time.Since(start), off, prevOff)
+		}
+		prevOff = off
+		time.Sleep(2 * time.Millisecond)
+	}
+	if recordBytes(t, path) == 0 {
+		t.Fatal("no records on disk")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for recordBytes(t, path) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("released records still on disk 30 s after the last append")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
