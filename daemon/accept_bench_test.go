@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +27,8 @@ import (
 // first accept until every row is delivered (drain) or copied in
 // (broker-down): the drain's records share commits (commitLinger);
 // pages/op is the pages those commits wrote (bbolt's TxStats.Write).
+// journal-syncs/op is the accept journal's fdatasyncs per message (one a
+// group: 1 / records per group).
 // cpu-µs/op is the CPU time of the whole process (clients, both daemons,
 // the broker) per message over the same span: on a shared machine it
 // moves far less with the load than ns/op does.
@@ -73,8 +76,9 @@ func benchAcceptLone(b *testing.B) {
 func benchAccept(b *testing.B, brokerDown bool) {
 	e := newEnv(b)
 	e.join("bob")
-	var commits atomic.Int64
-	alice := e.daemonWith("alice", Options{testOnCommit: func(time.Duration, int) { commits.Add(1) }})
+	var commits, syncs atomic.Int64
+	alice := e.daemonWith("alice", Options{testOnCommit: func(time.Duration, int) { commits.Add(1) },
+		testJournalSync: func(f *os.File) error { syncs.Add(1); return syscall.Fdatasync(int(f.Fd())) }})
 	bob := e.daemon("bob")
 	alice.waitOpen(b)
 	bob.waitOpen(b)
@@ -87,6 +91,7 @@ func benchAccept(b *testing.B, brokerDown bool) {
 	b.SetParallelism(8) // × GOMAXPROCS (2 here): 16 clients
 	b.ResetTimer()
 	commits.Store(0)
+	syncs.Store(0)
 	pages0 := pagesWritten(alice.d)
 	cpu0 := processCPU()
 	start := time.Now()
@@ -103,6 +108,7 @@ func benchAccept(b *testing.B, brokerDown bool) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "accepts/s")
+	b.ReportMetric(float64(syncs.Load())/float64(b.N), "journal-syncs/op")
 	b.StopTimer()
 	waitFor(b, time.Minute, "every row settled", func() bool {
 		var st localapi.Status
