@@ -217,7 +217,7 @@ func startServer(cfg Config) (*server.Server, *natsLogger, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: %w", err)
 	}
-	log := &natsLogger{log: cfg.Logger.With("component", "nats")}
+	log := &natsLogger{log: cfg.Logger.With("component", "nats"), routeHosts: routeHosts(cfg.Routes)}
 	srv.SetLoggerV2(log, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
@@ -312,9 +312,36 @@ type natsLogger struct {
 
 	mu   sync.Mutex
 	seen map[string]*repeated
-	// foreign: the hosts whose route TLS handshake failed on the
-	// certificate (routeTLSFailure), for notFormed.
+	// foreign: the --cluster-routes hosts whose route TLS handshake
+	// failed on the certificate (routeTLSFailure), for notFormed.
 	foreign map[string]bool
+	// routeHosts are the hosts of --cluster-routes and their addresses:
+	// a certificate failure from anywhere else (a scanner, a node of
+	// another cluster) is not one of this cluster's nodes.
+	routeHosts map[string]bool
+}
+
+// routeHosts resolves the hosts of routes (a name may stand for the
+// address a log line shows), each within a second.
+func routeHosts(routes []string) map[string]bool {
+	hosts := map[string]bool{}
+	for _, r := range routes {
+		h, _, err := net.SplitHostPort(r)
+		if err != nil || hosts[h] {
+			continue
+		}
+		hosts[h] = true
+		if net.ParseIP(h) != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		addrs, _ := net.DefaultResolver.LookupHost(ctx, h)
+		cancel()
+		for _, a := range addrs {
+			hosts[a] = true
+		}
+	}
+	return hosts
 }
 
 type repeated struct {
@@ -386,14 +413,17 @@ func (l *natsLogger) emit(level slog.Level, f string, v ...any) {
 	msg := strings.TrimSpace(fmt.Sprintf(f, v...))
 	key := withoutAttempt(msg)
 	if host, said, ok := routeTLSFailure(msg); ok {
-		l.mu.Lock()
-		if l.foreign == nil {
-			l.foreign = map[string]bool{}
+		if l.routeHosts[host] {
+			l.mu.Lock()
+			if l.foreign == nil {
+				l.foreign = map[string]bool{}
+			}
+			l.foreign[host] = true // at most the routes' hosts
+			l.mu.Unlock()
+		} else {
+			said = "a connection from " + host + " (not a --cluster-routes host) presented a route certificate of another cluster; NATS: " +
+				msg[strings.Index(msg, "TLS route handshake error:"):]
 		}
-		if len(l.foreign) < 64 {
-			l.foreign[host] = true
-		}
-		l.mu.Unlock()
 		msg, key = said, "route certificate "+host // one line per host, whatever port or rid
 	}
 	now := time.Now()

@@ -97,3 +97,26 @@ func TestForeignBrokerKeyIsSaid(t *testing.T) {
 		t.Errorf("the running node logged %d raw TLS handshake errors: %s", n, goodLog.String())
 	}
 }
+
+// TestRouteCertificateFailuresFromElsewhere (review): a certificate
+// failure from a host that is not one of --cluster-routes (a scanner, a
+// node of another cluster) is logged as such and never makes notFormed
+// tell the operator that this node's broker.key is wrong.
+func TestRouteCertificateFailuresFromElsewhere(t *testing.T) {
+	var log lockedbuf.Buffer
+	l := &natsLogger{log: slog.New(slog.NewTextHandler(&log, nil)), routeHosts: routeHosts([]string{"127.0.0.1:7901", "localhost:7902"})}
+	l.Errorf("%s - rid:%d - TLS route handshake error: %v", "10.9.9.9:5555", 3, "tls: failed to verify certificate: x509: certificate signed by unknown authority")
+	if got := l.foreignRoutes(); len(got) != 0 {
+		t.Fatalf("a stranger counted as a route host: %v", got)
+	}
+	if !strings.Contains(log.String(), "10.9.9.9 (not a --cluster-routes host) presented a route certificate of another cluster") {
+		t.Fatalf("log: %s", log.String())
+	}
+	l.Errorf("%s - rid:%d - TLS route handshake error: %v", "127.0.0.1:40000", 4, "remote error: tls: bad certificate")
+	if got := l.foreignRoutes(); len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Fatalf("foreign route hosts: %v", got)
+	}
+	if !strings.Contains(log.String(), "has another broker.key") {
+		t.Fatalf("log: %s", log.String())
+	}
+}
