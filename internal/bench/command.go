@@ -72,7 +72,9 @@ func Command() *cli.Command {
 				"has done something and D more, to tell the attacks' start from their steady state.\n"+
 				"--attacks none runs the attacked runs without attacks: a control for the ratio's noise, which should\n"+
 				"stay near ×1.00. --attacked-broker-args \"FLAGS\" gives the attacked runs' brokers more flags, say\n"+
-				"\"--ack-rate 0\" or \"--byte-rate 0 --rate 0\": a limit disabled, to see that the ratio catches it.\n"+
+				"\"--ack-rate 0\": a limit disabled, to see whether the ratio catches it (a paced load catches what\n"+
+				"costs the honest peers latency; a limit whose absence only costs CPU the machine has to spare shows\n"+
+				"in the runs' brokerCpuSec, not in the ratio).\n"+
 				"\n"+
 				"--cluster N runs the same DM load against N `claudemesh broker --cluster` nodes started as child\n"+
 				"processes (one broker key, a temporary data directory and loopback ports each; the log has 3\n"+
@@ -117,7 +119,7 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "attacker-in-process", Usage: "--adversary: run the attacks in the bench's own process (the methodology before the attacker had its own)"},
 			&cli.Float64Flag{Name: "honest-rate", Usage: "pace the DM senders: `R` DMs a second from all of them together, each sender on its own schedule (0: a closed loop, each sending as soon as its last DM is acked; --adversary: 2000 unless given)"},
 			&cli.IntFlag{Name: "rounds", Usage: "--adversary: `K` attacked runs, each between two baselines (default 3 with --honest-rate, 1 with --honest-rate 0)"},
-			&cli.StringFlag{Name: "attacked-broker-args", Usage: "--adversary: add these broker `FLAGS` to the attacked runs' brokers only (say \"--byte-rate 0\": a limit disabled, to see the ratio fail)"},
+			&cli.StringFlag{Name: "attacked-broker-args", Usage: "--adversary: add these broker `FLAGS` to the attacked runs' brokers only (say \"--ack-rate 0\": a limit disabled, to see whether the ratio catches it)"},
 			&cli.BoolFlag{Name: "attacker-child", Hidden: true, Usage: "internal: be --adversary's attacker process"},
 			&cli.IntFlag{Name: "cluster", Usage: "run the DM load against `N` cluster nodes (child processes), peers spread round-robin"},
 			&cli.BoolFlag{Name: "failover", Usage: "--cluster: kill -9 the last node after a third of the sends; time its clients' fail-over, check nothing acked is lost"},
