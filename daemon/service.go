@@ -52,12 +52,13 @@ func plistArg(body, flag string) (string, bool) {
 	return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(v), true
 }
 
-// unquoteExecArg undoes the quoting of an ExecStart argument we wrote.
+// unquoteExecArg undoes the quoting of an ExecStart argument we wrote
+// (systemdQuote).
 func unquoteExecArg(v string) string {
 	if len(v) >= 2 && strings.HasPrefix(v, `"`) && strings.HasSuffix(v, `"`) {
-		return strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(v[1 : len(v)-1])
+		v = strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(v[1 : len(v)-1])
 	}
-	return v
+	return strings.NewReplacer("%%", "%", "$$", "$").Replace(v)
 }
 
 // serviceHome is the home whose daemon a unit or agent file we wrote runs
@@ -166,7 +167,12 @@ WantedBy=default.target
 `, systemdQuote(exe), systemdQuote(home), extra)
 }
 
+// systemdQuote writes s as one ExecStart argument: quoted when it holds
+// white space, quotes or backslashes, and with '%' and '$' doubled, which
+// systemd expands (specifiers such as %h, and environment variables)
+// even inside quotes: a home named "100%done" ran another home's daemon.
 func systemdQuote(s string) string {
+	s = strings.NewReplacer("%", "%%", "$", "$$").Replace(s)
 	if !strings.ContainsAny(s, " \t\"'\\") {
 		return s
 	}

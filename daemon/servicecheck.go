@@ -90,10 +90,7 @@ func serviceExe(body string) string {
 		if !ok {
 			return ""
 		}
-		if len(exe) >= 2 && strings.HasPrefix(exe, `"`) && strings.HasSuffix(exe, `"`) {
-			exe = strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(exe[1 : len(exe)-1])
-		}
-		return exe
+		return unquoteExecArg(exe)
 	}
 	return ""
 }
