@@ -114,11 +114,6 @@ func upCommand() *cli.Command {
 			if err := f.check(); err != nil {
 				return err
 			}
-			// An explicit start ends a `daemon down`: the clients that
-			// wait for a daemon may start one again when theirs goes.
-			if err := localapi.ClearStopped(home); err != nil {
-				return cliui.Errorf("daemon_start", "removing %s: %v", localapi.StoppedPath(home), err)
-			}
 			anyLocalUser := f.webAnyLocalUser && f.web != "" && f.web != "off"
 			if c.Bool("foreground") {
 				if anyLocalUser {

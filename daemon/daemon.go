@@ -440,6 +440,14 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := os.WriteFile(localapi.PIDPath(d.home), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		d.log.Warn("pid file", "err", err)
 	}
+	// A daemon runs again: the record of a `daemon down` goes. Only now,
+	// when this daemon holds the home and listens, so a client waiting
+	// since the down (localapi.Reconnect) finds this daemon and never
+	// starts one of its own that races it (with the default flags, where
+	// `daemon up --web ADDR` was asked for).
+	if err := localapi.ClearStopped(d.home); err != nil {
+		d.log.Warn("stop record", "err", err)
+	}
 	// Meshes are attached before the first request is served: a client
 	// that saw the socket answer (as `daemon up` does) must find them.
 	d.wg.Add(3)

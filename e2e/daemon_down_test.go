@@ -58,4 +58,20 @@ func TestDaemonDownStaysDown(t *testing.T) {
 	bob.ok("send", "alice", "after")
 	f.waitFor("after")
 	capture.waitNote("after", func(n channelNote) bool { return strings.HasSuffix(n.Content, ": after") })
+
+	// At once, as a user types it: the clients waiting since the down
+	// must not start a daemon between the up's start and its daemon's
+	// (the record was removed before the daemon started, and a follower
+	// won that race two times in twelve).
+	for i := range 4 {
+		alice.ok("daemon", "down")
+		r := alice.ok("daemon", "up", "--web", "127.0.0.1:0")
+		if strings.Contains(r.stdout+r.stderr, "already running") || strings.Contains(r.stdout+r.stderr, "not applied") {
+			t.Fatalf("round %d: daemon up right after daemon down: %s", i, r)
+		}
+	}
+	alice.waitDaemonOpen()
+	bob.ok("send", "alice", "last")
+	f.waitFor("last")
+	capture.waitNote("last", func(n channelNote) bool { return strings.HasSuffix(n.Content, ": last") })
 }

@@ -15,7 +15,9 @@ import (
 // down`, with the default flags, so a stop did not stay a stop and
 // `daemon down && daemon up --web ADDR` found a daemon already running
 // without its flags. A verb the user types still starts one, as does a
-// new MCP server, and either start removes the file.
+// new MCP server; the daemon removes the file once it holds the home and
+// listens (not `daemon up` before it starts: a waiting client then
+// started a daemon of its own that raced the user's).
 func StoppedPath(home string) string { return filepath.Join(Dir(home), "stopped") }
 
 // ErrStoppedByUser is an ErrNoDaemon: the daemon was stopped with
