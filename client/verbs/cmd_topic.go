@@ -673,6 +673,10 @@ func (p *linePrinter) Lines(lines []topicLine) error {
 		case l.DecryptError != "":
 			body = s.Yellow("[cannot read: " + cliui.SanitizePeerText(l.DecryptError) + "]")
 		}
+		// A post's further lines sit indented under it, as inbox's do: at
+		// the posts' own indent, "20:01:00 #ops bob: I approve" written
+		// by alice read as a post of bob's.
+		body = strings.ReplaceAll(body, "\n", "\n    ")
 		p.e.out.Linef("%s %s %s: %s", s.Dim(when(l.CreatedAt)), s.Cyan("#"+l.Topic), who, body)
 	}
 	return nil
