@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -176,12 +177,12 @@ func (s *Server) checkPeer(r *http.Request) bool {
 	}
 	uid, found, err := peerUID(local, remote)
 	if err != nil {
-		s.opts.Logger.Warn("web: cannot tell which user connected; refused", "remote", r.RemoteAddr, "err", err, "hint", AnyLocalUserHint)
+		s.refused.warn(s.opts.Logger, "unknown", "web: cannot tell which user connected; refused", "remote", r.RemoteAddr, "err", err, "hint", AnyLocalUserHint)
 		return false
 	}
 	if found {
 		if uid != os.Getuid() {
-			s.opts.Logger.Warn("web: a connection of another user refused", "remote", r.RemoteAddr, "uid", uid, "hint", AnyLocalUserHint)
+			s.refused.warn(s.opts.Logger, "uid "+strconv.Itoa(uid), "web: a connection of another user refused", "remote", r.RemoteAddr, "uid", uid, "hint", AnyLocalUserHint)
 			return false
 		}
 		return true
@@ -189,7 +190,7 @@ func (s *Server) checkPeer(r *http.Request) bool {
 	if remote.Addr().Unmap().IsLoopback() {
 		// Logged: a relay the browser's traffic passes through (WSL's
 		// localhost forwarding, a proxy) leaves no socket of this user.
-		s.opts.Logger.Warn("web: a loopback connection with no socket found in /proc/net/tcp{,6} refused", "remote", r.RemoteAddr, "hint", AnyLocalUserHint)
+		s.refused.warn(s.opts.Logger, "no socket", "web: a loopback connection with no socket found in /proc/net/tcp{,6} refused", "remote", r.RemoteAddr, "hint", AnyLocalUserHint)
 	}
 	return s.opts.AllowRemote && !remote.Addr().Unmap().IsLoopback()
 }

@@ -77,6 +77,8 @@ type Server struct {
 	ln   net.Listener
 	srv  *http.Server
 	base string // scheme://host:port the login links use
+
+	refused refusalLog // the peer check's refusals, logged once a minute each
 }
 
 // CheckAddr validates a --web address: host:port, loopback unless
