@@ -65,7 +65,7 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	if err := wire.Decode(data, v); err != nil {
-		restError(w, http.StatusBadRequest, wire.CodeMalformed, err.Error())
+		restError(w, http.StatusBadRequest, wire.CodeMalformed, wire.DescribeDecodeError(err, "the request body"))
 		return false
 	}
 	return true

@@ -85,7 +85,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	if err := wire.Decode(data, v); err != nil {
-		writeError(w, badRequest(wire.CodeMalformed, err.Error()))
+		writeError(w, badRequest(wire.CodeMalformed, wire.DescribeDecodeError(err, "the request body")))
 		return false
 	}
 	return true
@@ -346,6 +346,31 @@ func (d *Daemon) handleMembers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, out)
 }
 
+// paramError says which query parameter is wrong, what it holds and what
+// it takes.
+func paramError(r *http.Request, name, want string) *apiError {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return badRequest(wire.CodeInvalidArgument, "the query parameter "+name+" is required: "+want)
+	}
+	if len(v) > 64 {
+		v = v[:64] + "…"
+	}
+	return badRequest(wire.CodeInvalidArgument, fmt.Sprintf("the query parameter %s=%q is not valid: %s", name, v, want))
+}
+
+// badBool is the first of names given a value that is not a boolean.
+func badBool(r *http.Request, names ...string) *apiError {
+	for _, n := range names {
+		if v := r.URL.Query().Get(n); v != "" {
+			if _, err := strconv.ParseBool(v); err != nil {
+				return paramError(r, n, "it is true or false")
+			}
+		}
+	}
+	return nil
+}
+
 func boolParam(r *http.Request, name string) bool {
 	v := r.URL.Query().Get(name)
 	b, _ := strconv.ParseBool(v)
@@ -375,8 +400,16 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	since, ok1 := uintParam(r, "since")
 	limit, ok2 := uintParam(r, "limit")
-	if !ok1 || !ok2 {
-		writeError(w, badRequest(wire.CodeInvalidArgument, "since and limit are non-negative integers"))
+	switch {
+	case !ok1:
+		writeError(w, paramError(r, "since", "it is an inbox row id, a whole number (0 or more)"))
+		return
+	case !ok2:
+		writeError(w, paramError(r, "limit", "it is a whole number (0 or more; 0: no limit)"))
+		return
+	}
+	if aerr := badBool(r, "sync", "unreadOnly", "oldest", "markSeen"); aerr != nil {
+		writeError(w, aerr)
 		return
 	}
 	if slug := q.Get("mesh"); slug != "" && d.meshBySlug(slug) == nil {
@@ -438,7 +471,7 @@ func (d *Daemon) handleSeen(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) handleDeleteInbox(w http.ResponseWriter, r *http.Request) {
 	before, ok := uintParam(r, "before")
 	if !ok {
-		writeError(w, badRequest(wire.CodeInvalidArgument, "before is a row id"))
+		writeError(w, paramError(r, "before", "it is an inbox row id, a whole number"))
 		return
 	}
 	n, err := d.deleteInbox(r.URL.Query().Get("mesh"), before, 0)
@@ -477,7 +510,7 @@ func (d *Daemon) handleOutbox(w http.ResponseWriter, r *http.Request) {
 	}
 	limit, ok := uintParam(r, "limit")
 	if !ok {
-		writeError(w, badRequest(wire.CodeInvalidArgument, "limit is a non-negative integer"))
+		writeError(w, paramError(r, "limit", "it is a whole number (0 or more; 0: no limit)"))
 		return
 	}
 	out := []localapi.OutboxRow{}

@@ -503,7 +503,7 @@ func TestPermanentErrorIsDeadAndRequeueCopiesTheRow(t *testing.T) {
 	alice.waitOpen(t)
 	stranger, _ := cmcrypto.GenerateIdentity()
 	ctx := context.Background()
-	resp, err := alice.api.Send(ctx, localapi.SendRequest{To: stranger.PublicHex(), Message: "to nobody", Priority: "now", ReplyToID: "r1"})
+	resp, err := alice.api.Send(ctx, localapi.SendRequest{To: stranger.PublicHex(), Message: "to nobody", Priority: "now", ReplyToID: "01J0000000000000000000000R"})
 	if err != nil {
 		t.Fatal(err)
 	}

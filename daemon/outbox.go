@@ -181,6 +181,11 @@ func (d *Daemon) accept(ctx context.Context, req localapi.SendRequest, idemHeade
 		// A reply to a message or post of ours by the id send printed
 		// (the clientMessageId): readers know it by the broker's id.
 		row.ReplyToID = id
+	} else if req.ReplyToID != "" && !wire.ValidULID(req.ReplyToID) && !d.sentHere(m.cfg.MeshID, req.ReplyToID) {
+		// Neither a message id (a ULID, as inbox shows it) nor the id of
+		// a message of ours: readers would be shown a reply to nothing.
+		return nil, 0, badRequest(wire.CodeInvalidArgument, fmt.Sprintf("replyToId %q is not a message id: it is the messageId of the message this answers "+
+			"(26 characters, as inbox --json shows it), or the id send printed for a message of yours in %s", clipID(req.ReplyToID), m.cfg.Slug))
 	}
 	if err := d.seal(m, sender, row, t, []byte(req.Message)); err != nil {
 		return nil, 0, clientError(err)
@@ -264,6 +269,33 @@ func (d *Daemon) sentID(meshID, cmid string) string {
 		return nil
 	})
 	return id
+}
+
+// sentHere reports whether cmid is the clientMessageId of a row this
+// daemon accepted for the mesh (sent or not yet).
+func (d *Daemon) sentHere(meshID, cmid string) bool {
+	// The journal first: a row leaves it only once it is in daemon.db.
+	if prev := d.acc.lookup(cmid); prev != nil {
+		return prev.MeshID == meshID
+	}
+	if !d.cmids.mayHave(cmid) {
+		return false
+	}
+	found := false
+	d.db.View(func(tx *bolt.Tx) error {
+		row, _ := outboxByCMID(tx, cmid)
+		found = row != nil && row.MeshID == meshID
+		return nil
+	})
+	return found
+}
+
+// clipID shortens an id a caller gave for an error message.
+func clipID(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // resolve resolves a send target (03-daemon "Outbox" step 3) against the

@@ -314,8 +314,15 @@ func (d *Daemon) handleWebThread(w http.ResponseWriter, r *http.Request) {
 	thread := q.Get("thread")
 	cur, ok := parseCursor(q.Get("before"))
 	limit, ok2 := limitParam(r, 50, 500)
-	if thread == "" || !ok || !ok2 {
-		writeError(w, badRequest(wire.CodeInvalidArgument, "thread is required; before is a cursor from an earlier page; limit a number"))
+	switch {
+	case thread == "":
+		writeError(w, paramError(r, "thread", "a conversation's key (a pubkey, @group, * or #topic)"))
+		return
+	case !ok:
+		writeError(w, paramError(r, "before", "it is the before cursor of an earlier page (i<number>.o<number>)"))
+		return
+	case !ok2:
+		writeError(w, paramError(r, "limit", "it is a whole number (0: 50, at most 500)"))
 		return
 	}
 	match := func(in *inboxRow, out *outboxRow) (string, bool) {
@@ -350,8 +357,12 @@ func (d *Daemon) handleWebSearch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	needle := strings.ToLower(strings.TrimSpace(q.Get("q")))
 	limit, ok := limitParam(r, 50, 200)
-	if needle == "" || len(needle) > 200 || !ok {
-		writeError(w, badRequest(wire.CodeInvalidArgument, "q is 1 to 200 bytes of text; limit a number"))
+	switch {
+	case needle == "" || len(needle) > 200:
+		writeError(w, paramError(r, "q", "it is the text to search for, 1 to 200 bytes"))
+		return
+	case !ok:
+		writeError(w, paramError(r, "limit", "it is a whole number (0: 50, at most 200)"))
 		return
 	}
 	meshID := ""

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -37,9 +39,100 @@ func Decode(data []byte, v any) error {
 		return nil
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%w: %v", ErrIllShaped, err)
+		return fmt.Errorf("%w: %w", ErrIllShaped, err)
 	}
 	return nil
+}
+
+// DescribeDecodeError says why Decode refused a JSON body in the body's
+// own terms, for an API's error message: which field holds what instead
+// of what (`"priority" must be a string, not a number`), or where the JSON
+// is broken, never the decoder's Go type names ("cannot unmarshal JSON
+// number into Go string"). what names the document ("the body").
+func DescribeDecodeError(err error, what string) string {
+	if err == nil {
+		return ""
+	}
+	var se *json.SemanticError
+	if errors.As(err, &se) && se.JSONPointer != "" {
+		// "/ids/0" is said as ids[0], "/a/b" as a.b.
+		var field string
+		for _, tok := range strings.Split(strings.TrimPrefix(string(se.JSONPointer), "/"), "/") {
+			tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
+			if _, err := strconv.Atoi(tok); err == nil && field != "" {
+				field += "[" + tok + "]"
+			} else if field != "" {
+				field += "." + tok
+			} else {
+				field = tok
+			}
+		}
+		want := jsonWords(se.GoType)
+		got := kindWords(se.JSONKind)
+		switch {
+		case want != "" && got != "" && want != got:
+			return fmt.Sprintf("%s: %q must be %s, not %s", what, field, want, got)
+		case want != "":
+			return fmt.Sprintf("%s: %q must be %s", what, field, want)
+		default:
+			return fmt.Sprintf("%s: %q has a value of the wrong kind", what, field)
+		}
+	}
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) {
+		return fmt.Sprintf("%s is not valid JSON (%s)", what, strings.Replace(strings.TrimPrefix(syn.Error(), "jsontext: "), " after offset ", " at byte ", 1))
+	}
+	msg := strings.TrimPrefix(err.Error(), ErrIllShaped.Error()+": ")
+	if strings.Contains(msg, "a frame must be a JSON object") {
+		return what + " must be a JSON object"
+	}
+	return what + " is not valid JSON"
+}
+
+// jsonWords is what JSON a Go type takes, in words.
+func jsonWords(t reflect.Type) string {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return ""
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "a whole number"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number, 0 or more"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return ""
+}
+
+// kindWords is a JSON value's kind, in words.
+func kindWords(k jsontext.Kind) string {
+	switch k {
+	case '"':
+		return "a string"
+	case '0':
+		return "a number"
+	case 't', 'f':
+		return "true or false"
+	case 'n':
+		return "null"
+	case '[':
+		return "an array"
+	case '{':
+		return "an object"
+	}
+	return ""
 }
 
 // Peek reads the envelope (type and reqId) of a frame and validates the
