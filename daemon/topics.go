@@ -14,6 +14,7 @@ import (
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/agentview"
 	"claudemesh/wire"
 )
 
@@ -683,13 +684,26 @@ func (t *topicsRT) sealTopicRow(sender *cmcrypto.Identity, row *outboxRow, targe
 			key = t.ring.Get(info.ID, info.KeyGen)
 		}
 		if key == nil {
-			// Nobody holds it (everyone who did left): no member will
-			// share it, and only a rotation brings a key.
 			if c := t.m.ackConn(); c != nil {
-				if members, err := c.TopicMembers(ctx, info.ID); err == nil && len(members) > 0 && client.HoldersOfCurrentKey(members) == 0 {
+				members, err := c.TopicMembers(ctx, info.ID)
+				if err == nil && len(members) > 0 && client.HoldersOfCurrentKey(members) == 0 {
+					// Nobody holds it (everyone who did left): no member
+					// will share it, and only a rotation brings a key.
 					return &client.Error{Code: wire.CodeTopicKeyMissing, Message: client.NobodyHoldsKeyRefusal(info.Name) + "; " + client.NobodyHoldsKeyHint(info.Name)}
 				}
+				if holder := t.onlineHolder(members); err == nil && holder != "" {
+					// A holder is online: its daemon seals the key for
+					// this member moments after a join. A post typed right
+					// after topic join (the README's order) waits for it
+					// rather than being refused.
+					if key = t.awaitKey(ctx, c, info, keyWait); key == nil {
+						return &client.Error{Code: wire.CodeTopicKeyMissing, Message: "not posted: " + holder + " holds the key of #" + info.Name +
+							" and is online, but it has not reached you within " + keyWait.String() + "; post again in a moment"}
+					}
+				}
 			}
+		}
+		if key == nil {
 			// Nothing is posted and nothing waits: say so (it read
 			// "waiting for a member…", as if the post were queued).
 			return &client.Error{Code: wire.CodeTopicKeyMissing, Message: "not posted: you do not hold the key of #" + info.Name +
@@ -717,6 +731,49 @@ func (t *topicsRT) sealTopicRow(sender *cmcrypto.Identity, row *outboxRow, targe
 	}
 	row.Nonce, row.Ciphertext, row.Signature, row.KeyGen = s.Nonce, s.Ciphertext, s.Signature, s.KeyGen
 	return nil
+}
+
+// keyWait is how long a topic post waits for a key that a member online
+// holds (it seals it for a new member within moments of the join).
+const keyWait = 5 * time.Second
+
+// onlineHolder is the name of a member of the topic who holds its current
+// key and is online now, or "".
+func (t *topicsRT) onlineHolder(members []wire.TopicMemberInfo) string {
+	dir, _ := t.m.directory()
+	online := map[string]bool{}
+	for _, m := range dir {
+		if m.Online {
+			online[m.Pubkey] = true
+		}
+	}
+	self := t.m.key.PublicHex()
+	for _, m := range members {
+		if m.HasCurrentKey && m.Pubkey != self && online[m.Pubkey] {
+			return agentview.QuoteName(m.DisplayName) // a member's choice: quoted when not plain
+		}
+	}
+	return ""
+}
+
+// awaitKey fetches this member's seals of the topic until the current
+// generation's key is there, for up to d.
+func (t *topicsRT) awaitKey(ctx context.Context, c *client.Conn, info wire.TopicInfo, d time.Duration) *[32]byte {
+	deadline := time.Now().Add(d)
+	for {
+		if key := t.ring.Get(info.ID, info.KeyGen); key != nil {
+			return key
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(150 * time.Millisecond):
+		}
+		t.keeper.Refresh(ctx, c, info.ID)
+	}
 }
 
 // reseal seals a topic post of the outbox again under the topic's current

@@ -574,3 +574,35 @@ func ban(t *testing.T, e *env, name string, rd *runningDaemon) {
 		return h.Meshes["team"] == localapi.MeshBanned
 	})
 }
+
+// TestTopicPostRightAfterJoinWaitsForTheKey (a new user's trial): the
+// README's order, topic join then a post at once, was refused with
+// topic_key_missing although the member holding the key was online (its
+// daemon seals it for the joiner a moment later). The post waits for it.
+func TestTopicPostRightAfterJoinWaitsForTheKey(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	// alice's daemon seals for a joiner after up to a second, as a busy
+	// machine's might.
+	alice, bob := e.daemonWith("alice", Options{TopicJitter: time.Second}), e.daemon("bob")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "ops"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/ops/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if resp := bob.post(t, "ops", "right after the join"); resp.Status == "" {
+		t.Fatalf("post right after the join: %+v", resp)
+	}
+	waitFor(t, 15*time.Second, "bob's post in alice's history", func() bool {
+		for _, m := range alice.messages(t, "ops").Messages {
+			if m.Body == "right after the join" && m.Verified {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -332,7 +332,9 @@ func topicJoin(c *cli.Context) error {
 	case nobodyHoldsKey(e, tr, m, row.Name):
 		e.out.Linef("%s", e.out.Style().Dim("  → you cannot read it yet, and no member holds its current key to share with you: "+rotateHint(row.Name)))
 	default:
-		e.out.Linef("%s", e.out.Style().Dim("  → you cannot read it until a member who holds its key is online: their daemon (or a running topic tail) shares it with you automatically"))
+		// Usually on its way already: a holder online seals it for a
+		// joiner moments after the join (and a post waits for it).
+		e.out.Linef("%s", e.out.Style().Dim("  → its key comes from a member who holds it, automatically while one is online (their daemon, or a running topic tail): in moments when one is online now, else once one is"))
 	}
 	return nil
 }
