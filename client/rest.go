@@ -152,6 +152,39 @@ func postJSON(ctx context.Context, url, bearer string, in, out any) error {
 	}
 }
 
+// wsURL is the broker URL on the server of a REST URL: scheme ws or wss
+// (""= the one of the REST URL), path /ws.
+func wsURL(rest, scheme string) string {
+	u, err := neturl.Parse(rest)
+	if err != nil || u.Host == "" {
+		return rest
+	}
+	if scheme == "" {
+		scheme = "ws"
+		if u.Scheme == "https" || u.Scheme == "wss" {
+			scheme = "wss"
+		}
+	}
+	return scheme + "://" + u.Host + "/ws"
+}
+
+// restRoot is a REST URL without its /v1/… route: what the broker URL was
+// taken for.
+func restRoot(rest string) string {
+	if i := strings.Index(rest, "/v1/"); i >= 0 {
+		return rest[:i]
+	}
+	return rest
+}
+
+// reqPath is the path of a URL.
+func reqPath(rest string) string {
+	if u, err := neturl.Parse(rest); err == nil && u.Path != "" {
+		return u.Path
+	}
+	return rest
+}
+
 // origin is scheme://host[:port] of a URL, for messages ("the broker at
 // http://127.0.0.1:7900"): the path of the request adds nothing.
 func origin(raw string) string {
@@ -200,6 +233,12 @@ func doJSON(ctx context.Context, method, url, bearer string, in, out any) error 
 		if isUnreachable(err) {
 			return &Error{Code: CodeUnreachable, Message: cannotReach(origin(url), err), cause: err}
 		}
+		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+			// net/http's words for a TLS handshake answered in plain HTTP.
+			return &Error{Code: CodeUnreachable, cause: err,
+				Message: "the server at " + origin(url) + " speaks plain HTTP, not TLS, so wss:// cannot reach it",
+				Hint:    "use its ws:// URL: " + wsURL(url, "ws") + " (or the broker's TLS address, if it has one)"}
+		}
 		var te interface{ Timeout() bool }
 		if errors.As(err, &te) && te.Timeout() {
 			return wrapError(CodeTimeout, err, "%s %s", method, url)
@@ -232,9 +271,25 @@ func restError(resp *http.Response, body []byte) *Error {
 		} `json:"error"`
 	}
 	e := &Error{Status: resp.StatusCode}
+	var reqURL string
+	if resp.Request != nil && resp.Request.URL != nil {
+		reqURL = resp.Request.URL.String()
+	}
 	if wire.Decode(body, &eb) == nil && eb.Error.Code != "" {
 		e.Code, e.Message, e.RetryAfterMs = eb.Error.Code, eb.Error.Message, eb.Error.RetryAfterMs
 		e.Candidates = eb.Error.Candidates
+	} else if resp.StatusCode == http.StatusBadRequest && bytes.Contains(body, []byte("Client sent an HTTP request to an HTTPS server")) {
+		// Go's TLS server's answer to plain HTTP.
+		e.Code = CodeUnreachable
+		e.Message = "the server at " + origin(reqURL) + " speaks TLS, so ws:// (plain HTTP) cannot reach it"
+		e.Hint = "use its wss:// URL: " + wsURL(reqURL, "wss")
+	} else if resp.StatusCode == http.StatusNotFound && !strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		// Not a broker's answer (it says not_found in JSON): nothing of
+		// claudemesh's is at that path.
+		e.Code = CodeUnreachable
+		e.Message = "no claudemesh broker answers at " + restRoot(reqURL) + " (HTTP 404 for " + reqPath(reqURL) + ")"
+		e.Hint = "a broker's URL is ws://HOST:PORT/ws or wss://HOST/ws (or the path its TLS proxy forwards to /ws), as its operator gives it; " +
+			"that server's would be " + wsURL(reqURL, "")
 	} else {
 		e.Code = fmt.Sprintf("http_%d", resp.StatusCode)
 		e.Message = strings.TrimSpace(string(body))
