@@ -165,7 +165,7 @@ func New(cfg Config) (*Broker, error) {
 	// copy from the log.)
 	if _, kerr := os.Stat(filepath.Join(cfg.DataDir, "broker.key")); kerr == nil && !cfg.Init && cfg.Cluster == nil {
 		if _, derr := os.Stat(dbPath); errors.Is(derr, os.ErrNotExist) {
-			return nil, storeRefusal(dbPath, fmt.Errorf("%w, but broker.key is there: this broker had a database", missingStore(dbPath)))
+			return nil, storeRefusal(dbPath, cfg.Init, fmt.Errorf("%w, but broker.key is there: this broker had a database", missingStore(dbPath)))
 		}
 	}
 	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key"))
@@ -218,7 +218,7 @@ func New(cfg Config) (*Broker, error) {
 	if errors.Is(err, store.ErrCorrupt) {
 		st.Close()
 		b.closeCluster()
-		return nil, storeRefusal(dbPath, err)
+		return nil, storeRefusal(dbPath, cfg.Init, err)
 	}
 	if err != nil {
 		st.Close()
@@ -263,7 +263,7 @@ func (b *Broker) openLocalStore(dbPath string) error {
 		return dataDirInUse(cfg.DataDir)
 	}
 	if errors.Is(err, store.ErrEmptyFile) || errors.Is(err, store.ErrCorrupt) {
-		return storeRefusal(dbPath, err)
+		return storeRefusal(dbPath, cfg.Init, err)
 	}
 	if err != nil {
 		return err
@@ -501,7 +501,17 @@ func (m missingStore) Error() string { return string(m) + " is missing" }
 
 // storeRefusal is the message of a broker that will not start on its
 // database, with what to do about it. Nothing was changed on disk.
-func storeRefusal(path string, err error) error {
+func storeRefusal(path string, init bool, err error) error {
+	if init && errors.Is(err, store.ErrCorrupt) {
+		// --init was given, and refused: it makes a new store only where
+		// the file is empty or missing. Repeating the steps that name
+		// --init would send the operator round in a circle.
+		return fmt.Errorf("refusing to start on %s (it is damaged): %w.\n"+
+			"Nothing was changed: --init makes a new store only where broker.db is empty or missing, never over one that may still hold meshes.\n"+
+			"To start empty (every mesh is gone, and every member must be invited and join again), move it aside first, then start with --init again:\n"+
+			"  mv %s %s.damaged\n"+
+			"or restore broker.db from your latest backup (docs/operating-a-broker.md, Backups)", path, err, path, path)
+	}
 	if ms := missingStore(""); errors.As(err, &ms) {
 		// There is no file to keep for inspection.
 		return fmt.Errorf("refusing to start on %s: %w.\n"+

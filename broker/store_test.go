@@ -47,6 +47,18 @@ func TestBrokerRefusesAnEmptyOrMissingStore(t *testing.T) {
 		}
 		b.Close()
 	}
+	// --init over a damaged file that is not empty is refused with what to
+	// do first (a new user's trial: the refusal repeated, word for word,
+	// the steps that had said to start with --init).
+	os.WriteFile(db, []byte(strings.Repeat("not a database ", 4000)), 0o600)
+	_, plain := New(cfg)
+	init := cfg
+	init.Init = true
+	_, err = New(init)
+	if plain == nil || err == nil || err.Error() == plain.Error() || !strings.Contains(err.Error(), "--init makes a new store only where broker.db is empty or missing") ||
+		!strings.Contains(err.Error(), "mv "+db+" "+db+".damaged") {
+		t.Fatalf("--init on a damaged broker.db: %v", err)
+	}
 }
 
 // TestBrokerSkipsACorruptRecord: one member record that does not decode

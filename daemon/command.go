@@ -172,7 +172,7 @@ func upCommand() *cli.Command {
 			// the start lock (it may be creating the file: the daemon
 			// started below checks it under that lock).
 			if err := checkDBUnlessStarting(home, f.init); err != nil {
-				return DBRefusal(localapi.DBPath(home), err)
+				return DBRefusal(home, f.init, err)
 			}
 			pid, err := detach(c.Context, home, f)
 			var lost *lostRaceError

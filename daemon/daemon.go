@@ -219,16 +219,27 @@ const (
 
 // DBRefusal is the message of a daemon that will not start on its
 // daemon.db, with what to do about it. Nothing was changed on disk.
-func DBRefusal(path string, err error) error {
+func DBRefusal(home string, init bool, err error) error {
+	path := localapi.DBPath(home)
 	what := store.Why(err)
 	if what == "" {
 		what = "it cannot be used: " + err.Error()
 	}
+	cm := config.Invocation(home)
+	if init && errors.Is(err, store.ErrCorrupt) {
+		// --init was given, and refused: it replaces only an empty file.
+		// The steps that name --init again would be a circle.
+		return (&cliui.Error{Code: "store_damaged", Message: fmt.Sprintf("refusing to start on %s (%s): --init makes a new daemon.db only where the file is empty or missing, "+
+			"never over one that may still hold messages; nothing was changed", path, what), Cause: err}).
+			WithHint("move it aside first, then run --init again: mv " + config.ShellQuote(path) + " " + config.ShellQuote(path+".damaged") + " && " + cm + " daemon up --init " +
+				"(an empty inbox and outbox: messages already received are gone, messages accepted but not yet sent are lost, and anything still queued on the broker arrives again); " +
+				"or restore daemon.db from a backup")
+	}
 	// bbolt's own text (an assertion about page ids) stays in the cause,
 	// shown with CLAUDEMESH_DEBUG=1 and in the daemon's log.
 	return (&cliui.Error{Code: "store_damaged", Message: fmt.Sprintf("refusing to start on %s (%s)", path, what), Cause: err}).
-		WithHint("nothing was changed. Restore daemon.db from a backup if you have one; or keep it for inspection (mv " + path + " " + path + ".damaged) " +
-			"and run claudemesh daemon up --init, which starts with an empty inbox and outbox: messages already received are gone, " +
+		WithHint("nothing was changed. Restore daemon.db from a backup if you have one; or keep it for inspection (mv " + config.ShellQuote(path) + " " + config.ShellQuote(path+".damaged") + ") " +
+			"and run " + cm + " daemon up --init, which starts with an empty inbox and outbox: messages already received are gone, " +
 			"messages accepted but not yet sent are lost (the accept journal is set aside as daemon.journal.set-aside-<time>, so nothing already sent is sent again), " +
 			"and anything still queued on the broker arrives again")
 }
@@ -314,7 +325,7 @@ func Open(opts Options) (*Daemon, error) {
 		}
 		if errors.Is(err, store.ErrEmptyFile) || errors.Is(err, store.ErrCorrupt) {
 			opts.Logger.Error("daemon.db cannot be opened", "err", err)
-			return nil, DBRefusal(localapi.DBPath(opts.Home), err)
+			return nil, DBRefusal(opts.Home, opts.Init, err)
 		}
 		return nil, err
 	}

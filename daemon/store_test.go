@@ -41,6 +41,17 @@ func TestDaemonRefusesAnEmptyOrDamagedDB(t *testing.T) {
 	if _, err := Open(Options{Home: home, Init: true}); !errors.As(err, &ce) || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("damaged daemon.db: %v", err)
 	}
+	// --init on a damaged file that is not empty is refused, saying why
+	// and what to do first (a new user's trial: it repeated, word for
+	// word, the refusal that had told them to run --init).
+	_, plain := Open(Options{Home: home})
+	_, err = Open(Options{Home: home, Init: true})
+	var pe *cliui.Error
+	if !errors.As(plain, &pe) || !errors.As(err, &ce) || ce.Hint == pe.Hint || ce.Message == pe.Message ||
+		!strings.Contains(ce.Message, "--init makes a new daemon.db only where the file is empty or missing") ||
+		!strings.Contains(ce.Hint, "mv "+path+" "+path+".damaged && claudemesh --home "+home+" daemon up --init") {
+		t.Fatalf("--init on a damaged daemon.db: %v (→ %s)", err, ce.Hint)
+	}
 }
 
 // TestAStartDoesNotJudgeTheFileAnotherStartIsCreating: two `daemon up` at
