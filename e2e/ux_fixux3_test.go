@@ -75,3 +75,45 @@ func TestPlaintextTopicPostNamesItsSender(t *testing.T) {
 		t.Fatalf("inbox shows the plaintext topic post as:\n%s", out)
 	}
 }
+
+// TestListsSayRemovedAndInviteState: a removed member's API key whose
+// expiry had also passed was listed "expired" (it never works again,
+// whatever its expiry); `invite list --json` gave no state, which only
+// the text's STATE column said.
+func TestListsSayRemovedAndInviteState(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	var key struct{ ID string }
+	bob.json(&key, "apikey", "create", "bot", "--cap", "read", "--expires", "1s")
+	op := newUser(t, "operator")
+	var out struct{ Pubkey string }
+	op.json(&out, "mesh", "remove-member", "bob", "--mesh", "test", "--broker", b.url, "--operator-token-file", b.tokenFile())
+	eventually(t, minWait, "bob's key listed as its removed member's", func() bool {
+		for _, line := range strings.Split(alice.ok("apikey", "list").stdout, "\n") {
+			if strings.Contains(line, key.ID) {
+				if strings.Contains(line, "expired") {
+					t.Fatalf("a removed member's key is listed as expired: %q", line)
+				}
+				return strings.Contains(line, "refused: its member was removed")
+			}
+		}
+		return false
+	})
+
+	var inv struct{ InviteID string }
+	alice.json(&inv, "invite", "--uses", "1")
+	var revoked struct{ InviteID string }
+	alice.json(&revoked, "invite")
+	alice.ok("invite", "revoke", revoked.InviteID)
+	var rows []struct{ InviteID, State string }
+	alice.json(&rows, "invite", "list")
+	states := map[string]string{}
+	for _, r := range rows {
+		states[r.InviteID] = r.State
+	}
+	if states[inv.InviteID] != "active" || states[revoked.InviteID] != "revoked" {
+		t.Fatalf("invite list --json states: %+v", rows)
+	}
+}

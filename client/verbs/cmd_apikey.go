@@ -177,10 +177,12 @@ func apikeyList(c *cli.Context) error {
 		switch {
 		case k.RevokedAt != 0:
 			state = "revoked " + when(k.RevokedAt)
+		case k.MemberRemoved:
+			// Before "expired": a removed member's key never works again,
+			// whatever its expiry said.
+			state = "refused: its member was removed"
 		case k.ExpiresAt != 0 && k.ExpiresAt <= now:
 			state = "expired " + when(k.ExpiresAt)
-		case k.MemberRemoved:
-			state = "refused: its member was removed"
 		case k.ExpiresAt != 0:
 			state = "until " + when(k.ExpiresAt)
 		}

@@ -164,6 +164,22 @@ type inviteRowJSON struct {
 	Uses      int    `json:"uses"`
 	CreatedAt int64  `json:"createdAt"`
 	RevokedAt int64  `json:"revokedAt,omitzero"`
+	// State is active, used (every use taken), expired or revoked, as
+	// the text's STATE column says it.
+	State string `json:"state"`
+}
+
+// inviteState is an invite's state at now (ms).
+func inviteState(i wire.InviteInfo, now int64) string {
+	switch {
+	case i.RevokedAt != 0:
+		return "revoked"
+	case i.ExpiresAt <= now:
+		return "expired"
+	case i.Uses >= i.MaxUses:
+		return "used"
+	}
+	return "active"
 }
 
 func inviteListCommand() *cli.Command {
@@ -188,10 +204,11 @@ func inviteListCommand() *cli.Command {
 			if err != nil {
 				return askWhoCan(err, m, false, "claudemesh invite list")
 			}
+			now := time.Now().UnixMilli()
 			rows := make([]inviteRowJSON, 0, len(invites))
 			for _, i := range invites {
 				rows = append(rows, inviteRowJSON{InviteID: i.InviteID, Role: i.Role, ExpiresAt: i.ExpiresAt,
-					MaxUses: i.MaxUses, Uses: i.Uses, CreatedAt: i.CreatedAt, RevokedAt: i.RevokedAt})
+					MaxUses: i.MaxUses, Uses: i.Uses, CreatedAt: i.CreatedAt, RevokedAt: i.RevokedAt, State: inviteState(i, now)})
 			}
 			if e.out.JSONMode() {
 				return e.out.JSON(rows)
@@ -200,17 +217,11 @@ func inviteListCommand() *cli.Command {
 				e.out.Resultf("no invites in %s", m.Slug)
 				return nil
 			}
-			now := time.Now().UnixMilli()
 			tw := newTable(e.out)
 			tw.row("INVITE", "ROLE", "USES", "EXPIRES", "STATE")
 			for _, r := range rows {
-				state := "active"
-				switch {
-				case r.RevokedAt != 0:
-					state = "revoked"
-				case r.ExpiresAt <= now:
-					state = "expired"
-				case r.Uses >= r.MaxUses:
+				state := r.State
+				if state == "used" {
 					state = "used up"
 				}
 				tw.row(r.InviteID, r.Role, itoa(r.Uses)+"/"+itoa(r.MaxUses), when(r.ExpiresAt), state)
