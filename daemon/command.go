@@ -111,6 +111,12 @@ func upCommand() *cli.Command {
 				webTLSCert: c.String("web-tls-cert"), webTLSKey: c.String("web-tls-key"), init: c.Bool("init"),
 				tcpAllowRemote: c.Bool("tcp-allow-remote"), tcpTLSCert: c.String("tcp-tls-cert"), tcpTLSKey: c.String("tcp-tls-key"),
 				inboxMaxBytes: c.Int64("inbox-max-bytes")}
+			if f.inboxMaxBytes < MinInboxMaxBytes {
+				// 0 or -1 became the default without a word, and 1 a cap
+				// no message fits in (the inbox full for good).
+				return cliui.UsageErrorf("--inbox-max-bytes %d is not a cap the inbox can work with: it is at least %d (1 MiB; one message alone can take 64 KiB), "+
+					"and %d (256 MiB) without the flag", f.inboxMaxBytes, MinInboxMaxBytes, DefaultInboxMaxBytes)
+			}
 			if err := f.check(); err != nil {
 				return err
 			}

@@ -23,6 +23,10 @@ import (
 // acked, so they wait on the broker (where the sender's quota bounds them)
 // and come again with its redelivery once rows are read.
 
+// MinInboxMaxBytes is the smallest `daemon up --inbox-max-bytes`: room
+// for a few of the largest messages (64 KiB of text each).
+const MinInboxMaxBytes = 1 << 20
+
 // DefaultInboxMaxBytes is `daemon up --inbox-max-bytes`'s default.
 const DefaultInboxMaxBytes = 256 << 20
 

@@ -150,9 +150,9 @@ func TestDaemonUpSaysWhichFlagsItDidNotApply(t *testing.T) {
 	if r := alice.run("daemon", "up"); r.code != 0 || strings.Contains(r.stderr, "not applied") {
 		t.Fatalf("daemon up with no flags: %s", r)
 	}
-	r := alice.run("daemon", "up", "--inbox-max-bytes", "1000", "--tcp", "127.0.0.1:0")
+	r := alice.run("daemon", "up", "--inbox-max-bytes", "1048576", "--tcp", "127.0.0.1:0")
 	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "already running") ||
-		!strings.Contains(r.stderr, "--inbox-max-bytes 1000, --tcp not applied: the running daemon keeps the flags it was started with (--inbox-max-bytes 268435456)") ||
+		!strings.Contains(r.stderr, "--inbox-max-bytes 1048576, --tcp not applied: the running daemon keeps the flags it was started with (--inbox-max-bytes 268435456)") ||
 		!strings.Contains(r.stderr, "daemon down") {
 		t.Fatalf("daemon up with start flags: %s", r)
 	}

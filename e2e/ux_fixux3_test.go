@@ -117,3 +117,21 @@ func TestListsSayRemovedAndInviteState(t *testing.T) {
 		t.Fatalf("invite list --json states: %+v", rows)
 	}
 }
+
+// TestInboxMaxBytesRefusesNonsense: --inbox-max-bytes 0 and -1 became
+// the default without a word, and 1 a cap no message fits in (the inbox
+// full for good); each is refused with the valid range (exit 2).
+func TestInboxMaxBytesRefusesNonsense(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	for _, v := range []string{"0", "-1", "1", "1048575"} {
+		r := alice.run("daemon", "up", "--inbox-max-bytes="+v)
+		if r.code != 2 || !strings.Contains(r.stderr, "--inbox-max-bytes "+v+" is not a cap the inbox can work with: it is at least 1048576 (1 MiB") {
+			t.Fatalf("daemon up --inbox-max-bytes=%s: %s", v, r)
+		}
+	}
+	if r := alice.run("daemon", "status", "--json"); !strings.Contains(r.stdout, `"running":false`) {
+		t.Fatalf("a refused daemon up started a daemon: %s", r)
+	}
+}
