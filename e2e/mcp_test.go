@@ -511,6 +511,13 @@ func TestMCPAnswersABadLineAndGoesOn(t *testing.T) {
 	if a := next("ping"); string(a.ID) != "2" || a.Error != nil {
 		t.Fatalf("ping: %+v", a)
 	}
+	// An error the SDK makes from a plain Go error had code 0, which
+	// JSON-RPC does not define: a second initialize is an invalid
+	// request.
+	fmt.Fprintln(stdin, `{"jsonrpc":"2.0","id":9,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	if a := next("a second initialize"); string(a.ID) != "9" || a.Error == nil || a.Error.Code != -32600 {
+		t.Fatalf("a second initialize: %+v", a)
+	}
 	stdin.Close()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

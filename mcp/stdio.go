@@ -34,9 +34,48 @@ type lockedWriter struct {
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {
+	msg := withErrorCode(p)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	if _, err := l.w.Write(msg); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// withErrorCode gives an error answer that has code 0 a JSON-RPC code:
+// the SDK answers an error its handlers return as a plain Go error (a
+// second initialize, say) with code 0, which JSON-RPC 2.0 does not define.
+// A repeated handshake message is an invalid request (-32600); any other
+// is an internal error (-32603).
+func withErrorCode(p []byte) []byte {
+	if !bytes.Contains(p, []byte(`"error"`)) || !bytes.Contains(p, []byte(`"code":0`)) {
+		return p
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(p, &m) != nil {
+		return p
+	}
+	var e map[string]json.RawMessage
+	if json.Unmarshal(m["error"], &e) != nil || string(e["code"]) != "0" {
+		return p
+	}
+	var text string
+	json.Unmarshal(e["message"], &text)
+	code := jsonrpc.CodeInternalError
+	if bytes.HasPrefix([]byte(text), []byte("duplicate ")) {
+		code = jsonrpc.CodeInvalidRequest
+	}
+	e["code"], _ = json.Marshal(code)
+	m["error"], _ = json.Marshal(e)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return p
+	}
+	if bytes.HasSuffix(p, []byte("\n")) {
+		out = append(out, '\n')
+	}
+	return out
 }
 
 func (l *lockedWriter) Close() error { return l.w.Close() }
