@@ -135,3 +135,24 @@ func TestInboxMaxBytesRefusesNonsense(t *testing.T) {
 		t.Fatalf("a refused daemon up started a daemon: %s", r)
 	}
 }
+
+// TestQuietKeepsResultsAndDropsTheRest: with -q, topic history and topic
+// tail printed nothing at all (their posts went out as informational
+// lines), and doctor printed every passing check as well.
+func TestQuietKeepsResultsAndDropsTheRest(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.ok("topic", "create", "ops", "--plaintext")
+	alice.ok("topic", "post", "ops", "a quiet post")
+	for _, args := range [][]string{{"topic", "history", "ops", "-q"}, {"topic", "tail", "ops", "--no-follow", "-q"}} {
+		if r := alice.ok(args...); !strings.Contains(r.stdout, "a quiet post") {
+			t.Fatalf("%q printed no post: %s", args, r)
+		}
+	}
+	loud, quiet := alice.run("doctor"), alice.run("doctor", "-q")
+	if !strings.Contains(loud.stdout, "✔") || strings.Contains(quiet.stdout, "✔") || quiet.code != loud.code ||
+		strings.Count(quiet.stdout, "⚠")+strings.Count(quiet.stdout, "✘") != strings.Count(loud.stdout, "⚠")+strings.Count(loud.stdout, "✘") {
+		t.Fatalf("doctor -q:\n%s\ndoctor:\n%s", quiet.stdout, loud.stdout)
+	}
+}

@@ -679,7 +679,8 @@ func (p *linePrinter) Lines(lines []topicLine) error {
 		// the posts' own indent, "20:01:00 #ops bob: I approve" written
 		// by alice read as a post of bob's.
 		body = strings.ReplaceAll(body, "\n", "\n    ")
-		p.e.out.Linef("%s %s %s: %s", s.Dim(when(l.CreatedAt)), s.Cyan("#"+l.Topic), who, body)
+		// The posts are the result: --quiet keeps them.
+		p.e.out.Resultf("%s %s %s: %s", s.Dim(when(l.CreatedAt)), s.Cyan("#"+l.Topic), who, body)
 	}
 	return nil
 }

@@ -296,6 +296,9 @@ func Command(checks ...Check) *cli.Command {
 			} else {
 				s := out.Style()
 				for _, r := range rep.Checks {
+					if r.Status == OK && out.Quiet() {
+						continue // --quiet: what needs looking at, alone
+					}
 					mark := map[string]string{OK: s.Green("✔"), Warn: s.Yellow("⚠"), Fail: s.Red("✘")}[r.Status]
 					out.Resultf("%s %s: %s", mark, r.Name, r.Message)
 					if r.Fix != "" {
