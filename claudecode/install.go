@@ -2,6 +2,7 @@ package claudecode
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"claudemesh/client/config"
+	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 	"claudemesh/internal/fsutil"
 	"claudemesh/internal/jsonedit"
@@ -735,9 +737,20 @@ type installJSON struct {
 	Steps  []step `json:"steps"`
 }
 
-// runUpAdvice is how the daemon starts where the service did not: daemon
-// up refuses a home that joined no mesh, and install runs before join.
-const runUpAdvice = "run claudemesh daemon up once a mesh is joined (or any verb after claudemesh join starts it)"
+// upAdvice is how the daemon starts where the service did not, for this
+// home as it is now: a daemon running already keeps running until
+// logout or a restart; a home that joined a mesh can start one now;
+// `daemon up` refuses a home that joined none (install runs before join).
+func upAdvice(home string) string {
+	cm := config.Invocation(home)
+	if _, v, err := localapi.Probe(context.Background(), home); err == nil && v.PID > 0 {
+		return fmt.Sprintf("the daemon is running now (pid %d), but nothing starts it at login: after one, run %s daemon up (or any verb that needs it starts it)", v.PID, cm)
+	}
+	if cfg, err := config.Load(home); err == nil && len(cfg.Meshes) > 0 {
+		return "run " + cm + " daemon up now (any verb that needs the daemon starts it too); nothing starts it at login"
+	}
+	return "run " + cm + " daemon up once a mesh is joined (or any verb after " + cm + " join starts it)"
+}
 
 // serviceStep runs `claudemesh daemon install-service|uninstall-service
 // --json` and says what really happened: a unit written but not started
@@ -759,7 +772,7 @@ func serviceStep(bin, home, verb string) step {
 	if jerr == nil && res.Error.Code == "service_not_started" {
 		// Written, but the service manager did not start it (exit 1):
 		// a warning of this step, not a skipped one.
-		st.Result, st.Warn = "not started: "+res.Error.Message+": "+runUpAdvice, true
+		st.Result, st.Warn = "not started: "+res.Error.Message+": "+upAdvice(home), true
 		return st
 	}
 	if err != nil || jerr != nil {
@@ -779,7 +792,7 @@ func serviceStep(bin, home, verb string) step {
 	case res.Started:
 		st.Result = "installed and started"
 	default:
-		st.Result, st.Warn = "written, but not started ("+res.Reason+"): "+runUpAdvice, true
+		st.Result, st.Warn = "written, but not started ("+res.Reason+"): "+upAdvice(home), true
 	}
 	return st
 }
@@ -842,6 +855,10 @@ func runInstall(c *cli.Context, remove bool) error {
 		out.Resultf("%s", line)
 	}
 	if !remove {
+		if _, err := exec.LookPath("claude"); err != nil {
+			// What install wrote is read by Claude Code alone.
+			out.Warn("claude (Claude Code) is not on PATH: the entries above take effect once it is installed and run", "")
+		}
 		out.Linef("%s", s.Dim("→ now run claude (ambient) or "+config.Invocation(home)+" launch --name NAME"))
 	}
 	return nil

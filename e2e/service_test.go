@@ -202,7 +202,7 @@ func TestInstallServiceNotStartedFailsAndDoctorChecksIt(t *testing.T) {
 	// Its advice holds in a home that has joined nothing yet (daemon up
 	// refuses such a home).
 	if r := u.ok("install", "--no-hooks", "--no-skill"); !strings.Contains(r.stdout, "⚠ daemon service (claudemesh daemon install-service): not started: ") ||
-		!strings.Contains(r.stdout, "run claudemesh daemon up once a mesh is joined") {
+		!strings.Contains(r.stdout, "run claudemesh --home "+u.home+" daemon up once a mesh is joined") {
 		t.Fatalf("install: %s", r)
 	}
 

@@ -3,6 +3,9 @@ package e2e
 // The eighteenth session's fixes of what a new user's trial found.
 
 import (
+	"fmt"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +157,33 @@ func TestQuietKeepsResultsAndDropsTheRest(t *testing.T) {
 	if !strings.Contains(loud.stdout, "✔") || strings.Contains(quiet.stdout, "✔") || quiet.code != loud.code ||
 		strings.Count(quiet.stdout, "⚠")+strings.Count(quiet.stdout, "✘") != strings.Count(loud.stdout, "⚠")+strings.Count(loud.stdout, "✘") {
 		t.Fatalf("doctor -q:\n%s\ndoctor:\n%s", quiet.stdout, loud.stdout)
+	}
+}
+
+// TestInstallSaysTheDaemonRunsAndClaudeIsMissing (a new user's trial):
+// install in a joined home whose daemon ran, where the service could not
+// start, said "run claudemesh daemon up once a mesh is joined", and
+// nothing said that claude was not installed.
+func TestInstallSaysTheDaemonRunsAndClaudeIsMissing(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("the systemd unit is Linux-only")
+	}
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice")[0]
+	fake := newFakeSystemctl(t) // its enable fails: no user bus
+	fakeHome := t.TempDir()
+	u.extraEnv = []string{"HOME=" + fakeHome, "XDG_CONFIG_HOME=" + filepath.Join(fakeHome, ".config"),
+		"PATH=" + fake.dir, // nothing else: no claude either
+		"CI=", "GITHUB_ACTIONS=", "GITLAB_CI=", "BUILDKITE=", "JENKINS_URL="}
+	u.startDaemon()
+	u.waitDaemonOpen()
+	var v struct{ PID int }
+	u.json(&v, "daemon", "status")
+	r := u.run("install", "--no-hooks", "--no-skill")
+	want := fmt.Sprintf("the daemon is running now (pid %d), but nothing starts it at login", v.PID)
+	if v.PID == 0 || !strings.Contains(r.stdout, want) || strings.Contains(r.stdout, "once a mesh is joined") ||
+		!strings.Contains(r.stderr, "claude (Claude Code) is not on PATH") {
+		t.Fatalf("install in a joined home with its daemon running, without claude:\nwant %q\n%s", want, r)
 	}
 }
