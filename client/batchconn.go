@@ -61,16 +61,22 @@ func (b *batchConn) flush() error {
 // always taken, whatever its size).
 const maxBatchBytes = 64 << 10
 
-// writeBatch writes first and every frame queued behind it, up to
-// maxBatchBytes, as one write to the socket. It reports false when the
-// connection failed (write has recorded why).
+// writeBatch writes the acks queued by ClientAckAsync, first (unless nil)
+// and every frame queued behind it, up to maxBatchBytes, as one write to
+// the socket. It reports false when the connection failed (write has
+// recorded why).
 func (c *Conn) writeBatch(first []byte, write func([]byte) bool) bool {
 	c.batch.hold()
-	ok := write(first)
-	for n := len(first); ok && n < maxBatchBytes; {
+	ok := c.writeAcks(write)
+	n := 0
+	if ok && first != nil {
+		ok = write(first)
+		n = len(first)
+	}
+	for ok && n < maxBatchBytes {
 		select {
 		case f := <-c.out:
-			ok = write(f)
+			ok = c.writeAcks(write) && write(f)
 			n += len(f)
 			continue
 		default:

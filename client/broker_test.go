@@ -725,3 +725,57 @@ func refusedHandshakes(t *testing.T, b *testBroker) float64 {
 	t.Helper()
 	return b.Registry().Value("claudemesh_limits_tripped_total", "handshakes")
 }
+
+// TestBrokerClientAckAsyncQueued: acks queued with ClientAckAsync while the
+// writer is busy never wait for it, however many (each was a frame of the
+// write queue, which filled at 256 and then made the caller wait), and the
+// broker settles every one once the writer goes on: the sender gets a
+// receipt for each message.
+func TestBrokerClientAckAsyncQueued(t *testing.T) {
+	const n = writeQueueLen + 44
+	b := startTestBroker(t, func(c *broker.Config) { c.Rate = 0; c.AckRate = 0 })
+	alice, mesh := b.createMesh(t, "Team")
+	bob := b.invite(t, alice, mesh, "bob")
+	ctx := testCtx(t)
+
+	ac := mustDial(t, ctx, alice, DialOptions{})
+	var sent []string
+	for i := range n {
+		s, err := SealDM(bob.Member.PublicHex(), fmt.Appendf(nil, "msg %d", i), alice.Member, SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := ac.Send(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, a.MessageID)
+	}
+	bc := mustDial(t, ctx, bob, DialOptions{CoalesceWrites: true})
+	res, err := bc.FetchQueued(ctx, 500)
+	if err != nil || res.More || len(res.Messages) != n {
+		t.Fatalf("fetch: %v, %d messages, more %v", err, len(res.Messages), res.More)
+	}
+	// The writer blocks in its first write until every ack is queued.
+	bc.batch.mu.Lock()
+	queued := make(chan error, 1)
+	go func() {
+		for _, m := range res.Messages {
+			if err := bc.ClientAckAsync([]string{m.Push.MessageID}); err != nil {
+				queued <- err
+				return
+			}
+		}
+		queued <- nil
+	}()
+	err = recvWithin(t, queued, "the acks queued behind a busy writer")
+	bc.batch.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mid := range sent {
+		if _, err := ac.WaitReceipt(ctx, mid); err != nil {
+			t.Fatalf("receipt of %s: %v", mid, err)
+		}
+	}
+}

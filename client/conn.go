@@ -163,6 +163,7 @@ type Conn struct {
 
 	out        chan []byte
 	batch      *batchConn // with CoalesceWrites (batchconn.go)
+	ackQ       ackQueue   // ClientAckAsync's ids, for the writer (ackqueue.go)
 	closeReq   chan struct{}
 	closeOnce  sync.Once
 	readerGone chan struct{}
@@ -261,6 +262,7 @@ func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, er
 		readerGone:     make(chan struct{}),
 		writerGone:     make(chan struct{}),
 		done:           make(chan struct{}),
+		ackQ:           ackQueue{wake: make(chan struct{}, 1)},
 		requests:       make(map[string]chan response),
 		acks:           make(map[string]chan SendResult),
 		sendReqIDs:     make(map[string]string),
@@ -927,21 +929,36 @@ func (c *Conn) writeLoop() {
 	for {
 		select {
 		case f := <-c.out:
-			if c.batch != nil && len(c.out) > 0 {
+			if c.batch != nil && (len(c.out) > 0 || c.ackQ.queued()) {
 				if !c.writeBatch(f, write) {
 					return
 				}
 				continue
 			}
-			if !write(f) {
+			// The acks queued before f go first (with any queued since):
+			// a frame never overtakes an ack queued before it.
+			if !c.writeAcks(write) || !write(f) {
+				return
+			}
+		case <-c.ackQ.wake:
+			if c.batch != nil && len(c.out) > 0 {
+				if !c.writeBatch(nil, write) {
+					return
+				}
+				continue
+			}
+			if !c.writeAcks(write) {
 				return
 			}
 		case <-c.closeReq:
+			if !c.writeAcks(write) {
+				return
+			}
 		drain:
 			for {
 				select {
 				case f := <-c.out:
-					if !write(f) {
+					if !c.writeAcks(write) || !write(f) {
 						return
 					}
 				default:

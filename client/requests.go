@@ -427,29 +427,6 @@ func (c *Conn) ClientAck(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// ClientAckAsync queues client_ack frames without reqId: no answer comes,
-// which suits the daemon's hot path (a lost ack only means a redelivery,
-// which recipients de-duplicate). It waits for write-queue space but never
-// for the broker, so it may be called from OnPush.
-func (c *Conn) ClientAckAsync(ids []string) error {
-	var ctx context.Context // made only when the write queue is full
-	for _, batch := range chunks(ids) {
-		data := wire.EncodeClientAck(&wire.ClientAck{Type: wire.TypeClientAck, MessageIDs: batch})
-		if c.tryEnqueue(data) {
-			continue
-		}
-		if ctx == nil {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(context.Background(), writeTimeout)
-			defer cancel()
-		}
-		if err := c.enqueue(ctx, data); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (c *Conn) profile(ctx context.Context, u *wire.ProfileUpdate) error {
 	return c.expectOK(ctx, u)
 }

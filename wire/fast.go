@@ -296,7 +296,12 @@ func EncodeClientAck(a *ClientAck) []byte {
 	for _, id := range a.MessageIDs {
 		n += len(id) + 3
 	}
-	b := make([]byte, 0, n)
+	return AppendClientAck(make([]byte, 0, n), a)
+}
+
+// AppendClientAck appends EncodeClientAck(a) to b: a connection's writer
+// encodes the acks it coalesces into one buffer it keeps.
+func AppendClientAck(b []byte, a *ClientAck) []byte {
 	b = append(b, '{')
 	b = strField(b, "type", a.Type)
 	b = optStr(b, "reqId", a.ReqID)

@@ -85,6 +85,9 @@ func TestFastEncodersMatchEncode(t *testing.T) {
 		}
 		check("send", sb, f.send)
 		check("client_ack", EncodeClientAck(f.clientAck), f.clientAck)
+		if got := AppendClientAck([]byte("prefix"), f.clientAck); !bytes.Equal(got, append([]byte("prefix"), EncodeClientAck(f.clientAck)...)) {
+			t.Fatalf("AppendClientAck after a prefix: %s", got)
+		}
 		ha := &HelloAck{Type: TypeHelloAck, PresenceID: randStr(r), MeshID: randStr(r), MeshName: randStr(r),
 			MemberID: randStr(r), MemberRole: randStr(r), DisplayName: randStr(r), BrokerPubkey: randStr(r),
 			ServerTime: r.Int64N(1<<45) - 1<<40, Features: randStrs(r), BrokerURLs: randStrs(r)}

@@ -357,7 +357,6 @@ type run struct {
 	verified sync.Map
 
 	progressMu   sync.Mutex
-	ackers       sync.WaitGroup
 	shutdownOnce sync.Once
 }
 
@@ -624,9 +623,6 @@ func (r *run) shutdown() {
 		}
 		var conns []*client.Conn
 		for _, p := range r.peers {
-			if p.stop != nil {
-				close(p.stop) // unblocks callbacks and ends the acker
-			}
 			if p.live != nil {
 				wg.Go(p.live.pres.Close)
 			} else if p.conn != nil {
@@ -640,7 +636,6 @@ func (r *run) shutdown() {
 			}
 		}
 		closeAll(conns)
-		r.ackers.Wait()
 		r.cleanUpExternal()
 	})
 }

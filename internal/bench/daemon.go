@@ -259,8 +259,7 @@ func (d *daemonRun) makePair() error {
 		if err != nil {
 			return err
 		}
-		p := &peer{idx: i, key: key, pubHex: key.PublicHex(), keys: map[int32]*cmcrypto.SharedKey{},
-			ackQ: make(chan string, ackQueueLen), stop: make(chan struct{})}
+		p := &peer{idx: i, key: key, pubHex: key.PublicHex(), keys: map[int32]*cmcrypto.SharedKey{}}
 		d.peers[i] = p
 		d.byPubkey[p.pubHex] = p
 	}
@@ -283,21 +282,20 @@ func (d *daemonRun) connectRecipient(ctx context.Context) error {
 	p := d.recip
 	c, err := d.dialRetry(ctx, p.ident, client.DialOptions{
 		Presence: true, Role: wire.RoleCLI, SessionID: "bench",
-		OnPush: func(_ []byte, m *wire.Push) { d.onPush(m) },
+		OnReady: p.ackConn.Store,
+		OnPush:  func(_ []byte, m *wire.Push) { d.onPush(m) },
 	})
 	if err != nil {
 		return fmt.Errorf("recipient connecting: %w", err)
 	}
 	p.conn = c
-	d.ackers.Add(1)
-	go p.ackLoop(&d.ackers)
 	return nil
 }
 
 // onPush runs on the recipient's reader goroutine.
 func (d *daemonRun) onPush(m *wire.Push) {
 	now := d.now()
-	d.recip.queueAck(m.MessageID)
+	d.recip.ack(m.MessageID)
 	body, err := d.openPush(m)
 	if err != nil {
 		d.bad(err.Error())

@@ -21,10 +21,6 @@ import (
 	"claudemesh/wire"
 )
 
-// ackQueueLen buffers message and receipt ids between a connection's
-// reader (which must never wait on the broker) and the peer's acker.
-const ackQueueLen = 4096
-
 // peer is one enrolled member: a sender, a recipient, or both.
 type peer struct {
 	idx    int
@@ -64,8 +60,10 @@ type peer struct {
 	late          int64
 	firstBad      error
 
-	ackQ chan string
-	stop chan struct{}
+	// ackConn is the connection pushes and receipts are acked on: the
+	// last one whose handshake finished (OnReady, before its reader
+	// starts).
+	ackConn atomic.Pointer[client.Conn]
 
 	// Cluster fail-over (failover.go): the presence that keeps the peer
 	// connected (nil otherwise).
@@ -109,8 +107,7 @@ func (r *run) makePeers() error {
 			return err
 		}
 		p := &peer{idx: i, key: key, pubHex: key.PublicHex(), keys: map[int32]*cmcrypto.SharedKey{},
-			plain: plaintext(i, cfg.Payload), seen: map[string]struct{}{},
-			ackQ: make(chan string, ackQueueLen), stop: make(chan struct{})}
+			plain: plaintext(i, cfg.Payload), seen: map[string]struct{}{}}
 		r.peers[i] = p
 		r.byPubkey[p.pubHex] = p
 	}
@@ -215,7 +212,10 @@ func (r *run) precomputeKeys(ctx context.Context) error {
 
 // connectPeers opens every peer's presence connection. Pushes are opened
 // and acked on the reader goroutine; receipts for the peer's own sends are
-// acked too, as a daemon would, so they do not pile up in its queue.
+// acked too, as a daemon would, so they do not pile up in its queue. The
+// acks go through the client library's queue (ClientAckAsync), which puts
+// those queued while its writer was busy into one frame, as it does for a
+// daemon.
 //
 // Only peer 0 listens to presence events (and counts them): a connection
 // without an OnSystem handler skips decoding them, and in a large mesh
@@ -227,8 +227,9 @@ func (r *run) connectPeers(ctx context.Context) error {
 		p := r.peers[i]
 		opts := client.DialOptions{
 			Presence: true, Role: wire.RoleCLI, SessionID: "bench",
+			OnReady:   p.ackConn.Store,
 			OnPush:    func(_ []byte, m *wire.Push) { r.onPush(p, m) },
-			OnReceipt: func(rc *wire.Receipt) { p.queueAck(rc.ReceiptID) },
+			OnReceipt: func(rc *wire.Receipt) { p.ack(rc.ReceiptID) },
 		}
 		if i == 0 {
 			opts.OnSystem = func(*wire.Push) { r.systemEvents.Add(1) }
@@ -246,8 +247,6 @@ func (r *run) connectPeers(ctx context.Context) error {
 			return fmt.Errorf("peer %d connecting: %w", i, err)
 		}
 		p.conn = c
-		r.ackers.Add(1)
-		go p.ackLoop(&r.ackers)
 		r.progressf("connecting peers: %d/%d", done.Add(1), len(r.peers))
 		return nil
 	})
@@ -573,7 +572,7 @@ func (r *run) sealMulti(s *peer, id string, to []*peer) (*wire.Send, error) {
 // settle it, then count it once if it opens to exactly what was sent.
 func (r *run) onPush(me *peer, m *wire.Push) {
 	now := r.now()
-	me.queueAck(m.MessageID) // whatever it is, so it is not redelivered
+	me.ack(m.MessageID) // whatever it is, so it is not redelivered
 	if d := r.deadlineNs.Load(); d > 0 && now > d {
 		me.late++
 		return
@@ -700,48 +699,14 @@ func checkMultiSignature(meshID string, m *wire.Push, sender *peer) error {
 	return cmcrypto.Verify(sender.key.Public(), msg, m.Signature)
 }
 
-// queueAck hands an id to the acker without ever blocking past shutdown.
-func (p *peer) queueAck(id string) {
-	select {
-	case p.ackQ <- id:
-	case <-p.stop:
-	}
-}
-
-// ackLoop settles pushes and receipts with client_ack frames (no reqId, so
-// no answer to wait for), batching whatever queued up while the previous
-// frame was being written: one frame per push when idle, up to 500 ids per
-// frame under load — the same batching a daemon does.
-func (p *peer) ackLoop(wg *sync.WaitGroup) {
-	defer wg.Done()
-	batch := make([]string, 0, client.MaxAckBatch)
-	for {
-		select {
-		case id := <-p.ackQ:
-			batch = append(batch[:0], id)
-		case <-p.stop:
-			return
-		}
-	fill:
-		for len(batch) < client.MaxAckBatch {
-			select {
-			case id := <-p.ackQ:
-				batch = append(batch, id)
-			default:
-				break fill
-			}
-		}
-		c := p.connNow()
-		if c == nil {
-			continue // reconnecting: the broker pushes these again
-		}
-		if err := c.ClientAckAsync(batch); err != nil {
-			if p.live != nil {
-				// The connection died: the broker pushes these again on
-				// the next one, where they are acked.
-				continue
-			}
-			return
-		}
+// ack settles a push or receipt with a client_ack without reqId (no
+// answer to wait for): queued for the connection's writer, which batches
+// whatever queued up while it was writing the previous frame, one frame
+// per push when idle and up to 500 ids a frame under load, as it does for
+// a daemon. A connection that is gone needs none: the broker pushes the
+// id again on the next one.
+func (p *peer) ack(id string) {
+	if c := p.ackConn.Load(); c != nil {
+		c.ClientAckAsync([]string{id})
 	}
 }
