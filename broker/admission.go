@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"claudemesh/internal/deadline"
 	"claudemesh/wire"
 )
 
@@ -302,6 +303,8 @@ type trackedConn struct {
 	// handshake_failures_per_ip.
 	overLimit string
 	until     time.Time
+	// rd and wd are the read and write deadlines (see SetDeadline).
+	rd, wd deadline.Lazy
 }
 
 func (c *trackedConn) Close() error {
@@ -332,9 +335,36 @@ func (c *trackedConn) clamp(t time.Time) time.Time {
 	return t
 }
 
-func (c *trackedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
-func (c *trackedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
-func (c *trackedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
+// The deadlines of an admitted connection are lazy (internal/deadline):
+// gorilla re-arms the write deadline before every frame and the reader
+// extends its read deadline after every frame, a timer update each, a
+// thousand of each for a broadcast to 1,000 peers. An over-cap
+// connection's are set as asked (clamped): its deadline is short on
+// purpose, and set on the socket by admit.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if c.over {
+		return c.Conn.SetDeadline(c.clamp(t))
+	}
+	err := c.rd.Set(t, c.Conn.SetReadDeadline)
+	if werr := c.wd.Set(t, c.Conn.SetWriteDeadline); err == nil {
+		err = werr
+	}
+	return err
+}
+
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if c.over {
+		return c.Conn.SetReadDeadline(c.clamp(t))
+	}
+	return c.rd.Set(t, c.Conn.SetReadDeadline)
+}
+
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	if c.over {
+		return c.Conn.SetWriteDeadline(c.clamp(t))
+	}
+	return c.wd.Set(t, c.Conn.SetWriteDeadline)
+}
 
 type trackedKey struct{}
 

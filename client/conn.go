@@ -21,6 +21,7 @@ import (
 	"time"
 
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/deadline"
 	"claudemesh/internal/framebuf"
 	"claudemesh/wire"
 
@@ -299,24 +300,21 @@ func dialOnce(ctx context.Context, id MeshIdentity, opts DialOptions) (*Conn, er
 	}
 	dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nc, err := nd.DialContext(ctx, network, addr)
-		if err == nil {
-			connected.Store(true)
-			watch(nc)
+		if err != nil {
+			return nil, err
 		}
-		return nc, err
-	}
-	if opts.CoalesceWrites {
-		// Under TLS the batch is of TLS records: still one write.
-		dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			nc, err := nd.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			connected.Store(true)
-			watch(nc)
-			c.batch = &batchConn{Conn: nc}
+		connected.Store(true)
+		watch(nc)
+		// gorilla re-arms the write deadline before every frame, and the
+		// reader extends the read deadline after every frame: lazily, so
+		// most of them are no timer update (internal/deadline).
+		lazy := deadline.Wrap(nc)
+		if opts.CoalesceWrites {
+			// Under TLS the batch is of TLS records: still one write.
+			c.batch = &batchConn{Conn: lazy}
 			return c.batch, nil
 		}
+		return lazy, nil
 	}
 	dialStart := time.Now()
 	ws, resp, err := dialer.DialContext(hctx, id.BrokerURL, opts.Header)
