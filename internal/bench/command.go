@@ -11,6 +11,7 @@ import (
 
 	"claudemesh/client"
 	"claudemesh/internal/cliui"
+	"claudemesh/internal/gcfloor"
 )
 
 // envOperatorToken carries the operator token for --broker, for scripts
@@ -146,9 +147,26 @@ func action(c *cli.Context) error {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
+	// CLAUDEMESH_BENCH_MEMPROFILE=FILE writes the load generator's heap
+	// profile when it is done (alloc_space: what the run allocated).
+	if path := os.Getenv("CLAUDEMESH_BENCH_MEMPROFILE"); path != "" {
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	if c.Bool("attacker-child") {
 		return RunAttackerChild(c.Context, os.Stdin, os.Stdout)
 	}
+	// The load generator keeps a heap floor as the broker does
+	// (internal/gcfloor): a broadcast to 1,000 peers allocates ~4.5 MB in
+	// it, and at GOGC=100 on its ~20 MB live heap it collected every few
+	// broadcasts, its reader goroutines assisting the marking in the
+	// middle of the pushes they time. GOGC in the environment turns this
+	// off.
+	defer gcfloor.Start(gcHeadroom)()
 	cfg := Config{
 		Peers: c.Int("peers"), Messages: c.Int("messages"), Window: c.Int("window"),
 		Payload: c.Int("payload"), Broadcast: c.Bool("broadcast"),
@@ -543,3 +561,9 @@ func reportDaemon(out *cliui.Out, r *DaemonResult) {
 		out.Linef("notes       %s", strings.Join(notes, "; "))
 	}
 }
+
+// gcHeadroom is how far above its live heap the load generator's next
+// collection is set at least: 256 MiB, a collection every ~50 broadcasts
+// to 1,000 peers (~4.5 MB each), a few in a run. Its memory is no target;
+// the broker's, a process of its own, is not changed by it.
+const gcHeadroom = 256 << 20
