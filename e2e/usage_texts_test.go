@@ -127,7 +127,7 @@ func TestTextsNameTheirVerbAndId(t *testing.T) {
 	})
 	r := alice.run("send", "bob", "idem", "--id", "idem-1", "--no-daemon")
 	if r.code != 6 || !strings.Contains(r.stderr, "nothing was sent: --id idem-1 was already used") ||
-		!strings.Contains(r.stderr, "claudemesh message status idem-1") || strings.Contains(r.stderr, "<id>") ||
+		!strings.Contains(r.stderr, "claudemesh --home "+alice.home+" message status idem-1") || strings.Contains(r.stderr, "<id>") ||
 		strings.Contains(r.stderr, "for a different message") {
 		t.Errorf("the same --id on the other path: %s", r)
 	}

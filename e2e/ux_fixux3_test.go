@@ -187,3 +187,23 @@ func TestInstallSaysTheDaemonRunsAndClaudeIsMissing(t *testing.T) {
 		t.Fatalf("install in a joined home with its daemon running, without claude:\nwant %q\n%s", want, r)
 	}
 }
+
+// TestSendHintsKeepTheHome (a new user's trial): a send's hints named
+// claudemesh peer list / daemon outbox list without the --home the send
+// ran with, so copying one looked at ~/.claudemesh (another identity, or
+// none).
+func TestSendHintsKeepTheHome(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	cm := "claudemesh --home " + alice.home + " "
+	if r := alice.run("send", "nobody", "x"); r.code != 3 || !strings.Contains(r.stderr, cm+"peer list --all") {
+		t.Fatalf("send to nobody: %s", r)
+	}
+	alice.useDaemon = true
+	bob.ok("block", "alice")
+	if r := alice.run("send", "bob", "blocked", "--wait"); r.code == 0 || !strings.Contains(r.stderr, cm+"daemon outbox list --status failed") {
+		t.Fatalf("a refused send --wait: %s", r)
+	}
+}

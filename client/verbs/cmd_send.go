@@ -181,7 +181,7 @@ func send(c *cli.Context) error {
 	if req.Wait && strings.HasPrefix(req.To, "#") {
 		return cliui.UsageErrorf("--wait does not apply to topic posts: they have no delivery receipts (read the topic with claudemesh topic tail)")
 	}
-	return sendAndPrint(e, c, req, args[1:])
+	return ownHints(cliError(sendAndPrint(e, c, req, args[1:])), e.home)
 }
 
 // sendAndPrint checks the fields of req every send shares, reads the

@@ -69,7 +69,8 @@ func daemonError(err error) error {
 	return e
 }
 
-func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*sendResult, error) {
+func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (_ *sendResult, err error) {
+	defer func() { err = ownHints(err, v.home) }()
 	body := localapi.SendRequest{To: req.To, Message: req.Body, Mesh: m.Slug, Priority: req.Priority,
 		ClientMessageID: req.ClientMessageID, ReplyToID: req.ReplyTo, Mentions: req.Mentions}
 	// With --wait, listen before sending so the delivery event cannot be
@@ -98,7 +99,7 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 	// reported. A second signal stops waiting, with an error that says
 	// the outcome is unknown and how to find out.
 	var resp *localapi.SendResponse
-	err := cliui.Hold(ctx, heldNote("daemon"), func(hctx context.Context) error {
+	err = cliui.Hold(ctx, heldNote("daemon"), func(hctx context.Context) error {
 		var err error
 		resp, err = v.api.Send(hctx, body)
 		if err != nil && hctx.Err() != nil {
@@ -139,6 +140,27 @@ func (v *viaDaemon) Send(ctx context.Context, m *config.Mesh, req sendRequest) (
 		return res, waitInterrupted(res, "it stays in the outbox; check with claudemesh message status "+res.ClientMessageID)
 	}
 	return v.waitDelivered(ctx, stream, res, req.WaitTimeout)
+}
+
+// ownHints puts the home's --home into the commands of an error's hint
+// that act on the caller's own daemon and messages (its outbox, a
+// message's status, the peers it sees): copied as printed, they looked at
+// ~/.claudemesh, another identity or none. Commands for someone else to
+// run (an owner's unban) are left as they are.
+func ownHints(err error, home string) error {
+	var ce *cliui.Error
+	if err == nil || home == "" || !errors.As(err, &ce) {
+		return err
+	}
+	cm := config.Invocation(home)
+	if cm == "claudemesh" {
+		return err
+	}
+	for _, verb := range []string{"daemon outbox ", "message status ", "peer list", "daemon status", "inbox "} {
+		ce.Hint = strings.ReplaceAll(ce.Hint, "claudemesh "+verb, cm+" "+verb)
+		ce.Message = strings.ReplaceAll(ce.Message, "claudemesh "+verb, cm+" "+verb)
+	}
+	return err
 }
 
 // daemonAbandoned is a send whose accept a second signal stopped waiting

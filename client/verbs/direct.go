@@ -99,7 +99,8 @@ func (d *direct) Directory(ctx context.Context, m *config.Mesh) ([]wire.Member, 
 	return members, peers, meshError(m.Slug, err)
 }
 
-func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (*sendResult, error) {
+func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (_ *sendResult, err error) {
+	defer func() { err = ownHints(err, d.home) }()
 	if strings.HasPrefix(req.To, "#") {
 		return d.sendTopic(ctx, m, req) // direct_topics.go
 	}
