@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"claudemesh/internal/cliui"
 )
 
 // TestAdversary runs the adversary mode small: the honest DMs arrive
@@ -167,5 +170,26 @@ func TestAdversaryRatios(t *testing.T) {
 	}
 	if median([]float64{1, 3}) != 2 || median(nil) != 0 {
 		t.Error("median")
+	}
+}
+
+// TestReportAdversaryCPU: the human report's broker CPU line names the
+// first attacked run and the baselines on both sides of it, not the last
+// baseline of several rounds.
+func TestReportAdversaryCPU(t *testing.T) {
+	var runs []AdversaryRun
+	for i, c := range []float64{1.0, 1.5, 2.0, 1.5, 9.0} {
+		kind := "baseline"
+		if i%2 == 1 {
+			kind = "attacked"
+		}
+		runs = append(runs, AdversaryRun{Kind: kind, Result: &Result{}, BrokerCPUSec: c})
+	}
+	r := &AdversaryResult{Method: "paced", Rounds: 2, Runs: runs, BrokerCPUSec: [3]float64{1.0, 1.5, 9.0},
+		Baseline: runs[0].Result, Attacked: runs[1].Result, BaselineAfter: runs[4].Result}
+	var stdout, stderr bytes.Buffer
+	reportAdversary(cliui.NewOut(&stdout, &stderr, false, false, false), r)
+	if want := "broker cpu  1.00 s alone, 1.50 s under attack, 2.00 s alone again (+0.00 s;"; !strings.Contains(stdout.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, stdout.String())
 	}
 }

@@ -347,8 +347,14 @@ func reportAdversary(out *cliui.Out, r *AdversaryResult) {
 	if r.AttackLeadMs > 0 {
 		out.Linef("lead-in     the honest load began once every attack had done something, and %d ms more", r.AttackLeadMs)
 	}
+	// The first attacked run and the baselines around it (runs 1-3; with
+	// one round BrokerCPUSec is the same three).
+	cpu := r.BrokerCPUSec
+	if len(r.Runs) >= 3 {
+		cpu = [3]float64{r.Runs[0].BrokerCPUSec, r.Runs[1].BrokerCPUSec, r.Runs[2].BrokerCPUSec}
+	}
 	out.Linef("broker cpu  %.2f s alone, %.2f s under attack, %.2f s alone again (%+.2f s; the first attacked run and the baselines around it)",
-		r.BrokerCPUSec[0], r.BrokerCPUSec[1], r.BrokerCPUSec[2], r.BrokerCPUSec[1]-(r.BrokerCPUSec[0]+r.BrokerCPUSec[2])/2)
+		cpu[0], cpu[1], cpu[2], cpu[1]-(cpu[0]+cpu[2])/2)
 	if r.Rounds > 1 {
 		rounds := make([]string, len(r.RoundE2eP99Ratios))
 		for i, x := range r.RoundE2eP99Ratios {
