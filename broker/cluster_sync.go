@@ -319,7 +319,7 @@ func (h *hub) remoteMember(ms *meshState, c cluster.Change, byOperator bool, del
 		m.statusSetAt = time.Now()
 		if cur.Status == wire.StatusIdle {
 			for _, t := range ms.targets(m.Pubkey) {
-				t.requestRefill()
+				t.refillLocked()
 			}
 		}
 	}
@@ -360,7 +360,7 @@ func (h *hub) remoteQueue(ms *meshState, c cluster.Change) {
 		}
 		targets := ms.targets(recipient)
 		for _, t := range targets {
-			t.requestRefill()
+			t.refillLocked()
 		}
 		if e.Receipt {
 			// A `send --wait` connected here waits for this receipt.

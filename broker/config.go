@@ -88,6 +88,10 @@ type Config struct {
 	// to the full window (deliver.go). 0 disables: every connection gets
 	// the full window at once.
 	ResumeWindow int
+	// LineHold is how long a send refused with a code to send it again
+	// holds its line, the connection's later sends to the same target,
+	// unless it comes again sooner (sendorder.go). 0 disables.
+	LineHold time.Duration
 	// FetchRate limits the bytes of fetch_queued answers one member (its
 	// key and sessions together) may be sent per second, with a burst of
 	// eight seconds' worth (fetchrate.go); 0 disables.
@@ -113,6 +117,9 @@ type Config struct {
 	// testHookRefillLoad, when set (tests), runs each time a refill
 	// loads a queued message to push it.
 	testHookRefillLoad func()
+	// testHookBeforeRefill, when set (tests), runs on a connection's
+	// writer before each refill, with the connection's key.
+	testHookBeforeRefill func(pubkey string)
 	// MaxConnsPerIP caps the TCP connections one address (an IPv6 /64)
 	// holds open that are not an authenticated WebSocket: HTTP keep-alive,
 	// REST calls and upgrades waiting for their hello. 0 disables it.
@@ -233,6 +240,7 @@ func DefaultConfig() Config {
 		HelloRefusalRate:        1,
 		HelloRefusalBurst:       30,
 		ResumeWindow:            1,
+		LineHold:                10 * time.Second,
 		FetchRate:               4 << 20,
 		MaxSessionsPerMember:    1000,
 		IPLimitExempt:           LoopbackPrefixes(),

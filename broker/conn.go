@@ -86,6 +86,10 @@ type conn struct {
 	fanoutMarked bool
 	endPresence  atomic.Bool // set when this close ends the presence at once
 
+	// lines: this connection's sends held behind a refused one
+	// (sendorder.go).
+	lines sendLines
+
 	// Delivery bookkeeping, guarded by ms.mu.
 	inflight      map[string]inflight
 	inflightBytes int
@@ -566,6 +570,9 @@ func (c *conn) writeOnce() bool {
 		c.pingTimer.Reset(c.b.cfg.PingInterval)
 	}
 	if c.needRefill.Swap(false) {
+		if h := c.b.cfg.testHookBeforeRefill; h != nil {
+			h(c.pubkey)
+		}
 		c.refill()
 	}
 	closing, err := c.writePending()

@@ -219,6 +219,19 @@ func (ms *meshState) pruneUnackedLocked(now time.Time, ttl time.Duration) {
 	}
 }
 
+// refillLocked asks c's writer to push what is queued for c (c just
+// became a target, or held messages were released) and keeps a message
+// committed meanwhile from being pushed straight from its commit callback
+// (offerLocked) before the refill has run: it went out ahead of the older
+// entries the refill then pushed, so a daemon that reconnected (after a
+// cluster fail-over, say) while its backlog was queued could get the
+// first new message before that backlog. The refill takes it in queue
+// order with the rest. Caller holds ms.mu.
+func (c *conn) refillLocked() {
+	c.backlog = true
+	c.requestRefill()
+}
+
 // refill pushes queued entries the connection has not been sent yet, in
 // queue order, until the window is full. It runs on the writer goroutine.
 func (c *conn) refill() {

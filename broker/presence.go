@@ -121,7 +121,7 @@ func (h *hub) attach(c *conn, id helloIdentity) (replaced *conn) {
 	// Deliver what is queued. A new control-plane presence becomes the
 	// member's target; the others stop being targets until it leaves.
 	c.resumeWindowLocked()
-	c.requestRefill()
+	c.refillLocked()
 	return replaced
 }
 
@@ -198,7 +198,7 @@ func (h *hub) detachLocked(c *conn) {
 	// member presences become targets now and should get the queue.
 	if !p.session && p.role == wire.RoleControlPlane && ms.controlPlanes[p.member.Pubkey] == 0 {
 		for _, t := range ms.targets(p.member.Pubkey) {
-			t.requestRefill()
+			t.refillLocked()
 		}
 	}
 }

@@ -122,7 +122,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 			persist, written = ms.sessionWriteLocked(&cp, false, nil)
 		}
 		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle && p.conn != nil {
-			p.conn.requestRefill()
+			p.conn.refillLocked()
 		}
 		ms.cluster().up(ms, p)
 	} else {
@@ -144,7 +144,7 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 		}
 		if u.Type == wire.TypeSetStatus && u.Status == wire.StatusIdle {
 			for _, t := range ms.targets(mem.Pubkey) {
-				t.requestRefill()
+				t.refillLocked()
 			}
 		}
 	}

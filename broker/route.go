@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -199,6 +200,7 @@ type sendResult struct {
 	messageID string
 	duplicate bool
 	reused    bool
+	held      *lineHold // refused: an earlier send of its line was
 	pending   int
 	seqs      []uint64
 }
@@ -231,8 +233,13 @@ func (c *conn) refuseSendEarly(data []byte) bool {
 	if ref == nil {
 		return false
 	}
-	f := wire.PeekFields(data, "id", "reqId")
+	f := wire.PeekFields(data, "id", "reqId", "targetSpec", "clientMessageId")
 	c.refuseSend(&wire.Send{ID: safeReqID(f[0]), ReqID: safeReqID(f[1])}, ref)
+	// It holds its line like any refusal to be sent again
+	// (sendorder.go), when the frame names it well enough.
+	if cmid := cmp.Or(f[3], f[0]); wire.ValidReqID(cmid) && f[2] != "" && len(f[2]) <= 128 {
+		c.place(f[2], cmid).refuse(wire.CodeRateLimited, max(ref.retry.Milliseconds(), 1))
+	}
 	return true
 }
 
@@ -260,12 +267,16 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		c.chargeInvalidSend(len(data))
 		return
 	}
+	// Its place in its line: a send read after one of the line that was
+	// refused, before that one came again, is refused too (sendorder.go).
+	place := c.place(s.TargetSpec, s.ClientMessageID)
 	if ref := c.b.reserveSend(c.mem, len(data)); ref != nil {
 		c.refuseSend(&s, ref)
+		place.refuse(wire.CodeRateLimited, max(ref.retry.Milliseconds(), 1))
 		return
 	}
 	if s.Kind == wire.KindTopic {
-		c.handleTopicSend(&s, start) // topic_post.go
+		c.handleTopicSend(&s, start, place) // topic_post.go
 		return
 	}
 	ms := c.ms
@@ -281,6 +292,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	senderName, attestation, memberPubkey := r.senderName, r.attestation, r.memberPubkey
 	if code != "" {
 		c.ackError(&s, code, msg, 0)
+		place.refuse(code, 0)
 		return
 	}
 	// resolveRecipients reserved a place in each recipient's queue; a send
@@ -291,6 +303,11 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 			ms.releaseLocked(d.Recipient, d.From, d.Charge)
 		}
 		ms.mu.Unlock()
+	}
+	if h := place.arrive(); h != nil {
+		release()
+		c.ackError(&s, h.code, heldText(h, s.TargetSpec), heldRetryMs(h))
+		return
 	}
 	if s.ReplyToID != "" {
 		s.ReplyToID = c.replyTarget(s.ReplyToID)
@@ -327,6 +344,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		if err != nil {
 			release()
 			c.ackError(&s, wire.CodeInternal, "could not prepare the audit entry", 1000)
+			place.refuse(wire.CodeInternal, 1000)
 			return
 		}
 	}
@@ -342,8 +360,11 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	// the committer's large lane (store.SubmitSized) instead of making
 	// every small send of its commit wait for its pages, and this
 	// sender's later sends wait behind it, in order.
-	err := store.SubmitSized(c.b.store, func(tx *store.Tx) error {
+	err := store.SubmitRefusable(c.b.store, func(tx *store.Tx) error {
 		res = sendResult{}
+		if res.held = place.heldBy(); res.held != nil {
+			return nil // an earlier send of its line was refused meanwhile
+		}
 		prev, err := store.LookupIdempotent(tx, ms.id, c.pubkey, s.ClientMessageID)
 		if err == nil {
 			if prev.Fingerprint != rec.Fingerprint {
@@ -372,14 +393,15 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		}
 		return err
 	}, func(err error) {
-		if err != nil || res.reused || res.duplicate {
+		if err != nil || res.reused || res.duplicate || res.held != nil {
 			release()
 		}
 		c.afterSend(&s, rec, to, frames, &res, err, start)
-	}, len(body), c.pubkey)
+	}, place.refused, len(body), c.pubkey)
 	if err != nil {
 		release()
 		c.ackError(&s, wire.CodeShuttingDown, "broker is shutting down; retry", 1000)
+		place.refuse(wire.CodeShuttingDown, 1000)
 	}
 }
 
@@ -401,6 +423,10 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	if err != nil {
 		c.b.log.Error("send commit failed", "err", err)
 		c.ackError(s, wire.CodeInternal, "the broker could not store the message; retry", 1000)
+		return
+	}
+	if h := res.held; h != nil {
+		c.ackError(s, h.code, heldText(h, s.TargetSpec), heldRetryMs(h))
 		return
 	}
 	if res.reused {

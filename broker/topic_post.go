@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strings"
@@ -31,6 +32,7 @@ type postSender struct {
 // topicPostResult is what became of a post.
 type topicPostResult struct {
 	code, msg string // a refusal
+	retryMs   int64  // its retryAfterMs, when not the code's own
 	messageID string
 	createdAt int64
 	duplicate bool
@@ -61,7 +63,7 @@ func validateTopicSend(s *wire.Send) error {
 }
 
 // handleTopicSend is a `send` of kind topic on a connection.
-func (c *conn) handleTopicSend(s *wire.Send, start time.Time) {
+func (c *conn) handleTopicSend(s *wire.Send, start time.Time, place *sendPlace) {
 	ms := c.ms
 	ms.mu.Lock()
 	sender := postSender{pubkey: c.pubkey, mem: c.mem, name: c.mem.DisplayName}
@@ -72,9 +74,9 @@ func (c *conn) handleTopicSend(s *wire.Send, start time.Time) {
 		sender.attestation = &sess.Attestation
 	}
 	ms.mu.Unlock()
-	c.b.postTopic(ms, sender, s, func(r topicPostResult) {
+	c.b.postTopic(ms, sender, s, place, func(r topicPostResult) {
 		if r.code != "" {
-			c.ackError(s, r.code, r.msg, ackRetryAfter(r.code))
+			c.ackError(s, r.code, r.msg, cmp.Or(r.retryMs, ackRetryAfter(r.code)))
 			return
 		}
 		zero, online := 0, r.online
@@ -118,10 +120,13 @@ func ackRetryAfter(code string) int64 {
 
 // postTopic runs one topic post and calls done exactly once, from the
 // commit callback (or at once for a refusal). s has passed validateSend.
-func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done func(topicPostResult)) {
+// place is the post's place on its connection (nil for a REST post): a
+// refusal to be sent again holds the line behind it (sendorder.go).
+func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *sendPlace, done func(topicPostResult)) {
 	refuse := func(code, msg string) {
 		b.metrics.rejected.WithLabelValues(code).Inc()
 		done(topicPostResult{code: code, msg: msg})
+		place.refuse(code, ackRetryAfter(code))
 	}
 	ref := strings.TrimPrefix(s.TargetSpec, "#")
 	ms.mu.Lock()
@@ -193,11 +198,28 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done fu
 	}
 	post := &store.TopicPost{ID: messageID, TopicID: topic.ID, SenderPubkey: from.pubkey, SenderMember: from.mem.Pubkey,
 		ClientMessageID: s.ClientMessageID, Fingerprint: fingerprint(s), CreatedAt: now.UnixMilli(), Push: wire.MustEncode(push)}
+	if h := place.arrive(); h != nil {
+		// An earlier post of its connection to this topic was refused
+		// and has not come again (sendorder.go).
+		b.metrics.rejected.WithLabelValues(h.code).Inc()
+		done(topicPostResult{code: h.code, msg: heldText(h, s.TargetSpec), retryMs: heldRetryMs(h)})
+		return
+	}
 	var res topicPostResult
 	// Sized and keyed like a DM (route.go): a large post waits in the
 	// committer's large lane, this sender's later writes behind it.
-	err = store.SubmitSized(b.store, func(tx *store.Tx) error {
+	refused := func(err error) {}
+	if place != nil {
+		refused = place.refused
+	}
+	err = store.SubmitRefusable(b.store, func(tx *store.Tx) error {
 		res = topicPostResult{messageID: messageID, createdAt: post.CreatedAt}
+		if h := place.heldBy(); h != nil {
+			// An earlier post of its connection to this topic was
+			// refused meanwhile.
+			res.code, res.msg, res.retryMs = h.code, heldText(h, s.TargetSpec), heldRetryMs(h)
+			return nil
+		}
 		if prev, err := store.LookupTopicIdempotent(tx, ms.id, from.pubkey, s.ClientMessageID); err == nil {
 			if prev.Fingerprint != post.Fingerprint {
 				res.code, res.msg = wire.CodeIdempotencyKeyReused, "clientMessageId was already used for a different message"
@@ -266,7 +288,7 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, done fu
 			b.metrics.rejected.WithLabelValues(res.code).Inc()
 		}
 		done(res)
-	}, len(post.Push), from.pubkey)
+	}, refused, len(post.Push), from.pubkey)
 	if err != nil {
 		refuse(wire.CodeShuttingDown, "broker is shutting down; retry")
 	}

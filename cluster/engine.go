@@ -219,7 +219,10 @@ func checkSchema(m entry) error {
 type write struct {
 	fn    func(tx *store.Tx) error
 	after func(err error)
-	done  chan error
+	// refused runs on the engine's loop when the write fails, before the
+	// next batch is run (store.Refuser).
+	refused func(err error)
+	done    chan error
 }
 
 // outcome is one item for the dispatcher: a local write's result, or the
@@ -485,6 +488,13 @@ func (e *Engine) Update(fn func(tx *store.Tx) error) error {
 // Submit implements store.Engine.
 func (e *Engine) Submit(fn func(tx *store.Tx) error, after func(err error)) error {
 	return e.submit(&write{fn: fn, after: after})
+}
+
+// SubmitRefusable implements store.Refuser: refused runs on the engine's
+// loop as soon as the write has failed, before any later write is run.
+// size and key are not used (every write of a cluster goes one way).
+func (e *Engine) SubmitRefusable(fn func(tx *store.Tx) error, after, refused func(err error), size int, key string) error {
+	return e.submit(&write{fn: fn, after: after, refused: refused})
 }
 
 func (e *Engine) submit(w *write) error {
@@ -1180,6 +1190,9 @@ func outcomes(batch []*write, failed []error, err error, seq uint64) []outcome {
 		out[i] = outcome{w: w, err: err, seq: seq}
 		if failed[i] != nil {
 			out[i].err = failed[i]
+		}
+		if out[i].err != nil && w.refused != nil {
+			w.refused(out[i].err)
 		}
 	}
 	return out

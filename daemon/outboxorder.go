@@ -22,8 +22,10 @@ import (
 // goes again only once no earlier row of that line is still in flight (an
 // earlier one may fail too). While a line is held its rows go one at a
 // time; once nothing of it is held they are pipelined again, up to the
-// drain's window. A row in flight when an earlier one fails may still
-// overtake it: keeping order there would cost the window.
+// drain's window. A row in flight when an earlier one was refused does not
+// overtake it: the broker refuses it too (the refusal holds the
+// connection's line to that target until the refused row comes again,
+// broker/sendorder.go), and it comes back here behind the refused one.
 
 // orderKey is a row's line: its sender ("" for the member) and its target.
 func orderKey(r *outboxRow) string { return r.SenderPubkey + "\x00" + r.TargetSpec }

@@ -24,7 +24,7 @@ import (
 // daemon is back on another node within 5 s, a member without a daemon
 // reaches the mesh through the other URLs, and every message accepted
 // before, during and after the fail-over reaches its recipient exactly
-// once.
+// once, and those one sender sent one after the other in that order.
 func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three broker processes")
@@ -78,13 +78,22 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 
-	const before, during = 10, 20
+	const before, during = 10, 60
 	sendMany(t, alice, "bob", "before", before)
 	killed := time.Now()
 	a.kill()
 	// Sent while both daemons move to another node (each is a CLI
-	// process, so they span the fail-over and what follows it).
-	sendMany(t, alice, "bob", "during", during)
+	// process, so they span the fail-over and what follows it), one
+	// after the other: they must reach bob in this order, though the
+	// daemon pipelines them to a node that refuses some (`unavailable`)
+	// while it takes over.
+	for i := range during {
+		r := alice.run("send", "bob", fmt.Sprintf("during %d", i), "--json")
+		var out sendOut
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || out.Via != "daemon" || out.Status != "accepted" {
+			t.Fatalf("send through the daemon: %s", r)
+		}
+	}
 
 	// Each daemon logs its presence open on another node; the time is
 	// the daemon's own clock, the kill's the test's (same machine).
@@ -181,6 +190,16 @@ func TestClusterFailover(t *testing.T) {
 	}
 	expectExactlyOnce(t, pre, "before", before)
 	expectExactlyOnce(t, mid, "during", during)
+	inOrder := 0
+	for i, row := range mid {
+		if row.body() == fmt.Sprintf("during %d", i) {
+			inOrder++
+		}
+	}
+	if inOrder != during {
+		t.Errorf("bob's inbox holds %d of alice's %d messages sent during the fail-over at their place in send order: %q",
+			inOrder, during, bodies(mid))
+	}
 	var st daemonStatus
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -631,5 +632,38 @@ func TestOpenRunsPendingMigrationsOnce(t *testing.T) {
 	})
 	if runs[0] != 1 || runs[1] != 1 || runs[2] != 1 {
 		t.Fatalf("migration runs = %v", runs)
+	}
+}
+
+// A refused hook (SubmitRefusable) runs on the committer as its write
+// fails, before any later write is applied: a write queued behind a
+// refused one sees the refusal every time it runs, so the broker can refuse
+// it too (broker/sendorder.go) instead of letting it overtake.
+func TestRefusedHookRunsBeforeLaterWrites(t *testing.T) {
+	s := openAt(t, dbPath(t), Options{})
+	createTestBucket(t, s)
+	release := blockCommitter(t, s)
+	refused := false // committer goroutine only
+	sawRefusal := []bool{}
+	done := make(chan error, 2)
+	if err := s.SubmitRefusable(func(tx *bolt.Tx) error { return errBoom },
+		func(err error) { done <- err }, func(err error) { refused = true }, 10, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SubmitRefusable(func(tx *bolt.Tx) error {
+		sawRefusal = append(sawRefusal, refused)
+		return putRaw("later", "v")(tx)
+	}, func(err error) { done <- err }, nil, 10, "k"); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := <-done; !errors.Is(err, errBoom) {
+		t.Fatalf("the first write: %v, want errBoom", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the later write: %v", err)
+	}
+	if len(sawRefusal) == 0 || slices.Contains(sawRefusal, false) {
+		t.Fatalf("the later write's runs saw the refusal: %v, want true every time", sawRefusal)
 	}
 }

@@ -202,11 +202,23 @@ type finished struct {
 	err error
 }
 
+// outcome is w's result; a failed write's refused hook runs here, on the
+// committer, before any later write is applied.
+func outcome(w *write, err error) finished {
+	if err != nil && w.refused != nil {
+		w.refused(err)
+	}
+	return finished{w, err}
+}
+
 // write is one unit of the group commit.
 type write struct {
 	fn    func(tx *bolt.Tx) error
 	after func(err error) // runs on the committer after the commit, in order
-	done  chan error      // nil when the caller does not wait
+	// refused (SubmitRefusable) runs on the committer goroutine when the
+	// write fails, before any later write is applied.
+	refused func(err error)
+	done    chan error // nil when the caller does not wait
 	// deferrable: nobody waits for this write to be durable, so it may
 	// wait up to Options.DeferFor for others to share its commit.
 	deferrable bool
@@ -383,6 +395,13 @@ func (s *Store) SubmitDeferred(fn func(tx *bolt.Tx) error, after func(err error)
 // recipient had).
 func (s *Store) SubmitSized(fn func(tx *bolt.Tx) error, after func(err error), size int, key string) error {
 	return s.submit(&write{fn: fn, after: after, size: size, key: key, overtakes: true})
+}
+
+// SubmitRefusable is SubmitSized whose refused runs on the committer
+// goroutine as soon as the write has failed, before any write submitted
+// after it is applied (store.Refuser).
+func (s *Store) SubmitRefusable(fn func(tx *bolt.Tx) error, after, refused func(err error), size int, key string) error {
+	return s.submit(&write{fn: fn, after: after, refused: refused, size: size, key: key, overtakes: true})
 }
 
 func (s *Store) submit(w *write) error {
@@ -708,7 +727,7 @@ func (s *Store) commit(batch []*write, lane *largeLane) (carry []*write) {
 		// The commit itself failed (disk full, I/O error), or the only
 		// write did: there is nothing to retry separately.
 		for _, w := range batch {
-			out = append(out, finished{w, err})
+			out = append(out, outcome(w, err))
 		}
 	default:
 		out = s.retryAfterFailure(batch, failedAt, out)
@@ -732,7 +751,7 @@ func (s *Store) retryAfterFailure(batch []*write, failedAt int, out []finished) 
 		if err == nil && s.opts.OnCommit != nil {
 			s.opts.OnCommit(time.Since(t0), 1)
 		}
-		out = append(out, finished{w, err})
+		out = append(out, outcome(w, err))
 	}
 	for len(batch) > 0 {
 		if failedAt > 0 {
@@ -759,7 +778,7 @@ func (s *Store) retryAfterFailure(batch []*write, failedAt int, out []finished) 
 			case failed < 0:
 				// The commit itself failed: nothing of it is stored.
 				for _, w := range ok {
-					out = append(out, finished{w, err})
+					out = append(out, outcome(w, err))
 				}
 			default:
 				// Not what they did a moment ago: each alone.
@@ -795,7 +814,7 @@ func (s *Store) retryAfterFailure(batch []*write, failedAt int, out []finished) 
 			return out
 		case failedAt < 0:
 			for _, w := range batch {
-				out = append(out, finished{w, err})
+				out = append(out, outcome(w, err))
 			}
 			return out
 		}

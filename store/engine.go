@@ -68,6 +68,30 @@ func SubmitSized(e Engine, fn func(tx *Tx) error, after func(err error), size in
 	return e.Submit(fn, after)
 }
 
+// Refuser is an Engine that can tell a write's submitter, on the writer's
+// own goroutine, that the write was refused, before any write submitted
+// after it is run: the broker keeps one sender's sends to one target in
+// order across a refusal that way (a later send already queued behind a
+// refused one is refused too, broker/sendorder.go). refused runs once per
+// failed write, before its after; it must not block.
+type Refuser interface {
+	SubmitRefusable(fn func(tx *Tx) error, after, refused func(err error), size int, key string) error
+}
+
+// SubmitRefusable is SubmitSized with refused (see Refuser). On an engine
+// without it, refused runs just before after.
+func SubmitRefusable(e Engine, fn func(tx *Tx) error, after, refused func(err error), size int, key string) error {
+	if r, ok := e.(Refuser); ok {
+		return r.SubmitRefusable(fn, after, refused, size, key)
+	}
+	return SubmitSized(e, fn, func(err error) {
+		if err != nil && refused != nil {
+			refused(err)
+		}
+		after(err)
+	}, size, key)
+}
+
 // ErrUnavailable means a clustered store cannot make writes durable now
 // (no quorum): nothing was written. Retry later.
 var ErrUnavailable = errors.New("store: the cluster has no quorum; the write is not acknowledged")
@@ -120,6 +144,11 @@ func (l *Local) SubmitDeferred(fn func(tx *Tx) error, after func(err error)) err
 // SubmitSized implements Sizer.
 func (l *Local) SubmitSized(fn func(tx *Tx) error, after func(err error), size int, key string) error {
 	return l.s.SubmitSized(wrapFn(fn), after, size, key)
+}
+
+// SubmitRefusable implements Refuser.
+func (l *Local) SubmitRefusable(fn func(tx *Tx) error, after, refused func(err error), size int, key string) error {
+	return l.s.SubmitRefusable(wrapFn(fn), after, refused, size, key)
 }
 
 // View implements Engine.

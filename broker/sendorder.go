@@ -1,0 +1,224 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"claudemesh/store"
+	"claudemesh/wire"
+)
+
+// One sender's messages to one target keep their order (docs/protocol.md).
+// The broker commits one connection's sends in the order it reads them and
+// keeps FIFO per recipient from there. But a send it refuses with a code
+// that says "again later" (rate_limited, recipient_queue_full, unavailable,
+// internal, shutting_down) leaves that order, while the sends a pipelining
+// client wrote behind it, before it read the refusal, go on: after a
+// cluster fail-over a daemon's backlog of 300 DMs to one member reached it
+// with a quarter out of order, each refused `unavailable` while the node
+// caught up with the cluster's log and one a moment behind it accepted.
+//
+// So such a refusal holds its line, the connection's sends to that
+// targetSpec: a send of the line read after the refused one, that the
+// broker would otherwise take, is refused too, with the same code, until
+// the refused one (its clientMessageId) comes again; what is read after
+// that goes on. What a client sends again in order goes through in order.
+// A send already queued in the committer behind the refused one is refused
+// as well: the engines run the refused hook on their writer goroutine
+// before they run any later write (store.Refuser).
+//
+// The broker cannot tell a send written before the client read the
+// refusal from one written after, as a new message by a client that gave
+// up on the refused one: a hold lasts Config.LineHold (10 s) at most, far
+// longer than a client takes to read its acks, so a client that drops a
+// refused message is refused no longer than that. A topic post's
+// stale_key_gen does not hold: a client posts under the new key
+// generation, and the posts behind the refused one, sealed under the old
+// one, are refused for that themselves. A connection keeps holds on at
+// most maxHeldLines targets (past that a new refusal holds nothing), each
+// with at most maxLineHolds holds; a new connection starts with none.
+const (
+	maxHeldLines  = 256
+	maxLineHolds  = 8
+	heldRetryMsOf = 1000 // retryAfterMs of a held send whose hold has none
+)
+
+// holdsLine reports whether a refusal with code holds the line: the codes
+// after which a client sends the message again.
+func holdsLine(code string) bool {
+	switch code {
+	case wire.CodeRateLimited, wire.CodeRecipientQueueFull, wire.CodeUnavailable, wire.CodeInternal,
+		wire.CodeShuttingDown:
+		return true
+	}
+	return false
+}
+
+// lineHold is one refused send: the sends of its line read after it
+// (place > from) and before it came again (place < until, once until is
+// set) are refused.
+type lineHold struct {
+	from, until uint64
+	cmid, code  string
+	retryMs     int64
+	at          time.Time
+}
+
+// sendLines is a connection's holds, by targetSpec.
+type sendLines struct {
+	mu    sync.Mutex
+	ttl   time.Duration // Config.LineHold
+	read  uint64        // places handed out (reader goroutine)
+	holds map[string][]lineHold
+}
+
+// sendPlace is one send's place on its connection.
+type sendPlace struct {
+	l          *sendLines
+	line, cmid string
+	n          uint64
+}
+
+// place gives the send read now its place. Reader goroutine only.
+func (c *conn) place(targetSpec, cmid string) *sendPlace {
+	c.lines.mu.Lock()
+	c.lines.ttl = c.b.cfg.LineHold
+	c.lines.read++
+	n := c.lines.read
+	c.lines.mu.Unlock()
+	return &sendPlace{l: &c.lines, line: targetSpec, cmid: cmid, n: n}
+}
+
+// heldByLocked is the hold that refuses p, if any, dropping expired ones.
+func (p *sendPlace) heldByLocked(now time.Time) *lineHold {
+	hs := p.l.holds[p.line]
+	kept := hs[:0]
+	var by *lineHold
+	for _, h := range hs {
+		if now.Sub(h.at) >= p.l.ttl {
+			continue
+		}
+		kept = append(kept, h)
+		if by == nil && h.from < p.n && (h.until == 0 || p.n < h.until) && h.cmid != p.cmid {
+			c := h
+			by = &c
+		}
+	}
+	if len(kept) == 0 {
+		delete(p.l.holds, p.line)
+	} else {
+		clear(hs[len(kept):])
+		p.l.holds[p.line] = kept
+	}
+	return by
+}
+
+// heldBy is the hold that refuses p now, if any (p's write, on the
+// committer).
+func (p *sendPlace) heldBy() *lineHold {
+	if p == nil {
+		return nil
+	}
+	p.l.mu.Lock()
+	defer p.l.mu.Unlock()
+	if len(p.l.holds) == 0 {
+		return nil
+	}
+	return p.heldByLocked(time.Now())
+}
+
+// arrive is p as it is read: the hold that refuses it, or nil, and then p
+// is the refused message come again, which ends the holds on it for the
+// sends read after it.
+func (p *sendPlace) arrive() *lineHold {
+	if p == nil {
+		return nil
+	}
+	p.l.mu.Lock()
+	defer p.l.mu.Unlock()
+	if len(p.l.holds) == 0 {
+		return nil
+	}
+	if h := p.heldByLocked(time.Now()); h != nil {
+		return h
+	}
+	hs := p.l.holds[p.line]
+	for i := range hs {
+		if hs[i].cmid == p.cmid && hs[i].until == 0 {
+			hs[i].until = p.n
+		}
+	}
+	return nil
+}
+
+// refuse records that p was refused with code (when the code holds the
+// line).
+func (p *sendPlace) refuse(code string, retryMs int64) {
+	if p == nil || !holdsLine(code) || p.l.ttl <= 0 {
+		return
+	}
+	now := time.Now()
+	p.l.mu.Lock()
+	defer p.l.mu.Unlock()
+	if p.l.holds == nil {
+		p.l.holds = map[string][]lineHold{}
+	}
+	hs, ok := p.l.holds[p.line]
+	for i := range hs {
+		h := &hs[i]
+		if now.Sub(h.at) < p.l.ttl && h.from < p.n && (h.until == 0 || p.n < h.until) {
+			// Behind a hold already (refused for its own reason while
+			// an earlier send of the line waits to come again): covered
+			// by it. A client sends that one again first, then this
+			// one; a hold of its own would refuse that one. The refused
+			// one refused again holds on from now.
+			if h.cmid == p.cmid {
+				h.at, h.code, h.retryMs = now, code, retryMs
+			}
+			return
+		}
+	}
+	if !ok && len(p.l.holds) >= maxHeldLines {
+		for line := range p.l.holds {
+			(&sendPlace{l: p.l, line: line}).heldByLocked(now) // drops the expired ones
+		}
+		if len(p.l.holds) >= maxHeldLines {
+			return
+		}
+	}
+	for _, h := range hs {
+		if h.from == p.n && h.code == code {
+			return // recorded by an earlier run of the same write
+		}
+	}
+	if len(hs) >= maxLineHolds {
+		hs = append(hs[:0], hs[1:]...)
+	}
+	p.l.holds[p.line] = append(hs, lineHold{from: p.n, cmid: p.cmid, code: code, retryMs: retryMs, at: now})
+}
+
+// refused is p's write's store.Refuser hook: the committer could not store
+// it.
+func (p *sendPlace) refused(err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		p.refuse(wire.CodeUnavailable, unavailableRetryMs)
+		return
+	}
+	p.refuse(wire.CodeInternal, 1000)
+}
+
+// heldText is what a send held behind h is told.
+func heldText(h *lineHold, targetSpec string) string {
+	return fmt.Sprintf("held behind message %q to %s, sent earlier on this connection and refused (%s): "+
+		"send that one again first; the broker keeps one sender's messages to a target in order", h.cmid, targetSpec, h.code)
+}
+
+// heldRetryMs is the retryAfterMs of a send held behind h.
+func heldRetryMs(h *lineHold) int64 {
+	if h.retryMs > 0 {
+		return h.retryMs
+	}
+	return heldRetryMsOf
+}
