@@ -185,6 +185,7 @@ func (d *Daemon) endDeparted(s *sessionRT) {
 	d.sessMu.Unlock()
 	s.retire()
 	d.deleteSessionRecord(s.rec.TokenHash)
+	d.removeAmbientKey(s.rec.MeshID, s.rec.SessionID)
 	d.log.Info("ended session's messages are out; its connection closed", "session", s.rec.SessionID)
 }
 

@@ -720,9 +720,10 @@ func (d *Daemon) freeSessionName(meshID, name string) string {
 
 // dropSession deregisters a session: its connection closes (peer_left at
 // once) and its record goes, unless it has rows still to send: then it
-// departs (departing.go), and closes once they are out. Its key file
-// stays, so the same session id registering again gets its key and its
-// queued messages back.
+// departs (departing.go), and closes once they are out. A launched
+// session's key file stays, so the same session id registering again gets
+// its key and its queued messages back; an ambient one's goes
+// (removeAmbientKey).
 func (d *Daemon) dropSession(s *sessionRT) {
 	d.sessMu.Lock()
 	if d.sessions[s.rec.TokenHash] == s {
@@ -734,6 +735,43 @@ func (d *Daemon) dropSession(s *sessionRT) {
 	}
 	s.retire()
 	d.deleteSessionRecord(s.rec.TokenHash)
+	d.removeAmbientKey(s.rec.MeshID, s.rec.SessionID)
+}
+
+// removeAmbientKey removes the key file (and the MCP server's lock file)
+// of an ambient session that is gone, unless a session of that id is
+// registered or departing again. An ambient session's id is that of one
+// claude process (mcp/ambient.go): nothing registers it again once the
+// session ended, and its key files piled up in the home, one per start.
+// A launched session's key stays, so `launch` registering the same id
+// again gets its key and its queued messages back.
+func (d *Daemon) removeAmbientKey(meshID, sessionID string) {
+	if !strings.HasPrefix(sessionID, "ambient-") {
+		return
+	}
+	m := d.meshByID(meshID)
+	if m == nil {
+		return
+	}
+	defer d.lockRegistration(meshID, sessionID)()
+	d.sessMu.Lock()
+	live := false
+	for _, o := range d.sessions {
+		live = live || (o.rec.MeshID == meshID && o.rec.SessionID == sessionID)
+	}
+	for _, o := range d.departing {
+		live = live || (o.rec.MeshID == meshID && o.rec.SessionID == sessionID)
+	}
+	d.sessMu.Unlock()
+	if live {
+		return
+	}
+	key := sessionKeyPath(d.home, m.cfg.Slug, sessionID)
+	for _, p := range []string{key, strings.TrimSuffix(key, ".json") + ".lock"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.log.Warn("removing an ended ambient session's key file", "path", p, "err", err)
+		}
+	}
 }
 
 // forgetSession deregisters a session the broker refused, at once.
@@ -793,6 +831,7 @@ func (d *Daemon) reviveSessions() {
 		}
 		if m == nil || rec.Departing || !rec.Process.Alive() {
 			d.deleteSessionRecord(rec.TokenHash)
+			d.removeAmbientKey(rec.MeshID, rec.SessionID)
 			continue
 		}
 		key, inboxFrom, err := loadOrCreateSessionKey(d.home, m.cfg.Slug, m.cfg.MeshID, rec.SessionID, d.lastEventID)

@@ -46,6 +46,9 @@ type daemonLink struct {
 	// is started again only if the user did not stop it (`daemon down`:
 	// localapi.Reconnect); the first connection starts one as any verb.
 	connected bool
+	// claim is the lock on the ambient session id of this claude process
+	// (ambient.go), nil when another server of it holds that id.
+	claim     *os.File
 	lastEvent uint64 // highest message event id emitted
 	welcomed  bool
 	// catchUpBelow: unread rows with a lower event id are older than the
@@ -232,6 +235,12 @@ func (l *daemonLink) credentials() (string, *localapi.SessionRegister, error) {
 		reg, err := ambientRegistration(l.o)
 		if err != nil {
 			return "", nil, err
+		}
+		// The session id of this claude process, when no other server
+		// of it holds it: a server started again after a crash takes
+		// over its own session (name, key and queued messages).
+		if id, f := claimAmbientID(l.o.Home, reg.Mesh, l.o.ParentPID, l.o.Logger); f != nil {
+			reg.SessionID, l.claim = id, f
 		}
 		l.registration = reg
 	}

@@ -128,7 +128,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	out := &lockedWriter{w: o.Out}
 	tr := &channelTransport{inner: &sdk.IOTransport{Reader: filterStdin(o.In, out, o.Logger), Writer: out, MaxLineLength: -1}}
+	pumped := make(chan struct{})
 	go func() {
+		defer close(pumped)
 		select {
 		case <-initialized:
 		case <-ctx.Done():
@@ -137,6 +139,11 @@ func Run(ctx context.Context, o Options) error {
 		link.pump(ctx, tr)
 	}()
 	err := srv.Run(ctx, tr)
+	// Stdin closed or a signal: an ambient session is deregistered
+	// (ambient.go).
+	cancel()
+	<-pumped // no registration starts after close
+	link.close()
 	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
 		return nil
 	}
