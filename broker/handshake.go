@@ -476,22 +476,25 @@ func (ms *meshState) confusableMember(name, pubkey string) string {
 	return ""
 }
 
-// confusableSession is the name of an agent session the broker knows (of
-// a member other than pubkey) that name can be taken for, and its
-// member's name; "" when there is none. A session may not be called like
-// another member (checkSessionIdentity); this is the other order: a
-// newcomer enrolling under the name of a session everyone addresses by
-// it would take the DMs sent to that name (`send NAME` prefers a member
-// to a session).
+// confusableSession is the name of an online agent session (of a member
+// other than pubkey) that name can be taken for, and its member's name;
+// "" when there is none. A session may not be called like another member
+// (checkSessionIdentity); this is the other order: a newcomer enrolling
+// under the name of a session everyone addresses by it would take the DMs
+// sent to that name (`send zed` prefers a member to a session). Only a
+// session with a presence (connected, or in its grace period) holds its
+// name: the broker keeps an offline session's record up to --queue-ttl,
+// and one member with many sessions could so have kept many names from
+// every newcomer for days. An offline session is not addressed by its
+// name anyway (names resolve to members, then to online sessions), and
+// when it comes back under a name a member took meanwhile, its hello is
+// refused name_taken like any session called like a member.
 func (ms *meshState) confusableSession(name, pubkey string) (session, member string) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	for _, s := range ms.sessions {
-		if s.ParentPubkey != pubkey && cmcrypto.NamesConfusable(name, s.DisplayName) {
-			if m := ms.members[s.ParentPubkey]; m != nil {
-				member = m.DisplayName
-			}
-			return s.DisplayName, member
+	for _, p := range ms.presences {
+		if p.session && p.member != nil && p.member.Pubkey != pubkey && cmcrypto.NamesConfusable(name, p.displayName) {
+			return p.displayName, p.member.DisplayName
 		}
 	}
 	return "", ""

@@ -89,12 +89,12 @@ func TestReservedNameIsRefused(t *testing.T) {
 // the name of alice's running agent session "zed", and `send zed` then
 // reached the newcomer, not the session everyone addressed. A name that
 // is (or looks like) the name of a session the broker knows is
-// name_taken at join.
+// name_taken at join, while that session is online.
 func TestJoinRefusesAnAgentSessionsName(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, nil)
 	alice := createMesh(t, b, "team", "alice")
-	connectSession(t, b, alice, "zed")
+	zed, _ := connectSession(t, b, alice, "zed")
 	tok, c := invite(t, b, alice, "team", "member", 10, time.Hour)
 	var info wire.InviteReply
 	c.next(&info, wire.TypeInvite)
@@ -106,5 +106,18 @@ func TestJoinRefusesAnAgentSessionsName(t *testing.T) {
 	}
 	if st, body, _ := join(t, b, tok, "zedd"); st != 200 {
 		t.Fatalf("join as zedd: %d %v", st, body)
+	}
+	// Only an online session holds its name: the broker remembers an
+	// offline one's record up to --queue-ttl, and a member with many
+	// sessions kept as many names from newcomers for that long.
+	zed.closeClean()
+	for deadline := time.Now().Add(expectWithin); ; time.Sleep(20 * time.Millisecond) {
+		st, body, _ := join(t, b, tok, "zed")
+		if st == 200 {
+			break
+		}
+		if errCode(body) != wire.CodeNameTaken || time.Now().After(deadline) {
+			t.Fatalf("join as zed once alice's session zed went offline: %d %v", st, body)
+		}
 	}
 }
