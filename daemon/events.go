@@ -51,9 +51,24 @@ func (ev *event) visibleTo(sc *sessionScope) bool {
 type eventHub struct {
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
+	// open counts the streams open per caller (streamKey).
+	open map[string]int
 }
 
+// Event streams one caller may hold open at once: each is a goroutine, a
+// 1,024-event buffer and a file descriptor for as long as it stays open,
+// and a local client that opened them in a loop took the daemon's memory
+// and descriptors from everyone else. An agent session needs one (its MCP
+// server's, a `topic tail` or two beside it); the member's own callers
+// (the socket, --tcp, the chat page's tabs, every `inbox --follow` in a
+// terminal) share a larger number.
+const (
+	maxSessionStreams = 8
+	maxMemberStreams  = 64
+)
+
 type subscriber struct {
+	key     string // the caller's streamKey
 	ch      chan event
 	dropped chan struct{}
 	once    sync.Once
@@ -61,19 +76,32 @@ type subscriber struct {
 	scope   *sessionScope // nil unless a session subscribed
 }
 
-func newEventHub() *eventHub { return &eventHub{subs: map[*subscriber]struct{}{}} }
+func newEventHub() *eventHub {
+	return &eventHub{subs: map[*subscriber]struct{}{}, open: map[string]int{}}
+}
 
-func (h *eventHub) subscribe(meshID string, sc *sessionScope) *subscriber {
-	s := &subscriber{ch: make(chan event, 1024), dropped: make(chan struct{}), meshID: meshID, scope: sc}
+// subscribe opens a stream for caller key, or returns nil when key has
+// limit streams open already.
+func (h *eventHub) subscribe(meshID string, sc *sessionScope, key string, limit int) *subscriber {
+	s := &subscriber{key: key, ch: make(chan event, 1024), dropped: make(chan struct{}), meshID: meshID, scope: sc}
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.open[key] >= limit {
+		return nil
+	}
+	h.open[key]++
 	h.subs[s] = struct{}{}
-	h.mu.Unlock()
 	return s
 }
 
+// unsubscribe ends s's stream; its handler calls it once, also after a
+// drop (publish, closeAll), which leaves the count to it.
 func (h *eventHub) unsubscribe(s *subscriber) {
 	h.mu.Lock()
 	delete(h.subs, s)
+	if h.open[s.key]--; h.open[s.key] <= 0 {
+		delete(h.open, s.key)
+	}
 	h.mu.Unlock()
 	s.once.Do(func() { close(s.dropped) })
 }
@@ -204,7 +232,16 @@ func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		last = n
 	}
-	sub := d.events.subscribe(meshID, sc)
+	key, limit, who := "", maxMemberStreams, "this member's callers (the socket, --tcp and the chat page together) hold"
+	if sess != nil {
+		key, limit, who = "session:"+sess.rec.TokenHash, maxSessionStreams, "this session holds"
+	}
+	sub := d.events.subscribe(meshID, sc, key, limit)
+	if sub == nil {
+		writeError(w, &apiError{status: 429, code: "too_many_streams",
+			msg: fmt.Sprintf("%s %d event streams open already, the most allowed; close one (an inbox --follow, a topic tail, a chat page tab) first", who, limit)})
+		return
+	}
 	defer d.events.unsubscribe(sub)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
