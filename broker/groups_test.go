@@ -128,3 +128,33 @@ func TestListPeersIsPaged(t *testing.T) {
 	}
 	bystanderCheck(t, a)
 }
+
+// A session is in its member's groups (effective groups: the member's and
+// its own), so its leave_group of one is refused invalid_argument saying
+// so, never "not in group" (untrue: it keeps getting the group's
+// messages); a group in neither set stays not_found.
+func TestSessionCannotLeaveItsMembersGroup(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	bob := addMember(t, b, alice, "team", "bob")
+	bm := connect(t, b, bob, true, nil)
+	var ok map[string]any
+	bm.request(map[string]any{"type": wire.TypeJoinGroup, "name": "ops"}, &ok, wire.TypeOK)
+	sc, sess := connectSession(t, b, bob, "agent1")
+	var e wire.Error
+	sc.request(map[string]any{"type": wire.TypeLeaveGroup, "name": "ops"}, &e, wire.TypeError, wire.TypeOK)
+	if e.Code != wire.CodeInvalidArgument || !strings.Contains(e.Message, "group of your member bob") {
+		t.Fatalf("a session's leave_group of its member's group: %+v, want invalid_argument saying it is bob's group", e)
+	}
+	e = wire.Error{}
+	sc.request(map[string]any{"type": wire.TypeLeaveGroup, "name": "nosuch"}, &e, wire.TypeError, wire.TypeOK)
+	if e.Code != wire.CodeNotFound {
+		t.Fatalf("a session's leave_group of a group it is not in: %+v, want not_found", e)
+	}
+	// It is in @ops still, as it was told.
+	ac := connect(t, b, alice, false, nil)
+	ac.sendAck(multi(t, alice, "@ops", "hi ops", sess.PublicHex()))
+	var p wire.Push
+	sc.next(&p, wire.TypePush)
+}
