@@ -176,17 +176,22 @@ func (c *conn) expireInflightLocked(now time.Time) int {
 			}
 		}
 	}
-	if w := c.b.cfg.ResumeWindow; w > 0 && len(expired) > w && !c.ackedAt.After(oldest) {
+	if w := c.b.cfg.ResumeWindow; w > 0 && len(expired) > 0 && !c.ackedAt.After(oldest) {
 		// Once per --redeliver-after: the loop checks every
 		// --redeliver-after/4 (at most 5 s), and a connection that never
-		// acks was re-sent one more of them at each check.
+		// acks was re-sent one more of them at each check; so it was
+		// when what expired fitted in the window (two pushes in flight,
+		// one re-sent at a round and the other at the next check, a
+		// quarter of the round later).
 		if !c.windowedAt.IsZero() && now.Sub(c.windowedAt) < after {
 			return 0
 		}
 		c.windowedAt = now
-		slices.SortFunc(expired, func(a, b string) int { return c.inflight[a].sentAt.Compare(c.inflight[b].sentAt) })
-		expired = expired[:w]
-		c.b.metrics.limitTripped.WithLabelValues("redeliver_window").Inc()
+		if len(expired) > w {
+			slices.SortFunc(expired, func(a, b string) int { return c.inflight[a].sentAt.Compare(c.inflight[b].sentAt) })
+			expired = expired[:w]
+			c.b.metrics.limitTripped.WithLabelValues("redeliver_window").Inc()
+		}
 	}
 	for _, id := range expired {
 		c.dropInflightLocked(id)

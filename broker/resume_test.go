@@ -343,44 +343,50 @@ func TestResumedWindowLoadsOnlyWhatItPushes(t *testing.T) {
 // nothing since its expired pushes went out was re-sent one of them at
 // every check of the redelivery loop (every --redeliver-after/4, at most
 // 5 s: six in a --redeliver-after at the defaults), where the docs say one
-// per --redeliver-after. It is one per --redeliver-after, per connection.
+// per --redeliver-after. It is one per --redeliver-after, per connection,
+// also when what expired fits in --resume-window (two pushes in flight:
+// the second was re-sent at the check after the first, a review found).
 func TestWindowedRedeliveryOncePerRound(t *testing.T) {
 	t.Parallel()
-	b := startBroker(t, func(c *Config) {
-		c.Rate = 0
-		c.RedeliverAfter = time.Hour // the loop itself expires nothing here
-	})
-	alice := createMesh(t, b, "team", "alice")
-	bob := addMember(t, b, alice, "team", "bob")
-	a := connect(t, b, alice, false, nil)
-	bc := connect(t, b, bob, true, nil)
-	const n = 5
-	for i := range n {
-		if ack := a.sendAck(dm(t, alice, bob.pub(), fmt.Sprintf("m%d", i))); ack.Error != nil {
-			t.Fatalf("ack %+v", ack.Error)
-		}
-	}
-	for range n {
-		bc.nextPush() // never acked
-	}
-	ms := b.hub.mesh(alice.meshID)
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	var c *conn
-	for x := range ms.conns[bob.pub()] {
-		c = x
-	}
-	if c == nil || len(c.inflight) != n {
-		t.Fatalf("bob's connection: %+v", c)
-	}
-	after := b.cfg.RedeliverAfter
-	tick := clamp(after/4, 10*time.Millisecond, 5*time.Second)
-	t0 := time.Now().Add(after)
-	var got []int
-	for _, at := range []time.Time{t0, t0.Add(tick), t0.Add(2 * tick), t0.Add(after), t0.Add(after + tick)} {
-		got = append(got, c.expireInflightLocked(at))
-	}
-	if want := []int{1, 0, 0, 1, 0}; !slices.Equal(got, want) {
-		t.Fatalf("re-sent per check %v, want %v (one per --redeliver-after)", got, want)
+	for _, n := range []int{5, 2} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			t.Parallel()
+			b := startBroker(t, func(c *Config) {
+				c.Rate = 0
+				c.RedeliverAfter = time.Hour // the loop itself expires nothing here
+			})
+			alice := createMesh(t, b, "team", "alice")
+			bob := addMember(t, b, alice, "team", "bob")
+			a := connect(t, b, alice, false, nil)
+			bc := connect(t, b, bob, true, nil)
+			for i := range n {
+				if ack := a.sendAck(dm(t, alice, bob.pub(), fmt.Sprintf("m%d", i))); ack.Error != nil {
+					t.Fatalf("ack %+v", ack.Error)
+				}
+			}
+			for range n {
+				bc.nextPush() // never acked
+			}
+			ms := b.hub.mesh(alice.meshID)
+			ms.mu.Lock()
+			defer ms.mu.Unlock()
+			var c *conn
+			for x := range ms.conns[bob.pub()] {
+				c = x
+			}
+			if c == nil || len(c.inflight) != n {
+				t.Fatalf("bob's connection: %+v", c)
+			}
+			after := b.cfg.RedeliverAfter
+			tick := clamp(after/4, 10*time.Millisecond, 5*time.Second)
+			t0 := time.Now().Add(after)
+			var got []int
+			for _, at := range []time.Time{t0, t0.Add(tick), t0.Add(2 * tick), t0.Add(after), t0.Add(after + tick)} {
+				got = append(got, c.expireInflightLocked(at))
+			}
+			if want := []int{1, 0, 0, 1, 0}; !slices.Equal(got, want) {
+				t.Fatalf("re-sent per check %v, want %v (one per --redeliver-after)", got, want)
+			}
+		})
 	}
 }
