@@ -57,6 +57,18 @@ func (m *meshRT) writesProblem() *localapi.Error {
 	}
 	return &localapi.Error{Code: wire.CodeUnavailable,
 		Message: fmt.Sprintf("mesh %s: the broker at %s is up but has refused every message since %s (unavailable): a cluster without a quorum of its nodes, or a node catching up; accepted messages wait and go out by themselves once it accepts them (the daemon log says when)",
-			m.cfg.Slug, strings.Join(m.cfg.URLs(), " or "), since.Format("15:04:05")),
+			m.cfg.Slug, strings.Join(m.cfg.URLs(), " or "), sinceText(since, time.Now())),
 		Hint: "nothing accepted is lost; the broker's operator brings the cluster's nodes back (its /health/ready says no quorum meanwhile)"}
+}
+
+// sinceText is when a state began, for a status line: the time of day
+// with its zone today, with the date too from an earlier day (a cluster
+// that lost its quorum last night said "since 23:10:04", read as
+// tonight's), and how long ago.
+func sinceText(since, now time.Time) string {
+	layout := "15:04:05 MST"
+	if y, m, d := since.Date(); y != now.Year() || m != now.Month() || d != now.Day() {
+		layout = "2006-01-02 15:04:05 MST"
+	}
+	return since.Format(layout) + ", " + now.Sub(since).Round(time.Second).String() + " ago"
 }
