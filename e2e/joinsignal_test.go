@@ -166,11 +166,10 @@ func throughHeldAnswer(t *testing.T, proxy *answerHolder, second bool, u *user, 
 // waits for (the broker may have enrolled the key, which must be saved)
 // and saves the key when the answer comes. A second signal stops waiting
 // with an error (exit 130) that says the key may have been enrolled and
-// was not saved, and how to find out; what it suggests is checked: the
-// same join is refused as name_taken (the broker had enrolled the lost
-// key), and one with another --name goes through while the invite has
-// uses left. Join used to wait silently, and a second signal killed it
-// without a word.
+// is saved in the home (before the enrolment is asked); what it suggests
+// is checked: the same join asks again with the saved key and completes
+// (it was refused name_taken, the key lost, before). Join used to wait
+// silently, and a second signal killed it without a word.
 func TestJoinSaysWhatASignalWaitsFor(t *testing.T) {
 	t.Parallel()
 	ln, b := brokerBehindListener(t)
@@ -191,21 +190,35 @@ func TestJoinSaysWhatASignalWaitsFor(t *testing.T) {
 				return
 			}
 			errText := s.errText()
-			if code != 130 || !strings.Contains(errText, "may or may not have enrolled your new key in test as carol, and the key was not saved here") ||
-				!strings.Contains(errText, "run the same join again") {
-				t.Fatalf("join exited %d; stderr %q: want 130 and an error that says the key may be enrolled and was not saved", code, errText)
+			if code != 130 || !strings.Contains(errText, "may or may not have enrolled your new key in test as carol; the key is saved here") ||
+				!strings.Contains(errText, "run the same join again from this home") {
+				t.Fatalf("join exited %d; stderr %q: want 130 and an error that says the key may be enrolled and is saved", code, errText)
 			}
 			if n := len(joiner.whoami().Meshes); n != 0 {
 				t.Fatalf("carol's config holds %d meshes after the abandoned join", n)
 			}
-			// What the hint says: the same join tells that the broker
-			// had enrolled the lost key, and another name still joins
-			// while the invite has a use left.
-			joiner.fails(6, "name_taken", "join", link, "--name", "carol")
+			// What the hint says: the same join asks again with the
+			// saved key, which the broker had enrolled, and completes:
+			// carol is the member it enrolled, not a ghost beside a
+			// refused retry (it said name_taken, the use spent on a key
+			// nobody held).
 			var m meshJSON
-			joiner.json(&m, "join", link, "--name", "carol2")
+			joiner.json(&m, "join", link, "--name", "carol")
 			if m.Slug != "test" {
-				t.Fatalf("join as carol2: %+v", m)
+				t.Fatalf("the same join again: %+v", m)
+			}
+			var peers []struct {
+				DisplayName string `json:"displayName"`
+			}
+			alice.json(&peers, "peer", "list", "--all")
+			carols := 0
+			for _, p := range peers {
+				if strings.HasPrefix(p.DisplayName, "carol") {
+					carols++
+				}
+			}
+			if carols != 1 {
+				t.Fatalf("alice's peer list --all has %d carols, want the one enrolled: %+v", carols, peers)
 			}
 		})
 	}

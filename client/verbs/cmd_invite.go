@@ -366,9 +366,14 @@ func join(c *cli.Context) error {
 		return slugTaken(inv.MeshSlug)
 	}
 
-	key, err := cmcrypto.GenerateIdentity()
+	// Saved before it is enrolled, so a join killed meanwhile is
+	// completed by the next one (joinpending.go).
+	key, resumed, err := pendingJoinKey(e.home, inv.MeshID, display)
 	if err != nil {
 		return err
+	}
+	if resumed {
+		e.out.Linef("%s", e.out.Style().Dim("  using the key an unfinished join of "+inv.MeshSlug+" saved here"))
 	}
 	req, err := client.NewJoinRequest(token, inv.MeshID, inv.InviteID, display, key, time.Now())
 	if err != nil {
@@ -405,6 +410,9 @@ func join(c *cli.Context) error {
 		// a signal before the request, context.Canceled (nothing was
 		// asked: join ends as an interrupted command).
 		ce, ok := cliError(err).(*cliui.Error)
+		if ok && refusedForGood(ce.Code) {
+			dropPendingJoin(e.home, inv.MeshID)
+		}
 		if ok {
 			switch ce.Code {
 			case wire.CodeInviteExpired, wire.CodeInviteRevoked, wire.CodeInviteExhausted, wire.CodeInviteNotFound:
@@ -447,6 +455,7 @@ func join(c *cli.Context) error {
 	if err := e.addMesh(m); err != nil {
 		return err
 	}
+	dropPendingJoin(e.home, inv.MeshID)
 	if e.out.JSONMode() {
 		return e.out.JSON(meshJSONOf(&m))
 	}
@@ -465,18 +474,15 @@ const joinHeldNote = "interrupted: waiting up to 30 s for the broker's answer, s
 	"(spending the invite's use) is saved; a second Ctrl-C stops waiting"
 
 // joinAbandoned is a join whose enrolment a second signal stopped waiting
-// for: the broker may or may not have enrolled the new key, which exists
-// only in this process and is lost. A join of the same link tells which:
-// a broker that enrolled the key holds the display name for it (name is
-// checked before the invite's uses, and a new key is another member), so
-// it answers name_taken; otherwise the join goes through.
+// for: the broker may or may not have enrolled the new key, which was
+// saved in the home before it was asked (joinpending.go). A join of the
+// same mesh from this home asks again with that key: the broker answers a
+// key it enrolled with its member, and enrols one it did not.
 func joinAbandoned(slug, name, brokerURL string, cause error) error {
 	e := cliui.Errorf(cliui.CodeInterrupted,
-		"stopped waiting for the broker's answer: it may or may not have enrolled your new key in %s as %s, and the key was not saved here",
+		"stopped waiting for the broker's answer: it may or may not have enrolled your new key in %s as %s; the key is saved here",
 		slug, name).
-		WithHint("run the same join again: if the key was not enrolled, the join goes through; if the broker answers name_taken, it was: " +
-			"the invite's use is spent on a member whose key is lost (join with another --name if the invite has uses left, " +
-			"or ask for a new invite; the broker's operator can remove that member: claudemesh mesh remove-member " + shellWord(name) + " --mesh " + slug + " --broker " + brokerURL + ")")
+		WithHint("run the same join again from this home: it asks again with the saved key, and completes the join either way")
 	e.Cause = cause
 	return e
 }
