@@ -120,3 +120,30 @@ func StillUnanswering(ctx context.Context, home string, patience time.Duration) 
 		}
 	}
 }
+
+// ErrStarting means a daemon is starting for the home: it holds the start
+// lock while it opens (perhaps creates) daemon.db.
+var ErrStarting = errors.New("a daemon is starting for this home")
+
+// WithoutStart runs fn while no daemon start can begin for home (a shared
+// hold of the start lock that starts take exclusively), so what fn reads
+// of daemon.db is not a file a start is creating; ErrStarting when a start
+// holds the lock now. A home whose daemon directory does not exist runs
+// fn as it is (no daemon ever started there).
+func WithoutStart(home string, fn func() error) error {
+	f, err := os.OpenFile(filepath.Join(Dir(home), "start.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fn()
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return ErrStarting
+		}
+		return err
+	}
+	return fn() // the lock goes with f
+}

@@ -145,7 +145,17 @@ func checkDaemon(e *Env) []Result {
 			return one("daemon", Fail, u.Message(), u.Hint(config.Invocation(e.Home)))
 		}
 		path := localapi.DBPath(e.Home)
-		if err := store.CheckFile(path, false); err != nil {
+		// Read with no start under way: a start creating daemon.db
+		// showed it empty or truncated, and doctor said the daemon
+		// cannot start.
+		var cerr error
+		if err := localapi.WithoutStart(e.Home, func() error { cerr = store.CheckFile(path, false); return nil }); errors.Is(err, localapi.ErrStarting) {
+			return one("daemon", Warn, "starting (it holds daemon/start.lock while it opens daemon.db; its socket answers once it is up)",
+				"run "+config.Invocation(e.Home)+" doctor again in a moment; "+config.Invocation(e.Home)+" daemon status says when it is up")
+		} else if err != nil {
+			cerr = err
+		}
+		if err := cerr; err != nil {
 			what := store.Why(err)
 			if what == "" {
 				what = "it cannot be used: " + err.Error()
