@@ -215,6 +215,22 @@ func (p *inboxPrinter) MeshProblem(slug string, err error) {
 	}
 }
 
+func (p *inboxPrinter) MeshBack(slug, msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.out.JSONMode() {
+		if p.follow {
+			p.out.NDJSON(noticeRow{SchemaVersion: cliui.SchemaVersion, Notice: noticeReconnected, Mesh: slug, Message: msg})
+		}
+		return
+	}
+	p.out.Linef("%s", p.out.Style().Dim(cliui.SanitizePeerText(msg)))
+}
+
+// noticeReconnected is the notice of a followed mesh connected to its
+// broker again after an `unreachable` one.
+const noticeReconnected = "reconnected"
+
 func (p *inboxPrinter) Notice(slug string, err error) {
 	if slug == "" {
 		// The daemon path's own words (the daemon went away, is back):

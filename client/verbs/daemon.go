@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -506,10 +507,11 @@ func inboxRowOf(r localapi.InboxRow) inboxRow {
 // broker that cannot be reached or cannot prove its key, a kick or ban):
 // what is stored can still be read, but the user must learn that what the
 // broker holds could not be collected, or will never be.
-func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink inboxSink, failed map[string]bool) {
+func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink inboxSink, failed map[string]bool) (reported map[string]bool) {
+	reported = map[string]bool{}
 	var h localapi.Health
 	if _, err := v.api.Do(ctx, "GET", "/v1/health", nil, &h); err != nil {
-		return
+		return reported
 	}
 	for _, m := range meshes {
 		p, ok := h.MeshErrors[m.Slug]
@@ -517,7 +519,9 @@ func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink
 			continue // failed meshes were reported already
 		}
 		sink.MeshProblem(m.Slug, &cliui.Error{Code: p.Code, Message: p.Message, Hint: p.Hint})
+		reported[m.Slug] = true
 	}
+	return reported
 }
 
 // storedRows lists a mesh's stored rows, oldest first (unread only when
@@ -666,7 +670,11 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		}
 		return daemonError(err)
 	}
-	v.meshProblems(ctx, meshes, sink, nil)
+	// The meshes said to be in trouble: one whose connection to its
+	// broker is lost while it is followed is said so once, and once more
+	// when it is back (a script could not tell "nobody writes" from "the
+	// broker is gone").
+	troubled := v.meshProblems(ctx, meshes, sink, nil)
 	shown := 0
 	var backlog uint64 // the newest row the backlog showed
 	for _, m := range meshes {
@@ -696,11 +704,23 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 	}
 	notice := func(code, msg string) { sink.Notice("", cliui.Errorf(code, "%s", msg)) }
 	states := map[string]string{} // the meshes' states as broker_status events said
+	// seed takes the meshes' states from the daemon (at the start, and
+	// from a daemon started again): a mesh lost while it is open is said
+	// so, not one a daemon is connecting for the first time.
+	seed := func() {
+		clear(states)
+		var st localapi.Status
+		if _, err := v.api.Do(ctx, "GET", "/v1/status", nil, &st); err == nil {
+			maps.Copy(states, st.Meshes)
+		}
+	}
+	seed()
 	for {
 		if stream == nil {
 			if stream, err = v.resubscribe(ctx, last, q, notice); err != nil {
 				return err
 			}
+			seed()
 		}
 		ev, err := stream.Next()
 		if err != nil {
@@ -725,6 +745,15 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 			}
 			was := states[bs.Mesh]
 			states[bs.Mesh] = bs.State
+			switch {
+			case (bs.State == localapi.MeshReconnecting || bs.State == localapi.MeshConnecting) && was == localapi.MeshOpen && !troubled[bs.Mesh]:
+				troubled[bs.Mesh] = true
+				sink.MeshProblem(bs.Mesh, meshError(bs.Mesh, cliui.Errorf(cliui.CodeUnreachable,
+					"the daemon lost its connection to the broker and reconnects by itself; this follow goes on, and what arrives meanwhile is shown once it is back")))
+			case bs.State == localapi.MeshOpen && troubled[bs.Mesh]:
+				delete(troubled, bs.Mesh)
+				sink.MeshBack(bs.Mesh, "mesh "+bs.Mesh+": the daemon is connected to the broker again")
+			}
 			if bs.State == localapi.MeshBrokerKeyMismatch && was != bs.State {
 				msg := strings.TrimPrefix(bs.Error, bs.State+": ")
 				if msg == "" {

@@ -190,6 +190,9 @@ type inboxSink interface {
 	// nothing new (the daemon stopped connecting to its broker): a warning
 	// beside the rows, not a failure of the read.
 	MeshProblem(slug string, err error)
+	// MeshBack tells that a mesh a MeshProblem was about is connected
+	// again (msg says so in words).
+	MeshBack(slug, msg string)
 }
 
 // inboxRow is one element of `inbox --json` (04-cli). SchemaVersion is a

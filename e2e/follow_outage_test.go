@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+)
+
+// waitNotice waits until the follower printed a notice of mesh with code
+// notice, after the first skip notices.
+func (f *follower) waitNotice(notice, mesh string, skip int) followNotice {
+	f.t.Helper()
+	deadline := time.After(60 * time.Second)
+	for {
+		f.mu.Lock()
+		for _, n := range f.notices[min(skip, len(f.notices)):] {
+			if n.Notice == notice && n.Mesh == mesh {
+				f.mu.Unlock()
+				return n
+			}
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-f.done:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.t.Fatalf("follower exited before a %s notice; notices %+v; stderr: %s", notice, f.notices, f.stderr.String())
+		case <-deadline:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.t.Fatalf("follower printed no %s notice of %s; notices %+v; stderr: %s", notice, mesh, f.notices, f.stderr.String())
+		}
+	}
+}
+
+// The broker goes away while `inbox --follow --json` follows through the
+// daemon: one `unreachable` notice says so (a script could not tell
+// "nobody writes" from "the broker is gone"), one `reconnected` notice
+// says it is back, and what was sent meanwhile arrives.
+func TestFollowSaysTheBrokerWentAwayAndCameBack(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	f := alice.followDaemon()
+	bob.ok("send", "alice", "before")
+	f.waitFor("before")
+	f.mu.Lock()
+	before := len(f.notices)
+	f.mu.Unlock()
+
+	addr, data := b.addr, b.data
+	b.kill()
+	f.waitNotice("unreachable", "test", before)
+	b = startBroker(t, data, addr)
+	f.waitNotice("reconnected", "test", before)
+	bob.ok("send", "alice", "after")
+	f.waitFor("after")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	unreachable := 0
+	for _, n := range f.notices[before:] {
+		if n.Notice == "unreachable" {
+			unreachable++
+		}
+	}
+	if unreachable != 1 {
+		t.Fatalf("%d unreachable notices for one outage: %+v", unreachable, f.notices)
+	}
+}
