@@ -207,3 +207,17 @@ func TestSendHintsKeepTheHome(t *testing.T) {
 		t.Fatalf("a refused send --wait: %s", r)
 	}
 }
+
+// TestSoleMemberLeaveSaysTheWayOut (a new user's trial): the only member
+// of a mesh (its owner) was told to hand it over with mesh transfer PEER,
+// with no PEER to hand it to.
+func TestSoleMemberLeaveSaysTheWayOut(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	r := alice.run("mesh", "leave", "test")
+	if r.code != 4 || !strings.Contains(r.stderr, "you are the only member (and owner) of test") ||
+		!strings.Contains(r.stderr, "invite --mesh test") || strings.Contains(r.stderr, "transfer PEER") {
+		t.Fatalf("the sole member's mesh leave: %s", r)
+	}
+}

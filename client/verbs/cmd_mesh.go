@@ -523,12 +523,29 @@ func leaveOnBroker(e *env, m *config.Mesh) error {
 	defer cancel()
 	if err := conn.MeshLeave(ctx); err != nil {
 		if client.CodeOf(err) == wire.CodeForbidden {
+			cm, slug := config.Invocation(e.home), config.ShellQuote(m.Slug)
+			if members, _, serr := snapshot(ctx, conn); serr == nil && !othersIn(members, id.Member.PublicHex()) {
+				// Nobody to hand it to: naming a transfer was a dead end.
+				return cliui.Errorf(wire.CodeForbidden, "you are the only member (and owner) of %s: it cannot be left without an owner, no command deletes a mesh, "+
+					"and nobody can take it over until someone joins", m.Slug).
+					WithHint("invite someone (" + cm + " invite --mesh " + slug + "), hand it over once they joined (" + cm + " mesh transfer NAME --mesh " + slug + "), then leave")
+			}
 			return cliui.Errorf(wire.CodeForbidden, "you are the only owner of %s; the mesh would have no owner", m.Slug).
-				WithHint("hand it over first: claudemesh mesh transfer PEER --mesh " + config.ShellQuote(m.Slug) + ", then leave")
+				WithHint("hand it over first: claudemesh mesh transfer PEER --mesh " + slug + ", then leave")
 		}
 		return err
 	}
 	return nil
+}
+
+// othersIn reports whether members holds an active member other than self.
+func othersIn(members []wire.Member, self string) bool {
+	for _, mem := range members {
+		if mem.Pubkey != self && mem.RevokedAt == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // whoamiJSON is `whoami --json` (the session part comes with the daemon).
