@@ -4,11 +4,14 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	json "github.com/go-json-experiment/json"
+	"golang.org/x/text/unicode/norm"
 	"golang.org/x/time/rate"
 
 	cmcrypto "claudemesh/crypto"
@@ -173,11 +176,15 @@ type createMeshRequest struct {
 }
 
 // slugify derives a slug from a mesh name: lowercase ASCII letters and
-// digits, other runs become one dash.
+// digits, other runs become one dash. Letters with accents keep their base
+// letter ("Ünïcode" → "unicode"; dropping them made "n-code").
 func slugify(name string) string {
 	var sb strings.Builder
 	dash := false
-	for _, r := range strings.ToLower(name) {
+	for _, r := range strings.ToLower(norm.NFKD.String(name)) {
+		if unicode.Is(unicode.Mn, r) {
+			continue // an accent of the letter before
+		}
 		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
 			sb.WriteRune(r)
 			dash = false
@@ -224,7 +231,11 @@ func (b *Broker) handleCreateMesh(w http.ResponseWriter, r *http.Request) {
 		slug = slugify(name)
 	}
 	if !cmcrypto.ValidSlug(slug) {
-		restError(w, http.StatusBadRequest, wire.CodeMalformed, "slug must match ^[a-z0-9][a-z0-9-]{0,31}$")
+		msg := "slug " + strconv.Quote(slug) + " is not valid: a slug is 1 to 32 of a-z, 0-9 and -, starting with a letter or digit"
+		if req.Slug == "" {
+			msg = "no slug can be made from the name " + strconv.Quote(name) + " (it has no letter a-z or digit): give one (slug; claudemesh mesh create --slug SLUG), 1 to 32 of a-z, 0-9 and -"
+		}
+		restError(w, http.StatusBadRequest, wire.CodeMalformed, msg)
 		return
 	}
 	now := time.Now().UnixMilli()
