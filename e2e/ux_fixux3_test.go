@@ -221,3 +221,25 @@ func TestSoleMemberLeaveSaysTheWayOut(t *testing.T) {
 		t.Fatalf("the sole member's mesh leave: %s", r)
 	}
 }
+
+// TestUnjoinedHomeHintsCanWork (a new user's trial): in a home that
+// joined nothing, doctor and ui sent the user to daemon up, which refuses
+// such a home; ui stacked three prefixes and exited 5 (unreachable), and
+// doctor's join hint dropped the --home.
+func TestUnjoinedHomeHintsCanWork(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "empty")
+	cm := "claudemesh --home " + u.home + " "
+	r := u.run("doctor")
+	if !strings.Contains(r.stdout, "→ "+cm+"join LINK") || strings.Contains(r.stdout, "daemon up") ||
+		!strings.Contains(r.stdout, "not needed until this home joins a mesh") {
+		t.Fatalf("doctor in a home that joined nothing: %s", r)
+	}
+	e := u.fails(4, "not_joined", "ui")
+	if !strings.Contains(e.Error.Message, "has joined no mesh") || strings.Contains(e.Error.Message, "could not be started") {
+		t.Fatalf("ui in a home that joined nothing: %+v", e.Error)
+	}
+	if r := u.run("ui"); !strings.Contains(r.stderr, "→ join one first: "+cm+"join LINK") {
+		t.Fatalf("ui's hint: %s", r)
+	}
+}

@@ -55,6 +55,13 @@ func Command() *cli.Command {
 			if err != nil {
 				return cliui.Errorf(cliui.CodeInvalidArgument, "%v", err).WithHint("pass --home DIR")
 			}
+			if cfg, lerr := config.Load(home); lerr == nil && len(cfg.Meshes) == 0 {
+				// No daemon runs for a home that joined nothing (daemon up
+				// refuses it), so there is no page to open: not an
+				// unreachable daemon.
+				return cliui.Errorf(cliui.CodeNotJoined, "%s has joined no mesh, so no daemon serves a chat page for it", home).
+					WithHint("join one first: " + config.Invocation(home) + " join LINK")
+			}
 			if g.NoDaemon {
 				return cliui.Errorf("unreachable", "the chat page is served by the daemon, and --no-daemon (or CLAUDEMESH_NO_DAEMON) forbids it").
 					WithHint("run claudemesh ui without --no-daemon")

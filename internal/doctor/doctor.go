@@ -104,7 +104,7 @@ func checkBinary(e *Env) []Result {
 func checkConfig(e *Env) []Result {
 	fi, err := os.Stat(e.Home)
 	if errors.Is(err, os.ErrNotExist) {
-		return one("config", Warn, "no "+e.Home+" yet", "claudemesh join LINK")
+		return one("config", Warn, "no "+e.Home+" yet", config.Invocation(e.Home)+" join LINK")
 	}
 	if err == nil && fi.Mode().Perm()&0o077 != 0 {
 		what := "others can list it"
@@ -121,7 +121,7 @@ func checkConfig(e *Env) []Result {
 		return one("config", Fail, err.Error(), "fix or remove "+config.Path(e.Home))
 	}
 	if len(cfg.Meshes) == 0 {
-		return one("config", Warn, "not joined to any mesh", "claudemesh join LINK")
+		return one("config", Warn, "not joined to any mesh", config.Invocation(e.Home)+" join LINK")
 	}
 	var bad []Result
 	for _, m := range cfg.Meshes {
@@ -165,6 +165,11 @@ func checkDaemon(e *Env) []Result {
 			}
 			return one("daemon", Fail, fmt.Sprintf("not running, and it cannot start: %s: %s; verbs use a direct broker connection meanwhile", path, what),
 				config.Invocation(e.Home)+" daemon up says what to do (restore daemon.db from a backup, or start afresh with daemon up --init)")
+		}
+		if cfg, err := config.Load(e.Home); err == nil && len(cfg.Meshes) == 0 {
+			// daemon up refuses a home that joined no mesh: its advice
+			// could not work.
+			return one("daemon", OK, "not running: not needed until this home joins a mesh ("+config.Invocation(e.Home)+" join LINK, which any verb's daemon follows)", "")
 		}
 		return one("daemon", Warn, "not running", config.Invocation(e.Home)+" daemon up (or claudemesh install for a service)")
 	}
