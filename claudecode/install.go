@@ -156,7 +156,10 @@ func openJSON(path, name string) (*jsonFile, error) {
 		}
 		f.mode, f.existed, f.data = fi.Mode().Perm(), true, data
 		if err := jsonedit.Check(data); err != nil {
-			return nil, cliui.Errorf("unparsable_file", "%s is not valid JSON (%v); it was left as it is", path, err).
+			// The JSON package's name ("jsontext: ") and its "after offset
+			// N" are not the user's words.
+			why := strings.Replace(strings.ReplaceAll(err.Error(), "jsontext: ", ""), " after offset ", " at byte ", 1)
+			return nil, cliui.Errorf("unparsable_file", "%s is not valid JSON (%s); it was left as it is", path, why).
 				WithHint("fix or move the file, then run the command again")
 		}
 	}

@@ -243,3 +243,15 @@ func TestUnjoinedHomeHintsCanWork(t *testing.T) {
 		t.Fatalf("ui's hint: %s", r)
 	}
 }
+
+// TestNegativeWaitTimeoutWithoutWait: `send bob hi --wait-timeout -1s`
+// (no --wait) was told to add --wait with --wait-timeout -1s, which is
+// then refused too.
+func TestNegativeWaitTimeoutWithoutWait(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "alice")
+	r := u.run("send", "bob", "hi", "--wait-timeout=-1s")
+	if r.code != 2 || !strings.Contains(r.stderr, "it must be positive") || strings.Contains(r.stderr, "--wait --wait-timeout -1s") {
+		t.Fatalf("send --wait-timeout -1s without --wait: %s", r)
+	}
+}

@@ -170,7 +170,12 @@ func send(c *cli.Context) error {
 		return cliui.UsageErrorf("--wait-timeout must be positive")
 	}
 	if !req.Wait && c.IsSet("wait-timeout") {
-		// It would be ignored: the send would not wait at all.
+		// It would be ignored: the send would not wait at all. A hint
+		// repeating a value that is refused anyway was a dead end.
+		if req.WaitTimeout <= 0 {
+			return cliui.UsageErrorf("--wait-timeout %s is not a time to wait (it must be positive), and it applies only with --wait", c.String("wait-timeout")).
+				WithHint("to wait for the delivery: claudemesh send PEER MESSAGE --wait --wait-timeout 30s")
+		}
 		return cliui.UsageErrorf("--wait-timeout applies only with --wait").
 			WithHint("add --wait to wait for the delivery: claudemesh send PEER MESSAGE --wait --wait-timeout " + c.String("wait-timeout"))
 	}
