@@ -188,7 +188,7 @@ func (d *Daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 // internal state and unread inbox rows.
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := localapi.Status{Running: true, PID: os.Getpid(), UptimeSec: int64(time.Since(d.started).Seconds()),
-		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList()), Audit: d.audit.snapshot(), Web: d.webStatus()}
+		Meshes: d.meshStates(), MeshErrors: d.meshProblems(), Outbox: &localapi.OutboxCounts{}, Sessions: len(d.sessionList()), Audit: d.audit.snapshot(), Web: d.webStatus(), TCP: d.tcpStatus()}
 	// An open mesh whose broker refuses writes (writes.go): said by
 	// status and doctor, not by health (a read's listing is not about it).
 	for _, m := range d.meshList() {

@@ -643,6 +643,13 @@ func statusCommand() *cli.Command {
 					out.Linef("chat page: off (daemon up --web %s serves it)", web.DefaultAddr)
 				}
 			}
+			if t := st.TCP; t != nil {
+				scheme := "http"
+				if t.TLS {
+					scheme = "https"
+				}
+				out.Linef("local API (tcp): %s://%s (bearer token in %s)", scheme, t.Addr, t.TokenFile)
+			}
 			for _, w := range st.Warnings {
 				out.Linef("%s %s", sty.Yellow("!"), w)
 			}

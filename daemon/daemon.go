@@ -513,7 +513,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	d.log.Info("daemon listening", "socket", sock, "pid", os.Getpid(), "version", buildinfo.Version)
+	if a := d.tcpAddr.Load(); a != nil {
+		d.log.Info("daemon listening", "socket", sock, "tcp", *a, "pid", os.Getpid(), "version", buildinfo.Version)
+	} else {
+		d.log.Info("daemon listening", "socket", sock, "pid", os.Getpid(), "version", buildinfo.Version)
+	}
 	serving()
 	<-d.ctx.Done()
 	return d.shutdown()

@@ -6,7 +6,18 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"claudemesh/daemon/localapi"
 )
+
+// tcpStatus is the --tcp listener for daemon status, nil without one.
+func (d *Daemon) tcpStatus() *localapi.TCPStatus {
+	addr := d.tcpAddr.Load()
+	if addr == nil {
+		return nil
+	}
+	return &localapi.TCPStatus{Addr: *addr, TokenFile: localapi.TokenPath(d.home), TLS: d.opts.TCPTLSCert != ""}
+}
 
 // The optional TCP listener of the local API (`daemon up --tcp ADDR`). It
 // serves the same API as the socket, with the bearer token of

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -253,5 +254,30 @@ func TestNegativeWaitTimeoutWithoutWait(t *testing.T) {
 	r := u.run("send", "bob", "hi", "--wait-timeout=-1s")
 	if r.code != 2 || !strings.Contains(r.stderr, "it must be positive") || strings.Contains(r.stderr, "--wait --wait-timeout -1s") {
 		t.Fatalf("send --wait-timeout -1s without --wait: %s", r)
+	}
+}
+
+// TestDaemonStatusShowsTheTCPListener (a new user's trial): daemon up
+// --tcp ADDR was reported nowhere, so with port 0 its port could not be
+// found. daemon status gives its address and the token's file.
+func TestDaemonStatusShowsTheTCPListener(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice")[0]
+	u.useDaemon = true
+	u.extraEnv = append(u.extraEnv, "CLAUDEMESH_WEB=off")
+	u.ok("daemon", "up", "--tcp", "127.0.0.1:0")
+	var st struct {
+		TCP *struct{ Addr, TokenFile string } `json:"tcp"`
+	}
+	u.json(&st, "daemon", "status")
+	if st.TCP == nil || strings.HasSuffix(st.TCP.Addr, ":0") || !strings.HasPrefix(st.TCP.Addr, "127.0.0.1:") || !strings.HasSuffix(st.TCP.TokenFile, "local-token") {
+		t.Fatalf("daemon status --json: tcp %+v", st.TCP)
+	}
+	if r := u.ok("daemon", "status"); !strings.Contains(r.stdout, "local API (tcp): http://"+st.TCP.Addr+" (bearer token in "+st.TCP.TokenFile+")") {
+		t.Fatalf("daemon status: %s", r)
+	}
+	if code, _ := httpDo(t, "GET", "http://"+st.TCP.Addr+"/v1/version", nil, ""); code != http.StatusUnauthorized {
+		t.Fatalf("the listener daemon status names answers %d without the token, want 401", code)
 	}
 }

@@ -149,6 +149,18 @@ type Status struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Web is the local chat page's state (absent when not running).
 	Web *WebStatus `json:"web,omitempty"`
+	// TCP is the local API's TCP listener (daemon up --tcp ADDR), absent
+	// without one.
+	TCP *TCPStatus `json:"tcp,omitempty"`
+}
+
+// TCPStatus is `daemon up --tcp`'s listener: the address it is bound to
+// (the port chosen when ADDR asked for 0), the file holding the bearer
+// token it requires, and whether it serves TLS.
+type TCPStatus struct {
+	Addr      string `json:"addr"`
+	TokenFile string `json:"tokenFile"`
+	TLS       bool   `json:"tls,omitzero"`
 }
 
 // InboxUsage is the inbox's size: Bytes of Rows stored, MaxBytes the cap.
