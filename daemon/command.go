@@ -196,6 +196,9 @@ func upCommand() *cli.Command {
 			if anyLocalUser {
 				out.Warn(web.AnyLocalUserWarning, "")
 			}
+			if w := web.RemoteWarning(f.web, ""); w != "" && f.webAllowRemote {
+				out.Warn(w, "daemon status names its port")
+			}
 			// The page is up before the socket answers (Serve): a port
 			// another program holds is known now, and said now, not only
 			// by a later daemon status.
@@ -635,6 +638,9 @@ func statusCommand() *cli.Command {
 					out.Linef("chat page: %s (claudemesh ui prints a login link)", wst.URL)
 					if wst.PeerCheck == "off" {
 						out.Linef("  %s %s", sty.Yellow("!"), web.AnyLocalUserWarning)
+					}
+					if w := web.RemoteWarning(wst.Addr, wst.URL); w != "" {
+						out.Linef("  %s %s", sty.Yellow("!"), w)
 					}
 				case "unavailable":
 					out.Linef("chat page: %s not served on %s: %s", sty.Red("✘"), wst.Addr, cliui.SanitizePeerText(wst.Error))

@@ -63,6 +63,9 @@ func (d *Daemon) startWeb() {
 	if srv.PeerCheck() == "off" {
 		d.log.Warn(web.AnyLocalUserWarning)
 	}
+	if w := web.RemoteWarning(d.opts.Web, srv.BaseURL()); w != "" {
+		d.log.Warn(w)
+	}
 }
 
 // webStatus is the page's state for `daemon status`.

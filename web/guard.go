@@ -147,6 +147,35 @@ const AnyLocalUserHint = "if this is your own browser, reaching the page through
 	"or on a system whose /proc/net/tcp lists no sockets (WSL1, gVisor), restart the daemon with --web-any-local-user: " +
 	"it turns this check off, so any local user with a login link, or the session cookie and page key, can use the page"
 
+// RemoteWarning is what the daemon, `daemon up` and `daemon status` say
+// while the page listens on addr (daemon up --web) beyond loopback
+// (--web-allow-remote); "" on loopback. url is the page's URL, for the
+// port a listen address of port 0 was given.
+func RemoteWarning(addr, url string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || isLoopbackName(host) {
+		return ""
+	}
+	if i := strings.LastIndexByte(url, ':'); i >= 0 && port == "0" {
+		port = strings.TrimRight(url[i+1:], "/")
+	}
+	where := "every interface"
+	if host != "" && host != "0.0.0.0" && host != "::" {
+		where = host
+	}
+	return "--web-allow-remote: the chat page listens on " + where + ", port " + port + ", reachable from the network: " +
+		"anyone who reaches it and gets a login link, or the session cookie and page key, acts as you in every mesh"
+}
+
+// isLoopbackName is true for localhost and loopback IP literals.
+func isLoopbackName(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // AnyLocalUserWarning is what the daemon, `daemon up`, `daemon status` and
 // `claudemesh ui` say while the check is off.
 const AnyLocalUserWarning = "--web-any-local-user: the chat page does not check which local user connects; " +
