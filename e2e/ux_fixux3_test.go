@@ -281,3 +281,28 @@ func TestDaemonStatusShowsTheTCPListener(t *testing.T) {
 		t.Fatalf("the listener daemon status names answers %d without the token, want 401", code)
 	}
 }
+
+// TestRemoveMemberSpeaksToTheOperator (a new user's trial): "1
+// undelivered messages … were dropped"; an unknown name told the operator,
+// no member, to run peer list, and the owner's refusal to ask the mesh
+// owner, whom the operator is above.
+func TestRemoveMemberSpeaksToTheOperator(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice := us[0]
+	alice.ok("send", "bob", "queued for bob")
+	op := newUser(t, "operator")
+	args := func(who string) []string {
+		return []string{"mesh", "remove-member", who, "--mesh", "test", "--broker", b.url, "--operator-token-file", b.tokenFile()}
+	}
+	if r := op.run(args("nobody")...); r.code != 3 || strings.Contains(r.stderr, "peer list") || !strings.Contains(r.stderr, "/v1/admin/meshes/test/members") {
+		t.Fatalf("remove-member of an unknown name: %s", r)
+	}
+	if r := op.run(args("alice")...); r.code != 4 || strings.Contains(r.stderr, "ask the mesh owner") {
+		t.Fatalf("remove-member of the owner: %s", r)
+	}
+	if r := op.ok(args("bob")...); !strings.Contains(r.stdout, "1 undelivered message for it dropped") {
+		t.Fatalf("remove-member of bob: %s", r)
+	}
+}

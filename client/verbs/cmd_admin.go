@@ -2,6 +2,7 @@ package verbs
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"time"
@@ -505,7 +506,19 @@ func meshRemoveMemberCommand() *cli.Command {
 					return cliui.Errorf(wire.CodeUnauthorized, "the broker refused the operator token").
 						WithHint("use the token in operator.token in the broker's data directory")
 				}
-				return cliError(err)
+				ce := cliError(err)
+				// The operator is no member of the mesh, and is above its
+				// owner: the member-facing hints do not fit.
+				var e2 *cliui.Error
+				if errors.As(ce, &e2) {
+					switch e2.Code {
+					case wire.CodeUnknownTarget:
+						e2.Hint = "list the mesh's members as the operator: GET /v1/admin/meshes/" + mesh + "/members (docs/operating-a-broker.md, Removing a member)"
+					case wire.CodeForbidden:
+						e2.Hint = "the owner cannot be removed: its owner hands the mesh over first (claudemesh mesh transfer), or it stays"
+					}
+				}
+				return ce
 			}
 			out := removeMemberJSON{MeshID: res.MeshID, MemberID: res.Removed.MemberID, DisplayName: res.Removed.DisplayName,
 				Pubkey: res.Removed.Pubkey, DroppedDeliveries: res.DroppedDeliveries}
@@ -514,7 +527,7 @@ func meshRemoveMemberCommand() *cli.Command {
 			}
 			e.out.Resultf("%s removed %s (%s) from %s", e.out.Style().Green("✔"), agentview.QuoteName(out.DisplayName), shortKey(out.Pubkey), mesh)
 			if out.DroppedDeliveries > 0 {
-				e.out.Linef("  %d undelivered messages for it were dropped", out.DroppedDeliveries)
+				e.out.Linef("  %s for it dropped", plural(out.DroppedDeliveries, "undelivered message"))
 			}
 			return nil
 		},
