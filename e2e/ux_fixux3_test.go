@@ -306,3 +306,26 @@ func TestRemoveMemberSpeaksToTheOperator(t *testing.T) {
 		t.Fatalf("remove-member of bob: %s", r)
 	}
 }
+
+// TestInviteSaysItsID (a new user's trial): invite printed the link and
+// its terms but not the id invite revoke needs.
+func TestInviteSaysItsID(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	r := alice.ok("invite", "--uses", "3")
+	var rows []struct{ InviteID string }
+	alice.json(&rows, "invite", "list")
+	if len(rows) == 0 {
+		t.Fatal("no invite listed")
+	}
+	id := rows[len(rows)-1].InviteID
+	for _, row := range rows {
+		if strings.Contains(r.stdout, "id "+row.InviteID) {
+			id = row.InviteID
+		}
+	}
+	if !strings.Contains(r.stdout, "id "+id+" (to revoke it: claudemesh --home "+alice.home+" invite revoke "+id+" --mesh test)") {
+		t.Fatalf("invite: %s\ninvites: %+v", r, rows)
+	}
+}

@@ -141,6 +141,8 @@ func inviteCreate(c *cli.Context) error {
 	e.out.Linef("%s", e.out.Style().Dim(
 		"→ "+res.Role+" invite to "+m.Slug+", "+itoa(res.MaxUses)+" "+uw+", expires "+time.UnixMilli(res.ExpiresAt).Format(time.RFC3339)+
 			"; the joiner runs: claudemesh join <link>"))
+	// The id invite revoke needs (invite list shows it too).
+	e.out.Linef("%s", e.out.Style().Dim("  id "+res.InviteID+" (to revoke it: "+config.Invocation(e.home)+" invite revoke "+res.InviteID+" --mesh "+config.ShellQuote(m.Slug)+")"))
 	return nil
 }
 
