@@ -329,3 +329,15 @@ func TestInviteSaysItsID(t *testing.T) {
 		t.Fatalf("invite: %s\ninvites: %+v", r, rows)
 	}
 }
+
+// TestSummaryCountsCharactersAfterNFC (a new user's trial): 200 "é"
+// typed with a combining accent were refused as 400 characters.
+func TestSummaryCountsCharactersAfterNFC(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.ok("status", "summary", strings.Repeat("e\u0301", 200))
+	if r := alice.run("status", "summary", strings.Repeat("e\u0301", 281)); r.code != 2 || !strings.Contains(r.stderr, "the summary is 281 characters") {
+		t.Fatalf("a summary of 281 accented letters: %s", r)
+	}
+}

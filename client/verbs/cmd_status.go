@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/text/unicode/norm"
 
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
@@ -68,7 +69,10 @@ func summaryCommand(name string, alias bool) *cli.Command {
 			if err := cliui.ArgsBetween(c, 1, -1); err != nil {
 				return err
 			}
-			text := strings.Join(c.Args().Slice(), " ")
+			// NFC first, as names are: an "é" typed as e and a combining
+			// accent is one character, not two (the broker counts code
+			// points).
+			text := norm.NFC.String(strings.Join(c.Args().Slice(), " "))
 			if n := utf8.RuneCountInString(text); n > maxSummary {
 				return cliui.Errorf(cliui.CodeInvalidArgument, "the summary is %d characters; at most %d", n, maxSummary)
 			}
