@@ -71,3 +71,37 @@ func TestFollowSaysTheBrokerWentAwayAndCameBack(t *testing.T) {
 		t.Fatalf("%d unreachable notices for one outage: %+v", unreachable, f.notices)
 	}
 }
+
+// The same without the daemon: the direct follower says once that the
+// connection was lost (not at every retry) and once that it is back.
+func TestDirectFollowSaysTheBrokerWentAwayAndCameBack(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	f := alice.follow()
+	bob.ok("send", "alice", "before")
+	f.waitFor("before")
+	f.mu.Lock()
+	before := len(f.notices)
+	f.mu.Unlock()
+
+	addr, data := b.addr, b.data
+	b.kill()
+	f.waitNotice("unreachable", "test", before)
+	b = startBroker(t, data, addr)
+	f.waitNotice("reconnected", "test", before)
+	bob.ok("send", "alice", "after")
+	f.waitFor("after")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	unreachable := 0
+	for _, n := range f.notices[before:] {
+		if n.Notice == "unreachable" {
+			unreachable++
+		}
+	}
+	if unreachable != 1 {
+		t.Fatalf("%d unreachable notices for one outage: %+v", unreachable, f.notices)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"claudemesh/client"
 	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
 
@@ -251,7 +252,7 @@ func (d *direct) Follow(ctx context.Context, meshes []config.Mesh, opts inboxOpt
 			firstErr = firstOf(firstErr, err)
 			continue
 		}
-		var opened atomic.Bool
+		var opened, lost atomic.Bool
 		p := client.StartPresence(ctx, id, client.DialOptions{
 			Role: wire.RoleCLI, Presence: true, SessionID: "cli-" + randomHex(6), PeerType: wire.PeerHuman,
 			Hostname: hostname, Cwd: cwd, PID: os.Getpid(), Logger: d.log, Header: userAgent(),
@@ -269,10 +270,17 @@ func (d *direct) Follow(ctx context.Context, meshes []config.Mesh, opts inboxOpt
 			},
 		}, client.PresenceOptions{
 			OnState: func(s client.State, err error) {
+				// Said once when the connection is lost (not at every
+				// retry) and once when it is back.
 				if s == client.StateOpen {
 					opened.Store(true)
-				} else if s == client.StateReconnecting && err != nil && opened.Load() {
-					sink.Notice(m.Slug, err)
+					if lost.Swap(false) {
+						sink.MeshBack(m.Slug, "mesh "+m.Slug+": connected to the broker again")
+					}
+				} else if s == client.StateReconnecting && err != nil && opened.Load() && !lost.Swap(true) {
+					sink.MeshProblem(m.Slug, meshError(m.Slug, cliui.Errorf(cliui.CodeUnreachable,
+						"the connection to the broker was lost (%s); this follow reconnects by itself and goes on",
+						cliui.SanitizePeerText(err.Error()))))
 				}
 			},
 		})
