@@ -147,6 +147,13 @@ func TestSessionCannotLeaveItsMembersGroup(t *testing.T) {
 	if e.Code != wire.CodeInvalidArgument || !strings.Contains(e.Message, "group of your member bob") {
 		t.Fatalf("a session's leave_group of its member's group: %+v, want invalid_argument saying it is bob's group", e)
 	}
+	// A subgroup of the member's puts the session in its parent too.
+	bm.request(map[string]any{"type": wire.TypeJoinGroup, "name": "dev/db"}, &ok, wire.TypeOK)
+	e = wire.Error{}
+	sc.request(map[string]any{"type": wire.TypeLeaveGroup, "name": "dev"}, &e, wire.TypeError, wire.TypeOK)
+	if e.Code != wire.CodeInvalidArgument || !strings.Contains(e.Message, "through @dev/db") {
+		t.Fatalf("a session's leave_group of its member's subgroup's parent: %+v, want invalid_argument naming @dev/db", e)
+	}
 	e = wire.Error{}
 	sc.request(map[string]any{"type": wire.TypeLeaveGroup, "name": "nosuch"}, &e, wire.TypeError, wire.TypeOK)
 	if e.Code != wire.CodeNotFound {

@@ -108,13 +108,17 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 	var persist func(tx *store.Tx) error
 	var written func(error)
 	if p != nil && p.session {
-		if u.Type == wire.TypeLeaveGroup && slices.ContainsFunc(c.mem.Groups, func(g wire.Group) bool { return g.Name == u.Name }) {
+		if i := slices.IndexFunc(c.mem.Groups, func(g wire.Group) bool { return inGroup([]wire.Group{g}, u.Name) }); u.Type == wire.TypeLeaveGroup && i >= 0 {
 			// A session is in its member's groups (effective groups:
-			// the member's and its own): it cannot leave one, and
-			// "not in group" would be untrue.
+			// the member's and its own, a group's subgroups in it): it
+			// cannot leave one, and "not in group" would be untrue.
 			ms.mu.Unlock()
-			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("@%s is a group of your member %s, and every session of %s is in it: this session cannot leave it; the member leaves it (a command run outside the agent session)",
-				u.Name, c.mem.DisplayName, c.mem.DisplayName))
+			via := ""
+			if g := c.mem.Groups[i].Name; g != u.Name {
+				via = " (through @" + g + ")"
+			}
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, fmt.Sprintf("@%s is a group of your member %s%s, and every session of %s is in it: this session cannot leave it; the member leaves it (a command run outside the agent session)",
+				u.Name, c.mem.DisplayName, via, c.mem.DisplayName))
 			return
 		}
 		if code, msg := (profileFields{&p.status, &p.statusAt, &p.summary, &p.hidden, &p.groups}).apply(&u, now, c.b.cfg.MaxGroups); code != "" {
