@@ -240,7 +240,7 @@ func DefaultConfig() Config {
 		HelloRefusalRate:        1,
 		HelloRefusalBurst:       30,
 		ResumeWindow:            1,
-		LineHold:                10 * time.Second,
+		LineHold:                2 * time.Second,
 		FetchRate:               4 << 20,
 		MaxSessionsPerMember:    1000,
 		IPLimitExempt:           LoopbackPrefixes(),

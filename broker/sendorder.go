@@ -31,9 +31,11 @@ import (
 //
 // The broker cannot tell a send written before the client read the
 // refusal from one written after, as a new message by a client that gave
-// up on the refused one: a hold lasts Config.LineHold (10 s) at most, far
+// up on the refused one: a hold lasts Config.LineHold (2 s) at most, far
 // longer than a client takes to read its acks, so a client that drops a
-// refused message is refused no longer than that. A topic post's
+// refused message (or sends it again under a new id) is refused no longer
+// than that. (It was 10 s: a spec-built client that drops a rate-limited
+// status line and sends the next was refused rate_limited that long.) A topic post's
 // stale_key_gen does not hold: a client posts under the new key
 // generation, and the posts behind the refused one, sealed under the old
 // one, are refused for that themselves. A connection keeps holds on at
