@@ -520,12 +520,16 @@ func downCommand() *cli.Command {
 			if serr != nil {
 				viaService = ""
 			}
-			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-				return cliui.Errorf("daemon_stop", "signalling pid %d: %v", pid, err)
+			// The manager's stop waits for the exit: then the pid is no
+			// longer proven to be this daemon's, and is left alone.
+			if viaService == "" || !stopped(home, pid) {
+				if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+					return cliui.Errorf("daemon_stop", "signalling pid %d: %v", pid, err)
+				}
+				// A stopped daemon (SIGSTOP, Ctrl-Z) handles the TERM only
+				// once continued, as systemd's stop does.
+				syscall.Kill(pid, syscall.SIGCONT)
 			}
-			// A stopped daemon (SIGSTOP, Ctrl-Z) handles the TERM only
-			// once continued, as systemd's stop does.
-			syscall.Kill(pid, syscall.SIGCONT)
 			deadline := time.Now().Add(5 * time.Second)
 			for !stopped(home, pid) {
 				if time.Now().After(deadline) {
