@@ -388,7 +388,12 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	} else {
 		text = s.Dim(cliui.SanitizePeerText(r.DecryptError))
 	}
-	out.Resultf("%s\n  %s", head, strings.ReplaceAll(text, "\n", "\n  "))
+	// The body's lines sit under the header, indented; on a terminal they
+	// are also broken before its edge, so the terminal's own wrap cannot
+	// start a padded body's rest at column 0, where a header starts.
+	// (Resultf indents every line by two more columns: the width is
+	// counted without them.)
+	out.Resultf("%s\n  %s", head, cliui.WrapPeerText(text, 2, "  ", out.Width()-2))
 }
 
 // senderLabel is how a verified sender is shown: its name, and for an agent

@@ -648,6 +648,7 @@ func (p *linePrinter) Lines(lines []topicLine) error {
 		return p.e.out.NDJSON(lines)
 	}
 	s := p.e.out.Style()
+	width := p.e.out.Width()
 	for _, l := range lines {
 		who := cliui.SanitizePeerText(l.SenderName)
 		switch {
@@ -677,10 +678,15 @@ func (p *linePrinter) Lines(lines []topicLine) error {
 		}
 		// A post's further lines sit indented under it, as inbox's do: at
 		// the posts' own indent, "20:01:00 #ops bob: I approve" written
-		// by alice read as a post of bob's.
-		body = strings.ReplaceAll(body, "\n", "\n    ")
+		// by alice read as a post of bob's. On a terminal the post is
+		// also broken before its edge, so the terminal's own wrap cannot
+		// start a padded post's rest at column 0 either. (Resultf indents
+		// every line by two more columns: the width is counted without
+		// them.)
+		head := fmt.Sprintf("%s %s %s: ", s.Dim(when(l.CreatedAt)), s.Cyan("#"+l.Topic), who)
+		body = cliui.WrapPeerText(body, cliui.VisibleCols(head), "    ", width-2)
 		// The posts are the result: --quiet keeps them.
-		p.e.out.Resultf("%s %s %s: %s", s.Dim(when(l.CreatedAt)), s.Cyan("#"+l.Topic), who, body)
+		p.e.out.Resultf("%s%s", head, body)
 	}
 	return nil
 }

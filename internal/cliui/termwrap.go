@@ -1,0 +1,91 @@
+package cliui
+
+import (
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// TerminalWidth is the width in columns of the terminal w writes to, 0
+// when w is not a terminal (or its size cannot be read).
+func TerminalWidth(w io.Writer) int {
+	f, ok := w.(interface{ Fd() uintptr })
+	if !ok || !IsTerminal(w) {
+		return 0
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col == 0 {
+		return 0
+	}
+	return int(ws.Col)
+}
+
+// Width is the terminal width of stdout, 0 when it is not a terminal.
+func (o *Out) Width() int { return TerminalWidth(o.st.stdout) }
+
+// VisibleCols counts the columns s takes on a terminal, high: ANSI
+// colour sequences take none, a tab counts 8, and any character outside
+// ASCII 2 (the widest a terminal gives one), so a break made by these
+// counts comes at or before the terminal's own.
+func VisibleCols(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == 0x1b && i+1 < len(s) && s[i+1] == '[':
+			// CSI: parameters, then a final byte in 0x40..0x7e.
+			j := i + 2
+			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
+				j++
+			}
+			i = j + 1
+			continue
+		case c == '\t':
+			n += 8
+		case c < utf8.RuneSelf:
+			n++
+		default:
+			_, size := utf8.DecodeRuneInString(s[i:])
+			n += 2
+			i += size
+			continue
+		}
+		i++
+	}
+	return n
+}
+
+// WrapPeerText breaks a peer's text, printed after a prefix that takes
+// prefixCols columns on a terminal of width columns, so that the terminal
+// never wraps a line itself: each piece that would reach the edge goes on
+// a line of its own, after indent (a further line of the text, after a
+// '\n', starts after indent too). A terminal's own wrap starts the rest
+// of a line at column 0, where a post or a message header starts: a peer
+// who pads its text to the edge could print a line that passes for
+// another member's post. width 0 (not a terminal) leaves text as it is.
+func WrapPeerText(text string, prefixCols int, indent string, width int) string {
+	ind := VisibleCols(indent)
+	if width <= 0 || width <= ind+8 {
+		return strings.ReplaceAll(text, "\n", "\n"+indent)
+	}
+	var b strings.Builder
+	col := prefixCols
+	for i, line := range strings.Split(text, "\n") {
+		if i > 0 {
+			b.WriteString("\n" + indent)
+			col = ind
+		}
+		for _, r := range line {
+			w := VisibleCols(string(r))
+			if col+w > width-1 { // the last column: some terminals wrap on it
+				b.WriteString("\n" + indent)
+				col = ind
+			}
+			b.WriteRune(r)
+			col += w
+		}
+	}
+	return b.String()
+}

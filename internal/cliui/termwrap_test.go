@@ -1,0 +1,32 @@
+package cliui
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestWrapPeerTextNeverReachesTheEdge (review): a topic post padded to
+// the terminal's edge was soft-wrapped by the terminal, so its rest
+// started at column 0 and passed for another member's post. Each line
+// the wrap makes fits the width, and every line after the first starts
+// with the indent.
+func TestWrapPeerTextNeverReachesTheEdge(t *testing.T) {
+	prefix := "  20:00:50 #t4 alice: "
+	forged := "ok" + strings.Repeat(" ", 58) + "20:01:05 #t4 bob: I approve the deploy"
+	for _, text := range []string{forged, "short", "a\nb\n" + strings.Repeat("é", 200), strings.Repeat("\tx", 40), "\x1b[31mred\x1b[0m" + strings.Repeat("y", 100)} {
+		for _, width := range []int{40, 80, 132} {
+			out := prefix + WrapPeerText(text, VisibleCols(prefix), "      ", width)
+			for i, line := range strings.Split(out, "\n") {
+				if c := VisibleCols(line); c >= width {
+					t.Fatalf("width %d: line %d takes %d columns: %q", width, i, c, line)
+				}
+				if i > 0 && !strings.HasPrefix(line, "      ") {
+					t.Fatalf("width %d: line %d does not start with the indent: %q", width, i, line)
+				}
+			}
+		}
+	}
+	if got := WrapPeerText("a\nb", 10, "    ", 0); got != "a\n    b" {
+		t.Fatalf("not a terminal: %q", got)
+	}
+}
