@@ -28,6 +28,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"claudemesh/internal/ratelog"
 )
 
 // Config says how a broker joins its cluster.
@@ -217,7 +219,7 @@ func startServer(cfg Config) (*server.Server, *natsLogger, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: %w", err)
 	}
-	log := &natsLogger{log: cfg.Logger.With("component", "nats"), routeHosts: routeHosts(cfg.Routes)}
+	log := &natsLogger{log: cfg.Logger.With("component", "nats"), routeHosts: routeHosts(cfg.Routes), lines: ratelog.Limiter{Every: repeatEvery}}
 	srv.SetLoggerV2(log, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
@@ -310,8 +312,9 @@ func (e *NotFormedError) Unwrap() error { return e.Err }
 type natsLogger struct {
 	log *slog.Logger
 
-	mu   sync.Mutex
-	seen map[string]*repeated
+	lines ratelog.Limiter // Every: repeatEvery
+
+	mu sync.Mutex
 	// foreign: the --cluster-routes hosts whose route TLS handshake
 	// failed on the certificate (routeTLSFailure), for notFormed.
 	foreign map[string]bool
@@ -342,11 +345,6 @@ func routeHosts(routes []string) map[string]bool {
 		}
 	}
 	return hosts
-}
-
-type repeated struct {
-	at time.Time
-	n  int
 }
 
 // repeatEvery is how often a repeated line of the embedded server is logged.
@@ -426,23 +424,10 @@ func (l *natsLogger) emit(level slog.Level, f string, v ...any) {
 		}
 		msg, key = said, "route certificate "+host // one line per host, whatever port or rid
 	}
-	now := time.Now()
-	l.mu.Lock()
-	if l.seen == nil || len(l.seen) > 256 {
-		l.seen = map[string]*repeated{}
-	}
-	r := l.seen[key]
-	if r != nil && now.Sub(r.at) < repeatEvery {
-		r.n++
-		l.mu.Unlock()
+	ok, n := l.lines.Allow(key)
+	if !ok {
 		return
 	}
-	n := 0
-	if r != nil {
-		n = r.n
-	}
-	l.seen[key] = &repeated{at: now}
-	l.mu.Unlock()
 	if n > 0 {
 		l.log.Log(context.Background(), level, msg, "repeatedSinceLastLine", n)
 		return

@@ -2,47 +2,29 @@ package web
 
 import (
 	"log/slog"
-	"sync"
 	"time"
+
+	"claudemesh/internal/ratelog"
 )
 
 // refusalLog logs the page's refusals of connections once per kind (and
 // uid) per refusalEvery, with how many were refused since: another local
 // user looping on the page's port wrote ~500 bytes to daemon.log per
 // connection, which nothing capped (a new user's trial: 1 MB for 2,000).
-type refusalLog struct {
-	mu   sync.Mutex
-	seen map[string]*refusals
-}
-
-type refusals struct {
-	at time.Time
-	n  int
-}
+type refusalLog struct{ lines ratelog.Limiter }
 
 // refusalEvery is how often one kind of refusal is logged.
 const refusalEvery = time.Minute
 
+func newRefusalLog() *refusalLog { return &refusalLog{lines: ratelog.Limiter{Every: refusalEvery}} }
+
 // warn logs msg with args unless a line of key went out within
 // refusalEvery; then it only counts it, and the next line says how many.
 func (l *refusalLog) warn(log *slog.Logger, key, msg string, args ...any) {
-	now := time.Now()
-	l.mu.Lock()
-	if l.seen == nil || len(l.seen) > 256 {
-		l.seen = map[string]*refusals{} // many uids or addresses: start over, bounded
-	}
-	r := l.seen[key]
-	if r != nil && now.Sub(r.at) < refusalEvery {
-		r.n++
-		l.mu.Unlock()
+	ok, n := l.lines.Allow(key)
+	if !ok {
 		return
 	}
-	n := 0
-	if r != nil {
-		n = r.n
-	}
-	l.seen[key] = &refusals{at: now}
-	l.mu.Unlock()
 	if n > 0 {
 		args = append(args, "refusedSinceLastLine", n)
 	}

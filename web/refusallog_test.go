@@ -13,7 +13,7 @@ import (
 func TestRefusalsAreLoggedOnceAMinute(t *testing.T) {
 	logs := &syncWriter{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	var l refusalLog
+	l := newRefusalLog()
 	for range 1000 {
 		l.warn(log, "uid 65534", "web: a connection of another user refused", "uid", 65534)
 	}
@@ -22,7 +22,7 @@ func TestRefusalsAreLoggedOnceAMinute(t *testing.T) {
 		t.Fatalf("%d lines for 1,001 refusals of two uids within a minute:\n%s", n, logs.String())
 	}
 	// The next line of a kind counts what was left out.
-	l.seen["uid 65534"].at = l.seen["uid 65534"].at.Add(-refusalEvery)
+	l.lines.Age("uid 65534", refusalEvery)
 	l.warn(log, "uid 65534", "web: a connection of another user refused", "uid", 65534)
 	if !strings.Contains(logs.String(), "refusedSinceLastLine=999") {
 		t.Fatalf("the count of the refusals left out is missing:\n%s", logs.String())

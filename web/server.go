@@ -78,7 +78,7 @@ type Server struct {
 	srv  *http.Server
 	base string // scheme://host:port the login links use
 
-	refused refusalLog // the peer check's refusals, logged once a minute each
+	refused *refusalLog // the peer check's refusals, logged once a minute each
 }
 
 // CheckAddr validates a --web address: host:port, loopback unless
@@ -140,7 +140,7 @@ func New(opts Options) (*Server, error) {
 	if opts.PageConnected == nil {
 		opts.PageConnected = func() func() { return func() {} }
 	}
-	s := &Server{opts: opts, auth: newAuth(opts.Now), instance: randomToken()}
+	s := &Server{opts: opts, auth: newAuth(opts.Now), instance: randomToken(), refused: newRefusalLog()}
 	s.h = s.routes()
 	return s, nil
 }
