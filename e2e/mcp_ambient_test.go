@@ -100,8 +100,11 @@ func TestMCPAmbientSessionEndsWithItsServer(t *testing.T) {
 	}
 	// Killed: its session stays registered (claude still runs), and the
 	// next server of this claude takes it over.
+	// Its exit is waited for by its pid, not cmd.Wait: the SDK's
+	// transport waits for the process too once the pipe ends (two Waits
+	// race).
 	second.cmd.Process.Signal(syscall.SIGKILL)
-	second.cmd.Wait()
+	eventually(t, 20*time.Second, "the killed server's exit", func() bool { return exited(second.cmd.Process.Pid) })
 	third := startAmbient(t, alice)
 	if third.welcome.Meta["display_name"] != "alice-mcp" || third.welcome.Meta["pubkey"] != second.welcome.Meta["pubkey"] {
 		t.Fatalf("after a crash the next server's session is %q %s, want alice-mcp with the crashed one's key %s",
@@ -121,7 +124,7 @@ func TestMCPAmbientSessionEndsWithItsServer(t *testing.T) {
 	}
 	// SIGTERM: deregistered, files removed.
 	third.cmd.Process.Signal(syscall.SIGTERM)
-	third.cmd.Wait()
+	eventually(t, 20*time.Second, "the server's exit at SIGTERM", func() bool { return exited(third.cmd.Process.Pid) })
 	eventually(t, 20*time.Second, "the session deregistered at SIGTERM and its files removed", func() bool {
 		return sessionCount(alice) == 0 && len(sessionFiles(t, alice)) == 0
 	})

@@ -46,7 +46,7 @@ func TestUsageMistakesSayWhatIsWrong(t *testing.T) {
 	}
 
 	// --wait-timeout without --wait would be ignored: refused, nothing sent.
-	if e := alice.fails(2, "usage", "send", "bob", "hi", "--wait-timeout", "-5s"); !strings.Contains(e.Error.Message, "--wait-timeout applies only with --wait") {
+	if e := alice.fails(2, "usage", "send", "bob", "hi", "--wait-timeout", "-5s"); !strings.Contains(e.Error.Message, "applies only with --wait") || !strings.Contains(e.Error.Message, "must be positive") {
 		t.Errorf("--wait-timeout without --wait: %+v", e)
 	}
 	var rows []map[string]any
