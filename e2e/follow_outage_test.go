@@ -48,28 +48,7 @@ func TestFollowSaysTheBrokerWentAwayAndCameBack(t *testing.T) {
 	f := alice.followDaemon()
 	bob.ok("send", "alice", "before")
 	f.waitFor("before")
-	f.mu.Lock()
-	before := len(f.notices)
-	f.mu.Unlock()
-
-	addr, data := b.addr, b.data
-	b.kill()
-	f.waitNotice("unreachable", "test", before)
-	b = startBroker(t, data, addr)
-	f.waitNotice("reconnected", "test", before)
-	bob.ok("send", "alice", "after")
-	f.waitFor("after")
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	unreachable := 0
-	for _, n := range f.notices[before:] {
-		if n.Notice == "unreachable" {
-			unreachable++
-		}
-	}
-	if unreachable != 1 {
-		t.Fatalf("%d unreachable notices for one outage: %+v", unreachable, f.notices)
-	}
+	followThroughAnOutage(t, b, f, bob)
 }
 
 // The same without the daemon: the direct follower says once that the
@@ -82,6 +61,14 @@ func TestDirectFollowSaysTheBrokerWentAwayAndCameBack(t *testing.T) {
 	f := alice.follow()
 	bob.ok("send", "alice", "before")
 	f.waitFor("before")
+	followThroughAnOutage(t, b, f, bob)
+}
+
+// followThroughAnOutage kills b and starts it again on its address and
+// data while f follows: f says once that the broker is unreachable, then
+// that it is back, and a message bob sends after arrives.
+func followThroughAnOutage(t *testing.T, b *brokerProc, f *follower, bob *user) {
+	t.Helper()
 	f.mu.Lock()
 	before := len(f.notices)
 	f.mu.Unlock()
