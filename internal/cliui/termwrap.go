@@ -42,19 +42,29 @@ func VisibleCols(s string) int {
 			}
 			i = j + 1
 			continue
-		case c == '\t':
-			n += 8
 		case c < utf8.RuneSelf:
-			n++
+			n += runeCols(rune(c))
 		default:
-			_, size := utf8.DecodeRuneInString(s[i:])
-			n += 2
+			r, size := utf8.DecodeRuneInString(s[i:])
+			n += runeCols(r)
 			i += size
 			continue
 		}
 		i++
 	}
 	return n
+}
+
+// runeCols is the columns VisibleCols counts for r: 8 for a tab, 1 for
+// other ASCII, 2 for anything else.
+func runeCols(r rune) int {
+	switch {
+	case r == '\t':
+		return 8
+	case r < utf8.RuneSelf:
+		return 1
+	}
+	return 2
 }
 
 // WrapPeerText breaks a peer's text, printed after a prefix that takes
@@ -78,7 +88,7 @@ func WrapPeerText(text string, prefixCols int, indent string, width int) string 
 			col = ind
 		}
 		for _, r := range line {
-			w := VisibleCols(string(r))
+			w := runeCols(r)
 			if col+w > width-1 { // the last column: some terminals wrap on it
 				b.WriteString("\n" + indent)
 				col = ind
