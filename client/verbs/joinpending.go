@@ -1,6 +1,8 @@
 package verbs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -13,7 +15,7 @@ import (
 )
 
 // A join's key is saved in the home before the enrolment is asked for
-// (join-pending/<meshId>.json, 0600): a join stopped by what it cannot
+// (join-pending/<digest of meshId>.json, 0600): a join stopped by what it cannot
 // catch (SIGKILL, an OOM kill, a crash, a laptop's lid) after the broker
 // enrolled the key left a member whose key existed nowhere, a spent
 // invite use, and a retry told only "name is taken". A join of the same
@@ -30,14 +32,22 @@ type pendingJoin struct {
 	CreatedAt   int64  `json:"createdAt"`
 }
 
+// pendingJoinPath names the file by a digest of meshID, never by meshID
+// itself: the id comes from an invite link, which anyone can sign with a
+// key of their own (only the broker knows whether the issuer may invite),
+// so "../config" would otherwise name the home's config.json and
+// "../../x" a file outside the home. The file holds meshID, compared on
+// read.
 func pendingJoinPath(home, meshID string) string {
-	return filepath.Join(home, "join-pending", meshID+".json")
+	sum := sha256.Sum256([]byte(meshID))
+	return filepath.Join(home, "join-pending", hex.EncodeToString(sum[:16])+".json")
 }
 
 // pendingJoinKey is the key a join of meshID asks with: the one a join
 // before it saved, or a new one, saved now. resumed says which.
 func pendingJoinKey(home, meshID, display string) (key *cmcrypto.Identity, resumed bool, err error) {
 	path := pendingJoinPath(home, meshID)
+	adoptLegacyPendingJoin(home, meshID, path)
 	if data, err := fsutil.ReadPrivateFile(path); err == nil {
 		var p pendingJoin
 		if json.Unmarshal(data, &p) == nil && p.MeshID == meshID {
@@ -67,6 +77,25 @@ func pendingJoinKey(home, meshID, display string) (key *cmcrypto.Identity, resum
 		return nil, false, err
 	}
 	return key, false, nil
+}
+
+// adoptLegacyPendingJoin moves a key saved under the earlier name
+// (join-pending/<meshId>.json) to path, so a join killed before an
+// upgrade still completes after it. Only an id that is a plain name is
+// looked up: a broker's mesh ids are ULIDs.
+func adoptLegacyPendingJoin(home, meshID, path string) {
+	if len(meshID) == 0 || len(meshID) > 64 {
+		return
+	}
+	for _, r := range meshID {
+		if !(r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z') {
+			return
+		}
+	}
+	legacy := filepath.Join(home, "join-pending", meshID+".json")
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		os.Rename(legacy, path) // absent is the common case
+	}
 }
 
 // dropPendingJoin removes meshID's saved join key (and the directory, once
