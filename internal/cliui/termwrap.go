@@ -35,12 +35,7 @@ func VisibleCols(s string) int {
 		c := s[i]
 		switch {
 		case c == 0x1b && i+1 < len(s) && s[i+1] == '[':
-			// CSI: parameters, then a final byte in 0x40..0x7e.
-			j := i + 2
-			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
-				j++
-			}
-			i = j + 1
+			i += csiLen(s[i:])
 			continue
 		case c < utf8.RuneSelf:
 			n += runeCols(rune(c))
@@ -87,15 +82,41 @@ func WrapPeerText(text string, prefixCols int, indent string, width int) string 
 			b.WriteString("\n" + indent)
 			col = ind
 		}
-		for _, r := range line {
+		for j := 0; j < len(line); {
+			if n := csiLen(line[j:]); n > 0 {
+				// Our own colour (a peer's escapes are stripped before): it
+				// takes no column and is never cut, or the terminal would
+				// read the break inside it and the colour would run on.
+				b.WriteString(line[j : j+n])
+				j += n
+				continue
+			}
+			r, size := utf8.DecodeRuneInString(line[j:])
 			w := runeCols(r)
 			if col+w > width-1 { // the last column: some terminals wrap on it
 				b.WriteString("\n" + indent)
 				col = ind
 			}
-			b.WriteRune(r)
+			b.WriteString(line[j : j+size])
+			j += size
 			col += w
 		}
 	}
 	return b.String()
+}
+
+// csiLen is the length of the ANSI CSI sequence s starts with (ESC '['
+// parameters, then a final byte in 0x40..0x7e), 0 when it starts with none.
+func csiLen(s string) int {
+	if len(s) < 2 || s[0] != 0x1b || s[1] != '[' {
+		return 0
+	}
+	j := 2
+	for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
+		j++
+	}
+	if j == len(s) {
+		return len(s)
+	}
+	return j + 1
 }

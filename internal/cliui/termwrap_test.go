@@ -30,3 +30,29 @@ func TestWrapPeerTextNeverReachesTheEdge(t *testing.T) {
 		t.Fatalf("not a terminal: %q", got)
 	}
 }
+
+// A body we colour ourselves (topic history's "[key missing: …]", inbox's
+// dimmed decrypt error) is wrapped too: its escape sequences take no
+// column and are never cut, or the terminal reads the break inside the
+// sequence and the colour runs on into the next post.
+func TestWrapPeerTextKeepsEscapesWhole(t *testing.T) {
+	for n := 0; n < 120; n++ {
+		body := "\x1b[33m[key missing: " + strings.Repeat("x", n) + "]\x1b[0m"
+		got := WrapPeerText(body, 20, "    ", 78)
+		if strings.Count(got, "\x1b[33m") != 1 || strings.Count(got, "\x1b[0m") != 1 {
+			t.Fatalf("n=%d: an escape sequence was cut by the wrap: %q", n, got)
+		}
+		for i, line := range strings.Split(got, "\n") {
+			cols := VisibleCols(line)
+			if i == 0 {
+				cols += 20
+			}
+			if cols > 77 {
+				t.Fatalf("n=%d: line %d takes %d columns of 78: %q", n, i, cols, got)
+			}
+		}
+		if want := 20 + len("[key missing: ]") + n; want <= 77 && strings.Contains(got, "\n") {
+			t.Fatalf("n=%d: broken although it fits (escapes counted as columns): %q", n, got)
+		}
+	}
+}
