@@ -407,9 +407,28 @@ func (l *natsLogger) foreignRoutes() []string {
 	return hosts
 }
 
+// withoutConnection is a NATS line without the "ADDR - rid:N - " its
+// connection lines start with: the address and the connection's number
+// are new for every connection, so anything that reaches the route port
+// (a scanner, a probe, TLS without a certificate) would make a key of its
+// own each time and be logged without limit.
+func withoutConnection(msg string) string {
+	addr, rest, ok := strings.Cut(msg, " - ")
+	if !ok || !strings.Contains(addr, ":") || strings.ContainsAny(addr, " \t") {
+		return msg
+	}
+	id, rest, ok := strings.Cut(rest, " - ")
+	kind, n, ok2 := strings.Cut(id, ":")
+	if !ok || !ok2 || kind == "" || n == "" || strings.Trim(n, "0123456789") != "" ||
+		strings.Trim(kind, "abcdefghijklmnopqrstuvwxyz") != "" {
+		return msg
+	}
+	return kind + " - " + rest
+}
+
 func (l *natsLogger) emit(level slog.Level, f string, v ...any) {
 	msg := strings.TrimSpace(fmt.Sprintf(f, v...))
-	key := withoutAttempt(msg)
+	key := withoutConnection(withoutAttempt(msg))
 	if host, said, ok := routeTLSFailure(msg); ok {
 		if l.routeHosts[host] {
 			l.mu.Lock()

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"claudemesh/internal/lockedbuf"
+	"claudemesh/internal/ratelog"
 )
 
 // TestNoClusterFormedIsSaid: a node whose peers never start gives up at
@@ -118,5 +120,27 @@ func TestRouteCertificateFailuresFromElsewhere(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "has another broker.key") {
 		t.Fatalf("log: %s", log.String())
+	}
+}
+
+// Anything that reaches the route port and fails the handshake for a
+// reason other than the certificate (a plain TCP probe, TLS without a
+// certificate) was logged once per connection: the limiter's key held the
+// connection's address and number. Found by a review.
+func TestRouteJunkIsLoggedOncePerInterval(t *testing.T) {
+	var log lockedbuf.Buffer
+	l := &natsLogger{log: slog.New(slog.NewTextHandler(&log, nil)), routeHosts: routeHosts([]string{"127.0.0.1:7901"}),
+		lines: ratelog.Limiter{Every: repeatEvery}}
+	for i := range 100 {
+		l.Errorf("%s - rid:%d - TLS route handshake error: %v", fmt.Sprintf("10.1.%d.%d:%d", i/250, i%250, 40000+i), i,
+			"tls: first record does not look like a TLS handshake")
+		l.Errorf("%s - rid:%d - TLS route handshake error: %v", fmt.Sprintf("10.2.0.1:%d", 50000+i), 1000+i,
+			"remote error: tls: certificate required")
+	}
+	if n := strings.Count(log.String(), "handshake error"); n != 2 {
+		t.Fatalf("200 junk connections logged %d lines, want one per cause:\n%s", n, log.String())
+	}
+	if !strings.Contains(log.String(), "10.1.0.0:40000") {
+		t.Fatalf("the logged line lost its address: %s", log.String())
 	}
 }

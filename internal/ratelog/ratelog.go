@@ -9,9 +9,15 @@ import (
 	"time"
 )
 
-// maxKeys bounds the keys remembered: past it the memory starts over, so
-// a flood of distinct keys costs lines, never memory.
+// maxKeys bounds the keys remembered. Past it, a new key's lines share
+// one overflow key (one line per interval for all of them together), so
+// a flood of distinct keys (many source hosts) costs neither memory nor
+// lines. Keys whose interval has passed with nothing left out make room
+// first.
 const maxKeys = 256
+
+// overflowKey holds the lines of keys that found no room.
+const overflowKey = "\x00overflow"
 
 // Limiter remembers, per key, when a line last went out and how many were
 // left out since. The zero value is ready; Every must be set.
@@ -33,10 +39,21 @@ func (l *Limiter) Allow(key string) (ok bool, skipped int) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.seen == nil || len(l.seen) > maxKeys {
+	if l.seen == nil {
 		l.seen = map[string]*entry{}
 	}
 	e := l.seen[key]
+	if e == nil && len(l.seen) >= maxKeys {
+		for k, old := range l.seen {
+			if old.n == 0 && now.Sub(old.at) >= l.Every && k != overflowKey {
+				delete(l.seen, k)
+			}
+		}
+		if len(l.seen) >= maxKeys {
+			key = overflowKey
+			e = l.seen[key]
+		}
+	}
 	if e != nil && now.Sub(e.at) < l.Every {
 		e.n++
 		return false, 0
