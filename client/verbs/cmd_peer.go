@@ -150,7 +150,9 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 		if showMesh {
 			cells = append(cells, r.Mesh)
 		}
-		summary := strings.ReplaceAll(cliui.SanitizePeerText(r.Summary), "\n", " ")
+		// Runs of spaces are one in a row: padding is how a summary
+		// lines up text under the columns of the rows around it.
+		summary := strings.Join(strings.Fields(cliui.SanitizePeerText(r.Summary)), " ")
 		t.row(append(cells, s.Dim(summary))...)
 	}
 	t.flush()

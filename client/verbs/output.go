@@ -41,6 +41,13 @@ func (t *table) flush() error {
 			widths[i] = max(widths[i], cliui.Width(r[i]))
 		}
 	}
+	// On a terminal a row is cut before its edge (--json has it all): the
+	// terminal's own wrap would start the rest of a row (a peer's summary,
+	// padded to the edge) at column 0, where it could pass for a row.
+	width := t.out.Width()
+	if width > 0 {
+		width -= 2 // Resultf's indent
+	}
 	lines := make([]string, len(t.rows))
 	var b strings.Builder
 	for n, r := range t.rows {
@@ -51,7 +58,7 @@ func (t *table) flush() error {
 				b.WriteString(strings.Repeat(" ", widths[i]-cliui.Width(c)+tableGap))
 			}
 		}
-		lines[n] = strings.TrimRight(b.String(), " ")
+		lines[n] = cliui.CutToWidth(strings.TrimRight(b.String(), " "), width)
 	}
 	t.out.Resultf("%s", strings.Join(lines, "\n"))
 	return nil

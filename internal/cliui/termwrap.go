@@ -120,3 +120,39 @@ func csiLen(s string) int {
 	}
 	return j + 1
 }
+
+// CutToWidth cuts s so that it takes fewer than width columns on a
+// terminal (counted high, as VisibleCols does), ending it with "…" when
+// something was cut; colour sequences are kept whole and a cut one is
+// reset. width 0 (not a terminal) leaves s as it is. A table row that
+// reached the terminal's edge would be wrapped by the terminal, and what a
+// peer put at the end of its row (a summary) would start the next screen
+// line at column 0, where a row of its own starts.
+func CutToWidth(s string, width int) string {
+	if width <= 0 || VisibleCols(s) <= width-1 {
+		return s
+	}
+	var b strings.Builder
+	col, styled := 0, false
+	for j := 0; j < len(s); {
+		if n := csiLen(s[j:]); n > 0 {
+			b.WriteString(s[j : j+n])
+			styled = s[j:j+n] != "\x1b[0m"
+			j += n
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[j:])
+		w := runeCols(r)
+		if col+w > width-3 { // room for the "…" (counted 2, high) before the last column
+			break
+		}
+		b.WriteString(s[j : j+size])
+		j += size
+		col += w
+	}
+	b.WriteString("…")
+	if styled {
+		b.WriteString("\x1b[0m")
+	}
+	return b.String()
+}

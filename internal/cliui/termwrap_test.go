@@ -56,3 +56,25 @@ func TestWrapPeerTextKeepsEscapesWhole(t *testing.T) {
 		}
 	}
 }
+
+func TestCutToWidthStaysOffTheEdge(t *testing.T) {
+	row := "mallory  1a2b3c4d  online  \x1b[2m" + strings.Repeat("x", 60) + "bob  5e6f7a8b  online  member\x1b[0m"
+	for width := 12; width < 140; width++ {
+		got := CutToWidth(row, width)
+		if VisibleCols(got) > width-1 {
+			t.Fatalf("width %d: %d columns: %q", width, VisibleCols(got), got)
+		}
+		if got != row && (!strings.Contains(got, "…") || strings.Contains(got, "\x1b[2m") && !strings.HasSuffix(got, "\x1b[0m")) {
+			t.Fatalf("width %d: cut without a mark or with the dim style left on: %q", width, got)
+		}
+		if rest := strings.NewReplacer("\x1b[2m", "", "\x1b[0m", "").Replace(got); strings.Contains(rest, "\x1b") {
+			t.Fatalf("width %d: a colour sequence was cut: %q", width, got)
+		}
+	}
+	if got := CutToWidth(row, 0); got != row {
+		t.Fatalf("not a terminal: the row was changed: %q", got)
+	}
+	if got := CutToWidth("short", 80); got != "short" {
+		t.Fatalf("a row that fits was changed: %q", got)
+	}
+}
