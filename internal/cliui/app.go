@@ -283,18 +283,27 @@ var signalsCaught func()
 // signals is Run's handling of SIGINT and SIGTERM: the first one cancels
 // the command's context and gives the signals their default handling back,
 // so that a second one kills the process. A command may take the signals
-// over for a while (TakeSignals): the watcher that does the above stops,
-// and the command reads the channel itself until it gives them back.
+// over for a while (TakeSignals, Hold): the watcher goroutine that does
+// the above then hands every signal to the command instead, until it
+// gives them back. The watcher keeps running across a take: stopping it
+// and starting another (as this did) cost a send process a goroutine
+// wake-up and a thread each time.
 type signals struct {
 	cancel context.CancelFunc
 	done   <-chan struct{} // the command's context's
 	mu     sync.Mutex
-	ch     chan os.Signal // nil until caught
+	ch     chan os.Signal // os/signal's; nil until caught
 	closed bool           // Run returned
-	// stop ends the watcher, which closes stopped when it returns; both
-	// are nil while no watcher runs (not caught yet, or taken).
-	stop, stopped chan struct{}
-	st            *runState // where Hold's note goes; nil before runParsed
+	// stop ends the watcher (closed once: Run returned, or the signals
+	// went back to their default handling); nil while no watcher runs.
+	stop chan struct{}
+	// While a command holds the signals, the watcher hands each one to
+	// it: to held (TakeSignals' channel, with room for what os/signal's
+	// holds) or to hook (Hold's, called on the watcher's goroutine).
+	held  chan os.Signal
+	hook  func(n int) // n: the signals handed to it in this take, this one included
+	hookN int
+	st    *runState // where Hold's note goes; nil before runParsed
 }
 
 // signalsKey is the context key of the command's *signals.
@@ -314,35 +323,77 @@ func (s *signals) catch() {
 }
 
 // notify starts catching the signals on s.ch (s.mu held). Its buffer
-// holds the signals a command that took them has not read yet.
+// holds the signals the watcher has not read yet.
 func (s *signals) notify() {
 	s.ch = make(chan os.Signal, 4)
 	signal.Notify(s.ch, os.Interrupt, syscall.SIGTERM)
 }
 
-// watch starts the watcher on s.ch (s.mu held): the first signal cancels
-// the command's context and restores the default handling.
+// watch starts the watcher on s.ch (s.mu held): while nobody holds the
+// signals, the first one cancels the command's context and restores the
+// default handling; while a command holds them, each goes to it.
 func (s *signals) watch() {
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	s.stop, s.stopped = stop, stopped
+	stop := make(chan struct{})
+	s.stop = stop
 	go func(ch chan os.Signal) {
-		defer close(stopped)
-		select {
-		case <-ch:
-			s.cancel()
-			signal.Stop(ch) // the second signal: the default handling
-		case <-s.done:
-		case <-stop:
+		done := s.done
+		for {
+			select {
+			case sig := <-ch:
+				s.mu.Lock()
+				if s.held != nil {
+					select {
+					case s.held <- sig:
+					default: // as os/signal drops what its channel has no room for
+					}
+					s.mu.Unlock()
+					continue
+				}
+				if h := s.hook; h != nil {
+					s.hookN++
+					n := s.hookN
+					s.mu.Unlock()
+					h(n)
+					continue
+				}
+				s.cancel()
+				signal.Stop(ch) // the second signal: the default handling
+				s.endWatch()
+				s.mu.Unlock()
+				return
+			case <-done:
+				s.mu.Lock()
+				taken := s.held != nil || s.hook != nil
+				if !taken {
+					s.endWatch()
+				}
+				s.mu.Unlock()
+				if !taken {
+					return
+				}
+				done = nil // the command holding them still gets them
+			case <-stop:
+				return
+			}
 		}
 	}(s.ch)
 }
 
-// take stops the watcher and returns the channel the signals arrive on
-// from now on, catching them now if Run has not yet (a read-only command
-// in its signalDelay); nil once Run returned. A signal the watcher
-// handled before has cancelled the context (and nothing arrives on the
-// channel any more); one it had not read yet is still in the channel.
-func (s *signals) take() chan os.Signal {
+// endWatch stops the watcher (s.mu held).
+func (s *signals) endWatch() {
+	if s.stop != nil {
+		close(s.stop)
+		s.stop = nil
+	}
+}
+
+// take makes the watcher hand the signals to the command (on the channel
+// it returns, or to hook when it is set), catching them now if Run has
+// not yet (a read-only command in its signalDelay); nil once Run
+// returned. A signal the watcher handled before has cancelled the context
+// (and nothing arrives any more); one it had not read yet goes to the
+// command.
+func (s *signals) take(hook func(n int)) chan os.Signal {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -350,26 +401,40 @@ func (s *signals) take() chan os.Signal {
 	}
 	if s.ch == nil {
 		s.notify()
-		return s.ch
 	}
-	if s.stop != nil {
-		close(s.stop)
-		<-s.stopped
-		s.stop, s.stopped = nil, nil
+	if s.stop == nil {
+		select {
+		case <-s.done:
+			// The watcher cancelled the context at a signal and gave
+			// the signals their default handling back: nothing will
+			// arrive (the caller sees the context's error).
+		default:
+			s.watch()
+		}
 	}
-	return s.ch
+	if hook != nil {
+		s.hook, s.hookN = hook, 0
+		return nil
+	}
+	s.held = make(chan os.Signal, cap(s.ch))
+	return s.held
 }
 
-// giveBack ends a take: after a signal (interrupted), or if one had ended
-// the context before the take, the context is cancelled and the default
-// handling restored, as the watcher would have done; otherwise the
-// watcher runs again.
+// giveBack ends a take: after a signal (interrupted, or one handed to
+// the hook), if one had ended the context before the take, or if one the
+// command did not read is waiting for it, the context is cancelled and
+// the default handling restored, as the watcher would have done;
+// otherwise the watcher handles the next one as before.
 func (s *signals) giveBack(interrupted bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.ch == nil || s.stop != nil {
+	if s.closed || (s.held == nil && s.hook == nil) {
 		return
 	}
+	if len(s.held) > 0 || s.hookN > 0 {
+		interrupted = true
+	}
+	s.held, s.hook, s.hookN = nil, nil, 0
 	select {
 	case <-s.done:
 		interrupted = true
@@ -378,9 +443,8 @@ func (s *signals) giveBack(interrupted bool) {
 	if interrupted {
 		s.cancel()
 		signal.Stop(s.ch)
-		return
+		s.endWatch()
 	}
-	s.watch()
 }
 
 func (s *signals) state() *runState {
@@ -403,6 +467,7 @@ func (s *signals) release() {
 	if s.ch != nil {
 		signal.Stop(s.ch)
 	}
+	s.endWatch()
 }
 
 // RunContext is Run with the caller's context and no signal handling. It

@@ -7,8 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -391,4 +394,28 @@ func expectLine(t *testing.T, lines *bufio.Scanner, want string) {
 func runChildCommand(cmd *cli.Command) {
 	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
 	os.Exit(Run(app, []string{"claudemesh", "--no-color", cmd.Name}, os.Stdout, os.Stdout))
+}
+
+// TestHoldAsksOnItsCallersGoroutine: Hold runs ask on the command's own
+// goroutine, and the signals that come meanwhile are handled by Run's
+// watcher, which goes on across the hold: Hold used to stop the watcher,
+// start a goroutine for ask and wait for its answer, and start a new
+// watcher after it, each a goroutine hand-off (a thread started, in a
+// process as short as a send) on a warm send's path.
+func TestHoldAsksOnItsCallersGoroutine(t *testing.T) {
+	var stack string
+	cmd := &cli.Command{Name: "ask", Action: func(c *cli.Context) error {
+		return Hold(c.Context, "waiting for the answer", func(context.Context) error {
+			buf := make([]byte, 64<<10)
+			stack = string(buf[:runtime.Stack(buf, false)])
+			return nil
+		})
+	}}
+	app := NewApp("claudemesh", "test", []*cli.Command{cmd})
+	if code := Run(app, []string{"claudemesh", "ask"}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(stack, "cliui.Run(") || !strings.Contains(stack, "cliui.Hold(") {
+		t.Fatalf("ask ran on a goroutine of its own, not the command's:\n%s", stack)
+	}
 }

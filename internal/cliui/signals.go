@@ -29,7 +29,7 @@ func TakeSignals(ctx context.Context) (*Signals, error) {
 	s, _ := ctx.Value(signalsKey{}).(*signals)
 	var ch chan os.Signal
 	if s != nil {
-		ch = s.take()
+		ch = s.take(nil)
 	}
 	if err := ctx.Err(); err != nil {
 		// ctx may be a derived context that merely timed out: that is
@@ -77,8 +77,33 @@ func (g *Signals) Release(interrupted bool) {
 // The second signal also gives the signals back (Release(true)): a third
 // one kills the process, even if ask ignores its context.
 func Hold(ctx context.Context, note string, ask func(ctx context.Context) error) error {
-	g, err := TakeSignals(ctx)
-	if err != nil {
+	s, _ := ctx.Value(signalsKey{}).(*signals)
+	actx, abandon := context.WithCancel(context.WithoutCancel(ctx))
+	defer abandon()
+	// ask runs on this goroutine; the signals that come meanwhile are
+	// handled on Run's watcher goroutine, which calls hook for each (no
+	// goroutine of Hold's own to start and hand the answer back). A
+	// signal handed to it interrupts the command when ask returns
+	// (giveBack).
+	if s != nil {
+		s.take(func(n int) {
+			switch n {
+			case 1:
+				s.note(note)
+			case 2:
+				// Default handling first, so that by the time ask sees
+				// its context end, a third signal kills the process.
+				s.giveBack(true)
+				abandon()
+			}
+		})
+	}
+	if err := ctx.Err(); err != nil {
+		// As TakeSignals: a derived context that merely timed out is no
+		// signal, and the signals go back as they were.
+		if s != nil {
+			s.giveBack(false)
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			if interruptedBy(ctx) {
 				return context.Canceled // a signal came too: interrupted
@@ -87,39 +112,11 @@ func Hold(ctx context.Context, note string, ask func(ctx context.Context) error)
 		}
 		return err
 	}
-	actx, abandon := context.WithCancel(context.WithoutCancel(ctx))
-	defer abandon()
-	done := make(chan error, 1)
-	go func() { done <- ask(actx) }()
-	var ended <-chan struct{}
-	if g.s == nil {
-		ended = ctx.Done()
+	err := ask(actx)
+	if s != nil {
+		s.giveBack(false) // after the second signal, already given back
 	}
-	sigs := g.C
-	n := 0
-	for {
-		select {
-		case err := <-done:
-			g.Release(n > 0)
-			return err
-		case <-sigs:
-		case <-ended:
-			ended = nil
-		}
-		n++
-		switch n {
-		case 1:
-			if g.s != nil {
-				g.s.note(note)
-			}
-		case 2:
-			// Default handling first, so that by the time ask sees its
-			// context end, a third signal kills the process.
-			g.Release(true)
-			sigs = nil
-			abandon()
-		}
-	}
+	return err
 }
 
 // interruptedBy says whether ctx belongs to a command started by Run
