@@ -215,3 +215,46 @@ func TestMalformedSendsSpendTheByteBudget(t *testing.T) {
 		return counterValue(t, b, "claudemesh_limits_tripped_total", "read_paused") > 0
 	})
 }
+
+// TestDefaultByteBudget: at the defaults a member streaming 64 KiB DMs
+// gets 1 MiB at once (one frame of the largest size, eleven such DMs)
+// and 256 KiB a second after it. Everything a member sends is written and
+// fsynced by the committer every mesh shares: at 1 MiB/s with 2 MiB at
+// once, one member's self-DMs made the commits that other members' DMs
+// waited on ~40 % longer, and the honest peers' send→push p99 ×1.25–1.4
+// of a run without her (bench --adversary, attack "self";
+// BENCHMARKS.md, eighteenth session).
+func TestDefaultByteBudget(t *testing.T) {
+	t.Parallel()
+	def := DefaultConfig()
+	if def.ByteRate != 256<<10 || max(def.ByteBurst, def.MaxFrame) != 1<<20 {
+		t.Fatalf("default --byte-rate %d, --byte-burst %d (--max-frame %d): want 256 KiB/s and 1 MiB at once", def.ByteRate, def.ByteBurst, def.MaxFrame)
+	}
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	body := strings.Repeat("x", 60000)
+	var sends []wire.Send
+	for range 24 {
+		sends = append(sends, dm(t, alice, alice.pub(), body))
+	}
+	a := connect(t, b, alice, false, nil)
+	start := time.Now()
+	for _, s := range sends {
+		a.write(s)
+	}
+	ok := 0
+	for range sends {
+		var ack wire.Ack
+		a.next(&ack, wire.TypeAck)
+		if ack.Error == nil {
+			ok++
+		} else if ack.Error.Code != wire.CodeRateLimited {
+			t.Fatalf("refused with %+v, want rate_limited", ack.Error)
+		}
+	}
+	elapsed := time.Since(start)
+	frame := len(wire.MustEncode(sends[0]))
+	if allowed := (1 << 20) + int(elapsed.Seconds()*(256<<10)) + frame; ok*frame > allowed {
+		t.Fatalf("%d of %d frames of %d bytes accepted in %v; want at most %d bytes", ok, len(sends), frame, elapsed, allowed)
+	}
+}
