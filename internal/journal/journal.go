@@ -1,9 +1,7 @@
 // Package journal is an append-only, group-committed log of opaque
 // records: the daemon's accept journal. An Append returns once its record
 // is on disk (one write and one fdatasync for every record that arrived
-// while the previous group was being written; up to maxInflight groups
-// are synced at once, each answered only once every group before it is
-// on disk too), which is much cheaper than
+// while the previous group was being written), which is much cheaper than
 // a bbolt commit (page writes and two fdatasyncs, behind whatever else the
 // commit carries). The owner copies the records somewhere durable of its
 // own (daemon.db) in the background and then Releases them; released space
@@ -79,12 +77,11 @@ type Options struct {
 	// Size is the preallocated size of the file (DefaultSize if 0). A
 	// group larger than the file grows it.
 	Size int64
-	// Durable, if set, is called after each group is on disk (and every
-	// group before it) and before its Appends return, with the values
-	// given to Append in lsn order and the group's last lsn, one group at
-	// a time in lsn order (by the goroutine that synced the group: the
-	// writer's, or the Append of a lone record that wrote it itself). It
-	// must not block.
+	// Durable, if set, is called after each group is on disk and before
+	// its Appends return, with the values given to Append in lsn order
+	// and the group's last lsn, one group at a time in lsn order (by the
+	// writer goroutine, or by the Append of a lone record that wrote it
+	// itself). It must not block.
 	Durable func(values []any, last uint64)
 	// ScrubAfter is how long the writer waits, idle, before it zeroes
 	// the records it has written once they are all released
@@ -96,21 +93,10 @@ type Options struct {
 	// something is released.
 	SpaceWait time.Duration
 	// Sync, if set, is called instead of fdatasync to make a group
-	// durable (tests make it fail, or hold it), with one of the
-	// journal's descriptors of the file. An error fails the group's
-	// Appends and every later one, as a failed fdatasync does.
+	// durable (tests make it fail, or hold it). An error fails the
+	// group's Appends and every later one, as a failed fdatasync does.
 	Sync func(f *os.File) error
 }
-
-// maxInflight is how many groups may be written and not yet synced. The
-// next group is written and its fdatasync started while the one before
-// is still being synced: a virtual disk serves overlapping flushes
-// nearly as fast as one, so sixteen clients' accepts waited mostly for
-// the sync in flight before their own (BENCHMARKS.md, the eighteenth
-// session). Each group is answered only once every group before it is
-// on disk: the journal is read back up to its first bad record, so a
-// record after a lost one would be lost too.
-const maxInflight = 2
 
 // DefaultSpaceWait is Options.SpaceWait's default.
 const DefaultSpaceWait = 5 * time.Second
@@ -128,13 +114,7 @@ type Journal struct {
 	next  uint64 // the epoch Start writes, drawn at Open
 	size  int64
 
-	reqs chan *req
-	// syncers holds a descriptor of the file per group that may be
-	// synced at once (maxInflight): a group takes one to sync with and
-	// gives it back when it is answered. Each sync has its own
-	// descriptor so that a write error is reported to every sync that
-	// waited for the failed pages (Linux reports it once per open file).
-	syncers chan *os.File
+	reqs    chan *req
 	closing chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -149,8 +129,8 @@ type Journal struct {
 	full     bool   // a wait for room timed out; cleared by Release
 
 	// wmu is held while a group is written (the writer goroutine's, or a
-	// lone record an Append writes itself; not while it is synced) and
-	// while the file is scrubbed: it orders the groups' lsns.
+	// lone record an Append writes itself) and while the file is
+	// scrubbed: it orders the groups' lsns and their Durable calls.
 	wmu     sync.Mutex
 	running atomic.Bool // Start has run: an Append may write itself
 	// lastWrite is when the last group was written, and idle fires
@@ -166,17 +146,6 @@ type Journal struct {
 	dirty   int64  // the file may hold record bytes before this offset
 	written uint64 // last lsn written
 	buf     []byte
-	tail    *group // the last group written
-}
-
-// group is records written together, on their way to disk.
-type group struct {
-	reqs []*req
-	last uint64 // its last record's lsn
-	grew bool   // the file grew: its sync must write the inode too
-	prev *group // the group written before it, until this one finished
-	done chan struct{}
-	err  error // set before done is closed
 }
 
 type req struct {
@@ -210,28 +179,16 @@ func Open(path string, opts Options) (*Journal, []Record, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	j := &Journal{f: f, opts: opts, reqs: make(chan *req, 4096), closing: make(chan struct{}), done: make(chan struct{}),
-		syncers: make(chan *os.File, maxInflight)}
+	j := &Journal{f: f, opts: opts, reqs: make(chan *req, 4096), closing: make(chan struct{}), done: make(chan struct{})}
 	j.cond = sync.NewCond(&j.mu)
-	for range maxInflight {
-		sf, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			j.closeSyncers()
-			f.Close()
-			return nil, nil, err
-		}
-		j.syncers <- sf
-	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		j.closeSyncers()
 		f.Close()
 		return nil, nil, err
 	}
 	j.next = binary.LittleEndian.Uint64(b[:])
 	recs, err := j.read()
 	if err != nil {
-		j.closeSyncers()
 		f.Close()
 		return nil, nil, fmt.Errorf("journal %s: %w", path, err)
 	}
@@ -357,31 +314,21 @@ func (j *Journal) Append(rec []byte, v any) (uint64, error) {
 		return 0, ErrClosed
 	}
 	// A record that finds the journal idle (nothing queued, no group
-	// being written, a sync free) is written and synced by this
-	// goroutine: a lone accept does not hand its record to the writer
-	// goroutine and wait to be handed the result back. Records that come
-	// while a group is being written queue for the writer, which writes
-	// them as one group after it.
-	if j.running.Load() && len(j.reqs) == 0 {
-		if sf := j.trySyncer(); sf != nil {
-			if j.wmu.TryLock() {
-				if len(j.reqs) == 0 {
-					g, err := j.writeGroup([]*req{r}, int64(recHeader+len(rec)))
-					j.wmu.Unlock()
-					if err == nil {
-						err = j.finish(g, sf)
-					}
-					j.syncers <- sf
-					j.closeMu.RUnlock()
-					if err != nil {
-						return 0, err
-					}
-					return r.lsn, nil
-				}
-				j.wmu.Unlock()
+	// being written) is written by this goroutine: a lone accept does
+	// not hand its record to the writer goroutine and wait to be handed
+	// the result back. Records that come while a group is being written
+	// queue for the writer, which writes them as one group after it.
+	if j.running.Load() && len(j.reqs) == 0 && j.wmu.TryLock() {
+		if len(j.reqs) == 0 {
+			err := j.writeGroup([]*req{r}, int64(recHeader+len(rec)))
+			j.wmu.Unlock()
+			j.closeMu.RUnlock()
+			if err != nil {
+				return 0, err
 			}
-			j.syncers <- sf
+			return r.lsn, nil
 		}
+		j.wmu.Unlock()
 	}
 	j.reqs <- r
 	j.closeMu.RUnlock()
@@ -419,40 +366,15 @@ func (j *Journal) Close() error {
 		j.failed = ErrClosed
 		j.cond.Broadcast() // a writer waiting for space gives up
 		j.mu.Unlock()
-		j.closeSyncers()
 		err = j.f.Close()
 	})
 	return err
 }
 
-// trySyncer takes a free sync descriptor, or returns nil when
-// maxInflight groups are being synced.
-func (j *Journal) trySyncer() *os.File {
-	select {
-	case f := <-j.syncers:
-		return f
-	default:
-		return nil
-	}
-}
-
-// closeSyncers closes the sync descriptors (none is in use: Close waits
-// for the writer, which waits for its groups, and for the Appends that
-// write themselves).
-func (j *Journal) closeSyncers() {
-	for {
-		select {
-		case f := <-j.syncers:
-			f.Close()
-		default:
-			return
-		}
-	}
-}
-
 func (j *Journal) writeLoop() {
 	defer close(j.done)
 	maxGroup := j.maxGroup
+	group := make([]*req, 0, 64)
 	idle := j.idle
 	defer idle.Stop()
 	for {
@@ -473,27 +395,14 @@ func (j *Journal) writeLoop() {
 			select {
 			case first = <-j.reqs:
 			default:
-				// Every group written is answered before the file
-				// is scrubbed and closed.
-				held := make([]*os.File, 0, maxInflight)
-				for range maxInflight {
-					held = append(held, <-j.syncers)
-				}
 				j.wmu.Lock()
 				j.scrub() // a clean close leaves no released record behind
 				j.wmu.Unlock()
-				for _, f := range held {
-					j.syncers <- f
-				}
 				return
 			}
 		}
-		// A free sync: while maxInflight groups are being synced, the
-		// records that come meanwhile wait here, to be written as one
-		// group.
-		sf := <-j.syncers
 		j.wmu.Lock()
-		group := []*req{first}
+		group = append(group[:0], first)
 		bytes := int64(recHeader + len(first.rec))
 	fill:
 		for bytes < maxGroup {
@@ -505,22 +414,11 @@ func (j *Journal) writeLoop() {
 				break fill
 			}
 		}
-		g, err := j.writeGroup(group, bytes)
+		err := j.writeGroup(group, bytes)
 		j.wmu.Unlock()
-		if err != nil {
-			j.syncers <- sf
-			for _, r := range group {
-				r.done <- err
-			}
-			continue
+		for _, r := range group {
+			r.done <- err
 		}
-		go func() {
-			err := j.finish(g, sf)
-			j.syncers <- sf
-			for _, r := range g.reqs {
-				r.done <- err
-			}
-		}()
 	}
 }
 
@@ -530,57 +428,20 @@ func (j *Journal) armIdle(d time.Duration) {
 	j.idleArmed = true
 }
 
-// writeGroup writes a group (wmu held); finish syncs it and hands it to
-// Durable.
-func (j *Journal) writeGroup(group []*req, bytes int64) (*group, error) {
-	g, err := j.write(group, bytes)
+// writeGroup writes a group (wmu held) and hands it to Durable.
+func (j *Journal) writeGroup(group []*req, bytes int64) error {
+	err := j.write(group, bytes)
 	j.lastWrite = time.Now()
 	if !j.idleArmed {
 		j.armIdle(j.opts.ScrubAfter)
 	}
-	return g, err
-}
-
-// finish makes a written group durable with the descriptor sf, waits
-// until the group before it is finished, and then (if both are on disk)
-// hands it to Durable. A failed sync fails this group, every group
-// written after it, and every later Append.
-func (j *Journal) finish(g *group, sf *os.File) error {
-	var err error
-	switch {
-	case j.opts.Sync != nil:
-		err = j.opts.Sync(sf)
-	case g.grew:
-		err = sf.Sync() // the size changed: fsync the inode too
-	default:
-		err = fdatasync(sf)
-	}
-	if err != nil {
-		// After a failed write or sync the page cache cannot be
-		// trusted: every later append fails too.
-		j.mu.Lock()
-		if j.failed == nil {
-			j.failed = fmt.Errorf("journal: %w", err)
-		}
-		err = j.failed
-		j.mu.Unlock()
-	}
-	if p := g.prev; p != nil {
-		<-p.done
-		g.prev = nil // no chain of finished groups is kept
-		if err == nil && p.err != nil {
-			err = p.err
-		}
-	}
 	if err == nil && j.opts.Durable != nil {
-		vs := make([]any, len(g.reqs))
-		for i, r := range g.reqs {
+		vs := make([]any, len(group))
+		for i, r := range group {
 			vs[i] = r.v
 		}
-		j.opts.Durable(vs, g.last)
+		j.opts.Durable(vs, j.written)
 	}
-	g.err = err
-	close(g.done)
 	return err
 }
 
@@ -620,16 +481,15 @@ func (j *Journal) scrub() bool {
 	return true
 }
 
-// write writes a group into the file (wmu held; finish syncs it): at the
-// tail if it fits, else at the start of the file once every record
-// written so far is released (growing the file if the group is larger
-// than it).
-func (j *Journal) write(reqs []*req, n int64) (*group, error) {
+// write puts a group on disk: at the tail if it fits, else at the start
+// of the file once every record written so far is released (growing the
+// file if the group is larger than it).
+func (j *Journal) write(group []*req, n int64) error {
 	j.mu.Lock()
 	if j.failed != nil {
 		err := j.failed
 		j.mu.Unlock()
-		return nil, err
+		return err
 	}
 	// Go back to the start whenever everything written is released and
 	// the tail is past the middle, so a steady load rarely has to wait.
@@ -651,17 +511,17 @@ func (j *Journal) write(reqs []*req, n int64) (*group, error) {
 		if j.failed != nil {
 			err := j.failed
 			j.mu.Unlock()
-			return nil, err
+			return err
 		}
 		if j.released < j.written {
 			j.mu.Unlock()
-			return nil, ErrFull
+			return ErrFull
 		}
 		j.off = headerSize
 	}
 	j.mu.Unlock()
 	j.buf = j.buf[:0]
-	for _, r := range reqs {
+	for _, r := range group {
 		j.written++
 		r.lsn = j.written
 		var h [recHeader]byte
@@ -671,23 +531,29 @@ func (j *Journal) write(reqs []*req, n int64) (*group, error) {
 		j.buf = append(append(j.buf, h[:]...), r.rec...)
 	}
 	grew := j.off+n > j.size
-	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
-		// After a failed write the page cache cannot be trusted: every
-		// later append fails too.
-		j.mu.Lock()
-		if j.failed == nil {
-			j.failed = fmt.Errorf("journal: %w", err)
+	_, err := j.f.WriteAt(j.buf, j.off)
+	if err == nil {
+		switch {
+		case j.opts.Sync != nil:
+			err = j.opts.Sync(j.f)
+		case grew:
+			err = j.f.Sync() // the size changed: fsync the inode too
+		default:
+			err = fdatasync(j.f)
 		}
-		err = j.failed
+	}
+	if err != nil {
+		// After a failed write or sync the page cache cannot be trusted:
+		// every later append fails too.
+		j.mu.Lock()
+		j.failed = fmt.Errorf("journal: %w", err)
 		j.mu.Unlock()
-		return nil, err
+		return j.failed
 	}
 	j.off += n
 	j.dirty = max(j.dirty, j.off)
 	if grew {
 		j.size = j.off
 	}
-	g := &group{reqs: reqs, last: j.written, grew: grew, prev: j.tail, done: make(chan struct{})}
-	j.tail = g
-	return g, nil
+	return nil
 }
