@@ -19,6 +19,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"golang.org/x/sys/unix"
 
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/internal/fsutil"
 	"claudemesh/wire"
 )
@@ -274,6 +275,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("mesh #%d has no meshId", i+1)
 		case m.Slug == "":
 			return fmt.Errorf("mesh %s has no slug", m.MeshID)
+		case !cmcrypto.ValidSlug(m.Slug):
+			// It names directories (sessions/<slug>/) and is printed.
+			return fmt.Errorf("mesh %s has the slug %q, which is not a slug (a-z, 0-9 and '-', 1 to 32)", m.MeshID, m.Slug)
 		case ids[m.MeshID]:
 			return fmt.Errorf("mesh %s appears twice", m.MeshID)
 		case slugs[m.Slug]:

@@ -299,3 +299,18 @@ func TestLoadRefusesAHomeOthersCanWrite(t *testing.T) {
 		t.Fatalf("Load of a home of mode 0755: %v", err)
 	}
 }
+
+// A slug names directories (sessions/<slug>/) and is printed: a
+// config.json whose slug is not one (written by a broker's answer before
+// joins checked it, or by hand) is refused before anything uses it.
+func TestValidateRefusesASlugThatIsNotOne(t *testing.T) {
+	for _, slug := range []string{"../../pwn", "acme\x1b[41m", "Acme", "-acme", strings.Repeat("a", 33)} {
+		c := &Config{Version: CurrentVersion, Meshes: []Mesh{mesh("01JTEST", slug)}}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "not a slug") {
+			t.Fatalf("slug %q: %v", slug, err)
+		}
+	}
+	if err := (&Config{Version: CurrentVersion, Meshes: []Mesh{mesh("01JTEST", "acme-2")}}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -142,11 +142,33 @@ func inviteCreate(c *cli.Context) error {
 		"→ "+res.Role+" invite to "+m.Slug+", "+itoa(res.MaxUses)+" "+uw+", expires "+time.UnixMilli(res.ExpiresAt).Format(time.RFC3339)+
 			"; the joiner runs: claudemesh join <link>"))
 	// The id invite revoke needs (invite list shows it too).
-	e.out.Linef("%s", e.out.Style().Dim("  id "+res.InviteID+" (to revoke it: "+config.Invocation(e.home)+" invite revoke "+res.InviteID+" --mesh "+config.ShellQuote(m.Slug)+")"))
+	id := cliui.SanitizePeerText(res.InviteID) // the broker's text: printed, never trusted
+	e.out.Linef("%s", e.out.Style().Dim("  id "+id+" (to revoke it: "+config.Invocation(e.home)+" invite revoke "+config.ShellQuote(id)+" --mesh "+config.ShellQuote(m.Slug)+")"))
 	return nil
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// joinedAs is what a join stores of the broker's answer. A broker is
+// trusted with routing, not with the home's files or the terminal: its
+// slug names directories (sessions/<slug>/) and is printed everywhere, so
+// the slug stored is the one the invite signed (checked as a slug); a
+// name, role or display name the answer gives is kept only when it is one
+// (names normalised, no controls), else the invite's or the one asked for.
+func joinedAs(inv *cmcrypto.Invite, name, role, display, asked string) (string, string, string, string) {
+	if n, err := cmcrypto.NormalizeName(name); err != nil || n != name {
+		name = inv.MeshName
+	}
+	switch role {
+	case wire.MemberOwner, wire.MemberAdmin, wire.MemberMember:
+	default:
+		role = inv.Role
+	}
+	if n, err := cmcrypto.NormalizeName(display); err != nil || n != display {
+		display = asked
+	}
+	return inv.MeshSlug, name, role, display
+}
 
 // errMessage is a client error's human text without its code prefix.
 func errMessage(err error) string {
@@ -429,19 +451,9 @@ func join(c *cli.Context) error {
 			"the broker at %s answered with key %s for mesh %s, but the invite names %s for %s; not joined",
 			answered, res.BrokerPubkey, res.MeshID, inv.BrokerPubkey, inv.MeshID).WithHint(hintFor(client.CodeBrokerKeyMismatch))
 	}
-	slug := res.Slug
-	if slug == "" {
-		slug = inv.MeshSlug
-	}
-	name := res.Name
-	if name == "" {
-		name = inv.MeshName
-	}
-	if res.DisplayName != "" {
-		display = res.DisplayName
-	}
+	slug, name, role, display := joinedAs(inv, res.Name, res.MemberRole, res.DisplayName, display)
 	m := config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: slug, Name: name, Pubkey: key.PublicHex(),
-		SecretKey: key.SecretKeyHex(), BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: res.MemberRole,
+		SecretKey: key.SecretKeyHex(), BrokerURL: inv.BrokerURL, BrokerPubkey: inv.BrokerPubkey, Role: role,
 		DisplayName: display, JoinedAt: config.JoinedNow()}
 	// A REST answer proves nothing about who holds the broker key, from
 	// the signed brokerUrl or another; what is stored is the signed

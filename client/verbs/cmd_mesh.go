@@ -174,6 +174,14 @@ func meshCreate(c *cli.Context) error {
 			}
 			return cliError(err)
 		}
+		// The slug names directories (sessions/<slug>/) and is printed
+		// everywhere: a broker's answer that is not a slug (or a name that
+		// is not a name) is refused, not stored.
+		if n, err := cmcrypto.NormalizeName(res.Name); !cmcrypto.ValidSlug(res.Slug) || err != nil || n != res.Name {
+			return cliui.Errorf(wire.CodeMalformed, "the broker answered the creation with slug %q and name %q, which are not a slug and a name; not saved",
+				cliui.SanitizePeerText(cliui.Clip(res.Slug)), cliui.SanitizePeerText(cliui.Clip(res.Name))).
+				WithHint("the broker is not a claudemesh broker, or a broken one: ask its operator")
+		}
 		m = config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: res.Slug, Name: res.Name,
 			Pubkey: key.PublicHex(), SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey,
 			Role: wire.MemberOwner, DisplayName: display, JoinedAt: config.JoinedNow()}

@@ -381,7 +381,7 @@ func printSent(e *env, slug string, res *sendResult) {
 	}
 	e.out.Resultf("%s", line)
 	if res.MessageID != "" {
-		e.out.Linef("%s", s.Dim("  message "+res.MessageID+"  id "+res.ClientMessageID))
+		e.out.Linef("%s", s.Dim("  message "+cliui.SanitizePeerText(res.MessageID)+"  id "+res.ClientMessageID)) // the broker's text
 	} else {
 		e.out.Linef("%s", s.Dim("  id "+res.ClientMessageID))
 	}

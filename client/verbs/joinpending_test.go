@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	cmcrypto "claudemesh/crypto"
 )
 
 // An invite's meshId is chosen by whoever signs the link: a join must not
@@ -73,5 +75,21 @@ func TestPendingJoinKeyAdoptsTheEarlierFileName(t *testing.T) {
 	again, resumed, err := pendingJoinKey(home, id, "bob")
 	if err != nil || !resumed || again.PublicHex() != first.PublicHex() {
 		t.Fatalf("the earlier file was not adopted (resumed %v, err %v)", resumed, err)
+	}
+}
+
+// A broker is trusted with routing, not with the home's files or the
+// terminal: a join answer's slug "../../pwn\x1b[41m" made the daemon write
+// session keys outside the home and coloured the terminal. Found by a
+// review.
+func TestJoinStoresTheSignedSlugAndOnlyNamesThatAreNames(t *testing.T) {
+	inv := &cmcrypto.Invite{MeshSlug: "acme", MeshName: "Acme", Role: "member"}
+	slug, name, role, display := joinedAs(inv, "Acme\x1b[41mRED", "root", "bob\x1b]52;c;x\a", "bob")
+	if slug != "acme" || name != "Acme" || role != "member" || display != "bob" {
+		t.Fatalf("stored slug %q name %q role %q display %q", slug, name, role, display)
+	}
+	slug, name, role, display = joinedAs(inv, "Acme Corp", "admin", "Bob", "bob")
+	if slug != "acme" || name != "Acme Corp" || role != "admin" || display != "Bob" {
+		t.Fatalf("a sound answer was not kept: slug %q name %q role %q display %q", slug, name, role, display)
 	}
 }
