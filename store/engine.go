@@ -110,7 +110,14 @@ func (behind) Error() string {
 func (behind) Unwrap() error { return ErrUnavailable }
 
 // Local is a single broker's Engine: the bbolt file and its committer.
-type Local struct{ s *Store }
+type Local struct {
+	s *Store
+	// tx is the Tx of the write transaction the committer is applying:
+	// the writes of one commit share it, and with it the buckets they
+	// open (Tx.meshes). Only the committer goroutine, which runs every
+	// write, touches it; the transaction's commit drops it.
+	tx *Tx
+}
 
 // OpenLocal opens the broker's bbolt store.
 func OpenLocal(path string, opts Options) (*Local, error) {
@@ -118,7 +125,7 @@ func OpenLocal(path string, opts Options) (*Local, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Local{s}, nil
+	return &Local{s: s}, nil
 }
 
 // Store is the committer underneath (tests, benchmarks).
@@ -128,27 +135,47 @@ func wrapFn(fn func(tx *Tx) error) func(*bolt.Tx) error {
 	return func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) }
 }
 
+// write wraps a write for the committer: the writes applied in one bbolt
+// transaction share one Tx (Local.tx). A failed write's transaction is
+// rolled back and its writes run again in new ones, each with a Tx of its
+// own.
+func (l *Local) write(fn func(tx *Tx) error) func(*bolt.Tx) error {
+	return func(btx *bolt.Tx) error {
+		t := l.tx
+		if t == nil || t.tx != btx {
+			t = &Tx{tx: btx}
+			l.tx = t
+			btx.OnCommit(func() {
+				if l.tx == t {
+					l.tx = nil
+				}
+			})
+		}
+		return fn(t)
+	}
+}
+
 // Update implements Engine.
-func (l *Local) Update(fn func(tx *Tx) error) error { return l.s.Update(wrapFn(fn)) }
+func (l *Local) Update(fn func(tx *Tx) error) error { return l.s.Update(l.write(fn)) }
 
 // Submit implements Engine.
 func (l *Local) Submit(fn func(tx *Tx) error, after func(err error)) error {
-	return l.s.Submit(wrapFn(fn), after)
+	return l.s.Submit(l.write(fn), after)
 }
 
 // SubmitDeferred implements Deferrer.
 func (l *Local) SubmitDeferred(fn func(tx *Tx) error, after func(err error)) error {
-	return l.s.SubmitDeferred(wrapFn(fn), after)
+	return l.s.SubmitDeferred(l.write(fn), after)
 }
 
 // SubmitSized implements Sizer.
 func (l *Local) SubmitSized(fn func(tx *Tx) error, after func(err error), size int, key string) error {
-	return l.s.SubmitSized(wrapFn(fn), after, size, key)
+	return l.s.SubmitSized(l.write(fn), after, size, key)
 }
 
 // SubmitRefusable implements Refuser.
 func (l *Local) SubmitRefusable(fn func(tx *Tx) error, after, refused func(err error), size int, key string) error {
-	return l.s.SubmitRefusable(wrapFn(fn), after, refused, size, key)
+	return l.s.SubmitRefusable(l.write(fn), after, refused, size, key)
 }
 
 // View implements Engine.

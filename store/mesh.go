@@ -197,7 +197,21 @@ func (inv *Invite) Info() wire.InviteInfo {
 }
 
 func meshBucket(tx *Tx, meshID string) *Bucket {
-	return tx.Bucket(bucketMeshes).Bucket([]byte(meshID))
+	if mb := tx.meshes[meshID]; mb != nil {
+		return mb
+	}
+	mb := tx.Bucket(bucketMeshes).Bucket([]byte(meshID))
+	if mb == nil || tx.rec != nil || !tx.tx.Writable() {
+		return mb
+	}
+	// A write transaction remembers it (Tx.meshes). A mesh bucket is
+	// never deleted, and one not found is not remembered.
+	if tx.meshes == nil {
+		tx.meshes = map[string]*Bucket{}
+	}
+	mb.kids = map[string]*Bucket{}
+	tx.meshes[meshID] = mb
+	return mb
 }
 
 func sub(tx *Tx, meshID string, name []byte) (*Bucket, error) {

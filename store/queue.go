@@ -434,20 +434,51 @@ type AckOutcome struct {
 	Charge int64
 }
 
-// queueBuckets are the buckets settling a delivery touches.
+// queueBuckets are the buckets settling a delivery touches, each opened
+// when it is first needed: an ack of a receipt touches the queue alone, so
+// it does not look up the other three (each a lookup in the mesh bucket
+// and a wrapper).
 type queueBuckets struct {
-	queue, dlv, bodies, large *Bucket
+	mb            *Bucket
+	queue         *Bucket
+	dlvB, bodiesB *Bucket
+	largeB        *Bucket
+	largeOpen     bool
 }
 
-func openQueue(mb *Bucket) queueBuckets {
-	return queueBuckets{queue: packed(mb, bQueue), dlv: appendOnly(mb, bDlv), bodies: appendOnly(mb, bBodies), large: mb.Bucket(bLargeBodies)}
+func openQueue(mb *Bucket) *queueBuckets {
+	return &queueBuckets{mb: mb, queue: packed(mb, bQueue)}
+}
+
+func (qb *queueBuckets) dlv() *Bucket {
+	if qb.dlvB == nil {
+		qb.dlvB = appendOnly(qb.mb, bDlv)
+	}
+	return qb.dlvB
+}
+
+func (qb *queueBuckets) bodies() *Bucket {
+	if qb.bodiesB == nil {
+		qb.bodiesB = appendOnly(qb.mb, bBodies)
+	}
+	return qb.bodiesB
+}
+
+// large is the large bodies' bucket, nil in a file from before it.
+func (qb *queueBuckets) large() *Bucket {
+	if !qb.largeOpen {
+		qb.largeB, qb.largeOpen = qb.mb.Bucket(bLargeBodies), true
+	}
+	return qb.largeB
 }
 
 // release drops one recipient's hold on a message's body, deleting the body
-// with the last one.
-func (qb queueBuckets) release(id []byte) error {
-	v := qb.bodies.Get(id)
-	if v == nil {
+// with the last one. The record is found and, for the last recipient (every
+// DM's), deleted with one descent of the tree.
+func (qb *queueBuckets) release(id []byte) error {
+	c := qb.bodies().Cursor()
+	k, v := c.Seek(id)
+	if k == nil || !bytes.Equal(k, id) {
 		return nil // settled before bodies were kept apart, or already gone
 	}
 	left, n := binary.Uvarint(v)
@@ -455,12 +486,16 @@ func (qb queueBuckets) release(id []byte) error {
 		return fmt.Errorf("store: corrupt message body")
 	}
 	if left <= 1 {
-		return deleteBody(qb.bodies, qb.large, id, len(v) == n)
+		countOnly := len(v) == n
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		return deleteLarge(qb.large(), id, countOnly)
 	}
 	// encodeBody(left-1, push) without copying the push twice: v is
 	// bbolt's and valid until the Put. A large body's record is its count
 	// alone.
-	return qb.bodies.Put(id, encodeBody(int(left-1), v[n:]))
+	return qb.bodies().Put(id, encodeBody(int(left-1), v[n:]))
 }
 
 // putBody stores a message's body record (BodyHeader ‖ push): in bodies
@@ -501,6 +536,12 @@ func deleteBody(bodies, large *Bucket, id []byte, countOnly bool) error {
 	if err := bodies.Delete(id); err != nil {
 		return err
 	}
+	return deleteLarge(large, id, countOnly)
+}
+
+// deleteLarge deletes a large body's own bucket, if the deleted body
+// record was a count alone and there is one.
+func deleteLarge(large *Bucket, id []byte, countOnly bool) error {
 	if !countOnly || large == nil || large.Bucket(id) == nil {
 		return nil
 	}
@@ -530,8 +571,10 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 				continue
 			}
 		}
-		dk := cat([]byte(id), raw)
-		v := qb.dlv.Get(dk)
+		dk := make([]byte, 0, len(id)+len(raw))
+		dk = append(append(dk, id...), raw...)
+		dlv := qb.dlv()
+		v := dlv.Get(dk)
 		if v == nil {
 			continue
 		}
@@ -549,7 +592,7 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 			if err := qb.queue.Delete(qk); err != nil {
 				return nil, err
 			}
-			if err := qb.dlv.Delete(dk); err != nil {
+			if err := dlv.Delete(dk); err != nil {
 				return nil, err
 			}
 			if present {
@@ -585,7 +628,7 @@ func Ack(tx *Tx, meshID, recipient string, ids []string, now int64) ([]AckOutcom
 			return nil, err
 		}
 		settled := deliveryRec{Delivery: Delivery{Seq: d.Seq, State: DeliveryDelivered, DeliveredAt: now}}
-		if err := qb.dlv.Put(dk, encodeDelivery(&settled)); err != nil {
+		if err := dlv.Put(dk, encodeDelivery(&settled)); err != nil {
 			return nil, err
 		}
 		o := AckOutcome{ID: id, Seq: d.Seq, Message: &m, From: ea.from, Charge: ea.charge}
@@ -759,7 +802,7 @@ func ExpireBefore(tx *Tx, meshID string, cutoff int64, max int) (out []Expired, 
 }
 
 // expire removes one queue entry and marks what it delivered expired.
-func (qb queueBuckets) expire(qk []byte, e Expired) error {
+func (qb *queueBuckets) expire(qk []byte, e Expired) error {
 	if err := qb.queue.Delete(qk); err != nil {
 		return err
 	}
@@ -769,12 +812,12 @@ func (qb queueBuckets) expire(qk []byte, e Expired) error {
 		// cannot tell: it is a random ULID, and one in 256 carries the
 		// tag of the ids that name their sequence number (receiptSeq),
 		// so delete whatever record there is.
-		return qb.dlv.Delete(dk)
+		return qb.dlv().Delete(dk)
 	}
 	if err := qb.release([]byte(e.MessageID)); err != nil {
 		return err
 	}
-	return qb.dlv.Put(dk, encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: e.Seq, State: DeliveryExpired}}))
+	return qb.dlv().Put(dk, encodeDelivery(&deliveryRec{Delivery: Delivery{Seq: e.Seq, State: DeliveryExpired}}))
 }
 
 // nextPrefix is the smallest key after every key starting with p (nil when

@@ -17,6 +17,12 @@ import (
 type Tx struct {
 	tx  *bolt.Tx
 	rec *Redo
+	// meshes are the mesh buckets meshBucket has opened in a write
+	// transaction, each remembering its sub-buckets: a broker's commit
+	// runs hundreds of writes of one mesh in one Tx (Local), each opening
+	// the same five queue buckets, which were as many lookups and
+	// wrappers a write. Never while recording (the wrappers' paths).
+	meshes map[string]*Bucket
 }
 
 // WrapTx wraps a bbolt transaction; rec (nil for none) receives every
@@ -79,6 +85,9 @@ type Bucket struct {
 	b    *bolt.Bucket
 	tx   *Tx
 	path [][]byte // from the root, only while recording
+	// kids are the sub-buckets opened through a mesh bucket of
+	// Tx.meshes (nil elsewhere), dropped when deleted through it.
+	kids map[string]*Bucket
 }
 
 // SetFillPercent sets how full bbolt packs split pages (a local layout
@@ -113,11 +122,18 @@ func (b *Bucket) Delete(key []byte) error {
 
 // Bucket returns a nested bucket, or nil.
 func (b *Bucket) Bucket(name []byte) *Bucket {
+	if k := b.kids[string(name)]; k != nil {
+		return k
+	}
 	nb := b.b.Bucket(name)
 	if nb == nil {
 		return nil
 	}
-	return b.tx.wrap(nb, b, name)
+	w := b.tx.wrap(nb, b, name)
+	if b.kids != nil {
+		b.kids[string(name)] = w
+	}
+	return w
 }
 
 // CreateBucket creates a nested bucket; bbolt's errors if it exists.
@@ -146,6 +162,7 @@ func (b *Bucket) CreateBucketIfNotExists(name []byte) (*Bucket, error) {
 
 // DeleteBucket removes a nested bucket and everything in it.
 func (b *Bucket) DeleteBucket(name []byte) error {
+	delete(b.kids, string(name))
 	if err := b.b.DeleteBucket(name); err != nil {
 		return err
 	}
