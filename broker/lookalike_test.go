@@ -22,7 +22,7 @@ func TestJoinRefusesALookalikeMemberName(t *testing.T) {
 	tok, c := invite(t, b, alice, "team", "member", 10, time.Hour)
 	var info wire.InviteReply
 	c.next(&info, wire.TypeInvite)
-	for _, name := range []string{"\u0430lice", "a1ice", "ALICE", "al\u0456ce"} {
+	for _, name := range []string{"\u0430lice", "a1ice", "ALICE", "al\u0456ce", "AL\u0130CE", "alice.", "al ice"} {
 		if st, body, _ := join(t, b, tok, name); st != 409 || errCode(body) != wire.CodeNameTaken {
 			t.Fatalf("join as %q: %d %v", name, st, body)
 		}
@@ -54,7 +54,7 @@ func TestReservedNameIsRefused(t *testing.T) {
 	tok, c := invite(t, b, alice, "team", "member", 10, time.Hour)
 	var info wire.InviteReply
 	c.next(&info, wire.TypeInvite)
-	for _, name := range []string{"claudemesh", "Claudemesh", "CLAUDEMESH", "c1audemesh", "\u0441laudemesh", "claudemesh\u200b"} {
+	for _, name := range []string{"claudemesh", "Claudemesh", "CLAUDEMESH", "c1audemesh", "\u0441laudemesh", "claudemesh\u200b", "claude-mesh"} {
 		st, body, _ := join(t, b, tok, name)
 		if name == "claudemesh\u200b" {
 			if st != 400 || errCode(body) != wire.CodeMalformed { // invisible: refused before the comparison

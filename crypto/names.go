@@ -108,12 +108,35 @@ func NameKey(s string) string {
 // table disagree on a few letters (the table maps capital I to l, folding
 // maps it to i); NamesConfusable also compares NameKey, so two names that
 // differ only in case always collide.
+//
+// Beyond UTS #39, which keeps marks and punctuation, three things a reader
+// overlooks are folded away: the capital I with a dot above (U+0130) is
+// read as i ("ALİCE"), the combining dot above (U+0307) is dropped, and
+// so are spaces, punctuation and symbols ("alice.", "al ice", "a_lice",
+// "alice!" all have the skeleton of "alice"), unless nothing else is left.
 func NameSkeleton(s string) string {
 	s = stripInvisible(norm.NFKC.String(s))
+	s = strings.ReplaceAll(s, "\u0130", "i")
 	s = confusables.Skeleton(s)
 	s = casefold.String(s)
 	s = confusables.Skeleton(s)
-	return norm.NFC.String(casefold.String(s))
+	s = casefold.String(s)
+	if folded := stripOverlooked(s); folded != "" {
+		s = folded
+	}
+	return norm.NFC.String(s)
+}
+
+// stripOverlooked drops from a (decomposed) skeleton what a reader
+// overlooks when telling two names apart: the combining dot above, white
+// space, punctuation and symbols.
+func stripOverlooked(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\u0307' || unicode.IsSpace(r) || unicode.In(r, unicode.Z, unicode.P, unicode.S) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // NamesConfusable reports whether a reader could take a for b: equal

@@ -15,6 +15,17 @@ func TestNamesConfusable(t *testing.T) {
 		{"bob", "b\u043eb"},                         // Cyrillic о
 		{"Ian", "ian"},
 		{"o'brien", "O'Brien"},
+		{"alice", "AL\u0130CE"},  // capital I with a dot above
+		{"alice", "al\u0130ce"},  // the same among lowercase letters
+		{"alice", "al\u0131ce"},  // dotless i
+		{"alice", "alice."},      // trailing punctuation
+		{"alice", "al ice"},      // a space inside
+		{"alice", "a_lice"},      // punctuation inside
+		{"alice", "alice!"},      // and outside
+		{"alice", "alice\u00a0"}, // a no-break space
+		{"alice", "alice\u2019"}, // a curly apostrophe
+		{"alice", "alice+"},      // a symbol
+		{"alice-api", "aliceapi"},
 	}
 	for _, p := range same {
 		if !NamesConfusable(p[0], p[1]) {
@@ -26,6 +37,8 @@ func TestNamesConfusable(t *testing.T) {
 		{"bob", "rob"},
 		{"alice", "alice2"},
 		{"worker", "reviewer"},
+		{"...", "---"}, // nothing but punctuation: compared as it is
+		{"alice", "alice.2"},
 	}
 	for _, p := range different {
 		if NamesConfusable(p[0], p[1]) {

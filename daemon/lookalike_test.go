@@ -36,6 +36,9 @@ func TestSenderMarks(t *testing.T) {
 		{mallory, []string{"\u0430lice", "\u0430lice"}, false, "alice", true},
 		{mallory, []string{"a1ice", "m\u0430llory"}, false, "alice", true},
 		{mallory, []string{"B0B", "m\u0430llory"}, false, "bob", false},
+		{mallory, []string{"AL\u0130CE", "m\u0430llory"}, false, "alice", true}, // capital I with a dot
+		{mallory, []string{"alice.", "m\u0430llory"}, false, "alice", true},
+		{mallory, []string{"al ice", "m\u0430llory"}, false, "alice", true},
 		{carol, []string{"carol-api", "carol"}, false, "", false},
 	} {
 		s, like, likeSelf := m.senderMarks(tc.member, tc.names...)

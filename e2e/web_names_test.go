@@ -42,7 +42,7 @@ func fakeDaemonAPI(routes map[string]any) http.Handler {
 func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 	t.Parallel()
 	key := func(c string) string { return strings.Repeat(c, 64) }
-	alice, bobZW, bob, eve, mallory, fw := key("a"), key("b"), key("c"), key("e"), key("d"), key("f")
+	alice, bobZW, bob, eve, mallory, fw, dotted := key("a"), key("b"), key("c"), key("e"), key("d"), key("f"), key("9")
 	now := time.Now().UnixMilli()
 	api := fakeDaemonAPI(map[string]any{
 		"/v1/web/state": map[string]any{"lastEventId": "0", "meshes": []any{map[string]any{
@@ -52,6 +52,7 @@ func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 			map[string]any{"pubkey": bobZW, "displayName": "bob\u200b"},
 			map[string]any{"pubkey": bob, "displayName": "bob"},
 			map[string]any{"pubkey": eve, "displayName": "ali\u202ece"},
+			map[string]any{"pubkey": dotted, "displayName": "AL\u0130CE"},
 		},
 		"/v1/peers": []any{
 			map[string]any{"pubkey": bobZW, "memberPubkey": bobZW, "displayName": "bob\u200b", "role": "cli", "online": true},
@@ -73,6 +74,10 @@ func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 				"id": "4", "messageId": "m4", "mesh": "m", "kind": "box", "senderName": "alice-api\uff08via alice\uff09", "senderPubkey": fw,
 				"senderMemberPubkey": fw, "senderMemberName": "alice-api\uff08via alice\uff09",
 				"verified": true, "body": "fullwidth parenthesis", "priority": "next", "receivedAt": now - 3, "seenAt": now}},
+			map[string]any{"thread": bobZW, "at": now - 4, "in": map[string]any{
+				"id": "5", "messageId": "m5", "mesh": "m", "kind": "box", "senderName": "AL\u0130CE", "senderPubkey": dotted,
+				"senderMemberPubkey": dotted, "senderMemberName": "AL\u0130CE",
+				"verified": true, "body": "a dotted capital I", "priority": "next", "receivedAt": now - 4, "seenAt": now}},
 		}},
 	})
 	srv, err := web.New(web.Options{Addr: "127.0.0.1:0", API: api})
@@ -89,10 +94,18 @@ func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 	br.do("login", chromedpNavigate(link))
 	label := func(k string) string { return peerButton(k) + `.querySelector('.label').textContent` }
 	br.waitJS("the people list", peerButton(bobZW)+` && `+peerButton(eve), 15*time.Second)
-	for k, want := range map[string]string{bobZW: "bob⟨U+200B⟩", eve: "ali⟨U+202E⟩ce", bob: "bob"} {
+	for k, want := range map[string]string{bobZW: "bob⟨U+200B⟩", eve: "ali⟨U+202E⟩ce", bob: "bob", dotted: "AL\u0130CE"} {
 		if got := eval[string](br, label(k)); got != want {
 			t.Errorf("the people list shows %q, want %q", got, want)
 		}
+		// Every person with its key prefix (a new user's trial: "ALİCE"
+		// sat under alice with nothing to tell them apart).
+		if got := eval[string](br, peerButton(k)+`.querySelector('.key').textContent`); got != k[:8] {
+			t.Errorf("the people list shows %q with the key %q, want %q", want, got, k[:8])
+		}
+	}
+	if got := eval[string](br, `document.querySelector('#people-list .item.self .key').textContent`); got != alice[:8] {
+		t.Errorf("the people list shows the user with the key %q, want %q", got, alice[:8])
 	}
 	br.openThread(bobZW, "bob⟨U+200B⟩")
 	br.waitJS("the message", hasMessage("it is bob"), 10*time.Second)
@@ -105,6 +118,7 @@ func TestWebPageShowsHiddenCharactersInNames(t *testing.T) {
 		"fullwidth parenthesis": `"alice-api⟨U+FF08⟩via alice⟨U+FF09⟩"`,
 		"it is me, your user":   "аlice [key " + eve[:8] + ": not you, alice, a lookalike name]",
 		"alice's agent here":    `"alice-api (via alice)"`,
+		"a dotted capital I":    "AL\u0130CE [key " + dotted[:8] + "]",
 	} {
 		br.waitJS("the message "+body, hasMessage(body), 10*time.Second)
 		from := eval[string](br, `[...document.querySelectorAll('#message-list .msg')].find(m => m.querySelector('.body').textContent === `+jsString(body)+`).querySelector('.from').textContent`)

@@ -239,11 +239,18 @@
   // folding; toLowerCase stands for the fold).
   const sameName = (a, b) => (a || '').normalize('NFC').toLowerCase() === (b || '').normalize('NFC').toLowerCase();
   // lookFold is for telling which names a reader could take for one
-  // another: also NFKC, and invisible and direction-changing code points
-  // removed (the page has no confusables table: the broker already refuses
-  // a session name confusable with another member's).
+  // another: also NFKC, invisible and direction-changing code points
+  // removed, and what crypto.NameSkeleton also folds away beyond its
+  // confusables table: U+0130 read as i, the combining dot above, spaces,
+  // punctuation and symbols (unless nothing else is left). The page has no
+  // confusables table: the broker already refuses a name confusable with
+  // another member's, and every person in the list shows its key prefix.
   const reInvisible = /[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]/g;
-  const lookFold = (s) => (s || '').normalize('NFKC').replace(reInvisible, '').toLowerCase();
+  const reOverlooked = /[\u0307\p{Z}\p{P}\p{S}\s]/gu;
+  const lookFold = (s) => {
+    const f = (s || '').normalize('NFKC').replace(reInvisible, '').replace(/\u0130/g, 'i').toLowerCase().normalize('NFD');
+    return (f.replace(reOverlooked, '') || f).normalize('NFC');
+  };
 
   // memberName is the enrolled name of a member key, from the row or the
   // directory ('' when unknown).
@@ -677,7 +684,9 @@
       const on = own.some((p) => p.online);
       const status = (own.find((p) => p.online) || {}).status;
       const summary = (own.find((p) => p.summary) || {}).summary;
-      const tags = [];
+      // The key prefix beside every name, as the CLI's peer list has it:
+      // keys cannot look alike, names can ("ALİCE", "alice." beside alice).
+      const tags = [el('span', 'key', shortKey(m.pubkey))];
       if (m.pubkey === self) tags.push(el('span', 'tag', 'you'));
       if (m.memberRole === 'owner' || m.memberRole === 'admin') tags.push(el('span', 'tag', m.memberRole));
       if (own.some((p) => p.online && p.channel === 'web')) tags.push(el('span', 'tag web', 'web'));
@@ -685,7 +694,7 @@
       items.push(row(m.pubkey === self ? null : m.pubkey, statusDot(status, on), nm(m.displayName), tags, meta, on ? '' : 'offline'));
       shown.add(m.pubkey);
       for (const s of sessions) {
-        const st = [];
+        const st = [el('span', 'key', shortKey(s.pubkey))];
         if (s.peerType && s.peerType !== 'ai') st.push(el('span', 'tag', s.peerType));
         if (s.channel === 'web') st.push(el('span', 'tag web', 'web'));
         items.push(row(s.pubkey, statusDot(s.status, s.online), nm(s.displayName), st,
