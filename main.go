@@ -11,6 +11,7 @@ import (
 
 	"claudemesh/broker"
 	"claudemesh/claudecode"
+	"claudemesh/client/config"
 	"claudemesh/client/verbs"
 	"claudemesh/daemon"
 	"claudemesh/internal/bench"
@@ -28,7 +29,20 @@ func main() {
 	if plainVersion(os.Args, os.Stdout) {
 		os.Exit(cliui.ExitOK)
 	}
+	cliui.HomeInvocation = hintInvocation
+	cliui.CommandTree = func() []*cli.Command { return newApp().Commands }
 	os.Exit(cliui.Run(appFor(os.Args), os.Args, os.Stdout, os.Stderr))
+}
+
+// hintInvocation is how the commands in a run's hints start for the
+// --home it was given: "claudemesh --home DIR", or "claudemesh" for the
+// default home.
+func hintInvocation(home string) string {
+	resolved, err := config.ResolveHome(home)
+	if err != nil {
+		return ""
+	}
+	return config.Invocation(resolved)
 }
 
 // plainVersion prints the version line for `claudemesh --version` and

@@ -596,13 +596,13 @@ func statusCommand() *cli.Command {
 				if p, ok := st.MeshErrors[s]; ok {
 					out.Linef("  %s %s", sty.Red("✘"), cliui.SanitizePeerText(p.Message))
 					if p.Hint != "" {
-						out.Linef("  %s", sty.Dim("→ "+cliui.SanitizePeerText(p.Hint)))
+						out.Linef("  %s", sty.Dim(out.Commands("→ "+cliui.SanitizePeerText(p.Hint))))
 					}
 				}
 				if a, ok := st.Audit[s]; ok && !a.OK {
 					if a.Problem != "" {
 						out.Linef("  %s audit log %s at entry %d: %s", sty.Red("✘"), strings.ReplaceAll(a.Problem, "_", " "), a.FirstBadSeq, cliui.SanitizePeerText(a.Message))
-						out.Linef("  %s", sty.Dim("→ the broker's record of this mesh cannot be trusted; run claudemesh audit verify and tell the mesh owner"))
+						out.Linef("  %s", sty.Dim(out.Commands("→ the broker's record of this mesh cannot be trusted; run claudemesh audit verify and tell the mesh owner")))
 					}
 					if a.Error != "" {
 						since := ""
@@ -639,7 +639,7 @@ func statusCommand() *cli.Command {
 			if wst := st.Web; wst != nil {
 				switch wst.State {
 				case "serving":
-					out.Linef("chat page: %s (claudemesh ui prints a login link)", wst.URL)
+					out.Linef("%s", out.Commands("chat page: "+wst.URL+" (claudemesh ui prints a login link)"))
 					if wst.PeerCheck == "off" {
 						out.Linef("  %s %s", sty.Yellow("!"), web.AnyLocalUserWarning)
 					}
@@ -648,7 +648,7 @@ func statusCommand() *cli.Command {
 					}
 				case "unavailable":
 					out.Linef("chat page: %s not served on %s: %s", sty.Red("✘"), wst.Addr, cliui.SanitizePeerText(wst.Error))
-					out.Linef("  %s", sty.Dim("→ "+web.UnavailableHint(home)))
+					out.Linef("  %s", sty.Dim(out.Commands("→ "+web.UnavailableHint(home))))
 				default:
 					out.Linef("chat page: off (daemon up --web %s serves it)", web.DefaultAddr)
 				}

@@ -43,7 +43,7 @@ func TestDaemonDownStaysDown(t *testing.T) {
 		return false
 	})
 	eventually(t, 20*time.Second, "the MCP server's warning", func() bool {
-		return strings.Contains(stderr.String(), "stopped with claudemesh daemon down")
+		return strings.Contains(stderr.String(), "stopped with claudemesh ") && strings.Contains(stderr.String(), "daemon down; waiting")
 	})
 	if st := alice.daemonStatus(); st.Running {
 		t.Fatalf("a daemon runs after daemon down: %+v", st)

@@ -684,7 +684,7 @@ func TestDaemonChecksTheAuditChainAtEachConnection(t *testing.T) {
 		t.Fatalf("audit verify after the rollback: %s", r)
 	}
 	bad := reps[0].FirstBadSeq
-	if r := alice.run("audit", "verify"); !strings.Contains(r.stdout, fmt.Sprintf("claudemesh audit verify --mesh test --accept %d", bad)) {
+	if r := alice.run("audit", "verify"); !strings.Contains(r.stdout, fmt.Sprintf("claudemesh --home %s audit verify --mesh test --accept %d", alice.home, bad)) {
 		t.Fatalf("the finding's way out: %s", r)
 	}
 	e := alice.fails(1, "not_accepted", "audit", "verify", "--accept", fmt.Sprint(bad+1))

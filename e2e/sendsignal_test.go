@@ -415,7 +415,7 @@ func TestDirectSendWaitsForTheAckAfterASignal(t *testing.T) {
 	errText := s.errText()
 	i := strings.Index(errText, "no answer from the broker, so message ")
 	if code != 8 || i < 0 || !strings.Contains(errText, "may or may not have been accepted") ||
-		!strings.Contains(errText, "claudemesh topic history ops") {
+		!strings.Contains(errText, "claudemesh --home "+alice.home+" topic history ops") {
 		t.Fatalf("send #ops exited %d; stderr %q: want 8 (outcome_unknown) and an error that says the outcome is unknown", code, errText)
 	}
 	id, _, _ := strings.Cut(errText[i+len("no answer from the broker, so message "):], " ")

@@ -64,7 +64,7 @@ func TestUsageMistakesSayWhatIsWrong(t *testing.T) {
 	// The owner changing her own role is told how (mesh transfer), not
 	// to ask the owner.
 	r := alice.run("role", "set", "alice", "member")
-	if r.code != 4 || !strings.Contains(r.stderr, "claudemesh mesh transfer PEER") || strings.Contains(r.stderr, "ask the mesh owner") {
+	if r.code != 4 || !strings.Contains(r.stderr, "claudemesh --home "+alice.home+" mesh transfer PEER") || strings.Contains(r.stderr, "ask the mesh owner") {
 		t.Errorf("the owner's role set of herself: %s", r)
 	}
 	if r := bob.run("role", "set", "alice", "member"); r.code != 4 || !strings.Contains(r.stderr, "only the mesh owner can") {
@@ -132,7 +132,7 @@ func TestTextsNameTheirVerbAndId(t *testing.T) {
 		t.Errorf("the same --id on the other path: %s", r)
 	}
 	r = alice.run("mesh", "remove-member", "bob")
-	if r.code != 2 || !strings.Contains(r.stderr, "claudemesh mesh remove-member needs the broker's operator token") {
+	if r.code != 2 || !strings.Contains(r.stderr, "claudemesh --home "+alice.home+" mesh remove-member needs the broker's operator token") {
 		t.Errorf("remove-member without a token: %s", r)
 	}
 }

@@ -153,7 +153,7 @@ func TestPlainInboxShowsWhatIsNew(t *testing.T) {
 	if rows := dave.inbox("--unread"); len(rows) != 0 {
 		t.Errorf("what inbox showed is still unread: %v", bodies(rows))
 	}
-	if r := dave.ok("inbox"); strings.Contains(r.stdout, "one") || !strings.Contains(r.stdout, "no new messages") || !strings.Contains(r.stdout, "claudemesh inbox --all") {
+	if r := dave.ok("inbox"); strings.Contains(r.stdout, "one") || !strings.Contains(r.stdout, "no new messages") || !strings.Contains(r.stdout, "claudemesh --home "+dave.home+" inbox --all") {
 		t.Errorf("second inbox: %s", r)
 	}
 	alice.ok("send", "dave", "three")

@@ -18,6 +18,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"claudemesh/client/config"
 	"claudemesh/internal/testcert"
 )
 
@@ -438,7 +439,7 @@ func TestPeerListAlignsWideNamesAndBoundsGroups(t *testing.T) {
 		wide.ok("status", "group", "join", fmt.Sprintf("group-%02d", i))
 	}
 	// The 33rd is over the broker's --max-groups: the way on is said.
-	if r := wide.run("status", "group", "join", "group-32"); r.code != 2 || !strings.Contains(r.stderr, "leave one first: claudemesh status group leave NAME") {
+	if r := wide.run("status", "group", "join", "group-32"); r.code != 2 || !strings.Contains(r.stderr, "leave one first: claudemesh --home "+config.ShellQuote(wide.home)+" status group leave NAME") {
 		t.Errorf("a 33rd group: %s", r)
 	}
 	wide.startDaemon()
@@ -610,7 +611,7 @@ func TestSmallTextsOfANewUsersTrial(t *testing.T) {
 	if !strings.Contains(e.Error.Message, "missing LINK") {
 		t.Errorf("join \"\": %q", e.Error.Message)
 	}
-	if r := alice.run("mesh", "leave", "test"); r.code != 4 || !strings.Contains(r.stderr, "claudemesh mesh transfer PEER --mesh test") {
+	if r := alice.run("mesh", "leave", "test"); r.code != 4 || !strings.Contains(r.stderr, "claudemesh --home "+alice.home+" mesh transfer PEER --mesh test") {
 		t.Errorf("the only owner's mesh leave: %s", r)
 	}
 	for path, why := range map[string]string{"/nonexistent": "no such file", t.TempDir(): "it is a directory"} {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -98,7 +99,7 @@ func Command() *cli.Command {
 				out.Resultf("opening the chat page in your browser")
 			}
 			out.Resultf("%s", login.URL)
-			out.Linef("this link works once, within %d seconds; run claudemesh ui again for a new one", secs)
+			out.Linef("%s", out.Commands("this link works once, within "+strconv.Itoa(secs)+" seconds; run claudemesh ui again for a new one"))
 			return nil
 		},
 	}

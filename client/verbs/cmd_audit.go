@@ -103,7 +103,7 @@ func auditLogCommand() *cli.Command {
 				return err
 			}
 			if page.More {
-				e.out.Linef("%s", e.out.Style().Dim(fmt.Sprintf("→ older entries: claudemesh audit log --before %d", rows[len(rows)-1].Seq)))
+				e.out.Linef("%s", e.out.Style().Dim(e.out.Commands(fmt.Sprintf("→ older entries: claudemesh audit log --before %d", rows[len(rows)-1].Seq))))
 			}
 			return nil
 		},
@@ -302,7 +302,7 @@ func printAuditReports(out *cliui.Out, rows []auditReportJSON) {
 			}
 			out.Linef("%s", s.Dim("→ the broker's record of this mesh cannot be trusted: "+who))
 			if r.Problem == client.AuditRollback || r.Problem == client.AuditRewrite {
-				out.Linef("%s", s.Dim(fmt.Sprintf("→ only once you know the change is legitimate (the broker restored a backup): claudemesh audit verify --mesh %s --accept %d", r.Mesh, r.FirstBadSeq)))
+				out.Linef("%s", s.Dim(out.Commands(fmt.Sprintf("→ only once you know the change is legitimate (the broker restored a backup): claudemesh audit verify --mesh %s --accept %d", r.Mesh, r.FirstBadSeq))))
 			}
 		}
 	}

@@ -313,7 +313,7 @@ func (p *inboxPrinter) finish(meshes int) error {
 			p.out.Resultf("no messages")
 		case p.readKept:
 			p.out.Resultf("no new messages")
-			p.out.Linef("%s", p.out.Style().Dim("  → messages read before: claudemesh inbox --all"))
+			p.out.Linef("%s", p.out.Style().Dim(p.out.Commands("  → messages read before: claudemesh inbox --all")))
 		default:
 			p.out.Resultf("no new messages")
 		}

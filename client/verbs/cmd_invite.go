@@ -478,7 +478,7 @@ func join(c *cli.Context) error {
 	if answered != inv.BrokerURL {
 		e.out.Linef("%s", e.out.Style().Dim("  enrolled through "+answered+": the invite's broker "+inv.BrokerURL+" could not take the join"))
 	}
-	e.out.Linef("%s", e.out.Style().Dim("→ see who is around: claudemesh peer list"))
+	e.out.Linef("%s", e.out.Style().Dim(e.out.Commands("→ see who is around: claudemesh peer list")))
 	return nil
 }
 

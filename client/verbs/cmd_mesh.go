@@ -260,7 +260,7 @@ func meshCreate(c *cli.Context) error {
 	}
 	out.Resultf("%s created mesh %s (%s) — you are its owner, as %s", out.Style().Green("✔"), m.Name, m.Slug, m.DisplayName)
 	out.Linef("  broker  %s", strings.Join(m.URLs(), ", "))
-	out.Linef("%s", out.Style().Dim("→ invite someone: claudemesh invite --mesh "+m.Slug))
+	out.Linef("%s", out.Style().Dim(out.Commands("→ invite someone: claudemesh invite --mesh "+m.Slug)))
 	return nil
 }
 

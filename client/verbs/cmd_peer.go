@@ -93,7 +93,7 @@ func peerList(c *cli.Context) error {
 func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 	if len(rows) == 0 {
 		out.Resultf("nobody is connected")
-		out.Linef("%s", out.Style().Dim("→ claudemesh peer list --all also shows offline members"))
+		out.Linef("%s", out.Style().Dim(out.Commands("→ claudemesh peer list --all also shows offline members")))
 		return
 	}
 	s := out.Style()

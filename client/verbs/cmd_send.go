@@ -473,8 +473,8 @@ func messageStatus(c *cli.Context) error {
 		// A topic post has no per-member delivery: it is in the topic's
 		// history, where members read it.
 		name := cliui.SanitizePeerText(st.Topic)
-		e.out.Resultf("post %s to #%s, posted %s: it is in the topic's history (claudemesh topic history %s); a post has no per-member delivery state",
-			st.MessageID, name, when(st.CreatedAt), name)
+		e.out.Resultf("%s", e.out.Commands(fmt.Sprintf("post %s to #%s, posted %s: it is in the topic's history (claudemesh topic history %s); a post has no per-member delivery state",
+			st.MessageID, name, when(st.CreatedAt), name)))
 		return nil
 	}
 	e.out.Resultf("message %s to %s, sent %s", st.MessageID, targetName(st), when(st.CreatedAt))

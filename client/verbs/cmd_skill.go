@@ -69,7 +69,7 @@ func skillListCommand() *cli.Command {
 			}
 			if len(list) == 0 {
 				e.out.Resultf("no skills in %s yet", m.Slug)
-				e.out.Linef("%s", e.out.Style().Dim("→ share one with claudemesh skill publish FILE"))
+				e.out.Linef("%s", e.out.Style().Dim(e.out.Commands("→ share one with claudemesh skill publish FILE")))
 				return nil
 			}
 			t := newTable(e.out)
@@ -301,7 +301,7 @@ func skillPublishCommand() *cli.Command {
 				return e.out.JSON(out)
 			}
 			e.out.Resultf("%s published skill %s in %s (%s)", e.out.Style().Green("✔"), out.Name, m.Slug, byteSize(out.Size))
-			e.out.Linef("%s", e.out.Style().Dim("→ every member (and the broker's operator) can read it: claudemesh skill get "+out.Name))
+			e.out.Linef("%s", e.out.Style().Dim(e.out.Commands("→ every member (and the broker's operator) can read it: claudemesh skill get "+out.Name)))
 			return nil
 		},
 	}

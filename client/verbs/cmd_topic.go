@@ -330,7 +330,7 @@ func topicJoin(c *cli.Context) error {
 	switch {
 	case !row.Encrypted || row.HasKey:
 	case nobodyHoldsKey(e, tr, m, row.Name):
-		e.out.Linef("%s", e.out.Style().Dim("  → you cannot read it yet, and no member holds its current key to share with you: "+rotateHint(row.Name)))
+		e.out.Linef("%s", e.out.Style().Dim(e.out.Commands("  → you cannot read it yet, and no member holds its current key to share with you: "+rotateHint(row.Name))))
 	default:
 		// Usually on its way already: a holder online seals it for a
 		// joiner moments after the join (and a post waits for it).
@@ -391,9 +391,9 @@ func topicAdd(c *cli.Context) error {
 		e.out.Linef("%s", e.out.Style().Dim("  → "+who+" holds its current key and can read it"))
 	case !topicEncrypted(e, tr, m, name):
 	case nobodyHoldsKey(e, tr, m, name):
-		e.out.Linef("%s", e.out.Style().Dim("  → no member holds its current key to share: "+rotateHint(name)))
+		e.out.Linef("%s", e.out.Style().Dim(e.out.Commands("  → no member holds its current key to share: "+rotateHint(name))))
 	default:
-		e.out.Linef("%s", e.out.Style().Dim("  → "+who+" gets its key when a member who holds it is online (their daemon, or a running claudemesh topic tail)"))
+		e.out.Linef("%s", e.out.Style().Dim(e.out.Commands("  → "+who+" gets its key when a member who holds it is online (their daemon, or a running claudemesh topic tail)")))
 	}
 	return nil
 }
@@ -476,7 +476,7 @@ func topicMembers(c *cli.Context) error {
 		return err
 	}
 	if orphaned {
-		e.out.Linef("%s", e.out.Style().Dim("  → no member holds its current key, so nobody can share it: "+rotateHint(name)))
+		e.out.Linef("%s", e.out.Style().Dim(e.out.Commands("  → no member holds its current key, so nobody can share it: "+rotateHint(name))))
 	}
 	return nil
 }
@@ -576,7 +576,7 @@ func topicHistory(c *cli.Context) error {
 		}
 	}
 	if page.More && !e.out.JSONMode() && len(lines) > 0 {
-		e.out.Linef("%s", e.out.Style().Dim("  → older: claudemesh topic history "+name+" --before "+lines[0].ID))
+		e.out.Linef("%s", e.out.Style().Dim(e.out.Commands("  → older: claudemesh topic history "+name+" --before "+lines[0].ID)))
 	}
 	return nil
 }

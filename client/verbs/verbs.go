@@ -305,7 +305,7 @@ func withTransport[T any](e *env, pick func() (T, error)) (T, transport, error) 
 // printNotJoined is what mesh list and whoami print when no mesh is joined.
 func printNotJoined(out *cliui.Out) {
 	out.Resultf("not joined to any mesh yet")
-	out.Linef("%s", out.Style().Dim("→ join one with claudemesh join <invite link>"))
+	out.Linef("%s", out.Style().Dim(out.Commands("→ join one with claudemesh join <invite link>")))
 }
 
 // identityOf turns a config entry into what client.Dial needs, refusing an

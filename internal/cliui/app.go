@@ -149,6 +149,9 @@ type runState struct {
 	// errStyle is for stderr, which may be a terminal when stdout is not
 	// (and the other way round).
 	errStyle Style
+	// hints puts the run's --home and --mesh into the commands its
+	// errors, warnings and hint lines name (hints.go); nil adds nothing.
+	hints *hintContext
 }
 
 const metaKey = "cliui.state"
@@ -497,6 +500,7 @@ func runParsed(ctx context.Context, app *cli.App, argv []string, p *parsedArgs, 
 	st.style = NewStyle(ColorEnabledFor(stdout, noColor))
 	st.errStyle = NewStyle(ColorEnabledFor(stderr, noColor))
 	prepare(app, st)
+	st.hints = newHintContext(app, p)
 	if s, ok := ctx.Value(signalsKey{}).(*signals); ok {
 		s.setState(st)
 	}
@@ -841,6 +845,7 @@ func (st *runState) report(err error, interrupted bool) int {
 		// *Error with code interrupted says what it left undone.
 		return code
 	}
+	e.Message, e.Hint = st.hints.commands(e.Message), st.hints.commands(e.Hint)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.json {

@@ -111,6 +111,7 @@ func (o *Out) Warn(msg, hint string) {
 	o.st.mu.Lock()
 	defer o.st.mu.Unlock()
 	s := o.st.errStyle
+	msg, hint = o.st.hints.commands(msg), o.st.hints.commands(hint)
 	io.WriteString(o.st.stderr, "  "+s.Yellow("✘")+" "+strings.ReplaceAll(msg, "\n", "\n    ")+"\n")
 	if hint != "" {
 		io.WriteString(o.st.stderr, "  "+s.Dim("→ "+hint)+"\n")

@@ -317,7 +317,7 @@ func Command(checks ...Check) *cli.Command {
 					mark := map[string]string{OK: s.Green("✔"), Warn: s.Yellow("⚠"), Fail: s.Red("✘")}[r.Status]
 					out.Resultf("%s %s: %s", mark, r.Name, r.Message)
 					if r.Fix != "" {
-						out.Resultf("  %s", s.Dim("→ "+r.Fix))
+						out.Resultf("  %s", s.Dim(out.Commands("→ "+r.Fix)))
 					}
 				}
 			}

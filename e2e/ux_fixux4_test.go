@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestHintsCarryTheHomeAndTheMesh (a new user's trial): hints named
+// claudemesh commands without the --home the user ran with (so a copied
+// one looked at ~/.claudemesh: another identity, or none), and without
+// the --mesh (so in a home with two meshes it failed with "several meshes
+// joined"): topic history's "older" line, peer list in an empty home, a
+// damaged daemon.db's refusal. Every hint's command carries them now.
+func TestHintsCarryTheHomeAndTheMesh(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice := us[0]
+	alice.createMesh(b, "Second", "second")
+	cm := "claudemesh --home " + alice.home + " "
+	alice.ok("topic", "create", "t4", "--mesh", "test")
+	for _, p := range []string{"one", "two", "three"} {
+		alice.ok("topic", "post", "t4", p, "--mesh", "test")
+	}
+	r := alice.ok("topic", "history", "t4", "--limit", "2", "--mesh", "test")
+	i := strings.Index(r.stdout, "→ older: ")
+	if i < 0 || !strings.HasPrefix(r.stdout[i:], "→ older: "+cm+"--mesh test topic history t4 --before ") {
+		t.Fatalf("topic history --limit 2: %s", r)
+	}
+	// The hint, copied as printed, works in this home of two meshes.
+	older := strings.Fields(strings.SplitN(r.stdout[i:], "\n", 2)[0])[3:] // after "→ older: claudemesh"
+	if older[0] != "--home" {
+		t.Fatalf("older: %q", older)
+	}
+	if r := alice.ok(older[2:]...); !strings.Contains(r.stdout, "one") || strings.Contains(r.stdout, "three") {
+		t.Fatalf("the older page: %s", r)
+	}
+	if r := alice.run("send", "nobody", "x", "--mesh", "test"); r.code != 3 || !strings.Contains(r.stderr, cm+"--mesh test peer list --all") {
+		t.Fatalf("send to nobody: %s", r)
+	}
+
+	empty := newUser(t, "empty")
+	if r := empty.run("peer", "list"); !strings.Contains(r.stdout+r.stderr, "claudemesh --home "+empty.home+" join <invite link>") {
+		t.Fatalf("peer list in an empty home: %s", r)
+	}
+
+	bob := us[1]
+	if err := os.MkdirAll(filepath.Join(bob.home, "daemon"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 70000)
+	for i := range junk {
+		junk[i] = byte(i*7 + 3)
+	}
+	if err := os.WriteFile(filepath.Join(bob.home, "daemon", "daemon.db"), junk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := bob.run("daemon", "up"); r.code == 0 || !strings.Contains(r.stderr, "claudemesh --home "+bob.home+" daemon up --init") {
+		t.Fatalf("daemon up on a damaged daemon.db: %s", r)
+	}
+}
