@@ -64,6 +64,36 @@ func TestDirectFollowSaysTheBrokerWentAwayAndCameBack(t *testing.T) {
 	followThroughAnOutage(t, b, f, bob)
 }
 
+// TestTopicTailSaysTheBrokerWentAwayAndCameBack (a new user's trial):
+// `topic tail --json` through the daemon said nothing for a broker's
+// outage, as inbox --follow did not: one `unreachable` notice says so,
+// one `reconnected` notice says it is back, and a post made after
+// arrives.
+func TestTopicTailSaysTheBrokerWentAwayAndCameBack(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.ok("topic", "create", "t4", "--plaintext")
+	bob.ok("topic", "join", "t4")
+	alice.useDaemon = true
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	f := alice.followCmd(alice.env(), "topic", "tail", "t4", "--json")
+	bob.ok("topic", "post", "t4", "before")
+	f.waitFor("before")
+	f.mu.Lock()
+	before := len(f.notices)
+	f.mu.Unlock()
+	addr, data := b.addr, b.data
+	b.kill()
+	f.waitNotice("unreachable", "test", before)
+	startBroker(t, data, addr)
+	f.waitNotice("reconnected", "test", before)
+	bob.ok("topic", "post", "t4", "after")
+	f.waitFor("after")
+}
+
 // followThroughAnOutage kills b and starts it again on its address and
 // data while f follows: f says once that the broker is unreachable, then
 // that it is back, and a message bob sends after arrives.

@@ -653,8 +653,15 @@ func (u *user) followDaemon() *follower {
 
 func (u *user) followWith(env []string) *follower {
 	u.t.Helper()
+	return u.followCmd(env, "inbox", "--follow", "--json")
+}
+
+// followCmd runs args (a follower printing NDJSON: rows with an id and
+// notices) as a follower.
+func (u *user) followCmd(env []string, args ...string) *follower {
+	u.t.Helper()
 	f := &follower{t: u.t, done: make(chan struct{}), changed: make(chan struct{})}
-	f.cmd = exec.Command(bin, "--home", u.home, "inbox", "--follow", "--json")
+	f.cmd = exec.Command(bin, append([]string{"--home", u.home}, args...)...)
 	f.cmd.Env = env
 	f.cmd.Stderr = &lockedWriter{mu: &f.mu, w: &f.stderr}
 	stdout, err := f.cmd.StdoutPipe()

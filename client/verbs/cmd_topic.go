@@ -100,7 +100,8 @@ func topicCommand() *cli.Command {
 						"who join. Ctrl-C stops it (exit 130). --json prints one post per line ({id, topic, senderName,\n"+
 						"senderPubkey, body, keyGen, verified, createdAt, replyToId?}); lines without an id are notices:\n"+
 						"{topic, waitingForKey:true, message} says it waits for a member to share the current key,\n"+
-						"{topic, unreadablePosts, keyGens, message} counts the posts left out.",
+						"{topic, unreadablePosts, keyGens, message} counts the posts left out, and {topic, notice, mesh, message}\n"+
+						"says the broker went away (notice unreachable) or is back (reconnected).",
 					"claudemesh topic tail deploys",
 					"claudemesh topic tail deploys --limit 50 --no-follow --json",
 				),
@@ -754,3 +755,26 @@ func (p *linePrinter) Unreadable(topic string, n int, gens []int, cur int) {
 }
 
 func (p *linePrinter) Notice(err error) { p.e.out.Warn(err.Error(), "") }
+
+// connectionLine is what `topic tail --json` prints when the followed
+// mesh's broker goes away or comes back: a line without an id, like
+// waitingLine, with the notice code inbox --follow --json uses.
+type connectionLine struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	Topic         string `json:"topic"`
+	Notice        string `json:"notice"`
+	Mesh          string `json:"mesh"`
+	Message       string `json:"message"`
+}
+
+func (p *linePrinter) Connection(topic, mesh, notice, msg string) {
+	if p.e.out.JSONMode() {
+		p.e.out.NDJSON(connectionLine{SchemaVersion: 1, Topic: topic, Notice: notice, Mesh: mesh, Message: msg})
+		return
+	}
+	if notice == noticeReconnected {
+		p.e.out.Linef("%s", p.e.out.Style().Dim(msg))
+		return
+	}
+	p.e.out.Warn(msg, "")
+}

@@ -13,6 +13,7 @@ import (
 	"claudemesh/client"
 	"claudemesh/client/config"
 	"claudemesh/daemon/localapi"
+	"claudemesh/internal/cliui"
 	"claudemesh/wire"
 )
 
@@ -208,6 +209,20 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 		return nil
 	}
 	q := "mesh=" + url.QueryEscape(m.Slug)
+	// The mesh's connection to its broker, as the daemon says: a loss
+	// while it was open is said once, and its return once (as inbox
+	// --follow does), so a follower can tell "nobody posts" from "the
+	// broker is gone". The state is read from the daemon at the start
+	// and after a daemon restart, so a daemon connecting for the first
+	// time is not taken for an outage.
+	state, lost := "", false
+	seed := func() {
+		var st localapi.Status
+		if _, err := v.api.Do(ctx, "GET", "/v1/status", nil, &st); err == nil {
+			state = st.Meshes[m.Slug]
+		}
+	}
+	seed()
 	for {
 		ev, err := stream.Next()
 		if err != nil {
@@ -223,6 +238,7 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 				}
 				return err
 			}
+			seed()
 			if err := readSince(); err != nil {
 				return err
 			}
@@ -236,6 +252,20 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 			if json.Unmarshal(ev.Data, &bs) == nil && bs.Mesh == m.Slug {
 				if err := meshEnded(bs); err != nil {
 					return err
+				}
+				was := state
+				state = bs.State
+				switch {
+				case (bs.State == localapi.MeshReconnecting || bs.State == localapi.MeshConnecting) && was == localapi.MeshOpen && !lost:
+					lost = true
+					sink.Connection(info.Name, m.Slug, cliui.CodeUnreachable, "mesh "+m.Slug+": the daemon lost its connection to the broker and reconnects by itself; this tail goes on, and the posts made meanwhile are shown once it is back")
+				case bs.State == localapi.MeshOpen && lost:
+					lost = false
+					sink.Connection(info.Name, m.Slug, noticeReconnected, "mesh "+m.Slug+": the daemon is connected to the broker again")
+					// Posts made while it was away came to nobody live.
+					if err := readSince(); err != nil {
+						return err
+					}
 				}
 			}
 		case localapi.EventTopicKey:

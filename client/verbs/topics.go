@@ -51,6 +51,10 @@ type topicSink interface {
 	Unreadable(topic string, n int, gens []int, cur int)
 	// Notice is a non-fatal condition worth telling a human.
 	Notice(err error)
+	// Connection says that the followed mesh's connection to its broker
+	// was lost (notice "unreachable") or is back ("reconnected"), once
+	// each per outage; msg says it in words.
+	Connection(topic, mesh, notice, msg string)
 }
 
 // meshTopics is one mesh's part of `topic list`.
