@@ -112,8 +112,10 @@ func NameKey(s string) string {
 // Beyond UTS #39, which keeps marks and punctuation, three things a reader
 // overlooks are folded away: the capital I with a dot above (U+0130) is
 // read as i ("ALİCE"), the combining dot above (U+0307) is dropped, and
-// so are spaces, punctuation and symbols ("alice.", "al ice", "a_lice",
-// "alice!" all have the skeleton of "alice"), unless nothing else is left.
+// so are spaces and punctuation ("alice.", "al ice", "a_lice", "alice!"
+// all have the skeleton of "alice"), unless nothing else is left. Symbols
+// stay: "🔴 ops-bot" and "🟢 ops-bot", "c++" and "c#" are names a reader
+// tells apart, and agent meshes name personas with them.
 func NameSkeleton(s string) string {
 	s = stripInvisible(norm.NFKC.String(s))
 	s = strings.ReplaceAll(s, "\u0130", "i")
@@ -129,10 +131,10 @@ func NameSkeleton(s string) string {
 
 // stripOverlooked drops from a (decomposed) skeleton what a reader
 // overlooks when telling two names apart: the combining dot above, white
-// space, punctuation and symbols.
+// space and punctuation.
 func stripOverlooked(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r == '\u0307' || unicode.IsSpace(r) || unicode.In(r, unicode.Z, unicode.P, unicode.S) {
+		if r == '\u0307' || unicode.IsSpace(r) || unicode.In(r, unicode.Z, unicode.P) {
 			return -1
 		}
 		return r

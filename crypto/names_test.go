@@ -24,7 +24,6 @@ func TestNamesConfusable(t *testing.T) {
 		{"alice", "alice!"},      // and outside
 		{"alice", "alice\u00a0"}, // a no-break space
 		{"alice", "alice\u2019"}, // a curly apostrophe
-		{"alice", "alice+"},      // a symbol
 		{"alice-api", "aliceapi"},
 	}
 	for _, p := range same {
@@ -39,6 +38,11 @@ func TestNamesConfusable(t *testing.T) {
 		{"worker", "reviewer"},
 		{"...", "---"}, // nothing but punctuation: compared as it is
 		{"alice", "alice.2"},
+		// Symbols are not overlooked: personas are named with them.
+		{"alice", "alice+"},
+		{"\U0001F534 ops-bot", "\U0001F7E2 ops-bot"},
+		{"\U0001F916 builder", "\U0001F9EA builder"},
+		{"c++", "c#"},
 	}
 	for _, p := range different {
 		if NamesConfusable(p[0], p[1]) {

@@ -241,12 +241,12 @@
   // lookFold is for telling which names a reader could take for one
   // another: also NFKC, invisible and direction-changing code points
   // removed, and what crypto.NameSkeleton also folds away beyond its
-  // confusables table: U+0130 read as i, the combining dot above, spaces,
-  // punctuation and symbols (unless nothing else is left). The page has no
+  // confusables table: U+0130 read as i, the combining dot above, spaces
+  // and punctuation (unless nothing else is left; symbols stay). The page has no
   // confusables table: the broker already refuses a name confusable with
   // another member's, and every person in the list shows its key prefix.
   const reInvisible = /[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]/g;
-  const reOverlooked = /[\u0307\p{Z}\p{P}\p{S}\s]/gu;
+  const reOverlooked = /[\u0307\p{Z}\p{P}\s]/gu;
   const lookFold = (s) => {
     const f = (s || '').normalize('NFKC').replace(reInvisible, '').replace(/\u0130/g, 'i').toLowerCase().normalize('NFD');
     return (f.replace(reOverlooked, '') || f).normalize('NFC');
