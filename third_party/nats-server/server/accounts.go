@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2018-2026 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -24,7 +25,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"net/textproto"
 	"reflect"
 	"slices"
 	"strconv"
@@ -2358,17 +2358,17 @@ func (a *Account) addAllServiceImportSubs() {
 
 var (
 	// header where all information is encoded in one value.
-	trcUber = textproto.CanonicalMIMEHeaderKey("Uber-Trace-Id")
-	trcCtx  = textproto.CanonicalMIMEHeaderKey("Traceparent")
-	trcB3   = textproto.CanonicalMIMEHeaderKey("B3")
+	trcUber = "Uber-Trace-Id" // textproto.CanonicalMIMEHeaderKey("Uber-Trace-Id")
+	trcCtx  = "Traceparent"   // textproto.CanonicalMIMEHeaderKey("Traceparent")
+	trcB3   = "B3"            // textproto.CanonicalMIMEHeaderKey("B3")
 	// openzipkin header to check
-	trcB3Sm = textproto.CanonicalMIMEHeaderKey("X-B3-Sampled")
-	trcB3Id = textproto.CanonicalMIMEHeaderKey("X-B3-TraceId")
+	trcB3Sm = "X-B3-Sampled" // textproto.CanonicalMIMEHeaderKey("X-B3-Sampled")
+	trcB3Id = "X-B3-Traceid" // textproto.CanonicalMIMEHeaderKey("X-B3-TraceId")
 	// additional header needed to include when present
-	trcB3PSId        = textproto.CanonicalMIMEHeaderKey("X-B3-ParentSpanId")
-	trcB3SId         = textproto.CanonicalMIMEHeaderKey("X-B3-SpanId")
-	trcCtxSt         = textproto.CanonicalMIMEHeaderKey("Tracestate")
-	trcUberCtxPrefix = textproto.CanonicalMIMEHeaderKey("Uberctx-")
+	trcB3PSId        = "X-B3-Parentspanid" // textproto.CanonicalMIMEHeaderKey("X-B3-ParentSpanId")
+	trcB3SId         = "X-B3-Spanid"       // textproto.CanonicalMIMEHeaderKey("X-B3-SpanId")
+	trcCtxSt         = "Tracestate"        // textproto.CanonicalMIMEHeaderKey("Tracestate")
+	trcUberCtxPrefix = "Uberctx-"          // textproto.CanonicalMIMEHeaderKey("Uberctx-")
 )
 
 func newB3Header(h http.Header) http.Header {

@@ -22,6 +22,7 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -477,7 +478,7 @@ func (c *client) matchesPinnedCert(tlsPinnedCerts PinnedCertSet) bool {
 var (
 	mustacheRE                             = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`{{2}([^}]+)}{2}`) })
 	maxPermTemplateSubjectExpansions       = 4096
-	errPermTemplateExpansionLimit    error = fmt.Errorf("template expansion exceeds limit")
+	errPermTemplateExpansionLimit    error = errors.New("template expansion exceeds limit")
 )
 
 func processUserPermissionsTemplate(lim jwt.UserPermissionLimits, ujwt *jwt.UserClaims, acc *Account) (jwt.UserPermissionLimits, error) {

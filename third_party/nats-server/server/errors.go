@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2012-2026 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -229,33 +230,46 @@ var (
 	ErrInvalidMappingDestination = errors.New("invalid mapping destination")
 
 	// ErrInvalidMappingDestinationSubject is used to error on a bad transform destination mapping
-	ErrInvalidMappingDestinationSubject = fmt.Errorf("%w: invalid transform", ErrInvalidMappingDestination)
+	ErrInvalidMappingDestinationSubject = wrapMappingErr("invalid transform")
 
 	// ErrMappingDestinationNotUsingAllWildcards is used to error on a transform destination not using all of the token wildcards
-	ErrMappingDestinationNotUsingAllWildcards = fmt.Errorf("%w: not using all of the token wildcard(s)", ErrInvalidMappingDestination)
+	ErrMappingDestinationNotUsingAllWildcards = wrapMappingErr("not using all of the token wildcard(s)")
 
 	// ErrUnknownMappingDestinationFunction is returned when a subject mapping destination contains an unknown mustache-escaped mapping function.
-	ErrUnknownMappingDestinationFunction = fmt.Errorf("%w: unknown function", ErrInvalidMappingDestination)
+	ErrUnknownMappingDestinationFunction = wrapMappingErr("unknown function")
 
 	// ErrMappingDestinationIndexOutOfRange is returned when the mapping destination function is passed an out of range wildcard index value for one of it's arguments
-	ErrMappingDestinationIndexOutOfRange = fmt.Errorf("%w: wildcard index out of range", ErrInvalidMappingDestination)
+	ErrMappingDestinationIndexOutOfRange = wrapMappingErr("wildcard index out of range")
 
 	// ErrMappingDestinationNotEnoughArgs is returned when the mapping destination function is not passed enough arguments
-	ErrMappingDestinationNotEnoughArgs = fmt.Errorf("%w: not enough arguments passed to the function", ErrInvalidMappingDestination)
+	ErrMappingDestinationNotEnoughArgs = wrapMappingErr("not enough arguments passed to the function")
 
 	// ErrMappingDestinationInvalidArg is returned when the mapping destination function is passed and invalid argument
-	ErrMappingDestinationInvalidArg = fmt.Errorf("%w: function argument is invalid or in the wrong format", ErrInvalidMappingDestination)
+	ErrMappingDestinationInvalidArg = wrapMappingErr("function argument is invalid or in the wrong format")
 
 	// ErrMappingDestinationTooManyArgs is returned when the mapping destination function is passed too many arguments
-	ErrMappingDestinationTooManyArgs = fmt.Errorf("%w: too many arguments passed to the function", ErrInvalidMappingDestination)
+	ErrMappingDestinationTooManyArgs = wrapMappingErr("too many arguments passed to the function")
 
 	// ErrMappingDestinationNotSupportedForImport is returned when you try to use a mapping function other than wildcard in a transform that needs to be reversible (i.e. an import)
-	ErrMappingDestinationNotSupportedForImport = fmt.Errorf("%w: the only mapping function allowed for import transforms is {{Wildcard()}}", ErrInvalidMappingDestination)
+	ErrMappingDestinationNotSupportedForImport = wrapMappingErr("the only mapping function allowed for import transforms is {{Wildcard()}}")
 
 	// ErrMappingFunctionNotAvailable is returned when an account scoped mapping function (e.g. {{account-hash()}}) is used
 	// somewhere its value is not available, or where such functions are not supported.
-	ErrMappingFunctionNotAvailable = fmt.Errorf("%w: function is not available in this context", ErrInvalidMappingDestination)
+	ErrMappingFunctionNotAvailable = wrapMappingErr("function is not available in this context")
 )
+
+// wrappedMappingErr is fmt.Errorf("%w: "+suffix, ErrInvalidMappingDestination)
+// made without fmt (claudemesh: nine package-level fmt.Errorf calls cost
+// every process's start ~35 us): the same message, and errors.Is still
+// finds ErrInvalidMappingDestination.
+type wrappedMappingErr struct{ msg string }
+
+func wrapMappingErr(suffix string) error {
+	return &wrappedMappingErr{msg: ErrInvalidMappingDestination.Error() + ": " + suffix}
+}
+
+func (e *wrappedMappingErr) Error() string { return e.msg }
+func (e *wrappedMappingErr) Unwrap() error { return ErrInvalidMappingDestination }
 
 // mappingDestinationErr is a type of subject mapping destination error
 type mappingDestinationErr struct {

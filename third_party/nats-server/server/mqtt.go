@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2020-2026 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -5061,7 +5062,9 @@ func (s *Server) mqttInitiateMsgDelivery(c *client, pp *mqttPublish, heldSeq uin
 	return err
 }
 
-var mqttMaxMsgErrPattern = fmt.Sprintf("%s (%v)", ErrMaxMsgsPerSubject.Error(), JSStreamStoreFailedF)
+var mqttMaxMsgErrPattern = sync.OnceValue(func() string {
+	return fmt.Sprintf("%s (%v)", ErrMaxMsgsPerSubject.Error(), JSStreamStoreFailedF)
+})
 
 // The store of a QoS2 PUBLISH into $MQTT_qos2in hit max-msgs-per-subject:
 // already held for an earlier (duplicate) PUBLISH.
@@ -5069,7 +5072,7 @@ var mqttMaxMsgErrPattern = fmt.Sprintf("%s (%v)", ErrMaxMsgsPerSubject.Error(), 
 // TODO: would prefer a more robust and performant way of checking the
 // error, but it comes back wrapped as an API result.
 func mqttIsMaxMsgsPerSubjectErr(err error) bool {
-	return IsNatsErr(err, JSStreamStoreFailedF) && err.Error() == mqttMaxMsgErrPattern
+	return IsNatsErr(err, JSStreamStoreFailedF) && err.Error() == mqttMaxMsgErrPattern()
 }
 
 func (c *client) mqttQoS2InternalSubject(pi uint16) string {

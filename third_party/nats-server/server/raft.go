@@ -1,3 +1,4 @@
+// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
 // Copyright 2020-2026 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -26,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -406,7 +408,7 @@ var (
 	errTooManyPrefs      = errors.New("raft: stepdown requires at most one preferred new leader")
 	errNoPeerState       = errors.New("raft: no peerstate")
 	errAdjustBootCluster = errors.New("raft: can not adjust boot peer size on established group")
-	errLeaderLen         = fmt.Errorf("raft: leader should be exactly %d bytes", idLen)
+	errLeaderLen         = errors.New("raft: leader should be exactly " + strconv.Itoa(idLen) + " bytes")
 	errTooManyEntries    = errors.New("raft: append entry can contain a max of 64k entries")
 	errBadAppendEntry    = errors.New("raft: append entry corrupt")
 	errNoInternalClient  = errors.New("raft: no internal client")
