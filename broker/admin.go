@@ -377,6 +377,15 @@ func (c *conn) handleDrop(r *wire.AdminRequest) {
 			c.sendError(r.ReqID, wire.CodeForbidden, "admins cannot "+r.Type+" the owner or another admin")
 			return
 		}
+		if single.member == c.mem && single.session == "" {
+			// The caller's own member, as a kick of everyone skips it
+			// (an owner kicking herself was told "the owner" for her
+			// daemon and "not connected", untrue, for the rest).
+			ms.mu.Unlock()
+			res.Skipped = append(res.Skipped, skipped(single.ref(), wire.SkipSelf))
+			c.reply(res)
+			return
+		}
 	}
 	seen := map[string]bool{}
 	for _, p := range ms.presences {

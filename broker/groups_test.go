@@ -165,3 +165,23 @@ func TestSessionCannotLeaveItsMembersGroup(t *testing.T) {
 	var p wire.Push
 	sc.next(&p, wire.TypePush)
 }
+
+// TestJoinGroupWithABadRoleSaysTheRole (a new user's trial): a role with
+// a newline was refused with the group name's pattern, as if the name
+// were bad.
+func TestJoinGroupWithABadRoleSaysTheRole(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, nil)
+	alice := createMesh(t, b, "team", "alice")
+	c := connect(t, b, alice, true, nil)
+	var e wire.Error
+	c.request(map[string]any{"type": wire.TypeJoinGroup, "name": "ops", "role": "lead\nfake"}, &e, wire.TypeError, wire.TypeOK)
+	if e.Code != wire.CodeInvalidArgument || !strings.Contains(e.Message, "role") || strings.Contains(e.Message, "group names match") {
+		t.Fatalf("join_group with a role holding a newline: %+v, want invalid_argument about the role", e)
+	}
+	e = wire.Error{}
+	c.request(map[string]any{"type": wire.TypeJoinGroup, "name": "Ops"}, &e, wire.TypeError, wire.TypeOK)
+	if e.Code != wire.CodeInvalidArgument || !strings.Contains(e.Message, "group names match") {
+		t.Fatalf("join_group of a bad name: %+v", e)
+	}
+}

@@ -96,8 +96,13 @@ func (c *conn) handleProfile(data []byte, env wire.Envelope) {
 			return
 		}
 	case wire.TypeJoinGroup, wire.TypeLeaveGroup:
-		if !wire.ValidGroup(u.Name) || !wire.ValidText(u.Role, 32) {
+		if !wire.ValidGroup(u.Name) {
 			c.sendError(u.ReqID, wire.CodeInvalidArgument, "group names match ^[a-z0-9][a-z0-9_-]{0,31}(/[a-z0-9][a-z0-9_-]{0,31}){0,3}$")
+			return
+		}
+		if !wire.ValidText(u.Role, 32) {
+			// The role, not the name (it was told the name's pattern).
+			c.sendError(u.ReqID, wire.CodeInvalidArgument, "a group role is at most 32 bytes with no control characters")
 			return
 		}
 	}

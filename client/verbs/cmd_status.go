@@ -2,6 +2,7 @@ package verbs
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -103,6 +104,12 @@ func groupCommand(name string, alias bool) *cli.Command {
 					g, err := groupArg(c)
 					if err != nil {
 						return err
+					}
+					if !wire.ValidText(c.String("role"), 32) {
+						// It was refused by the broker as a bad group name,
+						// with the name's pattern.
+						return cliui.UsageErrorf("--role %s is not a role: at most 32 bytes (a short label: lead, oncall), with no control characters",
+							strconv.Quote(cliui.SanitizePeerText(c.String("role"))))
 					}
 					err = profile(c, profileChange{Op: opGroupJoin, Value: g, Role: c.String("role")}, "joined @"+g)
 					var ce *cliui.Error
