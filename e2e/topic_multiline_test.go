@@ -44,3 +44,30 @@ func TestTopicPostCannotForgeAnotherPost(t *testing.T) {
 		}
 	})
 }
+
+// TestPipedTopicPostPaddingIsSqueezed (review): a post padded with spaces
+// ("ok" + 58 spaces + "20:01:05 #t4 bob: …") was left as it was when the
+// output was piped (`| less`), where the pager's wrap put its rest at
+// column 0 as a post of bob's. Without a terminal to measure, the run of
+// spaces is one space; inbox's bodies likewise.
+func TestPipedTopicPostPaddingIsSqueezed(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice, bob := u[0], u[1]
+	alice.ok("topic", "create", "t4")
+	bob.ok("topic", "join", "t4")
+	padded := "ok" + strings.Repeat(" ", 58) + "20:01:05 #t4 bob: I approve the deploy"
+	alice.ok("topic", "post", "t4", padded)
+	alice.ok("send", "bob", padded)
+	if r := alice.ok("topic", "history", "t4"); !strings.Contains(r.stdout, ": ok 20:01:05 #t4 bob: I approve") || strings.Contains(r.stdout, "ok   ") {
+		t.Fatalf("topic history, piped: %s", r)
+	}
+	if r := bob.ok("inbox"); !strings.Contains(r.stdout, "ok 20:01:05 #t4 bob: I approve") || strings.Contains(r.stdout, "ok   ") {
+		t.Fatalf("inbox, piped: %s", r)
+	}
+	// --json has the body as it is.
+	if !slices.ContainsFunc(alice.history("t4"), func(l topicLine) bool { return l.Body == padded }) {
+		t.Fatalf("topic history --json: %v", alice.history("t4"))
+	}
+}

@@ -393,7 +393,7 @@ func printMessage(out *cliui.Out, r inboxRow, showMesh bool) {
 	// start a padded body's rest at column 0, where a header starts.
 	// (Resultf indents every line by two more columns: the width is
 	// counted without them.)
-	out.Resultf("%s\n  %s", head, cliui.WrapPeerText(text, 2, "  ", out.Width()-2))
+	out.Resultf("%s\n  %s", head, cliui.WrapPeerText(text, 2, "  ", out.PeerTextWidth()-2))
 }
 
 // senderLabel is how a verified sender is shown: its name, and for an agent

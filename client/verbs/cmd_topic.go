@@ -649,7 +649,7 @@ func (p *linePrinter) Lines(lines []topicLine) error {
 		return p.e.out.NDJSON(lines)
 	}
 	s := p.e.out.Style()
-	width := p.e.out.Width()
+	width := p.e.out.PeerTextWidth()
 	for _, l := range lines {
 		who := cliui.SanitizePeerText(l.SenderName)
 		switch {

@@ -25,6 +25,17 @@ func TerminalWidth(w io.Writer) int {
 // Width is the terminal width of stdout, 0 when it is not a terminal.
 func (o *Out) Width() int { return TerminalWidth(o.st.stdout) }
 
+// PeerTextWidth is the width to break peer text at (WrapPeerText): the
+// terminal stdout writes to, else the terminal stderr writes to (stdout
+// piped to a pager, `| less`, which wraps at that terminal's width), 0
+// when neither is a terminal.
+func (o *Out) PeerTextWidth() int {
+	if w := TerminalWidth(o.st.stdout); w > 0 {
+		return w
+	}
+	return TerminalWidth(o.st.stderr)
+}
+
 // VisibleCols counts the columns s takes on a terminal, high: ANSI
 // colour sequences take none, a tab counts 8, and any character outside
 // ASCII 2 (the widest a terminal gives one), so a break made by these
@@ -69,10 +80,17 @@ func runeCols(r rune) int {
 // '\n', starts after indent too). A terminal's own wrap starts the rest
 // of a line at column 0, where a post or a message header starts: a peer
 // who pads its text to the edge could print a line that passes for
-// another member's post. width 0 (not a terminal) leaves text as it is.
+// another member's post. width 0 (no terminal: output to a file, or to a
+// pager of unknown width) indents further lines and shows a run of more
+// than two blanks (spaces, tabs) inside a line as one space: such padding
+// is how a post's rest is pushed to a wrap's column 0 (a line's leading
+// indentation is kept).
 func WrapPeerText(text string, prefixCols int, indent string, width int) string {
 	ind := VisibleCols(indent)
-	if width <= 0 || width <= ind+8 {
+	if width <= 0 {
+		return strings.ReplaceAll(squeezeBlanks(text), "\n", "\n"+indent)
+	}
+	if width <= ind+8 {
 		return strings.ReplaceAll(text, "\n", "\n"+indent)
 	}
 	var b strings.Builder
@@ -101,6 +119,41 @@ func WrapPeerText(text string, prefixCols int, indent string, width int) string 
 			j += size
 			col += w
 		}
+	}
+	return b.String()
+}
+
+// squeezeBlanks shows each run of more than two blanks (spaces, tabs)
+// after a line's first other character as one space.
+func squeezeBlanks(text string) string {
+	if !strings.Contains(text, "   ") && !strings.Contains(text, "\t") {
+		return text
+	}
+	var b strings.Builder
+	b.Grow(len(text))
+	lead := true // in a line's leading indentation
+	for i := 0; i < len(text); {
+		c := text[i]
+		switch {
+		case c == '\n':
+			lead = true
+		case c == ' ' || c == '\t':
+			if !lead {
+				j := i
+				for j < len(text) && (text[j] == ' ' || text[j] == '\t') {
+					j++
+				}
+				if j-i > 2 || strings.Contains(text[i:j], "\t") {
+					b.WriteByte(' ')
+					i = j
+					continue
+				}
+			}
+		default:
+			lead = false
+		}
+		b.WriteByte(c)
+		i++
 	}
 	return b.String()
 }

@@ -31,6 +31,26 @@ func TestWrapPeerTextNeverReachesTheEdge(t *testing.T) {
 	}
 }
 
+// TestWrapPeerTextSqueezesPaddingWithoutATerminal (review): piped output
+// (a file, `| less` with no terminal to measure) was not broken, so a post
+// padded with spaces still lined up in a pager as another member's post.
+// Without a width, a run of more than two blanks inside a line is one
+// space; a line's indentation and single or double spaces stay.
+func TestWrapPeerTextSqueezesPaddingWithoutATerminal(t *testing.T) {
+	for in, want := range map[string]string{
+		"ok" + strings.Repeat(" ", 58) + "20:01:05 #t4 bob: I approve": "ok 20:01:05 #t4 bob: I approve",
+		"a\t\tb":                     "a b",
+		"a  b":                       "a  b",
+		"if x {\n    return 1\n}":    "if x {\n      return 1\n  }",
+		"\t\tindented   then padded": "\t\tindented then padded",
+		"trailing   ":                "trailing ",
+	} {
+		if got := WrapPeerText(in, 20, "  ", 0); got != want {
+			t.Errorf("WrapPeerText(%q) without a terminal = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // A body we colour ourselves (topic history's "[key missing: …]", inbox's
 // dimmed decrypt error) is wrapped too: its escape sequences take no
 // column and are never cut, or the terminal reads the break inside the
