@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,5 +60,22 @@ func TestHintsCarryTheHomeAndTheMesh(t *testing.T) {
 	}
 	if r := bob.run("daemon", "up"); r.code == 0 || !strings.Contains(r.stderr, "claudemesh --home "+bob.home+" daemon up --init") {
 		t.Fatalf("daemon up on a damaged daemon.db: %s", r)
+	}
+}
+
+// TestJoinTakesAWrappedLink (a new user's trial): a link a mail or chat
+// client wrapped (a line break inside the token) or put in <…> (Slack,
+// Markdown autolinks) was refused as damaged; the pieces are joined and
+// the brackets dropped (the signature still protects the content).
+func TestJoinTakesAWrappedLink(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	link := alice.invite("--uses", "3").Link
+	for i, given := range []string{link[:40] + "\n" + link[40:90] + "\r\n" + link[90:], "<" + link + ">", "<" + link[:50] + "\n" + link[50:] + ">"} {
+		u := newUser(t, fmt.Sprintf("wrapped%d", i))
+		if r := u.run("join", given, "--name", u.name); r.code != 0 {
+			t.Fatalf("join of %q: %s", given, r)
+		}
 	}
 }

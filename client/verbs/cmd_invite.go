@@ -286,6 +286,50 @@ func inviteRevokeCommand() *cli.Command {
 	}
 }
 
+// unwrapLink undoes what mail and chat clients do to a pasted link: the
+// <…> of an autolink (Slack, Markdown) and a line break inside a long
+// one (the token's pieces, base64url words, follow it). A link that
+// parses as it is comes back unchanged, and the pieces are taken only
+// when the whole then parses (the signature still protects the content).
+func unwrapLink(link string, fields []string) string {
+	trim := func(s string) string { return strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">") }
+	if _, _, err := cmcrypto.ParseInvite(link); err == nil || len(fields) == 0 {
+		return link
+	}
+	first := trim(fields[0])
+	if !strings.HasPrefix(first, "ic://") && !strings.HasPrefix(first, "https://") && !strings.HasPrefix(first, "http://") {
+		return trim(strings.TrimSpace(link))
+	}
+	joined := first
+	for _, f := range fields[1:] {
+		if closed := strings.HasSuffix(f, ">"); closed || isBase64URLWord(f) {
+			joined += trim(f)
+			if closed {
+				break
+			}
+			continue
+		}
+		break
+	}
+	for _, cand := range []string{joined, first} {
+		if _, _, err := cmcrypto.ParseInvite(cand); err == nil {
+			return cand
+		}
+	}
+	return link
+}
+
+// isBase64URLWord reports whether s is a piece of a base64url token.
+func isBase64URLWord(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // newInviteHint is the advice for an invite that cannot be used: the
 // command whose link would do.
 func newInviteHint(slug string) string {
@@ -298,7 +342,8 @@ func joinCommand() *cli.Command {
 		Usage:     "join a mesh with a signed invite link",
 		ArgsUsage: "LINK",
 		Description: cliui.WithExamples(
-			"LINK is ic://join/<token>, https://<broker-host>/join/<token> or the bare token; - reads it from stdin\n"+
+			"LINK is ic://join/<token>, https://<broker-host>/join/<token> or the bare token (a link a mail client\n"+
+				"broke over lines, or in <…>, is taken whole); - reads it from stdin\n"+
 				"(so the bearer link stays out of the process list and shell history). The invite's signature\n"+
 				"and expiry are checked here before the broker is contacted; your member key is generated here and\n"+
 				"never leaves this machine. The broker key named in the invite is pinned: before the invite is sent,\n"+
@@ -339,11 +384,12 @@ func join(c *cli.Context) error {
 	switch {
 	case len(fields) == 0:
 		return cliui.UsageErrorf("missing LINK: the invite link is empty").WithHint("claudemesh join 'ic://join/…' --name NAME, with the link the mesh's owner or an admin gave you")
-	case len(fields) > 1 && (strings.HasPrefix(fields[0], "ic://") || strings.HasPrefix(fields[0], "https://")):
+	case len(fields) > 1 && (strings.HasPrefix(strings.TrimLeft(fields[0], "<"), "ic://") || strings.HasPrefix(strings.TrimLeft(fields[0], "<"), "https://")):
 		// L=$(claudemesh invite) holds the link and, on the next line,
 		// invite's note about it: the link is the first word.
 		link = fields[0]
 	}
+	link = unwrapLink(link, fields)
 	inv, token, err := cmcrypto.ParseInvite(link)
 	if err != nil {
 		// The decoder's detail (an offset in base64 or JSON) helps nobody
