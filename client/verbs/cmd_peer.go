@@ -136,10 +136,18 @@ func printPeers(out *cliui.Out, rows []peerRow, showMesh bool) {
 			}
 		case kind == "":
 			kind = "member"
+		case kind == wire.RoleControlPlane:
+			// The role's wire name read as an internal word to a new
+			// user; --json keeps it.
+			kind = "daemon"
 		}
-		if r.Channel != "" {
-			// A member whose human has the chat page open shows as
-			// "control-plane (web)" (its page presence, in --all: "cli (web)").
+		switch {
+		case r.Channel == "web" && r.Role == wire.RoleCLI && !isSession:
+			kind = "chat page" // the page's own presence (in --all)
+		case r.Channel == "web":
+			// A member whose human has the chat page open.
+			kind += " (chat page open)"
+		case r.Channel != "":
 			kind += " (" + cliui.SanitizePeerText(r.Channel) + ")"
 		}
 		dir := ""
