@@ -260,7 +260,9 @@ func (c *conn) readLoop() {
 	})
 	for {
 		c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
+		c.lines.wait(true) // the holds on its lines age meanwhile (sendorder.go)
 		data, err := c.readFrame()
+		c.lines.wait(false)
 		if err != nil {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {

@@ -96,3 +96,10 @@ func untilTokens(lim *rate.Limiter, n float64) time.Duration {
 	}
 	return time.Duration(secs * float64(time.Second))
 }
+
+// retryAfterMs is a wait as a refusal's retryAfterMs: rounded up to the
+// millisecond (a client that waits a wait rounded down comes back before
+// it is over) and at least 1.
+func retryAfterMs(d time.Duration) int64 {
+	return max(int64((d+time.Millisecond-1)/time.Millisecond), 1)
+}

@@ -201,6 +201,7 @@ type sendResult struct {
 	duplicate bool
 	reused    bool
 	held      *lineHold // refused: an earlier send of its line was
+	heldMs    int64     // and the retryAfterMs it is told
 	pending   int
 	seqs      []uint64
 }
@@ -212,7 +213,7 @@ func (c *conn) ackError(s *wire.Send, code, msg string, retryAfterMs int64) {
 
 // refuseSend answers a send its member's rate limits refused.
 func (c *conn) refuseSend(s *wire.Send, ref *sendRefusal) {
-	c.ackError(s, wire.CodeRateLimited, ref.msg, max(ref.retry.Milliseconds(), 1))
+	c.ackError(s, wire.CodeRateLimited, ref.msg, retryAfterMs(ref.retry))
 	if ref.limit == "byte_rate" {
 		// Bytes are what the refusal is about: it counts against the
 		// member's budget of refusals (refusedForRate), which closes a
@@ -238,7 +239,9 @@ func (c *conn) refuseSendEarly(data []byte) bool {
 	// It holds its line like any refusal to be sent again
 	// (sendorder.go), when the frame names it well enough.
 	if cmid := cmp.Or(f[3], f[0]); wire.ValidReqID(cmid) && f[2] != "" && len(f[2]) <= 128 {
-		c.place(f[2], cmid).refuse(wire.CodeRateLimited, max(ref.retry.Milliseconds(), 1))
+		place := c.place(f[2], cmid)
+		place.size = len(data)
+		place.refuse(wire.CodeRateLimited, retryAfterMs(ref.retry))
 	}
 	return true
 }
@@ -270,9 +273,10 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	// Its place in its line: a send read after one of the line that was
 	// refused, before that one came again, is refused too (sendorder.go).
 	place := c.place(s.TargetSpec, s.ClientMessageID)
+	place.size = len(data)
 	if ref := c.b.reserveSend(c.mem, len(data)); ref != nil {
 		c.refuseSend(&s, ref)
-		place.refuse(wire.CodeRateLimited, max(ref.retry.Milliseconds(), 1))
+		place.refuse(wire.CodeRateLimited, retryAfterMs(ref.retry))
 		return
 	}
 	if s.Kind == wire.KindTopic {
@@ -306,7 +310,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	}
 	if h := place.arrive(); h != nil {
 		release()
-		c.ackError(&s, h.code, heldText(h, s.TargetSpec), heldRetryMs(h))
+		c.ackError(&s, h.code, heldText(h, s.TargetSpec), place.heldRetryMs(h))
 		return
 	}
 	if s.ReplyToID != "" {
@@ -363,6 +367,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	err := store.SubmitRefusable(c.b.store, func(tx *store.Tx) error {
 		res = sendResult{}
 		if res.held = place.heldBy(); res.held != nil {
+			res.heldMs = place.heldRetryMs(res.held)
 			return nil // an earlier send of its line was refused meanwhile
 		}
 		prev, err := store.LookupIdempotent(tx, ms.id, c.pubkey, s.ClientMessageID)
@@ -426,7 +431,7 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 		return
 	}
 	if h := res.held; h != nil {
-		c.ackError(s, h.code, heldText(h, s.TargetSpec), heldRetryMs(h))
+		c.ackError(s, h.code, heldText(h, s.TargetSpec), res.heldMs)
 		return
 	}
 	if res.reused {

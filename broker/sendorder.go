@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"claudemesh/store"
@@ -34,8 +35,17 @@ import (
 // up on the refused one: a hold lasts Config.LineHold (2 s) at most, far
 // longer than a client takes to read its acks, so a client that drops a
 // refused message (or sends it again under a new id) is refused no longer
-// than that. (It was 10 s: a spec-built client that drops a rate-limited
-// status line and sends the next was refused rate_limited that long.) A topic post's
+// than that. That time is the connection's reading clock (clock): only
+// the time the broker waits for the client's next frame counts, not the
+// time it takes over the frames the client had already written, nor the
+// pauses it makes before reading on after a rate_limited (pacing.go).
+// On the wall clock a stream of large sends past --byte-rate (a refusal,
+// a pause of up to a second, a held send, another refusal, ...) outlasted
+// the hold by the broker's own doing, as did a backlog read slowly on a
+// loaded machine: a send behind the refused one was accepted ahead of
+// it, and a later refusal held the refused one's resend in turn. (It
+// was 10 s: a spec-built client that drops a rate-limited status line
+// and sends the next was refused rate_limited that long.) A topic post's
 // stale_key_gen does not hold: a client posts under the new key
 // generation, and the posts behind the refused one, sealed under the old
 // one, are refused for that themselves. A connection keeps holds on at
@@ -65,7 +75,8 @@ type lineHold struct {
 	from, until uint64
 	cmid, code  string
 	retryMs     int64
-	at          time.Time
+	size        int           // the refused send's frame, in bytes
+	at          time.Duration // on the connection's reading clock
 }
 
 // sendLines is a connection's holds, by targetSpec.
@@ -74,6 +85,41 @@ type sendLines struct {
 	ttl   time.Duration // Config.LineHold
 	read  uint64        // places handed out (reader goroutine)
 	holds map[string][]lineHold
+	// The reading clock: how long the reader has waited for the client's
+	// frames in all, and since when it waits now (monoNow; 0 when it
+	// does not).
+	idle    atomic.Int64
+	waiting atomic.Int64
+}
+
+// monoBase is the origin of monoNow, the monotonic clock in nanoseconds.
+var monoBase = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoBase)) + 1 }
+
+// wait marks the reader waiting for the client's next frame (start) or
+// no longer (!start). Reader goroutine only.
+func (l *sendLines) wait(start bool) {
+	if start {
+		l.waiting.Store(monoNow())
+		return
+	}
+	// Swapped before the sum grows: clock may count this wait late,
+	// never twice.
+	if since := l.waiting.Swap(0); since != 0 {
+		l.idle.Add(monoNow() - since)
+	}
+}
+
+// clock is now on the connection's reading clock: how long its reader
+// has waited for the client's frames, so that a hold ages only while the
+// client could have sent something new.
+func (l *sendLines) clock() time.Duration {
+	d := l.idle.Load()
+	if since := l.waiting.Load(); since != 0 {
+		d += max(monoNow()-since, 0)
+	}
+	return time.Duration(d)
 }
 
 // sendPlace is one send's place on its connection.
@@ -81,6 +127,8 @@ type sendPlace struct {
 	l          *sendLines
 	line, cmid string
 	n          uint64
+	mem        *member // its sender's budgets (sendrate.go)
+	size       int     // its frame's bytes, once read whole (handleSend)
 }
 
 // place gives the send read now its place. Reader goroutine only.
@@ -90,16 +138,17 @@ func (c *conn) place(targetSpec, cmid string) *sendPlace {
 	c.lines.read++
 	n := c.lines.read
 	c.lines.mu.Unlock()
-	return &sendPlace{l: &c.lines, line: targetSpec, cmid: cmid, n: n}
+	return &sendPlace{l: &c.lines, line: targetSpec, cmid: cmid, n: n, mem: c.mem}
 }
 
-// heldByLocked is the hold that refuses p, if any, dropping expired ones.
-func (p *sendPlace) heldByLocked(now time.Time) *lineHold {
+// heldByLocked is the hold that refuses p, if any, dropping expired ones;
+// now is on the reading clock.
+func (p *sendPlace) heldByLocked(now time.Duration) *lineHold {
 	hs := p.l.holds[p.line]
 	kept := hs[:0]
 	var by *lineHold
 	for _, h := range hs {
-		if now.Sub(h.at) >= p.l.ttl {
+		if now-h.at >= p.l.ttl {
 			continue
 		}
 		kept = append(kept, h)
@@ -128,7 +177,7 @@ func (p *sendPlace) heldBy() *lineHold {
 	if len(p.l.holds) == 0 {
 		return nil
 	}
-	return p.heldByLocked(time.Now())
+	return p.heldByLocked(p.l.clock())
 }
 
 // arrive is p as it is read: the hold that refuses it, or nil, and then p
@@ -143,7 +192,7 @@ func (p *sendPlace) arrive() *lineHold {
 	if len(p.l.holds) == 0 {
 		return nil
 	}
-	if h := p.heldByLocked(time.Now()); h != nil {
+	if h := p.heldByLocked(p.l.clock()); h != nil {
 		return h
 	}
 	hs := p.l.holds[p.line]
@@ -161,23 +210,23 @@ func (p *sendPlace) refuse(code string, retryMs int64) {
 	if p == nil || !holdsLine(code) || p.l.ttl <= 0 {
 		return
 	}
-	now := time.Now()
 	p.l.mu.Lock()
 	defer p.l.mu.Unlock()
+	now := p.l.clock()
 	if p.l.holds == nil {
 		p.l.holds = map[string][]lineHold{}
 	}
 	hs, ok := p.l.holds[p.line]
 	for i := range hs {
 		h := &hs[i]
-		if now.Sub(h.at) < p.l.ttl && h.from < p.n && (h.until == 0 || p.n < h.until) {
+		if now-h.at < p.l.ttl && h.from < p.n && (h.until == 0 || p.n < h.until) {
 			// Behind a hold already (refused for its own reason while
 			// an earlier send of the line waits to come again): covered
 			// by it. A client sends that one again first, then this
 			// one; a hold of its own would refuse that one. The refused
 			// one refused again holds on from now.
 			if h.cmid == p.cmid {
-				h.at, h.code, h.retryMs = now, code, retryMs
+				h.at, h.code, h.retryMs, h.size = now, code, retryMs, p.size
 			}
 			return
 		}
@@ -198,7 +247,7 @@ func (p *sendPlace) refuse(code string, retryMs int64) {
 	if len(hs) >= maxLineHolds {
 		hs = append(hs[:0], hs[1:]...)
 	}
-	p.l.holds[p.line] = append(hs, lineHold{from: p.n, cmid: p.cmid, code: code, retryMs: retryMs, at: now})
+	p.l.holds[p.line] = append(hs, lineHold{from: p.n, cmid: p.cmid, code: code, retryMs: retryMs, size: p.size, at: now})
 }
 
 // refused is p's write's store.Refuser hook: the committer could not store
@@ -217,10 +266,23 @@ func heldText(h *lineHold, targetSpec string) string {
 		"send that one again first; the broker keeps one sender's messages to a target in order", h.cmid, targetSpec, h.code)
 }
 
-// heldRetryMs is the retryAfterMs of a send held behind h.
-func heldRetryMs(h *lineHold) int64 {
-	if h.retryMs > 0 {
-		return h.retryMs
+// heldRetryMs is the retryAfterMs of p, held behind h: the hold's, or
+// longer if its sender's budgets need longer before they take the
+// refused send again. A held send was read, so it spent its share of the
+// budgets (an accepted one's), and the refusal's retryAfterMs, given
+// before that, no longer says when the refused one can come again: a
+// client that waited it had that one refused anew.
+func (p *sendPlace) heldRetryMs(h *lineHold) int64 {
+	ms := h.retryMs
+	if ms <= 0 {
+		ms = heldRetryMsOf
 	}
-	return heldRetryMsOf
+	if p != nil && p.mem != nil {
+		size := h.size
+		if size <= 0 {
+			size = p.size
+		}
+		ms = max(ms, retryAfterMs(untilTokens(p.mem.bytes, float64(size))), retryAfterMs(untilTokens(p.mem.limiter, 1)))
+	}
+	return ms
 }
