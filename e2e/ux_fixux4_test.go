@@ -79,3 +79,17 @@ func TestJoinTakesAWrappedLink(t *testing.T) {
 		}
 	}
 }
+
+// TestMeshTransferSaysWhatYouAreNow (a new user's trial): mesh transfer
+// said only "handed the mesh over to bob", not that the caller is an
+// admin now and cannot take it back.
+func TestMeshTransferSaysWhatYouAreNow(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice := us[0]
+	r := alice.ok("mesh", "transfer", "bob")
+	if !strings.Contains(r.stdout, "handed the mesh over to bob") || !strings.Contains(r.stdout, "you are an admin of test now, not its owner: only bob can hand it back") {
+		t.Fatalf("mesh transfer: %s", r)
+	}
+}

@@ -404,7 +404,7 @@ func meshTransferCommand() *cli.Command {
 		Name:      "transfer",
 		Usage:     "hand the mesh over to another member (owner only)",
 		ArgsUsage: "PEER",
-		Description: cliui.WithExamples("PEER becomes the owner; you become an admin. It is recorded in the mesh's audit log.",
+		Description: cliui.WithExamples("PEER becomes the owner; you become an admin, at once and for good (only the new owner can hand it\nback). It is recorded in the mesh's audit log.",
 			"claudemesh mesh transfer bob", "claudemesh mesh transfer 3f9a12c4 --mesh acme"),
 		Action: func(c *cli.Context) error {
 			e, target, err := peerVerb(c, 1)
@@ -429,7 +429,16 @@ func meshTransferCommand() *cli.Command {
 			}); err != nil {
 				e.out.Warn("the mesh was handed over, but config.json could not be updated: "+err.Error(), "")
 			}
-			return printAdmin(e, m.Slug, wire.TypeMeshTransfer, "handed the mesh over to", res)
+			if err := printAdmin(e, m.Slug, wire.TypeMeshTransfer, "handed the mesh over to", res); err != nil {
+				return err
+			}
+			if len(res.Affected) == 1 && !e.out.JSONMode() {
+				// "handed the mesh over" alone did not say what the caller
+				// is now, nor that it cannot be undone from here.
+				e.out.Linef("%s", e.out.Style().Dim("→ you are an admin of "+m.Slug+" now, not its owner: only "+
+					agentview.QuoteName(res.Affected[0].DisplayName)+" can hand it back (they run claudemesh mesh transfer)"))
+			}
+			return nil
 		},
 	}
 }
