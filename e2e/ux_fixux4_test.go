@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHintsCarryTheHomeAndTheMesh (a new user's trial): hints named
@@ -91,5 +92,28 @@ func TestMeshTransferSaysWhatYouAreNow(t *testing.T) {
 	r := alice.ok("mesh", "transfer", "bob")
 	if !strings.Contains(r.stdout, "handed the mesh over to bob") || !strings.Contains(r.stdout, "you are an admin of test now, not its owner: only bob can hand it back") {
 		t.Fatalf("mesh transfer: %s", r)
+	}
+}
+
+// TestWhoamiSaysTheMembershipEnded (a new user's trial): after a ban,
+// whoami still said "bob in test (…), member" and mesh list "member";
+// config.json keeps the mesh, but the daemon knows. Both say banned.
+func TestWhoamiSaysTheMembershipEnded(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	bob.useDaemon = true
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	alice.ok("ban", "bob")
+	eventually(t, 30*time.Second, "whoami saying banned", func() bool {
+		return strings.Contains(bob.ok("whoami").stdout, "member, banned: no longer a member")
+	})
+	if r := bob.ok("mesh", "list"); !strings.Contains(r.stdout, "member (banned)") {
+		t.Fatalf("mesh list: %s", r)
+	}
+	if r := alice.ok("whoami"); strings.Contains(r.stdout, "banned") {
+		t.Fatalf("alice's whoami: %s", r)
 	}
 }

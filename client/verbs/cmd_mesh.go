@@ -361,7 +361,8 @@ func meshListCommand() *cli.Command {
 	return cliui.ReadOnly(&cli.Command{
 		Name:        "list",
 		Usage:       "list the meshes joined here",
-		Description: cliui.WithExamples("Reads config.json only; it does not contact the brokers.", "claudemesh mesh list", "claudemesh mesh list --json"),
+		Description: cliui.WithExamples("Reads config.json (and asks a running daemon whether a membership ended: banned, removed);\n"+
+			"it does not contact the brokers.", "claudemesh mesh list", "claudemesh mesh list --json"),
 		Action: func(c *cli.Context) error {
 			e, err := verbEnv(c, 0, 0)
 			if err != nil {
@@ -382,9 +383,14 @@ func meshListCommand() *cli.Command {
 				printNotJoined(e.out)
 				return nil
 			}
+			ended := e.endedMemberships()
 			tw := newTable(e.out)
 			for _, r := range rows {
-				tw.row(r.Slug, r.Name, r.Role, r.BrokerURL)
+				role := r.Role
+				if ended[r.Slug] != "" {
+					role += " (" + ended[r.Slug] + ")"
+				}
+				tw.row(r.Slug, r.Name, role, r.BrokerURL)
 			}
 			return tw.flush()
 		},
@@ -578,7 +584,8 @@ func whoamiCommand() *cli.Command {
 	return cliui.ReadOnly(&cli.Command{
 		Name:  "whoami",
 		Usage: "show your identity in each joined mesh",
-		Description: cliui.WithExamples("Reads config.json only; secret keys are never printed.",
+		Description: cliui.WithExamples("Reads config.json (and asks a running daemon whether a membership ended: banned, removed);\n"+
+			"secret keys are never printed.",
 			"claudemesh whoami", "claudemesh whoami --json --mesh acme"),
 		Action: func(c *cli.Context) error {
 			e, err := verbEnv(c, 0, 0)
@@ -602,11 +609,12 @@ func whoamiCommand() *cli.Command {
 				printNotJoined(e.out)
 				return nil
 			}
+			ended := e.endedMemberships()
 			for i, m := range res.Meshes {
 				if i > 0 {
 					e.out.Resultf("")
 				}
-				e.out.Resultf("%s in %s (%s), %s", m.DisplayName, m.Slug, meshes[i].Name, m.Role)
+				e.out.Resultf("%s in %s (%s), %s", m.DisplayName, m.Slug, meshes[i].Name, e.out.Commands(roleText(m.Role, ended[m.Slug])))
 				e.out.Resultf("  pubkey  %s", m.Pubkey)
 				e.out.Linef("  member  %s\n  broker  %s", m.MemberID, strings.Join(meshes[i].URLs(), ", "))
 			}
@@ -650,6 +658,44 @@ type whoamiSession struct {
 	SessionID string `json:"sessionId"`
 	Pubkey    string `json:"pubkey"`
 	Mesh      string `json:"mesh"`
+}
+
+// endedMemberships asks a running daemon (never starting one) which of the
+// home's memberships ended, by slug: "banned" or "removed" (by the
+// broker's operator). config.json still holds them, with the role they
+// had: whoami and mesh list said "admin" of a mesh that had removed the
+// member.
+func (e *env) endedMemberships() map[string]string {
+	if e.g.NoDaemon || e.out.JSONMode() {
+		return nil
+	}
+	api, err := localapi.Connect(e.ctx(), e.home, false)
+	if err != nil {
+		return nil
+	}
+	var st localapi.Status
+	if _, err := api.Do(e.ctx(), "GET", "/v1/status", nil, &st); err != nil {
+		return nil
+	}
+	ended := map[string]string{}
+	for slug, state := range st.Meshes {
+		if state == localapi.MeshBanned || state == localapi.MeshRemoved {
+			ended[slug] = state
+		}
+	}
+	return ended
+}
+
+// roleText is a membership's role as whoami and mesh list show it, with
+// the end the daemon knows of.
+func roleText(role, ended string) string {
+	switch ended {
+	case localapi.MeshBanned:
+		return role + ", banned: no longer a member (claudemesh daemon status says more)"
+	case localapi.MeshRemoved:
+		return role + ", removed: no longer a member (claudemesh daemon status says more)"
+	}
+	return role
 }
 
 // callingSession asks a running daemon (never starting one) who the calling
