@@ -359,8 +359,8 @@ type meshListJSON struct {
 
 func meshListCommand() *cli.Command {
 	return cliui.ReadOnly(&cli.Command{
-		Name:        "list",
-		Usage:       "list the meshes joined here",
+		Name:  "list",
+		Usage: "list the meshes joined here",
 		Description: cliui.WithExamples("Reads config.json (and asks a running daemon whether a membership ended: banned, removed);\n"+
 			"it does not contact the brokers.", "claudemesh mesh list", "claudemesh mesh list --json"),
 		Action: func(c *cli.Context) error {
