@@ -117,3 +117,22 @@ func TestWhoamiSaysTheMembershipEnded(t *testing.T) {
 		t.Fatalf("alice's whoami: %s", r)
 	}
 }
+
+// TestAPIKeyForATopicThatDoesNotExistSaysSo (a new user's trial): the
+// README's own `apikey create ci-bot --cap read,send --topic builds`
+// succeeded with no word when no #builds existed; a mistyped --topic
+// made a key that could never do anything. It is still made, with a
+// warning naming the topic.
+func TestAPIKeyForATopicThatDoesNotExistSaysSo(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	alice.ok("topic", "create", "deploys")
+	r := alice.ok("apikey", "create", "ci-bot", "--cap", "read,send", "--topic", "deploys,builds")
+	if !strings.Contains(r.stderr, "no topic #builds in test that you can see") || strings.Contains(r.stderr, "#deploys") {
+		t.Fatalf("apikey create for #builds: %s", r)
+	}
+	if r := alice.ok("apikey", "create", "ok-bot", "--cap", "read", "--topic", "deploys"); r.stderr != "" {
+		t.Fatalf("apikey create for #deploys: %s", r)
+	}
+}

@@ -2,6 +2,7 @@ package verbs
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -113,9 +114,22 @@ func apikeyCreate(c *cli.Context) error {
 		return err
 	}
 	var reply *wire.APIKeyReply
+	var unknown []string // --topic names no topic this member can see
 	if err := e.exchange(m, func(ctx context.Context, conn *client.Conn) (err error) {
-		reply, err = conn.APIKeyCreate(ctx, req)
-		return err
+		if reply, err = conn.APIKeyCreate(ctx, req); err != nil || len(req.Topics) == 0 {
+			return err
+		}
+		// A mistyped --topic made a key that can do nothing, and nothing
+		// said so. The key is made either way (a topic of that name may
+		// come later); what this member cannot see is said.
+		if list, lerr := conn.TopicList(ctx); lerr == nil {
+			for _, t := range req.Topics {
+				if !slices.ContainsFunc(list, func(i wire.TopicInfo) bool { return i.Name == t }) {
+					unknown = append(unknown, t)
+				}
+			}
+		}
+		return nil
 	}); err != nil {
 		if ce, ok := cliError(err).(*cliui.Error); ok && ce.Code == wire.CodeForbidden && slices.Contains(req.Capabilities, wire.CapAdmin) {
 			// Only an owner's or admin's key may carry admin.
@@ -133,6 +147,10 @@ func apikeyCreate(c *cli.Context) error {
 		cliui.SanitizePeerText(reply.Label), m.Slug, strings.Join(reply.Capabilities, ","), scopeText(reply.Topics))
 	e.out.Resultf("  %s", reply.Secret)
 	e.out.Linef("%s", s.Dim("  id "+reply.ID+" · use it as Authorization: Bearer <secret> on "+client.RESTBase(m.BrokerURL)+"/v1/…"))
+	if len(unknown) > 0 {
+		e.out.Warn(fmt.Sprintf("no topic %s in %s that you can see: the key reaches a topic by its name, so it can do nothing there until one of that name exists",
+			"#"+strings.Join(unknown, ", #"), m.Slug), "check the name with claudemesh topic list; revoke a mistyped key with claudemesh apikey revoke "+reply.ID)
+	}
 	return nil
 }
 
