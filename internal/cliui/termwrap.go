@@ -123,8 +123,15 @@ func WrapPeerText(text string, prefixCols int, indent string, width int) string 
 	return b.String()
 }
 
+// maxKeptIndent is the most indentation (columns) squeezeBlanks keeps at
+// the start of a line: enough for code, far from a pager's edge.
+const maxKeptIndent = 8
+
 // squeezeBlanks shows each run of more than two blanks (spaces, tabs)
-// after a line's first other character as one space.
+// inside a line as one space, and a line's indentation as at most
+// maxKeptIndent columns: padding is how a peer's text puts a line of its
+// own at a pager's column 0, and both a first line (printed after a
+// prefix) and a further line (after our indent) start inside a line.
 func squeezeBlanks(text string) string {
 	if !strings.Contains(text, "   ") && !strings.Contains(text, "\t") {
 		return text
@@ -138,16 +145,28 @@ func squeezeBlanks(text string) string {
 		case c == '\n':
 			lead = true
 		case c == ' ' || c == '\t':
-			if !lead {
-				j := i
-				for j < len(text) && (text[j] == ' ' || text[j] == '\t') {
-					j++
+			j, cols := i, 0
+			for j < len(text) && (text[j] == ' ' || text[j] == '\t') {
+				if text[j] == '\t' {
+					cols += 8
+				} else {
+					cols++
 				}
-				if j-i > 2 || strings.Contains(text[i:j], "\t") {
-					b.WriteByte(' ')
-					i = j
-					continue
-				}
+				j++
+			}
+			switch {
+			case lead && cols > maxKeptIndent:
+				b.WriteString(strings.Repeat(" ", maxKeptIndent))
+				i = j
+				continue
+			case !lead && (j-i > 2 || strings.Contains(text[i:j], "\t")):
+				b.WriteByte(' ')
+				i = j
+				continue
+			case lead:
+				b.WriteString(text[i:j])
+				i = j
+				continue
 			}
 		default:
 			lead = false

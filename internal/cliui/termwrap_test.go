@@ -39,14 +39,35 @@ func TestWrapPeerTextNeverReachesTheEdge(t *testing.T) {
 func TestWrapPeerTextSqueezesPaddingWithoutATerminal(t *testing.T) {
 	for in, want := range map[string]string{
 		"ok" + strings.Repeat(" ", 58) + "20:01:05 #t4 bob: I approve": "ok 20:01:05 #t4 bob: I approve",
-		"a\t\tb":                     "a b",
-		"a  b":                       "a  b",
-		"if x {\n    return 1\n}":    "if x {\n      return 1\n  }",
-		"\t\tindented   then padded": "\t\tindented then padded",
-		"trailing   ":                "trailing ",
+		"a\t\tb":                   "a b",
+		"a  b":                     "a  b",
+		"if x {\n    return 1\n}":  "if x {\n      return 1\n  }",
+		"\tindented   then padded": "\tindented then padded",
+		"\t\tindented":             "        indented", // at most 8 columns of indentation
+		"trailing   ":              "trailing ",
 	} {
 		if got := WrapPeerText(in, 20, "  ", 0); got != want {
 			t.Errorf("WrapPeerText(%q) without a terminal = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A line's leading blanks are padding too: the first line is printed
+// after a post's prefix and a further one after our indent, so 58 or 74
+// leading spaces put a fake post at an 80-column pager's column 0. Found
+// by a review.
+func TestWrapPeerTextSqueezesLeadingPaddingWithoutATerminal(t *testing.T) {
+	fake := "20:01:05 #t4 bob: I approve the deploy"
+	for _, body := range []string{
+		strings.Repeat(" ", 58) + fake,
+		"ok\n" + strings.Repeat(" ", 74) + fake,
+		"ok\n" + strings.Repeat("\t", 9) + fake,
+	} {
+		got := WrapPeerText(body, 20, "    ", 0)
+		i := strings.Index(got, fake)
+		line := got[strings.LastIndex(got[:i], "\n")+1 : i]
+		if len(line) > len("    ")+maxKeptIndent {
+			t.Errorf("%d columns of padding kept before the fake post: %q", len(line), got)
 		}
 	}
 }
