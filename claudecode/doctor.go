@@ -61,6 +61,12 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 	case !samePin(entryPin, pin):
 		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn,
 			Message: "mcpServers.claudemesh runs claudemesh for " + describePin(entryPin) + ", not for this home (" + e.Home + ")", Fix: otherFix(entryPin)})
+	case filepath.IsAbs(entry.Command) && !isFile(entry.Command):
+		// The binary moved or was deleted: not a mismatch to tidy up
+		// but a session that cannot start its MCP server at all.
+		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Fail,
+			Message: "mcpServers.claudemesh runs " + entry.Command + ", which does not exist: Claude Code cannot start the MCP server (nor run the hooks) in any session",
+			Fix:     config.Invocation(e.Home) + " install (it points the entries at this binary)"})
 	case entry.Command != e.Self || len(rest) == 0 || rest[0] != "mcp":
 		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn,
 			Message: "mcpServers.claudemesh runs " + entry.Command + " " + strings.Join(entry.Args, " ") + ", not " + e.Self + " " + want, Fix: config.Invocation(e.Home) + " install (it updates the entry)"})
@@ -119,4 +125,10 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 		out = append(out, doctor.Result{Name: "claude code skill", Status: doctor.OK, Message: skillPath(chome)})
 	}
 	return out
+}
+
+// isFile reports whether path names an existing file (not a directory).
+func isFile(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir()
 }

@@ -294,3 +294,29 @@ func TestLaunchPassesTheHome(t *testing.T) {
 		return strings.Contains(l2.stderr(), "⚠ claudemesh: mcpServers.claudemesh in") && strings.Contains(l2.stderr(), "for home "+other)
 	})
 }
+
+// TestDoctorSaysTheInstalledBinaryIsGone (a new user's trial): after the
+// binary install wrote into Claude Code's MCP entry was moved or deleted,
+// doctor warned that the entry runs another binary, not that no session
+// can start the MCP server at all. It fails the check, with install as
+// the way out.
+func TestDoctorSaysTheInstalledBinaryIsGone(t *testing.T) {
+	t.Parallel()
+	userHome := t.TempDir()
+	bob := newUser(t, "bob")
+	bob.extraEnv = []string{"HOME=" + userHome}
+	bob.ok("install", "--no-service")
+	path := filepath.Join(userHome, ".claude.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(t.TempDir(), "v1", "claudemesh")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(data), bin, gone)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := claudeChecks(t, bob)["claude code MCP entry"]
+	if c.Status != "fail" || !strings.Contains(c.Message, gone+", which does not exist") || !strings.Contains(c.Fix, "install") {
+		t.Fatalf("doctor with the installed binary gone: %+v", c)
+	}
+}
