@@ -360,7 +360,7 @@ func (h *hub) remoteQueue(ms *meshState, c cluster.Change) {
 		}
 		targets := ms.targets(recipient)
 		for _, t := range targets {
-			t.refillLocked()
+			t.refillNewLocked()
 		}
 		if e.Receipt {
 			// A `send --wait` connected here waits for this receipt.
@@ -384,7 +384,7 @@ func (h *hub) remoteQueue(ms *meshState, c cluster.Change) {
 		}
 		for cc := range ms.conns[recipient] {
 			cc.dropInflightLocked(e.ID)
-			if cc.backlog {
+			if cc.behindLocked() {
 				cc.requestRefill()
 			}
 		}

@@ -94,6 +94,14 @@ type conn struct {
 	inflight      map[string]inflight
 	inflightBytes int
 	backlog       bool
+	// senders counts the pushes in flight per sending member (receipts
+	// aside), and waiting the sending members with queued entries held
+	// back by their share of the window (deliver.go: fair shares).
+	senders map[string]senderFlight
+	waiting map[string]uint64 // → the seq of its first entry not pushed (0: not known)
+	// scanned is refill's cursor: up to this queue seq every entry is in
+	// flight or a waiting sender's (deliver.go refill); 0: read all.
+	scanned uint64
 	// window, when not 0, is this connection's resumed push window in
 	// messages (deliver.go): its recipient left pushes unacknowledged.
 	window int
@@ -128,7 +136,13 @@ type conn struct {
 type inflight struct {
 	size   int
 	sentAt time.Time
+	// from is the sending member whose share it counts in; receipt: none.
+	from    string
+	receipt bool
 }
+
+// senderFlight is one sending member's pushes in flight on a connection.
+type senderFlight struct{ n, bytes int }
 
 func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 	client, forwarded := b.clientAddr(r)

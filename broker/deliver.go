@@ -36,6 +36,21 @@ import (
 // expired pushes went out is re-sent --resume-window of them, not its
 // whole window again (up to 2 MiB every 30 s for as long as it stays
 // open): expireInflightLocked.
+//
+// Fair shares. The window's last eighth (reservePushes pushes, an eighth
+// of its bytes) is kept for sending members (a member key and its
+// sessions together: a queue entry's From) with fewer than reserveShare
+// pushes in flight on the connection. A recipient's daemon leaves a
+// flooder's pushes unacked once that flooder holds its share of the inbox
+// (daemon inboxshare.go), and in queue order those pushes alone held the
+// whole window: everyone else's messages waited behind them on the
+// broker (trial 18, finding 11). Now a sender that cannot be pushed is
+// marked waiting (its later messages wait behind its earlier ones: one
+// sender's order is kept) while others' messages are pushed past it, and
+// refill takes what is queued round-robin across senders, each in its
+// own queue order. A single sender still gets seven eighths of the window
+// (224 pushes, 3.5 MiB), so a client that acks in batches of up to 128
+// catches up as before.
 
 // held reports whether next/low messages wait for this connection's
 // presence to become idle. Caller holds ms.mu.
@@ -47,9 +62,11 @@ func (c *conn) heldLocked() bool {
 	return st == wire.StatusWorking || st == wire.StatusDND
 }
 
-// offerLocked pushes one queue entry to c if flow control and priority
-// holding allow, reporting whether it was pushed. Caller holds ms.mu.
-func (c *conn) offerLocked(id string, seq uint64, priority string, frame outFrame) bool {
+// offerLocked pushes one queue entry to c if flow control, its sender's
+// share of the window and priority holding allow, reporting whether it
+// was pushed. from is the entry's sending member (store.QueueEntry.From);
+// a receipt has no share. Caller holds ms.mu.
+func (c *conn) offerLocked(id string, seq uint64, priority, from string, receipt bool, frame outFrame) bool {
 	if c.closed || c.transient || c.inflight == nil {
 		return false
 	}
@@ -59,6 +76,9 @@ func (c *conn) offerLocked(id string, seq uint64, priority string, frame outFram
 	if c.backlog {
 		return false // older entries are waiting in the store: keep FIFO
 	}
+	if _, waits := c.waiting[from]; waits && !receipt {
+		return false // this sender's older entries wait for its share
+	}
 	if priority != wire.PriorityNow && c.heldLocked() {
 		return false
 	}
@@ -66,12 +86,74 @@ func (c *conn) offerLocked(id string, seq uint64, priority string, frame outFram
 		c.backlog = true
 		return false
 	}
+	if !receipt && !c.shareHasRoomLocked(from, frame.size()) {
+		c.markWaitingLocked(from, seq)
+		return false
+	}
 	if !c.enqueueFanoutOut(frame) {
 		return false
 	}
-	c.addInflightLocked(id, frame.size())
+	c.addInflightLocked(id, from, receipt, frame.size())
 	return true
 }
+
+// The window's reserve: its last reservePushes pushes and eighth of its
+// bytes, which only a sender with fewer than reserveShare pushes in
+// flight on the connection may take.
+const (
+	reservePushes = maxInflight / 8
+	reserveShare  = 2
+)
+
+// shareHasRoomLocked reports whether a push of size bytes from sending
+// member from may take its place in c's window (which windowHasRoomLocked
+// says has room): outside the window's reserve anyone's may, inside it
+// only a sender's with fewer than reserveShare pushes in flight, so one
+// sender's (or a few senders') unacked pushes never hold the whole
+// window. Caller holds ms.mu.
+func (c *conn) shareHasRoomLocked(from string, size int) bool {
+	limit := maxInflight
+	if c.window > 0 {
+		limit = min(limit, c.window)
+	}
+	wb := c.b.cfg.windowBytes()
+	if len(c.inflight) < limit-reservePushes && c.inflightBytes+size <= wb-wb/8 {
+		return true
+	}
+	return c.senders[from].n < reserveShare
+}
+
+// markWaitingLocked records that from has queued entries c was not pushed
+// because the window's reserve is not for it (counted
+// limits_tripped{sender_window_share}): its new messages wait behind them, and an
+// ack (or a redelivery) refills. Caller holds ms.mu.
+func (c *conn) markWaitingLocked(from string, seq uint64) {
+	if c.waitsLocked(from, seq) {
+		c.b.metrics.limitTripped.WithLabelValues("sender_window_share").Inc()
+	}
+}
+
+// waitsLocked marks from waiting on c from queue seq on (its first entry
+// not pushed; 0: not known), reporting whether it was not yet. Caller
+// holds ms.mu.
+func (c *conn) waitsLocked(from string, seq uint64) bool {
+	if c.waiting == nil {
+		c.waiting = map[string]uint64{}
+	}
+	if at, ok := c.waiting[from]; ok {
+		if seq < at {
+			c.waiting[from] = seq
+		}
+		return false
+	}
+	c.waiting[from] = seq
+	return true
+}
+
+// behindLocked reports whether queued entries wait for c's window or a
+// sender's share of it, so that an ack or a dropped push should refill.
+// Caller holds ms.mu.
+func (c *conn) behindLocked() bool { return c.backlog || len(c.waiting) > 0 }
 
 // windowHasRoomLocked reports whether a push of size bytes fits in the
 // connection's replay window. An empty window always takes one push, so a
@@ -88,10 +170,19 @@ func (c *conn) windowHasRoomLocked(size int) bool {
 
 // addInflightLocked records a push sent to c and not yet acked. Caller
 // holds ms.mu.
-func (c *conn) addInflightLocked(id string, size int) {
-	c.inflight[id] = inflight{size: size, sentAt: time.Now()}
+func (c *conn) addInflightLocked(id, from string, receipt bool, size int) {
+	c.inflight[id] = inflight{size: size, sentAt: time.Now(), from: from, receipt: receipt}
 	c.inflightBytes += size
 	c.ms.keyInflight[c.pubkey]++
+	if !receipt {
+		if c.senders == nil {
+			c.senders = map[string]senderFlight{}
+		}
+		f := c.senders[from]
+		f.n++
+		f.bytes += size
+		c.senders[from] = f
+	}
 }
 
 // dropInflightLocked forgets an acked push. Caller holds ms.mu.
@@ -100,6 +191,15 @@ func (c *conn) dropInflightLocked(id string) {
 		delete(c.inflight, id)
 		c.inflightBytes -= f.size
 		c.ms.uncountInflightLocked(c.pubkey, 1)
+		if !f.receipt {
+			if sf := c.senders[f.from]; sf.n <= 1 {
+				delete(c.senders, f.from)
+			} else {
+				sf.n--
+				sf.bytes -= f.size
+				c.senders[f.from] = sf
+			}
+		}
 	}
 }
 
@@ -107,7 +207,7 @@ func (c *conn) dropInflightLocked(id string) {
 // Caller holds ms.mu.
 func (c *conn) forgetInflightLocked() {
 	c.ms.uncountInflightLocked(c.pubkey, len(c.inflight))
-	c.inflight, c.inflightBytes = nil, 0
+	c.inflight, c.inflightBytes, c.senders, c.waiting = nil, 0, nil, nil
 }
 
 // uncountInflightLocked takes n pushes off key's count. Caller holds
@@ -196,6 +296,9 @@ func (c *conn) expireInflightLocked(now time.Time) int {
 	for _, id := range expired {
 		c.dropInflightLocked(id)
 	}
+	if len(expired) > 0 {
+		c.rescanLocked()
+	}
 	return len(expired)
 }
 
@@ -234,11 +337,31 @@ func (ms *meshState) pruneUnackedLocked(now time.Time, ttl time.Duration) {
 // order with the rest. Caller holds ms.mu.
 func (c *conn) refillLocked() {
 	c.backlog = true
+	c.rescanLocked()
 	c.requestRefill()
 }
 
-// refill pushes queued entries the connection has not been sent yet, in
-// queue order, until the window is full. It runs on the writer goroutine.
+// refillNewLocked is refillLocked for entries added to the end of c's
+// queue (another cluster node's write): what is before c's cursor is as
+// the last refill left it. Caller holds ms.mu.
+func (c *conn) refillNewLocked() {
+	c.backlog = true
+	c.requestRefill()
+}
+
+// refill pushes queued entries the connection has not been sent yet
+// until the window is full: receipts in queue order as they are met, and
+// messages round-robin across their sending members, each sender's in
+// queue order. It runs on the writer goroutine.
+//
+// The walk is cheap when senders wait (a flooder's backlog held back
+// while its recipient leaves its pushes unacked): c.scanned is a seq up
+// to which every queue entry is in flight on c or belongs to a sender in
+// c.waiting (or is held, whose release rescans), so a refill reads only
+// the entries after it, plus, when a waiting sender can be pushed again,
+// the entries before it until the window's room is found. Read at every
+// ack while anyone waited, the whole queue held the mesh lock for
+// milliseconds an ack with a few thousand entries queued.
 func (c *conn) refill() {
 	ms := c.ms
 	if ms == nil || c.transient {
@@ -253,58 +376,203 @@ func (c *conn) refill() {
 		return
 	}
 	c.backlog = false
+	// A window full by count takes nothing more, whatever the entry's
+	// size: known before anything is read (as at every reconnect of a
+	// presence that never acks, whose resumed window is one push).
+	if !c.windowHasRoomLocked(0) {
+		c.backlog = true
+		return
+	}
+	prev, start := c.waiting, c.scanned
+	c.waiting = nil
+	if prev == nil {
+		start = 0 // nobody waited: nothing before the cursor needs it
+	}
+	// The senders that waited and may be pushed now: their entries
+	// before the cursor are read again, from the first of them. The
+	// others go on waiting.
+	var able map[string]bool
+	var from0 uint64
+	for from, at := range prev {
+		if c.shareHasRoomLocked(from, 0) {
+			if able == nil {
+				able, from0 = map[string]bool{}, at
+			}
+			able[from] = true
+			from0 = min(from0, at)
+		} else {
+			c.waitsLocked(from, at)
+		}
+	}
 	held := c.heldLocked()
+	room := c.roomLocked()
 	err := c.b.store.View(func(tx *store.Tx) error {
-		var inner error
-		err := store.ScanQueue(tx, ms.id, c.pubkey, 0, func(seq uint64, e *store.QueueEntry) bool {
+		// Messages found per sending member, in queue order; order is
+		// the senders in the order of their first entry.
+		type entry struct {
+			seq uint64
+			e   *store.QueueEntry
+		}
+		var order []string
+		found := map[string][]entry{}
+		kept := 0
+		stopped := false
+		// take considers one entry; false stops the walk.
+		take := func(seq uint64, e *store.QueueEntry) bool {
 			if _, ok := c.inflight[e.ID]; ok {
 				return true
 			}
-			if !e.Receipt && e.Priority != wire.PriorityNow && held {
+			if e.Receipt {
+				// Receipts are not held, have no share and bypass
+				// the backlog rule.
+				if !c.windowHasRoomLocked(len(e.Frame)) {
+					c.backlog, stopped = true, true
+					return false
+				}
+				if !c.enqueue(e.Frame) {
+					stopped = true
+					return false
+				}
+				c.addInflightLocked(e.ID, e.From, true, len(e.Frame))
+				if room--; room <= 0 {
+					c.backlog, stopped = true, true
+					return false
+				}
 				return true
 			}
-			// A window full by count takes nothing more, whatever the
-			// entry's size: known before the message is loaded (for a
-			// member's 64 KiB self-DM an 88 KB copy under the mesh
-			// lock), as at every reconnect of a presence that never
-			// acks, whose resumed window is one push.
-			if !c.windowHasRoomLocked(0) {
-				c.backlog = true
-				return false
+			if e.Priority != wire.PriorityNow && held {
+				return true
 			}
-			var frame []byte
-			if e.Receipt {
-				frame = e.Frame
-			} else {
+			if _, waits := c.waiting[e.From]; waits {
+				return true // behind its own earlier entries
+			}
+			l, seen := found[e.From]
+			if !seen {
+				order = append(order, e.From)
+			}
+			// Each sender's entries are kept up to what the window's
+			// room could take this round; past a few windows in all,
+			// only each new sender's first. The rest wait for the next
+			// refill, and their sender is marked waiting so that its
+			// new messages keep their place.
+			if len(l) >= room || (kept >= 2*maxInflight && len(l) > 0) {
+				c.waitsLocked(e.From, seq)
+				return true
+			}
+			found[e.From] = append(l, entry{seq, e})
+			kept++
+			return true
+		}
+		if len(able) > 0 && start > 0 && from0 <= start {
+			// Before the cursor only the able senders' entries can be
+			// new to c; the walk stops once they fill the room, and
+			// then they all go on waiting (those reached have entries
+			// left before the cursor).
+			after := uint64(0)
+			if from0 > 0 {
+				after = from0 - 1
+			}
+			err := store.ScanQueue(tx, ms.id, c.pubkey, after, func(seq uint64, e *store.QueueEntry) bool {
+				if seq > start {
+					return false
+				}
+				if e.Receipt || !able[e.From] {
+					return true
+				}
+				if kept >= room {
+					for from := range able {
+						at := seq
+						if l := found[from]; len(l) > 0 {
+							at = l[0].seq
+						}
+						c.waitsLocked(from, at)
+					}
+					return false
+				}
+				return take(seq, e)
+			})
+			if err != nil || stopped {
+				c.scanned = 0
+				return err
+			}
+		}
+		last := start
+		err := store.ScanQueue(tx, ms.id, c.pubkey, start, func(seq uint64, e *store.QueueEntry) bool {
+			last = seq
+			return take(seq, e)
+		})
+		if err != nil || stopped {
+			c.scanned = 0
+			return err
+		}
+		c.scanned = last
+		// Round-robin: one message of each sender a round, oldest
+		// sender first.
+		defer func() {
+			// What the round stopped before waits: its senders are
+			// marked so that the cursor's promise holds.
+			for from, l := range found {
+				if len(l) > 0 {
+					c.waitsLocked(from, l[0].seq)
+				}
+			}
+		}()
+		for len(order) > 0 {
+			next := order[:0]
+			for _, from := range order {
+				l := found[from]
+				if len(l) == 0 {
+					continue
+				}
+				e := l[0].e
 				if h := c.b.cfg.testHookRefillLoad; h != nil {
 					h()
 				}
 				m, err := store.GetMessage(tx, ms.id, e.ID)
 				if err != nil {
-					inner = err
-					return false
+					return err
 				}
-				frame = wire.EncodePushWithKey(m.Push, e.Key)
+				frame := wire.EncodePushWithKey(m.Push, e.Key)
+				if !c.windowHasRoomLocked(len(frame)) {
+					c.backlog = true
+					return nil
+				}
+				if !c.shareHasRoomLocked(from, len(frame)) {
+					c.markWaitingLocked(from, l[0].seq)
+					continue
+				}
+				if !c.enqueue(frame) {
+					return nil
+				}
+				c.addInflightLocked(e.ID, from, false, len(frame))
+				found[from] = l[1:]
+				if len(l) > 1 {
+					next = append(next, from)
+				}
 			}
-			if !c.windowHasRoomLocked(len(frame)) {
-				c.backlog = true
-				return false
-			}
-			// Receipts are not held and bypass the backlog rule.
-			if !c.enqueue(frame) {
-				return false
-			}
-			c.addInflightLocked(e.ID, len(frame))
-			return true
-		})
-		if err != nil {
-			return err
+			order = next
 		}
-		return inner
+		return nil
 	})
 	if err != nil {
+		c.scanned = 0
 		c.b.log.Error("refill", "err", err)
 	}
+}
+
+// rescanLocked makes c's next refill read its queue from the start: a
+// push dropped from its window unacked (redelivery), or held messages
+// released, are before its cursor. Caller holds ms.mu.
+func (c *conn) rescanLocked() { c.scanned = 0 }
+
+// roomLocked is how many more pushes c's window takes by count. Caller
+// holds ms.mu.
+func (c *conn) roomLocked() int {
+	limit := maxInflight
+	if c.window > 0 {
+		limit = min(limit, c.window)
+	}
+	return max(limit-len(c.inflight), 1)
 }
 
 // maintain runs the broker's periodic work: redelivery of unacked pushes,
@@ -366,6 +634,7 @@ func (h *hub) redeliver(ms *meshState, now time.Time) {
 			st, at = p.member.Status, p.member.statusSetAt
 		}
 		if st == wire.StatusWorking && now.Sub(at) >= cfg.WorkingDecay && now.Sub(at) < cfg.WorkingDecay+2*cfg.RedeliverAfter {
+			c.rescanLocked()
 			c.requestRefill()
 		}
 	}

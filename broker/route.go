@@ -449,7 +449,7 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	for i, d := range to {
 		frame := frames[i]
 		for _, t := range ms.targets(d.Recipient) {
-			if t.offerLocked(rec.ID, res.seqs[i], rec.Priority, frame) {
+			if t.offerLocked(rec.ID, res.seqs[i], rec.Priority, d.From, false, frame) {
 				online++
 			}
 		}
@@ -798,7 +798,7 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 		}
 		targets := ms.targets(o.ReceiptFor)
 		for _, t := range targets {
-			t.offerLocked(o.NewReceipt.ReceiptID, o.ReceiptSeq, wire.PriorityNow, outFrame{b: frame})
+			t.offerLocked(o.NewReceipt.ReceiptID, o.ReceiptSeq, wire.PriorityNow, "", true, outFrame{b: frame})
 		}
 		if og := ms.receiptCameLocked(o.Message.ID); og != nil {
 			oc := og.conn
@@ -812,7 +812,7 @@ func (c *conn) afterAck(outcomes []store.AckOutcome) {
 		}
 	}
 	for sib := range ms.conns[c.pubkey] {
-		if sib.backlog {
+		if sib.behindLocked() {
 			sib.requestRefill()
 		}
 	}
