@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -203,6 +204,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	var size int64
 	var rows int
+	unseenBy, rowOf := map[string]int64{}, map[string][]byte{}
 	d.outboxSettled(r)
 	d.db.View(func(tx *bolt.Tx) error {
 		n := outboxCounts(tx)
@@ -212,11 +214,16 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 		n[stateInflight] += sending
 		*st.Outbox = localapi.OutboxCounts{Pending: n[statePending], Inflight: n[stateInflight], Queued: n[stateQueued],
 			Sent: n[stateSent], Delivered: n[stateDelivered], Dead: n[stateDead], Aborted: n[stateAborted], Untracked: n[stateUntracked]}
-		return tx.Bucket(bInbox).ForEach(func(_, v []byte) error {
+		return tx.Bucket(bInbox).ForEach(func(k, v []byte) error {
 			if !bytesContains(v, `"seenAt"`) {
 				st.InboxUnread++
 				if bytesContains(v, `"mentionsYou":true`) {
 					st.InboxMentions++
+				}
+				from := rowSender(v)
+				unseenBy[from] += int64(len(v))
+				if _, ok := rowOf[from]; !ok {
+					rowOf[from] = bytes.Clone(k)
 				}
 			}
 			size += int64(len(v))
@@ -224,7 +231,8 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 			return nil
 		})
 	})
-	st.Inbox, st.Warnings = d.inboxStatus(size, rows, st.InboxUnread)
+	shares, shareWarnings := d.senderShares(unseenBy, rowOf)
+	st.Inbox, st.Warnings = d.inboxStatus(size, rows, st.InboxUnread, shares, shareWarnings)
 	if p := d.acc.problem(); p != "" {
 		st.Warnings = append(st.Warnings, p)
 	}

@@ -112,6 +112,10 @@ type Options struct {
 	// testSeenWritten runs in markSeen between the write that stamps rows
 	// seen and the chat page cache's update (threadsSeen).
 	testSeenWritten func()
+	// testNoSenderShare lifts each sender's share of the inbox
+	// (inboxshare.go), for the tests of the cap and the hard limit that
+	// one sender fills.
+	testNoSenderShare bool
 
 	// Init lets Open make a new daemon.db where the file is empty
 	// (0 bytes); without it Open refuses (DBRefusal).
@@ -163,6 +167,8 @@ type Daemon struct {
 	shutdownErr error
 	acked       atomic.Int64           // rows acked by the broker in this run
 	icap        inboxCap               // the inbox's size cap (inboxcap.go)
+	parked      parkedPushes           // pushes refused for room, kept for when there is (inboxshare.go)
+	roomWake    chan struct{}          // rows were read or deleted: store what parked holds
 	tcpAddr     atomic.Pointer[string] // the --tcp listener's bound address
 
 	// sending holds the outbox rows the drains have sent and not yet
@@ -331,7 +337,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
-		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), sessions: map[string]*sessionRT{}, departing: map[string]*sessionRT{}, departWake: make(chan struct{}, 1), sending: map[uint64]bool{},
+		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), roomWake: make(chan struct{}, 1), sessions: map[string]*sessionRT{}, departing: map[string]*sessionRT{}, departWake: make(chan struct{}, 1), sending: map[uint64]bool{},
 		failpoint: os.Getenv(envFailpoint), cmids: newCMIDFilter(),
 	}
 	if n, ok := strings.CutPrefix(d.failpoint, failDrainKillAfter); ok {

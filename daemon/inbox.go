@@ -89,6 +89,10 @@ func (d *Daemon) inboxLoop() {
 			return
 		case it := <-d.inbox:
 			batch = append(batch, it)
+		case <-d.roomWake:
+			// Rows were read or deleted: the pushes refused for room
+			// are stored now (below), not at the broker's next
+			// redelivery.
 		}
 	fill:
 		for len(batch) < 256 {
@@ -116,6 +120,11 @@ func (d *Daemon) inboxLoop() {
 		if len(receipts) > 0 {
 			d.recordReceipts(receipts, true)
 		}
+		// Pushes refused for room go first, in the order they came: one
+		// sender's messages are stored in their order.
+		if parked := d.takeParked(); len(parked) > 0 {
+			pushes = append(parked, pushes...)
+		}
 		if len(pushes) > 0 {
 			d.storePushes(pushes)
 		}
@@ -123,20 +132,36 @@ func (d *Daemon) inboxLoop() {
 	}
 }
 
-// storePushes stores and acks the first of items, as many as the inbox
-// has room for, and returns how many: 0 when it stored none (the inbox is
-// full, or the store failed). The rest are left unacked on the broker,
-// which pushes them again later.
-func (d *Daemon) storePushes(items []inboxItem) int {
+// storePushes stores and acks the items the inbox has room for (under
+// its hard limit, each sender under its share: admitPushes) and returns
+// their ids. The others are kept (park) and left unacked on the broker:
+// they are stored as soon as rows are read or deleted, or come again with
+// the broker's redelivery. A failed store stores and acks none.
+func (d *Daemon) storePushes(items []inboxItem) []string {
 	if d.inboxFull(len(items)) {
-		return 0 // left on the broker, which pushes them again later
+		d.park(items)
+		return nil // left on the broker, which pushes them again later
 	}
-	// A burst stops at the hard limit too: the pushes past it are left
-	// on the broker like those that come after it (not settled, pushed
-	// again later). Checking only before a batch let one burst of
-	// pushes, however large, overshoot the limit.
-	if n := d.inboxRoom(items); n < len(items) {
-		items = items[:n]
+	// A burst stops at the hard limit too, and at each sender's share:
+	// the pushes past them are left on the broker like those that come
+	// after (not settled, pushed again later). Checking only before a
+	// batch let one burst of pushes, however large, overshoot the limit.
+	ok, refused := d.admitPushes(items)
+	var take, left []inboxItem
+	for i, it := range items {
+		if ok[i] {
+			take = append(take, it)
+		} else {
+			left = append(left, it)
+		}
+	}
+	d.park(left)
+	if len(refused) > 0 {
+		d.shareRefused(refused)
+	}
+	items = take
+	if len(items) == 0 {
+		return nil
 	}
 	rows := make([]*inboxRow, len(items))
 	now := time.Now().UnixMilli()
@@ -187,11 +212,12 @@ func (d *Daemon) storePushes(items []inboxItem) int {
 			}
 		}
 		d.inboxGrew(rows, stored)
+		d.unseenGrew(rows, stored)
 	})
 	if err != nil {
 		// Not acked: the broker redelivers and we try again.
 		d.log.Error("inbox store", "err", err)
-		return 0
+		return nil
 	}
 	if d.failpoint == failInboxAfterStore {
 		// Fault injection for the crash tests: die exactly between the
@@ -200,7 +226,11 @@ func (d *Daemon) storePushes(items []inboxItem) int {
 		select {}
 	}
 	settleItems(items, func(it inboxItem) string { return it.push.MessageID })
-	return len(items)
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.push.MessageID
+	}
+	return ids
 }
 
 // putInboxRow stores a received row under the next event sequence, once: a
@@ -279,19 +309,20 @@ func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
 				break
 			}
 			var items []inboxItem
-			var ids []string
 			for _, rp := range res.Messages {
 				if rp.Push != nil {
 					items = append(items, inboxItem{m: m, push: rp.Push})
-					ids = append(ids, rp.Push.MessageID)
 				}
 			}
+			var ids []string
 			full := false
 			if len(items) > 0 {
 				// Acked: those stored. The rest (the inbox reached its
-				// hard limit, or the store failed) stay on the broker.
-				n := d.storePushes(items)
-				ids, full = ids[:n], n < len(items)
+				// hard limit or their sender's share, or the store
+				// failed) stay on the broker: the next page would start
+				// with them again.
+				ids = d.storePushes(items)
+				full = len(ids) < len(items)
 			}
 			var receipts []inboxItem
 			for i := range res.Receipts {
@@ -424,7 +455,9 @@ func (d *Daemon) markSeen(ids []string, sc *sessionScope) (int, error) {
 	}
 	if n > 0 {
 		d.inboxChanged()
+		d.unseenChanged()
 		d.trimInbox()
+		d.roomMade()
 	}
 	return n, err
 }
@@ -469,7 +502,9 @@ func (d *Daemon) deleteInbox(mesh string, before uint64, only uint64) (int, erro
 	})
 	if err == nil {
 		d.inboxShrank(freed)
+		d.unseenChanged()
 		d.threadsChanged()
+		d.roomMade()
 	}
 	return n, err
 }
@@ -511,8 +546,10 @@ func (d *Daemon) pruneInbox() {
 		return
 	}
 	d.inboxShrank(freed)
+	d.unseenChanged()
 	d.threadsChanged()
 	d.trimInbox()
+	d.roomMade()
 }
 
 func decodeRow(v []byte, r any) error { return json.Unmarshal(v, r) }

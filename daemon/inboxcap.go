@@ -40,6 +40,12 @@ type inboxCap struct {
 	dropped int64 // seen rows dropped since the daemon started
 	held    int   // unseen rows over the cap at the last trim
 	full    bool  // pushes are being left on the broker (inboxFull)
+	// unseenBy is the unseen rows' bytes per sending member, nil until
+	// counted (inboxshare.go).
+	unseenBy map[string]int64
+	// overShare: senders whose pushes were refused for their share, said
+	// once in the log until rows are read.
+	overShare map[string]bool
 }
 
 // inboxFull reports whether the inbox is at its hard limit, twice the cap,
@@ -199,6 +205,9 @@ func (d *Daemon) trimInbox() {
 	d.icap.bytes, d.icap.held = total, held
 	d.icap.dropped += int64(dropped)
 	d.icap.stuck = total > max
+	// Read rows dropped may end "full" at once: it must not wait for the
+	// next push to be said no more (trial 18, finding 11).
+	d.icap.full = d.icap.full && total >= 2*max
 	d.icap.mu.Unlock()
 	if dropped > 0 {
 		d.log.Warn("inbox over its cap: dropped the oldest seen rows", "dropped", dropped, "bytes", total, "maxBytes", max)
@@ -210,13 +219,13 @@ func (d *Daemon) trimInbox() {
 
 // inboxStatus is the cap's part of `daemon status`: bytes and rows as
 // measured now by the caller's scan.
-func (d *Daemon) inboxStatus(bytes int64, rows, unseen int) (*localapi.InboxUsage, []string) {
+func (d *Daemon) inboxStatus(bytes int64, rows, unseen int, shares []localapi.SenderShare, shareWarnings []string) (*localapi.InboxUsage, []string) {
 	max := d.opts.InboxMaxBytes
 	d.icap.mu.Lock()
-	u := &localapi.InboxUsage{Bytes: bytes, Rows: rows, MaxBytes: max, DroppedSeen: d.icap.dropped}
+	u := &localapi.InboxUsage{Bytes: bytes, Rows: rows, MaxBytes: max, DroppedSeen: d.icap.dropped, OverShare: shares}
 	defer d.icap.mu.Unlock()
 	var warnings []string
-	if u.Full = d.icap.full; u.Full {
+	if u.Full = d.icap.full && bytes >= 2*max; u.Full {
 		u.OverCap, u.UnseenHeld = true, unseen
 		warnings = append(warnings, fmt.Sprintf("the inbox is full (%s, twice its cap of %s) with %d unseen rows: new messages stay on the broker until you mark some seen (claudemesh inbox --mark-seen), or restart the daemon with a larger daemon up --inbox-max-bytes",
 			humanSize(bytes), humanSize(max), unseen))
@@ -227,7 +236,7 @@ func (d *Daemon) inboxStatus(bytes int64, rows, unseen int) (*localapi.InboxUsag
 	} else if u.DroppedSeen > 0 {
 		warnings = append(warnings, fmt.Sprintf("the inbox reached its cap (%s): %d of the oldest seen rows were dropped since the daemon started", humanSize(max), u.DroppedSeen))
 	}
-	return u, warnings
+	return u, append(warnings, shareWarnings...)
 }
 
 // humanSize is a byte count for people: a small cap reads "19.5 KiB",
@@ -243,5 +252,6 @@ func (d *Daemon) inboxShrank(n int64) {
 	d.icap.mu.Lock()
 	d.icap.bytes -= n
 	d.icap.stuck = false
+	d.icap.full = d.icap.full && d.icap.bytes >= 2*d.opts.InboxMaxBytes
 	d.icap.mu.Unlock()
 }

@@ -178,6 +178,21 @@ type InboxUsage struct {
 	// Full: unseen rows fill twice the cap, and new messages are left on
 	// the broker (not acked) until some are read.
 	Full bool `json:"full"`
+	// OverShare lists the sending members that hold their share of the
+	// inbox (half the cap) in unseen rows, or whose pushes wait for it:
+	// only their new messages are left on the broker.
+	OverShare []SenderShare `json:"overShare,omitempty"`
+}
+
+// SenderShare is one sending member over its share of the inbox. Name is
+// the sender's, as a peer gave it: untrusted text, shown escaped.
+type SenderShare struct {
+	Pubkey      string `json:"pubkey"`
+	Name        string `json:"name,omitempty"`
+	UnseenBytes int64  `json:"unseenBytes"`
+	// Waiting: pushes of theirs the daemon refused and keeps, to store
+	// as soon as there is room.
+	Waiting int `json:"waiting,omitzero"`
 }
 
 // WebStatus is the chat page in `daemon status`: State is "serving" (URL
