@@ -772,6 +772,7 @@ func (d *Daemon) handleReload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, internalError(err))
 		return
 	}
+	d.refreshBlockedAll() // the grant verbs reload after a change
 	writeJSON(w, 200, localapi.ReloadResponse{OK: true, Started: started})
 }
 

@@ -793,6 +793,9 @@ type meshRT struct {
 	// and writesRefusedWhy its words (writes.go).
 	writesRefused    time.Time
 	writesRefusedWhy string
+	// blocked: the sending members this member blocked (grants []),
+	// as last read (blocked.go).
+	blocked map[string]bool
 	// latest is the newest connection, set at hello_ack — before the mesh
 	// reports open — because the broker starts pushing queued messages
 	// right after hello_ack and they must be acked on that connection.
@@ -939,6 +942,9 @@ func (m *meshRT) onState(s client.State, err error) {
 	}
 	m.d.publishAsync(localapi.EventBrokerStatus, m.cfg.MeshID, ev)
 	m.kick()
+	if s == client.StateOpen {
+		go m.d.refreshBlocked(m)
+	}
 }
 
 func (m *meshRT) getState() string {

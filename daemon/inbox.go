@@ -138,15 +138,13 @@ func (d *Daemon) inboxLoop() {
 // they are stored as soon as rows are read or deleted, or come again with
 // the broker's redelivery. A failed store stores and acks none.
 func (d *Daemon) storePushes(items []inboxItem) []string {
-	if d.inboxFull(len(items)) {
-		d.park(items)
-		return nil // left on the broker, which pushes them again later
-	}
-	// A burst stops at the hard limit too, and at each sender's share:
-	// the pushes past them are left on the broker like those that come
-	// after (not settled, pushed again later). Checking only before a
-	// batch let one burst of pushes, however large, overshoot the limit.
-	ok, refused := d.admitPushes(items)
+	// At the hard limit pushes are left on the broker, which pushes them
+	// again later (a blocked member's aside: stored as seen). A burst
+	// stops at the hard limit too, and at each sender's share: the
+	// pushes past them are left on the broker like those that come after
+	// (not settled, pushed again later). Checking only before a batch
+	// let one burst of pushes, however large, overshoot the limit.
+	ok, refused := d.admitPushes(items, d.inboxFull(len(items)))
 	var take, left []inboxItem
 	for i, it := range items {
 		if ok[i] {
@@ -168,7 +166,11 @@ func (d *Daemon) storePushes(items []inboxItem) []string {
 	tried := map[*meshRT]bool{}
 	for i, it := range items {
 		p := it.push
-		row := &inboxRow{
+		var seenAt int64
+		if it.m.isBlocked(pushSender(p)) {
+			seenAt = now // blocked.go: kept, not new, not announced
+		}
+		row := &inboxRow{SeenAt: seenAt,
 			Mesh: it.m.cfg.Slug, MeshID: it.m.cfg.MeshID, MessageID: p.MessageID, ClientMessageID: p.ClientMessageID,
 			Kind: p.Kind, TargetSpec: wire.ShownTargetSpec(p.TargetSpec), SenderPubkey: p.SenderPubkey, SenderMember: p.SenderMemberPubkey, SenderName: p.SenderName,
 			RecipientPubkey: it.m.key.PublicHex(), RecipientKind: recipientMember, Priority: p.Priority,
@@ -207,7 +209,7 @@ func (d *Daemon) storePushes(items []inboxItem) []string {
 		return nil
 	}, func() {
 		for i := range items {
-			if stored[i] {
+			if stored[i] && rows[i].SeenAt == 0 {
 				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: rows[i].MeshID, data: rows[i].api(), inbox: rows[i]})
 			}
 		}

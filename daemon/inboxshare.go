@@ -147,7 +147,7 @@ func (d *Daemon) roomMade() {
 // one of a sender's pushes is refused, its later ones in items are too,
 // so that one sender's messages are stored in their order. refused holds
 // the senders refused for their share.
-func (d *Daemon) admitPushes(items []inboxItem) (ok []bool, refused map[string]bool) {
+func (d *Daemon) admitPushes(items []inboxItem, full bool) (ok []bool, refused map[string]bool) {
 	hard, share := 2*d.opts.InboxMaxBytes, d.senderShare()
 	d.icap.mu.Lock()
 	size := d.icap.bytes
@@ -166,7 +166,14 @@ func (d *Daemon) admitPushes(items []inboxItem) (ok []bool, refused map[string]b
 	adding := map[string]int64{}
 	for i, it := range items {
 		from := pushSender(it.push)
-		if stopped[from] || size >= hard {
+		if it.m.isBlocked(from) {
+			// Stored as seen (blocked.go), whatever room is left: the
+			// cap drops such rows first.
+			ok[i] = true
+			size += estimateRow(it.push)
+			continue
+		}
+		if stopped[from] || full || size >= hard {
 			stopped[from] = true
 			continue
 		}
@@ -318,7 +325,7 @@ func (d *Daemon) senderShares(unseen map[string]int64, rowOf map[string][]byte) 
 		if s.Waiting > 0 {
 			more = fmt.Sprintf("%d more from them wait on the broker", s.Waiting)
 		}
-		warnings = append(warnings, fmt.Sprintf("%s (%s) holds %s of unseen messages, its share of the inbox (half the cap of %s): %s until you read or delete theirs (claudemesh inbox --mark-seen; claudemesh block stops new ones); other members' messages still arrive",
+		warnings = append(warnings, fmt.Sprintf("%s (%s) holds %s of unseen messages, its share of the inbox (half the cap of %s): %s until you read or delete theirs (claudemesh inbox --mark-seen) or block them (claudemesh block marks theirs seen); other members' messages still arrive",
 			name, key, humanSize(s.UnseenBytes), humanSize(d.opts.InboxMaxBytes), more))
 	}
 	return out, warnings

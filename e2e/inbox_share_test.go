@@ -119,3 +119,48 @@ func TestOneMemberCannotFillAnothersInbox(t *testing.T) {
 		t.Fatalf("after reading, daemon status still says %+v", st.Inbox)
 	}
 }
+
+// block frees what the blocked member holds: its unseen rows are marked
+// seen (they no longer count against its share) and what it sent that
+// was still waiting is taken as seen, so daemon status no longer names it
+// and nothing of it is new in the inbox.
+func TestBlockFreesTheBlockedMembersShare(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0", "--byte-rate", "0", "--rate", "0", "--redeliver-after", "5m")
+	u := setupMesh(t, b, "vic", "flooda")
+	vic, fa := u[0], u[1]
+	vic.useDaemon = true
+	var up struct {
+		PID int `json:"pid"`
+	}
+	r := vic.run("daemon", "up", "--json", "--inbox-max-bytes", "1048576", "--web", "off")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &up) != nil || up.PID <= 0 {
+		t.Fatalf("daemon up: %s", r)
+	}
+	t.Cleanup(func() { killAndWait(up.PID) })
+	vic.waitDaemonOpen()
+	big := strings.Repeat("f", 60000)
+	const n = 30
+	for i := range n {
+		fa.runIn(fmt.Sprintf("flooda %d ", i)+big, "send", "vic", "-", "-q")
+	}
+	type status struct {
+		Inbox struct {
+			OverShare []struct {
+				Name    string `json:"name"`
+				Waiting int    `json:"waiting"`
+			} `json:"overShare"`
+		} `json:"inbox"`
+	}
+	eventually(t, 30*time.Second, "flooda over its share with pushes waiting", func() bool {
+		var st status
+		vic.json(&st, "daemon", "status")
+		return len(st.Inbox.OverShare) == 1 && st.Inbox.OverShare[0].Name == "flooda" && st.Inbox.OverShare[0].Waiting > 0
+	})
+	vic.ok("block", "flooda")
+	eventually(t, 30*time.Second, "flooda no longer over its share, nothing of it new", func() bool {
+		var st status
+		vic.json(&st, "daemon", "status")
+		return len(st.Inbox.OverShare) == 0 && len(vic.inbox("--unread")) == 0
+	})
+}

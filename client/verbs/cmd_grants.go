@@ -248,6 +248,11 @@ func editGrant(c *cli.Context, done string, edit grantsEdit) error {
 	if err != nil {
 		return err
 	}
+	// A running daemon reads the grants again: a member blocked now has
+	// its unseen messages marked seen, and what it sent before that is
+	// still on its way is taken as seen (no longer held for its share of
+	// the inbox).
+	e.reloadDaemon()
 	if e.out.JSONMode() {
 		return e.out.JSON(row)
 	}
