@@ -100,7 +100,7 @@ func upCommand() *cli.Command {
 				Usage: "UNSAFE on a shared machine: serve the chat page to connections the daemon cannot tell are yours (a browser behind WSL2's localhost forwarding or a proxy run by root; WSL1, gVisor), so any local user with a login link, or the session cookie and page key, can use it"},
 			&cli.StringFlag{Name: "web-tls-cert", Usage: "serve the page over HTTPS with this certificate `FILE` (with --web-tls-key)"},
 			&cli.StringFlag{Name: "web-tls-key", Usage: "the private key `FILE` of --web-tls-cert"},
-			&cli.Int64Flag{Name: "inbox-max-bytes", Value: DefaultInboxMaxBytes, Usage: "cap the inbox at `BYTES`: past it the oldest seen messages are dropped (unseen ones are kept, and daemon status warns)"},
+			&cli.Int64Flag{Name: "inbox-max-bytes", Value: DefaultInboxMaxBytes, Usage: "cap the inbox at `BYTES`: past it the oldest seen messages are dropped (unseen ones are kept, and daemon status warns); one member may hold at most half of it unseen"},
 		},
 		Action: func(c *cli.Context) error {
 			home, out, err := verbStart(c, 0, 0)
