@@ -61,7 +61,7 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 	case !samePin(entryPin, pin):
 		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Warn,
 			Message: "mcpServers.claudemesh runs claudemesh for " + describePin(entryPin) + ", not for this home (" + e.Home + ")", Fix: otherFix(entryPin)})
-	case filepath.IsAbs(entry.Command) && !isFile(entry.Command):
+	case entry.Command != e.Self && filepath.IsAbs(entry.Command) && !isFile(entry.Command):
 		// The binary moved or was deleted: not a mismatch to tidy up
 		// but a session that cannot start its MCP server at all.
 		out = append(out, doctor.Result{Name: "claude code MCP entry", Status: doctor.Fail,
