@@ -138,6 +138,13 @@ func (d *Daemon) inboxLoop() {
 // they are stored as soon as rows are read or deleted, or come again with
 // the broker's redelivery. A failed store stores and acks none.
 func (d *Daemon) storePushes(items []inboxItem) []string {
+	d.icap.admit.Lock()
+	admitted := true
+	defer func() {
+		if admitted {
+			d.icap.admit.Unlock()
+		}
+	}()
 	// At the hard limit pushes are left on the broker, which pushes them
 	// again later (a blocked member's aside: stored as seen). A burst
 	// stops at the hard limit too, and at each sender's share: the
@@ -216,6 +223,8 @@ func (d *Daemon) storePushes(items []inboxItem) []string {
 		d.inboxGrew(rows, stored)
 		d.unseenGrew(rows, stored)
 	})
+	admitted = false
+	d.icap.admit.Unlock()
 	if err != nil {
 		// Not acked: the broker redelivers and we try again.
 		d.log.Error("inbox store", "err", err)

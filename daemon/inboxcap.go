@@ -46,6 +46,13 @@ type inboxCap struct {
 	// overShare: senders whose pushes were refused for their share, said
 	// once in the log until rows are read.
 	overShare map[string]bool
+	// admit is held by a path that stores rows (pushes, a fetch's page,
+	// live topic posts, a topic's catch-up) from its check of the room
+	// left (inboxFull, inboxRoom) until its rows are counted (inboxGrew):
+	// two paths that checked at once each took the room left, and a
+	// catch-up and live posts together filled the inbox past its hard
+	// limit by a third.
+	admit sync.Mutex
 }
 
 // inboxFull reports whether the inbox is at its hard limit, twice the cap,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"claudemesh/client"
 	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
+	"claudemesh/wire"
 )
 
 // The inbox has a size cap (issue 12 item 7: a flood grew a victim's
@@ -276,6 +278,53 @@ func TestFullInboxLeavesTopicPostsOnTheBroker(t *testing.T) {
 	}
 	if st := status(); st.Inbox.Full || st.Inbox.Bytes > 2*limit+8<<10 {
 		t.Fatalf("after reading: %+v", st.Inbox)
+	}
+}
+
+// Two paths that store rows at once (live pushes on the inbox worker, a
+// topic's catch-up, a fetch's page) share the hard limit: each used to
+// check the room left before the other's rows were counted, and each took
+// all of it (a catch-up and live posts filled an inbox to 51 KB of a
+// 40 KB limit).
+func TestInboxStorePathsShareTheHardLimit(t *testing.T) {
+	const limit = 16 << 10
+	e := newEnv(t)
+	e.join("bob")
+	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit})
+	bob.waitOpen(t)
+	var m *meshRT
+	bob.d.mu.Lock()
+	for _, rt := range bob.d.meshes {
+		m = rt
+	}
+	bob.d.mu.Unlock()
+	sender, _ := cmcrypto.GenerateIdentity()
+	topicID := client.NewID()
+	body := strings.Repeat("t", 4000)
+	post := func(i int) *wire.Push {
+		return &wire.Push{Type: wire.TypePush, MessageID: client.NewID(), MeshID: m.cfg.MeshID, Kind: wire.KindTopic,
+			TargetSpec: "#" + topicID, SenderPubkey: sender.PublicHex(), SenderName: "carol", BodyVersion: wire.BodyPlaintext,
+			Topic: &wire.TopicRef{ID: topicID, Name: "flood"}, CreatedAt: time.Now().UnixMilli(),
+			Ciphertext: cmcrypto.EncodeB64([]byte(fmt.Sprintf("%03d %s", i, body)))}
+	}
+	// 16 stores at once, each of one 4 KB post: room for 8 at most.
+	const n = 16
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := post(i)
+			<-start
+			bob.d.storeTopicPosts(m, topicID, []*wire.Push{p})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	// Up to the hard limit and the row that reaches it.
+	if st := bob.status(t); st.Inbox.Bytes > 2*limit+5<<10 {
+		t.Fatalf("%d rows stored at once: %+v, want at most %d bytes", len(bob.inbox(t)), st.Inbox, 2*limit+5<<10)
 	}
 }
 

@@ -461,6 +461,8 @@ func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push) 
 	}
 	// The inbox's hard limit holds for topic posts too: those past it stay
 	// in the topic's history, where the next catch-up finds them.
+	d.icap.admit.Lock()
+	defer d.icap.admit.Unlock()
 	if d.inboxFull(len(msgs)) {
 		m.topics.leftBehind(topicID)
 		return 0, ""
@@ -589,8 +591,10 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 		// history, and so are the topic's next ones until a catch-up has
 		// read them in order (topicsRT.behind); one is started when there
 		// is room again (and by every sweep).
+		d.icap.admit.Lock()
 		if behind := m.topics.isBehind(topicID); behind || tm.SenderPubkey != m.key.PublicHex() {
 			if full := d.inboxFull(1); behind || full {
+				d.icap.admit.Unlock()
 				m.topics.leftBehind(topicID)
 				if !full {
 					m.topics.kick(topicID)
@@ -598,7 +602,9 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 				continue
 			}
 		}
-		if err := d.storeTopicRows(m, []client.TopicMessage{tm}); err != nil {
+		err := d.storeTopicRows(m, []client.TopicMessage{tm})
+		d.icap.admit.Unlock()
+		if err != nil {
 			d.log.Error("topic inbox store", "err", err)
 			continue
 		}
