@@ -16,7 +16,7 @@ func TestFetchRateLimitsRefetching(t *testing.T) {
 	t.Parallel()
 	for _, fetchRate := range []int64{64 << 10, 0} {
 		b := startBroker(t, func(c *Config) {
-			c.Rate, c.ByteRate = 0, 0 // alice's 1.6 MB of sends are over --byte-burst
+			c.Rate = 0
 			// 64 KiB/s refills a fraction of what each fetch takes,
 			// however slowly a loaded machine runs the loop below.
 			c.FetchRate = fetchRate

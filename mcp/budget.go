@@ -6,7 +6,7 @@ import (
 )
 
 // Every channel notification goes into the agent's context mid-turn, so a
-// member sending at the broker's rate (up to 256 KiB a second, --byte-rate,
+// member sending at the broker's rate (up to 1 MiB a second, --byte-rate,
 // or 200 small messages a second) could fill an agent session's context
 // within seconds and bill its user for it. The push budget bounds what one sender puts there:
 // a burst of pushBurstChars characters, refilled at pushRefillPerMinute,

@@ -178,13 +178,12 @@ func (s *AdversaryStats) add(o AdversaryStats) {
 // adversaryBrokerArgs are the broker's defaults for what the attacks
 // test (the child broker otherwise runs without send rate limits, in
 // messages and in bytes, and without a presence rate limit for
-// --idle-connections). TestAdversaryBrokerArgsAreTheDefaults keeps them
-// equal to broker.DefaultConfig's.
+// --idle-connections).
 //
 // The per-address limits exempt loopback by default; here only 127.0.0.1
 // (the honest peers and mallory) is exempt, and the stranger connects from
 // 127.0.0.2, as one address on the internet would.
-var adversaryBrokerArgs = []string{"--rate", "200", "--burst", "1000", "--byte-rate", "262144", "--byte-burst", "1048576",
+var adversaryBrokerArgs = []string{"--rate", "200", "--burst", "1000", "--byte-rate", "1048576", "--byte-burst", "2097152",
 	"--presence-rate", "5", "--ip-limit-exempt", "127.0.0.1/32"}
 
 // strangerDialer dials from 127.0.0.2, an address the broker limits.

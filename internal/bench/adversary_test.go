@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"claudemesh/broker"
 	"claudemesh/internal/cliui"
 )
 
@@ -138,27 +136,6 @@ func TestAdversaryAttackedBrokerArgs(t *testing.T) {
 		AttackedBrokerArgs: []string{"--no-such-flag"}, Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"}})
 	if err == nil || !strings.Contains(err.Error(), "run 2 of 3 (under attack)") {
 		t.Fatalf("err = %v, want the attacked run's broker to fail", err)
-	}
-}
-
-// TestAdversaryBrokerArgsAreTheDefaults: --adversary runs its brokers
-// with the broker's default limits for what the attacks test, as its
-// report says; a default changed without them measured the old one.
-func TestAdversaryBrokerArgsAreTheDefaults(t *testing.T) {
-	def := broker.DefaultConfig()
-	want := map[string]string{
-		"--rate": strconv.FormatFloat(def.Rate, 'f', -1, 64), "--burst": strconv.Itoa(def.Burst),
-		"--byte-rate": strconv.FormatInt(def.ByteRate, 10), "--byte-burst": strconv.FormatInt(def.ByteBurst, 10),
-		"--presence-rate": strconv.FormatFloat(def.PresenceRate, 'f', -1, 64),
-	}
-	got := map[string]string{}
-	for i := 0; i+1 < len(adversaryBrokerArgs); i += 2 {
-		got[adversaryBrokerArgs[i]] = adversaryBrokerArgs[i+1]
-	}
-	for flag, v := range want {
-		if got[flag] != v {
-			t.Errorf("adversaryBrokerArgs: %s %q, the broker's default is %s", flag, got[flag], v)
-		}
 	}
 }
 

@@ -54,7 +54,7 @@ func Command() *cli.Command {
 				"--accepts).\n"+
 				"\n"+
 				"--adversary compares the honest peers' DMs with and without an attack, each run on a fresh child broker\n"+
-				"with its default limits (send rate 200/s and 256 KiB/s, presence rate 5/s, ack rate, group cap). Under\n"+
+				"with its default limits (send rate 200/s and 1 MiB/s, presence rate 5/s, ack rate, group cap). Under\n"+
 				"attack a member, mallory, floods client_acks of unknown ids, churns her presence, sends hellos over the\n"+
 				"group cap and 64 KiB DMs to herself that she never acks, and a stranger holds 200 idle TCP connections\n"+
 				"and 4 WebSockets writing junk before any hello. The method (since the seventeenth session) is paced:\n"+
