@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -665,16 +666,24 @@ type whoamiSession struct {
 // broker's operator). config.json still holds them, with the role they
 // had: whoami and mesh list said "admin" of a mesh that had removed the
 // member.
+// endedMembershipsWait bounds the daemon's answer to whoami and mesh list.
+const endedMembershipsWait = time.Second
+
 func (e *env) endedMemberships() map[string]string {
 	if e.g.NoDaemon || e.out.JSONMode() {
 		return nil
 	}
-	api, err := localapi.Connect(e.ctx(), e.home, false)
+	// Only a remark beside what config.json says: a daemon that does not
+	// answer at once (stopped, busy) must not hold the listing (it waited
+	// the API's 30 s).
+	ctx, cancel := context.WithTimeout(e.ctx(), endedMembershipsWait)
+	defer cancel()
+	api, err := localapi.Connect(ctx, e.home, false)
 	if err != nil {
 		return nil
 	}
 	var st localapi.Status
-	if _, err := api.Do(e.ctx(), "GET", "/v1/status", nil, &st); err != nil {
+	if _, err := api.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
 		return nil
 	}
 	ended := map[string]string{}
