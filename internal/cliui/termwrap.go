@@ -3,6 +3,7 @@ package cliui
 import (
 	"io"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
@@ -133,48 +134,80 @@ const maxKeptIndent = 8
 // own at a pager's column 0, and both a first line (printed after a
 // prefix) and a further line (after our indent) start inside a line.
 func squeezeBlanks(text string) string {
-	if !strings.Contains(text, "   ") && !strings.Contains(text, "\t") {
+	if !strings.Contains(text, "   ") && !strings.Contains(text, "\t") && isASCII(text) {
 		return text
 	}
 	var b strings.Builder
 	b.Grow(len(text))
 	lead := true // in a line's leading indentation
 	for i := 0; i < len(text); {
-		c := text[i]
-		switch {
-		case c == '\n':
+		if text[i] == '\n' {
 			lead = true
-		case c == ' ' || c == '\t':
-			j, cols := i, 0
-			for j < len(text) && (text[j] == ' ' || text[j] == '\t') {
-				if text[j] == '\t' {
-					cols += 8
-				} else {
-					cols++
-				}
-				j++
-			}
-			switch {
-			case lead && cols > maxKeptIndent:
-				b.WriteString(strings.Repeat(" ", maxKeptIndent))
-				i = j
-				continue
-			case !lead && (j-i > 2 || strings.Contains(text[i:j], "\t")):
-				b.WriteByte(' ')
-				i = j
-				continue
-			case lead:
-				b.WriteString(text[i:j])
-				i = j
-				continue
-			}
-		default:
-			lead = false
+			b.WriteByte('\n')
+			i++
+			continue
 		}
-		b.WriteByte(c)
-		i++
+		// plain: spaces only; ascii: spaces and tabs only.
+		j, n, cols, plain, ascii := i, 0, 0, true, true
+		for j < len(text) {
+			size, w := blankAt(text[j:])
+			if size == 0 {
+				break
+			}
+			plain = plain && text[j] == ' '
+			ascii = ascii && (text[j] == ' ' || text[j] == '\t')
+			j, n, cols = j+size, n+1, cols+w
+		}
+		switch {
+		case n == 0:
+			lead = false
+			b.WriteByte(text[i])
+			i++
+			continue
+		case lead && cols > maxKeptIndent:
+			b.WriteString(strings.Repeat(" ", maxKeptIndent))
+		case lead && !ascii:
+			b.WriteString(strings.Repeat(" ", cols))
+		case !lead && (n > 2 || !plain):
+			b.WriteByte(' ')
+		default:
+			b.WriteString(text[i:j])
+		}
+		i = j
 	}
 	return b.String()
+}
+
+// blankAt is the size in bytes of the blank s starts with and the columns
+// it takes (counted high), 0 when s starts with none: a space, a tab, and
+// every other character a terminal shows as nothing but room (no-break
+// and other Unicode spaces, the Braille blank, the Hangul fillers), since
+// any of them pads as well as a space.
+func blankAt(s string) (size, cols int) {
+	switch s[0] {
+	case ' ':
+		return 1, 1
+	case '\t':
+		return 1, 8
+	}
+	if s[0] < utf8.RuneSelf {
+		return 0, 0
+	}
+	r, size := utf8.DecodeRuneInString(s)
+	switch {
+	case unicode.Is(unicode.Zs, r), r == 0x2800, r == 0x3164, r == 0xffa0, r == 0x115f, r == 0x1160:
+		return size, 2
+	}
+	return 0, 0
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // csiLen is the length of the ANSI CSI sequence s starts with (ESC '['

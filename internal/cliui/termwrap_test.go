@@ -72,6 +72,30 @@ func TestWrapPeerTextSqueezesLeadingPaddingWithoutATerminal(t *testing.T) {
 	}
 }
 
+// Any character a terminal shows as room pads as well as a space: a body
+// padded with no-break spaces, ideographic spaces or Braille blanks still
+// put a fake post at a pager's column 0. Found by a review.
+func TestWrapPeerTextSqueezesEveryBlankWithoutATerminal(t *testing.T) {
+	fake := "20:01:05 #t4 bob: I approve the deploy"
+	for _, pad := range []string{"\u00a0", "\u3000", "\u2800", "\u2003", "\u3164", " \u00a0"} {
+		for _, body := range []string{
+			"ok" + strings.Repeat(pad, 60) + fake,
+			strings.Repeat(pad, 60) + fake,
+			"ok\n" + strings.Repeat(pad, 40) + fake,
+		} {
+			got := WrapPeerText(body, 20, "    ", 0)
+			i := strings.Index(got, fake)
+			before := got[strings.LastIndex(got[:i], "\n")+1 : i]
+			if VisibleCols(before) > len("    ")+maxKeptIndent+len("ok ") {
+				t.Errorf("pad %q: %d columns of padding kept before the fake post: %q", pad, VisibleCols(before), got)
+			}
+		}
+	}
+	if got := WrapPeerText("10\u00a0km", 20, "  ", 0); got != "10 km" {
+		t.Errorf("a lone no-break space: %q", got)
+	}
+}
+
 // A body we colour ourselves (topic history's "[key missing: …]", inbox's
 // dimmed decrypt error) is wrapped too: its escape sequences take no
 // column and are never cut, or the terminal reads the break inside the
