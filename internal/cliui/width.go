@@ -16,13 +16,8 @@ import (
 func Width(s string) int {
 	n := 0
 	for i := 0; i < len(s); {
-		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
-			// A CSI sequence (colours): ESC [ parameters final-byte.
-			j := i + 2
-			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
-				j++
-			}
-			i = j + 1
+		if k := csiLen(s[i:]); k > 0 { // a colour sequence takes no room
+			i += k
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
