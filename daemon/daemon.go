@@ -769,7 +769,9 @@ type meshRT struct {
 	key   *cmcrypto.Identity
 	ident client.MeshIdentity
 
-	presence *client.Presence
+	// presence is stored once start has it; its own callbacks (onState's
+	// refreshBlocked, onSystem) may run before StartPresence returns.
+	presence atomic.Pointer[client.Presence]
 	cancel   context.CancelFunc
 	done     chan struct{}
 	wake     chan struct{}
@@ -841,7 +843,7 @@ func (m *meshRT) start() {
 	ctx, cancel := context.WithCancel(m.d.ctx)
 	m.cancel = cancel
 	host, _ := os.Hostname()
-	m.presence = client.StartPresence(ctx, m.ident, client.DialOptions{
+	m.presence.Store(client.StartPresence(ctx, m.ident, client.DialOptions{
 		Role: wire.RoleControlPlane, Presence: true, SessionID: "daemon", PeerType: wire.PeerHuman,
 		Hostname: host, Logger: m.d.log,
 		// The drain queues sends, and the inbox its acks, in bursts.
@@ -865,7 +867,7 @@ func (m *meshRT) start() {
 		},
 		OnState:         m.onState,
 		MismatchRecheck: mismatchRecheck,
-	})
+	}))
 	m.d.wg.Add(3)
 	go func() {
 		defer m.d.wg.Done()
@@ -891,10 +893,11 @@ func (m *meshRT) stop() {
 		return
 	}
 	m.setWebPresence(false)
-	m.presence.Close()
+	p := m.presence.Load()
+	p.Close()
 	m.cancel()
 	<-m.done
-	<-m.presence.Done()
+	<-p.Done()
 }
 
 func (m *meshRT) kick() {
@@ -963,12 +966,13 @@ func (m *meshRT) neverConnected() bool {
 
 // waitOpen waits up to d for the mesh's connection to open.
 func (m *meshRT) waitOpen(d time.Duration) {
-	if m.presence == nil {
+	p := m.presence.Load()
+	if p == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(m.d.ctx, d)
 	defer cancel()
-	m.presence.WaitState(ctx, client.StateOpen, client.StateReconnecting, client.StateKicked, client.StateRemoved, client.StateBanned, client.StateClosed)
+	p.WaitState(ctx, client.StateOpen, client.StateReconnecting, client.StateKicked, client.StateRemoved, client.StateBanned, client.StateClosed)
 }
 
 // knownMemberName is memberName for the member of a verified sender, for a
@@ -1034,13 +1038,14 @@ func (m *meshRT) ackConn() *client.Conn {
 
 // conn returns the open connection, or nil.
 func (m *meshRT) conn() *client.Conn {
-	if m.presence == nil {
+	p := m.presence.Load()
+	if p == nil {
 		return nil
 	}
-	if s, _ := m.presence.State(); s != client.StateOpen {
+	if s, _ := p.State(); s != client.StateOpen {
 		return nil
 	}
-	return m.presence.Conn()
+	return p.Conn()
 }
 
 func trimSpace(b []byte) []byte { return bytes.TrimSpace(b) }

@@ -327,7 +327,7 @@ func TestImpostorBrokerIsRefused(t *testing.T) {
 	}
 	// It checks again (slowly; the test's backoff cap shortens the
 	// waits), and stays mismatched while the impostor answers.
-	pres := alice.mesh(t).presence
+	pres := alice.mesh(t).presence.Load()
 	for range 2 {
 		select {
 		case <-pres.Changed(): // a recheck met the impostor again

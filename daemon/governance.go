@@ -20,10 +20,11 @@ import (
 // afresh by Reload (`daemon up`, POST /v1/reload), after an unban, or at
 // the user's word after a kick.
 func (m *meshRT) stopped() bool {
-	if m.presence == nil {
+	p := m.presence.Load()
+	if p == nil {
 		return false
 	}
-	s, _ := m.presence.State()
+	s, _ := p.State()
 	return s == client.StateKicked || s == client.StateRemoved || s == client.StateBanned
 }
 
@@ -99,8 +100,9 @@ func (m *meshRT) auditLoop(ctx context.Context) {
 	var checked *client.Conn // the connection of the last check
 	var at, fullAt time.Time
 	for {
-		changed := m.presence.Changed()
-		if s, _ := m.presence.State(); finalForGood(m.presence, s) {
+		p := m.presence.Load()
+		changed := p.Changed()
+		if s, _ := p.State(); finalForGood(p, s) {
 			return // a mismatch is checked again: the loop waits for it
 		}
 		c := m.conn()

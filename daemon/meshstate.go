@@ -56,8 +56,8 @@ func (m *meshRT) unavailable() *apiError { return m.unavailableAfter(nil) }
 // of a connection).
 func (m *meshRT) unavailableAfter(lost error) *apiError {
 	state, err := m.stateOf()
-	if state == localapi.MeshOpen && m.presence != nil {
-		s, perr := m.presence.State()
+	if p := m.presence.Load(); state == localapi.MeshOpen && p != nil {
+		s, perr := p.State()
 		state, err = string(s), perr
 		if s == client.StateOpen && lost != nil {
 			state, err = string(client.StateReconnecting), lost

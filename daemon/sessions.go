@@ -344,8 +344,9 @@ func (s *sessionRT) start(m *meshRT) {
 			for {
 				// A mesh whose broker could not prove its key is tried
 				// again (mismatchRecheck): its sessions wait for it.
-				ch := m.presence.Changed()
-				st, err := m.presence.State()
+				mp := m.presence.Load()
+				ch := mp.Changed()
+				st, err := mp.State()
 				switch {
 				case st == client.StateOpen:
 					return nil
@@ -354,8 +355,8 @@ func (s *sessionRT) start(m *meshRT) {
 				}
 				select {
 				case <-ch:
-				case <-m.presence.Done():
-					st, err := m.presence.State()
+				case <-mp.Done():
+					st, err := mp.State()
 					return fmt.Errorf("mesh %s is %s: %v", m.cfg.Slug, st, err)
 				case <-ctx.Done():
 					return ctx.Err()

@@ -218,7 +218,7 @@ func (t *topicsRT) awaitList(ctx context.Context) bool {
 	if listed || t.m.ackConn() != nil {
 		return true
 	}
-	if p := t.m.presence; p != nil {
+	if p := t.m.presence.Load(); p != nil {
 		wctx, cancel := context.WithTimeout(ctx, startWait)
 		p.WaitState(wctx, client.StateOpen, client.StateKicked, client.StateRemoved, client.StateBanned, client.StateClosed)
 		cancel()
