@@ -96,23 +96,6 @@ func (d *Daemon) inboxRoom(items []inboxItem) int {
 	return len(items)
 }
 
-// inboxRoomBytes is inboxRoom for rows of the given estimated sizes (topic
-// posts, whose bodies are already open): how many of them to store, at
-// least one since inboxFull said there is room.
-func (d *Daemon) inboxRoomBytes(sizes []int64) int {
-	hard := 2 * d.opts.InboxMaxBytes
-	d.icap.mu.Lock()
-	size := d.icap.bytes
-	d.icap.mu.Unlock()
-	for i, n := range sizes {
-		size += n
-		if size >= hard {
-			return i + 1
-		}
-	}
-	return len(sizes)
-}
-
 // loadInboxSize measures the inbox at start.
 func (d *Daemon) loadInboxSize() error {
 	var n int64

@@ -273,7 +273,7 @@ func TestFullInboxLeavesTopicPostsOnTheBroker(t *testing.T) {
 	e := newEnv(t)
 	e.join("bob")
 	alice := e.daemon("alice")
-	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit, TopicSweep: 300 * time.Millisecond})
+	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit, TopicSweep: 300 * time.Millisecond, testNoSenderShare: true})
 	alice.waitOpen(t)
 	bob.waitOpen(t)
 	ctx := context.Background()
@@ -331,7 +331,7 @@ func TestInboxStorePathsShareTheHardLimit(t *testing.T) {
 	const limit = 16 << 10
 	e := newEnv(t)
 	e.join("bob")
-	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit})
+	bob := e.daemonWith("bob", Options{InboxMaxBytes: limit, testNoSenderShare: true})
 	bob.waitOpen(t)
 	var m *meshRT
 	bob.d.mu.Lock()

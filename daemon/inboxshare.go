@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"claudemesh/client"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/agentview"
 	"claudemesh/wire"
@@ -128,8 +129,12 @@ func (d *Daemon) parkedBySender() map[string]int {
 }
 
 // roomMade is called when rows were read, deleted or pruned: the inbox
-// worker stores the kept pushes that now fit at once.
+// worker stores the kept pushes that now fit at once, and the topics whose
+// posts were left in their history catch up.
 func (d *Daemon) roomMade() {
+	for _, m := range d.meshList() {
+		m.topics.kickBehind()
+	}
 	d.parked.mu.Lock()
 	any := len(d.parked.items) > 0
 	d.parked.mu.Unlock()
@@ -187,6 +192,55 @@ func (d *Daemon) admitPushes(items []inboxItem, full bool) (ok []bool, refused m
 		adding[from] += n
 	}
 	return ok, refused
+}
+
+// topicSender is the sending member a topic post counts against, as
+// pushSender for a push (and unseenGrew for its row).
+func topicSender(tm client.TopicMessage) string {
+	if tm.SenderMemberPubkey != "" {
+		return tm.SenderMemberPubkey
+	}
+	return tm.SenderPubkey
+}
+
+// admitTopicPosts is admitPushes for posts of one topic (oldest first),
+// which the inbox stores in the topic's order: how many of them to store,
+// up to and including the one that reaches the hard limit, and stopping
+// before the first post of a sender that holds its share in unseen rows
+// (refused names it; "" when none was). The posts from there on stay in
+// the topic's history on the broker; the catch-up reads them again once
+// rows are read (roomMade) and stores each once. The member's own posts
+// are not stored; a blocked member's are, as seen, whatever its share.
+func (d *Daemon) admitTopicPosts(m *meshRT, msgs []client.TopicMessage) (n int, refused string) {
+	hard, share := 2*d.opts.InboxMaxBytes, d.senderShare()
+	sizes := topicRowSizes(m, msgs)
+	d.icap.mu.Lock()
+	size := d.icap.bytes
+	d.icap.mu.Unlock()
+	var total int64
+	for _, n := range sizes {
+		total += n
+	}
+	var unseen map[string]int64
+	if size+total >= share {
+		unseen = d.unseenBySender()
+	}
+	adding := map[string]int64{}
+	for i, tm := range msgs {
+		if sizes[i] == 0 {
+			continue // the member's own: a topic_message event only
+		}
+		from := topicSender(tm)
+		if unseen != nil && !m.isBlocked(from) && unseen[from]+adding[from] >= share {
+			return i, from
+		}
+		size += sizes[i]
+		adding[from] += sizes[i]
+		if size >= hard {
+			return i + 1, ""
+		}
+	}
+	return len(msgs), ""
 }
 
 // shareRefused logs, once per sender until it is under its share again,

@@ -425,6 +425,20 @@ func (t *topicsRT) leftBehind(topicID string) {
 	t.mu.Unlock()
 }
 
+// kickBehind starts a catch-up of every topic whose posts were left on
+// the broker (roomMade: rows were read, so there may be room for them).
+func (t *topicsRT) kickBehind() {
+	t.mu.Lock()
+	ids := make([]string, 0, len(t.behind))
+	for id := range t.behind {
+		ids = append(ids, id)
+	}
+	t.mu.Unlock()
+	for _, id := range ids {
+		t.kick(id)
+	}
+}
+
 // kick starts a catch-up of the topic unless one is already waiting to
 // start (catchUp clears the mark when it starts).
 func (t *topicsRT) kick(topicID string) {
@@ -459,17 +473,24 @@ func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push) 
 	if len(msgs) == 0 {
 		return 0, ""
 	}
-	// The inbox's hard limit holds for topic posts too: those past it stay
-	// in the topic's history, where the next catch-up finds them.
+	// The inbox's hard limit and each sender's share hold for topic posts
+	// too: those past them stay in the topic's history, where the next
+	// catch-up finds them (one starts when rows are read: roomMade).
 	d.icap.admit.Lock()
 	defer d.icap.admit.Unlock()
 	if d.inboxFull(len(msgs)) {
 		m.topics.leftBehind(topicID)
 		return 0, ""
 	}
-	if n := d.inboxRoomBytes(topicRowSizes(m, msgs)); n < len(msgs) {
+	if n, refused := d.admitTopicPosts(m, msgs); n < len(msgs) {
 		msgs = msgs[:n]
 		m.topics.leftBehind(topicID)
+		if refused != "" {
+			d.shareRefused(map[string]bool{refused: true})
+		}
+	}
+	if len(msgs) == 0 {
+		return 0, ""
 	}
 	if err := d.storeTopicRows(m, msgs); err != nil {
 		d.log.Error("topic inbox store", "err", err)
@@ -522,7 +543,11 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 	stored := make([]bool, len(msgs))
 	tried := map[*meshRT]bool{}
 	for i, tm := range msgs {
-		rows[i] = &inboxRow{Mesh: m.cfg.Slug, MeshID: m.cfg.MeshID, MessageID: tm.ID, ClientMessageID: tm.ClientMessageID,
+		var seenAt int64
+		if m.isBlocked(topicSender(tm)) {
+			seenAt = now // as a blocked member's DM (blocked.go): kept, not new, not announced
+		}
+		rows[i] = &inboxRow{SeenAt: seenAt, Mesh: m.cfg.Slug, MeshID: m.cfg.MeshID, MessageID: tm.ID, ClientMessageID: tm.ClientMessageID,
 			Kind: wire.KindTopic, Topic: tm.Topic, SenderPubkey: tm.SenderPubkey, SenderMember: tm.SenderMemberPubkey,
 			SenderName: tm.SenderName, RecipientPubkey: self, RecipientKind: "member", Priority: tm.Priority,
 			ReplyToID: tm.ReplyToID, ReceivedAt: now, SentAt: tm.CreatedAt, Body: tm.Body, DecryptError: tm.DecryptError, Verified: tm.Verified,
@@ -551,11 +576,12 @@ func (d *Daemon) storeTopicRows(m *meshRT, msgs []client.TopicMessage) error {
 		return nil
 	}, func() {
 		for i := range rows {
-			if stored[i] {
+			if stored[i] && rows[i].SeenAt == 0 {
 				d.events.publish(event{id: rows[i].Seq, kind: localapi.EventMessage, meshID: m.cfg.MeshID, data: rows[i].api(), inbox: rows[i]})
 			}
 		}
 		d.inboxGrew(rows, stored)
+		d.unseenGrew(rows, stored)
 		for i := range msgs {
 			if stored[i] || rows[i].SenderPubkey == self {
 				d.publishAsync(localapi.EventTopicMessage, m.cfg.MeshID, topicMessageAPI(m, msgs[i]))
@@ -587,10 +613,10 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 			}()
 			continue
 		}
-		// Past the inbox's hard limit a post is left in the topic's
-		// history, and so are the topic's next ones until a catch-up has
-		// read them in order (topicsRT.behind); one is started when there
-		// is room again (and by every sweep).
+		// Past the inbox's hard limit, or its sender's share, a post is
+		// left in the topic's history, and so are the topic's next ones
+		// until a catch-up has read them in order (topicsRT.behind); one
+		// is started when there is room again (and by every sweep).
 		d.icap.admit.Lock()
 		if behind := m.topics.isBehind(topicID); behind || tm.SenderPubkey != m.key.PublicHex() {
 			if full := d.inboxFull(1); behind || full {
@@ -599,6 +625,14 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 				if !full {
 					m.topics.kick(topicID)
 				}
+				continue
+			}
+			if n, refused := d.admitTopicPosts(m, []client.TopicMessage{tm}); n == 0 {
+				// Not kicked: the catch-up would stop at this post
+				// again. Rows read start it (roomMade).
+				d.icap.admit.Unlock()
+				m.topics.leftBehind(topicID)
+				d.shareRefused(map[string]bool{refused: true})
 				continue
 			}
 		}
