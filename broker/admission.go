@@ -392,6 +392,11 @@ func trackedFrom(ctx context.Context) *trackedConn {
 // read deadline is lifted and each write moves the write deadline.
 func (b *Broker) httpGuard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		dw := &deadlineWriter{ResponseWriter: w, rc: rc, timeout: b.cfg.HTTPWriteTimeout}
+		if b.dbg.on {
+			defer b.debugRequest(r, dw, time.Now()) // debuglog.go
+		}
 		if tc := trackedFrom(r.Context()); tc != nil && tc.over {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Retry-After", "1")
@@ -399,10 +404,9 @@ func (b *Broker) httpGuard(h http.Handler) http.Handler {
 			if tc.overLimit == "handshake_failures_per_ip" {
 				msg = "too many failed handshakes from this address; retry later"
 			}
-			restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, msg)
+			restError(dw, http.StatusTooManyRequests, wire.CodeRateLimited, msg)
 			return
 		}
-		rc := http.NewResponseController(w)
 		if r.ContentLength != 0 {
 			// The body's deadline (the headers had theirs). A request
 			// without a body gets none: its connection's next read is
@@ -410,7 +414,6 @@ func (b *Broker) httpGuard(h http.Handler) http.Handler {
 			// stream's request context must not end at a read timeout.
 			rc.SetReadDeadline(time.Now().Add(b.cfg.HTTPReadTimeout))
 		}
-		dw := &deadlineWriter{ResponseWriter: w, rc: rc, timeout: b.cfg.HTTPWriteTimeout}
 		dw.extend()
 		h.ServeHTTP(dw, r)
 	})
@@ -423,7 +426,14 @@ type deadlineWriter struct {
 	rc      *http.ResponseController
 	timeout time.Duration
 	stream  bool
+	// code and errCode: what the request was answered, for the debug
+	// line (debuglog.go).
+	code    int
+	errCode string
 }
+
+func (w *deadlineWriter) status() (int, string) { return w.code, w.errCode }
+func (w *deadlineWriter) noteCode(code string)  { w.errCode = code }
 
 func (w *deadlineWriter) extend() { w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
 
@@ -435,6 +445,9 @@ func (w *deadlineWriter) checkStream() {
 }
 
 func (w *deadlineWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
 	w.checkStream()
 	w.extend()
 	w.ResponseWriter.WriteHeader(code)

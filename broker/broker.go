@@ -43,6 +43,7 @@ import (
 type Broker struct {
 	cfg   Config
 	log   *slog.Logger
+	dbg   debugLog // --log-level debug's lines (debuglog.go)
 	store store.Engine
 	// node and engine are the cluster (nil on a single broker).
 	node   *cluster.Node
@@ -180,6 +181,7 @@ func New(cfg Config) (*Broker, error) {
 	b := &Broker{
 		cfg:        cfg,
 		log:        cfg.Logger,
+		dbg:        newDebugLog(cfg.Logger),
 		key:        key,
 		keyHex:     key.PublicHex(),
 		opToken:    token,

@@ -195,6 +195,7 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 	ws, err := b.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		handshakeDone()
+		b.debug(ip, "websocket refused", "err", err.Error(), "ip", ip)
 		return
 	}
 	c := &conn{
@@ -244,6 +245,7 @@ func (c *conn) serve(handshakeDone func()) {
 	}
 	c.lastActive.Store(time.Now().UnixMilli())
 	if ok {
+		c.debugOpened()
 		// The frames are read on a fresh goroutine: the handshake's
 		// signature checks grew this one's stack, and an idle connection
 		// would keep that stack for as long as it stays open.
@@ -272,12 +274,15 @@ func (c *conn) readLoop() {
 	c.ws.SetPongHandler(func(string) error {
 		return c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
 	})
+	since := time.Now()
+	var readErr error
 	for {
 		c.ws.SetReadDeadline(time.Now().Add(c.b.cfg.PongTimeout))
 		c.lines.wait(true) // the holds on its lines age meanwhile (sendorder.go)
 		data, err := c.readFrame()
 		c.lines.wait(false)
 		if err != nil {
+			readErr = err
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
 				// A clean close from the client ends its presence now.
@@ -298,6 +303,7 @@ func (c *conn) readLoop() {
 		}
 	}
 	c.b.hub.detach(c)
+	c.debugClosed(readErr, since)
 	c.finish()
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -47,7 +48,11 @@ func (c *conn) handshake() bool {
 		c.ws.SetReadDeadline(deadline)
 		data, err := c.readFrame()
 		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err) {
+				c.debugHandshakeFailed("", "gone before its hello: "+err.Error())
+			}
 			if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+				c.debugHandshakeFailed(wire.CodeHelloTimeout, "no hello within "+b.cfg.HelloTimeout.String())
 				b.metrics.connsRejected.WithLabelValues(wire.CodeHelloTimeout).Inc()
 				c.sendError("", wire.CodeHelloTimeout, "no hello within "+b.cfg.HelloTimeout.String())
 				c.closeWith(wire.ClosePolicy, wire.CodeHelloTimeout)
@@ -60,6 +65,7 @@ func (c *conn) handshake() bool {
 		if data == nil {
 			// A binary frame, already answered with malformed.
 			b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
+			c.debugHandshakeFailed(wire.CodeMalformed, "a binary frame before the hello")
 			c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
 			return false
 		}
@@ -97,6 +103,7 @@ func (c *conn) readHello(data []byte, nonce string) (herr *handshakeError, close
 	}
 	if err != nil {
 		c.b.metrics.connsRejected.WithLabelValues(wire.CodeMalformed).Inc()
+		c.debugHandshakeFailed(wire.CodeMalformed, err.Error())
 		c.sendError(reqID, wire.CodeMalformed, err.Error())
 		c.closeWith(wire.ClosePolicy, wire.CodeMalformed)
 		return nil, true
@@ -111,6 +118,7 @@ func (c *conn) readHello(data []byte, nonce string) (herr *handshakeError, close
 		return c.acceptSessionHello(data, nonce), false
 	}
 	c.b.metrics.connsRejected.WithLabelValues(wire.CodeNoHello).Inc()
+	c.debugHandshakeFailed(wire.CodeNoHello, "the first frame was "+strconv.Quote(clipped(env.Type, 40))+", not a hello")
 	c.b.metrics.limitTripped.WithLabelValues("pre_hello").Inc()
 	c.sendError(reqID, wire.CodeNoHello, "send hello or session_hello first")
 	c.closeWith(wire.ClosePolicy, wire.CodeNoHello)
@@ -120,6 +128,7 @@ func (c *conn) readHello(data []byte, nonce string) (herr *handshakeError, close
 // refuseHello answers a refused hello and closes the connection.
 func (c *conn) refuseHello(herr *handshakeError) {
 	c.b.metrics.connsRejected.WithLabelValues(herr.code).Inc()
+	c.debugHandshakeFailed(herr.code, herr.msg)
 	c.reply(wire.Error{Type: wire.TypeError, Code: herr.code, Message: herr.msg, RetryAfterMs: herr.retryAfterMs})
 	reason := herr.code
 	if herr.close == wire.CloseBanned {

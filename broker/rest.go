@@ -38,6 +38,9 @@ func (b *Broker) routes() http.Handler {
 
 // restError writes the REST error shape {"error":{"code","message"}}.
 func restError(w http.ResponseWriter, status int, code, msg string) {
+	if n, ok := w.(codeNoter); ok {
+		n.noteCode(code) // the debug line's (debuglog.go)
+	}
 	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
@@ -329,7 +332,13 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	if !readBody(w, r, &req) {
 		return
 	}
-	fail := func(status int, code, msg string) { restError(w, status, code, msg) }
+	fail := func(status int, code, msg string) {
+		restError(w, status, code, msg)
+		if b.dbg.on {
+			addr, _ := b.clientAddr(r)
+			b.debug(addr.String(), "join refused", "code", code, "message", msg, "ip", addr.String())
+		}
+	}
 	inv, token, err := cmcrypto.ParseInvite(req.Token)
 	if err != nil || token != req.Token {
 		fail(http.StatusBadRequest, wire.CodeMalformed, "token is not a valid invite token")
@@ -464,6 +473,11 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		ms.memberChanged(wire.MemberJoined, mem, nil)
 		ms.mu.Unlock()
 		b.topicsMemberEnrolled(ms, joined.Pubkey)
+	}
+	if b.dbg.on {
+		addr, _ := b.clientAddr(r)
+		b.debug(addr.String(), "member joined", "mesh", ms.id, "memberId", joined.ID, "member", shortHex(joined.Pubkey),
+			"name", joined.DisplayName, "inviteId", inv.InviteID, "again", !fresh, "ip", addr.String())
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"meshId": ms.id, "slug": ms.slug, "name": ms.name, "memberId": joined.ID, "memberRole": joined.Role,

@@ -23,14 +23,19 @@ const overflowKey = "\x00overflow"
 // left out since. The zero value is ready; Every must be set.
 type Limiter struct {
 	Every time.Duration
+	// Burst lines of a key may go out in one interval (0 means 1): a
+	// few lines in a row that mean something each (two commands run in
+	// the same second) are all written; a loop is cut after them.
+	Burst int
 
 	mu   sync.Mutex
 	seen map[string]*entry
 }
 
 type entry struct {
-	at time.Time
-	n  int
+	at    time.Time // when the interval began (its first line)
+	lines int       // written in the interval
+	n     int       // left out since the last line written
 }
 
 // Allow reports whether a line of key may be written now, and how many of
@@ -55,13 +60,17 @@ func (l *Limiter) Allow(key string) (ok bool, skipped int) {
 		}
 	}
 	if e != nil && now.Sub(e.at) < l.Every {
+		if e.lines < max(l.Burst, 1) {
+			e.lines++
+			return true, 0
+		}
 		e.n++
 		return false, 0
 	}
 	if e != nil {
 		skipped = e.n
 	}
-	l.seen[key] = &entry{at: now}
+	l.seen[key] = &entry{at: now, lines: 1}
 	return true, skipped
 }
 

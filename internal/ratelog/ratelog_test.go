@@ -22,6 +22,29 @@ func TestOneLinePerIntervalPerKey(t *testing.T) {
 	}
 }
 
+// With Burst, that many lines of a key go out in one interval; the next
+// one after it says how many were left out.
+func TestBurstLinesPerInterval(t *testing.T) {
+	l := Limiter{Every: time.Hour, Burst: 3}
+	for i := range 3 {
+		if ok, n := l.Allow("a"); !ok || n != 0 {
+			t.Fatalf("line %d of the burst: ok %v, left out %d", i+1, ok, n)
+		}
+	}
+	for range 4 {
+		if ok, _ := l.Allow("a"); ok {
+			t.Fatal("a line past the burst went out")
+		}
+	}
+	l.Age("a", time.Hour)
+	if ok, n := l.Allow("a"); !ok || n != 4 {
+		t.Fatalf("after the interval: ok %v, left out %d, want true and 4", ok, n)
+	}
+	if ok, _ := l.Allow("a"); !ok {
+		t.Fatal("the new interval has a burst of its own")
+	}
+}
+
 // A flood of distinct keys (a line per source host, many hosts) once
 // emptied the memory at 257 keys, so keys used in turn were never limited.
 func TestDistinctKeysBeyondTheMemoryAreStillLimited(t *testing.T) {
