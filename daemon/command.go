@@ -77,8 +77,11 @@ func upCommand() *cli.Command {
 			"Detached, the daemon re-executes itself in a new session with its output in daemon/daemon.log,\n"+
 				"and this command returns once its socket answers. --foreground runs it in place (service managers).\n"+
 				"With a daemon already running it says so (exit 0), and names the start flags given that it keeps\n"+
-				"as it started (daemon down first to change them); of two started at the same moment for one home,\n"+
-				"one starts the daemon and the other says it is already running and names it (exit 0 too). A home that\n"+
+				"as it started (daemon down first to change them); the meshes its reload starts (joined since, or\n"+
+				"kicked or banned before) it names with how each came out within 3 s: connected, still connecting,\n"+
+				"or refused again by the broker (a warning: a ban still in force). Of two started at the same moment\n"+
+				"for one home, one starts the daemon and the other says it is already running and names it (exit 0\n"+
+				"too). A home that\n"+
 				"joined no mesh, or does not exist (a mistyped --home), gets no daemon: up says so (exit 4) and creates nothing.",
 			"claudemesh daemon up",
 			"claudemesh daemon up --foreground",
@@ -149,7 +152,7 @@ func upCommand() *cli.Command {
 							"to turn the check off: "+cm+" daemon down && "+cm+" daemon up --web-any-local-user")
 					}
 				}
-				return reportRunning(out, v.PID, rl.Started)
+				return reportRunning(out, config.Invocation(home), v.PID, rl.Started, startedOutcome(c.Context, cl, rl.Started))
 			}
 			if cl, v, err := localapi.Probe(c.Context, home); err == nil {
 				return running(cl, v)
@@ -289,15 +292,84 @@ func report(out *cliui.Out, pid int, already bool) error {
 	return printResult(out, map[string]any{"ok": true, "pid": pid, "alreadyRunning": already}, format, pid)
 }
 
+// startedOutcomeWait bounds how long `up` waits to say how the meshes its
+// reload started came out.
+const startedOutcomeWait = 3 * time.Second
+
+// startedOutcome waits, at most startedOutcomeWait, until each mesh a
+// reload started has left "connecting", and returns the states it got
+// to (a new user's trial: `up` on a home whose mesh was still banned said
+// "connecting acme now", and the broker refused it again at once).
+func startedOutcome(ctx context.Context, cl *localapi.Client, started []string) map[string]string {
+	if len(started) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, startedOutcomeWait)
+	defer cancel()
+	states := map[string]string{}
+	for {
+		var st localapi.Status
+		if _, err := cl.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+			return states
+		}
+		pending := false
+		for _, slug := range started {
+			s := st.Meshes[slug]
+			states[slug] = s
+			if s == "" || s == localapi.MeshConnecting || s == localapi.MeshReconnecting {
+				pending = true
+			}
+		}
+		if !pending {
+			return states
+		}
+		select {
+		case <-ctx.Done():
+			return states
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // reportRunning is `up`'s answer when a daemon was already running: what
 // its reload started (a mesh joined since, or one stopped by a kick or a
-// ban being tried again), if anything.
-func reportRunning(out *cliui.Out, pid int, started []string) error {
+// ban being tried again), if anything, and how each came out.
+func reportRunning(out *cliui.Out, cm string, pid int, started []string, states map[string]string) error {
 	if len(started) == 0 {
 		return report(out, pid, true)
 	}
-	return printResult(out, map[string]any{"ok": true, "pid": pid, "alreadyRunning": true, "meshesStarted": started},
-		"daemon already running (pid %d); connecting %s now", pid, strings.Join(started, ", "))
+	var open, connecting, refused []string
+	for _, slug := range started {
+		switch s := states[slug]; s {
+		case localapi.MeshOpen:
+			open = append(open, slug)
+		case "", localapi.MeshConnecting, localapi.MeshReconnecting:
+			connecting = append(connecting, slug)
+		default:
+			refused = append(refused, slug+" ("+s+")")
+		}
+	}
+	var parts []string
+	if len(open) > 0 {
+		parts = append(parts, "connected "+strings.Join(open, ", "))
+	}
+	if len(connecting) > 0 {
+		parts = append(parts, "connecting "+strings.Join(connecting, ", ")+" now")
+	}
+	if len(refused) > 0 {
+		parts = append(parts, "the broker refused "+strings.Join(refused, ", ")+" again")
+	}
+	res := map[string]any{"ok": true, "pid": pid, "alreadyRunning": true, "meshesStarted": started, "meshStates": states}
+	if out.JSONMode() {
+		return out.JSON(res)
+	}
+	line := fmt.Sprintf("daemon already running (pid %d); %s", pid, strings.Join(parts, "; "))
+	if len(refused) > 0 {
+		out.Warn(line, cm+" daemon status says why; after a ban, an admin must unban this member first")
+		return nil
+	}
+	out.Resultf("%s", line)
+	return nil
 }
 
 // upFlags are `daemon up`'s listener flags, passed on to the detached
