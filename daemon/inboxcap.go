@@ -72,7 +72,7 @@ func (d *Daemon) inboxFull(n int) bool {
 	d.icap.full = over
 	d.icap.mu.Unlock()
 	if over && !was {
-		d.log.Warn("inbox full of unseen rows: new messages are left on the broker until some are read", "pushes", n, "maxBytes", d.opts.InboxMaxBytes)
+		d.log.Warn("inbox full of unseen rows: new messages are left on the broker until some are read (but for senders that hold almost none of it)", "pushes", n, "maxBytes", d.opts.InboxMaxBytes)
 	}
 	return over
 }
@@ -216,8 +216,9 @@ func (d *Daemon) inboxStatus(bytes int64, rows, unseen int, shares []localapi.Se
 	defer d.icap.mu.Unlock()
 	var warnings []string
 	if u.Full = d.icap.full && bytes >= 2*max; u.Full {
+		// (It may pass twice the cap by newcomerRoom's reserve.)
 		u.OverCap, u.UnseenHeld = true, unseen
-		warnings = append(warnings, fmt.Sprintf("the inbox is full (%s, twice its cap of %s) with %d unseen rows: new messages stay on the broker until you mark some seen (claudemesh inbox --mark-seen), or restart the daemon with a larger daemon up --inbox-max-bytes",
+		warnings = append(warnings, fmt.Sprintf("the inbox is full (%s, twice its cap of %s) with %d unseen rows: new messages stay on the broker (but for senders that hold almost none of it) until you mark some seen (claudemesh inbox --mark-seen), or restart the daemon with a larger daemon up --inbox-max-bytes",
 			humanSize(bytes), humanSize(max), unseen))
 	} else if bytes > max {
 		u.OverCap, u.UnseenHeld = true, unseen

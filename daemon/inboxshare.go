@@ -147,13 +147,29 @@ func (d *Daemon) roomMade() {
 	}
 }
 
+// newcomerRoom is the reserve past the hard limit (a new user's trial:
+// four members flooding one recipient together filled its inbox, after
+// which nobody else's messages were stored until it read): a sending
+// member that holds less than perSender in unseen rows is still stored
+// there, until the inbox is total past its hard limit. At the default cap
+// (256 MiB) that is 4 MiB a sender within 64 MiB, so it takes sixteen
+// more members flooding together to keep a newcomer's messages out; at
+// the smallest (1 MiB), 128 KiB (a largest message and more) within
+// 256 KiB. Always well under a sender's share (half the cap).
+func (d *Daemon) newcomerRoom() (perSender, total int64) {
+	c := d.opts.InboxMaxBytes
+	return max(c/64, min(c/8, 128<<10)), c / 4
+}
+
 // admitPushes decides, in order, which pushes the inbox takes: while it
-// is under its hard limit, each one whose sender is under its share. Once
-// one of a sender's pushes is refused, its later ones in items are too,
-// so that one sender's messages are stored in their order. refused holds
-// the senders refused for their share.
+// is under its hard limit, each one whose sender is under its share;
+// past it, those of senders that hold almost nothing of it, within the
+// reserve (newcomerRoom). Once one of a sender's pushes is refused, its
+// later ones in items are too, so that one sender's messages are stored
+// in their order. refused holds the senders refused for their share.
 func (d *Daemon) admitPushes(items []inboxItem, full bool) (ok []bool, refused map[string]bool) {
 	hard, share := 2*d.opts.InboxMaxBytes, d.senderShare()
+	perSender, reserve := d.newcomerRoom()
 	d.icap.mu.Lock()
 	size := d.icap.bytes
 	d.icap.mu.Unlock()
@@ -178,6 +194,18 @@ func (d *Daemon) admitPushes(items []inboxItem, full bool) (ok []bool, refused m
 			size += estimateRow(it.push)
 			continue
 		}
+		n := estimateRow(it.push)
+		if !stopped[from] && (full || size >= hard) {
+			if unseen == nil {
+				unseen = d.unseenBySender()
+			}
+			if unseen[from]+adding[from]+n <= perSender && size+n <= hard+reserve {
+				ok[i] = true
+				size += n
+				adding[from] += n
+				continue
+			}
+		}
 		if stopped[from] || full || size >= hard {
 			stopped[from] = true
 			continue
@@ -186,7 +214,6 @@ func (d *Daemon) admitPushes(items []inboxItem, full bool) (ok []bool, refused m
 			stopped[from], refused[from] = true, true
 			continue
 		}
-		n := estimateRow(it.push)
 		ok[i] = true
 		size += n
 		adding[from] += n
