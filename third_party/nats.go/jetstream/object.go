@@ -1,4 +1,4 @@
-// Modified for claudemesh: package-level start-up work made lazy (see third_party/README.md).
+// Modified for claudemesh: package-level start-up work made lazy, and Put stores the bytes it read or no object (see third_party/README.md).
 // Copyright 2023-2025 The NATS Authors
 // Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
@@ -741,8 +741,11 @@ func (obs *obs) Put(ctx context.Context, meta ObjectMeta, r io.Reader) (*ObjectI
 			m.Data = chunk[:n]
 			h.Write(m.Data)
 
-			// Send msg itself.
-			if _, err := pubJS.PublishMsgAsync(m); err != nil {
+			// Send msg itself. Not retried on no responders: a retry is
+			// sent later, after the chunks that follow (out of order), and
+			// sends m as it is then, holding a later chunk's bytes. The
+			// Put fails instead, and nothing is stored under the name.
+			if _, err := pubJS.PublishMsgAsync(m, WithRetryAttempts(0)); err != nil {
 				purgePartial()
 				return nil, err
 			}
@@ -764,6 +767,19 @@ func (obs *obs) Put(ctx context.Context, meta ObjectMeta, r io.Reader) (*ObjectI
 		}
 	}
 
+	// Every chunk is stored before the meta names them: a chunk that
+	// failed must not leave a meta whose digest its chunks do not have.
+	select {
+	case <-pubJS.PublishAsyncComplete():
+		if err := getErr(); err != nil {
+			purgePartial()
+			return nil, err
+		}
+	case <-ctx.Done():
+		purgePartial()
+		return nil, nats.ErrTimeout
+	}
+
 	// Prepare the meta message
 	metaSubj := fmt.Sprintf(objMetaPreTmpl, obs.name, encodeName(meta.Name))
 	mm := nats.NewMsg(metaSubj)
@@ -776,12 +792,10 @@ func (obs *obs) Put(ctx context.Context, meta ObjectMeta, r io.Reader) (*ObjectI
 		return nil, err
 	}
 
-	// Publish the meta message.
+	// Publish the meta message. If it fails the chunks stay: a meta
+	// whose ack was lost may be stored and name them.
 	_, err = pubJS.PublishMsgAsync(mm)
 	if err != nil {
-		if r != nil {
-			purgePartial()
-		}
 		return nil, err
 	}
 
@@ -789,9 +803,6 @@ func (obs *obs) Put(ctx context.Context, meta ObjectMeta, r io.Reader) (*ObjectI
 	select {
 	case <-pubJS.PublishAsyncComplete():
 		if err := getErr(); err != nil {
-			if r != nil {
-				purgePartial()
-			}
 			return nil, err
 		}
 	case <-ctx.Done():
