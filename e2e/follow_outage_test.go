@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -121,4 +123,100 @@ func followThroughAnOutage(t *testing.T, b *brokerProc, f *follower, bob *user) 
 	if unreachable != 1 {
 		t.Fatalf("%d unreachable notices for one outage: %+v", unreachable, f.notices)
 	}
+}
+
+// The broker goes away while `inbox --follow --json` through the daemon
+// is still printing its backlog (here: its stdout is not read, so it
+// waits on a full pipe; on a loaded machine, any backlog printed a moment
+// before the outage). The follower read the meshes' states only after the
+// backlog, when the mesh was already reconnecting, so the outage's event
+// changed nothing in what it knew and no `unreachable` notice came
+// (TestFollowSaysTheBrokerWentAwayAndCameBack, once at load ~30).
+func TestFollowSaysAnOutageThatBeganDuringItsBacklog(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	// More than the pipe and the reader's buffer hold: the follower is
+	// still printing the backlog when the reading stops after its first
+	// row.
+	big := strings.Repeat("x", 30000)
+	for i := range 8 {
+		bob.ok("send", "alice", fmt.Sprintf("backlog %d %s", i, big))
+	}
+	eventually(t, 30*time.Second, "the daemon stores the backlog", func() bool {
+		return alice.daemonStatus().InboxUnread >= 8
+	})
+	gate := make(chan struct{})
+	f := alice.followCmdGated(alice.env(), gate, "inbox", "--follow", "--json")
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(gate)
+		}
+	}
+	t.Cleanup(release)
+	eventually(t, minWait, "the follower prints its first row", func() bool { return len(f.all()) > 0 })
+
+	addr, data := b.addr, b.data
+	b.kill()
+	eventually(t, minWait, "the daemon says the mesh is not open", func() bool {
+		return alice.daemonStatus().Meshes["test"] != "open"
+	})
+	release()
+	for i := range 8 {
+		f.waitFor(fmt.Sprintf("backlog %d %s", i, big))
+	}
+	f.waitNotice("unreachable", "test", 0)
+	startBroker(t, data, addr)
+	f.waitNotice("reconnected", "test", 0)
+	bob.ok("send", "alice", "after")
+	f.waitFor("after")
+}
+
+// The same for `topic tail --json` through the daemon, whose outage
+// began while it was printing the topic's history.
+func TestTopicTailSaysAnOutageThatBeganDuringItsHistory(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	users := setupMesh(t, b, "alice", "bob")
+	alice, bob := users[0], users[1]
+	alice.ok("topic", "create", "t5", "--plaintext")
+	bob.ok("topic", "join", "t5")
+	alice.useDaemon = true
+	alice.startDaemon()
+	alice.waitDaemonOpen()
+	big := strings.Repeat("y", 30000)
+	for i := range 8 {
+		bob.ok("topic", "post", "t5", fmt.Sprintf("history %d %s", i, big))
+	}
+	gate := make(chan struct{})
+	f := alice.followCmdGated(alice.env(), gate, "topic", "tail", "t5", "--json")
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(gate)
+		}
+	}
+	t.Cleanup(release)
+	eventually(t, minWait, "the tail prints its first post", func() bool { return len(f.all()) > 0 })
+
+	addr, data := b.addr, b.data
+	b.kill()
+	eventually(t, minWait, "the daemon says the mesh is not open", func() bool {
+		return alice.daemonStatus().Meshes["test"] != "open"
+	})
+	release()
+	for i := range 8 {
+		f.waitFor(fmt.Sprintf("history %d %s", i, big))
+	}
+	f.waitNotice("unreachable", "test", 0)
+	startBroker(t, data, addr)
+	f.waitNotice("reconnected", "test", 0)
+	bob.ok("topic", "post", "t5", "after")
+	f.waitFor("after")
 }

@@ -660,6 +660,14 @@ func (u *user) followWith(env []string) *follower {
 // notices) as a follower.
 func (u *user) followCmd(env []string, args ...string) *follower {
 	u.t.Helper()
+	return u.followCmdGated(env, nil, args...)
+}
+
+// followCmdGated is followCmd whose reading of the follower's output
+// stops after its first line until gate is closed (nil: it never stops):
+// the follower then blocks once it fills its stdout pipe.
+func (u *user) followCmdGated(env []string, gate chan struct{}, args ...string) *follower {
+	u.t.Helper()
 	f := &follower{t: u.t, done: make(chan struct{}), changed: make(chan struct{})}
 	f.cmd = exec.Command(bin, append([]string{"--home", u.home}, args...)...)
 	f.cmd.Env = env
@@ -697,6 +705,9 @@ func (u *user) followCmd(env []string, args ...string) *follower {
 			close(f.changed)
 			f.changed = make(chan struct{})
 			f.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
 		}
 		f.cmd.Wait()
 		close(f.done)

@@ -670,6 +670,23 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		}
 		return daemonError(err)
 	}
+	states := map[string]string{} // the meshes' states as broker_status events said
+	// seed takes the meshes' states from the daemon (at the start, and
+	// from a daemon started again): a mesh lost while it is open is said
+	// so, not one a daemon is connecting for the first time. At the start
+	// it runs before the backlog is listed, right after the stream is
+	// subscribed: a state read later could already be that of an outage
+	// whose event waits in the stream, which would then change nothing,
+	// and the outage went unsaid (a broker stopped while a long backlog
+	// was printed, or on a loaded machine just after a short one).
+	seed := func() {
+		clear(states)
+		var st localapi.Status
+		if _, err := v.api.Do(ctx, "GET", "/v1/status", nil, &st); err == nil {
+			maps.Copy(states, st.Meshes)
+		}
+	}
+	seed()
 	// The meshes said to be in trouble: one whose connection to its
 	// broker is lost while it is followed is said so once, and once more
 	// when it is back (a script could not tell "nobody writes" from "the
@@ -703,18 +720,6 @@ func (v *viaDaemon) Follow(ctx context.Context, meshes []config.Mesh, opts inbox
 		return nil
 	}
 	notice := func(code, msg string) { sink.Notice("", cliui.Errorf(code, "%s", msg)) }
-	states := map[string]string{} // the meshes' states as broker_status events said
-	// seed takes the meshes' states from the daemon (at the start, and
-	// from a daemon started again): a mesh lost while it is open is said
-	// so, not one a daemon is connecting for the first time.
-	seed := func() {
-		clear(states)
-		var st localapi.Status
-		if _, err := v.api.Do(ctx, "GET", "/v1/status", nil, &st); err == nil {
-			maps.Copy(states, st.Meshes)
-		}
-	}
-	seed()
 	for {
 		if stream == nil {
 			if stream, err = v.resubscribe(ctx, last, q, notice); err != nil {

@@ -199,6 +199,25 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 			before = page.Lines[len(page.Lines)-1].ID
 		}
 	}
+	// The mesh's connection to its broker, as the daemon says: a loss
+	// while it was open is said once, and its return once (as inbox
+	// --follow does), so a follower can tell "nobody posts" from "the
+	// broker is gone". The state is read from the daemon at the start
+	// and after a daemon restart, so a daemon connecting for the first
+	// time is not taken for an outage. At the start it is read before the
+	// history, with the stream already subscribed: read after it, it
+	// could be that of an outage whose event waits in the stream, and
+	// the outage went unsaid (Follow in daemon.go, the same).
+	state, lost := "", false
+	seed := func() {
+		var st localapi.Status
+		if _, err := v.api.Do(ctx, "GET", "/v1/status", nil, &st); err == nil {
+			state = st.Meshes[m.Slug]
+		}
+	}
+	if follow {
+		seed()
+	}
 	if err := read(); err != nil {
 		return err
 	}
@@ -209,20 +228,6 @@ func (v *viaDaemon) TopicTail(ctx context.Context, m *config.Mesh, name string, 
 		return nil
 	}
 	q := "mesh=" + url.QueryEscape(m.Slug)
-	// The mesh's connection to its broker, as the daemon says: a loss
-	// while it was open is said once, and its return once (as inbox
-	// --follow does), so a follower can tell "nobody posts" from "the
-	// broker is gone". The state is read from the daemon at the start
-	// and after a daemon restart, so a daemon connecting for the first
-	// time is not taken for an outage.
-	state, lost := "", false
-	seed := func() {
-		var st localapi.Status
-		if _, err := v.api.Do(ctx, "GET", "/v1/status", nil, &st); err == nil {
-			state = st.Meshes[m.Slug]
-		}
-	}
-	seed()
 	for {
 		ev, err := stream.Next()
 		if err != nil {
