@@ -49,6 +49,7 @@ func (b *Broker) openClusterStore(dbPath string) error {
 		SnapshotEvery:  b.cfg.ClusterSnapshotEvery,
 		SnapshotCheck:  b.cfg.ClusterSnapshotInterval,
 		LogKeep:        b.cfg.ClusterLogKeep,
+		CatchUpTimeout: b.cfg.clusterCatchUp,
 		Logger:         b.log,
 		OnRemote:       b.onRemote,
 		OnCommit: func(d time.Duration, _ int) {

@@ -107,6 +107,10 @@ type Config struct {
 	// budget of rate_limited answers (refusalRate, refusalBurst in conn.go).
 	refusalRate  float64
 	refusalBurst int
+	// clusterCatchUp, when set (tests), replaces the minute a cluster
+	// node waits at start for the cluster to form and for its copy to
+	// catch up with the log (cluster.EngineOptions.CatchUpTimeout).
+	clusterCatchUp time.Duration
 	// clockSkew, when set (tests), is added to this broker's clock where
 	// a session's hello is stamped (store.Session's HelloAt): a cluster
 	// node whose clock is off.

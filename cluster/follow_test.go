@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"testing"
-	"time"
 )
 
 // TestFollowRetriesALostRequest: the request that creates the log
@@ -14,7 +13,7 @@ func TestFollowRetriesALostRequest(t *testing.T) {
 	t.Parallel()
 	nodes := startNodes(t, "follow", 3)
 	es := openEnginesEach(t, nodes, func(i int) EngineOptions {
-		o := EngineOptions{CatchUpTimeout: 20 * time.Second}
+		o := EngineOptions{CatchUpTimeout: testCatchUp}
 		if i == 0 {
 			o.followStall = func(attempt int) bool { return attempt == 1 }
 		}

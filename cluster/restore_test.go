@@ -37,7 +37,7 @@ func TestEngineRefusesACopyOfAnotherLog(t *testing.T) {
 		db.Close()
 	}
 	open := func() error {
-		e, err := OpenEngine(nodes[2], EngineOptions{Path: path, PublishTimeout: 10 * time.Second, CatchUpTimeout: 20 * time.Second})
+		e, err := OpenEngine(nodes[2], EngineOptions{Path: path, PublishTimeout: 10 * time.Second, CatchUpTimeout: testCatchUp})
 		if err == nil {
 			e.Close()
 		}

@@ -276,7 +276,9 @@ func ready(b *brokerProc, d time.Duration) bool {
 // with the broker key, and waits until all are ready. A route port free
 // a moment ago can be taken before NATS binds it (a parallel test's
 // connection gets it as its source port); the node then exits with "did
-// not start", and the cluster, new, is started again on fresh ports.
+// not start", and the cluster, new, is started again on fresh ports. So
+// it is when a node exits because no cluster formed within its minute (a
+// loaded machine): the nodes' service managers would start them again.
 func startFailoverNodes(t *testing.T, key *cmcrypto.Identity) ([]*brokerProc, []string) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
@@ -287,7 +289,7 @@ func startFailoverNodes(t *testing.T, key *cmcrypto.Identity) ([]*brokerProc, []
 		for _, n := range nodes {
 			n.kill()
 		}
-		if attempt == 3 || !strings.Contains(failed, "did not start") {
+		if attempt == 3 || !strings.Contains(failed, "did not start") && !strings.Contains(failed, "no cluster formed") {
 			t.Fatal(failed)
 		}
 		t.Logf("the cluster did not start; again on fresh ports:\n%s", failed)
