@@ -47,7 +47,9 @@ func (d *Daemon) failLeftMeshes(want map[string]bool) {
 				return false
 			}
 			cur.State, cur.ErrorCode = stateDead, localapi.CodeLeftMesh
-			cur.LastError = "you left " + cur.Mesh + " before it was sent; join again and requeue it (claudemesh daemon outbox requeue ID) to send it"
+			// Not "requeue it": a join has a new key, and this row is
+			// sealed and signed with the one that left (requeue).
+			cur.LastError = "you left " + cur.Mesh + " before the broker confirmed it; it was sealed and signed with the key you had there, which is gone, so it cannot be sent again: send it anew (after joining again)"
 			failed[seq] = true
 			return true
 		})

@@ -915,15 +915,31 @@ func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
 // a new id to be sent with (SendID).
 func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 	// A row of a mesh this daemon no longer has would wait for ever.
-	var meshID, slug string
+	var meshID, slug, sender, code string
 	d.db.View(func(tx *bolt.Tx) error {
 		if r, err := getOutbox(tx, id); err == nil {
-			meshID, slug = r.MeshID, r.Mesh
+			meshID, slug, sender, code = r.MeshID, r.Mesh, r.SenderPubkey, r.ErrorCode
 		}
 		return nil
 	})
-	if meshID != "" && d.meshByID(meshID) == nil {
+	m := d.meshByID(meshID)
+	if meshID != "" && m == nil {
+		if code == localapi.CodeLeftMesh {
+			return nil, leftKeyGone(slug)
+		}
 		return nil, &apiError{status: 403, code: localapi.CodeLeftMesh, msg: "you are not in " + slug + " any more: join it again, then requeue the row"}
+	}
+	if m != nil && sender != "" && sender != m.key.PublicHex() && d.sessionBySender(sender) == nil {
+		// The row is sealed and signed with a key this daemon cannot send
+		// as: the member's before it left the mesh (a join again has a
+		// new key) or an ended session's. Requeued, it waited for ever
+		// for that key's connection; and sent as the new member, the
+		// broker would take it as a new message (its idempotency is per
+		// sender key) though it may have reached it already.
+		if code == localapi.CodeSessionEnded {
+			return nil, &apiError{status: 409, code: localapi.CodeSessionEnded, msg: "it cannot be sent again: it was sealed and signed with the key of an agent session that ended; send it anew"}
+		}
+		return nil, leftKeyGone(slug)
 	}
 	var fresh *outboxRow
 	var aerr *apiError
@@ -988,6 +1004,13 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 		m.kick()
 	}
 	return fresh, nil
+}
+
+// leftKeyGone is the refusal to requeue a row sealed with the key the
+// member had in mesh slug before it left.
+func leftKeyGone(slug string) *apiError {
+	return &apiError{status: 409, code: localapi.CodeLeftMesh, msg: "it cannot be sent again: it was sealed and signed with the key you had in " + slug +
+		" before you left, which is gone (joining again gives a new key); send it anew, after checking with its recipients: if a send of it was under way when you left, the broker may have delivered it"}
 }
 
 // pruneBatch bounds the outbox rows one prune transaction deletes, so a

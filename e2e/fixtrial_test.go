@@ -297,7 +297,7 @@ func TestMeshLeaveWithUnsentMessages(t *testing.T) {
 	}
 	bob.ok("whoami") // still a member
 	r := bob.ok("mesh", "leave", "test", "--force")
-	for _, w := range []string{"2 messages to test never sent: marked failed (left_mesh)", "1 message you sent is still queued at the broker", "left"} {
+	for _, w := range []string{"2 messages to test not confirmed by the broker: marked failed (left_mesh)", "1 message you sent is still queued at the broker", "left"} {
 		if !strings.Contains(r.stdout+r.stderr, w) {
 			t.Errorf("leave --force does not say %q: %s", w, r)
 		}
@@ -314,13 +314,14 @@ func TestMeshLeaveWithUnsentMessages(t *testing.T) {
 		}
 		return failed == 2
 	})
-	// Requeued without joining again, a row would wait for ever.
+	// Requeued, before joining again or after (a new key), a row would
+	// wait for ever: it is sealed with the key that left.
 	var rows []struct{ ID, Status string }
 	bob.json(&rows, "daemon", "outbox", "list", "--status", "failed")
 	if len(rows) == 0 {
 		t.Fatal("no failed row")
 	}
-	if r := bob.run("daemon", "outbox", "requeue", rows[0].ID); r.code != 4 || !strings.Contains(r.stderr, "you are not in test any more") {
+	if r := bob.run("daemon", "outbox", "requeue", rows[0].ID); r.code != 4 || !strings.Contains(r.stderr, "cannot be sent again: it was sealed and signed with the key you had in test") {
 		t.Errorf("requeue of a left mesh's row: %s", r)
 	}
 }

@@ -467,7 +467,7 @@ func meshLeaveCommand() *cli.Command {
 					e.out.Warn(fmt.Sprintf("the daemon's outbox was not checked (--no-daemon): when it next starts, messages to %s it has not sent are marked failed (left_mesh)", m.Slug), "")
 				}
 				if unsent > 0 {
-					e.out.Warn(fmt.Sprintf("%s to %s never sent: marked failed (left_mesh)", plural(unsent, "message"), m.Slug), "")
+					e.out.Warn(fmt.Sprintf("%s to %s not confirmed by the broker: marked failed (left_mesh); send what matters anew", plural(unsent, "message"), m.Slug), "")
 				}
 				if held > 0 {
 					e.out.Warn(fmt.Sprintf("%s you sent %s still queued at the broker: it delivers them, but this machine no longer learns when", plural(held, "message"), map[bool]string{true: "is", false: "are"}[held == 1]), "")
