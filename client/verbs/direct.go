@@ -106,12 +106,12 @@ func (d *direct) Send(ctx context.Context, m *config.Mesh, req sendRequest) (_ *
 	}
 	c, err := d.dial(ctx, m, client.DialOptions{})
 	if err != nil {
-		return nil, err
+		return nil, notSent(err)
 	}
 	defer closeSend(ctx, c)
 	members, peers, err := snapshot(ctx, c)
 	if err != nil {
-		return nil, err
+		return nil, notSent(err)
 	}
 	t, err := client.ResolveTarget(req.To, members, peers, m.Pubkey)
 	if err != nil {
@@ -271,6 +271,22 @@ func duplicateDelivered(ctx context.Context, c *client.Conn, messageID string) (
 	return true, true
 }
 
+// notSent is an error of a direct send before the message was written to
+// the broker (the dial, the directory): when it is the broker's absence
+// or silence, which says nothing of the message, it says that nothing was
+// sent, so that a retry is plainly safe (the exit stays 5: nothing could
+// be queued).
+func notSent(err error) error {
+	switch client.CodeOf(err) {
+	case client.CodeUnreachable, client.CodeTimeout, client.CodeConnectionClosed, wire.CodeShuttingDown, wire.CodeUnavailable:
+		if ce, ok := cliError(err).(*cliui.Error); ok {
+			ce.Message += "; the message was not sent"
+			return ce
+		}
+	}
+	return err
+}
+
 // closeSend closes a send's connection. If the command was interrupted
 // (a signal came while sendAcked held the broker's answer, and the
 // default handling is back), it drops the connection instead of waiting
@@ -357,6 +373,17 @@ func sendAcked(ctx context.Context, c *client.Conn, s *wire.Send, cmid, check st
 		ce := cliError(err).(*cliui.Error)
 		ce.Message = fmt.Sprintf("no answer from the broker, so message %s may or may not have been accepted (%s): %s", cmid, check, ce.Message)
 		ce.Code, ce.Exit, ce.Hint = cliui.CodeOutcomeUnknown, 0, hint // not 5: something may be queued
+		return nil, ce.WithMessage("", cmid)
+	}
+	if client.CodeOf(err) == wire.CodeUnavailable {
+		// A cluster without quorum did not acknowledge it, but may still
+		// store it if the quorum comes back before the log gives it up
+		// (wire.CodeUnavailable): the broker's words said "retry with
+		// the same id" and no id, and exit 5 said nothing was queued.
+		ce := cliError(err).(*cliui.Error)
+		ce.Message = fmt.Sprintf("the broker did not acknowledge message %s (unavailable: its cluster could not make it durable in time, as a quorum of its nodes is unreachable or this node is catching up), "+
+			"but may still store it if the quorum comes back at once: it may or may not have been accepted", cmid)
+		ce.Code, ce.Exit, ce.Hint = cliui.CodeOutcomeUnknown, 0, "in a moment, "+hint
 		return nil, ce.WithMessage("", cmid)
 	}
 	if ce, ok := cliError(err).(*cliui.Error); ok {

@@ -372,14 +372,14 @@ func (d *direct) sendTopic(ctx context.Context, m *config.Mesh, req sendRequest)
 	}
 	c, err := d.dial(ctx, m, client.DialOptions{})
 	if err != nil {
-		return nil, err
+		return nil, notSent(err)
 	}
 	defer closeSend(ctx, c) // the command's context, not the timeout's below
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	t, err := findTopic(ctx, c, req.To)
 	if err != nil {
-		return nil, err
+		return nil, notSent(err)
 	}
 	if !t.Joined {
 		return nil, &client.Error{Code: wire.CodeNotAMember, Message: "you are not a member of #" + t.Name + "; join it with claudemesh topic join " + t.Name}
@@ -407,7 +407,7 @@ func (d *direct) sendTopic(ctx context.Context, m *config.Mesh, req sendRequest)
 	if len(req.Mentions) > 0 {
 		members, peers, err := snapshot(ctx, c)
 		if err != nil {
-			return nil, err
+			return nil, notSent(err)
 		}
 		for _, who := range req.Mentions {
 			mt, err := client.ResolveTarget(who, members, peers, "")

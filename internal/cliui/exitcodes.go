@@ -24,7 +24,7 @@ var ExitCodeTable = []ExitCodeRow{
 	{ExitUnreachable, "the broker or the daemon cannot be reached (or stopped answering) and nothing could be queued"},
 	{ExitConflict, "conflict: ambiguous target, already exists, idempotency key reused, `daemon up --foreground` with a daemon already running (`daemon up` then says so and exits 0), `install` into Claude Code settings another home's install wrote, `mesh leave` with messages to the mesh not sent yet"},
 	{ExitTimeout, "not delivered: send --wait expired before the message was delivered, or the daemon stopped answering during the wait after it had accepted the message (it stays in its outbox: do not send it again), or it never will be (nobody could be reached, or a retry's delivery expired)"},
-	{ExitOutcomeUnknown, "outcome unknown: the daemon (or, on a direct connection, the broker) stopped answering after it was handed the message, which may or may not have been queued; check (`claudemesh daemon outbox list`, `claudemesh message status ID`) before you send it again"},
+	{ExitOutcomeUnknown, "outcome unknown: the daemon (or, on a direct connection, the broker) stopped answering after it was handed the message, or a broker cluster without quorum refused it (`unavailable`) and may still store it: it may or may not have been queued; check (`claudemesh daemon outbox list`, `claudemesh message status ID`) before you send it again"},
 	{ExitInterrupted, "interrupted (Ctrl-C, SIGINT or SIGTERM); a read-only command (a listing, a lookup, `--version`) signalled in its first 20 ms is ended by the signal instead"},
 }
 
