@@ -235,6 +235,9 @@ func (c *conn) refuseSendEarly(data []byte) bool {
 		return false
 	}
 	f := wire.PeekFields(data, "id", "reqId", "targetSpec", "clientMessageId")
+	if c.lines.hasPrepaid(cmp.Or(f[3], f[0]), len(data)) {
+		return false // paid for when it was read and refused before (handleSend)
+	}
 	c.refuseSend(&wire.Send{ID: safeReqID(f[0]), ReqID: safeReqID(f[1])}, ref)
 	// It holds its line like any refusal to be sent again
 	// (sendorder.go), when the frame names it well enough.
@@ -274,10 +277,15 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	// refused, before that one came again, is refused too (sendorder.go).
 	place := c.place(s.TargetSpec, s.ClientMessageID)
 	place.size = len(data)
-	if ref := c.b.reserveSend(c.mem, len(data)); ref != nil {
-		c.refuseSend(&s, ref)
-		place.refuse(wire.CodeRateLimited, retryAfterMs(ref.retry))
-		return
+	if !c.lines.takePrepaid(s.ClientMessageID, len(data)) {
+		// (A send read and refused before, held or to be sent again, was
+		// charged then: prepay.)
+		if ref := c.b.reserveSend(c.mem, len(data)); ref != nil {
+			c.refuseSend(&s, ref)
+			place.refuse(wire.CodeRateLimited, retryAfterMs(ref.retry))
+			return
+		}
+		place.paid = true
 	}
 	if s.Kind == wire.KindTopic {
 		c.handleTopicSend(&s, start, place) // topic_post.go
@@ -310,6 +318,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	}
 	if h := place.arrive(); h != nil {
 		release()
+		place.prepay()
 		c.ackError(&s, h.code, heldText(h, s.TargetSpec), place.heldRetryMs(h))
 		return
 	}
@@ -400,6 +409,9 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	}, func(err error) {
 		if err != nil || res.reused || res.duplicate || res.held != nil {
 			release()
+		}
+		if res.held != nil {
+			place.prepay()
 		}
 		c.afterSend(&s, rec, to, frames, &res, err, start)
 	}, place.refused, len(body), c.pubkey)

@@ -57,6 +57,25 @@ const (
 	heldRetryMsOf = 1000 // retryAfterMs of a held send whose hold has none
 )
 
+// A send refused after it was charged to its member's budgets (held
+// behind a refused one of its line, or refused itself with a code that
+// says to send it again, sendrate.go) is paid for: the broker read it.
+// Its next read on the connection, the same clientMessageId, is not
+// charged again: a pipelining client paid twice for each held send (once
+// held, once taken), and, far past --byte-rate, most of its sends are held
+// once. Only a send that was charged leaves such a credit, and a read
+// that used one leaves none if it is refused again: each charge buys at
+// most one more read, and what the broker stores stays within the budget.
+// A connection keeps at most maxPrepaid credits (past that, a refused
+// send is charged again when it comes again); a new connection has none.
+const (
+	maxPrepaid = 1024
+	// prepaidSlack is how much larger than its prepaid read a send may
+	// be and still use the credit: the same message sent again may carry
+	// another reqId (a frame's envelope, not its body).
+	prepaidSlack = 256
+)
+
 // holdsLine reports whether a refusal with code holds the line: the codes
 // after which a client sends the message again.
 func holdsLine(code string) bool {
@@ -85,6 +104,9 @@ type sendLines struct {
 	ttl   time.Duration // Config.LineHold
 	read  uint64        // places handed out (reader goroutine)
 	holds map[string][]lineHold
+	// prepaid: clientMessageId → the bytes of a read of it that was
+	// charged and refused (maxPrepaid).
+	prepaid map[string]int
 	// The reading clock: how long the reader has waited for the client's
 	// frames in all, and since when it waits now (monoNow; 0 when it
 	// does not).
@@ -129,6 +151,52 @@ type sendPlace struct {
 	n          uint64
 	mem        *member // its sender's budgets (sendrate.go)
 	size       int     // its frame's bytes, once read whole (handleSend)
+	// paid: its frame was charged to its member's budgets (not a read
+	// that used a credit, takePrepaid), so a refusal leaves a credit.
+	paid bool
+}
+
+// takePrepaid reports whether a read of cmid of size bytes was paid for
+// by an earlier read refused on this connection, and uses the credit.
+func (l *sendLines) takePrepaid(cmid string, size int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, ok := l.prepaid[cmid]
+	if !ok {
+		return false
+	}
+	delete(l.prepaid, cmid)
+	return size <= n+prepaidSlack
+}
+
+// hasPrepaid is takePrepaid without using the credit (the check before a
+// send is decoded, refuseSendEarly).
+func (l *sendLines) hasPrepaid(cmid string, size int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, ok := l.prepaid[cmid]
+	return ok && size <= n+prepaidSlack
+}
+
+// prepay records that p, charged, was refused: its next read is not
+// charged again. Once per charge.
+func (p *sendPlace) prepay() {
+	if p == nil {
+		return
+	}
+	p.l.mu.Lock()
+	defer p.l.mu.Unlock()
+	if !p.paid || p.cmid == "" {
+		return
+	}
+	p.paid = false
+	if _, ok := p.l.prepaid[p.cmid]; !ok && len(p.l.prepaid) >= maxPrepaid {
+		return
+	}
+	if p.l.prepaid == nil {
+		p.l.prepaid = map[string]int{}
+	}
+	p.l.prepaid[p.cmid] = p.size
 }
 
 // place gives the send read now its place. Reader goroutine only.
@@ -207,7 +275,11 @@ func (p *sendPlace) arrive() *lineHold {
 // refuse records that p was refused with code (when the code holds the
 // line).
 func (p *sendPlace) refuse(code string, retryMs int64) {
-	if p == nil || !holdsLine(code) || p.l.ttl <= 0 {
+	if p == nil || !holdsLine(code) {
+		return
+	}
+	p.prepay() // it is sent again
+	if p.l.ttl <= 0 {
 		return
 	}
 	p.l.mu.Lock()
@@ -269,9 +341,10 @@ func heldText(h *lineHold, targetSpec string) string {
 // heldRetryMs is the retryAfterMs of p, held behind h: the hold's, or
 // longer if its sender's budgets need longer before they take the
 // refused send again. A held send was read, so it spent its share of the
-// budgets (an accepted one's), and the refusal's retryAfterMs, given
-// before that, no longer says when the refused one can come again: a
-// client that waited it had that one refused anew.
+// budgets (an accepted one's; its own next read is not charged again:
+// prepay), and the refusal's retryAfterMs, given before that, no longer
+// says when the refused one can come again: a client that waited it had
+// that one refused anew.
 func (p *sendPlace) heldRetryMs(h *lineHold) int64 {
 	ms := h.retryMs
 	if ms <= 0 {

@@ -313,3 +313,70 @@ func TestMalformedSendsSpendTheByteBudget(t *testing.T) {
 		return counterValue(t, b, "claudemesh_limits_tripped_total", "read_paused") > 0
 	})
 }
+
+// TestHeldSendIsChargedOnce: a send held behind a refused one of its line
+// was charged to its member's byte budget when it was read, and again
+// when its client sent it again: a pipelining client past --byte-rate
+// paid twice for most of its bytes. Its next read on the connection is
+// now paid for already, once: sent again right after the refused one,
+// with no budget left for it, it is taken; a third read of it, and any
+// other send, is charged as before, so what the member sends stays within
+// its budget.
+func TestHeldSendIsChargedOnce(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ByteRate = 40 << 10
+	cfg.ByteBurst = 0
+	cfg.MaxFrame = 100 << 10 // the burst: one frame of 100 KiB
+	b := startWith(t, cfg)
+	owner := createMesh(t, b, "team", "owner")
+	// ~54 KB taken, ~49 KB left: the ~80 KB one is refused for a wait
+	// of ~0.8 s, after which the next ~80 KB one is read within the
+	// budget, held behind the refused one, and spends it (as in
+	// TestHeldSendSaysWhenItsBudgetIsBack).
+	for try := 0; ; try++ {
+		if try == 5 {
+			t.Fatal("in 5 tries, the third send was never held")
+		}
+		m := addMember(t, b, owner, "team", fmt.Sprintf("m%d", try))
+		a := connect(t, b, m, false, nil)
+		small := dm(t, m, m.pub(), strings.Repeat("s", 40000))
+		refused := dm(t, m, m.pub(), strings.Repeat("r", 60000))
+		held := dm(t, m, m.pub(), strings.Repeat("h", 60000))
+		for _, s := range []wire.Send{small, refused, held} {
+			a.write(s)
+		}
+		acks := map[string]*wire.AckError{}
+		var notBefore time.Time
+		for range 3 {
+			var ack wire.Ack
+			a.next(&ack, wire.TypeAck)
+			acks[ack.ID] = ack.Error
+			if ack.Error != nil {
+				if at := time.Now().Add(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond); at.After(notBefore) {
+					notBefore = at
+				}
+			}
+		}
+		if e := acks[held.ID]; acks[small.ID] != nil || acks[refused.ID] == nil || e == nil || !strings.HasPrefix(e.Message, "held behind") {
+			a.ws.Close()
+			continue
+		}
+		time.Sleep(time.Until(notBefore))
+		if ack := a.sendAck(refused); ack.Error != nil {
+			t.Fatalf("the refused send, sent again after every retryAfterMs: %+v", ack.Error)
+		}
+		// The budget is spent (the refused one took what the wait gave
+		// back): only the held one's own payment lets it through.
+		if ack := a.sendAck(held); ack.Error != nil {
+			t.Fatalf("the held send, sent again: %+v (charged a second time)", ack.Error)
+		}
+		if ack := a.sendAck(held); ack.Error == nil || ack.Error.Code != wire.CodeRateLimited {
+			t.Fatalf("the held send, a third time: %+v, want rate_limited (its credit was used)", ack.Error)
+		}
+		if ack := a.sendAck(dm(t, m, m.pub(), strings.Repeat("n", 60000))); ack.Error == nil || ack.Error.Code != wire.CodeRateLimited {
+			t.Fatalf("a new send with the budget spent: %+v, want rate_limited", ack.Error)
+		}
+		return
+	}
+}

@@ -202,6 +202,7 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *
 		// An earlier post of its connection to this topic was refused
 		// and has not come again (sendorder.go).
 		b.metrics.rejected.WithLabelValues(h.code).Inc()
+		place.prepay()
 		done(topicPostResult{code: h.code, msg: heldText(h, s.TargetSpec), retryMs: place.heldRetryMs(h)})
 		return
 	}
@@ -218,6 +219,7 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *
 			// An earlier post of its connection to this topic was
 			// refused meanwhile.
 			res.code, res.msg, res.retryMs = h.code, heldText(h, s.TargetSpec), place.heldRetryMs(h)
+			place.prepay()
 			return nil
 		}
 		if prev, err := store.LookupTopicIdempotent(tx, ms.id, from.pubkey, s.ClientMessageID); err == nil {
