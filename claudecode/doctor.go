@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"claudemesh/client/config"
@@ -78,12 +79,13 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 		Hooks map[string][]json.RawMessage `json:"hooks"`
 	}
 	json.Unmarshal(settings, &sj)
-	var missing, other, elsewhere []string
+	st := loadState(e.Home)
+	var missing, other, elsewhere, goneEvents, gone []string
 	otherPin := ""
 	for _, h := range hookEvents {
-		found, ours, foreign := false, false, false
+		found, foreign, stale, missingExe := false, false, false, false
 		for _, el := range sj.Hooks[h.event] {
-			p, a, ok := parseHook(el, e.Self)
+			p, a, ok := parseHook(el, e.Self, h.event, e.Home, st)
 			switch {
 			case !ok || a != h.arg:
 			case !samePin(p, pin):
@@ -92,7 +94,18 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 				found = true
 				// This home, maybe spelled another way (a symlink):
 				// this binary for the home as the entry names it.
-				ours = ours || hookRuns(el, hookCommandLine(e.Self, e.Home, h.arg)) || hookRuns(el, hookCommandLine(e.Self, homeOfPin(p), h.arg))
+				if hookRuns(el, hookCommandLine(e.Self, e.Home, h.arg)) || hookRuns(el, hookCommandLine(e.Self, homeOfPin(p), h.arg)) {
+					continue
+				}
+				stale = true
+				// A binary that is gone (moved, deleted, renamed): Claude
+				// Code runs a missing command at every prompt.
+				if _, exe, _, _, _ := splitHook(el); exe != e.Self && filepath.IsAbs(exe) && !isFile(exe) {
+					missingExe = true
+					if !slices.Contains(gone, exe) {
+						gone = append(gone, exe)
+					}
+				}
 			}
 		}
 		switch {
@@ -100,7 +113,9 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 			elsewhere = append(elsewhere, h.event)
 		case !found:
 			missing = append(missing, h.event)
-		case !ours:
+		case missingExe:
+			goneEvents = append(goneEvents, h.event)
+		case stale:
 			other = append(other, h.event)
 		}
 	}
@@ -108,6 +123,10 @@ func checkClaudeCode(e *doctor.Env) []doctor.Result {
 	case len(elsewhere) > 0:
 		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Warn,
 			Message: strings.Join(elsewhere, ", ") + " run claudemesh hook for " + describePin(otherPin) + ", not for this home (" + e.Home + ")", Fix: otherFix(otherPin)})
+	case len(goneEvents) > 0:
+		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Fail,
+			Message: strings.Join(goneEvents, ", ") + " run " + strings.Join(gone, " and ") + ", which does not exist: Claude Code cannot run them (it tries at every prompt)",
+			Fix:     config.Invocation(e.Home) + " install (it points the hooks at this binary)"})
 	case len(missing) > 0:
 		out = append(out, doctor.Result{Name: "claude code hooks", Status: doctor.Warn, Message: "missing: " + strings.Join(missing, ", "), Fix: config.Invocation(e.Home) + " install"})
 	case len(other) > 0:

@@ -141,10 +141,9 @@ func mcpEntryHome(entry []byte) (pin string, rest []string) {
 	return pin, rest
 }
 
-// parseHook parses a hook element: a single command running a
-// claudemesh binary (bin, or any path with "claudemesh" in it) as
-// `[--home DIR] hook ARG`; its pin and ARG.
-func parseHook(elem []byte, bin string) (pin, arg string, ok bool) {
+// splitHook parses a hook element shaped like claudemesh's: a single
+// command `EXE [--home DIR] hook ARG`; its command line, EXE, pin and ARG.
+func splitHook(elem []byte) (cmd, exe, pin, arg string, ok bool) {
 	var g struct {
 		Hooks []struct {
 			Type    string `json:"type"`
@@ -152,17 +151,52 @@ func parseHook(elem []byte, bin string) (pin, arg string, ok bool) {
 		} `json:"hooks"`
 	}
 	if json.Unmarshal(elem, &g) != nil || len(g.Hooks) != 1 || g.Hooks[0].Type != "command" {
-		return "", "", false
+		return "", "", "", "", false
 	}
-	w, ok := shellWords(g.Hooks[0].Command)
-	if !ok || len(w) < 3 || (w[0] != bin && !strings.Contains(w[0], "claudemesh")) {
-		return "", "", false
+	cmd = g.Hooks[0].Command
+	w, ok := shellWords(cmd)
+	if !ok || len(w) < 3 {
+		return "", "", "", "", false
 	}
 	pin, rest, ok := homeFlags(w[1:])
 	if !ok || len(rest) != 2 || rest[0] != "hook" {
+		return "", "", "", "", false
+	}
+	return cmd, w[0], pin, rest[1], true
+}
+
+// hookKey names an event's hook in installState.
+func hookKey(event string) string { return ".claude/settings.json#hooks." + event }
+
+// parseHook parses a hook element of claudemesh's for event: a single
+// command `EXE [--home DIR] hook ARG` whose EXE is bin or has
+// "claudemesh" in its path, or, whatever the binary is called, the very
+// command line the install of the home it names recorded in its
+// install.json (st for home; an install.json from before install recorded
+// its lines: one that records adding the event's hook, for a line naming
+// that home with --home). Its pin and ARG. Another tool's hook is never
+// taken: a line no install wrote, under a name without "claudemesh",
+// is not ours.
+func parseHook(elem []byte, bin, event, home string, st installState) (pin, arg string, ok bool) {
+	cmd, exe, pin, arg, ok := splitHook(elem)
+	if !ok {
 		return "", "", false
 	}
-	return pin, rest[1], true
+	if exe == bin || strings.Contains(exe, "claudemesh") {
+		return pin, arg, true
+	}
+	if !samePin(pin, pinFor(home)) {
+		dir := homeOfPin(pin)
+		if dir == "" {
+			return "", "", false
+		}
+		st = loadState(dir)
+	}
+	key := hookKey(event)
+	if w, has := st.Wrote[key]; w == cmd || (!has && pin != "" && st.has(key+"[claudemesh]")) {
+		return pin, arg, true
+	}
+	return "", "", false
 }
 
 // shellWords splits a command line the way sh would for the plain words,

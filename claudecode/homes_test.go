@@ -32,7 +32,7 @@ func TestEntriesNameTheirHome(t *testing.T) {
 			t.Errorf("mcpEntryHome(mcpEntry(%q)) = %q %q", home, pin, rest)
 		}
 		for _, arg := range []string{"working", "idle"} {
-			if pin, a, ok := parseHook(hookEntry(bin, home, arg), bin); !ok || pin != want || a != arg {
+			if pin, a, ok := parseHook(hookEntry(bin, home, arg), bin, "Stop", home, installState{}); !ok || pin != want || a != arg {
 				t.Errorf("parseHook(hookEntry(%q, %s)) = %q %q %v", home, arg, pin, a, ok)
 			}
 		}
@@ -46,8 +46,37 @@ func TestEntriesNameTheirHome(t *testing.T) {
 	for _, c := range []string{`"hooks": [{"type": "command", "command": "/x/claudemesh --mesh a hook idle"}]`,
 		`"hooks": [{"type": "command", "command": "/x/other hook idle"}]`,
 		`"hooks": [{"type": "command", "command": "'/x/claudemesh hook idle"}]`} {
-		if _, _, ok := parseHook([]byte("{"+c+"}"), bin); ok {
+		if _, _, ok := parseHook([]byte("{"+c+"}"), bin, "Stop", def, installState{}); ok {
 			t.Errorf("parseHook took %s for claudemesh's", c)
+		}
+	}
+
+	// A binary not named claudemesh: its line is known by what this
+	// home's install.json records, whatever the running binary is; a
+	// line it does not record (another tool's) is not.
+	gone := "/opt/old/cm2"
+	for _, home := range []string{def, "/tmp/bob"} {
+		var st installState
+		st.add(hookKey("Stop") + "[claudemesh]")
+		st.wrote(hookKey("Stop"), hookCommandLine(gone, home, "idle"))
+		if _, a, ok := parseHook(hookEntry(gone, home, "idle"), bin, "Stop", home, st); !ok || a != "idle" {
+			t.Errorf("%s: the line install.json records was not taken for ours", home)
+		}
+		if _, _, ok := parseHook(hookEntry("/usr/bin/othertool", home, "idle"), bin, "Stop", home, st); ok {
+			t.Errorf("%s: another tool's line was taken for ours", home)
+		}
+		if _, _, ok := parseHook(hookEntry(gone, home, "idle"), bin, "UserPromptSubmit", home, st); ok {
+			t.Errorf("%s: Stop's line was taken for UserPromptSubmit's", home)
+		}
+		// An install.json from before the lines were recorded: a line
+		// naming this home with --home, when it records adding the hook.
+		old := installState{Created: []string{hookKey("Stop") + "[claudemesh]"}}
+		_, _, ok := parseHook(hookEntry(gone, home, "idle"), bin, "Stop", home, old)
+		if want := home != def; ok != want {
+			t.Errorf("%s: an older install.json's line taken for ours: %v, want %v", home, ok, want)
+		}
+		if _, _, ok := parseHook(hookEntry(gone, home, "idle"), bin, "Stop", home, installState{}); ok {
+			t.Errorf("%s: a line no install.json records was taken for ours", home)
 		}
 	}
 }

@@ -65,6 +65,20 @@ type installState struct {
 	// install wrote): uninstall puts it back instead of deleting it.
 	// Kept as strings: MarshalIndent would re-indent raw JSON.
 	Replaced map[string]string `json:"replaced,omitempty"`
+	// Wrote holds, per entry, what this home's install last wrote there:
+	// a hook's command line (hookKey), the MCP entry's command (mcpKey).
+	// A hook is known as this home's by it whatever the binary is called
+	// (a name without "claudemesh", or a binary since deleted).
+	// install.json files from before it have none.
+	Wrote map[string]string `json:"wrote,omitempty"`
+}
+
+// wrote records what install wrote into an entry.
+func (st *installState) wrote(key, v string) {
+	if st.Wrote == nil {
+		st.Wrote = map[string]string{}
+	}
+	st.Wrote[key] = v
 }
 
 // remember records the value an entry had before install first changed
@@ -117,7 +131,7 @@ func saveState(home string, st installState) error {
 	if err := fsutil.EnsurePrivateDir(home); err != nil {
 		return err
 	}
-	if len(st.Created) == 0 && len(st.Replaced) == 0 {
+	if len(st.Created) == 0 && len(st.Replaced) == 0 && len(st.Wrote) == 0 {
 		err := os.Remove(statePath(home))
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -378,8 +392,8 @@ func hookEntry(bin, home, arg string) []byte {
 }
 
 // isOurHook reports whether an element of a hook event's array is the one
-// install adds for home: a single command running this binary (bin), or
-// any `<…claudemesh…>`, with `[--home DIR] hook ARG` for this home. (Matching
+// install adds for home: a single command running this binary (bin), any
+// `<…claudemesh…>`, or the binary install.json records (parseHook), with `[--home DIR] hook ARG` for this home. (Matching
 // only on "claudemesh" in the path took a binary installed under another
 // name for a stranger: every install added its hooks again and uninstall
 // left them. Matching without the home took another home's hooks for this
@@ -387,8 +401,8 @@ func hookEntry(bin, home, arg string) []byte {
 // install.json records the event's hook (an older install wrote it without
 // the home), and, for install (claim), when the other home's install.json
 // does not (the user's own line, taken over and given back by uninstall).
-func isOurHook(elem []byte, arg, bin, home string, st installState, created string, claim bool) bool {
-	pin, a, ok := parseHook(elem, bin)
+func isOurHook(elem []byte, event, arg, bin, home string, st installState, created string, claim bool) bool {
+	pin, a, ok := parseHook(elem, bin, event, home, st)
 	switch {
 	case !ok || a != arg:
 		return false
@@ -457,6 +471,7 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 					res = "skipped: it runs claudemesh for " + describePin(p) + ", not for this home"
 				} else {
 					st.drop(mcpKey)
+					delete(st.Wrote, mcpKey)
 					if old, ok := st.previous(mcpKey); ok {
 						cj.data, res = jsonedit.Replace(cj.data, m.Value, old), "restored"
 					} else {
@@ -502,6 +517,7 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 		if err != nil {
 			return nil, err
 		}
+		st.wrote(mcpKey, bin)
 	}
 	steps = append(steps, step{What: "MCP server entry (mcpServers.claudemesh)", Path: cj.path, Result: res})
 	if err := cj.save(home, &st); err != nil {
@@ -512,7 +528,7 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 	if sj != nil {
 		for _, h := range hookEvents {
 			res := "unchanged"
-			created := ".claude/settings.json#hooks." + h.event
+			created := hookKey(h.event)
 			hk, ok, err := jsonedit.Find(sj.data, jsonedit.Root(sj.data), "hooks")
 			if err != nil {
 				return nil, err
@@ -524,12 +540,13 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 						es, _ := jsonedit.Elements(sj.data, arr.Value)
 						mine := make([]bool, len(es))
 						for i, e := range es {
-							mine[i] = isOurHook(sj.data[e.Start:e.End], h.arg, bin, home, st, created, false)
-							if p, a, ok := parseHook(sj.data[e.Start:e.End], bin); ok && a == h.arg && !mine[i] {
+							mine[i] = isOurHook(sj.data[e.Start:e.End], h.event, h.arg, bin, home, st, created, false)
+							if p, a, ok := parseHook(sj.data[e.Start:e.End], bin, h.event, home, st); ok && a == h.arg && !mine[i] {
 								res = "skipped: it runs claudemesh for " + describePin(p) + ", not for this home"
 							}
 						}
 						st.drop(created + "[claudemesh]")
+						delete(st.Wrote, created)
 						old, hadOld := st.previous(created)
 						for i := len(es) - 1; i >= 0; i-- {
 							if mine[i] {
@@ -563,26 +580,40 @@ func installFiles(home, chome, bin string, hooks, remove bool) ([]step, error) {
 					return nil, err
 				}
 				want := hookEntry(bin, home, h.arg)
-				found := false
-				for _, e := range es {
-					if isOurHook(sj.data[e.Start:e.End], h.arg, bin, home, st, created, true) {
-						found = true
-						if !sameJSON(sj.data[e.Start:e.End], want) {
-							if !st.has(created + "[claudemesh]") {
-								st.remember(created, sj.data[e.Start:e.End])
-							}
-							sj.data, res = jsonedit.Replace(sj.data, e, want), "updated"
-						}
-						break
+				var ours []int
+				for i, e := range es {
+					if isOurHook(sj.data[e.Start:e.End], h.event, h.arg, bin, home, st, created, true) {
+						ours = append(ours, i)
 					}
 				}
-				if !found {
+				if len(ours) == 0 {
 					if sj.data, err = jsonedit.AppendElement(sj.data, arr, want); err != nil {
 						return nil, err
 					}
 					res = "added"
 					st.add(created + "[claudemesh]")
+				} else {
+					// One is kept (updated); more that this home's install
+					// wrote are a pair an older install added beside a
+					// line it did not know as its own: removed, from the
+					// last (the spans before stay where they are).
+					for j := len(ours) - 1; j > 0; j-- {
+						if e := es[ours[j]]; !isOurHook(sj.data[e.Start:e.End], h.event, h.arg, bin, home, st, created, false) {
+							continue // a line of the user's, taken over only once
+						}
+						if sj.data, err = jsonedit.RemoveElement(sj.data, arr, ours[j]); err != nil {
+							return nil, err
+						}
+						arr, res = spanAt(sj.data, arr.Start), "updated"
+					}
+					if e := es[ours[0]]; !sameJSON(sj.data[e.Start:e.End], want) {
+						if !st.has(created + "[claudemesh]") {
+							st.remember(created, sj.data[e.Start:e.End])
+						}
+						sj.data, res = jsonedit.Replace(sj.data, e, want), "updated"
+					}
 				}
+				st.wrote(created, hookCommandLine(bin, home, h.arg))
 			}
 			steps = append(steps, step{What: h.event + " hook (claudemesh hook " + h.arg + ")", Path: sj.path, Result: res})
 		}
@@ -617,7 +648,7 @@ func checkAnotherHome(cj, sj *jsonFile, bin, home string, st installState) error
 		return nil
 	}
 	for _, h := range hookEvents {
-		created := ".claude/settings.json#hooks." + h.event
+		created := hookKey(h.event)
 		arr, ok, _ := jsonedit.Find(sj.data, hk.Value, h.event)
 		if !ok || sj.data[arr.Value.Start] != '[' {
 			continue
@@ -625,7 +656,7 @@ func checkAnotherHome(cj, sj *jsonFile, bin, home string, st installState) error
 		es, _ := jsonedit.Elements(sj.data, arr.Value)
 		for _, e := range es {
 			el := sj.data[e.Start:e.End]
-			if p, a, ok := parseHook(el, bin); ok && a == h.arg && !isOurHook(el, h.arg, bin, home, st, created, true) {
+			if p, a, ok := parseHook(el, bin, h.event, home, st); ok && a == h.arg && !isOurHook(el, h.event, h.arg, bin, home, st, created, true) {
 				return anotherHomes(h.event+" hook", sj.path, p, home)
 			}
 		}

@@ -319,4 +319,17 @@ func TestDoctorSaysTheInstalledBinaryIsGone(t *testing.T) {
 	if c.Status != "fail" || !strings.Contains(c.Message, gone+", which does not exist") || !strings.Contains(c.Fix, "install") {
 		t.Fatalf("doctor with the installed binary gone: %+v", c)
 	}
+	// The hooks run it too: a command Claude Code cannot run, not
+	// "another claudemesh binary".
+	settings := filepath.Join(userHome, ".claude", "settings.json")
+	if data, err = os.ReadFile(settings); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(settings, []byte(strings.ReplaceAll(string(data), bin, gone)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = claudeChecks(t, bob)["claude code hooks"]
+	if c.Status != "fail" || !strings.Contains(c.Message, "UserPromptSubmit, Stop run "+gone+", which does not exist") || !strings.Contains(c.Fix, "install") {
+		t.Fatalf("doctor's hooks check with the installed binary gone: %+v", c)
+	}
 }

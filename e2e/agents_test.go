@@ -540,9 +540,13 @@ func TestDoctor(t *testing.T) {
 	}
 	os.Chmod(filepath.Join(u.home, "config.json"), 0o600)
 	os.MkdirAll(filepath.Join(chome, ".claude"), 0o700)
-	// (gina's home is not the default one: her hooks carry it.)
-	other := `{"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "'/tmp/my bin/claudemesh' --home ` + u.home + ` hook working"}]}],` +
-		` "Stop": [{"hooks": [{"type": "command", "command": "'/tmp/my bin/claudemesh' --home ` + u.home + ` hook idle"}]}]}}`
+	// (gina's home is not the default one: her hooks carry it.) Another
+	// claudemesh binary that is there (one that is gone fails the check).
+	otherBin := filepath.Join(t.TempDir(), "my bin", "claudemesh")
+	os.MkdirAll(filepath.Dir(otherBin), 0o755)
+	copyBinary(t, otherBin)
+	other := `{"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "'` + otherBin + `' --home ` + u.home + ` hook working"}]}],` +
+		` "Stop": [{"hooks": [{"type": "command", "command": "'` + otherBin + `' --home ` + u.home + ` hook idle"}]}]}}`
 	os.WriteFile(filepath.Join(chome, ".claude", "settings.json"), []byte(other), 0o600)
 	cfgPath := filepath.Join(u.home, "config.json")
 	cfg, _ := os.ReadFile(cfgPath)
