@@ -152,6 +152,12 @@ func upCommand() *cli.Command {
 							"to turn the check off: "+cm+" daemon down && "+cm+" daemon up --web-any-local-user")
 					}
 				}
+				if len(rl.Started) == 0 && joinedNone(home) && !out.JSONMode() {
+					// The last mesh was left: up refuses such a home, and
+					// this one runs on (it takes up the next join).
+					out.Resultf("daemon already running (pid %d), with no mesh joined: it takes up the next join (%s join <invite link>)", v.PID, config.Invocation(home))
+					return nil
+				}
 				return reportRunning(out, config.Invocation(home), v.PID, rl.Started, startedOutcome(c.Context, cl, rl.Started))
 			}
 			if cl, v, err := localapi.Probe(c.Context, home); err == nil {
@@ -269,6 +275,13 @@ func checkJoined(home string) error {
 	}
 	return cliui.Errorf(cliui.CodeNotJoined, "no daemon started: %s has joined no mesh, so a daemon would have nothing to connect to", home).
 		WithHint("join a mesh first: " + cm + " join <invite link>, then " + cm + " daemon up")
+}
+
+// joinedNone reports whether home's config names no mesh (the last one
+// was left, or none joined yet).
+func joinedNone(home string) bool {
+	cfg, err := config.Load(home)
+	return err == nil && len(cfg.Meshes) == 0
 }
 
 // checkDBUnlessStarting is store.CheckFile of home's daemon.db under the
@@ -611,19 +624,25 @@ func downCommand() *cli.Command {
 				time.Sleep(20 * time.Millisecond)
 			}
 			res := map[string]any{"ok": true, "wasRunning": true, "pid": pid}
-			switch {
-			case serr != nil:
+			if serr != nil {
 				// Stopped, but its service starts it again in a moment.
 				res["serviceRestarts"] = true
 				out.Warn(fmt.Sprintf("its service could not be stopped (%v): it starts the daemon again in a moment", serr), "stop it with "+serviceHow)
 				return printResult(out, res, "daemon stopped (pid %d), but its service starts it again", pid)
-			case viaService != "":
+			}
+			// What starts it again: up or a verb; for a home that joined no
+			// mesh (the last one left), up refuses until a join.
+			until := config.Invocation(home) + " daemon up or another verb starts it"
+			if joinedNone(home) {
+				until = "this home joins a mesh (" + config.Invocation(home) + " join <invite link>) and then " + until
+			}
+			if viaService != "" {
 				res["service"] = viaService
-				return printResult(out, res, "daemon stopped (pid %d) with its service (%s); it stays down until %s daemon up or another verb starts it, or the service starts at your next login (running claude sessions and inbox --follow wait for that)",
-					pid, viaService, config.Invocation(home))
+				return printResult(out, res, "daemon stopped (pid %d) with its service (%s); it stays down until %s, or the service starts at your next login (running claude sessions and inbox --follow wait for that)",
+					pid, viaService, until)
 			}
 			return printResult(out, res,
-				"daemon stopped (pid %d); it stays down until %s daemon up or another verb starts it (running claude sessions and inbox --follow wait for that)", pid, config.Invocation(home))
+				"daemon stopped (pid %d); it stays down until %s (running claude sessions and inbox --follow wait for that)", pid, until)
 		},
 	}
 }
@@ -663,6 +682,12 @@ func statusCommand() *cli.Command {
 			}
 			sort.Strings(slugs)
 			sty := out.Style()
+			if len(slugs) == 0 && joinedNone(home) {
+				// The last mesh was left (or a service started it before
+				// the first join): it runs on, and says so.
+				cm := config.Invocation(home)
+				out.Linef("no mesh joined: the daemon takes up the next join (%s join <invite link>); %s daemon down stops it", cm, cm)
+			}
 			for _, s := range slugs {
 				out.Linef("mesh %-20s %s", s, st.Meshes[s])
 				if p, ok := st.MeshErrors[s]; ok {

@@ -410,7 +410,9 @@ func meshLeaveCommand() *cli.Command {
 				"not sent yet (accepted), leave refuses (exit 6) and says how many (a stopped daemon is started to\n"+
 				"answer); --force leaves anyway and they are marked failed (left_mesh). Messages the broker already\n"+
 				"holds (queued) are still delivered by it, but this machine no longer learns when: the outbox\n"+
-				"shows them untracked.",
+				"shows them untracked. Leaving the last mesh leaves a running daemon running, with no mesh (it\n"+
+				"takes up the next join; inbox and daemon outbox list read from it): leave says so, and daemon\n"+
+				"down stops it.",
 			"claudemesh mesh leave acme",
 			"claudemesh mesh leave acme --force",
 		),
@@ -473,9 +475,37 @@ func meshLeaveCommand() *cli.Command {
 					e.out.Warn(fmt.Sprintf("%s you sent %s still queued at the broker: it delivers them, but this machine no longer learns when", plural(held, "message"), map[bool]string{true: "is", false: "are"}[held == 1]), "")
 				}
 			}
-			return e.printOK("left %s (%s)", m.Name, m.Slug)
+			// The last mesh left: a running daemon keeps running, with no
+			// mesh (the inbox, and the outbox rows just spoken of, stay
+			// readable; a send --wait learns its row's end; the next join
+			// is taken up). Said, with the way to stop it: `daemon up`
+			// refuses a home that joined no mesh.
+			pid := 0
+			if left, err := e.load(); err == nil && len(left.Meshes) == 0 {
+				if _, v, err := localapi.Probe(e.ctx(), e.home); err == nil && v.PID > 0 {
+					pid = v.PID
+				}
+			}
+			if e.out.JSONMode() {
+				return e.out.JSON(leaveResult{OK: true, DaemonRunning: pid > 0, DaemonPID: pid})
+			}
+			e.printOK("left %s (%s)", m.Name, m.Slug)
+			if pid > 0 {
+				cm := config.Invocation(e.home)
+				e.out.Linef("the daemon (pid %d) is still running, with no mesh joined: it takes up your next join, and inbox and daemon outbox list still read from it", pid)
+				e.out.Linef("%s", e.out.Style().Dim(fmt.Sprintf("→ to stop it: %s daemon down (then daemon up refuses this home until it joins a mesh)", cm)))
+			}
+			return nil
 		},
 	}
+}
+
+// leaveResult is mesh leave's --json answer: whether a daemon runs on
+// with no mesh (the last mesh was left) and its pid.
+type leaveResult struct {
+	OK            bool `json:"ok"`
+	DaemonRunning bool `json:"daemonRunning,omitzero"`
+	DaemonPID     int  `json:"daemonPid,omitzero"`
 }
 
 // outboxOf counts the daemon's outbox rows of mesh slug that are not
