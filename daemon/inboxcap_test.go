@@ -358,7 +358,7 @@ func TestInboxStorePathsShareTheHardLimit(t *testing.T) {
 			defer wg.Done()
 			p := post(i)
 			<-start
-			bob.d.storeTopicPosts(m, topicID, []*wire.Push{p})
+			bob.d.storeTopicPosts(m, topicID, []*wire.Push{p}, map[string]bool{})
 		}()
 	}
 	close(start)

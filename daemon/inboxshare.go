@@ -230,17 +230,33 @@ func topicSender(tm client.TopicMessage) string {
 	return tm.SenderPubkey
 }
 
-// admitTopicPosts is admitPushes for posts of one topic (oldest first),
-// which the inbox stores in the topic's order: how many of them to store,
-// up to and including the one that reaches the hard limit, and stopping
-// before the first post of a sender that holds its share in unseen rows
-// (refused names it; "" when none was). The posts from there on stay in
-// the topic's history on the broker; the catch-up reads them again once
-// rows are read (roomMade) and stores each once. The member's own posts
-// are not stored; a blocked member's are, as seen, whatever its share.
-func (d *Daemon) admitTopicPosts(m *meshRT, msgs []client.TopicMessage) (n int, refused string) {
+// admitTopicPosts is admitPushes for posts of one topic (oldest first):
+// which of them to store, while the inbox is under its hard limit, n of
+// them up to and including the one that reaches it. A post of a sender
+// that holds its share in unseen rows is not stored, nor are that
+// sender's later ones, so that each sender's posts are stored in their
+// order; refused (filled in) names those senders, and a sender it names
+// already is refused too. The posts not stored stay in the topic's
+// history on the broker; the catch-up reads them again once rows are
+// read (roomMade) and stores each once. The member's own posts are not
+// stored, and posts stored already are not again (both ok, adding
+// nothing); a blocked member's are, as seen, whatever its share.
+func (d *Daemon) admitTopicPosts(m *meshRT, msgs []client.TopicMessage, refused map[string]bool) (ok []bool, n int) {
 	hard, share := 2*d.opts.InboxMaxBytes, d.senderShare()
 	sizes := topicRowSizes(m, msgs)
+	// Posts stored already (a held topic's catch-up reads again the
+	// posts stored as they came) add nothing: counted, they took room
+	// and share that their rows hold already.
+	self := m.key.PublicHex()
+	d.db.View(func(tx *bolt.Tx) error {
+		keys := tx.Bucket(bInboxKey)
+		for i, tm := range msgs {
+			if sizes[i] != 0 && keys.Get(keyOf(m.cfg.MeshID, self, tm.ID)) != nil {
+				sizes[i] = 0
+			}
+		}
+		return nil
+	})
 	d.icap.mu.Lock()
 	size := d.icap.bytes
 	d.icap.mu.Unlock()
@@ -252,22 +268,27 @@ func (d *Daemon) admitTopicPosts(m *meshRT, msgs []client.TopicMessage) (n int, 
 	if size+total >= share {
 		unseen = d.unseenBySender()
 	}
+	ok = make([]bool, len(msgs))
 	adding := map[string]int64{}
 	for i, tm := range msgs {
 		if sizes[i] == 0 {
-			continue // the member's own: a topic_message event only
+			ok[i] = true // the member's own (a topic_message event only), or stored already
+			continue
 		}
 		from := topicSender(tm)
-		if unseen != nil && !m.isBlocked(from) && unseen[from]+adding[from] >= share {
-			return i, from
+		blocked := m.isBlocked(from)
+		if !blocked && (refused[from] || (unseen != nil && unseen[from]+adding[from] >= share)) {
+			refused[from] = true
+			continue
 		}
+		ok[i] = true
 		size += sizes[i]
 		adding[from] += sizes[i]
 		if size >= hard {
-			return i + 1, ""
+			return ok, i + 1
 		}
 	}
-	return len(msgs), ""
+	return ok, len(msgs)
 }
 
 // shareRefused logs, once per sender until it is under its share again,

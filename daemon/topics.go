@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -48,13 +49,28 @@ type topicsRT struct {
 	// topic's history once there is room, and ends the state.
 	behind    map[string]uint64
 	behindGen uint64
-	kicked    map[string]bool // topic id → a catch-up started by kick has not begun
+	// held: topic id → the posts of it left in its history because their
+	// senders held their share of the inbox in unseen rows (heldPosts).
+	// While a topic is held its cursor stays before the first of them;
+	// the other senders' posts are stored as they come (a post stored
+	// already is recognised when a catch-up reads it again), and a
+	// catch-up from the cursor, started when rows are read (roomMade) and
+	// by every sweep, stores what was left, each sender's in its order.
+	held   map[string]*heldPosts
+	kicked map[string]bool // topic id → a catch-up started by kick has not begun
+}
+
+// heldPosts is a held topic's state: the generation (behindGen) of its
+// last post left for a sender's share, and the senders left out.
+type heldPosts struct {
+	gen     uint64
+	senders map[string]bool
 }
 
 func newTopicsRT(m *meshRT) *topicsRT {
 	t := &topicsRT{m: m, ring: client.NewTopicKeyring(), list: map[string]wire.TopicInfo{},
 		cursors: map[string]string{}, catching: map[string]chan struct{}{}, behind: map[string]uint64{},
-		kicked: map[string]bool{}}
+		held: map[string]*heldPosts{}, kicked: map[string]bool{}}
 	t.keeper = &client.TopicKeeper{MeshID: m.cfg.MeshID, Member: m.key, Ring: t.ring, Log: m.d.log,
 		OnKey: t.onKey, Jitter: m.d.opts.TopicJitter}
 	m.d.db.View(func(tx *bolt.Tx) error {
@@ -308,6 +324,18 @@ func (t *topicsRT) catchUp(topicID string) {
 		t.startCursor(ctx, c, topicID)
 		return
 	}
+	// from is where the next page is read after: the cursor, or past the
+	// posts of a sender at its share, left in the history while the
+	// others' after them are stored (frozen: the cursor stays before the
+	// first one left; refused: their senders, whose later posts are left
+	// too, so that each sender's are stored in their order).
+	from, frozen, refused := cursor, false, map[string]bool{}
+	t.mu.Lock()
+	var heldGen uint64
+	if h := t.held[topicID]; h != nil {
+		heldGen = h.gen
+	}
+	t.mu.Unlock()
 	for range 100 { // at most 5,000 posts a round; the next round goes on
 		var posts []*wire.Push
 		var more bool
@@ -315,7 +343,7 @@ func (t *topicsRT) catchUp(topicID string) {
 		t.mu.Lock()
 		gen := t.behind[topicID]
 		t.mu.Unlock()
-		if cursor == "" {
+		if from == "" {
 			// From the start of the topic: its oldest post, then the
 			// pages after it (below, once it is the cursor). Reading
 			// back from the newest kept only the newest 1,000 posts,
@@ -332,7 +360,7 @@ func (t *topicsRT) catchUp(topicID string) {
 				posts, more = []*wire.Push{oldest}, true
 			}
 		} else {
-			page, err := c.TopicHistory(ctx, topicID, client.HistoryPage{After: cursor})
+			page, err := c.TopicHistory(ctx, topicID, client.HistoryPage{After: from})
 			if client.CodeOf(err) == wire.CodeInvalidArgument {
 				// The cursor's post is gone (--topic-retention purges
 				// the oldest posts first): every post still there is
@@ -341,7 +369,8 @@ func (t *topicsRT) catchUp(topicID string) {
 				// every post made while this daemon was away.
 				t.m.d.log.Info("topic catch-up: the post it had read up to was purged; reading the topic's history from its start",
 					"mesh", t.m.cfg.Slug, "topic", topicID)
-				cursor = ""
+				cursor, from, frozen = "", "", false
+				clear(refused)
 				continue
 			}
 			if err != nil {
@@ -355,19 +384,23 @@ func (t *topicsRT) catchUp(topicID string) {
 			more = page.More
 		}
 		if len(posts) == 0 {
-			t.caughtUp(topicID, gen)
+			t.caughtUp(topicID, gen, heldGen, refused)
 			return
 		}
-		stored, last := t.m.d.storeTopicPosts(t.m, topicID, posts)
-		if last != "" {
-			t.setCursor(topicID, last)
-			cursor = last
+		r := t.m.d.storeTopicPosts(t.m, topicID, posts, refused)
+		if !frozen && r.upTo != "" {
+			t.setCursor(topicID, r.upTo)
+			cursor = r.upTo
 		}
-		if stored < len(posts) {
+		frozen = frozen || len(refused) > 0
+		if r.through != "" {
+			from = r.through
+		}
+		if r.handled < len(posts) {
 			return // waiting for a key, or for room in the inbox
 		}
 		if !more {
-			t.caughtUp(topicID, gen)
+			t.caughtUp(topicID, gen, heldGen, refused)
 			return
 		}
 	}
@@ -407,13 +440,48 @@ func oldestPost(ctx context.Context, c *client.Conn, topicID string, maxPages in
 }
 
 // caughtUp ends a topic's behind state when no post was left out since
-// the catch-up's last read of its history (gen, read before it).
-func (t *topicsRT) caughtUp(topicID string, gen uint64) {
+// the catch-up's last read of its history (gen, read before it); and its
+// held state when the catch-up, which read the history from the cursor,
+// left no post for a sender's share (refused is empty) and none was left
+// since it began (heldGen).
+func (t *topicsRT) caughtUp(topicID string, gen, heldGen uint64, refused map[string]bool) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if g, ok := t.behind[topicID]; ok && g == gen {
 		delete(t.behind, topicID)
 	}
-	t.mu.Unlock()
+	if h := t.held[topicID]; h != nil && h.gen == heldGen && len(refused) == 0 {
+		delete(t.held, topicID)
+	}
+}
+
+// holdForShare records that posts of the topic by senders were left in
+// its history for their share of the inbox.
+func (t *topicsRT) holdForShare(topicID string, senders map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.behindGen++
+	h := t.held[topicID]
+	if h == nil {
+		h = &heldPosts{senders: map[string]bool{}}
+		t.held[topicID] = h
+	}
+	h.gen = t.behindGen
+	for from := range senders {
+		h.senders[from] = true
+	}
+}
+
+// heldFor reports whether the topic is held, and the senders whose posts
+// are left (a copy).
+func (t *topicsRT) heldFor(topicID string) (bool, map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := t.held[topicID]
+	if h == nil {
+		return false, nil
+	}
+	return true, maps.Clone(h.senders)
 }
 
 // leftBehind records that a post of the topic was left on the broker for a
@@ -429,9 +497,14 @@ func (t *topicsRT) leftBehind(topicID string) {
 // the broker (roomMade: rows were read, so there may be room for them).
 func (t *topicsRT) kickBehind() {
 	t.mu.Lock()
-	ids := make([]string, 0, len(t.behind))
+	ids := make([]string, 0, len(t.behind)+len(t.held))
 	for id := range t.behind {
 		ids = append(ids, id)
+	}
+	for id := range t.held {
+		if _, ok := t.behind[id]; !ok {
+			ids = append(ids, id)
+		}
 	}
 	t.mu.Unlock()
 	for _, id := range ids {
@@ -458,10 +531,25 @@ func (t *topicsRT) isBehind(topicID string) bool {
 	return ok
 }
 
+// topicStore is what storeTopicPosts did with a page of posts.
+type topicStore struct {
+	// handled is how many posts it went through, in order: all of them
+	// but from the first whose key is missing, or past the one that
+	// reached the inbox's hard limit.
+	handled int
+	// upTo is the last handled post before the first one left for its
+	// sender's share (the cursor may pass it), through the last handled
+	// post ("" for none).
+	upTo, through string
+}
+
 // storeTopicPosts opens posts of one topic (oldest first) and stores the
-// others' as inbox rows, stopping at the first post whose key is missing.
-// It returns how many it handled and the id of the last one.
-func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push) (int, string) {
+// others' as inbox rows, stopping at the first post whose key is missing
+// and at the inbox's hard limit. A post of a sender that holds its share
+// of the inbox, or of one in refused, is left in the topic's history, and
+// so are that sender's later ones (refused gets it); the others are
+// stored.
+func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push, refused map[string]bool) topicStore {
 	var msgs []client.TopicMessage
 	for _, p := range posts {
 		tm := client.OpenTopicPush(p, m.cfg.MeshID, topicID, func(g int) *[32]byte { return m.topics.ring.Get(topicID, g) })
@@ -471,7 +559,7 @@ func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push) 
 		msgs = append(msgs, tm)
 	}
 	if len(msgs) == 0 {
-		return 0, ""
+		return topicStore{}
 	}
 	// The inbox's hard limit and each sender's share hold for topic posts
 	// too: those past them stay in the topic's history, where the next
@@ -480,23 +568,38 @@ func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push) 
 	defer d.icap.admit.Unlock()
 	if d.inboxFull(len(msgs)) {
 		m.topics.leftBehind(topicID)
-		return 0, ""
+		return topicStore{}
 	}
-	if n, refused := d.admitTopicPosts(m, msgs); n < len(msgs) {
-		msgs = msgs[:n]
+	had := len(refused)
+	ok, n := d.admitTopicPosts(m, msgs, refused)
+	if n < len(msgs) {
 		m.topics.leftBehind(topicID)
-		if refused != "" {
-			d.shareRefused(map[string]bool{refused: true})
+	}
+	msgs, ok = msgs[:n], ok[:n]
+	if len(refused) > had {
+		m.topics.holdForShare(topicID, refused)
+		d.shareRefused(refused)
+	}
+	var take []client.TopicMessage
+	for i, tm := range msgs {
+		if ok[i] {
+			take = append(take, tm)
 		}
 	}
-	if len(msgs) == 0 {
-		return 0, ""
+	if len(take) > 0 {
+		if err := d.storeTopicRows(m, take); err != nil {
+			d.log.Error("topic inbox store", "err", err)
+			return topicStore{}
+		}
 	}
-	if err := d.storeTopicRows(m, msgs); err != nil {
-		d.log.Error("topic inbox store", "err", err)
-		return 0, ""
+	r := topicStore{handled: n, through: msgs[n-1].ID}
+	for i, tm := range msgs {
+		if !ok[i] {
+			break
+		}
+		r.upTo = tm.ID
 	}
-	return len(msgs), msgs[len(msgs)-1].ID
+	return r
 }
 
 // topicRowSizes estimates the inbox bytes each post adds: its body and
@@ -618,6 +721,7 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 		// until a catch-up has read them in order (topicsRT.behind); one
 		// is started when there is room again (and by every sweep).
 		d.icap.admit.Lock()
+		_, senders := m.topics.heldFor(topicID)
 		if behind := m.topics.isBehind(topicID); behind || tm.SenderPubkey != m.key.PublicHex() {
 			if full := d.inboxFull(1); behind || full {
 				d.icap.admit.Unlock()
@@ -627,12 +731,17 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 				}
 				continue
 			}
-			if n, refused := d.admitTopicPosts(m, []client.TopicMessage{tm}); n == 0 {
-				// Not kicked: the catch-up would stop at this post
-				// again. Rows read start it (roomMade).
+			// A sender at its share, or with posts of this topic left
+			// for it (its order), is left in the history: the others
+			// are stored. Not kicked: the catch-up would leave it
+			// again; rows read start it (roomMade).
+			if senders == nil {
+				senders = map[string]bool{}
+			}
+			if ok, _ := d.admitTopicPosts(m, []client.TopicMessage{tm}, senders); !ok[0] {
 				d.icap.admit.Unlock()
-				m.topics.leftBehind(topicID)
-				d.shareRefused(map[string]bool{refused: true})
+				m.topics.holdForShare(topicID, senders)
+				d.shareRefused(senders)
 				continue
 			}
 		}
@@ -645,8 +754,9 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 		m.topics.mu.Lock()
 		_, known := m.topics.cursors[topicID]
 		_, catching := m.topics.catching[topicID]
+		_, held := m.topics.held[topicID]
 		m.topics.mu.Unlock()
-		if known && !catching {
+		if known && !catching && !held {
 			m.topics.setCursor(topicID, tm.ID)
 		}
 	}

@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +17,10 @@ import (
 // post counts against its sender's share (half the cap in unseen rows) as a
 // DM does. alice posts 15 posts of 4 KB to #flood; bob (cap 16 KiB, share
 // 8 KiB) keeps at most her share and one post, not the 32 KiB hard limit;
-// carol's DM is stored; daemon status names alice. What was refused stays
-// in the topic's history: as bob reads, the catch-up brings it (started by
-// the reading: the sweep here is an hour), each post once, none lost.
+// carol's post to #flood after them, and her DM, are stored; daemon status
+// names alice. What was refused stays in the topic's history: as bob
+// reads, the catch-up brings it (started by the reading: the sweep here is
+// an hour), each post once, in alice's order, none lost.
 func TestTopicPostsKeepToTheSendersShare(t *testing.T) {
 	const limit = 16 << 10
 	e := newEnv(t)
@@ -32,8 +36,10 @@ func TestTopicPostsKeepToTheSendersShare(t *testing.T) {
 	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "flood", Plaintext: true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/flood/join", localapi.TopicMeshRequest{}, nil); err != nil {
-		t.Fatal(err)
+	for _, rd := range []*runningDaemon{bob, carol} {
+		if _, err := rd.api.Do(ctx, "POST", "/v1/topics/flood/join", localapi.TopicMeshRequest{}, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	body := strings.Repeat("t", 4000)
 	const n = 15
@@ -41,33 +47,123 @@ func TestTopicPostsKeepToTheSendersShare(t *testing.T) {
 		alice.post(t, "flood", fmt.Sprintf("%03d %s", i, body))
 	}
 	waitFor(t, 20*time.Second, "alice's posts in the topic's history", func() bool { return len(alice.messages(t, "flood").Messages) == n })
-	// carol's DM comes after alice's posts on bob's connection: once it is
-	// stored, every post was handled.
+	// carol's post and DM come after alice's posts on bob's connection:
+	// once they are stored, every post was handled.
+	carol.post(t, "flood", "carol in the flood")
 	if _, err := carol.api.Send(ctx, localapi.SendRequest{To: "bob", Message: "from carol"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "carol's DM in bob's inbox", func() bool {
+	has := func(body string) bool {
 		for _, r := range bob.inbox(t) {
-			if r.Body == "from carol" {
+			if r.Body == body {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 20*time.Second, "carol's DM in bob's inbox", func() bool { return has("from carol") })
+	waitFor(t, 20*time.Second, "carol's post to #flood in bob's inbox, past alice's left in the history", func() bool { return has("carol in the flood") })
+	waitFor(t, 20*time.Second, "daemon status names alice over her share", func() bool {
+		st := bob.status(t)
+		return len(st.Inbox.OverShare) == 1 && st.Inbox.OverShare[0].Name == "alice" && strings.Contains(strings.Join(st.Warnings, "\n"), "its share of the inbox")
+	})
+	if st := bob.status(t); st.Inbox.Full || st.Inbox.Bytes > limit/2+8<<10 {
+		t.Fatalf("alice's topic posts alone took %d bytes of bob's inbox (share %d): %+v", st.Inbox.Bytes, limit/2, st.Inbox)
+	}
+	// Reading makes room; the catch-up brings the rest, each post once,
+	// in alice's order.
+	read := map[string]int{}
+	order := map[int]string{} // row seq → alice's post number
+	for len(read) < n {
+		var rows []localapi.InboxRow
+		bob.api.Do(ctx, "GET", "/v1/inbox?markSeen=true", nil, &rows)
+		for _, r := range rows {
+			if r.SeenAt == 0 && r.Topic == "flood" && r.SenderName == "alice" && len(r.Body) >= 3 {
+				read[r.Body[:3]]++
+				seq, _ := strconv.Atoi(r.ID)
+				order[seq] = r.Body[:3]
+			}
+		}
+		if len(read) == n {
+			break
+		}
+		waitFor(t, 20*time.Second, "more of alice's topic posts", func() bool {
+			rows := bob.inbox(t)
+			return len(rows) > 0 && rows[0].SeenAt == 0
+		})
+	}
+	for k, c := range read {
+		if c != 1 {
+			t.Fatalf("post %s read %d times", k, c)
+		}
+	}
+	seqs := slices.Sorted(maps.Keys(order))
+	for i := 1; i < len(seqs); i++ {
+		if order[seqs[i]] < order[seqs[i-1]] {
+			t.Fatalf("alice's posts stored out of her order: %v", order)
+		}
+	}
+	if st := bob.status(t); st.Inbox.Full || len(st.Inbox.OverShare) != 0 || st.Inbox.Bytes > 2*limit+8<<10 {
+		t.Fatalf("after reading: %+v", st.Inbox)
+	}
+}
+
+// The catch-up keeps to the shares too: with bob's daemon down, alice
+// floods #flood and carol posts after her; at its start the daemon's
+// catch-up stores carol's post and alice's up to her share, keeps its
+// cursor before alice's first post left, and, as bob reads, stores the
+// rest of hers from there, each once (carol's, read again, is recognised).
+func TestTopicCatchUpKeepsToTheSendersShare(t *testing.T) {
+	const limit = 16 << 10
+	e := newEnv(t)
+	e.join("bob")
+	e.join("carol")
+	alice, carol := e.daemon("alice"), e.daemon("carol")
+	opts := Options{InboxMaxBytes: limit, TopicSweep: time.Hour}
+	bob := e.daemonWith("bob", opts)
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	carol.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "flood", Plaintext: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, rd := range []*runningDaemon{bob, carol} {
+		if _, err := rd.api.Do(ctx, "POST", "/v1/topics/flood/join", localapi.TopicMeshRequest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob.stop()
+	body := strings.Repeat("t", 4000)
+	const n = 15
+	for i := range n {
+		alice.post(t, "flood", fmt.Sprintf("%03d %s", i, body))
+	}
+	carol.post(t, "flood", "carol in the flood")
+	waitFor(t, 20*time.Second, "the posts in the topic's history", func() bool { return len(alice.messages(t, "flood").Messages) == n+1 })
+	bob = e.daemonWith("bob", opts)
+	bob.waitOpen(t)
+	waitFor(t, 20*time.Second, "carol's post in bob's inbox, past alice's left in the history", func() bool {
+		for _, r := range bob.inbox(t) {
+			if r.Body == "carol in the flood" {
 				return true
 			}
 		}
 		return false
 	})
-	st := bob.status(t)
-	if st.Inbox.Full || st.Inbox.Bytes > limit/2+6<<10 {
-		t.Fatalf("alice's topic posts alone took %d bytes of bob's inbox (share %d): %+v", st.Inbox.Bytes, limit/2, st.Inbox)
+	if st := bob.status(t); st.Inbox.Full || st.Inbox.Bytes > limit/2+8<<10 || len(st.Inbox.OverShare) != 1 {
+		t.Fatalf("after the catch-up: %+v", st.Inbox)
 	}
-	if len(st.Inbox.OverShare) != 1 || st.Inbox.OverShare[0].Name != "alice" || !strings.Contains(strings.Join(st.Warnings, "\n"), "its share of the inbox") {
-		t.Fatalf("daemon status does not name alice over her share: %+v %q", st.Inbox.OverShare, st.Warnings)
-	}
-	// Reading makes room; the catch-up brings the rest, each post once.
-	read := map[string]int{}
+	read, carols := map[string]int{}, 0
 	for len(read) < n {
 		var rows []localapi.InboxRow
 		bob.api.Do(ctx, "GET", "/v1/inbox?markSeen=true", nil, &rows)
 		for _, r := range rows {
-			if r.SeenAt == 0 && r.Topic == "flood" && len(r.Body) >= 3 {
+			switch {
+			case r.SeenAt != 0:
+			case r.Body == "carol in the flood":
+				carols++
+			case r.Topic == "flood" && len(r.Body) >= 3:
 				read[r.Body[:3]]++
 			}
 		}
@@ -84,7 +180,7 @@ func TestTopicPostsKeepToTheSendersShare(t *testing.T) {
 			t.Fatalf("post %s read %d times", k, c)
 		}
 	}
-	if st := bob.status(t); st.Inbox.Full || len(st.Inbox.OverShare) != 0 || st.Inbox.Bytes > 2*limit+8<<10 {
-		t.Fatalf("after reading: %+v", st.Inbox)
+	if carols != 1 {
+		t.Fatalf("carol's post read %d times", carols)
 	}
 }
