@@ -146,12 +146,40 @@ type brokerProc struct {
 // startBroker runs `claudemesh broker` on listen (127.0.0.1:0 for a free
 // port) with data as its data directory and test-sized timers, and returns
 // once it logged "broker listening". extra flags are appended.
+//
+// A broker started again on the address it had (a restart the clients
+// must find where they pinned it) can find the port taken meanwhile: by a
+// parallel test's connection, which the kernel gave it as its source
+// port, or listener. It exits with "address already in use" and is
+// started again until the port is free (at most portRetryFor).
 func startBroker(t *testing.T, data, listen string, extra ...string) *brokerProc {
 	t.Helper()
-	b := spawnBroker(t, data, listen, extra...)
-	b.waitListening()
-	return b
+	deadline := time.Now().Add(portRetryFor)
+	for attempt := 1; ; attempt++ {
+		b := spawnBroker(t, data, listen, extra...)
+		if !strings.HasSuffix(listen, ":0") && time.Now().Before(deadline) {
+			select {
+			case l := <-b.ready:
+				b.ready <- l // for waitListening
+			case <-b.done:
+				if strings.Contains(b.log(), "address already in use") {
+					if attempt == 1 {
+						t.Logf("the broker's address %s is taken; starting it again until it is free", listen)
+					}
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+			case <-time.After(60 * time.Second):
+			}
+		}
+		b.waitListening()
+		return b
+	}
 }
+
+// portRetryFor is how long startBroker tries to start a broker again on a
+// fixed address that is taken.
+const portRetryFor = 30 * time.Second
 
 // spawnBroker starts `claudemesh broker` like startBroker without waiting
 // for it to listen (the nodes of a cluster wait for each other); call
