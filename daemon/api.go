@@ -193,6 +193,12 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	// An open mesh whose broker refuses writes (writes.go): said by
 	// status and doctor, not by health (a read's listing is not about it).
 	for _, m := range d.meshList() {
+		if c := m.ackConn(); c != nil && st.Meshes[m.cfg.Slug] == localapi.MeshOpen {
+			if st.MeshBrokers == nil {
+				st.MeshBrokers = map[string]string{}
+			}
+			st.MeshBrokers[m.cfg.Slug] = c.Identity().BrokerURL
+		}
 		if _, said := st.MeshErrors[m.cfg.Slug]; !said && st.Meshes[m.cfg.Slug] == localapi.MeshOpen {
 			if p := m.writesProblem(); p != nil {
 				if st.MeshErrors == nil {

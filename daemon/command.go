@@ -689,7 +689,12 @@ func statusCommand() *cli.Command {
 				out.Linef("no mesh joined: the daemon takes up the next join (%s join <invite link>); %s daemon down stops it", cm, cm)
 			}
 			for _, s := range slugs {
-				out.Linef("mesh %-20s %s", s, st.Meshes[s])
+				if via := st.MeshBrokers[s]; via != "" {
+					// Which node of a cluster it is on.
+					out.Linef("mesh %-20s %s (connected to %s)", s, st.Meshes[s], cliui.SanitizePeerText(via))
+				} else {
+					out.Linef("mesh %-20s %s", s, st.Meshes[s])
+				}
 				if p, ok := st.MeshErrors[s]; ok {
 					out.Linef("  %s %s", sty.Red("✘"), cliui.SanitizePeerText(p.Message))
 					if p.Hint != "" {

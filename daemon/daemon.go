@@ -792,9 +792,10 @@ type meshRT struct {
 	settleRemoved bool
 	// writesRefused is when the broker began refusing this mesh's sends
 	// `unavailable` (a cluster without quorum; zero: it accepts them),
-	// and writesRefusedWhy its words (writes.go).
+	// writesRefusedWhy its words and writesRefusedVia the node (writes.go).
 	writesRefused    time.Time
 	writesRefusedWhy string
+	writesRefusedVia string // the URL of the node that refused
 	// blocked: the sending members this member blocked (grants []),
 	// as last read (blocked.go).
 	blocked map[string]bool

@@ -636,7 +636,7 @@ func (m *meshRT) startSend(ctx context.Context, c *client.Conn, r *outboxRow) fu
 			// answer the counts are the ack's, as before.
 			st, _ = c.MessageStatus(actx, ack.MessageID, "")
 		}
-		m.recordSend(ctx, r, ack, st, err)
+		m.recordSend(ctx, r, ack, st, err, c.Identity().BrokerURL)
 	}
 }
 
@@ -718,8 +718,9 @@ func settle(cur *outboxRow, now int64) {
 		localapi.CodeDeliveryExpired, cur.Expired, cur.Pending, min(cur.Receipts, cur.Pending))
 }
 
-// recordSend records what became of one send of a row.
-func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st *wire.MessageStatus, err error) {
+// recordSend records what became of one send of a row, made on the
+// connection to the node at via.
+func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st *wire.MessageStatus, err error, via string) {
 	now := time.Now().UnixMilli()
 	if err == nil && m.d.killAfter > 0 && m.d.acked.Add(1) == m.d.killAfter {
 		// Failpoint: die mid-drain, after the broker acked this row but
@@ -799,7 +800,7 @@ func (m *meshRT) recordSend(ctx context.Context, r *outboxRow, ack *wire.Ack, st
 	case err == nil:
 		m.writesAccepted()
 	case client.CodeOf(err) == wire.CodeUnavailable:
-		m.writesRefusedBy(err)
+		m.writesRefusedBy(err, via)
 	}
 	if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.d.isDeparting(r.SenderPubkey) {
 		m.d.wakeDeparted() // perhaps its last row: its connection can close

@@ -17,20 +17,20 @@ import (
 // remembers the refusal: daemon status shows it (meshErrors, on an open
 // mesh) and the log says when it began and when it cleared.
 
-// writesRefusedBy records a send refused `unavailable`; the first of a run
-// is logged.
-func (m *meshRT) writesRefusedBy(err error) {
+// writesRefusedBy records a send refused `unavailable` by the node at via
+// (the URL of the connection it went on); the first of a run is logged.
+func (m *meshRT) writesRefusedBy(err error, via string) {
 	why := client.MessageOf(err, "the broker could not make the message durable")
 	m.mu.Lock()
 	first := m.writesRefused.IsZero()
 	if first {
 		m.writesRefused = time.Now()
 	}
-	m.writesRefusedWhy = why
+	m.writesRefusedWhy, m.writesRefusedVia = why, via
 	m.mu.Unlock()
 	if first {
 		m.d.log.Warn("the broker is up but refuses writes (unavailable: its cluster has no quorum, or this node is catching up); accepted messages wait and are sent when it accepts writes again",
-			"mesh", m.cfg.Slug, "broker", why)
+			"mesh", m.cfg.Slug, "url", via, "broker", why)
 	}
 }
 
@@ -39,7 +39,7 @@ func (m *meshRT) writesRefusedBy(err error) {
 func (m *meshRT) writesAccepted() {
 	m.mu.Lock()
 	since := m.writesRefused
-	m.writesRefused, m.writesRefusedWhy = time.Time{}, ""
+	m.writesRefused, m.writesRefusedWhy, m.writesRefusedVia = time.Time{}, "", ""
 	m.mu.Unlock()
 	if !since.IsZero() {
 		m.d.log.Info("the broker accepts writes again", "mesh", m.cfg.Slug, "refusedFor", time.Since(since).Round(time.Second).String())
@@ -50,14 +50,20 @@ func (m *meshRT) writesAccepted() {
 // refuses writes (nil when it accepts them).
 func (m *meshRT) writesProblem() *localapi.Error {
 	m.mu.Lock()
-	since := m.writesRefused
+	since, via := m.writesRefused, m.writesRefusedVia
 	m.mu.Unlock()
 	if since.IsZero() {
 		return nil
 	}
+	if via == "" {
+		// Not known (never so for a send on a connection).
+		via = strings.Join(m.cfg.URLs(), " or ")
+	}
+	// The node that refused, not every node of the cluster: the daemon
+	// knows which one its connection is on.
 	return &localapi.Error{Code: wire.CodeUnavailable,
 		Message: fmt.Sprintf("mesh %s: the broker at %s is up but has refused every message since %s (unavailable): a cluster without a quorum of its nodes, or a node catching up; accepted messages wait and go out by themselves once it accepts them (the daemon log says when)",
-			m.cfg.Slug, strings.Join(m.cfg.URLs(), " or "), sinceText(since, time.Now())),
+			m.cfg.Slug, via, sinceText(since, time.Now())),
 		Hint: "nothing accepted is lost; the broker's operator brings the cluster's nodes back (its /health/ready says no quorum meanwhile)"}
 }
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,6 +57,32 @@ func TestClusterWithoutQuorumIsSaid(t *testing.T) {
 		out := alice.ok("daemon", "status").stdout
 		return strings.Contains(out, "mesh q: the broker at") && strings.Contains(out, "is up but has refused every message since")
 	})
+	// It names the node its connection is on, not every node of the
+	// cluster (a new user's trial: "the broker at A or B or C"), and so
+	// does the mesh's line.
+	var st struct {
+		MeshBrokers map[string]string `json:"meshBrokers"`
+		MeshErrors  map[string]struct {
+			Message string `json:"message"`
+		} `json:"meshErrors"`
+	}
+	alice.json(&st, "daemon", "status")
+	via := st.MeshBrokers["q"]
+	if !slices.ContainsFunc(nodes, func(n *brokerProc) bool { return n.url == via }) {
+		t.Fatalf("daemon status names no node of the cluster for q: %+v", st)
+	}
+	msg := st.MeshErrors["q"].Message
+	for _, n := range nodes {
+		if n.url != via && strings.Contains(msg, n.url) {
+			t.Fatalf("the refusal names %s, a node the daemon is not connected to (it is on %s): %s", n.url, via, msg)
+		}
+	}
+	if !strings.Contains(msg, "the broker at "+via+" is up") {
+		t.Fatalf("the refusal does not name the node %s: %s", via, msg)
+	}
+	if out := alice.ok("daemon", "status").stdout; !strings.Contains(out, "open (connected to "+via+")") {
+		t.Fatalf("daemon status does not name the node: %s", out)
+	}
 	if !logged("the broker is up but refuses writes") {
 		t.Error("the daemon log does not say the broker refuses writes")
 	}

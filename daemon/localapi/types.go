@@ -132,10 +132,13 @@ type Status struct {
 	// MeshErrors is as in Health, and also names an open mesh whose
 	// broker refuses the daemon's messages (code unavailable: a cluster
 	// without quorum).
-	MeshErrors  map[string]Error `json:"meshErrors,omitempty"`
-	Outbox      *OutboxCounts    `json:"outbox,omitempty"`
-	InboxUnread int              `json:"inboxUnread"`
-	Sessions    int              `json:"sessions"`
+	MeshErrors map[string]Error `json:"meshErrors,omitempty"`
+	// MeshBrokers names, per mesh with a connection, the URL of the
+	// broker node it is connected to (one of a cluster's nodes).
+	MeshBrokers map[string]string `json:"meshBrokers,omitempty"`
+	Outbox      *OutboxCounts     `json:"outbox,omitempty"`
+	InboxUnread int               `json:"inboxUnread"`
+	Sessions    int               `json:"sessions"`
 	// InboxMentions is how many of the unread rows are topic posts that
 	// mention this member or one of its sessions (topic post --mention).
 	InboxMentions int `json:"inboxMentions,omitzero"`
