@@ -378,7 +378,10 @@
     renderMe();
     banner();
     await Promise.all([loadPeers(), loadThreads(), loadTopics()]);
-    if (openKey) openThread(openKey);
+    // The thread the address names, unless the user opened one (or
+    // another mesh) while the lists loaded: the rows are clickable as
+    // soon as the first list is in.
+    if (openKey && !S.open && S.mesh === slug) openThread(openKey);
   }
 
   async function loadPeers() {
