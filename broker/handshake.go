@@ -48,14 +48,14 @@ func (c *conn) handshake() bool {
 		c.ws.SetReadDeadline(deadline)
 		data, err := c.readFrame()
 		if err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err) {
-				c.debugHandshakeFailed("", "gone before its hello: "+err.Error())
-			}
 			if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
-				c.debugHandshakeFailed(wire.CodeHelloTimeout, "no hello within "+b.cfg.HelloTimeout.String())
+				msg := "no hello within " + b.cfg.HelloTimeout.String()
+				c.debugHandshakeFailed(wire.CodeHelloTimeout, msg)
 				b.metrics.connsRejected.WithLabelValues(wire.CodeHelloTimeout).Inc()
-				c.sendError("", wire.CodeHelloTimeout, "no hello within "+b.cfg.HelloTimeout.String())
+				c.sendError("", wire.CodeHelloTimeout, msg)
 				c.closeWith(wire.ClosePolicy, wire.CodeHelloTimeout)
+			} else {
+				c.debugHandshakeFailed("", "gone before its hello: "+err.Error())
 			}
 			return false
 		}

@@ -154,26 +154,7 @@ func TestHeldSendSaysWhenItsBudgetIsBack(t *testing.T) {
 		if try == 5 {
 			t.Fatal("in 5 tries, the second send was never refused")
 		}
-		m := addMember(t, b, owner, "team", fmt.Sprintf("m%d", try))
-		a := connect(t, b, m, false, nil)
-		small := dm(t, m, m.pub(), strings.Repeat("s", 40000))
-		refused := dm(t, m, m.pub(), strings.Repeat("r", 60000))
-		held := dm(t, m, m.pub(), strings.Repeat("h", 60000))
-		for _, s := range []wire.Send{small, refused, held} {
-			a.write(s)
-		}
-		acks := map[string]*wire.AckError{}
-		var notBefore time.Time
-		for range 3 {
-			var ack wire.Ack
-			a.next(&ack, wire.TypeAck)
-			acks[ack.ID] = ack.Error
-			if ack.Error != nil {
-				if at := time.Now().Add(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond); at.After(notBefore) {
-					notBefore = at
-				}
-			}
-		}
+		_, a, small, refused, held, acks, notBefore := sendRefusedAndHeld(t, b, owner, fmt.Sprintf("m%d", try))
 		if e := acks[small.ID]; e != nil {
 			t.Fatalf("the first send: %+v", e)
 		}
@@ -338,26 +319,7 @@ func TestHeldSendIsChargedOnce(t *testing.T) {
 		if try == 5 {
 			t.Fatal("in 5 tries, the third send was never held")
 		}
-		m := addMember(t, b, owner, "team", fmt.Sprintf("m%d", try))
-		a := connect(t, b, m, false, nil)
-		small := dm(t, m, m.pub(), strings.Repeat("s", 40000))
-		refused := dm(t, m, m.pub(), strings.Repeat("r", 60000))
-		held := dm(t, m, m.pub(), strings.Repeat("h", 60000))
-		for _, s := range []wire.Send{small, refused, held} {
-			a.write(s)
-		}
-		acks := map[string]*wire.AckError{}
-		var notBefore time.Time
-		for range 3 {
-			var ack wire.Ack
-			a.next(&ack, wire.TypeAck)
-			acks[ack.ID] = ack.Error
-			if ack.Error != nil {
-				if at := time.Now().Add(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond); at.After(notBefore) {
-					notBefore = at
-				}
-			}
-		}
+		m, a, small, refused, held, acks, notBefore := sendRefusedAndHeld(t, b, owner, fmt.Sprintf("m%d", try))
 		if e := acks[held.ID]; acks[small.ID] != nil || acks[refused.ID] == nil || e == nil || !strings.HasPrefix(e.Message, "held behind") {
 			a.ws.Close()
 			continue
@@ -379,4 +341,33 @@ func TestHeldSendIsChargedOnce(t *testing.T) {
 		}
 		return
 	}
+}
+
+// sendRefusedAndHeld writes, as a new member name on a fresh connection,
+// a 40 KB DM and then two of 60 KB (over a tight --byte-rate the second
+// is refused and the third held behind it), and reads their acks: it
+// returns the three sends, their errors by id, and the time by which
+// every retryAfterMs has passed.
+func sendRefusedAndHeld(t *testing.T, b *Broker, owner ident, name string) (m ident, a *rawConn, small, refused, held wire.Send, acks map[string]*wire.AckError, notBefore time.Time) {
+	t.Helper()
+	m = addMember(t, b, owner, "team", name)
+	a = connect(t, b, m, false, nil)
+	small = dm(t, m, m.pub(), strings.Repeat("s", 40000))
+	refused = dm(t, m, m.pub(), strings.Repeat("r", 60000))
+	held = dm(t, m, m.pub(), strings.Repeat("h", 60000))
+	for _, s := range []wire.Send{small, refused, held} {
+		a.write(s)
+	}
+	acks = map[string]*wire.AckError{}
+	for range 3 {
+		var ack wire.Ack
+		a.next(&ack, wire.TypeAck)
+		acks[ack.ID] = ack.Error
+		if ack.Error != nil {
+			if at := time.Now().Add(time.Duration(ack.Error.RetryAfterMs) * time.Millisecond); at.After(notBefore) {
+				notBefore = at
+			}
+		}
+	}
+	return
 }
