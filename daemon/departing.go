@@ -260,8 +260,40 @@ func (d *Daemon) failOrphans() {
 		if m == nil || o.pubkey == m.key.PublicHex() || d.sessionBySender(o.pubkey) != nil {
 			continue
 		}
+		if d.failEarlierMembership(m, o.pubkey) {
+			continue
+		}
 		d.log.Warn("pending messages of an ended session nothing can send any more; failing them", "mesh", m.cfg.Slug, "session", o.pubkey)
 		d.failUnsent(o.meshID, o.pubkey, localapi.CodeSessionEnded+
 			": the session that sent it ended before it went out, and the daemon no longer has its registration to send as it; if it was being sent when the session ended, it may have reached the broker")
 	}
+}
+
+// failEarlierMembership fails, as failLeftMeshes does, the pending rows
+// of m's mesh sent as pubkey before this membership began (the member
+// left, the daemon down, and joined again: a new key, the same mesh id),
+// and says whether none of pubkey's is left pending. They are left_mesh, not
+// session_ended: what they were sealed and signed with is the key of the
+// membership that left, which is gone. Rows sent as pubkey since the
+// join (an ended session's) are the caller's.
+func (d *Daemon) failEarlierMembership(m *meshRT, pubkey string) bool {
+	n := 0
+	for _, seq := range d.unsentBy(m.cfg.MeshID, pubkey) {
+		if d.isSending(seq) {
+			continue
+		}
+		d.updateRow(seq, func(cur *outboxRow) bool {
+			if cur.State != statePending || cur.SenderPubkey != pubkey || !m.earlierMembership(cur.SenderPubkey, cur.EnqueuedAt) {
+				return false
+			}
+			cur.State, cur.ErrorCode = stateDead, localapi.CodeLeftMesh
+			cur.LastError = "you left " + cur.Mesh + " (and joined it again since) before the broker confirmed it; it was sealed and signed with the key you had there, which is gone, so it cannot be sent again: send it anew"
+			n++
+			return true
+		})
+	}
+	if n > 0 {
+		d.log.Info("failed the unsent rows of an earlier membership of a mesh joined again", "mesh", m.cfg.Slug, "rows", n)
+	}
+	return len(d.unsentBy(m.cfg.MeshID, pubkey)) == 0
 }

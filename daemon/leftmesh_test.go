@@ -130,3 +130,67 @@ func TestRequeueAfterLeaveCannotDeliverTwice(t *testing.T) {
 		t.Fatalf("carol has bob's message %d times", verified)
 	}
 }
+
+// A mesh left while the daemon was down (`mesh leave --force --no-daemon`)
+// and joined again before it started: the mesh is back in config.json
+// under the same id, so the start's failLeftMeshes does not see it; the
+// row of the old membership is sealed with a key nothing has any more.
+// It failed session_ended ("an agent session that ended"), which is not
+// what happened: it is left_mesh, as with a running daemon, and a requeue
+// says so too.
+func TestLeftWhileDownThenJoinedAgainFailsLeftMesh(t *testing.T) {
+	e := newEnv(t)
+	e.join("bob")
+	e.join("carol")
+	bob := e.daemon("bob")
+	bob.waitOpen(t)
+	ctx := context.Background()
+
+	e.b.Close()
+	waitFor(t, 5*time.Second, "bob sees the broker gone", func() bool { return bob.d.meshBySlug("team").conn() == nil })
+	resp, err := bob.api.Send(ctx, localapi.SendRequest{To: "carol", Message: "never sent", ClientMessageID: "left-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.stop()
+	e.b = startBroker(t, &e.bCfg)
+
+	// bob leaves with the daemon down, then joins again (a new key).
+	old := e.meshes["bob"]
+	oldKey, _ := cmcrypto.ParseSecretKey(old.SecretKey)
+	c, err := client.Dial(ctx, client.MeshIdentity{MeshID: old.MeshID, MemberID: old.MemberID, BrokerURL: old.BrokerURL, BrokerPubkey: old.BrokerPubkey, Member: oldKey}, client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.MeshLeave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := config.Update(e.homes["bob"], func(cfg *config.Config) error { cfg.Remove("team"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if again := e.join("bob"); again.Pubkey == old.Pubkey {
+		t.Fatal("a new join kept the old key")
+	}
+
+	bob = e.daemon("bob")
+	bob.waitOpen(t)
+	row := func() localapi.OutboxRow {
+		for _, r := range bob.outbox(t) {
+			if r.ClientMessageID == resp.ClientMessageID {
+				return r
+			}
+		}
+		return localapi.OutboxRow{}
+	}
+	waitFor(t, 10*time.Second, "the row failed", func() bool { return row().State == stateDead })
+	if r := row(); r.ErrorCode != localapi.CodeLeftMesh || !strings.Contains(r.Error, "you left team") || strings.Contains(r.Error, "session") {
+		t.Fatalf("the old membership's row: %s %q", r.ErrorCode, r.Error)
+	}
+	var fresh localapi.OutboxRow
+	_, err = bob.api.Do(ctx, "POST", "/v1/outbox/requeue", localapi.RequeueRequest{ID: resp.ClientMessageID}, &fresh)
+	var ae *localapi.APIError
+	if !errors.As(err, &ae) || ae.HTTPStatus != 409 || ae.Body.Code != localapi.CodeLeftMesh {
+		t.Fatalf("requeue: %+v %v", fresh, err)
+	}
+}
