@@ -116,6 +116,10 @@ type Options struct {
 	// (inboxshare.go), for the tests of the cap and the hard limit that
 	// one sender fills.
 	testNoSenderShare bool
+	// testCatchUpRead runs in a topic's catch-up once it has noted the
+	// topic's held state, before it reads the history (tests hold it to
+	// post while it runs).
+	testCatchUpRead func(topicID string)
 
 	// Init lets Open make a new daemon.db where the file is empty
 	// (0 bytes); without it Open refuses (DBRefusal).

@@ -54,8 +54,9 @@ type topicsRT struct {
 	// While a topic is held its cursor stays before the first of them;
 	// the other senders' posts are stored as they come (a post stored
 	// already is recognised when a catch-up reads it again), and a
-	// catch-up from the cursor, started when rows are read (roomMade) and
-	// by every sweep, stores what was left, each sender's in its order.
+	// catch-up from the cursor, started when rows are read (roomMade), by
+	// a post of a left-out sender that is under its share again, and by
+	// every sweep, stores what was left, each sender's in its order.
 	held   map[string]*heldPosts
 	kicked map[string]bool // topic id → a catch-up started by kick has not begun
 }
@@ -336,6 +337,9 @@ func (t *topicsRT) catchUp(topicID string) {
 		heldGen = h.gen
 	}
 	t.mu.Unlock()
+	if h := t.m.d.opts.testCatchUpRead; h != nil {
+		h(topicID)
+	}
 	for range 100 { // at most 5,000 posts a round; the next round goes on
 		var posts []*wire.Push
 		var more bool
@@ -733,15 +737,29 @@ func (d *Daemon) storeTopicPushes(items []inboxItem) {
 			}
 			// A sender at its share, or with posts of this topic left
 			// for it (its order), is left in the history: the others
-			// are stored. Not kicked: the catch-up would leave it
-			// again; rows read start it (roomMade).
+			// are stored. A sender at its share is not kicked: the
+			// catch-up would leave it again; rows read start it
+			// (roomMade). One under its share waits only for the
+			// catch-up to store its earlier posts first, and one is
+			// started: a catch-up running when the post came (the one
+			// rows read started) stores everything it finds but
+			// leaves the topic held (a post was left since it began),
+			// and every later post of that sender waited in the
+			// history until rows were read again or the sweep ran.
 			if senders == nil {
 				senders = map[string]bool{}
 			}
+			from := topicSender(tm)
+			waiting := senders[from]
 			if ok, _ := d.admitTopicPosts(m, []client.TopicMessage{tm}, senders); !ok[0] {
+				underShare := waiting && d.unseenBySender()[from] < d.senderShare()
 				d.icap.admit.Unlock()
 				m.topics.holdForShare(topicID, senders)
-				d.shareRefused(senders)
+				if underShare {
+					m.topics.kick(topicID)
+				} else {
+					d.shareRefused(senders)
+				}
 				continue
 			}
 		}

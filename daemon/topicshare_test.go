@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,5 +183,102 @@ func TestTopicCatchUpKeepsToTheSendersShare(t *testing.T) {
 	}
 	if carols != 1 {
 		t.Fatalf("carol's post read %d times", carols)
+	}
+}
+
+// A poster once refused for its share is not kept waiting once there is
+// room: alice's posts to #flood pass her share of bob's inbox and the
+// topic is held for her; bob reads, and the catch-up that reading starts
+// runs while alice posts again (live, refused: the topic is held for
+// her, so her post waits for the catch-up, which stores it in her order).
+// That catch-up stored everything, but the topic stayed held (a post was
+// left since it began), and no catch-up was started again: every later
+// post of alice's waited in the topic's history until bob read something
+// else or the sweep ran (an hour here). Each post is stored once.
+func TestHeldTopicResumesOnceThereIsRoom(t *testing.T) {
+	const limit = 32 << 10 // share 16 KiB
+	e := newEnv(t)
+	e.join("bob")
+	alice := e.daemon("alice")
+	var gate atomic.Pointer[chan struct{}]
+	entered := make(chan struct{}, 1)
+	opts := Options{InboxMaxBytes: limit, TopicSweep: time.Hour}
+	opts.testCatchUpRead = func(string) {
+		if g := gate.Load(); g != nil {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-*g
+		}
+	}
+	bob := e.daemonWith("bob", opts)
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "flood", Plaintext: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.api.Do(ctx, "POST", "/v1/topics/flood/join", localapi.TopicMeshRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := bob.d.meshBySlug("team")
+	var topicID string
+	waitFor(t, 20*time.Second, "bob knows #flood", func() bool {
+		info, ok := m.topics.topic("flood")
+		topicID = info.ID
+		return ok
+	})
+	heldGen := func() (bool, uint64) {
+		m.topics.mu.Lock()
+		defer m.topics.mu.Unlock()
+		h := m.topics.held[topicID]
+		if h == nil {
+			return false, 0
+		}
+		return true, h.gen
+	}
+	body := strings.Repeat("t", 3000)
+	const n = 6
+	for i := range n {
+		alice.post(t, "flood", fmt.Sprintf("%03d %s", i, body))
+	}
+	waitFor(t, 20*time.Second, "#flood held for alice's share", func() bool { held, _ := heldGen(); return held })
+
+	// bob reads; the catch-up it starts is held at its start while alice
+	// posts again.
+	g := make(chan struct{})
+	gate.Store(&g)
+	bob.api.Do(ctx, "GET", "/v1/inbox?markSeen=true", nil, nil)
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no catch-up after reading")
+	}
+	_, before := heldGen()
+	alice.post(t, "flood", "006 during the catch-up")
+	waitFor(t, 20*time.Second, "alice's live post left for the catch-up", func() bool { _, gen := heldGen(); return gen > before })
+	gate.Store(nil)
+	close(g)
+
+	count := func(prefix string) int {
+		c := 0
+		for _, r := range bob.inbox(t) {
+			if strings.HasPrefix(r.Body, prefix) {
+				c++
+			}
+		}
+		return c
+	}
+	waitFor(t, 20*time.Second, "the catch-up stores alice's post made during it", func() bool { return count("006 ") == 1 })
+	alice.post(t, "flood", "007 after the catch-up")
+	waitFor(t, 20*time.Second, "alice's next post in bob's inbox (nothing read since)", func() bool { return count("007 ") == 1 })
+	for i := range n + 2 {
+		if c := count(fmt.Sprintf("%03d ", i)); c != 1 {
+			t.Fatalf("post %03d is in bob's inbox %d times", i, c)
+		}
+	}
+	if held, _ := heldGen(); held {
+		t.Fatal("#flood is still held with nothing left")
 	}
 }
