@@ -463,12 +463,28 @@ func (m *meshRT) drain(ctx context.Context) {
 				await := m.startSend(ctx, c, r)
 				go func() {
 					defer inflight.Done()
-					await()
+					// The window is of frames the broker has not acked: a
+					// slot is free once the ack is here, while the ack's
+					// record waits for its commit (up to commitLinger). The
+					// row stays busy until recorded, so no round sends it
+					// again meanwhile. Holding the slot through the commit
+					// capped the drain at drainWindow rows a commit, and it
+					// fell behind a burst of accepts. A failed send keeps
+					// its slot until its failure is recorded (and its line
+					// held, outboxorder.go), as before.
+					freed := false
+					await(func() {
+						freed = true
+						<-sem
+						m.kick()
+					})
 					m.order.landed(r.Seq)
 					busyMu.Lock()
 					delete(busy, r.Seq)
 					busyMu.Unlock()
-					<-sem
+					if !freed {
+						<-sem
+					}
 					m.kick()
 				}()
 			}
@@ -617,12 +633,13 @@ func (d *Daemon) isSending(seq uint64) bool {
 }
 
 // startSend queues a row's frame on c now and returns the wait for its ack,
-// which records the outcome.
-func (m *meshRT) startSend(ctx context.Context, c *client.Conn, r *outboxRow) func() {
+// which calls acked once the broker has acked the send (not when it failed),
+// then records the outcome.
+func (m *meshRT) startSend(ctx context.Context, c *client.Conn, r *outboxRow) func(acked func()) {
 	actx, cancel := context.WithTimeout(ctx, m.d.opts.AckTimeout)
 	s := r.send()
 	ch, err := c.SendAsync(actx, s)
-	return func() {
+	return func(acked func()) {
 		defer cancel()
 		var ack *wire.Ack
 		var st *wire.MessageStatus
@@ -635,6 +652,9 @@ func (m *meshRT) startSend(ctx context.Context, c *client.Conn, r *outboxRow) fu
 			// recipients are and who has it (applyAck). Without an
 			// answer the counts are the ack's, as before.
 			st, _ = c.MessageStatus(actx, ack.MessageID, "")
+		}
+		if err == nil {
+			acked()
 		}
 		m.recordSend(ctx, r, ack, st, err, c.Identity().BrokerURL)
 	}
