@@ -195,7 +195,7 @@ func (b *Broker) handleWS(w http.ResponseWriter, r *http.Request) {
 	ws, err := b.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		handshakeDone()
-		b.debug(ip, "websocket refused", "err", err.Error(), "ip", ip)
+		b.debug(debugHost(ip), "websocket refused", "err", err.Error(), "ip", ip)
 		return
 	}
 	c := &conn{

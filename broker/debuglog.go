@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -31,11 +32,15 @@ import (
 //     refused, duration, address) — an operator token or API key that
 //     failed shows here as 401.
 //
-// Each kind of line repeats at most five times a second per key (the address;
-// the address and key of a member; for a request, the address, status,
-// method and path), with `skipped` saying how many were
+// Each kind of line repeats at most five times a second per key (the
+// host: an IPv4 address or an IPv6 /64; the host and key of a member; for
+// a request, the host and status), with `skipped` saying how many were
 // left out, so that nobody can grow the log without bound by connecting
-// in a loop; past 256 keys, the rest share one. Nothing secret is written:
+// in a loop or choosing new paths. At most 256 keys are remembered: while
+// more are in use (a flood from many hosts) the rest share one key, five
+// lines a second between them, and a key makes room once a second has
+// passed since its last line (two when it had left lines out, which the
+// shared key's next line then counts). Nothing secret is written:
 // no token, no key but an 8-hex prefix, no message content (the broker
 // has none). At info and above none of this costs more than a bool check.
 
@@ -68,8 +73,19 @@ func newDebugLog(log *slog.Logger) debugLog {
 	return debugLog{on: log.Enabled(context.Background(), slog.LevelDebug), lines: ratelog.Limiter{Every: debugEvery, Burst: debugBurst}}
 }
 
-// debug writes msg at debug level unless one with the same kind and key
-// went out less than debugEvery ago.
+// debugHost is a connection's address as the debug lines' limiter keys
+// it: one host (an IPv6 /64, which one host chooses addresses from), as
+// the per-address limits count it.
+func debugHost(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	return hostKey(a.Unmap())
+}
+
+// debug writes msg at debug level unless debugBurst with the same kind
+// and key went out less than debugEvery ago.
 func (b *Broker) debug(key, msg string, args ...any) {
 	if !b.dbg.on {
 		return
@@ -100,7 +116,7 @@ func (c *conn) connArgs() []any {
 // debugOpened logs a hello accepted.
 func (c *conn) debugOpened() {
 	if c.b.dbg.on {
-		c.b.debug(c.ip+"|"+c.pubkey, "connection opened", c.connArgs()...)
+		c.b.debug(debugHost(c.ip)+"|"+c.pubkey, "connection opened", c.connArgs()...)
 	}
 }
 
@@ -125,13 +141,13 @@ func (c *conn) debugClosed(readErr error, since time.Time) {
 		args = append(args, "by", "network", "err", readErr.Error())
 	}
 	args = append(args, "lastedMs", time.Since(since).Milliseconds())
-	c.b.debug(c.ip+"|"+c.pubkey, "connection closed", args...)
+	c.b.debug(debugHost(c.ip)+"|"+c.pubkey, "connection closed", args...)
 }
 
 // debugHandshakeFailed logs a connection that never got past its hello.
 func (c *conn) debugHandshakeFailed(code, message string) {
 	if c.b.dbg.on {
-		c.b.debug(c.ip, "handshake failed", "code", code, "message", message, "ip", c.ip)
+		c.b.debug(debugHost(c.ip), "handshake failed", "code", code, "message", message, "ip", c.ip)
 	}
 }
 
@@ -164,5 +180,7 @@ func (b *Broker) debugRequest(r *http.Request, w statusWriter, started time.Time
 		args = append(args, "code", code)
 	}
 	args = append(args, "ms", time.Since(started).Milliseconds(), "ip", addr.String())
-	b.debug(fmt.Sprint(addr, "|", status, "|", r.Method, " ", clipped(path, 64)), "http request", args...)
+	// Keyed by host and status, not path: a client choosing a new path a
+	// request had a line for each (~260 a second from one address).
+	b.debug(fmt.Sprint(hostKey(addr), "|", status), "http request", args...)
 }

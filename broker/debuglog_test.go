@@ -194,3 +194,35 @@ func online(b *Broker, meshID, pubkey string) bool {
 	defer ms.mu.Unlock()
 	return ms.online(pubkey)
 }
+
+// The `http request` line was keyed by its path, which the client
+// chooses: one address requesting a new path each time had a line each
+// (~260 a second), and 256 such paths filled the limiter's memory so every
+// other debug line of the broker shared one key. It is keyed by host and
+// status: one address's junk requests get debugBurst lines a second, and
+// a member's connection is still logged after them.
+func TestDebugLinesKeyByHostNotPath(t *testing.T) {
+	b, logs := startLogged(t, slog.LevelDebug)
+	start := time.Now()
+	const n = 300
+	for i := range n {
+		resp, err := http.Get(fmt.Sprintf("%s/junk-%d", b.HTTPURL(), i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	elapsed := time.Since(start)
+	lines := 0
+	for _, l := range debugLines(t, logs) {
+		if l["msg"] == "http request" {
+			lines++
+		}
+	}
+	if limit := debugBurst * (1 + int(elapsed/debugEvery)); lines < 1 || lines > limit {
+		t.Fatalf("%d \"http request\" lines for %d requests of new paths from one address in %v, want 1 to %d", lines, n, elapsed, limit)
+	}
+	if kept := b.dbg.lines.Keys(); kept > 4 {
+		t.Fatalf("the limiter remembers %d keys after one address's requests, want a few", kept)
+	}
+}

@@ -336,7 +336,7 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		restError(w, status, code, msg)
 		if b.dbg.on {
 			addr, _ := b.clientAddr(r)
-			b.debug(addr.String(), "join refused", "code", code, "message", msg, "ip", addr.String())
+			b.debug(hostKey(addr), "join refused", "code", code, "message", msg, "ip", addr.String())
 		}
 	}
 	inv, token, err := cmcrypto.ParseInvite(req.Token)
@@ -476,7 +476,7 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	if b.dbg.on {
 		addr, _ := b.clientAddr(r)
-		b.debug(addr.String(), "member joined", "mesh", ms.id, "memberId", joined.ID, "member", shortHex(joined.Pubkey),
+		b.debug(hostKey(addr), "member joined", "mesh", ms.id, "memberId", joined.ID, "member", shortHex(joined.Pubkey),
 			"name", joined.DisplayName, "inviteId", inv.InviteID, "again", !fresh, "ip", addr.String())
 	}
 	writeJSON(w, http.StatusOK, map[string]any{

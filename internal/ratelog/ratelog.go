@@ -12,8 +12,11 @@ import (
 // maxKeys bounds the keys remembered. Past it, a new key's lines share
 // one overflow key (one line per interval for all of them together), so
 // a flood of distinct keys (many source hosts) costs neither memory nor
-// lines. Keys whose interval has passed with nothing left out make room
-// first.
+// lines. Keys whose interval has passed make room first: at once when
+// nothing was left out, after a second interval when something was (its
+// count then goes to the overflow key's next line). Keys that only ever
+// left out lines once stayed for good, so a burst of 256 keys used
+// twice sent every later key to the overflow key for good.
 const maxKeys = 256
 
 // overflowKey holds the lines of keys that found no room.
@@ -49,10 +52,24 @@ func (l *Limiter) Allow(key string) (ok bool, skipped int) {
 	}
 	e := l.seen[key]
 	if e == nil && len(l.seen) >= maxKeys {
+		folded := 0
 		for k, old := range l.seen {
-			if old.n == 0 && now.Sub(old.at) >= l.Every && k != overflowKey {
+			if k == overflowKey {
+				continue
+			}
+			if age := now.Sub(old.at); (old.n == 0 && age >= l.Every) || age >= 2*l.Every {
+				folded += old.n
 				delete(l.seen, k)
 			}
+		}
+		if folded > 0 {
+			o := l.seen[overflowKey]
+			if o == nil {
+				// Its first line is due at once, to report them.
+				o = &entry{at: now.Add(-l.Every), lines: max(l.Burst, 1)}
+				l.seen[overflowKey] = o
+			}
+			o.n += folded
 		}
 		if len(l.seen) >= maxKeys {
 			key = overflowKey
@@ -72,6 +89,13 @@ func (l *Limiter) Allow(key string) (ok bool, skipped int) {
 	}
 	l.seen[key] = &entry{at: now, lines: 1}
 	return true, skipped
+}
+
+// Keys is how many keys are remembered (tests).
+func (l *Limiter) Keys() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seen)
 }
 
 // Age makes key's last line older by d (tests).

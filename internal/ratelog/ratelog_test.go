@@ -64,3 +64,44 @@ func TestDistinctKeysBeyondTheMemoryAreStillLimited(t *testing.T) {
 		t.Fatalf("%d keys remembered, want at most %d", len(l.seen), maxKeys+1)
 	}
 }
+
+// Keys that left out a line once stayed remembered for good: a flood of
+// 256 distinct keys, each used twice, sent every later key's lines to the
+// shared overflow key forever (an hour later a new key's first line was
+// still held). A key whose interval ended two intervals ago makes room,
+// and what it left out is reported by the overflow key's next line.
+func TestKeysThatLeftLinesOutMakeRoomLater(t *testing.T) {
+	l := Limiter{Every: time.Second}
+	for i := range maxKeys {
+		for range 2 {
+			l.Allow(fmt.Sprintf("junk-%d", i))
+		}
+	}
+	for i := range maxKeys {
+		l.Age(fmt.Sprintf("junk-%d", i), time.Hour)
+	}
+	ok, n := l.Allow("bob")
+	if !ok || n != 0 {
+		t.Fatalf("a new key an hour after the flood: ok %v, left out %d; want its line written", ok, n)
+	}
+	if ok, _ := l.Allow("carol"); !ok {
+		t.Fatal("a second new key after the flood was held")
+	}
+	if _, ok := l.seen[overflowKey]; !ok {
+		t.Fatal("the flood's left-out lines were not handed to the overflow key")
+	}
+	if got := l.seen[overflowKey].n; got != maxKeys {
+		t.Fatalf("the overflow key holds %d left-out lines, want the flood's %d", got, maxKeys)
+	}
+	// Fill the table with fresh keys: the first one past it shares the
+	// overflow key, whose line reports the flood's left-out lines.
+	reported := 0
+	for i := range maxKeys {
+		if ok, n := l.Allow(fmt.Sprintf("fresh-%d", i)); ok {
+			reported += n
+		}
+	}
+	if reported != maxKeys {
+		t.Fatalf("the lines written reported %d left out, want the flood's %d", reported, maxKeys)
+	}
+}
