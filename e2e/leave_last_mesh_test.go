@@ -30,6 +30,8 @@ func TestLeavingTheLastMeshSaysTheDaemonRuns(t *testing.T) {
 	// The last mesh: leave says the daemon runs on, and how to stop it.
 	pid := carol.startDaemon()
 	carol.waitDaemonOpen()
+	us[0].ok("send", "carol", "before the leave")
+	eventually(t, minWait, "carol's daemon stores the DM", func() bool { return carol.daemonStatus().InboxUnread == 1 })
 	r := carol.ok("mesh", "leave", "test")
 	out := r.stdout + r.stderr
 	if !strings.Contains(out, "left Test Mesh (test)") ||
@@ -47,6 +49,29 @@ func TestLeavingTheLastMeshSaysTheDaemonRuns(t *testing.T) {
 	if s := carol.ok("daemon", "up"); !strings.Contains(s.stdout, "daemon already running (pid "+strconv.Itoa(pid)+"), with no mesh joined") {
 		t.Fatalf("daemon up with no mesh: %s", s)
 	}
+	// What leave said: inbox still reads what the daemon received
+	// before, with the mesh it came from, and marks it read.
+	var rows []struct {
+		Mesh string `json:"mesh"`
+		Body string `json:"body"`
+	}
+	carol.json(&rows, "inbox", "--unread")
+	if len(rows) != 1 || rows[0].Mesh != "test" || rows[0].Body != "before the leave" {
+		t.Fatalf("inbox --json --unread after leaving the last mesh: %+v", rows)
+	}
+	if in := carol.ok("inbox"); !strings.Contains(in.stdout, "before the leave") || !strings.Contains(in.stdout, "test") {
+		t.Fatalf("inbox after leaving the last mesh: %s", in)
+	}
+	if st := carol.daemonStatus(); st.InboxUnread != 0 {
+		t.Fatalf("inbox after the leave did not mark the DM read: %d unread", st.InboxUnread)
+	}
+	if in := carol.ok("inbox"); !strings.Contains(in.stdout, "no new messages") || !strings.Contains(in.stdout, "inbox --all") {
+		t.Fatalf("inbox again after the leave: %s", in)
+	}
+	if in := carol.ok("inbox", "--all"); !strings.Contains(in.stdout, "before the leave") {
+		t.Fatalf("inbox --all after the leave: %s", in)
+	}
+	carol.fails(4, "not_joined", "inbox", "--follow")
 	// It takes up the next join.
 	carol.name = "carol2"
 	carol.join(us[0].invite().Link)

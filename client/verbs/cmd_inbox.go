@@ -8,7 +8,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"claudemesh/client/config"
 	cmcrypto "claudemesh/crypto"
+	"claudemesh/daemon/localapi"
 	"claudemesh/internal/agentview"
 	"claudemesh/internal/cliui"
 	"claudemesh/wire"
@@ -72,6 +74,18 @@ func inbox(c *cli.Context) error {
 	}
 	meshes, tr, err := withTransport(e, e.readMeshes)
 	if err != nil {
+		if v := keptInbox(e, err, follow); v != nil {
+			// The last mesh was left and the daemon runs on: it still
+			// holds what arrived before (mesh leave says inbox reads it).
+			p := &inboxPrinter{out: e.out, all: all, multi: true, human: sessionToken(e.home) == ""}
+			if err := v.InboxKept(e.ctx(), opts, p); err != nil {
+				if errors.Is(err, errStop) {
+					return nil
+				}
+				return cliError(err)
+			}
+			return p.finish(1)
+		}
 		return err
 	}
 	p := &inboxPrinter{out: e.out, follow: follow, all: all, multi: len(meshes) > 1, human: sessionToken(e.home) == "", daemonFailed: e.daemonFailed}
@@ -94,6 +108,28 @@ func inbox(c *cli.Context) error {
 		return cliError(err)
 	}
 	return p.finish(len(meshes))
+}
+
+// keptInbox is the running daemon that still keeps the inbox of a home
+// that joined no mesh (err is readMeshes' not_joined), for a listing (not
+// --follow: no mesh will bring more) of every mesh (no --mesh) through
+// the daemon; nil otherwise, when err stands. A daemon that is not
+// running is not started: daemon up refuses a home with no mesh.
+func keptInbox(e *env, err error, follow bool) *viaDaemon {
+	var se *config.SelectionError
+	if follow || e.g.NoDaemon || e.g.Mesh != "" || !errors.As(err, &se) || se.Code != config.CodeNotJoined {
+		return nil
+	}
+	api, cerr := localapi.Connect(e.ctx(), e.home, false)
+	if cerr != nil {
+		return nil
+	}
+	tok, terr := readSessionToken(e.home)
+	if terr != nil {
+		return nil
+	}
+	api.SessionToken = tok
+	return &viaDaemon{api: api, log: e.log, home: e.home}
 }
 
 // inboxPrinter is the inbox output: a streamed JSON array (or NDJSON with

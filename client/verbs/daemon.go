@@ -527,11 +527,16 @@ func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink
 // storedRows lists a mesh's stored rows, oldest first (unread only when
 // asked), after the daemon collected what the broker holds. limit takes
 // the oldest unread rows with unread (a backlog is read in order, the rest
-// stay for next time, as on the direct path), else the newest rows.
+// stay for next time, as on the direct path), else the newest rows. Slug
+// "" is every row the daemon keeps, of any mesh, joined or left, with no
+// broker to collect from (a home that left its last mesh).
 func (v *viaDaemon) storedRows(ctx context.Context, slug string, unread bool, limit int) ([]localapi.InboxRow, error) {
 	// sync: the daemon first collects what the broker holds, so a daemon
 	// started by this very command shows queued messages too.
 	q := url.Values{"mesh": {slug}, "sync": {"true"}}
+	if slug == "" {
+		q = url.Values{}
+	}
 	if unread {
 		q.Set("unreadOnly", "true")
 		q.Set("oldest", "true")
@@ -634,6 +639,26 @@ func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxO
 	// Reported after the listing, whose sync waits for a mesh that is
 	// still connecting.
 	v.meshProblems(ctx, meshes, sink, failed)
+	return nil
+}
+
+// InboxKept lists what a running daemon keeps for a home that joined no
+// mesh (the last one was left, and the daemon runs on): every stored row,
+// of the meshes left, as Inbox lists a mesh's.
+func (v *viaDaemon) InboxKept(ctx context.Context, opts inboxOptions, sink inboxSink) error {
+	rows, err := v.storedRows(ctx, "", opts.Unread, opts.Limit)
+	if err != nil {
+		return err
+	}
+	if err := v.show(ctx, rows, opts.MarkSeen, sink); err != nil {
+		return err
+	}
+	if k, ok := sink.(readKeptSink); ok && len(rows) == 0 && opts.Unread && k.WantsReadKept() {
+		var one []localapi.InboxRow
+		if _, err := v.api.Do(ctx, "GET", "/v1/inbox?limit=1", nil, &one); err == nil && len(one) > 0 {
+			k.ReadKept()
+		}
+	}
 	return nil
 }
 
