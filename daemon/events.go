@@ -158,10 +158,11 @@ func (d *Daemon) updateLazy(fn func(tx *bolt.Tx) error, published func()) error 
 // them. Under a burst of accepts (16 clients, the drain running) 2 ms
 // gave ~300 daemon.db commits in the phase, 6 ms ~130 (each costs two
 // fdatasyncs, CPU on a VM): the daemon's CPU fell ~13 % and its accepts
-// rose in 5 of 6 interleaved pairs (BENCHMARKS.md, twenty-first
+// rose in 5 of 6 interleaved pairs (BENCHMARKS.md, twentieth
 // session). A lone accepted row still commits at once (acceptLog.applyLoop);
 // what waits longer is a burst's copy and the drain's ack and receipt
-// records, which nothing needs on disk at once.
+// records, which nothing needs on disk at once (the drain's window slot
+// is free at the ack, not at its record: meshRT.drain).
 const commitLinger = 6 * time.Millisecond
 
 func (d *Daemon) commitWait(submit func(func(tx *bolt.Tx) error, func(error)) error, fn func(tx *bolt.Tx) error, published func()) error {
