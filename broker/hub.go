@@ -163,6 +163,10 @@ type member struct {
 	// helloRefusals is its budget of hellos refused after their
 	// signature verified (hellobudget.go); nil when unlimited.
 	helloRefusals *rate.Limiter
+	// refundMu serialises refundBytes; restCredits are its REST posts'
+	// credits (sendrate.go).
+	refundMu    sync.Mutex
+	restCredits sendCredits
 }
 
 // presence is one listed peer: a member presence (daemon, inbox --follow,

@@ -261,7 +261,7 @@ func (b *Broker) restTopicPost(w http.ResponseWriter, r *http.Request, a *apiCal
 		return
 	}
 	done := make(chan topicPostResult, 1)
-	b.postTopic(ms, from, s, nil, func(res topicPostResult) { done <- res })
+	b.postTopic(ms, from, s, nil, false, func(res topicPostResult) { done <- res })
 	res := <-done
 	if res.code != "" {
 		restError(w, postStatus(res.code), res.code, res.msg)

@@ -201,9 +201,12 @@ type sendResult struct {
 	duplicate bool
 	reused    bool
 	held      *lineHold // refused: an earlier send of its line was
-	heldMs    int64     // and the retryAfterMs it is told
-	pending   int
-	seqs      []uint64
+	// overBudget: let through as a stored message's retry (free), it was
+	// not one (its record is gone): refused rate_limited.
+	overBudget bool
+	heldMs     int64 // and the retryAfterMs it is told
+	pending    int
+	seqs       []uint64
 }
 
 func (c *conn) ackError(s *wire.Send, code, msg string, retryAfterMs int64) {
@@ -234,9 +237,13 @@ func (c *conn) refuseSendEarly(data []byte) bool {
 	if ref == nil {
 		return false
 	}
-	f := wire.PeekFields(data, "id", "reqId", "targetSpec", "clientMessageId")
+	f := wire.PeekFields(data, "id", "reqId", "targetSpec", "clientMessageId", "kind")
 	if c.lines.hasPrepaid(cmp.Or(f[3], f[0]), len(data)) {
 		return false // paid for when it was read and refused before (handleSend)
+	}
+	if ref.limit == "byte_rate" && wire.ValidReqID(cmp.Or(f[3], f[0])) &&
+		c.b.storedAlready(c.ms.id, c.pubkey, cmp.Or(f[3], f[0]), f[4] == wire.KindTopic) {
+		return false // a retry of a stored message costs no bytes (chargeSend)
 	}
 	c.refuseSend(&wire.Send{ID: safeReqID(f[0]), ReqID: safeReqID(f[1])}, ref)
 	// It holds its line like any refusal to be sent again
@@ -277,16 +284,18 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	// refused, before that one came again, is refused too (sendorder.go).
 	place := c.place(s.TargetSpec, s.ClientMessageID)
 	place.size = len(data)
-	if !c.lines.takePrepaid(s.ClientMessageID, len(data)) {
-		// (A send read and refused before, held or to be sent again, was
-		// charged then: prepay.)
-		if ref := c.b.reserveSend(c.mem, len(data)); ref != nil {
-			c.refuseSend(&s, ref)
-			place.refuse(wire.CodeRateLimited, retryAfterMs(ref.retry))
-			return
-		}
-		place.paid = true
+	// What it costs (chargeSend, sendrate.go): a send read and refused
+	// before, held or to be sent again, was charged then (prepay); a
+	// retry of a stored message costs no bytes.
+	charge, ref := c.b.chargeSend(c.mem, len(data),
+		func() (int, bool) { return c.lines.takePrepaid(s.ClientMessageID, len(data)) },
+		func() bool { return c.b.storedAlready(c.ms.id, c.pubkey, s.ClientMessageID, s.Kind == wire.KindTopic) })
+	if ref != nil {
+		c.refuseSend(&s, ref)
+		place.refuse(wire.CodeRateLimited, retryAfterMs(ref.retry))
+		return
 	}
+	place.charge, place.paid = charge, charge.paid
 	if s.Kind == wire.KindTopic {
 		c.handleTopicSend(&s, start, place) // topic_post.go
 		return
@@ -400,6 +409,13 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+		if place.free() {
+			// Let through without its bytes as a stored message's
+			// retry, and the record is gone: it would be new bytes
+			// past the budget.
+			res.overBudget = true
+			return nil
+		}
 		res.seqs, err = prepared.Append(tx, ms.id)
 		res.messageID = messageID
 		if err == nil && auditPayload != nil {
@@ -407,11 +423,17 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		}
 		return err
 	}, func(err error) {
-		if err != nil || res.reused || res.duplicate || res.held != nil {
+		if err != nil || res.reused || res.duplicate || res.held != nil || res.overBudget {
 			release()
 		}
 		if res.held != nil {
 			place.prepay()
+		}
+		if res.duplicate {
+			c.b.refundBytes(c.mem, place.charge.bytes) // it stored nothing
+		}
+		if res.overBudget {
+			place.refuse(wire.CodeRateLimited, 1000)
 		}
 		c.afterSend(&s, rec, to, frames, &res, err, start)
 	}, place.refused, len(body), c.pubkey)
@@ -448,6 +470,10 @@ func (c *conn) afterSend(s *wire.Send, rec *store.Message, to []store.NewDeliver
 	}
 	if res.reused {
 		c.ackError(s, wire.CodeIdempotencyKeyReused, "clientMessageId was already used for a different message", 0)
+		return
+	}
+	if res.overBudget {
+		c.ackError(s, wire.CodeRateLimited, fmt.Sprintf("this member is sending more than %s/s (--byte-rate); retry later", humanBytes(c.b.cfg.ByteRate)), 1000)
 		return
 	}
 	one := func(n int) *int { return &n }

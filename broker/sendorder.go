@@ -154,20 +154,27 @@ type sendPlace struct {
 	// paid: its frame was charged to its member's budgets (not a read
 	// that used a credit, takePrepaid), so a refusal leaves a credit.
 	paid bool
+	// charge is what its read was charged (chargeSend, sendrate.go).
+	charge sendCharge
 }
 
 // takePrepaid reports whether a read of cmid of size bytes was paid for
-// by an earlier read refused on this connection, and uses the credit.
-func (l *sendLines) takePrepaid(cmid string, size int) bool {
+// by an earlier read refused on this connection, and uses the credit:
+// the bytes that read paid.
+func (l *sendLines) takePrepaid(cmid string, size int) (int, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n, ok := l.prepaid[cmid]
 	if !ok {
-		return false
+		return 0, false
 	}
 	delete(l.prepaid, cmid)
-	return size <= n+prepaidSlack
+	return n, size <= n+prepaidSlack
 }
+
+// free reports whether p was let through without its bytes as a retry of
+// a stored message (chargeSend): its commit stores nothing new for it.
+func (p *sendPlace) free() bool { return p != nil && p.charge.free }
 
 // hasPrepaid is takePrepaid without using the credit (the check before a
 // send is decoded, refuseSendEarly).

@@ -2,9 +2,12 @@ package broker
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"claudemesh/store"
 )
 
 // The send rate of one member is limited twice: in messages (--rate,
@@ -88,4 +91,123 @@ func (b *Broker) checkSend(mem *member, size int, keep bool) *sendRefusal {
 		msgs.CancelAt(now)
 	}
 	return nil
+}
+
+// What a send costs: one rule for every way a send or topic post comes
+// in (a `send` frame, a REST post). It is charged one message (--rate)
+// and its bytes (--byte-rate) when it is read, except:
+//
+//   - A read that a refused earlier read of the same clientMessageId paid
+//     for (a credit: held behind a refused send of its line, or refused
+//     itself after it was charged with a code that says to send it
+//     again) uses the credit instead (sendorder.go prepay; restCredits).
+//   - A send the broker answers from its idempotency records (a duplicate
+//     of a stored message: a retry after a lost ack) stores nothing: its
+//     bytes are given back once the commit says so (refundBytes), and
+//     one the byte budget would refuse is let through without its bytes
+//     when the store already holds its clientMessageId (storedAlready);
+//     its commit then answers it from the record or, if there is none
+//     any more, refuses it rate_limited (free), so it never stores new
+//     bytes past the budget. It is still one message of --rate: a member
+//     cannot make the broker answer duplicates faster than it may send.
+
+// sendCharge is what one read of a send was charged.
+type sendCharge struct {
+	bytes int  // taken from the byte budget, now or by the credit it used
+	paid  bool // taken now: a refusal to send it again leaves a credit
+	free  bool // let through without its bytes as a stored message's retry
+}
+
+// chargeSend charges a read of a send of size bytes to mem's budgets by
+// the rule above. credit uses a credit of the read's clientMessageId and
+// returns the bytes it paid for; stored says whether the store holds the
+// clientMessageId already (asked only when the byte budget refuses).
+func (b *Broker) chargeSend(mem *member, size int, credit func() (int, bool), stored func() bool) (sendCharge, *sendRefusal) {
+	if n, ok := credit(); ok {
+		return sendCharge{bytes: n}, nil
+	}
+	ref := b.reserveSend(mem, size)
+	if ref == nil {
+		return sendCharge{bytes: size, paid: true}, nil
+	}
+	if ref.limit != "byte_rate" || !stored() {
+		return sendCharge{}, ref
+	}
+	if ref := b.reserveSend(mem, 0); ref != nil {
+		return sendCharge{}, ref // its message
+	}
+	return sendCharge{free: true}, nil
+}
+
+// storedAlready reports whether sender's clientMessageId cmid is in the
+// mesh's idempotency records (of topic posts when topic, else of
+// messages): a send of it is answered from them.
+func (b *Broker) storedAlready(meshID, sender, cmid string, topic bool) bool {
+	if cmid == "" {
+		return false
+	}
+	found := false
+	b.store.View(func(tx *store.Tx) error {
+		var err error
+		if topic {
+			_, err = store.LookupTopicIdempotent(tx, meshID, sender, cmid)
+		} else {
+			_, err = store.LookupIdempotent(tx, meshID, sender, cmid)
+		}
+		found = err == nil
+		return nil
+	})
+	return found
+}
+
+// refundBytes gives back n bytes charged to mem's byte budget for a send
+// that stored nothing (answered from idempotency), never past the
+// budget's burst: as if it had not been charged.
+func (b *Broker) refundBytes(mem *member, n int) {
+	lim := mem.bytes
+	if lim == nil || n <= 0 {
+		return
+	}
+	// One refund at a time reads the room and fills it; sends taken
+	// meanwhile only make the room larger than what is given back.
+	mem.refundMu.Lock()
+	defer mem.refundMu.Unlock()
+	now := time.Now()
+	if room := float64(lim.Burst()) - lim.TokensAt(now); room >= 1 {
+		lim.ReserveN(now, -int(min(float64(n), room))) // a negative reservation adds tokens
+	}
+}
+
+// sendCredits are the credits of a member's REST posts (restCredits): a
+// post refused after it was charged, with a code that says to post it
+// again, is not charged again when it comes again, as a send frame on
+// its connection (sendLines.prepaid). At most maxPrepaid a member.
+type sendCredits struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+// take uses the credit of cmid for a read of size bytes.
+func (sc *sendCredits) take(cmid string, size int) (int, bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	n, ok := sc.m[cmid]
+	if !ok {
+		return 0, false
+	}
+	delete(sc.m, cmid)
+	return n, size <= n+prepaidSlack
+}
+
+// put leaves a credit of n bytes for cmid.
+func (sc *sendCredits) put(cmid string, n int) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if _, ok := sc.m[cmid]; !ok && len(sc.m) >= maxPrepaid {
+		return
+	}
+	if sc.m == nil {
+		sc.m = map[string]int{}
+	}
+	sc.m[cmid] = n
 }

@@ -333,8 +333,10 @@ func TestHeldSendIsChargedOnce(t *testing.T) {
 		if ack := a.sendAck(held); ack.Error != nil {
 			t.Fatalf("the held send, sent again: %+v (charged a second time)", ack.Error)
 		}
-		if ack := a.sendAck(held); ack.Error == nil || ack.Error.Code != wire.CodeRateLimited {
-			t.Fatalf("the held send, a third time: %+v, want rate_limited (its credit was used)", ack.Error)
+		// Its credit was used; stored now, a third read is answered
+		// from idempotency and costs no bytes (TestRetryOfStoredMessageCostsNoBytes).
+		if ack := a.sendAck(held); ack.Error != nil || !ack.Duplicate {
+			t.Fatalf("the held send, a third time: %+v, want its duplicate ack", ack)
 		}
 		if ack := a.sendAck(dm(t, m, m.pub(), strings.Repeat("n", 60000))); ack.Error == nil || ack.Error.Code != wire.CodeRateLimited {
 			t.Fatalf("a new send with the budget spent: %+v, want rate_limited", ack.Error)
@@ -370,4 +372,64 @@ func sendRefusedAndHeld(t *testing.T, b *Broker, owner ident, name string) (m id
 		}
 	}
 	return
+}
+
+// A retry of a message the broker stored already (its ack was lost: the
+// daemon sends its in-flight rows again on a new connection) stores
+// nothing: the broker answers it from its idempotency records, and it
+// costs no bytes of --byte-rate, whether the budget has room for it (it
+// is charged, then given back) or not (it is let through without its
+// bytes, instead of rate_limited). It was charged each time, so a few
+// retries spent the budget that the member's new messages needed. New
+// bytes stay within the budget: past what is left, a new send is refused.
+// The byte rate is 1 KiB/s, so what comes back during the test is small.
+func TestRetryOfStoredMessageCostsNoBytes(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ByteRate = 1 << 10
+	cfg.ByteBurst = 0
+	cfg.MaxFrame = 100 << 10 // the burst: one frame of 100 KiB
+	b := startWith(t, cfg)
+	owner := createMesh(t, b, "team", "owner")
+	send := func(a *rawConn, s wire.Send) wire.Ack {
+		t.Helper()
+		ack := a.sendAck(s)
+		return ack
+	}
+	again := func(s wire.Send, i int) wire.Send {
+		s.ID = fmt.Sprintf("%s-again-%d", s.ClientMessageID, i) // a new request, the same message
+		return s
+	}
+	for _, c := range []struct {
+		name          string
+		first, fresh  int // plaintext bytes of the first send and of the new one after the retries
+		overAfterward int // a new send the budget then has no room for
+	}{
+		// ~53 KB of 100: each retry is over what is left (refused
+		// before it was read, until now).
+		{"over", 40000, 20000, 40000},
+		// ~13 KB: each retry fits, and was charged (four took ~54 KB).
+		{"within", 10000, 50000, 30000},
+	} {
+		m := addMember(t, b, owner, "team", c.name)
+		a := connect(t, b, m, false, nil)
+		first := dm(t, m, m.pub(), strings.Repeat("f", c.first))
+		first.ClientMessageID = first.ID
+		ack := send(a, first)
+		if ack.Error != nil || ack.Duplicate {
+			t.Fatalf("%s: the first send: %+v", c.name, ack)
+		}
+		for i := range 4 {
+			if dup := send(a, again(first, i)); dup.Error != nil || !dup.Duplicate || dup.MessageID != ack.MessageID {
+				t.Fatalf("%s: retry %d of the stored message: %+v, want its duplicate ack", c.name, i, dup)
+			}
+		}
+		if ack := send(a, dm(t, m, m.pub(), strings.Repeat("n", c.fresh))); ack.Error != nil {
+			t.Fatalf("%s: a new send after the retries: %+v (the retries were charged)", c.name, ack.Error)
+		}
+		if ack := send(a, dm(t, m, m.pub(), strings.Repeat("o", c.overAfterward))); ack.Error == nil || ack.Error.Code != wire.CodeRateLimited {
+			t.Fatalf("%s: a new send past what is left: %+v, want rate_limited", c.name, ack)
+		}
+		a.ws.Close()
+	}
 }

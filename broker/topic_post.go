@@ -74,7 +74,10 @@ func (c *conn) handleTopicSend(s *wire.Send, start time.Time, place *sendPlace) 
 		sender.attestation = &sess.Attestation
 	}
 	ms.mu.Unlock()
-	c.b.postTopic(ms, sender, s, place, func(r topicPostResult) {
+	c.b.postTopic(ms, sender, s, place, place.free(), func(r topicPostResult) {
+		if r.duplicate {
+			c.b.refundBytes(c.mem, place.charge.bytes) // it stored nothing
+		}
 		if r.code != "" {
 			c.ackError(s, r.code, r.msg, cmp.Or(r.retryMs, ackRetryAfter(r.code)))
 			return
@@ -121,8 +124,10 @@ func ackRetryAfter(code string) int64 {
 // postTopic runs one topic post and calls done exactly once, from the
 // commit callback (or at once for a refusal). s has passed validateSend.
 // place is the post's place on its connection (nil for a REST post): a
-// refusal to be sent again holds the line behind it (sendorder.go).
-func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *sendPlace, done func(topicPostResult)) {
+// refusal to be sent again holds the line behind it (sendorder.go). free:
+// it was let through without its bytes as a retry of a stored post
+// (chargeSend): it is answered from the idempotency record, or refused.
+func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *sendPlace, free bool, done func(topicPostResult)) {
 	refuse := func(code, msg string) {
 		b.metrics.rejected.WithLabelValues(code).Inc()
 		done(topicPostResult{code: code, msg: msg})
@@ -232,6 +237,13 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+		if free {
+			// Let through without its bytes as a stored post's retry,
+			// and the record is gone: it would be new bytes past the
+			// budget.
+			res.code, res.msg, res.retryMs = wire.CodeRateLimited, fmt.Sprintf("this member is sending more than %s/s (--byte-rate); retry later", humanBytes(b.cfg.ByteRate)), 1000
+			return nil
+		}
 		cur, err := store.GetTopic(tx, ms.id, topic.ID)
 		if err != nil {
 			return err
@@ -288,6 +300,9 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *
 			b.metrics.routed.WithLabelValues(wire.KindTopic, s.Priority).Inc()
 		} else if res.code != "" {
 			b.metrics.rejected.WithLabelValues(res.code).Inc()
+		}
+		if res.code == wire.CodeRateLimited {
+			place.refuse(res.code, res.retryMs)
 		}
 		done(res)
 	}, refused, len(post.Push), from.pubkey)
