@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -254,16 +255,35 @@ func (b *Broker) restTopicPost(w http.ResponseWriter, r *http.Request, a *apiCal
 			return
 		}
 	}
-	// The bytes counted are those a send frame of the post would carry.
-	if ref := b.reserveSend(a.mem, len(s.Ciphertext)+len(s.Nonce)+len(s.Signature)+256); ref != nil {
+	// What it costs is what a send frame of the post costs (chargeSend,
+	// sendrate.go), counting the bytes such a frame would carry: a retry
+	// of a stored post costs no bytes, and one refused after it was
+	// charged, to be posted again, leaves a credit for its next try
+	// (the member's, by its sending key and clientMessageId: a REST
+	// client has no connection to keep it on).
+	size := len(s.Ciphertext) + len(s.Nonce) + len(s.Signature) + 256
+	creditKey := from.pubkey + "\x00" + cmid
+	charge, ref := b.chargeSend(a.mem, size,
+		func() (int, bool) { return a.mem.restCredits.take(creditKey, size) },
+		func() bool { return b.storedAlready(ms.id, from.pubkey, cmid, true) })
+	if ref != nil {
 		w.Header().Set("Retry-After", strconv.Itoa(int(ref.retry.Seconds())+1))
 		restError(w, http.StatusTooManyRequests, wire.CodeRateLimited, ref.msg)
 		return
 	}
 	done := make(chan topicPostResult, 1)
-	b.postTopic(ms, from, s, nil, false, func(res topicPostResult) { done <- res })
+	b.postTopic(ms, from, s, nil, charge.free, func(res topicPostResult) { done <- res })
 	res := <-done
+	if res.duplicate {
+		b.refundBytes(a.mem, charge.bytes) // it stored nothing
+	}
 	if res.code != "" {
+		if charge.paid && holdsLine(res.code) {
+			a.mem.restCredits.put(creditKey, size)
+		}
+		if res.code == wire.CodeRateLimited {
+			w.Header().Set("Retry-After", strconv.Itoa(int(cmp.Or(res.retryMs, 1000)+999)/1000))
+		}
 		restError(w, postStatus(res.code), res.code, res.msg)
 		return
 	}

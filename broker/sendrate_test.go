@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
+	"claudemesh/client"
 	"claudemesh/wire"
 )
 
@@ -432,4 +435,91 @@ func TestRetryOfStoredMessageCostsNoBytes(t *testing.T) {
 		}
 		a.ws.Close()
 	}
+}
+
+// Topic posts keep to the same rule on both ways they come in, a `send`
+// frame and a REST post by an API key: a retry of a stored post (the
+// same clientMessageId, or Idempotency-Key) is answered as a duplicate
+// and costs no bytes, whether the budget has room for it or not, and new
+// posts stay within the budget. The REST path charged every retry, and
+// refused it 429 once the budget had no room (it had none of the send
+// frame's rules). Steps: a small post, four retries of it (within the
+// budget: charged, then given back), a large new post (it fits only if
+// the retries cost nothing), two retries of that one (over what is left:
+// let through without their bytes), a new post that fits what is left,
+// and one that does not.
+func TestTopicPostRetriesCostNoBytes(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ByteRate = 1 << 10 // 1 KiB/s: what comes back during the test is small
+	cfg.ByteBurst = 0
+	cfg.MaxFrame = 100 << 10 // the burst
+	b := startWith(t, cfg)
+
+	type answer struct {
+		stored, duplicate, limited bool
+		id                         string
+	}
+	run := func(path string, post func(text, cmid string) answer) {
+		t.Helper()
+		n := 0
+		fresh := func(size int) (string, string) {
+			n++
+			return strings.Repeat(string(rune('a'+n)), size), fmt.Sprintf("%s-%d", path, n)
+		}
+		small, smallID := fresh(10000)
+		first := post(small, smallID)
+		if !first.stored {
+			t.Fatalf("%s: the first post: %+v", path, first)
+		}
+		for range 4 {
+			if a := post(small, smallID); !a.duplicate || a.id != first.id {
+				t.Fatalf("%s: a retry of the stored post, within the budget: %+v, want its duplicate", path, a)
+			}
+		}
+		large, largeID := fresh(40000)
+		if a := post(large, largeID); !a.stored {
+			t.Fatalf("%s: a new post after the retries: %+v (the retries were charged)", path, a)
+		}
+		for range 2 {
+			if a := post(large, largeID); !a.duplicate {
+				t.Fatalf("%s: a retry of the stored post, past what is left: %+v, want its duplicate", path, a)
+			}
+		}
+		if text, id := fresh(20000); !post(text, id).stored {
+			t.Fatalf("%s: a new post within what is left was refused", path)
+		}
+		if text, id := fresh(20000); !post(text, id).limited {
+			t.Fatalf("%s: a new post past what is left was not refused", path)
+		}
+	}
+
+	alice := topicMesh(t, b, "acme", "alice")[0]
+	bots := alice.create("bots", client.TopicCreateOptions{Plaintext: true})
+	raw := connect(t, b, alice.id, false, nil)
+	sealed := map[string]*wire.Send{} // a retry is the same frame, sent again
+	run("send", func(text, cmid string) answer {
+		s := sealed[cmid]
+		if s == nil {
+			var err error
+			if s, err = client.SealTopicPost(alice.id.meshID, bots.ID, 0, nil, []byte(text), alice.id.key, client.SendOptions{ClientMessageID: cmid}); err != nil {
+				t.Fatal(err)
+			}
+			sealed[cmid] = s
+		}
+		s.Type, s.ID, s.ClientMessageID = wire.TypeSend, ulid.Make().String(), cmid
+		ack := raw.sendAck(*s)
+		return answer{stored: ack.Error == nil && !ack.Duplicate, duplicate: ack.Error == nil && ack.Duplicate,
+			limited: ack.Error != nil && ack.Error.Code == wire.CodeRateLimited, id: ack.MessageID}
+	})
+
+	carol := topicMesh(t, b, "beta", "carol")[0]
+	carol.create("bots", client.TopicCreateOptions{Plaintext: true})
+	key := apiKey(t, carol, "bot", []string{"read", "send"})
+	run("rest", func(text, cmid string) answer {
+		st, out := rest(t, b, "POST", "/v1/topics/bots/messages", key.Secret, map[string]string{"text": text, "clientMessageId": cmid})
+		id, _ := out["messageId"].(string)
+		dup, _ := out["duplicate"].(bool)
+		return answer{stored: st == 201, duplicate: st == 200 && dup, limited: st == 429, id: id}
+	})
 }
