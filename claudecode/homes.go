@@ -174,7 +174,8 @@ func hookKey(event string) string { return ".claude/settings.json#hooks." + even
 // command line the install of the home it names recorded in its
 // install.json (st for home; an install.json from before install recorded
 // its lines: one that records adding the event's hook, for a line naming
-// that home with --home). Its pin and ARG. Another tool's hook is never
+// that home with --home; for a line without, the binary of the MCP entry
+// that install recorded writing for that home). Its pin and ARG. Another tool's hook is never
 // taken: a line no install wrote, under a name without "claudemesh",
 // is not ours.
 func parseHook(elem []byte, bin, event, home string, st installState) (pin, arg string, ok bool) {
@@ -193,7 +194,14 @@ func parseHook(elem []byte, bin, event, home string, st installState) (pin, arg 
 		st = loadState(dir)
 	}
 	key := hookKey(event)
-	if w, has := st.Wrote[key]; w == cmd || (!has && pin != "" && st.has(key+"[claudemesh]")) {
+	w, has := st.Wrote[key]
+	if w == cmd || (!has && pin != "" && st.has(key+"[claudemesh]")) {
+		return pin, arg, true
+	}
+	// An install.json from before the lines were recorded, for a line
+	// without --home (the default home's): the binary of the MCP entry
+	// the same install wrote for this home runs it.
+	if !has && st.legacyMCP != "" && exe == st.legacyMCP {
 		return pin, arg, true
 	}
 	return "", "", false

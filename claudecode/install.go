@@ -71,6 +71,14 @@ type installState struct {
 	// (a name without "claudemesh", or a binary since deleted).
 	// install.json files from before it have none.
 	Wrote map[string]string `json:"wrote,omitempty"`
+
+	// legacyMCP is, for an install.json from before Wrote (loadState),
+	// the command of the MCP entry in ~/.claude.json when this home's
+	// install wrote that entry and it runs for this home: the same
+	// install wrote the hooks with the same binary, so a hook line
+	// running it is this home's (the default home's lines carry no
+	// --home to tell them by; parseHook).
+	legacyMCP string
 }
 
 // wrote records what install wrote into an entry.
@@ -112,7 +120,70 @@ func loadState(home string) installState {
 	if data, err := os.ReadFile(statePath(home)); err == nil {
 		json.Unmarshal(data, &st)
 	}
+	if st.Wrote == nil && recorded(st, mcpKey, mcpKey) {
+		st.legacyMCP = installedMCPCommand(home)
+	}
 	return st
+}
+
+// installedMCPCommand is the command of the MCP entry in ~/.claude.json
+// when it runs for home ("" otherwise).
+func installedMCPCommand(home string) string {
+	chome, err := claudeHome()
+	if err != nil {
+		return ""
+	}
+	data, err := os.ReadFile(filepath.Join(chome, ".claude.json"))
+	if err != nil || jsonedit.Check(data) != nil {
+		return ""
+	}
+	srv, ok, err := jsonedit.Find(data, jsonedit.Root(data), "mcpServers")
+	if err != nil || !ok || data[srv.Value.Start] != '{' {
+		return ""
+	}
+	m, ok, err := jsonedit.Find(data, srv.Value, "claudemesh")
+	if err != nil || !ok {
+		return ""
+	}
+	entry := data[m.Value.Start:m.Value.End]
+	var e struct {
+		Command string `json:"command"`
+	}
+	if json.Unmarshal(entry, &e) != nil {
+		return ""
+	}
+	if p, _ := mcpEntryHome(entry); !samePin(p, pinFor(home)) {
+		return ""
+	}
+	return e.Command
+}
+
+// claudeDirKey records in installState that install created ~/.claude
+// (it was not there): uninstall removes it when it is empty again, never
+// one the user had.
+const claudeDirKey = ".claude/"
+
+// noteClaudeDir records that install is about to create ~/.claude, when
+// it is not there.
+func noteClaudeDir(chome string, st *installState) {
+	if _, err := os.Stat(filepath.Join(chome, ".claude")); errors.Is(err, fs.ErrNotExist) {
+		st.add(claudeDirKey)
+	}
+}
+
+// removeClaudeDir removes ~/.claude after uninstall when install created
+// it and it is empty now (os.Remove refuses a directory that is not).
+func removeClaudeDir(home, chome string) error {
+	st := loadState(home)
+	if !st.has(claudeDirKey) {
+		return nil
+	}
+	err := os.Remove(filepath.Join(chome, ".claude"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil // not empty: something else is in it now
+	}
+	st.drop(claudeDirKey)
+	return saveState(home, st)
 }
 
 func (st *installState) add(s string) {
@@ -200,6 +271,9 @@ func (f *jsonFile) save(home string, st *installState) error {
 	}
 	if !f.existed {
 		st.add(f.name)
+		if f.name == ".claude/settings.json" {
+			noteClaudeDir(filepath.Dir(filepath.Dir(f.path)), st)
+		}
 		if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
 			return err
 		}
@@ -712,6 +786,7 @@ func installSkill(home, chome string, remove bool) (step, error) {
 	if _, err := os.Stat(skills); errors.Is(err, fs.ErrNotExist) {
 		st := loadState(home)
 		st.add(".claude/skills")
+		noteClaudeDir(chome, &st)
 		if err := saveState(home, st); err != nil {
 			return step{}, err
 		}
@@ -865,6 +940,11 @@ func runInstall(c *cli.Context, remove bool) error {
 			return err
 		}
 		steps = append(steps, s)
+	}
+	if remove {
+		if err := removeClaudeDir(home, chome); err != nil {
+			return err
+		}
 	}
 	if !c.Bool("no-service") {
 		verb := "install-service"

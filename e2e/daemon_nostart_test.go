@@ -68,7 +68,7 @@ func TestADaemonThatCannotStartIsSaid(t *testing.T) {
 			t.Errorf("%s daemon.db: daemon up: %s", c.name, r)
 		}
 		if !strings.Contains(r.stderr, "the daemon could not start") || !strings.Contains(r.stderr, c.says) ||
-			!strings.Contains(r.stderr, "direct broker connection") || strings.Count(r.stderr, "✘") != 1 {
+			!strings.Contains(r.stderr, "direct broker connection") || strings.Count(r.stderr, "⚠") != 1 {
 			t.Fatalf("%s daemon.db: inbox says nothing of the daemon (one warning wanted): %s", c.name, r)
 		}
 		if strings.TrimSpace(r.stdout) == "no new messages" || !strings.Contains(r.stdout, "not shown") {

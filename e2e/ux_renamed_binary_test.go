@@ -8,6 +8,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,5 +248,121 @@ func TestInstallTidiesThePairAnOlderInstallAdded(t *testing.T) {
 		if (c.Name == "claude code hooks" || c.Name == "claude code MCP entry") && c.Status != "ok" {
 			t.Fatalf("doctor after install: %+v", c)
 		}
+	}
+}
+
+// legacyInstall is, for u at the default home, what an install by a
+// binary not named claudemesh (cm2, since deleted) left when install.json
+// did not record its lines yet: Claude Code's settings with cm2's hooks
+// (and another tool's hook shaped like ours), an install.json without
+// "wrote". It returns the settings.json path.
+func legacyInstall(t *testing.T, u *user, cm2, chome string) string {
+	t.Helper()
+	settings := filepath.Join(chome, ".claude", "settings.json")
+	if err := os.MkdirAll(filepath.Dir(settings), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stranger := `{"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "/usr/bin/othertool hook working"}]}]}}` + "\n"
+	if err := os.WriteFile(settings, []byte(stranger), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := u.runWith(cm2, "install", "--no-service", "--no-skill"); r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	os.Remove(cm2)
+	statePath := filepath.Join(u.home, "install.json")
+	var st map[string]any
+	data, err := os.ReadFile(statePath)
+	if err != nil || json.Unmarshal(data, &st) != nil {
+		t.Fatalf("install.json: %v %s", err, data)
+	}
+	delete(st, "wrote")
+	data, _ = json.Marshal(st)
+	if err := os.WriteFile(statePath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return settings
+}
+
+// With the default home, whose hook lines carry no --home, the hooks an
+// older install wrote under a binary not named claudemesh were not known
+// as claudemesh's: uninstall said "absent" and left them (Claude Code ran
+// a missing command at every prompt), install added a second pair. They
+// are known now by the binary of the MCP entry the same install recorded
+// writing; another tool's line of the same shape still is not.
+func TestDefaultHomeKnowsTheHooksAnOlderInstallWrote(t *testing.T) {
+	t.Parallel()
+	for _, verb := range []string{"install", "uninstall"} {
+		t.Run(verb, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			if strings.Contains(dir, "claudemesh") {
+				t.Skipf("the temp dir %s names claudemesh", dir)
+			}
+			cm, cm2 := filepath.Join(dir, "cm"), filepath.Join(dir, "cm2")
+			copyBinary(t, cm)
+			copyBinary(t, cm2)
+			u := newUser(t, "wes").atDefaultHome()
+			chome := t.TempDir()
+			u.extraEnv = append(u.extraEnv, "CLAUDEMESH_CLAUDE_HOME="+chome)
+			settings := legacyInstall(t, u, cm2, chome)
+			args := []string{verb, "--no-service"}
+			if verb == "install" {
+				args = append(args, "--no-skill")
+			}
+			r := u.runWith(cm, args...)
+			if r.code != 0 || strings.Contains(r.stdout, "): absent") || strings.Contains(r.stdout, "): added") {
+				t.Fatalf("%s over cm2's hooks: %s", verb, r)
+			}
+			want := map[string][]string{"UserPromptSubmit": {"/usr/bin/othertool hook working"}, "Stop": nil}
+			if verb == "install" {
+				want = map[string][]string{"UserPromptSubmit": {"/usr/bin/othertool hook working", cm + " hook working"}, "Stop": {cm + " hook idle"}}
+			}
+			for ev, w := range want {
+				if got := hookCommands(t, settings, ev); !slices.Equal(got, w) {
+					t.Fatalf("%s hooks after %s: %q, want %q", ev, verb, got, w)
+				}
+			}
+		})
+	}
+}
+
+// uninstall removes ~/.claude when install created it and it is empty
+// again (it left an empty one behind), and never one the user had. A
+// warning (claude not on PATH, here) shows ⚠, not the failure's ✘.
+func TestUninstallRemovesTheClaudeDirItCreated(t *testing.T) {
+	t.Parallel()
+	for _, had := range []bool{false, true} {
+		t.Run(map[bool]string{false: "created", true: "the user's"}[had], func(t *testing.T) {
+			t.Parallel()
+			u := newUser(t, "xia").atDefaultHome()
+			claude := filepath.Join(filepath.Dir(u.home), ".claude")
+			if had {
+				if err := os.Mkdir(claude, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := u.run("install", "--no-service")
+			if r.code != 0 {
+				t.Fatalf("%s", r)
+			}
+			if _, err := os.Stat(filepath.Join(claude, "settings.json")); err != nil {
+				t.Fatalf("install wrote no settings.json: %v %s", err, r)
+			}
+			if strings.Contains(r.stderr, "not on PATH") && (!strings.Contains(r.stderr, "⚠ claude (Claude Code) is not on PATH") || strings.Contains(r.stderr, "✘")) {
+				t.Fatalf("install's warning: %q", r.stderr)
+			}
+			if r := u.run("uninstall", "--no-service"); r.code != 0 {
+				t.Fatalf("%s", r)
+			}
+			_, err := os.Stat(claude)
+			if had && err != nil {
+				t.Fatalf("uninstall removed the user's ~/.claude: %v", err)
+			}
+			if !had && !errors.Is(err, fs.ErrNotExist) {
+				entries, _ := os.ReadDir(claude)
+				t.Fatalf("uninstall left ~/.claude it created: %v %v", err, entries)
+			}
+		})
 	}
 }

@@ -359,7 +359,7 @@ func printSent(e *env, slug string, res *sendResult) {
 	case multi && res.RecipientsUnknown:
 		line = fmt.Sprintf("%s queued for %s (the broker holds it for them)", s.Green("✔"), who)
 	case multi && res.Recipients == 0:
-		line = fmt.Sprintf("%s accepted, but no recipient of %s could be reached", s.Yellow("✘"), who)
+		line = fmt.Sprintf("%s accepted, but no recipient of %s could be reached", s.Yellow("⚠"), who)
 	case multi && res.OnlineNow == 0:
 		line = fmt.Sprintf("%s queued for %s (%s, none connected now)", s.Green("✔"), who, plural(res.Recipients, "recipient"))
 	case multi && res.OnlineNow >= res.Recipients:

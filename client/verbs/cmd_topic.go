@@ -666,7 +666,7 @@ func (p *linePrinter) Lines(lines []topicLine) error {
 		case l.DecryptError != "":
 			// Not opened, so its signature was not checked either: it is
 			// unreadable, which says nothing of forgery.
-			who = s.Yellow("✘ unreadable post")
+			who = s.Yellow("⚠ unreadable post")
 		case !l.Verified:
 			who = s.Yellow("⚠ unverified sender " + shortKey(l.SenderPubkey))
 		}

@@ -101,7 +101,7 @@ func (o *Out) Resultf(format string, args ...any) {
 	io.WriteString(o.st.stdout, indent(fmt.Sprintf(format, args...)))
 }
 
-// Warn prints a warning on stderr as "  ✘ msg" and a dim "  → hint" (hint
+// Warn prints a warning on stderr as "  ⚠ msg" and a dim "  → hint" (hint
 // optional). Under --json it is dropped (stderr stays empty for agents that
 // capture both streams) unless CLAUDEMESH_DEBUG=1.
 func (o *Out) Warn(msg, hint string) {
@@ -112,7 +112,9 @@ func (o *Out) Warn(msg, hint string) {
 	defer o.st.mu.Unlock()
 	s := o.st.errStyle
 	msg, hint = o.st.hints.commands(msg), o.st.hints.commands(hint)
-	io.WriteString(o.st.stderr, "  "+s.Yellow("✘")+" "+strings.ReplaceAll(msg, "\n", "\n    ")+"\n")
+	// ⚠, as every warning the CLI shows (doctor, install, launch); ✘ is a
+	// failure's (the error line, a failed check).
+	io.WriteString(o.st.stderr, "  "+s.Yellow("⚠")+" "+strings.ReplaceAll(msg, "\n", "\n    ")+"\n")
 	if hint != "" {
 		io.WriteString(o.st.stderr, "  "+s.Dim("→ "+hint)+"\n")
 	}

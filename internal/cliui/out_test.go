@@ -73,7 +73,7 @@ func TestHumanLines(t *testing.T) {
 	if got, want := out.String(), "  hello bob\n  two\n  lines\n"; got != want {
 		t.Errorf("stdout %q, want %q", got, want)
 	}
-	if got, want := errb.String(), "  ✘ daemon unreachable\n  → start it with claudemesh daemon up\n"; got != want {
+	if got, want := errb.String(), "  ⚠ daemon unreachable\n  → start it with claudemesh daemon up\n"; got != want {
 		t.Errorf("stderr %q, want %q", got, want)
 	}
 
