@@ -145,7 +145,11 @@ type member struct {
 	limiter *rate.Limiter
 	// bytes limits the bytes of its send frames (--byte-rate,
 	// sendrate.go); nil when unlimited.
-	bytes       *rate.Limiter
+	bytes *rate.Limiter
+	// retryBytes is the allowance, as large as bytes, that retries of
+	// stored messages are counted against instead (chargeSend): they
+	// store nothing, but the broker still reads and answers them.
+	retryBytes  *rate.Limiter
 	statusSetAt time.Time
 	// presenceLimiter limits how fast the member starts presences
 	// (--presence-rate): each is an event to the whole mesh.
@@ -357,7 +361,7 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 	if cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
-	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), refusals: newRefusalLimiter(cfg),
+	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), retryBytes: newByteLimiter(cfg), refusals: newRefusalLimiter(cfg),
 		helloRefusals: newHelloRefusals(cfg), fetches: newFetchLimiter(cfg)}
 	if cfg.AckRate > 0 {
 		// At least one full frame: below --ack-rate 25 the burst was

@@ -241,9 +241,9 @@ func (c *conn) refuseSendEarly(data []byte) bool {
 	if c.lines.hasPrepaid(cmp.Or(f[3], f[0]), len(data)) {
 		return false // paid for when it was read and refused before (handleSend)
 	}
-	if ref.limit == "byte_rate" && wire.ValidReqID(cmp.Or(f[3], f[0])) &&
+	if ref.limit == "byte_rate" && wire.ValidReqID(cmp.Or(f[3], f[0])) && mayRetry(c.mem, len(data)) &&
 		c.b.storedAlready(c.ms.id, c.pubkey, cmp.Or(f[3], f[0]), f[4] == wire.KindTopic) {
-		return false // a retry of a stored message costs no bytes (chargeSend)
+		return false // a retry of a stored message: its retry allowance (chargeSend)
 	}
 	c.refuseSend(&wire.Send{ID: safeReqID(f[0]), ReqID: safeReqID(f[1])}, ref)
 	// It holds its line like any refusal to be sent again

@@ -103,13 +103,17 @@ func (b *Broker) checkSend(mem *member, size int, keep bool) *sendRefusal {
 //     again) uses the credit instead (sendorder.go prepay; restCredits).
 //   - A send the broker answers from its idempotency records (a duplicate
 //     of a stored message: a retry after a lost ack) stores nothing: its
-//     bytes are given back once the commit says so (refundBytes), and
-//     one the byte budget would refuse is let through without its bytes
-//     when the store already holds its clientMessageId (storedAlready);
-//     its commit then answers it from the record or, if there is none
-//     any more, refuses it rate_limited (free), so it never stores new
-//     bytes past the budget. It is still one message of --rate: a member
-//     cannot make the broker answer duplicates faster than it may send.
+//     bytes move to the member's retry allowance (retryBytes, as large as
+//     the byte budget) once the commit says so (refundBytes), and one the
+//     byte budget would refuse is read against the retry allowance
+//     instead when the store already holds its clientMessageId
+//     (storedAlready); its commit then answers it from the record or, if
+//     there is none any more, refuses it rate_limited (free), so it never
+//     stores new bytes past the budget. Retries cost nothing of what the
+//     member may send anew, and the work they make (read, decode, answer)
+//     stays within the retry allowance and --rate, of which each is one
+//     message: neither a stream of duplicates nor frames naming a stored
+//     clientMessageId make the broker do more than twice --byte-rate.
 
 // sendCharge is what one read of a send was charged.
 type sendCharge struct {
@@ -130,13 +134,30 @@ func (b *Broker) chargeSend(mem *member, size int, credit func() (int, bool), st
 	if ref == nil {
 		return sendCharge{bytes: size, paid: true}, nil
 	}
-	if ref.limit != "byte_rate" || !stored() {
+	if ref.limit != "byte_rate" || !mayRetry(mem, size) || !stored() {
 		return sendCharge{}, ref
 	}
+	now := time.Now()
+	var retry *rate.Reservation
+	if lim := mem.retryBytes; lim != nil {
+		if retry = lim.ReserveN(now, size); !retry.OK() || retry.DelayFrom(now) > 0 {
+			retry.CancelAt(now)
+			return sendCharge{}, ref
+		}
+	}
 	if ref := b.reserveSend(mem, 0); ref != nil {
+		if retry != nil {
+			retry.CancelAt(now)
+		}
 		return sendCharge{}, ref // its message
 	}
 	return sendCharge{free: true}, nil
+}
+
+// mayRetry reports whether mem's retry allowance has size bytes now (a
+// check without taking them: refuseSendEarly asks it before the store).
+func mayRetry(mem *member, size int) bool {
+	return mem.retryBytes == nil || mem.retryBytes.Tokens() >= float64(size)
 }
 
 // storedAlready reports whether sender's clientMessageId cmid is in the
@@ -160,9 +181,10 @@ func (b *Broker) storedAlready(meshID, sender, cmid string, topic bool) bool {
 	return found
 }
 
-// refundBytes gives back n bytes charged to mem's byte budget for a send
-// that stored nothing (answered from idempotency), never past the
-// budget's burst: as if it had not been charged.
+// refundBytes moves n bytes charged to mem's byte budget for a send that
+// stored nothing (answered from idempotency) to its retry allowance: the
+// budget gets them back (never past its burst: as if it had not been
+// charged) when the allowance can take them now, else they stay charged.
 func (b *Broker) refundBytes(mem *member, n int) {
 	lim := mem.bytes
 	if lim == nil || n <= 0 {
@@ -173,6 +195,12 @@ func (b *Broker) refundBytes(mem *member, n int) {
 	mem.refundMu.Lock()
 	defer mem.refundMu.Unlock()
 	now := time.Now()
+	if r := mem.retryBytes; r != nil {
+		if res := r.ReserveN(now, n); !res.OK() || res.DelayFrom(now) > 0 {
+			res.CancelAt(now)
+			return
+		}
+	}
 	if room := float64(lim.Burst()) - lim.TokensAt(now); room >= 1 {
 		lim.ReserveN(now, -int(min(float64(n), room))) // a negative reservation adds tokens
 	}

@@ -407,12 +407,13 @@ func TestRetryOfStoredMessageCostsNoBytes(t *testing.T) {
 		name          string
 		first, fresh  int // plaintext bytes of the first send and of the new one after the retries
 		overAfterward int // a new send the budget then has no room for
+		retries       int // what the retry allowance (as large as the budget) takes
 	}{
-		// ~53 KB of 100: each retry is over what is left (refused
+		// ~53 KB of 100: the retry is over what is left (refused
 		// before it was read, until now).
-		{"over", 40000, 20000, 40000},
+		{"over", 40000, 20000, 40000, 1},
 		// ~13 KB: each retry fits, and was charged (four took ~54 KB).
-		{"within", 10000, 50000, 30000},
+		{"within", 10000, 50000, 30000, 4},
 	} {
 		m := addMember(t, b, owner, "team", c.name)
 		a := connect(t, b, m, false, nil)
@@ -422,7 +423,7 @@ func TestRetryOfStoredMessageCostsNoBytes(t *testing.T) {
 		if ack.Error != nil || ack.Duplicate {
 			t.Fatalf("%s: the first send: %+v", c.name, ack)
 		}
-		for i := range 4 {
+		for i := range c.retries {
 			if dup := send(a, again(first, i)); dup.Error != nil || !dup.Duplicate || dup.MessageID != ack.MessageID {
 				t.Fatalf("%s: retry %d of the stored message: %+v, want its duplicate ack", c.name, i, dup)
 			}
@@ -434,6 +435,16 @@ func TestRetryOfStoredMessageCostsNoBytes(t *testing.T) {
 			t.Fatalf("%s: a new send past what is left: %+v, want rate_limited", c.name, ack)
 		}
 		a.ws.Close()
+		if c.name == "over" {
+			// Retries have an allowance of their own, as large as the
+			// budget: past it they wait like any send. (On a new
+			// connection: the refusal above holds this one's line.)
+			a := connect(t, b, m, false, nil)
+			if dup := send(a, again(first, 99)); dup.Error == nil || dup.Error.Code != wire.CodeRateLimited {
+				t.Fatalf("a retry past the retry allowance: %+v, want rate_limited", dup)
+			}
+			a.ws.Close()
+		}
 	}
 }
 
@@ -443,10 +454,10 @@ func TestRetryOfStoredMessageCostsNoBytes(t *testing.T) {
 // and costs no bytes, whether the budget has room for it or not, and new
 // posts stay within the budget. The REST path charged every retry, and
 // refused it 429 once the budget had no room (it had none of the send
-// frame's rules). Steps: a small post, four retries of it (within the
-// budget: charged, then given back), a large new post (it fits only if
-// the retries cost nothing), two retries of that one (over what is left:
-// let through without their bytes), a new post that fits what is left,
+// frame's rules). Steps: a post of ~20 KB, two retries of it (within the
+// budget: charged, then given back), a new post of ~54 KB (it fits only
+// if the retries cost nothing), a retry of that one (over what is left:
+// read against the retry allowance), a new post that fits what is left,
 // and one that does not.
 func TestTopicPostRetriesCostNoBytes(t *testing.T) {
 	t.Parallel()
@@ -467,12 +478,12 @@ func TestTopicPostRetriesCostNoBytes(t *testing.T) {
 			n++
 			return strings.Repeat(string(rune('a'+n)), size), fmt.Sprintf("%s-%d", path, n)
 		}
-		small, smallID := fresh(10000)
+		small, smallID := fresh(15000)
 		first := post(small, smallID)
 		if !first.stored {
 			t.Fatalf("%s: the first post: %+v", path, first)
 		}
-		for range 4 {
+		for range 2 {
 			if a := post(small, smallID); !a.duplicate || a.id != first.id {
 				t.Fatalf("%s: a retry of the stored post, within the budget: %+v, want its duplicate", path, a)
 			}
@@ -481,15 +492,13 @@ func TestTopicPostRetriesCostNoBytes(t *testing.T) {
 		if a := post(large, largeID); !a.stored {
 			t.Fatalf("%s: a new post after the retries: %+v (the retries were charged)", path, a)
 		}
-		for range 2 {
-			if a := post(large, largeID); !a.duplicate {
-				t.Fatalf("%s: a retry of the stored post, past what is left: %+v, want its duplicate", path, a)
-			}
+		if a := post(large, largeID); !a.duplicate {
+			t.Fatalf("%s: a retry of the stored post, past what is left: %+v, want its duplicate", path, a)
 		}
-		if text, id := fresh(20000); !post(text, id).stored {
+		if text, id := fresh(15000); !post(text, id).stored {
 			t.Fatalf("%s: a new post within what is left was refused", path)
 		}
-		if text, id := fresh(20000); !post(text, id).limited {
+		if text, id := fresh(15000); !post(text, id).limited {
 			t.Fatalf("%s: a new post past what is left was not refused", path)
 		}
 	}
