@@ -103,6 +103,10 @@ func (h *hub) forgetSessions(ms *meshState, forgotten []*store.Session) {
 	type forget struct {
 		s *store.Session
 		f *sessionForget
+		// kept is the other recording of the key the store holds and
+		// the forget left (store.ForgetSession); set by the last run
+		// of the transaction.
+		kept *store.Session
 	}
 	var todo []forget
 	ms.mu.Lock()
@@ -116,37 +120,56 @@ func (h *hub) forgetSessions(ms *meshState, forgotten []*store.Session) {
 			ms.sessionForgets[s.Pubkey] = f
 		}
 		f.n++
-		todo = append(todo, forget{s, f})
+		todo = append(todo, forget{s: s, f: f})
 	}
 	ms.mu.Unlock()
 	if len(todo) == 0 {
 		return
 	}
 	var dropped []store.Expired
-	done := func() {
+	// done ends the forgets. After a commit (adopt), memory takes each
+	// recording a forget left in the store: another node's hello of
+	// the key, which this node did not take when it arrived from the
+	// log because its own hello's write of the key was still to come
+	// (applyRemote), the write the eviction or expiry cancelled. Memory
+	// knew no recording of the key then, and the store keeps one: DMs
+	// to the session were refused here as unknown_recipient while it
+	// was connected to the other node. Callbacks run in commit (log)
+	// order, so memory is at this commit here; a forget cancelled, or a
+	// key known again, was recorded anew since.
+	done := func(adopt bool) {
 		ms.mu.Lock()
 		for _, t := range todo {
 			if t.f.n--; t.f.n == 0 && ms.sessionForgets[t.s.Pubkey] == t.f {
 				delete(ms.sessionForgets, t.s.Pubkey)
 			}
 		}
+		for _, t := range todo {
+			k := t.s.Pubkey
+			if adopt && t.kept != nil && !t.f.cancelled.Load() && ms.sessions[k] == nil && ms.sessionWrites[k] == nil && ms.members[k] == nil {
+				ms.putSessionLocked(k, t.kept)
+			}
+		}
 		ms.mu.Unlock()
 	}
 	err := h.b.store.Submit(func(tx *store.Tx) error {
 		dropped = dropped[:0]
-		for _, t := range todo {
+		for i := range todo {
+			t := &todo[i]
+			t.kept = nil
 			if t.f.cancelled.Load() {
 				continue
 			}
-			d, _, err := store.ForgetSession(tx, ms.id, t.s)
+			d, kept, err := store.ForgetSession(tx, ms.id, t.s)
 			if err != nil {
 				return err
 			}
+			t.kept = kept
 			dropped = append(dropped, d...)
 		}
 		return nil
 	}, func(err error) {
-		done()
+		done(err == nil)
 		if err != nil {
 			h.b.log.Error("forget sessions", "err", err)
 			return
@@ -154,7 +177,7 @@ func (h *hub) forgetSessions(ms *meshState, forgotten []*store.Session) {
 		h.settleExpired(ms, dropped)
 	})
 	if err != nil {
-		done()
+		done(false)
 		h.b.log.Warn("forget sessions", "err", err)
 	}
 }

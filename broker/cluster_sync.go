@@ -90,7 +90,19 @@ func (h *hub) applyRemote(changes []cluster.Change) {
 		case store.ChangeSession:
 			pk := store.HexKey(c.Key)
 			if c.New == nil {
-				if ms.connectedSessionLocked(pk) {
+				if w := ms.sessionWrites[pk]; w != nil && !w.cancelled.Load() {
+					// This node's write of the key is still to
+					// come: it comes after this entry in the log
+					// (its callback, which ends it, would have run
+					// before this one), and records the key again
+					// over none (store.PutSessionOver,
+					// UpdateSession). Its transaction may already
+					// have run, on the node's copy, which is
+					// ahead of memory by the entries still to be
+					// handed over here: forgotten in memory now,
+					// the key stayed stored, its recording
+					// unknown to the one node that forgets it.
+				} else if ms.connectedSessionLocked(pk) {
 					// Forgotten by a node that did not see it
 					// come back (its expiry or eviction ran on a
 					// stale view): checked again below.

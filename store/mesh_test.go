@@ -275,14 +275,15 @@ func TestForgetSession(t *testing.T) {
 			if !c.none {
 				mustUpdate(t, s, func(tx *Tx) error { return PutSession(tx, meshID, rec(c.stored, c.storedBy)) })
 			}
-			var deleted bool
+			var kept *Session
 			mustUpdate(t, s, func(tx *Tx) error {
 				var err error
-				_, deleted, err = ForgetSession(tx, meshID, rec(c.forgot, "n1"))
+				_, kept, err = ForgetSession(tx, meshID, rec(c.forgot, "n1"))
 				return err
 			})
-			if deleted != c.deleted || (stored() == nil) != (c.deleted || c.none) {
-				t.Fatalf("deleted %v, stored %+v; want deleted %v", deleted, stored(), c.deleted)
+			deleted := kept == nil
+			if deleted != c.deleted || (stored() == nil) != (c.deleted || c.none) || (kept != nil && !SameRecording(kept, rec(c.stored, c.storedBy))) {
+				t.Fatalf("kept %+v, stored %+v; want deleted %v", kept, stored(), c.deleted)
 			}
 			mustUpdate(t, s, func(tx *Tx) error { return DeleteSession(tx, meshID, key(0x61)) })
 		})

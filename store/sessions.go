@@ -46,21 +46,22 @@ func TouchSession(tx *Tx, meshID, pubkey string, at int64) error {
 // session that may be connected. A recording so left that no node's
 // memory holds (two nodes' hellos of one key, the store keeping the one
 // that committed last) is loaded at the next start and expires with its
-// own LastSeenAt. It reports whether it deleted.
-func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired, deleted bool, err error) {
+// own LastSeenAt. kept is the recording it left (nil: it deleted, or
+// the store held none), for the caller's memory to know the key by.
+func ForgetSession(tx *Tx, meshID string, forgotten *Session) (dropped []Expired, kept *Session, err error) {
 	b, err := sub(tx, meshID, bSessions)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
 	if v := b.Get(pk(forgotten.Pubkey)); v != nil {
 		var s Session
 		if dec(v, &s) == nil && !SameRecording(&s, forgotten) && (s.Node != forgotten.Node || s.HelloAt > forgotten.HelloAt) {
-			return nil, false, nil
+			return nil, &s, nil
 		}
 		if err := b.Delete(pk(forgotten.Pubkey)); err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 	}
 	dropped, err = DropQueue(tx, meshID, forgotten.Pubkey)
-	return dropped, err == nil, err
+	return dropped, nil, err
 }
