@@ -822,6 +822,15 @@ type meshRT struct {
 	// send fails (outboxorder.go).
 	order sendOrder
 
+	// lineOf is the line (orderKey) of each pending row a drain round
+	// read while a line was held, by seq (at most maxLineOf; empty once
+	// nothing is held): the next rounds pass over the rows behind a held
+	// line's head by their seq instead of reading and decoding each again
+	// (outbox.go due). A row's line never changes. lineMu is held for a
+	// whole round.
+	lineMu sync.Mutex
+	lineOf map[uint64]string
+
 	// web is the human's web presence while a page is connected (web.go);
 	// webMu serialises opening and closing it.
 	webMu sync.Mutex

@@ -543,11 +543,20 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	}
 	now := time.Now().UnixMilli()
 	prefix := append([]byte(m.cfg.MeshID), 0)
+	m.lineMu.Lock()
+	defer m.lineMu.Unlock()
 	m.d.db.View(func(tx *bolt.Tx) error {
 		g := m.order.gate(tx, m.cfg.MeshID)
+		held := len(g.heads) > 0
+		if !held {
+			m.lineOf = nil
+		}
 		// consider adds the row seq to out when it can go now (once: an
 		// index gone wrong must not send a row twice in a round).
 		consider := func(seq uint64) {
+			if k, known := m.lineOf[seq]; known && !g.mayLine(seq, k) {
+				return // behind its held line's head, as a round read before
+			}
 			if slices.ContainsFunc(out, func(r *outboxRow) bool { return r.Seq == seq }) {
 				return
 			}
@@ -566,6 +575,12 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 			}
 			if r.State != statePending {
 				return
+			}
+			if held && len(m.lineOf) < maxLineOf {
+				if m.lineOf == nil {
+					m.lineOf = map[uint64]string{}
+				}
+				m.lineOf[seq] = orderKey(r)
 			}
 			if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.sendConn(r.SenderPubkey) == nil {
 				return // its session is not connected: it waits, using no attempt
@@ -615,6 +630,10 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	})
 	return out, wait
 }
+
+// maxLineOf bounds meshRT.lineOf: the first rows of a long backlog behind
+// a held line are the ones each round walks first (~100 bytes a row).
+const maxLineOf = 1 << 14
 
 // inflightCount is the number of rows being sent (pending in daemon.db,
 // inflight in memory), for the status counts.

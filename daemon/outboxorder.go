@@ -84,17 +84,19 @@ type gate struct {
 	lowestFlying map[string]uint64
 }
 
-func (g gate) may(r *outboxRow) bool {
-	k := orderKey(r)
+func (g gate) may(r *outboxRow) bool { return g.mayLine(r.Seq, orderKey(r)) }
+
+// mayLine is may for the row seq of line k.
+func (g gate) mayLine(seq uint64, k string) bool {
 	h, held := g.heads[k]
 	switch {
-	case !held || r.Seq < h:
+	case !held || seq < h:
 		return true
-	case r.Seq > h:
+	case seq > h:
 		return false // behind a row that has to go again first
 	}
 	f, flying := g.lowestFlying[k]
-	return !flying || f > r.Seq
+	return !flying || f > seq
 }
 
 // gate reads the held lines' heads in tx (dropping rows that are no longer
