@@ -57,9 +57,13 @@ type conn struct {
 	// per-member throttles (rate_limited, capacity), which tell a member
 	// to retry later. Every other failed handshake (junk, bad framing,
 	// nothing or no hello in time, a refused hello, a client gone before
-	// its hello) counts against the address's budget (strikes.go).
+	// its hello without a clean close) counts against the address's budget (strikes.go).
 	// Reader goroutine only.
 	throttled bool
+	// leftClean: the client closed cleanly (1000) before any hello, as
+	// a client checking the broker's key does; not a failed handshake.
+	// Reader goroutine only.
+	leftClean bool
 
 	// Writer queue.
 	wmu     sync.Mutex
@@ -252,7 +256,7 @@ func (c *conn) serve(handshakeDone func()) {
 		go c.readLoop()
 		return
 	}
-	if !c.throttled {
+	if !c.throttled && !c.leftClean {
 		c.b.admit.strike(c.strikeKey)
 	}
 	// The handshake failed and the writer is sending the error and close

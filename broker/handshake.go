@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/oklog/ulid/v2"
 
 	cmcrypto "claudemesh/crypto"
@@ -54,6 +55,18 @@ func (c *conn) handshake() bool {
 				b.metrics.connsRejected.WithLabelValues(wire.CodeHelloTimeout).Inc()
 				c.sendError("", wire.CodeHelloTimeout, msg)
 				c.closeWith(wire.ClosePolicy, wire.CodeHelloTimeout)
+			} else if ce := (*websocket.CloseError)(nil); errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
+				// Closed cleanly (1000) before any hello: a client that
+				// only checked the broker's signed challenge (join and
+				// mesh create prove the key an invite pins before they
+				// send anything). Not a failure: charged to the address,
+				// it gave everyone behind one NAT address who joined in
+				// the same seconds a 429. What bounds a stranger who
+				// does it in a loop is what bounds any connection: the
+				// per-address caps on handshakes and unauthenticated
+				// connections, and a TCP (and TLS) handshake each.
+				c.leftClean = true
+				c.debugHandshakeFailed("", "closed before its hello (not counted as a failure): "+err.Error())
 			} else {
 				c.debugHandshakeFailed("", "gone before its hello: "+err.Error())
 			}

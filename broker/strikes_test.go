@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -166,5 +167,63 @@ func TestThrottledHellosAreNoStrikes(t *testing.T) {
 	})
 	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("after three connections of broken framing: %v", err)
+	}
+}
+
+// TestCleanCloseBeforeHelloIsNoStrike: a client that reads the signed
+// challenge and closes cleanly (1000) without a hello, as join and mesh
+// create do to check the broker key an invite pins, has not failed a
+// handshake. It was struck: more people than the burst joining from one
+// address in the same seconds got 429 and join failed. A client gone
+// without a clean close still counts: the control.
+func TestCleanCloseBeforeHelloIsNoStrike(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) {
+		noExemption(c)
+		c.HandshakeFailureRate = 0.001
+		c.HandshakeFailureBurst = 2
+	})
+	// leave reads the challenge, closes as asked and waits until the
+	// broker has closed the TCP connection, which it does after it
+	// counted (or not) the handshake as failed.
+	leave := func(clean bool) {
+		t.Helper()
+		r := dial(t, b)
+		if clean {
+			r.ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(expectWithin))
+		} else {
+			r.ws.UnderlyingConn().(interface{ CloseWrite() error }).CloseWrite()
+		}
+		for {
+			if _, err := r.readErr(expectWithin); err != nil {
+				if errors.Is(err, errNoFrame) {
+					t.Fatal("the broker did not close the connection")
+				}
+				break
+			}
+		}
+		r.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(expectWithin))
+		if _, err := io.Copy(io.Discard, r.ws.UnderlyingConn()); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
+			t.Fatalf("waiting for the broker to close: %v", err)
+		}
+	}
+	for range 5 {
+		leave(true)
+	}
+	if got := b.admit.strikeTokens("127.0.0.1"); got != -1 {
+		t.Fatalf("clean closes before the hello were struck: %v of 2 left", got)
+	}
+	dial(t, b) // upgraded, challenged
+
+	for range 2 {
+		leave(false)
+	}
+	waitFor(t, "connections gone without a clean close to count", func() bool {
+		tokens := b.admit.strikeTokens("127.0.0.1")
+		return tokens >= 0 && tokens < 1
+	})
+	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("after two connections gone without a close: %v", err)
 	}
 }
