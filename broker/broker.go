@@ -91,7 +91,12 @@ type Broker struct {
 
 // New opens the store (creating the data dir, broker key and operator token
 // on first start) without listening yet.
-func New(cfg Config) (*Broker, error) {
+func New(cfg Config) (*Broker, error) { return NewContext(context.Background(), cfg) }
+
+// NewContext is New that gives up when ctx ends: a cluster node waits up
+// to a minute for its cluster to form, and a SIGTERM meanwhile must stop
+// it (it did not: `systemctl stop` waited for the minute).
+func NewContext(ctx context.Context, cfg Config) (*Broker, error) {
 	def := DefaultConfig()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -193,7 +198,7 @@ func New(cfg Config) (*Broker, error) {
 	b.metrics = newMetrics()
 	b.admit = newAdmission(cfg, b.metrics)
 	if cfg.Cluster != nil {
-		if err := b.openClusterStore(dbPath); err != nil {
+		if err := b.openClusterStore(ctx, dbPath); err != nil {
 			return nil, err
 		}
 	} else if err := b.openLocalStore(dbPath); err != nil {

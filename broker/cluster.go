@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -26,7 +27,7 @@ import (
 // openClusterStore starts this node's part of the cluster and opens the
 // replicated engine. The route secret is derived from the broker key every
 // node shares: a node with another key cannot join.
-func (b *Broker) openClusterStore(dbPath string) error {
+func (b *Broker) openClusterStore(ctx context.Context, dbPath string) error {
 	cc := *b.cfg.Cluster
 	if cc.DataDir == "" {
 		cc.DataDir = b.cfg.DataDir
@@ -44,6 +45,7 @@ func (b *Broker) openClusterStore(dbPath string) error {
 		return err
 	}
 	eng, err := cluster.OpenEngine(node, cluster.EngineOptions{
+		Context:        ctx,
 		Path:           dbPath,
 		PublishTimeout: b.cfg.ClusterPublishTimeout,
 		SnapshotEvery:  b.cfg.ClusterSnapshotEvery,

@@ -341,6 +341,10 @@ func listenHint(addr string, err error) string {
 // Run starts a broker and blocks until ctx ends or SIGTERM/SIGINT arrives,
 // then shuts down gracefully.
 func Run(ctx context.Context, cfg Config) error {
+	// From the start: a cluster node can wait a minute in NewContext for
+	// its cluster to form, and a signal meanwhile must stop it.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	// The certificate and the ports first: neither an unreadable file nor
 	// a busy port may be reported only after a first start created the
 	// data dir, its key and its token.
@@ -365,11 +369,16 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.MetricsListener = mln
 	}
-	b, err := New(cfg)
+	b, err := NewContext(ctx, cfg)
 	if err != nil {
 		cfg.Listener.Close()
 		if cfg.MetricsListener != nil {
 			cfg.MetricsListener.Close()
+		}
+		if ctx.Err() != nil {
+			// SIGTERM or SIGINT while it started: a clean stop.
+			cfg.Logger.Info("stopped before it started", "err", err)
+			return nil
 		}
 		return cliui.Errorf("broker_start", "%v", err)
 	}
@@ -377,8 +386,6 @@ func Run(ctx context.Context, cfg Config) error {
 		b.Close()
 		return cliui.Errorf("broker_start", "%v", err)
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	// The heap goal stays at least gcHeadroom above the live heap: under
 	// load the broker's live heap is small and its allocation rate high,
 	// and GOGC=100 made it collect many times a second (internal/gcfloor).

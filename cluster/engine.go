@@ -49,6 +49,10 @@ import (
 
 // EngineOptions tune an Engine.
 type EngineOptions struct {
+	// Context, when it ends, makes the open give up (ErrStopped) and
+	// release what it holds: the node waits up to CatchUpTimeout for its
+	// cluster to form, and SIGTERM must stop it meanwhile. nil: never.
+	Context context.Context
 	// Path of the node's bbolt file.
 	Path string
 	// PublishTimeout bounds the wait for a quorum to store an entry;
@@ -238,6 +242,25 @@ type outcome struct {
 // sure the log stream exists with the cluster's replication, and catches
 // up with the log.
 func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
+	if opts.Context == nil {
+		return openEngine(n, opts)
+	}
+	e, err := openEngine(n, opts)
+	if opts.Context.Err() != nil {
+		// Stopped while it waited (for the cluster to form, the log to
+		// be followed or caught up with): whatever it got, it gives back.
+		if e != nil {
+			e.Close()
+		}
+		return nil, fmt.Errorf("%w (%v)", ErrStopped, context.Cause(opts.Context))
+	}
+	return e, err
+}
+
+// ErrStopped is an open that gave up because its context ended.
+var ErrStopped = errors.New("cluster: stopped while starting")
+
+func openEngine(n *Node, opts EngineOptions) (*Engine, error) {
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = 5 * time.Second
 	}
@@ -295,7 +318,11 @@ func OpenEngine(n *Node, opts EngineOptions) (*Engine, error) {
 		db.Close()
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opts.CatchUpTimeout)
+	parent := opts.Context
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(parent, opts.CatchUpTimeout)
 	defer cancel()
 	// Where a slow start spent its time (a node once took the whole
 	// catch-up timeout under load, with nothing else to say why).
