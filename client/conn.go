@@ -495,6 +495,18 @@ func tlsError(brokerURL string, err error) *Error {
 		Message: "the TLS certificate of the server at " + brokerURL + " " + why + ", so no connection was made"}
 }
 
+// CertificateHint is what to do about a dial refused because this machine
+// does not trust the broker's TLS certificate, as every command says it
+// (add the CA to the trust store, SSL_CERT_FILE, ...); "" for any other
+// error. For callers that word their own advice for other failures
+// (doctor), so the certificate's stays in one place.
+func CertificateHint(err error) string {
+	if e := tlsError("", err); e != nil {
+		return e.Hint
+	}
+	return ""
+}
+
 // prepareHello fills what does not depend on the challenge, so a bad option
 // fails before any network traffic.
 func (c *Conn) prepareHello() (any, error) {

@@ -261,6 +261,11 @@ func TestUntrustedBrokerCertificateIsSaid(t *testing.T) {
 	if r := alice.run("send", "alice", "hi"); !strings.Contains(r.stderr, "trust store") || strings.Contains(r.stderr, "running and reachable") {
 		t.Errorf("send: %s", r)
 	}
+	// doctor gives the same advice, not "check that it is up and
+	// reachable" (it is).
+	if r := alice.run("doctor"); !strings.Contains(r.stdout+r.stderr, "SSL_CERT_FILE") || strings.Contains(r.stdout+r.stderr, "is up and reachable") {
+		t.Errorf("doctor: %s", r)
+	}
 }
 
 // TestMentionIsVisible: `topic post --mention bob` reached bob's inbox

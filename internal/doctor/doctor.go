@@ -231,6 +231,11 @@ func checkBrokers(e *Env) []Result {
 		name := "broker " + m.Slug
 		if err != nil {
 			msg, fix := err.Error(), "check that "+strings.Join(m.URLs(), " or ")+" is up and reachable from here"
+			if h := client.CertificateHint(err); h != "" {
+				// It answered: what stands in the way is this machine's
+				// trust in its certificate.
+				fix = h
+			}
 			switch client.CodeOf(err) {
 			case client.CodeBrokerKeyMismatch:
 				fix = "this server is not the broker you joined; join again if its operator replaced the key"
