@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -537,6 +538,17 @@ func runParsed(ctx context.Context, app *cli.App, argv []string, p *parsedArgs, 
 	if p.dangling != "" {
 		return st.report(UsageErrorf("flag needs a value: %s", p.dangling).
 			WithHint(helpHint(app, p.path)), false)
+	}
+	if p.boolValue != nil {
+		flag, word := p.boolValue[0], p.boolValue[1]
+		name, _, _ := flagToken(flag)
+		cmd := commandName(app, p.path)
+		hint := "to give " + strconv.Quote(word) + " as an argument, put it before " + flag + " or after --: " + cmd + " … -- " + word
+		if _, ok := resolve(app, p.path, name+"-timeout"); ok {
+			hint = "the time " + flag + " waits is --" + name + "-timeout: " + cmd + " … " + flag + " --" + name + "-timeout " + word + "; " + hint
+		}
+		return st.report(UsageErrorf("%s takes no value: %q after it would become an argument of %s (a word of a message), not %s's value", flag, word, cmd, flag).
+			WithHint(hint), false)
 	}
 	if err := checkRequired(app, p); err != nil {
 		return st.report(err, false)

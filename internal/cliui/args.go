@@ -39,6 +39,11 @@ type parsedArgs struct {
 	// command path or the global set: Run refuses them (a typo must not
 	// become message text; text starting with "-" goes after "--").
 	unknown []string
+	// boolValue is the first boolean flag followed by a duration
+	// ("--wait 10s"): a flag that takes no value, so the duration would
+	// silently become an argument (a word of send's message). Run
+	// refuses it; [flag token, the duration].
+	boolValue []string
 }
 
 // NormalizeArgs rewrites argv so urfave/cli v2, which stops parsing flags at
@@ -330,9 +335,24 @@ pass1:
 			i++
 			use.value, use.hasValue = toks[i], true
 		}
+		if !d.takesValue && !inline && !d.help && p.boolValue == nil && i+1 < len(toks) &&
+			!isPath[i+1] && i+1 != skipAt && looksLikeDuration(toks[i+1]) {
+			p.boolValue = []string{tok, toks[i+1]}
+		}
 		p.flags[d.level] = append(p.flags[d.level], use)
 	}
 	return p
+}
+
+// looksLikeDuration says whether tok is a duration with its unit (10s,
+// 2m, 1h30m, 7d): what a user who took a boolean flag for one with a
+// value writes after it. A bare number is not: it is as likely a word.
+func looksLikeDuration(tok string) bool {
+	if tok == "" || tok[len(tok)-1] < 'a' || tok[len(tok)-1] > 'z' {
+		return false
+	}
+	_, err := ParseDuration(tok)
+	return err == nil
 }
 
 // isKnownFlag reports whether toks[i] is a flag of the app, of the command

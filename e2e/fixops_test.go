@@ -1,0 +1,35 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestABooleanFlagTakesNoDuration: `send PEER "text" --wait 10s` sent
+// "text 10s": --wait takes no value (the time is --wait-timeout), so the
+// duration became a word of the message, silently. It is now a usage
+// error naming --wait-timeout, and nothing is sent; a duration after "--"
+// is still a word of the message.
+func TestABooleanFlagTakesNoDuration(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice, bob := u[0], u[1]
+	alice.fails(2, "usage", "send", "bob", "before kill", "--wait", "10s")
+	r := alice.run("send", "bob", "before kill", "--wait", "10s")
+	if r.code != 2 || !strings.Contains(r.stderr, "--wait takes no value") || !strings.Contains(r.stderr, "--wait --wait-timeout 10s") {
+		t.Errorf("--wait 10s: %s", r)
+	}
+	// A flag with no -timeout of its own: the hint is where the word goes.
+	r = alice.run("send", "bob", "hi", "--no-daemon", "5m")
+	if r.code != 2 || !strings.Contains(r.stderr, "--no-daemon takes no value") || !strings.Contains(r.stderr, "-- 5m") {
+		t.Errorf("--no-daemon 5m: %s", r)
+	}
+	if out := bob.ok("inbox").stdout; out != "  no new messages\n" {
+		t.Fatalf("a refused send reached bob: %q", out)
+	}
+	alice.ok("send", "bob", "back in", "--no-daemon", "--", "10m")
+	if out := bob.ok("inbox").stdout; !strings.Contains(out, "back in 10m") {
+		t.Fatalf("bob's inbox: %q", out)
+	}
+}
