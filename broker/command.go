@@ -124,6 +124,9 @@ func Command() *cli.Command {
 			if c.IsSet("max-frame") && c.Int64("max-frame") < minMaxFrame {
 				return cliui.UsageErrorf("--max-frame must be at least %d (64 KiB): below it the broker refuses hellos and ordinary messages", minMaxFrame)
 			}
+			if c.IsSet("send-buffer") && c.Int("send-buffer") < minSendBuffer {
+				return cliui.UsageErrorf("--send-buffer must be at least %d (256 KiB): the largest push must fit in it", minSendBuffer)
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 				return cliui.UsageErrorf("--log-level is debug, info, warn or error, not %q", c.String("log-level"))

@@ -28,6 +28,7 @@ func TestBrokerRefusesNegativeLimits(t *testing.T) {
 	}{
 		{[]string{"--queue-ttl", "0s"}, "--queue-ttl must be positive"},
 		{[]string{"--max-frame", "10"}, "--max-frame must be at least 65536"},
+		{[]string{"--send-buffer", "1000"}, "--send-buffer must be at least 262144 (256 KiB)"},
 		{[]string{"--public-url", "notaurl"}, "--public-url: broker URL \"notaurl\" is not a ws:// or wss:// URL"},
 		{[]string{"--log-level", "loud"}, "--log-level is debug, info, warn or error, not \"loud\""},
 		{[]string{"--topic-retention", "forever"}, "give a number and a unit"},
