@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -32,4 +33,35 @@ func TestABooleanFlagTakesNoDuration(t *testing.T) {
 	if out := bob.ok("inbox").stdout; !strings.Contains(out, "back in 10m") {
 		t.Fatalf("bob's inbox: %q", out)
 	}
+}
+
+// TestDoctorDaemonFixNamesHomeAndService: doctor's fix for a daemon that
+// is not running named --home in its first half only under --json ("or
+// claudemesh install for a service", which is the Claude Code set-up,
+// not the service: daemon install-service is).
+func TestDoctorDaemonFixNamesHomeAndService(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	alice := setupMesh(t, b, "alice")[0]
+	r := alice.run("doctor", "--json")
+	var rep struct {
+		Checks []struct{ Name, Status, Fix string } `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("doctor --json: %v: %s", err, r)
+	}
+	inv := "claudemesh --home " + alice.home
+	want := inv + " daemon up (or " + inv + " daemon install-service to run it as a service)"
+	for _, c := range rep.Checks {
+		if c.Name == "daemon" {
+			if c.Status != "warn" || c.Fix != want {
+				t.Fatalf("daemon check %+v, want fix %q", c, want)
+			}
+			if r := alice.run("doctor"); !strings.Contains(r.stdout+r.stderr, want) {
+				t.Fatalf("doctor, want %q: %s", want, r)
+			}
+			return
+		}
+	}
+	t.Fatalf("no daemon check: %s", r)
 }

@@ -171,7 +171,7 @@ func checkDaemon(e *Env) []Result {
 			// could not work.
 			return one("daemon", OK, "not running: not needed until this home joins a mesh ("+config.Invocation(e.Home)+" join LINK, which any verb's daemon follows)", "")
 		}
-		return one("daemon", Warn, "not running", config.Invocation(e.Home)+" daemon up (or claudemesh install for a service)")
+		return one("daemon", Warn, "not running", config.Invocation(e.Home)+" daemon up (or "+config.Invocation(e.Home)+" daemon install-service to run it as a service)")
 	}
 	if v.DaemonVersion != buildinfo.Version {
 		return one("daemon", Fail, fmt.Sprintf("pid %d runs %s, this CLI is %s", v.PID, v.DaemonVersion, buildinfo.Version), config.Invocation(e.Home)+" daemon down && "+config.Invocation(e.Home)+" daemon up")
