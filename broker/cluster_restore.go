@@ -25,9 +25,10 @@ func clusterRestoreCommand() *cli.Command {
 		Description: cliui.WithExamples(
 			"For a cluster whose replicated log is gone (every node lost its jetstream directory) or a single\n"+
 				"broker moving to a cluster. Stop every node, remove each node's <data>/jetstream, run this on each\n"+
-				"node with the same --from file (a copy made with `claudemesh broker compact` or from a stopped\n"+
-				"node), then start the nodes. Every node then holds the same records at the start of a new log.\n"+
-				"A node whose broker.db comes from an old log refuses to start until this is done.",
+				"node with the same --from file (a node's broker.db, a copy made with `bbolt compact -o` from a\n"+
+				"stopped node, or a single broker's), then start the nodes. Every node then holds the same\n"+
+				"records at the start of a new log. A node whose broker.db comes from an old log refuses to start\n"+
+				"until this is done.",
 			"claudemesh broker cluster-restore --data /var/lib/claudemesh --from /backup/broker.db",
 			"claudemesh broker cluster-restore --data /var/lib/claudemesh --from /backup/broker.db --replace",
 		),

@@ -65,3 +65,14 @@ func TestDoctorDaemonFixNamesHomeAndService(t *testing.T) {
 	}
 	t.Fatalf("no daemon check: %s", r)
 }
+
+// TestClusterRestoreHelpNamesTheCopy: cluster-restore's help said the
+// --from file can be "a copy made with claudemesh broker compact", which
+// compacts in place and makes no copy; the copy is bbolt compact -o's.
+func TestClusterRestoreHelpNamesTheCopy(t *testing.T) {
+	t.Parallel()
+	r := newUser(t, "op").ok("broker", "cluster-restore", "--help")
+	if !strings.Contains(r.stdout, "`bbolt compact -o`") || strings.Contains(r.stdout, "claudemesh broker compact`") {
+		t.Fatalf("cluster-restore --help: %s", r.stdout)
+	}
+}
