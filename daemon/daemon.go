@@ -823,11 +823,10 @@ type meshRT struct {
 	order sendOrder
 
 	// lineOf is the line (orderKey) of each pending row a drain round
-	// read while a line was held, by seq (at most maxLineOf; empty once
-	// nothing is held): the next rounds pass over the rows behind a held
-	// line's head by their seq instead of reading and decoding each again
-	// (outbox.go due). A row's line never changes. lineMu is held for a
-	// whole round.
+	// found waiting behind a held line's head, by seq (at most maxLineOf;
+	// emptied once nothing is held): the next rounds pass over those rows
+	// by their seq instead of reading and decoding each again (outbox.go
+	// due). A row's line never changes. lineMu is held for a whole round.
 	lineMu sync.Mutex
 	lineOf map[uint64]string
 

@@ -547,8 +547,7 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	defer m.lineMu.Unlock()
 	m.d.db.View(func(tx *bolt.Tx) error {
 		g := m.order.gate(tx, m.cfg.MeshID)
-		held := len(g.heads) > 0
-		if !held {
+		if len(g.heads) == 0 {
 			m.lineOf = nil
 		}
 		// consider adds the row seq to out when it can go now (once: an
@@ -576,17 +575,20 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 			if r.State != statePending {
 				return
 			}
-			if held && len(m.lineOf) < maxLineOf {
-				if m.lineOf == nil {
-					m.lineOf = map[uint64]string{}
-				}
-				m.lineOf[seq] = orderKey(r)
-			}
 			if r.SenderPubkey != "" && r.SenderPubkey != m.key.PublicHex() && m.sendConn(r.SenderPubkey) == nil {
 				return // its session is not connected: it waits, using no attempt
 			}
-			if !g.may(r) {
-				return // an earlier row of its line goes again first (outboxorder.go)
+			if k := orderKey(r); !g.mayLine(r.Seq, k) {
+				// An earlier row of its line goes again first
+				// (outboxorder.go). Remembered, so the next rounds pass
+				// over it unread while the line is held.
+				if len(m.lineOf) < maxLineOf {
+					if m.lineOf == nil {
+						m.lineOf = map[uint64]string{}
+					}
+					m.lineOf[seq] = k
+				}
+				return
 			}
 			if r.NextAttemptAt > now {
 				waitFor(r.NextAttemptAt, now)
