@@ -9,6 +9,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -315,10 +316,12 @@ type natsLogger struct {
 	lines ratelog.Limiter // Every: repeatEvery
 
 	mu sync.Mutex
-	// foreign: the --cluster-routes hosts whose route TLS handshake
-	// failed on the certificate (routeTLSFailure), for notFormed.
+	// foreign: the --cluster-routes addresses (a route this node
+	// dialled) and hosts (a node's connection in) whose route TLS
+	// handshake failed on the certificate (routeTLSFailure), for notFormed.
 	foreign map[string]bool
-	// routeHosts are the hosts of --cluster-routes and their addresses:
+	// routeHosts are the hosts of --cluster-routes and their addresses,
+	// each also as host:port with its route's port:
 	// a certificate failure from anywhere else (a scanner, a node of
 	// another cluster) is not one of this cluster's nodes.
 	routeHosts map[string]bool
@@ -329,11 +332,11 @@ type natsLogger struct {
 func routeHosts(routes []string) map[string]bool {
 	hosts := map[string]bool{}
 	for _, r := range routes {
-		h, _, err := net.SplitHostPort(r)
-		if err != nil || hosts[h] {
+		h, port, err := net.SplitHostPort(r)
+		if err != nil {
 			continue
 		}
-		hosts[h] = true
+		hosts[h], hosts[net.JoinHostPort(h, port)] = true, true
 		if net.ParseIP(h) != nil {
 			continue
 		}
@@ -341,7 +344,7 @@ func routeHosts(routes []string) map[string]bool {
 		addrs, _ := net.DefaultResolver.LookupHost(ctx, h)
 		cancel()
 		for _, a := range addrs {
-			hosts[a] = true
+			hosts[a], hosts[net.JoinHostPort(a, port)] = true, true
 		}
 	}
 	return hosts
@@ -367,44 +370,53 @@ func withoutAttempt(msg string) string {
 // routeTLSFailure reads a NATS line "ADDR - rid:N - TLS route handshake
 // error: ..." whose cause is the certificate (this node could not verify
 // the other's, or the other refused this one's): the node at ADDR has
-// another broker.key or --cluster name. It returns ADDR's host and a line
-// that says so; ok is false for any other line. (A node with the wrong
+// another broker.key or --cluster name. It returns ADDR, its host and the
+// NATS cause; ok is false for any other line. (A node with the wrong
 // broker.key was told to check its firewall, and the right nodes logged
 // x509 text twice a second, an address with a new port each time.)
-func routeTLSFailure(msg string) (host, said string, ok bool) {
+func routeTLSFailure(msg string) (addr, host, cause string, ok bool) {
 	i := strings.Index(msg, "TLS route handshake error:")
 	if i < 0 {
-		return "", "", false
+		return "", "", "", false
 	}
-	cause := msg[i:]
+	cause = msg[i:]
 	theirs := strings.Contains(cause, "failed to verify certificate") || strings.Contains(cause, "unknown authority")
 	ours := strings.Contains(cause, "bad certificate") || strings.Contains(cause, "unknown certificate")
 	if !theirs && !ours {
-		return "", "", false
+		return "", "", "", false
 	}
-	addr, _, _ := strings.Cut(msg, " - ")
+	addr, _, _ = strings.Cut(msg, " - ")
 	host = addr
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		host = h
 	}
-	return host, "a cluster route with the node at " + host + " failed: its route certificate and this node's are not of one cluster " +
-		"(the node there has another broker.key or --cluster name than this one; every node needs the same broker.key and --cluster); NATS: " + cause, true
+	return addr, host, cause, true
 }
 
-// foreignRoutes lists the hosts whose route handshakes failed on the
-// certificate; nil on a nil logger (--nats).
+// foreignRoutes lists the --cluster-routes addresses (host:port) whose
+// route handshakes failed on the certificate, and the hosts whose
+// connections in did where no address of theirs is listed; nil on a nil
+// logger (--nats).
 func (l *natsLogger) foreignRoutes() []string {
 	if l == nil {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var hosts []string
-	for h := range l.foreign {
-		hosts = append(hosts, h)
+	named := map[string]bool{}
+	for a := range l.foreign {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			named[h] = true
+		}
 	}
-	slices.Sort(hosts)
-	return hosts
+	var out []string
+	for a := range l.foreign {
+		if _, _, err := net.SplitHostPort(a); err == nil || !named[a] {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // withoutConnection is a NATS line without the "ADDR - rid:N - " its
@@ -429,19 +441,33 @@ func withoutConnection(msg string) string {
 func (l *natsLogger) emit(level slog.Level, f string, v ...any) {
 	msg := strings.TrimSpace(fmt.Sprintf(f, v...))
 	key := withoutConnection(withoutAttempt(msg))
-	if host, said, ok := routeTLSFailure(msg); ok {
-		if l.routeHosts[host] {
+	if addr, host, cause, ok := routeTLSFailure(msg); ok {
+		const another = " failed: its route certificate and this node's are not of one cluster " +
+			"(the node there has another broker.key or --cluster name than this one; every node needs the same broker.key and --cluster); NATS: "
+		who := ""
+		switch {
+		case l.routeHosts[addr]:
+			// A route this node dialled: the address names the node,
+			// port and all (several nodes may share a host).
+			who = addr
+			msg = "a cluster route with the node at " + addr + another + cause
+		case l.routeHosts[host]:
+			// A node's connection in: its port is an ephemeral one, not
+			// its route port, and a new one each time.
+			who = host
+			msg = "a cluster route from a node on " + host + " (its connection in, from " + addr + ")" + another + cause
+		default:
+			msg = "a connection from " + host + " (not a --cluster-routes host) presented a route certificate of another cluster; NATS: " + cause
+		}
+		if who != "" {
 			l.mu.Lock()
 			if l.foreign == nil {
 				l.foreign = map[string]bool{}
 			}
-			l.foreign[host] = true // at most the routes' hosts
+			l.foreign[who] = true // at most the routes' addresses and hosts
 			l.mu.Unlock()
-		} else {
-			said = "a connection from " + host + " (not a --cluster-routes host) presented a route certificate of another cluster; NATS: " +
-				msg[strings.Index(msg, "TLS route handshake error:"):]
 		}
-		msg, key = said, "route certificate "+host // one line per host, whatever port or rid
+		key = "route certificate " + cmp.Or(who, host) // one line per route address or host, whatever port or rid
 	}
 	ok, n := l.lines.Allow(key)
 	if !ok {
