@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,4 +154,55 @@ func TestRouteJunkIsLoggedOncePerInterval(t *testing.T) {
 	if !strings.Contains(log.String(), "10.1.0.0:40000") {
 		t.Fatalf("the logged line lost its address: %s", log.String())
 	}
+}
+
+// TestNoPlaintextPasswordWarning (a trial): every node's start logged
+// NATS's "Plaintext passwords detected, use nkeys or bcrypt" at warn,
+// which read as a misconfiguration, while the passwords are a random one
+// for this process's loopback client and the route password derived from
+// broker.key, which crosses only the routes' TLS. It is at debug now.
+func TestNoPlaintextPasswordWarning(t *testing.T) {
+	t.Parallel()
+	var info, debug lockedbuf.Buffer
+	self, other := freePort(t), freePort(t)
+	node, err := Start(Config{Name: "c", NodeID: "n1", Listen: self, Routes: []string{self, other},
+		DataDir: t.TempDir(), Replicas: 1, RouteSecret: testSecret,
+		Logger: slog.New(teeHandler{slog.NewTextHandler(&info, &slog.HandlerOptions{Level: slog.LevelInfo}),
+			slog.NewTextHandler(&debug, &slog.HandlerOptions{Level: slog.LevelDebug})})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Close()
+	if !strings.Contains(debug.String(), plaintextPasswords) {
+		t.Fatalf("the server no longer says it (the test proves nothing): %s", debug.String())
+	}
+	if strings.Contains(info.String(), "Plaintext passwords") {
+		t.Fatalf("logged at warn: %s", info.String())
+	}
+}
+
+// teeHandler sends every record to both handlers.
+type teeHandler struct{ a, b slog.Handler }
+
+func (h teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.a.Enabled(ctx, l) || h.b.Enabled(ctx, l)
+}
+
+func (h teeHandler) Handle(ctx context.Context, r slog.Record) error {
+	for _, x := range []slog.Handler{h.a, h.b} {
+		if x.Enabled(ctx, r.Level) {
+			if err := x.Handle(ctx, r.Clone()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (h teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return teeHandler{h.a.WithAttrs(as), h.b.WithAttrs(as)}
+}
+
+func (h teeHandler) WithGroup(n string) slog.Handler {
+	return teeHandler{h.a.WithGroup(n), h.b.WithGroup(n)}
 }
