@@ -120,6 +120,9 @@ type Options struct {
 	// topic's held state, before it reads the history (tests hold it to
 	// post while it runs).
 	testCatchUpRead func(topicID string)
+	// testTopicOpened is told how many topic posts a page of a catch-up
+	// (or a live batch) opened (decrypted and verified).
+	testTopicOpened func(n int)
 
 	// Init lets Open make a new daemon.db where the file is empty
 	// (0 bytes); without it Open refuses (DBRefusal).

@@ -66,6 +66,17 @@ type topicsRT struct {
 type heldPosts struct {
 	gen     uint64
 	senders map[string]bool
+	// through is how far the catch-ups read the history (every post up
+	// to it was stored, found stored already, or left for a sender of
+	// left), and left the senders whose posts up to it were left. The
+	// next catch-up reads on from through, not from the frozen cursor,
+	// unless one of left can be stored again (under its share, or
+	// blocked): otherwise every sweep and every inbox read downloaded
+	// and opened again every post since the cursor, up to 5,000 a round,
+	// for as long as one poster held its share (a review). In memory: a
+	// daemon started again reads from the cursor once.
+	through string
+	left    map[string]bool
 }
 
 func newTopicsRT(m *meshRT) *topicsRT {
@@ -333,10 +344,22 @@ func (t *topicsRT) catchUp(topicID string) {
 	from, frozen, refused := cursor, false, map[string]bool{}
 	t.mu.Lock()
 	var heldGen uint64
+	var through string
+	var left map[string]bool
 	if h := t.held[topicID]; h != nil {
-		heldGen = h.gen
+		heldGen, through, left = h.gen, h.through, maps.Clone(h.left)
 	}
 	t.mu.Unlock()
+	if through != "" && !t.m.d.mayStoreAgain(t.m, left) {
+		// Read on from where the last catch-up got to: the posts before
+		// it are stored but for those of left, which are left still (and
+		// their later ones after them, each sender's in its order). With
+		// none left there, the cursor may move past them.
+		if left == nil {
+			left = map[string]bool{}
+		}
+		from, refused, frozen = through, left, len(left) > 0
+	}
 	if h := t.m.d.opts.testCatchUpRead; h != nil {
 		h(topicID)
 	}
@@ -399,6 +422,7 @@ func (t *topicsRT) catchUp(topicID string) {
 		frozen = frozen || len(refused) > 0
 		if r.through != "" {
 			from = r.through
+			t.readThrough(topicID, from, refused)
 		}
 		if r.handled < len(posts) {
 			return // waiting for a key, or for room in the inbox
@@ -457,6 +481,34 @@ func (t *topicsRT) caughtUp(topicID string, gen, heldGen uint64, refused map[str
 	if h := t.held[topicID]; h != nil && h.gen == heldGen && len(refused) == 0 {
 		delete(t.held, topicID)
 	}
+}
+
+// readThrough records, for a held topic, that a catch-up went through
+// the history up to through, leaving the posts of the senders in left
+// (whose later posts it leaves too).
+func (t *topicsRT) readThrough(topicID, through string, left map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h := t.held[topicID]; h != nil {
+		h.through, h.left = through, maps.Clone(left)
+	}
+}
+
+// mayStoreAgain reports whether a post of one of senders, left in a
+// topic's history for its share, would be stored now: the sender is under
+// its share (rows were read) or blocked (stored as seen, whatever its
+// share).
+func (d *Daemon) mayStoreAgain(m *meshRT, senders map[string]bool) bool {
+	if len(senders) == 0 {
+		return false
+	}
+	unseen, share := d.unseenBySender(), d.senderShare()
+	for from := range senders {
+		if unseen[from] < share || m.isBlocked(from) {
+			return true
+		}
+	}
+	return false
 }
 
 // holdForShare records that posts of the topic by senders were left in
@@ -554,13 +606,34 @@ type topicStore struct {
 // so are that sender's later ones (refused gets it); the others are
 // stored.
 func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push, refused map[string]bool) topicStore {
+	// A post stored already (a held topic's catch-up reads again the
+	// posts stored as they came) is not opened again: its row is there,
+	// and admitTopicPosts counts it as nothing.
+	already := make([]bool, len(posts))
+	self := m.key.PublicHex()
+	d.db.View(func(tx *bolt.Tx) error {
+		keys := tx.Bucket(bInboxKey)
+		for i, p := range posts {
+			already[i] = p.MessageID != "" && keys.Get(keyOf(m.cfg.MeshID, self, p.MessageID)) != nil
+		}
+		return nil
+	})
 	var msgs []client.TopicMessage
-	for _, p := range posts {
+	opened := 0
+	for i, p := range posts {
+		if already[i] {
+			msgs = append(msgs, client.TopicMessage{ID: p.MessageID, TopicID: topicID})
+			continue
+		}
 		tm := client.OpenTopicPush(p, m.cfg.MeshID, topicID, func(g int) *[32]byte { return m.topics.ring.Get(topicID, g) })
+		opened++
 		if tm.KeyMissing {
 			break
 		}
 		msgs = append(msgs, tm)
+	}
+	if h := d.opts.testTopicOpened; h != nil {
+		h(opened)
 	}
 	if len(msgs) == 0 {
 		return topicStore{}
@@ -586,7 +659,7 @@ func (d *Daemon) storeTopicPosts(m *meshRT, topicID string, posts []*wire.Push, 
 	}
 	var take []client.TopicMessage
 	for i, tm := range msgs {
-		if ok[i] {
+		if ok[i] && !already[i] {
 			take = append(take, tm)
 		}
 	}

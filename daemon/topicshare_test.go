@@ -282,3 +282,132 @@ func TestHeldTopicResumesOnceThereIsRoom(t *testing.T) {
 		t.Fatal("#flood is still held with nothing left")
 	}
 }
+
+// A held topic is not read again from its frozen cursor at every catch-up:
+// alice's posts pass her share of bob's inbox and the topic is held for
+// her, carol posts 40 small posts after her (stored as they come). Every sweep
+// and every inbox read starts a catch-up, and each downloaded and opened
+// again every post since the cursor (all of carol's, stored already) for
+// as long as alice held her share. Now a catch-up reads on from where the
+// last one got to, and opens none of the posts stored already; once bob
+// reads, the catch-up goes back to the cursor and stores the rest of
+// alice's, each post once, in her order.
+func TestHeldTopicIsNotReadAgainFromItsCursor(t *testing.T) {
+	const limit = 64 << 10 // share 32 KiB
+	e := newEnv(t)
+	e.join("bob")
+	e.join("carol")
+	alice := e.daemon("alice")
+	var opened atomic.Int64
+	opts := Options{InboxMaxBytes: limit, TopicSweep: time.Hour}
+	opts.testTopicOpened = func(n int) { opened.Add(int64(n)) }
+	bob := e.daemonWith("bob", opts)
+	carol := e.daemon("carol")
+	alice.waitOpen(t)
+	bob.waitOpen(t)
+	carol.waitOpen(t)
+	ctx := context.Background()
+	if _, err := alice.api.Do(ctx, "POST", "/v1/topics", localapi.TopicCreateRequest{Name: "flood", Plaintext: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, rd := range []*runningDaemon{bob, carol} {
+		if _, err := rd.api.Do(ctx, "POST", "/v1/topics/flood/join", localapi.TopicMeshRequest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := strings.Repeat("t", 4000)
+	const n, others = 12, 40
+	for i := range n {
+		alice.post(t, "flood", fmt.Sprintf("%03d %s", i, body))
+	}
+	for i := range others {
+		carol.post(t, "flood", fmt.Sprintf("carol %d", i))
+	}
+	rowsOf := func() (alices map[string]int, carols int) {
+		var rows []localapi.InboxRow
+		bob.api.Do(ctx, "GET", "/v1/inbox?limit=0", nil, &rows)
+		alices = map[string]int{}
+		for _, r := range rows {
+			switch {
+			case strings.HasPrefix(r.Body, "carol "):
+				carols++
+			case r.Topic == "flood" && len(r.Body) >= 3:
+				alices[r.Body[:3]]++
+			}
+		}
+		return alices, carols
+	}
+	waitFor(t, 30*time.Second, "carol's posts stored", func() bool { _, c := rowsOf(); return c == others })
+	m := bob.mesh(t)
+	var id string
+	m.topics.mu.Lock()
+	for tid := range m.topics.held {
+		id = tid
+	}
+	m.topics.mu.Unlock()
+	if id == "" {
+		t.Fatal("the topic is not held for alice")
+	}
+	alices, _ := rowsOf()
+	if len(alices) >= n {
+		t.Fatalf("all of alice's %d posts stored past her share", n)
+	}
+	// What each sweep and each inbox read does: the first reads from the
+	// cursor (alice's posts left are opened again, carol's are not), the
+	// next ones from where it got to.
+	for round := range 3 {
+		before := opened.Load()
+		m.topics.catchUp(id)
+		got := opened.Load() - before
+		if round == 0 && got > int64(n-len(alices)) {
+			t.Fatalf("the first catch-up of the held topic opened %d posts; %d of alice's are left, the rest stored already", got, n-len(alices))
+		}
+		if round > 0 && got != 0 {
+			t.Fatalf("catch-up %d of the held topic opened %d posts, though nothing was posted or read since the last", round, got)
+		}
+	}
+	if held, _ := m.topics.heldFor(id); !held {
+		t.Fatal("the topic is no longer held, with alice still over her share")
+	}
+	// carol posts on: read from where the last catch-up got to, stored.
+	carol.post(t, "flood", "carol after")
+	waitFor(t, 20*time.Second, "carol's later post stored", func() bool { _, c := rowsOf(); return c == others+1 })
+	before := opened.Load()
+	m.topics.catchUp(id)
+	if got := opened.Load() - before; got != 0 {
+		t.Fatalf("a catch-up after carol's live post (stored) opened %d posts", got)
+	}
+	// bob reads: the rest of alice's posts come, each once, in her order.
+	read := map[string]int{}
+	order := map[int]string{}
+	for len(read) < n {
+		var rows []localapi.InboxRow
+		bob.api.Do(ctx, "GET", "/v1/inbox?markSeen=true", nil, &rows)
+		for _, r := range rows {
+			if r.SeenAt == 0 && r.Topic == "flood" && r.SenderName == "alice" && len(r.Body) >= 3 {
+				read[r.Body[:3]]++
+				seq, _ := strconv.Atoi(r.ID)
+				order[seq] = r.Body[:3]
+			}
+		}
+		if len(read) == n {
+			break
+		}
+		waitFor(t, 20*time.Second, "more of alice's topic posts", func() bool {
+			rows := bob.inbox(t)
+			return len(rows) > 0 && rows[0].SeenAt == 0
+		})
+	}
+	for k, c := range read {
+		if c != 1 {
+			t.Fatalf("post %s stored %d times", k, c)
+		}
+	}
+	seqs := slices.Sorted(maps.Keys(order))
+	for i := 1; i < len(seqs); i++ {
+		if order[seqs[i]] < order[seqs[i-1]] {
+			t.Fatalf("alice's posts stored out of her order: %v", order)
+		}
+	}
+	waitFor(t, 20*time.Second, "the topic no longer held", func() bool { held, _ := m.topics.heldFor(id); return !held })
+}
