@@ -79,7 +79,8 @@ func upCommand() *cli.Command {
 				"With a daemon already running it says so (exit 0), and names the start flags given that it keeps\n"+
 				"as it started (daemon down first to change them); the meshes its reload starts (joined since, or\n"+
 				"kicked or banned before) it names with how each came out within 3 s: connected, still connecting,\n"+
-				"or refused again by the broker (a warning: a ban still in force). Of two started at the same moment\n"+
+				"refused again by the broker (a warning: a ban still in force), or a server that could not prove the\n"+
+				"broker's key (a warning: not the broker you joined?). Of two started at the same moment\n"+
 				"for one home, one starts the daemon and the other says it is already running and names it (exit 0\n"+
 				"too). A home that\n"+
 				"joined no mesh, or does not exist (a mistyped --home), gets no daemon: up says so (exit 4) and creates nothing.",
@@ -351,15 +352,37 @@ func reportRunning(out *cliui.Out, cm string, pid int, started []string, states 
 	if len(started) == 0 {
 		return report(out, pid, true)
 	}
-	var open, connecting, refused []string
+	var open, connecting, refused, trouble, hints []string
+	hinted := map[string]bool{}
+	hint := func(state, h string) {
+		if !hinted[state] {
+			hinted[state] = true
+			hints = append(hints, h)
+		}
+	}
 	for _, slug := range started {
 		switch s := states[slug]; s {
 		case localapi.MeshOpen:
 			open = append(open, slug)
 		case "", localapi.MeshConnecting, localapi.MeshReconnecting:
 			connecting = append(connecting, slug)
+		case localapi.MeshBanned:
+			refused = append(refused, slug+" (banned)")
+			hint(s, "after a ban, an admin must unban this member first")
+		case localapi.MeshRemoved:
+			refused = append(refused, slug+" (removed)")
+			hint(s, "a member removed is no longer one: mesh leave, then join with a new invite")
+		case localapi.MeshKicked:
+			refused = append(refused, slug+" (kicked)")
+			hint(s, "after a kick, daemon up connects again")
+		case localapi.MeshBrokerKeyMismatch:
+			// Nothing refused this member: the daemon refused a server
+			// that could not prove the broker key the mesh was joined
+			// with (possibly not the broker at all).
+			trouble = append(trouble, "the server at "+slug+"'s broker address could not prove the broker's key (not the broker you joined?)")
+			hint(s, "if its operator really replaced the broker key, join again with a new invite")
 		default:
-			refused = append(refused, slug+" ("+s+")")
+			trouble = append(trouble, slug+" is "+s)
 		}
 	}
 	var parts []string
@@ -372,13 +395,14 @@ func reportRunning(out *cliui.Out, cm string, pid int, started []string, states 
 	if len(refused) > 0 {
 		parts = append(parts, "the broker refused "+strings.Join(refused, ", ")+" again")
 	}
+	parts = append(parts, trouble...)
 	res := map[string]any{"ok": true, "pid": pid, "alreadyRunning": true, "meshesStarted": started, "meshStates": states}
 	if out.JSONMode() {
 		return out.JSON(res)
 	}
 	line := fmt.Sprintf("daemon already running (pid %d); %s", pid, strings.Join(parts, "; "))
-	if len(refused) > 0 {
-		out.Warn(line, cm+" daemon status says why; after a ban, an admin must unban this member first")
+	if len(refused)+len(trouble) > 0 {
+		out.Warn(line, strings.Join(append([]string{cm + " daemon status says why"}, hints...), "; "))
 		return nil
 	}
 	out.Resultf("%s", line)

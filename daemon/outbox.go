@@ -958,18 +958,20 @@ func (d *Daemon) recordReceipts(items []inboxItem, ack bool) error {
 func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 	// A row of a mesh this daemon no longer has would wait for ever.
 	var meshID, slug, sender, code string
+	var enqueuedAt int64
 	d.db.View(func(tx *bolt.Tx) error {
 		if r, err := getOutbox(tx, id); err == nil {
-			meshID, slug, sender, code = r.MeshID, r.Mesh, r.SenderPubkey, r.ErrorCode
+			meshID, slug, sender, code, enqueuedAt = r.MeshID, r.Mesh, r.SenderPubkey, r.ErrorCode, r.EnqueuedAt
 		}
 		return nil
 	})
 	m := d.meshByID(meshID)
 	if meshID != "" && m == nil {
-		if code == localapi.CodeLeftMesh {
-			return nil, leftKeyGone(slug)
-		}
-		return nil, &apiError{status: 403, code: localapi.CodeLeftMesh, msg: "you are not in " + slug + " any more: join it again, then requeue the row"}
+		// Whatever it failed with: every row of a mesh left is sealed
+		// and signed with a key of the membership that left, and a join
+		// again has a new one (told "join it again, then requeue", the
+		// user joined, and the requeue was refused for good).
+		return nil, leftKeyGone(slug)
 	}
 	if m != nil && sender != "" && sender != m.key.PublicHex() && d.sessionBySender(sender) == nil {
 		// The row is sealed and signed with a key this daemon cannot send
@@ -977,11 +979,14 @@ func (d *Daemon) requeue(id uint64) (*outboxRow, *apiError) {
 		// new key) or an ended session's. Requeued, it waited for ever
 		// for that key's connection; and sent as the new member, the
 		// broker would take it as a new message (its idempotency is per
-		// sender key) though it may have reached it already.
-		if code == localapi.CodeSessionEnded {
-			return nil, &apiError{status: 409, code: localapi.CodeSessionEnded, msg: "it cannot be sent again: it was sealed and signed with the key of an agent session that ended; send it anew"}
+		// sender key) though it may have reached it already. Which of
+		// the two is the key's, not the failure's: a session's row that
+		// failed delivery_expired, its session ended since, was said to
+		// be sealed "with the key you had before you left".
+		if code == localapi.CodeLeftMesh || m.earlierMembership(sender, enqueuedAt) {
+			return nil, leftKeyGone(slug)
 		}
-		return nil, leftKeyGone(slug)
+		return nil, &apiError{status: 409, code: localapi.CodeSessionEnded, msg: "it cannot be sent again: it was sealed and signed with the key of an agent session that ended; send it anew"}
 	}
 	var fresh *outboxRow
 	var aerr *apiError
