@@ -107,6 +107,10 @@ type Config struct {
 	// budget of rate_limited answers (refusalRate, refusalBurst in conn.go).
 	refusalRate  float64
 	refusalBurst int
+	// sendClock, when set (tests), is the clock of the members' send
+	// budgets (--rate, --byte-rate): a test moves it, so what a budget
+	// takes back does not depend on how fast a loaded machine runs it.
+	sendClock func() time.Time
 	// clusterCatchUp, when set (tests), replaces the minute a cluster
 	// node waits at start for the cluster to form and for its copy to
 	// catch up with the log (cluster.EngineOptions.CatchUpTimeout).

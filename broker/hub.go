@@ -149,7 +149,10 @@ type member struct {
 	// retryBytes is the allowance, as large as bytes, that retries of
 	// stored messages are counted against instead (chargeSend): they
 	// store nothing, but the broker still reads and answers them.
-	retryBytes  *rate.Limiter
+	retryBytes *rate.Limiter
+	// sendClock is the clock of limiter, bytes and retryBytes
+	// (Config.sendClock): nil, time.Now.
+	sendClock   func() time.Time
 	statusSetAt time.Time
 	// presenceLimiter limits how fast the member starts presences
 	// (--presence-rate): each is an event to the whole mesh.
@@ -362,7 +365,7 @@ func (ms *meshState) addMember(m store.Member, cfg Config) *member {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Burst, 1))
 	}
 	mem := &member{Member: m, limiter: lim, bytes: newByteLimiter(cfg), retryBytes: newByteLimiter(cfg), refusals: newRefusalLimiter(cfg),
-		helloRefusals: newHelloRefusals(cfg), fetches: newFetchLimiter(cfg)}
+		helloRefusals: newHelloRefusals(cfg), fetches: newFetchLimiter(cfg), sendClock: cfg.sendClock}
 	if cfg.AckRate > 0 {
 		// At least one full frame: below --ack-rate 25 the burst was
 		// under 500 ids, and a daemon acking a fetched backlog in

@@ -82,11 +82,16 @@ func (c *conn) chargeInvalidSend(size int) {
 // at most maxRetryAfter. n above the limiter's burst can never be taken
 // at once; the wait for a full bucket is given instead.
 func untilTokens(lim *rate.Limiter, n float64) time.Duration {
+	return untilTokensAt(lim, n, time.Now())
+}
+
+// untilTokensAt is untilTokens at now.
+func untilTokensAt(lim *rate.Limiter, n float64, now time.Time) time.Duration {
 	if lim == nil || lim.Limit() <= 0 || lim.Limit() == rate.Inf {
 		return 0
 	}
 	n = min(n, float64(lim.Burst()))
-	missing := n - lim.Tokens()
+	missing := n - lim.TokensAt(now)
 	if missing <= 0 {
 		return 0
 	}

@@ -362,7 +362,8 @@ func (p *sendPlace) heldRetryMs(h *lineHold) int64 {
 		if size <= 0 {
 			size = p.size
 		}
-		ms = max(ms, retryAfterMs(untilTokens(p.mem.bytes, float64(size))), retryAfterMs(untilTokens(p.mem.limiter, 1)))
+		now := p.mem.sendNow()
+		ms = max(ms, retryAfterMs(untilTokensAt(p.mem.bytes, float64(size), now)), retryAfterMs(untilTokensAt(p.mem.limiter, 1, now)))
 	}
 	return ms
 }

@@ -44,6 +44,14 @@ func (b *Broker) reserveSend(mem *member, size int) *sendRefusal {
 	return b.checkSend(mem, size, true)
 }
 
+// sendNow is the time on the clock of mem's send budgets.
+func (mem *member) sendNow() time.Time {
+	if mem.sendClock != nil {
+		return mem.sendClock()
+	}
+	return time.Now()
+}
+
 // refuseSendEarly is reserveSend's answer for a frame of size bytes
 // without taking anything: handle asks it before decoding a send, so a
 // member past its budgets does not make the broker parse every 64 KiB
@@ -51,7 +59,8 @@ func (b *Broker) reserveSend(mem *member, size int) *sendRefusal {
 // frames a run, each decoded in ~0.3–0.8 ms before this). A frame it lets
 // through is decoded, validated and reserved as before.
 func (b *Broker) refuseSendEarly(mem *member, size int) *sendRefusal {
-	if (mem.limiter == nil || mem.limiter.Tokens() >= 1) && (mem.bytes == nil || mem.bytes.Tokens() >= float64(size)) {
+	now := mem.sendNow()
+	if (mem.limiter == nil || mem.limiter.TokensAt(now) >= 1) && (mem.bytes == nil || mem.bytes.TokensAt(now) >= float64(size)) {
 		return nil // the common case, without a reservation
 	}
 	return b.checkSend(mem, size, false)
@@ -60,7 +69,7 @@ func (b *Broker) refuseSendEarly(mem *member, size int) *sendRefusal {
 // checkSend is reserveSend, which keeps what it takes, and
 // refuseSendEarly's check, which gives it back (keep false).
 func (b *Broker) checkSend(mem *member, size int, keep bool) *sendRefusal {
-	now := time.Now()
+	now := mem.sendNow()
 	var msgs *rate.Reservation
 	if lim := mem.limiter; lim != nil {
 		msgs = lim.ReserveN(now, 1)
@@ -137,7 +146,7 @@ func (b *Broker) chargeSend(mem *member, size int, credit func() (int, bool), st
 	if ref.limit != "byte_rate" || !mayRetry(mem, size) || !stored() {
 		return sendCharge{}, ref
 	}
-	now := time.Now()
+	now := mem.sendNow()
 	var retry *rate.Reservation
 	if lim := mem.retryBytes; lim != nil {
 		if retry = lim.ReserveN(now, size); !retry.OK() || retry.DelayFrom(now) > 0 {
@@ -157,7 +166,7 @@ func (b *Broker) chargeSend(mem *member, size int, credit func() (int, bool), st
 // mayRetry reports whether mem's retry allowance has size bytes now (a
 // check without taking them: refuseSendEarly asks it before the store).
 func mayRetry(mem *member, size int) bool {
-	return mem.retryBytes == nil || mem.retryBytes.Tokens() >= float64(size)
+	return mem.retryBytes == nil || mem.retryBytes.TokensAt(mem.sendNow()) >= float64(size)
 }
 
 // storedAlready reports whether sender's clientMessageId cmid is in the
@@ -194,7 +203,7 @@ func (b *Broker) refundBytes(mem *member, n int) {
 	// meanwhile only make the room larger than what is given back.
 	mem.refundMu.Lock()
 	defer mem.refundMu.Unlock()
-	now := time.Now()
+	now := mem.sendNow()
 	if r := mem.retryBytes; r != nil {
 		if res := r.ReserveN(now, n); !res.OK() || res.DelayFrom(now) > 0 {
 			res.CancelAt(now)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -312,6 +313,12 @@ func TestHeldSendIsChargedOnce(t *testing.T) {
 	cfg.ByteRate = 40 << 10
 	cfg.ByteBurst = 0
 	cfg.MaxFrame = 100 << 10 // the burst: one frame of 100 KiB
+	// Once the set-up is done, the budgets' clock moves only when the
+	// test moves it: what they take back between two reads does not
+	// depend on how fast a loaded machine runs them (a stall of 2 s gave
+	// back a whole send). The set-up runs on the time, as it needs.
+	clock := &sendClock{}
+	cfg.sendClock = clock.now
 	b := startWith(t, cfg)
 	owner := createMesh(t, b, "team", "owner")
 	// ~54 KB taken, ~49 KB left: the ~80 KB one is refused for a wait
@@ -322,12 +329,21 @@ func TestHeldSendIsChargedOnce(t *testing.T) {
 		if try == 5 {
 			t.Fatal("in 5 tries, the third send was never held")
 		}
-		m, a, small, refused, held, acks, notBefore := sendRefusedAndHeld(t, b, owner, fmt.Sprintf("m%d", try))
+		m, a, small, refused, held, acks, _ := sendRefusedAndHeld(t, b, owner, fmt.Sprintf("m%d", try))
 		if e := acks[held.ID]; acks[small.ID] != nil || acks[refused.ID] == nil || e == nil || !strings.HasPrefix(e.Message, "held behind") {
 			a.ws.Close()
 			continue
 		}
-		time.Sleep(time.Until(notBefore))
+		// Every retryAfterMs passes on the budgets' clock, and nothing
+		// more.
+		clock.freeze()
+		var wait int64
+		for _, e := range acks {
+			if e != nil {
+				wait = max(wait, e.RetryAfterMs)
+			}
+		}
+		clock.advance(time.Duration(wait) * time.Millisecond)
 		if ack := a.sendAck(refused); ack.Error != nil {
 			t.Fatalf("the refused send, sent again after every retryAfterMs: %+v", ack.Error)
 		}
@@ -346,6 +362,38 @@ func TestHeldSendIsChargedOnce(t *testing.T) {
 		}
 		return
 	}
+}
+
+// sendClock is a clock of the members' send budgets (Config.sendClock):
+// the time until frozen, then moving only when advanced.
+type sendClock struct {
+	mu     sync.Mutex
+	frozen bool
+	t      time.Time
+}
+
+func (c *sendClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.frozen {
+		c.t = time.Now()
+	}
+	return c.t
+}
+
+// freeze stops the clock where it is (a time it gave already, or later).
+func (c *sendClock) freeze() {
+	c.mu.Lock()
+	if !c.frozen {
+		c.frozen, c.t = true, time.Now()
+	}
+	c.mu.Unlock()
+}
+
+func (c *sendClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }
 
 // sendRefusedAndHeld writes, as a new member name on a fresh connection,
