@@ -264,7 +264,9 @@ func (b *Broker) restTopicPost(w http.ResponseWriter, r *http.Request, a *apiCal
 	size := len(s.Ciphertext) + len(s.Nonce) + len(s.Signature) + 256
 	creditKey := from.pubkey + "\x00" + cmid
 	charge, ref := b.chargeSend(a.mem, size,
-		func() (int, bool) { return a.mem.restCredits.take(creditKey, size) },
+		func() (int, bool) {
+			return a.mem.restCredits.take(creditKey, size, func() string { return fingerprint(s) })
+		},
 		func() bool { return b.storedAlready(ms.id, from.pubkey, cmid, true) })
 	if ref != nil {
 		w.Header().Set("Retry-After", strconv.Itoa(int(ref.retry.Seconds())+1))
@@ -279,7 +281,7 @@ func (b *Broker) restTopicPost(w http.ResponseWriter, r *http.Request, a *apiCal
 	}
 	if res.code != "" {
 		if charge.paid && holdsLine(res.code) {
-			a.mem.restCredits.put(creditKey, size)
+			a.mem.restCredits.put(creditKey, size, fingerprint(s))
 		}
 		if res.code == wire.CodeRateLimited {
 			w.Header().Set("Retry-After", strconv.Itoa(int(cmp.Or(res.retryMs, 1000)+999)/1000))

@@ -283,12 +283,14 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	// Its place in its line: a send read after one of the line that was
 	// refused, before that one came again, is refused too (sendorder.go).
 	place := c.place(s.TargetSpec, s.ClientMessageID)
-	place.size = len(data)
+	place.size, place.send = len(data), &s
 	// What it costs (chargeSend, sendrate.go): a send read and refused
 	// before, held or to be sent again, was charged then (prepay); a
 	// retry of a stored message costs no bytes.
 	charge, ref := c.b.chargeSend(c.mem, len(data),
-		func() (int, bool) { return c.lines.takePrepaid(s.ClientMessageID, len(data)) },
+		func() (int, bool) {
+			return c.lines.takePrepaid(s.ClientMessageID, len(data), func() string { return fingerprint(&s) })
+		},
 		func() bool { return c.b.storedAlready(c.ms.id, c.pubkey, s.ClientMessageID, s.Kind == wire.KindTopic) })
 	if ref != nil {
 		c.refuseSend(&s, ref)

@@ -68,6 +68,11 @@ const (
 // most one more read, and what the broker stores stays within the budget.
 // A connection keeps at most maxPrepaid credits (past that, a refused
 // send is charged again when it comes again); a new connection has none.
+// A credit is the message's that was charged, by its fingerprint (target,
+// nonce, ciphertext, keys): another frame under its clientMessageId (to
+// another recipient, another body) is charged as any send and leaves the
+// credit to the message it was bought for, so a credit pays for at most
+// the bytes charged and the envelope's slack.
 const (
 	maxPrepaid = 1024
 	// prepaidSlack is how much larger than its prepaid read a send may
@@ -106,7 +111,7 @@ type sendLines struct {
 	holds map[string][]lineHold
 	// prepaid: clientMessageId → the bytes of a read of it that was
 	// charged and refused (maxPrepaid).
-	prepaid map[string]int
+	prepaid map[string]prepaidCredit
 	// The reading clock: how long the reader has waited for the client's
 	// frames in all, and since when it waits now (monoNow; 0 when it
 	// does not).
@@ -156,20 +161,51 @@ type sendPlace struct {
 	paid bool
 	// charge is what its read was charged (chargeSend, sendrate.go).
 	charge sendCharge
+	// send is what was read (handleSend), whose fingerprint its credit
+	// keeps (prepay).
+	send *wire.Send
 }
 
-// takePrepaid reports whether a read of cmid of size bytes was paid for
-// by an earlier read refused on this connection, and uses the credit:
-// the bytes that read paid.
-func (l *sendLines) takePrepaid(cmid string, size int) (int, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n, ok := l.prepaid[cmid]
-	if !ok {
+// prepaidCredit is what a charged read that was refused paid for: its
+// frame's bytes and the message's fingerprint (route.go).
+type prepaidCredit struct {
+	size int
+	fp   string
+}
+
+// takeCredit uses credits[cmid] for a read of size bytes of the message
+// whose fingerprint fp gives (asked only when there is one): the bytes
+// it paid, if it is that message's and the read at most prepaidSlack
+// larger. Another message's read leaves the credit. Caller holds the
+// credits' lock.
+func takeCredit(credits map[string]prepaidCredit, cmid string, size int, fp func() string) (int, bool) {
+	c, ok := credits[cmid]
+	if !ok || size > c.size+prepaidSlack || fp() != c.fp {
 		return 0, false
 	}
-	delete(l.prepaid, cmid)
-	return n, size <= n+prepaidSlack
+	delete(credits, cmid)
+	return c.size, true
+}
+
+// putCredit leaves credits[cmid], within maxPrepaid; credits made when
+// nil.
+func putCredit(credits *map[string]prepaidCredit, cmid string, c prepaidCredit) {
+	if _, ok := (*credits)[cmid]; !ok && len(*credits) >= maxPrepaid {
+		return
+	}
+	if *credits == nil {
+		*credits = map[string]prepaidCredit{}
+	}
+	(*credits)[cmid] = c
+}
+
+// takePrepaid reports whether a read of cmid of size bytes, the message
+// fp fingerprints, was paid for by an earlier read of it refused on this
+// connection, and uses the credit: the bytes that read paid.
+func (l *sendLines) takePrepaid(cmid string, size int, fp func() string) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return takeCredit(l.prepaid, cmid, size, fp)
 }
 
 // free reports whether p was let through without its bytes as a retry of
@@ -181,29 +217,24 @@ func (p *sendPlace) free() bool { return p != nil && p.charge.free }
 func (l *sendLines) hasPrepaid(cmid string, size int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n, ok := l.prepaid[cmid]
-	return ok && size <= n+prepaidSlack
+	c, ok := l.prepaid[cmid]
+	return ok && size <= c.size+prepaidSlack
 }
 
 // prepay records that p, charged, was refused: its next read is not
 // charged again. Once per charge.
 func (p *sendPlace) prepay() {
-	if p == nil {
+	if p == nil || p.send == nil {
 		return
 	}
+	fp := fingerprint(p.send) // outside the lock: a hash of up to 87 KB
 	p.l.mu.Lock()
 	defer p.l.mu.Unlock()
 	if !p.paid || p.cmid == "" {
 		return
 	}
 	p.paid = false
-	if _, ok := p.l.prepaid[p.cmid]; !ok && len(p.l.prepaid) >= maxPrepaid {
-		return
-	}
-	if p.l.prepaid == nil {
-		p.l.prepaid = map[string]int{}
-	}
-	p.l.prepaid[p.cmid] = p.size
+	putCredit(&p.l.prepaid, p.cmid, prepaidCredit{size: p.size, fp: fp})
 }
 
 // place gives the send read now its place. Reader goroutine only.

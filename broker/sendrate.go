@@ -221,30 +221,20 @@ func (b *Broker) refundBytes(mem *member, n int) {
 // its connection (sendLines.prepaid). At most maxPrepaid a member.
 type sendCredits struct {
 	mu sync.Mutex
-	m  map[string]int
+	m  map[string]prepaidCredit
 }
 
-// take uses the credit of cmid for a read of size bytes.
-func (sc *sendCredits) take(cmid string, size int) (int, bool) {
+// take uses the credit of cmid for a read of size bytes of the message
+// fp fingerprints (takeCredit).
+func (sc *sendCredits) take(cmid string, size int, fp func() string) (int, bool) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	n, ok := sc.m[cmid]
-	if !ok {
-		return 0, false
-	}
-	delete(sc.m, cmid)
-	return n, size <= n+prepaidSlack
+	return takeCredit(sc.m, cmid, size, fp)
 }
 
-// put leaves a credit of n bytes for cmid.
-func (sc *sendCredits) put(cmid string, n int) {
+// put leaves a credit of n bytes for cmid, the message fp fingerprints.
+func (sc *sendCredits) put(cmid string, n int, fp string) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if _, ok := sc.m[cmid]; !ok && len(sc.m) >= maxPrepaid {
-		return
-	}
-	if sc.m == nil {
-		sc.m = map[string]int{}
-	}
-	sc.m[cmid] = n
+	putCredit(&sc.m, cmid, prepaidCredit{size: n, fp: fp})
 }

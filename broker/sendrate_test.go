@@ -364,6 +364,58 @@ func TestHeldSendIsChargedOnce(t *testing.T) {
 	}
 }
 
+// A held send's credit is the held message's: another frame under its
+// clientMessageId (another body, to another recipient, 256 bytes larger
+// or not) took it, and was stored free with the budgets spent. It is
+// charged as any send, and the credit stays for the held one.
+func TestHeldSendsCreditIsThatMessages(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ByteRate = 40 << 10
+	cfg.ByteBurst = 0
+	cfg.MaxFrame = 100 << 10
+	clock := &sendClock{}
+	cfg.sendClock = clock.now
+	b := startWith(t, cfg)
+	owner := createMesh(t, b, "team", "owner")
+	for try := 0; ; try++ {
+		if try == 5 {
+			t.Fatal("in 5 tries, the third send was never held")
+		}
+		m, a, small, refused, held, acks, _ := sendRefusedAndHeld(t, b, owner, fmt.Sprintf("m%d", try))
+		if e := acks[held.ID]; acks[small.ID] != nil || acks[refused.ID] == nil || e == nil || !strings.HasPrefix(e.Message, "held behind") {
+			a.ws.Close()
+			continue
+		}
+		clock.freeze()
+		var wait int64
+		for _, e := range acks {
+			if e != nil {
+				wait = max(wait, e.RetryAfterMs)
+			}
+		}
+		clock.advance(time.Duration(wait) * time.Millisecond)
+		if ack := a.sendAck(refused); ack.Error != nil {
+			t.Fatalf("the refused send, sent again after every retryAfterMs: %+v", ack.Error)
+		}
+		cmid := held.ClientMessageID
+		if cmid == "" {
+			cmid = held.ID
+		}
+		for _, body := range []string{strings.Repeat("Z", 60150), strings.Repeat("Y", 59000)} {
+			other := dm(t, m, owner.pub(), body)
+			other.ClientMessageID = cmid
+			if ack := a.sendAck(other); ack.Error == nil || ack.Error.Code != wire.CodeRateLimited {
+				t.Fatalf("another message under the held one's clientMessageId (%d bytes, to another recipient), with the budget spent: %+v, want rate_limited", len(body), ack.Error)
+			}
+		}
+		if ack := a.sendAck(held); ack.Error != nil {
+			t.Fatalf("the held send, sent again after another message tried its credit: %+v", ack.Error)
+		}
+		return
+	}
+}
+
 // sendClock is a clock of the members' send budgets (Config.sendClock):
 // the time until frozen, then moving only when advanced.
 type sendClock struct {
