@@ -22,6 +22,9 @@ import (
 func (d *Daemon) refreshBlocked(m *meshRT) {
 	c := m.conn()
 	if c == nil {
+		if h := d.opts.testBlockedSkipped; h != nil {
+			h()
+		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)

@@ -123,6 +123,11 @@ type Options struct {
 	// testTopicOpened is told how many topic posts a page of a catch-up
 	// (or a live batch) opened (decrypted and verified).
 	testTopicOpened func(n int)
+	// testPresenceStarted runs in a mesh's start between the presence's
+	// start and its store (a test holds it until the presence is open);
+	// testBlockedSkipped runs when refreshBlocked found no connection.
+	testPresenceStarted func()
+	testBlockedSkipped  func()
 
 	// Init lets Open make a new daemon.db where the file is empty
 	// (0 bytes); without it Open refuses (DBRefusal).
@@ -859,7 +864,7 @@ func (m *meshRT) start() {
 	ctx, cancel := context.WithCancel(m.d.ctx)
 	m.cancel = cancel
 	host, _ := os.Hostname()
-	m.presence.Store(client.StartPresence(ctx, m.ident, client.DialOptions{
+	p := client.StartPresence(ctx, m.ident, client.DialOptions{
 		Role: wire.RoleControlPlane, Presence: true, SessionID: "daemon", PeerType: wire.PeerHuman,
 		Hostname: host, Logger: m.d.log,
 		// The drain queues sends, and the inbox its acks, in bursts.
@@ -883,7 +888,18 @@ func (m *meshRT) start() {
 		},
 		OnState:         m.onState,
 		MismatchRecheck: mismatchRecheck,
-	}))
+	})
+	if h := m.d.opts.testPresenceStarted; h != nil {
+		h()
+	}
+	m.presence.Store(p)
+	if s, _ := p.State(); s == client.StateOpen {
+		// Open before it was stored: onState's refreshBlocked found no
+		// connection and read nothing, and nothing would read the
+		// blocked members until the next reconnect (a blocked member's
+		// DMs stored as new, and counted in its share).
+		go m.d.refreshBlocked(m)
+	}
 	m.d.wg.Add(3)
 	go func() {
 		defer m.d.wg.Done()
