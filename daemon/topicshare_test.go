@@ -140,6 +140,10 @@ func TestTopicCatchUpKeepsToTheSendersShare(t *testing.T) {
 	for i := range n {
 		alice.post(t, "flood", fmt.Sprintf("%03d %s", i, body))
 	}
+	// Posts go out from each daemon's outbox: carol's, posted at once,
+	// could reach the broker before alice's, and the catch-up then stored
+	// it alone first (a page of its own) while the test looked.
+	waitFor(t, 20*time.Second, "alice's posts in the topic's history", func() bool { return len(alice.messages(t, "flood").Messages) == n })
 	carol.post(t, "flood", "carol in the flood")
 	waitFor(t, 20*time.Second, "the posts in the topic's history", func() bool { return len(alice.messages(t, "flood").Messages) == n+1 })
 	bob = e.daemonWith("bob", opts)
@@ -320,6 +324,10 @@ func TestHeldTopicIsNotReadAgainFromItsCursor(t *testing.T) {
 	for i := range n {
 		alice.post(t, "flood", fmt.Sprintf("%03d %s", i, body))
 	}
+	// carol's after alice's at the broker (each daemon sends from its
+	// outbox): once carol's last is stored, every post of alice's was
+	// handled.
+	waitFor(t, 20*time.Second, "alice's posts in the topic's history", func() bool { return len(alice.messages(t, "flood").Messages) == n })
 	for i := range others {
 		carol.post(t, "flood", fmt.Sprintf("carol %d", i))
 	}
