@@ -57,11 +57,13 @@ type conn struct {
 	// per-member throttles (rate_limited, capacity), which tell a member
 	// to retry later. Every other failed handshake (junk, bad framing,
 	// nothing or no hello in time, a refused hello, a client gone before
-	// its hello without a clean close) counts against the address's budget (strikes.go).
+	// its hello without a clean close) counts against the address's budget;
+	// a clean close before the hello counts as an eighth (strikes.go).
 	// Reader goroutine only.
 	throttled bool
 	// leftClean: the client closed cleanly (1000) before any hello, as
-	// a client checking the broker's key does; not a failed handshake.
+	// a client checking the broker's key does: an eighth of a failed
+	// handshake (strikeParts).
 	// Reader goroutine only.
 	leftClean bool
 
@@ -256,8 +258,11 @@ func (c *conn) serve(handshakeDone func()) {
 		go c.readLoop()
 		return
 	}
-	if !c.throttled && !c.leftClean {
-		c.b.admit.strike(c.strikeKey)
+	switch {
+	case c.leftClean:
+		c.b.admit.strike(c.strikeKey, 1)
+	case !c.throttled:
+		c.b.admit.strike(c.strikeKey, strikeParts)
 	}
 	// The handshake failed and the writer is sending the error and close
 	// frames: wait (a second at most) for the client to answer the close,

@@ -59,14 +59,13 @@ func (c *conn) handshake() bool {
 				// Closed cleanly (1000) before any hello: a client that
 				// only checked the broker's signed challenge (join and
 				// mesh create prove the key an invite pins before they
-				// send anything). Not a failure: charged to the address,
-				// it gave everyone behind one NAT address who joined in
-				// the same seconds a 429. What bounds a stranger who
-				// does it in a loop is what bounds any connection: the
-				// per-address caps on handshakes and unauthenticated
-				// connections, and a TCP (and TLS) handshake each.
+				// send anything). An eighth of a failure (strikeParts):
+				// counted whole, it gave everyone behind one NAT address
+				// who joined in the same seconds a 429; not counted, a
+				// stranger closing cleanly in a loop had the broker sign
+				// a challenge for each at any rate.
 				c.leftClean = true
-				c.debugHandshakeFailed("", "closed before its hello (not counted as a failure): "+err.Error())
+				c.debugHandshakeFailed("", "closed before its hello (an eighth of a failure): "+err.Error())
 			} else {
 				c.debugHandshakeFailed("", "gone before its hello: "+err.Error())
 			}

@@ -22,6 +22,16 @@ import (
 // member starting presences too fast cannot lock out the others behind
 // its address.
 
+// strikeParts: a failed handshake takes strikeParts tokens of its
+// address's budget, a clean close before the hello (a client that only
+// checked the broker's signed challenge, as join and mesh create do) one.
+// Key checks are honest and come in bursts (everyone behind one NAT
+// address joining after a meeting): at the defaults about 150 at once
+// (a connection is let in while a whole failure could be paid) and 8 a
+// second go through; a stranger closing cleanly in a loop still costs
+// the broker a signed challenge each, so a loop is bounded too.
+const strikeParts = 8
+
 // maxStrikeEntries bounds the addresses remembered at once: an entry is
 // dropped once its budget has refilled, and at this many the refilled
 // ones are swept (at most once a second); an address that still finds no
@@ -32,12 +42,13 @@ const maxStrikeEntries = 1 << 16
 // burst, a failed handshake takes a token, and the address is held back
 // while fewer than one is left.
 func (a *admission) newStrikeLimiter() *rate.Limiter {
-	return rate.NewLimiter(rate.Limit(a.strikeRate), a.strikeBurst)
+	return rate.NewLimiter(rate.Limit(a.strikeRate*strikeParts), a.strikeBurst*strikeParts)
 }
 
 // strike records a handshake from key that failed (conn.throttled says
-// which do not count).
-func (a *admission) strike(key string) {
+// which do not count): strikeParts tokens, or one for a clean close
+// before the hello (conn.leftClean).
+func (a *admission) strike(key string, parts int) {
 	if key == "" || a.strikeRate <= 0 {
 		return
 	}
@@ -52,7 +63,7 @@ func (a *admission) strike(key string) {
 		lim = a.newStrikeLimiter()
 		a.strikes[key] = lim
 	}
-	lim.AllowN(now, 1) // none left: nothing to take
+	lim.AllowN(now, parts) // too few left: nothing to take
 }
 
 // heldBack is heldBackLocked for a caller without a.mu: a client a
@@ -74,11 +85,11 @@ func (a *admission) heldBackLocked(key string, now time.Time) bool {
 		return false
 	}
 	tokens := lim.TokensAt(now)
-	if tokens >= float64(a.strikeBurst) {
+	if tokens >= float64(a.strikeBurst*strikeParts) {
 		delete(a.strikes, key)
 		return false
 	}
-	return tokens < 1
+	return tokens < strikeParts
 }
 
 // sweepStrikesLocked drops the budgets that have refilled, at most once a
@@ -88,7 +99,7 @@ func (a *admission) sweepStrikesLocked(now time.Time) bool {
 	if now.Sub(a.strikesSwept) >= time.Second {
 		a.strikesSwept = now
 		for k, lim := range a.strikes {
-			if lim.TokensAt(now) >= float64(a.strikeBurst) {
+			if lim.TokensAt(now) >= float64(a.strikeBurst*strikeParts) {
 				delete(a.strikes, k)
 			}
 		}

@@ -21,7 +21,7 @@ func (a *admission) strikeTokens(key string) float64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if lim, ok := a.strikes[key]; ok {
-		return lim.TokensAt(time.Now())
+		return lim.TokensAt(time.Now()) / strikeParts // in failed handshakes
 	}
 	return -1
 }
@@ -82,8 +82,8 @@ func TestFailedHandshakesHoldAnAddressBack(t *testing.T) {
 // recently (it is keyed by what strangers choose).
 func TestStrikeBudgetRefillsAndIsForgotten(t *testing.T) {
 	a := newAdmission(Config{HandshakeFailureRate: 10, HandshakeFailureBurst: 2}, nil)
-	a.strike("192.0.2.1")
-	a.strike("192.0.2.1")
+	a.strike("192.0.2.1", strikeParts)
+	a.strike("192.0.2.1", strikeParts)
 	now := time.Now()
 	a.mu.Lock()
 	held := a.heldBackLocked("192.0.2.1", now)
@@ -170,13 +170,14 @@ func TestThrottledHellosAreNoStrikes(t *testing.T) {
 	}
 }
 
-// TestCleanCloseBeforeHelloIsNoStrike: a client that reads the signed
-// challenge and closes cleanly (1000) without a hello, as join and mesh
-// create do to check the broker key an invite pins, has not failed a
-// handshake. It was struck: more people than the burst joining from one
-// address in the same seconds got 429 and join failed. A client gone
-// without a clean close still counts: the control.
-func TestCleanCloseBeforeHelloIsNoStrike(t *testing.T) {
+// TestCleanCloseBeforeHelloIsAnEighthOfAStrike: a client that reads the
+// signed challenge and closes cleanly (1000) without a hello, as join and
+// mesh create do to check the broker key an invite pins, has not failed a
+// handshake. It was struck whole: more people than the burst joining from
+// one address in the same seconds got 429 and join failed. Not struck at
+// all, a stranger could have the broker sign challenges in a loop at any
+// rate: it counts as an eighth of a failure.
+func TestCleanCloseBeforeHelloIsAnEighthOfAStrike(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, func(c *Config) {
 		noExemption(c)
@@ -195,29 +196,46 @@ func TestCleanCloseBeforeHelloIsNoStrike(t *testing.T) {
 		} else {
 			r.ws.UnderlyingConn().(interface{ CloseWrite() error }).CloseWrite()
 		}
-		for {
-			if _, err := r.readErr(expectWithin); err != nil {
-				if errors.Is(err, errNoFrame) {
-					t.Fatal("the broker did not close the connection")
-				}
-				break
-			}
-		}
-		r.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(expectWithin))
-		if _, err := io.Copy(io.Discard, r.ws.UnderlyingConn()); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
-			t.Fatalf("waiting for the broker to close: %v", err)
-		}
+		waitClosedByBroker(t, r)
 	}
+	// Five key checks: more than the two failures the budget allows, each
+	// an eighth of one.
 	for range 5 {
 		leave(true)
 	}
-	if got := b.admit.strikeTokens("127.0.0.1"); got != -1 {
-		t.Fatalf("clean closes before the hello were struck: %v of 2 left", got)
+	if got := b.admit.strikeTokens("127.0.0.1"); got < 1.3 || got > 1.4 {
+		t.Fatalf("after five clean closes before the hello, %v of 2 failures left, want 2 - 5/8", got)
 	}
 	dial(t, b) // upgraded, challenged
 
+	// A loop of them is bounded all the same: each has the broker sign a
+	// challenge. A connection is let in while a whole failure could be
+	// paid, so the burst of 2 failures lets 2×8 − 8 + 1 = 9 in all.
+	for range 2*strikeParts - strikeParts + 1 - 5 {
+		leave(true)
+	}
+	waitFor(t, "nine clean closes to use the budget up", func() bool {
+		tokens := b.admit.strikeTokens("127.0.0.1")
+		return tokens >= 0 && tokens < 1
+	})
+	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("after nine clean closes before the hello: %v", err)
+	}
+}
+
+// A connection gone without a clean close before its hello is a whole
+// failed handshake, as before.
+func TestGoneBeforeHelloIsAStrike(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) {
+		noExemption(c)
+		c.HandshakeFailureRate = 0.001
+		c.HandshakeFailureBurst = 2
+	})
 	for range 2 {
-		leave(false)
+		r := dial(t, b)
+		r.ws.UnderlyingConn().(interface{ CloseWrite() error }).CloseWrite()
+		waitClosedByBroker(t, r)
 	}
 	waitFor(t, "connections gone without a clean close to count", func() bool {
 		tokens := b.admit.strikeTokens("127.0.0.1")
@@ -225,5 +243,23 @@ func TestCleanCloseBeforeHelloIsNoStrike(t *testing.T) {
 	})
 	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("after two connections gone without a close: %v", err)
+	}
+}
+
+// waitClosedByBroker reads until the broker has closed r's TCP connection,
+// which it does after it counted (or not) the handshake as failed.
+func waitClosedByBroker(t *testing.T, r *rawConn) {
+	t.Helper()
+	for {
+		if _, err := r.readErr(expectWithin); err != nil {
+			if errors.Is(err, errNoFrame) {
+				t.Fatal("the broker did not close the connection")
+			}
+			break
+		}
+	}
+	r.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(expectWithin))
+	if _, err := io.Copy(io.Discard, r.ws.UnderlyingConn()); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("waiting for the broker to close: %v", err)
 	}
 }
