@@ -161,13 +161,7 @@ func TestThrottledHellosAreNoStrikes(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "bad framing to count", func() bool {
-		tokens := b.admit.strikeTokens("127.0.0.1")
-		return tokens >= 0 && tokens < 1
-	})
-	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("after three connections of broken framing: %v", err)
-	}
+	wantHeldBack(t, b, "three connections of broken framing")
 }
 
 // TestCleanCloseBeforeHelloIsAnEighthOfAStrike: a client that reads the
@@ -184,24 +178,20 @@ func TestCleanCloseBeforeHelloIsAnEighthOfAStrike(t *testing.T) {
 		c.HandshakeFailureRate = 0.001
 		c.HandshakeFailureBurst = 2
 	})
-	// leave reads the challenge, closes as asked and waits until the
+	// leave reads the challenge, closes cleanly and waits until the
 	// broker has closed the TCP connection, which it does after it
-	// counted (or not) the handshake as failed.
-	leave := func(clean bool) {
+	// counted the handshake.
+	leave := func() {
 		t.Helper()
 		r := dial(t, b)
-		if clean {
-			r.ws.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(expectWithin))
-		} else {
-			r.ws.UnderlyingConn().(interface{ CloseWrite() error }).CloseWrite()
-		}
+		r.ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(expectWithin))
 		waitClosedByBroker(t, r)
 	}
 	// Five key checks: more than the two failures the budget allows, each
 	// an eighth of one.
 	for range 5 {
-		leave(true)
+		leave()
 	}
 	if got := b.admit.strikeTokens("127.0.0.1"); got < 1.3 || got > 1.4 {
 		t.Fatalf("after five clean closes before the hello, %v of 2 failures left, want 2 - 5/8", got)
@@ -212,15 +202,9 @@ func TestCleanCloseBeforeHelloIsAnEighthOfAStrike(t *testing.T) {
 	// challenge. A connection is let in while a whole failure could be
 	// paid, so the burst of 2 failures lets 2×8 − 8 + 1 = 9 in all.
 	for range 2*strikeParts - strikeParts + 1 - 5 {
-		leave(true)
+		leave()
 	}
-	waitFor(t, "nine clean closes to use the budget up", func() bool {
-		tokens := b.admit.strikeTokens("127.0.0.1")
-		return tokens >= 0 && tokens < 1
-	})
-	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("after nine clean closes before the hello: %v", err)
-	}
+	wantHeldBack(t, b, "nine clean closes before the hello")
 }
 
 // A connection gone without a clean close before its hello is a whole
@@ -237,13 +221,7 @@ func TestGoneBeforeHelloIsAStrike(t *testing.T) {
 		r.ws.UnderlyingConn().(interface{ CloseWrite() error }).CloseWrite()
 		waitClosedByBroker(t, r)
 	}
-	waitFor(t, "connections gone without a clean close to count", func() bool {
-		tokens := b.admit.strikeTokens("127.0.0.1")
-		return tokens >= 0 && tokens < 1
-	})
-	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("after two connections gone without a close: %v", err)
-	}
+	wantHeldBack(t, b, "two connections gone without a close")
 }
 
 // waitClosedByBroker reads until the broker has closed r's TCP connection,
@@ -261,5 +239,18 @@ func waitClosedByBroker(t *testing.T, r *rawConn) {
 	r.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(expectWithin))
 	if _, err := io.Copy(io.Discard, r.ws.UnderlyingConn()); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("waiting for the broker to close: %v", err)
+	}
+}
+
+// wantHeldBack waits until what has used up 127.0.0.1's budget of failed
+// handshakes, then checks that its next connection is answered 429.
+func wantHeldBack(t *testing.T, b *Broker, what string) {
+	t.Helper()
+	waitFor(t, what+" to use the budget up", func() bool {
+		tokens := b.admit.strikeTokens("127.0.0.1")
+		return tokens >= 0 && tokens < 1
+	})
+	if _, resp, err := websocket.DefaultDialer.Dial(b.URL(), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("after %s: %v", what, err)
 	}
 }
