@@ -82,15 +82,15 @@ func clusterConfigs(t *testing.T, name string, n int, mutate func(*Config)) []Co
 	return cfgs
 }
 
-// freeRoutes picks n free loopback ports for the nodes' routes. A port is
-// free when picked, not necessarily when a node listens on it: see
-// startConfigs.
 // testClusterCatchUp is how long a test's cluster node waits at start for
 // the cluster to form and its copy to catch up (a node started by an
 // operator waits a minute, then exits for its service manager to start it
 // again).
 const testClusterCatchUp = 3 * time.Minute
 
+// freeRoutes picks n free loopback ports for the nodes' routes. A port is
+// free when picked, not necessarily when a node listens on it: see
+// startConfigs.
 func freeRoutes(t *testing.T, n int) []string {
 	t.Helper()
 	var routes []string
