@@ -119,3 +119,90 @@ func TestObjectPutStoresWhatItReadOrNothing(t *testing.T) {
 		t.Fatalf("the second put stored %d bytes (%v), want the %d put", len(got), err, len(want))
 	}
 }
+
+// A Put whose description (meta) fails to publish leaves its chunks, and
+// when the description was not stored nothing names them: before the
+// snapshot loop swept them, each such failed upload kept a snapshot's
+// size in the bucket for good. The sweep purges a chunk set only once it
+// has been seen named by no description for orphanGrace, and never the
+// chunks of a stored object.
+func TestFailedUploadsChunksArePurgedAfterGrace(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, "objorphan", 1)
+	js, err := jetstream.New(nodes[0].Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const bucket = "ORPHANTEST"
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	setSubjects := func(subjects ...string) {
+		t.Helper()
+		c := cfg
+		c.Subjects = subjects
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chunkSubjects := func() map[string]uint64 {
+		t.Helper()
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter("$O."+bucket+".C.>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Subjects
+	}
+	const chunkSize = 1024
+	keep := bytes.Repeat([]byte("k"), 3*chunkSize)
+	meta := func(name string) jetstream.ObjectMeta {
+		return jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunkSize}}
+	}
+	if _, err := obs.Put(ctx, meta("keep"), bytes.NewReader(keep)); err != nil {
+		t.Fatal(err)
+	}
+	// The failed upload: its chunks are stored, its description finds no
+	// stream (the descriptions' subjects are taken away before its last
+	// chunk is read, and given back once Put has failed).
+	chunks := [][]byte{bytes.Repeat([]byte("a"), chunkSize), bytes.Repeat([]byte("b"), chunkSize), []byte("c")}
+	r := &chunkedReader{chunks: chunks, before: func(i int) {
+		if i == len(chunks)-1 {
+			setSubjects("$O." + bucket + ".C.>")
+		}
+	}}
+	if _, err := obs.Put(ctx, meta("failed"), r); err == nil {
+		t.Fatal("the put whose description found no stream succeeded")
+	}
+	setSubjects(cfg.Subjects...)
+	if got := len(chunkSubjects()); got != 2 {
+		t.Fatalf("%d chunk sets stored, want 2 (the kept object's and the failed upload's)", got)
+	}
+
+	var o orphanChunks
+	t0 := time.Date(2026, 12, 7, 7, 0, 0, 0, time.UTC)
+	for _, at := range []time.Time{t0, t0.Add(orphanGrace - time.Nanosecond)} {
+		if n, err := o.sweep(ctx, js, obs, bucket, at, orphanGrace); err != nil || n != 0 {
+			t.Fatalf("sweep at +%v purged %d (%v), want 0: not unnamed for the grace yet", at.Sub(t0), n, err)
+		}
+	}
+	if n, err := o.sweep(ctx, js, obs, bucket, t0.Add(orphanGrace), orphanGrace); err != nil || n != 1 {
+		t.Fatalf("sweep after the grace purged %d (%v), want the failed upload's 1", n, err)
+	}
+	if got := len(chunkSubjects()); got != 1 {
+		t.Fatalf("%d chunk sets left, want the kept object's 1", got)
+	}
+	if got, err := obs.GetBytes(ctx, "keep"); err != nil || !bytes.Equal(got, keep) {
+		t.Fatalf("the kept object reads %d bytes (%v) after the sweep, want its %d", len(got), err, len(keep))
+	}
+	if n, err := o.sweep(ctx, js, obs, bucket, t0.Add(2*orphanGrace), orphanGrace); err != nil || n != 0 {
+		t.Fatalf("a later sweep purged %d (%v), want 0", n, err)
+	}
+}

@@ -61,6 +61,7 @@ type snapState struct {
 	seq, taken, restored, failed atomic.Uint64
 	obs                          atomic.Pointer[jetstream.ObjectStore]
 	loop                         atomic.Pointer[string]
+	orphans                      orphanChunks
 }
 
 // SnapshotStats reports this node's snapshots.
@@ -218,6 +219,11 @@ func (e *Engine) Snapshot(ctx context.Context) (uint64, error) {
 				e.log.Warn("cluster: delete an old snapshot", "name", s.name, "err", err)
 			}
 		}
+	}
+	if n, err := e.snap.orphans.sweep(ctx, e.js, obs, snapBucket(e.cluster), time.Now(), orphanGrace); err != nil {
+		e.log.Warn("cluster: look for chunks of failed snapshot uploads", "err", err)
+	} else if n > 0 {
+		e.log.Info("cluster: purged the chunks of failed snapshot uploads", "uploads", n)
 	}
 	return seq, nil
 }
