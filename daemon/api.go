@@ -422,15 +422,19 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 		writeError(w, paramError(r, "limit", "it is a whole number (0 or more; 0: no limit)"))
 		return
 	}
-	if aerr := badBool(r, "sync", "unreadOnly", "oldest", "markSeen"); aerr != nil {
+	if aerr := badBool(r, "sync", "unreadOnly", "oldest", "markSeen", "left"); aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	if slug := q.Get("mesh"); slug != "" && d.meshBySlug(slug) == nil {
+	// left: the rows of meshes no longer served (mesh leave), which the
+	// daemon keeps: mesh may then name one of them, and there is no
+	// broker to collect from.
+	left := boolParam(r, "left")
+	if slug := q.Get("mesh"); slug != "" && !left && d.meshBySlug(slug) == nil {
 		writeError(w, meshNotFound(slug))
 		return
 	}
-	if boolParam(r, "sync") {
+	if boolParam(r, "sync") && !left {
 		ms := d.meshList()
 		if slug := q.Get("mesh"); slug != "" {
 			ms = []*meshRT{d.meshBySlug(slug)}
@@ -439,7 +443,7 @@ func (d *Daemon) handleInbox(w http.ResponseWriter, r *http.Request) {
 	}
 	// oldest: oldest first, so that limit takes the oldest rows (the CLI's
 	// inbox --unread --limit reads a backlog in order); else newest first.
-	rows, err := d.listInboxOrder(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit), sc, boolParam(r, "oldest"))
+	rows, err := d.listInboxOrder(q.Get("mesh"), since, boolParam(r, "unreadOnly"), int(limit), sc, boolParam(r, "oldest"), left)
 	if err != nil {
 		writeError(w, internalError(err))
 		return

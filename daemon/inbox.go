@@ -360,12 +360,22 @@ func (d *Daemon) syncInbox(ctx context.Context, meshes []*meshRT) {
 // listInbox returns rows newest first: those sc sees (all when sc is nil),
 // each with sc's read state.
 func (d *Daemon) listInbox(mesh string, since uint64, unreadOnly bool, limit int, sc *sessionScope) ([]*inboxRow, error) {
-	return d.listInboxOrder(mesh, since, unreadOnly, limit, sc, false)
+	return d.listInboxOrder(mesh, since, unreadOnly, limit, sc, false, false)
 }
 
 // listInboxOrder is listInbox, oldest first when oldest: then limit takes
-// the oldest rows (a backlog read a few at a time, in order).
-func (d *Daemon) listInboxOrder(mesh string, since uint64, unreadOnly bool, limit int, sc *sessionScope, oldest bool) ([]*inboxRow, error) {
+// the oldest rows (a backlog read a few at a time, in order). left keeps
+// only the rows of meshes this daemon does not serve (left, or forgotten
+// from config.json), which it keeps until the inbox cap takes them.
+func (d *Daemon) listInboxOrder(mesh string, since uint64, unreadOnly bool, limit int, sc *sessionScope, oldest, left bool) ([]*inboxRow, error) {
+	var served map[string]bool
+	if left {
+		served = map[string]bool{}
+		for _, m := range d.meshList() {
+			served[m.cfg.Slug], served[m.cfg.MeshID] = true, true
+		}
+		delete(served, "")
+	}
 	var out []*inboxRow
 	err := d.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bInbox).Cursor()
@@ -384,6 +394,9 @@ func (d *Daemon) listInboxOrder(mesh string, since uint64, unreadOnly bool, limi
 				return err
 			}
 			if mesh != "" && r.Mesh != mesh && r.MeshID != mesh {
+				continue
+			}
+			if left && (served[r.Mesh] || served[r.MeshID]) {
 				continue
 			}
 			if !sc.sees(&r) {

@@ -101,3 +101,56 @@ func TestLeavingTheLastMeshSaysTheDaemonRuns(t *testing.T) {
 		t.Fatalf("leave --json of the last mesh: %+v", js)
 	}
 }
+
+// Leaving one mesh of two: the daemon keeps what arrived from it, as it
+// does after the last mesh, and inbox reads it the same way (the plain
+// listing with the mesh it came from, and --mesh of the mesh left), where
+// it said mesh_not_found while daemon status counted the unread DM.
+func TestLeavingOneOfTwoMeshesInboxStillReadsIt(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	us := setupMesh(t, b, "alice", "bob")
+	alice, bob := us[0], us[1]
+	bob.ok("mesh", "create", "Bobs", "--slug", "bobs", "--broker", b.url, "--operator-token-file", b.tokenFile(), "--name", "bob")
+	bob.startDaemon()
+	bob.waitDaemonOpen()
+	alice.ok("send", "bob", "before the leave")
+	eventually(t, minWait, "bob's daemon stores the DM", func() bool { return bob.daemonStatus().InboxUnread == 1 })
+	bob.ok("mesh", "leave", "test")
+
+	type row struct {
+		Mesh string `json:"mesh"`
+		Body string `json:"body"`
+	}
+	var rows []row
+	bob.json(&rows, "inbox", "--unread")
+	if len(rows) != 1 || rows[0].Mesh != "test" || rows[0].Body != "before the leave" {
+		t.Fatalf("inbox --json --unread after leaving one of two meshes: %+v", rows)
+	}
+	rows = nil
+	bob.json(&rows, "inbox", "--unread", "--mesh", "test")
+	if len(rows) != 1 || rows[0].Mesh != "test" {
+		t.Fatalf("inbox --mesh of the mesh left: %+v", rows)
+	}
+	rows = nil
+	bob.json(&rows, "inbox", "--unread", "--mesh", "bobs")
+	if len(rows) != 0 {
+		t.Fatalf("inbox --mesh of the mesh still joined shows the one left: %+v", rows)
+	}
+	if in := bob.ok("inbox"); !strings.Contains(in.stdout, "before the leave") || !strings.Contains(in.stdout, "  test · ") {
+		t.Fatalf("inbox after leaving one of two meshes: %s", in)
+	}
+	if st := bob.daemonStatus(); st.InboxUnread != 0 {
+		t.Fatalf("inbox did not mark the DM of the mesh left read: %d unread", st.InboxUnread)
+	}
+	if in := bob.ok("inbox", "--mesh", "test"); !strings.Contains(in.stdout, "no new messages") || !strings.Contains(in.stdout, "inbox --all") {
+		t.Fatalf("inbox --mesh of the mesh left, again: %s", in)
+	}
+	if in := bob.ok("inbox", "--all", "--mesh", "test"); !strings.Contains(in.stdout, "before the leave") {
+		t.Fatalf("inbox --all --mesh of the mesh left: %s", in)
+	}
+	// A mesh it keeps nothing of is still not found, and a mesh left
+	// brings no more to follow.
+	bob.fails(3, "mesh_not_found", "inbox", "--mesh", "nosuch")
+	bob.fails(3, "mesh_not_found", "inbox", "--mesh", "test", "--follow")
+}

@@ -410,9 +410,10 @@ func meshLeaveCommand() *cli.Command {
 				"not sent yet (accepted), leave refuses (exit 6) and says how many (a stopped daemon is started to\n"+
 				"answer); --force leaves anyway and they are marked failed (left_mesh). Messages the broker already\n"+
 				"holds (queued) are still delivered by it, but this machine no longer learns when: the outbox\n"+
-				"shows them untracked. Leaving the last mesh leaves a running daemon running, with no mesh (it\n"+
-				"takes up the next join; inbox and daemon outbox list read from it): leave says so, and daemon\n"+
-				"down stops it.",
+				"shows them untracked. What the daemon received from the mesh stays in its inbox: inbox lists\n"+
+				"it with the mesh it came from, and inbox --mesh SLUG alone. Leaving the last mesh leaves a\n"+
+				"running daemon running, with no mesh (it takes up the next join; inbox and daemon outbox list\n"+
+				"read from it): leave says so, and daemon down stops it.",
 			"claudemesh mesh leave acme",
 			"claudemesh mesh leave acme --force",
 		),

@@ -527,16 +527,25 @@ func (v *viaDaemon) meshProblems(ctx context.Context, meshes []config.Mesh, sink
 // storedRows lists a mesh's stored rows, oldest first (unread only when
 // asked), after the daemon collected what the broker holds. limit takes
 // the oldest unread rows with unread (a backlog is read in order, the rest
-// stay for next time, as on the direct path), else the newest rows. Slug
-// "" is every row the daemon keeps, of any mesh, joined or left, with no
-// broker to collect from (a home that left its last mesh).
+// stay for next time, as on the direct path), else the newest rows.
 func (v *viaDaemon) storedRows(ctx context.Context, slug string, unread bool, limit int) ([]localapi.InboxRow, error) {
 	// sync: the daemon first collects what the broker holds, so a daemon
 	// started by this very command shows queued messages too.
-	q := url.Values{"mesh": {slug}, "sync": {"true"}}
-	if slug == "" {
-		q = url.Values{}
+	return v.inboxRows(ctx, url.Values{"mesh": {slug}, "sync": {"true"}}, unread, limit)
+}
+
+// keptRows lists, as storedRows, the rows the daemon keeps of meshes it
+// no longer serves (mesh leave): of mesh slug, or of every such mesh
+// ("" ), with no broker to collect from.
+func (v *viaDaemon) keptRows(ctx context.Context, slug string, unread bool, limit int) ([]localapi.InboxRow, error) {
+	q := url.Values{"left": {"true"}}
+	if slug != "" {
+		q.Set("mesh", slug)
 	}
+	return v.inboxRows(ctx, q, unread, limit)
+}
+
+func (v *viaDaemon) inboxRows(ctx context.Context, q url.Values, unread bool, limit int) ([]localapi.InboxRow, error) {
 	if unread {
 		q.Set("unreadOnly", "true")
 		q.Set("oldest", "true")
@@ -563,6 +572,12 @@ func seqOfRow(r localapi.InboxRow) uint64 {
 // show hands rows to the sink and then, with --mark-seen, marks them seen
 // (only after they were shown).
 func (v *viaDaemon) show(ctx context.Context, rows []localapi.InboxRow, markSeen bool, sink inboxSink) error {
+	return v.showRows(ctx, rows, markSeen, sink, false)
+}
+
+// showRows is show; left: the rows are of meshes left, which a human's
+// listing names whatever else it shows.
+func (v *viaDaemon) showRows(ctx context.Context, rows []localapi.InboxRow, markSeen bool, sink inboxSink, left bool) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -570,6 +585,7 @@ func (v *viaDaemon) show(ctx context.Context, rows []localapi.InboxRow, markSeen
 	ids := make([]string, 0, len(rows))
 	for i, r := range rows {
 		out[i] = inboxRowOf(r)
+		out[i].meshLeft = left
 		if r.SeenAt == 0 {
 			ids = append(ids, r.ID)
 		}
@@ -622,18 +638,42 @@ func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxO
 		}
 		shown += len(rows)
 	}
+	if opts.Left && (opts.Limit == 0 || shown < opts.Limit) {
+		// What the daemon keeps of meshes left (mesh leave says inbox
+		// reads it), after the joined meshes' rows.
+		limit := 0
+		if opts.Limit > 0 {
+			limit = opts.Limit - shown
+		}
+		rows, err := v.keptRows(ctx, "", opts.Unread, limit)
+		if errors.Is(err, localapi.ErrUnreachable) {
+			return err
+		}
+		if err == nil {
+			rows = slices.DeleteFunc(rows, func(r localapi.InboxRow) bool {
+				return slices.ContainsFunc(meshes, func(m config.Mesh) bool { return m.Slug == r.Mesh || m.MeshID == r.Mesh })
+			})
+			if err := v.showRows(ctx, rows, opts.MarkSeen, sink, true); err != nil {
+				return err
+			}
+			shown += len(rows)
+		}
+	}
 	if k, ok := sink.(readKeptSink); ok && shown == 0 && opts.Unread && k.WantsReadKept() {
 		// Nothing new: say where the messages read before are, if any.
+		read := opts.Left && v.keeps(ctx, "")
 		for _, m := range meshes {
-			if failed[m.Slug] {
+			if read || failed[m.Slug] {
 				continue
 			}
 			var one []localapi.InboxRow
 			q := url.Values{"mesh": {m.Slug}, "limit": {"1"}}
 			if _, err := v.api.Do(ctx, "GET", "/v1/inbox?"+q.Encode(), nil, &one); err == nil && len(one) > 0 {
-				k.ReadKept()
-				break
+				read = true
 			}
+		}
+		if read {
+			k.ReadKept()
 		}
 	}
 	// Reported after the listing, whose sync waits for a mesh that is
@@ -642,24 +682,34 @@ func (v *viaDaemon) Inbox(ctx context.Context, meshes []config.Mesh, opts inboxO
 	return nil
 }
 
-// InboxKept lists what a running daemon keeps for a home that joined no
-// mesh (the last one was left, and the daemon runs on): every stored row,
-// of the meshes left, as Inbox lists a mesh's.
-func (v *viaDaemon) InboxKept(ctx context.Context, opts inboxOptions, sink inboxSink) error {
-	rows, err := v.storedRows(ctx, "", opts.Unread, opts.Limit)
+// InboxKept lists what a running daemon keeps of the meshes left (mesh
+// leave): of mesh slug, or of all of them (""), as Inbox lists a mesh's.
+func (v *viaDaemon) InboxKept(ctx context.Context, slug string, opts inboxOptions, sink inboxSink) error {
+	rows, err := v.keptRows(ctx, slug, opts.Unread, opts.Limit)
 	if err != nil {
 		return err
 	}
-	if err := v.show(ctx, rows, opts.MarkSeen, sink); err != nil {
+	if err := v.showRows(ctx, rows, opts.MarkSeen, sink, true); err != nil {
 		return err
 	}
 	if k, ok := sink.(readKeptSink); ok && len(rows) == 0 && opts.Unread && k.WantsReadKept() {
-		var one []localapi.InboxRow
-		if _, err := v.api.Do(ctx, "GET", "/v1/inbox?limit=1", nil, &one); err == nil && len(one) > 0 {
+		if v.keeps(ctx, slug) {
 			k.ReadKept()
 		}
 	}
 	return nil
+}
+
+// keeps reports whether the daemon keeps a row of mesh slug left (of any
+// mesh left: "").
+func (v *viaDaemon) keeps(ctx context.Context, slug string) bool {
+	q := url.Values{"left": {"true"}, "limit": {"1"}}
+	if slug != "" {
+		q.Set("mesh", slug)
+	}
+	var one []localapi.InboxRow
+	_, err := v.api.Do(ctx, "GET", "/v1/inbox?"+q.Encode(), nil, &one)
+	return err == nil && len(one) > 0
 }
 
 // Follow prints the unseen messages first (as the direct path prints what

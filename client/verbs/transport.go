@@ -172,6 +172,9 @@ type inboxOptions struct {
 	// Unread and MarkSeen act on the daemon's stored rows; the cold path
 	// shows each message once anyway and accepts them silently.
 	Unread, MarkSeen bool
+	// Left: the listing covers every mesh (no --mesh), so the daemon's
+	// rows of meshes left come too, after the joined meshes' rows.
+	Left bool
 }
 
 // inboxSink receives what Inbox and Follow find. Rows is called before the
@@ -244,6 +247,9 @@ type inboxRow struct {
 	// its agent sessions alone.
 	forSession    bool
 	recipientName string // that session's name, when its daemon still has it
+	// meshLeft: a row of a mesh left, which the daemon keeps (its mesh is
+	// always named to a human).
+	meshLeft bool
 }
 
 // messageStatusJSON is `message status --json` (04-cli).
