@@ -172,15 +172,20 @@ func noteClaudeDir(chome string, st *installState) {
 }
 
 // removeClaudeDir removes ~/.claude after uninstall when install created
-// it and it is empty now (os.Remove refuses a directory that is not).
+// it and it is still a real directory, empty now (os.Remove refuses a
+// directory that is not). Anything else there now is the user's: a
+// symlink to a dotfiles copy (os.Remove would unlink it whatever its
+// target holds), a file. It stays, and the record goes.
 func removeClaudeDir(home, chome string) error {
 	st := loadState(home)
 	if !st.has(claudeDirKey) {
 		return nil
 	}
-	err := os.Remove(filepath.Join(chome, ".claude"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil // not empty: something else is in it now
+	p := filepath.Join(chome, ".claude")
+	if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil // not empty: something else is in it now
+		}
 	}
 	st.drop(claudeDirKey)
 	return saveState(home, st)

@@ -366,3 +366,33 @@ func TestUninstallRemovesTheClaudeDirItCreated(t *testing.T) {
 		})
 	}
 }
+
+// install created ~/.claude; the user then moved it into a dotfiles
+// repository and left a symlink in its place. uninstall keeps the symlink
+// (removing it would cut Claude Code off from the user's settings) and
+// forgets that it created ~/.claude: what is there now is the user's.
+func TestUninstallKeepsAClaudeDirSymlink(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "yan").atDefaultHome()
+	claude := filepath.Join(filepath.Dir(u.home), ".claude")
+	if r := u.run("install", "--no-service", "--no-skill"); r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	dot := filepath.Join(t.TempDir(), "dotfiles-claude")
+	if err := os.Rename(claude, dot); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dot, claude); err != nil {
+		t.Fatal(err)
+	}
+	if r := u.run("uninstall", "--no-service"); r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	if fi, err := os.Lstat(claude); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		t.Fatalf("uninstall removed the user's ~/.claude symlink: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(u.home, "install.json")); !errors.Is(err, fs.ErrNotExist) {
+		data, _ := os.ReadFile(filepath.Join(u.home, "install.json"))
+		t.Fatalf("uninstall kept install.json (%v): %s", err, data)
+	}
+}
