@@ -183,11 +183,12 @@ type Daemon struct {
 	roomWake    chan struct{}          // rows were read or deleted: store what parked holds
 	tcpAddr     atomic.Pointer[string] // the --tcp listener's bound address
 
-	// sending holds the outbox rows the drains have sent and not yet
-	// recorded an outcome for (by seq, unique across meshes): "inflight"
-	// lives here, not in daemon.db (outbox.go, drain).
-	sendingMu sync.Mutex
-	sending   map[uint64]bool
+	// claims are the claimed outbox rows (by seq, unique across meshes):
+	// being sent by a drain ("inflight" lives here, not in daemon.db),
+	// held by a failer, or recorded and waiting for the release by their
+	// mesh's next drain round (sendclaim.go).
+	claimsMu sync.Mutex
+	claims   map[uint64]rowClaim
 	// cmids says which clientMessageIds are certainly not in the outbox
 	// (cmidfilter.go).
 	cmids *cmidFilter
@@ -349,7 +350,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		opts: opts, home: opts.Home, log: opts.Logger, db: db, started: time.Now(),
-		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), roomWake: make(chan struct{}, 1), sessions: map[string]*sessionRT{}, departing: map[string]*sessionRT{}, departWake: make(chan struct{}, 1), sending: map[uint64]bool{},
+		meshes: map[string]*meshRT{}, inbox: make(chan inboxItem, 4096), roomWake: make(chan struct{}, 1), sessions: map[string]*sessionRT{}, departing: map[string]*sessionRT{}, departWake: make(chan struct{}, 1), claims: map[uint64]rowClaim{},
 		failpoint: os.Getenv(envFailpoint), cmids: newCMIDFilter(),
 	}
 	if n, ok := strings.CutPrefix(d.failpoint, failDrainKillAfter); ok {
@@ -835,8 +836,17 @@ type meshRT struct {
 	// emptied once nothing is held): the next rounds pass over those rows
 	// by their seq instead of reading and decoding each again (outbox.go
 	// due). A row's line never changes. lineMu is held for a whole round.
-	lineMu sync.Mutex
-	lineOf map[uint64]string
+	// lineRows are those seqs by line, to forget a line's rows once its
+	// hold has ended.
+	lineMu   sync.Mutex
+	lineOf   map[uint64]string
+	lineRows map[string][]uint64
+
+	// settled are the claims of this mesh's rows whose outcomes are
+	// committed, released by the drain's next round; drainEnded says no
+	// round follows (sendclaim.go). Under d.claimsMu.
+	settled    []uint64
+	drainEnded bool
 
 	// web is the human's web presence while a page is connected (web.go);
 	// webMu serialises opening and closing it.

@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -724,8 +723,7 @@ func TestDueSkipsBackingOffRowsByIndex(t *testing.T) {
 		// can say when it is due.
 		return tx.Bucket(bOutbox).Put(seqKey(101), []byte("not json"))
 	})
-	var mu sync.Mutex
-	rows, wait := m.due(map[uint64]bool{}, &mu, 10)
+	rows, wait := m.due(10)
 	var seqs []uint64
 	for _, r := range rows {
 		seqs = append(seqs, r.Seq)

@@ -192,16 +192,17 @@ func (d *Daemon) endDeparted(s *sessionRT) {
 // failUnsent fails the pending rows of mesh meshID sent as pubkey that are
 // not being sent, with code session_ended and why.
 func (d *Daemon) failUnsent(meshID, pubkey, why string) {
+	m := d.meshByID(meshID)
 	for _, seq := range d.unsentBy(meshID, pubkey) {
-		if d.isSending(seq) {
-			continue // its outcome is recorded by the drain
-		}
-		d.updateRow(seq, func(cur *outboxRow) bool {
-			if cur.State != statePending || cur.SenderPubkey != pubkey {
-				return false
-			}
-			cur.State, cur.ErrorCode, cur.LastError = stateDead, localapi.CodeSessionEnded, why
-			return true
+		// A row the drain has is its to record (sendclaim.go).
+		d.failUnlessSending(m, seq, func() {
+			d.updateRow(seq, func(cur *outboxRow) bool {
+				if cur.State != statePending || cur.SenderPubkey != pubkey {
+					return false
+				}
+				cur.State, cur.ErrorCode, cur.LastError = stateDead, localapi.CodeSessionEnded, why
+				return true
+			})
 		})
 	}
 }
@@ -279,17 +280,16 @@ func (d *Daemon) failOrphans() {
 func (d *Daemon) failEarlierMembership(m *meshRT, pubkey string) bool {
 	n := 0
 	for _, seq := range d.unsentBy(m.cfg.MeshID, pubkey) {
-		if d.isSending(seq) {
-			continue
-		}
-		d.updateRow(seq, func(cur *outboxRow) bool {
-			if cur.State != statePending || cur.SenderPubkey != pubkey || !m.earlierMembership(cur.SenderPubkey, cur.EnqueuedAt) {
-				return false
-			}
-			cur.State, cur.ErrorCode = stateDead, localapi.CodeLeftMesh
-			cur.LastError = "you left " + cur.Mesh + " (and joined it again since) before the broker confirmed it; it was sealed and signed with the key you had there, which is gone, so it cannot be sent again: send it anew"
-			n++
-			return true
+		d.failUnlessSending(m, seq, func() {
+			d.updateRow(seq, func(cur *outboxRow) bool {
+				if cur.State != statePending || cur.SenderPubkey != pubkey || !m.earlierMembership(cur.SenderPubkey, cur.EnqueuedAt) {
+					return false
+				}
+				cur.State, cur.ErrorCode = stateDead, localapi.CodeLeftMesh
+				cur.LastError = "you left " + cur.Mesh + " (and joined it again since) before the broker confirmed it; it was sealed and signed with the key you had there, which is gone, so it cannot be sent again: send it anew"
+				n++
+				return true
+			})
 		})
 	}
 	if n > 0 {

@@ -39,19 +39,21 @@ func (d *Daemon) failLeftMeshes(want map[string]bool) {
 	})
 	failed := map[uint64]bool{}
 	for _, seq := range seqs {
-		if d.isSending(seq) {
-			continue
-		}
-		d.updateRow(seq, func(cur *outboxRow) bool {
-			if cur.State != statePending || want[cur.MeshID] {
-				return false
-			}
-			cur.State, cur.ErrorCode = stateDead, localapi.CodeLeftMesh
-			// Not "requeue it": a join has a new key, and this row is
-			// sealed and signed with the one that left (requeue).
-			cur.LastError = "you left " + cur.Mesh + " before the broker confirmed it; it was sealed and signed with the key you had there, which is gone, so it cannot be sent again: send it anew (after joining again)"
-			failed[seq] = true
-			return true
+		// The left meshes' drains have stopped (reload stops them
+		// first): no round reads these rows, so the claim is released
+		// at once (nil mesh). A row still claimed is its drain's.
+		d.failUnlessSending(nil, seq, func() {
+			d.updateRow(seq, func(cur *outboxRow) bool {
+				if cur.State != statePending || want[cur.MeshID] {
+					return false
+				}
+				cur.State, cur.ErrorCode = stateDead, localapi.CodeLeftMesh
+				// Not "requeue it": a join has a new key, and this row is
+				// sealed and signed with the one that left (requeue).
+				cur.LastError = "you left " + cur.Mesh + " before the broker confirmed it; it was sealed and signed with the key you had there, which is gone, so it cannot be sent again: send it anew (after joining again)"
+				failed[seq] = true
+				return true
+			})
 		})
 	}
 	if len(failed) > 0 {

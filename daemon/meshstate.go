@@ -163,20 +163,21 @@ func (m *meshRT) failRemoved() {
 	})
 	failed := 0
 	for _, seq := range seqs {
-		if m.d.isSending(seq) {
+		ran := m.d.failUnlessSending(m, seq, func() {
+			m.d.updateRow(seq, func(cur *outboxRow) bool {
+				if cur.State != statePending || cur.MeshID != m.cfg.MeshID {
+					return false
+				}
+				cur.State, cur.ErrorCode, cur.LastError = stateDead, localapi.CodeMemberRemoved, why
+				failed++
+				return true
+			})
+		})
+		if !ran {
 			// Its outcome is recorded by the drain, which wakes this
 			// loop again when it is: try it then.
 			m.rearmSettleRemoved()
-			continue
 		}
-		m.d.updateRow(seq, func(cur *outboxRow) bool {
-			if cur.State != statePending || cur.MeshID != m.cfg.MeshID {
-				return false
-			}
-			cur.State, cur.ErrorCode, cur.LastError = stateDead, localapi.CodeMemberRemoved, why
-			failed++
-			return true
-		})
 	}
 	if failed > 0 {
 		m.d.log.Warn("this member was removed from the mesh; accepted messages failed", "mesh", m.cfg.Slug, "rows", failed)

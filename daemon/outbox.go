@@ -417,7 +417,7 @@ func (d *Daemon) seal(m *meshRT, sender *cmcrypto.Identity, row *outboxRow, t *c
 // While the mesh is not open, rows wait as pending and use no attempts, so a
 // long broker outage never kills queued messages.
 //
-// A row being sent is "inflight" in memory only (d.sending), not in
+// A row being sent is "inflight" in memory only (d.claims), not in
 // daemon.db: in daemon.db it stays pending until its outcome is recorded.
 // Storing inflight cost a commit per drain round, which the drain waited
 // for, and a row write per message, and bought nothing: a crash put every
@@ -425,27 +425,29 @@ func (d *Daemon) seal(m *meshRT, sender *cmcrypto.Identity, row *outboxRow, t *c
 // which is what a row that stayed pending is. The status counts and the
 // outbox list show the in-memory state (inflightCount, isSending).
 func (m *meshRT) drain(ctx context.Context) {
+	defer m.endClaims() // once the sends in flight have recorded theirs
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
 	sem := make(chan struct{}, drainWindow)
-	busy, busyMu := m.d.sending, &m.d.sendingMu
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		next := time.Duration(-1)
 		if m.conn() != nil {
-			due, wait := m.due(busy, busyMu, cap(sem)-len(sem))
+			due, wait := m.due(cap(sem) - len(sem))
 			next = wait
 			// Each row goes out on the connection of its sender (the
 			// mesh's, or its session's), taken now: a row whose
 			// connection dropped since due() read it waits for the next
-			// round.
+			// round. The rows due() returned are claimed (sendclaim.go).
 			var rows []*outboxRow
 			conns := map[uint64]*client.Conn{}
 			for _, r := range due {
 				if c := m.sendConn(r.SenderPubkey); c != nil {
 					rows = append(rows, r)
 					conns[r.Seq] = c
+				} else {
+					m.d.unclaim(r.Seq)
 				}
 			}
 			// The frames are written here, in enqueue order, and only the
@@ -455,9 +457,6 @@ func (m *meshRT) drain(ctx context.Context) {
 			for _, r := range rows {
 				c := conns[r.Seq]
 				sem <- struct{}{}
-				busyMu.Lock()
-				busy[r.Seq] = true
-				busyMu.Unlock()
 				inflight.Add(1)
 				m.order.fly(r.Seq, orderKey(r))
 				await := m.startSend(ctx, c, r)
@@ -466,8 +465,9 @@ func (m *meshRT) drain(ctx context.Context) {
 					// The window is of frames the broker has not acked: a
 					// slot is free once the ack is here, while the ack's
 					// record waits for its commit (up to commitLinger). The
-					// row stays busy until recorded, so no round sends it
-					// again meanwhile. Holding the slot through the commit
+					// row stays claimed until recorded (and until the next
+					// round, sendclaim.go), so no round sends it again
+					// meanwhile. Holding the slot through the commit
 					// capped the drain at drainWindow rows a commit, and it
 					// fell behind a burst of accepts. A failed send keeps
 					// its slot until its failure is recorded (and its line
@@ -479,9 +479,7 @@ func (m *meshRT) drain(ctx context.Context) {
 						m.kick()
 					})
 					m.order.landed(r.Seq)
-					busyMu.Lock()
-					delete(busy, r.Seq)
-					busyMu.Unlock()
+					m.d.settle(m, r.Seq)
 					if !freed {
 						<-sem
 					}
@@ -489,10 +487,14 @@ func (m *meshRT) drain(ctx context.Context) {
 				}()
 			}
 		}
-		if m.conn() == nil && m.takeSettleRemoved() {
-			m.failRemoved()
-		}
 		if m.conn() == nil {
+			// No round runs while the mesh is not open: the claims of
+			// recorded outcomes go now (sendclaim.go; failRemoved's
+			// rows among them), as a round would release them.
+			m.releaseBetweenRounds()
+			if m.takeSettleRemoved() {
+				m.failRemoved()
+			}
 			m.freshMu.Lock()
 			m.fresh = nil // read from daemon.db once the mesh is open
 			m.freshMu.Unlock()
@@ -516,20 +518,21 @@ func (m *meshRT) drain(ctx context.Context) {
 	}
 }
 
-// due returns up to n pending rows of this mesh that are due and not busy,
-// the earliest accepted first, and how long until the next one that is not
+// due returns up to n pending rows of this mesh that are due and not
+// claimed, claimed for the drain (sendclaim.go: the caller sends or
+// unclaims each), the earliest accepted first, and how long until the next one that is not
 // yet due (-1: none). The candidates are the rows not tried yet (the
 // pending index, in enqueue order) and the rows backing off whose time has
 // come (the retry index, read up to its first key not yet due): a round
-// decodes the rows it returns and those it passes over (busy, or of a
-// session that is not connected), not the rows backing off.
+// decodes the rows it returns and those it passes over (of a session that
+// is not connected), not the rows claimed or backing off.
 //
 // A row the applier handed over (fresh) is used as it was copied: found
-// in an index and not busy, it is pending; what due and the send use of it
+// in an index and not claimed, it is pending; what due and the send use of it
 // (its frame, its sender) never changes, and recordSend reads the row
 // again. The hand-over is taken whole each round:
 // rows not reached are read from daemon.db later.
-func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow, time.Duration) {
+func (m *meshRT) due(n int) ([]*outboxRow, time.Duration) {
 	m.freshMu.Lock()
 	fresh := m.fresh
 	m.fresh = nil
@@ -545,24 +548,20 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	prefix := append([]byte(m.cfg.MeshID), 0)
 	m.lineMu.Lock()
 	defer m.lineMu.Unlock()
+	// Before the read: the claims of rows whose outcomes are committed by
+	// now, which this round's read holds (later ones wait for the next).
+	m.releaseSettled()
 	m.d.db.View(func(tx *bolt.Tx) error {
 		g := m.order.gate(tx, m.cfg.MeshID)
-		if len(g.heads) == 0 {
-			m.lineOf = nil
-		}
-		// consider adds the row seq to out when it can go now (once: an
-		// index gone wrong must not send a row twice in a round).
+		m.forgetReleasedLines(g.heads)
+		// consider adds the row seq to out, claimed, when it can go now
+		// (once: the claim keeps an index gone wrong from sending a row
+		// twice in a round).
 		consider := func(seq uint64) {
 			if k, known := m.lineOf[seq]; known && !g.mayLine(seq, k) {
 				return // behind its held line's head, as a round read before
 			}
-			if slices.ContainsFunc(out, func(r *outboxRow) bool { return r.Seq == seq }) {
-				return
-			}
-			mu.Lock()
-			b := busy[seq]
-			mu.Unlock()
-			if b {
+			if m.d.claimed(seq) {
 				return
 			}
 			r := fresh[seq]
@@ -582,11 +581,12 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 				// An earlier row of its line goes again first
 				// (outboxorder.go). Remembered, so the next rounds pass
 				// over it unread while the line is held.
-				if len(m.lineOf) < maxLineOf {
+				if _, known := m.lineOf[seq]; !known && len(m.lineOf) < maxLineOf {
 					if m.lineOf == nil {
-						m.lineOf = map[uint64]string{}
+						m.lineOf, m.lineRows = map[uint64]string{}, map[string][]uint64{}
 					}
 					m.lineOf[seq] = k
+					m.lineRows[k] = append(m.lineRows[k], seq)
 				}
 				return
 			}
@@ -594,7 +594,9 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 				waitFor(r.NextAttemptAt, now)
 				return
 			}
-			out = append(out, r)
+			if m.d.claimForSend(seq) {
+				out = append(out, r)
+			}
 		}
 		// The seqs of the rows whose retry time has come, from their keys
 		// alone, up to the first key not yet due.
@@ -633,25 +635,30 @@ func (m *meshRT) due(busy map[uint64]bool, mu *sync.Mutex, n int) ([]*outboxRow,
 	return out, wait
 }
 
+// forgetReleasedLines forgets the rows remembered behind lines that are
+// not held any more (heads: the held lines' heads): they are sent, or
+// will be read again in turn. Without it, a line's rows stayed for as long
+// as any other line was held, and filled the places for the rows behind a
+// line held for long.
+func (m *meshRT) forgetReleasedLines(heads map[string]uint64) {
+	if len(heads) == 0 {
+		m.lineOf, m.lineRows = nil, nil
+		return
+	}
+	for k, seqs := range m.lineRows {
+		if _, held := heads[k]; held {
+			continue
+		}
+		for _, seq := range seqs {
+			delete(m.lineOf, seq)
+		}
+		delete(m.lineRows, k)
+	}
+}
+
 // maxLineOf bounds meshRT.lineOf: the first rows of a long backlog behind
 // a held line are the ones each round walks first (~100 bytes a row).
 const maxLineOf = 1 << 14
-
-// inflightCount is the number of rows being sent (pending in daemon.db,
-// inflight in memory), for the status counts.
-func (d *Daemon) inflightCount() int {
-	d.sendingMu.Lock()
-	defer d.sendingMu.Unlock()
-	return len(d.sending)
-}
-
-// isSending says whether the drain is sending the row with this seq: a
-// pending row in daemon.db that is shown as inflight.
-func (d *Daemon) isSending(seq uint64) bool {
-	d.sendingMu.Lock()
-	defer d.sendingMu.Unlock()
-	return d.sending[seq]
-}
 
 // startSend queues a row's frame on c now and returns the wait for its ack,
 // which calls acked once the broker has acked the send (not when it failed),

@@ -36,9 +36,9 @@ func TestInflightIsNotStored(t *testing.T) {
 	}
 	seq, _ := strconv.ParseUint(rows[0].ID, 10, 64)
 	d := alice.d
-	d.sendingMu.Lock()
-	d.sending[seq] = true // as the drain marks a row it sends
-	d.sendingMu.Unlock()
+	if !d.claimForSend(seq) { // as a drain round claims a row it sends
+		t.Fatal("the row was claimed already")
+	}
 	var st localapi.Status
 	if _, err := alice.api.Do(context.Background(), "GET", "/v1/status", nil, &st); err != nil {
 		t.Fatal(err)
@@ -63,8 +63,6 @@ func TestInflightIsNotStored(t *testing.T) {
 		}
 		return nil
 	})
-	d.sendingMu.Lock()
-	delete(d.sending, seq)
-	d.sendingMu.Unlock()
+	d.unclaim(seq)
 	alice.checkCounts(t)
 }

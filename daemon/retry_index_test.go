@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -186,8 +185,7 @@ func TestRetryIndexMigration(t *testing.T) {
 func dueWithOneSlot(t *testing.T, rows map[uint64]int64) []uint64 {
 	alice, m := idleOutbox(t)
 	storePending(t, alice.d, m, rows, nil)
-	var mu sync.Mutex
-	out, _ := m.due(map[uint64]bool{}, &mu, 1)
+	out, _ := m.due(1)
 	var seqs []uint64
 	for _, r := range out {
 		seqs = append(seqs, r.Seq)
