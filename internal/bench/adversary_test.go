@@ -126,6 +126,50 @@ func TestAdversaryPaced(t *testing.T) {
 	if a := res.Attacks; a.GroupHellosRefused < 2 || a.SelfSends+a.SelfRefused < 2 || a.AckFrames != 0 {
 		t.Errorf("attacks over two attacked runs: %+v", a)
 	}
+	// Every run says where its slowest DMs were sent: 30 DMs, so the 1 %
+	// slowest is one (or a tie), sent in the first 300 ms or after it.
+	for i, r := range res.Runs {
+		if r.StartSlowest == nil || *r.StartSlowest < 0 || *r.StartSlowest > 30 || r.E2eP99AfterStartMs == nil {
+			t.Errorf("run %d (%s): startSlowest %v, e2eP99AfterStartMs %v", i, r.Kind, r.StartSlowest, r.E2eP99AfterStartMs)
+		}
+	}
+	if len(res.RoundE2eP99AfterStartRatios) != 2 || res.E2eP99AfterStartRatio != median(res.RoundE2eP99AfterStartRatios) {
+		t.Errorf("after-start ratios: rounds %v, median %v", res.RoundE2eP99AfterStartRatios, res.E2eP99AfterStartRatio)
+	}
+}
+
+// TestStartTail: of the 1 % slowest samples, those sent before the
+// cutoff are counted, and the p99 is of the samples sent after it.
+func TestStartTail(t *testing.T) {
+	var samples, sent []int64
+	for i := range 200 {
+		d, at := int64(1e6), int64(1e9+i*1e6) // 1 ms, sent after the cutoff
+		switch {
+		case i < 2: // the two slowest, sent before it
+			d, at = 50e6, int64(i)
+		case i < 10: // fast, before it
+			at = int64(i)
+		case i == 150: // slow, after it
+			d = 9e6
+		}
+		samples, sent = append(samples, d), append(sent, at)
+	}
+	orig := slices.Clone(samples)
+	slow, p99 := startTail(samples, sent, 1e9)
+	if slow != 2 {
+		t.Errorf("slowest before the cutoff: %d, want 2", slow)
+	}
+	// After the cutoff: 189 samples of 1 ms and one of 9 ms; nearest rank
+	// p99 is the 188th, 1 ms.
+	if p99 != 1 {
+		t.Errorf("p99 after the cutoff %v ms, want 1", p99)
+	}
+	if !slices.Equal(samples, orig) {
+		t.Error("startTail reordered the samples")
+	}
+	if slow, p99 := startTail(nil, nil, 0); slow != 0 || p99 != 0 {
+		t.Errorf("no samples: %d, %v", slow, p99)
+	}
 }
 
 // TestAdversaryAttackedBrokerArgs: --attacked-broker-args reach the
@@ -163,6 +207,9 @@ func TestAdversaryRatios(t *testing.T) {
 	}
 	if res.E2eP99Ratio != 2 || res.AckP99Ratio != 2 {
 		t.Errorf("headline %v / %v, want the median 2", res.E2eP99Ratio, res.AckP99Ratio)
+	}
+	if len(res.RoundE2eP99AfterStartRatios) != 0 || res.E2eP99AfterStartRatio != 0 {
+		t.Errorf("after-start ratios %v / %v from runs without them", res.RoundE2eP99AfterStartRatios, res.E2eP99AfterStartRatio)
 	}
 	// Baselines 10, 10, 20, 10: p99 20. Attacked 20, 30, 15: p99 30.
 	if res.PooledE2eP99Ratio != 1.5 || res.DeliveredDelta != 0 {

@@ -158,6 +158,9 @@ type Config struct {
 	// adversary, when set, runs the attacks of adversary.go during the
 	// measured part and counts them there.
 	adversary *AdversaryStats
+	// startTail: keep each DM's send time, and report where in the run
+	// its slowest were sent (Result.StartSlowest; --adversary's runs).
+	startTail bool
 
 	// childEnv is added to the environment of every process the bench
 	// starts (tests use it to make the test binary act as claudemesh).
@@ -287,6 +290,15 @@ type Result struct {
 	AttackerCPUSec float64 `json:"-"`
 	BrokerPID      int     `json:"-"` // the child broker; 0 with --broker
 	BrokerURL      string  `json:"-"`
+
+	// StartSlowest and E2eP99AfterStartMs (--adversary's runs only): of
+	// the run's 1 % slowest DMs (send→push), how many were sent in its
+	// first StartWindow, when the attacker process starts every attack at
+	// once; and the send→push p99 of the DMs sent after it. A diagnostic
+	// of where a run's tail was made, beside the row's metric (E2eMs.P99
+	// of every DM), not instead of it.
+	StartSlowest       *int     `json:"startSlowest,omitempty"`
+	E2eP99AfterStartMs *float64 `json:"e2eP99AfterStartMs,omitempty"`
 
 	// ackNs and e2eNs are every sample, sorted (--adversary pools the
 	// runs of one kind).
@@ -554,7 +566,9 @@ func (r *run) collect(res *Result, startNs, lastAckNs int64) {
 		}
 	}
 	endNs := lastAckNs
+	var sentNs []int64
 	for _, p := range r.recipients {
+		sentNs = append(sentNs, p.e2eSentNs...)
 		e2eNs = append(e2eNs, p.e2eNs...)
 		res.Delivered += int64(len(p.e2eNs))
 		res.Undecryptable += p.undecryptable
@@ -564,6 +578,10 @@ func (r *run) collect(res *Result, startNs, lastAckNs int64) {
 		if p.firstBad != nil {
 			r.warnf("peer %d received a push it could not accept: %v", p.idx, p.firstBad)
 		}
+	}
+	if r.cfg.startTail && len(sentNs) == len(e2eNs) {
+		slow, p99 := startTail(e2eNs, sentNs, startNs+StartWindow.Nanoseconds())
+		res.StartSlowest, res.E2eP99AfterStartMs = &slow, &p99
 	}
 	res.AckMs, res.E2eMs = summarize(ackNs), summarize(e2eNs)
 	res.ackNs, res.e2eNs = ackNs, e2eNs

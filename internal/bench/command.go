@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -70,7 +71,10 @@ func Command() *cli.Command {
 				"under nice -n --attacker-nice (default 19; on Linux --attacker-sched idle runs it under SCHED_IDLE\n"+
 				"instead); its CPU is reported apart. With --attacker-in-process they run in this one, sharing the load\n"+
 				"generator's CPU. The honest load starts with the attacks; --attack-lead D starts it once every attack\n"+
-				"has done something and D more, to tell the attacks' start from their steady state.\n"+
+				"has done something and D more, to tell the attacks' start from their steady state. Each run also\n"+
+				"reports startSlowest, how many of its 1 % slowest DMs were sent in its first 300 ms, and\n"+
+				"e2eP99AfterStartMs, the p99 of those sent after; e2eP99AfterStartRatio is the same median ratio over\n"+
+				"them: a diagnostic of what the attacks' start made of the ratio, beside it, not instead of it.\n"+
 				"--attacks none runs the attacked runs without attacks: a control for the ratio's noise, which should\n"+
 				"stay near ×1.00. --attacked-broker-args \"FLAGS\" gives the attacked runs' brokers more flags, say\n"+
 				"\"--ack-rate 0\": a limit disabled, to see whether the ratio catches it (a paced load catches what\n"+
@@ -355,6 +359,20 @@ func reportAdversary(out *cliui.Out, r *AdversaryResult) {
 	}
 	out.Linef("broker cpu  %.2f s alone, %.2f s under attack, %.2f s alone again (%+.2f s; the first attacked run and the baselines around it)",
 		cpu[0], cpu[1], cpu[2], cpu[1]-(cpu[0]+cpu[2])/2)
+	var early []string
+	for _, run := range r.Runs {
+		if run.StartSlowest != nil {
+			early = append(early, strconv.Itoa(*run.StartSlowest))
+		}
+	}
+	if len(early) == len(r.Runs) && len(early) > 0 {
+		rounds := make([]string, len(r.RoundE2eP99AfterStartRatios))
+		for i, x := range r.RoundE2eP99AfterStartRatios {
+			rounds[i] = fmt.Sprintf("×%.2f", x)
+		}
+		out.Linef("start       of each run's 1 %% slowest DMs, sent in its first %v: %s (runs in order); the DMs sent after it: send→push p99 ×%.2f (rounds %s; a diagnostic, not the row's measure)",
+			StartWindow, strings.Join(early, " / "), r.E2eP99AfterStartRatio, strings.Join(rounds, " "))
+	}
 	if r.Rounds > 1 {
 		rounds := make([]string, len(r.RoundE2eP99Ratios))
 		for i, x := range r.RoundE2eP99Ratios {
