@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	cmcrypto "claudemesh/crypto"
@@ -283,13 +284,23 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	// Its place in its line: a send read after one of the line that was
 	// refused, before that one came again, is refused too (sendorder.go).
 	place := c.place(s.TargetSpec, s.ClientMessageID)
-	place.size, place.send = len(data), &s
+	place.size = len(data)
+	// Its fingerprint, a hash of up to 87 KB, is computed once, here on
+	// its connection's goroutine: for its credit's check, its records and
+	// the credit a refusal leaves (prepay, which may run on the committer
+	// or the dispatcher every mesh shares: it hashes nothing there).
+	fpOf := func() string {
+		if place.fp == "" {
+			place.fp = fingerprint(&s)
+		}
+		return place.fp
+	}
 	// What it costs (chargeSend, sendrate.go): a send read and refused
 	// before, held or to be sent again, was charged then (prepay); a
 	// retry of a stored message costs no bytes.
 	charge, ref := c.b.chargeSend(c.mem, len(data),
 		func() (int, bool) {
-			return c.lines.takePrepaid(s.ClientMessageID, len(data), func() string { return fingerprint(&s) })
+			return c.lines.takePrepaid(s.ClientMessageID, len(data), fpOf)
 		},
 		func() bool { return c.b.storedAlready(c.ms.id, c.pubkey, s.ClientMessageID, s.Kind == wire.KindTopic) })
 	if ref != nil {
@@ -298,6 +309,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 		return
 	}
 	place.charge, place.paid = charge, charge.paid
+	fpOf()
 	if s.Kind == wire.KindTopic {
 		c.handleTopicSend(&s, start, place) // topic_post.go
 		return
@@ -353,7 +365,7 @@ func (c *conn) handleSend(data []byte, env wire.Envelope, start time.Time) {
 	base := body[hdr:len(body):len(body)]
 	rec := &store.Message{
 		ID: messageID, ClientMessageID: s.ClientMessageID, SenderPubkey: c.pubkey, SenderMember: memberPubkey,
-		TargetSpec: s.TargetSpec, Kind: s.Kind, Priority: s.Priority, Fingerprint: fingerprint(&s),
+		TargetSpec: s.TargetSpec, Kind: s.Kind, Priority: s.Priority, Fingerprint: place.fp,
 		Push: base, Receipts: s.Receipts == nil || *s.Receipts, CreatedAt: now.UnixMilli(),
 	}
 	// With --audit-messages, the entry's payload (metadata only, as the
@@ -718,7 +730,14 @@ func (c *conn) replyTarget(id string) string {
 	return out
 }
 
+// fingerprinted, when set (by tests only), is told of each fingerprint
+// computed.
+var fingerprinted atomic.Pointer[func(*wire.Send)]
+
 func fingerprint(s *wire.Send) string {
+	if f := fingerprinted.Load(); f != nil {
+		(*f)(s)
+	}
 	h := sha256.New()
 	// Strings go through a buffer on the stack: []byte(s.Ciphertext) was
 	// a fresh copy of up to 87 KB for every send, only to be hashed.

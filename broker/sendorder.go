@@ -161,9 +161,10 @@ type sendPlace struct {
 	paid bool
 	// charge is what its read was charged (chargeSend, sendrate.go).
 	charge sendCharge
-	// send is what was read (handleSend), whose fingerprint its credit
-	// keeps (prepay).
-	send *wire.Send
+	// fp is the fingerprint of what was read (handleSend), which its
+	// credit keeps (prepay): computed on the reader goroutine, before the
+	// send goes to the committer.
+	fp string
 }
 
 // prepaidCredit is what a charged read that was refused paid for: its
@@ -222,19 +223,20 @@ func (l *sendLines) hasPrepaid(cmid string, size int) bool {
 }
 
 // prepay records that p, charged, was refused: its next read is not
-// charged again. Once per charge.
+// charged again. Once per charge. It runs on the committer or the
+// dispatcher too (a send held or refused at its commit): a map insert,
+// the fingerprint was computed when the send was read.
 func (p *sendPlace) prepay() {
-	if p == nil || p.send == nil {
+	if p == nil {
 		return
 	}
-	fp := fingerprint(p.send) // outside the lock: a hash of up to 87 KB
 	p.l.mu.Lock()
 	defer p.l.mu.Unlock()
-	if !p.paid || p.cmid == "" {
+	if !p.paid || p.cmid == "" || p.fp == "" {
 		return
 	}
 	p.paid = false
-	putCredit(&p.l.prepaid, p.cmid, prepaidCredit{size: p.size, fp: fp})
+	putCredit(&p.l.prepaid, p.cmid, prepaidCredit{size: p.size, fp: p.fp})
 }
 
 // place gives the send read now its place. Reader goroutine only.

@@ -11,6 +11,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"claudemesh/client"
+	"claudemesh/store"
 	"claudemesh/wire"
 )
 
@@ -413,6 +414,115 @@ func TestHeldSendsCreditIsThatMessages(t *testing.T) {
 			t.Fatalf("the held send, sent again after another message tried its credit: %+v", ack.Error)
 		}
 		return
+	}
+}
+
+// A send's fingerprint (a hash of its whole ciphertext, up to 87 KB) is
+// computed once, on its connection's goroutine. A send refused at its
+// commit (a retry let through without its bytes whose stored message was
+// purged meanwhile, refused rate_limited; a send held behind a refusal)
+// was hashed again for its credit on the store's dispatcher, which every
+// mesh's commits wait for, before the check that it had paid at all.
+func TestSendRefusedAtCommitIsNotHashedThere(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ByteRate = 1 << 10
+	cfg.ByteBurst = 0
+	cfg.MaxFrame = 100 << 10 // the burst: one frame of 100 KiB
+	clock := &sendClock{}
+	cfg.sendClock = clock.now
+	b := startWith(t, cfg)
+	owner := createMesh(t, b, "team", "owner")
+	m := addMember(t, b, owner, "team", "hashed")
+	a := connect(t, b, m, false, nil)
+	clock.freeze()
+	first := dm(t, m, owner.pub(), strings.Repeat("f", 60000)) // ~80 KB of ~100
+	first.ClientMessageID = first.ID
+	stored := a.sendAck(first)
+	if stored.Error != nil {
+		t.Fatalf("the first send: %+v", stored.Error)
+	}
+	var mu sync.Mutex
+	hashed := 0
+	count := func(s *wire.Send) {
+		if s.ClientMessageID == first.ClientMessageID {
+			mu.Lock()
+			hashed++
+			mu.Unlock()
+		}
+	}
+	fingerprinted.Store(&count)
+	t.Cleanup(func() { fingerprinted.Store(nil) })
+	// The committer waits on a write of the test's until the retry is
+	// read and submitted; that write then purges the message (owner got
+	// it), as the retention sweep does.
+	release, blocked, purged := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	err := b.store.Submit(func(tx *store.Tx) error {
+		close(blocked)
+		<-release
+		now := time.Now().UnixMilli()
+		if _, err := store.Ack(tx, owner.meshID, owner.pub(), []string{stored.MessageID}, now); err != nil {
+			return err
+		}
+		_, _, err := store.PurgeBefore(tx, owner.meshID, now+1, 1000)
+		return err
+	}, func(err error) { purged <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-blocked
+	retry := first
+	retry.ID = first.ID + "-again"
+	a.write(retry)
+	// Frames are handled in order: the answer to the next one means the
+	// retry was read, let through free (no room for its bytes, its
+	// message stored) and submitted.
+	a.write(map[string]any{"type": wire.TypeListPeers, "reqId": "peers"})
+	var ack *wire.Ack
+	for peers, released := false, false; !peers || ack == nil; {
+		if peers && !released {
+			released = true
+			close(release)
+			if err := <-purged; err != nil {
+				t.Fatal(err)
+			}
+		}
+		data := a.read()
+		env, _ := wire.Peek(data)
+		switch env.Type {
+		case wire.TypePeers:
+			peers = true
+		case wire.TypeAck:
+			var x wire.Ack
+			if err := wire.Decode(data, &x); err != nil {
+				t.Fatal(err)
+			}
+			if x.ID == retry.ID {
+				if !peers {
+					t.Fatalf("the retry was answered before its commit: %+v %+v", x, x.Error)
+				}
+				ack = &x
+			}
+		}
+	}
+	if ack.Error == nil || ack.Error.Code != wire.CodeRateLimited {
+		t.Fatalf("the free retry whose message was purged before its commit: %+v %+v, want rate_limited", ack, ack.Error)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hashed != 1 {
+		t.Fatalf("the retry was fingerprinted %d times, want once (when it was read)", hashed)
+	}
+}
+
+// BenchmarkFingerprint87KB: what a send of the largest ciphertext costs
+// its connection's goroutine once (handleSend), and what a refusal at its
+// commit cost the dispatcher again before it was carried on its place.
+func BenchmarkFingerprint87KB(b *testing.B) {
+	s := &wire.Send{TargetSpec: strings.Repeat("a", 64), Kind: wire.KindBox, Nonce: strings.Repeat("n", 32), Ciphertext: strings.Repeat("c", 87<<10)}
+	b.SetBytes(int64(len(s.Ciphertext)))
+	for b.Loop() {
+		fingerprint(s)
 	}
 }
 

@@ -166,6 +166,12 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *
 		return
 	}
 	ct, _ := cmcrypto.DecodeB64(s.Ciphertext) // validated by validateSend
+	// The post's fingerprint: the one computed when its frame was read
+	// (handleSend), unless it changes below.
+	var fp string
+	if place != nil {
+		fp = place.fp
+	}
 	if topic.Encrypted {
 		if s.BodyVersion == wire.BodyPlaintext {
 			refuse(wire.CodeTopicEncrypted, "#"+topic.Name+" is end-to-end encrypted: post ciphertext under its topic key (bodyVersion 2), never plaintext")
@@ -186,10 +192,16 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *
 			return
 		}
 		// Nothing binds a plaintext post to a key generation.
-		s.KeyGen = nil
+		if s.KeyGen != nil {
+			s.KeyGen = nil
+			fp = "" // what was read, not what is stored
+		}
 	}
 	if s.ReplyToID != "" {
 		s.ReplyToID = b.replyTarget(ms.id, from, s.ReplyToID)
+	}
+	if fp == "" {
+		fp = fingerprint(s) // a REST post, or its keyGen dropped
 	}
 	now := time.Now()
 	messageID := newID()
@@ -202,7 +214,7 @@ func (b *Broker) postTopic(ms *meshState, from postSender, s *wire.Send, place *
 		ClientMessageID: s.ClientMessageID, CreatedAt: now.UnixMilli(),
 	}
 	post := &store.TopicPost{ID: messageID, TopicID: topic.ID, SenderPubkey: from.pubkey, SenderMember: from.mem.Pubkey,
-		ClientMessageID: s.ClientMessageID, Fingerprint: fingerprint(s), CreatedAt: now.UnixMilli(), Push: wire.MustEncode(push)}
+		ClientMessageID: s.ClientMessageID, Fingerprint: fp, CreatedAt: now.UnixMilli(), Push: wire.MustEncode(push)}
 	if h := place.arrive(); h != nil {
 		// An earlier post of its connection to this topic was refused
 		// and has not come again (sendorder.go).
