@@ -313,7 +313,9 @@ const startedOutcomeWait = 3 * time.Second
 // startedOutcome waits, at most startedOutcomeWait, until each mesh a
 // reload started has left "connecting", and returns the states it got
 // to (a new user's trial: `up` on a home whose mesh was still banned said
-// "connecting acme now", and the broker refused it again at once).
+// "connecting acme now", and the broker refused it again at once). It
+// polls /v1/health, which has the states: /v1/status reads the whole
+// inbox at each of up to 60 polls.
 func startedOutcome(ctx context.Context, cl *localapi.Client, started []string) map[string]string {
 	if len(started) == 0 {
 		return nil
@@ -322,8 +324,8 @@ func startedOutcome(ctx context.Context, cl *localapi.Client, started []string) 
 	defer cancel()
 	states := map[string]string{}
 	for {
-		var st localapi.Status
-		if _, err := cl.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+		var st localapi.Health
+		if _, err := cl.Do(ctx, "GET", "/v1/health", nil, &st); err != nil {
 			return states
 		}
 		pending := false

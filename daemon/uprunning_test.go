@@ -2,9 +2,20 @@ package daemon
 
 import (
 	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"claudemesh/broker"
+	"claudemesh/client"
+	"claudemesh/client/config"
+	cmcrypto "claudemesh/crypto"
 	"claudemesh/daemon/localapi"
 	"claudemesh/internal/cliui"
 )
@@ -61,5 +72,60 @@ func TestUpRunningSaysEachStateTruly(t *testing.T) {
 				t.Errorf("%s: %q in:\n%s", c.state, n, got)
 			}
 		}
+	}
+}
+
+// `daemon up` waits for the meshes its reload started on /v1/health, not
+// on /v1/status, which reads the whole inbox at every poll (every 50 ms
+// for up to 3 s). The real daemon's routes are served on a second socket
+// that counts the requests by route.
+func TestUpWaitsForStartedMeshesOnHealthNotStatus(t *testing.T) {
+	e := newEnv(t)
+	// A second mesh on a broker that is gone: it stays connecting.
+	cfg2 := broker.DefaultConfig()
+	cfg2.Listen, cfg2.MetricsListen, cfg2.DataDir = "127.0.0.1:0", "off", t.TempDir()
+	b2 := startBroker(t, &cfg2)
+	key, _ := cmcrypto.GenerateIdentity()
+	res, err := client.CreateMesh(context.Background(), b2.URL(), b2.OperatorToken(), client.CreateMeshRequest{Name: "Ops", Slug: "ops", OwnerPubkey: key.PublicHex(), OwnerDisplayName: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.save("alice", config.Mesh{MeshID: res.MeshID, MemberID: res.MemberID, Slug: "ops", Name: "Ops", Pubkey: key.PublicHex(),
+		SecretKey: key.SecretKeyHex(), BrokerURL: res.BrokerURL, BrokerPubkey: res.BrokerPubkey, Role: "owner", DisplayName: "alice",
+		JoinedAt: time.Now().UTC().Format(time.RFC3339)})
+	b2.Close()
+	alice := e.daemon("alice")
+
+	var mu sync.Mutex
+	hits := map[string]int{}
+	routes := alice.d.routes()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil { // the client checks the socket's directory
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(dir, "c.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(ln.Addr().String(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.URL.Path]++
+		mu.Unlock()
+		routes.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	states := startedOutcome(context.Background(), localapi.New(ln.Addr().String()), []string{"ops"})
+	if s := states["ops"]; s == "" || s == localapi.MeshOpen {
+		t.Fatalf("the state of a mesh whose broker is gone: %q (asked %v)", s, hits)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hits["/v1/status"] != 0 || hits["/v1/health"] == 0 {
+		t.Fatalf("up's wait asked %v", hits)
 	}
 }
