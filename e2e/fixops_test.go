@@ -76,3 +76,32 @@ func TestClusterRestoreHelpNamesTheCopy(t *testing.T) {
 		t.Fatalf("cluster-restore --help: %s", r.stdout)
 	}
 }
+
+// TestABareNumberAfterWaitIsRefused: `send PEER "hi" --wait 30` sent "hi
+// 30": a number of seconds meant for --wait, which takes no value (the
+// time is --wait-timeout), became a word of the message. A whole number
+// right after a flag that has a -timeout flag beside it is a usage error;
+// numbers elsewhere in a message, or after another flag, are words.
+func TestABareNumberAfterWaitIsRefused(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	u := setupMesh(t, b, "alice", "bob")
+	alice, bob := u[0], u[1]
+	alice.fails(2, "usage", "send", "bob", "hi", "--wait", "30")
+	r := alice.run("send", "bob", "hi", "--wait", "30")
+	if r.code != 2 || !strings.Contains(r.stderr, "--wait takes no value") || !strings.Contains(r.stderr, "--wait --wait-timeout 30s") {
+		t.Errorf("--wait 30: %s", r)
+	}
+	if out := bob.ok("inbox").stdout; out != "  no new messages\n" {
+		t.Fatalf("a refused send reached bob: %q", out)
+	}
+	alice.ok("send", "bob", "call me at 5")
+	alice.ok("send", "bob", "room", "30")
+	alice.ok("send", "bob", "floor", "--no-daemon", "7")
+	out := bob.ok("inbox").stdout
+	for _, w := range []string{"call me at 5", "room 30", "floor 7"} {
+		if !strings.Contains(out, w) {
+			t.Fatalf("%q missing from bob's inbox: %q", w, out)
+		}
+	}
+}

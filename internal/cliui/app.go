@@ -544,8 +544,12 @@ func runParsed(ctx context.Context, app *cli.App, argv []string, p *parsedArgs, 
 		name, _, _ := flagToken(flag)
 		cmd := commandName(app, p.path)
 		hint := "to give " + strconv.Quote(word) + " as an argument, put it before " + flag + " or after --: " + cmd + " … -- " + word
-		if _, ok := resolve(app, p.path, name+"-timeout"); ok {
-			hint = "the time " + flag + " waits is --" + name + "-timeout: " + cmd + " … " + flag + " --" + name + "-timeout " + word + "; " + hint
+		if hasTimeout(app, p.path, name) {
+			d := word
+			if isWholeNumber(word) {
+				d += "s" // a duration has its unit
+			}
+			hint = "the time " + flag + " waits is --" + name + "-timeout: " + cmd + " … " + flag + " --" + name + "-timeout " + d + "; " + hint
 		}
 		return st.report(UsageErrorf("%s takes no value: %q after it would become an argument of %s (a word of a message), not %s's value", flag, word, cmd, flag).
 			WithHint(hint), false)

@@ -336,7 +336,7 @@ pass1:
 			use.value, use.hasValue = toks[i], true
 		}
 		if !d.takesValue && !inline && !d.help && p.boolValue == nil && i+1 < len(toks) &&
-			!isPath[i+1] && i+1 != skipAt && looksLikeDuration(toks[i+1]) {
+			!isPath[i+1] && i+1 != skipAt && (looksLikeDuration(toks[i+1]) || isWholeNumber(toks[i+1]) && hasTimeout(app, chain, name)) {
 			p.boolValue = []string{tok, toks[i+1]}
 		}
 		p.flags[d.level] = append(p.flags[d.level], use)
@@ -353,6 +353,28 @@ func looksLikeDuration(tok string) bool {
 	}
 	_, err := ParseDuration(tok)
 	return err == nil
+}
+
+// isWholeNumber says whether tok is digits alone ("30"): after a flag
+// whose time is its -timeout flag (--wait 30), a number of seconds meant
+// as its value. After another flag it is as likely a word of a message.
+func isWholeNumber(tok string) bool {
+	if tok == "" || len(tok) > 12 {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] < '0' || tok[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// hasTimeout says whether the command has a --NAME-timeout flag (send's
+// --wait and --wait-timeout): NAME is a flag that waits, for that long.
+func hasTimeout(app *cli.App, chain []*cli.Command, name string) bool {
+	_, ok := resolve(app, chain, name+"-timeout")
+	return ok
 }
 
 // isKnownFlag reports whether toks[i] is a flag of the app, of the command
