@@ -267,7 +267,7 @@ func (a *admission) admit(nc net.Conn) *trackedConn {
 		tc.counted.Store(true)
 		return tc
 	}
-	if a.refusing[key] >= a.maxRefusals {
+	if a.maxRefusals > 0 && a.refusing[key] >= a.maxRefusals {
 		a.mu.Unlock()
 		// Answering costs a goroutine and a descriptor for up to a
 		// second; the address has enough of those already.

@@ -171,6 +171,47 @@ func TestConnectionsOverTheCapAreBounded(t *testing.T) {
 	waitFor(t, "the refusals to end", func() bool { return b.admit.refusalsOpen() == 0 })
 }
 
+// TestNoRefusalCapAnswersEveryConnectionOverTheCap: --max-refusals-per-ip
+// 0 quietly meant the default, 8, where 0 of the per-address caps beside
+// it (--max-conns-per-ip, --handshake-failure-rate) turns the cap off. It
+// is unlimited now: every connection over --max-conns-per-ip is held to
+// hear its 429, none is cut unanswered.
+func TestNoRefusalCapAnswersEveryConnectionOverTheCap(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, func(c *Config) { noExemption(c); c.MaxConnsPerIP = 2; c.MaxRefusalsPerIP = 0 })
+	b.admit.refusalGrace = time.Minute
+	http.DefaultClient.CloseIdleConnections()
+	waitFor(t, "set-up connections to close", func() bool { n, _ := b.admit.connsOpen(); return n == 0 })
+	tcpDialStarted(t, b.Addr())
+	tcpDialStarted(t, b.Addr())
+	waitFor(t, "two counted connections", func() bool { n, _ := b.admit.connsOpen(); return n == 2 })
+
+	const extra = 12
+	var over []net.Conn
+	for range extra {
+		over = append(over, tcpDialStarted(t, b.Addr()))
+	}
+	waitFor(t, "every connection accepted", func() bool {
+		return counterValue(t, b, "claudemesh_limits_tripped_total", "conns_per_ip")+
+			counterValue(t, b, "claudemesh_limits_tripped_total", "conns_per_ip_cut") == extra
+	})
+	if got := counterValue(t, b, "claudemesh_limits_tripped_total", "conns_per_ip_cut"); got != 0 {
+		t.Fatalf("%v connections cut unanswered with --max-refusals-per-ip 0", got)
+	}
+	for i, nc := range over {
+		nc.SetDeadline(time.Now().Add(expectWithin))
+		nc.Write([]byte(restOfGetHealth))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatalf("over-cap connection %d got no answer: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("an over-cap connection was answered %d", resp.StatusCode)
+		}
+	}
+}
+
 // TestIdleAndSlowHTTPConnectionsAreCut: an idle keep-alive connection is
 // closed after --http-idle-timeout, and a request body that does not arrive
 // within --http-read-timeout is answered and cut (a slow /v1/join body used

@@ -141,8 +141,8 @@ func NewContext(ctx context.Context, cfg Config) (*Broker, error) {
 			return nil, fmt.Errorf("broker: %s must be a finite number, 0 or more (0 = unlimited)", r.flag)
 		}
 	}
-	if cfg.MaxRefusalsPerIP <= 0 {
-		cfg.MaxRefusalsPerIP = def.MaxRefusalsPerIP
+	if cfg.MaxRefusalsPerIP < 0 {
+		cfg.MaxRefusalsPerIP = 0 // unlimited, as --max-conns-per-ip 0
 	}
 	if cfg.IPLimitExempt == nil {
 		cfg.IPLimitExempt = def.IPLimitExempt

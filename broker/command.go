@@ -87,7 +87,7 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "max-handshakes", Value: def.MaxHandshakes, Usage: "upgraded connections waiting for their hello, in total"},
 			&cli.IntFlag{Name: "max-handshakes-per-ip", Value: def.MaxHandshakesPerIP, Usage: "upgraded connections waiting for their hello, per address (IPv6: per /64)"},
 			&cli.IntFlag{Name: "max-conns-per-ip", Value: def.MaxConnsPerIP, Usage: "open connections per address that are not an authenticated WebSocket (0 = unlimited)"},
-			&cli.IntFlag{Name: "max-refusals-per-ip", Value: def.MaxRefusalsPerIP, Usage: "connections over --max-conns-per-ip one address may hold while they are answered 429; more are closed unanswered"},
+			&cli.IntFlag{Name: "max-refusals-per-ip", Value: def.MaxRefusalsPerIP, Usage: "connections over --max-conns-per-ip one address may hold while they are answered 429; more are closed unanswered (0 = unlimited: each holds a descriptor and a goroutine for up to a second)"},
 			&cli.Float64Flag{Name: "handshake-failure-rate", Value: def.HandshakeFailureRate, Usage: "failed WebSocket handshakes per second per address (IPv6: per /64); past --handshake-failure-burst of them the address's connections are answered 429 (0 = unlimited)"},
 			&cli.IntFlag{Name: "handshake-failure-burst", Value: def.HandshakeFailureBurst, Usage: "failed handshakes an address may have at once above --handshake-failure-rate"},
 			&cli.DurationFlag{Name: "defer-accept", Value: def.DeferAccept, Usage: "Linux: the kernel holds a connection that has sent nothing for about this long before the broker accepts it (TCP_DEFER_ACCEPT; 0 = off)"},

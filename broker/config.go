@@ -148,7 +148,8 @@ type Config struct {
 	// address has open at a time while each is given a second to hear
 	// its 429; more are closed as they are accepted, unanswered. Without
 	// it a stranger dialling in a loop held a descriptor and a goroutine
-	// per connection for that second, however fast it dialled.
+	// per connection for that second, however fast it dialled. 0 is
+	// unlimited (every such connection is answered), as MaxConnsPerIP 0.
 	MaxRefusalsPerIP int
 	// IPLimitExempt are addresses the per-address limits do not apply to
 	// (nil means loopback: a reverse proxy on the same host, whose address
