@@ -94,6 +94,9 @@ type Options struct {
 	// catch-up from its start reads back to find its oldest post
 	// (defaultTopicScanPages; tests lower it).
 	topicScanPages int
+	// topicRoundPages bounds the pages of a topic's history one catch-up
+	// round reads (defaultTopicRoundPages; tests lower it).
+	topicRoundPages int
 
 	// journalScrubAfter is the accept journal's ScrubAfter (tests keep
 	// released records on disk to replay them, as a kill -9 would).
@@ -306,6 +309,9 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	if opts.topicScanPages <= 0 {
 		opts.topicScanPages = defaultTopicScanPages
+	}
+	if opts.topicRoundPages <= 0 {
+		opts.topicRoundPages = defaultTopicRoundPages
 	}
 	if opts.AuditInterval <= 0 {
 		opts.AuditInterval = 24 * time.Hour

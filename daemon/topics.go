@@ -298,7 +298,11 @@ func (t *topicsRT) setCursor(topicID, id string) {
 // catchUp stores the posts of a topic after its cursor, oldest first, up
 // to the first it cannot open for want of a key (it resumes there when the
 // key comes). One runs at a time per topic; a call while one runs waits
-// for it and runs again.
+// for it and runs again. A round reads at most topicRoundPages pages; one
+// that read them all with more to come starts the next round (kick) once
+// it is done, in a goroutine of its own, so that a sweep goes on to the
+// other topics and a long history is caught up without waiting for the
+// next sweep or read.
 func (t *topicsRT) catchUp(topicID string) {
 	for {
 		t.mu.Lock()
@@ -363,7 +367,8 @@ func (t *topicsRT) catchUp(topicID string) {
 	if h := t.m.d.opts.testCatchUpRead; h != nil {
 		h(topicID)
 	}
-	for range 100 { // at most 5,000 posts a round; the next round goes on
+	start := from
+	for range t.m.d.opts.topicRoundPages {
 		var posts []*wire.Push
 		var more bool
 		// A post left out for a full inbox before this read is in it.
@@ -432,7 +437,20 @@ func (t *topicsRT) catchUp(topicID string) {
 			return
 		}
 	}
+	// The round's pages are read and there are more: the next round
+	// reads on, from the cursor or from where this one got to. Not when
+	// this round ended where it began or where the last one got to (a
+	// held topic read again from its cursor): that would read the same
+	// pages again and again until something changes, which a read or
+	// the sweep then handles.
+	if from != start && from != through {
+		t.kick(topicID)
+	}
 }
+
+// defaultTopicRoundPages is how many pages of a topic's history one
+// catch-up round reads: 100 pages of 50, 5,000 posts.
+const defaultTopicRoundPages = 100
 
 // defaultTopicScanPages is how far back a catch-up from a topic's start
 // reads to find its oldest post: 100 pages of 50, 5,000 posts, about ten

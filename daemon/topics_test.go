@@ -442,6 +442,32 @@ func TestTopicCatchUpFromTheStartIsBounded(t *testing.T) {
 	})
 }
 
+// A catch-up round reads a bounded number of pages (100 of 50 posts); a
+// topic with more after them waited for the next sweep (30 s) or inbox
+// read to go on. The next round now starts once one ends with more to
+// read: with one page a round and the sweep an hour away, every post is
+// stored.
+func TestTopicCatchUpGoesOnPastARound(t *testing.T) {
+	e, alice, bob, _ := topicJoinedThenAway(t)
+	ctx := context.Background()
+	const posts = 260
+	for i := range posts {
+		alice.post(t, "ops", fmt.Sprintf("post %d", i))
+	}
+	waitFor(t, 60*time.Second, "alice's posts sent", func() bool {
+		var st localapi.Status
+		alice.api.Do(ctx, "GET", "/v1/status", nil, &st)
+		return st.Outbox != nil && st.Outbox.Pending+st.Outbox.Inflight == 0
+	})
+	bob = e.daemonWith("bob", Options{topicRoundPages: 1, TopicSweep: time.Hour})
+	bob.waitOpen(t)
+	var all []localapi.InboxRow
+	waitFor(t, 60*time.Second, "every post in bob's inbox", func() bool {
+		bob.api.Do(ctx, "GET", "/v1/inbox?limit=2000", nil, &all)
+		return len(all) == posts
+	})
+}
+
 // topicJoinedThenAway: alice creates #ops, bob joins it and holds its key,
 // his cursor of it is the topic's start (it had no post), and his daemon
 // stops: the set-up of a catch-up from a topic's start.
