@@ -35,6 +35,41 @@ func TestABooleanFlagTakesNoDuration(t *testing.T) {
 	}
 }
 
+// TestABooleanFlagBeforeADurationWhereNoMessageIs: the refusal of a
+// duration after a flag that takes no value said the duration would become
+// "a word of a message" and hinted to put it before the flag or after --,
+// also for commands that take no message: `daemon status --json 10s`, whose
+// advice then failed with another usage error. There it says the duration
+// is not the flag's value and points to the command's help; send keeps its
+// message and hint.
+func TestABooleanFlagBeforeADurationWhereNoMessageIs(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "ula")
+	for _, args := range [][]string{
+		{"daemon", "status", "--json", "10s"},
+		{"inbox", "--json", "2h"},
+		{"help", "exit-codes", "--json", "1h"},
+	} {
+		r := u.run(args...)
+		var e cliError
+		if err := json.Unmarshal([]byte(r.stdout), &e); err != nil || r.code != 2 || e.Error.Code != "usage" {
+			t.Fatalf("%q: %v %s", args, err, r)
+		}
+		if m := e.Error.Message; !strings.Contains(m, "--json takes no value") || strings.Contains(m, "a word of a message") {
+			t.Errorf("%q: %q", args, m)
+		}
+	}
+	r := u.run("inbox", "--no-color", "2h")
+	if r.code != 2 || !strings.Contains(r.stderr, "--no-color takes no value") || strings.Contains(r.stderr, "a word of a message") ||
+		strings.Contains(r.stderr, "put it before") || !strings.Contains(r.stderr, "inbox --help") {
+		t.Errorf("inbox --no-color 2h: %s", r)
+	}
+	r = u.run("summary", "waiting", "--no-color", "2h")
+	if r.code != 2 || !strings.Contains(r.stderr, "(a word of a message)") || !strings.Contains(r.stderr, "-- 2h") {
+		t.Errorf("summary waiting --no-color 2h: %s", r)
+	}
+}
+
 // TestDoctorDaemonFixNamesHomeAndService: doctor's fix for a daemon that
 // is not running named --home in its first half only under --json ("or
 // claudemesh install for a service", which is the Claude Code set-up,

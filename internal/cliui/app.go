@@ -16,6 +16,7 @@
 package cliui
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -543,13 +544,30 @@ func runParsed(ctx context.Context, app *cli.App, argv []string, p *parsedArgs, 
 		flag, word := p.boolValue[0], p.boolValue[1]
 		name, _, _ := flagToken(flag)
 		cmd := commandName(app, p.path)
-		hint := "to give " + strconv.Quote(word) + " as an argument, put it before " + flag + " or after --: " + cmd + " … -- " + word
+		var timeout string
 		if hasTimeout(app, p.path, name) {
 			d := word
 			if isWholeNumber(word) {
 				d += "s" // a duration has its unit
 			}
-			hint = "the time " + flag + " waits is --" + name + "-timeout: " + cmd + " … " + flag + " --" + name + "-timeout " + d + "; " + hint
+			timeout = "the time " + flag + " waits is --" + name + "-timeout: " + cmd + " … " + flag + " --" + name + "-timeout " + d
+		}
+		usage := ""
+		if len(p.path) > 0 {
+			usage = p.path[len(p.path)-1].ArgsUsage
+		}
+		if !takesText(usage) {
+			// No message for it to join (daemon status, inbox, help
+			// exit-codes): putting it elsewhere is no advice.
+			err := UsageErrorf("%s takes no value: %q after it would become an argument of %s, not %s's value", flag, word, cmd, flag)
+			if usage == "" {
+				err = UsageErrorf("%s takes no value, and %s takes no arguments: %q after %s is neither", flag, cmd, word, flag)
+			}
+			return st.report(err.WithHint(cmp.Or(timeout, helpHint(app, p.path))), false)
+		}
+		hint := "to give " + strconv.Quote(word) + " as an argument, put it before " + flag + " or after --: " + cmd + " … -- " + word
+		if timeout != "" {
+			hint = timeout + "; " + hint
 		}
 		return st.report(UsageErrorf("%s takes no value: %q after it would become an argument of %s (a word of a message), not %s's value", flag, word, cmd, flag).
 			WithHint(hint), false)
@@ -692,6 +710,13 @@ func commandName(app *cli.App, path []*cli.Command) string {
 		parts = append(parts, c.Name)
 	}
 	return strings.Join(parts, " ")
+}
+
+// takesText says whether a command whose ArgsUsage is usage takes free
+// text (send's MESSAGE..., topic post's, summary's TEXT...): words after
+// its other arguments join it.
+func takesText(usage string) bool {
+	return strings.Contains(usage, "MESSAGE") || strings.Contains(usage, "TEXT")
 }
 
 func helpHint(app *cli.App, path []*cli.Command) string {
