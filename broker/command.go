@@ -121,6 +121,19 @@ func Command() *cli.Command {
 					return cliui.UsageErrorf("--%s must be positive", name)
 				}
 			}
+			// Limits with no "off": New reads 0 as the default, which a
+			// broker started with --max-groups 0 did quietly (it kept
+			// 32, not "none" nor "unlimited").
+			for _, name := range []string{"max-pending", "max-pending-per-sender", "max-queued-bytes-per-sender", "max-queued-bytes-per-mesh", "max-groups", "max-handshakes", "max-handshakes-per-ip"} {
+				if c.IsSet(name) && c.Int64(name) == 0 {
+					return cliui.UsageErrorf("--%s must be at least 1: it cannot be turned off (leave the flag out for its default)", name)
+				}
+			}
+			for _, name := range []string{"http-read-timeout", "http-write-timeout", "http-idle-timeout"} {
+				if c.IsSet(name) && c.Duration(name) == 0 {
+					return cliui.UsageErrorf("--%s must be positive", name)
+				}
+			}
 			if c.IsSet("max-frame") && c.Int64("max-frame") < minMaxFrame {
 				return cliui.UsageErrorf("--max-frame must be at least %d (64 KiB): below it the broker refuses hellos and ordinary messages", minMaxFrame)
 			}

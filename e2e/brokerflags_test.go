@@ -27,6 +27,12 @@ func TestBrokerRefusesNegativeLimits(t *testing.T) {
 		want string
 	}{
 		{[]string{"--queue-ttl", "0s"}, "--queue-ttl must be positive"},
+		// 0 quietly meant the default (--max-groups 0 kept 32).
+		{[]string{"--max-groups", "0"}, "--max-groups must be at least 1: it cannot be turned off"},
+		{[]string{"--max-pending", "0"}, "--max-pending must be at least 1"},
+		{[]string{"--max-handshakes-per-ip", "0"}, "--max-handshakes-per-ip must be at least 1"},
+		{[]string{"--max-queued-bytes-per-mesh", "0"}, "--max-queued-bytes-per-mesh must be at least 1"},
+		{[]string{"--http-idle-timeout", "0s"}, "--http-idle-timeout must be positive"},
 		{[]string{"--max-frame", "10"}, "--max-frame must be at least 65536"},
 		{[]string{"--send-buffer", "1000"}, "--send-buffer must be at least 262144 (256 KiB)"},
 		{[]string{"--public-url", "notaurl"}, "--public-url: broker URL \"notaurl\" is not a ws:// or wss:// URL"},
