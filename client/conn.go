@@ -142,6 +142,12 @@ type DialOptions struct {
 	// OnReceipt receives delivery receipts for this identity's sends. The
 	// callee settles them with ClientAck(receiptId) once recorded.
 	OnReceipt func(r *wire.Receipt)
+	// NoReceiptWaits says the caller never calls WaitReceipt, so the
+	// connection keeps no receipts for it (it keeps those of the last
+	// maxRememberedReceipts messages otherwise). A load generator whose
+	// connections take hundreds of thousands of receipts kept ~4,096 a
+	// connection, a live heap its GC marked again and again.
+	NoReceiptWaits bool
 	// OnSystem receives `push` frames with subtype "system" (peer events).
 	OnSystem func(p *wire.Push)
 	// OnClose is called once, after Done is closed, with the close code and

@@ -612,6 +612,39 @@ func TestWaitReceipt(t *testing.T) {
 	}
 }
 
+// A connection dialled with NoReceiptWaits hands receipts to OnReceipt
+// and keeps none (a load generator's connections kept ~4,096 each, a heap
+// that grew with its run), and WaitReceipt on it says why it cannot wait.
+func TestNoReceiptWaitsKeepsNoReceipts(t *testing.T) {
+	f := newFakeBroker(t)
+	f.set(func(f *fakeBroker) {
+		f.handle = func(fc *fakeConn, env wire.Envelope, raw []byte) {
+			var s wire.Send
+			wire.Decode(raw, &s)
+			fc.send(t, &wire.Ack{Type: wire.TypeAck, ID: s.ID, MessageID: "M-" + s.ID, Queued: true})
+			fc.send(t, &wire.Receipt{Type: wire.TypeReceipt, ReceiptID: "R-" + s.ID, MessageID: "M-" + s.ID})
+		}
+	})
+	ctx := testCtx(t)
+	seen := make(chan string, 10)
+	c := mustDial(t, ctx, f.identity(t), DialOptions{NoReceiptWaits: true, OnReceipt: func(r *wire.Receipt) { seen <- r.ReceiptID }})
+	f.next(t)
+	ack, err := c.Send(ctx, &wire.Send{TargetSpec: "*", Kind: wire.KindMulti})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recvWithin(t, seen, "OnReceipt")
+	c.mu.Lock()
+	kept := len(c.receipts) + len(c.receiptOrder)
+	c.mu.Unlock()
+	if kept != 0 {
+		t.Fatalf("the connection kept %d receipts for waits nobody makes", kept)
+	}
+	if _, err := c.WaitReceipt(ctx, ack.MessageID); err == nil || !strings.Contains(err.Error(), "NoReceiptWaits") {
+		t.Fatalf("WaitReceipt on a NoReceiptWaits connection: %v", err)
+	}
+}
+
 func TestCloseIsClean(t *testing.T) {
 	f := newFakeBroker(t)
 	frames := make(chan string, 10)

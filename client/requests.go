@@ -239,6 +239,9 @@ func (c *Conn) AwaitAck(ctx context.Context, s *wire.Send, ch <-chan SendResult)
 // rememberReceipts keeps receipts for WaitReceipts and wakes its waiters. A
 // redelivered receipt (same receiptId) is kept once.
 func (c *Conn) rememberReceipts(rs ...wire.Receipt) {
+	if c.opts.NoReceiptWaits {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
@@ -291,6 +294,9 @@ func (c *Conn) WaitReceipt(ctx context.Context, messageID string) (*wire.Receipt
 // `pending` (01-protocol §4). On timeout it returns the receipts so far
 // together with the error.
 func (c *Conn) WaitReceipts(ctx context.Context, messageID string, n int) ([]wire.Receipt, error) {
+	if c.opts.NoReceiptWaits {
+		return nil, errors.New("client: WaitReceipts on a connection dialled with NoReceiptWaits")
+	}
 	if n < 1 {
 		n = 1
 	}

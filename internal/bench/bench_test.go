@@ -357,3 +357,21 @@ func jsonKeys(t *testing.T, out []byte) (map[string]any, []string) {
 	slices.Sort(keys)
 	return doc, keys
 }
+
+// keyOf keeps ids apart: the same id gives the same key, ids that differ
+// in a byte or in length (a prefix of another) do not, and one too long to
+// copy is hashed.
+func TestMsgKeyKeepsIDsApart(t *testing.T) {
+	ids := []string{"01KBXQ3V7Z2M4N5P6Q7R8S9T0V", "01KBXQ3V7Z2M4N5P6Q7R8S9T0W", "01KBXQ3V7Z2M4N5P6Q7R8S9T0", "", "a",
+		strings.Repeat("x", 31), strings.Repeat("x", 32), strings.Repeat("x", 33)}
+	keys := map[msgKey]string{}
+	for _, id := range ids {
+		if other, dup := keys[keyOf(id)]; dup {
+			t.Fatalf("ids %q and %q have one key", id, other)
+		}
+		keys[keyOf(id)] = id
+		if keyOf(id) != keyOf(string([]byte(id))) {
+			t.Fatalf("id %q gives two keys", id)
+		}
+	}
+}
