@@ -34,6 +34,36 @@ func (r *chunkedReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// objectStoreOnOneNode starts a one-node cluster named name with an
+// object store bucket, and returns its stream's config and a function
+// that gives the stream these subjects instead (taking a kind of
+// message's subjects away makes its publishes find no stream).
+func objectStoreOnOneNode(t *testing.T, ctx context.Context, name, bucket string) (jetstream.JetStream, jetstream.ObjectStore, jetstream.StreamConfig, func(subjects ...string)) {
+	t.Helper()
+	nodes := startNodes(t, name, 1)
+	js, err := jetstream.New(nodes[0].Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	return js, obs, cfg, func(subjects ...string) {
+		t.Helper()
+		c := cfg
+		c.Subjects = subjects
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // A snapshot's chunk published while its bucket's stream has no leader
 // (a bucket created a moment ago, a leader change) gets "no responders".
 // nats.go's Put published the chunks asynchronously with retries of such
@@ -50,30 +80,9 @@ func (r *chunkedReader) Read(p []byte) (int, error) {
 // before the next.
 func TestObjectPutStoresWhatItReadOrNothing(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, "objput", 1)
-	js, err := jetstream.New(nodes[0].Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "PUTTEST"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, "OBJ_PUTTEST")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.CachedInfo().Config
-	setSubjects := func(subjects ...string) {
-		t.Helper()
-		c := cfg
-		c.Subjects = subjects
-		if _, err := js.UpdateStream(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	js, obs, cfg, setSubjects := objectStoreOnOneNode(t, ctx, "objput", "PUTTEST")
 	const chunkSize = 1024
 	var want []byte
 	var chunks [][]byte
@@ -87,7 +96,7 @@ func TestObjectPutStoresWhatItReadOrNothing(t *testing.T) {
 		case 1: // chunk 0 is stored; chunk 1 finds no stream
 			setSubjects("$O.PUTTEST.M.>")
 		case 2: // chunk 1's publish has been answered; the stream is back
-			if err := nodes[0].Conn().Flush(); err != nil {
+			if err := js.Conn().Flush(); err != nil {
 				t.Fatal(err)
 			}
 			setSubjects(cfg.Subjects...)
@@ -128,30 +137,13 @@ func TestObjectPutStoresWhatItReadOrNothing(t *testing.T) {
 // chunks of a stored object.
 func TestFailedUploadsChunksArePurgedAfterGrace(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, "objorphan", 1)
-	js, err := jetstream.New(nodes[0].Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const bucket = "ORPHANTEST"
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, obs, cfg, setSubjects := objectStoreOnOneNode(t, ctx, "objorphan", bucket)
 	stream, err := js.Stream(ctx, "OBJ_"+bucket)
 	if err != nil {
 		t.Fatal(err)
-	}
-	cfg := stream.CachedInfo().Config
-	setSubjects := func(subjects ...string) {
-		t.Helper()
-		c := cfg
-		c.Subjects = subjects
-		if _, err := js.UpdateStream(ctx, c); err != nil {
-			t.Fatal(err)
-		}
 	}
 	chunkSubjects := func() map[string]uint64 {
 		t.Helper()
