@@ -519,9 +519,9 @@ func (m *meshRT) drain(ctx context.Context) {
 }
 
 // due returns up to n pending rows of this mesh that are due and not
-// claimed, claimed for the drain (sendclaim.go: the caller sends or
-// unclaims each), the earliest accepted first, and how long until the next one that is not
-// yet due (-1: none). The candidates are the rows not tried yet (the
+// claimed, the earliest accepted first, each now claimed for the drain
+// (sendclaim.go: the caller sends or unclaims it), and how long until
+// the next one that is not yet due (-1: none). The candidates are the rows not tried yet (the
 // pending index, in enqueue order) and the rows backing off whose time has
 // come (the retry index, read up to its first key not yet due): a round
 // decodes the rows it returns and those it passes over (of a session that
