@@ -161,16 +161,21 @@ func action(c *cli.Context) error {
 			}
 		}()
 	}
-	if c.Bool("attacker-child") {
-		return RunAttackerChild(c.Context, os.Stdin, os.Stdout)
-	}
 	// The load generator keeps a heap floor as the broker does
 	// (internal/gcfloor): a broadcast to 1,000 peers allocates ~4.5 MB in
 	// it, and at GOGC=100 on its ~20 MB live heap it collected every few
 	// broadcasts, its reader goroutines assisting the marking in the
 	// middle of the pushes they time. GOGC in the environment turns this
-	// off.
+	// off. The attacker process keeps one too: at GOGC=100 on its
+	// few-MB heap, the first 270 ms of its attacks (64 KiB bodies sealed,
+	// 500-id ack frames encoded) ran 13 collections (GODEBUG=gctrace=1),
+	// about a fifth of the ~0.6 of a core it took then, on the cores the
+	// broker and the honest peers share with it (with the floor: one, and
+	// ~0.5 of a core); on the internet that CPU is someone else's.
 	defer gcfloor.Start(gcHeadroom)()
+	if c.Bool("attacker-child") {
+		return RunAttackerChild(c.Context, os.Stdin, os.Stdout)
+	}
 	cfg := Config{
 		Peers: c.Int("peers"), Messages: c.Int("messages"), Window: c.Int("window"),
 		Payload: c.Int("payload"), Broadcast: c.Bool("broadcast"),
