@@ -312,6 +312,10 @@ type run struct {
 	// monotonic, and shared by senders and recipients, so send→push needs
 	// no clock synchronisation.
 	base time.Time
+	// samplesDir is CLAUDEMESH_BENCH_SAMPLES (samples.go): each DM's send
+	// time is kept, as with cfg.startTail, and the run's samples written
+	// there.
+	samplesDir string
 
 	child *childBroker
 	url   string
@@ -384,7 +388,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Drain <= 0 {
 		cfg.Drain = DefaultDrain
 	}
-	r := &run{cfg: cfg, base: time.Now()}
+	r := &run{cfg: cfg, base: time.Now(), samplesDir: os.Getenv(samplesEnv)}
 	r.redialCtx, r.redialCancel = context.WithCancel(context.Background())
 	r.presCtx, r.presCancel = context.WithCancel(context.Background())
 	defer r.shutdown()
@@ -582,6 +586,15 @@ func (r *run) collect(res *Result, startNs, lastAckNs int64) {
 	if r.cfg.startTail && len(sentNs) == len(e2eNs) {
 		slow, p99 := startTail(e2eNs, sentNs, startNs+StartWindow.Nanoseconds())
 		res.StartSlowest, res.E2eP99AfterStartMs = &slow, &p99
+	}
+	if dir := r.samplesDir; dir != "" && len(sentNs) == len(e2eNs) {
+		rel := make([]int64, len(sentNs))
+		for i, s := range sentNs {
+			rel[i] = s - startNs
+		}
+		if err := writeSamples(dir, r.base.Add(time.Duration(startNs)), rel, e2eNs); err != nil {
+			r.warnf("%s: %v", samplesEnv, err)
+		}
 	}
 	res.AckMs, res.E2eMs = summarize(ackNs), summarize(e2eNs)
 	res.ackNs, res.e2eNs = ackNs, e2eNs

@@ -55,7 +55,7 @@ type peer struct {
 	seen          map[msgKey]struct{}
 	e2eNs         []int64
 	e2eSeq        []int32 // the send seq of each e2eNs sample (--segments)
-	e2eSentNs     []int64 // the send time of each e2eNs sample (Config.startTail)
+	e2eSentNs     []int64 // the send time of each e2eNs sample (Config.startTail, run.samplesDir)
 	lastPushNs    int64
 	undecryptable int64
 	duplicates    int64
@@ -613,7 +613,7 @@ func (r *run) onPush(me *peer, m *wire.Push) {
 	if r.cfg.Segments > 0 {
 		me.e2eSeq = append(me.e2eSeq, int32(seq))
 	}
-	if r.cfg.startTail {
+	if r.cfg.startTail || r.samplesDir != "" {
 		me.e2eSentNs = append(me.e2eSentNs, sentAt)
 	}
 	me.lastPushNs = now
