@@ -11,10 +11,10 @@ import (
 // samplesEnv names a directory into which every run of messages between
 // peers (the default mode, --segments, --broadcast, --adversary; not
 // --via-daemon or topics) writes each message's send time and send→push
-// latency (`CLAUDEMESH_BENCH_SAMPLES=DIR claudemesh
-// bench ...`), for a question the summaries cannot answer: when in a run
-// its slow DMs were sent (say, the p99 of each 100 ms of an --adversary
-// run, which put its excess in the attacks' first 400 ms). One file a run,
+// latency (`CLAUDEMESH_BENCH_SAMPLES=DIR claudemesh bench ...`), for a
+// question the summaries cannot answer: when in a run its slow messages
+// were sent (say, the p99 of each 100 ms of an --adversary run, which put
+// its excess in the attacks' first ~300 ms). One file a run,
 // named by the run's start in Unix nanoseconds (so in run order; with
 // --adversary the warm-up comes first, then baseline, attacked, ...): a
 // first line "# start <unix ns>", then a line "<sent µs after start>
