@@ -191,12 +191,18 @@ func idleOutbox(t testing.TB) (*runningDaemon, *meshRT) {
 
 // storePending writes pending rows of m (seq → nextAttemptAt) with their
 // index entries, as the accept and the drain would, and then runs more in
-// the same transaction (nil: nothing).
+// the same transaction (nil: nothing). Each row is a message to a target of
+// its own, so no row waits behind another's line (outboxorder.go): rows
+// backing off hold their lines when the drain's first round reads them,
+// and whether the daemon's own first round ran before the rows were
+// stored was a race in these tests (TestDueSendsTheEarliestAcceptedFirst
+// failed once in CI on a row behind a line held that way).
 func storePending(t testing.TB, d *Daemon, m *meshRT, rows map[uint64]int64, more func(tx *bolt.Tx) error) {
 	t.Helper()
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		for seq, at := range rows {
-			r := &outboxRow{Seq: seq, MeshID: m.cfg.MeshID, State: statePending, NextAttemptAt: at}
+			r := &outboxRow{Seq: seq, MeshID: m.cfg.MeshID, State: statePending, NextAttemptAt: at,
+				TargetSpec: fmt.Sprintf("peer-%d", seq)}
 			if err := putOutbox(tx, r); err != nil {
 				return err
 			}
