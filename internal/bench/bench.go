@@ -588,11 +588,7 @@ func (r *run) collect(res *Result, startNs, lastAckNs int64) {
 		res.StartSlowest, res.E2eP99AfterStartMs = &slow, &p99
 	}
 	if dir := r.samplesDir; dir != "" && len(sentNs) == len(e2eNs) {
-		rel := make([]int64, len(sentNs))
-		for i, s := range sentNs {
-			rel[i] = s - startNs
-		}
-		if err := writeSamples(dir, r.base.Add(time.Duration(startNs)), rel, e2eNs); err != nil {
+		if err := writeSamples(dir, r.base, startNs, sentNs, e2eNs); err != nil {
 			r.warnf("%s: %v", samplesEnv, err)
 		}
 	}

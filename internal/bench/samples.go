@@ -21,8 +21,11 @@ import (
 // <latency µs>" per push counted, in no particular order.
 const samplesEnv = "CLAUDEMESH_BENCH_SAMPLES"
 
-// writeSamples writes one run's samples into dir (samplesEnv).
-func writeSamples(dir string, start time.Time, sentNs, e2eNs []int64) error {
+// writeSamples writes one run's samples into dir (samplesEnv): the run
+// started startNs after base, and each message was sent at sentNs[i] after
+// base and took e2eNs[i].
+func writeSamples(dir string, base time.Time, startNs int64, sentNs, e2eNs []int64) error {
+	start := base.Add(time.Duration(startNs))
 	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%d.txt", start.UnixNano())))
 	if err != nil {
 		return err
@@ -30,7 +33,7 @@ func writeSamples(dir string, start time.Time, sentNs, e2eNs []int64) error {
 	w := bufio.NewWriter(f)
 	fmt.Fprintf(w, "# start %d\n", start.UnixNano())
 	for i := range min(len(sentNs), len(e2eNs)) {
-		fmt.Fprintf(w, "%d %d\n", sentNs[i]/1000, e2eNs[i]/1000)
+		fmt.Fprintf(w, "%d %d\n", (sentNs[i]-startNs)/1000, e2eNs[i]/1000)
 	}
 	if err := w.Flush(); err != nil {
 		f.Close()
