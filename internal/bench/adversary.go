@@ -211,6 +211,9 @@ func RunAdversary(ctx context.Context, cfg Config) (*AdversaryResult, error) {
 	if cfg.BrokerURL != "" || cfg.Broadcast || cfg.IdleConnections > 0 {
 		return nil, fmt.Errorf("bench: --adversary runs its own child brokers with DM load; it takes no --broker, --broadcast or --idle-connections")
 	}
+	if err := checkAttackTimelineDir(); err != nil {
+		return nil, err
+	}
 	if cfg.Rounds < 1 {
 		cfg.Rounds = 1
 	}
@@ -469,6 +472,13 @@ func startAttacks(ctx context.Context, mallory client.MeshIdentity, attacks []st
 		for range at.n {
 			a.wg.Go(func() { at.run(actx) })
 		}
+	}
+	if dir := os.Getenv(attackTimelineEnv); dir != "" {
+		a.wg.Go(func() {
+			if err := recordAttackTimeline(actx, dir, stats, attackTimelineEvery); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %s: %v\n", attackTimelineEnv, err)
+			}
+		})
 	}
 	return a
 }

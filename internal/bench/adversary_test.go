@@ -47,6 +47,8 @@ func TestAdversary(t *testing.T) {
 // The old arrangement, the attacks in the bench's own process, still
 // runs them; and --attacks none is a control run with no attack at all.
 func TestAdversaryInProcessAndControl(t *testing.T) {
+	timeline := t.TempDir()
+	t.Setenv(attackTimelineEnv, timeline)
 	res, err := RunAdversary(testContext(t), Config{Peers: 3, Messages: 20, Window: 1, Payload: 64, AttackerInProcess: true,
 		Attacks: []string{"self", "groups"}, Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"}})
 	if err != nil {
@@ -56,6 +58,8 @@ func TestAdversaryInProcessAndControl(t *testing.T) {
 	if a := res.Attacks; res.Attacker != "in-process" || a.SelfSends+a.SelfRefused == 0 || a.GroupHellosRefused == 0 || a.AckFrames != 0 {
 		t.Errorf("in process: attacker %q, attacks %+v; want self and groups only", res.Attacker, a)
 	}
+	checkAttackTimeline(t, timeline, res.Attacks)
+	os.Unsetenv(attackTimelineEnv)
 	res, err = RunAdversary(testContext(t), Config{Peers: 3, Messages: 20, Window: 1, Payload: 64,
 		Attacks: []string{"none"}, Executable: os.Args[0], childEnv: []string{childEnvVar + "=1"}})
 	if err != nil {
