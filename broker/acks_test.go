@@ -21,9 +21,17 @@ func ackBurst(t *testing.T, c *rawConn, frames int, ids []string) (acked, limite
 	for i := range frames { // pipelined: the limits are per second, not per round trip
 		c.write(wire.ClientAck{Type: wire.TypeClientAck, ReqID: fmt.Sprintf("k%d", i), MessageIDs: ids})
 	}
+	answered := map[string]bool{}
 	for i := range frames {
 		data := c.read()
 		env, _ := wire.Peek(data)
+		// Every frame's answer, acked or refused, carries its reqId: a
+		// client waiting for one (client.ClientAck) otherwise waits for
+		// ever.
+		if !strings.HasPrefix(env.ReqID, "k") || answered[env.ReqID] {
+			t.Fatalf("answer %d: reqId %q, want one of k0..k%d not answered before: %s", i, env.ReqID, frames-1, data)
+		}
+		answered[env.ReqID] = true
 		switch env.Type {
 		case wire.TypeAcked:
 			acked++

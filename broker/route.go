@@ -97,7 +97,9 @@ func (c *conn) handle(data []byte) {
 		// Before the frame is decoded: a flood of 500-id frames costs
 		// its parse otherwise.
 		c.b.metrics.limitTripped.WithLabelValues("ack_rate").Inc()
-		c.sendRateLimited(env.ReqID, "too many client_ack frames on this connection; batch ids (up to 500 per frame)", untilTokens(c.acks, 1))
+		// The hot path above read no reqId; the refusal needs it, or a
+		// client waiting for this frame's answer waits for ever.
+		c.sendRateLimited(safeReqID(wire.PeekFields(data, "reqId")[0]), "too many client_ack frames on this connection; batch ids (up to 500 per frame)", untilTokens(c.acks, 1))
 		return
 	}
 	if env.Type == wire.TypeClientAck && c.refuseAckEarly(data) {
