@@ -15,20 +15,9 @@ import (
 // run's totals and with the attacks' work in it.
 func checkAttackTimeline(t *testing.T, dir string, totals AdversaryStats) {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "*.attacks"))
-	if len(files) != 1 {
-		t.Fatalf("timeline files %q, want one for the one attacked run", files)
-	}
-	data, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if want := "# start " + strings.TrimSuffix(filepath.Base(files[0]), ".attacks"); lines[0] != want {
-		t.Fatalf("first line %q, want %q", lines[0], want)
-	}
+	lines := readRunFile(t, dir, ".attacks")
 	if len(lines) < 2 {
-		t.Fatalf("no timeline lines: %q", data)
+		t.Fatalf("no timeline lines: %q", lines)
 	}
 	var prevMs int64 = -1
 	var prev, last AdversaryStats

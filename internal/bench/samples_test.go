@@ -20,18 +20,7 @@ func TestSamplesAreWrittenPerRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPerfect(t, res, 15, 15)
-	files, _ := filepath.Glob(filepath.Join(dir, "*.txt"))
-	if len(files) != 1 {
-		t.Fatalf("files %q, want one for the one run", files)
-	}
-	data, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if want := "# start " + strings.TrimSuffix(filepath.Base(files[0]), ".txt"); lines[0] != want {
-		t.Errorf("first line %q, want %q", lines[0], want)
-	}
+	lines := readRunFile(t, dir, ".txt")
 	if len(lines)-1 != 15 {
 		t.Fatalf("%d sample lines, want 15 (one per DM delivered)", len(lines)-1)
 	}
@@ -47,4 +36,24 @@ func TestSamplesAreWrittenPerRun(t *testing.T) {
 			t.Errorf("line %q: want a send time and a latency within the run's %.0f µs", l, durUs)
 		}
 	}
+}
+
+// readRunFile reads the one file named <start ns><ext> that a run wrote
+// into dir (CLAUDEMESH_BENCH_SAMPLES, CLAUDEMESH_BENCH_ATTACKS) and
+// returns its lines, the first of which must be "# start <that ns>".
+func readRunFile(t *testing.T, dir, ext string) []string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*"+ext))
+	if len(files) != 1 {
+		t.Fatalf("files %q, want one %s file for the one run", files, ext)
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if want := "# start " + strings.TrimSuffix(filepath.Base(files[0]), ext); lines[0] != want {
+		t.Fatalf("first line %q, want %q", lines[0], want)
+	}
+	return lines
 }
