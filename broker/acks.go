@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"claudemesh/store"
-	"claudemesh/wire"
 )
 
 // settleable is the gate in front of client_ack's commit (issue: a member
@@ -109,7 +108,7 @@ func (c *conn) refuseAckEarly(data []byte) bool {
 	if lim.Tokens()+1 >= float64(ids-inflight) {
 		return false
 	}
-	c.refuseUnknownAcks(safeReqID(wire.PeekFields(data, "reqId")[0]), ids-inflight)
+	c.refuseUnknownAcks(peekReqID(data), ids-inflight)
 	return true
 }
 

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
@@ -99,7 +100,7 @@ func (c *conn) handle(data []byte) {
 		c.b.metrics.limitTripped.WithLabelValues("ack_rate").Inc()
 		// The hot path above read no reqId; the refusal needs it, or a
 		// client waiting for this frame's answer waits for ever.
-		c.sendRateLimited(safeReqID(wire.PeekFields(data, "reqId")[0]), "too many client_ack frames on this connection; batch ids (up to 500 per frame)", untilTokens(c.acks, 1))
+		c.sendRateLimited(peekReqID(data), "too many client_ack frames on this connection; batch ids (up to 500 per frame)", untilTokens(c.acks, 1))
 		return
 	}
 	if env.Type == wire.TypeClientAck && c.refuseAckEarly(data) {
@@ -164,6 +165,16 @@ func safeReqID(reqID string) string {
 		return ""
 	}
 	return reqID
+}
+
+// peekReqID is the valid reqId of a frame refused before it is decoded,
+// or "". A frame without one (an ack flood's) is not walked through: its
+// 500 ids would be skipped token by token for nothing.
+func peekReqID(data []byte) string {
+	if !bytes.Contains(data, []byte(`"reqId"`)) {
+		return ""
+	}
+	return safeReqID(wire.PeekFields(data, "reqId")[0])
 }
 
 // checkReqID answers a frame whose reqId is malformed.
