@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -934,10 +935,15 @@ func (e *Engine) writeBatch(batch []*write) {
 		e.finish(batch, failed, store.ErrUnavailable)
 		return
 	}
-	// judged is the log position at which the refusals in failed were
-	// decided: a refusal stands only if it was decided on the state the
-	// batch is published on (or answered on).
-	var judged uint64
+	// judged is the log position at which the earliest of the refusals
+	// in failed was decided (none: noneJudged): a refusal stands only if
+	// it was decided on the state the batch is published on (or answered
+	// on). The earliest, not the latest: a write refused not_found on a
+	// copy behind the log, then another refused after the copy caught up,
+	// left judged at the new position and the stale refusal standing
+	// (the conformance suite's FailedWriteAlone, once under load).
+	const noneJudged = math.MaxUint64
+	judged := uint64(noneJudged)
 	tr := writeTrace{start: time.Now(), writes: len(batch)}
 	defer tr.report(e)
 	defer e.turns.wrote()
@@ -963,7 +969,7 @@ func (e *Engine) writeBatch(batch []*write) {
 				// Its changes are in the transaction: roll back and run
 				// the batch again without it.
 				failed[i] = err
-				judged = applied
+				judged = min(judged, applied)
 				rerun = true
 				break
 			}
@@ -979,6 +985,7 @@ func (e *Engine) writeBatch(batch []*write) {
 			// write again on this state.
 			btx.Rollback()
 			clear(failed)
+			judged = noneJudged
 			continue
 		}
 		if rec.Len() == 0 {
@@ -995,6 +1002,7 @@ func (e *Engine) writeBatch(batch []*write) {
 					return
 				}
 				clear(failed)
+				judged = noneJudged
 				continue
 			}
 			e.finish(batch, failed, nil)
@@ -1063,6 +1071,7 @@ func (e *Engine) writeBatch(batch []*write) {
 				return
 			}
 			clear(failed)
+			judged = noneJudged
 		default:
 			btx.Rollback()
 			e.log.Warn("cluster: write not made durable", "err", err)
